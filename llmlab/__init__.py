@@ -1,0 +1,33 @@
+"""llmlab — the engineering around LLM calls: a gateway and a lab to test it in.
+
+``import llmlab`` is cheap: litellm, pandas, SimPy and the embedders load on first use.
+"""
+from __future__ import annotations
+
+from .budgets import BudgetPolicy, MemoryBudgets
+from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Embed,
+                      ErrorKind, Outcome, OutcomeKind, Sleep)
+from .errors import (AllProvidersFailed, BudgetExceeded, ConfigError, GatewayError, GuardrailBlocked,
+                     InvalidRequest, LLMLabError, ProviderRejected, RateLimited, UnknownModelPrice)
+from .fallback import CircuitBreaker, RetryPolicy
+from .gateway import Gateway
+from .ledger import Ledger
+from .pricing import LECTURE_PRICES, ModelPrice, PriceBook, monthly_cost
+from .ratelimit import RateLimit, RateLimiter
+from .request import Request
+from .routing import (CascadeRouter, ClassifierRouter, ComplexityRouter, FixedRouter, PlanRouter, RouteDecision,
+                      default_acceptance)
+from .stream import StreamReset, StreamResponse
+from .tokens import count_message_tokens, count_tokens
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetPolicy", "CacheOutcome", "CachedAnswer", "Call",
+    "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "ComplexityRouter",
+    "ConfigError", "Deployment", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
+    "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
+    "OutcomeKind", "PlanRouter", "PriceBook", "ProviderRejected", "RateLimit", "RateLimited", "RateLimiter",
+    "Request", "RetryPolicy", "RouteDecision", "Sleep", "StreamReset", "StreamResponse", "UnknownModelPrice",
+    "count_message_tokens", "count_tokens", "default_acceptance", "monthly_cost",
+]

@@ -1,0 +1,48 @@
+"""Small validators that turn bad settings into :class:`ConfigError` naming the field."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import ConfigError
+
+
+def number(field: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, allow_none: bool = False) -> float | None:
+    """Return ``value`` as a float if it lies in the range, else raise ConfigError."""
+    if value is None and allow_none:
+        return None
+    lo_txt = "-inf" if lo is None else f"{lo:g}"
+    hi_txt = "inf" if hi is None else f"{hi:g}"
+    allowed = f"a number in {'(' if lo_open else '['}{lo_txt}, {hi_txt}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, allowed)
+    v = float(value)
+    if math.isnan(v) or (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
+        raise ConfigError(field, value, allowed)
+    return v
+
+
+def positive(field: str, value: Any, *, allow_none: bool = False) -> float | None:
+    return number(field, value, lo=0.0, lo_open=True, allow_none=allow_none)
+
+
+def non_negative(field: str, value: Any, *, allow_none: bool = False) -> float | None:
+    return number(field, value, lo=0.0, allow_none=allow_none)
+
+
+def probability(field: str, value: Any) -> float:
+    return number(field, value, lo=0.0, hi=1.0)  # type: ignore[return-value]
+
+
+def integer(field: str, value: Any, *, lo: int = 0, hi: int | None = None) -> int:
+    allowed = f"an integer >= {lo}" + ("" if hi is None else f" and <= {hi}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        raise ConfigError(field, value, allowed)
+    return value
+
+
+def choice(field: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ConfigError(field, value, "one of " + ", ".join(repr(o) for o in options))
+    return value

@@ -1,0 +1,123 @@
+"""Monthly per-tenant budget caps with reserve-then-settle accounting.
+
+Existing gateways check spend *after* a call, so a burst of concurrent requests all pass the
+check and push a tenant past its cap together.  Here a request reserves its worst-case cost
+(prompt estimate + ``max_tokens`` on the most expensive deployment it may use) before any call
+and settles the actual cost afterwards.  Check-and-reserve is one step with no yield in
+between, so no interleaving of concurrent requests can overshoot a cap; the Redis backend does
+the same step atomically in a Lua script for several gateway processes.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping, Protocol
+
+from . import _validate as v
+
+POLICIES = ("reject", "downgrade")
+
+
+def month_of(now: float) -> str:
+    return datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y-%m")
+
+
+def next_month_start(now: float) -> float:
+    """Epoch seconds of the first instant of the next UTC month (when caps reset)."""
+    d = datetime.fromtimestamp(now, tz=timezone.utc)
+    year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return datetime(year, month, 1, tzinfo=timezone.utc).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPolicy:
+    """Monthly caps in USD: per tenant, else per plan, else ``default_cap`` (None = no cap).
+
+    ``on_exceed="downgrade"`` retries the request on ``downgrade_to`` (a cheaper deployment)
+    before refusing it.
+    """
+
+    caps: Mapping[str, float] | None = None
+    plan_caps: Mapping[str, float] | None = None
+    default_cap: float | None = None
+    on_exceed: str = "reject"
+    downgrade_to: str | None = None
+
+    def __post_init__(self) -> None:
+        for tenant, cap in (self.caps or {}).items():
+            v.non_negative(f"budget.caps[{tenant!r}]", cap)
+        for plan, cap in (self.plan_caps or {}).items():
+            v.non_negative(f"budget.plan_caps[{plan!r}]", cap)
+        v.non_negative("budget.default_cap", self.default_cap, allow_none=True)
+        v.choice("budget.on_exceed", self.on_exceed, POLICIES)
+        if self.on_exceed == "downgrade" and not self.downgrade_to:
+            from .errors import ConfigError
+            raise ConfigError("budget.downgrade_to", self.downgrade_to, "a deployment name when on_exceed='downgrade'")
+
+    def cap_for(self, tenant: str, plan: str) -> float | None:
+        if self.caps and tenant in self.caps:
+            return self.caps[tenant]
+        if self.plan_caps and plan in self.plan_caps:
+            return self.plan_caps[plan]
+        return self.default_cap
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    tenant: str
+    month: str
+    amount: float
+    id: int
+
+
+class BudgetBackend(Protocol):
+    def try_reserve(self, tenant: str, amount: float, cap: float | None, now: float) -> Reservation | None: ...
+
+    def settle(self, reservation: Reservation, actual: float) -> None: ...
+
+    def charge(self, tenant: str, amount: float, now: float) -> None: ...
+
+    def spent(self, tenant: str, now: float) -> float: ...
+
+
+class MemoryBudgets:
+    """In-process ledger of spend and open reservations per (tenant, month)."""
+
+    def __init__(self) -> None:
+        self._spent: dict[tuple[str, str], float] = {}
+        self._reserved: dict[tuple[str, str], float] = {}
+        self._ids = itertools.count(1)
+        self.overshoot_usd = 0.0  # actual cost above the reservation (should stay 0)
+
+    def try_reserve(self, tenant: str, amount: float, cap: float | None, now: float) -> Reservation | None:
+        key = (tenant, month_of(now))
+        committed = self._spent.get(key, 0.0) + self._reserved.get(key, 0.0)
+        if cap is not None and committed + amount > cap + 1e-12:
+            return None
+        self._reserved[key] = self._reserved.get(key, 0.0) + amount
+        return Reservation(tenant, key[1], amount, next(self._ids))
+
+    def settle(self, reservation: Reservation, actual: float) -> None:
+        key = (reservation.tenant, reservation.month)
+        self._reserved[key] = max(0.0, self._reserved.get(key, 0.0) - reservation.amount)
+        self._spent[key] = self._spent.get(key, 0.0) + actual
+        if actual > reservation.amount + 1e-12:
+            self.overshoot_usd += actual - reservation.amount
+
+    def charge(self, tenant: str, amount: float, now: float) -> None:
+        """Record spend that had no reservation (for example an embedding)."""
+        key = (tenant, month_of(now))
+        self._spent[key] = self._spent.get(key, 0.0) + amount
+
+    def spent(self, tenant: str, now: float) -> float:
+        return self._spent.get((tenant, month_of(now)), 0.0)
+
+    def reserved(self, tenant: str, now: float) -> float:
+        return self._reserved.get((tenant, month_of(now)), 0.0)
+
+    def spend_by_tenant(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (tenant, _), amount in self._spent.items():
+            out[tenant] = out.get(tenant, 0.0) + amount
+        return out

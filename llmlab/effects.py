@@ -1,0 +1,216 @@
+"""Effects the pipeline asks a driver to perform, and the values that flow back.
+
+The pipeline performs no I/O (the way h11 keeps HTTP logic free of sockets).  It *yields*
+one of these effects and receives the outcome:
+
+    result = yield Call(deployment, messages, params)   # CallResult or CallError, never raises
+    yield Sleep(seconds)                                 # wait before a retry
+    result = yield Embed(embedder, texts)               # EmbedResult
+
+A driver — live (litellm, real clock) or simulated (SimPy, virtual time) — performs them.
+Drivers turn every provider failure into a :class:`CallError`, so the pipeline's control flow
+never depends on exceptions crossing the yield.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import GatewayError
+
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One way to reach one model: a name the router uses, the price key, and call settings.
+
+    ``params`` are passed to the provider call (for litellm: ``api_base``, ``api_key``,
+    ``mock_response`` …).  They are never logged and ``repr`` hides them, because they may hold
+    secrets.
+    """
+
+    name: str
+    model: str
+    params: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    context_window: int = 128_000
+    max_output_tokens: int = 4_096
+    timeout_s: float = 60.0
+    price_model: str | None = None  # price-book key when it differs from ``model``
+
+    @property
+    def price_key(self) -> str:
+        return self.price_model or self.model
+
+
+# ----------------------------------------------------------------------------- effects
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Ask ``deployment`` for a chat completion."""
+
+    deployment: Deployment
+    messages: tuple[Message, ...]
+    params: Mapping[str, Any]
+    stream: bool = False
+    purpose: str = "answer"  # "answer", "classify" or "cascade"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds`` (real time live, virtual time in the simulator)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Embed:
+    """Embed ``texts`` with ``embedder`` (an object with ``embed(texts) -> ndarray``)."""
+
+    embedder: Any
+    texts: tuple[str, ...]
+
+
+Effect = Call | Sleep | Embed
+
+
+# ----------------------------------------------------------------------------- results
+class ErrorKind(str, enum.Enum):
+    """What went wrong with a provider call; decides retry and fallback behaviour."""
+
+    RATE_LIMIT = "rate_limit"          # retry (honour Retry-After), then next deployment
+    TIMEOUT = "timeout"                # retry, then next deployment
+    SERVER = "server_error"            # 5xx: retry, then next deployment
+    OVERLOADED = "overloaded"          # 529 / 503: retry, then next deployment
+    CONNECTION = "connection"          # could not connect / stream cut: retry, then next
+    MALFORMED = "malformed_response"   # unparseable body: retry, then next
+    CONTEXT_WINDOW = "context_window"  # a deployment with a larger window
+    AUTH = "authentication"            # no retry, typed error at once
+    BAD_REQUEST = "bad_request"        # no retry, typed error at once
+    CIRCUIT_OPEN = "circuit_open"      # the breaker skipped this deployment
+
+
+RETRYABLE = frozenset({ErrorKind.RATE_LIMIT, ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.OVERLOADED,
+                       ErrorKind.CONNECTION, ErrorKind.MALFORMED})
+FATAL = frozenset({ErrorKind.AUTH, ErrorKind.BAD_REQUEST})
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    ttft_s: float | None = None
+
+    ok = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallError:
+    kind: ErrorKind
+    message: str
+    latency_s: float = 0.0
+    retry_after_s: float | None = None
+    status: int | None = None
+    partial_text: str = ""  # text already streamed before a mid-stream failure
+
+    ok = False
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    vectors: Any  # numpy array (n, dim)
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+
+# ----------------------------------------------------------------------------- records
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One provider call (or skipped deployment) made while serving a request."""
+
+    deployment: str
+    model: str
+    purpose: str
+    ok: bool
+    error: str | None
+    latency_s: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    retry_after_s: float | None = None
+    waited_s: float = 0.0  # backoff slept before this attempt
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class OutcomeKind(str, enum.Enum):
+    MODEL = "model"              # answered by a model
+    CACHE = "cache"              # answered from the exact or semantic cache
+    LAST_RESORT = "last_resort"  # every provider failed; a similar cached answer was served
+    RULE = "rule"                # answered by a rule (classifier said FAQ and a canned answer exists)
+    ERROR = "error"              # a typed GatewayError
+
+
+class CacheOutcome(str, enum.Enum):
+    BYPASS = "bypass"
+    MISS = "miss"
+    EXACT_HIT = "exact_hit"
+    SEMANTIC_HIT = "semantic_hit"
+    LAST_RESORT_HIT = "last_resort_hit"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """What the caches store: the answer and enough about it to report a hit honestly."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    created_at: float
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # e.g. the intent of the filling request
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Exactly one per request: an answer (model, cache, last resort, rule) or a typed error."""
+
+    request_id: str
+    tenant: str
+    plan: str
+    kind: OutcomeKind
+    text: str | None
+    model: str | None
+    deployment: str | None
+    attempts: tuple[Attempt, ...]
+    cache: CacheOutcome
+    route_tier: str | None
+    route_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float
+    ttft_s: float | None
+    started_at: float
+    error: GatewayError | None = None
+    similarity: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    guard_findings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is not OutcomeKind.ERROR
+
+    def raise_for_error(self) -> "Outcome":
+        if self.error is not None:
+            raise self.error
+        return self
+
+    @property
+    def retries(self) -> int:
+        return max(0, sum(1 for a in self.attempts if a.purpose != "skip") - 1)

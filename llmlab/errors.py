@@ -1,0 +1,129 @@
+"""Typed errors.
+
+Two families, kept apart on purpose:
+
+* :class:`ConfigError` — raised at construction time, before any traffic flows, when a
+  setting is out of range.  It names the field, the value and what is allowed, so the fix
+  is obvious from the message alone.
+* :class:`GatewayError` — the *outcome* of a request that could not be answered (rate
+  limited, over budget, every provider failed, blocked by a guardrail, rejected by the
+  provider).  The gateway returns these inside a :class:`~llmlab.effects.Outcome`; callers
+  who prefer exceptions call ``outcome.raise_for_error()``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class LLMLabError(Exception):
+    """Base class of every error llmlab raises on purpose."""
+
+
+class ConfigError(LLMLabError, ValueError):
+    """A setting is invalid.  ``field`` names it, ``allowed`` says what would be accepted."""
+
+    def __init__(self, field: str, value: Any, allowed: str, hint: str = "") -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.hint = hint
+        message = f"{field}={value!r} is invalid: allowed {allowed}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class UnknownModelPrice(ConfigError):
+    """A model has no price.  llmlab never silently prices an unknown model at $0."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            "model",
+            model,
+            "a model with a known price",
+            hint=(
+                f"no price for {model!r}: add one with "
+                f"PriceBook.default().with_overrides({{{model!r}: (input_usd_per_1m, output_usd_per_1m)}})"
+                " or pass prices= to the Gateway"
+            ),
+        )
+        self.model = model
+
+
+class GatewayError(LLMLabError):
+    """A request ended without an answer.  ``retry_after_s`` tells the caller when to retry."""
+
+    code: str = "gateway_error"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    @property
+    def user_message(self) -> str:
+        """A sentence fit to show an end user (no internals, no provider names)."""
+        if self.retry_after_s is not None:
+            return f"The assistant is temporarily unavailable. Please retry in {self.retry_after_s:.0f} s."
+        return "The assistant is temporarily unavailable. Please retry shortly."
+
+
+class RateLimited(GatewayError):
+    code = "rate_limited"
+
+    def __init__(self, tenant: str, limit: str, retry_after_s: float) -> None:
+        super().__init__(f"tenant {tenant!r} exceeded its {limit} limit", retry_after_s=retry_after_s)
+        self.tenant = tenant
+        self.limit = limit
+
+
+class BudgetExceeded(GatewayError):
+    code = "budget_exceeded"
+
+    def __init__(self, tenant: str, spend_usd: float, cap_usd: float, reset_at: float, needed_usd: float) -> None:
+        super().__init__(
+            f"tenant {tenant!r} would exceed its monthly cap: spent ${spend_usd:.4f} of ${cap_usd:.4f}, "
+            f"this request may cost up to ${needed_usd:.4f}",
+            retry_after_s=None,
+        )
+        self.tenant = tenant
+        self.spend_usd = spend_usd
+        self.cap_usd = cap_usd
+        self.reset_at = reset_at
+        self.needed_usd = needed_usd
+
+    @property
+    def user_message(self) -> str:
+        return "Your organisation has reached its monthly AI budget. It resets at the start of next month."
+
+
+class AllProvidersFailed(GatewayError):
+    code = "all_providers_failed"
+
+
+class ProviderRejected(GatewayError):
+    """The provider refused the request itself (bad request, authentication): retrying cannot help."""
+
+    code = "provider_rejected"
+
+    @property
+    def user_message(self) -> str:
+        return "The request could not be processed."
+
+
+class GuardrailBlocked(GatewayError):
+    code = "guardrail_blocked"
+
+    @property
+    def user_message(self) -> str:
+        return "This request cannot be processed because it violates the usage policy."
+
+
+class InvalidRequest(LLMLabError, ValueError):
+    """The request itself is malformed (for example an empty prompt)."""
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}={value!r} is invalid: allowed {allowed}")

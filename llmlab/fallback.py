@@ -1,0 +1,176 @@
+"""Retries, circuit breakers and the ordered fallback chain.
+
+Error classes decide what happens next:
+
+=================  =============================================================
+rate limit         retry the same deployment (waiting at least ``Retry-After``)
+timeout/5xx/529    retry, then move to the next deployment
+context window     skip to the next deployment with a *larger* window
+auth/bad request   stop at once with a typed error: retrying cannot help
+=================  =============================================================
+
+Backoff is exponential with full jitter and a cap, and it really waits: the chain *yields*
+``Sleep`` and the driver sleeps (the lecture's sample called ``asyncio.sleep`` without
+``await`` and so never waited at all).  Jitter comes from an injected ``random.Random`` so
+simulations reproduce exactly.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Sequence
+
+from . import _validate as v
+from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Sleep
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Per-deployment retry settings.
+
+    ``max_retries`` retries after the first try (so ``max_retries + 1`` calls at most).  A
+    ``Retry-After`` longer than ``max_retry_after_s`` is not worth waiting for: the chain moves
+    on to the next deployment instead.
+    """
+
+    max_retries: int = 2
+    base_s: float = 0.5
+    cap_s: float = 8.0
+    max_retry_after_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        v.integer("retry.max_retries", self.max_retries, lo=0, hi=20)
+        v.non_negative("retry.base_s", self.base_s)
+        v.non_negative("retry.cap_s", self.cap_s)
+        v.non_negative("retry.max_retry_after_s", self.max_retry_after_s)
+
+    def delay(self, retry_index: int, retry_after_s: float | None, rng: random.Random) -> float | None:
+        """Seconds to wait before retry number ``retry_index`` (0-based); None = don't retry here."""
+        if retry_after_s is not None and retry_after_s > self.max_retry_after_s:
+            return None
+        backoff = rng.uniform(0.0, min(self.cap_s, self.base_s * (2.0 ** retry_index)))  # full jitter
+        return max(backoff, retry_after_s or 0.0)
+
+
+class CircuitBreaker:
+    """Closed → open after failures → half-open probe after a cooldown → closed on success.
+
+    Opens after ``failure_threshold`` consecutive failures, or when at least ``min_calls`` of the
+    last ``window`` calls include a share of failures ≥ ``failure_ratio``.  While open, the
+    deployment is skipped without a call; after ``cooldown_s`` one probe request is let through.
+    """
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+    def __init__(self, failure_threshold: int = 5, failure_ratio: float = 0.5, window: int = 20,
+                 min_calls: int = 10, cooldown_s: float = 30.0) -> None:
+        self.failure_threshold = v.integer("breaker.failure_threshold", failure_threshold, lo=1)
+        self.failure_ratio = v.number("breaker.failure_ratio", failure_ratio, lo=0.0, hi=1.0, lo_open=True)
+        self.window = v.integer("breaker.window", window, lo=1)
+        self.min_calls = v.integer("breaker.min_calls", min_calls, lo=1)
+        self.cooldown_s = v.non_negative("breaker.cooldown_s", cooldown_s)
+        self.state = self.CLOSED
+        self.opened_at = 0.0
+        self.consecutive_failures = 0
+        self._recent: list[bool] = []  # True = failure
+        self._probe_in_flight = False
+        self.times_opened = 0
+
+    def allow(self, now: float) -> bool:
+        if self.state == self.CLOSED:
+            return True
+        if self.state == self.OPEN and now - self.opened_at >= self.cooldown_s:
+            self.state = self.HALF_OPEN
+            self._probe_in_flight = False
+        if self.state == self.HALF_OPEN and not self._probe_in_flight:
+            self._probe_in_flight = True
+            return True
+        return False
+
+    def _remember(self, failed: bool) -> None:
+        self._recent.append(failed)
+        if len(self._recent) > self.window:
+            del self._recent[0]
+
+    def record_success(self, now: float) -> None:
+        self.consecutive_failures = 0
+        self._remember(False)
+        if self.state != self.CLOSED:
+            self.state = self.CLOSED
+            self._recent.clear()
+        self._probe_in_flight = False
+
+    def record_failure(self, now: float) -> None:
+        self.consecutive_failures += 1
+        self._remember(True)
+        ratio_trips = len(self._recent) >= self.min_calls and sum(self._recent) / len(self._recent) >= self.failure_ratio
+        if self.state == self.HALF_OPEN or self.consecutive_failures >= self.failure_threshold or ratio_trips:
+            if self.state != self.OPEN:
+                self.times_opened += 1
+            self.state = self.OPEN
+            self.opened_at = now
+            self._probe_in_flight = False
+
+
+@dataclass(slots=True)
+class ChainResult:
+    """How a chain ended: ``result`` from ``deployment``, or ``error`` after every option."""
+
+    result: CallResult | None
+    deployment: Deployment | None
+    attempts: list[Attempt] = field(default_factory=list)
+    error: CallError | None = None
+
+    @property
+    def fatal(self) -> bool:
+        return self.error is not None and self.error.kind in FATAL
+
+
+def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],
+              retry_for: Callable[[Deployment], RetryPolicy], breaker_for: Callable[[str], CircuitBreaker],
+              price: Callable[[Deployment, CallResult], float], clock: Callable[[], float],
+              rng: random.Random) -> Generator[Effect, Any, ChainResult]:
+    """Try each deployment in order with retries; return the first success or the last error."""
+    out = ChainResult(None, None)
+    min_window = 0
+    for dep in chain:
+        if dep.context_window <= min_window:
+            out.attempts.append(Attempt(dep.name, dep.model, "skip", False,
+                                        f"skipped: context window {dep.context_window} ≤ {min_window}", 0.0))
+            continue
+        breaker = breaker_for(dep.name)
+        if not breaker.allow(clock()):
+            out.attempts.append(Attempt(dep.name, dep.model, "skip", False, ErrorKind.CIRCUIT_OPEN.value, 0.0))
+            out.error = out.error or CallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {dep.name}")
+            continue
+        policy = retry_for(dep)
+        waited = 0.0
+        for retry in range(policy.max_retries + 1):
+            call = make_call(dep)
+            result = yield call
+            if result.ok:
+                cost = price(dep, result)
+                out.attempts.append(Attempt(dep.name, dep.model, call.purpose, True, None, result.latency_s,
+                                            result.prompt_tokens, result.completion_tokens, cost, None, waited))
+                breaker.record_success(clock())
+                out.result, out.deployment, out.error = result, dep, None
+                return out
+            out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
+                                        f"{result.kind.value}: {result.message}"[:300], result.latency_s,
+                                        retry_after_s=result.retry_after_s, waited_s=waited))
+            out.error = result
+            if result.kind in FATAL:
+                return out
+            if result.kind is ErrorKind.CONTEXT_WINDOW:
+                min_window = dep.context_window
+                break
+            breaker.record_failure(clock())
+            if retry == policy.max_retries or breaker.state == CircuitBreaker.OPEN:
+                break
+            delay = policy.delay(retry, result.retry_after_s, rng)
+            if delay is None:
+                break
+            if delay > 0:
+                yield Sleep(delay)
+            waited = delay
+    return out

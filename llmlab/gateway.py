@@ -1,0 +1,206 @@
+"""The Gateway: what users construct.  It validates configuration and drives the pipeline.
+
+    gw = Gateway(router=PlanRouter(), budget=BudgetPolicy(caps={"acme": 50.0}))
+    out = gw.complete("Where is my order 1234?", tenant="acme", plan="paid")
+    out.text, out.model, out.cost_usd, out.attempts
+
+``complete`` (sync), ``acomplete`` (asyncio) and ``stream`` / ``astream`` all run the same
+:class:`~llmlab.pipeline.Pipeline` through the live driver.  ``Gateway.pipeline`` is what the
+simulator drives in virtual time.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+
+from . import _validate as v
+from .budgets import BudgetPolicy, MemoryBudgets
+from .cache.keys import CacheKeyPolicy
+from .cache.store import KeyValueStore, MemoryStore
+from .defaults import DEFAULT_FALLBACKS, default_deployments
+from .effects import Call, Deployment, Outcome
+from .errors import ConfigError
+from .fallback import CircuitBreaker, RetryPolicy
+from .ledger import Ledger
+from .live import LiteLLMDriver, adrive, drive, iter_stream
+from .pipeline import Pipeline, SemanticSlot
+from .pricing import PriceBook, ModelPrice
+from .ratelimit import RateLimiter
+from .request import Request
+from .routing import ComplexityRouter, Router
+from .stream import StreamReset, StreamResponse
+
+
+def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> dict[str, Deployment]:
+    if not deployments:
+        raise ConfigError("deployments", list(deployments), "at least one Deployment")
+    out: dict[str, Deployment] = {}
+    for i, dep in enumerate(deployments):
+        if not isinstance(dep, Deployment):
+            raise ConfigError(f"deployments[{i}]", dep, "a llmlab.Deployment")
+        if dep.name in out:
+            raise ConfigError(f"deployments[{i}].name", dep.name, "a name not used by another deployment")
+        v.integer(f"deployments[{i}].context_window", dep.context_window, lo=1)
+        v.integer(f"deployments[{i}].max_output_tokens", dep.max_output_tokens, lo=1)
+        v.positive(f"deployments[{i}].timeout_s", dep.timeout_s)
+        prices.price(dep.price_key)  # UnknownModelPrice names the model and how to add a price
+        out[dep.name] = dep
+    return out
+
+
+def _check_names(field: str, names: Any, known: Mapping[str, Deployment]) -> None:
+    for name in names:
+        if name not in known:
+            raise ConfigError(field, name, "one of the configured deployments: " + ", ".join(sorted(known)))
+
+
+class Gateway:
+    """Caching, routing, fallback, rate limits, budgets and a ledger in front of litellm.
+
+    Every argument has an embedded default: the lecture's three models, its complexity router
+    and fallback chain, a prompt+parameters exact cache, retries with jittered backoff and a
+    circuit breaker per deployment.  Bad settings raise :class:`~llmlab.errors.ConfigError` at
+    construction, naming the field and the allowed values.
+    """
+
+    def __init__(self, deployments: Sequence[Deployment] | None = None, *,
+                 router: Router | None = None,
+                 fallbacks: Mapping[str, Sequence[str]] | None = None,
+                 prices: PriceBook | Mapping[str, ModelPrice | tuple[float, float]] | None = None,
+                 cache: bool = True, cache_key_mode: str = "prompt_params", cache_ttl_s: float = 3_600.0,
+                 cache_capacity: int = 10_000, cache_store: KeyValueStore | None = None,
+                 semantic_cache: SemanticSlot | None = None,
+                 rate_limiter: RateLimiter | None = None,
+                 budget: BudgetPolicy | None = None, budget_backend: Any = None,
+                 retry: RetryPolicy | Mapping[str, RetryPolicy] | None = None,
+                 breaker: Callable[[], CircuitBreaker] | Mapping[str, Any] | None = None,
+                 input_guards: Sequence[Any] = (), output_guards: Sequence[Any] = (),
+                 unmask_answers: bool = False, log_content: bool = False,
+                 clock: Callable[[], float] = time.time, seed: int | None = None,
+                 driver: LiteLLMDriver | None = None, ledger: Ledger | None = None,
+                 default_max_tokens: int = 1024) -> None:
+        if isinstance(prices, PriceBook):
+            self.prices = prices
+        else:
+            self.prices = PriceBook.default() if prices is None else PriceBook.default().with_overrides(prices)
+        self.deployments = _check_deployments(list(deployments) if deployments is not None else default_deployments(),
+                                              self.prices)
+        self.router: Router = router if router is not None else ComplexityRouter()
+        _check_names("router", sorted(self.router.targets()), self.deployments)
+        if hasattr(self.router, "bind"):
+            self.router.bind(self.deployments)
+        if fallbacks is None:
+            fallbacks = {k: [n for n in chain if n in self.deployments]
+                         for k, chain in DEFAULT_FALLBACKS.items() if k in self.deployments}
+        for primary, chain in fallbacks.items():
+            if primary != "*":
+                _check_names("fallbacks", [primary], self.deployments)
+            if isinstance(chain, str) or not isinstance(chain, Sequence):
+                raise ConfigError(f"fallbacks[{primary!r}]", chain, "a list of deployment names")
+            if len(chain) == 0:
+                raise ConfigError(f"fallbacks[{primary!r}]", list(chain), "at least one deployment name")
+            _check_names(f"fallbacks[{primary!r}]", chain, self.deployments)
+        if budget is not None and budget.downgrade_to is not None:
+            _check_names("budget.downgrade_to", [budget.downgrade_to], self.deployments)
+        v.integer("default_max_tokens", default_max_tokens, lo=1)
+        if retry is None:
+            retry = RetryPolicy()
+        if isinstance(breaker, Mapping):
+            settings = dict(breaker)
+            CircuitBreaker(**settings)  # validate now, not on the first failure
+            breaker_factory: Callable[[], CircuitBreaker] = lambda: CircuitBreaker(**settings)
+        else:
+            breaker_factory = breaker or CircuitBreaker
+        exact = (cache_store or MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
+        self.clock = clock
+        self.driver = driver or LiteLLMDriver()
+        self.pipeline = Pipeline(
+            deployments=self.deployments, router=self.router, fallbacks=fallbacks, prices=self.prices, clock=clock,
+            rng=random.Random(seed), exact_cache=exact, key_policy=CacheKeyPolicy(cache_key_mode),
+            semantic_cache=semantic_cache, rate_limiter=rate_limiter,
+            budgets=budget_backend if budget_backend is not None else MemoryBudgets(), budget_policy=budget,
+            retry=retry, breaker_factory=breaker_factory, input_guards=input_guards, output_guards=output_guards,
+            ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
+            log_content=log_content)
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def ledger(self) -> Ledger:
+        return self.pipeline.ledger
+
+    @property
+    def exact_cache(self) -> KeyValueStore | None:
+        return self.pipeline.exact_cache
+
+    @property
+    def budgets(self) -> Any:
+        return self.pipeline.budgets
+
+    def request(self, prompt: str | Sequence[Mapping[str, Any]], **kwargs: Any) -> Request:
+        """Build a validated :class:`Request` (raises InvalidRequest for empty prompts)."""
+        return Request.build(prompt, **kwargs)
+
+    # ------------------------------------------------------------------ serving
+    def complete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
+        """Serve one request synchronously; returns its :class:`Outcome` (check ``.ok``)."""
+        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        return drive(self.pipeline.handle(req), self.driver.perform)
+
+    async def acomplete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
+        """Serve one request on asyncio; safe to run hundreds concurrently."""
+        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        return await adrive(self.pipeline.handle(req), self.driver.aperform)
+
+    def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
+        """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end."""
+        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        response = StreamResponse(iter(()))
+        response._chunks = self._stream_chunks(req, response)
+        return response
+
+    def _stream_chunks(self, req: Request, response: StreamResponse) -> Iterator[Any]:
+        chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response._done)
+        yield from self._with_single_chunk_answers(chunks, response)
+
+    @staticmethod
+    def _with_single_chunk_answers(chunks: Iterator[Any], response: StreamResponse) -> Iterator[Any]:
+        saw_text = False
+        for piece in chunks:
+            saw_text = saw_text or isinstance(piece, str)
+            yield piece
+        out = response.outcome
+        if out is not None and out.ok and out.text and (not saw_text or out.kind.value != "model"):
+            yield out.text  # cache, rule and last-resort answers arrive as one chunk
+
+    def astream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
+        """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)``."""
+        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        response = StreamResponse(iter(()))
+        response._chunks = self._astream_chunks(req, response)
+        return response
+
+    async def _astream_chunks(self, req: Request, response: StreamResponse) -> AsyncIterator[Any]:
+        gen = self.pipeline.handle(req, stream=True)
+        streamed = saw_text = False
+        try:
+            effect = next(gen)
+            while True:
+                if isinstance(effect, Call) and effect.stream:
+                    if streamed:
+                        yield StreamReset(effect.deployment.name)
+                    result = None
+                    async for item in self.driver.astream_call(effect):
+                        if isinstance(item, str):
+                            streamed = saw_text = True
+                            yield item
+                        else:
+                            result = item
+                    effect = gen.send(result)
+                else:
+                    effect = gen.send(await self.driver.aperform(effect))
+        except StopIteration as stop:
+            response._done(stop.value)
+        out = response.outcome
+        if out is not None and out.ok and out.text and (not saw_text or out.kind.value != "model"):
+            yield out.text

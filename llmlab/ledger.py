@@ -1,0 +1,71 @@
+"""Per-request records and spend, exportable as a pandas DataFrame.
+
+The ledger stores each request's :class:`~llmlab.effects.Outcome` as it is — one record per
+request, so "none lost, none duplicated" can be checked by counting request ids.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .effects import Outcome
+
+if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for
+    import pandas as pd
+
+COLUMNS = ("request_id", "tenant", "plan", "started_at", "outcome", "cache", "route_tier", "route_reason",
+           "model", "deployment", "n_attempts", "n_calls", "retries", "prompt_tokens", "completion_tokens",
+           "cost_usd", "latency_s", "ttft_s", "similarity", "error", "error_code", "attempts")
+
+
+def outcome_row(o: Outcome) -> dict[str, Any]:
+    calls = [a for a in o.attempts if a.purpose not in ("skip", "check")]
+    return {
+        "request_id": o.request_id, "tenant": o.tenant, "plan": o.plan, "started_at": o.started_at,
+        "outcome": o.kind.value, "cache": o.cache.value, "route_tier": o.route_tier, "route_reason": o.route_reason,
+        "model": o.model, "deployment": o.deployment, "n_attempts": len(o.attempts), "n_calls": len(calls),
+        "retries": o.retries, "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
+        "cost_usd": o.cost_usd, "latency_s": o.latency_s, "ttft_s": o.ttft_s, "similarity": o.similarity,
+        "error": None if o.error is None else str(o.error),
+        "error_code": None if o.error is None else o.error.code,
+        "attempts": [a.as_dict() for a in o.attempts],
+        **{f"meta_{k}": val for k, val in o.metadata.items() if isinstance(val, (str, int, float, bool))},
+    }
+
+
+class Ledger:
+    """Keeps every outcome (or hands it to ``sink`` when ``keep=False`` for very long runs)."""
+
+    def __init__(self, keep: bool = True, sink: Callable[[Outcome], None] | None = None) -> None:
+        self.keep = keep
+        self.sink = sink
+        self.records: list[Outcome] = []
+        self._spend: defaultdict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def record(self, outcome: Outcome) -> None:
+        self.count += 1
+        self._spend[outcome.tenant] += outcome.cost_usd
+        if self.keep:
+            self.records.append(outcome)
+        if self.sink is not None:
+            self.sink(outcome)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return iter(self.records)
+
+    def spend_by_tenant(self) -> dict[str, float]:
+        return dict(self._spend)
+
+    @property
+    def total_cost_usd(self) -> float:
+        return sum(self._spend.values())
+
+    def to_dataframe(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        rows = [outcome_row(o) for o in self.records]
+        return pd.DataFrame(rows, columns=None if rows else list(COLUMNS))

@@ -1,0 +1,288 @@
+"""The live driver: performs the pipeline's effects with litellm and the real clock.
+
+litellm is imported on first use, never by ``import llmlab``: the import costs seconds, and
+without ``LITELLM_LOCAL_MODEL_COST_MAP=True`` it reaches for the network and starts a retry
+thread.  litellm's own retries are switched off (``num_retries=0``): retries, backoff and
+fallbacks belong to llmlab's pipeline, where they are visible, priced and testable.
+
+Every provider failure becomes a :class:`~llmlab.effects.CallError`; nothing raised by a
+provider crosses back into the pipeline.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterator
+
+from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep
+from .tokens import count_message_tokens, count_tokens
+
+_LITELLM: Any = None
+
+
+def import_litellm() -> Any:
+    """Import litellm offline-safe (local price map, no network at import)."""
+    global _LITELLM
+    if _LITELLM is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        _LITELLM = litellm
+    return _LITELLM
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers: Any = None
+    response = getattr(exc, "response", None)
+    if response is not None:
+        headers = getattr(response, "headers", None)
+    headers = headers or getattr(exc, "litellm_response_headers", None) or {}
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def classify_exception(exc: BaseException) -> ErrorKind:
+    """Map litellm's (OpenAI-derived) exception classes to llmlab's error kinds."""
+    litellm = import_litellm()
+    status = getattr(exc, "status_code", None)
+    ordered = [
+        ("ContextWindowExceededError", ErrorKind.CONTEXT_WINDOW),
+        ("ContentPolicyViolationError", ErrorKind.BAD_REQUEST),
+        ("RateLimitError", ErrorKind.RATE_LIMIT),
+        ("Timeout", ErrorKind.TIMEOUT),
+        ("AuthenticationError", ErrorKind.AUTH),
+        ("PermissionDeniedError", ErrorKind.AUTH),
+        ("ServiceUnavailableError", ErrorKind.OVERLOADED),
+        ("BadRequestError", ErrorKind.BAD_REQUEST),
+        ("NotFoundError", ErrorKind.BAD_REQUEST),
+        ("UnprocessableEntityError", ErrorKind.BAD_REQUEST),
+        ("APIConnectionError", ErrorKind.CONNECTION),
+        ("InternalServerError", ErrorKind.SERVER),
+        ("BadGatewayError", ErrorKind.SERVER),
+    ]
+    if status == 529:
+        return ErrorKind.OVERLOADED
+    if status == 429:
+        return ErrorKind.RATE_LIMIT
+    for name, kind in ordered:
+        cls = getattr(litellm, name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return kind
+    if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
+        return ErrorKind.MALFORMED
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, (ConnectionError, OSError)):
+        return ErrorKind.CONNECTION
+    if isinstance(status, int) and status >= 500:
+        return ErrorKind.SERVER
+    return ErrorKind.SERVER
+
+
+def _to_error(exc: BaseException, latency: float, partial: str = "") -> CallError:
+    kind = classify_exception(exc)
+    return CallError(kind, f"{type(exc).__name__}: {str(exc)[:200]}", latency, _retry_after(exc),
+                     getattr(exc, "status_code", None), partial)
+
+
+def _kwargs(call: Call) -> dict[str, Any]:
+    dep = call.deployment
+    kw: dict[str, Any] = {"model": dep.model, "messages": [dict(m) for m in call.messages],
+                          "timeout": dep.timeout_s, "num_retries": 0, "max_retries": 0}
+    kw.update(dep.params)
+    kw.update({k: val for k, val in call.params.items() if val is not None})
+    if call.stream:
+        kw["stream"] = True
+        kw["stream_options"] = {"include_usage": True}
+    return kw
+
+
+def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
+    try:
+        text = response.choices[0].message.content
+        if not isinstance(text, str):
+            raise ValueError(f"message content is {type(text).__name__}, not text")
+    except Exception as exc:  # malformed provider response: an attempt outcome, never a crash
+        return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency)
+    usage = getattr(response, "usage", None)
+    prompt = getattr(usage, "prompt_tokens", None) or count_message_tokens(call.messages, call.deployment.model)
+    completion = getattr(usage, "completion_tokens", None)
+    if completion is None:
+        completion = count_tokens(text, call.deployment.model)
+    return CallResult(text, int(prompt), int(completion), latency, latency)
+
+
+class _StreamState:
+    """Accumulates a streamed answer: text, first-token time, usage."""
+
+    def __init__(self, call: Call, started: float) -> None:
+        self.call = call
+        self.started = started
+        self.parts: list[str] = []
+        self.ttft: float | None = None
+        self.usage: Any = None
+
+    def feed(self, chunk: Any, now: float) -> str:
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        choices = getattr(chunk, "choices", None) or []
+        delta = getattr(choices[0], "delta", None) if choices else None
+        piece = getattr(delta, "content", None) if delta is not None else None
+        if piece:
+            if self.ttft is None:
+                self.ttft = now - self.started
+            self.parts.append(piece)
+            return piece
+        return ""
+
+    def result(self, now: float) -> CallResult:
+        text = "".join(self.parts)
+        prompt = getattr(self.usage, "prompt_tokens", None) or count_message_tokens(self.call.messages,
+                                                                                    self.call.deployment.model)
+        completion = getattr(self.usage, "completion_tokens", None) or count_tokens(text, self.call.deployment.model)
+        latency = now - self.started
+        return CallResult(text, int(prompt), int(completion), latency, self.ttft if self.ttft is not None else latency)
+
+
+class LiteLLMDriver:
+    """Performs effects for real.  ``clock`` and ``sleep`` are injectable for tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 asleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        self.asleep = asleep
+
+    # -------------------------------------------------------------- sync
+    def perform(self, effect: Any) -> Any:
+        if isinstance(effect, Call):
+            return self.call(effect)
+        if isinstance(effect, Sleep):
+            self.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Embed):
+            return self.embed(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def call(self, call: Call) -> CallResult | CallError:
+        if call.stream:  # a streamed call performed without a consumer: drain it
+            gen = self.stream_call(call)
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    return stop.value
+        started = self.clock()
+        try:
+            response = import_litellm().completion(**_kwargs(call))
+        except Exception as exc:
+            return _to_error(exc, self.clock() - started)
+        return _parse(response, call, self.clock() - started)
+
+    def stream_call(self, call: Call) -> Generator[str, None, CallResult | CallError]:
+        """Yield text chunks as they arrive; return the call's result (or the error that cut it)."""
+        started = self.clock()
+        state = _StreamState(call, started)
+        try:
+            for chunk in import_litellm().completion(**_kwargs(call)):
+                piece = state.feed(chunk, self.clock())
+                if piece:
+                    yield piece
+        except Exception as exc:
+            return _to_error(exc, self.clock() - started, "".join(state.parts))
+        return state.result(self.clock())
+
+    def embed(self, effect: Embed) -> EmbedResult:
+        started = self.clock()
+        vectors = effect.embedder.embed(list(effect.texts))
+        cost = getattr(effect.embedder, "cost_usd", None)
+        return EmbedResult(vectors, float(cost(list(effect.texts))) if callable(cost) else 0.0, self.clock() - started)
+
+    # -------------------------------------------------------------- async
+    async def aperform(self, effect: Any) -> Any:
+        if isinstance(effect, Call):
+            if effect.stream:
+                result = None
+                async for item in self.astream_call(effect):
+                    result = item
+                return result
+            started = self.clock()
+            try:
+                response = await import_litellm().acompletion(**_kwargs(effect))
+            except Exception as exc:
+                return _to_error(exc, self.clock() - started)
+            return _parse(response, effect, self.clock() - started)
+        if isinstance(effect, Sleep):
+            await self.asleep(effect.seconds)
+            return None
+        if isinstance(effect, Embed):
+            return await asyncio.to_thread(self.embed, effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def astream_call(self, call: Call) -> AsyncIterator[Any]:
+        """Yield text chunks, then finally the CallResult/CallError (the last item)."""
+        started = self.clock()
+        state = _StreamState(call, started)
+        try:
+            response = await import_litellm().acompletion(**_kwargs(call))
+            async for chunk in response:
+                piece = state.feed(chunk, self.clock())
+                if piece:
+                    yield piece
+        except Exception as exc:
+            yield _to_error(exc, self.clock() - started, "".join(state.parts))
+            return
+        yield state.result(self.clock())
+
+
+# ------------------------------------------------------------------ generic drive loops
+def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
+    """Run a pipeline generator to completion, performing each effect synchronously."""
+    try:
+        effect = next(gen)
+        while True:
+            effect = gen.send(perform(effect))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run a pipeline generator to completion, awaiting each effect."""
+    try:
+        effect = next(gen)
+        while True:
+            effect = gen.send(await aperform(effect))
+    except StopIteration as stop:
+        return stop.value
+
+
+def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, on_done: Callable[[Any], None]) -> Iterator[Any]:
+    """Drive the pipeline, yielding streamed chunks of answer calls to the consumer."""
+    from .stream import StreamReset
+
+    streamed = False
+    try:
+        effect = next(gen)
+        while True:
+            if isinstance(effect, Call) and effect.stream:
+                if streamed:
+                    yield StreamReset(effect.deployment.name)
+                sub = driver.stream_call(effect)
+                while True:
+                    try:
+                        piece = next(sub)
+                    except StopIteration as stop:
+                        value = stop.value
+                        break
+                    streamed = True
+                    yield piece
+                effect = gen.send(value)
+            else:
+                effect = gen.send(driver.perform(effect))
+    except StopIteration as stop:
+        on_done(stop.value)

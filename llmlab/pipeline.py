@@ -1,0 +1,395 @@
+"""The request pipeline, written once as a generator that performs no I/O.
+
+    guardrails in → rate limit → cache (exact → semantic) → route → budget reserve
+      → fallback chain (retries, backoff, circuit breaker; cascade escalation)
+      → budget settle → guardrails out → cache fill → ledger
+
+``Pipeline.handle(request)`` yields effects (:mod:`llmlab.effects`) and returns exactly one
+:class:`~llmlab.effects.Outcome`.  The live driver (:mod:`llmlab.live`) and the SimPy driver
+(:mod:`llmlab.sim.driver`) run the same generator, so the policy tuned in the lab is the
+policy that ships.
+
+The budget is reserved *after* routing (the design notes list it before the cache): the
+reservation needs the routed deployments' prices, and a cache hit costs nothing, so a tenant
+at its cap can still be served from cache.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
+
+from .budgets import BudgetPolicy, MemoryBudgets, next_month_start
+from .cache.keys import CacheKeyPolicy, context_fingerprint
+from .cache.store import KeyValueStore
+from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallResult, Deployment, Effect, Embed, Outcome,
+                      OutcomeKind)
+from .errors import (AllProvidersFailed, BudgetExceeded, GatewayError, GuardrailBlocked, ProviderRejected,
+                     RateLimited)
+from .fallback import ChainResult, CircuitBreaker, RetryPolicy, run_chain
+from .ledger import Ledger
+from .pricing import PriceBook
+from .ratelimit import RateLimiter
+from .request import Request
+from .routing import RouteDecision, Router
+from .tokens import estimate_message_tokens
+
+log = logging.getLogger("llmlab.gateway")
+
+
+class SemanticSlot(Protocol):
+    """What the pipeline needs from a semantic cache (see :mod:`llmlab.cache.semantic`)."""
+
+    embedder: Any
+
+    def lookup(self, namespace: str, text: str, vector: Any, now: float, *, threshold: float | None = None) -> Any: ...
+
+    def store(self, namespace: str, text: str, vector: Any, value: Any, now: float) -> None: ...
+
+    def lookup_last_resort(self, namespace: str, text: str, vector: Any, now: float) -> Any: ...
+
+
+@dataclass(slots=True)
+class _State:
+    """Everything one request accumulates on its way through the stages."""
+
+    request: Request
+    started: float
+    messages: tuple
+    restore: Mapping[str, str]
+    findings: list[str]
+    attempts: list[Attempt]
+    cache: CacheOutcome = CacheOutcome.BYPASS
+    tier: str | None = None
+    reason: str = ""
+    extra_cost: float = 0.0  # embeddings
+    key: str | None = None
+    namespace: str | None = None
+    vector: Any = None
+
+
+class Pipeline:
+    """The stages wired in order.  Construct through :class:`~llmlab.gateway.Gateway`."""
+
+    def __init__(self, *, deployments: Mapping[str, Deployment], router: Router,
+                 fallbacks: Mapping[str, Sequence[str]], prices: PriceBook, clock: Callable[[], float],
+                 rng: random.Random, exact_cache: KeyValueStore | None, key_policy: CacheKeyPolicy,
+                 semantic_cache: SemanticSlot | None, rate_limiter: RateLimiter | None, budgets: Any,
+                 budget_policy: BudgetPolicy | None, retry: RetryPolicy | Mapping[str, RetryPolicy],
+                 breaker_factory: Callable[[], CircuitBreaker], input_guards: Sequence[Any] = (),
+                 output_guards: Sequence[Any] = (), ledger: Ledger | None = None, unmask_answers: bool = False,
+                 default_max_tokens: int = 1024, log_content: bool = False) -> None:
+        self.deployments = dict(deployments)
+        self.router = router
+        self.fallbacks = {k: tuple(v) for k, v in fallbacks.items()}
+        self.prices = prices
+        self.clock = clock
+        self.rng = rng
+        self.exact_cache = exact_cache
+        self.key_policy = key_policy
+        self.semantic_cache = semantic_cache
+        self.rate_limiter = rate_limiter
+        self.budgets = budgets if budgets is not None else MemoryBudgets()
+        self.budget_policy = budget_policy
+        self._retry = retry
+        self._breaker_factory = breaker_factory
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.input_guards = tuple(input_guards)
+        self.output_guards = tuple(output_guards)
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.unmask_answers = unmask_answers
+        self.default_max_tokens = default_max_tokens
+        self.log_content = log_content
+        self._chains: dict[str, tuple[Deployment, ...]] = {}
+        self._prices = {name: prices.price(d.price_key) for name, d in self.deployments.items()}
+
+    # ------------------------------------------------------------------ helpers
+    def chain_for(self, primary: str) -> tuple[Deployment, ...]:
+        chain = self._chains.get(primary)
+        if chain is None:
+            names = [primary, *self.fallbacks.get(primary, self.fallbacks.get("*", ()))]
+            seen: list[str] = []
+            for n in names:
+                if n not in seen:
+                    seen.append(n)
+            chain = self._chains[primary] = tuple(self.deployments[n] for n in seen)
+        return chain
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        b = self.breakers.get(name)
+        if b is None:
+            b = self.breakers[name] = self._breaker_factory()
+        return b
+
+    def retry_for(self, dep: Deployment) -> RetryPolicy:
+        return self._retry.get(dep.name, self._retry.get("*", RetryPolicy())) if isinstance(self._retry, Mapping) else self._retry
+
+    def price_result(self, dep: Deployment, result: CallResult) -> float:
+        return self._prices[dep.name].cost(result.prompt_tokens, result.completion_tokens)
+
+    def worst_case_cost(self, chain: Sequence[Deployment], prompt_tokens: int, max_tokens: int | None) -> float:
+        return max(self._prices[d.name].cost(prompt_tokens, min(max_tokens or d.max_output_tokens, d.max_output_tokens))
+                   for d in chain)
+
+    # ------------------------------------------------------------------ the pipeline
+    def handle(self, request: Request, *, stream: bool = False) -> Generator[Effect, Any, Outcome]:
+        """Serve one request.  Never raises for a provider or policy failure; records the outcome."""
+        state = _State(request, self.clock(), request.messages, {}, [], [])
+        try:
+            outcome = yield from self._serve(state, stream)
+        except GeneratorExit:
+            raise
+        except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
+            log.exception("llmlab internal error", extra={"request_id": request.request_id})
+            outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
+        self.ledger.record(outcome)
+        self._log(outcome)
+        return outcome
+
+    def _serve(self, s: _State, stream: bool) -> Generator[Effect, Any, Outcome]:
+        req = s.request
+        # 1. guardrails in: mask PII before anything is sent, cached or logged
+        for guard in self.input_guards:
+            verdict = guard.check_input(s.messages)
+            s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
+            if verdict.blocked:
+                return self._error(s, GuardrailBlocked(f"blocked by {guard.name}: {verdict.blocked}"))
+            s.messages = tuple(verdict.messages)
+            if verdict.restore:
+                s.restore = {**s.restore, **verdict.restore}
+        params = req.params
+        max_tokens = params.get("max_tokens")
+        prompt_est = estimate_message_tokens(s.messages)
+
+        # 2. rate limit
+        if self.rate_limiter is not None:
+            refusal = self.rate_limiter.acquire(req.tenant, req.plan, prompt_est + (max_tokens or self.default_max_tokens),
+                                                s.started)
+            if refusal is not None:
+                return self._error(s, RateLimited(req.tenant, refusal.limit, refusal.retry_after_s))
+
+        # 3. caches: exact, then semantic
+        use_cache = req.cache and (self.exact_cache is not None or self.semantic_cache is not None)
+        if use_cache:
+            s.cache = CacheOutcome.MISS
+            cache_params = dict(params)
+            cache_params["model"] = req.model
+            if self.exact_cache is not None:
+                s.key = self.key_policy.key(s.messages, cache_params)
+                hit = self.exact_cache.get(req.tenant, s.key, s.started)
+                if hit is not None:
+                    s.cache = CacheOutcome.EXACT_HIT
+                    return self._answered(s, OutcomeKind.CACHE, hit.value)
+            if self.semantic_cache is not None:
+                s.namespace = "|".join((req.tenant, context_fingerprint(s.messages),
+                                        self.key_policy.key((), cache_params)))
+                text = str(s.messages[-1].get("content") or "")
+                embedded = yield Embed(self.semantic_cache.embedder, (text,))
+                s.extra_cost += embedded.cost_usd
+                s.vector = embedded.vectors[0]
+                hit = self.semantic_cache.lookup(s.namespace, text, s.vector, self.clock())
+                if hit is not None:
+                    s.cache = CacheOutcome.SEMANTIC_HIT
+                    return self._answered(s, OutcomeKind.CACHE, hit.value, similarity=hit.similarity)
+
+        # 4. route
+        if req.model is not None:
+            decision = RouteDecision(req.model, "pinned", f"caller pinned {req.model}")
+        else:
+            decision = yield from self._route(s)
+        s.tier, s.reason = decision.tier, decision.reason
+        if decision.answer is not None:
+            return self._rule_answer(s, decision.answer)
+
+        # 5. budget: reserve the worst case of every stage before any call
+        chains = [self.chain_for(decision.deployment), *(self.chain_for(c) for c in decision.cascade)]
+        reservation = None
+        policy = self.budget_policy
+        cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
+        if cap is not None:
+            needed = sum(self.worst_case_cost(c, prompt_est, max_tokens) for c in chains)
+            reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
+            if reservation is None and policy.on_exceed == "downgrade" and decision.deployment != policy.downgrade_to:
+                chains = [self.chain_for(policy.downgrade_to)]
+                decision = RouteDecision(policy.downgrade_to, "downgraded", "")
+                s.tier, s.reason = "downgraded", f"{s.reason}; over budget → downgraded to {policy.downgrade_to}"
+                needed = self.worst_case_cost(chains[0], prompt_est, max_tokens)
+                reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
+            if reservation is None:
+                spent = self.budgets.spent(req.tenant, s.started)
+                return self._error(s, BudgetExceeded(req.tenant, spent, cap, next_month_start(s.started), needed))
+
+        # 6. fallback chain(s), escalating through the cascade when an answer is rejected
+        answer: ChainResult | None = None
+        last: ChainResult | None = None
+        spent_before = sum(a.cost_usd for a in s.attempts)
+        try:
+            for stage, chain in enumerate(chains):
+                purpose = "answer" if stage == len(chains) - 1 else "cascade"
+                make_call = self._call_maker(s, purpose, stream and purpose == "answer")
+                last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
+                                            self.clock, self.rng)
+                s.attempts.extend(last.attempts)
+                if last.result is None:
+                    break
+                answer = last
+                if stage == len(chains) - 1 or self._accepted(s, decision, last):
+                    break
+        finally:
+            if reservation is not None:
+                self.budgets.settle(reservation, sum(a.cost_usd for a in s.attempts) - spent_before)
+
+        if answer is None or answer.result is None:
+            return self._failed(s, last)
+        if answer is not last and last is not None and last.result is None:
+            s.reason += f"; escalation failed, serving {answer.deployment.name}'s answer"
+        return self._model_answer(s, answer)
+
+    # ------------------------------------------------------------------ stage helpers
+    def _route(self, s: _State) -> Generator[Effect, Any, RouteDecision]:
+        """Run the router, pricing and recording any call it makes (the classifier's)."""
+        gen = self.router.decide(s.request)
+        sent: Any = None
+        while True:
+            try:
+                effect = gen.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            sent = yield effect
+            if isinstance(effect, Call):
+                dep = effect.deployment
+                if sent.ok:
+                    cost = self.price_result(dep, sent)
+                    s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, True, None, sent.latency_s,
+                                              sent.prompt_tokens, sent.completion_tokens, cost))
+                    if self.budget_policy is not None:
+                        self.budgets.charge(s.request.tenant, cost, self.clock())
+                else:
+                    s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, False,
+                                              f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s))
+
+    def _call_maker(self, s: _State, purpose: str, stream: bool) -> Callable[[Deployment], Call]:
+        req = s.request
+        params = dict(req.params)
+        messages = s.messages
+
+        def make(dep: Deployment) -> Call:
+            p = dict(params)
+            p["max_tokens"] = min(p.get("max_tokens") or dep.max_output_tokens, dep.max_output_tokens)
+            return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata)
+
+        return make
+
+    def _accepted(self, s: _State, decision: RouteDecision, result: ChainResult) -> bool:
+        dep = result.deployment
+        try:
+            ok = bool(decision.accept(result.result.text, s.request)) if decision.accept else True
+            error = None if ok else "rejected by acceptance check; escalating"
+        except Exception as exc:  # a user-supplied check must not crash the gateway
+            ok, error = False, f"acceptance check raised {type(exc).__name__}: {exc}; escalating"
+        if not ok:
+            s.attempts.append(Attempt(dep.name, dep.model, "check", False, error, 0.0))
+        return ok
+
+    def _outcome(self, s: _State, kind: OutcomeKind, *, text: str | None = None, model: str | None = None,
+                 deployment: str | None = None, prompt_tokens: int = 0, completion_tokens: int = 0,
+                 ttft: float | None = None, error: GatewayError | None = None,
+                 similarity: float | None = None) -> Outcome:
+        now = self.clock()
+        latency = now - s.started
+        cost = sum(a.cost_usd for a in s.attempts) + s.extra_cost
+        return Outcome(s.request.request_id, s.request.tenant, s.request.plan, kind, text, model, deployment,
+                       tuple(s.attempts), s.cache, s.tier, s.reason, prompt_tokens, completion_tokens, cost, latency,
+                       latency if ttft is None and error is None else ttft, s.started, error, similarity,
+                       s.request.metadata, tuple(s.findings))
+
+    def _error(self, s: _State, error: GatewayError) -> Outcome:
+        return self._outcome(s, OutcomeKind.ERROR, error=error)
+
+    def _guard_output(self, s: _State, text: str) -> tuple[str, GatewayError | None]:
+        """Output guardrails (blocked terms, leaked secrets) on the still-masked answer."""
+        for guard in self.output_guards:
+            verdict = guard.check_output(text)
+            s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
+            if verdict.blocked:
+                return text, GuardrailBlocked(f"answer blocked by {guard.name}: {verdict.blocked}")
+            text = verdict.text
+        return text, None
+
+    def _unmask(self, s: _State, text: str) -> str:
+        """Put the caller's own PII back into the answer, only when the gateway was asked to."""
+        if self.unmask_answers and s.restore:
+            for placeholder, original in s.restore.items():
+                text = text.replace(placeholder, original)
+        return text
+
+    def _answered(self, s: _State, kind: OutcomeKind, value: CachedAnswer, similarity: float | None = None) -> Outcome:
+        text, blocked = self._guard_output(s, value.text)
+        if blocked is not None:
+            return self._error(s, blocked)
+        s.reason = s.reason or s.cache.value
+        return self._outcome(s, kind, text=self._unmask(s, text), model=value.model, similarity=similarity)
+
+    def _rule_answer(self, s: _State, answer: str) -> Outcome:
+        text, blocked = self._guard_output(s, answer)
+        if blocked is not None:
+            return self._error(s, blocked)
+        return self._outcome(s, OutcomeKind.RULE, text=self._unmask(s, text), model="rule")
+
+    def _model_answer(self, s: _State, chain: ChainResult) -> Outcome:
+        result, dep = chain.result, chain.deployment
+        now = self.clock()
+        text, blocked = self._guard_output(s, result.text)
+        if blocked is not None:
+            return self._error(s, blocked)
+        if s.cache is CacheOutcome.MISS:  # fill with the guarded, still-masked answer: no raw PII is cached
+            value = CachedAnswer(text, dep.model, result.prompt_tokens, result.completion_tokens,
+                                 self.price_result(dep, result), now, s.request.metadata)
+            if self.exact_cache is not None and s.key is not None:
+                self.exact_cache.put(s.request.tenant, s.key, value, now)
+            if self.semantic_cache is not None and s.vector is not None:
+                self.semantic_cache.store(s.namespace, str(s.messages[-1].get("content") or ""), s.vector, value, now)
+        latency = now - s.started
+        ttft = latency - result.latency_s + (result.ttft_s if result.ttft_s is not None else result.latency_s)
+        return self._outcome(s, OutcomeKind.MODEL, text=self._unmask(s, text), model=dep.model, deployment=dep.name,
+                             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, ttft=ttft)
+
+    def _failed(self, s: _State, last: ChainResult | None) -> Outcome:
+        error = last.error if last is not None else None
+        if last is not None and last.fatal:
+            return self._error(s, ProviderRejected(f"{last.deployment.name if last.deployment else 'provider'} "
+                                                   f"rejected the request: {error.message}"))
+        now = self.clock()
+        if s.cache is not CacheOutcome.BYPASS:  # last resort: a stale exact entry, then a similar cached answer
+            hit = self.exact_cache.get(s.request.tenant, s.key, now, allow_stale=True) if s.key is not None else None
+            similarity = None
+            if hit is None and self.semantic_cache is not None and s.vector is not None:
+                hit = self.semantic_cache.lookup_last_resort(s.namespace, str(s.messages[-1].get("content") or ""),
+                                                             s.vector, now)
+                similarity = getattr(hit, "similarity", None)
+            if hit is not None:
+                s.cache = CacheOutcome.LAST_RESORT_HIT
+                s.reason += "; every provider failed → last-resort cached answer"
+                return self._answered(s, OutcomeKind.LAST_RESORT, hit.value, similarity)
+        retry_after = max((a.retry_after_s or 0.0 for a in s.attempts), default=0.0)
+        cooldowns = [b.cooldown_s - (now - b.opened_at) for b in self.breakers.values() if b.state == b.OPEN]
+        retry_after = max([retry_after, *[c for c in cooldowns if c > 0]]) or 5.0
+        tried = sorted({a.deployment for a in s.attempts if a.purpose != "check"})
+        detail = f"{error.kind.value}: {error.message}" if error is not None else "no deployment available"
+        return self._error(s, AllProvidersFailed(f"all deployments failed ({', '.join(tried)}); last error {detail}",
+                                                 retry_after_s=round(retry_after, 3)))
+
+    def _log(self, o: Outcome) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        record: dict[str, Any] = {
+            "request_id": o.request_id, "tenant": o.tenant, "plan": o.plan, "outcome": o.kind.value,
+            "cache": o.cache.value, "route_tier": o.route_tier, "model": o.model, "deployment": o.deployment,
+            "attempts": len(o.attempts), "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
+            "cost_usd": round(o.cost_usd, 8), "latency_s": round(o.latency_s, 4),
+            "error": None if o.error is None else o.error.code, "guard_findings": list(o.guard_findings),
+        }
+        if self.log_content:
+            record["answer"] = o.text
+        log.info("llmlab request %s %s", o.request_id, o.kind.value, extra={"llmlab": record})

@@ -1,0 +1,62 @@
+"""The request a caller hands to the gateway."""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .errors import InvalidRequest
+
+_counter = itertools.count(1)
+_PREFIX = os.urandom(3).hex()
+
+
+def new_request_id() -> str:
+    return f"req-{_PREFIX}-{next(_counter):08d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A chat request plus who sent it.
+
+    ``model`` is ``None`` (let the router decide) or a deployment name to pin.  ``params`` are
+    the sampling parameters (``temperature``, ``max_tokens`` …).  ``metadata`` travels with the
+    request into the ledger and the simulator (for example the intent of a synthetic query);
+    it is never sent to a provider.
+    """
+
+    messages: tuple[Mapping[str, Any], ...]
+    tenant: str = "default"
+    plan: str = "free"
+    model: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    request_id: str = field(default_factory=new_request_id)
+    cache: bool = True  # False bypasses the caches for this request
+
+    @classmethod
+    def build(cls, prompt: str | Sequence[Mapping[str, Any]], **kwargs: Any) -> "Request":
+        """Accept a plain prompt or a list of chat messages; reject empty input."""
+        if isinstance(prompt, str):
+            messages: tuple[Mapping[str, Any], ...] = ({"role": "user", "content": prompt},)
+        elif isinstance(prompt, (list, tuple)):
+            messages = tuple(prompt)
+        else:
+            raise InvalidRequest("prompt", prompt, "a non-empty string or a list of chat messages")
+        if not messages:
+            raise InvalidRequest("messages", [], "at least one message")
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping) or "role" not in m:
+                raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
+        if not str(messages[-1].get("content") or "").strip():
+            raise InvalidRequest("prompt", messages[-1].get("content"), "non-empty text in the last message")
+        tenant = kwargs.get("tenant", "default")
+        if not isinstance(tenant, str) or not tenant:
+            raise InvalidRequest("tenant", tenant, "a non-empty string")
+        return cls(messages=messages, **kwargs)
+
+    @property
+    def text(self) -> str:
+        """The last message's text: what routers and the semantic cache look at."""
+        return str(self.messages[-1].get("content") or "")

@@ -1,0 +1,246 @@
+"""Routers choose which deployment answers a request, and say why.
+
+A router's ``decide(request)`` is a generator, like the pipeline: most routers decide from the
+request alone and yield nothing, but :class:`ClassifierRouter` asks a cheap model for a label
+by yielding a :class:`~llmlab.effects.Call`.  The pipeline prices and records that call like
+any other.  Routers compose: :class:`PlanRouter` maps plans to deployments *or* to other
+routers, so "paid users get complexity routing, free users get the small model" is one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Mapping, Protocol, Sequence, Union
+
+from . import _validate as v
+from .effects import Call, Deployment, Effect
+from .errors import ConfigError
+from .request import Request
+
+AcceptCheck = Callable[[str, Request], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Where a request goes.  ``deployment`` is None when ``answer`` is a rule's $0 answer.
+
+    ``cascade`` lists deployments to escalate to, in order, when ``accept`` rejects an answer.
+    """
+
+    deployment: str | None
+    tier: str
+    reason: str
+    answer: str | None = None
+    cascade: tuple[str, ...] = ()
+    accept: AcceptCheck | None = None
+
+
+class Router(Protocol):
+    def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]: ...
+
+    def targets(self) -> set[str]:
+        """Every deployment name this router may choose (validated by the gateway)."""
+        ...
+
+
+Target = Union[str, "Router"]
+
+
+def _decide_target(target: Target, request: Request, tier: str, reason: str) -> Generator[Effect, Any, RouteDecision]:
+    if isinstance(target, str):
+        return RouteDecision(target, tier, reason)
+    inner = yield from target.decide(request)
+    return RouteDecision(inner.deployment, inner.tier, f"{reason}; {inner.reason}", inner.answer,
+                         inner.cascade, inner.accept)
+
+
+def _targets_of(target: Target) -> set[str]:
+    return {target} if isinstance(target, str) else target.targets()
+
+
+class StaticRouter:
+    """Base for routers that decide from the request alone (no effects)."""
+
+    def choose(self, request: Request) -> RouteDecision:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
+        return self.choose(request)
+        yield  # noqa: unreachable — makes this a generator
+
+    def targets(self) -> set[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FixedRouter(StaticRouter):
+    """Always the same deployment (the baseline policy)."""
+
+    def __init__(self, deployment: str) -> None:
+        self.deployment = deployment
+
+    def choose(self, request: Request) -> RouteDecision:
+        return RouteDecision(self.deployment, "fixed", f"fixed route to {self.deployment}")
+
+    def targets(self) -> set[str]:
+        return {self.deployment}
+
+
+class ComplexityRouter(StaticRouter):
+    """The lecture's heuristic: prompt length decides the tier.
+
+    < ``thresholds[0]`` characters → low, < ``thresholds[1]`` → medium, else high.  Length is a
+    crude proxy for difficulty — cheap, explainable, and a baseline the classifier and cascade
+    routers must beat.
+    """
+
+    DEFAULT_MODELS = {"low": "gpt-4o-mini", "medium": "gpt-4o", "high": "claude-sonnet-4-20250514"}
+
+    def __init__(self, thresholds: Sequence[int] = (100, 500), models: Mapping[str, str] | None = None) -> None:
+        if len(thresholds) != 2:
+            raise ConfigError("complexity.thresholds", thresholds, "two character counts (low/medium, medium/high)")
+        lo = v.integer("complexity.thresholds[0]", thresholds[0], lo=1)
+        hi = v.integer("complexity.thresholds[1]", thresholds[1], lo=lo + 1)
+        self.thresholds = (lo, hi)
+        self.models = dict(self.DEFAULT_MODELS if models is None else models)
+        missing = {"low", "medium", "high"} - set(self.models)
+        if missing:
+            raise ConfigError("complexity.models", self.models, "a mapping with keys 'low', 'medium', 'high'")
+
+    def tier_of(self, text: str) -> str:
+        n = len(text)
+        return "low" if n < self.thresholds[0] else "medium" if n < self.thresholds[1] else "high"
+
+    def choose(self, request: Request) -> RouteDecision:
+        tier = self.tier_of(request.text)
+        return RouteDecision(self.models[tier], tier,
+                             f"complexity: {len(request.text)} chars → {tier} (thresholds {self.thresholds})")
+
+    def targets(self) -> set[str]:
+        return set(self.models.values())
+
+
+class PlanRouter:
+    """Route by the tenant's plan: ``{"paid": "gpt-4o", "free": "gpt-4o-mini"}`` by default.
+
+    A plan may map to another router, e.g. ``{"paid": ComplexityRouter(), "free": "gpt-4o-mini"}``.
+    """
+
+    def __init__(self, plans: Mapping[str, Target] | None = None, default: Target | None = None) -> None:
+        self.plans = dict(plans or {"paid": "gpt-4o", "free": "gpt-4o-mini"})
+        if not self.plans:
+            raise ConfigError("plan_router.plans", plans, "at least one plan")
+        self.default = default
+
+    def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
+        target = self.plans.get(request.plan, self.default)
+        if target is None:
+            raise ConfigError("request.plan", request.plan, "one of " + ", ".join(map(repr, self.plans)))
+        return (yield from _decide_target(target, request, request.plan, f"plan {request.plan!r}"))
+
+    def targets(self) -> set[str]:
+        out: set[str] = set()
+        for t in [*self.plans.values(), *([self.default] if self.default is not None else [])]:
+            out |= _targets_of(t)
+        return out
+
+
+LABELS = ("faq", "general", "complex")
+
+CLASSIFIER_PROMPT = (
+    "Classify the user's message for a customer-support assistant. Answer with exactly one word: "
+    "FAQ (a common question with a standard answer), GENERAL (needs a normal answer) or COMPLEX "
+    "(multi-step reasoning, analysis, long writing)."
+)
+
+
+def parse_label(text: str) -> str | None:
+    t = text.strip().lower()
+    for label in LABELS:
+        if t.startswith(label) or label in t.split():
+            return label
+    return None
+
+
+class ClassifierRouter:
+    """A cheap model labels the request FAQ / general / complex (the lecture's tiering diagram).
+
+    FAQ requests are answered by a rule at $0 when ``rules`` has an answer (a callable of the
+    request returning text or None); otherwise they go to ``routes["faq"]``.  If the classifier
+    call fails or answers nonsense, the request is treated as ``fallback_label`` and the reason
+    says so — a broken classifier degrades routing, never availability.
+    """
+
+    def __init__(self, classifier: str = "gpt-4o-mini", routes: Mapping[str, Target] | None = None,
+                 rules: Callable[[Request], str | None] | None = None, fallback_label: str = "general",
+                 prompt: str = CLASSIFIER_PROMPT) -> None:
+        self.classifier = classifier
+        self.routes = dict(routes or {"faq": "gpt-4o-mini", "general": "gpt-4o-mini", "complex": "gpt-4o"})
+        if set(self.routes) != set(LABELS):
+            raise ConfigError("classifier.routes", self.routes, "a mapping with keys 'faq', 'general', 'complex'")
+        self.rules = rules
+        self.fallback_label = v.choice("classifier.fallback_label", fallback_label, LABELS)
+        self.prompt = prompt
+        self._deployment: Deployment | None = None
+
+    def bind(self, deployments: Mapping[str, Deployment]) -> None:
+        """Called by the gateway: resolve the classifier's deployment."""
+        self._deployment = deployments[self.classifier]
+
+    def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
+        if self._deployment is None:
+            raise ConfigError("classifier.classifier", self.classifier, "a deployment bound by the Gateway")
+        result = yield Call(self._deployment,
+                            ({"role": "system", "content": self.prompt}, {"role": "user", "content": request.text}),
+                            {"max_tokens": 3, "temperature": 0}, purpose="classify", metadata=request.metadata)
+        label = parse_label(result.text) if result.ok else None
+        if label is None:
+            why = result.message if not result.ok else f"unparseable label {result.text[:20]!r}"
+            label, reason = self.fallback_label, f"classifier failed ({why}) → {self.fallback_label}"
+        else:
+            reason = f"classifier {self.classifier} labelled {label}"
+        if label == "faq" and self.rules is not None:
+            try:
+                answer = self.rules(request)
+            except Exception as exc:  # a user rule must not crash the gateway
+                answer, reason = None, f"{reason}; rule raised {type(exc).__name__}: {exc}"
+            if answer:
+                return RouteDecision(None, "faq", f"{reason}; answered by rule at $0", answer=answer)
+        return (yield from _decide_target(self.routes[label], request, label, reason))
+
+    def targets(self) -> set[str]:
+        out = {self.classifier}
+        for t in self.routes.values():
+            out |= _targets_of(t)
+        return out
+
+
+_REFUSALS = ("i don't know", "i do not know", "i'm not sure", "i am not sure", "cannot help", "can't help",
+             "모르겠", "잘 모르")
+
+
+def default_acceptance(text: str, request: Request) -> bool:
+    """A deliberately simple check: a non-trivial answer that is not a refusal."""
+    t = text.strip().lower()
+    return len(t) >= 20 and not any(r in t for r in _REFUSALS)
+
+
+class CascadeRouter:
+    """Cheap model first; escalate when ``accept(answer, request)`` says no (FrugalGPT-style).
+
+    ``accept`` is pluggable (a grader model, a regex, a JSON-schema check).  If it raises, the
+    pipeline records the exception as an attempt outcome and escalates.  The last stage's
+    answer is final.
+    """
+
+    def __init__(self, stages: Sequence[str] = ("gpt-4o-mini", "gpt-4o"), accept: AcceptCheck | None = None) -> None:
+        if len(stages) < 2:
+            raise ConfigError("cascade.stages", stages, "at least two deployment names, cheapest first")
+        self.stages = tuple(stages)
+        self.accept = accept or default_acceptance
+
+    def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
+        return RouteDecision(self.stages[0], "cascade-0", f"cascade: try {self.stages[0]} first, escalate on rejection",
+                             cascade=self.stages[1:], accept=self.accept)
+        yield  # noqa: unreachable
+
+    def targets(self) -> set[str]:
+        return set(self.stages)

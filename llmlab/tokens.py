@@ -1,0 +1,78 @@
+"""Offline token counting.
+
+OpenAI models are counted exactly with tiktoken, using the encodings that litellm ships inside
+its package (``litellm_core_utils/tokenizers/``) so nothing is downloaded.  Other models get a
+documented estimate: about four characters per token for Latin text and one token per Hangul
+or CJK character (Korean is dense in BPE vocabularies), which errs on the high side for budget
+reservations.  Counting never imports litellm.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+#: tokens added per chat message by the OpenAI chat format
+MESSAGE_OVERHEAD = 4
+
+
+def _litellm_tokenizer_dir() -> str | None:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "litellm_core_utils", "tokenizers")
+    return path if os.path.isdir(path) else None
+
+
+@lru_cache(maxsize=4)
+def _encoding(name: str) -> Any | None:
+    directory = _litellm_tokenizer_dir()
+    if directory is None or importlib.util.find_spec("tiktoken") is None:
+        return None
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", directory)
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception:  # the encoding file is absent: fall back to the estimate
+        return None
+
+
+def encoding_for(model: str) -> str | None:
+    """The tiktoken encoding of an OpenAI model, or None when the model is not OpenAI's."""
+    base = model.split("/", 1)[-1]
+    if base.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")):
+        return "o200k_base"
+    if base.startswith(("gpt-4", "gpt-3.5", "text-embedding")):
+        return "cl100k_base"
+    return None
+
+
+def estimate_tokens(text: str) -> int:
+    """Cheap estimate: ceil(latin_chars / 4) + one token per Hangul/CJK character."""
+    wide = sum(1 for ch in text if ord(ch) >= 0x1100)
+    narrow = len(text) - wide
+    return wide + (narrow + 3) // 4
+
+
+def count_tokens(text: str, model: str = "gpt-4o") -> int:
+    """Tokens in ``text`` for ``model``: exact for OpenAI models, estimated otherwise."""
+    name = encoding_for(model)
+    enc = _encoding(name) if name else None
+    if enc is None:
+        return estimate_tokens(text)
+    return len(enc.encode(text, disallowed_special=()))
+
+
+def count_message_tokens(messages: Sequence[Mapping[str, Any]], model: str = "gpt-4o") -> int:
+    """Prompt tokens of a chat request, including the per-message framing."""
+    total = 3  # every reply is primed with <|start|>assistant<|message|>
+    for message in messages:
+        total += MESSAGE_OVERHEAD + count_tokens(str(message.get("content") or ""), model)
+    return total
+
+
+def estimate_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Fast upper-leaning estimate used on the hot path (budget and rate-limit reservations)."""
+    return 3 + sum(MESSAGE_OVERHEAD + estimate_tokens(str(m.get("content") or "")) for m in messages)
