@@ -1,0 +1,49 @@
+"""``llmlab`` command line: each subcommand lives in the module that owns it, imported on use."""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable, Sequence
+
+#: subcommand → (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "simulate": ("llmlab.sim.cli", "main", "replay synthetic traffic or a trace through the gateway in SimPy"),
+    "demo": ("llmlab.demo", "main", "walk a dozen requests through cache, router and fallback (offline)"),
+    "cache-eval": ("llmlab.cache.calibration", "cli_main", "calibrate the semantic cache on labelled pairs"),
+    "fake-provider": ("llmlab.testing.fake_provider", "cli_main", "run a fault-injecting OpenAI-compatible server"),
+    "checklist": ("llmlab.checklist", "cli_main", "evaluate the production checklist against a configuration"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: llmlab <command> [options]", "", "commands:"]
+    lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run 'llmlab <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(__version__)
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"llmlab: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    try:
+        entry: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as exc:
+        print(f"llmlab {name}: not available in this installation ({exc})", file=sys.stderr)
+        return 2
+    return int(entry(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
