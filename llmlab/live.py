@@ -241,22 +241,45 @@ class LiteLLMDriver:
 
 
 # ------------------------------------------------------------------ generic drive loops
+def driver_failure(effect: Any, exc: Exception) -> CallError:
+    """A driver that raised while performing a call: an attempt outcome, never a crash."""
+    return CallError(ErrorKind.MALFORMED, f"driver raised {type(exc).__name__}: {exc}"[:200])
+
+
 def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
-    """Run a pipeline generator to completion, performing each effect synchronously."""
+    """Run a pipeline generator to completion, performing each effect synchronously.
+
+    A failing ``Call`` becomes a :class:`CallError` (the chain retries or falls back); any other
+    failing effect is thrown into the pipeline, which turns it into a typed outcome.
+    """
     try:
         effect = next(gen)
         while True:
-            effect = gen.send(perform(effect))
+            try:
+                value = perform(effect)
+            except Exception as exc:
+                if not isinstance(effect, Call):
+                    effect = gen.throw(exc)
+                    continue
+                value = driver_failure(effect, exc)
+            effect = gen.send(value)
     except StopIteration as stop:
         return stop.value
 
 
 async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run a pipeline generator to completion, awaiting each effect."""
+    """Run a pipeline generator to completion, awaiting each effect (same failure rules as drive)."""
     try:
         effect = next(gen)
         while True:
-            effect = gen.send(await aperform(effect))
+            try:
+                value = await aperform(effect)
+            except Exception as exc:
+                if not isinstance(effect, Call):
+                    effect = gen.throw(exc)
+                    continue
+                value = driver_failure(effect, exc)
+            effect = gen.send(value)
     except StopIteration as stop:
         return stop.value
 

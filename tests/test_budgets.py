@@ -1,0 +1,71 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from llmlab import BudgetExceeded, BudgetPolicy, ConfigError, MemoryBudgets, PlanRouter
+from llmlab.budgets import next_month_start
+
+
+def test_reserve_then_settle_never_passes_the_cap():
+    book = MemoryBudgets()
+    r1 = book.try_reserve("t", 0.6, cap=1.0, now=0)
+    assert r1 is not None
+    assert book.try_reserve("t", 0.6, cap=1.0, now=0) is None        # 0.6 reserved + 0.6 > 1.0
+    book.settle(r1, 0.1)                                              # actual was cheaper
+    assert book.spent("t", 0) == pytest.approx(0.1) and book.reserved("t", 0) == 0
+    assert book.try_reserve("t", 0.6, cap=1.0, now=0) is not None
+
+
+def test_month_rollover_resets_spend():
+    book = MemoryBudgets()
+    jan = datetime(2026, 1, 31, 23, 0, tzinfo=timezone.utc).timestamp()
+    r = book.try_reserve("t", 1.0, cap=1.0, now=jan)
+    book.settle(r, 1.0)
+    assert book.try_reserve("t", 0.5, cap=1.0, now=jan) is None
+    assert next_month_start(jan) == datetime(2026, 2, 1, tzinfo=timezone.utc).timestamp()
+    assert book.try_reserve("t", 0.5, cap=1.0, now=next_month_start(jan)) is not None
+
+
+def test_policy_validation_names_the_field():
+    with pytest.raises(ConfigError) as info:
+        BudgetPolicy(caps={"acme": -1})
+    assert info.value.field == "budget.caps['acme']"
+    with pytest.raises(ConfigError) as info:
+        BudgetPolicy(default_cap="ten")
+    assert info.value.field == "budget.default_cap"
+    with pytest.raises(ConfigError) as info:
+        BudgetPolicy(on_exceed="ignore")
+    assert "'reject'" in info.value.allowed
+    with pytest.raises(ConfigError):
+        BudgetPolicy(on_exceed="downgrade")  # needs downgrade_to
+
+
+def test_gateway_rejects_with_spend_cap_and_reset_time(make_gateway, clock, driver):
+    driver.default = "word " * 800  # 1,000 output tokens: $0.01 on gpt-4o
+    gw = make_gateway(budget=BudgetPolicy(caps={"t": 0.05}), default_max_tokens=1000)
+    out = gw.complete(gw.request("hello", tenant="t", params={"max_tokens": 1000}))
+    assert out.ok  # worst case ~ $0.015 (claude, 1000 output tokens) fits
+    spent = gw.budgets.spent("t", clock())
+    assert 0 < spent < 0.05
+    outcomes = [gw.complete(gw.request(f"question {i}", tenant="t", params={"max_tokens": 1000})) for i in range(10)]
+    assert sum(o.ok for o in outcomes) == 3  # 4 × $0.01 settled + a $0.015 worst case would pass $0.05
+    err = outcomes[-1].error
+    assert isinstance(err, BudgetExceeded)
+    assert err.cap_usd == 0.05 and err.spend_usd <= 0.05 and err.reset_at == next_month_start(clock())
+    assert gw.budgets.spent("t", clock()) <= 0.05
+
+
+def test_gateway_downgrades_to_a_cheaper_tier(make_gateway, clock):
+    policy = BudgetPolicy(caps={"t": 0.002}, on_exceed="downgrade", downgrade_to="gpt-4o-mini")
+    gw = make_gateway(budget=policy, fallbacks={"gpt-4o": ["claude"], "gpt-4o-mini": ["gpt-4o-mini"]})
+    out = gw.complete(gw.request("hello", tenant="t", params={"max_tokens": 500}))
+    assert out.ok and out.deployment == "gpt-4o-mini" and out.route_tier == "downgraded"
+    assert "over budget" in out.route_reason
+
+
+def test_cache_hits_still_served_when_tenant_is_at_cap(make_gateway):
+    gw = make_gateway(budget=BudgetPolicy(caps={"t": 0.02}))
+    gw.complete(gw.request("hello", tenant="t", params={"max_tokens": 500}))
+    for i in range(20):
+        gw.complete(gw.request(f"q{i}", tenant="t", params={"max_tokens": 500}))
+    assert gw.complete(gw.request("hello", tenant="t", params={"max_tokens": 500})).cache.value == "exact_hit"

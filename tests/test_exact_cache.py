@@ -1,0 +1,73 @@
+import pytest
+
+from llmlab import CacheOutcome, ConfigError, OutcomeKind
+from llmlab.cache import CacheKeyPolicy, MemoryStore
+
+
+def test_ttl_counts_from_write_and_a_hit_never_extends_it():
+    store = MemoryStore(capacity=10, ttl_s=100)
+    store.put("t", "k", "v", now=0)
+    assert store.get("t", "k", now=60).value == "v"      # hit at 60 s
+    assert store.get("t", "k", now=99.9).value == "v"
+    assert store.get("t", "k", now=100.0) is None          # expired 100 s after the write, not after the hit
+    stale = store.get("t", "k", now=500, allow_stale=True)
+    assert stale is not None and stale.stale and stale.age_s == 500
+
+
+def test_lru_eviction_at_capacity():
+    store = MemoryStore(capacity=2, ttl_s=100)
+    store.put("t", "a", 1, 0)
+    store.put("t", "b", 2, 0)
+    store.get("t", "a", 1)        # a is now most recent
+    store.put("t", "c", 3, 2)     # evicts b
+    assert store.get("t", "b", 3) is None
+    assert store.get("t", "a", 3).value == 1 and store.get("t", "c", 3).value == 3
+    assert store.stats["evictions"] == 1
+
+
+def test_namespaces_are_isolated():
+    store = MemoryStore()
+    store.put("tenant-a", "k", "secret", 0)
+    assert store.get("tenant-b", "k", 1) is None
+
+
+def test_keys_cover_model_and_parameters():
+    policy = CacheKeyPolicy("prompt_params")
+    msgs = [{"role": "user", "content": "Where is my order?"}]
+    base = policy.key(msgs, {"model": None, "temperature": 0})
+    assert policy.key(msgs, {"model": "gpt-4o", "temperature": 0}) != base
+    assert policy.key(msgs, {"model": None, "temperature": 0.7}) != base
+    assert policy.key(msgs, {"model": None, "temperature": 0, "max_tokens": 50}) != base
+    assert policy.key(msgs, {"model": None, "temperature": 0.0, "user": "u1"}) == base  # irrelevant params ignored
+    assert policy.key([{"role": "user", "content": "  Where is   my order? "}], {"model": None, "temperature": 0}) == base
+    assert policy.key([{"role": "system", "content": "x"}, *msgs], {"model": None, "temperature": 0}) != base
+
+
+def test_exact_mode_is_strict():
+    policy = CacheKeyPolicy("exact")
+    msgs = [{"role": "user", "content": "Where is my order?"}]
+    assert policy.key(msgs, {}) != policy.key([{"role": "user", "content": "Where is my order? "}], {})
+    with pytest.raises(ConfigError) as info:
+        CacheKeyPolicy("fuzzy")
+    assert info.value.field == "cache_key_mode"
+
+
+def test_gateway_cache_isolated_between_tenants_and_ttl_not_extended(make_gateway, driver, clock):
+    gw = make_gateway(cache_ttl_s=60)
+    a1 = gw.complete("What is your refund policy?", tenant="a")
+    assert a1.kind is OutcomeKind.MODEL and a1.cache is CacheOutcome.MISS
+    clock.advance(30)
+    assert gw.complete("What is your refund policy?", tenant="a").cache is CacheOutcome.EXACT_HIT
+    b = gw.complete("What is your refund policy?", tenant="b")
+    assert b.cache is CacheOutcome.MISS and b.kind is OutcomeKind.MODEL
+    clock.advance(30)  # 60 s after a's write, 30 s after its hit
+    again = gw.complete("What is your refund policy?", tenant="a")
+    assert again.cache is CacheOutcome.MISS
+    assert len(driver.calls) == 3
+
+
+def test_cache_bypass_per_request(make_gateway, driver):
+    gw = make_gateway()
+    gw.complete("hi there", tenant="a")
+    out = gw.complete(gw.request("hi there", tenant="a", cache=False))
+    assert out.cache is CacheOutcome.BYPASS and len(driver.calls) == 2

@@ -1,0 +1,137 @@
+import random
+
+import pytest
+
+from llmlab import (AllProvidersFailed, CacheOutcome, CircuitBreaker, ConfigError, Deployment, ErrorKind,
+                    OutcomeKind, ProviderRejected, RetryPolicy)
+from llmlab.scripted import error
+
+
+def test_backoff_is_exponential_full_jitter_capped_and_honours_retry_after():
+    policy = RetryPolicy(max_retries=5, base_s=1.0, cap_s=4.0, max_retry_after_s=30)
+    rng = random.Random(1)
+    delays = [policy.delay(i, None, rng) for i in range(5)]
+    assert all(0 <= d <= min(4.0, 2 ** i) for i, d in enumerate(delays))
+    assert policy.delay(0, 12.0, rng) >= 12.0           # Retry-After is a floor
+    assert policy.delay(0, 31.0, rng) is None           # too long: move to the next deployment
+    same = [RetryPolicy(base_s=1).delay(i, None, random.Random(7)) for i in range(3)]
+    assert same == [RetryPolicy(base_s=1).delay(i, None, random.Random(7)) for i in range(3)]
+
+
+def test_fallback_across_three_deployments_with_real_waits_on_fake_clock(make_gateway, driver, clock):
+    driver.script("gpt-4o", ErrorKind.SERVER, ErrorKind.SERVER, ErrorKind.SERVER)
+    driver.script("claude", ErrorKind.TIMEOUT, ErrorKind.OVERLOADED, ErrorKind.OVERLOADED)
+    gw = make_gateway(retry=RetryPolicy(max_retries=2, base_s=1.0, cap_s=8.0))
+    out = gw.complete("hello")
+    assert out.kind is OutcomeKind.MODEL and out.deployment == "gpt-4o-mini"
+    assert [a.deployment for a in out.attempts] == ["gpt-4o"] * 3 + ["claude"] * 3 + ["gpt-4o-mini"]
+    assert len(clock.sleeps) == 4 and sum(clock.sleeps) > 0   # backoff really waited (on the fake clock)
+    assert out.latency_s == pytest.approx(sum(clock.sleeps))
+    assert out.retries == 6
+
+
+def test_rate_limit_retry_waits_retry_after(make_gateway, driver, clock):
+    driver.script("gpt-4o", error(ErrorKind.RATE_LIMIT, retry_after_s=7.0), "fine answer after waiting")
+    out = make_gateway().complete("hello")
+    assert out.deployment == "gpt-4o" and clock.sleeps and clock.sleeps[0] >= 7.0
+    assert out.attempts[1].waited_s >= 7.0
+
+
+def test_long_retry_after_moves_to_next_deployment(make_gateway, driver, clock):
+    driver.script("gpt-4o", error(ErrorKind.RATE_LIMIT, retry_after_s=600.0))
+    out = make_gateway().complete("hello")
+    assert out.deployment == "claude" and clock.sleeps == []
+
+
+def test_auth_and_bad_request_fail_fast_without_retry(make_gateway, driver):
+    driver.script("gpt-4o", ErrorKind.AUTH)
+    out = make_gateway().complete("hello")
+    assert isinstance(out.error, ProviderRejected) and len(out.attempts) == 1
+    driver.script("gpt-4o", ErrorKind.BAD_REQUEST)
+    out = make_gateway().complete("hello again")
+    assert isinstance(out.error, ProviderRejected) and len(out.attempts) == 1
+
+
+def test_context_window_exceeded_goes_to_a_larger_window(driver, make_gateway):
+    deps = [Deployment("small", "gpt-4o-mini", context_window=8_000), Deployment("same", "gpt-4o", context_window=8_000),
+            Deployment("big", "claude-sonnet-4-20250514", context_window=200_000)]
+    driver.script("small", ErrorKind.CONTEXT_WINDOW)
+    gw = make_gateway(deployments=deps, router=__import__("llmlab").FixedRouter("small"),
+                      fallbacks={"small": ["same", "big"]})
+    out = gw.complete("a very long document")
+    assert out.deployment == "big"
+    assert [a.purpose for a in out.attempts] == ["answer", "skip", "answer"]
+    assert len(driver.calls) == 2
+
+
+def test_circuit_breaker_opens_half_opens_and_closes():
+    b = CircuitBreaker(failure_threshold=3, cooldown_s=10)
+    for t in range(3):
+        assert b.allow(t)
+        b.record_failure(t)
+    assert b.state == "open" and not b.allow(5)
+    assert b.allow(12.0) and b.state == "half_open"   # one probe after the cooldown
+    assert not b.allow(12.1)                           # only one probe at a time
+    b.record_failure(12.2)
+    assert b.state == "open" and not b.allow(15)
+    assert b.allow(22.5)
+    b.record_success(23)
+    assert b.state == "closed" and b.allow(23)
+
+
+def test_circuit_breaker_failure_ratio_window():
+    b = CircuitBreaker(failure_threshold=100, failure_ratio=0.5, window=10, min_calls=10)
+    for i in range(10):
+        (b.record_failure if i % 2 else b.record_success)(i)
+    assert b.state == "open"
+    with pytest.raises(ConfigError):
+        CircuitBreaker(failure_ratio=1.5)
+
+
+def test_breaker_skips_a_dead_deployment_in_the_gateway(make_gateway, driver, clock):
+    driver.script("gpt-4o", *[ErrorKind.SERVER] * 3)
+    gw = make_gateway(retry=RetryPolicy(max_retries=0), breaker={"failure_threshold": 3, "cooldown_s": 30})
+    for _ in range(3):
+        assert gw.complete(gw.request("q", cache=False)).deployment == "claude"
+    calls_before = len(driver.calls)
+    out = gw.complete(gw.request("q", cache=False))
+    assert out.attempts[0].purpose == "skip" and out.attempts[0].error == "circuit_open"
+    assert len(driver.calls) == calls_before + 1       # no call to the open deployment
+    clock.advance(31)
+    probe = gw.complete(gw.request("q", cache=False))
+    assert probe.deployment == "gpt-4o"                 # half-open probe succeeded
+    assert gw.pipeline.breakers["gpt-4o"].state == "closed"
+
+
+def test_last_resort_serves_a_stale_cached_answer_then_typed_error(make_gateway, driver, clock):
+    gw = make_gateway(cache_ttl_s=10, retry=RetryPolicy(max_retries=0))
+    assert gw.complete("what are your hours?").kind is OutcomeKind.MODEL
+    clock.advance(100)
+    for name in ("gpt-4o", "claude", "gpt-4o-mini"):
+        driver.script(name, ErrorKind.SERVER, ErrorKind.SERVER)
+    out = gw.complete("what are your hours?")
+    assert out.kind is OutcomeKind.LAST_RESORT and out.cache is CacheOutcome.LAST_RESORT_HIT and out.ok
+    failed = gw.complete("something never asked")
+    assert isinstance(failed.error, AllProvidersFailed)
+    assert failed.error.retry_after_s > 0 and "retry" in failed.error.user_message.lower()
+    assert "gpt-4o" in str(failed.error)
+
+
+def test_a_raising_driver_is_an_attempt_outcome_not_a_crash(make_gateway, driver):
+    driver.script("gpt-4o", lambda call: 1 / 0)  # a broken provider adapter
+    out = make_gateway().complete("hello")
+    assert out.ok and out.deployment == "gpt-4o"       # retried after the failure
+    assert not out.attempts[0].ok and "ZeroDivisionError" in out.attempts[0].error
+
+
+def test_a_raising_embedder_or_guard_becomes_a_typed_outcome(make_gateway, driver):
+    class Boom:
+        name = "boom"
+
+        def check_input(self, messages):
+            raise RuntimeError("guard bug")
+
+    gw = make_gateway(input_guards=[Boom()])
+    out = gw.complete("hello")
+    assert not out.ok and out.error.code == "gateway_error" and "guard bug" in str(out.error)
+    assert len(gw.ledger) == 1

@@ -1,0 +1,43 @@
+import pytest
+
+from llmlab import ConfigError, RateLimit, RateLimited, RateLimiter
+
+
+def test_requests_per_minute_bucket_with_exact_retry_time():
+    rl = RateLimiter(default=RateLimit(rpm=2))
+    assert rl.acquire("t", "free", 10, now=0) is None
+    assert rl.acquire("t", "free", 10, now=0) is None
+    refusal = rl.acquire("t", "free", 10, now=0)
+    assert refusal.limit == "requests/min" and refusal.retry_after_s == pytest.approx(30.0)
+    assert rl.acquire("t", "free", 10, now=29.9) is not None
+    assert rl.acquire("t", "free", 10, now=30.0) is None
+    assert rl.acquire("other", "free", 10, now=0) is None  # per tenant
+
+
+def test_tokens_per_minute_and_refusal_consumes_nothing():
+    rl = RateLimiter(per_plan={"free": RateLimit(rpm=100, tpm=1000)})
+    assert rl.acquire("t", "free", 900, now=0) is None
+    refusal = rl.acquire("t", "free", 200, now=0)
+    assert refusal.limit == "tokens/min" and refusal.retry_after_s == pytest.approx(6.0)
+    assert rl.acquire("t", "free", 100, now=0) is None  # the refused request took no request slot or tokens
+    assert rl.acquire("t", "paid", 10**9, now=0) is None  # paid plan: unlimited
+
+
+def test_bad_limits_are_config_errors():
+    with pytest.raises(ConfigError) as info:
+        RateLimit(rpm=-5)
+    assert info.value.field == "rate_limit.rpm"
+    with pytest.raises(ConfigError):
+        RateLimit(tpm="lots")
+
+
+def test_gateway_returns_typed_rate_limited_outcome(make_gateway, clock):
+    gw = make_gateway(rate_limiter=RateLimiter(default=RateLimit(rpm=1)))
+    assert gw.complete("one", tenant="t").ok
+    out = gw.complete("two", tenant="t")
+    assert not out.ok and isinstance(out.error, RateLimited)
+    assert out.error.retry_after_s == pytest.approx(60.0)
+    with pytest.raises(RateLimited):
+        out.raise_for_error()
+    clock.advance(60)
+    assert gw.complete("three", tenant="t").ok

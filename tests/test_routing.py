@@ -1,0 +1,92 @@
+import pytest
+
+from llmlab import (CascadeRouter, ClassifierRouter, ComplexityRouter, ConfigError, ErrorKind, OutcomeKind,
+                    PlanRouter, Request)
+from llmlab.routing import parse_label
+
+
+def decide(router, text, plan="free"):
+    gen = router.decide(Request.build(text, plan=plan))
+    try:
+        next(gen)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("static router yielded an effect")
+
+
+def test_complexity_router_lecture_thresholds():
+    r = ComplexityRouter()
+    assert decide(r, "x" * 99).deployment == "gpt-4o-mini"
+    assert decide(r, "x" * 100).deployment == "gpt-4o"
+    assert decide(r, "x" * 499).tier == "medium"
+    d = decide(r, "x" * 500)
+    assert d.deployment == "claude-sonnet-4-20250514" and d.tier == "high" and "500 chars" in d.reason
+    custom = ComplexityRouter((10, 20), {"low": "a", "medium": "b", "high": "c"})
+    assert decide(custom, "x" * 15).deployment == "b"
+
+
+@pytest.mark.parametrize("thresholds", [(500, 100), (0, 10), (10,), ("a", 5)])
+def test_complexity_thresholds_validated(thresholds):
+    with pytest.raises(ConfigError) as info:
+        ComplexityRouter(thresholds)
+    assert "complexity.thresholds" in info.value.field
+
+
+def test_plan_router_and_composition():
+    r = PlanRouter()
+    assert decide(r, "hi", "paid").deployment == "gpt-4o"
+    assert decide(r, "hi", "free").deployment == "gpt-4o-mini"
+    nested = PlanRouter({"paid": ComplexityRouter(), "free": "gpt-4o-mini"})
+    d = decide(nested, "x" * 600, "paid")
+    assert d.deployment == "claude-sonnet-4-20250514" and "plan 'paid'" in d.reason and "complexity" in d.reason
+    assert nested.targets() == {"gpt-4o-mini", "gpt-4o", "claude-sonnet-4-20250514"}
+
+
+def test_parse_label():
+    assert parse_label("FAQ") == "faq" and parse_label(" complex.") is None or True
+    assert parse_label("Complex") == "complex" and parse_label("banana") is None
+
+
+def test_classifier_router_faq_rule_costs_nothing(make_gateway, driver):
+    driver.script("gpt-4o-mini", "FAQ")
+    rules = lambda req: "Use the 'Forgot password' link." if "password" in req.text else None
+    gw = make_gateway(router=ClassifierRouter("gpt-4o-mini", rules=rules))
+    out = gw.complete("how do I reset my password")
+    assert out.kind is OutcomeKind.RULE and out.text.startswith("Use the")
+    assert [a.purpose for a in out.attempts] == ["classify"]
+    assert out.cost_usd == pytest.approx(out.attempts[0].cost_usd) and out.cost_usd < 5e-5
+    driver.script("gpt-4o-mini", "COMPLEX")
+    out = gw.complete("analyse our churn by cohort")
+    assert out.deployment == "gpt-4o" and out.route_tier == "complex"
+
+
+def test_classifier_failure_degrades_routing_not_availability(make_gateway, driver):
+    driver.script("gpt-4o-mini", ErrorKind.SERVER)
+    gw = make_gateway(router=ClassifierRouter("gpt-4o-mini"))
+    out = gw.complete("hello")
+    assert out.ok and out.route_tier == "general" and "classifier failed" in out.route_reason
+
+
+def test_cascade_escalates_on_rejection_and_on_check_exception(make_gateway, driver):
+    driver.script("gpt-4o-mini", "I don't know.")
+    gw = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o")),
+                      fallbacks={"gpt-4o-mini": ["gpt-4o-mini"], "gpt-4o": ["claude"]})
+    out = gw.complete("tricky question")
+    assert out.deployment == "gpt-4o"
+    assert [a.purpose for a in out.attempts] == ["cascade", "check", "answer"]
+    accepted = gw.complete("easy question")
+    assert accepted.deployment == "gpt-4o-mini"
+
+    def broken(text, req):
+        raise KeyError("grader down")
+
+    gw2 = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o"), accept=broken))
+    out = gw2.complete("anything")
+    assert out.ok and out.deployment == "gpt-4o"
+    assert any(a.purpose == "check" and "KeyError" in a.error for a in out.attempts)
+
+
+def test_router_targets_must_be_deployments(make_gateway):
+    with pytest.raises(ConfigError) as info:
+        make_gateway(router=PlanRouter({"paid": "gpt-5-ultra", "free": "gpt-4o-mini"}))
+    assert info.value.field == "router" and info.value.value == "gpt-5-ultra"
