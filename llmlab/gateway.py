@@ -86,7 +86,11 @@ class Gateway:
             self.prices = PriceBook.default() if prices is None else PriceBook.default().with_overrides(prices)
         self.deployments = _check_deployments(list(deployments) if deployments is not None else default_deployments(),
                                               self.prices)
+        if budget is not None and not isinstance(budget, BudgetPolicy):
+            raise ConfigError("budget", budget, "a llmlab.BudgetPolicy or None")
         self.router: Router = router if router is not None else ComplexityRouter()
+        if not callable(getattr(self.router, "decide", None)) or not callable(getattr(self.router, "targets", None)):
+            raise ConfigError("router", router, "a router with decide() and targets() (e.g. llmlab.PlanRouter)")
         _check_names("router", sorted(self.router.targets()), self.deployments)
         if hasattr(self.router, "bind"):
             self.router.bind(self.deployments)

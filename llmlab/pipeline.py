@@ -160,7 +160,7 @@ class Pipeline:
                 s.restore = {**s.restore, **verdict.restore}
         params = req.params
         max_tokens = params.get("max_tokens")
-        prompt_est = estimate_message_tokens(s.messages)
+        prompt_est = estimate_message_tokens(s.messages)  # upper-leaning: reservations must not undershoot
 
         # 2. rate limit
         if self.rate_limiter is not None:

@@ -1,0 +1,99 @@
+"""Bad input is a typed error at construction naming the field and the allowed values."""
+import subprocess
+import sys
+
+import pytest
+
+from llmlab import (BudgetPolicy, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest, RetryPolicy,
+                    UnknownModelPrice)
+
+
+def test_empty_prompt_and_bad_messages(make_gateway):
+    gw = make_gateway()
+    for bad in ["", "   ", [], [{"content": "no role"}], 42]:
+        with pytest.raises(InvalidRequest) as info:
+            gw.complete(bad)
+        assert info.value.field in ("prompt", "messages", "messages[0]")
+    with pytest.raises(InvalidRequest) as info:
+        gw.complete("hi", tenant="")
+    assert info.value.field == "tenant"
+
+
+def test_unknown_model_and_unpriced_chain_member():
+    with pytest.raises(UnknownModelPrice) as info:
+        Gateway([Deployment("x", "my-secret-finetune")], router=FixedRouter("x"), fallbacks={})
+    assert info.value.model == "my-secret-finetune" and "with_overrides" in str(info.value)
+    ok = Gateway([Deployment("x", "my-secret-finetune")], router=FixedRouter("x"), fallbacks={},
+                 prices={"my-secret-finetune": (0.0, 0.0)})
+    assert ok.prices.cost("my-secret-finetune", 10, 10) == 0.0
+    with pytest.raises(UnknownModelPrice):
+        Gateway([Deployment("a", "gpt-4o"), Deployment("b", "unpriced-model")], router=FixedRouter("a"),
+                fallbacks={"a": ["b"]})
+
+
+def test_fallback_chain_validation():
+    deps = [Deployment("a", "gpt-4o"), Deployment("b", "gpt-4o-mini")]
+    with pytest.raises(ConfigError) as info:
+        Gateway(deps, router=FixedRouter("a"), fallbacks={"a": []})
+    assert info.value.field == "fallbacks['a']" and "at least one" in info.value.allowed
+    with pytest.raises(ConfigError) as info:
+        Gateway(deps, router=FixedRouter("a"), fallbacks={"a": ["nope"]})
+    assert info.value.field == "fallbacks['a']" and "a, b" in info.value.allowed
+    with pytest.raises(ConfigError):
+        Gateway(deps, router=FixedRouter("a"), fallbacks={"a": "b"})
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"budget": "x"}, "budget"),
+    ({"router": "gpt-4o"}, "router"),
+    ({"default_max_tokens": 0}, "default_max_tokens"),
+    ({"breaker": {"failure_threshold": 0}}, "breaker.failure_threshold"),
+    ({"breaker": {"cooldown_s": -1}}, "breaker.cooldown_s"),
+    ({"cache_ttl_s": 0}, "cache_ttl_s"),
+    ({"cache_capacity": -3}, "cache_capacity"),
+    ({"cache_key_mode": "md5"}, "cache_key_mode"),
+])
+def test_out_of_range_settings(kwargs, field):
+    deps = [Deployment("a", "gpt-4o")]
+    kwargs.setdefault("router", FixedRouter("a"))
+    with pytest.raises(ConfigError) as info:
+        Gateway(deps, fallbacks={}, **kwargs)
+    assert info.value.field == field
+
+
+def test_retry_and_budget_values():
+    with pytest.raises(ConfigError) as info:
+        RetryPolicy(max_retries=-1)
+    assert info.value.field == "retry.max_retries"
+    with pytest.raises(ConfigError) as info:
+        RetryPolicy(base_s=float("nan"))
+    assert info.value.field == "retry.base_s"
+    with pytest.raises(ConfigError):
+        BudgetPolicy(caps={"t": "100"})
+    deps = [Deployment("a", "gpt-4o")]
+    with pytest.raises(ConfigError) as info:
+        Gateway(deps, router=FixedRouter("a"), fallbacks={},
+                budget=BudgetPolicy(on_exceed="downgrade", downgrade_to="cheap"))
+    assert info.value.field == "budget.downgrade_to"
+
+
+def test_duplicate_and_empty_deployments():
+    with pytest.raises(ConfigError) as info:
+        Gateway([], router=FixedRouter("a"))
+    assert info.value.field == "deployments"
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("a", "gpt-4o"), Deployment("a", "gpt-4o-mini")], router=FixedRouter("a"))
+    assert info.value.field == "deployments[1].name"
+
+
+def test_import_llmlab_is_light():
+    code = ("import time, sys; t=time.perf_counter(); import llmlab; dt=time.perf_counter()-t; "
+            "print(dt, 'litellm' in sys.modules, 'pandas' in sys.modules, 'simpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1:] == ["False", "False", "False"]
+
+
+def test_default_gateway_constructs_offline():
+    gw = Gateway()
+    assert set(gw.deployments) == {"gpt-4o", "gpt-4o-mini", "claude-sonnet-4-20250514"}
+    assert gw.pipeline.chain_for("gpt-4o")[1].name == "claude-sonnet-4-20250514"
