@@ -1,0 +1,219 @@
+"""The lecture's production checklist, evaluated against a gateway configuration.
+
+Fifteen items in five categories (performance, safety, cost, operations, evaluation).  Each is
+checked from what the gateway is actually configured to do — its guards, caches, router,
+fallback chains and budgets — and from *evidence* a team has gathered (a simulation summary,
+a load test, a red-team run).  An item is ``pass``, ``fail`` (with what is missing) or
+``unknown`` (it needs evidence the configuration cannot provide), never ticked by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .gateway import Gateway
+
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ChecklistItem:
+    category: str
+    item: str
+    item_ko: str
+    status: str
+    why: str
+
+
+def _guard_named(guards: Sequence[Any], class_name: str) -> Any | None:
+    return next((g for g in guards if type(g).__name__ == class_name), None)
+
+
+def _perf_p95(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    p95 = ev.get("p95_latency_s")
+    if p95 is None:
+        return UNKNOWN, "no latency evidence: run `llmlab simulate` (p95_latency_s) or a load test"
+    if p95 <= target:
+        return PASS, f"P95 {p95:.2f} s ≤ target {target:.2f} s"
+    return FAIL, f"P95 {p95:.2f} s > target {target:.2f} s: tighten timeouts, stream, route to faster models"
+
+
+def _perf_concurrency(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    n = ev.get("max_concurrent_requests") or ev.get("requests")
+    availability = ev.get("availability")
+    if n is None:
+        return UNKNOWN, "no load evidence: run the simulator or benchmarks/live_load.py"
+    if availability is not None and availability < 0.99:
+        return FAIL, f"{n} requests tested but availability {availability:.2%} < 99 %"
+    return PASS, f"{n} requests exercised" + (f", availability {availability:.2%}" if availability is not None else "")
+
+
+def _perf_tokens(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    return PASS, "the ledger records prompt/completion tokens and cost for every request (Ledger.to_dataframe)"
+
+
+def _safety_injection(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    guard = _guard_named(gw.pipeline.input_guards, "InjectionGuard")
+    if guard is None:
+        return FAIL, "no InjectionGuard in input_guards"
+    policy = getattr(guard, "policy", "?")
+    return (PASS if policy == "block" else FAIL,
+            f"InjectionGuard policy={policy!r}" + ("" if policy == "block" else ": flags only, nothing is blocked"))
+
+
+def _safety_output(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    guards = gw.pipeline.output_guards
+    return (PASS, f"output guards: {', '.join(type(g).__name__ for g in guards)}") if guards else \
+        (FAIL, "no output guard (blocked terms, leaked secrets)")
+
+
+def _safety_pii(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    if _guard_named(gw.pipeline.input_guards, "PIIMaskingGuard") is None:
+        return FAIL, "no PIIMaskingGuard: PII would reach providers, caches and logs"
+    first = type(gw.pipeline.input_guards[0]).__name__
+    if first != "PIIMaskingGuard":
+        return FAIL, f"PII masking runs after {first}: mask first so nothing sees raw PII"
+    return PASS, "PII masked before anything is sent, cached or logged"
+
+
+def _cost_cap(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    policy = gw.pipeline.budget_policy
+    if policy is None or (not policy.caps and not policy.plan_caps and policy.default_cap is None):
+        return FAIL, "no monthly budget cap (BudgetPolicy)"
+    scope = "every tenant" if policy.default_cap is not None else "listed tenants/plans only"
+    return PASS, f"monthly caps for {scope}, on_exceed={policy.on_exceed!r}"
+
+
+def _cost_tiering(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    targets = gw.router.targets()
+    prices = {gw.prices.price(gw.deployments[t].price_key).output_per_token for t in targets}
+    if len(prices) < 2:
+        return FAIL, f"the router ({type(gw.router).__name__}) only reaches one price tier: {sorted(targets)}"
+    return PASS, f"{type(gw.router).__name__} routes across {len(prices)} price tiers"
+
+
+def _cost_cache(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    kinds = [k for k, on in (("exact", gw.pipeline.exact_cache is not None),
+                             ("semantic", gw.pipeline.semantic_cache is not None)) if on]
+    return (PASS, f"caches: {', '.join(kinds)}") if kinds else (FAIL, "no cache configured")
+
+
+def _ops_logs(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    logger = logging.getLogger("llmlab")
+    if logger.hasHandlers() and logger.getEffectiveLevel() <= logging.INFO:
+        return PASS, "structured per-request records are emitted on the 'llmlab' logger"
+    return FAIL, "no handler at INFO for the 'llmlab' logger: request records are not collected"
+
+
+def _ops_fallback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    short = [t for t in sorted(gw.router.targets()) if len(gw.pipeline.chain_for(t)) < 2]
+    if short:
+        return FAIL, f"no fallback for {', '.join(short)}"
+    providers = {t: {d.model.split('/')[0] if '/' in d.model else 'openai' for d in gw.pipeline.chain_for(t)}
+                 for t in gw.router.targets()}
+    single = [t for t, p in providers.items() if len(p) < 2]
+    if single:
+        return FAIL, f"chains of {', '.join(sorted(single))} stay on one provider: an outage takes them all down"
+    return PASS, "every routed deployment has a multi-provider fallback chain, retries and a circuit breaker"
+
+
+def _ops_ab(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    if ev.get("ab_testing"):
+        return PASS, "A/B infrastructure reported in evidence"
+    return FAIL, "no traffic splitting: compare policies offline with llmlab.sim.sweep, online needs a split router"
+
+
+def _eval_pipeline(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    if ev.get("eval_pipeline"):
+        return PASS, "automatic evaluation reported in evidence"
+    if type(gw.router).__name__ == "CascadeRouter":
+        return UNKNOWN, "a cascade acceptance check grades answers online; an offline evaluation suite is not shown"
+    return UNKNOWN, "not visible from the gateway: provide evidence {'eval_pipeline': True}"
+
+
+def _eval_redteam(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    recall = ev.get("injection_recall_on_attacks")
+    if recall is None:
+        return UNKNOWN, "no red-team evidence: run benchmarks/guardrails_fp.py"
+    return (PASS if recall >= 0.9 else FAIL), f"injection recall on the attack set {recall:.0%}"
+
+
+def _eval_feedback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
+    if ev.get("feedback_path"):
+        return PASS, "user feedback path reported in evidence"
+    return UNKNOWN, "not visible from the gateway: provide evidence {'feedback_path': True}"
+
+
+CHECKS: list[tuple[str, str, str, Callable[..., tuple[str, str]]]] = [
+    ("performance", "Response latency P95 below target", "응답 지연 시간 P95 < 목표값", _perf_p95),
+    ("performance", "Concurrent request handling verified", "동시 요청 처리 능력 확인", _perf_concurrency),
+    ("performance", "Token usage monitoring in place", "토큰 사용량 모니터링 구축", _perf_tokens),
+    ("safety", "Prompt injection defence", "프롬프트 인젝션 방어", _safety_injection),
+    ("safety", "Output filtering", "출력 필터링 구현", _safety_output),
+    ("safety", "PII masking", "PII 마스킹 적용", _safety_pii),
+    ("cost", "Spending cap", "비용 상한선 설정", _cost_cap),
+    ("cost", "Model tiering", "모델 계층화 적용", _cost_tiering),
+    ("cost", "Caching", "캐싱 구현", _cost_cache),
+    ("operations", "Log collection and analysis", "로그 수집 및 분석", _ops_logs),
+    ("operations", "Fallback chain", "폴백 체인 구성", _ops_fallback),
+    ("operations", "A/B testing infrastructure", "A/B 테스트 인프라", _ops_ab),
+    ("evaluation", "Automatic evaluation pipeline", "자동 평가 파이프라인 구축", _eval_pipeline),
+    ("evaluation", "Red-team testing done", "레드팀 테스트 완료", _eval_redteam),
+    ("evaluation", "User feedback collection path", "사용자 피드백 수집 경로 확보", _eval_feedback),
+]
+
+
+def evaluate_checklist(gateway: "Gateway", evidence: Mapping[str, Any] | None = None,
+                       p95_target_s: float = 3.0) -> list[ChecklistItem]:
+    """Check every item against ``gateway`` and ``evidence`` (e.g. a simulation summary dict)."""
+    ev = dict(evidence or {})
+    out = []
+    for category, item, item_ko, check in CHECKS:
+        try:
+            status, why = check(gateway, ev, p95_target_s)
+        except Exception as exc:  # a custom router or guard must not break the report
+            status, why = UNKNOWN, f"could not evaluate: {type(exc).__name__}: {exc}"
+        out.append(ChecklistItem(category, item, item_ko, status, why))
+    return out
+
+
+def checklist_dataframe(items: Sequence[ChecklistItem]) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([asdict(i) for i in items])
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmlab checklist", description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", help="evaluate the gateway of a scenario preset or file and simulate it for evidence")
+    parser.add_argument("--requests", type=int, default=2000, help="requests to simulate for evidence (with --scenario)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(list(argv or []))
+    evidence: dict[str, Any] = {}
+    target = 3.0
+    if args.scenario:
+        from .sim import load_scenario, simulate
+        from .sim.run import build_gateway  # type: ignore[attr-defined]
+
+        scenario = load_scenario(args.scenario)
+        gateway = build_gateway(scenario)
+        evidence = dict(simulate(scenario, requests=args.requests, seed=0).summary)
+        target = float(getattr(getattr(scenario, "slo", None), "p95_latency_s", None) or target)
+    else:
+        from .gateway import Gateway
+
+        gateway = Gateway()
+    items = evaluate_checklist(gateway, evidence, target)
+    if args.json:
+        print(json.dumps([asdict(i) for i in items], ensure_ascii=False))
+        return 0
+    mark = {PASS: "✓", FAIL: "✗", UNKNOWN: "?"}
+    for i in items:
+        print(f"{mark[i.status]} [{i.category:<11}] {i.item:<40} {i.why}")
+    return 0

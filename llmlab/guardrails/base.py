@@ -1,0 +1,111 @@
+"""The guardrail stage protocol: what the pipeline calls, and what a guard returns.
+
+Guards are plain objects with no I/O, like the rest of the pipeline's stages: they take
+messages (or an answer) and return a *verdict*. The pipeline, not the guard, decides what a
+verdict means for the request (refuse, continue with rewritten messages, unmask the answer).
+Keeping the verdicts small frozen dataclasses makes them cheap to log and easy to assert on.
+
+가드레일 단계의 프로토콜입니다. 가드는 I/O 없이 메시지(또는 답변)를 받아 판정(verdict)을
+돌려줄 뿐이고, 요청을 거절할지·마스킹된 메시지로 계속할지는 파이프라인이 결정합니다.
+
+Rule for every guard: a `Finding.detail` must never contain the raw sensitive value (the
+e-mail address, the card number, the leaked key). Findings end up in logs and ledgers; a
+guard that leaks what it was asked to hide would be worse than no guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import ConfigError
+
+__all__ = [
+    "Finding",
+    "GuardrailConfigError",
+    "InputGuard",
+    "InputVerdict",
+    "OutputGuard",
+    "OutputVerdict",
+]
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class GuardrailConfigError(ConfigError):
+    """A guard was configured with a value it cannot work with.
+
+    Raised at construction time, never per request, so a typo in a config file fails at
+    start-up. The message names the field, the allowed values and what was given.
+    """
+
+    def __init__(self, field: str, allowed: Any, value: Any) -> None:
+        if isinstance(allowed, (tuple, list, frozenset, set)):
+            allowed_text = "one of " + ", ".join(repr(a) for a in allowed)
+        else:
+            allowed_text = str(allowed)
+        super().__init__(field, value, allowed_text)
+        self.allowed = allowed
+        self.args = (f"{field} must be {allowed_text} (got {value!r})",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing a guard noticed.
+
+    `kind` is a dotted category (`pii.email`, `injection.override`, `output.secret`);
+    `detail` is a human-readable note that never repeats the sensitive value; `start`/`end`
+    are character offsets in the text that was checked (-1 when not applicable).
+    """
+
+    kind: str
+    detail: str
+    start: int = -1
+    end: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class InputVerdict:
+    """The result of an input guard.
+
+    `messages` has the same roles, in the same order, as the input (contents possibly
+    rewritten, e.g. masked); `blocked` is a reason when the request must be refused;
+    `restore` maps placeholders back to originals so the answer can be unmasked.
+    """
+
+    messages: tuple[dict, ...]
+    blocked: str | None = None
+    findings: tuple[Finding, ...] = ()
+    restore: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputVerdict:
+    """The result of an output guard: the (possibly redacted) text and whether to block."""
+
+    text: str
+    blocked: str | None = None
+    findings: tuple[Finding, ...] = ()
+
+
+@runtime_checkable
+class InputGuard(Protocol):
+    """A stage run on the request's messages before any model (or cache) sees them."""
+
+    name: str
+
+    def check_input(self, messages: Sequence[Mapping[str, str]]) -> InputVerdict: ...
+
+
+@runtime_checkable
+class OutputGuard(Protocol):
+    """A stage run on the answer text before it is returned (and before it is cached)."""
+
+    name: str
+
+    def check_output(self, text: str) -> OutputVerdict: ...

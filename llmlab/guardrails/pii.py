@@ -1,0 +1,272 @@
+"""Reversible PII masking for e-mail addresses, phone numbers, Korean RRNs and card numbers.
+
+Why mask before the model: a prompt sent to a hosted model leaves your infrastructure, lands in
+provider logs and (with the semantic cache) in your own cache keys. Replacing the values with
+stable placeholders (`[EMAIL_1]`) keeps the *shape* of the question, so the model can still
+answer "send the receipt to [EMAIL_1]", and `unmask` puts the real value back into the answer
+locally.
+
+Why these rules and not "every long number": support traffic is full of order ids, tracking
+numbers and invoice numbers. Masking them would break the very questions users ask, so each
+detector checks structure, not just digits:
+
+* card numbers must be 13–19 digits **and pass the Luhn check** (an order id almost never does);
+* resident registration numbers (주민등록번호, YYMMDD-NNNNNNN) must carry a real calendar date;
+  without the hyphen they must also pass the checksum. Numbers issued since October 2020 have a
+  random tail and **no checksum**, so a hyphenated number with a valid date is masked whether or
+  not its checksum holds (the finding notes which);
+* phone numbers must look like a phone number: Korean mobile (010-1234-5678, 01012345678),
+  Korean landline with separators (02-123-4567, 031-123-4567), international `+CC …` with 8–15
+  digits, or North-American (415) 555-0132.
+
+개인정보 마스킹: 이메일, 전화번호(국내·국제), 주민등록번호(날짜 검증, 2020년 10월 이후 발급분은
+체크섬이 없으므로 하이픈 형식이면 체크섬 없이도 마스킹), 카드번호(Luhn 검증 통과 시에만)를
+`[EMAIL_1]` 같은 자리표시자로 바꾸고, `unmask`로 되돌립니다. 주문번호처럼 구조가 맞지 않는 숫자는
+건드리지 않습니다.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .base import Finding, GuardrailConfigError
+
+__all__ = ["KINDS", "MaskResult", "PIIMasker", "luhn_valid", "rrn_checksum_valid", "unmask"]
+
+KINDS = ("email", "rrn", "card", "phone")
+"""Detector names, in priority order: when two matches overlap, the earlier kind wins."""
+
+_LABEL = {"email": "EMAIL", "phone": "PHONE", "rrn": "RRN", "card": "CARD"}
+
+# Lookarounds use ASCII classes on purpose: Korean particles attach directly to a value
+# ("010-1234-5678로", "hong@example.com으로"), and Hangul counts as \w in Python's regexes.
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
+_RRN = re.compile(
+    r"(?<![0-9A-Za-z])(?P<birth>\d{6})(?P<sep>\s?[-\u2010\u2013]\s?|)(?P<tail>\d{7})(?![0-9])"
+)
+# Cards are written either as one run of digits or in the printed groups (4-4-4-4[-3],
+# Amex 4-6-5, Diners 4-6-4) with one consistent separator; free-form digit soup is not a card.
+_CARD = re.compile(
+    r"(?<![0-9A-Za-z])(?:\d{13,19}"
+    r"|\d{4}(?P<s1>[ -])\d{4}(?P=s1)\d{4}(?P=s1)\d{1,4}(?:(?P=s1)\d{1,3})?"
+    r"|\d{4}(?P<s2>[ -])\d{6}(?P=s2)\d{4,5})(?![0-9])"
+)
+_PHONE = re.compile(
+    r"""
+    (?<![0-9A-Za-z+])
+    (?:
+        \+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}             # +82 10-1234-5678, +1 (415) ...
+      | 01[016789](?P<msep>[ .-]?)\d{3,4}(?P=msep)\d{4}              # 010-1234-5678, 01012345678
+      | 0(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70)(?P<lsep>[ .-])\d{3,4}(?P=lsep)\d{4}  # 02-123-4567
+      | (?:\([2-9]\d{2}\)\ ?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}   # (415) 555-0132
+    )
+    (?![0-9])
+    """,
+    re.VERBOSE,
+)
+_PLACEHOLDER = re.compile(r"\[[A-Z]+_\d+\]")
+
+
+def luhn_valid(digits: str) -> bool:
+    """True if `digits` (only 0-9) passes the Luhn mod-10 check used by payment cards."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def rrn_checksum_valid(digits13: str) -> bool:
+    """The pre-October-2020 RRN check digit (weights 2..9,2..5; (11 - sum mod 11) mod 10)."""
+    if len(digits13) != 13 or not digits13.isdigit():
+        return False
+    weights = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)
+    s = sum(int(d) * w for d, w in zip(digits13, weights))
+    return (11 - s % 11) % 10 == int(digits13[12])
+
+
+def _rrn_century(gender_digit: str) -> int:
+    # 1/2/5/6: born 1900s (5-8 foreigners); 3/4/7/8: 2000s; 9/0: 1800s.
+    return {"1": 1900, "2": 1900, "5": 1900, "6": 1900,
+            "3": 2000, "4": 2000, "7": 2000, "8": 2000}.get(gender_digit, 1800)
+
+
+def _rrn_date_valid(birth: str, gender_digit: str) -> bool:
+    year = _rrn_century(gender_digit) + int(birth[:2])
+    month, day = int(birth[2:4]), int(birth[4:6])
+    if not 1 <= month <= 12:
+        return False
+    return 1 <= day <= calendar.monthrange(year, month)[1]
+
+
+class _Span(NamedTuple):
+    kind: str
+    start: int
+    end: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class MaskResult:
+    """Masked text, the placeholder → original map, and one finding per masked occurrence."""
+
+    text: str
+    mapping: dict[str, str]
+    findings: tuple[Finding, ...]
+
+    @property
+    def found(self) -> bool:
+        return bool(self.findings)
+
+
+class PIIMasker:
+    """Detects PII and replaces it with numbered, reversible placeholders.
+
+    Within one `mask` call the same value always gets the same placeholder, so "mail
+    a@b.com, I repeat a@b.com" keeps its meaning. Pass `reuse=` (an earlier mapping) to keep
+    numbering consistent across the messages of one conversation.
+    """
+
+    def __init__(self, kinds: Iterable[str] = KINDS, *, rrn_require_checksum: bool = False) -> None:
+        kinds = tuple(kinds)
+        for k in kinds:
+            if k not in KINDS:
+                raise GuardrailConfigError("PIIMasker.kinds", KINDS, k)
+        # keep priority order regardless of how the caller listed them
+        self.kinds = tuple(k for k in KINDS if k in kinds)
+        self.rrn_require_checksum = rrn_require_checksum
+        self._detectors: dict[str, Callable[[str], Iterable[_Span]]] = {
+            "email": self._emails,
+            "rrn": self._rrns,
+            "card": self._cards,
+            "phone": self._phones,
+        }
+
+    # -- detectors -------------------------------------------------------------------------
+
+    @staticmethod
+    def _emails(text: str) -> Iterable[_Span]:
+        for m in _EMAIL.finditer(text):
+            yield _Span("email", m.start(), m.end(), "e-mail address")
+
+    def _rrns(self, text: str) -> Iterable[_Span]:
+        for m in _RRN.finditer(text):
+            birth, tail, hyphenated = m["birth"], m["tail"], bool(m["sep"])
+            if not _rrn_date_valid(birth, tail[0]):
+                continue
+            checksum = rrn_checksum_valid(birth + tail)
+            # Unhyphenated 13-digit runs are too easily something else: demand the checksum.
+            if (not hyphenated or self.rrn_require_checksum) and not checksum:
+                continue
+            note = ("resident registration number (checksum ok)" if checksum else
+                    "resident registration number (date valid; no checksum, e.g. issued after 2020-10)")
+            yield _Span("rrn", m.start(), m.end(), note)
+
+    @staticmethod
+    def _cards(text: str) -> Iterable[_Span]:
+        for m in _CARD.finditer(text):
+            digits = re.sub(r"[ -]", "", m.group())
+            if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
+                continue
+            if luhn_valid(digits):
+                yield _Span("card", m.start(), m.end(), f"payment card number ({len(digits)} digits, Luhn ok)")
+
+    @staticmethod
+    def _phones(text: str) -> Iterable[_Span]:
+        for m in _PHONE.finditer(text):
+            raw = m.group()
+            if raw.startswith("+"):
+                n = sum(c.isdigit() for c in raw)
+                if not 8 <= n <= 15:  # E.164 allows at most 15 digits
+                    continue
+                yield _Span("phone", m.start(), m.end(), "international phone number")
+            else:
+                yield _Span("phone", m.start(), m.end(), "phone number")
+
+    def find(self, text: str) -> list[_Span]:
+        """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps)."""
+        chosen: list[_Span] = []
+        for kind in self.kinds:
+            for span in self._detectors[kind](text):
+                if all(span.end <= c.start or span.start >= c.end for c in chosen):
+                    chosen.append(span)
+        chosen.sort(key=lambda s: s.start)
+        return chosen
+
+    # -- masking ---------------------------------------------------------------------------
+
+    def mask(self, text: str, *, reuse: Mapping[str, str] | None = None) -> MaskResult:
+        """Replace every detected value by a placeholder such as `[EMAIL_1]`.
+
+        `reuse` is a placeholder → original map from earlier calls (e.g. previous messages of
+        the same conversation): known values keep their placeholder and new ones continue the
+        numbering. `mapping` in the result covers the placeholders used in *this* text.
+        Placeholders that already occur literally in `text` are skipped, so unmasking never
+        rewrites something the user typed.
+        """
+        spans = self.find(text)
+        if not spans:
+            return MaskResult(text, {}, ())
+        known = dict(reuse or {})
+        by_value = {(_kind_of(ph), orig): ph for ph, orig in known.items()}
+        counters: dict[str, int] = {}
+        for ph in known:
+            label, _, n = ph[1:-1].rpartition("_")
+            if n.isdigit():
+                counters[label] = max(counters.get(label, 0), int(n))
+
+        mapping: dict[str, str] = {}
+        findings: list[Finding] = []
+        out: list[str] = []
+        pos = 0
+        for span in spans:
+            value = text[span.start:span.end]
+            label = _LABEL[span.kind]
+            ph = by_value.get((label, value))
+            if ph is None:
+                n = counters.get(label, 0)
+                while True:
+                    n += 1
+                    ph = f"[{label}_{n}]"
+                    if ph not in text and ph not in known:
+                        break
+                counters[label] = n
+                by_value[(label, value)] = ph
+            mapping[ph] = value
+            out.append(text[pos:span.start])
+            out.append(ph)
+            pos = span.end
+            findings.append(Finding(f"pii.{span.kind}", f"{span.note} masked as {ph}", span.start, span.end))
+        out.append(text[pos:])
+        return MaskResult("".join(out), mapping, tuple(findings))
+
+    def unmask(self, text: str, mapping: Mapping[str, str]) -> str:
+        return unmask(text, mapping)
+
+
+def _kind_of(placeholder: str) -> str:
+    return placeholder[1:-1].rpartition("_")[0]
+
+
+def unmask(text: str, mapping: Mapping[str, str]) -> str:
+    """Put originals back for every placeholder in `mapping`; unknown placeholders stay.
+
+    One regex pass (not repeated `str.replace`), so a restored value that itself looks like a
+    placeholder is never expanded a second time.
+    """
+    if not mapping:
+        return text
+    return _PLACEHOLDER.sub(lambda m: mapping.get(m.group(), m.group()), text)

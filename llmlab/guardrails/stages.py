@@ -1,0 +1,146 @@
+"""Pipeline stages that wrap the detectors in the `InputGuard` / `OutputGuard` protocol.
+
+The detectors (`PIIMasker`, `InjectionDetector`, `OutputFilter`) work on one string; the stages
+work on a request's messages or an answer and return verdicts. Keeping the two apart lets the
+detectors be used alone (in a notebook, a batch job, the FP benchmark) with no pipeline types.
+
+파이프라인 단계: 문자열 단위 탐지기를 메시지/답변 단위의 판정(verdict)으로 감싸는 얇은 층입니다.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from .base import Finding, InputVerdict, OutputVerdict
+from .injection import InjectionDetector, Policy, check_policy, check_threshold
+from .output_filter import OutputFilter
+from .pii import PIIMasker, unmask
+
+__all__ = ["InjectionGuard", "OutputFilterGuard", "PIIMaskingGuard", "unmask_answer"]
+
+
+def _with_content(message: Mapping[str, Any], content: Any) -> dict:
+    new = dict(message)
+    new["content"] = content
+    return new
+
+
+def _shift(f: Finding, index: int, part: int | None = None) -> Finding:
+    where = f"message {index}" if part is None else f"message {index} part {part}"
+    return Finding(f.kind, f"{where}: {f.detail}", f.start, f.end)
+
+
+class PIIMaskingGuard:
+    """Masks PII in every message's content; placeholders are consistent across messages.
+
+    The restore map is merged over the whole conversation: the same address in the system
+    prompt and in the user turn becomes the same `[EMAIL_1]`. Content given as a list of parts
+    (OpenAI multimodal format) has its ``{"type": "text"}`` parts masked; other parts pass.
+    """
+
+    def __init__(self, masker: PIIMasker | None = None, *, name: str = "pii") -> None:
+        self.masker = masker or PIIMasker()
+        self.name = name
+
+    def check_input(self, messages: Sequence[Mapping[str, Any]]) -> InputVerdict:
+        restore: dict[str, str] = {}
+        findings: list[Finding] = []
+        out: list[dict] = []
+
+        def mask(text: str, index: int, part: int | None = None) -> str:
+            result = self.masker.mask(text, reuse=restore)
+            restore.update(result.mapping)
+            findings.extend(_shift(f, index, part) for f in result.findings)
+            return result.text
+
+        for i, message in enumerate(messages):
+            content = message.get("content")
+            if isinstance(content, str):
+                out.append(_with_content(message, mask(content, i)))
+            elif isinstance(content, list):
+                parts = list(content)
+                for j, text in _texts(content):
+                    parts[j] = dict(parts[j], text=mask(text, i, j))
+                out.append(_with_content(message, parts))
+            else:
+                out.append(dict(message))
+        return InputVerdict(tuple(out), None, tuple(findings), MappingProxyType(restore))
+
+
+class InjectionGuard:
+    """Scans user (and tool) messages for prompt injection.
+
+    ``policy="flag"`` returns findings and lets the request through; ``policy="block"`` sets
+    `blocked` when the highest message score reaches `threshold`. System and assistant turns
+    are not scanned by default: the system prompt is ours, and assistant turns are the model's
+    own words. Tool results *are* scanned — that is where indirect injection arrives.
+    """
+
+    def __init__(
+        self,
+        policy: Policy = "flag",
+        threshold: float = 0.5,
+        *,
+        roles: Iterable[str] = ("user", "tool", "function"),
+        detector: InjectionDetector | None = None,
+        name: str = "injection",
+    ) -> None:
+        self.policy = check_policy("InjectionGuard", policy)
+        self.threshold = check_threshold("InjectionGuard", threshold)
+        self.roles = frozenset(roles)
+        self.detector = detector or InjectionDetector(policy=self.policy, threshold=self.threshold)
+        self.name = name
+
+    def check_input(self, messages: Sequence[Mapping[str, Any]]) -> InputVerdict:
+        findings: list[Finding] = []
+        worst = 0.0
+        categories: dict[str, None] = {}
+        for i, message in enumerate(messages):
+            if message.get("role") not in self.roles:
+                continue
+            for j, text in _texts(message.get("content")):
+                report = self.detector.scan(text)
+                if report.score >= self.threshold:
+                    categories.update(dict.fromkeys(report.categories))
+                worst = max(worst, report.score)
+                findings.extend(_shift(f, i, j) for f in report.findings)
+        blocked = None
+        if self.policy == "block" and worst >= self.threshold:
+            blocked = (f"prompt injection suspected (score {worst:.2f} >= {self.threshold:.2f}: "
+                       f"{', '.join(categories)})")
+        return InputVerdict(tuple(dict(m) for m in messages), blocked, tuple(findings))
+
+
+def _texts(content: Any) -> Iterable[tuple[int | None, str]]:
+    if isinstance(content, str):
+        yield None, content
+    elif isinstance(content, list):
+        for j, p in enumerate(content):
+            if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str):
+                yield j, p["text"]
+
+
+class OutputFilterGuard:
+    """Runs an `OutputFilter` on the answer; a ``"block"`` action becomes `blocked`."""
+
+    def __init__(self, output_filter: OutputFilter | None = None, *, name: str = "output_filter",
+                 **filter_options: Any) -> None:
+        if output_filter is not None and filter_options:
+            raise TypeError("pass either an OutputFilter or its options, not both")
+        self.filter = output_filter or OutputFilter(**filter_options)
+        self.name = name
+
+    def check_output(self, text: str) -> OutputVerdict:
+        report = self.filter.check(text)
+        blocked = None
+        if report.action == "block":
+            blocked = "answer withheld by the output filter: " + "; ".join(
+                f.detail for f in report.findings if f.kind == "output.blocked_term")
+        return OutputVerdict(report.text, blocked, report.findings)
+
+
+def unmask_answer(text: str, restore: Mapping[str, str]) -> str:
+    """Put the original values back into an answer produced from masked messages."""
+    return unmask(text, restore)

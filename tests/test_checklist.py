@@ -1,0 +1,56 @@
+import logging
+
+from llmlab import BudgetPolicy, FixedRouter, Gateway, PlanRouter
+from llmlab.checklist import FAIL, PASS, UNKNOWN, checklist_dataframe, evaluate_checklist
+from llmlab.guardrails import InjectionGuard, OutputFilterGuard, PIIMaskingGuard
+
+
+def status(items, item):
+    return next(i for i in items if i.item == item)
+
+
+def test_default_gateway_fails_safety_and_cost_cap_items():
+    items = evaluate_checklist(Gateway())
+    assert len(items) == 15 and {i.category for i in items} == {"performance", "safety", "cost", "operations",
+                                                                 "evaluation"}
+    assert status(items, "PII masking").status == FAIL
+    assert status(items, "Spending cap").status == FAIL
+    assert status(items, "Caching").status == PASS
+    assert status(items, "Response latency P95 below target").status == UNKNOWN
+
+
+def test_a_hardened_gateway_passes_them_and_evidence_decides_latency(caplog):
+    gw = Gateway(router=PlanRouter(), input_guards=[PIIMaskingGuard(), InjectionGuard(policy="block")],
+                 output_guards=[OutputFilterGuard()], budget=BudgetPolicy(default_cap=100.0))
+    items = evaluate_checklist(gw, {"p95_latency_s": 2.4, "requests": 5000, "availability": 0.999,
+                                    "injection_recall_on_attacks": 0.95})
+    for name in ("PII masking", "Prompt injection defence", "Output filtering", "Spending cap", "Model tiering",
+                 "Response latency P95 below target", "Concurrent request handling verified", "Red-team testing done"):
+        assert status(items, name).status == PASS, name
+    slow = evaluate_checklist(gw, {"p95_latency_s": 4.1}, p95_target_s=3.0)
+    assert status(slow, "Response latency P95 below target").status == FAIL
+    assert "4.10 s > target 3.00 s" in status(slow, "Response latency P95 below target").why
+
+
+def test_mask_order_single_tier_and_single_provider_chains_fail():
+    gw = Gateway(router=FixedRouter("gpt-4o"), fallbacks={"gpt-4o": ["gpt-4o-mini"]},
+                 input_guards=[InjectionGuard(policy="block"), PIIMaskingGuard()])
+    items = evaluate_checklist(gw)
+    assert status(items, "PII masking").status == FAIL and "after InjectionGuard" in status(items, "PII masking").why
+    assert status(items, "Model tiering").status == FAIL
+    assert status(items, "Fallback chain").status == FAIL and "one provider" in status(items, "Fallback chain").why
+
+
+def test_logging_item_follows_the_logger_configuration():
+    logger = logging.getLogger("llmlab")
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert status(evaluate_checklist(Gateway()), "Log collection and analysis").status == PASS
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+    df = checklist_dataframe(evaluate_checklist(Gateway()))
+    assert list(df.columns) == ["category", "item", "item_ko", "status", "why"] and len(df) == 15
