@@ -59,8 +59,10 @@ class Gateway:
     """Caching, routing, fallback, rate limits, budgets and a ledger in front of litellm.
 
     Every argument has an embedded default: the lecture's three models, its complexity router
-    and fallback chain, a prompt+parameters exact cache, retries with jittered backoff and a
-    circuit breaker per deployment.  Bad settings raise :class:`~llmlab.errors.ConfigError` at
+    and fallback chain, a prompt+parameters exact cache, retries with jittered backoff, a
+    circuit breaker per deployment, and PII masking (``input_guards=None``; pass ``()`` to opt
+    out): providers, caches and logs see ``[EMAIL_1]``-style placeholders, and the caller's own
+    values are put back into the answer (``unmask_answers=True``).  Bad settings raise :class:`~llmlab.errors.ConfigError` at
     construction, naming the field and the allowed values.
     """
 
@@ -75,8 +77,8 @@ class Gateway:
                  budget: BudgetPolicy | None = None, budget_backend: Any = None,
                  retry: RetryPolicy | Mapping[str, RetryPolicy] | None = None,
                  breaker: Callable[[], CircuitBreaker] | Mapping[str, Any] | None = None,
-                 input_guards: Sequence[Any] = (), output_guards: Sequence[Any] = (),
-                 unmask_answers: bool = False, log_content: bool = False,
+                 input_guards: Sequence[Any] | None = None, output_guards: Sequence[Any] = (),
+                 unmask_answers: bool = True, log_content: bool = False,
                  clock: Callable[[], float] = time.time, seed: int | None = None,
                  driver: LiteLLMDriver | None = None, ledger: Ledger | None = None,
                  default_max_tokens: int = 1024) -> None:
@@ -116,6 +118,10 @@ class Gateway:
             breaker_factory: Callable[[], CircuitBreaker] = lambda: CircuitBreaker(**settings)
         else:
             breaker_factory = breaker or CircuitBreaker
+        if input_guards is None:  # PII is masked before anything is sent, cached or logged, unless opted out
+            from .guardrails import PIIMaskingGuard
+
+            input_guards = (PIIMaskingGuard(),)
         exact = (cache_store or MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
         self.clock = clock
         self.driver = driver or LiteLLMDriver()

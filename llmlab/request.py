@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import abc
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -14,6 +15,22 @@ _PREFIX = os.urandom(3).hex()
 
 def new_request_id() -> str:
     return f"req-{_PREFIX}-{next(_counter):08d}"
+
+
+def _check_params(params: Any) -> None:
+    """Reject sampling parameters no provider accepts, before anything is reserved or sent."""
+    if not isinstance(params, (dict, abc.Mapping)):
+        raise InvalidRequest("params", params, "a mapping of sampling parameters")
+    max_tokens = params.get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise InvalidRequest("params.max_tokens", max_tokens, "a positive integer")
+    temperature = params.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0.0 <= temperature <= 2.0):
+        raise InvalidRequest("params.temperature", temperature, "a number in [0, 2]")
+    top_p = params.get("top_p")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
+        raise InvalidRequest("params.top_p", top_p, "a number in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +64,12 @@ class Request:
         if not messages:
             raise InvalidRequest("messages", [], "at least one message")
         for i, m in enumerate(messages):
-            if not isinstance(m, Mapping) or "role" not in m:
+            if not isinstance(m, (dict, abc.Mapping)) or "role" not in m:
                 raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
         if not str(messages[-1].get("content") or "").strip():
             raise InvalidRequest("prompt", messages[-1].get("content"), "non-empty text in the last message")
+        params = kwargs.get("params") or {}
+        _check_params(params)
         tenant = kwargs.get("tenant", "default")
         if not isinstance(tenant, str) or not tenant:
             raise InvalidRequest("tenant", tenant, "a non-empty string")

@@ -13,7 +13,9 @@ def test_default_gateway_fails_safety_and_cost_cap_items():
     items = evaluate_checklist(Gateway())
     assert len(items) == 15 and {i.category for i in items} == {"performance", "safety", "cost", "operations",
                                                                  "evaluation"}
-    assert status(items, "PII masking").status == FAIL
+    assert status(items, "PII masking").status == PASS  # on by default
+    assert status(evaluate_checklist(Gateway(input_guards=())), "PII masking").status == FAIL
+    assert status(items, "Prompt injection defence").status == FAIL
     assert status(items, "Spending cap").status == FAIL
     assert status(items, "Caching").status == PASS
     assert status(items, "Response latency P95 below target").status == UNKNOWN

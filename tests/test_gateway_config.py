@@ -97,3 +97,13 @@ def test_default_gateway_constructs_offline():
     gw = Gateway()
     assert set(gw.deployments) == {"gpt-4o", "gpt-4o-mini", "claude-sonnet-4-20250514"}
     assert gw.pipeline.chain_for("gpt-4o")[1].name == "claude-sonnet-4-20250514"
+
+
+@pytest.mark.parametrize("params, field", [({"max_tokens": 0}, "params.max_tokens"),
+                                           ({"max_tokens": "many"}, "params.max_tokens"),
+                                           ({"temperature": 3}, "params.temperature"),
+                                           ({"top_p": 0}, "params.top_p"), ("hot", "params")])
+def test_bad_sampling_parameters(make_gateway, params, field):
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete("hi", params=params)
+    assert info.value.field == field

@@ -13,6 +13,7 @@ Two modes, matching the lecture's table:
 from __future__ import annotations
 
 import hashlib
+from collections import abc
 import json
 import re
 import unicodedata
@@ -37,7 +38,7 @@ def normalize_text(text: str) -> str:
 
 
 def _canonical(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    if isinstance(value, (dict, abc.Mapping)):
         return {str(k): _canonical(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, (list, tuple)):
         return [_canonical(x) for x in value]

@@ -66,6 +66,8 @@ class PIIMaskingGuard:
                 out.append(_with_content(message, parts))
             else:
                 out.append(dict(message))
+        if not findings:  # nothing masked: hand back the caller's messages untouched
+            return InputVerdict(tuple(messages))
         return InputVerdict(tuple(out), None, tuple(findings), MappingProxyType(restore))
 
 

