@@ -72,7 +72,7 @@ class RateLimited(GatewayError):
     code = "rate_limited"
 
     def __init__(self, tenant: str, limit: str, retry_after_s: float) -> None:
-        super().__init__(f"tenant {tenant!r} exceeded its {limit} limit", retry_after_s=retry_after_s)
+        super().__init__(f"tenant {tenant!r} refused by the rate limiter ({limit})", retry_after_s=retry_after_s)
         self.tenant = tenant
         self.limit = limit
 
@@ -95,6 +95,17 @@ class BudgetExceeded(GatewayError):
     @property
     def user_message(self) -> str:
         return "Your organisation has reached its monthly AI budget. It resets at the start of next month."
+
+
+class BudgetUnavailable(GatewayError):
+    """The shared budget store could not be reached and budgets fail closed."""
+
+    code = "budget_unavailable"
+
+    def __init__(self, tenant: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(f"budget check for tenant {tenant!r} unavailable (budgets fail closed)",
+                         retry_after_s=retry_after_s)
+        self.tenant = tenant
 
 
 class AllProvidersFailed(GatewayError):

@@ -87,6 +87,10 @@ class CircuitBreaker:
             return True
         return False
 
+    def release_probe(self) -> None:
+        """Free the half-open probe slot without a verdict (the probe was cancelled)."""
+        self._probe_in_flight = False
+
     def _remember(self, failed: bool) -> None:
         self._recent.append(failed)
         if len(self._recent) > self.window:
@@ -147,7 +151,11 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
         waited = 0.0
         for retry in range(policy.max_retries + 1):
             call = make_call(dep)
-            result = yield call
+            try:
+                result = yield call
+            except GeneratorExit:  # the request was cancelled mid-call: never strand a half-open probe
+                breaker.release_probe()
+                raise
             if result.ok:
                 cost = price(dep, result)
                 out.attempts.append(Attempt(dep.name, dep.model, call.purpose, True, None, result.latency_s,
@@ -159,9 +167,10 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                                         f"{result.kind.value}: {result.message}"[:300], result.latency_s,
                                         retry_after_s=result.retry_after_s, waited_s=waited))
             out.error = result
-            if result.kind in FATAL:
-                return out
-            if result.kind is ErrorKind.CONTEXT_WINDOW:
+            if result.kind in FATAL or result.kind is ErrorKind.CONTEXT_WINDOW:
+                breaker.record_success(clock())  # the provider is up and answered; the request was the problem
+                if result.kind in FATAL:
+                    return out
                 min_window = dep.context_window
                 break
             breaker.record_failure(clock())

@@ -122,7 +122,7 @@ class Gateway:
             from .guardrails import PIIMaskingGuard
 
             input_guards = (PIIMaskingGuard(),)
-        exact = (cache_store or MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
+        exact = (cache_store if cache_store is not None else MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
         self.clock = clock
         self.driver = driver or LiteLLMDriver()
         self.pipeline = Pipeline(

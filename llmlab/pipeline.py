@@ -25,7 +25,7 @@ from .cache.keys import CacheKeyPolicy, context_fingerprint
 from .cache.store import KeyValueStore
 from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallResult, Deployment, Effect, Embed, Outcome,
                       OutcomeKind)
-from .errors import (AllProvidersFailed, BudgetExceeded, GatewayError, GuardrailBlocked, ProviderRejected,
+from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, GatewayError, GuardrailBlocked, ProviderRejected,
                      RateLimited)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, run_chain
 from .ledger import Ledger
@@ -216,6 +216,8 @@ class Pipeline:
                 s.tier, s.reason = "downgraded", f"{s.reason}; over budget → downgraded to {policy.downgrade_to}"
                 needed = self.worst_case_cost(chains[0], prompt_est, max_tokens)
                 reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
+            if reservation is None and getattr(self.budgets, "last_refusal_unavailable", False):
+                return self._error(s, BudgetUnavailable(req.tenant))
             if reservation is None:
                 spent = self.budgets.spent(req.tenant, s.started)
                 return self._error(s, BudgetExceeded(req.tenant, spent, cap, next_month_start(s.started), needed))

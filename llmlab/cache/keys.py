@@ -63,7 +63,7 @@ class CacheKeyPolicy:
             msgs = [[str(m.get("role", "")), normalize_text(str(m.get("content") or ""))] for m in messages]
             kept = {k: params[k] for k in ANSWER_PARAMS if params.get(k) is not None}
         payload = json.dumps([msgs, _canonical(kept)], ensure_ascii=False, separators=(",", ":"))
-        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+        return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -76,4 +76,4 @@ def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:
         return ""
     payload = json.dumps([[str(m.get("role", "")), normalize_text(str(m.get("content") or ""))]
                           for m in messages[:-1]], ensure_ascii=False)
-    return hashlib.blake2b(payload.encode("utf-8"), digest_size=8).hexdigest()
+    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
