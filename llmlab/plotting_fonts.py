@@ -13,9 +13,13 @@ check, both injectable, so the choice logic is tested without touching the machi
 
     choice = use_hangul_font()            # FontChoice(family='NanumGothic', path='/usr/share/…', hangul=True)
     ax.set_xlabel(label("임계값 (threshold)", "threshold"))
+
+Set ``LLMLAB_PLOT_LANG=en`` (or call ``set_label_language("en")``) for English labels even when
+a Hangul font exists.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -25,6 +29,9 @@ PREFERRED_FAMILIES: tuple[str, ...] = (
     "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Source Han Sans", "UnDotum", "Baekmuk Gulim",
     "Malgun Gothic", "AppleGothic", "Apple SD Gothic Neo",
 )
+
+#: matplotlib's bundled font: the glyph-by-glyph fallback behind the Hangul font
+FALLBACK_FAMILY = "DejaVu Sans"
 
 #: characters a font must draw to count as Hangul-capable (a syllable from each end of the block)
 HANGUL_PROBE = "한글가힣"
@@ -44,6 +51,16 @@ class FontChoice:
 
 
 _CURRENT: FontChoice | None = None
+_LANGUAGES = ("auto", "ko", "en")
+_LANGUAGE = os.environ.get("LLMLAB_PLOT_LANG", "auto").strip().lower() or "auto"
+
+
+def set_label_language(language: str) -> None:
+    """``"auto"`` (Korean when a Hangul font exists), ``"ko"`` (same, never tofu) or ``"en"``."""
+    global _LANGUAGE
+    if language not in _LANGUAGES:
+        raise ValueError(f"language={language!r} is invalid: allowed one of {', '.join(_LANGUAGES)}")
+    _LANGUAGE = language
 
 
 def font_covers(path: str, text: str = HANGUL_PROBE) -> bool:
@@ -94,7 +111,10 @@ def use_hangul_font(rc: Any = None, fonts: Iterable[tuple[str, str]] | None = No
                     covers: Callable[[str], bool] | None = None) -> FontChoice:
     """Find a Hangul font and put it first in matplotlib's sans-serif list (``rc`` = rcParams).
 
-    Also turns off ``axes.unicode_minus`` (many CJK fonts lack U+2212, the typographic minus).
+    ``font.family`` becomes ``[<the font>, "DejaVu Sans"]``: matplotlib falls back glyph by
+    glyph along that list, so symbols a Korean font lacks (µ, U+2212 minus) come from DejaVu
+    Sans (shipped with matplotlib) instead of rendering as boxes.  ``axes.unicode_minus`` is
+    turned off as well, so tick labels use the ASCII hyphen-minus every font has.
     Returns the choice, remembered for :func:`label`.  Without a Hangul font, ``rc`` is left
     untouched.
     """
@@ -114,7 +134,7 @@ def use_hangul_font(rc: Any = None, fonts: Iterable[tuple[str, str]] | None = No
                 pass
         current = list(rc.get("font.sans-serif", []))
         rc["font.sans-serif"] = [choice.family] + [f for f in current if f != choice.family]
-        rc["font.family"] = ["sans-serif"]
+        rc["font.family"] = [choice.family, FALLBACK_FAMILY]
         rc["axes.unicode_minus"] = False
     _CURRENT = choice
     return choice
@@ -132,6 +152,11 @@ def has_hangul(text: str) -> bool:
 
 
 def label(korean: str, english: str, choice: FontChoice | None = None) -> str:
-    """``korean`` when the configured font draws Hangul, else ``english`` (never tofu)."""
+    """``korean`` when the configured font draws Hangul, else ``english`` (never tofu).
+
+    ``set_label_language("en")`` (or ``LLMLAB_PLOT_LANG=en``) always picks ``english``.
+    """
+    if _LANGUAGE == "en":
+        return english
     chosen = choice if choice is not None else current_choice()
     return korean if chosen.hangul or not has_hangul(korean) else english

@@ -231,3 +231,15 @@ def test_memo_is_safe_for_concurrent_processes(tmp_path):
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
     assert len(EmbeddingMemo(HashedNgramEmbedder(), path=path)) == 250  # union of 0..149 and 100..249
+
+
+def test_loading_wordllama_leaves_the_root_logger_alone():
+    import logging
+    import subprocess
+    import sys
+
+    code = ("import logging; from llmlab.cache.embedders import get_embedder; "
+            "get_embedder('wordllama').embed(['hello']); r = logging.getLogger(); "
+            "print(len(r.handlers), r.level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", str(logging.WARNING)]

@@ -18,6 +18,7 @@ from other intents (other-intent AUC 0.95 KO vs 0.71 for wordllama).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import threading
@@ -263,8 +264,15 @@ class WordLlamaEmbedder:
 
     def _model(self) -> Any:
         def load() -> Any:
-            import wordllama
-
+            # wordllama calls logging.basicConfig(level=INFO) on import, which would start printing
+            # every llmlab request record to stderr: keep the root logger as the application set it.
+            root = logging.getLogger()
+            handlers, level = list(root.handlers), root.level
+            try:
+                import wordllama
+            finally:
+                root.handlers[:] = handlers
+                root.setLevel(level)
             return wordllama.WordLlama.load(cache_dir=os.path.dirname(wordllama.__file__), disable_download=True)
 
         return _shared("wordllama", load)

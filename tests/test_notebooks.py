@@ -1,0 +1,95 @@
+"""The teaching notebooks: committed clean, generated from code, and executable top to bottom offline.
+
+Execution runs each notebook with nbclient on the ``python3`` kernel of this interpreter
+(``ipykernel`` must be importable), with ``notebooks/`` as the working directory, and fails when
+a cell errors or a notebook takes 120 s or more.  Notebook 03 uses the fast ``hashed`` embedder
+here (``LLMLAB_NOTEBOOK_EMBEDDER``): the multilingual default embeds 2,500 texts on a cold memo.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("0*.ipynb"))
+LIMIT_S = 120.0
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_notebooks", NB_DIR / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seven_notebooks_are_committed():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_has_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert "widgets" not in nb.metadata  # no saved widget state either
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} cell {cell.id} has outputs"
+            assert cell.execution_count is None, f"{path.name} cell {cell.id} has an execution count"
+
+
+def test_generator_reproduces_the_committed_files_exactly():
+    builder = _builder()
+    assert sorted(builder.NOTEBOOKS) == [p.name for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        assert builder.render(path.name) == path.read_text(encoding="utf-8"), \
+            f"{path.name} differs from notebooks/build_notebooks.py: run python notebooks/build_notebooks.py"
+    assert builder.main(["--check"]) == 0
+
+
+def test_the_python3_kernel_is_this_interpreter_with_ipykernel():
+    """nbclient starts kernel "python3": it must exist here and run this venv's Python."""
+    pytest.importorskip("nbclient")
+    import ipykernel  # noqa: F401  - voila/nbclient do not pull it in; the notebooks extra does
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert spec.argv[0] in ("python", "python3", sys.executable), spec.argv
+
+
+@pytest.fixture
+def kernel_env(monkeypatch, tmp_path):
+    """What the kernel inherits: offline litellm, the fast embedder, a private memo and matplotlib cache."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    monkeypatch.setenv("LITELLM_OFFLINE_MODE", "true")
+    monkeypatch.setenv("LLMLAB_NOTEBOOK_EMBEDDER", "hashed")
+    monkeypatch.setenv("LLMLAB_CACHE_DIR", str(tmp_path / "llmlab-cache"))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as in Jupyter
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes_offline_within_the_limit(path, kernel_env):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=int(LIMIT_S), kernel_name="python3", allow_errors=False,
+                            resources={"metadata": {"path": str(NB_DIR)}})
+    started = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - started
+    assert elapsed < LIMIT_S, f"{path.name} took {elapsed:.0f} s"
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    stderr = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    assert "missing from font" not in stderr and "Traceback" not in stderr, stderr[:2000]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} drew no figure"
