@@ -48,9 +48,10 @@ def redact_url(url: str) -> str:
 class RedisUnavailable(LLMLabError, ConnectionError):
     """Redis at ``url`` (password redacted) could not be reached or refused the command."""
 
-    def __init__(self, url: str, reason: str, *, hint: str = "") -> None:
+    def __init__(self, url: str, reason: str, *, hint: str = "", gone: bool = True) -> None:
         self.url = redact_url(url)
         self.reason = reason
+        self.gone = gone  # False: the server answered but refused the command (retrying will not help)
         message = f"Redis at {self.url} is unavailable: {reason}"
         if hint:
             message += f" ({hint})"
@@ -124,7 +125,8 @@ class RedisLink:
             result = fn(self.client)
         except self._errors as exc:
             self._failed(what, exc)
-            raise RedisUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+            raise RedisUnavailable(self.url, f"{type(exc).__name__}: {exc}",
+                                   gone=isinstance(exc, self._gone)) from exc
         if reason is not None:
             self._recovered()
         return result

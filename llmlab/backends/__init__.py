@@ -1,0 +1,175 @@
+"""Shared state for several gateway replicas: the exact cache, budgets and rate limits in Redis.
+
+The in-memory defaults serve one process.  Several replicas behind a load balancer need one
+cache, one budget ledger and one set of rate-limit buckets; :func:`from_url` builds all three
+on one Redis connection, ready to hand to the gateway::
+
+    from llmlab.backends import from_url
+    shared = from_url("redis://127.0.0.1:6379/0", prefix="llmlab")
+    gw = Gateway(..., **shared.gateway_kwargs())      # cache_store, budget_backend, rate_limiter
+
+Failure policy, decided once here:
+
+* Redis unreachable at start-up: ``on_unavailable="raise"`` (default) raises
+  :class:`RedisUnavailable` naming the URL; ``"degrade"`` logs a warning and returns the
+  in-memory defaults (``.degraded`` is True, ``.reason`` says why).
+* Redis dying at run time never raises out of the gateway: the cache becomes a miss and drops
+  writes (rate-limited warnings), budgets fail *closed* (``budgets_on_error="closed"``:
+  refuse rather than spend what cannot be counted), rate limits fail *open*
+  (``rate_limits_on_error="open"``); the client reconnects by itself once Redis is back.
+
+``redis`` (the Python client) is an optional dependency: ``pip install 'llmlab[redis]'``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .. import _validate as v
+from ..budgets import MemoryBudgets
+from ..cache.store import MemoryStore
+from ..errors import ConfigError
+from ..ratelimit import RateLimit, RateLimiter
+from .codec import CodecError, decode_entry, encode_entry
+from .redis_link import RedisLink, RedisUnavailable, redact_url
+
+__all__ = ["Backends", "CodecError", "RedisBudgets", "RedisLink", "RedisRateLimiter", "RedisStore",
+           "RedisUnavailable", "SharedSemanticCache", "decode_entry", "encode_entry", "from_url", "redact_url"]
+
+log = logging.getLogger("llmlab.backends")
+
+ON_UNAVAILABLE = ("raise", "degrade")
+SCHEMES = ("redis", "rediss", "unix")
+
+
+def __getattr__(name: str) -> Any:  # the Redis classes import redis-py only when asked for
+    if name == "RedisStore":
+        from .redis_cache import RedisStore
+        return RedisStore
+    if name == "RedisBudgets":
+        from .redis_budgets import RedisBudgets
+        return RedisBudgets
+    if name == "RedisRateLimiter":
+        from .redis_ratelimit import RedisRateLimiter
+        return RedisRateLimiter
+    if name == "SharedSemanticCache":
+        from .redis_semantic import SharedSemanticCache
+        return SharedSemanticCache
+    raise AttributeError(name)
+
+
+@dataclass
+class Backends:
+    """The three shared backends (or their in-memory stand-ins when ``degraded``)."""
+
+    url: str
+    cache_store: Any
+    budgets: Any
+    rate_limiter: Any
+    link: RedisLink | None = None
+    degraded: bool = False
+    reason: str | None = None
+    semantic_cache: Any = field(default=None)
+
+    def gateway_kwargs(self) -> dict[str, Any]:
+        """``Gateway(**backends.gateway_kwargs())``: cache_store, budget_backend, rate_limiter
+        (and semantic_cache when one was given to :func:`from_url`)."""
+        out = {"cache_store": self.cache_store, "budget_backend": self.budgets, "rate_limiter": self.rate_limiter}
+        if self.semantic_cache is not None:
+            out["semantic_cache"] = self.semantic_cache
+        return out
+
+    @property
+    def client(self) -> Any:
+        return None if self.link is None else self.link.client
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+
+    def __enter__(self) -> "Backends":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) -> Any:
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("url", redact_url(url), "a Redis URL with the redis client installed",
+                          hint="pip install 'llmlab[redis]'") from exc
+    try:
+        # no client-side retries: RedisLink decides, so a dead Redis costs one failed attempt
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s,
+                                    retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    except ValueError as exc:
+        raise ConfigError("url", redact_url(url), "redis://[:password@]host[:port][/db], rediss://… or unix://…",
+                          hint=str(exc)) from exc
+
+
+def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
+             cache_ttl_s: float = 3_600.0, stale_grace_s: float = 86_400.0,
+             budgets_on_error: str = "closed", rate_limits_on_error: str = "open",
+             per_plan: Mapping[str, RateLimit] | None = None, per_tenant: Mapping[str, RateLimit] | None = None,
+             default_limit: RateLimit | None = None, budget_lease_s: float = 600.0,
+             socket_timeout_s: float = 0.5, connect_timeout_s: float = 0.5, retry_interval_s: float = 1.0,
+             log_interval_s: float = 10.0, cache_capacity: int = 10_000, semantic_cache: Any = None) -> Backends:
+    """Build Redis-backed ``cache_store``, ``budgets`` and ``rate_limiter`` sharing one connection.
+
+    ``prefix`` namespaces every key (``{prefix}:cache:…``, ``{prefix}:budget:…``,
+    ``{prefix}:ratelimit:…``) so several deployments can share one Redis.  Rate limits are
+    configured here (``per_plan``, ``per_tenant``, ``default_limit``) the way they are for
+    :class:`~llmlab.ratelimit.RateLimiter`.  ``cache_capacity`` only sizes the in-memory
+    stand-in when degraded (Redis evicts by its own ``maxmemory`` policy).  Pass a
+    :class:`~llmlab.cache.semantic.SemanticCache` as ``semantic_cache`` to share it between
+    replicas (:class:`~llmlab.backends.redis_semantic.SharedSemanticCache`).
+    """
+    if not isinstance(url, str) or url.split("://", 1)[0] not in SCHEMES or "://" not in url:
+        raise ConfigError("url", redact_url(url) if isinstance(url, str) else url,
+                          "a redis://, rediss:// or unix:// URL")
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "*?[]" for c in prefix):
+        raise ConfigError("prefix", prefix, "a non-empty string without spaces or glob characters")
+    v.choice("on_unavailable", on_unavailable, ON_UNAVAILABLE)
+    v.choice("budgets_on_error", budgets_on_error, ("closed", "open"))
+    v.choice("rate_limits_on_error", rate_limits_on_error, ("open", "closed"))
+    v.positive("cache_ttl_s", cache_ttl_s)
+    v.non_negative("stale_grace_s", stale_grace_s)
+    v.positive("socket_timeout_s", socket_timeout_s)
+    v.positive("connect_timeout_s", connect_timeout_s)
+    v.non_negative("retry_interval_s", retry_interval_s)
+    v.positive("log_interval_s", log_interval_s)
+
+    client = _make_client(url, socket_timeout_s, connect_timeout_s)
+    link = RedisLink(client, url, retry_interval_s=retry_interval_s, log_interval_s=log_interval_s)
+    try:
+        link.call("ping", lambda r: r.ping())
+    except RedisUnavailable as exc:
+        link.close()
+        if on_unavailable == "raise":
+            raise RedisUnavailable(url, exc.reason, hint="start redis-server, fix the URL, or pass "
+                                                         "on_unavailable='degrade' to run on in-memory backends") from exc
+        log.warning("llmlab: Redis at %s is unavailable (%s); degrading to in-memory cache, budgets and rate "
+                    "limits (not shared between replicas)", redact_url(url), exc.reason)
+        return Backends(redact_url(url), MemoryStore(cache_capacity, cache_ttl_s), MemoryBudgets(),
+                        RateLimiter(per_plan, per_tenant, default_limit), None, True, str(exc), semantic_cache)
+
+    from .redis_budgets import RedisBudgets
+    from .redis_cache import RedisStore
+    from .redis_ratelimit import RedisRateLimiter
+
+    shared_semantic = None
+    if semantic_cache is not None:
+        from .redis_semantic import SharedSemanticCache
+        shared_semantic = SharedSemanticCache(semantic_cache, link, prefix=prefix, stale_grace_s=stale_grace_s)
+    return Backends(
+        redact_url(url),
+        RedisStore(link, prefix=prefix, ttl_s=cache_ttl_s, stale_grace_s=stale_grace_s),
+        RedisBudgets(link, prefix=prefix, on_error=budgets_on_error, lease_s=budget_lease_s),
+        RedisRateLimiter(link, per_plan, per_tenant, default_limit, prefix=prefix, on_error=rate_limits_on_error),
+        link, semantic_cache=shared_semantic,
+    )

@@ -1,0 +1,247 @@
+"""Monthly budgets in Redis: atomic reserve-then-settle shared by every gateway process.
+
+Same contract as :class:`llmlab.budgets.MemoryBudgets`.  Per (tenant, month) one hash
+``{prefix}:budget:{tenant}:{YYYY-MM}`` holds ``spent`` and ``reserved`` in integer nano-USD
+(exact sums, no float drift) and one field ``r:{id}`` per open reservation; a sorted set
+``…:open`` holds each open reservation's lease deadline.
+
+* ``try_reserve`` is one Lua script: release expired leases (a gateway that crashed between
+  reserve and settle), check ``spent + reserved + amount ≤ cap`` and reserve — no other
+  client can interleave, so concurrent gateways never overshoot a cap together.
+* ``settle`` moves the reservation to ``spent`` at its actual cost (a second script).
+* Both keys expire ``retention_s`` after the month ends (relative to the caller's ``now``).
+
+When Redis is unreachable (``on_error``):
+
+* ``"closed"`` (default): ``try_reserve`` refuses (the request ends as ``BudgetExceeded``;
+  nothing is spent that could not be accounted for);
+* ``"open"``: the request proceeds on an unrecorded reservation.
+
+Either way, settlements and charges that cannot be written are queued in the process and
+replayed once Redis answers again, so spend is not lost to an outage (a settlement whose
+reply was lost mid-connection may, rarely, be counted twice: the safe direction for a cap).
+All gateways sharing one Redis should use the real clock; reservation leases use ``now``.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from .. import _validate as v
+from ..budgets import Reservation, month_of, next_month_start
+from .redis_link import RedisLink, RedisUnavailable
+
+NANO = 1_000_000_000
+FAIL_MODES = ("closed", "open")
+
+_RESERVE = """
+local h, z = KEYS[1], KEYS[2]
+local amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local expired = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[3], 'LIMIT', 0, 100)
+for _, id in ipairs(expired) do
+  local a = redis.call('HGET', h, 'r:' .. id)
+  if a then
+    if a ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. a) end
+    redis.call('HDEL', h, 'r:' .. id)
+    redis.call('HINCRBY', h, 'reclaimed', 1)
+  end
+  redis.call('ZREM', z, id)
+end
+local spent = tonumber(redis.call('HGET', h, 'spent') or '0')
+local reserved = tonumber(redis.call('HGET', h, 'reserved') or '0')
+if cap >= 0 and spent + reserved + amount > cap then
+  return {0, redis.call('HGET', h, 'spent') or '0'}
+end
+local id = redis.call('HINCRBY', h, 'seq', 1)
+redis.call('HINCRBY', h, 'reserved', ARGV[1])
+redis.call('HSET', h, 'r:' .. id, ARGV[1])
+redis.call('ZADD', z, ARGV[4], id)
+redis.call('EXPIRE', h, ARGV[5])
+redis.call('EXPIRE', z, ARGV[5])
+return {1, id}
+"""
+
+_SETTLE = """
+local h, z = KEYS[1], KEYS[2]
+if ARGV[1] ~= '' then
+  local a = redis.call('HGET', h, 'r:' .. ARGV[1])
+  if a then
+    if a ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. a) end
+    redis.call('HDEL', h, 'r:' .. ARGV[1])
+    if tonumber(ARGV[2]) > tonumber(a) then
+      redis.call('HINCRBY', h, 'overshoot', tonumber(ARGV[2]) - tonumber(a))
+    end
+  end
+  redis.call('ZREM', z, ARGV[1])
+end
+redis.call('HINCRBY', h, 'spent', ARGV[2])
+if redis.call('TTL', h) < 0 then redis.call('EXPIRE', h, ARGV[3]) end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisReservation(Reservation):
+    """A reservation plus what settling it needs (``recorded=False``: made while Redis was down)."""
+
+    ttl_s: int = 0
+    recorded: bool = True
+
+
+def _nano(usd: float) -> int:
+    return int(round(usd * NANO))
+
+
+def _nano_up(usd: float) -> int:
+    """Round a reservation *up* (never reserve less than asked), ignoring float noise."""
+    return max(0, math.ceil(usd * NANO - 1e-3))
+
+
+class RedisBudgets:
+    """Implements ``BudgetBackend`` on Redis; see the module docstring."""
+
+    def __init__(self, link: RedisLink, *, prefix: str = "llmlab", on_error: str = "closed",
+                 lease_s: float = 600.0, retention_s: float = 35 * 86_400.0, max_pending: int = 100_000) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.on_error = v.choice("budgets_on_error", on_error, FAIL_MODES)
+        self.lease_s = v.positive("budget_lease_s", lease_s)
+        self.retention_s = v.non_negative("budget_retention_s", retention_s)
+        self.max_pending = v.integer("budget_max_pending", max_pending, lo=0)
+        self._reserve = link.client.register_script(_RESERVE)
+        self._settle = link.client.register_script(_SETTLE)
+        self._pending: deque[tuple[str, str, str, int, int]] = deque()  # (hash, zset, id, nano, ttl)
+        self._lock = threading.Lock()
+        self._last_spent: dict[tuple[str, str], float] = {}
+        self.overshoot_usd = 0.0
+        self.refused_unavailable = 0
+        self.admitted_unavailable = 0
+        self.dropped_settlements = 0
+
+    # ------------------------------------------------------------------ keys
+    def keys(self, tenant: str, month: str) -> tuple[str, str]:
+        h = f"{self.prefix}:budget:{quote(str(tenant), safe='')}:{month}"
+        return h, h + ":open"
+
+    def _ttl(self, now: float) -> int:
+        return max(1, int(math.ceil(next_month_start(now) - now + self.retention_s)))
+
+    # ------------------------------------------------------------------ pending writes
+    def _queue(self, item: tuple[str, str, str, int, int]) -> None:
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self.dropped_settlements += 1
+                self.link.logs.warning("budget-drop", "llmlab: budget settlement queue full (%d); dropping one",
+                                       self.max_pending)
+                return
+            self._pending.append(item)
+
+    def _flush(self) -> None:
+        """Replay settlements/charges queued while Redis was down (called before each command)."""
+        while self._pending:
+            with self._lock:
+                if not self._pending:
+                    return
+                h, z, rid, nano, ttl = self._pending[0]
+            try:
+                self.link.call("budget settle", lambda r: self._settle(keys=[h, z], args=[rid, nano, ttl], client=r))
+            except RedisUnavailable as exc:
+                if exc.gone:
+                    raise
+                self.dropped_settlements += 1  # refused by the server: replaying cannot help
+            with self._lock:
+                if self._pending and self._pending[0] == (h, z, rid, nano, ttl):
+                    self._pending.popleft()
+
+    def _pending_for(self, h: str) -> float:
+        with self._lock:
+            return sum(item[3] for item in self._pending if item[0] == h) / NANO
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ BudgetBackend
+    def try_reserve(self, tenant: str, amount: float, cap: float | None, now: float) -> Reservation | None:
+        self.last_refusal_unavailable = False  # read by the pipeline right after a refusal
+        month = month_of(now)
+        h, z = self.keys(tenant, month)
+        ttl = self._ttl(now)
+        want = _nano_up(amount)
+        cap_nano = -1 if cap is None or math.isinf(cap) else _nano(cap)
+        try:
+            self._flush()
+            ok, value = self.link.call("budget reserve", lambda r: self._reserve(
+                keys=[h, z], args=[want, cap_nano, repr(float(now)), repr(float(now + self.lease_s)), ttl],
+                client=r))
+        except RedisUnavailable as exc:
+            if self.on_error == "open":
+                self.admitted_unavailable += 1
+                self.link.logs.warning("budget-open", "llmlab: budgets fail open: Redis unavailable (%s)",
+                                       exc.reason)
+                return RedisReservation(tenant, month, amount, 0, ttl, False)
+            self.refused_unavailable += 1
+            self.last_refusal_unavailable = True
+            self.link.logs.warning("budget-closed", "llmlab: budgets fail closed: refusing while Redis is "
+                                                    "unavailable (%s)", exc.reason)
+            return None
+        if int(ok) != 1:
+            self._last_spent[(tenant, month)] = int(value) / NANO
+            return None
+        return RedisReservation(tenant, month, amount, int(value), ttl, True)
+
+    def settle(self, reservation: Reservation, actual: float) -> None:
+        h, z = self.keys(reservation.tenant, reservation.month)
+        recorded = getattr(reservation, "recorded", True)
+        rid = str(reservation.id) if recorded else ""
+        ttl = getattr(reservation, "ttl_s", 0) or max(1, int(self.retention_s))
+        nano = _nano(max(0.0, actual))
+        if actual > reservation.amount + 1e-12:
+            self.overshoot_usd += actual - reservation.amount
+        self._write(h, z, rid, nano, ttl)
+
+    def charge(self, tenant: str, amount: float, now: float) -> None:
+        """Record spend that had no reservation (for example a classifier call)."""
+        h, z = self.keys(tenant, month_of(now))
+        self._write(h, z, "", _nano(max(0.0, amount)), self._ttl(now))
+
+    def _write(self, h: str, z: str, rid: str, nano: int, ttl: int) -> None:
+        try:
+            self._flush()
+            self.link.call("budget settle", lambda r: self._settle(keys=[h, z], args=[rid, nano, ttl], client=r))
+        except RedisUnavailable as exc:
+            if exc.gone:
+                self._queue((h, z, rid, nano, ttl))
+            else:
+                self.dropped_settlements += 1
+
+    def _read(self, tenant: str, now: float, field: str) -> float:
+        month = month_of(now)
+        h, _ = self.keys(tenant, month)
+        try:
+            self._flush()
+            raw = self.link.call("budget read", lambda r: r.hget(h, field))
+        except RedisUnavailable:
+            return self._last_spent.get((tenant, month), 0.0) + self._pending_for(h) if field == "spent" else 0.0
+        value = int(raw or 0) / NANO
+        if field == "spent":
+            self._last_spent[(tenant, month)] = value
+        return value
+
+    def spent(self, tenant: str, now: float) -> float:
+        """Spend this month (while Redis is down: the last value seen plus what is queued)."""
+        return self._read(tenant, now, "spent")
+
+    def reserved(self, tenant: str, now: float) -> float:
+        return self._read(tenant, now, "reserved")
+
+    def stats(self, tenant: str, now: float) -> dict[str, Any]:
+        h, z = self.keys(tenant, month_of(now))
+        fields = self.link.call("budget stats", lambda r: r.hgetall(h))
+        out = {k.decode(): int(val) for k, val in fields.items() if not k.startswith(b"r:")}
+        out["open"] = sum(1 for k in fields if k.startswith(b"r:"))
+        return out

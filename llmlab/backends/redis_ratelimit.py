@@ -1,0 +1,112 @@
+"""Token buckets in Redis: the rpm/tpm limits of :class:`llmlab.ratelimit.RateLimiter`, shared.
+
+Same semantics and the same :class:`~llmlab.ratelimit.Refusal`: a bucket holds up to
+``capacity`` units and refills at ``capacity / 60`` per second of the caller's ``now``; both
+buckets must admit a request; a refused request consumes nothing and learns the exact wait.
+One hash per tenant (``{prefix}:ratelimit:{tenant}``) holds both buckets, and one Lua script
+refills, checks and takes from them atomically, so every gateway sharing the Redis draws
+from the same buckets.  An idle bucket is full after a minute, so the key expires after two.
+
+When Redis is unreachable (``on_error``): ``"open"`` (default) admits the request — a
+limiter outage should not become a customer outage; ``"closed"`` refuses it with a
+``Refusal`` whose ``retry_after_s`` is the reconnect interval.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+from urllib.parse import quote
+
+from .. import _validate as v
+from ..ratelimit import RateLimit, Refusal
+from .redis_link import RedisLink, RedisUnavailable
+
+FAIL_MODES = ("open", "closed")
+LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
+UNAVAILABLE = "rate limiter unavailable"
+
+_ACQUIRE = """
+local k, now = KEYS[1], tonumber(ARGV[1])
+local checks = {}
+if ARGV[2] ~= '' then checks[#checks + 1] = {'rpm', tonumber(ARGV[2]), 1.0, 1} end
+if ARGV[3] ~= '' then checks[#checks + 1] = {'tpm', tonumber(ARGV[3]), tonumber(ARGV[4]), 2} end
+for _, c in ipairs(checks) do
+  local f = redis.call('HMGET', k, c[1] .. ':l', c[1] .. ':u', c[1] .. ':c')
+  local level, updated, stored = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+  if level == nil or updated == nil or stored ~= c[2] then level = c[2]; updated = now end
+  if now > updated then
+    level = math.min(c[2], level + (now - updated) * c[2] / 60.0)
+    updated = now
+  end
+  c[5], c[6] = level, updated
+end
+local refused = nil
+for _, c in ipairs(checks) do
+  if refused == nil and c[3] > c[5] then
+    if c[3] > c[2] then refused = {c[4], 'inf'}
+    else refused = {c[4], string.format('%.17g', (c[3] - c[5]) * 60.0 / c[2])} end
+  end
+end
+for _, c in ipairs(checks) do
+  if refused == nil then c[5] = c[5] - c[3] end
+  redis.call('HSET', k, c[1] .. ':l', string.format('%.17g', c[5]), c[1] .. ':u', string.format('%.17g', c[6]),
+             c[1] .. ':c', string.format('%.17g', c[2]))
+end
+redis.call('PEXPIRE', k, ARGV[5])
+if refused then return refused end
+return {0, ''}
+"""
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+class RedisRateLimiter:
+    """Implements ``RateLimiterBackend`` on Redis; limits per tenant, else per plan, else ``default``."""
+
+    def __init__(self, link: RedisLink, per_plan: Mapping[str, RateLimit] | None = None,
+                 per_tenant: Mapping[str, RateLimit] | None = None, default: RateLimit | None = None, *,
+                 prefix: str = "llmlab", on_error: str = "open", idle_expiry_s: float = 120.0) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.per_plan = dict(per_plan or {})
+        self.per_tenant = dict(per_tenant or {})
+        self.default = default or RateLimit()
+        for name, limit in [*self.per_plan.items(), *self.per_tenant.items(), ("default", self.default)]:
+            if not isinstance(limit, RateLimit):
+                from ..errors import ConfigError
+                raise ConfigError(f"rate limit {name!r}", limit, "a llmlab.RateLimit")
+        self.on_error = v.choice("rate_limit_on_error", on_error, FAIL_MODES)
+        self._expire_ms = int(v.positive("rate_limit_idle_expiry_s", idle_expiry_s) * 1000)
+        self._script = link.client.register_script(_ACQUIRE)
+        self.refusals = 0
+        self.unavailable = 0
+
+    def limit_for(self, tenant: str, plan: str) -> RateLimit:
+        return self.per_tenant.get(tenant) or self.per_plan.get(plan) or self.default
+
+    def key(self, tenant: str) -> str:
+        return f"{self.prefix}:ratelimit:{quote(str(tenant), safe='')}"
+
+    def acquire(self, tenant: str, plan: str, tokens: int, now: float) -> Refusal | None:
+        limit = self.limit_for(tenant, plan)
+        if limit.rpm is None and limit.tpm is None:
+            return None
+        args = [_num(now), "" if limit.rpm is None else _num(limit.rpm), "" if limit.tpm is None else _num(limit.tpm),
+                _num(tokens), self._expire_ms]
+        key = self.key(tenant)
+        try:
+            kind, wait = self.link.call("rate limit", lambda r: self._script(keys=[key], args=args, client=r))
+        except RedisUnavailable as exc:
+            self.unavailable += 1
+            if self.on_error == "open":
+                self.link.logs.warning("rl-open", "llmlab: rate limits fail open: Redis unavailable (%s)", exc.reason)
+                return None
+            self.refusals += 1
+            self.link.logs.warning("rl-closed", "llmlab: rate limits fail closed: Redis unavailable (%s)", exc.reason)
+            return Refusal(UNAVAILABLE, self.link.retry_interval_s)
+        kind = int(kind)
+        if kind == 0:
+            return None
+        self.refusals += 1
+        return Refusal(LIMIT_NAMES[kind], float(wait))

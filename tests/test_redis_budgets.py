@@ -1,0 +1,176 @@
+"""Budgets on a real redis-server: atomic reserve-then-settle, shared by two gateway *processes*."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from llmlab import BudgetExceeded, BudgetPolicy, Deployment, FixedRouter, Gateway, MemoryBudgets
+from llmlab.errors import BudgetUnavailable
+from llmlab.backends import from_url
+from llmlab.budgets import next_month_start
+from llmlab.scripted import FakeClock, ScriptedDriver
+from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
+
+pytestmark = pytest.mark.redis
+NOW = 1_700_000_000.0  # 2023-11-14
+
+
+def test_same_answers_as_the_in_memory_budgets(redis_url, prefix):
+    """A seeded random sequence of reserve/settle/charge gives the same results on both backends."""
+    redis_b, mem = from_url(redis_url, prefix).budgets, MemoryBudgets()
+    rng = random.Random(7)
+    open_r: list[tuple] = []
+    for step in range(400):
+        tenant = rng.choice(["a", "b", "c:d"])
+        op = rng.random()
+        if op < 0.5 or not open_r:
+            amount, cap = rng.randint(0, 5000) / 1e6, rng.choice([None, 0.0, 0.01, 0.05, 0.2])
+            got_r, got_m = redis_b.try_reserve(tenant, amount, cap, NOW), mem.try_reserve(tenant, amount, cap, NOW)
+            assert (got_r is None) == (got_m is None), step
+            if got_r is not None:
+                open_r.append((got_r, got_m))
+        elif op < 0.9:
+            r, m = open_r.pop(rng.randrange(len(open_r)))
+            actual = rng.randint(0, int(r.amount * 1e6)) / 1e6
+            redis_b.settle(r, actual)
+            mem.settle(m, actual)
+        else:
+            amount = rng.randint(0, 300) / 1e6
+            redis_b.charge(tenant, amount, NOW)
+            mem.charge(tenant, amount, NOW)
+        assert redis_b.spent(tenant, NOW) == pytest.approx(mem.spent(tenant, NOW), abs=1e-9)
+        assert redis_b.reserved(tenant, NOW) == pytest.approx(mem.reserved(tenant, NOW), abs=1e-9)
+    assert redis_b.overshoot_usd == mem.overshoot_usd == 0
+
+
+def test_months_are_separate_keys_that_expire_after_the_month(redis_url, prefix):
+    b = from_url(redis_url, prefix).budgets
+    r = b.try_reserve("acme", 0.04, 0.05, NOW)
+    h, z = b.keys("acme", "2023-11")
+    assert b.link.client.ttl(z) > 0  # the lease set expires too
+    b.settle(r, 0.04)
+    assert b.try_reserve("acme", 0.02, 0.05, NOW) is None
+    december = next_month_start(NOW) + 1
+    assert b.try_reserve("acme", 0.02, 0.05, december) is not None  # a new month, a new budget
+    ttl = b.link.client.ttl(h)
+    expected = next_month_start(NOW) - NOW + b.retention_s
+    assert expected - 5 <= ttl <= expected + 1
+
+
+def test_a_crashed_gateways_reservation_is_released_after_its_lease(redis_url, prefix):
+    b = from_url(redis_url, prefix, budget_lease_s=30).budgets
+    assert b.try_reserve("t", 0.04, 0.05, NOW) is not None  # never settled: the process "crashed"
+    assert b.try_reserve("t", 0.02, 0.05, NOW + 10) is None  # still leased
+    late = b.try_reserve("t", 0.02, 0.05, NOW + 31)
+    assert late is not None and b.reserved("t", NOW) == pytest.approx(0.02)
+    assert b.stats("t", NOW)["reclaimed"] == 1
+
+
+CHILD = textwrap.dedent("""
+    import asyncio, json, random, sys, time
+    from llmlab import BudgetPolicy, Call, Deployment, FixedRouter, Gateway
+    from llmlab.backends import from_url
+    from llmlab.scripted import ScriptedDriver
+
+    url, prefix, n, seed, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    rng = random.Random(seed)
+    backends = from_url(url, prefix)
+
+    class SlowDriver(ScriptedDriver):  # many requests in flight at once, each holding a reservation
+        async def aperform(self, effect):
+            if isinstance(effect, Call):
+                await asyncio.sleep(rng.uniform(0, 0.004))
+            return self.perform(effect)
+
+    driver = SlowDriver(default=lambda call: "word " * rng.randint(1, 90))
+    gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, cache=False,
+                 budget=BudgetPolicy(caps={"shared": cap}), driver=driver, **backends.gateway_kwargs())
+    client = backends.client
+    client.incr(prefix + ":ready")
+    deadline = time.time() + 20
+    while not client.exists(prefix + ":go") and time.time() < deadline:
+        time.sleep(0.005)
+
+    async def main():
+        return await asyncio.gather(*(gw.acomplete(f"question {seed} {i}", tenant="shared",
+                                                   params={"max_tokens": 100}) for i in range(n)))
+
+    outs = asyncio.run(main())
+    print(json.dumps({"ok": sum(o.ok for o in outs), "cost": sum(o.cost_usd for o in outs),
+                      "refused": sum(o.error is not None and o.error.code == "budget_exceeded" for o in outs),
+                      "other": sum(o.error is not None and o.error.code != "budget_exceeded" for o in outs),
+                      "overshoot": backends.budgets.overshoot_usd, "n": len(outs)}))
+""")
+
+
+def test_two_gateway_processes_never_exceed_the_cap_together(redis_url, prefix, tmp_path):
+    cap, n = 0.12, 250
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    procs = [subprocess.Popen([sys.executable, str(script), redis_url, prefix, str(n), str(seed), str(cap)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    client = from_url(redis_url, prefix).client
+    deadline = time.time() + 30
+    while int(client.get(prefix + ":ready") or 0) < 2 and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.01)
+    client.set(prefix + ":go", 1)  # both processes start hammering at the same moment
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    budgets = from_url(redis_url, prefix).budgets
+    spent = budgets.spent("shared", time.time())
+    assert spent <= cap + 1e-9
+    assert spent == pytest.approx(sum(r["cost"] for r in results), abs=1e-8)  # every answer was charged once
+    assert budgets.reserved("shared", time.time()) == 0 and budgets.stats("shared", time.time())["open"] == 0
+    assert all(r["ok"] > 10 and r["refused"] > 10 and r["other"] == 0 and r["overshoot"] == 0 for r in results)
+    assert sum(r["ok"] + r["refused"] for r in results) == 2 * n
+    assert spent > cap * 0.5  # the cap was really contended (open reservations hold the rest back)
+
+
+def _gateway(backends, clock, default="an answer"):
+    return Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, cache=False,
+                   budget=BudgetPolicy(default_cap=1.0), clock=clock, driver=ScriptedDriver(clock=clock,
+                                                                                          default=default),
+                   seed=0, **backends.gateway_kwargs())
+
+
+def test_redis_down_fails_closed_by_default_without_raising(start_redis, caplog):
+    server = start_redis()
+    clock = FakeClock()
+    backends = from_url(server.url, "p", retry_interval_s=60)
+    gw = _gateway(backends, clock)
+    assert gw.complete("before").ok
+    server.kill()
+    started = time.perf_counter()
+    outs = [gw.complete(f"during {i}") for i in range(50)]
+    assert time.perf_counter() - started < 2.0  # one failed connect, then fast failures while down
+    assert all(isinstance(o.error, BudgetUnavailable) and o.error.retry_after_s for o in outs)  # not "over budget"
+    assert backends.budgets.refused_unavailable == 50
+    assert not [r for r in caplog.records if r.name == "llmlab.gateway" and r.levelname == "ERROR"]
+
+
+def test_fail_open_keeps_serving_and_replays_the_spend_after_reconnecting(start_redis):
+    server = start_redis()
+    clock = FakeClock()
+    backends = from_url(server.url, "p", budgets_on_error="open", retry_interval_s=0.05)
+    gw = _gateway(backends, clock)
+    server.kill()
+    outs = [gw.complete(f"during {i}") for i in range(5)]
+    assert all(o.ok for o in outs) and backends.budgets.pending == 5
+    cost_while_down = sum(o.cost_usd for o in outs)
+    assert backends.budgets.spent("default", clock()) == pytest.approx(cost_while_down)  # local view includes the queue
+    server.start()  # a fresh, empty Redis on the same port
+    time.sleep(0.06)
+    after = gw.complete("after")
+    assert after.ok and backends.budgets.pending == 0
+    assert backends.budgets.spent("default", clock()) == pytest.approx(cost_while_down + after.cost_usd, abs=1e-9)
+    assert backends.link.reconnects == 1

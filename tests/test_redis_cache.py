@@ -1,0 +1,157 @@
+"""The exact cache on a real redis-server: TTL from the write, stale grace, tenant isolation, codec safety."""
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+
+from llmlab import (CachedAnswer, CacheOutcome, ConfigError, Deployment, ErrorKind, FixedRouter, Gateway, OutcomeKind,
+                    RetryPolicy)
+from llmlab.backends import Backends, RedisUnavailable, from_url
+from llmlab.backends.codec import CodecError, decode_entry, encode_entry
+from llmlab.cache.store import MemoryStore
+from llmlab.scripted import FakeClock, ScriptedDriver
+from redis_fixtures import closed_port_url, prefix, redis_server, redis_url  # noqa: F401
+
+pytestmark = pytest.mark.redis
+
+ANSWER = CachedAnswer("the answer", "gpt-4o", 12, 34, 0.00123, 1_700_000_000.0, {"intent": "refund", "n": [1, 2]})
+DEPS = [Deployment("gpt-4o", "gpt-4o"), Deployment("mini", "gpt-4o-mini")]
+
+
+def gateway(backends: Backends, clock: FakeClock, driver: ScriptedDriver | None = None, **kw) -> Gateway:
+    return Gateway(DEPS, router=FixedRouter("gpt-4o"), fallbacks={"gpt-4o": ["mini"]}, clock=clock,
+                   driver=driver or ScriptedDriver(clock=clock), seed=0, **backends.gateway_kwargs(), **kw)
+
+
+def test_roundtrip_keeps_every_field(redis_url, prefix):
+    store = from_url(redis_url, prefix).cache_store
+    assert store.put("acme", "k1", ANSWER, 100.0) is True
+    hit = store.get("acme", "k1", 130.0)
+    assert hit.value == ANSWER and hit.age_s == 30.0 and not hit.stale
+    assert store.link.client.exists(f"{prefix}:cache:acme:k1")
+
+
+def test_ttl_counts_from_the_write_and_hits_never_extend_it(redis_url, prefix):
+    backends = from_url(redis_url, prefix, cache_ttl_s=100, stale_grace_s=50)
+    store, r = backends.cache_store, backends.client
+    store.put("t", "k", ANSWER, 1000.0)
+    pttl0 = r.pttl(store.redis_key("t", "k"))
+    assert 149_000 < pttl0 <= 150_000  # Redis keeps it for ttl + grace (for the last resort)
+    for now in (1010.0, 1050.0, 1099.0):  # hits ...
+        assert store.get("t", "k", now) is not None
+    assert r.pttl(store.redis_key("t", "k")) <= pttl0  # ... never push the Redis expiry out
+    assert store.get("t", "k", 1100.0) is None  # 100 s after the write: a miss, however popular
+    stale = store.get("t", "k", 1120.0, allow_stale=True)
+    assert stale.stale and stale.age_s == 120.0 and stale.value == ANSWER  # the last resort may read it
+    assert store.get("t", "k", 1150.0, allow_stale=True) is None  # beyond the grace period: gone
+    assert store.stats["hits"] == 3 and store.stats["misses"] == 1 and store.stats["stale_served"] == 1
+
+
+def test_namespaces_and_prefixes_never_share(redis_url, prefix):
+    a = from_url(redis_url, prefix).cache_store
+    other = from_url(redis_url, prefix + "x").cache_store
+    a.put("tenant-a", "k", ANSWER, 0.0)
+    assert a.get("tenant-b", "k", 1.0) is None
+    assert other.get("tenant-a", "k", 1.0) is None
+    # separators are escaped: ("a:b", "c") and ("a", "b:c") are different entries
+    a.put("a:b", "c", ANSWER, 0.0)
+    assert a.get("a", "b:c", 1.0) is None
+    assert a.redis_key("a:b", "c") != a.redis_key("a", "b:c")
+    assert a.clear("tenant-a") == 1 and a.get("tenant-a", "k", 1.0) is None and a.get("a:b", "c", 1.0) is not None
+
+
+def test_two_gateways_share_the_cache_but_never_across_tenants(redis_url, prefix):
+    clock = FakeClock()
+    d1, d2 = ScriptedDriver(clock=clock, default="from gateway one"), ScriptedDriver(clock=clock, default="two")
+    gw1 = gateway(from_url(redis_url, prefix, cache_ttl_s=60), clock, d1)
+    gw2 = gateway(from_url(redis_url, prefix, cache_ttl_s=60), clock, d2)
+    first = gw1.complete("Where is my order 1234?", tenant="acme")
+    assert first.cache is CacheOutcome.MISS and first.text == "from gateway one"
+    shared = gw2.complete("where is my   order 1234?".replace("where", "Where"), tenant="acme")
+    assert shared.cache is CacheOutcome.EXACT_HIT and shared.text == "from gateway one" and not d2.calls
+    other = gw2.complete("Where is my order 1234?", tenant="globex")
+    assert other.cache is CacheOutcome.MISS and other.text == "two"
+    clock.advance(60)
+    assert gw2.complete("Where is my order 1234?", tenant="acme").cache is CacheOutcome.MISS  # TTL from the write
+
+
+def test_stale_entry_is_the_last_resort_when_every_provider_fails(redis_url, prefix):
+    clock = FakeClock()
+    driver = ScriptedDriver(clock=clock, default="fresh answer")
+    gw = gateway(from_url(redis_url, prefix, cache_ttl_s=10, stale_grace_s=3600), clock, driver,
+                 retry=RetryPolicy(max_retries=0))
+    gw.complete("status of ticket 7", tenant="t")
+    clock.advance(20)
+    driver.default = ErrorKind.SERVER
+    out = gw.complete("status of ticket 7", tenant="t")
+    assert out.kind is OutcomeKind.LAST_RESORT and out.text == "fresh answer"
+
+
+def test_codec_is_json_and_rejects_anything_else(redis_url, prefix):
+    data = encode_entry(ANSWER, 5.0)
+    assert data.startswith(b"{") and decode_entry(data) == (ANSWER, 5.0)
+    assert decode_entry(encode_entry({"plain": [1, "x"]}, 1.0)) == ({"plain": [1, "x"]}, 1.0)
+    odd = CachedAnswer("t", "m", 1, 1, 0.0, 0.0, {"obj": object(), "nan": float("nan"), 3: ("a", None)})
+    decoded, _ = decode_entry(encode_entry(odd, 0.0))
+    assert decoded.metadata["3"] == ["a", None] and decoded.metadata["nan"] == "nan"
+    for bad in (b"", b"\x80\x81", b"[1,2]", b'{"f": 2}', b'{"f":1,"w":"x","t":"answer","v":{}}',
+                b'{"f":1,"w":1,"t":"answer","v":{"text":1,"model":"m"}}',
+                b'{"f":1,"w":1,"t":"answer","v":{"text":"a","model":"m","prompt_tokens":true,'
+                b'"completion_tokens":1,"cost_usd":0,"created_at":0}}', b"[" * 100_000):
+        with pytest.raises(CodecError):
+            decode_entry(bad)
+
+
+class _Boom:
+    triggered = False
+
+    def __reduce__(self):
+        return (_trigger, ())
+
+
+def _trigger():  # would run if anything unpickled the value
+    _Boom.triggered = True
+    return "pwned"
+
+
+def test_a_pickled_value_planted_in_redis_is_never_unpickled(redis_url, prefix, caplog):
+    backends = from_url(redis_url, prefix)
+    store = backends.cache_store
+    backends.client.set(store.redis_key("t", "k"), pickle.dumps(_Boom()))
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        assert store.get("t", "k", 0.0) is None and store.get("t", "k", 0.0, allow_stale=True) is None
+    assert not _Boom.triggered and store.stats["corrupt"] == 2
+    assert sum("undecodable" in r.getMessage() for r in caplog.records) == 1  # rate-limited warning
+
+
+def test_unreachable_redis_at_start_up_is_a_typed_error_naming_the_url():
+    url = closed_port_url()
+    with pytest.raises(RedisUnavailable) as info:
+        from_url(url, connect_timeout_s=0.2)
+    message = str(info.value)
+    assert url.replace(":hunter2@", ":***@") in message and "hunter2" not in message
+    assert "on_unavailable='degrade'" in message and isinstance(info.value, ConnectionError)
+
+
+def test_degrade_at_start_up_runs_on_in_memory_backends(caplog):
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        backends = from_url(closed_port_url(), on_unavailable="degrade", connect_timeout_s=0.2)
+    assert backends.degraded and "unavailable" in backends.reason and isinstance(backends.cache_store, MemoryStore)
+    assert any("degrading to in-memory" in r.getMessage() for r in caplog.records)
+    gw = gateway(backends, clock)
+    assert gw.complete("hello").ok and gw.complete("hello").cache is CacheOutcome.EXACT_HIT
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"url": "http://localhost:6379"}, {"url": "localhost:6379"}, {"url": 6379},
+    {"prefix": ""}, {"prefix": "a b"}, {"prefix": "x*"}, {"on_unavailable": "ignore"},
+    {"budgets_on_error": "maybe"}, {"rate_limits_on_error": "sometimes"}, {"cache_ttl_s": 0},
+    {"socket_timeout_s": -1}, {"stale_grace_s": float("nan")},
+])
+def test_bad_settings_are_config_errors(kwargs):
+    kwargs = {"url": "redis://127.0.0.1:1/0", **kwargs}
+    with pytest.raises(ConfigError):
+        from_url(**kwargs)

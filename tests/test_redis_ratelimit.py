@@ -1,0 +1,75 @@
+"""Rate limits on a real redis-server: identical to the in-memory buckets, and shared between gateways."""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from llmlab import Deployment, FixedRouter, Gateway, RateLimit, RateLimited, RateLimiter
+from llmlab.backends import from_url
+from llmlab.scripted import FakeClock, ScriptedDriver
+from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
+
+pytestmark = pytest.mark.redis
+
+LIMITS = dict(per_plan={"free": RateLimit(rpm=5, tpm=400), "paid": RateLimit(rpm=30)},
+              per_tenant={"vip": RateLimit(tpm=2_000)})
+
+
+def test_same_decisions_and_waits_as_the_in_memory_limiter(redis_url, prefix):
+    shared = from_url(redis_url, prefix, **LIMITS, default_limit=RateLimit(rpm=10, tpm=1_000)).rate_limiter
+    memory = RateLimiter(LIMITS["per_plan"], LIMITS["per_tenant"], RateLimit(rpm=10, tpm=1_000))
+    rng = random.Random(3)
+    now = 1_700_000_000.0
+    refused = 0
+    for step in range(600):
+        now += rng.choice([0.0, 0.0, 0.05, 0.5, 2.0, 7.0, 61.0])
+        tenant, plan = rng.choice([("a", "free"), ("b", "paid"), ("vip", "free"), ("c", "other")])
+        tokens = rng.choice([1, 40, 120, 399, 401, 2_500])
+        got, want = shared.acquire(tenant, plan, tokens, now), memory.acquire(tenant, plan, tokens, now)
+        assert got == want, (step, tenant, plan, tokens)  # same limit name, bit-identical retry_after_s
+        refused += got is not None
+    assert 50 < refused < 550 and shared.refusals == memory.refusals
+
+
+def test_an_unlimited_tenant_never_touches_redis(redis_url, prefix):
+    backends = from_url(redis_url, prefix)
+    assert backends.rate_limiter.acquire("t", "free", 10**9, 0.0) is None
+    assert not backends.client.exists(backends.rate_limiter.key("t"))
+
+
+def gateway(backends, clock):
+    return Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, cache=False,
+                   clock=clock, driver=ScriptedDriver(clock=clock), seed=0, **backends.gateway_kwargs())
+
+
+def test_two_gateways_draw_from_the_same_buckets(redis_url, prefix):
+    clock = FakeClock()
+    gw1 = gateway(from_url(redis_url, prefix, default_limit=RateLimit(rpm=10)), clock)
+    gw2 = gateway(from_url(redis_url, prefix, default_limit=RateLimit(rpm=10)), clock)
+    outs = [gw.complete(f"q{i}", tenant="acme") for i in range(6) for gw in (gw1, gw2)]
+    assert sum(o.ok for o in outs) == 10
+    refused = [o for o in outs if not o.ok]
+    assert all(isinstance(o.error, RateLimited) and o.error.limit == "requests/min" for o in refused)
+    assert refused[0].error.retry_after_s == pytest.approx(6.0)  # one request refills in 60/10 s
+    assert gw1.complete("other tenant", tenant="globex").ok  # buckets are per tenant
+    clock.advance(6.0)
+    assert gw2.complete("later", tenant="acme").ok
+
+
+def test_redis_down_fails_open_by_default_and_closed_when_asked(start_redis):
+    server = start_redis()
+    clock = FakeClock()
+    open_b = from_url(server.url, "o", default_limit=RateLimit(rpm=1), retry_interval_s=60)
+    closed_b = from_url(server.url, "c", default_limit=RateLimit(rpm=1), rate_limits_on_error="closed",
+                        retry_interval_s=60)
+    gw_open, gw_closed = gateway(open_b, clock), gateway(closed_b, clock)
+    assert gw_open.complete("one").ok and not gw_open.complete("two").ok  # the limit works while Redis is up
+    server.kill()
+    started = time.perf_counter()
+    assert all(gw_open.complete(f"q{i}").ok for i in range(20))  # fail open: served, unlimited
+    closed = [gw_closed.complete(f"q{i}") for i in range(20)]
+    assert time.perf_counter() - started < 2.0
+    assert all(isinstance(o.error, RateLimited) and o.error.retry_after_s == 60 for o in closed)
+    assert open_b.rate_limiter.unavailable == 20 and closed_b.rate_limiter.unavailable == 20

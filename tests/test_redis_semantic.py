@@ -1,0 +1,63 @@
+"""The semantic cache shared through Redis: replicas see each other's entries, tenants never do."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from llmlab import CacheOutcome, Deployment, FixedRouter, Gateway, OutcomeKind
+from llmlab.backends import from_url
+from llmlab.scripted import FakeClock, ScriptedDriver
+from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
+
+pytestmark = pytest.mark.redis
+
+
+def semantic(ttl_s: float = 3_600):
+    from llmlab.cache.embedders import HashedNgramEmbedder
+    from llmlab.cache.semantic import SemanticCache
+
+    return SemanticCache(HashedNgramEmbedder(), threshold=0.6, guard=None, ttl_s=ttl_s)
+
+
+def replica(url: str, prefix: str, clock: FakeClock, answer: str, **kw) -> Gateway:
+    backends = from_url(url, prefix, semantic_cache=semantic(), **kw)
+    return Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=clock,
+                   driver=ScriptedDriver(clock=clock, default=answer), seed=0, **backends.gateway_kwargs())
+
+
+def test_a_paraphrase_hits_an_entry_written_by_another_replica(redis_url, prefix):
+    clock = FakeClock()
+    one, two = replica(redis_url, prefix, clock, "from one"), replica(redis_url, prefix, clock, "from two")
+    assert one.complete("How do I reset my password?", tenant="acme").text == "from one"
+    hit = two.complete("how can I reset my password", tenant="acme")
+    assert hit.cache is CacheOutcome.SEMANTIC_HIT and hit.text == "from one" and hit.similarity >= 0.6
+    other = two.complete("how can I reset my password", tenant="globex")  # same words, another tenant
+    assert other.cache is CacheOutcome.MISS and other.text == "from two"
+    assert two.pipeline.semantic_cache.stats["replicated_in"] == 1
+    back = one.complete("how could I reset my password?", tenant="globex")  # one learns globex's entry from two
+    assert back.cache is CacheOutcome.SEMANTIC_HIT and back.text == "from two"
+
+
+def test_ttl_counts_from_the_original_write(redis_url, prefix):
+    clock = FakeClock()
+    one = replica(redis_url, prefix, clock, "old answer")
+    one.complete("What are your opening hours?", tenant="t")
+    clock.advance(4_000)  # past the local cache's 3,600 s TTL
+    two = replica(redis_url, prefix, clock, "new answer")
+    out = two.complete("what are your opening hours", tenant="t")
+    assert out.text == "new answer" and out.cache is CacheOutcome.MISS  # replicated, but already expired
+
+
+def test_redis_down_keeps_the_local_semantic_cache_working(start_redis):
+    server = start_redis()
+    clock = FakeClock()
+    gw = replica(server.url, "p", clock, "answer", retry_interval_s=0.05)
+    server.kill()
+    assert gw.complete("How do I export my data?", tenant="t").cache is CacheOutcome.MISS
+    hit = gw.complete("how can I export my data", tenant="t")
+    assert hit.kind is OutcomeKind.CACHE and hit.cache is CacheOutcome.SEMANTIC_HIT
+    server.start()
+    time.sleep(0.06)
+    assert gw.complete("How do I delete my account?", tenant="t").ok
+    assert gw.pipeline.semantic_cache.stats["redis_up"]
