@@ -12,24 +12,24 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import _validate as v
 from .budgets import BudgetPolicy, MemoryBudgets
 from .cache.keys import CacheKeyPolicy
 from .cache.store import KeyValueStore, MemoryStore
 from .defaults import DEFAULT_FALLBACKS, default_deployments
-from .effects import Call, Deployment, Outcome
+from .effects import Deployment, Outcome
 from .errors import ConfigError
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
-from .live import LiteLLMDriver, adrive, drive, iter_stream
+from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiter
 from .request import Request
 from .routing import ComplexityRouter, Router
-from .stream import StreamReset, StreamResponse
+from .stream import StreamResponse
 
 
 def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> dict[str, Deployment]:
@@ -165,52 +165,13 @@ class Gateway:
     def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end."""
         req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
-        response = StreamResponse(iter(()))
-        response._chunks = self._stream_chunks(req, response)
+        response = StreamResponse()
+        response._chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response)
         return response
-
-    def _stream_chunks(self, req: Request, response: StreamResponse) -> Iterator[Any]:
-        chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response._done)
-        yield from self._with_single_chunk_answers(chunks, response)
-
-    @staticmethod
-    def _with_single_chunk_answers(chunks: Iterator[Any], response: StreamResponse) -> Iterator[Any]:
-        saw_text = False
-        for piece in chunks:
-            saw_text = saw_text or isinstance(piece, str)
-            yield piece
-        out = response.outcome
-        if out is not None and out.ok and out.text and (not saw_text or out.kind.value != "model"):
-            yield out.text  # cache, rule and last-resort answers arrive as one chunk
 
     def astream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)``."""
         req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
-        response = StreamResponse(iter(()))
-        response._chunks = self._astream_chunks(req, response)
+        response = StreamResponse()
+        response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response)
         return response
-
-    async def _astream_chunks(self, req: Request, response: StreamResponse) -> AsyncIterator[Any]:
-        gen = self.pipeline.handle(req, stream=True)
-        streamed = saw_text = False
-        try:
-            effect = next(gen)
-            while True:
-                if isinstance(effect, Call) and effect.stream:
-                    if streamed:
-                        yield StreamReset(effect.deployment.name)
-                    result = None
-                    async for item in self.driver.astream_call(effect):
-                        if isinstance(item, str):
-                            streamed = saw_text = True
-                            yield item
-                        else:
-                            result = item
-                    effect = gen.send(result)
-                else:
-                    effect = gen.send(await self.driver.aperform(effect))
-        except StopIteration as stop:
-            response._done(stop.value)
-        out = response.outcome
-        if out is not None and out.ok and out.text and (not saw_text or out.kind.value != "model"):
-            yield out.text

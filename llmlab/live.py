@@ -16,6 +16,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterator
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep
+from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens
 
 _LITELLM: Any = None
@@ -246,66 +247,119 @@ def driver_failure(effect: Any, exc: Exception) -> CallError:
     return CallError(ErrorKind.MALFORMED, f"driver raised {type(exc).__name__}: {exc}"[:200])
 
 
-def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
-    """Run a pipeline generator to completion, performing each effect synchronously.
+class PipelineRun:
+    """Steps one pipeline generator; shared by every drive loop (sync, async, streaming).
 
     A failing ``Call`` becomes a :class:`CallError` (the chain retries or falls back); any other
     failing effect is thrown into the pipeline, which turns it into a typed outcome.
     """
-    try:
-        effect = next(gen)
-        while True:
-            try:
-                value = perform(effect)
-            except Exception as exc:
-                if not isinstance(effect, Call):
-                    effect = gen.throw(exc)
-                    continue
-                value = driver_failure(effect, exc)
-            effect = gen.send(value)
-    except StopIteration as stop:
-        return stop.value
+
+    def __init__(self, gen: Generator[Any, Any, Any]) -> None:
+        self.gen = gen
+        self.effect: Any = None
+        self.outcome: Any = None
+        self.done = False
+        self._step(gen.__next__)
+
+    def _step(self, advance: Callable[[], Any]) -> None:
+        try:
+            self.effect = advance()
+        except StopIteration as stop:
+            self.done, self.outcome = True, stop.value
+
+    def send(self, value: Any) -> None:
+        self._step(lambda: self.gen.send(value))
+
+    def fail(self, exc: Exception) -> None:
+        if isinstance(self.effect, Call):
+            self.send(driver_failure(self.effect, exc))
+        else:
+            self._step(lambda: self.gen.throw(exc))
+
+
+def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
+    """Run a pipeline generator to completion, performing each effect synchronously."""
+    run = PipelineRun(gen)
+    while not run.done:
+        try:
+            value = perform(run.effect)
+        except Exception as exc:
+            run.fail(exc)
+        else:
+            run.send(value)
+    return run.outcome
 
 
 async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run a pipeline generator to completion, awaiting each effect (same failure rules as drive)."""
-    try:
-        effect = next(gen)
+    run = PipelineRun(gen)
+    while not run.done:
+        try:
+            value = await aperform(run.effect)
+        except Exception as exc:
+            run.fail(exc)
+        else:
+            run.send(value)
+    return run.outcome
+
+
+def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse) -> Iterator[Any]:
+    """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
+    run = PipelineRun(gen)
+    restart = False
+    while not run.done:
+        effect = run.effect
+        if not (isinstance(effect, Call) and effect.stream):
+            try:
+                run.send(driver.perform(effect))
+            except Exception as exc:
+                run.fail(exc)
+            continue
+        if restart:
+            yield StreamReset(effect.deployment.name)
+        sub = driver.stream_call(effect)
         while True:
             try:
-                value = await aperform(effect)
+                piece = next(sub)
+            except StopIteration as stop:
+                run.send(stop.value)
+                break
             except Exception as exc:
-                if not isinstance(effect, Call):
-                    effect = gen.throw(exc)
-                    continue
-                value = driver_failure(effect, exc)
-            effect = gen.send(value)
-    except StopIteration as stop:
-        return stop.value
+                run.fail(exc)
+                break
+            restart = response.saw_text = True
+            yield piece
+    response._done(run.outcome)
+    yield from response.whole_answer_chunk()
 
 
-def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, on_done: Callable[[Any], None]) -> Iterator[Any]:
-    """Drive the pipeline, yielding streamed chunks of answer calls to the consumer."""
-    from .stream import StreamReset
-
-    streamed = False
-    try:
-        effect = next(gen)
-        while True:
-            if isinstance(effect, Call) and effect.stream:
-                if streamed:
-                    yield StreamReset(effect.deployment.name)
-                sub = driver.stream_call(effect)
-                while True:
-                    try:
-                        piece = next(sub)
-                    except StopIteration as stop:
-                        value = stop.value
-                        break
-                    streamed = True
-                    yield piece
-                effect = gen.send(value)
-            else:
-                effect = gen.send(driver.perform(effect))
-    except StopIteration as stop:
-        on_done(stop.value)
+async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver,
+                       response: StreamResponse) -> AsyncIterator[Any]:
+    """Async twin of :func:`iter_stream`."""
+    run = PipelineRun(gen)
+    restart = False
+    while not run.done:
+        effect = run.effect
+        if not (isinstance(effect, Call) and effect.stream):
+            try:
+                run.send(await driver.aperform(effect))
+            except Exception as exc:
+                run.fail(exc)
+            continue
+        if restart:
+            yield StreamReset(effect.deployment.name)
+        result: Any = None
+        try:
+            async for item in driver.astream_call(effect):
+                if isinstance(item, str):
+                    restart = response.saw_text = True
+                    yield item
+                else:
+                    result = item
+        except Exception as exc:
+            run.fail(exc)
+            continue
+        run.send(result)
+    response._done(run.outcome)
+    for chunk in response.whole_answer_chunk():
+        yield chunk

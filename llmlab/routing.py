@@ -65,7 +65,7 @@ class StaticRouter:
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         return self.choose(request)
-        yield  # noqa: unreachable — makes this a generator
+        yield  # unreachable: makes this function a generator
 
     def targets(self) -> set[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -240,7 +240,7 @@ class CascadeRouter:
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         return RouteDecision(self.stages[0], "cascade-0", f"cascade: try {self.stages[0]} first, escalate on rejection",
                              cascade=self.stages[1:], accept=self.accept)
-        yield  # noqa: unreachable
+        yield  # unreachable: makes this function a generator
 
     def targets(self) -> set[str]:
         return set(self.stages)

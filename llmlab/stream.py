@@ -24,12 +24,19 @@ class StreamResponse:
     Cache hits and rule answers arrive as one chunk.  The outcome records time to first token.
     """
 
-    def __init__(self, chunks: Iterator[Any] | AsyncIterator[Any]) -> None:
-        self._chunks = chunks
+    def __init__(self, chunks: Iterator[Any] | AsyncIterator[Any] = ()) -> None:
+        self._chunks = iter(chunks) if isinstance(chunks, (tuple, list)) else chunks
         self.outcome: Outcome | None = None
+        self.saw_text = False
 
     def _done(self, outcome: Outcome) -> None:
         self.outcome = outcome
+
+    def whole_answer_chunk(self) -> Iterator[str]:
+        """Cache, rule and last-resort answers (nothing was streamed) arrive as one chunk."""
+        out = self.outcome
+        if out is not None and out.ok and out.text and (not self.saw_text or out.kind.value != "model"):
+            yield out.text
 
     def __iter__(self) -> Iterator[Any]:
         return self._chunks  # type: ignore[return-value]

@@ -339,7 +339,6 @@ def availability_timeline_figure(results: Mapping[str, Any], window: tuple[float
                                  bin_s: float = 30.0, title: str | None = None) -> Any:
     """Share of turns answered per ``bin_s`` of simulated time, one line per result; outage shaded."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for name, result in results.items():

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from llmlab import BudgetExceeded, BudgetPolicy, ConfigError, MemoryBudgets, PlanRouter
+from llmlab import BudgetExceeded, BudgetPolicy, ConfigError, MemoryBudgets
 from llmlab.budgets import next_month_start
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from llmlab import BudgetExceeded, BudgetPolicy, Deployment, FixedRouter, Gateway, MemoryBudgets
+from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, MemoryBudgets
 from llmlab.errors import BudgetUnavailable
 from llmlab.backends import from_url
 from llmlab.budgets import next_month_start

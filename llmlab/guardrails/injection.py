@@ -76,7 +76,7 @@ RULES: tuple[Rule, ...] = (
     _en("ignore-your-rules", "override", 0.8, rf"""
         \b{_IGNORE}\s+(?:all\s+(?:of\s+)?)?(?:your|all|any)\s+(?:\w+\s+)?
         (?:instructions?|rules|guidelines|programming|restrictions|filters?|policies|constraints)\b"""),
-    _en("disregard-the-above", "override", 0.85, rf"""
+    _en("disregard-the-above", "override", 0.85, r"""
         \b(?:disregard|ignore|forget)\s+(?:all\s+)?(?:of\s+)?(?:the\s+|everything\s+)?(?:above|foregoing)\b"""),
     _en("forget-everything", "override", 0.75, r"""
         \bforget\s+everything\s+(?:you(?:'ve|\s+have|\s+were)?\s+(?:been\s+)?(?:told|taught|learned|know)|above|before|prior)\b"""),
@@ -90,7 +90,7 @@ RULES: tuple[Rule, ...] = (
     _ko("ko-ignore-previous", "override", 0.9, rf"""
         (?:이전|이전의|앞의|앞선|위의|위|기존|기존의|지금까지의?|그동안의?|원래의?|초기|모든|시스템)\s*(?:모든\s*)?
         {_KO_RULESET}{_KO_JOSA}\s*(?:모두|전부|다|싹|완전히)?\s*{_KO_IGNORE}"""),
-    _ko("ko-ignore-instructions", "override", 0.75, rf"""
+    _ko("ko-ignore-instructions", "override", 0.75, r"""
         (?:지시|지침|명령|규칙|프롬프트|제약)(?:사항|문)?(?:들)?(?:을|를|은|는)?\s*(?:모두|전부|다)?\s*
         무시(?:하고|해|하세요|하라|해라|해줘|하십시오|할\s*것)"""),
     _ko("ko-ignore-above", "override", 0.8, r"""
