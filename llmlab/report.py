@@ -1,0 +1,249 @@
+"""Figures and tables for a simulation result.
+
+Four figures answer the four questions people ask of a gateway before production:
+
+* **cost over time vs baseline** — is the policy saving money, and when (cumulative USD);
+* **latency CDF with the SLO line** — what share of users wait longer than the objective;
+* **cache hit rate over time** — does the cache warm up, and how much is semantic;
+* **outage timeline with fallback share** — when providers failed, did the chain catch it.
+
+matplotlib is imported on first use with the non-interactive Agg backend (no display needed,
+safe in a CLI, CI or a worker); every axis is labelled with its unit.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .sim.run import SimResult
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _axes(ax: Any, figsize: tuple[float, float] = (7.5, 4.2)) -> tuple[Any, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+def _minutes(seconds: Any) -> np.ndarray:
+    return np.asarray(seconds, dtype=float) / 60.0
+
+
+def _bins(result: "SimResult", width_s: float | None = None) -> tuple[np.ndarray, float]:
+    end = max(float(result.summary.get("duration_s") or 0.0), float(result.turns["arrival_s"].max() or 0.0), 1.0)
+    width = width_s or max(30.0, end / 30.0)
+    return np.arange(0.0, end + width, width), width
+
+
+def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
+    """Cumulative cost of the policy (incl. fixed hourly costs) and of the baseline, in USD."""
+    fig, ax = _axes(ax)
+    turns = result.turns.sort_values("arrival_s")
+    t = turns["arrival_s"].to_numpy()
+    hourly = result.summary.get("fixed_cost_usd", 0.0) / max(result.summary.get("duration_s", 1.0), 1e-9)
+    ax.plot(_minutes(t), turns["cost_usd"].cumsum().to_numpy() + hourly * t, label="policy (incl. fixed cost)",
+            color="tab:blue")
+    if result.baseline_turns is not None and len(result.baseline_turns):
+        b = result.baseline_turns.sort_values("arrival_s")
+        ax.plot(_minutes(b["arrival_s"]), b["cost_usd"].cumsum(), label=f"baseline ({result.scenario.baseline_model})",
+                color="tab:gray", linestyle="--")
+    ax.set_xlabel("simulated time (min)")
+    ax.set_ylabel("cumulative cost (USD)")
+    savings = result.summary.get("savings_pct")
+    title = "Cost over time"
+    if savings is not None and not math.isnan(savings):
+        title += f" — {savings:.1f} % saved vs baseline"
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    return fig
+
+
+def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
+    """Empirical CDF of end-to-end latency (or TTFT when that is the SLO metric) with the SLO line."""
+    fig, ax = _axes(ax)
+    metric = result.scenario.slo.metric
+    column = "ttft_s" if metric == "ttft" else "latency_s"
+    label = "time to first token (s)" if metric == "ttft" else "end-to-end latency (s)"
+    frames = [("policy", result.turns, "tab:blue", "-")]
+    if result.baseline_turns is not None and len(result.baseline_turns):
+        frames.append(("baseline", result.baseline_turns, "tab:gray", "--"))
+    floor = 0.01  # cache hits answer in microseconds: show them as the step at the left edge
+    for name, frame, color, style in frames:
+        answered = frame[frame["outcome"] != "error"]
+        values = np.sort(np.maximum(answered[column].dropna().to_numpy(), floor))
+        if len(values):
+            ax.step(np.concatenate(([floor], values)), np.arange(0, len(values) + 1) / max(len(frame), 1),
+                    where="post", label=name, color=color, linestyle=style)
+    slo = result.scenario.slo
+    ax.axvline(slo.latency_s, color="tab:red", linestyle=":", label=f"SLO: P{slo.percentile:g} ≤ {slo.latency_s:g} s")
+    ax.axhline(slo.percentile / 100.0, color="tab:red", alpha=0.3, linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlim(left=floor)
+    ax.set_xlabel(label + f" — log scale, values below {floor:g} s shown at {floor:g} s")
+    ax.set_ylabel("share of requests answered within x")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Latency distribution (unanswered requests keep the curve below 1)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
+    """Exact and semantic cache hit rate per time bucket, in percent of requests."""
+    fig, ax = _axes(ax)
+    edges, width = _bins(result, width_s)
+    turns = result.turns
+    idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
+    total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
+    centers = _minutes(edges[:-1] + width / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for kind, color in (("exact_hit", "tab:green"), ("semantic_hit", "tab:purple")):
+            hits = np.bincount(idx, weights=(turns["cache"] == kind).to_numpy(), minlength=len(edges))[: len(edges) - 1]
+            ax.plot(centers, np.where(total > 0, 100.0 * hits / total, np.nan), label=kind.replace("_", " "),
+                    color=color)
+    ax.set_xlabel("simulated time (min)")
+    ax.set_ylabel(f"hit rate (% of requests per {width / 60:.1f} min)")
+    ax.set_title(f"Cache hit rate — overall {100 * result.summary.get('cache_hit_rate', 0):.1f} %")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    return fig
+
+
+def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
+    """Outage windows per target (bars) and the share of requests served by a fallback (line)."""
+    fig, ax = _axes(ax)
+    windows = result.outages
+    targets = sorted({w.target for w in windows})
+    colors = {"down": "tab:red", "errors": "tab:orange", "slow": "gold"}
+    for row, target in enumerate(targets):
+        for w in windows:
+            if w.target == target:
+                ax.broken_barh([(w.start_s / 60.0, (w.end_s - w.start_s) / 60.0)], (row - 0.35, 0.7),
+                               facecolors=colors.get(w.kind, "tab:red"), alpha=0.6)
+    ax.set_yticks(range(len(targets)), targets)
+    ax.set_ylim(-0.8, max(len(targets), 1) - 0.2)
+    ax.set_ylabel("outage target")
+    ax.set_xlabel("simulated time (min)")
+    edges, width = _bins(result, width_s)
+    turns = result.turns
+    idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
+    total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
+    fb = np.bincount(idx, weights=turns["fallback"].to_numpy(dtype=float), minlength=len(edges))[: len(edges) - 1]
+    err = np.bincount(idx, weights=(turns["outcome"] == "error").to_numpy(dtype=float),
+                      minlength=len(edges))[: len(edges) - 1]
+    twin = ax.twinx()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centers = _minutes(edges[:-1] + width / 2)
+        twin.plot(centers, np.where(total > 0, 100.0 * fb / total, np.nan), color="tab:blue", label="served by fallback")
+        twin.plot(centers, np.where(total > 0, 100.0 * err / total, np.nan), color="black", linestyle=":",
+                  label="unanswered (errors)")
+    twin.set_ylabel("share of requests (%)")
+    twin.set_ylim(0, 100)
+    handles = [__import__("matplotlib.patches", fromlist=["Patch"]).Patch(color=c, alpha=0.6, label=f"outage: {k}")
+               for k, c in colors.items() if any(w.kind == k for w in windows)]
+    lines, labels = twin.get_legend_handles_labels()
+    twin.legend(handles=handles + lines, loc="upper right", fontsize="small")
+    ax.set_xlim(0, edges[-1] / 60.0)
+    ax.set_title("Outages and fallback" + ("" if windows else " (no outage in this run)"))
+    return fig
+
+
+FIGURES = {
+    "cost_over_time.png": plot_cost_over_time,
+    "latency_cdf.png": plot_latency_cdf,
+    "hit_rate.png": plot_hit_rate,
+    "outages.png": plot_outages,
+}
+
+
+def write_report(result: "SimResult", out_dir: str | Path) -> list[Path]:
+    """Write the four PNG figures into ``out_dir`` (created if needed); returns their paths."""
+    plt = _plt()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, plot in FIGURES.items():
+        fig = plot(result)
+        path = out / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------- tables
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if kind == "usd":
+        return f"${value:,.4f}" if abs(value) < 100 else f"${value:,.0f}"
+    if kind == "pct":
+        return f"{100 * value:.2f} %"
+    if kind == "s":
+        return f"{value:.2f} s"
+    if kind == "x":
+        return f"{value:.2f}"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
+ROWS = (
+    ("cost", "cost_usd", "baseline_cost_usd", "usd"),
+    ("projected monthly cost", "projected_monthly_cost_usd", "baseline_projected_monthly_cost_usd", "usd"),
+    ("p50 latency", "p50_latency_s", None, "s"),
+    ("p95 latency", "p95_latency_s", "baseline_p95_latency_s", "s"),
+    ("p99 latency", "p99_latency_s", None, "s"),
+    ("TTFT p95", "ttft_p95_s", "baseline_ttft_p95_s", "s"),
+    ("availability", "availability", "baseline_availability", "pct"),
+    ("cache hit rate", "cache_hit_rate", None, "pct"),
+    ("  of which semantic", "semantic_hit_rate", None, "pct"),
+    ("false hits (of cache hits)", "false_hit_rate", None, "pct"),
+    ("fallback rate", "fallback_rate", None, "pct"),
+    ("provider calls per request", "retry_amplification", None, "x"),
+    ("budget rejections", "budget_rejections", None, "n"),
+    ("budget overshoot", "budget_overshoot_usd", None, "usd"),
+    ("SLO metric at its percentile", "slo_value_s", None, "s"),
+    ("SLO violations", "slo_violation_rate", "baseline_slo_violation_rate", "pct"),
+)
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """A plain-text table of the headline numbers, policy vs baseline (with 95 % CIs if any)."""
+    ci = summary.get("ci95") or {}
+    reps = summary.get("replications")
+    head = (f"{summary.get('scenario', '')} · {summary.get('requests', 0):,} requests · seed {summary.get('seed', 0)}"
+            f" · {summary.get('duration_s', 0) / 60:.1f} min simulated")
+    if reps:
+        head += f" · mean of {reps} replications (95 % CI)"
+    lines = [head, f"{'':30s} {'policy':>24s} {'baseline':>14s}"]
+    for label, key, base_key, kind in ROWS:
+        value = summary.get(key)
+        text = _fmt(value, kind)
+        if key in ci and reps:
+            lo, hi = ci[key]
+            text += f" [{_fmt(lo, kind)}, {_fmt(hi, kind)}]" if kind != "pct" else f" ±{_fmt((hi - lo) / 2, kind)}"
+        base = _fmt(summary.get(base_key), kind) if base_key else ""
+        lines.append(f"{label:30s} {text:>24s} {base:>14s}")
+    savings = summary.get("savings_pct")
+    if savings is not None and not (isinstance(savings, float) and math.isnan(savings)):
+        lines.append(f"{'savings vs baseline':30s} {savings:>22.1f} %")
+    met = summary.get("slo_met")
+    slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {summary.get('slo_metric', 'latency')} ≤ "
+           f"{summary.get('slo_s', 0):g} s" + ("" if met is None else (" — met" if met else " — MISSED")))
+    lines.append(slo + (f" · errors: {summary['errors']}" if summary.get("errors") else ""))
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""``llmlab simulate``: a scenario in; a summary, a per-request table and plots out.
+
+    llmlab simulate --scenario b2b-saas --requests 20000 --seed 1
+    llmlab simulate --scenario my.toml --set gateway.cache.semantic=false --set traffic.rate_per_s=5
+    llmlab simulate --scenario b2b-saas --trace datasets/traces/example_trace.csv --speedup 10
+    llmlab simulate --scenario realtime-chat --replications 5 --json
+    llmlab simulate --scenario b2b-saas --out results/    # requests.csv, summary.json, *.png
+
+Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+PROGRESS_MIN_REQUESTS = 20_000
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2, decided by main()
+        raise _Usage(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="llmlab simulate", description="Replay synthetic traffic or a trace through the gateway in "
+                "virtual time (SimPy) and compare it with a baseline.")
+    p.add_argument("--scenario", required=False, help="preset name or TOML file")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--requests", type=int, help="number of user requests (default: the scenario's)")
+    size.add_argument("--hours", type=float, help="simulate every request arriving within H hours")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field (dotted TOML key, TOML value); repeatable")
+    p.add_argument("--trace", help="replay a CSV/JSONL trace instead of synthetic traffic")
+    p.add_argument("--speedup", type=float, help="time compression of the trace (e.g. 10 = ten times faster)")
+    p.add_argument("--replications", type=int, default=1, help="runs with seeds seed..seed+N-1: means and 95 %% CIs")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline run")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument("--out", help="write requests.csv, turns.csv, summary.json and PNG plots into this folder")
+    p.add_argument("--list", action="store_true", help="list the preset scenarios and exit")
+    return p
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalars
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value
+
+
+def _write_outputs(result: Any, out: Path) -> list[Path]:
+    from ..report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    requests = result.requests.copy()
+    if "attempts" in requests.columns:
+        requests["attempts"] = requests["attempts"].map(lambda a: json.dumps(_jsonable(a), ensure_ascii=False))
+    paths = [out / "requests.csv", out / "turns.csv", out / "summary.json"]
+    requests.to_csv(paths[0], index=False)
+    result.turns.to_csv(paths[1], index=False)
+    paths[2].write_text(json.dumps(_jsonable(result.summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return paths + write_report(result, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] == "simulate":
+        args_in = args_in[1:]
+    try:
+        args = _parser().parse_args(args_in)
+    except _Usage as exc:
+        print(f"llmlab simulate: error: {exc}", file=sys.stderr)
+        return 2
+    from .scenario import ScenarioError, list_presets, load_scenario, parse_assignment
+
+    if args.list:
+        for name in list_presets():
+            print(f"{name:16s} {load_scenario(name).description}")
+        return 0
+    if not args.scenario:
+        print("llmlab simulate: error: --scenario: a preset name (" + ", ".join(list_presets()) + ") or a TOML file",
+              file=sys.stderr)
+        return 2
+    from ..errors import ConfigError
+
+    try:
+        overrides = dict(parse_assignment(s) for s in args.sets)
+        if args.speedup is not None:
+            overrides["traffic.speedup"] = args.speedup
+        if args.trace is not None:
+            if not Path(args.trace).is_file():
+                raise ScenarioError("--trace", "an existing CSV or JSONL file", args.trace)
+            overrides["traffic.trace"] = str(Path(args.trace).resolve())
+        scenario = load_scenario(args.scenario, overrides)
+        if args.requests is not None and args.requests < 1:
+            raise ScenarioError("--requests", "a whole number >= 1", args.requests)
+        if args.hours is not None and not args.hours > 0:
+            raise ScenarioError("--hours", "a number > 0", args.hours)
+        if args.replications < 1:
+            raise ScenarioError("--replications", "a whole number >= 1", args.replications)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    size = args.requests or scenario.traffic.requests or 0
+    progress = (not args.json and sys.stderr.isatty() and
+                (args.hours is not None or size * args.replications >= PROGRESS_MIN_REQUESTS))
+    from .run import simulate
+
+    try:
+        result = simulate(scenario, requests=args.requests, hours=args.hours, seed=args.seed, progress=progress,
+                          replications=args.replications, baseline=False if args.no_baseline else None)
+    except (ConfigError, OSError) as exc:  # e.g. a trace row that cannot be replayed, an embedder not installed
+        print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    summary = result.summary
+    written: list[Path] = []
+    if args.out:
+        try:
+            written = _write_outputs(result, Path(args.out))
+        except OSError as exc:
+            print(f"llmlab simulate: error: --out: cannot write ({exc})", file=sys.stderr)
+            return 2
+    try:
+        if args.json:
+            print(json.dumps(_jsonable(summary), ensure_ascii=False, allow_nan=False))
+        else:
+            from ..report import summary_table
+
+            print(summary_table(summary))
+            if written:
+                print(f"wrote {len(written)} files to {args.out}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `llmlab simulate ... | head`: the reader left, nothing to report
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The SimPy driver: performs the *real* pipeline's effects in virtual time.
+
+The pipeline is a generator of effects, and so is a SimPy process, so driving one from the
+other is a loop — the same loop as :func:`llmlab.live.drive`, with the effects performed by
+simulated things instead of litellm and ``time.sleep``:
+
+* ``Call``  → the deployment's :class:`~llmlab.sim.providers.SimProvider` (queueing, latency,
+  rate limits, errors, outages), delegated with ``yield from`` — the provider's ``serve`` is a
+  SimPy generator, and inlining it saves a process (two events) per call compared to
+  ``yield env.process(...)``; the semantics are identical;
+* ``Sleep`` → ``env.timeout``;
+* ``Embed`` → the embedder, memoised per text (queries come from a bounded vocabulary and are
+  embedded in batches before the run), plus the modelled latency and price.
+
+Nothing the providers or embedders do can end the run: an unexpected exception becomes a
+``CallError`` for the pipeline, which turns it into a typed outcome like any provider failure.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import TYPE_CHECKING, Any, Generator, Iterable, Mapping
+
+import numpy as np
+
+from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Sleep
+from .providers import GOLDEN, M64, SimProvider, mix64
+
+if TYPE_CHECKING:
+    import simpy
+
+log = logging.getLogger("llmlab.sim")
+
+
+class EmbedModel:
+    """An embedder plus what embedding costs in the simulated system (latency, USD), memoised."""
+
+    def __init__(self, embedder: Any, *, latency_s: float | None = None, cost_per_1m_tokens: float = 0.0,
+                 opaque: Iterable[str] = ()) -> None:
+        self.embedder = embedder
+        self.latency_s = float(getattr(embedder, "latency_hint_s", 0.0) if latency_s is None else latency_s)
+        self.cost_per_1m_tokens = cost_per_1m_tokens
+        self.opaque = set(opaque)
+        self._memo: dict[str, tuple[np.ndarray, float]] = {}
+
+    def _cost(self, text: str, tokens: int | None) -> float:
+        if self.cost_per_1m_tokens:
+            from ..tokens import estimate_tokens
+
+            return (tokens if tokens is not None else estimate_tokens(text)) * self.cost_per_1m_tokens / 1e6
+        cost = getattr(self.embedder, "cost_usd", None)
+        return float(cost([text])) if callable(cost) else 0.0
+
+    def _opaque_vector(self, text: str) -> np.ndarray:
+        """A random unit vector fixed by the text: a hashed prompt resembles nothing else."""
+        dim = int(getattr(self.embedder, "dim", 0) or 384)
+        rng = np.random.default_rng(zlib.crc32(text.encode("utf-8")))
+        v = rng.standard_normal(dim).astype(np.float32)
+        return (v / np.linalg.norm(v))[None, :]
+
+    def prime(self, texts: Iterable[str], batch: int = 256) -> int:
+        """Embed every distinct text up front, in batches; returns how many were new."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._memo and t.strip()]
+        for t in [t for t in todo if t in self.opaque]:
+            self._memo[t] = (self._opaque_vector(t), 0.0)
+        todo = [t for t in todo if t not in self.opaque]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            vectors = np.asarray(self.embedder.embed(chunk), dtype=np.float32)
+            for k, t in enumerate(chunk):
+                self._memo[t] = (vectors[k:k + 1], self._cost(t, None))
+        return len(todo)
+
+    def embed(self, texts: tuple[str, ...]) -> EmbedResult:
+        memo = self._memo
+        if len(texts) == 1:
+            hit = memo.get(texts[0])
+            if hit is None:
+                self.prime(texts)
+                hit = memo[texts[0]]
+            return EmbedResult(hit[0], hit[1], self.latency_s)
+        missing = [t for t in texts if t not in memo]
+        if missing:
+            self.prime(missing)
+        rows = [memo[t] for t in texts]
+        return EmbedResult(np.vstack([r[0] for r in rows]), sum(r[1] for r in rows), self.latency_s * len(texts))
+
+
+class SimDriver:
+    """Runs ``pipeline.handle(...)`` generators as SimPy processes against simulated providers."""
+
+    def __init__(self, env: "simpy.Environment", providers: Mapping[str, SimProvider],
+                 embed: EmbedModel | None = None) -> None:
+        self.env = env
+        self.providers = dict(providers)
+        self.embed_model = embed
+        self.internal_errors = 0
+
+    def drive(self, gen: Generator[Any, Any, Outcome], key: int) -> Generator[Any, Any, Outcome | None]:
+        """``outcome = yield from driver.drive(pipeline.handle(request), key)`` inside a SimPy process.
+
+        ``key`` identifies the request for the providers' counter-based random draws: the k-th
+        call of a request to a deployment for a purpose always sees the same numbers.
+        """
+        env = self.env
+        providers = self.providers
+        counts: dict[tuple[str, str], int] | None = None
+        try:
+            effect = next(gen)
+            while True:
+                kind = type(effect)
+                if kind is Call:
+                    name = effect.deployment.name
+                    provider = providers.get(name)
+                    if provider is None:
+                        value: Any = CallError(ErrorKind.BAD_REQUEST, f"no simulated provider for deployment {name!r}")
+                    else:
+                        slot = (name, effect.purpose)
+                        if counts is None:
+                            counts = {slot: 1}
+                            n = 0
+                        else:
+                            n = counts.get(slot, 0)
+                            counts[slot] = n + 1
+                        call_key = mix64((key ^ (n * GOLDEN) ^ _PURPOSE.get(effect.purpose, 0)) & M64)
+                        try:
+                            value = yield from provider.serve(effect, call_key)
+                        except Exception as exc:  # a simulator bug must not end the run
+                            self.internal_errors += 1
+                            log.exception("simulated provider %s failed", name)
+                            value = CallError(ErrorKind.SERVER, f"simulator error: {type(exc).__name__}: {exc}")
+                elif kind is Sleep:
+                    if effect.seconds > 0:
+                        yield env.timeout(effect.seconds)
+                    value = None
+                else:  # Embed
+                    model = self.embed_model
+                    if model is None or effect.embedder is not model.embedder:
+                        model = self.embed_model = EmbedModel(effect.embedder)
+                    value = model.embed(effect.texts)
+                    if value.latency_s > 0:
+                        yield env.timeout(value.latency_s)
+                effect = gen.send(value)
+        except StopIteration as stop:
+            return stop.value
+        except Exception:  # the pipeline already turns failures into outcomes; this is a last guard
+            self.internal_errors += 1
+            log.exception("pipeline generator failed in the simulator")
+            return None
+
+
+_PURPOSE = {"answer": 0, "classify": mix64(1), "cascade": mix64(2)}

@@ -1,0 +1,299 @@
+"""What a run measured: a compact per-turn recorder and the headline summary.
+
+The recorder keeps one row per *user turn* in typed ``array`` columns (≈ 60 bytes a turn), so a
+million-turn run does not hold a million ``Outcome`` objects; the full outcomes are kept only
+when the per-request table is wanted.  A turn is what a user waits for: usually one gateway
+request, but two when an agent calls a tool (both priced, both counted as provider calls).
+
+Definitions (the summary's keys):
+
+* ``availability`` — share of turns answered (model, cache, last-resort or rule); policy
+  refusals (budget, rate limit, guardrail) count as unanswered.  ``service_availability``
+  excludes those refusals: it measures the providers + fallback chain only.
+* ``cache_hit_rate`` / ``semantic_hit_rate`` — share of turns answered from the exact or
+  semantic cache.
+* ``false_hit_rate`` — among cache-served turns, the share whose cached answer was written
+  for a *different intent* than the request's.  ``wrong_answer_rate`` is stricter: a
+  different ``answer_key`` (same intent, other slot values — "order 123" vs "order 456").
+* ``fallback_rate`` — share of turns answered by a deployment other than the one routed to
+  (or by the last-resort cache).
+* ``retry_amplification`` — provider calls per turn (1.0 = no retries, no extra calls).
+* ``slo_violation_rate`` — share of turns slower than the SLO (latency or TTFT) or failed;
+  policy refusals (budget, rate limit) are not counted.  ``slo_value_s`` is the metric at the
+  SLO's percentile over the same turns (failures count as infinitely slow); ``slo_met`` compares
+  it with the objective.
+* ``projected_monthly_cost_usd`` — cost per turn × expected turns in 30 days at the scenario's
+  mean rate, plus fixed hourly costs × 720 h: the lecture's ``daily × 30 × cost per request``.
+"""
+from __future__ import annotations
+
+import math
+from array import array
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..effects import CacheOutcome, Outcome, OutcomeKind
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+KINDS = ("model", "cache", "last_resort", "rule", "error")
+CACHES = ("bypass", "miss", "exact_hit", "semantic_hit", "last_resort_hit")
+_KIND = {OutcomeKind(k): i for i, k in enumerate(KINDS)}
+_CACHE = {CacheOutcome(c): i for i, c in enumerate(CACHES)}
+ERROR = KINDS.index("error")
+POLICY_REFUSALS = ("budget_exceeded", "rate_limited", "guardrail_blocked")
+HEADLINE = ("cost_usd", "baseline_cost_usd", "savings_pct", "projected_monthly_cost_usd", "cache_hit_rate",
+            "semantic_hit_rate", "false_hit_rate", "p50_latency_s", "p95_latency_s", "p99_latency_s", "ttft_p95_s",
+            "availability", "fallback_rate", "retry_amplification", "slo_violation_rate")
+
+
+def cached_key(text: str | None) -> str | None:
+    """The answer key a simulated answer was written for (``«key» …``), or None."""
+    if text and text.startswith("«"):
+        end = text.find("»")
+        if end > 0:
+            return text[1:end]
+    return None
+
+
+class Recorder:
+    """Collects one row per user turn (and optionally every gateway outcome)."""
+
+    def __init__(self) -> None:
+        self.arrival = array("d")
+        self.latency = array("d")
+        self.ttft = array("d")
+        self.cost = array("d")
+        self.calls = array("l")
+        self.kind = array("b")
+        self.cache = array("b")
+        self.fallback = array("b")
+        self.false_hit = array("b")
+        self.wrong = array("b")
+        self.turn = array("l")
+        self.error = array("l")  # index into error_codes, -1 = none
+        self.deployment = array("l")  # index into deployments, -1 = none
+        self.steps = array("b")
+        self.error_codes: list[str] = []
+        self.deployments: list[str] = []
+        self._error_ids: dict[str, int] = {}
+        self._dep_ids: dict[str, int] = {}
+        self.outcomes: list[Outcome] = []  # the ledger's records, when the run kept them
+        self.done = 0
+
+    def __len__(self) -> int:
+        return self.done
+
+    def record(self, turn: int, arrival: float, now: float, outcomes: Sequence[Outcome | None],
+               last_started: float, intent: str, answer_key: str) -> None:
+        self.done += 1
+        final = outcomes[-1] if outcomes else None
+        cost = 0.0
+        calls = 0
+        fallback = false_hit = wrong = 0
+        for o in outcomes:
+            if o is None:
+                continue
+            cost += o.cost_usd
+            primary = None
+            for a in o.attempts:
+                if a.purpose != "skip" and a.purpose != "check":
+                    calls += 1
+                if primary is None and (a.purpose == "answer" or a.purpose == "skip"):
+                    primary = a.deployment
+            kind = o.kind
+            if kind is OutcomeKind.MODEL:
+                if primary is not None and o.deployment != primary:
+                    fallback = 1
+            elif kind is OutcomeKind.CACHE or kind is OutcomeKind.LAST_RESORT:
+                if kind is OutcomeKind.LAST_RESORT:
+                    fallback = 1
+                key = cached_key(o.text)
+                if key is not None:
+                    if key != answer_key:
+                        wrong = 1
+                    if key.split("|", 1)[0] != intent:
+                        false_hit = 1
+        self.turn.append(turn)
+        self.arrival.append(arrival)
+        self.latency.append(now - arrival)
+        self.cost.append(cost)
+        self.calls.append(calls)
+        self.fallback.append(fallback)
+        self.false_hit.append(false_hit)
+        self.wrong.append(wrong)
+        self.steps.append(len(outcomes))
+        if final is None:
+            self.kind.append(ERROR)
+            self.cache.append(0)
+            self.ttft.append(math.nan)
+            self.error.append(self._error_id("internal_error"))
+            self.deployment.append(-1)
+            return
+        self.kind.append(_KIND[final.kind])
+        self.cache.append(_CACHE[final.cache])
+        self.ttft.append(math.nan if final.ttft_s is None or final.error is not None
+                         else last_started - arrival + final.ttft_s)
+        self.error.append(-1 if final.error is None else self._error_id(final.error.code))
+        self.deployment.append(-1 if final.deployment is None else self._dep_id(final.deployment))
+
+    def _error_id(self, code: str) -> int:
+        i = self._error_ids.get(code)
+        if i is None:
+            i = self._error_ids[code] = len(self.error_codes)
+            self.error_codes.append(code)
+        return i
+
+    def _dep_id(self, name: str) -> int:
+        i = self._dep_ids.get(name)
+        if i is None:
+            i = self._dep_ids[name] = len(self.deployments)
+            self.deployments.append(name)
+        return i
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-turn columns as numpy arrays, sorted by turn number."""
+        turn = np.frombuffer(self.turn, dtype=np.int64) if self.turn.itemsize == 8 else np.array(self.turn)
+        order = np.argsort(turn, kind="stable")
+        cols = {"turn": turn, "arrival_s": np.array(self.arrival), "latency_s": np.array(self.latency),
+                "ttft_s": np.array(self.ttft), "cost_usd": np.array(self.cost), "calls": np.array(self.calls),
+                "kind": np.array(self.kind), "cache": np.array(self.cache), "fallback": np.array(self.fallback),
+                "false_hit": np.array(self.false_hit), "wrong_answer": np.array(self.wrong),
+                "error": np.array(self.error), "deployment": np.array(self.deployment),
+                "steps": np.array(self.steps)}
+        return {k: np.asarray(v)[order] for k, v in cols.items()}
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    values = values[~np.isnan(values)]
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour_usd: float = 0.0,
+              turns_per_month: float, slo_s: float, slo_metric: str = "latency", slo_percentile: float = 95.0,
+              budget_overshoot_usd: float = 0.0, duration_s: float = 0.0) -> dict[str, Any]:
+    """The headline numbers of one run (see the module docstring for definitions)."""
+    c = rec.columns()
+    n = len(c["turn"])
+    if n == 0:
+        return {"requests": 0}
+    kind = c["kind"]
+    cache = c["cache"]
+    err_codes = np.array(rec.error_codes + [""], dtype=object)[c["error"]]
+    answered = kind != ERROR
+    served_from_cache = (kind == KINDS.index("cache")) | (kind == KINDS.index("last_resort"))
+    n_cached = int(served_from_cache.sum())
+    variable = float(c["cost_usd"].sum())
+    metric = c["ttft_s"] if slo_metric == "ttft" else c["latency_s"]
+    refused = np.isin(err_codes, POLICY_REFUSALS)
+    # an unanswered request violates the SLO unless a policy refused it on purpose (budget, rate limit)
+    violated = (~answered & ~refused) | (answered & (np.nan_to_num(metric, nan=math.inf) > slo_s))
+    considered = np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)[~refused]
+    at_slo = float(np.percentile(considered, slo_percentile, method="higher")) if len(considered) else math.nan
+    refusals = refused
+    errors: dict[str, int] = {}
+    for code in rec.error_codes:
+        errors[code] = int((err_codes == code).sum())
+    by_dep: dict[str, float] = {}
+    model_rows = kind == KINDS.index("model")
+    for i, name in enumerate(rec.deployments):
+        share = float(((c["deployment"] == i) & model_rows).sum()) / n
+        if share:
+            by_dep[name] = share
+    cost = variable + float(fixed_cost_usd)
+    duration_s = float(duration_s)
+    return {
+        "requests": n,
+        "gateway_requests": int(c["steps"].sum()),
+        "duration_s": duration_s,
+        "cost_usd": cost,
+        "variable_cost_usd": variable,
+        "fixed_cost_usd": fixed_cost_usd,
+        "cost_per_request_usd": cost / n,
+        "projected_monthly_cost_usd": variable / n * turns_per_month + fixed_cost_per_hour_usd * 720.0,
+        "cache_hit_rate": float(((cache == CACHES.index("exact_hit")) | (cache == CACHES.index("semantic_hit"))).sum()) / n,
+        "exact_hit_rate": float((cache == CACHES.index("exact_hit")).sum()) / n,
+        "semantic_hit_rate": float((cache == CACHES.index("semantic_hit")).sum()) / n,
+        "last_resort_rate": float((kind == KINDS.index("last_resort")).sum()) / n,
+        "false_hits": int(c["false_hit"].sum()),
+        "false_hit_rate": float(c["false_hit"].sum()) / n_cached if n_cached else 0.0,
+        "wrong_answer_rate": float(c["wrong_answer"].sum()) / n_cached if n_cached else 0.0,
+        "p50_latency_s": _pct(c["latency_s"], 50),
+        "p95_latency_s": _pct(c["latency_s"], 95),
+        "p99_latency_s": _pct(c["latency_s"], 99),
+        "mean_latency_s": float(c["latency_s"].mean()),
+        "ttft_p50_s": _pct(c["ttft_s"], 50),
+        "ttft_p95_s": _pct(c["ttft_s"], 95),
+        "availability": float(answered.sum()) / n,
+        "service_availability": float((answered | refusals).sum()) / n,
+        "fallback_rate": float(c["fallback"].sum()) / n,
+        "retry_amplification": float(c["calls"].sum()) / n,
+        "budget_rejections": errors.get("budget_exceeded", 0),
+        "rate_limited": errors.get("rate_limited", 0),
+        "budget_overshoot_usd": budget_overshoot_usd,
+        "slo_s": slo_s,
+        "slo_metric": slo_metric,
+        "slo_percentile": slo_percentile,
+        "slo_value_s": at_slo,
+        "slo_met": bool(at_slo <= slo_s),
+        "slo_violation_rate": float(violated.sum()) / n,
+        "errors": errors,
+        "model_share": by_dep,
+    }
+
+
+def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarray] | None = None) -> "pd.DataFrame":
+    """One row per gateway request, from the ledger's records: :func:`llmlab.ledger.outcome_row`
+    plus the simulator's columns (``turn``, ``step``, ``arrival_s``, ``intent``, ``false_hit`` …)."""
+    import pandas as pd
+
+    from ..ledger import COLUMNS, outcome_row
+
+    cols = run_columns or rec.columns()
+    by_turn = {int(t): k for k, t in enumerate(cols["turn"])}
+    rows = []
+    for o in rec.outcomes:
+        row = outcome_row(o)
+        turn = int(o.metadata.get("turn", -1))
+        if turn < 0:
+            continue
+        k = by_turn.get(turn)
+        key = traffic.keys[traffic.key[turn]]
+        intent = traffic.intents[traffic.intent[turn]]
+        cached = cached_key(o.text) if o.kind in (OutcomeKind.CACHE, OutcomeKind.LAST_RESORT) else None
+        row.update({
+            "turn": turn, "step": 1 if o.metadata.get("step") == "tool_answer" else 0,
+            "session": int(traffic.session[turn]), "arrival_s": float(traffic.arrival_s[turn]),
+            "intent": intent, "answer_key": key, "cached_answer_key": cached,
+            "false_hit": cached is not None and cached.split("|", 1)[0] != intent,
+            "wrong_answer": cached is not None and cached != key,
+            "turn_latency_s": float(cols["latency_s"][k]) if k is not None else math.nan,
+            "turn_ttft_s": float(cols["ttft_s"][k]) if k is not None else math.nan,
+            "fallback": bool(cols["fallback"][k]) if k is not None else False,
+        })
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=[*COLUMNS, "turn", "step", "arrival_s", "intent", "false_hit"])
+    return pd.DataFrame(rows).sort_values(["turn", "step"], kind="stable").reset_index(drop=True)
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and a 95 % Student-t confidence interval over replications."""
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, m, m
+    from statistics import NormalDist
+
+    t = _T95.get(len(x) - 1, NormalDist().inv_cdf(0.975))
+    half = t * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return m, m - half, m + half
+
+
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 25: 2.060, 30: 2.042}

@@ -1,0 +1,256 @@
+"""Simulated providers: what a deployment does to a call, in virtual time.
+
+Per call, in this order (each step can end the call with a :class:`~llmlab.effects.CallError`,
+never an exception — the pipeline sees exactly what the live driver would give it):
+
+1. outage ``down`` → 503 after ``down_latency_s`` (or a hang until the deployment's timeout);
+2. provider rate limits (requests/min, tokens/min with ``max_tokens`` counted, as OpenAI does)
+   → 429 with ``retry_after_s`` = the exact time until the request would fit;
+3. concurrency ``capacity``: a FIFO queue; waiting longer than the timeout → timeout error;
+4. latency = TTFT (lognormal around the published median) + output tokens ÷ tokens/s;
+   degraded by a ``slow`` outage;
+5. errors at the baseline rate (+ an ``errors`` outage's rate) → 500 or 529;
+6. the deployment's ``timeout_s`` (on the whole call, or on the first token when streaming).
+
+Randomness is *counter-based*: every draw is a hash of ``(request key, deployment, call
+number)``, not the next number of a shared stream.  So the policy run and the baseline run see
+the same draws for the same request on the same deployment (common random numbers), whatever
+else happened in between — and no ``random.Random`` is seeded per request (≈ 4 µs each).
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from collections import deque
+from typing import TYPE_CHECKING, Any, Generator
+
+from ..effects import Call, CallError, CallResult, ErrorKind
+from ..routing import LABELS
+from ..tokens import estimate_message_tokens
+from .outages import OutageState, Window
+
+if TYPE_CHECKING:
+    import simpy
+
+    from .scenario import ProviderConfig
+
+M64 = 0xFFFFFFFFFFFFFFFF
+GOLDEN = 0x9E3779B97F4A7C15
+TWO_PI = 2.0 * math.pi
+INV32 = 1.0 / 4294967296.0
+#: tokens of the classifier's instruction (llmlab.routing.CLASSIFIER_PROMPT) plus chat framing
+CLASSIFY_PROMPT_TOKENS = 70
+
+
+def mix64(x: int) -> int:
+    """SplitMix64's finaliser: a well-mixed 64-bit hash of ``x``."""
+    x = (x + GOLDEN) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def uniforms(key: int) -> tuple[float, float, float, float]:
+    """Four independent uniforms in (0, 1) from one key (two hashes, 32 bits each)."""
+    a = mix64(key)
+    b = mix64(key ^ 0x5851F42D4C957F2D)
+    return (((a & 0xFFFFFFFF) + 0.5) * INV32, ((a >> 32) + 0.5) * INV32,
+            ((b & 0xFFFFFFFF) + 0.5) * INV32, ((b >> 32) + 0.5) * INV32)
+
+
+def salt_of(name: str) -> int:
+    return mix64(zlib.crc32(name.encode("utf-8")) * GOLDEN & M64)
+
+
+class SlotPool:
+    """A FIFO counting semaphore (what ``simpy.Resource`` does, one event cheaper per call).
+
+    A free slot is taken without yielding; only callers that must queue get an event.  A waiter
+    that gives up (timeout) is marked dead and skipped when a slot is handed on.
+    """
+
+    __slots__ = ("env", "capacity", "free", "waiters")
+
+    def __init__(self, env: "simpy.Environment", capacity: int) -> None:
+        self.env = env
+        self.capacity = capacity
+        self.free = capacity
+        self.waiters: deque[list] = deque()  # [event, alive]
+
+    def release(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            entry = waiters.popleft()
+            if entry[1]:
+                entry[0].succeed()  # the slot passes straight to the next waiter
+                return
+        self.free += 1
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for e in self.waiters if e[1])
+
+
+class TokenBucket:
+    """Per-minute limit refilled continuously (capacity / 60 per second)."""
+
+    __slots__ = ("capacity", "level", "updated")
+
+    def __init__(self, capacity: float) -> None:
+        self.capacity = capacity
+        self.level = capacity
+        self.updated = 0.0
+
+    def wait_for(self, amount: float, now: float) -> float:
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / 60.0)
+            self.updated = now
+        if amount <= self.level:
+            return 0.0
+        if amount > self.capacity:
+            return math.inf
+        return (amount - self.level) * 60.0 / self.capacity
+
+
+class SimProvider:
+    """One deployment's simulated provider.  ``serve(call, key)`` is a SimPy generator."""
+
+    def __init__(self, env: "simpy.Environment", name: str, config: "ProviderConfig",
+                 windows: list[Window] | None = None) -> None:
+        self.env = env
+        self.name = name
+        self.config = config
+        self.model = config.model
+        self.salt = salt_of(name)
+        c = config
+        self.ttft_s, self.ttft_sigma, self.ttft_dist = c.ttft_s, c.ttft_sigma, c.ttft_dist
+        self.tps, self.tps_sigma = c.tokens_per_s, c.tokens_per_s_sigma
+        self.error_rate, self.overloaded_share = c.error_rate, c.overloaded_share
+        self.error_latency_s, self.rate_limit_latency_s = c.error_latency_s, c.rate_limit_latency_s
+        self.down_latency_s, self.down_hangs = c.down_latency_s, c.down_mode == "hang"
+        self.classifier_accuracy = c.classifier_accuracy
+        self.refusal_rate = dict(c.refusal_rate)
+        self.slots = SlotPool(env, c.capacity) if c.capacity is not None else None
+        self.rpm = TokenBucket(c.rpm) if c.rpm is not None else None
+        self.tpm = TokenBucket(c.tpm) if c.tpm is not None else None
+        self.outage = OutageState(windows or ())
+        # counters (cheap enough for the hot path; the validation tests read them)
+        self.calls = 0
+        self.ok = 0
+        self.errors: dict[str, int] = {}
+        self.in_system = 0
+        self.served = 0  # calls that got a slot (or needed none)
+        self.wait_total = 0.0  # time spent queueing for a slot, over ``served``
+
+    # ------------------------------------------------------------------ helpers
+    def _fail(self, kind: ErrorKind, message: str, start: float, status: int | None = None,
+              retry_after_s: float | None = None) -> CallError:
+        self.errors[kind.value] = self.errors.get(kind.value, 0) + 1
+        self.in_system -= 1
+        return CallError(kind, message, self.env.now - start, retry_after_s, status)
+
+    def _tokens(self, call: Call) -> tuple[int, int]:
+        meta = call.metadata
+        prompt = meta.get("prompt_tokens")
+        if prompt is None:
+            prompt = estimate_message_tokens(call.messages)
+        if call.purpose == "classify":
+            return CLASSIFY_PROMPT_TOKENS + int(meta.get("query_tokens", prompt)), 1
+        out = int(meta.get("answer_tokens", 200))
+        cap = call.params.get("max_tokens")
+        return int(prompt), (min(out, cap) if cap else out)
+
+    def _text(self, call: Call, u: float) -> str:
+        meta = call.metadata
+        key = meta.get("answer_key") or meta.get("intent") or "answer"
+        category = meta.get("category", "general")
+        if call.purpose == "classify":
+            if u < self.classifier_accuracy or category not in LABELS:
+                return str(category).upper()
+            others = [x for x in LABELS if x != category]
+            return others[int((u - self.classifier_accuracy) / (1.0 - self.classifier_accuracy) * 2) % 2].upper()
+        if self.refusal_rate and u < self.refusal_rate.get(category, 0.0):
+            return f"«{key}» I'm not sure how to help with that."
+        return f"«{key}» answered by {self.model}."
+
+    # ------------------------------------------------------------------ the call
+    def serve(self, call: Call, key: int) -> Generator[Any, Any, CallResult | CallError]:
+        """Perform one call; returns CallResult or CallError (never raises)."""
+        env = self.env
+        start = env.now
+        self.calls += 1
+        self.in_system += 1
+        outage = self.outage
+        if start >= outage.next_change:
+            outage.refresh(start)
+        timeout_s = call.deployment.timeout_s
+        if outage.down:
+            if self.down_hangs:
+                yield env.timeout(timeout_s)
+                return self._fail(ErrorKind.TIMEOUT, f"{self.name}: no response within {timeout_s:g} s (outage)",
+                                  start)
+            yield env.timeout(self.down_latency_s)
+            return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
+        prompt, out = self._tokens(call)
+        if self.rpm is not None or self.tpm is not None:
+            wait = 0.0
+            if self.rpm is not None:
+                wait = self.rpm.wait_for(1.0, start)
+            if self.tpm is not None:
+                wait = max(wait, self.tpm.wait_for(prompt + (call.params.get("max_tokens") or out), start))
+            if wait > 0.0:
+                yield env.timeout(self.rate_limit_latency_s)
+                retry_after = 60.0 if math.isinf(wait) else round(wait, 3)
+                return self._fail(ErrorKind.RATE_LIMIT, f"{self.name}: 429 rate limit reached", start, 429,
+                                  retry_after)
+            if self.rpm is not None:
+                self.rpm.level -= 1.0
+            if self.tpm is not None:
+                self.tpm.level -= prompt + (call.params.get("max_tokens") or out)
+        slots = self.slots
+        if slots is not None:
+            if slots.free > 0:
+                slots.free -= 1
+            else:
+                entry = [env.event(), True]
+                slots.waiters.append(entry)
+                yield entry[0] | env.timeout(timeout_s)
+                if not entry[0].triggered:
+                    entry[1] = False
+                    return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s in queue",
+                                      start)
+        waited = env.now - start
+        self.served += 1
+        self.wait_total += waited
+        # latency: one lognormal TTFT (Box-Muller on two counter-based uniforms) + tokens / speed
+        u1, u2, u3, u4 = uniforms(key ^ self.salt)
+        r = math.sqrt(-2.0 * math.log(u1))
+        if self.ttft_dist == "lognormal":
+            ttft = self.ttft_s * math.exp(self.ttft_sigma * r * math.cos(TWO_PI * u2))
+        elif self.ttft_dist == "exponential":
+            ttft = -self.ttft_s * math.log(u2)
+        else:
+            ttft = self.ttft_s
+        tps = self.tps * math.exp(self.tps_sigma * r * math.sin(TWO_PI * u2)) if self.tps_sigma else self.tps
+        if outage.latency_factor != 1.0:
+            ttft *= outage.latency_factor
+            tps /= outage.latency_factor
+        service = ttft + out / tps
+        if u3 < self.error_rate + outage.error_rate:
+            yield env.timeout(min(self.error_latency_s * (0.5 + u4), timeout_s))
+            if slots is not None:
+                slots.release()
+            if u4 < self.overloaded_share or u3 >= self.error_rate:  # incident errors: 529/503
+                return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 529 overloaded", start, 529)
+            return self._fail(ErrorKind.SERVER, f"{self.name}: 500 internal server error", start, 500)
+        if waited + (ttft if call.stream else service) > timeout_s:
+            yield env.timeout(max(0.0, timeout_s - waited))
+            if slots is not None:
+                slots.release()
+            return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s", start)
+        yield env.timeout(service)
+        if slots is not None:
+            slots.release()
+        self.ok += 1
+        self.in_system -= 1
+        return CallResult(self._text(call, u4), prompt, out, env.now - start, waited + ttft)

@@ -1,0 +1,537 @@
+"""``simulate()``: traffic in, the real gateway in virtual time, results out.
+
+One run = the scenario's gateway (router, caches, budgets, fallbacks…) serving the traffic,
+then the *baseline* — every request on one model, no cache, no routing, no fallback — serving
+the *same* traffic against the same outages with the same per-request random draws (common
+random numbers: the traffic is generated once, provider randomness is keyed by request).  The
+difference between the two is the policy's effect, not noise between two random runs.
+
+The simulated application around the gateway is small and explicit: a turn may first retrieve
+documents (RAG: latency, extra prompt tokens) and may be an agent turn that makes one LLM call
+to choose a tool, runs the tool, and makes a second LLM call to answer.  Both LLM calls go
+through the gateway, so both are priced, cached (or not), rate-limited and budgeted.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+
+from ..effects import Deployment
+from ..request import Request
+from .driver import EmbedModel, SimDriver
+from .metrics import HEADLINE, Recorder, mean_ci, requests_frame, summarise
+from .outages import Window, scenario_windows, windows_for
+from .providers import GOLDEN, M64, SimProvider, mix64, uniforms
+from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
+from .traffic import Traffic, generate_traffic
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..gateway import Gateway
+
+log = logging.getLogger("llmlab.sim")
+_RAG_SALT = mix64(0xA11CE)
+_TOOL_SALT = mix64(0x7001)
+
+
+@dataclass
+class SimResult:
+    """What :func:`simulate` returns.
+
+    ``summary`` holds the headline numbers (see :mod:`llmlab.sim.metrics`); ``requests`` one row
+    per gateway request (the ledger's ``outcome_row`` plus ``turn``, ``arrival_s``, ``intent``,
+    ``false_hit`` …); ``turns`` one row per user turn; ``baseline_turns`` the same for the
+    baseline run (cost over time plots); ``outages`` the windows that were in force.
+    """
+
+    scenario: Scenario
+    summary: dict[str, Any]
+    requests: "pd.DataFrame"
+    turns: "pd.DataFrame"
+    baseline_summary: dict[str, Any] | None = None
+    baseline_turns: "pd.DataFrame | None" = None
+    outages: list[Window] = field(default_factory=list)
+    replications: "pd.DataFrame | None" = None
+    seed: int = 0
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"SimResult({self.scenario.name!r}, requests={s.get('requests')}, cost=${s.get('cost_usd', 0):.4f}, "
+                f"savings={s.get('savings_pct', math.nan):.1f}%, p95={s.get('p95_latency_s', math.nan):.2f}s)")
+
+
+# ----------------------------------------------------------------------------- building
+def build_embedder(scenario: Scenario) -> Any:
+    from ..cache.embedders import get_embedder
+
+    c = scenario.gateway.cache
+    embedder = get_embedder(c.embedder)
+    if c.embedder != "hashed":  # a persistent memo: sweeps and repeated runs never embed a text twice
+        from ..cache.memo import EmbeddingMemo
+
+        embedder = EmbeddingMemo(embedder)
+    return embedder
+
+
+def build_semantic_cache(scenario: Scenario, embedder: Any) -> Any:
+    try:
+        from ..cache.semantic import SemanticCache
+    except ImportError as exc:  # pragma: no cover - the cache package ships with llmlab
+        raise ScenarioError("gateway.cache.semantic", f"the semantic cache is unavailable ({exc})") from None
+    c = scenario.gateway.cache
+    try:
+        return SemanticCache(embedder, **{"threshold": c.threshold, "capacity": c.capacity, "ttl_s": c.ttl_s,
+                                          **c.options})
+    except TypeError as exc:
+        raise ScenarioError("gateway.cache.options", f"not accepted by SemanticCache: {exc}", c.options) from None
+
+
+def _router(scenario: Scenario) -> Any:
+    from ..routing import CascadeRouter, ClassifierRouter, ComplexityRouter, FixedRouter, PlanRouter
+
+    r = scenario.gateway.router
+    if r.type == "fixed":
+        return FixedRouter(r.deployment)
+    if r.type == "plan":
+        return PlanRouter(r.plans, default=r.default)
+    if r.type == "complexity":
+        return ComplexityRouter(tuple(r.thresholds), r.models)
+    if r.type == "classifier":
+        return ClassifierRouter(r.classifier, r.routes or None)
+    return CascadeRouter(r.stages)
+
+
+def _guards(cfg: Any) -> dict[str, Any]:
+    from ..guardrails import InjectionGuard, OutputFilterGuard, PIIMaskingGuard
+
+    inputs: list[Any] = [PIIMaskingGuard()] if cfg.pii else []
+    if cfg.injection != "off":
+        inputs.append(InjectionGuard(cfg.injection, cfg.injection_threshold))
+    return {"input_guards": tuple(inputs), "output_guards": (OutputFilterGuard(),) if cfg.output_filter else ()}
+
+
+def build_gateway(scenario: Scenario, clock: Callable[[], float], *, seed: int, baseline: bool = False,
+                  semantic_cache: Any = None, keep_records: bool = False) -> "Gateway":
+    """The scenario's Gateway (or the baseline's) on a virtual clock; ``keep_records`` keeps the ledger's outcomes."""
+    from ..budgets import BudgetPolicy
+    from ..fallback import RetryPolicy
+    from ..gateway import Gateway
+    from ..ledger import Ledger
+    from ..pricing import PriceBook
+    from ..ratelimit import RateLimit, RateLimiter
+    from ..routing import FixedRouter
+
+    g = scenario.gateway
+    overrides: dict[str, tuple[float, float]] = {}
+    deployments = []
+    for name, p in scenario.providers.items():
+        price_model = None
+        if p.price is not None:
+            price_model = f"sim-price:{name}"  # explicit, even when $0: never a silent default
+            overrides[price_model] = (p.price.input_per_1m, p.price.output_per_1m)
+        deployments.append(Deployment(name, p.model, context_window=p.context_window,
+                                      max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
+                                      price_model=price_model))
+    prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
+    retry: Any = RetryPolicy(**g.retry.model_dump())
+    if g.retry_per_deployment:
+        retry = {"*": retry, **{k: RetryPolicy(**v.model_dump()) for k, v in g.retry_per_deployment.items()}}
+    common = dict(deployments=deployments, prices=prices, retry=retry, breaker=g.breaker.model_dump(), clock=clock,
+                  seed=seed, ledger=Ledger(keep=keep_records), default_max_tokens=g.default_max_tokens,
+                  **_guards(g.guardrails))
+    if baseline:
+        return Gateway(router=FixedRouter(scenario.baseline_model), fallbacks={}, cache=False, **common)
+    limiter = None
+    if g.rate_limits:
+        limiter = RateLimiter(per_plan={plan: RateLimit(l.rpm, l.tpm) for plan, l in g.rate_limits.items()})
+    budget = None
+    group_caps = {name: grp.monthly_budget_usd for grp in scenario.traffic.tenants if grp.monthly_budget_usd is not None
+                  for name in grp.tenant_names()}
+    if g.budget is not None or group_caps:
+        b = g.budget if g.budget is not None else BudgetConfig()
+        budget = BudgetPolicy(caps={**group_caps, **b.caps} or None, plan_caps=b.plan_caps or None,
+                              default_cap=b.default_cap, on_exceed=b.on_exceed, downgrade_to=b.downgrade_to)
+    return Gateway(router=_router(scenario), fallbacks=g.fallbacks, cache=g.cache.exact,
+                   cache_key_mode=g.cache.key_mode, cache_ttl_s=g.cache.ttl_s, cache_capacity=g.cache.capacity,
+                   semantic_cache=semantic_cache, rate_limiter=limiter, budget=budget, **common)
+
+
+# ----------------------------------------------------------------------------- one run
+class _App:
+    """The simulated application: builds each turn's requests and serves them through the gateway."""
+
+    def __init__(self, env: Any, scenario: Scenario, traffic: Traffic, gateway: "Gateway", driver: SimDriver,
+                 recorder: Recorder, seed: int, tag: str) -> None:
+        self.env = env
+        self.t = traffic
+        self.cfg = scenario.traffic
+        self.pipeline = gateway.pipeline
+        self.driver = driver
+        self.rec = recorder
+        self.seed_key = mix64(seed * GOLDEN & M64)
+        self.tag = tag
+        self.params: dict[str, Any] = {}
+        if self.cfg.max_tokens is not None:
+            self.params["max_tokens"] = self.cfg.max_tokens
+        if self.cfg.temperature is not None:
+            self.params["temperature"] = self.cfg.temperature
+        self.system = ({"role": "system", "content": self.cfg.system_prompt},) if self.cfg.system_prompt else ()
+        self._user: dict[int, dict] = {}
+        self.tools = self.cfg.tools
+        self.tool_actions = dict(self.tools.actions) if self.tools is not None else {}
+        self.in_flight = 0
+
+    def _user_message(self, text_id: int) -> dict:
+        m = self._user.get(text_id)
+        if m is None:
+            m = self._user[text_id] = {"role": "user", "content": self.t.texts[text_id]}
+        return m
+
+    def messages(self, i: int, extra: tuple = ()) -> tuple:
+        t = self.t
+        msgs = self.system + extra
+        if t.prev[i] >= 0:
+            for j in t.history(i):
+                msgs += (self._user_message(int(t.text[j])),
+                         {"role": "assistant", "content": t.answers[t.key[j]]})
+        return msgs + (self._user_message(int(t.text[i])),)
+
+    def arrivals(self) -> Any:
+        env = self.env
+        for i, at in enumerate(self.t.arrival_s.tolist()):
+            delay = at - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            env.process(self.guarded_turn(i))
+
+    def guarded_turn(self, i: int) -> Any:
+        """A bug in the simulated application must not end the run: the turn is recorded as failed."""
+        arrival = self.env.now
+        try:
+            yield from self.turn(i)
+        except Exception:
+            self.driver.internal_errors += 1
+            log.exception("simulated turn %d failed", i)
+            self.in_flight -= 1
+            self.rec.record(i, arrival, self.env.now, [], arrival, "", "")
+
+    def turn(self, i: int) -> Any:
+        env = self.env
+        t = self.t
+        cfg = self.cfg
+        self.in_flight += 1
+        arrival = env.now
+        key = mix64(self.seed_key ^ (i * GOLDEN & M64))
+        intent_ix = int(t.intent[i])
+        intent = t.intents[intent_ix]
+        answer_key = t.keys[t.key[i]]
+        prompt_tokens = int(t.prompt_tokens[i])
+        extra: tuple = ()
+        if cfg.rag is not None:
+            u1, u2, u3, _ = uniforms(key ^ _RAG_SALT)
+            rag = cfg.rag
+            z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+            yield env.timeout(rag.latency_s * math.exp(rag.latency_sigma * z))
+            if u3 >= rag.failure_rate:
+                prompt_tokens += rag.context_tokens
+                extra = ({"role": "system", "content": f"Retrieved support articles for: {intent.rsplit('.', 1)[0]}"},)
+        messages = self.messages(i, extra)
+        tenant = t.tenants[t.tenant[i]]
+        plan = t.tenant_plans[t.tenant[i]]
+        meta = {"intent": intent, "category": t.intent_category[intent_ix], "lang": t.intent_lang[intent_ix],
+                "prompt_tokens": prompt_tokens, "answer_tokens": int(t.answer_tokens[i]),
+                "query_tokens": t.text_tokens[t.text[i]], "answer_key": answer_key, "turn": i}
+        tool = self.tool_actions.get(t.intent_action[intent_ix]) if self.tool_actions else None
+        outcomes = []
+        if tool is None:
+            req = Request(messages, tenant, plan, params=self.params, metadata=meta, request_id=f"{self.tag}{i}",
+                          cache=True)
+            started = env.now
+            outcomes.append((yield from self.driver.drive(self.pipeline.handle(req, stream=cfg.stream), key)))
+        else:
+            tc = self.tools
+            plan_meta = {**meta, "answer_tokens": tc.plan_tokens, "step": "tool_call"}
+            req = Request(messages, tenant, plan, params={**self.params, "max_tokens": tc.plan_tokens,
+                                                          "tools": [tool]},
+                          metadata=plan_meta, request_id=f"{self.tag}{i}-tool", cache=tc.cacheable)
+            started = env.now
+            first = yield from self.driver.drive(self.pipeline.handle(req), key)
+            outcomes.append(first)
+            if first is not None and first.ok:
+                u1, u2, u3, _ = uniforms(key ^ _TOOL_SALT)
+                z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+                yield env.timeout(tc.latency_s * math.exp(tc.latency_sigma * z))
+                result = "error: tool unavailable" if u3 < tc.failure_rate else f"{tool} result for {answer_key}"
+                follow = messages + ({"role": "assistant", "content": first.text or ""},
+                                     {"role": "tool", "content": result})
+                answer_meta = {**meta, "prompt_tokens": prompt_tokens + tc.plan_tokens + tc.result_tokens,
+                               "step": "tool_answer"}
+                # an agent keeps the model that chose the tool for the answer: pinned, not re-routed
+                req2 = Request(follow, tenant, plan, model=first.deployment, params=self.params,
+                               metadata=answer_meta, request_id=f"{self.tag}{i}-answer", cache=tc.cacheable)
+                started = env.now
+                outcomes.append((yield from self.driver.drive(self.pipeline.handle(req2, stream=cfg.stream),
+                                                              mix64(key ^ _TOOL_SALT))))
+        self.in_flight -= 1
+        self.rec.record(i, arrival, env.now, outcomes, started, intent, answer_key)
+
+
+def _fixed_hourly(scenario: Scenario, names: list[str]) -> float:
+    return sum(scenario.providers[n].hourly_cost_usd for n in names)
+
+
+def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: bool = False,
+             windows: list[Window] | None = None, keep_requests: bool = True, progress: Any = None,
+             embed_model: EmbedModel | None = None,
+             observe: Callable[[Any, Any], None] | None = None) -> tuple[Recorder, dict[str, Any]]:
+    """Serve ``traffic`` with the scenario's gateway (or the baseline) and measure it.
+
+    ``observe(env, app)`` is called before the run starts: a hook for probes (the validation
+    tests sample ``app.in_flight`` at Poisson times to check Little's law).
+    """
+    import simpy
+
+    env = simpy.Environment()
+    epoch0 = scenario.epoch0
+    if windows is None:
+        windows = scenario_windows(scenario, traffic.horizon_s, seed)
+    semantic = None
+    if not baseline and scenario.gateway.cache.semantic:
+        semantic = build_semantic_cache(scenario, embed_model.embedder)
+    gateway = build_gateway(scenario, lambda: epoch0 + env.now, seed=seed, baseline=baseline, semantic_cache=semantic,
+                            keep_records=keep_requests)
+    names = [scenario.baseline_model] if baseline else list(scenario.providers)
+    providers = {n: SimProvider(env, n, scenario.providers[n], windows_for(n, scenario.providers[n].provider, windows))
+                 for n in names}
+    driver = SimDriver(env, providers, embed_model if semantic is not None else None)
+    rec = Recorder()
+    rec.outcomes = gateway.ledger.records  # filled only when keep_requests (the per-request table)
+    app = _App(env, scenario, traffic, gateway, driver, rec, seed, "b" if baseline else "r")
+    env.process(app.arrivals())
+    if observe is not None:
+        observe(env, app)
+    if progress is None:
+        env.run()
+    else:
+        horizon = max(traffic.horizon_s, 1e-6)
+        steps = 100
+        for k in range(1, steps + 1):
+            env.run(until=horizon * k / steps)
+            progress(len(rec))
+        env.run()
+        progress(len(rec))
+    duration = max(env.now, traffic.horizon_s)
+    hourly = _fixed_hourly(scenario, names)
+    overshoot = 0.0
+    if not baseline and gateway.pipeline.budget_policy is not None:
+        policy = gateway.pipeline.budget_policy
+        spent = getattr(gateway.budgets, "spend_by_tenant", lambda: {})()
+        for tenant, amount in spent.items():
+            plan = traffic.tenant_plans[traffic.tenants.index(tenant)] if tenant in traffic.tenants else ""
+            cap = policy.cap_for(tenant, plan)
+            if cap is not None:
+                overshoot += max(0.0, amount - cap)
+    summary = summarise(rec, fixed_cost_usd=hourly * duration / 3600.0, fixed_cost_per_hour_usd=hourly,
+                        turns_per_month=traffic_rate(scenario, traffic) * 86_400.0 * 30.0,
+                        slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
+                        slo_percentile=scenario.slo.percentile,
+                        budget_overshoot_usd=overshoot, duration_s=duration)
+    summary["internal_errors"] = driver.internal_errors
+    summary["breaker_opens"] = {n: b.times_opened for n, b in gateway.pipeline.breakers.items() if b.times_opened}
+    return rec, summary
+
+
+def traffic_rate(scenario: Scenario, traffic: Traffic) -> float:
+    """Mean turns per second the projection assumes (the scenario's rate; a trace's real rate)."""
+    if traffic.source == "synthetic":
+        return scenario.traffic.rate_per_s
+    return len(traffic) / (traffic.horizon_s * scenario.traffic.speedup)
+
+
+def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: float | None = None, seed: int = 0,
+                 trace: str | None = None) -> Traffic:
+    """Synthetic traffic, or the scenario's (or given) trace."""
+    trace = trace or scenario.traffic.trace
+    if trace is not None:
+        from pathlib import Path
+
+        from .trace import TraceError, load_trace
+
+        path = Path(trace)
+        if not path.is_absolute() and not path.exists() and scenario.source:
+            path = Path(scenario.source).parent / path
+        system_tokens = 0
+        if scenario.traffic.system_prompt:
+            from ..tokens import count_tokens
+            system_tokens = count_tokens(scenario.traffic.system_prompt) + 4
+        try:
+            traffic = load_trace(path, speedup=scenario.traffic.speedup, requests=requests, hours=hours,
+                                 system_prompt_tokens=system_tokens)
+        except TraceError as exc:
+            raise ScenarioError("traffic.trace", str(exc)) from None
+        check_plans(scenario, traffic, "traffic.trace")
+        return traffic
+    traffic = generate_traffic(scenario, requests=requests, hours=hours, seed=seed)
+    check_plans(scenario, traffic)
+    if len(traffic) == 0:
+        raise ScenarioError("hours", "a window in which at least one request arrives (raise hours or "
+                            "traffic.rate_per_s)", hours)
+    return traffic
+
+
+def check_plans(scenario: Scenario, traffic: Traffic, field: str = "traffic.tenants") -> None:
+    """A plan router must have a route for every plan in the traffic (else every request would fail)."""
+    r = scenario.gateway.router
+    if r.type == "plan" and r.default is None:
+        missing = sorted(set(traffic.tenant_plans) - set(r.plans))
+        if missing:
+            raise ScenarioError(field, f"plans with a route in gateway.router.plans ({', '.join(sorted(r.plans))}); "
+                                f"no route for {', '.join(map(repr, missing))}")
+
+
+def _embed_model(scenario: Scenario, traffic: Traffic) -> EmbedModel | None:
+    c = scenario.gateway.cache
+    if not c.semantic:
+        return None
+    embedder = build_embedder(scenario)
+    model = EmbedModel(embedder, latency_s=c.embed_latency_s, cost_per_1m_tokens=c.embed_cost_usd_per_1m,
+                       opaque=[traffic.texts[i] for i in traffic.opaque])
+    model.prime(traffic.texts[i] for i in np.unique(traffic.text))  # the hot path then only looks vectors up
+    return model
+
+
+def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic) -> "pd.DataFrame":
+    import pandas as pd
+
+    from .metrics import CACHES, KINDS
+
+    turn = cols["turn"]
+    return pd.DataFrame({
+        "turn": turn, "arrival_s": cols["arrival_s"], "latency_s": cols["latency_s"], "ttft_s": cols["ttft_s"],
+        "cost_usd": cols["cost_usd"], "calls": cols["calls"],
+        "outcome": np.array(KINDS, dtype=object)[cols["kind"]],
+        "cache": np.array(CACHES, dtype=object)[cols["cache"]],
+        "fallback": cols["fallback"].astype(bool), "false_hit": cols["false_hit"].astype(bool),
+        "wrong_answer": cols["wrong_answer"].astype(bool),
+        "error_code": np.array(rec.error_codes + [None], dtype=object)[cols["error"]],
+        "deployment": np.array(rec.deployments + [None], dtype=object)[cols["deployment"]],
+        "tenant": np.array(traffic.tenants, dtype=object)[traffic.tenant[turn]],
+        "plan": np.array(traffic.tenant_plans, dtype=object)[traffic.tenant[turn]],
+        "intent": np.array(traffic.intents, dtype=object)[traffic.intent[turn]],
+        "steps": cols["steps"],
+    })
+
+
+def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: float | None = None, seed: int = 0,
+             progress: bool = False, replications: int = 1, trace: str | None = None, baseline: bool | None = None,
+             keep_requests: bool = True, overrides: Mapping[str, Any] | None = None) -> SimResult:
+    """Run a scenario: the gateway and the baseline over the same traffic, in virtual time.
+
+    ``requests`` or ``hours`` override the scenario's traffic size.  ``replications=N`` runs
+    seeds ``seed … seed+N-1``: ``summary`` then holds the means, ``summary["ci95"]`` a 95 %
+    interval per headline number and ``replications`` one row per run.  ``keep_requests=False``
+    skips the per-request table (for very long runs).  Never raises for what happens *during*
+    the run; configuration errors raise :class:`~llmlab.sim.scenario.ScenarioError` first.
+    """
+    sc = load_scenario(scenario, overrides)
+    if requests is not None and (isinstance(requests, bool) or not isinstance(requests, int) or requests < 1):
+        raise ScenarioError("requests", "a whole number >= 1", requests)
+    if hours is not None and (isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours <= 0):
+        raise ScenarioError("hours", "a number > 0", hours)
+    if not isinstance(replications, int) or replications < 1:
+        raise ScenarioError("replications", "a whole number >= 1", replications)
+    if replications > 1:
+        return _replicate(sc, requests=requests, hours=hours, seed=seed, progress=progress, n=replications,
+                          trace=trace, baseline=baseline, keep_requests=keep_requests)
+    t0 = time.perf_counter()
+    traffic = make_traffic(sc, requests=requests, hours=hours, seed=seed, trace=trace)
+    embed = _embed_model(sc, traffic)
+    windows = scenario_windows(sc, traffic.horizon_s, seed)
+    bar = _progress_bar(len(traffic), progress, "policy")
+    rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
+                            progress=bar.update_to if bar else None, embed_model=embed)
+    if bar:
+        bar.close()
+    do_baseline = sc.baseline.enabled if baseline is None else baseline
+    base_summary = base_turns = None
+    if do_baseline:
+        bar = _progress_bar(len(traffic), progress, "baseline")
+        base_rec, base_summary = run_once(sc, traffic, seed=seed, baseline=True, windows=windows, keep_requests=False,
+                                          progress=bar.update_to if bar else None)
+        if bar:
+            bar.close()
+        base_turns = _frame(base_rec.columns(), base_rec, traffic)
+        summary["baseline_cost_usd"] = base_summary["cost_usd"]
+        summary["baseline_projected_monthly_cost_usd"] = base_summary["projected_monthly_cost_usd"]
+        summary["baseline_p95_latency_s"] = base_summary["p95_latency_s"]
+        summary["baseline_ttft_p95_s"] = base_summary["ttft_p95_s"]
+        summary["baseline_slo_violation_rate"] = base_summary["slo_violation_rate"]
+        summary["baseline_availability"] = base_summary["availability"]
+        summary["savings_pct"] = (100.0 * (1.0 - summary["cost_usd"] / base_summary["cost_usd"])
+                                  if base_summary["cost_usd"] > 0 else math.nan)
+    else:
+        summary["baseline_cost_usd"] = math.nan
+        summary["savings_pct"] = math.nan
+    summary["scenario"] = sc.name
+    summary["seed"] = seed
+    summary["traffic"] = traffic.source
+    summary["outage_windows"] = len(windows)
+    summary["wall_s"] = time.perf_counter() - t0
+    cols = rec.columns()
+    return SimResult(sc, summary, requests_frame(rec, traffic, cols) if keep_requests else _empty_frame(),
+                     _frame(cols, rec, traffic), base_summary, base_turns, windows, None, seed)
+
+
+def _empty_frame() -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame()
+
+
+def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
+    import pandas as pd
+
+    runs = [simulate(sc, seed=seed + k, **kw) for k in range(n)]
+    table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
+    summary = dict(runs[0].summary)
+    ci: dict[str, list[float]] = {}
+    for col in table.columns:
+        if col == "seed" or not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
+            continue
+        m, lo, hi = mean_ci(table[col].tolist())
+        summary[col] = m
+        if col in HEADLINE or col == "requests":
+            ci[col] = [lo, hi]
+    summary["ci95"] = ci
+    summary["replications"] = n
+    summary["seed"] = seed
+    requests = pd.concat([r.requests.assign(replication=k) for k, r in enumerate(runs)], ignore_index=True)
+    turns = pd.concat([r.turns.assign(replication=k) for k, r in enumerate(runs)], ignore_index=True)
+    first = runs[0]
+    return SimResult(sc, summary, requests, turns, first.baseline_summary, first.baseline_turns, first.outages,
+                     table, seed)
+
+
+class _Bar:
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update_to(self, n: int) -> None:
+        self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(total: int, enabled: bool, label: str) -> _Bar | None:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return _Bar(tqdm(total=total, desc=label, unit="req", leave=False, mininterval=0.5))

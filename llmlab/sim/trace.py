@@ -1,0 +1,156 @@
+"""Trace replay: a production request log, time-compressed, through the same gateway.
+
+Format (``datasets/traces/README.md``): CSV or JSON lines with ``timestamp`` (ISO 8601 or
+epoch seconds), ``tenant``, ``plan``, ``prompt`` *or* ``prompt_hash`` (+ ``prompt_tokens``),
+optional ``output_tokens``, ``intent`` and ``answer_key``.
+
+Rows that logged only a hash keep their identity (equal hashes are equal prompts, so the exact
+cache replays faithfully) but carry no meaning: they are marked *opaque* and the driver gives
+them unrelated random embeddings, so a semantic cache can hit them only when the prompt is
+identical — the honest reading of a hashed log.  Missing token counts are counted once per
+distinct prompt (tiktoken files shipped with litellm; no network), missing output lengths
+fall back to the intent's typical ``answer_tokens`` from the catalogue.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from .traffic import DEFAULT_ANSWER_TOKENS, Traffic, _Tables
+
+if TYPE_CHECKING:
+    from ..catalogue import Catalogue
+
+
+class TraceError(ValueError):
+    """A trace file cannot be replayed; the message names the file, row and column."""
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise TraceError(f"{path}, line {n}: invalid JSON ({exc.msg})") from None
+                    if not isinstance(obj, dict):
+                        raise TraceError(f"{path}, line {n}: expected a JSON object")
+                    yield n, obj
+    else:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"timestamp", "tenant", "plan"} - set(reader.fieldnames or [])
+            if missing:
+                raise TraceError(f"{path}: missing column(s) {sorted(missing)}")
+            for n, row in enumerate(reader, start=2):
+                yield n, row
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or \
+        (isinstance(value, float) and math.isnan(value))
+
+
+def parse_timestamp(value: Any) -> float:
+    """ISO 8601 (``Z`` or an offset; none means UTC) or epoch seconds → epoch seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None = None, hours: float | None = None,
+               system_prompt_tokens: int = 0, catalogue: "Catalogue | None" = None) -> Traffic:
+    """Read a trace into :class:`~llmlab.sim.traffic.Traffic`, arrivals divided by ``speedup``."""
+    from ..catalogue import load_catalogue
+    from ..tokens import count_tokens
+
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError(f"trace file {str(path)!r} does not exist")
+    if speedup <= 0:
+        raise TraceError(f"speedup must be > 0 (got {speedup!r})")
+    try:
+        cat = catalogue or load_catalogue()
+    except FileNotFoundError:
+        cat = None
+    tables = _Tables()
+    counted: dict[str, int] = {}
+    rows = []
+    for n, row in _rows(path):
+        where = f"{path}, row {n}"
+        try:
+            ts = parse_timestamp(row.get("timestamp"))
+        except (TypeError, ValueError):
+            raise TraceError(f"{where}: timestamp {row.get('timestamp')!r} is not ISO 8601 or epoch seconds") from None
+        tenant, plan = row.get("tenant"), row.get("plan")
+        if _blank(tenant) or _blank(plan):
+            raise TraceError(f"{where}: tenant and plan are required")
+        prompt, digest = row.get("prompt"), row.get("prompt_hash")
+        intent_name = None if _blank(row.get("intent")) else str(row["intent"])
+        intent = cat.by_id(intent_name) if cat is not None and intent_name in (cat or ()) else None
+        try:
+            ptok = None if _blank(row.get("prompt_tokens")) else int(float(row["prompt_tokens"]))
+            otok = None if _blank(row.get("output_tokens")) else int(float(row["output_tokens"]))
+        except (TypeError, ValueError):
+            raise TraceError(f"{where}: prompt_tokens/output_tokens must be whole numbers") from None
+        if not _blank(prompt):
+            text, opaque = str(prompt), False
+            if ptok is None:
+                if text not in counted:
+                    counted[text] = count_tokens(text) + 7 + system_prompt_tokens
+                ptok = counted[text]
+        elif not _blank(digest):
+            text, opaque = f"<prompt sha256:{str(digest).strip().lower()}>", True
+            if ptok is None:
+                raise TraceError(f"{where}: prompt_tokens is required when only prompt_hash is logged")
+        else:
+            raise TraceError(f"{where}: needs prompt or prompt_hash")
+        if otok is None:
+            otok = intent.answer_tokens if intent is not None else DEFAULT_ANSWER_TOKENS
+        key = row.get("answer_key")
+        if _blank(key):
+            key = intent_name or f"prompt:{text}"
+        tid = tables.text_id(text, ptok)
+        rows.append((ts, tables.tenant_id(str(tenant), str(plan)), tid, opaque,
+                     tables.key_id(str(key), intent.answer if intent is not None else ""),
+                     tables.intent_id(intent_name or "unknown", intent.category if intent else "general",
+                                      intent.lang if intent else "en", intent.action if intent else None),
+                     max(1, ptok), max(1, otok)))
+    if not rows:
+        raise TraceError(f"{path}: no rows")
+    rows.sort(key=lambda r: r[0])
+    t0 = rows[0][0]
+    arrival = np.array([(r[0] - t0) / speedup for r in rows])
+    keep = len(rows)
+    if hours is not None:
+        keep = int(np.searchsorted(arrival, hours * 3600.0))
+    if requests is not None:
+        keep = min(keep, int(requests))
+    rows, arrival = rows[:keep], arrival[:keep]
+    if not rows:
+        raise TraceError(f"{path}: no rows inside the requested window")
+    cols = np.array([r[1:3] + r[4:] for r in rows], dtype=np.int64).reshape(len(rows), 6)
+    traffic = tables.build(arrival_s=arrival, tenant=cols[:, 0].astype(np.int32), text=cols[:, 1].astype(np.int32),
+                           key=cols[:, 2].astype(np.int32), intent=cols[:, 3].astype(np.int32),
+                           prompt_tokens=cols[:, 4].astype(np.int32), answer_tokens=cols[:, 5].astype(np.int32),
+                           prev=np.full(len(rows), -1, dtype=np.int32), session=np.arange(len(rows), dtype=np.int32),
+                           horizon_s=max(float(arrival[-1]), 1e-9) if hours is None else hours * 3600.0)
+    traffic.opaque = {r[2] for r in rows if r[3]}
+    traffic.source = str(path)
+    return traffic

@@ -1,0 +1,389 @@
+"""Synthetic traffic, generated once per run as compact columns and replayed in arrival order.
+
+Why columns: common random numbers.  The policy run and the baseline run must see *the same*
+requests, so the traffic is drawn once (numpy, vectorised) and both runs read it; Python
+objects (``Request``, messages, metadata) are built only when a turn arrives and dropped when
+it is served, so a million-request run does not hold a million requests in memory.
+
+The model, in the order it is drawn:
+
+* **arrivals** — sessions start as a non-homogeneous Poisson process: ``rate_per_s /
+  session_turns_mean`` × a 24-hour diurnal profile × bursts (explicit windows and random
+  flash crowds), sampled by thinning (Lewis & Shedler);
+* **sessions** — a tenant (groups by ``share``, Zipf-skewed inside a group: a few customers
+  send most requests), a language, a geometric number of turns separated by exponential
+  think times.  Later turns carry the conversation so far, so their cache namespace (which
+  includes a context fingerprint) differs and they hit the cache less — as in production;
+* **queries** — an intent drawn Zipf-like over the catalogue's popularity ranks, a paraphrase
+  template and slot values drawn uniformly, rendered once per distinct combination (memoised:
+  the vocabulary is bounded), and the intent's answer length jittered lognormally (mean kept).
+
+Token counts come from the catalogue (``prompt_tokens`` incl. system prompt,
+``answer_tokens``) — nothing is tokenised per request.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from ..catalogue import Catalogue, Intent
+    from .scenario import Scenario, TrafficConfig
+
+DIURNAL = {
+    "flat": [1.0] * 24,
+    # B2B: office hours, a lunch dip, quiet nights
+    "business": [0.15, 0.1, 0.08, 0.08, 0.1, 0.15, 0.3, 0.7, 1.4, 1.9, 2.0, 1.9, 1.5, 1.8, 1.9, 1.8, 1.6,
+                 1.2, 0.8, 0.55, 0.4, 0.3, 0.25, 0.2],
+    # consumers: evenings
+    "consumer": [0.55, 0.35, 0.22, 0.15, 0.15, 0.2, 0.35, 0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.1, 1.0, 1.0, 1.1,
+                 1.25, 1.45, 1.75, 1.95, 1.85, 1.45, 0.95],
+}
+DEFAULT_ANSWER_TOKENS = 200
+
+
+@dataclass(slots=True)
+class Traffic:
+    """User turns in arrival order, as parallel arrays plus small lookup tables.
+
+    Row ``i`` is one user turn.  ``prev[i]`` is the previous turn of the same session (or -1);
+    a turn's messages are rebuilt from that chain when it arrives.  ``opaque`` marks texts that
+    are only a hash (trace rows that logged no prompt): the driver gives them random, unrelated
+    embeddings so a semantic cache can only hit identical prompts.
+    """
+
+    arrival_s: np.ndarray
+    tenant: np.ndarray
+    text: np.ndarray
+    key: np.ndarray
+    intent: np.ndarray
+    prompt_tokens: np.ndarray
+    answer_tokens: np.ndarray
+    prev: np.ndarray
+    session: np.ndarray
+    tenants: list[str]
+    tenant_plans: list[str]
+    texts: list[str]
+    text_tokens: list[int]
+    answers: list[str]  # the canned answer per key: what an assistant turn in the history says
+    keys: list[str]
+    intents: list[str]
+    intent_category: list[str]
+    intent_lang: list[str]
+    intent_action: list[str | None]
+    horizon_s: float
+    opaque: set[int] = field(default_factory=set)
+    source: str = "synthetic"
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def mean_rate_per_s(self) -> float:
+        return len(self) / self.horizon_s if self.horizon_s > 0 else 0.0
+
+    def history(self, i: int) -> list[int]:
+        """Earlier turns of ``i``'s session, oldest first."""
+        out = []
+        j = int(self.prev[i])
+        while j >= 0:
+            out.append(j)
+            j = int(self.prev[j])
+        return out[::-1]
+
+
+def diurnal_profile(spec: Sequence[float] | str) -> np.ndarray:
+    """24 hourly multipliers with mean 1."""
+    values = np.asarray(DIURNAL[spec] if isinstance(spec, str) else spec, dtype=float)
+    return values / values.mean()
+
+
+def zipf_probs(n: int, s: float) -> np.ndarray:
+    p = 1.0 / np.arange(1, n + 1, dtype=float) ** s
+    return p / p.sum()
+
+
+MAX_SLOTS = 3  # the catalogue's intents have at most three slots
+
+
+class _Renderer:
+    """Renders each distinct (intent, template, slot values) once; the rest are array lookups.
+
+    A query is coded by integers drawn in bulk: the template index and, per slot in sorted name
+    order, an index into that slot's choices *minus the values already taken by earlier slots of
+    the same type* (two products compared are never the same product).  Only the distinct codes
+    are turned into text — the vocabulary is bounded, so a million turns render a few thousand
+    queries.
+    """
+
+    def __init__(self, tables: "_Tables", intents: "Sequence[Intent]") -> None:
+        self.tables = tables
+        self.intents = list(intents)
+        n = len(self.intents)
+        self.n_templates = np.array([len(i.templates) for i in self.intents], dtype=np.int64)
+        self.slot_len = np.zeros((n, MAX_SLOTS), dtype=np.int64)
+        for k, it in enumerate(self.intents):
+            seen: dict[str, int] = {}
+            for j, name in enumerate(sorted(it.slots)[:MAX_SLOTS]):
+                typ = it.slots[name]
+                self.slot_len[k, j] = len(it.slot_choices.get(name, ())) - seen.get(typ, 0)
+                seen[typ] = seen.get(typ, 0) + 1
+        self.t_base = int(self.n_templates.max(initial=1))
+        self.s_base = int(self.slot_len.max(initial=1)) or 1
+
+    def codes(self, intent: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """One int64 per turn identifying its rendered query (``u``: uniforms, shape (n, 4))."""
+        nt = self.n_templates[intent]
+        code = intent.astype(np.int64) * self.t_base + np.minimum((u[:, 0] * nt).astype(np.int64), nt - 1)
+        for j in range(MAX_SLOTS):
+            size = self.slot_len[intent, j]
+            pick = np.where(size > 0, np.minimum((u[:, 1 + j] * np.maximum(size, 1)).astype(np.int64), size - 1), 0)
+            code = code * self.s_base + pick
+        return code
+
+    def render(self, code: int) -> tuple[int, int]:
+        """``(text id, answer key id)`` of a code."""
+        picks = []
+        for _ in range(MAX_SLOTS):
+            picks.append(code % self.s_base)
+            code //= self.s_base
+        picks.reverse()
+        template = code % self.t_base
+        it = self.intents[code // self.t_base]
+        values: dict[str, str] = {}
+        taken: dict[str, set[str]] = {}
+        for j, name in enumerate(sorted(it.slots)):
+            typ = it.slots[name]
+            used = taken.setdefault(typ, set())
+            choices = [v for v in it.slot_choices.get(name, ()) if v not in used]
+            values[name] = choices[int(picks[j]) if j < MAX_SLOTS else 0]
+            used.add(values[name])
+        q = it.render(None, values, template=int(template))
+        return self.tables.text_id(q.text), self.tables.key_id(q.answer_key, q.answer)
+
+
+class _Tables:
+    """Interning tables shared by synthetic generation and trace replay."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.text_tokens: list[int] = []
+        self._text_ids: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.answers: list[str] = []
+        self._key_ids: dict[str, int] = {}
+        self.intents: list[str] = []
+        self.intent_category: list[str] = []
+        self.intent_lang: list[str] = []
+        self.intent_action: list[str | None] = []
+        self._intent_ids: dict[str, int] = {}
+        self.tenants: list[str] = []
+        self.tenant_plans: list[str] = []
+        self._tenant_ids: dict[str, int] = {}
+
+    def text_id(self, text: str, tokens: int | None = None) -> int:
+        i = self._text_ids.get(text)
+        if i is None:
+            i = self._text_ids[text] = len(self.texts)
+            self.texts.append(text)
+            self.text_tokens.append(tokens if tokens is not None else estimate_tokens(text) + 4)
+        return i
+
+    def key_id(self, key: str, answer: str = "") -> int:
+        i = self._key_ids.get(key)
+        if i is None:
+            i = self._key_ids[key] = len(self.keys)
+            self.keys.append(key)
+            self.answers.append(answer or f"(answer for {key.split('|', 1)[0]})")
+        return i
+
+    def intent_id(self, name: str, category: str = "general", lang: str = "en", action: str | None = None) -> int:
+        i = self._intent_ids.get(name)
+        if i is None:
+            i = self._intent_ids[name] = len(self.intents)
+            self.intents.append(name)
+            self.intent_category.append(category)
+            self.intent_lang.append(lang)
+            self.intent_action.append(action)
+        return i
+
+    def tenant_id(self, name: str, plan: str) -> int:
+        i = self._tenant_ids.get(name)
+        if i is None:
+            i = self._tenant_ids[name] = len(self.tenants)
+            self.tenants.append(name)
+            self.tenant_plans.append(plan)
+        return i
+
+    def build(self, **arrays: Any) -> Traffic:
+        return Traffic(tenants=self.tenants, tenant_plans=self.tenant_plans, texts=self.texts,
+                       text_tokens=self.text_tokens, answers=self.answers, keys=self.keys, intents=self.intents,
+                       intent_category=self.intent_category, intent_lang=self.intent_lang,
+                       intent_action=self.intent_action, **arrays)
+
+
+# ----------------------------------------------------------------------------- arrivals
+def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    out = [(b.start_s, b.start_s + b.duration_s, b.multiplier) for b in cfg.bursts]
+    if cfg.burst_rate_per_day > 0:
+        n = int(rng.poisson(cfg.burst_rate_per_day * horizon_s / 86_400.0))
+        for start in np.sort(rng.uniform(0.0, horizon_s, n)):
+            out.append((float(start), float(start) + cfg.burst_duration_s, cfg.burst_multiplier))
+    return out
+
+
+def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: np.random.Generator) -> np.ndarray:
+    """Session start times in ``[0, horizon_s)``: thinning of a bounding homogeneous process."""
+    profile = diurnal_profile(cfg.diurnal)
+    bursts = _bursts(cfg, horizon_s, rng)
+    base = cfg.rate_per_s / cfg.session_turns_mean
+    peak_burst = math.prod(m for _, _, m in bursts) if bursts else 1.0
+    lam_max = base * profile.max() * peak_burst
+    n = int(rng.poisson(lam_max * horizon_s))
+    t = np.sort(rng.uniform(0.0, horizon_s, n))
+    hours = ((start_hour + t / 3600.0) % 24.0).astype(int)
+    lam = base * profile[hours]
+    for lo, hi, mult in bursts:
+        lam = np.where((t >= lo) & (t < hi), lam * mult, lam)
+    keep = rng.uniform(0.0, 1.0, n) * lam_max < lam
+    return t[keep]
+
+
+# ----------------------------------------------------------------------------- generation
+def _turn_times(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(arrival, session, turn number)`` of every turn of the sessions starting in the window."""
+    starts = session_starts(cfg, horizon_s, start_hour, rng)
+    n = len(starts)
+    turns = (rng.geometric(1.0 / cfg.session_turns_mean, size=n) if cfg.session_turns_mean > 1
+             else np.ones(n, dtype=np.int64))
+    session = np.repeat(np.arange(n, dtype=np.int64), turns)
+    first = np.concatenate(([0], np.cumsum(turns)[:-1])).astype(np.int64)
+    number = np.arange(len(session), dtype=np.int64) - first[session]
+    think = rng.exponential(cfg.think_time_s, size=len(session))
+    think[number == 0] = 0.0
+    offset = np.cumsum(think)
+    offset -= offset[first][session]  # cumulative think time within the session
+    return starts[session] + offset, session, number
+
+
+def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours: float | None = None,
+                     seed: int = 0, catalogue: "Catalogue | None" = None) -> Traffic:
+    """Draw the scenario's synthetic traffic: ``requests`` turns, or every turn within ``hours``."""
+    from ..catalogue import load_catalogue
+    from .scenario import ScenarioError
+
+    cfg = scenario.traffic
+    if requests is None and hours is None:
+        requests, hours = cfg.requests, cfg.hours
+    cat = catalogue or load_catalogue()
+    start = scenario.start
+    start_hour = start.hour + start.minute / 60.0 + start.second / 3600.0
+    if hours is not None:
+        horizon = hours * 3600.0
+        arrival, session, number = _turn_times(cfg, horizon, start_hour, np.random.default_rng([seed, 11]))
+        keep = np.flatnonzero(arrival < horizon)
+        keep = keep[np.argsort(arrival[keep], kind="stable")]
+    else:
+        horizon = requests / cfg.rate_per_s * 1.1 + 60.0
+        for attempt in range(40):  # grow the window until it surely holds the first `requests` turns
+            arrival, session, number = _turn_times(cfg, horizon, start_hour,
+                                                   np.random.default_rng([seed, 11, attempt]))
+            inside = np.flatnonzero(arrival < horizon)
+            if len(inside) >= requests:
+                break
+            horizon *= 1.5
+        keep = inside[np.argsort(arrival[inside], kind="stable")][:requests]
+        horizon = float(arrival[keep[-1]]) if len(keep) else horizon
+    # a kept turn's earlier turns arrived earlier, so they are kept too
+    rng = np.random.default_rng([seed, 12])
+    n_sessions = int(session.max()) + 1 if len(session) else 0
+    tables = _Tables()
+    groups = cfg.tenants
+    shares = np.array([g.share for g in groups], dtype=float)
+    group_of = rng.choice(len(groups), size=n_sessions, p=shares / shares.sum())
+    member_u = rng.uniform(size=n_sessions)
+    lang_u = rng.uniform(size=n_sessions)
+    total = len(arrival)
+    intent_u = rng.uniform(size=total)
+    render_u = rng.uniform(size=(total, 4))
+    jitter = rng.standard_normal(total)
+
+    # sessions: tenant (Zipf inside its group) and language, drawn per group in bulk
+    session_tenant = np.zeros(n_sessions, dtype=np.int32)
+    session_lang = np.zeros(n_sessions, dtype=object)
+    for gi, g in enumerate(groups):
+        mask = group_of == gi
+        ids = np.array([tables.tenant_id(name, g.plan) for name in g.tenant_names()], dtype=np.int32)
+        cum = np.cumsum(zipf_probs(g.count, g.tenant_zipf_s))
+        session_tenant[mask] = ids[np.minimum(np.searchsorted(cum, member_u[mask], side="right"), len(ids) - 1)]
+        weights = g.languages or cfg.languages
+        names = sorted(k for k, v in weights.items() if v > 0)
+        lcum = np.cumsum(np.array([weights[k] for k in names], dtype=float))
+        lcum /= lcum[-1]
+        picks = np.minimum(np.searchsorted(lcum, lang_u[mask], side="right"), len(names) - 1)
+        session_lang[mask] = np.array(names, dtype=object)[picks]
+
+    # turns: only the kept ones, in arrival order
+    n = len(keep)
+    sess = session[keep]
+    lang = session_lang[sess]
+    pool_intents: list = []
+    intent_local = np.zeros(n, dtype=np.int64)  # index into pool_intents
+    for code in sorted(set(lang.tolist())):
+        chosen = sorted(cat.select(lang=code, domain=cfg.domain), key=lambda i: i.popularity_rank)
+        if not chosen:
+            raise ScenarioError("traffic.languages", f"languages with intents for domain {cfg.domain!r} in the "
+                                "catalogue", code)
+        rows = np.flatnonzero(lang == code)
+        cum = np.cumsum(zipf_probs(len(chosen), cfg.zipf_s))
+        offset = len(pool_intents)
+        pool_intents.extend(chosen)
+        intent_local[rows] = offset + np.minimum(np.searchsorted(cum, intent_u[keep[rows]], side="right"),
+                                                 len(chosen) - 1)
+    renderer = _Renderer(tables, pool_intents)
+    codes = renderer.codes(intent_local, render_u[keep])
+    unique, inverse = np.unique(codes, return_inverse=True)
+    rendered = np.array([renderer.render(int(c)) for c in unique], dtype=np.int64).reshape(len(unique), 2)
+    out_text = rendered[inverse.reshape(-1), 0].astype(np.int32)
+    out_key = rendered[inverse.reshape(-1), 1].astype(np.int32)
+    catalogue_ids = np.array([tables.intent_id(i.id, i.category, i.lang, i.action) for i in pool_intents],
+                             dtype=np.int32)
+    out_intent = catalogue_ids[intent_local] if n else np.zeros(0, dtype=np.int32)
+
+    typical_answer = np.array([i.answer_tokens for i in pool_intents], dtype=float)
+    typical_prompt = np.array([i.prompt_tokens for i in pool_intents], dtype=np.int64)
+    sigma = cfg.answer_tokens_sigma
+    if cfg.fixed_answer_tokens:
+        out_answer = np.full(n, cfg.fixed_answer_tokens, dtype=np.int64)
+    else:
+        scale = np.exp(sigma * jitter[keep] - sigma * sigma / 2)  # lognormal jitter, mean kept
+        out_answer = np.maximum(1, np.rint(typical_answer[intent_local] * scale)).astype(np.int64)
+    base_prompt = np.full(n, cfg.fixed_prompt_tokens, dtype=np.int64) if cfg.fixed_prompt_tokens \
+        else typical_prompt[intent_local]
+
+    # conversation context: earlier turns of the session (user text + answer) add to the prompt
+    text_tokens = np.array(tables.text_tokens, dtype=np.int64)
+    contribution = text_tokens[out_text] + out_answer + 8
+    order = np.lexsort((np.arange(n), sess))  # by session, then arrival
+    sorted_sess = sess[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = sorted_sess[1:] != sorted_sess[:-1]
+    csum = np.cumsum(contribution[order])
+    start_of_group = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    before = np.concatenate(([0], csum))[start_of_group]
+    history = np.empty(n, dtype=np.int64)
+    history[order] = csum - contribution[order] - before
+    prev = np.full(n, -1, dtype=np.int32)
+    prev_sorted = np.where(first, -1, np.concatenate(([-1], order[:-1])))
+    prev[order] = prev_sorted
+
+    return tables.build(arrival_s=arrival[keep], tenant=session_tenant[sess], text=out_text, key=out_key,
+                        intent=out_intent, prompt_tokens=(base_prompt + history).astype(np.int32),
+                        answer_tokens=out_answer.astype(np.int32), prev=prev,
+                        session=sess.astype(np.int32), horizon_s=max(horizon, 1e-9))

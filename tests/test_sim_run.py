@@ -1,0 +1,177 @@
+"""simulate(): both presets end to end, traces, failure storms, replications, the results' shape."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from llmlab.sim import SimResult, simulate
+from llmlab.sim.scenario import ScenarioError
+from llmlab.sim.traffic import generate_traffic
+
+TRACE = Path(__file__).resolve().parents[1] / "datasets" / "traces" / "example_trace.csv"
+KEYS = ("requests", "cost_usd", "baseline_cost_usd", "savings_pct", "projected_monthly_cost_usd", "cache_hit_rate",
+        "semantic_hit_rate", "false_hit_rate", "p50_latency_s", "p95_latency_s", "p99_latency_s", "ttft_p95_s",
+        "availability", "fallback_rate", "retry_amplification", "budget_rejections", "budget_overshoot_usd",
+        "slo_violation_rate")
+
+
+@pytest.fixture(scope="module")
+def b2b() -> SimResult:
+    return simulate("b2b-saas", requests=3000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def chat() -> SimResult:
+    return simulate("realtime-chat", requests=2000, seed=1)
+
+
+def test_b2b_summary_has_every_headline_number(b2b):
+    s = b2b.summary
+    for key in KEYS:
+        assert key in s, key
+        assert s[key] is not None and not (isinstance(s[key], float) and math.isnan(s[key])), key
+    assert s["requests"] == 3000 and s["internal_errors"] == 0
+    assert 0 < s["cost_usd"] < s["baseline_cost_usd"]  # plan routing + cache beat "everything on gpt-4o"
+    assert s["savings_pct"] == pytest.approx(100 * (1 - s["cost_usd"] / s["baseline_cost_usd"]))
+    assert s["fixed_cost_usd"] > 0  # the self-hosted model's hourly bill
+    assert s["cache_hit_rate"] > 0.05 and s["semantic_hit_rate"] > 0
+    assert s["budget_rejections"] > 0 and s["budget_overshoot_usd"] == 0.0  # reserve-then-settle never overshoots
+    assert s["fallback_rate"] > 0  # the scheduled OpenAI outage
+    assert s["p50_latency_s"] <= s["p95_latency_s"] <= s["p99_latency_s"]
+    assert set(s["model_share"]) >= {"gpt-4o", "gpt-4o-mini", "claude-sonnet", "self-hosted-ft"}
+
+
+def test_every_request_appears_exactly_once(b2b):
+    assert len(b2b.turns) == 3000 and b2b.turns["turn"].is_unique
+    assert sorted(b2b.turns["turn"]) == list(range(3000))
+    assert len(b2b.requests) == b2b.summary["gateway_requests"] == 3000
+    assert b2b.requests["request_id"].is_unique
+    for col in ("request_id", "outcome", "cache", "cost_usd", "latency_s", "attempts", "arrival_s", "intent",
+                "false_hit", "meta_intent", "meta_prompt_tokens"):
+        assert col in b2b.requests.columns, col
+    assert b2b.requests["cost_usd"].sum() == pytest.approx(b2b.summary["variable_cost_usd"])
+    assert len(b2b.baseline_turns) == 3000
+
+
+def test_realtime_chat_streams_retrieves_and_calls_tools(chat):
+    s = chat.summary
+    assert s["requests"] == 2000 and s["internal_errors"] == 0
+    assert s["gateway_requests"] > s["requests"]  # agent turns make two gateway requests
+    steps = chat.requests.groupby("turn")["step"].max()
+    assert (steps == 1).any()
+    assert s["slo_metric"] == "ttft" and s["ttft_p95_s"] > 0
+    assert s["retry_amplification"] > 1.5  # the classifier's call + the tool-choosing call
+    agent = chat.requests[chat.requests["meta_step"] == "tool_answer"]
+    assert len(agent) and (agent["route_tier"] == "pinned").all()  # the answer stays on the tool-choosing model
+    # later turns of a conversation carry the chat so far
+    assert (chat.requests["meta_prompt_tokens"] > 1500).any()
+    assert not chat.turns["ttft_s"].dropna().empty
+
+
+def test_trace_replay_time_compressed():
+    r = simulate("b2b-saas", trace=str(TRACE), overrides={"traffic.speedup": 10.0}, seed=0)
+    s = r.summary
+    assert s["requests"] == 300 and s["traffic"].endswith("example_trace.csv")
+    assert r.turns["arrival_s"].max() <= 3600 / 10.0
+    assert set(r.turns["tenant"]) == {"hanbit-mall", "acme-store", "pixel-goods", "nimbus-crm", "saessak-labs"}
+    assert s["cache_hit_rate"] > 0.05  # the trace repeats ~20 % of its prompts exactly
+    assert s["projected_monthly_cost_usd"] > 0
+
+
+def test_trace_errors_are_typed(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,tenant,plan,prompt\nnot-a-time,t,paid,hello\n")
+    with pytest.raises(ScenarioError, match="^traffic.trace: .*timestamp"):
+        simulate("b2b-saas", trace=str(bad))
+
+
+def test_a_run_never_dies_when_everything_is_down():
+    windows = [{"target": name, "start_s": 0.0, "end_s": 1e9, "kind": "down"}
+               for name in ("openai", "anthropic", "self")]
+    r = simulate("b2b-saas", requests=400, seed=2, overrides={"outages.windows": windows, "gateway.cache.exact": False,
+                                                            "gateway.cache.semantic": False})
+    s = r.summary
+    assert s["requests"] == 400 and len(r.turns) == 400 and s["internal_errors"] == 0
+    assert s["availability"] < 0.05 and s["baseline_availability"] == 0.0
+    assert set(s["errors"]) <= {"all_providers_failed", "budget_exceeded"}
+    assert s["errors"]["all_providers_failed"] > 300
+    assert r.requests["error"].notna().all()
+
+
+def test_false_hits_are_detected_when_the_threshold_is_too_low():
+    r = simulate("b2b-saas", requests=1500, seed=3, baseline=False,
+                 overrides={"gateway.cache.threshold": 0.05, "gateway.cache.options": {"guard": None}})
+    s = r.summary
+    assert s["semantic_hit_rate"] > 0.3 and s["false_hit_rate"] > 0.3 and s["false_hits"] > 0
+    hits = r.requests[r.requests["cache"] == "semantic_hit"]
+    assert (hits["false_hit"] == (hits["cached_answer_key"].str.split("|").str[0] != hits["intent"])).all()
+
+
+def test_replications_report_means_and_confidence_intervals():
+    r = simulate("b2b-saas", requests=400, seed=10, replications=3, baseline=False)
+    s = r.summary
+    assert s["replications"] == 3 and len(r.replications) == 3
+    lo, hi = s["ci95"]["cost_usd"]
+    assert lo <= s["cost_usd"] <= hi and lo < hi
+    assert s["cost_usd"] == pytest.approx(r.replications["cost_usd"].mean())
+    assert set(r.turns["replication"]) == {0, 1, 2}
+
+
+def test_hours_and_traffic_shape():
+    from llmlab.sim import load_scenario
+
+    sc = load_scenario("b2b-saas")
+    t = generate_traffic(sc, hours=0.25, seed=4)
+    assert t.arrival_s.max() < 900 and (t.arrival_s[1:] >= t.arrival_s[:-1]).all()
+    share_paid = sum(t.tenant_plans[k] == "paid" for k in t.tenant) / len(t)
+    assert 0.5 < share_paid < 0.7
+    follow_ups = (t.prev >= 0).sum()
+    assert 0 < follow_ups < len(t) / 2
+    assert (t.prompt_tokens[t.prev >= 0].mean() > t.prompt_tokens[t.prev < 0].mean())
+    n = generate_traffic(sc, requests=1234, seed=4)
+    assert len(n) == 1234
+
+
+def test_bad_arguments_are_typed():
+    with pytest.raises(ScenarioError, match="^requests:"):
+        simulate("b2b-saas", requests=0)
+    with pytest.raises(ScenarioError, match="^replications:"):
+        simulate("b2b-saas", requests=10, replications=0)
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    r = simulate("b2b-saas", requests=300, seed=1, progress=True, baseline=False)
+    out, err = capsys.readouterr()
+    assert r.summary["requests"] == 300 and out == "" and "policy" in err
+
+
+def test_a_bug_in_one_turn_is_recorded_not_fatal(monkeypatch, caplog):
+    from llmlab.sim import run as sim_run
+
+    original = sim_run._App.messages
+
+    def flaky(self, i, extra=()):
+        if i == 5:
+            raise RuntimeError("boom")
+        return original(self, i, extra)
+
+    monkeypatch.setattr(sim_run._App, "messages", flaky)
+    r = simulate("b2b-saas", requests=100, seed=1, baseline=False)
+    assert r.summary["requests"] == 100 and r.summary["internal_errors"] == 1
+    assert r.summary["errors"]["internal_error"] == 1
+    assert r.turns.loc[r.turns["turn"] == 5, "outcome"].item() == "error"
+
+
+def test_guardrails_are_configurable_and_pii_masking_is_on_by_default():
+    from llmlab.sim import load_scenario
+    from llmlab.sim.run import build_gateway
+
+    default = build_gateway(load_scenario("b2b-saas"), lambda: 0.0, seed=0)
+    assert [g.name for g in default.pipeline.input_guards] == ["pii"]
+    custom = build_gateway(load_scenario("b2b-saas", {"gateway.guardrails": {"pii": False, "injection": "block",
+                                                                            "output_filter": True}}),
+                           lambda: 0.0, seed=0)
+    assert [g.name for g in custom.pipeline.input_guards] == ["injection"]
+    assert [g.name for g in custom.pipeline.output_guards] == ["output_filter"]

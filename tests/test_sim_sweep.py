@@ -1,0 +1,38 @@
+"""Sweeps: one row per combination, on local processes or a Dask cluster."""
+from __future__ import annotations
+
+import pytest
+
+from llmlab.sim import sweep
+from llmlab.sim.scenario import ScenarioError
+
+GRID = {"gateway.cache.semantic": [False, True], "traffic.rate_per_s": [1.0, 3.0]}
+
+
+def test_sweep_on_local_processes():
+    df = sweep("b2b-saas", GRID, requests=300, seed=1, processes=2)
+    assert len(df) == 4
+    assert list(df.columns[:2]) == list(GRID)
+    assert {"cost_usd", "savings_pct", "p95_latency_s", "cache_hit_rate"} <= set(df.columns)
+    assert (df[~df["gateway.cache.semantic"]]["semantic_hit_rate"] == 0).all()
+    # same seed, same combination → the same numbers in this process
+    one = sweep("b2b-saas", {"gateway.cache.semantic": [True], "traffic.rate_per_s": [3.0]}, requests=300, seed=1,
+                processes=1)
+    row = df[(df["gateway.cache.semantic"]) & (df["traffic.rate_per_s"] == 3.0)].iloc[0]
+    assert one.iloc[0]["cost_usd"] == pytest.approx(row["cost_usd"], rel=1e-12)
+
+
+def test_sweep_validates_every_combination_before_running():
+    with pytest.raises(ScenarioError, match="^traffic.rate_per_s: must be > 0"):
+        sweep("b2b-saas", {"traffic.rate_per_s": [1.0, -1.0]}, requests=100)
+    with pytest.raises(ScenarioError, match="^grid"):
+        sweep("b2b-saas", {}, requests=100)
+
+
+def test_sweep_on_a_dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            df = sweep("b2b-saas", {"gateway.cache.exact": [False, True]}, requests=200, seed=2, scheduler=client)
+    assert len(df) == 2 and df["cost_usd"].notna().all()
+    assert df.loc[df["gateway.cache.exact"], "exact_hit_rate"].iloc[0] >= 0
