@@ -19,8 +19,18 @@ from . import _validate as v
 POLICIES = ("reject", "downgrade")
 
 
+_MONTH: list = [0.0, -1.0, ""]  # [start, end, label] of the month seen last: most calls fall inside it
+
+
 def month_of(now: float) -> str:
-    return datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y-%m")
+    """The UTC month of ``now`` as ``YYYY-MM`` (memoised for the current month: it is on the hot path)."""
+    start, end, label = _MONTH
+    if start <= now < end:
+        return label
+    d = datetime.fromtimestamp(now, tz=timezone.utc)
+    first = datetime(d.year, d.month, 1, tzinfo=timezone.utc).timestamp()
+    _MONTH[:] = [first, next_month_start(now), d.strftime("%Y-%m")]
+    return _MONTH[2]
 
 
 def next_month_start(now: float) -> float:

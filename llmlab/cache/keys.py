@@ -17,6 +17,7 @@ from collections import abc
 import json
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from .. import _validate as v
@@ -50,12 +51,33 @@ def _canonical(value: Any) -> Any:
 
 
 class CacheKeyPolicy:
-    """Builds the key of a request inside its namespace."""
+    """Builds the key of a request inside its namespace.
+
+    Keys are memoised on the raw (role, content) pairs and parameters: the same questions come
+    back again and again, and normalising plus hashing them is most of a cache lookup's cost.
+    """
+
+    MEMO_SIZE = 8192
 
     def __init__(self, mode: str = "prompt_params") -> None:
         self.mode = v.choice("cache_key_mode", mode, KEY_MODES)
+        self._memo: dict[Any, str] = {}
 
     def key(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
+        try:
+            memo_key = (tuple((m.get("role"), m.get("content")) for m in messages),
+                        tuple(sorted(params.items())))
+            hash(memo_key)
+        except TypeError:  # unhashable content (multimodal parts, tool schemas): compute directly
+            return self._compute(messages, params)
+        found = self._memo.get(memo_key)
+        if found is None:
+            if len(self._memo) >= self.MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[memo_key] = self._compute(messages, params)
+        return found
+
+    def _compute(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
         if self.mode == "exact":
             msgs = [[str(m.get("role", "")), str(m.get("content") or "")] for m in messages]
             kept = {k: params[k] for k in params if k not in IGNORED_PARAMS}
@@ -74,6 +96,11 @@ def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:
     """
     if len(messages) <= 1:
         return ""
-    payload = json.dumps([[str(m.get("role", "")), normalize_text(str(m.get("content") or ""))]
-                          for m in messages[:-1]], ensure_ascii=False)
+    pairs = tuple((str(m.get("role", "")), str(m.get("content") or "")) for m in messages[:-1])
+    return _fingerprint(pairs)
+
+
+@lru_cache(maxsize=4096)
+def _fingerprint(pairs: tuple[tuple[str, str], ...]) -> str:
+    payload = json.dumps([[role, normalize_text(content)] for role, content in pairs], ensure_ascii=False)
     return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()

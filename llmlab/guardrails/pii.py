@@ -75,6 +75,11 @@ _PHONE = re.compile(
 # an RRN or a card), so text without either is skipped at C speed: most prompts have no PII.
 _CANDIDATE = re.compile(r"(?:\d\D{0,3}){7}\d")
 
+def may_contain_pii(text: str) -> bool:
+    """False when no detector could match: no "@" and no eight digits close together."""
+    return "@" in text or _CANDIDATE.search(text) is not None
+
+
 _PLACEHOLDER = re.compile(r"\[[A-Z]+_\d+\]")
 
 
@@ -202,7 +207,7 @@ class PIIMasker:
 
     def find(self, text: str) -> list[_Span]:
         """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps)."""
-        if "@" not in text and _CANDIDATE.search(text) is None:
+        if not may_contain_pii(text):
             return []
         chosen: list[_Span] = []
         for kind in self.kinds:
