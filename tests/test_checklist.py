@@ -56,3 +56,24 @@ def test_logging_item_follows_the_logger_configuration():
         logger.setLevel(old)
     df = checklist_dataframe(evaluate_checklist(Gateway()))
     assert list(df.columns) == ["category", "item", "item_ko", "status", "why"] and len(df) == 15
+
+
+def test_streaming_scenarios_are_judged_on_ttft():
+    items = evaluate_checklist(Gateway(), {"p95_latency_s": 9.0, "ttft_p95_s": 2.1, "latency_metric": "ttft"})
+    item = status(items, "Response latency P95 below target")
+    assert item.status == PASS and item.why.startswith("TTFT P95 2.10 s")
+
+
+def test_checklist_cli_with_a_scenario(capsys):
+    from llmlab.checklist import cli_main
+
+    assert cli_main(["--scenario", "b2b-saas", "--requests", "300", "--json"]) == 0
+    import json
+
+    items = json.loads(capsys.readouterr().out)
+    assert len(items) == 15 and status_of(items, "Spending cap") == "pass"
+    assert status_of(items, "Response latency P95 below target") in ("pass", "fail")  # evidence was computed
+
+
+def status_of(items, name):
+    return next(i["status"] for i in items if i["item"] == name)

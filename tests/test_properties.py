@@ -187,7 +187,7 @@ KNOWN_KEYS = ["traffic.requests", "traffic.rate_per_s", "traffic.zipf_s", "traff
               "gateway.budget.on_exceed", "gateway.router.type", "gateway.router.plans.paid", "gateway.fallbacks.gpt-4o",
               "slo.p95_latency_s", "baseline.model", "start", "name", "outages", "traffic", "gateway.cache",
               "traffic.tenants.9.share", "providers.\"new.model\".timeout_s", "nonexistent.field"]
-# keys whose TOML form is only a comment are excluded here and tested (xfail) below
+# keys whose TOML form is only a comment are excluded here and tested below
 override_keys = st.sampled_from(KNOWN_KEYS) | st.text(max_size=20).filter(lambda k: not k.strip().startswith("#"))
 override_values = (json_like | st.lists(st.sampled_from(["gpt-4o", "claude-sonnet", "nope"]), max_size=3)
                    | st.sampled_from(["paid", "plan", "exact", "reject", "downgrade", "", "gpt-4o"]))
@@ -205,9 +205,6 @@ def test_any_overrides_give_a_scenario_or_a_config_error(overrides):
     assert scenario.providers and scenario.traffic.requests >= 1
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="sim helper: llmlab/sim/scenario.py split_key('#') parses '# = 0' as an empty TOML "
-                          "document and the unpacking raises a bare ValueError instead of ScenarioError")
 @pytest.mark.parametrize("key", ["#", "  # comment"])
 def test_a_comment_as_override_key_is_a_config_error(key):
     load_scenario = _scenario_api()

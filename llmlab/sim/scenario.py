@@ -386,6 +386,8 @@ def split_key(key: str) -> list[str]:
     parts: list[str] = []
     node: Any = doc
     while isinstance(node, dict):
+        if len(node) != 1:  # "#" or "" parse as an empty document: no key at all
+            raise ScenarioError(str(key), "not a dotted key (quote parts that contain dots or spaces)")
         (part, node), = node.items()
         parts.append(part)
     return parts
