@@ -175,3 +175,13 @@ def test_guardrails_are_configurable_and_pii_masking_is_on_by_default():
                            lambda: 0.0, seed=0)
     assert [g.name for g in custom.pipeline.input_guards] == ["injection"]
     assert [g.name for g in custom.pipeline.output_guards] == ["output_filter"]
+
+
+def test_progress_callback_reports_policy_then_baseline():
+    from llmlab.sim import simulate
+
+    seen = []
+    simulate("b2b-saas", requests=300, seed=0, progress=lambda done, total: seen.append((done, total)))
+    assert seen and all(total == 600 for _, total in seen)
+    assert seen[-1][0] == 600 and any(done <= 300 for done, _ in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

@@ -429,11 +429,14 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic) -> "pd.
 
 
 def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: float | None = None, seed: int = 0,
-             progress: bool = False, replications: int = 1, trace: str | None = None, baseline: bool | None = None,
+             progress: bool | Callable[[int, int], None] = False, replications: int = 1, trace: str | None = None,
+             baseline: bool | None = None,
              keep_requests: bool = True, overrides: Mapping[str, Any] | None = None) -> SimResult:
     """Run a scenario: the gateway and the baseline over the same traffic, in virtual time.
 
-    ``requests`` or ``hours`` override the scenario's traffic size.  ``replications=N`` runs
+    ``requests`` or ``hours`` override the scenario's traffic size.  ``progress=True`` shows a
+    tqdm bar; a callable ``progress(done, total)`` is called as requests finish (widgets use it;
+    ``total`` counts the baseline run too).  ``replications=N`` runs
     seeds ``seed … seed+N-1``: ``summary`` then holds the means, ``summary["ci95"]`` a 95 %
     interval per headline number and ``replications`` one row per run.  ``keep_requests=False``
     skips the per-request table (for very long runs).  Never raises for what happens *during*
@@ -453,15 +456,15 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     traffic = make_traffic(sc, requests=requests, hours=hours, seed=seed, trace=trace)
     embed = _embed_model(sc, traffic)
     windows = scenario_windows(sc, traffic.horizon_s, seed)
-    bar = _progress_bar(len(traffic), progress, "policy")
+    do_baseline = sc.baseline.enabled if baseline is None else baseline
+    bar = _progress_bar(len(traffic), progress, "policy", phases=2 if do_baseline else 1)
     rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
                             progress=bar.update_to if bar else None, embed_model=embed)
     if bar:
         bar.close()
-    do_baseline = sc.baseline.enabled if baseline is None else baseline
     base_summary = base_turns = None
     if do_baseline:
-        bar = _progress_bar(len(traffic), progress, "baseline")
+        bar = _progress_bar(len(traffic), progress, "baseline", phases=2, phase=1)
         base_rec, base_summary = run_once(sc, traffic, seed=seed, baseline=True, windows=windows, keep_requests=False,
                                           progress=bar.update_to if bar else None)
         if bar:
@@ -529,7 +532,22 @@ class _Bar:
         self.bar.close()
 
 
-def _progress_bar(total: int, enabled: bool, label: str) -> _Bar | None:
+class _CallbackBar:
+    """Reports ``(done, total)`` over every phase (policy, then baseline) to a callable."""
+
+    def __init__(self, fn: Callable[[int, int], None], total: int, phases: int, phase: int) -> None:
+        self.fn, self.total, self.offset = fn, total * phases, total * phase
+
+    def update_to(self, n: int) -> None:
+        self.fn(self.offset + n, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: Any, label: str, *, phases: int = 1, phase: int = 0) -> Any:
+    if callable(enabled):
+        return _CallbackBar(enabled, total, phases, phase)
     if not enabled:
         return None
     from tqdm import tqdm
