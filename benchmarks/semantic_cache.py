@@ -10,8 +10,17 @@ query).  ``recall_at_1_100k`` compares the index's answer with brute force.  ``b
 is the resident-memory growth of the process per stored entry at 100k (matrix, HNSW graph,
 Python entry objects and LRU).  ``embed_us_p50_<name>`` is one query per call, warm.
 
-    python benchmarks/semantic_cache.py --json                  # ≈ 1 minute on 2 cores
+Small part (the simulator's hot path): many namespaces of at most 100 entries, used as the
+pipeline uses them: a ``lookup`` per query, and a ``store`` after each miss; half the queries
+are near-duplicates of a stored entry, so hits and misses both count, and the capacity is half
+the entries written, so the second half of the stores also evict.  ``small_lookup_us_p50_d<dim>``
+and ``small_store_us_p50_d<dim>`` time single calls at dim 384 and 512 with the guard off;
+``small_new_namespace_store_us_p50_d<dim>`` is a store that opens a namespace (every
+multi-turn follow-up does), and ``small_ns_bytes_d<dim>`` the index memory of a one-entry namespace.
+
+    python benchmarks/semantic_cache.py --json                  # ≈ 1.5 minutes on 2 cores
     python benchmarks/semantic_cache.py --sizes 1000,10000      # quicker, readable table
+    python benchmarks/semantic_cache.py --sizes "" --embedders ""   # small part and guard only
 """
 from __future__ import annotations
 
@@ -112,6 +121,62 @@ def bench_scale(sizes: list[int], n_queries: int, seed: int = 0) -> dict[str, fl
     return out
 
 
+def bench_small(dims: tuple[int, ...] = (384, 512), namespaces: int = 60, per_namespace: int = 100,
+                seed: int = 0, cache_class: type | None = None) -> dict[str, float]:
+    """Single lookup/store calls on small namespaces, as the simulator makes them (module docstring).
+
+    ``cache_class`` swaps in another SemanticCache implementation (to compare two versions)."""
+    if cache_class is None:
+        from llmlab.cache.semantic import SemanticCache as cache_class
+
+    out: dict[str, float] = {}
+    for dim in dims:
+        class _Synthetic:
+            name, latency_hint_s = "synthetic", 0.0
+
+        emb = _Synthetic()
+        emb.dim = dim
+        rng = np.random.default_rng(seed)
+        centres = rng.standard_normal((200, dim)).astype(np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        cache = cache_class(emb, threshold=0.9, guard=None, capacity=namespaces * per_namespace // 2, ttl_s=1e9)
+        stored: dict[int, list[np.ndarray]] = {ns: [] for ns in range(namespaces)}
+        lookups, stores = [], []
+        for r in range(2 * per_namespace):
+            for ns in range(namespaces):
+                name = f"tenant|ctx{ns}"
+                if r % 2:  # a near-duplicate of a recent entry (older ones may be evicted): usually a hit
+                    base = stored[ns][-int(rng.integers(1, min(len(stored[ns]), 20) + 1))]
+                    q = base + 0.25 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+                else:  # a fresh query from one of the clusters: usually a miss
+                    q = centres[int(rng.integers(len(centres)))] + \
+                        0.6 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+                q = (q / np.linalg.norm(q)).astype(np.float32)[None, :]  # what an embedder returns
+                vector = q[0]  # what the pipeline passes: row 0 of the Embed result
+                t0 = time.perf_counter()
+                hit = cache.lookup(name, f"q{r}", vector, now=float(r))
+                lookups.append(time.perf_counter() - t0)
+                if hit is None:  # the pipeline stores a model's answer after a miss
+                    t0 = time.perf_counter()
+                    cache.store(name, f"q{r}", vector, "answer", now=float(r))
+                    stores.append(time.perf_counter() - t0)
+                    stored[ns].append(vector)
+        out[f"small_lookup_us_p50_d{dim}"] = round(float(np.median(lookups)) * 1e6, 1)
+        out[f"small_store_us_p50_d{dim}"] = round(float(np.median(stores)) * 1e6, 1)
+        out[f"small_hit_rate_d{dim}"] = round(cache.stats["hit_rate"], 3)
+        fresh = cache_class(emb, threshold=0.9, guard=None, capacity=500, ttl_s=1e9)
+        opened = []
+        for i, vector in enumerate(v for vs in stored.values() for v in vs[:40]):
+            name = f"tenant|followup{i}"
+            fresh.lookup(name, "q", vector, now=float(i))  # a miss: the namespace does not exist yet
+            t0 = time.perf_counter()
+            fresh.store(name, "q", vector, "answer", now=float(i))
+            opened.append(time.perf_counter() - t0)
+        out[f"small_new_namespace_store_us_p50_d{dim}"] = round(float(np.median(opened)) * 1e6, 1)
+        out[f"small_ns_bytes_d{dim}"] = int(fresh._spaces[name].index.nbytes)
+    return out
+
+
 def bench_guard(n: int = 400) -> dict[str, float]:
     from llmlab.cache.guard import default_guard
 
@@ -167,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     result: dict[str, object] = {"dim": DIM}
+    result.update(bench_small())
     result.update(bench_scale(sizes, args.queries))
     result.update(bench_guard())
     result.update(bench_embedders([e for e in args.embedders.split(",") if e]))

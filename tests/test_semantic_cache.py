@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 
 import numpy as np
 import pytest
@@ -216,3 +217,85 @@ def test_store_many_warms_a_namespace_and_respects_capacity():
     assert c.lookup("t", texts[6], vec(texts[6]), 4).value == "replaced" and len(c) == 5
     with pytest.raises(ConfigError):
         c.store_many("t", ["a", "b"], EMB.embed(["a"]), [1, 2], now=5)
+
+
+class _Dim:
+    name, latency_hint_s = "synthetic", 0.0
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+
+class _VetoOdd:
+    """A guard that vetoes every cached text ending in an odd digit (to force the candidate loop on)."""
+
+    class _Decision:
+        def __init__(self, ok: bool) -> None:
+            self.ok = ok
+
+    def check(self, query: str, candidate: str):
+        return self._Decision(int(candidate[-1]) % 2 == 0)
+
+
+@pytest.mark.parametrize("guard", [None, _VetoOdd()])
+def test_small_namespaces_agree_with_a_brute_force_reference(guard):
+    """The fast paths (one normalisation, the miss shortcut, argmax for a single candidate) must
+    pick what the rule picks, computed by brute force in float64: of the namespace's
+    ``candidates`` nearest entries, the best at or above the threshold, fresh and guard-approved."""
+    rng = np.random.default_rng(21)
+    dim, threshold, ttl, candidates = 64, 0.85, 40.0, 4
+    centres = rng.standard_normal((6, dim))
+    c = SemanticCache(_Dim(dim), threshold=threshold, guard=guard, capacity=120, ttl_s=ttl, candidates=candidates)
+    compared = hits = 0
+    for step in range(1500):
+        ns = f"t{rng.integers(3)}|c{rng.integers(4)}"
+        x = centres[rng.integers(6)] + float(rng.choice([0.05, 0.2, 0.6])) * rng.standard_normal(dim)
+        x = (x * float(rng.choice([1.0, 3.0]))).astype(np.float32)
+        text = f"text {step}"
+        if rng.random() < 0.5:
+            c.store(ns, text, x, text, now=float(step))
+            continue
+        space = c._spaces.get(ns)
+        ranked = []
+        if space is not None:
+            q = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64))
+            ranked = sorted(((float(space.index.vector(slot).astype(np.float64) @ q), e)
+                             for slot, e in space.entries.items()), key=lambda t: -t[0])
+        sims = [cos for cos, _ in ranked[:candidates + 1]]
+        if any(abs(a - b) < 1e-5 for a, b in itertools.pairwise(sims)) or any(abs(a - threshold) < 1e-5 for a in sims):
+            c.lookup(ns, text, x, now=float(step))
+            continue  # float32 rounding decides the order or the cut: not a fair comparison
+        expected = next((e for cos, e in ranked[:candidates] if cos >= threshold and step - e.written_at < ttl
+                         and (guard is None or guard.check(text, e.text).ok)), None)
+        hit = c.lookup(ns, text, x, now=float(step))
+        compared += 1
+        if expected is None:
+            assert hit is None
+        else:
+            hits += 1
+            assert hit is not None and hit.matched_text == expected.text
+            assert hit.similarity == pytest.approx({e.text: cos for cos, e in ranked}[expected.text], abs=1e-5)
+    assert compared > 500 and hits > 50
+
+
+def test_a_namespace_starts_small_and_grows_with_its_entries():
+    c = SemanticCache(_Dim(512), threshold=0.9, guard=None)
+    rng = np.random.default_rng(22)
+    c.store("t|conversation-1", "first", rng.standard_normal(512).astype(np.float32), "a", 0.0)
+    assert c._spaces["t|conversation-1"].index.nbytes < 4 * 512 * 4 + 64  # not 64 rows (128 KB) per namespace
+    vectors = rng.standard_normal((40, 512)).astype(np.float32)
+    for i, v in enumerate(vectors):
+        c.store("t|big", f"q{i}", v, i, 0.0)
+    for i, v in enumerate(vectors):  # every entry survives the growth and is its own best match
+        hit = c.lookup("t|big", f"q{i}", v * 2.5, 1.0)
+        assert hit is not None and hit.value == i and hit.similarity == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_threshold_is_compared_exactly():
+    c = SemanticCache(_Dim(4), threshold=0.5, guard=None)
+    c.store("t", "a", np.array([1.0, 0.0, 0.0, 0.0], np.float32), "a", 0.0)
+    q = np.array([0.91, 0.3, 0.1, 0.0], np.float32)
+    sim = c.lookup("t", "q", q, 1.0).similarity  # a float32 value
+    assert c.lookup("t", "q", q, 1.0, threshold=sim) is not None
+    assert c.lookup("t", "q", q, 1.0, threshold=sim + 1e-12) is None  # rounds to `sim` in float32: still a miss
+    assert c.lookup_last_resort("t", "q", q * 3, 2.0) is not None

@@ -11,6 +11,7 @@ from llmlab.cache.index import ANNParams, DimensionMismatch, VectorIndex
 from llmlab.errors import ConfigError
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
+unit_vector = index_module.unit
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -80,6 +81,101 @@ def test_growth_keeps_contents():
     for v in data:
         idx.add(v)
     assert all(np.allclose(idx.vector(i), data[i], atol=1e-6) for i in range(200))
+
+
+def test_growth_from_the_small_default_capacity_keeps_contents_and_holes():
+    rng = np.random.default_rng(12)
+    data = unit(rng, 70, 384)
+    idx = VectorIndex(384, ann_threshold=None)
+    assert idx._mat.shape[0] == 4 and idx.nbytes < 4 * 384 * 4 + 64  # a namespace starts small
+    expected = {idx.add(v): v for v in data[:37]}
+    assert idx._mat.shape[0] == 64  # 4 → 8 → 16 → 32 → 64: doubling
+    for s in (0, 5, 36):
+        idx.remove(s)
+        del expected[s]
+    slots = [idx.add(v) for v in data[37:]]
+    assert sorted(slots[:3]) == [0, 5, 36]  # the holes are refilled first, then rows are appended
+    expected.update(zip(slots, data[37:]))
+    assert len(idx) == 67 and idx._mat.shape[0] == 128
+    for s, v in expected.items():
+        assert np.array_equal(idx.vector(s), unit_vector(v))
+        assert idx.search(v, k=1)[0][0] == s
+    tiny = VectorIndex(8, ann_threshold=None, initial_capacity=1)
+    for v in unit(rng, 9, 8):
+        tiny.add(v)
+    assert tiny._mat.shape[0] == 16 and len(tiny) == 9
+
+
+def test_unit_is_bit_identical_to_dividing_by_numpys_norm():
+    rng = np.random.default_rng(13)
+    for v in [*unit(rng, 50, 384), *(rng.standard_normal((50, 512)) * 7).astype(np.float32)]:
+        got = unit_vector(v)
+        assert got.dtype == np.float32 and np.array_equal(got, v / float(np.linalg.norm(v)))
+    already = unit(rng, 200, 384)
+    exact = [v for v in already if float(np.linalg.norm(v)) == 1.0]
+    assert exact and all(unit_vector(v) is v for v in exact)  # a unit vector is neither divided nor copied
+    assert unit_vector(np.zeros(8, np.float32)) is None
+    assert unit_vector(np.full(8, np.inf, np.float32)) is None
+
+
+def reference_search(idx: VectorIndex, q: np.ndarray, k: int, floor: float) -> tuple[list[int], list[float]]:
+    """The general path (top-k, then the caller's threshold cut) that the floor shortcut must reproduce."""
+    slots, sims = idx.search(q, k)
+    keep = [(int(s), float(x)) for s, x in zip(slots, sims) if float(x) >= floor]
+    return [s for s, _ in keep], [x for _, x in keep]
+
+
+@pytest.mark.parametrize("dim", [16, 384])
+def test_min_similarity_fast_path_agrees_with_the_general_path(dim):
+    rng = np.random.default_rng(dim)
+    for trial in range(60):
+        n = int(rng.integers(1, 150))
+        data = clustered(rng, n, dim, clusters=int(rng.integers(1, 6)), noise=float(rng.choice([0.1, 0.5, 1.0])))
+        if trial % 3 == 0:  # exact duplicates: ties in similarity
+            data[rng.integers(0, n, n // 3)] = data[0]
+        idx = VectorIndex(dim, ann_threshold=None)
+        for v in data:
+            idx.add(v)
+        for s in rng.choice(n, int(rng.integers(0, n)), replace=False)[: n - 1]:
+            idx.remove(int(s))  # holes
+        for q in [*data[rng.integers(0, n, 4)], *clustered(rng, 4, dim)]:
+            qn = unit_vector(q.astype(np.float32))
+            k = int(rng.choice([1, 2, 3, 8, 20]))
+            exact_sims = idx._mat[: idx._hwm] @ qn
+            for floor in (-1.0, 0.5, 0.9, float(rng.uniform(0.3, 1.0)), float(exact_sims.max()),
+                          float(np.nextafter(exact_sims.max(), np.float32(2)))):
+                slots, sims = idx.search_unit(qn, k, min_similarity=floor)
+                assert (slots.tolist(), sims.tolist()) == reference_search(idx, q, k, floor)
+                assert slots.dtype == np.int64 and sims.dtype == np.float32
+                assert np.all(idx._alive[slots])
+
+
+def test_min_similarity_compares_exactly_not_after_rounding_to_float32():
+    idx = VectorIndex(4, ann_threshold=None)
+    idx.add(np.array([1.0, 0.0, 0.0, 0.0], np.float32))
+    idx.add(np.array([0.0, 1.0, 0.0, 0.0], np.float32))
+    q = unit_vector(np.array([0.91, 0.3, 0.0, 0.0], np.float32))
+    s = float(idx.search_unit(q, 2)[1][0])  # a float32 value
+    assert idx.search_unit(q, 2, min_similarity=s)[0].tolist() == [0]
+    just_above = s + 1e-12  # rounds to s in float32: a float32 comparison would wrongly keep it
+    assert np.float32(just_above) == np.float32(s)
+    assert len(idx.search_unit(q, 2, min_similarity=just_above)[0]) == 0
+    assert len(idx.search(q, 2, min_similarity=just_above)[0]) == 0
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
+def test_min_similarity_on_the_ann_path_filters_the_unchanged_graph_result():
+    rng = np.random.default_rng(14)
+    data = clustered(rng, 300, 32)
+    idx = VectorIndex(32, ann_threshold=100)
+    idx.add_many(data)
+    assert idx.uses_ann
+    for q in clustered(rng, 30, 32):
+        full_slots, full_sims = idx.search(q, 8)
+        for floor in (0.0, 0.6, 0.8, 0.95):
+            slots, sims = idx.search(q, 8, min_similarity=floor)
+            keep = full_sims.astype(np.float64) >= floor
+            assert slots.tolist() == full_slots[keep].tolist() and sims.tolist() == full_sims[keep].tolist()
 
 
 @pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
@@ -209,7 +305,9 @@ def test_benchmark_script_prints_one_flat_json_object():
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {"lookup_us_p50_1k", "lookup_us_p99_1k", "lookup_us_p50_6k", "recall_at_1_6k", "bytes_per_entry",
-            "embed_us_p50_hashed"} <= set(out)
+            "embed_us_p50_hashed", "small_lookup_us_p50_d384", "small_store_us_p50_d512",
+            "small_ns_bytes_d512"} <= set(out)
+    assert out["small_ns_bytes_d512"] < 64 * 512  # a one-entry namespace does not pre-allocate 64 rows
     assert out["uses_ann_6k"] is True and out["uses_ann_1k"] is False
     assert out["recall_at_1_6k"] >= 0.95
     assert all(not isinstance(v, (dict, list)) for v in out.values())

@@ -20,10 +20,15 @@ The best few candidates are tried in order, so a vetoed or expired nearest neigh
 not hide a valid second one.  Capacity is one LRU across namespaces (like the exact store);
 expired entries stay until evicted so the last resort can still serve them.  Every time
 comes from the caller's ``now``: nothing here reads a clock.
+
+The simulator calls :meth:`~SemanticCache.lookup` and :meth:`~SemanticCache.store` tens of
+thousands of times, mostly on namespaces of a few entries, so their fixed costs matter more
+than the search: a vector is normalised once per call (:meth:`SemanticCache._unit`), and the
+index is asked only for candidates at or above the threshold, which turns a miss into one
+matvec and an ``argmax`` (:meth:`~llmlab.cache.index.VectorIndex.search_unit`).
 """
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -34,7 +39,7 @@ import numpy as np
 from .. import _validate as v
 from ..errors import ConfigError
 from .guard import HitGuard, default_guard
-from .index import DEFAULT_ANN_THRESHOLD, ANNParams, DimensionMismatch, VectorIndex
+from .index import DEFAULT_ANN_THRESHOLD, ANNParams, DimensionMismatch, VectorIndex, unit
 
 __all__ = ["CALIBRATED_THRESHOLDS", "DEFAULT_THRESHOLD", "SemanticCache", "SemanticHit", "threshold_for"]
 
@@ -139,10 +144,22 @@ class SemanticCache:
             self.dim = int(q.shape[0])
         elif q.shape[0] != self.dim:
             raise DimensionMismatch(self.dim, int(q.shape[0]))
-        norm = float(np.linalg.norm(q))
-        if not math.isfinite(norm) or norm == 0.0:
-            return None  # an embedder found nothing to embed: never a hit, never stored
-        return q / norm
+        return unit(q)  # None: an embedder found nothing to embed, never a hit, never stored
+
+    def _unit(self, vector: Any) -> np.ndarray | None:
+        """What the index stores and searches for ``vector``: :meth:`_vector`, then normalised once
+        more when float32 rounding left its norm off 1.0 (≈ 8 % of the hashed embedder's vectors).
+
+        These are exactly the bits the index used to produce by normalising the cache's
+        normalised vector again on every ``add``/``search``, so similarities are unchanged to the
+        last bit; doing it here once lets lookup and store skip the index's checks.  A vector
+        whose norm is already exactly 1.0 costs one dot product and is not copied.
+        """
+        q = self._vector(vector)
+        if q is None:
+            return None
+        again = unit(q)  # never None: q is finite with a norm within rounding of 1
+        return q if again is None else again
 
     def _space(self, namespace: str, create: bool = False) -> _Space | None:
         space = self._spaces.get(namespace)
@@ -164,15 +181,15 @@ class SemanticCache:
 
     def _search(self, namespace: str, text: str, vector: Any, now: float, threshold: float,
                 allow_stale: bool) -> SemanticHit | None:
-        q = self._vector(vector)
+        q = self._unit(vector)
         space = self._spaces.get(namespace)
         if q is None or space is None:
             return None
-        slots, sims = space.index.search(q, self.candidates)
+        slots, sims = space.index.search_unit(q, self.candidates, min_similarity=threshold)
+        if not len(slots):
+            return None  # a miss: nothing at or above the threshold
         vetoed = False
-        for slot, sim in zip(slots.tolist(), sims.tolist()):
-            if sim < threshold:
-                break  # sorted: nothing further can pass
+        for slot, sim in zip(slots.tolist(), sims.tolist()):  # best first, all ≥ threshold
             entry = space.entries[slot]
             stale = now - entry.written_at >= self.ttl_s
             if stale and not allow_stale:
@@ -214,7 +231,7 @@ class SemanticCache:
             self._store(namespace, text, vector, value, now)
 
     def _store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> None:
-        q = self._vector(vector)
+        q = self._unit(vector)
         if q is None:
             return
         self._counts["stores"] += 1
@@ -231,7 +248,7 @@ class SemanticCache:
             self._counts["evictions"] += 1
         space = self._space(namespace, create=True)
         assert space is not None
-        slot = space.index.add(q)
+        slot = space.index.add_unit(q)
         space.entries[slot] = _Entry(text, value, now)
         space.by_text[text] = slot
         self._lru[(namespace, slot)] = None
