@@ -213,6 +213,8 @@ ROWS = (
     ("cache hit rate", "cache_hit_rate", None, "pct"),
     ("  of which semantic", "semantic_hit_rate", None, "pct"),
     ("false hits (of cache hits)", "false_hit_rate", None, "pct"),
+    ("last-resort answers", "last_resort_rate", None, "pct"),
+    ("  of which another intent's", "last_resort_false_hit_rate", None, "pct"),
     ("fallback rate", "fallback_rate", None, "pct"),
     ("provider calls per request", "retry_amplification", None, "x"),
     ("budget rejections", "budget_rejections", None, "n"),

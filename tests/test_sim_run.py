@@ -185,3 +185,19 @@ def test_progress_callback_reports_policy_then_baseline():
     assert seen and all(total == 600 for _, total in seen)
     assert seen[-1][0] == 600 and any(done <= 300 for done, _ in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_last_resort_answers_are_counted_apart_from_cache_false_hits():
+    from llmlab.sim import simulate
+
+    down = [{"target": group, "start_s": 300.0, "end_s": 600.0, "kind": "down"}
+            for group in ("openai", "anthropic", "self")]
+    r = simulate("b2b-saas", requests=1500, seed=0, baseline=False,
+                 overrides={"outages.windows": down, "outages.incidents": False,
+                            "gateway.cache.embedder": "hashed"})
+    s, t = r.summary, r.turns
+    last = t[t.outcome == "last_resort"]
+    cached = t[t.outcome == "cache"]
+    assert len(last) > 0 and s["last_resort_rate"] > 0
+    assert s["last_resort_false_hit_rate"] == pytest.approx(last.false_hit.mean())
+    assert s["false_hit_rate"] == pytest.approx(cached.false_hit.mean() if len(cached) else 0.0)

@@ -12,9 +12,12 @@ Definitions (the summary's keys):
   excludes those refusals: it measures the providers + fallback chain only.
 * ``cache_hit_rate`` / ``semantic_hit_rate`` — share of turns answered from the exact or
   semantic cache.
-* ``false_hit_rate`` — among cache-served turns, the share whose cached answer was written
-  for a *different intent* than the request's.  ``wrong_answer_rate`` is stricter: a
-  different ``answer_key`` (same intent, other slot values — "order 123" vs "order 456").
+* ``false_hit_rate`` — among turns served by a cache hit (exact or semantic), the share whose
+  cached answer was written for a *different intent* than the request's.  ``wrong_answer_rate``
+  is stricter: a different ``answer_key`` (same intent, other slot values — "order 123" vs
+  "order 456").  Last-resort answers (a similar cached answer served because every provider
+  failed) are a deliberate trade of accuracy for availability, so they are reported apart:
+  ``last_resort_false_hit_rate``.
 * ``fallback_rate`` — share of turns answered by a deployment other than the one routed to
   (or by the last-resort cache).
 * ``retry_amplification`` — provider calls per turn (1.0 = no retries, no extra calls).
@@ -183,8 +186,11 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
     cache = c["cache"]
     err_codes = np.array(rec.error_codes + [""], dtype=object)[c["error"]]
     answered = kind != ERROR
-    served_from_cache = (kind == KINDS.index("cache")) | (kind == KINDS.index("last_resort"))
-    n_cached = int(served_from_cache.sum())
+    from_cache = kind == KINDS.index("cache")
+    from_last_resort = kind == KINDS.index("last_resort")
+    n_cached = int(from_cache.sum())
+    n_last_resort = int(from_last_resort.sum())
+    false_hit = c["false_hit"].astype(bool)
     variable = float(c["cost_usd"].sum())
     metric = c["ttft_s"] if slo_metric == "ttft" else c["latency_s"]
     refused = np.isin(err_codes, POLICY_REFUSALS)
@@ -217,9 +223,11 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "exact_hit_rate": float((cache == CACHES.index("exact_hit")).sum()) / n,
         "semantic_hit_rate": float((cache == CACHES.index("semantic_hit")).sum()) / n,
         "last_resort_rate": float((kind == KINDS.index("last_resort")).sum()) / n,
-        "false_hits": int(c["false_hit"].sum()),
-        "false_hit_rate": float(c["false_hit"].sum()) / n_cached if n_cached else 0.0,
-        "wrong_answer_rate": float(c["wrong_answer"].sum()) / n_cached if n_cached else 0.0,
+        "false_hits": int((false_hit & from_cache).sum()),
+        "false_hit_rate": float((false_hit & from_cache).sum()) / n_cached if n_cached else 0.0,
+        "wrong_answer_rate": float((c["wrong_answer"].astype(bool) & from_cache).sum()) / n_cached if n_cached else 0.0,
+        "last_resort_false_hit_rate": (float((false_hit & from_last_resort).sum()) / n_last_resort
+                                       if n_last_resort else 0.0),
         "p50_latency_s": _pct(c["latency_s"], 50),
         "p95_latency_s": _pct(c["latency_s"], 95),
         "p99_latency_s": _pct(c["latency_s"], 99),
