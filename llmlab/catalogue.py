@@ -240,7 +240,7 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
     vocab_raw: dict[str, Any] | None = None
     vocab_line = 1
     records: list[tuple[int, dict[str, Any]]] = []
-    for lineno, obj in _json_lines(source):
+    for lineno, obj in json_lines(source):
         if "_vocabulary" in obj:
             if vocab_raw is not None:
                 raise CatalogueFormatError(source, lineno, "a second _vocabulary line")
@@ -273,7 +273,7 @@ def load_pairs(path: str | os.PathLike[str] | None = None) -> list[Pair]:
     """Read labelled pairs (one JSON object a line); malformed lines raise :class:`CatalogueFormatError`."""
     source = Path(path) if path is not None else dataset_path("pairs.jsonl")
     pairs: list[Pair] = []
-    for lineno, obj in _json_lines(source):
+    for lineno, obj in json_lines(source):
         def need(key: str, kind: type) -> Any:
             if key not in obj:
                 raise CatalogueFormatError(source, lineno, f"missing field {key!r}")
@@ -315,7 +315,13 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
     return _SLOT_RE.sub(lambda m: values[m.group(1)], template)
 
 
-def _json_lines(source: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_lines(source: Path, error: type[CatalogueFormatError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file.
+
+    A line that is not a JSON object raises ``error`` (a :class:`CatalogueFormatError`
+    subclass) naming the file and the line, so every JSONL reader reports bad input the same way.
+    """
+    error = error or CatalogueFormatError
     with open(source, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -323,9 +329,9 @@ def _json_lines(source: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CatalogueFormatError(source, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+                raise error(source, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
             if not isinstance(obj, dict):
-                raise CatalogueFormatError(source, lineno, f"expected a JSON object, got {type(obj).__name__}")
+                raise error(source, lineno, f"expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..catalogue import CatalogueFormatError
+from ..catalogue import CatalogueFormatError, json_lines
 from ..errors import ConfigError, LLMLabError
 from .embedders import DEFAULT_EMBEDDER, EmbedderUnavailable, get_embedder
 from .guard import HitGuard, default_guard
@@ -63,27 +63,18 @@ def load_labelled_pairs(path: str | Path) -> list[LabelledPair]:
     if not source.is_file():
         raise FileNotFoundError(f"pairs file not found: {source}")
     pairs: list[LabelledPair] = []
-    with open(source, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PairsFormatError(source, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise PairsFormatError(source, lineno, f"expected a JSON object, got {type(obj).__name__}")
-            for key in ("a", "b"):
-                value = obj.get(key)
-                if not isinstance(value, str) or not value.strip():
-                    raise PairsFormatError(source, lineno, f"field {key!r} must be a non-empty string, got {value!r}")
-            label = obj.get("label")
-            if label not in (0, 1) or isinstance(label, float):
-                raise PairsFormatError(source, lineno, f"field 'label' must be 0 or 1, got {label!r}")
-            lang, kind = obj.get("lang", ""), obj.get("kind", "")
-            if not isinstance(lang, str) or not isinstance(kind, str):
-                raise PairsFormatError(source, lineno, "fields 'lang' and 'kind' must be strings when present")
-            pairs.append(LabelledPair(obj["a"], obj["b"], int(label), lang.lower(), kind))
+    for lineno, obj in json_lines(source, PairsFormatError):
+        for key in ("a", "b"):
+            value = obj.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise PairsFormatError(source, lineno, f"field {key!r} must be a non-empty string, got {value!r}")
+        label = obj.get("label")
+        if label not in (0, 1) or isinstance(label, float):
+            raise PairsFormatError(source, lineno, f"field 'label' must be 0 or 1, got {label!r}")
+        lang, kind = obj.get("lang", ""), obj.get("kind", "")
+        if not isinstance(lang, str) or not isinstance(kind, str):
+            raise PairsFormatError(source, lineno, "fields 'lang' and 'kind' must be strings when present")
+        pairs.append(LabelledPair(obj["a"], obj["b"], int(label), lang.lower(), kind))
     if not pairs:
         raise PairsFormatError(source, 1, "no pairs in the file")
     return pairs
