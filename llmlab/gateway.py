@@ -20,7 +20,7 @@ from .cache.keys import CacheKeyPolicy
 from .cache.store import KeyValueStore, MemoryStore
 from .defaults import DEFAULT_FALLBACKS, default_deployments
 from .effects import Deployment, Outcome
-from .errors import ConfigError
+from .errors import ConfigError, InvalidRequest
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
@@ -147,31 +147,35 @@ class Gateway:
     def budgets(self) -> Any:
         return self.pipeline.budgets
 
-    def request(self, prompt: str | Sequence[Mapping[str, Any]], **kwargs: Any) -> Request:
-        """Build a validated :class:`Request` (raises InvalidRequest for empty prompts)."""
-        return Request.build(prompt, **kwargs)
+    def request(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Request:
+        """Build a validated :class:`Request` (raises InvalidRequest for empty prompts or unknown models)."""
+        req = prompt if isinstance(prompt, Request) else Request.build(prompt, **kwargs)
+        if req.model is not None and req.model not in self.deployments:
+            raise InvalidRequest("model", req.model, "None (let the router decide) or one of the deployments: "
+                                 + ", ".join(sorted(self.deployments)))
+        return req
 
     # ------------------------------------------------------------------ serving
     def complete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
         """Serve one request synchronously; returns its :class:`Outcome` (check ``.ok``)."""
-        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        req = self.request(prompt, **kwargs)
         return drive(self.pipeline.handle(req), self.driver.perform)
 
     async def acomplete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
         """Serve one request on asyncio; safe to run hundreds concurrently."""
-        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        req = self.request(prompt, **kwargs)
         return await adrive(self.pipeline.handle(req), self.driver.aperform)
 
     def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end."""
-        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response)
         return response
 
     def astream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)``."""
-        req = prompt if isinstance(prompt, Request) else self.request(prompt, **kwargs)
+        req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response)
         return response

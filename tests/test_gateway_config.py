@@ -107,3 +107,11 @@ def test_bad_sampling_parameters(make_gateway, params, field):
     with pytest.raises(InvalidRequest) as info:
         make_gateway().complete("hi", params=params)
     assert info.value.field == field
+
+
+def test_pinning_an_unknown_deployment_is_a_typed_error(make_gateway):
+    gw = make_gateway()
+    with pytest.raises(InvalidRequest) as info:
+        gw.complete("hi", model="gpt-5-ultra")
+    assert info.value.field == "model" and "gpt-4o" in info.value.allowed
+    assert gw.complete("hi", model="claude").deployment == "claude"
