@@ -123,7 +123,10 @@ class Pipeline:
         return b
 
     def retry_for(self, dep: Deployment) -> RetryPolicy:
-        return self._retry.get(dep.name, self._retry.get("*", RetryPolicy())) if isinstance(self._retry, Mapping) else self._retry
+        """One policy for every deployment, or a mapping by deployment name (``"*"`` = default)."""
+        if isinstance(self._retry, RetryPolicy):  # checked first: a typing.Mapping check costs µs per call
+            return self._retry
+        return self._retry.get(dep.name, self._retry.get("*", RetryPolicy()))
 
     def price_result(self, dep: Deployment, result: CallResult) -> float:
         return self._prices[dep.name].cost(result.prompt_tokens, result.completion_tokens)
@@ -152,7 +155,8 @@ class Pipeline:
         # 1. guardrails in: mask PII before anything is sent, cached or logged
         for guard in self.input_guards:
             verdict = guard.check_input(s.messages)
-            s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
+            if verdict.findings:
+                s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
             if verdict.blocked:
                 return self._error(s, GuardrailBlocked(f"blocked by {guard.name}: {verdict.blocked}"))
             s.messages = tuple(verdict.messages)
@@ -225,7 +229,7 @@ class Pipeline:
         # 6. fallback chain(s), escalating through the cascade when an answer is rejected
         answer: ChainResult | None = None
         last: ChainResult | None = None
-        spent_before = sum(a.cost_usd for a in s.attempts)
+        spent_before = sum(a.cost_usd for a in s.attempts) if s.attempts else 0  # usually none yet
         try:
             for stage, chain in enumerate(chains):
                 purpose = "answer" if stage == len(chains) - 1 else "cascade"
@@ -313,7 +317,8 @@ class Pipeline:
         """Output guardrails (blocked terms, leaked secrets) on the still-masked answer."""
         for guard in self.output_guards:
             verdict = guard.check_output(text)
-            s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
+            if verdict.findings:
+                s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
             if verdict.blocked:
                 return text, GuardrailBlocked(f"answer blocked by {guard.name}: {verdict.blocked}")
             text = verdict.text

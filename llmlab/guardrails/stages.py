@@ -40,13 +40,40 @@ class PIIMaskingGuard:
     (OpenAI multimodal format) has its ``{"type": "text"}`` parts masked; other parts pass.
     """
 
+    #: distinct PII-free texts remembered (the memo is cleared when full)
+    MEMO_SIZE = 8192
+
     def __init__(self, masker: PIIMasker | None = None, *, name: str = "pii") -> None:
         self.masker = masker or PIIMasker()
         self.name = name
+        self._clean: set[str] = set()  # texts in which no detector could match
+
+    def _may_contain_pii(self, text: str) -> bool:
+        """``may_contain_pii`` memoised per text.
+
+        The same system prompt, conversation history and (bounded vocabulary of) questions come
+        back on every request, so the regex scan was repeated on identical texts.  The decision
+        depends on the text alone, so the memo changes no verdict.  Only texts that *cannot*
+        hold PII are remembered, so the guard never keeps PII-bearing text alive.
+        """
+        memo = self._clean
+        if text in memo:
+            return False
+        if may_contain_pii(text):
+            return True
+        if len(memo) >= self.MEMO_SIZE:
+            memo.clear()
+        memo.add(text)
+        return False
 
     def check_input(self, messages: Sequence[Mapping[str, Any]]) -> InputVerdict:
-        if not any(may_contain_pii(m["content"]) if isinstance(m.get("content"), str) else True for m in messages):
-            return InputVerdict(tuple(messages))  # the common case, decided at C speed
+        maybe = self._may_contain_pii
+        for m in messages:
+            content = m.get("content")
+            if not isinstance(content, str) or maybe(content):
+                break
+        else:
+            return InputVerdict(tuple(messages))  # the common case: no text could hold PII
         restore: dict[str, str] = {}
         findings: list[Finding] = []
         out: list[dict] = []
