@@ -33,8 +33,12 @@ _SPACE = re.compile(r"\s+")
 KEY_MODES = ("exact", "prompt_params")
 
 
+@lru_cache(maxsize=16384)
 def normalize_text(text: str) -> str:
-    """NFKC, collapse runs of white space, trim.  Case is kept: it can change meaning."""
+    """NFKC, collapse runs of white space, trim.  Case is kept: it can change meaning.
+
+    Memoised: system prompts and earlier turns of a conversation come back on every request.
+    """
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
 
 
