@@ -6,11 +6,10 @@ breakers can be exercised without real providers and without real waiting.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
-
-import math
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep
 from .tokens import estimate_message_tokens, estimate_tokens

