@@ -126,6 +126,12 @@ class EmbedResult:
     latency_s: float = 0.0
 
 
+def embedding_cost(embedder: Any, texts: list[str]) -> float:
+    """What ``embedder`` charges for ``texts`` (local embedders have no ``cost_usd``: free)."""
+    cost = getattr(embedder, "cost_usd", None)
+    return float(cost(texts)) if callable(cost) else 0.0
+
+
 # ----------------------------------------------------------------------------- records
 @dataclass(frozen=True, slots=True)
 class Attempt:

@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterator
 
-from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep
+from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens
 
@@ -200,9 +200,9 @@ class LiteLLMDriver:
 
     def embed(self, effect: Embed) -> EmbedResult:
         started = self.clock()
-        vectors = effect.embedder.embed(list(effect.texts))
-        cost = getattr(effect.embedder, "cost_usd", None)
-        return EmbedResult(vectors, float(cost(list(effect.texts))) if callable(cost) else 0.0, self.clock() - started)
+        texts = list(effect.texts)
+        vectors = effect.embedder.embed(texts)
+        return EmbedResult(vectors, embedding_cost(effect.embedder, texts), self.clock() - started)
 
     # -------------------------------------------------------------- async
     async def aperform(self, effect: Any) -> Any:

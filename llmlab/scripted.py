@@ -11,7 +11,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep
+from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .tokens import estimate_message_tokens, estimate_tokens
 
 
@@ -90,8 +90,7 @@ class ScriptedDriver:
         if isinstance(effect, Embed):
             texts = list(effect.texts)
             vectors = self.embed_fn(texts) if self.embed_fn else effect.embedder.embed(texts)
-            cost = getattr(effect.embedder, "cost_usd", None)
-            return EmbedResult(vectors, float(cost(texts)) if callable(cost) else 0.0, 0.0)
+            return EmbedResult(vectors, embedding_cost(effect.embedder, texts), 0.0)
         raise TypeError(f"unknown effect {effect!r}")
 
     async def aperform(self, effect: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generator, Iterable, Mapping
 
 import numpy as np
 
-from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Sleep
+from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Sleep, embedding_cost
 from .providers import GOLDEN, M64, SimProvider, mix64
 
 if TYPE_CHECKING:
@@ -48,8 +48,7 @@ class EmbedModel:
             from ..tokens import estimate_tokens
 
             return (tokens if tokens is not None else estimate_tokens(text)) * self.cost_per_1m_tokens / 1e6
-        cost = getattr(self.embedder, "cost_usd", None)
-        return float(cost([text])) if callable(cost) else 0.0
+        return embedding_cost(self.embedder, [text])
 
     def _opaque_vector(self, text: str) -> np.ndarray:
         """A random unit vector fixed by the text: a hashed prompt resembles nothing else."""
