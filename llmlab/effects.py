@@ -219,4 +219,10 @@ class Outcome:
 
     @property
     def retries(self) -> int:
-        return max(0, sum(1 for a in self.attempts if a.purpose != "skip") - 1)
+        """Provider calls made because the previous one failed (retries and fallbacks).
+
+        A classifier call, a cascade escalation after an accepted-then-rejected answer and a
+        skipped deployment are not retries.
+        """
+        calls = [a for a in self.attempts if a.purpose in ("answer", "cascade")]
+        return sum(1 for before in calls[:-1] if not before.ok)

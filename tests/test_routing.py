@@ -90,3 +90,14 @@ def test_router_targets_must_be_deployments(make_gateway):
     with pytest.raises(ConfigError) as info:
         make_gateway(router=PlanRouter({"paid": "gpt-5-ultra", "free": "gpt-4o-mini"}))
     assert info.value.field == "router" and info.value.value == "gpt-5-ultra"
+
+
+def test_classifier_and_cascade_calls_are_not_counted_as_retries(make_gateway, driver):
+    driver.script("gpt-4o-mini", "GENERAL")
+    out = make_gateway(router=ClassifierRouter("gpt-4o-mini")).complete("hello")
+    assert len(out.attempts) == 2 and out.retries == 0
+    driver.script("gpt-4o-mini", "I don't know.")
+    esc = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o"))).complete("tricky")
+    assert esc.deployment == "gpt-4o" and esc.retries == 0
+    driver.script("gpt-4o", ErrorKind.SERVER)
+    assert make_gateway().complete("again").retries == 1
