@@ -58,6 +58,13 @@ class CircuitBreaker:
     Opens after ``failure_threshold`` consecutive failures, or when at least ``min_calls`` of the
     last ``window`` calls include a share of failures ≥ ``failure_ratio``.  While open, the
     deployment is skipped without a call; after ``cooldown_s`` one probe request is let through.
+
+    Every state change starts a new *generation*.  :meth:`admit` hands a call the current one as
+    its ticket, and a verdict counts only in the generation that admitted its call: under real
+    concurrency hundreds of calls admitted while the breaker was closed come back after it opened
+    — their failures must not cut a later half-open probe short (re-opening a recovered provider
+    again and again), and a late success must not close a breaker the probe has not yet cleared.
+    Verdicts recorded without a ticket always count (single-caller use, teaching).
     """
 
     CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -70,48 +77,70 @@ class CircuitBreaker:
         self.min_calls = v.integer("breaker.min_calls", min_calls, lo=1)
         self.cooldown_s = v.non_negative("breaker.cooldown_s", cooldown_s)
         self.state = self.CLOSED
+        self.generation = 0
         self.opened_at = 0.0
         self.consecutive_failures = 0
         self._recent: list[bool] = []  # True = failure
         self._probe_in_flight = False
         self.times_opened = 0
+        self.stale_verdicts = 0  # verdicts ignored because their call was admitted in an earlier generation
 
-    def allow(self, now: float) -> bool:
+    def _enter(self, state: str) -> None:
+        self.state = state
+        self.generation += 1
+
+    def admit(self, now: float) -> int | None:
+        """The generation to hand in with the call's verdict, or None when the call must be skipped."""
         if self.state == self.CLOSED:
-            return True
+            return self.generation
         if self.state == self.OPEN and now - self.opened_at >= self.cooldown_s:
-            self.state = self.HALF_OPEN
+            self._enter(self.HALF_OPEN)
             self._probe_in_flight = False
         if self.state == self.HALF_OPEN and not self._probe_in_flight:
             self._probe_in_flight = True
-            return True
-        return False
+            return self.generation
+        return None
 
-    def release_probe(self) -> None:
+    def allow(self, now: float) -> bool:
+        """May a call go out now?  (:meth:`admit` without the ticket.)"""
+        return self.admit(now) is not None
+
+    def current(self, ticket: int | None) -> bool:
+        """Is a verdict with this ticket still about the breaker's present state?"""
+        return ticket is None or ticket == self.generation
+
+    def release_probe(self, ticket: int | None = None) -> None:
         """Free the half-open probe slot without a verdict (the probe was cancelled)."""
-        self._probe_in_flight = False
+        if self.current(ticket):
+            self._probe_in_flight = False
 
     def _remember(self, failed: bool) -> None:
         self._recent.append(failed)
         if len(self._recent) > self.window:
             del self._recent[0]
 
-    def record_success(self, now: float) -> None:
+    def record_success(self, now: float, ticket: int | None = None) -> None:
+        if not self.current(ticket):
+            self.stale_verdicts += 1
+            return
         self.consecutive_failures = 0
         self._remember(False)
         if self.state != self.CLOSED:
-            self.state = self.CLOSED
+            self._enter(self.CLOSED)
             self._recent.clear()
         self._probe_in_flight = False
 
-    def record_failure(self, now: float) -> None:
+    def record_failure(self, now: float, ticket: int | None = None) -> None:
+        if not self.current(ticket):
+            self.stale_verdicts += 1
+            return
         self.consecutive_failures += 1
         self._remember(True)
         ratio_trips = len(self._recent) >= self.min_calls and sum(self._recent) / len(self._recent) >= self.failure_ratio
         if self.state == self.HALF_OPEN or self.consecutive_failures >= self.failure_threshold or ratio_trips:
             if self.state != self.OPEN:
                 self.times_opened += 1
-            self.state = self.OPEN
+                self._enter(self.OPEN)
             self.opened_at = now
             self._probe_in_flight = False
 
@@ -143,7 +172,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                                         f"skipped: context window {dep.context_window} ≤ {min_window}", 0.0))
             continue
         breaker = breaker_for(dep.name)
-        if not breaker.allow(clock()):
+        ticket = breaker.admit(clock())
+        if ticket is None:
             out.attempts.append(Attempt(dep.name, dep.model, "skip", False, ErrorKind.CIRCUIT_OPEN.value, 0.0))
             out.error = out.error or CallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {dep.name}")
             continue
@@ -154,13 +184,13 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
             try:
                 result = yield call
             except GeneratorExit:  # the request was cancelled mid-call: never strand a half-open probe
-                breaker.release_probe()
+                breaker.release_probe(ticket)
                 raise
             if result.ok:
                 cost = price(dep, result)
                 out.attempts.append(Attempt(dep.name, dep.model, call.purpose, True, None, result.latency_s,
                                             result.prompt_tokens, result.completion_tokens, cost, None, waited))
-                breaker.record_success(clock())
+                breaker.record_success(clock(), ticket)
                 out.result, out.deployment, out.error = result, dep, None
                 return out
             out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
@@ -168,13 +198,13 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                                         retry_after_s=result.retry_after_s, waited_s=waited))
             out.error = result
             if result.kind in FATAL or result.kind is ErrorKind.CONTEXT_WINDOW:
-                breaker.record_success(clock())  # the provider is up and answered; the request was the problem
+                breaker.record_success(clock(), ticket)  # the provider is up and answered; the request was the problem
                 if result.kind in FATAL:
                     return out
                 min_window = dep.context_window
                 break
-            breaker.record_failure(clock())
-            if retry == policy.max_retries or breaker.state == CircuitBreaker.OPEN:
+            breaker.record_failure(clock(), ticket)
+            if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break
             delay = policy.delay(retry, result.retry_after_s, rng)
             if delay is None:

@@ -72,7 +72,8 @@ def test_2000_concurrent_requests_with_faults_and_a_primary_outage(caplog):
     with FakeProvider(faulty_plan()) as fp:
         gw = Gateway(deployments(fp, timeout_s=1.0), router=FixedRouter("gpt-4o"),
                      fallbacks={"gpt-4o": ["claude", "mini"]}, retry=RetryPolicy(max_retries=1, base_s=0.01, cap_s=0.05),
-                     breaker={"failure_threshold": 5, "cooldown_s": 0.3}, seed=1)
+                     # trips on the outage's unbroken failures, not on the 30 % background noise
+                     breaker={"failure_threshold": 8, "failure_ratio": 0.8, "cooldown_s": 0.3}, seed=1)
         requests = [Request.build(f"Question {i % 1_700}: where is my order?", tenant=f"tenant-{i % 1_700 % 7}")
                     for i in range(n)]  # the last 300 repeat earlier questions: cache hits under load
         phase: dict[str, int] = {}
@@ -80,10 +81,10 @@ def test_2000_concurrent_requests_with_faults_and_a_primary_outage(caplog):
 
         async def one(i: int, sem: asyncio.Semaphore) -> Outcome:
             async with sem:
-                if i == 500:
+                if i == 400:
                     fp.set_outage("gpt-4o", True)  # the primary goes down completely ...
                     phase["outage_on"] = len(finished)
-                if i == 1_000:
+                if i == 900:
                     fp.set_outage("gpt-4o", False)  # ... and comes back
                     phase["outage_off"] = len(finished)
                 out = await gw.acomplete(requests[i])
@@ -117,8 +118,9 @@ def test_2000_concurrent_requests_with_faults_and_a_primary_outage(caplog):
     assert sum(served.outcomes.get(k, 0) for k in ("500", "503", "529", "429", "malformed", "cut_stream")) > 200
     skipped = sum(1 for o in outcomes for a in o.attempts if a.error == "circuit_open")
     assert skipped > 100  # the breaker stopped calling the dead primary
-    # after the outage the primary serves again (a half-open probe succeeded and closed the breaker);
-    # how soon depends on load: under 250 in flight a probe itself takes a second or two
+    # after the outage the primary serves again: a half-open probe succeeded and closed the breaker.
+    # Under 250 in flight a probe takes a second or two and fails 30 % of the time, so the check
+    # leaves the first 100 requests after the outage (several probe rounds) out
     assert sum(o.deployment == "gpt-4o" for o in outcomes[1_000:]) >= 10, phase
     assert kinds[OutcomeKind.CACHE] >= 100  # repeats were served from cache while faults raged
     # bounded: the worst request meets hangs (1 s timeouts) on several attempts while 250 others share

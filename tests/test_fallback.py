@@ -79,6 +79,30 @@ def test_circuit_breaker_opens_half_opens_and_closes():
     assert b.state == "closed" and b.allow(23)
 
 
+def test_breaker_verdicts_count_only_in_the_generation_that_admitted_the_call():
+    """Calls admitted while closed that come back after the breaker opened neither re-open a
+    half-open breaker (cutting its probe short) nor close an open one the probe has not cleared."""
+    b = CircuitBreaker(failure_threshold=2, cooldown_s=10)
+    early = [b.admit(0.0) for _ in range(5)]          # five calls in flight while closed
+    assert early == [0] * 5
+    b.record_failure(0.5, early[0])
+    b.record_failure(0.6, early[1])
+    assert b.state == "open"
+    b.record_success(0.7, early[2])                    # a late success from before the trip
+    assert b.state == "open" and b.stale_verdicts == 1
+    probe = b.admit(11.0)
+    assert probe is not None and b.state == "half_open"
+    assert b.admit(11.1) is None                       # one probe at a time
+    b.record_failure(11.5, early[3])                   # a late failure from before the trip ...
+    assert b.state == "half_open" and b.stale_verdicts == 2   # ... does not cut the probe short
+    b.release_probe(early[4])                          # nor does a stale cancellation free the slot
+    assert b.admit(11.6) is None
+    b.record_success(12.0, probe)
+    assert b.state == "closed" and b.consecutive_failures == 0
+    b.record_failure(12.1, probe)                      # the probe's ticket is spent once the breaker closed
+    assert b.consecutive_failures == 0 and b.stale_verdicts == 3
+
+
 def test_circuit_breaker_failure_ratio_window():
     b = CircuitBreaker(failure_threshold=100, failure_ratio=0.5, window=10, min_calls=10)
     for i in range(10):
