@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of the policy run")
+    parser.add_argument("--sort", default="tottime", help="cProfile sort key for --profile (tottime, cumulative)")
+    parser.add_argument("--top", type=int, default=35, help="rows of the profile to print")
     parser.add_argument("--keep-caps", action="store_true", help="keep the preset's small monthly caps")
     parser.add_argument("--variants", action="store_true", help="also time the run without the semantic cache")
     args = parser.parse_args(argv)
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         prof.enable()
         run_once(sc, traffic, seed=args.seed, windows=windows, keep_requests=False, embed_model=embed)
         prof.disable()
-        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(35)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats(args.sort).print_stats(args.top)
         return 0
 
     t0 = time.perf_counter()

@@ -59,6 +59,13 @@ class CircuitBreaker:
     last ``window`` calls include a share of failures ≥ ``failure_ratio``.  While open, the
     deployment is skipped without a call; after ``cooldown_s`` one probe request is let through.
 
+    A provider can also fail by answering too slowly: with ``slow_call_s`` set, a successful call
+    slower than that (time to first token when streaming, whole call otherwise) is *slow*, and a
+    share of slow calls ≥ ``slow_call_ratio`` in the window opens the breaker just the same; a slow
+    half-open probe keeps it open.  Without it a degraded-but-answering provider trips neither a
+    timeout nor the breaker, and every user waits for it (the pattern of resilience4j's
+    slow-call rate).
+
     Every state change starts a new *generation*.  :meth:`admit` hands a call the current one as
     its ticket, and a verdict counts only in the generation that admitted its call: under real
     concurrency hundreds of calls admitted while the breaker was closed come back after it opened
@@ -70,19 +77,24 @@ class CircuitBreaker:
     CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
     def __init__(self, failure_threshold: int = 5, failure_ratio: float = 0.5, window: int = 20,
-                 min_calls: int = 10, cooldown_s: float = 30.0) -> None:
+                 min_calls: int = 10, cooldown_s: float = 30.0, slow_call_s: float | None = None,
+                 slow_call_ratio: float = 0.5) -> None:
         self.failure_threshold = v.integer("breaker.failure_threshold", failure_threshold, lo=1)
         self.failure_ratio = v.number("breaker.failure_ratio", failure_ratio, lo=0.0, hi=1.0, lo_open=True)
         self.window = v.integer("breaker.window", window, lo=1)
         self.min_calls = v.integer("breaker.min_calls", min_calls, lo=1)
         self.cooldown_s = v.non_negative("breaker.cooldown_s", cooldown_s)
+        self.slow_call_s = None if slow_call_s is None else v.positive("breaker.slow_call_s", slow_call_s)
+        self.slow_call_ratio = v.number("breaker.slow_call_ratio", slow_call_ratio, lo=0.0, hi=1.0, lo_open=True)
         self.state = self.CLOSED
         self.generation = 0
         self.opened_at = 0.0
         self.consecutive_failures = 0
-        self._recent: list[bool] = []  # True = failure
+        self._failed: list[bool] = []  # the window of recent calls: did each fail, was each slow
+        self._slow: list[bool] = []
         self._probe_in_flight = False
         self.times_opened = 0
+        self.slow_opens = 0  # how many of those openings were for slowness
         self.stale_verdicts = 0  # verdicts ignored because their call was admitted in an earlier generation
 
     def _enter(self, state: str) -> None:
@@ -114,35 +126,64 @@ class CircuitBreaker:
         if self.current(ticket):
             self._probe_in_flight = False
 
-    def _remember(self, failed: bool) -> None:
-        self._recent.append(failed)
-        if len(self._recent) > self.window:
-            del self._recent[0]
+    def is_slow(self, call: Call, result: CallResult | CallError) -> bool:
+        """Did this call take longer than ``slow_call_s``?  The time to first token for a streamed
+        answer, the whole call otherwise; a failure counts by how long it took (a timeout is slow)."""
+        if self.slow_call_s is None:
+            return False
+        ttft = getattr(result, "ttft_s", None)
+        took = ttft if call.stream and ttft is not None else result.latency_s
+        return took > self.slow_call_s
 
-    def record_success(self, now: float, ticket: int | None = None) -> None:
+    def _remember(self, failed: bool, slow: bool) -> None:
+        self._failed.append(failed)
+        self._slow.append(slow)
+        if len(self._failed) > self.window:
+            del self._failed[0], self._slow[0]
+
+    def _share(self, flags: list[bool]) -> float:
+        return sum(flags) / len(flags) if len(flags) >= self.min_calls else 0.0
+
+    def _too_slow(self) -> bool:
+        return self.slow_call_s is not None and self._share(self._slow) >= self.slow_call_ratio
+
+    def _open(self, now: float) -> None:
+        if self.state != self.OPEN:
+            self.times_opened += 1
+            self._enter(self.OPEN)
+        self.opened_at = now
+        self._probe_in_flight = False
+
+    def record_success(self, now: float, ticket: int | None = None, *, slow: bool = False) -> None:
+        """The call answered (``slow``: later than ``slow_call_s``, see :meth:`is_slow`)."""
         if not self.current(ticket):
             self.stale_verdicts += 1
             return
         self.consecutive_failures = 0
-        self._remember(False)
-        if self.state != self.CLOSED:
+        self._remember(False, slow)
+        if slow and (self.state == self.HALF_OPEN or (self.state == self.CLOSED and self._too_slow())):
+            self.slow_opens += 1
+            self._open(now)  # answering, but too slowly to keep sending users there
+        elif not slow and self.state != self.CLOSED:
             self._enter(self.CLOSED)
-            self._recent.clear()
-        self._probe_in_flight = False
+            self._failed.clear()
+            self._slow.clear()
+            self._probe_in_flight = False
 
-    def record_failure(self, now: float, ticket: int | None = None) -> None:
+    def record_failure(self, now: float, ticket: int | None = None, *, slow: bool = False) -> None:
         if not self.current(ticket):
             self.stale_verdicts += 1
             return
         self.consecutive_failures += 1
-        self._remember(True)
-        ratio_trips = len(self._recent) >= self.min_calls and sum(self._recent) / len(self._recent) >= self.failure_ratio
-        if self.state == self.HALF_OPEN or self.consecutive_failures >= self.failure_threshold or ratio_trips:
-            if self.state != self.OPEN:
-                self.times_opened += 1
-                self._enter(self.OPEN)
-            self.opened_at = now
-            self._probe_in_flight = False
+        self._remember(True, slow)
+        if self.state == self.OPEN:
+            return
+        if (self.state == self.HALF_OPEN or self.consecutive_failures >= self.failure_threshold
+                or self._share(self._failed) >= self.failure_ratio):
+            self._open(now)
+        elif self._too_slow():
+            self.slow_opens += 1
+            self._open(now)
 
 
 @dataclass(slots=True)
@@ -190,7 +231,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 cost = price(dep, result)
                 out.attempts.append(Attempt(dep.name, dep.model, call.purpose, True, None, result.latency_s,
                                             result.prompt_tokens, result.completion_tokens, cost, None, waited))
-                breaker.record_success(clock(), ticket)
+                breaker.record_success(clock(), ticket, slow=breaker.is_slow(call, result))
                 out.result, out.deployment, out.error = result, dep, None
                 return out
             out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
@@ -203,7 +244,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     return out
                 min_window = dep.context_window
                 break
-            breaker.record_failure(clock(), ticket)
+            breaker.record_failure(clock(), ticket, slow=breaker.is_slow(call, result))
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break
             delay = policy.delay(retry, result.retry_after_s, rng)

@@ -789,6 +789,22 @@ def nb04() -> list:
         pd.DataFrame(log)
         """),
         md("""
+        A provider can also fail by *answering slowly*: no timeout fires, no call fails, and every
+        user waits. With `slow_call_s` set, a success slower than that (time to first token when
+        streaming) counts as **slow**, and when half of the recent calls are slow the breaker opens
+        just as it does for failures; a slow probe keeps it open. The `realtime-chat` preset uses
+        `slow_call_s = 2.0`.
+        """),
+        code("""
+        slow_breaker = CircuitBreaker(slow_call_s=2.0, slow_call_ratio=0.5, window=6, min_calls=4, cooldown_s=30.0)
+        first_token_s = [0.6, 0.8, 2.9, 0.7, 3.4, 3.1]  # the provider degrades mid-way
+        slow_log = []
+        for t, took in enumerate(first_token_s):
+            slow_breaker.record_success(t, slow=took > slow_breaker.slow_call_s)
+            slow_log.append({"t_s": t, "first token (s)": took, "state": slow_breaker.state})
+        pd.DataFrame(slow_log)
+        """),
+        md("""
         ## 3. The outage drill
 
         The B2B SaaS scenario (paid → gpt-4o, free → gpt-4o-mini; fallbacks to Claude and a
@@ -1135,20 +1151,26 @@ def nb06() -> list:
         ### Under stress: OpenAI slows down ×4
 
         The same streaming, all-mini configuration while OpenAI's latency is four times normal for the
-        whole run. A tight timeout is now a *latency guard*: a slow first token is abandoned for Azure's
-        gpt-4o instead of waited for — at Azure gpt-4o's price.
+        whole run. Two latency guards: a tight **timeout** abandons each slow first token for Azure's
+        gpt-4o (every user still waits out the timeout first), and the breaker's **slow-call
+        threshold** (`gateway.breaker.slow_call_s`, the preset's 2 s, or off) stops sending users to a
+        provider once half of its recent answers were slow — without cutting its normal slow tail.
         """),
         code("""
         SLOW = PEAK.with_overrides({"gateway.router.type": "fixed", "traffic.stream": True,
                                     "outages.windows": [{"target": "openai", "start_s": 0.0, "end_s": 1e6,
                                                          "kind": "slow", "latency_factor": 4.0}]})
-        stress = sweep(SLOW, {"providers.gpt-4o-mini.timeout_s": [1.0, 1.5, 3.0]}, requests=1200, seed=2, processes=2)
-        stress[["providers.gpt-4o-mini.timeout_s", "ttft_p95_s", "slo_violation_rate", "fallback_rate", "availability",
-                "cost_usd"]]
+        stress = sweep(SLOW, {"providers.gpt-4o-mini.timeout_s": [1.0, 1.5, 3.0], "gateway.breaker.slow_call_s": [None, 2.0]},
+                       requests=1200, seed=2, processes=2)
+        stress["gateway.breaker.slow_call_s"] = stress["gateway.breaker.slow_call_s"].fillna("off")
+        stress[["providers.gpt-4o-mini.timeout_s", "gateway.breaker.slow_call_s", "ttft_p95_s", "slo_violation_rate",
+                "fallback_rate", "availability", "cost_usd"]]
         """),
         md("""
-        No timeout fully rescues the SLO while the primary is four times slower — but the tightest one
-        gets close, by moving almost all traffic to the fallback and paying for it. That is the
+        No setting fully rescues the SLO while the primary is four times slower. With a patient 3 s
+        timeout and no slow-call threshold every user waits for the slow provider; the slow-call
+        breaker recovers part of that without a hair-trigger timeout, and the tightest timeout gets
+        closest — both by moving almost all traffic to the fallback and paying for it. That is the
         trade-off to agree on *before* the incident.
 
         ## 4. Try it

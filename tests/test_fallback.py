@@ -4,6 +4,7 @@ import pytest
 
 from llmlab import (AllProvidersFailed, CacheOutcome, CircuitBreaker, ConfigError, Deployment, ErrorKind,
                     OutcomeKind, ProviderRejected, RetryPolicy)
+from llmlab.effects import Call, CallError, CallResult
 from llmlab.scripted import error
 
 
@@ -124,6 +125,60 @@ def test_breaker_skips_a_dead_deployment_in_the_gateway(make_gateway, driver, cl
     clock.advance(31)
     probe = gw.complete(gw.request("q", cache=False))
     assert probe.deployment == "gpt-4o"                 # half-open probe succeeded
+    assert gw.pipeline.breakers["gpt-4o"].state == "closed"
+
+
+def _call(stream: bool) -> Call:
+    return Call(Deployment("a", "gpt-4o"), ({"role": "user", "content": "q"},), {}, stream=stream)
+
+
+def test_breaker_opens_on_slow_answers_and_a_slow_probe_keeps_it_open():
+    b = CircuitBreaker(failure_threshold=3, window=10, min_calls=4, cooldown_s=10, slow_call_s=2.0,
+                       slow_call_ratio=0.5)
+    streamed, whole = _call(True), _call(False)
+    fast_start = CallResult("x", 10, 200, latency_s=6.0, ttft_s=0.5)  # a long answer that started at once
+    assert not b.is_slow(streamed, fast_start)                        # streaming: time to first token
+    assert b.is_slow(whole, fast_start)                               # otherwise: the whole call
+    assert b.is_slow(whole, CallError(ErrorKind.TIMEOUT, "t", latency_s=3.0))  # a timeout is slow
+    assert not CircuitBreaker().is_slow(whole, fast_start)            # off unless slow_call_s is set
+    for t, slow in enumerate([False, True, False, True]):             # 2 of 4 slow: the ratio is reached
+        assert b.state == "closed"
+        b.record_success(t, b.admit(t), slow=slow)
+    assert b.state == "open" and b.slow_opens == 1 and b.times_opened == 1 and b.consecutive_failures == 0
+    assert b.admit(5) is None
+    probe = b.admit(14)
+    b.record_success(14, probe, slow=True)                            # answered, but still too slowly
+    assert b.state == "open" and b.slow_opens == 2
+    probe = b.admit(25)
+    b.record_success(25, probe, slow=False)
+    assert b.state == "closed"
+
+
+def test_slow_failures_count_towards_the_slow_share_without_tripping_the_failure_rules():
+    b = CircuitBreaker(failure_threshold=5, failure_ratio=0.9, window=10, min_calls=4, slow_call_s=1.0,
+                       slow_call_ratio=0.75)
+    for t, (failed, slow) in enumerate([(True, True), (False, False), (True, True), (False, True)]):
+        ticket = b.admit(t)
+        (b.record_failure(t, ticket, slow=slow) if failed else b.record_success(t, ticket, slow=slow))
+    assert b.state == "open" and b.slow_opens == 1   # 3 of 4 slow; failures alone (2 of 4) would not trip
+    with pytest.raises(ConfigError, match="slow_call_s"):
+        CircuitBreaker(slow_call_s=0)
+    with pytest.raises(ConfigError, match="slow_call_ratio"):
+        CircuitBreaker(slow_call_ratio=0)
+
+
+def test_a_slow_but_answering_primary_is_skipped_by_the_gateway(make_gateway, driver, clock):
+    """No timeout fires and no call fails, yet users stop waiting for the slow deployment."""
+    slow_answer = CallResult("ok: a slow but correct answer", 20, 10, latency_s=8.0, ttft_s=8.0)
+    driver.script("gpt-4o", *[slow_answer] * 4)
+    gw = make_gateway(retry=RetryPolicy(max_retries=0),
+                      breaker={"slow_call_s": 3.0, "min_calls": 4, "window": 4, "cooldown_s": 60})
+    assert [gw.complete(gw.request(f"q{i}", cache=False)).deployment for i in range(4)] == ["gpt-4o"] * 4
+    out = gw.complete(gw.request("q5", cache=False))
+    assert out.deployment == "claude" and out.attempts[0].error == "circuit_open"
+    assert gw.pipeline.breakers["gpt-4o"].slow_opens == 1
+    clock.advance(61)                                   # the probe is fast again: back to the primary
+    assert gw.complete(gw.request("q6", cache=False)).deployment == "gpt-4o"
     assert gw.pipeline.breakers["gpt-4o"].state == "closed"
 
 

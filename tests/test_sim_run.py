@@ -201,3 +201,29 @@ def test_last_resort_answers_are_counted_apart_from_cache_false_hits():
     assert len(last) > 0 and s["last_resort_rate"] > 0
     assert s["last_resort_false_hit_rate"] == pytest.approx(last.false_hit.mean())
     assert s["false_hit_rate"] == pytest.approx(cached.false_hit.mean() if len(cached) else 0.0)
+
+
+def test_a_slow_call_breaker_moves_users_off_a_slow_but_answering_provider():
+    """OpenAI answers four times slower for 140 s with timeouts too patient to fire: without a
+    slow-call threshold every user waits; with one, the breaker opens for slowness, the fallback
+    carries the window and the primary gets the traffic back once its probe is fast again."""
+    slowdown = [{"target": "openai", "start_s": 60.0, "end_s": 200.0, "kind": "slow", "latency_factor": 4.0}]
+    patient = {"providers.gpt-4o-mini.timeout_s": 10.0, "providers.gpt-4o.timeout_s": 10.0,
+               "outages.incidents": False, "outages.windows": slowdown}
+
+    def run(slow_call_s):
+        r = simulate("realtime-chat", requests=1500, seed=0, baseline=False,
+                     overrides={**patient, "gateway.breaker.slow_call_s": slow_call_s})
+        t = r.turns
+        during, after = t[(t.arrival_s >= 60) & (t.arrival_s < 200)], t[t.arrival_s >= 215]
+        return r.summary, during, after
+
+    s0, during0, _ = run(None)
+    s1, during1, after1 = run(2.0)
+    assert s0["breaker_opens"] == {} and during0.fallback.mean() == 0.0  # nothing failed: nothing moved
+    assert during0.ttft_s.quantile(0.95) > 6.0
+    assert s1["breaker_opens"].get("gpt-4o-mini", 0) >= 1
+    assert during1.fallback.mean() > 0.5
+    assert during1.ttft_s.quantile(0.95) < 0.8 * during0.ttft_s.quantile(0.95)
+    assert after1.fallback.mean() < 0.1 and len(after1) > 200  # recovered after the window
+    assert s1["availability"] == s0["availability"] == 1.0

@@ -217,6 +217,8 @@ class BreakerConfig(_Strict):
     window: PosInt = 20
     min_calls: PosInt = 10
     cooldown_s: NonNeg = 30.0
+    slow_call_s: Pos | None = None  # a success slower than this (TTFT when streaming) counts as slow
+    slow_call_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
 
 
 class CacheConfig(_Strict):
