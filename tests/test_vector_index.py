@@ -311,3 +311,17 @@ def test_benchmark_script_prints_one_flat_json_object():
     assert out["uses_ann_6k"] is True and out["uses_ann_1k"] is False
     assert out["recall_at_1_6k"] >= 0.95
     assert all(not isinstance(v, (dict, list)) for v in out.values())
+
+
+def test_ties_go_to_the_lower_slot_on_every_path():
+    """Basis vectors give exact ties (a BLAS matvec may round equal rows differently otherwise)."""
+    base, other = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+    idx = VectorIndex(8, ann_threshold=None)
+    for v in [other, base, other, base, base, other, base]:  # base at slots 1, 3, 4, 6
+        idx.add(v)
+    assert idx.search(base, 2)[0].tolist() == [1, 3]                                # top-k cut through a tie
+    assert idx.search_unit(base, 3, min_similarity=0.99)[0].tolist() == [1, 3, 4]  # the floor path
+    assert idx.search(other, 7)[0].tolist() == [0, 2, 5, 1, 3, 4, 6]
+    idx.remove(3)
+    assert idx.search(base, 3)[0].tolist() == [1, 4, 6]
+    assert idx.search_unit(base, 2, min_similarity=0.5)[0].tolist() == [1, 4]

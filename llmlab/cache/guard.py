@@ -543,6 +543,7 @@ class HitGuard:
                                  *_pairs(_TIME, "time"), *_pairs(_CURRENCY_WORDS, "currency")],
                                 nouns=lambda canonical: canonical[0] in ("entity", "currency"))
         self._memo: dict[str, Features] = {}
+        self._decisions: dict[tuple[str, str], GuardDecision] = {}
         self._memo_size = int(cache_size)
         self.checks = 0
         self.vetoes = 0
@@ -618,7 +619,13 @@ class HitGuard:
     def check(self, query: str, candidate: str) -> GuardDecision:
         """``ok`` unless the two texts differ in a slot that changes the answer."""
         self.checks += 1
-        decision = self._decide(self.features(query), self.features(candidate))
+        pair = (query, candidate)
+        decision = self._decisions.get(pair)
+        if decision is None:  # a decision depends on the two texts alone: the same pairs come back
+            decision = self._decide(self.features(query), self.features(candidate))
+            if len(self._decisions) >= self._memo_size:
+                self._decisions.clear()
+            self._decisions[pair] = decision
         if not decision.ok:
             self.vetoes += 1
         return decision

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..errors import ConfigError, LLMLabError
 
-__all__ = ["ANNParams", "DimensionMismatch", "VectorIndex", "DEFAULT_ANN_THRESHOLD", "unit"]
+__all__ = ["ANNParams", "DimensionMismatch", "VectorIndex", "DEFAULT_ANN_THRESHOLD", "settled_unit", "unit"]
 
 log = logging.getLogger("llmlab.cache")
 
@@ -69,6 +69,23 @@ def unit(q: np.ndarray) -> np.ndarray | None:
     if not math.isfinite(norm) or norm == 0.0:
         return None
     return q / norm
+
+
+def settled_unit(q: np.ndarray) -> np.ndarray | None:
+    """:func:`unit` applied until it hands back its input (a float32 norm of exactly 1.0), at
+    most four times; None for a zero or non-finite vector.
+
+    Embedders return vectors normalised in their own arithmetic, whose float32 norm is a hair off
+    1.0, so every search and insert would normalise them again — twice, since the first result
+    is usually off by one rounding too.  Memoised embeddings are stored settled once, and the
+    cache's per-request check is then a single dot product.
+    """
+    for _ in range(4):
+        u = unit(q)
+        if u is None or u is q:
+            return u
+        q = u
+    return q
 
 
 def _at_least(slots: np.ndarray, sims: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +371,8 @@ class VectorIndex:
                       floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One matvec over the rows in use, then ``argmax`` alone when ``k`` is 1 or when at most
         one row reaches ``floor`` (a miss, or a hit with a single close neighbour: the usual
-        cases); otherwise ``argpartition`` + a stable sort, which also fixes the order of ties.
+        cases); with a floor, only the rows reaching it are ranked; otherwise a partition finds
+        the k-th value.  Results are ordered by similarity, ties by the lower slot, on every path.
         ``ndarray.dot`` is the same BLAS gemv as ``@`` (same bits) with ≈ 0.5 µs less dispatch."""
         sims = self._mat[: self._hwm].dot(q)
         if self._hwm != self._n:  # holes from deletions
@@ -364,12 +382,18 @@ class VectorIndex:
             if floor is not None:
                 if float(sims[best]) < floor:
                     return _empty()
-                if k > 1 and np.count_nonzero(sims.astype(np.float64) >= floor) == 1:
+                if k > 1:
+                    above = np.flatnonzero(sims.astype(np.float64) >= floor)
+                    if len(above) > 1:  # rank just the few rows at or above the floor (ties: lower slot first)
+                        top = above[np.argsort(-sims[above], kind="stable")[:k]]
+                        return top.astype(np.int64), sims[top].astype(np.float32)
                     k = 1  # only the best reaches the floor: a top-k would be cut to it anyway
             if k == 1:
                 return np.array([best], dtype=np.int64), sims[best:best + 1]
-        top = np.argpartition(sims, -k)[-k:] if k < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")]
+        # the k-th largest value, then every row reaching it in slot order: ranked by similarity with
+        # ties to the lower slot, so a result never depends on how a partition happened to split ties
+        cand = np.flatnonzero(sims >= np.partition(sims, -k)[-k]) if k < len(sims) else np.arange(len(sims))
+        top = cand[np.argsort(-sims[cand], kind="stable")[:k]]
         slots, top_sims = top.astype(np.int64), sims[top].astype(np.float32)
         return (slots, top_sims) if floor is None else _at_least(slots, top_sims, floor)
 

@@ -133,8 +133,8 @@ class SemanticCache:
                         "last_resort_lookups": 0, "last_resort_hits": 0, "stores": 0, "replaced": 0}
 
     # ------------------------------------------------------------------ helpers
-    def _vector(self, vector: Any) -> np.ndarray | None:
-        """A unit float32 (dim,) vector, None for an all-zero one; DimensionMismatch if the size is wrong."""
+    def _checked(self, vector: Any) -> np.ndarray:
+        """``vector`` as a float32 (dim,) array; DimensionMismatch if the size is wrong."""
         q = np.asarray(vector, dtype=np.float32)
         if q.ndim == 2 and q.shape[0] == 1:
             q = q[0]
@@ -144,7 +144,11 @@ class SemanticCache:
             self.dim = int(q.shape[0])
         elif q.shape[0] != self.dim:
             raise DimensionMismatch(self.dim, int(q.shape[0]))
-        return unit(q)  # None: an embedder found nothing to embed, never a hit, never stored
+        return q
+
+    def _vector(self, vector: Any) -> np.ndarray | None:
+        """A unit float32 (dim,) vector, None for an all-zero one; DimensionMismatch if the size is wrong."""
+        return unit(self._checked(vector))  # None: an embedder found nothing to embed, never a hit, never stored
 
     def _unit(self, vector: Any) -> np.ndarray | None:
         """What the index stores and searches for ``vector``: :meth:`_vector`, then normalised once
@@ -153,13 +157,15 @@ class SemanticCache:
         These are exactly the bits the index used to produce by normalising the cache's
         normalised vector again on every ``add``/``search``, so similarities are unchanged to the
         last bit; doing it here once lets lookup and store skip the index's checks.  A vector
-        whose norm is already exactly 1.0 costs one dot product and is not copied.
+        whose norm is already exactly 1.0 costs one dot product and is not copied (normalising it
+        again would return it unchanged, so the second pass is skipped).
         """
-        q = self._vector(vector)
-        if q is None:
-            return None
-        again = unit(q)  # never None: q is finite with a norm within rounding of 1
-        return q if again is None else again
+        q = self._checked(vector)
+        u = unit(q)
+        if u is None or u is q:
+            return u
+        again = unit(u)  # never None: u is finite with a norm within rounding of 1
+        return u if again is None else again
 
     def _space(self, namespace: str, create: bool = False) -> _Space | None:
         space = self._spaces.get(namespace)

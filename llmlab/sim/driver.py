@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generator, Iterable, Mapping
 
 import numpy as np
 
+from ..cache.index import settled_unit
 from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Sleep, embedding_cost
 from .providers import GOLDEN, M64, SimProvider, mix64
 
@@ -55,7 +56,7 @@ class EmbedModel:
         dim = int(getattr(self.embedder, "dim", 0) or 384)
         rng = np.random.default_rng(zlib.crc32(text.encode("utf-8")))
         v = rng.standard_normal(dim).astype(np.float32)
-        return (v / np.linalg.norm(v))[None, :]
+        return _settled_row(v)
 
     def prime(self, texts: Iterable[str], batch: int = 256) -> int:
         """Embed every distinct text up front, in batches; returns how many were new."""
@@ -67,7 +68,7 @@ class EmbedModel:
             chunk = todo[start:start + batch]
             vectors = np.asarray(self.embedder.embed(chunk), dtype=np.float32)
             for k, t in enumerate(chunk):
-                self._memo[t] = (vectors[k:k + 1], self._cost(t, None))
+                self._memo[t] = (_settled_row(vectors[k]), self._cost(t, None))
         return len(todo)
 
     def embed(self, texts: tuple[str, ...]) -> EmbedResult:
@@ -83,6 +84,14 @@ class EmbedModel:
             self.prime(missing)
         rows = [memo[t] for t in texts]
         return EmbedResult(np.vstack([r[0] for r in rows]), sum(r[1] for r in rows), self.latency_s * len(texts))
+
+
+def _settled_row(vector: np.ndarray) -> np.ndarray:
+    """A (1, dim) read-only row the semantic cache can use without normalising it again."""
+    settled = settled_unit(vector)
+    row = (vector if settled is None else settled)[None, :].copy()
+    row.flags.writeable = False
+    return row
 
 
 class SimDriver:
