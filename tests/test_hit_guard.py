@@ -1,7 +1,6 @@
 """The hit guard: the hard negatives that defeat every embedder must be vetoed; paraphrases not."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -164,21 +163,24 @@ def test_default_guard_knows_the_catalogue_vocabulary():
     assert not decision.ok and "entities" in decision.reason
 
 
-def test_checks_are_fast(guard):
-    pairs = [(a, b) for a, b, _ in MUST_VETO] + MUST_PASS
-    for a, b in pairs:
-        guard.check(a, b)  # warm the feature memo, as the cache does on store
-    n = 20 * len(pairs)
-    start = time.perf_counter()
-    for _ in range(20):
-        for a, b in pairs:
-            guard.check(a, b)
-    per_check = (time.perf_counter() - start) / n
-    assert per_check < 50e-6, f"{per_check * 1e6:.1f} µs per memoised check"
-    start = time.perf_counter()
-    for i in range(200):
-        guard.features(f"refund for order {i} placed in Seoul on 3월 {i % 28}일, 환불 부탁드려요 #{i}")
-    assert (time.perf_counter() - start) / 200 < 2e-3  # unseen texts: well under a millisecond each
+def test_checks_are_memoised_per_text_and_per_pair(monkeypatch):
+    """The cache checks the same pairs again and again: each text is analysed once and each pair
+    decided once (speed is measured in benchmarks/semantic_cache.py, not asserted here)."""
+    from llmlab.cache import guard as guard_module
+
+    g = guard_module.HitGuard()
+    decided, analysed = [], []
+    real_decide, real_normalise = g._decide, guard_module._normalise
+    monkeypatch.setattr(g, "_decide", lambda q, c: decided.append(1) or real_decide(q, c))
+    monkeypatch.setattr(guard_module, "_normalise", lambda t: analysed.append(t) or real_normalise(t))
+    pairs = [(a, b) for a, b, _ in MUST_VETO[:5]] + MUST_PASS[:5]
+    first = [g.check(a, b) for a, b in pairs]
+    texts = {t for pair in pairs for t in pair}
+    assert len(decided) == len(pairs) and len(analysed) == len(texts)
+    again = [g.check(a, b) for a, b in pairs for _ in range(3)]
+    assert len(decided) == len(pairs) and len(analysed) == len(texts)  # nothing recomputed
+    assert again == [d for d in first for _ in range(3)]
+    assert g.checks == 4 * len(pairs) and g.vetoes == 4 * sum(not d.ok for d in first)
 
 
 def test_korean_become_is_not_cancel(guard):
