@@ -386,7 +386,7 @@ def test_cli_serves_until_ctrl_c():
         r = httpx.post(base_url + "/chat/completions", json={"model": "m", "messages": MSGS}, timeout=5)
         assert r.status_code == 200
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

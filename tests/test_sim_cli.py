@@ -71,3 +71,84 @@ def test_list_and_simulate_prefix(capsys):
 def test_replications_in_the_table(capsys):
     code, out, _ = run(capsys, "--scenario", "b2b-saas", "--requests", "150", "--replications", "2", "--no-baseline")
     assert code == 0 and "mean of 2 replications" in out
+
+
+def _generic_keys(doc, prefix=""):
+    """A preset's keys in the reference's spelling (providers.<name>.x, traffic.tenants[i].y)."""
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if prefix in ("providers.", "gateway.rate_limits.", "gateway.retry_per_deployment."):
+            path = prefix + "<name>"
+        if isinstance(value, dict) and path.endswith("<name>"):
+            yield from _generic_keys(value, path + ".")
+        elif isinstance(value, dict) and not path.endswith(("languages", "mix", "fallbacks", "routes", "plans",
+                                                          "models", "actions", "caps", "plan_caps", "options",
+                                                          "refusal_rate")):
+            yield path
+            yield from _generic_keys(value, path + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            yield path
+            for item in value:
+                yield from _generic_keys(item, path + "[i].")
+        else:
+            yield path
+
+
+def test_fields_lists_every_key_of_the_presets_with_its_range(capsys):
+    import tomllib
+
+    from llmlab.sim.scenario import PRESET_DIR
+
+    code, out, _ = run(capsys, "--fields", "--json")
+    assert code == 0
+    rows = {r["key"]: r for r in json.loads(out)}
+    for preset in PRESET_DIR.glob("*.toml"):
+        missing = set(_generic_keys(tomllib.loads(preset.read_text(encoding="utf-8")))) - set(rows)
+        assert not missing, (preset.name, missing)
+    ratio = rows["gateway.breaker.failure_ratio"]
+    assert (ratio["type"], ratio["allowed"], ratio["default"]) == ("float", "> 0; ≤ 1", "0.5")
+    slow = rows["gateway.breaker.slow_call_s"]
+    assert slow["type"] == "float | None" and slow["allowed"] == "> 0" and "slow" in slow["note"]
+    assert rows["gateway.router.type"]["allowed"].startswith("one of 'fixed', 'plan'")
+    assert rows["traffic.tenants[i].plan"]["default"] == "required"
+    code, text, _ = run(capsys, "--fields")
+    assert code == 0 and text.splitlines()[0].split()[:4] == ["key", "type", "allowed", "default"]
+    assert len(text.splitlines()) == len(rows) + 1
+
+
+def _present(scenario, key):
+    """Does the object holding ``key`` (a concrete dotted key) exist in ``scenario``?"""
+    node = scenario
+    for part in key.split(".")[:-1]:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list):
+            node = node[int(part)] if int(part) < len(node) else None
+        else:
+            node = getattr(node, part, None)
+        if node is None:
+            return False
+    return True
+
+
+def test_every_range_in_the_field_list_is_what_validation_enforces():
+    """Set each bounded field just outside its listed range: the error names exactly that field."""
+    from llmlab.sim.fields import scenario_fields
+    from llmlab.sim.scenario import ScenarioError, load_scenario
+
+    base = load_scenario("realtime-chat")
+    checked = set()
+    for row in scenario_fields():
+        bound = row.allowed.split(";")[0].strip()
+        key = row.key.replace("providers.<name>", "providers.gpt-4o").replace("[i]", ".0")
+        if not bound or bound[0] not in "≥>" or "<name>" in key or not _present(base, key):
+            continue
+        limit = float(bound[1:].strip())
+        bad = int(limit) - 1 if row.type.startswith("int") else (limit if bound[0] == ">" else limit - 0.5)
+        with pytest.raises(ScenarioError) as info:
+            base.with_overrides({key: bad})
+        assert str(info.value).startswith(f"{key}:"), (key, str(info.value))
+        checked.add(key)
+    assert {"traffic.rate_per_s", "providers.gpt-4o.timeout_s", "gateway.breaker.slow_call_s",
+            "traffic.tenants.0.count", "outages.windows.0.start_s", "traffic.rag.latency_s"} <= checked
+    assert len(checked) > 40

@@ -5,6 +5,7 @@
     llmlab simulate --scenario b2b-saas --trace datasets/traces/example_trace.csv --speedup 10
     llmlab simulate --scenario realtime-chat --replications 5 --json
     llmlab simulate --scenario b2b-saas --out results/    # requests.csv, summary.json, *.png
+    llmlab simulate --fields                              # every field a scenario file or --set accepts
 
 Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field).
 """
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--out", help="write requests.csv, turns.csv, summary.json and PNG plots into this folder")
     p.add_argument("--list", action="store_true", help="list the preset scenarios and exit")
+    p.add_argument("--fields", action="store_true",
+                   help="list every scenario field (type, allowed range, default) and exit; with --json as JSON")
     return p
 
 
@@ -89,6 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for name in list_presets():
             print(f"{name:16s} {load_scenario(name).description}")
+        return 0
+    if args.fields:
+        from .fields import format_fields, scenario_fields
+
+        rows = scenario_fields()
+        try:
+            print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False) if args.json else format_fields(rows))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `llmlab simulate --fields | head`
+            pass
         return 0
     if not args.scenario:
         print("llmlab simulate: error: --scenario: a preset name (" + ", ".join(list_presets()) + ") or a TOML file",

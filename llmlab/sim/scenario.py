@@ -101,7 +101,7 @@ class ProviderConfig(_Strict):
     hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost
     context_window: PosInt = 128_000
     max_output_tokens: PosInt = 4_096
-    timeout_s: Pos = 60.0
+    timeout_s: Pos = 60.0  # the gateway gives up on a call after this (streaming: time to first token)
     ttft_s: Pos = 0.5  # median (lognormal), mean (exponential) or the value (fixed)
     ttft_sigma: NonNeg = 0.35
     ttft_dist: Literal["lognormal", "exponential", "fixed"] = "lognormal"
@@ -164,20 +164,20 @@ class ToolConfig(_Strict):
 
 
 class TrafficConfig(_Strict):
-    requests: PosInt | None = 5_000
-    hours: Pos | None = None
-    rate_per_s: Pos = 1.0
+    requests: PosInt | None = 5_000  # user requests to simulate (or hours)
+    hours: Pos | None = None  # simulate every request arriving within this many hours
+    rate_per_s: Pos = 1.0  # mean rate of user requests (all turns), before the diurnal profile
     domain: str | None = None  # catalogue domain ("saas", "ecommerce"); None = all
     languages: dict[str, NonNeg] = Field(default_factory=lambda: {"en": 1.0})
-    zipf_s: NonNeg = 1.0
+    zipf_s: NonNeg = 1.0  # intent popularity exponent (0 = uniform)
     diurnal: list[NonNeg] | Literal["flat", "business", "consumer"] = "flat"
     bursts: list[BurstConfig] = Field(default_factory=list)
     burst_rate_per_day: NonNeg = 0.0
     burst_duration_s: Pos = 600.0
     burst_multiplier: Annotated[float, Field(ge=1)] = 3.0
     tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
-    session_turns_mean: Annotated[float, Field(ge=1)] = 1.0
-    think_time_s: Pos = 30.0
+    session_turns_mean: Annotated[float, Field(ge=1)] = 1.0  # turns per conversation (later turns carry history)
+    think_time_s: Pos = 30.0  # mean pause between a conversation's turns
     answer_tokens_sigma: NonNeg = 0.25
     max_tokens: PosInt | None = 1_024
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -194,14 +194,14 @@ class TrafficConfig(_Strict):
 # ----------------------------------------------------------------------------- gateway
 class RouterConfig(_Strict):
     type: Literal["fixed", "plan", "complexity", "classifier", "cascade"] = "fixed"
-    deployment: str | None = None  # fixed
-    plans: dict[str, str] = Field(default_factory=dict)  # plan
-    default: str | None = None  # plan
-    thresholds: list[PosInt] = Field(default_factory=lambda: [100, 500])  # complexity
-    models: dict[str, str] = Field(default_factory=dict)  # complexity: low/medium/high
-    classifier: str | None = None  # classifier
-    routes: dict[str, str] = Field(default_factory=dict)  # classifier: faq/general/complex
-    stages: list[str] = Field(default_factory=list)  # cascade
+    deployment: str | None = None  # type "fixed": the deployment every request goes to
+    plans: dict[str, str] = Field(default_factory=dict)  # type "plan": plan → deployment
+    default: str | None = None  # type "plan": the deployment for a plan not listed
+    thresholds: list[PosInt] = Field(default_factory=lambda: [100, 500])  # type "complexity": prompt-token cut points
+    models: dict[str, str] = Field(default_factory=dict)  # type "complexity": low/medium/high → deployment
+    classifier: str | None = None  # type "classifier": the deployment that labels queries
+    routes: dict[str, str] = Field(default_factory=dict)  # type "classifier": faq/general/complex → deployment
+    stages: list[str] = Field(default_factory=list)  # type "cascade": deployments, cheapest first
 
 
 class RetryConfig(_Strict):
@@ -225,7 +225,7 @@ class CacheConfig(_Strict):
     exact: bool = True
     key_mode: Literal["exact", "prompt_params"] = "prompt_params"
     ttl_s: Pos = 3_600.0
-    capacity: PosInt = 10_000
+    capacity: PosInt = 10_000  # entries per cache (LRU beyond it)
     semantic: bool = False
     embedder: str = "hashed"
     threshold: Prob | None = None  # None = the embedder's calibrated threshold (llmlab.cache.semantic)

@@ -473,8 +473,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # both end through the event: one shutdown path
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, stop.set)
         async with provider:
             print(f"fake provider listening on {provider.base_url} (Ctrl-C to stop)", flush=True)
             await stop.wait()
