@@ -393,9 +393,8 @@ class VectorIndex:
         # the k-th largest value, then every row reaching it in slot order: ranked by similarity with
         # ties to the lower slot, so a result never depends on how a partition happened to split ties
         cand = np.flatnonzero(sims >= np.partition(sims, -k)[-k]) if k < len(sims) else np.arange(len(sims))
-        top = cand[np.argsort(-sims[cand], kind="stable")[:k]]
-        slots, top_sims = top.astype(np.int64), sims[top].astype(np.float32)
-        return (slots, top_sims) if floor is None else _at_least(slots, top_sims, floor)
+        top = cand[np.argsort(-sims[cand], kind="stable")[:k]]  # only reached without a floor
+        return top.astype(np.int64), sims[top].astype(np.float32)
 
     def _search_ann(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         want = max(k, self.ann_params.candidates)
