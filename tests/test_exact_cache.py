@@ -43,6 +43,28 @@ def test_keys_cover_model_and_parameters():
     assert policy.key([{"role": "system", "content": "x"}, *msgs], {"model": None, "temperature": 0}) != base
 
 
+def test_keys_and_context_fingerprints_follow_the_whole_conversation():
+    """Per-message digests: message boundaries, roles, order and every earlier turn count."""
+    from llmlab.cache import context_fingerprint
+
+    policy = CacheKeyPolicy("prompt_params")
+    user = lambda text: {"role": "user", "content": text}  # noqa: E731
+    said = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+    p = {"model": "gpt-4o"}
+    keys = {policy.key(msgs, p) for msgs in (
+        [user("refund my order")], [user("refund"), user("my order")], [user("refund my"), user("order")],
+        [said("refund my order")], [user("hi"), said("hello"), user("refund my order")],
+        [user("hi"), said("hello!"), user("refund my order")], [said("hello"), user("hi"), user("refund my order")])}
+    assert len(keys) == 7
+    history = [user("hi"), said("hello"), user("refund my order")]
+    assert policy.key(history, p) == policy.key([user(" hi "), said("hello\n"), user("refund  my order")], p)
+    assert context_fingerprint([user("refund my order")]) == ""
+    assert context_fingerprint(history) == context_fingerprint([*history[:2], user("something else")])
+    assert context_fingerprint(history) != context_fingerprint([user("hi"), said("hi there"), user("refund")])
+    assert len(context_fingerprint(history)) == 16 and len(policy.key(history, p)) == 32
+    assert policy.key([{"role": "user", "content": ["part", {"type": "text"}]}], p)  # non-text content still keys
+
+
 def test_exact_mode_is_strict():
     policy = CacheKeyPolicy("exact")
     msgs = [{"role": "user", "content": "Where is my order?"}]

@@ -57,39 +57,64 @@ def _canonical(value: Any) -> Any:
 class CacheKeyPolicy:
     """Builds the key of a request inside its namespace.
 
-    Keys are memoised on the raw (role, content) pairs and parameters: the same questions come
-    back again and again, and normalising plus hashing them is most of a cache lookup's cost.
+    A key is a digest of per-message digests plus a digest of the parameters.  Each message's
+    digest is memoised on its (role, content) text, so a conversation costs one dictionary lookup
+    per message however long its history: the system prompt and the earlier turns come back on
+    every request, and normalising and hashing the whole history again each time grew with it.
     """
 
-    MEMO_SIZE = 8192
+    PARAMS_MEMO_SIZE = 4096
 
     def __init__(self, mode: str = "prompt_params") -> None:
         self.mode = v.choice("cache_key_mode", mode, KEY_MODES)
-        self._memo: dict[Any, str] = {}
+        self._normalise = self.mode != "exact"
+        self._params: dict[Any, bytes] = {}
 
     def key(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
+        h = hashlib.blake2b(_KEY_DOMAIN, digest_size=16)
+        for m in messages:
+            h.update(_message_digest(m, self._normalise))
+        h.update(self._params_digest(params))  # fixed-size digests: the concatenation is unambiguous
+        return h.hexdigest()
+
+    def _params_digest(self, params: Mapping[str, Any]) -> bytes:
         try:
-            memo_key = (tuple((m.get("role"), m.get("content")) for m in messages),
-                        tuple(sorted(params.items())))
+            memo_key = tuple(sorted(params.items()))
             hash(memo_key)
-        except TypeError:  # unhashable content (multimodal parts, tool schemas): compute directly
-            return self._compute(messages, params)
-        found = self._memo.get(memo_key)
+        except TypeError:  # unhashable values (tool schemas, stop lists): compute directly
+            return self._compute_params(params)
+        found = self._params.get(memo_key)
         if found is None:
-            if len(self._memo) >= self.MEMO_SIZE:
-                self._memo.clear()
-            found = self._memo[memo_key] = self._compute(messages, params)
+            if len(self._params) >= self.PARAMS_MEMO_SIZE:
+                self._params.clear()
+            found = self._params[memo_key] = self._compute_params(params)
         return found
 
-    def _compute(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
+    def _compute_params(self, params: Mapping[str, Any]) -> bytes:
         if self.mode == "exact":
-            msgs = [[str(m.get("role", "")), str(m.get("content") or "")] for m in messages]
             kept = {k: params[k] for k in params if k not in IGNORED_PARAMS}
         else:
-            msgs = [[str(m.get("role", "")), normalize_text(str(m.get("content") or ""))] for m in messages]
             kept = {k: params[k] for k in ANSWER_PARAMS if params.get(k) is not None}
-        payload = json.dumps([msgs, _canonical(kept)], ensure_ascii=False, separators=(",", ":"))
-        return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        payload = json.dumps(_canonical(kept), ensure_ascii=False, separators=(",", ":"))
+        return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+_KEY_DOMAIN = b"llmlab/cache-key/2"
+_CONTEXT_DOMAIN = b"llmlab/context/2"
+
+
+def _message_digest(message: Mapping[str, Any], normalise: bool) -> bytes:
+    role = message.get("role", "")
+    content = message.get("content") or ""
+    return _text_digest(role if type(role) is str else str(role),
+                        content if type(content) is str else str(content), normalise)
+
+
+@lru_cache(maxsize=65_536)
+def _text_digest(role: str, content: str, normalise: bool) -> bytes:
+    payload = json.dumps([role, normalize_text(content) if normalise else content], ensure_ascii=False,
+                         separators=(",", ":"))
+    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -100,11 +125,7 @@ def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:
     """
     if len(messages) <= 1:
         return ""
-    pairs = tuple((str(m.get("role", "")), str(m.get("content") or "")) for m in messages[:-1])
-    return _fingerprint(pairs)
-
-
-@lru_cache(maxsize=4096)
-def _fingerprint(pairs: tuple[tuple[str, str], ...]) -> str:
-    payload = json.dumps([[role, normalize_text(content)] for role, content in pairs], ensure_ascii=False)
-    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    h = hashlib.blake2b(_CONTEXT_DOMAIN, digest_size=8)
+    for m in messages[:-1]:
+        h.update(_message_digest(m, True))
+    return h.hexdigest()
