@@ -147,23 +147,29 @@ class CircuitBreaker:
     def _too_slow(self) -> bool:
         return self.slow_call_s is not None and self._share(self._slow) >= self.slow_call_ratio
 
-    def _open(self, now: float) -> None:
+    def _open(self, now: float, *, for_slowness: bool = False) -> None:
         if self.state != self.OPEN:
             self.times_opened += 1
+            self.slow_opens += for_slowness
             self._enter(self.OPEN)
         self.opened_at = now
         self._probe_in_flight = False
 
+    def _stale(self, ticket: int | None) -> bool:
+        """A verdict from an earlier generation: counted, and otherwise ignored."""
+        if self.current(ticket):
+            return False
+        self.stale_verdicts += 1
+        return True
+
     def record_success(self, now: float, ticket: int | None = None, *, slow: bool = False) -> None:
         """The call answered (``slow``: later than ``slow_call_s``, see :meth:`is_slow`)."""
-        if not self.current(ticket):
-            self.stale_verdicts += 1
+        if self._stale(ticket):
             return
         self.consecutive_failures = 0
         self._remember(False, slow)
         if slow and (self.state == self.HALF_OPEN or (self.state == self.CLOSED and self._too_slow())):
-            self.slow_opens += 1
-            self._open(now)  # answering, but too slowly to keep sending users there
+            self._open(now, for_slowness=True)  # answering, but too slowly to keep sending users there
         elif not slow and self.state != self.CLOSED:
             self._enter(self.CLOSED)
             self._failed.clear()
@@ -171,8 +177,7 @@ class CircuitBreaker:
             self._probe_in_flight = False
 
     def record_failure(self, now: float, ticket: int | None = None, *, slow: bool = False) -> None:
-        if not self.current(ticket):
-            self.stale_verdicts += 1
+        if self._stale(ticket):
             return
         self.consecutive_failures += 1
         self._remember(True, slow)
@@ -182,8 +187,7 @@ class CircuitBreaker:
                 or self._share(self._failed) >= self.failure_ratio):
             self._open(now)
         elif self._too_slow():
-            self.slow_opens += 1
-            self._open(now)
+            self._open(now, for_slowness=True)
 
 
 @dataclass(slots=True)

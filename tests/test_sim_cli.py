@@ -95,9 +95,7 @@ def _generic_keys(doc, prefix=""):
 
 
 def test_fields_lists_every_key_of_the_presets_with_its_range(capsys):
-    import tomllib
-
-    from llmlab.sim.scenario import PRESET_DIR
+    from llmlab.sim.scenario import PRESET_DIR, tomllib  # tomli on Python 3.10
 
     code, out, _ = run(capsys, "--fields", "--json")
     assert code == 0

@@ -13,7 +13,7 @@ import io
 import tokenize
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any, Literal, Union
 
@@ -32,8 +32,7 @@ class ScenarioField:
     note: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"key": self.key, "type": self.type, "allowed": self.allowed, "default": self.default,
-                "note": self.note}
+        return asdict(self)
 
 
 _BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
@@ -135,11 +134,9 @@ def scenario_fields(model: type[BaseModel] | None = None, prefix: str = "") -> l
 
 def format_fields(rows: list[ScenarioField]) -> str:
     """An aligned plain-text table (one field a line)."""
-    header = ScenarioField("key", "type", "allowed", "default", "note")
-    table = [header, *rows]
-    widths = [max(len(getattr(r, col)) for r in table) for col in ("key", "type", "allowed", "default")]
-    out = []
-    for r in table:
-        cells = [getattr(r, col).ljust(w) for col, w in zip(("key", "type", "allowed", "default"), widths)]
-        out.append("  ".join(cells + [r.note]).rstrip())
-    return "\n".join(out)
+    columns = [f.name for f in fields(ScenarioField)]
+    table = [ScenarioField(*columns), *rows]
+    aligned = columns[:-1]  # the note, last, runs free
+    widths = {col: max(len(getattr(r, col)) for r in table) for col in aligned}
+    return "\n".join("  ".join([*(getattr(r, col).ljust(widths[col]) for col in aligned), r.note]).rstrip()
+                     for r in table)
