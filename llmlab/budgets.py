@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from ._fastinit import fast_frozen_init
 from datetime import datetime, timezone
 from typing import Mapping, Protocol
 
@@ -73,6 +74,7 @@ class BudgetPolicy:
         return self.default_cap
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Reservation:
     tenant: str

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from ._fastinit import fast_frozen_init
 from typing import Any, Mapping
 
 from .errors import GatewayError
@@ -45,6 +46,7 @@ class Deployment:
 
 
 # ----------------------------------------------------------------------------- effects
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Call:
     """Ask ``deployment`` for a chat completion."""
@@ -57,6 +59,7 @@ class Call:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Sleep:
     """Wait ``seconds`` (real time live, virtual time in the simulator)."""
@@ -64,6 +67,7 @@ class Sleep:
     seconds: float
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Embed:
     """Embed ``texts`` with ``embedder`` (an object with ``embed(texts) -> ndarray``)."""
@@ -96,6 +100,7 @@ RETRYABLE = frozenset({ErrorKind.RATE_LIMIT, ErrorKind.TIMEOUT, ErrorKind.SERVER
 FATAL = frozenset({ErrorKind.AUTH, ErrorKind.BAD_REQUEST})
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CallResult:
     text: str
@@ -107,6 +112,7 @@ class CallResult:
     ok = True
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CallError:
     kind: ErrorKind
@@ -119,6 +125,7 @@ class CallError:
     ok = False
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class EmbedResult:
     vectors: Any  # numpy array (n, dim)
@@ -133,6 +140,7 @@ def embedding_cost(embedder: Any, texts: list[str]) -> float:
 
 
 # ----------------------------------------------------------------------------- records
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One provider call (or skipped deployment) made while serving a request."""
@@ -169,6 +177,7 @@ class CacheOutcome(str, enum.Enum):
     LAST_RESORT_HIT = "last_resort_hit"
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     """What the caches store: the answer and enough about it to report a hit honestly."""
@@ -182,6 +191,7 @@ class CachedAnswer:
     metadata: Mapping[str, Any] = field(default_factory=dict)  # e.g. the intent of the filling request
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """Exactly one per request: an answer (model, cache, last resort, rule) or a typed error."""

@@ -5,6 +5,7 @@ import itertools
 from collections import abc
 import os
 from dataclasses import dataclass, field
+from ._fastinit import fast_frozen_init
 from typing import Any, Mapping, Sequence
 
 from .errors import InvalidRequest
@@ -33,6 +34,7 @@ def _check_params(params: Any) -> None:
         raise InvalidRequest("params.top_p", top_p, "a number in (0, 1]")
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Request:
     """A chat request plus who sent it.

@@ -9,6 +9,7 @@ routers, so "paid users get complexity routing, free users get the small model" 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ._fastinit import fast_frozen_init
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence, Union
 
 from . import _validate as v
@@ -19,6 +20,7 @@ from .request import Request
 AcceptCheck = Callable[[str, Request], bool]
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     """Where a request goes.  ``deployment`` is None when ``answer`` is a rule's $0 answer.

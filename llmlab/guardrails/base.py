@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from .._fastinit import fast_frozen_init
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,6 +55,7 @@ class GuardrailConfigError(ConfigError):
         return self.args[0]
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One thing a guard noticed.
@@ -69,6 +71,7 @@ class Finding:
     end: int = -1
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class InputVerdict:
     """The result of an input guard.
@@ -84,6 +87,7 @@ class InputVerdict:
     restore: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class OutputVerdict:
     """The result of an output guard: the (possibly redacted) text and whether to block."""
