@@ -325,3 +325,32 @@ def test_ties_go_to_the_lower_slot_on_every_path():
     idx.remove(3)
     assert idx.search(base, 3)[0].tolist() == [1, 4, 6]
     assert idx.search_unit(base, 2, min_similarity=0.5)[0].tolist() == [1, 4]
+
+
+def test_float32_floor_compares_exactly_like_float64():
+    """Thresholds are float64; similarities float32.  The float32 bound must select exactly the
+    rows a float64 comparison selects, including rows one float32 step either side of it."""
+    from llmlab.cache.index import float32_floor
+
+    rng = np.random.default_rng(7)
+    for f in [0.83, 0.9, 0.5, 1.0, 0.0, 0.1 + 1e-12, *rng.random(200).tolist()]:
+        bound = float32_floor(f)
+        assert float(bound) >= f and float(np.nextafter(bound, np.float32(-np.inf))) < f
+        near = np.float32(f)
+        sims = np.array([np.nextafter(near, np.float32(-1)), near, np.nextafter(near, np.float32(2)),
+                         *rng.random(50)], dtype=np.float32)
+        assert np.array_equal(sims >= bound, sims.astype(np.float64) >= f)
+
+
+def test_holes_are_never_returned_and_reused_slots_are_found_again():
+    idx = VectorIndex(8, ann_threshold=None)
+    vecs = np.eye(8, dtype=np.float32)
+    slots = [idx.add(v) for v in vecs]
+    for s in slots[::2]:
+        idx.remove(s)
+    for v in vecs:  # a removed row is never found, even as the only row above the floor
+        found, _ = idx.search(v, 8, min_similarity=0.0)
+        assert not set(found.tolist()) & set(slots[::2])
+    again = idx.add(vecs[0])  # reuses a freed slot, which must be searchable again
+    found, sims = idx.search(vecs[0], 1, min_similarity=0.99)
+    assert found.tolist() == [again] and sims[0] == pytest.approx(1.0)

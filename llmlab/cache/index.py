@@ -88,10 +88,20 @@ def settled_unit(q: np.ndarray) -> np.ndarray | None:
     return q
 
 
+def float32_floor(floor: float) -> np.float32:
+    """The smallest float32 ≥ ``floor``: for a float32 similarity ``s``, ``s >= float32_floor(f)``
+    is exactly ``s >= f`` compared in float64, without converting the array.  (Comparing with
+    ``np.float32(f)`` would round ``f`` to nearest — possibly down — and could let a row just
+    below the threshold through.)"""
+    f32 = np.float32(floor)
+    if float(f32) < floor:
+        f32 = np.nextafter(f32, np.float32(np.inf))
+    return f32
+
+
 def _at_least(slots: np.ndarray, sims: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """The prefix of a best-first result with similarity ≥ ``floor``, compared exactly in float64
-    (a float32 comparison would round ``floor`` first and could move a result across it)."""
-    keep = int(np.count_nonzero(sims.astype(np.float64) >= floor))
+    """The prefix of a best-first result with similarity ≥ ``floor`` (exactly: :func:`float32_floor`)."""
+    keep = int(np.count_nonzero(sims >= float32_floor(floor)))
     return slots[:keep], sims[:keep]
 
 
@@ -159,6 +169,9 @@ class VectorIndex:
         cap = max(1, int(initial_capacity))  # small: most namespaces hold a few entries (module docstring)
         self._mat = np.zeros((cap, dim), dtype=np.float32)
         self._alive = np.zeros(cap, dtype=bool)
+        # 0 for a live or never-used slot, -inf for a freed one: added to the similarities of the
+        # slots in use, it rules out the holes with one in-place add (no mask, no fancy indexing)
+        self._hole = np.zeros(cap, dtype=np.float32)
         self._in_ann = np.zeros(cap, dtype=bool)
         self._free: list[int] = []
         self._hwm = 0          # slots ever used: rows [0, _hwm) may be live
@@ -180,7 +193,7 @@ class VectorIndex:
     @property
     def nbytes(self) -> int:
         """Approximate memory: matrix + masks + graph (codes and links)."""
-        total = self._mat.nbytes + self._alive.nbytes + self._in_ann.nbytes
+        total = self._mat.nbytes + self._alive.nbytes + self._hole.nbytes + self._in_ann.nbytes
         if self._ann is not None:
             code = self.dim if self.ann_params.quantize else 4 * self.dim
             total += int(self._ann.ntotal) * (code + 8 + 2 * self.ann_params.m * 4 * 1.1)
@@ -202,7 +215,7 @@ class VectorIndex:
 
     def _grow(self, at_least: int = 0) -> None:
         cap = max(self._mat.shape[0] * 2, at_least)
-        for name in ("_mat", "_alive", "_in_ann"):
+        for name in ("_mat", "_alive", "_hole", "_in_ann"):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
             new[: old.shape[0]] = old
@@ -222,6 +235,7 @@ class VectorIndex:
         and the insert.  Nothing is checked here."""
         if self._free:
             slot = self._free.pop()
+            self._hole[slot] = 0.0
         else:
             if self._hwm == self._mat.shape[0]:
                 self._grow()
@@ -255,6 +269,7 @@ class VectorIndex:
         self._hwm += fresh
         self._mat[slots] = m / norms
         self._alive[slots] = True
+        self._hole[slots] = 0.0
         self._n += len(m)
         if self._ann is not None:
             self._ann_add(slots)
@@ -267,6 +282,7 @@ class VectorIndex:
         if not (0 <= slot < self._hwm and self._alive[slot]):
             raise KeyError(slot)
         self._alive[slot] = False
+        self._hole[slot] = -np.inf
         self._free.append(slot)
         self._n -= 1
         if self._in_ann[slot]:
@@ -281,6 +297,7 @@ class VectorIndex:
 
     def clear(self) -> None:
         self._alive[:] = False
+        self._hole[:] = 0.0
         self._in_ann[:] = False
         self._free.clear()
         self._hwm = self._n = 0
@@ -376,14 +393,14 @@ class VectorIndex:
         ``ndarray.dot`` is the same BLAS gemv as ``@`` (same bits) with ≈ 0.5 µs less dispatch."""
         sims = self._mat[: self._hwm].dot(q)
         if self._hwm != self._n:  # holes from deletions
-            sims[~self._alive[: self._hwm]] = -np.inf
+            sims += self._hole[: self._hwm]
         if k == 1 or floor is not None:
             best = int(sims.argmax())
             if floor is not None:
                 if float(sims[best]) < floor:
                     return _empty()
                 if k > 1:
-                    above = np.flatnonzero(sims.astype(np.float64) >= floor)
+                    above = (sims >= float32_floor(floor)).nonzero()[0]
                     if len(above) > 1:  # rank just the few rows at or above the floor (ties: lower slot first)
                         top = above[np.argsort(-sims[above], kind="stable")[:k]]
                         return top.astype(np.int64), sims[top].astype(np.float32)
