@@ -172,6 +172,11 @@ class VectorIndex:
         # 0 for a live or never-used slot, -inf for a freed one: added to the similarities of the
         # slots in use, it rules out the holes with one in-place add (no mask, no fancy indexing)
         self._hole = np.zeros(cap, dtype=np.float32)
+        # each slot's id in a SimilarityTable (llmlab.cache.table), -1 when its vector came from
+        # elsewhere; while every live row has one, a search can gather its similarities from the
+        # table's row for the query instead of a product over cold rows
+        self._key = np.zeros(cap, dtype=np.int64)
+        self._unkeyed = 0
         self._in_ann = np.zeros(cap, dtype=bool)
         self._free: list[int] = []
         self._hwm = 0          # slots ever used: rows [0, _hwm) may be live
@@ -189,6 +194,11 @@ class VectorIndex:
     @property
     def uses_ann(self) -> bool:
         return self._ann is not None
+
+    @property
+    def table_ready(self) -> bool:
+        """Whether a search would use a ``table_row``: exact path, every live row added with an id."""
+        return self._ann is None and not self._unkeyed
 
     @property
     def nbytes(self) -> int:
@@ -215,7 +225,7 @@ class VectorIndex:
 
     def _grow(self, at_least: int = 0) -> None:
         cap = max(self._mat.shape[0] * 2, at_least)
-        for name in ("_mat", "_alive", "_hole", "_in_ann"):
+        for name in ("_mat", "_alive", "_hole", "_key", "_in_ann"):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
             new[: old.shape[0]] = old
@@ -229,10 +239,11 @@ class VectorIndex:
             raise ConfigError("vector", "zero or non-finite vector", "a non-zero finite vector")
         return self.add_unit(q)
 
-    def add_unit(self, q: np.ndarray) -> int:
+    def add_unit(self, q: np.ndarray, key: int = -1) -> int:
         """:meth:`add` for a vector the caller has already checked and normalised (:func:`unit`):
         the semantic cache normalises once per request and passes the result to both the search
-        and the insert.  Nothing is checked here."""
+        and the insert.  Nothing is checked here.  ``key`` is the vector's id in the similarity
+        table the caller searches with (``search_unit(..., table_row=...)``), -1 for none."""
         if self._free:
             slot = self._free.pop()
             self._hole[slot] = 0.0
@@ -243,6 +254,9 @@ class VectorIndex:
             self._hwm += 1
         self._mat[slot] = q
         self._alive[slot] = True
+        self._key[slot] = key
+        if key < 0:
+            self._unkeyed += 1
         self._n += 1
         if self._ann is not None:
             self._ann_add(np.array([slot]))
@@ -270,6 +284,8 @@ class VectorIndex:
         self._mat[slots] = m / norms
         self._alive[slots] = True
         self._hole[slots] = 0.0
+        self._key[slots] = -1
+        self._unkeyed += len(m)
         self._n += len(m)
         if self._ann is not None:
             self._ann_add(slots)
@@ -283,6 +299,8 @@ class VectorIndex:
             raise KeyError(slot)
         self._alive[slot] = False
         self._hole[slot] = -np.inf
+        if self._key[slot] < 0:
+            self._unkeyed -= 1
         self._free.append(slot)
         self._n -= 1
         if self._in_ann[slot]:
@@ -298,6 +316,7 @@ class VectorIndex:
     def clear(self) -> None:
         self._alive[:] = False
         self._hole[:] = 0.0
+        self._unkeyed = 0
         self._in_ann[:] = False
         self._free.clear()
         self._hwm = self._n = 0
@@ -359,14 +378,18 @@ class VectorIndex:
             return _empty()
         return self.search_unit(q, k, min_similarity=min_similarity)
 
-    def search_unit(self, q: np.ndarray, k: int = 1, *,
-                    min_similarity: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_unit(self, q: np.ndarray, k: int = 1, *, min_similarity: float | None = None,
+                    table_row: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` for a checked unit float32 (dim,) vector (:func:`unit`); nothing is checked.
 
         ``min_similarity`` drops results below it.  On the exact path it is also a shortcut: when
         the best row is below it (a cache miss, the common case) the search ends after one
         ``argmax``, and the top-``k`` selection and sort are never run.  On the HNSW path the
         graph search is unchanged and its result is filtered.
+
+        ``table_row`` — the query's similarities to every vector of a
+        :class:`~llmlab.cache.table.SimilarityTable` whose ids the rows were added with — replaces
+        the product on the exact path when every live row has an id; otherwise it is ignored.
         """
         if self._n == 0:
             return _empty()
@@ -374,6 +397,8 @@ class VectorIndex:
         if self._ann is not None:
             slots, sims = self._search_ann(q, k)
             return (slots, sims) if min_similarity is None else _at_least(slots, sims, min_similarity)
+        if table_row is not None and not self._unkeyed:
+            return self._rank(table_row.take(self._key[: self._hwm]), k, min_similarity)
         return self._search_exact(q, k, min_similarity)
 
     def search_exact(self, vector: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +416,11 @@ class VectorIndex:
         cases); with a floor, only the rows reaching it are ranked; otherwise a partition finds
         the k-th value.  Results are ordered by similarity, ties by the lower slot, on every path.
         ``ndarray.dot`` is the same BLAS gemv as ``@`` (same bits) with ≈ 0.5 µs less dispatch."""
-        sims = self._mat[: self._hwm].dot(q)
+        return self._rank(self._mat[: self._hwm].dot(q), k, floor)
+
+    def _rank(self, sims: np.ndarray, k: int, floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_search_exact` from the similarities of slots ``[0, _hwm)`` (a fresh array: holes
+        are written into it)."""
         if self._hwm != self._n:  # holes from deletions
             sims += self._hole[: self._hwm]
         if k == 1 or floor is not None:

@@ -25,7 +25,10 @@ The simulator calls :meth:`~SemanticCache.lookup` and :meth:`~SemanticCache.stor
 thousands of times, mostly on namespaces of a few entries, so their fixed costs matter more
 than the search: a vector is normalised once per call (:meth:`SemanticCache._unit`), and the
 index is asked only for candidates at or above the threshold, which turns a miss into one
-matvec and an ``argmax`` (:meth:`~llmlab.cache.index.VectorIndex.search_unit`).
+matvec and an ``argmax`` (:meth:`~llmlab.cache.index.VectorIndex.search_unit`).  Given a
+:class:`~llmlab.cache.table.SimilarityTable` of the query catalogue (the simulator builds one),
+vectors the table handed out are neither normalised nor multiplied again: their similarities
+are gathered from the table's memoised row (see that module for why and for what it changes).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from .. import _validate as v
 from ..errors import ConfigError
 from .guard import HitGuard, default_guard
 from .index import DEFAULT_ANN_THRESHOLD, ANNParams, DimensionMismatch, VectorIndex, unit
+from .table import SimilarityTable
 
 __all__ = ["CALIBRATED_THRESHOLDS", "DEFAULT_THRESHOLD", "SemanticCache", "SemanticHit", "threshold_for"]
 
@@ -103,12 +107,14 @@ class SemanticCache:
     ``threshold``/``last_resort_threshold`` default to the calibration for ``embedder.name``;
     ``guard`` defaults to :func:`~llmlab.cache.guard.default_guard` (pass ``None`` to switch it
     off and watch the false hits appear).  ``candidates`` neighbours are examined per lookup.
+    ``table``: a :class:`~llmlab.cache.table.SimilarityTable` of the texts queries come from.
     """
 
     def __init__(self, embedder: Any, *, threshold: float | None = None,
                  guard: HitGuard | None | Any = _DEFAULT_GUARD, capacity: int = 10_000, ttl_s: float = 86_400,
                  ann_threshold: int | None = DEFAULT_ANN_THRESHOLD, last_resort_threshold: float | None = None,
-                 candidates: int = 8, ann_params: ANNParams = ANNParams()) -> None:
+                 candidates: int = 8, ann_params: ANNParams = ANNParams(),
+                 table: SimilarityTable | None = None) -> None:
         calibrated = threshold_for(embedder)
         self.embedder = embedder
         self.threshold = _threshold("threshold", calibrated["threshold"] if threshold is None else threshold)
@@ -126,11 +132,20 @@ class SemanticCache:
         self.ann_params = ann_params
         self.candidates = v.integer("candidates", candidates, lo=1)
         self.dim: int | None = getattr(embedder, "dim", None)
+        if table is not None:
+            if not isinstance(table, SimilarityTable):
+                raise ConfigError("table", type(table).__name__, "a SimilarityTable or None")
+            if self.dim is not None and len(table) and table.dim != self.dim:
+                raise ConfigError("table", f"vectors of dimension {table.dim}", f"the embedder's dimension {self.dim}")
+            if len(table):
+                self.dim = table.dim
+        self.table = table
         self._spaces: dict[str, _Space] = {}
         self._lru: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._lock = threading.RLock()  # one gateway may serve from several threads
         self._counts = {"lookups": 0, "hits": 0, "guard_vetoes": 0, "evictions": 0, "expired_skipped": 0,
-                        "last_resort_lookups": 0, "last_resort_hits": 0, "stores": 0, "replaced": 0}
+                        "last_resort_lookups": 0, "last_resort_hits": 0, "stores": 0, "replaced": 0,
+                        "table_searches": 0}
 
     # ------------------------------------------------------------------ helpers
     def _checked(self, vector: Any) -> np.ndarray:
@@ -185,13 +200,25 @@ class SemanticCache:
         if not space.entries:
             del self._spaces[namespace]
 
+    def _prepared(self, text: str, vector: Any) -> tuple[np.ndarray | None, int]:
+        """The unit vector to search or store and its similarity-table id (-1: not the table's)."""
+        if self.table is not None:
+            tid = self.table.id_of(text, vector)
+            if tid is not None:
+                return self.table.unit(tid), tid
+        return self._unit(vector), -1
+
     def _search(self, namespace: str, text: str, vector: Any, now: float, threshold: float,
                 allow_stale: bool) -> SemanticHit | None:
-        q = self._unit(vector)
+        q, tid = self._prepared(text, vector)
         space = self._spaces.get(namespace)
         if q is None or space is None:
             return None
-        slots, sims = space.index.search_unit(q, self.candidates, min_similarity=threshold)
+        row = None
+        if tid >= 0 and space.index.table_ready:
+            row = self.table.similarities(tid)
+            self._counts["table_searches"] += 1
+        slots, sims = space.index.search_unit(q, self.candidates, min_similarity=threshold, table_row=row)
         if not len(slots):
             return None  # a miss: nothing at or above the threshold
         vetoed = False
@@ -237,7 +264,7 @@ class SemanticCache:
             self._store(namespace, text, vector, value, now)
 
     def _store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> None:
-        q = self._unit(vector)
+        q, tid = self._prepared(text, vector)
         if q is None:
             return
         self._counts["stores"] += 1
@@ -254,7 +281,7 @@ class SemanticCache:
             self._counts["evictions"] += 1
         space = self._space(namespace, create=True)
         assert space is not None
-        slot = space.index.add_unit(q)
+        slot = space.index.add_unit(q, tid)
         space.entries[slot] = _Entry(text, value, now)
         space.by_text[text] = slot
         self._lru[(namespace, slot)] = None

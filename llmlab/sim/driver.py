@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generator, Iterable, Mapping
 import numpy as np
 
 from ..cache.index import settled_unit
+from ..cache.table import MAX_TABLE_TEXTS, SimilarityTable
 from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Sleep, embedding_cost
 from .providers import GOLDEN, M64, SimProvider, mix64
 
@@ -43,6 +44,7 @@ class EmbedModel:
         self.cost_per_1m_tokens = cost_per_1m_tokens
         self.opaque = set(opaque)
         self._memo: dict[str, tuple[np.ndarray, float]] = {}
+        self._table: SimilarityTable | None = None
 
     def _cost(self, text: str, tokens: int | None) -> float:
         if self.cost_per_1m_tokens:
@@ -70,6 +72,16 @@ class EmbedModel:
             for k, t in enumerate(chunk):
                 self._memo[t] = (_settled_row(vectors[k]), self._cost(t, None))
         return len(todo)
+
+    def similarity_table(self) -> SimilarityTable | None:
+        """The memoised vectors as a :class:`~llmlab.cache.table.SimilarityTable` for the semantic
+        cache (rebuilt when texts were added since), or None above ``MAX_TABLE_TEXTS`` texts."""
+        if len(self._memo) > MAX_TABLE_TEXTS:
+            return None
+        if self._table is None or len(self._table) != len(self._memo):
+            texts = list(self._memo)
+            self._table = SimilarityTable(texts, [self._memo[t][0] for t in texts])
+        return self._table
 
     def embed(self, texts: tuple[str, ...]) -> EmbedResult:
         memo = self._memo

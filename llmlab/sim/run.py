@@ -79,7 +79,7 @@ def build_embedder(scenario: Scenario) -> Any:
     return embedder
 
 
-def build_semantic_cache(scenario: Scenario, embedder: Any) -> Any:
+def build_semantic_cache(scenario: Scenario, embedder: Any, table: Any = None) -> Any:
     try:
         from ..cache.semantic import SemanticCache
     except ImportError as exc:  # pragma: no cover - the cache package ships with llmlab
@@ -87,7 +87,7 @@ def build_semantic_cache(scenario: Scenario, embedder: Any) -> Any:
     c = scenario.gateway.cache
     try:
         return SemanticCache(embedder, **{"threshold": c.threshold, "capacity": c.capacity, "ttl_s": c.ttl_s,
-                                          **c.options})
+                                          "table": table, **c.options})
     except TypeError as exc:
         raise ScenarioError("gateway.cache.options", f"not accepted by SemanticCache: {exc}", c.options) from None
 
@@ -303,7 +303,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
         windows = scenario_windows(scenario, traffic.horizon_s, seed)
     semantic = None
     if not baseline and scenario.gateway.cache.semantic:
-        semantic = build_semantic_cache(scenario, embed_model.embedder)
+        semantic = build_semantic_cache(scenario, embed_model.embedder, embed_model.similarity_table())
     gateway = build_gateway(scenario, lambda: epoch0 + env.now, seed=seed, baseline=baseline, semantic_cache=semantic,
                             keep_records=keep_requests)
     names = [scenario.baseline_model] if baseline else list(scenario.providers)
