@@ -10,17 +10,18 @@ of them is already known once the query's row of the catalogue's Gram matrix is:
 ``n`` numbers from that row costs ≈ 1 µs.
 
 :class:`SimilarityTable` holds the catalogue's unit vectors and computes that row the first
-time a query text is looked up (one product over the catalogue).  The semantic cache uses it
-only for vectors the table itself handed out (checked by identity, so a caller's own vector
-for a known text is never mistaken for the table's) and only in namespaces whose every row came
-from the table; anything else takes the ordinary product.  The thresholds, ranking, ties,
-guard, TTL and LRU are the cache's own code either way.
+time a query text is looked up (with its neighbours: one product of a block of the catalogue
+with the whole of it). The semantic cache uses it only for vectors the table itself handed out
+(checked by identity, so a caller's own vector for a known text is never mistaken for the
+table's) and only in namespaces whose every row came from the table; anything else takes the
+ordinary product. The thresholds, ranking, ties, guard, TTL and LRU are the cache's own code
+either way.
 
 A similarity from the table is the float32 dot product of the same two unit vectors, summed in
 the order BLAS uses for a product of a block of the catalogue with the whole of it; the
-ordinary path sums in the order it uses for the namespace's matrix, which for about 1 % of pairs differs in the last bit
-(≈ 6e-8).  Only a similarity within that distance of the threshold could be decided
-differently.
+ordinary path sums in the order it uses for the namespace's matrix, which for about 1 % of
+pairs differs in the last bit (≈ 6e-8). Only a similarity within that distance of the
+threshold could be decided differently.
 """
 from __future__ import annotations
 
