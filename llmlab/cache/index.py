@@ -48,7 +48,8 @@ import numpy as np
 
 from ..errors import ConfigError, LLMLabError
 
-__all__ = ["ANNParams", "DimensionMismatch", "VectorIndex", "DEFAULT_ANN_THRESHOLD", "settled_unit", "unit"]
+__all__ = ["ANNParams", "DimensionMismatch", "VectorIndex", "DEFAULT_ANN_THRESHOLD", "float32_floor", "settled_unit",
+           "unit"]
 
 log = logging.getLogger("llmlab.cache")
 
