@@ -95,17 +95,30 @@ def test_2000_concurrent_requests_with_faults_and_a_primary_outage(caplog):
             sem = asyncio.Semaphore(in_flight)
             return await asyncio.gather(*(one(i, sem) for i in range(n)))
 
+        async def after_the_storm(wanted: int = 10, budget_s: float = 20.0) -> tuple[int, int]:
+            """Requests one at a time until the primary has answered ``wanted`` of them (or the budget
+            is spent): (primary answers, requests sent)."""
+            primary = sent = 0
+            deadline = time.monotonic() + budget_s
+            while primary < wanted and time.monotonic() < deadline:
+                out = await gw.acomplete(Request.build(f"Recovery check {sent}: is the primary back?", tenant="probe"))
+                primary += out.deployment == "gpt-4o"
+                sent += 1
+            return primary, sent
+
         started = time.monotonic()
         with caplog.at_level(logging.ERROR, "llmlab"):
             outcomes = run_async(main(), loop_errors)
-        elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - started
+            ledger = list(gw.ledger)
+            recovered, recovery_requests = run_async(after_the_storm(), loop_errors)
         served = fp.stats
 
     # exactly one typed outcome per request: none lost, none duplicated
     sent = [r.request_id for r in requests]
     assert [o.request_id for o in outcomes] == sent
-    ledger_ids = Counter(o.request_id for o in gw.ledger)
-    assert len(gw.ledger) == n and set(ledger_ids) == set(sent) and max(ledger_ids.values()) == 1
+    ledger_ids = Counter(o.request_id for o in ledger)
+    assert len(ledger) == n and set(ledger_ids) == set(sent) and max(ledger_ids.values()) == 1
     check_typed(outcomes)
     assert not loop_errors and not [r for r in caplog.records if "internal error" in r.getMessage()]
 
@@ -124,9 +137,12 @@ def test_2000_concurrent_requests_with_faults_and_a_primary_outage(caplog):
     skipped = sum(1 for o in outcomes for a in o.attempts if a.error == "circuit_open")
     assert skipped > 100  # the breaker stopped calling the dead primary
     # after the outage the primary serves again: a half-open probe succeeded and closed the breaker.
-    # Under 250 in flight a probe takes a second or two and fails 30 % of the time, so the check
-    # leaves the first 100 requests after the outage (several probe rounds) out
-    assert sum(o.deployment == "gpt-4o" for o in outcomes[1_000:]) >= 10, phase
+    # Checked once the storm has passed: under 250 in flight a probe's verdict takes 2-3 s (event-loop
+    # saturation, 1 s timeouts firing late) and fails more often than the 30 % background rate, so how
+    # many of the run's last requests reach the primary depends on the machine's load (a loaded CI
+    # machine saw 1 of 1,000); one request at a time, probes come every cooldown and recovery must
+    # follow within a few of them
+    assert recovered >= 10, (recovered, recovery_requests, phase)
     assert kinds[OutcomeKind.CACHE] >= 100  # repeats were served from cache while faults raged
     # bounded: the worst request meets hangs (1 s timeouts) on several attempts while 250 others share
     # the loop; ~20-30 s for the whole run on an idle 2-core machine, hard limits leave room for noise
