@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from ._fastinit import fast_frozen_init
 from datetime import datetime, timezone
 from typing import Mapping, Protocol
 
 from . import _validate as v
+from ._fastinit import fast_frozen_init
 
 POLICIES = ("reject", "downgrade")
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from ._fastinit import fast_frozen_init
 from typing import Any, Mapping
 
+from ._fastinit import fast_frozen_init
 from .errors import GatewayError
 
 Message = Mapping[str, Any]

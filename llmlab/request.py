@@ -5,9 +5,9 @@ import itertools
 from collections import abc
 import os
 from dataclasses import dataclass, field
-from ._fastinit import fast_frozen_init
 from typing import Any, Mapping, Sequence
 
+from ._fastinit import fast_frozen_init
 from .errors import InvalidRequest
 
 _counter = itertools.count(1)

@@ -9,10 +9,10 @@ routers, so "paid users get complexity routing, free users get the small model" 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ._fastinit import fast_frozen_init
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence, Union
 
 from . import _validate as v
+from ._fastinit import fast_frozen_init
 from .effects import Call, Deployment, Effect
 from .errors import ConfigError
 from .request import Request

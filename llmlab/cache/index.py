@@ -157,6 +157,8 @@ def _faiss() -> Any | None:
 class VectorIndex:
     """Slots of unit vectors with exact (small) or HNSW-backed (large) inner-product search."""
 
+    _PER_SLOT = ("_mat", "_alive", "_hole", "_key", "_in_ann")  # arrays with one row per slot
+
     def __init__(self, dim: int, *, ann_threshold: int | None = DEFAULT_ANN_THRESHOLD,
                  ann_params: ANNParams = ANNParams(), initial_capacity: int = 4) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -203,8 +205,8 @@ class VectorIndex:
 
     @property
     def nbytes(self) -> int:
-        """Approximate memory: matrix + masks + graph (codes and links)."""
-        total = self._mat.nbytes + self._alive.nbytes + self._hole.nbytes + self._in_ann.nbytes
+        """Approximate memory: matrix + per-slot arrays + graph (codes and links)."""
+        total = sum(getattr(self, name).nbytes for name in self._PER_SLOT)
         if self._ann is not None:
             code = self.dim if self.ann_params.quantize else 4 * self.dim
             total += int(self._ann.ntotal) * (code + 8 + 2 * self.ann_params.m * 4 * 1.1)
@@ -226,7 +228,7 @@ class VectorIndex:
 
     def _grow(self, at_least: int = 0) -> None:
         cap = max(self._mat.shape[0] * 2, at_least)
-        for name in ("_mat", "_alive", "_hole", "_key", "_in_ann"):
+        for name in self._PER_SLOT:
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
             new[: old.shape[0]] = old

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from .._fastinit import fast_frozen_init
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from .._fastinit import fast_frozen_init
 from ..errors import ConfigError
 
 __all__ = [
