@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -202,11 +203,16 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if args.scenario:
         import time
 
+        from .errors import ConfigError
         from .sim import build_gateway, load_scenario, simulate
 
-        scenario = load_scenario(args.scenario)
-        gateway = build_gateway(scenario, time.time, seed=0)
-        evidence = dict(simulate(scenario, requests=args.requests, seed=0).summary)
+        try:
+            scenario = load_scenario(args.scenario)
+            gateway = build_gateway(scenario, time.time, seed=0)
+            evidence = dict(simulate(scenario, requests=args.requests, seed=0).summary)
+        except ConfigError as exc:  # a one-line message naming the field, as `llmlab simulate` prints
+            print(f"llmlab checklist: error: {exc}".splitlines()[0], file=sys.stderr)
+            return 2
         if scenario.slo.percentile == 95.0:
             target = scenario.slo.latency_s
             evidence["latency_metric"] = scenario.slo.metric

@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(_row(i, outcome, prompt))
     if args.json:
         for record in gateway.ledger.to_dataframe().to_dict(orient="records"):
-            print(json.dumps(record, default=str))
+            clean = {k: None if isinstance(v, float) and v != v else v for k, v in record.items()}  # NaN → null
+            print(json.dumps(clean, default=str, allow_nan=False))
         return 0
     header = ["#", "tenant", "plan", "prompt", "route", "cache", "outcome", "served by", "attempts",
               "cost µ$", "ms"]

@@ -15,8 +15,24 @@ from __future__ import annotations
 from typing import Any
 
 
+def _rebuild(cls: type, args: tuple, state: dict) -> "LLMLabError":
+    """Unpickle an llmlab error without calling its ``__init__`` (whose signature varies)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class LLMLabError(Exception):
-    """Base class of every error llmlab raises on purpose."""
+    """Base class of every error llmlab raises on purpose.
+
+    Picklable whatever a subclass's ``__init__`` takes: a sweep's worker processes send their
+    errors back to the parent, and a default-pickled error whose ``__init__`` has required
+    arguments fails to unpickle there (the pool then reports only that a worker broke).
+    """
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 class ConfigError(LLMLabError, ValueError):

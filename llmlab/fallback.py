@@ -22,6 +22,7 @@ from typing import Any, Callable, Generator, Sequence
 
 from . import _validate as v
 from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Sleep
+from .errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class RetryPolicy:
         v.non_negative("retry.base_s", self.base_s)
         v.non_negative("retry.cap_s", self.cap_s)
         v.non_negative("retry.max_retry_after_s", self.max_retry_after_s)
+        if self.cap_s < self.base_s:
+            raise ConfigError("retry.cap_s", self.cap_s, f">= retry.base_s ({self.base_s:g}): the cap bounds the backoff")
 
     def delay(self, retry_index: int, retry_after_s: float | None, rng: random.Random) -> float | None:
         """Seconds to wait before retry number ``retry_index`` (0-based); None = don't retry here."""

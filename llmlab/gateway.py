@@ -27,7 +27,7 @@ from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiter
-from .request import Request
+from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
 from .routing import ComplexityRouter, Router
 from .stream import StreamResponse
 
@@ -53,6 +53,15 @@ def _check_names(field: str, names: Any, known: Mapping[str, Deployment]) -> Non
     for name in names:
         if name not in known:
             raise ConfigError(field, name, "one of the configured deployments: " + ", ".join(sorted(known)))
+
+
+def _check_has(field: str, given: Any, obj: Any, methods: Sequence[str], allowed: str) -> None:
+    """``obj`` has every one of ``methods`` (and an ``embedder`` for a semantic cache)."""
+    missing = [m for m in methods if not callable(getattr(obj, m, None))]
+    if field == "semantic_cache" and not hasattr(obj, "embedder"):
+        missing.append("embedder")
+    if missing:
+        raise ConfigError(field, given, allowed, hint=f"missing {', '.join(missing)}")
 
 
 class Gateway:
@@ -91,14 +100,21 @@ class Gateway:
         if budget is not None and not isinstance(budget, BudgetPolicy):
             raise ConfigError("budget", budget, "a llmlab.BudgetPolicy or None")
         self.router: Router = router if router is not None else ComplexityRouter()
-        if not callable(getattr(self.router, "decide", None)) or not callable(getattr(self.router, "targets", None)):
-            raise ConfigError("router", router, "a router with decide() and targets() (e.g. llmlab.PlanRouter)")
+        _check_has("router", router, self.router, ("decide", "targets"),
+                   "a router with decide() and targets() (e.g. llmlab.PlanRouter)")
+        if router is None and not self.router.targets() <= set(self.deployments):
+            raise ConfigError("router", None, "a router for these deployments (e.g. llmlab.FixedRouter or PlanRouter)",
+                              hint="the default ComplexityRouter routes to " +
+                                   ", ".join(sorted(self.router.targets() - set(self.deployments))) +
+                                   ", which are not among the deployments given")
         _check_names("router", sorted(self.router.targets()), self.deployments)
         if hasattr(self.router, "bind"):
             self.router.bind(self.deployments)
         if fallbacks is None:
             fallbacks = {k: [n for n in chain if n in self.deployments]
                          for k, chain in DEFAULT_FALLBACKS.items() if k in self.deployments}
+        if not isinstance(fallbacks, Mapping):
+            raise ConfigError("fallbacks", fallbacks, "a mapping of deployment name → list of deployment names")
         for primary, chain in fallbacks.items():
             if primary != "*":
                 _check_names("fallbacks", [primary], self.deployments)
@@ -112,6 +128,19 @@ class Gateway:
         v.integer("default_max_tokens", default_max_tokens, lo=1)
         if retry is None:
             retry = RetryPolicy()
+        if not isinstance(retry, RetryPolicy) and not (
+                isinstance(retry, Mapping) and all(isinstance(r, RetryPolicy) for r in retry.values())):
+            raise ConfigError("retry", retry, "a llmlab.RetryPolicy, a mapping of deployment name → RetryPolicy, or None")
+        if breaker is not None and not isinstance(breaker, Mapping) and not callable(breaker):
+            raise ConfigError("breaker", breaker, "CircuitBreaker settings (a mapping), a factory of CircuitBreakers, "
+                              "or None")
+        if semantic_cache is not None:
+            _check_has("semantic_cache", semantic_cache, semantic_cache, ("lookup", "store", "lookup_last_resort"),
+                       "a llmlab.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
+        if rate_limiter is not None:
+            _check_has("rate_limiter", rate_limiter, rate_limiter, ("acquire",), "a llmlab.RateLimiter or None")
+        if not callable(clock):
+            raise ConfigError("clock", clock, "a callable returning epoch seconds (e.g. time.time)")
         if isinstance(breaker, Mapping):
             settings = dict(breaker)
             CircuitBreaker(**settings)  # validate now, not on the first failure
@@ -122,6 +151,12 @@ class Gateway:
             from .guardrails import PIIMaskingGuard
 
             input_guards = (PIIMaskingGuard(),)
+        for field, guards, method in (("input_guards", input_guards, "check_input"),
+                                      ("output_guards", output_guards, "check_output")):
+            if isinstance(guards, (str, bytes)) or not isinstance(guards, Sequence):
+                raise ConfigError(field, guards, f"a list of guards with {method}()")
+            for i, guard in enumerate(guards):
+                _check_has(f"{field}[{i}]", guard, guard, (method,), f"a guard with {method}() (see llmlab.guardrails)")
         exact = (cache_store if cache_store is not None else MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
         self.clock = clock
         self.driver = driver or LiteLLMDriver()
@@ -148,12 +183,36 @@ class Gateway:
         return self.pipeline.budgets
 
     def request(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Request:
-        """Build a validated :class:`Request` (raises InvalidRequest for empty prompts or unknown models)."""
-        req = prompt if isinstance(prompt, Request) else Request.build(prompt, **kwargs)
+        """Build a validated :class:`Request` (raises InvalidRequest for empty prompts or unknown models).
+
+        Sampling parameters may also be given OpenAI-style, ``gw.complete("hi", temperature=0.2)``:
+        they join ``params``.
+        """
+        if isinstance(prompt, Request):
+            req = prompt
+        else:
+            sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in REQUEST_PARAMS}
+            if sampling:
+                kwargs["params"] = {**(kwargs.get("params") or {}), **sampling}
+            unknown = sorted(set(kwargs) - REQUEST_FIELDS)
+            if unknown:
+                raise InvalidRequest(unknown[0], kwargs[unknown[0]], "a request field (" + ", ".join(sorted(REQUEST_FIELDS))
+                                     + ") or a sampling parameter (" + ", ".join(sorted(REQUEST_PARAMS)) + ")")
+            req = Request.build(prompt, **kwargs)
         if req.model is not None and req.model not in self.deployments:
             raise InvalidRequest("model", req.model, "None (let the router decide) or one of the deployments: "
                                  + ", ".join(sorted(self.deployments)))
+        check = getattr(self.router, "check_request", None)
+        if check is not None:
+            check(req)
         return req
+
+    def warm_up(self) -> "Gateway":
+        """Import litellm now rather than inside the first request (it takes seconds, once)."""
+        from .live import import_litellm
+
+        import_litellm()
+        return self
 
     # ------------------------------------------------------------------ serving
     def complete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:

@@ -16,6 +16,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterator
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
+from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens
 
@@ -32,6 +33,14 @@ def import_litellm() -> Any:
         litellm.suppress_debug_info = True
         _LITELLM = litellm
     return _LITELLM
+
+
+async def aimport_litellm() -> Any:
+    """:func:`import_litellm` off the event loop: the first import takes seconds, and on the loop
+    it would stall every request in flight (and be counted as the first call's latency)."""
+    if _LITELLM is not None:
+        return _LITELLM
+    return await asyncio.to_thread(import_litellm)
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -96,7 +105,9 @@ def _kwargs(call: Call) -> dict[str, Any]:
     kw: dict[str, Any] = {"model": dep.model, "messages": [dict(m) for m in call.messages],
                           "timeout": dep.timeout_s, "num_retries": 0, "max_retries": 0}
     kw.update(dep.params)
-    kw.update({k: val for k, val in call.params.items() if val is not None})
+    # a call's params never override the deployment's endpoint, key, model or timeouts (defence in
+    # depth: Request.build already refuses them, but a Request can be built without it)
+    kw.update({k: val for k, val in call.params.items() if val is not None and k in REQUEST_PARAMS})
     if call.stream:
         kw["stream"] = True
         kw["stream_options"] = {"include_usage": True}
@@ -178,19 +189,21 @@ class LiteLLMDriver:
                     next(gen)
                 except StopIteration as stop:
                     return stop.value
+        litellm = import_litellm()  # before the clock starts: the first import is not the provider's latency
         started = self.clock()
         try:
-            response = import_litellm().completion(**_kwargs(call))
+            response = litellm.completion(**_kwargs(call))
         except Exception as exc:
             return _to_error(exc, self.clock() - started)
         return _parse(response, call, self.clock() - started)
 
     def stream_call(self, call: Call) -> Generator[str, None, CallResult | CallError]:
         """Yield text chunks as they arrive; return the call's result (or the error that cut it)."""
+        litellm = import_litellm()
         started = self.clock()
         state = _StreamState(call, started)
         try:
-            for chunk in import_litellm().completion(**_kwargs(call)):
+            for chunk in litellm.completion(**_kwargs(call)):
                 piece = state.feed(chunk, self.clock())
                 if piece:
                     yield piece
@@ -212,9 +225,10 @@ class LiteLLMDriver:
                 async for item in self.astream_call(effect):
                     result = item
                 return result
+            litellm = await aimport_litellm()
             started = self.clock()
             try:
-                response = await import_litellm().acompletion(**_kwargs(effect))
+                response = await litellm.acompletion(**_kwargs(effect))
             except Exception as exc:
                 return _to_error(exc, self.clock() - started)
             return _parse(response, effect, self.clock() - started)
@@ -227,10 +241,11 @@ class LiteLLMDriver:
 
     async def astream_call(self, call: Call) -> AsyncIterator[Any]:
         """Yield text chunks, then finally the CallResult/CallError (the last item)."""
+        litellm = await aimport_litellm()
         started = self.clock()
         state = _StreamState(call, started)
         try:
-            response = await import_litellm().acompletion(**_kwargs(call))
+            response = await litellm.acompletion(**_kwargs(call))
             async for chunk in response:
                 piece = state.feed(chunk, self.clock())
                 if piece:

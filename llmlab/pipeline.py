@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 
 from .budgets import BudgetPolicy, MemoryBudgets, next_month_start
@@ -31,7 +31,7 @@ from .fallback import ChainResult, CircuitBreaker, RetryPolicy, run_chain
 from .ledger import Ledger
 from .pricing import PriceBook
 from .ratelimit import RateLimiter
-from .request import Request
+from .request import Request, content_text
 from .routing import RouteDecision, Router
 from .tokens import estimate_message_tokens
 
@@ -147,7 +147,7 @@ class Pipeline:
             log.exception("llmlab internal error", extra={"request_id": request.request_id})
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
         self.ledger.record(outcome)
-        self._log(outcome)
+        self._log(outcome, state.restore)
         return outcome
 
     def _serve(self, s: _State, stream: bool) -> Generator[Effect, Any, Outcome]:
@@ -185,10 +185,10 @@ class Pipeline:
                 if hit is not None:
                     s.cache = CacheOutcome.EXACT_HIT
                     return self._answered(s, OutcomeKind.CACHE, hit.value)
-            if self.semantic_cache is not None:
+            text = content_text(s.messages[-1].get("content")) if self.semantic_cache is not None else ""
+            if text.strip():  # an image-only turn has no text to compare
                 s.namespace = "|".join((req.tenant, context_fingerprint(s.messages),
                                         self.key_policy.key((), cache_params)))
-                text = str(s.messages[-1].get("content") or "")
                 embedded = yield Embed(self.semantic_cache.embedder, (text,))
                 s.extra_cost += embedded.cost_usd
                 s.vector = embedded.vectors[0]
@@ -255,7 +255,8 @@ class Pipeline:
     # ------------------------------------------------------------------ stage helpers
     def _route(self, s: _State) -> Generator[Effect, Any, RouteDecision]:
         """Run the router, pricing and recording any call it makes (the classifier's)."""
-        gen = self.router.decide(s.request)
+        # routers see the masked messages: a classifier call must not send what the answer call may not
+        gen = self.router.decide(replace(s.request, messages=s.messages) if s.restore else s.request)
         sent: Any = None
         while True:
             try:
@@ -356,7 +357,8 @@ class Pipeline:
             if self.exact_cache is not None and s.key is not None:
                 self.exact_cache.put(s.request.tenant, s.key, value, now)
             if self.semantic_cache is not None and s.vector is not None:
-                self.semantic_cache.store(s.namespace, str(s.messages[-1].get("content") or ""), s.vector, value, now)
+                self.semantic_cache.store(s.namespace, content_text(s.messages[-1].get("content")), s.vector, value,
+                                          now)
         latency = now - s.started
         ttft = latency - result.latency_s + (result.ttft_s if result.ttft_s is not None else result.latency_s)
         return self._outcome(s, OutcomeKind.MODEL, text=self._unmask(s, text), model=dep.model, deployment=dep.name,
@@ -372,7 +374,7 @@ class Pipeline:
             hit = self.exact_cache.get(s.request.tenant, s.key, now, allow_stale=True) if s.key is not None else None
             similarity = None
             if hit is None and self.semantic_cache is not None and s.vector is not None:
-                hit = self.semantic_cache.lookup_last_resort(s.namespace, str(s.messages[-1].get("content") or ""),
+                hit = self.semantic_cache.lookup_last_resort(s.namespace, content_text(s.messages[-1].get("content")),
                                                              s.vector, now)
                 similarity = getattr(hit, "similarity", None)
             if hit is not None:
@@ -387,7 +389,20 @@ class Pipeline:
         return self._error(s, AllProvidersFailed(f"all deployments failed ({', '.join(tried)}); last error {detail}",
                                                  retry_after_s=round(retry_after, 3)))
 
-    def _log(self, o: Outcome) -> None:
+    def _masked_for_log(self, text: str | None, restore: Mapping[str, str]) -> str | None:
+        """An answer as logs may see it: the caller's PII put back by ``unmask_answers`` is masked
+        again, and the PII guard's masker runs over the rest (a model can repeat what it saw)."""
+        if not text:
+            return text
+        for placeholder, original in restore.items():
+            text = text.replace(original, placeholder)
+        for guard in self.input_guards:
+            masker = getattr(guard, "masker", None)
+            if masker is not None:
+                text = masker.mask(text).text
+        return text
+
+    def _log(self, o: Outcome, restore: Mapping[str, str]) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         record: dict[str, Any] = {
@@ -398,5 +413,5 @@ class Pipeline:
             "error": None if o.error is None else o.error.code, "guard_findings": list(o.guard_findings),
         }
         if self.log_content:
-            record["answer"] = o.text
+            record["answer"] = self._masked_for_log(o.text, restore)
         log.info("llmlab request %s %s", o.request_id, o.kind.value, extra={"llmlab": record})

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Mapping
 
 from . import _validate as v
-from .errors import UnknownModelPrice
+from .errors import ConfigError, UnknownModelPrice
 
 PER_MILLION = 1_000_000.0
 
@@ -42,6 +42,10 @@ class ModelPrice:
         v.non_negative("input_usd_per_1m", input_usd)
         v.non_negative("output_usd_per_1m", output_usd)
         return cls(input_usd / PER_MILLION, output_usd / PER_MILLION, context_window)
+
+    def __post_init__(self) -> None:
+        v.non_negative("input_per_token", self.input_per_token)
+        v.non_negative("output_per_token", self.output_per_token)
 
     def cost(self, prompt_tokens: int, completion_tokens: int = 0) -> float:
         return prompt_tokens * self.input_per_token + completion_tokens * self.output_per_token
@@ -92,8 +96,16 @@ class PriceBook:
                  *, include_litellm: bool = True) -> None:
         self._base: Mapping[str, ModelPrice] = _litellm_prices() if include_litellm else {}
         self._overrides: dict[str, ModelPrice] = {}
+        if not isinstance(overrides, (Mapping, type(None))):
+            raise ConfigError("prices", overrides, "a mapping of model → ModelPrice or (input_usd_per_1m, output_usd_per_1m)")
         for model, price in (overrides or {}).items():
-            self._overrides[model] = price if isinstance(price, ModelPrice) else ModelPrice.per_million(*price)
+            if isinstance(price, ModelPrice):
+                self._overrides[model] = price
+            elif isinstance(price, (tuple, list)) and 1 <= len(price) <= 3:
+                self._overrides[model] = ModelPrice.per_million(*price)
+            else:
+                raise ConfigError(f"prices[{model!r}]", price,
+                                  "a ModelPrice or (input_usd_per_1m, output_usd_per_1m) numbers")
 
     @classmethod
     def default(cls) -> "PriceBook":

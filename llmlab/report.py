@@ -12,9 +12,11 @@ safe in a CLI, CI or a worker); every axis is labelled with its unit.
 """
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -44,12 +46,47 @@ def _minutes(seconds: Any) -> np.ndarray:
     return np.asarray(seconds, dtype=float) / 60.0
 
 
+def first_run(result: "SimResult") -> "SimResult":
+    """The first replication of a replicated result (itself otherwise).
+
+    A replicated result holds every run's turns but only the first run's baseline and outage
+    windows, so a figure that mixed them would compare N runs' cumulative cost with one
+    baseline.  Figures show the first run, with that run's own numbers in their titles.
+    """
+    table = result.replications
+    if table is None or "replication" not in result.turns.columns or not len(table):
+        return result
+    summary = {**result.summary, **table.iloc[0].to_dict()}
+    summary.pop("replications", None)
+    summary.pop("ci95", None)
+    turns = result.turns[result.turns["replication"] == 0]
+    requests = result.requests[result.requests["replication"] == 0] if "replication" in result.requests else \
+        result.requests
+    return replace(result, summary=summary, turns=turns, requests=requests, replications=None)
+
+
+def _one_run(plot: Callable[..., Any]) -> Callable[..., Any]:
+    """Plot the first run of a replicated result and say so in the title."""
+
+    @functools.wraps(plot)
+    def wrapper(result: "SimResult", *args: Any, **kwargs: Any) -> Any:
+        runs = len(result.replications) if result.replications is not None else 1
+        fig = plot(first_run(result), *args, **kwargs)
+        if runs > 1:
+            ax = fig.axes[0]
+            ax.set_title(f"{ax.get_title()}\n(replication 1 of {runs}, seed {result.seed})", fontsize="medium")
+        return fig
+
+    return wrapper
+
+
 def _bins(result: "SimResult", width_s: float | None = None) -> tuple[np.ndarray, float]:
     end = max(float(result.summary.get("duration_s") or 0.0), float(result.turns["arrival_s"].max() or 0.0), 1.0)
     width = width_s or max(30.0, end / 30.0)
     return np.arange(0.0, end + width, width), width
 
 
+@_one_run
 def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
     """Cumulative cost of the policy (incl. fixed hourly costs) and of the baseline, in USD."""
     fig, ax = _axes(ax)
@@ -74,6 +111,7 @@ def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
     return fig
 
 
+@_one_run
 def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
     """Empirical CDF of end-to-end latency (or TTFT when that is the SLO metric) with the SLO line."""
     fig, ax = _axes(ax)
@@ -104,6 +142,7 @@ def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
     return fig
 
 
+@_one_run
 def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
     """Exact and semantic cache hit rate per time bucket, in percent of requests."""
     fig, ax = _axes(ax)
@@ -125,10 +164,12 @@ def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = N
     return fig
 
 
+@_one_run
 def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
     """Outage windows per target (bars) and the share of requests served by a fallback (line)."""
     fig, ax = _axes(ax)
-    windows = result.outages
+    edges, width = _bins(result, width_s)
+    windows = [w for w in result.outages if w.start_s < edges[-1] and w.end_s > 0]  # only what the plot can show
     targets = sorted({w.target for w in windows})
     colors = {"down": "tab:red", "errors": "tab:orange", "slow": "gold"}
     for row, target in enumerate(targets):
@@ -140,7 +181,6 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     ax.set_ylim(-0.8, max(len(targets), 1) - 0.2)
     ax.set_ylabel("outage target")
     ax.set_xlabel("simulated time (min)")
-    edges, width = _bins(result, width_s)
     turns = result.turns
     idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
     total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
@@ -238,7 +278,10 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         text = _fmt(value, kind)
         if key in ci and reps:
             lo, hi = ci[key]
-            text += f" [{_fmt(lo, kind)}, {_fmt(hi, kind)}]" if kind != "pct" else f" ±{_fmt((hi - lo) / 2, kind)}"
+            symmetric = isinstance(value, (int, float)) and math.isclose(value - lo, hi - value, abs_tol=1e-12)
+            # a rate's interval clipped at 0 or 1 is no longer "± half-width"
+            text += f" ±{_fmt((hi - lo) / 2, kind)}" if kind == "pct" and symmetric else \
+                f" [{_fmt(lo, kind)}, {_fmt(hi, kind)}]"
         base = _fmt(summary.get(base_key), kind) if base_key else ""
         lines.append(f"{label:30s} {text:>24s} {base:>14s}")
     savings = summary.get("savings_pct")
@@ -247,5 +290,10 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     met = summary.get("slo_met")
     slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {summary.get('slo_metric', 'latency')} ≤ "
            f"{summary.get('slo_s', 0):g} s" + ("" if met is None else (" — met" if met else " — MISSED")))
-    lines.append(slo + (f" · errors: {summary['errors']}" if summary.get("errors") else ""))
+    if reps and "slo_met_share" in summary:
+        slo += f" (met in {round(summary['slo_met_share'] * reps)} of {reps} runs)"
+    errors = summary.get("errors") or {}
+    if errors:
+        slo += " · errors" + (" per run" if reps else "") + ": " + ", ".join(f"{k} {v:,.4g}" for k, v in errors.items())
+    lines.append(slo)
     return "\n".join(lines)

@@ -18,20 +18,88 @@ def new_request_id() -> str:
     return f"req-{_PREFIX}-{next(_counter):08d}"
 
 
+#: what a request may set: parameters that shape the answer.  Where the call goes and as whom
+#: (``model``, ``api_base``, ``api_key``, headers, timeouts, retries, streaming) belongs to the
+#: deployment and the gateway: a caller's params that could name another endpoint would send the
+#: gateway's provider key there, or a pricier model billed at the routed one's price.
+REQUEST_PARAMS = frozenset({
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "response_format", "tools",
+    "tool_choice", "parallel_tool_calls", "frequency_penalty", "presence_penalty", "n", "logit_bias", "logprobs",
+    "top_logprobs", "user", "reasoning_effort",
+})
+#: chat roles providers accept
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _number(field: str, value: Any, lo: float, hi: float, allowed: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi):
+        raise InvalidRequest(field, value, allowed)
+
+
+def _whole(field: str, value: Any, lo: int, allowed: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lo):
+        raise InvalidRequest(field, value, allowed)
+
+
 def _check_params(params: Any) -> None:
-    """Reject sampling parameters no provider accepts, before anything is reserved or sent."""
+    """Reject parameters a caller may not set and values no provider accepts, before anything is
+    reserved or sent (a provider-side 400 would otherwise count against the deployment's breaker)."""
     if not isinstance(params, (dict, abc.Mapping)):
         raise InvalidRequest("params", params, "a mapping of sampling parameters")
-    max_tokens = params.get("max_tokens")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        raise InvalidRequest("params.max_tokens", max_tokens, "a positive integer")
-    temperature = params.get("temperature")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                    or not 0.0 <= temperature <= 2.0):
-        raise InvalidRequest("params.temperature", temperature, "a number in [0, 2]")
+    for key in params:
+        if key not in REQUEST_PARAMS:
+            raise InvalidRequest(f"params.{key}", params[key], "one of " + ", ".join(sorted(REQUEST_PARAMS)) +
+                                 " (the endpoint, key, model and timeouts are the deployment's)")
+    _whole("params.max_tokens", params.get("max_tokens"), 1, "a positive integer")
+    _whole("params.max_completion_tokens", params.get("max_completion_tokens"), 1, "a positive integer")
+    _whole("params.n", params.get("n"), 1, "a positive integer")
+    _whole("params.seed", params.get("seed"), -(2 ** 63), "an integer")
+    _whole("params.top_logprobs", params.get("top_logprobs"), 0, "an integer from 0 to 20")
+    _number("params.temperature", params.get("temperature"), 0.0, 2.0, "a number in [0, 2]")
     top_p = params.get("top_p")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
+    _number("params.top_p", top_p, 0.0, 1.0, "a number in (0, 1]")
+    if top_p == 0:
         raise InvalidRequest("params.top_p", top_p, "a number in (0, 1]")
+    for key in ("frequency_penalty", "presence_penalty"):
+        _number(f"params.{key}", params.get(key), -2.0, 2.0, "a number in [-2, 2]")
+    stop = params.get("stop")
+    if stop is not None and not isinstance(stop, str) and not (
+            isinstance(stop, (list, tuple)) and all(isinstance(x, str) for x in stop)):
+        raise InvalidRequest("params.stop", stop, "a string or a list of strings")
+    for key in ("response_format", "logit_bias"):
+        if params.get(key) is not None and not isinstance(params[key], (dict, abc.Mapping)):
+            raise InvalidRequest(f"params.{key}", params[key], "a mapping (e.g. {'type': 'json_object'})")
+    tools = params.get("tools")
+    if tools is not None and not (isinstance(tools, (list, tuple)) and
+                                  all(isinstance(t, (str, dict, abc.Mapping)) for t in tools)):
+        raise InvalidRequest("params.tools", tools, "a list of tool definitions")
+    for key in ("parallel_tool_calls", "logprobs"):
+        if params.get(key) is not None and not isinstance(params[key], bool):
+            raise InvalidRequest(f"params.{key}", params[key], "true or false")
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the ``text`` parts of a list of content
+    parts (OpenAI's multimodal format; an image part has no text and adds none)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        return "\n".join(str(p.get("text") or "") for p in content
+                         if isinstance(p, (dict, abc.Mapping)) and p.get("type") == "text")
+    return ""
+
+
+def _check_message(i: int, m: Any) -> None:
+    if not isinstance(m, (dict, abc.Mapping)) or "role" not in m:
+        raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
+    if m["role"] not in ROLES:
+        raise InvalidRequest(f"messages[{i}].role", m["role"], "one of " + ", ".join(sorted(ROLES)))
+    content = m.get("content")
+    if content is not None and not isinstance(content, str) and not (
+            isinstance(content, (list, tuple)) and all(isinstance(p, (dict, abc.Mapping)) and "type" in p
+                                                       for p in content)):
+        raise InvalidRequest(f"messages[{i}].content", content,
+                             "text, a list of content parts ({'type': 'text', 'text': …}), or None")
 
 
 @fast_frozen_init
@@ -66,18 +134,29 @@ class Request:
         if not messages:
             raise InvalidRequest("messages", [], "at least one message")
         for i, m in enumerate(messages):
-            if not isinstance(m, (dict, abc.Mapping)) or "role" not in m:
-                raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
-        if not str(messages[-1].get("content") or "").strip():
+            _check_message(i, m)
+        if not content_text(messages[-1].get("content")).strip():
             raise InvalidRequest("prompt", messages[-1].get("content"), "non-empty text in the last message")
         params = kwargs.get("params") or {}
         _check_params(params)
-        tenant = kwargs.get("tenant", "default")
-        if not isinstance(tenant, str) or not tenant:
-            raise InvalidRequest("tenant", tenant, "a non-empty string")
+        for name in ("tenant", "plan"):
+            value = kwargs.get(name, "default" if name == "tenant" else "free")
+            if not isinstance(value, str) or not value:
+                raise InvalidRequest(name, value, "a non-empty string")
+        if "metadata" in kwargs and kwargs["metadata"] is None:
+            kwargs = {**kwargs, "metadata": {}}
+        metadata = kwargs.get("metadata")
+        if not isinstance(metadata, (dict, abc.Mapping, type(None))):
+            raise InvalidRequest("metadata", metadata, "a mapping (it travels into the ledger)")
+        if not isinstance(kwargs.get("cache", True), bool):
+            raise InvalidRequest("cache", kwargs["cache"], "true or false")
         return cls(messages=messages, **kwargs)
 
     @property
     def text(self) -> str:
         """The last message's text: what routers and the semantic cache look at."""
-        return str(self.messages[-1].get("content") or "")
+        return content_text(self.messages[-1].get("content"))
+
+
+#: the fields a caller may pass to ``Request.build`` (and to ``Gateway.complete`` and friends)
+REQUEST_FIELDS = frozenset(f for f in Request.__dataclass_fields__ if f != "messages")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Generator, Mapping, Protocol, Sequence, Union
 from . import _validate as v
 from ._fastinit import fast_frozen_init
 from .effects import Call, Deployment, Effect
-from .errors import ConfigError
+from .errors import ConfigError, InvalidRequest
 from .request import Request
 
 AcceptCheck = Callable[[str, Request], bool]
@@ -127,10 +127,17 @@ class PlanRouter:
     """
 
     def __init__(self, plans: Mapping[str, Target] | None = None, default: Target | None = None) -> None:
-        self.plans = dict(plans or {"paid": "gpt-4o", "free": "gpt-4o-mini"})
+        if plans is not None and not isinstance(plans, Mapping):
+            raise ConfigError("plan_router.plans", plans, "a mapping of plan → deployment or router")
+        self.plans = dict(plans) if plans is not None else {"paid": "gpt-4o", "free": "gpt-4o-mini"}
         if not self.plans:
             raise ConfigError("plan_router.plans", plans, "at least one plan")
         self.default = default
+
+    def check_request(self, request: Request) -> None:
+        """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal error."""
+        if request.plan not in self.plans and self.default is None:
+            raise InvalidRequest("plan", request.plan, "one of " + ", ".join(map(repr, self.plans)))
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         target = self.plans.get(request.plan, self.default)
@@ -234,8 +241,11 @@ class CascadeRouter:
     """
 
     def __init__(self, stages: Sequence[str] = ("gpt-4o-mini", "gpt-4o"), accept: AcceptCheck | None = None) -> None:
-        if len(stages) < 2:
-            raise ConfigError("cascade.stages", stages, "at least two deployment names, cheapest first")
+        if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or len(stages) < 2 \
+                or not all(isinstance(x, str) for x in stages):
+            raise ConfigError("cascade.stages", stages, "a list of at least two deployment names, cheapest first")
+        if accept is not None and not callable(accept):
+            raise ConfigError("cascade.accept", accept, "a callable accept(answer, request) -> bool, or None")
         self.stages = tuple(stages)
         self.accept = accept or default_acceptance
 

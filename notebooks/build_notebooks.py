@@ -225,8 +225,8 @@ def nb01() -> list:
         """),
         code("""
         keys = ["requests", "cost_usd", "baseline_cost_usd", "savings_pct", "cache_hit_rate", "p50_latency_s",
-                "p95_latency_s", "availability", "fallback_rate", "retry_amplification", "wall_s"]
-        pd.Series({k: sim.summary[k] for k in keys}, name="b2b-saas, 300 requests").to_frame()
+                "p95_latency_s", "availability", "fallback_rate", "retry_amplification"]
+        pd.Series({**{k: sim.summary[k] for k in keys}, "wall_s": sim.wall_s}, name="b2b-saas, 300 requests").to_frame()
         """),
         code("""
         from llmlab.report import plot_cost_over_time

@@ -78,6 +78,25 @@ def _write_outputs(result: Any, out: Path) -> list[Path]:
     return paths + write_report(result, out)
 
 
+def _output_dir(text: str) -> Path:
+    """``--out``, created and checked for writing before the run (not after an hour of simulation)."""
+    from .scenario import ScenarioError
+
+    if not text.strip():
+        raise ScenarioError("--out", "a folder path", text)
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise ScenarioError("--out", "a folder (this path is a file)", text)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".llmlab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ScenarioError("--out", f"a folder this user can write ({exc.strerror})", text) from None
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in and args_in[0] == "simulate":
@@ -90,8 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .scenario import ScenarioError, list_presets, load_scenario, parse_assignment
 
     if args.list:
-        for name in list_presets():
-            print(f"{name:16s} {load_scenario(name).description}")
+        presets = {name: load_scenario(name).description for name in list_presets()}
+        if args.json:
+            print(json.dumps([{"name": k, "description": v} for k, v in presets.items()], ensure_ascii=False))
+        else:
+            for name, description in presets.items():
+                print(f"{name:16s} {description}")
         return 0
     if args.fields:
         from .fields import format_fields, scenario_fields
@@ -108,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     from ..errors import ConfigError
+    from .run import check_run_args, simulate
 
     try:
         overrides = dict(parse_assignment(s) for s in args.sets)
@@ -124,14 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ScenarioError("--hours", "a number > 0", args.hours)
         if args.replications < 1:
             raise ScenarioError("--replications", "a whole number >= 1", args.replications)
+        if args.speedup is not None and scenario.traffic.trace is None:
+            raise ScenarioError("--speedup", "only with a trace (--trace FILE or traffic.trace)", args.speedup)
+        check_run_args(scenario, requests=args.requests, hours=args.hours, seed=args.seed,
+                       replications=args.replications)
+        out = _output_dir(args.out) if args.out is not None else None
     except (ConfigError, ValueError, OSError) as exc:
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     size = args.requests or scenario.traffic.requests or 0
     progress = (not args.json and sys.stderr.isatty() and
                 (args.hours is not None or size * args.replications >= PROGRESS_MIN_REQUESTS))
-    from .run import simulate
-
     try:
         result = simulate(scenario, requests=args.requests, hours=args.hours, seed=args.seed, progress=progress,
                           replications=args.replications, baseline=False if args.no_baseline else None)
@@ -139,25 +166,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     summary = result.summary
-    written: list[Path] = []
-    if args.out:
-        try:
-            written = _write_outputs(result, Path(args.out))
-        except OSError as exc:
-            print(f"llmlab simulate: error: --out: cannot write ({exc})", file=sys.stderr)
-            return 2
-    try:
+    try:  # the summary first: a folder that fails to take the files must not lose the run's numbers
         if args.json:
             print(json.dumps(_jsonable(summary), ensure_ascii=False, allow_nan=False))
         else:
             from ..report import summary_table
 
             print(summary_table(summary))
-            if written:
-                print(f"wrote {len(written)} files to {args.out}")
         sys.stdout.flush()
     except BrokenPipeError:  # `llmlab simulate ... | head`: the reader left, nothing to report
         return 0
+    if out is not None:
+        try:
+            written = _write_outputs(result, out)
+        except OSError as exc:
+            print(f"llmlab simulate: error: --out: cannot write ({exc})", file=sys.stderr)
+            return 2
+        print(f"wrote {len(written)} files to {out}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -197,7 +197,11 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
     # an unanswered request violates the SLO unless a policy refused it on purpose (budget, rate limit)
     violated = (~answered & ~refused) | (answered & (np.nan_to_num(metric, nan=math.inf) > slo_s))
     considered = np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)[~refused]
-    at_slo = float(np.percentile(considered, slo_percentile, method="higher")) if len(considered) else math.nan
+    # the same (linear) interpolation as p95_latency_s, so the two agree when nothing failed; between
+    # two failures (inf, inf) the interpolation is inf - inf = nan, which is a failure too
+    with np.errstate(invalid="ignore"):
+        at_slo = float(np.nan_to_num(np.percentile(considered, slo_percentile), nan=math.inf)) if len(considered) \
+            else math.nan
     refusals = refused
     errors: dict[str, int] = {}
     for code in rec.error_codes:
@@ -287,21 +291,42 @@ def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarra
     return pd.DataFrame(rows).sort_values(["turn", "step"], kind="stable").reset_index(drop=True)
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and a 95 % Student-t confidence interval over replications."""
+def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
+            ) -> tuple[float, float, float]:
+    """Mean and a 95 % Student-t confidence interval over replications, clipped to ``bounds``
+    (a rate's interval from three runs can otherwise reach below 0)."""
     x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
     if len(x) == 0:
         return math.nan, math.nan, math.nan
     m = float(x.mean())
     if len(x) < 2:
         return m, m, m
-    from statistics import NormalDist
-
-    t = _T95.get(len(x) - 1, NormalDist().inv_cdf(0.975))
-    half = t * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return m, m - half, m + half
+    half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return m, max(bounds[0], m - half), min(bounds[1], m + half)
 
 
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-        20: 2.086, 25: 2.060, 30: 2.042}
+def t95(df: int) -> float:
+    """The two-sided 95 % Student-t quantile: tabulated to 30 degrees of freedom, then the
+    Cornish-Fisher expansion around the normal quantile (error < 1e-4 from 30 on)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1 (got {df})")
+    if df <= len(_T95):
+        return _T95[df - 1]
+    z = 1.959963984540054
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def metric_bounds(name: str) -> tuple[float, float]:
+    """The range a summary number can take: shares in [0, 1], costs, times and counts >= 0."""
+    if name.endswith("_rate") or name in ("availability", "service_availability", "slo_met_share"):
+        return 0.0, 1.0
+    if name == "savings_pct":
+        return -math.inf, 100.0
+    if name.endswith(("_usd", "_s")) or name in ("retry_amplification", "requests", "budget_rejections"):
+        return 0.0, math.inf
+    return -math.inf, math.inf

@@ -129,6 +129,7 @@ class SimProvider:
         self.error_latency_s, self.rate_limit_latency_s = c.error_latency_s, c.rate_limit_latency_s
         self.down_latency_s, self.down_hangs = c.down_latency_s, c.down_mode == "hang"
         self.classifier_accuracy = c.classifier_accuracy
+        self.context_window = c.context_window
         self.refusal_rate = dict(c.refusal_rate)
         self.slots = SlotPool(env, c.capacity) if c.capacity is not None else None
         self.rpm = TokenBucket(c.rpm) if c.rpm is not None else None
@@ -192,6 +193,11 @@ class SimProvider:
             yield env.timeout(self.down_latency_s)
             return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
         prompt, out = self._tokens(call)
+        requested = prompt + (call.params.get("max_tokens") or out)
+        if requested > self.context_window:  # as OpenAI and Anthropic do: prompt + max_tokens must fit
+            yield env.timeout(self.rate_limit_latency_s)  # refused at the front door, like a 429
+            return self._fail(ErrorKind.CONTEXT_WINDOW, f"{self.name}: {requested} tokens requested ({prompt} in the "
+                              f"messages) exceed the {self.context_window}-token context window", start, 400)
         if self.rpm is not None or self.tpm is not None:
             wait = 0.0
             if self.rpm is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -24,7 +25,7 @@ import numpy as np
 from ..effects import Deployment
 from ..request import Request
 from .driver import EmbedModel, SimDriver
-from .metrics import HEADLINE, Recorder, mean_ci, requests_frame, summarise
+from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, requests_frame, summarise
 from .outages import Window, scenario_windows, windows_for
 from .providers import GOLDEN, M64, SimProvider, mix64, uniforms
 from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
@@ -59,6 +60,8 @@ class SimResult:
     outages: list[Window] = field(default_factory=list)
     replications: "pd.DataFrame | None" = None
     seed: int = 0
+    #: wall-clock seconds the run took (kept out of ``summary``, which a seed reproduces exactly)
+    wall_s: float = 0.0
 
     def __repr__(self) -> str:
         s = self.summary
@@ -84,12 +87,43 @@ def build_semantic_cache(scenario: Scenario, embedder: Any, table: Any = None) -
         from ..cache.semantic import SemanticCache
     except ImportError as exc:  # pragma: no cover - the cache package ships with llmlab
         raise ScenarioError("gateway.cache.semantic", f"the semantic cache is unavailable ({exc})") from None
+    check_cache_options(scenario)
     c = scenario.gateway.cache
     try:
         return SemanticCache(embedder, **{"threshold": c.threshold, "capacity": c.capacity, "ttl_s": c.ttl_s,
                                           "table": table, **c.options})
     except TypeError as exc:
         raise ScenarioError("gateway.cache.options", f"not accepted by SemanticCache: {exc}", c.options) from None
+
+
+def check_cache_options(scenario: Scenario) -> None:
+    """``gateway.cache.options`` must be SemanticCache keyword arguments (checked without building one)."""
+    import inspect
+
+    from ..cache.semantic import SemanticCache
+
+    c = scenario.gateway.cache
+    if not c.semantic or not c.options:
+        return
+    accepted = set(inspect.signature(SemanticCache).parameters) - {"embedder", "threshold", "capacity", "ttl_s", "table"}
+    unknown = sorted(set(c.options) - accepted)
+    if unknown:
+        raise ScenarioError("gateway.cache.options", f"SemanticCache options ({', '.join(sorted(accepted))}); "
+                            f"unknown: {', '.join(unknown)}", c.options)
+
+
+def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, seed: Any = 0,
+              replications: Any = 1) -> None:
+    """Every check a run makes before its first request, without running it: argument ranges,
+    cache options, the catalogue's languages and domain, plans with a route (a one-request
+    draw of the traffic, or the whole trace file).  Sweeps call it for every combination."""
+    requests, hours, seed, _ = check_run_args(scenario, requests=requests, hours=hours, seed=seed,
+                                              replications=replications)
+    check_cache_options(scenario)
+    if scenario.traffic.trace is not None:
+        make_traffic(scenario, requests=requests, hours=hours, seed=seed)
+    else:
+        make_traffic(scenario, requests=1, seed=seed)
 
 
 def _router(scenario: Scenario) -> Any:
@@ -332,9 +366,9 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     if not baseline and gateway.pipeline.budget_policy is not None:
         policy = gateway.pipeline.budget_policy
         spent = getattr(gateway.budgets, "spend_by_tenant", lambda: {})()
+        plan_of = dict(zip(traffic.tenants, traffic.tenant_plans))  # a tenant that changed plan: its last one
         for tenant, amount in spent.items():
-            plan = traffic.tenant_plans[traffic.tenants.index(tenant)] if tenant in traffic.tenants else ""
-            cap = policy.cap_for(tenant, plan)
+            cap = policy.cap_for(tenant, plan_of.get(tenant, ""))
             if cap is not None:
                 overshoot += max(0.0, amount - cap)
     summary = summarise(rec, fixed_cost_usd=hourly * duration / 3600.0, fixed_cost_per_hour_usd=hourly,
@@ -347,11 +381,21 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     return rec, summary
 
 
+#: a trace shorter than this has no meaningful rate to project over a month
+MIN_PROJECTION_SPAN_S = 60.0
+
+
 def traffic_rate(scenario: Scenario, traffic: Traffic) -> float:
-    """Mean turns per second the projection assumes (the scenario's rate; a trace's real rate)."""
+    """Mean turns per second the projection assumes (the scenario's rate; a trace's real rate).
+
+    NaN for a trace spanning less than a minute of real time (one row, or rows logged in the
+    same second): its rate is undefined, and the monthly projection is left blank rather than
+    extrapolated from a few milliseconds into trillions of dollars.
+    """
     if traffic.source == "synthetic":
         return scenario.traffic.rate_per_s
-    return len(traffic) / (traffic.horizon_s * scenario.traffic.speedup)
+    span = traffic.horizon_s * scenario.traffic.speedup
+    return len(traffic) / span if span >= MIN_PROJECTION_SPAN_S else math.nan
 
 
 def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: float | None = None, seed: int = 0,
@@ -428,6 +472,48 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic) -> "pd.
     })
 
 
+#: the most user requests one run may hold (≈ 1.5 h of simulation; the arrays alone take GBs beyond)
+MAX_REQUESTS = 50_000_000
+
+
+def _whole(field: str, value: Any, lo: int, hi: float = math.inf) -> int:
+    """``value`` as an int (NumPy integers included) in [lo, hi], else a ScenarioError naming ``field``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or not lo <= number <= hi:
+        allowed = f"a whole number >= {lo}" + ("" if hi == math.inf else f" and <= {hi:,}")
+        raise ScenarioError(field, allowed, value)
+    return number
+
+
+def check_run_args(scenario: Scenario, *, requests: Any = None, hours: Any = None, seed: Any = 0,
+                   replications: Any = 1, trace: Any = None) -> tuple[int | None, float | None, int, int]:
+    """Validate a run's size, seed and replications before anything is generated.
+
+    Returns them normalised (NumPy scalars become Python numbers).  ``hours`` (or the scenario's
+    ``traffic.hours``) is bounded by the requests it would hold at the scenario's mean rate, so a
+    typo cannot ask for terabytes; a trace replay holds no more than its file.
+    """
+    if requests is not None:
+        requests = _whole("requests", requests, 1, MAX_REQUESTS)
+    if hours is not None:
+        if isinstance(hours, bool) or not isinstance(hours, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(hours) or hours <= 0:
+            raise ScenarioError("hours", "a finite number > 0", hours)
+        hours = float(hours)
+    size_field, size_hours = ("hours", hours) if requests is None and hours is not None else \
+        ("traffic.hours", scenario.traffic.hours if requests is None else None)
+    rate = scenario.traffic.rate_per_s
+    if size_hours is not None and (trace or scenario.traffic.trace) is None and rate * size_hours * 3600.0 > MAX_REQUESTS:
+        raise ScenarioError(size_field, f"at most {MAX_REQUESTS / rate / 3600.0:,.6g} at traffic.rate_per_s={rate:g} "
+                            f"(about {MAX_REQUESTS:,} requests)", size_hours)
+    return requests, hours, _whole("seed", seed, 0), _whole("replications", replications, 1, 1_000)
+
+
 def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: float | None = None, seed: int = 0,
              progress: bool | Callable[[int, int], None] = False, replications: int = 1, trace: str | None = None,
              baseline: bool | None = None,
@@ -443,12 +529,8 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     the run; configuration errors raise :class:`~llmlab.sim.scenario.ScenarioError` first.
     """
     sc = load_scenario(scenario, overrides)
-    if requests is not None and (isinstance(requests, bool) or not isinstance(requests, int) or requests < 1):
-        raise ScenarioError("requests", "a whole number >= 1", requests)
-    if hours is not None and (isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours <= 0):
-        raise ScenarioError("hours", "a number > 0", hours)
-    if not isinstance(replications, int) or replications < 1:
-        raise ScenarioError("replications", "a whole number >= 1", replications)
+    requests, hours, seed, replications = check_run_args(sc, requests=requests, hours=hours, seed=seed,
+                                                         replications=replications, trace=trace)
     if replications > 1:
         return _replicate(sc, requests=requests, hours=hours, seed=seed, progress=progress, n=replications,
                           trace=trace, baseline=baseline, keep_requests=keep_requests)
@@ -485,10 +567,10 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     summary["seed"] = seed
     summary["traffic"] = traffic.source
     summary["outage_windows"] = len(windows)
-    summary["wall_s"] = time.perf_counter() - t0
     cols = rec.columns()
     return SimResult(sc, summary, requests_frame(rec, traffic, cols) if keep_requests else _empty_frame(),
-                     _frame(cols, rec, traffic), base_summary, base_turns, windows, None, seed)
+                     _frame(cols, rec, traffic), base_summary, base_turns, windows, None, seed,
+                     wall_s=time.perf_counter() - t0)
 
 
 def _empty_frame() -> "pd.DataFrame":
@@ -498,6 +580,12 @@ def _empty_frame() -> "pd.DataFrame":
 
 
 def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
+    """``n`` runs on seeds ``seed…seed+n-1``: every number in the summary is the mean over runs.
+
+    Counts, dictionaries (errors, model shares) and the SLO verdict are averaged too, so no line
+    of the report mixes one run's value with the others' mean; ``slo_met`` is the verdict on the
+    mean and ``slo_met_share`` the share of runs that met the objective.
+    """
     import pandas as pd
 
     runs = [simulate(sc, seed=seed + k, **kw) for k in range(n)]
@@ -507,10 +595,17 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     for col in table.columns:
         if col == "seed" or not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
             continue
-        m, lo, hi = mean_ci(table[col].tolist())
-        summary[col] = m
-        if col in HEADLINE or col == "requests":
+        m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col))
+        whole = pd.api.types.is_integer_dtype(table[col]) and float(m).is_integer()
+        summary[col] = int(m) if whole else m
+        if col in HEADLINE or col in ("requests", "budget_rejections", "budget_overshoot_usd"):
             ci[col] = [lo, hi]
+    for key in ("errors", "model_share"):
+        names = sorted({name for r in runs for name in r.summary.get(key, {})})
+        summary[key] = {name: sum(r.summary.get(key, {}).get(name, 0) for r in runs) / n for name in names}
+    met = [bool(r.summary.get("slo_met")) for r in runs]
+    summary["slo_met_share"] = sum(met) / n
+    summary["slo_met"] = bool(summary.get("slo_value_s", math.inf) <= summary.get("slo_s", math.inf))
     summary["ci95"] = ci
     summary["replications"] = n
     summary["seed"] = seed
@@ -518,7 +613,7 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     turns = pd.concat([r.turns.assign(replication=k) for k, r in enumerate(runs)], ignore_index=True)
     first = runs[0]
     return SimResult(sc, summary, requests, turns, first.baseline_summary, first.baseline_turns, first.outages,
-                     table, seed)
+                     table, seed, wall_s=sum(r.wall_s for r in runs))
 
 
 class _Bar:

@@ -67,7 +67,7 @@ def _short(value: Any) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=False)
+    model_config = ConfigDict(extra="forbid", validate_default=False, allow_inf_nan=False, strict=True)
 
 
 # ----------------------------------------------------------------------------- providers
@@ -164,7 +164,7 @@ class ToolConfig(_Strict):
 
 
 class TrafficConfig(_Strict):
-    requests: PosInt | None = 5_000  # user requests to simulate (or hours)
+    requests: Annotated[int, Field(ge=1, le=50_000_000)] | None = 5_000  # user requests to simulate (or hours)
     hours: Pos | None = None  # simulate every request arriving within this many hours
     rate_per_s: Pos = 1.0  # mean rate of user requests (all turns), before the diurnal profile
     domain: str | None = None  # catalogue domain ("saas", "ecommerce"); None = all
@@ -176,8 +176,8 @@ class TrafficConfig(_Strict):
     burst_duration_s: Pos = 600.0
     burst_multiplier: Annotated[float, Field(ge=1)] = 3.0
     tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
-    session_turns_mean: Annotated[float, Field(ge=1)] = 1.0  # turns per conversation (later turns carry history)
-    think_time_s: Pos = 30.0  # mean pause between a conversation's turns
+    session_turns_mean: Annotated[float, Field(ge=1, le=1_000)] = 1.0  # turns per conversation (later turns carry history)
+    think_time_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # mean pause between a conversation's turns
     answer_tokens_sigma: NonNeg = 0.25
     max_tokens: PosInt | None = 1_024
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -300,7 +300,7 @@ class Scenario(_Strict):
 
     name: str
     description: str = ""
-    start: datetime = datetime(2025, 3, 3, tzinfo=timezone.utc)
+    start: Annotated[datetime, Field(strict=False)] = datetime(2025, 3, 3, tzinfo=timezone.utc)  # ISO text too
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -355,6 +355,8 @@ def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
         path = preset
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), f"not UTF-8 text (byte {exc.start}); scenario files are UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(str(path), f"not valid TOML: {exc}") from None
     except OSError as exc:
@@ -364,7 +366,13 @@ def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: a TOML scalar/array/inline table when it parses, else the plain string."""
+    """A ``--set`` value: a TOML scalar/array/inline table when it parses, else the plain string.
+
+    TOML has no null, so the bare word ``null`` (or ``none``) stands for "unset": it clears an
+    optional field such as ``traffic.temperature`` or ``traffic.requests``.
+    """
+    if text.strip().lower() in ("null", "none"):
+        return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -395,6 +403,17 @@ def split_key(key: str) -> list[str]:
     return parts
 
 
+def _plain(value: Any) -> Any:
+    """NumPy scalars (a sweep grid from ``np.linspace``) as the Python numbers validation expects."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict:
     """Deep copy of ``raw`` with each dotted key set (lists indexed by number)."""
     out = copy.deepcopy(dict(raw))
@@ -408,14 +427,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None)
                 if not part.isdigit() or int(part) >= len(node):
                     raise ScenarioError(path, f"an index below {len(node)}", part)
                 if last:
-                    node[int(part)] = value
+                    node[int(part)] = _plain(value)
                 else:
                     node = node[int(part)]
                 continue
             if not isinstance(node, dict):
                 raise ScenarioError(".".join(parts[:i]), "is a value, not a table: cannot set a field inside it")
             if last:
-                node[part] = value
+                node[part] = _plain(value)
             else:
                 if not isinstance(node.get(part), (dict, list)):
                     node[part] = {}

@@ -4,8 +4,10 @@
                        "traffic.rate_per_s": [1.0, 4.0]}, requests=5_000)
 
 returns a DataFrame with one row per combination: the override keys as columns, then the
-summary.  Every combination is validated *before* anything runs, so a typo fails in
-milliseconds rather than after the first hour of a sweep.  Runs are independent (each builds
+summary.  Every combination goes through :func:`~llmlab.sim.run.preflight` *before* anything
+runs (fields, run size, cache options, languages, plans), so a typo fails in a second rather
+than after the first hour of a sweep; an error raised inside a worker reaches the caller as
+itself (llmlab's errors survive pickling).  Runs are independent (each builds
 its own gateway, providers and traffic from the seed), so they go to local processes by
 default, or to a Dask cluster when given a scheduler address or a ``distributed.Client``.
 """
@@ -63,12 +65,14 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     """
     import pandas as pd
 
+    from .run import preflight
+
     base = load_scenario(scenario)
     combos = combinations(grid)
-    for combo in combos:  # validate everything before any compute
-        base.with_overrides(combo)
     if hours is not None:
         requests = None
+    for combo in combos:  # validate everything before any compute
+        preflight(base.with_overrides(combo), requests=requests, hours=hours, seed=seed, replications=replications)
     tasks = [(base, combo, requests, hours, seed, replications) for combo in combos]
     if scheduler is not None:
         results = _on_dask(scheduler, tasks)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
@@ -33,8 +34,24 @@ class TraceError(ValueError):
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        with open(path, encoding="utf-8") as fh:
+    """``(line number, row)``; a file that is not UTF-8 is a TraceError naming the line."""
+    rows = _parsed_rows(path)
+    n = 1
+    while True:
+        try:
+            n, row = next(rows)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise TraceError(f"{path}, after line {n}: not UTF-8 text ({exc.reason} at byte {exc.start} of a "
+                             "read block); save the trace as UTF-8 (Excel: 'CSV UTF-8')") from None
+        yield n, row
+
+
+def _parsed_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) must not become part of the first column's name
+    if _is_jsonl(path):
+        with open(path, encoding="utf-8-sig") as fh:
             for n, line in enumerate(fh, start=1):
                 if line.strip():
                     try:
@@ -45,13 +62,40 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         raise TraceError(f"{path}, line {n}: expected a JSON object")
                     yield n, obj
     else:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
             missing = {"timestamp", "tenant", "plan"} - set(reader.fieldnames or [])
             if missing:
                 raise TraceError(f"{path}: missing column(s) {sorted(missing)}")
             for n, row in enumerate(reader, start=2):
                 yield n, row
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+
+
+#: token counts above this are a unit or logging mistake (no model's context window is near it)
+MAX_TOKENS = 10_000_000
+#: epoch seconds above this (the year 5138) are almost surely epoch milliseconds
+MAX_EPOCH_S = 1e11
+#: a trace replays one period of traffic; a longer span is an outlier row or a unit mistake
+MAX_SPAN_S = 366 * 86_400.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _tokens(row: Mapping[str, Any], column: str, where: str) -> int | None:
+    """A token count: blank → None (not logged); else a whole number in [1, MAX_TOKENS]."""
+    raw = row.get(column)
+    if _blank(raw):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value.is_integer() and 1 <= value <= MAX_TOKENS):
+        raise TraceError(f"{where}: {column} must be a whole number from 1 to {MAX_TOKENS:,} (got {raw!r})")
+    return int(value)
 
 
 def _blank(value: Any) -> bool:
@@ -92,23 +136,25 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     tables = _Tables()
     counted: dict[str, int] = {}
     rows = []
+    unit = "line" if _is_jsonl(path) else "row"
     for n, row in _rows(path):
-        where = f"{path}, row {n}"
+        where = f"{path}, {unit} {n}"
         try:
             ts = parse_timestamp(row.get("timestamp"))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise TraceError(f"{where}: timestamp {row.get('timestamp')!r} is not ISO 8601 or epoch seconds") from None
+        if not (math.isfinite(ts) and ts >= 0):
+            raise TraceError(f"{where}: timestamp must be a finite time at or after 1970-01-01 (got {row.get('timestamp')!r})")
+        if ts > MAX_EPOCH_S:
+            raise TraceError(f"{where}: timestamp {row.get('timestamp')!r} is beyond the year 5000: epoch "
+                             "milliseconds? timestamps are epoch seconds or ISO 8601")
         tenant, plan = row.get("tenant"), row.get("plan")
         if _blank(tenant) or _blank(plan):
             raise TraceError(f"{where}: tenant and plan are required")
         prompt, digest = row.get("prompt"), row.get("prompt_hash")
         intent_name = None if _blank(row.get("intent")) else str(row["intent"])
         intent = cat.by_id(intent_name) if cat is not None and intent_name in (cat or ()) else None
-        try:
-            ptok = None if _blank(row.get("prompt_tokens")) else int(float(row["prompt_tokens"]))
-            otok = None if _blank(row.get("output_tokens")) else int(float(row["output_tokens"]))
-        except (TypeError, ValueError):
-            raise TraceError(f"{where}: prompt_tokens/output_tokens must be whole numbers") from None
+        ptok, otok = _tokens(row, "prompt_tokens", where), _tokens(row, "output_tokens", where)
         if not _blank(prompt):
             text, opaque = str(prompt), False
             if ptok is None:
@@ -116,7 +162,10 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
                     counted[text] = count_tokens(text) + 7 + system_prompt_tokens
                 ptok = counted[text]
         elif not _blank(digest):
-            text, opaque = f"<prompt sha256:{str(digest).strip().lower()}>", True
+            digest = str(digest).strip().lower()
+            if not _SHA256.fullmatch(digest):
+                raise TraceError(f"{where}: prompt_hash must be a SHA-256 hex digest (64 hex digits), got {digest[:80]!r}")
+            text, opaque = f"<prompt sha256:{digest}>", True
             if ptok is None:
                 raise TraceError(f"{where}: prompt_tokens is required when only prompt_hash is logged")
         else:
@@ -131,11 +180,14 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
                      tables.key_id(str(key), intent.answer if intent is not None else ""),
                      tables.intent_id(intent_name or "unknown", intent.category if intent else "general",
                                       intent.lang if intent else "en", intent.action if intent else None),
-                     max(1, ptok), max(1, otok)))
+                     ptok, otok))
     if not rows:
         raise TraceError(f"{path}: no rows")
     rows.sort(key=lambda r: r[0])
     t0 = rows[0][0]
+    if rows[-1][0] - t0 > MAX_SPAN_S:
+        raise TraceError(f"{path}: timestamps span {(rows[-1][0] - t0) / 86_400:,.0f} days (at most 366): an outlier "
+                         f"row or a unit mistake? the earliest is {t0!r}, the latest {rows[-1][0]!r}")
     arrival = np.array([(r[0] - t0) / speedup for r in rows])
     keep = len(rows)
     if hours is not None:
@@ -150,7 +202,9 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
                            key=cols[:, 2].astype(np.int32), intent=cols[:, 3].astype(np.int32),
                            prompt_tokens=cols[:, 4].astype(np.int32), answer_tokens=cols[:, 5].astype(np.int32),
                            prev=np.full(len(rows), -1, dtype=np.int32), session=np.arange(len(rows), dtype=np.int32),
-                           horizon_s=max(float(arrival[-1]), 1e-9) if hours is None else hours * 3600.0)
+                           # --hours past the trace's last request would add idle time, not traffic
+                           horizon_s=max(float(arrival[-1]), 1e-9) if hours is None
+                           else min(hours * 3600.0, max(float(arrival[-1]), 1e-9)))
     traffic.opaque = {r[2] for r in rows if r[3]}
     traffic.source = str(path)
     return traffic

@@ -184,7 +184,7 @@ class _Tables:
         self._intent_ids: dict[str, int] = {}
         self.tenants: list[str] = []
         self.tenant_plans: list[str] = []
-        self._tenant_ids: dict[str, int] = {}
+        self._tenant_ids: dict[tuple[str, str], int] = {}
 
     def text_id(self, text: str, tokens: int | None = None) -> int:
         i = self._text_ids.get(text)
@@ -213,9 +213,11 @@ class _Tables:
         return i
 
     def tenant_id(self, name: str, plan: str) -> int:
-        i = self._tenant_ids.get(name)
+        """One id per (tenant, plan): a trace's tenant may change plan midway (an upgrade), and each
+        request must be served on the plan it had then; budgets and caches key on the name."""
+        i = self._tenant_ids.get((name, plan))
         if i is None:
-            i = self._tenant_ids[name] = len(self.tenants)
+            i = self._tenant_ids[(name, plan)] = len(self.tenants)
             self.tenants.append(name)
             self.tenant_plans.append(plan)
         return i
@@ -237,12 +239,31 @@ def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator) ->
     return out
 
 
+def _peak_multiplier(bursts: list[tuple[float, float, float]]) -> float:
+    """The largest product of burst multipliers in force at one instant.
+
+    The thinning bound: the product of *every* burst's multiplier would be exact only if all of
+    them overlapped, and twelve 3× bursts a day would ask for 3¹² times the draws.
+    """
+    edges = sorted([(lo, 1, k) for k, (lo, _, _) in enumerate(bursts)] +
+                   [(hi, 0, k) for k, (_, hi, _) in enumerate(bursts)])  # at a tie, a burst ends before one starts
+    active: set[int] = set()
+    peak = 1.0
+    for _, starts, k in edges:
+        if starts:
+            active.add(k)
+            peak = max(peak, math.prod(bursts[j][2] for j in active))  # a product, not a running quotient: exact
+        else:
+            active.discard(k)
+    return peak
+
+
 def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: np.random.Generator) -> np.ndarray:
     """Session start times in ``[0, horizon_s)``: thinning of a bounding homogeneous process."""
     profile = diurnal_profile(cfg.diurnal)
     bursts = _bursts(cfg, horizon_s, rng)
     base = cfg.rate_per_s / cfg.session_turns_mean
-    peak_burst = math.prod(m for _, _, m in bursts) if bursts else 1.0
+    peak_burst = _peak_multiplier(bursts)
     lam_max = base * profile.max() * peak_burst
     n = int(rng.poisson(lam_max * horizon_s))
     t = np.sort(rng.uniform(0.0, horizon_s, n))

@@ -460,6 +460,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str] | None = None) -> int:
     """``llmlab fake-provider``: serve until Ctrl-C (or SIGTERM); 0 on a clean stop."""
     args = _build_parser().parse_args(argv)
+    if not 0 <= args.port <= 65_535:
+        print(f"llmlab fake-provider: error: --port must be in 0..65535 (got {args.port})", file=sys.stderr)
+        return 2
     try:
         plan = FaultPlan(seed=args.seed, latency_s=args.latency_ms / 1000, ttft_s=args.ttft_ms / 1000,
                          chunk_delay_s=args.chunk_delay_ms / 1000, error_rate=args.error_rate,

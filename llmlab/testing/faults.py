@@ -15,6 +15,7 @@ this module testable with no sockets, the way h11 keeps HTTP logic apart from I/
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections import deque
@@ -105,8 +106,8 @@ def _check_probability(p: float) -> float:
 
 
 def _check_seconds(name: str, s: float) -> float:
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0 (got {s!r})")
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < math.inf:  # nan fails too
+        raise ValueError(f"{name} must be a finite number of seconds >= 0 (got {s!r})")
     return float(s)
 
 
