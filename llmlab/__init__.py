@@ -7,7 +7,7 @@ from __future__ import annotations
 from .budgets import BudgetPolicy, MemoryBudgets
 from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Embed,
                       ErrorKind, Outcome, OutcomeKind, Sleep)
-from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ConfigError, GatewayError, GuardrailBlocked,
+from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, ConfigError, GatewayError, GuardrailBlocked,
                      InvalidRequest, LLMLabError, ProviderRejected, RateLimited, UnknownModelPrice)
 from .fallback import CircuitBreaker, RetryPolicy
 from .gateway import Gateway
@@ -23,7 +23,7 @@ from .tokens import count_message_tokens, count_tokens
 __version__ = "0.1.0"
 
 __all__ = [
-    "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetUnavailable", "BudgetPolicy", "CacheOutcome", "CachedAnswer", "Call",
+    "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetUnavailable", "BudgetPolicy", "ClientDisconnected", "CacheOutcome", "CachedAnswer", "Call",
     "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "ComplexityRouter",
     "ConfigError", "Deployment", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
     "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",

@@ -94,22 +94,37 @@ class RateLimited(GatewayError):
 
 
 class BudgetExceeded(GatewayError):
-    code = "budget_exceeded"
+    """A tenant's monthly cap cannot cover the request's worst case.
 
-    def __init__(self, tenant: str, spend_usd: float, cap_usd: float, reset_at: float, needed_usd: float) -> None:
+    ``reserved_usd`` is what requests still in flight have reserved.  When the request would fit
+    once they settle (``spend + needed <= cap``), the refusal is temporary: ``retry_after_s`` is
+    set and the user is told to retry, not that the month's budget is gone.
+    """
+
+    code = "budget_exceeded"
+    #: seconds to wait when only in-flight reservations stand in the way
+    IN_FLIGHT_RETRY_S = 2.0
+
+    def __init__(self, tenant: str, spend_usd: float, cap_usd: float, reset_at: float, needed_usd: float,
+                 reserved_usd: float = 0.0) -> None:
+        self.temporary = reserved_usd > 0 and spend_usd + needed_usd <= cap_usd
+        held = f" and ${reserved_usd:.4f} is reserved by requests in flight" if reserved_usd > 0 else ""
         super().__init__(
-            f"tenant {tenant!r} would exceed its monthly cap: spent ${spend_usd:.4f} of ${cap_usd:.4f}, "
+            f"tenant {tenant!r} would exceed its monthly cap: spent ${spend_usd:.4f} of ${cap_usd:.4f}{held}, "
             f"this request may cost up to ${needed_usd:.4f}",
-            retry_after_s=None,
+            retry_after_s=self.IN_FLIGHT_RETRY_S if self.temporary else None,
         )
         self.tenant = tenant
         self.spend_usd = spend_usd
         self.cap_usd = cap_usd
         self.reset_at = reset_at
         self.needed_usd = needed_usd
+        self.reserved_usd = reserved_usd
 
     @property
     def user_message(self) -> str:
+        if self.temporary:
+            return "Your organisation's AI budget is fully committed to requests in progress. Please retry shortly."
         return "Your organisation has reached its monthly AI budget. It resets at the start of next month."
 
 
@@ -126,6 +141,23 @@ class BudgetUnavailable(GatewayError):
 
 class AllProvidersFailed(GatewayError):
     code = "all_providers_failed"
+
+
+class ClientDisconnected(GatewayError):
+    """The caller went away mid-request: closed the stream or cancelled the task.
+
+    The gateway still records the request (one outcome per request, in the ledger) and charges
+    what it was billed: ``partial`` is the streamed part of the answer on ``deployment`` (its
+    tokens estimated from the text the caller received: a lower bound of what the provider bills).
+    """
+
+    code = "client_disconnected"
+
+    def __init__(self, message: str = "the client left before the request finished", *, partial: Any = None,
+                 deployment: Any = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.deployment = deployment
 
 
 class ProviderRejected(GatewayError):

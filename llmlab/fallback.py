@@ -22,7 +22,7 @@ from typing import Any, Callable, Generator, Sequence
 
 from . import _validate as v
 from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Sleep
-from .errors import ConfigError
+from .errors import ClientDisconnected, ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +231,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
             call = make_call(dep)
             try:
                 result = yield call
-            except GeneratorExit:  # the request was cancelled mid-call: never strand a half-open probe
+            except (GeneratorExit, ClientDisconnected):  # cancelled mid-call: never strand a half-open probe
                 breaker.release_probe(ticket)
                 raise
             if result.ok:

@@ -188,8 +188,8 @@ class Gateway:
         Sampling parameters may also be given OpenAI-style, ``gw.complete("hi", temperature=0.2)``:
         they join ``params``.
         """
-        if isinstance(prompt, Request):
-            req = prompt
+        if isinstance(prompt, Request):  # built elsewhere, maybe without build()'s checks: check it the same way
+            req = Request.build(list(prompt.messages), **{f: getattr(prompt, f) for f in REQUEST_FIELDS})
         else:
             sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in REQUEST_PARAMS}
             if sampling:

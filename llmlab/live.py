@@ -16,6 +16,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterator
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
+from .errors import ClientDisconnected
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens
@@ -291,6 +292,28 @@ class PipelineRun:
         else:
             self._step(lambda: self.gen.throw(exc))
 
+    def abandon(self, streamed: str = "", latency_s: float = 0.0) -> Any:
+        """The caller left (closed the stream, cancelled the task): finish the pipeline with
+        :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
+        budget reservation settles and a half-open probe is released.  ``streamed`` is the text
+        the caller received from the current call: its tokens are charged."""
+        if self.done:
+            return self.outcome
+        effect, partial = self.effect, None
+        if isinstance(effect, Call) and streamed:
+            model = effect.deployment.model
+            partial = CallResult(streamed, count_message_tokens(effect.messages, model), count_tokens(streamed, model),
+                                 latency_s, None)
+        error = ClientDisconnected(partial=partial, deployment=effect.deployment if isinstance(effect, Call) else None)
+        try:
+            self._step(lambda: self.gen.throw(error))
+        except ClientDisconnected:  # a pipeline that does not handle it: nothing to record
+            self.done = True
+        if not self.done:  # the pipeline asked for another effect: nobody is left to perform it
+            self.gen.close()
+            self.done = True
+        return self.outcome
+
 
 def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
     """Run a pipeline generator to completion, performing each effect synchronously."""
@@ -311,6 +334,9 @@ async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaita
     while not run.done:
         try:
             value = await aperform(run.effect)
+        except asyncio.CancelledError:  # the caller cancelled: record the request, then let the cancel through
+            run.abandon()
+            raise
         except Exception as exc:
             run.fail(exc)
         else:
@@ -322,28 +348,39 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
     """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
     run = PipelineRun(gen)
     restart = False
-    while not run.done:
-        effect = run.effect
-        if not (isinstance(effect, Call) and effect.stream):
-            try:
-                run.send(driver.perform(effect))
-            except Exception as exc:
-                run.fail(exc)
-            continue
-        if restart:
-            yield StreamReset(effect.deployment.name)
-        sub = driver.stream_call(effect)
-        while True:
-            try:
-                piece = next(sub)
-            except StopIteration as stop:
-                run.send(stop.value)
-                break
-            except Exception as exc:
-                run.fail(exc)
-                break
-            restart = response.saw_text = True
-            yield piece
+    streamed: list[str] = []  # what the caller received from the current call
+    started = driver.clock()
+    sub: Generator[str, None, Any] | None = None
+    try:
+        while not run.done:
+            effect = run.effect
+            if not (isinstance(effect, Call) and effect.stream):
+                try:
+                    run.send(driver.perform(effect))
+                except Exception as exc:
+                    run.fail(exc)
+                continue
+            if restart:
+                yield StreamReset(effect.deployment.name)
+            sub = driver.stream_call(effect)
+            streamed, started = [], driver.clock()
+            while True:
+                try:
+                    piece = next(sub)
+                except StopIteration as stop:
+                    run.send(stop.value)
+                    break
+                except Exception as exc:
+                    run.fail(exc)
+                    break
+                restart = response.saw_text = True
+                streamed.append(piece)
+                yield piece
+    except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
+        if sub is not None:
+            sub.close()  # ends the provider's stream (and its connection) now, not at garbage collection
+        response._done(run.abandon("".join(streamed), driver.clock() - started))
+        raise
     response._done(run.outcome)
     yield from response.whole_answer_chunk()
 
@@ -353,28 +390,36 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver,
     """Async twin of :func:`iter_stream`."""
     run = PipelineRun(gen)
     restart = False
-    while not run.done:
-        effect = run.effect
-        if not (isinstance(effect, Call) and effect.stream):
+    streamed: list[str] = []
+    started = driver.clock()
+    try:
+        while not run.done:
+            effect = run.effect
+            if not (isinstance(effect, Call) and effect.stream):
+                try:
+                    run.send(await driver.aperform(effect))
+                except Exception as exc:
+                    run.fail(exc)
+                continue
+            if restart:
+                yield StreamReset(effect.deployment.name)
+            result: Any = None
+            streamed, started = [], driver.clock()
             try:
-                run.send(await driver.aperform(effect))
+                async for item in driver.astream_call(effect):
+                    if isinstance(item, str):
+                        restart = response.saw_text = True
+                        streamed.append(item)
+                        yield item
+                    else:
+                        result = item
             except Exception as exc:
                 run.fail(exc)
-            continue
-        if restart:
-            yield StreamReset(effect.deployment.name)
-        result: Any = None
-        try:
-            async for item in driver.astream_call(effect):
-                if isinstance(item, str):
-                    restart = response.saw_text = True
-                    yield item
-                else:
-                    result = item
-        except Exception as exc:
-            run.fail(exc)
-            continue
-        run.send(result)
+                continue
+            run.send(result)
+    except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task
+        response._done(run.abandon("".join(streamed), driver.clock() - started))
+        raise
     response._done(run.outcome)
     for chunk in response.whole_answer_chunk():
         yield chunk

@@ -23,10 +23,10 @@ from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 from .budgets import BudgetPolicy, MemoryBudgets, next_month_start
 from .cache.keys import CacheKeyPolicy, context_fingerprint
 from .cache.store import KeyValueStore
-from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallResult, Deployment, Effect, Embed, Outcome,
-                      OutcomeKind)
-from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, GatewayError, GuardrailBlocked, ProviderRejected,
-                     RateLimited)
+from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
+                      ErrorKind, Outcome, OutcomeKind)
+from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
+                     GuardrailBlocked, ProviderRejected, RateLimited)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, run_chain
 from .ledger import Ledger
 from .pricing import PriceBook
@@ -143,6 +143,8 @@ class Pipeline:
             outcome = yield from self._serve(state, stream)
         except GeneratorExit:
             raise
+        except ClientDisconnected as exc:  # not a fault of the gateway: recorded, not logged as one
+            outcome = self._error(state, exc)
         except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
             log.exception("llmlab internal error", extra={"request_id": request.request_id})
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
@@ -224,7 +226,9 @@ class Pipeline:
                 return self._error(s, BudgetUnavailable(req.tenant))
             if reservation is None:
                 spent = self.budgets.spent(req.tenant, s.started)
-                return self._error(s, BudgetExceeded(req.tenant, spent, cap, next_month_start(s.started), needed))
+                reserved = getattr(self.budgets, "reserved", lambda *_: 0.0)(req.tenant, s.started)
+                return self._error(s, BudgetExceeded(req.tenant, spent, cap, next_month_start(s.started), needed,
+                                                     reserved_usd=reserved))
 
         # 6. fallback chain(s), escalating through the cascade when an answer is rejected
         answer: ChainResult | None = None
@@ -242,6 +246,13 @@ class Pipeline:
                 answer = last
                 if stage == len(chains) - 1 or self._accepted(s, decision, last):
                     break
+        except ClientDisconnected as exc:  # the streamed part was billed: it counts, and settles the budget
+            dep, partial = exc.deployment, exc.partial
+            if dep is not None and partial is not None:
+                s.attempts.append(Attempt(dep.name, dep.model, "answer", False, exc.message, partial.latency_s,
+                                          partial.prompt_tokens, partial.completion_tokens,
+                                          self.price_result(dep, partial)))
+            raise
         finally:
             if reservation is not None:
                 self.budgets.settle(reservation, sum(a.cost_usd for a in s.attempts) - spent_before)
@@ -263,18 +274,42 @@ class Pipeline:
                 effect = gen.send(sent)
             except StopIteration as stop:
                 return stop.value
+            reservation = None
+            if isinstance(effect, Call) and self.budget_policy is not None:
+                # a router's own call (the classifier's) is reserved like any other: a tenant at its
+                # cap must not keep paying for classifications of requests the budget then refuses
+                cap = self.budget_policy.cap_for(s.request.tenant, s.request.plan)
+                if cap is not None:
+                    # held during the call: this call's worst case plus the cheapest answer any route could
+                    # give, so a tenant who cannot afford an answer is not charged for a classification
+                    needed = self.worst_case_cost((effect.deployment,), estimate_message_tokens(effect.messages),
+                                                  effect.params.get("max_tokens")) + self._cheapest_answer(s)
+                    reservation = self.budgets.try_reserve(s.request.tenant, needed, cap, self.clock())
+                    if reservation is None:
+                        sent = CallError(ErrorKind.BAD_REQUEST, "not called: the tenant's monthly budget cannot "
+                                                                "cover this call")
+                        continue
             sent = yield effect
             if isinstance(effect, Call):
                 dep = effect.deployment
+                cost = self.price_result(dep, sent) if sent.ok else 0.0
+                if reservation is not None:
+                    self.budgets.settle(reservation, cost)
+                elif self.budget_policy is not None and cost:
+                    self.budgets.charge(s.request.tenant, cost, self.clock())
                 if sent.ok:
-                    cost = self.price_result(dep, sent)
                     s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, True, None, sent.latency_s,
                                               sent.prompt_tokens, sent.completion_tokens, cost))
-                    if self.budget_policy is not None:
-                        self.budgets.charge(s.request.tenant, cost, self.clock())
                 else:
                     s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, False,
                                               f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s))
+
+    def _cheapest_answer(self, s: _State) -> float:
+        """The smallest worst-case cost among the router's targets for this request."""
+        prompt = estimate_message_tokens(s.messages)
+        max_tokens = s.request.params.get("max_tokens")
+        return min((self.worst_case_cost(self.chain_for(t), prompt, max_tokens) for t in self.router.targets()
+                    if t in self.deployments), default=0.0)
 
     def _call_maker(self, s: _State, purpose: str, stream: bool) -> Callable[[Deployment], Call]:
         req = s.request

@@ -44,9 +44,12 @@ _LABEL = {"email": "EMAIL", "phone": "PHONE", "rrn": "RRN", "card": "CARD"}
 
 # Lookarounds use ASCII classes on purpose: Korean particles attach directly to a value
 # ("010-1234-5678로", "hong@example.com으로"), and Hangul counts as \w in Python's regexes.
+# Latin letters with diacritics count too (jöhn@exämple.com, an internationalised address); other
+# scripts do not, so a Korean word written against an address stays out of the match.
+_L = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+    rf"(?<![{_L}._%+-])[{_L}][{_L}._%+-]{{0,63}}"
+    rf"@(?:[{_L}](?:[{_L}-]{{0,61}}[{_L}])?\.)+[A-Za-z]{{2,24}}(?![A-Za-z0-9-])"
 )
 _RRN = re.compile(
     r"(?<![0-9A-Za-z])(?P<birth>\d{6})(?P<sep>\s?[-\u2010\u2013]\s?|)(?P<tail>\d{7})(?![0-9])"
@@ -75,9 +78,20 @@ _PHONE = re.compile(
 # an RRN or a card), so text without either is skipped at C speed: most prompts have no PII.
 _CANDIDATE = re.compile(r"(?:\d\D{0,3}){7}\d")
 
+#: full-width forms (０１０－１２３４, ｋｉｍ＠…), typographic dashes and odd spaces folded to ASCII one
+#: character for one, so detectors run on a same-length shadow and mask the original's spans
+_FOLD = {**{0xFF01 + i: 0x21 + i for i in range(94)}, **{c: 0x2D for c in (*range(0x2010, 0x2016), 0x2212, 0xFE63)},
+         0x3000: 0x20, 0x00A0: 0x20, 0x202F: 0x20}
+
+
+def fold(text: str) -> str:
+    """``text`` with full-width characters, dashes and non-breaking spaces as ASCII (same length)."""
+    return text if text.isascii() else text.translate(_FOLD)
+
+
 def may_contain_pii(text: str) -> bool:
     """False when no detector could match: no "@" and no eight digits close together."""
-    return "@" in text or _CANDIDATE.search(text) is not None
+    return "@" in text or "\uff20" in text or _CANDIDATE.search(text) is not None
 
 
 _PLACEHOLDER = re.compile(r"\[[A-Z]+_\d+\]")
@@ -209,6 +223,7 @@ class PIIMasker:
         """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps)."""
         if not may_contain_pii(text):
             return []
+        text = fold(text)  # same length: the spans found here are the original's
         chosen: list[_Span] = []
         for kind in self.kinds:
             for span in self._detectors[kind](text):

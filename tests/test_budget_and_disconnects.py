@@ -1,0 +1,152 @@
+"""Money and bookkeeping at the edges: router calls under a cap, refusals caused by requests in
+flight, callers that leave mid-stream or cancel, and PII written in full-width or accented forms."""
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import pytest
+
+from llmlab import BudgetExceeded, BudgetPolicy, ClassifierRouter, Deployment, FixedRouter, Gateway
+from llmlab.errors import ClientDisconnected
+from llmlab.guardrails.pii import PIIMasker, fold
+from llmlab.tokens import count_tokens
+
+WORDS = " ".join(f"word{i}" for i in range(60))
+
+
+# ----------------------------------------------------------------------------- budgets
+def test_a_tenant_at_its_cap_pays_for_no_more_classifications(make_gateway, driver):
+    driver.default = lambda call: "COMPLEX" if call.purpose == "classify" else "ok: " + WORDS
+    gw = make_gateway(router=ClassifierRouter("gpt-4o-mini"), budget=BudgetPolicy(caps={"acme": 0.01}))
+    outcomes = [gw.complete(f"question number {i} about invoices?", tenant="acme", max_tokens=200) for i in range(40)]
+    refused = [o for o in outcomes if o.error is not None and o.error.code == "budget_exceeded"]
+    assert refused and outcomes[0].ok
+    spent = gw.budgets.spent("acme", gw.clock())
+    assert spent <= 0.01 + 1e-12 and gw.budgets.overshoot_usd == 0.0
+    assert gw.budgets.reserved("acme", gw.clock()) == 0.0
+    # a tenant who could not afford even the cheapest answer is not charged for classifying it
+    before = len(driver.calls)
+    poor = make_gateway(router=ClassifierRouter("gpt-4o-mini"), budget=BudgetPolicy(caps={"poor": 0.0001}))
+    outcome = poor.complete("question about invoices?", tenant="poor", max_tokens=200)
+    assert outcome.error.code == "budget_exceeded" and len(driver.calls) == before
+    assert poor.budgets.spent("poor", poor.clock()) == 0.0
+
+
+def test_a_refusal_caused_by_requests_in_flight_says_retry():
+    temporary = BudgetExceeded("acme", 0.0, 1.0, 0.0, 0.04, reserved_usd=0.98)
+    assert temporary.temporary and temporary.retry_after_s == BudgetExceeded.IN_FLIGHT_RETRY_S
+    assert "reserved by requests in flight" in str(temporary) and "retry" in temporary.user_message
+    spent = BudgetExceeded("acme", 0.99, 1.0, 0.0, 0.04, reserved_usd=0.0)
+    assert not spent.temporary and spent.retry_after_s is None and "resets" in spent.user_message
+    back = pickle.loads(pickle.dumps(temporary))
+    assert back.temporary and back.reserved_usd == 0.98
+
+
+def test_concurrent_requests_refused_by_reservations_get_a_retry_hint(make_gateway, driver):
+    gw = make_gateway(budget=BudgetPolicy(caps={"acme": 0.02}))
+
+    async def burst():
+        return await asyncio.gather(*(gw.acomplete(f"q{i}", tenant="acme", max_tokens=100) for i in range(40)))
+
+    driver.default = "ok: fine answer, long enough to accept"
+    # hold every call open so reservations pile up: the scripted driver answers after a yield
+    original = driver.aperform
+
+    async def slow(effect):
+        await asyncio.sleep(0.01)
+        return await original(effect)
+
+    driver.aperform = slow
+    outcomes = asyncio.run(burst())
+    refused = [o.error for o in outcomes if o.error is not None]
+    assert refused and all(e.code == "budget_exceeded" for e in refused)
+    temporary = [e for e in refused if e.temporary]
+    assert temporary  # the first wave: nothing spent yet, only reservations stood in the way
+    assert all(e.reserved_usd > 0 and e.spend_usd + e.needed_usd <= e.cap_usd and e.retry_after_s for e in temporary)
+
+
+# ----------------------------------------------------------------------------- callers that leave
+def test_a_stream_abandoned_midway_is_recorded_charged_and_settled(make_gateway, driver):
+    driver.default = "ok: " + WORDS
+    gw = make_gateway(budget=BudgetPolicy(caps={"acme": 10.0}))
+    response = gw.stream("tell me a long story", tenant="acme")
+    for i, chunk in enumerate(response):
+        if i == 1:
+            break
+    response._chunks.close()  # what a for-loop's break leaves to garbage collection, done now
+    assert len(gw.ledger) == 1
+    outcome = list(gw.ledger)[0]
+    assert outcome.error is not None and outcome.error.code == "client_disconnected"
+    assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
+    partial = outcome.attempts[-1]
+    assert 0 < partial.completion_tokens < count_tokens("ok: " + WORDS) and partial.cost_usd > 0
+    assert outcome.cost_usd == pytest.approx(partial.cost_usd)
+    assert gw.budgets.spent("acme", gw.clock()) == pytest.approx(outcome.cost_usd)
+    assert gw.budgets.reserved("acme", gw.clock()) == 0.0
+    assert all(b.state == b.CLOSED for b in gw.pipeline.breakers.values())
+
+
+def test_a_cancelled_request_is_still_one_outcome(make_gateway, driver):
+    gw = make_gateway(budget=BudgetPolicy(caps={"acme": 10.0}))
+    started = asyncio.Event()
+    original = driver.aperform
+
+    async def hang(effect):
+        started.set()
+        await asyncio.sleep(30)
+        return await original(effect)
+
+    driver.aperform = hang
+
+    async def run():
+        task = asyncio.create_task(gw.acomplete("hello there", tenant="acme"))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert [o.error.code for o in gw.ledger] == ["client_disconnected"]
+    assert gw.budgets.reserved("acme", gw.clock()) == 0.0
+
+
+def test_async_stream_closed_early_is_recorded():
+    from llmlab.live import LiteLLMDriver
+
+    dep = Deployment("gpt-4o", "gpt-4o", {"mock_response": WORDS})
+    gw = Gateway([dep], router=FixedRouter("gpt-4o"), fallbacks={}, driver=LiteLLMDriver())
+
+    async def run():
+        response = gw.astream("tell me")
+        chunks = []
+        async for chunk in response:
+            chunks.append(chunk)
+            if len(chunks) == 2:
+                break
+        await response._chunks.aclose()
+        return response
+
+    response = asyncio.run(run())
+    records = list(gw.ledger)
+    assert len(records) == 1 and records[0].error.code == "client_disconnected"
+    assert response.outcome is records[0] and records[0].attempts[-1].completion_tokens > 0
+
+
+# ----------------------------------------------------------------------------- PII in other forms
+@pytest.mark.parametrize("text, kind", [
+    ("call 010－1234－5678 now", "PHONE"), ("full ０１０－１２３４－５６７８", "PHONE"),
+    ("mail jöhn@exämple.com please", "EMAIL"), ("ｋｉｍ＠ｃｏｒｐ．ｃｏｍ", "EMAIL"),
+    ("card 4111 1111 1111 1111", "CARD"),
+])
+def test_full_width_and_accented_pii_is_masked(text, kind):
+    result = PIIMasker().mask(text)
+    assert f"[{kind}_1]" in result.text
+    original = next(iter(result.mapping.values()))
+    assert original in text  # the caller's own form comes back when unmasked
+
+
+def test_folding_keeps_length_and_korean_text_around_an_address():
+    text = "메일은 hong@example.com으로 보내 주세요 ０１０"
+    assert len(fold(text)) == len(text)
+    assert PIIMasker().mask(text).text == "메일은 [EMAIL_1]으로 보내 주세요 ０１０"

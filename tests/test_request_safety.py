@@ -1,0 +1,190 @@
+"""What a caller may put in a request, and what leaves the gateway because of it.
+
+Found by exploratory testing: request params that redirected the provider key or the model,
+a classifier that saw raw PII, an answer logged unmasked, malformed content that failed inside
+litellm (and tripped every breaker), settings accepted at construction that failed on every call.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from llmlab import (CascadeRouter, ClassifierRouter, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest,
+                    PlanRouter, RetryPolicy)
+from llmlab.effects import Call
+from llmlab.live import _kwargs
+from llmlab.pricing import ModelPrice
+from llmlab.request import REQUEST_PARAMS, Request, content_text
+
+EMAIL = "kim@corp.co.kr"
+
+
+# ----------------------------------------------------------------------------- params
+@pytest.mark.parametrize("key, value", [
+    ("api_base", "http://127.0.0.1:9/v1"), ("base_url", "http://evil"), ("api_key", "sk-x"), ("model", "gpt-4-32k"),
+    ("custom_llm_provider", "openai"), ("extra_headers", {"x": "y"}), ("timeout", -1), ("stream", True),
+    ("num_retries", 5), ("mock_response", "fake"),
+])
+def test_connection_settings_are_not_request_params(make_gateway, key, value):
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete("hi", params={key: value})
+    assert info.value.field == f"params.{key}" and "deployment" in str(info.value)
+
+
+def test_the_live_driver_never_lets_call_params_override_the_deployment():
+    dep = Deployment("mini", "openai/gpt-4o-mini", {"api_base": "http://127.0.0.1:8089/v1", "api_key": "sk-real"})
+    call = Call(dep, ({"role": "user", "content": "hi"},),
+                {"api_base": "http://attacker/v1", "model": "openai/gpt-4-32k", "temperature": 0.1, "timeout": -1})
+    kw = _kwargs(call)  # a Request built without validation still cannot redirect the call
+    assert kw["api_base"] == "http://127.0.0.1:8089/v1" and kw["model"] == "openai/gpt-4o-mini"
+    assert kw["api_key"] == "sk-real" and kw["timeout"] == dep.timeout_s and kw["temperature"] == 0.1
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"response_format": "json"}, "params.response_format"), ({"stop": 5}, "params.stop"), ({"n": 0}, "params.n"),
+    ({"seed": 1.5}, "params.seed"), ({"presence_penalty": 3}, "params.presence_penalty"),
+    ({"tools": "order_lookup"}, "params.tools"), ({"logprobs": "yes"}, "params.logprobs"),
+])
+def test_malformed_sampling_values_fail_before_any_call(make_gateway, driver, params, field):
+    gw = make_gateway()
+    with pytest.raises(InvalidRequest) as info:
+        gw.complete("hi", params=params)
+    assert info.value.field == field and driver.calls == []
+    assert all(b.state == b.CLOSED for b in gw.pipeline.breakers.values())
+
+
+def test_openai_style_keywords_join_params(make_gateway, driver):
+    gw = make_gateway()
+    assert gw.complete("hi", temperature=0.2, seed=7).ok
+    assert driver.calls[-1].params["temperature"] == 0.2 and driver.calls[-1].params["seed"] == 7
+    with pytest.raises(InvalidRequest) as info:
+        gw.complete("hi", tempreature=0.2)
+    assert info.value.field == "tempreature" and "temperature" in info.value.allowed
+
+
+# ----------------------------------------------------------------------------- messages and fields
+@pytest.mark.parametrize("messages, field", [
+    ([{"role": "user", "content": 123}], "messages[0].content"),
+    ([{"role": "wizard", "content": "hi"}], "messages[0].role"),
+    ([{"role": "user", "content": {"text": "hi"}}], "messages[0].content"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:..."}}]}], "prompt"),
+])
+def test_message_shapes(make_gateway, driver, messages, field):
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete(messages)
+    assert info.value.field == field and driver.calls == []
+
+
+@pytest.mark.parametrize("kw, field", [({"metadata": ["a"]}, "metadata"), ({"cache": "no"}, "cache"),
+                                       ({"plan": ""}, "plan")])
+def test_request_fields(make_gateway, kw, field):
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete("hi", **kw)
+    assert info.value.field == field
+
+
+def test_content_parts_are_read_as_their_text():
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 600}}
+    parts = [{"type": "text", "text": "hi"}, image]
+    assert content_text(parts) == "hi" and content_text(None) == "" and content_text("x") == "x"
+    assert Request.build([{"role": "user", "content": parts}]).text == "hi"  # not a 700-character repr
+
+
+def test_an_unknown_plan_is_the_callers_error(make_gateway):
+    gw = make_gateway(router=PlanRouter({"paid": "gpt-4o", "free": "gpt-4o-mini"}))
+    with pytest.raises(InvalidRequest) as info:
+        gw.complete("hi", plan="enterprise")
+    assert info.value.field == "plan" and "'paid'" in info.value.allowed
+    assert gw.complete("hi", plan="paid").deployment == "gpt-4o"
+
+
+# ----------------------------------------------------------------------------- PII
+def test_the_classifier_sees_the_masked_text(make_gateway, driver):
+    driver.scripts = {"gpt-4o-mini": ["GENERAL", "ok: an answer for you, long enough"]}
+    gw = make_gateway(router=ClassifierRouter("gpt-4o-mini"))
+    outcome = gw.complete(f"My email is {EMAIL}, why was I charged twice?")
+    assert outcome.ok
+    sent = [m["content"] for c in driver.calls for m in c.messages]
+    assert len(driver.calls) == 2 and not any(EMAIL in text for text in sent)
+    assert any("[EMAIL_1]" in text for text in sent[:2])  # the classifier's user message
+
+
+def test_log_content_logs_the_masked_answer(make_gateway, driver, caplog):
+    driver.default = lambda call: f"ok: we will write to {call.messages[-1]['content'].split()[-1]}"
+    gw = make_gateway(log_content=True)
+    with caplog.at_level(logging.INFO, logger="llmlab.gateway"):
+        outcome = gw.complete(f"please write to {EMAIL}")
+    assert EMAIL in outcome.text  # the caller gets its own value back
+    logged = [r.llmlab["answer"] for r in caplog.records if hasattr(r, "llmlab")]
+    assert logged and all(EMAIL not in a and "[EMAIL_1]" in a for a in logged)
+
+
+# ----------------------------------------------------------------------------- construction
+@pytest.mark.parametrize("kw, field", [
+    ({"semantic_cache": True}, "semantic_cache"), ({"rate_limiter": {"free": 1}}, "rate_limiter"),
+    ({"retry": 3}, "retry"), ({"retry": {"gpt-4o": 3}}, "retry"), ({"breaker": 5}, "breaker"),
+    ({"input_guards": [1]}, "input_guards[0]"), ({"output_guards": ["x"]}, "output_guards[0]"),
+    ({"clock": 5}, "clock"), ({"fallbacks": ["gpt-4o"]}, "fallbacks"), ({"prices": {"gpt-4o": "cheap"}}, "prices['gpt-4o']"),
+])
+def test_settings_that_would_fail_on_every_request_fail_at_construction(kw, field):
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), **{"fallbacks": {}, **kw})
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: PlanRouter({}), "plan_router.plans"), (lambda: CascadeRouter("gpt-4o"), "cascade.stages"),
+    (lambda: CascadeRouter(["a", "b"], accept=5), "cascade.accept"), (lambda: ModelPrice(-1, -1), "input_per_token"),
+    (lambda: RetryPolicy(base_s=5, cap_s=1), "retry.cap_s"),
+])
+def test_component_settings(build, field):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert info.value.field == field
+
+
+def test_own_deployments_without_a_router_explain_the_default_router():
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("gpt-4o", "gpt-4o")])
+    assert info.value.field == "router" and "default ComplexityRouter" in str(info.value)
+
+
+def test_request_params_allow_list_is_what_the_cache_key_considers():
+    from llmlab.cache.keys import ANSWER_PARAMS
+
+    assert set(ANSWER_PARAMS) - {"model"} <= REQUEST_PARAMS  # every answer-changing parameter may be set
+
+
+# ----------------------------------------------------------------------------- command lines
+@pytest.mark.parametrize("argv, message", [
+    (["checklist", "--scenario", "nope"], "llmlab checklist: error: scenario:"),
+    (["checklist", "--scenario", "b2b-saas", "--requests", "0"], "llmlab checklist: error: requests:"),
+    (["fake-provider", "--port", "70000"], "--port must be in 0..65535"),
+    (["fake-provider", "--latency-ms", "nan"], "finite number of seconds"),
+])
+def test_command_line_mistakes_are_one_line(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "llmlab", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_json_is_json():
+    proc = subprocess.run([sys.executable, "-m", "llmlab", "demo", "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) >= 10
+    for line in lines:
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+
+
+def test_a_request_object_built_without_checks_is_checked_by_the_gateway(make_gateway, driver):
+    sneaky = Request(({"role": "user", "content": "hi"},), tenant="acme", params={"api_base": "http://attacker/v1"})
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete(sneaky)
+    assert info.value.field == "params.api_base" and driver.calls == []
+    fine = Request(({"role": "user", "content": "hi"},), tenant="acme", request_id="mine-1")
+    assert make_gateway().complete(fine).request_id == "mine-1"
