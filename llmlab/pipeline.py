@@ -289,7 +289,12 @@ class Pipeline:
                         sent = CallError(ErrorKind.BAD_REQUEST, "not called: the tenant's monthly budget cannot "
                                                                 "cover this call")
                         continue
-            sent = yield effect
+            try:
+                sent = yield effect
+            except BaseException:  # cancelled or disconnected mid-call: the hold must not outlive the request
+                if reservation is not None:
+                    self.budgets.settle(reservation, 0.0)
+                raise
             if isinstance(effect, Call):
                 dep = effect.deployment
                 cost = self.price_result(dep, sent) if sent.ok else 0.0

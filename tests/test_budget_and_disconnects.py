@@ -150,3 +150,27 @@ def test_folding_keeps_length_and_korean_text_around_an_address():
     text = "메일은 hong@example.com으로 보내 주세요 ０１０"
     assert len(fold(text)) == len(text)
     assert PIIMasker().mask(text).text == "메일은 [EMAIL_1]으로 보내 주세요 ０１０"
+
+
+def test_a_cancel_during_the_classifier_call_releases_its_hold(make_gateway, driver):
+    gw = make_gateway(router=ClassifierRouter("gpt-4o-mini"), budget=BudgetPolicy(caps={"acme": 1.0}))
+    started = asyncio.Event()
+    original = driver.aperform
+
+    async def hang(effect):
+        started.set()
+        await asyncio.sleep(30)
+        return await original(effect)
+
+    driver.aperform = hang
+
+    async def run():
+        task = asyncio.create_task(gw.acomplete("hello there", tenant="acme"))
+        await started.wait()  # the first effect is the classifier's call
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert [o.error.code for o in gw.ledger] == ["client_disconnected"]
+    assert gw.budgets.reserved("acme", gw.clock()) == 0.0 and gw.budgets.spent("acme", gw.clock()) == 0.0
