@@ -268,7 +268,8 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the headline numbers, policy vs baseline (with 95 % CIs if any)."""
     ci = summary.get("ci95") or {}
     reps = summary.get("replications")
-    head = (f"{summary.get('scenario', '')} · {summary.get('requests', 0):,} requests · seed {summary.get('seed', 0)}"
+    n = summary.get("requests", 0)
+    head = (f"{summary.get('scenario', '')} · {n:,} request{'' if n == 1 else 's'} · seed {summary.get('seed', 0)}"
             f" · {summary.get('duration_s', 0) / 60:.1f} min simulated")
     if reps:
         head += f" · mean of {reps} replications (95 % CI)"

@@ -269,3 +269,15 @@ def test_values_the_parser_accepts_but_a_run_cannot_take(capsys, argv, field):
 def test_list_as_json(capsys):
     code, out, _ = run(capsys, "--list", "--json")
     assert code == 0 and {p["name"] for p in json.loads(out)} >= {"b2b-saas", "realtime-chat"}
+
+
+def test_yaml_scenarios_are_named_as_unsupported(tmp_path):
+    path = tmp_path / "team.yaml"
+    path.write_text("name: x\n")
+    with pytest.raises(ScenarioError, match="scenario files are TOML"):
+        load_scenario(str(path))
+
+
+def test_one_request_is_singular(capsys):
+    code, out, _ = run(capsys, "--scenario", "b2b-saas", "--requests", "1", "--no-baseline")
+    assert code == 0 and "· 1 request ·" in out

@@ -353,6 +353,9 @@ def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
             raise ScenarioError("scenario", "a preset name (" + ", ".join(list_presets()) + ") or an existing "
                                 "TOML file", str(name_or_path))
         path = preset
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        raise ScenarioError(str(path), f"scenario files are TOML ({path.suffix} is not supported): see "
+                            "`llmlab simulate --fields` and the presets in llmlab/sim/presets/")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
