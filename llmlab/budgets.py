@@ -112,7 +112,8 @@ class MemoryBudgets:
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         key = (reservation.tenant, reservation.month)
-        self._reserved[key] = max(0.0, self._reserved.get(key, 0.0) - reservation.amount)
+        left = self._reserved.get(key, 0.0) - reservation.amount
+        self._reserved[key] = left if left > 1e-12 else 0.0  # no float dust once every hold is settled
         self._spent[key] = self._spent.get(key, 0.0) + actual
         if actual > reservation.amount + 1e-12:
             self.overshoot_usd += actual - reservation.amount

@@ -12,6 +12,7 @@ Two families, kept apart on purpose:
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -85,12 +86,27 @@ class GatewayError(LLMLabError):
 
 
 class RateLimited(GatewayError):
+    """Refused by the tenant's rate limit.  A request larger than the whole per-minute limit can
+    never pass (``too_large``): no retry hint, and the fix is a smaller ``max_tokens``."""
+
     code = "rate_limited"
 
-    def __init__(self, tenant: str, limit: str, retry_after_s: float) -> None:
-        super().__init__(f"tenant {tenant!r} refused by the rate limiter ({limit})", retry_after_s=retry_after_s)
+    def __init__(self, tenant: str, limit: str, retry_after_s: float, tokens: int | None = None) -> None:
+        self.too_large = math.isinf(retry_after_s)
+        if self.too_large:
+            message = (f"tenant {tenant!r}: this request ({tokens if tokens is not None else '?'} tokens at worst) is "
+                       f"larger than the whole {limit} limit; lower max_tokens")
+        else:
+            message = f"tenant {tenant!r} refused by the rate limiter ({limit})"
+        super().__init__(message, retry_after_s=None if self.too_large else retry_after_s)
         self.tenant = tenant
         self.limit = limit
+
+    @property
+    def user_message(self) -> str:
+        if self.too_large:
+            return "This request is too large for your plan's rate limit."
+        return super().user_message
 
 
 class BudgetExceeded(GatewayError):
@@ -108,10 +124,13 @@ class BudgetExceeded(GatewayError):
     def __init__(self, tenant: str, spend_usd: float, cap_usd: float, reset_at: float, needed_usd: float,
                  reserved_usd: float = 0.0) -> None:
         self.temporary = reserved_usd > 0 and spend_usd + needed_usd <= cap_usd
+        self.too_large = needed_usd > cap_usd  # no spending pattern lets it through: the request must shrink
         held = f" and ${reserved_usd:.4f} is reserved by requests in flight" if reserved_usd > 0 else ""
+        fix = "; the request alone exceeds the cap: lower max_tokens or route it to a cheaper model" \
+            if self.too_large else ""
         super().__init__(
             f"tenant {tenant!r} would exceed its monthly cap: spent ${spend_usd:.4f} of ${cap_usd:.4f}{held}, "
-            f"this request may cost up to ${needed_usd:.4f}",
+            f"this request may cost up to ${needed_usd:.4f}{fix}",
             retry_after_s=self.IN_FLIGHT_RETRY_S if self.temporary else None,
         )
         self.tenant = tenant
@@ -125,6 +144,8 @@ class BudgetExceeded(GatewayError):
     def user_message(self) -> str:
         if self.temporary:
             return "Your organisation's AI budget is fully committed to requests in progress. Please retry shortly."
+        if self.too_large:
+            return "This request is too large for your organisation's AI budget. Please ask for a shorter answer."
         return "Your organisation has reached its monthly AI budget. It resets at the start of next month."
 
 

@@ -10,6 +10,7 @@ simulator drives in virtual time.
 """
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from .ledger import Ledger
 from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot
 from .pricing import PriceBook, ModelPrice
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, configured_limits
 from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
 from .routing import ComplexityRouter, Router
 from .stream import StreamResponse
@@ -58,8 +59,8 @@ def _check_names(field: str, names: Any, known: Mapping[str, Deployment]) -> Non
 def _check_has(field: str, given: Any, obj: Any, methods: Sequence[str], allowed: str) -> None:
     """``obj`` has every one of ``methods`` (and an ``embedder`` for a semantic cache)."""
     missing = [m for m in methods if not callable(getattr(obj, m, None))]
-    if field == "semantic_cache" and not hasattr(obj, "embedder"):
-        missing.append("embedder")
+    if field == "semantic_cache" and not callable(getattr(getattr(obj, "embedder", None), "embed", None)):
+        missing.append("an embedder with embed(texts)")  # the pipeline embeds each query with it
     if missing:
         raise ConfigError(field, given, allowed, hint=f"missing {', '.join(missing)}")
 
@@ -139,11 +140,23 @@ class Gateway:
                        "a llmlab.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
         if rate_limiter is not None:
             _check_has("rate_limiter", rate_limiter, rate_limiter, ("acquire",), "a llmlab.RateLimiter or None")
+            for limit in configured_limits(rate_limiter):
+                if limit.tpm is not None and limit.tpm < default_max_tokens:
+                    raise ConfigError("rate_limit.tpm", limit.tpm, f">= default_max_tokens ({default_max_tokens})",
+                                      hint="a request without max_tokens reserves default_max_tokens of the limit, "
+                                           "so it could never pass; raise tpm or lower default_max_tokens")
+        for name, flag in (("unmask_answers", unmask_answers), ("log_content", log_content), ("cache", cache)):
+            if not isinstance(flag, bool):
+                raise ConfigError(name, flag, "True or False")
         if not callable(clock):
             raise ConfigError("clock", clock, "a callable returning epoch seconds (e.g. time.time)")
         if isinstance(breaker, Mapping):
             settings = dict(breaker)
-            CircuitBreaker(**settings)  # validate now, not on the first failure
+            try:
+                CircuitBreaker(**settings)  # validate now, not on the first failure
+            except TypeError as exc:  # an unknown setting
+                raise ConfigError("breaker", settings, "CircuitBreaker settings: " + ", ".join(
+                    p for p in inspect.signature(CircuitBreaker).parameters), hint=str(exc)) from None
             breaker_factory: Callable[[], CircuitBreaker] = lambda: CircuitBreaker(**settings)
         else:
             breaker_factory = breaker or CircuitBreaker

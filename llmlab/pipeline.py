@@ -67,6 +67,7 @@ class _State:
     key: str | None = None
     namespace: str | None = None
     vector: Any = None
+    rate_tokens: int = 0  # tokens the rate limiter took at the worst case, settled when the request ends
 
 
 class Pipeline:
@@ -148,6 +149,11 @@ class Pipeline:
         except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
             log.exception("llmlab internal error", extra={"request_id": request.request_id})
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
+        if state.rate_tokens:
+            settle = getattr(self.rate_limiter, "settle", None)
+            if settle is not None:
+                used = sum(a.prompt_tokens + a.completion_tokens for a in outcome.attempts)
+                settle(request.tenant, request.plan, state.rate_tokens, used, self.clock())
         self.ledger.record(outcome)
         self._log(outcome, state.restore)
         return outcome
@@ -170,10 +176,11 @@ class Pipeline:
 
         # 2. rate limit
         if self.rate_limiter is not None:
-            refusal = self.rate_limiter.acquire(req.tenant, req.plan, prompt_est + (max_tokens or self.default_max_tokens),
-                                                s.started)
+            tokens = prompt_est + (max_tokens or self.default_max_tokens)
+            refusal = self.rate_limiter.acquire(req.tenant, req.plan, tokens, s.started)
             if refusal is not None:
-                return self._error(s, RateLimited(req.tenant, refusal.limit, refusal.retry_after_s))
+                return self._error(s, RateLimited(req.tenant, refusal.limit, refusal.retry_after_s, tokens=tokens))
+            s.rate_tokens = tokens
 
         # 3. caches: exact, then semantic
         use_cache = req.cache and (self.exact_cache is not None or self.semantic_cache is not None)

@@ -4,6 +4,12 @@ A bucket holds up to ``capacity`` units and refills continuously at ``capacity /
 second, so bursts up to the per-minute limit pass and a steady overload is shaped.  Both
 buckets must admit a request; a request that does not fit is refused with the exact time until
 it would (``retry_after_s``) and consumes nothing.  The clock is the caller's ``now``.
+
+Tokens are taken at the request's worst case (prompt estimate + ``max_tokens``) and the
+difference is given back by :meth:`RateLimiter.settle` when the request ends: a cache hit uses
+no provider tokens, a short answer few.  A request larger than the whole tokens/min limit can
+never fit: its refusal has ``retry_after_s = inf`` (the gateway reports it as too large, with
+no retry hint).
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from dataclasses import dataclass
 from typing import Mapping, Protocol
 
 from . import _validate as v
+from .errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,24 @@ class RateLimit:
 class Refusal:
     limit: str  # "requests/min" or "tokens/min"
     retry_after_s: float
+
+
+def check_limits(field: str, limits: Mapping[str, RateLimit] | None) -> dict[str, RateLimit]:
+    """A mapping of name → RateLimit, else a ConfigError naming the entry."""
+    if limits is None:
+        return {}
+    if not isinstance(limits, Mapping):
+        raise ConfigError(f"rate_limiter.{field}", limits, "a mapping of name → llmlab.RateLimit")
+    for name, limit in limits.items():
+        if not isinstance(limit, RateLimit):
+            raise ConfigError(f"rate_limiter.{field}[{name!r}]", limit, "a llmlab.RateLimit(rpm=…, tpm=…)")
+    return dict(limits)
+
+
+def configured_limits(limiter: object) -> list[RateLimit]:
+    """Every limit a limiter (in memory or Redis) applies: per tenant, per plan, default."""
+    return [*getattr(limiter, "per_tenant", {}).values(), *getattr(limiter, "per_plan", {}).values(),
+            *([limiter.default] if isinstance(getattr(limiter, "default", None), RateLimit) else [])]
 
 
 class RateLimiterBackend(Protocol):
@@ -63,21 +88,33 @@ class RateLimiter:
     def __init__(self, per_plan: Mapping[str, RateLimit] | None = None,
                  per_tenant: Mapping[str, RateLimit] | None = None,
                  default: RateLimit | None = None) -> None:
-        self.per_plan = dict(per_plan or {})
-        self.per_tenant = dict(per_tenant or {})
+        self.per_plan = check_limits("per_plan", per_plan)
+        self.per_tenant = check_limits("per_tenant", per_tenant)
         self.default = default or RateLimit()
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        if not isinstance(self.default, RateLimit):
+            raise ConfigError("rate_limiter.default", default, "a llmlab.RateLimit")
+        # keyed by capacity too: a tenant seen under two plans keeps one bucket per limit, so
+        # interleaving its plans cannot refill a bucket by rebuilding it
+        self._buckets: dict[tuple[str, str, float], _Bucket] = {}
         self.refusals = 0
 
     def limit_for(self, tenant: str, plan: str) -> RateLimit:
         return self.per_tenant.get(tenant) or self.per_plan.get(plan) or self.default
 
     def _bucket(self, tenant: str, kind: str, capacity: float, now: float) -> _Bucket:
-        bucket = self._buckets.get((tenant, kind))
-        if bucket is None or bucket.capacity != capacity:
-            bucket = self._buckets[(tenant, kind)] = _Bucket(capacity, now)
+        bucket = self._buckets.get((tenant, kind, capacity))
+        if bucket is None:
+            bucket = self._buckets[(tenant, kind, capacity)] = _Bucket(capacity, now)
         bucket.refill(now)
         return bucket
+
+    def settle(self, tenant: str, plan: str, reserved_tokens: float, used_tokens: float, now: float) -> None:
+        """Give back the tokens a request took but did not use (a cache hit gives back all of them)."""
+        limit = self.limit_for(tenant, plan)
+        bucket = self._buckets.get((tenant, "tpm", limit.tpm)) if limit.tpm is not None else None
+        if bucket is not None:
+            bucket.refill(now)
+            bucket.level = min(bucket.capacity, bucket.level + reserved_tokens - used_tokens)
 
     def acquire(self, tenant: str, plan: str, tokens: int, now: float) -> Refusal | None:
         limit = self.limit_for(tenant, plan)

@@ -38,11 +38,50 @@ class StreamResponse:
         if out is not None and out.ok and out.text and (not self.saw_text or out.kind.value != "model"):
             yield out.text
 
+    # Iteration goes through a wrapper the response does not hold: the driving generator refers
+    # to this response, so a caller's ``break`` would otherwise leave it suspended until garbage
+    # collection (no ledger record, the budget hold kept).  Dropping the wrapper closes the stream
+    # at once, and the gateway records the request as ClientDisconnected.
     def __iter__(self) -> Iterator[Any]:
-        return self._chunks  # type: ignore[return-value]
+        chunks = self._chunks
+        try:
+            yield from chunks  # type: ignore[misc]
+        finally:
+            self.close()
+
+    async def _aiter(self) -> AsyncIterator[Any]:
+        try:
+            async for chunk in self._chunks:  # type: ignore[union-attr]
+                yield chunk
+        finally:
+            await self.aclose()
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._chunks  # type: ignore[return-value]
+        return self._aiter()
+
+    def close(self) -> None:
+        """Stop a stream early (also what leaving a ``for`` loop or a ``with`` block does)."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def __enter__(self) -> "StreamResponse":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "StreamResponse":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
 
     @property
     def text(self) -> str | None:

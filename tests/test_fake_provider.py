@@ -487,3 +487,13 @@ def test_litellm_async_and_embeddings(lt, provider_factory):
     vec = emb.data[0]["embedding"]
     assert len(emb.data) == 2 and len(vec) == 64
     assert math.isclose(sum(x * x for x in vec), 1.0, rel_tol=1e-5)
+
+
+def test_random_rate_limits_carry_retry_after_and_a_reason_phrase(provider_factory, client_for):
+    fp = provider_factory(FaultPlan(error_rate=1.0, error_status=429, retry_after_s=2.5))
+    r = client_for(fp).post("/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 429 and r.reason_phrase == "Too Many Requests"
+    assert r.headers["retry-after"] == "3" and r.headers["retry-after-ms"] == "2500"
+    fp2 = provider_factory(FaultPlan(error_rate=1.0, error_status=500))
+    r2 = client_for(fp2).post("/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert r2.status_code == 500 and "retry-after" not in r2.headers and r2.reason_phrase == "Internal Server Error"

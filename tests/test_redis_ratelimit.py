@@ -73,3 +73,18 @@ def test_redis_down_fails_open_by_default_and_closed_when_asked(start_redis):
     assert time.perf_counter() - started < 2.0
     assert all(isinstance(o.error, RateLimited) and o.error.retry_after_s == 60 for o in closed)
     assert open_b.rate_limiter.unavailable == 20 and closed_b.rate_limiter.unavailable == 20
+
+
+def test_unused_tokens_are_given_back_as_in_memory(redis_url, prefix):
+    limits = dict(per_plan={"free": RateLimit(tpm=3_000)})
+    shared = from_url(redis_url, prefix, **limits).rate_limiter
+    memory = RateLimiter(**limits)
+    now = 1_700_000_000.0
+    admitted = {"redis": 0, "memory": 0}
+    for k in range(40):  # each takes 1,000 at worst and uses 100: without refunds only 3 a minute pass
+        now += 0.5
+        for name, limiter in (("redis", shared), ("memory", memory)):
+            if limiter.acquire("t", "free", 1_000, now) is None:
+                admitted[name] += 1
+                limiter.settle("t", "free", 1_000, 100, now)
+    assert admitted["redis"] == admitted["memory"] > 20

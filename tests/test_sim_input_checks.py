@@ -281,3 +281,40 @@ def test_yaml_scenarios_are_named_as_unsupported(tmp_path):
 def test_one_request_is_singular(capsys):
     code, out, _ = run(capsys, "--scenario", "b2b-saas", "--requests", "1", "--no-baseline")
     assert code == 0 and "· 1 request ·" in out
+
+
+@pytest.mark.parametrize("overrides, kw, field", [
+    ({"traffic.rate_per_s": 1e6}, {}, "traffic.rate_per_s"),
+    ({"traffic.rate_per_s": 1e-9}, {"requests": 100}, "traffic.rate_per_s"),  # 100 requests over 3,000 years
+    ({"traffic.rate_per_s": 10_000}, {"hours": 1.0}, "hours"),
+    ({"traffic.burst_multiplier": 1e6}, {}, "traffic.burst_multiplier"),
+    ({"traffic.burst_rate_per_day": 1000, "traffic.burst_multiplier": 100}, {"hours": 1.0}, "traffic.bursts"),
+])
+def test_run_sizes_that_would_exhaust_memory_or_time_are_refused(overrides, kw, field):
+    with pytest.raises(ScenarioError, match=f"^{field}: "):
+        simulate("b2b-saas", overrides=overrides, baseline=False, **kw)
+
+
+def test_a_replay_keeps_the_logs_times_and_its_month_boundary(tmp_path):
+    from datetime import datetime, timezone
+
+    t0 = datetime(2025, 3, 31, 23, 0, tzinfo=timezone.utc).timestamp()
+    rows = [row(t0 + 72 * k, prompt=f"question number {k} about my invoice?") for k in range(100)]  # 23:00 → 00:59
+    path = write_trace(tmp_path / "month.csv", rows)
+    r = simulate("b2b-saas", trace=str(path), seed=0, overrides={"gateway.budget.default_cap": 0.05})
+    started = r.requests.sort_values("turn")["started_at"].to_numpy()
+    assert started[0] == pytest.approx(t0) and started[-1] == pytest.approx(t0 + 72 * 99, abs=5)
+    april = r.requests[r.requests["started_at"] >= datetime(2025, 4, 1, tzinfo=timezone.utc).timestamp()]
+    march = r.requests[r.requests["started_at"] < datetime(2025, 4, 1, tzinfo=timezone.utc).timestamp()]
+    assert len(march) == len(april) == 50
+    assert (march["error_code"] == "budget_exceeded").sum() > 0
+    april_served = april[april["error_code"].isna()]
+    assert len(april_served) > 0  # the cap starts afresh on April 1
+    assert april_served["started_at"].min() < april[april["error_code"] == "budget_exceeded"]["started_at"].min()
+
+
+@pytest.mark.parametrize("kw, field", [({"processes": "x"}, "processes"), ({"processes": 0}, "processes"),
+                                       ({"scheduler": 5}, "scheduler")])
+def test_sweep_arguments(kw, field):
+    with pytest.raises(ScenarioError, match=f"^{field}: "):
+        sweep("b2b-saas", {"traffic.rate_per_s": [1.0]}, requests=50, **kw)

@@ -17,7 +17,7 @@ from typing import Mapping
 from urllib.parse import quote
 
 from .. import _validate as v
-from ..ratelimit import RateLimit, Refusal
+from ..ratelimit import RateLimit, Refusal, check_limits
 from .redis_link import RedisLink, RedisUnavailable
 
 FAIL_MODES = ("open", "closed")
@@ -57,6 +57,17 @@ return {0, ''}
 """
 
 
+# give back unused tokens to the tpm bucket (never above its capacity); a missing bucket is full already
+_REFUND = """
+local k, cap, back = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local f = redis.call('HMGET', k, 'tpm:l', 'tpm:c')
+local level, stored = tonumber(f[1]), tonumber(f[2])
+if level == nil or stored ~= cap then return 0 end
+redis.call('HSET', k, 'tpm:l', string.format('%.17g', math.min(cap, level + back)))
+return 1
+"""
+
+
 def _num(x: float) -> str:
     return repr(float(x))
 
@@ -69,16 +80,16 @@ class RedisRateLimiter:
                  prefix: str = "llmlab", on_error: str = "open", idle_expiry_s: float = 120.0) -> None:
         self.link = link
         self.prefix = prefix
-        self.per_plan = dict(per_plan or {})
-        self.per_tenant = dict(per_tenant or {})
+        self.per_plan = check_limits("per_plan", per_plan)
+        self.per_tenant = check_limits("per_tenant", per_tenant)
         self.default = default or RateLimit()
-        for name, limit in [*self.per_plan.items(), *self.per_tenant.items(), ("default", self.default)]:
-            if not isinstance(limit, RateLimit):
-                from ..errors import ConfigError
-                raise ConfigError(f"rate limit {name!r}", limit, "a llmlab.RateLimit")
+        if not isinstance(self.default, RateLimit):
+            from ..errors import ConfigError
+            raise ConfigError("rate_limiter.default", default, "a llmlab.RateLimit")
         self.on_error = v.choice("rate_limit_on_error", on_error, FAIL_MODES)
         self._expire_ms = int(v.positive("rate_limit_idle_expiry_s", idle_expiry_s) * 1000)
         self._script = link.client.register_script(_ACQUIRE)
+        self._refund = link.client.register_script(_REFUND)
         self.refusals = 0
         self.unavailable = 0
 
@@ -110,3 +121,15 @@ class RedisRateLimiter:
             return None
         self.refusals += 1
         return Refusal(LIMIT_NAMES[kind], float(wait))
+
+    def settle(self, tenant: str, plan: str, reserved_tokens: float, used_tokens: float, now: float) -> None:
+        """Give back tokens a request took but did not use; a Redis outage only loses the refund."""
+        limit = self.limit_for(tenant, plan)
+        if limit.tpm is None or reserved_tokens <= used_tokens:
+            return
+        key = self.key(tenant)
+        args = [_num(limit.tpm), _num(reserved_tokens - used_tokens)]
+        try:
+            self.link.call("rate limit refund", lambda r: self._refund(keys=[key], args=args, client=r))
+        except RedisUnavailable:
+            self.unavailable += 1

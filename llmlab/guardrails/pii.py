@@ -44,12 +44,13 @@ _LABEL = {"email": "EMAIL", "phone": "PHONE", "rrn": "RRN", "card": "CARD"}
 
 # Lookarounds use ASCII classes on purpose: Korean particles attach directly to a value
 # ("010-1234-5678로", "hong@example.com으로"), and Hangul counts as \w in Python's regexes.
-# Latin letters with diacritics count too (jöhn@exämple.com, an internationalised address); other
-# scripts do not, so a Korean word written against an address stays out of the match.
-_L = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
+# Addresses may be internationalised (jöhn@exämple.com, user@例え.jp, 김철수@회사.한국): the local part
+# and the domain labels take letters of any script, the top-level domain is ASCII or one of the
+# common IDN ones.  A Korean particle after an address ("…@example.com으로") is not part of it.
+_IDN_TLDS = "한국|中国|中國|日本|台灣|台湾|香港|рф|бел|укр|срб|қаз|ελ|भारत|ไทย"
 _EMAIL = re.compile(
-    rf"(?<![{_L}._%+-])[{_L}][{_L}._%+-]{{0,63}}"
-    rf"@(?:[{_L}](?:[{_L}-]{{0,61}}[{_L}])?\.)+[A-Za-z]{{2,24}}(?![A-Za-z0-9-])"
+    r"(?<![\w.%+-])[^\W_][\w.%+-]{0,63}"
+    r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[A-Za-z]{2,24}(?![A-Za-z0-9-])|(?:" + _IDN_TLDS + r")(?![0-9-]))"
 )
 _RRN = re.compile(
     r"(?<![0-9A-Za-z])(?P<birth>\d{6})(?P<sep>\s?[-\u2010\u2013]\s?|)(?P<tail>\d{7})(?![0-9])"

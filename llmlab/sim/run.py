@@ -332,7 +332,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     import simpy
 
     env = simpy.Environment()
-    epoch0 = scenario.epoch0
+    epoch0 = scenario.epoch0 if traffic.epoch0 is None else traffic.epoch0
     if windows is None:
         windows = scenario_windows(scenario, traffic.horizon_s, seed)
     semantic = None
@@ -472,8 +472,11 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic) -> "pd.
     })
 
 
-#: the most user requests one run may hold (≈ 1.5 h of simulation; the arrays alone take GBs beyond)
-MAX_REQUESTS = 50_000_000
+#: the most user requests one run may hold (≈ 20 min of simulation on one core; ≈ 1 GB of arrays)
+MAX_REQUESTS = 10_000_000
+#: the longest stretch of virtual time one run may cover (a year: budgets, outages and diurnal
+#: profiles are monthly and daily; beyond it a tiny rate is a typo, not a plan)
+MAX_SIMULATED_DAYS = 366
 
 
 def _whole(field: str, value: Any, lo: int, hi: float = math.inf) -> int:
@@ -508,9 +511,15 @@ def check_run_args(scenario: Scenario, *, requests: Any = None, hours: Any = Non
     size_field, size_hours = ("hours", hours) if requests is None and hours is not None else \
         ("traffic.hours", scenario.traffic.hours if requests is None else None)
     rate = scenario.traffic.rate_per_s
-    if size_hours is not None and (trace or scenario.traffic.trace) is None and rate * size_hours * 3600.0 > MAX_REQUESTS:
+    synthetic = (trace or scenario.traffic.trace) is None
+    if size_hours is not None and synthetic and rate * size_hours * 3600.0 > MAX_REQUESTS:
         raise ScenarioError(size_field, f"at most {MAX_REQUESTS / rate / 3600.0:,.6g} at traffic.rate_per_s={rate:g} "
                             f"(about {MAX_REQUESTS:,} requests)", size_hours)
+    size_requests = requests if requests is not None else (scenario.traffic.requests if size_hours is None else None)
+    if size_requests is not None and synthetic and size_requests / rate > MAX_SIMULATED_DAYS * 86_400.0:
+        raise ScenarioError("traffic.rate_per_s", f"a rate at which {size_requests:,} requests arrive within "
+                            f"{MAX_SIMULATED_DAYS} days (>= {size_requests / (MAX_SIMULATED_DAYS * 86_400.0):.3g} "
+                            "per second)", rate)
     return requests, hours, _whole("seed", seed, 0), _whole("replications", replications, 1, 1_000)
 
 

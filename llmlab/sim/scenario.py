@@ -125,7 +125,7 @@ class ProviderConfig(_Strict):
 class BurstConfig(_Strict):
     start_s: NonNeg
     duration_s: Pos
-    multiplier: Annotated[float, Field(ge=1)] = 3.0
+    multiplier: Annotated[float, Field(ge=1, le=100)] = 3.0
 
 
 class TenantGroup(_Strict):
@@ -164,17 +164,17 @@ class ToolConfig(_Strict):
 
 
 class TrafficConfig(_Strict):
-    requests: Annotated[int, Field(ge=1, le=50_000_000)] | None = 5_000  # user requests to simulate (or hours)
-    hours: Pos | None = None  # simulate every request arriving within this many hours
-    rate_per_s: Pos = 1.0  # mean rate of user requests (all turns), before the diurnal profile
+    requests: Annotated[int, Field(ge=1, le=10_000_000)] | None = 5_000  # user requests to simulate (or hours)
+    hours: Annotated[float, Field(gt=0, le=8_784)] | None = None  # every request arriving within this many hours
+    rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0  # mean rate of user requests (all turns), before the diurnal profile
     domain: str | None = None  # catalogue domain ("saas", "ecommerce"); None = all
     languages: dict[str, NonNeg] = Field(default_factory=lambda: {"en": 1.0})
     zipf_s: NonNeg = 1.0  # intent popularity exponent (0 = uniform)
     diurnal: list[NonNeg] | Literal["flat", "business", "consumer"] = "flat"
     bursts: list[BurstConfig] = Field(default_factory=list)
-    burst_rate_per_day: NonNeg = 0.0
+    burst_rate_per_day: Annotated[float, Field(ge=0, le=1_440)] = 0.0
     burst_duration_s: Pos = 600.0
-    burst_multiplier: Annotated[float, Field(ge=1)] = 3.0
+    burst_multiplier: Annotated[float, Field(ge=1, le=100)] = 3.0
     tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
     session_turns_mean: Annotated[float, Field(ge=1, le=1_000)] = 1.0  # turns per conversation (later turns carry history)
     think_time_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # mean pause between a conversation's turns

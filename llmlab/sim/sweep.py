@@ -67,6 +67,12 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
 
     from .run import preflight
 
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ScenarioError("processes", "a whole number >= 1 (1 = in this process)", processes)
+    if scheduler is not None and not isinstance(scheduler, str) and not hasattr(scheduler, "map") \
+            and not hasattr(scheduler, "scheduler_address"):  # a Client, or a cluster object a Client accepts
+        raise ScenarioError("scheduler", "None, a Dask scheduler address or a distributed.Client / LocalCluster",
+                            scheduler)
     base = load_scenario(scenario)
     combos = combinations(grid)
     if hours is not None:

@@ -207,4 +207,5 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
                            else min(hours * 3600.0, max(float(arrival[-1]), 1e-9)))
     traffic.opaque = {r[2] for r in rows if r[3]}
     traffic.source = str(path)
+    traffic.epoch0 = t0
     return traffic

@@ -79,6 +79,9 @@ class Traffic:
     horizon_s: float
     opaque: set[int] = field(default_factory=set)
     source: str = "synthetic"
+    #: epoch seconds of virtual time 0: a trace's first request (None: the scenario's ``start``),
+    #: so a replay's ledger carries the log's own times and monthly caps reset where the log's month did
+    epoch0: float | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -239,6 +242,10 @@ def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator) ->
     return out
 
 
+#: candidate session starts one thinning pass may draw (about 0.5 GB of arrays)
+MAX_DRAWS = 40_000_000
+
+
 def _peak_multiplier(bursts: list[tuple[float, float, float]]) -> float:
     """The largest product of burst multipliers in force at one instant.
 
@@ -265,6 +272,11 @@ def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rn
     base = cfg.rate_per_s / cfg.session_turns_mean
     peak_burst = _peak_multiplier(bursts)
     lam_max = base * profile.max() * peak_burst
+    if lam_max * horizon_s > MAX_DRAWS:  # overlapping bursts multiply: 5 of ×100 at once is ×10¹⁰
+        from .scenario import ScenarioError
+
+        raise ScenarioError("traffic.bursts", f"bursts whose overlap multiplies the rate by at most "
+                            f"{MAX_DRAWS / (base * profile.max() * horizon_s):,.4g} over this window", peak_burst)
     n = int(rng.poisson(lam_max * horizon_s))
     t = np.sort(rng.uniform(0.0, horizon_s, n))
     hours = ((start_hour + t / 3600.0) % 24.0).astype(int)

@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -55,6 +56,16 @@ Reply = str | Callable[[dict], str] | None
 
 class NonLoopbackHostError(ValueError):
     """Raised when asked to listen on a non-loopback address without explicit permission."""
+
+
+def _reason(status: int) -> bytes:
+    """The status line's phrase ("Too Many Requests"; Anthropic's 529 is "Overloaded")."""
+    if status == 529:
+        return b"Overloaded"
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _check_host(host: str, allow_non_loopback: bool) -> None:
@@ -154,7 +165,8 @@ class _HTTP:
                       headers: Mapping[str, str] | None = None) -> None:
         h = [("content-type", content_type), ("content-length", str(len(body))), ("server", "llmlab-fake-provider")]
         h += list((headers or {}).items())
-        await self.send(h11.Response(status_code=status, headers=h), h11.Data(data=body), h11.EndOfMessage())
+        await self.send(h11.Response(status_code=status, headers=h, reason=_reason(status)), h11.Data(data=body),
+                        h11.EndOfMessage())
 
     async def respond_json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
         await self.respond(status, json.dumps(obj).encode(), headers=headers)
@@ -451,6 +463,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
     p.add_argument("--error-rate", type=float, default=0.0, help="probability in [0, 1] of an error response")
     p.add_argument("--error-status", type=int, default=500, help="status used for --error-rate (default 500)")
+    p.add_argument("--retry-after-s", type=float, default=1.0,
+                   help="Retry-After of the random 429/503 errors (default 1; negative: no header)")
     p.add_argument("--seed", type=int, default=0, help="seed for random faults and latencies")
     p.add_argument("--reply", default=None, help="fixed answer text (default: echo the question)")
     p.add_argument("--allow-non-loopback", action="store_true", help="permit binding a non-loopback address")
@@ -466,7 +480,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         plan = FaultPlan(seed=args.seed, latency_s=args.latency_ms / 1000, ttft_s=args.ttft_ms / 1000,
                          chunk_delay_s=args.chunk_delay_ms / 1000, error_rate=args.error_rate,
-                         error_status=args.error_status)
+                         error_status=args.error_status,
+                         retry_after_s=None if args.retry_after_s < 0 else args.retry_after_s)
         provider = FakeProvider(plan, host=args.host, port=args.port, reply=args.reply,
                                 allow_non_loopback=args.allow_non_loopback)
     except ValueError as exc:

@@ -170,13 +170,18 @@ class FaultPlan:
     """
 
     def __init__(self, *, seed: int = 0, latency_s: float = 0.0, ttft_s: float = 0.0,
-                 chunk_delay_s: float = 0.0, error_rate: float = 0.0, error_status: int = 500) -> None:
+                 chunk_delay_s: float = 0.0, error_rate: float = 0.0, error_status: int = 500,
+                 retry_after_s: float | None = 1.0) -> None:
+        """``retry_after_s``: the ``Retry-After`` of random 429 and 503 errors (None: no header)."""
         self.seed = seed
         self.default = ModelRule(latency_s=_check_seconds("latency_s", latency_s),
                                  ttft_s=_check_seconds("ttft_s", ttft_s),
                                  chunk_delay_s=_check_seconds("chunk_delay_s", chunk_delay_s))
+        if retry_after_s is not None:
+            _check_seconds("retry_after_s", retry_after_s)
         if error_rate:
-            self.default.randomly(error_rate, Fault.error(error_status))
+            self.default.randomly(error_rate, Fault.error(error_status, retry_after_s if error_status in (429, 503)
+                                                          else None))
         self._rules: dict[str, ModelRule] = {}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()

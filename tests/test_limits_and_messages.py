@@ -1,0 +1,101 @@
+"""Rate limits that give unused tokens back, limits no request could pass, and refusal messages
+that tell the caller what to do."""
+from __future__ import annotations
+
+import pytest
+
+from llmlab import BudgetExceeded, BudgetPolicy, ConfigError, RateLimit, RateLimiter
+from llmlab.cache import SemanticCache
+
+
+def test_a_cache_hit_and_a_short_answer_give_their_tokens_back(make_gateway, driver):
+    limiter = RateLimiter(per_plan={"free": RateLimit(tpm=40_000)})
+    gw = make_gateway(rate_limiter=limiter, default_max_tokens=1_024)
+    driver.default = "ok: a short answer that is long enough"
+    served = [gw.complete(f"short question {i}?", plan="free").ok for i in range(100)]
+    assert all(served)  # ≈ 30 tokens each: the worst-case 1,000+ are refunded when the request ends
+    assert gw.complete("short question 1?", plan="free").cache.value == "exact_hit"
+
+
+def test_interleaving_plans_does_not_refill_a_bucket():
+    limiter = RateLimiter(per_plan={"free": RateLimit(rpm=2), "paid": RateLimit(rpm=100)})
+    now = 1_700_000_000.0
+    free_ok = 0
+    for _ in range(20):
+        free_ok += limiter.acquire("acme", "free", 1, now) is None
+        assert limiter.acquire("acme", "paid", 1, now) is None
+    assert free_ok == 2
+
+
+def test_a_request_larger_than_the_limit_is_too_large_not_retry_in_inf(make_gateway):
+    gw = make_gateway(rate_limiter=RateLimiter(per_plan={"free": RateLimit(tpm=2_000)}))
+    outcome = gw.complete("hi", plan="free", max_tokens=4_000)
+    error = outcome.error
+    assert error.code == "rate_limited" and error.too_large and error.retry_after_s is None
+    assert "lower max_tokens" in str(error) and "inf" not in error.user_message
+
+
+def test_a_tpm_below_the_default_reservation_is_a_config_error(make_gateway):
+    with pytest.raises(ConfigError) as info:
+        make_gateway(rate_limiter=RateLimiter(per_plan={"free": RateLimit(tpm=500)}), default_max_tokens=1_024)
+    assert info.value.field == "rate_limit.tpm" and "default_max_tokens" in str(info.value)
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: RateLimiter(per_plan={"free": {"rpm": 3}}), "rate_limiter.per_plan['free']"),
+    (lambda: RateLimiter(per_tenant=[1]), "rate_limiter.per_tenant"),
+    (lambda: SemanticCache("hashed"), "embedder"), (lambda: SemanticCache(None), "embedder"),
+])
+def test_components_refuse_what_would_fail_on_every_request(build, field):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert info.value.field == field
+
+
+def test_gateway_checks_the_semantic_caches_embedder_and_breaker_settings(make_gateway):
+    class NoEmbed:
+        name, dim = "none", 3
+
+    with pytest.raises(ConfigError) as info:
+        make_gateway(semantic_cache=SemanticCache(NoEmbed()))
+    assert info.value.field == "semantic_cache" and "embed" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        make_gateway(breaker={"nope": 1})
+    assert info.value.field == "breaker" and "failure_threshold" in info.value.allowed
+
+
+def test_a_request_alone_over_the_cap_says_so(make_gateway):
+    gw = make_gateway(budget=BudgetPolicy(caps={"acme": 0.0005}))
+    error = gw.complete("hi", tenant="acme", max_tokens=100_000).error
+    assert isinstance(error, BudgetExceeded) and error.too_large and not error.temporary
+    assert "lower max_tokens" in str(error) and "too large" in error.user_message
+
+
+def test_semantic_store_refuses_a_time_that_never_expires_and_a_missing_namespace():
+    from llmlab.cache import get_embedder
+
+    import numpy as np
+
+    cache = SemanticCache(get_embedder("hashed"))
+    with pytest.raises(ConfigError) as info:
+        cache.store("t", "hello", np.ones(cache.dim or 256, dtype=np.float32), "v", float("nan"))
+    assert info.value.field == "now"
+    with pytest.raises(ConfigError):
+        cache.store(None, "hello", np.ones(cache.dim or 256, dtype=np.float32), "v", 0.0)
+
+
+@pytest.mark.parametrize("flag", ["unmask_answers", "log_content", "cache"])
+def test_flags_are_booleans(make_gateway, flag):
+    with pytest.raises(ConfigError) as info:
+        make_gateway(**{flag: "no"})
+    assert info.value.field == flag
+
+
+def test_budget_holds_settle_to_exactly_zero():
+    from llmlab.budgets import MemoryBudgets
+
+    b = MemoryBudgets()
+    holds = [b.try_reserve("t", x, 10.0, 0.0) for x in (0.1, 0.2, 0.3, 0.7)]
+    for h in holds:
+        b.settle(h, 0.0)
+    assert b.reserved("t", 0.0) == 0.0
