@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
@@ -73,6 +73,8 @@ class ScriptedDriver:
             reply = reply(call)
         if isinstance(reply, ErrorKind):
             reply = error(reply)
+        if isinstance(reply, CallError) and reply.latency_s == 0.0 and self.latency_s:
+            reply = replace(reply, latency_s=self.latency_s)  # a failed call took the clock's time too
         if isinstance(reply, str):
             reply = CallResult(reply, estimate_message_tokens(call.messages),
                                min(estimate_tokens(reply), int(call.params.get("max_tokens") or 1 << 30)),

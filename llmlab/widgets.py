@@ -420,8 +420,27 @@ def make_control(spec: Any, value: Any = None, description: str = "") -> W.Value
                     "int, float or str")
 
 
+def _calibrated_threshold(scenario: Any) -> float | None:
+    from .cache.semantic import threshold_for
+
+    cache = getattr(getattr(scenario, "gateway", None), "cache", None)
+    return threshold_for(cache.embedder)["threshold"] if cache is not None else None
+
+
+#: settings whose unset value (None) means "the library's default", and how to read that default:
+#: a slider must start where the run will actually be, not at its minimum
+_EFFECTIVE = {"gateway.cache.threshold": _calibrated_threshold}
+
+
 def scenario_value(scenario: Any, key: str) -> Any:
-    """The current value at a dotted key of a scenario (None if it is not set)."""
+    """The value a run uses at a dotted key of a scenario (None if it is not set and has no default)."""
+    value = _raw_value(scenario, key)
+    if value is None and key in _EFFECTIVE:
+        return _EFFECTIVE[key](scenario)
+    return value
+
+
+def _raw_value(scenario: Any, key: str) -> Any:
     from .sim.scenario import split_key
 
     node: Any = scenario.model_dump() if hasattr(scenario, "model_dump") else scenario

