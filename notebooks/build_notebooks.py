@@ -998,15 +998,20 @@ def nb05() -> list:
         spend.sort_values(["used_pct", "spend_usd"], ascending=False).head(10)
         """),
         code("""
-        top = spend.sort_values("spend_usd", ascending=False).head(15)
+        from matplotlib.patches import Patch
+
+        top = spend.sort_values(["used_pct", "spend_usd"], ascending=False).head(15)  # closest to their cap
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        colours = top["plan"].map({"paid": "#4C78A8", "free": "#F58518"})
-        ax.barh(top["tenant"], top["spend_usd"], color=colours)
-        for i, cap in enumerate(top["cap_usd"]):
-            ax.plot([cap, cap], [i - 0.4, i + 0.4], color="#B00020", lw=2)
+        plan_colours = {"paid": "#4C78A8", "free": "#F58518"}
+        ax.barh(top["tenant"], top["used_pct"], color=top["plan"].map(plan_colours))
+        ax.axvline(100, color="#B00020", lw=2)
         ax.invert_yaxis()
-        ax.set_xlabel(label("이번 달 지출 (USD) — 빨간 선: 월 상한", "spend this month (USD) — red tick: monthly cap"))
-        ax.set_title(label("고객별 지출과 상한 (상위 15)", "per-tenant spend vs cap (top 15)"))
+        ax.set_xlim(0, 110)
+        ax.set_xlabel(label(f"월 상한 대비 지출 (%), 시뮬레이션 {capped.summary['duration_s'] / 60:.0f}분 — 빨간 선: 상한",
+                            f"spend as % of the monthly cap over {capped.summary['duration_s'] / 60:.0f} simulated "
+                            "minutes — red line: the cap"))
+        ax.set_title(label("상한에 가장 가까운 고객 15곳", "the 15 tenants closest to their cap"))
+        ax.legend(handles=[Patch(color=c, label=p) for p, c in plan_colours.items()], title=label("요금제", "plan"), fontsize=8)
         fig.tight_layout()
         plt.show()
         """),
