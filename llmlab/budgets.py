@@ -129,6 +129,10 @@ class MemoryBudgets:
     def reserved(self, tenant: str, now: float) -> float:
         return self._reserved.get((tenant, month_of(now)), 0.0)
 
+    def spend_by_month(self) -> dict[tuple[str, str], float]:
+        """Spend per (tenant, month): what each monthly cap is compared with."""
+        return dict(self._spent)
+
     def spend_by_tenant(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for (tenant, _), amount in self._spent.items():

@@ -251,7 +251,13 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     return out
                 min_window = dep.context_window
                 break
-            breaker.record_failure(clock(), ticket, slow=breaker.is_slow(call, result))
+            if result.kind is ErrorKind.RATE_LIMIT:
+                # throttling, not failing: the provider answered at once and said when to come back.
+                # Counted as a failure, 30 % random 429s open the breaker and turn a 1 s Retry-After
+                # into a cooldown-long outage.  No verdict; a half-open probe slot is freed.
+                breaker.release_probe(ticket)
+            else:
+                breaker.record_failure(clock(), ticket, slow=breaker.is_slow(call, result))
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break
             delay = policy.delay(retry, result.retry_after_s, rng)

@@ -140,9 +140,9 @@ class Gateway:
                        "a llmlab.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
         if rate_limiter is not None:
             _check_has("rate_limiter", rate_limiter, rate_limiter, ("acquire",), "a llmlab.RateLimiter or None")
-            for limit in configured_limits(rate_limiter):
+            for name, limit in configured_limits(rate_limiter):
                 if limit.tpm is not None and limit.tpm < default_max_tokens:
-                    raise ConfigError("rate_limit.tpm", limit.tpm, f">= default_max_tokens ({default_max_tokens})",
+                    raise ConfigError(f"rate_limiter.{name}.tpm", limit.tpm, f">= default_max_tokens ({default_max_tokens})",
                                       hint="a request without max_tokens reserves default_max_tokens of the limit, "
                                            "so it could never pass; raise tpm or lower default_max_tokens")
         for name, flag in (("unmask_answers", unmask_answers), ("log_content", log_content), ("cache", cache)):

@@ -51,6 +51,9 @@ def _retry_after(exc: BaseException) -> float | None:
         headers = getattr(response, "headers", None)
     headers = headers or getattr(exc, "litellm_response_headers", None) or {}
     try:
+        millis = headers.get("retry-after-ms")  # OpenAI's finer hint wins, as its own SDK does
+        if millis is not None:
+            return float(millis) / 1000.0
         value = headers.get("retry-after") or headers.get("Retry-After")
         return float(value) if value is not None else None
     except (AttributeError, TypeError, ValueError):

@@ -33,7 +33,7 @@ from .pricing import PriceBook
 from .ratelimit import RateLimiter
 from .request import Request, content_text
 from .routing import RouteDecision, Router
-from .tokens import estimate_message_tokens
+from .tokens import max_message_tokens
 
 log = logging.getLogger("llmlab.gateway")
 
@@ -172,7 +172,7 @@ class Pipeline:
                 s.restore = {**s.restore, **verdict.restore}
         params = req.params
         max_tokens = params.get("max_tokens")
-        prompt_est = estimate_message_tokens(s.messages)  # upper-leaning: reservations must not undershoot
+        prompt_est = max_message_tokens(s.messages)  # an upper bound: reservations must not undershoot
 
         # 2. rate limit
         if self.rate_limiter is not None:
@@ -289,7 +289,7 @@ class Pipeline:
                 if cap is not None:
                     # held during the call: this call's worst case plus the cheapest answer any route could
                     # give, so a tenant who cannot afford an answer is not charged for a classification
-                    needed = self.worst_case_cost((effect.deployment,), estimate_message_tokens(effect.messages),
+                    needed = self.worst_case_cost((effect.deployment,), max_message_tokens(effect.messages),
                                                   effect.params.get("max_tokens")) + self._cheapest_answer(s)
                     reservation = self.budgets.try_reserve(s.request.tenant, needed, cap, self.clock())
                     if reservation is None:
@@ -318,7 +318,7 @@ class Pipeline:
 
     def _cheapest_answer(self, s: _State) -> float:
         """The smallest worst-case cost among the router's targets for this request."""
-        prompt = estimate_message_tokens(s.messages)
+        prompt = max_message_tokens(s.messages)
         max_tokens = s.request.params.get("max_tokens")
         return min((self.worst_case_cost(self.chain_for(t), prompt, max_tokens) for t in self.router.targets()
                     if t in self.deployments), default=0.0)

@@ -50,10 +50,13 @@ def check_limits(field: str, limits: Mapping[str, RateLimit] | None) -> dict[str
     return dict(limits)
 
 
-def configured_limits(limiter: object) -> list[RateLimit]:
-    """Every limit a limiter (in memory or Redis) applies: per tenant, per plan, default."""
-    return [*getattr(limiter, "per_tenant", {}).values(), *getattr(limiter, "per_plan", {}).values(),
-            *([limiter.default] if isinstance(getattr(limiter, "default", None), RateLimit) else [])]
+def configured_limits(limiter: object) -> list[tuple[str, RateLimit]]:
+    """Every limit a limiter (in memory or Redis) applies, named as it was configured:
+    ``per_tenant['acme']``, ``per_plan['free']``, ``default``."""
+    named = [(f"{kind}[{name!r}]", limit) for kind in ("per_tenant", "per_plan")
+             for name, limit in getattr(limiter, kind, {}).items()]
+    default = getattr(limiter, "default", None)
+    return named + ([("default", default)] if isinstance(default, RateLimit) else [])
 
 
 class RateLimiterBackend(Protocol):

@@ -104,7 +104,8 @@ def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
     savings = result.summary.get("savings_pct")
     title = "Cost over time"
     if savings is not None and not math.isnan(savings):
-        title += f" — {savings:.1f} % saved vs baseline"
+        title += f" — {savings:.1f} % saved vs baseline" if savings >= 0 else \
+            f" — {-savings:.1f} % more than the baseline"
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")

@@ -82,3 +82,20 @@ def count_message_tokens(messages: Sequence[Mapping[str, Any]], model: str = "gp
 def estimate_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     """Fast upper-leaning estimate used on the hot path (budget and rate-limit reservations)."""
     return 3 + sum(MESSAGE_OVERHEAD + estimate_tokens(str(m.get("content") or "")) for m in messages)
+
+
+def max_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """An upper bound of a chat request's prompt tokens, for budget and rate-limit reservations.
+
+    Byte-level BPE tokenizers (OpenAI's, Anthropic's) never make a token shorter than one UTF-8
+    byte, so the byte count bounds the token count whatever the text.  :func:`estimate_tokens`
+    (≈ 4 characters a token) is close for prose but undershoots dense text — 3,000 hex digits are
+    ≈ 1,700 tokens, ``"a1b2"`` repeated is one token a character — and a reservation that
+    undershoots lets a cap be overshot.  Reservations are settled with the real cost, so the
+    bound costs admission headroom near a cap, not money.
+    """
+    total = 3
+    for m in messages:
+        text = str(m.get("content") or "")
+        total += MESSAGE_OVERHEAD + (len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass")))
+    return total

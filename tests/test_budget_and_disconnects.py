@@ -149,6 +149,7 @@ def test_async_stream_closed_early_is_recorded():
     ("call 010－1234－5678 now", "PHONE"), ("full ０１０－１２３４－５６７８", "PHONE"),
     ("mail jöhn@exämple.com please", "EMAIL"), ("ｋｉｍ＠ｃｏｒｐ．ｃｏｍ", "EMAIL"),
     ("card 4111 1111 1111 1111", "CARD"), ("write to user@例え.jp", "EMAIL"), ("김철수@회사.한국으로 보내 주세요", "EMAIL"),
+    ("δοκιμή@παράδειγμα.δοκιμή", "EMAIL"), ("उपयोगकर्ता@उदाहरण.भारत", "EMAIL"), ("用户@例子.广告", "EMAIL"),
 ])
 def test_full_width_and_accented_pii_is_masked(text, kind):
     result = PIIMasker().mask(text)

@@ -77,3 +77,25 @@ def test_checklist_cli_with_a_scenario(capsys):
 
 def status_of(items, name):
     return next(i["status"] for i in items if i["item"] == name)
+
+
+def test_policy_refusals_are_not_unavailability_and_a_classifiers_own_deployment_needs_no_chain():
+    items = evaluate_checklist(Gateway(), {"requests": 5000, "availability": 0.93, "service_availability": 1.0})
+    assert status(items, "Concurrent request handling verified").status == PASS  # 7 % refused by budgets
+    from llmlab import ClassifierRouter, Deployment
+
+    deps = [Deployment("clf", "gpt-4o-mini"), Deployment("gpt-4o", "gpt-4o"),
+            Deployment("claude", "anthropic/claude-sonnet-4-20250514", price_model="claude-sonnet-4-20250514")]
+    routed = Gateway(deps, router=ClassifierRouter("clf", {"faq": "gpt-4o", "general": "gpt-4o", "complex": "claude"}),
+                     fallbacks={"gpt-4o": ["claude"], "claude": ["gpt-4o"]})
+    assert status(evaluate_checklist(routed), "Fallback chain").status == PASS
+
+
+def test_checklist_cli_sees_the_scenarios_semantic_cache(capsys):
+    from llmlab.checklist import cli_main
+
+    assert cli_main(["--scenario", "b2b-saas", "--requests", "200", "--json"]) == 0
+    import json
+
+    items = json.loads(capsys.readouterr().out)
+    assert "semantic" in next(i["why"] for i in items if i["item"] == "Caching")

@@ -38,7 +38,7 @@ def test_a_request_larger_than_the_limit_is_too_large_not_retry_in_inf(make_gate
 def test_a_tpm_below_the_default_reservation_is_a_config_error(make_gateway):
     with pytest.raises(ConfigError) as info:
         make_gateway(rate_limiter=RateLimiter(per_plan={"free": RateLimit(tpm=500)}), default_max_tokens=1_024)
-    assert info.value.field == "rate_limit.tpm" and "default_max_tokens" in str(info.value)
+    assert info.value.field == "rate_limiter.per_plan['free'].tpm" and "default_max_tokens" in str(info.value)
 
 
 @pytest.mark.parametrize("build, field", [
@@ -99,3 +99,35 @@ def test_budget_holds_settle_to_exactly_zero():
     for h in holds:
         b.settle(h, 0.0)
     assert b.reserved("t", 0.0) == 0.0
+
+
+def test_throttling_does_not_open_the_breaker(make_gateway, driver):
+    from llmlab.effects import ErrorKind
+    from llmlab.scripted import error
+
+    gw = make_gateway(fallbacks={"gpt-4o": ["gpt-4o-mini"]}, breaker={"failure_threshold": 3, "cooldown_s": 30})
+    for _ in range(20):  # every first try is throttled for a second, the retry answers
+        driver.script("gpt-4o", error(ErrorKind.RATE_LIMIT, retry_after_s=1.0), "ok: answered after the wait")
+    outcomes = [gw.complete(f"question {i}") for i in range(20)]
+    assert all(o.ok and o.deployment == "gpt-4o" for o in outcomes)
+    assert gw.pipeline.breaker("gpt-4o").state == "closed" and gw.pipeline.breaker("gpt-4o").times_opened == 0
+    for _ in range(3):  # real failures still trip it
+        driver.script("gpt-4o", ErrorKind.SERVER, ErrorKind.SERVER, ErrorKind.SERVER)
+        gw.complete("a question that fails over")
+    assert gw.pipeline.breaker("gpt-4o").times_opened == 1
+
+
+def test_dense_prompts_cannot_overshoot_a_cap(make_gateway, driver):
+    from llmlab.effects import CallResult
+    from llmlab.tokens import estimate_tokens, max_message_tokens
+
+    dense = "".join(f"{i:x}" for i in range(1_100))[:3_000]  # hex: ≈ 1.8 characters a token, not 4
+    assert estimate_tokens(dense) < len(dense) / 3.5 < max_message_tokens([{"role": "user", "content": dense}])
+    # a provider that bills one token per character (the worst a byte-level tokenizer can do)
+    driver.default = lambda call: CallResult("ok: fine", sum(len(str(m["content"])) for m in call.messages), 10,
+                                             0.0, 0.0)
+    gw = make_gateway(budget=BudgetPolicy(caps={"acme": 0.005}), fallbacks={})
+    outcome = gw.complete(dense, tenant="acme", max_tokens=100)
+    spent = gw.budgets.spent("acme", gw.clock())
+    assert spent <= 0.005 and gw.budgets.overshoot_usd == 0.0
+    assert outcome.error is not None and outcome.error.code == "budget_exceeded"  # the bound saw it coming

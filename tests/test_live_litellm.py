@@ -181,3 +181,14 @@ def test_api_keys_and_message_text_never_logged(caplog):
     blob = " ".join(r.getMessage() + repr(getattr(r, "llmlab", "")) for r in records)
     assert "SECRET123" not in blob and "private question" not in blob and "the answer" not in blob
     assert "SECRET123" not in repr(gw.deployments["gpt-4o"])
+
+
+def test_retry_after_ms_is_preferred_to_the_rounded_header():
+    from llmlab.live import _retry_after
+
+    litellm = import_litellm()
+    response = httpx.Response(429, headers={"retry-after": "1", "retry-after-ms": "250"},
+                              request=httpx.Request("POST", "https://example.invalid/v1/chat/completions"))
+    exc = litellm.RateLimitError(message="slow down", llm_provider="openai", model="gpt-4o", response=response)
+    assert _retry_after(exc) == 0.25
+    assert _retry_after(rate_limit_with_retry_after(3)) == 3.0

@@ -88,3 +88,11 @@ def test_unused_tokens_are_given_back_as_in_memory(redis_url, prefix):
                 admitted[name] += 1
                 limiter.settle("t", "free", 1_000, 100, now)
     assert admitted["redis"] == admitted["memory"] > 20
+
+
+def test_switching_plans_does_not_refill_a_bucket(redis_url, prefix):
+    plans = {"free": RateLimit(rpm=3), "paid": RateLimit(rpm=100)}
+    limiters = {"redis": from_url(redis_url, prefix, per_plan=plans).rate_limiter, "memory": RateLimiter(plans)}
+    decisions = {name: [limiter.acquire("acme", plan, 1, 1_700_000_000.0 + k / 100) is None
+                        for k in range(30) for plan in ("free", "paid")] for name, limiter in limiters.items()}
+    assert decisions["redis"] == decisions["memory"] and sum(decisions["redis"][0::2]) == 3

@@ -164,7 +164,9 @@ def test_request_params_allow_list_is_what_the_cache_key_considers():
     (["checklist", "--scenario", "nope"], "llmlab checklist: error: scenario:"),
     (["checklist", "--scenario", "b2b-saas", "--requests", "0"], "llmlab checklist: error: requests:"),
     (["fake-provider", "--port", "70000"], "--port must be in 0..65535"),
-    (["fake-provider", "--latency-ms", "nan"], "finite number of seconds"),
+    (["fake-provider", "--latency-ms", "nan"], "--latency-ms must be a finite number"),
+    (["fake-provider", "--latency-ms", "-5"], "--latency-ms must be a finite number >= 0 (got -5)"),
+    (["fake-provider", "--error-status", "418"], "--error-status must be one of"),
 ])
 def test_command_line_mistakes_are_one_line(argv, message):
     proc = subprocess.run([sys.executable, "-m", "llmlab", *argv], capture_output=True, text=True, timeout=120)

@@ -311,6 +311,7 @@ def test_a_replay_keeps_the_logs_times_and_its_month_boundary(tmp_path):
     april_served = april[april["error_code"].isna()]
     assert len(april_served) > 0  # the cap starts afresh on April 1
     assert april_served["started_at"].min() < april[april["error_code"] == "budget_exceeded"]["started_at"].min()
+    assert r.summary["budget_overshoot_usd"] == 0.0  # each month's spend against its own cap, not the sum
 
 
 @pytest.mark.parametrize("kw, field", [({"processes": "x"}, "processes"), ({"processes": 0}, "processes"),

@@ -3,7 +3,8 @@
 Same semantics and the same :class:`~llmlab.ratelimit.Refusal`: a bucket holds up to
 ``capacity`` units and refills at ``capacity / 60`` per second of the caller's ``now``; both
 buckets must admit a request; a refused request consumes nothing and learns the exact wait.
-One hash per tenant (``{prefix}:ratelimit:{tenant}``) holds both buckets, and one Lua script
+One hash per tenant (``{prefix}:ratelimit:{tenant}``) holds its buckets — one per limit, so a
+tenant seen under two plans cannot refill a bucket by switching — and one Lua script
 refills, checks and takes from them atomically, so every gateway sharing the Redis draws
 from the same buckets.  An idle bucket is full after a minute, so the key expires after two.
 
@@ -27,8 +28,8 @@ UNAVAILABLE = "rate limiter unavailable"
 _ACQUIRE = """
 local k, now = KEYS[1], tonumber(ARGV[1])
 local checks = {}
-if ARGV[2] ~= '' then checks[#checks + 1] = {'rpm', tonumber(ARGV[2]), 1.0, 1} end
-if ARGV[3] ~= '' then checks[#checks + 1] = {'tpm', tonumber(ARGV[3]), tonumber(ARGV[4]), 2} end
+if ARGV[2] ~= '' then checks[#checks + 1] = {'rpm@' .. ARGV[2], tonumber(ARGV[2]), 1.0, 1} end
+if ARGV[3] ~= '' then checks[#checks + 1] = {'tpm@' .. ARGV[3], tonumber(ARGV[3]), tonumber(ARGV[4]), 2} end
 for _, c in ipairs(checks) do
   local f = redis.call('HMGET', k, c[1] .. ':l', c[1] .. ':u', c[1] .. ':c')
   local level, updated, stored = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
@@ -60,10 +61,11 @@ return {0, ''}
 # give back unused tokens to the tpm bucket (never above its capacity); a missing bucket is full already
 _REFUND = """
 local k, cap, back = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local f = redis.call('HMGET', k, 'tpm:l', 'tpm:c')
+local name = 'tpm@' .. ARGV[1]
+local f = redis.call('HMGET', k, name .. ':l', name .. ':c')
 local level, stored = tonumber(f[1]), tonumber(f[2])
 if level == nil or stored ~= cap then return 0 end
-redis.call('HSET', k, 'tpm:l', string.format('%.17g', math.min(cap, level + back)))
+redis.call('HSET', k, name .. ':l', string.format('%.17g', math.min(cap, level + back)))
 return 1
 """
 

@@ -284,5 +284,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     except (PairsFormatError, EmbedderUnavailable, ConfigError, FileNotFoundError, LLMLabError) as exc:
         print(f"llmlab cache-eval: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the embedder itself failed (a remote one without a key or a network)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"llmlab cache-eval: error: embedder {args.embedder!r} failed: {type(exc).__name__}: {first}"[:500],
+              file=sys.stderr)
+        return 1
     print(json.dumps(result, ensure_ascii=False) if args.json else _table(result))
     return 0

@@ -47,10 +47,14 @@ _LABEL = {"email": "EMAIL", "phone": "PHONE", "rrn": "RRN", "card": "CARD"}
 # Addresses may be internationalised (jöhn@exämple.com, user@例え.jp, 김철수@회사.한국): the local part
 # and the domain labels take letters of any script, the top-level domain is ASCII or one of the
 # common IDN ones.  A Korean particle after an address ("…@example.com으로") is not part of it.
-_IDN_TLDS = "한국|中国|中國|日本|台灣|台湾|香港|рф|бел|укр|срб|қаз|ελ|भारत|ไทย"
+# Letters of any script, with the combining marks Indic and Thai words are written with.
+_W = r"\w\u0300-\u036f\u0900-\u0dff\u0e00-\u0e7f"
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[^\W_][\w.%+-]{0,63}"
-    r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[A-Za-z]{2,24}(?![A-Za-z0-9-])|(?:" + _IDN_TLDS + r")(?![0-9-]))"
+    rf"(?<![{_W}.%+-])[^\W_][{_W}.%+-]{{0,63}}"
+    rf"@(?:[^\W_](?:[{_W}-]{{0,61}}[{_W}])?\.)+"
+    # the top-level domain: ASCII; 한국 (a longer Hangul run is the address plus a particle, as in
+    # "…@회사.한국으로"); or a run of another script's letters
+    rf"(?:[A-Za-z]{{2,24}}(?![A-Za-z0-9-])|한국|[^\W\d_\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f][{_W}]{{1,23}})"
 )
 _RRN = re.compile(
     r"(?<![0-9A-Za-z])(?P<birth>\d{6})(?P<sep>\s?[-\u2010\u2013]\s?|)(?P<tail>\d{7})(?![0-9])"

@@ -365,9 +365,9 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     overshoot = 0.0
     if not baseline and gateway.pipeline.budget_policy is not None:
         policy = gateway.pipeline.budget_policy
-        spent = getattr(gateway.budgets, "spend_by_tenant", lambda: {})()
+        spent = getattr(gateway.budgets, "spend_by_month", lambda: {})()  # caps are monthly: month by month
         plan_of = dict(zip(traffic.tenants, traffic.tenant_plans))  # a tenant that changed plan: its last one
-        for tenant, amount in spent.items():
+        for (tenant, _month), amount in spent.items():
             cap = policy.cap_for(tenant, plan_of.get(tenant, ""))
             if cap is not None:
                 overshoot += max(0.0, amount - cap)

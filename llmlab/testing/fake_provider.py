@@ -46,7 +46,7 @@ from typing import Any
 import h11
 
 from . import bodies
-from .faults import Decision, Fault, FaultPlan
+from .faults import ERROR_STATUSES, Decision, Fault, FaultPlan
 
 __all__ = ["FakeProvider", "NonLoopbackHostError", "ProviderStats", "RecordedRequest", "cli_main"]
 
@@ -474,8 +474,16 @@ def _build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str] | None = None) -> int:
     """``llmlab fake-provider``: serve until Ctrl-C (or SIGTERM); 0 on a clean stop."""
     args = _build_parser().parse_args(argv)
-    if not 0 <= args.port <= 65_535:
-        print(f"llmlab fake-provider: error: --port must be in 0..65535 (got {args.port})", file=sys.stderr)
+    problems = [] if 0 <= args.port <= 65_535 else [f"--port must be in 0..65535 (got {args.port})"]
+    for flag, value in (("--latency-ms", args.latency_ms), ("--ttft-ms", args.ttft_ms),
+                        ("--chunk-delay-ms", args.chunk_delay_ms)):
+        if not 0 <= value < math.inf:  # nan fails too
+            problems.append(f"{flag} must be a finite number >= 0 (got {value:g})")
+    if args.error_status not in ERROR_STATUSES:
+        allowed = ", ".join(map(str, ERROR_STATUSES))
+        problems.append(f"--error-status must be one of {allowed} (got {args.error_status})")
+    if problems:
+        print(f"llmlab fake-provider: error: {problems[0]}", file=sys.stderr)
         return 2
     try:
         plan = FaultPlan(seed=args.seed, latency_s=args.latency_ms / 1000, ttft_s=args.ttft_ms / 1000,

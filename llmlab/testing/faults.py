@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Decision", "Fault", "FaultPlan", "ModelRule"]
 
-_ERROR_STATUSES = (400, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 529)
+ERROR_STATUSES = (400, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 529)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +49,8 @@ class Fault:
     @classmethod
     def error(cls, status: int = 500, retry_after_s: float | None = None) -> Fault:
         """Any HTTP error status, e.g. 500, 502, 503, or Anthropic's 529 "overloaded"."""
-        if status not in _ERROR_STATUSES:
-            raise ValueError(f"Fault.error status must be one of {_ERROR_STATUSES} (got {status!r})")
+        if status not in ERROR_STATUSES:
+            raise ValueError(f"Fault.error status must be one of {ERROR_STATUSES} (got {status!r})")
         return cls("status", status, retry_after_s)
 
     @classmethod
