@@ -156,7 +156,8 @@ def nb01() -> list:
         Every request ended in exactly **one typed outcome** — an answer from a model or the cache, or a
         typed error (`guardrail_blocked`, `budget_exceeded`, `rate_limited`) that a client can act on.
         Nothing failed silently. `path` lists each deployment tried: ✓ answered, ✗ failed (retried after
-        a jittered backoff, then the next deployment in the chain).
+        a jittered backoff, then the next deployment in the chain), ⊘ skipped without a call (its
+        circuit breaker was open, or its context window too small).
 
         What the provider actually received for the PII request — the e-mail address never left the
         gateway:
@@ -235,6 +236,9 @@ def nb01() -> list:
         plt.show()
         """),
         md("""
+        (`retry_amplification` is provider calls per request: below 1 when cache hits need no call,
+        above 1 when retries and fallbacks add calls.)
+
         The ledger columns are the same as above — because it *is* the same ledger, fed by the same
         pipeline. That is what makes the simulator trustworthy for the next notebooks: a policy tuned
         here is the policy that ships.
@@ -304,7 +308,7 @@ def nb02() -> list:
         ISOLATE = {"gateway.cache.exact": False, "gateway.cache.semantic": False, **no_caps("b2b-saas"), **CALM}
         POLICIES = {
             "all on gpt-4o": {"gateway.router.type": "fixed", "gateway.router.deployment": "gpt-4o"},
-            "plan (paid → gpt-4o, free → mini)": {},
+            "plan (paid: gpt-4o, free: mini)": {},
             "complexity (prompt length)": {"gateway.router.type": "complexity",
                                            "gateway.router.models": {"low": "gpt-4o-mini", "medium": "gpt-4o",
                                                                      "high": "claude-sonnet"}},
