@@ -774,7 +774,8 @@ def nb04() -> list:
 
         policy = RetryPolicy(max_retries=4, base_s=0.5, cap_s=8.0, max_retry_after_s=20.0)
         rng = random.Random(0)
-        draws = pd.DataFrame({f"retry {i + 1}": [policy.delay(i, None, rng) for _ in range(2000)] for i in range(5)})
+        draws = pd.DataFrame({f"retry {i + 1}": [policy.delay(i, None, rng) for _ in range(2000)]
+                              for i in range(policy.max_retries)})
         display(draws.describe().loc[["mean", "50%", "max"]].round(2))
         print("Retry-After 3 s  →", policy.delay(0, 3.0, rng), "s")
         print("Retry-After 60 s →", policy.delay(0, 60.0, rng), "(do not wait: fall back now)")
@@ -782,7 +783,7 @@ def nb04() -> list:
         code("""
         fig, ax = plt.subplots(figsize=(7.5, 3.2))
         ax.boxplot([draws[c] for c in draws.columns], showfliers=False)
-        ax.set_xticks(range(1, 6), draws.columns)
+        ax.set_xticks(range(1, len(draws.columns) + 1), draws.columns)
         ax.set_ylabel(label("대기 시간 (초)", "wait before the retry (s)"))
         ax.set_title(label("지수 백오프 + 전체 지터 (base 0.5 s, cap 8 s)", "exponential backoff with full jitter (base 0.5 s, cap 8 s)"))
         ax.grid(alpha=0.3)
@@ -858,8 +859,9 @@ def nb04() -> list:
         Reading the drill:
 
         * **Without a fallback chain** the outage is an outage: only cache hits are answered while
-          OpenAI is down. Retries do not help against a hard-down provider — they only multiply the
-          calls.
+          OpenAI is down (the small `fallback_rate` there is the last-resort cache: a similar cached
+          answer served when every provider failed). Retries do not help against a hard-down
+          provider — they only multiply the calls.
         * **Retry amplification**: "calls per turn during the outage" is the load the gateway puts on
           providers. Retries alone nearly triple it; retries plus fallback make it worse (every
           request first burns its retries on the dead provider, then falls back). In a real incident
@@ -1243,8 +1245,9 @@ def nb07() -> list:
         default_items[["category", "item_ko", "item", "status", "why"]]
         """),
         md("""
-        The defaults already route across price tiers, cache exact repeats and fall back across
-        providers; what they lack is protection (guards), a spending cap, logs, and any evidence.
+        The defaults already route across price tiers, cache exact repeats, fall back across
+        providers and mask PII; what they lack is the other guards (prompt injection, output filter),
+        a spending cap, logs, A/B testing, and any evidence.
 
         ## 2. A hardened gateway, with evidence
 
