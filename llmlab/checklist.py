@@ -115,17 +115,10 @@ def _ops_logs(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str,
     return FAIL, "no handler at INFO for the 'llmlab' logger: request records are not collected"
 
 
-def _answer_targets(router: Any) -> set[str]:
-    """Deployments that answer users.  A classifier's own deployment is left out unless it also
-    answers: when it fails the router falls back to a default route by design."""
-    routes = getattr(router, "routes", None)
-    if isinstance(getattr(router, "classifier", None), str) and isinstance(routes, Mapping):
-        return set().union(*({t} if isinstance(t, str) else set(t.targets()) for t in routes.values()))
-    return set(router.targets())
-
-
 def _ops_fallback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
-    targets = _answer_targets(gw.router)
+    from .routing import answer_targets
+
+    targets = answer_targets(gw.router)  # a classifier's own deployment needs no chain: its router has a default
     short = [t for t in sorted(targets) if len(gw.pipeline.chain_for(t)) < 2]
     if short:
         return FAIL, f"no fallback for {', '.join(short)}"

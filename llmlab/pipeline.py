@@ -32,7 +32,7 @@ from .ledger import Ledger
 from .pricing import PriceBook
 from .ratelimit import RateLimiter
 from .request import Request, content_text
-from .routing import RouteDecision, Router
+from .routing import RouteDecision, Router, answer_targets
 from .tokens import max_message_tokens
 
 log = logging.getLogger("llmlab.gateway")
@@ -210,7 +210,7 @@ class Pipeline:
         if req.model is not None:
             decision = RouteDecision(req.model, "pinned", f"caller pinned {req.model}")
         else:
-            decision = yield from self._route(s)
+            decision = yield from self._route(s, prompt_est)
         s.tier, s.reason = decision.tier, decision.reason
         if decision.answer is not None:
             return self._rule_answer(s, decision.answer)
@@ -271,7 +271,7 @@ class Pipeline:
         return self._model_answer(s, answer)
 
     # ------------------------------------------------------------------ stage helpers
-    def _route(self, s: _State) -> Generator[Effect, Any, RouteDecision]:
+    def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
         """Run the router, pricing and recording any call it makes (the classifier's)."""
         # routers see the masked messages: a classifier call must not send what the answer call may not
         gen = self.router.decide(replace(s.request, messages=s.messages) if s.restore else s.request)
@@ -290,7 +290,7 @@ class Pipeline:
                     # held during the call: this call's worst case plus the cheapest answer any route could
                     # give, so a tenant who cannot afford an answer is not charged for a classification
                     needed = self.worst_case_cost((effect.deployment,), max_message_tokens(effect.messages),
-                                                  effect.params.get("max_tokens")) + self._cheapest_answer(s)
+                                                  effect.params.get("max_tokens")) + self._cheapest_answer(s, prompt_est)
                     reservation = self.budgets.try_reserve(s.request.tenant, needed, cap, self.clock())
                     if reservation is None:
                         sent = CallError(ErrorKind.BAD_REQUEST, "not called: the tenant's monthly budget cannot "
@@ -316,12 +316,11 @@ class Pipeline:
                     s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, False,
                                               f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s))
 
-    def _cheapest_answer(self, s: _State) -> float:
-        """The smallest worst-case cost among the router's targets for this request."""
-        prompt = max_message_tokens(s.messages)
+    def _cheapest_answer(self, s: _State, prompt_est: int) -> float:
+        """The smallest worst-case cost among the deployments the router may answer with."""
         max_tokens = s.request.params.get("max_tokens")
-        return min((self.worst_case_cost(self.chain_for(t), prompt, max_tokens) for t in self.router.targets()
-                    if t in self.deployments), default=0.0)
+        return min((self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens)
+                    for t in answer_targets(self.router) if t in self.deployments), default=0.0)
 
     def _call_maker(self, s: _State, purpose: str, stream: bool) -> Callable[[Deployment], Call]:
         req = s.request

@@ -5,7 +5,7 @@ second, so bursts up to the per-minute limit pass and a steady overload is shape
 buckets must admit a request; a request that does not fit is refused with the exact time until
 it would (``retry_after_s``) and consumes nothing.  The clock is the caller's ``now``.
 
-Tokens are taken at the request's worst case (prompt estimate + ``max_tokens``) and the
+Tokens are taken at the request's worst case (a bound of its prompt tokens + ``max_tokens``) and the
 difference is given back by :meth:`RateLimiter.settle` when the request ends: a cache hit uses
 no provider tokens, a short answer few.  A request larger than the whole tokens/min limit can
 never fit: its refusal has ``retry_after_s = inf`` (the gateway reports it as too large, with

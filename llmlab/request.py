@@ -57,9 +57,8 @@ def _check_params(params: Any) -> None:
     _whole("params.top_logprobs", params.get("top_logprobs"), 0, "an integer from 0 to 20")
     _number("params.temperature", params.get("temperature"), 0.0, 2.0, "a number in [0, 2]")
     top_p = params.get("top_p")
-    _number("params.top_p", top_p, 0.0, 1.0, "a number in (0, 1]")
-    if top_p == 0:
-        raise InvalidRequest("params.top_p", top_p, "a number in (0, 1]")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
+        raise InvalidRequest("params.top_p", top_p, "a number in (0, 1]")  # 0 excluded: no token could be drawn
     for key in ("frequency_penalty", "presence_penalty"):
         _number(f"params.{key}", params.get(key), -2.0, 2.0, "a number in [-2, 2]")
     stop = params.get("stop")
@@ -140,7 +139,7 @@ class Request:
         params = kwargs.get("params") or {}
         _check_params(params)
         for name in ("tenant", "plan"):
-            value = kwargs.get(name, "default" if name == "tenant" else "free")
+            value = kwargs.get(name, cls.__dataclass_fields__[name].default)
             if not isinstance(value, str) or not value:
                 raise InvalidRequest(name, value, "a non-empty string")
         if "metadata" in kwargs and kwargs["metadata"] is None:

@@ -59,6 +59,13 @@ def _targets_of(target: Target) -> set[str]:
     return {target} if isinstance(target, str) else target.targets()
 
 
+def answer_targets(router: Any) -> set[str]:
+    """Deployments a router may send a user's answer to: ``targets()`` without the ones a router
+    only calls to decide (a classifier's), for routers that say so with ``answer_targets()``."""
+    own = getattr(router, "answer_targets", None)
+    return set(own()) if callable(own) else set(router.targets())
+
+
 class StaticRouter:
     """Base for routers that decide from the request alone (no effects)."""
 
@@ -216,7 +223,12 @@ class ClassifierRouter:
         return (yield from _decide_target(self.routes[label], request, label, reason))
 
     def targets(self) -> set[str]:
-        out = {self.classifier}
+        return self.answer_targets() | {self.classifier}
+
+    def answer_targets(self) -> set[str]:
+        """The deployments that may answer: the routes' (the classifier's own only labels, and
+        when it fails the router takes its fallback label's route)."""
+        out: set[str] = set()
         for t in self.routes.values():
             out |= _targets_of(t)
         return out

@@ -80,7 +80,8 @@ def count_message_tokens(messages: Sequence[Mapping[str, Any]], model: str = "gp
 
 
 def estimate_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """Fast upper-leaning estimate used on the hot path (budget and rate-limit reservations)."""
+    """Fast estimate (≈ 4 characters a token) of what a provider bills, for simulated and scripted
+    providers.  Reservations use :func:`max_message_tokens`, an upper bound."""
     return 3 + sum(MESSAGE_OVERHEAD + estimate_tokens(str(m.get("content") or "")) for m in messages)
 
 

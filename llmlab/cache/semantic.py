@@ -33,7 +33,6 @@ are gathered from the table's memoised row (see that module for why and for what
 from __future__ import annotations
 
 import math
-
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass

@@ -42,18 +42,16 @@ KINDS = ("email", "rrn", "card", "phone")
 
 _LABEL = {"email": "EMAIL", "phone": "PHONE", "rrn": "RRN", "card": "CARD"}
 
-# Lookarounds use ASCII classes on purpose: Korean particles attach directly to a value
-# ("010-1234-5678로", "hong@example.com으로"), and Hangul counts as \w in Python's regexes.
+# Korean particles attach directly to a value ("010-1234-5678로", "hong@example.com으로"), and
+# Hangul counts as \w in Python's regexes, so the lookarounds after a value use ASCII classes.
 # Addresses may be internationalised (jöhn@exämple.com, user@例え.jp, 김철수@회사.한국): the local part
-# and the domain labels take letters of any script, the top-level domain is ASCII or one of the
-# common IDN ones.  A Korean particle after an address ("…@example.com으로") is not part of it.
-# Letters of any script, with the combining marks Indic and Thai words are written with.
+# and the domain labels take letters of any script (_W: \w plus the combining marks Indic and Thai
+# words are written with); so may the top-level domain, except that a Hangul one is only 한국 —
+# a longer Hangul run is the address plus a particle.
 _W = r"\w\u0300-\u036f\u0900-\u0dff\u0e00-\u0e7f"
 _EMAIL = re.compile(
     rf"(?<![{_W}.%+-])[^\W_][{_W}.%+-]{{0,63}}"
     rf"@(?:[^\W_](?:[{_W}-]{{0,61}}[{_W}])?\.)+"
-    # the top-level domain: ASCII; 한국 (a longer Hangul run is the address plus a particle, as in
-    # "…@회사.한국으로"); or a run of another script's letters
     rf"(?:[A-Za-z]{{2,24}}(?![A-Za-z0-9-])|한국|[^\W\d_\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f][{_W}]{{1,23}})"
 )
 _RRN = re.compile(

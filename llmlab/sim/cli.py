@@ -142,16 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ScenarioError("--trace", "an existing CSV or JSONL file", args.trace)
             overrides["traffic.trace"] = str(Path(args.trace).resolve())
         scenario = load_scenario(args.scenario, overrides)
-        if args.requests is not None and args.requests < 1:
-            raise ScenarioError("--requests", "a whole number >= 1", args.requests)
-        if args.hours is not None and not args.hours > 0:
-            raise ScenarioError("--hours", "a number > 0", args.hours)
-        if args.replications < 1:
-            raise ScenarioError("--replications", "a whole number >= 1", args.replications)
         if args.speedup is not None and scenario.traffic.trace is None:
             raise ScenarioError("--speedup", "only with a trace (--trace FILE or traffic.trace)", args.speedup)
         check_run_args(scenario, requests=args.requests, hours=args.hours, seed=args.seed,
-                       replications=args.replications)
+                       replications=args.replications, arg_prefix="--")
         out = _output_dir(args.out) if args.out is not None else None
     except (ConfigError, ValueError, OSError) as exc:
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)

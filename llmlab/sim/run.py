@@ -494,21 +494,23 @@ def _whole(field: str, value: Any, lo: int, hi: float = math.inf) -> int:
 
 
 def check_run_args(scenario: Scenario, *, requests: Any = None, hours: Any = None, seed: Any = 0,
-                   replications: Any = 1, trace: Any = None) -> tuple[int | None, float | None, int, int]:
+                   replications: Any = 1, trace: Any = None,
+                   arg_prefix: str = "") -> tuple[int | None, float | None, int, int]:
     """Validate a run's size, seed and replications before anything is generated.
 
     Returns them normalised (NumPy scalars become Python numbers).  ``hours`` (or the scenario's
     ``traffic.hours``) is bounded by the requests it would hold at the scenario's mean rate, so a
-    typo cannot ask for terabytes; a trace replay holds no more than its file.
+    typo cannot ask for terabytes; a trace replay holds no more than its file.  Errors name the
+    arguments with ``arg_prefix`` in front (the command line passes ``"--"``).
     """
     if requests is not None:
-        requests = _whole("requests", requests, 1, MAX_REQUESTS)
+        requests = _whole(f"{arg_prefix}requests", requests, 1, MAX_REQUESTS)
     if hours is not None:
         if isinstance(hours, bool) or not isinstance(hours, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(hours) or hours <= 0:
-            raise ScenarioError("hours", "a finite number > 0", hours)
+            raise ScenarioError(f"{arg_prefix}hours", "a finite number > 0", hours)
         hours = float(hours)
-    size_field, size_hours = ("hours", hours) if requests is None and hours is not None else \
+    size_field, size_hours = (f"{arg_prefix}hours", hours) if requests is None and hours is not None else \
         ("traffic.hours", scenario.traffic.hours if requests is None else None)
     rate = scenario.traffic.rate_per_s
     synthetic = (trace or scenario.traffic.trace) is None
@@ -520,7 +522,8 @@ def check_run_args(scenario: Scenario, *, requests: Any = None, hours: Any = Non
         raise ScenarioError("traffic.rate_per_s", f"a rate at which {size_requests:,} requests arrive within "
                             f"{MAX_SIMULATED_DAYS} days (>= {size_requests / (MAX_SIMULATED_DAYS * 86_400.0):.3g} "
                             "per second)", rate)
-    return requests, hours, _whole("seed", seed, 0), _whole("replications", replications, 1, 1_000)
+    seed = _whole(f"{arg_prefix}seed", seed, 0)
+    return requests, hours, seed, _whole(f"{arg_prefix}replications", replications, 1, 1_000)
 
 
 def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: float | None = None, seed: int = 0,
