@@ -231,23 +231,25 @@ class Gateway:
     def complete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
         """Serve one request synchronously; returns its :class:`Outcome` (check ``.ok``)."""
         req = self.request(prompt, **kwargs)
-        return drive(self.pipeline.handle(req), self.driver.perform)
+        return drive(self.pipeline.handle(req), self.driver.perform, self.pipeline.lock)
 
     async def acomplete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
         """Serve one request on asyncio; safe to run hundreds concurrently."""
         req = self.request(prompt, **kwargs)
-        return await adrive(self.pipeline.handle(req), self.driver.aperform)
+        return await adrive(self.pipeline.handle(req), self.driver.aperform, self.pipeline.lock)
 
     def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end."""
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
-        response._chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response)
+        response._chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response,
+                                       self.pipeline.lock)
         return response
 
     def astream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)``."""
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
-        response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response)
+        response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response,
+                                        self.pipeline.lock)
         return response

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterator
+from contextlib import nullcontext
+from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .errors import ClientDisconnected
@@ -271,20 +272,27 @@ class PipelineRun:
 
     A failing ``Call`` becomes a :class:`CallError` (the chain retries or falls back); any other
     failing effect is thrown into the pipeline, which turns it into a typed outcome.
+
+    ``lock`` (the pipeline's) is held while the generator runs between two effects, never while
+    an effect is performed: the stages' in-memory state (budgets, rate buckets, caches, breakers,
+    ledger) is then changed by one request at a time even when ``complete()`` is called from
+    many threads, and calls to providers still overlap.
     """
 
-    def __init__(self, gen: Generator[Any, Any, Any]) -> None:
+    def __init__(self, gen: Generator[Any, Any, Any], lock: ContextManager[Any] = nullcontext()) -> None:
         self.gen = gen
+        self.lock = lock
         self.effect: Any = None
         self.outcome: Any = None
         self.done = False
         self._step(gen.__next__)
 
     def _step(self, advance: Callable[[], Any]) -> None:
-        try:
-            self.effect = advance()
-        except StopIteration as stop:
-            self.done, self.outcome = True, stop.value
+        with self.lock:
+            try:
+                self.effect = advance()
+            except StopIteration as stop:
+                self.done, self.outcome = True, stop.value
 
     def send(self, value: Any) -> None:
         self._step(lambda: self.gen.send(value))
@@ -313,14 +321,16 @@ class PipelineRun:
         except ClientDisconnected:  # a pipeline that does not handle it: nothing to record
             self.done = True
         if not self.done:  # the pipeline asked for another effect: nobody is left to perform it
-            self.gen.close()
+            with self.lock:
+                self.gen.close()
             self.done = True
         return self.outcome
 
 
-def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
+def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any],
+          lock: ContextManager[Any] = nullcontext()) -> Any:
     """Run a pipeline generator to completion, performing each effect synchronously."""
-    run = PipelineRun(gen)
+    run = PipelineRun(gen, lock)
     while not run.done:
         try:
             value = perform(run.effect)
@@ -331,9 +341,10 @@ def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
     return run.outcome
 
 
-async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]]) -> Any:
+async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]],
+                 lock: ContextManager[Any] = nullcontext()) -> Any:
     """Run a pipeline generator to completion, awaiting each effect (same failure rules as drive)."""
-    run = PipelineRun(gen)
+    run = PipelineRun(gen, lock)
     while not run.done:
         try:
             value = await aperform(run.effect)
@@ -347,9 +358,10 @@ async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaita
     return run.outcome
 
 
-def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse) -> Iterator[Any]:
+def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
+                lock: ContextManager[Any] = nullcontext()) -> Iterator[Any]:
     """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
-    run = PipelineRun(gen)
+    run = PipelineRun(gen, lock)
     restart = False
     streamed: list[str] = []  # what the caller received from the current call
     started = driver.clock()
@@ -388,10 +400,10 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
     yield from response.whole_answer_chunk()
 
 
-async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver,
-                       response: StreamResponse) -> AsyncIterator[Any]:
+async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
+                       lock: ContextManager[Any] = nullcontext()) -> AsyncIterator[Any]:
     """Async twin of :func:`iter_stream`."""
-    run = PipelineRun(gen)
+    run = PipelineRun(gen, lock)
     restart = False
     streamed: list[str] = []
     started = driver.clock()

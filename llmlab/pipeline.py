@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 
@@ -24,16 +25,16 @@ from .budgets import BudgetPolicy, MemoryBudgets, next_month_start
 from .cache.keys import CacheKeyPolicy, context_fingerprint
 from .cache.store import KeyValueStore
 from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
-                      ErrorKind, Outcome, OutcomeKind)
+                      ErrorKind, Outcome, OutcomeKind, embedding_cost)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, run_chain
 from .ledger import Ledger
 from .pricing import PriceBook
 from .ratelimit import RateLimiter
-from .request import Request, content_text
+from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_targets
-from .tokens import max_message_tokens
+from .tokens import max_message_tokens, max_params_tokens
 
 log = logging.getLogger("llmlab.gateway")
 
@@ -103,6 +104,9 @@ class Pipeline:
         self.default_max_tokens = default_max_tokens
         self.log_content = log_content
         self._chains: dict[str, tuple[Deployment, ...]] = {}
+        #: held by the live drivers while the generator runs between effects (see live.PipelineRun):
+        #: re-entrant, so a guard or router that itself serves a request through this gateway works
+        self.lock = threading.RLock()
         self._prices = {name: prices.price(d.price_key) for name, d in self.deployments.items()}
 
     # ------------------------------------------------------------------ helpers
@@ -132,8 +136,11 @@ class Pipeline:
     def price_result(self, dep: Deployment, result: CallResult) -> float:
         return self._prices[dep.name].cost(result.prompt_tokens, result.completion_tokens)
 
-    def worst_case_cost(self, chain: Sequence[Deployment], prompt_tokens: int, max_tokens: int | None) -> float:
-        return max(self._prices[d.name].cost(prompt_tokens, min(max_tokens or d.max_output_tokens, d.max_output_tokens))
+    def worst_case_cost(self, chain: Sequence[Deployment], prompt_tokens: int, max_tokens: int | None,
+                        choices: int = 1) -> float:
+        """The dearest call ``chain`` can make: each of ``choices`` answers (``n``) billed at its bound."""
+        return max(self._prices[d.name].cost(prompt_tokens,
+                                             choices * min(max_tokens or d.max_output_tokens, d.max_output_tokens))
                    for d in chain)
 
     # ------------------------------------------------------------------ the pipeline
@@ -171,12 +178,16 @@ class Pipeline:
             if verdict.restore:
                 s.restore = {**s.restore, **verdict.restore}
         params = req.params
-        max_tokens = params.get("max_tokens")
-        prompt_est = max_message_tokens(s.messages)  # an upper bound: reservations must not undershoot
+        max_tokens = answer_token_limit(params)
+        choices = params.get("n") or 1  # providers bill every one of n answers
+        # an upper bound: reservations must not undershoot (tool definitions are prompt text too)
+        prompt_est = max_message_tokens(s.messages) + (max_params_tokens(params) if params else 0)
+        policy = self.budget_policy
+        cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
 
         # 2. rate limit
         if self.rate_limiter is not None:
-            tokens = prompt_est + (max_tokens or self.default_max_tokens)
+            tokens = prompt_est + choices * (max_tokens or self.default_max_tokens)
             refusal = self.rate_limiter.acquire(req.tenant, req.plan, tokens, s.started)
             if refusal is not None:
                 return self._error(s, RateLimited(req.tenant, refusal.limit, refusal.retry_after_s, tokens=tokens))
@@ -198,13 +209,13 @@ class Pipeline:
             if text.strip():  # an image-only turn has no text to compare
                 s.namespace = "|".join((req.tenant, context_fingerprint(s.messages),
                                         self.key_policy.key((), cache_params)))
-                embedded = yield Embed(self.semantic_cache.embedder, (text,))
-                s.extra_cost += embedded.cost_usd
-                s.vector = embedded.vectors[0]
-                hit = self.semantic_cache.lookup(s.namespace, text, s.vector, self.clock())
-                if hit is not None:
-                    s.cache = CacheOutcome.SEMANTIC_HIT
-                    return self._answered(s, OutcomeKind.CACHE, hit.value, similarity=hit.similarity)
+                embedded = yield from self._embed(s, text, cap, prompt_est)
+                if embedded is not None:
+                    s.vector = embedded.vectors[0]
+                    hit = self.semantic_cache.lookup(s.namespace, text, s.vector, self.clock())
+                    if hit is not None:
+                        s.cache = CacheOutcome.SEMANTIC_HIT
+                        return self._answered(s, OutcomeKind.CACHE, hit.value, similarity=hit.similarity)
 
         # 4. route
         if req.model is not None:
@@ -218,16 +229,14 @@ class Pipeline:
         # 5. budget: reserve the worst case of every stage before any call
         chains = [self.chain_for(decision.deployment), *(self.chain_for(c) for c in decision.cascade)]
         reservation = None
-        policy = self.budget_policy
-        cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
         if cap is not None:
-            needed = sum(self.worst_case_cost(c, prompt_est, max_tokens) for c in chains)
+            needed = sum(self.worst_case_cost(c, prompt_est, max_tokens, choices) for c in chains)
             reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
             if reservation is None and policy.on_exceed == "downgrade" and decision.deployment != policy.downgrade_to:
                 chains = [self.chain_for(policy.downgrade_to)]
                 decision = RouteDecision(policy.downgrade_to, "downgraded", "")
                 s.tier, s.reason = "downgraded", f"{s.reason}; over budget → downgraded to {policy.downgrade_to}"
-                needed = self.worst_case_cost(chains[0], prompt_est, max_tokens)
+                needed = self.worst_case_cost(chains[0], prompt_est, max_tokens, choices)
                 reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
             if reservation is None and getattr(self.budgets, "last_refusal_unavailable", False):
                 return self._error(s, BudgetUnavailable(req.tenant))
@@ -271,6 +280,34 @@ class Pipeline:
         return self._model_answer(s, answer)
 
     # ------------------------------------------------------------------ stage helpers
+    def _embed(self, s: _State, text: str, cap: float | None, prompt_est: int) -> Generator[Effect, Any, Any]:
+        """Embed the last user turn for the semantic cache, charging a priced embedding to the tenant.
+
+        Under a cap, a priced embedding is held together with the answer it would precede
+        (:meth:`_answer_hold`): a tenant who could not afford the answer skips the semantic
+        lookup rather than pay for it.  Returns None when skipped.
+        """
+        embedder = self.semantic_cache.embedder
+        estimate = embedding_cost(embedder, [text]) if cap is not None else 0.0
+        reservation = None
+        if estimate > 0:
+            reservation = self.budgets.try_reserve(s.request.tenant, estimate + self._answer_hold(s, prompt_est),
+                                                   cap, self.clock())
+            if reservation is None:
+                return None
+        try:
+            embedded = yield Embed(embedder, (text,))
+        except BaseException:  # cancelled mid-call: the hold must not outlive the request
+            if reservation is not None:
+                self.budgets.settle(reservation, 0.0)
+            raise
+        s.extra_cost += embedded.cost_usd
+        if reservation is not None:
+            self.budgets.settle(reservation, embedded.cost_usd)
+        elif cap is not None and embedded.cost_usd:  # priced only by the driver (a simulated price)
+            self.budgets.charge(s.request.tenant, embedded.cost_usd, self.clock())
+        return embedded
+
     def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
         """Run the router, pricing and recording any call it makes (the classifier's)."""
         # routers see the masked messages: a classifier call must not send what the answer call may not
@@ -287,10 +324,10 @@ class Pipeline:
                 # cap must not keep paying for classifications of requests the budget then refuses
                 cap = self.budget_policy.cap_for(s.request.tenant, s.request.plan)
                 if cap is not None:
-                    # held during the call: this call's worst case plus the cheapest answer any route could
-                    # give, so a tenant who cannot afford an answer is not charged for a classification
+                    # held during the call: this call's worst case plus the answer it leads to, so a tenant
+                    # who cannot afford that answer is not charged for a classification
                     needed = self.worst_case_cost((effect.deployment,), max_message_tokens(effect.messages),
-                                                  effect.params.get("max_tokens")) + self._cheapest_answer(s, prompt_est)
+                                                  answer_token_limit(effect.params)) + self._answer_hold(s, prompt_est)
                     reservation = self.budgets.try_reserve(s.request.tenant, needed, cap, self.clock())
                     if reservation is None:
                         sent = CallError(ErrorKind.BAD_REQUEST, "not called: the tenant's monthly budget cannot "
@@ -316,20 +353,32 @@ class Pipeline:
                     s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, False,
                                               f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s))
 
-    def _cheapest_answer(self, s: _State, prompt_est: int) -> float:
-        """The smallest worst-case cost among the deployments the router may answer with."""
-        max_tokens = s.request.params.get("max_tokens")
-        return min((self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens)
+    def _answer_hold(self, s: _State, prompt_est: int) -> float:
+        """What a paid step before routing (a classification, a priced embedding) holds for the
+        answer that follows: the dearest route the router may take, so that a request the budget
+        refuses afterwards has paid for nothing.  When over-budget requests are downgraded, the
+        downgrade's cost is enough: an unaffordable route is downgraded, not refused."""
+        params = s.request.params
+        max_tokens, choices = answer_token_limit(params), params.get("n") or 1
+        hold = max((self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens, choices)
                     for t in answer_targets(self.router) if t in self.deployments), default=0.0)
+        policy = self.budget_policy
+        if policy.on_exceed == "downgrade" and policy.downgrade_to in self.deployments:
+            hold = min(hold, self.worst_case_cost(self.chain_for(policy.downgrade_to), prompt_est, max_tokens, choices))
+        return hold
 
     def _call_maker(self, s: _State, purpose: str, stream: bool) -> Callable[[Deployment], Call]:
         req = s.request
         params = dict(req.params)
+        limit = answer_token_limit(params)
         messages = s.messages
 
         def make(dep: Deployment) -> Call:
             p = dict(params)
-            p["max_tokens"] = min(p.get("max_tokens") or dep.max_output_tokens, dep.max_output_tokens)
+            # the bound the reservation priced, under both names a provider may read
+            p["max_tokens"] = min(limit or dep.max_output_tokens, dep.max_output_tokens)
+            if "max_completion_tokens" in p:
+                p["max_completion_tokens"] = p["max_tokens"]
             return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata)
 
         return make

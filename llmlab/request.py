@@ -77,6 +77,17 @@ def _check_params(params: Any) -> None:
             raise InvalidRequest(f"params.{key}", params[key], "true or false")
 
 
+def answer_token_limit(params: Mapping[str, Any]) -> int | None:
+    """The caller's bound on answer tokens: ``max_tokens`` or ``max_completion_tokens`` (OpenAI's
+    newer name, which reasoning models require), whichever is smaller; None when neither is set.
+    Reservations price it and every call is sent with it, so neither name can outrun a budget."""
+    limit = params.get("max_tokens")
+    other = params.get("max_completion_tokens")
+    if other is None:
+        return limit
+    return other if limit is None else min(limit, other)
+
+
 def content_text(content: Any) -> str:
     """The text of a message's content: a string, or the ``text`` parts of a list of content
     parts (OpenAI's multimodal format; an image part has no text and adds none)."""

@@ -9,6 +9,7 @@ reservations.  Counting never imports litellm.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
@@ -99,4 +100,22 @@ def max_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     for m in messages:
         text = str(m.get("content") or "")
         total += MESSAGE_OVERHEAD + (len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass")))
+        calls = m.get("tool_calls")
+        if calls:  # an assistant turn's tool calls (name, JSON arguments) are billed as prompt text
+            total += _json_bytes(calls)
     return total
+
+
+#: request parameters sent to the model as text, and billed as prompt tokens
+PROMPT_PARAMS = ("tools", "response_format")
+
+
+def max_params_tokens(params: Mapping[str, Any]) -> int:
+    """An upper bound of the prompt tokens a request's parameters add: tool definitions and a
+    response schema reach the model as text, so the UTF-8 bytes of their JSON bound them (as in
+    :func:`max_message_tokens`).  0 for a request with neither."""
+    return sum(_json_bytes(params[k]) for k in PROMPT_PARAMS if params.get(k))
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))

@@ -19,9 +19,14 @@ WORDS = " ".join(f"word{i}" for i in range(60))
 def test_a_tenant_at_its_cap_pays_for_no_more_classifications(make_gateway, driver):
     driver.default = lambda call: "COMPLEX" if call.purpose == "classify" else "ok: " + WORDS
     gw = make_gateway(router=ClassifierRouter("gpt-4o-mini"), budget=BudgetPolicy(caps={"acme": 0.01}))
-    outcomes = [gw.complete(f"question number {i} about invoices?", tenant="acme", max_tokens=200) for i in range(40)]
+    outcomes = [gw.complete(f"question number {i} about invoices?", tenant="acme", max_tokens=200) for i in range(80)]
     refused = [o for o in outcomes if o.error is not None and o.error.code == "budget_exceeded"]
-    assert refused and outcomes[0].ok
+    assert refused and outcomes[0].ok and outcomes[0].model == "gpt-4o"
+    # a refused request has paid for nothing: no classification is bought for an answer it cannot afford
+    assert all(o.cost_usd == 0.0 and not o.attempts for o in refused)
+    # once the dearest route is out of reach the classifier is not called: its fallback route serves
+    later = [o for o in outcomes if o.ok and o.model == "gpt-4o-mini"]
+    assert later and all("not called" in o.route_reason for o in later)
     spent = gw.budgets.spent("acme", gw.clock())
     assert spent <= 0.01 + 1e-12 and gw.budgets.overshoot_usd == 0.0
     assert gw.budgets.reserved("acme", gw.clock()) == 0.0
