@@ -207,6 +207,15 @@ class ChainResult:
         return self.error is not None and self.error.kind in FATAL
 
 
+def streamed_part(call: Call, text: str, latency_s: float) -> CallResult:
+    """What a provider bills for a stream that ended early (cut by the provider, or left by the
+    caller): the prompt and the tokens it sent, counted locally (a lower bound of the bill)."""
+    from .tokens import count_message_tokens, count_tokens
+
+    model = call.deployment.model
+    return CallResult(text, count_message_tokens(call.messages, model), count_tokens(text, model), latency_s, None)
+
+
 def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],
               retry_for: Callable[[Deployment], RetryPolicy], breaker_for: Callable[[str], CircuitBreaker],
               price: Callable[[Deployment, CallResult], float], clock: Callable[[], float],
@@ -241,8 +250,11 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 breaker.record_success(clock(), ticket, slow=breaker.is_slow(call, result))
                 out.result, out.deployment, out.error = result, dep, None
                 return out
+            billed = streamed_part(call, result.partial_text, result.latency_s) if result.partial_text else None
             out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
                                         f"{result.kind.value}: {result.message}"[:300], result.latency_s,
+                                        *((billed.prompt_tokens, billed.completion_tokens, price(dep, billed))
+                                          if billed is not None else (0, 0, 0.0)),
                                         retry_after_s=result.retry_after_s, waited_s=waited))
             out.error = result
             if result.kind in FATAL or result.kind is ErrorKind.CONTEXT_WINDOW:

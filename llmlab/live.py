@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Gene
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .errors import ClientDisconnected
+from .fallback import streamed_part
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens
@@ -312,9 +313,7 @@ class PipelineRun:
             return self.outcome
         effect, partial = self.effect, None
         if isinstance(effect, Call) and streamed:
-            model = effect.deployment.model
-            partial = CallResult(streamed, count_message_tokens(effect.messages, model), count_tokens(streamed, model),
-                                 latency_s, None)
+            partial = streamed_part(effect, streamed, latency_s)
         error = ClientDisconnected(partial=partial, deployment=effect.deployment if isinstance(effect, Call) else None)
         try:
             self._step(lambda: self.gen.throw(error))

@@ -21,6 +21,7 @@ from llmlab import (BudgetExceeded, BudgetPolicy, CacheOutcome, Deployment, Fixe
                     Outcome, OutcomeKind, Request, RetryPolicy, StreamReset)
 from llmlab.live import import_litellm
 from llmlab.testing import FakeProvider, Fault, FaultPlan
+from llmlab.tokens import count_tokens
 from redis_fixtures import prefix, redis_server  # noqa: F401
 
 MODELS = {"gpt-4o": ("openai/gpt-4o", None), "claude": ("openai/claude-sonnet-4-5", "claude-sonnet-4-5"),
@@ -269,6 +270,10 @@ def test_streaming_ttft_and_a_cut_stream_falls_back_with_a_reset():
         assert "".join(before) == "one two three " and "".join(after) == reply
         assert cut.outcome.deployment == "claude" and cut.outcome.ok
         assert cut.outcome.attempts[0].error.startswith("connection") or cut.outcome.attempts[0].error
+        # the provider billed what it sent before the cut: charged like a caller's disconnect
+        first = cut.outcome.attempts[0]
+        assert first.completion_tokens == count_tokens("one two three ") and first.prompt_tokens > 0
+        assert first.cost_usd > 0 and cut.outcome.cost_usd == pytest.approx(sum(a.cost_usd for a in cut.outcome.attempts))
 
         plan.model("gpt-4o").then(Fault.cut_stream(after_chunks=3))
 

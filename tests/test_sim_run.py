@@ -227,3 +227,15 @@ def test_a_slow_call_breaker_moves_users_off_a_slow_but_answering_provider():
     assert during1.ttft_s.quantile(0.95) < 0.8 * during0.ttft_s.quantile(0.95)
     assert after1.fallback.mean() < 0.1 and len(after1) > 200  # recovered after the window
     assert s1["availability"] == s0["availability"] == 1.0
+
+
+def test_retrieved_context_and_tool_turns_are_reserved_as_billed():
+    """The simulated app's stand-in messages are as long as what the provider bills for them, so
+    a cap holds in the lab as it would live (the reservation bounds a prompt by its bytes)."""
+    from llmlab.sim import simulate
+
+    result = simulate("realtime-chat", requests=2000, seed=0, baseline=False, progress=False,
+                      overrides={"gateway.cache.embedder": "hashed", "gateway.budget.caps": {"shop": 0.30},
+                                 "traffic.rag.context_tokens": 8000})
+    assert result.summary["budget_rejections"] > 0
+    assert result.summary["budget_overshoot_usd"] == 0.0

@@ -41,6 +41,15 @@ _RAG_SALT = mix64(0xA11CE)
 _TOOL_SALT = mix64(0x7001)
 
 
+def _billed_as(text: str, tokens: int) -> str:
+    """``text`` padded to at least ``tokens`` bytes.  A simulated message stands for content the
+    provider bills as ``tokens`` (retrieved articles, a tool's output, the tool-choosing answer);
+    the gateway bounds a prompt's tokens by its bytes, so the stand-in must be as long for the
+    budget and rate-limit reservations to cover what the simulated provider bills."""
+    short = tokens - len(text.encode("utf-8"))
+    return text if short <= 0 else text + " " + "." * short
+
+
 @dataclass
 class SimResult:
     """What :func:`simulate` returns.
@@ -217,6 +226,7 @@ class _App:
             self.params["temperature"] = self.cfg.temperature
         self.system = ({"role": "system", "content": self.cfg.system_prompt},) if self.cfg.system_prompt else ()
         self._user: dict[int, dict] = {}
+        self._context: dict[str, tuple] = {}
         self.tools = self.cfg.tools
         self.tool_actions = dict(self.tools.actions) if self.tools is not None else {}
         self.in_flight = 0
@@ -226,6 +236,14 @@ class _App:
         if m is None:
             m = self._user[text_id] = {"role": "user", "content": self.t.texts[text_id]}
         return m
+
+    def _retrieved(self, topic: str, tokens: int) -> tuple:
+        """The retrieval step's system message for ``topic`` (one object per topic: hashed once)."""
+        found = self._context.get(topic)
+        if found is None:
+            text = _billed_as(f"Retrieved support articles for: {topic}", tokens)
+            found = self._context[topic] = ({"role": "system", "content": text},)
+        return found
 
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
@@ -274,7 +292,7 @@ class _App:
             yield env.timeout(rag.latency_s * math.exp(rag.latency_sigma * z))
             if u3 >= rag.failure_rate:
                 prompt_tokens += rag.context_tokens
-                extra = ({"role": "system", "content": f"Retrieved support articles for: {intent.rsplit('.', 1)[0]}"},)
+                extra = self._retrieved(intent.rsplit(".", 1)[0], rag.context_tokens)
         messages = self.messages(i, extra)
         tenant = t.tenants[t.tenant[i]]
         plan = t.tenant_plans[t.tenant[i]]
@@ -302,8 +320,8 @@ class _App:
                 z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
                 yield env.timeout(tc.latency_s * math.exp(tc.latency_sigma * z))
                 result = "error: tool unavailable" if u3 < tc.failure_rate else f"{tool} result for {answer_key}"
-                follow = messages + ({"role": "assistant", "content": first.text or ""},
-                                     {"role": "tool", "content": result})
+                follow = messages + ({"role": "assistant", "content": _billed_as(first.text or "", tc.plan_tokens)},
+                                     {"role": "tool", "content": _billed_as(result, tc.result_tokens)})
                 answer_meta = {**meta, "prompt_tokens": prompt_tokens + tc.plan_tokens + tc.result_tokens,
                                "step": "tool_answer"}
                 # an agent keeps the model that chose the tool for the answer: pinned, not re-routed

@@ -90,7 +90,7 @@ def _usage(prompt: str, completion: str) -> dict:
 def _truncate(reply: str, body: Mapping[str, Any]) -> tuple[str, str]:
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(limit, int) and limit > 0 and approx_tokens(reply) > limit:
-        return reply[: limit * 4], "length"
+        return reply[: limit * 4 - 1], "length"  # approx_tokens of the cut text is then exactly the limit
     return reply, "stop"
 
 
