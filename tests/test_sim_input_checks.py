@@ -77,8 +77,21 @@ def test_excel_bom_and_non_utf8_files(tmp_path):
     bom = write_trace(tmp_path / "bom.csv", rows, encoding="utf-8-sig")
     assert len(load_trace(bom)) == 2  # the BOM is not part of the first column's name
     cp949 = write_trace(tmp_path / "cp949.csv", rows, encoding="cp949")
-    with pytest.raises(TraceError, match="cp949.csv.*not UTF-8"):
+    with pytest.raises(TraceError, match="cp949.csv, line 2: not UTF-8"):
         load_trace(cp949)
+    # far down a long file: the line holding the byte, not the text reader's block
+    latin = write_trace(tmp_path / "latin.csv", [row(k) for k in range(400)] + [row(401, prompt="café")] +
+                        [row(402 + k) for k in range(40)], encoding="latin-1")
+    with pytest.raises(TraceError, match="latin.csv, line 402: not UTF-8"):
+        load_trace(latin)
+
+
+def test_a_json_boolean_is_not_a_token_count(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"timestamp": 1741078813, "tenant": "t", "plan": "paid", "prompt": "hi",
+                                "prompt_tokens": True}) + "\n", encoding="utf-8")
+    with pytest.raises(TraceError, match="line 1: prompt_tokens must be a whole number"):
+        load_trace(path)
 
 
 def test_jsonl_errors_say_line(tmp_path):

@@ -78,6 +78,10 @@ def test_trace_replay_time_compressed():
     assert set(r.turns["tenant"]) == {"hanbit-mall", "acme-store", "pixel-goods", "nimbus-crm", "saessak-labs"}
     assert s["cache_hit_rate"] > 0.05  # the trace repeats ~20 % of its prompts exactly
     assert s["projected_monthly_cost_usd"] > 0
+    # the self-hosted standby is paid for the trace's own hour, however fast it is replayed
+    real_time = simulate("b2b-saas", trace=str(TRACE), seed=0).summary
+    assert s["fixed_cost_usd"] == pytest.approx(real_time["fixed_cost_usd"], rel=0.05)
+    assert s["fixed_cost_usd"] > 0 and s["savings_pct"] == pytest.approx(real_time["savings_pct"], abs=15)
 
 
 def test_trace_errors_are_typed(tmp_path):

@@ -25,6 +25,8 @@ Definitions (the summary's keys):
   policy refusals (budget, rate limit) are not counted.  ``slo_value_s`` is the metric at the
   SLO's percentile over the same turns (failures count as infinitely slow); ``slo_met`` compares
   it with the objective.
+* ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
+  a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it.
 * ``projected_monthly_cost_usd`` — cost per turn × expected turns in 30 days at the scenario's
   mean rate, plus fixed hourly costs × 720 h: the lecture's ``daily × 30 × cost per request``.
 """

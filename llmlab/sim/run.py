@@ -389,7 +389,10 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
             cap = policy.cap_for(tenant, plan_of.get(tenant, ""))
             if cap is not None:
                 overshoot += max(0.0, amount - cap)
-    summary = summarise(rec, fixed_cost_usd=hourly * duration / 3600.0, fixed_cost_per_hour_usd=hourly,
+    # standby capacity is paid for the real time the traffic spans: a trace replayed ``speedup``
+    # times faster still stands for its own hours (a per-token bill does not shrink either)
+    real_s = duration * (scenario.traffic.speedup if traffic.source != "synthetic" else 1.0)
+    summary = summarise(rec, fixed_cost_usd=hourly * real_s / 3600.0, fixed_cost_per_hour_usd=hourly,
                         turns_per_month=traffic_rate(scenario, traffic) * 86_400.0 * 30.0,
                         slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
                         slo_percentile=scenario.slo.percentile,

@@ -197,7 +197,7 @@ class RouterConfig(_Strict):
     deployment: str | None = None  # type "fixed": the deployment every request goes to
     plans: dict[str, str] = Field(default_factory=dict)  # type "plan": plan → deployment
     default: str | None = None  # type "plan": the deployment for a plan not listed
-    thresholds: list[PosInt] = Field(default_factory=lambda: [100, 500])  # type "complexity": prompt-token cut points
+    thresholds: list[PosInt] = Field(default_factory=lambda: [100, 500])  # type "complexity": prompt-character cut points
     models: dict[str, str] = Field(default_factory=dict)  # type "complexity": low/medium/high → deployment
     classifier: str | None = None  # type "classifier": the deployment that labels queries
     routes: dict[str, str] = Field(default_factory=dict)  # type "classifier": faq/general/complex → deployment

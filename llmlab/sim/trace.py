@@ -43,9 +43,20 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         except StopIteration:
             return
         except UnicodeDecodeError as exc:
-            raise TraceError(f"{path}, after line {n}: not UTF-8 text ({exc.reason} at byte {exc.start} of a "
-                             "read block); save the trace as UTF-8 (Excel: 'CSV UTF-8')") from None
+            raise TraceError(f"{path}, line {_first_undecodable_line(path)}: not UTF-8 text ({exc.reason}); "
+                             "save the trace as UTF-8 (Excel: 'CSV UTF-8')") from None
         yield n, row
+
+
+def _first_undecodable_line(path: Path) -> int:
+    """The line holding the first byte that is not UTF-8 (the text reader only knows its block)."""
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return n
+    return n
 
 
 def _parsed_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -90,7 +101,7 @@ def _tokens(row: Mapping[str, Any], column: str, where: str) -> int | None:
     if _blank(raw):
         return None
     try:
-        value = float(raw)
+        value = math.nan if isinstance(raw, bool) else float(raw)  # JSON's true is not a count
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and value.is_integer() and 1 <= value <= MAX_TOKENS):
@@ -146,8 +157,8 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
         if not (math.isfinite(ts) and ts >= 0):
             raise TraceError(f"{where}: timestamp must be a finite time at or after 1970-01-01 (got {row.get('timestamp')!r})")
         if ts > MAX_EPOCH_S:
-            raise TraceError(f"{where}: timestamp {row.get('timestamp')!r} is beyond the year 5000: epoch "
-                             "milliseconds? timestamps are epoch seconds or ISO 8601")
+            raise TraceError(f"{where}: timestamp {row.get('timestamp')!r} is beyond the year 5138 (1e11 s): "
+                             "epoch milliseconds? timestamps are epoch seconds or ISO 8601")
         tenant, plan = row.get("tenant"), row.get("plan")
         if _blank(tenant) or _blank(plan):
             raise TraceError(f"{where}: tenant and plan are required")
