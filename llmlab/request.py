@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 from collections import abc
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -69,12 +70,37 @@ def _check_params(params: Any) -> None:
         if params.get(key) is not None and not isinstance(params[key], (dict, abc.Mapping)):
             raise InvalidRequest(f"params.{key}", params[key], "a mapping (e.g. {'type': 'json_object'})")
     tools = params.get("tools")
-    if tools is not None and not (isinstance(tools, (list, tuple)) and
-                                  all(isinstance(t, (str, dict, abc.Mapping)) for t in tools)):
-        raise InvalidRequest("params.tools", tools, "a list of tool definitions")
+    if tools is not None:
+        _check_tools(tools)
     for key in ("parallel_tool_calls", "logprobs"):
         if params.get(key) is not None and not isinstance(params[key], bool):
             raise InvalidRequest(f"params.{key}", params[key], "true or false")
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_tools(tools: Any) -> None:
+    """OpenAI's tool definitions.  A malformed one fails inside litellm's translation for some
+    providers (Anthropic's) before anything is sent, and would count against that breaker."""
+    if not isinstance(tools, (list, tuple)):
+        raise InvalidRequest("params.tools", tools, "a list of tool definitions")
+    for i, tool in enumerate(tools):
+        field = f"params.tools[{i}]"
+        if not isinstance(tool, (dict, abc.Mapping)) or not isinstance(tool.get("type"), str):
+            raise InvalidRequest(field, tool, "a mapping with a 'type' ({'type': 'function', 'function': {…}})")
+        if tool["type"] != "function":
+            continue  # other tool types are the provider's to judge
+        fn = tool.get("function")
+        if not isinstance(fn, (dict, abc.Mapping)):
+            raise InvalidRequest(f"{field}.function", fn, "a mapping with a 'name'")
+        name = fn.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            raise InvalidRequest(f"{field}.function.name", name, "1 to 64 letters, digits, '_' or '-'")
+        for key, kind in (("parameters", (dict, abc.Mapping)), ("description", str)):
+            if fn.get(key) is not None and not isinstance(fn[key], kind):
+                raise InvalidRequest(f"{field}.function.{key}", fn[key],
+                                     "a JSON schema mapping" if key == "parameters" else "text")
 
 
 def answer_token_limit(params: Mapping[str, Any]) -> int | None:

@@ -48,6 +48,11 @@ def test_the_live_driver_never_lets_call_params_override_the_deployment():
     ({"response_format": "json"}, "params.response_format"), ({"stop": 5}, "params.stop"), ({"n": 0}, "params.n"),
     ({"seed": 1.5}, "params.seed"), ({"presence_penalty": 3}, "params.presence_penalty"),
     ({"tools": "order_lookup"}, "params.tools"), ({"logprobs": "yes"}, "params.logprobs"),
+    ({"tools": ["order_lookup"]}, "params.tools[0]"), ({"tools": [{"type": "function"}]}, "params.tools[0].function"),
+    ({"tools": [{"type": "function", "function": {}}]}, "params.tools[0].function.name"),
+    ({"tools": [{"type": "function", "function": {"name": "look up"}}]}, "params.tools[0].function.name"),
+    ({"tools": [{"type": "function", "function": {"name": "x", "parameters": "nope"}}]},
+     "params.tools[0].function.parameters"),
 ])
 def test_malformed_sampling_values_fail_before_any_call(make_gateway, driver, params, field):
     gw = make_gateway()
@@ -190,3 +195,11 @@ def test_a_request_object_built_without_checks_is_checked_by_the_gateway(make_ga
     assert info.value.field == "params.api_base" and driver.calls == []
     fine = Request(({"role": "user", "content": "hi"},), tenant="acme", request_id="mine-1")
     assert make_gateway().complete(fine).request_id == "mine-1"
+
+
+def test_well_formed_tools_pass_through(make_gateway, driver):
+    tools = [{"type": "function", "function": {"name": "order_lookup", "description": "Find an order",
+                                                "parameters": {"type": "object", "properties": {}}}},
+             {"type": "web_search"}]  # other tool types are the provider's to judge
+    assert make_gateway().complete("where is my order?", tools=tools, tool_choice="auto").ok
+    assert driver.calls[-1].params["tools"] == tools

@@ -228,7 +228,9 @@ class _App:
         self._user: dict[int, dict] = {}
         self._context: dict[str, tuple] = {}
         self.tools = self.cfg.tools
-        self.tool_actions = dict(self.tools.actions) if self.tools is not None else {}
+        # one OpenAI tool definition per tool name, built once: the requests carry what a live app would send
+        self.tool_actions = ({action: {"type": "function", "function": {"name": tool}}
+                              for action, tool in self.tools.actions.items()} if self.tools is not None else {})
         self.in_flight = 0
 
     def _user_message(self, text_id: int) -> dict:
@@ -319,7 +321,7 @@ class _App:
                 u1, u2, u3, _ = uniforms(key ^ _TOOL_SALT)
                 z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
                 yield env.timeout(tc.latency_s * math.exp(tc.latency_sigma * z))
-                result = "error: tool unavailable" if u3 < tc.failure_rate else f"{tool} result for {answer_key}"
+                result = "error: tool unavailable" if u3 < tc.failure_rate else f"{tool['function']['name']} result for {answer_key}"
                 follow = messages + ({"role": "assistant", "content": _billed_as(first.text or "", tc.plan_tokens)},
                                      {"role": "tool", "content": _billed_as(result, tc.result_tokens)})
                 answer_meta = {**meta, "prompt_tokens": prompt_tokens + tc.plan_tokens + tc.result_tokens,

@@ -154,7 +154,9 @@ class RagConfig(_Strict):
 class ToolConfig(_Strict):
     """Agent tool calls: intents whose ``action`` maps to a tool take two LLM calls and a tool call."""
 
-    actions: dict[str, str] = Field(default_factory=lambda: {"track": "order_lookup", "refund": "refund"})
+    # intent action → tool name (sent as an OpenAI function: 1 to 64 letters, digits, '_' or '-')
+    actions: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        default_factory=lambda: {"track": "order_lookup", "refund": "refund"})
     latency_s: Pos = 0.25
     latency_sigma: NonNeg = 0.5
     failure_rate: Prob = 0.01
