@@ -13,7 +13,33 @@ Two families, kept apart on purpose:
 from __future__ import annotations
 
 import math
+import re
+from collections import abc
 from typing import Any
+
+#: setting names whose values are credentials: never repeated in a message
+_SECRET_NAME = re.compile(r"key|token|secret|password|auth|credential", re.IGNORECASE)
+
+
+def is_secret_name(name: Any) -> bool:
+    return isinstance(name, str) and _SECRET_NAME.search(name) is not None
+
+
+def shown(field: str, value: Any) -> Any:
+    """``value`` as an error message may repeat it (applications log these messages): a
+    message's text only by its shape (it may hold PII), a mapping with its credentials hidden."""
+    if field.startswith(("messages", "prompt")) and not field.endswith(".role") and \
+            not isinstance(value, (type(None), bool, int, float)):
+        size = f" of length {len(value)}" if hasattr(value, "__len__") else ""
+        return _Shape(f"<{type(value).__name__}{size}>")
+    if isinstance(value, (dict, abc.Mapping)):
+        return {k: "***" if is_secret_name(k) else v for k, v in value.items()}
+    return value
+
+
+class _Shape(str):
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _rebuild(cls: type, args: tuple, state: dict) -> "LLMLabError":
@@ -44,7 +70,7 @@ class ConfigError(LLMLabError, ValueError):
         self.value = value
         self.allowed = allowed
         self.hint = hint
-        message = f"{field}={value!r} is invalid: allowed {allowed}"
+        message = f"{field}={shown(field, value)!r} is invalid: allowed {allowed}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)
@@ -206,4 +232,4 @@ class InvalidRequest(LLMLabError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}={value!r} is invalid: allowed {allowed}")
+        super().__init__(f"{field}={shown(field, value)!r} is invalid: allowed {allowed}")

@@ -11,6 +11,7 @@ simulator drives in virtual time.
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -31,6 +32,9 @@ from .ratelimit import RateLimiter, configured_limits
 from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
 from .routing import ComplexityRouter, Router
 from .stream import StreamResponse
+
+log = logging.getLogger("llmlab.gateway")
+_warned_unmasked = False
 
 
 def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> dict[str, Deployment]:
@@ -170,6 +174,13 @@ class Gateway:
                 raise ConfigError(field, guards, f"a list of guards with {method}()")
             for i, guard in enumerate(guards):
                 _check_has(f"{field}[{i}]", guard, guard, (method,), f"a guard with {method}() (see llmlab.guardrails)")
+        global _warned_unmasked
+        if input_guards and not _warned_unmasked and \
+                not any(hasattr(g, "mask_text") or hasattr(g, "masker") for g in input_guards):
+            # a list replaces the default: adding an injection guard must not silently stop PII masking
+            _warned_unmasked = True  # once per process: a sweep builds hundreds of gateways
+            log.warning("input_guards has no PII masker: prompts reach providers, caches and logs unmasked "
+                        "(add llmlab.guardrails.PIIMaskingGuard() first, or pass input_guards=() to opt out)")
         exact = (cache_store if cache_store is not None else MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
         self.clock = clock
         self.driver = driver or LiteLLMDriver()

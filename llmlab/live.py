@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from contextlib import nullcontext
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, Mapping
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
-from .errors import ClientDisconnected
+from .errors import ClientDisconnected, is_secret_name
 from .fallback import streamed_part
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
@@ -100,10 +101,24 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     return ErrorKind.SERVER
 
 
-def _to_error(exc: BaseException, latency: float, partial: str = "") -> CallError:
+def _to_error(exc: BaseException, call: Call, latency: float, partial: str = "") -> CallError:
     kind = classify_exception(exc)
-    return CallError(kind, f"{type(exc).__name__}: {str(exc)[:200]}", latency, _retry_after(exc),
-                     getattr(exc, "status_code", None), partial)
+    message = redact_secrets(f"{type(exc).__name__}: {exc}", call.deployment.params)[:250]
+    return CallError(kind, message, latency, _retry_after(exc), getattr(exc, "status_code", None), partial)
+
+
+#: credentials a provider or proxy may echo in an error (OpenAI-style keys, bearer tokens)
+_SECRET_TEXT = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*")
+
+
+def redact_secrets(text: str, params: Mapping[str, Any]) -> str:
+    """``text`` with the deployment's credentials, and anything shaped like a key, replaced by
+    ``***``: providers echo keys in 401s ("Incorrect API key provided: sk-…"), and error text is
+    kept in outcomes, the ledger and logs."""
+    for name, value in params.items():
+        if isinstance(value, str) and len(value) >= 6 and is_secret_name(name):
+            text = text.replace(value, "***")
+    return _SECRET_TEXT.sub("***", text)
 
 
 def _kwargs(call: Call) -> dict[str, Any]:
@@ -200,7 +215,7 @@ class LiteLLMDriver:
         try:
             response = litellm.completion(**_kwargs(call))
         except Exception as exc:
-            return _to_error(exc, self.clock() - started)
+            return _to_error(exc, call, self.clock() - started)
         return _parse(response, call, self.clock() - started)
 
     def stream_call(self, call: Call) -> Generator[str, None, CallResult | CallError]:
@@ -214,7 +229,7 @@ class LiteLLMDriver:
                 if piece:
                     yield piece
         except Exception as exc:
-            return _to_error(exc, self.clock() - started, "".join(state.parts))
+            return _to_error(exc, call, self.clock() - started, "".join(state.parts))
         return state.result(self.clock())
 
     def embed(self, effect: Embed) -> EmbedResult:
@@ -236,7 +251,7 @@ class LiteLLMDriver:
             try:
                 response = await litellm.acompletion(**_kwargs(effect))
             except Exception as exc:
-                return _to_error(exc, self.clock() - started)
+                return _to_error(exc, effect, self.clock() - started)
             return _parse(response, effect, self.clock() - started)
         if isinstance(effect, Sleep):
             await self.asleep(effect.seconds)
@@ -257,7 +272,7 @@ class LiteLLMDriver:
                 if piece:
                     yield piece
         except Exception as exc:
-            yield _to_error(exc, self.clock() - started, "".join(state.parts))
+            yield _to_error(exc, call, self.clock() - started, "".join(state.parts))
             return
         yield state.result(self.clock())
 
@@ -265,7 +280,8 @@ class LiteLLMDriver:
 # ------------------------------------------------------------------ generic drive loops
 def driver_failure(effect: Any, exc: Exception) -> CallError:
     """A driver that raised while performing a call: an attempt outcome, never a crash."""
-    return CallError(ErrorKind.MALFORMED, f"driver raised {type(exc).__name__}: {exc}"[:200])
+    params = effect.deployment.params if isinstance(effect, Call) else {}
+    return CallError(ErrorKind.MALFORMED, redact_secrets(f"driver raised {type(exc).__name__}: {exc}", params)[:200])
 
 
 class PipelineRun:

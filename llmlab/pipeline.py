@@ -152,7 +152,8 @@ class Pipeline:
         except GeneratorExit:
             raise
         except ClientDisconnected as exc:  # not a fault of the gateway: recorded, not logged as one
-            outcome = self._error(state, exc)
+            # recorded without the call it interrupted: the deployment holds credentials
+            outcome = self._error(state, ClientDisconnected(*exc.args[:1]))
         except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
             log.exception("llmlab internal error", extra={"request_id": request.request_id})
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
@@ -311,7 +312,7 @@ class Pipeline:
     def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
         """Run the router, pricing and recording any call it makes (the classifier's)."""
         # routers see the masked messages: a classifier call must not send what the answer call may not
-        gen = self.router.decide(replace(s.request, messages=s.messages) if s.restore else s.request)
+        gen = self.router.decide(self._masked_request(s))
         sent: Any = None
         while True:
             try:
@@ -353,6 +354,11 @@ class Pipeline:
                     s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, False,
                                               f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s))
 
+    @staticmethod
+    def _masked_request(s: _State) -> Request:
+        """The request as the models see it (PII masked): what routers and acceptance checks get."""
+        return replace(s.request, messages=s.messages) if s.restore else s.request
+
     def _answer_hold(self, s: _State, prompt_est: int) -> float:
         """What a paid step before routing (a classification, a priced embedding) holds for the
         answer that follows: the dearest route the router may take, so that a request the budget
@@ -386,10 +392,12 @@ class Pipeline:
     def _accepted(self, s: _State, decision: RouteDecision, result: ChainResult) -> bool:
         dep = result.deployment
         try:
-            ok = bool(decision.accept(result.result.text, s.request)) if decision.accept else True
+            # the check (a grader model, say) sees what the answering model saw: the masked request
+            ok = bool(decision.accept(result.result.text, self._masked_request(s))) if decision.accept else True
             error = None if ok else "rejected by acceptance check; escalating"
         except Exception as exc:  # a user-supplied check must not crash the gateway
-            ok, error = False, f"acceptance check raised {type(exc).__name__}: {exc}; escalating"
+            # its message may quote the request: only the exception's type is recorded
+            ok, error = False, f"acceptance check raised {type(exc).__name__}; escalating"
         if not ok:
             s.attempts.append(Attempt(dep.name, dep.model, "check", False, error, 0.0))
         return ok
@@ -447,7 +455,7 @@ class Pipeline:
         if blocked is not None:
             return self._error(s, blocked)
         if s.cache is CacheOutcome.MISS:  # fill with the guarded, still-masked answer: no raw PII is cached
-            value = CachedAnswer(text, dep.model, result.prompt_tokens, result.completion_tokens,
+            value = CachedAnswer(self._remasked(text, s.restore), dep.model, result.prompt_tokens, result.completion_tokens,
                                  self.price_result(dep, result), now, s.request.metadata)
             if self.exact_cache is not None and s.key is not None:
                 self.exact_cache.put(s.request.tenant, s.key, value, now)
@@ -491,10 +499,18 @@ class Pipeline:
             return text
         for placeholder, original in restore.items():
             text = text.replace(original, placeholder)
+        return self._remasked(text, restore)
+
+    def _remasked(self, text: str, restore: Mapping[str, str]) -> str:
+        """``text`` (an answer) through the input guards' PII maskers, numbering on from the
+        request's placeholders: a model can write PII it was never sent (from its own training,
+        or a tool), and what is cached or logged must not hold it."""
         for guard in self.input_guards:
-            masker = getattr(guard, "masker", None)
-            if masker is not None:
-                text = masker.mask(text).text
+            mask_text = getattr(guard, "mask_text", None)
+            if mask_text is not None:
+                text = mask_text(text, restore)
+            elif getattr(guard, "masker", None) is not None:  # a guard of one's own around a PIIMasker
+                text = guard.masker.mask(text, reuse=restore).text
         return text
 
     def _log(self, o: Outcome, restore: Mapping[str, str]) -> None:

@@ -78,6 +78,7 @@ def _check_params(params: Any) -> None:
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII, no spaces
 
 
 def _check_tools(tools: Any) -> None:
@@ -186,6 +187,10 @@ class Request:
             raise InvalidRequest("metadata", metadata, "a mapping (it travels into the ledger)")
         if not isinstance(kwargs.get("cache", True), bool):
             raise InvalidRequest("cache", kwargs["cache"], "true or false")
+        request_id = kwargs.get("request_id")
+        if request_id is not None and not (isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id)):
+            # it is written into log lines: a newline in it could forge one
+            raise InvalidRequest("request_id", request_id, "1 to 128 printable characters without spaces")
         return cls(messages=messages, **kwargs)
 
     @property

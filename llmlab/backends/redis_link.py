@@ -36,13 +36,18 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = (f"{parts.username}:***@" if parts.username else ":***@") + host
+    if query:  # redis-py also reads ?password=… (the usual way for unix:// sockets)
+        query = "&".join(f"{k}=***" if k.lower() == "password" else f"{k}={v}" if sep else k
+                         for k, sep, v in (item.partition("=") for item in query.split("&")))
+    if netloc == parts.netloc:  # only the query changed: keep the rest as written (unix:///path)
+        return url if query == parts.query else url.replace("?" + parts.query, "?" + query, 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class RedisUnavailable(LLMLabError, ConnectionError):

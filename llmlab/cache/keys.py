@@ -23,8 +23,9 @@ from typing import Any, Mapping, Sequence
 from .. import _validate as v
 
 #: parameters that change what a model answers
-ANSWER_PARAMS = ("model", "temperature", "top_p", "max_tokens", "stop", "seed", "response_format",
-                 "tools", "tool_choice", "frequency_penalty", "presence_penalty", "n", "logit_bias")
+ANSWER_PARAMS = ("model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+                 "response_format", "tools", "tool_choice", "frequency_penalty", "presence_penalty", "n",
+                 "logit_bias", "reasoning_effort")
 #: parameters that never change the answer and are ignored even by the exact mode
 IGNORED_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "timeout", "api_key", "api_base"})
 
@@ -106,8 +107,18 @@ _CONTEXT_DOMAIN = b"llmlab/context/2"
 def _message_digest(message: Mapping[str, Any], normalise: bool) -> bytes:
     role = message.get("role", "")
     content = message.get("content") or ""
-    return _text_digest(role if type(role) is str else str(role),
-                        content if type(content) is str else str(content), normalise)
+    digest = _text_digest(role if type(role) is str else str(role),
+                          content if type(content) is str else str(content), normalise)
+    if len(message) > 2:  # a name or tool calls change what the turn says: get_weather(Seoul) ≠ (Busan)
+        extra = {k: message[k] for k in _TURN_FIELDS if message.get(k) is not None}
+        if extra:
+            payload = json.dumps(_canonical(extra), ensure_ascii=False, separators=(",", ":"))
+            digest = hashlib.blake2b(digest + payload.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return digest
+
+
+#: message fields other than role and content that belong to what a turn says
+_TURN_FIELDS = ("name", "tool_calls", "tool_call_id", "function_call")
 
 
 @lru_cache(maxsize=65_536)

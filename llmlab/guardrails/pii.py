@@ -55,7 +55,7 @@ _EMAIL = re.compile(
     rf"(?:[A-Za-z]{{2,24}}(?![A-Za-z0-9-])|한국|[^\W\d_\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f][{_W}]{{1,23}})"
 )
 _RRN = re.compile(
-    r"(?<![0-9A-Za-z])(?P<birth>\d{6})(?P<sep>\s?[-\u2010\u2013]\s?|)(?P<tail>\d{7})(?![0-9])"
+    r"(?<![0-9A-Za-z])(?P<birth>\d{6})(?P<sep>\s?[-\u2010\u2013]\s?| |)(?P<tail>\d{7})(?![0-9])"
 )
 # Cards are written either as one run of digits or in the printed groups (4-4-4-4[-3],
 # Amex 4-6-5, Diners 4-6-4) with one consistent separator; free-form digit soup is not a card.
@@ -71,6 +71,7 @@ _PHONE = re.compile(
         \+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}             # +82 10-1234-5678, +1 (415) ...
       | 01[016789](?P<msep>[ .-]?)\d{3,4}(?P=msep)\d{4}              # 010-1234-5678, 01012345678
       | 0(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70)(?P<lsep>[ .-])\d{3,4}(?P=lsep)\d{4}  # 02-123-4567
+      | \(?0(?:1[016789]|2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70)\)\ ?\d{3,4}[ .-]\d{4}  # (02) 1234-5678, 02)1234-5678
       | (?:\([2-9]\d{2}\)\ ?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}   # (415) 555-0132
     )
     (?![0-9])
@@ -190,11 +191,12 @@ class PIIMasker:
 
     def _rrns(self, text: str) -> Iterable[_Span]:
         for m in _RRN.finditer(text):
-            birth, tail, hyphenated = m["birth"], m["tail"], bool(m["sep"])
+            birth, tail, hyphenated = m["birth"], m["tail"], bool(m["sep"].strip())
             if not _rrn_date_valid(birth, tail[0]):
                 continue
             checksum = rrn_checksum_valid(birth + tail)
-            # Unhyphenated 13-digit runs are too easily something else: demand the checksum.
+            # Unhyphenated 13-digit runs (or 6 + 7 digits split by a space) are too easily
+            # something else, an order number say: demand the checksum.
             if (not hyphenated or self.rrn_require_checksum) and not checksum:
                 continue
             note = ("resident registration number (checksum ok)" if checksum else

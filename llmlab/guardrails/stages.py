@@ -21,19 +21,14 @@ from .pii import PIIMasker, may_contain_pii, unmask
 __all__ = ["InjectionGuard", "OutputFilterGuard", "PIIMaskingGuard", "unmask_answer"]
 
 
-def _with_content(message: Mapping[str, Any], content: Any) -> dict:
-    new = dict(message)
-    new["content"] = content
-    return new
-
-
 def _shift(f: Finding, index: int, part: int | None = None) -> Finding:
     where = f"message {index}" if part is None else f"message {index} part {part}"
     return Finding(f.kind, f"{where}: {f.detail}", f.start, f.end)
 
 
 class PIIMaskingGuard:
-    """Masks PII in every message's content; placeholders are consistent across messages.
+    """Masks PII in every message's content, ``name`` and tool-call arguments; placeholders are
+    consistent across messages.
 
     The restore map is merged over the whole conversation: the same address in the system
     prompt and in the user turn becomes the same `[EMAIL_1]`. Content given as a list of parts
@@ -66,11 +61,19 @@ class PIIMaskingGuard:
         memo.add(text)
         return False
 
+    def mask_text(self, text: str, reuse: Mapping[str, str] | None = None) -> str:
+        """``text`` with its PII masked, numbering on from ``reuse`` (a request's restore map):
+        for answers before they are cached or logged, since a model can repeat what it saw."""
+        if not self._may_contain_pii(text):
+            return text
+        return self.masker.mask(text, reuse=reuse).text
+
     def check_input(self, messages: Sequence[Mapping[str, Any]]) -> InputVerdict:
         maybe = self._may_contain_pii
         for m in messages:
             content = m.get("content")
-            if not isinstance(content, str) or maybe(content):
+            # a name, tool calls (their JSON arguments) or content parts: the full pass below
+            if not isinstance(content, str) or len(m) > 2 or maybe(content):
                 break
         else:
             return InputVerdict(tuple(messages))  # the common case: no text could hold PII
@@ -86,15 +89,21 @@ class PIIMaskingGuard:
 
         for i, message in enumerate(messages):
             content = message.get("content")
+            new = dict(message)
             if isinstance(content, str):
-                out.append(_with_content(message, mask(content, i)))
-            elif isinstance(content, list):
+                new["content"] = mask(content, i)
+            elif isinstance(content, (list, tuple)):
                 parts = list(content)
                 for j, text in _texts(content):
                     parts[j] = dict(parts[j], text=mask(text, i, j))
-                out.append(_with_content(message, parts))
-            else:
-                out.append(dict(message))
+                new["content"] = parts
+            if isinstance(message.get("name"), str):
+                new["name"] = mask(message["name"], i)
+            calls = message.get("tool_calls")
+            if isinstance(calls, (list, tuple)):  # an assistant turn's tool calls: their arguments are text
+                new["tool_calls"] = [_with_arguments(c, mask(c["function"]["arguments"], i))
+                                     if _arguments(c) is not None else c for c in calls]
+            out.append(new)
         if not findings:  # nothing masked: hand back the caller's messages untouched
             return InputVerdict(tuple(messages))
         return InputVerdict(tuple(out), None, tuple(findings), MappingProxyType(restore))
@@ -144,10 +153,21 @@ class InjectionGuard:
         return InputVerdict(tuple(dict(m) for m in messages), blocked, tuple(findings))
 
 
+def _arguments(call: Any) -> str | None:
+    """A tool call's JSON arguments (``{"function": {"arguments": "…"}}``), when it has them."""
+    fn = call.get("function") if isinstance(call, Mapping) else None
+    args = fn.get("arguments") if isinstance(fn, Mapping) else None
+    return args if isinstance(args, str) else None
+
+
+def _with_arguments(call: Mapping[str, Any], arguments: str) -> dict:
+    return {**call, "function": {**call["function"], "arguments": arguments}}
+
+
 def _texts(content: Any) -> Iterable[tuple[int | None, str]]:
     if isinstance(content, str):
         yield None, content
-    elif isinstance(content, list):
+    elif isinstance(content, (list, tuple)):
         for j, p in enumerate(content):
             if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str):
                 yield j, p["text"]
