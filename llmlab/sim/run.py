@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from ..effects import Deployment
+from ..errors import ConfigError
 from ..request import Request
 from .driver import EmbedModel, SimDriver
 from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, requests_frame, summarise
@@ -101,7 +103,7 @@ def build_semantic_cache(scenario: Scenario, embedder: Any, table: Any = None) -
     try:
         return SemanticCache(embedder, **{"threshold": c.threshold, "capacity": c.capacity, "ttl_s": c.ttl_s,
                                           "table": table, **c.options})
-    except TypeError as exc:
+    except (TypeError, ConfigError) as exc:  # an option's value out of range (guard=5, candidates=0)
         raise ScenarioError("gateway.cache.options", f"not accepted by SemanticCache: {exc}", c.options) from None
 
 
@@ -129,6 +131,16 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
     requests, hours, seed, _ = check_run_args(scenario, requests=requests, hours=hours, seed=seed,
                                               replications=replications)
     check_cache_options(scenario)
+    semantic = None
+    if scenario.gateway.cache.semantic:
+        from ..cache.embedders import get_embedder
+
+        try:  # constructing an embedder checks its name and variant; nothing is loaded until it embeds
+            get_embedder(scenario.gateway.cache.embedder)
+        except ConfigError as exc:
+            raise ScenarioError("gateway.cache.embedder", str(exc), scenario.gateway.cache.embedder) from None
+        semantic = build_semantic_cache(scenario, get_embedder("hashed"))  # the options' values
+    build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic)  # rules only the gateway knows
     if scenario.traffic.trace is not None:
         make_traffic(scenario, requests=requests, hours=hours, seed=seed)
     else:
@@ -162,12 +174,9 @@ def _guards(cfg: Any) -> dict[str, Any]:
 def build_gateway(scenario: Scenario, clock: Callable[[], float], *, seed: int, baseline: bool = False,
                   semantic_cache: Any = None, keep_records: bool = False) -> "Gateway":
     """The scenario's Gateway (or the baseline's) on a virtual clock; ``keep_records`` keeps the ledger's outcomes."""
-    from ..budgets import BudgetPolicy
-    from ..fallback import RetryPolicy
     from ..gateway import Gateway
     from ..ledger import Ledger
     from ..pricing import PriceBook
-    from ..ratelimit import RateLimit, RateLimiter
     from ..routing import FixedRouter
 
     g = scenario.gateway
@@ -182,14 +191,46 @@ def build_gateway(scenario: Scenario, clock: Callable[[], float], *, seed: int, 
                                       max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
                                       price_model=price_model))
     prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
-    retry: Any = RetryPolicy(**g.retry.model_dump())
+    retry: Any = _retry_policy("gateway.retry", g.retry)
     if g.retry_per_deployment:
-        retry = {"*": retry, **{k: RetryPolicy(**v.model_dump()) for k, v in g.retry_per_deployment.items()}}
+        retry = {"*": retry, **{k: _retry_policy(f"gateway.retry_per_deployment.{k}", v)
+                                for k, v in g.retry_per_deployment.items()}}
     common = dict(deployments=deployments, prices=prices, retry=retry, breaker=g.breaker.model_dump(), clock=clock,
                   seed=seed, ledger=Ledger(keep=keep_records), default_max_tokens=g.default_max_tokens,
                   **_guards(g.guardrails))
     if baseline:
         return Gateway(router=FixedRouter(scenario.baseline_model), fallbacks={}, cache=False, **common)
+    try:
+        return _policy_gateway(scenario, common, semantic_cache)
+    except ScenarioError:
+        raise
+    except ConfigError as exc:  # a rule only the gateway knows (a tpm below default_max_tokens): the scenario's field
+        raise ScenarioError(_scenario_field(exc.field), exc.allowed + (f" ({exc.hint})" if exc.hint else ""),
+                            exc.value) from None
+
+
+def _retry_policy(field: str, cfg: Any) -> Any:
+    from ..fallback import RetryPolicy
+
+    try:
+        return RetryPolicy(**cfg.model_dump())
+    except ConfigError as exc:  # base_s above cap_s: named as the scenario spells it
+        raise ScenarioError(f"{field}.{exc.field.rpartition('.')[2]}", exc.allowed, exc.value) from None
+
+
+def _scenario_field(field: str) -> str:
+    """A Gateway setting's name as the scenario spells it (``rate_limiter.per_plan['free'].tpm`` →
+    ``gateway.rate_limits.free.tpm``)."""
+    m = re.fullmatch(r"rate_limiter\.per_plan\['(.+)'\]\.(\w+)", field)
+    return f"gateway.rate_limits.{m[1]}.{m[2]}" if m else f"gateway.{field}"
+
+
+def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any) -> "Gateway":
+    from ..budgets import BudgetPolicy
+    from ..gateway import Gateway
+    from ..ratelimit import RateLimit, RateLimiter
+
+    g = scenario.gateway
     limiter = None
     if g.rate_limits:
         limiter = RateLimiter(per_plan={plan: RateLimit(l.rpm, l.tpm) for plan, l in g.rate_limits.items()})
@@ -469,7 +510,11 @@ def _embed_model(scenario: Scenario, traffic: Traffic) -> EmbedModel | None:
     embedder = build_embedder(scenario)
     model = EmbedModel(embedder, latency_s=c.embed_latency_s, cost_per_1m_tokens=c.embed_cost_usd_per_1m,
                        opaque=[traffic.texts[i] for i in traffic.opaque])
-    model.prime(traffic.texts[i] for i in np.unique(traffic.text))  # the hot path then only looks vectors up
+    try:
+        model.prime(traffic.texts[i] for i in np.unique(traffic.text))  # the hot path then only looks vectors up
+    except Exception as exc:  # an API embedder without a key, a model that fails to load: before the run
+        raise ScenarioError("gateway.cache.embedder", f"an embedder that works here ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})", c.embedder) from None
     return model
 
 
@@ -528,6 +573,10 @@ def check_run_args(scenario: Scenario, *, requests: Any = None, hours: Any = Non
     """
     if requests is not None:
         requests = _whole(f"{arg_prefix}requests", requests, 1, MAX_REQUESTS)
+    if requests is not None and hours is not None and (trace or scenario.traffic.trace) is None:
+        # synthetic traffic is sized by one or the other: hours used to win silently, unbounded
+        raise ScenarioError(f"{arg_prefix}hours", f"unset when {arg_prefix}requests is given (one sizes the run)",
+                            hours)
     if hours is not None:
         if isinstance(hours, bool) or not isinstance(hours, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(hours) or hours <= 0:
@@ -638,9 +687,10 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     for key in ("errors", "model_share"):
         names = sorted({name for r in runs for name in r.summary.get(key, {})})
         summary[key] = {name: sum(r.summary.get(key, {}).get(name, 0) for r in runs) / n for name in names}
-    met = [bool(r.summary.get("slo_met")) for r in runs]
+    met = [r.summary.get("slo_met") is True for r in runs]
     summary["slo_met_share"] = sum(met) / n
-    summary["slo_met"] = bool(summary.get("slo_value_s", math.inf) <= summary.get("slo_s", math.inf))
+    value = summary.get("slo_value_s", math.inf)
+    summary["slo_met"] = None if value != value else bool(value <= summary.get("slo_s", math.inf))
     summary["ci95"] = ci
     summary["replications"] = n
     summary["seed"] = seed

@@ -620,6 +620,10 @@ def check_scenario(s: Scenario) -> None:
         raise ScenarioError("traffic.languages", "at least one positive weight", t.languages)
     if sum(g.share for g in t.tenants) <= 0:
         raise ScenarioError("traffic.tenants", "at least one group with share > 0")
+    for i, g in enumerate(t.tenants):
+        if g.languages is not None and sum(g.languages.values()) <= 0:
+            raise ScenarioError(f"traffic.tenants.{i}.languages", "at least one positive weight (or leave it unset "
+                                "for traffic.languages)", g.languages)
     plans = {g.plan for g in t.tenants}
     if r.type == "plan" and r.default is None:
         for plan in sorted(plans):

@@ -281,8 +281,8 @@ def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rn
     t = np.sort(rng.uniform(0.0, horizon_s, n))
     hours = ((start_hour + t / 3600.0) % 24.0).astype(int)
     lam = base * profile[hours]
-    for lo, hi, mult in bursts:
-        lam = np.where((t >= lo) & (t < hi), lam * mult, lam)
+    for lo, hi, mult in bursts:  # t is sorted: each burst is one slice (a pass over every draw per burst took minutes)
+        lam[np.searchsorted(t, lo, "left"):np.searchsorted(t, hi, "left")] *= mult
     keep = rng.uniform(0.0, 1.0, n) * lam_max < lam
     return t[keep]
 
@@ -371,8 +371,9 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
     for code in sorted(set(lang.tolist())):
         chosen = sorted(cat.select(lang=code, domain=cfg.domain), key=lambda i: i.popularity_rank)
         if not chosen:
-            raise ScenarioError("traffic.languages", f"languages with intents for domain {cfg.domain!r} in the "
-                                "catalogue", code)
+            field = next((f"traffic.tenants.{i}.languages" for i, g in enumerate(cfg.tenants)
+                          if (g.languages or {}).get(code, 0) > 0), "traffic.languages")
+            raise ScenarioError(field, f"languages with intents for domain {cfg.domain!r} in the catalogue", code)
         rows = np.flatnonzero(lang == code)
         cum = np.cumsum(zipf_probs(len(chosen), cfg.zipf_s))
         offset = len(pool_intents)
