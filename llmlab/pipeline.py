@@ -108,6 +108,12 @@ class Pipeline:
         #: re-entrant, so a guard or router that itself serves a request through this gateway works
         self.lock = threading.RLock()
         self._prices = {name: prices.price(d.price_key) for name, d in self.deployments.items()}
+        # an embedder that bills (litellm:…) is held against caps; a local one is free
+        self._embeddings_priced = semantic_cache is not None and embedding_cost(semantic_cache.embedder, ["x"]) > 0
+        # answers go through the PII maskers before they are cached or logged (see _remasked)
+        self._answer_maskers = tuple(
+            getattr(g, "mask_text", None) or (lambda text, restore, m=g.masker: m.mask(text, reuse=restore).text)
+            for g in self.input_guards if hasattr(g, "mask_text") or getattr(g, "masker", None) is not None)
 
     # ------------------------------------------------------------------ helpers
     def chain_for(self, primary: str) -> tuple[Deployment, ...]:
@@ -179,12 +185,13 @@ class Pipeline:
             if verdict.restore:
                 s.restore = {**s.restore, **verdict.restore}
         params = req.params
-        max_tokens = answer_token_limit(params)
+        max_tokens = answer_token_limit(params) if "max_completion_tokens" in params else params.get("max_tokens")
         choices = params.get("n") or 1  # providers bill every one of n answers
         # an upper bound: reservations must not undershoot (tool definitions are prompt text too)
-        prompt_est = max_message_tokens(s.messages) + (max_params_tokens(params) if params else 0)
+        prompt_est = max_message_tokens(s.messages)
+        if "tools" in params or "response_format" in params:
+            prompt_est += max_params_tokens(params)
         policy = self.budget_policy
-        cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
 
         # 2. rate limit
         if self.rate_limiter is not None:
@@ -210,7 +217,15 @@ class Pipeline:
             if text.strip():  # an image-only turn has no text to compare
                 s.namespace = "|".join((req.tenant, context_fingerprint(s.messages),
                                         self.key_policy.key((), cache_params)))
-                embedded = yield from self._embed(s, text, cap, prompt_est)
+                cap = policy.cap_for(req.tenant, req.plan) if self._embeddings_priced and policy is not None else None
+                if cap is not None:  # a priced embedding is held with the answer it precedes
+                    embedded = yield from self._held_embedding(s, text, cap, prompt_est)
+                else:
+                    embedded = yield Embed(self.semantic_cache.embedder, (text,))
+                    s.extra_cost += embedded.cost_usd
+                    if embedded.cost_usd and policy is not None and policy.cap_for(req.tenant, req.plan) is not None:
+                        # priced only by the driver (a simulated price): charged, not held
+                        self.budgets.charge(req.tenant, embedded.cost_usd, self.clock())
                 if embedded is not None:
                     s.vector = embedded.vectors[0]
                     hit = self.semantic_cache.lookup(s.namespace, text, s.vector, self.clock())
@@ -230,6 +245,7 @@ class Pipeline:
         # 5. budget: reserve the worst case of every stage before any call
         chains = [self.chain_for(decision.deployment), *(self.chain_for(c) for c in decision.cascade)]
         reservation = None
+        cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
         if cap is not None:
             needed = sum(self.worst_case_cost(c, prompt_est, max_tokens, choices) for c in chains)
             reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
@@ -281,32 +297,22 @@ class Pipeline:
         return self._model_answer(s, answer)
 
     # ------------------------------------------------------------------ stage helpers
-    def _embed(self, s: _State, text: str, cap: float | None, prompt_est: int) -> Generator[Effect, Any, Any]:
-        """Embed the last user turn for the semantic cache, charging a priced embedding to the tenant.
-
-        Under a cap, a priced embedding is held together with the answer it would precede
-        (:meth:`_answer_hold`): a tenant who could not afford the answer skips the semantic
-        lookup rather than pay for it.  Returns None when skipped.
-        """
+    def _held_embedding(self, s: _State, text: str, cap: float, prompt_est: int) -> Generator[Effect, Any, Any]:
+        """Embed the last user turn with a priced embedder under a cap: the embedding is held
+        together with the answer it would precede (:meth:`_answer_hold`), so a tenant who could
+        not afford the answer skips the semantic lookup rather than pay for it (None)."""
         embedder = self.semantic_cache.embedder
-        estimate = embedding_cost(embedder, [text]) if cap is not None else 0.0
-        reservation = None
-        if estimate > 0:
-            reservation = self.budgets.try_reserve(s.request.tenant, estimate + self._answer_hold(s, prompt_est),
-                                                   cap, self.clock())
-            if reservation is None:
-                return None
+        needed = embedding_cost(embedder, [text]) + self._answer_hold(s, prompt_est)
+        reservation = self.budgets.try_reserve(s.request.tenant, needed, cap, self.clock())
+        if reservation is None:
+            return None
         try:
             embedded = yield Embed(embedder, (text,))
         except BaseException:  # cancelled mid-call: the hold must not outlive the request
-            if reservation is not None:
-                self.budgets.settle(reservation, 0.0)
+            self.budgets.settle(reservation, 0.0)
             raise
         s.extra_cost += embedded.cost_usd
-        if reservation is not None:
-            self.budgets.settle(reservation, embedded.cost_usd)
-        elif cap is not None and embedded.cost_usd:  # priced only by the driver (a simulated price)
-            self.budgets.charge(s.request.tenant, embedded.cost_usd, self.clock())
+        self.budgets.settle(reservation, embedded.cost_usd)
         return embedded
 
     def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
@@ -376,7 +382,7 @@ class Pipeline:
     def _call_maker(self, s: _State, purpose: str, stream: bool) -> Callable[[Deployment], Call]:
         req = s.request
         params = dict(req.params)
-        limit = answer_token_limit(params)
+        limit = answer_token_limit(params) if "max_completion_tokens" in params else params.get("max_tokens")
         messages = s.messages
 
         def make(dep: Deployment) -> Call:
@@ -505,12 +511,8 @@ class Pipeline:
         """``text`` (an answer) through the input guards' PII maskers, numbering on from the
         request's placeholders: a model can write PII it was never sent (from its own training,
         or a tool), and what is cached or logged must not hold it."""
-        for guard in self.input_guards:
-            mask_text = getattr(guard, "mask_text", None)
-            if mask_text is not None:
-                text = mask_text(text, restore)
-            elif getattr(guard, "masker", None) is not None:  # a guard of one's own around a PIIMasker
-                text = guard.masker.mask(text, reuse=restore).text
+        for mask in self._answer_maskers:  # PIIMaskingGuard.mask_text, or a guard of one's own's PIIMasker
+            text = mask(text, restore)
         return text
 
     def _log(self, o: Outcome, restore: Mapping[str, str]) -> None:

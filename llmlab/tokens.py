@@ -114,7 +114,12 @@ def max_params_tokens(params: Mapping[str, Any]) -> int:
     """An upper bound of the prompt tokens a request's parameters add: tool definitions and a
     response schema reach the model as text, so the UTF-8 bytes of their JSON bound them (as in
     :func:`max_message_tokens`).  0 for a request with neither."""
-    return sum(_json_bytes(params[k]) for k in PROMPT_PARAMS if params.get(k))
+    total = 0
+    for key in PROMPT_PARAMS:
+        value = params.get(key)
+        if value:
+            total += _json_bytes(value)
+    return total
 
 
 def _json_bytes(value: Any) -> int:

@@ -48,25 +48,32 @@ class PIIMaskingGuard:
 
         The same system prompt, conversation history and (bounded vocabulary of) questions come
         back on every request, so the regex scan was repeated on identical texts.  The decision
-        depends on the text alone, so the memo changes no verdict.  Only texts that *cannot*
-        hold PII are remembered, so the guard never keeps PII-bearing text alive.
+        depends on the text alone, so the memo changes no verdict.  Only texts in which nothing
+        was found are remembered (see :meth:`_remember_clean`), so the guard never keeps
+        PII-bearing text alive.
         """
-        memo = self._clean
-        if text in memo:
+        if text in self._clean:
             return False
         if may_contain_pii(text):
             return True
+        self._remember_clean(text)
+        return False
+
+    def _remember_clean(self, text: str) -> None:
+        memo = self._clean
         if len(memo) >= self.MEMO_SIZE:
             memo.clear()
         memo.add(text)
-        return False
 
     def mask_text(self, text: str, reuse: Mapping[str, str] | None = None) -> str:
         """``text`` with its PII masked, numbering on from ``reuse`` (a request's restore map):
         for answers before they are cached or logged, since a model can repeat what it saw."""
         if not self._may_contain_pii(text):
             return text
-        return self.masker.mask(text, reuse=reuse).text
+        result = self.masker.mask(text, reuse=reuse)
+        if not result.findings:  # digits that are no PII (an order number): scanned once, not per answer
+            self._remember_clean(text)
+        return result.text
 
     def check_input(self, messages: Sequence[Mapping[str, Any]]) -> InputVerdict:
         maybe = self._may_contain_pii
@@ -82,7 +89,11 @@ class PIIMaskingGuard:
         out: list[dict] = []
 
         def mask(text: str, index: int, part: int | None = None) -> str:
+            if not self._may_contain_pii(text):
+                return text
             result = self.masker.mask(text, reuse=restore)
+            if not result.findings:  # an order number, say: the next request skips the full scan
+                self._remember_clean(text)
             restore.update(result.mapping)
             findings.extend(_shift(f, index, part) for f in result.findings)
             return result.text
