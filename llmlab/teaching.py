@@ -16,6 +16,7 @@ pandas and matplotlib are imported inside the functions.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .plotting_fonts import label
@@ -295,31 +296,55 @@ def drill_row(name: str, result: Any, start_s: float, end_s: float) -> dict[str,
             "p95_latency_s": s["p95_latency_s"], "cost_usd": s["cost_usd"],
             "calls_per_turn": s["retry_amplification"],
             "calls_per_turn_in_outage": _window_calls(result.turns, start_s, end_s),
-            "fallback_rate": s["fallback_rate"], "requests": s["requests"]}
+            "fallback_rate": s["fallback_rate"], "budget_rejections": s["budget_rejections"],
+            "requests": s["requests"]}
+
+
+#: the longest drill (outage start + duration + the time after): four runs of it take seconds, not minutes
+MAX_DRILL_S = 4 * 3600.0
+
+
+def check_drill(start_s: Any, duration_s: Any, after_s: Any = 120.0) -> None:
+    """The drill's times, named as the panel labels them (a typo of 100000 s is four long runs)."""
+    from .sim import ScenarioError
+
+    for label, name, value, ok in (("outage start", "start_s", start_s, lambda x: x >= 0),
+                                   ("outage duration", "duration_s", duration_s, lambda x: x > 0),
+                                   ("time after the outage", "after_s", after_s, lambda x: x >= 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise ScenarioError(f"{label} ({name})", "a finite number of seconds " + (
+                "> 0" if name == "duration_s" else ">= 0"), value)
+    if start_s + duration_s + after_s > MAX_DRILL_S:
+        raise ScenarioError("outage start + duration (start_s + duration_s)", f"at most {MAX_DRILL_S - after_s:g} s "
+                            f"for a drill (with {after_s:g} s after it)", start_s + duration_s)
 
 
 def outage_drill(scenario: Any = "b2b-saas", variants: Mapping[str, Mapping[str, Any]] | None = None, *,
                  target: str = "openai", start_s: float = 60.0, duration_s: float = 240.0, kind: str = "down",
                  max_retries: int | None = None, base_s: float | None = None, after_s: float = 120.0,
-                 seed: int = 0, extra_overrides: Mapping[str, Any] | None = None,
+                 seed: int = 0, extra_overrides: Mapping[str, Any] | None = None, keep_caps: bool = False,
                  progress: Any = None) -> tuple["pd.DataFrame", dict[str, Any]]:
     """Simulate the same outage under several protection levels; one summary row per variant.
 
-    Traffic runs for ``start_s + duration_s + after_s`` simulated seconds.  Every variant is
-    validated before the first run, so a bad value fails at once with the scenario's message.
+    Traffic runs for ``start_s + duration_s + after_s`` simulated seconds (at most
+    ``MAX_DRILL_S``).  Monthly caps are lifted unless ``keep_caps``: a pricier fallback reaches
+    a small cap sooner, and its refusals would read as the outage's.  Every variant is validated
+    before the first run, so a bad value fails at once with a message naming it.
     ``progress(done, total)`` is called after each run.  Returns ``(table, {variant: SimResult})``.
     """
     import pandas as pd
 
     from .sim import load_scenario, simulate
 
+    check_drill(start_s, duration_s, after_s)
     chosen = dict(DRILL_VARIANTS if variants is None else variants)
     base = load_scenario(scenario)
-    hours = (start_s + max(duration_s, 0.0) + after_s) / 3600.0
+    hours = (start_s + duration_s + after_s) / 3600.0
+    caps = {} if keep_caps else no_caps(base)
     plans = {}
     for name, v in chosen.items():
         retries = v.get("max_retries", None)
-        overrides = {**dict(extra_overrides or {}),
+        overrides = {**caps, **dict(extra_overrides or {}),
                      **outage_overrides(target=target, start_s=start_s, duration_s=duration_s, kind=kind,
                                         fallback=v.get("fallback", True),
                                         max_retries=max_retries if retries is None else retries,

@@ -33,6 +33,7 @@ import asyncio
 import base64
 import html
 import io
+import math
 import re
 import threading
 import time
@@ -544,8 +545,18 @@ class SimulationPanel(Panel):
         headline = (f"{s['requests']} requests · cost ${s['cost_usd']:.4f}"
                     + (f" · saves {s['savings_pct']:.1f} % vs baseline" if s.get("savings_pct") == s.get("savings_pct")
                        else "")
-                    + f" · P95 {s['p95_latency_s']:.2f} s · availability {100 * s['availability']:.1f} %")
+                    + f" · {slo_phrase(s)} · availability {100 * s['availability']:.1f} %")
         return PanelResult(fig, summary_table(s, result.baseline_summary, self.metrics), headline, result)
+
+
+def slo_phrase(summary: Mapping[str, Any]) -> str:
+    """The scenario's objective as a headline says it: ``P95 TTFT 2.66 s (≤ 3 s: met)``, the
+    metric the SLO is about (a full-answer P95 next to a TTFT objective reads as a breach)."""
+    name = "TTFT" if summary.get("slo_metric") == "ttft" else "latency"
+    value, met = summary.get("slo_value_s", math.nan), summary.get("slo_met")
+    shown = "n/a" if value != value else ("∞" if value == math.inf else f"{value:.2f} s")
+    verdict = "" if met is None else (": met" if met else ": missed")
+    return f"P{summary.get('slo_percentile', 95):g} {name} {shown} (≤ {summary.get('slo_s', math.nan):g} s{verdict})"
 
 
 def default_sim_figure(result: Any) -> Any:
@@ -724,9 +735,11 @@ class ThresholdPanel(Panel):
             return
         value = change["new"]
         self._threshold = value
-        if isinstance(value, (int, float)) and self.slider.min <= value <= self.slider.max:
+        if isinstance(value, (int, float)) and 0.0 <= value <= 1.0:  # a valid threshold the slider must show
             self._syncing = True
             try:
+                # typed outside the slider's range: widen it rather than show a stale value
+                self.slider.min, self.slider.max = min(self.slider.min, value), max(self.slider.max, value)
                 self.slider.value = value
             finally:
                 self._syncing = False

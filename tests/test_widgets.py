@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import warnings
 
@@ -280,6 +281,15 @@ def test_threshold_typed_out_of_range_shows_the_caches_error_then_recovers(thres
     assert p.last_error is None and p.slider.value == 0.55 and "threshold 0.55" in p.headline.value
 
 
+def test_a_typed_threshold_below_the_sliders_range_moves_the_slider(threshold_panel):
+    p, timer = threshold_panel, threshold_panel.timer
+    p.text.value = 1.0
+    timer.fire()
+    p.text.value = 0.25  # a valid threshold under the slider's minimum
+    timer.fire()
+    assert p.last_error is None and p.slider.value == 0.25 and p.slider.min <= 0.25
+
+
 def test_threshold_off_grid_value_is_computed_exactly(threshold_panel):
     p, timer = threshold_panel, threshold_panel.timer
     p.text.value = 0.553
@@ -339,7 +349,7 @@ def test_outage_drill_panel_negative_duration_then_good():
     assert table.iloc[1]["availability_in_outage"] > table.iloc[0]["availability_in_outage"]
     panel.controls["duration_s"].value = -10.0
     timer.fire()
-    assert panel.last_error == "ScenarioError: outages.windows.0.end_s: must be > start_s (20) (got 10.0)"
+    assert panel.last_error == "ScenarioError: outage duration (duration_s): a finite number of seconds > 0 (got -10.0)"
     panel.controls["duration_s"].value = 30.0
     timer.fire()
     assert panel.last_error is None and "30 s" in panel.headline.value
@@ -451,3 +461,36 @@ def test_teaching_figures_render():
                 cost_breakdown_figure(pd.DataFrame([{"model": "m", "input_usd": 1.0, "output_usd": 2.0,
                                                      "unserved_usd": 0.1}]))):
         assert figure_png(fig).startswith(b"\x89PNG")
+
+
+def test_outage_drill_refuses_a_drill_of_many_hours_naming_the_box():
+    from llmlab.sim import ScenarioError
+    from llmlab.teaching import MAX_DRILL_S, check_drill
+
+    with pytest.raises(ScenarioError, match=r"^outage start \+ duration \(start_s \+ duration_s\): at most"):
+        check_drill(60.0, 100_000.0)
+    with pytest.raises(ScenarioError, match=r"^outage start \(start_s\)"):
+        check_drill(float("nan"), 10.0)
+    check_drill(0.0, MAX_DRILL_S - 120.0)  # the longest drill is allowed
+
+
+def test_an_outage_drill_lifts_the_caps_so_refusals_do_not_read_as_the_outage():
+    from llmlab.teaching import outage_drill
+
+    variants = {"fallback + retries + breaker": {"fallback": True}}
+    lifted, _ = outage_drill("b2b-saas", variants, start_s=1800.0, duration_s=180.0, after_s=0.0, seed=1)
+    kept, _ = outage_drill("b2b-saas", variants, start_s=1800.0, duration_s=180.0, after_s=0.0, seed=1,
+                           keep_caps=True)
+    assert lifted.iloc[0]["budget_rejections"] == 0 and lifted.iloc[0]["availability_in_outage"] == 1.0
+    assert kept.iloc[0]["budget_rejections"] > 0 and kept.iloc[0]["availability_in_outage"] < 1.0
+
+
+def test_a_ttft_objective_is_what_the_headline_reports():
+    from llmlab.widgets import slo_phrase
+
+    s = {"slo_metric": "ttft", "slo_percentile": 95, "slo_value_s": 2.66, "slo_met": True, "slo_s": 3.0,
+         "p95_latency_s": 4.59}
+    assert slo_phrase(s) == "P95 TTFT 2.66 s (≤ 3 s: met)"
+    assert slo_phrase({**s, "slo_metric": "latency", "slo_value_s": math.inf, "slo_met": False}) == \
+        "P95 latency ∞ (≤ 3 s: missed)"
+    assert slo_phrase({**s, "slo_value_s": math.nan, "slo_met": None}) == "P95 TTFT n/a (≤ 3 s)"
