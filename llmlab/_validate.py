@@ -23,6 +23,13 @@ def number(field: str, value: Any, *, lo: float | None = None, hi: float | None 
     return v
 
 
+def amount(field: str, value: Any) -> float:
+    """A finite quantity >= 0 (money, counts): infinity would turn 0 × inf into NaN downstream."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
+        raise ConfigError(field, value, "a finite number >= 0")
+    return float(value)
+
+
 def positive(field: str, value: Any, *, allow_none: bool = False) -> float | None:
     return number(field, value, lo=0.0, lo_open=True, allow_none=allow_none)
 

@@ -23,7 +23,7 @@ def break_even_hit_rate(embedding_cost: float, llm_cost: float) -> float:
 
     A result above 1 means the cache can never pay (an embedding dearer than the call it saves).
     """
-    e = v.non_negative("embedding_cost", embedding_cost)
+    e = v.amount("embedding_cost", embedding_cost)
     c = v.positive("llm_cost", llm_cost)
     assert e is not None and c is not None
     return e / c
@@ -43,13 +43,12 @@ def semantic_cache_net_saving(requests: float, hit_rate: float, llm_cost: float,
     ``gross_saving = hits × llm_cost`` (every hit skips a call, right or wrong),
     ``embedding_spend = requests × embedding_cost``, ``net = gross − embedding − penalty``.
     """
-    n = v.non_negative("requests", requests)
+    n = v.amount("requests", requests)
     h = v.probability("hit_rate", hit_rate)
-    c = v.non_negative("llm_cost", llm_cost)
-    e = v.non_negative("embedding_cost", embedding_cost)
+    c = v.amount("llm_cost", llm_cost)
+    e = v.amount("embedding_cost", embedding_cost)
     f = v.probability("false_hit_rate", false_hit_rate)
-    p = v.non_negative("false_hit_penalty", false_hit_penalty)
-    assert n is not None and c is not None and e is not None and p is not None
+    p = v.amount("false_hit_penalty", false_hit_penalty)
     hits = n * h
     false_hits = hits * f
     gross = hits * c

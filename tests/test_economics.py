@@ -69,3 +69,11 @@ def test_break_even_validates_too():
     with pytest.raises(ConfigError) as info:
         break_even_hit_rate(0.001, 0)
     assert info.value.field == "llm_cost"
+
+
+@pytest.mark.parametrize("field", ["requests", "llm_cost", "embedding_cost", "false_hit_penalty"])
+def test_infinite_amounts_are_refused_not_turned_into_nan(field):
+    args = {"requests": 100, "hit_rate": 0.5, "llm_cost": 0.01, "embedding_cost": 0.0001, "false_hit_rate": 0.0,
+            "false_hit_penalty": 0.0, field: float("inf")}
+    with pytest.raises(ConfigError, match=f"^{field}=inf is invalid: allowed a finite number >= 0"):
+        semantic_cache_net_saving(**args)
