@@ -44,10 +44,18 @@ class Ledger:
         self.count = 0
 
     def record(self, outcome: Outcome) -> None:
+        self.tally(outcome)
+        self.notify(outcome)
+
+    def tally(self, outcome: Outcome) -> None:
+        """Count and keep ``outcome`` (the gateway does this under its lock)."""
         self.count += 1
         self._spend[outcome.tenant] += outcome.cost_usd
         if self.keep:
             self.records.append(outcome)
+
+    def notify(self, outcome: Outcome) -> None:
+        """Hand ``outcome`` to the sink (user code: the gateway calls it outside its lock)."""
         if self.sink is not None:
             self.sink(outcome)
 

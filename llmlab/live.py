@@ -11,6 +11,7 @@ provider crosses back into the pipeline.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -23,6 +24,8 @@ from .fallback import streamed_part
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens
+
+log = logging.getLogger("llmlab.live")
 
 _LITELLM: Any = None
 
@@ -223,13 +226,20 @@ class LiteLLMDriver:
         litellm = import_litellm()
         started = self.clock()
         state = _StreamState(call, started)
+        response = None
         try:
-            for chunk in litellm.completion(**_kwargs(call)):
+            response = litellm.completion(**_kwargs(call))
+            for chunk in response:
                 piece = state.feed(chunk, self.clock())
                 if piece:
                     yield piece
         except Exception as exc:
             return _to_error(exc, call, self.clock() - started, "".join(state.parts))
+        finally:
+            # closed now, also when the caller left mid-stream: left to the garbage collector, the
+            # HTTP response was closed inside a later request holding the connection pool's lock
+            # (httpcore's, not re-entrant) and that thread hung for good
+            _close(response)
         return state.result(self.clock())
 
     def embed(self, effect: Embed) -> EmbedResult:
@@ -265,6 +275,7 @@ class LiteLLMDriver:
         litellm = await aimport_litellm()
         started = self.clock()
         state = _StreamState(call, started)
+        response = None
         try:
             response = await litellm.acompletion(**_kwargs(call))
             async for chunk in response:
@@ -274,7 +285,29 @@ class LiteLLMDriver:
         except Exception as exc:
             yield _to_error(exc, call, self.clock() - started, "".join(state.parts))
             return
+        finally:
+            await _aclose(response)  # as in stream_call: the connection goes back now, not at collection
         yield state.result(self.clock())
+
+
+def _close(response: Any) -> None:
+    close = getattr(response, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # closing a broken stream must not replace its outcome
+            log.debug("closing a provider stream failed", exc_info=True)
+
+
+async def _aclose(response: Any) -> None:
+    aclose = getattr(response, "aclose", None)
+    try:
+        if callable(aclose):
+            await aclose()
+        else:
+            _close(response)
+    except Exception:
+        log.debug("closing a provider stream failed", exc_info=True)
 
 
 # ------------------------------------------------------------------ generic drive loops
@@ -290,10 +323,11 @@ class PipelineRun:
     A failing ``Call`` becomes a :class:`CallError` (the chain retries or falls back); any other
     failing effect is thrown into the pipeline, which turns it into a typed outcome.
 
-    ``lock`` (the pipeline's) is held while the generator runs between two effects, never while
-    an effect is performed: the stages' in-memory state (budgets, rate buckets, caches, breakers,
-    ledger) is then changed by one request at a time even when ``complete()`` is called from
-    many threads, and calls to providers still overlap.
+    ``lock`` (the pipeline's :class:`~llmlab.steplock.StepLock`) is held while the generator runs
+    between two effects, never while an effect is performed, and the pipeline lets it go around
+    user code: the stages' in-memory state (budgets, rate buckets, caches, breakers, ledger) is
+    then changed by one request at a time even when ``complete()`` is called from many threads,
+    while calls to providers and guards' own I/O still overlap.
     """
 
     def __init__(self, gen: Generator[Any, Any, Any], lock: ContextManager[Any] = nullcontext()) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 
@@ -34,6 +33,7 @@ from .pricing import PriceBook
 from .ratelimit import RateLimiter
 from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_targets
+from .steplock import StepLock
 from .tokens import max_message_tokens, max_params_tokens
 
 log = logging.getLogger("llmlab.gateway")
@@ -104,9 +104,10 @@ class Pipeline:
         self.default_max_tokens = default_max_tokens
         self.log_content = log_content
         self._chains: dict[str, tuple[Deployment, ...]] = {}
-        #: held by the live drivers while the generator runs between effects (see live.PipelineRun):
-        #: re-entrant, so a guard or router that itself serves a request through this gateway works
-        self.lock = threading.RLock()
+        #: held by the live drivers while the generator runs between effects (see live.PipelineRun);
+        #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
+        self.lock = StepLock()
+        self._ledger_splits = type(self.ledger).record is Ledger.record
         self._prices = {name: prices.price(d.price_key) for name, d in self.deployments.items()}
         # an embedder that bills (litellm:…) is held against caps; a local one is free
         self._embeddings_priced = semantic_cache is not None and embedding_cost(semantic_cache.embedder, ["x"]) > 0
@@ -168,15 +169,18 @@ class Pipeline:
             if settle is not None:
                 used = sum(a.prompt_tokens + a.completion_tokens for a in outcome.attempts)
                 settle(request.tenant, request.plan, state.rate_tokens, used, self.clock())
-        self.ledger.record(outcome)
-        self._log(outcome, state.restore)
+        if self._ledger_splits:  # counted under the lock, the sink (user code) outside it
+            self.ledger.tally(outcome)
+        else:  # a ledger of one's own: its record() as it is
+            self.ledger.record(outcome)
+        self.lock.outside(self._announce, outcome, state.restore)
         return outcome
 
     def _serve(self, s: _State, stream: bool) -> Generator[Effect, Any, Outcome]:
         req = s.request
         # 1. guardrails in: mask PII before anything is sent, cached or logged
         for guard in self.input_guards:
-            verdict = guard.check_input(s.messages)
+            verdict = self.lock.outside(guard.check_input, s.messages)
             if verdict.findings:
                 s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
             if verdict.blocked:
@@ -322,7 +326,7 @@ class Pipeline:
         sent: Any = None
         while True:
             try:
-                effect = gen.send(sent)
+                effect = self.lock.outside(gen.send, sent)  # the router's own code
             except StopIteration as stop:
                 return stop.value
             reservation = None
@@ -399,7 +403,8 @@ class Pipeline:
         dep = result.deployment
         try:
             # the check (a grader model, say) sees what the answering model saw: the masked request
-            ok = bool(decision.accept(result.result.text, self._masked_request(s))) if decision.accept else True
+            ok = bool(self.lock.outside(decision.accept, result.result.text, self._masked_request(s))) \
+                if decision.accept else True
             error = None if ok else "rejected by acceptance check; escalating"
         except Exception as exc:  # a user-supplied check must not crash the gateway
             # its message may quote the request: only the exception's type is recorded
@@ -426,7 +431,7 @@ class Pipeline:
     def _guard_output(self, s: _State, text: str) -> tuple[str, GatewayError | None]:
         """Output guardrails (blocked terms, leaked secrets) on the still-masked answer."""
         for guard in self.output_guards:
-            verdict = guard.check_output(text)
+            verdict = self.lock.outside(guard.check_output, text)
             if verdict.findings:
                 s.findings.extend(f"{guard.name}:{f.kind}" for f in verdict.findings)
             if verdict.blocked:
@@ -497,6 +502,12 @@ class Pipeline:
         detail = f"{error.kind.value}: {error.message}" if error is not None else "no deployment available"
         return self._error(s, AllProvidersFailed(f"all deployments failed ({', '.join(tried)}); last error {detail}",
                                                  retry_after_s=round(retry_after, 3)))
+
+    def _announce(self, outcome: Outcome, restore: Mapping[str, str]) -> None:
+        """The ledger's sink and the request log: user code, run outside the lock."""
+        if self._ledger_splits:
+            self.ledger.notify(outcome)
+        self._log(outcome, restore)
 
     def _masked_for_log(self, text: str | None, restore: Mapping[str, str]) -> str | None:
         """An answer as logs may see it: the caller's PII put back by ``unmask_answers`` is masked

@@ -303,3 +303,33 @@ def test_a_half_open_probe_ending_in_a_fatal_error_does_not_wedge_the_breaker():
     gw.complete("probe")
     clock.advance(100)
     assert gw.complete("much later").attempts[0].error != "circuit_open"
+
+
+LEAVE_STREAMS_EARLY = """
+import os, sys
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from llmlab import Deployment, FixedRouter, Gateway
+from llmlab.testing import FakeProvider, FaultPlan
+with FakeProvider(FaultPlan(latency_s=0.002, chunk_delay_s=0.002), reply=lambda body: "word " * 40) as fp:
+    dep = Deployment("a", "openai/gpt-4o", {"api_base": fp.base_url, "api_key": "sk-test"}, timeout_s=5)
+    gw = Gateway([dep], router=FixedRouter("a"), fallbacks={}, cache=False, input_guards=())
+    for i in range(int(sys.argv[1])):
+        for chunk in gw.stream("hello"):
+            break  # the caller leaves after the first chunk
+        assert gw.complete("hello").ok
+    outcomes = [o.error.code if o.error else "ok" for o in gw.ledger]
+    print(outcomes.count("client_disconnected"), outcomes.count("ok"))
+"""
+
+
+def test_callers_who_leave_streams_early_never_hang_the_next_request():
+    """The provider's stream used to be left to the garbage collector, which closed it inside a later
+    request holding httpcore's pool lock: the thread waited on itself (after 14-86 rounds)."""
+    import subprocess
+    import sys
+
+    rounds = 300
+    proc = subprocess.run([sys.executable, "-c", LEAVE_STREAMS_EARLY, str(rounds)], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(rounds), str(rounds)]

@@ -143,14 +143,23 @@ def test_threads_sharing_a_gateway_keep_its_books(make_gateway):
     _money_holds(gw, 0.2)
 
 
-def test_the_pipeline_lock_is_held_by_stages_and_released_for_effects(make_gateway, driver):
-    gw = make_gateway()
-    seen: list[bool] = []
+def test_the_pipeline_lock_covers_the_stages_state_not_user_code_or_effects(make_gateway, driver):
+    """Budgets change under the lock; guards, routers, sinks (user code) and provider calls run outside it."""
+    from llmlab.budgets import MemoryBudgets
 
-    def held_elsewhere() -> bool:  # RLock: probe from another thread
+    seen: dict[str, bool] = {}
+    gw: Gateway
+
+    def held_elsewhere() -> bool:  # probed from another thread: does someone hold the gateway's lock?
         box: list[bool] = []
-        t = threading.Thread(target=lambda: box.append(not gw.pipeline.lock.acquire(blocking=False) or
-                                                      gw.pipeline.lock.release() is not None))
+
+        def probe() -> None:
+            got = gw.pipeline.lock._lock.acquire(blocking=False)
+            if got:
+                gw.pipeline.lock._lock.release()
+            box.append(not got)
+
+        t = threading.Thread(target=probe)
         t.start()
         t.join()
         return box[0]
@@ -159,14 +168,76 @@ def test_the_pipeline_lock_is_held_by_stages_and_released_for_effects(make_gatew
         name = "probe"
 
         def check_input(self, messages):
-            seen.append(held_elsewhere())
+            seen["guard"] = held_elsewhere()
             return InputVerdict(tuple(messages))
 
+    class Budgets(MemoryBudgets):
+        def try_reserve(self, *args):
+            seen["budget"] = held_elsewhere()
+            return super().try_reserve(*args)
+
     def reply(call):
-        seen.append(held_elsewhere())
+        seen["provider call"] = held_elsewhere()
         return "fine"
 
     driver.default = reply
-    gw = make_gateway(input_guards=[Probe()])
+    gw = make_gateway(input_guards=[Probe()], budget=BudgetPolicy(caps={"acme": 1.0}), budget_backend=Budgets())
+    gw.pipeline.ledger.sink = lambda outcome: seen.__setitem__("ledger sink", held_elsewhere())
     assert gw.complete("hello", tenant="acme").ok
-    assert seen == [True, False]  # a stage runs under the lock; a provider call does not
+    assert seen == {"guard": False, "budget": True, "provider call": False, "ledger sink": False}
+
+
+def test_a_guard_may_wait_for_another_thread_that_uses_the_same_gateway(make_gateway, driver):
+    """Held across user code, the lock deadlocked a guard that handed work to another thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    gw: Gateway
+
+    class Moderation:
+        name = "moderation"
+
+        def check_input(self, messages):
+            if messages[-1]["content"].startswith("moderate:"):
+                return InputVerdict(tuple(messages))
+            verdict = pool.submit(gw.complete, "moderate: " + messages[-1]["content"], cache=False).result(timeout=10)
+            return InputVerdict(tuple(messages), None if verdict.ok else "moderation failed")
+
+    driver.default = "fine"
+    gw = make_gateway(input_guards=[Moderation()])
+    try:
+        assert gw.complete("hello").ok and len(gw.ledger) == 2
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def test_step_lock_lets_go_of_every_level_around_user_code_and_takes_them_back():
+    from llmlab.steplock import StepLock
+
+    lock = StepLock()
+    assert lock.outside(lambda: 1) == 1 and not lock.held()  # never taken: a plain call
+
+    def free_elsewhere() -> bool:
+        box: list[bool] = []
+
+        def probe() -> None:
+            got = lock._lock.acquire(blocking=False)
+            if got:
+                lock._lock.release()
+            box.append(got)
+
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        return box[0]
+
+    with lock:
+        with lock:  # re-entrant on one thread
+            assert not free_elsewhere()
+            assert lock.outside(free_elsewhere) is True
+            assert lock.held() and not free_elsewhere()  # back at depth 2
+            with pytest.raises(ZeroDivisionError):
+                lock.outside(lambda: 1 / 0)
+            assert lock.held() and not free_elsewhere()  # taken back after an exception too
+        assert lock.held()
+    assert not lock.held() and free_elsewhere()
