@@ -308,11 +308,11 @@ def check_drill(start_s: Any, duration_s: Any, after_s: Any = 120.0) -> None:
     """The drill's times, named as the panel labels them (a typo of 100000 s is four long runs)."""
     from .sim import ScenarioError
 
-    for label, name, value, ok in (("outage start", "start_s", start_s, lambda x: x >= 0),
+    for box, name, value, ok in (("outage start", "start_s", start_s, lambda x: x >= 0),
                                    ("outage duration", "duration_s", duration_s, lambda x: x > 0),
                                    ("time after the outage", "after_s", after_s, lambda x: x >= 0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-            raise ScenarioError(f"{label} ({name})", "a finite number of seconds " + (
+            raise ScenarioError(f"{box} ({name})", "a finite number of seconds " + (
                 "> 0" if name == "duration_s" else ">= 0"), value)
     if start_s + duration_s + after_s > MAX_DRILL_S:
         raise ScenarioError("outage start + duration (start_s + duration_s)", f"at most {MAX_DRILL_S - after_s:g} s "
