@@ -309,8 +309,8 @@ def check_drill(start_s: Any, duration_s: Any, after_s: Any = 120.0) -> None:
     from .sim import ScenarioError
 
     for box, name, value, ok in (("outage start", "start_s", start_s, lambda x: x >= 0),
-                                   ("outage duration", "duration_s", duration_s, lambda x: x > 0),
-                                   ("time after the outage", "after_s", after_s, lambda x: x >= 0)):
+                                 ("outage duration", "duration_s", duration_s, lambda x: x > 0),
+                                 ("time after the outage", "after_s", after_s, lambda x: x >= 0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
             raise ScenarioError(f"{box} ({name})", "a finite number of seconds " + (
                 "> 0" if name == "duration_s" else ">= 0"), value)
