@@ -143,6 +143,22 @@ def test_threads_sharing_a_gateway_keep_its_books(make_gateway):
     _money_holds(gw, 0.2)
 
 
+def _free_for_another_thread(lock) -> bool:
+    """Whether a thread other than the caller could take ``lock`` (a StepLock) right now."""
+    box: list[bool] = []
+
+    def probe() -> None:
+        got = lock._lock.acquire(blocking=False)
+        if got:
+            lock._lock.release()
+        box.append(got)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return box[0]
+
+
 def test_the_pipeline_lock_covers_the_stages_state_not_user_code_or_effects(make_gateway, driver):
     """Budgets change under the lock; guards, routers, sinks (user code) and provider calls run outside it."""
     from llmlab.budgets import MemoryBudgets
@@ -150,19 +166,8 @@ def test_the_pipeline_lock_covers_the_stages_state_not_user_code_or_effects(make
     seen: dict[str, bool] = {}
     gw: Gateway
 
-    def held_elsewhere() -> bool:  # probed from another thread: does someone hold the gateway's lock?
-        box: list[bool] = []
-
-        def probe() -> None:
-            got = gw.pipeline.lock._lock.acquire(blocking=False)
-            if got:
-                gw.pipeline.lock._lock.release()
-            box.append(not got)
-
-        t = threading.Thread(target=probe)
-        t.start()
-        t.join()
-        return box[0]
+    def held_elsewhere() -> bool:
+        return not _free_for_another_thread(gw.pipeline.lock)
 
     class Probe:
         name = "probe"
@@ -218,18 +223,7 @@ def test_step_lock_lets_go_of_every_level_around_user_code_and_takes_them_back()
     assert lock.outside(lambda: 1) == 1 and not lock.held()  # never taken: a plain call
 
     def free_elsewhere() -> bool:
-        box: list[bool] = []
-
-        def probe() -> None:
-            got = lock._lock.acquire(blocking=False)
-            if got:
-                lock._lock.release()
-            box.append(got)
-
-        t = threading.Thread(target=probe)
-        t.start()
-        t.join()
-        return box[0]
+        return _free_for_another_thread(lock)
 
     with lock:
         with lock:  # re-entrant on one thread
