@@ -7,8 +7,8 @@
 
 ``sim_requests_per_s`` is the policy run of ``b2b-saas`` (plan routing, PII masking, exact +
 semantic cache with the preset's embedder, named in the JSON, budgets, fallback chain,
-outages, the ledger) with no per-request table kept.  The preset's tiny per-customer caps are lifted (``--keep-caps`` keeps
-them): over a long run almost every request would otherwise be a cheap budget refusal, which
+outages, the ledger) with no per-request table kept.  The preset's tiny per-customer caps
+are lifted (``--keep-caps`` keeps them): over a long run almost every request would otherwise be a cheap budget refusal, which
 flatters the number; lifted, every request goes through every stage (the budget stage still
 reserves and settles).  Traffic generation and the one-off embedding of the distinct queries
 are timed separately (``traffic_s``, ``prime_s``).  ``--variants`` adds the same run without

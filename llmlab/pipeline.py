@@ -466,8 +466,8 @@ class Pipeline:
         if blocked is not None:
             return self._error(s, blocked)
         if s.cache is CacheOutcome.MISS:  # fill with the guarded, still-masked answer: no raw PII is cached
-            value = CachedAnswer(self._remasked(text, s.restore), dep.model, result.prompt_tokens, result.completion_tokens,
-                                 self.price_result(dep, result), now, s.request.metadata)
+            value = CachedAnswer(self._remasked(text, s.restore), dep.model, result.prompt_tokens,
+                                 result.completion_tokens, self.price_result(dep, result), now, s.request.metadata)
             if self.exact_cache is not None and s.key is not None:
                 self.exact_cache.put(s.request.tenant, s.key, value, now)
             if self.semantic_cache is not None and s.vector is not None:
