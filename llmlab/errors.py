@@ -17,23 +17,48 @@ import re
 from collections import abc
 from typing import Any
 
-#: setting names whose values are credentials: never repeated in a message
-_SECRET_NAME = re.compile(r"key|token|secret|password|auth|credential", re.IGNORECASE)
+#: setting names whose values are credentials (``api_key``, ``x-api-key``, ``Authorization``,
+#: ``aws_secret_access_key``, ``azure_ad_token``), never repeated in a message; not ``max_tokens``
+#: or ``input_cost_per_token``
+_SECRET_NAME = re.compile(
+    r"^(?:.*[_\-.])?(?:api[_-]?key|access[_-]?key|secret(?:[_-]?access)?[_-]?key|private[_-]?key|secret|password|"
+    r"passwd|credentials?|authorization|auth|(?:access|auth|bearer|refresh|session|id|ad|api)[_-]?token)$|"
+    r"^(?:key|token)$", re.IGNORECASE)
+#: credentials written inside text: OpenAI-style keys, bearer tokens, a URL's user:password@
+_SECRET_TEXT = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*"
+                          r"|(?<=://)[^/@\s:]*:[^/@\s]+(?=@)")
 
 
 def is_secret_name(name: Any) -> bool:
-    return isinstance(name, str) and _SECRET_NAME.search(name) is not None
+    return isinstance(name, str) and _SECRET_NAME.match(name) is not None
+
+
+def redact_text(text: str) -> str:
+    """``text`` with key-shaped strings, bearer tokens and URL passwords replaced by ``***``."""
+    return _SECRET_TEXT.sub("***", text)
 
 
 def shown(field: str, value: Any) -> Any:
     """``value`` as an error message may repeat it (applications log these messages): a
-    message's text only by its shape (it may hold PII), a mapping with its credentials hidden."""
+    message's text only by its shape (it may hold PII), credentials hidden — the value of a
+    credential-named field or key, at any depth, and credentials written inside text."""
     if field.startswith(("messages", "prompt")) and not field.endswith(".role") and \
             not isinstance(value, (type(None), bool, int, float)):
         size = f" of length {len(value)}" if hasattr(value, "__len__") else ""
         return _Shape(f"<{type(value).__name__}{size}>")
-    if isinstance(value, (dict, abc.Mapping)):
-        return {k: "***" if is_secret_name(k) else v for k, v in value.items()}
+    if is_secret_name(re.split(r"[.\[]", field)[-1].strip("]'\"")) and value is not None:
+        return _Shape("***")
+    return _hidden(value)
+
+
+def _hidden(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth < 4 and isinstance(value, (dict, abc.Mapping)):
+        return {k: "***" if is_secret_name(k) else _hidden(v, depth + 1) for k, v in value.items()}
+    if depth < 4 and isinstance(value, (list, tuple)):
+        items = [_hidden(v, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
     return value
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from contextlib import nullcontext
 from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, Mapping
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
-from .errors import ClientDisconnected, is_secret_name
+from .errors import ClientDisconnected, is_secret_name, redact_text
 from .fallback import streamed_part
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
@@ -110,10 +109,6 @@ def _to_error(exc: BaseException, call: Call, latency: float, partial: str = "")
     return CallError(kind, message, latency, _retry_after(exc), getattr(exc, "status_code", None), partial)
 
 
-#: credentials a provider or proxy may echo in an error (OpenAI-style keys, bearer tokens)
-_SECRET_TEXT = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*")
-
-
 def redact_secrets(text: str, params: Mapping[str, Any]) -> str:
     """``text`` with the deployment's credentials, and anything shaped like a key, replaced by
     ``***``: providers echo keys in 401s ("Incorrect API key provided: sk-…"), and error text is
@@ -121,7 +116,7 @@ def redact_secrets(text: str, params: Mapping[str, Any]) -> str:
     for name, value in params.items():
         if isinstance(value, str) and len(value) >= 6 and is_secret_name(name):
             text = text.replace(value, "***")
-    return _SECRET_TEXT.sub("***", text)
+    return redact_text(text)
 
 
 def _kwargs(call: Call) -> dict[str, Any]:

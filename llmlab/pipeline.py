@@ -71,6 +71,16 @@ class _State:
     rate_tokens: int = 0  # tokens the rate limiter took at the worst case, settled when the request ends
 
 
+def _placeholders_back(text: str, restore: Mapping[str, str]) -> str:
+    """``text`` with the asker's own masked values (however the model came to write them) as
+    their placeholders again.  What the cache keeps: a later asker gets *their* values put back,
+    and public details the answer quotes (a help desk's address) stay as written."""
+    for placeholder, original in restore.items():
+        if original in text:
+            text = text.replace(original, placeholder)
+    return text
+
+
 class Pipeline:
     """The stages wired in order.  Construct through :class:`~llmlab.gateway.Gateway`."""
 
@@ -111,7 +121,7 @@ class Pipeline:
         self._prices = {name: prices.price(d.price_key) for name, d in self.deployments.items()}
         # an embedder that bills (litellm:…) is held against caps; a local one is free
         self._embeddings_priced = semantic_cache is not None and embedding_cost(semantic_cache.embedder, ["x"]) > 0
-        # answers go through the PII maskers before they are cached or logged (see _remasked)
+        # answers go through the PII maskers before they are logged (see _masked_for_log)
         self._answer_maskers = tuple(
             getattr(g, "mask_text", None) or (lambda text, restore, m=g.masker: m.mask(text, reuse=restore).text)
             for g in self.input_guards if hasattr(g, "mask_text") or getattr(g, "masker", None) is not None)
@@ -162,7 +172,9 @@ class Pipeline:
             # recorded without the call it interrupted: the deployment holds credentials
             outcome = self._error(state, ClientDisconnected(*exc.args[:1]))
         except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
-            log.exception("llmlab internal error", extra={"request_id": request.request_id})
+            # logged outside the lock, as every log line: a handler is user code
+            self.lock.outside(log.error, "llmlab internal error", exc_info=exc,
+                              extra={"request_id": request.request_id})
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
         if state.rate_tokens:
             settle = getattr(self.rate_limiter, "settle", None)
@@ -303,11 +315,10 @@ class Pipeline:
     # ------------------------------------------------------------------ stage helpers
     def _held_embedding(self, s: _State, text: str, cap: float, prompt_est: int) -> Generator[Effect, Any, Any]:
         """Embed the last user turn with a priced embedder under a cap: the embedding is held
-        together with the answer it would precede (:meth:`_answer_hold`), so a tenant who could
+        together with the answer it would precede (:meth:`_hold_before_routing`), so a tenant who could
         not afford the answer skips the semantic lookup rather than pay for it (None)."""
         embedder = self.semantic_cache.embedder
-        needed = embedding_cost(embedder, [text]) + self._answer_hold(s, prompt_est)
-        reservation = self.budgets.try_reserve(s.request.tenant, needed, cap, self.clock())
+        reservation = self._hold_before_routing(s, embedding_cost(embedder, [text]), prompt_est, cap)
         if reservation is None:
             return None
         try:
@@ -335,11 +346,11 @@ class Pipeline:
                 # cap must not keep paying for classifications of requests the budget then refuses
                 cap = self.budget_policy.cap_for(s.request.tenant, s.request.plan)
                 if cap is not None:
-                    # held during the call: this call's worst case plus the answer it leads to, so a tenant
-                    # who cannot afford that answer is not charged for a classification
-                    needed = self.worst_case_cost((effect.deployment,), max_message_tokens(effect.messages),
-                                                  answer_token_limit(effect.params)) + self._answer_hold(s, prompt_est)
-                    reservation = self.budgets.try_reserve(s.request.tenant, needed, cap, self.clock())
+                    # held during the call with the answer it leads to: a tenant who cannot afford an
+                    # answer is not charged for a classification
+                    call_cost = self.worst_case_cost((effect.deployment,), max_message_tokens(effect.messages),
+                                                     answer_token_limit(effect.params))
+                    reservation = self._hold_before_routing(s, call_cost, prompt_est, cap)
                     if reservation is None:
                         sent = CallError(ErrorKind.BAD_REQUEST, "not called: the tenant's monthly budget cannot "
                                                                 "cover this call")
@@ -369,19 +380,33 @@ class Pipeline:
         """The request as the models see it (PII masked): what routers and acceptance checks get."""
         return replace(s.request, messages=s.messages) if s.restore else s.request
 
-    def _answer_hold(self, s: _State, prompt_est: int) -> float:
-        """What a paid step before routing (a classification, a priced embedding) holds for the
-        answer that follows: the dearest route the router may take, so that a request the budget
-        refuses afterwards has paid for nothing.  When over-budget requests are downgraded, the
-        downgrade's cost is enough: an unaffordable route is downgraded, not refused."""
+    def _answer_holds(self, s: _State, prompt_est: int) -> tuple[float, float]:
+        """``(dearest, cheapest)``: what a paid step before routing (a classification, a priced
+        embedding) holds for the answer that follows, over the routes the router may take.  With
+        the dearest held, a request the budget refuses afterwards has paid for nothing; nearer the
+        cap the cheapest still lets the step run (a rule may answer at $0, a cache hit is free).
+        When over-budget requests are downgraded, the downgrade's cost is enough for both."""
         params = s.request.params
         max_tokens, choices = answer_token_limit(params), params.get("n") or 1
-        hold = max((self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens, choices)
-                    for t in answer_targets(self.router) if t in self.deployments), default=0.0)
+        costs = [self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens, choices)
+                 for t in answer_targets(self.router) if t in self.deployments] or [0.0]
+        dearest, cheapest = max(costs), min(costs)
         policy = self.budget_policy
         if policy.on_exceed == "downgrade" and policy.downgrade_to in self.deployments:
-            hold = min(hold, self.worst_case_cost(self.chain_for(policy.downgrade_to), prompt_est, max_tokens, choices))
-        return hold
+            downgrade = self.worst_case_cost(self.chain_for(policy.downgrade_to), prompt_est, max_tokens, choices)
+            dearest, cheapest = min(dearest, downgrade), min(cheapest, downgrade)
+        return dearest, cheapest
+
+    def _hold_before_routing(self, s: _State, step_cost: float, prompt_est: int, cap: float) -> Any:
+        """Reserve ``step_cost`` with the dearest answer it may lead to, else with the cheapest
+        (then a label routed beyond the budget is refused having paid for its step: at most the
+        spread between the routes); None when not even the cheapest answer fits."""
+        dearest, cheapest = self._answer_holds(s, prompt_est)
+        tenant, now = s.request.tenant, self.clock()
+        reservation = self.budgets.try_reserve(tenant, step_cost + dearest, cap, now)
+        if reservation is None and cheapest < dearest:
+            reservation = self.budgets.try_reserve(tenant, step_cost + cheapest, cap, now)
+        return reservation
 
     def _call_maker(self, s: _State, purpose: str, stream: bool) -> Callable[[Deployment], Call]:
         req = s.request
@@ -466,7 +491,7 @@ class Pipeline:
         if blocked is not None:
             return self._error(s, blocked)
         if s.cache is CacheOutcome.MISS:  # fill with the guarded, still-masked answer: no raw PII is cached
-            value = CachedAnswer(self._remasked(text, s.restore), dep.model, result.prompt_tokens,
+            value = CachedAnswer(_placeholders_back(text, s.restore), dep.model, result.prompt_tokens,
                                  result.completion_tokens, self.price_result(dep, result), now, s.request.metadata)
             if self.exact_cache is not None and s.key is not None:
                 self.exact_cache.put(s.request.tenant, s.key, value, now)
@@ -514,14 +539,7 @@ class Pipeline:
         again, and the PII guard's masker runs over the rest (a model can repeat what it saw)."""
         if not text:
             return text
-        for placeholder, original in restore.items():
-            text = text.replace(original, placeholder)
-        return self._remasked(text, restore)
-
-    def _remasked(self, text: str, restore: Mapping[str, str]) -> str:
-        """``text`` (an answer) through the input guards' PII maskers, numbering on from the
-        request's placeholders: a model can write PII it was never sent (from its own training,
-        or a tool), and what is cached or logged must not hold it."""
+        text = _placeholders_back(text, restore)
         for mask in self._answer_maskers:  # PIIMaskingGuard.mask_text, or a guard of one's own's PIIMasker
             text = mask(text, restore)
         return text

@@ -131,6 +131,16 @@ def _check_message(i: int, m: Any) -> None:
         raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
     if m["role"] not in ROLES:
         raise InvalidRequest(f"messages[{i}].role", m["role"], "one of " + ", ".join(sorted(ROLES)))
+    calls = m.get("tool_calls")
+    for j, call in enumerate(calls if isinstance(calls, (list, tuple)) else ()):
+        fn = call.get("function") if isinstance(call, (dict, abc.Mapping)) else None
+        if isinstance(fn, (dict, abc.Mapping)) and not isinstance(fn.get("arguments", ""), str):
+            raise InvalidRequest(f"messages[{i}].tool_calls[{j}].function.arguments", type(fn["arguments"]).__name__,
+                                 "a JSON string, as the model wrote it")
+    legacy = m.get("function_call")
+    if isinstance(legacy, (dict, abc.Mapping)) and not isinstance(legacy.get("arguments", ""), str):
+        raise InvalidRequest(f"messages[{i}].function_call.arguments", type(legacy["arguments"]).__name__,
+                             "a JSON string, as the model wrote it")
     content = m.get("content")
     if content is not None and not isinstance(content, str) and not (
             isinstance(content, (list, tuple)) and all(isinstance(p, (dict, abc.Mapping)) and "type" in p

@@ -49,19 +49,19 @@ class StepLock:
         """Whether the calling thread holds the lock."""
         return self._used and getattr(self._local, "depth", 0) > 0
 
-    def outside(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` with the lock let go if this thread holds it, taken back (at the same
-        depth) afterwards."""
+    def outside(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` with the lock let go if this thread holds it, taken back (at the
+        same depth) afterwards."""
         if not self._used:
-            return fn(*args)
+            return fn(*args, **kwargs)
         local = self._local
         depth = getattr(local, "depth", 0)
         if not depth:
-            return fn(*args)
+            return fn(*args, **kwargs)
         local.depth = 0
         self._lock.release()
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         finally:
             self._lock.acquire()
             local.depth = depth

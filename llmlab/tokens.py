@@ -100,7 +100,7 @@ def max_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     for m in messages:
         text = str(m.get("content") or "")
         total += MESSAGE_OVERHEAD + (len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass")))
-        calls = m.get("tool_calls")
+        calls = m.get("tool_calls") or m.get("function_call")
         if calls:  # an assistant turn's tool calls (name, JSON arguments) are billed as prompt text
             total += _json_bytes(calls)
     return total

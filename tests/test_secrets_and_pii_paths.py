@@ -72,11 +72,16 @@ def test_content_parts_given_as_a_tuple_are_masked(make_gateway, driver):
     assert "pii:pii.email" in out.guard_findings
 
 
-def test_pii_a_model_writes_is_masked_before_it_is_cached(make_gateway, driver):
-    driver.default = "Call our agent at kim.minsu@example.com"
-    gw = make_gateway()
-    assert gw.complete("who do I call?").text == "Call our agent at kim.minsu@example.com"  # the caller's answer
-    assert _cached_texts(gw) == ["Call our agent at [EMAIL_1]"]
+def test_the_askers_own_values_are_cached_as_placeholders_and_public_details_as_written(make_gateway, driver):
+    # the model writes the asker's address although it was sent a placeholder (as through a path the
+    # guard missed), and the help desk's public address
+    driver.default = "Write to help@shop.example; we answer at kim.minsu@example.com"
+    gw = make_gateway(unmask_answers=True)
+    first = gw.complete("I am kim.minsu@example.com, who do I write to?", tenant="shop")
+    assert _cached_texts(gw) == ["Write to help@shop.example; we answer at [EMAIL_1]"]
+    again = gw.complete("I am lee.jiwoo@example.org, who do I write to?", tenant="shop")
+    assert first.text == "Write to help@shop.example; we answer at kim.minsu@example.com"
+    assert again.cache.value == "exact_hit" and again.text == "Write to help@shop.example; we answer at lee.jiwoo@example.org"
 
 
 def test_an_acceptance_check_sees_the_masked_request_and_its_error_text_is_not_kept(make_gateway, driver):
@@ -184,3 +189,62 @@ def test_a_log_handler_sees_no_key(make_gateway, driver):
     finally:
         logging.getLogger("llmlab").removeHandler(handler)
     assert key not in stream.getvalue() and all(key not in (a.error or "") for a in out.attempts)
+
+
+def test_a_legacy_function_call_is_masked_and_counted(make_gateway, driver):
+    from llmlab.tokens import max_message_tokens
+
+    turn = {"role": "assistant", "content": None,
+            "function_call": {"name": "send_invoice", "arguments": json.dumps({"email": ALICE, "note": "x" * 3000})}}
+    asked = [{"role": "user", "content": "send it"}, turn, {"role": "user", "content": "done?"}]
+    make_gateway().complete(asked)
+    assert ALICE not in json.dumps(driver.calls[-1].messages) and "[EMAIL_1]" in json.dumps(driver.calls[-1].messages)
+    assert max_message_tokens(asked) > 3000
+
+
+@pytest.mark.parametrize("turn, field", [
+    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                            "function": {"name": "f", "arguments": {"email": ALICE}}}]},
+     "messages[1].tool_calls[0].function.arguments"),
+    ({"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": {"email": ALICE}}},
+     "messages[1].function_call.arguments"),
+])
+def test_tool_call_arguments_must_be_the_json_string_the_model_wrote(make_gateway, driver, turn, field):
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete([{"role": "user", "content": "send it"}, turn, {"role": "user", "content": "ok?"}])
+    assert info.value.field == field and ALICE not in str(info.value) and driver.calls == []
+
+
+def test_credentials_in_values_are_hidden_and_cost_fields_are_not():
+    from llmlab.errors import shown
+
+    assert "SECRET" not in str(InvalidRequest("params.api_key", "sk-live-SECRET123456", "x"))
+    assert "SECRET" not in str(InvalidRequest("params.extra_body", {"headers": {"Authorization": "Bearer SECRET-1234"}}, "x"))
+    assert "SECRETPASS" not in str(InvalidRequest("params.api_base", "https://user:SECRETPASS@proxy.example/v1", "x"))
+    assert shown("prices['m']", {"input_cost_per_token": -3}) == {"input_cost_per_token": -3}  # still says what is wrong
+    assert redact_url("redis://h:6379/0?pass%77ord=SECRET") == "redis://h:6379/0?pass%77ord=***"
+
+
+def test_an_internal_error_is_logged_outside_the_lock(make_gateway, driver, caplog):
+    held = []
+
+    class Broken:
+        name = "broken"
+
+        def check_input(self, messages):
+            raise RuntimeError("boom")
+
+    gw = make_gateway(input_guards=[Broken()])
+
+    class Probe(logging.Handler):
+        def emit(self, record):
+            held.append(gw.pipeline.lock.held())
+
+    probe = Probe(logging.ERROR)
+    logging.getLogger("llmlab").addHandler(probe)
+    try:
+        with gw.pipeline.lock:  # as a live driver steps it: the log line must be written outside
+            out = gw.complete("hi")
+    finally:
+        logging.getLogger("llmlab").removeHandler(probe)
+    assert out.error.code == "gateway_error" and held == [False]

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from typing import Any, Callable, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import LLMLabError
 
@@ -43,7 +43,7 @@ def redact_url(url: str) -> str:
             host = f"{host}:{parts.port}"
         netloc = (f"{parts.username}:***@" if parts.username else ":***@") + host
     if query:  # redis-py also reads ?password=… (the usual way for unix:// sockets)
-        query = "&".join(f"{k}=***" if k.lower() == "password" else f"{k}={v}" if sep else k
+        query = "&".join(f"{k}=***" if unquote(k).lower() == "password" else f"{k}={v}" if sep else k
                          for k, sep, v in (item.partition("=") for item in query.split("&")))
     if netloc == parts.netloc:  # only the query changed: keep the rest as written (unix:///path)
         return url if query == parts.query else url.replace("?" + parts.query, "?" + query, 1)

@@ -114,6 +114,9 @@ class PIIMaskingGuard:
             if isinstance(calls, (list, tuple)):  # an assistant turn's tool calls: their arguments are text
                 new["tool_calls"] = [_with_arguments(c, mask(c["function"]["arguments"], i))
                                      if _arguments(c) is not None else c for c in calls]
+            legacy = message.get("function_call")  # the older single-call form: {"name", "arguments"}
+            if isinstance(legacy, Mapping) and isinstance(legacy.get("arguments"), str):
+                new["function_call"] = {**legacy, "arguments": mask(legacy["arguments"], i)}
             out.append(new)
         if not findings:  # nothing masked: hand back the caller's messages untouched
             return InputVerdict(tuple(messages))
