@@ -115,9 +115,10 @@ class Gateway:
         _check_names("router", sorted(self.router.targets()), self.deployments)
         if hasattr(self.router, "bind"):
             self.router.bind(self.deployments)
-        if fallbacks is None:
-            fallbacks = {k: [n for n in chain if n in self.deployments]
-                         for k, chain in DEFAULT_FALLBACKS.items() if k in self.deployments}
+        if fallbacks is None:  # the default table, as far as these deployments go (none left: no chain)
+            kept = {k: [n for n in chain if n in self.deployments]
+                    for k, chain in DEFAULT_FALLBACKS.items() if k in self.deployments}
+            fallbacks = {k: chain for k, chain in kept.items() if chain}
         if not isinstance(fallbacks, Mapping):
             raise ConfigError("fallbacks", fallbacks, "a mapping of deployment name → list of deployment names")
         for primary, chain in fallbacks.items():

@@ -115,3 +115,11 @@ def test_pinning_an_unknown_deployment_is_a_typed_error(make_gateway):
         gw.complete("hi", model="gpt-5-ultra")
     assert info.value.field == "model" and "gpt-4o" in info.value.allowed
     assert gw.complete("hi", model="claude").deployment == "claude"
+
+
+def test_a_single_deployment_needs_no_fallbacks_argument():
+    from llmlab import Deployment, FixedRouter, Gateway
+    from llmlab.scripted import ScriptedDriver
+
+    gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), driver=ScriptedDriver(default="hi"))
+    assert gw.complete("hello").ok and gw.pipeline.fallbacks == {}
