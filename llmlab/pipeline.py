@@ -32,7 +32,7 @@ from .ledger import Ledger
 from .pricing import PriceBook
 from .ratelimit import RateLimiter
 from .request import Request, answer_token_limit, content_text
-from .routing import RouteDecision, Router, answer_targets
+from .routing import RouteDecision, Router, answer_routes
 from .steplock import StepLock
 from .tokens import max_message_tokens, max_params_tokens
 
@@ -388,8 +388,8 @@ class Pipeline:
         When over-budget requests are downgraded, the downgrade's cost is enough for both."""
         params = s.request.params
         max_tokens, choices = answer_token_limit(params), params.get("n") or 1
-        costs = [self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens, choices)
-                 for t in answer_targets(self.router) if t in self.deployments] or [0.0]
+        costs = [sum(self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens, choices) for t in route)
+                 for route in answer_routes(self.router) if all(t in self.deployments for t in route)] or [0.0]
         dearest, cheapest = max(costs), min(costs)
         policy = self.budget_policy
         if policy.on_exceed == "downgrade" and policy.downgrade_to in self.deployments:

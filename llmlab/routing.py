@@ -268,3 +268,21 @@ class CascadeRouter:
 
     def targets(self) -> set[str]:
         return set(self.stages)
+
+
+def answer_routes(router: Any) -> list[tuple[str, ...]]:
+    """Every way ``router`` may answer, each as the deployments one answer may call in turn: a
+    cascade's stages together (a reservation holds their sum), any other target alone.  What a
+    hold taken before routing (a classification) must be priced against."""
+    if isinstance(router, CascadeRouter):
+        return [tuple(router.stages)]
+    if isinstance(router, ClassifierRouter):
+        nested: list[Any] = list(router.routes.values())
+    elif isinstance(router, PlanRouter):
+        nested = [*router.plans.values(), *([router.default] if router.default is not None else [])]
+    else:
+        return [(t,) for t in sorted(answer_targets(router))]
+    out: list[tuple[str, ...]] = []
+    for target in nested:
+        out.extend([(target,)] if isinstance(target, str) else answer_routes(target))
+    return out

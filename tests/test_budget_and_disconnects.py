@@ -182,3 +182,16 @@ def test_a_cancel_during_the_classifier_call_releases_its_hold(make_gateway, dri
     cancel_during_first_effect(gw, driver)  # the first effect is the classifier's call
     assert [o.error.code for o in gw.ledger] == ["client_disconnected"]
     assert gw.budgets.reserved("acme", gw.clock()) == 0.0 and gw.budgets.spent("acme", gw.clock()) == 0.0
+
+
+def test_a_cascade_route_is_held_as_the_sum_of_its_stages():
+    from llmlab import CascadeRouter, PlanRouter
+    from llmlab.routing import answer_routes
+
+    cascade = CascadeRouter(("gpt-4o-mini", "gpt-4o"))
+    classifier = ClassifierRouter("gpt-4o-mini", routes={"faq": "gpt-4o-mini", "general": "gpt-4o-mini",
+                                                         "complex": cascade})
+    assert answer_routes(classifier) == [("gpt-4o-mini",), ("gpt-4o-mini",), ("gpt-4o-mini", "gpt-4o")]
+    assert answer_routes(PlanRouter({"paid": classifier, "free": "gpt-4o-mini"})) == [
+        ("gpt-4o-mini",), ("gpt-4o-mini",), ("gpt-4o-mini", "gpt-4o"), ("gpt-4o-mini",)]
+    assert answer_routes(FixedRouter("gpt-4o")) == [("gpt-4o",)]
