@@ -451,6 +451,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
     restart = False
     streamed: list[str] = []
     started = driver.clock()
+    sub: AsyncIterator[Any] | None = None
     try:
         while not run.done:
             effect = run.effect
@@ -464,8 +465,9 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                 yield StreamReset(effect.deployment.name)
             result: Any = None
             streamed, started = [], driver.clock()
+            sub = driver.astream_call(effect)
             try:
-                async for item in driver.astream_call(effect):
+                async for item in sub:
                     if isinstance(item, str):
                         restart = response.saw_text = True
                         streamed.append(item)
@@ -477,6 +479,8 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                 continue
             run.send(result)
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task
+        if sub is not None:  # ends the provider's stream (and its connection) now, as iter_stream does
+            await _aclose(sub)
         response._done(run.abandon("".join(streamed), driver.clock() - started))
         raise
     response._done(run.outcome)

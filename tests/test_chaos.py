@@ -335,3 +335,32 @@ def test_callers_who_leave_streams_early_never_hang_the_next_request():
                           timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [str(rounds), str(rounds)]
+
+
+def test_leaving_an_async_stream_closes_the_providers_stream_at_once(monkeypatch):
+    """The async twin of the sync path: the provider's stream is closed before ``async with`` exits,
+    not when the event loop later finalises the generator."""
+    import llmlab.live as live
+
+    closed: list[str] = []
+    original = live._aclose
+
+    async def recording(response):
+        await original(response)
+        closed.append(type(response).__name__)
+
+    monkeypatch.setattr(live, "_aclose", recording)
+    plan = FaultPlan(seed=3)
+    plan.model("gpt-4o").stream_timing(ttft_s=0.01, chunk_delay_s=0.05)
+    with FakeProvider(plan, reply="word " * 100) as fp:
+        gw = Gateway(deployments(fp), router=FixedRouter("gpt-4o"), fallbacks={}, cache=False)
+
+        async def leave_early():
+            async with gw.astream("count slowly") as response:
+                async for chunk in response:
+                    break
+            return list(closed), response.outcome
+
+        seen, outcome = asyncio.run(leave_early())
+    assert outcome.error.code == "client_disconnected"
+    assert "CustomStreamWrapper" in seen  # litellm's stream, closed inside the block
