@@ -26,7 +26,7 @@ from .errors import ConfigError, InvalidRequest
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
-from .pipeline import Pipeline, SemanticSlot
+from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiter, configured_limits
 from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
@@ -176,8 +176,7 @@ class Gateway:
             for i, guard in enumerate(guards):
                 _check_has(f"{field}[{i}]", guard, guard, (method,), f"a guard with {method}() (see llmlab.guardrails)")
         global _warned_unmasked
-        if input_guards and not _warned_unmasked and \
-                not any(hasattr(g, "mask_text") or hasattr(g, "masker") for g in input_guards):
+        if input_guards and not _warned_unmasked and not any(map(_answer_masker(), input_guards)):
             # a list replaces the default: adding an injection guard must not silently stop PII masking
             _warned_unmasked = True  # once per process: a sweep builds hundreds of gateways
             log.warning("input_guards has no PII masker: prompts reach providers, caches and logs unmasked "

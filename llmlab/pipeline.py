@@ -71,6 +71,14 @@ class _State:
     rate_tokens: int = 0  # tokens the rate limiter took at the worst case, settled when the request ends
 
 
+def _answer_masker() -> Callable[[Any], Any]:
+    """:func:`llmlab.guardrails.stages.answer_masker`, imported when guards exist (the guardrails
+    take ~40 ms to import, and ``import llmlab`` must stay light)."""
+    from .guardrails.stages import answer_masker
+
+    return answer_masker
+
+
 def _placeholders_back(text: str, restore: Mapping[str, str]) -> str:
     """``text`` with the asker's own masked values (however the model came to write them) as
     their placeholders again.  What the cache keeps: a later asker gets *their* values put back,
@@ -122,9 +130,8 @@ class Pipeline:
         # an embedder that bills (litellm:…) is held against caps; a local one is free
         self._embeddings_priced = semantic_cache is not None and embedding_cost(semantic_cache.embedder, ["x"]) > 0
         # answers go through the PII maskers before they are logged (see _masked_for_log)
-        self._answer_maskers = tuple(
-            getattr(g, "mask_text", None) or (lambda text, restore, m=g.masker: m.mask(text, reuse=restore).text)
-            for g in self.input_guards if hasattr(g, "mask_text") or getattr(g, "masker", None) is not None)
+        self._answer_maskers = tuple(m for m in map(_answer_masker(), self.input_guards) if m is not None) \
+            if self.input_guards else ()
 
     # ------------------------------------------------------------------ helpers
     def chain_for(self, primary: str) -> tuple[Deployment, ...]:
@@ -201,12 +208,10 @@ class Pipeline:
             if verdict.restore:
                 s.restore = {**s.restore, **verdict.restore}
         params = req.params
-        max_tokens = answer_token_limit(params) if "max_completion_tokens" in params else params.get("max_tokens")
+        max_tokens = answer_token_limit(params)
         choices = params.get("n") or 1  # providers bill every one of n answers
         # an upper bound: reservations must not undershoot (tool definitions are prompt text too)
-        prompt_est = max_message_tokens(s.messages)
-        if "tools" in params or "response_format" in params:
-            prompt_est += max_params_tokens(params)
+        prompt_est = max_message_tokens(s.messages) + max_params_tokens(params)
         policy = self.budget_policy
 
         # 2. rate limit
@@ -411,7 +416,7 @@ class Pipeline:
     def _call_maker(self, s: _State, purpose: str, stream: bool) -> Callable[[Deployment], Call]:
         req = s.request
         params = dict(req.params)
-        limit = answer_token_limit(params) if "max_completion_tokens" in params else params.get("max_tokens")
+        limit = answer_token_limit(params)
         messages = s.messages
 
         def make(dep: Deployment) -> Call:
@@ -540,7 +545,7 @@ class Pipeline:
         if not text:
             return text
         text = _placeholders_back(text, restore)
-        for mask in self._answer_maskers:  # PIIMaskingGuard.mask_text, or a guard of one's own's PIIMasker
+        for mask in self._answer_maskers:
             text = mask(text, restore)
         return text
 

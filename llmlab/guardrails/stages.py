@@ -9,7 +9,7 @@ detectors be used alone (in a notebook, a batch job, the FP benchmark) with no p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -18,7 +18,7 @@ from .injection import InjectionDetector, Policy, check_policy, check_threshold
 from .output_filter import OutputFilter
 from .pii import PIIMasker, may_contain_pii, unmask
 
-__all__ = ["InjectionGuard", "OutputFilterGuard", "PIIMaskingGuard", "unmask_answer"]
+__all__ = ["InjectionGuard", "OutputFilterGuard", "PIIMaskingGuard", "answer_masker", "unmask_answer"]
 
 
 def _shift(f: Finding, index: int, part: int | None = None) -> Finding:
@@ -165,6 +165,18 @@ class InjectionGuard:
             blocked = (f"prompt injection suspected (score {worst:.2f} >= {self.threshold:.2f}: "
                        f"{', '.join(categories)})")
         return InputVerdict(tuple(dict(m) for m in messages), blocked, tuple(findings))
+
+
+def answer_masker(guard: Any) -> Callable[[str, Mapping[str, str]], str] | None:
+    """How ``guard`` masks the PII in a text (an answer, numbering on from a restore map), or None
+    when it masks none: a :class:`PIIMaskingGuard`, or a guard of one's own holding a ``masker``."""
+    mask_text = getattr(guard, "mask_text", None)
+    if mask_text is not None:
+        return mask_text
+    masker = getattr(guard, "masker", None)
+    if masker is None:
+        return None
+    return lambda text, restore: masker.mask(text, reuse=restore).text
 
 
 def _arguments(call: Any) -> str | None:
