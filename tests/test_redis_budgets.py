@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, MemoryBudgets
+from llmlab import BudgetPolicy, CachedAnswer, Deployment, FixedRouter, Gateway, MemoryBudgets
 from llmlab.errors import BudgetUnavailable
 from llmlab.backends import from_url
 from llmlab.budgets import next_month_start
@@ -174,3 +175,27 @@ def test_fail_open_keeps_serving_and_replays_the_spend_after_reconnecting(start_
     assert after.ok and backends.budgets.pending == 0
     assert backends.budgets.spent("default", clock()) == pytest.approx(cost_while_down + after.cost_usd, abs=1e-9)
     assert backends.link.reconnects == 1
+
+
+def test_an_evicting_redis_is_reported_at_start_up_because_it_evicts_budget_totals(start_redis, caplog):
+    """Under memory pressure an LRU policy evicts a budget hash (it has a TTL) like any cache
+    entry: the tenant's spend reads back as zero and the cap stops holding.  from_url says so."""
+    server = start_redis()
+    server.client().config_set("maxmemory", "3mb")
+    server.client().config_set("maxmemory-policy", "volatile-lru")
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        backends = from_url(server.url, "p")
+    warned = [r.getMessage() for r in caplog.records if "evicts keys" in r.getMessage()]
+    assert len(warned) == 1 and "volatile-lru" in warned[0] and "noeviction" in warned[0]
+    now = time.time()  # what the warning is about: a full cache pushes the month's spend out
+    backends.budgets.settle(backends.budgets.try_reserve("acme", 0.9, 1.0, now), 0.9)
+    big = CachedAnswer("x" * 20_000, "m", 1, 1, 0.0, now)
+    for i in range(1_000):  # 20 MB through 3 MB: the oldest key is sampled and evicted
+        backends.cache_store.put("other", f"k{i}", big, now)
+    assert backends.budgets.spent("acme", now) == 0.0  # evicted: 0.9 of the 1.0 cap forgotten
+
+    caplog.clear()
+    server.client().config_set("maxmemory-policy", "noeviction")
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        from_url(server.url, "p")
+    assert not [r for r in caplog.records if "evicts keys" in r.getMessage()]

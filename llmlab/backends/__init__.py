@@ -17,6 +17,13 @@ Failure policy, decided once here:
   writes (rate-limited warnings), budgets fail *closed* (``budgets_on_error="closed"``:
   refuse rather than spend what cannot be counted), rate limits fail *open*
   (``rate_limits_on_error="open"``); the client reconnects by itself once Redis is back.
+* A Redis that evicts keys when full (``maxmemory`` set and a ``maxmemory-policy`` other than
+  ``noeviction``, e.g. the managed services' default ``volatile-lru``) may evict a tenant's
+  budget hash like any cache entry: its month then restarts at zero spend and the cap no
+  longer holds.  :func:`from_url` warns at start-up; run the shared Redis with ``noeviction``
+  (cache entries expire by their TTL; a full Redis drops cache writes with a warning while
+  budgets keep counting), or give the cache its own evicting Redis (a second ``from_url``
+  whose ``cache_store`` you pass alone).
 
 ``redis`` (the Python client) is an optional dependency: ``pip install 'llmlab[redis]'``.
 """
@@ -112,6 +119,26 @@ def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) ->
                           hint=str(exc)) from exc
 
 
+def _warn_if_evicting(link: RedisLink) -> str | None:
+    """Warn when Redis may evict keys under memory pressure; return the policy that does.
+
+    Eviction picks among *all* keys (``allkeys-*``) or all keys with a TTL (``volatile-*``),
+    and the budget hashes have a TTL: an evicted hash is a tenant's month spend gone, read
+    back as zero.  ``INFO memory`` is read because managed Redis often disables ``CONFIG``.
+    """
+    try:
+        info = link.call("info", lambda r: r.info("memory"))
+    except RedisUnavailable:  # e.g. INFO renamed away: nothing to check against
+        return None
+    policy, maxmemory = str(info.get("maxmemory_policy", "noeviction")), int(info.get("maxmemory", 0) or 0)
+    if maxmemory <= 0 or policy == "noeviction":
+        return None
+    log.warning("llmlab: Redis at %s evicts keys when full (maxmemory-policy=%s, maxmemory=%d bytes): an evicted "
+                "budget hash restarts a tenant's month at zero spend and its cap no longer holds; use "
+                "maxmemory-policy noeviction, or give the cache its own Redis", link.url, policy, maxmemory)
+    return policy
+
+
 def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
              cache_ttl_s: float = 3_600.0, stale_grace_s: float = 86_400.0,
              budgets_on_error: str = "closed", rate_limits_on_error: str = "open",
@@ -158,6 +185,7 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
         return Backends(redact_url(url), MemoryStore(cache_capacity, cache_ttl_s), MemoryBudgets(),
                         RateLimiter(per_plan, per_tenant, default_limit), None, True, str(exc), semantic_cache)
 
+    _warn_if_evicting(link)
     from .redis_budgets import RedisBudgets
     from .redis_cache import RedisStore
     from .redis_ratelimit import RedisRateLimiter
