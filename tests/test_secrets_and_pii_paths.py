@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import pickle
+import traceback
 
 import pytest
 
@@ -122,9 +123,30 @@ def test_a_disconnected_stream_records_no_deployment(make_gateway, driver):
     ("unix:///tmp/r.sock?db=0&password=S3CRET", "unix:///tmp/r.sock?db=0&password=***"),
     ("redis://u:pw@h:1/0", "redis://u:***@h:1/0"),
     ("redis://h/0?db=1", "redis://h/0?db=1"),
+    # a generated password with an unencoded '/', '?' or '#': urlsplit would end the user-info there
+    ("redis://:ab/cd+S3CRET@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://u:ab?cdS3CRET@h:6379/0", "redis://u:***@h:6379/0"),
+    ("redis://:ab#cdS3CRET@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://:S3CRET@h:notaport/0", "redis://:***@h:notaport/0"),  # urlsplit raised on the port
 ])
 def test_redis_urls_lose_their_passwords(url, shown):
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("url", ["redis://:4817/qqS3CRET@127.0.0.1:6379/0", "redis://:qq/wwS3CRET@127.0.0.1:6379/0",
+                                 "redis://:qq#wwS3CRET@127.0.0.1:6379/0", "redis://:qqS3CRET@127.0.0.1:notaport/0",
+                                 "redis://:qq[wwS3CRET@127.0.0.1:6379/0"])
+def test_a_redis_url_that_does_not_parse_says_so_without_any_part_of_its_password(url):
+    """redis-py would dial port 4817 (the password's first part) and name it in its error, or
+    quote the part it could not parse; the error instead says to percent-encode the password."""
+    pytest.importorskip("redis")
+    from llmlab.backends import from_url
+
+    with pytest.raises(ConfigError) as info:
+        from_url(url, on_unavailable="degrade", connect_timeout_s=0.2)
+    text = "".join(traceback.format_exception(info.value))  # the chained causes too
+    assert "percent-encode" in str(info.value)
+    assert not any(part in text for part in ("S3CRET", "4817", "qq", "ww"))
 
 
 def test_validation_messages_do_not_repeat_message_text_or_credentials(make_gateway):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from .. import _validate as v
 from ..budgets import MemoryBudgets
@@ -48,6 +49,9 @@ log = logging.getLogger("llmlab.backends")
 
 ON_UNAVAILABLE = ("raise", "degrade")
 SCHEMES = ("redis", "rediss", "unix")
+URL_FORMS = "redis://[:password@]host[:port][/db], rediss://… or unix://…"
+ENCODE_HINT = ("the URL does not parse as host and password: percent-encode the password's special characters "
+               "(urllib.parse.quote(password, safe=''))")
 
 
 def __getattr__(name: str) -> Any:  # the Redis classes import redis-py only when asked for
@@ -115,8 +119,26 @@ def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) ->
         return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s,
                                     retry=Retry(NoBackoff(), 0), health_check_interval=0)
     except ValueError as exc:
-        raise ConfigError("url", redact_url(url), "redis://[:password@]host[:port][/db], rediss://… or unix://…",
-                          hint=str(exc)) from exc
+        if "@" not in url:
+            raise ConfigError("url", redact_url(url), URL_FORMS, hint=str(exc)) from exc
+        # redis-py's message quotes the piece it could not parse (a port, a db), which may be part
+        # of the password: neither repeat it nor chain it
+        raise ConfigError("url", redact_url(url), URL_FORMS, hint=ENCODE_HINT) from None
+
+
+def _check_userinfo(url: str) -> None:
+    """Refuse a URL whose password holds an unencoded ``/``, ``?`` or ``#``.
+
+    ``urlsplit`` (and redis-py with it) ends the host part at the first of those, so the rest
+    of the password becomes the path, query or fragment and its first part the host or port:
+    the client then dials a host named after the password and says so in its error.
+    """
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in url.partition("://")[2] and "@" not in netloc:
+        raise ConfigError("url", redact_url(url), URL_FORMS, hint=ENCODE_HINT)
 
 
 def _warn_if_evicting(link: RedisLink) -> str | None:
@@ -171,6 +193,7 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     v.non_negative("retry_interval_s", retry_interval_s)
     v.positive("log_interval_s", log_interval_s)
 
+    _check_userinfo(url)
     client = _make_client(url, socket_timeout_s, connect_timeout_s)
     link = RedisLink(client, url, retry_interval_s=retry_interval_s, log_interval_s=log_interval_s)
     try:

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from typing import Any, Callable, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from ..errors import LLMLabError
 
@@ -31,23 +31,31 @@ T = TypeVar("T")
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password (safe to log and to put in error messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        netloc = (f"{parts.username}:***@" if parts.username else ":***@") + host
-    if query:  # redis-py also reads ?password=… (the usual way for unix:// sockets)
-        query = "&".join(f"{k}=***" if unquote(k).lower() == "password" else f"{k}={v}" if sep else k
-                         for k, sep, v in (item.partition("=") for item in query.split("&")))
-    if netloc == parts.netloc:  # only the query changed: keep the rest as written (unix:///path)
-        return url if query == parts.query else url.replace("?" + parts.query, "?" + query, 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """The URL without its password (safe to log and to put in error messages).
+
+    Split by hand rather than with ``urlsplit``: a generated password often holds ``/``,
+    ``?`` or ``#`` that its owner did not percent-encode, and ``urlsplit`` then ends the
+    user-info early and hands the rest of the password on as the path, query or fragment
+    (it also raises on a bad port).  Everything before the *last* ``@`` is the user-info,
+    as for ``urlsplit``; a ``password=`` query value (redis-py reads one, the usual way for
+    ``unix://`` sockets) is hidden too.  Hiding too much is the safe direction.
+    """
+    if not isinstance(url, str):
+        return "<not a url>"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<unparseable url>" if "@" in url or "password" in url.lower() else url
+    at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = (f"{user}:***" if colon else user) + rest[at:]
+    head, qsep, query = rest.partition("?")
+    if qsep:
+        query, hsep, fragment = query.partition("#")
+        query = "&".join(f"{k}=***" if unquote(k).lower() == "password" else f"{k}={v}" if sep_ else k
+                         for k, sep_, v in (item.partition("=") for item in query.split("&")))
+        rest = f"{head}?{query}{hsep}{fragment}"
+    return f"{scheme}://{rest}"
 
 
 class RedisUnavailable(LLMLabError, ConnectionError):
