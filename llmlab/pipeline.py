@@ -496,8 +496,10 @@ class Pipeline:
         if blocked is not None:
             return self._error(s, blocked)
         if s.cache is CacheOutcome.MISS:  # fill with the guarded, still-masked answer: no raw PII is cached
+            # and not the filling request's metadata: it is the caller's (user ids, e-mails), meant for
+            # the ledger, never read back on a hit, and a shared cache hands it to every replica
             value = CachedAnswer(_placeholders_back(text, s.restore), dep.model, result.prompt_tokens,
-                                 result.completion_tokens, self.price_result(dep, result), now, s.request.metadata)
+                                 result.completion_tokens, self.price_result(dep, result), now)
             if self.exact_cache is not None and s.key is not None:
                 self.exact_cache.put(s.request.tenant, s.key, value, now)
             if self.semantic_cache is not None and s.vector is not None:

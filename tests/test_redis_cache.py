@@ -155,3 +155,24 @@ def test_bad_settings_are_config_errors(kwargs):
     kwargs = {"url": "redis://127.0.0.1:1/0", **kwargs}
     with pytest.raises(ConfigError):
         from_url(**kwargs)
+
+
+def test_request_metadata_never_reaches_the_shared_cache(redis_url, prefix):
+    """Metadata is the caller's (user ids, e-mails) and travels to the ledger; the cache entries
+    that every replica reads (exact and semantic) must not carry it, masked or not."""
+    from llmlab.cache.embedders import HashedNgramEmbedder
+    from llmlab.cache.semantic import SemanticCache
+
+    clock = FakeClock()
+    backends = from_url(redis_url, prefix, semantic_cache=SemanticCache(HashedNgramEmbedder()))
+    gw = gateway(backends, clock)
+    meta = {"user_email": "kim.minsu@example.com", "session": "sess-7f3a9c"}
+    first = gw.complete("Where is my order?", tenant="acme", metadata=meta)
+    assert first.ok and first.metadata == meta  # the ledger still has it
+    r = backends.client
+    stored = b"".join(r.get(k) for k in r.scan_iter(f"{prefix}:cache:*"))
+    stored += b"".join(f for k in r.scan_iter(f"{prefix}:semantic:*") for _, row in r.xrange(k) for f in row.values())
+    assert b"order" in stored or b"answer" in stored  # the entries were written
+    assert b"kim.minsu" not in stored and b"sess-7f3a9c" not in stored
+    hit = gw.complete("Where is my order?", tenant="acme", metadata={"user_email": "lee@example.com"})
+    assert hit.cache is CacheOutcome.EXACT_HIT and hit.metadata == {"user_email": "lee@example.com"}
