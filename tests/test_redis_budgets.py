@@ -199,3 +199,28 @@ def test_an_evicting_redis_is_reported_at_start_up_because_it_evicts_budget_tota
     with caplog.at_level(logging.WARNING, "llmlab.backends"):
         from_url(server.url, "p")
     assert not [r for r in caplog.records if "evicts keys" in r.getMessage()]
+
+
+def test_spend_queued_during_a_long_outage_is_replayed_in_a_few_round_trips(start_redis):
+    """Fail-open queues one settlement per request served while Redis is down; the first request
+    after the reconnect replays them.  One round trip each stalled it (and everything queued
+    behind the pipeline's lock) for seconds after a long outage: they go in batches."""
+    server = start_redis()
+    backends = from_url(server.url, "p", budgets_on_error="open", retry_interval_s=0.05)
+    budgets, link = backends.budgets, backends.link
+    server.kill()
+    n = 3_000
+    for i in range(n):
+        budgets.settle(budgets.try_reserve(f"t{i % 3}", 0.001, 100.0, NOW), 0.000_25 * (1 + i % 4))
+    assert budgets.pending == n
+    server.start()
+    time.sleep(0.06)
+    calls = []
+    real_call = link.call
+    link.call = lambda what, fn: calls.append(what) or real_call(what, fn)
+    assert budgets.try_reserve("t0", 0.001, 100.0, NOW) is not None
+    assert budgets.pending == 0 and len(calls) <= 10, len(calls)
+    link.call = real_call
+    expected = sum(0.000_25 * (1 + i % 4) for i in range(n) if i % 3 == 0)
+    assert budgets.spent("t0", NOW) == pytest.approx(expected, abs=1e-9)
+    assert budgets.dropped_settlements == 0

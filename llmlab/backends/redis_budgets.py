@@ -18,7 +18,7 @@ When Redis is unreachable (``on_error``):
 * ``"open"``: the request proceeds on an unrecorded reservation.
 
 Either way, settlements and charges that cannot be written are queued in the process and
-replayed once Redis answers again, so spend is not lost to an outage (a settlement whose
+replayed (in pipelined batches) once Redis answers again, so spend is not lost to an outage (a settlement whose
 reply was lost mid-connection may, rarely, be counted twice: the safe direction for a cap).
 All gateways sharing one Redis should use the real clock; reservation leases use ``now``.
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +38,7 @@ from .redis_link import RedisLink, RedisUnavailable
 
 NANO = 1_000_000_000
 FAIL_MODES = ("closed", "open")
+FLUSH_BATCH = 500  # queued settlements replayed per round trip
 
 _RESERVE = """
 local h, z = KEYS[1], KEYS[2]
@@ -116,6 +118,7 @@ class RedisBudgets:
         self._settle = link.client.register_script(_SETTLE)
         self._pending: deque[tuple[str, str, str, int, int]] = deque()  # (hash, zset, id, nano, ttl)
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # held by the one thread replaying the queue
         self._last_spent: dict[tuple[str, str], float] = {}
         self.overshoot_usd = 0.0
         self.refused_unavailable = 0
@@ -141,21 +144,35 @@ class RedisBudgets:
             self._pending.append(item)
 
     def _flush(self) -> None:
-        """Replay settlements/charges queued while Redis was down (called before each command)."""
-        while self._pending:
-            with self._lock:
-                if not self._pending:
-                    return
-                h, z, rid, nano, ttl = self._pending[0]
-            try:
-                self.link.call("budget settle", lambda r: self._settle(keys=[h, z], args=[rid, nano, ttl], client=r))
-            except RedisUnavailable as exc:
-                if exc.gone:
-                    raise
-                self.dropped_settlements += 1  # refused by the server: replaying cannot help
-            with self._lock:
-                if self._pending and self._pending[0] == (h, z, rid, nano, ttl):
-                    self._pending.popleft()
+        """Replay settlements/charges queued while Redis was down (called before each command).
+
+        ``FLUSH_BATCH`` of them per round trip (one pipeline): after a long outage in fail-open
+        mode the queue holds one item per request served meanwhile, and replaying them one round
+        trip each stalled the first request after the reconnect (and every request queued behind
+        it) for seconds.  One thread replays at a time; the others go on with their own command.
+        """
+        if not self._pending or not self._flushing.acquire(blocking=False):
+            return
+        try:
+            while self._pending:
+                with self._lock:
+                    batch = list(islice(self._pending, FLUSH_BATCH))
+
+                def replay(r: Any, batch: list[tuple[str, str, str, int, int]] = batch) -> list[Any]:
+                    pipe = r.pipeline(transaction=False)
+                    for h, z, rid, nano, ttl in batch:
+                        self._settle(keys=[h, z], args=[rid, nano, ttl], client=pipe)
+                    return pipe.execute(raise_on_error=False)
+
+                results = self.link.call("budget settle", replay)  # Redis gone: raises, the queue stays
+                # refused by the server (not gone): replaying cannot help
+                self.dropped_settlements += sum(isinstance(x, Exception) for x in results)
+                with self._lock:
+                    for item in batch:
+                        if self._pending and self._pending[0] == item:
+                            self._pending.popleft()
+        finally:
+            self._flushing.release()
 
     def _pending_for(self, h: str) -> float:
         with self._lock:
