@@ -13,11 +13,11 @@ from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa:
 pytestmark = pytest.mark.redis
 
 
-def semantic(ttl_s: float = 3_600):
+def semantic(ttl_s: float = 3_600, **kw):
     from llmlab.cache.embedders import HashedNgramEmbedder
     from llmlab.cache.semantic import SemanticCache
 
-    return SemanticCache(HashedNgramEmbedder(), threshold=0.6, guard=None, ttl_s=ttl_s)
+    return SemanticCache(HashedNgramEmbedder(), threshold=0.6, guard=None, ttl_s=ttl_s, **kw)
 
 
 def replica(url: str, prefix: str, clock: FakeClock, answer: str, **kw) -> Gateway:
@@ -61,3 +61,20 @@ def test_redis_down_keeps_the_local_semantic_cache_working(start_redis):
     time.sleep(0.06)
     assert gw.complete("How do I delete my account?", tenant="t").ok
     assert gw.pipeline.semantic_cache.stats["redis_up"]
+
+
+def test_namespaces_tracked_for_replication_are_bounded(redis_url, prefix):
+    """The namespace holds the conversation's context, so a chat service opens one per turn; the
+    replica's map of 'last entry read' per namespace grew by one per request and never shrank.
+    It is bounded (by default by the local cache's capacity: no more namespaces can hold
+    entries), and a namespace it forgot still sees the other replica's entries."""
+    clock = FakeClock()
+    writer = from_url(redis_url, prefix, semantic_cache=semantic()).semantic_cache
+    reader = from_url(redis_url, prefix, semantic_cache=semantic(capacity=20)).semantic_cache
+    vec = reader.embedder.embed(["How do I reset my password?"])[0]
+    for i in range(200):  # one conversation turn each
+        assert reader.lookup(f"acme|{i:016x}|k", "How do I reset my password?", vec, clock()) is None
+    assert len(reader._seen) == 20
+    writer.store("acme|0000000000000000|k", "How do I reset my password?", vec, "the answer", clock())
+    hit = reader.lookup("acme|0000000000000000|k", "how do I reset my password", vec, clock())
+    assert hit is not None and hit.value == "the answer"  # forgotten, backfilled again

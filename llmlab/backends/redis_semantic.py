@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +40,7 @@ class SharedSemanticCache:
     """Implements the pipeline's semantic slot (``embedder``, ``lookup``, ``store``, ``lookup_last_resort``)."""
 
     def __init__(self, local: Any, link: RedisLink, *, prefix: str = "llmlab", max_entries: int = 10_000,
-                 backfill: int = 1_000, stale_grace_s: float = 86_400.0) -> None:
+                 backfill: int = 1_000, stale_grace_s: float = 86_400.0, max_namespaces: int | None = None) -> None:
         for name in ("lookup", "store", "lookup_last_resort"):
             if not callable(getattr(local, name, None)):
                 from ..errors import ConfigError
@@ -52,7 +53,16 @@ class SharedSemanticCache:
         ttl = float(getattr(local, "ttl_s", 86_400.0))
         self._expire_ms = max(1, int((ttl + v.non_negative("stale_grace_s", stale_grace_s)) * 1000))
         self.origin = uuid.uuid4().hex[:12].encode()
-        self._seen: dict[str, bytes] = {}  # namespace -> last stream id read
+        # namespace -> last stream id read, least recently looked up first.  Bounded: a namespace
+        # includes the conversation's context, so a chat service opens one per turn of every
+        # conversation, and an unbounded map grew by about one entry per request, for good.  The
+        # default bound is the local cache's capacity (it cannot hold entries in more namespaces
+        # than that); a namespace forgotten here is backfilled again at its next lookup (entries
+        # already held locally are replaced, not duplicated).
+        if max_namespaces is None:
+            max_namespaces = max(1, int(getattr(local, "capacity", 10_000)))
+        self.max_namespaces = v.integer("max_namespaces", max_namespaces, lo=1)
+        self._seen: OrderedDict[str, bytes] = OrderedDict()
         self.replicated_in = 0
         self.replicated_out = 0
         self.errors = 0
@@ -65,6 +75,12 @@ class SharedSemanticCache:
         return f"{self.prefix}:semantic:{quote(namespace, safe='')}"
 
     # ------------------------------------------------------------------ replication
+    def _remember(self, namespace: str, stream_id: bytes) -> None:
+        self._seen[namespace] = stream_id
+        self._seen.move_to_end(namespace)
+        while len(self._seen) > self.max_namespaces:
+            self._seen.popitem(last=False)
+
     def _sync(self, namespace: str) -> None:
         key = self.key(namespace)
         last = self._seen.get(namespace)
@@ -72,7 +88,6 @@ class SharedSemanticCache:
             if last is None:
                 rows = self.link.call("semantic backfill", lambda r: r.xrevrange(key, "+", "-", count=self.backfill))
                 rows = list(reversed(rows))
-                self._seen[namespace] = rows[-1][0] if rows else b"0-0"
             else:
                 rows = self.link.call("semantic sync", lambda r: r.xrange(key, b"(" + last, "+",
                                                                        count=self.max_entries))
@@ -81,8 +96,8 @@ class SharedSemanticCache:
             self.link.logs.warning("semantic-sync", "llmlab: semantic cache working locally, Redis unavailable (%s)",
                                    exc.reason)
             return
+        self._remember(namespace, rows[-1][0] if rows else last or b"0-0")
         for stream_id, fields in rows:
-            self._seen[namespace] = stream_id
             if fields.get(b"o") == self.origin:
                 continue  # our own write, already in the local cache
             try:
