@@ -176,3 +176,19 @@ def test_request_metadata_never_reaches_the_shared_cache(redis_url, prefix):
     assert b"kim.minsu" not in stored and b"sess-7f3a9c" not in stored
     hit = gw.complete("Where is my order?", tenant="acme", metadata={"user_email": "lee@example.com"})
     assert hit.cache is CacheOutcome.EXACT_HIT and hit.metadata == {"user_email": "lee@example.com"}
+
+
+def test_a_tenant_id_with_a_lone_surrogate_is_served_like_any_other(redis_url, prefix):
+    """json.loads('"\\ud800"') gives a lone surrogate and the gateway accepts any tenant string;
+    the Redis keys percent-encoded it as UTF-8 and raised, an internal error for that tenant."""
+    from llmlab import BudgetPolicy, RateLimit
+
+    clock = FakeClock()
+    backends = from_url(redis_url, prefix, default_limit=RateLimit(rpm=100, tpm=100_000))
+    gw = gateway(backends, clock, budget=BudgetPolicy(default_cap=1.0))
+    odd, other = "acme\ud800", "acme\udfff"
+    first = gw.complete("Where is my order?", tenant=odd)
+    assert first.ok and first.kind is OutcomeKind.MODEL, first.error
+    assert gw.complete("Where is my order?", tenant=odd).cache is CacheOutcome.EXACT_HIT
+    assert gw.complete("Where is my order?", tenant=other).cache is CacheOutcome.MISS  # its own keys
+    assert backends.budgets.spent(odd, clock()) == pytest.approx(first.cost_usd)

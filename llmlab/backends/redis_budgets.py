@@ -30,11 +30,10 @@ from collections import deque
 from itertools import islice
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from .. import _validate as v
 from ..budgets import Reservation, month_of, next_month_start
-from .redis_link import RedisLink, RedisUnavailable
+from .redis_link import RedisLink, RedisUnavailable, key_part
 
 NANO = 1_000_000_000
 FAIL_MODES = ("closed", "open")
@@ -127,7 +126,7 @@ class RedisBudgets:
 
     # ------------------------------------------------------------------ keys
     def keys(self, tenant: str, month: str) -> tuple[str, str]:
-        h = f"{self.prefix}:budget:{quote(str(tenant), safe='')}:{month}"
+        h = f"{self.prefix}:budget:{key_part(tenant)}:{month}"
         return h, h + ":open"
 
     def _ttl(self, now: float) -> int:

@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote
 
 from .. import _validate as v
 from ..cache.store import StoreHit
 from .codec import CodecError, decode_entry, encode_entry
-from .redis_link import RedisLink, RedisUnavailable
+from .redis_link import RedisLink, RedisUnavailable, key_part
 
 log = logging.getLogger("llmlab.backends")
-
-
-def _part(text: str) -> str:
-    return quote(str(text), safe="")
 
 
 class RedisStore:
@@ -57,7 +52,7 @@ class RedisStore:
         return True
 
     def redis_key(self, namespace: str, key: str) -> str:
-        return f"{self.prefix}:cache:{_part(namespace)}:{_part(key)}"
+        return f"{self.prefix}:cache:{key_part(namespace)}:{key_part(key)}"
 
     def get(self, namespace: str, key: str, now: float, *, allow_stale: bool = False) -> StoreHit[Any] | None:
         rkey = self.redis_key(namespace, key)
@@ -113,7 +108,7 @@ class RedisStore:
 
     def clear(self, namespace: str | None = None) -> int:
         """Delete this prefix's cache entries (one tenant's with ``namespace``); returns the count."""
-        pattern = f"{self.prefix}:cache:{_part(namespace)}:*" if namespace is not None else f"{self.prefix}:cache:*"
+        pattern = f"{self.prefix}:cache:{key_part(namespace)}:*" if namespace is not None else f"{self.prefix}:cache:*"
 
         def run(r: Any) -> int:
             n = 0

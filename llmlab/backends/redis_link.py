@@ -22,12 +22,20 @@ import logging
 import threading
 import time
 from typing import Any, Callable, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ..errors import LLMLabError
 
 log = logging.getLogger("llmlab.backends")
 T = TypeVar("T")
+
+
+def key_part(text: object) -> str:
+    """``text`` percent-encoded for a key segment: no ``:`` of its own, so tenant ``a:b`` never
+    meets tenant ``a``'s keys.  A lone surrogate (JSON's ``"\\ud800"`` decodes to one, and the
+    gateway accepts any tenant string) is encoded as its surrogate bytes, which no real character
+    has, rather than raising inside the request."""
+    return quote(str(text), safe="", errors="surrogatepass")
 
 
 def redact_url(url: str) -> str:

@@ -15,11 +15,10 @@ limiter outage should not become a customer outage; ``"closed"`` refuses it with
 from __future__ import annotations
 
 from typing import Mapping
-from urllib.parse import quote
 
 from .. import _validate as v
 from ..ratelimit import RateLimit, Refusal, check_limits
-from .redis_link import RedisLink, RedisUnavailable
+from .redis_link import RedisLink, RedisUnavailable, key_part
 
 FAIL_MODES = ("open", "closed")
 LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
@@ -99,7 +98,7 @@ class RedisRateLimiter:
         return self.per_tenant.get(tenant) or self.per_plan.get(plan) or self.default
 
     def key(self, tenant: str) -> str:
-        return f"{self.prefix}:ratelimit:{quote(str(tenant), safe='')}"
+        return f"{self.prefix}:ratelimit:{key_part(tenant)}"
 
     def acquire(self, tenant: str, plan: str, tokens: int, now: float) -> Refusal | None:
         limit = self.limit_for(tenant, plan)

@@ -25,13 +25,12 @@ import logging
 import uuid
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
 from .. import _validate as v
 from .codec import CodecError, decode_entry, encode_entry
-from .redis_link import RedisLink, RedisUnavailable
+from .redis_link import RedisLink, RedisUnavailable, key_part
 
 log = logging.getLogger("llmlab.backends")
 
@@ -72,7 +71,7 @@ class SharedSemanticCache:
         return self.local.embedder
 
     def key(self, namespace: str) -> str:
-        return f"{self.prefix}:semantic:{quote(namespace, safe='')}"
+        return f"{self.prefix}:semantic:{key_part(namespace)}"
 
     # ------------------------------------------------------------------ replication
     def _remember(self, namespace: str, stream_id: bytes) -> None:
