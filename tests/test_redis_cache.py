@@ -104,6 +104,27 @@ def test_codec_is_json_and_rejects_anything_else(redis_url, prefix):
             decode_entry(bad)
 
 
+@pytest.mark.parametrize("written_at", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"9" * 400])
+def test_an_entry_written_at_a_non_finite_time_is_a_miss_not_forever_fresh(redis_url, prefix, written_at):
+    """json reads NaN/Infinity/1e400 as floats; every age comparison with a NaN write time is
+    false, so such an entry was served as fresh (and as the last resort) until Redis expired it."""
+    backends = from_url(redis_url, prefix)
+    store = backends.cache_store
+    body = encode_entry(ANSWER, 1.0).replace(b'"w":1.0', b'"w":' + written_at)
+    backends.client.set(store.redis_key("t", "k"), body)
+    assert store.get("t", "k", 1e9) is None and store.get("t", "k", 1e9, allow_stale=True) is None
+    assert store.stats["corrupt"] == 2
+
+
+@pytest.mark.parametrize("field, value", [("prompt_tokens", b"-5"), ("cost_usd", b"Infinity"), ("cost_usd", b"-1.0")])
+def test_an_answer_with_negative_or_infinite_numbers_is_refused(field, value):
+    body = encode_entry(ANSWER, 1.0)
+    start = body.index(f'"{field}":'.encode()) + len(field) + 3
+    end = min(i for i in (body.index(b",", start), body.index(b"}", start)))
+    with pytest.raises(CodecError, match=field):
+        decode_entry(body[:start] + value + body[end:])
+
+
 class _Boom:
     triggered = False
 

@@ -65,10 +65,19 @@ def encode_entry(value: Any, written_at: float) -> bytes:
         raise CodecError(f"cannot encode a {type(value).__name__} as a cache entry: {exc}") from exc
 
 
-def _number(body: Mapping[str, Any], name: str, *, integer: bool = False) -> Any:
+def _number(body: Mapping[str, Any], name: str, *, integer: bool = False, signed: bool = False) -> Any:
+    """A finite number (non-negative unless ``signed``): ``json`` reads ``NaN``, ``Infinity`` and
+    ``1e400`` as floats, and an entry written at ``NaN`` was never stale (every age comparison
+    with it is false), so a planted one was served as fresh until Redis expired it."""
     value = body.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float) if not integer else int):
         raise CodecError(f"field {name!r} is {type(value).__name__}, expected {'int' if integer else 'number'}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        finite = False
+    if not finite or (value < 0 and not signed):
+        raise CodecError(f"field {name!r} is {value!r:.40}, expected a finite number{'' if signed else ' >= 0'}")
     return value
 
 
@@ -86,7 +95,7 @@ def decode_entry(data: bytes | str) -> tuple[Any, float]:
         raise CodecError(f"entry is not llmlab JSON: {type(exc).__name__}") from exc
     if not isinstance(obj, dict) or obj.get("f") != FORMAT:
         raise CodecError("entry has no llmlab format marker (written by something else?)")
-    written_at = _number(obj, "w")
+    written_at = _number(obj, "w", signed=True)
     kind, body = obj.get("t"), obj.get("v")
     if kind == "json":
         return body, float(written_at)
@@ -99,5 +108,5 @@ def decode_entry(data: bytes | str) -> tuple[Any, float]:
         raise CodecError("answer entry 'metadata' must be an object")
     answer = CachedAnswer(text, model, _number(body, "prompt_tokens", integer=True),
                           _number(body, "completion_tokens", integer=True), float(_number(body, "cost_usd")),
-                          float(_number(body, "created_at")), metadata)
+                          float(_number(body, "created_at", signed=True)), metadata)
     return answer, float(written_at)
