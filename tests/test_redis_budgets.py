@@ -224,3 +224,22 @@ def test_spend_queued_during_a_long_outage_is_replayed_in_a_few_round_trips(star
     expected = sum(0.000_25 * (1 + i % 4) for i in range(n) if i % 3 == 0)
     assert budgets.spent("t0", NOW) == pytest.approx(expected, abs=1e-9)
     assert budgets.dropped_settlements == 0
+
+
+def test_a_request_that_outlives_its_lease_is_reported_as_overshoot(redis_url, prefix, caplog):
+    """A lease frees the hold of a gateway that crashed; a request that is merely slow (a long
+    stream) loses its hold the same way, another replica reserves the freed money, and both
+    spend it.  That went unrecorded: the settlement now counts it as overshoot and says why."""
+    one = from_url(redis_url, prefix, budget_lease_s=30).budgets
+    two = from_url(redis_url, prefix, budget_lease_s=30).budgets
+    slow = one.try_reserve("t", 0.8, 1.0, NOW)
+    assert two.try_reserve("t", 0.8, 1.0, NOW + 10) is None  # held
+    fast = two.try_reserve("t", 0.8, 1.0, NOW + 31)  # the slow request's lease ran out
+    assert fast is not None
+    two.settle(fast, 0.8)
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        one.settle(slow, 0.7)
+    assert one.spent("t", NOW) == pytest.approx(1.5)  # past the 1.0 cap: the lease's documented cost
+    assert one.overshoot_usd == pytest.approx(0.7) and one.lost_holds == 1 and two.overshoot_usd == 0
+    assert one.stats("t", NOW)["overshoot"] == 700_000_000  # nano-USD, seen by every replica
+    assert any("budget_lease_s=30" in r.getMessage() for r in caplog.records)

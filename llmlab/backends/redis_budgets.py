@@ -66,8 +66,11 @@ redis.call('EXPIRE', z, ARGV[5])
 return {1, id}
 """
 
+# returns 1, or 0 when the reservation was no longer held (its lease ran out and another
+# request's try_reserve released it): all of this spend then went past the cap check
 _SETTLE = """
 local h, z = KEYS[1], KEYS[2]
+local held = 1
 if ARGV[1] ~= '' then
   local a = redis.call('HGET', h, 'r:' .. ARGV[1])
   if a then
@@ -76,12 +79,15 @@ if ARGV[1] ~= '' then
     if tonumber(ARGV[2]) > tonumber(a) then
       redis.call('HINCRBY', h, 'overshoot', tonumber(ARGV[2]) - tonumber(a))
     end
+  else
+    held = 0
+    if ARGV[2] ~= '0' then redis.call('HINCRBY', h, 'overshoot', ARGV[2]) end
   end
   redis.call('ZREM', z, ARGV[1])
 end
 redis.call('HINCRBY', h, 'spent', ARGV[2])
 if redis.call('TTL', h) < 0 then redis.call('EXPIRE', h, ARGV[3]) end
-return 1
+return held
 """
 
 
@@ -115,7 +121,7 @@ class RedisBudgets:
         self.max_pending = v.integer("budget_max_pending", max_pending, lo=0)
         self._reserve = link.client.register_script(_RESERVE)
         self._settle = link.client.register_script(_SETTLE)
-        self._pending: deque[tuple[str, str, str, int, int]] = deque()  # (hash, zset, id, nano, ttl)
+        self._pending: deque[tuple[str, str, str, int, int, int]] = deque()  # (hash, zset, id, nano, ttl, held)
         self._lock = threading.Lock()
         self._flushing = threading.Lock()  # held by the one thread replaying the queue
         self._last_spent: dict[tuple[str, str], float] = {}
@@ -123,6 +129,7 @@ class RedisBudgets:
         self.refused_unavailable = 0
         self.admitted_unavailable = 0
         self.dropped_settlements = 0
+        self.lost_holds = 0  # settlements whose reservation had been released (see _lost_hold)
 
     # ------------------------------------------------------------------ keys
     def keys(self, tenant: str, month: str) -> tuple[str, str]:
@@ -133,7 +140,7 @@ class RedisBudgets:
         return max(1, int(math.ceil(next_month_start(now) - now + self.retention_s)))
 
     # ------------------------------------------------------------------ pending writes
-    def _queue(self, item: tuple[str, str, str, int, int]) -> None:
+    def _queue(self, item: tuple[str, str, str, int, int, int]) -> None:
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self.dropped_settlements += 1
@@ -157,15 +164,18 @@ class RedisBudgets:
                 with self._lock:
                     batch = list(islice(self._pending, FLUSH_BATCH))
 
-                def replay(r: Any, batch: list[tuple[str, str, str, int, int]] = batch) -> list[Any]:
+                def replay(r: Any, batch: list[tuple[str, str, str, int, int, int]] = batch) -> list[Any]:
                     pipe = r.pipeline(transaction=False)
-                    for h, z, rid, nano, ttl in batch:
+                    for h, z, rid, nano, ttl, _ in batch:
                         self._settle(keys=[h, z], args=[rid, nano, ttl], client=pipe)
                     return pipe.execute(raise_on_error=False)
 
                 results = self.link.call("budget settle", replay)  # Redis gone: raises, the queue stays
-                # refused by the server (not gone): replaying cannot help
-                self.dropped_settlements += sum(isinstance(x, Exception) for x in results)
+                for item, result in zip(batch, results):
+                    if isinstance(result, Exception):  # refused by the server (not gone): replaying cannot help
+                        self.dropped_settlements += 1
+                    elif int(result) == 0:
+                        self._lost_hold(item[5])
                 with self._lock:
                     for item in batch:
                         if self._pending and self._pending[0] == item:
@@ -218,22 +228,37 @@ class RedisBudgets:
         nano = _nano(max(0.0, actual))
         if actual > reservation.amount + 1e-12:
             self.overshoot_usd += actual - reservation.amount
-        self._write(h, z, rid, nano, ttl)
+        self._write(h, z, rid, nano, ttl, min(nano, _nano(reservation.amount)) if recorded else 0)
 
     def charge(self, tenant: str, amount: float, now: float) -> None:
         """Record spend that had no reservation (for example a classifier call)."""
         h, z = self.keys(tenant, month_of(now))
-        self._write(h, z, "", _nano(max(0.0, amount)), self._ttl(now))
+        self._write(h, z, "", _nano(max(0.0, amount)), self._ttl(now), 0)
 
-    def _write(self, h: str, z: str, rid: str, nano: int, ttl: int) -> None:
+    def _write(self, h: str, z: str, rid: str, nano: int, ttl: int, held: int) -> None:
         try:
             self._flush()
-            self.link.call("budget settle", lambda r: self._settle(keys=[h, z], args=[rid, nano, ttl], client=r))
+            result = self.link.call("budget settle",
+                                    lambda r: self._settle(keys=[h, z], args=[rid, nano, ttl], client=r))
         except RedisUnavailable as exc:
             if exc.gone:
-                self._queue((h, z, rid, nano, ttl))
+                self._queue((h, z, rid, nano, ttl, held))
             else:
                 self.dropped_settlements += 1
+            return
+        if int(result) == 0:
+            self._lost_hold(held)
+
+    def _lost_hold(self, held_nano: int) -> None:
+        """A settlement found its reservation released: the request outlived ``lease_s`` (or a
+        replay found its first copy applied), so the spend its hold covered went past the cap
+        check too.  Counted as overshoot, like spend above a hold, and said once in a while."""
+        self.lost_holds += 1
+        self.overshoot_usd += held_nano / NANO
+        self.link.logs.warning("budget-lease", "llmlab: a request settled after its budget hold had been released "
+                                               "(it ran longer than budget_lease_s=%g s): its spend went past the "
+                                               "cap check; raise budget_lease_s above your longest request",
+                               self.lease_s)
 
     def _read(self, tenant: str, now: float, field: str) -> float:
         month = month_of(now)
