@@ -243,3 +243,19 @@ def test_a_request_that_outlives_its_lease_is_reported_as_overshoot(redis_url, p
     assert one.overshoot_usd == pytest.approx(0.7) and one.lost_holds == 1 and two.overshoot_usd == 0
     assert one.stats("t", NOW)["overshoot"] == 700_000_000  # nano-USD, seen by every replica
     assert any("budget_lease_s=30" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("spent", [b"1.5", b"abc", b"9" * 30])
+def test_a_budget_hash_llmlab_did_not_write_fails_closed_with_a_clear_reason(redis_url, prefix, caplog, spent):
+    """'1.5' passed the script's tonumber, refused over the cap and then raised ValueError in
+    Python: an internal error for every request of the tenant.  Any non-integer is refused in
+    the script, and the tenant's requests end as BudgetUnavailable naming the hash."""
+    clock = FakeClock()
+    backends = from_url(redis_url, prefix)
+    backends.client.hset(backends.budgets.keys("default", "2023-11")[0], "spent", spent)
+    gw = _gateway(backends, clock)
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        out = gw.complete("hello")
+    assert isinstance(out.error, BudgetUnavailable), out.error
+    assert any("non-integer spent" in r.getMessage() for r in caplog.records)
+    assert backends.budgets.spent("default", clock()) == 0.0  # a read says so too, without raising

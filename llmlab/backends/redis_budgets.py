@@ -52,8 +52,16 @@ for _, id in ipairs(expired) do
   end
   redis.call('ZREM', z, id)
 end
-local spent = tonumber(redis.call('HGET', h, 'spent') or '0')
-local reserved = tonumber(redis.call('HGET', h, 'reserved') or '0')
+local function counter(name)  -- a value llmlab did not write is an error, never a guess
+  local raw = redis.call('HGET', h, name) or '0'
+  if not string.match(raw, '^-?%d+$') or string.len(raw) > 18 then
+    return redis.error_reply('llmlab budget hash ' .. h .. ' has a non-integer ' .. name .. ' (not written by llmlab)')
+  end
+  return tonumber(raw)
+end
+local spent, reserved = counter('spent'), counter('reserved')
+if type(spent) == 'table' then return spent end
+if type(reserved) == 'table' then return reserved end
 if cap >= 0 and spent + reserved + amount > cap then
   return {0, redis.call('HGET', h, 'spent') or '0'}
 end
@@ -268,7 +276,15 @@ class RedisBudgets:
             raw = self.link.call("budget read", lambda r: r.hget(h, field))
         except RedisUnavailable:
             return self._last_spent.get((tenant, month), 0.0) + self._pending_for(h) if field == "spent" else 0.0
-        value = int(raw or 0) / NANO
+        try:
+            nano = int(raw or 0)
+            if len(str(nano)) > 18:  # as the scripts judge it: beyond a billion dollars is not a sum we wrote
+                raise ValueError(field)
+            value = nano / NANO
+        except ValueError:  # not written by llmlab; try_reserve refuses on it (fail closed)
+            self.link.logs.warning("budget-corrupt", "llmlab: budget hash %s has a non-integer %s (not written by "
+                                                     "llmlab)", h, field)
+            return self._last_spent.get((tenant, month), 0.0) if field == "spent" else 0.0
         if field == "spent":
             self._last_spent[(tenant, month)] = value
         return value
