@@ -264,9 +264,9 @@ class RedisBudgets:
         self.lost_holds += 1
         self.overshoot_usd += held_nano / NANO
         self.link.logs.warning("budget-lease", "llmlab: a request settled after its budget hold had been released "
-                                               "(it ran longer than budget_lease_s=%g s): its spend went past the "
-                                               "cap check; raise budget_lease_s above your longest request",
-                               self.lease_s)
+                                               "(it ran longer than budget_lease_s=%g s, or a settlement replayed "
+                                               "after a lost reply): its spend went past the cap check; raise "
+                                               "budget_lease_s above your longest request", self.lease_s)
 
     def _read(self, tenant: str, now: float, field: str) -> float:
         month = month_of(now)
