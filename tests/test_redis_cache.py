@@ -168,7 +168,7 @@ def test_degrade_at_start_up_runs_on_in_memory_backends(caplog):
 
 @pytest.mark.parametrize("kwargs", [
     {"url": "http://localhost:6379"}, {"url": "localhost:6379"}, {"url": 6379},
-    {"prefix": ""}, {"prefix": "a b"}, {"prefix": "x*"}, {"on_unavailable": "ignore"},
+    {"prefix": ""}, {"prefix": "a b"}, {"prefix": "x*"}, {"prefix": "a\\"}, {"on_unavailable": "ignore"},
     {"budgets_on_error": "maybe"}, {"rate_limits_on_error": "sometimes"}, {"cache_ttl_s": 0},
     {"socket_timeout_s": -1}, {"stale_grace_s": float("nan")},
 ])

@@ -181,8 +181,10 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     if not isinstance(url, str) or url.split("://", 1)[0] not in SCHEMES or "://" not in url:
         raise ConfigError("url", redact_url(url) if isinstance(url, str) else url,
                           "a redis://, rediss:// or unix:// URL")
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "*?[]" for c in prefix):
-        raise ConfigError("prefix", prefix, "a non-empty string without spaces or glob characters")
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "*?[]\\" for c in prefix):
+        # a glob character or backslash (Redis' glob escape) would make clear()'s SCAN pattern
+        # match another prefix's keys: 'a\\' + ':cache:*' matches prefix 'a''s cache
+        raise ConfigError("prefix", prefix, "a non-empty string without spaces, glob characters or backslashes")
     v.choice("on_unavailable", on_unavailable, ON_UNAVAILABLE)
     v.choice("budgets_on_error", budgets_on_error, ("closed", "open"))
     v.choice("rate_limits_on_error", rate_limits_on_error, ("open", "closed"))
