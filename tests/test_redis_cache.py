@@ -125,6 +125,22 @@ def test_an_answer_with_negative_or_infinite_numbers_is_refused(field, value):
         decode_entry(body[:start] + value + body[end:])
 
 
+def test_a_plain_json_value_at_a_gateway_cache_key_is_a_miss(redis_url, prefix, caplog):
+    """The codec also carries plain JSON values; one written at a gateway's cache key (by another
+    tool) was served as a hit and failed every identical request as an internal error."""
+    clock = FakeClock()
+    backends = from_url(redis_url, prefix)
+    gw = gateway(backends, clock)
+    assert gw.complete("hello there").ok
+    r = backends.client
+    for key in r.scan_iter(f"{prefix}:cache:*"):
+        r.set(key, encode_entry({"text": "planted"}, clock()))
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        again = gw.complete("hello there")
+    assert again.ok and again.cache is CacheOutcome.MISS, again.error
+    assert backends.cache_store.stats["corrupt"] == 1
+
+
 class _Boom:
     triggered = False
 

@@ -1,12 +1,13 @@
 """The semantic cache shared through Redis: replicas see each other's entries, tenants never do."""
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
-from llmlab import CacheOutcome, Deployment, FixedRouter, Gateway, OutcomeKind
-from llmlab.backends import from_url
+from llmlab import CachedAnswer, CacheOutcome, Deployment, FixedRouter, Gateway, OutcomeKind
+from llmlab.backends import encode_entry, from_url
 from llmlab.scripted import FakeClock, ScriptedDriver
 from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
 
@@ -75,6 +76,24 @@ def test_namespaces_tracked_for_replication_are_bounded(redis_url, prefix):
     for i in range(200):  # one conversation turn each
         assert reader.lookup(f"acme|{i:016x}|k", "How do I reset my password?", vec, clock()) is None
     assert len(reader._seen) == 20
-    writer.store("acme|0000000000000000|k", "How do I reset my password?", vec, "the answer", clock())
+    answer = CachedAnswer("the answer", "gpt-4o", 5, 7, 0.0001, clock())
+    writer.store("acme|0000000000000000|k", "How do I reset my password?", vec, answer, clock())
     hit = reader.lookup("acme|0000000000000000|k", "how do I reset my password", vec, clock())
-    assert hit is not None and hit.value == "the answer"  # forgotten, backfilled again
+    assert hit is not None and hit.value == answer  # forgotten, backfilled again
+
+
+def test_a_foreign_entry_in_a_semantic_stream_is_skipped_not_served(redis_url, prefix, caplog):
+    """A plain-JSON value published to a tenant's stream (not by a gateway) was replicated and
+    then served as a hit: the request failed as an internal error ('dict' has no 'text')."""
+    clock = FakeClock()
+    one = replica(redis_url, prefix, clock, "from one")
+    assert one.complete("How do I reset my password?", tenant="acme").ok
+    r = one.pipeline.semantic_cache.link.client
+    (key,) = list(r.scan_iter(f"{prefix}:semantic:*"))
+    (_, fields), = r.xrange(key)
+    r.xadd(key, {**fields, b"o": b"someone-else", b"e": encode_entry({"text": "x"}, clock())})
+    two = replica(redis_url, prefix, clock, "from two")
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        out = two.complete("how can I reset my password", tenant="acme")
+    assert out.ok and out.text in ("from one", "from two"), out.error
+    assert any("where an answer was expected" in rec.getMessage() for rec in caplog.records)

@@ -218,10 +218,11 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     shared_semantic = None
     if semantic_cache is not None:
         from .redis_semantic import SharedSemanticCache
-        shared_semantic = SharedSemanticCache(semantic_cache, link, prefix=prefix, stale_grace_s=stale_grace_s)
+        shared_semantic = SharedSemanticCache(semantic_cache, link, prefix=prefix, stale_grace_s=stale_grace_s,
+                                              answers_only=True)
     return Backends(
         redact_url(url),
-        RedisStore(link, prefix=prefix, ttl_s=cache_ttl_s, stale_grace_s=stale_grace_s),
+        RedisStore(link, prefix=prefix, ttl_s=cache_ttl_s, stale_grace_s=stale_grace_s, answers_only=True),
         RedisBudgets(link, prefix=prefix, on_error=budgets_on_error, lease_s=budget_lease_s),
         RedisRateLimiter(link, per_plan, per_tenant, default_limit, prefix=prefix, on_error=rate_limits_on_error),
         link, semantic_cache=shared_semantic,

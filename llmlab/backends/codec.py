@@ -81,8 +81,12 @@ def _number(body: Mapping[str, Any], name: str, *, integer: bool = False, signed
     return value
 
 
-def decode_entry(data: bytes | str) -> tuple[Any, float]:
-    """Return ``(value, written_at)``; raise :class:`CodecError` for anything malformed."""
+def decode_entry(data: bytes | str, *, answer: bool = False) -> tuple[Any, float]:
+    """Return ``(value, written_at)``; raise :class:`CodecError` for anything malformed.
+
+    ``answer=True``: only a :class:`~llmlab.effects.CachedAnswer` is valid (what the gateway's
+    caches hold; a ``"json"`` entry at such a key was written by something else, and served as
+    a hit it failed the request as an internal error)."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -97,8 +101,10 @@ def decode_entry(data: bytes | str) -> tuple[Any, float]:
         raise CodecError("entry has no llmlab format marker (written by something else?)")
     written_at = _number(obj, "w", signed=True)
     kind, body = obj.get("t"), obj.get("v")
-    if kind == "json":
+    if kind == "json" and not answer:
         return body, float(written_at)
+    if kind == "json":
+        raise CodecError("a plain JSON entry where an answer was expected (not written by the gateway)")
     if kind != "answer" or not isinstance(body, dict):
         raise CodecError(f"unknown entry type {kind!r}")
     text, model, metadata = body.get("text"), body.get("model"), body.get("metadata", {})

@@ -34,8 +34,9 @@ class RedisStore:
     """Tenant-namespaced exact cache in Redis (implements ``KeyValueStore``)."""
 
     def __init__(self, link: RedisLink, *, prefix: str = "llmlab", ttl_s: float = 3_600.0,
-                 stale_grace_s: float = 86_400.0) -> None:
+                 stale_grace_s: float = 86_400.0, answers_only: bool = False) -> None:
         self.link = link
+        self.answers_only = answers_only  # the gateway's cache: any other value is foreign, a miss
         self.prefix = prefix
         self.ttl_s = v.positive("cache_ttl_s", ttl_s)
         self.stale_grace_s = v.non_negative("stale_grace_s", stale_grace_s)
@@ -68,7 +69,7 @@ class RedisStore:
                 self.misses += 1
             return None
         try:
-            value, written_at = decode_entry(data)
+            value, written_at = decode_entry(data, answer=self.answers_only)
         except CodecError as exc:
             self.corrupt += 1
             self.link.logs.warning("corrupt", "llmlab: ignoring an undecodable cache entry (%s)", exc)

@@ -39,7 +39,8 @@ class SharedSemanticCache:
     """Implements the pipeline's semantic slot (``embedder``, ``lookup``, ``store``, ``lookup_last_resort``)."""
 
     def __init__(self, local: Any, link: RedisLink, *, prefix: str = "llmlab", max_entries: int = 10_000,
-                 backfill: int = 1_000, stale_grace_s: float = 86_400.0, max_namespaces: int | None = None) -> None:
+                 backfill: int = 1_000, stale_grace_s: float = 86_400.0, max_namespaces: int | None = None,
+                 answers_only: bool = False) -> None:
         for name in ("lookup", "store", "lookup_last_resort"):
             if not callable(getattr(local, name, None)):
                 from ..errors import ConfigError
@@ -52,6 +53,7 @@ class SharedSemanticCache:
         ttl = float(getattr(local, "ttl_s", 86_400.0))
         self._expire_ms = max(1, int((ttl + v.non_negative("stale_grace_s", stale_grace_s)) * 1000))
         self.origin = uuid.uuid4().hex[:12].encode()
+        self.answers_only = answers_only  # the gateway's cache: another replica's non-answer is foreign
         # namespace -> last stream id read, least recently looked up first.  Bounded: a namespace
         # includes the conversation's context, so a chat service opens one per turn of every
         # conversation, and an unbounded map grew by about one entry per request, for good.  The
@@ -100,7 +102,7 @@ class SharedSemanticCache:
             if fields.get(b"o") == self.origin:
                 continue  # our own write, already in the local cache
             try:
-                value, written_at = decode_entry(fields[b"e"])
+                value, written_at = decode_entry(fields[b"e"], answer=self.answers_only)
                 vector = np.frombuffer(fields[b"v"], dtype="<f4")
                 text = fields[b"t"].decode("utf-8", "surrogatepass")
                 self.local.store(namespace, text, vector, value, written_at)
