@@ -148,9 +148,9 @@ def _warn_if_evicting(link: RedisLink) -> str | None:
     and the budget hashes have a TTL: an evicted hash is a tenant's month spend gone, read
     back as zero.  ``INFO memory`` is read because managed Redis often disables ``CONFIG``.
     """
-    try:
-        info = link.call("info", lambda r: r.info("memory"))
-    except RedisUnavailable:  # e.g. INFO renamed away: nothing to check against
+    try:  # not through the link: a user whose ACL forbids INFO would get a warning about INFO
+        info = link.client.info("memory")
+    except Exception:  # noqa: BLE001 - INFO renamed away or forbidden: nothing to check against
         return None
     policy, maxmemory = str(info.get("maxmemory_policy", "noeviction")), int(info.get("maxmemory", 0) or 0)
     if maxmemory <= 0 or policy == "noeviction":
