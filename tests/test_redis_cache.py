@@ -186,7 +186,9 @@ def test_degrade_at_start_up_runs_on_in_memory_backends(caplog):
     {"url": "http://localhost:6379"}, {"url": "localhost:6379"}, {"url": 6379},
     {"prefix": ""}, {"prefix": "a b"}, {"prefix": "x*"}, {"prefix": "a\\"}, {"on_unavailable": "ignore"},
     {"budgets_on_error": "maybe"}, {"rate_limits_on_error": "sometimes"}, {"cache_ttl_s": 0},
-    {"socket_timeout_s": -1}, {"stale_grace_s": float("nan")},
+    {"socket_timeout_s": -1}, {"stale_grace_s": float("nan")}, {"cache_ttl_s": float("inf")},
+    {"stale_grace_s": float("inf")}, {"socket_timeout_s": float("inf")}, {"connect_timeout_s": 1e9},
+    {"retry_interval_s": float("inf")},
 ])
 def test_bad_settings_are_config_errors(kwargs):
     kwargs = {"url": "redis://127.0.0.1:1/0", **kwargs}

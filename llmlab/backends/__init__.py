@@ -49,6 +49,9 @@ log = logging.getLogger("llmlab.backends")
 
 ON_UNAVAILABLE = ("raise", "degrade")
 SCHEMES = ("redis", "rediss", "unix")
+MAX_TTL_S = 1e9  # ≈ 32 years: "keep it", still a number Redis' PX and the clocks can hold
+MAX_TIMEOUT_S = 60.0  # a socket wait the gateway pays inside its lock, per command
+MAX_RETRY_INTERVAL_S = 3_600.0  # the link probes a dead Redis at least hourly, so it does reconnect
 URL_FORMS = "redis://[:password@]host[:port][/db], rediss://… or unix://…"
 ENCODE_HINT = ("the URL does not parse as host and password: percent-encode the password's special characters "
                "(urllib.parse.quote(password, safe=''))")
@@ -174,9 +177,11 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     ``{prefix}:ratelimit:…``) so several deployments can share one Redis.  Rate limits are
     configured here (``per_plan``, ``per_tenant``, ``default_limit``) the way they are for
     :class:`~llmlab.ratelimit.RateLimiter`.  ``cache_capacity`` only sizes the in-memory
-    stand-in when degraded (Redis evicts by its own ``maxmemory`` policy).  Pass a
+    stand-in when degraded (in Redis, entries expire by their TTL).  Pass a
     :class:`~llmlab.cache.semantic.SemanticCache` as ``semantic_cache`` to share it between
-    replicas (:class:`~llmlab.backends.redis_semantic.SharedSemanticCache`).
+    replicas (:class:`~llmlab.backends.redis_semantic.SharedSemanticCache`).  Durations are
+    finite: TTLs and ``log_interval_s`` up to 1e9 s, socket and connect timeouts up to 60 s,
+    ``retry_interval_s`` up to an hour.
     """
     if not isinstance(url, str) or url.split("://", 1)[0] not in SCHEMES or "://" not in url:
         raise ConfigError("url", redact_url(url) if isinstance(url, str) else url,
@@ -188,12 +193,14 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     v.choice("on_unavailable", on_unavailable, ON_UNAVAILABLE)
     v.choice("budgets_on_error", budgets_on_error, ("closed", "open"))
     v.choice("rate_limits_on_error", rate_limits_on_error, ("open", "closed"))
-    v.positive("cache_ttl_s", cache_ttl_s)
-    v.non_negative("stale_grace_s", stale_grace_s)
-    v.positive("socket_timeout_s", socket_timeout_s)
-    v.positive("connect_timeout_s", connect_timeout_s)
-    v.non_negative("retry_interval_s", retry_interval_s)
-    v.positive("log_interval_s", log_interval_s)
+    # finite on purpose: an infinite TTL or timeout raised OverflowError building the client or the
+    # store, and an infinite retry interval silently never reconnected after the first failure
+    v.number("cache_ttl_s", cache_ttl_s, lo=0.0, lo_open=True, hi=MAX_TTL_S)
+    v.number("stale_grace_s", stale_grace_s, lo=0.0, hi=MAX_TTL_S)
+    v.number("socket_timeout_s", socket_timeout_s, lo=0.0, lo_open=True, hi=MAX_TIMEOUT_S)
+    v.number("connect_timeout_s", connect_timeout_s, lo=0.0, lo_open=True, hi=MAX_TIMEOUT_S)
+    v.number("retry_interval_s", retry_interval_s, lo=0.0, hi=MAX_RETRY_INTERVAL_S)
+    v.number("log_interval_s", log_interval_s, lo=0.0, lo_open=True, hi=MAX_TTL_S)
 
     _check_userinfo(url)
     client = _make_client(url, socket_timeout_s, connect_timeout_s)
