@@ -174,7 +174,7 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     """Build Redis-backed ``cache_store``, ``budgets`` and ``rate_limiter`` sharing one connection.
 
     ``prefix`` namespaces every key (``{prefix}:cache:…``, ``{prefix}:budget:…``,
-    ``{prefix}:ratelimit:…``) so several deployments can share one Redis.  Rate limits are
+    ``{prefix}:ratelimit:…``, ``{prefix}:semantic:…``) so several deployments can share one Redis.  Rate limits are
     configured here (``per_plan``, ``per_tenant``, ``default_limit``) the way they are for
     :class:`~llmlab.ratelimit.RateLimiter`.  ``cache_capacity`` only sizes the in-memory
     stand-in when degraded (in Redis, entries expire by their TTL).  Pass a
