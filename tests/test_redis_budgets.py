@@ -50,18 +50,24 @@ def test_same_answers_as_the_in_memory_budgets(redis_url, prefix):
     assert redis_b.overshoot_usd == mem.overshoot_usd == 0
 
 
-def test_months_are_separate_keys_that_expire_after_the_month(redis_url, prefix):
+def test_months_are_separate_keys_and_only_past_months_expire(redis_url, prefix):
+    """The month being counted has no TTL (an evicting Redis then never picks it); the previous
+    month's keys get theirs, retention_s after that month's end, at the next month's first
+    reservation."""
     b = from_url(redis_url, prefix).budgets
     r = b.try_reserve("acme", 0.04, 0.05, NOW)
     h, z = b.keys("acme", "2023-11")
-    assert b.link.client.ttl(z) > 0  # the lease set expires too
+    assert b.link.client.ttl(h) == -1 and b.link.client.ttl(z) == -1  # exist, no TTL
     b.settle(r, 0.04)
+    b.charge("acme", 0.001, NOW)
+    assert b.link.client.ttl(h) == -1
     assert b.try_reserve("acme", 0.02, 0.05, NOW) is None
     december = next_month_start(NOW) + 1
     assert b.try_reserve("acme", 0.02, 0.05, december) is not None  # a new month, a new budget
-    ttl = b.link.client.ttl(h)
-    expected = next_month_start(NOW) - NOW + b.retention_s
-    assert expected - 5 <= ttl <= expected + 1
+    assert b.link.client.ttl(b.keys("acme", "2023-12")[0]) == -1
+    expected = next_month_start(NOW) + b.retention_s - december
+    assert expected - 5 <= b.link.client.ttl(h) <= expected + 1 and b.link.client.ttl(z) != -1  # (gone when empty)
+    assert b.spent("acme", NOW) == pytest.approx(0.041)  # last month still readable
 
 
 def test_a_crashed_gateways_reservation_is_released_after_its_lease(redis_url, prefix):
@@ -177,28 +183,43 @@ def test_fail_open_keeps_serving_and_replays_the_spend_after_reconnecting(start_
     assert backends.link.reconnects == 1
 
 
-def test_an_evicting_redis_is_reported_at_start_up_because_it_evicts_budget_totals(start_redis, caplog):
-    """Under memory pressure an LRU policy evicts a budget hash (it has a TTL) like any cache
-    entry: the tenant's spend reads back as zero and the cap stops holding.  from_url says so."""
+def _fill(backends, now, n=1_000):
+    big = CachedAnswer("x" * 20_000, "m", 1, 1, 0.0, now)
+    for i in range(n):  # 20 MB through a 3 MB Redis
+        backends.cache_store.put("other", f"k{i}", big, now)
+
+
+@pytest.mark.parametrize("policy", ["volatile-lru", "noeviction", "allkeys-lru"])
+def test_a_full_redis_keeps_counting_budgets_unless_it_evicts_all_keys(start_redis, caplog, policy):
+    """The cache fills a 3 MB Redis.  volatile-lru (the managed services' default) evicted the
+    budget hash too while it had a TTL (0.9 of a 1.0 cap forgotten), and noeviction refused the
+    settlement (its spend lost).  The month being counted now has no TTL and the scripts are let
+    through a full Redis; allkeys-lru still evicts budgets, and from_url warns about it."""
     server = start_redis()
     server.client().config_set("maxmemory", "3mb")
-    server.client().config_set("maxmemory-policy", "volatile-lru")
+    server.client().config_set("maxmemory-policy", policy)
     with caplog.at_level(logging.WARNING, "llmlab.backends"):
         backends = from_url(server.url, "p")
-    warned = [r.getMessage() for r in caplog.records if "evicts keys" in r.getMessage()]
-    assert len(warned) == 1 and "volatile-lru" in warned[0] and "noeviction" in warned[0]
-    now = time.time()  # what the warning is about: a full cache pushes the month's spend out
-    backends.budgets.settle(backends.budgets.try_reserve("acme", 0.9, 1.0, now), 0.9)
-    big = CachedAnswer("x" * 20_000, "m", 1, 1, 0.0, now)
-    for i in range(1_000):  # 20 MB through 3 MB: the oldest key is sampled and evicted
-        backends.cache_store.put("other", f"k{i}", big, now)
-    assert backends.budgets.spent("acme", now) == 0.0  # evicted: 0.9 of the 1.0 cap forgotten
+    warned = [r.getMessage() for r in caplog.records if "maxmemory-policy=" in r.getMessage()]
+    now = time.time()
+    budgets = backends.budgets
+    budgets.settle(budgets.try_reserve("acme", 0.9, 1.0, now), 0.9)
+    _fill(backends, now)
+    if policy == "allkeys-lru":
+        assert len(warned) == 1 and "volatile-lru" in warned[0]
+        return
+    if policy == "noeviction":  # make it over-full, as a burst of cache writes leaves it
+        client = server.client()
+        client.config_set("maxmemory", client.info("memory")["used_memory"] - 100_000)
+        from redis.exceptions import OutOfMemoryError
 
-    caplog.clear()
-    server.client().config_set("maxmemory-policy", "noeviction")
-    with caplog.at_level(logging.WARNING, "llmlab.backends"):
-        from_url(server.url, "p")
-    assert not [r for r in caplog.records if "evicts keys" in r.getMessage()]
+        with pytest.raises(OutOfMemoryError):
+            client.set("p:probe", "x")
+    budgets.settle(budgets.try_reserve("acme", 0.05, 1.0, now), 0.05)
+    budgets.charge("acme", 0.01, now)
+    assert budgets.dropped_settlements == 0 and budgets.spent("acme", now) == pytest.approx(0.96)
+    assert budgets.try_reserve("acme", 0.5, 1.0, now) is None and not budgets.last_refusal_unavailable
+    assert not warned
 
 
 def test_spend_queued_during_a_long_outage_is_replayed_in_a_few_round_trips(start_redis):

@@ -17,13 +17,14 @@ Failure policy, decided once here:
   writes (rate-limited warnings), budgets fail *closed* (``budgets_on_error="closed"``:
   refuse rather than spend what cannot be counted), rate limits fail *open*
   (``rate_limits_on_error="open"``); the client reconnects by itself once Redis is back.
-* A Redis that evicts keys when full (``maxmemory`` set and a ``maxmemory-policy`` other than
-  ``noeviction``, e.g. the managed services' default ``volatile-lru``) may evict a tenant's
-  budget hash like any cache entry: its month then restarts at zero spend and the cap no
-  longer holds.  :func:`from_url` warns at start-up; run the shared Redis with ``noeviction``
-  (cache entries expire by their TTL; a full Redis drops cache writes with a warning while
-  budgets keep counting), or give the cache its own evicting Redis (a second ``from_url``
-  whose ``cache_store`` you pass alone).
+* Memory: with ``maxmemory`` set, use ``volatile-lru`` (the managed services' default) or
+  ``noeviction``.  Cache entries, semantic streams and rate buckets carry TTLs and are the
+  ones a ``volatile-*`` policy evicts; the month being counted has none, so its budget
+  hashes never are.  Under ``noeviction`` a full Redis drops cache writes (logged) and still
+  records budgets (their scripts write first with a command that cannot grow memory, after
+  which Redis lets a script finish).  ``allkeys-*`` evicts budget hashes like cache entries:
+  the tenant's month restarts at zero spend and the cap no longer holds; :func:`from_url`
+  warns about it at start-up.
 
 ``redis`` (the Python client) is an optional dependency: ``pip install 'llmlab[redis]'``.
 """
@@ -145,22 +146,24 @@ def _check_userinfo(url: str) -> None:
 
 
 def _warn_if_evicting(link: RedisLink) -> str | None:
-    """Warn when Redis may evict keys under memory pressure; return the policy that does.
+    """Warn when a full Redis would evict budget hashes; return the policy that does.
 
-    Eviction picks among *all* keys (``allkeys-*``) or all keys with a TTL (``volatile-*``),
-    and the budget hashes have a TTL: an evicted hash is a tenant's month spend gone, read
-    back as zero.  ``INFO memory`` is read because managed Redis often disables ``CONFIG``.
+    ``allkeys-*`` picks among all keys: an evicted budget hash is a tenant's month spend gone,
+    read back as zero.  ``volatile-*`` spares them (the month being counted has no TTL) and
+    ``noeviction`` evicts nothing.  ``INFO memory`` is read because managed Redis often
+    disables ``CONFIG``.
     """
     try:  # not through the link: a user whose ACL forbids INFO would get a warning about INFO
         info = link.client.info("memory")
     except Exception:  # noqa: BLE001 - INFO renamed away or forbidden: nothing to check against
         return None
     policy, maxmemory = str(info.get("maxmemory_policy", "noeviction")), int(info.get("maxmemory", 0) or 0)
-    if maxmemory <= 0 or policy == "noeviction":
+    if maxmemory <= 0 or not policy.startswith("allkeys-"):
         return None
-    log.warning("llmlab: Redis at %s evicts keys when full (maxmemory-policy=%s, maxmemory=%d bytes): an evicted "
-                "budget hash restarts a tenant's month at zero spend and its cap no longer holds; use "
-                "maxmemory-policy noeviction, or give the cache its own Redis", link.url, policy, maxmemory)
+    log.warning("llmlab: Redis at %s (maxmemory=%d bytes, maxmemory-policy=%s) evicts budget hashes like cache "
+                "entries when full: an evicted one restarts a tenant's month at zero spend and its cap no longer "
+                "holds; use maxmemory-policy volatile-lru (the cache, semantic streams and rate buckets have TTLs "
+                "and are evicted instead) or noeviction", link.url, maxmemory, policy)
     return policy
 
 

@@ -9,7 +9,12 @@ Same contract as :class:`llmlab.budgets.MemoryBudgets`.  Per (tenant, month) one
   reserve and settle), check ``spent + reserved + amount ≤ cap`` and reserve — no other
   client can interleave, so concurrent gateways never overshoot a cap together.
 * ``settle`` moves the reservation to ``spent`` at its actual cost (a second script).
-* Both keys expire ``retention_s`` after the month ends (relative to the caller's ``now``).
+* The month being counted has no TTL, so a Redis whose ``maxmemory-policy`` is ``volatile-*``
+  (the managed services' default) evicts cache entries, semantic streams and rate buckets
+  under memory pressure but never a budget: an evicted hash would restart the tenant's month
+  at zero spend.  A tenant's first reservation in a new month gives the previous month's keys
+  their TTL (``retention_s`` after that month's end, relative to the caller's ``now``); a
+  settlement that has to recreate a vanished hash gives it one too.
 
 When Redis is unreachable (``on_error``):
 
@@ -29,6 +34,7 @@ import threading
 from collections import deque
 from itertools import islice
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from .. import _validate as v
@@ -39,9 +45,15 @@ NANO = 1_000_000_000
 FAIL_MODES = ("closed", "open")
 FLUSH_BATCH = 500  # queued settlements replayed per round trip
 
+# KEYS: this month's hash and lease set, then the previous month's (given their TTL, ARGV[5])
 _RESERVE = """
 local h, z = KEYS[1], KEYS[2]
 local amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('PERSIST', h)
+redis.call('PERSIST', z)
+for _, k in ipairs({KEYS[3], KEYS[4]}) do
+  if redis.call('TTL', k) == -1 then redis.call('EXPIRE', k, ARGV[5]) end
+end
 local expired = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[3], 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   local a = redis.call('HGET', h, 'r:' .. id)
@@ -69,16 +81,22 @@ local id = redis.call('HINCRBY', h, 'seq', 1)
 redis.call('HINCRBY', h, 'reserved', ARGV[1])
 redis.call('HSET', h, 'r:' .. id, ARGV[1])
 redis.call('ZADD', z, ARGV[4], id)
-redis.call('EXPIRE', h, ARGV[5])
-redis.call('EXPIRE', z, ARGV[5])
 return {1, id}
 """
 
-# returns 1, or 0 when the reservation was no longer held (its lease ran out and another
-# request's try_reserve released it): all of this spend then went past the cap check
+# Returns 1, or 0 when the reservation was no longer held (its lease ran out and another
+# request's try_reserve released it): all of this spend then went past the cap check.
+# ARGV[3]: the TTL to give the hash if this settlement has to create it ('0': none, a charge
+# to the month being counted).
+# Both scripts write first with a command that cannot grow memory (PERSIST, ZREM): Redis then
+# lets the rest of the script write even when used memory is over maxmemory (a script is not
+# stopped halfway), so a Redis that the cache filled under noeviction still records spend; it
+# refused settlements as OOM, and their spend was lost.
 _SETTLE = """
 local h, z = KEYS[1], KEYS[2]
+redis.call('ZREM', z, ARGV[1])
 local held = 1
+local existed = redis.call('EXISTS', h)
 if ARGV[1] ~= '' then
   local a = redis.call('HGET', h, 'r:' .. ARGV[1])
   if a then
@@ -91,10 +109,9 @@ if ARGV[1] ~= '' then
     held = 0
     if ARGV[2] ~= '0' then redis.call('HINCRBY', h, 'overshoot', ARGV[2]) end
   end
-  redis.call('ZREM', z, ARGV[1])
 end
 redis.call('HINCRBY', h, 'spent', ARGV[2])
-if redis.call('TTL', h) < 0 then redis.call('EXPIRE', h, ARGV[3]) end
+if existed == 0 and ARGV[3] ~= '0' then redis.call('EXPIRE', h, ARGV[3]) end
 return held
 """
 
@@ -105,6 +122,12 @@ class RedisReservation(Reservation):
 
     ttl_s: int = 0
     recorded: bool = True
+
+
+def month_start(now: float) -> float:
+    """Epoch seconds of the first instant of ``now``'s UTC month."""
+    d = datetime.fromtimestamp(now, tz=timezone.utc)
+    return datetime(d.year, d.month, 1, tzinfo=timezone.utc).timestamp()
 
 
 def _nano(usd: float) -> int:
@@ -145,7 +168,14 @@ class RedisBudgets:
         return h, h + ":open"
 
     def _ttl(self, now: float) -> int:
+        """Seconds from ``now`` until this month's keys may go: ``retention_s`` after it ends."""
         return max(1, int(math.ceil(next_month_start(now) - now + self.retention_s)))
+
+    def _previous(self, tenant: str, now: float) -> tuple[str, str, int]:
+        """The previous month's keys and their TTL from ``now`` (``retention_s`` after its end)."""
+        start = month_start(now)
+        h, z = self.keys(tenant, month_of(start - 1.0))
+        return h, z, max(1, int(math.ceil(start + self.retention_s - now)))
 
     # ------------------------------------------------------------------ pending writes
     def _queue(self, item: tuple[str, str, str, int, int, int]) -> None:
@@ -205,13 +235,14 @@ class RedisBudgets:
         month = month_of(now)
         h, z = self.keys(tenant, month)
         ttl = self._ttl(now)
+        prev_h, prev_z, prev_ttl = self._previous(tenant, now)
         want = _nano_up(amount)
         cap_nano = -1 if cap is None or math.isinf(cap) else _nano(cap)
         try:
             self._flush()
             ok, value = self.link.call("budget reserve", lambda r: self._reserve(
-                keys=[h, z], args=[want, cap_nano, repr(float(now)), repr(float(now + self.lease_s)), ttl],
-                client=r))
+                keys=[h, z, prev_h, prev_z],
+                args=[want, cap_nano, repr(float(now)), repr(float(now + self.lease_s)), prev_ttl], client=r))
         except RedisUnavailable as exc:
             if self.on_error == "open":
                 self.admitted_unavailable += 1
@@ -241,7 +272,7 @@ class RedisBudgets:
     def charge(self, tenant: str, amount: float, now: float) -> None:
         """Record spend that had no reservation (for example a classifier call)."""
         h, z = self.keys(tenant, month_of(now))
-        self._write(h, z, "", _nano(max(0.0, amount)), self._ttl(now), 0)
+        self._write(h, z, "", _nano(max(0.0, amount)), 0, 0)  # the month being counted: no TTL
 
     def _write(self, h: str, z: str, rid: str, nano: int, ttl: int, held: int) -> None:
         try:

@@ -8,11 +8,10 @@ named ``a:b`` can never collide with tenant ``a``).  The value is versioned JSON
   Redis expiry alone, and freshness is judged from ``written_at``.
 * Stale: kept in Redis for ``stale_grace_s`` more (Redis expiry ``ttl_s + stale_grace_s``
   from the write), readable only with ``allow_stale=True`` — the fallback chain's last resort.
-* Capacity: entries expire by their TTL; there is no per-process LRU.  An evicting
-  ``maxmemory-policy`` (``allkeys-lru``, ``volatile-lru`` …) suits a Redis that holds *only*
-  the cache: on the Redis that also holds the budgets it evicts their hashes too (see
-  :mod:`llmlab.backends`), so run that one with ``noeviction`` (a full Redis then drops
-  cache writes, logged, until entries expire).
+* Capacity: entries expire by their TTL; there is no per-process LRU.  With ``maxmemory``
+  set, use ``maxmemory-policy volatile-lru`` (entries have a TTL and are evicted; the budgets
+  of the month being counted have none and are not) or ``noeviction`` (a full Redis drops
+  writes here, logged); never ``allkeys-*`` (see :mod:`llmlab.backends`).
 
 When Redis is unreachable ``get`` is a miss and ``put`` is dropped with a rate-limited
 warning; requests are still answered, and the link reconnects by itself (:mod:`.redis_link`).

@@ -24,8 +24,11 @@ FAIL_MODES = ("open", "closed")
 LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
 UNAVAILABLE = "rate limiter unavailable"
 
+# PEXPIRE first: a write that cannot grow memory lets the script's later writes through when
+# the cache has filled a noeviction Redis (see redis_budgets); it is set again at the end.
 _ACQUIRE = """
 local k, now = KEYS[1], tonumber(ARGV[1])
+redis.call('PEXPIRE', k, ARGV[5])
 local checks = {}
 if ARGV[2] ~= '' then checks[#checks + 1] = {'rpm@' .. ARGV[2], tonumber(ARGV[2]), 1.0, 1} end
 if ARGV[3] ~= '' then checks[#checks + 1] = {'tpm@' .. ARGV[3], tonumber(ARGV[3]), tonumber(ARGV[4]), 2} end
