@@ -22,7 +22,7 @@ from .cache.keys import CacheKeyPolicy
 from .cache.store import KeyValueStore, MemoryStore
 from .defaults import DEFAULT_FALLBACKS, default_deployments
 from .effects import Deployment, Outcome
-from .errors import ConfigError, InvalidRequest
+from .errors import ConfigError, InvalidRequest, _Shape
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
@@ -44,6 +44,11 @@ def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> 
     for i, dep in enumerate(deployments):
         if not isinstance(dep, Deployment):
             raise ConfigError(f"deployments[{i}]", dep, "a llmlab.Deployment")
+        if not isinstance(dep.name, str) or not dep.name:
+            raise ConfigError(f"deployments[{i}].name", dep.name, "a non-empty string (routers and fallbacks use it)")
+        if not isinstance(dep.params, Mapping):  # shown by its type only: a key passed here by mistake
+            raise ConfigError(f"deployments[{i}].params", _Shape(f"<{type(dep.params).__name__}>"),
+                              "a mapping of provider-call settings (api_base, api_key, mock_response …)")
         if dep.name in out:
             raise ConfigError(f"deployments[{i}].name", dep.name, "a name not used by another deployment")
         v.integer(f"deployments[{i}].context_window", dep.context_window, lo=1)
@@ -100,6 +105,8 @@ class Gateway:
             self.prices = prices
         else:
             self.prices = PriceBook.default() if prices is None else PriceBook.default().with_overrides(prices)
+        if isinstance(deployments, (str, bytes, Mapping)):  # list("gpt-4o") would name 'g' as the culprit
+            raise ConfigError("deployments", deployments, "a list of llmlab.Deployment (or None for the defaults)")
         self.deployments = _check_deployments(list(deployments) if deployments is not None else default_deployments(),
                                               self.prices)
         if budget is not None and not isinstance(budget, BudgetPolicy):
@@ -143,6 +150,17 @@ class Gateway:
         if semantic_cache is not None:
             _check_has("semantic_cache", semantic_cache, semantic_cache, ("lookup", "store", "lookup_last_resort"),
                        "a llmlab.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
+        # collaborators are checked here, not on the first request (where a missing method was an
+        # internal error per request, or an AttributeError out of complete())
+        for field, given, methods, allowed in (
+                ("cache_store", cache_store, ("get", "put"), "a llmlab.cache.KeyValueStore (get, put) or None"),
+                ("budget_backend", budget_backend, ("try_reserve", "settle", "charge", "spent"),
+                 "a budget backend (llmlab.MemoryBudgets, llmlab.backends' Redis budgets) or None"),
+                ("driver", driver, ("perform", "aperform"), "a driver (llmlab.live.LiteLLMDriver, "
+                                                             "llmlab.scripted.ScriptedDriver) or None"),
+                ("ledger", ledger, ("record",), "a llmlab.Ledger or None")):
+            if given is not None:
+                _check_has(field, given, given, methods, allowed)
         if rate_limiter is not None:
             _check_has("rate_limiter", rate_limiter, rate_limiter, ("acquire",), "a llmlab.RateLimiter or None")
             for name, limit in configured_limits(rate_limiter):

@@ -45,6 +45,7 @@ def check_limits(field: str, limits: Mapping[str, RateLimit] | None) -> dict[str
     if not isinstance(limits, Mapping):
         raise ConfigError(f"rate_limiter.{field}", limits, "a mapping of name → llmlab.RateLimit")
     for name, limit in limits.items():
+        v.key_name(f"rate_limiter.{field}", name, "a plan name" if field == "per_plan" else "a tenant id")
         if not isinstance(limit, RateLimit):
             raise ConfigError(f"rate_limiter.{field}[{name!r}]", limit, "a llmlab.RateLimit(rpm=…, tpm=…)")
     return dict(limits)

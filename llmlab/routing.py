@@ -55,6 +55,17 @@ def _decide_target(target: Target, request: Request, tier: str, reason: str) -> 
                          inner.cascade, inner.accept)
 
 
+def _check_target(field: str, target: Any) -> None:
+    """A route's target is a deployment name or a router (checked here: the gateway would find
+    out only by calling ``targets()`` on it)."""
+    if isinstance(target, str) and target:
+        return
+    if not isinstance(target, str) and callable(getattr(target, "decide", None)) \
+            and callable(getattr(target, "targets", None)):
+        return
+    raise ConfigError(field, target, "a deployment name or a router (e.g. llmlab.ComplexityRouter())")
+
+
 def _targets_of(target: Target) -> set[str]:
     return {target} if isinstance(target, str) else target.targets()
 
@@ -104,7 +115,7 @@ class ComplexityRouter(StaticRouter):
     DEFAULT_MODELS = {"low": "gpt-4o-mini", "medium": "gpt-4o", "high": "claude-sonnet-4-20250514"}
 
     def __init__(self, thresholds: Sequence[int] = (100, 500), models: Mapping[str, str] | None = None) -> None:
-        if len(thresholds) != 2:
+        if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence) or len(thresholds) != 2:
             raise ConfigError("complexity.thresholds", thresholds, "two character counts (low/medium, medium/high)")
         lo = v.integer("complexity.thresholds[0]", thresholds[0], lo=1)
         hi = v.integer("complexity.thresholds[1]", thresholds[1], lo=lo + 1)
@@ -139,6 +150,11 @@ class PlanRouter:
         self.plans = dict(plans) if plans is not None else {"paid": "gpt-4o", "free": "gpt-4o-mini"}
         if not self.plans:
             raise ConfigError("plan_router.plans", plans, "at least one plan")
+        for plan, target in self.plans.items():
+            v.key_name("plan_router.plans", plan, "a plan name")
+            _check_target(f"plan_router.plans[{plan!r}]", target)
+        if default is not None:
+            _check_target("plan_router.default", default)
         self.default = default
 
     def check_request(self, request: Request) -> None:

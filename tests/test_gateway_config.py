@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from llmlab import (BudgetPolicy, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest, RetryPolicy,
-                    UnknownModelPrice)
+from llmlab import (BudgetPolicy, ComplexityRouter, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest,
+                    PlanRouter, RateLimit, RateLimiter, RetryPolicy, UnknownModelPrice)
 
 
 def test_empty_prompt_and_bad_messages(make_gateway):
@@ -123,3 +123,60 @@ def test_a_single_deployment_needs_no_fallbacks_argument():
 
     gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), driver=ScriptedDriver(default="hi"))
     assert gw.complete("hello").ok and gw.pipeline.fallbacks == {}
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"cache_store": {}}, "cache_store"),                       # a dict has get() but no put()
+    ({"budget_backend": {}}, "budget_backend"),
+    ({"driver": "litellm"}, "driver"),
+    ({"ledger": []}, "ledger"),
+])
+def test_collaborators_without_their_methods_are_refused_at_construction(kwargs, field):
+    """Before: a dict as cache_store or budget_backend made every request an internal error (with a
+    traceback logged), a str driver raised AttributeError out of complete(), a list ledger an
+    AttributeError at construction."""
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("a", "gpt-4o")], router=FixedRouter("a"), fallbacks={}, **kwargs)
+    assert info.value.field == field and "missing" in str(info.value)
+
+
+def test_a_gateway_with_the_shipped_backends_still_constructs():
+    from llmlab import Ledger, MemoryBudgets
+    from llmlab.cache import MemoryStore
+    from llmlab.scripted import ScriptedDriver
+
+    gw = Gateway([Deployment("a", "gpt-4o")], router=FixedRouter("a"), cache_store=MemoryStore(), ledger=Ledger(),
+                 budget_backend=MemoryBudgets(), driver=ScriptedDriver(default="hi"))
+    assert gw.complete("hello").ok and len(gw.ledger) == 1
+
+
+@pytest.mark.parametrize("deployments, field", [
+    ("gpt-4o", "deployments"),                                  # was deployments[0]='g'
+    ({"a": Deployment("a", "gpt-4o")}, "deployments"),          # was deployments[0]='a'
+    ([Deployment("", "gpt-4o")], "deployments[0].name"),
+    ([Deployment("a", "gpt-4o", None)], "deployments[0].params"),  # was AttributeError on the first request
+    ([Deployment("a", "gpt-4o", "sk-proj-abcdefghijklmnop")], "deployments[0].params"),
+])
+def test_deployments_of_the_wrong_shape(deployments, field):
+    with pytest.raises(ConfigError) as info:
+        Gateway(deployments, router=FixedRouter("a"), fallbacks={})
+    assert info.value.field == field
+    assert "sk-proj" not in str(info.value)  # a key passed as params is not repeated
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: PlanRouter({"paid": 5}), "plan_router.plans['paid']"),     # was AttributeError in Gateway()
+    (lambda: PlanRouter({"paid": ""}), "plan_router.plans['paid']"),
+    (lambda: PlanRouter({"paid": "a"}, default=3), "plan_router.default"),
+    (lambda: PlanRouter({"": "a"}), "plan_router.plans key"),
+    (lambda: ComplexityRouter(100), "complexity.thresholds"),           # was TypeError: no len()
+    (lambda: BudgetPolicy(caps=[("acme", 5.0)]), "budget.caps"),        # was AttributeError
+    (lambda: BudgetPolicy(caps={"": 5.0}), "budget.caps key"),          # a cap no request could match
+    (lambda: BudgetPolicy(plan_caps={None: 5.0}), "budget.plan_caps key"),
+    (lambda: RateLimiter(per_tenant={"": RateLimit(rpm=5)}), "rate_limiter.per_tenant key"),
+    (lambda: RateLimiter(per_plan={1: RateLimit(rpm=5)}), "rate_limiter.per_plan key"),
+])
+def test_routers_caps_and_limits_name_the_bad_entry(build, field):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert info.value.field == field
