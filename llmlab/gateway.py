@@ -211,6 +211,18 @@ class Gateway:
             ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
             log_content=log_content)
 
+    def __repr__(self) -> str:
+        """What it was built with, by name: never a deployment's params (they hold keys)."""
+        p = self.pipeline
+        parts = [f"deployments={list(self.deployments)}", f"router={self.router!r}",
+                 f"exact_cache={'off' if p.exact_cache is None else type(p.exact_cache).__name__}"]
+        parts += [f"{name}={value!r}" for name, value in (("semantic_cache", p.semantic_cache),
+                                                          ("budget", p.budget_policy),
+                                                          ("rate_limiter", p.rate_limiter)) if value is not None]
+        guards = [type(g).__name__ for g in (*p.input_guards, *p.output_guards)]
+        parts += [f"guards={guards}", f"requests={len(p.ledger)}"]
+        return f"Gateway({', '.join(parts)})"
+
     # ------------------------------------------------------------------ conveniences
     @property
     def ledger(self) -> Ledger:

@@ -59,6 +59,10 @@ class Ledger:
         if self.sink is not None:
             self.sink(outcome)
 
+    def __repr__(self) -> str:
+        kept = "" if self.keep else ", keep=False"
+        return f"Ledger(requests={self.count}, tenants={len(self._spend)}, cost_usd={self.total_cost_usd:.6f}{kept})"
+
     def __len__(self) -> int:
         return self.count
 

@@ -102,6 +102,12 @@ class RateLimiter:
         self._buckets: dict[tuple[str, str, float], _Bucket] = {}
         self.refusals = 0
 
+    def __repr__(self) -> str:
+        parts = [f"{name}={getattr(self, name)!r}" for name in ("per_plan", "per_tenant") if getattr(self, name)]
+        if self.default != RateLimit():
+            parts.append(f"default={self.default!r}")
+        return f"RateLimiter({', '.join(parts)})"
+
     def limit_for(self, tenant: str, plan: str) -> RateLimit:
         return self.per_tenant.get(tenant) or self.per_plan.get(plan) or self.default
 

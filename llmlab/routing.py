@@ -100,6 +100,9 @@ class FixedRouter(StaticRouter):
     def choose(self, request: Request) -> RouteDecision:
         return RouteDecision(self.deployment, "fixed", f"fixed route to {self.deployment}")
 
+    def __repr__(self) -> str:
+        return f"FixedRouter({self.deployment!r})"
+
     def targets(self) -> set[str]:
         return {self.deployment}
 
@@ -124,6 +127,9 @@ class ComplexityRouter(StaticRouter):
         missing = {"low", "medium", "high"} - set(self.models)
         if missing:
             raise ConfigError("complexity.models", self.models, "a mapping with keys 'low', 'medium', 'high'")
+
+    def __repr__(self) -> str:
+        return f"ComplexityRouter(thresholds={self.thresholds}, models={self.models})"
 
     def tier_of(self, text: str) -> str:
         n = len(text)
@@ -156,6 +162,10 @@ class PlanRouter:
         if default is not None:
             _check_target("plan_router.default", default)
         self.default = default
+
+    def __repr__(self) -> str:
+        default = "" if self.default is None else f", default={self.default!r}"
+        return f"PlanRouter({self.plans!r}{default})"
 
     def check_request(self, request: Request) -> None:
         """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal error."""
@@ -212,6 +222,10 @@ class ClassifierRouter:
         self.fallback_label = v.choice("classifier.fallback_label", fallback_label, LABELS)
         self.prompt = prompt
         self._deployment: Deployment | None = None
+
+    def __repr__(self) -> str:
+        rules = "" if self.rules is None else f", rules={getattr(self.rules, '__name__', type(self.rules).__name__)}"
+        return f"ClassifierRouter(classifier={self.classifier!r}, routes={self.routes!r}{rules})"
 
     def bind(self, deployments: Mapping[str, Deployment]) -> None:
         """Called by the gateway: resolve the classifier's deployment."""
@@ -276,6 +290,9 @@ class CascadeRouter:
             raise ConfigError("cascade.accept", accept, "a callable accept(answer, request) -> bool, or None")
         self.stages = tuple(stages)
         self.accept = accept or default_acceptance
+
+    def __repr__(self) -> str:
+        return f"CascadeRouter(stages={list(self.stages)!r}, accept={getattr(self.accept, '__name__', 'custom')})"
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         return RouteDecision(self.stages[0], "cascade-0", f"cascade: try {self.stages[0]} first, escalate on rejection",

@@ -29,6 +29,14 @@ class StreamResponse:
         self.outcome: Outcome | None = None
         self.saw_text = False
 
+    def __repr__(self) -> str:
+        out = self.outcome
+        if out is None:
+            return "StreamResponse(<not finished>)"
+        what = out.kind.value if out.error is None else out.error.code
+        return (f"StreamResponse({what}, request_id={out.request_id!r}, deployment={out.deployment!r}, "
+                f"ttft_s={out.ttft_s}, cost_usd={out.cost_usd:.6f})")
+
     def _done(self, outcome: Outcome) -> None:
         self.outcome = outcome
 

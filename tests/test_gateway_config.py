@@ -180,3 +180,32 @@ def test_routers_caps_and_limits_name_the_bad_entry(build, field):
     with pytest.raises(ConfigError) as info:
         build()
     assert info.value.field == field
+
+
+def test_reprs_say_what_was_built_and_never_show_a_key():
+    """Before: <llmlab.gateway.Gateway object at 0x…>, and the same for the ledger, streams and routers."""
+    from llmlab import ClassifierRouter, CascadeRouter
+    from llmlab.scripted import ScriptedDriver
+
+    key = "sk-proj-abcdefghijklmnopqrstuvwxyz"
+    deps = [Deployment("big", "gpt-4o", {"api_key": key}), Deployment("small", "gpt-4o-mini", {"api_key": key})]
+    gw = Gateway(deps, router=PlanRouter({"paid": ComplexityRouter(models={"low": "small", "medium": "big",
+                                                                             "high": "big"}), "free": "small"}),
+                 budget=BudgetPolicy(caps={"acme": 5.0}), rate_limiter=RateLimiter(per_plan={"free": RateLimit(rpm=5)}),
+                 driver=ScriptedDriver(default="an answer"))
+    text = repr(gw)
+    for part in ("deployments=['big', 'small']", "PlanRouter({'paid': ComplexityRouter(thresholds=(100, 500)",
+                 "'free': 'small'", "caps={'acme': 5.0}", "per_plan={'free': RateLimit(rpm=5",
+                 "guards=['PIIMaskingGuard']", "requests=0"):
+        assert part in text, (part, text)
+    reply = gw.stream("hello", tenant="acme", plan="free")
+    assert repr(reply) == "StreamResponse(<not finished>)"
+    assert "".join(reply) == "an answer"
+    assert repr(reply).startswith("StreamResponse(model, request_id=") and "deployment='small'" in repr(reply)
+    assert repr(gw.ledger).startswith("Ledger(requests=1, tenants=1, cost_usd=")
+    assert "requests=1" in repr(gw)
+    assert repr(ClassifierRouter(classifier="small")).startswith("ClassifierRouter(classifier='small', routes=")
+    assert repr(CascadeRouter(["small", "big"])) == "CascadeRouter(stages=['small', 'big'], accept=default_acceptance)"
+    assert repr(FixedRouter("big")) == "FixedRouter('big')"
+    for shown in (repr(gw), repr(reply), repr(reply.outcome), repr(gw.deployments)):
+        assert key not in shown and "api_key" not in shown
