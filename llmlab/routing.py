@@ -214,10 +214,18 @@ class ClassifierRouter:
     def __init__(self, classifier: str = "gpt-4o-mini", routes: Mapping[str, Target] | None = None,
                  rules: Callable[[Request], str | None] | None = None, fallback_label: str = "general",
                  prompt: str = CLASSIFIER_PROMPT) -> None:
+        if not isinstance(classifier, str) or not classifier:
+            raise ConfigError("classifier.classifier", classifier, "a deployment name (the model that labels requests)")
         self.classifier = classifier
+        if routes is not None and not isinstance(routes, Mapping):
+            raise ConfigError("classifier.routes", routes, "a mapping with keys 'faq', 'general', 'complex'")
         self.routes = dict(routes or {"faq": "gpt-4o-mini", "general": "gpt-4o-mini", "complex": "gpt-4o"})
         if set(self.routes) != set(LABELS):
             raise ConfigError("classifier.routes", self.routes, "a mapping with keys 'faq', 'general', 'complex'")
+        for label, target in self.routes.items():
+            _check_target(f"classifier.routes[{label!r}]", target)
+        if rules is not None and not callable(rules):  # called per FAQ request: a str failed there, quietly
+            raise ConfigError("classifier.rules", rules, "a callable rules(request) -> answer text or None, or None")
         self.rules = rules
         self.fallback_label = v.choice("classifier.fallback_label", fallback_label, LABELS)
         self.prompt = prompt

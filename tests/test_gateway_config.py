@@ -209,3 +209,18 @@ def test_reprs_say_what_was_built_and_never_show_a_key():
     assert repr(FixedRouter("big")) == "FixedRouter('big')"
     for shown in (repr(gw), repr(reply), repr(reply.outcome), repr(gw.deployments)):
         assert key not in shown and "api_key" not in shown
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"routes": {"faq": 5, "general": "a", "complex": "a"}}, "classifier.routes['faq']"),  # was AttributeError
+    ({"classifier": 5}, "classifier.classifier"),                                          # was TypeError
+    ({"routes": [("faq", "a")]}, "classifier.routes"),
+    ({"rules": "Use the reset link."}, "classifier.rules"),  # was accepted, then "rule raised TypeError" per request
+])
+def test_classifier_router_settings_are_checked(kwargs, field):
+    from llmlab import ClassifierRouter
+
+    kwargs = {"classifier": "a", "routes": {"faq": "a", "general": "a", "complex": "a"}, **kwargs}
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("a", "gpt-4o")], router=ClassifierRouter(**kwargs), fallbacks={})
+    assert info.value.field == field
