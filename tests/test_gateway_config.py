@@ -224,3 +224,16 @@ def test_classifier_router_settings_are_checked(kwargs, field):
     with pytest.raises(ConfigError) as info:
         Gateway([Deployment("a", "gpt-4o")], router=ClassifierRouter(**kwargs), fallbacks={})
     assert info.value.field == field
+
+
+def test_every_public_name_has_a_docstring_of_its_own():
+    """help(llmlab.AllProvidersFailed) showed GatewayError's text; OutcomeKind and CacheOutcome
+    had Enum's generic one."""
+    import inspect
+
+    import llmlab
+
+    undocumented = [name for name in llmlab.__all__ if inspect.isclass(getattr(llmlab, name))
+                    and not getattr(llmlab, name).__dict__.get("__doc__")]
+    assert undocumented == []
+    assert "cost_usd" in llmlab.Outcome.__doc__ and "prompt_tokens" in llmlab.Outcome.__doc__
