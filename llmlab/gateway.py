@@ -144,6 +144,8 @@ class Gateway:
         if not isinstance(retry, RetryPolicy) and not (
                 isinstance(retry, Mapping) and all(isinstance(r, RetryPolicy) for r in retry.values())):
             raise ConfigError("retry", retry, "a llmlab.RetryPolicy, a mapping of deployment name → RetryPolicy, or None")
+        if isinstance(retry, Mapping):  # a misspelt name would silently leave that deployment on the default policy
+            _check_names("retry", [k for k in retry if k != "*"], self.deployments)
         if breaker is not None and not isinstance(breaker, Mapping) and not callable(breaker):
             raise ConfigError("breaker", breaker, "CircuitBreaker settings (a mapping), a factory of CircuitBreakers, "
                               "or None")

@@ -237,3 +237,13 @@ def test_every_public_name_has_a_docstring_of_its_own():
                     and not getattr(llmlab, name).__dict__.get("__doc__")]
     assert undocumented == []
     assert "cost_usd" in llmlab.Outcome.__doc__ and "prompt_tokens" in llmlab.Outcome.__doc__
+
+
+def test_a_retry_policy_for_a_deployment_that_does_not_exist_is_refused():
+    """Before: retry={"A": ...} for deployment "a" was accepted and "a" kept the default policy."""
+    deps = [Deployment("a", "gpt-4o")]
+    with pytest.raises(ConfigError) as info:
+        Gateway(deps, router=FixedRouter("a"), retry={"A": RetryPolicy(max_retries=0)})
+    assert info.value.field == "retry" and info.value.value == "A" and "a" in info.value.allowed
+    gw = Gateway(deps, router=FixedRouter("a"), retry={"a": RetryPolicy(max_retries=0), "*": RetryPolicy()})
+    assert gw.pipeline.retry_for(gw.deployments["a"]).max_retries == 0
