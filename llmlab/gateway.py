@@ -83,6 +83,34 @@ class Gateway:
     out): providers, caches and logs see ``[EMAIL_1]``-style placeholders, and the caller's own
     values are put back into the answer (``unmask_answers=True``).  Bad settings raise :class:`~llmlab.errors.ConfigError` at
     construction, naming the field and the allowed values.
+
+    Arguments (all but ``deployments`` by keyword):
+
+    * ``deployments`` — the :class:`~llmlab.effects.Deployment` s calls may go to; None: the
+      lecture's gpt-4o, gpt-4o-mini and claude-sonnet-4-20250514.
+    * ``router`` — picks each request's primary deployment; None: :class:`~llmlab.routing.ComplexityRouter`,
+      which routes to the three default names (give a router when the deployments differ).
+    * ``fallbacks`` — primary name → names tried after it (``"*"``: any primary not listed);
+      None: the lecture's chains, as far as the deployments given go.
+    * ``prices`` — a :class:`~llmlab.pricing.PriceBook`, or overrides on the default book:
+      ``{model: (input_usd_per_1m, output_usd_per_1m) | ModelPrice}``.
+    * ``cache``, ``cache_key_mode`` (``"prompt_params"`` or ``"exact"``, see :mod:`llmlab.cache.keys`),
+      ``cache_ttl_s``, ``cache_capacity`` — the exact cache in memory; ``cache_store`` replaces
+      that store (``llmlab.backends`` for Redis).  ``semantic_cache`` — a
+      :class:`~llmlab.cache.SemanticCache`, off when None.
+    * ``rate_limiter`` — a :class:`~llmlab.ratelimit.RateLimiter` (none when None).
+      ``default_max_tokens`` — what a request without ``max_tokens`` takes from a tokens/min limit.
+    * ``budget`` — a :class:`~llmlab.budgets.BudgetPolicy` (monthly caps; none when None);
+      ``budget_backend`` — where spend is kept (in memory by default, Redis for several processes).
+    * ``retry`` — a :class:`~llmlab.fallback.RetryPolicy`, or one per deployment name (``"*"``: the rest).
+      ``breaker`` — :class:`~llmlab.fallback.CircuitBreaker` settings (a mapping) or a factory; one
+      breaker per deployment.
+    * ``input_guards`` / ``output_guards`` — :mod:`llmlab.guardrails` stages; a list replaces the
+      default PII masker.  ``unmask_answers`` — put the caller's values back into answers.
+      ``log_content`` — add the answer, PII masked, to each request's log record (off: no content).
+    * ``clock`` (epoch seconds), ``seed`` (backoff jitter), ``driver`` (what performs calls:
+      litellm by default, :class:`~llmlab.scripted.ScriptedDriver` in tests) and ``ledger``
+      (a :class:`~llmlab.ledger.Ledger`; ``Ledger(keep=False, sink=…)`` for long runs).
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,

@@ -247,3 +247,11 @@ def test_a_retry_policy_for_a_deployment_that_does_not_exist_is_refused():
     assert info.value.field == "retry" and info.value.value == "A" and "a" in info.value.allowed
     gw = Gateway(deps, router=FixedRouter("a"), retry={"a": RetryPolicy(max_retries=0), "*": RetryPolicy()})
     assert gw.pipeline.retry_for(gw.deployments["a"]).max_retries == 0
+
+
+def test_the_gateway_docstring_explains_every_argument():
+    import inspect
+
+    params = [p for p in inspect.signature(Gateway).parameters]
+    missing = [p for p in params if f"``{p}``" not in Gateway.__doc__]
+    assert missing == []
