@@ -43,7 +43,8 @@ def next_month_start(now: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class BudgetPolicy:
-    """Monthly caps in USD: per tenant, else per plan, else ``default_cap`` (None = no cap).
+    """Monthly caps in USD: per tenant (``caps``), else per plan (``plan_caps``), else
+    ``default_cap`` (None = no cap).
 
     ``on_exceed="downgrade"`` retries the request on ``downgrade_to`` (a cheaper deployment)
     before refusing it.

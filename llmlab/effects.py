@@ -29,7 +29,10 @@ class Deployment:
 
     ``params`` are passed to the provider call (for litellm: ``api_base``, ``api_key``,
     ``mock_response`` …).  They are never logged and ``repr`` hides them, because they may hold
-    secrets.
+    secrets.  ``context_window`` (prompt tokens it takes; a larger one is tried on overflow),
+    ``max_output_tokens`` (the most an answer may have: what budgets hold when a request sets no
+    ``max_tokens``) and ``timeout_s`` describe the deployment; ``price_model`` is the price-book
+    key when it differs from ``model``.
     """
 
     name: str

@@ -87,7 +87,11 @@ class _Bucket:
 
 
 class RateLimiter:
-    """In-memory token buckets keyed by tenant; limits chosen per tenant, else per plan."""
+    """In-memory token buckets keyed by tenant; limits chosen per tenant, else per plan.
+
+    ``per_tenant`` and ``per_plan`` map a tenant id or a plan name to a :class:`RateLimit`;
+    ``default`` applies to everyone else (unlimited when None).
+    """
 
     def __init__(self, per_plan: Mapping[str, RateLimit] | None = None,
                  per_tenant: Mapping[str, RateLimit] | None = None,

@@ -255,3 +255,15 @@ def test_the_gateway_docstring_explains_every_argument():
     params = [p for p in inspect.signature(Gateway).parameters]
     missing = [p for p in params if f"``{p}``" not in Gateway.__doc__]
     assert missing == []
+
+
+@pytest.mark.parametrize("name", ["RetryPolicy", "RateLimiter", "Deployment", "CircuitBreaker", "BudgetPolicy",
+                                  "Ledger", "cache.SemanticCache"])
+def test_public_constructors_explain_their_arguments(name):
+    import importlib
+    import inspect
+
+    module, _, attr = ("llmlab." + name).rpartition(".")
+    cls = getattr(importlib.import_module(module), attr)
+    doc = (cls.__doc__ or "") + (cls.__init__.__doc__ or "")
+    assert [p for p in inspect.signature(cls).parameters if p not in doc] == []
