@@ -267,3 +267,13 @@ def test_public_constructors_explain_their_arguments(name):
     cls = getattr(importlib.import_module(module), attr)
     doc = (cls.__doc__ or "") + (cls.__init__.__doc__ or "")
     assert [p for p in inspect.signature(cls).parameters if p not in doc] == []
+
+
+@pytest.mark.parametrize("name", ["simulate", "load_scenario", "sweep"])
+def test_the_lab_functions_explain_their_arguments(name):
+    import inspect
+
+    import llmlab.sim
+
+    fn = getattr(llmlab.sim, name)
+    assert [p for p in inspect.signature(fn).parameters if p not in fn.__doc__] == []

@@ -604,6 +604,10 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
              keep_requests: bool = True, overrides: Mapping[str, Any] | None = None) -> SimResult:
     """Run a scenario: the gateway and the baseline over the same traffic, in virtual time.
 
+    ``scenario`` is a preset name, a TOML path or a :class:`Scenario`; ``overrides`` are dotted
+    keys applied to it first (``{"gateway.cache.semantic": False}``, as ``--set``).  ``trace``
+    replays a request log (CSV, ``datasets/traces/README.md``) instead of synthetic traffic.
+    ``baseline`` runs the baseline or not (None: as the scenario's ``[baseline] enabled`` says).
     ``requests`` or ``hours`` override the scenario's traffic size.  ``progress=True`` shows a
     tqdm bar; a callable ``progress(done, total)`` is called as requests finish (widgets use it;
     ``total`` counts the baseline run too).  ``replications=N`` runs

@@ -60,6 +60,9 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
           replications: int = 1) -> "pd.DataFrame":
     """Simulate every combination of ``grid`` (dotted override keys → values); one row each.
 
+    ``scenario`` is a preset name, a TOML path or a :class:`~llmlab.sim.scenario.Scenario`.  Every
+    combination runs :func:`~llmlab.sim.run.simulate` with the same ``requests`` (or ``hours``,
+    which wins when given), ``seed`` and ``replications``, without the per-request table.
     ``scheduler``: None runs on ``processes`` local processes (1 = in this process); a string
     is a Dask scheduler address; a ``distributed.Client`` is used as it is.
     """
