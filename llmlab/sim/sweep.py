@@ -92,7 +92,11 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
             results = list(pool.map(_run, tasks))
     rows = [{**combo, **{k: v for k, v in summary.items() if k not in combo}}
             for combo, summary in zip(combos, results)]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # a summary lists only the error codes and models a run saw: absent from a run means none there
+    counted = [c for c in frame.columns if c.startswith(("errors.", "model_share."))]
+    frame[counted] = frame[counted].fillna(0)
+    return frame
 
 
 def _on_dask(scheduler: Any, tasks: list) -> list[dict[str, Any]]:
