@@ -62,3 +62,12 @@ def test_the_public_api_example_prints_the_answer_and_streams_text_only(monkeypa
     streamed = out.split("\n", 1)[1]
     assert streamed.startswith("Refunds are \n[answer restarted on gpt-4o-mini]\nRefunds are accepted within 30 days.")
     assert re.search(r"\nTTFT \d", streamed), streamed
+
+
+def test_the_readme_lists_every_outcome_error():
+    """BudgetUnavailable (a shared budget store down, budgets failing closed) was missing."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    sentence = text[text.index("Every request ends in exactly one `Outcome`"):][:700]
+    errors = [name for name in llmlab.__all__ if isinstance(getattr(llmlab, name), type)
+              and issubclass(getattr(llmlab, name), llmlab.GatewayError)]
+    assert len(errors) >= 7 and [e for e in errors if f"`{e}`" not in sentence] == []
