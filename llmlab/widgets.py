@@ -536,9 +536,8 @@ class SimulationPanel(Panel):
         scenario = self.scenario.with_overrides(self.overrides(values))  # ScenarioError names the field
         self.report_progress(0, 100)
         self.status.value = "simulating…"
-        progress = self.report_progress if args["replications"] == 1 else False
         result = simulate(scenario, requests=args["requests"], hours=args["hours"], seed=args["seed"],
-                          replications=args["replications"], baseline=self.baseline, progress=progress)
+                          replications=args["replications"], baseline=self.baseline, progress=self.report_progress)
         self.last_sim = result
         fig = self.figure_fn(result) if self.figure_fn is not None else default_sim_figure(result)
         s = result.summary

@@ -191,6 +191,17 @@ def test_progress_callback_reports_policy_then_baseline():
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_progress_callback_counts_over_every_replication():
+    """Before: with replications=3 the count went from 0 to 600 three times (a bar that refilled)."""
+    from llmlab.sim import simulate
+
+    seen = []
+    simulate("b2b-saas", requests=200, seed=0, replications=3,
+             progress=lambda done, total: seen.append((done, total)))
+    assert {total for _, total in seen} == {3 * 400} and seen[-1][0] == 3 * 400
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
 def test_last_resort_answers_are_counted_apart_from_cache_false_hits():
     from llmlab.sim import simulate
 

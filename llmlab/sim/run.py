@@ -610,7 +610,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     ``baseline`` runs the baseline or not (None: as the scenario's ``[baseline] enabled`` says).
     ``requests`` or ``hours`` override the scenario's traffic size.  ``progress=True`` shows a
     tqdm bar; a callable ``progress(done, total)`` is called as requests finish (widgets use it;
-    ``total`` counts the baseline run too).  ``replications=N`` runs
+    ``total`` counts the baseline run and every replication too).  ``replications=N`` runs
     seeds ``seed … seed+N-1``: ``summary`` then holds the means, ``summary["ci95"]`` a 95 %
     interval per headline number and ``replications`` one row per run.  ``keep_requests=False``
     skips the per-request table (for very long runs).  Never raises for what happens *during*
@@ -676,7 +676,13 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     """
     import pandas as pd
 
-    runs = [simulate(sc, seed=seed + k, **kw) for k in range(n)]
+    progress = kw.pop("progress", False)
+    if callable(progress):  # one count over all runs: a bar that filled up and restarted n times said nothing
+        report = progress
+        runs = [simulate(sc, seed=seed + k, progress=lambda done, total, k=k: report(k * total + done, n * total),
+                         **kw) for k in range(n)]
+    else:
+        runs = [simulate(sc, seed=seed + k, progress=progress, **kw) for k in range(n)]
     table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
     summary = dict(runs[0].summary)
     ci: dict[str, list[float]] = {}
