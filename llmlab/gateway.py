@@ -269,6 +269,14 @@ class Gateway:
     def request(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Request:
         """Build a validated :class:`Request` (raises InvalidRequest for empty prompts or unknown models).
 
+        ``prompt`` is a string or a list of chat messages (``{"role": …, "content": …}``).  Keywords:
+        ``tenant`` (default ``"default"``: whose budget, rate limits and cache namespace) and
+        ``plan`` (default ``"free"``: what a PlanRouter and per-plan caps and limits go by);
+        ``model`` pins a deployment by name instead of asking the router; ``params`` holds sampling
+        parameters (``llmlab.request.REQUEST_PARAMS``); ``metadata`` travels into the ledger, never to
+        a provider; ``request_id`` (1–128 printable characters; generated when absent);
+        ``cache`` (False skips the caches for this request).
+
         Sampling parameters may also be given OpenAI-style, ``gw.complete("hi", temperature=0.2)``:
         they join ``params``.
         """
@@ -300,17 +308,28 @@ class Gateway:
 
     # ------------------------------------------------------------------ serving
     def complete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
-        """Serve one request synchronously; returns its :class:`Outcome` (check ``.ok``)."""
+        """Serve one request synchronously; returns its :class:`Outcome` (check ``.ok``).
+
+        Arguments as for :meth:`request` (``tenant``, ``plan``, ``model``, ``params`` or sampling
+        keywords, ``metadata``, ``request_id``, ``cache``).  A malformed request raises
+        :class:`~llmlab.errors.InvalidRequest`; everything else ends in the outcome.
+        """
         req = self.request(prompt, **kwargs)
         return drive(self.pipeline.handle(req), self.driver.perform, self.pipeline.lock)
 
     async def acomplete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
-        """Serve one request on asyncio; safe to run hundreds concurrently."""
+        """Serve one request on asyncio; safe to run hundreds concurrently (arguments as for
+        :meth:`request`).  Cancelling the task still records the request, as ClientDisconnected."""
         req = self.request(prompt, **kwargs)
         return await adrive(self.pipeline.handle(req), self.driver.aperform, self.pipeline.lock)
 
     def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
-        """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end."""
+        """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end.
+
+        Arguments as for :meth:`request`.  Besides ``str`` chunks the loop may yield a
+        :class:`~llmlab.stream.StreamReset` when a stream broke midway and another attempt starts
+        over: the text after it is the whole answer.  Leaving the loop early closes the stream.
+        """
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response,
@@ -318,7 +337,8 @@ class Gateway:
         return response
 
     def astream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
-        """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)``."""
+        """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)`` (arguments as for
+        :meth:`request`)."""
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response,

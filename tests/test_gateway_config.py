@@ -277,3 +277,13 @@ def test_the_lab_functions_explain_their_arguments(name):
 
     fn = getattr(llmlab.sim, name)
     assert [p for p in inspect.signature(fn).parameters if p not in fn.__doc__] == []
+
+
+def test_the_serving_methods_say_which_keywords_they_take():
+    """help(gw.complete) said nothing of tenant, plan or the other request fields."""
+    from llmlab.request import REQUEST_FIELDS
+
+    assert [f for f in sorted(REQUEST_FIELDS) if f"``{f}``" not in Gateway.request.__doc__] == []
+    for method in (Gateway.complete, Gateway.acomplete, Gateway.stream, Gateway.astream):
+        assert ":meth:`request`" in method.__doc__
+    assert "StreamReset" in Gateway.stream.__doc__
