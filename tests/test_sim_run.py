@@ -181,6 +181,14 @@ def test_guardrails_are_configurable_and_pii_masking_is_on_by_default():
     assert [g.name for g in custom.pipeline.output_guards] == ["output_filter"]
 
 
+def test_build_gateway_takes_a_preset_name_too():
+    """Before: AttributeError: 'str' object has no attribute 'gateway'."""
+    from llmlab.sim import build_gateway
+
+    gw = build_gateway("b2b-saas", lambda: 0.0, seed=0)
+    assert "gpt-4o" in gw.deployments and "PlanRouter" in repr(gw)
+
+
 def test_progress_callback_reports_policy_then_baseline():
     from llmlab.sim import simulate
 

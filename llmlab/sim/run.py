@@ -171,14 +171,19 @@ def _guards(cfg: Any) -> dict[str, Any]:
     return {"input_guards": tuple(inputs), "output_guards": (OutputFilterGuard(),) if cfg.output_filter else ()}
 
 
-def build_gateway(scenario: Scenario, clock: Callable[[], float], *, seed: int, baseline: bool = False,
+def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed: int, baseline: bool = False,
                   semantic_cache: Any = None, keep_records: bool = False) -> "Gateway":
-    """The scenario's Gateway (or the baseline's) on a virtual clock; ``keep_records`` keeps the ledger's outcomes."""
+    """The scenario's Gateway (or the baseline's) on ``clock`` (the simulator's virtual one, or
+    ``time.time``); ``scenario`` is a :class:`Scenario`, a preset name or a TOML path.  ``seed``
+    seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none),
+    ``keep_records`` keeps the ledger's outcomes."""
     from ..gateway import Gateway
     from ..ledger import Ledger
     from ..pricing import PriceBook
     from ..routing import FixedRouter
 
+    if not isinstance(scenario, Scenario):  # a name was an AttributeError ('str' has no 'gateway')
+        scenario = load_scenario(scenario)
     g = scenario.gateway
     overrides: dict[str, tuple[float, float]] = {}
     deployments = []
