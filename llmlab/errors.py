@@ -104,7 +104,7 @@ class ConfigError(LLMLabError, ValueError):
 class UnknownModelPrice(ConfigError):
     """A model has no price.  llmlab never silently prices an unknown model at $0."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, where: str = "the Gateway") -> None:
         super().__init__(
             "model",
             model,
@@ -112,7 +112,7 @@ class UnknownModelPrice(ConfigError):
             hint=(
                 f"no price for {model!r}: add one with "
                 f"PriceBook.default().with_overrides({{{model!r}: (input_usd_per_1m, output_usd_per_1m)}})"
-                " or pass prices= to the Gateway"
+                f" or pass prices= to {where}"
             ),
         )
         self.model = model
