@@ -59,5 +59,6 @@ def key_name(field: str, key: Any, what: str) -> str:
     """A key requests are matched by (a tenant id, a plan): a non-empty string.  Any other key
     could never match a request, so its setting would silently never apply."""
     if not isinstance(key, str) or not key:
-        raise ConfigError(f"{field} key", key, f"{what}: a non-empty string, as requests carry (this key never matches)")
+        raise ConfigError(f"{field} key", key,
+                          f"{what}: a non-empty string, as requests carry (this key never matches)")
     return key

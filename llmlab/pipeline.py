@@ -191,7 +191,11 @@ class Pipeline:
         if self._ledger_splits:  # counted under the lock, the sink (user code) outside it
             self.ledger.tally(outcome)
         else:  # a ledger of one's own: its record() as it is
-            self.ledger.record(outcome)
+            try:
+                self.ledger.record(outcome)
+            except Exception as exc:  # user code: the answer, already billed, still reaches the caller
+                self.lock.outside(log.error, "llmlab ledger failed to record a request", exc_info=exc,
+                                  extra={"request_id": request.request_id})
         self.lock.outside(self._announce, outcome, state.restore)
         return outcome
 
@@ -536,7 +540,10 @@ class Pipeline:
     def _announce(self, outcome: Outcome, restore: Mapping[str, str]) -> None:
         """The ledger's sink and the request log: user code, run outside the lock."""
         if self._ledger_splits:
-            self.ledger.notify(outcome)
+            try:
+                self.ledger.notify(outcome)
+            except Exception as exc:  # a sink that fails (a queue down) must not take the billed answer away
+                log.error("llmlab ledger sink failed", exc_info=exc, extra={"request_id": outcome.request_id})
         self._log(outcome, restore)
 
     def _masked_for_log(self, text: str | None, restore: Mapping[str, str]) -> str | None:
