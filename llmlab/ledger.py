@@ -34,7 +34,11 @@ def outcome_row(o: Outcome) -> dict[str, Any]:
 
 
 class Ledger:
-    """Keeps every outcome (or hands it to ``sink`` when ``keep=False`` for very long runs)."""
+    """Keeps every outcome (or hands it to ``sink`` when ``keep=False`` for very long runs).
+
+    ``sink(outcome)`` is called for every request, outside the gateway's lock; one that raises
+    is logged (``llmlab ledger sink failed``) and the caller still gets its outcome.
+    """
 
     def __init__(self, keep: bool = True, sink: Callable[[Outcome], None] | None = None) -> None:
         self.keep = keep
