@@ -533,7 +533,10 @@ class SimulationPanel(Panel):
         args = {**self.run_args, **{k: v for k, v in values.items() if k in RUN_KEYS}}
         if args.get("hours") is not None:
             args["requests"] = None
-        scenario = self.scenario.with_overrides(self.overrides(values))  # ScenarioError names the field
+        overrides = self.overrides(values)
+        if "traffic.requests" in overrides or "traffic.hours" in overrides:  # they size the run (as in a sweep):
+            args["requests"] = args["hours"] = None                            # a run argument would override them
+        scenario = self.scenario.with_overrides(overrides)  # ScenarioError names the field
         self.report_progress(0, 100)
         self.status.value = "simulating…"
         result = simulate(scenario, requests=args["requests"], hours=args["hours"], seed=args["seed"],
