@@ -53,3 +53,12 @@ def choice(field: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
         raise ConfigError(field, value, "one of " + ", ".join(repr(o) for o in options))
     return value
+
+
+def key_name(field: str, key: Any, what: str) -> str:
+    """A key requests are matched by (a tenant id, a plan): a non-empty string.  Any other key
+    could never match a request, so its setting would silently never apply."""
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"{field} key", key,
+                          f"{what}: a non-empty string, as requests carry (this key never matches)")
+    return key

@@ -43,7 +43,8 @@ def next_month_start(now: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class BudgetPolicy:
-    """Monthly caps in USD: per tenant, else per plan, else ``default_cap`` (None = no cap).
+    """Monthly caps in USD: per tenant (``caps``), else per plan (``plan_caps``), else
+    ``default_cap`` (None = no cap).
 
     ``on_exceed="downgrade"`` retries the request on ``downgrade_to`` (a cheaper deployment)
     before refusing it.
@@ -56,14 +57,16 @@ class BudgetPolicy:
     downgrade_to: str | None = None
 
     def __post_init__(self) -> None:
-        for tenant, cap in (self.caps or {}).items():
-            v.non_negative(f"budget.caps[{tenant!r}]", cap)
-        for plan, cap in (self.plan_caps or {}).items():
-            v.non_negative(f"budget.plan_caps[{plan!r}]", cap)
+        from .errors import ConfigError
+        for field, what, caps in (("caps", "a tenant id", self.caps), ("plan_caps", "a plan name", self.plan_caps)):
+            if caps is not None and not isinstance(caps, Mapping):
+                raise ConfigError(f"budget.{field}", caps, f"a mapping of {what} → monthly cap in USD, or None")
+            for key, cap in (caps or {}).items():
+                v.key_name(f"budget.{field}", key, what)
+                v.non_negative(f"budget.{field}[{key!r}]", cap)
         v.non_negative("budget.default_cap", self.default_cap, allow_none=True)
         v.choice("budget.on_exceed", self.on_exceed, POLICIES)
         if self.on_exceed == "downgrade" and not self.downgrade_to:
-            from .errors import ConfigError
             raise ConfigError("budget.downgrade_to", self.downgrade_to, "a deployment name when on_exceed='downgrade'")
 
     def cap_for(self, tenant: str, plan: str) -> float | None:

@@ -29,7 +29,10 @@ class Deployment:
 
     ``params`` are passed to the provider call (for litellm: ``api_base``, ``api_key``,
     ``mock_response`` …).  They are never logged and ``repr`` hides them, because they may hold
-    secrets.
+    secrets.  ``context_window`` (prompt tokens it takes; a larger one is tried on overflow),
+    ``max_output_tokens`` (the most an answer may have: what budgets hold when a request sets no
+    ``max_tokens``) and ``timeout_s`` describe the deployment; ``price_model`` is the price-book
+    key when it differs from ``model``.
     """
 
     name: str
@@ -162,6 +165,8 @@ class Attempt:
 
 
 class OutcomeKind(str, enum.Enum):
+    """How a request ended (``Outcome.kind``): every kind but ``ERROR`` carries an answer."""
+
     MODEL = "model"              # answered by a model
     CACHE = "cache"              # answered from the exact or semantic cache
     LAST_RESORT = "last_resort"  # every provider failed; a similar cached answer was served
@@ -170,6 +175,11 @@ class OutcomeKind(str, enum.Enum):
 
 
 class CacheOutcome(str, enum.Enum):
+    """What the caches did for a request (``Outcome.cache``): ``BYPASS`` when they were not
+    consulted (the request said ``cache=False``, the gateway has none, or the request was
+    refused before the cache stage), ``MISS``, a hit of either cache, or the last-resort answer
+    served after every provider failed."""
+
     BYPASS = "bypass"
     MISS = "miss"
     EXACT_HIT = "exact_hit"
@@ -194,7 +204,21 @@ class CachedAnswer:
 @fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Exactly one per request: an answer (model, cache, last resort, rule) or a typed error."""
+    """Exactly one per request: an answer (model, cache, last resort, rule) or a typed error.
+
+    ``text`` is the answer (the caller's own PII put back), ``None`` for an error; ``model`` the
+    model that wrote it (``"rule"`` for a rule's answer) and ``deployment`` the deployment that
+    served it (``None`` for cache, rule and error outcomes).  ``prompt_tokens`` and
+    ``completion_tokens`` are those of the call that produced the answer (0 for a cache hit, a
+    rule or an error); ``cost_usd`` is everything the request was billed — failed and
+    interrupted attempts, a classifier call, cascade stages, a priced embedding — and
+    ``attempts`` itemise the calls.  ``latency_s`` runs from the request's start
+    (``started_at``, the gateway clock's epoch seconds) to its outcome; ``ttft_s`` is the first
+    streamed token's time, or ``latency_s`` for an answer that was not streamed (``None`` for an
+    error).  ``route_tier`` and ``route_reason`` say how the router decided; ``similarity`` is a
+    semantic hit's cosine; ``guard_findings`` name what the guardrails found (``"pii:pii.email"``);
+    ``metadata`` is the request's own.
+    """
 
     request_id: str
     tenant: str

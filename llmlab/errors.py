@@ -104,7 +104,7 @@ class ConfigError(LLMLabError, ValueError):
 class UnknownModelPrice(ConfigError):
     """A model has no price.  llmlab never silently prices an unknown model at $0."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, where: str = "the Gateway") -> None:
         super().__init__(
             "model",
             model,
@@ -112,7 +112,7 @@ class UnknownModelPrice(ConfigError):
             hint=(
                 f"no price for {model!r}: add one with "
                 f"PriceBook.default().with_overrides({{{model!r}: (input_usd_per_1m, output_usd_per_1m)}})"
-                " or pass prices= to the Gateway"
+                f" or pass prices= to {where}"
             ),
         )
         self.model = model
@@ -212,6 +212,11 @@ class BudgetUnavailable(GatewayError):
 
 
 class AllProvidersFailed(GatewayError):
+    """Every deployment of the chain failed, was skipped by its open breaker, or was too small
+    for the prompt, and no last-resort answer was cached.  ``retry_after_s`` is the longest
+    ``Retry-After`` a provider sent or the time until an open breaker lets calls through (5 s
+    when neither applies)."""
+
     code = "all_providers_failed"
 
 
@@ -243,6 +248,9 @@ class ProviderRejected(GatewayError):
 
 
 class GuardrailBlocked(GatewayError):
+    """An input guard (prompt injection) or an output guard (blocked terms, a leaked secret)
+    refused the request or its answer; ``message`` names the guard and the finding."""
+
     code = "guardrail_blocked"
 
     @property

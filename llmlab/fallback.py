@@ -29,9 +29,11 @@ from .errors import ClientDisconnected, ConfigError
 class RetryPolicy:
     """Per-deployment retry settings.
 
-    ``max_retries`` retries after the first try (so ``max_retries + 1`` calls at most).  A
-    ``Retry-After`` longer than ``max_retry_after_s`` is not worth waiting for: the chain moves
-    on to the next deployment instead.
+    ``max_retries`` retries after the first try (so ``max_retries + 1`` calls at most), retry
+    ``n`` (from 0) waiting a uniform draw from ``[0, min(cap_s, base_s × 2ⁿ)]`` seconds (full
+    jitter), or the provider's ``Retry-After`` when that is longer.  A ``Retry-After`` longer
+    than ``max_retry_after_s`` is not worth waiting for: the chain moves on to the next
+    deployment instead.
     """
 
     max_retries: int = 2

@@ -22,7 +22,7 @@ from .cache.keys import CacheKeyPolicy
 from .cache.store import KeyValueStore, MemoryStore
 from .defaults import DEFAULT_FALLBACKS, default_deployments
 from .effects import Deployment, Outcome
-from .errors import ConfigError, InvalidRequest
+from .errors import ConfigError, InvalidRequest, _Shape
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
@@ -44,6 +44,11 @@ def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> 
     for i, dep in enumerate(deployments):
         if not isinstance(dep, Deployment):
             raise ConfigError(f"deployments[{i}]", dep, "a llmlab.Deployment")
+        if not isinstance(dep.name, str) or not dep.name:
+            raise ConfigError(f"deployments[{i}].name", dep.name, "a non-empty string (routers and fallbacks use it)")
+        if not isinstance(dep.params, Mapping):  # shown by its type only: a key passed here by mistake
+            raise ConfigError(f"deployments[{i}].params", _Shape(f"<{type(dep.params).__name__}>"),
+                              "a mapping of provider-call settings (api_base, api_key, mock_response …)")
         if dep.name in out:
             raise ConfigError(f"deployments[{i}].name", dep.name, "a name not used by another deployment")
         v.integer(f"deployments[{i}].context_window", dep.context_window, lo=1)
@@ -78,6 +83,34 @@ class Gateway:
     out): providers, caches and logs see ``[EMAIL_1]``-style placeholders, and the caller's own
     values are put back into the answer (``unmask_answers=True``).  Bad settings raise :class:`~llmlab.errors.ConfigError` at
     construction, naming the field and the allowed values.
+
+    Arguments (all but ``deployments`` by keyword):
+
+    * ``deployments`` — the :class:`~llmlab.effects.Deployment` s calls may go to; None: the
+      lecture's gpt-4o, gpt-4o-mini and claude-sonnet-4-20250514.
+    * ``router`` — picks each request's primary deployment; None: :class:`~llmlab.routing.ComplexityRouter`,
+      which routes to the three default names (give a router when the deployments differ).
+    * ``fallbacks`` — primary name → names tried after it (``"*"``: any primary not listed);
+      None: the lecture's chains, as far as the deployments given go.
+    * ``prices`` — a :class:`~llmlab.pricing.PriceBook`, or overrides on the default book:
+      ``{model: (input_usd_per_1m, output_usd_per_1m) | ModelPrice}``.
+    * ``cache``, ``cache_key_mode`` (``"prompt_params"`` or ``"exact"``, see :mod:`llmlab.cache.keys`),
+      ``cache_ttl_s``, ``cache_capacity`` — the exact cache in memory; ``cache_store`` replaces
+      that store (``llmlab.backends`` for Redis).  ``semantic_cache`` — a
+      :class:`~llmlab.cache.SemanticCache`, off when None.
+    * ``rate_limiter`` — a :class:`~llmlab.ratelimit.RateLimiter` (none when None).
+      ``default_max_tokens`` — what a request without ``max_tokens`` takes from a tokens/min limit.
+    * ``budget`` — a :class:`~llmlab.budgets.BudgetPolicy` (monthly caps; none when None);
+      ``budget_backend`` — where spend is kept (in memory by default, Redis for several processes).
+    * ``retry`` — a :class:`~llmlab.fallback.RetryPolicy`, or one per deployment name (``"*"``: the rest).
+      ``breaker`` — :class:`~llmlab.fallback.CircuitBreaker` settings (a mapping) or a factory; one
+      breaker per deployment.
+    * ``input_guards`` / ``output_guards`` — :mod:`llmlab.guardrails` stages; a list replaces the
+      default PII masker.  ``unmask_answers`` — put the caller's values back into answers.
+      ``log_content`` — add the answer, PII masked, to each request's log record (off: no content).
+    * ``clock`` (epoch seconds), ``seed`` (backoff jitter), ``driver`` (what performs calls:
+      litellm by default, :class:`~llmlab.scripted.ScriptedDriver` in tests) and ``ledger``
+      (a :class:`~llmlab.ledger.Ledger`; ``Ledger(keep=False, sink=…)`` for long runs).
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -100,6 +133,8 @@ class Gateway:
             self.prices = prices
         else:
             self.prices = PriceBook.default() if prices is None else PriceBook.default().with_overrides(prices)
+        if isinstance(deployments, (str, bytes, Mapping)):  # list("gpt-4o") would name 'g' as the culprit
+            raise ConfigError("deployments", deployments, "a list of llmlab.Deployment (or None for the defaults)")
         self.deployments = _check_deployments(list(deployments) if deployments is not None else default_deployments(),
                                               self.prices)
         if budget is not None and not isinstance(budget, BudgetPolicy):
@@ -137,12 +172,25 @@ class Gateway:
         if not isinstance(retry, RetryPolicy) and not (
                 isinstance(retry, Mapping) and all(isinstance(r, RetryPolicy) for r in retry.values())):
             raise ConfigError("retry", retry, "a llmlab.RetryPolicy, a mapping of deployment name → RetryPolicy, or None")
+        if isinstance(retry, Mapping):  # a misspelt name would silently leave that deployment on the default policy
+            _check_names("retry", [k for k in retry if k != "*"], self.deployments)
         if breaker is not None and not isinstance(breaker, Mapping) and not callable(breaker):
             raise ConfigError("breaker", breaker, "CircuitBreaker settings (a mapping), a factory of CircuitBreakers, "
                               "or None")
         if semantic_cache is not None:
             _check_has("semantic_cache", semantic_cache, semantic_cache, ("lookup", "store", "lookup_last_resort"),
                        "a llmlab.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
+        # collaborators are checked here, not on the first request (where a missing method was an
+        # internal error per request, or an AttributeError out of complete())
+        for field, given, methods, allowed in (
+                ("cache_store", cache_store, ("get", "put"), "a llmlab.cache.KeyValueStore (get, put) or None"),
+                ("budget_backend", budget_backend, ("try_reserve", "settle", "charge", "spent"),
+                 "a budget backend (llmlab.MemoryBudgets, llmlab.backends' Redis budgets) or None"),
+                ("driver", driver, ("perform", "aperform"), "a driver (llmlab.live.LiteLLMDriver, "
+                                                             "llmlab.scripted.ScriptedDriver) or None"),
+                ("ledger", ledger, ("record",), "a llmlab.Ledger or None")):
+            if given is not None:
+                _check_has(field, given, given, methods, allowed)
         if rate_limiter is not None:
             _check_has("rate_limiter", rate_limiter, rate_limiter, ("acquire",), "a llmlab.RateLimiter or None")
             for name, limit in configured_limits(rate_limiter):
@@ -193,6 +241,18 @@ class Gateway:
             ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
             log_content=log_content)
 
+    def __repr__(self) -> str:
+        """What it was built with, by name: never a deployment's params (they hold keys)."""
+        p = self.pipeline
+        parts = [f"deployments={list(self.deployments)}", f"router={self.router!r}",
+                 f"exact_cache={'off' if p.exact_cache is None else type(p.exact_cache).__name__}"]
+        parts += [f"{name}={value!r}" for name, value in (("semantic_cache", p.semantic_cache),
+                                                          ("budget", p.budget_policy),
+                                                          ("rate_limiter", p.rate_limiter)) if value is not None]
+        guards = [type(g).__name__ for g in (*p.input_guards, *p.output_guards)]
+        parts += [f"guards={guards}", f"requests={len(p.ledger)}"]
+        return f"Gateway({', '.join(parts)})"
+
     # ------------------------------------------------------------------ conveniences
     @property
     def ledger(self) -> Ledger:
@@ -208,6 +268,14 @@ class Gateway:
 
     def request(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Request:
         """Build a validated :class:`Request` (raises InvalidRequest for empty prompts or unknown models).
+
+        ``prompt`` is a string or a list of chat messages (``{"role": …, "content": …}``).  Keywords:
+        ``tenant`` (default ``"default"``: whose budget, rate limits and cache namespace) and
+        ``plan`` (default ``"free"``: what a PlanRouter and per-plan caps and limits go by);
+        ``model`` pins a deployment by name instead of asking the router; ``params`` holds sampling
+        parameters (``llmlab.request.REQUEST_PARAMS``); ``metadata`` travels into the ledger, never to
+        a provider; ``request_id`` (1–128 printable characters; generated when absent);
+        ``cache`` (False skips the caches for this request).
 
         Sampling parameters may also be given OpenAI-style, ``gw.complete("hi", temperature=0.2)``:
         they join ``params``.
@@ -240,17 +308,28 @@ class Gateway:
 
     # ------------------------------------------------------------------ serving
     def complete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
-        """Serve one request synchronously; returns its :class:`Outcome` (check ``.ok``)."""
+        """Serve one request synchronously; returns its :class:`Outcome` (check ``.ok``).
+
+        Arguments as for :meth:`request` (``tenant``, ``plan``, ``model``, ``params`` or sampling
+        keywords, ``metadata``, ``request_id``, ``cache``).  A malformed request raises
+        :class:`~llmlab.errors.InvalidRequest`; everything else ends in the outcome.
+        """
         req = self.request(prompt, **kwargs)
         return drive(self.pipeline.handle(req), self.driver.perform, self.pipeline.lock)
 
     async def acomplete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
-        """Serve one request on asyncio; safe to run hundreds concurrently."""
+        """Serve one request on asyncio; safe to run hundreds concurrently (arguments as for
+        :meth:`request`).  Cancelling the task still records the request, as ClientDisconnected."""
         req = self.request(prompt, **kwargs)
         return await adrive(self.pipeline.handle(req), self.driver.aperform, self.pipeline.lock)
 
     def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
-        """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end."""
+        """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end.
+
+        Arguments as for :meth:`request`.  Besides ``str`` chunks the loop may yield a
+        :class:`~llmlab.stream.StreamReset` when a stream broke midway and another attempt starts
+        over: the text after it is the whole answer.  Leaving the loop early closes the stream.
+        """
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response,
@@ -258,7 +337,8 @@ class Gateway:
         return response
 
     def astream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
-        """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)``."""
+        """Async twin of :meth:`stream`: ``async for chunk in gw.astream(...)`` (arguments as for
+        :meth:`request`)."""
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response,

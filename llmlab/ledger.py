@@ -34,7 +34,11 @@ def outcome_row(o: Outcome) -> dict[str, Any]:
 
 
 class Ledger:
-    """Keeps every outcome (or hands it to ``sink`` when ``keep=False`` for very long runs)."""
+    """Keeps every outcome (or hands it to ``sink`` when ``keep=False`` for very long runs).
+
+    ``sink(outcome)`` is called for every request, outside the gateway's lock; one that raises
+    is logged (``llmlab ledger sink failed``) and the caller still gets its outcome.
+    """
 
     def __init__(self, keep: bool = True, sink: Callable[[Outcome], None] | None = None) -> None:
         self.keep = keep
@@ -58,6 +62,10 @@ class Ledger:
         """Hand ``outcome`` to the sink (user code: the gateway calls it outside its lock)."""
         if self.sink is not None:
             self.sink(outcome)
+
+    def __repr__(self) -> str:
+        kept = "" if self.keep else ", keep=False"
+        return f"Ledger(requests={self.count}, tenants={len(self._spend)}, cost_usd={self.total_cost_usd:.6f}{kept})"
 
     def __len__(self) -> int:
         return self.count

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from contextlib import nullcontext
 from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, Mapping
@@ -65,10 +66,28 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+def _refused_before_sending(exc: BaseException) -> bool:
+    """The openai client could not even build the request (no API key, above all): it raises a
+    bare ``openai.OpenAIError`` — every HTTP failure is a subclass — which litellm re-raises as
+    a 500 ``InternalServerError``.  Retrying cannot help, and the provider was never asked."""
+    openai = sys.modules.get("openai")
+    bare = getattr(openai, "OpenAIError", None)
+    link: BaseException | None = exc
+    for _ in range(8):
+        if link is None:
+            return False
+        if bare is not None and type(link) is bare:
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
 def classify_exception(exc: BaseException) -> ErrorKind:
     """Map litellm's (OpenAI-derived) exception classes to llmlab's error kinds."""
     litellm = import_litellm()
     status = getattr(exc, "status_code", None)
+    if _refused_before_sending(exc):  # a missing key: like a 401, not a server error to retry and fall back on
+        return ErrorKind.AUTH
     ordered = [
         ("ContextWindowExceededError", ErrorKind.CONTEXT_WINDOW),
         ("ContentPolicyViolationError", ErrorKind.BAD_REQUEST),

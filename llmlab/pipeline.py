@@ -191,7 +191,11 @@ class Pipeline:
         if self._ledger_splits:  # counted under the lock, the sink (user code) outside it
             self.ledger.tally(outcome)
         else:  # a ledger of one's own: its record() as it is
-            self.ledger.record(outcome)
+            try:
+                self.ledger.record(outcome)
+            except Exception as exc:  # user code: the answer, already billed, still reaches the caller
+                self.lock.outside(log.error, "llmlab ledger failed to record a request", exc_info=exc,
+                                  extra={"request_id": request.request_id})
         self.lock.outside(self._announce, outcome, state.restore)
         return outcome
 
@@ -242,9 +246,16 @@ class Pipeline:
                 if cap is not None:  # a priced embedding is held with the answer it precedes
                     embedded = yield from self._held_embedding(s, text, cap, prompt_est)
                 else:
-                    embedded = yield Embed(self.semantic_cache.embedder, (text,))
-                    s.extra_cost += embedded.cost_usd
-                    if embedded.cost_usd and policy is not None and policy.cap_for(req.tenant, req.plan) is not None:
+                    try:
+                        embedded = yield Embed(self.semantic_cache.embedder, (text,))
+                    except ClientDisconnected:
+                        raise
+                    except Exception as exc:  # the embedding API down: a cache miss, not a failed request
+                        embedded = self._embedding_failed(s, exc)
+                    if embedded is not None:
+                        s.extra_cost += embedded.cost_usd
+                    if embedded is not None and embedded.cost_usd and policy is not None \
+                            and policy.cap_for(req.tenant, req.plan) is not None:
                         # priced only by the driver (a simulated price): charged, not held
                         self.budgets.charge(req.tenant, embedded.cost_usd, self.clock())
                 if embedded is not None:
@@ -328,12 +339,22 @@ class Pipeline:
             return None
         try:
             embedded = yield Embed(embedder, (text,))
-        except BaseException:  # cancelled mid-call: the hold must not outlive the request
+        except BaseException as exc:  # cancelled mid-call, or the embedding failed: the hold must not outlive it
             self.budgets.settle(reservation, 0.0)
+            if isinstance(exc, Exception) and not isinstance(exc, ClientDisconnected):
+                return self._embedding_failed(s, exc)
             raise
         s.extra_cost += embedded.cost_usd
         self.budgets.settle(reservation, embedded.cost_usd)
         return embedded
+
+    def _embedding_failed(self, s: _State, exc: Exception) -> None:
+        """The semantic cache is an optimisation: when its embedder fails (an API embedder's
+        outage, a model that will not load) the request goes on as a miss, neither looked up nor
+        stored, and the failure is logged (its type only: the message may quote the text)."""
+        self.lock.outside(log.warning, "llmlab semantic cache skipped: the embedder raised %s", type(exc).__name__,
+                          extra={"request_id": s.request.request_id})
+        return None
 
     def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
         """Run the router, pricing and recording any call it makes (the classifier's)."""
@@ -538,7 +559,10 @@ class Pipeline:
     def _announce(self, outcome: Outcome, restore: Mapping[str, str]) -> None:
         """The ledger's sink and the request log: user code, run outside the lock."""
         if self._ledger_splits:
-            self.ledger.notify(outcome)
+            try:
+                self.ledger.notify(outcome)
+            except Exception as exc:  # a sink that fails (a queue down) must not take the billed answer away
+                log.error("llmlab ledger sink failed", exc_info=exc, extra={"request_id": outcome.request_id})
         self._log(outcome, restore)
 
     def _masked_for_log(self, text: str | None, restore: Mapping[str, str]) -> str | None:

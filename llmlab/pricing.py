@@ -102,7 +102,10 @@ class PriceBook:
             if isinstance(price, ModelPrice):
                 self._overrides[model] = price
             elif isinstance(price, (tuple, list)) and 1 <= len(price) <= 3:
-                self._overrides[model] = ModelPrice.per_million(*price)
+                try:
+                    self._overrides[model] = ModelPrice.per_million(*price)
+                except ConfigError as exc:  # name the model: a gateway's prices= may list several
+                    raise ConfigError(f"prices[{model!r}].{exc.field}", exc.value, exc.allowed) from None
             else:
                 raise ConfigError(f"prices[{model!r}]", price,
                                   "a ModelPrice or (input_usd_per_1m, output_usd_per_1m) numbers")

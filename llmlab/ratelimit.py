@@ -45,6 +45,7 @@ def check_limits(field: str, limits: Mapping[str, RateLimit] | None) -> dict[str
     if not isinstance(limits, Mapping):
         raise ConfigError(f"rate_limiter.{field}", limits, "a mapping of name → llmlab.RateLimit")
     for name, limit in limits.items():
+        v.key_name(f"rate_limiter.{field}", name, "a plan name" if field == "per_plan" else "a tenant id")
         if not isinstance(limit, RateLimit):
             raise ConfigError(f"rate_limiter.{field}[{name!r}]", limit, "a llmlab.RateLimit(rpm=…, tpm=…)")
     return dict(limits)
@@ -86,7 +87,11 @@ class _Bucket:
 
 
 class RateLimiter:
-    """In-memory token buckets keyed by tenant; limits chosen per tenant, else per plan."""
+    """In-memory token buckets keyed by tenant; limits chosen per tenant, else per plan.
+
+    ``per_tenant`` and ``per_plan`` map a tenant id or a plan name to a :class:`RateLimit`;
+    ``default`` applies to everyone else (unlimited when None).
+    """
 
     def __init__(self, per_plan: Mapping[str, RateLimit] | None = None,
                  per_tenant: Mapping[str, RateLimit] | None = None,
@@ -100,6 +105,12 @@ class RateLimiter:
         # interleaving its plans cannot refill a bucket by rebuilding it
         self._buckets: dict[tuple[str, str, float], _Bucket] = {}
         self.refusals = 0
+
+    def __repr__(self) -> str:
+        parts = [f"{name}={getattr(self, name)!r}" for name in ("per_plan", "per_tenant") if getattr(self, name)]
+        if self.default != RateLimit():
+            parts.append(f"default={self.default!r}")
+        return f"RateLimiter({', '.join(parts)})"
 
     def limit_for(self, tenant: str, plan: str) -> RateLimit:
         return self.per_tenant.get(tenant) or self.per_plan.get(plan) or self.default

@@ -55,6 +55,17 @@ def _decide_target(target: Target, request: Request, tier: str, reason: str) -> 
                          inner.cascade, inner.accept)
 
 
+def _check_target(field: str, target: Any) -> None:
+    """A route's target is a deployment name or a router (checked here: the gateway would find
+    out only by calling ``targets()`` on it)."""
+    if isinstance(target, str) and target:
+        return
+    if not isinstance(target, str) and callable(getattr(target, "decide", None)) \
+            and callable(getattr(target, "targets", None)):
+        return
+    raise ConfigError(field, target, "a deployment name or a router (e.g. llmlab.ComplexityRouter())")
+
+
 def _targets_of(target: Target) -> set[str]:
     return {target} if isinstance(target, str) else target.targets()
 
@@ -89,6 +100,9 @@ class FixedRouter(StaticRouter):
     def choose(self, request: Request) -> RouteDecision:
         return RouteDecision(self.deployment, "fixed", f"fixed route to {self.deployment}")
 
+    def __repr__(self) -> str:
+        return f"FixedRouter({self.deployment!r})"
+
     def targets(self) -> set[str]:
         return {self.deployment}
 
@@ -104,7 +118,7 @@ class ComplexityRouter(StaticRouter):
     DEFAULT_MODELS = {"low": "gpt-4o-mini", "medium": "gpt-4o", "high": "claude-sonnet-4-20250514"}
 
     def __init__(self, thresholds: Sequence[int] = (100, 500), models: Mapping[str, str] | None = None) -> None:
-        if len(thresholds) != 2:
+        if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence) or len(thresholds) != 2:
             raise ConfigError("complexity.thresholds", thresholds, "two character counts (low/medium, medium/high)")
         lo = v.integer("complexity.thresholds[0]", thresholds[0], lo=1)
         hi = v.integer("complexity.thresholds[1]", thresholds[1], lo=lo + 1)
@@ -113,6 +127,9 @@ class ComplexityRouter(StaticRouter):
         missing = {"low", "medium", "high"} - set(self.models)
         if missing:
             raise ConfigError("complexity.models", self.models, "a mapping with keys 'low', 'medium', 'high'")
+
+    def __repr__(self) -> str:
+        return f"ComplexityRouter(thresholds={self.thresholds}, models={self.models})"
 
     def tier_of(self, text: str) -> str:
         n = len(text)
@@ -139,7 +156,16 @@ class PlanRouter:
         self.plans = dict(plans) if plans is not None else {"paid": "gpt-4o", "free": "gpt-4o-mini"}
         if not self.plans:
             raise ConfigError("plan_router.plans", plans, "at least one plan")
+        for plan, target in self.plans.items():
+            v.key_name("plan_router.plans", plan, "a plan name")
+            _check_target(f"plan_router.plans[{plan!r}]", target)
+        if default is not None:
+            _check_target("plan_router.default", default)
         self.default = default
+
+    def __repr__(self) -> str:
+        default = "" if self.default is None else f", default={self.default!r}"
+        return f"PlanRouter({self.plans!r}{default})"
 
     def check_request(self, request: Request) -> None:
         """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal error."""
@@ -188,14 +214,26 @@ class ClassifierRouter:
     def __init__(self, classifier: str = "gpt-4o-mini", routes: Mapping[str, Target] | None = None,
                  rules: Callable[[Request], str | None] | None = None, fallback_label: str = "general",
                  prompt: str = CLASSIFIER_PROMPT) -> None:
+        if not isinstance(classifier, str) or not classifier:
+            raise ConfigError("classifier.classifier", classifier, "a deployment name (the model that labels requests)")
         self.classifier = classifier
+        if routes is not None and not isinstance(routes, Mapping):
+            raise ConfigError("classifier.routes", routes, "a mapping with keys 'faq', 'general', 'complex'")
         self.routes = dict(routes or {"faq": "gpt-4o-mini", "general": "gpt-4o-mini", "complex": "gpt-4o"})
         if set(self.routes) != set(LABELS):
             raise ConfigError("classifier.routes", self.routes, "a mapping with keys 'faq', 'general', 'complex'")
+        for label, target in self.routes.items():
+            _check_target(f"classifier.routes[{label!r}]", target)
+        if rules is not None and not callable(rules):  # called per FAQ request: a str failed there, quietly
+            raise ConfigError("classifier.rules", rules, "a callable rules(request) -> answer text or None, or None")
         self.rules = rules
         self.fallback_label = v.choice("classifier.fallback_label", fallback_label, LABELS)
         self.prompt = prompt
         self._deployment: Deployment | None = None
+
+    def __repr__(self) -> str:
+        rules = "" if self.rules is None else f", rules={getattr(self.rules, '__name__', type(self.rules).__name__)}"
+        return f"ClassifierRouter(classifier={self.classifier!r}, routes={self.routes!r}{rules})"
 
     def bind(self, deployments: Mapping[str, Deployment]) -> None:
         """Called by the gateway: resolve the classifier's deployment."""
@@ -260,6 +298,9 @@ class CascadeRouter:
             raise ConfigError("cascade.accept", accept, "a callable accept(answer, request) -> bool, or None")
         self.stages = tuple(stages)
         self.accept = accept or default_acceptance
+
+    def __repr__(self) -> str:
+        return f"CascadeRouter(stages={list(self.stages)!r}, accept={getattr(self.accept, '__name__', 'custom')})"
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         return RouteDecision(self.stages[0], "cascade-0", f"cascade: try {self.stages[0]} first, escalate on rejection",

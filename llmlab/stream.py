@@ -29,6 +29,14 @@ class StreamResponse:
         self.outcome: Outcome | None = None
         self.saw_text = False
 
+    def __repr__(self) -> str:
+        out = self.outcome
+        if out is None:
+            return "StreamResponse(<not finished>)"
+        what = out.kind.value if out.error is None else out.error.code
+        return (f"StreamResponse({what}, request_id={out.request_id!r}, deployment={out.deployment!r}, "
+                f"ttft_s={out.ttft_s}, cost_usd={out.cost_usd:.6f})")
+
     def _done(self, outcome: Outcome) -> None:
         self.outcome = outcome
 
@@ -44,12 +52,18 @@ class StreamResponse:
     # at once, and the gateway records the request as ClientDisconnected.
     def __iter__(self) -> Iterator[Any]:
         chunks = self._chunks
+        if not hasattr(chunks, "__next__") and hasattr(chunks, "__anext__"):  # Python's own message blames a generator
+            raise TypeError("a stream from Gateway.astream() is read with `async for`; "
+                            "use Gateway.stream() for a plain `for` loop")
         try:
             yield from chunks  # type: ignore[misc]
         finally:
             self.close()
 
     async def _aiter(self) -> AsyncIterator[Any]:
+        if not hasattr(self._chunks, "__anext__"):
+            raise TypeError("a stream from Gateway.stream() is read with a plain `for` loop; "
+                            "use Gateway.astream() for `async for`")
         try:
             async for chunk in self._chunks:  # type: ignore[union-attr]
                 yield chunk

@@ -533,12 +533,14 @@ class SimulationPanel(Panel):
         args = {**self.run_args, **{k: v for k, v in values.items() if k in RUN_KEYS}}
         if args.get("hours") is not None:
             args["requests"] = None
-        scenario = self.scenario.with_overrides(self.overrides(values))  # ScenarioError names the field
+        overrides = self.overrides(values)
+        if "traffic.requests" in overrides or "traffic.hours" in overrides:  # they size the run (as in a sweep):
+            args["requests"] = args["hours"] = None                            # a run argument would override them
+        scenario = self.scenario.with_overrides(overrides)  # ScenarioError names the field
         self.report_progress(0, 100)
         self.status.value = "simulating…"
-        progress = self.report_progress if args["replications"] == 1 else False
         result = simulate(scenario, requests=args["requests"], hours=args["hours"], seed=args["seed"],
-                          replications=args["replications"], baseline=self.baseline, progress=progress)
+                          replications=args["replications"], baseline=self.baseline, progress=self.report_progress)
         self.last_sim = result
         fig = self.figure_fn(result) if self.figure_fn is not None else default_sim_figure(result)
         s = result.summary

@@ -195,3 +195,21 @@ def test_a_cascade_route_is_held_as_the_sum_of_its_stages():
     assert answer_routes(PlanRouter({"paid": classifier, "free": "gpt-4o-mini"})) == [
         ("gpt-4o-mini",), ("gpt-4o-mini",), ("gpt-4o-mini", "gpt-4o"), ("gpt-4o-mini",)]
     assert answer_routes(FixedRouter("gpt-4o")) == [("gpt-4o",)]
+
+
+def test_reading_a_stream_with_the_other_kind_of_loop_says_which_to_use(make_gateway):
+    """Before: "'async for' requires an object with __aiter__ method, got generator" for a
+    StreamResponse, which has __aiter__; and "'async_generator' object is not iterable"."""
+    gw = make_gateway()
+    with pytest.raises(TypeError, match=r"Gateway\.astream\(\) is read with `async for`"):
+        for _ in gw.astream("hello"):
+            pass
+
+    async def read_sync_stream_asynchronously():
+        async for _ in gw.stream("hello"):
+            pass
+
+    with pytest.raises(TypeError, match=r"Gateway\.stream\(\) is read with a plain `for` loop"):
+        asyncio.run(read_sync_stream_asynchronously())
+    assert len(gw.ledger) == 0  # neither was sent
+    assert "".join(gw.stream("hello")) and len(gw.ledger) == 1  # the right loop still works

@@ -159,8 +159,14 @@ def test_litellm_embedder_orders_normalises_and_prices_with_the_price_book():
 
 
 def test_litellm_embedder_refuses_an_unpriced_model():
-    with pytest.raises(UnknownModelPrice):
+    with pytest.raises(UnknownModelPrice) as info:
         LiteLLMEmbedder("my-private-embedder", embedding_fn=_fake_embedding)
+    # the fix names the embedder's own prices= (the Gateway's prices= does not reach it)
+    assert "prices= to get_embedder(…) / LiteLLMEmbedder(…)" in str(info.value) and "Gateway" not in str(info.value)
+    from llmlab import PriceBook
+
+    priced = PriceBook.default().with_overrides({"my-private-embedder": (0.02,)})
+    assert LiteLLMEmbedder("my-private-embedder", embedding_fn=_fake_embedding, prices=priced).cost_usd(["hi"]) > 0
 
 
 def test_litellm_embedder_through_litellm_mock_response():

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from llmlab import (BudgetPolicy, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest, RetryPolicy,
-                    UnknownModelPrice)
+from llmlab import (BudgetPolicy, ComplexityRouter, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest,
+                    PlanRouter, RateLimit, RateLimiter, RetryPolicy, UnknownModelPrice)
 
 
 def test_empty_prompt_and_bad_messages(make_gateway):
@@ -123,3 +123,167 @@ def test_a_single_deployment_needs_no_fallbacks_argument():
 
     gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), driver=ScriptedDriver(default="hi"))
     assert gw.complete("hello").ok and gw.pipeline.fallbacks == {}
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"cache_store": {}}, "cache_store"),                       # a dict has get() but no put()
+    ({"budget_backend": {}}, "budget_backend"),
+    ({"driver": "litellm"}, "driver"),
+    ({"ledger": []}, "ledger"),
+])
+def test_collaborators_without_their_methods_are_refused_at_construction(kwargs, field):
+    """Before: a dict as cache_store or budget_backend made every request an internal error (with a
+    traceback logged), a str driver raised AttributeError out of complete(), a list ledger an
+    AttributeError at construction."""
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("a", "gpt-4o")], router=FixedRouter("a"), fallbacks={}, **kwargs)
+    assert info.value.field == field and "missing" in str(info.value)
+
+
+def test_a_gateway_with_the_shipped_backends_still_constructs():
+    from llmlab import Ledger, MemoryBudgets
+    from llmlab.cache import MemoryStore
+    from llmlab.scripted import ScriptedDriver
+
+    gw = Gateway([Deployment("a", "gpt-4o")], router=FixedRouter("a"), cache_store=MemoryStore(), ledger=Ledger(),
+                 budget_backend=MemoryBudgets(), driver=ScriptedDriver(default="hi"))
+    assert gw.complete("hello").ok and len(gw.ledger) == 1
+
+
+@pytest.mark.parametrize("deployments, field", [
+    ("gpt-4o", "deployments"),                                  # was deployments[0]='g'
+    ({"a": Deployment("a", "gpt-4o")}, "deployments"),          # was deployments[0]='a'
+    ([Deployment("", "gpt-4o")], "deployments[0].name"),
+    ([Deployment("a", "gpt-4o", None)], "deployments[0].params"),  # was AttributeError on the first request
+    ([Deployment("a", "gpt-4o", "sk-proj-abcdefghijklmnop")], "deployments[0].params"),
+])
+def test_deployments_of_the_wrong_shape(deployments, field):
+    with pytest.raises(ConfigError) as info:
+        Gateway(deployments, router=FixedRouter("a"), fallbacks={})
+    assert info.value.field == field
+    assert "sk-proj" not in str(info.value)  # a key passed as params is not repeated
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: PlanRouter({"paid": 5}), "plan_router.plans['paid']"),     # was AttributeError in Gateway()
+    (lambda: PlanRouter({"paid": ""}), "plan_router.plans['paid']"),
+    (lambda: PlanRouter({"paid": "a"}, default=3), "plan_router.default"),
+    (lambda: PlanRouter({"": "a"}), "plan_router.plans key"),
+    (lambda: ComplexityRouter(100), "complexity.thresholds"),           # was TypeError: no len()
+    (lambda: BudgetPolicy(caps=[("acme", 5.0)]), "budget.caps"),        # was AttributeError
+    (lambda: BudgetPolicy(caps={"": 5.0}), "budget.caps key"),          # a cap no request could match
+    (lambda: BudgetPolicy(plan_caps={None: 5.0}), "budget.plan_caps key"),
+    (lambda: RateLimiter(per_tenant={"": RateLimit(rpm=5)}), "rate_limiter.per_tenant key"),
+    (lambda: RateLimiter(per_plan={1: RateLimit(rpm=5)}), "rate_limiter.per_plan key"),
+])
+def test_routers_caps_and_limits_name_the_bad_entry(build, field):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert info.value.field == field
+
+
+def test_reprs_say_what_was_built_and_never_show_a_key():
+    """Before: <llmlab.gateway.Gateway object at 0x…>, and the same for the ledger, streams and routers."""
+    from llmlab import ClassifierRouter, CascadeRouter
+    from llmlab.scripted import ScriptedDriver
+
+    key = "sk-proj-abcdefghijklmnopqrstuvwxyz"
+    deps = [Deployment("big", "gpt-4o", {"api_key": key}), Deployment("small", "gpt-4o-mini", {"api_key": key})]
+    gw = Gateway(deps, router=PlanRouter({"paid": ComplexityRouter(models={"low": "small", "medium": "big",
+                                                                             "high": "big"}), "free": "small"}),
+                 budget=BudgetPolicy(caps={"acme": 5.0}), rate_limiter=RateLimiter(per_plan={"free": RateLimit(rpm=5)}),
+                 driver=ScriptedDriver(default="an answer"))
+    text = repr(gw)
+    for part in ("deployments=['big', 'small']", "PlanRouter({'paid': ComplexityRouter(thresholds=(100, 500)",
+                 "'free': 'small'", "caps={'acme': 5.0}", "per_plan={'free': RateLimit(rpm=5",
+                 "guards=['PIIMaskingGuard']", "requests=0"):
+        assert part in text, (part, text)
+    reply = gw.stream("hello", tenant="acme", plan="free")
+    assert repr(reply) == "StreamResponse(<not finished>)"
+    assert "".join(reply) == "an answer"
+    assert repr(reply).startswith("StreamResponse(model, request_id=") and "deployment='small'" in repr(reply)
+    assert repr(gw.ledger).startswith("Ledger(requests=1, tenants=1, cost_usd=")
+    assert "requests=1" in repr(gw)
+    assert repr(ClassifierRouter(classifier="small")).startswith("ClassifierRouter(classifier='small', routes=")
+    assert repr(CascadeRouter(["small", "big"])) == "CascadeRouter(stages=['small', 'big'], accept=default_acceptance)"
+    assert repr(FixedRouter("big")) == "FixedRouter('big')"
+    for shown in (repr(gw), repr(reply), repr(reply.outcome), repr(gw.deployments)):
+        assert key not in shown and "api_key" not in shown
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"routes": {"faq": 5, "general": "a", "complex": "a"}}, "classifier.routes['faq']"),  # was AttributeError
+    ({"classifier": 5}, "classifier.classifier"),                                          # was TypeError
+    ({"routes": [("faq", "a")]}, "classifier.routes"),
+    ({"rules": "Use the reset link."}, "classifier.rules"),  # was accepted, then "rule raised TypeError" per request
+])
+def test_classifier_router_settings_are_checked(kwargs, field):
+    from llmlab import ClassifierRouter
+
+    kwargs = {"classifier": "a", "routes": {"faq": "a", "general": "a", "complex": "a"}, **kwargs}
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("a", "gpt-4o")], router=ClassifierRouter(**kwargs), fallbacks={})
+    assert info.value.field == field
+
+
+def test_every_public_name_has_a_docstring_of_its_own():
+    """help(llmlab.AllProvidersFailed) showed GatewayError's text; OutcomeKind and CacheOutcome
+    had Enum's generic one."""
+    import inspect
+
+    import llmlab
+
+    undocumented = [name for name in llmlab.__all__ if inspect.isclass(getattr(llmlab, name))
+                    and not getattr(llmlab, name).__dict__.get("__doc__")]
+    assert undocumented == []
+    assert "cost_usd" in llmlab.Outcome.__doc__ and "prompt_tokens" in llmlab.Outcome.__doc__
+
+
+def test_a_retry_policy_for_a_deployment_that_does_not_exist_is_refused():
+    """Before: retry={"A": ...} for deployment "a" was accepted and "a" kept the default policy."""
+    deps = [Deployment("a", "gpt-4o")]
+    with pytest.raises(ConfigError) as info:
+        Gateway(deps, router=FixedRouter("a"), retry={"A": RetryPolicy(max_retries=0)})
+    assert info.value.field == "retry" and info.value.value == "A" and "a" in info.value.allowed
+    gw = Gateway(deps, router=FixedRouter("a"), retry={"a": RetryPolicy(max_retries=0), "*": RetryPolicy()})
+    assert gw.pipeline.retry_for(gw.deployments["a"]).max_retries == 0
+
+
+def test_the_gateway_docstring_explains_every_argument():
+    import inspect
+
+    params = [p for p in inspect.signature(Gateway).parameters]
+    missing = [p for p in params if f"``{p}``" not in Gateway.__doc__]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ["RetryPolicy", "RateLimiter", "Deployment", "CircuitBreaker", "BudgetPolicy",
+                                  "Ledger", "cache.SemanticCache"])
+def test_public_constructors_explain_their_arguments(name):
+    import importlib
+    import inspect
+
+    module, _, attr = ("llmlab." + name).rpartition(".")
+    cls = getattr(importlib.import_module(module), attr)
+    doc = (cls.__doc__ or "") + (cls.__init__.__doc__ or "")
+    assert [p for p in inspect.signature(cls).parameters if p not in doc] == []
+
+
+@pytest.mark.parametrize("name", ["simulate", "load_scenario", "sweep"])
+def test_the_lab_functions_explain_their_arguments(name):
+    import inspect
+
+    import llmlab.sim
+
+    fn = getattr(llmlab.sim, name)
+    assert [p for p in inspect.signature(fn).parameters if p not in fn.__doc__] == []
+
+
+def test_the_serving_methods_say_which_keywords_they_take():
+    """help(gw.complete) said nothing of tenant, plan or the other request fields."""
+    from llmlab.request import REQUEST_FIELDS
+
+    assert [f for f in sorted(REQUEST_FIELDS) if f"``{f}``" not in Gateway.request.__doc__] == []
+    for method in (Gateway.complete, Gateway.acomplete, Gateway.stream, Gateway.astream):
+        assert ":meth:`request`" in method.__doc__
+    assert "StreamReset" in Gateway.stream.__doc__

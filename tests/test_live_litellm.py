@@ -192,3 +192,18 @@ def test_retry_after_ms_is_preferred_to_the_rounded_header():
     exc = litellm.RateLimitError(message="slow down", llm_provider="openai", model="gpt-4o", response=response)
     assert _retry_after(exc) == 0.25
     assert _retry_after(rate_limit_with_retry_after(3)) == 3.0
+
+
+def test_a_missing_openai_key_is_a_rejection_not_a_server_error(monkeypatch):
+    """litellm reports the openai client's "Missing credentials" as a 500 InternalServerError.
+    Before: retried as a server error on every OpenAI deployment (backoff, breaker failures), and
+    the outcome named only the last deployment's error."""
+    for name in ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    clock = FakeClock()
+    gw = Gateway([Deployment("mini", "gpt-4o-mini"), Deployment("big", "gpt-4o")], router=FixedRouter("mini"),
+                 fallbacks={"mini": ["big"]}, clock=clock, driver=LiteLLMDriver(sleep=clock.sleep, asleep=clock.asleep))
+    out = gw.complete("hello")
+    assert out.error.code == "provider_rejected" and "OPENAI_API_KEY" in out.error.message
+    assert [a.error.split(":")[0] for a in out.attempts] == ["authentication"] and not clock.sleeps
+    assert gw.pipeline.breakers["mini"].state == "closed"

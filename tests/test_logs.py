@@ -28,3 +28,31 @@ def test_log_content_is_an_explicit_opt_in(make_gateway):
     finally:
         logging.getLogger("llmlab").removeHandler(handler)
     assert json.loads(stream.getvalue())["answer"].startswith("ok: scripted answer")
+
+
+def test_a_failing_ledger_sink_is_logged_and_the_caller_still_gets_the_answer(make_gateway, caplog):
+    """Before: the sink's exception came out of complete() (and out of the stream at its end): the
+    request was served, billed and counted, and the caller lost the answer."""
+    import asyncio
+
+    from llmlab import Ledger
+
+    class Broken(Ledger):
+        def record(self, outcome):
+            raise RuntimeError("database down")
+
+    def sink(outcome):
+        raise RuntimeError("queue down")
+
+    gw = make_gateway(ledger=Ledger(sink=sink))
+    with caplog.at_level(logging.ERROR, logger="llmlab"):
+        assert gw.complete("hello", tenant="acme").ok
+        assert "".join(gw.stream("hello again", tenant="acme"))
+        assert asyncio.run(gw.acomplete("and once more", tenant="acme")).ok
+    assert len(gw.ledger) == 3 and gw.ledger.spend_by_tenant()["acme"] > 0
+    assert [r.getMessage() for r in caplog.records].count("llmlab ledger sink failed") == 3
+    caplog.clear()
+    own = make_gateway(ledger=Broken())
+    with caplog.at_level(logging.ERROR, logger="llmlab"):
+        assert own.complete("hello", tenant="acme").ok
+    assert [r.getMessage() for r in caplog.records] == ["llmlab ledger failed to record a request"]

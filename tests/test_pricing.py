@@ -59,3 +59,10 @@ def test_pricing_does_not_import_litellm():
     code = "import llmlab, sys; llmlab.PriceBook.default().cost('gpt-4o', 1, 1); print('litellm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_bad_price_override_names_its_model():
+    """Before: input_usd_per_1m=-1 is invalid — without saying which of the overrides it was."""
+    with pytest.raises(ConfigError) as info:
+        PriceBook({"gpt-4o": (2.5, 10.0), "my-ft": (0.3, -1.2)})
+    assert info.value.field == "prices['my-ft'].output_usd_per_1m" and info.value.value == -1.2

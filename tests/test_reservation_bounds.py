@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from llmlab import BudgetPolicy, CallResult, Deployment, FixedRouter, Gateway
+from llmlab import BudgetPolicy, CacheOutcome, CallResult, Deployment, FixedRouter, Gateway
 from llmlab.cache.embedders import HashedNgramEmbedder
 from llmlab.cache.semantic import SemanticCache
 from llmlab.guardrails.base import InputVerdict
@@ -235,3 +235,34 @@ def test_step_lock_lets_go_of_every_level_around_user_code_and_takes_them_back()
             assert lock.held() and not free_elsewhere()  # taken back after an exception too
         assert lock.held()
     assert not lock.held() and free_elsewhere()
+
+
+class DownEmbedder(HashedNgramEmbedder):
+    """An embedding API in an outage: every call fails; ``priced`` makes it a paid one."""
+
+    def __init__(self, priced: bool) -> None:
+        super().__init__()
+        self.priced = priced
+
+    def embed(self, texts):
+        raise ConnectionError("embedding API unreachable")
+
+    def cost_usd(self, texts):
+        return 0.001 * len(texts) if self.priced else 0.0
+
+
+@pytest.mark.parametrize("priced", [False, True])
+def test_an_embedder_that_fails_makes_a_cache_miss_not_a_failed_request(make_gateway, driver, priced, caplog):
+    """Before: "internal error: ConnectionError" for every request while the embedding API was down
+    (and a logged traceback each), though the semantic cache is only an optimisation."""
+    import logging
+
+    driver.default = "a short answer"
+    gw = _capped(make_gateway, cap=1.0, semantic_cache=SemanticCache(DownEmbedder(priced)))
+    with caplog.at_level(logging.WARNING, logger="llmlab"):
+        outcomes = [gw.complete(f"question {i}", tenant="acme", max_tokens=10) for i in range(3)]
+    assert all(o.ok and o.cache is CacheOutcome.MISS for o in outcomes), [o.error for o in outcomes]
+    assert gw.pipeline.semantic_cache.stats["stores"] == 0  # nothing to store it under
+    assert [r.levelname for r in caplog.records] == ["WARNING"] * 3
+    _money_holds(gw, 1.0)  # a held embedding is released, not charged
+    assert gw.budgets.spent("acme", gw.clock()) == pytest.approx(sum(o.cost_usd for o in outcomes))

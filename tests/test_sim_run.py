@@ -181,6 +181,14 @@ def test_guardrails_are_configurable_and_pii_masking_is_on_by_default():
     assert [g.name for g in custom.pipeline.output_guards] == ["output_filter"]
 
 
+def test_build_gateway_takes_a_preset_name_too():
+    """Before: AttributeError: 'str' object has no attribute 'gateway'."""
+    from llmlab.sim import build_gateway
+
+    gw = build_gateway("b2b-saas", lambda: 0.0, seed=0)
+    assert "gpt-4o" in gw.deployments and "PlanRouter" in repr(gw)
+
+
 def test_progress_callback_reports_policy_then_baseline():
     from llmlab.sim import simulate
 
@@ -188,6 +196,17 @@ def test_progress_callback_reports_policy_then_baseline():
     simulate("b2b-saas", requests=300, seed=0, progress=lambda done, total: seen.append((done, total)))
     assert seen and all(total == 600 for _, total in seen)
     assert seen[-1][0] == 600 and any(done <= 300 for done, _ in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_progress_callback_counts_over_every_replication():
+    """Before: with replications=3 the count went from 0 to 600 three times (a bar that refilled)."""
+    from llmlab.sim import simulate
+
+    seen = []
+    simulate("b2b-saas", requests=200, seed=0, replications=3,
+             progress=lambda done, total: seen.append((done, total)))
+    assert {total for _, total in seen} == {3 * 400} and seen[-1][0] == 3 * 400
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 

@@ -36,3 +36,20 @@ def test_sweep_on_a_dask_cluster():
             df = sweep("b2b-saas", {"gateway.cache.exact": [False, True]}, requests=200, seed=2, scheduler=client)
     assert len(df) == 2 and df["cost_usd"].notna().all()
     assert df.loc[df["gateway.cache.exact"], "exact_hit_rate"].iloc[0] >= 0
+
+
+def test_an_error_code_or_model_a_run_did_not_see_counts_zero_not_missing():
+    """Before: NaN in model_share.azure-gpt-4o for the run that never used it (and in errors.* alike)."""
+    df = sweep("realtime-chat", {"gateway.retry.max_retries": [0, 1]}, requests=300, seed=0, processes=1)
+    shares = df[[c for c in df.columns if c.startswith("model_share.")]]
+    assert "model_share.azure-gpt-4o" in shares and shares.notna().all().all()
+    assert (shares.sum(axis=1) <= 1 + 1e-9).all() and (shares == 0).any().any()
+
+
+def test_a_grid_over_the_traffic_size_sizes_each_run():
+    """Before: every row ran sweep()'s requests=2000, next to a traffic.requests column of 100 and 200."""
+    df = sweep("b2b-saas", {"traffic.requests": [100, 200]}, processes=1, seed=0)
+    assert df["requests"].tolist() == [100, 200]
+    by_hours = sweep("b2b-saas", {"traffic.hours": [0.02, 0.04]}, processes=1, seed=0)
+    assert by_hours["duration_s"].iloc[1] > by_hours["duration_s"].iloc[0]
+    assert by_hours["requests"].iloc[1] > by_hours["requests"].iloc[0]

@@ -328,6 +328,27 @@ def test_simulation_panel_reruns_and_reports_scenario_errors():
     assert panel.last_error is None and panel.last_sim.scenario.providers["gpt-4o"].timeout_s == 20.0
 
 
+def test_a_replicated_simulation_panel_moves_its_progress_bar_once_over_all_runs():
+    """Before: no progress at all with replications > 1 (the count restarted with every run)."""
+    panel = SimulationPanel("b2b-saas", requests=60, replications=3, timer=ManualTimer(), baseline=False,
+                            overrides={"gateway.cache.embedder": "hashed"})
+    seen = []
+    panel.progress.observe(lambda change: seen.append(change["new"]), names="value")
+    panel.run()
+    assert panel.last_error is None and panel.last_sim.summary["replications"] == 3
+    assert seen == sorted(seen) and seen[-1] == 100
+    assert len([v for v in seen if 0 < v < 100]) >= 10  # it moved during the runs, once from 0 to 100
+
+
+def test_a_traffic_size_control_sizes_the_run():
+    """Before: a traffic.requests slider had no effect: the panel's requests=500 overrode it."""
+    panel = SimulationPanel("b2b-saas", controls={"traffic.requests": (100, 1000, 100)}, timer=ManualTimer(),
+                            baseline=False, overrides={"gateway.cache.embedder": "hashed"})
+    panel.controls["traffic.requests"].value = 200
+    panel.run()
+    assert panel.last_error is None and panel.last_sim.summary["requests"] == 200
+
+
 def test_an_unset_threshold_slider_starts_at_the_calibrated_value():
     from llmlab.cache.semantic import threshold_for
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ..errors import ConfigError, InvalidRequest, LLMLabError
+from ..errors import ConfigError, InvalidRequest, LLMLabError, UnknownModelPrice
 
 __all__ = [
     "DEFAULT_EMBEDDER", "Embedder", "EmbedderUnavailable", "EmptyTextError", "HashedNgramEmbedder",
@@ -342,7 +342,10 @@ class LiteLLMEmbedder:
             from ..pricing import PriceBook
 
             prices = PriceBook.default()
-        prices.price(model)  # raises UnknownModelPrice now rather than mis-pricing later
+        try:
+            prices.price(model)  # raises UnknownModelPrice now rather than mis-pricing later
+        except UnknownModelPrice:  # whose prices= to pass: this embedder's, not the Gateway's
+            raise UnknownModelPrice(model, where="get_embedder(…) / LiteLLMEmbedder(…)") from None
         self.model = model
         self._prices = prices
         self._fn = embedding_fn

@@ -108,7 +108,11 @@ class SemanticCache:
     ``threshold``/``last_resort_threshold`` default to the calibration for ``embedder.name``;
     ``guard`` defaults to :func:`~llmlab.cache.guard.default_guard` (pass ``None`` to switch it
     off and watch the false hits appear).  ``candidates`` neighbours are examined per lookup.
-    ``table``: a :class:`~llmlab.cache.table.SimilarityTable` of the texts queries come from.
+    ``capacity`` entries in all (least recently used evicted first), each served for ``ttl_s``
+    seconds from its write (older ones remain for the last resort).  A namespace's index switches
+    from exact search to a faiss HNSW graph (``ann_params``) above ``ann_threshold`` entries
+    (None: exact search only).  ``table``: a :class:`~llmlab.cache.table.SimilarityTable` of the
+    texts queries come from.
     """
 
     def __init__(self, embedder: Any, *, threshold: float | None = None,

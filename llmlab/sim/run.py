@@ -171,14 +171,19 @@ def _guards(cfg: Any) -> dict[str, Any]:
     return {"input_guards": tuple(inputs), "output_guards": (OutputFilterGuard(),) if cfg.output_filter else ()}
 
 
-def build_gateway(scenario: Scenario, clock: Callable[[], float], *, seed: int, baseline: bool = False,
+def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed: int, baseline: bool = False,
                   semantic_cache: Any = None, keep_records: bool = False) -> "Gateway":
-    """The scenario's Gateway (or the baseline's) on a virtual clock; ``keep_records`` keeps the ledger's outcomes."""
+    """The scenario's Gateway (or the baseline's) on ``clock`` (the simulator's virtual one, or
+    ``time.time``); ``scenario`` is a :class:`Scenario`, a preset name or a TOML path.  ``seed``
+    seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none),
+    ``keep_records`` keeps the ledger's outcomes."""
     from ..gateway import Gateway
     from ..ledger import Ledger
     from ..pricing import PriceBook
     from ..routing import FixedRouter
 
+    if not isinstance(scenario, Scenario):  # a name was an AttributeError ('str' has no 'gateway')
+        scenario = load_scenario(scenario)
     g = scenario.gateway
     overrides: dict[str, tuple[float, float]] = {}
     deployments = []
@@ -604,9 +609,13 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
              keep_requests: bool = True, overrides: Mapping[str, Any] | None = None) -> SimResult:
     """Run a scenario: the gateway and the baseline over the same traffic, in virtual time.
 
+    ``scenario`` is a preset name, a TOML path or a :class:`Scenario`; ``overrides`` are dotted
+    keys applied to it first (``{"gateway.cache.semantic": False}``, as ``--set``).  ``trace``
+    replays a request log (CSV, ``datasets/traces/README.md``) instead of synthetic traffic.
+    ``baseline`` runs the baseline or not (None: as the scenario's ``[baseline] enabled`` says).
     ``requests`` or ``hours`` override the scenario's traffic size.  ``progress=True`` shows a
     tqdm bar; a callable ``progress(done, total)`` is called as requests finish (widgets use it;
-    ``total`` counts the baseline run too).  ``replications=N`` runs
+    ``total`` counts the baseline run and every replication too).  ``replications=N`` runs
     seeds ``seed … seed+N-1``: ``summary`` then holds the means, ``summary["ci95"]`` a 95 %
     interval per headline number and ``replications`` one row per run.  ``keep_requests=False``
     skips the per-request table (for very long runs).  Never raises for what happens *during*
@@ -672,7 +681,13 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     """
     import pandas as pd
 
-    runs = [simulate(sc, seed=seed + k, **kw) for k in range(n)]
+    progress = kw.pop("progress", False)
+    if callable(progress):  # one count over all runs: a bar that filled up and restarted n times said nothing
+        report = progress
+        runs = [simulate(sc, seed=seed + k, progress=lambda done, total, k=k: report(k * total + done, n * total),
+                         **kw) for k in range(n)]
+    else:
+        runs = [simulate(sc, seed=seed + k, progress=progress, **kw) for k in range(n)]
     table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
     summary = dict(runs[0].summary)
     ci: dict[str, list[float]] = {}

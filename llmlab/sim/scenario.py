@@ -345,7 +345,11 @@ def list_presets() -> list[str]:
 
 def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
                   overrides: Mapping[str, Any] | None = None) -> Scenario:
-    """Load a preset by name or a TOML file, apply dotted-key overrides, validate everything."""
+    """Load a preset by name or a TOML file, apply dotted-key overrides, validate everything.
+
+    ``name_or_path``: a preset (:func:`list_presets`), a ``.toml`` path, or a :class:`Scenario`
+    (then only the ``overrides`` are applied: ``{"traffic.requests": 20_000}``, as ``--set``).
+    """
     if isinstance(name_or_path, Scenario):
         return name_or_path.with_overrides(overrides)
     path = Path(name_or_path)

@@ -45,6 +45,15 @@ def _run(task: tuple[Scenario, dict[str, Any], int | None, float | None, int, in
     return flatten(result.summary)
 
 
+def _run_size(combo: Mapping[str, Any], requests: int | None, hours: float | None) -> tuple[int | None, float | None]:
+    """A combination that sets ``traffic.requests`` or ``traffic.hours`` sizes its run itself: the
+    sweep's ``requests`` argument (2,000 by default) overrode it, so every row ran the same traffic
+    while its first column said otherwise."""
+    if "traffic.requests" in combo or "traffic.hours" in combo:
+        return None, None
+    return requests, hours
+
+
 def combinations(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     if not isinstance(grid, Mapping) or not grid:
         raise ScenarioError("grid", "a non-empty mapping of dotted keys to lists of values", grid)
@@ -60,6 +69,10 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
           replications: int = 1) -> "pd.DataFrame":
     """Simulate every combination of ``grid`` (dotted override keys → values); one row each.
 
+    ``scenario`` is a preset name, a TOML path or a :class:`~llmlab.sim.scenario.Scenario`.  Every
+    combination runs :func:`~llmlab.sim.run.simulate` with the same ``requests`` (or ``hours``,
+    which wins when given), ``seed`` and ``replications``, without the per-request table; a grid
+    that sweeps ``traffic.requests`` or ``traffic.hours`` sizes each run itself instead.
     ``scheduler``: None runs on ``processes`` local processes (1 = in this process); a string
     is a Dask scheduler address; a ``distributed.Client`` is used as it is.
     """
@@ -77,9 +90,10 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     combos = combinations(grid)
     if hours is not None:
         requests = None
-    for combo in combos:  # validate everything before any compute
-        preflight(base.with_overrides(combo), requests=requests, hours=hours, seed=seed, replications=replications)
-    tasks = [(base, combo, requests, hours, seed, replications) for combo in combos]
+    sizes = [_run_size(combo, requests, hours) for combo in combos]
+    for combo, (n, h) in zip(combos, sizes):  # validate everything before any compute
+        preflight(base.with_overrides(combo), requests=n, hours=h, seed=seed, replications=replications)
+    tasks = [(base, combo, n, h, seed, replications) for combo, (n, h) in zip(combos, sizes)]
     if scheduler is not None:
         results = _on_dask(scheduler, tasks)
     elif processes <= 1 or len(tasks) == 1:
@@ -89,7 +103,11 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
             results = list(pool.map(_run, tasks))
     rows = [{**combo, **{k: v for k, v in summary.items() if k not in combo}}
             for combo, summary in zip(combos, results)]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # a summary lists only the error codes and models a run saw: absent from a run means none there
+    counted = [c for c in frame.columns if c.startswith(("errors.", "model_share."))]
+    frame[counted] = frame[counted].fillna(0)
+    return frame
 
 
 def _on_dask(scheduler: Any, tasks: list) -> list[dict[str, Any]]:
