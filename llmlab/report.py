@@ -240,7 +240,12 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{value:.2f} s"
     if kind == "x":
         return f"{value:.2f}"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+    return _count(value)
+
+
+def _count(value: float) -> str:
+    """A count, or a replications' mean of counts: ``11,125`` or ``24.33``, never ``1.112e+04``."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
 
 
 ROWS = (
@@ -274,7 +279,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
             f" · {summary.get('duration_s', 0) / 60:.1f} min simulated")
     if reps:
         head += f" · mean of {reps} replications (95 % CI)"
-    lines = [head, f"{'':30s} {'policy':>24s} {'baseline':>14s}"]
+    cells = []
     for label, key, base_key, kind in ROWS:
         value = summary.get(key)
         text = _fmt(value, kind)
@@ -285,10 +290,14 @@ def summary_table(summary: Mapping[str, Any]) -> str:
             text += f" ±{_fmt((hi - lo) / 2, kind)}" if kind == "pct" and symmetric else \
                 f" [{_fmt(lo, kind)}, {_fmt(hi, kind)}]"
         base = _fmt(summary.get(base_key), kind) if base_key else ""
-        lines.append(f"{label:30s} {text:>24s} {base:>14s}")
+        cells.append((label, text, base))
+    # columns as wide as their widest cell: a confidence interval must not push the baseline aside
+    wide = max([24] + [len(text) for _, text, _ in cells])
+    lines = [head, f"{'':30s} {'policy':>{wide}s} {'baseline':>14s}"]
+    lines += [f"{label:30s} {text:>{wide}s} {base:>14s}".rstrip() for label, text, base in cells]
     savings = summary.get("savings_pct")
     if savings is not None and not (isinstance(savings, float) and math.isnan(savings)):
-        lines.append(f"{'savings vs baseline':30s} {savings:>22.1f} %")
+        lines.append(f"{'savings vs baseline':30s} {f'{savings:.1f} %':>{wide}s}")
     met = summary.get("slo_met")
     slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {summary.get('slo_metric', 'latency')} ≤ "
            f"{summary.get('slo_s', 0):g} s" + ("" if met is None else (" — met" if met else " — MISSED")))
@@ -296,6 +305,6 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         slo += f" (met in {round(summary['slo_met_share'] * reps)} of {reps} runs)"
     errors = summary.get("errors") or {}
     if errors:
-        slo += " · errors" + (" per run" if reps else "") + ": " + ", ".join(f"{k} {v:,.4g}" for k, v in errors.items())
+        slo += " · errors" + (" per run" if reps else "") + ": " + ", ".join(f"{k} {_count(v)}" for k, v in errors.items())
     lines.append(slo)
     return "\n".join(lines)

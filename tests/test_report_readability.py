@@ -1,0 +1,52 @@
+"""What ``llmlab simulate`` shows a person: the terminal table and the PNG figures agree with the summary."""
+from __future__ import annotations
+
+import re
+
+from llmlab.report import summary_table
+
+
+def _summary(**extra):
+    summary = {"scenario": "b2b-saas", "requests": 40_000, "seed": 0, "duration_s": 9_000.0, "cost_usd": 18.77,
+               "baseline_cost_usd": 75.64, "availability": 0.7219, "baseline_availability": 0.9801,
+               "budget_rejections": 11_125, "errors": {"budget_exceeded": 11_125, "rate_limited": 3},
+               "slo_met": True, "slo_s": 10.0, "savings_pct": 75.2}
+    summary.update(extra)
+    return summary
+
+
+def test_counts_are_written_in_full_not_in_scientific_notation():
+    table = summary_table(_summary())
+    assert "e+0" not in table
+    assert "budget_exceeded 11,125" in table and "rate_limited 3" in table
+    replicated = summary_table(_summary(replications=3, budget_rejections=11_125.333,
+                                        errors={"budget_exceeded": 11_125.333},
+                                        ci95={"budget_rejections": [10_000.5, 12_250.1]}))
+    assert "e+0" not in replicated
+    assert "budget_exceeded 11,125.33" in replicated and "11,125.33 [10,000.50, 12,250.10]" in replicated
+
+
+def _column_ends(table: str) -> dict[str, int]:
+    """Where each row's policy cell ends (the table's data rows only)."""
+    ends = {}
+    for line in table.splitlines()[2:]:
+        if line.startswith("SLO:"):
+            continue
+        label, rest = line[:30], line[30:]
+        cells = [c for c in re.split(r"\s{2,}", rest.strip()) if c]  # cells are two or more spaces apart
+        if cells:
+            ends[label.strip()] = line.index(cells[0]) + len(cells[0])
+    return ends
+
+
+def test_confidence_intervals_keep_the_columns_aligned():
+    summary = _summary(replications=3, cost_usd=2.1024, availability=0.9878,
+                       ci95={"cost_usd": [2.0413, 2.1636], "availability": [0.9548, 1.0],
+                             "budget_rejections": [0.0, 90.5]})
+    table = summary_table(summary)
+    ends = _column_ends(table)
+    assert len(set(ends.values())) == 1, ends  # every policy cell ends in the same column
+    header = table.splitlines()[1]
+    assert header.index("policy") + len("policy") == next(iter(ends.values()))
+    with_baseline = [line for line in table.splitlines() if line.startswith(("cost ", "availability"))]
+    assert {len(line) for line in with_baseline} == {len(header)}  # the baseline column is not pushed aside
