@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import pytest
+
 from llmlab.report import summary_table
 
 
@@ -50,3 +53,32 @@ def test_confidence_intervals_keep_the_columns_aligned():
     assert header.index("policy") + len("policy") == next(iter(ends.values()))
     with_baseline = [line for line in table.splitlines() if line.startswith(("cost ", "availability"))]
     assert {len(line) for line in with_baseline} == {len(header)}  # the baseline column is not pushed aside
+
+
+@pytest.fixture(scope="module")
+def refusing_run():
+    """A b2b-saas run whose paid customers' tiny caps refuse about a quarter of the requests."""
+    from llmlab.sim import simulate
+
+    return simulate("b2b-saas", requests=400, seed=0, baseline=False,
+                    overrides={"traffic.tenants.0.monthly_budget_usd": 0.02, "gateway.cache.embedder": "hashed"})
+
+
+def test_latency_cdf_crosses_the_percentile_line_where_the_summary_says(refusing_run):
+    from llmlab.report import plot_latency_cdf
+
+    summary = refusing_run.summary
+    assert summary["budget_rejections"] > 0.05 * summary["requests"] and summary["slo_met"]
+    fig = plot_latency_cdf(refusing_run)
+    policy = next(line for line in fig.axes[0].get_lines() if line.get_label() == "policy")
+    x, y = np.asarray(policy.get_xdata()), np.asarray(policy.get_ydata())
+    judged = summary["requests"] - summary["budget_rejections"]
+    level = summary["slo_percentile"] / 100.0
+    at_slo = y[x <= summary["slo_value_s"]].max()  # the step curve's height at the summary's value
+    # np.percentile interpolates between two requests: the step reaches the level at one of them
+    assert at_slo >= level - 1.0 / judged  # a met SLO looks met
+    assert y[x < summary["slo_value_s"] * 0.999].max() < level + 1.0 / judged
+    assert "policy refusals" in fig.axes[0].get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
