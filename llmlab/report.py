@@ -86,6 +86,20 @@ def _bins(result: "SimResult", width_s: float | None = None) -> tuple[np.ndarray
     return np.arange(0.0, end + width, width), width
 
 
+def _share_per_bin(ax: Any, edges: np.ndarray, idx: np.ndarray, total: np.ndarray, flags: np.ndarray,
+                   **style: Any) -> float:
+    """Draw a share of requests (%) per time bin as steps across each bin; returns the largest share.
+
+    Steps, not a line through the bins' centres: a line shows nothing for a run that fits in one
+    bin (20 requests) and, joining centres, draws fallbacks before an outage has begun.
+    """
+    counts = np.bincount(idx, weights=flags.astype(float), minlength=len(edges))[: len(edges) - 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, 100.0 * counts / total, np.nan)
+    ax.stairs(share, _minutes(edges), baseline=None, linewidth=1.6, **style)
+    return float(np.nanmax(share)) if np.isfinite(share).any() else 0.0
+
+
 @_one_run
 def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
     """Cumulative cost of the policy (incl. fixed hourly costs) and of the baseline, in USD."""
@@ -166,12 +180,11 @@ def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = N
     turns = result.turns
     idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
     total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
-    centers = _minutes(edges[:-1] + width / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for kind, color in (("exact_hit", "tab:green"), ("semantic_hit", "tab:purple")):
-            hits = np.bincount(idx, weights=(turns["cache"] == kind).to_numpy(), minlength=len(edges))[: len(edges) - 1]
-            ax.plot(centers, np.where(total > 0, 100.0 * hits / total, np.nan), label=kind.replace("_", " "),
-                    color=color)
+    top = max(_share_per_bin(ax, edges, idx, total, (turns["cache"] == kind).to_numpy(), label=kind.replace("_", " "),
+                             color=color)
+              for kind, color in (("exact_hit", "tab:green"), ("semantic_hit", "tab:purple")))
+    ax.set_xlim(0, edges[-1] / 60.0)
+    ax.set_ylim(0, min(100.0, max(5.0, top * 1.15)))  # a share: never below 0, a visible span when all hits are 0
     ax.set_xlabel("simulated time (min)")
     ax.set_ylabel(f"hit rate (% of requests per {width / 60:.1f} min)")
     ax.set_title(f"Cache hit rate — overall {100 * result.summary.get('cache_hit_rate', 0):.1f} %")
@@ -184,7 +197,7 @@ def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = N
 def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
     """Outage windows per target (bars) and the share of requests served by a fallback (line)."""
     fig, ax = _axes(ax)
-    edges, width = _bins(result, width_s)
+    edges, _ = _bins(result, width_s)
     windows = [w for w in result.outages if w.start_s < edges[-1] and w.end_s > 0]  # only what the plot can show
     targets = sorted({w.target for w in windows})
     colors = {"down": "tab:red", "errors": "tab:orange", "slow": "gold"}
@@ -200,15 +213,11 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     turns = result.turns
     idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
     total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
-    fb = np.bincount(idx, weights=turns["fallback"].to_numpy(dtype=float), minlength=len(edges))[: len(edges) - 1]
-    err = np.bincount(idx, weights=(turns["outcome"] == "error").to_numpy(dtype=float),
-                      minlength=len(edges))[: len(edges) - 1]
     twin = ax.twinx()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centers = _minutes(edges[:-1] + width / 2)
-        twin.plot(centers, np.where(total > 0, 100.0 * fb / total, np.nan), color="tab:blue", label="served by fallback")
-        twin.plot(centers, np.where(total > 0, 100.0 * err / total, np.nan), color="black", linestyle=":",
-                  label="unanswered (errors)")
+    _share_per_bin(twin, edges, idx, total, turns["fallback"].to_numpy(dtype=bool), color="tab:blue",
+                   label="served by fallback")
+    _share_per_bin(twin, edges, idx, total, (turns["outcome"] == "error").to_numpy(), color="black", linestyle=":",
+                   label="unanswered (errors)")
     twin.set_ylabel("share of requests (%)")
     twin.set_ylim(0, 100)
     handles = [__import__("matplotlib.patches", fromlist=["Patch"]).Patch(color=c, alpha=0.6, label=f"outage: {k}")

@@ -82,3 +82,26 @@ def test_latency_cdf_crosses_the_percentile_line_where_the_summary_says(refusing
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_time_plots_of_a_run_shorter_than_one_bin_show_its_values_on_a_zero_based_axis():
+    """20 requests fit in one 30-s bin: a line through bin centres drew nothing, on a -0.04…0.04 % axis."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import plot_hit_rate, plot_outages
+    from llmlab.sim import simulate
+
+    result = simulate("b2b-saas", requests=20, seed=0, baseline=False, overrides={"gateway.cache.embedder": "hashed"})
+    assert result.turns["arrival_s"].max() < 30.0
+    for plot in (plot_hit_rate, plot_outages):
+        fig = plot(result)
+        ax = fig.axes[-1]  # the outage figure's shares are on its twin axis
+        low, high = ax.get_ylim()
+        assert low == 0.0 and high >= 5.0, (plot.__name__, low, high)
+        assert fig.axes[0].get_xlim()[0] == 0.0
+        drawn = [a for a in ax.patches if hasattr(a, "get_data")]  # the per-bin steps
+        assert len(drawn) == 2
+        for step in drawn:
+            values, edges, _ = step.get_data()
+            assert len(values) == 1 and np.isfinite(values).all() and edges[0] == 0.0
+        plt.close(fig)
