@@ -102,17 +102,27 @@ def _share_per_bin(ax: Any, edges: np.ndarray, idx: np.ndarray, total: np.ndarra
 
 @_one_run
 def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
-    """Cumulative cost of the policy (incl. fixed hourly costs) and of the baseline, in USD."""
+    """Cumulative cost of the policy (incl. fixed hourly costs) and of the baseline, in USD.
+
+    Both curves run to the end of the simulated time, where they reach the summary's
+    ``cost_usd`` and ``baseline_cost_usd``: the standby's hourly cost keeps accruing after the
+    last arrival (visible in a short run, whose last request comes long before its end).
+    """
     fig, ax = _axes(ax)
     turns = result.turns.sort_values("arrival_s")
+    duration = float(result.summary.get("duration_s") or 0.0)
     t = turns["arrival_s"].to_numpy()
-    hourly = result.summary.get("fixed_cost_usd", 0.0) / max(result.summary.get("duration_s", 1.0), 1e-9)
-    ax.plot(_minutes(t), turns["cost_usd"].cumsum().to_numpy() + hourly * t, label="policy (incl. fixed cost)",
-            color="tab:blue")
+    end = max([duration, *t[-1:]])
+    hourly = result.summary.get("fixed_cost_usd", 0.0) / max(duration, 1e-9)
+    spent = turns["cost_usd"].cumsum().to_numpy()
+    ax.plot(_minutes(np.append(t, end)), np.append(spent, spent[-1:].sum()) + hourly * np.append(t, end),
+            label="policy (incl. fixed cost)", color="tab:blue")
     if result.baseline_turns is not None and len(result.baseline_turns):
         b = result.baseline_turns.sort_values("arrival_s")
-        ax.plot(_minutes(b["arrival_s"]), b["cost_usd"].cumsum(), label=f"baseline ({result.scenario.baseline_model})",
-                color="tab:gray", linestyle="--")
+        tb = b["arrival_s"].to_numpy()
+        base = b["cost_usd"].cumsum().to_numpy()
+        ax.plot(_minutes(np.append(tb, max(end, tb[-1]))), np.append(base, base[-1]),
+                label=f"baseline ({result.scenario.baseline_model})", color="tab:gray", linestyle="--")
     ax.set_xlabel("simulated time (min)")
     ax.set_ylabel("cumulative cost (USD)")
     savings = result.summary.get("savings_pct")

@@ -105,3 +105,23 @@ def test_time_plots_of_a_run_shorter_than_one_bin_show_its_values_on_a_zero_base
             values, edges, _ = step.get_data()
             assert len(values) == 1 and np.isfinite(values).all() and edges[0] == 0.0
         plt.close(fig)
+
+
+def test_cost_curves_end_at_the_costs_in_the_summary():
+    """The standby's hourly cost accrues to the end of the run, not only to the last arrival."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import plot_cost_over_time
+    from llmlab.sim import simulate
+
+    result = simulate("b2b-saas", requests=20, seed=0, overrides={"gateway.cache.embedder": "hashed"})
+    summary = result.summary
+    assert summary["fixed_cost_usd"] > 0 and result.turns["arrival_s"].max() < 0.9 * summary["duration_s"]
+    fig = plot_cost_over_time(result)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    policy = lines["policy (incl. fixed cost)"]
+    baseline = next(line for name, line in lines.items() if name.startswith("baseline"))
+    assert policy.get_ydata()[-1] == pytest.approx(summary["cost_usd"], rel=1e-9)
+    assert baseline.get_ydata()[-1] == pytest.approx(summary["baseline_cost_usd"], rel=1e-9)
+    assert policy.get_xdata()[-1] == pytest.approx(summary["duration_s"] / 60.0)
+    plt.close(fig)
