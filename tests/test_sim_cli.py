@@ -150,3 +150,23 @@ def test_every_range_in_the_field_list_is_what_validation_enforces():
     assert {"traffic.rate_per_s", "providers.gpt-4o.timeout_s", "gateway.breaker.slow_call_s",
             "traffic.tenants.0.count", "outages.windows.0.start_s", "traffic.rag.latency_s"} <= checked
     assert len(checked) > 40
+
+
+class _GonePipe:
+    """stdout whose reader has left (`llmlab simulate ... | true`)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_out_files_are_written_when_the_reader_of_stdout_has_left(monkeypatch, capsys, tmp_path, as_json):
+    monkeypatch.setattr("sys.stdout", _GonePipe())
+    argv = ["--scenario", "b2b-saas", "--requests", "30", "--no-baseline", "--set", "gateway.cache.embedder=hashed",
+            "--out", str(tmp_path / "res")] + (["--json"] if as_json else [])
+    assert main(argv) == 0
+    names = {p.name for p in (tmp_path / "res").iterdir()}
+    assert {"requests.csv", "turns.csv", "summary.json", "latency_cdf.png"} <= names

@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     summary = result.summary
+    reader = True
     try:  # the summary first: a folder that fails to take the files must not lose the run's numbers
         if args.json:
             print(json.dumps(_jsonable(summary), ensure_ascii=False, allow_nan=False))
@@ -168,16 +169,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(summary_table(summary))
         sys.stdout.flush()
-    except BrokenPipeError:  # `llmlab simulate ... | head`: the reader left, nothing to report
-        return 0
+    except BrokenPipeError:  # `llmlab simulate ... | head`: the reader left, but --out's files are still wanted
+        reader = False
+        _discard_stdout()
     if out is not None:
         try:
             written = _write_outputs(result, out)
         except OSError as exc:
             print(f"llmlab simulate: error: --out: cannot write ({exc})", file=sys.stderr)
             return 2
-        print(f"wrote {len(written)} files to {out}", file=sys.stderr if args.json else sys.stdout)
+        if reader or args.json:
+            print(f"wrote {len(written)} files to {out}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, so no later write or exit flush fails."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test double): nothing is written again
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
