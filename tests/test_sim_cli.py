@@ -170,3 +170,18 @@ def test_out_files_are_written_when_the_reader_of_stdout_has_left(monkeypatch, c
     assert main(argv) == 0
     names = {p.name for p in (tmp_path / "res").iterdir()}
     assert {"requests.csv", "turns.csv", "summary.json", "latency_cdf.png"} <= names
+
+
+def test_set_accepts_list_items_as_fields_spells_them(capsys):
+    """--fields lists traffic.tenants[i].plan; --set traffic.tenants[0]... said 'not a dotted key'."""
+    from llmlab.sim.scenario import load_scenario
+
+    code, out, _ = run(capsys, "--fields")
+    assert "traffic.tenants[i].monthly_budget_usd" in out
+    for key in ("traffic.tenants[1].monthly_budget_usd", "traffic.tenants.1.monthly_budget_usd"):
+        assert load_scenario("b2b-saas", {key: 0.25}).traffic.tenants[1].monthly_budget_usd == 0.25
+    code, out, err = run(capsys, "--scenario", "b2b-saas", "--requests", "20", "--no-baseline", "--json",
+                         "--set", "gateway.cache.embedder=hashed", "--set", "traffic.tenants[0].monthly_budget_usd=0")
+    assert code == 0 and err == "" and json.loads(out)["budget_rejections"] > 0
+    code, _, err = run(capsys, "--scenario", "b2b-saas", "--set", "traffic.tenants[7].plan='x'")
+    assert code == 2 and "traffic.tenants.7: an index below 2" in err

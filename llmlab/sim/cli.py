@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--hours", type=float, help="simulate every request arriving within H hours")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario field (dotted TOML key, TOML value); repeatable")
+                   help="override a scenario field (dotted TOML key, TOML value; a list item by number: "
+                        "traffic.tenants[0].plan); repeatable")
     p.add_argument("--trace", help="replay a CSV/JSONL trace instead of synthetic traffic")
     p.add_argument("--speedup", type=float, help="time compression of the trace (e.g. 10 = ten times faster)")
     p.add_argument("--replications", type=int, default=1, help="runs with seeds seed..seed+N-1: means and 95 %% CIs")
