@@ -185,3 +185,21 @@ def test_set_accepts_list_items_as_fields_spells_them(capsys):
     assert code == 0 and err == "" and json.loads(out)["budget_rejections"] > 0
     code, _, err = run(capsys, "--scenario", "b2b-saas", "--set", "traffic.tenants[7].plan='x'")
     assert code == 2 and "traffic.tenants.7: an index below 2" in err
+
+
+def test_readme_names_every_column_of_the_tables_out_writes(capsys, tmp_path):
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`([a-z_0-9<>]+)`", readme))
+    code, _, _ = run(capsys, "--scenario", "realtime-chat", "--requests", "60", "--replications", "2",
+                     "--set", "gateway.cache.embedder=hashed", "--out", str(tmp_path / "res"))
+    assert code == 0
+    for name in ("turns.csv", "requests.csv", "summary.json"):
+        assert f"`{name}`" in readme
+    for table in ("turns.csv", "requests.csv"):
+        columns = [c for c in pd.read_csv(tmp_path / "res" / table, nrows=1).columns if not c.startswith("meta_")]
+        assert set(columns) <= documented, (table, sorted(set(columns) - documented))
