@@ -125,6 +125,8 @@ def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
                 label=f"baseline ({result.scenario.baseline_model})", color="tab:gray", linestyle="--")
     ax.set_xlabel("simulated time (min)")
     ax.set_ylabel("cumulative cost (USD)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)  # a gap between two totals is read against zero, not against the smaller one
     savings = result.summary.get("savings_pct")
     title = "Cost over time"
     if savings is not None and not math.isnan(savings):

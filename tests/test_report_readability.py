@@ -124,4 +124,5 @@ def test_cost_curves_end_at_the_costs_in_the_summary():
     assert policy.get_ydata()[-1] == pytest.approx(summary["cost_usd"], rel=1e-9)
     assert baseline.get_ydata()[-1] == pytest.approx(summary["baseline_cost_usd"], rel=1e-9)
     assert policy.get_xdata()[-1] == pytest.approx(summary["duration_s"] / 60.0)
+    assert fig.axes[0].get_ylim()[0] == 0.0 and fig.axes[0].get_xlim()[0] == 0.0  # totals read against zero
     plt.close(fig)
