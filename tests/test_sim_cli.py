@@ -203,3 +203,17 @@ def test_readme_names_every_column_of_the_tables_out_writes(capsys, tmp_path):
     for table in ("turns.csv", "requests.csv"):
         columns = [c for c in pd.read_csv(tmp_path / "res" / table, nrows=1).columns if not c.startswith("meta_")]
         assert set(columns) <= documented, (table, sorted(set(columns) - documented))
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C during a long `llmlab simulate` printed SimPy's whole traceback."""
+    import llmlab.sim.cli
+    from llmlab.cli import main as llmlab_main
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llmlab.sim.cli, "main", interrupted)
+    assert llmlab_main(["simulate", "--scenario", "b2b-saas"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == "llmlab simulate: interrupted"
