@@ -205,7 +205,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None,
                         help="requests to simulate for evidence (with --scenario; default: the scenario's own run, "
                              "so scheduled drills are in the evidence)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the items as one JSON list")
     args = parser.parse_args(list(argv or []))
     if args.requests is not None and not args.scenario:  # it would be ignored: nothing is simulated
         parser.error("--requests: only with --scenario (requests simulated for evidence)")

@@ -80,7 +80,7 @@ def render_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llmlab demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="llmlab demo", description=__doc__.splitlines()[0].split(": ", 1)[-1])
     parser.add_argument("--json", action="store_true", help="print the ledger as JSON lines instead of a table")
     args = parser.parse_args(list(argv or []))
     gateway = build_gateway()

@@ -217,3 +217,21 @@ def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(monkeypatch, capsys):
     assert llmlab_main(["simulate", "--scenario", "b2b-saas"]) == 130
     out, err = capsys.readouterr()
     assert out == "" and err.strip() == "llmlab simulate: interrupted"
+
+
+def test_help_explains_every_option_and_shows_examples(capsys):
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:\n  llmlab simulate --scenario b2b-saas" in out and "exit codes: 0 success, 2 bad input" in out
+    options = out.split("options:", 1)[1].split("examples:", 1)[0]
+    # an option whose line ends at its metavar and whose next line is another option has no help
+    bare = re.findall(r"^  (--\S+(?: [A-Z_]+)?)\n  -", options, flags=re.M)
+    assert bare == [], bare
+    from llmlab.demo import main as demo_main
+
+    with pytest.raises(SystemExit):
+        demo_main(["--help"])
+    assert "``" not in capsys.readouterr().out

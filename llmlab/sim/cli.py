@@ -7,7 +7,7 @@
     llmlab simulate --scenario b2b-saas --out results/    # requests.csv, summary.json, *.png
     llmlab simulate --fields                              # every field a scenario file or --set accepts
 
-Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field).
+Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field), 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -31,13 +31,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    examples = [line.strip() for line in (__doc__ or "").splitlines() if line.startswith("    llmlab ")]
     p = _Parser(prog="llmlab simulate", description="Replay synthetic traffic or a trace through the gateway in "
-                "virtual time (SimPy) and compare it with a baseline.")
+                "virtual time (SimPy) and compare it with a baseline.",
+                epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\nexit codes: 0 success, "
+                "2 bad input (one line on stderr naming the field), 130 interrupted",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", required=False, help="preset name or TOML file")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--requests", type=int, help="number of user requests (default: the scenario's)")
     size.add_argument("--hours", type=float, help="simulate every request arriving within H hours")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed (default 0): the same seed gives the same summary; the baseline shares its draws")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field (dotted TOML key, TOML value; a list item by number: "
                         "traffic.tenants[0].plan); repeatable")
