@@ -207,7 +207,14 @@ def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = N
 
 @_one_run
 def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
-    """Outage windows per target (bars) and the share of requests served by a fallback (line)."""
+    """Outage windows per target (bars) and, per time bin, the share of requests served by a
+    fallback, failed, or refused by a policy (budget, rate limit, guardrail).
+
+    Failures and refusals are apart: a month's budget running out is not a provider outage,
+    and counted together the refusals hid whether the chain caught the outages.
+    """
+    from .sim.metrics import POLICY_REFUSALS
+
     fig, ax = _axes(ax)
     edges, _ = _bins(result, width_s)
     windows = [w for w in result.outages if w.start_s < edges[-1] and w.end_s > 0]  # only what the plot can show
@@ -228,14 +235,20 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     twin = ax.twinx()
     _share_per_bin(twin, edges, idx, total, turns["fallback"].to_numpy(dtype=bool), color="tab:blue",
                    label="served by fallback")
-    _share_per_bin(twin, edges, idx, total, (turns["outcome"] == "error").to_numpy(), color="black", linestyle=":",
-                   label="unanswered (errors)")
+    refused = turns["error_code"].isin(POLICY_REFUSALS).to_numpy()
+    failed = (turns["outcome"] == "error").to_numpy() & ~refused
+    _share_per_bin(twin, edges, idx, total, failed, color="black", linestyle=":", label="failed (unanswered)")
+    if refused.any():
+        _share_per_bin(twin, edges, idx, total, refused, color="tab:gray", linestyle="-.",
+                       label="refused by policy (budget, rate limit)")
     twin.set_ylabel("share of requests (%)")
     twin.set_ylim(0, 100)
     handles = [__import__("matplotlib.patches", fromlist=["Patch"]).Patch(color=c, alpha=0.6, label=f"outage: {k}")
                for k, c in colors.items() if any(w.kind == k for w in windows)]
     lines, labels = twin.get_legend_handles_labels()
-    twin.legend(handles=handles + lines, loc="upper right", fontsize="small")
+    # under the plot, not over it: the shares can be anywhere from 0 to 100 %
+    twin.legend(handles=handles + lines, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small",
+                frameon=False)
     ax.set_xlim(0, edges[-1] / 60.0)
     ax.set_title("Outages and fallback" + ("" if windows else " (no outage in this run)"))
     return fig

@@ -126,3 +126,22 @@ def test_cost_curves_end_at_the_costs_in_the_summary():
     assert policy.get_xdata()[-1] == pytest.approx(summary["duration_s"] / 60.0)
     assert fig.axes[0].get_ylim()[0] == 0.0 and fig.axes[0].get_xlim()[0] == 0.0  # totals read against zero
     plt.close(fig)
+
+
+def test_outage_figure_tells_failures_from_policy_refusals_and_keeps_its_legend_off_the_data(refusing_run):
+    """Budget refusals were drawn as 'unanswered (errors)', hiding whether the chain caught outages."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import plot_outages
+
+    fig = plot_outages(refusing_run)
+    twin = fig.axes[-1]
+    steps = {patch.get_label(): patch.get_data()[0] for patch in twin.patches if hasattr(patch, "get_data")}
+    turns = refusing_run.turns
+    failed = ((turns["outcome"] == "error") & (turns["error_code"] != "budget_exceeded")).sum()
+    assert failed == 0 and np.nanmax(steps["failed (unanswered)"]) == 0.0  # no provider failure in this run
+    assert np.nanmax(steps["refused by policy (budget, rate limit)"]) > 0.0
+    fig.canvas.draw()
+    legend = twin.get_legend().get_window_extent()
+    assert legend.y1 <= twin.get_window_extent().y0  # under the plot, not over the shares
+    plt.close(fig)
