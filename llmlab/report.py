@@ -42,8 +42,19 @@ def _axes(ax: Any, figsize: tuple[float, float] = (7.5, 4.2)) -> tuple[Any, Any]
     return fig, ax
 
 
-def _minutes(seconds: Any) -> np.ndarray:
-    return np.asarray(seconds, dtype=float) / 60.0
+#: runs longer than this are drawn and told in hours (2,880 minutes reads worse than 48 hours)
+HOURS_FROM_S = 3 * 3600.0
+
+
+def _unit(seconds: float) -> tuple[float, str]:
+    """Seconds per unit and its name for a span of simulated time: minutes, or hours past 3 h."""
+    return (3600.0, "h") if seconds > HOURS_FROM_S else (60.0, "min")
+
+
+def _clock(result: "SimResult") -> tuple[float, str]:
+    """The time unit of a result's figures, from its simulated span."""
+    arrivals = result.turns["arrival_s"]
+    return _unit(max(float(result.summary.get("duration_s") or 0.0), float(arrivals.max()) if len(arrivals) else 0.0))
 
 
 def first_run(result: "SimResult") -> "SimResult":
@@ -87,7 +98,7 @@ def _bins(result: "SimResult", width_s: float | None = None) -> tuple[np.ndarray
 
 
 def _share_per_bin(ax: Any, edges: np.ndarray, idx: np.ndarray, total: np.ndarray, flags: np.ndarray,
-                   **style: Any) -> float:
+                   unit_s: float, **style: Any) -> float:
     """Draw a share of requests (%) per time bin as steps across each bin; returns the largest share.
 
     Steps, not a line through the bins' centres: a line shows nothing for a run that fits in one
@@ -96,7 +107,7 @@ def _share_per_bin(ax: Any, edges: np.ndarray, idx: np.ndarray, total: np.ndarra
     counts = np.bincount(idx, weights=flags.astype(float), minlength=len(edges))[: len(edges) - 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, 100.0 * counts / total, np.nan)
-    ax.stairs(share, _minutes(edges), baseline=None, linewidth=1.6, **style)
+    ax.stairs(share, edges / unit_s, baseline=None, linewidth=1.6, **style)
     return float(np.nanmax(share)) if np.isfinite(share).any() else 0.0
 
 
@@ -109,21 +120,22 @@ def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
     last arrival (visible in a short run, whose last request comes long before its end).
     """
     fig, ax = _axes(ax)
+    unit_s, unit = _clock(result)
     turns = result.turns.sort_values("arrival_s")
     duration = float(result.summary.get("duration_s") or 0.0)
     t = turns["arrival_s"].to_numpy()
     end = max([duration, *t[-1:]])
     hourly = result.summary.get("fixed_cost_usd", 0.0) / max(duration, 1e-9)
     spent = turns["cost_usd"].cumsum().to_numpy()
-    ax.plot(_minutes(np.append(t, end)), np.append(spent, spent[-1:].sum()) + hourly * np.append(t, end),
+    ax.plot(np.append(t, end) / unit_s, np.append(spent, spent[-1:].sum()) + hourly * np.append(t, end),
             label="policy (incl. fixed cost)", color="tab:blue")
     if result.baseline_turns is not None and len(result.baseline_turns):
         b = result.baseline_turns.sort_values("arrival_s")
         tb = b["arrival_s"].to_numpy()
         base = b["cost_usd"].cumsum().to_numpy()
-        ax.plot(_minutes(np.append(tb, max(end, tb[-1]))), np.append(base, base[-1]),
+        ax.plot(np.append(tb, max(end, tb[-1])) / unit_s, np.append(base, base[-1]),
                 label=f"baseline ({result.scenario.baseline_model})", color="tab:gray", linestyle="--")
-    ax.set_xlabel("simulated time (min)")
+    ax.set_xlabel(f"simulated time ({unit})")
     ax.set_ylabel("cumulative cost (USD)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)  # a gap between two totals is read against zero, not against the smaller one
@@ -188,17 +200,18 @@ def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
 def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
     """Exact and semantic cache hit rate per time bucket, in percent of requests."""
     fig, ax = _axes(ax)
+    unit_s, unit = _clock(result)
     edges, width = _bins(result, width_s)
     turns = result.turns
     idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
     total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
-    top = max(_share_per_bin(ax, edges, idx, total, (turns["cache"] == kind).to_numpy(), label=kind.replace("_", " "),
-                             color=color)
+    top = max(_share_per_bin(ax, edges, idx, total, (turns["cache"] == kind).to_numpy(), unit_s,
+                             label=kind.replace("_", " "), color=color)
               for kind, color in (("exact_hit", "tab:green"), ("semantic_hit", "tab:purple")))
-    ax.set_xlim(0, edges[-1] / 60.0)
+    ax.set_xlim(0, edges[-1] / unit_s)
     ax.set_ylim(0, min(100.0, max(5.0, top * 1.15)))  # a share: never below 0, a visible span when all hits are 0
-    ax.set_xlabel("simulated time (min)")
-    ax.set_ylabel(f"hit rate (% of requests per {width / 60:.1f} min)")
+    ax.set_xlabel(f"simulated time ({unit})")
+    ax.set_ylabel(f"hit rate (% of requests per {width / unit_s:.1f} {unit})")
     ax.set_title(f"Cache hit rate — overall {100 * result.summary.get('cache_hit_rate', 0):.1f} %")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
@@ -216,6 +229,7 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     from .sim.metrics import POLICY_REFUSALS
 
     fig, ax = _axes(ax)
+    unit_s, unit = _clock(result)
     edges, _ = _bins(result, width_s)
     windows = [w for w in result.outages if w.start_s < edges[-1] and w.end_s > 0]  # only what the plot can show
     targets = sorted({w.target for w in windows})
@@ -223,23 +237,23 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     for row, target in enumerate(targets):
         for w in windows:
             if w.target == target:
-                ax.broken_barh([(w.start_s / 60.0, (w.end_s - w.start_s) / 60.0)], (row - 0.35, 0.7),
+                ax.broken_barh([(w.start_s / unit_s, (w.end_s - w.start_s) / unit_s)], (row - 0.35, 0.7),
                                facecolors=colors.get(w.kind, "tab:red"), alpha=0.6)
     ax.set_yticks(range(len(targets)), targets)
     ax.set_ylim(-0.8, max(len(targets), 1) - 0.2)
     ax.set_ylabel("outage target")
-    ax.set_xlabel("simulated time (min)")
+    ax.set_xlabel(f"simulated time ({unit})")
     turns = result.turns
     idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
     total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
     twin = ax.twinx()
-    _share_per_bin(twin, edges, idx, total, turns["fallback"].to_numpy(dtype=bool), color="tab:blue",
+    _share_per_bin(twin, edges, idx, total, turns["fallback"].to_numpy(dtype=bool), unit_s, color="tab:blue",
                    label="served by fallback")
     refused = turns["error_code"].isin(POLICY_REFUSALS).to_numpy()
     failed = (turns["outcome"] == "error").to_numpy() & ~refused
-    _share_per_bin(twin, edges, idx, total, failed, color="black", linestyle=":", label="failed (unanswered)")
+    _share_per_bin(twin, edges, idx, total, failed, unit_s, color="black", linestyle=":", label="failed (unanswered)")
     if refused.any():
-        _share_per_bin(twin, edges, idx, total, refused, color="tab:gray", linestyle="-.",
+        _share_per_bin(twin, edges, idx, total, refused, unit_s, color="tab:gray", linestyle="-.",
                        label="refused by policy (budget, rate limit)")
     twin.set_ylabel("share of requests (%)")
     twin.set_ylim(0, 100)
@@ -249,7 +263,7 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     # under the plot, not over it: the shares can be anywhere from 0 to 100 %
     twin.legend(handles=handles + lines, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small",
                 frameon=False)
-    ax.set_xlim(0, edges[-1] / 60.0)
+    ax.set_xlim(0, edges[-1] / unit_s)
     ax.set_title("Outages and fallback" + ("" if windows else " (no outage in this run)"))
     return fig
 
@@ -319,13 +333,18 @@ ROWS = (
 )
 
 
+def _span(seconds: float) -> str:
+    unit_s, unit = _unit(seconds)
+    return f"{seconds / unit_s:.1f} {unit}"
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the headline numbers, policy vs baseline (with 95 % CIs if any)."""
     ci = summary.get("ci95") or {}
     reps = summary.get("replications")
     n = summary.get("requests", 0)
     head = (f"{summary.get('scenario', '')} · {n:,} request{'' if n == 1 else 's'} · seed {summary.get('seed', 0)}"
-            f" · {summary.get('duration_s', 0) / 60:.1f} min simulated")
+            f" · {_span(float(summary.get('duration_s') or 0.0))} simulated")
     if reps:
         head += f" · mean of {reps} replications (95 % CI)"
     cells = []

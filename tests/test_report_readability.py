@@ -145,3 +145,23 @@ def test_outage_figure_tells_failures_from_policy_refusals_and_keeps_its_legend_
     legend = twin.get_legend().get_window_extent()
     assert legend.y1 <= twin.get_window_extent().y0  # under the plot, not over the shares
     plt.close(fig)
+
+
+def test_long_runs_are_told_in_hours():
+    """A 48-hour run was drawn over '2880 min' and headed '2880.0 min simulated'."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import FIGURES
+    from llmlab.sim import simulate
+
+    result = simulate("b2b-saas", hours=4, seed=0, baseline=False,
+                      overrides={"traffic.rate_per_s": 0.03, "gateway.cache.embedder": "hashed"})
+    assert summary_table(result.summary).splitlines()[0].endswith(" · 4.0 h simulated")
+    for name in ("cost_over_time.png", "hit_rate.png", "outages.png"):
+        fig = FIGURES[name](result)
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "simulated time (h)", name
+        assert 3.9 <= ax.get_xlim()[1] <= 4.5, (name, ax.get_xlim())
+        plt.close(fig)
+    short = _summary(duration_s=1_180.0)
+    assert " · 19.7 min simulated" in summary_table(short)
