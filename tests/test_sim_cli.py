@@ -235,3 +235,15 @@ def test_help_explains_every_option_and_shows_examples(capsys):
     with pytest.raises(SystemExit):
         demo_main(["--help"])
     assert "``" not in capsys.readouterr().out
+
+
+def test_replications_report_progress_over_all_runs():
+    """A progress callable saw each replication restart at 0 with the same total."""
+    from llmlab.sim import simulate
+
+    seen = []
+    simulate("b2b-saas", requests=40, seed=0, replications=3, progress=lambda done, total: seen.append((done, total)),
+             overrides={"gateway.cache.embedder": "hashed"})
+    dones, totals = zip(*seen)
+    assert len(set(totals)) == 1 and list(dones) == sorted(dones)  # one total, never going back
+    assert dones[-1] == totals[0] and totals[0] == 3 * 2 * 40  # three runs, policy and baseline
