@@ -254,7 +254,7 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     _share_per_bin(twin, edges, idx, total, failed, unit_s, color="black", linestyle=":", label="failed (unanswered)")
     if refused.any():
         _share_per_bin(twin, edges, idx, total, refused, unit_s, color="tab:gray", linestyle="-.",
-                       label="refused by policy (budget, rate limit)")
+                       label="refused by policy (budget, rate limit, guardrail)")
     twin.set_ylabel("share of requests (%)")
     twin.set_ylim(0, 100)
     handles = [__import__("matplotlib.patches", fromlist=["Patch"]).Patch(color=c, alpha=0.6, label=f"outage: {k}")

@@ -140,7 +140,7 @@ def test_outage_figure_tells_failures_from_policy_refusals_and_keeps_its_legend_
     turns = refusing_run.turns
     failed = ((turns["outcome"] == "error") & (turns["error_code"] != "budget_exceeded")).sum()
     assert failed == 0 and np.nanmax(steps["failed (unanswered)"]) == 0.0  # no provider failure in this run
-    assert np.nanmax(steps["refused by policy (budget, rate limit)"]) > 0.0
+    assert np.nanmax(steps["refused by policy (budget, rate limit, guardrail)"]) > 0.0
     fig.canvas.draw()
     legend = twin.get_legend().get_window_extent()
     assert legend.y1 <= twin.get_window_extent().y0  # under the plot, not over the shares
