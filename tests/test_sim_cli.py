@@ -247,3 +247,28 @@ def test_replications_report_progress_over_all_runs():
     dones, totals = zip(*seen)
     assert len(set(totals)) == 1 and list(dones) == sorted(dones)  # one total, never going back
     assert dones[-1] == totals[0] and totals[0] == 3 * 2 * 40  # three runs, policy and baseline
+
+
+def test_a_trace_replay_on_a_terminal_shows_progress(monkeypatch, capsys):
+    """The bar was decided by traffic.requests (5,000), which a trace replay ignores: a
+    million-row log replayed in silence."""
+    from pathlib import Path
+
+    import llmlab.sim.run
+
+    seen = {}
+    real = llmlab.sim.run.simulate
+
+    def spy(*args, **kwargs):
+        seen["progress"] = kwargs.get("progress")
+        return real(*args, **{**kwargs, "progress": False})
+
+    monkeypatch.setattr(llmlab.sim.run, "simulate", spy)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    trace = Path(__file__).resolve().parents[1] / "datasets" / "traces" / "example_trace.csv"
+    code, _, _ = run(capsys, "--scenario", "b2b-saas", "--trace", str(trace), "--no-baseline",
+                     "--set", "gateway.cache.embedder=hashed")
+    assert code == 0 and seen["progress"] is True
+    code, _, _ = run(capsys, "--scenario", "b2b-saas", "--trace", str(trace), "--requests", "50", "--no-baseline",
+                     "--set", "gateway.cache.embedder=hashed")
+    assert code == 0 and seen["progress"] is False  # a size given, and a small one

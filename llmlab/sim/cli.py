@@ -157,8 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     size = args.requests or scenario.traffic.requests or 0
+    # a trace replays all its rows unless --requests says otherwise (traffic.requests does not
+    # apply): its size is unknown here, as with --hours, so a long replay is not silent
+    unknown = args.hours is not None or (scenario.traffic.trace is not None and args.requests is None)
     progress = (not args.json and sys.stderr.isatty() and
-                (args.hours is not None or size * args.replications >= PROGRESS_MIN_REQUESTS))
+                (unknown or size * args.replications >= PROGRESS_MIN_REQUESTS))
     try:
         result = simulate(scenario, requests=args.requests, hours=args.hours, seed=args.seed, progress=progress,
                           replications=args.replications, baseline=False if args.no_baseline else None)
