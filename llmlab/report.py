@@ -367,7 +367,8 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     if savings is not None and not (isinstance(savings, float) and math.isnan(savings)):
         lines.append(f"{'savings vs baseline':30s} {f'{savings:.1f} %':>{wide}s}")
     met = summary.get("slo_met")
-    slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {summary.get('slo_metric', 'latency')} ≤ "
+    metric = {"ttft": "TTFT"}.get(summary.get("slo_metric", "latency"), summary.get("slo_metric", "latency"))
+    slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {metric} ≤ "
            f"{summary.get('slo_s', 0):g} s" + ("" if met is None else (" — met" if met else " — MISSED")))
     if reps and "slo_met_share" in summary:
         slo += f" (met in {round(summary['slo_met_share'] * reps)} of {reps} runs)"

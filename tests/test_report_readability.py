@@ -165,3 +165,8 @@ def test_long_runs_are_told_in_hours():
         plt.close(fig)
     short = _summary(duration_s=1_180.0)
     assert " · 19.7 min simulated" in summary_table(short)
+
+
+def test_the_slo_line_spells_ttft_as_the_rows_do():
+    table = summary_table(_summary(slo_metric="ttft", slo_s=3.0, slo_met=False))
+    assert "SLO: P95 TTFT ≤ 3 s — MISSED" in table and "TTFT p95" in table
