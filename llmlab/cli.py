@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(entry(rest) or 0)
+    except KeyboardInterrupt:  # Ctrl-C during a long simulation: a line, not SimPy's traceback
+        print(f"\nllmlab {name}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for a SIGINT
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         import os
 

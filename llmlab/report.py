@@ -42,8 +42,19 @@ def _axes(ax: Any, figsize: tuple[float, float] = (7.5, 4.2)) -> tuple[Any, Any]
     return fig, ax
 
 
-def _minutes(seconds: Any) -> np.ndarray:
-    return np.asarray(seconds, dtype=float) / 60.0
+#: runs longer than this are drawn and told in hours (2,880 minutes reads worse than 48 hours)
+HOURS_FROM_S = 3 * 3600.0
+
+
+def _unit(seconds: float) -> tuple[float, str]:
+    """Seconds per unit and its name for a span of simulated time: minutes, or hours past 3 h."""
+    return (3600.0, "h") if seconds > HOURS_FROM_S else (60.0, "min")
+
+
+def _clock(result: "SimResult") -> tuple[float, str]:
+    """The time unit of a result's figures, from its simulated span."""
+    arrivals = result.turns["arrival_s"]
+    return _unit(max(float(result.summary.get("duration_s") or 0.0), float(arrivals.max()) if len(arrivals) else 0.0))
 
 
 def first_run(result: "SimResult") -> "SimResult":
@@ -86,21 +97,48 @@ def _bins(result: "SimResult", width_s: float | None = None) -> tuple[np.ndarray
     return np.arange(0.0, end + width, width), width
 
 
+def _share_per_bin(ax: Any, edges: np.ndarray, idx: np.ndarray, total: np.ndarray, flags: np.ndarray,
+                   unit_s: float, **style: Any) -> float:
+    """Draw a share of requests (%) per time bin as steps across each bin; returns the largest share.
+
+    Steps, not a line through the bins' centres: a line shows nothing for a run that fits in one
+    bin (20 requests) and, joining centres, draws fallbacks before an outage has begun.
+    """
+    counts = np.bincount(idx, weights=flags.astype(float), minlength=len(edges))[: len(edges) - 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, 100.0 * counts / total, np.nan)
+    ax.stairs(share, edges / unit_s, baseline=None, linewidth=1.6, **style)
+    return float(np.nanmax(share)) if np.isfinite(share).any() else 0.0
+
+
 @_one_run
 def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
-    """Cumulative cost of the policy (incl. fixed hourly costs) and of the baseline, in USD."""
+    """Cumulative cost of the policy (incl. fixed hourly costs) and of the baseline, in USD.
+
+    Both curves run to the end of the simulated time, where they reach the summary's
+    ``cost_usd`` and ``baseline_cost_usd``: the standby's hourly cost keeps accruing after the
+    last arrival (visible in a short run, whose last request comes long before its end).
+    """
     fig, ax = _axes(ax)
+    unit_s, unit = _clock(result)
     turns = result.turns.sort_values("arrival_s")
+    duration = float(result.summary.get("duration_s") or 0.0)
     t = turns["arrival_s"].to_numpy()
-    hourly = result.summary.get("fixed_cost_usd", 0.0) / max(result.summary.get("duration_s", 1.0), 1e-9)
-    ax.plot(_minutes(t), turns["cost_usd"].cumsum().to_numpy() + hourly * t, label="policy (incl. fixed cost)",
-            color="tab:blue")
+    end = max([duration, *t[-1:]])
+    hourly = result.summary.get("fixed_cost_usd", 0.0) / max(duration, 1e-9)
+    spent = turns["cost_usd"].cumsum().to_numpy()
+    ax.plot(np.append(t, end) / unit_s, np.append(spent, spent[-1:].sum()) + hourly * np.append(t, end),
+            label="policy (incl. fixed cost)", color="tab:blue")
     if result.baseline_turns is not None and len(result.baseline_turns):
         b = result.baseline_turns.sort_values("arrival_s")
-        ax.plot(_minutes(b["arrival_s"]), b["cost_usd"].cumsum(), label=f"baseline ({result.scenario.baseline_model})",
-                color="tab:gray", linestyle="--")
-    ax.set_xlabel("simulated time (min)")
+        tb = b["arrival_s"].to_numpy()
+        base = b["cost_usd"].cumsum().to_numpy()
+        ax.plot(np.append(tb, max(end, tb[-1])) / unit_s, np.append(base, base[-1]),
+                label=f"baseline ({result.scenario.baseline_model})", color="tab:gray", linestyle="--")
+    ax.set_xlabel(f"simulated time ({unit})")
     ax.set_ylabel("cumulative cost (USD)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)  # a gap between two totals is read against zero, not against the smaller one
     savings = result.summary.get("savings_pct")
     title = "Cost over time"
     if savings is not None and not math.isnan(savings):
@@ -114,7 +152,15 @@ def plot_cost_over_time(result: "SimResult", ax: Any = None) -> Any:
 
 @_one_run
 def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
-    """Empirical CDF of end-to-end latency (or TTFT when that is the SLO metric) with the SLO line."""
+    """Empirical CDF of end-to-end latency (or TTFT when that is the SLO metric) with the SLO line.
+
+    Shares are of the requests the SLO judges: policy refusals (budget, rate limit, guardrail)
+    are left out, as ``slo_value_s`` leaves them out, so the curve crosses the percentile line
+    at the summary's "SLO metric at its percentile".  Counted in, a run whose budgets refuse
+    7 % of requests could never reach 0.95 and the figure would show a met SLO as missed.
+    """
+    from .sim.metrics import POLICY_REFUSALS
+
     fig, ax = _axes(ax)
     metric = result.scenario.slo.metric
     column = "ttft_s" if metric == "ttft" else "latency_s"
@@ -123,7 +169,9 @@ def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
     if result.baseline_turns is not None and len(result.baseline_turns):
         frames.append(("baseline", result.baseline_turns, "tab:gray", "--"))
     floor = 0.01  # cache hits answer in microseconds: show them as the step at the left edge
+    refused = int(result.turns["error_code"].isin(POLICY_REFUSALS).sum())
     for name, frame, color, style in frames:
+        frame = frame[~frame["error_code"].isin(POLICY_REFUSALS)]
         answered = frame[frame["outcome"] != "error"]
         values = np.sort(np.maximum(answered[column].dropna().to_numpy(), floor))
         if len(values):
@@ -137,7 +185,12 @@ def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
     ax.set_xlabel(label + f" — log scale, values below {floor:g} s shown at {floor:g} s")
     ax.set_ylabel("share of requests answered within x")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Latency distribution (unanswered requests keep the curve below 1)")
+    if refused:
+        ax.set_title("Latency distribution (unanswered requests keep the curve below 1)\n"
+                     f"{refused:,} policy refusals (budget, rate limit, guardrail) left out, as in the SLO",
+                     fontsize="medium")
+    else:
+        ax.set_title("Latency distribution (unanswered requests keep the curve below 1)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right")
     return fig
@@ -147,18 +200,18 @@ def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
 def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
     """Exact and semantic cache hit rate per time bucket, in percent of requests."""
     fig, ax = _axes(ax)
+    unit_s, unit = _clock(result)
     edges, width = _bins(result, width_s)
     turns = result.turns
     idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
     total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
-    centers = _minutes(edges[:-1] + width / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for kind, color in (("exact_hit", "tab:green"), ("semantic_hit", "tab:purple")):
-            hits = np.bincount(idx, weights=(turns["cache"] == kind).to_numpy(), minlength=len(edges))[: len(edges) - 1]
-            ax.plot(centers, np.where(total > 0, 100.0 * hits / total, np.nan), label=kind.replace("_", " "),
-                    color=color)
-    ax.set_xlabel("simulated time (min)")
-    ax.set_ylabel(f"hit rate (% of requests per {width / 60:.1f} min)")
+    top = max(_share_per_bin(ax, edges, idx, total, (turns["cache"] == kind).to_numpy(), unit_s,
+                             label=kind.replace("_", " "), color=color)
+              for kind, color in (("exact_hit", "tab:green"), ("semantic_hit", "tab:purple")))
+    ax.set_xlim(0, edges[-1] / unit_s)
+    ax.set_ylim(0, min(100.0, max(5.0, top * 1.15)))  # a share: never below 0, a visible span when all hits are 0
+    ax.set_xlabel(f"simulated time ({unit})")
+    ax.set_ylabel(f"hit rate (% of requests per {width / unit_s:.1f} {unit})")
     ax.set_title(f"Cache hit rate — overall {100 * result.summary.get('cache_hit_rate', 0):.1f} %")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
@@ -167,40 +220,50 @@ def plot_hit_rate(result: "SimResult", ax: Any = None, width_s: float | None = N
 
 @_one_run
 def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = None) -> Any:
-    """Outage windows per target (bars) and the share of requests served by a fallback (line)."""
+    """Outage windows per target (bars) and, per time bin, the share of requests served by a
+    fallback, failed, or refused by a policy (budget, rate limit, guardrail).
+
+    Failures and refusals are apart: a month's budget running out is not a provider outage,
+    and counted together the refusals hid whether the chain caught the outages.
+    """
+    from .sim.metrics import POLICY_REFUSALS
+
     fig, ax = _axes(ax)
-    edges, width = _bins(result, width_s)
+    unit_s, unit = _clock(result)
+    edges, _ = _bins(result, width_s)
     windows = [w for w in result.outages if w.start_s < edges[-1] and w.end_s > 0]  # only what the plot can show
     targets = sorted({w.target for w in windows})
     colors = {"down": "tab:red", "errors": "tab:orange", "slow": "gold"}
     for row, target in enumerate(targets):
         for w in windows:
             if w.target == target:
-                ax.broken_barh([(w.start_s / 60.0, (w.end_s - w.start_s) / 60.0)], (row - 0.35, 0.7),
+                ax.broken_barh([(w.start_s / unit_s, (w.end_s - w.start_s) / unit_s)], (row - 0.35, 0.7),
                                facecolors=colors.get(w.kind, "tab:red"), alpha=0.6)
     ax.set_yticks(range(len(targets)), targets)
     ax.set_ylim(-0.8, max(len(targets), 1) - 0.2)
     ax.set_ylabel("outage target")
-    ax.set_xlabel("simulated time (min)")
+    ax.set_xlabel(f"simulated time ({unit})")
     turns = result.turns
     idx = np.digitize(turns["arrival_s"].to_numpy(), edges) - 1
     total = np.bincount(idx, minlength=len(edges))[: len(edges) - 1]
-    fb = np.bincount(idx, weights=turns["fallback"].to_numpy(dtype=float), minlength=len(edges))[: len(edges) - 1]
-    err = np.bincount(idx, weights=(turns["outcome"] == "error").to_numpy(dtype=float),
-                      minlength=len(edges))[: len(edges) - 1]
     twin = ax.twinx()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centers = _minutes(edges[:-1] + width / 2)
-        twin.plot(centers, np.where(total > 0, 100.0 * fb / total, np.nan), color="tab:blue", label="served by fallback")
-        twin.plot(centers, np.where(total > 0, 100.0 * err / total, np.nan), color="black", linestyle=":",
-                  label="unanswered (errors)")
+    _share_per_bin(twin, edges, idx, total, turns["fallback"].to_numpy(dtype=bool), unit_s, color="tab:blue",
+                   label="served by fallback")
+    refused = turns["error_code"].isin(POLICY_REFUSALS).to_numpy()
+    failed = (turns["outcome"] == "error").to_numpy() & ~refused
+    _share_per_bin(twin, edges, idx, total, failed, unit_s, color="black", linestyle=":", label="failed (unanswered)")
+    if refused.any():
+        _share_per_bin(twin, edges, idx, total, refused, unit_s, color="tab:gray", linestyle="-.",
+                       label="refused by policy (budget, rate limit, guardrail)")
     twin.set_ylabel("share of requests (%)")
     twin.set_ylim(0, 100)
     handles = [__import__("matplotlib.patches", fromlist=["Patch"]).Patch(color=c, alpha=0.6, label=f"outage: {k}")
                for k, c in colors.items() if any(w.kind == k for w in windows)]
     lines, labels = twin.get_legend_handles_labels()
-    twin.legend(handles=handles + lines, loc="upper right", fontsize="small")
-    ax.set_xlim(0, edges[-1] / 60.0)
+    # under the plot, not over it: the shares can be anywhere from 0 to 100 %
+    twin.legend(handles=handles + lines, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small",
+                frameon=False)
+    ax.set_xlim(0, edges[-1] / unit_s)
     ax.set_title("Outages and fallback" + ("" if windows else " (no outage in this run)"))
     return fig
 
@@ -240,7 +303,12 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{value:.2f} s"
     if kind == "x":
         return f"{value:.2f}"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+    return _count(value)
+
+
+def _count(value: float) -> str:
+    """A count, or a replications' mean of counts: ``11,125`` or ``24.33``, never ``1.112e+04``."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
 
 
 ROWS = (
@@ -265,16 +333,21 @@ ROWS = (
 )
 
 
+def _span(seconds: float) -> str:
+    unit_s, unit = _unit(seconds)
+    return f"{seconds / unit_s:.1f} {unit}"
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the headline numbers, policy vs baseline (with 95 % CIs if any)."""
     ci = summary.get("ci95") or {}
     reps = summary.get("replications")
     n = summary.get("requests", 0)
     head = (f"{summary.get('scenario', '')} · {n:,} request{'' if n == 1 else 's'} · seed {summary.get('seed', 0)}"
-            f" · {summary.get('duration_s', 0) / 60:.1f} min simulated")
+            f" · {_span(float(summary.get('duration_s') or 0.0))} simulated")
     if reps:
         head += f" · mean of {reps} replications (95 % CI)"
-    lines = [head, f"{'':30s} {'policy':>24s} {'baseline':>14s}"]
+    cells = []
     for label, key, base_key, kind in ROWS:
         value = summary.get(key)
         text = _fmt(value, kind)
@@ -285,17 +358,22 @@ def summary_table(summary: Mapping[str, Any]) -> str:
             text += f" ±{_fmt((hi - lo) / 2, kind)}" if kind == "pct" and symmetric else \
                 f" [{_fmt(lo, kind)}, {_fmt(hi, kind)}]"
         base = _fmt(summary.get(base_key), kind) if base_key else ""
-        lines.append(f"{label:30s} {text:>24s} {base:>14s}")
+        cells.append((label, text, base))
+    # columns as wide as their widest cell: a confidence interval must not push the baseline aside
+    wide = max([24] + [len(text) for _, text, _ in cells])
+    lines = [head, f"{'':30s} {'policy':>{wide}s} {'baseline':>14s}"]
+    lines += [f"{label:30s} {text:>{wide}s} {base:>14s}".rstrip() for label, text, base in cells]
     savings = summary.get("savings_pct")
     if savings is not None and not (isinstance(savings, float) and math.isnan(savings)):
-        lines.append(f"{'savings vs baseline':30s} {savings:>22.1f} %")
+        lines.append(f"{'savings vs baseline':30s} {f'{savings:.1f} %':>{wide}s}")
     met = summary.get("slo_met")
-    slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {summary.get('slo_metric', 'latency')} ≤ "
+    metric = {"ttft": "TTFT"}.get(summary.get("slo_metric", "latency"), summary.get("slo_metric", "latency"))
+    slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {metric} ≤ "
            f"{summary.get('slo_s', 0):g} s" + ("" if met is None else (" — met" if met else " — MISSED")))
     if reps and "slo_met_share" in summary:
         slo += f" (met in {round(summary['slo_met_share'] * reps)} of {reps} runs)"
     errors = summary.get("errors") or {}
     if errors:
-        slo += " · errors" + (" per run" if reps else "") + ": " + ", ".join(f"{k} {v:,.4g}" for k, v in errors.items())
+        slo += " · errors" + (" per run" if reps else "") + ": " + ", ".join(f"{k} {_count(v)}" for k, v in errors.items())
     lines.append(slo)
     return "\n".join(lines)

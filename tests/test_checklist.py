@@ -1,5 +1,7 @@
 import logging
 
+import pytest
+
 from llmlab import BudgetPolicy, FixedRouter, Gateway, PlanRouter
 from llmlab.checklist import FAIL, PASS, UNKNOWN, checklist_dataframe, evaluate_checklist
 from llmlab.guardrails import InjectionGuard, OutputFilterGuard, PIIMaskingGuard
@@ -99,3 +101,23 @@ def test_checklist_cli_sees_the_scenarios_semantic_cache(capsys):
 
     items = json.loads(capsys.readouterr().out)
     assert "semantic" in next(i["why"] for i in items if i["item"] == "Caching")
+
+
+def test_checklist_cli_refuses_requests_without_a_scenario(capsys):
+    """--requests simulates for evidence only with --scenario; alone it was silently ignored."""
+    from llmlab.checklist import cli_main
+
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--requests", "100"])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--requests: only with --scenario" in err
+
+
+def test_the_load_item_names_the_availability_it_judged():
+    """`llmlab simulate` prints availability 93 % for the run the checklist calls available at 100 %."""
+    items = evaluate_checklist(Gateway(), {"requests": 5000, "availability": 0.93, "service_availability": 1.0})
+    why = status(items, "Concurrent request handling verified").why
+    assert "5,000 requests" in why and "service availability (policy refusals left out) 100.00%" in why
+    items = evaluate_checklist(Gateway(), {"requests": 5000, "availability": 0.95})
+    assert "availability 95.00% < 99 %" in status(items, "Concurrent request handling verified").why

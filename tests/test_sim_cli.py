@@ -150,3 +150,125 @@ def test_every_range_in_the_field_list_is_what_validation_enforces():
     assert {"traffic.rate_per_s", "providers.gpt-4o.timeout_s", "gateway.breaker.slow_call_s",
             "traffic.tenants.0.count", "outages.windows.0.start_s", "traffic.rag.latency_s"} <= checked
     assert len(checked) > 40
+
+
+class _GonePipe:
+    """stdout whose reader has left (`llmlab simulate ... | true`)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_out_files_are_written_when_the_reader_of_stdout_has_left(monkeypatch, capsys, tmp_path, as_json):
+    monkeypatch.setattr("sys.stdout", _GonePipe())
+    argv = ["--scenario", "b2b-saas", "--requests", "30", "--no-baseline", "--set", "gateway.cache.embedder=hashed",
+            "--out", str(tmp_path / "res")] + (["--json"] if as_json else [])
+    assert main(argv) == 0
+    names = {p.name for p in (tmp_path / "res").iterdir()}
+    assert {"requests.csv", "turns.csv", "summary.json", "latency_cdf.png"} <= names
+
+
+def test_set_accepts_list_items_as_fields_spells_them(capsys):
+    """--fields lists traffic.tenants[i].plan; --set traffic.tenants[0]... said 'not a dotted key'."""
+    from llmlab.sim.scenario import load_scenario
+
+    code, out, _ = run(capsys, "--fields")
+    assert "traffic.tenants[i].monthly_budget_usd" in out
+    for key in ("traffic.tenants[1].monthly_budget_usd", "traffic.tenants.1.monthly_budget_usd"):
+        assert load_scenario("b2b-saas", {key: 0.25}).traffic.tenants[1].monthly_budget_usd == 0.25
+    code, out, err = run(capsys, "--scenario", "b2b-saas", "--requests", "20", "--no-baseline", "--json",
+                         "--set", "gateway.cache.embedder=hashed", "--set", "traffic.tenants[0].monthly_budget_usd=0")
+    assert code == 0 and err == "" and json.loads(out)["budget_rejections"] > 0
+    code, _, err = run(capsys, "--scenario", "b2b-saas", "--set", "traffic.tenants[7].plan='x'")
+    assert code == 2 and "traffic.tenants.7: an index below 2" in err
+
+
+def test_readme_names_every_column_of_the_tables_out_writes(capsys, tmp_path):
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`([a-z_0-9<>]+)`", readme))
+    code, _, _ = run(capsys, "--scenario", "realtime-chat", "--requests", "60", "--replications", "2",
+                     "--set", "gateway.cache.embedder=hashed", "--out", str(tmp_path / "res"))
+    assert code == 0
+    for name in ("turns.csv", "requests.csv", "summary.json"):
+        assert f"`{name}`" in readme
+    for table in ("turns.csv", "requests.csv"):
+        columns = [c for c in pd.read_csv(tmp_path / "res" / table, nrows=1).columns if not c.startswith("meta_")]
+        assert set(columns) <= documented, (table, sorted(set(columns) - documented))
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C during a long `llmlab simulate` printed SimPy's whole traceback."""
+    import llmlab.sim.cli
+    from llmlab.cli import main as llmlab_main
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llmlab.sim.cli, "main", interrupted)
+    assert llmlab_main(["simulate", "--scenario", "b2b-saas"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == "llmlab simulate: interrupted"
+
+
+def test_help_explains_every_option_and_shows_examples(capsys):
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:\n  llmlab simulate --scenario b2b-saas" in out and "exit codes: 0 success, 2 bad input" in out
+    options = out.split("options:", 1)[1].split("examples:", 1)[0]
+    # an option whose line ends at its metavar and whose next line is another option has no help
+    bare = re.findall(r"^  (--\S+(?: [A-Z_]+)?)\n  -", options, flags=re.M)
+    assert bare == [], bare
+    from llmlab.demo import main as demo_main
+
+    with pytest.raises(SystemExit):
+        demo_main(["--help"])
+    assert "``" not in capsys.readouterr().out
+
+
+def test_replications_report_progress_over_all_runs():
+    """A progress callable saw each replication restart at 0 with the same total."""
+    from llmlab.sim import simulate
+
+    seen = []
+    simulate("b2b-saas", requests=40, seed=0, replications=3, progress=lambda done, total: seen.append((done, total)),
+             overrides={"gateway.cache.embedder": "hashed"})
+    dones, totals = zip(*seen)
+    assert len(set(totals)) == 1 and list(dones) == sorted(dones)  # one total, never going back
+    assert dones[-1] == totals[0] and totals[0] == 3 * 2 * 40  # three runs, policy and baseline
+
+
+def test_a_trace_replay_on_a_terminal_shows_progress(monkeypatch, capsys):
+    """The bar was decided by traffic.requests (5,000), which a trace replay ignores: a
+    million-row log replayed in silence."""
+    from pathlib import Path
+
+    import llmlab.sim.run
+
+    seen = {}
+    real = llmlab.sim.run.simulate
+
+    def spy(*args, **kwargs):
+        seen["progress"] = kwargs.get("progress")
+        return real(*args, **{**kwargs, "progress": False})
+
+    monkeypatch.setattr(llmlab.sim.run, "simulate", spy)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    trace = Path(__file__).resolve().parents[1] / "datasets" / "traces" / "example_trace.csv"
+    code, _, _ = run(capsys, "--scenario", "b2b-saas", "--trace", str(trace), "--no-baseline",
+                     "--set", "gateway.cache.embedder=hashed")
+    assert code == 0 and seen["progress"] is True
+    code, _, _ = run(capsys, "--scenario", "b2b-saas", "--trace", str(trace), "--requests", "50", "--no-baseline",
+                     "--set", "gateway.cache.embedder=hashed")
+    assert code == 0 and seen["progress"] is False  # a size given, and a small one

@@ -7,7 +7,7 @@
     llmlab simulate --scenario b2b-saas --out results/    # requests.csv, summary.json, *.png
     llmlab simulate --fields                              # every field a scenario file or --set accepts
 
-Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field).
+Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field), 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -31,15 +31,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    examples = [line.strip() for line in (__doc__ or "").splitlines() if line.startswith("    llmlab ")]
     p = _Parser(prog="llmlab simulate", description="Replay synthetic traffic or a trace through the gateway in "
-                "virtual time (SimPy) and compare it with a baseline.")
+                "virtual time (SimPy) and compare it with a baseline.",
+                epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\nexit codes: 0 success, "
+                "2 bad input (one line on stderr naming the field), 130 interrupted",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", required=False, help="preset name or TOML file")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--requests", type=int, help="number of user requests (default: the scenario's)")
     size.add_argument("--hours", type=float, help="simulate every request arriving within H hours")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed (default 0): the same seed gives the same summary; the baseline shares its draws")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario field (dotted TOML key, TOML value); repeatable")
+                   help="override a scenario field (dotted TOML key, TOML value; a list item by number: "
+                        "traffic.tenants[0].plan); repeatable")
     p.add_argument("--trace", help="replay a CSV/JSONL trace instead of synthetic traffic")
     p.add_argument("--speedup", type=float, help="time compression of the trace (e.g. 10 = ten times faster)")
     p.add_argument("--replications", type=int, default=1, help="runs with seeds seed..seed+N-1: means and 95 %% CIs")
@@ -151,8 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     size = args.requests or scenario.traffic.requests or 0
+    # a trace replays all its rows unless --requests says otherwise (traffic.requests does not
+    # apply): its size is unknown here, as with --hours, so a long replay is not silent
+    unknown = args.hours is not None or (scenario.traffic.trace is not None and args.requests is None)
     progress = (not args.json and sys.stderr.isatty() and
-                (args.hours is not None or size * args.replications >= PROGRESS_MIN_REQUESTS))
+                (unknown or size * args.replications >= PROGRESS_MIN_REQUESTS))
     try:
         result = simulate(scenario, requests=args.requests, hours=args.hours, seed=args.seed, progress=progress,
                           replications=args.replications, baseline=False if args.no_baseline else None)
@@ -160,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     summary = result.summary
+    reader = True
     try:  # the summary first: a folder that fails to take the files must not lose the run's numbers
         if args.json:
             print(json.dumps(_jsonable(summary), ensure_ascii=False, allow_nan=False))
@@ -168,16 +178,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(summary_table(summary))
         sys.stdout.flush()
-    except BrokenPipeError:  # `llmlab simulate ... | head`: the reader left, nothing to report
-        return 0
+    except BrokenPipeError:  # `llmlab simulate ... | head`: the reader left, but --out's files are still wanted
+        reader = False
+        _discard_stdout()
     if out is not None:
         try:
             written = _write_outputs(result, out)
         except OSError as exc:
             print(f"llmlab simulate: error: --out: cannot write ({exc})", file=sys.stderr)
             return 2
-        print(f"wrote {len(written)} files to {out}", file=sys.stderr if args.json else sys.stdout)
+        if reader or args.json:
+            print(f"wrote {len(written)} files to {out}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, so no later write or exit flush fails."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test double): nothing is written again
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -682,12 +682,10 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     import pandas as pd
 
     progress = kw.pop("progress", False)
-    if callable(progress):  # one count over all runs: a bar that filled up and restarted n times said nothing
-        report = progress
-        runs = [simulate(sc, seed=seed + k, progress=lambda done, total, k=k: report(k * total + done, n * total),
-                         **kw) for k in range(n)]
-    else:
-        runs = [simulate(sc, seed=seed + k, progress=progress, **kw) for k in range(n)]
+    overall = _RunsProgress(progress, n) if progress else None
+    runs = [simulate(sc, seed=seed + k, progress=overall.for_run(k) if overall else False, **kw) for k in range(n)]
+    if overall:
+        overall.close()
     table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
     summary = dict(runs[0].summary)
     ci: dict[str, list[float]] = {}
@@ -738,6 +736,33 @@ class _CallbackBar:
 
     def close(self) -> None:
         pass
+
+
+class _RunsProgress:
+    """One progress over every replication: ``(done, total)`` across all runs for a callable,
+    one bar saying ``run k/n`` for ``progress=True`` (each run's own bars restarted at 0, with
+    nothing telling how many runs were left)."""
+
+    def __init__(self, progress: Any, n: int) -> None:
+        self.progress, self.n, self.bar = progress, n, None
+
+    def for_run(self, k: int) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            if callable(self.progress):
+                self.progress(k * total + done, self.n * total)
+                return
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.n * total, unit="req", leave=False, mininterval=0.5)
+            self.bar.set_description(f"run {k + 1}/{self.n}", refresh=False)
+            self.bar.update(k * total + done - self.bar.n)
+
+        return report
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _progress_bar(total: int, enabled: Any, label: str, *, phases: int = 1, phase: int = 0) -> Any:

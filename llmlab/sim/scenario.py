@@ -397,11 +397,24 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def split_key(key: str) -> list[str]:
-    """Dotted TOML key → its parts (``providers."gpt-4.1".ttft_s`` → 3 parts)."""
+    """Dotted TOML key → its parts (``providers."gpt-4.1".ttft_s`` → 3 parts).
+
+    A list item is a number part: ``traffic.tenants.0.plan``, or ``traffic.tenants[0].plan`` as
+    ``llmlab simulate --fields`` spells list items (``traffic.tenants[i].plan``).
+    """
     try:
         doc = tomllib.loads(f"{key} = 0")
     except tomllib.TOMLDecodeError:
-        raise ScenarioError(str(key), "not a dotted key (quote parts that contain dots or spaces)") from None
+        import re
+
+        indexed = re.sub(r"\[(\d+)\]", r".\1", str(key))  # only when the key is not TOML as written
+        try:
+            doc = tomllib.loads(f"{indexed} = 0") if indexed != key else None
+        except tomllib.TOMLDecodeError:
+            doc = None
+        if doc is None:
+            raise ScenarioError(str(key), "not a dotted key (quote parts that contain dots or spaces; "
+                                "list items by number: traffic.tenants[0].plan)") from None
     parts: list[str] = []
     node: Any = doc
     while isinstance(node, dict):

@@ -1,0 +1,172 @@
+"""What ``llmlab simulate`` shows a person: the terminal table and the PNG figures agree with the summary."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from llmlab.report import summary_table
+
+
+def _summary(**extra):
+    summary = {"scenario": "b2b-saas", "requests": 40_000, "seed": 0, "duration_s": 9_000.0, "cost_usd": 18.77,
+               "baseline_cost_usd": 75.64, "availability": 0.7219, "baseline_availability": 0.9801,
+               "budget_rejections": 11_125, "errors": {"budget_exceeded": 11_125, "rate_limited": 3},
+               "slo_met": True, "slo_s": 10.0, "savings_pct": 75.2}
+    summary.update(extra)
+    return summary
+
+
+def test_counts_are_written_in_full_not_in_scientific_notation():
+    table = summary_table(_summary())
+    assert "e+0" not in table
+    assert "budget_exceeded 11,125" in table and "rate_limited 3" in table
+    replicated = summary_table(_summary(replications=3, budget_rejections=11_125.333,
+                                        errors={"budget_exceeded": 11_125.333},
+                                        ci95={"budget_rejections": [10_000.5, 12_250.1]}))
+    assert "e+0" not in replicated
+    assert "budget_exceeded 11,125.33" in replicated and "11,125.33 [10,000.50, 12,250.10]" in replicated
+
+
+def _column_ends(table: str) -> dict[str, int]:
+    """Where each row's policy cell ends (the table's data rows only)."""
+    ends = {}
+    for line in table.splitlines()[2:]:
+        if line.startswith("SLO:"):
+            continue
+        label, rest = line[:30], line[30:]
+        cells = [c for c in re.split(r"\s{2,}", rest.strip()) if c]  # cells are two or more spaces apart
+        if cells:
+            ends[label.strip()] = line.index(cells[0]) + len(cells[0])
+    return ends
+
+
+def test_confidence_intervals_keep_the_columns_aligned():
+    summary = _summary(replications=3, cost_usd=2.1024, availability=0.9878,
+                       ci95={"cost_usd": [2.0413, 2.1636], "availability": [0.9548, 1.0],
+                             "budget_rejections": [0.0, 90.5]})
+    table = summary_table(summary)
+    ends = _column_ends(table)
+    assert len(set(ends.values())) == 1, ends  # every policy cell ends in the same column
+    header = table.splitlines()[1]
+    assert header.index("policy") + len("policy") == next(iter(ends.values()))
+    with_baseline = [line for line in table.splitlines() if line.startswith(("cost ", "availability"))]
+    assert {len(line) for line in with_baseline} == {len(header)}  # the baseline column is not pushed aside
+
+
+@pytest.fixture(scope="module")
+def refusing_run():
+    """A b2b-saas run whose paid customers' tiny caps refuse about a quarter of the requests."""
+    from llmlab.sim import simulate
+
+    return simulate("b2b-saas", requests=400, seed=0, baseline=False,
+                    overrides={"traffic.tenants.0.monthly_budget_usd": 0.02, "gateway.cache.embedder": "hashed"})
+
+
+def test_latency_cdf_crosses_the_percentile_line_where_the_summary_says(refusing_run):
+    from llmlab.report import plot_latency_cdf
+
+    summary = refusing_run.summary
+    assert summary["budget_rejections"] > 0.05 * summary["requests"] and summary["slo_met"]
+    fig = plot_latency_cdf(refusing_run)
+    policy = next(line for line in fig.axes[0].get_lines() if line.get_label() == "policy")
+    x, y = np.asarray(policy.get_xdata()), np.asarray(policy.get_ydata())
+    judged = summary["requests"] - summary["budget_rejections"]
+    level = summary["slo_percentile"] / 100.0
+    at_slo = y[x <= summary["slo_value_s"]].max()  # the step curve's height at the summary's value
+    # np.percentile interpolates between two requests: the step reaches the level at one of them
+    assert at_slo >= level - 1.0 / judged  # a met SLO looks met
+    assert y[x < summary["slo_value_s"] * 0.999].max() < level + 1.0 / judged
+    assert "policy refusals" in fig.axes[0].get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_time_plots_of_a_run_shorter_than_one_bin_show_its_values_on_a_zero_based_axis():
+    """20 requests fit in one 30-s bin: a line through bin centres drew nothing, on a -0.04…0.04 % axis."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import plot_hit_rate, plot_outages
+    from llmlab.sim import simulate
+
+    result = simulate("b2b-saas", requests=20, seed=0, baseline=False, overrides={"gateway.cache.embedder": "hashed"})
+    assert result.turns["arrival_s"].max() < 30.0
+    for plot in (plot_hit_rate, plot_outages):
+        fig = plot(result)
+        ax = fig.axes[-1]  # the outage figure's shares are on its twin axis
+        low, high = ax.get_ylim()
+        assert low == 0.0 and high >= 5.0, (plot.__name__, low, high)
+        assert fig.axes[0].get_xlim()[0] == 0.0
+        drawn = [a for a in ax.patches if hasattr(a, "get_data")]  # the per-bin steps
+        assert len(drawn) == 2
+        for step in drawn:
+            values, edges, _ = step.get_data()
+            assert len(values) == 1 and np.isfinite(values).all() and edges[0] == 0.0
+        plt.close(fig)
+
+
+def test_cost_curves_end_at_the_costs_in_the_summary():
+    """The standby's hourly cost accrues to the end of the run, not only to the last arrival."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import plot_cost_over_time
+    from llmlab.sim import simulate
+
+    result = simulate("b2b-saas", requests=20, seed=0, overrides={"gateway.cache.embedder": "hashed"})
+    summary = result.summary
+    assert summary["fixed_cost_usd"] > 0 and result.turns["arrival_s"].max() < 0.9 * summary["duration_s"]
+    fig = plot_cost_over_time(result)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    policy = lines["policy (incl. fixed cost)"]
+    baseline = next(line for name, line in lines.items() if name.startswith("baseline"))
+    assert policy.get_ydata()[-1] == pytest.approx(summary["cost_usd"], rel=1e-9)
+    assert baseline.get_ydata()[-1] == pytest.approx(summary["baseline_cost_usd"], rel=1e-9)
+    assert policy.get_xdata()[-1] == pytest.approx(summary["duration_s"] / 60.0)
+    assert fig.axes[0].get_ylim()[0] == 0.0 and fig.axes[0].get_xlim()[0] == 0.0  # totals read against zero
+    plt.close(fig)
+
+
+def test_outage_figure_tells_failures_from_policy_refusals_and_keeps_its_legend_off_the_data(refusing_run):
+    """Budget refusals were drawn as 'unanswered (errors)', hiding whether the chain caught outages."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import plot_outages
+
+    fig = plot_outages(refusing_run)
+    twin = fig.axes[-1]
+    steps = {patch.get_label(): patch.get_data()[0] for patch in twin.patches if hasattr(patch, "get_data")}
+    turns = refusing_run.turns
+    failed = ((turns["outcome"] == "error") & (turns["error_code"] != "budget_exceeded")).sum()
+    assert failed == 0 and np.nanmax(steps["failed (unanswered)"]) == 0.0  # no provider failure in this run
+    assert np.nanmax(steps["refused by policy (budget, rate limit, guardrail)"]) > 0.0
+    fig.canvas.draw()
+    legend = twin.get_legend().get_window_extent()
+    assert legend.y1 <= twin.get_window_extent().y0  # under the plot, not over the shares
+    plt.close(fig)
+
+
+def test_long_runs_are_told_in_hours():
+    """A 48-hour run was drawn over '2880 min' and headed '2880.0 min simulated'."""
+    import matplotlib.pyplot as plt
+
+    from llmlab.report import FIGURES
+    from llmlab.sim import simulate
+
+    result = simulate("b2b-saas", hours=4, seed=0, baseline=False,
+                      overrides={"traffic.rate_per_s": 0.03, "gateway.cache.embedder": "hashed"})
+    assert summary_table(result.summary).splitlines()[0].endswith(" · 4.0 h simulated")
+    for name in ("cost_over_time.png", "hit_rate.png", "outages.png"):
+        fig = FIGURES[name](result)
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "simulated time (h)", name
+        assert 3.9 <= ax.get_xlim()[1] <= 4.5, (name, ax.get_xlim())
+        plt.close(fig)
+    short = _summary(duration_s=1_180.0)
+    assert " · 19.7 min simulated" in summary_table(short)
+
+
+def test_the_slo_line_spells_ttft_as_the_rows_do():
+    table = summary_table(_summary(slo_metric="ttft", slo_s=3.0, slo_met=False))
+    assert "SLO: P95 TTFT ≤ 3 s — MISSED" in table and "TTFT p95" in table
