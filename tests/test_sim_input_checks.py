@@ -394,3 +394,21 @@ def test_no_turn_to_judge_is_no_slo_verdict():
     from llmlab.report import summary_table
 
     assert r.summary["slo_met"] is None and "MISSED" not in summary_table(r.summary)
+
+
+def test_latency_percentiles_leave_out_policy_refusals_as_the_slo_does():
+    """A budget refusal answers in milliseconds: counted, it pulled a capped run's p50 to 0.00 s
+    and its p95 below the SLO's value, against a baseline that refuses nothing."""
+    sc = load_scenario("b2b-saas")
+    caps = {f"traffic.tenants.{k}.monthly_budget_usd": 0.002 for k in range(len(sc.traffic.tenants))}
+    r = simulate(sc, requests=400, seed=0, baseline=False,
+                 overrides={**caps, "outages.windows": [], "outages.incidents": False})
+    s, turns = r.summary, r.turns
+    refused = turns["error_code"].isin(["budget_exceeded", "rate_limited", "guardrail_blocked"])
+    assert refused.mean() > 0.3 and s["service_availability"] == 1.0  # many refusals, no failure
+    waited = turns.loc[~refused, "latency_s"]
+    assert s["p50_latency_s"] == pytest.approx(np.percentile(waited, 50))
+    assert s["p95_latency_s"] == pytest.approx(np.percentile(waited, 95))
+    assert s["mean_latency_s"] == pytest.approx(waited.mean())
+    assert s["p50_latency_s"] > 10 * turns.loc[refused, "latency_s"].max()
+    assert s["slo_value_s"] == pytest.approx(s["p95_latency_s"])  # nothing failed: the two agree

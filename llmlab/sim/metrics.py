@@ -18,6 +18,11 @@ Definitions (the summary's keys):
   "order 456").  Last-resort answers (a similar cached answer served because every provider
   failed) are a deliberate trade of accuracy for availability, so they are reported apart:
   ``last_resort_false_hit_rate``.
+* ``p50_latency_s`` … ``p99_latency_s``, ``mean_latency_s``, ``ttft_*`` — over the turns a user
+  waited on: policy refusals (budget, rate limit, guardrail) are left out, as the SLO leaves them
+  out.  A refusal answers in milliseconds, so counting it flattered the policy against a
+  baseline that refuses nothing (a capped run's p50 read 0.00 s).  A failure counts at the time
+  the user waited for it.
 * ``fallback_rate`` — share of turns answered by a deployment other than the one routed to
   (or by the last-resort cache).
 * ``retry_amplification`` — provider calls per turn (1.0 = no retries, no extra calls).
@@ -206,6 +211,8 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         at_slo = float(np.nan_to_num(np.percentile(considered, slo_percentile), nan=math.inf)) if len(considered) \
             else math.nan
     refusals = refused
+    waited = ~refused  # the latency percentiles' turns: a policy refusal is not service a user waited on
+    latency, ttft = c["latency_s"][waited], c["ttft_s"][waited]
     errors: dict[str, int] = {}
     for code in rec.error_codes:
         errors[code] = int((err_codes == code).sum())
@@ -235,12 +242,12 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "wrong_answer_rate": float((c["wrong_answer"].astype(bool) & from_cache).sum()) / n_cached if n_cached else 0.0,
         "last_resort_false_hit_rate": (float((false_hit & from_last_resort).sum()) / n_last_resort
                                        if n_last_resort else 0.0),
-        "p50_latency_s": _pct(c["latency_s"], 50),
-        "p95_latency_s": _pct(c["latency_s"], 95),
-        "p99_latency_s": _pct(c["latency_s"], 99),
-        "mean_latency_s": float(c["latency_s"].mean()),
-        "ttft_p50_s": _pct(c["ttft_s"], 50),
-        "ttft_p95_s": _pct(c["ttft_s"], 95),
+        "p50_latency_s": _pct(latency, 50),
+        "p95_latency_s": _pct(latency, 95),
+        "p99_latency_s": _pct(latency, 99),
+        "mean_latency_s": float(latency.mean()) if len(latency) else math.nan,
+        "ttft_p50_s": _pct(ttft, 50),
+        "ttft_p95_s": _pct(ttft, 95),
         "availability": float(answered.sum()) / n,
         "service_availability": float((answered | refusals).sum()) / n,
         "fallback_rate": float(c["fallback"].sum()) / n,
