@@ -294,6 +294,8 @@ class CascadeRouter:
         if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or len(stages) < 2 \
                 or not all(isinstance(x, str) for x in stages):
             raise ConfigError("cascade.stages", stages, "a list of at least two deployment names, cheapest first")
+        if len(set(stages)) != len(stages):  # a repeated stage pays twice for the answer it rejected
+            raise ConfigError("cascade.stages", list(stages), "distinct deployment names, cheapest first")
         if accept is not None and not callable(accept):
             raise ConfigError("cascade.accept", accept, "a callable accept(answer, request) -> bool, or None")
         self.stages = tuple(stages)

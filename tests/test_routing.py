@@ -86,6 +86,13 @@ def test_cascade_escalates_on_rejection_and_on_check_exception(make_gateway, dri
     assert any(a.purpose == "check" and "KeyError" in a.error for a in out.attempts)
 
 
+def test_a_cascade_stage_named_twice_is_refused():
+    with pytest.raises(ConfigError) as info:
+        CascadeRouter(["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"])
+    assert info.value.field == "cascade.stages" and "distinct" in str(info.value)
+    assert CascadeRouter(["gpt-4o-mini", "gpt-4o"]).stages == ("gpt-4o-mini", "gpt-4o")
+
+
 def test_router_targets_must_be_deployments(make_gateway):
     with pytest.raises(ConfigError) as info:
         make_gateway(router=PlanRouter({"paid": "gpt-5-ultra", "free": "gpt-4o-mini"}))
