@@ -101,6 +101,7 @@ def test_set_values_parse_as_toml_scalars():
     ({"gateway.retry.max_retries": 99}, "gateway.retry.max_retries", "must be <= 20"),
     ({"providers.main.incidents": {"per_month": 1, "duration_p50_min": 60, "duration_p90_min": 30}},
      "providers.main.incidents.duration_p90_min", ">= duration_p50_min"),
+    ({"traffic.tenants": [{"plan": ""}]}, "traffic.tenants.0.plan", "at least 1 character"),
 ])
 def test_bad_fields_raise_typed_errors_naming_the_path(tmp_path, overrides, path, words):
     message = error_of(tmp_path, MINIMAL, overrides)

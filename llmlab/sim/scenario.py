@@ -132,7 +132,7 @@ class TenantGroup(_Strict):
     """``count`` tenants on ``plan`` sharing ``share`` of the traffic (Zipf-skewed among them)."""
 
     name: str | None = None
-    plan: str
+    plan: Annotated[str, Field(min_length=1)]  # the gateway routes and caps by it: empty matches nothing
     count: PosInt = 1
     share: NonNeg = 1.0
     tenant_zipf_s: NonNeg = 1.0
