@@ -22,7 +22,7 @@ from .errors import ClientDisconnected, is_secret_name, redact_text
 from .fallback import streamed_part
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
-from .tokens import count_message_tokens, count_tokens
+from .tokens import count_message_tokens, count_tokens, max_message_tokens, max_params_tokens
 
 log = logging.getLogger("llmlab.live")
 
@@ -140,12 +140,48 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
             raise ValueError(f"message content is {type(text).__name__}, not text")
     except Exception as exc:  # malformed provider response: an attempt outcome, never a crash
         return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency)
-    usage = getattr(response, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", None) or count_message_tokens(call.messages, call.deployment.model)
-    completion = getattr(usage, "completion_tokens", None)
-    if completion is None:
-        completion = count_tokens(text, call.deployment.model)
-    return CallResult(text, int(prompt), int(completion), latency, latency)
+    prompt, completion = billed_tokens(getattr(response, "usage", None), call, text)
+    return CallResult(text, prompt, completion, latency, latency)
+
+
+def _count(usage: Any, name: str) -> int | None:
+    """A token count the provider reported, or None when it is absent or no count at all
+    (negative, fractional, text, a bool)."""
+    value = getattr(usage, name, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
+    """The prompt and completion tokens to charge for a call that answered ``text``.
+
+    What the provider reported, when it is a count it could have billed; otherwise the local
+    count (exact for OpenAI's tokenizers, an estimate for others, see ``llmlab/tokens.py``).  A
+    misbehaving provider's usage must not become money: a negative count credited the tenant's
+    budget, and litellm stands in ``0`` for a usage the provider left out (an answer charged as
+    free).  A count beyond what the call could be billed — completion tokens past the
+    ``max_tokens`` it was sent with (times ``n``), a prompt larger than both the deployment's
+    context window and its UTF-8 bytes — is cut to that bound: one garbage ``10**12`` must not
+    lock a tenant out for the month.  Every correction is logged (counts and deployment only).
+    """
+    dep = call.deployment
+    raw = [getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)]
+    prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+    if not prompt:  # a prompt is never 0 tokens
+        prompt = count_message_tokens(call.messages, dep.model)
+    else:
+        prompt = min(prompt, max(dep.context_window,
+                                 max_message_tokens(call.messages) + max_params_tokens(call.params)))
+    if completion is None or (completion == 0 and text):
+        completion = count_tokens(text, dep.model)
+    choices = call.params.get("n")
+    bound = (call.params.get("max_tokens") or dep.max_output_tokens) * (choices if isinstance(choices, int) and choices > 0 else 1)
+    completion = min(completion, bound)
+    if any(r not in (None, 0) for r in raw) and [prompt, completion] != raw:
+        log.warning("provider usage corrected for billing", extra={"llmlab": {
+            "deployment": dep.name, "reported": [repr(r)[:24] for r in raw], "billed": [prompt, completion]}})
+    return prompt, completion
 
 
 class _StreamState:
@@ -173,11 +209,9 @@ class _StreamState:
 
     def result(self, now: float) -> CallResult:
         text = "".join(self.parts)
-        prompt = getattr(self.usage, "prompt_tokens", None) or count_message_tokens(self.call.messages,
-                                                                                    self.call.deployment.model)
-        completion = getattr(self.usage, "completion_tokens", None) or count_tokens(text, self.call.deployment.model)
+        prompt, completion = billed_tokens(self.usage, self.call, text)
         latency = now - self.started
-        return CallResult(text, int(prompt), int(completion), latency, self.ttft if self.ttft is not None else latency)
+        return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency)
 
 
 class LiteLLMDriver:

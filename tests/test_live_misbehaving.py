@@ -1,0 +1,149 @@
+"""The live path against OpenAI-compatible servers that misbehave in ways the fake provider does not
+script: usage that is missing, negative or absurd, 403s, ``Retry-After`` as an HTTP date, streams
+that ignore ``max_tokens``.  A few lines of ``http.server`` on 127.0.0.1 serve each canned answer
+through litellm's real HTTP stack (openai → httpx), as a provider would.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy
+from llmlab.live import import_litellm
+from llmlab.tokens import count_tokens
+
+
+def answer(text: str = "hello there", usage: dict | None = None) -> dict:
+    body = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def chunk(content: str | None = None, usage: dict | None = None, finish: str | None = None) -> dict:
+    choice = {"index": 0, "delta": {} if content is None else {"content": content}, "finish_reason": finish}
+    out = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [choice] if content is not None or finish else []}
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+class Canned:
+    """Serves, per model name, a fixed reply: ``(status, headers, body)`` where body is a dict
+    (JSON) or a list of dicts (SSE events, then ``[DONE]``)."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, tuple[int, dict, object]] = {}
+        self.hits: dict[str, int] = {}
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                model = body["model"]
+                canned.hits[model] = canned.hits.get(model, 0) + 1
+                status, headers, reply = canned.replies[model]
+                if isinstance(reply, list):
+                    self.send_response(status)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    try:
+                        for event in reply:
+                            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                        self.wfile.write(b"data: [DONE]\n\n")
+                    except OSError:  # the client stopped reading
+                        pass
+                    self.close_connection = True
+                    return
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                for name, value in {"content-type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def deployment(self, name: str, reply: tuple[int, dict, object], **kw) -> Deployment:
+        self.replies[name] = reply
+        return Deployment(name, f"openai/{name}", {"api_base": self.base_url, "api_key": "sk-test"},
+                          price_model="gpt-4o", **{"timeout_s": 5.0, **kw})
+
+
+@pytest.fixture(scope="module")
+def canned():
+    import_litellm()
+    server = Canned()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def gateway(*deps: Deployment, **kw) -> Gateway:
+    kw.setdefault("retry", RetryPolicy(max_retries=0))
+    return Gateway(list(deps), router=FixedRouter(deps[0].name), fallbacks=kw.pop("fallbacks", {}), cache=False,
+                   input_guards=(), **kw)
+
+
+def served(gw: Gateway, how: str, **kw):
+    if how == "complete":
+        return gw.complete("hi", **kw)
+    if how == "acomplete":
+        return asyncio.run(gw.acomplete("hi", **kw))
+    if how == "stream":
+        response = gw.stream("hi", **kw)
+        list(response)
+        return response.outcome
+
+    async def consume():
+        response = gw.astream("hi", **kw)
+        async for _ in response:
+            pass
+        return response.outcome
+
+    return asyncio.run(consume())
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+def test_usage_a_provider_misreports_is_not_billed_as_is(canned, how):
+    """A negative count credited the tenant's budget; a missing usage (litellm's stand-in is 0) made
+    the answer free; 10**12 tokens charged millions of dollars for a 50-token answer."""
+    text = "hello there"
+    cases = {"negative": {"prompt_tokens": -50, "completion_tokens": -7, "total_tokens": -57},
+             "missing": None,
+             "absurd": {"prompt_tokens": 10 ** 12, "completion_tokens": 10 ** 12, "total_tokens": 2 * 10 ** 12}}
+    for label, usage in cases.items():
+        name = f"{how}-{label}"
+        if how in ("stream", "astream"):
+            events = [chunk("hello "), chunk("there"), chunk(finish="stop")] + ([chunk(usage=usage)] if usage is not None else [])
+            dep = canned.deployment(name, (200, {}, events), context_window=8_000)
+        else:
+            dep = canned.deployment(name, (200, {}, answer(text, usage)), context_window=8_000)
+        gw = gateway(dep, budget=BudgetPolicy(caps={"t": 100.0}))
+        out = served(gw, how, max_tokens=50, tenant="t")
+        assert out.ok and out.text == text, (label, out.error)
+        assert 0 < out.prompt_tokens <= 8_000, (label, out.prompt_tokens)
+        if label == "absurd":
+            assert out.completion_tokens == 50  # the most a call sent with max_tokens=50 can be billed
+        else:  # counted locally (litellm counts a stream's own when the usage chunk is missing)
+            assert out.completion_tokens == count_tokens(text, dep.model) or (
+                label == "missing" and how in ("stream", "astream") and 0 < out.completion_tokens <= 50)
+        assert 0 < out.cost_usd < 0.03 and gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
