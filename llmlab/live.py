@@ -88,6 +88,8 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         return ErrorKind.OVERLOADED
     if status == 429:
         return ErrorKind.RATE_LIMIT
+    if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
+        return ErrorKind.AUTH
     for name, kind in ordered:
         cls = getattr(litellm, name, None)
         if isinstance(cls, type) and isinstance(exc, cls):

@@ -147,3 +147,21 @@ def test_usage_a_provider_misreports_is_not_billed_as_is(canned, how):
             assert out.completion_tokens == count_tokens(text, dep.model) or (
                 label == "missing" and how in ("stream", "astream") and 0 < out.completion_tokens <= 50)
         assert 0 < out.cost_usd < 0.03 and gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_and_403_are_authentication_errors_not_retried(canned, how, status):
+    """litellm maps an OpenAI-compatible server's 403 to a bare APIError: it was classed a server
+    error, retried, counted against the breaker and the chain moved on as if the provider were down."""
+    name = f"auth-{status}-{how}"
+    error = {"error": {"message": "Incorrect API key provided: sk-live-abcdefghijklmnop1234", "type": "invalid_request_error"}}
+    dep = canned.deployment(name, (status, {}, error))
+    backup = canned.deployment(f"{name}-backup", (200, {}, answer()))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=2, base_s=0.0))
+    out = served(gw, how)
+    assert not out.ok and out.error.code == "provider_rejected"
+    assert [a.error.split(":")[0] for a in out.attempts] == ["authentication"]
+    assert canned.hits[name] == 1 and f"{name}-backup" not in canned.hits  # no retry, no fallback
+    assert "abcdefghijklmnop1234" not in str(out.error) + repr(out.attempts)
+    assert gw.pipeline.breakers[name].consecutive_failures == 0
