@@ -11,7 +11,10 @@ provider crosses back into the pipeline.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import logging
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -50,6 +53,9 @@ async def aimport_litellm() -> Any:
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """The provider's ``Retry-After`` in seconds: ``retry-after-ms``, delay-seconds or an HTTP date
+    (RFC 9110; a date in the past is 0).  A value that is no delay (negative, NaN, infinite,
+    unparseable) is None, as if absent: it must not reach the backoff or the ledger as a number."""
     headers: Any = None
     response = getattr(exc, "response", None)
     if response is not None:
@@ -58,11 +64,27 @@ def _retry_after(exc: BaseException) -> float | None:
     try:
         millis = headers.get("retry-after-ms")  # OpenAI's finer hint wins, as its own SDK does
         if millis is not None:
-            return float(millis) / 1000.0
+            return _delay(float(millis) / 1000.0)
         value = headers.get("retry-after") or headers.get("Retry-After")
-        return float(value) if value is not None else None
     except (AttributeError, TypeError, ValueError):
         return None
+    if value is None:
+        return None
+    try:
+        return _delay(float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _delay(seconds: float) -> float | None:
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def classify_exception(exc: BaseException) -> ErrorKind:

@@ -165,3 +165,25 @@ def test_401_and_403_are_authentication_errors_not_retried(canned, how, status):
     assert canned.hits[name] == 1 and f"{name}-backup" not in canned.hits  # no retry, no fallback
     assert "abcdefghijklmnop1234" not in str(out.error) + repr(out.attempts)
     assert gw.pipeline.breakers[name].consecutive_failures == 0
+
+
+def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canned):
+    """RFC 9110 allows ``Retry-After: <HTTP-date>``; it was read as no hint at all (the retry came
+    at once, into the same throttle).  A negative or NaN value was kept as a number in the ledger."""
+    slow_down = {"error": {"message": "slow down", "type": "rate_limit"}}
+    date = email.utils.formatdate(time.time() + 3, usegmt=True)
+    sleeps: list[float] = []
+    from llmlab.live import LiteLLMDriver
+
+    driver = LiteLLMDriver(sleep=sleeps.append)
+    dep = canned.deployment("ra-date", (429, {"retry-after": date}, slow_down))
+    gw = gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0), driver=driver)
+    out = gw.complete("hi")
+    assert 1.0 < out.attempts[0].retry_after_s <= 3.0 and len(sleeps) == 1 and 1.0 < sleeps[0] <= 3.0
+
+    past = email.utils.formatdate(time.time() - 60, usegmt=True)
+    for label, value in (("past", past), ("negative", "-5"), ("nan", "nan"), ("junk", "soon")):
+        dep = canned.deployment(f"ra-{label}", (429, {"retry-after": value}, slow_down))
+        gw = gateway(dep, retry=RetryPolicy(max_retries=0))
+        retry_after = gw.complete("hi").attempts[0].retry_after_s
+        assert retry_after == (0.0 if label == "past" else None), (label, retry_after)
