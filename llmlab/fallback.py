@@ -207,13 +207,23 @@ class ChainResult:
         return self.error is not None and self.error.kind in FATAL
 
 
+def completion_bound(call: Call) -> int:
+    """The most completion tokens ``call`` can be billed: the ``max_tokens`` it is sent with (the
+    deployment's output limit without one) for each of its ``n`` choices."""
+    choices = call.params.get("n")
+    per_choice = call.params.get("max_tokens") or call.deployment.max_output_tokens
+    return per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
+
+
 def streamed_part(call: Call, text: str, latency_s: float) -> CallResult:
-    """What a provider bills for a stream that ended early (cut by the provider, or left by the
-    caller): the prompt and the tokens it sent, counted locally (a lower bound of the bill)."""
+    """What a provider bills for a stream that ended early (cut by the provider or by the driver,
+    or left by the caller): the prompt and the tokens it sent, counted locally (a lower bound of
+    the bill), never more than the call could be billed (:func:`completion_bound`)."""
     from .tokens import count_message_tokens, count_tokens
 
     model = call.deployment.model
-    return CallResult(text, count_message_tokens(call.messages, model), count_tokens(text, model), latency_s, None)
+    return CallResult(text, count_message_tokens(call.messages, model),
+                      min(count_tokens(text, model), completion_bound(call)), latency_s, None)
 
 
 def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],

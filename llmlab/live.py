@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Gene
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .errors import ClientDisconnected, is_secret_name, redact_text
-from .fallback import streamed_part
+from .fallback import completion_bound, streamed_part
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens, max_message_tokens, max_params_tokens
@@ -199,17 +199,29 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
                                  max_message_tokens(call.messages) + max_params_tokens(call.params)))
     if completion is None or (completion == 0 and text):
         completion = count_tokens(text, dep.model)
-    choices = call.params.get("n")
-    bound = (call.params.get("max_tokens") or dep.max_output_tokens) * (choices if isinstance(choices, int) and choices > 0 else 1)
-    completion = min(completion, bound)
+    completion = min(completion, completion_bound(call))
     if any(r not in (None, 0) for r in raw) and [prompt, completion] != raw:
         log.warning("provider usage corrected for billing", extra={"llmlab": {
             "deployment": dep.name, "reported": [repr(r)[:24] for r in raw], "billed": [prompt, completion]}})
     return prompt, completion
 
 
+class StreamOverrun(ValueError):
+    """A provider kept streaming far past the ``max_tokens`` the call was sent with."""
+
+
 class _StreamState:
-    """Accumulates a streamed answer: text, first-token time, usage."""
+    """Accumulates a streamed answer: text, first-token time, usage.
+
+    A provider that ignores ``max_tokens`` is cut off: once the text counted locally passes
+    :attr:`OVERRUN` times the call's bound (plus :attr:`OVERRUN_SLACK` tokens: the local count of
+    a non-OpenAI model's text is an estimate), :meth:`feed` raises :class:`StreamOverrun`, a
+    malformed response.  Without it a runaway stream went on to the caller for as long as the
+    provider sent it, 20,000 chunks for ``max_tokens=50``, and was charged all of it.
+    """
+
+    OVERRUN = 2
+    OVERRUN_SLACK = 64
 
     def __init__(self, call: Call, started: float) -> None:
         self.call = call
@@ -217,6 +229,9 @@ class _StreamState:
         self.parts: list[str] = []
         self.ttft: float | None = None
         self.usage: Any = None
+        self.counted = 0
+        self.bound = completion_bound(call)
+        self.limit = self.OVERRUN * self.bound + self.OVERRUN_SLACK
 
     def feed(self, chunk: Any, now: float) -> str:
         if getattr(chunk, "usage", None) is not None:
@@ -225,6 +240,10 @@ class _StreamState:
         delta = getattr(choices[0], "delta", None) if choices else None
         piece = getattr(delta, "content", None) if delta is not None else None
         if piece:
+            self.counted += count_tokens(piece, self.call.deployment.model)
+            if self.counted > self.limit:
+                raise StreamOverrun(f"provider streamed past max_tokens={self.bound} (over {self.limit} tokens "
+                                    "counted); stream cut")
             if self.ttft is None:
                 self.ttft = now - self.started
             self.parts.append(piece)

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy
+from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy, StreamReset
 from llmlab.live import import_litellm
 from llmlab.tokens import count_tokens
 
@@ -187,3 +187,31 @@ def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canne
         gw = gateway(dep, retry=RetryPolicy(max_retries=0))
         retry_after = gw.complete("hi").attempts[0].retry_after_s
         assert retry_after == (0.0 if label == "past" else None), (label, retry_after)
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_stream_that_ignores_max_tokens_is_cut_and_charged_at_most_the_bound(canned, how):
+    """20,000 chunks for max_tokens=50 all went to the caller and were charged in full (600 times
+    the reservation); now the driver stops reading past twice the bound and falls back."""
+    flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
+    name = f"flood-{how}"
+    dep = canned.deployment(name, (200, {}, flood))
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("fine"), chunk(finish="stop")]))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    if how == "stream":
+        response = gw.stream("hi", max_tokens=50, tenant="t")
+        pieces = list(response)
+    else:
+        async def consume():
+            response = gw.astream("hi", max_tokens=50, tenant="t")
+            return [p async for p in response], response
+
+        pieces, response = asyncio.run(consume())
+    out = response.outcome
+    before = pieces[:pieces.index(StreamReset(backup.name))]
+    assert 50 < len(before) <= 2 * 50 + 64  # cut, a bounded way past the bound
+    assert out.ok and out.deployment == backup.name and out.text == "fine"
+    cut = out.attempts[0]
+    assert cut.error.startswith("malformed_response") and "max_tokens=50" in cut.error
+    assert 0 < cut.completion_tokens <= 50  # charged at most what the call could be billed
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
