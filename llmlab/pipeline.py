@@ -495,7 +495,9 @@ class Pipeline:
         text, blocked = self._guard_output(s, result.text)
         if blocked is not None:
             return self._error(s, blocked)
-        if s.cache is CacheOutcome.MISS:  # fill with the guarded, still-masked answer: no raw PII is cached
+        # fill with the guarded, still-masked answer: no raw PII is cached.  An empty answer (a provider's
+        # glitch, a content filter's blank) is passed on but not cached: it would be served for the TTL
+        if s.cache is CacheOutcome.MISS and text and not text.isspace():
             value = CachedAnswer(_placeholders_back(text, s.restore), dep.model, result.prompt_tokens,
                                  result.completion_tokens, self.price_result(dep, result), now, s.request.metadata)
             if self.exact_cache is not None and s.key is not None:

@@ -215,3 +215,17 @@ def test_a_stream_that_ignores_max_tokens_is_cut_and_charged_at_most_the_bound(c
     assert cut.error.startswith("malformed_response") and "max_tokens=50" in cut.error
     assert 0 < cut.completion_tokens <= 50  # charged at most what the call could be billed
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+@pytest.mark.parametrize("how", ["complete", "stream"])
+def test_an_empty_answer_is_passed_on_but_never_cached(canned, how):
+    """A 200 with empty content (a glitch, a content filter's blank) was cached and served to every
+    later asker for the cache's TTL."""
+    name = f"blank-{how}"
+    blank = [chunk(""), chunk(" \n"), chunk(finish="stop")] if how == "stream" else answer(" \n", {
+        "prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6})
+    dep = canned.deployment(name, (200, {}, blank))
+    gw = Gateway([dep], router=FixedRouter(name), fallbacks={}, input_guards=())
+    first, second = served(gw, how), served(gw, how)
+    assert first.ok and not first.text.strip()
+    assert second.cache.value == "miss" and canned.hits[name] == 2
