@@ -112,6 +112,9 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         return ErrorKind.RATE_LIMIT
     if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
         return ErrorKind.AUTH
+    timeout = getattr(litellm, "Timeout", None)
+    if _transport_failure(exc) is not None and not (isinstance(timeout, type) and isinstance(exc, timeout)):
+        return ErrorKind.CONNECTION
     for name, kind in ordered:
         cls = getattr(litellm, name, None)
         if isinstance(cls, type) and isinstance(exc, cls):
@@ -127,9 +130,27 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     return ErrorKind.SERVER
 
 
+def _transport_failure(exc: BaseException) -> OSError | None:
+    """The socket error at the root of ``exc``'s causes (refused, reset, unknown host), if any.
+
+    litellm reports a refused connection or a host that does not resolve as a 500 "Connection
+    error.", which read as the provider failing; the cause says what happened."""
+    root, seen = exc, 0
+    while seen < 16:
+        cause = root.__cause__ or root.__context__
+        if cause is None:
+            break
+        root, seen = cause, seen + 1
+    return root if isinstance(root, OSError) and not isinstance(root, TimeoutError) and root is not exc else None
+
+
 def _to_error(exc: BaseException, call: Call, latency: float, partial: str = "") -> CallError:
     kind = classify_exception(exc)
-    message = redact_secrets(f"{type(exc).__name__}: {exc}", call.deployment.params)[:250]
+    text = f"{type(exc).__name__}: {exc}"
+    cause = _transport_failure(exc)
+    if cause is not None and str(cause) not in text:
+        text = f"{text} ({type(cause).__name__}: {cause})"
+    message = redact_secrets(text, call.deployment.params)[:250]
     return CallError(kind, message, latency, _retry_after(exc), getattr(exc, "status_code", None), partial)
 
 

@@ -229,3 +229,19 @@ def test_an_empty_answer_is_passed_on_but_never_cached(canned, how):
     first, second = served(gw, how), served(gw, how)
     assert first.ok and not first.text.strip()
     assert second.cache.value == "miss" and canned.hits[name] == 2
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream"])
+def test_a_refused_connection_is_a_connection_error_that_names_its_cause(canned, how):
+    """litellm reports a refused connection (or a host that does not resolve) as a 500 "Connection
+    error.": attempts said server_error, as if the provider had answered and failed."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dep = Deployment("refused", "openai/gpt-4o", {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "sk-test"},
+                     timeout_s=5.0)
+    out = served(gateway(dep), how)
+    assert not out.ok and out.attempts[0].error.startswith("connection:")
+    assert "ConnectionRefusedError" in out.attempts[0].error
