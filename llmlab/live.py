@@ -250,9 +250,17 @@ class _StreamState:
         self.parts: list[str] = []
         self.ttft: float | None = None
         self.usage: Any = None
+        self.content_type = ""  # of the provider's HTTP response, when litellm tells
         self.counted = 0
         self.bound = completion_bound(call)
         self.limit = self.OVERRUN * self.bound + self.OVERRUN_SLACK
+
+    def opened(self, response: Any) -> Any:
+        """Note the provider's content type (litellm keeps it among its hidden params)."""
+        headers = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
+        content_type = headers.get("llm_provider-content-type") if isinstance(headers, Mapping) else None
+        self.content_type = content_type.lower() if isinstance(content_type, str) else ""
+        return response
 
     def feed(self, chunk: Any, now: float) -> str:
         if getattr(chunk, "usage", None) is not None:
@@ -271,10 +279,15 @@ class _StreamState:
             return piece
         return ""
 
-    def result(self, now: float) -> CallResult:
-        text = "".join(self.parts)
-        prompt, completion = billed_tokens(self.usage, self.call, text)
+    def result(self, now: float) -> CallResult | CallError:
         latency = now - self.started
+        text = "".join(self.parts)
+        if not text and self.content_type and "event-stream" not in self.content_type:
+            # a server that ignored stream=true: litellm finds no events in its JSON body and makes up a
+            # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
+            return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
+                             "not server-sent events", latency)
+        prompt, completion = billed_tokens(self.usage, self.call, text)
         return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency)
 
 
@@ -321,7 +334,7 @@ class LiteLLMDriver:
         state = _StreamState(call, started)
         response = None
         try:
-            response = litellm.completion(**_kwargs(call))
+            response = state.opened(litellm.completion(**_kwargs(call)))
             for chunk in response:
                 piece = state.feed(chunk, self.clock())
                 if piece:
@@ -370,7 +383,7 @@ class LiteLLMDriver:
         state = _StreamState(call, started)
         response = None
         try:
-            response = await litellm.acompletion(**_kwargs(call))
+            response = state.opened(await litellm.acompletion(**_kwargs(call)))
             async for chunk in response:
                 piece = state.feed(chunk, self.clock())
                 if piece:

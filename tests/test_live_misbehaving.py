@@ -245,3 +245,15 @@ def test_a_refused_connection_is_a_connection_error_that_names_its_cause(canned,
     out = served(gateway(dep), how)
     assert not out.ok and out.attempts[0].error.startswith("connection:")
     assert "ConnectionRefusedError" in out.attempts[0].error
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_stream_answered_with_a_json_body_is_malformed_not_an_empty_success(canned, how):
+    """A server that ignores stream=true answers JSON; litellm finds no events in it and makes up a
+    "stop" chunk, so the provider's answer was lost and the request read as an empty success."""
+    name = f"json-for-{how}"
+    dep = canned.deployment(name, (200, {}, answer("the answer, as JSON")))
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("streamed"), chunk(finish="stop")]))
+    out = served(gateway(dep, backup, fallbacks={name: [backup.name]}), how)
+    assert out.ok and out.deployment == backup.name and out.text == "streamed"
+    assert out.attempts[0].error.startswith("malformed_response") and "application/json" in out.attempts[0].error
