@@ -260,7 +260,10 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 breaker.record_success(clock(), ticket, slow=breaker.is_slow(call, result))
                 out.result, out.deployment, out.error = result, dep, None
                 return out
-            billed = streamed_part(call, result.partial_text, result.latency_s) if result.partial_text else None
+            if result.billed is not None:  # an answer the provider billed but that could not be used
+                billed = CallResult("", *result.billed, result.latency_s)
+            else:
+                billed = streamed_part(call, result.partial_text, result.latency_s) if result.partial_text else None
             out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
                                         f"{result.kind.value}: {result.message}"[:300], result.latency_s,
                                         *((billed.prompt_tokens, billed.completion_tokens, price(dep, billed))

@@ -184,7 +184,10 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         if not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
     except Exception as exc:  # malformed provider response: an attempt outcome, never a crash
-        return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency)
+        # the provider still billed what its usage says (a null content, say): it is charged
+        usage = getattr(response, "usage", None)
+        billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
+        return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency, billed=billed)
     prompt, completion = billed_tokens(getattr(response, "usage", None), call, text)
     return CallResult(text, prompt, completion, latency, latency)
 

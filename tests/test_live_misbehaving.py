@@ -257,3 +257,23 @@ def test_a_stream_answered_with_a_json_body_is_malformed_not_an_empty_success(ca
     out = served(gateway(dep, backup, fallbacks={name: [backup.name]}), how)
     assert out.ok and out.deployment == backup.name and out.text == "streamed"
     assert out.attempts[0].error.startswith("malformed_response") and "application/json" in out.attempts[0].error
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete"])
+def test_an_unusable_answer_the_provider_billed_is_charged(canned, how):
+    """A 200 whose content is null (a refusal, a tool call) is a malformed answer and is retried, but
+    the provider billed its usage: it was charged nothing, on every retry and fallback."""
+    name = f"null-content-{how}"
+    unusable = answer("x", {"prompt_tokens": 400, "completion_tokens": 30, "total_tokens": 430})
+    unusable["choices"][0]["message"]["content"] = None
+    dep = canned.deployment(name, (200, {}, unusable))
+    backup = canned.deployment(f"{name}-backup", (200, {}, answer("fine", {"prompt_tokens": 9, "completion_tokens": 1,
+                                                                            "total_tokens": 10})))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    out = served(gw, how, tenant="t", max_tokens=50)
+    assert out.ok and out.deployment == backup.name
+    failed = out.attempts[0]
+    assert failed.error.startswith("malformed_response")
+    assert (failed.prompt_tokens, failed.completion_tokens) == (400, 30) and failed.cost_usd > 0
+    assert out.cost_usd == pytest.approx(sum(a.cost_usd for a in out.attempts))
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
