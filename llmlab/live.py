@@ -230,6 +230,11 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
     return prompt, completion
 
 
+#: content types of a whole body, not a stream of events (Bedrock's stream, say, is
+#: application/vnd.amazon.eventstream, an SSE one text/event-stream)
+NOT_A_STREAM = ("application/json", "text/html", "text/plain")
+
+
 class StreamOverrun(ValueError):
     """A provider kept streaming far past the ``max_tokens`` the call was sent with."""
 
@@ -285,7 +290,7 @@ class _StreamState:
     def result(self, now: float) -> CallResult | CallError:
         latency = now - self.started
         text = "".join(self.parts)
-        if not text and self.content_type and "event-stream" not in self.content_type:
+        if not text and self.content_type.startswith(NOT_A_STREAM):
             # a server that ignored stream=true: litellm finds no events in its JSON body and makes up a
             # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
