@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import email.utils
 import logging
 import math
 import os
@@ -74,6 +73,8 @@ def _retry_after(exc: BaseException) -> float | None:
         return _delay(float(value))
     except (TypeError, ValueError):
         pass
+    import email.utils  # here, not at import llmlab: ~3 ms for a header form few providers send
+
     try:
         when = email.utils.parsedate_to_datetime(str(value))
     except (TypeError, ValueError, IndexError):
