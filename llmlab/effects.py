@@ -124,6 +124,7 @@ class CallError:
     retry_after_s: float | None = None
     status: int | None = None
     partial_text: str = ""  # text already streamed before a mid-stream failure
+    billed: tuple[int, int] | None = None  # (prompt, completion) tokens a failed answer's usage reported
 
     ok = False
 

@@ -209,13 +209,23 @@ class ChainResult:
         return self.error is not None and self.error.kind in FATAL
 
 
+def completion_bound(call: Call) -> int:
+    """The most completion tokens ``call`` can be billed: the ``max_tokens`` it is sent with (the
+    deployment's output limit without one) for each of its ``n`` choices."""
+    choices = call.params.get("n")
+    per_choice = call.params.get("max_tokens") or call.deployment.max_output_tokens
+    return per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
+
+
 def streamed_part(call: Call, text: str, latency_s: float) -> CallResult:
-    """What a provider bills for a stream that ended early (cut by the provider, or left by the
-    caller): the prompt and the tokens it sent, counted locally (a lower bound of the bill)."""
+    """What a provider bills for a stream that ended early (cut by the provider or by the driver,
+    or left by the caller): the prompt and the tokens it sent, counted locally (a lower bound of
+    the bill), never more than the call could be billed (:func:`completion_bound`)."""
     from .tokens import count_message_tokens, count_tokens
 
     model = call.deployment.model
-    return CallResult(text, count_message_tokens(call.messages, model), count_tokens(text, model), latency_s, None)
+    return CallResult(text, count_message_tokens(call.messages, model),
+                      min(count_tokens(text, model), completion_bound(call)), latency_s, None)
 
 
 def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],
@@ -252,7 +262,10 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 breaker.record_success(clock(), ticket, slow=breaker.is_slow(call, result))
                 out.result, out.deployment, out.error = result, dep, None
                 return out
-            billed = streamed_part(call, result.partial_text, result.latency_s) if result.partial_text else None
+            if result.billed is not None:  # an answer the provider billed but that could not be used
+                billed = CallResult("", *result.billed, result.latency_s)
+            else:
+                billed = streamed_part(call, result.partial_text, result.latency_s) if result.partial_text else None
             out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
                                         f"{result.kind.value}: {result.message}"[:300], result.latency_s,
                                         *((billed.prompt_tokens, billed.completion_tokens, price(dep, billed))

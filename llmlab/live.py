@@ -11,7 +11,9 @@ provider crosses back into the pipeline.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import math
 import os
 import sys
 import time
@@ -20,10 +22,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Gene
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .errors import ClientDisconnected, is_secret_name, redact_text
-from .fallback import streamed_part
+from .fallback import completion_bound, streamed_part
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
-from .tokens import count_message_tokens, count_tokens
+from .tokens import count_message_tokens, count_tokens, max_message_tokens, max_params_tokens
 
 log = logging.getLogger("llmlab.live")
 
@@ -51,6 +53,9 @@ async def aimport_litellm() -> Any:
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """The provider's ``Retry-After`` in seconds: ``retry-after-ms``, delay-seconds or an HTTP date
+    (RFC 9110; a date in the past is 0).  A value that is no delay (negative, NaN, infinite,
+    unparseable) is None, as if absent: it must not reach the backoff or the ledger as a number."""
     headers: Any = None
     response = getattr(exc, "response", None)
     if response is not None:
@@ -59,11 +64,29 @@ def _retry_after(exc: BaseException) -> float | None:
     try:
         millis = headers.get("retry-after-ms")  # OpenAI's finer hint wins, as its own SDK does
         if millis is not None:
-            return float(millis) / 1000.0
+            return _delay(float(millis) / 1000.0)
         value = headers.get("retry-after") or headers.get("Retry-After")
-        return float(value) if value is not None else None
     except (AttributeError, TypeError, ValueError):
         return None
+    if value is None:
+        return None
+    try:
+        return _delay(float(value))
+    except (TypeError, ValueError):
+        pass
+    import email.utils  # here, not at import llmlab: ~3 ms for a header form few providers send
+
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _delay(seconds: float) -> float | None:
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _refused_before_sending(exc: BaseException) -> bool:
@@ -107,6 +130,11 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         return ErrorKind.OVERLOADED
     if status == 429:
         return ErrorKind.RATE_LIMIT
+    if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
+        return ErrorKind.AUTH
+    timeout = getattr(litellm, "Timeout", None)
+    if _transport_failure(exc) is not None and not (isinstance(timeout, type) and isinstance(exc, timeout)):
+        return ErrorKind.CONNECTION
     for name, kind in ordered:
         cls = getattr(litellm, name, None)
         if isinstance(cls, type) and isinstance(exc, cls):
@@ -122,9 +150,27 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     return ErrorKind.SERVER
 
 
+def _transport_failure(exc: BaseException) -> OSError | None:
+    """The socket error at the root of ``exc``'s causes (refused, reset, unknown host), if any.
+
+    litellm reports a refused connection or a host that does not resolve as a 500 "Connection
+    error.", which read as the provider failing; the cause says what happened."""
+    root, seen = exc, 0
+    while seen < 16:
+        cause = root.__cause__ or root.__context__
+        if cause is None:
+            break
+        root, seen = cause, seen + 1
+    return root if isinstance(root, OSError) and not isinstance(root, TimeoutError) and root is not exc else None
+
+
 def _to_error(exc: BaseException, call: Call, latency: float, partial: str = "") -> CallError:
     kind = classify_exception(exc)
-    message = redact_secrets(f"{type(exc).__name__}: {exc}", call.deployment.params)[:250]
+    text = f"{type(exc).__name__}: {exc}"
+    cause = _transport_failure(exc)
+    if cause is not None and str(cause) not in text:
+        text = f"{text} ({type(cause).__name__}: {cause})"
+    message = redact_secrets(text, call.deployment.params)[:250]
     return CallError(kind, message, latency, _retry_after(exc), getattr(exc, "status_code", None), partial)
 
 
@@ -158,17 +204,73 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         if not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
     except Exception as exc:  # malformed provider response: an attempt outcome, never a crash
-        return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency)
-    usage = getattr(response, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", None) or count_message_tokens(call.messages, call.deployment.model)
-    completion = getattr(usage, "completion_tokens", None)
-    if completion is None:
-        completion = count_tokens(text, call.deployment.model)
-    return CallResult(text, int(prompt), int(completion), latency, latency)
+        # the provider still billed what its usage says (a null content, say): it is charged
+        usage = getattr(response, "usage", None)
+        billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
+        return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency, billed=billed)
+    prompt, completion = billed_tokens(getattr(response, "usage", None), call, text)
+    return CallResult(text, prompt, completion, latency, latency)
+
+
+def _count(usage: Any, name: str) -> int | None:
+    """A token count the provider reported, or None when it is absent or no count at all
+    (negative, fractional, text, a bool)."""
+    value = getattr(usage, name, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
+    """The prompt and completion tokens to charge for a call that answered ``text``.
+
+    What the provider reported, when it is a count it could have billed; otherwise the local
+    count (exact for OpenAI's tokenizers, an estimate for others, see ``llmlab/tokens.py``).  A
+    misbehaving provider's usage must not become money: a negative count credited the tenant's
+    budget, and litellm stands in ``0`` for a usage the provider left out (an answer charged as
+    free).  A count beyond what the call could be billed — completion tokens past the
+    ``max_tokens`` it was sent with (times ``n``), a prompt larger than both the deployment's
+    context window and its UTF-8 bytes — is cut to that bound: one garbage ``10**12`` must not
+    lock a tenant out for the month.  Every correction is logged (counts and deployment only).
+    """
+    dep = call.deployment
+    raw = [getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)]
+    prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+    if not prompt:  # a prompt is never 0 tokens
+        prompt = count_message_tokens(call.messages, dep.model)
+    else:
+        prompt = min(prompt, max(dep.context_window,
+                                 max_message_tokens(call.messages) + max_params_tokens(call.params)))
+    if completion is None or (completion == 0 and text):
+        completion = count_tokens(text, dep.model)
+    completion = min(completion, completion_bound(call))
+    if any(r not in (None, 0) for r in raw) and [prompt, completion] != raw:
+        log.warning("provider usage corrected for billing", extra={"llmlab": {
+            "deployment": dep.name, "reported": [repr(r)[:24] for r in raw], "billed": [prompt, completion]}})
+    return prompt, completion
+
+
+#: content types of a whole body, not a stream of events (Bedrock's stream, say, is
+#: application/vnd.amazon.eventstream, an SSE one text/event-stream)
+NOT_A_STREAM = ("application/json", "text/html", "text/plain")
+
+
+class StreamOverrun(ValueError):
+    """A provider kept streaming far past the ``max_tokens`` the call was sent with."""
 
 
 class _StreamState:
-    """Accumulates a streamed answer: text, first-token time, usage."""
+    """Accumulates a streamed answer: text, first-token time, usage.
+
+    A provider that ignores ``max_tokens`` is cut off: once the text counted locally passes
+    :attr:`OVERRUN` times the call's bound (plus :attr:`OVERRUN_SLACK` tokens: the local count of
+    a non-OpenAI model's text is an estimate), :meth:`feed` raises :class:`StreamOverrun`, a
+    malformed response.  Without it a runaway stream went on to the caller for as long as the
+    provider sent it, 20,000 chunks for ``max_tokens=50``, and was charged all of it.
+    """
+
+    OVERRUN = 2
+    OVERRUN_SLACK = 64
 
     def __init__(self, call: Call, started: float) -> None:
         self.call = call
@@ -176,6 +278,17 @@ class _StreamState:
         self.parts: list[str] = []
         self.ttft: float | None = None
         self.usage: Any = None
+        self.content_type = ""  # of the provider's HTTP response, when litellm tells
+        self.counted = 0
+        self.bound = completion_bound(call)
+        self.limit = self.OVERRUN * self.bound + self.OVERRUN_SLACK
+
+    def opened(self, response: Any) -> Any:
+        """Note the provider's content type (litellm keeps it among its hidden params)."""
+        headers = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
+        content_type = headers.get("llm_provider-content-type") if isinstance(headers, Mapping) else None
+        self.content_type = content_type.lower() if isinstance(content_type, str) else ""
+        return response
 
     def feed(self, chunk: Any, now: float) -> str:
         if getattr(chunk, "usage", None) is not None:
@@ -184,19 +297,26 @@ class _StreamState:
         delta = getattr(choices[0], "delta", None) if choices else None
         piece = getattr(delta, "content", None) if delta is not None else None
         if piece:
+            self.counted += count_tokens(piece, self.call.deployment.model)
+            if self.counted > self.limit:
+                raise StreamOverrun(f"provider streamed past max_tokens={self.bound} (over {self.limit} tokens "
+                                    "counted); stream cut")
             if self.ttft is None:
                 self.ttft = now - self.started
             self.parts.append(piece)
             return piece
         return ""
 
-    def result(self, now: float) -> CallResult:
-        text = "".join(self.parts)
-        prompt = getattr(self.usage, "prompt_tokens", None) or count_message_tokens(self.call.messages,
-                                                                                    self.call.deployment.model)
-        completion = getattr(self.usage, "completion_tokens", None) or count_tokens(text, self.call.deployment.model)
+    def result(self, now: float) -> CallResult | CallError:
         latency = now - self.started
-        return CallResult(text, int(prompt), int(completion), latency, self.ttft if self.ttft is not None else latency)
+        text = "".join(self.parts)
+        if not text and self.content_type.startswith(NOT_A_STREAM):
+            # a server that ignored stream=true: litellm finds no events in its JSON body and makes up a
+            # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
+            return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
+                             "not server-sent events", latency)
+        prompt, completion = billed_tokens(self.usage, self.call, text)
+        return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency)
 
 
 class LiteLLMDriver:
@@ -242,7 +362,7 @@ class LiteLLMDriver:
         state = _StreamState(call, started)
         response = None
         try:
-            response = litellm.completion(**_kwargs(call))
+            response = state.opened(litellm.completion(**_kwargs(call)))
             for chunk in response:
                 piece = state.feed(chunk, self.clock())
                 if piece:
@@ -291,7 +411,7 @@ class LiteLLMDriver:
         state = _StreamState(call, started)
         response = None
         try:
-            response = await litellm.acompletion(**_kwargs(call))
+            response = state.opened(await litellm.acompletion(**_kwargs(call)))
             async for chunk in response:
                 piece = state.feed(chunk, self.clock())
                 if piece:

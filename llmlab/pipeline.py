@@ -516,9 +516,11 @@ class Pipeline:
         text, blocked = self._guard_output(s, result.text)
         if blocked is not None:
             return self._error(s, blocked)
-        if s.cache is CacheOutcome.MISS:  # fill with the guarded, still-masked answer: no raw PII is cached
-            # and not the filling request's metadata: it is the caller's (user ids, e-mails), meant for
-            # the ledger, never read back on a hit, and a shared cache hands it to every replica
+        # fill with the guarded, still-masked answer: no raw PII is cached, nor the filling request's
+        # metadata (the caller's user ids and e-mails, meant for the ledger, never read back on a hit,
+        # and a shared cache hands it to every replica).  An empty answer (a provider's glitch, a
+        # content filter's blank) is passed on but not cached: it would be served for the TTL
+        if s.cache is CacheOutcome.MISS and text and not text.isspace():
             value = CachedAnswer(_placeholders_back(text, s.restore), dep.model, result.prompt_tokens,
                                  result.completion_tokens, self.price_result(dep, result), now)
             if self.exact_cache is not None and s.key is not None:

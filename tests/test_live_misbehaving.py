@@ -1,0 +1,279 @@
+"""The live path against OpenAI-compatible servers that misbehave in ways the fake provider does not
+script: usage that is missing, negative or absurd, 403s, ``Retry-After`` as an HTTP date, streams
+that ignore ``max_tokens``.  A few lines of ``http.server`` on 127.0.0.1 serve each canned answer
+through litellm's real HTTP stack (openai → httpx), as a provider would.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy, StreamReset
+from llmlab.live import import_litellm
+from llmlab.tokens import count_tokens
+
+
+def answer(text: str = "hello there", usage: dict | None = None) -> dict:
+    body = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def chunk(content: str | None = None, usage: dict | None = None, finish: str | None = None) -> dict:
+    choice = {"index": 0, "delta": {} if content is None else {"content": content}, "finish_reason": finish}
+    out = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [choice] if content is not None or finish else []}
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+class Canned:
+    """Serves, per model name, a fixed reply: ``(status, headers, body)`` where body is a dict
+    (JSON) or a list of dicts (SSE events, then ``[DONE]``)."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, tuple[int, dict, object]] = {}
+        self.hits: dict[str, int] = {}
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                model = body["model"]
+                canned.hits[model] = canned.hits.get(model, 0) + 1
+                status, headers, reply = canned.replies[model]
+                if isinstance(reply, list):
+                    self.send_response(status)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    try:
+                        for event in reply:
+                            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                        self.wfile.write(b"data: [DONE]\n\n")
+                    except OSError:  # the client stopped reading
+                        pass
+                    self.close_connection = True
+                    return
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                for name, value in {"content-type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def deployment(self, name: str, reply: tuple[int, dict, object], **kw) -> Deployment:
+        self.replies[name] = reply
+        return Deployment(name, f"openai/{name}", {"api_base": self.base_url, "api_key": "sk-test"},
+                          price_model="gpt-4o", **{"timeout_s": 5.0, **kw})
+
+
+@pytest.fixture(scope="module")
+def canned():
+    import_litellm()
+    server = Canned()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def gateway(*deps: Deployment, **kw) -> Gateway:
+    kw.setdefault("retry", RetryPolicy(max_retries=0))
+    return Gateway(list(deps), router=FixedRouter(deps[0].name), fallbacks=kw.pop("fallbacks", {}), cache=False,
+                   input_guards=(), **kw)
+
+
+def served(gw: Gateway, how: str, **kw):
+    if how == "complete":
+        return gw.complete("hi", **kw)
+    if how == "acomplete":
+        return asyncio.run(gw.acomplete("hi", **kw))
+    if how == "stream":
+        response = gw.stream("hi", **kw)
+        list(response)
+        return response.outcome
+
+    async def consume():
+        response = gw.astream("hi", **kw)
+        async for _ in response:
+            pass
+        return response.outcome
+
+    return asyncio.run(consume())
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+def test_usage_a_provider_misreports_is_not_billed_as_is(canned, how):
+    """A negative count credited the tenant's budget; a missing usage (litellm's stand-in is 0) made
+    the answer free; 10**12 tokens charged millions of dollars for a 50-token answer."""
+    text = "hello there"
+    cases = {"negative": {"prompt_tokens": -50, "completion_tokens": -7, "total_tokens": -57},
+             "missing": None,
+             "absurd": {"prompt_tokens": 10 ** 12, "completion_tokens": 10 ** 12, "total_tokens": 2 * 10 ** 12}}
+    for label, usage in cases.items():
+        name = f"{how}-{label}"
+        if how in ("stream", "astream"):
+            events = [chunk("hello "), chunk("there"), chunk(finish="stop")] + ([chunk(usage=usage)] if usage is not None else [])
+            dep = canned.deployment(name, (200, {}, events), context_window=8_000)
+        else:
+            dep = canned.deployment(name, (200, {}, answer(text, usage)), context_window=8_000)
+        gw = gateway(dep, budget=BudgetPolicy(caps={"t": 100.0}))
+        out = served(gw, how, max_tokens=50, tenant="t")
+        assert out.ok and out.text == text, (label, out.error)
+        assert 0 < out.prompt_tokens <= 8_000, (label, out.prompt_tokens)
+        if label == "absurd":
+            assert out.completion_tokens == 50  # the most a call sent with max_tokens=50 can be billed
+        else:  # counted locally (litellm counts a stream's own when the usage chunk is missing)
+            assert out.completion_tokens == count_tokens(text, dep.model) or (
+                label == "missing" and how in ("stream", "astream") and 0 < out.completion_tokens <= 50)
+        assert 0 < out.cost_usd < 0.03 and gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_and_403_are_authentication_errors_not_retried(canned, how, status):
+    """litellm maps an OpenAI-compatible server's 403 to a bare APIError: it was classed a server
+    error, retried, counted against the breaker and the chain moved on as if the provider were down."""
+    name = f"auth-{status}-{how}"
+    error = {"error": {"message": "Incorrect API key provided: sk-live-abcdefghijklmnop1234", "type": "invalid_request_error"}}
+    dep = canned.deployment(name, (status, {}, error))
+    backup = canned.deployment(f"{name}-backup", (200, {}, answer()))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=2, base_s=0.0))
+    out = served(gw, how)
+    assert not out.ok and out.error.code == "provider_rejected"
+    assert [a.error.split(":")[0] for a in out.attempts] == ["authentication"]
+    assert canned.hits[name] == 1 and f"{name}-backup" not in canned.hits  # no retry, no fallback
+    assert "abcdefghijklmnop1234" not in str(out.error) + repr(out.attempts)
+    assert gw.pipeline.breakers[name].consecutive_failures == 0
+
+
+def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canned):
+    """RFC 9110 allows ``Retry-After: <HTTP-date>``; it was read as no hint at all (the retry came
+    at once, into the same throttle).  A negative or NaN value was kept as a number in the ledger."""
+    slow_down = {"error": {"message": "slow down", "type": "rate_limit"}}
+    date = email.utils.formatdate(time.time() + 3, usegmt=True)
+    sleeps: list[float] = []
+    from llmlab.live import LiteLLMDriver
+
+    driver = LiteLLMDriver(sleep=sleeps.append)
+    dep = canned.deployment("ra-date", (429, {"retry-after": date}, slow_down))
+    gw = gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0), driver=driver)
+    out = gw.complete("hi")
+    assert 1.0 < out.attempts[0].retry_after_s <= 3.0 and len(sleeps) == 1 and 1.0 < sleeps[0] <= 3.0
+
+    past = email.utils.formatdate(time.time() - 60, usegmt=True)
+    for label, value in (("past", past), ("negative", "-5"), ("nan", "nan"), ("junk", "soon")):
+        dep = canned.deployment(f"ra-{label}", (429, {"retry-after": value}, slow_down))
+        gw = gateway(dep, retry=RetryPolicy(max_retries=0))
+        retry_after = gw.complete("hi").attempts[0].retry_after_s
+        assert retry_after == (0.0 if label == "past" else None), (label, retry_after)
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_stream_that_ignores_max_tokens_is_cut_and_charged_at_most_the_bound(canned, how):
+    """20,000 chunks for max_tokens=50 all went to the caller and were charged in full (600 times
+    the reservation); now the driver stops reading past twice the bound and falls back."""
+    flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
+    name = f"flood-{how}"
+    dep = canned.deployment(name, (200, {}, flood))
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("fine"), chunk(finish="stop")]))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    if how == "stream":
+        response = gw.stream("hi", max_tokens=50, tenant="t")
+        pieces = list(response)
+    else:
+        async def consume():
+            response = gw.astream("hi", max_tokens=50, tenant="t")
+            return [p async for p in response], response
+
+        pieces, response = asyncio.run(consume())
+    out = response.outcome
+    before = pieces[:pieces.index(StreamReset(backup.name))]
+    assert 50 < len(before) <= 2 * 50 + 64  # cut, a bounded way past the bound
+    assert out.ok and out.deployment == backup.name and out.text == "fine"
+    cut = out.attempts[0]
+    assert cut.error.startswith("malformed_response") and "max_tokens=50" in cut.error
+    assert 0 < cut.completion_tokens <= 50  # charged at most what the call could be billed
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+@pytest.mark.parametrize("how", ["complete", "stream"])
+def test_an_empty_answer_is_passed_on_but_never_cached(canned, how):
+    """A 200 with empty content (a glitch, a content filter's blank) was cached and served to every
+    later asker for the cache's TTL."""
+    name = f"blank-{how}"
+    blank = [chunk(""), chunk(" \n"), chunk(finish="stop")] if how == "stream" else answer(" \n", {
+        "prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6})
+    dep = canned.deployment(name, (200, {}, blank))
+    gw = Gateway([dep], router=FixedRouter(name), fallbacks={}, input_guards=())
+    first, second = served(gw, how), served(gw, how)
+    assert first.ok and not first.text.strip()
+    assert second.cache.value == "miss" and canned.hits[name] == 2
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream"])
+def test_a_refused_connection_is_a_connection_error_that_names_its_cause(canned, how):
+    """litellm reports a refused connection (or a host that does not resolve) as a 500 "Connection
+    error.": attempts said server_error, as if the provider had answered and failed."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dep = Deployment("refused", "openai/gpt-4o", {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "sk-test"},
+                     timeout_s=5.0)
+    out = served(gateway(dep), how)
+    assert not out.ok and out.attempts[0].error.startswith("connection:")
+    assert "ConnectionRefusedError" in out.attempts[0].error
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_stream_answered_with_a_json_body_is_malformed_not_an_empty_success(canned, how):
+    """A server that ignores stream=true answers JSON; litellm finds no events in it and makes up a
+    "stop" chunk, so the provider's answer was lost and the request read as an empty success."""
+    name = f"json-for-{how}"
+    dep = canned.deployment(name, (200, {}, answer("the answer, as JSON")))
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("streamed"), chunk(finish="stop")]))
+    out = served(gateway(dep, backup, fallbacks={name: [backup.name]}), how)
+    assert out.ok and out.deployment == backup.name and out.text == "streamed"
+    assert out.attempts[0].error.startswith("malformed_response") and "application/json" in out.attempts[0].error
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete"])
+def test_an_unusable_answer_the_provider_billed_is_charged(canned, how):
+    """A 200 whose content is null (a refusal, a tool call) is a malformed answer and is retried, but
+    the provider billed its usage: it was charged nothing, on every retry and fallback."""
+    name = f"null-content-{how}"
+    unusable = answer("x", {"prompt_tokens": 400, "completion_tokens": 30, "total_tokens": 430})
+    unusable["choices"][0]["message"]["content"] = None
+    dep = canned.deployment(name, (200, {}, unusable))
+    backup = canned.deployment(f"{name}-backup", (200, {}, answer("fine", {"prompt_tokens": 9, "completion_tokens": 1,
+                                                                            "total_tokens": 10})))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    out = served(gw, how, tenant="t", max_tokens=50)
+    assert out.ok and out.deployment == backup.name
+    failed = out.attempts[0]
+    assert failed.error.startswith("malformed_response")
+    assert (failed.prompt_tokens, failed.completion_tokens) == (400, 30) and failed.cost_usd > 0
+    assert out.cost_usd == pytest.approx(sum(a.cost_usd for a in out.attempts))
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
