@@ -111,6 +111,9 @@ class CallResult:
     completion_tokens: int
     latency_s: float
     ttft_s: float | None = None
+    #: the functions the model asked the caller to run (OpenAI's ``message.tool_calls`` shape:
+    #: ``{"id", "type": "function", "function": {"name", "arguments"}}``), often with no text
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
     ok = True
 
@@ -218,7 +221,9 @@ class Outcome:
     streamed token's time, or ``latency_s`` for an answer that was not streamed (``None`` for an
     error).  ``route_tier`` and ``route_reason`` say how the router decided; ``similarity`` is a
     semantic hit's cosine; ``guard_findings`` name what the guardrails found (``"pii:pii.email"``);
-    ``metadata`` is the request's own.
+    ``metadata`` is the request's own.  ``tool_calls`` are the functions the model asked the
+    caller to run (OpenAI's ``message.tool_calls`` shape), ``()`` for a plain answer; the text is
+    then often empty.  Such an answer is never cached: it is a step of the caller's agent loop.
     """
 
     request_id: str
@@ -242,6 +247,7 @@ class Outcome:
     similarity: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     guard_findings: tuple[str, ...] = ()
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, Mapping, Sequence
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .errors import ClientDisconnected, is_secret_name, redact_text
@@ -200,7 +200,11 @@ def _kwargs(call: Call) -> dict[str, Any]:
 
 def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
     try:
-        text = response.choices[0].message.content
+        message = response.choices[0].message
+        calls = _tool_calls(getattr(message, "tool_calls", None))
+        text = message.content
+        if text is None and calls:  # a tool call often comes with no text at all
+            text = ""
         if not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
     except Exception as exc:  # malformed provider response: an attempt outcome, never a crash
@@ -208,8 +212,27 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         usage = getattr(response, "usage", None)
         billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
         return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency, billed=billed)
-    prompt, completion = billed_tokens(getattr(response, "usage", None), call, text)
-    return CallResult(text, prompt, completion, latency, latency)
+    prompt, completion = billed_tokens(getattr(response, "usage", None), call, text + _arguments_text(calls))
+    return CallResult(text, prompt, completion, latency, latency, calls)
+
+
+def _tool_calls(raw: Any) -> tuple[dict[str, Any], ...]:
+    """A response's tool calls as plain OpenAI-shaped dicts, or ValueError (a malformed response)
+    when one has no function name or no string of arguments."""
+    out = []
+    for item in raw or ():
+        fn = getattr(item, "function", None)
+        name, arguments = getattr(fn, "name", None), getattr(fn, "arguments", None)
+        if not isinstance(name, str) or not name or not isinstance(arguments, str):
+            raise ValueError("a tool call without a function name and a string of arguments")
+        out.append({"id": getattr(item, "id", None) or "", "type": getattr(item, "type", None) or "function",
+                    "function": {"name": name, "arguments": arguments}})
+    return tuple(out)
+
+
+def _arguments_text(calls: Sequence[Mapping[str, Any]]) -> str:
+    """What a tool call's completion tokens are counted from when the provider reports none."""
+    return "".join(c["function"]["name"] + c["function"]["arguments"] for c in calls)
 
 
 def _count(usage: Any, name: str) -> int | None:
@@ -279,6 +302,7 @@ class _StreamState:
         self.ttft: float | None = None
         self.usage: Any = None
         self.content_type = ""  # of the provider's HTTP response, when litellm tells
+        self.calls: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments in pieces
         self.counted = 0
         self.bound = completion_bound(call)
         self.limit = self.OVERRUN * self.bound + self.OVERRUN_SLACK
@@ -296,27 +320,61 @@ class _StreamState:
         choices = getattr(chunk, "choices", None) or []
         delta = getattr(choices[0], "delta", None) if choices else None
         piece = getattr(delta, "content", None) if delta is not None else None
+        calls = getattr(delta, "tool_calls", None) if delta is not None else None
+        if calls:
+            self._feed_calls(calls, now)
         if piece:
-            self.counted += count_tokens(piece, self.call.deployment.model)
-            if self.counted > self.limit:
-                raise StreamOverrun(f"provider streamed past max_tokens={self.bound} (over {self.limit} tokens "
-                                    "counted); stream cut")
+            self._count(piece)
             if self.ttft is None:
                 self.ttft = now - self.started
             self.parts.append(piece)
             return piece
         return ""
 
+    def _count(self, piece: str) -> None:
+        self.counted += count_tokens(piece, self.call.deployment.model)
+        if self.counted > self.limit:
+            raise StreamOverrun(f"provider streamed past max_tokens={self.bound} (over {self.limit} tokens "
+                                "counted); stream cut")
+
+    def _feed_calls(self, deltas: Sequence[Any], now: float) -> None:
+        """Assemble streamed tool calls: an id and a name first, then the arguments in pieces,
+        each delta naming its call by ``index``."""
+        if self.ttft is None:
+            self.ttft = now - self.started
+        for delta in deltas:
+            index = getattr(delta, "index", None)
+            entry = self.calls.setdefault(index if isinstance(index, int) else len(self.calls),
+                                          {"id": "", "type": "function", "name": "", "arguments": []})
+            entry["id"] = getattr(delta, "id", None) or entry["id"]
+            fn = getattr(delta, "function", None)
+            name, arguments = getattr(fn, "name", None), getattr(fn, "arguments", None)
+            if isinstance(name, str) and name and not entry["name"]:
+                entry["name"] = name
+            if isinstance(arguments, str) and arguments:
+                self._count(arguments)
+                entry["arguments"].append(arguments)
+
+    def tool_calls(self) -> tuple[dict[str, Any], ...]:
+        """The streamed tool calls so far, in the OpenAI shape a whole response has."""
+        return tuple({"id": e["id"], "type": e["type"],
+                      "function": {"name": e["name"], "arguments": "".join(e["arguments"])}}
+                     for _, e in sorted(self.calls.items()))
+
     def result(self, now: float) -> CallResult | CallError:
         latency = now - self.started
         text = "".join(self.parts)
-        if not text and self.content_type.startswith(NOT_A_STREAM):
+        calls = self.tool_calls()
+        if any(not c["function"]["name"] for c in calls):
+            return CallError(ErrorKind.MALFORMED, "malformed response: a streamed tool call without a function name",
+                             latency)
+        if not text and not calls and self.content_type.startswith(NOT_A_STREAM):
             # a server that ignored stream=true: litellm finds no events in its JSON body and makes up a
             # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
                              "not server-sent events", latency)
-        prompt, completion = billed_tokens(self.usage, self.call, text)
-        return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency)
+        prompt, completion = billed_tokens(self.usage, self.call, text + _arguments_text(calls))
+        return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency, calls)
 
 
 class LiteLLMDriver:

@@ -15,6 +15,7 @@ at its cap can still be served from cache.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass, replace
@@ -452,6 +453,8 @@ class Pipeline:
 
     def _accepted(self, s: _State, decision: RouteDecision, result: ChainResult) -> bool:
         dep = result.deployment
+        if result.result.tool_calls:  # a step of the caller's agent loop, not an answer to grade
+            return True
         try:
             # the check (a grader model, say) sees what the answering model saw: the masked request
             ok = bool(self.lock.outside(decision.accept, result.result.text, self._masked_request(s))) \
@@ -467,14 +470,14 @@ class Pipeline:
     def _outcome(self, s: _State, kind: OutcomeKind, *, text: str | None = None, model: str | None = None,
                  deployment: str | None = None, prompt_tokens: int = 0, completion_tokens: int = 0,
                  ttft: float | None = None, error: GatewayError | None = None,
-                 similarity: float | None = None) -> Outcome:
+                 similarity: float | None = None, tool_calls: tuple[Mapping[str, Any], ...] = ()) -> Outcome:
         now = self.clock()
         latency = now - s.started
         cost = sum(a.cost_usd for a in s.attempts) + s.extra_cost
         return Outcome(s.request.request_id, s.request.tenant, s.request.plan, kind, text, model, deployment,
                        tuple(s.attempts), s.cache, s.tier, s.reason, prompt_tokens, completion_tokens, cost, latency,
                        latency if ttft is None and error is None else ttft, s.started, error, similarity,
-                       s.request.metadata, tuple(s.findings))
+                       s.request.metadata, tuple(s.findings), tool_calls)
 
     def _error(self, s: _State, error: GatewayError) -> Outcome:
         return self._outcome(s, OutcomeKind.ERROR, error=error)
@@ -496,6 +499,24 @@ class Pipeline:
             for placeholder, original in s.restore.items():
                 text = text.replace(placeholder, original)
         return text
+
+    def _unmask_calls(self, s: _State, calls: tuple[Mapping[str, Any], ...]) -> tuple[Mapping[str, Any], ...]:
+        """Tool calls with the caller's own PII put back into their JSON arguments, under the same
+        rule as an answer's text (``unmask_answers``): the caller's code runs them, and a lookup by
+        ``[EMAIL_1]`` finds nothing.  Values go in JSON-escaped, so the arguments stay JSON."""
+        if not (self.unmask_answers and s.restore):
+            return calls
+        escaped = {placeholder: json.dumps(original)[1:-1] for placeholder, original in s.restore.items()}
+        out = []
+        for call in calls:
+            fn = call.get("function") or {}
+            arguments = fn.get("arguments")
+            if isinstance(arguments, str):
+                for placeholder, original in escaped.items():
+                    arguments = arguments.replace(placeholder, original)
+                call = {**call, "function": {**fn, "arguments": arguments}}
+            out.append(call)
+        return tuple(out)
 
     def _answered(self, s: _State, kind: OutcomeKind, value: CachedAnswer, similarity: float | None = None) -> Outcome:
         text, blocked = self._guard_output(s, value.text)
@@ -519,8 +540,9 @@ class Pipeline:
         # fill with the guarded, still-masked answer: no raw PII is cached, nor the filling request's
         # metadata (the caller's user ids and e-mails, meant for the ledger, never read back on a hit,
         # and a shared cache hands it to every replica).  An empty answer (a provider's glitch, a
-        # content filter's blank) is passed on but not cached: it would be served for the TTL
-        if s.cache is CacheOutcome.MISS and text and not text.isspace():
+        # content filter's blank) is passed on but not cached: it would be served for the TTL; nor is a
+        # tool call, a step of the caller's agent loop whose next turn carries the tool's result
+        if s.cache is CacheOutcome.MISS and text and not text.isspace() and not result.tool_calls:
             value = CachedAnswer(_placeholders_back(text, s.restore), dep.model, result.prompt_tokens,
                                  result.completion_tokens, self.price_result(dep, result), now)
             if self.exact_cache is not None and s.key is not None:
@@ -531,7 +553,8 @@ class Pipeline:
         latency = now - s.started
         ttft = latency - result.latency_s + (result.ttft_s if result.ttft_s is not None else result.latency_s)
         return self._outcome(s, OutcomeKind.MODEL, text=self._unmask(s, text), model=dep.model, deployment=dep.name,
-                             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, ttft=ttft)
+                             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, ttft=ttft,
+                             tool_calls=self._unmask_calls(s, result.tool_calls) if result.tool_calls else ())
 
     def _failed(self, s: _State, last: ChainResult | None) -> Outcome:
         error = last.error if last is not None else None
@@ -587,6 +610,8 @@ class Pipeline:
             "cost_usd": round(o.cost_usd, 8), "latency_s": round(o.latency_s, 4),
             "error": None if o.error is None else o.error.code, "guard_findings": list(o.guard_findings),
         }
+        if o.tool_calls:  # by name only: arguments carry the caller's data
+            record["tool_calls"] = [(c.get("function") or {}).get("name") for c in o.tool_calls]
         if self.log_content:
             record["answer"] = self._masked_for_log(o.text, restore)
         log.info("llmlab request %s %s", o.request_id, o.kind.value, extra={"llmlab": record})

@@ -277,3 +277,74 @@ def test_an_unusable_answer_the_provider_billed_is_charged(canned, how):
     assert (failed.prompt_tokens, failed.completion_tokens) == (400, 30) and failed.cost_usd > 0
     assert out.cost_usd == pytest.approx(sum(a.cost_usd for a in out.attempts))
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+# ----------------------------------------------------------------------------- tool calls
+TOOLS = [{"type": "function", "function": {"name": "lookup_order", "description": "Find a customer's order",
+                                            "parameters": {"type": "object", "properties": {"email": {"type": "string"}}}}}]
+
+
+def tool_answer(arguments: str, usage: dict | None = None) -> dict:
+    body = answer(None, usage)
+    body["choices"][0]["message"]["tool_calls"] = [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup_order", "arguments": arguments}}]
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    return body
+
+
+def tool_chunks(arguments: str) -> list[dict]:
+    """The call's id and name first, then its arguments in pieces, as OpenAI streams a tool call."""
+    def delta(call: dict) -> dict:
+        return {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}, "finish_reason": None}]}
+
+    pieces = [arguments[i:i + 7] for i in range(0, len(arguments), 7)]
+    return ([delta({"id": "call_1", "type": "function", "function": {"name": "lookup_order", "arguments": ""}})]
+            + [delta({"function": {"arguments": p}}) for p in pieces] + [chunk(finish="tool_calls")])
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+def test_a_tool_call_reaches_the_caller_with_its_pii_put_back_and_is_never_cached(canned, how):
+    """A model that answered with a tool call (no text) was a malformed response: retried, then
+    fallen back from, and the caller never saw the call."""
+    arguments = json.dumps({"email": "[EMAIL_1]"})
+    reply = tool_chunks(arguments) if how in ("stream", "astream") else tool_answer(arguments)
+    dep = canned.deployment(f"tools-{how}", (200, {}, reply))
+    gw = Gateway([dep], router=FixedRouter(dep.name), fallbacks={}, retry=RetryPolicy(max_retries=1),
+                 unmask_answers=True)
+    asked = "Where is my order? I am kim@example.com"
+    first = served_prompt(gw, how, asked, tools=TOOLS)
+    assert first.ok and first.kind.value == "model" and first.text == "", first
+    assert canned.hits[dep.name] == 1  # not retried
+    (call,) = first.tool_calls
+    assert call["id"] == "call_1" and call["function"]["name"] == "lookup_order"
+    assert json.loads(call["function"]["arguments"]) == {"email": "kim@example.com"}  # the caller's own value
+    assert first.completion_tokens > 0 and first.cost_usd > 0
+    again = served_prompt(gw, how, asked, tools=TOOLS)
+    assert again.cache.value == "miss" and canned.hits[dep.name] == 2  # a step of an agent loop: not cached
+
+
+def test_a_tool_call_without_a_name_is_malformed(canned):
+    body = tool_answer("{}")
+    body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] = ""
+    dep = canned.deployment("tools-nameless", (200, {}, body))
+    out = gateway(dep).complete("hi", tools=TOOLS)
+    assert not out.ok and "malformed" in out.attempts[0].error
+
+
+def served_prompt(gw: Gateway, how: str, prompt: str, **kw):
+    if how == "complete":
+        return gw.complete(prompt, **kw)
+    if how == "acomplete":
+        return asyncio.run(gw.acomplete(prompt, **kw))
+    if how == "stream":
+        response = gw.stream(prompt, **kw)
+        assert list(response) == []  # no text to stream
+        return response.outcome
+
+    async def consume():
+        response = gw.astream(prompt, **kw)
+        assert [piece async for piece in response] == []
+        return response.outcome
+
+    return asyncio.run(consume())
