@@ -348,3 +348,16 @@ def served_prompt(gw: Gateway, how: str, prompt: str, **kw):
         return response.outcome
 
     return asyncio.run(consume())
+
+
+def test_the_request_log_names_the_called_functions_never_their_arguments(canned, caplog):
+    import logging
+
+    dep = canned.deployment("tools-log", (200, {}, tool_answer(json.dumps({"email": "[EMAIL_1]"}))))
+    gw = Gateway([dep], router=FixedRouter(dep.name), fallbacks={}, unmask_answers=True)
+    with caplog.at_level(logging.INFO, logger="llmlab.gateway"):
+        out = gw.complete("Where is my order? I am kim@example.com", tools=TOOLS)
+    assert out.ok and out.tool_calls
+    (record,) = [r.llmlab for r in caplog.records if hasattr(r, "llmlab") and "tool_calls" in r.llmlab]
+    assert record["tool_calls"] == ["lookup_order"]
+    assert "kim@example.com" not in caplog.text and "EMAIL" not in caplog.text
