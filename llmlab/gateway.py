@@ -30,7 +30,7 @@ from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiter, configured_limits
 from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
-from .routing import ComplexityRouter, Router
+from .routing import ComplexityRouter, FixedRouter, Router
 from .stream import StreamResponse
 
 log = logging.getLogger("llmlab.gateway")
@@ -89,7 +89,8 @@ class Gateway:
     * ``deployments`` — the :class:`~llmlab.effects.Deployment` s calls may go to; None: the
       lecture's gpt-4o, gpt-4o-mini and claude-sonnet-4-20250514.
     * ``router`` — picks each request's primary deployment; None: :class:`~llmlab.routing.ComplexityRouter`,
-      which routes to the three default names (give a router when the deployments differ).
+      which routes to the three default names (give a router when the deployments differ), or
+      :class:`~llmlab.routing.FixedRouter` when there is a single deployment.
     * ``fallbacks`` — primary name → names tried after it (``"*"``: any primary not listed);
       None: the lecture's chains, as far as the deployments given go.
     * ``prices`` — a :class:`~llmlab.pricing.PriceBook`, or overrides on the default book:
@@ -139,6 +140,8 @@ class Gateway:
                                               self.prices)
         if budget is not None and not isinstance(budget, BudgetPolicy):
             raise ConfigError("budget", budget, "a llmlab.BudgetPolicy or None")
+        if router is None and len(self.deployments) == 1:  # one deployment: nothing to choose between
+            router = FixedRouter(next(iter(self.deployments)))
         self.router: Router = router if router is not None else ComplexityRouter()
         _check_has("router", router, self.router, ("decide", "targets"),
                    "a router with decide() and targets() (e.g. llmlab.PlanRouter)")

@@ -125,6 +125,18 @@ def test_a_single_deployment_needs_no_fallbacks_argument():
     assert gw.complete("hello").ok and gw.pipeline.fallbacks == {}
 
 
+def test_a_single_deployment_needs_no_router_either():
+    """The default ComplexityRouter names three models: one deployment given alone was a
+    ConfigError asking for a FixedRouter, a newcomer's first line of code."""
+    from llmlab import ConfigError, Deployment, FixedRouter, Gateway
+    from llmlab.scripted import ScriptedDriver
+
+    gw = Gateway([Deployment("main", "gpt-4o-mini")], driver=ScriptedDriver(default="hi"))
+    assert isinstance(gw.router, FixedRouter) and gw.complete("hello").deployment == "main"
+    with pytest.raises(ConfigError):  # two deployments: which one is not for llmlab to guess
+        Gateway([Deployment("a", "gpt-4o-mini"), Deployment("b", "gpt-4o")])
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"cache_store": {}}, "cache_store"),                       # a dict has get() but no put()
     ({"budget_backend": {}}, "budget_backend"),
