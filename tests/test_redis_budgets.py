@@ -165,6 +165,24 @@ def test_redis_down_fails_closed_by_default_without_raising(start_redis, caplog)
     assert not [r for r in caplog.records if r.name == "llmlab.gateway" and r.levelname == "ERROR"]
 
 
+def test_why_a_reservation_was_refused_is_told_per_thread(start_redis):
+    """Gateways sharing one Backends from several threads read the refusal's reason right after
+    their own refusal: a flag on the shared object let one thread's Redis outage relabel
+    another's refusal (or its cap the other's outage)."""
+    import threading
+
+    server = start_redis()
+    budgets = from_url(server.url, "p", retry_interval_s=60).budgets
+    server.kill()
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(
+        (budgets.try_reserve("acme", 0.5, 1.0, 0.0), budgets.last_refusal_unavailable)))
+    worker.start()
+    worker.join()
+    assert seen == [(None, True)]  # refused: Redis is down
+    assert budgets.last_refusal_unavailable is False  # this thread was refused nothing
+
+
 def test_fail_open_keeps_serving_and_replays_the_spend_after_reconnecting(start_redis):
     server = start_redis()
     clock = FakeClock()

@@ -154,6 +154,9 @@ class RedisBudgets:
         self._settle = link.client.register_script(_SETTLE)
         self._pending: deque[tuple[str, str, str, int, int, int]] = deque()  # (hash, zset, id, nano, ttl, held)
         self._lock = threading.Lock()
+        #: per thread: gateways sharing these budgets from other threads must not relabel each
+        #: other's refusals (a BudgetExceeded read as BudgetUnavailable, or the reverse)
+        self._refusal = threading.local()
         self._flushing = threading.Lock()  # held by the one thread replaying the queue
         self._last_spent: dict[tuple[str, str], float] = {}
         self.overshoot_usd = 0.0
@@ -229,9 +232,16 @@ class RedisBudgets:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def last_refusal_unavailable(self) -> bool:
+        """Whether this thread's last refused reservation was refused because Redis was
+        unavailable (fail closed), not because the cap was reached: read by the pipeline right
+        after a refusal."""
+        return getattr(self._refusal, "unavailable", False)
+
     # ------------------------------------------------------------------ BudgetBackend
     def try_reserve(self, tenant: str, amount: float, cap: float | None, now: float) -> Reservation | None:
-        self.last_refusal_unavailable = False  # read by the pipeline right after a refusal
+        self._refusal.unavailable = False
         month = month_of(now)
         h, z = self.keys(tenant, month)
         ttl = self._ttl(now)
@@ -250,7 +260,7 @@ class RedisBudgets:
                                        exc.reason)
                 return RedisReservation(tenant, month, amount, 0, ttl, False)
             self.refused_unavailable += 1
-            self.last_refusal_unavailable = True
+            self._refusal.unavailable = True
             self.link.logs.warning("budget-closed", "llmlab: budgets fail closed: refusing while Redis is "
                                                     "unavailable (%s)", exc.reason)
             return None
