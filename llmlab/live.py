@@ -11,6 +11,7 @@ provider crosses back into the pipeline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import math
@@ -361,6 +362,17 @@ class _StreamState:
                       "function": {"name": e["name"], "arguments": "".join(e["arguments"])}}
                      for _, e in sorted(self.calls.items()))
 
+    def failed(self, exc: BaseException, now: float) -> CallError:
+        """The error that cut the stream.  Tool-call arguments streamed before it were billed
+        like text but never reached the caller (they are not ``partial_text``): they are charged
+        with it, the prompt too — a runaway call's arguments cut by :class:`StreamOverrun` were free."""
+        text = "".join(self.parts)
+        error = _to_error(exc, self.call, now - self.started, text)
+        if not self.calls:
+            return error
+        part = streamed_part(self.call, text + _arguments_text(self.tool_calls()), error.latency_s)
+        return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens))
+
     def result(self, now: float) -> CallResult | CallError:
         latency = now - self.started
         text = "".join(self.parts)
@@ -426,7 +438,7 @@ class LiteLLMDriver:
                 if piece:
                     yield piece
         except Exception as exc:
-            return _to_error(exc, call, self.clock() - started, "".join(state.parts))
+            return state.failed(exc, self.clock())
         finally:
             # closed now, also when the caller left mid-stream: left to the garbage collector, the
             # HTTP response was closed inside a later request holding the connection pool's lock
@@ -475,7 +487,7 @@ class LiteLLMDriver:
                 if piece:
                     yield piece
         except Exception as exc:
-            yield _to_error(exc, call, self.clock() - started, "".join(state.parts))
+            yield state.failed(exc, self.clock())
             return
         finally:
             await _aclose(response)  # as in stream_call: the connection goes back now, not at collection

@@ -361,3 +361,31 @@ def test_the_request_log_names_the_called_functions_never_their_arguments(canned
     (record,) = [r.llmlab for r in caplog.records if hasattr(r, "llmlab") and "tool_calls" in r.llmlab]
     assert record["tool_calls"] == ["lookup_order"]
     assert "kim@example.com" not in caplog.text and "EMAIL" not in caplog.text
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_runaway_streamed_tool_call_is_cut_and_charged(canned, how):
+    """A tool call whose arguments ran past max_tokens was cut (StreamOverrun) and charged
+    nothing, prompt included: the arguments never reached the caller, so they were not the
+    partial text a cut stream is billed by.  Now the streamed arguments are charged, at most
+    the bound."""
+    name = f"tool-flood-{how}"
+    dep = canned.deployment(name, (200, {}, tool_chunks(json.dumps({"email": " " * 3_000 + "x"}))))
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("fine"), chunk(finish="stop")]))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    if how == "stream":
+        response = gw.stream("hi", max_tokens=50, tenant="t", tools=TOOLS)
+        assert list(response) == ["fine"]
+    else:
+        async def consume():
+            response = gw.astream("hi", max_tokens=50, tenant="t", tools=TOOLS)
+            assert [p async for p in response] == ["fine"]
+            return response
+
+        response = asyncio.run(consume())
+    out = response.outcome
+    assert out.ok and out.deployment == backup.name and not out.tool_calls
+    cut = out.attempts[0]
+    assert cut.error.startswith("malformed_response") and "max_tokens=50" in cut.error
+    assert cut.prompt_tokens > 0 and cut.completion_tokens == 50 and cut.cost_usd > 0
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
