@@ -304,6 +304,7 @@ class _StreamState:
         self.usage: Any = None
         self.content_type = ""  # of the provider's HTTP response, when litellm tells
         self.calls: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments in pieces
+        self.others: list[str] = []  # text and arguments of the other choices when n > 1 (billed, not returned)
         self.counted = 0
         self.bound = completion_bound(call)
         self.limit = self.OVERRUN * self.bound + self.OVERRUN_SLACK
@@ -322,6 +323,11 @@ class _StreamState:
         delta = getattr(choices[0], "delta", None) if choices else None
         piece = getattr(delta, "content", None) if delta is not None else None
         calls = getattr(delta, "tool_calls", None) if delta is not None else None
+        if choices and getattr(choices[0], "index", 0) not in (0, None):
+            # another of ``n`` answers (one choice per chunk, by index): the answer is the first, as
+            # for a whole response; the others were interleaved into its text and tool calls
+            self._feed_other(piece, calls)
+            return ""
         if calls:
             self._feed_calls(calls, now)
         if piece:
@@ -331,6 +337,13 @@ class _StreamState:
             self.parts.append(piece)
             return piece
         return ""
+
+    def _feed_other(self, piece: Any, calls: Any) -> None:
+        """Count another choice's text and tool-call arguments: billed (and bounded) like the first's."""
+        for text in (piece, *(getattr(getattr(c, "function", None), "arguments", None) for c in calls or ())):
+            if isinstance(text, str) and text:
+                self._count(text)
+                self.others.append(text)
 
     def _count(self, piece: str) -> None:
         self.counted += count_tokens(piece, self.call.deployment.model)
@@ -368,9 +381,10 @@ class _StreamState:
         with it, the prompt too — a runaway call's arguments cut by :class:`StreamOverrun` were free."""
         text = "".join(self.parts)
         error = _to_error(exc, self.call, now - self.started, text)
-        if not self.calls:
+        if not self.calls and not self.others:
             return error
-        part = streamed_part(self.call, text + _arguments_text(self.tool_calls()), error.latency_s)
+        part = streamed_part(self.call, text + _arguments_text(self.tool_calls()) + "".join(self.others),
+                             error.latency_s)
         return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens))
 
     def result(self, now: float) -> CallResult | CallError:
@@ -385,7 +399,7 @@ class _StreamState:
             # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
                              "not server-sent events", latency)
-        prompt, completion = billed_tokens(self.usage, self.call, text + _arguments_text(calls))
+        prompt, completion = billed_tokens(self.usage, self.call, text + _arguments_text(calls) + "".join(self.others))
         return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency, calls)
 
 

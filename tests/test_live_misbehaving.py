@@ -389,3 +389,43 @@ def test_a_runaway_streamed_tool_call_is_cut_and_charged(canned, how):
     assert cut.error.startswith("malformed_response") and "max_tokens=50" in cut.error
     assert cut.prompt_tokens > 0 and cut.completion_tokens == 50 and cut.cost_usd > 0
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+def choice_chunk(index: int, delta: dict) -> dict:
+    return {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_stream_of_n_answers_serves_the_first_not_all_of_them_interleaved(canned, how):
+    """With ``n=2`` a provider streams each choice's deltas under its index.  Every delta was
+    read as the answer's: the text came out interleaved ("HelloBonjour world monde", and cached
+    so), and two choices' tool-call arguments were glued into one call's invalid JSON.  Now the
+    first choice is the answer, as for a whole response, and the others are billed."""
+    one, two = json.dumps({"email": "a@x.io"}), json.dumps({"email": "b@y.io"})
+    events = [choice_chunk(0, {"content": "Hello"}), choice_chunk(1, {"content": "Bonjour"}),
+              choice_chunk(0, {"content": " world"}), choice_chunk(1, {"content": " monde"}),
+              choice_chunk(0, {"tool_calls": [{"index": 0, "id": "c0", "type": "function",
+                                               "function": {"name": "lookup_order", "arguments": ""}}]}),
+              choice_chunk(1, {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                               "function": {"name": "lookup_order", "arguments": ""}}]}),
+              *(choice_chunk(i, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                for k in range(0, len(one), 5) for i, piece in ((0, one[k:k + 5]), (1, two[k:k + 5]))),
+              chunk(finish="tool_calls")]
+    dep = canned.deployment(f"n2-{how}", (200, {}, events))
+    gw = gateway(dep)
+    if how == "stream":
+        response = gw.stream("hi", n=2, tools=TOOLS)
+        pieces = list(response)
+    else:
+        async def consume():
+            response = gw.astream("hi", n=2, tools=TOOLS)
+            return [p async for p in response], response
+
+        pieces, response = asyncio.run(consume())
+    out = response.outcome
+    assert pieces == ["Hello", " world"] and out.ok and out.text == "Hello world"
+    (call,) = out.tool_calls
+    assert call["id"] == "c0" and json.loads(call["function"]["arguments"]) == {"email": "a@x.io"}
+    both = count_tokens("Hello world" + "lookup_order" + one + "Bonjour monde" + two, "gpt-4o")
+    assert out.completion_tokens >= both - 4  # no usage reported: the other choice is billed too
