@@ -80,6 +80,14 @@ def _answer_masker() -> Callable[[Any], Any]:
     return answer_masker
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _placeholders_back(text: str, restore: Mapping[str, str]) -> str:
     """``text`` with the asker's own masked values (however the model came to write them) as
     their placeholders again.  What the cache keeps: a later asker gets *their* values put back,
@@ -493,6 +501,28 @@ class Pipeline:
             text = verdict.text
         return text, None
 
+    def _guard_calls(self, s: _State, calls: tuple[Mapping[str, Any], ...]
+                     ) -> tuple[tuple[Mapping[str, Any], ...], GatewayError | None]:
+        """The output guards over each tool call's arguments, as over an answer's text: the
+        caller's code runs the call, so a secret the model put there (the classic exfiltration:
+        ``send_email(to=…, body=<the key in its context>)``) is as leaked as one in the text.  A
+        redaction that leaves JSON arguments no longer JSON blocks the answer instead."""
+        out = []
+        for call in calls:
+            fn = call.get("function") or {}
+            arguments = fn.get("arguments")
+            if isinstance(arguments, str) and arguments:
+                guarded, blocked = self._guard_output(s, arguments)
+                if blocked is not None:
+                    return calls, blocked
+                if guarded != arguments:
+                    if _is_json(arguments) and not _is_json(guarded):
+                        return calls, GuardrailBlocked(f"answer blocked: a redaction broke tool call "
+                                                       f"{fn.get('name')!r}'s JSON arguments")
+                    call = {**call, "function": {**fn, "arguments": guarded}}
+            out.append(call)
+        return tuple(out), None
+
     def _unmask(self, s: _State, text: str) -> str:
         """Put the caller's own PII back into the answer, only when the gateway was asked to."""
         if self.unmask_answers and s.restore:
@@ -537,6 +567,11 @@ class Pipeline:
         text, blocked = self._guard_output(s, result.text)
         if blocked is not None:
             return self._error(s, blocked)
+        calls = result.tool_calls
+        if calls and self.output_guards:
+            calls, blocked = self._guard_calls(s, calls)
+            if blocked is not None:
+                return self._error(s, blocked)
         # fill with the guarded, still-masked answer: no raw PII is cached, nor the filling request's
         # metadata (the caller's user ids and e-mails, meant for the ledger, never read back on a hit,
         # and a shared cache hands it to every replica).  An empty answer (a provider's glitch, a
@@ -554,7 +589,7 @@ class Pipeline:
         ttft = latency - result.latency_s + (result.ttft_s if result.ttft_s is not None else result.latency_s)
         return self._outcome(s, OutcomeKind.MODEL, text=self._unmask(s, text), model=dep.model, deployment=dep.name,
                              prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, ttft=ttft,
-                             tool_calls=self._unmask_calls(s, result.tool_calls) if result.tool_calls else ())
+                             tool_calls=self._unmask_calls(s, calls) if calls else ())
 
     def _failed(self, s: _State, last: ChainResult | None) -> Outcome:
         error = last.error if last is not None else None

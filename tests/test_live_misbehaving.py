@@ -429,3 +429,41 @@ def test_a_stream_of_n_answers_serves_the_first_not_all_of_them_interleaved(cann
     assert call["id"] == "c0" and json.loads(call["function"]["arguments"]) == {"email": "a@x.io"}
     both = count_tokens("Hello world" + "lookup_order" + one + "Bonjour monde" + two, "gpt-4o")
     assert out.completion_tokens >= both - 4  # no usage reported: the other choice is billed too
+
+
+@pytest.mark.parametrize("how", ["complete", "stream"])
+def test_output_guards_check_a_tool_calls_arguments_as_they_check_an_answer(canned, how):
+    """A tool call's arguments reached the caller without the output guards: a key from the
+    model's context went out redacted in a text answer but verbatim in ``send(body=…)``, and a
+    blocked term passed.  Now the arguments are guarded like the text (secrets redacted, the JSON
+    kept valid; a blocked term blocks the answer)."""
+    from llmlab.guardrails.stages import OutputFilterGuard
+
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    leak = json.dumps({"email": f"the key is {key}"})
+    reply = tool_chunks(leak) if how == "stream" else tool_answer(leak)
+    dep = canned.deployment(f"tools-guard-{how}", (200, {}, reply))
+    gw = gateway(dep, output_guards=[OutputFilterGuard(blocked_terms=["codename-x"])])
+    out = served_prompt(gw, how, "hi", tools=TOOLS)
+    assert out.ok, out.error
+    (call,) = out.tool_calls
+    assert key not in call["function"]["arguments"]
+    assert json.loads(call["function"]["arguments"]) == {"email": "the key is [REDACTED:openai_key]"}
+    assert any(f.startswith("output_filter:") for f in out.guard_findings)
+
+    term = json.dumps({"email": "ship codename-x tonight"})
+    blocked_dep = canned.deployment(f"tools-term-{how}", (200, {}, tool_chunks(term) if how == "stream"
+                                                          else tool_answer(term)))
+    gw = gateway(blocked_dep, output_guards=[OutputFilterGuard(blocked_terms=["codename-x"])])
+    out = served_prompt(gw, how, "hi", tools=TOOLS)
+    assert not out.ok and out.error.code == "guardrail_blocked" and not out.tool_calls
+
+
+def test_a_redaction_that_would_break_a_tool_calls_json_blocks_the_answer(canned):
+    pem = json.dumps({"email": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg"})  # no END: redacted to the end
+    dep = canned.deployment("tools-pem", (200, {}, tool_answer(pem)))
+    from llmlab.guardrails.stages import OutputFilterGuard
+
+    out = gateway(dep, output_guards=[OutputFilterGuard()]).complete("hi", tools=TOOLS)
+    assert not out.ok and out.error.code == "guardrail_blocked" and "JSON" in out.error.message
+    assert "MIIEvQ" not in repr(out)
