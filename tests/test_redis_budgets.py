@@ -298,3 +298,18 @@ def test_a_budget_hash_llmlab_did_not_write_fails_closed_with_a_clear_reason(red
     assert isinstance(out.error, BudgetUnavailable), out.error
     assert any("non-integer spent" in r.getMessage() for r in caplog.records)
     assert backends.budgets.spent("default", clock()) == 0.0  # a read says so too, without raising
+
+
+def test_a_request_that_outlives_its_lease_but_spends_nothing_is_no_overshoot(redis_url, prefix, caplog):
+    """A slow request that failed (settled at $0) after its lease ran out was counted as a lost
+    hold and logged as spend past the cap check, though it spent nothing."""
+    one = from_url(redis_url, prefix, budget_lease_s=30).budgets
+    two = from_url(redis_url, prefix, budget_lease_s=30).budgets
+    slow = one.try_reserve("t", 0.8, 1.0, NOW)
+    fast = two.try_reserve("t", 0.8, 1.0, NOW + 31)  # the slow request's lease ran out
+    two.settle(fast, 0.8)
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        one.settle(slow, 0.0)
+    assert one.spent("t", NOW) == pytest.approx(0.8)
+    assert one.overshoot_usd == 0 and one.lost_holds == 0 and one.stats("t", NOW).get("overshoot", 0) == 0
+    assert not any("budget_lease_s" in r.getMessage() for r in caplog.records)

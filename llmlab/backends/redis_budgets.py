@@ -215,7 +215,7 @@ class RedisBudgets:
                 for item, result in zip(batch, results):
                     if isinstance(result, Exception):  # refused by the server (not gone): replaying cannot help
                         self.dropped_settlements += 1
-                    elif int(result) == 0:
+                    elif int(result) == 0 and item[5] > 0:
                         self._lost_hold(item[5])
                 with self._lock:
                     for item in batch:
@@ -295,7 +295,7 @@ class RedisBudgets:
             else:
                 self.dropped_settlements += 1
             return
-        if int(result) == 0:
+        if int(result) == 0 and held > 0:  # a released hold settled at $0 (a failed request) spent nothing past it
             self._lost_hold(held)
 
     def _lost_hold(self, held_nano: int) -> None:
