@@ -154,8 +154,10 @@ def test_component_settings(build, field):
 
 def test_own_deployments_without_a_router_explain_the_default_router():
     with pytest.raises(ConfigError) as info:
-        Gateway([Deployment("gpt-4o", "gpt-4o")])
+        Gateway([Deployment("gpt-4o", "gpt-4o"), Deployment("mini", "gpt-4o-mini")])
     assert info.value.field == "router" and "default ComplexityRouter" in str(info.value)
+    # one deployment has nothing to choose between: it is routed to without a router argument
+    assert repr(Gateway([Deployment("gpt-4o", "gpt-4o")]).router) == "FixedRouter('gpt-4o')"
 
 
 def test_request_params_allow_list_is_what_the_cache_key_considers():
