@@ -63,12 +63,16 @@ def _retry_after(exc: BaseException) -> float | None:
         headers = getattr(response, "headers", None)
     headers = headers or getattr(exc, "litellm_response_headers", None) or {}
     try:
-        millis = headers.get("retry-after-ms")  # OpenAI's finer hint wins, as its own SDK does
-        if millis is not None:
-            return _delay(float(millis) / 1000.0)
         value = headers.get("retry-after") or headers.get("Retry-After")
-    except (AttributeError, TypeError, ValueError):
+        millis = headers.get("retry-after-ms")
+    except (AttributeError, TypeError):
         return None
+    try:  # OpenAI's finer hint wins, as its own SDK does; a nonsense one does not hide Retry-After
+        delay = _delay(float(millis) / 1000.0) if millis is not None else None
+    except (TypeError, ValueError):
+        delay = None
+    if delay is not None:
+        return delay
     if value is None:
         return None
     try:

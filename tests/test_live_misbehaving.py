@@ -188,6 +188,13 @@ def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canne
         retry_after = gw.complete("hi").attempts[0].retry_after_s
         assert retry_after == (0.0 if label == "past" else None), (label, retry_after)
 
+    for label, millis in (("ms-negative", "-100"), ("ms-junk", "soon"), ("ms-good", "1500")):
+        dep = canned.deployment(f"ra-{label}", (429, {"retry-after-ms": millis, "retry-after": "7"}, slow_down))
+        gw = gateway(dep, retry=RetryPolicy(max_retries=0))
+        retry_after = gw.complete("hi").attempts[0].retry_after_s
+        # the finer hint wins when it is a delay; nonsense in it does not hide a valid Retry-After
+        assert retry_after == (1.5 if label == "ms-good" else 7.0), (label, retry_after)
+
 
 @pytest.mark.parametrize("how", ["stream", "astream"])
 def test_a_stream_that_ignores_max_tokens_is_cut_and_charged_at_most_the_bound(canned, how):
