@@ -14,7 +14,7 @@ import pytest
 from llmlab import BudgetPolicy, CachedAnswer, Deployment, FixedRouter, Gateway, MemoryBudgets
 from llmlab.errors import BudgetUnavailable
 from llmlab.backends import from_url
-from llmlab.budgets import next_month_start
+from llmlab.budgets import month_of, next_month_start
 from llmlab.scripted import FakeClock, ScriptedDriver
 from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
 
@@ -282,6 +282,35 @@ def test_a_request_that_outlives_its_lease_is_reported_as_overshoot(redis_url, p
     assert one.overshoot_usd == pytest.approx(0.7) and one.lost_holds == 1 and two.overshoot_usd == 0
     assert one.stats("t", NOW)["overshoot"] == 700_000_000  # nano-USD, seen by every replica
     assert any("budget_lease_s=30" in r.getMessage() for r in caplog.records)
+
+
+def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(redis_url, prefix):
+    """A Redis stalled past the socket timeout applies a settlement and loses its reply: the
+    settlement is queued and replayed, and was counted twice (spend past the truth, and a false
+    'lost hold' overshoot).  The settled reservation's tombstone tells the replay to add nothing."""
+    from llmlab.backends.redis_link import RedisUnavailable
+
+    budgets = from_url(redis_url, prefix).budgets
+    held = budgets.try_reserve("t", 0.5, 1.0, NOW)
+    link_call = budgets.link.call
+
+    def applied_then_reply_lost(what, fn):
+        link_call(what, fn)  # Redis did it...
+        raise RedisUnavailable(budgets.link.url, "TimeoutError: Timeout reading from socket")  # ...the reply is lost
+
+    budgets.link.call = applied_then_reply_lost
+    budgets.settle(held, 0.3)
+    budgets.link.call = link_call
+    assert budgets.pending == 1  # queued for replay, as any settlement that may not have landed
+    assert budgets.spent("t", NOW) == pytest.approx(0.3)  # the read replays the queue first
+    assert budgets.pending == 0 and budgets.lost_holds == 0 and budgets.overshoot_usd == 0
+    assert budgets.stats("t", NOW).get("overshoot", 0) == 0
+    assert budgets.reserved("t", NOW) == 0
+    # the tombstone goes with the lease: swept by a reservation after the lease's expiry
+    _, z = budgets.keys("t", month_of(NOW))
+    assert budgets.link.client.zcard(z) == 1
+    budgets.try_reserve("t", 0.1, 1.0, NOW + budgets.lease_s + 1)
+    assert budgets.link.client.zrange(z, 0, -1) == [b"2"]  # only the new reservation's lease
 
 
 @pytest.mark.parametrize("spent", [b"1.5", b"abc", b"9" * 30])

@@ -3,7 +3,9 @@
 Same contract as :class:`llmlab.budgets.MemoryBudgets`.  Per (tenant, month) one hash
 ``{prefix}:budget:{tenant}:{YYYY-MM}`` holds ``spent`` and ``reserved`` in integer nano-USD
 (exact sums, no float drift) and one field ``r:{id}`` per open reservation; a sorted set
-``…:open`` holds each open reservation's lease deadline.
+``…:open`` holds each open reservation's lease deadline, and a settled one's tombstone
+(``t:{id}``) until that deadline, so that a settlement replayed after a lost reply is not
+counted twice.
 
 * ``try_reserve`` is one Lua script: release expired leases (a gateway that crashed between
   reserve and settle), check ``spent + reserved + amount ≤ cap`` and reserve — no other
@@ -23,8 +25,10 @@ When Redis is unreachable (``on_error``):
 * ``"open"``: the request proceeds on an unrecorded reservation.
 
 Either way, settlements and charges that cannot be written are queued in the process and
-replayed (in pipelined batches) once Redis answers again, so spend is not lost to an outage (a settlement whose
-reply was lost mid-connection may, rarely, be counted twice: the safe direction for a cap).
+replayed (in pipelined batches) once Redis answers again, so spend is not lost to an outage.  A
+settlement whose reply was lost (it may have been applied) is replayed too, and recognised as
+settled within its reservation's lease; a charge (no reservation) replayed after a lost reply may,
+rarely, be counted twice: the safe direction for a cap.
 All gateways sharing one Redis should use the real clock; reservation leases use ``now``.
 """
 from __future__ import annotations
@@ -85,7 +89,12 @@ return {1, id}
 """
 
 # Returns 1, or 0 when the reservation was no longer held (its lease ran out and another
-# request's try_reserve released it): all of this spend then went past the cap check.
+# request's try_reserve released it): all of this spend then went past the cap check; or 2, and
+# changes nothing, when the reservation was settled already: a settlement whose reply was lost
+# (a stalled Redis past the socket timeout) is queued and replayed, and its first copy may have
+# been applied.  A settled reservation leaves a tombstone ('t:' .. id) in the lease set with its
+# lease's expiry, so a replay within the lease is recognised; try_reserve's sweep of expired
+# leases removes it then, as it removes the leases themselves.
 # ARGV[3]: the TTL to give the hash if this settlement has to create it ('0': none, a charge
 # to the month being counted).
 # Both scripts write first with a command that cannot grow memory (PERSIST, ZREM): Redis then
@@ -94,10 +103,16 @@ return {1, id}
 # refused settlements as OOM, and their spend was lost.
 _SETTLE = """
 local h, z = KEYS[1], KEYS[2]
+local lease = false
+if ARGV[1] ~= '' then
+  if redis.call('ZSCORE', z, 't:' .. ARGV[1]) then return 2 end
+  lease = redis.call('ZSCORE', z, ARGV[1])
+end
 redis.call('ZREM', z, ARGV[1])
 local held = 1
 local existed = redis.call('EXISTS', h)
 if ARGV[1] ~= '' then
+  if lease then redis.call('ZADD', z, lease, 't:' .. ARGV[1]) end
   local a = redis.call('HGET', h, 'r:' .. ARGV[1])
   if a then
     if a ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. a) end
@@ -300,8 +315,9 @@ class RedisBudgets:
 
     def _lost_hold(self, held_nano: int) -> None:
         """A settlement found its reservation released: the request outlived ``lease_s`` (or a
-        replay found its first copy applied), so the spend its hold covered went past the cap
-        check too.  Counted as overshoot, like spend above a hold, and said once in a while."""
+        replay came after the lease of a settlement whose first copy was applied), so the spend
+        its hold covered went past the cap check too.  Counted as overshoot, like spend above a
+        hold, and said once in a while."""
         self.lost_holds += 1
         self.overshoot_usd += held_nano / NANO
         self.link.logs.warning("budget-lease", "llmlab: a request settled after its budget hold had been released "
