@@ -88,6 +88,11 @@ def _is_json(text: str) -> bool:
     return True
 
 
+def _with_arguments(call: Mapping[str, Any], arguments: str) -> Mapping[str, Any]:
+    """``call`` (a tool call, OpenAI's shape) with its function's arguments replaced."""
+    return {**call, "function": {**call["function"], "arguments": arguments}}
+
+
 def _placeholders_back(text: str, restore: Mapping[str, str]) -> str:
     """``text`` with the asker's own masked values (however the model came to write them) as
     their placeholders again.  What the cache keeps: a later asker gets *their* values put back,
@@ -255,18 +260,12 @@ class Pipeline:
                 if cap is not None:  # a priced embedding is held with the answer it precedes
                     embedded = yield from self._held_embedding(s, text, cap, prompt_est)
                 else:
-                    try:
-                        embedded = yield Embed(self.semantic_cache.embedder, (text,))
-                    except ClientDisconnected:
-                        raise
-                    except Exception as exc:  # the embedding API down: a cache miss, not a failed request
-                        embedded = self._embedding_failed(s, exc)
-                    if embedded is not None:
+                    embedded = yield from self._embed(s, text)
+                    if embedded is not None and embedded.cost_usd:
                         s.extra_cost += embedded.cost_usd
-                    if embedded is not None and embedded.cost_usd and policy is not None \
-                            and policy.cap_for(req.tenant, req.plan) is not None:
-                        # priced only by the driver (a simulated price): charged, not held
-                        self.budgets.charge(req.tenant, embedded.cost_usd, self.clock())
+                        if policy is not None and policy.cap_for(req.tenant, req.plan) is not None:
+                            # priced only by the driver (a simulated price): charged, not held
+                            self.budgets.charge(req.tenant, embedded.cost_usd, self.clock())
                 if embedded is not None:
                     s.vector = embedded.vectors[0]
                     hit = self.semantic_cache.lookup(s.namespace, text, s.vector, self.clock())
@@ -342,28 +341,34 @@ class Pipeline:
         """Embed the last user turn with a priced embedder under a cap: the embedding is held
         together with the answer it would precede (:meth:`_hold_before_routing`), so a tenant who could
         not afford the answer skips the semantic lookup rather than pay for it (None)."""
-        embedder = self.semantic_cache.embedder
-        reservation = self._hold_before_routing(s, embedding_cost(embedder, [text]), prompt_est, cap)
+        reservation = self._hold_before_routing(s, embedding_cost(self.semantic_cache.embedder, [text]), prompt_est,
+                                                cap)
         if reservation is None:
             return None
         try:
-            embedded = yield Embed(embedder, (text,))
-        except BaseException as exc:  # cancelled mid-call, or the embedding failed: the hold must not outlive it
+            embedded = yield from self._embed(s, text)
+        except BaseException:  # cancelled mid-call: the hold must not outlive the request
             self.budgets.settle(reservation, 0.0)
-            if isinstance(exc, Exception) and not isinstance(exc, ClientDisconnected):
-                return self._embedding_failed(s, exc)
             raise
-        s.extra_cost += embedded.cost_usd
-        self.budgets.settle(reservation, embedded.cost_usd)
+        cost = embedded.cost_usd if embedded is not None else 0.0
+        s.extra_cost += cost
+        self.budgets.settle(reservation, cost)
         return embedded
 
-    def _embedding_failed(self, s: _State, exc: Exception) -> None:
-        """The semantic cache is an optimisation: when its embedder fails (an API embedder's
-        outage, a model that will not load) the request goes on as a miss, neither looked up nor
-        stored, and the failure is logged (its type only: the message may quote the text)."""
-        self.lock.outside(log.warning, "llmlab semantic cache skipped: the embedder raised %s", type(exc).__name__,
-                          extra={"request_id": s.request.request_id})
-        return None
+    def _embed(self, s: _State, text: str) -> Generator[Effect, Any, Any]:
+        """Embed the last user turn for the semantic cache; None when the embedder failed.
+
+        The semantic cache is an optimisation: when its embedder fails (an API embedder's outage,
+        a model that will not load) the request goes on as a miss, neither looked up nor stored,
+        and the failure is logged (its type only: the message may quote the text)."""
+        try:
+            return (yield Embed(self.semantic_cache.embedder, (text,)))
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            self.lock.outside(log.warning, "llmlab semantic cache skipped: the embedder raised %s",
+                              type(exc).__name__, extra={"request_id": s.request.request_id})
+            return None
 
     def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
         """Run the router, pricing and recording any call it makes (the classifier's)."""
@@ -509,17 +514,15 @@ class Pipeline:
         redaction that leaves JSON arguments no longer JSON blocks the answer instead."""
         out = []
         for call in calls:
-            fn = call.get("function") or {}
-            arguments = fn.get("arguments")
-            if isinstance(arguments, str) and arguments:
-                guarded, blocked = self._guard_output(s, arguments)
-                if blocked is not None:
-                    return calls, blocked
-                if guarded != arguments:
-                    if _is_json(arguments) and not _is_json(guarded):
-                        return calls, GuardrailBlocked(f"answer blocked: a redaction broke tool call "
-                                                       f"{fn.get('name')!r}'s JSON arguments")
-                    call = {**call, "function": {**fn, "arguments": guarded}}
+            arguments = call["function"]["arguments"]
+            guarded, blocked = self._guard_output(s, arguments) if arguments else (arguments, None)
+            if blocked is not None:
+                return calls, blocked
+            if guarded != arguments:
+                if _is_json(arguments) and not _is_json(guarded):
+                    return calls, GuardrailBlocked(f"answer blocked: a redaction broke tool call "
+                                                   f"{call['function']['name']!r}'s JSON arguments")
+                call = _with_arguments(call, guarded)
             out.append(call)
         return tuple(out), None
 
@@ -539,13 +542,10 @@ class Pipeline:
         escaped = {placeholder: json.dumps(original)[1:-1] for placeholder, original in s.restore.items()}
         out = []
         for call in calls:
-            fn = call.get("function") or {}
-            arguments = fn.get("arguments")
-            if isinstance(arguments, str):
-                for placeholder, original in escaped.items():
-                    arguments = arguments.replace(placeholder, original)
-                call = {**call, "function": {**fn, "arguments": arguments}}
-            out.append(call)
+            arguments = call["function"]["arguments"]
+            for placeholder, original in escaped.items():
+                arguments = arguments.replace(placeholder, original)
+            out.append(_with_arguments(call, arguments))
         return tuple(out)
 
     def _answered(self, s: _State, kind: OutcomeKind, value: CachedAnswer, similarity: float | None = None) -> Outcome:
@@ -646,7 +646,7 @@ class Pipeline:
             "error": None if o.error is None else o.error.code, "guard_findings": list(o.guard_findings),
         }
         if o.tool_calls:  # by name only: arguments carry the caller's data
-            record["tool_calls"] = [(c.get("function") or {}).get("name") for c in o.tool_calls]
+            record["tool_calls"] = [c["function"]["name"] for c in o.tool_calls]
         if self.log_content:
             record["answer"] = self._masked_for_log(o.text, restore)
         log.info("llmlab request %s %s", o.request_id, o.kind.value, extra={"llmlab": record})
