@@ -98,16 +98,19 @@ def _refused_before_sending(exc: BaseException) -> bool:
     """The openai client could not even build the request (no API key, above all): it raises a
     bare ``openai.OpenAIError`` — every HTTP failure is a subclass — which litellm re-raises as
     a 500 ``InternalServerError``.  Retrying cannot help, and the provider was never asked."""
-    openai = sys.modules.get("openai")
-    bare = getattr(openai, "OpenAIError", None)
-    link: BaseException | None = exc
-    for _ in range(8):
-        if link is None:
-            return False
-        if bare is not None and type(link) is bare:
-            return True
-        link = link.__cause__ or link.__context__
-    return False
+    bare = getattr(sys.modules.get("openai"), "OpenAIError", None)
+    return bare is not None and any(type(link) is bare for link in _causes(exc, 8))
+
+
+def _causes(exc: BaseException, limit: int) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first (at most ``limit``)."""
+    chain = [exc]
+    while len(chain) < limit:
+        cause = chain[-1].__cause__ or chain[-1].__context__
+        if cause is None:
+            break
+        chain.append(cause)
+    return chain
 
 
 def classify_exception(exc: BaseException) -> ErrorKind:
@@ -160,12 +163,7 @@ def _transport_failure(exc: BaseException) -> OSError | None:
 
     litellm reports a refused connection or a host that does not resolve as a 500 "Connection
     error.", which read as the provider failing; the cause says what happened."""
-    root, seen = exc, 0
-    while seen < 16:
-        cause = root.__cause__ or root.__context__
-        if cause is None:
-            break
-        root, seen = cause, seen + 1
+    root = _causes(exc, 17)[-1]
     return root if isinstance(root, OSError) and not isinstance(root, TimeoutError) and root is not exc else None
 
 
