@@ -178,7 +178,7 @@ class RedisBudgets:
         self.refused_unavailable = 0
         self.admitted_unavailable = 0
         self.dropped_settlements = 0
-        self.lost_holds = 0  # settlements whose reservation had been released (see _lost_hold)
+        self.lost_holds = 0  # settlements whose reservation had been released (see _settled)
 
     # ------------------------------------------------------------------ keys
     def keys(self, tenant: str, month: str) -> tuple[str, str]:
@@ -230,8 +230,8 @@ class RedisBudgets:
                 for item, result in zip(batch, results):
                     if isinstance(result, Exception):  # refused by the server (not gone): replaying cannot help
                         self.dropped_settlements += 1
-                    elif int(result) == 0 and item[5] > 0:
-                        self._lost_hold(item[5])
+                    else:
+                        self._settled(result, item[5])
                 with self._lock:
                     for item in batch:
                         if self._pending and self._pending[0] == item:
@@ -310,14 +310,16 @@ class RedisBudgets:
             else:
                 self.dropped_settlements += 1
             return
-        if int(result) == 0 and held > 0:  # a released hold settled at $0 (a failed request) spent nothing past it
-            self._lost_hold(held)
+        self._settled(result, held)
 
-    def _lost_hold(self, held_nano: int) -> None:
-        """A settlement found its reservation released: the request outlived ``lease_s`` (or a
-        replay came after the lease of a settlement whose first copy was applied), so the spend
-        its hold covered went past the cap check too.  Counted as overshoot, like spend above a
-        hold, and said once in a while."""
+    def _settled(self, result: Any, held_nano: int) -> None:
+        """What the settle script said (see ``_SETTLE``).  0 — the settlement found its reservation
+        released: the request outlived ``lease_s`` (or a replay came after the lease of a
+        settlement whose first copy was applied), so the spend its hold covered went past the cap
+        check too.  Counted as overshoot, like spend above a hold, and said once in a while; a
+        released hold settled at $0 (a failed request) spent nothing past it."""
+        if int(result) != 0 or held_nano <= 0:
+            return
         self.lost_holds += 1
         self.overshoot_usd += held_nano / NANO
         self.link.logs.warning("budget-lease", "llmlab: a request settled after its budget hold had been released "
