@@ -313,6 +313,34 @@ def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(redis_u
     assert budgets.link.client.zrange(z, 0, -1) == [b"2"]  # only the new reservation's lease
 
 
+def test_a_charge_whose_reply_was_lost_is_counted_once_when_replayed(redis_url, prefix):
+    """As a settlement above, for spend with no reservation (a classifier call's price): a charge
+    had no id, so its replay after a lost reply was counted a second time.  It now carries an id
+    of its own and leaves a tombstone for the lease's length; distinct charges still add up."""
+    from llmlab.backends.redis_link import RedisUnavailable
+
+    budgets = from_url(redis_url, prefix).budgets
+    link_call = budgets.link.call
+
+    def applied_then_reply_lost(what, fn):
+        link_call(what, fn)
+        raise RedisUnavailable(budgets.link.url, "TimeoutError: Timeout reading from socket")
+
+    budgets.link.call = applied_then_reply_lost
+    budgets.charge("t", 0.25, NOW)
+    budgets.link.call = link_call
+    assert budgets.pending == 1
+    assert budgets.spent("t", NOW) == pytest.approx(0.25)  # replayed, recognised, not added again
+    assert budgets.pending == 0 and budgets.lost_holds == 0 and budgets.overshoot_usd == 0
+    budgets.charge("t", 0.25, NOW)  # the same amount again is a new charge
+    assert budgets.spent("t", NOW) == pytest.approx(0.5)
+    _, z = budgets.keys("t", month_of(NOW))
+    assert budgets.link.client.zcard(z) == 2  # two tombstones, for the lease's length
+    budgets.try_reserve("t", 0.1, 1.0, NOW + budgets.lease_s + 1)
+    assert budgets.link.client.zrange(z, 0, -1) == [b"1"]  # swept with expired leases
+    assert budgets.stats("t", NOW).get("reclaimed", 0) == 0  # a tombstone is not a reclaimed hold
+
+
 @pytest.mark.parametrize("spent", [b"1.5", b"abc", b"9" * 30])
 def test_a_budget_hash_llmlab_did_not_write_fails_closed_with_a_clear_reason(redis_url, prefix, caplog, spent):
     """'1.5' passed the script's tonumber, refused over the cap and then raised ValueError in

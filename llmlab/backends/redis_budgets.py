@@ -5,7 +5,8 @@ Same contract as :class:`llmlab.budgets.MemoryBudgets`.  Per (tenant, month) one
 (exact sums, no float drift) and one field ``r:{id}`` per open reservation; a sorted set
 ``…:open`` holds each open reservation's lease deadline, and a settled one's tombstone
 (``t:{id}``) until that deadline, so that a settlement replayed after a lost reply is not
-counted twice.
+counted twice; a charge (spend with no reservation) carries an id of its own and leaves a
+tombstone for ``lease_s`` too.
 
 * ``try_reserve`` is one Lua script: release expired leases (a gateway that crashed between
   reserve and settle), check ``spent + reserved + amount ≤ cap`` and reserve — no other
@@ -26,20 +27,20 @@ When Redis is unreachable (``on_error``):
 
 Either way, settlements and charges that cannot be written are queued in the process and
 replayed (in pipelined batches) once Redis answers again, so spend is not lost to an outage.  A
-settlement whose reply was lost (it may have been applied) is replayed too, and recognised as
-settled within its reservation's lease; a charge (no reservation) replayed after a lost reply may,
-rarely, be counted twice: the safe direction for a cap.
+settlement or charge whose reply was lost (it may have been applied) is replayed too, and
+recognised as applied by its tombstone when the replay comes within ``lease_s``.
 All gateways sharing one Redis should use the real clock; reservation leases use ``now``.
 """
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import deque
 from itertools import islice
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import _validate as v
 from ..budgets import Reservation, month_of, next_month_start
@@ -95,6 +96,8 @@ return {1, id}
 # been applied.  A settled reservation leaves a tombstone ('t:' .. id) in the lease set with its
 # lease's expiry, so a replay within the lease is recognised; try_reserve's sweep of expired
 # leases removes it then, as it removes the leases themselves.
+# A charge (spend with no reservation) has an id of its own and ARGV[4], its tombstone's expiry
+# ('' for a settlement): a replayed charge is recognised by that tombstone the same way.
 # ARGV[3]: the TTL to give the hash if this settlement has to create it ('0': none, a charge
 # to the month being counted).
 # Both scripts write first with a command that cannot grow memory (PERSIST, ZREM): Redis then
@@ -103,15 +106,18 @@ return {1, id}
 # refused settlements as OOM, and their spend was lost.
 _SETTLE = """
 local h, z = KEYS[1], KEYS[2]
+local charge = ARGV[4] ~= ''
 local lease = false
 if ARGV[1] ~= '' then
   if redis.call('ZSCORE', z, 't:' .. ARGV[1]) then return 2 end
-  lease = redis.call('ZSCORE', z, ARGV[1])
+  if not charge then lease = redis.call('ZSCORE', z, ARGV[1]) end
 end
 redis.call('ZREM', z, ARGV[1])
 local held = 1
 local existed = redis.call('EXISTS', h)
-if ARGV[1] ~= '' then
+if charge then
+  redis.call('ZADD', z, ARGV[4], 't:' .. ARGV[1])
+elseif ARGV[1] ~= '' then
   if lease then redis.call('ZADD', z, lease, 't:' .. ARGV[1]) end
   local a = redis.call('HGET', h, 'r:' .. ARGV[1])
   if a then
@@ -129,6 +135,21 @@ redis.call('HINCRBY', h, 'spent', ARGV[2])
 if existed == 0 and ARGV[3] ~= '0' then redis.call('EXPIRE', h, ARGV[3]) end
 return held
 """
+
+
+class _Write(NamedTuple):
+    """One settlement or charge for the settle script, as queued while Redis is unreachable."""
+
+    hash: str
+    zset: str
+    id: str  # the reservation's id, a charge's own id, or '' (a reservation made while Redis was down)
+    nano: int  # the spend, nano-USD
+    ttl: int  # for the hash if the write has to create it (0: none)
+    held: int  # nano-USD the reservation held (for the lost-hold check)
+    charge_until: str = ""  # a charge: its tombstone's expiry ('' for a settlement)
+
+    def args(self) -> list[Any]:
+        return [self.id, self.nano, self.ttl, self.charge_until]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +188,7 @@ class RedisBudgets:
         self.max_pending = v.integer("budget_max_pending", max_pending, lo=0)
         self._reserve = link.client.register_script(_RESERVE)
         self._settle = link.client.register_script(_SETTLE)
-        self._pending: deque[tuple[str, str, str, int, int, int]] = deque()  # (hash, zset, id, nano, ttl, held)
+        self._pending: deque[_Write] = deque()
         self._lock = threading.Lock()
         #: per thread: gateways sharing these budgets from other threads must not relabel each
         #: other's refusals (a BudgetExceeded read as BudgetUnavailable, or the reverse)
@@ -196,7 +217,7 @@ class RedisBudgets:
         return h, z, max(1, int(math.ceil(start + self.retention_s - now)))
 
     # ------------------------------------------------------------------ pending writes
-    def _queue(self, item: tuple[str, str, str, int, int, int]) -> None:
+    def _queue(self, item: _Write) -> None:
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self.dropped_settlements += 1
@@ -220,10 +241,10 @@ class RedisBudgets:
                 with self._lock:
                     batch = list(islice(self._pending, FLUSH_BATCH))
 
-                def replay(r: Any, batch: list[tuple[str, str, str, int, int, int]] = batch) -> list[Any]:
+                def replay(r: Any, batch: list[_Write] = batch) -> list[Any]:
                     pipe = r.pipeline(transaction=False)
-                    for h, z, rid, nano, ttl, _ in batch:
-                        self._settle(keys=[h, z], args=[rid, nano, ttl], client=pipe)
+                    for item in batch:
+                        self._settle(keys=[item.hash, item.zset], args=item.args(), client=pipe)
                     return pipe.execute(raise_on_error=False)
 
                 results = self.link.call("budget settle", replay)  # Redis gone: raises, the queue stays
@@ -231,7 +252,7 @@ class RedisBudgets:
                     if isinstance(result, Exception):  # refused by the server (not gone): replaying cannot help
                         self.dropped_settlements += 1
                     else:
-                        self._settled(result, item[5])
+                        self._settled(result, item.held)
                 with self._lock:
                     for item in batch:
                         if self._pending and self._pending[0] == item:
@@ -241,7 +262,7 @@ class RedisBudgets:
 
     def _pending_for(self, h: str) -> float:
         with self._lock:
-            return sum(item[3] for item in self._pending if item[0] == h) / NANO
+            return sum(item.nano for item in self._pending if item.hash == h) / NANO
 
     @property
     def pending(self) -> int:
@@ -292,25 +313,29 @@ class RedisBudgets:
         nano = _nano(max(0.0, actual))
         if actual > reservation.amount + 1e-12:
             self.overshoot_usd += actual - reservation.amount
-        self._write(h, z, rid, nano, ttl, min(nano, _nano(reservation.amount)) if recorded else 0)
+        self._write(_Write(h, z, rid, nano, ttl, min(nano, _nano(reservation.amount)) if recorded else 0))
 
     def charge(self, tenant: str, amount: float, now: float) -> None:
-        """Record spend that had no reservation (for example a classifier call)."""
-        h, z = self.keys(tenant, month_of(now))
-        self._write(h, z, "", _nano(max(0.0, amount)), 0, 0)  # the month being counted: no TTL
+        """Record spend that had no reservation (for example a classifier call).
 
-    def _write(self, h: str, z: str, rid: str, nano: int, ttl: int, held: int) -> None:
+        The charge gets an id of its own, so that a replay after a lost reply is recognised
+        (within ``lease_s``) rather than counted twice."""
+        h, z = self.keys(tenant, month_of(now))
+        self._write(_Write(h, z, "c" + os.urandom(8).hex(), _nano(max(0.0, amount)), 0, 0,  # this month: no TTL
+                           repr(float(now + self.lease_s))))
+
+    def _write(self, item: _Write) -> None:
         try:
             self._flush()
-            result = self.link.call("budget settle",
-                                    lambda r: self._settle(keys=[h, z], args=[rid, nano, ttl], client=r))
+            result = self.link.call("budget settle", lambda r: self._settle(keys=[item.hash, item.zset],
+                                                                          args=item.args(), client=r))
         except RedisUnavailable as exc:
             if exc.gone:
-                self._queue((h, z, rid, nano, ttl, held))
+                self._queue(item)
             else:
                 self.dropped_settlements += 1
             return
-        self._settled(result, held)
+        self._settled(result, item.held)
 
     def _settled(self, result: Any, held_nano: int) -> None:
         """What the settle script said (see ``_SETTLE``).  0 — the settlement found its reservation
