@@ -377,16 +377,19 @@ class _StreamState:
                       "function": {"name": e["name"], "arguments": "".join(e["arguments"])}}
                      for _, e in sorted(self.calls.items()))
 
+    def sent(self) -> str:
+        """Everything the provider has streamed so far and bills as completion: the answer's text,
+        its tool calls' arguments and the other choices' text (``n`` > 1)."""
+        return "".join(self.parts) + _arguments_text(self.tool_calls()) + "".join(self.others)
+
     def failed(self, exc: BaseException, now: float) -> CallError:
         """The error that cut the stream.  Tool-call arguments streamed before it were billed
         like text but never reached the caller (they are not ``partial_text``): they are charged
         with it, the prompt too — a runaway call's arguments cut by :class:`StreamOverrun` were free."""
-        text = "".join(self.parts)
-        error = _to_error(exc, self.call, now - self.started, text)
+        error = _to_error(exc, self.call, now - self.started, "".join(self.parts))
         if not self.calls and not self.others:
             return error
-        part = streamed_part(self.call, text + _arguments_text(self.tool_calls()) + "".join(self.others),
-                             error.latency_s)
+        part = streamed_part(self.call, self.sent(), error.latency_s)
         return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens))
 
     def result(self, now: float) -> CallResult | CallError:
@@ -401,7 +404,7 @@ class _StreamState:
             # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
                              "not server-sent events", latency)
-        prompt, completion = billed_tokens(self.usage, self.call, text + _arguments_text(calls) + "".join(self.others))
+        prompt, completion = billed_tokens(self.usage, self.call, self.sent())
         return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency, calls)
 
 
@@ -441,11 +444,13 @@ class LiteLLMDriver:
             return _to_error(exc, call, self.clock() - started)
         return _parse(response, call, self.clock() - started)
 
-    def stream_call(self, call: Call) -> Generator[str, None, CallResult | CallError]:
-        """Yield text chunks as they arrive; return the call's result (or the error that cut it)."""
+    def stream_call(self, call: Call) -> Generator[str | _StreamState, None, CallResult | CallError]:
+        """Yield the call's :class:`_StreamState` (what a caller who leaves is billed from), then
+        text chunks as they arrive; return the call's result (or the error that cut it)."""
         litellm = import_litellm()
         started = self.clock()
         state = _StreamState(call, started)
+        yield state
         response = None
         try:
             response = state.opened(litellm.completion(**_kwargs(call)))
@@ -491,10 +496,12 @@ class LiteLLMDriver:
         raise TypeError(f"unknown effect {effect!r}")
 
     async def astream_call(self, call: Call) -> AsyncIterator[Any]:
-        """Yield text chunks, then finally the CallResult/CallError (the last item)."""
+        """Yield the call's :class:`_StreamState`, then text chunks, then finally the
+        CallResult/CallError (the last item)."""
         litellm = await aimport_litellm()
         started = self.clock()
         state = _StreamState(call, started)
+        yield state
         response = None
         try:
             response = state.opened(await litellm.acompletion(**_kwargs(call)))
@@ -577,8 +584,9 @@ class PipelineRun:
     def abandon(self, streamed: str = "", latency_s: float = 0.0) -> Any:
         """The caller left (closed the stream, cancelled the task): finish the pipeline with
         :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
-        budget reservation settles and a half-open probe is released.  ``streamed`` is the text
-        the caller received from the current call: its tokens are charged."""
+        budget reservation settles and a half-open probe is released.  ``streamed`` is what the
+        provider sent of the current call (the text the caller received, and tool-call arguments
+        it did not): its tokens are charged."""
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
@@ -627,14 +635,37 @@ async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaita
     return run.outcome
 
 
+class _Streamed:
+    """What the current streamed call has sent, for the bill of a caller who leaves midway: the
+    driver's :class:`_StreamState` when it yields one first (text, tool-call arguments, other
+    choices), else the text pieces the caller received."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.pieces: list[str] = []
+        self.state: _StreamState | None = None
+
+    def took(self, item: Any) -> bool:
+        """Note ``item``; True when it is text for the caller."""
+        if isinstance(item, _StreamState):
+            self.state = item
+            return False
+        if isinstance(item, str):
+            self.pieces.append(item)
+            return True
+        return False
+
+    def text(self) -> str:
+        return self.state.sent() if self.state is not None else "".join(self.pieces)
+
+
 def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
                 lock: ContextManager[Any] = nullcontext()) -> Iterator[Any]:
     """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
     run = PipelineRun(gen, lock)
     restart = False
-    streamed: list[str] = []  # what the caller received from the current call
-    started = driver.clock()
-    sub: Generator[str, None, Any] | None = None
+    streamed = _Streamed(driver.clock())  # what the current call has sent
+    sub: Generator[Any, None, Any] | None = None
     try:
         while not run.done:
             effect = run.effect
@@ -647,7 +678,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
             if restart:
                 yield StreamReset(effect.deployment.name)
             sub = driver.stream_call(effect)
-            streamed, started = [], driver.clock()
+            streamed = _Streamed(driver.clock())
             while True:
                 try:
                     piece = next(sub)
@@ -657,13 +688,13 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                 except Exception as exc:
                     run.fail(exc)
                     break
-                restart = response.saw_text = True
-                streamed.append(piece)
-                yield piece
+                if streamed.took(piece):
+                    restart = response.saw_text = True
+                    yield piece
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
         if sub is not None:
             sub.close()  # ends the provider's stream (and its connection) now, not at garbage collection
-        response._done(run.abandon("".join(streamed), driver.clock() - started))
+        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started))
         raise
     response._done(run.outcome)
     yield from response.whole_answer_chunk()
@@ -674,8 +705,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
     """Async twin of :func:`iter_stream`."""
     run = PipelineRun(gen, lock)
     restart = False
-    streamed: list[str] = []
-    started = driver.clock()
+    streamed = _Streamed(driver.clock())
     sub: AsyncIterator[Any] | None = None
     try:
         while not run.done:
@@ -689,15 +719,15 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
             if restart:
                 yield StreamReset(effect.deployment.name)
             result: Any = None
-            streamed, started = [], driver.clock()
+            streamed = _Streamed(driver.clock())
             sub = driver.astream_call(effect)
             try:
                 async for item in sub:
                     if isinstance(item, str):
+                        streamed.took(item)
                         restart = response.saw_text = True
-                        streamed.append(item)
                         yield item
-                    else:
+                    elif not streamed.took(item):
                         result = item
             except Exception as exc:
                 run.fail(exc)
@@ -706,7 +736,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task
         if sub is not None:  # ends the provider's stream (and its connection) now, as iter_stream does
             await _aclose(sub)
-        response._done(run.abandon("".join(streamed), driver.clock() - started))
+        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started))
         raise
     response._done(run.outcome)
     for chunk in response.whole_answer_chunk():

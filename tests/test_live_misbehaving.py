@@ -38,7 +38,8 @@ def chunk(content: str | None = None, usage: dict | None = None, finish: str | N
 
 class Canned:
     """Serves, per model name, a fixed reply: ``(status, headers, body)`` where body is a dict
-    (JSON) or a list of dicts (SSE events, then ``[DONE]``)."""
+    (JSON) or a list of dicts (SSE events, then ``[DONE]``); a callable in that list is called
+    (with the server thread) between two events, to pause the stream."""
 
     def __init__(self) -> None:
         self.replies: dict[str, tuple[int, dict, object]] = {}
@@ -63,6 +64,9 @@ class Canned:
                     self.end_headers()
                     try:
                         for event in reply:
+                            if callable(event):
+                                event()
+                                continue
                             self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
                         self.wfile.write(b"data: [DONE]\n\n")
                     except OSError:  # the client stopped reading
@@ -308,6 +312,47 @@ def tool_chunks(arguments: str) -> list[dict]:
     pieces = [arguments[i:i + 7] for i in range(0, len(arguments), 7)]
     return ([delta({"id": "call_1", "type": "function", "function": {"name": "lookup_order", "arguments": ""}})]
             + [delta({"function": {"arguments": p}}) for p in pieces] + [chunk(finish="tool_calls")])
+
+
+def test_a_caller_who_cancels_in_the_middle_of_a_streamed_tool_call_pays_for_the_arguments_sent(canned):
+    """A tool call sends the caller no text, and a disconnect was billed by the text the caller
+    had received: a task cancelled while the provider streamed a call's arguments (generated,
+    so billed) cost nothing and settled its budget hold at $0.  The arguments sent so far are now
+    charged, as a cut stream's are."""
+    arguments = json.dumps({"email": "kim@example.com", "note": "please check " * 40})
+    chunks = tool_chunks(arguments)
+    half = len(chunks) // 2
+    reached = threading.Event()
+
+    def pause() -> None:
+        reached.set()
+        time.sleep(4.0)
+
+    dep = canned.deployment("tools-cancelled", (200, {}, chunks[:half] + [pause] + chunks[half:]))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"default": 10.0}))
+
+    async def cancel_mid_call():
+        response = gw.astream("Where is my order?", tools=TOOLS, max_tokens=400)
+
+        async def consume():
+            return [piece async for piece in response]
+
+        task = asyncio.create_task(consume())
+        assert await asyncio.to_thread(reached.wait, 20.0)
+        await asyncio.sleep(0.5)  # the first half on the wire reaches the client
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return response.outcome
+
+    outcome = asyncio.run(cancel_mid_call())
+    assert outcome.error is not None and outcome.error.code == "client_disconnected", outcome
+    sent_so_far = "".join(c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for c in chunks[1:half])
+    (attempt,) = outcome.attempts  # the interrupted call, billed (an error outcome's own counts are 0)
+    assert 0 < attempt.completion_tokens <= count_tokens("lookup_order" + sent_so_far, dep.model)
+    assert attempt.prompt_tokens > 0 and attempt.cost_usd > 0 and outcome.cost_usd == pytest.approx(attempt.cost_usd)
+    assert gw.budgets.spent("default", gw.clock()) == pytest.approx(outcome.cost_usd)
+    assert gw.budgets.reserved("default", gw.clock()) == 0.0
 
 
 @pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
