@@ -182,6 +182,32 @@ def test_degrade_at_start_up_runs_on_in_memory_backends(caplog):
     assert gw.complete("hello").ok and gw.complete("hello").cache is CacheOutcome.EXACT_HIT
 
 
+@pytest.mark.parametrize("how", ["wrong password", "no permission", "no such database"])
+@pytest.mark.parametrize("mode", ["raise", "degrade"])
+def test_a_redis_that_refuses_the_urls_settings_is_a_config_error_even_under_degrade(redis_server, prefix, how,
+                                                                                      mode):
+    """'degrade' is for a Redis that cannot be reached.  One that answers but refuses the URL's
+    settings (a typo'd password, an ACL, a database it does not have) was degraded to in-memory
+    backends too, with a warning: every replica then kept its own budgets, so a tenant's cap was
+    multiplied by the replica count until someone read the logs.  Now a ConfigError, either way."""
+    user = f"u{prefix[-8:]}"
+    admin = redis_server.client()
+    admin.execute_command("ACL", "SETUSER", user, "on", ">right-pass", "~*",
+                          "-@all" if how == "no permission" else "+@all")
+    try:
+        password, db = ("wrong-pass", 0) if how == "wrong password" else ("right-pass", 1)
+        if how == "no such database":
+            db = 7  # the fixture's server has 2
+        url = f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/{db}"
+        with pytest.raises(ConfigError) as info:
+            from_url(url, on_unavailable=mode)
+        message = str(info.value)
+        assert info.value.field == "url" and "Redis answered" in message
+        assert "wrong-pass" not in message and "right-pass" not in message
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+
+
 @pytest.mark.parametrize("kwargs", [
     {"url": "http://localhost:6379"}, {"url": "localhost:6379"}, {"url": 6379},
     {"prefix": ""}, {"prefix": "a b"}, {"prefix": "x*"}, {"prefix": "a\\"}, {"on_unavailable": "ignore"},

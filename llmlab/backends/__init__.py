@@ -12,7 +12,10 @@ Failure policy, decided once here:
 
 * Redis unreachable at start-up: ``on_unavailable="raise"`` (default) raises
   :class:`RedisUnavailable` naming the URL; ``"degrade"`` logs a warning and returns the
-  in-memory defaults (``.degraded`` is True, ``.reason`` says why).
+  in-memory defaults (``.degraded`` is True, ``.reason`` says why).  A Redis that answers but
+  refuses the URL's settings (a wrong password or user, a database it does not have) is a
+  :class:`~llmlab.errors.ConfigError` either way: degrading would hide a typo behind budgets
+  that are no longer shared between replicas.
 * Redis dying at run time never raises out of the gateway: the cache becomes a miss and drops
   writes (rate-limited warnings), budgets fail *closed* (``budgets_on_error="closed"``:
   refuse rather than spend what cannot be counted), rate limits fail *open*
@@ -130,6 +133,18 @@ def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) ->
         raise ConfigError("url", redact_url(url), URL_FORMS, hint=ENCODE_HINT) from None
 
 
+def _refused_settings(exc: BaseException | None) -> bool:
+    """Whether Redis answered the first ping by refusing the URL's settings (a wrong password or
+    user, an ACL that denies it, a database number the server does not have): a configuration
+    mistake, not an outage.  A Redis that is loading its data or failing over is an outage."""
+    if exc is None:
+        return False
+    from redis import exceptions as rx
+
+    return (isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError,
+                             rx.AuthenticationWrongNumberOfArgsError)) or type(exc) is rx.ResponseError)
+
+
 def _check_userinfo(url: str) -> None:
     """Refuse a URL whose password holds an unencoded ``/``, ``?`` or ``#``.
 
@@ -212,6 +227,10 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
         link.call("ping", lambda r: r.ping())
     except RedisUnavailable as exc:
         link.close()
+        if _refused_settings(exc.__cause__):  # no wait fixes these, and in-memory budgets would not be shared
+            raise ConfigError("url", redact_url(url), "a password, user and database this Redis accepts",
+                              hint=f"Redis answered {exc.reason}; on_unavailable='degrade' covers a Redis that "
+                                   "cannot be reached, not one that refuses these settings") from exc
         if on_unavailable == "raise":
             raise RedisUnavailable(url, exc.reason, hint="start redis-server, fix the URL, or pass "
                                                          "on_unavailable='degrade' to run on in-memory backends") from exc
