@@ -481,6 +481,60 @@ def repeated_question_savings(cached: Any, uncached: Any) -> dict[str, float]:
             "repeats_served_from_cache": len(hits.drop_duplicates("turn")) / max(len(repeat_turns), 1)}
 
 
+#: the buckets of :func:`repeat_outcomes`, in the order a reader checks them
+REPEAT_OUTCOMES = ("served_from_cache", "mid_conversation", "no_answer_cached_yet", "missed_cached_answer")
+
+
+def repeat_outcomes(result: Any) -> dict[str, float]:
+    """Why each repeated question was, or was not, answered from the cache (shares of the repeats).
+
+    A repeat is defined as in :func:`repeated_question_savings` (same tenant, same ``answer_key``
+    asked in an earlier turn).  Each repeat lands in the first bucket that applies:
+
+    * ``served_from_cache`` — an exact or semantic hit;
+    * ``mid_conversation`` — the turn follows earlier turns of its session: the cache namespace
+      includes the conversation so far, so no other conversation's answer may be reused (by
+      design — the same words mean different things in different conversations);
+    * ``no_answer_cached_yet`` — an opening turn, but no earlier *opening* turn of the tenant
+      with this question had been answered by the time it arrived (still in flight, failed, or
+      only ever asked mid-conversation), so there was nothing to hit;
+    * ``missed_cached_answer`` — an answer was there and the lookup missed it: a paraphrase
+      below the semantic threshold, a hit-guard veto, other parameters, or an evicted entry.
+
+    ``cacheable`` is the sum of the first and last buckets: the best any cache tuning could
+    reach on this traffic.  Needs the simulator's per-request columns (``turn``, ``session``,
+    ``tenant``, ``answer_key``, ``arrival_s``, ``turn_latency_s``, ``outcome``, ``cache``).
+    """
+    df = result.requests if hasattr(result, "requests") else result
+    first = df.drop_duplicates("turn").sort_values("turn")
+    opening_turn = first.groupby("session")["turn"].transform("min")
+    counts = dict.fromkeys(REPEAT_OUTCOMES, 0)
+    answered_at: dict[str, list[float]] = {}  # tenant|key → when each opening ask was answered
+    asked: set[str] = set()
+    for turn, opening, tenant, key, arrival, took, outcome, cache in zip(
+            first["turn"], opening_turn, first["tenant"], first["answer_key"], first["arrival_s"],
+            first["turn_latency_s"], first["outcome"], first["cache"]):
+        name = f"{tenant}|{key}"
+        is_opening = turn == opening
+        if name in asked:
+            if cache in ("exact_hit", "semantic_hit"):
+                counts["served_from_cache"] += 1
+            elif not is_opening:
+                counts["mid_conversation"] += 1
+            elif not any(done <= arrival for done in answered_at.get(name, ())):
+                counts["no_answer_cached_yet"] += 1
+            else:
+                counts["missed_cached_answer"] += 1
+        asked.add(name)
+        if is_opening and outcome != "error":
+            answered_at.setdefault(name, []).append(float(arrival) + float(took))
+    repeats = sum(counts.values())
+    out = {k: v / repeats if repeats else float("nan") for k, v in counts.items()}
+    out["repeats"] = float(repeats)
+    out["cacheable"] = out["served_from_cache"] + out["missed_cached_answer"] if repeats else float("nan")
+    return out
+
+
 # ----------------------------------------------------------------------------- scenario helpers
 #: overrides that remove scheduled outages and random incidents (isolate a policy from failures)
 CALM = {"outages.incidents": False, "outages.windows": []}
