@@ -405,6 +405,20 @@ def drill_bars_figure(table: "pd.DataFrame", title: str | None = None) -> Any:
     return fig
 
 
+# ----------------------------------------------------------------------------- claims
+def against_range(value: float, low: float, high: float) -> str:
+    """``"below"``, ``"within"`` or ``"above"`` the claimed range ``[low, high]`` (ends included).
+
+    The notebooks print a lecture claim's verdict with this instead of asserting it in prose, so
+    the sentence follows the number when a scenario, a seed or an embedder changes.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(f"range: low={low!r}, high={high!r}; expected finite numbers with low <= high")
+    if not math.isfinite(value):
+        raise ValueError(f"value: {value!r}; expected a finite number")
+    return "below" if value < low else ("above" if value > high else "within")
+
+
 # ----------------------------------------------------------------------------- tiering
 def cost_if_all_on(records: Any, model: str, prices: Any = None) -> float:
     """What the answered requests' tokens would cost on ``model`` (the "all on one model" repricing).

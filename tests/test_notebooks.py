@@ -119,3 +119,14 @@ def test_repeat_outcomes_says_why_each_repeat_missed_the_cache():
     assert out["no_answer_cached_yet"] == pytest.approx(2 / 5)
     assert out["missed_cached_answer"] == pytest.approx(1 / 5)
     assert out["cacheable"] == pytest.approx(2 / 5)
+
+
+def test_against_range_reads_a_measurement_against_a_claimed_range():
+    from llmlab.teaching import against_range
+
+    assert [against_range(v, 50, 70) for v in (39.5, 50, 61.2, 70, 87.8)] == \
+        ["below", "within", "within", "within", "above"]
+    with pytest.raises(ValueError, match="low"):
+        against_range(60, 70, 50)
+    with pytest.raises(ValueError, match="value"):
+        against_range(float("nan"), 50, 70)
