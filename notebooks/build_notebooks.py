@@ -955,6 +955,15 @@ def nb04() -> list:
         START, DURATION = 60.0, 180.0
         drill, drill_runs = outage_drill("b2b-saas", target="openai", start_s=START, duration_s=DURATION,
                                          kind="down", seed=1)
+        d = drill.set_index("variant")
+        load = d["calls_per_turn_in_outage"] / d.loc["no protection", "calls_per_turn_in_outage"]
+        print(f"answered during the outage: {d.loc['no protection', 'availability_in_outage']:.0%} unprotected, "
+              f"{d.loc['retries only', 'availability_in_outage']:.0%} with retries only, "
+              f"{d.loc['fallback + retries', 'availability_in_outage']:.0%} with the fallback chain")
+        print(f"provider calls per turn during the outage vs unprotected: ×{load['retries only']:.1f} with retries only, "
+              f"×{load['fallback + retries']:.1f} with fallback + retries, ×{load['fallback + retries + breaker']:.1f} "
+              f"with the breaker too; P95 latency {d.loc['fallback + retries', 'p95_latency_s']:.1f} s → "
+              f"{d.loc['fallback + retries + breaker', 'p95_latency_s']:.1f} s with the breaker")
         drill.style.format({"availability": "{:.1%}", "availability_in_outage": "{:.1%}", "p95_latency_s": "{:.2f}",
                             "cost_usd": "${:.3f}", "calls_per_turn": "{:.2f}", "calls_per_turn_in_outage": "{:.2f}",
                             "fallback_rate": "{:.1%}"})
@@ -973,8 +982,8 @@ def nb04() -> list:
           answer served when every provider failed). Retries do not help against a hard-down
           provider — they only multiply the calls.
         * **Retry amplification**: "calls per turn during the outage" is the load the gateway puts on
-          providers. Retries alone nearly triple it; retries plus fallback make it worse (every
-          request first burns its retries on the dead provider, then falls back). In a real incident
+          providers. Retries alone multiply it (the printed factors); retries plus fallback make it
+          worse (every request first burns its retries on the dead provider, then falls back). In a real incident
           that extra load lands on a provider trying to recover — and on your rate limits.
         * **The circuit breaker** removes the amplification: after a few failures the dead deployment
           is skipped without a call, requests go straight to the fallback, and latency drops too
@@ -990,6 +999,14 @@ def nb04() -> list:
         code("""
         partial, partial_runs = outage_drill("b2b-saas", target="openai", start_s=START, duration_s=DURATION,
                                              kind="errors", seed=1)
+        q = partial.set_index("variant")
+        print(f"answered during the outage: {q.loc['no protection', 'availability_in_outage']:.0%} unprotected → "
+              f"{q.loc['retries only', 'availability_in_outage']:.0%} with retries, at "
+              f"{q.loc['retries only', 'calls_per_turn_in_outage']:.2f} provider calls per turn instead of "
+              f"{q.loc['no protection', 'calls_per_turn_in_outage']:.2f}")
+        print(f"with the breaker: {q.loc['fallback + retries + breaker', 'calls_per_turn_in_outage']:.2f} calls per turn, "
+              f"{q.loc['fallback + retries + breaker', 'fallback_rate']:.0%} of turns on the fallbacks "
+              f"(without it: {q.loc['fallback + retries', 'fallback_rate']:.0%})")
         partial[["variant", "availability_in_outage", "p95_latency_s", "calls_per_turn_in_outage", "fallback_rate",
                  "cost_usd"]]
         """),
@@ -997,18 +1014,59 @@ def nb04() -> list:
         Reading it:
 
         * **Retries pay off** when a call fails at random rather than always: each retry is another
-          draw, so two retries lift availability during the outage from about 60 % to about 90 %,
-          at about 1.5 provider calls per turn instead of 0.9.
-        * **The fallback chain** catches what the retries miss: every turn is answered.
+          draw, so two retries lift availability during the outage (the first printed line), at the
+          price of more provider calls.
+        * **The fallback chain** catches what the retries miss (the `availability_in_outage` column).
         * **The breaker is a trade here, not a free win.** It counts consecutive failures, and at a
           50 % error rate those come often enough to open it although half the calls would have
-          succeeded. It brings the load on the struggling provider back below one call per turn, but
-          sends about 40 % of all turns to the fallbacks, which are pricier (the cost column) and a
-          little slower at P95. Protecting the provider's recovery and your rate limits argues for
-          the breaker; cost and latency argue for a higher `failure_threshold` in partial outages.
+          succeeded. It brings the load on the struggling provider back down, but sends many more
+          turns to the fallbacks (the second printed line), which are pricier (the cost column) and
+          slower at P95. Protecting the provider's recovery and your rate limits argues for the
+          breaker; cost and latency argue for a higher `failure_threshold` in partial outages.
+
+        ## 5. The end of the lecture's chain: every provider down
+
+        The lecture's chain does not stop at the last model: next comes a *cached similar answer*,
+        and last an *error message with retry guidance*. To see both, take every provider of the
+        preset down at once — OpenAI, Claude and the self-hosted fine-tune — and ask what the users
+        arriving during the outage got:
+        """),
+        code("""
+        from llmlab.sim import load_scenario, simulate
+        from llmlab.teaching import no_caps
+
+        EVERYONE_DOWN = [{"target": name, "start_s": START, "end_s": START + DURATION, "kind": "down"}
+                         for name in load_scenario("b2b-saas").providers]
+        blackout = simulate("b2b-saas", hours=(START + DURATION + 120) / 3600, seed=1, baseline=False,
+                            overrides={**no_caps("b2b-saas"), "outages.incidents": False, "outages.windows": EVERYONE_DOWN})
+        during = blackout.turns[(blackout.turns["arrival_s"] >= START) & (blackout.turns["arrival_s"] < START + DURATION)]
+        print(f"{len(during)} turns during the outage ended as:")
+        display(during["outcome"].map({"cache": "answered from the cache (exact or semantic hit)",
+                                       "last_resort": "last resort: a cached similar answer",
+                                       "error": "typed error with retry guidance"}).fillna(during["outcome"])
+                .value_counts(normalize=True).map("{:.1%}".format).to_frame("share"))
+        """),
+        code("""
+        from llmlab import LECTURE_PRICES, ErrorKind, Gateway
+        from llmlab.scripted import FakeClock, ScriptedDriver
+
+        clock = FakeClock()
+        driver = ScriptedDriver(clock=clock, latency_s=0.5)
+        for model in LECTURE_PRICES:                 # the default gateway's three models, all failing
+            driver.script(model, *[ErrorKind.SERVER] * 10)
+        failed = Gateway(clock=clock, driver=driver).complete("How do I reset my password?", tenant="acme")
+        print(f"{failed.error.code}: {failed.error.user_message!r} (retry_after_s={failed.error.retry_after_s:g})")
         """),
         md("""
-        ## 5. Try it: the outage drill panel
+        Questions the cache has seen are still answered from it, and the last resort — the semantic cache at a lower
+        threshold, expired entries allowed, the hit guard still on — answers some of the rest with
+        a similar question's answer. Everyone else gets what the lecture asks for, as a typed error
+        (`AllProvidersFailed`) rather than its catch-all string: a `user_message` that says when to
+        retry, and a `retry_after_s` a client can act on — the time until a breaker lets calls
+        through, or the longest `Retry-After` a provider sent.
+        """),
+        md("""
+        ## 6. Try it: the outage drill panel
 
         Change the outage's start, duration and kind, the retries and the backoff; the panel re-runs
         the four variants (debounced) and redraws. Type a negative duration, or a drill longer than
