@@ -795,6 +795,7 @@ def nb03() -> list:
         CALM = {**CALM, **no_caps("b2b-saas")}
         variants = {
             "no cache": {"gateway.cache.exact": False, "gateway.cache.semantic": False},
+            "exact match only": {"gateway.cache.semantic": False, "gateway.cache.key_mode": "exact"},
             "prompt + parameters only": {"gateway.cache.semantic": False},
             f"+ semantic ({EMBEDDER})": {"gateway.cache.embedder": EMBEDDER},
         }
@@ -815,7 +816,7 @@ def nb03() -> list:
         md("""
         The saving on repeated questions roughly follows the share of repeats the caches catch (a repeat
         served from cache saves its whole cost; repeats differ in length, so the two are close, not
-        equal). The exact (prompt + parameters) cache catches the verbatim repeats; the semantic layer
+        equal). The exact-match caches catch the verbatim repeats; the semantic layer
         adds paraphrases — how many depends on the embedder and the threshold, and a lower threshold
         or no guard brings false hits with it (section 3). The verdict, and why the caches missed the
         repeats they missed (`llmlab.teaching.repeat_outcomes`):
@@ -834,6 +835,9 @@ def nb03() -> list:
                   f"{why['no_answer_cached_yet']:.0%} arrived before any answer was cached; "
                   f"{why['missed_cached_answer']:.0%} missed an answer that was there.")
         print(f"ceiling on this traffic: a perfect lookup would serve {why['cacheable']:.0%} of the repeats")
+        hit_rate = {name: r.summary["cache_hit_rate"] for name, r in cache_runs.items() if name != "no cache"}
+        print("hit rates (the lecture's table: exact low, prompt + parameters medium, semantic high): "
+              + ", ".join(f"{name} {rate:.1%}" for name, rate in hit_rate.items()))
         """),
         md("""
         Two of those buckets no cache tuning can touch. A repeat asked **mid-conversation** has the
@@ -846,6 +850,12 @@ def nb03() -> list:
         property of the traffic (how many repeats open a conversation) as much as of the cache:
         measure it with your own log (`llmlab simulate --trace`), and keep the false-hit rate in the
         same table as the saving.
+
+        The last line tests the lecture's caching table (exact match low, prompt + parameters medium,
+        semantic high). Byte-for-byte and prompt + parameters keys hit exactly as often on simulated
+        traffic: its users repeat a question word for word or paraphrase it, never with stray spaces
+        or a parameter that does not change the answer — the variations section 1's probes show
+        prompt + parameters catching. Real logs have them; measure on yours.
         """),
     ]
 
