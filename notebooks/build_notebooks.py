@@ -963,7 +963,7 @@ def nb04() -> list:
         | fallback + retries + breaker | ✓ | 2 | ✓ |
         """),
         code("""
-        from llmlab.teaching import availability_timeline_figure, drill_bars_figure, outage_drill
+        from llmlab.teaching import availability_timeline_figure, cost_if_all_on, drill_bars_figure, outage_drill
 
         START, DURATION = 60.0, 180.0
         drill, drill_runs = outage_drill("b2b-saas", target="openai", start_s=START, duration_s=DURATION,
@@ -977,6 +977,14 @@ def nb04() -> list:
               f"×{load['fallback + retries']:.1f} with fallback + retries, ×{load['fallback + retries + breaker']:.1f} "
               f"with the breaker too; P95 latency {d.loc['fallback + retries', 'p95_latency_s']:.1f} s → "
               f"{d.loc['fallback + retries + breaker', 'p95_latency_s']:.1f} s with the breaker")
+        served = drill_runs["fallback + retries"].requests
+        on_claude = served[served["deployment"] == "claude-sonnet"]
+        premium = on_claude["cost_usd"].sum() - cost_if_all_on(on_claude, "gpt-4o")
+        extra = d.loc["fallback + retries", "cost_usd"] - d.loc["no protection", "cost_usd"]
+        standby = {name: r.summary["fixed_cost_usd"] for name, r in drill_runs.items()}
+        print(f"cost: +${extra:.3f} with the fallback chain, of which ${premium:.3f} is Claude's premium over gpt-4o "
+              f"for the turns it answered; the fine-tune's standby costs "
+              f"{' / '.join(sorted({f'${v:.3f}' for v in standby.values()}))} in every variant")
         drill.style.format({"availability": "{:.1%}", "availability_in_outage": "{:.1%}", "p95_latency_s": "{:.2f}",
                             "cost_usd": "${:.3f}", "calls_per_turn": "{:.2f}", "calls_per_turn_in_outage": "{:.2f}",
                             "fallback_rate": "{:.1%}"})
@@ -1001,9 +1009,11 @@ def nb04() -> list:
         * **The circuit breaker** removes the amplification: after a few failures the dead deployment
           is skipped without a call, requests go straight to the fallback, and latency drops too
           (no wasted timeouts and backoff). It costs one probe per cooldown.
-        * Cost goes *up* during the outage with fallback: Claude costs more than GPT-4o per token,
-          and the fine-tune's standby capacity is billed by the hour. Availability has a price; the
-          drill tells you what it is.
+        * Cost goes *up* with fallback, mostly because the outage's requests get answered at all
+          (the unprotected variants pay nothing for the turns they drop) and partly because Claude
+          costs more than gpt-4o per token — the printed split. The fine-tune's standby capacity is
+          billed by the hour in every variant, used or not: the fixed price of having it ready.
+          Availability has a price; the drill tells you what it is.
 
         ## 4. A partial outage: elevated errors
 
