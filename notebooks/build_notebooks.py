@@ -1361,8 +1361,8 @@ def nb06() -> list:
         md("""
         Agent turns wait longest for their first token: a whole LLM call and the tool run come
         before the answer starts. Yet plain questions have the longer *full-answer* P95. Their
-        tail is the complex questions, routed to gpt-4o with answers of up to 400 tokens (several
-        seconds of streaming), while an agent's answer reports a tool result in a median of 85 tokens.
+        tail is the complex questions, routed to gpt-4o with answers up to the preset's `max_tokens`
+        of 400 (several seconds of streaming), while an agent's answer only reports a tool result.
         The answers' lengths by step:
         """),
         code("""
