@@ -130,3 +130,20 @@ def test_against_range_reads_a_measurement_against_a_claimed_range():
         against_range(60, 70, 50)
     with pytest.raises(ValueError, match="value"):
         against_range(float("nan"), 50, 70)
+
+
+def test_repeat_outcomes_agrees_with_repeated_question_savings_on_a_simulation():
+    """The two helpers count the same repeats: the buckets sum to one and the served share matches."""
+    from llmlab.sim import simulate
+    from llmlab.teaching import CALM, REPEAT_OUTCOMES, no_caps, repeat_outcomes, repeated_question_savings
+
+    calm = {**CALM, **no_caps("b2b-saas"), "gateway.cache.embedder": "hashed"}
+    cached = simulate("b2b-saas", requests=400, seed=3, baseline=False, overrides=calm)
+    uncached = simulate("b2b-saas", requests=400, seed=3, baseline=False,
+                        overrides={**calm, "gateway.cache.exact": False, "gateway.cache.semantic": False})
+    why = repeat_outcomes(cached)
+    savings = repeated_question_savings(cached, uncached)
+    assert why["repeats"] == round(savings["repeat_share"] * savings["turns"]) > 0
+    assert sum(why[k] for k in REPEAT_OUTCOMES) == pytest.approx(1.0)
+    assert why["served_from_cache"] == pytest.approx(savings["repeats_served_from_cache"])
+    assert why["mid_conversation"] > 0  # b2b-saas sessions have several turns
