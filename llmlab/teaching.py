@@ -8,6 +8,9 @@ simulation's ``SimResult.requests``) for reading:
 * :func:`cost_breakdown` — where the money went: input vs output tokens per model, and what
   was spent on calls whose answer was not served (failed tries, rejected cascade stages,
   classifier calls);
+* :func:`repeat_outcomes` — why each repeated question was or was not served from the cache,
+  and :func:`against_range` — a measurement read against a lecture claim's range, so the
+  notebooks print verdicts instead of asserting them in prose;
 * figure builders (:func:`cost_breakdown_figure`, :func:`threshold_figure`,
   :func:`latency_cdf_figure`) with unit-bearing labels, Korean where a Hangul font exists
   (:mod:`llmlab.plotting_fonts`).
