@@ -564,10 +564,10 @@ def nb03() -> list:
 
         ## 2. Semantic caching, and the hit guard
 
-        A semantic cache answers a *similar* question from the cache. Similar is the problem: every
+        A semantic cache answers a *similar* question from the cache. Similar is the problem: an
         embedder scores "refund for order 123" and "order 456", or "cancel" and "upgrade my
-        subscription", as close as true paraphrases. The hit guard vetoes a hit whose numbers,
-        entities or actions differ.
+        subscription", about as close as true paraphrases — compare the cosines below with the
+        first pair's. The hit guard vetoes a hit whose numbers, entities or actions differ.
         """),
         code("""
         from llmlab.cache.embedders import get_embedder
