@@ -8,6 +8,9 @@ simulation's ``SimResult.requests``) for reading:
 * :func:`cost_breakdown` — where the money went: input vs output tokens per model, and what
   was spent on calls whose answer was not served (failed tries, rejected cascade stages,
   classifier calls);
+* :func:`repeat_outcomes` — why each repeated question was or was not served from the cache,
+  and :func:`against_range` — a measurement read against a lecture claim's range, so the
+  notebooks print verdicts instead of asserting them in prose;
 * figure builders (:func:`cost_breakdown_figure`, :func:`threshold_figure`,
   :func:`latency_cdf_figure`) with unit-bearing labels, Korean where a Hangul font exists
   (:mod:`llmlab.plotting_fonts`).
@@ -405,6 +408,20 @@ def drill_bars_figure(table: "pd.DataFrame", title: str | None = None) -> Any:
     return fig
 
 
+# ----------------------------------------------------------------------------- claims
+def against_range(value: float, low: float, high: float) -> str:
+    """``"below"``, ``"within"`` or ``"above"`` the claimed range ``[low, high]`` (ends included).
+
+    The notebooks print a lecture claim's verdict with this instead of asserting it in prose, so
+    the sentence follows the number when a scenario, a seed or an embedder changes.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(f"range: low={low!r}, high={high!r}; expected finite numbers with low <= high")
+    if not math.isfinite(value):
+        raise ValueError(f"value: {value!r}; expected a finite number")
+    return "below" if value < low else ("above" if value > high else "within")
+
+
 # ----------------------------------------------------------------------------- tiering
 def cost_if_all_on(records: Any, model: str, prices: Any = None) -> float:
     """What the answered requests' tokens would cost on ``model`` (the "all on one model" repricing).
@@ -479,6 +496,60 @@ def repeated_question_savings(cached: Any, uncached: Any) -> dict[str, float]:
             "repeat_cost_without_cache_usd": float(cost_b), "repeat_cost_with_cache_usd": float(cost_a),
             "repeat_cost_saving_pct": 100.0 * (1.0 - cost_a / cost_b) if cost_b > 0 else float("nan"),
             "repeats_served_from_cache": len(hits.drop_duplicates("turn")) / max(len(repeat_turns), 1)}
+
+
+#: the buckets of :func:`repeat_outcomes`, in the order a reader checks them
+REPEAT_OUTCOMES = ("served_from_cache", "mid_conversation", "no_answer_cached_yet", "missed_cached_answer")
+
+
+def repeat_outcomes(result: Any) -> dict[str, float]:
+    """Why each repeated question was, or was not, answered from the cache (shares of the repeats).
+
+    A repeat is defined as in :func:`repeated_question_savings` (same tenant, same ``answer_key``
+    asked in an earlier turn).  Each repeat lands in the first bucket that applies:
+
+    * ``served_from_cache`` — an exact or semantic hit;
+    * ``mid_conversation`` — the turn follows earlier turns of its session: the cache namespace
+      includes the conversation so far, so no other conversation's answer may be reused (by
+      design — the same words mean different things in different conversations);
+    * ``no_answer_cached_yet`` — an opening turn, but no earlier *opening* turn of the tenant
+      with this question had been answered by the time it arrived (still in flight, failed, or
+      only ever asked mid-conversation), so there was nothing to hit;
+    * ``missed_cached_answer`` — an answer was there and the lookup missed it: a paraphrase
+      below the semantic threshold, a hit-guard veto, other parameters, or an evicted entry.
+
+    ``cacheable`` is the sum of the first and last buckets: the best any cache tuning could
+    reach on this traffic.  Needs the simulator's per-request columns (``turn``, ``session``,
+    ``tenant``, ``answer_key``, ``arrival_s``, ``turn_latency_s``, ``outcome``, ``cache``).
+    """
+    df = result.requests if hasattr(result, "requests") else result
+    first = df.drop_duplicates("turn").sort_values("turn")
+    opening_turn = first.groupby("session")["turn"].transform("min")
+    counts = dict.fromkeys(REPEAT_OUTCOMES, 0)
+    answered_at: dict[str, list[float]] = {}  # tenant|key → when each opening ask was answered
+    asked: set[str] = set()
+    for turn, opening, tenant, key, arrival, took, outcome, cache in zip(
+            first["turn"], opening_turn, first["tenant"], first["answer_key"], first["arrival_s"],
+            first["turn_latency_s"], first["outcome"], first["cache"]):
+        name = f"{tenant}|{key}"
+        is_opening = turn == opening
+        if name in asked:
+            if cache in ("exact_hit", "semantic_hit"):
+                counts["served_from_cache"] += 1
+            elif not is_opening:
+                counts["mid_conversation"] += 1
+            elif not any(done <= arrival for done in answered_at.get(name, ())):
+                counts["no_answer_cached_yet"] += 1
+            else:
+                counts["missed_cached_answer"] += 1
+        asked.add(name)
+        if is_opening and outcome != "error":
+            answered_at.setdefault(name, []).append(float(arrival) + float(took))
+    repeats = sum(counts.values())
+    out = {k: v / repeats if repeats else float("nan") for k, v in counts.items()}
+    out["repeats"] = float(repeats)
+    out["cacheable"] = out["served_from_cache"] + out["missed_cached_answer"] if repeats else float("nan")
+    return out
 
 
 # ----------------------------------------------------------------------------- scenario helpers

@@ -90,3 +90,60 @@ def test_notebook_executes_offline_within_the_limit(path, kernel_env):
     stderr = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stderr")
     assert "missing from font" not in stderr and "Traceback" not in stderr, stderr[:2000]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} drew no figure"
+
+
+# ----------------------------------------------------------------------------- verdicts the notebooks print
+def test_repeat_outcomes_says_why_each_repeat_missed_the_cache():
+    """Notebooks 03 and 05 explain the gap to the lecture's 70 % with these buckets, not by assertion."""
+    import pandas as pd
+
+    from llmlab.teaching import repeat_outcomes
+
+    rows = [  # turn, session, tenant, key, arrival, latency, outcome, cache
+        (0, 0, "a", "k1", 0.0, 1.0, "model", "miss"),      # first ask (opening turn)
+        (1, 1, "a", "k1", 0.5, 1.0, "model", "miss"),      # repeat while turn 0 is still in flight
+        (2, 2, "a", "k1", 5.0, 0.0, "cache", "semantic_hit"),  # repeat served from cache
+        (3, 2, "a", "k1", 6.0, 1.0, "model", "miss"),      # repeat inside session 2: other context
+        (4, 3, "a", "k1", 9.0, 1.0, "model", "miss"),      # an answer was cached: the lookup missed it
+        (5, 4, "b", "k1", 9.5, 1.0, "model", "miss"),      # tenant b's first ask: not a repeat
+        (6, 5, "a", "k2", 10.0, 1.0, "model", "miss"),     # k2 first asked ...
+        (7, 5, "a", "k3", 11.0, 1.0, "model", "miss"),     # (k3, mid-conversation)
+        (8, 6, "a", "k3", 20.0, 1.0, "model", "miss"),     # ... k3 only ever asked mid-conversation: nothing cached
+    ]
+    df = pd.DataFrame(rows, columns=["turn", "session", "tenant", "answer_key", "arrival_s", "turn_latency_s",
+                                     "outcome", "cache"])
+    out = repeat_outcomes(df)
+    assert out["repeats"] == 5
+    assert out["served_from_cache"] == pytest.approx(1 / 5)
+    assert out["mid_conversation"] == pytest.approx(1 / 5)
+    assert out["no_answer_cached_yet"] == pytest.approx(2 / 5)
+    assert out["missed_cached_answer"] == pytest.approx(1 / 5)
+    assert out["cacheable"] == pytest.approx(2 / 5)
+
+
+def test_against_range_reads_a_measurement_against_a_claimed_range():
+    from llmlab.teaching import against_range
+
+    assert [against_range(v, 50, 70) for v in (39.5, 50, 61.2, 70, 87.8)] == \
+        ["below", "within", "within", "within", "above"]
+    with pytest.raises(ValueError, match="low"):
+        against_range(60, 70, 50)
+    with pytest.raises(ValueError, match="value"):
+        against_range(float("nan"), 50, 70)
+
+
+def test_repeat_outcomes_agrees_with_repeated_question_savings_on_a_simulation():
+    """The two helpers count the same repeats: the buckets sum to one and the served share matches."""
+    from llmlab.sim import simulate
+    from llmlab.teaching import CALM, REPEAT_OUTCOMES, no_caps, repeat_outcomes, repeated_question_savings
+
+    calm = {**CALM, **no_caps("b2b-saas"), "gateway.cache.embedder": "hashed"}
+    cached = simulate("b2b-saas", requests=400, seed=3, baseline=False, overrides=calm)
+    uncached = simulate("b2b-saas", requests=400, seed=3, baseline=False,
+                        overrides={**calm, "gateway.cache.exact": False, "gateway.cache.semantic": False})
+    why = repeat_outcomes(cached)
+    savings = repeated_question_savings(cached, uncached)
+    assert why["repeats"] == round(savings["repeat_share"] * savings["turns"]) > 0
+    assert sum(why[k] for k in REPEAT_OUTCOMES) == pytest.approx(1.0)
+    assert why["served_from_cache"] == pytest.approx(savings["repeats_served_from_cache"])
+    assert why["mid_conversation"] > 0  # b2b-saas sessions have several turns
