@@ -29,3 +29,49 @@ def test_a_short_run_sees_its_share_of_incident_time_not_only_incidents_that_sta
     covered = np.array(covered)
     se = covered.std(ddof=1) / math.sqrt(len(covered))  # ≈ 0.0017 here: 4 SE ≈ 20 % of the truth
     assert abs(covered.mean() - steady) < 4 * se
+
+
+def _traffic(overrides, **size):
+    from llmlab.sim import load_scenario
+    from llmlab.sim.run import make_traffic
+
+    sc = load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed", **overrides})
+    return sc, make_traffic(sc, **size)
+
+
+def test_turns_arrive_at_rate_per_s_from_the_first_minute_when_conversations_are_long():
+    """A run begins in the steady state: conversations that began before it send their later turns
+    into it.  Starting empty, ten-turn conversations with two-minute pauses ran at a quarter of
+    ``rate_per_s`` in the first ten minutes and a third short over the hour (4,800 turns, not 7,200)."""
+    long_chats = {"traffic.diurnal": "flat", "traffic.session_turns_mean": 10.0, "traffic.think_time_s": 120.0}
+    counts, early, first_turns = [], [], []
+    for seed in range(12):
+        _, t = _traffic(long_chats, hours=1.0, seed=seed)
+        counts.append(len(t))
+        early.append(int((t.arrival_s < 600.0).sum()))
+        ongoing = np.isin(t.session, list(t.carried))
+        first_turns.append(float(((t.prev < 0) & ~ongoing).mean()))
+    # turns come in sessions, so the hour's count is overdispersed: SD ≈ sqrt(7200 × 19) ≈ 370 per run,
+    # ≈ 107 for the mean of 12 (E[T²]/E[T] = 2m − 1 = 19); 3 SE ≈ 4.5 % of 7,200
+    assert np.mean(counts) == pytest.approx(2.0 * 3_600, rel=0.045)
+    assert np.mean(early) == pytest.approx(2.0 * 600, rel=0.12)  # SD of the mean ≈ 44 (3.6 %)
+    # a conversation's first turn is one turn in session_turns_mean: the ongoing ones began before
+    assert np.mean(first_turns) == pytest.approx(0.1, abs=0.02)
+
+
+def test_a_conversation_in_progress_at_the_start_keeps_its_earlier_turns_as_context():
+    from llmlab.sim.run import _App
+
+    _, t = _traffic({"traffic.diurnal": "flat", "traffic.session_turns_mean": 4.0, "traffic.think_time_s": 60.0},
+                    hours=0.25, seed=3)
+    ongoing = [i for i in range(len(t)) if t.prev[i] < 0 and int(t.session[i]) in t.carried]
+    assert len(ongoing) > 20
+    app = _App.__new__(_App)
+    app.t, app.system, app._user = t, (), {}
+    for i in ongoing[:20]:
+        earlier = t.carried[int(t.session[i])]
+        msgs = app.messages(i)
+        assert len(msgs) == 2 * len(earlier[0]) + 1  # each earlier turn: the user's text and the answer
+        assert [m["role"] for m in msgs[:2]] == ["user", "assistant"]
+        # the prompt is billed with the context it carries
+        assert t.prompt_tokens[i] > sum(t.text_tokens[x] for x in earlier[0])

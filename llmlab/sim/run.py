@@ -296,6 +296,11 @@ class _App:
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
         msgs = self.system + extra
+        if t.carried:  # a conversation going when the run started: its earlier turns first
+            earlier = t.carried.get(int(t.session[i]))
+            if earlier is not None:
+                for text, key in zip(*earlier):
+                    msgs += (self._user_message(text), {"role": "assistant", "content": t.answers[key]})
         if t.prev[i] >= 0:
             for j in t.history(i):
                 msgs += (self._user_message(int(t.text[j])),
