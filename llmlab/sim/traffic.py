@@ -304,7 +304,7 @@ def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rn
 WARMUP_LIFETIMES = 7.0
 #: ... and draws at most about this many turns (a month-long conversation at 10,000 requests/s
 #: would otherwise ask for billions; the warm-up is then shorter and the start slightly quiet)
-MAX_WARMUP_TURNS = 2_000_000
+MAX_WARMUP_TURNS = 1_000_000
 
 
 def warmup_s(cfg: "TrafficConfig", horizon_s: float) -> float:
@@ -341,7 +341,12 @@ def _turn_times(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: 
     arrival, session, number = _session_turns(cfg, session_starts(cfg, horizon_s, start_hour, rng), rng)
     warmup = warmup_s(cfg, horizon_s)
     if warmup > 0.0:
-        early = session_starts(cfg, warmup, (start_hour - warmup / 3600.0) % 24.0, rng, explicit_bursts=False)
+        from .scenario import ScenarioError
+
+        try:
+            early = session_starts(cfg, warmup, (start_hour - warmup / 3600.0) % 24.0, rng, explicit_bursts=False)
+        except ScenarioError:  # flash crowds overlapping past the draw bound in the warm-up only: start empty
+            return arrival, session, number
         a, s, k = _session_turns(cfg, early - warmup, rng)
         ongoing = np.zeros(len(early) + 1, dtype=bool)
         ongoing[s[a >= 0.0]] = True  # only conversations with a turn in the run matter
