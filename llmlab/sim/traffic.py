@@ -304,7 +304,7 @@ def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rn
 WARMUP_LIFETIMES = 7.0
 #: ... and draws at most about this many turns (a month-long conversation at 10,000 requests/s
 #: would otherwise ask for billions; the warm-up is then shorter and the start slightly quiet)
-MAX_WARMUP_TURNS = 1_000_000
+MAX_WARMUP_TURNS = 250_000
 
 
 def warmup_s(cfg: "TrafficConfig", horizon_s: float) -> float:
@@ -348,13 +348,12 @@ def _turn_times(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: 
         except ScenarioError:  # flash crowds overlapping past the draw bound in the warm-up only: start empty
             return arrival, session, number
         a, s, k = _session_turns(cfg, early - warmup, rng)
-        ongoing = np.zeros(len(early) + 1, dtype=bool)
+        ongoing = np.zeros(len(early), dtype=bool)
         ongoing[s[a >= 0.0]] = True  # only conversations with a turn in the run matter
         mask = ongoing[s]
-        _, s = np.unique(s[mask], return_inverse=True)
-        base = int(session.max()) + 1 if len(session) else 0
+        renumber = np.cumsum(ongoing) - 1 + (int(session.max()) + 1 if len(session) else 0)
         arrival = np.concatenate([arrival, a[mask]])
-        session = np.concatenate([session, s.reshape(-1) + base])
+        session = np.concatenate([session, renumber[s[mask]]])
         number = np.concatenate([number, k[mask]])
     return arrival, session, number
 
