@@ -243,8 +243,10 @@ def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator,
             explicit: bool = True) -> list[tuple[float, float, float]]:
     out = [(b.start_s, b.start_s + b.duration_s, b.multiplier) for b in cfg.bursts] if explicit else []
     if cfg.burst_rate_per_day > 0:
-        n = int(rng.poisson(cfg.burst_rate_per_day * horizon_s / 86_400.0))
-        for start in np.sort(rng.uniform(0.0, horizon_s, n)):
+        # flash crowds are a process running all along: one begun up to a duration before the run still counts
+        lead = cfg.burst_duration_s
+        n = int(rng.poisson(cfg.burst_rate_per_day * (horizon_s + lead) / 86_400.0))
+        for start in np.sort(rng.uniform(-lead, horizon_s, n)):
             out.append((float(start), float(start) + cfg.burst_duration_s, cfg.burst_multiplier))
     return out
 
