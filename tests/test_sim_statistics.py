@@ -133,3 +133,58 @@ deployment = "gpt-4o"
 [gateway.cache]
 exact = false
 """
+
+
+def _provider(env, **kw):
+    from llmlab.sim.providers import SimProvider
+    from llmlab.sim.scenario import ProviderConfig
+
+    base = dict(model="gpt-4o", ttft_s=0.4, ttft_sigma=0.0, tokens_per_s=80.0, tokens_per_s_sigma=0.0)
+    return SimProvider(env, "dep", ProviderConfig(**{**base, **kw}))
+
+
+def _call(timeout_s=1e9, **meta):
+    from llmlab.effects import Call, Deployment
+
+    return Call(Deployment("dep", "gpt-4o", timeout_s=timeout_s), ({"role": "user", "content": "q"},), {},
+                metadata={"prompt_tokens": 100, "answer_tokens": 10, **meta})
+
+
+@pytest.mark.parametrize("limits", [{"rpm": 60.0}, {"tpm": 6_000.0}, {"rpm": 90.0, "tpm": 9_000.0}])
+@pytest.mark.parametrize("latency_s", [0.0, 0.05])
+def test_retry_after_is_when_the_limit_has_room_again_not_sooner_not_later(limits, latency_s):
+    """A client that waits exactly ``Retry-After`` (from sending) must get in, and a retry 2 ms
+    sooner must not: the wait was rounded to the nearest millisecond (a retry up to 0.5 ms early,
+    and ``Retry-After: 0`` for waits under 0.5 ms), and the bucket's float arithmetic refused a
+    retry at exactly the refill instant (the 2,875 retries of this loop all failed)."""
+    import copy
+
+    import simpy
+
+    from llmlab.effects import CallError, CallResult, ErrorKind
+    from llmlab.sim.providers import mix64
+
+    env = simpy.Environment()
+    p = _provider(env, rate_limit_latency_s=latency_s, **limits)
+    rng = np.random.default_rng(1)
+    seen = []
+
+    def client():
+        for k in range(1_500):
+            if rng.uniform() < 0.3:
+                yield env.timeout(float(rng.exponential(0.3)))
+            sent = env.now
+            r = yield from p.serve(_call(), mix64(k))
+            if isinstance(r, CallError):
+                assert r.kind is ErrorKind.RATE_LIMIT and r.retry_after_s > 0
+                buckets = [copy.copy(b) for b in (p.rpm, p.tpm) if b is not None]
+                early = sent + r.retry_after_s - 0.002
+                amounts = [1.0 if b is p.rpm else 110.0 for b in (p.rpm, p.tpm) if b is not None]
+                assert any(c.wait_for(a, early) > 0 for c, a in zip(copy.deepcopy(buckets), amounts))
+                yield env.timeout(max(0.0, sent + r.retry_after_s - env.now))
+                again = yield from p.serve(_call(), mix64(10_000 + k))
+                seen.append(isinstance(again, CallResult))
+
+    env.process(client())
+    env.run()
+    assert len(seen) > 200 and all(seen)

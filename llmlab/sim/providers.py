@@ -5,7 +5,8 @@ never an exception — the pipeline sees exactly what the live driver would give
 
 1. outage ``down`` → 503 after ``down_latency_s`` (or a hang until the deployment's timeout);
 2. provider rate limits (requests/min, tokens/min with ``max_tokens`` counted, as OpenAI does)
-   → 429 with ``retry_after_s`` = the exact time until the request would fit;
+   → 429 with ``retry_after_s`` = the time until the request would fit, from when it was sent
+   (rounded up to the millisecond);
 3. concurrency ``capacity``: a FIFO queue; waiting longer than the timeout → timeout error;
 4. latency = TTFT (lognormal around the published median) + output tokens ÷ tokens/s;
    degraded by a ``slow`` outage;
@@ -91,6 +92,11 @@ class SlotPool:
         return sum(1 for e in self.waiters if e[1])
 
 
+#: slack on a bucket's level: refills summed in floating point land a hair short of a whole
+#: request at the very instant the wait said it would fit
+BUCKET_EPS = 1e-9
+
+
 class TokenBucket:
     """Per-minute limit refilled continuously (capacity / 60 per second)."""
 
@@ -105,7 +111,7 @@ class TokenBucket:
         if now > self.updated:
             self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / 60.0)
             self.updated = now
-        if amount <= self.level:
+        if amount <= self.level + BUCKET_EPS:
             return 0.0
         if amount > self.capacity:
             return math.inf
@@ -206,7 +212,9 @@ class SimProvider:
                 wait = max(wait, self.tpm.wait_for(prompt + (call.params.get("max_tokens") or out), start))
             if wait > 0.0:
                 yield env.timeout(self.rate_limit_latency_s)
-                retry_after = 60.0 if math.isinf(wait) else round(wait, 3)
+                # whole milliseconds, rounded up: a client waiting exactly this long gets in (to the
+                # nearest, a retry came up to 0.5 ms early, and a wait under 0.5 ms said "Retry-After: 0")
+                retry_after = 60.0 if math.isinf(wait) else math.ceil(wait * 1000.0) / 1000.0
                 return self._fail(ErrorKind.RATE_LIMIT, f"{self.name}: 429 rate limit reached", start, 429,
                                   retry_after)
             if self.rpm is not None:
