@@ -188,3 +188,35 @@ def test_retry_after_is_when_the_limit_has_room_again_not_sooner_not_later(limit
     env.process(client())
     env.run()
     assert len(seen) > 200 and all(seen)
+
+
+def test_no_call_outlasts_its_timeout_when_an_error_follows_a_long_queue():
+    """The gateway gives up on a call after ``timeout_s`` from sending it, queue included: a 500
+    that would come later is a timeout.  The error's own delay was capped at the whole timeout,
+    so a call that queued 9.9 s of a 10 s timeout failed at about 10.3 s, as a server error."""
+    import simpy
+
+    from llmlab.effects import CallError, ErrorKind
+    from llmlab.sim.providers import mix64, uniforms
+
+    env = simpy.Environment()
+    p = _provider(env, capacity=1, error_rate=0.5, error_latency_s=1.0)
+    keys = [mix64(k) for k in range(200)]
+    ok_key = next(k for k in keys if uniforms(k ^ p.salt)[2] >= 0.5)
+    err_keys = [k for k in keys if uniforms(k ^ p.salt)[2] < 0.5][:40]
+    out = []
+
+    def caller(key, at, answer_tokens):
+        yield env.timeout(at)
+        out.append((yield from p.serve(_call(timeout_s=10.0, answer_tokens=answer_tokens), key)))
+
+    # one long call holds the only slot for 9.9 s; each error call queues behind it and the ones before
+    env.process(caller(ok_key, 0.0, int((9.9 - 0.4) * 80)))
+    for k, key in enumerate(err_keys):
+        env.process(caller(key, 0.001 * (k + 1), 10))
+    env.run()
+    failed = [r for r in out if isinstance(r, CallError)]
+    assert len(failed) == 40
+    assert max(r.latency_s for r in failed) <= 10.0 + 1e-9
+    late = [r for r in failed if r.kind is ErrorKind.TIMEOUT]
+    assert late and all(r.latency_s == pytest.approx(10.0) for r in late)

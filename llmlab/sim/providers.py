@@ -251,9 +251,13 @@ class SimProvider:
             tps /= outage.latency_factor
         service = ttft + out / tps
         if u3 < self.error_rate + outage.error_rate:
-            yield env.timeout(min(self.error_latency_s * (0.5 + u4), timeout_s))
+            delay = self.error_latency_s * (0.5 + u4)
+            left = max(0.0, timeout_s - waited)  # the timeout runs from sending, time in the queue included
+            yield env.timeout(min(delay, left))
             if slots is not None:
                 slots.release()
+            if delay > left:  # the error would come after the gateway gave up
+                return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s", start)
             if u4 < self.overloaded_share or u3 >= self.error_rate:  # incident errors: 529/503
                 return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 529 overloaded", start, 529)
             return self._fail(ErrorKind.SERVER, f"{self.name}: 500 internal server error", start, 500)
