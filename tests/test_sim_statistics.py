@@ -220,3 +220,29 @@ def test_no_call_outlasts_its_timeout_when_an_error_follows_a_long_queue():
     assert max(r.latency_s for r in failed) <= 10.0 + 1e-9
     late = [r for r in failed if r.kind is ErrorKind.TIMEOUT]
     assert late and all(r.latency_s == pytest.approx(10.0) for r in late)
+
+
+def test_an_exponential_ttft_is_independent_of_the_token_speed():
+    """With ``ttft_dist = "exponential"`` the TTFT came from the same uniform as the angle of the
+    Box-Muller pair that gives the token speed: a long TTFT (u₂ near 0) came with sin(2πu₂) near
+    0⁺, i.e. a faster-than-median stream — latency = TTFT + tokens/speed had the wrong spread."""
+    import simpy
+
+    from llmlab.sim.providers import mix64
+
+    env = simpy.Environment()
+    p = _provider(env, ttft_dist="exponential", ttft_s=0.5, tokens_per_s_sigma=0.3)
+    res = []
+
+    def many():
+        for k in range(40_000):
+            res.append((yield from p.serve(_call(answer_tokens=100), mix64(k))))
+
+    env.process(many())
+    env.run()
+    ttft = np.array([r.ttft_s for r in res])
+    z = np.log(100.0 / (np.array([r.latency_s for r in res]) - ttft) / 80.0) / 0.3  # N(0, 1) if lognormal
+    assert ttft.mean() == pytest.approx(0.5, rel=0.03)  # SE 0.5 %
+    slow_start = ttft > 0.5 * math.log(20.0)  # the slowest 5 %: ≈ 2,000 calls, SE of their mean z ≈ 0.022
+    assert abs(z[slow_start].mean()) < 0.1 and abs(z[~slow_start].mean()) < 0.03
+    assert z.std() == pytest.approx(1.0, abs=0.03)

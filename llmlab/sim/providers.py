@@ -39,6 +39,8 @@ M64 = 0xFFFFFFFFFFFFFFFF
 GOLDEN = 0x9E3779B97F4A7C15
 TWO_PI = 2.0 * math.pi
 INV32 = 1.0 / 4294967296.0
+INV53 = 1.0 / 9007199254740992.0
+_EXP_SALT = 0xD1B54A32D192ED03
 #: tokens of the classifier's instruction (llmlab.routing.CLASSIFIER_PROMPT) plus chat framing
 CLASSIFY_PROMPT_TOKENS = 70
 
@@ -241,8 +243,8 @@ class SimProvider:
         r = math.sqrt(-2.0 * math.log(u1))
         if self.ttft_dist == "lognormal":
             ttft = self.ttft_s * math.exp(self.ttft_sigma * r * math.cos(TWO_PI * u2))
-        elif self.ttft_dist == "exponential":
-            ttft = -self.ttft_s * math.log(u2)
+        elif self.ttft_dist == "exponential":  # a uniform of its own: u2 is the speed's Box-Muller angle
+            ttft = -self.ttft_s * math.log(((mix64(key ^ self.salt ^ _EXP_SALT) >> 11) + 0.5) * INV53)
         else:
             ttft = self.ttft_s
         tps = self.tps * math.exp(self.tps_sigma * r * math.sin(TWO_PI * u2)) if self.tps_sigma else self.tps
