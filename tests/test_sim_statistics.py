@@ -246,3 +246,17 @@ def test_an_exponential_ttft_is_independent_of_the_token_speed():
     slow_start = ttft > 0.5 * math.log(20.0)  # the slowest 5 %: ≈ 2,000 calls, SE of their mean z ≈ 0.022
     assert abs(z[slow_start].mean()) < 0.1 and abs(z[~slow_start].mean()) < 0.03
     assert z.std() == pytest.approx(1.0, abs=0.03)
+
+
+def test_deployments_of_one_provider_group_cannot_disagree_on_its_incidents():
+    """Incidents are drawn once per provider group, from the first deployment's profile by name:
+    ``--set providers.gpt-4o-mini.incidents.per_month=100`` was silently ignored next to gpt-4o."""
+    from llmlab.sim import load_scenario
+    from llmlab.sim.outages import scenario_windows
+    from llmlab.sim.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"^providers\.gpt-4o-mini\.incidents\.per_month: .*gpt-4o.*openai"):
+        load_scenario("b2b-saas", {"providers.gpt-4o-mini.incidents.per_month": 100.0})
+    both = load_scenario("b2b-saas", {"providers.gpt-4o-mini.incidents.per_month": 100.0,
+                                      "providers.gpt-4o.incidents.per_month": 100.0, "outages.windows": []})
+    assert len([w for w in scenario_windows(both, 86_400.0, 0) if w.target == "openai"]) > 1

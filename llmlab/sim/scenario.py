@@ -622,6 +622,18 @@ def check_scenario(s: Scenario) -> None:
                                     inc.duration_p90_min)
             if inc.per_month > 0 and sum(inc.mix.values()) <= 0:
                 raise ScenarioError(f"providers.{name}.incidents.mix", "at least one positive weight", inc.mix)
+    shared: dict[str, str] = {}  # one incident process per provider group: its deployments must agree on it
+    for name in sorted(s.providers):
+        p = s.providers[name]
+        if p.incidents is None:
+            continue
+        first = shared.setdefault(p.provider, name)
+        theirs = s.providers[first].incidents
+        for key, value in p.incidents.model_dump().items():
+            if value != getattr(theirs, key):
+                raise ScenarioError(f"providers.{name}.incidents.{key}", f"the value of providers.{first}.incidents."
+                                    f"{key} ({getattr(theirs, key)!r}): deployments of provider group {p.provider!r} "
+                                    "share one incident process", value)
     for i, w in enumerate(s.outages.windows):
         if w.target not in names and w.target not in groups:
             raise ScenarioError(f"outages.windows.{i}.target", "a deployment or provider group (" +
