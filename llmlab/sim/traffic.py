@@ -389,8 +389,8 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
         keep = inside[np.argsort(arrival[inside], kind="stable")][:requests]
         horizon = float(arrival[keep[-1]]) if len(keep) else horizon
     # a kept turn's earlier turns arrived earlier, so they are kept too — or, before 0, are the
-    # context of a conversation already going when the run starts: drawn like any turn (``rows``
-    # past the first ``n``), carried as history, never simulated
+    # context of a conversation already going when the run starts: drawn like any turn (``keep``
+    # past its first ``n``), carried as history, never simulated
     n = len(keep)
     pre = np.flatnonzero(arrival < 0.0)
     if len(pre):
