@@ -33,7 +33,10 @@ Definitions (the summary's keys):
 * ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
   a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it.
 * ``projected_monthly_cost_usd`` — cost per turn × expected turns in 30 days at the scenario's
-  mean rate, plus fixed hourly costs × 720 h: the lecture's ``daily × 30 × cost per request``.
+  mean rate (``rate_per_s`` × the random bursts' mean multiplier, see
+  :func:`llmlab.sim.run.expected_rate_per_s`), plus fixed hourly costs × 720 h: the lecture's
+  ``daily × 30 × cost per request``.  Monthly budget caps are not applied to the projected
+  month: with caps that bind over a month it is the uncapped demand, not the capped spend.
 """
 from __future__ import annotations
 

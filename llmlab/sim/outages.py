@@ -7,9 +7,11 @@ Three kinds, because real incidents are rarely a clean "down":
 * ``slow`` — latency multiplied (TTFT longer, tokens/s lower).
 
 The incident process is Poisson with ``per_month`` incidents and lognormal durations fitted to
-the published median and 90th percentile (``sigma = ln(p90/p50) / 1.2816``).  Incidents belong
-to a *provider group* (``provider = "openai"``): when OpenAI has an incident, every deployment
-on OpenAI shares it, which is exactly why a fallback chain should cross providers.
+the published median and 90th percentile (``sigma = ln(p90/p50) / 1.2816``).  A run also sees
+the incidents already in progress when it starts, so its share of outage time is the long
+run's whatever its length.  Incidents belong to a *provider group* (``provider = "openai"``):
+when OpenAI has an incident, every deployment on OpenAI shares it, which is exactly why a
+fallback chain should cross providers.
 
 Windows are drawn once per run from ``(seed, group)`` so the policy run and the baseline run
 see the same outages (common random numbers).
@@ -53,20 +55,37 @@ def lognormal_params(p50: float, p90: float) -> tuple[float, float]:
 
 def draw_incidents(group: str, profile: "IncidentConfig", horizon_s: float,
                    rng: np.random.Generator) -> list[Window]:
-    """Incidents of one provider group over ``[0, horizon_s)``."""
+    """Incidents of one provider group in force during ``[0, horizon_s)``, sorted by start.
+
+    Those starting inside the run, plus those already in progress when it begins (their window
+    starts at 0): the process has been running all along, so a short run sees its share of
+    outage *time*, not only of outage starts (without them a one-hour run saw a fifth of it).
+    A lognormal duration seen in progress is length-biased — lognormal with ``mu + sigma²`` —
+    and the run begins at a uniform point of it.
+    """
     if profile.per_month <= 0 or horizon_s <= 0:
         return []
-    n = int(rng.poisson(profile.per_month * horizon_s / SECONDS_PER_MONTH))
-    if n == 0:
-        return []
-    starts = np.sort(rng.uniform(0.0, horizon_s, n))
+    rate_s = profile.per_month / SECONDS_PER_MONTH
     mu, sigma = lognormal_params(profile.duration_p50_min * 60.0, profile.duration_p90_min * 60.0)
-    durations = rng.lognormal(mu, sigma, n)
     kinds = sorted(profile.mix)
     weights = np.array([profile.mix[k] for k in kinds], dtype=float)
-    picks = rng.choice(len(kinds), size=n, p=weights / weights.sum())
-    return [Window(group, float(s), float(s + d), kinds[k], profile.error_rate, profile.latency_factor, "incident")
-            for s, d, k in zip(starts, durations, picks)]
+    weights /= weights.sum()
+    out: list[Window] = []
+    n = int(rng.poisson(rate_s * horizon_s))
+    if n:
+        starts = np.sort(rng.uniform(0.0, horizon_s, n))
+        durations = rng.lognormal(mu, sigma, n)
+        picks = rng.choice(len(kinds), size=n, p=weights)
+        out = [Window(group, float(s), float(s + d), kinds[k], profile.error_rate, profile.latency_factor, "incident")
+               for s, d, k in zip(starts, durations, picks)]
+    # drawn after the ones above, so a seed's incidents inside the run are what they were
+    m = int(rng.poisson(rate_s * math.exp(mu + sigma * sigma / 2.0)))  # in progress at 0: rate × mean duration
+    if m:
+        remaining = rng.lognormal(mu + sigma * sigma, sigma, m) * rng.uniform(0.0, 1.0, m)
+        picks = rng.choice(len(kinds), size=m, p=weights)
+        out = [Window(group, 0.0, float(r), kinds[k], profile.error_rate, profile.latency_factor, "incident")
+               for r, k in zip(remaining, picks)] + out
+    return out
 
 
 def expected_unavailability(profile: "IncidentConfig") -> float:

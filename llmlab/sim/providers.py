@@ -5,7 +5,8 @@ never an exception — the pipeline sees exactly what the live driver would give
 
 1. outage ``down`` → 503 after ``down_latency_s`` (or a hang until the deployment's timeout);
 2. provider rate limits (requests/min, tokens/min with ``max_tokens`` counted, as OpenAI does)
-   → 429 with ``retry_after_s`` = the exact time until the request would fit;
+   → 429 with ``retry_after_s`` = the time until the request would fit, from when it was sent
+   (rounded up to the millisecond);
 3. concurrency ``capacity``: a FIFO queue; waiting longer than the timeout → timeout error;
 4. latency = TTFT (lognormal around the published median) + output tokens ÷ tokens/s;
    degraded by a ``slow`` outage;
@@ -38,6 +39,8 @@ M64 = 0xFFFFFFFFFFFFFFFF
 GOLDEN = 0x9E3779B97F4A7C15
 TWO_PI = 2.0 * math.pi
 INV32 = 1.0 / 4294967296.0
+INV53 = 1.0 / 9007199254740992.0
+_EXP_SALT = 0xD1B54A32D192ED03
 #: tokens of the classifier's instruction (llmlab.routing.CLASSIFIER_PROMPT) plus chat framing
 CLASSIFY_PROMPT_TOKENS = 70
 
@@ -91,6 +94,11 @@ class SlotPool:
         return sum(1 for e in self.waiters if e[1])
 
 
+#: slack on a bucket's level: refills summed in floating point land a hair short of a whole
+#: request at the very instant the wait said it would fit
+BUCKET_EPS = 1e-9
+
+
 class TokenBucket:
     """Per-minute limit refilled continuously (capacity / 60 per second)."""
 
@@ -105,7 +113,7 @@ class TokenBucket:
         if now > self.updated:
             self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / 60.0)
             self.updated = now
-        if amount <= self.level:
+        if amount <= self.level + BUCKET_EPS:
             return 0.0
         if amount > self.capacity:
             return math.inf
@@ -206,7 +214,9 @@ class SimProvider:
                 wait = max(wait, self.tpm.wait_for(prompt + (call.params.get("max_tokens") or out), start))
             if wait > 0.0:
                 yield env.timeout(self.rate_limit_latency_s)
-                retry_after = 60.0 if math.isinf(wait) else round(wait, 3)
+                # whole milliseconds, rounded up: a client waiting exactly this long gets in (to the
+                # nearest, a retry came up to 0.5 ms early, and a wait under 0.5 ms said "Retry-After: 0")
+                retry_after = 60.0 if math.isinf(wait) else math.ceil(wait * 1000.0) / 1000.0
                 return self._fail(ErrorKind.RATE_LIMIT, f"{self.name}: 429 rate limit reached", start, 429,
                                   retry_after)
             if self.rpm is not None:
@@ -233,8 +243,8 @@ class SimProvider:
         r = math.sqrt(-2.0 * math.log(u1))
         if self.ttft_dist == "lognormal":
             ttft = self.ttft_s * math.exp(self.ttft_sigma * r * math.cos(TWO_PI * u2))
-        elif self.ttft_dist == "exponential":
-            ttft = -self.ttft_s * math.log(u2)
+        elif self.ttft_dist == "exponential":  # a uniform of its own: u2 is the speed's Box-Muller angle
+            ttft = -self.ttft_s * math.log(((mix64(key ^ self.salt ^ _EXP_SALT) >> 11) + 0.5) * INV53)
         else:
             ttft = self.ttft_s
         tps = self.tps * math.exp(self.tps_sigma * r * math.sin(TWO_PI * u2)) if self.tps_sigma else self.tps
@@ -243,9 +253,13 @@ class SimProvider:
             tps /= outage.latency_factor
         service = ttft + out / tps
         if u3 < self.error_rate + outage.error_rate:
-            yield env.timeout(min(self.error_latency_s * (0.5 + u4), timeout_s))
+            delay = self.error_latency_s * (0.5 + u4)
+            left = max(0.0, timeout_s - waited)  # the timeout runs from sending, time in the queue included
+            yield env.timeout(min(delay, left))
             if slots is not None:
                 slots.release()
+            if delay > left:  # the error would come after the gateway gave up
+                return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s", start)
             if u4 < self.overloaded_share or u3 >= self.error_rate:  # incident errors: 529/503
                 return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 529 overloaded", start, 529)
             return self._fail(ErrorKind.SERVER, f"{self.name}: 500 internal server error", start, 500)

@@ -296,6 +296,11 @@ class _App:
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
         msgs = self.system + extra
+        if t.carried:  # a conversation going when the run started: its earlier turns first
+            earlier = t.carried.get(int(t.session[i]))
+            if earlier is not None:
+                for text, key in zip(*earlier):
+                    msgs += (self._user_message(text), {"role": "assistant", "content": t.answers[key]})
         if t.prev[i] >= 0:
             for j in t.history(i):
                 msgs += (self._user_message(int(t.text[j])),
@@ -454,15 +459,26 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
 MIN_PROJECTION_SPAN_S = 60.0
 
 
+def expected_rate_per_s(cfg: Any) -> float:
+    """Long-run turns per second of synthetic traffic: ``rate_per_s`` times the random flash crowds'
+    mean multiplier.  Bursts overlap and multiply, and how many are in force at an instant is
+    Poisson with mean ``a = burst_rate_per_day × burst_duration_s / 86,400``, so the mean is
+    ``E[multiplier^N] = e^(a (multiplier − 1))``.  Scheduled ``bursts`` are events of one run, not
+    a rate that recurs every month: left out."""
+    a = cfg.burst_rate_per_day * cfg.burst_duration_s / 86_400.0
+    return cfg.rate_per_s * math.exp(a * (cfg.burst_multiplier - 1.0))
+
+
 def traffic_rate(scenario: Scenario, traffic: Traffic) -> float:
-    """Mean turns per second the projection assumes (the scenario's rate; a trace's real rate).
+    """Mean turns per second the projection assumes (the scenario's, random bursts included; a
+    trace's real rate).
 
     NaN for a trace spanning less than a minute of real time (one row, or rows logged in the
     same second): its rate is undefined, and the monthly projection is left blank rather than
     extrapolated from a few milliseconds into trillions of dollars.
     """
     if traffic.source == "synthetic":
-        return scenario.traffic.rate_per_s
+        return expected_rate_per_s(scenario.traffic)
     span = traffic.horizon_s * scenario.traffic.speedup
     return len(traffic) / span if span >= MIN_PROJECTION_SPAN_S else math.nan
 

@@ -168,15 +168,15 @@ class ToolConfig(_Strict):
 class TrafficConfig(_Strict):
     requests: Annotated[int, Field(ge=1, le=10_000_000)] | None = 5_000  # user requests to simulate (or hours)
     hours: Annotated[float, Field(gt=0, le=8_784)] | None = None  # every request arriving within this many hours
-    rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0  # mean rate of user requests (all turns), before the diurnal profile
+    rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0  # mean rate of user requests (all turns) over a day of the diurnal profile; random bursts add to it
     domain: str | None = None  # catalogue domain ("saas", "ecommerce"); None = all
     languages: dict[str, NonNeg] = Field(default_factory=lambda: {"en": 1.0})
     zipf_s: NonNeg = 1.0  # intent popularity exponent (0 = uniform)
     diurnal: list[NonNeg] | Literal["flat", "business", "consumer"] = "flat"
     bursts: list[BurstConfig] = Field(default_factory=list)
-    burst_rate_per_day: Annotated[float, Field(ge=0, le=1_440)] = 0.0
-    burst_duration_s: Pos = 600.0
-    burst_multiplier: Annotated[float, Field(ge=1, le=100)] = 3.0
+    burst_rate_per_day: Annotated[float, Field(ge=0, le=1_440)] = 0.0  # random flash crowds (Poisson); overlapping ones multiply
+    burst_duration_s: Pos = 600.0  # each flash crowd's length; on average they scale the rate by e^(per_day × duration / 86400 × (multiplier − 1))
+    burst_multiplier: Annotated[float, Field(ge=1, le=100)] = 3.0  # session starts × this during a flash crowd
     tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
     session_turns_mean: Annotated[float, Field(ge=1, le=1_000)] = 1.0  # turns per conversation (later turns carry history)
     think_time_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # mean pause between a conversation's turns
@@ -622,6 +622,18 @@ def check_scenario(s: Scenario) -> None:
                                     inc.duration_p90_min)
             if inc.per_month > 0 and sum(inc.mix.values()) <= 0:
                 raise ScenarioError(f"providers.{name}.incidents.mix", "at least one positive weight", inc.mix)
+    shared: dict[str, str] = {}  # one incident process per provider group: its deployments must agree on it
+    for name in sorted(s.providers):
+        p = s.providers[name]
+        if p.incidents is None:
+            continue
+        first = shared.setdefault(p.provider, name)
+        theirs = s.providers[first].incidents
+        for key, value in p.incidents.model_dump().items():
+            if value != getattr(theirs, key):
+                raise ScenarioError(f"providers.{name}.incidents.{key}", f"the value of providers.{first}.incidents."
+                                    f"{key} ({getattr(theirs, key)!r}): deployments of provider group {p.provider!r} "
+                                    "share one incident process", value)
     for i, w in enumerate(s.outages.windows):
         if w.target not in names and w.target not in groups:
             raise ScenarioError(f"outages.windows.{i}.target", "a deployment or provider group (" +

@@ -9,7 +9,10 @@ The model, in the order it is drawn:
 
 * **arrivals** — sessions start as a non-homogeneous Poisson process: ``rate_per_s /
   session_turns_mean`` × a 24-hour diurnal profile × bursts (explicit windows and random
-  flash crowds), sampled by thinning (Lewis & Shedler);
+  flash crowds), sampled by thinning (Lewis & Shedler).  The run starts in the steady state:
+  conversations begun before it (drawn over a warm-up of several session lifetimes) send their
+  later turns into it, with their earlier turns as context — an empty start ran below
+  ``rate_per_s`` for the first ``think_time_s × session_turns_mean`` seconds or so;
 * **sessions** — a tenant (groups by ``share``, Zipf-skewed inside a group: a few customers
   send most requests), a language, a geometric number of turns separated by exponential
   think times.  Later turns carry the conversation so far, so their cache namespace (which
@@ -52,9 +55,11 @@ class Traffic:
     """User turns in arrival order, as parallel arrays plus small lookup tables.
 
     Row ``i`` is one user turn.  ``prev[i]`` is the previous turn of the same session (or -1);
-    a turn's messages are rebuilt from that chain when it arrives.  ``opaque`` marks texts that
-    are only a hash (trace rows that logged no prompt): the driver gives them random, unrelated
-    embeddings so a semantic cache can only hit identical prompts.
+    a turn's messages are rebuilt from that chain when it arrives.  ``carried`` holds, per session
+    already in progress when the run starts, its earlier turns (text ids, answer key ids, oldest
+    first): context its turns in the run carry, never simulated themselves.  ``opaque`` marks
+    texts that are only a hash (trace rows that logged no prompt): the driver gives them random,
+    unrelated embeddings so a semantic cache can only hit identical prompts.
     """
 
     arrival_s: np.ndarray
@@ -78,6 +83,7 @@ class Traffic:
     intent_action: list[str | None]
     horizon_s: float
     opaque: set[int] = field(default_factory=set)
+    carried: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
     source: str = "synthetic"
     #: epoch seconds of virtual time 0: a trace's first request (None: the scenario's ``start``),
     #: so a replay's ledger carries the log's own times and monthly caps reset where the log's month did
@@ -233,11 +239,14 @@ class _Tables:
 
 
 # ----------------------------------------------------------------------------- arrivals
-def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator) -> list[tuple[float, float, float]]:
-    out = [(b.start_s, b.start_s + b.duration_s, b.multiplier) for b in cfg.bursts]
+def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator,
+            explicit: bool = True) -> list[tuple[float, float, float]]:
+    out = [(b.start_s, b.start_s + b.duration_s, b.multiplier) for b in cfg.bursts] if explicit else []
     if cfg.burst_rate_per_day > 0:
-        n = int(rng.poisson(cfg.burst_rate_per_day * horizon_s / 86_400.0))
-        for start in np.sort(rng.uniform(0.0, horizon_s, n)):
+        # flash crowds are a process running all along: one begun up to a duration before the run still counts
+        lead = cfg.burst_duration_s
+        n = int(rng.poisson(cfg.burst_rate_per_day * (horizon_s + lead) / 86_400.0))
+        for start in np.sort(rng.uniform(-lead, horizon_s, n)):
             out.append((float(start), float(start) + cfg.burst_duration_s, cfg.burst_multiplier))
     return out
 
@@ -265,10 +274,14 @@ def _peak_multiplier(bursts: list[tuple[float, float, float]]) -> float:
     return peak
 
 
-def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: np.random.Generator) -> np.ndarray:
-    """Session start times in ``[0, horizon_s)``: thinning of a bounding homogeneous process."""
+def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: np.random.Generator,
+                   explicit_bursts: bool = True) -> np.ndarray:
+    """Session start times in ``[0, horizon_s)``: thinning of a bounding homogeneous process.
+
+    ``explicit_bursts=False`` leaves out the scenario's scheduled bursts (their times are the
+    run's, not a warm-up's)."""
     profile = diurnal_profile(cfg.diurnal)
-    bursts = _bursts(cfg, horizon_s, rng)
+    bursts = _bursts(cfg, horizon_s, rng, explicit_bursts)
     base = cfg.rate_per_s / cfg.session_turns_mean
     peak_burst = _peak_multiplier(bursts)
     lam_max = base * profile.max() * peak_burst
@@ -288,11 +301,28 @@ def session_starts(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rn
 
 
 # ----------------------------------------------------------------------------- generation
-def _turn_times(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(arrival, session, turn number)`` of every turn of the sessions starting in the window."""
-    starts = session_starts(cfg, horizon_s, start_hour, rng)
+#: the warm-up spans this many mean session lifetimes (think_time_s × session_turns_mean): the
+#: share of in-progress conversations it misses is e^-7 ≈ 0.1 %
+WARMUP_LIFETIMES = 7.0
+#: ... and draws at most about this many turns (a month-long conversation at 10,000 requests/s
+#: would otherwise ask for billions; the warm-up is then shorter and the start slightly quiet)
+MAX_WARMUP_TURNS = 250_000
+
+
+def warmup_s(cfg: "TrafficConfig", horizon_s: float) -> float:
+    """Seconds before the run over which conversations still going at its start are drawn."""
+    if cfg.session_turns_mean <= 1.0:
+        return 0.0  # one-turn sessions: nothing begun before the run reaches into it
+    return min(WARMUP_LIFETIMES * cfg.think_time_s * cfg.session_turns_mean,
+               max(horizon_s, MAX_WARMUP_TURNS / cfg.rate_per_s))
+
+
+def _session_turns(cfg: "TrafficConfig", starts: np.ndarray, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(arrival, session, turn number)`` of every turn of sessions starting at ``starts``."""
     n = len(starts)
+    if n == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     turns = (rng.geometric(1.0 / cfg.session_turns_mean, size=n) if cfg.session_turns_mean > 1
              else np.ones(n, dtype=np.int64))
     session = np.repeat(np.arange(n, dtype=np.int64), turns)
@@ -303,6 +333,31 @@ def _turn_times(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: 
     offset = np.cumsum(think)
     offset -= offset[first][session]  # cumulative think time within the session
     return starts[session] + offset, session, number
+
+
+def _turn_times(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(arrival, session, turn number)`` of every turn of the sessions starting in the window,
+    then of the sessions begun during the warm-up before it that are still going at 0 (their
+    earlier turns have negative arrival times)."""
+    arrival, session, number = _session_turns(cfg, session_starts(cfg, horizon_s, start_hour, rng), rng)
+    warmup = warmup_s(cfg, horizon_s)
+    if warmup > 0.0:
+        from .scenario import ScenarioError
+
+        try:
+            early = session_starts(cfg, warmup, (start_hour - warmup / 3600.0) % 24.0, rng, explicit_bursts=False)
+        except ScenarioError:  # flash crowds overlapping past the draw bound in the warm-up only: start empty
+            return arrival, session, number
+        a, s, k = _session_turns(cfg, early - warmup, rng)
+        ongoing = np.zeros(len(early), dtype=bool)
+        ongoing[s[a >= 0.0]] = True  # only conversations with a turn in the run matter
+        mask = ongoing[s]
+        renumber = np.cumsum(ongoing) - 1 + (int(session.max()) + 1 if len(session) else 0)
+        arrival = np.concatenate([arrival, a[mask]])
+        session = np.concatenate([session, renumber[s[mask]]])
+        number = np.concatenate([number, k[mask]])
+    return arrival, session, number
 
 
 def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours: float | None = None,
@@ -320,20 +375,30 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
     if hours is not None:
         horizon = hours * 3600.0
         arrival, session, number = _turn_times(cfg, horizon, start_hour, np.random.default_rng([seed, 11]))
-        keep = np.flatnonzero(arrival < horizon)
+        keep = np.flatnonzero((arrival >= 0.0) & (arrival < horizon))
         keep = keep[np.argsort(arrival[keep], kind="stable")]
     else:
         horizon = requests / cfg.rate_per_s * 1.1 + 60.0
         for attempt in range(40):  # grow the window until it surely holds the first `requests` turns
             arrival, session, number = _turn_times(cfg, horizon, start_hour,
                                                    np.random.default_rng([seed, 11, attempt]))
-            inside = np.flatnonzero(arrival < horizon)
+            inside = np.flatnonzero((arrival >= 0.0) & (arrival < horizon))
             if len(inside) >= requests:
                 break
             horizon *= 1.5
         keep = inside[np.argsort(arrival[inside], kind="stable")][:requests]
         horizon = float(arrival[keep[-1]]) if len(keep) else horizon
-    # a kept turn's earlier turns arrived earlier, so they are kept too
+    # a kept turn's earlier turns arrived earlier, so they are kept too — or, before 0, are the
+    # context of a conversation already going when the run starts: drawn like any turn (``keep``
+    # past its first ``n``), carried as history, never simulated
+    n = len(keep)
+    pre = np.flatnonzero(arrival < 0.0)
+    if len(pre):
+        kept_session = np.zeros(int(session.max()) + 1, dtype=bool)
+        kept_session[session[keep]] = True
+        pre = pre[kept_session[session[pre]]]
+        pre = pre[np.argsort(arrival[pre], kind="stable")]
+    keep = np.concatenate([keep, pre]).astype(np.int64)
     rng = np.random.default_rng([seed, 12])
     n_sessions = int(session.max()) + 1 if len(session) else 0
     tables = _Tables()
@@ -362,12 +427,12 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
         picks = np.minimum(np.searchsorted(lcum, lang_u[mask], side="right"), len(names) - 1)
         session_lang[mask] = np.array(names, dtype=object)[picks]
 
-    # turns: only the kept ones, in arrival order
-    n = len(keep)
+    # turns: only the kept ones, in arrival order (then the carried context)
+    m = len(keep)
     sess = session[keep]
     lang = session_lang[sess]
     pool_intents: list = []
-    intent_local = np.zeros(n, dtype=np.int64)  # index into pool_intents
+    intent_local = np.zeros(m, dtype=np.int64)  # index into pool_intents
     for code in sorted(set(lang.tolist())):
         chosen = sorted(cat.select(lang=code, domain=cfg.domain), key=lambda i: i.popularity_rank)
         if not chosen:
@@ -388,36 +453,47 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
     out_key = rendered[inverse.reshape(-1), 1].astype(np.int32)
     catalogue_ids = np.array([tables.intent_id(i.id, i.category, i.lang, i.action) for i in pool_intents],
                              dtype=np.int32)
-    out_intent = catalogue_ids[intent_local] if n else np.zeros(0, dtype=np.int32)
+    out_intent = catalogue_ids[intent_local] if m else np.zeros(0, dtype=np.int32)
 
     typical_answer = np.array([i.answer_tokens for i in pool_intents], dtype=float)
     typical_prompt = np.array([i.prompt_tokens for i in pool_intents], dtype=np.int64)
     sigma = cfg.answer_tokens_sigma
     if cfg.fixed_answer_tokens:
-        out_answer = np.full(n, cfg.fixed_answer_tokens, dtype=np.int64)
+        out_answer = np.full(m, cfg.fixed_answer_tokens, dtype=np.int64)
     else:
         scale = np.exp(sigma * jitter[keep] - sigma * sigma / 2)  # lognormal jitter, mean kept
         out_answer = np.maximum(1, np.rint(typical_answer[intent_local] * scale)).astype(np.int64)
-    base_prompt = np.full(n, cfg.fixed_prompt_tokens, dtype=np.int64) if cfg.fixed_prompt_tokens \
+    base_prompt = np.full(m, cfg.fixed_prompt_tokens, dtype=np.int64) if cfg.fixed_prompt_tokens \
         else typical_prompt[intent_local]
 
     # conversation context: earlier turns of the session (user text + answer) add to the prompt
     text_tokens = np.array(tables.text_tokens, dtype=np.int64)
     contribution = text_tokens[out_text] + out_answer + 8
-    order = np.lexsort((np.arange(n), sess))  # by session, then arrival
+    position = np.arange(m)
+    position[n:] -= m  # carried context (negative arrival) sorts before its session's turns in the run
+    order = np.lexsort((position, sess))  # by session, then arrival
     sorted_sess = sess[order]
-    first = np.ones(n, dtype=bool)
+    first = np.ones(m, dtype=bool)
     first[1:] = sorted_sess[1:] != sorted_sess[:-1]
     csum = np.cumsum(contribution[order])
-    start_of_group = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    start_of_group = np.maximum.accumulate(np.where(first, np.arange(m), 0))
     before = np.concatenate(([0], csum))[start_of_group]
-    history = np.empty(n, dtype=np.int64)
+    history = np.empty(m, dtype=np.int64)
     history[order] = csum - contribution[order] - before
-    prev = np.full(n, -1, dtype=np.int32)
+    prev = np.full(m, -1, dtype=np.int32)
     prev_sorted = np.where(first, -1, np.concatenate(([-1], order[:-1])))
     prev[order] = prev_sorted
+    prev = np.where(prev[:n] >= n, -1, prev[:n])  # a carried turn is context, not a row
+    carried: dict[int, tuple[list[int], list[int]]] = {}
+    for row in range(n, m):  # oldest first: ``pre`` is in arrival order
+        texts, keys = carried.setdefault(int(sess[row]), ([], []))
+        texts.append(int(out_text[row]))
+        keys.append(int(out_key[row]))
 
-    return tables.build(arrival_s=arrival[keep], tenant=session_tenant[sess], text=out_text, key=out_key,
-                        intent=out_intent, prompt_tokens=(base_prompt + history).astype(np.int32),
-                        answer_tokens=out_answer.astype(np.int32), prev=prev,
-                        session=sess.astype(np.int32), horizon_s=max(horizon, 1e-9))
+    traffic = tables.build(arrival_s=arrival[keep[:n]], tenant=session_tenant[sess[:n]], text=out_text[:n],
+                           key=out_key[:n], intent=out_intent[:n],
+                           prompt_tokens=(base_prompt + history)[:n].astype(np.int32),
+                           answer_tokens=out_answer[:n].astype(np.int32), prev=prev,
+                           session=sess[:n].astype(np.int32), horizon_s=max(horizon, 1e-9))
+    traffic.carried = carried
+    return traffic
