@@ -228,6 +228,24 @@ def streamed_part(call: Call, text: str, latency_s: float) -> CallResult:
                       min(count_tokens(text, model), completion_bound(call)), latency_s, None)
 
 
+def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallResult | CallError,
+          now: float) -> None:
+    """Tell ``breaker`` what one call's result says of its deployment's health.
+
+    A fatal error or a context overflow is the request's fault (the provider answered at once): a
+    success for the breaker.  A 429 is throttling, not failing: no verdict, and a half-open probe
+    slot is freed — counted as failures, 30 % random 429s opened the breaker and turned a 1 s
+    Retry-After into a cooldown-long outage.  A slow answer (``slow_call_s``) counts as slow."""
+    if result.ok:
+        breaker.record_success(now, ticket, slow=breaker.is_slow(call, result))
+    elif result.kind in FATAL or result.kind is ErrorKind.CONTEXT_WINDOW:
+        breaker.record_success(now, ticket)
+    elif result.kind is ErrorKind.RATE_LIMIT:
+        breaker.release_probe(ticket)
+    else:
+        breaker.record_failure(now, ticket, slow=breaker.is_slow(call, result))
+
+
 def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],
               retry_for: Callable[[Deployment], RetryPolicy], breaker_for: Callable[[str], CircuitBreaker],
               price: Callable[[Deployment, CallResult], float], clock: Callable[[], float],
@@ -259,7 +277,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 cost = price(dep, result)
                 out.attempts.append(Attempt(dep.name, dep.model, call.purpose, True, None, result.latency_s,
                                             result.prompt_tokens, result.completion_tokens, cost, None, waited))
-                breaker.record_success(clock(), ticket, slow=breaker.is_slow(call, result))
+                judge(breaker, ticket, call, result, clock())
                 out.result, out.deployment, out.error = result, dep, None
                 return out
             if result.billed is not None:  # an answer the provider billed but that could not be used
@@ -272,19 +290,12 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                                           if billed is not None else (0, 0, 0.0)),
                                         retry_after_s=result.retry_after_s, waited_s=waited))
             out.error = result
-            if result.kind in FATAL or result.kind is ErrorKind.CONTEXT_WINDOW:
-                breaker.record_success(clock(), ticket)  # the provider is up and answered; the request was the problem
-                if result.kind in FATAL:
-                    return out
+            judge(breaker, ticket, call, result, clock())
+            if result.kind in FATAL:
+                return out
+            if result.kind is ErrorKind.CONTEXT_WINDOW:
                 min_window = dep.context_window
                 break
-            if result.kind is ErrorKind.RATE_LIMIT:
-                # throttling, not failing: the provider answered at once and said when to come back.
-                # Counted as a failure, 30 % random 429s open the breaker and turn a 1 s Retry-After
-                # into a cooldown-long outage.  No verdict; a half-open probe slot is freed.
-                breaker.release_probe(ticket)
-            else:
-                breaker.record_failure(clock(), ticket, slow=breaker.is_slow(call, result))
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break
             delay = policy.delay(retry, result.retry_after_s, rng)

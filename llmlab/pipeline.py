@@ -28,7 +28,7 @@ from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, Call
                       ErrorKind, Outcome, OutcomeKind, embedding_cost)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited)
-from .fallback import ChainResult, CircuitBreaker, RetryPolicy, run_chain
+from .fallback import ChainResult, CircuitBreaker, RetryPolicy, judge, run_chain
 from .ledger import Ledger
 from .pricing import PriceBook
 from .ratelimit import RateLimiter
@@ -371,7 +371,11 @@ class Pipeline:
             return None
 
     def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
-        """Run the router, pricing and recording any call it makes (the classifier's)."""
+        """Run the router, pricing and recording any call it makes (the classifier's).
+
+        Such a call goes through its deployment's circuit breaker like an answer's: while the
+        breaker is open the router hears ``circuit_open`` at once and routes by default, instead of
+        every request waiting out a failing or slowed classifier's timeout first."""
         # routers see the masked messages: a classifier call must not send what the answer call may not
         gen = self.router.decide(self._masked_request(s))
         sent: Any = None
@@ -380,7 +384,14 @@ class Pipeline:
                 effect = self.lock.outside(gen.send, sent)  # the router's own code
             except StopIteration as stop:
                 return stop.value
-            reservation = None
+            reservation = ticket = None
+            if isinstance(effect, Call):
+                dep = effect.deployment
+                breaker = self.breaker(dep.name)
+                ticket = breaker.admit(self.clock())
+                if ticket is None:  # no call, no attempt: the router's reason says why it routed by default
+                    sent = CallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {dep.name}")
+                    continue
             if isinstance(effect, Call) and self.budget_policy is not None:
                 # a router's own call (the classifier's) is reserved like any other: a tenant at its
                 # cap must not keep paying for classifications of requests the budget then refuses
@@ -392,6 +403,7 @@ class Pipeline:
                                                      answer_token_limit(effect.params))
                     reservation = self._hold_before_routing(s, call_cost, prompt_est, cap)
                     if reservation is None:
+                        breaker.release_probe(ticket)
                         sent = CallError(ErrorKind.BAD_REQUEST, "not called: the tenant's monthly budget cannot "
                                                                 "cover this call")
                         continue
@@ -400,9 +412,11 @@ class Pipeline:
             except BaseException:  # cancelled or disconnected mid-call: the hold must not outlive the request
                 if reservation is not None:
                     self.budgets.settle(reservation, 0.0)
+                if ticket is not None:  # nor a half-open probe slot
+                    breaker.release_probe(ticket)
                 raise
             if isinstance(effect, Call):
-                dep = effect.deployment
+                judge(breaker, ticket, effect, sent, self.clock())
                 cost = self.price_result(dep, sent) if sent.ok else 0.0
                 if reservation is not None:
                     self.budgets.settle(reservation, cost)

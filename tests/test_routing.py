@@ -67,6 +67,34 @@ def test_classifier_failure_degrades_routing_not_availability(make_gateway, driv
     assert out.ok and out.route_tier == "general" and "classifier failed" in out.route_reason
 
 
+def test_a_failing_classifier_is_skipped_by_its_circuit_breaker_until_it_recovers(make_gateway, driver, clock):
+    """A router's own call had no breaker: with the classifier's provider slowed past its timeout,
+    every request waited out that timeout before routing by default (the realtime-chat drill
+    missed its 3 s P95 TTFT that way).  It now goes through its deployment's breaker: once open,
+    requests route by default at once, and after the cooldown one probe tries the classifier."""
+    from llmlab import Deployment
+
+    deployments = [Deployment("gpt-4o", "gpt-4o"), Deployment("gpt-4o-mini", "gpt-4o-mini"),
+                   Deployment("classifier", "gpt-4o-mini", timeout_s=0.6)]
+    healthy = {"on": False}
+    driver.default = lambda call: ("GENERAL" if healthy["on"] else ErrorKind.TIMEOUT) if call.purpose == "classify" \
+        else "ok: an answer that is long enough to accept"
+    gw = make_gateway(deployments=deployments, fallbacks={},
+                      router=ClassifierRouter("classifier"),
+                      breaker={"failure_threshold": 3, "cooldown_s": 30.0})
+    outcomes = [gw.complete(f"question {i}") for i in range(10)]
+    classified = [sum(a.purpose == "classify" for a in o.attempts) for o in outcomes]
+    assert classified == [1, 1, 1] + [0] * 7  # the breaker opened after three failures
+    assert all(o.ok and o.deployment == "gpt-4o-mini" for o in outcomes)
+    assert "circuit open for classifier" in outcomes[-1].route_reason
+    assert gw.pipeline.breaker("classifier").state == "open"
+    healthy["on"] = True
+    clock.advance(31.0)
+    probe = gw.complete("question after the cooldown")
+    assert [a.purpose for a in probe.attempts] == ["classify", "answer"] and probe.route_tier == "general"
+    assert gw.pipeline.breaker("classifier").state == "closed"
+
+
 def test_cascade_escalates_on_rejection_and_on_check_exception(make_gateway, driver):
     driver.script("gpt-4o-mini", "I don't know.")
     gw = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o")),

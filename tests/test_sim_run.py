@@ -232,7 +232,7 @@ def test_a_slow_call_breaker_moves_users_off_a_slow_but_answering_provider():
     carries the window and the primary gets the traffic back once its probe is fast again."""
     slowdown = [{"target": "openai", "start_s": 60.0, "end_s": 200.0, "kind": "slow", "latency_factor": 4.0}]
     patient = {"providers.gpt-4o-mini.timeout_s": 10.0, "providers.gpt-4o.timeout_s": 10.0,
-               "outages.incidents": False, "outages.windows": slowdown}
+               "providers.classifier.timeout_s": 10.0, "outages.incidents": False, "outages.windows": slowdown}
 
     def run(slow_call_s):
         r = simulate("realtime-chat", requests=1500, seed=0, baseline=False,
