@@ -113,10 +113,19 @@ def _causes(exc: BaseException, limit: int) -> list[BaseException]:
     return chain
 
 
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status the provider answered with.  litellm raises Anthropic's 529 (and an
+    ``overloaded_error`` body) as a 500 InternalServerError and keeps the 529 only in
+    ``provider_status_code``: read as 500, an overloaded provider was logged as a server error."""
+    upstream = getattr(exc, "provider_status_code", None)
+    status = upstream if isinstance(upstream, int) and not isinstance(upstream, bool) else None
+    return status if status is not None else getattr(exc, "status_code", None)
+
+
 def classify_exception(exc: BaseException) -> ErrorKind:
     """Map litellm's (OpenAI-derived) exception classes to llmlab's error kinds."""
     litellm = import_litellm()
-    status = getattr(exc, "status_code", None)
+    status = _status(exc)
     if _refused_before_sending(exc):  # a missing key: like a 401, not a server error to retry and fall back on
         return ErrorKind.AUTH
     ordered = [
@@ -174,7 +183,7 @@ def _to_error(exc: BaseException, call: Call, latency: float, partial: str = "")
     if cause is not None and str(cause) not in text:
         text = f"{text} ({type(cause).__name__}: {cause})"
     message = redact_secrets(text, call.deployment.params)[:250]
-    return CallError(kind, message, latency, _retry_after(exc), getattr(exc, "status_code", None), partial)
+    return CallError(kind, message, latency, _retry_after(exc), _status(exc), partial)
 
 
 def redact_secrets(text: str, params: Mapping[str, Any]) -> str:

@@ -1,0 +1,183 @@
+"""A small local server speaking Anthropic's Messages API (``POST /v1/messages``), for tests of
+the live path against a non-OpenAI wire format.  Not shipped: ``llmlab/testing`` speaks OpenAI's.
+
+litellm's ``anthropic/<model>`` with ``api_base="http://127.0.0.1:<port>"`` posts to
+``<api_base>/v1/messages`` (``ensure_api_route`` in litellm's ``main.py``), so a Deployment
+pointed here goes through litellm's real Anthropic transformation and httpx, as against the real
+API.  Replies are canned per model name:
+
+* a JSON body: ``message(...)`` (content blocks, ``usage.input_tokens``/``output_tokens``,
+  ``stop_reason``) or ``error(kind, message)`` with any status and headers;
+* a stream: a list of ``(event, data)`` pairs as ``stream_events(...)`` builds them
+  (message_start with the input tokens, content_block_start/delta/stop, message_delta with the
+  output tokens and stop_reason, message_stop); a callable in the list is called between two
+  events (to pause), and :data:`CUT` closes the socket there (a stream cut midway).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from llmlab import Deployment
+
+CUT = object()  # in a stream: close the connection here, without message_stop
+
+
+def message(*blocks: dict, input_tokens: int = 11, output_tokens: int = 7, stop_reason: str = "end_turn",
+            model: str = "claude-test") -> dict:
+    """A whole Messages API response with ``blocks`` (text(...) / tool_use(...)) as its content."""
+    return {"id": "msg_test", "type": "message", "role": "assistant", "model": model, "content": list(blocks),
+            "stop_reason": stop_reason, "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
+
+
+def text(value: str) -> dict:
+    return {"type": "text", "text": value}
+
+
+def tool_use(name: str, arguments: dict, id: str = "toolu_01") -> dict:
+    return {"type": "tool_use", "id": id, "name": name, "input": arguments}
+
+
+def error(kind: str, text_: str) -> dict:
+    """Anthropic's error body: ``{"type": "error", "error": {"type": kind, "message": ...}}``."""
+    return {"type": "error", "error": {"type": kind, "message": text_}, "request_id": "req_test"}
+
+
+def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | None = 7,
+                  stop_reason: str = "end_turn", tool: tuple[str, str] | None = None,
+                  tool_pieces: tuple[str, ...] = (), end: bool = True) -> list:
+    """The events of a streamed answer: message_start (input tokens, and the 1 output token
+    Anthropic reports there), one text block whose deltas are the ``pieces`` (a callable or
+    :data:`CUT` among them is passed through), a tool_use block (``tool`` = (id, name)) with its
+    ``input_json_delta`` ``tool_pieces``, then, when ``end``, message_delta (output tokens,
+    omitted when None) and message_stop."""
+    events: list = [("message_start", {"type": "message_start", "message": {
+        "id": "msg_test", "type": "message", "role": "assistant", "model": "claude-test", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})]
+    index = 0
+    if pieces:
+        events.append(("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}}))
+        events.append(("ping", {"type": "ping"}))
+        for piece in pieces:
+            if callable(piece) or piece is CUT:
+                events.append(piece)
+            elif isinstance(piece, tuple):  # a raw (event, data) pair, e.g. an error event
+                events.append(piece)
+            else:
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                       "delta": {"type": "text_delta", "text": piece}}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        index = 1
+    if tool is not None:
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+            "type": "tool_use", "id": tool[0], "name": tool[1], "input": {}}}))
+        for piece in tool_pieces:
+            if callable(piece) or piece is CUT or isinstance(piece, tuple):
+                events.append(piece)
+            else:
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                       "delta": {"type": "input_json_delta", "partial_json": piece}}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    if end:
+        usage = {} if output_tokens is None else {"output_tokens": output_tokens}
+        events.append(("message_delta", {"type": "message_delta",
+                                         "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                         "usage": usage}))
+        events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+class Either:
+    """A reply served as ``events`` to a streamed request and as ``body`` to any other."""
+
+    def __init__(self, body: dict, events: list) -> None:
+        self.body, self.events = body, events
+
+
+def answer(*pieces: str, input_tokens: int = 11, output_tokens: int = 7, stop_reason: str = "end_turn") -> Either:
+    """The same text answer, as JSON or as a stream of ``pieces``, whichever the request asks for."""
+    return Either(message(text("".join(pieces)), input_tokens=input_tokens, output_tokens=output_tokens,
+                          stop_reason=stop_reason),
+                  stream_events(*pieces, input_tokens=input_tokens, output_tokens=output_tokens,
+                                stop_reason=stop_reason))
+
+
+class AnthropicServer:
+    """Serves, per model name, ``(status, headers, body)``: body a dict (JSON) or a list of events
+    (SSE).  A list of such replies is served in turn (the last one repeats).  ``requests`` keeps
+    every request body received, ``hits`` counts them per model."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, list[tuple[int, dict, Any]]] = {}
+        self.hits: dict[str, int] = {}
+        self.requests: list[dict] = []
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                server.paths.append(self.path)
+                server.requests.append(body)
+                model = body["model"]
+                count = server.hits[model] = server.hits.get(model, 0) + 1
+                queue = server.replies[model]
+                status, headers, reply = queue[min(count, len(queue)) - 1]
+                if isinstance(reply, Either):
+                    reply = reply.events if body.get("stream") else reply.body
+                if isinstance(reply, list):
+                    self._stream(status, headers, reply)
+                    return
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                for name, value in {"content-type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, status: int, headers: dict, events: list) -> None:
+                self.send_response(status)
+                for name, value in {"content-type": "text/event-stream", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("connection", "close")
+                self.end_headers()
+                try:
+                    for item in events:
+                        if item is CUT:
+                            break
+                        if callable(item):
+                            item()
+                            continue
+                        name, data = item
+                        self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                        self.wfile.flush()
+                except OSError:  # the client stopped reading
+                    pass
+                self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def deployment(self, name: str, *replies: tuple[int, dict, Any], **kw: Any) -> Deployment:
+        """A Deployment calling ``anthropic/<name>`` here, served ``replies`` in turn."""
+        self.replies[name] = list(replies)
+        self.hits.pop(name, None)
+        kw.setdefault("timeout_s", 5.0)
+        kw.setdefault("price_model", "claude-sonnet-4-5")
+        return Deployment(name, f"anthropic/{name}", {"api_base": self.base_url, "api_key": "sk-ant-test"}, **kw)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,137 @@
+"""The live path against Anthropic's Messages API wire format, through litellm's ``anthropic/``
+provider and a local server (``tests/anthropic_wire.py``): usage reported in two halves (input
+tokens at message_start, output tokens at message_delta), ``tool_use`` blocks, Anthropic's error
+bodies (429, 529 overloaded_error, prompt too long, 401, 500) and ``error`` events mid-stream.
+Every other live test speaks OpenAI's wire format.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llmlab import BudgetPolicy, FixedRouter, Gateway, RetryPolicy
+from llmlab.live import import_litellm
+from llmlab.tokens import count_message_tokens, count_tokens
+
+from anthropic_wire import CUT, AnthropicServer, Either, answer, error, message, stream_events, text, tool_use
+
+HOWS = ["complete", "acomplete", "stream", "astream"]
+STREAMS = ["stream", "astream"]
+
+
+@pytest.fixture(scope="module")
+def wire():
+    import_litellm()
+    server = AnthropicServer()
+    yield server
+    server.close()
+
+
+def gateway(*deps, **kw) -> Gateway:
+    kw.setdefault("retry", RetryPolicy(max_retries=0))
+    kw.setdefault("cache", False)
+    return Gateway(list(deps), router=FixedRouter(deps[0].name), fallbacks=kw.pop("fallbacks", {}),
+                   input_guards=(), **kw)
+
+
+def served(gw: Gateway, how: str, prompt: str = "hi", **kw):
+    if how == "complete":
+        return gw.complete(prompt, **kw)
+    if how == "acomplete":
+        return asyncio.run(gw.acomplete(prompt, **kw))
+    if how == "stream":
+        response = gw.stream(prompt, **kw)
+        list(response)
+        return response.outcome
+
+    async def consume():
+        response = gw.astream(prompt, **kw)
+        async for _ in response:
+            pass
+        return response.outcome
+
+    return asyncio.run(consume())
+
+
+# ----------------------------------------------------------------------------- what works
+@pytest.mark.parametrize("how", HOWS)
+def test_the_tokens_anthropic_reports_are_billed_and_the_budget_agrees(wire, how):
+    """Input tokens come at message_start, output tokens at message_delta: both are billed."""
+    dep = wire.deployment(f"usage-{how}", (200, {}, answer("Hel", "lo ", "there", input_tokens=123, output_tokens=45)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    assert out.ok and out.text == "Hello there"
+    assert (out.prompt_tokens, out.completion_tokens) == (123, 45)
+    assert out.cost_usd == pytest.approx(123 * 3e-6 + 45 * 15e-6)  # claude-sonnet-4-5: 3 / 15 USD per 1M
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+    assert wire.paths[-1] == "/v1/messages"
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_tool_use_blocks_come_back_as_openai_shaped_tool_calls(wire, how):
+    body = message(text("Let me look."), tool_use("lookup_order", {"email": "a@b.c"}, id="toolu_9"),
+                   stop_reason="tool_use")
+    events = stream_events("Let me look.", tool=("toolu_9", "lookup_order"), tool_pieces=('{"em', 'ail": "a@b.c"}'),
+                           stop_reason="tool_use")
+    dep = wire.deployment(f"tool-{how}", (200, {}, Either(body, events)))
+    out = served(gateway(dep), how)
+    assert out.ok and out.text == "Let me look."
+    assert [dict(c) for c in out.tool_calls] == [{"id": "toolu_9", "type": "function", "function": {
+        "name": "lookup_order", "arguments": '{"email": "a@b.c"}'}}]
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_429_is_a_rate_limit_that_waits_the_retry_after(wire, how):
+    name = f"429-{how}"
+    dep = wire.deployment(name, (429, {"retry-after": "0.2"}, error("rate_limit_error", "per-minute rate limit")),
+                          (200, {}, answer("fine")))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "fine" and wire.hits[name] == 2
+    first, second = out.attempts
+    assert first.error.startswith("rate_limit:") and first.retry_after_s == pytest.approx(0.2)
+    assert second.waited_s == pytest.approx(0.2, abs=0.05)
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_prompt_too_long_moves_to_a_larger_window(wire, how):
+    small = wire.deployment(f"ptl-{how}", (400, {}, error("invalid_request_error",
+                                                         "prompt is too long: 208310 tokens > 200000 maximum")),
+                            context_window=200_000)
+    large = wire.deployment(f"ptl-{how}-1m", (200, {}, answer("fits")), context_window=1_000_000)
+    out = served(gateway(small, large, fallbacks={small.name: [large.name]}), how)
+    assert out.ok and out.deployment == large.name
+    assert out.attempts[0].error.startswith("context_window:")
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_an_authentication_error_is_not_retried_nor_fallen_back_on(wire, how):
+    name = f"401-{how}"
+    dep = wire.deployment(name, (401, {}, error("authentication_error", "invalid x-api-key")))
+    backup = wire.deployment(f"{name}-backup", (200, {}, answer("no")))
+    out = served(gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=2, base_s=0.0)),
+                 how)
+    assert not out.ok and out.error.code == "provider_rejected"
+    assert wire.hits[name] == 1 and backup.name not in wire.hits
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_500_api_error_is_a_server_error_retried(wire, how):
+    name = f"500-{how}"
+    dep = wire.deployment(name, (500, {}, error("api_error", "Internal server error")), (200, {}, answer("fine")))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.attempts[0].error.startswith("server_error:")
+
+
+# ----------------------------------------------------------------------------- what was wrong
+@pytest.mark.parametrize("how", HOWS)
+def test_529_overloaded_is_overloaded_and_falls_back(wire, how):
+    """litellm raises Anthropic's 529 as a 500 InternalServerError (the 529 kept only in
+    ``provider_status_code``): attempts, the ledger and logs said server_error, never overloaded."""
+    name = f"529-{how}"
+    dep = wire.deployment(name, (529, {}, error("overloaded_error", "Overloaded")))
+    backup = wire.deployment(f"{name}-backup", (200, {}, answer("from the backup")))
+    out = served(gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=1, base_s=0.0)),
+                 how)
+    assert out.ok and out.deployment == backup.name and wire.hits[name] == 2  # retried once, then fell back
+    assert [a.error.split(":")[0] for a in out.attempts[:2]] == ["overloaded", "overloaded"]
