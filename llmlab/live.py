@@ -122,9 +122,20 @@ def _status(exc: BaseException) -> int | None:
     return status if status is not None else getattr(exc, "status_code", None)
 
 
+def _unwrapped(exc: BaseException) -> BaseException:
+    """What failed, under litellm's ``MidStreamFallbackError``: a failure after a stream's first
+    chunk comes wrapped in it, a ServiceUnavailableError whatever happened, so a dropped
+    connection or a mid-stream ``api_error`` event read as ``overloaded``."""
+    inner = getattr(exc, "original_exception", None)
+    if type(exc).__name__ == "MidStreamFallbackError" and isinstance(inner, BaseException):
+        return inner
+    return exc
+
+
 def classify_exception(exc: BaseException) -> ErrorKind:
     """Map litellm's (OpenAI-derived) exception classes to llmlab's error kinds."""
     litellm = import_litellm()
+    exc = _unwrapped(exc)
     status = _status(exc)
     if _refused_before_sending(exc):  # a missing key: like a 401, not a server error to retry and fall back on
         return ErrorKind.AUTH
@@ -183,7 +194,7 @@ def _to_error(exc: BaseException, call: Call, latency: float, partial: str = "")
     if cause is not None and str(cause) not in text:
         text = f"{text} ({type(cause).__name__}: {cause})"
     message = redact_secrets(text, call.deployment.params)[:250]
-    return CallError(kind, message, latency, _retry_after(exc), _status(exc), partial)
+    return CallError(kind, message, latency, _retry_after(_unwrapped(exc)), _status(_unwrapped(exc)), partial)
 
 
 def redact_secrets(text: str, params: Mapping[str, Any]) -> str:

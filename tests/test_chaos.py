@@ -271,7 +271,7 @@ def test_streaming_ttft_and_a_cut_stream_falls_back_with_a_reset():
         before, after = pieces[:resets[0]], pieces[resets[0] + 1:]
         assert "".join(before) == "one two three " and "".join(after) == reply
         assert cut.outcome.deployment == "claude" and cut.outcome.ok
-        assert cut.outcome.attempts[0].error.startswith("connection") or cut.outcome.attempts[0].error
+        assert cut.outcome.attempts[0].error.startswith("connection:"), cut.outcome.attempts[0].error
         # the provider billed what it sent before the cut: charged like a caller's disconnect
         first = cut.outcome.attempts[0]
         assert first.completion_tokens == count_tokens("one two three ") and first.prompt_tokens > 0

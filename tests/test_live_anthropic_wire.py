@@ -135,3 +135,26 @@ def test_529_overloaded_is_overloaded_and_falls_back(wire, how):
                  how)
     assert out.ok and out.deployment == backup.name and wire.hits[name] == 2  # retried once, then fell back
     assert [a.error.split(":")[0] for a in out.attempts[:2]] == ["overloaded", "overloaded"]
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_stream_cut_midway_is_a_connection_error(wire, how):
+    """litellm wraps a failure after the first chunk in MidStreamFallbackError, a
+    ServiceUnavailableError: a dropped connection read as ``overloaded``."""
+    name = f"cut-{how}"
+    dep = wire.deployment(name, (200, {}, stream_events("Hel", "lo ", CUT, "there")), (200, {}, answer("again")))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "again"
+    assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error
+
+
+@pytest.mark.parametrize("how", STREAMS)
+@pytest.mark.parametrize("kind, expected", [("overloaded_error", "overloaded"), ("api_error", "server_error")])
+def test_an_error_event_mid_stream_keeps_its_kind(wire, how, kind, expected):
+    name = f"event-{kind}-{how}"
+    events = stream_events("Hel", "lo ", ("error", error(kind, "Overloaded" if kind == "overloaded_error" else
+                                                         "Internal server error")), end=False)
+    dep = wire.deployment(name, (200, {}, events))
+    out = served(gateway(dep), how)
+    assert not out.ok and out.attempts[0].error.startswith(f"{expected}:"), out.attempts[0].error
+    assert out.attempts[0].completion_tokens > 0  # the streamed "Hello " is charged
