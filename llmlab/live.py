@@ -235,8 +235,23 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         usage = getattr(response, "usage", None)
         billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
         return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency, billed=billed)
-    prompt, completion = billed_tokens(getattr(response, "usage", None), call, text + _arguments_text(calls))
-    return CallResult(text, prompt, completion, latency, latency, calls)
+    billed = billed_tokens(getattr(response, "usage", None), call, text + _arguments_text(calls))
+    if getattr(response.choices[0], "finish_reason", None) == FILTERED:
+        return _filtered(text, billed, latency)
+    return CallResult(text, *billed, latency, latency, calls)
+
+
+#: the finish_reason of an answer a provider's content filter stopped: OpenAI's and Azure's, and
+#: what litellm makes of Anthropic's ``stop_reason: "refusal"``
+FILTERED = "content_filter"
+
+
+def _filtered(text: str, billed: tuple[int, int], latency: float) -> CallError:
+    """An answer the provider's content filter stopped: a rejection (the same prompt is filtered
+    again), not an answer — as a success its stub was cached and served to later askers.  The
+    provider billed it: it is charged."""
+    return CallError(ErrorKind.BAD_REQUEST, "the provider's content filter stopped the answer "
+                     f"(finish_reason {FILTERED})", latency, partial_text=text, billed=billed)
 
 
 def _tool_calls(raw: Any) -> tuple[dict[str, Any], ...]:
@@ -326,6 +341,7 @@ class _StreamState:
         self.usage: Any = None
         self.content_type = ""  # of the provider's HTTP response, when litellm tells
         self.calls: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments in pieces
+        self.finish: str | None = None  # the first choice's finish_reason
         self.others: list[str] = []  # text and arguments of the other choices when n > 1 (billed, not returned)
         self.counted = 0
         self.bound = completion_bound(call)
@@ -350,6 +366,8 @@ class _StreamState:
             # for a whole response; the others were interleaved into its text and tool calls
             self._feed_other(piece, calls)
             return ""
+        if choices and isinstance(getattr(choices[0], "finish_reason", None), str):
+            self.finish = choices[0].finish_reason
         if calls:
             self._feed_calls(calls, now)
         if piece:
@@ -424,8 +442,10 @@ class _StreamState:
             # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
                              "not server-sent events", latency)
-        prompt, completion = billed_tokens(self.usage, self.call, self.sent())
-        return CallResult(text, prompt, completion, latency, self.ttft if self.ttft is not None else latency, calls)
+        billed = billed_tokens(self.usage, self.call, self.sent())
+        if self.finish == FILTERED:
+            return _filtered(text, billed, latency)
+        return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls)
 
 
 class LiteLLMDriver:

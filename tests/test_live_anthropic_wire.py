@@ -158,3 +158,20 @@ def test_an_error_event_mid_stream_keeps_its_kind(wire, how, kind, expected):
     out = served(gateway(dep), how)
     assert not out.ok and out.attempts[0].error.startswith(f"{expected}:"), out.attempts[0].error
     assert out.attempts[0].completion_tokens > 0  # the streamed "Hello " is charged
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_refusal_is_a_typed_error_billed_and_never_cached(wire, how):
+    """Anthropic's ``stop_reason: "refusal"`` (litellm's finish_reason ``content_filter``) stops an
+    answer midway: it was a success, its stub cached and served to every later asker."""
+    name = f"refusal-{how}"
+    dep = wire.deployment(name, (200, {}, answer("I can help with th", input_tokens=40, output_tokens=9,
+                                                 stop_reason="refusal")))
+    gw = gateway(dep, cache=True, budget=BudgetPolicy(caps={"t": 10.0}))
+    first, second = served(gw, how, tenant="t"), served(gw, how, tenant="t")
+    assert not first.ok and first.error.code == "provider_rejected" and "content_filter" in str(first.error)
+    assert first.attempts[0].error.startswith("bad_request:")
+    assert (first.attempts[0].prompt_tokens, first.attempts[0].completion_tokens) == (40, 9)  # what it billed
+    assert first.cost_usd == pytest.approx(40 * 3e-6 + 9 * 15e-6)
+    assert not second.ok and wire.hits[name] == 2  # asked again, never served from the cache
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(first.cost_usd + second.cost_usd)
