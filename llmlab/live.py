@@ -300,8 +300,7 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
     if not prompt:  # a prompt is never 0 tokens
         prompt = count_message_tokens(call.messages, dep.model)
     else:
-        prompt = min(prompt, max(dep.context_window,
-                                 max_message_tokens(call.messages) + max_params_tokens(call.params)))
+        prompt = min(prompt, prompt_bound(call))
     if completion is None or (completion == 0 and text):
         completion = count_tokens(text, dep.model)
     completion = min(completion, completion_bound(call))
@@ -309,6 +308,12 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
         log.warning("provider usage corrected for billing", extra={"llmlab": {
             "deployment": dep.name, "reported": [repr(r)[:24] for r in raw], "billed": [prompt, completion]}})
     return prompt, completion
+
+
+def prompt_bound(call: Call) -> int:
+    """The most prompt tokens ``call`` can be billed: its deployment's context window, or the
+    prompt's UTF-8 bytes when they are more (a window set too small must not undercharge)."""
+    return max(call.deployment.context_window, max_message_tokens(call.messages) + max_params_tokens(call.params))
 
 
 #: content types of a whole body, not a stream of events (Bedrock's stream, say, is
@@ -340,6 +345,7 @@ class _StreamState:
         self.ttft: float | None = None
         self.usage: Any = None
         self.content_type = ""  # of the provider's HTTP response, when litellm tells
+        self.response: Any = None  # litellm's stream, once opened
         self.calls: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments in pieces
         self.finish: str | None = None  # the first choice's finish_reason
         self.others: list[str] = []  # text and arguments of the other choices when n > 1 (billed, not returned)
@@ -349,6 +355,7 @@ class _StreamState:
 
     def opened(self, response: Any) -> Any:
         """Note the provider's content type (litellm keeps it among its hidden params)."""
+        self.response = response
         headers = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
         content_type = headers.get("llm_provider-content-type") if isinstance(headers, Mapping) else None
         self.content_type = content_type.lower() if isinstance(content_type, str) else ""
@@ -420,14 +427,35 @@ class _StreamState:
         its tool calls' arguments and the other choices' text (``n`` > 1)."""
         return "".join(self.parts) + _arguments_text(self.tool_calls()) + "".join(self.others)
 
+    def reported_prompt(self) -> int | None:
+        """The prompt tokens the provider reported before the stream ended, if any (bounded as
+        :func:`billed_tokens` bounds them).  Anthropic sends them first, in message_start; litellm
+        keeps that usage among its stream's ``chunks`` but hands usage on only at the end, so a
+        stream cut or left midway had its prompt counted locally: an estimate for Claude, blind to
+        the system text and tool definitions the provider counts."""
+        chunks = getattr(self.response, "chunks", None)
+        usages = [self.usage, *(getattr(c, "usage", None) for c in (chunks if isinstance(chunks, list) else ()))]
+        for usage in usages:
+            prompt = _count(usage, "prompt_tokens")
+            if prompt:
+                return min(prompt, prompt_bound(self.call))
+        return None
+
+    def part(self, latency: float) -> CallResult:
+        """What the stream so far is billed: :func:`~llmlab.fallback.streamed_part` (the sent
+        text counted locally), with the prompt tokens the provider reported when it did."""
+        part = streamed_part(self.call, self.sent(), latency)
+        prompt = self.reported_prompt()
+        return part if prompt is None else dataclasses.replace(part, prompt_tokens=prompt)
+
     def failed(self, exc: BaseException, now: float) -> CallError:
         """The error that cut the stream.  Tool-call arguments streamed before it were billed
         like text but never reached the caller (they are not ``partial_text``): they are charged
         with it, the prompt too — a runaway call's arguments cut by :class:`StreamOverrun` were free."""
         error = _to_error(exc, self.call, now - self.started, "".join(self.parts))
-        if not self.calls and not self.others:
+        if not self.sent() or (not self.calls and not self.others and self.reported_prompt() is None):
             return error
-        part = streamed_part(self.call, self.sent(), error.latency_s)
+        part = self.part(error.latency_s)
         return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens))
 
     def result(self, now: float) -> CallResult | CallError:
@@ -621,17 +649,20 @@ class PipelineRun:
         else:
             self._step(lambda: self.gen.throw(exc))
 
-    def abandon(self, streamed: str = "", latency_s: float = 0.0) -> Any:
+    def abandon(self, streamed: str = "", latency_s: float = 0.0, prompt_tokens: int | None = None) -> Any:
         """The caller left (closed the stream, cancelled the task): finish the pipeline with
         :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
         budget reservation settles and a half-open probe is released.  ``streamed`` is what the
         provider sent of the current call (the text the caller received, and tool-call arguments
-        it did not): its tokens are charged."""
+        it did not): its tokens are charged, with ``prompt_tokens`` when the provider reported
+        them (else the prompt counted locally)."""
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
         if isinstance(effect, Call) and streamed:
             partial = streamed_part(effect, streamed, latency_s)
+            if prompt_tokens:
+                partial = dataclasses.replace(partial, prompt_tokens=prompt_tokens)
         error = ClientDisconnected(partial=partial, deployment=effect.deployment if isinstance(effect, Call) else None)
         try:
             self._step(lambda: self.gen.throw(error))
@@ -698,6 +729,10 @@ class _Streamed:
     def text(self) -> str:
         return self.state.sent() if self.state is not None else "".join(self.pieces)
 
+    def prompt(self) -> int | None:
+        """The prompt tokens the provider reported so far (see :meth:`_StreamState.reported_prompt`)."""
+        return self.state.reported_prompt() if self.state is not None else None
+
 
 def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
                 lock: ContextManager[Any] = nullcontext()) -> Iterator[Any]:
@@ -734,7 +769,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
         if sub is not None:
             sub.close()  # ends the provider's stream (and its connection) now, not at garbage collection
-        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started))
+        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started, streamed.prompt()))
         raise
     response._done(run.outcome)
     yield from response.whole_answer_chunk()
@@ -776,7 +811,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task
         if sub is not None:  # ends the provider's stream (and its connection) now, as iter_stream does
             await _aclose(sub)
-        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started))
+        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started, streamed.prompt()))
         raise
     response._done(run.outcome)
     for chunk in response.whole_answer_chunk():

@@ -175,3 +175,53 @@ def test_a_refusal_is_a_typed_error_billed_and_never_cached(wire, how):
     assert first.cost_usd == pytest.approx(40 * 3e-6 + 9 * 15e-6)
     assert not second.ok and wire.hits[name] == 2  # asked again, never served from the cache
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(first.cost_usd + second.cost_usd)
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_stream_cut_midway_is_charged_the_input_tokens_anthropic_reported(wire, how):
+    """Anthropic reports a stream's input tokens in message_start, before any text; litellm keeps
+    them among the stream's chunks and hands on usage only at the end.  A cut stream's prompt was
+    counted locally instead — an estimate for Claude, and blind to tool definitions and system
+    text the provider counts — so a 3,000-token prompt was charged as a handful."""
+    name = f"cut-billed-{how}"
+    dep = wire.deployment(name, (200, {}, stream_events("Hel", "lo ", CUT, "there", input_tokens=3_000)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    cut = out.attempts[0]
+    assert not out.ok and cut.error.startswith("connection:")
+    assert cut.prompt_tokens == 3_000 and cut.completion_tokens == count_tokens("Hello ", dep.model)
+    assert cut.cost_usd == pytest.approx(3_000 * 3e-6 + cut.completion_tokens * 15e-6)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd) == pytest.approx(cut.cost_usd)
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_caller_who_leaves_midway_is_charged_the_input_tokens_anthropic_reported(wire, how):
+    name = f"leave-{how}"
+    dep = wire.deployment(name, (200, {}, stream_events("Hel", "lo ", "there", " and", " more", input_tokens=3_000)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    if how == "stream":
+        response = gw.stream("hi", tenant="t")
+        for _ in response:
+            break
+    else:
+        async def leave():
+            async with gw.astream("hi", tenant="t") as response:
+                async for _ in response:
+                    break
+            return response
+
+        response = asyncio.run(leave())
+    outcome = response.outcome
+    assert outcome.error.code == "client_disconnected" and list(gw.ledger) == [outcome]
+    part = outcome.attempts[-1]
+    assert part.prompt_tokens == 3_000 and part.completion_tokens == count_tokens("Hel", dep.model)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(outcome.cost_usd) == pytest.approx(part.cost_usd)
+    assert gw.budgets.reserved("t", gw.clock()) == 0.0
+
+
+def test_a_prompt_anthropic_reports_beyond_any_bound_is_not_charged_as_is(wire):
+    """The reported input tokens of a cut stream are bounded as a whole answer's are."""
+    dep = wire.deployment("cut-absurd", (200, {}, stream_events("Hel", CUT, input_tokens=10 ** 12)),
+                          context_window=8_000)
+    out = served(gateway(dep), "stream")
+    assert out.attempts[0].prompt_tokens == 8_000
