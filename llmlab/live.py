@@ -223,10 +223,13 @@ def _kwargs(call: Call) -> dict[str, Any]:
 
 def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
     try:
-        message = response.choices[0].message
+        choice = response.choices[0]
+        message = choice.message
         calls = _tool_calls(getattr(message, "tool_calls", None))
         text = message.content
-        if text is None and calls:  # a tool call often comes with no text at all
+        # a tool call often comes with no text at all, and an answer the content filter stopped
+        # at once with none (Azure): not a malformed response, retried only to be filtered again
+        if text is None and (calls or getattr(choice, "finish_reason", None) == FILTERED):
             text = ""
         if not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
@@ -236,7 +239,7 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
         return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency, billed=billed)
     billed = billed_tokens(getattr(response, "usage", None), call, text + _arguments_text(calls))
-    if getattr(response.choices[0], "finish_reason", None) == FILTERED:
+    if getattr(choice, "finish_reason", None) == FILTERED:
         return _filtered(text, billed, latency)
     return CallResult(text, *billed, latency, latency, calls)
 

@@ -1,0 +1,88 @@
+"""The live path against Azure OpenAI's wire format, through litellm's ``azure/`` provider and a
+local server (``tests/azure_wire.py``): prompt and content filter results in every body, answers
+the content filter stopped, a prompt it refused (400, code ``content_filter``), Azure's 429s.
+"""
+from __future__ import annotations
+
+import pytest
+
+from llmlab import BudgetPolicy, RetryPolicy
+from llmlab.live import import_litellm
+
+from azure_wire import API_VERSION, FILTERED, AzureServer, Either, chunks, completion, filtered_prompt, rate_limited
+from test_live_anthropic_wire import HOWS, gateway, served
+
+
+@pytest.fixture(scope="module")
+def azure():
+    import_litellm()
+    server = AzureServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_an_azure_answer_is_billed_what_azure_reported(azure, how):
+    dep = azure.deployment(f"ok-{how}", (200, {}, Either(completion("Hello there", 123, 45),
+                                                         chunks("Hello", " there", prompt_tokens=123,
+                                                                completion_tokens=45))))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    assert out.ok and out.text == "Hello there" and (out.prompt_tokens, out.completion_tokens) == (123, 45)
+    assert out.cost_usd == pytest.approx(123 * 2.5e-6 + 45 * 10e-6)  # gpt-4o: 2.50 / 10.00 USD per 1M
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+    assert azure.queries[-1]["api-version"] == [API_VERSION]
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("text", ["I can tell you how to", None])
+def test_an_answer_the_content_filter_stopped_is_a_typed_error_billed_and_never_cached(azure, how, text):
+    """Azure stops a filtered answer with finish_reason content_filter, its text cut short or
+    absent (content null).  The cut text was a cached success; the null one a malformed answer,
+    retried (filtered again, billed again) and fallen back on."""
+    name = f"filtered-{how}-{'text' if text else 'null'}"
+    reply = Either(completion(text, 40, 9 if text else 0, finish="content_filter", filters=FILTERED),
+                   chunks(*([text] if text else []), prompt_tokens=40, completion_tokens=9 if text else 0,
+                          finish="content_filter", filters=FILTERED))
+    dep = azure.deployment(name, (200, {}, reply))
+    backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, cache=True, retry=RetryPolicy(max_retries=2, base_s=0.0),
+                 budget=BudgetPolicy(caps={"t": 10.0}))
+    first, second = served(gw, how, tenant="t"), served(gw, how, tenant="t")
+    assert not first.ok and first.error.code == "provider_rejected" and "content_filter" in str(first.error)
+    assert [a.error.split(":")[0] for a in first.attempts] == ["bad_request"]  # no retry, no fallback
+    assert (first.attempts[0].prompt_tokens, first.attempts[0].completion_tokens) == (40, 9 if text else 0)
+    assert not second.ok and azure.hits[name] == 2 and backup.name not in azure.hits
+    assert first.cost_usd > 0 and gw.budgets.spent("t", gw.clock()) == pytest.approx(first.cost_usd + second.cost_usd)
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_prompt_the_content_filter_refused_is_rejected_at_once(azure, how):
+    name = f"prompt-filtered-{how}"
+    dep = azure.deployment(name, (400, {}, filtered_prompt()))
+    backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
+    out = served(gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=2, base_s=0.0)),
+                 how)
+    assert not out.ok and out.error.code == "provider_rejected"
+    assert azure.hits[name] == 1 and backup.name not in azure.hits
+    assert out.attempts[0].error.startswith("bad_request:") and out.cost_usd == 0.0
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_an_azure_429_waits_its_retry_after_ms(azure, how):
+    name = f"429-{how}"
+    dep = azure.deployment(name, (429, {"retry-after": "1", "retry-after-ms": "200"}, rate_limited(1)),
+                           (200, {}, Either(completion("fine"), chunks("fine"))))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "fine"
+    assert out.attempts[0].error.startswith("rate_limit:") and out.attempts[0].retry_after_s == pytest.approx(0.2)
+    assert out.attempts[1].waited_s == pytest.approx(0.2, abs=0.05)
+
+
+@pytest.mark.parametrize("how", ["complete", "stream"])
+def test_an_azure_503_is_overloaded_and_falls_back(azure, how):
+    name = f"503-{how}"
+    dep = azure.deployment(name, (503, {}, {"error": {"code": "ServiceUnavailable", "message": "try again later"}}))
+    backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
+    out = served(gateway(dep, backup, fallbacks={name: [backup.name]}), how)
+    assert out.ok and out.deployment == backup.name and out.attempts[0].error.startswith("overloaded:")
