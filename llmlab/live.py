@@ -352,6 +352,7 @@ class _StreamState:
         self.calls: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments in pieces
         self.finish: str | None = None  # the first choice's finish_reason
         self.others: list[str] = []  # text and arguments of the other choices when n > 1 (billed, not returned)
+        self.thinking: list[str] = []  # the model's streamed reasoning (Claude's thinking): billed, not returned
         self.counted = 0
         self.bound = completion_bound(call)
         self.limit = self.OVERRUN * self.bound + self.OVERRUN_SLACK
@@ -378,6 +379,9 @@ class _StreamState:
             return ""
         if choices and isinstance(getattr(choices[0], "finish_reason", None), str):
             self.finish = choices[0].finish_reason
+        reasoning = getattr(delta, "reasoning_content", None) if delta is not None else None
+        if isinstance(reasoning, str) and reasoning:  # not held to the overrun bound: some providers'
+            self.thinking.append(reasoning)          # reasoning is not within max_tokens (DeepSeek's)
         if calls:
             self._feed_calls(calls, now)
         if piece:
@@ -427,8 +431,8 @@ class _StreamState:
 
     def sent(self) -> str:
         """Everything the provider has streamed so far and bills as completion: the answer's text,
-        its tool calls' arguments and the other choices' text (``n`` > 1)."""
-        return "".join(self.parts) + _arguments_text(self.tool_calls()) + "".join(self.others)
+        its tool calls' arguments, the other choices' text (``n`` > 1) and the model's thinking."""
+        return "".join(self.parts) + _arguments_text(self.tool_calls()) + "".join(self.others) + "".join(self.thinking)
 
     def reported_prompt(self) -> int | None:
         """The prompt tokens the provider reported before the stream ended, if any (bounded as
@@ -452,12 +456,14 @@ class _StreamState:
         return part if prompt is None else dataclasses.replace(part, prompt_tokens=prompt)
 
     def failed(self, exc: BaseException, now: float) -> CallError:
-        """The error that cut the stream.  Tool-call arguments streamed before it were billed
-        like text but never reached the caller (they are not ``partial_text``): they are charged
-        with it, the prompt too — a runaway call's arguments cut by :class:`StreamOverrun` were free."""
+        """The error that cut the stream.  Tool-call arguments and thinking streamed before it were
+        billed like text but never reached the caller (they are not ``partial_text``): they are
+        charged with it, the prompt too (as the provider reported it, when it did) — a runaway
+        call's arguments cut by :class:`StreamOverrun` were free, and so was a cut stream's thinking."""
         error = _to_error(exc, self.call, now - self.started, "".join(self.parts))
-        if not self.sent() or (not self.calls and not self.others and self.reported_prompt() is None):
-            return error
+        sent = self.sent()
+        if not sent or (sent == error.partial_text and self.reported_prompt() is None):
+            return error  # nothing sent, or only text: billed from partial_text (fallback.run_chain)
         part = self.part(error.latency_s)
         return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens))
 

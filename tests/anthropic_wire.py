@@ -48,9 +48,10 @@ def error(kind: str, text_: str) -> dict:
 
 def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | None = 7,
                   stop_reason: str = "end_turn", tool: tuple[str, str] | None = None,
-                  tool_pieces: tuple[str, ...] = (), end: bool = True) -> list:
+                  tool_pieces: tuple[str, ...] = (), thinking: tuple[Any, ...] = (), end: bool = True) -> list:
     """The events of a streamed answer: message_start (input tokens, and the 1 output token
-    Anthropic reports there), one text block whose deltas are the ``pieces`` (a callable or
+    Anthropic reports there), a thinking block when ``thinking`` pieces are given, one text block
+    whose deltas are the ``pieces`` (a callable or
     :data:`CUT` among them is passed through), a tool_use block (``tool`` = (id, name)) with its
     ``input_json_delta`` ``tool_pieces``, then, when ``end``, message_delta (output tokens,
     omitted when None) and message_stop."""
@@ -58,8 +59,21 @@ def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | Non
         "id": "msg_test", "type": "message", "role": "assistant", "model": "claude-test", "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})]
     index = 0
-    if pieces:
+    if thinking:  # extended thinking: a thinking block first, its deltas the ``thinking`` pieces
         events.append(("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "thinking", "thinking": ""}}))
+        for piece in thinking:
+            if callable(piece) or piece is CUT or isinstance(piece, tuple):
+                events.append(piece)
+            else:
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                       "delta": {"type": "thinking_delta", "thinking": piece}}))
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "signature_delta", "signature": "c2ln"}}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        index = 1
+    if pieces:
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
                                                "content_block": {"type": "text", "text": ""}}))
         events.append(("ping", {"type": "ping"}))
         for piece in pieces:
@@ -68,10 +82,10 @@ def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | Non
             elif isinstance(piece, tuple):  # a raw (event, data) pair, e.g. an error event
                 events.append(piece)
             else:
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
                                                        "delta": {"type": "text_delta", "text": piece}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        index = 1
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
     if tool is not None:
         events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
             "type": "tool_use", "id": tool[0], "name": tool[1], "input": {}}}))

@@ -225,3 +225,28 @@ def test_a_prompt_anthropic_reports_beyond_any_bound_is_not_charged_as_is(wire):
                           context_window=8_000)
     out = served(gateway(dep), "stream")
     assert out.attempts[0].prompt_tokens == 8_000
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_stream_cut_while_claude_thinks_is_charged_the_thinking_sent(wire, how):
+    """Extended thinking (``reasoning_effort``, or ``thinking`` in a deployment's params) streams
+    thinking_delta blocks before any text: billed as output tokens, streamed as litellm's
+    ``reasoning_content``.  A stream cut (or left) while Claude was thinking was charged nothing."""
+    thought = "Let me work through the refund rules one by one. " * 8
+    name = f"think-cut-{how}"
+    dep = wire.deployment(name, (200, {}, stream_events("The answer", thinking=(thought, thought, CUT),
+                                                        input_tokens=400)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    cut = out.attempts[0]
+    assert not out.ok and cut.error.startswith("connection:")
+    assert cut.prompt_tokens == 400 and cut.completion_tokens == count_tokens(thought * 2, dep.model)
+    assert cut.cost_usd > 0 and gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd) == pytest.approx(cut.cost_usd)
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_thinking_answer_is_billed_what_anthropic_reported(wire, how):
+    dep = wire.deployment(f"think-{how}", (200, {}, stream_events("The answer", " is 4.", thinking=("Hmm. " * 50,),
+                                                                  input_tokens=50, output_tokens=400)))
+    out = served(gateway(dep), how, max_tokens=1_000)
+    assert out.ok and out.text == "The answer is 4." and (out.prompt_tokens, out.completion_tokens) == (50, 400)
