@@ -114,6 +114,10 @@ class CallResult:
     #: the functions the model asked the caller to run (OpenAI's ``message.tool_calls`` shape:
     #: ``{"id", "type": "function", "function": {"name", "arguments"}}``), often with no text
     tool_calls: tuple[Mapping[str, Any], ...] = ()
+    #: of ``prompt_tokens``, those the provider read from its prompt cache and wrote to it: they
+    #: are priced at the model's cache rates (:meth:`llmlab.pricing.ModelPrice.cost`)
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     ok = True
 

@@ -241,7 +241,7 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
     billed = billed_tokens(getattr(response, "usage", None), call, text + _arguments_text(calls))
     if getattr(choice, "finish_reason", None) == FILTERED:
         return _filtered(text, billed, latency)
-    return CallResult(text, *billed, latency, latency, calls)
+    return CallResult(text, *billed, latency, latency, calls, *_cache_tokens(getattr(response, "usage", None), billed[0]))
 
 
 #: the finish_reason of an answer a provider's content filter stopped: OpenAI's and Azure's, and
@@ -255,6 +255,16 @@ def _filtered(text: str, billed: tuple[int, int], latency: float) -> CallError:
     provider billed it: it is charged."""
     return CallError(ErrorKind.BAD_REQUEST, "the provider's content filter stopped the answer "
                      f"(finish_reason {FILTERED})", latency, partial_text=text, billed=billed)
+
+
+def _cache_tokens(usage: Any, prompt: int) -> tuple[int, int]:
+    """Of the ``prompt`` tokens billed, those the provider read from its prompt cache and those it
+    wrote to it (litellm's ``prompt_tokens_details``: OpenAI's and Azure's ``cached_tokens``,
+    Anthropic's cache read and creation input tokens), together never more than ``prompt``.
+    Counted as plain input tokens, an Anthropic prompt read from the cache was charged 10× its bill."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    read = min(_count(details, "cached_tokens") or 0, prompt)
+    return read, min(_count(details, "cache_write_tokens") or 0, prompt - read)
 
 
 def _tool_calls(raw: Any) -> tuple[dict[str, Any], ...]:
@@ -482,7 +492,8 @@ class _StreamState:
         billed = billed_tokens(self.usage, self.call, self.sent())
         if self.finish == FILTERED:
             return _filtered(text, billed, latency)
-        return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls)
+        return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls,
+                          *_cache_tokens(self.usage, billed[0]))
 
 
 class LiteLLMDriver:

@@ -172,7 +172,8 @@ class Pipeline:
         return self._retry.get(dep.name, self._retry.get("*", RetryPolicy()))
 
     def price_result(self, dep: Deployment, result: CallResult) -> float:
-        return self._prices[dep.name].cost(result.prompt_tokens, result.completion_tokens)
+        return self._prices[dep.name].cost(result.prompt_tokens, result.completion_tokens, result.cached_tokens,
+                                           result.cache_write_tokens)
 
     def worst_case_cost(self, chain: Sequence[Deployment], prompt_tokens: int, max_tokens: int | None,
                         choices: int = 1) -> float:

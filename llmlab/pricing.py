@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping
@@ -36,6 +37,12 @@ class ModelPrice:
     input_per_token: float
     output_per_token: float = 0.0
     context_window: int | None = None
+    #: prompt tokens the provider read from its prompt cache, and wrote to it (litellm's
+    #: ``cache_read_input_token_cost`` / ``cache_creation_input_token_cost``); None: the input
+    #: price.  Anthropic bills a read at 0.1× and a write at 1.25× the input price, OpenAI and
+    #: Azure a read at 0.5× (automatically, for a prompt of 1,024 tokens or more)
+    cache_read_per_token: float | None = None
+    cache_write_per_token: float | None = None
 
     @classmethod
     def per_million(cls, input_usd: float, output_usd: float = 0.0, context_window: int | None = None) -> "ModelPrice":
@@ -46,9 +53,19 @@ class ModelPrice:
     def __post_init__(self) -> None:
         v.non_negative("input_per_token", self.input_per_token)
         v.non_negative("output_per_token", self.output_per_token)
+        v.non_negative("cache_read_per_token", self.cache_read_per_token, allow_none=True)
+        v.non_negative("cache_write_per_token", self.cache_write_per_token, allow_none=True)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int = 0) -> float:
-        return prompt_tokens * self.input_per_token + completion_tokens * self.output_per_token
+    def cost(self, prompt_tokens: int, completion_tokens: int = 0, cached_tokens: int = 0,
+             cache_write_tokens: int = 0) -> float:
+        """USD for a call; ``cached_tokens`` and ``cache_write_tokens`` are the part of
+        ``prompt_tokens`` the provider read from and wrote to its prompt cache."""
+        cost = prompt_tokens * self.input_per_token + completion_tokens * self.output_per_token
+        if cached_tokens and self.cache_read_per_token is not None:
+            cost += cached_tokens * (self.cache_read_per_token - self.input_per_token)
+        if cache_write_tokens and self.cache_write_per_token is not None:
+            cost += cache_write_tokens * (self.cache_write_per_token - self.input_per_token)
+        return cost
 
 
 def litellm_price_file() -> str | None:
@@ -77,8 +94,17 @@ def _litellm_prices() -> Mapping[str, ModelPrice]:
         except (TypeError, ValueError):
             continue
         window = entry.get("max_input_tokens") or entry.get("max_tokens")
-        prices[name] = ModelPrice(inp, out, int(window) if isinstance(window, (int, float)) else None)
+        prices[name] = ModelPrice(inp, out, int(window) if isinstance(window, (int, float)) else None,
+                                  _rate(entry.get("cache_read_input_token_cost")),
+                                  _rate(entry.get("cache_creation_input_token_cost")))
     return prices
+
+
+def _rate(value: object) -> float | None:
+    """A price map's optional per-token rate, or None when absent or no price."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
 
 
 def _strip_provider(model: str) -> str:
@@ -96,6 +122,9 @@ class PriceBook:
                  *, include_litellm: bool = True) -> None:
         self._base: Mapping[str, ModelPrice] = _litellm_prices() if include_litellm else {}
         self._overrides: dict[str, ModelPrice] = {}
+        self._add(overrides)
+
+    def _add(self, overrides: Mapping[str, ModelPrice | tuple[float, float]] | None) -> None:
         if not isinstance(overrides, (Mapping, type(None))):
             raise ConfigError("prices", overrides, "a mapping of model → ModelPrice or (input_usd_per_1m, output_usd_per_1m)")
         for model, price in (overrides or {}).items():
@@ -103,7 +132,7 @@ class PriceBook:
                 self._overrides[model] = price
             elif isinstance(price, (tuple, list)) and 1 <= len(price) <= 3:
                 try:
-                    self._overrides[model] = ModelPrice.per_million(*price)
+                    self._overrides[model] = self._cache_rates_kept(model, ModelPrice.per_million(*price))
                 except ConfigError as exc:  # name the model: a gateway's prices= may list several
                     raise ConfigError(f"prices[{model!r}].{exc.field}", exc.value, exc.allowed) from None
             else:
@@ -115,11 +144,21 @@ class PriceBook:
         """litellm's map plus the lecture's table."""
         return cls(LECTURE_PRICES)
 
+    def _cache_rates_kept(self, model: str, price: ModelPrice) -> ModelPrice:
+        """An (input, output) override with the model's prompt-cache discounts from litellm's map,
+        as ratios of its input price: the lecture's ``gpt-4o`` row charged cached tokens in full."""
+        base = self._base.get(model) or self._base.get(_strip_provider(model))
+        if base is None or not base.input_per_token:
+            return price
+        ratio = price.input_per_token / base.input_per_token
+        return dataclasses.replace(price, **{name: rate * ratio for name in ("cache_read_per_token",
+                                                                            "cache_write_per_token")
+                                             if (rate := getattr(base, name)) is not None})
+
     def with_overrides(self, overrides: Mapping[str, ModelPrice | tuple[float, float]]) -> "PriceBook":
-        merged: dict[str, ModelPrice | tuple[float, float]] = dict(self._overrides)
-        merged.update(overrides)
-        book = PriceBook(merged, include_litellm=False)
+        book = PriceBook(include_litellm=False)
         book._base = self._base
+        book._add({**self._overrides, **overrides})
         return book
 
     def find(self, model: str) -> ModelPrice | None:

@@ -77,9 +77,7 @@ def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | Non
                                                "content_block": {"type": "text", "text": ""}}))
         events.append(("ping", {"type": "ping"}))
         for piece in pieces:
-            if callable(piece) or piece is CUT:
-                events.append(piece)
-            elif isinstance(piece, tuple):  # a raw (event, data) pair, e.g. an error event
+            if callable(piece) or piece is CUT or isinstance(piece, tuple):
                 events.append(piece)
             else:
                 events.append(("content_block_delta", {"type": "content_block_delta", "index": index,

@@ -9,12 +9,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from anthropic_wire import (
+    CUT,
+    AnthropicServer,
+    Either,
+    answer,
+    error,
+    message,
+    stream_events,
+    text,
+    tool_use,
+)
 
 from llmlab import BudgetPolicy, FixedRouter, Gateway, RetryPolicy
 from llmlab.live import import_litellm
-from llmlab.tokens import count_message_tokens, count_tokens
-
-from anthropic_wire import CUT, AnthropicServer, Either, answer, error, message, stream_events, text, tool_use
+from llmlab.tokens import count_tokens
 
 HOWS = ["complete", "acomplete", "stream", "astream"]
 STREAMS = ["stream", "astream"]
@@ -250,3 +259,38 @@ def test_a_thinking_answer_is_billed_what_anthropic_reported(wire, how):
                                                                   input_tokens=50, output_tokens=400)))
     out = served(gateway(dep), how, max_tokens=1_000)
     assert out.ok and out.text == "The answer is 4." and (out.prompt_tokens, out.completion_tokens) == (50, 400)
+
+
+def cached(reply: Either, read: int, written: int) -> Either:
+    """``reply`` with prompt-cache usage: ``read`` input tokens from Anthropic's cache, ``written`` to it."""
+    cache = {"cache_read_input_tokens": read, "cache_creation_input_tokens": written}
+    reply.body["usage"].update(cache)
+    reply.events[0][1]["message"]["usage"].update(cache)
+    return reply
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_prompt_cache_reads_and_writes_are_priced_at_their_rates(wire, how):
+    """Anthropic bills input tokens read from its prompt cache at 0.1× the input price and tokens
+    written to it at 1.25×; litellm counts both in prompt_tokens.  They were all charged at the
+    input price: a prompt served from the cache cost the tenant's budget 2–10× its bill."""
+    dep = wire.deployment(f"cache-{how}", (200, {}, cached(answer("Hello", input_tokens=10, output_tokens=5),
+                                                           read=5_000, written=2_000)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    assert out.ok and out.prompt_tokens == 7_010  # as litellm reports them: every input token
+    bill = 10 * 3e-6 + 5_000 * 0.3e-6 + 2_000 * 3.75e-6 + 5 * 15e-6  # claude-sonnet-4-5's rates
+    assert out.cost_usd == pytest.approx(bill)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
+
+
+def test_a_price_without_cache_rates_charges_cached_tokens_as_input():
+    from llmlab.pricing import ModelPrice, PriceBook
+
+    plain = ModelPrice.per_million(3.0, 15.0)
+    assert plain.cost(7_010, 5, cached_tokens=5_000, cache_write_tokens=2_000) == pytest.approx(plain.cost(7_010, 5))
+    book = PriceBook.default()
+    assert book.price("claude-sonnet-4-5").cache_read_per_token == pytest.approx(0.3e-6)
+    assert book.price("gpt-4o").cache_read_per_token == pytest.approx(1.25e-6)
+    with pytest.raises(Exception, match="cache_read_per_token"):
+        ModelPrice(1e-6, 1e-6, None, -1.0)

@@ -5,12 +5,20 @@ the content filter stopped, a prompt it refused (400, code ``content_filter``), 
 from __future__ import annotations
 
 import pytest
+from azure_wire import (
+    API_VERSION,
+    FILTERED,
+    AzureServer,
+    Either,
+    chunks,
+    completion,
+    filtered_prompt,
+    rate_limited,
+)
+from test_live_anthropic_wire import HOWS, gateway, served
 
 from llmlab import BudgetPolicy, RetryPolicy
 from llmlab.live import import_litellm
-
-from azure_wire import API_VERSION, FILTERED, AzureServer, Either, chunks, completion, filtered_prompt, rate_limited
-from test_live_anthropic_wire import HOWS, gateway, served
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +94,16 @@ def test_an_azure_503_is_overloaded_and_falls_back(azure, how):
     backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
     out = served(gateway(dep, backup, fallbacks={name: [backup.name]}), how)
     assert out.ok and out.deployment == backup.name and out.attempts[0].error.startswith("overloaded:")
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_cached_prompt_tokens_are_priced_at_the_cached_rate(azure, how):
+    """Azure (as OpenAI) caches a prompt of 1,024 tokens or more by itself and bills the cached
+    part at half the input price (``prompt_tokens_details.cached_tokens``); it was charged in full."""
+    body, events = completion("Hello", 3_000, 5), chunks("Hello", prompt_tokens=3_000, completion_tokens=5)
+    body["usage"]["prompt_tokens_details"] = events[-1]["usage"]["prompt_tokens_details"] = {"cached_tokens": 2_048}
+    dep = azure.deployment(f"cached-{how}", (200, {}, Either(body, events)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    bill = (3_000 - 2_048) * 2.5e-6 + 2_048 * 1.25e-6 + 5 * 10e-6  # gpt-4o: cached input 1.25 USD per 1M
+    assert out.ok and out.cost_usd == pytest.approx(bill) and gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
