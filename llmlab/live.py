@@ -434,9 +434,11 @@ class _StreamState:
                 entry["arguments"].append(arguments)
 
     def tool_calls(self) -> tuple[dict[str, Any], ...]:
-        """The streamed tool calls so far, in the OpenAI shape a whole response has."""
+        """The streamed tool calls so far, in the OpenAI shape a whole response has.  A call to a
+        tool without parameters may stream no arguments at all (Anthropic's tool_use block with
+        no input_json_delta): ``"{}"``, as a whole response has it, not ``""``, which is no JSON."""
         return tuple({"id": e["id"], "type": e["type"],
-                      "function": {"name": e["name"], "arguments": "".join(e["arguments"])}}
+                      "function": {"name": e["name"], "arguments": "".join(e["arguments"]) or "{}"}}
                      for _, e in sorted(self.calls.items()))
 
     def sent(self) -> str:

@@ -294,3 +294,14 @@ def test_a_price_without_cache_rates_charges_cached_tokens_as_input():
     assert book.price("gpt-4o").cache_read_per_token == pytest.approx(1.25e-6)
     with pytest.raises(Exception, match="cache_read_per_token"):
         ModelPrice(1e-6, 1e-6, None, -1.0)
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_tool_call_without_arguments_has_an_empty_json_object_streamed_or_not(wire, how):
+    """A tool_use block for a tool without parameters can stream no input_json_delta at all:
+    streamed, its arguments were ``""`` (not JSON; the caller's ``json.loads`` fails, and the
+    call sent back in the next turn is refused), whole they are ``"{}"``."""
+    body = message(tool_use("get_time", {}, id="toolu_5"), stop_reason="tool_use")
+    events = stream_events(tool=("toolu_5", "get_time"), stop_reason="tool_use")
+    out = served(gateway(wire.deployment(f"no-args-{how}", (200, {}, Either(body, events)))), how)
+    assert out.ok and [c["function"]["arguments"] for c in out.tool_calls] == ["{}"]
