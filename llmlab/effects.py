@@ -95,6 +95,7 @@ class ErrorKind(str, enum.Enum):
     CONTEXT_WINDOW = "context_window"  # a deployment with a larger window
     AUTH = "authentication"            # no retry, typed error at once
     BAD_REQUEST = "bad_request"        # no retry, typed error at once
+    UNSUPPORTED = "unsupported_params"  # refused before sending (a param the provider does not take): next deployment
     CIRCUIT_OPEN = "circuit_open"      # the breaker skipped this deployment
 
 

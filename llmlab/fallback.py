@@ -235,12 +235,13 @@ def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallR
     A fatal error or a context overflow is the request's fault (the provider answered at once): a
     success for the breaker.  A 429 is throttling, not failing: no verdict, and a half-open probe
     slot is freed — counted as failures, 30 % random 429s opened the breaker and turned a 1 s
-    Retry-After into a cooldown-long outage.  A slow answer (``slow_call_s``) counts as slow."""
+    Retry-After into a cooldown-long outage.  Params refused before sending: the provider was
+    not asked, no verdict either.  A slow answer (``slow_call_s``) counts as slow."""
     if result.ok:
         breaker.record_success(now, ticket, slow=breaker.is_slow(call, result))
     elif result.kind in FATAL or result.kind is ErrorKind.CONTEXT_WINDOW:
         breaker.record_success(now, ticket)
-    elif result.kind is ErrorKind.RATE_LIMIT:
+    elif result.kind is ErrorKind.RATE_LIMIT or result.kind is ErrorKind.UNSUPPORTED:
         breaker.release_probe(ticket)
     else:
         breaker.record_failure(now, ticket, slow=breaker.is_slow(call, result))
@@ -295,6 +296,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 return out
             if result.kind is ErrorKind.CONTEXT_WINDOW:
                 min_window = dep.context_window
+                break
+            if result.kind is ErrorKind.UNSUPPORTED:  # this deployment cannot take the request: the next may
                 break
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break

@@ -140,6 +140,7 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     if _refused_before_sending(exc):  # a missing key: like a 401, not a server error to retry and fall back on
         return ErrorKind.AUTH
     ordered = [
+        ("UnsupportedParamsError", ErrorKind.UNSUPPORTED),  # a 400 litellm raises before sending
         ("ContextWindowExceededError", ErrorKind.CONTEXT_WINDOW),
         ("ContentPolicyViolationError", ErrorKind.BAD_REQUEST),
         ("RateLimitError", ErrorKind.RATE_LIMIT),

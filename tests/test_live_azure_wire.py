@@ -107,3 +107,31 @@ def test_cached_prompt_tokens_are_priced_at_the_cached_rate(azure, how):
     out = served(gw, how, tenant="t")
     bill = (3_000 - 2_048) * 2.5e-6 + 2_048 * 1.25e-6 + 5 * 10e-6  # gpt-4o: cached input 1.25 USD per 1M
     assert out.ok and out.cost_usd == pytest.approx(bill) and gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("param", [{"seed": 7}, {"frequency_penalty": 0.5}, {"n": 2}])
+def test_a_fallback_that_cannot_take_a_param_is_skipped_not_fatal(azure, how, param):
+    """The presets fall back from GPT-4o to Claude, and litellm refuses before sending a request
+    whose params Anthropic does not take (``seed``, penalties, ``n``, ``logit_bias``, ``logprobs``):
+    UnsupportedParamsError, a 400.  Read as the provider rejecting the request it ended the whole
+    chain: in an OpenAI outage every request with a ``seed`` failed without trying gpt-4o-mini."""
+    from anthropic_wire import AnthropicServer
+    from anthropic_wire import answer as claude_answer
+
+    claude_server = AnthropicServer()
+    try:
+        name = f"outage-{how}-{next(iter(param))}"
+        primary = azure.deployment(name, (503, {}, {"error": {"code": "ServiceUnavailable", "message": "down"}}))
+        claude = claude_server.deployment("claude-sonnet-4-5", (200, {}, claude_answer("from claude")))
+        small = azure.deployment(f"{name}-mini", (200, {}, Either(completion("from mini"), chunks("from mini"))))
+        gw = gateway(primary, claude, small, fallbacks={name: [claude.name, small.name]},
+                     retry=RetryPolicy(max_retries=1, base_s=0.0))
+        out = served(gw, how, **param)
+        assert out.ok and out.deployment == small.name, out.error
+        assert [a.error.split(":")[0] for a in out.attempts if a.error] == ["overloaded", "overloaded",
+                                                                            "unsupported_params"]
+        assert claude_server.hits == {}  # refused before sending: never retried, free
+        assert gw.pipeline.breakers[claude.name].consecutive_failures == 0
+    finally:
+        claude_server.close()
