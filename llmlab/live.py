@@ -218,8 +218,24 @@ def _kwargs(call: Call) -> dict[str, Any]:
     kw.update({k: val for k, val in call.params.items() if val is not None and k in REQUEST_PARAMS})
     if call.stream:
         kw["stream"] = True
-        kw["stream_options"] = {"include_usage": True}
+        if _takes_stream_options(kw):
+            kw["stream_options"] = {"include_usage": True}
     return kw
+
+
+#: the first Azure OpenAI API version that takes ``stream_options`` (2024-09-01-preview)
+AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
+
+
+def _takes_stream_options(kw: Mapping[str, Any]) -> bool:
+    """Whether a stream may ask for its usage.  Azure OpenAI refuses ``stream_options`` with a 400
+    ("Unrecognized request argument") before API version 2024-09-01-preview, and 2024-06-01 is
+    a GA version in wide use: every stream to such a deployment was a rejected request.  Without
+    it the stream's usage is counted locally (exact for OpenAI's models)."""
+    if not str(kw.get("model", "")).startswith("azure/"):
+        return True
+    version = kw.get("api_version") or os.environ.get("AZURE_API_VERSION")
+    return not isinstance(version, str) or version[:10] >= AZURE_STREAM_OPTIONS_SINCE
 
 
 def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:

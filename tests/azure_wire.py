@@ -2,7 +2,8 @@
 (``POST /openai/deployments/<deployment>/chat/completions?api-version=...``), for tests of the
 live path against Azure's wire format: its ``prompt_filter_results`` / ``content_filter_results``,
 an answer stopped with ``finish_reason: "content_filter"``, a prompt refused with a 400 whose code
-is ``content_filter``, and its 429 bodies with ``retry-after`` / ``retry-after-ms``.
+is ``content_filter``, its 429 bodies with ``retry-after`` / ``retry-after-ms``, and the 400 an
+API version before 2024-09-01 answers to ``stream_options``.
 
 litellm's ``azure/<deployment>`` with ``api_base="http://127.0.0.1:<port>"`` and an
 ``api_version`` posts there through the openai client's AzureOpenAI, as against a real resource.
@@ -84,6 +85,7 @@ class AzureServer:
         self.replies: dict[str, list[tuple[int, dict, Any]]] = {}
         self.hits: dict[str, int] = {}
         self.queries: list[dict] = []
+        self.rejected = 0  # requests refused for stream_options under an API version before 2024-09-01
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,6 +99,12 @@ class AzureServer:
                 url = urlsplit(self.path)
                 server.queries.append(parse_qs(url.query))
                 deployment = url.path.split("/deployments/", 1)[1].split("/", 1)[0]
+                version = parse_qs(url.query).get("api-version", [""])[0]
+                if "stream_options" in body and version[:10] < "2024-09-01":  # as Azure answers it
+                    server.rejected += 1
+                    self._json(400, {}, {"error": {"message": "Unrecognized request argument supplied: stream_options",
+                                                   "type": "invalid_request_error", "param": None, "code": None}})
+                    return
                 count = server.hits[deployment] = server.hits.get(deployment, 0) + 1
                 queue = server.replies[deployment]
                 status, headers, reply = queue[min(count, len(queue)) - 1]
@@ -115,6 +123,9 @@ class AzureServer:
                         pass
                     self.close_connection = True
                     return
+                self._json(status, headers, reply)
+
+            def _json(self, status: int, headers: dict, reply: dict) -> None:
                 data = json.dumps(reply).encode()
                 self.send_response(status)
                 for name, value in {"content-type": "application/json", **headers}.items():
@@ -128,14 +139,15 @@ class AzureServer:
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def deployment(self, name: str, *replies: tuple[int, dict, Any], **kw: Any) -> Deployment:
+    def deployment(self, name: str, *replies: tuple[int, dict, Any], api_version: str = API_VERSION,
+                   **kw: Any) -> Deployment:
         """A Deployment calling ``azure/<name>`` here, served ``replies`` in turn."""
         self.replies[name] = list(replies)
         self.hits.pop(name, None)
         kw.setdefault("timeout_s", 5.0)
         kw.setdefault("price_model", "gpt-4o")
         return Deployment(name, f"azure/{name}", {"api_base": self.base_url, "api_key": "az-test-key-123456",
-                                                  "api_version": API_VERSION}, **kw)
+                                                  "api_version": api_version}, **kw)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -135,3 +135,23 @@ def test_a_fallback_that_cannot_take_a_param_is_skipped_not_fatal(azure, how, pa
         assert gw.pipeline.breakers[claude.name].consecutive_failures == 0
     finally:
         claude_server.close()
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+@pytest.mark.parametrize("version", ["2024-06-01", "2024-02-15-preview"])
+def test_a_stream_to_an_api_version_without_stream_options_is_answered(azure, how, version, monkeypatch):
+    """llmlab asks every stream for its usage (``stream_options``), which Azure OpenAI refuses with
+    a 400 before API version 2024-09-01-preview (2024-06-01 is still a GA version in wide use):
+    every stream to such a deployment was a rejected request, at once, with no fallback."""
+    name = f"old-api-{how}-{version}"
+    dep = azure.deployment(name, (200, {}, chunks("Hello", " there", prompt_tokens=123, completion_tokens=45)),
+                           api_version=version)
+    rejected = azure.rejected
+    out = served(gateway(dep), how)
+    assert out.ok and out.text == "Hello there", out.error
+    assert azure.rejected == rejected and out.prompt_tokens > 0 and out.completion_tokens > 0
+    monkeypatch.setenv("AZURE_API_VERSION", version)  # the version litellm reads when params name none
+    bare = dep.__class__(dep.name, dep.model, {k: v for k, v in dep.params.items() if k != "api_version"},
+                         price_model=dep.price_model, timeout_s=5.0)
+    again = served(gateway(bare), how)
+    assert again.ok and azure.rejected == rejected
