@@ -231,7 +231,7 @@ def _takes_stream_options(kw: Mapping[str, Any]) -> bool:
     """Whether a stream may ask for its usage.  Azure OpenAI refuses ``stream_options`` with a 400
     ("Unrecognized request argument") before API version 2024-09-01-preview, and 2024-06-01 is
     a GA version in wide use: every stream to such a deployment was a rejected request.  Without
-    it the stream's usage is counted locally (exact for OpenAI's models)."""
+    it the stream's usage is counted locally (see :func:`billed_tokens`)."""
     if not str(kw.get("model", "")).startswith("azure/"):
         return True
     version = kw.get("api_version") or os.environ.get("AZURE_API_VERSION")
