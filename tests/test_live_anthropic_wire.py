@@ -305,3 +305,16 @@ def test_a_tool_call_without_arguments_has_an_empty_json_object_streamed_or_not(
     events = stream_events(tool=("toolu_5", "get_time"), stop_reason="tool_use")
     out = served(gateway(wire.deployment(f"no-args-{how}", (200, {}, Either(body, events)))), how)
     assert out.ok and [c["function"]["arguments"] for c in out.tool_calls] == ["{}"]
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_stream_silent_past_its_timeout_midway_is_a_timeout_charged_what_it_sent(wire, how):
+    """Wrapped in MidStreamFallbackError, a read timeout mid-stream was classed ``overloaded``."""
+    import time
+
+    dep = wire.deployment(f"stall-{how}", (200, {}, stream_events("Hel", "lo ", lambda: time.sleep(1.0), "there",
+                                                                  input_tokens=300)), timeout_s=0.3)
+    out = served(gateway(dep), how)
+    stalled = out.attempts[0]
+    assert not out.ok and stalled.error.startswith("timeout:"), stalled.error
+    assert (stalled.prompt_tokens, stalled.completion_tokens) == (300, count_tokens("Hello ", dep.model))
