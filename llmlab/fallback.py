@@ -206,7 +206,13 @@ class ChainResult:
 
     @property
     def fatal(self) -> bool:
-        return self.error is not None and self.error.kind in FATAL
+        """The request's fault: a fatal error, or params that every deployment tried refused
+        before sending (no provider failed: no retry hint, no last-resort answer)."""
+        if self.error is None:
+            return False
+        if self.error.kind is ErrorKind.UNSUPPORTED:
+            return all((a.error or "").startswith(ErrorKind.UNSUPPORTED.value) for a in self.attempts)
+        return self.error.kind in FATAL
 
 
 def completion_bound(call: Call) -> int:

@@ -318,3 +318,14 @@ def test_a_stream_silent_past_its_timeout_midway_is_a_timeout_charged_what_it_se
     stalled = out.attempts[0]
     assert not out.ok and stalled.error.startswith("timeout:"), stalled.error
     assert (stalled.prompt_tokens, stalled.completion_tokens) == (300, count_tokens("Hello ", dep.model))
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_params_no_deployment_of_the_chain_takes_are_a_rejection_not_an_outage(wire, how):
+    """With every deployment refusing the params before sending, nothing failed but the request:
+    it is ``provider_rejected`` (no retry hint, no last-resort answer), not all providers down."""
+    dep = wire.deployment(f"no-seed-{how}", (200, {}, answer("never")))
+    out = served(gateway(dep), how, seed=7)
+    assert not out.ok and out.error.code == "provider_rejected" and "seed" in str(out.error)
+    assert [a.error.split(":")[0] for a in out.attempts] == ["unsupported_params"]
+    assert dep.name not in wire.hits
