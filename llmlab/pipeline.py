@@ -178,8 +178,8 @@ class Pipeline:
     def worst_case_cost(self, chain: Sequence[Deployment], prompt_tokens: int, max_tokens: int | None,
                         choices: int = 1) -> float:
         """The dearest call ``chain`` can make: each of ``choices`` answers (``n``) billed at its bound."""
-        return max(self._prices[d.name].cost(prompt_tokens,
-                                             choices * min(max_tokens or d.max_output_tokens, d.max_output_tokens))
+        return max(self._prices[d.name].bound(prompt_tokens,
+                                              choices * min(max_tokens or d.max_output_tokens, d.max_output_tokens))
                    for d in chain)
 
     # ------------------------------------------------------------------ the pipeline

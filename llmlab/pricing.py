@@ -67,6 +67,14 @@ class ModelPrice:
             cost += cache_write_tokens * (self.cache_write_per_token - self.input_per_token)
         return cost
 
+    def bound(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """The most a call with these token counts can cost, for budget reservations: every
+        prompt token at the dearer of the input and the cache-write rate (Anthropic bills a
+        prompt it caches at 1.25× the input price)."""
+        write = self.cache_write_per_token
+        per_prompt = write if write is not None and write > self.input_per_token else self.input_per_token
+        return prompt_tokens * per_prompt + completion_tokens * self.output_per_token
+
 
 def litellm_price_file() -> str | None:
     """Path of litellm's bundled price map, found without importing litellm."""

@@ -105,6 +105,27 @@ def test_tool_call_arguments_in_the_history_count_towards_the_prompt_bound():
     assert max_message_tokens(plain + [call]) - max_message_tokens(plain) > 3000
 
 
+def test_a_prompt_the_provider_writes_to_its_cache_is_reserved_at_the_write_rate(make_gateway, driver):
+    """Anthropic bills a prompt it writes to its prompt cache at 1.25× the input price; the
+    reservation priced every prompt token at the input rate, so a provider that cached the whole
+    (dense) prompt took a tenant past its cap."""
+    dep = Deployment("claude", "anthropic/claude-sonnet-4-5", price_model="claude-sonnet-4-5")
+    gw = make_gateway(deployments=[dep], router=FixedRouter("claude"), fallbacks={},
+                      budget=BudgetPolicy(caps={"acme": 0.05}))
+    price = gw.pipeline._prices["claude"]
+    assert price.cache_write_per_token > price.input_per_token  # litellm's map has Anthropic's write rate
+
+    def caches_the_whole_prompt(call) -> CallResult:
+        prompt = max_message_tokens(call.messages)  # as many tokens as the bound allows (dense text)
+        return CallResult("ok", prompt, 1, 0.1, 0.05, cache_write_tokens=prompt)
+
+    driver.default = caches_the_whole_prompt
+    dense = "a1b2c3d4" * 250
+    outcomes = [gw.complete(f"{dense} {i}", tenant="acme", max_tokens=1) for i in range(12)]
+    assert outcomes[0].ok and not outcomes[-1].ok  # the cap was reached
+    _money_holds(gw, 0.05)
+
+
 class PricedEmbedder(HashedNgramEmbedder):
     """Stands in for a paid embedding API (``litellm:text-embedding-3-small``)."""
 
