@@ -18,11 +18,11 @@ from collections import abc
 from typing import Any
 
 #: setting names whose values are credentials (``api_key``, ``x-api-key``, ``Authorization``,
-#: ``aws_secret_access_key``, ``azure_ad_token``), never repeated in a message; not ``max_tokens``
-#: or ``input_cost_per_token``
+#: ``aws_secret_access_key``, ``aws_web_identity_token``, ``azure_ad_token``), never repeated in a
+#: message; not ``max_tokens`` or ``input_cost_per_token``
 _SECRET_NAME = re.compile(
     r"^(?:.*[_\-.])?(?:api[_-]?key|access[_-]?key|secret(?:[_-]?access)?[_-]?key|private[_-]?key|secret|password|"
-    r"passwd|credentials?|authorization|auth|(?:access|auth|bearer|refresh|session|id|ad|api)[_-]?token)$|"
+    r"passwd|credentials?|authorization|auth|(?:access|auth|bearer|refresh|session|id|identity|ad|api)[_-]?token)$|"
     r"^(?:key|token)$", re.IGNORECASE)
 #: credentials written inside text: OpenAI-style keys, bearer tokens, a URL's user:password@
 _SECRET_TEXT = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*"

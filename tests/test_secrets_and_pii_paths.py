@@ -243,7 +243,10 @@ def test_credentials_in_values_are_hidden_and_cost_fields_are_not():
     assert "SECRET" not in str(InvalidRequest("params.api_key", "sk-live-SECRET123456", "x"))
     assert "SECRET" not in str(InvalidRequest("params.extra_body", {"headers": {"Authorization": "Bearer SECRET-1234"}}, "x"))
     assert "SECRETPASS" not in str(InvalidRequest("params.api_base", "https://user:SECRETPASS@proxy.example/v1", "x"))
+    for name in ("aws_web_identity_token", "aws_session_token", "aws_secret_access_key", "azure_ad_token"):
+        assert "SECRET" not in str(InvalidRequest(f"params.{name}", "SECRET-VALUE-123", "x")), name
     assert shown("prices['m']", {"input_cost_per_token": -3}) == {"input_cost_per_token": -3}  # still says what is wrong
+    assert shown("params.max_tokens", 5) == 5
     assert redact_url("redis://h:6379/0?pass%77ord=SECRET") == "redis://h:6379/0?pass%77ord=***"
 
 
