@@ -119,6 +119,9 @@ class CallResult:
     #: are priced at the model's cache rates (:meth:`llmlab.pricing.ModelPrice.cost`)
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    #: why the provider stopped: ``"stop"``, ``"length"`` (cut at ``max_tokens``), ``"tool_calls"``…;
+    #: None when it did not say
+    finish_reason: str | None = None
 
     ok = True
 
@@ -229,6 +232,8 @@ class Outcome:
     ``metadata`` is the request's own.  ``tool_calls`` are the functions the model asked the
     caller to run (OpenAI's ``message.tool_calls`` shape), ``()`` for a plain answer; the text is
     then often empty.  Such an answer is never cached: it is a step of the caller's agent loop.
+    ``finish_reason`` is the provider's for a model answer (``"length"``: cut at ``max_tokens``,
+    so a tool call's arguments may not be whole JSON), None otherwise or when it did not say.
     """
 
     request_id: str
@@ -253,6 +258,7 @@ class Outcome:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     guard_findings: tuple[str, ...] = ()
     tool_calls: tuple[Mapping[str, Any], ...] = ()
+    finish_reason: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -258,7 +258,8 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
     billed = billed_tokens(getattr(response, "usage", None), call, text + _arguments_text(calls))
     if getattr(choice, "finish_reason", None) == FILTERED:
         return _filtered(text, billed, latency)
-    return CallResult(text, *billed, latency, latency, calls, *_cache_tokens(getattr(response, "usage", None), billed[0]))
+    return CallResult(text, *billed, latency, latency, calls, *_cache_tokens(getattr(response, "usage", None), billed[0]),
+                      _reason(getattr(choice, "finish_reason", None)))
 
 
 #: the finish_reason of an answer a provider's content filter stopped: OpenAI's and Azure's, and
@@ -272,6 +273,11 @@ def _filtered(text: str, billed: tuple[int, int], latency: float) -> CallError:
     provider billed it: it is charged."""
     return CallError(ErrorKind.BAD_REQUEST, "the provider's content filter stopped the answer "
                      f"(finish_reason {FILTERED})", latency, partial_text=text, billed=billed)
+
+
+def _reason(value: Any) -> str | None:
+    """A provider's finish_reason as text (bounded: it is copied into every outcome), or None."""
+    return value[:40] if isinstance(value, str) and value else None
 
 
 def _cache_tokens(usage: Any, prompt: int) -> tuple[int, int]:
@@ -512,7 +518,7 @@ class _StreamState:
         if self.finish == FILTERED:
             return _filtered(text, billed, latency)
         return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls,
-                          *_cache_tokens(self.usage, billed[0]))
+                          *_cache_tokens(self.usage, billed[0]), _reason(self.finish))
 
 
 class LiteLLMDriver:

@@ -498,14 +498,15 @@ class Pipeline:
     def _outcome(self, s: _State, kind: OutcomeKind, *, text: str | None = None, model: str | None = None,
                  deployment: str | None = None, prompt_tokens: int = 0, completion_tokens: int = 0,
                  ttft: float | None = None, error: GatewayError | None = None,
-                 similarity: float | None = None, tool_calls: tuple[Mapping[str, Any], ...] = ()) -> Outcome:
+                 similarity: float | None = None, tool_calls: tuple[Mapping[str, Any], ...] = (),
+                 finish_reason: str | None = None) -> Outcome:
         now = self.clock()
         latency = now - s.started
         cost = sum(a.cost_usd for a in s.attempts) + s.extra_cost
         return Outcome(s.request.request_id, s.request.tenant, s.request.plan, kind, text, model, deployment,
                        tuple(s.attempts), s.cache, s.tier, s.reason, prompt_tokens, completion_tokens, cost, latency,
                        latency if ttft is None and error is None else ttft, s.started, error, similarity,
-                       s.request.metadata, tuple(s.findings), tool_calls)
+                       s.request.metadata, tuple(s.findings), tool_calls, finish_reason)
 
     def _error(self, s: _State, error: GatewayError) -> Outcome:
         return self._outcome(s, OutcomeKind.ERROR, error=error)
@@ -604,7 +605,8 @@ class Pipeline:
         ttft = latency - result.latency_s + (result.ttft_s if result.ttft_s is not None else result.latency_s)
         return self._outcome(s, OutcomeKind.MODEL, text=self._unmask(s, text), model=dep.model, deployment=dep.name,
                              prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, ttft=ttft,
-                             tool_calls=self._unmask_calls(s, calls) if calls else ())
+                             tool_calls=self._unmask_calls(s, calls) if calls else (),
+                             finish_reason=result.finish_reason)
 
     def _failed(self, s: _State, last: ChainResult | None) -> Outcome:
         error = last.error if last is not None else None

@@ -402,6 +402,37 @@ def served_prompt(gw: Gateway, how: str, prompt: str, **kw):
     return asyncio.run(consume())
 
 
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+def test_an_answer_cut_at_max_tokens_says_so(canned, how):
+    """A caller could not tell an answer the provider cut at ``max_tokens`` from a whole one (nor a
+    truncated tool call's arguments from whole JSON): ``Outcome.finish_reason`` says ``length``."""
+    if how in ("stream", "astream"):
+        cut = [chunk("Refunds take five"), chunk(finish="length")]
+        whole = [chunk("Refunds take five days."), chunk(finish="stop")]
+    else:
+        cut, whole = answer("Refunds take five"), answer("Refunds take five days.")
+        cut["choices"][0]["finish_reason"] = "length"
+    for name, reply, reason in ((f"cut-{how}", cut, "length"), (f"whole-{how}", whole, "stop")):
+        gw = gateway(canned.deployment(name, (200, {}, reply)))
+        outcome = served_prompt(gw, how, "How long do refunds take?", max_tokens=3) if how in ("complete", "acomplete") \
+            else _streamed_outcome(gw, how, "How long do refunds take?", max_tokens=3)
+        assert outcome.ok and outcome.finish_reason == reason, (name, outcome)
+
+
+def _streamed_outcome(gw: Gateway, how: str, prompt: str, **kw):
+    if how == "stream":
+        response = gw.stream(prompt, **kw)
+        assert "".join(response)
+        return response.outcome
+
+    async def consume():
+        response = gw.astream(prompt, **kw)
+        assert "".join([piece async for piece in response])
+        return response.outcome
+
+    return asyncio.run(consume())
+
+
 def test_the_request_log_names_the_called_functions_never_their_arguments(canned, caplog):
     import logging
 

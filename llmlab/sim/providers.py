@@ -273,4 +273,5 @@ class SimProvider:
             slots.release()
         self.ok += 1
         self.in_system -= 1
-        return CallResult(self._text(call, u4), prompt, out, env.now - start, waited + ttft)
+        return CallResult(self._text(call, u4), prompt, out, env.now - start, waited + ttft, (), 0, 0,
+                          "length" if out == call.params.get("max_tokens") else "stop")
