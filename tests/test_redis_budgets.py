@@ -342,3 +342,19 @@ def test_a_request_that_outlives_its_lease_but_spends_nothing_is_no_overshoot(re
     assert one.spent("t", NOW) == pytest.approx(0.8)
     assert one.overshoot_usd == 0 and one.lost_holds == 0 and one.stats("t", NOW).get("overshoot", 0) == 0
     assert not any("budget_lease_s" in r.getMessage() for r in caplog.records)
+
+
+def test_the_fallback_spend_kept_in_process_is_only_the_latest_months(redis_url, prefix):
+    """spent() remembers each tenant's last read for when Redis is down; every tenant and month was
+    kept for good in every gateway process."""
+    b = from_url(redis_url, prefix).budgets
+    now = NOW
+    for month in range(3):
+        for i in range(200):
+            b.charge(f"t{i}", 0.001, now)
+            assert b.spent(f"t{i}", now) == pytest.approx(0.001)
+        now = next_month_start(now) + 60.0
+    last = now - 60.0 - 1.0  # inside the third month
+    assert len(b._last_spent) == 200 and {m for _, m in b._last_spent} == {month_of(last)}
+    assert b.try_reserve("t7", 1.0, 0.0005, last) is None  # a refusal remembers the spend it saw
+    assert b._last_spent[("t7", month_of(last))] == pytest.approx(0.001)

@@ -173,7 +173,10 @@ class RedisBudgets:
         #: other's refusals (a BudgetExceeded read as BudgetUnavailable, or the reverse)
         self._refusal = threading.local()
         self._flushing = threading.Lock()  # held by the one thread replaying the queue
+        #: the month's spend last read per tenant, what spent() answers while Redis is down; only
+        #: the latest month's is kept (every tenant and month for good was a process's slow leak)
         self._last_spent: dict[tuple[str, str], float] = {}
+        self._last_month = ""
         self.overshoot_usd = 0.0
         self.refused_unavailable = 0
         self.admitted_unavailable = 0
@@ -280,7 +283,7 @@ class RedisBudgets:
                                                     "unavailable (%s)", exc.reason)
             return None
         if int(ok) != 1:
-            self._last_spent[(tenant, month)] = int(value) / NANO
+            self._remember_spent(tenant, month, int(value) / NANO)
             return None
         return RedisReservation(tenant, month, amount, int(value), ttl, True)
 
@@ -345,8 +348,16 @@ class RedisBudgets:
                                                      "llmlab)", h, field)
             return self._last_spent.get((tenant, month), 0.0) if field == "spent" else 0.0
         if field == "spent":
-            self._last_spent[(tenant, month)] = value
+            self._remember_spent(tenant, month, value)
         return value
+
+    def _remember_spent(self, tenant: str, month: str, value: float) -> None:
+        if month != self._last_month:
+            if month < self._last_month:  # a read of a past month: nothing to fall back on later
+                return
+            self._last_spent.clear()
+            self._last_month = month
+        self._last_spent[(tenant, month)] = value
 
     def spent(self, tenant: str, now: float) -> float:
         """Spend this month (while Redis is down: the last value seen plus what is queued)."""
