@@ -36,3 +36,27 @@ def test_raising_an_outcomes_error_does_not_pin_the_callers_frames_in_the_ledger
         assert str(raised) == str(error) and raised.retry_after_s == error.retry_after_s
         assert raised.tenant == error.tenant and raised.limit == error.limit
     assert error.__traceback__ is None
+
+
+def test_cache_keys_do_not_pin_every_long_prompt_they_were_computed_for():
+    """The key memos hold their texts: 65,536 distinct 8 KB retrieved contexts (and 16,384
+    normalised copies) stayed in memory in a process that never saw them again."""
+    import tracemalloc
+
+    from llmlab.cache.keys import CacheKeyPolicy
+
+    policy = CacheKeyPolicy()
+    context = "retrieved article text " * 500  # ≈ 11.5 KB
+    first = policy.key([{"role": "system", "content": context + " 0"}, {"role": "user", "content": "q"}], {})
+    assert first == policy.key([{"role": "system", "content": "  " + context.replace(" ", "\n") + " 0"},
+                                {"role": "user", "content": "q"}], {})  # still normalised: the same key
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(1, 1_500):
+            policy.key([{"role": "system", "content": f"{context} {i}"}, {"role": "user", "content": "q"}], {})
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 8_000_000  # ≈ 6 MB: the last 256 contexts and their normalised copies (≈ 34 MB before)
