@@ -275,3 +275,16 @@ def test_memoised_features_share_their_empty_and_repeated_slots():
     finally:
         tracemalloc.stop()
     assert size / len(texts) < 1_600  # bytes a memoised text's features hold (≈ 1,170; 2,520 before)
+
+
+def test_the_memo_does_not_pin_every_long_text_it_has_seen():
+    """The memo holds its texts: 65,536 pasted documents stayed in memory with their features."""
+    guard = HitGuard()
+    doc = "Please summarise this contract clause about delivery to Seoul. " * 40  # ≈ 2.6 KB
+    query = "where is my order 1234567?"
+    for i in range(1_000):
+        assert guard.check(query, f"{doc} v{i}").ok is False  # identifiers differ
+    held = [t for t in (*guard._memo, *getattr(guard, "_long_memo", ())) if len(t) > 2_048]
+    assert 0 < len(held) <= 256
+    assert not any(len(c) > 2_048 for _, c in guard._decisions)
+    assert guard.check(query, f"{doc} v999").reason == guard.check(query, f"{doc} v999").reason  # still decided alike

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Hashable, Iterable, Mapping
 
+from .keys import LONG_TEXT, LONG_TEXT_MEMO
+
 __all__ = ["DEFAULT_ACTIONS", "DEFAULT_ENTITIES", "SLOT_TYPE_TOPICS", "Features", "GuardDecision", "HitGuard",
            "Lexicon", "catalogue_entities", "catalogue_entity_topics", "default_guard", "entities_from_vocabulary",
            "entity_topics_from_vocabulary"]
@@ -571,6 +573,7 @@ class HitGuard:
                                  *_pairs(_TIME, "time"), *_pairs(_CURRENCY_WORDS, "currency")],
                                 nouns=lambda canonical: canonical[0] in ("entity", "currency"))
         self._memo: dict[str, Features] = {}
+        self._long_memo: dict[str, Features] = {}  # texts over LONG_TEXT characters (a pasted document)
         self._decisions: dict[tuple[str, str], GuardDecision] = {}
         self._memo_size = int(cache_size)
         self.checks = 0
@@ -581,6 +584,10 @@ class HitGuard:
         cached = self._memo.get(text)
         if cached is not None:
             return cached
+        if len(text) > LONG_TEXT:
+            cached = self._long_memo.get(text)
+            if cached is not None:
+                return cached
         t = _normalise(text)
         emails = _frozen(_EMAIL.findall(t))
         rest = _EMAIL.sub(" ", t)
@@ -638,9 +645,11 @@ class HitGuard:
             entities=_frozen(words["entity"]), actions=_grouped(actions),
             times=_grouped(times),
         )
-        if len(self._memo) >= self._memo_size:
-            self._memo.clear()  # cheap and thread-safe; the hot texts come straight back
-        self._memo[text] = feats
+        # the memo holds its texts: long ones get a small memo of their own (see cache.keys.LONG_TEXT)
+        memo, size = (self._memo, self._memo_size) if len(text) <= LONG_TEXT else (self._long_memo, LONG_TEXT_MEMO)
+        if len(memo) >= size:
+            memo.clear()  # cheap and thread-safe; the hot texts come straight back
+        memo[text] = feats
         return feats
 
     # --------------------------------------------------------------- decision
@@ -651,9 +660,10 @@ class HitGuard:
         decision = self._decisions.get(pair)
         if decision is None:  # a decision depends on the two texts alone: the same pairs come back
             decision = self._decide(self.features(query), self.features(candidate))
-            if len(self._decisions) >= self._memo_size:
-                self._decisions.clear()
-            self._decisions[pair] = decision
+            if len(query) <= LONG_TEXT and len(candidate) <= LONG_TEXT:  # long ones: from their features
+                if len(self._decisions) >= self._memo_size:
+                    self._decisions.clear()
+                self._decisions[pair] = decision
         if not decision.ok:
             self.vetoes += 1
         return decision
