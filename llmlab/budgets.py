@@ -97,16 +97,41 @@ class BudgetBackend(Protocol):
 
 
 class MemoryBudgets:
-    """In-process ledger of spend and open reservations per (tenant, month)."""
+    """In-process ledger of spend and open reservations per (tenant, month).
 
-    def __init__(self) -> None:
+    Holds are forgotten once settled.  Spend is kept per (tenant, month) for
+    :meth:`spend_by_month` and :meth:`spend_by_tenant` (the simulator's reports): one number per
+    tenant and month, for good by default.  A gateway that stays up for months can bound it with
+    ``keep_months``: when a new month starts, the spend of months before the last ``keep_months``
+    (the current one included) is dropped; caps only ever read the current month.
+    """
+
+    def __init__(self, keep_months: int | None = None) -> None:
+        if keep_months is not None:
+            v.integer("keep_months", keep_months, lo=1)
+        self.keep_months = keep_months
         self._spent: dict[tuple[str, str], float] = {}
         self._reserved: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
+        self._month = ""  # the latest month seen: spend of months too far before it is dropped
         self.overshoot_usd = 0.0  # actual cost above the reservation (should stay 0)
+
+    def _new_month(self, month: str) -> None:
+        """``month`` is later than any seen: drop the spend of months ``keep_months`` or more before it."""
+        self._month = month
+        if self.keep_months is None:
+            return
+        year, mon = int(month[:4]), int(month[5:7]) - (self.keep_months - 1)
+        while mon < 1:
+            year, mon = year - 1, mon + 12
+        oldest = f"{year:04d}-{mon:02d}"
+        for key in [k for k in self._spent if k[1] < oldest]:
+            del self._spent[key]
 
     def try_reserve(self, tenant: str, amount: float, cap: float | None, now: float) -> Reservation | None:
         key = (tenant, month_of(now))
+        if key[1] > self._month:
+            self._new_month(key[1])
         committed = self._spent.get(key, 0.0) + self._reserved.get(key, 0.0)
         if cap is not None and committed + amount > cap + 1e-12:
             return None
@@ -116,7 +141,10 @@ class MemoryBudgets:
     def settle(self, reservation: Reservation, actual: float) -> None:
         key = (reservation.tenant, reservation.month)
         left = self._reserved.get(key, 0.0) - reservation.amount
-        self._reserved[key] = left if left > 1e-12 else 0.0  # no float dust once every hold is settled
+        if left > 1e-12:
+            self._reserved[key] = left
+        else:  # every hold settled: forgotten (no float dust, and no entry per tenant and month for good)
+            self._reserved.pop(key, None)
         self._spent[key] = self._spent.get(key, 0.0) + actual
         if actual > reservation.amount + 1e-12:
             self.overshoot_usd += actual - reservation.amount
@@ -124,6 +152,8 @@ class MemoryBudgets:
     def charge(self, tenant: str, amount: float, now: float) -> None:
         """Record spend that had no reservation (for example an embedding)."""
         key = (tenant, month_of(now))
+        if key[1] > self._month:
+            self._new_month(key[1])
         self._spent[key] = self._spent.get(key, 0.0) + amount
 
     def spent(self, tenant: str, now: float) -> float:

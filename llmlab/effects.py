@@ -13,6 +13,7 @@ never depends on exceptions crossing the yield.
 """
 from __future__ import annotations
 
+import copy
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -265,8 +266,15 @@ class Outcome:
         return self.kind is not OutcomeKind.ERROR
 
     def raise_for_error(self) -> "Outcome":
+        """Raise :attr:`error` when the request failed; else return the outcome.
+
+        A copy is raised (same type, message and fields): a raised exception keeps every frame
+        it passes through on its ``__traceback__``, and the ledger keeps this outcome — raising
+        ``error`` itself pinned each caller's frame and locals (a web request's body, say) for as
+        long as the process ran.
+        """
         if self.error is not None:
-            raise self.error
+            raise copy.copy(self.error)
         return self
 
     @property

@@ -72,6 +72,10 @@ class _Bucket:
         self.level = capacity
         self.updated = now
 
+    def full_at(self, now: float) -> bool:
+        """Would the bucket be full at ``now``?  Then it is the same as a new one."""
+        return self.level + max(0.0, now - self.updated) * self.capacity / 60.0 >= self.capacity
+
     def refill(self, now: float) -> None:
         if now > self.updated:
             self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / 60.0)
@@ -91,7 +95,14 @@ class RateLimiter:
 
     ``per_tenant`` and ``per_plan`` map a tenant id or a plan name to a :class:`RateLimit`;
     ``default`` applies to everyone else (unlimited when None).
+
+    Memory stays bounded by the tenants of the last minute, not every tenant ever seen: a bucket
+    left alone for a minute has refilled, and a full bucket is exactly what a new one would be,
+    so full buckets are dropped whenever the table has doubled since the last sweep (at least
+    :attr:`SWEEP_MIN` buckets; amortised O(1) per new bucket, nothing on the per-request path).
     """
+
+    SWEEP_MIN = 1_024
 
     def __init__(self, per_plan: Mapping[str, RateLimit] | None = None,
                  per_tenant: Mapping[str, RateLimit] | None = None,
@@ -104,6 +115,7 @@ class RateLimiter:
         # keyed by capacity too: a tenant seen under two plans keeps one bucket per limit, so
         # interleaving its plans cannot refill a bucket by rebuilding it
         self._buckets: dict[tuple[str, str, float], _Bucket] = {}
+        self._sweep_at = self.SWEEP_MIN
         self.refusals = 0
 
     def __repr__(self) -> str:
@@ -118,9 +130,18 @@ class RateLimiter:
     def _bucket(self, tenant: str, kind: str, capacity: float, now: float) -> _Bucket:
         bucket = self._buckets.get((tenant, kind, capacity))
         if bucket is None:
+            if len(self._buckets) >= self._sweep_at:
+                self._sweep(now)
             bucket = self._buckets[(tenant, kind, capacity)] = _Bucket(capacity, now)
         bucket.refill(now)
         return bucket
+
+    def _sweep(self, now: float) -> None:
+        """Drop the buckets that are full by ``now`` (idle tenants): without it a service seeing
+        new tenants, or a tenant under several plans, kept two buckets each for good."""
+        for key in [k for k, b in self._buckets.items() if b.full_at(now)]:
+            del self._buckets[key]
+        self._sweep_at = max(self.SWEEP_MIN, 2 * len(self._buckets))
 
     def settle(self, tenant: str, plan: str, reserved_tokens: float, used_tokens: float, now: float) -> None:
         """Give back the tokens a request took but did not use (a cache hit gives back all of them)."""

@@ -69,3 +69,36 @@ def test_cache_hits_still_served_when_tenant_is_at_cap(make_gateway):
     for i in range(20):
         gw.complete(gw.request(f"q{i}", tenant="t", params={"max_tokens": 500}))
     assert gw.complete(gw.request("hello", tenant="t", params={"max_tokens": 500})).cache.value == "exact_hit"
+
+
+def _month(year: int, month: int) -> float:
+    return datetime(year, month, 15, tzinfo=timezone.utc).timestamp()
+
+
+def test_settled_holds_are_forgotten_so_tenants_leave_no_entry_behind():
+    book = MemoryBudgets()
+    for i in range(2_000):  # one request each from many tenants over two months
+        r = book.try_reserve(f"t{i}", 0.01, cap=1.0, now=_month(2026, 1 + i % 2))
+        book.settle(r, 0.005)
+    assert book._reserved == {}
+    assert book.spent("t0", _month(2026, 1)) == pytest.approx(0.005)
+
+
+def test_keep_months_bounds_the_spend_history_and_never_touches_the_current_month():
+    book = MemoryBudgets(keep_months=2)
+    for month in range(1, 13):  # a year of 300 tenants
+        for i in range(300):
+            book.settle(book.try_reserve(f"t{i}", 0.02, cap=1.0, now=_month(2026, month)), 0.01)
+    assert {m for _, m in book.spend_by_month()} == {"2026-11", "2026-12"}
+    assert len(book._spent) == 600
+    assert book.spent("t7", _month(2026, 12)) == pytest.approx(0.01)
+    book.charge("t7", 0.5, now=_month(2027, 1))  # a charge opens a month too
+    assert {m for _, m in book.spend_by_month()} == {"2026-12", "2027-01"}
+    unbounded = MemoryBudgets()
+    for month in (1, 6, 12):
+        unbounded.charge("t", 1.0, now=_month(2026, month))
+    assert unbounded.spend_by_tenant() == {"t": 3.0}  # the default keeps every month (the simulator's reports)
+    for bad in (0, -1, 1.5, "3", True):
+        with pytest.raises(ConfigError) as info:
+            MemoryBudgets(keep_months=bad)
+        assert info.value.field == "keep_months"

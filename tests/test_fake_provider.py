@@ -498,3 +498,19 @@ def test_random_rate_limits_carry_retry_after_and_a_reason_phrase(provider_facto
     fp2 = provider_factory(FaultPlan(error_rate=1.0, error_status=500))
     r2 = client_for(fp2).post("/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert r2.status_code == 500 and "retry-after" not in r2.headers and r2.reason_phrase == "Internal Server Error"
+
+
+def test_a_long_running_provider_keeps_only_the_latest_requests(provider_factory, client_for):
+    """Every request's body was kept for good: a fake provider behind a load test grew without end."""
+    fp = provider_factory(max_recorded=10)
+    client = client_for(fp)
+    for i in range(55):
+        assert chat(client, f"m{i}").status_code == 200
+    assert 10 <= len(fp.requests) < 20 and fp.requests[-1].model == "m54"
+    assert [r.model for r in fp.requests] == [f"m{i}" for i in range(55 - len(fp.requests), 55)]
+    assert fp.stats.total == 55  # counts stay whole
+    quiet = provider_factory(max_recorded=0)
+    chat(client_for(quiet), "x")
+    assert quiet.requests == [] and quiet.stats.total == 1
+    with pytest.raises(ValueError, match="max_recorded"):
+        FakeProvider(max_recorded=-1)

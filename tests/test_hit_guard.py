@@ -250,3 +250,41 @@ def test_catalogue_paraphrases_pass_the_default_guard():
                     if a != b and not g.check(a, b).ok:
                         failures.append((intent.id, a, b, g.check(a, b).reason))
     assert not failures, failures[:5]
+
+
+def test_memoised_features_share_their_empty_and_repeated_slots():
+    """The guard memoises 65,536 texts' features: each used to hold its own empty frozensets and
+    its own copies of the vocabulary's class sets, ≈ 180 MB for a full memo of short queries."""
+    import gc
+    import tracemalloc
+
+    from llmlab.cache.guard import HitGuard
+
+    guard = HitGuard()
+    a, b = guard.features("where is my order 1234567 from monday"), guard.features("track order 7654321 on monday")
+    assert a.emails is b.emails and a.urls is b.urls and a.currencies is b.currencies
+    assert a.times["dow"] is b.times["dow"]
+    assert guard.features("hello").actions is guard.features("hi").actions  # no action: one empty mapping
+    texts = [f"where is my order {1_000_000 + i} placed on monday for the pro plan {i % 97}" for i in range(3_000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for text in texts:
+            guard.features(text)
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert size / len(texts) < 1_600  # bytes a memoised text's features hold (≈ 1,170; 2,520 before)
+
+
+def test_the_memo_does_not_pin_every_long_text_it_has_seen():
+    """The memo holds its texts: 65,536 pasted documents stayed in memory with their features."""
+    guard = HitGuard()
+    doc = "Please summarise this contract clause about delivery to Seoul. " * 40  # ≈ 2.6 KB
+    query = "where is my order 1234567?"
+    for i in range(1_000):
+        assert guard.check(query, f"{doc} v{i}").ok is False  # identifiers differ
+    held = [t for t in (*guard._memo, *getattr(guard, "_long_memo", ())) if len(t) > 2_048]
+    assert 0 < len(held) <= 256
+    assert not any(len(c) > 2_048 for _, c in guard._decisions)
+    assert guard.check(query, f"{doc} v999").reason == guard.check(query, f"{doc} v999").reason  # still decided alike

@@ -41,3 +41,26 @@ def test_gateway_returns_typed_rate_limited_outcome(make_gateway, clock):
         out.raise_for_error()
     clock.advance(60)
     assert gw.complete("three", tenant="t").ok
+
+
+def test_buckets_of_idle_tenants_are_dropped_so_memory_follows_the_last_minute():
+    """A long-running gateway sees ever new tenants: each used to keep its two buckets for good."""
+    rl = RateLimiter(default=RateLimit(rpm=10, tpm=10_000))
+    now = 0.0
+    for batch in range(40):  # 20,000 tenants over 40 minutes, 500 active in any one minute
+        for i in range(500):
+            assert rl.acquire(f"t{batch}-{i}", "free", 100, now) is None
+        now += 61.0
+    assert len(rl._buckets) <= 4 * 2 * 500  # the last minute's buckets, at most doubled between sweeps
+
+
+def test_dropping_idle_buckets_keeps_the_limits_of_busy_tenants():
+    rl = RateLimiter(default=RateLimit(rpm=2))
+    assert rl.acquire("busy", "free", 1, now=0.0) is None
+    assert rl.acquire("busy", "free", 1, now=0.0) is None
+    for i in range(3 * RateLimiter.SWEEP_MIN):  # new tenants within the same minute: sweeps run
+        rl.acquire(f"other{i}", "free", 1, now=1.0 + i / 1e6)
+    assert rl.acquire("busy", "free", 1, now=2.0).retry_after_s == pytest.approx(28.0)  # still empty
+    assert len(rl._buckets) > RateLimiter.SWEEP_MIN  # nobody was full yet: nothing dropped
+    assert rl.acquire("other0", "free", 1, now=2.0) is None  # its second of two
+    assert rl.acquire("other0", "free", 1, now=2.0) is not None

@@ -370,3 +370,42 @@ def test_a_request_that_outlives_its_lease_but_spends_nothing_is_no_overshoot(re
     assert one.spent("t", NOW) == pytest.approx(0.8)
     assert one.overshoot_usd == 0 and one.lost_holds == 0 and one.stats("t", NOW).get("overshoot", 0) == 0
     assert not any("budget_lease_s" in r.getMessage() for r in caplog.records)
+
+
+def test_the_fallback_spend_kept_in_process_is_only_the_latest_months(redis_url, prefix):
+    """spent() remembers each tenant's last read for when Redis is down; every tenant and month was
+    kept for good in every gateway process."""
+    b = from_url(redis_url, prefix).budgets
+    now = NOW
+    for month in range(3):
+        for i in range(200):
+            b.charge(f"t{i}", 0.001, now)
+            assert b.spent(f"t{i}", now) == pytest.approx(0.001)
+        now = next_month_start(now) + 60.0
+    last = now - 60.0 - 1.0  # inside the third month
+    assert len(b._last_spent) == 200 and {m for _, m in b._last_spent} == {month_of(last)}
+    assert b.try_reserve("t7", 1.0, 0.0005, last) is None  # a refusal remembers the spend it saw
+    assert b._last_spent[("t7", month_of(last))] == pytest.approx(0.001)
+
+
+def test_a_tenant_that_never_comes_back_has_its_keys_expired_by_expire_past_months(redis_url, prefix):
+    """Last month's keys get their TTL at the tenant's next reservation: a tenant gone for good
+    kept them forever, until expire_past_months (the month being counted is left alone)."""
+    b = from_url(redis_url, prefix).budgets
+    client = b.link.client
+    for i in range(40):  # November: 40 tenants, 39 never seen again
+        b.settle(b.try_reserve(f"t{i}", 0.01, 1.0, NOW), 0.005)
+    december = next_month_start(NOW) + 10.0
+    b.settle(b.try_reserve("t0", 0.01, 1.0, december), 0.005)  # t0 returns: its November keys expire
+    january = next_month_start(december) + 10.0
+    b.settle(b.try_reserve("t1", 0.01, 1.0, january), 0.005)
+    november_keys = [k for i in range(40) for k in b.keys(f"t{i}", "2023-11")]
+    # t1…t39 (t1 came back two months on: only the month before is given a TTL): kept for good
+    assert sum(client.ttl(k) == -1 for k in november_keys) == 2 * 39
+    assert b.expire_past_months(january) == 2 * 39 + 2  # theirs, and t0's December keys
+    assert all(client.ttl(k) != -1 for k in november_keys + list(b.keys("t0", "2023-12")))
+    assert all(client.ttl(k) == -1 for k in b.keys("t1", "2024-01"))  # the month being counted: no TTL
+    expected = next_month_start(december) + b.retention_s - january  # December's: retention after its end
+    assert expected - 5 <= client.ttl(b.keys("t0", "2023-12")[0]) <= expected + 1
+    assert b.expire_past_months(january) == 0
+    assert b.spent("t5", NOW) == pytest.approx(0.005)  # still readable until the TTL runs out

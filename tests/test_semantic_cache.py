@@ -299,3 +299,35 @@ def test_the_threshold_is_compared_exactly():
     assert c.lookup("t", "q", q, 1.0, threshold=sim) is not None
     assert c.lookup("t", "q", q, 1.0, threshold=sim + 1e-12) is None  # rounds to `sim` in float32: still a miss
     assert c.lookup_last_resort("t", "q", q * 3, 2.0) is not None
+
+
+class _Stub:
+    name, dim = "stub", 16
+
+    def embed(self, texts):  # never called: the tests hand vectors in
+        raise NotImplementedError
+
+
+def test_a_namespace_that_shrank_gives_its_rows_back_and_keeps_its_entries_and_order():
+    """An index never gave rows back: a tenant busy once, then quiet with a few popular entries
+    (hits keep them in the LRU), held its peak matrix for good and searched all of it."""
+    rng = np.random.default_rng(3)
+    vectors = {f"busy {i}": rng.standard_normal(16).astype(np.float32) for i in range(600)}
+    cache = SemanticCache(_Stub(), capacity=600, guard=None, threshold=0.99)
+    for text, vec in vectors.items():
+        cache.store("busy", text, vec, f"answer to {text}", now=0.0)
+    popular = ["busy 5", "busy 77", "busy 300"]
+    for i in range(597):  # another tenant's traffic; the busy tenant's popular entries are still asked for
+        for text in popular:
+            assert cache.lookup("busy", text, vectors[text], now=1.0).value == f"answer to {text}"
+        cache.store("other", f"other {i}", rng.standard_normal(16).astype(np.float32), "x", now=1.0)
+    space = cache._spaces["busy"]
+    assert sorted(space.by_text) == sorted(popular) and len(cache) == 600
+    assert space.index.nbytes < 4_000  # 16 rows of 16 floats and their flags; 1,024 rows before (its peak)
+    for text in popular:  # every survivor still found under its own vector, with its own answer
+        assert cache.lookup("busy", text, vectors[text], now=1.0).value == f"answer to {text}"
+    assert cache.entries("busy") == popular  # least recently used first: the LRU's order is kept
+    for i in range(598):  # evicts the 597 older entries of the other tenant, then the busy one's oldest
+        cache.store("other", f"later {i}", rng.standard_normal(16).astype(np.float32), "x", now=1.0)
+    assert cache.entries("busy") == popular[1:]
+    assert cache.purge_expired(now=1e9) == 600 and cache.namespaces() == []

@@ -166,6 +166,11 @@ def month_start(now: float) -> float:
     return datetime(d.year, d.month, 1, tzinfo=timezone.utc).timestamp()
 
 
+def _is_month(text: str) -> bool:
+    """``YYYY-MM``, as :func:`~llmlab.budgets.month_of` writes it."""
+    return len(text) == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit() and 1 <= int(text[5:]) <= 12
+
+
 def _nano(usd: float) -> int:
     return int(round(usd * NANO))
 
@@ -194,7 +199,10 @@ class RedisBudgets:
         #: other's refusals (a BudgetExceeded read as BudgetUnavailable, or the reverse)
         self._refusal = threading.local()
         self._flushing = threading.Lock()  # held by the one thread replaying the queue
+        #: the month's spend last read per tenant, what spent() answers while Redis is down; only
+        #: the latest month's is kept (every tenant and month for good was a process's slow leak)
         self._last_spent: dict[tuple[str, str], float] = {}
+        self._last_month = ""
         self.overshoot_usd = 0.0
         self.refused_unavailable = 0
         self.admitted_unavailable = 0
@@ -301,7 +309,7 @@ class RedisBudgets:
                                                     "unavailable (%s)", exc.reason)
             return None
         if int(ok) != 1:
-            self._last_spent[(tenant, month)] = int(value) / NANO
+            self._remember_spent(tenant, month, int(value) / NANO)
             return None
         return RedisReservation(tenant, month, amount, int(value), ttl, True)
 
@@ -370,8 +378,16 @@ class RedisBudgets:
                                                      "llmlab)", h, field)
             return self._last_spent.get((tenant, month), 0.0) if field == "spent" else 0.0
         if field == "spent":
-            self._last_spent[(tenant, month)] = value
+            self._remember_spent(tenant, month, value)
         return value
+
+    def _remember_spent(self, tenant: str, month: str, value: float) -> None:
+        if month != self._last_month:
+            if month < self._last_month:  # a read of a past month: nothing to fall back on later
+                return
+            self._last_spent.clear()
+            self._last_month = month
+        self._last_spent[(tenant, month)] = value
 
     def spent(self, tenant: str, now: float) -> float:
         """Spend this month (while Redis is down: the last value seen plus what is queued)."""
@@ -379,6 +395,49 @@ class RedisBudgets:
 
     def reserved(self, tenant: str, now: float) -> float:
         return self._read(tenant, now, "reserved")
+
+    def expire_past_months(self, now: float) -> int:
+        """Give every budget key of a month before ``now``'s that has no TTL its TTL (``retention_s``
+        after that month's end, counted from ``now``; 1 s when that is past); returns how many.
+
+        A tenant's keys get their TTL at its first reservation of the next month, so a tenant
+        that never came back kept its last month's hash and lease set for good: run this once a
+        month (a scheduled job) to let them go.  One SCAN over this prefix's budget keys, TTLs
+        read and set in pipelined batches; the month being counted is never touched.
+        """
+        current = month_of(now)
+
+        def run(r: Any) -> int:
+            done = 0
+            batch: list[tuple[bytes, int]] = []
+
+            def flush() -> int:
+                pipe = r.pipeline(transaction=False)
+                for key, _ in batch:
+                    pipe.ttl(key)
+                ttls = pipe.execute()
+                pipe = r.pipeline(transaction=False)
+                n = 0
+                for (key, ttl), left in zip(batch, ttls):
+                    if left == -1:
+                        pipe.expire(key, ttl)
+                        n += 1
+                pipe.execute()
+                batch.clear()
+                return n
+
+            for key in r.scan_iter(match=f"{self.prefix}:budget:*", count=500):
+                text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+                month = (text[:-5] if text.endswith(":open") else text)[-7:]
+                if not _is_month(month) or month >= current:
+                    continue
+                end = next_month_start(datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc).timestamp())
+                batch.append((key, max(1, int(math.ceil(end + self.retention_s - now)))))
+                if len(batch) >= 500:
+                    done += flush()
+            return done + (flush() if batch else 0)
+
+        return self.link.call("budget expire", run)
 
     def stats(self, tenant: str, now: float) -> dict[str, Any]:
         h, z = self.keys(tenant, month_of(now))

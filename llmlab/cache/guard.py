@@ -44,7 +44,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable, Hashable, Iterable, Mapping
+
+from .keys import LONG_TEXT, LONG_TEXT_MEMO
 
 __all__ = ["DEFAULT_ACTIONS", "DEFAULT_ENTITIES", "SLOT_TYPE_TOPICS", "Features", "GuardDecision", "HitGuard",
            "Lexicon", "catalogue_entities", "catalogue_entity_topics", "default_guard", "entities_from_vocabulary",
@@ -500,13 +503,40 @@ class Features:
     times: Mapping[str, frozenset[str]]     # kind (day, week, dow, mon, ampm …) → values
 
 
-def _grouped(names: frozenset[str]) -> dict[str, frozenset[str]]:
+#: what an empty slot of :class:`Features` holds: one shared object, not a new 216-byte empty
+#: frozenset (64-byte dict) per text.  The guard memoises 65,536 texts' features, and most
+#: slots are empty.
+_NO_VALUES: frozenset[str] = frozenset()
+_NO_GROUPS: Mapping[str, frozenset[str]] = MappingProxyType({})
+
+
+def _frozen(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values) if values else _NO_VALUES
+
+
+def _grouped(names: Iterable[str]) -> Mapping[str, frozenset[str]]:
+    if not names:
+        return _NO_GROUPS
     out: dict[str, set[str]] = {}
     for names_ in names:
         for name in names_.split("+"):
             group, _, cls = name.partition(":")
             out.setdefault(group, set()).add(cls)
-    return {g: frozenset(c) for g, c in out.items()}
+    return {g: _shared_classes(frozenset(c)) for g, c in out.items()}
+
+
+_CLASSES: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _shared_classes(classes: frozenset[str]) -> frozenset[str]:
+    """One object per set of action or time classes (a few hundred come from the vocabulary):
+    texts share them instead of each holding its own copies.  At most 4,096 are kept."""
+    shared = _CLASSES.get(classes)
+    if shared is None:
+        if len(_CLASSES) >= 4_096:
+            return classes
+        shared = _CLASSES[classes] = classes
+    return shared
 
 
 def _fmt(values: Iterable[str]) -> str:
@@ -543,6 +573,7 @@ class HitGuard:
                                  *_pairs(_TIME, "time"), *_pairs(_CURRENCY_WORDS, "currency")],
                                 nouns=lambda canonical: canonical[0] in ("entity", "currency"))
         self._memo: dict[str, Features] = {}
+        self._long_memo: dict[str, Features] = {}  # texts over LONG_TEXT characters (a pasted document)
         self._decisions: dict[tuple[str, str], GuardDecision] = {}
         self._memo_size = int(cache_size)
         self.checks = 0
@@ -553,10 +584,14 @@ class HitGuard:
         cached = self._memo.get(text)
         if cached is not None:
             return cached
+        if len(text) > LONG_TEXT:
+            cached = self._long_memo.get(text)
+            if cached is not None:
+                return cached
         t = _normalise(text)
-        emails = frozenset(_EMAIL.findall(t))
+        emails = _frozen(_EMAIL.findall(t))
         rest = _EMAIL.sub(" ", t)
-        urls = frozenset(u.rstrip(".,;:!?)/") for u in _URL.findall(rest))
+        urls = _frozen([u.rstrip(".,;:!?)/") for u in _URL.findall(rest)])
         rest = clean = _URL.sub(" ", rest)
         words: dict[str, set[str]] = {"entity": set(), "action": set(), "time": set(), "currency": set()}
         entity_spans = []
@@ -605,14 +640,16 @@ class HitGuard:
         hangul = _HANGUL_RUN.search(t) is not None
         feats = Features(
             script="hangul" if hangul else "latin", long=len(t) >= (_LONG_HANGUL if hangul else _LONG_LATIN),
-            ids=frozenset(ids), numbers=frozenset(numbers), emails=emails, urls=urls,
-            currencies=frozenset(currencies),
-            entities=frozenset(words["entity"]), actions=_grouped(frozenset(actions)),
-            times=_grouped(frozenset(times)),
+            ids=_frozen(ids), numbers=_frozen(numbers), emails=emails, urls=urls,
+            currencies=_frozen(currencies),
+            entities=_frozen(words["entity"]), actions=_grouped(actions),
+            times=_grouped(times),
         )
-        if len(self._memo) >= self._memo_size:
-            self._memo.clear()  # cheap and thread-safe; the hot texts come straight back
-        self._memo[text] = feats
+        # the memo holds its texts: long ones get a small memo of their own (see cache.keys.LONG_TEXT)
+        memo, size = (self._memo, self._memo_size) if len(text) <= LONG_TEXT else (self._long_memo, LONG_TEXT_MEMO)
+        if len(memo) >= size:
+            memo.clear()  # cheap and thread-safe; the hot texts come straight back
+        memo[text] = feats
         return feats
 
     # --------------------------------------------------------------- decision
@@ -623,9 +660,10 @@ class HitGuard:
         decision = self._decisions.get(pair)
         if decision is None:  # a decision depends on the two texts alone: the same pairs come back
             decision = self._decide(self.features(query), self.features(candidate))
-            if len(self._decisions) >= self._memo_size:
-                self._decisions.clear()
-            self._decisions[pair] = decision
+            if len(query) <= LONG_TEXT and len(candidate) <= LONG_TEXT:  # long ones: from their features
+                if len(self._decisions) >= self._memo_size:
+                    self._decisions.clear()
+                self._decisions[pair] = decision
         if not decision.ok:
             self.vetoes += 1
         return decision

@@ -2,7 +2,8 @@
 
 All vectors live in one contiguous, L2-normalised float32 matrix.  A row is a *slot*; deleting
 frees the slot onto a free list and the next insert reuses it, so deletion and eviction are
-O(1) and the matrix never needs compacting.  Similarity is one matrix–vector product
+O(1) and the matrix is never compacted in place (slots are the caller's keys); a semantic-cache
+namespace that shrank to a quarter of its rows moves to a fresh index (:meth:`VectorIndex.compacted`).  Similarity is one matrix–vector product
 (``matrix @ q``) and ``argmax``/``argpartition``: no Python loop over entries.
 
 **Small indexes are the common case.**  The semantic cache keeps one index per namespace, and
@@ -193,6 +194,22 @@ class VectorIndex:
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def allocated(self) -> int:
+        """Rows the matrix holds (live, freed and never used): what the index's memory and an exact
+        search's product are sized by."""
+        return self._mat.shape[0]
+
+    def compacted(self) -> tuple["VectorIndex", dict[int, int]]:
+        """A new index with this one's live rows (the same bits and similarity-table ids) in as many
+        rows as they fill, and the map old slot → new slot.  Slots are never moved in place (the
+        caller keys its entries by them): a namespace that shrank hands its entries over instead."""
+        fresh = VectorIndex(self.dim, ann_threshold=self.ann_threshold, ann_params=self.ann_params,
+                            initial_capacity=max(4, self._n))
+        moved = {slot: fresh.add_unit(self._mat[slot], int(self._key[slot]))
+                 for slot in np.flatnonzero(self._alive[: self._hwm]).tolist()}
+        return fresh, moved
 
     @property
     def uses_ann(self) -> bool:

@@ -34,13 +34,29 @@ _SPACE = re.compile(r"\s+")
 KEY_MODES = ("exact", "prompt_params")
 
 
-@lru_cache(maxsize=16384)
+#: characters above which a text is memoised in the small memos (:data:`LONG_TEXT_MEMO` texts):
+#: the memos hold their texts, and 65,536 distinct retrieved contexts of 8 KB each pinned ≈ 0.5 GB
+#: (with the normalised copies) in a process that never saw them again.  Long texts that do come
+#: back (a system prompt, a conversation's history) are few, and fit in the small memos.
+LONG_TEXT = 2_048
+LONG_TEXT_MEMO = 256
+
+
+def _normalized(text: str) -> str:
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+_normalize_short = lru_cache(maxsize=16384)(_normalized)
+_normalize_long = lru_cache(maxsize=LONG_TEXT_MEMO)(_normalized)
+
+
 def normalize_text(text: str) -> str:
     """NFKC, collapse runs of white space, trim.  Case is kept: it can change meaning.
 
-    Memoised: system prompts and earlier turns of a conversation come back on every request.
+    Memoised: system prompts and earlier turns of a conversation come back on every request
+    (a long text in a memo of its own, see :data:`LONG_TEXT`).
     """
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    return (_normalize_short if len(text) <= LONG_TEXT else _normalize_long)(text)
 
 
 def _canonical(value: Any) -> Any:
@@ -107,8 +123,10 @@ _CONTEXT_DOMAIN = b"llmlab/context/2"
 def _message_digest(message: Mapping[str, Any], normalise: bool) -> bytes:
     role = message.get("role", "")
     content = message.get("content") or ""
-    digest = _text_digest(role if type(role) is str else str(role),
-                          content if type(content) is str else str(content), normalise)
+    if type(content) is not str:
+        content = str(content)
+    digest = (_text_digest if len(content) <= LONG_TEXT else _long_text_digest)(
+        role if type(role) is str else str(role), content, normalise)
     if len(message) > 2:  # a name or tool calls change what the turn says: get_weather(Seoul) ≠ (Busan)
         extra = {k: message[k] for k in _TURN_FIELDS if message.get(k) is not None}
         if extra:
@@ -121,11 +139,14 @@ def _message_digest(message: Mapping[str, Any], normalise: bool) -> bytes:
 _TURN_FIELDS = ("name", "tool_calls", "tool_call_id", "function_call")
 
 
-@lru_cache(maxsize=65_536)
-def _text_digest(role: str, content: str, normalise: bool) -> bytes:
+def _digest(role: str, content: str, normalise: bool) -> bytes:
     payload = json.dumps([role, normalize_text(content) if normalise else content], ensure_ascii=False,
                          separators=(",", ":"))
     return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+_text_digest = lru_cache(maxsize=65_536)(_digest)
+_long_text_digest = lru_cache(maxsize=LONG_TEXT_MEMO)(_digest)  # texts above LONG_TEXT characters
 
 
 def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:

@@ -64,6 +64,8 @@ CALIBRATED_THRESHOLDS: dict[str, dict[str, float]] = {
 DEFAULT_THRESHOLD = {"threshold": 0.92, "last_resort": 0.88}
 
 _DEFAULT_GUARD = object()  # sentinel: build the default guard (catalogue vocabulary)
+#: an index of at least this many rows is compacted once a quarter or less of them is live
+COMPACT_ROWS = 64
 
 
 def threshold_for(embedder: Any) -> dict[str, float]:
@@ -197,7 +199,7 @@ class SemanticCache:
                 VectorIndex(self.dim, ann_threshold=self.ann_threshold, ann_params=self.ann_params))
         return space
 
-    def _remove(self, namespace: str, slot: int) -> None:
+    def _remove(self, namespace: str, slot: int, compact: bool = True) -> None:
         space = self._spaces[namespace]
         entry = space.entries.pop(slot)
         if space.by_text.get(entry.text) == slot:
@@ -206,6 +208,23 @@ class SemanticCache:
         self._lru.pop((namespace, slot), None)
         if not space.entries:
             del self._spaces[namespace]
+        elif compact:
+            self._compact(namespace)
+
+    def _compact(self, namespace: str) -> None:
+        """Move a namespace that shrank to a quarter or less of its index's rows (at least
+        :data:`COMPACT_ROWS`) into an index of its size.  An index never gives rows back, so a
+        tenant that was busy once and kept a few popular entries (hits keep them in the LRU) held
+        its peak matrix for good, and each lookup there multiplied all of it: 30 tenants that each
+        filled 8,000 entries in turn held ≈ 20× the memory of the entries alive.  Its entries
+        are re-keyed in the LRU (order kept), O(capacity), at most once per 48 removals there."""
+        space = self._spaces.get(namespace)
+        if space is None or space.index.allocated < COMPACT_ROWS or 4 * len(space.entries) > space.index.allocated:
+            return
+        space.index, moved = space.index.compacted()
+        space.entries = {moved[slot]: entry for slot, entry in space.entries.items()}
+        space.by_text = {text: moved[slot] for text, slot in space.by_text.items()}
+        self._lru = OrderedDict(((ns, moved[slot]) if ns == namespace else (ns, slot), None) for ns, slot in self._lru)
 
     def _prepared(self, text: str, vector: Any) -> tuple[np.ndarray | None, int]:
         """The unit vector to search or store and its similarity-table id (-1: not the table's)."""
@@ -354,7 +373,9 @@ class SemanticCache:
         doomed = [(ns, slot) for ns, space in self._spaces.items()
                   for slot, e in space.entries.items() if now - e.written_at >= limit]
         for ns, slot in doomed:
-            self._remove(ns, slot)
+            self._remove(ns, slot, compact=False)  # slots are renumbered by a compaction: after the loop
+        for ns in dict.fromkeys(ns for ns, _ in doomed):
+            self._compact(ns)
         return len(doomed)
 
     def clear(self, namespace: str | None = None) -> None:
@@ -366,7 +387,7 @@ class SemanticCache:
             space = self._spaces.get(ns)
             if space is not None:
                 for slot in list(space.entries):
-                    self._remove(ns, slot)
+                    self._remove(ns, slot, compact=False)
 
     def __len__(self) -> int:
         return len(self._lru)

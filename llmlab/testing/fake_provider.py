@@ -190,8 +190,15 @@ class FakeProvider:
     """
 
     def __init__(self, plan: FaultPlan | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 reply: Reply = None, embedding_dim: int = 64, allow_non_loopback: bool = False) -> None:
+                 reply: Reply = None, embedding_dim: int = 64, allow_non_loopback: bool = False,
+                 max_recorded: int = 100_000) -> None:
         _check_host(host, allow_non_loopback)
+        if isinstance(max_recorded, bool) or not isinstance(max_recorded, int) or max_recorded < 0:
+            raise ValueError(f"FakeProvider max_recorded must be an integer >= 0 (got {max_recorded!r})")
+        #: ``requests`` keeps at least the last ``max_recorded`` requests (bodies included) and at
+        #: most twice as many (0: none): a server left running (``llmlab fake-provider`` behind a
+        #: load test, which keeps 1,000) kept every one it was sent
+        self.max_recorded = max_recorded
         self.plan = plan or FaultPlan()
         self.host, self.port = host, port
         self.reply = reply
@@ -366,7 +373,10 @@ class FakeProvider:
         with self._lock:
             self._counts[(model, "/v1" + path)] += 1
             self._outcomes[outcome] += 1
-            self.requests.append(RecordedRequest("/v1" + path, model, body, stream, outcome))
+            if self.max_recorded:
+                self.requests.append(RecordedRequest("/v1" + path, model, body, stream, outcome))
+                if len(self.requests) >= 2 * self.max_recorded:  # trimmed in halves: amortised O(1)
+                    del self.requests[:-self.max_recorded]
 
         if outage:
             await http.respond_json(503, bodies.error_body(503, f"simulated outage: {model} is unavailable"))
@@ -491,7 +501,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                          error_status=args.error_status,
                          retry_after_s=None if args.retry_after_s < 0 else args.retry_after_s)
         provider = FakeProvider(plan, host=args.host, port=args.port, reply=args.reply,
-                                allow_non_loopback=args.allow_non_loopback)
+                                allow_non_loopback=args.allow_non_loopback, max_recorded=1_000)
     except ValueError as exc:
         print(f"llmlab fake-provider: error: {exc}", file=sys.stderr)
         return 2
