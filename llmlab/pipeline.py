@@ -320,6 +320,7 @@ class Pipeline:
                 if stage == len(chains) - 1 or self._accepted(s, decision, last):
                     break
         except ClientDisconnected as exc:  # the streamed part was billed: it counts, and settles the budget
+            s.attempts.extend(exc.attempts)  # the interrupted chain's earlier calls
             dep, partial = exc.deployment, exc.partial
             if dep is not None and partial is not None:
                 s.attempts.append(Attempt(dep.name, dep.model, "answer", False, exc.message, partial.latency_s,
