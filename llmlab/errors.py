@@ -225,7 +225,9 @@ class ClientDisconnected(GatewayError):
 
     The gateway still records the request (one outcome per request, in the ledger) and charges
     what it was billed: ``partial`` is the streamed part of the answer on ``deployment`` (its
-    tokens estimated from the text the caller received: a lower bound of what the provider bills).
+    tokens estimated from the text the caller received: a lower bound of what the provider bills);
+    ``attempts`` the calls the interrupted fallback chain had already made (a billed, cut stream
+    before a retry's sleep or a fallback's StreamReset), which its result would have carried.
     """
 
     code = "client_disconnected"
@@ -235,6 +237,7 @@ class ClientDisconnected(GatewayError):
         super().__init__(message)
         self.partial = partial
         self.deployment = deployment
+        self.attempts: list[Any] = []
 
 
 class ProviderRejected(GatewayError):

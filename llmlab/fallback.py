@@ -277,8 +277,9 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
             call = make_call(dep)
             try:
                 result = yield call
-            except (GeneratorExit, ClientDisconnected):  # cancelled mid-call: never strand a half-open probe
+            except (GeneratorExit, ClientDisconnected) as exc:  # cancelled mid-call: never strand a half-open probe
                 breaker.release_probe(ticket)
+                _hand_over(exc, out)
                 raise
             if result.ok:
                 cost = price(dep, result)
@@ -311,6 +312,18 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
             if delay is None:
                 break
             if delay > 0:
-                yield Sleep(delay)
+                try:
+                    yield Sleep(delay)
+                except ClientDisconnected as exc:
+                    _hand_over(exc, out)
+                    raise
             waited = delay
     return out
+
+
+def _hand_over(exc: BaseException, out: ChainResult) -> None:
+    """A caller who leaves mid-chain ends it with ClientDisconnected, not a result: the attempts
+    made so far (a cut stream the provider billed) ride on the exception, or they were never
+    recorded nor charged to the budget."""
+    if isinstance(exc, ClientDisconnected):
+        exc.attempts[:0] = out.attempts

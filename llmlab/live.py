@@ -795,10 +795,11 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                 except Exception as exc:
                     run.fail(exc)
                 continue
-            if restart:
+            streamed = _Streamed(driver.clock())  # the last call's text is billed with its result already:
+            if restart:                            # a caller who leaves at the reset owes nothing more
                 yield StreamReset(effect.deployment.name)
             sub = driver.stream_call(effect)
-            streamed = _Streamed(driver.clock())
+            streamed.started = driver.clock()
             while True:
                 try:
                     piece = next(sub)
@@ -836,10 +837,11 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                 except Exception as exc:
                     run.fail(exc)
                 continue
+            streamed = _Streamed(driver.clock())  # as in iter_stream: leaving at the reset bills nothing more
             if restart:
                 yield StreamReset(effect.deployment.name)
             result: Any = None
-            streamed = _Streamed(driver.clock())
+            streamed.started = driver.clock()
             sub = driver.astream_call(effect)
             try:
                 async for item in sub:

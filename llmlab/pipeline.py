@@ -321,6 +321,7 @@ class Pipeline:
                 if stage == len(chains) - 1 or self._accepted(s, decision, last):
                     break
         except ClientDisconnected as exc:  # the streamed part was billed: it counts, and settles the budget
+            s.attempts.extend(exc.attempts)  # the interrupted chain's earlier calls
             dep, partial = exc.deployment, exc.partial
             if dep is not None and partial is not None:
                 s.attempts.append(Attempt(dep.name, dep.model, "answer", False, exc.message, partial.latency_s,
@@ -402,7 +403,11 @@ class Pipeline:
                     # answer is not charged for a classification
                     call_cost = self.worst_case_cost((effect.deployment,), max_message_tokens(effect.messages),
                                                      answer_token_limit(effect.params))
-                    reservation = self._hold_before_routing(s, call_cost, prompt_est, cap)
+                    try:
+                        reservation = self._hold_before_routing(s, call_cost, prompt_est, cap)
+                    except BaseException:  # a budgets backend that raised: the probe must not stay out
+                        breaker.release_probe(ticket)
+                        raise
                     if reservation is None:
                         breaker.release_probe(ticket)
                         sent = CallError(ErrorKind.BAD_REQUEST, "not called: the tenant's monthly budget cannot "

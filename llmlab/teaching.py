@@ -520,19 +520,23 @@ def repeat_outcomes(result: Any) -> dict[str, float]:
 
     ``cacheable`` is the sum of the first and last buckets: the best any cache tuning could
     reach on this traffic.  Needs the simulator's per-request columns (``turn``, ``session``,
-    ``tenant``, ``answer_key``, ``arrival_s``, ``turn_latency_s``, ``outcome``, ``cache``).
+    ``tenant``, ``answer_key``, ``arrival_s``, ``turn_latency_s``, ``outcome``, ``cache``), and
+    reads ``opening`` where it is there: a session's first turn in the run is not an opening
+    turn when the conversation began before the run (its earlier turns are the context).
     """
     df = result.requests if hasattr(result, "requests") else result
     first = df.drop_duplicates("turn").sort_values("turn")
-    opening_turn = first.groupby("session")["turn"].transform("min")
+    if "opening" in first:
+        openings = first["opening"].astype(bool)
+    else:  # a frame without the column: a session's first turn in it opens the conversation
+        openings = first["turn"] == first.groupby("session")["turn"].transform("min")
     counts = dict.fromkeys(REPEAT_OUTCOMES, 0)
     answered_at: dict[str, list[float]] = {}  # tenant|key → when each opening ask was answered
     asked: set[str] = set()
-    for turn, opening, tenant, key, arrival, took, outcome, cache in zip(
-            first["turn"], opening_turn, first["tenant"], first["answer_key"], first["arrival_s"],
+    for is_opening, tenant, key, arrival, took, outcome, cache in zip(
+            openings, first["tenant"], first["answer_key"], first["arrival_s"],
             first["turn_latency_s"], first["outcome"], first["cache"]):
         name = f"{tenant}|{key}"
-        is_opening = turn == opening
         if name in asked:
             if cache in ("exact_hit", "semantic_hit"):
                 counts["served_from_cache"] += 1

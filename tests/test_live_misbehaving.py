@@ -228,6 +228,67 @@ def test_a_stream_that_ignores_max_tokens_is_cut_and_charged_at_most_the_bound(c
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
 
 
+def test_a_caller_who_leaves_during_a_retrys_sleep_is_still_charged_the_cut_stream(canned):
+    """A stream cut after the provider billed part of it, then a backoff sleep before the retry:
+    a caller cancelling during the sleep ended the fallback chain with ClientDisconnected, and
+    the chain's attempts went with it: the billed call was in neither the ledger nor the budget."""
+    flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
+    dep = canned.deployment("cut-then-sleep", (200, {}, flood))
+    gw = gateway(dep, retry=RetryPolicy(max_retries=1, base_s=30.0, cap_s=30.0),
+                 budget=BudgetPolicy(caps={"t": 100.0}))
+
+    async def leave_during_the_sleep():
+        response = gw.astream("hi", max_tokens=50, tenant="t")
+
+        async def consume():
+            async for _ in response:
+                pass
+
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(consume(), timeout=2.0)
+        return response
+
+    out = asyncio.run(leave_during_the_sleep()).outcome
+    assert out is not None and not out.ok and "left" in out.error.message
+    assert [a.deployment for a in out.attempts] == ["cut-then-sleep"]
+    assert out.attempts[0].completion_tokens > 0 and out.cost_usd > 0
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_caller_who_leaves_at_a_stream_reset_is_not_billed_again_for_the_cut_stream(canned, how):
+    """Leaving at the StreamReset marker (before the fallback's call starts) billed the cut call's
+    text a second time, as a partial answer of the fallback deployment, which was never called."""
+    flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
+    name = f"reset-{how}"
+    dep = canned.deployment(name, (200, {}, flood))
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("fine"), chunk(finish="stop")]))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    if how == "stream":
+        response = gw.stream("hi", max_tokens=50, tenant="t")
+        for piece in response:
+            if isinstance(piece, StreamReset):
+                break
+        response.close()
+    else:
+        async def leave():
+            response = gw.astream("hi", max_tokens=50, tenant="t")
+            async for piece in response:
+                if isinstance(piece, StreamReset):
+                    break
+            await response.aclose()
+            return response
+
+        response = asyncio.run(leave())
+    out = response.outcome
+    assert out is not None and not out.ok
+    cut = out.attempts[0]
+    assert cut.deployment == name and cut.completion_tokens > 0
+    assert all(a.deployment != backup.name or a.cost_usd == 0 for a in out.attempts), out.attempts
+    assert out.cost_usd == pytest.approx(cut.cost_usd)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
 @pytest.mark.parametrize("how", ["complete", "stream"])
 def test_an_empty_answer_is_passed_on_but_never_cached(canned, how):
     """A 200 with empty content (a glitch, a content filter's blank) was cached and served to every

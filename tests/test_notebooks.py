@@ -121,6 +121,44 @@ def test_repeat_outcomes_says_why_each_repeat_missed_the_cache():
     assert out["cacheable"] == pytest.approx(2 / 5)
 
 
+def test_repeat_outcomes_files_a_conversation_begun_before_the_run_as_mid_conversation():
+    """A run starts in the steady state: some sessions' first turn in it continues a conversation
+    begun before the run (Traffic.carried), so its cache namespace holds that context and no
+    other conversation's answer can serve it.  It was filed as an opening turn: a
+    'missed_cached_answer' that no cache tuning could have served, inflating 'cacheable'."""
+    import pandas as pd
+
+    from llmlab.teaching import repeat_outcomes
+
+    rows = [  # turn, session, tenant, key, arrival, latency, outcome, cache, opening
+        (0, 0, "a", "k1", 0.0, 1.0, "model", "miss", True),     # first ask, answered and cached
+        (1, 1, "a", "k1", 5.0, 1.0, "model", "miss", False),    # session 1 began before the run
+        (2, 2, "a", "k1", 9.0, 1.0, "model", "miss", True),     # an opening turn the lookup missed
+    ]
+    df = pd.DataFrame(rows, columns=["turn", "session", "tenant", "answer_key", "arrival_s", "turn_latency_s",
+                                     "outcome", "cache", "opening"])
+    out = repeat_outcomes(df)
+    assert out["repeats"] == 2
+    assert out["mid_conversation"] == pytest.approx(1 / 2)
+    assert out["missed_cached_answer"] == pytest.approx(1 / 2)
+
+
+def test_the_requests_frame_says_which_turns_open_their_conversation():
+    """``opening`` is False for every turn of a conversation already going when the run began."""
+    from llmlab.sim import simulate
+    from llmlab.sim.traffic import generate_traffic
+    from llmlab.teaching import CALM
+
+    result = simulate("b2b-saas", requests=300, seed=3, baseline=False, overrides=CALM)
+    traffic = generate_traffic(result.scenario, requests=300, seed=3)
+    df = result.requests.drop_duplicates("turn")
+    assert list(df["session"]) == [int(traffic.session[t]) for t in df["turn"]]  # the run's own traffic
+    carried = df["session"].isin(list(traffic.carried))
+    assert carried.any() and not df.loc[carried, "opening"].any()
+    first = df["turn"] == df.groupby("session")["turn"].transform("min")
+    assert (df.loc[~carried, "opening"] == first[~carried]).all()
+
+
 def test_against_range_reads_a_measurement_against_a_claimed_range():
     from llmlab.teaching import against_range
 

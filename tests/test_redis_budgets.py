@@ -341,6 +341,27 @@ def test_a_charge_whose_reply_was_lost_is_counted_once_when_replayed(redis_url, 
     assert budgets.stats("t", NOW).get("reclaimed", 0) == 0  # a tombstone is not a reclaimed hold
 
 
+def test_charge_tombstones_do_not_pile_up_for_a_tenant_that_never_reserves(redis_url, prefix):
+    """Only try_reserve swept expired tombstones, and a tenant with no cap never reserves: every
+    classifier or embedding charge of an uncapped tenant left a tombstone in its lease set for
+    good (a million classified requests, a million members).  A charge sweeps them too, and
+    releases an expired lease the way try_reserve does."""
+    budgets = from_url(redis_url, prefix).budgets
+    for _ in range(3):
+        budgets.charge("t", 0.25, NOW)
+    _, z = budgets.keys("t", month_of(NOW))
+    assert budgets.link.client.zcard(z) == 3
+    budgets.charge("t", 0.25, NOW + budgets.lease_s + 1)
+    assert budgets.link.client.zcard(z) == 1  # the expired three are gone, the new one stays
+    assert budgets.spent("t", NOW) == pytest.approx(1.0)
+
+    held = budgets.try_reserve("u", 0.5, 10.0, NOW)  # a request that crashed before settling
+    assert held is not None and budgets.reserved("u", NOW) == pytest.approx(0.5)
+    budgets.charge("u", 0.25, NOW + budgets.lease_s + 1)
+    assert budgets.reserved("u", NOW) == 0.0 and budgets.spent("u", NOW) == pytest.approx(0.25)
+    assert budgets.stats("u", NOW).get("reclaimed", 0) == 1
+
+
 @pytest.mark.parametrize("spent", [b"1.5", b"abc", b"9" * 30])
 def test_a_budget_hash_llmlab_did_not_write_fails_closed_with_a_clear_reason(redis_url, prefix, caplog, spent):
     """'1.5' passed the script's tonumber, refused over the cap and then raised ValueError in

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 
 import pytest
 
@@ -12,7 +13,7 @@ from llmlab.backends import Backends, RedisUnavailable, from_url
 from llmlab.backends.codec import CodecError, decode_entry, encode_entry
 from llmlab.cache.store import MemoryStore
 from llmlab.scripted import FakeClock, ScriptedDriver
-from redis_fixtures import closed_port_url, prefix, redis_server, redis_url  # noqa: F401
+from redis_fixtures import closed_port_url, prefix, redis_server, redis_url, start_redis  # noqa: F401
 
 pytestmark = pytest.mark.redis
 
@@ -206,6 +207,32 @@ def test_a_redis_that_refuses_the_urls_settings_is_a_config_error_even_under_deg
         assert "wrong-pass" not in message and "right-pass" not in message
     finally:
         admin.execute_command("ACL", "DELUSER", user)
+
+
+@pytest.mark.parametrize("mode", ["raise", "degrade"])
+def test_a_busy_redis_at_start_up_is_an_outage_not_a_config_error(start_redis, mode):
+    """A Redis running a long script answers every client ``BUSY`` (a plain ResponseError) until
+    it ends: an outage that waiting fixes.  It was read as refused settings — a ConfigError
+    saying the password, user or database was wrong, even under on_unavailable='degrade'."""
+    import threading
+
+    server = start_redis()
+    admin = server.client()
+    admin.config_set("busy-reply-threshold", 50)  # ms: other clients hear BUSY after this
+    hog = threading.Thread(target=lambda: server.client().eval(
+        "local t = redis.call('TIME') while true do local n = redis.call('TIME') "
+        "if (n[1] - t[1]) * 1000000 + n[2] - t[2] >= 1500000 then break end end", 0))
+    hog.start()
+    try:
+        time.sleep(0.3)
+        if mode == "raise":
+            with pytest.raises(RedisUnavailable, match="BUSY"):
+                from_url(server.url, on_unavailable=mode)
+        else:
+            backends = from_url(server.url, on_unavailable=mode)
+            assert backends.degraded and "BUSY" in backends.reason
+    finally:
+        hog.join()
 
 
 @pytest.mark.parametrize("kwargs", [

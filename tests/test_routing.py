@@ -95,6 +95,41 @@ def test_a_failing_classifier_is_skipped_by_its_circuit_breaker_until_it_recover
     assert gw.pipeline.breaker("classifier").state == "closed"
 
 
+def test_a_budget_backend_that_raises_does_not_strand_the_classifiers_probe(make_gateway, driver, clock):
+    """The router's call takes its breaker's half-open probe before its budget hold; a budgets
+    backend raising there (a user's store, a bug) ended the request as an internal error with the
+    probe still out, and a half-open breaker admits no one else: the classifier was skipped for
+    good.  The probe is released as when the call itself is cancelled."""
+    from llmlab import BudgetPolicy, Deployment, MemoryBudgets
+
+    class Flaky(MemoryBudgets):
+        fail = False
+
+        def try_reserve(self, *args, **kwargs):
+            if Flaky.fail:
+                Flaky.fail = False
+                raise RuntimeError("budget store glitch")
+            return super().try_reserve(*args, **kwargs)
+
+    deployments = [Deployment("gpt-4o", "gpt-4o"), Deployment("gpt-4o-mini", "gpt-4o-mini"),
+                   Deployment("classifier", "gpt-4o-mini", timeout_s=0.6)]
+    healthy = {"on": False}
+    driver.default = lambda call: ("GENERAL" if healthy["on"] else ErrorKind.TIMEOUT) if call.purpose == "classify" \
+        else "ok: an answer that is long enough to accept"
+    gw = make_gateway(deployments=deployments, fallbacks={}, router=ClassifierRouter("classifier"),
+                      breaker={"failure_threshold": 1, "cooldown_s": 30.0},
+                      budget=BudgetPolicy(default_cap=100.0), budget_backend=Flaky())
+    gw.complete("opens the breaker")
+    assert gw.pipeline.breaker("classifier").state == "open"
+    healthy["on"] = True
+    clock.advance(31.0)
+    Flaky.fail = True
+    assert not gw.complete("the probe's hold raises").ok
+    probe = gw.complete("the next request probes the classifier")
+    assert [a.purpose for a in probe.attempts] == ["classify", "answer"], probe.route_reason
+    assert gw.pipeline.breaker("classifier").state == "closed"
+
+
 def test_cascade_escalates_on_rejection_and_on_check_exception(make_gateway, driver):
     driver.script("gpt-4o-mini", "I don't know.")
     gw = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o")),

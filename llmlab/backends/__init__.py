@@ -136,13 +136,15 @@ def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) ->
 def _refused_settings(exc: BaseException | None) -> bool:
     """Whether Redis answered the first ping by refusing the URL's settings (a wrong password or
     user, an ACL that denies it, a database number the server does not have): a configuration
-    mistake, not an outage.  A Redis that is loading its data or failing over is an outage."""
+    mistake, not an outage.  A Redis that is loading its data, failing over or busy running a
+    script (``BUSY``, a plain ResponseError like the database's) is an outage."""
     if exc is None:
         return False
     from redis import exceptions as rx
 
     return (isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError,
-                             rx.AuthenticationWrongNumberOfArgsError)) or type(exc) is rx.ResponseError)
+                             rx.AuthenticationWrongNumberOfArgsError))
+            or (type(exc) is rx.ResponseError and "db index" in str(exc).lower()))  # SELECT: "DB index is out of range"
 
 
 def _check_userinfo(url: str) -> None:

@@ -6,7 +6,8 @@ Same contract as :class:`llmlab.budgets.MemoryBudgets`.  Per (tenant, month) one
 ``…:open`` holds each open reservation's lease deadline, and a settled one's tombstone
 (``t:{id}``) until that deadline, so that a settlement replayed after a lost reply is not
 counted twice; a charge (spend with no reservation) carries an id of its own and leaves a
-tombstone for ``lease_s`` too.
+tombstone for ``lease_s`` too.  Expired leases and tombstones are swept by ``try_reserve`` and
+by ``charge`` (a tenant with no cap only ever charges).
 
 * ``try_reserve`` is one Lua script: release expired leases (a gateway that crashed between
   reserve and settle), check ``spent + reserved + amount ≤ cap`` and reserve — no other
@@ -50,16 +51,11 @@ NANO = 1_000_000_000
 FAIL_MODES = ("closed", "open")
 FLUSH_BATCH = 500  # queued settlements replayed per round trip
 
-# KEYS: this month's hash and lease set, then the previous month's (given their TTL, ARGV[5])
-_RESERVE = """
-local h, z = KEYS[1], KEYS[2]
-local amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('PERSIST', h)
-redis.call('PERSIST', z)
-for _, k in ipairs({KEYS[3], KEYS[4]}) do
-  if redis.call('TTL', k) == -1 then redis.call('EXPIRE', k, ARGV[5]) end
-end
-local expired = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[3], 'LIMIT', 0, 100)
+# Release up to 100 leases and tombstones expired by NOW (a crashed gateway's holds go back to
+# the budget).  Run by try_reserve, and by a charge: a tenant with no cap never reserves, and
+# its charges' tombstones were never swept.
+_SWEEP = """
+local expired = redis.call('ZRANGEBYSCORE', z, '-inf', NOW, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   local a = redis.call('HGET', h, 'r:' .. id)
   if a then
@@ -69,6 +65,18 @@ for _, id in ipairs(expired) do
   end
   redis.call('ZREM', z, id)
 end
+"""
+
+# KEYS: this month's hash and lease set, then the previous month's (given their TTL, ARGV[5])
+_RESERVE = """
+local h, z = KEYS[1], KEYS[2]
+local amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('PERSIST', h)
+redis.call('PERSIST', z)
+for _, k in ipairs({KEYS[3], KEYS[4]}) do
+  if redis.call('TTL', k) == -1 then redis.call('EXPIRE', k, ARGV[5]) end
+end
+""" + _SWEEP.replace("NOW", "ARGV[3]") + """
 local function counter(name)  -- a value llmlab did not write is an error, never a guess
   local raw = redis.call('HGET', h, name) or '0'
   if not string.match(raw, '^-?%d+$') or string.len(raw) > 18 then
@@ -97,7 +105,8 @@ return {1, id}
 # lease's expiry, so a replay within the lease is recognised; try_reserve's sweep of expired
 # leases removes it then, as it removes the leases themselves.
 # A charge (spend with no reservation) has an id of its own and ARGV[4], its tombstone's expiry
-# ('' for a settlement): a replayed charge is recognised by that tombstone the same way.
+# ('' for a settlement): a replayed charge is recognised by that tombstone the same way.  A
+# charge also sweeps what expired by ARGV[5], its time, as try_reserve does.
 # ARGV[3]: the TTL to give the hash if this settlement has to create it ('0': none, a charge
 # to the month being counted).
 # Both scripts write first with a command that cannot grow memory (PERSIST, ZREM): Redis then
@@ -116,6 +125,7 @@ redis.call('ZREM', z, ARGV[1])
 local held = 1
 local existed = redis.call('EXISTS', h)
 if charge then
+""" + _SWEEP.replace("NOW", "ARGV[5]") + """
   redis.call('ZADD', z, ARGV[4], 't:' .. ARGV[1])
 elseif ARGV[1] ~= '' then
   if lease then redis.call('ZADD', z, lease, 't:' .. ARGV[1]) end
@@ -147,9 +157,10 @@ class _Write(NamedTuple):
     ttl: int  # for the hash if the write has to create it (0: none)
     held: int  # nano-USD the reservation held (for the lost-hold check)
     charge_until: str = ""  # a charge: its tombstone's expiry ('' for a settlement)
+    charge_now: str = ""  # a charge: its time, up to which it sweeps expired leases and tombstones
 
     def args(self) -> list[Any]:
-        return [self.id, self.nano, self.ttl, self.charge_until]
+        return [self.id, self.nano, self.ttl, self.charge_until, self.charge_now]
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +341,7 @@ class RedisBudgets:
         (within ``lease_s``) rather than counted twice."""
         h, z = self.keys(tenant, month_of(now))
         self._write(_Write(h, z, "c" + os.urandom(8).hex(), _nano(max(0.0, amount)), 0, 0,  # this month: no TTL
-                           repr(float(now + self.lease_s))))
+                           repr(float(now + self.lease_s)), repr(float(now))))
 
     def _write(self, item: _Write) -> None:
         try:

@@ -290,7 +290,10 @@ def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarra
         cached = cached_key(o.text) if o.kind in (OutcomeKind.CACHE, OutcomeKind.LAST_RESORT) else None
         row.update({
             "turn": turn, "step": 1 if o.metadata.get("step") == "tool_answer" else 0,
-            "session": int(traffic.session[turn]), "arrival_s": float(traffic.arrival_s[turn]),
+            "session": int(traffic.session[turn]),
+            # its conversation's first turn: none before it in the run, nor before the run began
+            "opening": bool(traffic.prev[turn] < 0 and int(traffic.session[turn]) not in traffic.carried),
+            "arrival_s": float(traffic.arrival_s[turn]),
             "intent": intent, "answer_key": key, "cached_answer_key": cached,
             "false_hit": cached is not None and cached.split("|", 1)[0] != intent,
             "wrong_answer": cached is not None and cached != key,
