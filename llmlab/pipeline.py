@@ -316,6 +316,10 @@ class Pipeline:
                                             self.clock, self.rng)
                 s.attempts.extend(last.attempts)
                 if last.result is None:
+                    if stage < len(chains) - 1 and last.error is not None and last.error.kind is ErrorKind.UNSUPPORTED:
+                        # this stage cannot take the params (seed to Claude): the next stage's deployments may
+                        s.reason += f"; {chain[0].name} cannot take the params → escalating"
+                        continue
                     break
                 answer = last
                 if stage == len(chains) - 1 or self._accepted(s, decision, last):

@@ -171,3 +171,20 @@ def test_classifier_and_cascade_calls_are_not_counted_as_retries(make_gateway, d
     assert esc.deployment == "gpt-4o" and esc.retries == 0
     driver.script("gpt-4o", ErrorKind.SERVER)
     assert make_gateway().complete("again").retries == 1
+
+
+def test_a_cascade_stage_that_cannot_take_the_params_escalates_to_the_next(make_gateway, driver):
+    """``unsupported_params`` means this deployment cannot take the request, not that the request
+    is wrong: a cheap stage refusing ``seed`` (say) hands the request to the next stage, whose
+    deployments may take it, as the next deployment of a chain does."""
+    driver.script("gpt-4o-mini", ErrorKind.UNSUPPORTED)
+    gw = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o")),
+                      fallbacks={"gpt-4o-mini": ["gpt-4o-mini"], "gpt-4o": ["gpt-4o"]})
+    out = gw.complete("hello", seed=7)
+    assert out.ok and out.deployment == "gpt-4o", (out.error, out.attempts)
+    assert [(a.purpose, (a.error or "").split(":")[0]) for a in out.attempts] == [
+        ("cascade", "unsupported_params"), ("answer", "")]
+    driver.script("gpt-4o-mini", ErrorKind.UNSUPPORTED)
+    driver.script("gpt-4o", ErrorKind.UNSUPPORTED)
+    refused = gw.complete("hello again", seed=7)
+    assert not refused.ok and refused.error.code == "provider_rejected"
