@@ -289,7 +289,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 out.result, out.deployment, out.error = result, dep, None
                 return out
             if result.billed is not None:  # an answer the provider billed but that could not be used
-                billed = CallResult("", *result.billed, result.latency_s)
+                prompt, completion, *cache = result.billed  # and the prompt's cache reads and writes
+                billed = CallResult("", prompt, completion, result.latency_s, None, (), *cache)
             else:
                 billed = streamed_part(call, result.partial_text, result.latency_s) if result.partial_text else None
             out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
