@@ -505,11 +505,16 @@ class _StreamState:
         """The error that cut the stream.  Tool-call arguments and thinking streamed before it were
         billed like text but never reached the caller (they are not ``partial_text``): they are
         charged with it, the prompt too (as the provider reported it, when it did) — a runaway
-        call's arguments cut by :class:`StreamOverrun` were free, and so was a cut stream's thinking."""
+        call's arguments cut by :class:`StreamOverrun` were free, and so was a cut stream's thinking.
+        A stream cut or timed out before its first token is charged the prompt the provider
+        reported at its start (it had read it): it was free, on every retry, however long the prompt."""
         error = _to_error(exc, self.call, now - self.started, "".join(self.parts))
         sent = self.sent()
-        if not sent or (sent == error.partial_text and self.reported_prompt() is None):
-            return error  # nothing sent, or only text: billed from partial_text (fallback.run_chain)
+        reported = self.reported_prompt()
+        if not sent and (reported is None or error.kind not in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)):
+            return error  # nothing sent, and no prompt read that a cut leaves billed
+        if sent and sent == error.partial_text and reported is None:
+            return error  # only text: billed from partial_text (fallback.run_chain)
         part = self.part(error.latency_s)
         return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens, part.cached_tokens,
                                                   part.cache_write_tokens))
@@ -718,7 +723,7 @@ class PipelineRun:
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
-        if isinstance(effect, Call) and streamed:
+        if isinstance(effect, Call) and (streamed or prompt_tokens):  # the prompt is billed once read
             partial = reported_part(streamed_part(effect, streamed, latency_s), prompt_tokens)
         error = ClientDisconnected(partial=partial, deployment=effect.deployment if isinstance(effect, Call) else None)
         try:

@@ -374,3 +374,23 @@ def test_a_caller_who_leaves_midway_on_a_cached_prompt_is_charged_at_the_cache_r
     assert response.outcome.error.code == "client_disconnected" and part.prompt_tokens == 7_010
     bill = 10 * 3e-6 + 5_000 * 0.3e-6 + 2_000 * 3.75e-6 + part.completion_tokens * 15e-6
     assert part.cost_usd == pytest.approx(bill) and gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
+
+
+@pytest.mark.parametrize("how", STREAMS)
+@pytest.mark.parametrize("cut", ["cut", "stall"])
+def test_a_stream_cut_before_its_first_token_is_charged_the_prompt_anthropic_reported(wire, how, cut):
+    """message_start reports the input tokens, which Anthropic bills once it has read the prompt:
+    a stream cut (or silent past its timeout) after it but before any text was charged nothing,
+    on every retry, while one cut a token later was charged the whole prompt."""
+    import time
+
+    stop = CUT if cut == "cut" else (lambda: time.sleep(1.0))
+    dep = wire.deployment(f"cut-first-{cut}-{how}", (200, {}, stream_events(stop, "Hel", "lo", input_tokens=3_000)),
+                          timeout_s=0.3)
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    failed = out.attempts[0]
+    assert not out.ok and failed.error.startswith("connection:" if cut == "cut" else "timeout:"), failed.error
+    assert (failed.prompt_tokens, failed.completion_tokens) == (3_000, 0)
+    assert failed.cost_usd == pytest.approx(3_000 * 3e-6)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd) == pytest.approx(failed.cost_usd)
