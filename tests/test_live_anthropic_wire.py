@@ -394,3 +394,30 @@ def test_a_stream_cut_before_its_first_token_is_charged_the_prompt_anthropic_rep
     assert (failed.prompt_tokens, failed.completion_tokens) == (3_000, 0)
     assert failed.cost_usd == pytest.approx(3_000 * 3e-6)
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd) == pytest.approx(failed.cost_usd)
+
+
+def test_a_caller_who_leaves_before_the_first_token_is_charged_the_prompt_anthropic_reported(wire):
+    import time
+
+    dep = wire.deployment("leave-first", (200, {}, stream_events(lambda: time.sleep(1.0), "Hel", input_tokens=3_000)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+
+    async def leave():
+        response = gw.astream("hi", tenant="t")
+
+        async def consume():
+            async for _ in response:
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.5)  # message_start is in, the first token is not
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return response
+
+    outcome = asyncio.run(leave()).outcome
+    part = outcome.attempts[-1]
+    assert outcome.error.code == "client_disconnected"
+    assert (part.prompt_tokens, part.completion_tokens) == (3_000, 0) and part.cost_usd == pytest.approx(3_000 * 3e-6)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(part.cost_usd)
