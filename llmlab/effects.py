@@ -136,7 +136,9 @@ class CallError:
     retry_after_s: float | None = None
     status: int | None = None
     partial_text: str = ""  # text already streamed before a mid-stream failure
-    billed: tuple[int, int] | None = None  # (prompt, completion) tokens a failed answer's usage reported
+    #: the tokens a failed answer's usage reported: (prompt, completion), or (prompt, completion,
+    #: cached, cache_write) when part of the prompt was read from or written to the prompt cache
+    billed: tuple[int, ...] | None = None
 
     ok = False
 

@@ -234,6 +234,16 @@ def streamed_part(call: Call, text: str, latency_s: float) -> CallResult:
                       min(count_tokens(text, model), completion_bound(call)), latency_s, None)
 
 
+def billed_part(call: Call, error: CallError) -> CallResult | None:
+    """What the provider billed for a call that failed, None when nothing: the usage it reported
+    for an answer that could not be used (with the prompt's cache reads and writes), else the
+    part of a stream it sent (:func:`streamed_part`)."""
+    if error.billed is not None:
+        prompt, completion, *cache = error.billed
+        return CallResult("", prompt, completion, error.latency_s, None, (), *cache)
+    return streamed_part(call, error.partial_text, error.latency_s) if error.partial_text else None
+
+
 def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallResult | CallError,
           now: float) -> None:
     """Tell ``breaker`` what one call's result says of its deployment's health.
@@ -288,10 +298,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 judge(breaker, ticket, call, result, clock())
                 out.result, out.deployment, out.error = result, dep, None
                 return out
-            if result.billed is not None:  # an answer the provider billed but that could not be used
-                billed = CallResult("", *result.billed, result.latency_s)
-            else:
-                billed = streamed_part(call, result.partial_text, result.latency_s) if result.partial_text else None
+            billed = billed_part(call, result)
             out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
                                         f"{result.kind.value}: {result.message}"[:300], result.latency_s,
                                         *((billed.prompt_tokens, billed.completion_tokens, price(dep, billed))

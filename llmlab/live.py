@@ -254,12 +254,14 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         # the provider still billed what its usage says (a null content, say): it is charged
         usage = getattr(response, "usage", None)
         billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
-        return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency, billed=billed)
-    billed = billed_tokens(getattr(response, "usage", None), call, text + _arguments_text(calls))
+        return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency,
+                         billed=billed and (*billed, *_cache_tokens(usage, billed[0])))
+    usage = getattr(response, "usage", None)
+    billed = billed_tokens(usage, call, text + _arguments_text(calls))
+    cache = _cache_tokens(usage, billed[0])
     if getattr(choice, "finish_reason", None) == FILTERED:
-        return _filtered(text, billed, latency)
-    return CallResult(text, *billed, latency, latency, calls, *_cache_tokens(getattr(response, "usage", None), billed[0]),
-                      _reason(getattr(choice, "finish_reason", None)))
+        return _filtered(text, (*billed, *cache), latency)
+    return CallResult(text, *billed, latency, latency, calls, *cache, _reason(getattr(choice, "finish_reason", None)))
 
 
 #: the finish_reason of an answer a provider's content filter stopped: OpenAI's and Azure's, and
@@ -267,10 +269,10 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
 FILTERED = "content_filter"
 
 
-def _filtered(text: str, billed: tuple[int, int], latency: float) -> CallError:
+def _filtered(text: str, billed: tuple[int, ...], latency: float) -> CallError:
     """An answer the provider's content filter stopped: a rejection (the same prompt is filtered
     again), not an answer — as a success its stub was cached and served to later askers.  The
-    provider billed it: it is charged."""
+    provider billed it: it is charged (``billed``: prompt, completion, cache reads and writes)."""
     return CallError(ErrorKind.BAD_REQUEST, "the provider's content filter stopped the answer "
                      f"(finish_reason {FILTERED})", latency, partial_text=text, billed=billed)
 
@@ -288,6 +290,15 @@ def _cache_tokens(usage: Any, prompt: int) -> tuple[int, int]:
     details = getattr(usage, "prompt_tokens_details", None)
     read = min(_count(details, "cached_tokens") or 0, prompt)
     return read, min(_count(details, "cache_write_tokens") or 0, prompt - read)
+
+
+def reported_part(part: CallResult, reported: tuple[int, int, int] | None) -> CallResult:
+    """A cut or left stream's ``part`` with the prompt tokens the provider reported, and those of
+    them it read from and wrote to its prompt cache (priced at the cache rates), when it did."""
+    if reported is None:
+        return part
+    prompt, read, written = reported
+    return dataclasses.replace(part, prompt_tokens=prompt, cached_tokens=read, cache_write_tokens=written)
 
 
 def _tool_calls(raw: Any) -> tuple[dict[str, Any], ...]:
@@ -469,38 +480,44 @@ class _StreamState:
         its tool calls' arguments, the other choices' text (``n`` > 1) and the model's thinking."""
         return "".join(self.parts) + _arguments_text(self.tool_calls()) + "".join(self.others) + "".join(self.thinking)
 
-    def reported_prompt(self) -> int | None:
+    def reported_prompt(self) -> tuple[int, int, int] | None:
         """The prompt tokens the provider reported before the stream ended, if any (bounded as
-        :func:`billed_tokens` bounds them).  Anthropic sends them first, in message_start; litellm
-        keeps that usage among its stream's ``chunks`` but hands usage on only at the end, so a
-        stream cut or left midway had its prompt counted locally: an estimate for Claude, blind to
-        the system text and tool definitions the provider counts."""
+        :func:`billed_tokens` bounds them), with those of them it read from and wrote to its prompt
+        cache.  Anthropic sends them first, in message_start; litellm keeps that usage among its
+        stream's ``chunks`` but hands usage on only at the end, so a stream cut or left midway had
+        its prompt counted locally: an estimate for Claude, blind to the system text and tool
+        definitions the provider counts (and its cache reads were charged at the input price)."""
         chunks = getattr(self.response, "chunks", None)
         usages = [self.usage, *(getattr(c, "usage", None) for c in (chunks if isinstance(chunks, list) else ()))]
         for usage in usages:
             prompt = _count(usage, "prompt_tokens")
             if prompt:
-                return min(prompt, prompt_bound(self.call))
+                prompt = min(prompt, prompt_bound(self.call))
+                return (prompt, *_cache_tokens(usage, prompt))
         return None
 
     def part(self, latency: float) -> CallResult:
         """What the stream so far is billed: :func:`~llmlab.fallback.streamed_part` (the sent
         text counted locally), with the prompt tokens the provider reported when it did."""
-        part = streamed_part(self.call, self.sent(), latency)
-        prompt = self.reported_prompt()
-        return part if prompt is None else dataclasses.replace(part, prompt_tokens=prompt)
+        return reported_part(streamed_part(self.call, self.sent(), latency), self.reported_prompt())
 
     def failed(self, exc: BaseException, now: float) -> CallError:
         """The error that cut the stream.  Tool-call arguments and thinking streamed before it were
         billed like text but never reached the caller (they are not ``partial_text``): they are
         charged with it, the prompt too (as the provider reported it, when it did) — a runaway
-        call's arguments cut by :class:`StreamOverrun` were free, and so was a cut stream's thinking."""
+        call's arguments cut by :class:`StreamOverrun` were free, and so was a cut stream's thinking.
+        A stream cut or timed out before its first token is charged the prompt the provider
+        reported at its start (it had read it): it was free, on every retry, however long the prompt."""
         error = _to_error(exc, self.call, now - self.started, "".join(self.parts))
         sent = self.sent()
-        if not sent or (sent == error.partial_text and self.reported_prompt() is None):
-            return error  # nothing sent, or only text: billed from partial_text (fallback.run_chain)
+        reported = self.reported_prompt()
+        if not sent and (reported is None or error.kind not in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)):
+            return error  # nothing sent, and no prompt read that a cut leaves billed
+        if sent and sent == error.partial_text and reported is None:
+            return error  # only text: billed from partial_text (fallback.run_chain)
         part = self.part(error.latency_s)
-        return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens))
+        return dataclasses.replace(error, billed=(part.prompt_tokens, part.completion_tokens, part.cached_tokens,
+                                                  part.cache_write_tokens))
 
     def result(self, now: float) -> CallResult | CallError:
         latency = now - self.started
@@ -515,10 +532,11 @@ class _StreamState:
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
                              "not server-sent events", latency)
         billed = billed_tokens(self.usage, self.call, self.sent())
+        cache = _cache_tokens(self.usage, billed[0])
         if self.finish == FILTERED:
-            return _filtered(text, billed, latency)
+            return _filtered(text, (*billed, *cache), latency)
         return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls,
-                          *_cache_tokens(self.usage, billed[0]), _reason(self.finish))
+                          *cache, _reason(self.finish))
 
 
 class LiteLLMDriver:
@@ -694,20 +712,19 @@ class PipelineRun:
         else:
             self._step(lambda: self.gen.throw(exc))
 
-    def abandon(self, streamed: str = "", latency_s: float = 0.0, prompt_tokens: int | None = None) -> Any:
+    def abandon(self, streamed: str = "", latency_s: float = 0.0,
+                prompt_tokens: tuple[int, int, int] | None = None) -> Any:
         """The caller left (closed the stream, cancelled the task): finish the pipeline with
         :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
         budget reservation settles and a half-open probe is released.  ``streamed`` is what the
         provider sent of the current call (the text the caller received, and tool-call arguments
-        it did not): its tokens are charged, with ``prompt_tokens`` when the provider reported
-        them (else the prompt counted locally)."""
+        it did not): its tokens are charged, with ``prompt_tokens`` (prompt, cache reads, cache
+        writes) when the provider reported them (else the prompt counted locally)."""
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
-        if isinstance(effect, Call) and streamed:
-            partial = streamed_part(effect, streamed, latency_s)
-            if prompt_tokens:
-                partial = dataclasses.replace(partial, prompt_tokens=prompt_tokens)
+        if isinstance(effect, Call) and (streamed or prompt_tokens):  # the prompt is billed once read
+            partial = reported_part(streamed_part(effect, streamed, latency_s), prompt_tokens)
         error = ClientDisconnected(partial=partial, deployment=effect.deployment if isinstance(effect, Call) else None)
         try:
             self._step(lambda: self.gen.throw(error))
@@ -774,7 +791,7 @@ class _Streamed:
     def text(self) -> str:
         return self.state.sent() if self.state is not None else "".join(self.pieces)
 
-    def prompt(self) -> int | None:
+    def prompt(self) -> tuple[int, int, int] | None:
         """The prompt tokens the provider reported so far (see :meth:`_StreamState.reported_prompt`)."""
         return self.state.reported_prompt() if self.state is not None else None
 

@@ -28,7 +28,7 @@ from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, Call
                       ErrorKind, Outcome, OutcomeKind, embedding_cost)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited)
-from .fallback import ChainResult, CircuitBreaker, RetryPolicy, judge, run_chain
+from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, judge, run_chain
 from .ledger import Ledger
 from .pricing import PriceBook
 from .ratelimit import RateLimiter
@@ -316,6 +316,10 @@ class Pipeline:
                                             self.clock, self.rng)
                 s.attempts.extend(last.attempts)
                 if last.result is None:
+                    if stage < len(chains) - 1 and last.error is not None and last.error.kind is ErrorKind.UNSUPPORTED:
+                        # this stage cannot take the params (seed to Claude): the next stage's deployments may
+                        s.reason += f"; {chain[0].name} cannot take the params → escalating"
+                        continue
                     break
                 answer = last
                 if stage == len(chains) - 1 or self._accepted(s, decision, last):
@@ -423,7 +427,9 @@ class Pipeline:
                 raise
             if isinstance(effect, Call):
                 judge(breaker, ticket, effect, sent, self.clock())
-                cost = self.price_result(dep, sent) if sent.ok else 0.0
+                # a failed call the provider billed (a label its content filter stopped) is charged too
+                billed = sent if sent.ok else billed_part(effect, sent)
+                cost = self.price_result(dep, billed) if billed is not None else 0.0
                 if reservation is not None:
                     self.budgets.settle(reservation, cost)
                 elif self.budget_policy is not None and cost:
@@ -433,7 +439,9 @@ class Pipeline:
                                               sent.prompt_tokens, sent.completion_tokens, cost))
                 else:
                     s.attempts.append(Attempt(dep.name, dep.model, effect.purpose, False,
-                                              f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s))
+                                              f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s,
+                                              *((billed.prompt_tokens, billed.completion_tokens, cost)
+                                                if billed is not None else (0, 0, 0.0))))
 
     @staticmethod
     def _masked_request(s: _State) -> Request:

@@ -130,15 +130,15 @@ class RateLimiter:
     def _bucket(self, tenant: str, kind: str, capacity: float, now: float) -> _Bucket:
         bucket = self._buckets.get((tenant, kind, capacity))
         if bucket is None:
-            if len(self._buckets) >= self._sweep_at:
-                self._sweep(now)
             bucket = self._buckets[(tenant, kind, capacity)] = _Bucket(capacity, now)
         bucket.refill(now)
         return bucket
 
     def _sweep(self, now: float) -> None:
         """Drop the buckets that are full by ``now`` (idle tenants): without it a service seeing
-        new tenants, or a tenant under several plans, kept two buckets each for good."""
+        new tenants, or a tenant under several plans, kept two buckets each for good.  Run before a
+        request takes its buckets: run between them, it dropped the requests/min bucket just made
+        (full) and the request was counted on a bucket no longer in the table."""
         for key in [k for k, b in self._buckets.items() if b.full_at(now)]:
             del self._buckets[key]
         self._sweep_at = max(self.SWEEP_MIN, 2 * len(self._buckets))
@@ -146,12 +146,18 @@ class RateLimiter:
     def settle(self, tenant: str, plan: str, reserved_tokens: float, used_tokens: float, now: float) -> None:
         """Give back the tokens a request took but did not use (a cache hit gives back all of them)."""
         limit = self.limit_for(tenant, plan)
-        bucket = self._buckets.get((tenant, "tpm", limit.tpm)) if limit.tpm is not None else None
+        if limit.tpm is None:
+            return
+        bucket = self._buckets.get((tenant, "tpm", limit.tpm))
+        if bucket is None and used_tokens > reserved_tokens:  # swept meanwhile (full): the overuse still counts
+            bucket = self._buckets[(tenant, "tpm", limit.tpm)] = _Bucket(limit.tpm, now)
         if bucket is not None:
             bucket.refill(now)
             bucket.level = min(bucket.capacity, bucket.level + reserved_tokens - used_tokens)
 
     def acquire(self, tenant: str, plan: str, tokens: int, now: float) -> Refusal | None:
+        if len(self._buckets) >= self._sweep_at:
+            self._sweep(now)
         limit = self.limit_for(tenant, plan)
         checks = []
         if limit.rpm is not None:

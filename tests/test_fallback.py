@@ -214,3 +214,12 @@ def test_a_raising_embedder_or_guard_becomes_a_typed_outcome(make_gateway, drive
     out = gw.complete("hello")
     assert not out.ok and out.error.code == "gateway_error" and "guard bug" in str(out.error)
     assert len(gw.ledger) == 1
+
+
+def test_the_ledger_frame_has_each_answers_finish_reason(make_gateway, driver):
+    driver.script("gpt-4o", CallResult("cut sho", 10, 5, 0.1, finish_reason="length"), ErrorKind.AUTH)
+    gw = make_gateway()
+    gw.complete("one")
+    gw.complete("two")
+    frame = gw.ledger.to_dataframe()
+    assert frame["finish_reason"].tolist()[0] == "length" and frame["finish_reason"].isna().tolist()[1]

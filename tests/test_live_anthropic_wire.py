@@ -329,3 +329,95 @@ def test_params_no_deployment_of_the_chain_takes_are_a_rejection_not_an_outage(w
     assert not out.ok and out.error.code == "provider_rejected" and "seed" in str(out.error)
     assert [a.error.split(":")[0] for a in out.attempts] == ["unsupported_params"]
     assert dep.name not in wire.hits
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_refused_answer_on_a_cached_prompt_is_priced_at_the_cache_rates(wire, how):
+    """A refusal (content filter) is billed, and so are its prompt's cache reads and writes at
+    their rates: the error's billed tokens dropped them, charging every input token in full."""
+    dep = wire.deployment(f"refusal-cached-{how}", (200, {}, cached(
+        answer("I can", input_tokens=10, output_tokens=3, stop_reason="refusal"), read=5_000, written=2_000)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    assert not out.ok and out.error.code == "provider_rejected"
+    bill = 10 * 3e-6 + 5_000 * 0.3e-6 + 2_000 * 3.75e-6 + 3 * 15e-6
+    assert out.attempts[0].cost_usd == pytest.approx(bill)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_stream_cut_midway_on_a_cached_prompt_is_priced_at_the_cache_rates(wire, how):
+    """message_start reports the prompt's cache reads and writes with its input tokens: a stream
+    cut midway is charged them at their rates (a 5,000-token prompt read from the cache was
+    charged 10× its bill)."""
+    reply = cached(Either({"usage": {}}, stream_events("Hel", "lo ", CUT, "there", input_tokens=10)),
+                   read=5_000, written=2_000)
+    dep = wire.deployment(f"cut-cached-{how}", (200, {}, reply))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    cut = out.attempts[0]
+    assert not out.ok and cut.error.startswith("connection:") and cut.prompt_tokens == 7_010
+    bill = 10 * 3e-6 + 5_000 * 0.3e-6 + 2_000 * 3.75e-6 + cut.completion_tokens * 15e-6
+    assert cut.cost_usd == pytest.approx(bill)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
+
+
+def test_a_caller_who_leaves_midway_on_a_cached_prompt_is_charged_at_the_cache_rates(wire):
+    reply = cached(Either({"usage": {}}, stream_events("Hel", "lo ", "there", " and", input_tokens=10)),
+                   read=5_000, written=2_000)
+    dep = wire.deployment("leave-cached", (200, {}, reply))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    response = gw.stream("hi", tenant="t")
+    for _ in response:
+        break
+    part = response.outcome.attempts[-1]
+    assert response.outcome.error.code == "client_disconnected" and part.prompt_tokens == 7_010
+    bill = 10 * 3e-6 + 5_000 * 0.3e-6 + 2_000 * 3.75e-6 + part.completion_tokens * 15e-6
+    assert part.cost_usd == pytest.approx(bill) and gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
+
+
+@pytest.mark.parametrize("how", STREAMS)
+@pytest.mark.parametrize("cut", ["cut", "stall"])
+def test_a_stream_cut_before_its_first_token_is_charged_the_prompt_anthropic_reported(wire, how, cut):
+    """message_start reports the input tokens, which Anthropic bills once it has read the prompt:
+    a stream cut (or silent past its timeout) after it but before any text was charged nothing,
+    on every retry, while one cut a token later was charged the whole prompt."""
+    import time
+
+    stop = CUT if cut == "cut" else (lambda: time.sleep(1.0))
+    dep = wire.deployment(f"cut-first-{cut}-{how}", (200, {}, stream_events(stop, "Hel", "lo", input_tokens=3_000)),
+                          timeout_s=0.3)
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+    out = served(gw, how, tenant="t")
+    failed = out.attempts[0]
+    assert not out.ok and failed.error.startswith("connection:" if cut == "cut" else "timeout:"), failed.error
+    assert (failed.prompt_tokens, failed.completion_tokens) == (3_000, 0)
+    assert failed.cost_usd == pytest.approx(3_000 * 3e-6)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd) == pytest.approx(failed.cost_usd)
+
+
+def test_a_caller_who_leaves_before_the_first_token_is_charged_the_prompt_anthropic_reported(wire):
+    import time
+
+    dep = wire.deployment("leave-first", (200, {}, stream_events(lambda: time.sleep(1.0), "Hel", input_tokens=3_000)))
+    gw = gateway(dep, budget=BudgetPolicy(caps={"t": 10.0}))
+
+    async def leave():
+        response = gw.astream("hi", tenant="t")
+
+        async def consume():
+            async for _ in response:
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.5)  # message_start is in, the first token is not
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return response
+
+    outcome = asyncio.run(leave()).outcome
+    part = outcome.attempts[-1]
+    assert outcome.error.code == "client_disconnected"
+    assert (part.prompt_tokens, part.completion_tokens) == (3_000, 0) and part.cost_usd == pytest.approx(3_000 * 3e-6)
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(part.cost_usd)

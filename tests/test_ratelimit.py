@@ -64,3 +64,26 @@ def test_dropping_idle_buckets_keeps_the_limits_of_busy_tenants():
     assert len(rl._buckets) > RateLimiter.SWEEP_MIN  # nobody was full yet: nothing dropped
     assert rl.acquire("other0", "free", 1, now=2.0) is None  # its second of two
     assert rl.acquire("other0", "free", 1, now=2.0) is not None
+
+
+def test_a_sweep_between_a_requests_two_buckets_does_not_drop_the_first_it_took():
+    """A sweep runs when a new bucket would grow the table past its mark: a tenant's new
+    tokens/min bucket could trigger it right after its requests/min bucket was made, full, and
+    dropped with the idle ones; the request was then counted on a bucket no longer in the table."""
+    rl = RateLimiter(per_tenant={"odd": RateLimit(rpm=100)}, default=RateLimit(rpm=1, tpm=10_000))
+    assert rl.acquire("odd", "free", 1, now=0.0) is None  # one bucket: the table's size is odd from here
+    for i in range(RateLimiter.SWEEP_MIN):
+        assert rl.acquire(f"t{i}", "free", 100, now=0.0) is None
+        assert rl.acquire(f"t{i}", "free", 100, now=0.0) is not None, f"tenant {i}'s second request passed"
+
+
+def test_a_swept_bucket_keeps_the_tokens_a_request_used_beyond_its_hold():
+    """Tokens used beyond what acquire took (retries, a cascade's two calls) are taken at settle,
+    even when the bucket, refilled during a long request, was dropped by a sweep meanwhile."""
+    rl = RateLimiter(default=RateLimit(tpm=6_000))
+    assert rl.acquire("long", "free", 600, now=0.0) is None
+    for i in range(RateLimiter.SWEEP_MIN):  # new tenants while the request streams: sweeps run
+        rl.acquire(f"other{i}", "free", 1, now=30.0)
+    rl.settle("long", "free", 600, 3_600, now=30.0)  # used 3,000 more than it took
+    refusal = rl.acquire("long", "free", 6_000, now=30.0)
+    assert refusal is not None and refusal.retry_after_s == pytest.approx(30.0)

@@ -235,6 +235,37 @@ def test_a_busy_redis_at_start_up_is_an_outage_not_a_config_error(start_redis, m
         hog.join()
 
 
+@pytest.mark.parametrize("mode", ["raise", "degrade"])
+def test_a_database_number_a_redis_cluster_refuses_is_a_config_error(mode):
+    """A cluster node refuses SELECT ("ERR SELECT is not allowed in cluster mode", a plain
+    ResponseError) for a URL naming a database other than 0: a setting no wait fixes.  Only the
+    standalone server's "DB index is out of range" was read as refused settings, so under
+    'degrade' the gateway ran on in-memory budgets (a cap per replica) with a warning."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:  # a node answering every command as a cluster node answers SELECT
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while conn.recv(65536):
+                    conn.sendall(b"-ERR SELECT is not allowed in cluster mode\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            from_url(f"redis://127.0.0.1:{port}/1", on_unavailable=mode)
+        assert info.value.field == "url" and "cluster mode" in str(info.value)
+    finally:
+        listener.close()
+
+
 @pytest.mark.parametrize("kwargs", [
     {"url": "http://localhost:6379"}, {"url": "localhost:6379"}, {"url": 6379},
     {"prefix": ""}, {"prefix": "a b"}, {"prefix": "x*"}, {"prefix": "a\\"}, {"on_unavailable": "ignore"},

@@ -171,3 +171,40 @@ def test_classifier_and_cascade_calls_are_not_counted_as_retries(make_gateway, d
     assert esc.deployment == "gpt-4o" and esc.retries == 0
     driver.script("gpt-4o", ErrorKind.SERVER)
     assert make_gateway().complete("again").retries == 1
+
+
+def test_a_cascade_stage_that_cannot_take_the_params_escalates_to_the_next(make_gateway, driver):
+    """``unsupported_params`` means this deployment cannot take the request, not that the request
+    is wrong: a cheap stage refusing ``seed`` (say) hands the request to the next stage, whose
+    deployments may take it, as the next deployment of a chain does."""
+    driver.script("gpt-4o-mini", ErrorKind.UNSUPPORTED)
+    gw = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o")),
+                      fallbacks={"gpt-4o-mini": ["gpt-4o-mini"], "gpt-4o": ["gpt-4o"]})
+    out = gw.complete("hello", seed=7)
+    assert out.ok and out.deployment == "gpt-4o", (out.error, out.attempts)
+    assert [(a.purpose, (a.error or "").split(":")[0]) for a in out.attempts] == [
+        ("cascade", "unsupported_params"), ("answer", "")]
+    driver.script("gpt-4o-mini", ErrorKind.UNSUPPORTED)
+    driver.script("gpt-4o", ErrorKind.UNSUPPORTED)
+    refused = gw.complete("hello again", seed=7)
+    assert not refused.ok and refused.error.code == "provider_rejected"
+
+
+def test_a_classification_the_provider_billed_but_stopped_is_charged(make_gateway, driver):
+    """A classifier call that failed after the provider billed it (its content filter stopped the
+    label: usage reported) costs what it was billed, as an answer call's does; it was free."""
+    from llmlab import BudgetPolicy
+    from llmlab.effects import CallError
+
+    filtered = CallError(ErrorKind.BAD_REQUEST, "the provider's content filter stopped the answer", 0.1,
+                         billed=(400, 1))
+    driver.script("gpt-4o-mini", filtered)
+    gw = make_gateway(router=ClassifierRouter("gpt-4o-mini"), budget=BudgetPolicy(caps={"t": 1.0}))
+    out = gw.complete("hello", tenant="t")
+    classify = out.attempts[0]
+    assert out.ok and classify.purpose == "classify" and not classify.ok
+    price = gw.pipeline.price_result(gw.pipeline.deployments["gpt-4o-mini"], __import__("llmlab").effects.CallResult(
+        "", 400, 1, 0.1))
+    assert (classify.prompt_tokens, classify.completion_tokens) == (400, 1) and classify.cost_usd == pytest.approx(price)
+    assert out.cost_usd == pytest.approx(sum(a.cost_usd for a in out.attempts))
+    assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)

@@ -262,3 +262,13 @@ def test_retrieved_context_and_tool_turns_are_reserved_as_billed():
                                  "traffic.rag.context_tokens": 8000})
     assert result.summary["budget_rejections"] > 0
     assert result.summary["budget_overshoot_usd"] == 0.0
+
+
+def test_the_requests_table_says_why_each_model_answer_ended(b2b):
+    """``finish_reason`` (``length``: cut at ``max_tokens``) is in the ledger's columns, so a run's
+    truncated answers can be counted: the simulated providers set it and no table showed it."""
+    reqs = b2b.requests
+    assert "finish_reason" in reqs.columns
+    model = reqs[reqs["outcome"] == "model"]
+    assert set(model["finish_reason"]) <= {"stop", "length"} and (model["finish_reason"] == "stop").any()
+    assert reqs.loc[reqs["outcome"] != "model", "finish_reason"].isna().all()

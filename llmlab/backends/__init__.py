@@ -137,14 +137,17 @@ def _refused_settings(exc: BaseException | None) -> bool:
     """Whether Redis answered the first ping by refusing the URL's settings (a wrong password or
     user, an ACL that denies it, a database number the server does not have): a configuration
     mistake, not an outage.  A Redis that is loading its data, failing over or busy running a
-    script (``BUSY``, a plain ResponseError like the database's) is an outage."""
+    script (``BUSY``) is an outage.  ``BUSY`` is a plain ResponseError like the refusals of a
+    database (standalone: "DB index is out of range"; a cluster node: "SELECT is not allowed in
+    cluster mode") or of a client setting: it is told apart by its code, not the others by
+    their wording."""
     if exc is None:
         return False
     from redis import exceptions as rx
 
     return (isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError,
                              rx.AuthenticationWrongNumberOfArgsError))
-            or (type(exc) is rx.ResponseError and "db index" in str(exc).lower()))  # SELECT: "DB index is out of range"
+            or (type(exc) is rx.ResponseError and not str(exc).startswith("BUSY")))
 
 
 def _check_userinfo(url: str) -> None:
