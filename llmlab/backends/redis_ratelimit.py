@@ -60,14 +60,27 @@ return {0, ''}
 """
 
 
-# give back unused tokens to the tpm bucket (never above its capacity); a missing bucket is full already
+# settle a request's tpm bucket as the in-memory one does: refilled to ARGV[4], given back what the
+# request took but did not use (never above its capacity) or charged what it used beyond (its
+# retries' and cascade stages' tokens); a missing bucket is full: it is made only for a charge
 _REFUND = """
-local k, cap, back = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local k, cap, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[4])
 local name = 'tpm@' .. ARGV[1]
-local f = redis.call('HMGET', k, name .. ':l', name .. ':c')
-local level, stored = tonumber(f[1]), tonumber(f[2])
-if level == nil or stored ~= cap then return 0 end
-redis.call('HSET', k, name .. ':l', string.format('%.17g', math.min(cap, level + back)))
+local f = redis.call('HMGET', k, name .. ':l', name .. ':u', name .. ':c')
+local level, updated, stored = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+if level == nil or updated == nil or stored ~= cap then
+  if tonumber(ARGV[3]) <= tonumber(ARGV[2]) then return 0 end
+  level = cap; updated = now
+end
+redis.call('PEXPIRE', k, ARGV[5])
+if now > updated then
+  level = math.min(cap, level + (now - updated) * cap / 60.0)
+  updated = now
+end
+level = math.min(cap, level + tonumber(ARGV[2]) - tonumber(ARGV[3]))
+redis.call('HSET', k, name .. ':l', string.format('%.17g', level), name .. ':u', string.format('%.17g', updated),
+           name .. ':c', string.format('%.17g', cap))
+redis.call('PEXPIRE', k, ARGV[5])
 return 1
 """
 
@@ -127,12 +140,13 @@ class RedisRateLimiter:
         return Refusal(LIMIT_NAMES[kind], float(wait))
 
     def settle(self, tenant: str, plan: str, reserved_tokens: float, used_tokens: float, now: float) -> None:
-        """Give back tokens a request took but did not use; a Redis outage only loses the refund."""
+        """Give back tokens a request took but did not use, or take those it used beyond (as
+        :meth:`llmlab.ratelimit.RateLimiter.settle`); a Redis outage only loses the settlement."""
         limit = self.limit_for(tenant, plan)
-        if limit.tpm is None or reserved_tokens <= used_tokens:
+        if limit.tpm is None or reserved_tokens == used_tokens:
             return
         key = self.key(tenant)
-        args = [_num(limit.tpm), _num(reserved_tokens - used_tokens)]
+        args = [_num(limit.tpm), _num(reserved_tokens), _num(used_tokens), _num(now), self._expire_ms]
         try:
             self.link.call("rate limit refund", lambda r: self._refund(keys=[key], args=args, client=r))
         except RedisUnavailable:
