@@ -127,3 +127,19 @@ def test_tokens_used_beyond_what_was_taken_count_as_in_memory(redis_url, prefix)
     shared.settle("t", "free", 100, 500, later)
     assert shared.acquire("t", "free", 700, later) == Refusal("tokens/min", pytest.approx(6.0))
     assert shared.acquire("t", "free", 600, later) is None
+
+
+def test_a_bucket_in_debt_outlives_the_idle_expiry_until_it_has_refilled(redis_url, prefix):
+    """A request charged far beyond what it took (retries of a large prompt) leaves its tokens/min
+    bucket more than a minute from full; the key expired after the idle expiry (two minutes)
+    all the same, and Redis forgot the debt the in-memory limiter still held.  The key now lives
+    until the bucket has refilled, and a later request does not shorten that."""
+    limits = dict(per_plan={"free": RateLimit(rpm=100, tpm=1_000)})
+    shared = from_url(redis_url, prefix, **limits).rate_limiter
+    now = 1_700_000_000.0
+    assert shared.acquire("t", "free", 900, now) is None
+    shared.settle("t", "free", 900, 4_900, now)  # level 100 - 4,000: five minutes from full
+    ttl_ms = shared.link.client.pttl(shared.key("t"))
+    assert 290_000 < ttl_ms <= 360_000, ttl_ms
+    assert shared.acquire("t", "free", 10, now + 1.0) is not None  # refused: the debt holds
+    assert shared.link.client.pttl(shared.key("t")) > 280_000

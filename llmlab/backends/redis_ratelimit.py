@@ -6,7 +6,10 @@ buckets must admit a request; a refused request consumes nothing and learns the 
 One hash per tenant (``{prefix}:ratelimit:{tenant}``) holds its buckets — one per limit, so a
 tenant seen under two plans cannot refill a bucket by switching — and one Lua script
 refills, checks and takes from them atomically, so every gateway sharing the Redis draws
-from the same buckets.  An idle bucket is full after a minute, so the key expires after two.
+from the same buckets.  An idle bucket is full after a minute, so the key expires after two
+(``idle_expiry_s``); a bucket a request's settlement left in debt (tokens used beyond what it
+took: retries, a cascade) keeps its key longer by as much as its refill takes beyond a minute,
+as the in-memory limiter keeps such a bucket until it is full.
 
 When Redis is unreachable (``on_error``): ``"open"`` (default) admits the request — a
 limiter outage should not become a customer outage; ``"closed"`` refuses it with a
@@ -25,10 +28,12 @@ LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
 UNAVAILABLE = "rate limiter unavailable"
 
 # PEXPIRE first: a write that cannot grow memory lets the script's later writes through when
-# the cache has filled a noeviction Redis (see redis_budgets); it is set again at the end.
+# the cache has filled a noeviction Redis (see redis_budgets); it is set again at the end, to
+# outlive a bucket in debt's refill by as much as a full one's (idle expiry − 60 s), never shortened.
 _ACQUIRE = """
 local k, now = KEYS[1], tonumber(ARGV[1])
-redis.call('PEXPIRE', k, ARGV[5])
+local ttl = math.max(tonumber(ARGV[5]), redis.call('PTTL', k))
+redis.call('PEXPIRE', k, ttl)
 local checks = {}
 if ARGV[2] ~= '' then checks[#checks + 1] = {'rpm@' .. ARGV[2], tonumber(ARGV[2]), 1.0, 1} end
 if ARGV[3] ~= '' then checks[#checks + 1] = {'tpm@' .. ARGV[3], tonumber(ARGV[3]), tonumber(ARGV[4]), 2} end
@@ -53,8 +58,9 @@ for _, c in ipairs(checks) do
   if refused == nil then c[5] = c[5] - c[3] end
   redis.call('HSET', k, c[1] .. ':l', string.format('%.17g', c[5]), c[1] .. ':u', string.format('%.17g', c[6]),
              c[1] .. ':c', string.format('%.17g', c[2]))
+  ttl = math.max(ttl, math.ceil((c[2] - c[5]) * 60000 / c[2]) + tonumber(ARGV[5]) - 60000)
 end
-redis.call('PEXPIRE', k, ARGV[5])
+redis.call('PEXPIRE', k, ttl)
 if refused then return refused end
 return {0, ''}
 """
@@ -72,7 +78,8 @@ if level == nil or updated == nil or stored ~= cap then
   if tonumber(ARGV[3]) <= tonumber(ARGV[2]) then return 0 end
   level = cap; updated = now
 end
-redis.call('PEXPIRE', k, ARGV[5])
+local ttl = math.max(tonumber(ARGV[5]), redis.call('PTTL', k))
+redis.call('PEXPIRE', k, ttl)
 if now > updated then
   level = math.min(cap, level + (now - updated) * cap / 60.0)
   updated = now
@@ -80,7 +87,7 @@ end
 level = math.min(cap, level + tonumber(ARGV[2]) - tonumber(ARGV[3]))
 redis.call('HSET', k, name .. ':l', string.format('%.17g', level), name .. ':u', string.format('%.17g', updated),
            name .. ':c', string.format('%.17g', cap))
-redis.call('PEXPIRE', k, ARGV[5])
+redis.call('PEXPIRE', k, math.max(ttl, math.ceil((cap - level) * 60000 / cap) + tonumber(ARGV[5]) - 60000))
 return 1
 """
 
