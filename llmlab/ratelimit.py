@@ -144,7 +144,9 @@ class RateLimiter:
         self._sweep_at = max(self.SWEEP_MIN, 2 * len(self._buckets))
 
     def settle(self, tenant: str, plan: str, reserved_tokens: float, used_tokens: float, now: float) -> None:
-        """Give back the tokens a request took but did not use (a cache hit gives back all of them)."""
+        """Give back the tokens a request took but did not use (a cache hit gives back all of them),
+        or take those it used beyond (its retries', a cascade's second call): the level may go
+        below zero, and the tenant waits until it has refilled."""
         limit = self.limit_for(tenant, plan)
         if limit.tpm is None:
             return

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from llmlab import Deployment, FixedRouter, Gateway, RateLimit, RateLimited, RateLimiter
+from llmlab.ratelimit import Refusal
 from llmlab.backends import from_url
 from llmlab.scripted import FakeClock, ScriptedDriver
 from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
@@ -96,3 +97,49 @@ def test_switching_plans_does_not_refill_a_bucket(redis_url, prefix):
     decisions = {name: [limiter.acquire("acme", plan, 1, 1_700_000_000.0 + k / 100) is None
                         for k in range(30) for plan in ("free", "paid")] for name, limiter in limiters.items()}
     assert decisions["redis"] == decisions["memory"] and sum(decisions["redis"][0::2]) == 3
+
+
+def test_tokens_used_beyond_what_was_taken_count_as_in_memory(redis_url, prefix):
+    """A request's retries and cascade stages are billed more tokens than its worst case took:
+    the in-memory limiter takes the excess from the bucket when the request settles (a bucket
+    swept meanwhile is made again for it), the Redis one ignored it, so a tenant on Redis ran
+    past its tokens/min.  Both settle alike now, a missing (expired) bucket included."""
+    limits = dict(per_plan={"free": RateLimit(tpm=1_000)})
+    shared = from_url(redis_url, prefix, **limits).rate_limiter
+    memory = RateLimiter(**limits)
+    now = 1_700_000_000.0
+    decisions: dict[str, list[bool]] = {"redis": [], "memory": []}
+    rng = random.Random(5)
+    steps = [(rng.choice([0.0, 0.5, 1.0, 3.0, 150.0]), rng.choice([100, 300, 600]), rng.choice([0, 50, 300, 900]))
+             for _ in range(200)]
+    for name, limiter in (("redis", shared), ("memory", memory)):
+        t = now
+        for wait, taken, used in steps:
+            t += wait
+            admitted = limiter.acquire("t", "free", taken, t) is None
+            decisions[name].append(admitted)
+            if admitted:
+                limiter.settle("t", "free", taken, used, t + wait / 2)
+    assert decisions["redis"] == decisions["memory"]
+    assert 20 < sum(decisions["redis"]) < 180
+    shared.link.client.delete(shared.key("t"))  # expired while the request ran: made again for the excess
+    later = t + 1_000.0
+    shared.settle("t", "free", 100, 500, later)
+    assert shared.acquire("t", "free", 700, later) == Refusal("tokens/min", pytest.approx(6.0))
+    assert shared.acquire("t", "free", 600, later) is None
+
+
+def test_a_bucket_in_debt_outlives_the_idle_expiry_until_it_has_refilled(redis_url, prefix):
+    """A request charged far beyond what it took (retries of a large prompt) leaves its tokens/min
+    bucket more than a minute from full; the key expired after the idle expiry (two minutes)
+    all the same, and Redis forgot the debt the in-memory limiter still held.  The key now lives
+    until the bucket has refilled, and a later request does not shorten that."""
+    limits = dict(per_plan={"free": RateLimit(rpm=100, tpm=1_000)})
+    shared = from_url(redis_url, prefix, **limits).rate_limiter
+    now = 1_700_000_000.0
+    assert shared.acquire("t", "free", 900, now) is None
+    shared.settle("t", "free", 900, 4_900, now)  # level 100 - 4,000: five minutes from full
+    ttl_ms = shared.link.client.pttl(shared.key("t"))
+    assert 290_000 < ttl_ms <= 360_000, ttl_ms
+    assert shared.acquire("t", "free", 10, now + 1.0) is not None  # refused: the debt holds
+    assert shared.link.client.pttl(shared.key("t")) > 280_000

@@ -6,7 +6,10 @@ buckets must admit a request; a refused request consumes nothing and learns the 
 One hash per tenant (``{prefix}:ratelimit:{tenant}``) holds its buckets — one per limit, so a
 tenant seen under two plans cannot refill a bucket by switching — and one Lua script
 refills, checks and takes from them atomically, so every gateway sharing the Redis draws
-from the same buckets.  An idle bucket is full after a minute, so the key expires after two.
+from the same buckets.  An idle bucket is full after a minute, so the key expires after two
+(``idle_expiry_s``); a bucket a request's settlement left in debt (tokens used beyond what it
+took: retries, a cascade) keeps its key longer by as much as its refill takes beyond a minute,
+as the in-memory limiter keeps such a bucket until it is full.
 
 When Redis is unreachable (``on_error``): ``"open"`` (default) admits the request — a
 limiter outage should not become a customer outage; ``"closed"`` refuses it with a
@@ -25,10 +28,12 @@ LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
 UNAVAILABLE = "rate limiter unavailable"
 
 # PEXPIRE first: a write that cannot grow memory lets the script's later writes through when
-# the cache has filled a noeviction Redis (see redis_budgets); it is set again at the end.
+# the cache has filled a noeviction Redis (see redis_budgets); it is set again at the end, to
+# outlive a bucket in debt's refill by as much as a full one's (idle expiry − 60 s), never shortened.
 _ACQUIRE = """
 local k, now = KEYS[1], tonumber(ARGV[1])
-redis.call('PEXPIRE', k, ARGV[5])
+local ttl = math.max(tonumber(ARGV[5]), redis.call('PTTL', k))
+redis.call('PEXPIRE', k, ttl)
 local checks = {}
 if ARGV[2] ~= '' then checks[#checks + 1] = {'rpm@' .. ARGV[2], tonumber(ARGV[2]), 1.0, 1} end
 if ARGV[3] ~= '' then checks[#checks + 1] = {'tpm@' .. ARGV[3], tonumber(ARGV[3]), tonumber(ARGV[4]), 2} end
@@ -53,21 +58,36 @@ for _, c in ipairs(checks) do
   if refused == nil then c[5] = c[5] - c[3] end
   redis.call('HSET', k, c[1] .. ':l', string.format('%.17g', c[5]), c[1] .. ':u', string.format('%.17g', c[6]),
              c[1] .. ':c', string.format('%.17g', c[2]))
+  ttl = math.max(ttl, math.ceil((c[2] - c[5]) * 60000 / c[2]) + tonumber(ARGV[5]) - 60000)
 end
-redis.call('PEXPIRE', k, ARGV[5])
+redis.call('PEXPIRE', k, ttl)
 if refused then return refused end
 return {0, ''}
 """
 
 
-# give back unused tokens to the tpm bucket (never above its capacity); a missing bucket is full already
+# settle a request's tpm bucket as the in-memory one does: refilled to ARGV[4], given back what the
+# request took but did not use (never above its capacity) or charged what it used beyond (its
+# retries' and cascade stages' tokens); a missing bucket is full: it is made only for a charge
 _REFUND = """
-local k, cap, back = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local k, cap, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[4])
 local name = 'tpm@' .. ARGV[1]
-local f = redis.call('HMGET', k, name .. ':l', name .. ':c')
-local level, stored = tonumber(f[1]), tonumber(f[2])
-if level == nil or stored ~= cap then return 0 end
-redis.call('HSET', k, name .. ':l', string.format('%.17g', math.min(cap, level + back)))
+local f = redis.call('HMGET', k, name .. ':l', name .. ':u', name .. ':c')
+local level, updated, stored = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+if level == nil or updated == nil or stored ~= cap then
+  if tonumber(ARGV[3]) <= tonumber(ARGV[2]) then return 0 end
+  level = cap; updated = now
+end
+local ttl = math.max(tonumber(ARGV[5]), redis.call('PTTL', k))
+redis.call('PEXPIRE', k, ttl)
+if now > updated then
+  level = math.min(cap, level + (now - updated) * cap / 60.0)
+  updated = now
+end
+level = math.min(cap, level + tonumber(ARGV[2]) - tonumber(ARGV[3]))
+redis.call('HSET', k, name .. ':l', string.format('%.17g', level), name .. ':u', string.format('%.17g', updated),
+           name .. ':c', string.format('%.17g', cap))
+redis.call('PEXPIRE', k, math.max(ttl, math.ceil((cap - level) * 60000 / cap) + tonumber(ARGV[5]) - 60000))
 return 1
 """
 
@@ -127,12 +147,13 @@ class RedisRateLimiter:
         return Refusal(LIMIT_NAMES[kind], float(wait))
 
     def settle(self, tenant: str, plan: str, reserved_tokens: float, used_tokens: float, now: float) -> None:
-        """Give back tokens a request took but did not use; a Redis outage only loses the refund."""
+        """Give back tokens a request took but did not use, or take those it used beyond (as
+        :meth:`llmlab.ratelimit.RateLimiter.settle`); a Redis outage only loses the settlement."""
         limit = self.limit_for(tenant, plan)
-        if limit.tpm is None or reserved_tokens <= used_tokens:
+        if limit.tpm is None or reserved_tokens == used_tokens:
             return
         key = self.key(tenant)
-        args = [_num(limit.tpm), _num(reserved_tokens - used_tokens)]
+        args = [_num(limit.tpm), _num(reserved_tokens), _num(used_tokens), _num(now), self._expire_ms]
         try:
             self.link.call("rate limit refund", lambda r: self._refund(keys=[key], args=args, client=r))
         except RedisUnavailable:
