@@ -16,13 +16,11 @@ API.  Replies are canned per model name:
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterable
+
+from canned_http import CUT, CannedServer, send_events, send_json
 
 from llmlab import Deployment
-
-CUT = object()  # in a stream: close the connection here, without message_stop
 
 
 def message(*blocks: dict, input_tokens: int = 11, output_tokens: int = 7, stop_reason: str = "end_turn",
@@ -103,6 +101,12 @@ def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | Non
     return events
 
 
+def _frames(events: list) -> Iterable[Any]:
+    """``(event, data)`` pairs as Anthropic's SSE frames; callables and :data:`CUT` pass through."""
+    for item in events:
+        yield item if item is CUT or callable(item) else f"event: {item[0]}\ndata: {json.dumps(item[1])}\n\n".encode()
+
+
 class Either:
     """A reply served as ``events`` to a streamed request and as ``body`` to any other."""
 
@@ -118,7 +122,7 @@ def answer(*pieces: str, input_tokens: int = 11, output_tokens: int = 7, stop_re
                                 stop_reason=stop_reason))
 
 
-class AnthropicServer:
+class AnthropicServer(CannedServer):
     """Serves, per model name, ``(status, headers, body)``: body a dict (JSON) or a list of events
     (SSE).  A list of such replies is served in turn (the last one repeats).  ``requests`` keeps
     every request body received, ``hits`` counts them per model."""
@@ -128,59 +132,21 @@ class AnthropicServer:
         self.hits: dict[str, int] = {}
         self.requests: list[dict] = []
         self.paths: list[str] = []
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                server.paths.append(self.path)
-                server.requests.append(body)
-                model = body["model"]
-                count = server.hits[model] = server.hits.get(model, 0) + 1
-                queue = server.replies[model]
-                status, headers, reply = queue[min(count, len(queue)) - 1]
-                if isinstance(reply, Either):
-                    reply = reply.events if body.get("stream") else reply.body
-                if isinstance(reply, list):
-                    self._stream(status, headers, reply)
-                    return
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                for name, value in {"content-type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _stream(self, status: int, headers: dict, events: list) -> None:
-                self.send_response(status)
-                for name, value in {"content-type": "text/event-stream", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("connection", "close")
-                self.end_headers()
-                try:
-                    for item in events:
-                        if item is CUT:
-                            break
-                        if callable(item):
-                            item()
-                            continue
-                        name, data = item
-                        self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-                        self.wfile.flush()
-                except OSError:  # the client stopped reading
-                    pass
-                self.close_connection = True
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def reply_to(self, handler: Any, body: Any) -> None:
+        self.paths.append(handler.path)
+        self.requests.append(body)
+        model = body["model"]
+        count = self.hits[model] = self.hits.get(model, 0) + 1
+        queue = self.replies[model]
+        status, headers, reply = queue[min(count, len(queue)) - 1]
+        if isinstance(reply, Either):
+            reply = reply.events if body.get("stream") else reply.body
+        if isinstance(reply, list):
+            send_events(handler, status, headers, _frames(reply))
+        else:
+            send_json(handler, status, headers, reply)
 
     def deployment(self, name: str, *replies: tuple[int, dict, Any], **kw: Any) -> Deployment:
         """A Deployment calling ``anthropic/<name>`` here, served ``replies`` in turn."""
@@ -189,7 +155,3 @@ class AnthropicServer:
         kw.setdefault("timeout_s", 5.0)
         kw.setdefault("price_model", "claude-sonnet-4-5")
         return Deployment(name, f"anthropic/{name}", {"api_base": self.base_url, "api_key": "sk-ant-test"}, **kw)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -12,11 +12,10 @@ Replies are canned per deployment, served in turn (the last repeats); a reply's 
 """
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from canned_http import CannedServer, openai_frames, send_events, send_json
 
 from llmlab import Deployment
 
@@ -77,7 +76,7 @@ class Either:
         self.body, self.events = body, events
 
 
-class AzureServer:
+class AzureServer(CannedServer):
     """Serves, per deployment, ``(status, headers, body)`` replies in turn; ``hits`` counts
     requests per deployment, ``queries`` keeps each request's query string."""
 
@@ -86,58 +85,27 @@ class AzureServer:
         self.hits: dict[str, int] = {}
         self.queries: list[dict] = []
         self.rejected = 0  # requests refused for stream_options under an API version before 2024-09-01
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                url = urlsplit(self.path)
-                server.queries.append(parse_qs(url.query))
-                deployment = url.path.split("/deployments/", 1)[1].split("/", 1)[0]
-                version = parse_qs(url.query).get("api-version", [""])[0]
-                if "stream_options" in body and version[:10] < "2024-09-01":  # as Azure answers it
-                    server.rejected += 1
-                    self._json(400, {}, {"error": {"message": "Unrecognized request argument supplied: stream_options",
+    def reply_to(self, handler: Any, body: Any) -> None:
+        url = urlsplit(handler.path)
+        self.queries.append(parse_qs(url.query))
+        deployment = url.path.split("/deployments/", 1)[1].split("/", 1)[0]
+        version = parse_qs(url.query).get("api-version", [""])[0]
+        if "stream_options" in body and version[:10] < "2024-09-01":  # as Azure answers it
+            self.rejected += 1
+            send_json(handler, 400, {}, {"error": {"message": "Unrecognized request argument supplied: stream_options",
                                                    "type": "invalid_request_error", "param": None, "code": None}})
-                    return
-                count = server.hits[deployment] = server.hits.get(deployment, 0) + 1
-                queue = server.replies[deployment]
-                status, headers, reply = queue[min(count, len(queue)) - 1]
-                if isinstance(reply, Either):
-                    reply = reply.events if body.get("stream") else reply.body
-                if isinstance(reply, list):
-                    self.send_response(status)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("connection", "close")
-                    self.end_headers()
-                    try:
-                        for event in reply:
-                            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-                        self.wfile.write(b"data: [DONE]\n\n")
-                    except OSError:
-                        pass
-                    self.close_connection = True
-                    return
-                self._json(status, headers, reply)
-
-            def _json(self, status: int, headers: dict, reply: dict) -> None:
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                for name, value in {"content-type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            return
+        count = self.hits[deployment] = self.hits.get(deployment, 0) + 1
+        queue = self.replies[deployment]
+        status, headers, reply = queue[min(count, len(queue)) - 1]
+        if isinstance(reply, Either):
+            reply = reply.events if body.get("stream") else reply.body
+        if isinstance(reply, list):
+            send_events(handler, status, {}, openai_frames(reply))
+        else:
+            send_json(handler, status, headers, reply)
 
     def deployment(self, name: str, *replies: tuple[int, dict, Any], api_version: str = API_VERSION,
                    **kw: Any) -> Deployment:
@@ -148,7 +116,3 @@ class AzureServer:
         kw.setdefault("price_model", "gpt-4o")
         return Deployment(name, f"azure/{name}", {"api_base": self.base_url, "api_key": "az-test-key-123456",
                                                   "api_version": api_version}, **kw)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from canned_http import running
 from anthropic_wire import (
     CUT,
     AnthropicServer,
@@ -22,7 +23,6 @@ from anthropic_wire import (
 )
 
 from llmlab import BudgetPolicy, FixedRouter, Gateway, RetryPolicy
-from llmlab.live import import_litellm
 from llmlab.tokens import count_tokens
 
 HOWS = ["complete", "acomplete", "stream", "astream"]
@@ -31,10 +31,7 @@ STREAMS = ["stream", "astream"]
 
 @pytest.fixture(scope="module")
 def wire():
-    import_litellm()
-    server = AnthropicServer()
-    yield server
-    server.close()
+    yield from running(AnthropicServer)
 
 
 def gateway(*deps, **kw) -> Gateway:

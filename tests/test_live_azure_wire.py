@@ -5,6 +5,7 @@ the content filter stopped, a prompt it refused (400, code ``content_filter``), 
 from __future__ import annotations
 
 import pytest
+from canned_http import running
 from azure_wire import (
     API_VERSION,
     FILTERED,
@@ -18,15 +19,11 @@ from azure_wire import (
 from test_live_anthropic_wire import HOWS, gateway, served
 
 from llmlab import BudgetPolicy, RetryPolicy
-from llmlab.live import import_litellm
 
 
 @pytest.fixture(scope="module")
 def azure():
-    import_litellm()
-    server = AzureServer()
-    yield server
-    server.close()
+    yield from running(AzureServer)
 
 
 @pytest.mark.parametrize("how", HOWS)

@@ -5,15 +5,11 @@ the request; nobody checks the signature).
 """
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from canned_http import CannedServer, running, send_json
 from test_live_anthropic_wire import gateway, served
 
 from llmlab import BudgetPolicy, Deployment, RetryPolicy
-from llmlab.live import import_litellm
 
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 
@@ -25,36 +21,17 @@ def converse(text: str, stop: str = "end_turn", **usage: int) -> dict:
             "usage": counts, "metrics": {"latencyMs": 10}}
 
 
-class Bedrock:
+class Bedrock(CannedServer):
     """Serves each request the next of ``replies`` (``(status, headers, body)``; the last repeats)."""
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, dict, dict]] = []
         self.hits = 0
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["content-length"]))
-                server.hits += 1
-                status, headers, body = server.replies[min(server.hits, len(server.replies)) - 1]
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {"content-type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def reply_to(self, handler, body) -> None:
+        self.hits += 1
+        send_json(handler, *self.replies[min(self.hits, len(self.replies)) - 1])
 
     def deployment(self, *replies: tuple[int, dict, dict]) -> Deployment:
         self.replies, self.hits = list(replies), 0
@@ -66,11 +43,7 @@ class Bedrock:
 
 @pytest.fixture(scope="module")
 def bedrock():
-    import_litellm()
-    server = Bedrock()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    yield from running(Bedrock)
 
 
 @pytest.mark.parametrize("how", ["complete", "acomplete"])

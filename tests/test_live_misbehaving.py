@@ -10,12 +10,11 @@ import email.utils
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from canned_http import CannedServer, openai_frames, running, send_events, send_json
 
 from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy, StreamReset
-from llmlab.live import import_litellm
 from llmlab.tokens import count_tokens
 
 
@@ -36,7 +35,7 @@ def chunk(content: str | None = None, usage: dict | None = None, finish: str | N
     return out
 
 
-class Canned:
+class Canned(CannedServer):
     """Serves, per model name, a fixed reply: ``(status, headers, body)`` where body is a dict
     (JSON) or a list of dicts (SSE events, then ``[DONE]``); a callable in that list is called
     (with the server thread) between two events, to pause the stream."""
@@ -44,47 +43,17 @@ class Canned:
     def __init__(self) -> None:
         self.replies: dict[str, tuple[int, dict, object]] = {}
         self.hits: dict[str, int] = {}
-        canned = self
+        super().__init__()
+        self.base_url += "/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                model = body["model"]
-                canned.hits[model] = canned.hits.get(model, 0) + 1
-                status, headers, reply = canned.replies[model]
-                if isinstance(reply, list):
-                    self.send_response(status)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("connection", "close")
-                    self.end_headers()
-                    try:
-                        for event in reply:
-                            if callable(event):
-                                event()
-                                continue
-                            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-                        self.wfile.write(b"data: [DONE]\n\n")
-                    except OSError:  # the client stopped reading
-                        pass
-                    self.close_connection = True
-                    return
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                for name, value in {"content-type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def reply_to(self, handler, body) -> None:
+        model = body["model"]
+        self.hits[model] = self.hits.get(model, 0) + 1
+        status, headers, reply = self.replies[model]
+        if isinstance(reply, list):
+            send_events(handler, status, {}, openai_frames(reply))
+        else:
+            send_json(handler, status, headers, reply)
 
     def deployment(self, name: str, reply: tuple[int, dict, object], **kw) -> Deployment:
         self.replies[name] = reply
@@ -94,11 +63,7 @@ class Canned:
 
 @pytest.fixture(scope="module")
 def canned():
-    import_litellm()
-    server = Canned()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    yield from running(Canned)
 
 
 def gateway(*deps: Deployment, **kw) -> Gateway:
@@ -235,7 +200,7 @@ def test_a_caller_who_leaves_during_a_retrys_sleep_is_still_charged_the_cut_stre
     flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
     dep = canned.deployment("cut-then-sleep", (200, {}, flood))
     gw = gateway(dep, retry=RetryPolicy(max_retries=1, base_s=30.0, cap_s=30.0),
-                 budget=BudgetPolicy(caps={"t": 100.0}))
+                 budget=BudgetPolicy(caps={"t": 100.0}), seed=0)  # seeded: a jittered sleep of 25 s, not < 2 s
 
     async def leave_during_the_sleep():
         response = gw.astream("hi", max_tokens=50, tenant="t")
