@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from canned_http import CUT, CannedServer, send_events, send_json
+from canned_http import CUT, CannedServer, Either, send_events, send_json
 
 from llmlab import Deployment
 
@@ -107,13 +107,6 @@ def _frames(events: list) -> Iterable[Any]:
         yield item if item is CUT or callable(item) else f"event: {item[0]}\ndata: {json.dumps(item[1])}\n\n".encode()
 
 
-class Either:
-    """A reply served as ``events`` to a streamed request and as ``body`` to any other."""
-
-    def __init__(self, body: dict, events: list) -> None:
-        self.body, self.events = body, events
-
-
 def answer(*pieces: str, input_tokens: int = 11, output_tokens: int = 7, stop_reason: str = "end_turn") -> Either:
     """The same text answer, as JSON or as a stream of ``pieces``, whichever the request asks for."""
     return Either(message(text("".join(pieces)), input_tokens=input_tokens, output_tokens=output_tokens,
@@ -137,12 +130,7 @@ class AnthropicServer(CannedServer):
     def reply_to(self, handler: Any, body: Any) -> None:
         self.paths.append(handler.path)
         self.requests.append(body)
-        model = body["model"]
-        count = self.hits[model] = self.hits.get(model, 0) + 1
-        queue = self.replies[model]
-        status, headers, reply = queue[min(count, len(queue)) - 1]
-        if isinstance(reply, Either):
-            reply = reply.events if body.get("stream") else reply.body
+        status, headers, reply = self.next_reply(self.replies, self.hits, body["model"], body)
         if isinstance(reply, list):
             send_events(handler, status, headers, _frames(reply))
         else:

@@ -69,13 +69,6 @@ def rate_limited(seconds: int) -> dict:
                       f"tier. Please retry after {seconds} seconds."}}
 
 
-class Either:
-    """A reply served as ``events`` to a streamed request and as ``body`` to any other."""
-
-    def __init__(self, body: dict, events: list) -> None:
-        self.body, self.events = body, events
-
-
 class AzureServer(CannedServer):
     """Serves, per deployment, ``(status, headers, body)`` replies in turn; ``hits`` counts
     requests per deployment, ``queries`` keeps each request's query string."""
@@ -97,11 +90,7 @@ class AzureServer(CannedServer):
             send_json(handler, 400, {}, {"error": {"message": "Unrecognized request argument supplied: stream_options",
                                                    "type": "invalid_request_error", "param": None, "code": None}})
             return
-        count = self.hits[deployment] = self.hits.get(deployment, 0) + 1
-        queue = self.replies[deployment]
-        status, headers, reply = queue[min(count, len(queue)) - 1]
-        if isinstance(reply, Either):
-            reply = reply.events if body.get("stream") else reply.body
+        status, headers, reply = self.next_reply(self.replies, self.hits, deployment, body)
         if isinstance(reply, list):
             send_events(handler, status, {}, openai_frames(reply))
         else:

@@ -14,6 +14,13 @@ CUT = object()  # among a stream's frames: close the connection there (a stream 
 S = TypeVar("S", bound="CannedServer")
 
 
+class Either:
+    """A reply served as ``events`` to a streamed request and as ``body`` to any other."""
+
+    def __init__(self, body: dict, events: list) -> None:
+        self.body, self.events = body, events
+
+
 class CannedServer:
     """Subclasses implement :meth:`reply_to`; ``base_url`` is ``http://127.0.0.1:<port>``."""
 
@@ -36,6 +43,16 @@ class CannedServer:
 
     def reply_to(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
         raise NotImplementedError
+
+    def next_reply(self, queues: dict[str, list], hits: dict[str, int], name: str, body: Any) -> tuple[int, dict, Any]:
+        """The next of ``name``'s replies ``(status, headers, body)``, served in turn (the last
+        repeats), counted in ``hits``; an :class:`Either` resolved by whether ``body`` streams."""
+        count = hits[name] = hits.get(name, 0) + 1
+        queue = queues[name]
+        status, headers, reply = queue[min(count, len(queue)) - 1]
+        if isinstance(reply, Either):
+            reply = reply.events if body.get("stream") else reply.body
+        return status, headers, reply
 
     def close(self) -> None:
         self.server.shutdown()

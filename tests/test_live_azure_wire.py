@@ -5,12 +5,11 @@ the content filter stopped, a prompt it refused (400, code ``content_filter``), 
 from __future__ import annotations
 
 import pytest
-from canned_http import running
+from canned_http import Either, running
 from azure_wire import (
     API_VERSION,
     FILTERED,
     AzureServer,
-    Either,
     chunks,
     completion,
     filtered_prompt,
