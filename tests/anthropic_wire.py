@@ -44,6 +44,21 @@ def error(kind: str, text_: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": text_}, "request_id": "req_test"}
 
 
+def _block(index: int, block: dict, pieces: Iterable[Any], delta_type: str, field: str,
+           after_start: tuple = (), before_stop: tuple = ()) -> list:
+    """One content block's events: its start, a ``delta_type`` delta per piece (callables,
+    :data:`CUT` and ready ``(event, data)`` pairs pass through as they are), its stop."""
+    events: list = [("content_block_start", {"type": "content_block_start", "index": index,
+                                             "content_block": block}), *after_start]
+    for piece in pieces:
+        if callable(piece) or piece is CUT or isinstance(piece, tuple):
+            events.append(piece)
+        else:
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                   "delta": {"type": delta_type, field: piece}}))
+    return events + [*before_stop, ("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+
 def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | None = 7,
                   stop_reason: str = "end_turn", tool: tuple[str, str] | None = None,
                   tool_pieces: tuple[str, ...] = (), thinking: tuple[Any, ...] = (), end: bool = True) -> list:
@@ -58,40 +73,18 @@ def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | Non
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})]
     index = 0
     if thinking:  # extended thinking: a thinking block first, its deltas the ``thinking`` pieces
-        events.append(("content_block_start", {"type": "content_block_start", "index": 0,
-                                               "content_block": {"type": "thinking", "thinking": ""}}))
-        for piece in thinking:
-            if callable(piece) or piece is CUT or isinstance(piece, tuple):
-                events.append(piece)
-            else:
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                       "delta": {"type": "thinking_delta", "thinking": piece}}))
-        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "signature_delta", "signature": "c2ln"}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        events += _block(0, {"type": "thinking", "thinking": ""}, thinking, "thinking_delta", "thinking",
+                         before_stop=(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                               "delta": {"type": "signature_delta",
+                                                                         "signature": "c2ln"}}),))
         index = 1
     if pieces:
-        events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": {"type": "text", "text": ""}}))
-        events.append(("ping", {"type": "ping"}))
-        for piece in pieces:
-            if callable(piece) or piece is CUT or isinstance(piece, tuple):
-                events.append(piece)
-            else:
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                       "delta": {"type": "text_delta", "text": piece}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        events += _block(index, {"type": "text", "text": ""}, pieces, "text_delta", "text",
+                         after_start=(("ping", {"type": "ping"}),))
         index += 1
     if tool is not None:
-        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-            "type": "tool_use", "id": tool[0], "name": tool[1], "input": {}}}))
-        for piece in tool_pieces:
-            if callable(piece) or piece is CUT or isinstance(piece, tuple):
-                events.append(piece)
-            else:
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                       "delta": {"type": "input_json_delta", "partial_json": piece}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        events += _block(index, {"type": "tool_use", "id": tool[0], "name": tool[1], "input": {}}, tool_pieces,
+                         "input_json_delta", "partial_json")
     if end:
         usage = {} if output_tokens is None else {"output_tokens": output_tokens}
         events.append(("message_delta", {"type": "message_delta",

@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 from canned_http import running
+from test_live_misbehaving import served
 from anthropic_wire import (
     CUT,
     AnthropicServer,
@@ -39,25 +40,6 @@ def gateway(*deps, **kw) -> Gateway:
     kw.setdefault("cache", False)
     return Gateway(list(deps), router=FixedRouter(deps[0].name), fallbacks=kw.pop("fallbacks", {}),
                    input_guards=(), **kw)
-
-
-def served(gw: Gateway, how: str, prompt: str = "hi", **kw):
-    if how == "complete":
-        return gw.complete(prompt, **kw)
-    if how == "acomplete":
-        return asyncio.run(gw.acomplete(prompt, **kw))
-    if how == "stream":
-        response = gw.stream(prompt, **kw)
-        list(response)
-        return response.outcome
-
-    async def consume():
-        response = gw.astream(prompt, **kw)
-        async for _ in response:
-            pass
-        return response.outcome
-
-    return asyncio.run(consume())
 
 
 # ----------------------------------------------------------------------------- what works

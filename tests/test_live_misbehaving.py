@@ -72,20 +72,22 @@ def gateway(*deps: Deployment, **kw) -> Gateway:
                    input_guards=(), **kw)
 
 
-def served(gw: Gateway, how: str, **kw):
+def served(gw: Gateway, how: str, prompt: str = "hi", *, pieces: list | None = None, **kw):
+    """``prompt``'s outcome through one of the gateway's four entry points; a stream is read to
+    the end, its pieces appended to ``pieces`` when given."""
     if how == "complete":
-        return gw.complete("hi", **kw)
+        return gw.complete(prompt, **kw)
     if how == "acomplete":
-        return asyncio.run(gw.acomplete("hi", **kw))
+        return asyncio.run(gw.acomplete(prompt, **kw))
+    got = [] if pieces is None else pieces
     if how == "stream":
-        response = gw.stream("hi", **kw)
-        list(response)
+        response = gw.stream(prompt, **kw)
+        got.extend(response)
         return response.outcome
 
     async def consume():
-        response = gw.astream("hi", **kw)
-        async for _ in response:
-            pass
+        response = gw.astream(prompt, **kw)
+        got.extend([piece async for piece in response])
         return response.outcome
 
     return asyncio.run(consume())
@@ -165,15 +167,23 @@ def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canne
         assert retry_after == (1.5 if label == "ms-good" else 7.0), (label, retry_after)
 
 
+#: a stream that ignores max_tokens=50: 3,000 chunks
+FLOOD = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
+
+
+def flood_then_fallback(canned, name: str) -> tuple[Gateway, Deployment]:
+    """A capped gateway whose deployment ``name`` floods (cut by the driver) and falls back to a
+    backup that answers "fine"."""
+    dep = canned.deployment(name, (200, {}, FLOOD))
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("fine"), chunk(finish="stop")]))
+    return gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0})), backup
+
+
 @pytest.mark.parametrize("how", ["stream", "astream"])
 def test_a_stream_that_ignores_max_tokens_is_cut_and_charged_at_most_the_bound(canned, how):
     """20,000 chunks for max_tokens=50 all went to the caller and were charged in full (600 times
     the reservation); now the driver stops reading past twice the bound and falls back."""
-    flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
-    name = f"flood-{how}"
-    dep = canned.deployment(name, (200, {}, flood))
-    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("fine"), chunk(finish="stop")]))
-    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    gw, backup = flood_then_fallback(canned, f"flood-{how}")
     if how == "stream":
         response = gw.stream("hi", max_tokens=50, tenant="t")
         pieces = list(response)
@@ -197,8 +207,7 @@ def test_a_caller_who_leaves_during_a_retrys_sleep_is_still_charged_the_cut_stre
     """A stream cut after the provider billed part of it, then a backoff sleep before the retry:
     a caller cancelling during the sleep ended the fallback chain with ClientDisconnected, and
     the chain's attempts went with it: the billed call was in neither the ledger nor the budget."""
-    flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
-    dep = canned.deployment("cut-then-sleep", (200, {}, flood))
+    dep = canned.deployment("cut-then-sleep", (200, {}, FLOOD))
     gw = gateway(dep, retry=RetryPolicy(max_retries=1, base_s=30.0, cap_s=30.0),
                  budget=BudgetPolicy(caps={"t": 100.0}), seed=0)  # seeded: a jittered sleep of 25 s, not < 2 s
 
@@ -224,11 +233,8 @@ def test_a_caller_who_leaves_during_a_retrys_sleep_is_still_charged_the_cut_stre
 def test_a_caller_who_leaves_at_a_stream_reset_is_not_billed_again_for_the_cut_stream(canned, how):
     """Leaving at the StreamReset marker (before the fallback's call starts) billed the cut call's
     text a second time, as a partial answer of the fallback deployment, which was never called."""
-    flood = [chunk(f"w{i} ") for i in range(3_000)] + [chunk(finish="stop")]
     name = f"reset-{how}"
-    dep = canned.deployment(name, (200, {}, flood))
-    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("fine"), chunk(finish="stop")]))
-    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, budget=BudgetPolicy(caps={"t": 100.0}))
+    gw, backup = flood_then_fallback(canned, name)
     if how == "stream":
         response = gw.stream("hi", max_tokens=50, tenant="t")
         for piece in response:
@@ -411,21 +417,11 @@ def test_a_tool_call_without_a_name_is_malformed(canned):
 
 
 def served_prompt(gw: Gateway, how: str, prompt: str, **kw):
-    if how == "complete":
-        return gw.complete(prompt, **kw)
-    if how == "acomplete":
-        return asyncio.run(gw.acomplete(prompt, **kw))
-    if how == "stream":
-        response = gw.stream(prompt, **kw)
-        assert list(response) == []  # no text to stream
-        return response.outcome
-
-    async def consume():
-        response = gw.astream(prompt, **kw)
-        assert [piece async for piece in response] == []
-        return response.outcome
-
-    return asyncio.run(consume())
+    """As :func:`served`, for an answer with no text: a stream yields nothing."""
+    pieces: list = []
+    outcome = served(gw, how, prompt, pieces=pieces, **kw)
+    assert pieces == []  # no text to stream
+    return outcome
 
 
 @pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
@@ -440,23 +436,9 @@ def test_an_answer_cut_at_max_tokens_says_so(canned, how):
         cut["choices"][0]["finish_reason"] = "length"
     for name, reply, reason in ((f"cut-{how}", cut, "length"), (f"whole-{how}", whole, "stop")):
         gw = gateway(canned.deployment(name, (200, {}, reply)))
-        outcome = served_prompt(gw, how, "How long do refunds take?", max_tokens=3) if how in ("complete", "acomplete") \
-            else _streamed_outcome(gw, how, "How long do refunds take?", max_tokens=3)
-        assert outcome.ok and outcome.finish_reason == reason, (name, outcome)
-
-
-def _streamed_outcome(gw: Gateway, how: str, prompt: str, **kw):
-    if how == "stream":
-        response = gw.stream(prompt, **kw)
-        assert "".join(response)
-        return response.outcome
-
-    async def consume():
-        response = gw.astream(prompt, **kw)
-        assert "".join([piece async for piece in response])
-        return response.outcome
-
-    return asyncio.run(consume())
+        outcome = served(gw, how, "How long do refunds take?", max_tokens=3)
+        assert outcome.ok and outcome.text.startswith("Refunds take five") and outcome.finish_reason == reason, \
+            (name, outcome)
 
 
 def test_the_request_log_names_the_called_functions_never_their_arguments(canned, caplog):

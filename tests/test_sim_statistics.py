@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from test_sim_providers import call, provider
+from test_sim_validation import FIXED
 
 from llmlab.sim.outages import draw_incidents, lognormal_params
 from llmlab.sim.scenario import IncidentConfig
@@ -103,8 +105,9 @@ def test_the_monthly_projection_counts_the_traffic_of_random_flash_crowds(tmp_pa
     from llmlab.sim.run import expected_rate_per_s
 
     path = tmp_path / "fixed.toml"
-    path.write_text(FIXED_TOKENS)
-    s = simulate(path, seed=3, baseline=False, overrides={"traffic.burst_rate_per_day": 12.0,
+    path.write_text(FIXED)  # fixed token lengths: the projection has a closed form
+    s = simulate(path, seed=3, baseline=False, overrides={"traffic.burst_multiplier": 3.0,
+                                                          "traffic.burst_rate_per_day": 12.0,
                                                           "traffic.burst_duration_s": 1_800.0}).summary
     factor = math.exp(12.0 * 1_800.0 / 86_400.0 * 2.0)
     assert s["projected_monthly_cost_usd"] == pytest.approx(monthly_cost(4.0 * factor * 86_400, 500, 200, "gpt-4o"),
@@ -112,42 +115,14 @@ def test_the_monthly_projection_counts_the_traffic_of_random_flash_crowds(tmp_pa
     # scheduled bursts are events of this run, not a monthly rate: the projection leaves them out
     from llmlab.sim import load_scenario
 
-    sc = load_scenario(str(path), {"traffic.bursts": [{"start_s": 10.0, "duration_s": 60.0, "multiplier": 5.0}]})
+    sc = load_scenario(str(path), {"traffic.burst_multiplier": 3.0,
+                                   "traffic.bursts": [{"start_s": 10.0, "duration_s": 60.0, "multiplier": 5.0}]})
     assert expected_rate_per_s(sc.traffic) == 4.0
 
 
-FIXED_TOKENS = """
-name = "fixed-tokens"
-[traffic]
-requests = 1000
-rate_per_s = 4.0
-fixed_prompt_tokens = 500
-fixed_answer_tokens = 200
-max_tokens = 1000
-burst_multiplier = 3.0
-[providers.gpt-4o]
-model = "gpt-4o"
-[gateway.router]
-type = "fixed"
-deployment = "gpt-4o"
-[gateway.cache]
-exact = false
-"""
-
-
-def _provider(env, **kw):
-    from llmlab.sim.providers import SimProvider
-    from llmlab.sim.scenario import ProviderConfig
-
-    base = dict(model="gpt-4o", ttft_s=0.4, ttft_sigma=0.0, tokens_per_s=80.0, tokens_per_s_sigma=0.0)
-    return SimProvider(env, "dep", ProviderConfig(**{**base, **kw}))
-
-
 def _call(timeout_s=1e9, **meta):
-    from llmlab.effects import Call, Deployment
-
-    return Call(Deployment("dep", "gpt-4o", timeout_s=timeout_s), ({"role": "user", "content": "q"},), {},
-                metadata={"prompt_tokens": 100, "answer_tokens": 10, **meta})
+    """test_sim_providers' call, with a short answer and prompt and no timeout to speak of."""
+    return call(timeout_s=timeout_s, **{"prompt_tokens": 100, "answer_tokens": 10, **meta})
 
 
 @pytest.mark.parametrize("limits", [{"rpm": 60.0}, {"tpm": 6_000.0}, {"rpm": 90.0, "tpm": 9_000.0}])
@@ -165,7 +140,7 @@ def test_retry_after_is_when_the_limit_has_room_again_not_sooner_not_later(limit
     from llmlab.sim.providers import mix64
 
     env = simpy.Environment()
-    p = _provider(env, rate_limit_latency_s=latency_s, **limits)
+    p = provider(env, rate_limit_latency_s=latency_s, **limits)
     rng = np.random.default_rng(1)
     seen = []
 
@@ -200,7 +175,7 @@ def test_no_call_outlasts_its_timeout_when_an_error_follows_a_long_queue():
     from llmlab.sim.providers import mix64, uniforms
 
     env = simpy.Environment()
-    p = _provider(env, capacity=1, error_rate=0.5, error_latency_s=1.0)
+    p = provider(env, capacity=1, error_rate=0.5, error_latency_s=1.0)
     keys = [mix64(k) for k in range(200)]
     ok_key = next(k for k in keys if uniforms(k ^ p.salt)[2] >= 0.5)
     err_keys = [k for k in keys if uniforms(k ^ p.salt)[2] < 0.5][:40]
@@ -231,7 +206,7 @@ def test_an_exponential_ttft_is_independent_of_the_token_speed():
     from llmlab.sim.providers import mix64
 
     env = simpy.Environment()
-    p = _provider(env, ttft_dist="exponential", ttft_s=0.5, tokens_per_s_sigma=0.3)
+    p = provider(env, ttft_dist="exponential", ttft_s=0.5, tokens_per_s_sigma=0.3)
     res = []
 
     def many():
