@@ -25,7 +25,7 @@ from .budgets import BudgetPolicy, MemoryBudgets, next_month_start
 from .cache.keys import CacheKeyPolicy, context_fingerprint
 from .cache.store import KeyValueStore
 from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
-                      ErrorKind, Outcome, OutcomeKind, embedding_cost)
+                      FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, judge, run_chain
@@ -316,9 +316,10 @@ class Pipeline:
                                             self.clock, self.rng)
                 s.attempts.extend(last.attempts)
                 if last.result is None:
-                    if stage < len(chains) - 1 and last.error is not None and last.error.kind is ErrorKind.UNSUPPORTED:
-                        # this stage cannot take the params (seed to Claude): the next stage's deployments may
-                        s.reason += f"; {chain[0].name} cannot take the params → escalating"
+                    if stage < len(chains) - 1 and last.error is not None and last.error.kind not in FATAL:
+                        # this stage is down, or cannot take the request (seed to Claude, a window too
+                        # small): the next stage's deployments may answer, and the hold covers them
+                        s.reason += f"; {chain[0].name} failed ({last.error.kind.value}) → escalating"
                         continue
                     break
                 answer = last

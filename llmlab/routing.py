@@ -286,8 +286,9 @@ class CascadeRouter:
     """Cheap model first; escalate when ``accept(answer, request)`` says no (FrugalGPT-style).
 
     ``accept`` is pluggable (a grader model, a regex, a JSON-schema check).  If it raises, the
-    pipeline records the exception as an attempt outcome and escalates.  The last stage's
-    answer is final.
+    pipeline records the exception as an attempt outcome and escalates.  A stage whose fallback
+    chain fails for a reason of its own (an outage, params it cannot take) escalates too; the
+    request's own fault (auth, a bad request) does not.  The last stage's answer is final.
     """
 
     def __init__(self, stages: Sequence[str] = ("gpt-4o-mini", "gpt-4o"), accept: AcceptCheck | None = None) -> None:

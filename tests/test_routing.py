@@ -1,7 +1,7 @@
 import pytest
 
 from llmlab import (CascadeRouter, ClassifierRouter, ComplexityRouter, ConfigError, ErrorKind, OutcomeKind,
-                    PlanRouter, Request)
+                    PlanRouter, Request, RetryPolicy)
 from llmlab.routing import parse_label
 
 
@@ -188,6 +188,44 @@ def test_a_cascade_stage_that_cannot_take_the_params_escalates_to_the_next(make_
     driver.script("gpt-4o", ErrorKind.UNSUPPORTED)
     refused = gw.complete("hello again", seed=7)
     assert not refused.ok and refused.error.code == "provider_rejected"
+
+
+@pytest.mark.parametrize("kind", [ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONTEXT_WINDOW])
+def test_a_cascade_stage_whose_chain_failed_escalates_to_the_next(make_gateway, driver, kind):
+    """A cheap stage that is down (its whole chain failed: an outage, timeouts, a window too small)
+    hands the request to the next stage, which the reservation already covers; the request used to
+    fail while a more capable model was there to answer it."""
+    gw = make_gateway(router=CascadeRouter(("gpt-4o-mini", "gpt-4o")),
+                      fallbacks={"gpt-4o-mini": ["gpt-4o-mini"], "gpt-4o": ["gpt-4o"]},
+                      retry=RetryPolicy(max_retries=0))
+    driver.script("gpt-4o-mini", kind)
+    out = gw.complete("hello")
+    assert out.ok and out.deployment == "gpt-4o", (out.error, out.attempts)
+    assert [a.purpose for a in out.attempts] == ["cascade", "answer"]
+    assert f"gpt-4o-mini failed ({kind.value}) → escalating" in out.route_reason
+
+
+def test_a_cascade_stops_at_a_fatal_error_and_serves_an_earlier_answer_when_a_later_stage_is_down(
+        make_gateway, driver):
+    """The request's own fault (auth, a bad request, a content filter) is not escalated: the next
+    stage would refuse it too.  A stage that is down after an earlier one answered (and was
+    rejected) escalates past it; when every later stage fails the earlier answer is served."""
+    three = CascadeRouter(("gpt-4o-mini", "claude", "gpt-4o"))
+    gw = make_gateway(router=three, fallbacks={"gpt-4o-mini": ["gpt-4o-mini"], "claude": ["claude"],
+                                               "gpt-4o": ["gpt-4o"]}, retry=RetryPolicy(max_retries=0))
+    driver.script("gpt-4o-mini", ErrorKind.BAD_REQUEST)
+    refused = gw.complete("hello")
+    assert not refused.ok and [a.deployment for a in refused.attempts] == ["gpt-4o-mini"]
+    driver.script("gpt-4o-mini", "I don't know.")
+    driver.script("claude", ErrorKind.SERVER)
+    out = gw.complete("tricky")
+    assert out.ok and out.deployment == "gpt-4o", (out.error, out.attempts)
+    assert [a.deployment for a in out.attempts if a.purpose != "check"] == ["gpt-4o-mini", "claude", "gpt-4o"]
+    driver.script("gpt-4o-mini", "I don't know.")
+    driver.script("claude", ErrorKind.SERVER)
+    driver.script("gpt-4o", ErrorKind.SERVER)
+    served = gw.complete("tricky again")
+    assert served.ok and served.deployment == "gpt-4o-mini" and "escalation failed" in served.route_reason
 
 
 def test_a_classification_the_provider_billed_but_stopped_is_charged(make_gateway, driver):
