@@ -65,9 +65,13 @@ _AWS = ("boto3", "botocore.auth", "botocore.awsrequest", "botocore.credentials")
 #: litellm's second copy of its bundled price map, read (≈ 0.05 s) when a model's capabilities
 #: are looked up under a name its loaded map lacks
 _BUNDLED_PRICES = ("litellm.utils", "get_bundled_model_cost_map")
-#: by the route's prefix: Bedrock signs each request with botocore (boto3 and botocore import in
-#: ≈ 0.2 s) and its Converse transformation reads litellm's bundled price map twice more (≈ 0.1 s)
+#: by the route's prefix: Azure calls through the openai SDK's chat resource (imported on first
+#: use, with the parsed-response models); Bedrock signs each request with botocore (boto3 and
+#: botocore import in ≈ 0.2 s) and its Converse transformation reads litellm's bundled price map
+#: twice more (≈ 0.1 s)
 PROVIDER_PATHS = {
+    "azure": RealPath(("openai.resources.chat.chat", "openai.resources.chat.completions.completions", "jiter"),
+                      (("openai.types.chat.parsed_chat_completion", "ParsedChatCompletion"),)),
     "bedrock": RealPath((*_AWS, ("litellm.llms.bedrock.chat.invoke_transformations."
                                  "anthropic_legacy_text_completions_transformation")),
                         (("litellm.types.llms.bedrock", "AwsAuthParams"),),
