@@ -64,19 +64,22 @@ def test_after_warm_up_the_first_call_imports_builds_and_loads_nothing(first_cal
     assert warmed["first_encodings"] == []
 
 
-#: a fresh process: Anthropic's and Azure's wire formats (the tests' local servers), warm_up(),
-#: then each route's first acomplete and astream, with the lazy work each did
+#: a fresh process: Anthropic's, Azure's and Bedrock's wire formats (the tests' local servers),
+#: warm_up(), then each route's first acomplete and astream (Bedrock's server answers JSON only),
+#: with the lazy work each did
 OTHER_ROUTES = """
 import asyncio, json, sys
 from first_call_lag import Lazy
 from anthropic_wire import AnthropicServer, answer
 from azure_wire import AzureServer, chunks, completion
 from canned_http import Either
+from test_live_bedrock_wire import Bedrock, converse
 from llmlab import FixedRouter, Gateway
 
-anthropic, azure = AnthropicServer(), AzureServer()
+anthropic, azure, bedrock = AnthropicServer(), AzureServer(), Bedrock()
 gw = Gateway([anthropic.deployment("claude", (200, {}, answer("Hello", " there"))),
-              azure.deployment("gpt4o-prod", (200, {}, Either(completion("Hello there"), chunks("Hello", " there"))))],
+              azure.deployment("gpt4o-prod", (200, {}, Either(completion("Hello there"), chunks("Hello", " there")))),
+              bedrock.deployment((200, {}, converse("Hello there")))],
              router=FixedRouter("claude"))
 gw.warm_up()
 lazy = Lazy()
@@ -93,21 +96,21 @@ async def first(model, stream, question):
     return {"ok": ok, **lazy.seen()}
 
 async def main():
-    return {f"{model} {how}": await first(model, how == "astream", f"question {i}")
-            for i, (model, how) in enumerate([(m, h) for m in ("claude", "gpt4o-prod") for h in ("acomplete", "astream")])}
+    calls = [(m, h) for m in ("claude", "gpt4o-prod") for h in ("acomplete", "astream")] + [("bedrock-claude", "acomplete")]
+    return {f"{model} {how}": await first(model, how == "astream", f"question {i}") for i, (model, how) in enumerate(calls)}
 
 print(json.dumps(asyncio.run(main())))
 """
 
 
-def test_after_warm_up_anthropic_and_azure_first_calls_import_build_and_load_nothing():
+def test_after_warm_up_anthropic_azure_and_bedrock_first_calls_import_build_and_load_nothing():
     paths = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     done = subprocess.run([sys.executable, "-c", OTHER_ROUTES], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     firsts = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(firsts) == 4
+    assert len(firsts) == 5
     for call, seen in firsts.items():
         assert seen == {"ok": True, "imports": [], "builds": [], "encodings": []}, call
 
