@@ -10,6 +10,7 @@ simulator drives in virtual time.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import random
@@ -303,10 +304,22 @@ class Gateway:
         return req
 
     def warm_up(self) -> "Gateway":
-        """Import litellm now rather than inside the first request (it takes seconds, once)."""
-        from .live import import_litellm
+        """Pay now what the first live request would: importing litellm (seconds, once) and what
+        litellm builds lazily on a route's first call (imports, pydantic models, the model's
+        tokenizer), which held an event loop 0.2 s (``acomplete``) to 0.5–0.8 s (``astream``) —
+        every request in flight stalled.  Each deployment runs once through litellm's offline
+        mock path: nothing is sent, recorded or seen by litellm's callbacks.  Idempotent, and
+        near free when repeated; see :mod:`llmlab.warmup`."""
+        from .warmup import warm_up
 
-        import_litellm()
+        warm_up(self.deployments.values())
+        return self
+
+    async def awarm_up(self) -> "Gateway":
+        """:meth:`warm_up` on a worker thread, for a loop that already serves: it keeps serving,
+        but for pauses up to ≈ 0.2 s while that thread's garbage collections walk litellm's
+        objects (a full collection holds the GIL).  Await it before the first live request."""
+        await asyncio.to_thread(self.warm_up)
         return self
 
     # ------------------------------------------------------------------ serving
