@@ -821,6 +821,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                 try:
                     piece = next(sub)
                 except StopIteration as stop:
+                    response.answer_streamed = bool(streamed.pieces) and getattr(stop.value, "ok", False)
                     run.send(stop.value)
                     break
                 except Exception as exc:
@@ -871,6 +872,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
             except Exception as exc:
                 run.fail(exc)
                 continue
+            response.answer_streamed = bool(streamed.pieces) and getattr(result, "ok", False)
             run.send(result)
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task
         if sub is not None:  # ends the provider's stream (and its connection) now, as iter_stream does

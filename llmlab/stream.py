@@ -28,6 +28,8 @@ class StreamResponse:
         self._chunks = iter(chunks) if isinstance(chunks, (tuple, list)) else chunks
         self.outcome: Outcome | None = None
         self.saw_text = False
+        #: the last streamed call answered, and its text reached the caller as it came
+        self.answer_streamed = False
 
     def __repr__(self) -> str:
         out = self.outcome
@@ -40,11 +42,18 @@ class StreamResponse:
     def _done(self, outcome: Outcome) -> None:
         self.outcome = outcome
 
-    def whole_answer_chunk(self) -> Iterator[str]:
-        """Cache, rule and last-resort answers (nothing was streamed) arrive as one chunk."""
+    def whole_answer_chunk(self) -> Iterator[Any]:
+        """Cache, rule and last-resort answers, and a cascade's earlier stage's answer served when
+        the last stage failed, arrive as one chunk (they were not streamed).  After text of a
+        stream that was cut, the chunk comes behind a :class:`StreamReset`: without it a stream cut
+        before the last-resort answer read as the cut text followed by that answer, and a cascade
+        whose last stage was cut served its earlier stage's answer without sending it at all."""
         out = self.outcome
-        if out is not None and out.ok and out.text and (not self.saw_text or out.kind.value != "model"):
-            yield out.text
+        if out is None or not out.ok or not out.text or (self.answer_streamed and out.kind.value == "model"):
+            return
+        if self.saw_text:
+            yield StreamReset(out.deployment or "cache")
+        yield out.text
 
     # Iteration goes through a wrapper the response does not hold: the driving generator refers
     # to this response, so a caller's ``break`` would otherwise leave it suspended until garbage
