@@ -61,6 +61,9 @@ class Call:
     stream: bool = False
     purpose: str = "answer"  # "answer", "classify" or "cascade"
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # a streamed answer's placeholders → the caller's values, put back into the chunks the caller
+    # sees (``unmask_answers``; see llmlab.placeholders); never sent anywhere
+    restore: Mapping[str, str] | None = None
 
 
 @fast_frozen_init

@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Gene
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .errors import ClientDisconnected, is_secret_name, redact_text
 from .fallback import completion_bound, streamed_part
+from .placeholders import StreamRestorer
 from .request import REQUEST_PARAMS
 from .stream import StreamReset, StreamResponse
 from .tokens import count_message_tokens, count_tokens, max_message_tokens, max_params_tokens
@@ -816,11 +817,16 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
             if restart:                            # a caller who leaves at the reset owes nothing more
                 yield StreamReset(effect.deployment.name)
             sub = driver.stream_call(effect)
+            shown = StreamRestorer(effect.restore)  # the caller's own values, as outcome.text has them
             streamed.started = driver.clock()
             while True:
                 try:
                     piece = next(sub)
                 except StopIteration as stop:
+                    tail = shown.flush()
+                    if tail:
+                        restart = response.saw_text = True
+                        yield tail
                     response.answer_streamed = bool(streamed.pieces) and getattr(stop.value, "ok", False)
                     run.send(stop.value)
                     break
@@ -828,8 +834,10 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                     run.fail(exc)
                     break
                 if streamed.took(piece):
-                    restart = response.saw_text = True
-                    yield piece
+                    text = shown.feed(piece)
+                    if text:
+                        restart = response.saw_text = True
+                        yield text
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
         if sub is not None:
             sub.close()  # ends the provider's stream (and its connection) now, not at garbage collection
@@ -859,19 +867,26 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
             if restart:
                 yield StreamReset(effect.deployment.name)
             result: Any = None
+            shown = StreamRestorer(effect.restore)  # as in iter_stream
             streamed.started = driver.clock()
             sub = driver.astream_call(effect)
             try:
                 async for item in sub:
                     if isinstance(item, str):
                         streamed.took(item)
-                        restart = response.saw_text = True
-                        yield item
+                        text = shown.feed(item)
+                        if text:
+                            restart = response.saw_text = True
+                            yield text
                     elif not streamed.took(item):
                         result = item
             except Exception as exc:
                 run.fail(exc)
                 continue
+            tail = shown.flush()
+            if tail:
+                restart = response.saw_text = True
+                yield tail
             response.answer_streamed = bool(streamed.pieces) and getattr(result, "ok", False)
             run.send(result)
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task

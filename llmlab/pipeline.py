@@ -30,6 +30,7 @@ from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, Clie
                      GuardrailBlocked, ProviderRejected, RateLimited)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, judge, run_chain
 from .ledger import Ledger
+from .placeholders import restore_placeholders
 from .pricing import PriceBook
 from .ratelimit import RateLimiter
 from .request import Request, answer_token_limit, content_text
@@ -482,6 +483,7 @@ class Pipeline:
         params = dict(req.params)
         limit = answer_token_limit(params)
         messages = s.messages
+        restore = s.restore if stream and self.unmask_answers and s.restore else None  # for the caller's chunks
 
         def make(dep: Deployment) -> Call:
             p = dict(params)
@@ -489,7 +491,7 @@ class Pipeline:
             p["max_tokens"] = min(limit or dep.max_output_tokens, dep.max_output_tokens)
             if "max_completion_tokens" in p:
                 p["max_completion_tokens"] = p["max_tokens"]
-            return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata)
+            return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata, restore=restore)
 
         return make
 
@@ -558,10 +560,7 @@ class Pipeline:
 
     def _unmask(self, s: _State, text: str) -> str:
         """Put the caller's own PII back into the answer, only when the gateway was asked to."""
-        if self.unmask_answers and s.restore:
-            for placeholder, original in s.restore.items():
-                text = text.replace(placeholder, original)
-        return text
+        return restore_placeholders(text, s.restore) if self.unmask_answers and s.restore else text
 
     def _unmask_calls(self, s: _State, calls: tuple[Mapping[str, Any], ...]) -> tuple[Mapping[str, Any], ...]:
         """Tool calls with the caller's own PII put back into their JSON arguments, under the same

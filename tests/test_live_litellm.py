@@ -207,3 +207,26 @@ def test_a_missing_openai_key_is_a_rejection_not_a_server_error(monkeypatch):
     assert out.error.code == "provider_rejected" and "OPENAI_API_KEY" in out.error.message
     assert [a.error.split(":")[0] for a in out.attempts] == ["authentication"] and not clock.sleeps
     assert gw.pipeline.breakers["mini"].state == "closed"
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_streamed_chunks_carry_the_callers_own_values_through_litellm(how):
+    """The chunks of a live stream (litellm's mock stream cuts the placeholder apart) show the
+    caller's e-mail, as outcome.text does; with unmask_answers=False both show the placeholder."""
+
+    async def read(response):
+        return [c async for c in response if isinstance(c, str)]
+
+    def run(unmask):
+        gw = Gateway([dep("gpt-4o", "gpt-4o", "Link sent to [EMAIL_1] today.")], router=FixedRouter("gpt-4o"),
+                     fallbacks={}, unmask_answers=unmask)
+        response = getattr(gw, how)("Reset the password for lee@example.com", cache=False)
+        chunks = asyncio.run(read(response)) if how == "astream" else [c for c in response if isinstance(c, str)]
+        return chunks, response.outcome.text
+
+    masked, masked_text = run(False)
+    assert not any("[EMAIL_1]" in c for c in masked), masked  # the placeholder is cut apart
+    assert "".join(masked) == masked_text == "Link sent to [EMAIL_1] today."
+    chunks, text = run(True)
+    assert "".join(chunks) == text == "Link sent to lee@example.com today."
+    assert not any(part in c for c in chunks for part in ("[E", "MAI", "L_1]")), chunks

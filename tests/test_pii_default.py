@@ -29,3 +29,22 @@ def test_opting_out_of_masking(make_gateway, driver):
     gw = make_gateway(input_guards=())
     gw.complete("my email is kim@example.com")
     assert "kim@example.com" in driver.calls[-1].messages[-1]["content"]
+
+
+def chunks_of(response) -> list[str]:
+    return [c for c in response if isinstance(c, str)]
+
+
+def test_a_streamed_answer_shows_the_callers_own_values_as_the_outcome_does(make_gateway, driver):
+    """With ``unmask_answers`` (the default) ``complete()`` and ``outcome.text`` gave the caller's
+    e-mail back while the chunks of ``stream()`` carried ``[EMAIL_1]``: what a chat UI showed was
+    not the answer.  The scripted driver cuts the answer into four chunks, so the placeholder is
+    split across two of them."""
+    driver.default = lambda call: "Link sent to [EMAIL_1]."  # chunks: "Link s", "ent to", " [EMAI", "L_1]."
+    response = make_gateway().stream("Reset the password for lee@example.com", tenant="t", cache=False)
+    chunks = chunks_of(response)
+    assert len(chunks) >= 3 and not any("[EMA" in c or "L_1]" in c for c in chunks), chunks
+    assert "".join(chunks) == response.outcome.text == "Link sent to lee@example.com."
+    kept = make_gateway(unmask_answers=False).stream("Reset the password for lee@example.com", tenant="t",
+                                                     cache=False)
+    assert "".join(chunks_of(kept)) == kept.outcome.text == "Link sent to [EMAIL_1]."
