@@ -21,7 +21,7 @@ from llmlab.sim.cli import main
 from llmlab.sim.metrics import mean_ci, t95
 from llmlab.sim.run import MAX_REQUESTS, check_run_args
 from llmlab.sim.scenario import ScenarioError
-from llmlab.sim.trace import TraceError, load_trace
+from llmlab.sim.trace import TraceError, load_trace, parse_timestamp
 from llmlab.sim.traffic import _peak_multiplier, session_starts
 
 TRACE = Path(__file__).resolve().parents[1] / "datasets" / "traces" / "example_trace.csv"
@@ -63,6 +63,37 @@ def test_bad_token_counts_and_hashes_name_the_row(tmp_path, bad, match):
 def test_impossible_timestamps_are_refused(tmp_path, ts, match):
     path = write_trace(tmp_path / "t.csv", [row(1741078800), row(ts)])
     with pytest.raises(TraceError, match=f"row 3: .*{match}"):
+        load_trace(path)
+
+
+_NOON = (2024, 5, 1, 12, 0, 0)
+
+
+@pytest.mark.parametrize("ts, micro, offset_min", [
+    ("2024-05-01T12:00:00.5Z", 500_000, 0),            # one fraction digit (Python 3.10 took only 3 or 6)
+    ("2024-05-01T12:00:00.12345Z", 123_450, 0),        # Go's RFC3339Nano drops trailing zeros
+    ("2024-05-01T12:00:00.123456789Z", 123_456, 0),    # nanoseconds, truncated
+    ("2024-05-01T12:00:00,25Z", 250_000, 0),           # ISO 8601's decimal comma
+    ("2024-05-01T12:00:00z", 0, 0),                    # RFC 3339 allows a lower-case z
+    ("2024-05-01T12:00:00+0530", 0, 330),              # ±HHMM, as strftime's %z writes it
+    ("2024-05-01T12:00:00-03", 0, -180),               # ±HH, as PostgreSQL writes it
+    ("20240501T120000Z", 0, 0),                        # the basic format
+])
+def test_iso_timestamps_parse_the_same_on_every_python(tmp_path, ts, micro, offset_min):
+    from datetime import datetime, timedelta, timezone
+
+    tz = timezone(timedelta(minutes=offset_min))
+    expected = datetime(*_NOON, micro, tzinfo=tz).timestamp()
+    assert parse_timestamp(ts) == pytest.approx(expected, abs=1e-6)
+    path = write_trace(tmp_path / "t.csv", [row(round(expected) - 60), row(ts)])  # and through a replay
+    arrivals = load_trace(path).arrival_s
+    assert arrivals[1] - arrivals[0] == pytest.approx(60 + micro / 1e6, abs=1e-6)
+
+
+@pytest.mark.parametrize("ts", ["2024-W18-3", "2024-122", "2024-05-01T12:00:00+25:00", "2024-13-01", "May 1 2024"])
+def test_timestamps_outside_the_common_iso_forms_are_refused_on_every_python(tmp_path, ts):
+    path = write_trace(tmp_path / "t.csv", [row(1714564800), row(ts)])
+    with pytest.raises(TraceError, match="row 3: timestamp .* is not ISO 8601"):
         load_trace(path)
 
 

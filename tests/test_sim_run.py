@@ -272,3 +272,18 @@ def test_the_requests_table_says_why_each_model_answer_ended(b2b):
     model = reqs[reqs["outcome"] == "model"]
     assert set(model["finish_reason"]) <= {"stop", "length"} and (model["finish_reason"] == "stop").any()
     assert reqs.loc[reqs["outcome"] != "model", "finish_reason"].isna().all()
+
+
+def test_the_similarity_column_is_float_with_or_without_semantic_hits():
+    """Before: an object column in a run without a semantic hit, so the replicated table's column
+    was float64 on pandas 2 (Python 3.10, with a FutureWarning) and object on pandas 3 (3.11+)."""
+    import warnings
+
+    kw = dict(requests=60, baseline=False, overrides={"gateway.cache.embedder": "hashed"})
+    one = simulate("b2b-saas", seed=0, **kw)
+    assert one.requests["similarity"].isna().all()  # the case: no semantic hit in this run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        rep = simulate("b2b-saas", replications=3, **kw)
+    assert rep.requests["similarity"].notna().any()  # another replication had one
+    assert one.requests["similarity"].dtype == rep.requests["similarity"].dtype == "float64"

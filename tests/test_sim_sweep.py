@@ -1,6 +1,12 @@
 """Sweeps: one row per combination, on local processes or a Dask cluster."""
 from __future__ import annotations
 
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from llmlab.sim import sweep
@@ -53,3 +59,21 @@ def test_a_grid_over_the_traffic_size_sizes_each_run():
     by_hours = sweep("b2b-saas", {"traffic.hours": [0.02, 0.04]}, processes=1, seed=0)
     assert by_hours["duration_s"].iloc[1] > by_hours["duration_s"].iloc[0]
     assert by_hours["requests"].iloc[1] > by_hours["requests"].iloc[0]
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="needs the forkserver start method")
+def test_an_unguarded_script_under_forkserver_is_told_what_to_do(tmp_path):
+    """Before: only "a process in the process pool was terminated abruptly" (BrokenProcessPool).
+    forkserver is Linux's default start method from Python 3.14 (spawn is macOS's): each worker
+    re-imports the script, so the README's sweep() at a script's top level broke every worker."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("import multiprocessing\n"
+                      "multiprocessing.set_start_method('forkserver', force=True)\n"
+                      "from llmlab.sim import sweep\n"
+                      "sweep('realtime-chat', {'gateway.retry.max_retries': [0, 1]}, requests=50)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("llmlab.sim.sweep.SweepWorkerDied:") and "if __name__ == \"__main__\":" in last

@@ -304,7 +304,12 @@ def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarra
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=[*COLUMNS, "turn", "step", "arrival_s", "intent", "false_hit"])
-    return pd.DataFrame(rows).sort_values(["turn", "step"], kind="stable").reset_index(drop=True)
+    frame = pd.DataFrame(rows).sort_values(["turn", "step"], kind="stable").reset_index(drop=True)
+    # None without a semantic hit: a run with none had an object column, and concatenating the
+    # replications then typed it by the pandas version (float64 on pandas 2, i.e. Python 3.10,
+    # with a FutureWarning; object on pandas 3).  NaN keeps it float64 everywhere.
+    frame["similarity"] = frame["similarity"].astype("float64")
+    return frame
 
 
 def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)

@@ -14,13 +14,27 @@ default, or to a Dask cluster when given a scheduler address or a ``distributed.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..errors import LLMLabError
 from .scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+class SweepWorkerDied(LLMLabError, RuntimeError):
+    """A local worker process ended without returning its run.
+
+    Besides memory and kill signals, the usual cause is Python's start method: where workers
+    start by ``spawn`` or ``forkserver`` (macOS, and Linux from Python 3.14) each re-imports the
+    calling script, so a script that calls :func:`sweep` at import time breaks every worker —
+    the same code that ran under ``fork`` (Linux up to 3.13).  The pool said only that a process
+    "terminated abruptly"; this says what to do.
+    """
 
 
 def flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,8 +113,17 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     elif processes <= 1 or len(tasks) == 1:
         results = [_run(t) for t in tasks]
     else:
-        with ProcessPoolExecutor(max_workers=min(processes, len(tasks))) as pool:
-            results = list(pool.map(_run, tasks))
+        try:
+            with ProcessPoolExecutor(max_workers=min(processes, len(tasks))) as pool:
+                results = list(pool.map(_run, tasks))
+        except BrokenProcessPool as exc:
+            method = multiprocessing.get_start_method()
+            raise SweepWorkerDied(
+                "a sweep worker process died before returning its run (out of memory or killed?)"
+                + ("" if method == "fork" else
+                   f"; this Python starts workers with {method!r}, which re-imports the calling script:"
+                   " in a script, call sweep() under `if __name__ == \"__main__\":`")
+                + "; processes=1 runs the sweep in this process") from exc
     rows = [{**combo, **{k: v for k, v in summary.items() if k not in combo}}
             for combo, summary in zip(combos, results)]
     frame = pd.DataFrame(rows)

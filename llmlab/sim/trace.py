@@ -17,7 +17,7 @@ import csv
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
@@ -114,6 +114,36 @@ def _blank(value: Any) -> bool:
         (isinstance(value, float) and math.isnan(value))
 
 
+# ISO 8601 / RFC 3339 date-times as logs write them, extended (2025-03-04T09:00:13.785Z) or basic
+# (20250304T090013Z): any number of fraction digits ('.' or ','), 'Z'/'z' or ±HH[:MM]/±HHMM.
+# Parsed here rather than by datetime.fromisoformat, which on Python 3.10 accepts only what
+# isoformat() writes (3 or 6 fraction digits, ±HH:MM) and so refused traces 3.11+ replays:
+# a trace must replay the same on every Python the package supports.
+_ISO_DATETIME = re.compile(
+    r"(?P<y>\d{4})(?P<dash>-?)(?P<mo>\d{2})(?P=dash)(?P<d>\d{2})"
+    r"(?:[Tt ](?P<h>\d{2})(?:(?P<colon>:?)(?P<mi>\d{2})(?:(?P=colon)(?P<s>\d{2})(?:[.,](?P<f>\d+))?)?)?)?"
+    r"\s*(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?")
+
+
+def _parse_iso(text: str) -> datetime:
+    """An ISO 8601 date-time, the same on every Python version; ValueError if it is not one."""
+    m = _ISO_DATETIME.fullmatch(text)
+    if m is None:  # week/ordinal dates too: 3.11+ would take them, 3.10 not; refused on all
+        raise ValueError(f"not an ISO 8601 date-time: {text!r}")
+    g = m.groupdict()
+    micro = int((g["f"] or "")[:6].ljust(6, "0"))  # nanoseconds are truncated, as 3.11+ does
+    tz = None
+    if g["tz"]:
+        if g["tz"] in "Zz":
+            tz = timezone.utc
+        else:
+            digits = g["tz"][1:].replace(":", "")
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+            tz = timezone(-offset if g["tz"][0] == "-" else offset)  # ValueError beyond ±24 h
+    return datetime(int(g["y"]), int(g["mo"]), int(g["d"]), int(g["h"] or 0), int(g["mi"] or 0),
+                    int(g["s"] or 0), micro, tzinfo=tz)
+
+
 def parse_timestamp(value: Any) -> float:
     """ISO 8601 (``Z`` or an offset; none means UTC) or epoch seconds → epoch seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -123,7 +153,7 @@ def parse_timestamp(value: Any) -> float:
         return float(text)
     except ValueError:
         pass
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    dt = _parse_iso(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
