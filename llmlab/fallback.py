@@ -324,6 +324,14 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 except ClientDisconnected as exc:
                     _hand_over(exc, out)
                     raise
+            if result.kind is ErrorKind.RATE_LIMIT or not breaker.current(ticket):
+                # the 429 gave a half-open probe's slot back (judge), or the breaker moved on while we
+                # waited: the retry goes out only if the breaker admits it now — else two probes ran
+                # at once, and a cancelled retry freed the other's slot
+                ticket = breaker.admit(clock())
+                if ticket is None:
+                    out.attempts.append(Attempt(dep.name, dep.model, "skip", False, ErrorKind.CIRCUIT_OPEN.value, 0.0))
+                    break
             waited = delay
     return out
 

@@ -223,3 +223,58 @@ def test_the_ledger_frame_has_each_answers_finish_reason(make_gateway, driver):
     gw.complete("two")
     frame = gw.ledger.to_dataframe()
     assert frame["finish_reason"].tolist()[0] == "length" and frame["finish_reason"].isna().tolist()[1]
+
+
+def _chain_on(breaker: CircuitBreaker, now: list[float], retry: "RetryPolicy"):
+    from llmlab.fallback import run_chain
+
+    dep = Deployment("gpt-4o", "gpt-4o")
+    return run_chain([dep], lambda d: Call(d, ({"role": "user", "content": "hi"},), {}), lambda d: retry,
+                     lambda name: breaker, lambda d, r: 0.0, lambda: now[0], random.Random(0))
+
+
+def test_a_half_open_probe_answered_429_retries_only_if_the_breaker_admits_it_again():
+    """A 429 gives the half-open probe slot back (throttling is no verdict); the chain then waited
+    out Retry-After and retried unadmitted, while another request had taken the slot: two probes
+    ran at once, and a cancelled retry freed the other's slot.  Now the retry is admitted again,
+    or skipped as circuit_open."""
+    from llmlab import RetryPolicy
+    from llmlab.effects import Sleep
+
+    breaker, now = CircuitBreaker(failure_threshold=1, cooldown_s=10.0), [0.0]
+    breaker.record_failure(0.0)
+    now[0] = 11.0
+    chain = _chain_on(breaker, now, RetryPolicy(max_retries=2))
+    assert isinstance(next(chain), Call) and breaker.state == "half_open"
+    assert isinstance(chain.send(CallError(ErrorKind.RATE_LIMIT, "slow down", 0.1, retry_after_s=1.0)), Sleep)
+    assert breaker.admit(now[0]) is not None  # another request's probe takes the free slot meanwhile
+    with pytest.raises(StopIteration) as done:
+        chain.send(None)
+    out = done.value.value
+    assert [(a.purpose, a.error.split(":")[0]) for a in out.attempts] == [("answer", "rate_limit"), ("skip", "circuit_open")]
+    assert out.result is None and out.error.kind is ErrorKind.RATE_LIMIT
+
+    alone = CircuitBreaker(failure_threshold=1, cooldown_s=10.0)  # nobody else came: the retry probes
+    alone.record_failure(0.0)
+    chain = _chain_on(alone, now, RetryPolicy(max_retries=2))
+    next(chain)
+    chain.send(CallError(ErrorKind.RATE_LIMIT, "slow down", 0.1, retry_after_s=1.0))
+    assert isinstance(chain.send(None), Call) and alone.admit(now[0]) is None  # it holds the slot again
+
+
+def test_a_retry_whose_breaker_opened_during_its_backoff_is_skipped():
+    """Other requests' failures opened the breaker while this one slept before its retry: the retry
+    used to go out anyway, into a deployment the breaker had just taken out."""
+    from llmlab import RetryPolicy
+    from llmlab.effects import Sleep
+
+    breaker, now = CircuitBreaker(failure_threshold=3, cooldown_s=30.0), [0.0]
+    chain = _chain_on(breaker, now, RetryPolicy(max_retries=2, base_s=1.0, cap_s=1.0))
+    next(chain)
+    assert isinstance(chain.send(CallError(ErrorKind.SERVER, "boom", 0.1)), Sleep)
+    breaker.record_failure(0.5)
+    breaker.record_failure(0.6)  # three in a row: open
+    assert breaker.state == "open"
+    with pytest.raises(StopIteration) as done:
+        chain.send(None)
+    assert [a.purpose for a in done.value.value.attempts] == ["answer", "skip"]
