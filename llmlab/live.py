@@ -531,12 +531,33 @@ class _StreamState:
             # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
                              "not server-sent events", latency)
+        if not self.sent() and self._unfinished():
+            return self._cut_before_content(latency)
         billed = billed_tokens(self.usage, self.call, self.sent())
         cache = _cache_tokens(self.usage, billed[0])
         if self.finish == FILTERED:
             return _filtered(text, (*billed, *cache), latency)
         return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls,
                           *cache, _reason(self.finish))
+
+    def _unfinished(self) -> bool:
+        """Whether the stream ended without the provider saying the answer was finished (no stop
+        reason received).  litellm then makes one up ("stop") for the last chunk, and raises
+        "Stream ended before a finish_reason" only for some streams: a Bedrock Converse stream cut
+        after its messageStart event, before any content block, ended quietly as an empty answer."""
+        response = self.response
+        if not hasattr(response, "received_finish_reason"):  # not litellm's stream wrapper: nothing to tell
+            return False
+        return response.received_finish_reason is None and getattr(response, "intermittent_finish_reason", None) is None
+
+    def _cut_before_content(self, latency: float) -> CallError:
+        """A stream that ended, unfinished, before any content: a cut connection (retried, then
+        fallen back from), not an empty answer passed on.  Charged the prompt the provider
+        reported before the cut, when it did, as :meth:`failed` charges a cut stream."""
+        error = CallError(ErrorKind.CONNECTION, "stream ended before the provider finished its answer "
+                          "(no content, no stop reason)", latency)
+        reported = self.reported_prompt()
+        return error if reported is None else dataclasses.replace(error, billed=(reported[0], 0, *reported[1:]))
 
 
 class LiteLLMDriver:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from anthropic_wire import stream_events
-from bedrock_wire import CUT, Bedrock, Either, converse, converse_events, exception, invoke_chunk
+from bedrock_wire import CUT, Bedrock, Either, converse, converse_events, event, exception, invoke_chunk
 from canned_http import running
 from test_live_anthropic_wire import gateway, served
 
@@ -132,3 +132,19 @@ def test_a_bedrock_stream_cut_between_frames_is_a_connection_error_billed_what_w
     cut = out.attempts[0]
     assert out.ok and out.text == "Fine." and cut.error.startswith("connection:"), cut.error
     assert cut.completion_tokens == count_tokens("Refunds take five", dep.model) and cut.cost_usd > 0
+
+
+@pytest.mark.parametrize("how", STREAMS)
+@pytest.mark.parametrize("route", ["converse", "invoke"])
+def test_a_bedrock_stream_cut_before_its_first_block_is_no_empty_answer(bedrock, how, route):
+    """A stream cut after messageStart, before any content: litellm makes up a "stop" for a
+    Converse stream whose only event was messageStart, and the cut read as an empty success —
+    passed on, never retried nor fallen back from."""
+    start = event("messageStart", {"role": "assistant"}) if route == "converse" else \
+        invoke_chunk(stream_events(end=False)[0][1])
+    answer = converse_events("Fine.") if route == "converse" else \
+        [invoke_chunk(data) for _, data in stream_events("Fine.")]
+    dep = bedrock.deployment((200, {}, [start, CUT]), (200, {}, answer), route=route)
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "Fine." and bedrock.count == 2
+    assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error
