@@ -132,6 +132,11 @@ def _unwrapped(exc: BaseException) -> BaseException:
     return exc
 
 
+#: Bedrock's status for the model failing behind it (ModelErrorException, and mid-stream
+#: ModelStreamErrorException, which AWS documents as "retry your request"): a server error
+FAILED_DEPENDENCY = 424
+
+
 def classify_exception(exc: BaseException) -> ErrorKind:
     """Map litellm's (OpenAI-derived) exception classes to llmlab's error kinds."""
     litellm = import_litellm()
@@ -157,6 +162,8 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     ]
     if status == 529:
         return ErrorKind.OVERLOADED
+    if status == FAILED_DEPENDENCY:  # litellm raises it as a 4xx BadRequestError: fatal, never retried
+        return ErrorKind.SERVER
     if status == 429:
         return ErrorKind.RATE_LIMIT
     if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403

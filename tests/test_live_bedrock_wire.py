@@ -47,7 +47,8 @@ def test_an_answer_a_bedrock_guardrail_stopped_is_a_typed_error_never_cached(bed
 
 @pytest.mark.parametrize("status, kind, error", [
     (429, "rate_limit", "ThrottlingException"), (503, "overloaded", "ServiceUnavailableException"),
-    (400, "context_window", "ValidationException"), (403, "authentication", "AccessDeniedException")])
+    (400, "context_window", "ValidationException"), (403, "authentication", "AccessDeniedException"),
+    (424, "server_error", "ModelErrorException")])
 def test_bedrock_errors_map_to_their_kinds(bedrock, status, kind, error):
     message = {"ValidationException": "Input is too long for requested model."}.get(error, "no")
     dep = bedrock.deployment((status, {"x-amzn-ErrorType": f"{error}:http://internal.amazon.com/"}, {"message": message}))
@@ -109,10 +110,12 @@ def test_the_invoke_route_streams_the_models_own_events_in_chunks(bedrock, how):
 @pytest.mark.parametrize("how", STREAMS)
 @pytest.mark.parametrize("event_type, kind", [
     ("throttlingException", "rate_limit"), ("serviceUnavailableException", "overloaded"),
-    ("validationException", "bad_request")])
+    ("modelStreamErrorException", "server_error"), ("validationException", "bad_request")])
 def test_an_exception_event_mid_stream_is_its_kind_and_what_was_sent_is_billed(bedrock, how, event_type, kind):
     """An error event after some text: the attempt is the event's kind (a throttle retried, a
-    validation error not), and the text Bedrock streamed before it is charged."""
+    validation error not), and the text Bedrock streamed before it is charged.  The model failing
+    mid-stream (modelStreamErrorException, HTTP 424: "retry your request", AWS says) was a
+    bad_request: a provider_rejected error at once, neither retried nor fallen back from."""
     broken = converse_events("Refunds take ", "five", exception(event_type, "boom"), stop=None)
     dep = bedrock.deployment((200, {}, broken), (200, {}, converse_events("Fine.")))
     gw = gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0), budget=BudgetPolicy(caps={"t": 10.0}))
