@@ -251,14 +251,17 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         message = choice.message
         calls = _tool_calls(getattr(message, "tool_calls", None))
         text = message.content
-        # a tool call often comes with no text at all, and an answer the content filter stopped
-        # at once with none (Azure): not a malformed response, retried only to be filtered again
-        if text is None and (calls or getattr(choice, "finish_reason", None) == FILTERED):
+        # no text at all is the empty answer (passed on, never cached), as it is streamed, where
+        # no content delta and a null one read the same: litellm makes a null content of Claude's
+        # ``content: []`` and of an empty text block, a tool call often comes with no text, and an
+        # answer the content filter stopped at once with none (Azure).  Retried as a malformed
+        # response, it was billed again and fallen back from, for the same empty answer
+        if text is None:
             text = ""
         if not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
     except Exception as exc:  # malformed provider response: an attempt outcome, never a crash
-        # the provider still billed what its usage says (a null content, say): it is charged
+        # the provider still billed what its usage says (a call to no function, say): it is charged
         usage = getattr(response, "usage", None)
         billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
         return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency,

@@ -151,3 +151,19 @@ def test_a_stream_to_an_api_version_without_stream_options_is_answered(azure, ho
                          price_model=dep.price_model, timeout_s=5.0)
     again = served(gateway(bare), how)
     assert again.ok and azure.rejected == rejected
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("content", ["", None], ids=["empty", "null"])
+def test_an_empty_azure_answer_is_passed_on_never_cached_streamed_or_not(azure, how, content):
+    """An answer with no text, its content "" or null: the null one was a malformed response when
+    whole (retried, fallen back from, billed each time) and an empty answer when streamed, where
+    no content delta and a null one read the same.  Both are now the empty answer."""
+    name = f"empty-{how}-{content is None}"
+    dep = azure.deployment(name, (200, {}, Either(completion(content, 40, 0), chunks(prompt_tokens=40,
+                                                                                     completion_tokens=0))))
+    backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, cache=True, retry=RetryPolicy(max_retries=1, base_s=0.0))
+    first, second = served(gw, how), served(gw, how)
+    assert first.ok and first.text == "" and first.deployment == name and first.prompt_tokens == 40, first
+    assert second.ok and second.cache.value == "miss" and azure.hits[name] == 2 and backup.name not in azure.hits

@@ -7,7 +7,7 @@ event, the stopReason, toolUse deltas, exception events mid-stream and cut conne
 from __future__ import annotations
 
 import pytest
-from anthropic_wire import stream_events
+from anthropic_wire import message, stream_events
 from bedrock_wire import CUT, Bedrock, Either, converse, converse_events, event, exception, invoke_chunk
 from canned_http import running
 from test_live_anthropic_wire import gateway, served
@@ -151,3 +151,21 @@ def test_a_bedrock_stream_cut_before_its_first_block_is_no_empty_answer(bedrock,
     out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
     assert out.ok and out.text == "Fine." and bedrock.count == 2
     assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("route", ["converse", "invoke"])
+def test_an_empty_bedrock_answer_is_passed_on_never_cached_streamed_or_not(bedrock, how, route):
+    """No text at all: the invoke route's whole answer (Anthropic's ``content: []``) was a
+    malformed response, retried and billed again, while the Converse route and both streams passed
+    it on as the empty answer it is."""
+    if route == "converse":
+        reply = Either(converse(None, inputTokens=50, outputTokens=1),
+                       converse_events(usage={"inputTokens": 50, "outputTokens": 1}))
+    else:
+        reply = Either(message(input_tokens=50, output_tokens=1),
+                       [invoke_chunk(data) for _, data in stream_events(input_tokens=50, output_tokens=1)])
+    gw = gateway(bedrock.deployment((200, {}, reply), route=route), cache=True, retry=RetryPolicy(max_retries=1, base_s=0.0))
+    first, second = served(gw, how), served(gw, how)
+    assert first.ok and first.text == "" and (first.prompt_tokens, first.completion_tokens) == (50, 1), first
+    assert second.ok and second.cache.value == "miss" and bedrock.count == 2

@@ -163,7 +163,8 @@ def test_cache_isolation_and_ttl_through_live_driver():
 
 def test_malformed_provider_response_is_an_attempt_outcome():
     clock = FakeClock()
-    broken = {"choices": [{"message": {"role": "assistant", "content": None}, "index": 0}]}
+    broken = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [  # a call to no function
+        {"id": "call_1", "type": "function", "function": {"name": "", "arguments": "{}"}}]}, "index": 0}]}
     gw = gateway([dep("gpt-4o", "gpt-4o", broken), dep("mini", "gpt-4o-mini", "fine")], clock,
                  retry=RetryPolicy(max_retries=0))
     out = gw.complete("hello")
