@@ -256,6 +256,7 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         # ``content: []`` and of an empty text block, a tool call often comes with no text, and an
         # answer the content filter stopped at once with none (Azure).  Retried as a malformed
         # response, it was billed again and fallen back from, for the same empty answer
+        refusal = getattr(message, "refusal", None) if text is None and not calls else None
         if text is None:
             text = ""
         if not isinstance(text, str):
@@ -267,8 +268,11 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency,
                          billed=billed and (*billed, *_cache_tokens(usage, billed[0])))
     usage = getattr(response, "usage", None)
-    billed = billed_tokens(usage, call, text + _arguments_text(calls))
+    refused = refusal if isinstance(refusal, str) and refusal.strip() else ""
+    billed = billed_tokens(usage, call, text + _arguments_text(calls) + refused)
     cache = _cache_tokens(usage, billed[0])
+    if refused:
+        return _refused(refused, (*billed, *cache), latency)
     if getattr(choice, "finish_reason", None) == FILTERED:
         return _filtered(text, (*billed, *cache), latency)
     return CallResult(text, *billed, latency, latency, calls, *cache, _reason(getattr(choice, "finish_reason", None)))
@@ -285,6 +289,15 @@ def _filtered(text: str, billed: tuple[int, ...], latency: float) -> CallError:
     provider billed it: it is charged (``billed``: prompt, completion, cache reads and writes)."""
     return CallError(ErrorKind.BAD_REQUEST, "the provider's content filter stopped the answer "
                      f"(finish_reason {FILTERED})", latency, partial_text=text, billed=billed)
+
+
+def _refused(refusal: str, billed: tuple[int, ...], latency: float) -> CallError:
+    """An answer the model refused in OpenAI's ``message.refusal`` (structured outputs), its
+    content null: a rejection, as Anthropic's ``stop_reason: "refusal"`` is, charged what the
+    provider billed.  As an empty answer the caller saw a success with no text and no reason.
+    (A streamed refusal is not seen: litellm drops the ``refusal`` deltas, and it arrives as the
+    empty answer.)"""
+    return CallError(ErrorKind.BAD_REQUEST, f"the model refused to answer: {refusal}"[:200], latency, billed=billed)
 
 
 def _reason(value: Any) -> str | None:

@@ -167,3 +167,28 @@ def test_an_empty_azure_answer_is_passed_on_never_cached_streamed_or_not(azure, 
     first, second = served(gw, how), served(gw, how)
     assert first.ok and first.text == "" and first.deployment == name and first.prompt_tokens == 40, first
     assert second.ok and second.cache.value == "miss" and azure.hits[name] == 2 and backup.name not in azure.hits
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_refusal_is_a_rejection_when_whole_and_the_empty_answer_when_streamed(azure, how):
+    """OpenAI's structured-output refusal: a null content and ``message.refusal``.  Whole, it is
+    rejected as Anthropic's refusal is (provider_rejected, billed, neither retried nor fallen back
+    from, never cached); with null content taken as the empty answer it was a success with no
+    text.  Streamed, litellm drops the ``refusal`` deltas: what arrives is the empty answer."""
+    name = f"refusal-{how}"
+    body = completion(None, 40, 12)
+    body["choices"][0]["message"]["refusal"] = "I'm sorry, I cannot assist with that request."
+    events = chunks(prompt_tokens=40, completion_tokens=12)
+    events[2:2] = [{**events[1], "choices": [{"index": 0, "delta": {"refusal": piece}, "finish_reason": None}]}
+                   for piece in ("I'm sorry, I cannot ", "assist with that request.")]
+    dep = azure.deployment(name, (200, {}, Either(body, events)))
+    backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, cache=True, retry=RetryPolicy(max_retries=2, base_s=0.0))
+    first, second = served(gw, how), served(gw, how)
+    assert azure.hits[name] == 2 and backup.name not in azure.hits and second.cache.value == "miss"
+    assert (first.attempts[0].prompt_tokens, first.attempts[0].completion_tokens) == (40, 12) and first.cost_usd > 0
+    if how in ("complete", "acomplete"):
+        assert not first.ok and first.error.code == "provider_rejected" and "cannot assist" in str(first.error)
+        assert [a.error.split(":")[0] for a in first.attempts] == ["bad_request"]
+    else:
+        assert first.ok and first.text == ""
