@@ -566,8 +566,9 @@ class _StreamState:
     def _unfinished(self) -> bool:
         """Whether the stream ended without the provider saying the answer was finished (no stop
         reason received).  litellm then makes one up ("stop") for the last chunk, and raises
-        "Stream ended before a finish_reason" only for some streams: a Bedrock Converse stream cut
-        after its messageStart event, before any content block, ended quietly as an empty answer."""
+        "Stream ended before a finish_reason" only for streams that sent something: a 200 whose
+        event stream closed before (or within) its first event, and a Bedrock Converse stream cut
+        after its messageStart event, ended quietly as an empty answer."""
         response = self.response
         if not hasattr(response, "received_finish_reason"):  # not litellm's stream wrapper: nothing to tell
             return False

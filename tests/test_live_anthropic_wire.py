@@ -419,3 +419,16 @@ def test_an_empty_claude_answer_is_passed_on_never_cached_streamed_or_not(wire, 
     assert first.ok and first.text == "" and first.deployment == name and first.finish_reason == "stop", first
     assert (first.prompt_tokens, first.completion_tokens) == (50, 1) and first.cost_usd > 0
     assert second.ok and second.cache.value == "miss" and wire.hits[name] == 2 and backup.name not in wire.hits
+
+
+@pytest.mark.parametrize("how", STREAMS)
+@pytest.mark.parametrize("body", [[CUT], [b'event: message_start\ndata: {"type": "mess', CUT]], ids=["no-event", "half-event"])
+def test_a_stream_whose_body_ends_before_its_first_event_is_a_cut_not_an_empty_answer(wire, how, body):
+    """A 200 whose event stream ends before its first whole event (the connection closed cleanly):
+    litellm made up a "stop" for it, and the cut read as an empty success, passed on and never
+    retried."""
+    name = f"bodiless-{how}-{len(body)}"
+    dep = wire.deployment(name, (200, {}, body), (200, {}, answer("fine")))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "fine" and wire.hits[name] == 2
+    assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error

@@ -5,7 +5,7 @@ the content filter stopped, a prompt it refused (400, code ``content_filter``), 
 from __future__ import annotations
 
 import pytest
-from canned_http import Either, running
+from canned_http import CUT, Either, running
 from azure_wire import (
     API_VERSION,
     FILTERED,
@@ -15,7 +15,7 @@ from azure_wire import (
     filtered_prompt,
     rate_limited,
 )
-from test_live_anthropic_wire import HOWS, gateway, served
+from test_live_anthropic_wire import HOWS, STREAMS, gateway, served
 
 from llmlab import BudgetPolicy, RetryPolicy
 
@@ -192,3 +192,14 @@ def test_a_refusal_is_a_rejection_when_whole_and_the_empty_answer_when_streamed(
         assert [a.error.split(":")[0] for a in first.attempts] == ["bad_request"]
     else:
         assert first.ok and first.text == ""
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_an_azure_stream_with_no_event_at_all_is_a_cut_not_an_empty_answer(azure, how):
+    """A 200 event stream closed before its first event read as an empty success (litellm made up
+    a "stop"): passed on, never retried nor fallen back from."""
+    name = f"bodiless-{how}"
+    dep = azure.deployment(name, (200, {}, [CUT]), (200, {}, Either(completion("fine"), chunks("fine"))))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "fine" and azure.hits[name] == 2
+    assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error
