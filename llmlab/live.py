@@ -570,7 +570,9 @@ class _StreamState:
         event stream closed before (or within) its first event, and a Bedrock Converse stream cut
         after its messageStart event, ended quietly as an empty answer."""
         response = self.response
-        if not hasattr(response, "received_finish_reason"):  # not litellm's stream wrapper: nothing to tell
+        # not litellm's stream wrapper: nothing to tell; litellm's mock streams (``mock_response``)
+        # never record a stop reason, and its own end-of-stream check leaves them out too
+        if not hasattr(response, "received_finish_reason") or getattr(response, "is_mock", False) is True:
             return False
         return response.received_finish_reason is None and getattr(response, "intermittent_finish_reason", None) is None
 
