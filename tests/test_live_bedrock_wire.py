@@ -169,3 +169,18 @@ def test_an_empty_bedrock_answer_is_passed_on_never_cached_streamed_or_not(bedro
     first, second = served(gw, how), served(gw, how)
     assert first.ok and first.text == "" and (first.prompt_tokens, first.completion_tokens) == (50, 1), first
     assert second.ok and second.cache.value == "miss" and bedrock.count == 2
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_a_bedrock_stream_cut_mid_frame_is_retried_and_billed_what_was_sent(bedrock, how):
+    """The body ends partway through a frame: litellm finds undecoded bytes after the last whole
+    event and raises a 502 (so the attempt reads server_error, not connection); what matters is
+    that it is retried and that the text before it is charged."""
+    half = event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": " days"}})[:20]
+    dep = bedrock.deployment((200, {}, converse_events("Refunds take ", "five", half, CUT)),
+                             (200, {}, converse_events("Fine.")))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    cut = out.attempts[0]
+    assert out.ok and out.text == "Fine." and bedrock.count == 2
+    assert cut.error.split(":")[0] in ("server_error", "connection"), cut.error
+    assert cut.completion_tokens == count_tokens("Refunds take five", dep.model) and cut.cost_usd > 0
