@@ -32,12 +32,13 @@ def test_a_bedrock_answer_is_billed_what_bedrock_reported_cache_rates_included(b
     assert out.cost_usd == pytest.approx(bill) and gw.budgets.spent("t", gw.clock()) == pytest.approx(bill)
 
 
-@pytest.mark.parametrize("how", ["complete", "acomplete"])
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
 def test_an_answer_a_bedrock_guardrail_stopped_is_a_typed_error_never_cached(bedrock, how):
     """``stopReason: guardrail_intervened`` (litellm: finish_reason content_filter) carries the
     guardrail's canned text: it was an answer, cached and served to later askers."""
-    dep = bedrock.deployment((200, {}, converse("Sorry, the model cannot answer this.", stop="guardrail_intervened",
-                                                inputTokens=40, outputTokens=9)))
+    canned, usage = "Sorry, the model cannot answer this.", {"inputTokens": 40, "outputTokens": 9}
+    dep = bedrock.deployment((200, {}, Either(converse(canned, stop="guardrail_intervened", **usage),
+                                              converse_events(canned, stop="guardrail_intervened", usage=usage))))
     gw = gateway(dep, cache=True)
     first, second = served(gw, how), served(gw, how)
     assert not first.ok and first.error.code == "provider_rejected" and "content_filter" in str(first.error)
