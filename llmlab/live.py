@@ -135,6 +135,10 @@ def _unwrapped(exc: BaseException) -> BaseException:
 #: Bedrock's status for the model failing behind it (ModelErrorException, and mid-stream
 #: ModelStreamErrorException, which AWS documents as "retry your request"): a server error
 FAILED_DEPENDENCY = 424
+#: litellm's status for a 200 from Bedrock's Converse route whose body it could not read (not
+#: JSON: a proxy's page, say); Bedrock itself never answers 422.  A malformed response, retried
+#: and fallen back from as on the other routes, not a request the provider rejected
+UNREADABLE = 422
 
 
 def classify_exception(exc: BaseException) -> ErrorKind:
@@ -164,6 +168,8 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         return ErrorKind.OVERLOADED
     if status == FAILED_DEPENDENCY:  # litellm raises it as a 4xx BadRequestError: fatal, never retried
         return ErrorKind.SERVER
+    if status == UNREADABLE and getattr(exc, "llm_provider", None) == "bedrock":
+        return ErrorKind.MALFORMED
     if status == 429:
         return ErrorKind.RATE_LIMIT
     if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403

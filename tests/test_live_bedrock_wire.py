@@ -185,3 +185,15 @@ def test_a_bedrock_stream_cut_mid_frame_is_retried_and_billed_what_was_sent(bedr
     assert out.ok and out.text == "Fine." and bedrock.count == 2
     assert cut.error.split(":")[0] in ("server_error", "connection"), cut.error
     assert cut.completion_tokens == count_tokens("Refunds take five", dep.model) and cut.cost_usd > 0
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete"])
+def test_a_bedrock_200_that_is_no_json_is_a_malformed_response_not_a_rejection(bedrock, how):
+    """A 200 whose body is not JSON (a proxy's login page, say): litellm raises it from the
+    Converse route as a 422 BadRequestError (Bedrock itself never answers 422), so it was a
+    provider_rejected error at once, neither retried nor fallen back from."""
+    page = (200, {"content-type": "text/html"}, [b"<html><body>Sign in to the proxy</body></html>"])
+    dep = bedrock.deployment(page, (200, {}, converse("Fine.")))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "Fine." and bedrock.count == 2
+    assert out.attempts[0].error.startswith("malformed_response:"), out.attempts[0].error
