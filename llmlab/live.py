@@ -133,6 +133,15 @@ def _unwrapped(exc: BaseException) -> BaseException:
     return exc
 
 
+#: Bedrock's status for the model failing behind it (ModelErrorException, and mid-stream
+#: ModelStreamErrorException, which AWS documents as "retry your request"): a server error
+FAILED_DEPENDENCY = 424
+#: litellm's status for a 200 from Bedrock's Converse route whose body it could not read (not
+#: JSON: a proxy's page, say); Bedrock itself never answers 422.  A malformed response, retried
+#: and fallen back from as on the other routes, not a request the provider rejected
+UNREADABLE = 422
+
+
 def classify_exception(exc: BaseException) -> ErrorKind:
     """Map litellm's (OpenAI-derived) exception classes to llmlab's error kinds."""
     litellm = import_litellm()
@@ -158,6 +167,10 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     ]
     if status == 529:
         return ErrorKind.OVERLOADED
+    if status == FAILED_DEPENDENCY:  # litellm raises it as a 4xx BadRequestError: fatal, never retried
+        return ErrorKind.SERVER
+    if status == UNREADABLE and getattr(exc, "llm_provider", None) == "bedrock":
+        return ErrorKind.MALFORMED
     if status == 429:
         return ErrorKind.RATE_LIMIT
     if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
@@ -245,21 +258,28 @@ def _parse(response: Any, call: Call, latency: float) -> CallResult | CallError:
         message = choice.message
         calls = _tool_calls(getattr(message, "tool_calls", None))
         text = message.content
-        # a tool call often comes with no text at all, and an answer the content filter stopped
-        # at once with none (Azure): not a malformed response, retried only to be filtered again
-        if text is None and (calls or getattr(choice, "finish_reason", None) == FILTERED):
+        # no text at all is the empty answer (passed on, never cached), as it is streamed, where
+        # no content delta and a null one read the same: litellm makes a null content of Claude's
+        # ``content: []`` and of an empty text block, a tool call often comes with no text, and an
+        # answer the content filter stopped at once with none (Azure).  Retried as a malformed
+        # response, it was billed again and fallen back from, for the same empty answer
+        refusal = getattr(message, "refusal", None) if text is None and not calls else None
+        if text is None:
             text = ""
         if not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
     except Exception as exc:  # malformed provider response: an attempt outcome, never a crash
-        # the provider still billed what its usage says (a null content, say): it is charged
+        # the provider still billed what its usage says (a call to no function, say): it is charged
         usage = getattr(response, "usage", None)
         billed = billed_tokens(usage, call, "") if _count(usage, "prompt_tokens") else None
         return CallError(ErrorKind.MALFORMED, f"malformed response: {exc}"[:200], latency,
                          billed=billed and (*billed, *_cache_tokens(usage, billed[0])))
     usage = getattr(response, "usage", None)
-    billed = billed_tokens(usage, call, text + _arguments_text(calls))
+    refused = refusal if isinstance(refusal, str) and refusal.strip() else ""
+    billed = billed_tokens(usage, call, text + _arguments_text(calls) + refused)
     cache = _cache_tokens(usage, billed[0])
+    if refused:
+        return _refused(refused, (*billed, *cache), latency)
     if getattr(choice, "finish_reason", None) == FILTERED:
         return _filtered(text, (*billed, *cache), latency)
     return CallResult(text, *billed, latency, latency, calls, *cache, _reason(getattr(choice, "finish_reason", None)))
@@ -276,6 +296,15 @@ def _filtered(text: str, billed: tuple[int, ...], latency: float) -> CallError:
     provider billed it: it is charged (``billed``: prompt, completion, cache reads and writes)."""
     return CallError(ErrorKind.BAD_REQUEST, "the provider's content filter stopped the answer "
                      f"(finish_reason {FILTERED})", latency, partial_text=text, billed=billed)
+
+
+def _refused(refusal: str, billed: tuple[int, ...], latency: float) -> CallError:
+    """An answer the model refused in OpenAI's ``message.refusal`` (structured outputs), its
+    content null: a rejection, as Anthropic's ``stop_reason: "refusal"`` is, charged what the
+    provider billed.  As an empty answer the caller saw a success with no text and no reason.
+    (A streamed refusal is not seen: litellm drops the ``refusal`` deltas, and it arrives as the
+    empty answer.)"""
+    return CallError(ErrorKind.BAD_REQUEST, f"the model refused to answer: {refusal}"[:200], latency, billed=billed)
 
 
 def _reason(value: Any) -> str | None:
@@ -532,12 +561,36 @@ class _StreamState:
             # "stop" chunk, so the answer the provider sent (and billed) read as an empty success
             return CallError(ErrorKind.MALFORMED, f"malformed response: a stream answered as {self.content_type[:40]}, "
                              "not server-sent events", latency)
+        if not self.sent() and self._unfinished():
+            return self._cut_before_content(latency)
         billed = billed_tokens(self.usage, self.call, self.sent())
         cache = _cache_tokens(self.usage, billed[0])
         if self.finish == FILTERED:
             return _filtered(text, (*billed, *cache), latency)
         return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls,
                           *cache, _reason(self.finish))
+
+    def _unfinished(self) -> bool:
+        """Whether the stream ended without the provider saying the answer was finished (no stop
+        reason received).  litellm then makes one up ("stop") for the last chunk, and raises
+        "Stream ended before a finish_reason" only for streams that sent something: a 200 whose
+        event stream closed before (or within) its first event, and a Bedrock Converse stream cut
+        after its messageStart event, ended quietly as an empty answer."""
+        response = self.response
+        # not litellm's stream wrapper: nothing to tell; litellm's mock streams (``mock_response``)
+        # never record a stop reason, and its own end-of-stream check leaves them out too
+        if not hasattr(response, "received_finish_reason") or getattr(response, "is_mock", False) is True:
+            return False
+        return response.received_finish_reason is None and getattr(response, "intermittent_finish_reason", None) is None
+
+    def _cut_before_content(self, latency: float) -> CallError:
+        """A stream that ended, unfinished, before any content: a cut connection (retried, then
+        fallen back from), not an empty answer passed on.  Charged the prompt the provider
+        reported before the cut, when it did, as :meth:`failed` charges a cut stream."""
+        error = CallError(ErrorKind.CONNECTION, "stream ended before the provider finished its answer "
+                          "(no content, no stop reason)", latency)
+        reported = self.reported_prompt()
+        return error if reported is None else dataclasses.replace(error, billed=(reported[0], 0, *reported[1:]))
 
 
 class LiteLLMDriver:

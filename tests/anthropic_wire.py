@@ -95,9 +95,11 @@ def stream_events(*pieces: Any, input_tokens: int = 11, output_tokens: int | Non
 
 
 def _frames(events: list) -> Iterable[Any]:
-    """``(event, data)`` pairs as Anthropic's SSE frames; callables and :data:`CUT` pass through."""
+    """``(event, data)`` pairs as Anthropic's SSE frames; callables, :data:`CUT` and raw bytes (a
+    frame's first half, say) pass through."""
     for item in events:
-        yield item if item is CUT or callable(item) else f"event: {item[0]}\ndata: {json.dumps(item[1])}\n\n".encode()
+        passed = item is CUT or callable(item) or isinstance(item, bytes)
+        yield item if passed else f"event: {item[0]}\ndata: {json.dumps(item[1])}\n\n".encode()
 
 
 def answer(*pieces: str, input_tokens: int = 11, output_tokens: int = 7, stop_reason: str = "end_turn") -> Either:

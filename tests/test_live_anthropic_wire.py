@@ -400,3 +400,35 @@ def test_a_caller_who_leaves_before_the_first_token_is_charged_the_prompt_anthro
     assert outcome.error.code == "client_disconnected"
     assert (part.prompt_tokens, part.completion_tokens) == (3_000, 0) and part.cost_usd == pytest.approx(3_000 * 3e-6)
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(part.cost_usd)
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("blocks", [(), (text(""),)], ids=["no-blocks", "empty-text"])
+def test_an_empty_claude_answer_is_passed_on_never_cached_streamed_or_not(wire, how, blocks):
+    """Claude may answer with no text (``content: []``, or one empty text block; after a tool
+    result, say).  litellm makes a null content of it: the whole answer was a malformed response,
+    retried and fallen back from (and billed each time), while the same answer streamed was
+    passed on.  Both are the empty answer the README describes: passed on, billed, never cached."""
+    name = f"empty-{how}-{len(blocks)}"
+    dep = wire.deployment(name, (200, {}, Either(message(*blocks, input_tokens=50, output_tokens=1),
+                                                 stream_events(*(b["text"] for b in blocks), input_tokens=50,
+                                                               output_tokens=1))))
+    backup = wire.deployment(f"{name}-backup", (200, {}, answer("other")))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, cache=True, retry=RetryPolicy(max_retries=1, base_s=0.0))
+    first, second = served(gw, how), served(gw, how)
+    assert first.ok and first.text == "" and first.deployment == name and first.finish_reason == "stop", first
+    assert (first.prompt_tokens, first.completion_tokens) == (50, 1) and first.cost_usd > 0
+    assert second.ok and second.cache.value == "miss" and wire.hits[name] == 2 and backup.name not in wire.hits
+
+
+@pytest.mark.parametrize("how", STREAMS)
+@pytest.mark.parametrize("body", [[CUT], [b'event: message_start\ndata: {"type": "mess', CUT]], ids=["no-event", "half-event"])
+def test_a_stream_whose_body_ends_before_its_first_event_is_a_cut_not_an_empty_answer(wire, how, body):
+    """A 200 whose event stream ends before its first whole event (the connection closed cleanly):
+    litellm made up a "stop" for it, and the cut read as an empty success, passed on and never
+    retried."""
+    name = f"bodiless-{how}-{len(body)}"
+    dep = wire.deployment(name, (200, {}, body), (200, {}, answer("fine")))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "fine" and wire.hits[name] == 2
+    assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error

@@ -5,7 +5,7 @@ the content filter stopped, a prompt it refused (400, code ``content_filter``), 
 from __future__ import annotations
 
 import pytest
-from canned_http import Either, running
+from canned_http import CUT, Either, running
 from azure_wire import (
     API_VERSION,
     FILTERED,
@@ -15,7 +15,7 @@ from azure_wire import (
     filtered_prompt,
     rate_limited,
 )
-from test_live_anthropic_wire import HOWS, gateway, served
+from test_live_anthropic_wire import HOWS, STREAMS, gateway, served
 
 from llmlab import BudgetPolicy, RetryPolicy
 
@@ -151,3 +151,55 @@ def test_a_stream_to_an_api_version_without_stream_options_is_answered(azure, ho
                          price_model=dep.price_model, timeout_s=5.0)
     again = served(gateway(bare), how)
     assert again.ok and azure.rejected == rejected
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("content", ["", None], ids=["empty", "null"])
+def test_an_empty_azure_answer_is_passed_on_never_cached_streamed_or_not(azure, how, content):
+    """An answer with no text, its content "" or null: the null one was a malformed response when
+    whole (retried, fallen back from, billed each time) and an empty answer when streamed, where
+    no content delta and a null one read the same.  Both are now the empty answer."""
+    name = f"empty-{how}-{content is None}"
+    dep = azure.deployment(name, (200, {}, Either(completion(content, 40, 0), chunks(prompt_tokens=40,
+                                                                                     completion_tokens=0))))
+    backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, cache=True, retry=RetryPolicy(max_retries=1, base_s=0.0))
+    first, second = served(gw, how), served(gw, how)
+    assert first.ok and first.text == "" and first.deployment == name and first.prompt_tokens == 40, first
+    assert second.ok and second.cache.value == "miss" and azure.hits[name] == 2 and backup.name not in azure.hits
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_refusal_is_a_rejection_when_whole_and_the_empty_answer_when_streamed(azure, how):
+    """OpenAI's structured-output refusal: a null content and ``message.refusal``.  Whole, it is
+    rejected as Anthropic's refusal is (provider_rejected, billed, neither retried nor fallen back
+    from, never cached); with null content taken as the empty answer it was a success with no
+    text.  Streamed, litellm drops the ``refusal`` deltas: what arrives is the empty answer."""
+    name = f"refusal-{how}"
+    body = completion(None, 40, 12)
+    body["choices"][0]["message"]["refusal"] = "I'm sorry, I cannot assist with that request."
+    events = chunks(prompt_tokens=40, completion_tokens=12)
+    events[2:2] = [{**events[1], "choices": [{"index": 0, "delta": {"refusal": piece}, "finish_reason": None}]}
+                   for piece in ("I'm sorry, I cannot ", "assist with that request.")]
+    dep = azure.deployment(name, (200, {}, Either(body, events)))
+    backup = azure.deployment(f"{name}-backup", (200, {}, Either(completion("other"), chunks("other"))))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, cache=True, retry=RetryPolicy(max_retries=2, base_s=0.0))
+    first, second = served(gw, how), served(gw, how)
+    assert azure.hits[name] == 2 and backup.name not in azure.hits and second.cache.value == "miss"
+    assert (first.attempts[0].prompt_tokens, first.attempts[0].completion_tokens) == (40, 12) and first.cost_usd > 0
+    if how in ("complete", "acomplete"):
+        assert not first.ok and first.error.code == "provider_rejected" and "cannot assist" in str(first.error)
+        assert [a.error.split(":")[0] for a in first.attempts] == ["bad_request"]
+    else:
+        assert first.ok and first.text == ""
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_an_azure_stream_with_no_event_at_all_is_a_cut_not_an_empty_answer(azure, how):
+    """A 200 event stream closed before its first event read as an empty success (litellm made up
+    a "stop"): passed on, never retried nor fallen back from."""
+    name = f"bodiless-{how}"
+    dep = azure.deployment(name, (200, {}, [CUT]), (200, {}, Either(completion("fine"), chunks("fine"))))
+    out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and out.text == "fine" and azure.hits[name] == 2
+    assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error

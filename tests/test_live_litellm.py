@@ -150,6 +150,14 @@ def test_async_streaming():
     assert "".join(chunks) == "async stream" and outcome.ttft_s is not None
 
 
+def test_an_empty_mock_stream_is_the_empty_answer():
+    """litellm's mock streams record no stop reason: an empty one is the empty answer, not a
+    stream cut before its content (which a real stream without a stop reason is)."""
+    gw = Gateway([dep("gpt-4o", "gpt-4o", "")], router=FixedRouter("gpt-4o"), fallbacks={}, input_guards=())
+    response = gw.stream("hi")
+    assert list(response) == [] and response.outcome.ok and response.outcome.text == ""
+
+
 def test_cache_isolation_and_ttl_through_live_driver():
     clock = FakeClock()
     gw = gateway([dep("gpt-4o", "gpt-4o", "shared?")], clock, cache_ttl_s=100)
@@ -163,7 +171,8 @@ def test_cache_isolation_and_ttl_through_live_driver():
 
 def test_malformed_provider_response_is_an_attempt_outcome():
     clock = FakeClock()
-    broken = {"choices": [{"message": {"role": "assistant", "content": None}, "index": 0}]}
+    broken = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [  # a call to no function
+        {"id": "call_1", "type": "function", "function": {"name": "", "arguments": "{}"}}]}, "index": 0}]}
     gw = gateway([dep("gpt-4o", "gpt-4o", broken), dep("mini", "gpt-4o-mini", "fine")], clock,
                  retry=RetryPolicy(max_retries=0))
     out = gw.complete("hello")

@@ -304,11 +304,11 @@ def test_a_stream_answered_with_a_json_body_is_malformed_not_an_empty_success(ca
 
 @pytest.mark.parametrize("how", ["complete", "acomplete"])
 def test_an_unusable_answer_the_provider_billed_is_charged(canned, how):
-    """A 200 whose content is null (a refusal, a tool call) is a malformed answer and is retried, but
-    the provider billed its usage: it was charged nothing, on every retry and fallback."""
-    name = f"null-content-{how}"
-    unusable = answer("x", {"prompt_tokens": 400, "completion_tokens": 30, "total_tokens": 430})
-    unusable["choices"][0]["message"]["content"] = None
+    """A 200 that cannot be used (a tool call to no function) is a malformed answer and is retried,
+    but the provider billed its usage: it was charged nothing, on every retry and fallback."""
+    name = f"nameless-call-{how}"
+    unusable = tool_answer("{}", {"prompt_tokens": 400, "completion_tokens": 30, "total_tokens": 430})
+    unusable["choices"][0]["message"]["tool_calls"][0]["function"]["name"] = ""
     dep = canned.deployment(name, (200, {}, unusable))
     backup = canned.deployment(f"{name}-backup", (200, {}, answer("fine", {"prompt_tokens": 9, "completion_tokens": 1,
                                                                             "total_tokens": 10})))
