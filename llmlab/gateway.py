@@ -26,7 +26,8 @@ from .effects import Deployment, Outcome
 from .errors import ConfigError, InvalidRequest, _Shape
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
-from .live import LiteLLMDriver, adrive, aiter_stream, drive, iter_stream
+from .live import LiteLLMDriver
+from .runloop import adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiter, configured_limits

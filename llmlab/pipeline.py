@@ -137,7 +137,7 @@ class Pipeline:
         self.default_max_tokens = default_max_tokens
         self.log_content = log_content
         self._chains: dict[str, tuple[Deployment, ...]] = {}
-        #: held by the live drivers while the generator runs between effects (see live.PipelineRun);
+        #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
         #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
         self.lock = StepLock()
         self._ledger_splits = type(self.ledger).record is Ledger.record

@@ -193,7 +193,7 @@ def test_api_keys_and_message_text_never_logged(caplog):
 
 
 def test_retry_after_ms_is_preferred_to_the_rounded_header():
-    from llmlab.live import _retry_after
+    from llmlab.provider_errors import _retry_after
 
     litellm = import_litellm()
     response = httpx.Response(429, headers={"retry-after": "1", "retry-after-ms": "250"},

@@ -16,7 +16,7 @@ from llmlab.backends.redis_link import redact_url
 from llmlab.errors import ConfigError
 from llmlab.guardrails import InjectionGuard
 from llmlab.guardrails.pii import PIIMasker
-from llmlab.live import redact_secrets
+from llmlab.provider_errors import redact_secrets
 
 ALICE, BOB = "alice.kim@example.com", "bob.lee@example.org"
 

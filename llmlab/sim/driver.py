@@ -1,7 +1,7 @@
 """The SimPy driver: performs the *real* pipeline's effects in virtual time.
 
 The pipeline is a generator of effects, and so is a SimPy process, so driving one from the
-other is a loop — the same loop as :func:`llmlab.live.drive`, with the effects performed by
+other is a loop — the same loop as :func:`llmlab.runloop.drive`, with the effects performed by
 simulated things instead of litellm and ``time.sleep``:
 
 * ``Call``  → the deployment's :class:`~llmlab.sim.providers.SimProvider` (queueing, latency,

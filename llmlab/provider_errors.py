@@ -1,0 +1,189 @@
+"""What a provider's failure means: litellm's exceptions as llmlab's error kinds.
+
+litellm raises its own exception classes, mostly OpenAI's, whose status codes and messages vary
+by provider (a 403 as a bare ``APIError``, Bedrock's 424 as a ``BadRequestError``, a refused
+connection several causes deep).  The fallback chain needs one answer per failure — retry, move
+on, or stop — so every exception becomes an :class:`~llmlab.effects.ErrorKind` here, with the
+provider's ``Retry-After`` and a message with its credentials redacted.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import math
+import sys
+import time
+from typing import Any, Mapping
+
+from .effects import Call, CallError, ErrorKind
+from .errors import is_secret_name, redact_text
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The provider's ``Retry-After`` in seconds: ``retry-after-ms``, delay-seconds or an HTTP date
+    (RFC 9110; a date in the past is 0).  A value that is no delay (negative, NaN, infinite,
+    unparseable) is None, as if absent: it must not reach the backoff or the ledger as a number."""
+    headers: Any = None
+    response = getattr(exc, "response", None)
+    if response is not None:
+        headers = getattr(response, "headers", None)
+    headers = headers or getattr(exc, "litellm_response_headers", None) or {}
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        millis = headers.get("retry-after-ms")
+    except (AttributeError, TypeError):
+        return None
+    try:  # OpenAI's finer hint wins, as its own SDK does; a nonsense one does not hide Retry-After
+        delay = _delay(float(millis) / 1000.0) if millis is not None else None
+    except (TypeError, ValueError):
+        delay = None
+    if delay is not None:
+        return delay
+    if value is None:
+        return None
+    try:
+        return _delay(float(value))
+    except (TypeError, ValueError):
+        pass
+    import email.utils  # here, not at import llmlab: ~3 ms for a header form few providers send
+
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _delay(seconds: float) -> float | None:
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _refused_before_sending(exc: BaseException) -> bool:
+    """The openai client could not even build the request (no API key, above all): it raises a
+    bare ``openai.OpenAIError`` — every HTTP failure is a subclass — which litellm re-raises as
+    a 500 ``InternalServerError``.  Retrying cannot help, and the provider was never asked."""
+    bare = getattr(sys.modules.get("openai"), "OpenAIError", None)
+    return bare is not None and any(type(link) is bare for link in _causes(exc, 8))
+
+
+def _causes(exc: BaseException, limit: int) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first (at most ``limit``)."""
+    chain = [exc]
+    while len(chain) < limit:
+        cause = chain[-1].__cause__ or chain[-1].__context__
+        if cause is None:
+            break
+        chain.append(cause)
+    return chain
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status the provider answered with.  litellm raises Anthropic's 529 (and an
+    ``overloaded_error`` body) as a 500 InternalServerError and keeps the 529 only in
+    ``provider_status_code``: read as 500, an overloaded provider was logged as a server error."""
+    upstream = getattr(exc, "provider_status_code", None)
+    status = upstream if isinstance(upstream, int) and not isinstance(upstream, bool) else None
+    return status if status is not None else getattr(exc, "status_code", None)
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """What failed, under litellm's ``MidStreamFallbackError``: a failure after a stream's first
+    chunk comes wrapped in it, a ServiceUnavailableError whatever happened, so a dropped
+    connection or a mid-stream ``api_error`` event read as ``overloaded``."""
+    inner = getattr(exc, "original_exception", None)
+    if type(exc).__name__ == "MidStreamFallbackError" and isinstance(inner, BaseException):
+        return inner
+    return exc
+
+
+#: Bedrock's status for the model failing behind it (ModelErrorException, and mid-stream
+#: ModelStreamErrorException, which AWS documents as "retry your request"): a server error
+FAILED_DEPENDENCY = 424
+#: litellm's status for a 200 from Bedrock's Converse route whose body it could not read (not
+#: JSON: a proxy's page, say); Bedrock itself never answers 422.  A malformed response, retried
+#: and fallen back from as on the other routes, not a request the provider rejected
+UNREADABLE = 422
+
+
+def classify_exception(exc: BaseException) -> ErrorKind:
+    """Map litellm's (OpenAI-derived) exception classes to llmlab's error kinds."""
+    from .live import import_litellm  # live imports this module: litellm's importer is looked up when needed
+
+    litellm = import_litellm()
+    exc = _unwrapped(exc)
+    status = _status(exc)
+    if _refused_before_sending(exc):  # a missing key: like a 401, not a server error to retry and fall back on
+        return ErrorKind.AUTH
+    ordered = [
+        ("UnsupportedParamsError", ErrorKind.UNSUPPORTED),  # a 400 litellm raises before sending
+        ("ContextWindowExceededError", ErrorKind.CONTEXT_WINDOW),
+        ("ContentPolicyViolationError", ErrorKind.BAD_REQUEST),
+        ("RateLimitError", ErrorKind.RATE_LIMIT),
+        ("Timeout", ErrorKind.TIMEOUT),
+        ("AuthenticationError", ErrorKind.AUTH),
+        ("PermissionDeniedError", ErrorKind.AUTH),
+        ("ServiceUnavailableError", ErrorKind.OVERLOADED),
+        ("BadRequestError", ErrorKind.BAD_REQUEST),
+        ("NotFoundError", ErrorKind.BAD_REQUEST),
+        ("UnprocessableEntityError", ErrorKind.BAD_REQUEST),
+        ("APIConnectionError", ErrorKind.CONNECTION),
+        ("InternalServerError", ErrorKind.SERVER),
+        ("BadGatewayError", ErrorKind.SERVER),
+    ]
+    if status == 529:
+        return ErrorKind.OVERLOADED
+    if status == FAILED_DEPENDENCY:  # litellm raises it as a 4xx BadRequestError: fatal, never retried
+        return ErrorKind.SERVER
+    if status == UNREADABLE and getattr(exc, "llm_provider", None) == "bedrock":
+        return ErrorKind.MALFORMED
+    if status == 429:
+        return ErrorKind.RATE_LIMIT
+    if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
+        return ErrorKind.AUTH
+    timeout = getattr(litellm, "Timeout", None)
+    if _transport_failure(exc) is not None and not (isinstance(timeout, type) and isinstance(exc, timeout)):
+        return ErrorKind.CONNECTION
+    for name, kind in ordered:
+        cls = getattr(litellm, name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return kind
+    if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
+        return ErrorKind.MALFORMED
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, (ConnectionError, OSError)):
+        return ErrorKind.CONNECTION
+    if isinstance(status, int) and status >= 500:
+        return ErrorKind.SERVER
+    return ErrorKind.SERVER
+
+
+def _transport_failure(exc: BaseException) -> OSError | None:
+    """The socket error at the root of ``exc``'s causes (refused, reset, unknown host), if any.
+
+    litellm reports a refused connection or a host that does not resolve as a 500 "Connection
+    error.", which read as the provider failing; the cause says what happened."""
+    root = _causes(exc, 17)[-1]
+    return root if isinstance(root, OSError) and not isinstance(root, TimeoutError) and root is not exc else None
+
+
+def _to_error(exc: BaseException, call: Call, latency: float, partial: str = "") -> CallError:
+    kind = classify_exception(exc)
+    text = f"{type(exc).__name__}: {exc}"
+    cause = _transport_failure(exc)
+    if cause is not None and str(cause) not in text:
+        text = f"{text} ({type(cause).__name__}: {cause})"
+    message = redact_secrets(text, call.deployment.params)[:250]
+    return CallError(kind, message, latency, _retry_after(_unwrapped(exc)), _status(_unwrapped(exc)), partial)
+
+
+def redact_secrets(text: str, params: Mapping[str, Any]) -> str:
+    """``text`` with the deployment's credentials, and anything shaped like a key, replaced by
+    ``***``: providers echo keys in 401s ("Incorrect API key provided: sk-…"), and error text is
+    kept in outcomes, the ledger and logs."""
+    for name, value in params.items():
+        if isinstance(value, str) and len(value) >= 6 and is_secret_name(name):
+            text = text.replace(value, "***")
+    return redact_text(text)
