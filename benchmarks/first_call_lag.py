@@ -30,6 +30,9 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling modules
+from fake_provider_process import start_fake_provider  # noqa: E402
+
 PROBE_S = 0.005
 
 
@@ -142,16 +145,6 @@ def run_child(mode: str, level: str, url: str) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"child failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def start_fake_provider() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "llmlab.cli", "fake-provider", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    line = proc.stdout.readline()  # "fake provider listening on http://127.0.0.1:PORT/v1 (Ctrl-C to stop)"
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"fake provider did not start: {line!r}")
-    return proc, line.split("listening on ", 1)[1].split()[0]
 
 
 def summary(runs: list[dict]) -> dict:

@@ -33,6 +33,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling modules
+from fake_provider_process import start_fake_provider  # noqa: E402
+
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -66,16 +69,6 @@ class Inner:
 
     def remove(self) -> None:
         self.litellm.acompletion = self.original
-
-
-def start_fake_provider() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "llmlab.cli", "fake-provider", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    line = proc.stdout.readline()  # "fake provider listening on http://127.0.0.1:PORT/v1 (Ctrl-C to stop)"
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"fake provider did not start: {line!r}")
-    return proc, line.split("listening on ", 1)[1].split()[0]
 
 
 def start_redis() -> tuple[subprocess.Popen | None, str | None, str | None]:
