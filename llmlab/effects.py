@@ -62,8 +62,10 @@ class Call:
     purpose: str = "answer"  # "answer", "classify" or "cascade"
     metadata: Mapping[str, Any] = field(default_factory=dict)
     # a streamed answer's placeholders → the caller's values, put back into the chunks the caller
-    # sees (``unmask_answers``; see llmlab.placeholders); never sent anywhere
-    restore: Mapping[str, str] | None = None
+    # sees (``unmask_answers``; see llmlab.placeholders); never sent anywhere, and hidden from
+    # ``repr`` as ``Deployment.params`` is: the messages carry only placeholders, and a driver or
+    # debug log printing the effect must not show the PII the masker took out
+    restore: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 @fast_frozen_init

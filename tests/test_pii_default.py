@@ -48,3 +48,15 @@ def test_a_streamed_answer_shows_the_callers_own_values_as_the_outcome_does(make
     kept = make_gateway(unmask_answers=False).stream("Reset the password for lee@example.com", tenant="t",
                                                      cache=False)
     assert "".join(chunks_of(kept)) == kept.outcome.text == "Link sent to [EMAIL_1]."
+
+
+def test_a_streamed_calls_repr_does_not_show_the_callers_values(make_gateway, driver):
+    """A streamed answer's Call carries the placeholders' values to put back into the chunks;
+    its messages hold only placeholders, and its repr (what a driver or a debug log prints of the
+    effect it performs) must not show the values either."""
+    driver.default = lambda call: "Link sent to [EMAIL_1]."
+    response = make_gateway().stream("Reset the password for lee@example.com", tenant="t", cache=False)
+    assert "".join(chunks_of(response)) == "Link sent to lee@example.com."
+    call = driver.calls[-1]
+    assert call.restore == {"[EMAIL_1]": "lee@example.com"}
+    assert "lee@example.com" not in repr(call) and "lee@example.com" not in str(call.messages)
