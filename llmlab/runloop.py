@@ -18,7 +18,7 @@ from .fallback import streamed_part
 from .live import LiteLLMDriver, _aclose, _StreamState, reported_part
 from .placeholders import StreamRestorer
 from .provider_errors import redact_secrets
-from .stream import StreamReset, StreamResponse
+from .stream import StreamResponse
 
 
 def driver_failure(effect: Any, exc: Exception) -> CallError:
@@ -152,7 +152,6 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                 lock: ContextManager[Any] = nullcontext()) -> Iterator[Any]:
     """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
     run = PipelineRun(gen, lock)
-    restart = False
     streamed = _Streamed(driver.clock())  # what the current call has sent
     sub: Generator[Any, None, Any] | None = None
     try:
@@ -165,8 +164,9 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                     run.fail(exc)
                 continue
             streamed = _Streamed(driver.clock())  # the last call's text is billed with its result already:
-            if restart:                            # a caller who leaves at the reset owes nothing more
-                yield StreamReset(effect.deployment.name)
+            reset = response.reset(effect.deployment.name)  # a caller who leaves at the reset owes nothing more
+            if reset is not None:
+                yield reset
             sub = driver.stream_call(effect)
             shown = StreamRestorer(effect.restore)  # the caller's own values, as outcome.text has them
             streamed.started = driver.clock()
@@ -176,7 +176,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                 except StopIteration as stop:
                     tail = shown.flush()
                     if tail:
-                        restart = response.saw_text = True
+                        response.saw_text = True
                         yield tail
                     response.answer_streamed = bool(streamed.pieces) and getattr(stop.value, "ok", False)
                     run.send(stop.value)
@@ -187,7 +187,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                 if streamed.took(piece):
                     text = shown.feed(piece)
                     if text:
-                        restart = response.saw_text = True
+                        response.saw_text = True
                         yield text
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
         if sub is not None:
@@ -202,7 +202,6 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                        lock: ContextManager[Any] = nullcontext()) -> AsyncIterator[Any]:
     """Async twin of :func:`iter_stream`."""
     run = PipelineRun(gen, lock)
-    restart = False
     streamed = _Streamed(driver.clock())
     sub: AsyncIterator[Any] | None = None
     try:
@@ -215,8 +214,9 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                     run.fail(exc)
                 continue
             streamed = _Streamed(driver.clock())  # as in iter_stream: leaving at the reset bills nothing more
-            if restart:
-                yield StreamReset(effect.deployment.name)
+            reset = response.reset(effect.deployment.name)
+            if reset is not None:
+                yield reset
             result: Any = None
             shown = StreamRestorer(effect.restore)  # as in iter_stream
             streamed.started = driver.clock()
@@ -227,7 +227,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                         streamed.took(item)
                         text = shown.feed(item)
                         if text:
-                            restart = response.saw_text = True
+                            response.saw_text = True
                             yield text
                     elif not streamed.took(item):
                         result = item
@@ -236,7 +236,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                 continue
             tail = shown.flush()
             if tail:
-                restart = response.saw_text = True
+                response.saw_text = True
                 yield tail
             response.answer_streamed = bool(streamed.pieces) and getattr(result, "ok", False)
             run.send(result)

@@ -27,6 +27,7 @@ class StreamResponse:
     def __init__(self, chunks: Iterator[Any] | AsyncIterator[Any] = ()) -> None:
         self._chunks = iter(chunks) if isinstance(chunks, (tuple, list)) else chunks
         self.outcome: Outcome | None = None
+        #: text reached the caller since the last StreamReset (one reset takes all of it back)
         self.saw_text = False
         #: the last streamed call answered, and its text reached the caller as it came
         self.answer_streamed = False
@@ -51,9 +52,19 @@ class StreamResponse:
         out = self.outcome
         if out is None or not out.ok or not out.text or (self.answer_streamed and out.kind.value == "model"):
             return
-        if self.saw_text:
-            yield StreamReset(out.deployment or "cache")
+        reset = self.reset(out.deployment or "cache")
+        if reset is not None:
+            yield reset
         yield out.text
+
+    def reset(self, deployment: str) -> StreamReset | None:
+        """The :class:`StreamReset` to send before an answer starts over, when text reached the
+        caller since the last one; None when nothing needs taking back (a failed retry after a
+        reset used to send another, and the caller got three in a row)."""
+        if not self.saw_text:
+            return None
+        self.saw_text = False
+        return StreamReset(deployment)
 
     # Iteration goes through a wrapper the response does not hold: the driving generator refers
     # to this response, so a caller's ``break`` would otherwise leave it suspended until garbage

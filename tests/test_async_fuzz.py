@@ -95,6 +95,25 @@ def test_a_cascade_whose_last_stage_is_cut_sends_the_earlier_stages_answer(how):
     assert StreamReset("mini") in chunks and after_last_reset(chunks) == out.text
 
 
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_one_reset_takes_back_the_cut_text_however_many_attempts_follow(how):
+    """A cut stream, two retries that fail before any text, then the fallback's answer: the caller
+    got a StreamReset before every attempt after the cut (three in a row, nothing between them).
+    One reset takes the shown text back; another comes only after more text was shown."""
+    plan = FaultPlan()
+    plan.model("gpt-4o").then(Fault.cut_stream(3), Fault.server_error(), Fault.server_error())
+    with FakeProvider(plan) as fp:
+        params = {"api_base": fp.base_url, "api_key": "sk-test"}
+        gw = Gateway([Deployment("gpt-4o", "openai/gpt-4o", params), Deployment("mini", "openai/gpt-4o-mini", params)],
+                     router=FixedRouter("gpt-4o"), fallbacks={"gpt-4o": ["mini"]}, cache=False,
+                     retry=RetryPolicy(max_retries=2, base_s=0.0, cap_s=0.0))
+        chunks, response = read(gw, how)
+    out = response.outcome
+    assert out.ok and out.deployment == "mini", out.attempts
+    assert [c for c in chunks if isinstance(c, StreamReset)] == [StreamReset("gpt-4o")], chunks
+    assert after_last_reset(chunks) == out.text
+
+
 # ------------------------------------------------------------------ the fuzz
 FUZZ_SEED = 58  # any seed must pass; this one mixes every fault and cancellation in about 10 s
 MODELS = {"gpt-4o": ("openai/gpt-4o", None), "claude": ("openai/claude-sonnet-4-5", "claude-sonnet-4-5"),
