@@ -366,7 +366,9 @@ def check(gw: Gateway, caps: dict, started: set, received: dict, finished: set, 
             continue
         resets = [i for i, p in enumerate(pieces) if isinstance(p, StreamReset)]
         text = "".join(p for p in pieces[resets[-1] + 1 if resets else 0:] if isinstance(p, str))
-        if rid in finished and (text != o.text if o.ok else text):
+        # a request that failed after a stream broke ends on the cut text (nothing follows it to take
+        # it back; outcome.ok says so): that text must have been charged, checked below
+        if rid in finished and o.ok and text != o.text:
             problems.append(f"{rid}: read {text[:30]!r} to the end, the outcome says {o.kind.value} {o.text!r}")
         if not o.ok and text and o.attempts:
             tokens = count_tokens(text, o.attempts[-1].model)

@@ -75,6 +75,11 @@ def test_2000_concurrent_requests_with_faults_and_a_primary_outage(caplog):
                      fallbacks={"gpt-4o": ["claude", "mini"]}, retry=RetryPolicy(max_retries=1, base_s=0.01, cap_s=0.05),
                      # trips on the outage's unbroken failures, not on the 30 % background noise
                      breaker={"failure_threshold": 8, "failure_ratio": 0.8, "cooldown_s": 0.3}, seed=1)
+        # as a server should before it takes traffic: a route's first call builds litellm's lazy parts
+        # on the event loop (0.2-0.8 s each, more on a fresh clone's cold file cache); under 250 in
+        # flight with 1 s timeouts such a stall times requests out and opens breakers (the likely
+        # cause of one fresh-clone run's 1,017 errors of 2,000; local reruns: 2-23)
+        gw.warm_up()
         requests = [Request.build(f"Question {i % 1_700}: where is my order?", tenant=f"tenant-{i % 1_700 % 7}")
                     for i in range(n)]  # the last 300 repeat earlier questions: cache hits under load
         phase: dict[str, int] = {}
