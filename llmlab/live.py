@@ -364,7 +364,10 @@ class _StreamState:
         call's arguments cut by :class:`StreamOverrun` were free, and so was a cut stream's thinking.
         A stream cut or timed out before its first token is charged the prompt the provider
         reported at its start (it had read it): it was free, on every retry, however long the prompt."""
-        error = _to_error(exc, self.call, now - self.started, "".join(self.parts))
+        return self._charged(_to_error(exc, self.call, now - self.started, "".join(self.parts)))
+
+    def _charged(self, error: CallError) -> CallError:
+        """``error`` with what the provider billed of this stream before it ended (see :meth:`failed`)."""
         sent = self.sent()
         reported = self.reported_prompt()
         if not sent and (reported is None or error.kind not in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)):
@@ -413,10 +416,8 @@ class _StreamState:
         """A stream that ended, unfinished, before any content: a cut connection (retried, then
         fallen back from), not an empty answer passed on.  Charged the prompt the provider
         reported before the cut, when it did, as :meth:`failed` charges a cut stream."""
-        error = CallError(ErrorKind.CONNECTION, "stream ended before the provider finished its answer "
-                          "(no content, no stop reason)", latency)
-        reported = self.reported_prompt()
-        return error if reported is None else dataclasses.replace(error, billed=(reported[0], 0, *reported[1:]))
+        return self._charged(CallError(ErrorKind.CONNECTION, "stream ended before the provider finished its "
+                                       "answer (no content, no stop reason)", latency))
 
 
 class LiteLLMDriver:
