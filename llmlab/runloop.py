@@ -174,9 +174,8 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                 try:
                     piece = next(sub)
                 except StopIteration as stop:
-                    tail = shown.flush()
+                    tail = response.show(shown.flush())
                     if tail:
-                        response.saw_text = True
                         yield tail
                     response.answer_streamed = bool(streamed.pieces) and getattr(stop.value, "ok", False)
                     run.send(stop.value)
@@ -185,9 +184,8 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                     run.fail(exc)
                     break
                 if streamed.took(piece):
-                    text = shown.feed(piece)
+                    text = response.show(shown.feed(piece))
                     if text:
-                        response.saw_text = True
                         yield text
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
         if sub is not None:
@@ -225,18 +223,16 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                 async for item in sub:
                     if isinstance(item, str):
                         streamed.took(item)
-                        text = shown.feed(item)
+                        text = response.show(shown.feed(item))
                         if text:
-                            response.saw_text = True
                             yield text
                     elif not streamed.took(item):
                         result = item
             except Exception as exc:
                 run.fail(exc)
                 continue
-            tail = shown.flush()
+            tail = response.show(shown.flush())
             if tail:
-                response.saw_text = True
                 yield tail
             response.answer_streamed = bool(streamed.pieces) and getattr(result, "ok", False)
             run.send(result)

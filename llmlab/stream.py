@@ -57,6 +57,12 @@ class StreamResponse:
             yield reset
         yield out.text
 
+    def show(self, text: str) -> str:
+        """Note that ``text``, about to be yielded to the caller, reached it when not empty."""
+        if text:
+            self.saw_text = True
+        return text
+
     def reset(self, deployment: str) -> StreamReset | None:
         """The :class:`StreamReset` to send before an answer starts over, when text reached the
         caller since the last one; None when nothing needs taking back (a failed retry after a
