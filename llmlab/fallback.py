@@ -278,7 +278,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
         breaker = breaker_for(dep.name)
         ticket = breaker.admit(clock())
         if ticket is None:
-            out.attempts.append(Attempt(dep.name, dep.model, "skip", False, ErrorKind.CIRCUIT_OPEN.value, 0.0))
+            out.attempts.append(_skipped_open(dep))
             out.error = out.error or CallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {dep.name}")
             continue
         policy = retry_for(dep)
@@ -330,10 +330,15 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 # at once, and a cancelled retry freed the other's slot
                 ticket = breaker.admit(clock())
                 if ticket is None:
-                    out.attempts.append(Attempt(dep.name, dep.model, "skip", False, ErrorKind.CIRCUIT_OPEN.value, 0.0))
+                    out.attempts.append(_skipped_open(dep))
                     break
             waited = delay
     return out
+
+
+def _skipped_open(dep: Deployment) -> Attempt:
+    """The attempt a chain records for a deployment its breaker did not admit (no call made)."""
+    return Attempt(dep.name, dep.model, "skip", False, ErrorKind.CIRCUIT_OPEN.value, 0.0)
 
 
 def _hand_over(exc: BaseException, out: ChainResult) -> None:
