@@ -97,6 +97,7 @@ def warm_up(deployments: Iterable[Deployment]) -> None:
     import_litellm()
     deps = list(deployments)
     with _lock:
+        warmed_now = False
         for dep in deps:
             count_tokens(MOCK_REPLY, dep.model)  # llmlab's own tokenizer for it (budgets count prompts)
             if dep.model in _warmed:
@@ -104,7 +105,9 @@ def warm_up(deployments: Iterable[Deployment]) -> None:
             _run_offline(dep)
             _warmed.add(dep.model)
             _take(PROVIDER_PATHS.get(dep.model.split("/", 1)[0], RealPath()))
-        _take(HTTP_PATH)
+            warmed_now = True
+        if warmed_now:  # built once with the first route; a repeat walks none of its models again
+            _take(HTTP_PATH)
 
 
 def _offline(dep: Deployment) -> Deployment:
