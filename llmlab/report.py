@@ -314,6 +314,7 @@ def _count(value: float) -> str:
 ROWS = (
     ("cost", "cost_usd", "baseline_cost_usd", "usd"),
     ("projected monthly cost", "projected_monthly_cost_usd", "baseline_projected_monthly_cost_usd", "usd"),
+    ("  without the monthly caps", "projected_monthly_uncapped_cost_usd", None, "usd"),
     ("p50 latency", "p50_latency_s", None, "s"),
     ("p95 latency", "p95_latency_s", "baseline_p95_latency_s", "s"),
     ("p99 latency", "p99_latency_s", None, "s"),
@@ -331,6 +332,9 @@ ROWS = (
     ("SLO metric at its percentile", "slo_value_s", None, "s"),
     ("SLO violations", "slo_violation_rate", "baseline_slo_violation_rate", "pct"),
 )
+
+#: a row shown only when it differs from another (no caps bound the month: one figure says it)
+_SHOWN_WHEN_DIFFERENT = {"projected_monthly_uncapped_cost_usd": "projected_monthly_cost_usd"}
 
 
 def _span(seconds: float) -> str:
@@ -350,6 +354,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     cells = []
     for label, key, base_key, kind in ROWS:
         value = summary.get(key)
+        same_as = _SHOWN_WHEN_DIFFERENT.get(key)
+        if same_as is not None and (value is None or value == summary.get(same_as)):
+            continue
         text = _fmt(value, kind)
         if key in ci and reps:
             lo, hi = ci[key]

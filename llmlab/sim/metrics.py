@@ -32,11 +32,13 @@ Definitions (the summary's keys):
   it with the objective.
 * ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
   a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it.
-* ``projected_monthly_cost_usd`` — cost per turn × expected turns in 30 days at the scenario's
-  mean rate (``rate_per_s`` × the random bursts' mean multiplier, see
+* ``projected_monthly_uncapped_cost_usd`` — cost per turn × expected turns in 30 days at the
+  scenario's mean rate (``rate_per_s`` × the random bursts' mean multiplier, see
   :func:`llmlab.sim.run.expected_rate_per_s`), plus fixed hourly costs × 720 h: the lecture's
-  ``daily × 30 × cost per request``.  Monthly budget caps are not applied to the projected
-  month: with caps that bind over a month it is the uncapped demand, not the capped spend.
+  ``daily × 30 × cost per request``.  A turn refused for budget is priced as a served turn of
+  its plan: this is what the month's traffic would cost with no caps.
+* ``projected_monthly_cost_usd`` — the same month with every tenant's variable spend held to its
+  monthly cap (:mod:`llmlab.sim.projection`); equal to the uncapped figure without caps.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..effects import CacheOutcome, Outcome, OutcomeKind
+from .projection import TenantCaps, project_month
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,8 +190,12 @@ def _pct(values: np.ndarray, q: float) -> float:
 
 def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour_usd: float = 0.0,
               turns_per_month: float, slo_s: float, slo_metric: str = "latency", slo_percentile: float = 95.0,
-              budget_overshoot_usd: float = 0.0, duration_s: float = 0.0) -> dict[str, Any]:
-    """The headline numbers of one run (see the module docstring for definitions)."""
+              budget_overshoot_usd: float = 0.0, duration_s: float = 0.0,
+              caps: TenantCaps | None = None) -> dict[str, Any]:
+    """The headline numbers of one run (see the module docstring for definitions).
+
+    ``caps``: who sent each turn and the monthly caps the projected month is held to (None: the
+    projection is uncapped, as for the baseline)."""
     c = rec.columns()
     n = len(c["turn"])
     if n == 0:
@@ -227,6 +234,9 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
             by_dep[name] = share
     cost = variable + float(fixed_cost_usd)
     duration_s = float(duration_s)
+    month = project_month(c["turn"], c["cost_usd"], err_codes == "budget_exceeded", turns_per_month=turns_per_month,
+                          caps=caps)
+    fixed_month = fixed_cost_per_hour_usd * 720.0
     return {
         "requests": n,
         "gateway_requests": int(c["steps"].sum()),
@@ -235,7 +245,8 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "variable_cost_usd": variable,
         "fixed_cost_usd": fixed_cost_usd,
         "cost_per_request_usd": cost / n,
-        "projected_monthly_cost_usd": variable / n * turns_per_month + fixed_cost_per_hour_usd * 720.0,
+        "projected_monthly_cost_usd": month.capped_usd + fixed_month,
+        "projected_monthly_uncapped_cost_usd": month.uncapped_usd + fixed_month,
         "cache_hit_rate": float(((cache == CACHES.index("exact_hit")) | (cache == CACHES.index("semantic_hit"))).sum()) / n,
         "exact_hit_rate": float((cache == CACHES.index("exact_hit")).sum()) / n,
         "semantic_hit_rate": float((cache == CACHES.index("semantic_hit")).sum()) / n,

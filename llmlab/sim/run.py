@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..request import Request
 from .driver import EmbedModel, SimDriver
 from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, requests_frame, summarise
+from .projection import TenantCaps
 from .outages import Window, scenario_windows, windows_for
 from .providers import GOLDEN, M64, SimProvider, mix64, uniforms
 from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
@@ -434,8 +435,10 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     duration = max(env.now, traffic.horizon_s)
     hourly = _fixed_hourly(scenario, names)
     overshoot = 0.0
+    caps = None
     if not baseline and gateway.pipeline.budget_policy is not None:
         policy = gateway.pipeline.budget_policy
+        caps = TenantCaps(traffic.tenant, traffic.tenants, traffic.tenant_plans, policy.cap_for)
         spent = getattr(gateway.budgets, "spend_by_month", lambda: {})()  # caps are monthly: month by month
         plan_of = dict(zip(traffic.tenants, traffic.tenant_plans))  # a tenant that changed plan: its last one
         for (tenant, _month), amount in spent.items():
@@ -449,7 +452,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
                         turns_per_month=traffic_rate(scenario, traffic) * 86_400.0 * 30.0,
                         slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
                         slo_percentile=scenario.slo.percentile,
-                        budget_overshoot_usd=overshoot, duration_s=duration)
+                        budget_overshoot_usd=overshoot, duration_s=duration, caps=caps)
     summary["internal_errors"] = driver.internal_errors
     summary["breaker_opens"] = {n: b.times_opened for n, b in gateway.pipeline.breakers.items() if b.times_opened}
     return rec, summary

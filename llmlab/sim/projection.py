@@ -1,0 +1,79 @@
+"""A month of the run's traffic, held to the tenants' monthly caps.
+
+A run much shorter than a month rarely reaches a tenant's monthly cap, so scaling its cost per
+turn to a month (the lecture's ``daily × 30 × cost per request``) projects what the traffic would
+cost *uncapped*.  A tenant's month cannot cost more than its cap (a downgrade, too, is made only
+when the cheaper call fits under it): b2b-saas's 340 small caps hold the policy's variable spend to ≈ $23 a month
+while the uncapped projection says thousands.  So the projection is made per tenant:
+
+* a tenant's monthly demand is its share of the run's turns × the month's turns × what a turn of
+  its plan costs when the caps let it through (the plan's cost over its turns not refused for
+  budget: a refused turn costs nothing in the run, yet it is demand the month would see);
+* a capped tenant's month is ``min(demand, cap)``; a tenant without a cap pays the demand.
+
+Summed over tenants, the uncapped demand equals the old aggregate formula whenever no turn was
+refused for budget, so the monthly-formula validation still holds exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TenantCaps:
+    """Who sent each turn, and the monthly cap each tenant's spend is refused beyond.
+
+    ``tenant_of_turn[t]`` indexes ``tenants``/``plans`` (the traffic's tables: a tenant that
+    changed plan in a trace appears once per plan); ``cap(name, plan)`` is the gateway's cap for
+    the tenant, or None.
+    """
+
+    tenant_of_turn: np.ndarray
+    tenants: Sequence[str]
+    plans: Sequence[str]
+    cap: Callable[[str, str], float | None]
+
+
+@dataclass(frozen=True)
+class MonthlyProjection:
+    capped_usd: float
+    uncapped_usd: float
+
+
+def project_month(turn: np.ndarray, cost: np.ndarray, budget_refused: np.ndarray, *, turns_per_month: float,
+                  caps: TenantCaps | None) -> MonthlyProjection:
+    """Variable cost of a month of this traffic, held to ``caps`` (see the module docstring).
+
+    ``turn``, ``cost`` and ``budget_refused`` are the run's per-turn columns.  NaN when the month's
+    turns are unknown (a trace too short to have a rate).
+    """
+    n = len(turn)
+    if n == 0 or not math.isfinite(turns_per_month):
+        return MonthlyProjection(math.nan, math.nan)
+    if caps is None:  # nothing refused for budget: the run's cost per turn is the demand's
+        uncapped = float(cost.sum()) / n * turns_per_month
+        return MonthlyProjection(uncapped, uncapped)
+    tenant = np.asarray(caps.tenant_of_turn)[turn]
+    plan_names, plan_of_tenant = np.unique(np.asarray(caps.plans, dtype=str), return_inverse=True)
+    plan = plan_of_tenant[tenant]
+    served = ~budget_refused
+    served_turns = np.bincount(plan[served], minlength=len(plan_names))
+    served_cost = np.bincount(plan[served], weights=cost[served], minlength=len(plan_names))
+    # a plan none of whose turns got through has no observed cost per turn: its turns are priced
+    # at the run's average served turn, the closest measurement there is
+    overall = float(served_cost.sum()) / served_turns.sum() if served_turns.sum() else 0.0
+    per_turn = np.where(served_turns > 0, served_cost / np.maximum(served_turns, 1), overall)
+    # demand by tenant *name*: budgets are kept per tenant, whatever plan a trace row carried
+    names, name_of_tenant = np.unique(np.asarray(caps.tenants, dtype=str), return_inverse=True)
+    demand = np.bincount(name_of_tenant[tenant], weights=per_turn[plan], minlength=len(names)) / n * turns_per_month
+    plan_of_name = dict(zip(caps.tenants, caps.plans))  # a tenant that changed plan: its last one, as budgets see it
+    limit = np.array([_or_inf(caps.cap(name, plan_of_name[name])) for name in names.tolist()], dtype=float)
+    return MonthlyProjection(float(np.minimum(demand, limit).sum()), float(demand.sum()))
+
+
+def _or_inf(cap: float | None) -> float:
+    return math.inf if cap is None else float(cap)

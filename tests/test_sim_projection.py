@@ -1,0 +1,86 @@
+"""The projected month is held to each tenant's monthly cap (llmlab.sim.projection)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from llmlab.sim import simulate
+from llmlab.sim.projection import TenantCaps, project_month
+
+MONTH = 400.0  # turns in the projected month
+
+
+def caps_of(table: dict[str, float]) -> TenantCaps:
+    names = ["a", "b", "c"]
+    return TenantCaps(np.array([0, 1, 2]), names, ["paid", "paid", "free"], lambda name, plan: table.get(name))
+
+
+def test_without_caps_it_is_the_lectures_formula() -> None:
+    cost = np.array([1.0, 2.0, 0.0, 3.0])
+    month = project_month(np.arange(4), cost, np.zeros(4, bool), turns_per_month=MONTH, caps=None)
+    assert month.capped_usd == month.uncapped_usd == pytest.approx(cost.sum() / 4 * MONTH)
+
+
+def test_a_tenant_past_its_cap_pays_the_cap_and_one_under_it_its_demand() -> None:
+    tenant_of_turn = np.array([0, 0, 0, 1])  # turn → tenant: a sends three turns, b one
+    caps = TenantCaps(tenant_of_turn, ["a", "b"], ["paid", "paid"], lambda name, plan: {"a": 50.0, "b": 500.0}[name])
+    cost = np.array([1.0, 1.0, 1.0, 1.0])
+    month = project_month(np.arange(4), cost, np.zeros(4, bool), turns_per_month=MONTH, caps=caps)
+    demand_a, demand_b = 3 / 4 * MONTH * 1.0, 1 / 4 * MONTH * 1.0
+    assert month.uncapped_usd == pytest.approx(demand_a + demand_b)
+    assert month.capped_usd == pytest.approx(50.0 + demand_b)
+
+
+def test_a_refused_turn_is_demand_at_its_plans_served_price() -> None:
+    # b's only turn was refused for budget (cost 0): the month still sees b ask, at what a served
+    # paid turn cost (a's 2.0); free tenant c pays its own plan's price
+    caps = caps_of({})
+    cost = np.array([2.0, 0.0, 0.5])
+    refused = np.array([False, True, False])
+    month = project_month(np.arange(3), cost, refused, turns_per_month=MONTH, caps=caps)
+    assert month.uncapped_usd == pytest.approx((2.0 + 2.0 + 0.5) / 3 * MONTH)
+    assert month.capped_usd == month.uncapped_usd  # nobody has a cap
+
+
+def test_a_plan_with_every_turn_refused_is_priced_at_the_runs_served_average() -> None:
+    caps = caps_of({"c": 1e9})
+    cost = np.array([2.0, 4.0, 0.0])
+    refused = np.array([False, False, True])
+    month = project_month(np.arange(3), cost, refused, turns_per_month=MONTH, caps=caps)
+    assert month.uncapped_usd == pytest.approx((2.0 + 4.0 + 3.0) / 3 * MONTH)
+
+
+def test_a_tenant_seen_under_two_plans_has_one_cap() -> None:
+    # a trace where tenant "a" upgraded: two rows of the tenant table, one budget
+    caps = TenantCaps(np.array([0, 1]), ["a", "a"], ["free", "paid"], lambda name, plan: 10.0 if plan == "paid" else 1.0)
+    month = project_month(np.array([0, 1]), np.array([1.0, 1.0]), np.zeros(2, bool), turns_per_month=MONTH, caps=caps)
+    assert month.uncapped_usd == pytest.approx(MONTH)
+    assert month.capped_usd == pytest.approx(10.0)  # one cap (its latest plan's), not one per plan
+
+
+def test_no_rate_no_projection() -> None:
+    month = project_month(np.arange(2), np.ones(2), np.zeros(2, bool), turns_per_month=math.nan, caps=caps_of({}))
+    assert math.isnan(month.capped_usd) and math.isnan(month.uncapped_usd)
+
+
+def test_a_short_runs_projection_matches_a_simulated_month() -> None:
+    """Three days of b2b-saas traffic project a month its caps bind; a simulated 30-day month (its
+    own seed, caps resetting on the 1st) spends what the projection says, the uncapped one twice that."""
+    overrides = {"traffic.rate_per_s": 0.01, "start": "2025-03-01T00:00:00+00:00",
+                 "gateway.cache.embedder": "hashed"}
+    short = simulate("b2b-saas", requests=3000, seed=0, baseline=False, keep_requests=False, overrides=overrides).summary
+    month = simulate("b2b-saas", hours=720, seed=100, baseline=False, keep_requests=False, overrides=overrides).summary
+    fixed_month = month["fixed_cost_usd"]  # the self-hosted standby's 720 hours
+    assert short["projected_monthly_cost_usd"] - fixed_month == pytest.approx(month["variable_cost_usd"], rel=0.10)
+    assert short["projected_monthly_uncapped_cost_usd"] - fixed_month > 1.5 * month["variable_cost_usd"]
+    assert month["budget_rejections"] > 0
+
+
+def test_caps_that_never_bind_change_nothing() -> None:
+    overrides = {"traffic.tenants.0.monthly_budget_usd": 1e9, "traffic.tenants.1.monthly_budget_usd": 1e9,
+                 "gateway.cache.embedder": "hashed"}
+    s = simulate("b2b-saas", requests=800, seed=3, keep_requests=False, overrides=overrides).summary
+    assert s["projected_monthly_cost_usd"] == pytest.approx(s["projected_monthly_uncapped_cost_usd"])
+    assert s["baseline_projected_monthly_cost_usd"] > s["projected_monthly_cost_usd"]  # caching and routing save
