@@ -373,6 +373,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     savings = summary.get("savings_pct")
     if savings is not None and not (isinstance(savings, float) and math.isnan(savings)):
         lines.append(f"{'savings vs baseline':30s} {f'{savings:.1f} %':>{wide}s}")
+        refused = summary.get("refused_savings_pct")
+        if refused and not math.isnan(refused):  # percentage points of the savings that are refusals
+            lines.append(f"{'  of which refused requests':30s} {f'{refused:.1f} pp':>{wide}s}")
     met = summary.get("slo_met")
     metric = {"ttft": "TTFT"}.get(summary.get("slo_metric", "latency"), summary.get("slo_metric", "latency"))
     slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {metric} ≤ "

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from llmlab.report import summary_table
 from llmlab.sim import simulate
 from llmlab.sim.projection import TenantCaps, project_month
 
@@ -84,3 +85,28 @@ def test_caps_that_never_bind_change_nothing() -> None:
     s = simulate("b2b-saas", requests=800, seed=3, keep_requests=False, overrides=overrides).summary
     assert s["projected_monthly_cost_usd"] == pytest.approx(s["projected_monthly_uncapped_cost_usd"])
     assert s["baseline_projected_monthly_cost_usd"] > s["projected_monthly_cost_usd"]  # caching and routing save
+
+
+# ----------------------------------------------------------------------------- refused_savings_pct
+def test_the_savings_say_how_much_of_them_is_refused_service() -> None:
+    hashed = {"gateway.cache.embedder": "hashed"}
+    loose = simulate("b2b-saas", requests=1500, seed=4, keep_requests=False, overrides=hashed)
+    tight = simulate("b2b-saas", requests=1500, seed=4, keep_requests=False,
+                     overrides={**hashed, "traffic.tenants.0.monthly_budget_usd": 0.02})
+    for r in (loose, tight):
+        refused = r.turns["error_code"].isin(["budget_exceeded", "rate_limited", "guardrail_blocked"]).to_numpy()
+        priced = r.baseline_turns["cost_usd"].to_numpy()[refused].sum()
+        assert r.summary["refused_savings_pct"] == pytest.approx(100 * priced / r.summary["baseline_cost_usd"])
+    # smaller paid caps refuse more of the turns the baseline paid for
+    assert tight.summary["refused_savings_pct"] > loose.summary["refused_savings_pct"] > 0
+    assert "of which refused requests" in summary_table(tight.summary)
+
+
+def test_nothing_refused_no_refused_savings() -> None:
+    overrides = {"traffic.tenants.0.monthly_budget_usd": 1e9, "traffic.tenants.1.monthly_budget_usd": 1e9,
+                 "gateway.cache.embedder": "hashed"}
+    r = simulate("b2b-saas", requests=600, seed=5, keep_requests=False, overrides=overrides)
+    assert r.summary["refused_savings_pct"] == 0.0
+    assert "refused" not in summary_table(r.summary)
+    alone = simulate("b2b-saas", requests=300, seed=5, keep_requests=False, baseline=False, overrides=overrides)
+    assert math.isnan(alone.summary["refused_savings_pct"])  # no baseline to price them

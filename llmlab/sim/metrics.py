@@ -32,6 +32,9 @@ Definitions (the summary's keys):
   it with the objective.
 * ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
   a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it.
+* ``refused_savings_pct`` — the points of ``savings_pct`` that are turns the policy refused
+  (budget, rate limit, guardrail), priced at what the baseline paid for the same turns: savings
+  from service not given, not from service made cheaper (set by :func:`llmlab.sim.simulate`).
 * ``projected_monthly_uncapped_cost_usd`` — cost per turn × expected turns in 30 days at the
   scenario's mean rate (``rate_per_s`` × the random bursts' mean multiplier, see
   :func:`llmlab.sim.run.expected_rate_per_s`), plus fixed hourly costs × 720 h: the lecture's
@@ -278,6 +281,17 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "errors": errors,
         "model_share": by_dep,
     }
+
+
+def refused_savings_pct(turns: "pd.DataFrame", base_turns: "pd.DataFrame", base_cost_usd: float) -> float:
+    """The share (%) of the baseline's cost spent on turns the policy refused (budget, rate limit,
+    guardrail): savings that are service not given rather than service made cheaper.  The two
+    runs serve the same turns (common random numbers), so turn ``t`` of one is turn ``t`` of the
+    other."""
+    if base_cost_usd <= 0 or len(turns) != len(base_turns):
+        return math.nan
+    refused = turns["error_code"].isin(POLICY_REFUSALS).to_numpy()
+    return 100.0 * float(base_turns["cost_usd"].to_numpy()[refused].sum()) / base_cost_usd
 
 
 def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarray] | None = None) -> "pd.DataFrame":

@@ -27,7 +27,7 @@ from ..effects import Deployment
 from ..errors import ConfigError
 from ..request import Request
 from .driver import EmbedModel, SimDriver
-from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, requests_frame, summarise
+from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, refused_savings_pct, requests_frame, summarise
 from .projection import TenantCaps
 from .outages import Window, scenario_windows, windows_for
 from .providers import GOLDEN, M64, SimProvider, mix64, uniforms
@@ -680,8 +680,11 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     summary["traffic"] = traffic.source
     summary["outage_windows"] = len(windows)
     cols = rec.columns()
+    turns = _frame(cols, rec, traffic)
+    summary["refused_savings_pct"] = (refused_savings_pct(turns, base_turns, base_summary["cost_usd"])
+                                      if base_turns is not None else math.nan)
     return SimResult(sc, summary, requests_frame(rec, traffic, cols) if keep_requests else _empty_frame(),
-                     _frame(cols, rec, traffic), base_summary, base_turns, windows, None, seed,
+                     turns, base_summary, base_turns, windows, None, seed,
                      wall_s=time.perf_counter() - t0)
 
 
