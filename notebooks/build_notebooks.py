@@ -1248,6 +1248,20 @@ def nb05() -> list:
         are refused with a typed `BudgetExceeded` that says when the cap resets — or, with
         `on_exceed = "downgrade"`, served by the small model instead.
 
+        Two numbers keep the caps honest in the summary. The **projected month** holds each
+        tenant's spend to its cap (a short run rarely reaches them, so scaling its cost per request
+        to a month would project what the traffic costs *uncapped*). And part of the **savings** is
+        service not given: `refused_savings_pct` prices the refused requests at what the baseline
+        paid for them.
+        """),
+        code("""
+        s = capped.summary
+        print(f"a month of this traffic: ${s['projected_monthly_cost_usd']:,.0f} with the caps, "
+              f"${s['projected_monthly_uncapped_cost_usd']:,.0f} without them (the fine-tune's standby hours included)")
+        print(f"savings vs baseline {s['savings_pct']:.1f} %, of which {s['refused_savings_pct']:.1f} points are "
+              "requests the caps refused")
+        """),
+        md("""
         ## 4. The fine-tune in the fallback chain
 
         The preset schedules an OpenAI outage (the window printed below). Paid traffic falls back to
