@@ -3,8 +3,9 @@
 A run much shorter than a month rarely reaches a tenant's monthly cap, so scaling its cost per
 turn to a month (the lecture's ``daily × 30 × cost per request``) projects what the traffic would
 cost *uncapped*.  A tenant's month cannot cost more than its cap (a downgrade, too, is made only
-when the cheaper call fits under it): b2b-saas's 340 small caps hold the policy's variable spend to ≈ $23 a month
-while the uncapped projection says thousands.  So the projection is made per tenant:
+when the cheaper call fits under it): b2b-saas's 340 small caps hold the policy's variable spend
+to ≈ $23 a month while the uncapped projection says thousands.  So the projection is made per
+tenant:
 
 * a tenant's monthly demand is its share of the run's turns × the month's turns × what a turn of
   its plan costs when the caps let it through (the plan's cost over its turns not refused for
@@ -25,7 +26,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TenantCaps:
-    """Who sent each turn, and the monthly cap each tenant's spend is refused beyond.
+    """Who sent each turn, and each tenant's monthly cap.
 
     ``tenant_of_turn[t]`` indexes ``tenants``/``plans`` (the traffic's tables: a tenant that
     changed plan in a trace appears once per plan); ``cap(name, plan)`` is the gateway's cap for
@@ -54,7 +55,7 @@ def project_month(turn: np.ndarray, cost: np.ndarray, budget_refused: np.ndarray
     n = len(turn)
     if n == 0 or not math.isfinite(turns_per_month):
         return MonthlyProjection(math.nan, math.nan)
-    if caps is None:  # nothing refused for budget: the run's cost per turn is the demand's
+    if caps is None:  # no caps, no budget refusals: the run's cost per turn is the month's
         uncapped = float(cost.sum()) / n * turns_per_month
         return MonthlyProjection(uncapped, uncapped)
     tenant = np.asarray(caps.tenant_of_turn)[turn]

@@ -28,8 +28,8 @@ from ..errors import ConfigError
 from ..request import Request
 from .driver import EmbedModel, SimDriver
 from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, refused_savings_pct, requests_frame, summarise
-from .projection import TenantCaps
 from .outages import Window, scenario_windows, windows_for
+from .projection import TenantCaps
 from .providers import GOLDEN, M64, SimProvider, mix64, uniforms
 from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
 from .traffic import Traffic, generate_traffic
