@@ -18,7 +18,7 @@ import warnings
 import pytest
 from gateway_fuzz import (QUESTIONS, TENANTS, Records, Watch, check, draw_caps, fault_plan, fuzz_gateway, replier,
                           shown_text)
-from llmlab import CascadeRouter, Deployment, FixedRouter, Gateway, OutcomeKind, Request, RetryPolicy, StreamReset
+from llmlab import BudgetPolicy, CascadeRouter, Deployment, FixedRouter, Gateway, OutcomeKind, Request, RetryPolicy, StreamReset
 from llmlab.live import import_litellm
 from llmlab.scripted import FakeClock
 from llmlab.testing import FakeProvider, Fault, FaultPlan
@@ -101,6 +101,30 @@ def test_one_reset_takes_back_the_cut_text_however_many_attempts_follow(how):
     assert out.ok and out.deployment == "mini", out.attempts
     assert [c for c in chunks if isinstance(c, StreamReset)] == [StreamReset("gpt-4o")], chunks
     assert shown_text(chunks) == out.text
+
+
+def test_an_async_stream_left_in_a_reference_cycle_is_still_recorded_once_collected():
+    """The async twin of test_thread_fuzz's cycle test: an ``astream`` left unclosed in a reference
+    cycle is collected, and the pipeline's generator was finalised before the loop's hook closed
+    the stream: no ledger record, nothing charged for the text it had streamed."""
+    async def leave_in_a_cycle():
+        async with FakeProvider() as fp:
+            gw = Gateway([Deployment("gpt-4o", "openai/gpt-4o", {"api_base": fp.base_url, "api_key": "sk-test"})],
+                         router=FixedRouter("gpt-4o"), fallbacks={}, budget=BudgetPolicy(caps={"acme": 1.0}))
+            response = gw.astream(QUESTION, tenant="acme", request_id="left", max_tokens=50)
+            held: dict = {"chunks": response.__aiter__()}
+            held["self"] = held
+            assert isinstance(await held["chunks"].__anext__(), str)
+            del held, response
+            gc.collect()
+            for _ in range(10):  # the loop's hook schedules the stream's aclose()
+                await asyncio.sleep(0.01)
+            return gw
+
+    gw = asyncio.run(leave_in_a_cycle())
+    [outcome] = list(gw.ledger)
+    assert outcome.request_id == "left" and outcome.error.code == "client_disconnected" and outcome.cost_usd > 0
+    assert gw.budgets.spent("acme", gw.clock()) == pytest.approx(outcome.cost_usd)
 
 
 # ------------------------------------------------------------------ the fuzz
