@@ -237,8 +237,9 @@ def _check_streams(gw: Gateway, received: dict, finished: set) -> list[str]:
         # it back; outcome.ok says so): that text must have been charged, checked below
         if rid in finished and o.ok and text != o.text:
             problems.append(f"{rid}: read {text[:30]!r} to the end, the outcome says {o.kind.value} {o.text!r}")
-        if not o.ok and text and o.attempts:
-            tokens = count_tokens(text, o.attempts[-1].model)
+        calls = [a for a in o.attempts if a.purpose == "answer"]  # not a skipped deployment nor a check
+        if not o.ok and text and calls:
+            tokens = count_tokens(text, calls[-1].model)  # the streamed call's tokenizer
             if sum(a.completion_tokens for a in o.attempts) < tokens:
                 problems.append(f"{rid}: left after {tokens} tokens, charged fewer")
     return problems
