@@ -6,9 +6,11 @@ while the pipeline runs between effects and let go around provider calls and use
 fuzz serves a few hundred requests from a pool of threads through litellm against the
 fault-injecting fake provider, with every stage on (tests/gateway_fuzz.py, shared with the async
 fuzz), callers that leave a stream midway (``break``, ``close()``, a ``with`` block, an iterator
-dropped) and streams whose chunks are pulled from a different thread each time (as Starlette
-iterates a sync generator in its thread pool).  Then it checks what the async fuzz checks, and
-that every thread finished, no thread or connection was left behind and nothing warned.
+dropped, an iterator left in a reference cycle for the garbage collector), streams whose chunks
+are pulled from a different thread each time (as Starlette iterates a sync generator in its
+thread pool) and a guard that serves a request of its own on its thread or another one.  Then it
+checks what the async fuzz checks, and that every thread finished, no thread or connection was
+left behind and nothing warned.  The regressions it found are pinned by the tests before it.
 """
 from __future__ import annotations
 
