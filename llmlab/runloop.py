@@ -9,6 +9,10 @@ shown with the caller's own values (:class:`~llmlab.placeholders.StreamRestorer`
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import queue
+import threading
 from contextlib import nullcontext
 from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator
 
@@ -19,6 +23,8 @@ from .live import LiteLLMDriver, _aclose, _StreamState, reported_part
 from .placeholders import StreamRestorer
 from .provider_errors import redact_secrets
 from .stream import StreamResponse
+
+log = logging.getLogger("llmlab.live")
 
 
 def driver_failure(effect: Any, exc: Exception) -> CallError:
@@ -148,12 +154,100 @@ class _Streamed:
         return self.state.reported_prompt() if self.state is not None else None
 
 
+#: the streams not yet done or closed: their pipeline run → the provider stream being read (None
+#: between calls).  A stream its caller left unclosed in a reference cycle is closed by the garbage
+#: collector, which finalises the objects of a cycle in no set order: the pipeline's generator
+#: (made first) was closed before the stream's, with GeneratorExit, so the request left no ledger
+#: record and its rate-limit take was never settled (its budget hold was: spend without a record);
+#: and the provider stream's generator, closed on the collecting thread, closed its HTTP response
+#: there.  Held from here, neither is garbage: only the stream's own generator is finalised.
+_OPEN_STREAMS: dict[PipelineRun, Any] = {}
+
+
+class _Collecting(threading.local):
+    """Whether this thread is running a garbage collection (set by :func:`_note_collection`)."""
+
+    active = False
+
+
+_COLLECTING = _Collecting()
+
+
+def _note_collection(phase: str, info: dict) -> None:
+    _COLLECTING.active = phase == "start"
+
+
+gc.callbacks.append(_note_collection)
+
+
+class _Closer:
+    """Finishes, on a thread of its own, the sync streams the garbage collector closes.
+
+    A collection runs on whichever thread allocates when it is due — inside httpcore's connection
+    pool, holding the pool's lock (not re-entrant), or inside another request's pipeline step.
+    Closing a left stream there closed its HTTP response, which takes that lock: the thread hung
+    for good.  And recording the request there ran its pipeline nested inside another request's
+    step.  The collector's thread only queues the work (``SimpleQueue.put`` is safe from a
+    finaliser); this thread, started with the first sync stream, does it as a caller would."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name="llmlab-stream-closer", daemon=True)
+                    self._thread.start()
+
+    def put(self, job: Callable[[], Any]) -> None:
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:  # a failing close must not stop the closing of later streams
+                log.exception("llmlab could not finish a stream the garbage collector closed")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether every stream collected so far has been finished within ``timeout`` seconds."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self.put(done.set)
+        return done.wait(timeout)
+
+
+_CLOSER = _Closer()
+
+
+def wait_for_collected_streams(timeout: float | None = None) -> bool:
+    """Wait until the sync streams the garbage collector has closed so far are recorded (their
+    requests in the ledger, their holds settled); False if ``timeout`` passed first."""
+    return _CLOSER.wait(timeout)
+
+
+def _leave(sub: Generator[Any, None, Any] | None, run: PipelineRun, response: StreamResponse, text: str,
+           latency_s: float, prompt: tuple[int, int, int] | None) -> None:
+    """A caller left a sync stream: close the provider's stream (and its connection) now, not at
+    garbage collection, and record the request with the streamed tokens charged."""
+    if sub is not None:
+        sub.close()
+    response._done(run.abandon(text, latency_s, prompt))
+
+
 def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
                 lock: ContextManager[Any] = nullcontext()) -> Iterator[Any]:
     """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
     run = PipelineRun(gen, lock)
     streamed = _Streamed(driver.clock())  # what the current call has sent
     sub: Generator[Any, None, Any] | None = None
+    _OPEN_STREAMS[run] = None  # see _OPEN_STREAMS: the pipeline outlives this generator's garbage
+    _CLOSER.start()
     try:
         while not run.done:
             effect = run.effect
@@ -167,7 +261,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
             reset = response.reset(effect.deployment.name)  # a caller who leaves at the reset owes nothing more
             if reset is not None:
                 yield reset
-            sub = driver.stream_call(effect)
+            sub = _OPEN_STREAMS[run] = driver.stream_call(effect)
             shown = StreamRestorer(effect.restore)  # the caller's own values, as outcome.text has them
             streamed.started = driver.clock()
             while True:
@@ -188,10 +282,14 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
                     if text:
                         yield text
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
-        if sub is not None:
-            sub.close()  # ends the provider's stream (and its connection) now, not at garbage collection
-        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started, streamed.prompt()))
+        left = (sub, run, response, streamed.text(), driver.clock() - streamed.started, streamed.prompt())
+        if _COLLECTING.active:  # left unclosed in a cycle, collected on whatever thread: see _Closer
+            _CLOSER.put(lambda: _leave(*left))
+        else:
+            _leave(*left)
         raise
+    finally:
+        _OPEN_STREAMS.pop(run, None)
     response._done(run.outcome)
     yield from response.whole_answer_chunk()
 
@@ -202,6 +300,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
     run = PipelineRun(gen, lock)
     streamed = _Streamed(driver.clock())
     sub: AsyncIterator[Any] | None = None
+    _OPEN_STREAMS[run] = None  # as in iter_stream (a collected stream is closed by the loop's hook, on the loop)
     try:
         while not run.done:
             effect = run.effect
@@ -218,7 +317,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
             result: Any = None
             shown = StreamRestorer(effect.restore)  # as in iter_stream
             streamed.started = driver.clock()
-            sub = driver.astream_call(effect)
+            sub = _OPEN_STREAMS[run] = driver.astream_call(effect)
             try:
                 async for item in sub:
                     if isinstance(item, str):
@@ -241,6 +340,8 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
             await _aclose(sub)
         response._done(run.abandon(streamed.text(), driver.clock() - streamed.started, streamed.prompt()))
         raise
+    finally:
+        _OPEN_STREAMS.pop(run, None)
     response._done(run.outcome)
     for chunk in response.whole_answer_chunk():
         yield chunk

@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import logging
 import random
 import re
 import sys
 import warnings
-from collections import Counter
 
 import pytest
-
-from llmlab import (BudgetPolicy, CascadeRouter, ClassifierRouter, Deployment, FixedRouter, Gateway, OutcomeKind,
-                    RateLimit, RateLimiter, Request, RetryPolicy, StreamReset)
-from llmlab.cache.embedders import HashedNgramEmbedder, LiteLLMEmbedder
-from llmlab.cache.semantic import SemanticCache
+from gateway_fuzz import (QUESTIONS, TENANTS, Records, Watch, check, draw_caps, fault_plan, fuzz_gateway, replier,
+                          shown_text)
+from llmlab import BudgetPolicy, CascadeRouter, Deployment, FixedRouter, Gateway, OutcomeKind, Request, RetryPolicy, StreamReset
 from llmlab.live import import_litellm
 from llmlab.scripted import FakeClock
 from llmlab.testing import FakeProvider, Fault, FaultPlan
-from llmlab.tokens import count_tokens
 
 QUESTION = "Where is my order 1234?"
 
@@ -49,12 +44,6 @@ def read(gw: Gateway, how: str, prompt: str = QUESTION) -> tuple[list, object]:
     return asyncio.run(consume())
 
 
-def after_last_reset(chunks: list) -> str:
-    """What a consumer that clears its screen at each StreamReset shows at the end."""
-    resets = [i for i, c in enumerate(chunks) if isinstance(c, StreamReset)]
-    return "".join(c for c in chunks[resets[-1] + 1 if resets else 0:] if isinstance(c, str))
-
-
 @pytest.mark.parametrize("how", ["stream", "astream"])
 def test_a_cut_stream_answered_from_the_last_resort_cache_is_reset_first(how):
     """A stream the provider cut midway, with no attempt after it, ends in the last-resort cached
@@ -74,7 +63,7 @@ def test_a_cut_stream_answered_from_the_last_resort_cache_is_reset_first(how):
     assert out.kind is OutcomeKind.LAST_RESORT and out.text == "".join(first)
     cut = chunks[:chunks.index(StreamReset("cache"))]
     assert cut and "".join(cut) != out.text  # the cut text was shown, then taken back
-    assert after_last_reset(chunks) == out.text
+    assert shown_text(chunks) == out.text
 
 
 @pytest.mark.parametrize("how", ["stream", "astream"])
@@ -92,7 +81,7 @@ def test_a_cascade_whose_last_stage_is_cut_sends_the_earlier_stages_answer(how):
         chunks, response = read(gw, how)
     out = response.outcome
     assert out.kind is OutcomeKind.MODEL and out.deployment == "mini"
-    assert StreamReset("mini") in chunks and after_last_reset(chunks) == out.text
+    assert StreamReset("mini") in chunks and shown_text(chunks) == out.text
 
 
 @pytest.mark.parametrize("how", ["stream", "astream"])
@@ -111,20 +100,35 @@ def test_one_reset_takes_back_the_cut_text_however_many_attempts_follow(how):
     out = response.outcome
     assert out.ok and out.deployment == "mini", out.attempts
     assert [c for c in chunks if isinstance(c, StreamReset)] == [StreamReset("gpt-4o")], chunks
-    assert after_last_reset(chunks) == out.text
+    assert shown_text(chunks) == out.text
+
+
+def test_an_async_stream_left_in_a_reference_cycle_is_still_recorded_once_collected():
+    """The async twin of test_thread_fuzz's cycle test: an ``astream`` left unclosed in a reference
+    cycle is collected, and the pipeline's generator was finalised before the loop's hook closed
+    the stream: no ledger record, nothing charged for the text it had streamed."""
+    async def leave_in_a_cycle():
+        async with FakeProvider() as fp:
+            gw = Gateway([Deployment("gpt-4o", "openai/gpt-4o", {"api_base": fp.base_url, "api_key": "sk-test"})],
+                         router=FixedRouter("gpt-4o"), fallbacks={}, budget=BudgetPolicy(caps={"acme": 1.0}))
+            response = gw.astream(QUESTION, tenant="acme", request_id="left", max_tokens=50)
+            held: dict = {"chunks": response.__aiter__()}
+            held["self"] = held
+            assert isinstance(await held["chunks"].__anext__(), str)
+            del held, response
+            gc.collect()
+            for _ in range(10):  # the loop's hook schedules the stream's aclose()
+                await asyncio.sleep(0.01)
+            return gw
+
+    gw = asyncio.run(leave_in_a_cycle())
+    [outcome] = list(gw.ledger)
+    assert outcome.request_id == "left" and outcome.error.code == "client_disconnected" and outcome.cost_usd > 0
+    assert gw.budgets.spent("acme", gw.clock()) == pytest.approx(outcome.cost_usd)
 
 
 # ------------------------------------------------------------------ the fuzz
 FUZZ_SEED = 58  # any seed must pass; this one mixes every fault and cancellation in about 10 s
-MODELS = {"gpt-4o": ("openai/gpt-4o", None), "claude": ("openai/claude-sonnet-4-5", "claude-sonnet-4-5"),
-          "mini": ("openai/gpt-4o-mini", None)}
-QUESTIONS = ["Where is my order {n}?", "How do I reset my password?", "Can I get a refund for order {n}?",
-             "My email is alice{n}@example.com, please update my account", "What are your opening hours?",
-             "How do I cancel my subscription?", "Call me at 010-1234-56{n:02d} about the invoice",
-             "Is express shipping available to Busan?", "Why was I charged twice this month?"]
-PII = re.compile(r"alice\d@example|010-1234-56")
-#: what every whole answer of the fake provider ends with (a cut or left stream's text does not)
-TAIL = "and here is some more text so that a stream has enough chunks to be cut or left midway"
 #: litellm runs ``completion()`` in a thread pool and awaits the coroutine it returns; a task
 #: cancelled while it waits for that thread never awaits the coroutine (which sent nothing)
 LITELLM_UNAWAITED = re.compile(r"coroutine 'OpenAIChatCompletion\.(acompletion|async_streaming)' was never awaited")
@@ -132,91 +136,18 @@ KINDS = ("complete", "complete_wait_for", "complete_cancel", "complete_cancel_tw
          "stream_leave_drop", "stream_cancel", "stream_wait_for", "stream_leave_close_cancel_twice")
 
 
-def fault_plan(rng: random.Random) -> FaultPlan:
-    plan = FaultPlan(seed=rng.randrange(1 << 30))
-    for served in ("gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"):
-        rule = plan.model(served)
-        (rule.randomly(0.07, Fault.rate_limited(rng.choice([0.0, 0.02, 0.05]))).randomly(0.02, Fault.rate_limited(2.0))
-         .randomly(0.05, Fault.error(500)).randomly(0.04, Fault.unavailable()).randomly(0.03, Fault.overloaded())
-         .randomly(0.03, Fault.hang()).randomly(0.06, Fault.cut_stream(rng.randint(0, 6)))
-         .randomly(0.02, Fault.malformed()))
-        rule.latency(low=0.0, high=rng.choice([0.02, 0.05, 0.3]))
-        rule.stream_timing(ttft_s=rng.choice([0.0, 0.01, 0.1, 1.2]), chunk_delay_s=rng.choice([0.0, 0.002, 0.01]))
-    return plan
-
-
-def priced_embedder() -> LiteLLMEmbedder:
-    """A priced embedder (held against caps) computing locally: litellm's sync client is not under test."""
-    hashed = HashedNgramEmbedder(dim=64)
-
-    def embedding(model, input, **kw):
-        return {"data": [{"index": i, "embedding": [float(x) for x in v]} for i, v in enumerate(hashed.embed(input))],
-                "usage": {"prompt_tokens": 5}}
-
-    return LiteLLMEmbedder("text-embedding-3-small", dim=64, embedding_fn=embedding)
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage() + repr(getattr(record, "llmlab", "")))
-
-
 async def fuzz(seed: int, n: int = 300) -> list[str]:
     """Serve ``n`` requests as the seed decides, then return every broken invariant."""
     rng = random.Random(seed)
     loop_errors: list = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
-    answers = itertools.count(1)
-
-    def reply(body: dict) -> str:
-        system = (body.get("messages") or [{}])[0]
-        if system.get("role") == "system" and "label" in str(system.get("content", "")).lower():
-            return rng.choice(["faq", "general", "complex", "???"])  # the classifier's label
-        return f"Answer #{next(answers)}# from {body.get('model')} {TAIL}"
-
-    tenants = [f"tenant-{i}" for i in range(10)]
-    caps = {t: rng.choice([0.002, 0.01, 0.05, 1.0]) for t in tenants}
+    caps = draw_caps(rng)
     records = Records()
     logging.getLogger("llmlab").addHandler(records)
-    async with FakeProvider(fault_plan(rng), reply=reply) as fp:
-        params = {"api_base": fp.base_url, "api_key": "sk-test"}
-        limiter = RateLimiter(default=RateLimit(rpm=rng.choice([30, 120]), tpm=rng.choice([2_000, 8_000])))
-        semantic = SemanticCache(priced_embedder(), threshold=0.5)
+    async with FakeProvider(fault_plan(rng), reply=replier(rng)) as fp:
         accept = lambda text, request: rng.random() < 0.5  # noqa: E731
-        gw = Gateway([Deployment(name, model, params, timeout_s=1.0, price_model=price)
-                      for name, (model, price) in MODELS.items()],
-                     router=ClassifierRouter("mini", routes={"faq": "mini", "complex": "gpt-4o",
-                                                             "general": CascadeRouter(["mini", "gpt-4o"], accept)}),
-                     fallbacks={"gpt-4o": ["claude", "mini"]}, budget=BudgetPolicy(caps=caps), rate_limiter=limiter,
-                     retry=RetryPolicy(max_retries=2, base_s=0.01, cap_s=0.05, max_retry_after_s=1.0),
-                     breaker={"failure_threshold": 4, "cooldown_s": 0.2, "window": 10, "min_calls": 5},
-                     semantic_cache=semantic, seed=seed, log_content=True, default_max_tokens=200)
-        started: set[str] = set()
-        handle = gw.pipeline.handle
-
-        def noted(request, *, stream=False):  # the requests whose pipeline ran (a task cancelled before
-            started.add(request.request_id)   # it started, a stream never read, sent nothing)
-            return (yield from handle(request, stream=stream))
-
-        gw.pipeline.handle = noted
-        taken, given_back = Counter(), Counter()
-        acquire, settle = limiter.acquire, limiter.settle
-
-        def counted_acquire(tenant, plan, tokens, now):
-            refusal = acquire(tenant, plan, tokens, now)
-            if refusal is None:
-                taken[(tenant, tokens)] += 1
-            return refusal
-
-        def counted_settle(tenant, plan, reserved, used, now):
-            given_back[(tenant, reserved)] += 1
-            return settle(tenant, plan, reserved, used, now)
-
-        limiter.acquire, limiter.settle = counted_acquire, counted_settle
+        gw = fuzz_gateway(rng, fp.base_url, caps, seed, accept)
+        watch = Watch(gw)
         received: dict[str, list] = {}
         finished: set[str] = set()
 
@@ -243,7 +174,7 @@ async def fuzz(seed: int, n: int = 300) -> list[str]:
 
         async def one(i: int) -> None:
             kind = rng.choice(KINDS)
-            request = Request.build(rng.choice(QUESTIONS).format(n=rng.randint(0, 5)), tenant=rng.choice(tenants),
+            request = Request.build(rng.choice(QUESTIONS).format(n=rng.randint(0, 5)), tenant=rng.choice(TENANTS),
                                     request_id=f"r{i}-{kind}", params={"max_tokens": 40})
             await asyncio.sleep(rng.uniform(0, 3.0))
             delay, leave = rng.uniform(0, 1.0), rng.randint(1, 6)
@@ -273,7 +204,7 @@ async def fuzz(seed: int, n: int = 300) -> list[str]:
         for _ in range(5):  # dropped streams are closed by tasks the loop schedules at collection
             gc.collect()
             await asyncio.sleep(0.05)
-        problems = check(gw, caps, started, received, finished, dict(taken), dict(given_back), records.lines)
+        problems = check(gw, caps, watch, received, finished, records.lines)
         problems += [f"task left pending: {t.get_coro()}" for t in asyncio.all_tasks() if ours(t)]
         problems += [f"connections still held: {len(held)}" for held in held_connections() if held]
     logging.getLogger("llmlab").removeHandler(records)
@@ -298,83 +229,6 @@ def held_connections() -> list[set]:
         connector = getattr(getattr(getattr(http, "_transport", None), "client", None), "connector", None)
         held.append(set(getattr(connector, "_acquired", ()) or ()))
     return held
-
-
-def answer_number(text: str | None) -> int | None:
-    found = re.search(r"#(\d+)#", text or "")
-    return int(found.group(1)) if found else None
-
-
-def check(gw: Gateway, caps: dict, started: set, received: dict, finished: set, taken: dict, given_back: dict,
-          log_lines: list[str]) -> list[str]:
-    problems = []
-    ledger = list(gw.ledger)
-    ids = Counter(o.request_id for o in ledger)
-    problems += [f"{rid} recorded {count} times" for rid, count in ids.items() if count > 1]
-    problems += [f"{rid} ran but is not in the ledger" for rid in sorted(started - set(ids))]
-    # budgets: every hold settled, spend is the ledger's, no cap passed
-    now, spent = gw.clock(), Counter()
-    for o in ledger:
-        spent[o.tenant] += o.cost_usd
-    for tenant, cap in caps.items():
-        if gw.budgets.reserved(tenant, now) > 1e-12:
-            problems.append(f"{tenant}: {gw.budgets.reserved(tenant, now)} still reserved")
-        if gw.budgets.spent(tenant, now) != pytest.approx(spent[tenant], abs=1e-9):
-            problems.append(f"{tenant}: spent {gw.budgets.spent(tenant, now)}, the ledger says {spent[tenant]}")
-        if gw.budgets.spent(tenant, now) > cap + 1e-12:
-            problems.append(f"{tenant}: spent {gw.budgets.spent(tenant, now)} above its cap {cap}")
-    if gw.budgets.overshoot_usd:
-        problems.append(f"a call cost {gw.budgets.overshoot_usd} more than its reservation")
-    # breakers: nothing is in flight now, so a taken probe slot is stranded
-    problems += [f"breaker {name} half-open with its probe slot taken" for name, b in gw.pipeline.breakers.items()
-                 if b.state == b.HALF_OPEN and b._probe_in_flight]
-    # rate limits: every take given back once, with what was taken
-    if taken != given_back:
-        problems.append(f"rate-limit tokens taken {sum(taken.values())} times, settled {sum(given_back.values())}")
-    problems += [f"rate bucket {key} above capacity" for key, b in gw.pipeline.rate_limiter._buckets.items()
-                 if b.level > b.capacity + 1e-9]
-    # caches: whole answers only, each served to the tenant it was answered for
-    answered = {}
-    for o in ledger:
-        if o.ok and o.kind is OutcomeKind.MODEL:
-            if not o.text.endswith(TAIL):
-                problems.append(f"{o.request_id}: a model answer that is not whole: {o.text!r}")
-            answered[answer_number(o.text)] = o.tenant
-    for o in ledger:
-        if o.ok and o.kind in (OutcomeKind.CACHE, OutcomeKind.LAST_RESORT):
-            if answered.get(answer_number(o.text)) != o.tenant:
-                problems.append(f"{o.request_id}: {o.tenant} served another request's answer {o.text[:20]!r}")
-    for (tenant, key), entry in gw.exact_cache._entries.items():
-        if answered.get(answer_number(entry.value.text)) != tenant or not entry.value.text.endswith(TAIL):
-            problems.append(f"exact cache of {tenant} holds {entry.value.text[:30]!r}")
-        if PII.search(key):
-            problems.append("PII in an exact cache key")
-    for namespace, space in gw.pipeline.semantic_cache._spaces.items():
-        for entry in space.entries.values():
-            if answered.get(answer_number(entry.value.text)) != namespace.split("|")[0]:
-                problems.append(f"semantic cache holds {entry.value.text[:30]!r}")
-            if PII.search(entry.text):
-                problems.append("PII in a semantic cache entry")
-    problems += [f"PII in a log line: {line[:80]}" for line in log_lines if PII.search(line)][:1]
-    # streams: a caller who read to the end got the answer; one who left was charged what it got
-    by_id = {o.request_id: o for o in ledger}
-    for rid, pieces in received.items():
-        o = by_id.get(rid)
-        if o is None:
-            if pieces:
-                problems.append(f"{rid}: received text but has no outcome")
-            continue
-        resets = [i for i, p in enumerate(pieces) if isinstance(p, StreamReset)]
-        text = "".join(p for p in pieces[resets[-1] + 1 if resets else 0:] if isinstance(p, str))
-        # a request that failed after a stream broke ends on the cut text (nothing follows it to take
-        # it back; outcome.ok says so): that text must have been charged, checked below
-        if rid in finished and o.ok and text != o.text:
-            problems.append(f"{rid}: read {text[:30]!r} to the end, the outcome says {o.kind.value} {o.text!r}")
-        if not o.ok and text and o.attempts:
-            tokens = count_tokens(text, o.attempts[-1].model)
-            if sum(a.completion_tokens for a in o.attempts) < tokens:
-                problems.append(f"{rid}: left after {tokens} tokens, charged fewer")
-    return problems
 
 
 def test_hundreds_of_concurrent_requests_with_faults_and_cancellations_keep_every_invariant():
