@@ -128,7 +128,8 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
               replications: Any = 1) -> None:
     """Every check a run makes before its first request, without running it: argument ranges,
     cache options, the catalogue's languages and domain, plans with a route (a one-request
-    draw of the traffic, or the whole trace file).  Sweeps call it for every combination."""
+    draw of the traffic; the whole window when hours size the run, which may hold no request;
+    or the whole trace file).  Sweeps call it for every combination."""
     requests, hours, seed, _ = check_run_args(scenario, requests=requests, hours=hours, seed=seed,
                                               replications=replications)
     check_cache_options(scenario)
@@ -142,7 +143,8 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
             raise ScenarioError("gateway.cache.embedder", str(exc), scenario.gateway.cache.embedder) from None
         semantic = build_semantic_cache(scenario, get_embedder("hashed"))  # the options' values
     build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic)  # rules only the gateway knows
-    if scenario.traffic.trace is not None:
+    by_hours = hours is not None or (requests is None and scenario.traffic.hours is not None)
+    if scenario.traffic.trace is not None or by_hours:  # the window may hold no request at all
         make_traffic(scenario, requests=requests, hours=hours, seed=seed)
     else:
         make_traffic(scenario, requests=1, seed=seed)
@@ -512,8 +514,9 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
     traffic = generate_traffic(scenario, requests=requests, hours=hours, seed=seed)
     check_plans(scenario, traffic)
     if len(traffic) == 0:
-        raise ScenarioError("hours", "a window in which at least one request arrives (raise hours or "
-                            "traffic.rate_per_s)", hours)
+        field = "hours" if hours is not None else "traffic.hours"
+        raise ScenarioError(field, f"a window in which at least one request arrives (raise {field} or "
+                            "traffic.rate_per_s)", hours if hours is not None else scenario.traffic.hours)
     return traffic
 
 
