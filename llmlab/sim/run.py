@@ -26,6 +26,7 @@ import numpy as np
 from ..effects import Deployment
 from ..errors import ConfigError
 from ..request import Request
+from ..tokens import max_message_tokens
 from .driver import EmbedModel, SimDriver
 from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, refused_savings_pct, requests_frame, summarise
 from .projection import TenantCaps
@@ -274,6 +275,7 @@ class _App:
         if self.cfg.temperature is not None:
             self.params["temperature"] = self.cfg.temperature
         self.system = ({"role": "system", "content": self.cfg.system_prompt},) if self.cfg.system_prompt else ()
+        self.system = self._stand_in_system()
         self._user: dict[int, dict] = {}
         self._context: dict[str, tuple] = {}
         self.tools = self.cfg.tools
@@ -295,6 +297,43 @@ class _App:
             text = _billed_as(f"Retrieved support articles for: {topic}", tokens)
             found = self._context[topic] = ({"role": "system", "content": text},)
         return found
+
+    def _stand_in_system(self) -> tuple:
+        """The system message, padded to stand for the prompt the traffic bills.
+
+        A turn is billed ``prompt_tokens`` (the catalogue's typical prompt incl. the application's
+        system prompt, ``fixed_prompt_tokens``, or a trace's count), usually more than the
+        bytes of the scenario's short system prompt and the user's text.  The gateway reserves
+        budgets and rate limits by a prompt's bytes, so an unpadded stand-in let a reservation
+        undershoot the bill and a tenant's cap be overshot.  One padding for every turn without
+        history (the largest shortfall): the system message, and so the cache namespace,
+        stays the same for every turn, as it would in the real application."""
+        t = self.t
+        first = np.asarray(t.prev) < 0
+        if t.carried:
+            first &= ~np.isin(np.asarray(t.session), np.fromiter(t.carried, dtype=np.int64))
+        billed = np.zeros(len(t.texts), dtype=np.int64)
+        np.maximum.at(billed, np.asarray(t.text)[first], np.asarray(t.prompt_tokens)[first])
+        short = 0
+        for text_id in np.flatnonzero(billed):
+            sent = max_message_tokens(self.system + ({"role": "user", "content": t.texts[text_id]},))
+            short = max(short, int(billed[text_id]) - sent)
+        if short <= 0:
+            return self.system
+        prompt = self.cfg.system_prompt
+        return ({"role": "system", "content": _billed_as(prompt, len(prompt.encode("utf-8")) + short)},)
+
+    @staticmethod
+    def _padded(msgs: tuple, billed: int) -> tuple:
+        """``msgs`` with at least ``billed`` tokens' worth of bytes (see :meth:`_stand_in_system`):
+        a conversation's history is padded on its last answer, which stands for ``answer_tokens``."""
+        short = billed - max_message_tokens(msgs)
+        if short <= 0:
+            return msgs
+        before = msgs[-2] if len(msgs) > 1 else {"role": "system", "content": ""}
+        text = before["content"]
+        padded = {**before, "content": _billed_as(text, len(text.encode("utf-8")) + short)}
+        return (*msgs[:-2], padded, msgs[-1]) if len(msgs) > 1 else (padded, msgs[-1])
 
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
@@ -349,7 +388,7 @@ class _App:
             if u3 >= rag.failure_rate:
                 prompt_tokens += rag.context_tokens
                 extra = self._retrieved(intent.rsplit(".", 1)[0], rag.context_tokens)
-        messages = self.messages(i, extra)
+        messages = self._padded(self.messages(i, extra), prompt_tokens)
         tenant = t.tenants[t.tenant[i]]
         plan = t.tenant_plans[t.tenant[i]]
         meta = {"intent": intent, "category": t.intent_category[intent_ix], "lang": t.intent_lang[intent_ix],
