@@ -19,6 +19,7 @@ import operator
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -31,7 +32,7 @@ from .driver import EmbedModel, SimDriver
 from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, refused_savings_pct, requests_frame, summarise
 from .projection import TenantCaps
 from .outages import Window, scenario_windows, windows_for
-from .providers import GOLDEN, M64, SimProvider, mix64, uniforms
+from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, uniforms
 from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
 from .traffic import Traffic, generate_traffic
 
@@ -275,6 +276,8 @@ class _App:
         if self.cfg.temperature is not None:
             self.params["temperature"] = self.cfg.temperature
         self.system = ({"role": "system", "content": self.cfg.system_prompt},) if self.cfg.system_prompt else ()
+        # a prompt past every context window is refused unbilled: its stand-in need not be longer
+        self.max_prompt = max(p.context_window for p in scenario.providers.values())
         self.system = self._stand_in_system()
         self._user: dict[int, dict] = {}
         self._context: dict[str, tuple] = {}
@@ -317,17 +320,16 @@ class _App:
         short = 0
         for text_id in np.flatnonzero(billed):
             sent = max_message_tokens(self.system + ({"role": "user", "content": t.texts[text_id]},))
-            short = max(short, int(billed[text_id]) - sent)
+            short = max(short, min(int(billed[text_id]), self.max_prompt) - sent)
         if short <= 0:
             return self.system
         prompt = self.cfg.system_prompt
         return ({"role": "system", "content": _billed_as(prompt, len(prompt.encode("utf-8")) + short)},)
 
-    @staticmethod
-    def _padded(msgs: tuple, billed: int) -> tuple:
+    def _padded(self, msgs: tuple, billed: int) -> tuple:
         """``msgs`` with at least ``billed`` tokens' worth of bytes (see :meth:`_stand_in_system`):
         a conversation's history is padded on its last answer, which stands for ``answer_tokens``."""
-        short = billed - max_message_tokens(msgs)
+        short = min(billed, self.max_prompt) - max_message_tokens(msgs)
         if short <= 0:
             return msgs
         before = msgs[-2] if len(msgs) > 1 else {"role": "system", "content": ""}
@@ -384,7 +386,7 @@ class _App:
             u1, u2, u3, _ = uniforms(key ^ _RAG_SALT)
             rag = cfg.rag
             z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-            yield env.timeout(rag.latency_s * math.exp(rag.latency_sigma * z))
+            yield env.timeout(rag.latency_s * growth(rag.latency_sigma * z))
             if u3 >= rag.failure_rate:
                 prompt_tokens += rag.context_tokens
                 extra = self._retrieved(intent.rsplit(".", 1)[0], rag.context_tokens)
@@ -413,7 +415,7 @@ class _App:
             if first is not None and first.ok:
                 u1, u2, u3, _ = uniforms(key ^ _TOOL_SALT)
                 z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-                yield env.timeout(tc.latency_s * math.exp(tc.latency_sigma * z))
+                yield env.timeout(tc.latency_s * growth(tc.latency_sigma * z))
                 result = "error: tool unavailable" if u3 < tc.failure_rate else f"{tool['function']['name']} result for {answer_key}"
                 follow = messages + ({"role": "assistant", "content": _billed_as(first.text or "", tc.plan_tokens)},
                                      {"role": "tool", "content": _billed_as(result, tc.result_tokens)})
@@ -433,6 +435,20 @@ def _fixed_hourly(scenario: Scenario, names: list[str]) -> float:
     return sum(scenario.providers[n].hourly_cost_usd for n in names)
 
 
+@lru_cache(maxsize=None)
+def _environment() -> type:
+    """A SimPy environment in which no single wait exceeds :data:`~llmlab.sim.providers.MAX_DELAY_S`
+    (embedding latency, a retry's backoff, a provider that hangs until a huge timeout, an
+    application step): the one place every simulated delay passes through."""
+    import simpy
+
+    class BoundedEnvironment(simpy.Environment):
+        def timeout(self, delay: float, value: Any = None) -> Any:
+            return super().timeout(min(delay, MAX_DELAY_S), value)
+
+    return BoundedEnvironment
+
+
 def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: bool = False,
              windows: list[Window] | None = None, keep_requests: bool = True, progress: Any = None,
              embed_model: EmbedModel | None = None,
@@ -442,9 +458,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     ``observe(env, app)`` is called before the run starts: a hook for probes (the validation
     tests sample ``app.in_flight`` at Poisson times to check Little's law).
     """
-    import simpy
-
-    env = simpy.Environment()
+    env = _environment()()
     epoch0 = scenario.epoch0 if traffic.epoch0 is None else traffic.epoch0
     if windows is None:
         windows = scenario_windows(scenario, traffic.horizon_s, seed)
