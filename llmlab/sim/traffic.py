@@ -251,6 +251,13 @@ def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator,
     return out
 
 
+def _int32(tokens: np.ndarray) -> np.ndarray:
+    """Token counts as int32, saturated rather than wrapped: a long session's history past 2³¹
+    tokens became negative (a negative answer length, a negative delay: a simulator error);
+    saturated, the request exceeds every context window and is refused as one."""
+    return np.minimum(tokens, np.iinfo(np.int32).max).astype(np.int32)
+
+
 #: candidate session starts one thinning pass may draw (about 0.5 GB of arrays)
 MAX_DRAWS = 40_000_000
 
@@ -510,8 +517,8 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
 
     traffic = tables.build(arrival_s=arrival[keep[:n]], tenant=session_tenant[sess[:n]], text=out_text[:n],
                            key=out_key[:n], intent=out_intent[:n],
-                           prompt_tokens=(base_prompt + history)[:n].astype(np.int32),
-                           answer_tokens=out_answer[:n].astype(np.int32), prev=prev,
+                           prompt_tokens=_int32((base_prompt + history)[:n]),
+                           answer_tokens=_int32(out_answer[:n]), prev=prev,
                            session=sess[:n].astype(np.int32), horizon_s=max(horizon, 1e-9))
     traffic.carried = carried
     return traffic
