@@ -43,6 +43,16 @@ INV53 = 1.0 / 9007199254740992.0
 _EXP_SALT = 0xD1B54A32D192ED03
 #: tokens of the classifier's instruction (llmlab.routing.CLASSIFIER_PROMPT) plus chat framing
 CLASSIFY_PROMPT_TOKENS = 70
+#: the longest a single simulated wait may last: a year.  A lognormal's far tail with a large
+#: sigma, a speed near zero or a latency typed with too many zeros would otherwise push the
+#: virtual clock past the calendar (monthly budgets date every request: an internal error) or
+#: overflow a float (the call failed as a simulator error).
+MAX_DELAY_S = 366 * 86_400.0
+
+
+def growth(x: float) -> float:
+    """``e^x`` for a lognormal factor, without OverflowError (``MAX_DELAY_S`` bounds the wait)."""
+    return math.exp(min(x, 700.0))
 
 
 def mix64(x: int) -> int:
@@ -242,16 +252,17 @@ class SimProvider:
         u1, u2, u3, u4 = uniforms(key ^ self.salt)
         r = math.sqrt(-2.0 * math.log(u1))
         if self.ttft_dist == "lognormal":
-            ttft = self.ttft_s * math.exp(self.ttft_sigma * r * math.cos(TWO_PI * u2))
+            ttft = self.ttft_s * growth(self.ttft_sigma * r * math.cos(TWO_PI * u2))
         elif self.ttft_dist == "exponential":  # a uniform of its own: u2 is the speed's Box-Muller angle
             ttft = -self.ttft_s * math.log(((mix64(key ^ self.salt ^ _EXP_SALT) >> 11) + 0.5) * INV53)
         else:
             ttft = self.ttft_s
-        tps = self.tps * math.exp(self.tps_sigma * r * math.sin(TWO_PI * u2)) if self.tps_sigma else self.tps
+        tps = self.tps * growth(self.tps_sigma * r * math.sin(TWO_PI * u2)) if self.tps_sigma else self.tps
         if outage.latency_factor != 1.0:
             ttft *= outage.latency_factor
             tps /= outage.latency_factor
-        service = ttft + out / tps
+        ttft = min(ttft, MAX_DELAY_S)
+        service = min(ttft + (out / tps if tps > 0.0 else math.inf), MAX_DELAY_S)
         if u3 < self.error_rate + outage.error_rate:
             delay = self.error_latency_s * (0.5 + u4)
             left = max(0.0, timeout_s - waited)  # the timeout runs from sending, time in the queue included

@@ -19,6 +19,7 @@ import operator
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -26,11 +27,12 @@ import numpy as np
 from ..effects import Deployment
 from ..errors import ConfigError
 from ..request import Request
+from ..tokens import max_message_tokens
 from .driver import EmbedModel, SimDriver
 from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, refused_savings_pct, requests_frame, summarise
 from .outages import Window, scenario_windows, windows_for
 from .projection import TenantCaps
-from .providers import GOLDEN, M64, SimProvider, mix64, uniforms
+from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, uniforms
 from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
 from .traffic import Traffic, generate_traffic
 
@@ -128,7 +130,8 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
               replications: Any = 1) -> None:
     """Every check a run makes before its first request, without running it: argument ranges,
     cache options, the catalogue's languages and domain, plans with a route (a one-request
-    draw of the traffic, or the whole trace file).  Sweeps call it for every combination."""
+    draw of the traffic; the whole window when hours size the run, which may hold no request;
+    or the whole trace file).  Sweeps call it for every combination."""
     requests, hours, seed, _ = check_run_args(scenario, requests=requests, hours=hours, seed=seed,
                                               replications=replications)
     check_cache_options(scenario)
@@ -142,7 +145,8 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
             raise ScenarioError("gateway.cache.embedder", str(exc), scenario.gateway.cache.embedder) from None
         semantic = build_semantic_cache(scenario, get_embedder("hashed"))  # the options' values
     build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic)  # rules only the gateway knows
-    if scenario.traffic.trace is not None:
+    by_hours = hours is not None or (requests is None and scenario.traffic.hours is not None)
+    if scenario.traffic.trace is not None or by_hours:  # the window may hold no request at all
         make_traffic(scenario, requests=requests, hours=hours, seed=seed)
     else:
         make_traffic(scenario, requests=1, seed=seed)
@@ -272,6 +276,9 @@ class _App:
         if self.cfg.temperature is not None:
             self.params["temperature"] = self.cfg.temperature
         self.system = ({"role": "system", "content": self.cfg.system_prompt},) if self.cfg.system_prompt else ()
+        # a prompt past every context window is refused unbilled: its stand-in need not be longer
+        self.max_prompt = max(p.context_window for p in scenario.providers.values())
+        self.system = self._stand_in_system()
         self._user: dict[int, dict] = {}
         self._context: dict[str, tuple] = {}
         self.tools = self.cfg.tools
@@ -293,6 +300,42 @@ class _App:
             text = _billed_as(f"Retrieved support articles for: {topic}", tokens)
             found = self._context[topic] = ({"role": "system", "content": text},)
         return found
+
+    def _stand_in_system(self) -> tuple:
+        """The system message, padded to stand for the prompt the traffic bills.
+
+        A turn is billed ``prompt_tokens`` (the catalogue's typical prompt incl. the application's
+        system prompt, ``fixed_prompt_tokens``, or a trace's count), usually more than the
+        bytes of the scenario's short system prompt and the user's text.  The gateway reserves
+        budgets and rate limits by a prompt's bytes, so an unpadded stand-in let a reservation
+        undershoot the bill and a tenant's cap be overshot.  One padding for every turn without
+        history (the largest shortfall): the system message, and so the cache namespace,
+        stays the same for every turn, as it would in the real application."""
+        t = self.t
+        first = np.asarray(t.prev) < 0
+        if t.carried:
+            first &= ~np.isin(np.asarray(t.session), np.fromiter(t.carried, dtype=np.int64))
+        billed = np.zeros(len(t.texts), dtype=np.int64)
+        np.maximum.at(billed, np.asarray(t.text)[first], np.asarray(t.prompt_tokens)[first])
+        short = 0
+        for text_id in np.flatnonzero(billed):
+            sent = max_message_tokens(self.system + ({"role": "user", "content": t.texts[text_id]},))
+            short = max(short, min(int(billed[text_id]), self.max_prompt) - sent)
+        if short <= 0:
+            return self.system
+        prompt = self.cfg.system_prompt
+        return ({"role": "system", "content": _billed_as(prompt, len(prompt.encode("utf-8")) + short)},)
+
+    def _padded(self, msgs: tuple, billed: int) -> tuple:
+        """``msgs`` with at least ``billed`` tokens' worth of bytes (see :meth:`_stand_in_system`):
+        a conversation's history is padded on its last answer, which stands for ``answer_tokens``."""
+        short = min(billed, self.max_prompt) - max_message_tokens(msgs)
+        if short <= 0:
+            return msgs
+        before = msgs[-2] if len(msgs) > 1 else {"role": "system", "content": ""}
+        text = before["content"]
+        padded = {**before, "content": _billed_as(text, len(text.encode("utf-8")) + short)}
+        return (*msgs[:-2], padded, msgs[-1]) if len(msgs) > 1 else (padded, msgs[-1])
 
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
@@ -343,11 +386,11 @@ class _App:
             u1, u2, u3, _ = uniforms(key ^ _RAG_SALT)
             rag = cfg.rag
             z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-            yield env.timeout(rag.latency_s * math.exp(rag.latency_sigma * z))
+            yield env.timeout(rag.latency_s * growth(rag.latency_sigma * z))
             if u3 >= rag.failure_rate:
                 prompt_tokens += rag.context_tokens
                 extra = self._retrieved(intent.rsplit(".", 1)[0], rag.context_tokens)
-        messages = self.messages(i, extra)
+        messages = self._padded(self.messages(i, extra), prompt_tokens)
         tenant = t.tenants[t.tenant[i]]
         plan = t.tenant_plans[t.tenant[i]]
         meta = {"intent": intent, "category": t.intent_category[intent_ix], "lang": t.intent_lang[intent_ix],
@@ -372,7 +415,7 @@ class _App:
             if first is not None and first.ok:
                 u1, u2, u3, _ = uniforms(key ^ _TOOL_SALT)
                 z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-                yield env.timeout(tc.latency_s * math.exp(tc.latency_sigma * z))
+                yield env.timeout(tc.latency_s * growth(tc.latency_sigma * z))
                 result = "error: tool unavailable" if u3 < tc.failure_rate else f"{tool['function']['name']} result for {answer_key}"
                 follow = messages + ({"role": "assistant", "content": _billed_as(first.text or "", tc.plan_tokens)},
                                      {"role": "tool", "content": _billed_as(result, tc.result_tokens)})
@@ -392,6 +435,20 @@ def _fixed_hourly(scenario: Scenario, names: list[str]) -> float:
     return sum(scenario.providers[n].hourly_cost_usd for n in names)
 
 
+@lru_cache(maxsize=None)
+def _environment() -> type:
+    """A SimPy environment in which no single wait exceeds :data:`~llmlab.sim.providers.MAX_DELAY_S`
+    (embedding latency, a retry's backoff, a provider that hangs until a huge timeout, an
+    application step): the one place every simulated delay passes through."""
+    import simpy
+
+    class BoundedEnvironment(simpy.Environment):
+        def timeout(self, delay: float, value: Any = None) -> Any:
+            return super().timeout(min(delay, MAX_DELAY_S), value)
+
+    return BoundedEnvironment
+
+
 def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: bool = False,
              windows: list[Window] | None = None, keep_requests: bool = True, progress: Any = None,
              embed_model: EmbedModel | None = None,
@@ -401,9 +458,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     ``observe(env, app)`` is called before the run starts: a hook for probes (the validation
     tests sample ``app.in_flight`` at Poisson times to check Little's law).
     """
-    import simpy
-
-    env = simpy.Environment()
+    env = _environment()()
     epoch0 = scenario.epoch0 if traffic.epoch0 is None else traffic.epoch0
     if windows is None:
         windows = scenario_windows(scenario, traffic.horizon_s, seed)
@@ -512,8 +567,9 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
     traffic = generate_traffic(scenario, requests=requests, hours=hours, seed=seed)
     check_plans(scenario, traffic)
     if len(traffic) == 0:
-        raise ScenarioError("hours", "a window in which at least one request arrives (raise hours or "
-                            "traffic.rate_per_s)", hours)
+        field = "hours" if hours is not None else "traffic.hours"
+        raise ScenarioError(field, f"a window in which at least one request arrives (raise {field} or "
+                            "traffic.rate_per_s)", hours if hours is not None else scenario.traffic.hours)
     return traffic
 
 

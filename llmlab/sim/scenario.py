@@ -20,6 +20,7 @@ like the file.  Quote a key part that contains a dot: ``providers."gpt-4.1".time
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from datetime import datetime, timezone
@@ -74,7 +75,7 @@ class _Strict(BaseModel):
 class IncidentConfig(_Strict):
     """Status-page style incidents: a Poisson process with lognormal durations."""
 
-    per_month: NonNeg = 0.0
+    per_month: Annotated[float, Field(ge=0, le=43_200)] = 0.0  # incidents starting per 30 days (at most one a minute)
     duration_p50_min: Pos = 60.0
     duration_p90_min: Pos = 240.0
     #: what an incident does: hard down, elevated error rate, degraded latency (weights)
@@ -99,7 +100,7 @@ class ProviderConfig(_Strict):
     provider: str = "default"  # outage group: deployments of one provider share its incidents
     price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
     hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost
-    context_window: PosInt = 128_000
+    context_window: Annotated[int, Field(ge=1, le=10_000_000)] = 128_000
     max_output_tokens: PosInt = 4_096
     timeout_s: Pos = 60.0  # the gateway gives up on a call after this (streaming: time to first token)
     ttft_s: Pos = 0.5  # median (lognormal), mean (exponential) or the value (fixed)
@@ -133,7 +134,7 @@ class TenantGroup(_Strict):
 
     name: str | None = None
     plan: Annotated[str, Field(min_length=1)]  # the gateway routes and caps by it: empty matches nothing
-    count: PosInt = 1
+    count: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     share: NonNeg = 1.0
     tenant_zipf_s: NonNeg = 1.0
     languages: dict[str, NonNeg] | None = None
@@ -175,7 +176,7 @@ class TrafficConfig(_Strict):
     diurnal: list[NonNeg] | Literal["flat", "business", "consumer"] = "flat"
     bursts: list[BurstConfig] = Field(default_factory=list)
     burst_rate_per_day: Annotated[float, Field(ge=0, le=1_440)] = 0.0  # random flash crowds (Poisson); overlapping ones multiply
-    burst_duration_s: Pos = 600.0  # each flash crowd's length; on average they scale the rate by e^(per_day × duration / 86400 × (multiplier − 1))
+    burst_duration_s: Annotated[float, Field(gt=0, le=31_622_400)] = 600.0  # each flash crowd's length; on average they scale the rate by e^(per_day × duration / 86400 × (multiplier − 1))
     burst_multiplier: Annotated[float, Field(ge=1, le=100)] = 3.0  # session starts × this during a flash crowd
     tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
     session_turns_mean: Annotated[float, Field(ge=1, le=1_000)] = 1.0  # turns per conversation (later turns carry history)
@@ -185,8 +186,8 @@ class TrafficConfig(_Strict):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     stream: bool = False
     system_prompt: str = ""
-    fixed_prompt_tokens: PosInt | None = None
-    fixed_answer_tokens: PosInt | None = None
+    fixed_prompt_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # every turn's prompt (no model's window is near the bound)
+    fixed_answer_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     rag: RagConfig | None = None
     tools: ToolConfig | None = None
     trace: str | None = None
@@ -564,12 +565,41 @@ def route_targets(router: RouterConfig) -> list[tuple[str, str]]:
     return [(f"{base}.stages.{i}", v) for i, v in enumerate(router.stages)]
 
 
+#: the most incidents of one provider group in force at once, on average
+MAX_INCIDENTS_IN_FORCE = 10.0
+
+
+def _check_incident_overlap(field: str, inc: IncidentConfig) -> None:
+    """Incidents starting ``per_month`` times with lognormal durations are in force ``per_month ×
+    mean duration / month`` at a time on average.  A wide p50-p90 spread gives a lognormal whose
+    mean is years (p50 1 min, p90 1 week: 10¹³ s), and a run drew that many overlapping
+    incidents in progress at its start (it hung, or numpy refused the Poisson mean).  Computed
+    in logarithms so that no value overflows."""
+    from .outages import SECONDS_PER_MONTH, lognormal_params
+
+    mu, sigma = lognormal_params(inc.duration_p50_min * 60.0, inc.duration_p90_min * 60.0)
+    log_in_force = math.log(inc.per_month) + mu + sigma * sigma / 2.0 - math.log(SECONDS_PER_MONTH)
+    if log_in_force > math.log(MAX_INCIDENTS_IN_FORCE):
+        mean_days = math.exp(min(mu + sigma * sigma / 2.0, 700.0)) / 86_400.0
+        raise ScenarioError(field, f"incidents that overlap at most {MAX_INCIDENTS_IN_FORCE:g} deep on average "
+                            f"(per_month × mean duration / 30 days): duration_p50_min = {inc.duration_p50_min:g} and "
+                            f"duration_p90_min = {inc.duration_p90_min:g} give a mean duration of {mean_days:.3g} "
+                            "days; narrow the spread or lower per_month")
+
+
+#: a run's clock must stay inside the calendar (monthly budgets date every request)
+LATEST_START_YEAR = 9000
+
+
 def check_scenario(s: Scenario) -> None:
     """Cross-field checks pydantic cannot express; raises ScenarioError naming the field."""
     from ..pricing import PriceBook
 
     names = set(s.providers)
     groups = {p.provider for p in s.providers.values()}
+    if s.start.year >= LATEST_START_YEAR:
+        raise ScenarioError("start", f"a date before {LATEST_START_YEAR}-01-01 (the run's clock must stay inside "
+                            "the calendar)", s.start.isoformat())
 
     def known(field: str, name: str | None) -> None:
         if name is not None and name not in names:
@@ -622,6 +652,8 @@ def check_scenario(s: Scenario) -> None:
                                     inc.duration_p90_min)
             if inc.per_month > 0 and sum(inc.mix.values()) <= 0:
                 raise ScenarioError(f"providers.{name}.incidents.mix", "at least one positive weight", inc.mix)
+            if inc.per_month > 0:
+                _check_incident_overlap(f"providers.{name}.incidents", inc)
     shared: dict[str, str] = {}  # one incident process per provider group: its deployments must agree on it
     for name in sorted(s.providers):
         p = s.providers[name]

@@ -251,6 +251,13 @@ def _bursts(cfg: "TrafficConfig", horizon_s: float, rng: np.random.Generator,
     return out
 
 
+def _int32(tokens: np.ndarray) -> np.ndarray:
+    """Token counts as int32, saturated rather than wrapped: a long session's history past 2³¹
+    tokens became negative (a negative answer length, a negative delay: a simulator error);
+    saturated, the request exceeds every context window and is refused as one."""
+    return np.minimum(tokens, np.iinfo(np.int32).max).astype(np.int32)
+
+
 #: candidate session starts one thinning pass may draw (about 0.5 GB of arrays)
 MAX_DRAWS = 40_000_000
 
@@ -360,16 +367,38 @@ def _turn_times(cfg: "TrafficConfig", horizon_s: float, start_hour: float, rng: 
     return arrival, session, number
 
 
+def check_catalogue(cfg: Any, cat: "Catalogue") -> None:
+    """The domain, and every language a session may draw, have intents in the catalogue.
+
+    Checked up front for every language with weight, not when a run happens to draw it: a rare
+    language used to pass a one-request preflight (or a run on one seed) and then fail the full
+    run (or another seed), and an unknown domain was reported as a language mistake."""
+    from .scenario import ScenarioError
+
+    domains = sorted({i.domain for i in cat.intents})
+    if cfg.domain is not None and cfg.domain not in domains:
+        raise ScenarioError("traffic.domain", "a catalogue domain (" + ", ".join(domains) + "), or unset for all",
+                            cfg.domain)
+    drawn = [(f"traffic.tenants.{i}.languages", g.languages) for i, g in enumerate(cfg.tenants)
+             if g.share > 0 and g.languages]
+    if any(g.share > 0 and not g.languages for g in cfg.tenants):
+        drawn.append(("traffic.languages", cfg.languages))
+    for where, weights in drawn:
+        for code in sorted(k for k, v in weights.items() if v > 0):
+            if not cat.select(lang=code, domain=cfg.domain):
+                raise ScenarioError(where, f"languages with intents for domain {cfg.domain!r} in the catalogue", code)
+
+
 def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours: float | None = None,
                      seed: int = 0, catalogue: "Catalogue | None" = None) -> Traffic:
     """Draw the scenario's synthetic traffic: ``requests`` turns, or every turn within ``hours``."""
     from ..catalogue import load_catalogue
-    from .scenario import ScenarioError
 
     cfg = scenario.traffic
     if requests is None and hours is None:
         requests, hours = cfg.requests, cfg.hours
     cat = catalogue or load_catalogue()
+    check_catalogue(cfg, cat)
     start = scenario.start
     start_hour = start.hour + start.minute / 60.0 + start.second / 3600.0
     if hours is not None:
@@ -435,10 +464,6 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
     intent_local = np.zeros(m, dtype=np.int64)  # index into pool_intents
     for code in sorted(set(lang.tolist())):
         chosen = sorted(cat.select(lang=code, domain=cfg.domain), key=lambda i: i.popularity_rank)
-        if not chosen:
-            field = next((f"traffic.tenants.{i}.languages" for i, g in enumerate(cfg.tenants)
-                          if (g.languages or {}).get(code, 0) > 0), "traffic.languages")
-            raise ScenarioError(field, f"languages with intents for domain {cfg.domain!r} in the catalogue", code)
         rows = np.flatnonzero(lang == code)
         cum = np.cumsum(zipf_probs(len(chosen), cfg.zipf_s))
         offset = len(pool_intents)
@@ -492,8 +517,8 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
 
     traffic = tables.build(arrival_s=arrival[keep[:n]], tenant=session_tenant[sess[:n]], text=out_text[:n],
                            key=out_key[:n], intent=out_intent[:n],
-                           prompt_tokens=(base_prompt + history)[:n].astype(np.int32),
-                           answer_tokens=out_answer[:n].astype(np.int32), prev=prev,
+                           prompt_tokens=_int32((base_prompt + history)[:n]),
+                           answer_tokens=_int32(out_answer[:n]), prev=prev,
                            session=sess[:n].astype(np.int32), horizon_s=max(horizon, 1e-9))
     traffic.carried = carried
     return traffic
