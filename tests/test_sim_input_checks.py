@@ -443,3 +443,30 @@ def test_latency_percentiles_leave_out_policy_refusals_as_the_slo_does():
     assert s["mean_latency_s"] == pytest.approx(waited.mean())
     assert s["p50_latency_s"] > 10 * turns.loc[refused, "latency_s"].max()
     assert s["slo_value_s"] == pytest.approx(s["p95_latency_s"])  # nothing failed: the two agree
+
+
+def test_replications_refuse_a_later_seeds_burst_overlap_before_running_any() -> None:
+    """Random flash crowds overlap as the draw falls: one seed's product passed the draw bound and
+    the next seed's did not, so replications (and a sweep's combination) died after running the
+    first seeds.  Every seed is now drawn first."""
+    from llmlab.sim.run import make_traffic, preflight
+
+    sc = load_scenario("b2b-saas").with_overrides({
+        "traffic.burst_rate_per_day": 150, "traffic.burst_duration_s": 2105, "traffic.burst_multiplier": 6,
+        "traffic.session_turns_mean": 1.0, "gateway.cache.embedder": "hashed"})
+
+    def refused(seed: int) -> bool:
+        try:
+            make_traffic(sc, requests=1, seed=seed)
+        except ScenarioError:
+            return True
+        return False
+
+    seed = next(s for s in range(1, 300) if refused(s) and not refused(s - 1)) - 1  # fine, then refused
+    simulate(sc, requests=1, seed=seed, baseline=False)  # this seed alone runs
+    finished = []
+    with pytest.raises(ScenarioError) as exc:
+        simulate(sc, requests=1, seed=seed, replications=2, progress=lambda done, total: finished.append(done))
+    assert exc.value.field == "traffic.bursts" and not finished  # refused before any run
+    with pytest.raises(ScenarioError, match="traffic.bursts"):
+        preflight(sc, requests=1, seed=seed, replications=2)  # what a sweep checks every combination with

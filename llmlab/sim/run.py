@@ -150,6 +150,22 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
         make_traffic(scenario, requests=requests, hours=hours, seed=seed)
     else:
         make_traffic(scenario, requests=1, seed=seed)
+    check_every_seed(scenario, requests=requests, hours=hours, seed=seed, replications=replications)
+
+
+def check_every_seed(scenario: Scenario, *, requests: int | None, hours: float | None, seed: int,
+                     replications: int, trace: str | None = None) -> None:
+    """Draw the traffic of every seed a run or its replications will use, before any runs.
+
+    Random flash crowds (``traffic.burst_rate_per_day``) overlap as the draw falls, and their
+    product can take the rate past what one run may draw (a ``traffic.bursts`` error) under one
+    seed and not under the next: replications, or a sweep's combination, died after running the
+    seeds before it.  Drawn up front (≈ 2 s per million requests), such a run is refused before
+    its first request.  Nothing else in a synthetic draw depends on the seed this way."""
+    if scenario.traffic.burst_rate_per_day <= 0 or trace is not None or scenario.traffic.trace is not None:
+        return
+    for k in range(replications):
+        make_traffic(scenario, requests=requests, hours=hours, seed=seed + k)
 
 
 def _router(scenario: Scenario) -> Any:
@@ -390,7 +406,9 @@ class _App:
             if u3 >= rag.failure_rate:
                 prompt_tokens += rag.context_tokens
                 extra = self._retrieved(intent.rsplit(".", 1)[0], rag.context_tokens)
-        messages = self._padded(self.messages(i, extra), prompt_tokens)
+        messages = self.messages(i, extra)
+        if len(messages) > len(self.system) + len(extra) + 1:  # history: the padded system message covers the rest
+            messages = self._padded(messages, prompt_tokens)
         tenant = t.tenants[t.tenant[i]]
         plan = t.tenant_plans[t.tenant[i]]
         meta = {"intent": intent, "category": t.intent_category[intent_ix], "lang": t.intent_lang[intent_ix],
@@ -441,10 +459,11 @@ def _environment() -> type:
     (embedding latency, a retry's backoff, a provider that hangs until a huge timeout, an
     application step): the one place every simulated delay passes through."""
     import simpy
+    from simpy.events import Timeout
 
     class BoundedEnvironment(simpy.Environment):
-        def timeout(self, delay: float, value: Any = None) -> Any:
-            return super().timeout(min(delay, MAX_DELAY_S), value)
+        def timeout(self, delay: float, value: Any = None) -> Any:  # every wait of the run: kept lean
+            return Timeout(self, delay if delay < MAX_DELAY_S else MAX_DELAY_S, value)
 
     return BoundedEnvironment
 
@@ -700,6 +719,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     requests, hours, seed, replications = check_run_args(sc, requests=requests, hours=hours, seed=seed,
                                                          replications=replications, trace=trace)
     if replications > 1:
+        check_every_seed(sc, requests=requests, hours=hours, seed=seed, replications=replications, trace=trace)
         return _replicate(sc, requests=requests, hours=hours, seed=seed, progress=progress, n=replications,
                           trace=trace, baseline=baseline, keep_requests=keep_requests)
     t0 = time.perf_counter()
