@@ -177,9 +177,6 @@ def _note_collection(phase: str, info: dict) -> None:
     _COLLECTING.active = phase == "start"
 
 
-gc.callbacks.append(_note_collection)
-
-
 class _Closer:
     """Finishes, on a thread of its own, the sync streams the garbage collector closes.
 
@@ -198,7 +195,8 @@ class _Closer:
     def start(self) -> None:
         if self._thread is None:
             with self._lock:
-                if self._thread is None:
+                if self._thread is None:  # the collection hook too: importing llmlab changes nothing in gc
+                    gc.callbacks.append(_note_collection)
                     self._thread = threading.Thread(target=self._work, name="llmlab-stream-closer", daemon=True)
                     self._thread.start()
 
