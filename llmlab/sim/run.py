@@ -146,11 +146,10 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
         semantic = build_semantic_cache(scenario, get_embedder("hashed"))  # the options' values
     build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic)  # rules only the gateway knows
     by_hours = hours is not None or (requests is None and scenario.traffic.hours is not None)
-    if scenario.traffic.trace is not None or by_hours:  # the window may hold no request at all
-        make_traffic(scenario, requests=requests, hours=hours, seed=seed)
-    else:
-        make_traffic(scenario, requests=1, seed=seed)
-    check_every_seed(scenario, requests=requests, hours=hours, seed=seed, replications=replications)
+    whole = scenario.traffic.trace is not None or by_hours  # the window may hold no request at all
+    make_traffic(scenario, requests=requests if whole else 1, hours=hours, seed=seed)
+    drawn = 1 if whole else 0  # the seed's whole traffic is checked already: not drawn again
+    check_every_seed(scenario, requests=requests, hours=hours, seed=seed + drawn, replications=replications - drawn)
 
 
 def check_every_seed(scenario: Scenario, *, requests: int | None, hours: float | None, seed: int,
@@ -343,15 +342,15 @@ class _App:
         return ({"role": "system", "content": _billed_as(prompt, len(prompt.encode("utf-8")) + short)},)
 
     def _padded(self, msgs: tuple, billed: int) -> tuple:
-        """``msgs`` with at least ``billed`` tokens' worth of bytes (see :meth:`_stand_in_system`):
-        a conversation's history is padded on its last answer, which stands for ``answer_tokens``."""
+        """``msgs`` (a turn with history) with at least ``billed`` tokens' worth of bytes (see
+        :meth:`_stand_in_system`): padded on the history's last answer, before the user's message,
+        which stands for ``answer_tokens``."""
         short = min(billed, self.max_prompt) - max_message_tokens(msgs)
         if short <= 0:
             return msgs
-        before = msgs[-2] if len(msgs) > 1 else {"role": "system", "content": ""}
-        text = before["content"]
-        padded = {**before, "content": _billed_as(text, len(text.encode("utf-8")) + short)}
-        return (*msgs[:-2], padded, msgs[-1]) if len(msgs) > 1 else (padded, msgs[-1])
+        answer = msgs[-2]
+        text = answer["content"]
+        return (*msgs[:-2], {**answer, "content": _billed_as(text, len(text.encode("utf-8")) + short)}, msgs[-1])
 
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
