@@ -313,6 +313,7 @@ def _count(value: float) -> str:
 
 ROWS = (
     ("cost", "cost_usd", "baseline_cost_usd", "usd"),
+    ("  of which fixed hourly costs", "fixed_cost_usd", "baseline_fixed_cost_usd", "usd"),
     ("projected monthly cost", "projected_monthly_cost_usd", "baseline_projected_monthly_cost_usd", "usd"),
     ("  without the monthly caps", "projected_monthly_uncapped_cost_usd", None, "usd"),
     ("p50 latency", "p50_latency_s", None, "s"),
@@ -335,6 +336,9 @@ ROWS = (
 
 #: a row shown only when it differs from another (no caps bound the month: one figure says it)
 _SHOWN_WHEN_DIFFERENT = {"projected_monthly_uncapped_cost_usd": "projected_monthly_cost_usd"}
+#: a row shown only when the policy's or the baseline's value is not zero: a standby's hourly cost
+#: explains a short run whose policy costs more than the baseline although it spends less per token
+_SHOWN_WHEN_NONZERO = {"fixed_cost_usd": "baseline_fixed_cost_usd"}
 
 
 def _span(seconds: float) -> str:
@@ -356,6 +360,8 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         value = summary.get(key)
         same_as = _SHOWN_WHEN_DIFFERENT.get(key)
         if same_as is not None and (value is None or value == summary.get(same_as)):
+            continue
+        if key in _SHOWN_WHEN_NONZERO and not (value or summary.get(_SHOWN_WHEN_NONZERO[key])):
             continue
         text = _fmt(value, kind)
         if key in ci and reps:

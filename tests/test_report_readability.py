@@ -170,3 +170,38 @@ def test_long_runs_are_told_in_hours():
 def test_the_slo_line_spells_ttft_as_the_rows_do():
     table = summary_table(_summary(slo_metric="ttft", slo_s=3.0, slo_met=False))
     assert "SLO: P95 TTFT ≤ 3 s — MISSED" in table and "TTFT p95" in table
+
+
+def _row(table: str, label: str) -> list[str] | None:
+    """The cells of the row headed ``label`` (None when the table has no such row)."""
+    for line in table.splitlines():
+        if line[:30].strip() == label:
+            return [c for c in re.split(r"\s{2,}", line[30:].strip()) if c]
+    return None
+
+
+def test_fixed_hourly_costs_are_shown_under_the_cost_only_when_there_are_some():
+    """A short b2b-saas trace replay read 'savings vs baseline −157 %' with nothing saying why: the
+    standby fine-tune's hourly cost, $1.00 of the policy's $1.31, is in the cost and not in the
+    baseline's.  The row under the cost says how much of it is fixed; a run without one has no row."""
+    assert _row(summary_table(_summary()), "of which fixed hourly costs") is None
+    assert _row(summary_table(_summary(fixed_cost_usd=0.0, baseline_fixed_cost_usd=0.0)),
+                "of which fixed hourly costs") is None
+    assert _row(summary_table(_summary(fixed_cost_usd=0.9994, baseline_fixed_cost_usd=0.0)),
+                "of which fixed hourly costs") == ["$0.9994", "$0.0000"]
+    table = summary_table(_summary(fixed_cost_usd=0.0, baseline_fixed_cost_usd=2.5))  # a self-hosted baseline
+    assert _row(table, "of which fixed hourly costs") == ["$0.0000", "$2.5000"]
+    lines = table.splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("cost "))) + 1 == \
+        lines.index(next(x for x in lines if "of which fixed" in x))  # right under the cost it is part of
+
+
+def test_a_run_with_a_standby_shows_its_fixed_cost_as_the_summary_counts_it():
+    from llmlab.sim import simulate
+
+    result = simulate("b2b-saas", requests=200, seed=0, overrides={"gateway.cache.embedder": "hashed"})
+    s = result.summary
+    assert s["fixed_cost_usd"] > 0 and s["baseline_fixed_cost_usd"] == 0.0  # the standby fine-tune: policy only
+    assert s["fixed_cost_usd"] < s["cost_usd"]
+    cells = _row(summary_table(s), "of which fixed hourly costs")
+    assert cells == [f"${s['fixed_cost_usd']:,.4f}", "$0.0000"]

@@ -31,7 +31,8 @@ Definitions (the summary's keys):
   SLO's percentile over the same turns (failures count as infinitely slow); ``slo_met`` compares
   it with the objective.
 * ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
-  a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it.
+  a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it
+  (``baseline_fixed_cost_usd``, set by :func:`llmlab.sim.simulate`, is the baseline's).
 * ``refused_savings_pct`` — the points of ``savings_pct`` that are turns the policy refused
   (budget, rate limit, guardrail), priced at what the baseline paid for the same turns: savings
   from service not given, not from service made cheaper (set by :func:`llmlab.sim.simulate`).

@@ -740,6 +740,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
             bar.close()
         base_turns = _frame(base_rec.columns(), base_rec, traffic)
         summary["baseline_cost_usd"] = base_summary["cost_usd"]
+        summary["baseline_fixed_cost_usd"] = base_summary["fixed_cost_usd"]
         summary["baseline_projected_monthly_cost_usd"] = base_summary["projected_monthly_cost_usd"]
         summary["baseline_p95_latency_s"] = base_summary["p95_latency_s"]
         summary["baseline_ttft_p95_s"] = base_summary["ttft_p95_s"]
