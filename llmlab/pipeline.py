@@ -266,7 +266,8 @@ class Pipeline:
                     if embedded is not None and embedded.cost_usd:
                         s.extra_cost += embedded.cost_usd
                         if policy is not None and policy.cap_for(req.tenant, req.plan) is not None:
-                            # priced only by the driver (a simulated price): charged, not held
+                            # a price only the driver knew (llmlab's drivers price through the embedder's
+                            # ``cost_usd``, which is held above): charged, as it cannot be held
                             self.budgets.charge(req.tenant, embedded.cost_usd, self.clock())
                 if embedded is not None:
                     s.vector = embedded.vectors[0]

@@ -264,6 +264,27 @@ def test_retrieved_context_and_tool_turns_are_reserved_as_billed():
     assert result.summary["budget_overshoot_usd"] == 0.0
 
 
+def test_a_simulated_embedding_price_is_held_with_the_answer_so_caps_hold():
+    """``gateway.cache.embed_cost_usd_per_1m`` was known to the simulator's driver only: the
+    pipeline held nothing for it and charged it after the lookup, so tenants at their cap went
+    past it (overshoot > 0).  It is now the embedder's price, held like a priced API embedder's."""
+    from llmlab.sim import simulate
+
+    def run(price: float, caps: dict) -> dict:
+        overrides = {"gateway.cache.embedder": "hashed", "gateway.cache.embed_cost_usd_per_1m": price, **caps}
+        return simulate("b2b-saas", requests=1500, seed=3, baseline=False, progress=False,
+                        overrides=overrides).summary
+
+    tight = {"traffic.tenants.0.monthly_budget_usd": 0.05, "traffic.tenants.1.monthly_budget_usd": 0.0}
+    priced = run(50.0, tight)
+    assert 0 < priced["budget_rejections"] < 1500 and priced["budget_overshoot_usd"] == 0.0  # $0.68 over before
+    free = run(0.0, tight)
+    assert priced["budget_rejections"] > free["budget_rejections"]  # the embeddings take room under the caps
+    # with room to spare, the price is charged: one embedding per semantic lookup, none for exact hits
+    roomy = {"traffic.tenants.0.monthly_budget_usd": 1e6, "traffic.tenants.1.monthly_budget_usd": 1e6}
+    assert run(50.0, roomy)["variable_cost_usd"] > run(0.0, roomy)["variable_cost_usd"]
+
+
 def test_the_requests_table_says_why_each_model_answer_ended(b2b):
     """``finish_reason`` (``length``: cut at ``max_tokens``) is in the ledger's columns, so a run's
     truncated answers can be counted: the simulated providers set it and no table showed it."""

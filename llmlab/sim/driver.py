@@ -34,23 +34,51 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmlab.sim")
 
 
+class PricedEmbedder:
+    """A local embedder that charges the simulated system's embedding price.
+
+    The price of an embedding (``gateway.cache.embed_cost_usd_per_1m``) belongs to the simulated
+    world, like a provider's latency.  Known to the driver alone, it was charged after the lookup
+    while the pipeline held nothing for it, and took tenants at their cap past it.  Carried by the
+    embedder as ``cost_usd``, the attribute a priced API embedder has, the pipeline holds it with
+    the answer it precedes as it does live (``Pipeline._held_embedding``).  Everything else is the
+    wrapped embedder's.
+    """
+
+    def __init__(self, embedder: Any, cost_per_1m_tokens: float) -> None:
+        self.inner = embedder
+        self.cost_per_1m_tokens = float(cost_per_1m_tokens)
+
+    def embed(self, texts: Any) -> Any:
+        return self.inner.embed(texts)
+
+    def cost_usd(self, texts: Iterable[str]) -> float:
+        from ..tokens import estimate_tokens
+
+        return sum(estimate_tokens(t) for t in texts) * self.cost_per_1m_tokens / 1e6
+
+    def __getattr__(self, name: str) -> Any:  # name, dim, latency_hint_s …: the wrapped embedder's
+        if name == "inner":  # not set yet (a copy or unpickling in progress): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 class EmbedModel:
-    """An embedder plus what embedding costs in the simulated system (latency, USD), memoised."""
+    """An embedder plus what embedding costs in the simulated system (latency, USD), memoised.
+
+    With ``cost_per_1m_tokens`` the embedder is wrapped in a :class:`PricedEmbedder`:
+    ``model.embedder`` is what the semantic cache must be built with, so that the pipeline sees
+    the price it is charged."""
 
     def __init__(self, embedder: Any, *, latency_s: float | None = None, cost_per_1m_tokens: float = 0.0,
                  opaque: Iterable[str] = ()) -> None:
-        self.embedder = embedder
+        self.embedder = PricedEmbedder(embedder, cost_per_1m_tokens) if cost_per_1m_tokens else embedder
         self.latency_s = float(getattr(embedder, "latency_hint_s", 0.0) if latency_s is None else latency_s)
-        self.cost_per_1m_tokens = cost_per_1m_tokens
         self.opaque = set(opaque)
         self._memo: dict[str, tuple[np.ndarray, float]] = {}
         self._table: SimilarityTable | None = None
 
-    def _cost(self, text: str, tokens: int | None) -> float:
-        if self.cost_per_1m_tokens:
-            from ..tokens import estimate_tokens
-
-            return (tokens if tokens is not None else estimate_tokens(text)) * self.cost_per_1m_tokens / 1e6
+    def _cost(self, text: str) -> float:
         return embedding_cost(self.embedder, [text])
 
     def _opaque_vector(self, text: str) -> np.ndarray:
@@ -70,7 +98,7 @@ class EmbedModel:
             chunk = todo[start:start + batch]
             vectors = np.asarray(self.embedder.embed(chunk), dtype=np.float32)
             for k, t in enumerate(chunk):
-                self._memo[t] = (_settled_row(vectors[k]), self._cost(t, None))
+                self._memo[t] = (_settled_row(vectors[k]), self._cost(t))
         return len(todo)
 
     def similarity_table(self) -> SimilarityTable | None:
