@@ -210,14 +210,19 @@ class RedisCluster:
                              timeout=5).stdout
         return "cluster_state:ok" in out and "cluster_slots_assigned:16384" in out
 
-    def node_of(self, key: str) -> RedisServer:
-        """The node serving ``key``'s slot (CLUSTER KEYSLOT, then that node's CLUSTER SLOTS view)."""
-        client = self.nodes[0].client()
-        slot = client.execute_command("CLUSTER KEYSLOT", key)
-        for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+    def slot(self, key: str | bytes) -> int:
+        """``CLUSTER KEYSLOT key``, asked of a node (not computed here)."""
+        with self.nodes[0].client() as client:
+            return int(client.execute_command("CLUSTER KEYSLOT", key))
+
+    def node_of(self, key: str | bytes) -> RedisServer:
+        """The master serving ``key``'s slot (CLUSTER KEYSLOT, then CLUSTER SLOTS)."""
+        slot = self.slot(key)
+        with self.nodes[0].client() as client:
+            ranges = client.execute_command("CLUSTER SLOTS")
+        for start, end, primary, *_ in ranges:
             if start <= slot <= end:
-                port = int(primary[1])
-                return next(node for node in self.nodes if node.port == port)
+                return next(node for node in self.nodes if node.port == int(primary[1]))
         raise LookupError(f"slot {slot} is not served")
 
     def stop(self) -> None:
@@ -227,7 +232,8 @@ class RedisCluster:
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
-    """A three-master Redis Cluster shared by the session (tests use their own prefixes)."""
+    """A three-master Redis Cluster shared by the session (tests use their own prefixes).
+    Provided by ``conftest.py``: do not import it into a test module (it would start one per module)."""
     redis_binary()
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
     yield cluster
@@ -241,6 +247,16 @@ def any_redis_url(request) -> str:
     if request.param == "single":
         return request.getfixturevalue("redis_server").url
     return request.getfixturevalue("redis_cluster").url
+
+
+@pytest.fixture
+def masters_of(request, any_redis_url):
+    """``masters_of(keys)``: the ports of the masters serving ``keys`` (one port on a single server)."""
+    if request.node.callspec.params["any_redis_url"] == "single":
+        port = request.getfixturevalue("redis_server").port
+        return lambda keys: {port}
+    cluster = request.getfixturevalue("redis_cluster")
+    return lambda keys: {cluster.node_of(key).port for key in keys}
 
 
 def closed_port_url() -> str:
