@@ -173,11 +173,14 @@ class RedisCluster:
     """Three ``--cluster-enabled`` masters on free loopback ports (no replicas), joined by
     ``redis-cli --cluster create``; stopped only by their own pids."""
 
-    def __init__(self, directory: Path, masters: int = 3) -> None:
+    def __init__(self, directory: Path, masters: int = 3, *, appendonly: bool = False,
+                 node_timeout_ms: int = 2000) -> None:
         self.cli = redis_cli_binary()
-        self.nodes = [RedisServer(Path(directory) / f"node{i}", extra_args=(
-            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
-            "--cluster-node-timeout", "2000")) for i in range(masters)]
+        self.nodes = [RedisServer(Path(directory) / f"node{i}", appendonly=appendonly, appendfsync="always",
+                                  extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                              "--cluster-port", str(free_port()),
+                                              "--cluster-node-timeout", str(node_timeout_ms)))
+                      for i in range(masters)]
 
     @property
     def url(self) -> str:
@@ -194,15 +197,19 @@ class RedisCluster:
                                      capture_output=True, text=True, timeout=timeout_s)
             if created.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]}{created.stderr[-2000:]}")
-            deadline = time.monotonic() + timeout_s
-            while not all(self.cluster_ok(node) for node in self.nodes):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the cluster did not reach cluster_state:ok within {timeout_s} s")
-                time.sleep(0.05)
+            self.wait_ok(timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def wait_ok(self, timeout_s: float = 20.0) -> None:
+        """Until every node reports ``cluster_state:ok`` (after a node was restarted)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(self.cluster_ok(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not reach cluster_state:ok within {timeout_s} s")
+            time.sleep(0.02)
 
     def cluster_ok(self, node: RedisServer) -> bool:
         """``cluster_state:ok`` on ``node``, and every slot assigned in its view."""
@@ -238,6 +245,22 @@ def redis_cluster(tmp_path_factory):
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def start_cluster(tmp_path):
+    """Factory for a private cluster (a test that kills nodes); stopped after the test."""
+    started: list[RedisCluster] = []
+
+    def start(**kw) -> RedisCluster:
+        redis_binary()
+        cluster = RedisCluster(tmp_path / f"cluster{len(started)}", **kw)
+        started.append(cluster)
+        return cluster.start()
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 @pytest.fixture(params=["single", "cluster"])
