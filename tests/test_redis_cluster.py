@@ -114,14 +114,28 @@ def test_budget_writes_queued_in_an_outage_are_replayed_in_one_pipeline_per_mast
     assert budgets.dropped_settlements == budgets.lost_holds == 0 and budgets.overshoot_usd == 0
 
 
-def test_a_dead_master_fails_budgets_closed_and_the_cache_misses_then_recovers(start_cluster, caplog):
-    """SIGKILL one master: nothing raises out of the gateway, its tenant's budget fails closed
+def test_a_hung_then_dead_master_fails_budgets_closed_and_the_cache_misses_then_recovers(start_cluster, caplog):
+    """SIGSTOP one master: one socket timeout per retry interval, not one per request.  Then
+    SIGKILL it: nothing raises out of the gateway, its tenant's budget fails closed
     (BudgetUnavailable), the cache misses, a settlement made meanwhile is queued; once the master
     is back (appendonly: with its data) the link reconnects and the queued spend is counted once."""
+    import os
+    import signal
+
     cluster = start_cluster(appendonly=True, node_timeout_ms=500)
     backends = from_url(cluster.url, "dead", retry_interval_s=0.05, log_interval_s=60)
     budgets = backends.budgets
     victim = cluster.node_of(budgets.keys("acme", month_of(NOW))[0])
+
+    hung = from_url(cluster.url, "hung", socket_timeout_s=0.2, retry_interval_s=10).budgets
+    os.kill(victim.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.perf_counter()
+        assert [hung.try_reserve("acme", 0.01, 1.0, NOW) for _ in range(50)] == [None] * 50
+        elapsed = time.perf_counter() - started
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    assert elapsed < 1.0 and hung.refused_unavailable == 50
     clock = FakeClock(NOW)
     gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=clock,
                  driver=ScriptedDriver(clock=clock), seed=0, budget=BudgetPolicy(default_cap=1.0),
