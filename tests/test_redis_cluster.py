@@ -164,20 +164,28 @@ def test_a_hung_then_dead_master_fails_budgets_closed_and_the_cache_misses_then_
     assert not [r for r in caplog.records if r.name == "llmlab.gateway" and r.levelno >= logging.ERROR]
 
 
-def test_cluster_urls_refused_with_the_field_named_and_the_password_hidden(redis_cluster, redis_server):
+def test_cluster_urls_refused_with_the_field_named_and_the_password_hidden(redis_cluster, redis_server, prefix):
+    """Settings no wait fixes are ConfigErrors even under on_unavailable='degrade'."""
     node = f"127.0.0.1:{redis_cluster.nodes[0].port}"
+    user = f"u{prefix[-8:]}"
     cases = {
         f"redis+cluster://{node}/1": "only database 0",
         f"redis://{node}/0": "this Redis is a cluster node",
         f"redis+cluster://127.0.0.1:{redis_server.port}": "runs without cluster mode",
-        f"redis+cluster://nobody:hunter2@{node}": "Redis answered",  # a wrong password: no wait fixes it
+        f"redis+cluster://nobody:hunter2@{node}": "Redis answered",  # a wrong password
+        f"redis+cluster://{user}:hunter2@{node}": "NoPermissionError",  # an ACL that denies the topology
     }
-    for url, why in cases.items():
-        for mode in ("raise", "degrade"):
-            with pytest.raises(ConfigError) as info:
-                from_url(url, on_unavailable=mode)
-            assert info.value.field == "url" and why in str(info.value), (url, str(info.value))
-            assert "hunter2" not in str(info.value)
+    with redis_cluster.nodes[0].client() as admin:
+        admin.execute_command("ACL", "SETUSER", user, "on", ">hunter2", "~*", "-@all", "+ping")
+        try:
+            for url, why in cases.items():
+                for mode in ("raise", "degrade"):
+                    with pytest.raises(ConfigError) as info:
+                        from_url(url, on_unavailable=mode)
+                    assert info.value.field == "url" and why in str(info.value), (url, str(info.value))
+                    assert "hunter2" not in str(info.value)
+        finally:
+            admin.execute_command("ACL", "DELUSER", user)
     with pytest.raises(ConfigError) as info:
         from_url(f"redis+cluster://{node}", prefix="a{b}")
     assert info.value.field == "prefix"

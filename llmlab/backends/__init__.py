@@ -169,13 +169,21 @@ def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) ->
 
 def _cluster_refused(url: str, exc: BaseException) -> None:
     """Raise :class:`ConfigError` when the cluster client refused the URL itself (a database
-    other than 0) or found a Redis without cluster mode behind it."""
-    text, cause = str(exc), str(exc.__cause__ or "")
+    other than 0), found a Redis without cluster mode behind it, or was refused the topology
+    (``CLUSTER SLOTS``: an ACL that denies it).  redis-py reports the last two alike ("Cluster
+    mode is not enabled on this node"), with the node's answer as the exception's context."""
+    text = str(exc)
     if "db" in text and "cluster mode" in text:
         raise ConfigError("url", redact_url(url), CLUSTER_FORM, hint="a Redis Cluster has only database 0") from None
-    if "Cluster mode is not enabled" in text + cause:
-        raise ConfigError("url", redact_url(url), CLUSTER_FORM,
-                          hint="this Redis runs without cluster mode: name it with redis:// or rediss://") from None
+    inner = exc.__cause__ or exc
+    if "Cluster mode is not enabled" not in str(inner):
+        return
+    answer = inner.__context__
+    if answer is not None and "cluster support disabled" not in str(answer):
+        raise ConfigError("url", redact_url(url), "a password and user this Redis Cluster accepts",
+                          hint=f"Redis answered {type(answer).__name__}: {answer}") from None
+    raise ConfigError("url", redact_url(url), CLUSTER_FORM,
+                      hint="this Redis runs without cluster mode: name it with redis:// or rediss://") from None
 
 
 def _refused_settings(exc: BaseException | None) -> bool:
@@ -279,7 +287,8 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     :class:`~llmlab.cache.semantic.SemanticCache` as ``semantic_cache`` to share it between
     replicas (:class:`~llmlab.backends.redis_semantic.SharedSemanticCache`).  Durations are
     finite: TTLs and ``log_interval_s`` up to 1e9 s, socket and connect timeouts up to 60 s,
-    ``retry_interval_s`` up to an hour.
+    ``retry_interval_s`` up to an hour.  ``redis+cluster://`` or ``rediss+cluster://`` names a
+    Redis Cluster (any one node); the key layout it implies is in this module's docstring.
     """
     if not isinstance(url, str) or url.split("://", 1)[0] not in SCHEMES or "://" not in url:
         raise ConfigError("url", redact_url(url) if isinstance(url, str) else url,
