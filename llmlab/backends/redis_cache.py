@@ -3,8 +3,9 @@
 Key layout: ``{prefix}:cache:{tenant}:{key}`` (tenant and key percent-encoded, so a tenant
 named ``a:b`` can never collide with tenant ``a``), on one Redis and on a Redis Cluster alike:
 every command touches one key, so no hash tag is needed, and a tenant's entries spread over
-the cluster's masters key by key instead of filling the one node its tag would pick.  The value is versioned JSON
-(:mod:`llmlab.backends.codec`) carrying ``written_at``, the caller's clock at the write.
+the cluster's masters key by key instead of filling the one node its tag would pick.  The
+value is versioned JSON (:mod:`llmlab.backends.codec`) carrying ``written_at``, the caller's
+clock at the write.
 
 * Fresh: ``now - written_at < ttl_s``.  A hit never extends an entry: ``GET`` leaves the
   Redis expiry alone, and freshness is judged from ``written_at``.
