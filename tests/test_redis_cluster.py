@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,6 +24,19 @@ from redis_fixtures import any_redis_url, free_port, prefix, redis_server, start
 
 pytestmark = pytest.mark.redis
 NOW = 1_700_000_000.0  # 2023-11-14: the previous month is 2023-10
+
+
+@contextmanager
+def _unreachable(link):
+    """Every command through ``link`` fails as when Redis is gone, for the duration."""
+    def down(what, fn):
+        raise RedisUnavailable(link.url, "ConnectionError: simulated")
+
+    link.call = down
+    try:
+        yield
+    finally:
+        del link.call  # the method again
 
 
 def _semantic():
@@ -95,23 +109,56 @@ def test_budget_writes_queued_in_an_outage_are_replayed_in_one_pipeline_per_mast
     tenants = [f"t{i}" for i in range(6)]
     assert len({redis_cluster.node_of(budgets.keys(t, month_of(NOW))[0]).port for t in tenants}) == 3
     held = [budgets.try_reserve(tenants[i % 6], 0.001, 100.0, NOW) for i in range(600)]
-    real_call = link.call
-
-    def down(what, fn):
-        raise RedisUnavailable(link.url, "ConnectionError: simulated")
-
-    link.call = down
-    for i, reservation in enumerate(held):
-        budgets.settle(reservation, 0.000_25 * (1 + i % 4))
-    budgets.charge("t0", 0.5, NOW)
+    with _unreachable(link):
+        for i, reservation in enumerate(held):
+            budgets.settle(reservation, 0.000_25 * (1 + i % 4))
+        budgets.charge("t0", 0.5, NOW)
     assert budgets.pending == 601
     calls = []
+    real_call = link.call
     link.call = lambda what, fn: calls.append(what) or real_call(what, fn)
     assert budgets.spent("t0", NOW) == pytest.approx(0.5 + sum(0.000_25 * (1 + i % 4) for i in range(0, 600, 6)))
     assert budgets.pending == 0 and len(calls) <= 2 * 4 + 1, calls  # 2 batches: the slot table, 3 masters
     for i, tenant in enumerate(tenants):
         assert budgets.reserved(tenant, NOW) == 0
     assert budgets.dropped_settlements == budgets.lost_holds == 0 and budgets.overshoot_usd == 0
+
+
+def test_a_queued_budget_write_whose_slot_moved_follows_the_redirection(redis_cluster, prefix):
+    """A slot moves to another master (resharding) while a settlement waits in the queue: the
+    replay's pipeline goes to the master the client's slot table still names, which answers
+    MOVED; that settlement is replayed alone through the cluster client, which follows it."""
+    backends = from_url(redis_cluster.url, prefix)
+    budgets, link = backends.budgets, backends.link
+    tenant = f"moving-{prefix}"
+    h, z = budgets.keys(tenant, month_of(NOW))
+    held = budgets.try_reserve(tenant, 0.5, 1.0, NOW)
+    with _unreachable(link):
+        budgets.settle(held, 0.3)
+    assert budgets.pending == 1
+
+    slot, source = redis_cluster.slot(h), redis_cluster.node_of(h)
+    target = next(node for node in redis_cluster.nodes if node is not source)
+    ids = {}
+    for node in redis_cluster.nodes:
+        with node.client() as c:
+            ids[node.port] = c.execute_command("CLUSTER MYID").decode()
+    with target.client() as t, source.client() as s:
+        t.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.port])
+        s.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.port])
+        keys = s.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+        assert {k if isinstance(k, str) else k.decode() for k in keys} >= {h, z}
+        s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+    for node in [target, source, *(n for n in redis_cluster.nodes if n not in (target, source))]:
+        with node.client() as c:
+            c.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.port])
+    assert redis_cluster.node_of(h) is target
+
+    assert budgets.spent(tenant, NOW) == pytest.approx(0.3)  # replays the queue first
+    assert budgets.pending == 0 and budgets.dropped_settlements == 0 and budgets.lost_holds == 0
+    assert budgets.reserved(tenant, NOW) == 0
+    with target.client() as t:
+        assert t.exists(h)
 
 
 def test_a_hung_then_dead_master_fails_budgets_closed_and_the_cache_misses_then_recovers(start_cluster, caplog):
