@@ -12,6 +12,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from llmlab import Deployment, Gateway  # noqa: E402
 from llmlab.scripted import FakeClock, ScriptedDriver  # noqa: E402
+# here, not imported by each module: a session fixture imported into a module is that module's own,
+# and the three-master cluster took 2 s to start per module
+from redis_fixtures import redis_cluster  # noqa: E402, F401
 
 
 @pytest.fixture(autouse=True)

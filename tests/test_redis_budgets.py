@@ -16,15 +16,17 @@ from llmlab.errors import BudgetUnavailable
 from llmlab.backends import from_url
 from llmlab.budgets import month_of, next_month_start
 from llmlab.scripted import FakeClock, ScriptedDriver
-from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
+from redis_fixtures import (any_redis_url, masters_of, prefix, redis_server, redis_url,  # noqa: F401
+                            start_redis)
 
 pytestmark = pytest.mark.redis
 NOW = 1_700_000_000.0  # 2023-11-14
 
 
-def test_same_answers_as_the_in_memory_budgets(redis_url, prefix):
-    """A seeded random sequence of reserve/settle/charge gives the same results on both backends."""
-    redis_b, mem = from_url(redis_url, prefix).budgets, MemoryBudgets()
+def test_same_answers_as_the_in_memory_budgets(any_redis_url, prefix):
+    """A seeded random sequence of reserve/settle/charge gives the same results on both backends
+    (on one Redis and on a cluster)."""
+    redis_b, mem = from_url(any_redis_url, prefix).budgets, MemoryBudgets()
     rng = random.Random(7)
     open_r: list[tuple] = []
     for step in range(400):
@@ -50,11 +52,11 @@ def test_same_answers_as_the_in_memory_budgets(redis_url, prefix):
     assert redis_b.overshoot_usd == mem.overshoot_usd == 0
 
 
-def test_months_are_separate_keys_and_only_past_months_expire(redis_url, prefix):
+def test_months_are_separate_keys_and_only_past_months_expire(any_redis_url, prefix):
     """The month being counted has no TTL (an evicting Redis then never picks it); the previous
     month's keys get theirs, retention_s after that month's end, at the next month's first
-    reservation."""
-    b = from_url(redis_url, prefix).budgets
+    reservation (on a cluster: one script over both months' keys, in the tenant's slot)."""
+    b = from_url(any_redis_url, prefix).budgets
     r = b.try_reserve("acme", 0.04, 0.05, NOW)
     h, z = b.keys("acme", "2023-11")
     assert b.link.client.ttl(h) == -1 and b.link.client.ttl(z) == -1  # exist, no TTL
@@ -70,8 +72,8 @@ def test_months_are_separate_keys_and_only_past_months_expire(redis_url, prefix)
     assert b.spent("acme", NOW) == pytest.approx(0.041)  # last month still readable
 
 
-def test_a_crashed_gateways_reservation_is_released_after_its_lease(redis_url, prefix):
-    b = from_url(redis_url, prefix, budget_lease_s=30).budgets
+def test_a_crashed_gateways_reservation_is_released_after_its_lease(any_redis_url, prefix):
+    b = from_url(any_redis_url, prefix, budget_lease_s=30).budgets
     assert b.try_reserve("t", 0.04, 0.05, NOW) is not None  # never settled: the process "crashed"
     assert b.try_reserve("t", 0.02, 0.05, NOW + 10) is None  # still leased
     late = b.try_reserve("t", 0.02, 0.05, NOW + 31)
@@ -86,6 +88,7 @@ CHILD = textwrap.dedent("""
     from llmlab.scripted import ScriptedDriver
 
     url, prefix, n, seed, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    tenants = sys.argv[6].split(",")
     rng = random.Random(seed)
     backends = from_url(url, prefix)
 
@@ -97,7 +100,7 @@ CHILD = textwrap.dedent("""
 
     driver = SlowDriver(default=lambda call: "word " * rng.randint(1, 90))
     gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, cache=False,
-                 budget=BudgetPolicy(caps={"shared": cap}), driver=driver, **backends.gateway_kwargs())
+                 budget=BudgetPolicy(caps={t: cap for t in tenants}), driver=driver, **backends.gateway_kwargs())
     client = backends.client
     client.incr(prefix + ":ready")
     deadline = time.time() + 20
@@ -105,24 +108,33 @@ CHILD = textwrap.dedent("""
         time.sleep(0.005)
 
     async def main():
-        return await asyncio.gather(*(gw.acomplete(f"question {seed} {i}", tenant="shared",
+        return await asyncio.gather(*(gw.acomplete(f"question {seed} {i}", tenant=tenants[i % len(tenants)],
                                                    params={"max_tokens": 100}) for i in range(n)))
 
     outs = asyncio.run(main())
     print(json.dumps({"ok": sum(o.ok for o in outs), "cost": sum(o.cost_usd for o in outs),
+                      "cost_by_tenant": {t: sum(o.cost_usd for o in outs if o.tenant == t) for t in tenants},
                       "refused": sum(o.error is not None and o.error.code == "budget_exceeded" for o in outs),
                       "other": sum(o.error is not None and o.error.code != "budget_exceeded" for o in outs),
                       "overshoot": backends.budgets.overshoot_usd, "n": len(outs)}))
 """)
 
 
-def test_two_gateway_processes_never_exceed_the_cap_together(redis_url, prefix, tmp_path):
-    cap, n = 0.12, 250
+def test_two_gateway_processes_never_exceed_the_cap_together(any_redis_url, masters_of, prefix, tmp_path):
+    """Two processes, each with its own gateway, hammer two tenants' caps at once.  On the cluster
+    the two tenants' budget keys are on different masters (asserted), each tenant's four on one."""
+    cap, n, tenants = 0.06, 250, ("shared", "other")
+    budgets = from_url(any_redis_url, prefix).budgets
+    month_keys = [budgets.keys(t, month_of(time.time())) for t in tenants]
+    assert all(len(masters_of(keys)) == 1 for keys in month_keys)
+    if any_redis_url.startswith("redis+cluster"):
+        assert len(masters_of([keys[0] for keys in month_keys])) == 2
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    procs = [subprocess.Popen([sys.executable, str(script), redis_url, prefix, str(n), str(seed), str(cap)],
+    procs = [subprocess.Popen([sys.executable, str(script), any_redis_url, prefix, str(n), str(seed), str(cap),
+                               ",".join(tenants)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
-    client = from_url(redis_url, prefix).client
+    client = budgets.link.client
     deadline = time.time() + 30
     while int(client.get(prefix + ":ready") or 0) < 2 and time.time() < deadline:
         assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
@@ -133,14 +145,15 @@ def test_two_gateway_processes_never_exceed_the_cap_together(redis_url, prefix, 
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
         results.append(json.loads(out.strip().splitlines()[-1]))
-    budgets = from_url(redis_url, prefix).budgets
-    spent = budgets.spent("shared", time.time())
-    assert spent <= cap + 1e-9
-    assert spent == pytest.approx(sum(r["cost"] for r in results), abs=1e-8)  # every answer was charged once
-    assert budgets.reserved("shared", time.time()) == 0 and budgets.stats("shared", time.time())["open"] == 0
+    for tenant in tenants:
+        spent = budgets.spent(tenant, time.time())
+        assert spent <= cap + 1e-9
+        # every answer was charged once
+        assert spent == pytest.approx(sum(r["cost_by_tenant"][tenant] for r in results), abs=1e-8)
+        assert budgets.reserved(tenant, time.time()) == 0 and budgets.stats(tenant, time.time())["open"] == 0
+        assert spent > cap * 0.5  # the cap was really contended (open reservations hold the rest back)
     assert all(r["ok"] > 10 and r["refused"] > 10 and r["other"] == 0 and r["overshoot"] == 0 for r in results)
     assert sum(r["ok"] + r["refused"] for r in results) == 2 * n
-    assert spent > cap * 0.5  # the cap was really contended (open reservations hold the rest back)
 
 
 def _gateway(backends, clock, default="an answer"):
@@ -284,13 +297,13 @@ def test_a_request_that_outlives_its_lease_is_reported_as_overshoot(redis_url, p
     assert any("budget_lease_s=30" in r.getMessage() for r in caplog.records)
 
 
-def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(redis_url, prefix):
+def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(any_redis_url, prefix):
     """A Redis stalled past the socket timeout applies a settlement and loses its reply: the
     settlement is queued and replayed, and was counted twice (spend past the truth, and a false
     'lost hold' overshoot).  The settled reservation's tombstone tells the replay to add nothing."""
     from llmlab.backends.redis_link import RedisUnavailable
 
-    budgets = from_url(redis_url, prefix).budgets
+    budgets = from_url(any_redis_url, prefix).budgets
     held = budgets.try_reserve("t", 0.5, 1.0, NOW)
     link_call = budgets.link.call
 
@@ -409,10 +422,12 @@ def test_the_fallback_spend_kept_in_process_is_only_the_latest_months(redis_url,
     assert b._last_spent[("t7", month_of(last))] == pytest.approx(0.001)
 
 
-def test_a_tenant_that_never_comes_back_has_its_keys_expired_by_expire_past_months(redis_url, prefix):
+def test_a_tenant_that_never_comes_back_has_its_keys_expired_by_expire_past_months(any_redis_url, masters_of,
+                                                                                   prefix):
     """Last month's keys get their TTL at the tenant's next reservation: a tenant gone for good
-    kept them forever, until expire_past_months (the month being counted is left alone)."""
-    b = from_url(redis_url, prefix).budgets
+    kept them forever, until expire_past_months (the month being counted is left alone).  On a
+    cluster the tenants' keys are on every master, and the sweep's SCAN covers them all."""
+    b = from_url(any_redis_url, prefix).budgets
     client = b.link.client
     for i in range(40):  # November: 40 tenants, 39 never seen again
         b.settle(b.try_reserve(f"t{i}", 0.01, 1.0, NOW), 0.005)
@@ -421,6 +436,8 @@ def test_a_tenant_that_never_comes_back_has_its_keys_expired_by_expire_past_mont
     january = next_month_start(december) + 10.0
     b.settle(b.try_reserve("t1", 0.01, 1.0, january), 0.005)
     november_keys = [k for i in range(40) for k in b.keys(f"t{i}", "2023-11")]
+    if any_redis_url.startswith("redis+cluster"):
+        assert len(masters_of(november_keys)) == 3
     # t1…t39 (t1 came back two months on: only the month before is given a TTL): kept for good
     assert sum(client.ttl(k) == -1 for k in november_keys) == 2 * 39
     assert b.expire_past_months(january) == 2 * 39 + 2  # theirs, and t0's December keys

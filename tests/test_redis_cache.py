@@ -13,7 +13,8 @@ from llmlab.backends import Backends, RedisUnavailable, from_url
 from llmlab.backends.codec import CodecError, decode_entry, encode_entry
 from llmlab.cache.store import MemoryStore
 from llmlab.scripted import FakeClock, ScriptedDriver
-from redis_fixtures import closed_port_url, prefix, redis_server, redis_url, start_redis  # noqa: F401
+from redis_fixtures import (any_redis_url, closed_port_url, prefix, redis_server, redis_url,  # noqa: F401
+                            start_redis)
 
 pytestmark = pytest.mark.redis
 
@@ -26,8 +27,8 @@ def gateway(backends: Backends, clock: FakeClock, driver: ScriptedDriver | None 
                    driver=driver or ScriptedDriver(clock=clock), seed=0, **backends.gateway_kwargs(), **kw)
 
 
-def test_roundtrip_keeps_every_field(redis_url, prefix):
-    store = from_url(redis_url, prefix).cache_store
+def test_roundtrip_keeps_every_field(any_redis_url, prefix):
+    store = from_url(any_redis_url, prefix).cache_store
     assert store.put("acme", "k1", ANSWER, 100.0) is True
     hit = store.get("acme", "k1", 130.0)
     assert hit.value == ANSWER and hit.age_s == 30.0 and not hit.stale
@@ -50,9 +51,9 @@ def test_ttl_counts_from_the_write_and_hits_never_extend_it(redis_url, prefix):
     assert store.stats["hits"] == 3 and store.stats["misses"] == 1 and store.stats["stale_served"] == 1
 
 
-def test_namespaces_and_prefixes_never_share(redis_url, prefix):
-    a = from_url(redis_url, prefix).cache_store
-    other = from_url(redis_url, prefix + "x").cache_store
+def test_namespaces_and_prefixes_never_share(any_redis_url, prefix):
+    a = from_url(any_redis_url, prefix).cache_store
+    other = from_url(any_redis_url, prefix + "x").cache_store
     a.put("tenant-a", "k", ANSWER, 0.0)
     assert a.get("tenant-b", "k", 1.0) is None
     assert other.get("tenant-a", "k", 1.0) is None
@@ -63,11 +64,11 @@ def test_namespaces_and_prefixes_never_share(redis_url, prefix):
     assert a.clear("tenant-a") == 1 and a.get("tenant-a", "k", 1.0) is None and a.get("a:b", "c", 1.0) is not None
 
 
-def test_two_gateways_share_the_cache_but_never_across_tenants(redis_url, prefix):
+def test_two_gateways_share_the_cache_but_never_across_tenants(any_redis_url, prefix):
     clock = FakeClock()
     d1, d2 = ScriptedDriver(clock=clock, default="from gateway one"), ScriptedDriver(clock=clock, default="two")
-    gw1 = gateway(from_url(redis_url, prefix, cache_ttl_s=60), clock, d1)
-    gw2 = gateway(from_url(redis_url, prefix, cache_ttl_s=60), clock, d2)
+    gw1 = gateway(from_url(any_redis_url, prefix, cache_ttl_s=60), clock, d1)
+    gw2 = gateway(from_url(any_redis_url, prefix, cache_ttl_s=60), clock, d2)
     first = gw1.complete("Where is my order 1234?", tenant="acme")
     assert first.cache is CacheOutcome.MISS and first.text == "from gateway one"
     shared = gw2.complete("where is my   order 1234?".replace("where", "Where"), tenant="acme")

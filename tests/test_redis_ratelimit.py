@@ -10,7 +10,7 @@ from llmlab import Deployment, FixedRouter, Gateway, RateLimit, RateLimited, Rat
 from llmlab.ratelimit import Refusal
 from llmlab.backends import from_url
 from llmlab.scripted import FakeClock, ScriptedDriver
-from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
+from redis_fixtures import any_redis_url, prefix, redis_server, redis_url, start_redis  # noqa: F401
 
 pytestmark = pytest.mark.redis
 
@@ -18,8 +18,8 @@ LIMITS = dict(per_plan={"free": RateLimit(rpm=5, tpm=400), "paid": RateLimit(rpm
               per_tenant={"vip": RateLimit(tpm=2_000)})
 
 
-def test_same_decisions_and_waits_as_the_in_memory_limiter(redis_url, prefix):
-    shared = from_url(redis_url, prefix, **LIMITS, default_limit=RateLimit(rpm=10, tpm=1_000)).rate_limiter
+def test_same_decisions_and_waits_as_the_in_memory_limiter(any_redis_url, prefix):
+    shared = from_url(any_redis_url, prefix, **LIMITS, default_limit=RateLimit(rpm=10, tpm=1_000)).rate_limiter
     memory = RateLimiter(LIMITS["per_plan"], LIMITS["per_tenant"], RateLimit(rpm=10, tpm=1_000))
     rng = random.Random(3)
     now = 1_700_000_000.0
@@ -45,10 +45,10 @@ def gateway(backends, clock):
                    clock=clock, driver=ScriptedDriver(clock=clock), seed=0, **backends.gateway_kwargs())
 
 
-def test_two_gateways_draw_from_the_same_buckets(redis_url, prefix):
+def test_two_gateways_draw_from_the_same_buckets(any_redis_url, prefix):
     clock = FakeClock()
-    gw1 = gateway(from_url(redis_url, prefix, default_limit=RateLimit(rpm=10)), clock)
-    gw2 = gateway(from_url(redis_url, prefix, default_limit=RateLimit(rpm=10)), clock)
+    gw1 = gateway(from_url(any_redis_url, prefix, default_limit=RateLimit(rpm=10)), clock)
+    gw2 = gateway(from_url(any_redis_url, prefix, default_limit=RateLimit(rpm=10)), clock)
     outs = [gw.complete(f"q{i}", tenant="acme") for i in range(6) for gw in (gw1, gw2)]
     assert sum(o.ok for o in outs) == 10
     refused = [o for o in outs if not o.ok]

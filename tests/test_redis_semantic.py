@@ -9,7 +9,7 @@ import pytest
 from llmlab import CachedAnswer, CacheOutcome, Deployment, FixedRouter, Gateway, OutcomeKind
 from llmlab.backends import encode_entry, from_url
 from llmlab.scripted import FakeClock, ScriptedDriver
-from redis_fixtures import prefix, redis_server, redis_url, start_redis  # noqa: F401
+from redis_fixtures import any_redis_url, prefix, redis_server, redis_url, start_redis  # noqa: F401
 
 pytestmark = pytest.mark.redis
 
@@ -27,9 +27,9 @@ def replica(url: str, prefix: str, clock: FakeClock, answer: str, **kw) -> Gatew
                    driver=ScriptedDriver(clock=clock, default=answer), seed=0, **backends.gateway_kwargs())
 
 
-def test_a_paraphrase_hits_an_entry_written_by_another_replica(redis_url, prefix):
+def test_a_paraphrase_hits_an_entry_written_by_another_replica(any_redis_url, prefix):
     clock = FakeClock()
-    one, two = replica(redis_url, prefix, clock, "from one"), replica(redis_url, prefix, clock, "from two")
+    one, two = replica(any_redis_url, prefix, clock, "from one"), replica(any_redis_url, prefix, clock, "from two")
     assert one.complete("How do I reset my password?", tenant="acme").text == "from one"
     hit = two.complete("how can I reset my password", tenant="acme")
     assert hit.cache is CacheOutcome.SEMANTIC_HIT and hit.text == "from one" and hit.similarity >= 0.6

@@ -8,6 +8,20 @@ on one Redis connection, ready to hand to the gateway::
     shared = from_url("redis://127.0.0.1:6379/0", prefix="llmlab")
     gw = Gateway(..., **shared.gateway_kwargs())      # cache_store, budget_backend, rate_limiter
 
+A Redis Cluster (ElastiCache / MemoryStore in cluster mode) is named by its scheme,
+``redis+cluster://[:password@]host:port`` or ``rediss+cluster://…`` (TLS): any one node's
+address, the client discovers the rest (``redis.cluster.RedisCluster``).  A cluster has only
+database 0.  Its key layout differs from one Redis' in one place, so that each multi-key
+script finds its keys in one hash slot: the budget keys wrap the tenant in a hash tag
+(``{prefix}:budget:{<tenant>}:{YYYY-MM}`` with literal braces around the tenant), so one
+tenant's hashes and lease sets, this month's and the last, share a slot while tenants spread
+over the masters; ``prefix`` may then hold no braces of its own.  The other keys are one key
+per command and keep their names: cache entries and semantic streams spread over the masters
+key by key (a tenant with most of the traffic does not fill one node).  On a single Redis
+every name is as it always was (a budget hash renamed on upgrade would restart its tenant's
+month at zero); moving a deployment from one Redis to a cluster therefore starts budgets
+afresh unless their keys are copied under the tagged names (``RedisBudgets.keys`` gives both).
+
 Failure policy, decided once here:
 
 * Redis unreachable at start-up: ``on_unavailable="raise"`` (default) raises
@@ -52,11 +66,14 @@ __all__ = ["Backends", "CodecError", "RedisBudgets", "RedisLink", "RedisRateLimi
 log = logging.getLogger("llmlab.backends")
 
 ON_UNAVAILABLE = ("raise", "degrade")
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+CLUSTER_SUFFIX = "+cluster"
 MAX_TTL_S = 1e9  # ≈ 32 years: "keep it", still a number Redis' PX and the clocks can hold
 MAX_TIMEOUT_S = 60.0  # a socket wait the gateway pays inside its lock, per command
 MAX_RETRY_INTERVAL_S = 3_600.0  # the link probes a dead Redis at least hourly, so it does reconnect
-URL_FORMS = "redis://[:password@]host[:port][/db], rediss://… or unix://…"
+URL_FORMS = ("redis://[:password@]host[:port][/db], rediss://…, unix://… or, for a Redis Cluster, "
+             "redis+cluster://[:password@]host[:port] or rediss+cluster://…")
+CLUSTER_FORM = "a redis+cluster:// or rediss+cluster:// URL naming any node of a Redis Cluster, database 0 or none"
 ENCODE_HINT = ("the URL does not parse as host and password: percent-encode the password's special characters "
                "(urllib.parse.quote(password, safe=''))")
 
@@ -114,6 +131,11 @@ class Backends:
 
 
 def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) -> Any:
+    """A ``redis.Redis``, or for a ``+cluster`` scheme a ``redis.cluster.RedisCluster``.
+
+    The cluster client dials at construction (it reads the topology from a node): a cluster
+    that cannot be reached raises :class:`RedisUnavailable` here, caused by what the node said,
+    so that :func:`from_url` handles it as it handles a failed first ping."""
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -121,16 +143,47 @@ def _make_client(url: str, socket_timeout_s: float, connect_timeout_s: float) ->
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ConfigError("url", redact_url(url), "a Redis URL with the redis client installed",
                           hint="pip install 'llmlab[redis]'") from exc
+    scheme, _, rest = url.partition("://")
+    # no client-side retries: RedisLink decides, so a dead Redis costs one failed attempt
+    options = dict(socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s,
+                   retry=Retry(NoBackoff(), 0), health_check_interval=0)
     try:
-        # no client-side retries: RedisLink decides, so a dead Redis costs one failed attempt
-        return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s,
-                                    retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        if not scheme.endswith(CLUSTER_SUFFIX):
+            return redis.Redis.from_url(url, **options)
+        from redis.cluster import RedisCluster
+        from redis.exceptions import RedisClusterException
+        try:
+            return RedisCluster.from_url(f"{scheme[:-len(CLUSTER_SUFFIX)]}://{rest}", **options)
+        except (RedisClusterException, redis.RedisError) as exc:
+            failure: BaseException = exc
     except ValueError as exc:
         if "@" not in url:
             raise ConfigError("url", redact_url(url), URL_FORMS, hint=str(exc)) from exc
         # redis-py's message quotes the piece it could not parse (a port, a db), which may be part
         # of the password: neither repeat it nor chain it
         raise ConfigError("url", redact_url(url), URL_FORMS, hint=ENCODE_HINT) from None
+    _cluster_refused(url, failure)
+    cause = failure.__cause__ or failure
+    raise RedisUnavailable(url, f"{type(cause).__name__}: {cause}") from cause
+
+
+def _cluster_refused(url: str, exc: BaseException) -> None:
+    """Raise :class:`ConfigError` when the cluster client refused the URL itself (a database
+    other than 0), found a Redis without cluster mode behind it, or was refused the topology
+    (``CLUSTER SLOTS``: an ACL that denies it).  redis-py reports the last two alike ("Cluster
+    mode is not enabled on this node"), with the node's answer as the exception's context."""
+    text = str(exc)
+    if "db" in text and "cluster mode" in text:
+        raise ConfigError("url", redact_url(url), CLUSTER_FORM, hint="a Redis Cluster has only database 0") from None
+    inner = exc.__cause__ or exc
+    if "Cluster mode is not enabled" not in str(inner):
+        return
+    answer = inner.__context__
+    if answer is not None and "cluster support disabled" not in str(answer):
+        raise ConfigError("url", redact_url(url), "a password and user this Redis Cluster accepts",
+                          hint=f"Redis answered {type(answer).__name__}: {answer}") from None
+    raise ConfigError("url", redact_url(url), CLUSTER_FORM,
+                      hint="this Redis runs without cluster mode: name it with redis:// or rediss://") from None
 
 
 def _refused_settings(exc: BaseException | None) -> bool:
@@ -165,21 +218,51 @@ def _check_userinfo(url: str) -> None:
         raise ConfigError("url", redact_url(url), URL_FORMS, hint=ENCODE_HINT)
 
 
+def _memory_infos(link: RedisLink) -> list[Mapping[str, Any]]:
+    """``INFO memory`` of the Redis, or of every master of a cluster (each has its own policy)."""
+    if not link.cluster:
+        return [link.client.info("memory")]
+    infos = link.client.info("memory", target_nodes=link.client.PRIMARIES)
+    if infos and all(isinstance(one, Mapping) for one in infos.values()):
+        return list(infos.values())  # node name -> that node's INFO
+    return [infos]  # one master answered: its INFO itself
+
+
+def _check_not_a_cluster(link: RedisLink, url: str) -> None:
+    """Refuse a plain URL that names a Redis Cluster node: such a client sends every key to that
+    node, which refuses the keys of other nodes' slots (``MOVED``) and every budget script
+    (``CROSSSLOT``): cache misses and refused budgets that only look like an outage."""
+    if link.cluster:
+        return
+    try:  # not through the link: a user whose ACL forbids INFO is not a cluster problem
+        enabled = str(link.client.info("cluster").get("cluster_enabled", "0")) == "1"
+    except Exception:  # noqa: BLE001 - INFO renamed away or forbidden: nothing to check against
+        return
+    if enabled:
+        link.close()
+        raise ConfigError("url", redact_url(url), "a redis:// or rediss:// URL of a Redis without cluster mode",
+                          hint="this Redis is a cluster node: name it with redis+cluster:// or rediss+cluster://")
+
+
 def _warn_if_evicting(link: RedisLink) -> str | None:
     """Warn when a full Redis would evict budget hashes; return the policy that does.
 
     ``allkeys-*`` picks among all keys: an evicted budget hash is a tenant's month spend gone,
     read back as zero.  ``volatile-*`` spares them (the month being counted has no TTL) and
     ``noeviction`` evicts nothing.  ``INFO memory`` is read because managed Redis often
-    disables ``CONFIG``.
+    disables ``CONFIG``; on a cluster, every master's.
     """
     try:  # not through the link: a user whose ACL forbids INFO would get a warning about INFO
-        info = link.client.info("memory")
+        infos = _memory_infos(link)
     except Exception:  # noqa: BLE001 - INFO renamed away or forbidden: nothing to check against
         return None
-    policy, maxmemory = str(info.get("maxmemory_policy", "noeviction")), int(info.get("maxmemory", 0) or 0)
-    if maxmemory <= 0 or not policy.startswith("allkeys-"):
+    evicting = [(str(info.get("maxmemory_policy", "noeviction")), int(info.get("maxmemory", 0) or 0))
+                for info in infos]
+    evicting = [(policy, maxmemory) for policy, maxmemory in evicting
+                if maxmemory > 0 and policy.startswith("allkeys-")]
+    if not evicting:
         return None
+    policy, maxmemory = evicting[0]
     log.warning("llmlab: Redis at %s (maxmemory=%d bytes, maxmemory-policy=%s) evicts budget hashes like cache "
                 "entries when full: an evicted one restarts a tenant's month at zero spend and its cap no longer "
                 "holds; use maxmemory-policy volatile-lru (the cache, semantic streams and rate buckets have TTLs "
@@ -204,15 +287,21 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     :class:`~llmlab.cache.semantic.SemanticCache` as ``semantic_cache`` to share it between
     replicas (:class:`~llmlab.backends.redis_semantic.SharedSemanticCache`).  Durations are
     finite: TTLs and ``log_interval_s`` up to 1e9 s, socket and connect timeouts up to 60 s,
-    ``retry_interval_s`` up to an hour.
+    ``retry_interval_s`` up to an hour.  ``redis+cluster://`` or ``rediss+cluster://`` names a
+    Redis Cluster (any one node); the key layout it implies is in this module's docstring.
     """
     if not isinstance(url, str) or url.split("://", 1)[0] not in SCHEMES or "://" not in url:
         raise ConfigError("url", redact_url(url) if isinstance(url, str) else url,
-                          "a redis://, rediss:// or unix:// URL")
+                          "a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL")
     if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "*?[]\\" for c in prefix):
         # a glob character or backslash (Redis' glob escape) would make clear()'s SCAN pattern
         # match another prefix's keys: 'a\\' + ':cache:*' matches prefix 'a''s cache
         raise ConfigError("prefix", prefix, "a non-empty string without spaces, glob characters or backslashes")
+    cluster = url.split("://", 1)[0].endswith(CLUSTER_SUFFIX)
+    if cluster and any(c in "{}" for c in prefix):
+        # a brace in the prefix would be the hash tag of every key: all of them in one slot
+        raise ConfigError("prefix", prefix, "a prefix without braces on a Redis Cluster (llmlab places the "
+                                            "hash tags: the tenant's, in the budget keys)")
     v.choice("on_unavailable", on_unavailable, ON_UNAVAILABLE)
     v.choice("budgets_on_error", budgets_on_error, ("closed", "open"))
     v.choice("rate_limits_on_error", rate_limits_on_error, ("open", "closed"))
@@ -226,12 +315,14 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     v.number("log_interval_s", log_interval_s, lo=0.0, lo_open=True, hi=MAX_TTL_S)
 
     _check_userinfo(url)
-    client = _make_client(url, socket_timeout_s, connect_timeout_s)
-    link = RedisLink(client, url, retry_interval_s=retry_interval_s, log_interval_s=log_interval_s)
+    link: RedisLink | None = None
     try:
+        client = _make_client(url, socket_timeout_s, connect_timeout_s)
+        link = RedisLink(client, url, retry_interval_s=retry_interval_s, log_interval_s=log_interval_s)
         link.call("ping", lambda r: r.ping())
     except RedisUnavailable as exc:
-        link.close()
+        if link is not None:
+            link.close()
         if _refused_settings(exc.__cause__):  # no wait fixes these, and in-memory budgets would not be shared
             raise ConfigError("url", redact_url(url), "a password, user and database this Redis accepts",
                               hint=f"Redis answered {exc.reason}; on_unavailable='degrade' covers a Redis that "
@@ -244,6 +335,7 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
         return Backends(redact_url(url), MemoryStore(cache_capacity, cache_ttl_s), MemoryBudgets(),
                         RateLimiter(per_plan, per_tenant, default_limit), None, True, str(exc), semantic_cache)
 
+    _check_not_a_cluster(link, url)
     _warn_if_evicting(link)
     from .redis_budgets import RedisBudgets
     from .redis_cache import RedisStore

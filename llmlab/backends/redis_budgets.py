@@ -1,7 +1,8 @@
 """Monthly budgets in Redis: atomic reserve-then-settle shared by every gateway process.
 
 Same contract as :class:`llmlab.budgets.MemoryBudgets`.  Per (tenant, month) one hash
-``{prefix}:budget:{tenant}:{YYYY-MM}`` holds ``spent`` and ``reserved`` in integer nano-USD
+``{prefix}:budget:{tenant}:{YYYY-MM}`` (on a Redis Cluster the tenant in a hash tag: see "Key
+layout" below) holds ``spent`` and ``reserved`` in integer nano-USD
 (exact sums, no float drift) and one field ``r:{id}`` per open reservation; a sorted set
 ``…:open`` holds each open reservation's lease deadline, and a settled one's tombstone
 (``t:{id}``) until that deadline, so that a settlement replayed after a lost reply is not
@@ -31,6 +32,15 @@ replayed (in pipelined batches) once Redis answers again, so spend is not lost t
 settlement or charge whose reply was lost (it may have been applied) is replayed too, and
 recognised as applied by its tombstone when the replay comes within ``lease_s``.
 All gateways sharing one Redis should use the real clock; reservation leases use ``now``.
+
+Key layout.  On one Redis, ``llmlab:budget:acme:2026-11`` and ``llmlab:budget:acme:2026-11:open``
+(tenant percent-encoded), unchanged since the first release: an upgrade keeps every tenant's
+month-to-date spend.  On a Redis Cluster (``redis+cluster://``) a script may only touch keys of
+one hash slot, and the reserve script touches four (this month's hash and lease set, the
+previous month's two), so the tenant is the hash tag: ``llmlab:budget:{acme}:2026-11`` and
+``llmlab:budget:{acme}:2026-11:open``.  A tenant's keys share a slot (any month: the tag
+holds only the tenant); tenants spread over the masters.  The percent-encoded tenant holds no
+brace, and ``from_url`` refuses a prefix with one, so the tag is always the tenant's.
 """
 from __future__ import annotations
 
@@ -221,8 +231,14 @@ class RedisBudgets:
         self.lost_holds = 0  # settlements whose reservation had been released (see _settled)
 
     # ------------------------------------------------------------------ keys
-    def keys(self, tenant: str, month: str) -> tuple[str, str]:
-        h = f"{self.prefix}:budget:{key_part(tenant)}:{month}"
+    def keys(self, tenant: str, month: str, *, tagged: bool | None = None) -> tuple[str, str]:
+        """(hash, lease set) of ``tenant``'s ``month``: the tenant in a hash tag on a cluster
+        (``tagged=None``: as this link needs; True or False: that layout, e.g. to copy keys
+        from one Redis into a cluster)."""
+        part = key_part(tenant)
+        if self.link.cluster if tagged is None else tagged:
+            part = "{" + part + "}"
+        h = f"{self.prefix}:budget:{part}:{month}"
         return h, h + ":open"
 
     def _ttl(self, now: float) -> int:
@@ -252,6 +268,8 @@ class RedisBudgets:
         mode the queue holds one item per request served meanwhile, and replaying them one round
         trip each stalled the first request after the reconnect (and every request queued behind
         it) for seconds.  One thread replays at a time; the others go on with their own command.
+        On a cluster the batch is split by master, one pipeline each (see :meth:`_replay`); what
+        a master that failed did not apply stays queued, what the others applied does not.
         """
         if not self._pending or not self._flushing.acquire(blocking=False):
             return
@@ -259,25 +277,64 @@ class RedisBudgets:
             while self._pending:
                 with self._lock:
                     batch = list(islice(self._pending, FLUSH_BATCH))
-
-                def replay(r: Any, batch: list[_Write] = batch) -> list[Any]:
-                    pipe = r.pipeline(transaction=False)
-                    for item in batch:
-                        self._settle(keys=[item.hash, item.zset], args=item.args(), client=pipe)
-                    return pipe.execute(raise_on_error=False)
-
-                results = self.link.call("budget settle", replay)  # Redis gone: raises, the queue stays
-                for item, result in zip(batch, results):
-                    if isinstance(result, Exception):  # refused by the server (not gone): replaying cannot help
-                        self.dropped_settlements += 1
-                    else:
-                        self._settled(result, item.held)
-                with self._lock:
-                    for item in batch:
-                        if self._pending and self._pending[0] == item:
+                done = [False] * len(batch)
+                try:
+                    groups = [list(range(len(batch)))]
+                    if self.link.cluster:  # through the link: no I/O, but a slot without a master raises
+                        groups = self.link.call("budget settle", lambda r, batch=batch: self._groups(r, batch))
+                    for indices in groups:
+                        part = [batch[i] for i in indices]
+                        # Redis gone: raises, the rest of the queue stays
+                        results = self.link.call("budget settle", lambda r, part=part: self._replay(r, part))
+                        for i, item, result in zip(indices, part, results):
+                            if isinstance(result, Exception):  # refused by the server (not gone): replaying cannot help
+                                self.dropped_settlements += 1
+                            else:
+                                self._settled(result, item.held)
+                            done[i] = True
+                finally:
+                    with self._lock:  # the batch is the queue's head: only this thread takes from it
+                        for _ in batch:
                             self._pending.popleft()
+                        self._pending.extendleft(reversed([item for item, ok in zip(batch, done) if not ok]))
         finally:
             self._flushing.release()
+
+    def _groups(self, r: Any, batch: list[_Write]) -> list[list[int]]:
+        """Indices of ``batch`` per master of a cluster (a cluster pipeline refuses scripts, so
+        each master gets a plain pipeline); read from the client's slot table, which raises
+        when a slot has no master."""
+        by_node: dict[str, list[int]] = {}
+        for i, item in enumerate(batch):
+            by_node.setdefault(r.get_node_from_key(item.hash).name, []).append(i)
+        return list(by_node.values())
+
+    def _replay(self, r: Any, part: list[_Write]) -> list[Any]:
+        """Run the settle script for each of ``part`` in one pipeline; per item its result or the
+        error the server answered.  On a cluster, ``part`` is one master's (:meth:`_groups`): its
+        pipeline goes to that master's own client, which loads the script as a plain pipeline
+        does; an item whose slot moved since (a resharding: ``MOVED``/``ASK``/``TRYAGAIN``) is
+        replayed alone through the cluster client, which follows the redirection."""
+        if not self.link.cluster:
+            pipe = r.pipeline(transaction=False)
+        else:
+            pipe = r.get_redis_connection(r.get_node_from_key(part[0].hash)).pipeline(transaction=False)
+        for item in part:
+            self._settle(keys=[item.hash, item.zset], args=item.args(), client=pipe)
+        results = pipe.execute(raise_on_error=False)
+        if not self.link.cluster:
+            return results
+        from redis.exceptions import AskError, ResponseError, TryAgainError
+
+        out: list[Any] = []
+        for item, result in zip(part, results):
+            if isinstance(result, (AskError, TryAgainError)):  # MovedError is an AskError
+                try:
+                    result = self._settle(keys=[item.hash, item.zset], args=item.args(), client=r)
+                except ResponseError as exc:
+                    result = exc
+            out.append(result)
+        return out
 
     def _pending_for(self, h: str) -> float:
         with self._lock:

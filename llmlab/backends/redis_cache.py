@@ -1,8 +1,11 @@
 """The exact cache in Redis: same contract as :class:`llmlab.cache.store.MemoryStore`.
 
 Key layout: ``{prefix}:cache:{tenant}:{key}`` (tenant and key percent-encoded, so a tenant
-named ``a:b`` can never collide with tenant ``a``).  The value is versioned JSON
-(:mod:`llmlab.backends.codec`) carrying ``written_at``, the caller's clock at the write.
+named ``a:b`` can never collide with tenant ``a``), on one Redis and on a Redis Cluster alike:
+every command touches one key, so no hash tag is needed, and a tenant's entries spread over
+the cluster's masters key by key instead of filling the one node its tag would pick.  The
+value is versioned JSON (:mod:`llmlab.backends.codec`) carrying ``written_at``, the caller's
+clock at the write.
 
 * Fresh: ``now - written_at < ttl_s``.  A hit never extends an entry: ``GET`` leaves the
   Redis expiry alone, and freshness is judged from ``written_at``.
@@ -107,7 +110,10 @@ class RedisStore:
         return True
 
     def clear(self, namespace: str | None = None) -> int:
-        """Delete this prefix's cache entries (one tenant's with ``namespace``); returns the count."""
+        """Delete this prefix's cache entries (one tenant's with ``namespace``); returns the count.
+
+        On a cluster ``scan_iter`` walks every master in turn (redis-py's ``RedisCluster``) and
+        ``delete`` splits its keys by slot, so entries on every node go."""
         pattern = f"{self.prefix}:cache:{key_part(namespace)}:*" if namespace is not None else f"{self.prefix}:cache:*"
 
         def run(r: Any) -> int:

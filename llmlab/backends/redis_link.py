@@ -15,6 +15,15 @@ kind of failure, with the number of similar messages suppressed in between.
 
 The link's timers use the real monotonic clock on purpose: they time real sockets, while the
 pipeline's ``now`` (possibly a simulated clock) decides policy.
+
+A Redis Cluster client (``redis+cluster://``) is one link too, not one per node: a node that
+dies marks the whole link down, so every tenant degrades (cache misses, budgets refuse) until
+the probe, also those whose keys live on healthy nodes.  Coarse on purpose: a cluster that lost
+a master without a replica to promote refuses every key after ``cluster-node-timeout`` anyway
+(``cluster-require-full-coverage yes``, the default), and a promoted replica is found by the
+probe (the client rediscovers the topology on the failed command).  The cluster's transient
+states (``CLUSTERDOWN``, ``TRYAGAIN``, no reachable node, a slot not covered) count as *gone*,
+like a dead socket: budgets queue their writes for replay instead of dropping them.
 """
 from __future__ import annotations
 
@@ -109,11 +118,39 @@ class RateLimitedLog:
         return self.log(logging.WARNING, key, msg, *args)
 
 
+#: the cluster client's ``RedisClusterException`` (not a ``RedisError``) is raised both for an
+#: outage and for a command it refuses to send (keys in two slots, a command cluster mode lacks);
+#: these are the outages, told apart by redis-py's wording as nothing else tells them
+_CLUSTER_OUTAGES = ("Redis Cluster cannot be connected", "All slots are not covered", "No targets were found")
+
+
 def _redis_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(errors that mean the server is gone, all errors a command may raise)."""
+    """(errors that mean the server is gone, all errors a command may raise).
+
+    Cluster states that pass count as gone: ``ClusterError`` (``CLUSTERDOWN``, ``MASTERDOWN``,
+    redirections that ran out), ``TRYAGAIN`` (a slot migrating), a slot not covered."""
     from redis import exceptions as rx
 
-    return (rx.ConnectionError, rx.TimeoutError, OSError), (rx.RedisError, OSError)
+    gone = (rx.ConnectionError, rx.TimeoutError, OSError, rx.ClusterError, rx.TryAgainError,
+            rx.SlotNotCoveredError)
+    return gone, (rx.RedisError, OSError, rx.RedisClusterException)
+
+
+def _is_gone(exc: BaseException, gone: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(exc, gone):
+        return True
+    from redis import exceptions as rx
+
+    return isinstance(exc, rx.RedisClusterException) and str(exc).startswith(_CLUSTER_OUTAGES)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a ``redis.cluster.RedisCluster`` (it then gets the tagged key layout)."""
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:  # pragma: no cover - depends on the environment
+        return False
+    return isinstance(client, RedisCluster)
 
 
 class RedisLink:
@@ -130,6 +167,7 @@ class RedisLink:
         self._next_probe = 0.0
         self._lock = threading.Lock()
         self._gone, self._errors = _redis_errors()
+        self.cluster = is_cluster(client)
         self.failures = 0
         self.reconnects = 0
 
@@ -147,14 +185,14 @@ class RedisLink:
         except self._errors as exc:
             self._failed(what, exc)
             raise RedisUnavailable(self.url, f"{type(exc).__name__}: {exc}",
-                                   gone=isinstance(exc, self._gone)) from exc
+                                   gone=_is_gone(exc, self._gone)) from exc
         if reason is not None:
             self._recovered()
         return result
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.failures += 1
-        if not isinstance(exc, self._gone):  # the server answered (e.g. OOM, READONLY): keep the link up
+        if not _is_gone(exc, self._gone):  # the server answered (e.g. OOM, READONLY): keep the link up
             self.logs.warning(f"error:{what}", "llmlab: Redis at %s refused %s: %s: %s", self.url, what,
                               type(exc).__name__, exc)
             return
@@ -163,7 +201,10 @@ class RedisLink:
             self._down_reason = f"{type(exc).__name__}: {exc}"
             self._next_probe = self.clock() + self.retry_interval_s
         try:  # pooled connections to a dead server are stale: reconnect from scratch next time
-            self.client.connection_pool.disconnect()
+            if self.cluster:  # one pool per node; the topology is rediscovered by the client itself
+                self.client.disconnect_connection_pools()
+            else:
+                self.client.connection_pool.disconnect()
         except Exception:  # pragma: no cover - best effort
             pass
         if was_up:

@@ -3,7 +3,8 @@
 Same semantics and the same :class:`~llmlab.ratelimit.Refusal`: a bucket holds up to
 ``capacity`` units and refills at ``capacity / 60`` per second of the caller's ``now``; both
 buckets must admit a request; a refused request consumes nothing and learns the exact wait.
-One hash per tenant (``{prefix}:ratelimit:{tenant}``) holds its buckets — one per limit, so a
+One hash per tenant (``{prefix}:ratelimit:{tenant}``, the same name on a Redis Cluster: the
+scripts touch that one key, so they need no hash tag) holds its buckets — one per limit, so a
 tenant seen under two plans cannot refill a bucket by switching — and one Lua script
 refills, checks and takes from them atomically, so every gateway sharing the Redis draws
 from the same buckets.  An idle bucket is full after a minute, so the key expires after two

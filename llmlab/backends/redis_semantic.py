@@ -5,7 +5,8 @@ index must be in memory to search in microseconds).  :class:`SharedSemanticCache
 and replicates it through Redis, without changing it:
 
 * ``store`` writes locally and appends the entry to a per-namespace Redis stream
-  ``{prefix}:semantic:{namespace}`` (the vector as float32 bytes, the value as codec JSON,
+  ``{prefix}:semantic:{namespace}`` (the same name on a Redis Cluster: every command, and the
+  publishing transaction, touches that one key, so streams spread over the masters; the vector as float32 bytes, the value as codec JSON,
   the caller's ``written_at``), trimmed to about ``max_entries`` and expiring ``ttl_s +
   stale_grace_s`` after the last write;
 * ``lookup`` / ``lookup_last_resort`` first read the stream past the last entry this replica
