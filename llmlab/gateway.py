@@ -279,7 +279,7 @@ class Gateway:
         ``plan`` (default ``"free"``: what a PlanRouter and per-plan caps and limits go by);
         ``model`` pins a deployment by name instead of asking the router; ``params`` holds sampling
         parameters (``llmlab.request.REQUEST_PARAMS``); ``metadata`` travels into the ledger, never to
-        a provider; ``request_id`` (1–128 printable characters; generated when absent);
+        a provider; ``request_id`` (1–128 printable ASCII characters, no spaces; generated when absent);
         ``cache`` (False skips the caches for this request).
 
         Sampling parameters may also be given OpenAI-style, ``gw.complete("hi", temperature=0.2)``:

