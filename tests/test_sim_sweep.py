@@ -75,5 +75,8 @@ def test_an_unguarded_script_under_forkserver_is_told_what_to_do(tmp_path):
                                                                       os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("llmlab.sim.sweep.SweepWorkerDied:") and "if __name__ == \"__main__\":" in last
+    # the traceback's last line, wherever it is: multiprocessing's resource tracker may warn of a
+    # leaked semaphore after it (it did in 2 of 6 runs on a loaded machine)
+    told = [line for line in proc.stderr.splitlines() if line.startswith("llmlab.sim.sweep.SweepWorkerDied:")]
+    assert len(told) == 1 and "if __name__ == \"__main__\":" in told[0], proc.stderr[-2000:]
+    assert "BrokenProcessPool" not in told[0]
