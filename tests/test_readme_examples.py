@@ -129,7 +129,7 @@ def test_the_live_example_serves_a_scenario_gateway_through_litellm(monkeypatch)
         monkeypatch.setenv("OPENAI_API_BASE", fp.base_url)
         namespace: dict = {}
         exec(compile(code, str(README), "exec"), namespace)
-        served_here = fp.stats().total
+        served_here = fp.stats.total
     out = namespace["out"]
     assert served_here >= 1  # the call reached the loopback fake, not a provider
     assert out.ok and out.deployment == "gpt-4o" and out.text == "Order 1234 left the warehouse today."
