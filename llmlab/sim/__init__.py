@@ -13,9 +13,9 @@ processes or a Dask cluster.
 """
 from __future__ import annotations
 
-from .run import SimResult, build_gateway, simulate
+from .run import SimResult, build_gateway, scenario_rate_limits, simulate
 from .scenario import Scenario, ScenarioError, list_presets, load_scenario
 from .sweep import sweep
 
-__all__ = ["Scenario", "ScenarioError", "SimResult", "build_gateway", "list_presets", "load_scenario", "simulate",
-           "sweep"]
+__all__ = ["Scenario", "ScenarioError", "SimResult", "build_gateway", "list_presets", "load_scenario",
+           "scenario_rate_limits", "simulate", "sweep"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..gateway import Gateway
+    from ..ratelimit import RateLimit
 
 log = logging.getLogger("llmlab.sim")
 _RAG_SALT = mix64(0xA11CE)
@@ -192,11 +194,17 @@ def _guards(cfg: Any) -> dict[str, Any]:
 
 
 def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed: int, baseline: bool = False,
-                  semantic_cache: Any = None, keep_records: bool = False) -> "Gateway":
+                  semantic_cache: Any = None, keep_records: bool = False, **gateway_kwargs: Any) -> "Gateway":
     """The scenario's Gateway (or the baseline's) on ``clock`` (the simulator's virtual one, or
     ``time.time``); ``scenario`` is a :class:`Scenario`, a preset name or a TOML path.  ``seed``
     seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none),
-    ``keep_records`` keeps the ledger's outcomes."""
+    ``keep_records`` keeps the ledger's outcomes.
+
+    ``gateway_kwargs`` are :class:`~llmlab.Gateway` keywords that replace what the scenario would
+    set: what a live service adds to the policy the lab chose, such as the shared state of several
+    replicas (``**llmlab.backends.from_url(…).gateway_kwargs()``), a ledger with a sink, or
+    ``log_content``.  A deployment's ``api_base`` and ``api_key_env`` (live only) go into its
+    call parameters; the key is read from the environment here, never kept in the scenario."""
     from ..gateway import Gateway
     from ..ledger import Ledger
     from ..pricing import PriceBook
@@ -204,6 +212,7 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
 
     if not isinstance(scenario, Scenario):  # a name was an AttributeError ('str' has no 'gateway')
         scenario = load_scenario(scenario)
+    _check_gateway_kwargs(gateway_kwargs)
     g = scenario.gateway
     overrides: dict[str, tuple[float, float]] = {}
     deployments = []
@@ -212,7 +221,7 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
         if p.price is not None:
             price_model = f"sim-price:{name}"  # explicit, even when $0: never a silent default
             overrides[price_model] = (p.price.input_per_1m, p.price.output_per_1m)
-        deployments.append(Deployment(name, p.model, context_window=p.context_window,
+        deployments.append(Deployment(name, p.model, _live_params(p), context_window=p.context_window,
                                       max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
                                       price_model=price_model))
     prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
@@ -224,14 +233,42 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
                   seed=seed, ledger=Ledger(keep=keep_records), default_max_tokens=g.default_max_tokens,
                   **_guards(g.guardrails))
     if baseline:
-        return Gateway(router=FixedRouter(scenario.baseline_model), fallbacks={}, cache=False, **common)
+        return Gateway(**{"router": FixedRouter(scenario.baseline_model), "fallbacks": {}, "cache": False, **common,
+                          **gateway_kwargs})
     try:
-        return _policy_gateway(scenario, common, semantic_cache)
+        return _policy_gateway(scenario, common, semantic_cache, gateway_kwargs)
     except ScenarioError:
         raise
     except ConfigError as exc:  # a rule only the gateway knows (a tpm below default_max_tokens): the scenario's field
         raise ScenarioError(_scenario_field(exc.field), exc.allowed + (f" ({exc.hint})" if exc.hint else ""),
                             exc.value) from None
+
+
+def _live_params(provider: Any) -> dict[str, Any]:
+    """A deployment's call parameters for live traffic: its server and its key (read now from the
+    variable the scenario names; an unset one leaves litellm to its own).  The simulated
+    providers never read them; ``Deployment`` keeps them out of its repr and the logs."""
+    params: dict[str, Any] = {}
+    if provider.api_base is not None:
+        params["api_base"] = provider.api_base
+    if provider.api_key_env is not None and os.environ.get(provider.api_key_env):
+        params["api_key"] = os.environ[provider.api_key_env]
+    return params
+
+
+def _check_gateway_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Keywords for Gateway only: a typo would otherwise be a TypeError from deep inside."""
+    import inspect
+
+    from ..gateway import Gateway
+
+    accepted = set(inspect.signature(Gateway).parameters) - {"self", "deployments", "clock", "seed", "prices"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ConfigError(f"gateway_kwargs.{unknown[0]}", kwargs[unknown[0]],
+                          f"a Gateway keyword ({', '.join(sorted(accepted))})",
+                          hint="deployments, prices, clock and seed come from the scenario and build_gateway's own "
+                               "arguments")
 
 
 def _retry_policy(field: str, cfg: Any) -> Any:
@@ -250,15 +287,27 @@ def _scenario_field(field: str) -> str:
     return f"gateway.rate_limits.{m[1]}.{m[2]}" if m else f"gateway.{field}"
 
 
-def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any) -> "Gateway":
+def scenario_rate_limits(scenario: Scenario | str) -> dict[str, "RateLimit"]:
+    """The scenario's per-plan rate limits (``gateway.rate_limits``) as :class:`~llmlab.RateLimit`s:
+    what shared limits need (``llmlab.backends.from_url(url, per_plan=scenario_rate_limits(sc))``)
+    to enforce the policy the lab chose."""
+    from ..ratelimit import RateLimit
+
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    return {plan: RateLimit(limit.rpm, limit.tpm) for plan, limit in scenario.gateway.rate_limits.items()}
+
+
+def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any,
+                    gateway_kwargs: Mapping[str, Any]) -> "Gateway":
     from ..budgets import BudgetPolicy
     from ..gateway import Gateway
-    from ..ratelimit import RateLimit, RateLimiter
+    from ..ratelimit import RateLimiter
 
     g = scenario.gateway
     limiter = None
     if g.rate_limits:
-        limiter = RateLimiter(per_plan={plan: RateLimit(l.rpm, l.tpm) for plan, l in g.rate_limits.items()})
+        limiter = RateLimiter(per_plan=scenario_rate_limits(scenario))
     budget = None
     group_caps = {name: grp.monthly_budget_usd for grp in scenario.traffic.tenants if grp.monthly_budget_usd is not None
                   for name in grp.tenant_names()}
@@ -266,9 +315,10 @@ def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: 
         b = g.budget if g.budget is not None else BudgetConfig()
         budget = BudgetPolicy(caps={**group_caps, **b.caps} or None, plan_caps=b.plan_caps or None,
                               default_cap=b.default_cap, on_exceed=b.on_exceed, downgrade_to=b.downgrade_to)
-    return Gateway(router=_router(scenario), fallbacks=g.fallbacks, cache=g.cache.exact,
-                   cache_key_mode=g.cache.key_mode, cache_ttl_s=g.cache.ttl_s, cache_capacity=g.cache.capacity,
-                   semantic_cache=semantic_cache, rate_limiter=limiter, budget=budget, **common)
+    return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
+                      "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
+                      "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,
+                      "budget": budget, **common, **gateway_kwargs})
 
 
 # ----------------------------------------------------------------------------- one run

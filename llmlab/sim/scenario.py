@@ -90,6 +90,10 @@ class PriceConfig(_Strict):
     output_per_1m: NonNeg = 0.0
 
 
+URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class ProviderConfig(_Strict):
     """One deployment and the behaviour of the simulated provider behind it."""
 
@@ -97,6 +101,8 @@ class ProviderConfig(_Strict):
     description: str = ""
     sources: list[str] = Field(default_factory=list)
     model: str
+    api_base: Annotated[str, Field(pattern=URL_PATTERN)] | None = None  # live only: the server litellm sends this deployment's calls to (a self-hosted model); the simulator ignores it
+    api_key_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None  # live only: the environment variable holding this deployment's key, read when the gateway is built (unset: litellm's own variable); never the key itself
     provider: str = "default"  # outage group: deployments of one provider share its incidents
     price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
     hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost
@@ -513,6 +519,10 @@ _PHRASES = {
 }
 
 
+#: what a pattern asks for, in words (pydantic quotes the regular expression)
+_PATTERNS = {URL_PATTERN: "must be an http:// or https:// URL without spaces",
+             ENV_NAME_PATTERN: "must be an environment variable's name (letters, digits and _, not starting with a digit)"}
+
 _BRANCHES = {"int", "float", "str", "bool", "none", "constrained-float", "constrained-int"}
 
 
@@ -528,6 +538,8 @@ def _from_pydantic(exc: ValidationError) -> ScenarioError:
         problem = "unknown field"
     elif kind in _PHRASES:
         problem = _PHRASES[kind].format(**ctx)
+    elif kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERNS:
+        problem = _PATTERNS[ctx["pattern"]]
     elif kind == "literal_error":
         problem = f"must be one of {ctx.get('expected', '')}"
     else:

@@ -1,0 +1,98 @@
+"""The policy a scenario describes, served live: ``build_gateway`` on the real clock with the
+scenario's own servers and keys, plus what a live service adds (shared state, a ledger sink)."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from llmlab.budgets import MemoryBudgets
+from llmlab.errors import ConfigError
+from llmlab.ledger import Ledger
+from llmlab.ratelimit import RateLimit
+from llmlab.sim import ScenarioError, build_gateway, load_scenario, scenario_rate_limits, simulate
+
+KEY = "sk-llmlab-test-0123456789abcdef"
+
+
+def test_a_deployments_server_and_key_variable_become_its_call_parameters(monkeypatch):
+    monkeypatch.setenv("LLMLAB_TEST_FT_KEY", KEY)
+    sc = load_scenario("b2b-saas", {"providers.self-hosted-ft.api_base": "http://10.0.0.7:8000/v1",
+                                    "providers.self-hosted-ft.api_key_env": "LLMLAB_TEST_FT_KEY"})
+    gw = build_gateway(sc, time.time, seed=0)
+    ft = gw.deployments["self-hosted-ft"]
+    assert dict(ft.params) == {"api_base": "http://10.0.0.7:8000/v1", "api_key": KEY}
+    assert KEY not in repr(ft) and KEY not in repr(gw.deployments)  # params never shown
+    assert all(not d.params for name, d in gw.deployments.items() if name != "self-hosted-ft")  # litellm's defaults
+    monkeypatch.delenv("LLMLAB_TEST_FT_KEY")  # unset: no key of ours, litellm reads its own variable
+    ft = build_gateway(sc, time.time, seed=0).deployments["self-hosted-ft"]
+    assert dict(ft.params) == {"api_base": "http://10.0.0.7:8000/v1"}
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("api_base", "ftp://10.0.0.7/v1", "http:// or https:// URL"),
+    ("api_base", "http://host name/v1", "http:// or https:// URL"),
+    ("api_key_env", "MY-KEY", "environment variable's name"),
+    ("api_key_env", "9KEY", "environment variable's name"),
+])
+def test_a_bad_server_or_key_variable_is_refused_naming_the_field(field, value, says):
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("b2b-saas", {f"providers.gpt-4o.{field}": value})
+    assert info.value.field == f"providers.gpt-4o.{field}" and says in str(info.value)
+
+
+def test_the_simulator_ignores_the_live_settings():
+    live = {"providers.gpt-4o.api_base": "http://127.0.0.1:9/v1", "providers.gpt-4o.api_key_env": "NOT_SET_ANYWHERE"}
+    common = {"gateway.cache.embedder": "hashed"}
+    a = simulate("b2b-saas", requests=300, seed=1, progress=False, overrides=common).summary
+    b = simulate("b2b-saas", requests=300, seed=1, progress=False, overrides={**common, **live}).summary
+    assert {k: v for k, v in a.items() if k != "wall_s"} == {k: v for k, v in b.items() if k != "wall_s"}
+
+
+def test_a_scenario_gateway_serves_through_its_own_server(caplog):
+    from llmlab.testing import FakeProvider
+
+    with FakeProvider(reply="Your invoice is attached.") as fp:
+        sc = load_scenario("b2b-saas", {"providers.gpt-4o.api_base": fp.base_url,
+                                        "providers.gpt-4o.api_key_env": "LLMLAB_TEST_LIVE_KEY"})
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LLMLAB_TEST_LIVE_KEY", KEY)
+            gw = build_gateway(sc, time.time, seed=0)
+        with caplog.at_level(logging.DEBUG):
+            out = gw.complete("Where is my invoice for March?", tenant="paid-001", plan="paid")
+        served = [r.model for r in fp.requests]
+    assert out.ok and out.deployment == "gpt-4o" and out.text == "Your invoice is attached."
+    assert served == ["gpt-4o"]  # the paid plan's route reached the scenario's server
+    assert KEY not in caplog.text
+
+
+def test_live_additions_replace_what_the_scenario_would_set():
+    ledger_seen = []
+    shared = MemoryBudgets()
+    ledger = Ledger(keep=False, sink=ledger_seen.append)
+    a = build_gateway("b2b-saas", time.time, seed=0, budget_backend=shared, ledger=ledger, log_content=True)
+    b = build_gateway("b2b-saas", time.time, seed=0, budget_backend=shared)
+    assert a.ledger is ledger and a.budgets is shared and b.budgets is shared  # two replicas, one budget store
+    assert a.pipeline.log_content is True and b.pipeline.log_content is False
+    assert a.pipeline.budget_policy is not None  # the scenario's caps are kept
+    baseline = build_gateway("b2b-saas", time.time, seed=0, baseline=True, ledger=ledger)
+    assert baseline.ledger is ledger
+
+
+def test_an_unknown_gateway_keyword_is_a_typed_error_naming_it():
+    with pytest.raises(ConfigError) as info:
+        build_gateway("b2b-saas", time.time, seed=0, budget_backnd=MemoryBudgets())
+    assert info.value.field == "gateway_kwargs.budget_backnd" and "budget_backend" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # set by the scenario and build_gateway's own arguments
+        build_gateway("b2b-saas", time.time, seed=0, prices={"gpt-4o": (1.0, 2.0)})
+    assert info.value.field == "gateway_kwargs.prices"
+
+
+def test_shared_rate_limits_get_the_scenarios_limits():
+    sc = load_scenario("b2b-saas", {"gateway.rate_limits": {"free": {"rpm": 30, "tpm": 40000},
+                                                            "paid": {"rpm": 600}}})
+    limits = scenario_rate_limits(sc)
+    assert limits == {"free": RateLimit(30, 40000), "paid": RateLimit(600, None)}
+    assert build_gateway(sc, time.time, seed=0).pipeline.rate_limiter.per_plan == limits
+    assert scenario_rate_limits("realtime-chat") == {}
