@@ -5,7 +5,9 @@ check and push a tenant past its cap together.  Here a request reserves its wors
 (prompt estimate + ``max_tokens`` on the most expensive deployment it may use) before any call
 and settles the actual cost afterwards.  Check-and-reserve is one step with no yield in
 between, so no interleaving of concurrent requests can overshoot a cap; the Redis backend does
-the same step atomically in a Lua script for several gateway processes.
+the same step atomically in a Lua script for several gateway processes.  A failure the provider
+billed (a cut stream) spends part of a hold without answering: the request tops its hold up before
+the call that follows, or stops there (:class:`RequestHolds`).
 """
 from __future__ import annotations
 

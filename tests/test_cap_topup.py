@@ -218,9 +218,10 @@ def test_a_caller_who_leaves_during_the_topped_up_retry_leaves_nothing_reserved(
     driver.default = bills_the_bound
     gw, cap = gateway(make_gateway, cap_answers=2.0)
     response = gw.stream(PROMPT, tenant="acme", max_tokens=MAX_TOKENS)
-    for piece in response:
-        if isinstance(piece, str):
-            break  # the retry's first chunk: its hold was topped up before it was sent
+    pieces = iter(response)  # kept: an iterator let go of is closed at once
+    while not isinstance(next(pieces), str):  # the retry's first chunk: its hold was topped up before it was sent
+        pass
+    assert gw.budgets.reserved("acme", gw.clock()) > one_answer(gw, "gpt-4o") * 1.01  # the top-up, still open
     response.close()
     assert len(driver.calls) == 2 and response.outcome.error.code == "client_disconnected"
     money_holds(gw, cap)
@@ -275,6 +276,40 @@ def test_a_backend_failing_at_the_top_up_still_settles_the_first_hold(make_gatew
     assert gw.budgets.reserved("acme", gw.clock()) == 0.0
     [attempt] = out.attempts  # the cut, billed: in the ledger and charged
     assert attempt.cost_usd > 0 and gw.budgets.spent("acme", gw.clock()) == pytest.approx(attempt.cost_usd)
+
+
+class UnreachableOnTopUp(MemoryBudgets):
+    """A shared store that went away after the first reservation, failing closed (as RedisBudgets does)."""
+
+    last_refusal_unavailable = False
+
+    def try_reserve(self, tenant, amount, cap, now):
+        if self.reserved(tenant, now):
+            self.last_refusal_unavailable = True
+            return None
+        return super().try_reserve(tenant, amount, cap, now)
+
+
+def test_a_top_up_refused_because_the_store_is_unreachable_is_budget_unavailable(make_gateway, driver):
+    driver.script("gpt-4o", cut)
+    driver.default = bills_the_bound
+    gw, cap = gateway(make_gateway, cap_answers=5.0, budgets=UnreachableOnTopUp())
+    out = ask(gw, "complete")
+    assert out.error.code == "budget_unavailable" and len(driver.calls) == 1
+    money_holds(gw, cap)
+
+
+def test_a_pipeline_closed_during_the_topped_up_retry_settles_every_hold(make_gateway, driver):
+    """GeneratorExit (a driver that drops the request) goes through the same settlement."""
+    gw, cap = gateway(make_gateway, cap_answers=2.0)
+    gen = gw.pipeline.handle(gw.request(PROMPT, tenant="acme", max_tokens=MAX_TOKENS))
+    first = next(gen)
+    assert isinstance(gen.send(cut(first)), Sleep)
+    assert isinstance(gen.send(None), Call)  # the retry, its hold topped up
+    assert gw.budgets.reserved("acme", gw.clock()) > one_answer(gw, "gpt-4o") * 1.01
+    gen.close()
+    assert gw.budgets.reserved("acme", gw.clock()) == pytest.approx(0.0, abs=1e-12)
+    assert gw.budgets.overshoot_usd == 0.0 and gw.budgets.spent("acme", gw.clock()) <= cap
 
 
 # ----------------------------------------------------------------------------- the SimPy driver, Redis
