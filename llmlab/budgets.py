@@ -180,7 +180,7 @@ class RequestHolds:
     and the top-ups taken after failures the provider billed.
 
     A reservation covers one answer per stage, but a stream the provider cut, or an answer it
-    billed and that could not be used (a content filter's, a malformed body with usage), is
+    billed and that could not be used (a malformed body whose usage it reported), is
     charged too: a retry or a fallback after it could bill past the hold, and so past the cap.
     Before each further call the pipeline asks :meth:`cover` for what was billed so far plus the
     worst case still to come; the difference is reserved with the backend's own ``try_reserve``
@@ -218,6 +218,9 @@ class RequestHolds:
         by the backend, as a single hold settled above its amount is).  A backend that raises
         does not keep the other holds open: the first error is raised after all were tried."""
         reservations, self.reservations = self.reservations, []
+        if len(reservations) == 1:  # no top-up (nearly always): as a single hold is settled
+            self.budgets.settle(reservations[0], actual)
+            return
         failure: BaseException | None = None
         left = actual
         for i, reservation in enumerate(reservations):

@@ -358,15 +358,21 @@ class Pipeline:
                       ) -> Callable[[Deployment, Sequence[Attempt]], bool]:
         """The chain's ``before_call``: before every call, the holds must cover what this request's
         calls were billed so far plus ``still``, the worst case of the stages not yet answered
-        (this one included).  A failure the provider billed (a cut stream, a filtered or
-        malformed answer with usage) spent part of that worst case without answering, so the
-        retry or fallback after it needs a top-up; a cascade stage that failed used only its own
+        (this one included).  A failure the provider billed (a cut stream, an answer whose usage
+        it reported but that could not be used, such as a malformed body) spent part of that
+        worst case without answering, so the retry or fallback after it needs a top-up; a cascade stage that failed used only its own
         stage's share and the next stage needs none.  Refused (the cap cannot take it): the chain
         stops without the call and the request is refused (:meth:`_refused_midway`)."""
+        # what the stage's first call needs: the earlier stages' calls (s.attempts does not change
+        # while the chain runs) and the worst case to come; a retry adds what this chain was billed
+        first = (sum(a.cost_usd for a in s.attempts) - spent_before if s.attempts else 0.0) + still
+
         def before_call(dep: Deployment, attempts: Sequence[Attempt]) -> bool:
-            billed = sum(a.cost_usd for a in s.attempts) - spent_before + sum(a.cost_usd for a in attempts)
+            total = first + sum(a.cost_usd for a in attempts) if attempts else first
+            if total - holds.held <= 1e-12:  # covered (every call that was billed nothing)
+                return True
             try:
-                if holds.cover(billed + still, self.clock()):
+                if holds.cover(total, self.clock()):
                     return True
             except BaseException:  # a backend that raised ends the chain: its billed calls still count
                 s.attempts.extend(attempts)
