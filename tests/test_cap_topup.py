@@ -390,3 +390,27 @@ def test_run_chain_asks_before_each_call_and_stops_without_calling_when_refused(
     out = done.value.value
     assert asked == [("gpt-4o", 0), ("gpt-4o", 1)] and out.stopped and out.result is None
     assert len(out.attempts) == 1 and breaker.admit(11.0) is not None  # no second call; the probe slot is free
+
+
+# ----------------------------------------------------------------------------- through litellm
+@pytest.mark.parametrize("cap_answers, served", [(1.0, False), (2.0, True)])
+def test_a_stream_the_fake_provider_cuts_then_its_retry_through_litellm(cap_answers, served):
+    """End to end: litellm streams from the loopback fake provider, which cuts the first stream
+    after 60 chunks (the answer has about 80 words at max_tokens=100); the live driver bills the cut part, and the retry is topped up or refused."""
+    from llmlab.testing import FakeProvider, Fault, FaultPlan
+
+    plan = FaultPlan()
+    plan.model("gpt-4o").then(Fault.cut_stream(after_chunks=60))
+    with FakeProvider(plan, reply="word " * 300) as fp:
+        gw = Gateway([Deployment("gpt-4o", "openai/gpt-4o", {"api_base": fp.base_url, "api_key": "sk-test"})],
+                     router=FixedRouter("gpt-4o"), fallbacks={}, cache=False, clock=FakeClock(),
+                     retry=RetryPolicy(max_retries=1, base_s=0.0, cap_s=0.0), budget=BudgetPolicy(caps={"acme": 1.0}))
+        cap = cap_answers * one_answer(gw, "gpt-4o")
+        gw.pipeline.budget_policy = BudgetPolicy(caps={"acme": cap})
+        out = ask(gw, "stream")
+        calls = fp.stats.total
+    assert out.ok is served and (served or out.error.code == "budget_exceeded"), (out.error, out.attempts)
+    assert out.attempts[0].error.startswith("connection") and out.attempts[0].cost_usd > 0
+    assert len(out.attempts) == (2 if served else 1)
+    assert calls == len(out.attempts)  # the provider was asked no more than the attempts say
+    money_holds(gw, cap)
