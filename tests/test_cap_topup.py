@@ -258,44 +258,34 @@ def test_a_cancelled_task_during_the_topped_up_retry_leaves_nothing_reserved(mak
     money_holds(gw, cap)
 
 
-class RaisesOnTopUp(MemoryBudgets):
-    """A backend whose second reservation of a request raises (a store that broke midway)."""
+class BreaksAtTopUp(MemoryBudgets):
+    """A store that broke after a request's first reservation: it raises, or (``unreachable``)
+    refuses as an unreachable shared store failing closed does (RedisBudgets)."""
+
+    def __init__(self, unreachable: bool) -> None:
+        super().__init__()
+        self.unreachable = unreachable
+        self.last_refusal_unavailable = False
 
     def try_reserve(self, tenant, amount, cap, now):
-        if self.reserved(tenant, now):
+        if not self.reserved(tenant, now):
+            return super().try_reserve(tenant, amount, cap, now)
+        if not self.unreachable:
             raise RuntimeError("budget store broke")
-        return super().try_reserve(tenant, amount, cap, now)
+        self.last_refusal_unavailable = True
+        return None
 
 
-def test_a_backend_failing_at_the_top_up_still_settles_the_first_hold(make_gateway, driver):
+@pytest.mark.parametrize("unreachable, code", [(False, "gateway_error"), (True, "budget_unavailable")])
+def test_a_store_that_breaks_at_the_top_up_settles_the_first_hold_and_charges_the_cut(make_gateway, driver,
+                                                                                     unreachable, code):
     driver.script("gpt-4o", cut)
     driver.default = bills_the_bound
-    gw, cap = gateway(make_gateway, cap_answers=2.0, budgets=RaisesOnTopUp())
+    gw, cap = gateway(make_gateway, cap_answers=5.0, budgets=BreaksAtTopUp(unreachable))
     out = ask(gw, "complete")
-    assert out.error.code == "gateway_error" and len(driver.calls) == 1
-    assert gw.budgets.reserved("acme", gw.clock()) == 0.0
+    assert out.error.code == code and len(driver.calls) == 1
     [attempt] = out.attempts  # the cut, billed: in the ledger and charged
-    assert attempt.cost_usd > 0 and gw.budgets.spent("acme", gw.clock()) == pytest.approx(attempt.cost_usd)
-
-
-class UnreachableOnTopUp(MemoryBudgets):
-    """A shared store that went away after the first reservation, failing closed (as RedisBudgets does)."""
-
-    last_refusal_unavailable = False
-
-    def try_reserve(self, tenant, amount, cap, now):
-        if self.reserved(tenant, now):
-            self.last_refusal_unavailable = True
-            return None
-        return super().try_reserve(tenant, amount, cap, now)
-
-
-def test_a_top_up_refused_because_the_store_is_unreachable_is_budget_unavailable(make_gateway, driver):
-    driver.script("gpt-4o", cut)
-    driver.default = bills_the_bound
-    gw, cap = gateway(make_gateway, cap_answers=5.0, budgets=UnreachableOnTopUp())
-    out = ask(gw, "complete")
-    assert out.error.code == "budget_unavailable" and len(driver.calls) == 1
+    assert attempt.cost_usd > 0 and out.cost_usd == attempt.cost_usd
     money_holds(gw, cap)
 
 
