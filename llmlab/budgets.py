@@ -5,7 +5,9 @@ check and push a tenant past its cap together.  Here a request reserves its wors
 (prompt estimate + ``max_tokens`` on the most expensive deployment it may use) before any call
 and settles the actual cost afterwards.  Check-and-reserve is one step with no yield in
 between, so no interleaving of concurrent requests can overshoot a cap; the Redis backend does
-the same step atomically in a Lua script for several gateway processes.
+the same step atomically in a Lua script for several gateway processes.  A failure the provider
+billed (a cut stream) spends part of a hold without answering: the request tops its hold up before
+the call that follows, or stops there (:class:`RequestHolds`).
 """
 from __future__ import annotations
 
@@ -171,3 +173,62 @@ class MemoryBudgets:
         for (tenant, _), amount in self._spent.items():
             out[tenant] = out.get(tenant, 0.0) + amount
         return out
+
+
+class RequestHolds:
+    """One request's reservations: the first (every stage's worst case, taken before any call)
+    and the top-ups taken after failures the provider billed.
+
+    A reservation covers one answer per stage, but a stream the provider cut, or an answer it
+    billed and that could not be used (a malformed body whose usage it reported), is
+    charged too: a retry or a fallback after it could bill past the hold, and so past the cap.
+    Before each further call the pipeline asks :meth:`cover` for what was billed so far plus the
+    worst case still to come; the difference is reserved with the backend's own ``try_reserve``
+    (the same atomic check-and-reserve as the first hold, in memory or in Redis), and refused
+    when the cap cannot take it.  Every reservation is settled once, by :meth:`settle`.
+    """
+
+    __slots__ = ("budgets", "tenant", "cap", "reservations", "held", "unavailable")
+
+    def __init__(self, budgets: BudgetBackend, reservation: Reservation, cap: float | None) -> None:
+        self.budgets = budgets
+        self.tenant = reservation.tenant
+        self.cap = cap
+        self.reservations = [reservation]
+        self.held = reservation.amount
+        #: the last refusal was the backend's being unreachable (Redis failing closed), not the cap
+        self.unavailable = False
+
+    def cover(self, total: float, now: float) -> bool:
+        """Make the holds at least ``total``; False (nothing reserved) when the budget refuses."""
+        short = total - self.held
+        if short <= 1e-12:  # float dust: the backends' cap checks allow as much
+            return True
+        reservation = self.budgets.try_reserve(self.tenant, short, self.cap, now)
+        if reservation is None:
+            self.unavailable = bool(getattr(self.budgets, "last_refusal_unavailable", False))
+            return False
+        self.reservations.append(reservation)
+        self.held += reservation.amount
+        return True
+
+    def settle(self, actual: float) -> None:
+        """Settle every hold once with the request's ``actual`` cost: each takes its share up to
+        its amount, in order, and the last one what is left beyond them all (counted as overshoot
+        by the backend, as a single hold settled above its amount is).  A backend that raises
+        does not keep the other holds open: the first error is raised after all were tried."""
+        reservations, self.reservations = self.reservations, []
+        if len(reservations) == 1:  # no top-up (nearly always): as a single hold is settled
+            self.budgets.settle(reservations[0], actual)
+            return
+        failure: BaseException | None = None
+        left = actual
+        for i, reservation in enumerate(reservations):
+            share = left if i == len(reservations) - 1 else min(left, reservation.amount)
+            left -= share
+            try:
+                self.budgets.settle(reservation, share)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once the others are settled
+                failure = failure or exc
+        if failure is not None:
+            raise failure

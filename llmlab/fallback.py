@@ -203,6 +203,9 @@ class ChainResult:
     deployment: Deployment | None
     attempts: list[Attempt] = field(default_factory=list)
     error: CallError | None = None
+    #: the ``before_call`` hook refused a call: the chain ended without making it (``error`` is
+    #: the last call's, if any)
+    stopped: bool = False
 
     @property
     def fatal(self) -> bool:
@@ -266,8 +269,15 @@ def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallR
 def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],
               retry_for: Callable[[Deployment], RetryPolicy], breaker_for: Callable[[str], CircuitBreaker],
               price: Callable[[Deployment, CallResult], float], clock: Callable[[], float],
-              rng: random.Random) -> Generator[Effect, Any, ChainResult]:
-    """Try each deployment in order with retries; return the first success or the last error."""
+              rng: random.Random, before_call: Callable[[Deployment, Sequence[Attempt]], bool] | None = None
+              ) -> Generator[Effect, Any, ChainResult]:
+    """Try each deployment in order with retries; return the first success or the last error.
+
+    ``before_call(deployment, attempts)``, when given, is asked before every call with the
+    attempts this chain has recorded so far (their costs include what failed calls were billed);
+    False ends the chain at once without the call (``ChainResult.stopped``).  The pipeline uses
+    it to keep a budget's hold above what a retry or a fallback may still bill: the chain itself
+    knows nothing of budgets."""
     out = ChainResult(None, None)
     min_window = 0
     for dep in chain:
@@ -285,6 +295,16 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
         waited = 0.0
         for retry in range(policy.max_retries + 1):
             call = make_call(dep)
+            if before_call is not None:
+                try:
+                    go = before_call(dep, out.attempts)
+                except BaseException:
+                    breaker.release_probe(ticket)
+                    raise
+                if not go:
+                    breaker.release_probe(ticket)  # admitted, never called: a half-open probe's slot goes back
+                    out.stopped = True
+                    return out
             try:
                 result = yield call
             except (GeneratorExit, ClientDisconnected) as exc:  # cancelled mid-call: never strand a half-open probe

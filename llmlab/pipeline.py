@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 
-from .budgets import BudgetPolicy, MemoryBudgets, next_month_start
+from .budgets import BudgetPolicy, MemoryBudgets, RequestHolds, next_month_start
 from .cache.keys import CacheKeyPolicy, context_fingerprint
 from .cache.store import KeyValueStore
 from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
@@ -287,16 +287,18 @@ class Pipeline:
 
         # 5. budget: reserve the worst case of every stage before any call
         chains = [self.chain_for(decision.deployment), *(self.chain_for(c) for c in decision.cascade)]
-        reservation = None
+        holds: RequestHolds | None = None
         cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
         if cap is not None:
-            needed = sum(self.worst_case_cost(c, prompt_est, max_tokens, choices) for c in chains)
+            costs = [self.worst_case_cost(c, prompt_est, max_tokens, choices) for c in chains]
+            needed = sum(costs)
             reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
             if reservation is None and policy.on_exceed == "downgrade" and decision.deployment != policy.downgrade_to:
                 chains = [self.chain_for(policy.downgrade_to)]
                 decision = RouteDecision(policy.downgrade_to, "downgraded", "")
                 s.tier, s.reason = "downgraded", f"{s.reason}; over budget → downgraded to {policy.downgrade_to}"
-                needed = self.worst_case_cost(chains[0], prompt_est, max_tokens, choices)
+                costs = [self.worst_case_cost(chains[0], prompt_est, max_tokens, choices)]
+                needed = costs[0]
                 reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
             if reservation is None and getattr(self.budgets, "last_refusal_unavailable", False):
                 return self._error(s, BudgetUnavailable(req.tenant))
@@ -305,8 +307,10 @@ class Pipeline:
                 reserved = getattr(self.budgets, "reserved", lambda *_: 0.0)(req.tenant, s.started)
                 return self._error(s, BudgetExceeded(req.tenant, spent, cap, next_month_start(s.started), needed,
                                                      reserved_usd=reserved))
+            holds = RequestHolds(self.budgets, reservation, cap)
 
-        # 6. fallback chain(s), escalating through the cascade when an answer is rejected
+        # 6. fallback chain(s), escalating through the cascade when an answer is rejected; after a
+        # failure the provider billed, the hold is topped up before the next call (_keep_covered)
         answer: ChainResult | None = None
         last: ChainResult | None = None
         spent_before = sum(a.cost_usd for a in s.attempts) if s.attempts else 0  # usually none yet
@@ -314,9 +318,12 @@ class Pipeline:
             for stage, chain in enumerate(chains):
                 purpose = "answer" if stage == len(chains) - 1 else "cascade"
                 make_call = self._call_maker(s, purpose, stream and purpose == "answer")
+                before_call = None if holds is None else self._keep_covered(s, holds, sum(costs[stage:]), spent_before)
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
-                                            self.clock, self.rng)
+                                            self.clock, self.rng, before_call)
                 s.attempts.extend(last.attempts)
+                if last.stopped:  # the budget cannot cover another call: no escalation either
+                    break
                 if last.result is None:
                     if stage < len(chains) - 1 and last.error is not None and last.error.kind not in FATAL:
                         # this stage is down, or cannot take the request (seed to Claude, a window too
@@ -336,9 +343,11 @@ class Pipeline:
                                           self.price_result(dep, partial)))
             raise
         finally:
-            if reservation is not None:
-                self.budgets.settle(reservation, sum(a.cost_usd for a in s.attempts) - spent_before)
+            if holds is not None:
+                holds.settle(sum(a.cost_usd for a in s.attempts) - spent_before)
 
+        if answer is None and last is not None and last.stopped:
+            return self._refused_midway(s, holds, needed)
         if answer is None or answer.result is None:
             return self._failed(s, last)
         if answer is not last and last is not None and last.result is None:
@@ -346,6 +355,45 @@ class Pipeline:
         return self._model_answer(s, answer)
 
     # ------------------------------------------------------------------ stage helpers
+    def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float
+                      ) -> Callable[[Deployment, Sequence[Attempt]], bool]:
+        """The chain's ``before_call``: before every call, the holds must cover what this request's
+        calls were billed so far plus ``still``, the worst case of the stages not yet answered
+        (this one included).  A failure the provider billed (a cut stream, an answer whose usage
+        it reported but that could not be used, such as a malformed body) spent part of that
+        worst case without answering, so the retry or fallback after it needs a top-up; a cascade stage that failed used only its own
+        stage's share and the next stage needs none.  Refused (the cap cannot take it): the chain
+        stops without the call and the request is refused (:meth:`_refused_midway`)."""
+        # what the stage's first call needs: the earlier stages' calls (s.attempts does not change
+        # while the chain runs) and the worst case to come; a retry adds what this chain was billed
+        first = (sum(a.cost_usd for a in s.attempts) - spent_before if s.attempts else 0.0) + still
+
+        def before_call(dep: Deployment, attempts: Sequence[Attempt]) -> bool:
+            total = first + sum(a.cost_usd for a in attempts) if attempts else first
+            if total - holds.held <= 1e-12:  # covered (every call that was billed nothing)
+                return True
+            try:
+                if holds.cover(total, self.clock()):
+                    return True
+            except BaseException:  # a backend that raised ends the chain: its billed calls still count
+                s.attempts.extend(attempts)
+                raise
+            s.reason += f"; over budget after a billed failure → no further call to {dep.name}"
+            return False
+
+        return before_call
+
+    def _refused_midway(self, s: _State, holds: RequestHolds, needed: float) -> Outcome:
+        """A chain stopped because the budget could not cover another call after a billed failure:
+        a budget refusal (the billed attempts are recorded and were charged), as at the first
+        check — not the last-resort cache, which a refusal before any call does not reach either."""
+        tenant, now = s.request.tenant, self.clock()
+        if holds.unavailable:
+            return self._error(s, BudgetUnavailable(tenant))
+        reserved = getattr(self.budgets, "reserved", lambda *_: 0.0)(tenant, now)
+        return self._error(s, BudgetExceeded(tenant, self.budgets.spent(tenant, now), holds.cap,
+                                             next_month_start(now), needed, reserved_usd=reserved))
+
     def _held_embedding(self, s: _State, text: str, cap: float, prompt_est: int) -> Generator[Effect, Any, Any]:
         """Embed the last user turn with a priced embedder under a cap: the embedding is held
         together with the answer it would precede (:meth:`_hold_before_routing`), so a tenant who could

@@ -105,3 +105,13 @@ class ScriptedDriver:
             for i in range(0, len(result.text), step):
                 yield result.text[i:i + step]
         return result
+
+    async def astream_call(self, call: Call):  # same shape as LiteLLMDriver.astream_call: the result comes last
+        chunks = self.stream_call(call)
+        while True:
+            try:
+                piece = next(chunks)
+            except StopIteration as stop:
+                yield stop.value
+                return
+            yield piece
