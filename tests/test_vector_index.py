@@ -248,6 +248,29 @@ def test_ann_is_dropped_when_the_index_shrinks_below_half_the_threshold():
     assert top[0] == 100
 
 
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
+@pytest.mark.parametrize("quantize", [True, False])
+def test_an_index_whose_threshold_is_one_can_lose_its_last_row(quantize):
+    """Found by the simulator's scenario fuzz (``gateway.cache.options.ann_threshold = 1`` with a
+    one-entry cache): evicting the only entry rebuilt the graph from no rows, and training the
+    quantised graph on nothing raised inside the request (a gateway_error).  With no rows left the
+    index drops its graph and searches exactly until enough rows are back."""
+    rng = np.random.default_rng(9)
+    a, b = unit(rng, 2, 16)
+    idx = VectorIndex(16, ann_threshold=1, ann_params=ANNParams(quantize=quantize))
+    slot = idx.add(a)
+    assert idx.uses_ann
+    idx.remove(slot)
+    assert not idx.uses_ann and len(idx) == 0
+    assert len(idx.search(a, k=1)[0]) == 0
+    idx.rebuild_ann()  # asked for by hand on an empty index: still nothing to train on, no error
+    assert not idx.uses_ann
+    idx.add(b)
+    assert idx.uses_ann
+    top, sims = idx.search(b, k=1)
+    assert len(top) == 1 and sims[0] == pytest.approx(1.0, abs=1e-3)
+
+
 def test_without_faiss_the_index_stays_exact(monkeypatch):
     monkeypatch.setattr(index_module, "_faiss", lambda: None)
     rng = np.random.default_rng(6)

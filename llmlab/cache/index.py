@@ -356,6 +356,10 @@ class VectorIndex:
                 log.info("faiss is not installed: the semantic cache index stays exact (pip install faiss-cpu)")
                 self._faiss_missing_logged = True
             return
+        live = np.flatnonzero(self._alive[: self._hwm])
+        if not len(live):  # nothing to index (a quantised graph cannot even be trained on no rows): the
+            self._drop_ann()  # exact search serves until ann_threshold rows are back
+            return
         p = self.ann_params
         if p.quantize:
             inner = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_8bit, p.m, faiss.METRIC_INNER_PRODUCT)
@@ -363,7 +367,6 @@ class VectorIndex:
             inner = faiss.IndexHNSWFlat(self.dim, p.m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = p.ef_construction
         inner.hnsw.efSearch = p.ef_search
-        live = np.flatnonzero(self._alive[: self._hwm])
         if p.quantize:
             sample = live if len(live) <= 20_000 else live[:: max(1, len(live) // 20_000)]
             # per-dimension min/max of the live rows, widened by 20 % so later inserts are rarely clipped
@@ -374,12 +377,11 @@ class VectorIndex:
         index = faiss.IndexIDMap(inner)
         self._in_ann[:] = False
         self._ann, self._ann_inner, self._ann_dead = index, inner, 0
-        if len(live):
-            faiss.omp_set_num_threads(_FAISS_THREADS[0])
-            try:
-                self._ann_add(live)
-            finally:
-                faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(_FAISS_THREADS[0])
+        try:
+            self._ann_add(live)
+        finally:
+            faiss.omp_set_num_threads(1)
         self.rebuilds += 1
 
     def _ann_add(self, slots: np.ndarray) -> None:
