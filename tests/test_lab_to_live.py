@@ -87,6 +87,9 @@ def test_an_unknown_gateway_keyword_is_a_typed_error_naming_it():
     with pytest.raises(ConfigError) as info:  # set by the scenario and build_gateway's own arguments
         build_gateway("b2b-saas", time.time, seed=0, prices={"gpt-4o": (1.0, 2.0)})
     assert info.value.field == "gateway_kwargs.prices"
+    with pytest.raises(ConfigError) as info:  # a bad value of a keyword passed on: named as passed, not as a scenario field
+        build_gateway("b2b-saas", time.time, seed=0, cache_ttl_s=-1.0)
+    assert not isinstance(info.value, ScenarioError) and info.value.field == "cache_ttl_s"
 
 
 def test_shared_rate_limits_get_the_scenarios_limits():

@@ -240,6 +240,8 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
     except ScenarioError:
         raise
     except ConfigError as exc:  # a rule only the gateway knows (a tpm below default_max_tokens): the scenario's field
+        if re.match(r"\w+", exc.field)[0] in gateway_kwargs:  # the caller's own keyword: named as they passed it
+            raise
         raise ScenarioError(_scenario_field(exc.field), exc.allowed + (f" ({exc.hint})" if exc.hint else ""),
                             exc.value) from None
 
