@@ -470,3 +470,12 @@ def test_replications_refuse_a_later_seeds_burst_overlap_before_running_any() ->
     assert exc.value.field == "traffic.bursts" and not finished  # refused before any run
     with pytest.raises(ScenarioError, match="traffic.bursts"):
         preflight(sc, requests=1, seed=seed, replications=2)  # what a sweep checks every combination with
+
+
+def test_values_near_the_float_limit_get_an_interval_without_a_warning(recwarn):
+    """Found by the deep scenario fuzz: replications of extreme but valid latencies overflowed
+    squaring their deviations (a RuntimeWarning, and an infinite interval around a finite mean)."""
+    m, lo, hi = mean_ci([1e300, -1e300, 5e299])
+    assert math.isfinite(m) and (lo, hi) == (-1e300, 1e300)
+    assert mean_ci([1e300, 1e300, 1e300]) == (1e300, 1e300, 1e300)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

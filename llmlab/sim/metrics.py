@@ -350,7 +350,10 @@ def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, m
         return m, m, m
     if not np.isfinite(x).all():  # an SLO value is infinite when too many turns failed: no t interval
         return m, max(bounds[0], float(x.min())), min(bounds[1], float(x.max()))
-    half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    with np.errstate(over="ignore"):  # values near the float limit (a fuzzed 1e300 latency) overflow when squared
+        half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    if not math.isfinite(half):  # no t interval past the float range: the runs' range says what is known
+        return m, max(bounds[0], float(x.min())), min(bounds[1], float(x.max()))
     return m, max(bounds[0], m - half), min(bounds[1], m + half)
 
 
