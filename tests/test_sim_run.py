@@ -308,3 +308,24 @@ def test_the_similarity_column_is_float_with_or_without_semantic_hits():
         rep = simulate("b2b-saas", replications=3, **kw)
     assert rep.requests["similarity"].notna().any()  # another replication had one
     assert one.requests["similarity"].dtype == rep.requests["similarity"].dtype == "float64"
+
+
+def test_the_requests_table_is_gathered_column_by_column_as_pandas_lays_out_rows():
+    """The per-request table is built from one list per column (one dict per row held ≈ 2 KB per
+    request until the frame was built): the same columns, order, values and dtypes as
+    ``pd.DataFrame(list_of_dicts)``, a key some rows lack included."""
+    import pandas as pd
+
+    from llmlab.sim.metrics import _Columns
+
+    rows = [{"a": 1, "b": "x", "attempts": [{"ok": True}]},
+            {"a": 2, "c": True, "b": "y", "attempts": []},
+            {"b": "z", "attempts": [{"ok": False}, {"ok": True}], "d": 0.5},
+            {"a": 4, "b": "w", "attempts": [], "c": False}]
+    table = _Columns()
+    for row in rows:
+        table.append(row)
+    got, want = pd.DataFrame(table.columns), pd.DataFrame(rows)
+    assert list(got.columns) == list(want.columns) == ["a", "b", "attempts", "c", "d"]
+    pd.testing.assert_frame_equal(got, want)
+    assert table.rows == 4 and {len(c) for c in table.columns.values()} == {4}
