@@ -316,13 +316,13 @@ def test_the_requests_table_is_gathered_column_by_column_as_pandas_lays_out_rows
     ``pd.DataFrame(list_of_dicts)``, a key some rows lack included."""
     import pandas as pd
 
-    from llmlab.sim.metrics import _Columns
+    from llmlab.ledger import RowColumns
 
     rows = [{"a": 1, "b": "x", "attempts": [{"ok": True}]},
             {"a": 2, "c": True, "b": "y", "attempts": []},
             {"b": "z", "attempts": [{"ok": False}, {"ok": True}], "d": 0.5},
             {"a": 4, "b": "w", "attempts": [], "c": False}]
-    table = _Columns()
+    table = RowColumns()
     for row in rows:
         table.append(row)
     got, want = pd.DataFrame(table.columns), pd.DataFrame(rows)

@@ -300,11 +300,11 @@ def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarra
     plus the simulator's columns (``turn``, ``step``, ``arrival_s``, ``intent``, ``false_hit`` …)."""
     import pandas as pd
 
-    from ..ledger import COLUMNS, outcome_row
+    from ..ledger import COLUMNS, RowColumns, outcome_row
 
     cols = run_columns or rec.columns()
     by_turn = {int(t): k for k, t in enumerate(cols["turn"])}
-    table = _Columns()
+    table = RowColumns()
     for o in rec.outcomes:
         row = outcome_row(o)
         turn = int(o.metadata.get("turn", -1))
@@ -336,32 +336,6 @@ def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarra
     # with a FutureWarning; object on pandas 3).  NaN keeps it float64 everywhere.
     frame["similarity"] = frame["similarity"].astype("float64")
     return frame
-
-
-class _Columns:
-    """Rows gathered column by column, as ``pd.DataFrame(list_of_dicts)`` would lay them out
-    (columns in order of first appearance, a key a row lacks is NaN): one list per column rather
-    than one dict per row, which held ≈ 2 KB per request until the frame was built (``--out``
-    on a million requests)."""
-
-    __slots__ = ("columns", "rows")
-
-    def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {}
-        self.rows = 0
-
-    def append(self, row: dict[str, Any]) -> None:
-        columns, n = self.columns, self.rows
-        for key, value in row.items():
-            column = columns.get(key)
-            if column is None:
-                column = columns[key] = [math.nan] * n
-            column.append(value)
-        self.rows = n = n + 1
-        if len(row) != len(columns):  # keys this row lacks (a tool turn's ``meta_step`` …)
-            for column in columns.values():
-                if len(column) < n:
-                    column.append(math.nan)
 
 
 def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
