@@ -33,7 +33,8 @@ class Deployment:
     secrets.  ``context_window`` (prompt tokens it takes; a larger one is tried on overflow),
     ``max_output_tokens`` (the most an answer may have: what budgets hold when a request sets no
     ``max_tokens``) and ``timeout_s`` describe the deployment; ``price_model`` is the price-book
-    key when it differs from ``model``.
+    key when it differs from ``model``.  ``image_tokens_max`` is what one image part is held at
+    (prompt tokens); None takes the model's published image policy (:mod:`llmlab.image_tokens`).
     """
 
     name: str
@@ -43,6 +44,7 @@ class Deployment:
     max_output_tokens: int = 4_096
     timeout_s: float = 60.0
     price_model: str | None = None  # price-book key when it differs from ``model``
+    image_tokens_max: int | None = None  # prompt tokens one image part can be billed; None: the model's policy
 
     @property
     def price_key(self) -> str:

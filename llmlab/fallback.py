@@ -226,15 +226,25 @@ def completion_bound(call: Call) -> int:
     return per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
 
 
+def counted_prompt(call: Call) -> int:
+    """``call``'s prompt tokens counted locally, for a bill the provider did not report: the text
+    (exact for OpenAI's tokenizers, see :mod:`llmlab.tokens`) and each image at its model's
+    bound, the figure its hold took (:mod:`llmlab.image_tokens`)."""
+    from .image_tokens import image_details, images_bound
+    from .tokens import count_message_tokens
+
+    return count_message_tokens(call.messages, call.deployment.model) + images_bound(call.deployment,
+                                                                                     image_details(call.messages))
+
+
 def streamed_part(call: Call, text: str, latency_s: float) -> CallResult:
     """What a provider bills for a stream that ended early (cut by the provider or by the driver,
-    or left by the caller): the prompt and the tokens it sent, counted locally (a lower bound of
-    the bill), never more than the call could be billed (:func:`completion_bound`)."""
-    from .tokens import count_message_tokens, count_tokens
+    or left by the caller): the prompt (:func:`counted_prompt`) and the tokens it sent, counted
+    locally, never more than the call could be billed (:func:`completion_bound`)."""
+    from .tokens import count_tokens
 
-    model = call.deployment.model
-    return CallResult(text, count_message_tokens(call.messages, model),
-                      min(count_tokens(text, model), completion_bound(call)), latency_s, None)
+    return CallResult(text, counted_prompt(call), min(count_tokens(text, call.deployment.model), completion_bound(call)),
+                      latency_s, None)
 
 
 def billed_part(call: Call, error: CallError) -> CallResult | None:

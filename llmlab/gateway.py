@@ -56,6 +56,8 @@ def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> 
         v.integer(f"deployments[{i}].context_window", dep.context_window, lo=1)
         v.integer(f"deployments[{i}].max_output_tokens", dep.max_output_tokens, lo=1)
         v.positive(f"deployments[{i}].timeout_s", dep.timeout_s)
+        if dep.image_tokens_max is not None:
+            v.integer(f"deployments[{i}].image_tokens_max", dep.image_tokens_max, lo=1)
         prices.price(dep.price_key)  # UnknownModelPrice names the model and how to add a price
         out[dep.name] = dep
     return out

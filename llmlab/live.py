@@ -18,10 +18,11 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
-from .fallback import completion_bound, streamed_part
+from .fallback import completion_bound, counted_prompt, streamed_part
 from .provider_errors import _to_error
 from .request import REQUEST_PARAMS
-from .tokens import count_message_tokens, count_tokens, max_message_tokens, max_params_tokens
+from .image_tokens import image_details, images_bound
+from .tokens import count_tokens, max_message_tokens, max_params_tokens
 
 log = logging.getLogger("llmlab.live")
 
@@ -201,7 +202,7 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
     raw = [getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)]
     prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
     if not prompt:  # a prompt is never 0 tokens
-        prompt = count_message_tokens(call.messages, dep.model)
+        prompt = counted_prompt(call)
     else:
         prompt = min(prompt, prompt_bound(call))
     if completion is None or (completion == 0 and text):
@@ -215,8 +216,11 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
 
 def prompt_bound(call: Call) -> int:
     """The most prompt tokens ``call`` can be billed: its deployment's context window, or the
-    prompt's UTF-8 bytes when they are more (a window set too small must not undercharge)."""
-    return max(call.deployment.context_window, max_message_tokens(call.messages) + max_params_tokens(call.params))
+    prompt's UTF-8 bytes and its images' bound when they are more (a window set too small must
+    not undercharge)."""
+    dep = call.deployment
+    return max(dep.context_window, max_message_tokens(call.messages) + max_params_tokens(call.params)
+               + images_bound(dep, image_details(call.messages)))
 
 
 #: content types of a whole body, not a stream of events (Bedrock's stream, say, is

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 
 from .budgets import BudgetPolicy, MemoryBudgets, RequestHolds, next_month_start
-from .cache.keys import CacheKeyPolicy, context_fingerprint
+from .cache.keys import CacheKeyPolicy, attachments_fingerprint, context_fingerprint
 from .cache.store import KeyValueStore
 from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
                       FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
@@ -36,6 +36,7 @@ from .ratelimit import RateLimiter
 from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_routes
 from .steplock import StepLock
+from .image_tokens import image_details, images_bound
 from .tokens import max_message_tokens, max_params_tokens
 
 log = logging.getLogger("llmlab.gateway")
@@ -71,6 +72,7 @@ class _State:
     namespace: str | None = None
     vector: Any = None
     rate_tokens: int = 0  # tokens the rate limiter took at the worst case, settled when the request ends
+    images: tuple[str, ...] = ()  # the detail of each image part: held per deployment (llmlab.image_tokens)
 
 
 def _answer_masker() -> Callable[[Any], Any]:
@@ -177,11 +179,12 @@ class Pipeline:
                                            result.cache_write_tokens)
 
     def worst_case_cost(self, chain: Sequence[Deployment], prompt_tokens: int, max_tokens: int | None,
-                        choices: int = 1) -> float:
-        """The dearest call ``chain`` can make: each of ``choices`` answers (``n``) billed at its bound."""
-        return max(self._prices[d.name].bound(prompt_tokens,
-                                              choices * min(max_tokens or d.max_output_tokens, d.max_output_tokens))
-                   for d in chain)
+                        choices: int = 1, images: Sequence[str] = ()) -> float:
+        """The dearest call ``chain`` can make: each of ``choices`` answers (``n``) billed at its bound,
+        and the prompt's images (their ``detail``s) at the most each deployment's model bills for one."""
+        return max(self._prices[d.name].bound(
+            prompt_tokens + images_bound(d, images) if images else prompt_tokens,
+            choices * min(max_tokens or d.max_output_tokens, d.max_output_tokens)) for d in chain)
 
     # ------------------------------------------------------------------ the pipeline
     def handle(self, request: Request, *, stream: bool = False) -> Generator[Effect, Any, Outcome]:
@@ -232,11 +235,14 @@ class Pipeline:
         choices = params.get("n") or 1  # providers bill every one of n answers
         # an upper bound: reservations must not undershoot (tool definitions are prompt text too)
         prompt_est = max_message_tokens(s.messages) + max_params_tokens(params)
+        s.images = images = image_details(s.messages)  # held per model: not in prompt_est
         policy = self.budget_policy
 
         # 2. rate limit
         if self.rate_limiter is not None:
             tokens = prompt_est + choices * (max_tokens or self.default_max_tokens)
+            if images:  # the route is not known yet: the dearest deployment's images
+                tokens += max(images_bound(d, images) for d in self.deployments.values())
             refusal = self.rate_limiter.acquire(req.tenant, req.plan, tokens, s.started)
             if refusal is not None:
                 return self._error(s, RateLimited(req.tenant, refusal.limit, refusal.retry_after_s, tokens=tokens))
@@ -256,8 +262,9 @@ class Pipeline:
                     return self._answered(s, OutcomeKind.CACHE, hit.value)
             text = content_text(s.messages[-1].get("content")) if self.semantic_cache is not None else ""
             if text.strip():  # an image-only turn has no text to compare
-                s.namespace = "|".join((req.tenant, context_fingerprint(s.messages),
-                                        self.key_policy.key((), cache_params)))
+                # the turn's images (audio, files) are not compared: another one is another question
+                context = context_fingerprint(s.messages) + attachments_fingerprint(s.messages[-1])
+                s.namespace = "|".join((req.tenant, context, self.key_policy.key((), cache_params)))
                 cap = policy.cap_for(req.tenant, req.plan) if self._embeddings_priced and policy is not None else None
                 if cap is not None:  # a priced embedding is held with the answer it precedes
                     embedded = yield from self._held_embedding(s, text, cap, prompt_est)
@@ -290,14 +297,14 @@ class Pipeline:
         holds: RequestHolds | None = None
         cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
         if cap is not None:
-            costs = [self.worst_case_cost(c, prompt_est, max_tokens, choices) for c in chains]
+            costs = [self.worst_case_cost(c, prompt_est, max_tokens, choices, images) for c in chains]
             needed = sum(costs)
             reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
             if reservation is None and policy.on_exceed == "downgrade" and decision.deployment != policy.downgrade_to:
                 chains = [self.chain_for(policy.downgrade_to)]
                 decision = RouteDecision(policy.downgrade_to, "downgraded", "")
                 s.tier, s.reason = "downgraded", f"{s.reason}; over budget → downgraded to {policy.downgrade_to}"
-                costs = [self.worst_case_cost(chains[0], prompt_est, max_tokens, choices)]
+                costs = [self.worst_case_cost(chains[0], prompt_est, max_tokens, choices, images)]
                 needed = costs[0]
                 reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
             if reservation is None and getattr(self.budgets, "last_refusal_unavailable", False):
@@ -361,9 +368,10 @@ class Pipeline:
         calls were billed so far plus ``still``, the worst case of the stages not yet answered
         (this one included).  A failure the provider billed (a cut stream, an answer whose usage
         it reported but that could not be used, such as a malformed body) spent part of that
-        worst case without answering, so the retry or fallback after it needs a top-up; a cascade stage that failed used only its own
-        stage's share and the next stage needs none.  Refused (the cap cannot take it): the chain
-        stops without the call and the request is refused (:meth:`_refused_midway`)."""
+        worst case without answering, so the retry or fallback after it needs a top-up; a cascade
+        stage that failed used only its own stage's share and the next stage needs none.  Refused
+        (the cap cannot take it): the chain stops without the call and the request is refused
+        (:meth:`_refused_midway`)."""
         # what the stage's first call needs: the earlier stages' calls (s.attempts does not change
         # while the chain runs) and the worst case to come; a retry adds what this chain was billed
         first = (sum(a.cost_usd for a in s.attempts) - spent_before if s.attempts else 0.0) + still
@@ -457,7 +465,8 @@ class Pipeline:
                     # held during the call with the answer it leads to: a tenant who cannot afford an
                     # answer is not charged for a classification
                     call_cost = self.worst_case_cost((effect.deployment,), max_message_tokens(effect.messages),
-                                                     answer_token_limit(effect.params))
+                                                     answer_token_limit(effect.params),
+                                                     images=image_details(effect.messages))
                     try:
                         reservation = self._hold_before_routing(s, call_cost, prompt_est, cap)
                     except BaseException:  # a budgets backend that raised: the probe must not stay out
@@ -507,12 +516,13 @@ class Pipeline:
         When over-budget requests are downgraded, the downgrade's cost is enough for both."""
         params = s.request.params
         max_tokens, choices = answer_token_limit(params), params.get("n") or 1
-        costs = [sum(self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens, choices) for t in route)
+        costs = [sum(self.worst_case_cost(self.chain_for(t), prompt_est, max_tokens, choices, s.images) for t in route)
                  for route in answer_routes(self.router) if all(t in self.deployments for t in route)] or [0.0]
         dearest, cheapest = max(costs), min(costs)
         policy = self.budget_policy
         if policy.on_exceed == "downgrade" and policy.downgrade_to in self.deployments:
-            downgrade = self.worst_case_cost(self.chain_for(policy.downgrade_to), prompt_est, max_tokens, choices)
+            downgrade = self.worst_case_cost(self.chain_for(policy.downgrade_to), prompt_est, max_tokens, choices,
+                                             s.images)
             dearest, cheapest = min(dearest, downgrade), min(cheapest, downgrade)
         return dearest, cheapest
 

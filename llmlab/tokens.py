@@ -11,8 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections import abc
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
+
+from .image_tokens import IMAGE_PART_TYPES
+from .request import content_text
 
 #: tokens added per chat message by the OpenAI chat format
 MESSAGE_OVERHEAD = 4
@@ -73,10 +77,11 @@ def count_tokens(text: str, model: str = "gpt-4o") -> int:
 
 
 def count_message_tokens(messages: Sequence[Mapping[str, Any]], model: str = "gpt-4o") -> int:
-    """Prompt tokens of a chat request, including the per-message framing."""
+    """Prompt tokens of a chat request's text, including the per-message framing (content parts:
+    their text; what images are billed depends on the model, see :mod:`llmlab.image_tokens`)."""
     total = 3  # every reply is primed with <|start|>assistant<|message|>
     for message in messages:
-        total += MESSAGE_OVERHEAD + count_tokens(str(message.get("content") or ""), model)
+        total += MESSAGE_OVERHEAD + count_tokens(content_text(message.get("content")), model)
     return total
 
 
@@ -94,12 +99,18 @@ def max_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     (≈ 4 characters a token) is close for prose but undershoots dense text — 3,000 hex digits are
     ≈ 1,700 tokens, ``"a1b2"`` repeated is one token a character — and a reservation that
     undershoots lets a cap be overshot.  Reservations are settled with the real cost, so the
-    bound costs admission headroom near a cap, not money.
+    bound costs admission headroom near a cap, not money.  Image parts are not counted here: what
+    an image is billed depends on the model, not on its URL (:mod:`llmlab.image_tokens`).
     """
     total = 3
     for m in messages:
-        text = str(m.get("content") or "")
-        total += MESSAGE_OVERHEAD + (len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass")))
+        content = m.get("content") or ""
+        if content.__class__ is not str:  # content parts: their text; images are held by images_bound
+            total += MESSAGE_OVERHEAD + (_parts_bytes(content) if isinstance(content, (list, tuple))
+                                         else len(str(content).encode("utf-8", "surrogatepass")))
+        else:
+            total += MESSAGE_OVERHEAD + (len(content) if content.isascii()
+                                         else len(content.encode("utf-8", "surrogatepass")))
         calls = m.get("tool_calls") or m.get("function_call")
         if calls:  # an assistant turn's tool calls (name, JSON arguments) are billed as prompt text
             total += _json_bytes(calls)
@@ -124,3 +135,18 @@ def max_params_tokens(params: Mapping[str, Any]) -> int:
 
 def _json_bytes(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
+
+
+def _parts_bytes(parts: Sequence[Any]) -> int:
+    """UTF-8 bytes of a content-part list's text, for the prompt bound: a text part's text, any
+    other non-image part (audio, a file) its JSON; image parts add nothing here (they are held
+    by :func:`llmlab.image_tokens.images_bound`, not by their URL's length)."""
+    total = 0
+    for part in parts:
+        if not isinstance(part, (dict, abc.Mapping)):
+            total += len(str(part).encode("utf-8", "surrogatepass"))
+        elif part.get("type") == "text" and isinstance(part.get("text"), str):
+            total += len(part["text"].encode("utf-8", "surrogatepass"))
+        elif part.get("type") not in IMAGE_PART_TYPES:
+            total += _json_bytes(part)
+    return total

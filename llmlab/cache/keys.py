@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from .. import _validate as v
+from ..request import content_text
 
 #: parameters that change what a model answers
 ANSWER_PARAMS = ("model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
@@ -123,10 +124,17 @@ _CONTEXT_DOMAIN = b"llmlab/context/2"
 def _message_digest(message: Mapping[str, Any], normalise: bool) -> bytes:
     role = message.get("role", "")
     content = message.get("content") or ""
+    parts = ""
     if type(content) is not str:
-        content = str(content)
+        if isinstance(content, (list, tuple)):  # content parts: their text, and a digest of the rest
+            parts = attachments_fingerprint(message, every_part=not normalise)  # exact: the shape too
+            content = content_text(content)
+        else:
+            content = str(content)
     digest = (_text_digest if len(content) <= LONG_TEXT else _long_text_digest)(
         role if type(role) is str else str(role), content, normalise)
+    if parts:  # not memoised: an inline image's URL is megabytes, and the memos keep their keys
+        digest = hashlib.blake2b(digest + parts.encode("ascii"), digest_size=16).digest()
     if len(message) > 2:  # a name or tool calls change what the turn says: get_weather(Seoul) ≠ (Busan)
         extra = {k: message[k] for k in _TURN_FIELDS if message.get(k) is not None}
         if extra:
@@ -147,6 +155,24 @@ def _digest(role: str, content: str, normalise: bool) -> bytes:
 
 _text_digest = lru_cache(maxsize=65_536)(_digest)
 _long_text_digest = lru_cache(maxsize=LONG_TEXT_MEMO)(_digest)  # texts above LONG_TEXT characters
+
+
+def attachments_fingerprint(message: Mapping[str, Any], *, every_part: bool = False) -> str:
+    """A digest of a message's content parts other than text (images, audio, files), or of every
+    part with ``every_part``; ``""`` when there are none (string content always).
+
+    The semantic cache compares only the text of the last user turn, so its namespace includes
+    this: the same question about another image must not be answered from the cache.
+    """
+    content = message.get("content")
+    if content.__class__ is str or not isinstance(content, (list, tuple)):
+        return ""
+    kept = [_canonical(p) for p in content
+            if every_part or not (isinstance(p, (dict, abc.Mapping)) and p.get("type") == "text")]
+    if not kept:
+        return ""
+    payload = json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:

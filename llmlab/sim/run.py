@@ -204,7 +204,8 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
     set: what a live service adds to the policy the lab chose, such as the shared state of several
     replicas (``**llmlab.backends.from_url(…).gateway_kwargs()``), a ledger with a sink, or
     ``log_content``.  A deployment's ``api_base`` and ``api_key_env`` (live only) go into its
-    call parameters; the key is read from the environment here, never kept in the scenario."""
+    call parameters; the key is read from the environment here, never kept in the scenario.
+    Its ``image_tokens_max`` (live only too) is what one image part is held at."""
     from ..gateway import Gateway
     from ..ledger import Ledger
     from ..pricing import PriceBook
@@ -223,7 +224,7 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
             overrides[price_model] = (p.price.input_per_1m, p.price.output_per_1m)
         deployments.append(Deployment(name, p.model, _live_params(p), context_window=p.context_window,
                                       max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
-                                      price_model=price_model))
+                                      price_model=price_model, image_tokens_max=p.image_tokens_max))
     prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
     retry: Any = _retry_policy("gateway.retry", g.retry)
     if g.retry_per_deployment:

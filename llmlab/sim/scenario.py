@@ -103,6 +103,7 @@ class ProviderConfig(_Strict):
     model: str
     api_base: Annotated[str, Field(pattern=URL_PATTERN)] | None = None  # live only: the server litellm sends this deployment's calls to (a self-hosted model); the simulator ignores it
     api_key_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None  # live only: the environment variable holding this deployment's key, read when the gateway is built (unset: litellm's own variable); never the key itself
+    image_tokens_max: PosInt | None = None  # live only: prompt tokens one image part is held at (None: the model's published policy, llmlab.image_tokens); the simulator sends no images
     provider: str = "default"  # outage group: deployments of one provider share its incidents
     price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
     hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost

@@ -26,6 +26,7 @@ __all__ = [
     "default_reply",
     "embeddings",
     "error_body",
+    "image_tokens",
     "prompt_text",
     "pseudo_embedding",
 ]
@@ -82,8 +83,26 @@ def error_body(status: int, message: str) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def _usage(prompt: str, completion: str) -> dict:
-    p, c = approx_tokens(prompt), approx_tokens(completion)
+#: what the fake bills an image part: gpt-4o's price for its largest image (85 + 8 tiles × 170),
+#: 85 at ``detail: low`` — the image's URL is not fetched
+IMAGE_TOKENS = {"low": 85, "other": 1445}
+
+
+def image_tokens(body: Mapping[str, Any]) -> int:
+    """Prompt tokens the fake bills for the ``image_url`` parts of a request's messages."""
+    total = 0
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, Mapping) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, Mapping) and part.get("type") == "image_url":
+                url = part.get("image_url")
+                low = isinstance(url, Mapping) and url.get("detail") == "low"
+                total += IMAGE_TOKENS["low" if low else "other"]
+    return total
+
+
+def _usage(body: Mapping[str, Any], completion: str) -> dict:
+    p, c = approx_tokens(prompt_text(body)) + image_tokens(body), approx_tokens(completion)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
@@ -108,7 +127,7 @@ def chat_completion(body: Mapping[str, Any], reply: str, *, id: str, created: in
             "logprobs": None,
             "finish_reason": finish,
         }],
-        "usage": _usage(prompt_text(body), text),
+        "usage": _usage(body, text),
     }
 
 
@@ -136,7 +155,7 @@ def chat_chunks(body: Mapping[str, Any], reply: str, *, id: str, created: int) -
         yield chunk({"content": piece})
     yield chunk({}, finish)
     if include_usage:
-        yield dict(base, choices=[], usage=_usage(prompt_text(body), text))
+        yield dict(base, choices=[], usage=_usage(body, text))
 
 
 def pseudo_embedding(text: str, dim: int = 64) -> list[float]:
