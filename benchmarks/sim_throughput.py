@@ -20,12 +20,12 @@ the same process, so machine noise affects both alike.  Targets: ratio ≥ 0.3 a
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 
 import numpy as np
+from _report import emit
 
 
 def bare_mmc(arrivals: np.ndarray, servers: int = 64, mean_service_s: float = 1.5, seed: int = 0) -> float:
@@ -123,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         run_once(plain, traffic, seed=args.seed, windows=windows, keep_requests=False)
         out["sim_requests_per_s_without_semantic_cache"] = round(n / (time.perf_counter() - t0), 1)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:34s} {v}")
+    emit(out, args.json, width=34)
     return 0
 
 

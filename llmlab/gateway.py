@@ -27,7 +27,7 @@ from .errors import ConfigError, InvalidRequest, _Shape
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver
-from .runloop import adrive, aiter_stream, drive, iter_stream
+from .runloop import StepThreads, adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiter, configured_limits
@@ -116,6 +116,9 @@ class Gateway:
     * ``clock`` (epoch seconds), ``seed`` (backoff jitter), ``driver`` (what performs calls:
       litellm by default, :class:`~llmlab.scripted.ScriptedDriver` in tests) and ``ledger``
       (a :class:`~llmlab.ledger.Ledger`; ``Ledger(keep=False, sink=…)`` for long runs).
+    * ``step_threads`` — run ``acomplete``/``astream``'s pipeline steps on worker threads
+      (:class:`~llmlab.runloop.StepThreads`), so a stage's blocking I/O never holds up the event
+      loop; None: on when a backend waits on the network (``llmlab.backends``' Redis ones).
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -133,7 +136,7 @@ class Gateway:
                  unmask_answers: bool = True, log_content: bool = False,
                  clock: Callable[[], float] = time.time, seed: int | None = None,
                  driver: LiteLLMDriver | None = None, ledger: Ledger | None = None,
-                 default_max_tokens: int = 1024) -> None:
+                 default_max_tokens: int = 1024, step_threads: bool | None = None) -> None:
         if isinstance(prices, PriceBook):
             self.prices = prices
         else:
@@ -237,6 +240,13 @@ class Gateway:
             log.warning("input_guards has no PII masker: prompts reach providers, caches and logs unmasked "
                         "(add llmlab.guardrails.PIIMaskingGuard() first, or pass input_guards=() to opt out)")
         exact = (cache_store if cache_store is not None else MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
+        if step_threads is None:
+            step_threads = any(getattr(b, "blocking_io", False) is True
+                               for b in (exact, semantic_cache, rate_limiter, budget_backend))
+        elif not isinstance(step_threads, bool):
+            raise ConfigError("step_threads", step_threads, "true, false or None (on with network backends)")
+        #: what runs async requests' steps off the event loop (None: they run on it)
+        self.step_threads = StepThreads() if step_threads else None
         self.clock = clock
         self.driver = driver or LiteLLMDriver()
         self.pipeline = Pipeline(
@@ -340,7 +350,7 @@ class Gateway:
         """Serve one request on asyncio; safe to run hundreds concurrently (arguments as for
         :meth:`request`).  Cancelling the task still records the request, as ClientDisconnected."""
         req = self.request(prompt, **kwargs)
-        return await adrive(self.pipeline.handle(req), self.driver.aperform, self.pipeline.lock)
+        return await adrive(self.pipeline.handle(req), self.driver.aperform, self.pipeline.lock, self.step_threads)
 
     def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end.
@@ -361,5 +371,5 @@ class Gateway:
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response,
-                                        self.pipeline.lock)
+                                        self.pipeline.lock, self.step_threads)
         return response

@@ -73,14 +73,24 @@ _DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _CLAUDE = re.compile(r"claude-(?:(?:haiku|sonnet|opus|instant)-)?(\d+)(?:[-.](\d{1,2})(?!\d))?")
 
 
-@lru_cache(maxsize=1024)
 def image_token_bound(model: str, detail: str = "auto") -> int | None:
     """The most prompt tokens ``model`` bills for one image at ``detail`` (an unknown detail is
-    held at the model's largest); None when its policy sets no limit below the context window."""
+    held at the model's largest); None when its policy sets no limit below the context window;
+    :data:`DEFAULT_IMAGE_TOKENS_MAX` for a model not listed here."""
+    bound = _listed_bound(model, detail)
+    return DEFAULT_IMAGE_TOKENS_MAX if bound is _UNLISTED else bound
+
+
+_UNLISTED: Any = object()
+
+
+@lru_cache(maxsize=1024)
+def _listed_bound(model: str, detail: str) -> Any:
+    """:func:`image_token_bound`, or ``_UNLISTED`` for a model not listed here."""
     name = _DATED.sub("", model.rsplit("/", 1)[-1])
     if detail not in DETAILS:
-        bounds = [image_token_bound(model, d) for d in DETAILS]
-        return None if None in bounds else max(bounds)  # type: ignore[type-var]
+        bounds = [_listed_bound(model, d) for d in DETAILS]
+        return bounds[0] if bounds[0] is _UNLISTED else None if None in bounds else max(bounds)
     if name in _TILES:
         base, per_tile = _TILES[name]
         return base if detail == "low" else base + _MOST_TILES * per_tile
@@ -91,7 +101,7 @@ def image_token_bound(model: str, detail: str = "auto") -> int | None:
     if claude is not None:
         version = (int(claude[1]), int(claude[2] or 0))
         return 4_784 if version >= (4, 7) else 1_600
-    return DEFAULT_IMAGE_TOKENS_MAX
+    return _UNLISTED
 
 
 def image_details(messages: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -116,14 +126,19 @@ def _detail(part: Mapping[str, Any]) -> str:
 
 def images_bound(dep: Deployment, details: Sequence[str]) -> int:
     """Prompt tokens the images of a request (their ``details``) can be billed on ``dep``: its
-    own ``image_tokens_max`` per image, else its model's policy; an image whose policy has no
-    limit is held at the context window (a prompt the provider takes is no larger)."""
+    own ``image_tokens_max`` per image, else its model's policy — or its price model's, when the
+    model string does not name a listed model (an Azure deployment's own name, say); an image
+    whose policy has no limit is held at the context window (a prompt the provider takes is no
+    larger)."""
     if not details:
         return 0
     if dep.image_tokens_max is not None:
         return dep.image_tokens_max * len(details)
     total = 0
     for detail in details:
-        bound = image_token_bound(dep.model, detail)
-        total += dep.context_window if bound is None else bound
+        bound = _listed_bound(dep.model, detail)
+        if bound is _UNLISTED and dep.price_model:
+            bound = _listed_bound(dep.price_model, detail)
+        total += (DEFAULT_IMAGE_TOKENS_MAX if bound is _UNLISTED else
+                  dep.context_window if bound is None else bound)
     return total

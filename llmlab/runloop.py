@@ -9,12 +9,14 @@ shown with the caller's own values (:class:`~llmlab.placeholders.StreamRestorer`
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, TypeVar
 
 from .effects import Call, CallError, ErrorKind
 from .errors import ClientDisconnected
@@ -25,6 +27,7 @@ from .provider_errors import redact_secrets
 from .stream import StreamResponse
 
 log = logging.getLogger("llmlab.live")
+T = TypeVar("T")
 
 
 def driver_failure(effect: Any, exc: Exception) -> CallError:
@@ -46,13 +49,19 @@ class PipelineRun:
     while calls to providers and guards' own I/O still overlap.
     """
 
-    def __init__(self, gen: Generator[Any, Any, Any], lock: ContextManager[Any] = nullcontext()) -> None:
+    def __init__(self, gen: Generator[Any, Any, Any], lock: ContextManager[Any] = nullcontext(), *,
+                 start: bool = True) -> None:
         self.gen = gen
         self.lock = lock
         self.effect: Any = None
         self.outcome: Any = None
         self.done = False
-        self._step(gen.__next__)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Run the pipeline up to its first effect (``start=False`` leaves it to the caller)."""
+        self._step(self.gen.__next__)
 
     def _step(self, advance: Callable[[], Any]) -> None:
         with self.lock:
@@ -109,20 +118,82 @@ def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any],
     return run.outcome
 
 
-async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]],
-                 lock: ContextManager[Any] = nullcontext()) -> Any:
-    """Run a pipeline generator to completion, awaiting each effect (same failure rules as drive)."""
-    run = PipelineRun(gen, lock)
-    while not run.done:
+async def _on_the_loop(fn: Callable[..., T], *args: Any) -> T:
+    """A pipeline step run where the caller is: on the event loop, with no await inside it."""
+    return fn(*args)
+
+
+class StepThreads:
+    """Runs an async request's pipeline steps on worker threads, so that blocking I/O inside a
+    stage — the Redis backends' round trips, ≈ 0.7 ms a request, or a Redis stalled up to its
+    socket timeout — waits on a thread while the event loop goes on with other requests' streams.
+
+    A step cannot be interrupted once running: a cancel that arrives meanwhile lets it finish
+    (the request's state stays whole), then goes through, and the request is recorded as
+    ``ClientDisconnected`` as on the loop.  Steps still take the pipeline's step lock, so they
+    run one at a time, as before; a pool of ``workers`` threads lets user code called from a
+    step (a guard, a ledger sink) serve another request through the same gateway.
+    """
+
+    def __init__(self, workers: int = 8) -> None:
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="llmlab-step")
+        return self._pool
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        step = asyncio.get_running_loop().run_in_executor(self._executor(), contextvars.copy_context().run, fn,
+                                                          *args)
         try:
-            value = await aperform(run.effect)
-        except asyncio.CancelledError:  # the caller cancelled: record the request, then let the cancel through
-            run.abandon()
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            while not step.done():  # a second cancel does not end the wait either
+                try:
+                    await asyncio.wait((step,))
+                except asyncio.CancelledError:
+                    continue
+            if not step.cancelled():
+                step.exception()  # retrieved: the cancel is what the caller gets
             raise
-        except Exception as exc:
-            run.fail(exc)
-        else:
-            run.send(value)
+
+    def close(self) -> None:
+        """Let the worker threads go (new steps start a new pool)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+async def _perform(run: PipelineRun, aperform: Callable[[Any], Awaitable[Any]],
+                   step: Callable[..., Awaitable[Any]]) -> None:
+    """Await the run's effect and step the pipeline with its result, or with its failure (a
+    cancel is not a failure: it goes through to the drive loop)."""
+    try:
+        value = await aperform(run.effect)
+    except Exception as exc:
+        await step(run.fail, exc)
+    else:
+        await step(run.send, value)
+
+
+async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]],
+                 lock: ContextManager[Any] = nullcontext(), steps: StepThreads | None = None) -> Any:
+    """Run a pipeline generator to completion, awaiting each effect (same failure rules as drive);
+    with ``steps``, the pipeline's own steps run on its threads."""
+    step: Callable[..., Awaitable[Any]] = _on_the_loop if steps is None else steps
+    run = PipelineRun(gen, lock, start=False)
+    try:
+        await step(run.start)
+        while not run.done:
+            await _perform(run, aperform, step)
+    except asyncio.CancelledError:  # the caller cancelled: record the request, then let the cancel through
+        await step(run.abandon)
+        raise
     return run.outcome
 
 
@@ -293,20 +364,20 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
 
 
 async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
-                       lock: ContextManager[Any] = nullcontext()) -> AsyncIterator[Any]:
-    """Async twin of :func:`iter_stream`."""
-    run = PipelineRun(gen, lock)
+                       lock: ContextManager[Any] = nullcontext(), steps: StepThreads | None = None
+                       ) -> AsyncIterator[Any]:
+    """Async twin of :func:`iter_stream` (``steps`` as for :func:`adrive`)."""
+    step: Callable[..., Awaitable[Any]] = _on_the_loop if steps is None else steps
+    run = PipelineRun(gen, lock, start=False)
     streamed = _Streamed(driver.clock())
     sub: AsyncIterator[Any] | None = None
     _OPEN_STREAMS[run] = None  # as in iter_stream (a collected stream is closed by the loop's hook, on the loop)
     try:
+        await step(run.start)
         while not run.done:
             effect = run.effect
             if not (isinstance(effect, Call) and effect.stream):
-                try:
-                    run.send(await driver.aperform(effect))
-                except Exception as exc:
-                    run.fail(exc)
+                await _perform(run, driver.aperform, step)
                 continue
             streamed = _Streamed(driver.clock())  # as in iter_stream: leaving at the reset bills nothing more
             reset = response.reset(effect.deployment.name)
@@ -326,17 +397,20 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
                     elif not streamed.took(item):
                         result = item
             except Exception as exc:
-                run.fail(exc)
+                streamed = _Streamed(driver.clock())  # the call is over: a cancel during the step bills it no more
+                await step(run.fail, exc)
                 continue
             tail = response.show(shown.flush())
             if tail:
                 yield tail
             response.answer_streamed = bool(streamed.pieces) and getattr(result, "ok", False)
-            run.send(result)
+            streamed = _Streamed(driver.clock())  # as above: its bill is in ``result``
+            await step(run.send, result)
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task
         if sub is not None:  # ends the provider's stream (and its connection) now, as iter_stream does
             await _aclose(sub)
-        response._done(run.abandon(streamed.text(), driver.clock() - streamed.started, streamed.prompt()))
+        response._done(await step(run.abandon, streamed.text(), driver.clock() - streamed.started,
+                                  streamed.prompt()))
         raise
     finally:
         _OPEN_STREAMS.pop(run, None)

@@ -99,6 +99,10 @@ def test_published_figures_and_the_fallbacks():
     astra = Deployment("astra", "gpt-6-astra", context_window=400_000)
     assert image_token_bound("gpt-6-astra") is None and images_bound(astra, ("auto", "low")) == 400_000 + 308
     assert images_bound(Deployment("g", "gemini/gemini-2.0-flash", image_tokens_max=20_000), ("low",) * 3) == 60_000
+    # an Azure deployment's model string is its own name: the price model says which model it is
+    azure_mini = Deployment("mini", "azure/support-prod-mini", price_model="azure/gpt-4o-mini-2024-07-18")
+    assert images_bound(azure_mini, ("auto",)) == 48_169
+    assert images_bound(Deployment("x", "azure/support-prod"), ("auto",)) == DEFAULT_IMAGE_TOKENS_MAX
 
 
 def test_image_parts_are_found_with_their_detail_and_their_url_bytes_are_not_text():

@@ -204,6 +204,9 @@ def _nano_up(usd: float) -> int:
 class RedisBudgets:
     """Implements ``BudgetBackend`` on Redis; see the module docstring."""
 
+    #: its calls wait on the network: a gateway using it runs async requests' steps on threads
+    blocking_io = True
+
     def __init__(self, link: RedisLink, *, prefix: str = "llmlab", on_error: str = "closed",
                  lease_s: float = 600.0, retention_s: float = 35 * 86_400.0, max_pending: int = 100_000) -> None:
         self.link = link

@@ -35,6 +35,9 @@ log = logging.getLogger("llmlab.backends")
 class RedisStore:
     """Tenant-namespaced exact cache in Redis (implements ``KeyValueStore``)."""
 
+    #: its calls wait on the network: a gateway using it runs async requests' steps on threads
+    blocking_io = True
+
     def __init__(self, link: RedisLink, *, prefix: str = "llmlab", ttl_s: float = 3_600.0,
                  stale_grace_s: float = 86_400.0, answers_only: bool = False) -> None:
         self.link = link

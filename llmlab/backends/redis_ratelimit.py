@@ -100,6 +100,9 @@ def _num(x: float) -> str:
 class RedisRateLimiter:
     """Implements ``RateLimiterBackend`` on Redis; limits per tenant, else per plan, else ``default``."""
 
+    #: its calls wait on the network: a gateway using it runs async requests' steps on threads
+    blocking_io = True
+
     def __init__(self, link: RedisLink, per_plan: Mapping[str, RateLimit] | None = None,
                  per_tenant: Mapping[str, RateLimit] | None = None, default: RateLimit | None = None, *,
                  prefix: str = "llmlab", on_error: str = "open", idle_expiry_s: float = 120.0) -> None:

@@ -39,6 +39,9 @@ log = logging.getLogger("llmlab.backends")
 class SharedSemanticCache:
     """Implements the pipeline's semantic slot (``embedder``, ``lookup``, ``store``, ``lookup_last_resort``)."""
 
+    #: its calls wait on the network: a gateway using it runs async requests' steps on threads
+    blocking_io = True
+
     def __init__(self, local: Any, link: RedisLink, *, prefix: str = "llmlab", max_entries: int = 10_000,
                  backfill: int = 1_000, stale_grace_s: float = 86_400.0, max_namespaces: int | None = None,
                  answers_only: bool = False) -> None:
