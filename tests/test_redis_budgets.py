@@ -279,8 +279,9 @@ def test_spend_queued_during_a_long_outage_is_replayed_in_a_few_round_trips(star
 
 
 def test_a_request_that_outlives_its_lease_is_reported_as_overshoot(redis_url, prefix, caplog):
-    """A lease frees the hold of a gateway that crashed; a request that is merely slow (a long
-    stream) loses its hold the same way, another replica reserves the freed money, and both
+    """A lease frees the hold of a gateway that crashed; a request whose process did not renew
+    the lease (stalled that long: here the lease's time passes on the callers' clock, not the
+    renewals') loses its hold the same way, another replica reserves the freed money, and both
     spend it.  That went unrecorded: the settlement now counts it as overshoot and says why."""
     one = from_url(redis_url, prefix, budget_lease_s=30).budgets
     two = from_url(redis_url, prefix, budget_lease_s=30).budgets
@@ -447,3 +448,26 @@ def test_a_tenant_that_never_comes_back_has_its_keys_expired_by_expire_past_mont
     assert expected - 5 <= client.ttl(b.keys("t0", "2023-12")[0]) <= expected + 1
     assert b.expire_past_months(january) == 0
     assert b.spent("t5", NOW) == pytest.approx(0.005)  # still readable until the TTL runs out
+
+
+def test_a_hold_that_outlives_its_lease_is_renewed_while_its_process_lives(any_redis_url, prefix):
+    """A request longer than ``budget_lease_s`` (a long stream, a reasoning model thinking for
+    minutes) lost its hold to the next reservation, and its tenant could go past the cap.  The
+    process renews its open holds' leases every third of a lease; a process that stops (here
+    closed, as a dead one renews nothing) loses its holds a lease later, as before."""
+    lease = 1.5
+    one = from_url(any_redis_url, prefix, budget_lease_s=lease).budgets
+    two = from_url(any_redis_url, prefix, budget_lease_s=lease).budgets
+    held = one.try_reserve("t", 0.8, 1.0, time.time())
+    time.sleep(2.5 * lease)  # the first lease is long gone
+    assert two.try_reserve("t", 0.5, 1.0, time.time()) is None  # the hold is still there
+    assert one.renewed_leases >= 3
+    one.settle(held, 0.8)
+    assert one.lost_holds == 0 and one.overshoot_usd == 0 and one.stats("t", time.time()).get("reclaimed", 0) == 0
+    assert two.try_reserve("t", 0.2, 1.0, time.time()) is not None  # what is left of the cap
+    dead = from_url(any_redis_url, prefix, budget_lease_s=lease).budgets
+    assert dead.try_reserve("u", 0.9, 1.0, time.time()) is not None
+    dead.close()  # stops renewing, as a process that died
+    time.sleep(1.5 * lease)
+    assert two.try_reserve("u", 0.5, 1.0, time.time()) is not None  # its hold went back to the budget
+    assert two.stats("u", time.time()).get("reclaimed", 0) == 1

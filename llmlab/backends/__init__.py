@@ -120,6 +120,9 @@ class Backends:
         return None if self.link is None else self.link.client
 
     def close(self) -> None:
+        close = getattr(self.budgets, "close", None)
+        if close is not None:  # stops its lease renewals
+            close()
         if self.link is not None:
             self.link.close()
 

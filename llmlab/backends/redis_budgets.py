@@ -8,7 +8,9 @@ layout" below) holds ``spent`` and ``reserved`` in integer nano-USD
 (``t:{id}``) until that deadline, so that a settlement replayed after a lost reply is not
 counted twice; a charge (spend with no reservation) carries an id of its own and leaves a
 tombstone for ``lease_s`` too.  Expired leases and tombstones are swept by ``try_reserve`` and
-by ``charge`` (a tenant with no cap only ever charges).
+by ``charge`` (a tenant with no cap only ever charges).  While a hold is open its process renews
+its lease every ``lease_s / 3`` (:meth:`RedisBudgets.renew_leases`, on a daemon thread), so only
+a process that died or lost Redis for a whole lease loses its holds.
 
 * ``try_reserve`` is one Lua script: release expired leases (a gateway that crashed between
   reserve and settle), check ``spent + reserved + amount ≤ cap`` and reserve — no other
@@ -47,6 +49,8 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
+import weakref
 from collections import deque
 from itertools import islice
 from dataclasses import dataclass
@@ -123,6 +127,21 @@ return {1, id}
 # lets the rest of the script write even when used memory is over maxmemory (a script is not
 # stopped halfway), so a Redis that the cache filled under noeviction still records spend; it
 # refused settlements as OOM, and their spend was lost.
+# KEYS[1]: a lease set; ARGV[1]: the new deadline; ARGV[2..]: ids of this process's open holds.
+# Only a lease still in the set is moved, and only later: a settled hold (its tombstone is
+# another member) or one already swept is left alone.
+_RENEW = """
+local n = 0
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) < tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
 _SETTLE = """
 local h, z = KEYS[1], KEYS[2]
 local charge = ARGV[4] ~= ''
@@ -217,6 +236,13 @@ class RedisBudgets:
         self.max_pending = v.integer("budget_max_pending", max_pending, lo=0)
         self._reserve = link.client.register_script(_RESERVE)
         self._settle = link.client.register_script(_SETTLE)
+        self._renew = link.client.register_script(_RENEW)
+        #: this process's open holds, (lease set, id), their leases renewed while they are open
+        self._held: set[tuple[str, str]] = set()
+        self._clock_at: tuple[float, float] = (0.0, 0.0)  # the caller's last ``now`` and monotonic then
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.renewed_leases = 0
         self._pending: deque[_Write] = deque()
         self._lock = threading.Lock()
         #: per thread: gateways sharing these budgets from other threads must not relabel each
@@ -382,12 +408,60 @@ class RedisBudgets:
         if int(ok) != 1:
             self._remember_spent(tenant, month, int(value) / NANO)
             return None
+        with self._lock:
+            self._held.add((z, str(int(value))))
+            self._clock_at = (now, time.monotonic())
+        if self._heartbeat is None:
+            self._start_heartbeat()
         return RedisReservation(tenant, month, amount, int(value), ttl, True)
+
+    # ------------------------------------------------------------------ lease renewal
+    def _start_heartbeat(self) -> None:
+        with self._lock:
+            if self._heartbeat is not None or self._stop.is_set():
+                return
+            self._heartbeat = threading.Thread(target=_renew_while_alive, args=(weakref.ref(self), self._stop,
+                                                                                 self.lease_s / 3),
+                                               name="llmlab-budget-leases", daemon=True)
+        self._heartbeat.start()
+
+    def renew_leases(self) -> int:
+        """Move the lease of every hold this process still has open to ``lease_s`` from now (in
+        the callers' clock); run every ``lease_s / 3`` by a daemon thread, so that a request that
+        runs longer than the lease (a long stream, a reasoning model thinking for minutes) keeps
+        its hold while its process lives.  A process that died renews nothing: its holds go back
+        to the budget a lease after its last renewal.  Returns how many leases moved."""
+        with self._lock:
+            held = sorted(self._held)
+            then, mono = self._clock_at
+        if not held:
+            return 0
+        deadline = repr(float(then + (time.monotonic() - mono) + self.lease_s))
+        by_set: dict[str, list[str]] = {}
+        for z, rid in held:
+            by_set.setdefault(z, []).append(rid)
+        moved = 0
+        for z, ids in by_set.items():
+            try:
+                moved += int(self.link.call("budget lease renewal",
+                                            lambda r, z=z, ids=ids: self._renew(keys=[z], args=[deadline, *ids],
+                                                                                client=r)))
+            except RedisUnavailable:  # the next round tries again (a lease outlives two missed rounds)
+                break
+        self.renewed_leases += moved
+        return moved
+
+    def close(self) -> None:
+        """Stop renewing leases (the open holds then lapse a lease later, as a dead process's)."""
+        self._stop.set()
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         h, z = self.keys(reservation.tenant, reservation.month)
         recorded = getattr(reservation, "recorded", True)
         rid = str(reservation.id) if recorded else ""
+        if recorded:
+            with self._lock:
+                self._held.discard((z, rid))
         ttl = getattr(reservation, "ttl_s", 0) or max(1, int(self.retention_s))
         nano = _nano(max(0.0, actual))
         if actual > reservation.amount + 1e-12:
@@ -418,18 +492,18 @@ class RedisBudgets:
 
     def _settled(self, result: Any, held_nano: int) -> None:
         """What the settle script said (see ``_SETTLE``).  0 — the settlement found its reservation
-        released: the request outlived ``lease_s`` (or a replay came after the lease of a
-        settlement whose first copy was applied), so the spend its hold covered went past the cap
-        check too.  Counted as overshoot, like spend above a hold, and said once in a while; a
+        released: its lease lapsed unrenewed (the process hung or lost Redis for ``lease_s``), or
+        a replay came after the lease of a settlement whose first copy was applied, so the spend
+        its hold covered went past the cap check too.  Counted as overshoot, like spend above a hold, and said once in a while; a
         released hold settled at $0 (a failed request) spent nothing past it."""
         if int(result) != 0 or held_nano <= 0:
             return
         self.lost_holds += 1
         self.overshoot_usd += held_nano / NANO
         self.link.logs.warning("budget-lease", "llmlab: a request settled after its budget hold had been released "
-                                               "(it ran longer than budget_lease_s=%g s, or a settlement replayed "
-                                               "after a lost reply): its spend went past the cap check; raise "
-                                               "budget_lease_s above your longest request", self.lease_s)
+                                               "(its lease of budget_lease_s=%g s lapsed unrenewed: the process "
+                                               "stalled or lost Redis that long; or a settlement replayed after a "
+                                               "lost reply): its spend went past the cap check", self.lease_s)
 
     def _read(self, tenant: str, now: float, field: str) -> float:
         month = month_of(now)
@@ -516,3 +590,18 @@ class RedisBudgets:
         out = {k.decode(): int(val) for k, val in fields.items() if not k.startswith(b"r:")}
         out["open"] = sum(1 for k in fields if k.startswith(b"r:"))
         return out
+
+
+def _renew_while_alive(budgets: "weakref.ref[RedisBudgets]", stop: threading.Event, interval_s: float) -> None:
+    """The heartbeat thread: renew the leases every ``interval_s`` until stopped or the budgets
+    are garbage (it holds them weakly, so they can be)."""
+    while not stop.wait(interval_s):
+        owner = budgets()
+        if owner is None:
+            return
+        try:
+            owner.renew_leases()
+        except Exception as exc:  # a failing round must not end the heartbeat: the next one tries again
+            owner.link.logs.warning("lease-renewal", "llmlab: could not renew budget leases: %s: %s",
+                                    type(exc).__name__, exc)
+        del owner
