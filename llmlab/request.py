@@ -126,6 +126,13 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def _has_media(content: Any) -> bool:
+    """Whether ``content`` has a part other than text (an image, audio, a file): a turn with only
+    an image asks something ("what is in this receipt?" said by the system prompt)."""
+    return isinstance(content, (list, tuple)) and any(
+        isinstance(p, (dict, abc.Mapping)) and p.get("type") != "text" for p in content)
+
+
 def _check_message(i: int, m: Any) -> None:
     if not isinstance(m, (dict, abc.Mapping)) or "role" not in m:
         raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
@@ -182,8 +189,9 @@ class Request:
             raise InvalidRequest("messages", [], "at least one message")
         for i, m in enumerate(messages):
             _check_message(i, m)
-        if not content_text(messages[-1].get("content")).strip():
-            raise InvalidRequest("prompt", messages[-1].get("content"), "non-empty text in the last message")
+        last = messages[-1].get("content")
+        if not content_text(last).strip() and not _has_media(last):
+            raise InvalidRequest("prompt", last, "non-empty text, or an image (a non-text part), in the last message")
         params = kwargs.get("params") or {}
         _check_params(params)
         for name in ("tenant", "plan"):

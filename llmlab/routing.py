@@ -242,6 +242,9 @@ class ClassifierRouter:
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         if self._deployment is None:
             raise ConfigError("classifier.classifier", self.classifier, "a deployment bound by the Gateway")
+        if not request.text.strip():  # an image-only turn: nothing the classifier could read
+            reason = f"no text to classify (an image-only turn) → {self.fallback_label}"
+            return (yield from _decide_target(self.routes[self.fallback_label], request, self.fallback_label, reason))
         result = yield Call(self._deployment,
                             ({"role": "system", "content": self.prompt}, {"role": "user", "content": request.text}),
                             {"max_tokens": 3, "temperature": 0}, purpose="classify", metadata=request.metadata)

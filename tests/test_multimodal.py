@@ -18,11 +18,12 @@ import zlib
 
 import pytest
 
-from llmlab import BudgetPolicy, CacheOutcome, CallResult, Deployment, FixedRouter, Gateway, RateLimit, RateLimiter
+from llmlab import (BudgetPolicy, CacheOutcome, CallResult, ClassifierRouter, Deployment, FixedRouter, Gateway,
+                    RateLimit, RateLimiter)
 from llmlab.cache.embedders import HashedNgramEmbedder
 from llmlab.cache.keys import CacheKeyPolicy
 from llmlab.cache.semantic import SemanticCache
-from llmlab.errors import ConfigError
+from llmlab.errors import ConfigError, InvalidRequest
 from llmlab.image_tokens import DEFAULT_IMAGE_TOKENS_MAX, image_details, image_token_bound, images_bound
 from llmlab.testing.bodies import IMAGE_TOKENS
 from llmlab.tokens import count_message_tokens, max_message_tokens
@@ -235,3 +236,35 @@ def test_cache_keys_cover_images_and_do_not_memoise_their_urls(mode, monkeypatch
     big = image_message(png_url(4000, 3000, payload=1_000_000))
     assert policy.key(big, {}) != policy.key(image_message(png_url(4000, 3001, payload=1_000_000)), {})
     assert memoised and max(memoised) < 100
+
+
+# ----------------------------------------------------------------------------- image-only turns
+def only_image(url: str) -> list:
+    return [{"role": "system", "content": "Read the receipt the user sends and list its items."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+
+
+def test_an_image_only_turn_is_served_and_cached_per_image(make_gateway, driver):
+    """A turn with only an image asks what the system prompt says (OCR, say): it was refused as
+    empty.  It is served, held for its image, and cached by its image."""
+    answers = iter(f"answer {i}" for i in range(1, 100))
+    driver.default = lambda call: next(answers)
+    gw = make_gateway(deployments=[GPT4O], fallbacks={}, semantic_cache=SemanticCache(HashedNgramEmbedder()),
+                      budget=BudgetPolicy(caps={"acme": 1.0}))
+    a, b, again = (gw.complete(only_image(u), tenant="acme") for u in ("https://x/a.png", "https://x/b.png",
+                                                                      "https://x/a.png"))
+    assert (a.text, b.text, again.text, again.cache) == ("answer 1", "answer 2", "answer 1", CacheOutcome.EXACT_HIT)
+    assert a.cache == b.cache == CacheOutcome.MISS and len(driver.calls) == 2
+    with pytest.raises(InvalidRequest) as info:  # still no empty turn
+        gw.complete([{"role": "user", "content": [{"type": "text", "text": " "}]}])
+    assert info.value.field == "prompt"
+
+
+def test_the_classifier_is_not_asked_about_an_image_only_turn(make_gateway, driver):
+    mini = Deployment("gpt-4o-mini", "gpt-4o-mini")
+    gw = make_gateway(deployments=[GPT4O, mini], fallbacks={},
+                      router=ClassifierRouter("gpt-4o-mini", routes={"faq": "gpt-4o-mini", "complex": "gpt-4o",
+                                                                     "general": "gpt-4o"}))
+    out = gw.complete(only_image("https://x/a.png"))
+    assert out.ok and [c.purpose for c in driver.calls] == ["answer"]  # no classify call
+    assert out.deployment == "gpt-4o" and "no text to classify" in out.route_reason
