@@ -111,6 +111,21 @@ redis.call('ZADD', z, ARGV[4], id)
 return {1, id}
 """
 
+# KEYS[1]: a lease set; ARGV[1]: the new deadline; ARGV[2..]: ids of this process's open holds.
+# Only a lease still in the set is moved, and only later: a settled hold (its tombstone is
+# another member) or one already swept is left alone.
+_RENEW = """
+local n = 0
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) < tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
 # Returns 1, or 0 when the reservation was no longer held (its lease ran out and another
 # request's try_reserve released it): all of this spend then went past the cap check; or 2, and
 # changes nothing, when the reservation was settled already: a settlement whose reply was lost
@@ -127,21 +142,6 @@ return {1, id}
 # lets the rest of the script write even when used memory is over maxmemory (a script is not
 # stopped halfway), so a Redis that the cache filled under noeviction still records spend; it
 # refused settlements as OOM, and their spend was lost.
-# KEYS[1]: a lease set; ARGV[1]: the new deadline; ARGV[2..]: ids of this process's open holds.
-# Only a lease still in the set is moved, and only later: a settled hold (its tombstone is
-# another member) or one already swept is left alone.
-_RENEW = """
-local n = 0
-for i = 2, #ARGV do
-  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if s and tonumber(s) < tonumber(ARGV[1]) then
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-    n = n + 1
-  end
-end
-return n
-"""
-
 _SETTLE = """
 local h, z = KEYS[1], KEYS[2]
 local charge = ARGV[4] ~= ''
@@ -494,8 +494,9 @@ class RedisBudgets:
         """What the settle script said (see ``_SETTLE``).  0 — the settlement found its reservation
         released: its lease lapsed unrenewed (the process hung or lost Redis for ``lease_s``), or
         a replay came after the lease of a settlement whose first copy was applied, so the spend
-        its hold covered went past the cap check too.  Counted as overshoot, like spend above a hold, and said once in a while; a
-        released hold settled at $0 (a failed request) spent nothing past it."""
+        its hold covered went past the cap check too.  Counted as overshoot, like spend above a
+        hold, and said once in a while; a released hold settled at $0 (a failed request) spent
+        nothing past it."""
         if int(result) != 0 or held_nano <= 0:
             return
         self.lost_holds += 1
