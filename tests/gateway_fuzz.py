@@ -28,9 +28,39 @@ QUESTIONS = ["Where is my order {n}?", "How do I reset my password?", "Can I get
              "How do I cancel my subscription?", "Call me at 010-1234-56{n:02d} about the invoice",
              "Is express shipping available to Busan?", "Why was I charged twice this month?"]
 PII = re.compile(r"alice\d@example|010-1234-56")
+#: the images a quarter of the questions are about (a cached answer must be about the request's own)
+IMAGES = ["https://img.example.com/receipt-a.png", "https://img.example.com/receipt-b.png"]
 #: what every whole answer of the fake provider ends with (a cut or left stream's text does not)
 TAIL = "and here is some more text so that a stream has enough chunks to be cut or left midway"
 TENANTS = [f"tenant-{i}" for i in range(10)]
+
+
+def fuzz_request(rng: random.Random, tenant: str, request_id: str) -> Request:
+    """One of :data:`QUESTIONS`, a quarter of the time about one of :data:`IMAGES` (at a drawn
+    ``detail``); the image, or "", rides in the metadata for the cache check."""
+    text = rng.choice(QUESTIONS).format(n=rng.randint(0, 5))
+    prompt: Any = text
+    image = ""
+    if rng.random() < 0.25:
+        image = rng.choice(IMAGES)
+        part = {"url": image, **({"detail": d} if (d := rng.choice([None, "low", "high"])) else {})}
+        prompt = [{"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": part}]}]
+    return Request.build(prompt, tenant=tenant, request_id=request_id, params={"max_tokens": 40},
+                         metadata={"image": image})
+
+
+def image_tag(url: str) -> str:
+    """How an answer names the image it is about (short: answers are cut at ``max_tokens``)."""
+    return f"on [{url.rsplit('/', 1)[-1].removesuffix('.png')}]"
+
+
+def about_image(body: dict) -> str:
+    """:func:`image_tag` of a request body's last message's image ("on []" for text only)."""
+    content = ((body.get("messages") or [{}])[-1]).get("content")
+    for part in content if isinstance(content, list) else ():
+        if part.get("type") == "image_url":
+            return image_tag(part["image_url"]["url"])
+    return image_tag("")
 
 
 def fault_plan(rng: random.Random) -> FaultPlan:
@@ -61,7 +91,7 @@ def replier(rng: random.Random) -> Callable[[dict], str]:
         system = (body.get("messages") or [{}])[0]
         if system.get("role") == "system" and "label" in str(system.get("content", "")).lower():
             return rng.choice(["faq", "general", "complex", "???"])  # the classifier's label
-        return f"Answer #{next(answers)}# from {body.get('model')} {TAIL}"
+        return f"Answer #{next(answers)}# from {body.get('model')} {about_image(body)} {TAIL}"
 
     return reply
 
@@ -209,6 +239,8 @@ def _check_caches_and_logs(gw: Gateway, log_lines: list[str]) -> list[str]:
         if o.ok and o.kind in (OutcomeKind.CACHE, OutcomeKind.LAST_RESORT):
             if answered.get(answer_number(o.text)) != o.tenant:
                 problems.append(f"{o.request_id}: {o.tenant} served another request's answer {o.text[:20]!r}")
+        if o.ok and o.kind is not OutcomeKind.RULE and image_tag(o.metadata.get("image", "")) not in o.text:
+            problems.append(f"{o.request_id}: answered about another image (or none): {o.text[:60]!r}")
     for (tenant, key), entry in gw.exact_cache._entries.items():
         if answered.get(answer_number(entry.value.text)) != tenant or not entry.value.text.endswith(TAIL):
             problems.append(f"exact cache of {tenant} holds {entry.value.text[:30]!r}")

@@ -16,9 +16,9 @@ import sys
 import warnings
 
 import pytest
-from gateway_fuzz import (QUESTIONS, TENANTS, Records, Watch, check, draw_caps, fault_plan, fuzz_gateway, replier,
+from gateway_fuzz import (TENANTS, fuzz_request, Records, Watch, check, draw_caps, fault_plan, fuzz_gateway, replier,
                           shown_text)
-from llmlab import BudgetPolicy, CascadeRouter, Deployment, FixedRouter, Gateway, OutcomeKind, Request, RetryPolicy, StreamReset
+from llmlab import BudgetPolicy, CascadeRouter, Deployment, FixedRouter, Gateway, OutcomeKind, RetryPolicy, StreamReset
 from llmlab.live import import_litellm
 from llmlab.scripted import FakeClock
 from llmlab.testing import FakeProvider, Fault, FaultPlan
@@ -174,8 +174,7 @@ async def fuzz(seed: int, n: int = 300, step_threads: bool = False) -> list[str]
 
         async def one(i: int) -> None:
             kind = rng.choice(KINDS)
-            request = Request.build(rng.choice(QUESTIONS).format(n=rng.randint(0, 5)), tenant=rng.choice(TENANTS),
-                                    request_id=f"r{i}-{kind}", params={"max_tokens": 40})
+            request = fuzz_request(rng, rng.choice(TENANTS), f"r{i}-{kind}")
             await asyncio.sleep(rng.uniform(0, 3.0))
             delay, leave = rng.uniform(0, 1.0), rng.randint(1, 6)
             try:
