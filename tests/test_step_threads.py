@@ -20,7 +20,7 @@ from llmlab.errors import ConfigError
 from llmlab.scripted import ScriptedDriver
 from redis_fixtures import prefix, redis_server, redis_url  # noqa: F401
 
-STALL_S = 0.2
+STALL_S = 0.4  # long enough that a loaded machine's own hiccups stay well under it
 
 
 class SlowBudgets(MemoryBudgets):
