@@ -113,8 +113,10 @@ return {1, id}
 
 # KEYS[1]: a lease set; ARGV[1]: the new deadline; ARGV[2..]: ids of this process's open holds.
 # Only a lease still in the set is moved, and only later: a settled hold (its tombstone is
-# another member) or one already swept is left alone.
+# another member) or one already swept is left alone.  It writes first with a ZREM of a member
+# that never exists, as the other scripts do (see below), so a full Redis still renews.
 _RENEW = """
+redis.call('ZREM', KEYS[1], '')
 local n = 0
 for i = 2, #ARGV do
   local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
@@ -138,7 +140,7 @@ return n
 # charge also sweeps what expired by ARGV[5], its time, as try_reserve does.
 # ARGV[3]: the TTL to give the hash if this settlement has to create it ('0': none, a charge
 # to the month being counted).
-# Both scripts write first with a command that cannot grow memory (PERSIST, ZREM): Redis then
+# The reserve and settle scripts write first with a command that cannot grow memory (PERSIST, ZREM): Redis then
 # lets the rest of the script write even when used memory is over maxmemory (a script is not
 # stopped halfway), so a Redis that the cache filled under noeviction still records spend; it
 # refused settlements as OOM, and their spend was lost.
