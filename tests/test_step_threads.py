@@ -9,8 +9,13 @@ for a slow Redis.
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +163,18 @@ def test_redis_backends_turn_step_threads_on(redis_url, prefix):
         assert backends.budgets.spent("acme", now) == pytest.approx(sum(o.cost_usd for o in outcomes))
     finally:
         backends.close()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
+                    reason="redis-server and redis-cli are not installed")
+def test_the_loop_lag_benchmark_runs():
+    """benchmarks/async_loop_lag.py (a small run): it prints every case, each request answered."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "async_loop_lag.py"
+    done = subprocess.run([sys.executable, str(script), "--requests", "60", "--stall-s", "0.05", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    cases = [k for k in out if k.startswith("steps_on_")]
+    assert sorted(cases) == ["steps_on_loop", "steps_on_loop_redis_stalled", "steps_on_threads",
+                             "steps_on_threads_redis_stalled"]
+    assert all(out[k]["answered"] == 60 and out[k]["requests_per_s"] > 0 for k in cases)
