@@ -115,22 +115,26 @@ def answer_token_limit(params: Mapping[str, Any]) -> int | None:
     return other if limit is None else min(limit, other)
 
 
+def is_text_part(part: Any) -> bool:
+    """Whether a content part is text (``{"type": "text", …}``); any other part is an image,
+    audio, a file — what routers and the semantic cache cannot read."""
+    return isinstance(part, (dict, abc.Mapping)) and part.get("type") == "text"
+
+
 def content_text(content: Any) -> str:
     """The text of a message's content: a string, or the ``text`` parts of a list of content
     parts (OpenAI's multimodal format; an image part has no text and adds none)."""
     if isinstance(content, str):
         return content
     if isinstance(content, (list, tuple)):
-        return "\n".join(str(p.get("text") or "") for p in content
-                         if isinstance(p, (dict, abc.Mapping)) and p.get("type") == "text")
+        return "\n".join(str(p.get("text") or "") for p in content if is_text_part(p))
     return ""
 
 
 def _has_media(content: Any) -> bool:
     """Whether ``content`` has a part other than text (an image, audio, a file): a turn with only
     an image asks something ("what is in this receipt?" said by the system prompt)."""
-    return isinstance(content, (list, tuple)) and any(
-        isinstance(p, (dict, abc.Mapping)) and p.get("type") != "text" for p in content)
+    return isinstance(content, (list, tuple)) and not all(map(is_text_part, content))
 
 
 def _check_message(i: int, m: Any) -> None:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from .image_tokens import IMAGE_PART_TYPES
-from .request import content_text
+from .request import content_text, is_text_part
 
 #: tokens added per chat message by the OpenAI chat format
 MESSAGE_OVERHEAD = 4
@@ -145,7 +145,7 @@ def _parts_bytes(parts: Sequence[Any]) -> int:
     for part in parts:
         if not isinstance(part, (dict, abc.Mapping)):
             total += len(str(part).encode("utf-8", "surrogatepass"))
-        elif part.get("type") == "text" and isinstance(part.get("text"), str):
+        elif is_text_part(part) and isinstance(part.get("text"), str):
             total += len(part["text"].encode("utf-8", "surrogatepass"))
         elif part.get("type") not in IMAGE_PART_TYPES:
             total += _json_bytes(part)

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from .. import _validate as v
-from ..request import content_text
+from ..request import content_text, is_text_part
 
 #: parameters that change what a model answers
 ANSWER_PARAMS = ("model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
@@ -167,8 +167,7 @@ def attachments_fingerprint(message: Mapping[str, Any], *, every_part: bool = Fa
     content = message.get("content")
     if content.__class__ is str or not isinstance(content, (list, tuple)):
         return ""
-    kept = [_canonical(p) for p in content
-            if every_part or not (isinstance(p, (dict, abc.Mapping)) and p.get("type") == "text")]
+    kept = [_canonical(p) for p in content if every_part or not is_text_part(p)]
     if not kept:
         return ""
     payload = json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
