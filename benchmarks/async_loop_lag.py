@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _redis import have_redis, redis_server  # noqa: E402
 from _report import emit  # noqa: E402
 
 
@@ -39,12 +37,6 @@ class _Provider:
 
         await asyncio.sleep(0.02)
         return CallResult("An answer from the provider, long enough to be cached.", 30, 20, 0.02, 0.01)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _burst(gw, n: int, stall: tuple[int, float] | None, tag: str) -> dict:
@@ -81,38 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall-s", type=float, default=0.3, help="how long Redis stalls in the second case")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+    if not have_redis():
         print("redis-server and redis-cli are needed (make system-deps installs them)", file=sys.stderr)
         return 2
 
     from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RateLimit
     from llmlab.backends import from_url
 
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", data], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 10
-            while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True).stdout.strip() != b"PONG":
-                if time.time() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            out: dict = {"requests": args.requests, "stall_s": args.stall_s, "python": sys.version.split()[0]}
-            for threads in (False, True):
-                backends = from_url(f"redis://127.0.0.1:{port}/0", prefix=f"lag{int(threads)}",
-                                    default_limit=RateLimit(rpm=1_000_000), socket_timeout_s=max(1.0, 2 * args.stall_s))
-                gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={},
-                             driver=_Provider(), budget=BudgetPolicy(default_cap=1_000.0), step_threads=threads,
-                             **backends.gateway_kwargs())
-                where = "threads" if threads else "loop"
-                out[f"steps_on_{where}"] = asyncio.run(_burst(gw, args.requests, None, "a"))
-                out[f"steps_on_{where}_redis_stalled"] = asyncio.run(_burst(gw, args.requests, (port, args.stall_s),
-                                                                            "b"))
-                backends.close()
-        finally:
-            server.terminate()
-            server.wait()
+    with redis_server() as port:
+        out: dict = {"requests": args.requests, "stall_s": args.stall_s, "python": sys.version.split()[0]}
+        for threads in (False, True):
+            backends = from_url(f"redis://127.0.0.1:{port}/0", prefix=f"lag{int(threads)}",
+                                default_limit=RateLimit(rpm=1_000_000), socket_timeout_s=max(1.0, 2 * args.stall_s))
+            gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={},
+                         driver=_Provider(), budget=BudgetPolicy(default_cap=1_000.0), step_threads=threads,
+                         **backends.gateway_kwargs())
+            where = "threads" if threads else "loop"
+            out[f"steps_on_{where}"] = asyncio.run(_burst(gw, args.requests, None, "a"))
+            out[f"steps_on_{where}_redis_stalled"] = asyncio.run(_burst(gw, args.requests, (port, args.stall_s), "b"))
+            backends.close()
     emit(out, args.json, width=32)
     return 0
 

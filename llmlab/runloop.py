@@ -131,8 +131,10 @@ class StepThreads:
     A step cannot be interrupted once running: a cancel that arrives meanwhile lets it finish
     (the request's state stays whole), then goes through, and the request is recorded as
     ``ClientDisconnected`` as on the loop.  Steps still take the pipeline's step lock, so they
-    run one at a time, as before; a pool of ``workers`` threads lets user code called from a
-    step (a guard, a ledger sink) serve another request through the same gateway.
+    run one at a time, except while one waits for Redis (its link lets the lock go: see
+    :func:`llmlab.steplock.outside_step_lock`): up to ``workers`` requests' round trips overlap.
+    The pool also lets user code called from a step (a guard, a ledger sink) serve another
+    request through the same gateway.
     """
 
     def __init__(self, workers: int = 8) -> None:

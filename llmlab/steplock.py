@@ -10,6 +10,13 @@ ledger's sink, log handlers — runs *outside* it (:meth:`StepLock.outside`): su
 on I/O, wait for another thread or event loop that serves requests through the same gateway, or
 serve one itself.  Held across it, the lock serialised every request behind a slow guard and
 deadlocked a guard that bridged to the application's event loop.
+
+A network round trip made from a stage (a Redis command: a budget reservation, a cache read)
+runs outside it too (:func:`outside_step_lock`, called by :class:`llmlab.backends.RedisLink`):
+held across it, one process served at most one request per sum of its round trips (≈ 1,000
+requests/s on loopback, ≈ 200 with a 1 ms network), whatever its threads.  What such a backend
+keeps in process has locks of its own; the state a stage reads before the round trip and uses
+after it is the request's own.
 """
 from __future__ import annotations
 
@@ -17,6 +24,10 @@ import threading
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
+
+#: per thread, the step locks it holds, innermost last (several only when a gateway's user code
+#: serves a request through another gateway on the same thread)
+_HELD = threading.local()
 
 
 class StepLock:
@@ -36,6 +47,10 @@ class StepLock:
         depth = getattr(local, "depth", 0)
         if depth == 0:
             self._lock.acquire()
+            held = getattr(_HELD, "locks", None)
+            if held is None:
+                held = _HELD.locks = []
+            held.append(self)
         local.depth = depth + 1
         return self
 
@@ -43,6 +58,7 @@ class StepLock:
         local = self._local
         local.depth -= 1
         if local.depth == 0:
+            _HELD.locks.remove(self)
             self._lock.release()
 
     def held(self) -> bool:
@@ -65,3 +81,13 @@ class StepLock:
         finally:
             self._lock.acquire()
             local.depth = depth
+
+
+def outside_step_lock(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with the step lock the calling thread holds let go (see :meth:`StepLock.outside`),
+    for a call that waits on the network; a plain call on a thread that holds none (the
+    simulator's, a background thread's, a caller's own)."""
+    held = getattr(_HELD, "locks", None)
+    if not held:
+        return fn(*args)
+    return held[-1].outside(fn, *args)

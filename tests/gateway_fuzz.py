@@ -109,11 +109,11 @@ def priced_embedder() -> LiteLLMEmbedder:
 
 def fuzz_gateway(rng: random.Random, base_url: str, caps: dict[str, float], seed: int,
                  accept: Callable[[str, Request], bool], input_guards: Sequence[Any] | None = None,
-                 step_threads: bool | None = None) -> Gateway:
+                 step_threads: bool | None = None, budget_backend: Any = None) -> Gateway:
     """Every stage on: a classifier router with a cascade (``accept`` grades its first stage),
     fallbacks, small caps, rate limits, retries, breakers with a short cooldown, the exact and a
-    priced semantic cache, content in the logs (PII masked); ``input_guards`` and ``step_threads``
-    as Gateway takes them."""
+    priced semantic cache, content in the logs (PII masked); ``input_guards``, ``step_threads``
+    and ``budget_backend`` as Gateway takes them."""
     params = {"api_base": base_url, "api_key": "sk-test"}
     limiter = RateLimiter(default=RateLimit(rpm=rng.choice([30, 120]), tpm=rng.choice([2_000, 8_000])))
     return Gateway([Deployment(name, model, params, timeout_s=1.0, price_model=price)
@@ -124,7 +124,8 @@ def fuzz_gateway(rng: random.Random, base_url: str, caps: dict[str, float], seed
                    retry=RetryPolicy(max_retries=2, base_s=0.01, cap_s=0.05, max_retry_after_s=1.0),
                    breaker={"failure_threshold": 4, "cooldown_s": 0.2, "window": 10, "min_calls": 5},
                    semantic_cache=SemanticCache(priced_embedder(), threshold=0.5), seed=seed, log_content=True,
-                   default_max_tokens=200, input_guards=input_guards, step_threads=step_threads)
+                   default_max_tokens=200, input_guards=input_guards, step_threads=step_threads,
+                   budget_backend=budget_backend)
 
 
 class Records(logging.Handler):

@@ -14,6 +14,7 @@ import random
 import re
 import sys
 import warnings
+from typing import Any
 
 import pytest
 from gateway_fuzz import (TENANTS, fuzz_request, Records, Watch, check, draw_caps, fault_plan, fuzz_gateway, replier,
@@ -22,6 +23,7 @@ from llmlab import BudgetPolicy, CascadeRouter, Deployment, FixedRouter, Gateway
 from llmlab.live import import_litellm
 from llmlab.scripted import FakeClock
 from llmlab.testing import FakeProvider, Fault, FaultPlan
+from redis_fixtures import prefix, redis_server, redis_url  # noqa: F401
 
 QUESTION = "Where is my order 1234?"
 
@@ -136,8 +138,9 @@ KINDS = ("complete", "complete_wait_for", "complete_cancel", "complete_cancel_tw
          "stream_leave_drop", "stream_cancel", "stream_wait_for", "stream_leave_close_cancel_twice")
 
 
-async def fuzz(seed: int, n: int = 300, step_threads: bool = False) -> list[str]:
-    """Serve ``n`` requests as the seed decides, then return every broken invariant."""
+async def fuzz(seed: int, n: int = 300, step_threads: bool = False, budgets: Any = None) -> list[str]:
+    """Serve ``n`` requests as the seed decides, then return every broken invariant
+    (``budgets``: a budget backend, else in memory)."""
     rng = random.Random(seed)
     loop_errors: list = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
@@ -146,7 +149,7 @@ async def fuzz(seed: int, n: int = 300, step_threads: bool = False) -> list[str]
     logging.getLogger("llmlab").addHandler(records)
     async with FakeProvider(fault_plan(rng), reply=replier(rng)) as fp:
         accept = lambda text, request: rng.random() < 0.5  # noqa: E731
-        gw = fuzz_gateway(rng, fp.base_url, caps, seed, accept, step_threads=step_threads)
+        gw = fuzz_gateway(rng, fp.base_url, caps, seed, accept, step_threads=step_threads, budget_backend=budgets)
         watch = Watch(gw)
         received: dict[str, list] = {}
         finished: set[str] = set()
@@ -230,8 +233,10 @@ def held_connections() -> list[set]:
     return held
 
 
-@pytest.mark.parametrize("step_threads", [False, True], ids=["steps-on-the-loop", "steps-on-threads"])
-def test_hundreds_of_concurrent_requests_with_faults_and_cancellations_keep_every_invariant(step_threads):
+@pytest.mark.parametrize("step_threads, redis_budgets", [(False, False), (True, False), (True, True)],
+                         ids=["steps-on-the-loop", "steps-on-threads", "steps-on-threads-budgets-in-redis"])
+def test_hundreds_of_concurrent_requests_with_faults_and_cancellations_keep_every_invariant(step_threads,
+                                                                                          redis_budgets, request):
     """The seeded fuzz: 300 acomplete/astream requests from 10 tenants, some cancelled (wait_for,
     task.cancel once or twice, streams left and closed or dropped unclosed), with every stage on
     (exact + priced semantic cache, caps, rate limits, retries, breakers, a classifier router and
@@ -240,17 +245,27 @@ def test_hundreds_of_concurrent_requests_with_faults_and_cancellations_keep_ever
     task or connection left; spend is the ledger's and within caps; caches hold only whole
     answers of their own tenant; no PII in cache keys or logs; no warning from the run.  Once with
     the pipeline's steps on the event loop, once on worker threads (as with Redis backends): a
-    cancel that lands while a step runs on its thread must leave the request as whole."""
+    cancel that lands while a step runs on its thread must leave the request as whole.  And once
+    with the budgets in Redis, whose round trips let the step lock go: other requests' steps run
+    in the middle of a step."""
+    backends = None
+    if redis_budgets:
+        from llmlab.backends import from_url
+
+        backends = from_url(request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("prefix"))
     gc.collect()  # earlier tests' garbage (litellm's sync streams leave an event loop unclosed) is not this run's
     unraisable: list = []
     hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            problems = asyncio.run(fuzz(FUZZ_SEED, step_threads=step_threads))
+            problems = asyncio.run(fuzz(FUZZ_SEED, step_threads=step_threads,
+                                        budgets=backends and backends.budgets))
             gc.collect()
     finally:
         sys.unraisablehook = hook
+        if backends is not None:
+            backends.close()
     problems += [f"{w.category.__name__}: {w.message}" for w in caught
                  if issubclass(w.category, (RuntimeWarning, ResourceWarning)) and not LITELLM_UNAWAITED.search(str(w.message))]
     problems += [f"unraisable {u.exc_type.__name__}: {u.exc_value}" for u in unraisable]

@@ -69,7 +69,7 @@ ON_UNAVAILABLE = ("raise", "degrade")
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 CLUSTER_SUFFIX = "+cluster"
 MAX_TTL_S = 1e9  # ≈ 32 years: "keep it", still a number Redis' PX and the clocks can hold
-MAX_TIMEOUT_S = 60.0  # a socket wait the gateway pays inside its lock, per command
+MAX_TIMEOUT_S = 60.0  # the longest one command may keep its request waiting
 MAX_RETRY_INTERVAL_S = 3_600.0  # the link probes a dead Redis at least hourly, so it does reconnect
 URL_FORMS = ("redis://[:password@]host[:port][/db], rediss://…, unix://… or, for a Redis Cluster, "
              "redis+cluster://[:password@]host[:port] or rediss+cluster://…")

@@ -34,6 +34,7 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import quote, unquote
 
 from ..errors import LLMLabError
+from ..steplock import outside_step_lock
 
 log = logging.getLogger("llmlab.backends")
 T = TypeVar("T")
@@ -176,12 +177,16 @@ class RedisLink:
         return self._down_reason is None
 
     def call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(client)``; raise :class:`RedisUnavailable` fast while the link is down."""
+        """Run ``fn(client)``; raise :class:`RedisUnavailable` fast while the link is down.
+
+        ``fn`` runs with the calling thread's step lock let go (:func:`~llmlab.steplock.outside_step_lock`):
+        other requests' stages go on while this one waits for Redis.  So ``fn`` talks to Redis
+        and touches nothing else of the process."""
         reason = self._down_reason
         if reason is not None and self.clock() < self._next_probe:
             raise RedisUnavailable(self.url, reason)
         try:
-            result = fn(self.client)
+            result = outside_step_lock(fn, self.client)
         except self._errors as exc:
             self._failed(what, exc)
             raise RedisUnavailable(self.url, f"{type(exc).__name__}: {exc}",

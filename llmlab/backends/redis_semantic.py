@@ -81,6 +81,9 @@ class SharedSemanticCache:
 
     # ------------------------------------------------------------------ replication
     def _remember(self, namespace: str, stream_id: bytes) -> None:
+        seen = self._seen.get(namespace)
+        if seen is not None and _stream_order(seen) > _stream_order(stream_id):
+            stream_id = seen  # a sync that overtook this one (its read let the step lock go) read further
         self._seen[namespace] = stream_id
         self._seen.move_to_end(namespace)
         while len(self._seen) > self.max_namespaces:
@@ -160,3 +163,9 @@ class SharedSemanticCache:
         out.update({"replicated_in": self.replicated_in, "replicated_out": self.replicated_out,
                     "redis_errors": self.errors, "redis_up": self.link.healthy})
         return out
+
+
+def _stream_order(stream_id: bytes) -> tuple[int, int]:
+    """A Redis stream id (``b"<ms>-<seq>"``) as a comparable pair."""
+    ms, _, seq = stream_id.partition(b"-")
+    return int(ms), int(seq or 0)
