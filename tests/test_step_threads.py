@@ -9,13 +9,8 @@ for a slow Redis.
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +18,7 @@ import pytest
 from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, MemoryBudgets
 from llmlab.errors import ConfigError
 from llmlab.scripted import ScriptedDriver
-from redis_fixtures import prefix, redis_server, redis_url  # noqa: F401
+from redis_fixtures import run_redis_benchmark
 
 STALL_S = 0.4  # long enough that a loaded machine's own hiccups stay well under it
 
@@ -144,36 +139,9 @@ def test_step_threads_is_checked():
     assert gateway(MemoryBudgets(), step_threads=True).step_threads is not None
 
 
-def test_redis_backends_turn_step_threads_on(redis_url, prefix):
-    from llmlab.backends import from_url
-
-    backends = from_url(redis_url, prefix=prefix)
-    try:
-        gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={},
-                     driver=AsyncScripted(), budget=BudgetPolicy(default_cap=1.0), **backends.gateway_kwargs())
-        assert gw.step_threads is not None
-
-        async def main():
-            return await asyncio.gather(*(gw.acomplete(f"question {i % 3}", tenant="acme") for i in range(9)))
-
-        outcomes = asyncio.run(main())
-        assert all(o.ok for o in outcomes) and sum(o.cache.value == "miss" for o in outcomes) >= 3
-        now = time.time()
-        assert backends.budgets.reserved("acme", now) == 0.0
-        assert backends.budgets.spent("acme", now) == pytest.approx(sum(o.cost_usd for o in outcomes))
-    finally:
-        backends.close()
-
-
-@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
-                    reason="redis-server and redis-cli are not installed")
 def test_the_loop_lag_benchmark_runs():
     """benchmarks/async_loop_lag.py (a small run): it prints every case, each request answered."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "async_loop_lag.py"
-    done = subprocess.run([sys.executable, str(script), "--requests", "60", "--stall-s", "0.05", "--json"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
+    out = run_redis_benchmark("async_loop_lag.py", "--requests", "60", "--stall-s", "0.05")
     cases = [k for k in out if k.startswith("steps_on_")]
     assert sorted(cases) == ["steps_on_loop", "steps_on_loop_redis_stalled", "steps_on_threads",
                              "steps_on_threads_redis_stalled"]
