@@ -19,7 +19,7 @@ from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway
 from llmlab import steplock
 from llmlab.scripted import ScriptedDriver
 from llmlab.steplock import StepLock, outside_step_lock
-from redis_fixtures import prefix, redis_server, redis_url, run_redis_benchmark  # noqa: F401
+from redis_fixtures import any_redis_url, prefix, redis_server, redis_url, run_redis_benchmark  # noqa: F401
 
 WAIT_S = 5.0  # how long a thread waits for another that should get in at once
 
@@ -132,14 +132,16 @@ def check_books(gw, backends, outcomes) -> None:
 
 
 @pytest.mark.parametrize("lock_let_go", [True, False])
-def test_threads_wait_for_redis_together_and_the_books_still_add_up(redis_url, prefix, monkeypatch, lock_let_go):
+def test_threads_wait_for_redis_together_and_the_books_still_add_up(any_redis_url, prefix, monkeypatch,
+                                                                     lock_let_go):
     """Eight threads through ``complete()`` on Redis budgets, cache and rate limits, each command
-    made 20 ms slow: their round trips overlap.  With the lock held across them (the earlier
-    behaviour, put back by the ``False`` case) never more than one is in flight.  Either way
-    every request is answered once and the month's spend is the ledger's, nothing left held."""
+    made 20 ms slow: their round trips overlap, on one Redis and on a cluster (its client shared
+    by the threads).  With the lock held across them (the earlier behaviour, put back by the
+    ``False`` case) never more than one is in flight.  Either way every request is answered once
+    and the month's spend is the ledger's, nothing left held."""
     if not lock_let_go:
         monkeypatch.setattr("llmlab.backends.redis_link.outside_step_lock", lambda fn, *args: fn(*args))
-    gw, backends = redis_gateway(redis_url, prefix)
+    gw, backends = redis_gateway(any_redis_url, prefix)
     overlap = Overlap(backends.link.client, delay_s=0.02)
     try:
         with ThreadPoolExecutor(8) as pool:
