@@ -5,7 +5,7 @@
 
 A gateway on Redis (exact cache, budgets, rate limits) serves ``--requests`` distinct questions
 from ``--threads`` threads through ``complete()``, and the same from ``acomplete`` (its steps on
-worker threads, the default with Redis); the provider answers in ``--provider-ms``.  Each case
+``--step-threads`` worker threads, on by default with Redis); the provider answers in ``--provider-ms``.  Each case
 runs with every Redis command delayed by ``--rtt-ms`` (0, and a network's round trip, added in
 the client: the server itself is on loopback) and twice: as llmlab does it (the step lock let go
 while a command waits, ``llmlab.steplock.outside_step_lock``) and with the lock held across the
@@ -75,19 +75,20 @@ def _lock_held_across_round_trips(held: bool) -> Iterator[None]:
         redis_link.outside_step_lock = let_go
 
 
-def _gateway(port: int, tag: str, provider_s: float, rtt_s: float):
+def _gateway(port: int, tag: str, provider_s: float, rtt_s: float, step_threads: int):
     from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RateLimit
     from llmlab.backends import from_url
 
     backends = from_url(f"redis://127.0.0.1:{port}/0", prefix=tag, default_limit=RateLimit(rpm=10_000_000))
     _delay_commands(backends.link.client, rtt_s)
     gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={},
-                 driver=_Provider(provider_s), budget=BudgetPolicy(default_cap=1_000.0), **backends.gateway_kwargs())
+                 driver=_Provider(provider_s), budget=BudgetPolicy(default_cap=1_000.0), step_threads=step_threads,
+                 **backends.gateway_kwargs())
     return gw, backends
 
 
 def _run(port: int, tag: str, args, rtt_s: float, mode: str) -> float:
-    gw, backends = _gateway(port, tag, args.provider_ms / 1e3, rtt_s)
+    gw, backends = _gateway(port, tag, args.provider_ms / 1e3, rtt_s, args.step_threads)
     questions = [f"{tag} question number {i}" for i in range(args.requests)]
     try:
         start = time.perf_counter()
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=16, help="caller threads for complete()")
+    parser.add_argument("--step-threads", type=int, default=8, help="acomplete's step threads (Gateway(step_threads=N))")
     parser.add_argument("--provider-ms", type=float, default=20.0, help="how long the provider takes to answer")
     parser.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 1.0],
                         help="delays added to every Redis command, one case each")
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print("redis-server and redis-cli are needed (make system-deps installs them)", file=sys.stderr)
         return 2
 
-    out: dict = {"requests": args.requests, "threads": args.threads, "provider_ms": args.provider_ms,
+    out: dict = {"requests": args.requests, "threads": args.threads, "step_threads": args.step_threads,
+                 "provider_ms": args.provider_ms,
                  "python": sys.version.split()[0]}
     with redis_server() as port:
         for rtt_ms in args.rtt_ms:

@@ -35,6 +35,8 @@ from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
 from .routing import ComplexityRouter, FixedRouter, Router
 from .stream import StreamResponse
 
+#: the most worker threads ``step_threads`` may ask for (each waits for Redis with its own connection)
+MAX_STEP_THREADS = 256
 log = logging.getLogger("llmlab.gateway")
 _warned_unmasked = False
 
@@ -118,7 +120,9 @@ class Gateway:
       (a :class:`~llmlab.ledger.Ledger`; ``Ledger(keep=False, sink=…)`` for long runs).
     * ``step_threads`` — run ``acomplete``/``astream``'s pipeline steps on worker threads
       (:class:`~llmlab.runloop.StepThreads`), so a stage's blocking I/O never holds up the event
-      loop; None: on when a backend waits on the network (``llmlab.backends``' Redis ones).
+      loop; None: on when a backend waits on the network (``llmlab.backends``' Redis ones).  An
+      int is the number of threads (True: 8): it bounds how many async requests wait for Redis
+      at once, as the steps let the step lock go while they wait.
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -136,7 +140,7 @@ class Gateway:
                  unmask_answers: bool = True, log_content: bool = False,
                  clock: Callable[[], float] = time.time, seed: int | None = None,
                  driver: LiteLLMDriver | None = None, ledger: Ledger | None = None,
-                 default_max_tokens: int = 1024, step_threads: bool | None = None) -> None:
+                 default_max_tokens: int = 1024, step_threads: bool | int | None = None) -> None:
         if isinstance(prices, PriceBook):
             self.prices = prices
         else:
@@ -243,10 +247,13 @@ class Gateway:
         if step_threads is None:
             step_threads = any(getattr(b, "blocking_io", False) is True
                                for b in (exact, semantic_cache, rate_limiter, budget_backend))
-        elif not isinstance(step_threads, bool):
-            raise ConfigError("step_threads", step_threads, "true, false or None (on with network backends)")
+        elif not isinstance(step_threads, bool) and (not isinstance(step_threads, int)
+                                                     or not 1 <= step_threads <= MAX_STEP_THREADS):
+            raise ConfigError("step_threads", step_threads, "true, false, None (on with network backends) or a "
+                                                            f"number of threads from 1 to {MAX_STEP_THREADS}")
         #: what runs async requests' steps off the event loop (None: they run on it)
-        self.step_threads = StepThreads() if step_threads else None
+        self.step_threads = (None if step_threads is False else StepThreads() if step_threads is True
+                             else StepThreads(workers=step_threads))
         self.clock = clock
         self.driver = driver or LiteLLMDriver()
         self.pipeline = Pipeline(

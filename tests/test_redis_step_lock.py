@@ -176,6 +176,21 @@ def test_async_requests_on_step_threads_wait_for_redis_together(redis_url, prefi
         backends.close()
 
 
+def test_the_number_of_step_threads_bounds_how_many_async_requests_wait_for_redis_at_once(redis_url, prefix):
+    gw, backends = redis_gateway(redis_url, prefix, step_threads=3)
+    overlap = Overlap(backends.link.client, delay_s=0.02)
+
+    async def main():
+        return await asyncio.gather(*(gw.acomplete(f"question {i}", tenant="acme") for i in range(24)))
+
+    try:
+        outcomes = asyncio.run(main())
+        check_books(gw, backends, outcomes)
+        assert 2 <= overlap.most <= 3
+    finally:
+        backends.close()
+
+
 def test_the_round_trips_benchmark_runs():
     """benchmarks/redis_round_trips.py (a small run): every case printed, each request answered
     (the script fails the run otherwise)."""

@@ -131,12 +131,15 @@ def test_a_cancel_during_a_step_lets_it_finish_then_records_the_request(how, twi
     assert budgets.reserved("acme", time.time()) == 0.0 and budgets.spent("acme", time.time()) == 0.0
 
 
-def test_step_threads_is_checked():
+@pytest.mark.parametrize("bad", ["yes", 0, -3, 257, 2.5])
+def test_step_threads_is_checked(bad):
     with pytest.raises(ConfigError) as info:
-        gateway(MemoryBudgets(), step_threads="yes")
-    assert info.value.field == "step_threads"
+        gateway(MemoryBudgets(), step_threads=bad)
+    assert info.value.field == "step_threads" and "number of threads from 1 to 256" in str(info.value)
     assert gateway(MemoryBudgets()).step_threads is None  # in memory: steps stay on the loop
-    assert gateway(MemoryBudgets(), step_threads=True).step_threads is not None
+    assert gateway(MemoryBudgets(), step_threads=True).step_threads.workers == 8
+    assert gateway(MemoryBudgets(), step_threads=32).step_threads.workers == 32
+    assert gateway(SlowBudgets(), step_threads=False).step_threads is None
 
 
 def test_the_loop_lag_benchmark_runs():
