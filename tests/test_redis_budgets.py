@@ -272,7 +272,7 @@ def test_spend_queued_during_a_long_outage_is_replayed_in_a_few_round_trips(star
     time.sleep(0.06)
     calls = []
     real_call = link.call
-    link.call = lambda what, fn: calls.append(what) or real_call(what, fn)
+    link.call = lambda what, fn, key=None: calls.append(what) or real_call(what, fn, key=key)
     assert budgets.try_reserve("t0", 0.001, 100.0, NOW) is not None
     assert budgets.pending == 0 and len(calls) <= 10, len(calls)
     link.call = real_call
@@ -311,8 +311,8 @@ def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(any_red
     held = budgets.try_reserve("t", 0.5, 1.0, NOW)
     link_call = budgets.link.call
 
-    def applied_then_reply_lost(what, fn):
-        link_call(what, fn)  # Redis did it...
+    def applied_then_reply_lost(what, fn, key=None):
+        link_call(what, fn, key=key)  # Redis did it...
         raise RedisUnavailable(budgets.link.url, "TimeoutError: Timeout reading from socket")  # ...the reply is lost
 
     budgets.link.call = applied_then_reply_lost
@@ -339,8 +339,8 @@ def test_a_charge_whose_reply_was_lost_is_counted_once_when_replayed(redis_url, 
     budgets = from_url(redis_url, prefix).budgets
     link_call = budgets.link.call
 
-    def applied_then_reply_lost(what, fn):
-        link_call(what, fn)
+    def applied_then_reply_lost(what, fn, key=None):
+        link_call(what, fn, key=key)
         raise RedisUnavailable(budgets.link.url, "TimeoutError: Timeout reading from socket")
 
     budgets.link.call = applied_then_reply_lost

@@ -29,7 +29,7 @@ NOW = 1_700_000_000.0  # 2023-11-14: the previous month is 2023-10
 @contextmanager
 def _unreachable(link):
     """Every command through ``link`` fails as when Redis is gone, for the duration."""
-    def down(what, fn):
+    def down(what, fn, key=None):
         raise RedisUnavailable(link.url, "ConnectionError: simulated")
 
     link.call = down
@@ -116,7 +116,7 @@ def test_budget_writes_queued_in_an_outage_are_replayed_in_one_pipeline_per_mast
     assert budgets.pending == 601
     calls = []
     real_call = link.call
-    link.call = lambda what, fn: calls.append(what) or real_call(what, fn)
+    link.call = lambda what, fn, key=None: calls.append(what) or real_call(what, fn, key=key)
     assert budgets.spent("t0", NOW) == pytest.approx(0.5 + sum(0.000_25 * (1 + i % 4) for i in range(0, 600, 6)))
     assert budgets.pending == 0 and len(calls) <= 2 * 4 + 1, calls  # 2 batches: the slot table, 3 masters
     for i, tenant in enumerate(tenants):
@@ -209,6 +209,94 @@ def test_a_hung_then_dead_master_fails_budgets_closed_and_the_cache_misses_then_
         assert budgets.spent("acme", NOW) == pytest.approx(spent_before + 0.15) and budgets.pending == 0
         assert budgets.reserved("acme", NOW) == 0 and budgets.lost_holds == 0
     assert not [r for r in caplog.records if r.name == "llmlab.gateway" and r.levelno >= logging.ERROR]
+
+
+def test_a_dead_master_degrades_only_the_tenants_whose_keys_it_serves(start_cluster, caplog):
+    """SIGKILL the master of one tenant's budget: that tenant's requests fail closed
+    (BudgetUnavailable) and its settlement is queued, while a tenant whose budget lives on
+    another master is served and its spend counted — one link for the whole cluster refused both
+    until the probe, for all of ``cluster-node-timeout`` (15 s by default) before a replica takes
+    over, and the queued settlement's failing replay refused the other tenant too.  Once the
+    master is back, its tenant is served again and the queued spend is counted once."""
+    cluster = start_cluster(appendonly=True, node_timeout_ms=30_000)  # the cluster stays "ok" meanwhile
+    backends = from_url(cluster.url, "pernode", retry_interval_s=2.0, log_interval_s=60)
+    budgets = backends.budgets
+    home = {t: cluster.node_of(budgets.keys(t, month_of(NOW))[0]) for t in (f"t{i}" for i in range(12))}
+    victim_tenant = "t0"
+    other = next(t for t, node in home.items() if node is not home[victim_tenant])
+    clock = FakeClock(NOW)
+    gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=clock,
+                 driver=ScriptedDriver(clock=clock), seed=0, budget=BudgetPolicy(default_cap=1.0),
+                 **backends.gateway_kwargs())
+    assert gw.complete("warm", tenant=victim_tenant).ok and gw.complete("warm", tenant=other).ok
+    before, victim_before = budgets.spent(other, NOW), budgets.spent(victim_tenant, NOW)
+    held = budgets.try_reserve(victim_tenant, 0.2, 1.0, NOW)  # a request in flight when its master dies
+    streaming = budgets.try_reserve(victim_tenant, 0.1, 1.0, NOW)  # one that outlives the outage
+    long_one = budgets.try_reserve(other, 0.1, 1.0, NOW)  # a long request of the other tenant
+
+    with caplog.at_level(logging.WARNING, "llmlab"):
+        home[victim_tenant].kill()
+        budgets.settle(held, 0.1)
+        assert budgets.pending == 1
+        first = gw.complete("q0", tenant=victim_tenant)
+        served = [gw.complete(f"q{i}", tenant=other) for i in range(1, 6)]
+        again = gw.complete("q6", tenant=victim_tenant)
+        assert budgets.renew_leases() == 1  # the other master's lease, though the dead one's set sorts first
+    assert isinstance(first.error, BudgetUnavailable) and isinstance(again.error, BudgetUnavailable)
+    assert all(o.ok for o in served), [o.error for o in served]
+    assert budgets.spent(other, NOW) == pytest.approx(before + sum(o.cost_usd for o in served))
+    assert not backends.link.healthy
+    assert any(f"master {home[victim_tenant].port}" in r.getMessage() or
+               f":{home[victim_tenant].port} of" in r.getMessage() for r in caplog.records)
+
+    home[victim_tenant].start()
+    cluster.wait_ok()
+    time.sleep(2.1)  # past retry_interval_s: the next command about its keys probes
+    back = gw.complete("q7", tenant=victim_tenant)
+    assert back.ok and budgets.pending == 0
+    budgets.settle(streaming, 0.0)
+    budgets.settle(long_one, 0.0)
+    assert budgets.reserved(victim_tenant, NOW) == 0 and budgets.reserved(other, NOW) == 0
+    assert budgets.spent(victim_tenant, NOW) == pytest.approx(victim_before + 0.1 + back.cost_usd)
+    assert backends.link.healthy and backends.link.reconnects >= 1
+
+
+def test_a_master_replaced_by_its_replica_is_forgotten_by_the_link():
+    """Per-master state on a client stand-in: a key on a master that failed fails fast, a key on
+    another master goes through, and once the topology no longer lists the dead master (its
+    replica was promoted under its own name) the link is healthy again."""
+    from redis import exceptions as rx
+
+    class Node:
+        def __init__(self, name):
+            self.name, self.redis_connection = name, None
+
+    class Client:
+        masters = [Node("10.0.0.1:6379"), Node("10.0.0.2:6379")]
+
+        def get_node_from_key(self, key):
+            return self.masters[0] if key.startswith("a") else self.masters[1]
+
+        def get_primaries(self):
+            return self.masters
+
+        def get_node(self, node_name=None):
+            return next((n for n in self.masters if n.name == node_name), None)
+
+    def refused(r):
+        raise rx.ConnectionError("Connection refused")
+
+    link = RedisLink(Client(), "redis+cluster://10.0.0.1:6379", retry_interval_s=60)
+    link.cluster = True
+    with pytest.raises(RedisUnavailable):
+        link.call("test", refused, key="a1")
+    assert not link.healthy
+    with pytest.raises(RedisUnavailable, match="Connection refused"):
+        link.call("test", lambda r: pytest.fail("sent to a master known gone"), key="a2")
+    assert link.call("test", lambda r: "ok", key="b1") == "ok"
+    Client.masters = [Node("10.0.0.3:6379"), Client.masters[1]]  # the replica took over
+    assert link.healthy
+    assert link.call("test", lambda r: "ok", key="a3") == "ok"
 
 
 def test_cluster_urls_refused_with_the_field_named_and_the_password_hidden(redis_cluster, redis_server, prefix):

@@ -59,7 +59,7 @@ from typing import Any, NamedTuple
 
 from .. import _validate as v
 from ..budgets import Reservation, month_of, next_month_start
-from .redis_link import RedisLink, RedisUnavailable, key_part
+from .redis_link import KeyedScript, RedisLink, RedisUnavailable, key_part
 
 NANO = 1_000_000_000
 FAIL_MODES = ("closed", "open")
@@ -236,9 +236,9 @@ class RedisBudgets:
         self.lease_s = v.positive("budget_lease_s", lease_s)
         self.retention_s = v.non_negative("budget_retention_s", retention_s)
         self.max_pending = v.integer("budget_max_pending", max_pending, lo=0)
-        self._reserve = link.client.register_script(_RESERVE)
-        self._settle = link.client.register_script(_SETTLE)
-        self._renew = link.client.register_script(_RENEW)
+        self._reserve = KeyedScript(link.client, _RESERVE)
+        self._settle = KeyedScript(link.client, _SETTLE)
+        self._renew = KeyedScript(link.client, _RENEW)
         #: this process's open holds, (lease set, id), their leases renewed while they are open
         self._held: set[tuple[str, str]] = set()
         self._clock_at: tuple[float, float] = (0.0, 0.0)  # the caller's last ``now`` and monotonic then
@@ -300,12 +300,14 @@ class RedisBudgets:
         trip each stalled the first request after the reconnect (and every request queued behind
         it) for seconds.  One thread replays at a time; the others go on with their own command.
         On a cluster the batch is split by master, one pipeline each (see :meth:`_replay`); what
-        a master that failed did not apply stays queued, what the others applied does not.
+        a master that failed did not apply stays queued, what the others applied does not, and the
+        command this flush runs before goes on: a master down holds up only its own tenants.
         """
         if not self._pending or not self._flushing.acquire(blocking=False):
             return
         try:
-            while self._pending:
+            stuck = False
+            while self._pending and not stuck:
                 with self._lock:
                     batch = list(islice(self._pending, FLUSH_BATCH))
                 done = [False] * len(batch)
@@ -315,8 +317,12 @@ class RedisBudgets:
                         groups = self.link.call("budget settle", lambda r, batch=batch: self._groups(r, batch))
                     for indices in groups:
                         part = [batch[i] for i in indices]
-                        # Redis gone: raises, the rest of the queue stays
-                        results = self.link.call("budget settle", lambda r, part=part: self._replay(r, part))
+                        try:
+                            results = self.link.call("budget settle", lambda r, part=part: self._replay(r, part),
+                                                     key=part[0].hash)  # one master's (see _groups)
+                        except RedisUnavailable:  # that master's stay queued for a later command to replay
+                            stuck = True
+                            continue
                         for i, item, result in zip(indices, part, results):
                             if isinstance(result, Exception):  # refused by the server (not gone): replaying cannot help
                                 self.dropped_settlements += 1
@@ -395,7 +401,7 @@ class RedisBudgets:
             self._flush()
             ok, value = self.link.call("budget reserve", lambda r: self._reserve(
                 keys=[h, z, prev_h, prev_z],
-                args=[want, cap_nano, repr(float(now)), repr(float(now + self.lease_s)), prev_ttl], client=r))
+                args=[want, cap_nano, repr(float(now)), repr(float(now + self.lease_s)), prev_ttl], client=r), key=h)
         except RedisUnavailable as exc:
             if self.on_error == "open":
                 self.admitted_unavailable += 1
@@ -447,9 +453,9 @@ class RedisBudgets:
             try:
                 moved += int(self.link.call("budget lease renewal",
                                             lambda r, z=z, ids=ids: self._renew(keys=[z], args=[deadline, *ids],
-                                                                                client=r)))
-            except RedisUnavailable:  # the next round tries again (a lease outlives two missed rounds)
-                break
+                                                                                client=r), key=z))
+            except RedisUnavailable:  # the next round tries again (a lease outlives two missed rounds); the
+                continue  # other masters of a cluster are renewed meanwhile
         self.renewed_leases += moved
         return moved
 
@@ -483,7 +489,7 @@ class RedisBudgets:
         try:
             self._flush()
             result = self.link.call("budget settle", lambda r: self._settle(keys=[item.hash, item.zset],
-                                                                          args=item.args(), client=r))
+                                                                          args=item.args(), client=r), key=item.hash)
         except RedisUnavailable as exc:
             if exc.gone:
                 self._queue(item)
@@ -513,7 +519,7 @@ class RedisBudgets:
         h, _ = self.keys(tenant, month)
         try:
             self._flush()
-            raw = self.link.call("budget read", lambda r: r.hget(h, field))
+            raw = self.link.call("budget read", lambda r: r.hget(h, field), key=h)
         except RedisUnavailable:
             return self._last_spent.get((tenant, month), 0.0) + self._pending_for(h) if field == "spent" else 0.0
         try:
@@ -589,7 +595,7 @@ class RedisBudgets:
 
     def stats(self, tenant: str, now: float) -> dict[str, Any]:
         h, z = self.keys(tenant, month_of(now))
-        fields = self.link.call("budget stats", lambda r: r.hgetall(h))
+        fields = self.link.call("budget stats", lambda r: r.hgetall(h), key=h)
         out = {k.decode(): int(val) for k, val in fields.items() if not k.startswith(b"r:")}
         out["open"] = sum(1 for k in fields if k.startswith(b"r:"))
         return out

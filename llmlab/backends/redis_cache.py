@@ -63,7 +63,7 @@ class RedisStore:
     def get(self, namespace: str, key: str, now: float, *, allow_stale: bool = False) -> StoreHit[Any] | None:
         rkey = self.redis_key(namespace, key)
         try:
-            data = self.link.call("cache get", lambda r: r.get(rkey))
+            data = self.link.call("cache get", lambda r: r.get(rkey), key=rkey)
         except RedisUnavailable:
             self.errors += 1
             if not allow_stale:
@@ -103,7 +103,7 @@ class RedisStore:
             return False
         rkey = self.redis_key(namespace, key)
         try:
-            self.link.call("cache put", lambda r: r.set(rkey, data, px=self._expire_ms))
+            self.link.call("cache put", lambda r: r.set(rkey, data, px=self._expire_ms), key=rkey)
         except RedisUnavailable as exc:
             self.errors += 1
             self.dropped_puts += 1

@@ -16,14 +16,20 @@ kind of failure, with the number of similar messages suppressed in between.
 The link's timers use the real monotonic clock on purpose: they time real sockets, while the
 pipeline's ``now`` (possibly a simulated clock) decides policy.
 
-A Redis Cluster client (``redis+cluster://``) is one link too, not one per node: a node that
-dies marks the whole link down, so every tenant degrades (cache misses, budgets refuse) until
-the probe, also those whose keys live on healthy nodes.  Coarse on purpose: a cluster that lost
-a master without a replica to promote refuses every key after ``cluster-node-timeout`` anyway
-(``cluster-require-full-coverage yes``, the default), and a promoted replica is found by the
-probe (the client rediscovers the topology on the failed command).  The cluster's transient
-states (``CLUSTERDOWN``, ``TRYAGAIN``, no reachable node, a slot not covered) count as *gone*,
-like a dead socket: budgets queue their writes for replay instead of dropping them.
+A Redis Cluster client (``redis+cluster://``) is one link with a down state per master: a
+command about one key (``call(..., key=…)``, as every per-request command is) that finds its
+master gone marks that master down, and only the keys it serves degrade — the tenants whose
+budget hashes live there are refused, their cache reads miss — while the other masters' keys
+are served as usual.  Between a master's death and its replica's promotion
+(``cluster-node-timeout``, 15 s by default, plus the election) one link for the whole cluster
+refused every tenant's budget.  The promoted replica is a new master: the client finds it on
+the failed command (it rediscovers the topology) and the next command about those keys goes
+there.  A command about no one key (a scan, the replay of queued writes) that fails takes the
+whole link down, as on one Redis.  The cluster's transient states (``CLUSTERDOWN``,
+``TRYAGAIN``, no reachable node, a slot not covered) count as *gone*, like a dead socket:
+budgets queue their writes for replay instead of dropping them.  A cluster that lost a master
+with no replica to promote refuses every key after ``cluster-node-timeout`` anyway
+(``cluster-require-full-coverage yes``, the default): each master is then marked down in turn.
 """
 from __future__ import annotations
 
@@ -154,6 +160,29 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+class KeyedScript:
+    """A Lua script (redis-py's ``Script``) that, on a cluster, is only ever sent to its keys' master.
+
+    redis-py loads a script the server does not know with ``SCRIPT LOAD``, which a cluster client
+    broadcasts to every master: with one master dead, a script a healthy master had not run yet
+    failed there too (a tenant's first lease renewal after an outage began, say).  Here a script
+    unknown to its keys' master is sent whole (``EVAL``, which also caches it there) to that
+    master alone.  A pipeline or a single Redis gets redis-py's own handling."""
+
+    def __init__(self, client: Any, body: str) -> None:
+        self.script = client.register_script(body)
+
+    def __call__(self, keys: list[str], args: list[Any], client: Any) -> Any:
+        if not is_cluster(client):
+            return self.script(keys=keys, args=args, client=client)
+        from redis.exceptions import NoScriptError
+
+        try:
+            return client.evalsha(self.script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return client.eval(self.script.script, len(keys), *keys, *args)
+
+
 class RedisLink:
     """A Redis client plus up/down state; see the module docstring."""
 
@@ -166,6 +195,8 @@ class RedisLink:
         self.logs = RateLimitedLog(log, log_interval_s, clock)
         self._down_reason: str | None = None
         self._next_probe = 0.0
+        #: a cluster's masters found gone by a command about one of their keys: name → (why, next probe)
+        self._nodes_down: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._gone, self._errors = _redis_errors()
         self.cluster = is_cluster(client)
@@ -174,10 +205,21 @@ class RedisLink:
 
     @property
     def healthy(self) -> bool:
-        return self._down_reason is None
+        """Whether every command may go out: no Redis, and no master of a cluster, known gone.
+        A master replaced by its promoted replica is no longer the cluster's: forgotten here."""
+        if self._nodes_down:
+            try:
+                masters = {node.name for node in self.client.get_primaries()}
+            except Exception:  # pragma: no cover - the client's own view; nothing to prune by
+                masters = set(self._nodes_down)
+            with self._lock:
+                for name in [n for n in self._nodes_down if n not in masters]:
+                    del self._nodes_down[name]
+        return self._down_reason is None and not self._nodes_down
 
-    def call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(client)``; raise :class:`RedisUnavailable` fast while the link is down.
+    def call(self, what: str, fn: Callable[[Any], T], *, key: str | None = None) -> T:
+        """Run ``fn(client)``; raise :class:`RedisUnavailable` fast while the link is down, or on a
+        cluster while the master serving ``key`` (the one key ``fn`` is about) is.
 
         ``fn`` runs with the calling thread's step lock let go (:func:`~llmlab.steplock.outside_step_lock`):
         other requests' stages go on while this one waits for Redis.  So ``fn`` talks to Redis
@@ -185,44 +227,80 @@ class RedisLink:
         reason = self._down_reason
         if reason is not None and self.clock() < self._next_probe:
             raise RedisUnavailable(self.url, reason)
+        node = self._node_of(key) if self.cluster and key is not None else None
+        if node is not None:
+            down = self._nodes_down.get(node)
+            if down is not None and self.clock() < down[1]:
+                raise RedisUnavailable(self.url, down[0])
         try:
             result = outside_step_lock(fn, self.client)
         except self._errors as exc:
-            self._failed(what, exc)
+            self._failed(what, exc, node)
             raise RedisUnavailable(self.url, f"{type(exc).__name__}: {exc}",
                                    gone=_is_gone(exc, self._gone)) from exc
-        if reason is not None:
-            self._recovered()
+        if reason is not None or (node is not None and node in self._nodes_down):
+            self._recovered(node)
         return result
 
-    def _failed(self, what: str, exc: BaseException) -> None:
+    def _node_of(self, key: str) -> str | None:
+        """The name of the master the cluster client sends ``key``'s commands to (None: it does
+        not know one, and the command is judged as the whole link's)."""
+        try:
+            return self.client.get_node_from_key(key).name
+        except Exception:  # a slot not covered: the command itself will say so
+            return None
+
+    def _failed(self, what: str, exc: BaseException, node: str | None = None) -> None:
         self.failures += 1
         if not _is_gone(exc, self._gone):  # the server answered (e.g. OOM, READONLY): keep the link up
             self.logs.warning(f"error:{what}", "llmlab: Redis at %s refused %s: %s: %s", self.url, what,
                               type(exc).__name__, exc)
             return
+        down = (f"{type(exc).__name__}: {exc}", self.clock() + self.retry_interval_s)
         with self._lock:
-            was_up = self._down_reason is None
-            self._down_reason = f"{type(exc).__name__}: {exc}"
-            self._next_probe = self.clock() + self.retry_interval_s
-        try:  # pooled connections to a dead server are stale: reconnect from scratch next time
-            if self.cluster:  # one pool per node; the topology is rediscovered by the client itself
-                self.client.disconnect_connection_pools()
+            if node is None:
+                was_up = self._down_reason is None
+                self._down_reason, self._next_probe = down
             else:
-                self.client.connection_pool.disconnect()
-        except Exception:  # pragma: no cover - best effort
-            pass
-        if was_up:
+                was_up = node not in self._nodes_down
+                self._nodes_down[node] = down
+        self._drop_connections(node)
+        if not was_up:
+            return
+        if node is None:
             self.logs.warning("down", "llmlab: Redis at %s is unreachable (%s during %s); degrading and retrying "
                                       "every %.1f s", self.url, type(exc).__name__, what, self.retry_interval_s)
+        else:
+            self.logs.warning(f"down:{node}", "llmlab: Redis Cluster master %s of %s is unreachable (%s during %s); "
+                                              "the keys it serves degrade, retrying every %.1f s", node, self.url,
+                              type(exc).__name__, what, self.retry_interval_s)
 
-    def _recovered(self) -> None:
+    def _drop_connections(self, node: str | None) -> None:
+        """Pooled connections to a dead server are stale: reconnect from scratch next time (the
+        dead master's only, on a cluster; the client rediscovers the topology by itself)."""
+        try:
+            if not self.cluster:
+                self.client.connection_pool.disconnect()
+            elif node is None:
+                self.client.disconnect_connection_pools()
+            else:
+                found = self.client.get_node(node_name=node)
+                if found is not None and found.redis_connection is not None:
+                    found.redis_connection.connection_pool.disconnect()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def _recovered(self, node: str | None = None) -> None:
         with self._lock:
-            if self._down_reason is None:
-                return
-            self._down_reason = None
-        self.reconnects += 1
-        log.warning("llmlab: reconnected to Redis at %s", self.url)
+            link_was_down = self._down_reason is not None
+            self._down_reason = None  # a command went through: the link is up, whichever key it was about
+            node_was_down = node is not None and self._nodes_down.pop(node, None) is not None
+        if link_was_down or node_was_down:
+            self.reconnects += 1
+        if link_was_down:
+            log.warning("llmlab: reconnected to Redis at %s", self.url)
+        if node_was_down:
+            log.warning("llmlab: reconnected to Redis Cluster master %s of %s", node, self.url)
 
     def close(self) -> None:
         try:

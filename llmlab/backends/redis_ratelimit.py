@@ -22,7 +22,7 @@ from typing import Mapping
 
 from .. import _validate as v
 from ..ratelimit import RateLimit, Refusal, check_limits
-from .redis_link import RedisLink, RedisUnavailable, key_part
+from .redis_link import KeyedScript, RedisLink, RedisUnavailable, key_part
 
 FAIL_MODES = ("open", "closed")
 LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
@@ -116,8 +116,8 @@ class RedisRateLimiter:
             raise ConfigError("rate_limiter.default", default, "a llmlab.RateLimit")
         self.on_error = v.choice("rate_limit_on_error", on_error, FAIL_MODES)
         self._expire_ms = int(v.positive("rate_limit_idle_expiry_s", idle_expiry_s) * 1000)
-        self._script = link.client.register_script(_ACQUIRE)
-        self._refund = link.client.register_script(_REFUND)
+        self._script = KeyedScript(link.client, _ACQUIRE)
+        self._refund = KeyedScript(link.client, _REFUND)
         self.refusals = 0
         self.unavailable = 0
 
@@ -135,7 +135,7 @@ class RedisRateLimiter:
                 _num(tokens), self._expire_ms]
         key = self.key(tenant)
         try:
-            kind, wait = self.link.call("rate limit", lambda r: self._script(keys=[key], args=args, client=r))
+            kind, wait = self.link.call("rate limit", lambda r: self._script(keys=[key], args=args, client=r), key=key)
         except RedisUnavailable as exc:
             self.unavailable += 1
             if self.on_error == "open":
@@ -159,6 +159,6 @@ class RedisRateLimiter:
         key = self.key(tenant)
         args = [_num(limit.tpm), _num(reserved_tokens), _num(used_tokens), _num(now), self._expire_ms]
         try:
-            self.link.call("rate limit refund", lambda r: self._refund(keys=[key], args=args, client=r))
+            self.link.call("rate limit refund", lambda r: self._refund(keys=[key], args=args, client=r), key=key)
         except RedisUnavailable:
             self.unavailable += 1

@@ -94,11 +94,12 @@ class SharedSemanticCache:
         last = self._seen.get(namespace)
         try:
             if last is None:
-                rows = self.link.call("semantic backfill", lambda r: r.xrevrange(key, "+", "-", count=self.backfill))
+                rows = self.link.call("semantic backfill", lambda r: r.xrevrange(key, "+", "-", count=self.backfill),
+                                      key=key)
                 rows = list(reversed(rows))
             else:
-                rows = self.link.call("semantic sync", lambda r: r.xrange(key, b"(" + last, "+",
-                                                                       count=self.max_entries))
+                rows = self.link.call("semantic sync", lambda r: r.xrange(key, b"(" + last, "+", count=self.max_entries),
+                                      key=key)
         except RedisUnavailable as exc:
             self.errors += 1
             self.link.logs.warning("semantic-sync", "llmlab: semantic cache working locally, Redis unavailable (%s)",
@@ -148,7 +149,7 @@ class SharedSemanticCache:
             return pipe.execute()
 
         try:
-            self.link.call("semantic store", publish)
+            self.link.call("semantic store", publish, key=key)
         except RedisUnavailable as exc:
             self.errors += 1
             self.link.logs.warning("semantic-put", "llmlab: semantic entry kept locally only, Redis unavailable (%s)",
