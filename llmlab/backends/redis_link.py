@@ -171,9 +171,10 @@ class KeyedScript:
 
     def __init__(self, client: Any, body: str) -> None:
         self.script = client.register_script(body)
+        self._cluster = client if is_cluster(client) else None
 
     def __call__(self, keys: list[str], args: list[Any], client: Any) -> Any:
-        if not is_cluster(client):
+        if client is not self._cluster:
             return self.script(keys=keys, args=args, client=client)
         from redis.exceptions import NoScriptError
 
