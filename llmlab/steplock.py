@@ -13,10 +13,10 @@ deadlocked a guard that bridged to the application's event loop.
 
 A network round trip made from a stage (a Redis command: a budget reservation, a cache read)
 runs outside it too (:func:`outside_step_lock`, called by :class:`llmlab.backends.RedisLink`):
-held across it, one process served at most one request per sum of its round trips (≈ 1,000
-requests/s on loopback, ≈ 200 with a 1 ms network), whatever its threads.  What such a backend
-keeps in process has locks of its own; the state a stage reads before the round trip and uses
-after it is the request's own.
+held across it, one process served at most one request per sum of its round trips, whatever
+its threads (≈ 130 requests/s with 1 ms added to each command: benchmarks/redis_round_trips.py).
+What such a backend keeps in process has locks of its own; the state a stage reads before the
+round trip and uses after it is the request's own.
 """
 from __future__ import annotations
 
