@@ -470,7 +470,8 @@ def test_a_hold_that_outlives_its_lease_is_renewed_while_its_process_lives(any_r
     assert two.try_reserve("t", 0.2, 1.0, time.time()) is not None  # what is left of the cap
     dead = from_url(any_redis_url, prefix, budget_lease_s=lease).budgets
     assert dead.try_reserve("u", 0.9, 1.0, time.time()) is not None
-    dead.close()  # stops renewing, as a process that died
+    dead.close()  # stops renewing, as a process that died, and its renewal thread has ended
+    assert not dead._heartbeat.is_alive()
     time.sleep(1.5 * lease)
     assert two.try_reserve("u", 0.5, 1.0, time.time()) is not None  # its hold went back to the budget
     assert two.stats("u", time.time()).get("reclaimed", 0) == 1

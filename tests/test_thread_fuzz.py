@@ -44,7 +44,6 @@ THREADS = 12
 #: how long every thread may take to finish its requests before the run counts as deadlocked
 #: (generous: a run takes ≈ 10 s; a hang is for good)
 DEADLINE_S = 120.0
-WAIT_FOR_RENEWALS_S = 10.0  # Redis budgets' lease-renewal thread, once told to stop
 #: process-wide threads started by the first calls, alive as long as the process: litellm's logging
 #: pool, and the thread llmlab finishes collected streams on (llmlab.runloop._Closer)
 PROCESS_THREADS = ("litellm-", "llmlab-stream-closer")
@@ -317,10 +316,7 @@ def fuzz(seed: int, n: int = 300, budgets: tuple[str, str] | None = None) -> lis
         for pool in (hop, relays):  # a stuck pool thread is reported; waiting for it would hang the test
             pool.shutdown(wait=not any("deadlock" in p for p in problems))
         if backends is not None:
-            backends.close()
-            for thread in threading.enumerate():
-                if thread.name == "llmlab-budget-leases":  # told to stop: it ends within a moment
-                    thread.join(WAIT_FOR_RENEWALS_S)
+            backends.close()  # its lease-renewal thread ends with it
     return problems
 
 

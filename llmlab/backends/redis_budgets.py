@@ -459,9 +459,13 @@ class RedisBudgets:
         self.renewed_leases += moved
         return moved
 
-    def close(self) -> None:
-        """Stop renewing leases (the open holds then lapse a lease later, as a dead process's)."""
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop renewing leases (the open holds then lapse a lease later, as a dead process's), and
+        wait up to ``timeout_s`` for the renewal thread to end (a round in progress finishes)."""
         self._stop.set()
+        thread = self._heartbeat
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         h, z = self.keys(reservation.tenant, reservation.month)
