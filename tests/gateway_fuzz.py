@@ -109,23 +109,35 @@ def priced_embedder() -> LiteLLMEmbedder:
 
 def fuzz_gateway(rng: random.Random, base_url: str, caps: dict[str, float], seed: int,
                  accept: Callable[[str, Request], bool], input_guards: Sequence[Any] | None = None,
-                 step_threads: bool | None = None, budget_backend: Any = None) -> Gateway:
+                 step_threads: bool | None = None, redis: tuple[str, str] | None = None) -> Gateway:
     """Every stage on: a classifier router with a cascade (``accept`` grades its first stage),
     fallbacks, small caps, rate limits, retries, breakers with a short cooldown, the exact and a
-    priced semantic cache, content in the logs (PII masked); ``input_guards``, ``step_threads``
-    and ``budget_backend`` as Gateway takes them."""
+    priced semantic cache, content in the logs (PII masked); ``input_guards`` and ``step_threads``
+    as Gateway takes them.  ``redis`` (a URL and a key prefix): the exact cache, budgets, rate
+    limits and semantic entries shared through that Redis (``llmlab.backends``), which
+    ``gw.fuzz_backends`` holds for the caller to close."""
     params = {"api_base": base_url, "api_key": "sk-test"}
-    limiter = RateLimiter(default=RateLimit(rpm=rng.choice([30, 120]), tpm=rng.choice([2_000, 8_000])))
-    return Gateway([Deployment(name, model, params, timeout_s=1.0, price_model=price)
-                    for name, (model, price) in MODELS.items()],
-                   router=ClassifierRouter("mini", routes={"faq": "mini", "complex": "gpt-4o",
-                                                           "general": CascadeRouter(["mini", "gpt-4o"], accept)}),
-                   fallbacks={"gpt-4o": ["claude", "mini"]}, budget=BudgetPolicy(caps=caps), rate_limiter=limiter,
-                   retry=RetryPolicy(max_retries=2, base_s=0.01, cap_s=0.05, max_retry_after_s=1.0),
-                   breaker={"failure_threshold": 4, "cooldown_s": 0.2, "window": 10, "min_calls": 5},
-                   semantic_cache=SemanticCache(priced_embedder(), threshold=0.5), seed=seed, log_content=True,
-                   default_max_tokens=200, input_guards=input_guards, step_threads=step_threads,
-                   budget_backend=budget_backend)
+    limit = RateLimit(rpm=rng.choice([30, 120]), tpm=rng.choice([2_000, 8_000]))
+    semantic = SemanticCache(priced_embedder(), threshold=0.5)
+    backends = None
+    if redis is None:
+        shared: dict[str, Any] = {"rate_limiter": RateLimiter(default=limit), "semantic_cache": semantic}
+    else:
+        from llmlab.backends import from_url
+
+        backends = from_url(redis[0], redis[1], default_limit=limit, semantic_cache=semantic)
+        shared = backends.gateway_kwargs()
+    gw = Gateway([Deployment(name, model, params, timeout_s=1.0, price_model=price)
+                  for name, (model, price) in MODELS.items()],
+                 router=ClassifierRouter("mini", routes={"faq": "mini", "complex": "gpt-4o",
+                                                         "general": CascadeRouter(["mini", "gpt-4o"], accept)}),
+                 fallbacks={"gpt-4o": ["claude", "mini"]}, budget=BudgetPolicy(caps=caps),
+                 retry=RetryPolicy(max_retries=2, base_s=0.01, cap_s=0.05, max_retry_after_s=1.0),
+                 breaker={"failure_threshold": 4, "cooldown_s": 0.2, "window": 10, "min_calls": 5},
+                 seed=seed, log_content=True, default_max_tokens=200, input_guards=input_guards,
+                 step_threads=step_threads, **shared)
+    gw.fuzz_backends = backends
+    return gw
 
 
 class Records(logging.Handler):
@@ -221,9 +233,31 @@ def _check_breakers_and_limits(gw: Gateway, watch: Watch) -> list[str]:
     if dict(watch.taken) != dict(watch.given_back):
         problems.append(f"rate-limit tokens taken {sum(watch.taken.values())} times, "
                         f"settled {sum(watch.given_back.values())}")
-    problems += [f"rate bucket {key} above capacity" for key, b in gw.pipeline.rate_limiter._buckets.items()
-                 if b.level > b.capacity + 1e-9]
+    buckets = getattr(gw.pipeline.rate_limiter, "_buckets", {})  # in Redis, its script keeps them in bounds
+    problems += [f"rate bucket {key} above capacity" for key, b in buckets.items() if b.level > b.capacity + 1e-9]
     return problems
+
+
+def exact_entries(gw: Gateway) -> list[tuple[str, str, Any]]:
+    """(tenant, key, value) of every exact-cache entry, in memory or in Redis."""
+    store = gw.exact_cache
+    if hasattr(store, "_entries"):
+        return [(tenant, key, entry.value) for (tenant, key), entry in store._entries.items()]
+    from urllib.parse import unquote
+
+    from llmlab.backends import decode_entry
+
+    out = []
+    for rkey in store.link.client.scan_iter(match=f"{store.prefix}:cache:*"):
+        tenant, key = rkey.decode()[len(store.prefix) + len(":cache:"):].split(":", 1)
+        out.append((unquote(tenant), unquote(key), decode_entry(store.link.client.get(rkey))[0]))
+    return out
+
+
+def semantic_spaces(gw: Gateway) -> dict[str, Any]:
+    """The semantic cache's namespaces held in this process (a shared cache's local copy)."""
+    cache = gw.pipeline.semantic_cache
+    return getattr(cache, "local", cache)._spaces
 
 
 def _check_caches_and_logs(gw: Gateway, log_lines: list[str]) -> list[str]:
@@ -242,12 +276,12 @@ def _check_caches_and_logs(gw: Gateway, log_lines: list[str]) -> list[str]:
                 problems.append(f"{o.request_id}: {o.tenant} served another request's answer {o.text[:20]!r}")
         if o.ok and o.kind is not OutcomeKind.RULE and image_tag(o.metadata.get("image", "")) not in o.text:
             problems.append(f"{o.request_id}: answered about another image (or none): {o.text[:60]!r}")
-    for (tenant, key), entry in gw.exact_cache._entries.items():
-        if answered.get(answer_number(entry.value.text)) != tenant or not entry.value.text.endswith(TAIL):
-            problems.append(f"exact cache of {tenant} holds {entry.value.text[:30]!r}")
-        if PII.search(key) or PII.search(entry.value.text):
+    for tenant, key, value in exact_entries(gw):
+        if answered.get(answer_number(value.text)) != tenant or not value.text.endswith(TAIL):
+            problems.append(f"exact cache of {tenant} holds {value.text[:30]!r}")
+        if PII.search(key) or PII.search(value.text):
             problems.append("PII in an exact cache entry")
-    for namespace, space in gw.pipeline.semantic_cache._spaces.items():
+    for namespace, space in semantic_spaces(gw).items():
         for entry in space.entries.values():
             if answered.get(answer_number(entry.value.text)) != namespace.split("|")[0]:
                 problems.append(f"semantic cache holds {entry.value.text[:30]!r}")

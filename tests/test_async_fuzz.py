@@ -14,7 +14,6 @@ import random
 import re
 import sys
 import warnings
-from typing import Any
 
 import pytest
 from gateway_fuzz import (TENANTS, fuzz_request, Records, Watch, check, draw_caps, fault_plan, fuzz_gateway, replier,
@@ -138,9 +137,10 @@ KINDS = ("complete", "complete_wait_for", "complete_cancel", "complete_cancel_tw
          "stream_leave_drop", "stream_cancel", "stream_wait_for", "stream_leave_close_cancel_twice")
 
 
-async def fuzz(seed: int, n: int = 300, step_threads: bool = False, budgets: Any = None) -> list[str]:
-    """Serve ``n`` requests as the seed decides, then return every broken invariant
-    (``budgets``: a budget backend, else in memory)."""
+async def fuzz(seed: int, n: int = 300, step_threads: bool = False, redis: tuple[str, str] | None = None
+               ) -> list[str]:
+    """Serve ``n`` requests as the seed decides, then return every broken invariant (``redis``: a
+    Redis URL and key prefix to share the cache, budgets and rate limits through)."""
     rng = random.Random(seed)
     loop_errors: list = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
@@ -149,7 +149,7 @@ async def fuzz(seed: int, n: int = 300, step_threads: bool = False, budgets: Any
     logging.getLogger("llmlab").addHandler(records)
     async with FakeProvider(fault_plan(rng), reply=replier(rng)) as fp:
         accept = lambda text, request: rng.random() < 0.5  # noqa: E731
-        gw = fuzz_gateway(rng, fp.base_url, caps, seed, accept, step_threads=step_threads, budget_backend=budgets)
+        gw = fuzz_gateway(rng, fp.base_url, caps, seed, accept, step_threads=step_threads, redis=redis)
         watch = Watch(gw)
         received: dict[str, list] = {}
         finished: set[str] = set()
@@ -209,6 +209,8 @@ async def fuzz(seed: int, n: int = 300, step_threads: bool = False, budgets: Any
         problems = check(gw, caps, watch, received, finished, records.lines)
         problems += [f"task left pending: {t.get_coro()}" for t in asyncio.all_tasks() if ours(t)]
         problems += [f"connections still held: {len(held)}" for held in held_connections() if held]
+        if gw.fuzz_backends is not None:
+            gw.fuzz_backends.close()
     logging.getLogger("llmlab").removeHandler(records)
     return problems + [f"event loop: {c.get('message')} {c.get('exception')!r}" for c in loop_errors]
 
@@ -233,10 +235,10 @@ def held_connections() -> list[set]:
     return held
 
 
-@pytest.mark.parametrize("step_threads, redis_budgets", [(False, False), (True, False), (True, True)],
-                         ids=["steps-on-the-loop", "steps-on-threads", "steps-on-threads-budgets-in-redis"])
+@pytest.mark.parametrize("step_threads, on_redis", [(False, False), (True, False), (True, True)],
+                         ids=["steps-on-the-loop", "steps-on-threads", "steps-on-threads-redis-backends"])
 def test_hundreds_of_concurrent_requests_with_faults_and_cancellations_keep_every_invariant(step_threads,
-                                                                                          redis_budgets, request):
+                                                                                          on_redis, request):
     """The seeded fuzz: 300 acomplete/astream requests from 10 tenants, some cancelled (wait_for,
     task.cancel once or twice, streams left and closed or dropped unclosed), with every stage on
     (exact + priced semantic cache, caps, rate limits, retries, breakers, a classifier router and
@@ -246,26 +248,19 @@ def test_hundreds_of_concurrent_requests_with_faults_and_cancellations_keep_ever
     answers of their own tenant; no PII in cache keys or logs; no warning from the run.  Once with
     the pipeline's steps on the event loop, once on worker threads (as with Redis backends): a
     cancel that lands while a step runs on its thread must leave the request as whole.  And once
-    with the budgets in Redis, whose round trips let the step lock go: other requests' steps run
-    in the middle of a step."""
-    backends = None
-    if redis_budgets:
-        from llmlab.backends import from_url
-
-        backends = from_url(request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("prefix"))
+    with the exact cache, budgets, rate limits and semantic entries in Redis, whose round trips
+    let the step lock go: other requests' steps run in the middle of a step."""
+    redis = (request.getfixturevalue("redis_url"), request.getfixturevalue("prefix")) if on_redis else None
     gc.collect()  # earlier tests' garbage (litellm's sync streams leave an event loop unclosed) is not this run's
     unraisable: list = []
     hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            problems = asyncio.run(fuzz(FUZZ_SEED, step_threads=step_threads,
-                                        budgets=backends and backends.budgets))
+            problems = asyncio.run(fuzz(FUZZ_SEED, step_threads=step_threads, redis=redis))
             gc.collect()
     finally:
         sys.unraisablehook = hook
-        if backends is not None:
-            backends.close()
     problems += [f"{w.category.__name__}: {w.message}" for w in caught
                  if issubclass(w.category, (RuntimeWarning, ResourceWarning)) and not LITELLM_UNAWAITED.search(str(w.message))]
     problems += [f"unraisable {u.exc_type.__name__}: {u.exc_value}" for u in unraisable]

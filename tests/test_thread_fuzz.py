@@ -281,14 +281,10 @@ def connect_clients(gw: Gateway) -> None:
         warm.complete("Hello", model=name)
 
 
-def fuzz(seed: int, n: int = 300, budgets: tuple[str, str] | None = None) -> list[str]:
+def fuzz(seed: int, n: int = 300, redis: tuple[str, str] | None = None) -> list[str]:
     """Serve ``n`` requests from threads as the seed decides, then return every broken invariant
-    (``budgets``: a Redis URL and key prefix to keep the budgets in, else in memory)."""
+    (``redis``: a Redis URL and key prefix to share the cache, budgets and rate limits through)."""
     backends = None
-    if budgets is not None:
-        from llmlab.backends import from_url
-
-        backends = from_url(budgets[0], prefix=budgets[1])
     rng = random.Random(seed)
     caps = draw_caps(rng)
     records = Records()
@@ -300,7 +296,8 @@ def fuzz(seed: int, n: int = 300, budgets: tuple[str, str] | None = None) -> lis
         with FakeProvider(fault_plan(rng), reply=replier(random.Random(seed))) as fp:
             relay = Relay(relays)
             gw = fuzz_gateway(rng, fp.base_url, caps, seed, graded, input_guards=(PIIMaskingGuard(), relay),
-                              budget_backend=backends and backends.budgets)
+                              redis=redis)
+            backends = gw.fuzz_backends
             relay.gw = gw
             connect_clients(gw)
             watch = Watch(gw)
@@ -320,7 +317,7 @@ def fuzz(seed: int, n: int = 300, budgets: tuple[str, str] | None = None) -> lis
     return problems
 
 
-def run_fuzz(seed: int, n: int = 300, budgets: tuple[str, str] | None = None) -> list[str]:
+def run_fuzz(seed: int, n: int = 300, redis: tuple[str, str] | None = None) -> list[str]:
     """:func:`fuzz`, with every warning, unraisable exception, uncaught thread exception and
     thread left running counted as a problem."""
     gc.collect()  # earlier tests' garbage is not this run's
@@ -331,7 +328,7 @@ def run_fuzz(seed: int, n: int = 300, budgets: tuple[str, str] | None = None) ->
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            problems = fuzz(seed, n, budgets)
+            problems = fuzz(seed, n, redis)
             gc.collect()
     finally:
         sys.unraisablehook, threading.excepthook = hook, thread_hook
@@ -356,10 +353,11 @@ def test_hundreds_of_requests_from_threads_with_faults_and_left_streams_keep_eve
     assert not problems, "\n".join(problems[:20])
 
 
-def test_the_fuzz_with_budgets_in_redis_whose_round_trips_let_the_step_lock_go(redis_url, prefix):
-    """The same fuzz with the budgets in Redis.  Their round trips (reservations, top-ups,
-    settlements, charges) are made with the step lock let go, so other threads' stages run in
-    the middle of a stage; every invariant above still holds, the caps and the spend now
-    counted by Redis."""
-    problems = run_fuzz(FUZZ_SEED, budgets=(redis_url, prefix))
+def test_the_fuzz_on_redis_backends_whose_round_trips_let_the_step_lock_go(redis_url, prefix):
+    """The same fuzz with the exact cache, budgets, rate limits and semantic entries in Redis.
+    Their round trips (cache reads and writes, rate-limit takes and refunds, reservations,
+    top-ups, settlements, charges, semantic syncs) are made with the step lock let go, so other
+    threads' stages run in the middle of a stage; every invariant above still holds, caps,
+    spend and cache entries now kept by Redis."""
+    problems = run_fuzz(FUZZ_SEED, redis=(redis_url, prefix))
     assert not problems, "\n".join(problems[:20])
