@@ -40,27 +40,19 @@ class _Provider:
 
 
 async def _burst(gw, n: int, stall: tuple[int, float] | None, tag: str) -> dict:
-    lags: list[float] = []
-    done = asyncio.Event()
+    from llmlab.testing.loop_lag import loop_lags
 
-    async def tick():
-        while not done.is_set():
-            start = time.perf_counter()
-            await asyncio.sleep(0.001)
-            lags.append(time.perf_counter() - start - 0.001)
+    async def burst():
+        if stall is not None:
+            port, seconds = stall
+            threading.Timer(0.05, subprocess.run, (["redis-cli", "-p", str(port), "DEBUG", "SLEEP", str(seconds)],),
+                            {"stdout": subprocess.DEVNULL}).start()
+        start = time.perf_counter()
+        outcomes = await asyncio.gather(*(gw.acomplete(f"{tag} question number {i}", tenant=f"t{i % 20}")
+                                          for i in range(n)))
+        return outcomes, time.perf_counter() - start
 
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.01)
-    if stall is not None:
-        port, seconds = stall
-        threading.Timer(0.05, subprocess.run, (["redis-cli", "-p", str(port), "DEBUG", "SLEEP", str(seconds)],),
-                        {"stdout": subprocess.DEVNULL}).start()
-    start = time.perf_counter()
-    outcomes = await asyncio.gather(*(gw.acomplete(f"{tag} question number {i}", tenant=f"t{i % 20}")
-                                      for i in range(n)))
-    elapsed = time.perf_counter() - start
-    done.set()
-    await ticker
+    lags, (outcomes, elapsed) = await loop_lags(burst, 0.001)
     lags.sort()
     return {"requests_per_s": round(n / elapsed, 1), "answered": sum(o.ok for o in outcomes),
             "loop_lag_p50_ms": round(lags[len(lags) // 2] * 1e3, 2),

@@ -18,6 +18,7 @@ import pytest
 from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, MemoryBudgets
 from llmlab.errors import ConfigError
 from llmlab.scripted import ScriptedDriver
+from llmlab.testing.loop_lag import loop_lags
 from redis_fixtures import run_redis_benchmark
 
 STALL_S = 0.4  # long enough that a loaded machine's own hiccups stay well under it
@@ -53,20 +54,7 @@ def gateway(budgets: MemoryBudgets, **kw) -> Gateway:
 
 async def worst_loop_lag(work) -> tuple[float, Any]:
     """Await ``work()`` while a ticker measures how late the loop wakes it (the worst, in seconds)."""
-    lags: list[float] = []
-    done = asyncio.Event()
-
-    async def tick():
-        while not done.is_set():
-            start = time.perf_counter()
-            await asyncio.sleep(0.005)
-            lags.append(time.perf_counter() - start - 0.005)
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.02)
-    results = await work()
-    done.set()
-    await ticker
+    lags, results = await loop_lags(work, 0.005, lead_s=0.02)
     return max(lags), results
 
 
