@@ -164,12 +164,6 @@ class StepThreads:
                 step.exception()  # retrieved: the cancel is what the caller gets
             raise
 
-    def close(self) -> None:
-        """Let the worker threads go (new steps start a new pool)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
-
 
 async def _perform(run: PipelineRun, aperform: Callable[[Any], Awaitable[Any]],
                    step: Callable[..., Awaitable[Any]]) -> None:
