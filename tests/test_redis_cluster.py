@@ -118,10 +118,44 @@ def test_budget_writes_queued_in_an_outage_are_replayed_in_one_pipeline_per_mast
     real_call = link.call
     link.call = lambda what, fn, key=None: calls.append(what) or real_call(what, fn, key=key)
     assert budgets.spent("t0", NOW) == pytest.approx(0.5 + sum(0.000_25 * (1 + i % 4) for i in range(0, 600, 6)))
-    assert budgets.pending == 0 and len(calls) <= 2 * 4 + 1, calls  # 2 batches: the slot table, 3 masters
+    assert budgets.pending == 0 and len(calls) <= 2 * 3 + 1, calls  # 2 batches of 3 masters, then the read
     for i, tenant in enumerate(tenants):
         assert budgets.reserved(tenant, NOW) == 0
     assert budgets.dropped_settlements == budgets.lost_holds == 0 and budgets.overshoot_usd == 0
+
+
+def test_a_queued_write_whose_slot_has_no_master_stays_queued_and_holds_up_no_one(redis_cluster, prefix,
+                                                                                monkeypatch):
+    """Settlements queued in an outage, one of them for a tenant whose slot the client's table
+    gives no master (its master lost, the table refreshed): the replay applies the others and
+    keeps that one queued, and the reservation the replay runs before goes through — the slot
+    table's error failed the whole replay and refused that request.  Once the slot has a master
+    again, the queued settlement is applied, once."""
+    from redis import exceptions as rx
+
+    backends = from_url(redis_cluster.url, prefix)
+    budgets, link = backends.budgets, backends.link
+    lost, kept = f"lost-{prefix}", f"kept-{prefix}"
+    held = {t: budgets.try_reserve(t, 0.5, 1.0, NOW) for t in (lost, kept)}
+    with _unreachable(link):
+        for tenant, reservation in held.items():
+            budgets.settle(reservation, 0.2)
+    assert budgets.pending == 2
+    lost_hash = budgets.keys(lost, month_of(NOW))[0]
+    table = link.client.get_node_from_key
+
+    def without_lost(key, replica=False):
+        if key == lost_hash:
+            raise rx.SlotNotCoveredError(f'Slot "{link.client.keyslot(key)}" is not covered by the cluster.')
+        return table(key, replica)
+
+    monkeypatch.setattr(link.client, "get_node_from_key", without_lost)
+    assert budgets.try_reserve(kept, 0.1, 1.0, NOW) is not None  # the replay ran first, and did not refuse it
+    assert budgets.pending == 1 and link.healthy
+    assert budgets.spent(kept, NOW) == pytest.approx(0.2)
+    monkeypatch.setattr(link.client, "get_node_from_key", table)
+    assert budgets.spent(lost, NOW) == pytest.approx(0.2) and budgets.pending == 0
+    assert budgets.reserved(lost, NOW) == 0 and budgets.lost_holds == 0
 
 
 def test_a_queued_budget_write_whose_slot_moved_follows_the_redirection(redis_cluster, prefix):
@@ -238,6 +272,9 @@ def test_a_dead_master_degrades_only_the_tenants_whose_keys_it_serves(start_clus
         home[victim_tenant].kill()
         budgets.settle(held, 0.1)
         assert budgets.pending == 1
+        for keyless in (backends.cache_store.clear, lambda: budgets.expire_past_months(NOW)):
+            with pytest.raises(RedisUnavailable):  # a scan meets the dead master: raised to its caller and
+                keyless()  # nothing marked down (a link-wide down state refused the other tenant below)
         first = gw.complete("q0", tenant=victim_tenant)
         served = [gw.complete(f"q{i}", tenant=other) for i in range(1, 6)]
         again = gw.complete("q6", tenant=victim_tenant)
@@ -268,34 +305,18 @@ def test_a_master_replaced_by_its_replica_is_forgotten_by_the_link():
     replica was promoted under its own name) the link is healthy again."""
     from redis import exceptions as rx
 
-    class Node:
-        def __init__(self, name):
-            self.name, self.redis_connection = name, None
-
-    class Client:
-        masters = [Node("10.0.0.1:6379"), Node("10.0.0.2:6379")]
-
-        def get_node_from_key(self, key):
-            return self.masters[0] if key.startswith("a") else self.masters[1]
-
-        def get_primaries(self):
-            return self.masters
-
-        def get_node(self, node_name=None):
-            return next((n for n in self.masters if n.name == node_name), None)
-
     def refused(r):
         raise rx.ConnectionError("Connection refused")
 
-    link = RedisLink(Client(), "redis+cluster://10.0.0.1:6379", retry_interval_s=60)
-    link.cluster = True
+    client = _StandInCluster()
+    link = _cluster_link(client, retry_interval_s=60)
     with pytest.raises(RedisUnavailable):
         link.call("test", refused, key="a1")
     assert not link.healthy
     with pytest.raises(RedisUnavailable, match="Connection refused"):
         link.call("test", lambda r: pytest.fail("sent to a master known gone"), key="a2")
     assert link.call("test", lambda r: "ok", key="b1") == "ok"
-    Client.masters = [Node("10.0.0.3:6379"), Client.masters[1]]  # the replica took over
+    client.masters = [_StandInCluster.Node("10.0.0.3:6379"), client.masters[1]]  # the replica took over
     assert link.healthy
     assert link.call("test", lambda r: "ok", key="a3") == "ok"
 
@@ -356,18 +377,52 @@ def test_an_evicting_master_is_warned_about_whichever_it_is(redis_cluster, caplo
     assert sum("allkeys-lru" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_which_cluster_errors_take_the_link_down():
-    """CLUSTERDOWN, TRYAGAIN and an unreachable cluster are outages (budget writes are queued);
-    a command the client refuses to send (keys in two slots) is not (queueing it would retry it
-    for ever)."""
+class _StandInCluster:
+    """A cluster client stand-in with two masters: keys starting with "a" are on the first, the
+    rest on the second; ``uncovered`` keys have no master in its slot table."""
+
+    class Node:
+        def __init__(self, name):
+            self.name, self.redis_connection = name, None
+
+    def __init__(self, exc=None):
+        self.exc = exc
+        self.masters = [self.Node("10.0.0.1:6379"), self.Node("10.0.0.2:6379")]
+
+    def fail(self):
+        raise self.exc
+
+    def keyslot(self, key):
+        return 1000 + len(key)
+
+    def get_node_from_key(self, key):
+        from redis import exceptions as rx
+
+        if key.startswith("uncovered"):
+            raise rx.SlotNotCoveredError(f'Slot "{self.keyslot(key)}" is not covered by the cluster.')
+        return self.masters[0] if key.startswith("a") else self.masters[1]
+
+    def get_primaries(self):
+        return self.masters
+
+    def get_node(self, node_name=None):
+        return next((n for n in self.masters if n.name == node_name), None)
+
+
+def _cluster_link(client, **kwargs):
+    link = RedisLink(client, "redis+cluster://10.0.0.1:6379", **kwargs)
+    link.cluster = True
+    return link
+
+
+def test_which_cluster_errors_take_a_master_down():
+    """CLUSTERDOWN, TRYAGAIN and an unreachable cluster are outages (budget writes are queued):
+    a command about a key takes that key's master down; a command the client refuses to send
+    (keys in two slots) is not an outage (queueing it would retry it for ever).  A command about
+    no one key (a scan over every master) raises with the same verdict but marks nothing down:
+    there is no master to blame, and one link-wide down state refused every tenant for a probe
+    interval when a monthly ``expire_past_months`` or a ``clear()`` met one dead master."""
     from redis import exceptions as rx
-
-    class Client:
-        def __init__(self, exc):
-            self.exc = exc
-
-        def fail(self):
-            raise self.exc
 
     for exc, gone in [(rx.ClusterDownError("CLUSTERDOWN The cluster is down"), True),
                       (rx.TryAgainError("TRYAGAIN"), True),
@@ -375,10 +430,43 @@ def test_which_cluster_errors_take_the_link_down():
                       (rx.SlotNotCoveredError("Slot 7 not covered"), True),
                       (rx.RedisClusterException("EVALSHA - all keys must map to the same key slot"), False),
                       (rx.ResponseError("CROSSSLOT Keys in request don't hash to the same slot"), False)]:
-        link = RedisLink(Client(exc), "redis+cluster://127.0.0.1:1")
+        link = _cluster_link(_StandInCluster(exc), retry_interval_s=60)
         with pytest.raises(RedisUnavailable) as info:
-            link.call("test", lambda r: r.fail())
+            link.call("scan", lambda r: r.fail())
+        assert info.value.gone is gone and link.healthy, exc
+        assert link.call("test", lambda r: "ok", key="a1") == "ok"
+        with pytest.raises(RedisUnavailable) as info:
+            link.call("test", lambda r: r.fail(), key="a2")
         assert info.value.gone is gone and link.healthy is not gone, exc
+        assert link.call("test", lambda r: "ok", key="b1") == "ok"  # the other master's keys go on
+        if gone:
+            with pytest.raises(RedisUnavailable):
+                link.call("test", lambda r: pytest.fail("sent to a master known gone"), key="a3")
+
+
+def test_a_key_whose_slot_has_no_master_fails_fast_alone():
+    """A key whose slot the client's table gives no master: its slot is down (a fast failure for
+    its next commands, until the probe), every other key is served — a link-wide down state
+    refused every tenant."""
+    from redis import exceptions as rx
+
+    clock = FakeClock(0.0)
+    link = _cluster_link(_StandInCluster(), retry_interval_s=5, clock=clock)
+
+    def uncovered(r):
+        raise rx.SlotNotCoveredError('Slot "1010" is not covered by the cluster.')
+
+    with pytest.raises(RedisUnavailable) as info:
+        link.call("test", uncovered, key="uncovered1")
+    assert info.value.gone and not link.healthy
+    with pytest.raises(RedisUnavailable, match="not covered"):
+        link.call("test", lambda r: pytest.fail("sent while its slot is known down"), key="uncovered1")
+    assert link.call("test", lambda r: "ok", key="uncovered22") == "ok"  # another slot
+    assert link.call("test", lambda r: "ok", key="a1") == "ok" and link.call("test", lambda r: "ok", key="b1") == "ok"
+    assert not link.healthy  # its slot's entry stays though no master is named so: the topology cannot prune it
+    clock.advance(5.0)
+    assert link.call("test", lambda r: "ok", key="uncovered1") == "ok"  # the probe: served again
+    assert link.healthy and link.reconnects == 1
 
 
 def test_semantic_streams_of_one_tenant_spread_and_replicate(redis_cluster, prefix):

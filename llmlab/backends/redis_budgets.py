@@ -313,8 +313,9 @@ class RedisBudgets:
                 done = [False] * len(batch)
                 try:
                     groups = [list(range(len(batch)))]
-                    if self.link.cluster:  # through the link: no I/O, but a slot without a master raises
-                        groups = self.link.call("budget settle", lambda r, batch=batch: self._groups(r, batch))
+                    if self.link.cluster:
+                        groups, unplaced = self._groups(self.link.client, batch)
+                        stuck = unplaced  # those whose slot has no master stay queued
                     for indices in groups:
                         part = [batch[i] for i in indices]
                         try:
@@ -337,14 +338,21 @@ class RedisBudgets:
         finally:
             self._flushing.release()
 
-    def _groups(self, r: Any, batch: list[_Write]) -> list[list[int]]:
+    def _groups(self, r: Any, batch: list[_Write]) -> tuple[list[list[int]], bool]:
         """Indices of ``batch`` per master of a cluster (a cluster pipeline refuses scripts, so
-        each master gets a plain pipeline); read from the client's slot table, which raises
-        when a slot has no master."""
+        each master gets a plain pipeline), read from the client's slot table (no I/O), and
+        whether some item's slot has no master there: those are left out, to stay queued (a
+        slot without a master used to fail the whole replay, and the command it ran before)."""
         by_node: dict[str, list[int]] = {}
+        unplaced = False
         for i, item in enumerate(batch):
-            by_node.setdefault(r.get_node_from_key(item.hash).name, []).append(i)
-        return list(by_node.values())
+            try:
+                node = r.get_node_from_key(item.hash).name
+            except Exception:  # SlotNotCoveredError: no master serves that slot now
+                unplaced = True
+                continue
+            by_node.setdefault(node, []).append(i)
+        return list(by_node.values()), unplaced
 
     def _replay(self, r: Any, part: list[_Write]) -> list[Any]:
         """Run the settle script for each of ``part`` in one pipeline; per item its result or the

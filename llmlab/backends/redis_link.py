@@ -24,8 +24,13 @@ are served as usual.  Between a master's death and its replica's promotion
 (``cluster-node-timeout``, 15 s by default, plus the election) one link for the whole cluster
 refused every tenant's budget.  The promoted replica is a new master: the client finds it on
 the failed command (it rediscovers the topology) and the next command about those keys goes
-there.  A command about no one key (a scan, the replay of queued writes) that fails takes the
-whole link down, as on one Redis.  The cluster's transient states (``CLUSTERDOWN``,
+there.  A key whose slot no master serves in the client's slot table (a master lost with no
+replica, the table not yet refreshed) is down by its slot (``slot 1234``) the same way, so
+that only the keys of that slot fail fast.  A command about no one key (a scan over every
+master: ``cache_store.clear()``, ``expire_past_months``) that fails raises to its caller and
+marks nothing down: there is no master to blame, and one master's death must not refuse every
+tenant for a probe interval (on one Redis the one server is the link, and it goes down).  The
+cluster's transient states (``CLUSTERDOWN``,
 ``TRYAGAIN``, no reachable node, a slot not covered) count as *gone*, like a dead socket:
 budgets queue their writes for replay instead of dropping them.  A cluster that lost a master
 with no replica to promote refuses every key after ``cluster-node-timeout`` anyway
@@ -184,6 +189,15 @@ class KeyedScript:
             return client.eval(self.script.script, len(keys), *keys, *args)
 
 
+#: how :class:`RedisLink` names the down state of a key's slot that no master serves
+SLOT = "slot "
+
+
+def _described(node: str) -> str:
+    """A down-state name for a log line: ``master 10.0.0.1:6379`` or ``slot 1234``."""
+    return node if node.startswith(SLOT) else f"master {node}"
+
+
 class RedisLink:
     """A Redis client plus up/down state; see the module docstring."""
 
@@ -196,7 +210,8 @@ class RedisLink:
         self.logs = RateLimitedLog(log, log_interval_s, clock)
         self._down_reason: str | None = None
         self._next_probe = 0.0
-        #: a cluster's masters found gone by a command about one of their keys: name → (why, next probe)
+        #: a cluster's masters found gone by a command about one of their keys: name → (why, next
+        #: probe); a key's slot with no master in the client's slot table is there as ``slot N``
         self._nodes_down: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._gone, self._errors = _redis_errors()
@@ -213,8 +228,8 @@ class RedisLink:
                 masters = {node.name for node in self.client.get_primaries()}
             except Exception:  # pragma: no cover - the client's own view; nothing to prune by
                 masters = set(self._nodes_down)
-            with self._lock:
-                for name in [n for n in self._nodes_down if n not in masters]:
+            with self._lock:  # a slot's entry stays until a command about it goes through
+                for name in [n for n in self._nodes_down if n not in masters and not n.startswith(SLOT)]:
                     del self._nodes_down[name]
         return self._down_reason is None and not self._nodes_down
 
@@ -244,18 +259,27 @@ class RedisLink:
         return result
 
     def _node_of(self, key: str) -> str | None:
-        """The name of the master the cluster client sends ``key``'s commands to (None: it does
-        not know one, and the command is judged as the whole link's)."""
+        """The name of the master the cluster client sends ``key``'s commands to, or ``slot N``
+        when its slot table has no master for the key (the command itself will say why); None
+        only when the client cannot even hash the key."""
         try:
             return self.client.get_node_from_key(key).name
-        except Exception:  # a slot not covered: the command itself will say so
-            return None
+        except Exception:  # a slot not covered
+            try:
+                return f"{SLOT}{self.client.keyslot(key)}"
+            except Exception:  # pragma: no cover - a key the client cannot encode: the command says so
+                return None
 
     def _failed(self, what: str, exc: BaseException, node: str | None = None) -> None:
         self.failures += 1
         if not _is_gone(exc, self._gone):  # the server answered (e.g. OOM, READONLY): keep the link up
             self.logs.warning(f"error:{what}", "llmlab: Redis at %s refused %s: %s: %s", self.url, what,
                               type(exc).__name__, exc)
+            return
+        if self.cluster and node is None:  # about no one key: raised to the caller, no master to mark
+            self.logs.warning(f"keyless:{what}", "llmlab: Redis Cluster %s could not complete %s (%s: %s); "
+                                                 "the masters' state is left to the commands about their keys",
+                              self.url, what, type(exc).__name__, exc)
             return
         down = (f"{type(exc).__name__}: {exc}", self.clock() + self.retry_interval_s)
         with self._lock:
@@ -272,9 +296,9 @@ class RedisLink:
             self.logs.warning("down", "llmlab: Redis at %s is unreachable (%s during %s); degrading and retrying "
                                       "every %.1f s", self.url, type(exc).__name__, what, self.retry_interval_s)
         else:
-            self.logs.warning(f"down:{node}", "llmlab: Redis Cluster master %s of %s is unreachable (%s during %s); "
-                                              "the keys it serves degrade, retrying every %.1f s", node, self.url,
-                              type(exc).__name__, what, self.retry_interval_s)
+            self.logs.warning(f"down:{node}", "llmlab: Redis Cluster %s of %s is unreachable (%s during %s); "
+                                              "the keys it serves degrade, retrying every %.1f s", _described(node),
+                              self.url, type(exc).__name__, what, self.retry_interval_s)
 
     def _drop_connections(self, node: str | None) -> None:
         """Pooled connections to a dead server are stale: reconnect from scratch next time (the
@@ -284,7 +308,7 @@ class RedisLink:
                 self.client.connection_pool.disconnect()
             elif node is None:
                 self.client.disconnect_connection_pools()
-            else:
+            elif not node.startswith(SLOT):  # a slot without a master has no connections of its own
                 found = self.client.get_node(node_name=node)
                 if found is not None and found.redis_connection is not None:
                     found.redis_connection.connection_pool.disconnect()
@@ -301,7 +325,7 @@ class RedisLink:
         if link_was_down:
             log.warning("llmlab: reconnected to Redis at %s", self.url)
         if node_was_down:
-            log.warning("llmlab: reconnected to Redis Cluster master %s of %s", node, self.url)
+            log.warning("llmlab: reconnected to Redis Cluster %s of %s", _described(node), self.url)
 
     def close(self) -> None:
         try:
