@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--speedup", type=float, help="time compression of the trace (e.g. 10 = ten times faster)")
     p.add_argument("--replications", type=int, default=1, help="runs with seeds seed..seed+N-1: means and 95 %% CIs")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline run")
+    p.add_argument("--one-process", action="store_true",
+                   help="run the baseline after the policy in this process (by default a long run has it run "
+                        "beside the policy in a second process when two CPUs are usable; the results are the same)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--out", help="write requests.csv, turns.csv, summary.json and PNG plots into this folder")
     p.add_argument("--list", action="store_true", help="list the preset scenarios and exit")
@@ -167,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (≈ 5 KB a request: 200k requests took 1.1 GB instead of 0.23 GB, and a third more time)
         result = simulate(scenario, requests=args.requests, hours=args.hours, seed=args.seed, progress=progress,
                           replications=args.replications, baseline=False if args.no_baseline else None,
-                          keep_requests=out is not None)
+                          keep_requests=out is not None, parallel=False if args.one_process else None)
     except (ConfigError, OSError) as exc:  # e.g. a trace row that cannot be replayed, an embedder not installed
         print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2

@@ -751,8 +751,8 @@ def check_run_args(scenario: Scenario, *, requests: Any = None, hours: Any = Non
 
 def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: float | None = None, seed: int = 0,
              progress: bool | Callable[[int, int], None] = False, replications: int = 1, trace: str | None = None,
-             baseline: bool | None = None,
-             keep_requests: bool = True, overrides: Mapping[str, Any] | None = None) -> SimResult:
+             baseline: bool | None = None, keep_requests: bool = True,
+             overrides: Mapping[str, Any] | None = None, parallel: bool | None = None) -> SimResult:
     """Run a scenario: the gateway and the baseline over the same traffic, in virtual time.
 
     ``scenario`` is a preset name, a TOML path or a :class:`Scenario`; ``overrides`` are dotted
@@ -764,33 +764,44 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     ``total`` counts the baseline run and every replication too).  ``replications=N`` runs
     seeds ``seed … seed+N-1``: ``summary`` then holds the means, ``summary["ci95"]`` a 95 %
     interval per headline number and ``replications`` one row per run.  ``keep_requests=False``
-    skips the per-request table (for very long runs).  Never raises for what happens *during*
-    the run; configuration errors raise :class:`~llmlab.sim.scenario.ScenarioError` first.
+    skips the per-request table (for very long runs).  ``parallel`` runs the baseline in a
+    second Python process while the policy runs in this one (:mod:`llmlab.sim.sidecar`; the
+    same results, in about two thirds of the time): None does so for runs of at least
+    :data:`PARALLEL_MIN_TURNS` turns when two CPUs are usable, False never.  Never raises for
+    what happens *during* the run; configuration errors raise
+    :class:`~llmlab.sim.scenario.ScenarioError` first.
     """
+    if parallel is not None and not isinstance(parallel, bool):
+        raise ScenarioError("parallel", "True, False or None (None: in parallel for long runs on two or more CPUs)",
+                            parallel)
     sc = load_scenario(scenario, overrides)
     requests, hours, seed, replications = check_run_args(sc, requests=requests, hours=hours, seed=seed,
                                                          replications=replications, trace=trace)
     if replications > 1:
         check_every_seed(sc, requests=requests, hours=hours, seed=seed, replications=replications, trace=trace)
         return _replicate(sc, requests=requests, hours=hours, seed=seed, progress=progress, n=replications,
-                          trace=trace, baseline=baseline, keep_requests=keep_requests)
+                          trace=trace, baseline=baseline, keep_requests=keep_requests, parallel=parallel)
     t0 = time.perf_counter()
     traffic = make_traffic(sc, requests=requests, hours=hours, seed=seed, trace=trace)
     embed = _embed_model(sc, traffic)
     windows = scenario_windows(sc, traffic.horizon_s, seed)
     do_baseline = sc.baseline.enabled if baseline is None else baseline
-    bar = _progress_bar(len(traffic), progress, "policy", phases=2 if do_baseline else 1)
-    rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
-                            progress=bar.update_to if bar else None, embed_model=embed)
-    if bar:
-        bar.close()
     base_summary = base_turns = None
-    if do_baseline:
-        bar = _progress_bar(len(traffic), progress, "baseline", phases=2, phase=1)
-        base_rec, base_summary = run_once(sc, traffic, seed=seed, baseline=True, windows=windows, keep_requests=False,
-                                          progress=bar.update_to if bar else None)
+    if do_baseline and _baseline_beside(parallel, len(traffic)):
+        rec, summary, (base_rec, base_summary) = _policy_and_baseline(sc, traffic, seed, windows, embed,
+                                                                      keep_requests, progress)
+    else:
+        bar = _progress_bar(len(traffic), progress, "policy", phases=2 if do_baseline else 1)
+        rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
+                                progress=bar.update_to if bar else None, embed_model=embed)
         if bar:
             bar.close()
+        if do_baseline:
+            bar = _progress_bar(len(traffic), progress, "baseline", phases=2, phase=1)
+            base_rec, base_summary = baseline_run(sc, traffic, seed, windows, progress=bar.update_to if bar else None)
+            if bar:
+                bar.close()
+    if do_baseline:
         base_turns = _frame(base_rec.columns(), base_rec, traffic)
         summary["baseline_cost_usd"] = base_summary["cost_usd"]
         summary["baseline_fixed_cost_usd"] = base_summary["fixed_cost_usd"]
@@ -815,6 +826,58 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     return SimResult(sc, summary, requests_frame(rec, traffic, cols) if keep_requests else _empty_frame(),
                      turns, base_summary, base_turns, windows, None, seed,
                      wall_s=time.perf_counter() - t0)
+
+
+#: turns from which :func:`simulate` runs the baseline in a second process by default: below it
+#: the child's start (≈ 0.5 s: an interpreter, llmlab's imports) outweighs the baseline's run
+PARALLEL_MIN_TURNS = 20_000
+
+
+def _baseline_beside(parallel: bool | None, turns: int) -> bool:
+    """Run the baseline in a second process?  As asked, else for long runs with two CPUs to use."""
+    if parallel is not None:
+        return parallel
+    from .sidecar import usable_cpus
+
+    return turns >= PARALLEL_MIN_TURNS and usable_cpus() >= 2
+
+
+def baseline_run(sc: Scenario, traffic: Traffic, seed: int, windows: list[Window], *,
+                 progress: Callable[[int], None] | None = None) -> tuple[Recorder, dict[str, Any]]:
+    """The baseline over ``traffic`` (no per-request table): what :func:`simulate` runs in this
+    process or, as ``llmlab.sim.run:baseline_run``, in the child of :mod:`llmlab.sim.sidecar`."""
+    return run_once(sc, traffic, seed=seed, baseline=True, windows=windows, keep_requests=False, progress=progress)
+
+
+def _policy_and_baseline(sc: Scenario, traffic: Traffic, seed: int, windows: list[Window], embed: EmbedModel,
+                         keep_requests: bool, progress: Any) -> tuple[Recorder, dict[str, Any], tuple]:
+    """The policy run here while the baseline runs in a child interpreter, one progress over both.
+
+    The child gets the very traffic and outage windows (pickled), so its run is the one this
+    process would have made; a child that fails (it could not start, was killed) is reported
+    in a warning and the baseline runs here after all."""
+    from .sidecar import SideCall, SideCallFailed
+
+    n = len(traffic)
+    side = SideCall("llmlab.sim.run:baseline_run", (sc, traffic, seed, windows))
+    bar = _progress_bar(2 * n, progress, "policy + baseline")
+    try:
+        rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
+                                progress=(lambda done: bar.update_to(done + side.done)) if bar else None,
+                                embed_model=embed)
+        try:
+            base = side.result((lambda done: bar.update_to(n + done)) if bar else None)
+        except SideCallFailed as exc:
+            log.warning("llmlab: the baseline run in a second process failed; running it in this one: %s", exc)
+            base = baseline_run(sc, traffic, seed, windows, progress=(lambda done: bar.update_to(n + done))
+                                if bar else None)
+        if bar:
+            bar.update_to(2 * n)
+    finally:
+        side.close()  # the caller interrupted the policy run: the child must not outlive it
+        if bar:
+            bar.close()
+    return rec, summary, base
 
 
 def _empty_frame() -> "pd.DataFrame":

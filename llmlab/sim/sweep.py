@@ -54,8 +54,9 @@ def _run(task: tuple[Scenario, dict[str, Any], int | None, float | None, int, in
     from .run import simulate
 
     scenario, combo, requests, hours, seed, replications = task
+    # the sweep's runs fill the CPUs already: no second process per run for its baseline
     result = simulate(scenario.with_overrides(combo), requests=requests, hours=hours, seed=seed,
-                      replications=replications, keep_requests=False)
+                      replications=replications, keep_requests=False, parallel=False)
     return flatten(result.summary)
 
 

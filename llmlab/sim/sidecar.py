@@ -1,0 +1,143 @@
+"""One function call run in a child Python interpreter, beside this process's own work.
+
+Why: a simulation is two independent runs over the same traffic — the policy and the baseline
+— and CPython runs one at a time per process.  The baseline, a third of the time, can run on a
+second core while the policy runs here.
+
+Why a fresh interpreter (``sys.executable -c …``) rather than :mod:`multiprocessing`: its
+``spawn`` and ``forkserver`` start methods re-import the caller's ``__main__``, so a plain
+script that calls ``simulate()`` at top level would run again, side effects and all, in the
+child; ``fork`` copies a process whose other threads (a progress bar's monitor, an embedder's
+pool) may hold locks.  The child here imports only llmlab, from the parent's ``sys.path`` (the
+same llmlab, a checkout on ``PYTHONPATH`` included), and talks over its standard streams:
+
+* parent → child: one JSON line (the ``sys.path``), then a pickle of ``(target, args, kwargs)``;
+* child → parent: pickles of ``("progress", n)`` as the call reports it, then
+  ``("result", value)``; a failure ends the child with its traceback on stderr.
+
+The parent never trusts the child to finish: :meth:`SideCall.result` raises
+:class:`SideCallFailed` (with the exit code and the end of the child's stderr) when it ends
+without a result, and the caller does the work itself.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Any, Callable
+
+from ..errors import LLMLabError
+
+#: what the child runs: the parent's sys.path first, then :func:`serve`
+BOOT = ("import json, sys; sys.path[:] = json.loads(sys.stdin.buffer.readline()); "
+        "from llmlab.sim.sidecar import serve; serve()")
+
+
+class SideCallFailed(LLMLabError, RuntimeError):
+    """The child interpreter ended without returning the call's result (it could not start,
+    raised, or was killed); the message holds its exit code and the end of its stderr."""
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class SideCall:
+    """``target(*args, progress=report, **kwargs)`` started in a child interpreter at once.
+
+    ``target`` is ``"package.module:function"``; the function must take a ``progress`` keyword
+    (a callable of one int, the work done so far, which the parent reads as :attr:`done`).
+    """
+
+    def __init__(self, target: str, args: tuple = (), kwargs: dict[str, Any] | None = None) -> None:
+        self.done = 0
+        self._value: Any = None
+        self._finished = False
+        payload = json.dumps(sys.path).encode("utf-8") + b"\n" + pickle.dumps(
+            (target, args, kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen([sys.executable, "-c", BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._stderr)
+        # the payload is sent from the thread: the child reads it only once it has started (a
+        # few hundred ms), and the caller goes on with its own run meanwhile
+        self._reader = threading.Thread(target=self._talk, args=(payload,), name="llmlab-sidecar", daemon=True)
+        self._reader.start()
+
+    def _talk(self, payload: bytes) -> None:
+        try:
+            self._proc.stdin.write(payload)
+            self._proc.stdin.close()
+        except (BrokenPipeError, OSError):  # the child is gone already: result() says why
+            return
+        out = self._proc.stdout
+        try:
+            while True:
+                kind, value = pickle.load(out)
+                if kind == "progress":
+                    self.done = value
+                else:
+                    self._value, self._finished = value, True
+                    return
+        except Exception:  # EOF or a truncated message: the child ended without a result
+            return
+
+    def result(self, waiting: Callable[[int], None] | None = None, poll_s: float = 0.25) -> Any:
+        """The call's return value, once the child has sent it; ``waiting(done)`` is called every
+        ``poll_s`` meanwhile (a progress bar).  :class:`SideCallFailed` when it never comes."""
+        try:
+            while self._reader.is_alive():
+                self._reader.join(poll_s)
+                if waiting is not None:
+                    waiting(self.done)
+            code = self._proc.wait()
+            if not self._finished:
+                raise SideCallFailed(f"the child interpreter ended with exit code {code} without a result: "
+                                     f"{self._stderr_tail()}")
+            return self._value
+        finally:
+            self.close()
+
+    def _stderr_tail(self, limit: int = 2_000) -> str:
+        try:
+            self._stderr.seek(0)
+            text = self._stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return "(its stderr is unreadable)"
+        return (text[-limit:] if text else "(nothing on its stderr)")
+
+    def close(self) -> None:
+        """End the child if it still runs (the caller gave up on it) and free its pipes."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdout, self._stderr):
+            try:
+                stream.close()
+            except (OSError, ValueError):  # pragma: no cover - closed already
+                pass
+
+
+def serve() -> None:
+    """The child's side: read the call, run it, send progress and the result on stdout."""
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything the call prints must not corrupt the message stream
+    target, args, kwargs = pickle.load(sys.stdin.buffer)
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+
+    def report(done: int) -> None:
+        pickle.dump(("progress", int(done)), out)
+        out.flush()
+
+    value = fn(*args, progress=report, **kwargs)
+    pickle.dump(("result", value), out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()

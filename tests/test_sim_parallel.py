@@ -1,0 +1,161 @@
+"""The baseline run beside the policy run, in a child interpreter (llmlab.sim.sidecar).
+
+What must hold: the results are exactly those of one process (the child gets the very traffic
+and outage windows); progress covers both runs and only grows; a child that cannot run, raises
+or dies leaves the caller to run the baseline itself, with a warning saying why; the default
+asks for a second process only for long runs with two CPUs to use; a sweep never does.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+import pytest
+
+import llmlab.sim.run as sim_run
+from llmlab.sim import simulate, sidecar
+from llmlab.sim.scenario import ScenarioError
+from llmlab.sim.sidecar import SideCall, SideCallFailed
+
+SMALL = {"requests": 1_200, "seed": 5}
+
+
+def _same(a: dict, b: dict) -> list[str]:
+    """Keys whose values differ (NaN equals NaN)."""
+    def eq(x, y):
+        return x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
+
+    return sorted(k for k in a.keys() | b.keys() if not eq(a.get(k), b.get(k)))
+
+
+@pytest.fixture(scope="module")
+def in_process():
+    return simulate("realtime-chat", parallel=False, **SMALL)
+
+
+def test_the_baseline_beside_gives_exactly_the_results_of_one_process(in_process):
+    seen = []
+    beside = simulate("realtime-chat", parallel=True, progress=lambda done, total: seen.append((done, total)), **SMALL)
+    assert _same(beside.summary, in_process.summary) == []
+    assert _same(beside.baseline_summary, in_process.baseline_summary) == []
+    assert beside.baseline_turns.equals(in_process.baseline_turns) and beside.turns.equals(in_process.turns)
+    n = in_process.summary["requests"]
+    assert {total for _, total in seen} == {2 * n}  # one progress over both runs
+    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:])) and seen[-1][0] == 2 * n
+
+
+def test_a_child_that_cannot_run_leaves_the_baseline_to_this_process(in_process, monkeypatch, caplog):
+    monkeypatch.setattr(sidecar, "BOOT", "import sys; sys.stderr.write('no llmlab here'); sys.exit(3)")
+    with caplog.at_level(logging.WARNING, "llmlab.sim"):
+        beside = simulate("realtime-chat", parallel=True, **SMALL)
+    assert _same(beside.summary, in_process.summary) == []
+    warned = [r.getMessage() for r in caplog.records if "second process failed" in r.getMessage()]
+    assert len(warned) == 1 and "exit code 3" in warned[0] and "no llmlab here" in warned[0]
+
+
+def test_by_default_only_long_runs_on_two_cpus_run_the_baseline_beside(monkeypatch):
+    started = []
+
+    class Spy(SideCall):
+        def __init__(self, *args, **kwargs):
+            started.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sidecar, "SideCall", Spy)
+    monkeypatch.setattr(sim_run, "PARALLEL_MIN_TURNS", 300)
+    for cpus, requests, expected in [(2, 300, 1), (2, 299, 0), (1, 300, 0)]:
+        monkeypatch.setattr(sidecar, "usable_cpus", lambda cpus=cpus: cpus)
+        started.clear()
+        simulate("b2b-saas", requests=requests, seed=0)
+        assert len(started) == expected, (cpus, requests)
+    started.clear()
+    simulate("b2b-saas", requests=300, seed=0, parallel=False)
+    simulate("b2b-saas", requests=300, seed=0, baseline=False)  # no baseline, nothing beside
+    assert started == []
+    simulate("b2b-saas", requests=50, seed=0, parallel=True)
+    assert started == ["llmlab.sim.run:baseline_run"]
+
+
+def test_parallel_must_be_a_bool_or_none():
+    with pytest.raises(ScenarioError, match="parallel"):
+        simulate("b2b-saas", requests=10, parallel="yes")
+
+
+def test_a_sweep_never_starts_a_second_process_per_run(monkeypatch):
+    from llmlab.sim import sweep
+
+    asked = []
+    real = sim_run.simulate
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: asked.append(k.get("parallel")) or real(*a, **k))
+    sweep("b2b-saas", {"gateway.cache.semantic": [True, False]}, requests=100, processes=1)
+    assert asked == [False, False]
+
+
+def test_one_process_on_the_command_line(monkeypatch, capsys):
+    from llmlab.sim import cli
+
+    asked = []
+    real = sim_run.simulate
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: asked.append(k.get("parallel")) or real(*a, **k))
+    assert cli.main(["--scenario", "b2b-saas", "--requests", "50", "--json", "--one-process"]) == 0
+    assert cli.main(["--scenario", "b2b-saas", "--requests", "50", "--json"]) == 0
+    assert asked == [False, None]
+
+
+# ----------------------------------------------------------------------------- the side call itself
+def noisy_sum(values, *, progress):
+    """A target for the child: prints to stdout (which must not corrupt the messages) and reports."""
+    total = 0
+    for k, v in enumerate(values, 1):
+        print("working on", v)
+        total += v
+        progress(k)
+    return {"total": total, "python": sys.executable}
+
+
+def failing(*, progress):
+    progress(1)
+    raise ValueError("the target failed on purpose")
+
+
+def slow(*, progress):
+    import time
+
+    progress(1)
+    time.sleep(60)
+
+
+def test_a_side_call_returns_its_value_and_its_progress():
+    call = SideCall(f"{__name__}:noisy_sum", ([1, 2, 3, 4],))
+    seen = []
+    assert call.result(seen.append, poll_s=0.01) == {"total": 10, "python": sys.executable}
+    assert call.done == 4 and all(a <= b for a, b in zip(seen, seen[1:]))
+
+
+def test_a_side_call_that_raises_says_why():
+    with pytest.raises(SideCallFailed, match="the target failed on purpose"):
+        SideCall(f"{__name__}:failing").result()
+
+
+def test_closing_a_side_call_ends_its_child():
+    call = SideCall(f"{__name__}:slow")
+    while call.done == 0 and call._proc.poll() is None:
+        call._reader.join(0.05)
+    call.close()
+    assert call._proc.poll() is not None
+
+
+def test_the_benchmark_prints_both_timings_and_identical_summaries():
+    """benchmarks/parallel_baseline.py on a small run: one JSON object, the same summary both ways."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "parallel_baseline.py"
+    done = subprocess.run([sys.executable, str(bench), "--requests", "300", "--rounds", "1", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["identical_summaries"] is True and out["requests"] == 300
+    assert out["one_process_s"] > 0 and out["baseline_beside_s"] > 0 and out["usable_cpus"] >= 1
