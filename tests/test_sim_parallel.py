@@ -29,6 +29,20 @@ def _same(a: dict, b: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if not eq(a.get(k), b.get(k)))
 
 
+@pytest.fixture
+def side_calls(monkeypatch):
+    """The targets of the side calls started while the test runs (they still run)."""
+    started = []
+
+    class Spy(SideCall):
+        def __init__(self, *args, **kwargs):
+            started.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sidecar, "SideCall", Spy)
+    return started
+
+
 @pytest.fixture(scope="module")
 def in_process():
     return simulate("realtime-chat", parallel=False, **SMALL)
@@ -54,15 +68,8 @@ def test_a_child_that_cannot_run_leaves_the_baseline_to_this_process(in_process,
     assert len(warned) == 1 and "exit code 3" in warned[0] and "no llmlab here" in warned[0]
 
 
-def test_by_default_only_long_runs_on_two_cpus_run_the_baseline_beside(monkeypatch):
-    started = []
-
-    class Spy(SideCall):
-        def __init__(self, *args, **kwargs):
-            started.append(args[0])
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(sidecar, "SideCall", Spy)
+def test_by_default_only_long_runs_on_two_cpus_run_the_baseline_beside(monkeypatch, side_calls):
+    started = side_calls
     monkeypatch.setattr(sim_run, "PARALLEL_MIN_TURNS", 300)
     for cpus, requests, expected in [(2, 300, 1), (2, 299, 0), (1, 300, 0)]:
         monkeypatch.setattr(sidecar, "usable_cpus", lambda cpus=cpus: cpus)
@@ -101,6 +108,53 @@ def test_one_process_on_the_command_line(monkeypatch, capsys):
     assert cli.main(["--scenario", "b2b-saas", "--requests", "50", "--json", "--one-process"]) == 0
     assert cli.main(["--scenario", "b2b-saas", "--requests", "50", "--json"]) == 0
     assert asked == [False, None]
+
+
+# ----------------------------------------------------------------------------- replications
+REPLICATED = {"requests": 400, "seed": 7, "replications": 3}
+
+
+@pytest.fixture(scope="module")
+def replicated_in_process():
+    return simulate("b2b-saas", parallel=False, **REPLICATED)
+
+
+def test_replications_beside_each_other_give_exactly_the_results_of_one_process(replicated_in_process):
+    seen = []
+    beside = simulate("b2b-saas", parallel=True, progress=lambda done, total: seen.append((done, total)), **REPLICATED)
+    one = replicated_in_process
+    assert _same({k: v for k, v in beside.summary.items() if k != "ci95"},
+                 {k: v for k, v in one.summary.items() if k != "ci95"}) == []
+    assert beside.summary["ci95"] == one.summary["ci95"]
+    assert beside.replications.equals(one.replications)
+    assert beside.requests.equals(one.requests) and beside.turns.equals(one.turns)
+    total = 3 * 2 * one.replications["requests"].iloc[0]  # three runs, each a policy and a baseline
+    assert {t for _, t in seen} == {total}
+    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:])) and seen[-1][0] == total
+
+
+def test_a_replication_whose_child_fails_runs_in_this_process(replicated_in_process, monkeypatch, caplog):
+    monkeypatch.setattr(sidecar, "BOOT", "import sys; sys.exit(4)")
+    with caplog.at_level(logging.WARNING, "llmlab.sim"):
+        beside = simulate("b2b-saas", parallel=True, **REPLICATED)
+    assert beside.replications.equals(replicated_in_process.replications)
+    warned = [r.getMessage() for r in caplog.records if "in a second process failed" in r.getMessage()]
+    assert any(m.startswith("llmlab: replication 1 ") and "exit code 4" in m for m in warned), warned
+    assert sum(m.startswith("llmlab: replication ") for m in warned) == 3
+
+
+def test_by_default_replications_go_beside_each_other_only_when_long_and_the_cpus_allow(monkeypatch, side_calls):
+    started = side_calls
+    monkeypatch.setattr(sim_run, "PARALLEL_MIN_TURNS", 200)
+    cases = [  # cpus, requests, baseline → replications started in children
+        (2, 200, False, 2), (2, 199, False, 0), (1, 200, False, 0),
+        (2, 200, True, 0),  # each replication's baseline beside it takes the second CPU
+        (4, 200, True, 2)]
+    for cpus, requests, baseline, expected in cases:
+        monkeypatch.setattr(sidecar, "usable_cpus", lambda cpus=cpus: cpus)
+        started.clear()
+        simulate("b2b-saas", requests=requests, seed=0, replications=2, baseline=baseline, keep_requests=False)
+        assert started.count("llmlab.sim.run:replication_run") == expected, (cpus, requests, baseline)
 
 
 # ----------------------------------------------------------------------------- the side call itself
@@ -158,4 +212,4 @@ def test_the_benchmark_prints_both_timings_and_identical_summaries():
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["identical_summaries"] is True and out["requests"] == 300
-    assert out["one_process_s"] > 0 and out["baseline_beside_s"] > 0 and out["usable_cpus"] >= 1
+    assert out["one_process_s"] > 0 and out["parallel_s"] > 0 and out["usable_cpus"] >= 1

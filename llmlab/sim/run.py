@@ -766,8 +766,9 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     interval per headline number and ``replications`` one row per run.  ``keep_requests=False``
     skips the per-request table (for very long runs).  ``parallel`` runs the baseline in a
     second Python process while the policy runs in this one (:mod:`llmlab.sim.sidecar`; the
-    same results, in about two thirds of the time): None does so for runs of at least
-    :data:`PARALLEL_MIN_TURNS` turns when two CPUs are usable, False never.  Never raises for
+    same results, in about two thirds of the time), and replications beside each other in
+    child processes as the CPUs allow: None does so for runs of at least
+    :data:`PARALLEL_MIN_TURNS` turns when two CPUs are usable, True always, False never.  Never raises for
     what happens *during* the run; configuration errors raise
     :class:`~llmlab.sim.scenario.ScenarioError` first.
     """
@@ -897,9 +898,16 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
 
     progress = kw.pop("progress", False)
     overall = _RunsProgress(progress, n) if progress else None
-    runs = [simulate(sc, seed=seed + k, progress=overall.for_run(k) if overall else False, **kw) for k in range(n)]
-    if overall:
-        overall.close()
+    try:
+        slots = _replication_slots(sc, n, seed, kw)
+        if slots > 1:
+            runs = _replications_beside(sc, n, seed, slots, overall, kw)
+        else:
+            runs = [simulate(sc, seed=seed + k, progress=overall.for_run(k) if overall else False, **kw)
+                    for k in range(n)]
+    finally:
+        if overall:
+            overall.close()
     table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
     summary = dict(runs[0].summary)
     ci: dict[str, list[float]] = {}
@@ -928,6 +936,65 @@ def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
                      table, seed, wall_s=sum(r.wall_s for r in runs))
 
 
+def _replication_slots(sc: Scenario, n: int, seed: int, kw: Mapping[str, Any]) -> int:
+    """How many replications to run at once, each in a child interpreter (1: one after the
+    other in this process).  None for ``parallel`` asks for it when each run holds
+    :data:`PARALLEL_MIN_TURNS` turns (a child's start, ≈ 1 s with the embedder's, costs more
+    than a shorter run) and the CPUs allow two at once; a replication that runs its own baseline
+    beside it (:func:`_baseline_beside`) counts for two CPUs.  True runs two at least."""
+    parallel = kw.get("parallel")
+    if parallel is False or n < 2:
+        return 1
+    from .sidecar import usable_cpus
+
+    turns = len(make_traffic(sc, requests=kw.get("requests"), hours=kw.get("hours"), seed=seed, trace=kw.get("trace")))
+    if parallel is None and turns < PARALLEL_MIN_TURNS:
+        return 1
+    baseline = sc.baseline.enabled if kw.get("baseline") is None else kw["baseline"]
+    each = 2 if baseline and _baseline_beside(parallel, turns) else 1
+    return min(n, usable_cpus() // each) if parallel is None else min(n, max(2, usable_cpus() // each))
+
+
+def replication_run(sc: Scenario, seed: int, kw: Mapping[str, Any], *,
+                    progress: Callable[[tuple[int, int]], None]) -> SimResult:
+    """One replication, as ``llmlab.sim.run:replication_run`` in a child of :mod:`llmlab.sim.sidecar`:
+    :func:`simulate` with its ``(done, total)`` progress sent to the parent."""
+    return simulate(sc, seed=seed, progress=lambda done, total: progress((done, total)), **kw)
+
+
+def _replications_beside(sc: Scenario, n: int, seed: int, slots: int, overall: "_RunsProgress | None",
+                         kw: Mapping[str, Any]) -> list[SimResult]:
+    """``n`` replications, ``slots`` at a time, each in a child interpreter; a child that fails is
+    named in a warning and its replication runs in this process."""
+    from .sidecar import SideCall, SideCallFailed
+
+    runs: list[SimResult | None] = [None] * n
+    waiting = list(range(n))
+    running: dict[int, SideCall] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < slots:
+                k = waiting.pop(0)
+                running[k] = SideCall("llmlab.sim.run:replication_run", (sc, seed + k, kw))
+            for k, call in list(running.items()):
+                if overall and call.done:
+                    overall.for_run(k)(*call.done)
+                if not call.ready:
+                    continue
+                del running[k]
+                try:
+                    runs[k] = call.result()
+                except SideCallFailed as exc:
+                    log.warning("llmlab: replication %d in a second process failed; running it in this one: %s",
+                                k + 1, exc)
+                    runs[k] = simulate(sc, seed=seed + k, progress=overall.for_run(k) if overall else False, **kw)
+            time.sleep(0.05)
+    finally:
+        for call in running.values():  # interrupted: no child outlives the call
+            call.close()
+    return runs  # type: ignore[return-value]
+
+
 class _Bar:
     def __init__(self, bar: Any) -> None:
         self.bar = bar
@@ -953,24 +1020,29 @@ class _CallbackBar:
 
 
 class _RunsProgress:
-    """One progress over every replication: ``(done, total)`` across all runs for a callable,
-    one bar saying ``run k/n`` for ``progress=True`` (each run's own bars restarted at 0, with
-    nothing telling how many runs were left)."""
+    """One progress over every replication: ``(done, total)`` summed over all runs for a
+    callable, one bar saying how many runs are done for ``progress=True`` (each run's own bars
+    restarted at 0, with nothing telling how many runs were left).  Runs that go on at once
+    (in child processes) add up the same way as runs one after the other."""
 
     def __init__(self, progress: Any, n: int) -> None:
         self.progress, self.n, self.bar = progress, n, None
+        self.done: dict[int, tuple[int, int]] = {}
 
     def for_run(self, k: int) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
+            self.done[k] = (done, total)
+            progressed = sum(d for d, _ in self.done.values())
             if callable(self.progress):
-                self.progress(k * total + done, self.n * total)
+                self.progress(progressed, self.n * total)
                 return
             if self.bar is None:
                 from tqdm import tqdm
 
                 self.bar = tqdm(total=self.n * total, unit="req", leave=False, mininterval=0.5)
-            self.bar.set_description(f"run {k + 1}/{self.n}", refresh=False)
-            self.bar.update(k * total + done - self.bar.n)
+            finished = sum(d >= t for d, t in self.done.values())
+            self.bar.set_description(f"runs {finished}/{self.n} done", refresh=False)
+            self.bar.update(progressed - self.bar.n)
 
         return report
 

@@ -54,8 +54,9 @@ def usable_cpus() -> int:
 class SideCall:
     """``target(*args, progress=report, **kwargs)`` started in a child interpreter at once.
 
-    ``target`` is ``"package.module:function"``; the function must take a ``progress`` keyword
-    (a callable of one int, the work done so far, which the parent reads as :attr:`done`).
+    ``target`` is ``"package.module:function"``; the function must take a ``progress`` keyword:
+    a callable of one picklable value (the work done so far), the last of which the parent
+    reads as :attr:`done` (0 until the first report).
     """
 
     def __init__(self, target: str, args: tuple = (), kwargs: dict[str, Any] | None = None) -> None:
@@ -89,6 +90,11 @@ class SideCall:
                     return
         except Exception:  # EOF or a truncated message: the child ended without a result
             return
+
+    @property
+    def ready(self) -> bool:
+        """Has the child sent its result or ended?  (:meth:`result` then returns at once.)"""
+        return not self._reader.is_alive()
 
     def result(self, waiting: Callable[[int], None] | None = None, poll_s: float = 0.25) -> Any:
         """The call's return value, once the child has sent it; ``waiting(done)`` is called every
@@ -134,8 +140,8 @@ def serve() -> None:
     module, _, name = target.partition(":")
     fn = getattr(importlib.import_module(module), name)
 
-    def report(done: int) -> None:
-        pickle.dump(("progress", int(done)), out)
+    def report(done: Any) -> None:
+        pickle.dump(("progress", done), out)
         out.flush()
 
     value = fn(*args, progress=report, **kwargs)
