@@ -192,6 +192,16 @@ def test_a_side_call_that_raises_says_why():
         SideCall(f"{__name__}:failing").result()
 
 
+def test_a_side_call_that_cannot_start_says_why(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    call = SideCall(f"{__name__}:noisy_sum", ([1],))
+    assert call.ready
+    with pytest.raises(SideCallFailed, match="could not start.*nonexistent"):
+        call.result()
+    with pytest.raises(SideCallFailed, match="could not start.*pickle"):
+        SideCall(f"{__name__}:noisy_sum", (lambda: 1,)).result()  # arguments that do not pickle
+
+
 def test_closing_a_side_call_ends_its_child():
     call = SideCall(f"{__name__}:slow")
     while call.done == 0 and call._proc.poll() is None:

@@ -60,14 +60,21 @@ class SideCall:
     """
 
     def __init__(self, target: str, args: tuple = (), kwargs: dict[str, Any] | None = None) -> None:
-        self.done = 0
+        self.done: Any = 0
         self._value: Any = None
         self._finished = False
-        payload = json.dumps(sys.path).encode("utf-8") + b"\n" + pickle.dumps(
-            (target, args, kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
-        self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen([sys.executable, "-c", BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._stderr)
+        self._proc: subprocess.Popen | None = None
+        self._stderr: Any = None
+        self._reader: threading.Thread | None = None
+        try:
+            payload = json.dumps(sys.path).encode("utf-8") + b"\n" + pickle.dumps(
+                (target, args, kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
+            self._stderr = tempfile.TemporaryFile()
+            self._proc = subprocess.Popen([sys.executable, "-c", BOOT], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=self._stderr)
+        except Exception as exc:  # arguments that do not pickle, no interpreter to start: result() says so
+            self._not_started = f"the child interpreter could not start: {type(exc).__name__}: {exc}"
+            return
         # the payload is sent from the thread: the child reads it only once it has started (a
         # few hundred ms), and the caller goes on with its own run meanwhile
         self._reader = threading.Thread(target=self._talk, args=(payload,), name="llmlab-sidecar", daemon=True)
@@ -94,11 +101,14 @@ class SideCall:
     @property
     def ready(self) -> bool:
         """Has the child sent its result or ended?  (:meth:`result` then returns at once.)"""
-        return not self._reader.is_alive()
+        return self._reader is None or not self._reader.is_alive()
 
-    def result(self, waiting: Callable[[int], None] | None = None, poll_s: float = 0.25) -> Any:
+    def result(self, waiting: Callable[[Any], None] | None = None, poll_s: float = 0.25) -> Any:
         """The call's return value, once the child has sent it; ``waiting(done)`` is called every
         ``poll_s`` meanwhile (a progress bar).  :class:`SideCallFailed` when it never comes."""
+        if self._proc is None or self._reader is None:
+            self.close()
+            raise SideCallFailed(self._not_started)
         try:
             while self._reader.is_alive():
                 self._reader.join(poll_s)
@@ -122,10 +132,12 @@ class SideCall:
 
     def close(self) -> None:
         """End the child if it still runs (the caller gave up on it) and free its pipes."""
-        if self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        for stream in (self._proc.stdout, self._stderr):
+        for stream in (self._proc.stdout if self._proc is not None else None, self._stderr):
+            if stream is None:
+                continue
             try:
                 stream.close()
             except (OSError, ValueError):  # pragma: no cover - closed already
