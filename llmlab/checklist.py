@@ -216,7 +216,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
 
         from .errors import ConfigError
         from .sim import build_gateway, load_scenario, simulate
-        from .sim.run import build_embedder, build_semantic_cache
+        from .sim.build import build_embedder, build_semantic_cache
 
         try:
             scenario = load_scenario(args.scenario)

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import llmlab.sim.parallel as sim_parallel
 import llmlab.sim.run as sim_run
 from llmlab.sim import simulate, sidecar
 from llmlab.sim.scenario import ScenarioError
@@ -70,7 +71,7 @@ def test_a_child_that_cannot_run_leaves_the_baseline_to_this_process(in_process,
 
 def test_by_default_only_long_runs_on_two_cpus_run_the_baseline_beside(monkeypatch, side_calls):
     started = side_calls
-    monkeypatch.setattr(sim_run, "PARALLEL_MIN_TURNS", 300)
+    monkeypatch.setattr(sim_parallel, "PARALLEL_MIN_TURNS", 300)
     for cpus, requests, expected in [(2, 300, 1), (2, 299, 0), (1, 300, 0)]:
         monkeypatch.setattr(sidecar, "usable_cpus", lambda cpus=cpus: cpus)
         started.clear()
@@ -81,7 +82,7 @@ def test_by_default_only_long_runs_on_two_cpus_run_the_baseline_beside(monkeypat
     simulate("b2b-saas", requests=300, seed=0, baseline=False)  # no baseline, nothing beside
     assert started == []
     simulate("b2b-saas", requests=50, seed=0, parallel=True)
-    assert started == ["llmlab.sim.run:baseline_run"]
+    assert started == ["llmlab.sim.parallel:baseline_run"]
 
 
 def test_parallel_must_be_a_bool_or_none():
@@ -145,7 +146,7 @@ def test_a_replication_whose_child_fails_runs_in_this_process(replicated_in_proc
 
 def test_by_default_replications_go_beside_each_other_only_when_long_and_the_cpus_allow(monkeypatch, side_calls):
     started = side_calls
-    monkeypatch.setattr(sim_run, "PARALLEL_MIN_TURNS", 200)
+    monkeypatch.setattr(sim_parallel, "PARALLEL_MIN_TURNS", 200)
     cases = [  # cpus, requests, baseline → replications started in children
         (2, 200, False, 2), (2, 199, False, 0), (1, 200, False, 0),
         (2, 200, True, 0),  # each replication's baseline beside it takes the second CPU
@@ -154,7 +155,7 @@ def test_by_default_replications_go_beside_each_other_only_when_long_and_the_cpu
         monkeypatch.setattr(sidecar, "usable_cpus", lambda cpus=cpus: cpus)
         started.clear()
         simulate("b2b-saas", requests=requests, seed=0, replications=2, baseline=baseline, keep_requests=False)
-        assert started.count("llmlab.sim.run:replication_run") == expected, (cpus, requests, baseline)
+        assert started.count("llmlab.sim.parallel:replication_run") == expected, (cpus, requests, baseline)
 
 
 # ----------------------------------------------------------------------------- the side call itself

@@ -170,7 +170,7 @@ def test_a_bug_in_one_turn_is_recorded_not_fatal(monkeypatch, caplog):
 
 def test_guardrails_are_configurable_and_pii_masking_is_on_by_default():
     from llmlab.sim import load_scenario
-    from llmlab.sim.run import build_gateway
+    from llmlab.sim.build import build_gateway
 
     default = build_gateway(load_scenario("b2b-saas"), lambda: 0.0, seed=0)
     assert [g.name for g in default.pipeline.input_guards] == ["pii"]

@@ -13,7 +13,8 @@ processes or a Dask cluster.
 """
 from __future__ import annotations
 
-from .run import SimResult, build_gateway, scenario_rate_limits, simulate
+from .build import build_gateway, scenario_rate_limits
+from .run import SimResult, simulate
 from .scenario import Scenario, ScenarioError, list_presets, load_scenario
 from .sweep import sweep
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import operator
-import os
-import re
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,23 +23,25 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from ..effects import Deployment
 from ..errors import ConfigError
 from ..request import Request
 from ..tokens import max_message_tokens
+from .build import build_embedder, build_gateway, build_semantic_cache, check_cache_options
 from .driver import EmbedModel, SimDriver
-from .metrics import HEADLINE, Recorder, mean_ci, metric_bounds, refused_savings_pct, requests_frame, summarise
+from .metrics import Recorder, refused_savings_pct, requests_frame, summarise
 from .outages import Window, scenario_windows, windows_for
+from .parallel import baseline_beside, baseline_run, policy_and_baseline
+from .progress import progress_bar
 from .projection import TenantCaps
 from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, uniforms
-from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
+from .scenario import Scenario, ScenarioError, load_scenario
+from .replications import replicate
 from .traffic import Traffic, generate_traffic
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..gateway import Gateway
-    from ..ratelimit import RateLimit
 
 log = logging.getLogger("llmlab.sim")
 _RAG_SALT = mix64(0xA11CE)
@@ -85,49 +85,6 @@ class SimResult:
                 f"savings={s.get('savings_pct', math.nan):.1f}%, p95={s.get('p95_latency_s', math.nan):.2f}s)")
 
 
-# ----------------------------------------------------------------------------- building
-def build_embedder(scenario: Scenario) -> Any:
-    from ..cache.embedders import get_embedder
-
-    c = scenario.gateway.cache
-    embedder = get_embedder(c.embedder)
-    if c.embedder != "hashed":  # a persistent memo: sweeps and repeated runs never embed a text twice
-        from ..cache.memo import EmbeddingMemo
-
-        embedder = EmbeddingMemo(embedder)
-    return embedder
-
-
-def build_semantic_cache(scenario: Scenario, embedder: Any, table: Any = None) -> Any:
-    try:
-        from ..cache.semantic import SemanticCache
-    except ImportError as exc:  # pragma: no cover - the cache package ships with llmlab
-        raise ScenarioError("gateway.cache.semantic", f"the semantic cache is unavailable ({exc})") from None
-    check_cache_options(scenario)
-    c = scenario.gateway.cache
-    try:
-        return SemanticCache(embedder, **{"threshold": c.threshold, "capacity": c.capacity, "ttl_s": c.ttl_s,
-                                          "table": table, **c.options})
-    except (TypeError, ConfigError) as exc:  # an option's value out of range (guard=5, candidates=0)
-        raise ScenarioError("gateway.cache.options", f"not accepted by SemanticCache: {exc}", c.options) from None
-
-
-def check_cache_options(scenario: Scenario) -> None:
-    """``gateway.cache.options`` must be SemanticCache keyword arguments (checked without building one)."""
-    import inspect
-
-    from ..cache.semantic import SemanticCache
-
-    c = scenario.gateway.cache
-    if not c.semantic or not c.options:
-        return
-    accepted = set(inspect.signature(SemanticCache).parameters) - {"embedder", "threshold", "capacity", "ttl_s", "table"}
-    unknown = sorted(set(c.options) - accepted)
-    if unknown:
-        raise ScenarioError("gateway.cache.options", f"SemanticCache options ({', '.join(sorted(accepted))}); "
-                            f"unknown: {', '.join(unknown)}", c.options)
-
-
 def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, seed: Any = 0,
               replications: Any = 1) -> None:
     """Every check a run makes before its first request, without running it: argument ranges,
@@ -167,161 +124,6 @@ def check_every_seed(scenario: Scenario, *, requests: int | None, hours: float |
         return
     for k in range(replications):
         make_traffic(scenario, requests=requests, hours=hours, seed=seed + k)
-
-
-def _router(scenario: Scenario) -> Any:
-    from ..routing import CascadeRouter, ClassifierRouter, ComplexityRouter, FixedRouter, PlanRouter
-
-    r = scenario.gateway.router
-    if r.type == "fixed":
-        return FixedRouter(r.deployment)
-    if r.type == "plan":
-        return PlanRouter(r.plans, default=r.default)
-    if r.type == "complexity":
-        return ComplexityRouter(tuple(r.thresholds), r.models)
-    if r.type == "classifier":
-        return ClassifierRouter(r.classifier, r.routes or None)
-    return CascadeRouter(r.stages)
-
-
-def _guards(cfg: Any) -> dict[str, Any]:
-    from ..guardrails import InjectionGuard, OutputFilterGuard, PIIMaskingGuard
-
-    inputs: list[Any] = [PIIMaskingGuard()] if cfg.pii else []
-    if cfg.injection != "off":
-        inputs.append(InjectionGuard(cfg.injection, cfg.injection_threshold))
-    return {"input_guards": tuple(inputs), "output_guards": (OutputFilterGuard(),) if cfg.output_filter else ()}
-
-
-def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed: int, baseline: bool = False,
-                  semantic_cache: Any = None, keep_records: bool = False, **gateway_kwargs: Any) -> "Gateway":
-    """The scenario's Gateway (or the baseline's) on ``clock`` (the simulator's virtual one, or
-    ``time.time``); ``scenario`` is a :class:`Scenario`, a preset name or a TOML path.  ``seed``
-    seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none),
-    ``keep_records`` keeps the ledger's outcomes.
-
-    ``gateway_kwargs`` are :class:`~llmlab.Gateway` keywords that replace what the scenario would
-    set: what a live service adds to the policy the lab chose, such as the shared state of several
-    replicas (``**llmlab.backends.from_url(…).gateway_kwargs()``), a ledger with a sink, or
-    ``log_content``.  A deployment's ``api_base`` and ``api_key_env`` (live only) go into its
-    call parameters; the key is read from the environment here, never kept in the scenario.
-    Its ``image_tokens_max`` (live only too) is what one image part is held at."""
-    from ..gateway import Gateway
-    from ..ledger import Ledger
-    from ..pricing import PriceBook
-    from ..routing import FixedRouter
-
-    if not isinstance(scenario, Scenario):  # a name was an AttributeError ('str' has no 'gateway')
-        scenario = load_scenario(scenario)
-    _check_gateway_kwargs(gateway_kwargs)
-    g = scenario.gateway
-    overrides: dict[str, tuple[float, float]] = {}
-    deployments = []
-    for name, p in scenario.providers.items():
-        price_model = None
-        if p.price is not None:
-            price_model = f"sim-price:{name}"  # explicit, even when $0: never a silent default
-            overrides[price_model] = (p.price.input_per_1m, p.price.output_per_1m)
-        deployments.append(Deployment(name, p.model, _live_params(p), context_window=p.context_window,
-                                      max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
-                                      price_model=price_model, image_tokens_max=p.image_tokens_max))
-    prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
-    retry: Any = _retry_policy("gateway.retry", g.retry)
-    if g.retry_per_deployment:
-        retry = {"*": retry, **{k: _retry_policy(f"gateway.retry_per_deployment.{k}", v)
-                                for k, v in g.retry_per_deployment.items()}}
-    common = dict(deployments=deployments, prices=prices, retry=retry, breaker=g.breaker.model_dump(), clock=clock,
-                  seed=seed, ledger=Ledger(keep=keep_records), default_max_tokens=g.default_max_tokens,
-                  **_guards(g.guardrails))
-    if baseline:
-        return Gateway(**{"router": FixedRouter(scenario.baseline_model), "fallbacks": {}, "cache": False, **common,
-                          **gateway_kwargs})
-    try:
-        return _policy_gateway(scenario, common, semantic_cache, gateway_kwargs)
-    except ScenarioError:
-        raise
-    except ConfigError as exc:  # a rule only the gateway knows (a tpm below default_max_tokens): the scenario's field
-        if re.match(r"\w+", exc.field)[0] in gateway_kwargs:  # the caller's own keyword: named as they passed it
-            raise
-        raise ScenarioError(_scenario_field(exc.field), exc.allowed + (f" ({exc.hint})" if exc.hint else ""),
-                            exc.value) from None
-
-
-def _live_params(provider: Any) -> dict[str, Any]:
-    """A deployment's call parameters for live traffic: its server and its key (read now from the
-    variable the scenario names; an unset one leaves litellm to its own).  The simulated
-    providers never read them; ``Deployment`` keeps them out of its repr and the logs."""
-    params: dict[str, Any] = {}
-    if provider.api_base is not None:
-        params["api_base"] = provider.api_base
-    if provider.api_key_env is not None and os.environ.get(provider.api_key_env):
-        params["api_key"] = os.environ[provider.api_key_env]
-    return params
-
-
-def _check_gateway_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """Keywords for Gateway only: a typo would otherwise be a TypeError from deep inside."""
-    import inspect
-
-    from ..gateway import Gateway
-
-    accepted = set(inspect.signature(Gateway).parameters) - {"self", "deployments", "clock", "seed", "prices"}
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ConfigError(f"gateway_kwargs.{unknown[0]}", kwargs[unknown[0]],
-                          f"a Gateway keyword ({', '.join(sorted(accepted))})",
-                          hint="deployments, prices, clock and seed come from the scenario and build_gateway's own "
-                               "arguments")
-
-
-def _retry_policy(field: str, cfg: Any) -> Any:
-    from ..fallback import RetryPolicy
-
-    try:
-        return RetryPolicy(**cfg.model_dump())
-    except ConfigError as exc:  # base_s above cap_s: named as the scenario spells it
-        raise ScenarioError(f"{field}.{exc.field.rpartition('.')[2]}", exc.allowed, exc.value) from None
-
-
-def _scenario_field(field: str) -> str:
-    """A Gateway setting's name as the scenario spells it (``rate_limiter.per_plan['free'].tpm`` →
-    ``gateway.rate_limits.free.tpm``)."""
-    m = re.fullmatch(r"rate_limiter\.per_plan\['(.+)'\]\.(\w+)", field)
-    return f"gateway.rate_limits.{m[1]}.{m[2]}" if m else f"gateway.{field}"
-
-
-def scenario_rate_limits(scenario: Scenario | str) -> dict[str, "RateLimit"]:
-    """The scenario's per-plan rate limits (``gateway.rate_limits``) as :class:`~llmlab.RateLimit`s:
-    what shared limits need (``llmlab.backends.from_url(url, per_plan=scenario_rate_limits(sc))``)
-    to enforce the policy the lab chose."""
-    from ..ratelimit import RateLimit
-
-    if not isinstance(scenario, Scenario):
-        scenario = load_scenario(scenario)
-    return {plan: RateLimit(limit.rpm, limit.tpm) for plan, limit in scenario.gateway.rate_limits.items()}
-
-
-def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any,
-                    gateway_kwargs: Mapping[str, Any]) -> "Gateway":
-    from ..budgets import BudgetPolicy
-    from ..gateway import Gateway
-    from ..ratelimit import RateLimiter
-
-    g = scenario.gateway
-    limiter = None
-    if g.rate_limits:
-        limiter = RateLimiter(per_plan=scenario_rate_limits(scenario))
-    budget = None
-    group_caps = {name: grp.monthly_budget_usd for grp in scenario.traffic.tenants if grp.monthly_budget_usd is not None
-                  for name in grp.tenant_names()}
-    if g.budget is not None or group_caps:
-        b = g.budget if g.budget is not None else BudgetConfig()
-        budget = BudgetPolicy(caps={**group_caps, **b.caps} or None, plan_caps=b.plan_caps or None,
-                              default_cap=b.default_cap, on_exceed=b.on_exceed, downgrade_to=b.downgrade_to)
-    return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
-                      "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
-                      "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,
-                      "budget": budget, **common, **gateway_kwargs})
 
 
 # ----------------------------------------------------------------------------- one run
@@ -768,7 +570,8 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     second Python process while the policy runs in this one (:mod:`llmlab.sim.sidecar`; the
     same results, in about two thirds of the time), and replications beside each other in
     child processes as the CPUs allow: None does so for runs of at least
-    :data:`PARALLEL_MIN_TURNS` turns when two CPUs are usable, True always, False never.  Never raises for
+    :data:`~llmlab.sim.parallel.PARALLEL_MIN_TURNS` turns when two CPUs are usable, True always,
+    False never.  Never raises for
     what happens *during* the run; configuration errors raise
     :class:`~llmlab.sim.scenario.ScenarioError` first.
     """
@@ -780,7 +583,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
                                                          replications=replications, trace=trace)
     if replications > 1:
         check_every_seed(sc, requests=requests, hours=hours, seed=seed, replications=replications, trace=trace)
-        return _replicate(sc, requests=requests, hours=hours, seed=seed, progress=progress, n=replications,
+        return replicate(sc, requests=requests, hours=hours, seed=seed, progress=progress, n=replications,
                           trace=trace, baseline=baseline, keep_requests=keep_requests, parallel=parallel)
     t0 = time.perf_counter()
     traffic = make_traffic(sc, requests=requests, hours=hours, seed=seed, trace=trace)
@@ -788,17 +591,17 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     windows = scenario_windows(sc, traffic.horizon_s, seed)
     do_baseline = sc.baseline.enabled if baseline is None else baseline
     base_summary = base_turns = None
-    if do_baseline and _baseline_beside(parallel, len(traffic)):
-        rec, summary, (base_rec, base_summary) = _policy_and_baseline(sc, traffic, seed, windows, embed,
+    if do_baseline and baseline_beside(parallel, len(traffic)):
+        rec, summary, (base_rec, base_summary) = policy_and_baseline(sc, traffic, seed, windows, embed,
                                                                       keep_requests, progress)
     else:
-        bar = _progress_bar(len(traffic), progress, "policy", phases=2 if do_baseline else 1)
+        bar = progress_bar(len(traffic), progress, "policy", phases=2 if do_baseline else 1)
         rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
                                 progress=bar.update_to if bar else None, embed_model=embed)
         if bar:
             bar.close()
         if do_baseline:
-            bar = _progress_bar(len(traffic), progress, "baseline", phases=2, phase=1)
+            bar = progress_bar(len(traffic), progress, "baseline", phases=2, phase=1)
             base_rec, base_summary = baseline_run(sc, traffic, seed, windows, progress=bar.update_to if bar else None)
             if bar:
                 bar.close()
@@ -829,233 +632,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
                      wall_s=time.perf_counter() - t0)
 
 
-#: turns from which :func:`simulate` runs the baseline in a second process by default: below it
-#: the child's start (≈ 0.5 s: an interpreter, llmlab's imports) outweighs the baseline's run
-PARALLEL_MIN_TURNS = 20_000
-
-
-def _baseline_beside(parallel: bool | None, turns: int) -> bool:
-    """Run the baseline in a second process?  As asked, else for long runs with two CPUs to use."""
-    if parallel is not None:
-        return parallel
-    from .sidecar import usable_cpus
-
-    return turns >= PARALLEL_MIN_TURNS and usable_cpus() >= 2
-
-
-def baseline_run(sc: Scenario, traffic: Traffic, seed: int, windows: list[Window], *,
-                 progress: Callable[[int], None] | None = None) -> tuple[Recorder, dict[str, Any]]:
-    """The baseline over ``traffic`` (no per-request table): what :func:`simulate` runs in this
-    process or, as ``llmlab.sim.run:baseline_run``, in the child of :mod:`llmlab.sim.sidecar`."""
-    return run_once(sc, traffic, seed=seed, baseline=True, windows=windows, keep_requests=False, progress=progress)
-
-
-def _policy_and_baseline(sc: Scenario, traffic: Traffic, seed: int, windows: list[Window], embed: EmbedModel,
-                         keep_requests: bool, progress: Any) -> tuple[Recorder, dict[str, Any], tuple]:
-    """The policy run here while the baseline runs in a child interpreter, one progress over both.
-
-    The child gets the very traffic and outage windows (pickled), so its run is the one this
-    process would have made; a child that fails (it could not start, was killed) is reported
-    in a warning and the baseline runs here after all."""
-    from .sidecar import SideCall, SideCallFailed
-
-    n = len(traffic)
-    side = SideCall("llmlab.sim.run:baseline_run", (sc, traffic, seed, windows))
-    bar = _progress_bar(2 * n, progress, "policy + baseline")
-    try:
-        rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
-                                progress=(lambda done: bar.update_to(done + side.done)) if bar else None,
-                                embed_model=embed)
-        try:
-            base = side.result((lambda done: bar.update_to(n + done)) if bar else None)
-        except SideCallFailed as exc:
-            log.warning("llmlab: the baseline run in a second process failed; running it in this one: %s", exc)
-            base = baseline_run(sc, traffic, seed, windows, progress=(lambda done: bar.update_to(n + done))
-                                if bar else None)
-        if bar:
-            bar.update_to(2 * n)
-    finally:
-        side.close()  # the caller interrupted the policy run: the child must not outlive it
-        if bar:
-            bar.close()
-    return rec, summary, base
-
-
 def _empty_frame() -> "pd.DataFrame":
     import pandas as pd
 
     return pd.DataFrame()
-
-
-def _replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
-    """``n`` runs on seeds ``seed…seed+n-1``: every number in the summary is the mean over runs.
-
-    Counts, dictionaries (errors, model shares) and the SLO verdict are averaged too, so no line
-    of the report mixes one run's value with the others' mean; ``slo_met`` is the verdict on the
-    mean and ``slo_met_share`` the share of runs that met the objective.
-    """
-    import pandas as pd
-
-    progress = kw.pop("progress", False)
-    overall = _RunsProgress(progress, n) if progress else None
-    try:
-        slots = _replication_slots(sc, n, seed, kw)
-        if slots > 1:
-            runs = _replications_beside(sc, n, seed, slots, overall, kw)
-        else:
-            runs = [simulate(sc, seed=seed + k, progress=overall.for_run(k) if overall else False, **kw)
-                    for k in range(n)]
-    finally:
-        if overall:
-            overall.close()
-    table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
-    summary = dict(runs[0].summary)
-    ci: dict[str, list[float]] = {}
-    for col in table.columns:
-        if col == "seed" or not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
-            continue
-        m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col))
-        whole = pd.api.types.is_integer_dtype(table[col]) and float(m).is_integer()
-        summary[col] = int(m) if whole else m
-        if col in HEADLINE or col in ("requests", "budget_rejections", "budget_overshoot_usd"):
-            ci[col] = [lo, hi]
-    for key in ("errors", "model_share"):
-        names = sorted({name for r in runs for name in r.summary.get(key, {})})
-        summary[key] = {name: sum(r.summary.get(key, {}).get(name, 0) for r in runs) / n for name in names}
-    met = [r.summary.get("slo_met") is True for r in runs]
-    summary["slo_met_share"] = sum(met) / n
-    value = summary.get("slo_value_s", math.inf)
-    summary["slo_met"] = None if value != value else bool(value <= summary.get("slo_s", math.inf))
-    summary["ci95"] = ci
-    summary["replications"] = n
-    summary["seed"] = seed
-    requests = pd.concat([r.requests.assign(replication=k) for k, r in enumerate(runs)], ignore_index=True)
-    turns = pd.concat([r.turns.assign(replication=k) for k, r in enumerate(runs)], ignore_index=True)
-    first = runs[0]
-    return SimResult(sc, summary, requests, turns, first.baseline_summary, first.baseline_turns, first.outages,
-                     table, seed, wall_s=sum(r.wall_s for r in runs))
-
-
-def _replication_slots(sc: Scenario, n: int, seed: int, kw: Mapping[str, Any]) -> int:
-    """How many replications to run at once, each in a child interpreter (1: one after the
-    other in this process).  None for ``parallel`` asks for it when each run holds
-    :data:`PARALLEL_MIN_TURNS` turns (a child's start, ≈ 1 s with the embedder's, costs more
-    than a shorter run) and the CPUs allow two at once; a replication that runs its own baseline
-    beside it (:func:`_baseline_beside`) counts for two CPUs.  True runs two at least."""
-    parallel = kw.get("parallel")
-    if parallel is False or n < 2:
-        return 1
-    from .sidecar import usable_cpus
-
-    turns = len(make_traffic(sc, requests=kw.get("requests"), hours=kw.get("hours"), seed=seed, trace=kw.get("trace")))
-    if parallel is None and turns < PARALLEL_MIN_TURNS:
-        return 1
-    baseline = sc.baseline.enabled if kw.get("baseline") is None else kw["baseline"]
-    each = 2 if baseline and _baseline_beside(parallel, turns) else 1
-    return min(n, usable_cpus() // each) if parallel is None else min(n, max(2, usable_cpus() // each))
-
-
-def replication_run(sc: Scenario, seed: int, kw: Mapping[str, Any], *,
-                    progress: Callable[[tuple[int, int]], None]) -> SimResult:
-    """One replication, as ``llmlab.sim.run:replication_run`` in a child of :mod:`llmlab.sim.sidecar`:
-    :func:`simulate` with its ``(done, total)`` progress sent to the parent."""
-    return simulate(sc, seed=seed, progress=lambda done, total: progress((done, total)), **kw)
-
-
-def _replications_beside(sc: Scenario, n: int, seed: int, slots: int, overall: "_RunsProgress | None",
-                         kw: Mapping[str, Any]) -> list[SimResult]:
-    """``n`` replications, ``slots`` at a time, each in a child interpreter; a child that fails is
-    named in a warning and its replication runs in this process."""
-    from .sidecar import SideCall, SideCallFailed
-
-    runs: list[SimResult | None] = [None] * n
-    waiting = list(range(n))
-    running: dict[int, SideCall] = {}
-    try:
-        while waiting or running:
-            while waiting and len(running) < slots:
-                k = waiting.pop(0)
-                running[k] = SideCall("llmlab.sim.run:replication_run", (sc, seed + k, kw))
-            for k, call in list(running.items()):
-                if overall and call.done:
-                    overall.for_run(k)(*call.done)
-                if not call.ready:
-                    continue
-                del running[k]
-                try:
-                    runs[k] = call.result()
-                except SideCallFailed as exc:
-                    log.warning("llmlab: replication %d in a second process failed; running it in this one: %s",
-                                k + 1, exc)
-                    runs[k] = simulate(sc, seed=seed + k, progress=overall.for_run(k) if overall else False, **kw)
-            time.sleep(0.05)
-    finally:
-        for call in running.values():  # interrupted: no child outlives the call
-            call.close()
-    return runs  # type: ignore[return-value]
-
-
-class _Bar:
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-
-    def update_to(self, n: int) -> None:
-        self.bar.update(n - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _CallbackBar:
-    """Reports ``(done, total)`` over every phase (policy, then baseline) to a callable."""
-
-    def __init__(self, fn: Callable[[int, int], None], total: int, phases: int, phase: int) -> None:
-        self.fn, self.total, self.offset = fn, total * phases, total * phase
-
-    def update_to(self, n: int) -> None:
-        self.fn(self.offset + n, self.total)
-
-    def close(self) -> None:
-        pass
-
-
-class _RunsProgress:
-    """One progress over every replication: ``(done, total)`` summed over all runs for a
-    callable, one bar saying how many runs are done for ``progress=True`` (each run's own bars
-    restarted at 0, with nothing telling how many runs were left).  Runs that go on at once
-    (in child processes) add up the same way as runs one after the other."""
-
-    def __init__(self, progress: Any, n: int) -> None:
-        self.progress, self.n, self.bar = progress, n, None
-        self.done: dict[int, tuple[int, int]] = {}
-
-    def for_run(self, k: int) -> Callable[[int, int], None]:
-        def report(done: int, total: int) -> None:
-            self.done[k] = (done, total)
-            progressed = sum(d for d, _ in self.done.values())
-            if callable(self.progress):
-                self.progress(progressed, self.n * total)
-                return
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=self.n * total, unit="req", leave=False, mininterval=0.5)
-            finished = sum(d >= t for d, t in self.done.values())
-            self.bar.set_description(f"runs {finished}/{self.n} done", refresh=False)
-            self.bar.update(progressed - self.bar.n)
-
-        return report
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress_bar(total: int, enabled: Any, label: str, *, phases: int = 1, phase: int = 0) -> Any:
-    if callable(enabled):
-        return _CallbackBar(enabled, total, phases, phase)
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return _Bar(tqdm(total=total, desc=label, unit="req", leave=False, mininterval=0.5))

@@ -1,0 +1,218 @@
+"""Building the scenario's gateway: deployments and prices, router, guardrails, caches, budgets.
+
+The one place a :class:`~llmlab.sim.scenario.Scenario` becomes a :class:`~llmlab.Gateway` — the
+simulator's policy and baseline runs, :func:`~llmlab.sim.run.preflight`'s checks, and a live
+service serving the policy the lab chose (:func:`build_gateway` with ``gateway_kwargs``) all
+go through it, so the lab and production cannot drift apart.  A rule only the gateway knows
+is reported under the scenario's own field name.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..effects import Deployment
+from ..errors import ConfigError
+from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+    from ..ratelimit import RateLimit
+
+
+def build_embedder(scenario: Scenario) -> Any:
+    from ..cache.embedders import get_embedder
+
+    c = scenario.gateway.cache
+    embedder = get_embedder(c.embedder)
+    if c.embedder != "hashed":  # a persistent memo: sweeps and repeated runs never embed a text twice
+        from ..cache.memo import EmbeddingMemo
+
+        embedder = EmbeddingMemo(embedder)
+    return embedder
+
+
+def build_semantic_cache(scenario: Scenario, embedder: Any, table: Any = None) -> Any:
+    try:
+        from ..cache.semantic import SemanticCache
+    except ImportError as exc:  # pragma: no cover - the cache package ships with llmlab
+        raise ScenarioError("gateway.cache.semantic", f"the semantic cache is unavailable ({exc})") from None
+    check_cache_options(scenario)
+    c = scenario.gateway.cache
+    try:
+        return SemanticCache(embedder, **{"threshold": c.threshold, "capacity": c.capacity, "ttl_s": c.ttl_s,
+                                          "table": table, **c.options})
+    except (TypeError, ConfigError) as exc:  # an option's value out of range (guard=5, candidates=0)
+        raise ScenarioError("gateway.cache.options", f"not accepted by SemanticCache: {exc}", c.options) from None
+
+
+def check_cache_options(scenario: Scenario) -> None:
+    """``gateway.cache.options`` must be SemanticCache keyword arguments (checked without building one)."""
+    import inspect
+
+    from ..cache.semantic import SemanticCache
+
+    c = scenario.gateway.cache
+    if not c.semantic or not c.options:
+        return
+    accepted = set(inspect.signature(SemanticCache).parameters) - {"embedder", "threshold", "capacity", "ttl_s", "table"}
+    unknown = sorted(set(c.options) - accepted)
+    if unknown:
+        raise ScenarioError("gateway.cache.options", f"SemanticCache options ({', '.join(sorted(accepted))}); "
+                            f"unknown: {', '.join(unknown)}", c.options)
+
+
+def _router(scenario: Scenario) -> Any:
+    from ..routing import CascadeRouter, ClassifierRouter, ComplexityRouter, FixedRouter, PlanRouter
+
+    r = scenario.gateway.router
+    if r.type == "fixed":
+        return FixedRouter(r.deployment)
+    if r.type == "plan":
+        return PlanRouter(r.plans, default=r.default)
+    if r.type == "complexity":
+        return ComplexityRouter(tuple(r.thresholds), r.models)
+    if r.type == "classifier":
+        return ClassifierRouter(r.classifier, r.routes or None)
+    return CascadeRouter(r.stages)
+
+
+def _guards(cfg: Any) -> dict[str, Any]:
+    from ..guardrails import InjectionGuard, OutputFilterGuard, PIIMaskingGuard
+
+    inputs: list[Any] = [PIIMaskingGuard()] if cfg.pii else []
+    if cfg.injection != "off":
+        inputs.append(InjectionGuard(cfg.injection, cfg.injection_threshold))
+    return {"input_guards": tuple(inputs), "output_guards": (OutputFilterGuard(),) if cfg.output_filter else ()}
+
+
+def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed: int, baseline: bool = False,
+                  semantic_cache: Any = None, keep_records: bool = False, **gateway_kwargs: Any) -> "Gateway":
+    """The scenario's Gateway (or the baseline's) on ``clock`` (the simulator's virtual one, or
+    ``time.time``); ``scenario`` is a :class:`Scenario`, a preset name or a TOML path.  ``seed``
+    seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none),
+    ``keep_records`` keeps the ledger's outcomes.
+
+    ``gateway_kwargs`` are :class:`~llmlab.Gateway` keywords that replace what the scenario would
+    set: what a live service adds to the policy the lab chose, such as the shared state of several
+    replicas (``**llmlab.backends.from_url(…).gateway_kwargs()``), a ledger with a sink, or
+    ``log_content``.  A deployment's ``api_base`` and ``api_key_env`` (live only) go into its
+    call parameters; the key is read from the environment here, never kept in the scenario.
+    Its ``image_tokens_max`` (live only too) is what one image part is held at."""
+    from ..gateway import Gateway
+    from ..ledger import Ledger
+    from ..pricing import PriceBook
+    from ..routing import FixedRouter
+
+    if not isinstance(scenario, Scenario):  # a name was an AttributeError ('str' has no 'gateway')
+        scenario = load_scenario(scenario)
+    _check_gateway_kwargs(gateway_kwargs)
+    g = scenario.gateway
+    overrides: dict[str, tuple[float, float]] = {}
+    deployments = []
+    for name, p in scenario.providers.items():
+        price_model = None
+        if p.price is not None:
+            price_model = f"sim-price:{name}"  # explicit, even when $0: never a silent default
+            overrides[price_model] = (p.price.input_per_1m, p.price.output_per_1m)
+        deployments.append(Deployment(name, p.model, _live_params(p), context_window=p.context_window,
+                                      max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
+                                      price_model=price_model, image_tokens_max=p.image_tokens_max))
+    prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
+    retry: Any = _retry_policy("gateway.retry", g.retry)
+    if g.retry_per_deployment:
+        retry = {"*": retry, **{k: _retry_policy(f"gateway.retry_per_deployment.{k}", v)
+                                for k, v in g.retry_per_deployment.items()}}
+    common = dict(deployments=deployments, prices=prices, retry=retry, breaker=g.breaker.model_dump(), clock=clock,
+                  seed=seed, ledger=Ledger(keep=keep_records), default_max_tokens=g.default_max_tokens,
+                  **_guards(g.guardrails))
+    if baseline:
+        return Gateway(**{"router": FixedRouter(scenario.baseline_model), "fallbacks": {}, "cache": False, **common,
+                          **gateway_kwargs})
+    try:
+        return _policy_gateway(scenario, common, semantic_cache, gateway_kwargs)
+    except ScenarioError:
+        raise
+    except ConfigError as exc:  # a rule only the gateway knows (a tpm below default_max_tokens): the scenario's field
+        if re.match(r"\w+", exc.field)[0] in gateway_kwargs:  # the caller's own keyword: named as they passed it
+            raise
+        raise ScenarioError(_scenario_field(exc.field), exc.allowed + (f" ({exc.hint})" if exc.hint else ""),
+                            exc.value) from None
+
+
+def _live_params(provider: Any) -> dict[str, Any]:
+    """A deployment's call parameters for live traffic: its server and its key (read now from the
+    variable the scenario names; an unset one leaves litellm to its own).  The simulated
+    providers never read them; ``Deployment`` keeps them out of its repr and the logs."""
+    params: dict[str, Any] = {}
+    if provider.api_base is not None:
+        params["api_base"] = provider.api_base
+    if provider.api_key_env is not None and os.environ.get(provider.api_key_env):
+        params["api_key"] = os.environ[provider.api_key_env]
+    return params
+
+
+def _check_gateway_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Keywords for Gateway only: a typo would otherwise be a TypeError from deep inside."""
+    import inspect
+
+    from ..gateway import Gateway
+
+    accepted = set(inspect.signature(Gateway).parameters) - {"self", "deployments", "clock", "seed", "prices"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ConfigError(f"gateway_kwargs.{unknown[0]}", kwargs[unknown[0]],
+                          f"a Gateway keyword ({', '.join(sorted(accepted))})",
+                          hint="deployments, prices, clock and seed come from the scenario and build_gateway's own "
+                               "arguments")
+
+
+def _retry_policy(field: str, cfg: Any) -> Any:
+    from ..fallback import RetryPolicy
+
+    try:
+        return RetryPolicy(**cfg.model_dump())
+    except ConfigError as exc:  # base_s above cap_s: named as the scenario spells it
+        raise ScenarioError(f"{field}.{exc.field.rpartition('.')[2]}", exc.allowed, exc.value) from None
+
+
+def _scenario_field(field: str) -> str:
+    """A Gateway setting's name as the scenario spells it (``rate_limiter.per_plan['free'].tpm`` →
+    ``gateway.rate_limits.free.tpm``)."""
+    m = re.fullmatch(r"rate_limiter\.per_plan\['(.+)'\]\.(\w+)", field)
+    return f"gateway.rate_limits.{m[1]}.{m[2]}" if m else f"gateway.{field}"
+
+
+def scenario_rate_limits(scenario: Scenario | str) -> dict[str, "RateLimit"]:
+    """The scenario's per-plan rate limits (``gateway.rate_limits``) as :class:`~llmlab.RateLimit`s:
+    what shared limits need (``llmlab.backends.from_url(url, per_plan=scenario_rate_limits(sc))``)
+    to enforce the policy the lab chose."""
+    from ..ratelimit import RateLimit
+
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    return {plan: RateLimit(limit.rpm, limit.tpm) for plan, limit in scenario.gateway.rate_limits.items()}
+
+
+def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any,
+                    gateway_kwargs: Mapping[str, Any]) -> "Gateway":
+    from ..budgets import BudgetPolicy
+    from ..gateway import Gateway
+    from ..ratelimit import RateLimiter
+
+    g = scenario.gateway
+    limiter = None
+    if g.rate_limits:
+        limiter = RateLimiter(per_plan=scenario_rate_limits(scenario))
+    budget = None
+    group_caps = {name: grp.monthly_budget_usd for grp in scenario.traffic.tenants if grp.monthly_budget_usd is not None
+                  for name in grp.tenant_names()}
+    if g.budget is not None or group_caps:
+        b = g.budget if g.budget is not None else BudgetConfig()
+        budget = BudgetPolicy(caps={**group_caps, **b.caps} or None, plan_caps=b.plan_caps or None,
+                              default_cap=b.default_cap, on_exceed=b.on_exceed, downgrade_to=b.downgrade_to)
+    return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
+                      "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
+                      "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,
+                      "budget": budget, **common, **gateway_kwargs})

@@ -1,0 +1,69 @@
+"""Replications: one scenario on seeds ``seed … seed+n-1``, as means with 95 % intervals.
+
+One run's numbers hold its seed's luck (which tenants were busy, when an outage fell); the
+mean over several seeds, with a Student-t interval clipped to each metric's range, says how
+much of a difference between two configurations is the configuration's.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from .metrics import HEADLINE, mean_ci, metric_bounds
+from .parallel import replication_slots, replications_beside
+from .progress import RunsProgress
+from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from .run import SimResult
+
+
+def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
+    """``n`` runs on seeds ``seed…seed+n-1``: every number in the summary is the mean over runs.
+
+    Counts, dictionaries (errors, model shares) and the SLO verdict are averaged too, so no line
+    of the report mixes one run's value with the others' mean; ``slo_met`` is the verdict on the
+    mean and ``slo_met_share`` the share of runs that met the objective.
+    """
+    import pandas as pd
+
+    from .run import SimResult, simulate
+
+    progress = kw.pop("progress", False)
+    overall = RunsProgress(progress, n) if progress else None
+    try:
+        slots = replication_slots(sc, n, seed, kw)
+        if slots > 1:
+            runs = replications_beside(sc, n, seed, slots, overall, kw)
+        else:
+            runs = [simulate(sc, seed=seed + k, progress=overall.for_run(k) if overall else False, **kw)
+                    for k in range(n)]
+    finally:
+        if overall:
+            overall.close()
+    table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
+    summary = dict(runs[0].summary)
+    ci: dict[str, list[float]] = {}
+    for col in table.columns:
+        if col == "seed" or not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
+            continue
+        m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col))
+        whole = pd.api.types.is_integer_dtype(table[col]) and float(m).is_integer()
+        summary[col] = int(m) if whole else m
+        if col in HEADLINE or col in ("requests", "budget_rejections", "budget_overshoot_usd"):
+            ci[col] = [lo, hi]
+    for key in ("errors", "model_share"):
+        names = sorted({name for r in runs for name in r.summary.get(key, {})})
+        summary[key] = {name: sum(r.summary.get(key, {}).get(name, 0) for r in runs) / n for name in names}
+    met = [r.summary.get("slo_met") is True for r in runs]
+    summary["slo_met_share"] = sum(met) / n
+    value = summary.get("slo_value_s", math.inf)
+    summary["slo_met"] = None if value != value else bool(value <= summary.get("slo_s", math.inf))
+    summary["ci95"] = ci
+    summary["replications"] = n
+    summary["seed"] = seed
+    requests = pd.concat([r.requests.assign(replication=k) for k, r in enumerate(runs)], ignore_index=True)
+    turns = pd.concat([r.turns.assign(replication=k) for k, r in enumerate(runs)], ignore_index=True)
+    first = runs[0]
+    return SimResult(sc, summary, requests, turns, first.baseline_summary, first.baseline_turns, first.outages,
+                     table, seed, wall_s=sum(r.wall_s for r in runs))
