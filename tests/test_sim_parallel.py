@@ -19,6 +19,9 @@ from llmlab.sim import simulate, sidecar
 from llmlab.sim.scenario import ScenarioError
 from llmlab.sim.sidecar import SideCall, SideCallFailed
 
+# a pipe or file of a child left open is a failure here, not a warning
+pytestmark = [pytest.mark.filterwarnings("error::ResourceWarning"),
+              pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")]
 SMALL = {"requests": 1_200, "seed": 5}
 
 

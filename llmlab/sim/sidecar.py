@@ -83,9 +83,10 @@ class SideCall:
     def _talk(self, payload: bytes) -> None:
         try:
             self._proc.stdin.write(payload)
-            self._proc.stdin.close()
-        except (BrokenPipeError, OSError):  # the child is gone already: result() says why
+        except (OSError, ValueError):  # the child is gone, or close() closed the pipe: result() says why
             return
+        finally:
+            _close_quietly(self._proc.stdin)
         out = self._proc.stdout
         try:
             while True:
@@ -135,13 +136,24 @@ class SideCall:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        for stream in (self._proc.stdout if self._proc is not None else None, self._stderr):
-            if stream is None:
-                continue
-            try:
-                stream.close()
-            except (OSError, ValueError):  # pragma: no cover - closed already
-                pass
+        if self._proc is not None:
+            _close_quietly(self._proc.stdin)
+            _close_quietly(self._proc.stdout)
+        _close_quietly(self._stderr)
+
+
+def _close_quietly(stream: Any) -> None:
+    """Close a pipe or file, whatever state its other end is in (a write buffered for a child that
+    died raises BrokenPipeError on close; the buffer is dropped with it)."""
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except (OSError, ValueError):
+        try:  # the flush failed: close the descriptor underneath, or it stays open
+            stream.raw.close()
+        except (AttributeError, OSError, ValueError):  # pragma: no cover - closed already
+            pass
 
 
 def serve() -> None:
