@@ -28,6 +28,20 @@ def test_sweep_on_local_processes():
     assert one.iloc[0]["cost_usd"] == pytest.approx(row["cost_usd"], rel=1e-12)
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_sweep_reports_each_combination_as_it_finishes(processes):
+    seen = []
+    df = sweep("b2b-saas", GRID, requests=150, seed=1, processes=processes,
+               progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and len(df) == 4
+
+
+def test_a_sweep_with_progress_true_draws_a_bar_on_stderr(capsys):
+    sweep("b2b-saas", {"gateway.cache.exact": [False, True]}, requests=100, seed=1, processes=1, progress=True)
+    err = capsys.readouterr().err
+    assert "sweep:" in err and "/2 " in err and "run/s" in err  # the bar counts runs, not requests
+
+
 def test_sweep_validates_every_combination_before_running():
     with pytest.raises(ScenarioError, match="^traffic.rate_per_s: must be > 0"):
         sweep("b2b-saas", {"traffic.rate_per_s": [1.0, -1.0]}, requests=100)
@@ -39,8 +53,10 @@ def test_sweep_on_a_dask_cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            df = sweep("b2b-saas", {"gateway.cache.exact": [False, True]}, requests=200, seed=2, scheduler=client)
-    assert len(df) == 2 and df["cost_usd"].notna().all()
+            seen = []
+            df = sweep("b2b-saas", {"gateway.cache.exact": [False, True]}, requests=200, seed=2, scheduler=client,
+                       progress=lambda done, total: seen.append((done, total)))
+    assert len(df) == 2 and df["cost_usd"].notna().all() and seen == [(1, 2), (2, 2)]
     assert df.loc[df["gateway.cache.exact"], "exact_hit_rate"].iloc[0] >= 0
 
 

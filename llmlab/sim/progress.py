@@ -65,11 +65,12 @@ class RunsProgress:
             self.bar.close()
 
 
-def progress_bar(total: int, enabled: Any, label: str, *, phases: int = 1, phase: int = 0) -> Any:
+def progress_bar(total: int, enabled: Any, label: str, *, phases: int = 1, phase: int = 0, unit: str = "req") -> Any:
+    """A :class:`CallbackBar` for a callable, a tqdm :class:`Bar` for True, None for False."""
     if callable(enabled):
         return CallbackBar(enabled, total, phases, phase)
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return Bar(tqdm(total=total, desc=label, unit="req", leave=False, mininterval=0.5))
+    return Bar(tqdm(total=total, desc=label, unit=unit, leave=False, mininterval=0.5))

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import LLMLabError
+from .progress import progress_bar
 from .scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def combinations(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requests: int | None = 2_000,
           hours: float | None = None, seed: int = 0, scheduler: Any = None, processes: int = 2,
-          replications: int = 1) -> "pd.DataFrame":
+          replications: int = 1, progress: bool | Callable[[int, int], None] = False) -> "pd.DataFrame":
     """Simulate every combination of ``grid`` (dotted override keys → values); one row each.
 
     ``scenario`` is a preset name, a TOML path or a :class:`~llmlab.sim.scenario.Scenario`.  Every
@@ -89,7 +90,9 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     which wins when given), ``seed`` and ``replications``, without the per-request table; a grid
     that sweeps ``traffic.requests`` or ``traffic.hours`` sizes each run itself instead.
     ``scheduler``: None runs on ``processes`` local processes (1 = in this process); a string
-    is a Dask scheduler address; a ``distributed.Client`` is used as it is.
+    is a Dask scheduler address; a ``distributed.Client`` is used as it is.  ``progress=True``
+    shows a bar of the combinations done (a sweep can run for hours); a callable gets
+    ``(done, total)`` as each one finishes, in whatever order they finish.
     """
     import pandas as pd
 
@@ -109,22 +112,12 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     for combo, (n, h) in zip(combos, sizes):  # validate everything before any compute
         preflight(base.with_overrides(combo), requests=n, hours=h, seed=seed, replications=replications)
     tasks = [(base, combo, n, h, seed, replications) for combo, (n, h) in zip(combos, sizes)]
-    if scheduler is not None:
-        results = _on_dask(scheduler, tasks)
-    elif processes <= 1 or len(tasks) == 1:
-        results = [_run(t) for t in tasks]
-    else:
-        try:
-            with ProcessPoolExecutor(max_workers=min(processes, len(tasks))) as pool:
-                results = list(pool.map(_run, tasks))
-        except BrokenProcessPool as exc:
-            method = multiprocessing.get_start_method()
-            raise SweepWorkerDied(
-                "a sweep worker process died before returning its run (out of memory or killed?)"
-                + ("" if method == "fork" else
-                   f"; this Python starts workers with {method!r}, which re-imports the calling script:"
-                   " in a script, call sweep() under `if __name__ == \"__main__\":`")
-                + "; processes=1 runs the sweep in this process") from exc
+    bar = progress_bar(len(tasks), progress, "sweep", unit="run")
+    try:
+        results = _results(tasks, scheduler, processes, bar)
+    finally:
+        if bar is not None:
+            bar.close()
     rows = [{**combo, **{k: v for k, v in summary.items() if k not in combo}}
             for combo, summary in zip(combos, results)]
     frame = pd.DataFrame(rows)
@@ -134,16 +127,49 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     return frame
 
 
-def _on_dask(scheduler: Any, tasks: list) -> list[dict[str, Any]]:
+def _results(tasks: list, scheduler: Any, processes: int, bar: Any) -> list[dict[str, Any]]:
+    """Every task's summary, in the tasks' order; ``bar.update_to(done)`` as each one finishes."""
+    if scheduler is not None:
+        return _on_dask(scheduler, tasks, bar)
+    if processes <= 1 or len(tasks) == 1:
+        results = []
+        for task in tasks:
+            results.append(_run(task))
+            if bar is not None:
+                bar.update_to(len(results))
+        return results
     try:
-        from distributed import Client
+        with ProcessPoolExecutor(max_workers=min(processes, len(tasks))) as pool:
+            return _gathered([pool.submit(_run, t) for t in tasks], as_completed, bar)
+    except BrokenProcessPool as exc:
+            method = multiprocessing.get_start_method()
+            raise SweepWorkerDied(
+                "a sweep worker process died before returning its run (out of memory or killed?)"
+                + ("" if method == "fork" else
+                   f"; this Python starts workers with {method!r}, which re-imports the calling script:"
+                   " in a script, call sweep() under `if __name__ == \"__main__\":`")
+                + "; processes=1 runs the sweep in this process") from exc
+
+
+def _gathered(futures: list, completed: Callable[[list], Any], bar: Any) -> list[Any]:
+    """The futures' results in their order, the bar moved as each finishes (``completed`` is
+    ``concurrent.futures.as_completed`` or Dask's); the first failure raises as itself."""
+    for done, future in enumerate(completed(futures), 1):
+        future.result()
+        if bar is not None:
+            bar.update_to(done)
+    return [f.result() for f in futures]
+
+
+def _on_dask(scheduler: Any, tasks: list, bar: Any) -> list[dict[str, Any]]:
+    try:
+        from distributed import Client, as_completed as dask_completed
     except ImportError:
         raise ScenarioError("scheduler", "needs the 'distributed' package: pip install 'llmlab[dask]'") from None
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:
-        futures = client.map(_run, tasks, pure=False)
-        return client.gather(futures)
+        return _gathered(client.map(_run, tasks, pure=False), dask_completed, bar)
     finally:
         if own:
             client.close()
