@@ -1,0 +1,84 @@
+"""``llmlab sweep``: the command line of llmlab.sim.sweep — a grid in, one row per combination out."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from llmlab.cli import main as llmlab
+from llmlab.sim import sweep
+from llmlab.sim.sweep_cli import main, parse_grid
+
+ARGS = ["--scenario", "b2b-saas", "--grid", "gateway.cache.semantic=[true, false]", "--grid",
+        "traffic.rate_per_s=[1, 3]", "--requests", "200", "--seed", "4", "--processes", "1"]
+
+
+def test_a_grid_runs_every_combination_writes_every_column_and_prints_the_headline(tmp_path, capsys):
+    out = tmp_path / "runs" / "sweep.csv"
+    assert main([*ARGS, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    written = pd.read_csv(out)
+    expected = sweep("b2b-saas", {"gateway.cache.semantic": [True, False], "traffic.rate_per_s": [1, 3]},
+                     requests=200, seed=4, processes=1)
+    assert list(written.columns) == list(expected.columns) and len(written) == 4
+    assert written["cost_usd"].tolist() == pytest.approx(expected["cost_usd"].tolist(), rel=1e-12)
+    header = printed.splitlines()[0].split()
+    assert header[:3] == ["gateway.cache.semantic", "traffic.rate_per_s", "requests"] and "cost_usd" in header
+    assert "exact_hit_rate" not in header  # the table shows the headline; the CSV has everything
+    assert printed.rstrip().endswith(f"wrote 4 rows to {out}")
+
+
+def test_json_prints_the_rows_as_one_list(capsys):
+    assert main([*ARGS[:4], "--requests", "150", "--processes", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["gateway.cache.semantic"] for r in rows] == [True, False]
+    assert all(isinstance(r["cost_usd"], float) and math.isfinite(r["cost_usd"]) for r in rows)
+
+
+@pytest.mark.parametrize("grid, named", [
+    ("gateway.cache.threshold=0.9", "--grid gateway.cache.threshold: a non-empty TOML list"),
+    ("gateway.cache.threshold=[]", "--grid gateway.cache.threshold: a non-empty TOML list"),
+    ("gateway.cache.threshold", "--grid: KEY=[V1, V2, ...]"),
+    ("gateway.cache.thresholdx=[0.9]", "gateway.cache.thresholdx: unknown field"),
+    ("traffic.rate_per_s=[1, -1]", "traffic.rate_per_s: must be > 0"),
+])
+def test_a_bad_grid_is_one_line_naming_the_field_before_any_run(grid, named, monkeypatch, capsys):
+    import llmlab.sim.run as sim_run
+
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("ran before the grid was checked"))
+    assert main(["--scenario", "b2b-saas", "--grid", grid, "--processes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"llmlab sweep: error: {named}") and err.count("\n") == 1, err
+
+
+def test_a_key_given_twice_and_an_unwritable_out_are_refused(tmp_path, capsys):
+    assert parse_grid(["a.b=[1]", "c=[2, 3]"]) == {"a.b": [1], "c": [2, 3]}
+    assert main([*ARGS[:4], "--grid", "gateway.cache.semantic=[true]"]) == 2
+    assert "given once" in capsys.readouterr().err
+    assert main([*ARGS, "--out", str(tmp_path)]) == 2  # a folder
+    assert "--out: a CSV file path" in capsys.readouterr().err
+
+
+def test_llmlab_lists_and_runs_the_sweep_command(capsys):
+    assert llmlab(["--help"]) == 0
+    assert "sweep" in capsys.readouterr().out
+    assert llmlab(["sweep", "--scenario", "b2b-saas", "--grid", "traffic.rate_per_s=[2]", "--requests", "100",
+                   "--processes", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+def test_the_readme_sweep_commands_parse_and_their_grids_are_lists():
+    """The README's `llmlab sweep` lines use options that exist, with grids as written."""
+    import shlex
+    from pathlib import Path
+
+    from llmlab.sim.sweep_cli import _parser
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.split("#")[0] for line in text.splitlines() if line.startswith("llmlab sweep ")]
+    assert len(lines) >= 2
+    for line in lines:
+        args = _parser().parse_args(shlex.split(line)[2:])
+        assert parse_grid(args.grid), line
