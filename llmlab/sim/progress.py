@@ -45,7 +45,8 @@ class RunsProgress:
 
     def for_run(self, k: int) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
-            self.done[k] = (done, total)
+            # never back: a run redone here after its child failed counts up from 0 again
+            self.done[k] = (max(done, self.done.get(k, (0, total))[0]), total)
             progressed = sum(d for d, _ in self.done.values())
             if callable(self.progress):
                 self.progress(progressed, self.n * total)

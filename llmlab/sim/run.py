@@ -34,8 +34,8 @@ from .parallel import baseline_beside, baseline_run, policy_and_baseline
 from .progress import progress_bar
 from .projection import TenantCaps
 from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, uniforms
-from .scenario import Scenario, ScenarioError, load_scenario
 from .replications import replicate
+from .scenario import Scenario, ScenarioError, load_scenario
 from .traffic import Traffic, generate_traffic
 
 if TYPE_CHECKING:
@@ -571,8 +571,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     same results, in about two thirds of the time), and replications beside each other in
     child processes as the CPUs allow: None does so for runs of at least
     :data:`~llmlab.sim.parallel.PARALLEL_MIN_TURNS` turns when two CPUs are usable, True always,
-    False never.  Never raises for
-    what happens *during* the run; configuration errors raise
+    False never.  Never raises for what happens *during* the run; configuration errors raise
     :class:`~llmlab.sim.scenario.ScenarioError` first.
     """
     if parallel is not None and not isinstance(parallel, bool):
