@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
+    from ..budgets import BudgetPolicy
     from ..gateway import Gateway
     from ..ratelimit import RateLimit
 
@@ -197,7 +198,6 @@ def scenario_rate_limits(scenario: Scenario | str) -> dict[str, "RateLimit"]:
 
 def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any,
                     gateway_kwargs: Mapping[str, Any]) -> "Gateway":
-    from ..budgets import BudgetPolicy
     from ..gateway import Gateway
     from ..ratelimit import RateLimiter
 
@@ -205,14 +205,23 @@ def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: 
     limiter = None
     if g.rate_limits:
         limiter = RateLimiter(per_plan=scenario_rate_limits(scenario))
-    budget = None
-    group_caps = {name: grp.monthly_budget_usd for grp in scenario.traffic.tenants if grp.monthly_budget_usd is not None
-                  for name in grp.tenant_names()}
-    if g.budget is not None or group_caps:
-        b = g.budget if g.budget is not None else BudgetConfig()
-        budget = BudgetPolicy(caps={**group_caps, **b.caps} or None, plan_caps=b.plan_caps or None,
-                              default_cap=b.default_cap, on_exceed=b.on_exceed, downgrade_to=b.downgrade_to)
     return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
                       "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
                       "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,
-                      "budget": budget, **common, **gateway_kwargs})
+                      "budget": budget_policy(scenario), **common, **gateway_kwargs})
+
+
+def budget_policy(scenario: Scenario) -> "BudgetPolicy | None":
+    """The scenario's monthly caps as the gateway's :class:`~llmlab.BudgetPolicy` (None: nothing
+    is capped): a tenant's own cap (``gateway.budget.caps``, else its group's
+    ``monthly_budget_usd``), else its plan's, else the default."""
+    from ..budgets import BudgetPolicy
+
+    g = scenario.gateway
+    group_caps = {name: grp.monthly_budget_usd for grp in scenario.traffic.tenants if grp.monthly_budget_usd is not None
+                  for name in grp.tenant_names()}
+    if g.budget is None and not group_caps:
+        return None
+    b = g.budget if g.budget is not None else BudgetConfig()
+    return BudgetPolicy(caps={**group_caps, **b.caps} or None, plan_caps=b.plan_caps or None,
+                        default_cap=b.default_cap, on_exceed=b.on_exceed, downgrade_to=b.downgrade_to)

@@ -79,6 +79,13 @@ class SimResult:
     #: wall-clock seconds the run took (kept out of ``summary``, which a seed reproduces exactly)
     wall_s: float = 0.0
 
+    def tenants(self) -> "pd.DataFrame":
+        """One row per tenant, the dearest first: turns, spend (and the baseline's), budget
+        refusals, availability, P95 latency, monthly cap (:func:`llmlab.sim.tenants.tenant_table`)."""
+        from .tenants import tenant_table
+
+        return tenant_table(self)
+
     def __repr__(self) -> str:
         s = self.summary
         return (f"SimResult({self.scenario.name!r}, requests={s.get('requests')}, cost=${s.get('cost_usd', 0):.4f}, "
