@@ -576,11 +576,3 @@ def no_caps(scenario: Any) -> dict[str, Any]:
     return out
 
 
-def tenant_caps(scenario: Any, tenants: Iterable[tuple[str, str]]) -> dict[str, float | None]:
-    """The monthly cap the scenario's gateway enforces for each ``(tenant, plan)`` (None = no cap)."""
-    from .sim import load_scenario
-    from .sim.build import build_gateway
-
-    gateway = build_gateway(load_scenario(scenario), lambda: 0.0, seed=0)
-    policy = gateway.pipeline.budget_policy
-    return {tenant: (policy.cap_for(tenant, plan) if policy is not None else None) for tenant, plan in tenants}

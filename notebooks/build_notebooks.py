@@ -1154,7 +1154,7 @@ def nb05() -> list:
         routing and caching; the next sections bring them back.
         """),
         code("""
-        from llmlab.teaching import CALM, against_range, no_caps, tenant_caps
+        from llmlab.teaching import CALM, against_range, no_caps
 
         CALM = {**CALM, **no_caps("b2b-saas")}
         rep = simulate("b2b-saas", requests=800, seed=10, replications=5, overrides=CALM)
@@ -1216,20 +1216,16 @@ def nb05() -> list:
         from llmlab.teaching import CALM as NO_OUTAGES
 
         capped = simulate("b2b-saas", requests=2500, seed=5, overrides=NO_OUTAGES)
-        spend = capped.requests.groupby(["tenant", "plan"])["cost_usd"].sum().rename("spend_usd").reset_index()
-        caps = tenant_caps("b2b-saas", zip(spend["tenant"], spend["plan"]))   # what the scenario's gateway enforces
-        spend["cap_usd"] = spend["tenant"].map(caps)
-        spend["used_pct"] = 100 * spend["spend_usd"] / spend["cap_usd"]
-        rejected = capped.requests[capped.requests["error_code"] == "budget_exceeded"].groupby("tenant").size()
-        spend["budget_rejections"] = spend["tenant"].map(rejected).fillna(0).astype(int)
+        spend = capped.tenants()   # one row per tenant: spend, refusals, the cap its gateway enforces (tenants.csv)
+        spend["used_pct"] = 100 * spend["cost_usd"] / spend["monthly_cap_usd"]
         print(f"budget rejections: {capped.summary['budget_rejections']}, "
               f"overshoot beyond caps: ${capped.summary['budget_overshoot_usd']:.6f}")
-        spend.sort_values(["used_pct", "spend_usd"], ascending=False).head(10)
+        spend.sort_values(["used_pct", "cost_usd"], ascending=False).head(10)
         """),
         code("""
         from matplotlib.patches import Patch
 
-        top = spend.sort_values(["used_pct", "spend_usd"], ascending=False).head(15)  # closest to their cap
+        top = spend.sort_values(["used_pct", "cost_usd"], ascending=False).head(15)  # closest to their cap
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         plan_colours = {"paid": "#4C78A8", "free": "#F58518"}
         ax.barh(top["tenant"], top["used_pct"], color=top["plan"].map(plan_colours))

@@ -421,7 +421,8 @@ def test_cost_breakdown_splits_input_output_and_unserved_calls():
 
 def test_outage_overrides_and_scenario_helpers():
     from llmlab.sim import load_scenario
-    from llmlab.teaching import BREAKER_OFF, CALM, no_caps, outage_overrides, tenant_caps
+    from llmlab.sim.build import budget_policy
+    from llmlab.teaching import BREAKER_OFF, CALM, no_caps, outage_overrides
 
     o = outage_overrides(target="openai", start_s=10.0, duration_s=20.0, fallback=False, max_retries=0,
                          breaker=False)
@@ -431,9 +432,10 @@ def test_outage_overrides_and_scenario_helpers():
     scenario = load_scenario("b2b-saas", {**o, **CALM, **no_caps("b2b-saas")})
     assert scenario.gateway.fallbacks == {} and scenario.gateway.budget is None
     assert all(getattr(g, "monthly_budget_usd", None) is None for g in scenario.traffic.tenants)
-    assert tenant_caps(scenario, [("paid-001", "paid")]) == {"paid-001": None}
-    caps = tenant_caps("b2b-saas", [("paid-001", "paid"), ("free-001", "free")])
-    assert all(isinstance(c, float) and c > 0 for c in caps.values())
+    assert budget_policy(scenario) is None  # no_caps lifts every cap
+    policy = budget_policy(load_scenario("b2b-saas"))
+    assert all(isinstance(c, float) and c > 0 for c in (policy.cap_for("paid-001", "paid"),
+                                                         policy.cap_for("free-001", "free")))
 
 
 def test_repeated_question_savings_counts_per_tenant_repeats():
