@@ -82,3 +82,20 @@ def test_the_readme_sweep_commands_parse_and_their_grids_are_lists():
     for line in lines:
         args = _parser().parse_args(shlex.split(line)[2:])
         assert parse_grid(args.grid), line
+
+
+def test_without_a_size_each_run_has_the_sweeps_two_thousand_requests(monkeypatch, capsys):
+    """--requests and --hours left out: sweep()'s own 2,000 requests a run (not the scenario's)."""
+    import importlib
+
+    sweep_module = importlib.import_module("llmlab.sim.sweep")  # the module: llmlab.sim.sweep is also the function
+    sizes = []
+
+    def fake_results(tasks, *rest):
+        sizes.append([task[2:4] for task in tasks])  # (requests, hours) of each run
+        return [{"requests": 1} for _ in tasks]
+
+    monkeypatch.setattr(sweep_module, "_results", fake_results)
+    base = ["--scenario", "b2b-saas", "--grid", "traffic.rate_per_s=[2]", "--processes", "1", "--json"]
+    assert main(base) == 0 and main([*base, "--hours", "0.5"]) == 0 and main([*base, "--requests", "70"]) == 0
+    assert sizes == [[(2_000, None)], [(None, 0.5)], [(70, None)]]

@@ -110,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario = load_scenario(args.scenario, dict(parse_assignment(s) for s in args.sets))
         out = _out_file(args.out) if args.out is not None else None
         progress = not args.json and sys.stderr.isatty()
-        frame = sweep(scenario, grid, requests=args.requests if args.hours is None else None, hours=args.hours,
-                      seed=args.seed, replications=args.replications, processes=args.processes,
-                      scheduler=args.scheduler, progress=progress)
+        size = {"requests": args.requests} if args.requests is not None else {}  # else sweep()'s 2,000
+        frame = sweep(scenario, grid, **size, hours=args.hours, seed=args.seed, replications=args.replications,
+                      processes=args.processes, scheduler=args.scheduler, progress=progress)
     except (ConfigError, OSError, SweepWorkerDied) as exc:
         print(f"llmlab sweep: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
