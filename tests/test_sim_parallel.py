@@ -206,6 +206,48 @@ def test_a_side_call_that_cannot_start_says_why(monkeypatch):
         SideCall(f"{__name__}:noisy_sum", (lambda: 1,)).result()  # arguments that do not pickle
 
 
+def nested(*, progress):
+    """A child that starts a side call of its own (as a replication's baseline does) and waits."""
+    import time
+
+    inner = SideCall(f"{__name__}:slow")
+    while not inner.done:  # its report sent: it writes nothing more, so only a signal ends it early
+        time.sleep(0.01)
+    progress(inner._proc.pid)
+    time.sleep(60)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX")
+def test_closing_a_side_call_ends_its_children_too():
+    import time
+
+    call = SideCall(f"{__name__}:nested")
+    deadline = time.monotonic() + 30
+    while not call.done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = call.done
+    assert grandchild, "the child never reported its own child"
+    call.close()
+    while time.monotonic() < deadline and _running(grandchild):
+        time.sleep(0.05)
+    assert not _running(grandchild), f"the grandchild {grandchild} outlived close()"
+
+
+def _running(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie, dead but not yet reaped by init, is not)?"""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): kill(0) said it is there
+        return True
+
+
 def test_closing_a_side_call_ends_its_child():
     call = SideCall(f"{__name__}:slow")
     while call.done == 0 and call._proc.poll() is None:

@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,9 @@ import threading
 from typing import Any, Callable
 
 from ..errors import LLMLabError
+
+#: set in a child's environment: its own side calls stay in its process group
+_IN_SIDECAR = "LLMLAB_IN_SIDECAR"
 
 #: what the child runs: the parent's sys.path first, then :func:`serve`
 BOOT = ("import json, sys; sys.path[:] = json.loads(sys.stdin.buffer.readline()); "
@@ -66,12 +70,18 @@ class SideCall:
         self._proc: subprocess.Popen | None = None
         self._stderr: Any = None
         self._reader: threading.Thread | None = None
+        self._group = False
         try:
             payload = json.dumps(sys.path).encode("utf-8") + b"\n" + pickle.dumps(
                 (target, args, kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
             self._stderr = tempfile.TemporaryFile()
+            # a child of its own process group (POSIX), which its own side calls join, so that
+            # close() ends the whole tree: a replication's child runs its baseline in a grandchild
+            own_group = os.name == "posix" and not os.environ.get(_IN_SIDECAR)
             self._proc = subprocess.Popen([sys.executable, "-c", BOOT], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=self._stderr)
+                                          stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=own_group,
+                                          env={**os.environ, _IN_SIDECAR: "1"})
+            self._group = own_group
         except Exception as exc:  # arguments that do not pickle, no interpreter to start: result() says so
             self._not_started = f"the child interpreter could not start: {type(exc).__name__}: {exc}"
             return
@@ -132,9 +142,16 @@ class SideCall:
         return (text[-limit:] if text else "(nothing on its stderr)")
 
     def close(self) -> None:
-        """End the child if it still runs (the caller gave up on it) and free its pipes."""
+        """End the child, and any child of its own, if it still runs (the caller gave up on it),
+        and free its pipes."""
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+            try:
+                if self._group:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                else:
+                    self._proc.kill()
+            except (ProcessLookupError, PermissionError):  # pragma: no cover - it ended meanwhile
+                pass
             self._proc.wait()
         if self._proc is not None:
             _close_quietly(self._proc.stdin)
