@@ -475,7 +475,9 @@ class LiteLLMDriver:
                 if piece:
                     yield piece
         except Exception as exc:
-            return state.failed(exc, self.clock())
+            error = state.failed(exc, self.clock())
+            _release_frames(exc)
+            return error
         finally:
             # closed now, also when the caller left mid-stream: left to the garbage collector, the
             # HTTP response was closed inside a later request holding the connection pool's lock
@@ -526,11 +528,35 @@ class LiteLLMDriver:
                 if piece:
                     yield piece
         except Exception as exc:
-            yield state.failed(exc, self.clock())
+            error = state.failed(exc, self.clock())
+            _release_frames(exc)
+            yield error
             return
         finally:
             await _aclose(response)  # as in stream_call: the connection goes back now, not at collection
         yield state.result(self.clock())
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Let go of what the finished frames of ``exc``'s traceback (and of the exceptions it chains)
+    hold.  A provider stream that failed mid-way raised from inside litellm's decoder, whose frame
+    holds the HTTP response's byte iterator (closing litellm's stream does not close that
+    iterator: Bedrock's event-stream decoder loops over it).  Kept alive by the traceback, in
+    the reference cycles exceptions make, it was closed by a later garbage collection — on
+    whichever thread allocated then, inside httpcore's connection pool holding its lock (not
+    re-entrant): that thread hung for good (seen on Python 3.13).  Cleared here, it is closed at
+    once, and its connection goes back to the pool."""
+    import traceback
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        one = todo.pop()
+        if one is None or id(one) in seen:
+            continue
+        seen.add(id(one))
+        traceback.clear_frames(one.__traceback__)
+        todo += [one.__cause__, one.__context__]
 
 
 def _close(response: Any) -> None:

@@ -197,3 +197,27 @@ def test_a_bedrock_200_that_is_no_json_is_a_malformed_response_not_a_rejection(b
     out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
     assert out.ok and out.text == "Fine." and bedrock.count == 2
     assert out.attempts[0].error.startswith("malformed_response:"), out.attempts[0].error
+
+
+def test_a_stream_cut_by_an_exception_event_gives_its_connection_back_at_once(bedrock):
+    """Bedrock's decoder in litellm loops over the HTTP response's bytes; a stream cut by an
+    exception event left that iterator open, held by the exception's traceback, until a garbage
+    collection closed it — on whichever thread allocated then, which once was inside httpcore's
+    connection pool holding its lock (not re-entrant): the test suite hung on Python 3.13.  The
+    connection is back in the pool as soon as the request ends, with no collection."""
+    import gc
+
+    from httpcore._sync.connection_pool import PoolByteStream
+
+    broken = converse_events("Refunds take ", "five", exception("throttlingException", "boom"), stop=None)
+    dep = bedrock.deployment((200, {}, broken), (200, {}, converse_events("Fine.")))
+    gw = gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0))
+    gc.collect()
+    gc.disable()
+    try:
+        out = served(gw, "stream")
+        still_open = [s for s in gc.get_objects() if isinstance(s, PoolByteStream) and not s._closed]
+    finally:
+        gc.enable()
+    assert out.ok and out.text == "Fine." and out.attempts[0].error.startswith("rate_limit:")
+    assert still_open == []
