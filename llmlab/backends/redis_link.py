@@ -30,9 +30,9 @@ that only the keys of that slot fail fast.  A command about no one key (a scan o
 master: ``cache_store.clear()``, ``expire_past_months``) that fails raises to its caller and
 marks nothing down: there is no master to blame, and one master's death must not refuse every
 tenant for a probe interval (on one Redis the one server is the link, and it goes down).  The
-cluster's transient states (``CLUSTERDOWN``,
-``TRYAGAIN``, no reachable node, a slot not covered) count as *gone*, like a dead socket:
-budgets queue their writes for replay instead of dropping them.  A cluster that lost a master
+cluster's transient states (``CLUSTERDOWN``, ``TRYAGAIN``, no reachable node, a slot not
+covered) count as *gone*, like a dead socket: budgets queue their writes for replay instead of
+dropping them.  A cluster that lost a master
 with no replica to promote refuses every key after ``cluster-node-timeout`` anyway
 (``cluster-require-full-coverage yes``, the default): each master is then marked down in turn.
 """
