@@ -161,6 +161,23 @@ def test_by_default_replications_go_beside_each_other_only_when_long_and_the_cpu
         assert started.count("llmlab.sim.parallel:replication_run") == expected, (cpus, requests, baseline)
 
 
+@pytest.mark.parametrize("files, allowed", [
+    ({"cpu.max": "150000 100000\n"}, 1),  # cgroup v2: 1.5 CPUs → one busy process
+    ({"cpu.max": "100000 100000\n"}, 1),
+    ({"cpu.max": "max 100000\n"}, None),  # no quota: the affinity mask says
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),  # no cgroup files (macOS, Windows, no /sys)
+])
+def test_a_containers_cpu_quota_bounds_the_cpus_used(tmp_path, files, allowed):
+    """A container limited to one CPU sees all of its host's: two processes would only take turns."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    unbounded = sidecar.usable_cpus(str(tmp_path / "nothing-here"))
+    assert sidecar.usable_cpus(str(tmp_path)) == (unbounded if allowed is None else min(unbounded, allowed))
+
+
 # ----------------------------------------------------------------------------- the side call itself
 def noisy_sum(values, *, progress):
     """A target for the child: prints to stdout (which must not corrupt the messages) and reports."""

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import LLMLabError
@@ -47,12 +48,32 @@ class SideCallFailed(LLMLabError, RuntimeError):
     raised, or was killed); the message holds its exit code and the end of its stderr."""
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
+def usable_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPUs this process may keep busy: its affinity mask where the OS has one, held to the
+    container's CPU quota (a container limited to one CPU sees every CPU of its host, and two
+    processes there only take turns)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(Path(cgroup_root))
+    return max(1, min(cpus, int(quota))) if quota is not None else cpus
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """The CPUs a Linux cgroup's quota allows (``cpu.max`` of cgroup v2, the CFS quota of v1),
+    or None when it sets none or there is no cgroup to read."""
+    try:
+        quota, period = (root / "cpu.max").read_text(encoding="ascii").split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text(encoding="ascii"))
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 class SideCall:
