@@ -17,7 +17,10 @@ same llmlab, a checkout on ``PYTHONPATH`` included), and talks over its standard
 
 The parent never trusts the child to finish: :meth:`SideCall.result` raises
 :class:`SideCallFailed` (with the exit code and the end of the child's stderr) when it ends
-without a result, and the caller does the work itself.
+without a result, and the caller does the work itself.  Nor does a child outlive the caller's
+interest: on POSIX it leads a process group of its own, which its own side calls join (a
+replication's child runs its baseline in a grandchild), and :meth:`SideCall.close` ends the
+group.  A parent killed outright leaves its children to end at their next write to it.
 """
 from __future__ import annotations
 
