@@ -99,3 +99,35 @@ def test_without_a_size_each_run_has_the_sweeps_two_thousand_requests(monkeypatc
     base = ["--scenario", "b2b-saas", "--grid", "traffic.rate_per_s=[2]", "--processes", "1", "--json"]
     assert main(base) == 0 and main([*base, "--hours", "0.5"]) == 0 and main([*base, "--requests", "70"]) == 0
     assert sizes == [[(2_000, None)], [(None, 0.5)], [(70, None)]]
+
+
+def test_plot_draws_each_headline_number_against_the_first_key(tmp_path, capsys):
+    """--plot: one panel per headline number, one line per value of the other grid keys; a
+    boolean first key is drawn as categories, a numeric one in order with its own ticks."""
+    from llmlab.sim.sweep_plot import PANELS, plot_sweep
+
+    png = tmp_path / "figures" / "sweep.png"
+    assert main(["--scenario", "b2b-saas", "--grid", "traffic.rate_per_s=[3, 1]", "--grid",
+                 "gateway.cache.semantic=[true, false]", "--requests", "150", "--seed", "4", "--processes", "1",
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert capsys.readouterr().out.rstrip().endswith(f"drew the sweep in {png}")
+    frame = sweep("b2b-saas", {"traffic.rate_per_s": [3, 1], "gateway.cache.semantic": [True, False]},
+                  requests=150, seed=4, processes=1)
+    fig = plot_sweep(frame, ["traffic.rate_per_s", "gateway.cache.semantic"])
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
+    assert [ax.get_ylabel() for ax in shown] == [PANELS[c] for c in PANELS if frame[c].notna().any()]
+    for ax in shown:
+        lines = ax.get_lines()
+        assert len(lines) == 2 and all(list(line.get_xdata()) == [1, 3] for line in lines)  # in order
+    assert [t.get_text() for t in shown[0].get_xticklabels()] == ["1", "3"]
+    by_flag = plot_sweep(frame, ["gateway.cache.semantic", "traffic.rate_per_s"])
+    assert [t.get_text() for t in by_flag.axes[0].get_xticklabels()] == ["True", "False"]  # the grid's order
+
+
+def test_plot_is_checked_before_the_sweep_runs(tmp_path, monkeypatch, capsys):
+    import llmlab.sim.run as sim_run
+
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("ran before --plot was checked"))
+    assert main([*ARGS, "--plot", str(tmp_path)]) == 2
+    assert "--plot: a PNG file path" in capsys.readouterr().err

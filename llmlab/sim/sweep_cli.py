@@ -2,7 +2,7 @@
 
     llmlab sweep --scenario b2b-saas --grid 'gateway.cache.threshold=[0.85, 0.9, 0.95]' \\
                  --grid 'traffic.rate_per_s=[1, 4]' --requests 5000 --out sweep.csv
-    llmlab sweep --scenario realtime-chat --grid 'gateway.retry.max_retries=[0, 1, 2]' --json
+    llmlab sweep --scenario realtime-chat --grid 'gateway.retry.max_retries=[0, 1, 2]' --json --plot retries.png
     llmlab sweep --scenario my.toml --grid 'gateway.cache.semantic=[true, false]' --scheduler tcp://10.0.0.5:8786
 
 The command line of :func:`llmlab.sim.sweep`: a platform team's CI job or a cluster runs a
@@ -10,7 +10,8 @@ grid without writing Python.  Each ``--grid KEY=[V1, V2, …]`` is a scenario fi
 ``--set`` and ``llmlab simulate --fields`` spell it) and a TOML list of its values; the
 combinations are every product.  Every combination is checked before the first run.  The
 table printed holds the grid's columns and the headline numbers; ``--out`` writes every column
-as CSV, ``--json`` prints the rows as one JSON list.
+as CSV, ``--json`` prints the rows as one JSON list, ``--plot`` draws the headline numbers
+against the first grid key (:mod:`llmlab.sim.sweep_plot`).
 
 Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field), 130 Ctrl-C.
 """
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) instead of local processes")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON list on stdout")
     p.add_argument("--out", help="write every row and column to this CSV file")
+    p.add_argument("--plot", help="draw the headline numbers against the first --grid key into this PNG file")
     return p
 
 
@@ -72,19 +74,19 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def _out_file(text: str) -> Path:
-    """``--out``, checked for writing before the sweep (not after hours of runs)."""
+def _out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
+    """A file option, checked for writing before the sweep (not after hours of runs)."""
     from .scenario import ScenarioError
 
     out = Path(text)
     if not text.strip() or out.is_dir():
-        raise ScenarioError("--out", "a CSV file path (not a folder)", text)
+        raise ScenarioError(option, f"a {kind} file path (not a folder)", text)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a", encoding="utf-8"):
             pass
     except OSError as exc:
-        raise ScenarioError("--out", f"a file this user can write ({exc.strerror})", text) from None
+        raise ScenarioError(option, f"a file this user can write ({exc.strerror})", text) from None
     return out
 
 
@@ -109,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grid = parse_grid(args.grid)
         scenario = load_scenario(args.scenario, dict(parse_assignment(s) for s in args.sets))
         out = _out_file(args.out) if args.out is not None else None
+        plot = _out_file(args.plot, "--plot", "PNG") if args.plot is not None else None
         progress = not args.json and sys.stderr.isatty()
         size = {"requests": args.requests} if args.requests is not None else {}  # else sweep()'s 2,000
         frame = sweep(scenario, grid, **size, hours=args.hours, seed=args.seed, replications=args.replications,
@@ -118,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if out is not None:  # the numbers are kept before anything is printed
         frame.to_csv(out, index=False)
+    if plot is not None:
+        from .sweep_plot import plot_sweep
+
+        plot_sweep(frame, list(grid), f"{scenario.name}: sweep over {next(iter(grid))}").savefig(plot, dpi=110)
     try:
         if args.json:
             print(json.dumps(_jsonable(frame.to_dict(orient="records")), ensure_ascii=False, allow_nan=False))
@@ -125,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(table(frame, list(grid)))
             if out is not None:
                 print(f"wrote {len(frame)} rows to {out}")
+            if plot is not None:
+                print(f"drew the sweep in {plot}")
         sys.stdout.flush()
     except BrokenPipeError:  # `llmlab sweep ... | head`
         _discard_stdout()

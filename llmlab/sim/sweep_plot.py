@@ -1,0 +1,70 @@
+"""A sweep's table as one figure: each headline number against the grid's first key.
+
+A sweep is asked "where does the curve bend?" — the threshold past which false hits climb, the
+rate at which P95 leaves the objective — and a table of numbers hides the bend.  One panel per
+headline number, the first grid key on the x axis (numbers in order, other values as the grid
+lists them), one line per combination of the other keys.
+"""
+from __future__ import annotations
+
+import itertools
+import numbers
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..report import _plt
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: the panels, in order: column → axis label (a column the table lacks, or holds only NaN, is left out)
+PANELS = {"cost_usd": "cost (USD)", "savings_pct": "savings vs baseline (%)", "p95_latency_s": "P95 latency (s)",
+          "ttft_p95_s": "P95 time to first token (s)", "cache_hit_rate": "cache hit rate",
+          "false_hit_rate": "false hits (share of cache hits)", "availability": "availability",
+          "slo_violation_rate": "SLO violations (share of turns)"}
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+
+
+def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "") -> Any:
+    """The figure of a :func:`~llmlab.sim.sweep` table whose first columns are ``grid_keys``."""
+    if not grid_keys or grid_keys[0] not in frame.columns:
+        raise ValueError(f"grid_keys must name the table's grid columns, got {list(grid_keys)!r}")
+    x_key, others = grid_keys[0], list(grid_keys[1:])
+    x_values = list(dict.fromkeys(frame[x_key].tolist()))
+    numeric = _numeric(x_values)
+    if numeric:
+        x_values.sort()
+    position = {v: (v if numeric else i) for i, v in enumerate(x_values)}
+    panels = [(col, label) for col, label in PANELS.items() if col in frame.columns and frame[col].notna().any()]
+    plt = _plt()
+    cols = min(4, len(panels)) or 1
+    rows = -(-len(panels) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), layout="constrained", squeeze=False)
+    series = [dict(zip(others, combo)) for combo in itertools.product(*(dict.fromkeys(frame[k].tolist())
+                                                                         for k in others))] or [{}]
+    for ax, (col, label) in zip(axes.flat, panels):
+        for fixed in series:
+            rows_of = frame
+            for key, value in fixed.items():
+                rows_of = rows_of[rows_of[key] == value]
+            if rows_of.empty:
+                continue
+            ordered = sorted(rows_of[[x_key, col]].itertuples(index=False), key=lambda r: x_values.index(r[0]))
+            name = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in fixed.items()) or None
+            ax.plot([position[r[0]] for r in ordered], [r[1] for r in ordered], marker="o", label=name)
+        ax.set_ylabel(label)
+        ax.set_xlabel(x_key)
+        if not numeric:
+            ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
+        elif len(x_values) <= 12:  # the grid's own values, not 0.5-steps between retries
+            ax.set_xticks(x_values, [f"{v:g}" for v in x_values])
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if len(series) > 1:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(series)), fontsize=8)
+    fig.suptitle(title or f"sweep over {x_key}")
+    return fig
