@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from .sim.run import SimResult
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, on the non-interactive Agg backend unless a notebook's inline one is
+    in use (no display needed: a CLI, CI or a worker process draws as well)."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -37,7 +39,7 @@ def _plt() -> Any:
 def _axes(ax: Any, figsize: tuple[float, float] = (7.5, 4.2)) -> tuple[Any, Any]:
     if ax is not None:
         return ax.figure, ax
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
 
@@ -278,7 +280,7 @@ FIGURES = {
 
 def write_report(result: "SimResult", out_dir: str | Path) -> list[Path]:
     """Write the four PNG figures into ``out_dir`` (created if needed); returns their paths."""
-    plt = _plt()
+    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -11,7 +11,7 @@ import itertools
 import numbers
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..report import _plt
+from ..report import pyplot
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,7 @@ def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "")
         x_values.sort()
     position = {v: (v if numeric else i) for i, v in enumerate(x_values)}
     panels = [(col, label) for col, label in PANELS.items() if col in frame.columns and frame[col].notna().any()]
-    plt = _plt()
+    plt = pyplot()
     cols = min(4, len(panels)) or 1
     rows = -(-len(panels) // cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), layout="constrained", squeeze=False)
