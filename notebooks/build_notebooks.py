@@ -1469,6 +1469,13 @@ def nb06() -> list:
         stress[["providers.gpt-4o-mini.timeout_s", "gateway.breaker.slow_call_s", "ttft_p95_s", "slo_violation_rate",
                 "fallback_rate", "availability", "cost_usd"]]
         """),
+        code("""
+        from llmlab.sim.sweep_plot import plot_sweep   # what `llmlab sweep ... --plot sweep.png` draws
+
+        plot_sweep(stress, ["providers.gpt-4o-mini.timeout_s", "gateway.breaker.slow_call_s"],
+                   label("OpenAI ×4 느려짐: 타임아웃과 느린 호출 기준", "OpenAI ×4 slower: timeout and slow-call threshold"))
+        plt.show()
+        """),
         md("""
         With a patient 3 s timeout and no slow-call threshold, a user whose first token is late waits
         the full 3 s before the fallback starts, so P95 lands well above the SLO; the slow-call
