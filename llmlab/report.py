@@ -348,6 +348,10 @@ def _span(seconds: float) -> str:
     return f"{seconds / unit_s:.1f} {unit}"
 
 
+#: the gap in availability (policy vs baseline) from which the table adds the savings per answered turn
+ANSWERED_GAP = 0.01
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the headline numbers, policy vs baseline (with 95 % CIs if any)."""
     ci = summary.get("ci95") or {}
@@ -384,6 +388,11 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         refused = summary.get("refused_savings_pct")
         if refused and not math.isnan(refused):  # percentage points of the savings that are refusals
             lines.append(f"{'  of which refused requests':30s} {f'{refused:.1f} pp':>{wide}s}")
+        per_answered = summary.get("savings_per_answered_pct")
+        gap = abs((summary.get("availability") or 0.0) - (summary.get("baseline_availability") or 0.0))
+        if per_answered is not None and not math.isnan(per_answered) and gap >= ANSWERED_GAP:
+            # the two bills paid for different amounts of service: per answered turn is the fair figure
+            lines.append(f"{'  per answered turn':30s} {f'{per_answered:.1f} %':>{wide}s}")
     met = summary.get("slo_met")
     metric = {"ttft": "TTFT"}.get(summary.get("slo_metric", "latency"), summary.get("slo_metric", "latency"))
     slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {metric} ≤ "

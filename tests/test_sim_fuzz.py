@@ -281,6 +281,7 @@ def valid_cases(draw: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
 # ----------------------------------------------------------------------------- the promises
 #: summary keys that may be NaN (documented: undefined when nothing to measure), and why
 MAY_BE_NAN = {"savings_pct", "baseline_cost_usd", "refused_savings_pct",  # no baseline / baseline cost 0
+              "savings_per_answered_pct",  # no baseline, or a run that answered nothing
               "p50_latency_s", "p95_latency_s", "p99_latency_s", "mean_latency_s",  # every turn refused
               "ttft_p50_s", "ttft_p95_s",  # every turn refused or failed before a first token
               "slo_value_s",  # every turn refused (inf when failures dominate the percentile)

@@ -110,3 +110,34 @@ def test_nothing_refused_no_refused_savings() -> None:
     assert "refused" not in summary_table(r.summary)
     alone = simulate("b2b-saas", requests=300, seed=5, keep_requests=False, baseline=False, overrides=overrides)
     assert math.isnan(alone.summary["refused_savings_pct"])  # no baseline to price them
+
+
+# ----------------------------------------------------------------------------- savings_per_answered_pct
+def test_savings_per_answered_turn_when_the_baseline_answered_far_less() -> None:
+    """OpenAI four times slower all run, a 3 s timeout: the baseline (gpt-4o, no fallback) answers a
+    few turns and bills little, the policy falls back to Azure and answers all — savings_pct is
+    hugely negative and says nothing; per answered turn is what each answer cost."""
+    slow = {"traffic.rate_per_s": 6.0, "outages.incidents": False, "gateway.router.type": "fixed",
+            "gateway.router.deployment": "gpt-4o-mini", "gateway.cache.embedder": "hashed",
+            "outages.windows": [{"target": "openai", "start_s": 0.0, "end_s": 1e6, "kind": "slow",
+                                 "latency_factor": 4.0}]}
+    r = simulate("realtime-chat", requests=600, seed=2, keep_requests=False, overrides=slow)
+    s, b = r.summary, r.baseline_summary
+    assert s["availability"] - b["availability"] > 0.5 and s["savings_pct"] < -100
+    answered, base_answered = (r.turns["outcome"] != "error").sum(), (r.baseline_turns["outcome"] != "error").sum()
+    expected = 100 * (1 - (s["cost_usd"] / answered) / (b["cost_usd"] / base_answered))
+    assert s["savings_per_answered_pct"] == pytest.approx(expected)
+    assert s["savings_per_answered_pct"] > s["savings_pct"]
+    rows = [line for line in summary_table(s).splitlines() if line.startswith("  per answered turn")]
+    assert len(rows) == 1 and rows[0].endswith(f" {s['savings_per_answered_pct']:.1f} %")
+
+
+def test_the_per_answered_row_shows_only_when_the_availabilities_differ() -> None:
+    calm = {"outages.incidents": False, "outages.windows": [], "gateway.cache.embedder": "hashed",
+            "traffic.tenants.0.monthly_budget_usd": 1e9, "traffic.tenants.1.monthly_budget_usd": 1e9}
+    r = simulate("b2b-saas", requests=400, seed=6, keep_requests=False, overrides=calm)
+    s = r.summary
+    assert abs(s["availability"] - s["baseline_availability"]) < 0.01
+    assert math.isfinite(s["savings_per_answered_pct"]) and "per answered turn" not in summary_table(s)
+    alone = simulate("b2b-saas", requests=100, seed=6, keep_requests=False, baseline=False, overrides=calm)
+    assert math.isnan(alone.summary["savings_per_answered_pct"])

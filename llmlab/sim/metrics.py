@@ -33,6 +33,8 @@ Definitions (the summary's keys):
 * ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
   a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it
   (``baseline_fixed_cost_usd``, set by :func:`llmlab.sim.simulate`, is the baseline's).
+* ``savings_per_answered_pct`` — the savings in cost per answered turn: the fair comparison when
+  the two runs answered different shares of the turns (:func:`per_answered_savings_pct`).
 * ``refused_savings_pct`` — the points of ``savings_pct`` that are turns the policy refused
   (budget, rate limit, guardrail), priced at what the baseline paid for the same turns: savings
   from service not given, not from service made cheaper (set by :func:`llmlab.sim.simulate`).
@@ -48,7 +50,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -293,6 +295,19 @@ def refused_savings_pct(turns: "pd.DataFrame", base_turns: "pd.DataFrame", base_
         return math.nan
     refused = turns["error_code"].isin(POLICY_REFUSALS).to_numpy()
     return 100.0 * float(base_turns["cost_usd"].to_numpy()[refused].sum()) / base_cost_usd
+
+
+def per_answered_savings_pct(summary: Mapping[str, Any], base_summary: Mapping[str, Any]) -> float:
+    """Savings (%) in cost per *answered* turn.  ``savings_pct`` compares bills; when the two runs
+    answered different shares of the turns — a baseline with no fallback through an outage, a
+    policy refusing over-budget tenants — one bill paid for less service than the other (a
+    baseline that answered 6 % of an outage's turns cost a twentieth of the policy that answered
+    them all: "−1,780 % savings").  NaN when either run answered nothing or cost nothing."""
+    answered = summary["availability"] * summary["requests"]
+    base_answered = base_summary["availability"] * base_summary["requests"]
+    if answered <= 0 or base_answered <= 0 or base_summary["cost_usd"] <= 0:
+        return math.nan
+    return 100.0 * (1.0 - (summary["cost_usd"] / answered) / (base_summary["cost_usd"] / base_answered))
 
 
 def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarray] | None = None) -> "pd.DataFrame":

@@ -28,7 +28,7 @@ from ..request import Request
 from ..tokens import max_message_tokens
 from .build import build_embedder, build_gateway, build_semantic_cache, check_cache_options
 from .driver import EmbedModel, SimDriver
-from .metrics import Recorder, refused_savings_pct, requests_frame, summarise
+from .metrics import Recorder, per_answered_savings_pct, refused_savings_pct, requests_frame, summarise
 from .outages import Window, scenario_windows, windows_for
 from .parallel import baseline_beside, baseline_run, policy_and_baseline
 from .progress import progress_bar
@@ -622,9 +622,10 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
         summary["baseline_availability"] = base_summary["availability"]
         summary["savings_pct"] = (100.0 * (1.0 - summary["cost_usd"] / base_summary["cost_usd"])
                                   if base_summary["cost_usd"] > 0 else math.nan)
+        summary["savings_per_answered_pct"] = per_answered_savings_pct(summary, base_summary)
     else:
         summary["baseline_cost_usd"] = math.nan
-        summary["savings_pct"] = math.nan
+        summary["savings_pct"] = summary["savings_per_answered_pct"] = math.nan
     summary["scenario"] = sc.name
     summary["seed"] = seed
     summary["traffic"] = traffic.source
