@@ -62,16 +62,17 @@ def policy_and_baseline(sc: Scenario, traffic: Traffic, seed: int, windows: list
     n = len(traffic)
     side = SideCall("llmlab.sim.parallel:baseline_run", (sc, traffic, seed, windows))
     bar = progress_bar(2 * n, progress, "policy + baseline")
+    # the baseline's progress once the policy is done, wherever the baseline runs
+    after_policy = (lambda done: bar.update_to(n + done)) if bar else None
     try:
         rec, summary = run_once(sc, traffic, seed=seed, windows=windows, keep_requests=keep_requests,
                                 progress=(lambda done: bar.update_to(done + side.done)) if bar else None,
                                 embed_model=embed)
         try:
-            base = side.result((lambda done: bar.update_to(n + done)) if bar else None)
+            base = side.result(after_policy)
         except SideCallFailed as exc:
             log.warning("llmlab: the baseline run in a second process failed; running it in this one: %s", exc)
-            base = baseline_run(sc, traffic, seed, windows, progress=(lambda done: bar.update_to(n + done))
-                                if bar else None)
+            base = baseline_run(sc, traffic, seed, windows, progress=after_policy)
         if bar:
             bar.update_to(2 * n)
     finally:
