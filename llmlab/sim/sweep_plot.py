@@ -37,6 +37,7 @@ def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "")
     if numeric:
         x_values.sort()
     position = {v: (v if numeric else i) for i, v in enumerate(x_values)}
+    rank = {v: i for i, v in enumerate(x_values)}  # a value's place on the x axis
     panels = [(col, label) for col, label in PANELS.items() if col in frame.columns and frame[col].notna().any()]
     plt = pyplot()
     cols = min(4, len(panels)) or 1
@@ -44,16 +45,19 @@ def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "")
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), layout="constrained", squeeze=False)
     series = [dict(zip(others, combo)) for combo in itertools.product(*(dict.fromkeys(frame[k].tolist())
                                                                          for k in others))] or [{}]
+    lines = []  # (legend name, its rows in x order, their x positions): the same in every panel
+    for fixed in series:
+        rows_of = frame
+        for key, value in fixed.items():
+            rows_of = rows_of[rows_of[key] == value]
+        if rows_of.empty:
+            continue
+        rows_of = rows_of.iloc[rows_of[x_key].map(rank).to_numpy().argsort(kind="stable")]
+        name = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in fixed.items()) or None
+        lines.append((name, rows_of, [position[v] for v in rows_of[x_key]]))
     for ax, (col, label) in zip(axes.flat, panels):
-        for fixed in series:
-            rows_of = frame
-            for key, value in fixed.items():
-                rows_of = rows_of[rows_of[key] == value]
-            if rows_of.empty:
-                continue
-            ordered = sorted(rows_of[[x_key, col]].itertuples(index=False), key=lambda r: x_values.index(r[0]))
-            name = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in fixed.items()) or None
-            ax.plot([position[r[0]] for r in ordered], [r[1] for r in ordered], marker="o", label=name)
+        for name, rows_of, xs in lines:
+            ax.plot(xs, rows_of[col].tolist(), marker="o", label=name)
         ax.set_ylabel(label)
         ax.set_xlabel(x_key)
         if not numeric:
