@@ -302,7 +302,8 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "pct":
         return f"{100 * value:.2f} %"
     if kind == "s":
-        return f"{value:.2f} s"
+        # an SLO value is infinite when more turns than its percentile allows failed
+        return f"{value:.2f} s" if math.isfinite(value) else "failed"
     if kind == "x":
         return f"{value:.2f}"
     return _count(value)
@@ -336,6 +337,22 @@ ROWS = (
     ("SLO violations", "slo_violation_rate", "baseline_slo_violation_rate", "pct"),
 )
 
+#: the rows of the turns that arrived during an outage, under a heading naming their share
+OUTAGE_ROWS = (
+    ("  availability", "outage_availability", "baseline_outage_availability", "pct"),
+    ("  SLO metric at its percentile", "outage_slo_value_s", "baseline_outage_slo_value_s", "s"),
+    ("  SLO violations", "outage_slo_violation_rate", "baseline_outage_slo_violation_rate", "pct"),
+)
+
+
+def _outage_rows(summary: Mapping[str, Any]) -> tuple[tuple[str, str | None, str | None, str], ...]:
+    """The outage section: none when no turn arrived during an outage."""
+    share = summary.get("outage_turn_share")
+    if not share or share != share:
+        return ()
+    return ((f"during outages ({share * 100:.1f} % of turns)", None, None, ""),) + OUTAGE_ROWS
+
+
 #: a row shown only when it differs from another (no caps bound the month: one figure says it)
 _SHOWN_WHEN_DIFFERENT = {"projected_monthly_uncapped_cost_usd": "projected_monthly_cost_usd"}
 #: a row shown only when the policy's or the baseline's value is not zero: a standby's hourly cost
@@ -362,7 +379,10 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     if reps:
         head += f" · mean of {reps} replications (95 % CI)"
     cells = []
-    for label, key, base_key, kind in ROWS:
+    for label, key, base_key, kind in ROWS + _outage_rows(summary):
+        if key is None:  # a heading
+            cells.append((label, "", ""))
+            continue
         value = summary.get(key)
         same_as = _SHOWN_WHEN_DIFFERENT.get(key)
         if same_as is not None and (value is None or value == summary.get(same_as)):

@@ -286,16 +286,13 @@ def _window_calls(turns: "pd.DataFrame", start_s: float, end_s: float) -> float:
     return float(inside["calls"].mean()) if len(inside) else float("nan")
 
 
-def _window_availability(turns: "pd.DataFrame", start_s: float, end_s: float) -> float:
-    inside = turns[(turns["arrival_s"] >= start_s) & (turns["arrival_s"] < end_s)]
-    return float((inside["outcome"] != "error").mean()) if len(inside) else float("nan")
-
-
 def drill_row(name: str, result: Any, start_s: float, end_s: float) -> dict[str, Any]:
-    """The numbers an outage drill compares, for one simulation result."""
+    """The numbers an outage drill compares, for one simulation result.  The drill's window is
+    the run's only outage (:func:`outage_overrides` turns the incident processes off), so the
+    summary's ``outage_availability`` is the window's."""
     s = result.summary
     return {"variant": name, "availability": s["availability"],
-            "availability_in_outage": _window_availability(result.turns, start_s, end_s),
+            "availability_in_outage": s["outage_availability"],
             "p95_latency_s": s["p95_latency_s"], "cost_usd": s["cost_usd"],
             "calls_per_turn": s["retry_amplification"],
             "calls_per_turn_in_outage": _window_calls(result.turns, start_s, end_s),

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from llmlab.sim import run as sim_run
 from llmlab.sim import simulate
 from llmlab.sim.fields import scenario_fields
+from llmlab.sim.metrics import OUTAGE_KEYS
 from llmlab.sim.run import preflight
 from llmlab.sim.scenario import ScenarioError, load_scenario
 
@@ -286,8 +287,10 @@ MAY_BE_NAN = {"savings_pct", "baseline_cost_usd", "refused_savings_pct",  # no b
               "ttft_p50_s", "ttft_p95_s",  # every turn refused or failed before a first token
               "slo_value_s",  # every turn refused (inf when failures dominate the percentile)
               "baseline_p95_latency_s", "baseline_ttft_p95_s", "baseline_slo_violation_rate",
-              "baseline_availability", "baseline_projected_monthly_cost_usd"}
-MAY_BE_INF = {"slo_value_s", "baseline_slo_value_s"}  # failures count as infinitely slow
+              "baseline_availability", "baseline_projected_monthly_cost_usd",
+              # no turn arrived during an outage (or no baseline)
+              *OUTAGE_KEYS, *(f"baseline_{key}" for key in OUTAGE_KEYS)}
+MAY_BE_INF = {"slo_value_s", "baseline_slo_value_s", "outage_slo_value_s", "baseline_outage_slo_value_s"}
 RATES = ("cache_hit_rate", "exact_hit_rate", "semantic_hit_rate", "last_resort_rate", "false_hit_rate",
          "wrong_answer_rate", "availability", "service_availability", "fallback_rate", "slo_violation_rate")
 
@@ -316,6 +319,8 @@ def check_summary(summary: dict[str, Any], turns: int, *, baseline: bool, trace_
         assert summary["errors"].get(code, 0) == 0, summary["errors"]
     for key in RATES:
         assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
+    for key in ("outage_turn_share", "outage_availability", "outage_slo_violation_rate"):
+        assert summary[key] != summary[key] or 0.0 <= summary[key] <= 1.0, (key, summary[key])
     for key in ("cost_usd", "variable_cost_usd", "fixed_cost_usd", "budget_overshoot_usd"):
         assert summary[key] >= 0.0, (key, summary[key])
     assert summary["retry_amplification"] >= 0.0

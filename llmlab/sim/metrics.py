@@ -30,6 +30,12 @@ Definitions (the summary's keys):
   policy refusals (budget, rate limit) are not counted.  ``slo_value_s`` is the metric at the
   SLO's percentile over the same turns (failures count as infinitely slow); ``slo_met`` compares
   it with the objective.
+* ``outage_turn_share`` — share of turns that arrived while an outage window (scheduled or an
+  incident, on any provider of the scenario) was in force.  ``outage_availability``,
+  ``outage_slo_value_s`` and ``outage_slo_violation_rate`` are ``availability``, ``slo_value_s``
+  and ``slo_violation_rate`` over those turns alone (NaN when there were none): what an outage
+  does to users, which a whole run's percentile dilutes.  The baseline's are
+  ``baseline_outage_*``.
 * ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
   a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it
   (``baseline_fixed_cost_usd``, set by :func:`llmlab.sim.simulate`, is the baseline's).
@@ -69,6 +75,10 @@ POLICY_REFUSALS = ("budget_exceeded", "rate_limited", "guardrail_blocked")
 HEADLINE = ("cost_usd", "baseline_cost_usd", "savings_pct", "projected_monthly_cost_usd", "cache_hit_rate",
             "semantic_hit_rate", "false_hit_rate", "p50_latency_s", "p95_latency_s", "p99_latency_s", "ttft_p95_s",
             "availability", "fallback_rate", "retry_amplification", "slo_violation_rate")
+
+#: the service of the turns that arrived during an outage (``outage_turn_share`` of them); the
+#: baseline's are copied into the policy's summary as ``baseline_<key>``
+OUTAGE_KEYS = ("outage_availability", "outage_slo_value_s", "outage_slo_violation_rate")
 
 
 def cached_key(text: str | None) -> str | None:
@@ -197,11 +207,12 @@ def _pct(values: np.ndarray, q: float) -> float:
 def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour_usd: float = 0.0,
               turns_per_month: float, slo_s: float, slo_metric: str = "latency", slo_percentile: float = 95.0,
               budget_overshoot_usd: float = 0.0, duration_s: float = 0.0,
-              caps: TenantCaps | None = None) -> dict[str, Any]:
+              caps: TenantCaps | None = None, windows: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
     """The headline numbers of one run (see the module docstring for definitions).
 
     ``caps``: who sent each turn and the monthly caps the projected month is held to (None: the
-    projection is uncapped, as for the baseline)."""
+    projection is uncapped, as for the baseline).  ``windows``: the outages' ``(start_s, end_s)``,
+    for the ``outage_*`` numbers."""
     c = rec.columns()
     n = len(c["turn"])
     if n == 0:
@@ -220,12 +231,7 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
     refused = np.isin(err_codes, POLICY_REFUSALS)
     # an unanswered request violates the SLO unless a policy refused it on purpose (budget, rate limit)
     violated = (~answered & ~refused) | (answered & (np.nan_to_num(metric, nan=math.inf) > slo_s))
-    considered = np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)[~refused]
-    # the same (linear) interpolation as p95_latency_s, so the two agree when nothing failed; between
-    # two failures (inf, inf) the interpolation is inf - inf = nan, which is a failure too
-    with np.errstate(invalid="ignore"):
-        at_slo = float(np.nan_to_num(np.percentile(considered, slo_percentile), nan=math.inf)) if len(considered) \
-            else math.nan
+    at_slo = _slo_value(metric, answered, refused, slo_percentile)
     refusals = refused
     waited = ~refused  # the latency percentiles' turns: a policy refusal is not service a user waited on
     latency, ttft = c["latency_s"][waited], c["ttft_s"][waited]
@@ -283,7 +289,42 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "slo_violation_rate": float(violated.sum()) / n,
         "errors": errors,
         "model_share": by_dep,
+        **_during_outages(during_windows(c["arrival_s"], windows), answered, refused, violated, metric,
+                          slo_percentile),
     }
+
+
+def _slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, percentile: float) -> float:
+    """The SLO's metric at its percentile over the turns a user waited on (not the policy's
+    refusals), a failed turn counting as infinitely slow; NaN without such turns.  The same
+    (linear) interpolation as ``p95_latency_s``, so the two agree when nothing failed; between two
+    failures (inf, inf) the interpolation is inf - inf = nan, which is a failure too."""
+    considered = np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)[~refused]
+    if not len(considered):
+        return math.nan
+    with np.errstate(invalid="ignore"):
+        return float(np.nan_to_num(np.percentile(considered, percentile), nan=math.inf))
+
+
+def during_windows(arrival_s: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Which turns arrived while an outage window (``start_s <= arrival < end_s``) was in force."""
+    inside = np.zeros(len(arrival_s), dtype=bool)
+    for start, end in windows:
+        inside |= (arrival_s >= start) & (arrival_s < end)
+    return inside
+
+
+def _during_outages(inside: np.ndarray, answered: np.ndarray, refused: np.ndarray, violated: np.ndarray,
+                    metric: np.ndarray, percentile: float) -> dict[str, float]:
+    """The service of the turns that arrived during an outage: a whole run's P95 hides a drill
+    that fills a fifth of it (realtime-chat's was 2.8 s over the run and 5 s inside the window)."""
+    n_in = int(inside.sum())
+    if not n_in:
+        return {"outage_turn_share": 0.0, **dict.fromkeys(OUTAGE_KEYS, math.nan)}
+    return {"outage_turn_share": n_in / len(inside),
+            "outage_availability": float(answered[inside].sum()) / n_in,
+            "outage_slo_value_s": _slo_value(metric[inside], answered[inside], refused[inside], percentile),
+            "outage_slo_violation_rate": float(violated[inside].sum()) / n_in}
 
 
 def refused_savings_pct(turns: "pd.DataFrame", base_turns: "pd.DataFrame", base_cost_usd: float) -> float:
@@ -390,7 +431,7 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 def metric_bounds(name: str) -> tuple[float, float]:
     """The range a summary number can take: shares in [0, 1], costs, times and counts >= 0."""
-    if name.endswith("_rate") or name in ("availability", "service_availability", "slo_met_share"):
+    if name.endswith(("_rate", "availability", "_share")):
         return 0.0, 1.0
     if name == "savings_pct":
         return -math.inf, 100.0

@@ -28,7 +28,7 @@ from ..request import Request
 from ..tokens import max_message_tokens
 from .build import build_embedder, build_gateway, build_semantic_cache, check_cache_options
 from .driver import EmbedModel, SimDriver
-from .metrics import Recorder, per_answered_savings_pct, refused_savings_pct, requests_frame, summarise
+from .metrics import OUTAGE_KEYS, Recorder, per_answered_savings_pct, refused_savings_pct, requests_frame, summarise
 from .outages import Window, scenario_windows, windows_for
 from .parallel import baseline_beside, baseline_run, policy_and_baseline
 from .progress import progress_bar
@@ -387,7 +387,8 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
                         turns_per_month=traffic_rate(scenario, traffic) * 86_400.0 * 30.0,
                         slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
                         slo_percentile=scenario.slo.percentile,
-                        budget_overshoot_usd=overshoot, duration_s=duration, caps=caps)
+                        budget_overshoot_usd=overshoot, duration_s=duration, caps=caps,
+                        windows=[(w.start_s, w.end_s) for w in windows])
     summary["internal_errors"] = driver.internal_errors
     summary["breaker_opens"] = {n: b.times_opened for n, b in gateway.pipeline.breakers.items() if b.times_opened}
     return rec, summary
@@ -620,6 +621,8 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
         summary["baseline_ttft_p95_s"] = base_summary["ttft_p95_s"]
         summary["baseline_slo_violation_rate"] = base_summary["slo_violation_rate"]
         summary["baseline_availability"] = base_summary["availability"]
+        for key in OUTAGE_KEYS:
+            summary[f"baseline_{key}"] = base_summary[key]
         summary["savings_pct"] = (100.0 * (1.0 - summary["cost_usd"] / base_summary["cost_usd"])
                                   if base_summary["cost_usd"] > 0 else math.nan)
         summary["savings_per_answered_pct"] = per_answered_savings_pct(summary, base_summary)

@@ -1,0 +1,113 @@
+"""The ``outage_*`` numbers: the service of the turns that arrived while an outage was in force.
+
+A run's P95 dilutes a drill: realtime-chat's ×4 OpenAI slowdown fills a fifth of its default
+run, whose P95 TTFT met the 3 s objective while the turns inside the window waited 5 s.  These
+numbers are the whole run's availability, SLO value and SLO violations over those turns alone.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from llmlab import sim
+from llmlab.report import summary_table
+from llmlab.sim.metrics import OUTAGE_KEYS, during_windows
+
+#: errors that are the policy's choice, not a failure (as the summary's SLO leaves them out)
+REFUSALS = ("budget_exceeded", "rate_limited", "guardrail_blocked")
+
+
+def _inside(turns, windows):
+    return np.array([any(w.start_s <= t < w.end_s for w in windows) for t in turns["arrival_s"]], dtype=bool)
+
+
+def _expected(turns, summary):
+    """The outage numbers computed from the turn table, independently of the recorder."""
+    metric = turns["ttft_s" if summary["slo_metric"] == "ttft" else "latency_s"].to_numpy(float)
+    answered = (turns["outcome"] != "error").to_numpy()
+    refused = turns["error_code"].isin(REFUSALS).to_numpy()
+    waited = np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)
+    violated = (~answered & ~refused) | (answered & (waited > summary["slo_s"]))
+    with np.errstate(invalid="ignore"):
+        value = float(np.nan_to_num(np.percentile(waited[~refused], summary["slo_percentile"]), nan=math.inf))
+    return answered.mean(), value, violated.mean()
+
+
+@pytest.fixture(scope="module")
+def drill():
+    """realtime-chat across its scheduled ×4 OpenAI slowdown (600–780 s), with its baseline."""
+    return sim.simulate("realtime-chat", hours=0.3, seed=3, parallel=False,
+                        overrides={"outages.incidents": False})
+
+
+def test_the_outage_numbers_are_the_turns_that_arrived_inside_a_window(drill):
+    s, turns, windows = drill.summary, drill.turns, drill.outages
+    inside = _inside(turns, windows)
+    assert 0 < inside.sum() < len(turns)
+    assert s["outage_turn_share"] == pytest.approx(inside.mean())
+    availability, value, violations = _expected(turns[inside], s)
+    assert s["outage_availability"] == pytest.approx(availability)
+    assert s["outage_slo_value_s"] == pytest.approx(value)
+    assert s["outage_slo_violation_rate"] == pytest.approx(violations)
+    # the point of the numbers: the drill is worse than the run it sits in
+    assert s["outage_slo_value_s"] > s["slo_value_s"]
+
+
+def test_the_baselines_outage_numbers_come_from_its_own_turns(drill):
+    s, base = drill.summary, drill.baseline_turns
+    inside = _inside(base, drill.outages)
+    availability, value, violations = _expected(base[inside], drill.baseline_summary)
+    assert s["baseline_outage_availability"] == pytest.approx(availability)
+    assert s["baseline_outage_slo_value_s"] == pytest.approx(value)
+    assert s["baseline_outage_slo_violation_rate"] == pytest.approx(violations)
+    # no fallback: the baseline answers fewer of the drill's turns in time than the policy
+    assert s["baseline_outage_slo_violation_rate"] > s["outage_slo_violation_rate"]
+
+
+def test_the_table_shows_the_outage_section_with_its_share_of_turns(drill):
+    table = summary_table(drill.summary)
+    lines = table.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("during outages"))
+    assert lines[head].strip() == f"during outages ({drill.summary['outage_turn_share'] * 100:.1f} % of turns)"
+    rows = lines[head + 1:head + 4]
+    assert [r[:30].strip() for r in rows] == ["availability", "SLO metric at its percentile", "SLO violations"]
+    assert f"{drill.summary['outage_slo_value_s']:.2f} s" in rows[1]
+    assert f"{drill.summary['baseline_outage_slo_violation_rate'] * 100:.2f} %" in rows[2]
+
+
+def test_a_run_with_no_turn_inside_an_outage_has_no_outage_numbers_and_no_section():
+    r = sim.simulate("realtime-chat", requests=200, seed=0, parallel=False,
+                     overrides={"outages.incidents": False})  # its window starts at 600 s: after the last arrival
+    s = r.summary
+    assert s["outage_windows"] == 1 and s["outage_turn_share"] == 0.0
+    for key in OUTAGE_KEYS:
+        assert math.isnan(s[key]) and math.isnan(s[f"baseline_{key}"])
+    assert "during outages" not in summary_table(s)
+
+
+def test_windows_hold_their_start_not_their_end_and_may_overlap():
+    arrival = np.array([0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 9.0])
+    inside = during_windows(arrival, [(1.0, 2.0), (1.5, 3.0)])
+    assert inside.tolist() == [False, True, True, True, True, False, False]
+    assert not during_windows(arrival, []).any()
+
+
+def test_replications_give_the_outage_numbers_an_interval():
+    r = sim.simulate("realtime-chat", hours=0.25, seed=0, replications=2, baseline=False, parallel=False,
+                     overrides={"outages.incidents": False})
+    runs = r.replications
+    for key in OUTAGE_KEYS:
+        assert r.summary[key] == pytest.approx(runs[key].mean())
+        lo, hi = r.summary["ci95"][key]
+        assert lo <= r.summary[key] <= hi
+    assert 0.0 <= r.summary["ci95"]["outage_availability"][0] <= r.summary["ci95"]["outage_availability"][1] <= 1.0
+
+
+def test_an_slo_value_that_failures_made_infinite_is_shown_as_failed():
+    table = summary_table({"scenario": "x", "requests": 10, "outage_turn_share": 0.5, "outage_availability": 0.2,
+                           "outage_slo_value_s": math.inf, "outage_slo_violation_rate": 0.8, "slo_value_s": math.inf})
+    assert "inf" not in table
+    policy_cells = [line[30:].split()[0] for line in table.splitlines() if "SLO metric" in line]
+    assert policy_cells == ["failed", "failed"]
