@@ -131,3 +131,21 @@ def test_plot_is_checked_before_the_sweep_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("ran before --plot was checked"))
     assert main([*ARGS, "--plot", str(tmp_path)]) == 2
     assert "--plot: a PNG file path" in capsys.readouterr().err
+
+
+def test_the_outage_slo_column_is_printed_only_when_a_run_had_turns_during_an_outage(capsys):
+    """b2b-saas's scheduled outage holds from 600 s to 780 s: 150 requests end before it, a quarter
+    of an hour runs through it.  A column no row could measure is left out of the printed table."""
+    from llmlab.sim.sweep_cli import table
+
+    keys = ["traffic.rate_per_s", "outages.incidents"]
+    calm = sweep("b2b-saas", {"traffic.rate_per_s": [1], "outages.incidents": [False]}, requests=150, seed=4,
+                 processes=1)
+    assert calm["outage_turn_share"].tolist() == [0.0] and calm["outage_slo_value_s"].isna().all()
+    assert "outage_slo_value_s" not in table(calm, keys).splitlines()[0].split()
+    stormy = sweep("b2b-saas", {"traffic.rate_per_s": [1], "outages.incidents": [False]}, requests=None,
+                   hours=0.25, seed=4, processes=1)
+    assert stormy["outage_turn_share"].iloc[0] > 0
+    header, row = table(stormy, keys).splitlines()[:2]
+    assert header.split()[-1] == "outage_slo_value_s"
+    assert float(row.split()[-1]) == pytest.approx(stormy["outage_slo_value_s"].iloc[0], rel=1e-3)

@@ -25,9 +25,10 @@ from typing import Any, Sequence
 
 from .cli import _discard_stdout, _jsonable, _Parser, _Usage
 
-#: the columns the printed table shows after the grid's (``--out`` and ``--json`` have them all)
+#: the columns the printed table shows after the grid's, those with a value in some row (``--out``
+#: and ``--json`` have them all): no baseline, no savings; no turn during an outage, no outage SLO
 SHOWN = ("requests", "cost_usd", "savings_pct", "cache_hit_rate", "false_hit_rate", "p95_latency_s", "ttft_p95_s",
-         "availability", "fallback_rate", "budget_rejections", "slo_violation_rate")
+         "availability", "fallback_rate", "budget_rejections", "slo_violation_rate", "outage_slo_value_s")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,7 +93,7 @@ def _out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
 
 def table(frame: Any, grid_keys: Sequence[str]) -> str:
     """The grid's columns and the headline numbers, as aligned text."""
-    shown = [*grid_keys, *(c for c in SHOWN if c in frame.columns and c not in grid_keys)]
+    shown = [*grid_keys, *(c for c in SHOWN if c in frame.columns and c not in grid_keys and frame[c].notna().any())]
     return frame[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}")
 
 

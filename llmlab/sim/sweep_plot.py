@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 PANELS = {"cost_usd": "cost (USD)", "savings_pct": "savings vs baseline (%)", "p95_latency_s": "P95 latency (s)",
           "ttft_p95_s": "P95 time to first token (s)", "cache_hit_rate": "cache hit rate",
           "false_hit_rate": "false hits (share of cache hits)", "availability": "availability",
-          "slo_violation_rate": "SLO violations (share of turns)"}
+          "slo_violation_rate": "SLO violations (share of turns)",
+          "outage_slo_value_s": "SLO metric during outages (s)"}
 
 
 def _numeric(values: Sequence[Any]) -> bool:
