@@ -161,6 +161,29 @@ def test_by_default_replications_go_beside_each_other_only_when_long_and_the_cpu
         assert started.count("llmlab.sim.parallel:replication_run") == expected, (cpus, requests, baseline)
 
 
+def test_counting_the_turns_draws_no_traffic_when_the_size_says_it_or_one_cpu_settles_it(monkeypatch):
+    """Replications of a given size have that many turns each: their traffic is not drawn (a
+    trace's not read) an extra time to count them, nor at all when one CPU rules out parallel."""
+    from llmlab.sim import load_scenario
+    from llmlab.sim import run as sim_run
+
+    drawn = []
+    real = sim_run.make_traffic
+    monkeypatch.setattr(sim_run, "make_traffic", lambda *a, **k: drawn.append(k) or real(*a, **k))
+    monkeypatch.setattr(sim_parallel, "PARALLEL_MIN_TURNS", 200)
+    sc = load_scenario("b2b-saas")
+    monkeypatch.setattr(sidecar, "usable_cpus", lambda: 2)
+    assert sim_parallel.replication_slots(sc, 2, 0, {"requests": 200, "baseline": False}) == 2
+    assert sim_parallel.replication_slots(sc, 2, 0, {"requests": 199, "baseline": False}) == 1
+    assert drawn == []
+    assert sim_parallel.replication_slots(sc, 2, 0, {"hours": 0.01, "baseline": False}) == 1  # counted: ≈ 40 turns
+    assert [k["hours"] for k in drawn] == [0.01]
+    monkeypatch.setattr(sidecar, "usable_cpus", lambda: 1)
+    drawn.clear()
+    assert sim_parallel.replication_slots(sc, 2, 0, {"hours": 5.0, "baseline": False}) == 1
+    assert drawn == []
+
+
 @pytest.mark.parametrize("files, allowed", [
     ({"cpu.max": "150000 100000\n"}, 1),  # cgroup v2: 1.5 CPUs → one busy process
     ({"cpu.max": "100000 100000\n"}, 1),

@@ -91,15 +91,29 @@ def replication_slots(sc: Scenario, n: int, seed: int, kw: Mapping[str, Any]) ->
     parallel = kw.get("parallel")
     if parallel is False or n < 2:
         return 1
-    from .run import make_traffic
     from .sidecar import usable_cpus
 
-    turns = len(make_traffic(sc, requests=kw.get("requests"), hours=kw.get("hours"), seed=seed, trace=kw.get("trace")))
+    cpus = usable_cpus()
+    if parallel is None and cpus < 2:
+        return 1
+    turns = _turns(sc, seed, kw)
     if parallel is None and turns < PARALLEL_MIN_TURNS:
         return 1
     baseline = sc.baseline.enabled if kw.get("baseline") is None else kw["baseline"]
     each = 2 if baseline and baseline_beside(parallel, turns) else 1
-    return min(n, usable_cpus() // each) if parallel is None else min(n, max(2, usable_cpus() // each))
+    return min(n, cpus // each) if parallel is None else min(n, max(2, cpus // each))
+
+
+def _turns(sc: Scenario, seed: int, kw: Mapping[str, Any]) -> int:
+    """How many turns each replication will have.  Synthetic traffic of a given size has exactly
+    that many; otherwise (a time window, a trace) the first seed's traffic is drawn or read to
+    count them — a large trace file is then parsed once more by each replication."""
+    requests, trace = kw.get("requests"), kw.get("trace") or sc.traffic.trace
+    if requests is not None and trace is None:
+        return int(requests)
+    from .run import make_traffic
+
+    return len(make_traffic(sc, requests=requests, hours=kw.get("hours"), seed=seed, trace=kw.get("trace")))
 
 
 def replication_run(sc: Scenario, seed: int, kw: Mapping[str, Any], *,
