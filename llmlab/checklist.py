@@ -130,7 +130,16 @@ def _ops_fallback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[
     single = [t for t, p in providers.items() if len(p) < 2]
     if single:
         return FAIL, f"chains of {', '.join(sorted(single))} stay on one provider: an outage takes them all down"
-    return PASS, "every routed deployment has a multi-provider fallback chain, retries and a circuit breaker"
+    configured = "every routed deployment has a multi-provider fallback chain, retries and a circuit breaker"
+    # evidence that the chains catch an outage: the service of the turns a simulated outage hit
+    # (policy refusals left out: a tenant over its cap is not an outage the chain should catch)
+    share, served = ev.get("outage_turn_share"), ev.get("outage_service_availability")
+    if not share or served is None or served != served:
+        return PASS, configured
+    seen = f"during outages ({share:.1%} of the turns) {served:.2%} were served"
+    if served < 0.99:
+        return FAIL, f"chains configured, but {seen} (< 99 %): the fallbacks share the outage or give up too soon"
+    return PASS, f"{configured}; {seen}"
 
 
 def _ops_ab(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:

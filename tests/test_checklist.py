@@ -121,3 +121,33 @@ def test_the_load_item_names_the_availability_it_judged():
     assert "5,000 requests" in why and "service availability (policy refusals left out) 100.00%" in why
     items = evaluate_checklist(Gateway(), {"requests": 5000, "availability": 0.95})
     assert "availability 95.00% < 99 %" in status(items, "Concurrent request handling verified").why
+
+
+def test_the_fallback_item_takes_a_simulated_outage_as_evidence():
+    """Chains on paper pass; a simulated outage that the chains did not catch fails the item, and
+    one they caught is named.  Budget refusals during the outage are not the chain's failure."""
+    gw = Gateway()  # the defaults: multi-provider chains
+    assert status(evaluate_checklist(gw), "Fallback chain").status == PASS
+    caught = status(evaluate_checklist(gw, {"outage_turn_share": 0.15, "outage_service_availability": 1.0,
+                                            "outage_availability": 0.9}), "Fallback chain")
+    assert caught.status == PASS and caught.why.endswith("during outages (15.0% of the turns) 100.00% were served")
+    missed = status(evaluate_checklist(gw, {"outage_turn_share": 0.2, "outage_service_availability": 0.6}),
+                    "Fallback chain")
+    assert missed.status == FAIL and "60.00% were served (< 99 %)" in missed.why
+    for no_outage in ({"outage_turn_share": 0.0, "outage_service_availability": float("nan")},
+                      {"availability": 0.5}):
+        assert status(evaluate_checklist(gw, no_outage), "Fallback chain").why.startswith("every routed deployment")
+
+
+def test_the_checklist_of_a_scenario_judges_its_fallbacks_on_its_scheduled_outage(capsys):
+    from llmlab.checklist import cli_main
+    from llmlab.sim import simulate
+
+    summary = simulate("b2b-saas", seed=0, parallel=False).summary
+    assert summary["outage_turn_share"] > 0 and summary["outage_service_availability"] > 0.99
+    assert summary["outage_availability"] < summary["outage_service_availability"]  # budget refusals in it
+    assert summary["baseline_outage_service_availability"] == 0.0  # no fallback: nothing served
+    cli_main(["--scenario", "b2b-saas"])
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "Fallback chain" in line or "폴백 체인" in line)
+    assert "during outages" in line and f"{summary['outage_service_availability']:.2%} were served" in line

@@ -32,10 +32,10 @@ Definitions (the summary's keys):
   it with the objective.
 * ``outage_turn_share`` — share of turns that arrived while an outage window (scheduled or an
   incident, on any provider of the scenario) was in force.  ``outage_availability``,
-  ``outage_slo_value_s`` and ``outage_slo_violation_rate`` are ``availability``, ``slo_value_s``
-  and ``slo_violation_rate`` over those turns alone (NaN when there were none): what an outage
-  does to users, which a whole run's percentile dilutes.  The baseline's are
-  ``baseline_outage_*``.
+  ``outage_service_availability``, ``outage_slo_value_s`` and ``outage_slo_violation_rate`` are
+  ``availability``, ``service_availability``, ``slo_value_s`` and ``slo_violation_rate`` over
+  those turns alone (NaN when there were none): what an outage does to users, which a whole
+  run's percentile dilutes.  The baseline's are ``baseline_outage_*``.
 * ``fixed_cost_usd`` — hourly costs (self-hosted standby) over the real time the traffic spans:
   a trace replayed with ``speedup`` still stands for its own hours.  ``cost_usd`` includes it
   (``baseline_fixed_cost_usd``, set by :func:`llmlab.sim.simulate`, is the baseline's).
@@ -78,7 +78,8 @@ HEADLINE = ("cost_usd", "baseline_cost_usd", "savings_pct", "projected_monthly_c
 
 #: the service of the turns that arrived during an outage (``outage_turn_share`` of them); the
 #: baseline's are copied into the policy's summary as ``baseline_<key>``
-OUTAGE_KEYS = ("outage_availability", "outage_slo_value_s", "outage_slo_violation_rate")
+OUTAGE_KEYS = ("outage_availability", "outage_service_availability", "outage_slo_value_s",
+               "outage_slo_violation_rate")
 
 
 def cached_key(text: str | None) -> str | None:
@@ -323,6 +324,7 @@ def _during_outages(inside: np.ndarray, answered: np.ndarray, refused: np.ndarra
         return {"outage_turn_share": 0.0, **dict.fromkeys(OUTAGE_KEYS, math.nan)}
     return {"outage_turn_share": n_in / len(inside),
             "outage_availability": float(answered[inside].sum()) / n_in,
+            "outage_service_availability": float((answered | refused)[inside].sum()) / n_in,
             "outage_slo_value_s": _slo_value(metric[inside], answered[inside], refused[inside], percentile),
             "outage_slo_violation_rate": float(violated[inside].sum()) / n_in}
 
