@@ -14,13 +14,16 @@ import pytest
 from llmlab import sim
 from llmlab.report import summary_table
 from llmlab.sim.metrics import OUTAGE_KEYS, during_windows
+from llmlab.sim.outages import Window
 
 #: errors that are the policy's choice, not a failure (as the summary's SLO leaves them out)
 REFUSALS = ("budget_exceeded", "rate_limited", "guardrail_blocked")
 
 
 def _inside(turns, windows):
-    return np.array([any(w.start_s <= t < w.end_s for w in windows) for t in turns["arrival_s"]], dtype=bool)
+    inside = np.array([any(w.start_s <= t < w.end_s for w in windows) for t in turns["arrival_s"]], dtype=bool)
+    assert turns["during_outage"].tolist() == inside.tolist()  # the turn table's own column agrees
+    return inside
 
 
 def _expected(turns, summary):
@@ -89,7 +92,7 @@ def test_a_run_with_no_turn_inside_an_outage_has_no_outage_numbers_and_no_sectio
 
 def test_windows_hold_their_start_not_their_end_and_may_overlap():
     arrival = np.array([0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 9.0])
-    inside = during_windows(arrival, [(1.0, 2.0), (1.5, 3.0)])
+    inside = during_windows(arrival, [Window("openai", 1.0, 2.0), Window("azure", 1.5, 3.0, kind="slow")])
     assert inside.tolist() == [False, True, True, True, True, False, False]
     assert not during_windows(arrival, []).any()
 

@@ -66,6 +66,8 @@ from .projection import TenantCaps, project_month
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .outages import Window
+
 KINDS = ("model", "cache", "last_resort", "rule", "error")
 CACHES = ("bypass", "miss", "exact_hit", "semantic_hit", "last_resort_hit")
 _KIND = {OutcomeKind(k): i for i, k in enumerate(KINDS)}
@@ -208,12 +210,12 @@ def _pct(values: np.ndarray, q: float) -> float:
 def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour_usd: float = 0.0,
               turns_per_month: float, slo_s: float, slo_metric: str = "latency", slo_percentile: float = 95.0,
               budget_overshoot_usd: float = 0.0, duration_s: float = 0.0,
-              caps: TenantCaps | None = None, windows: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
+              caps: TenantCaps | None = None, windows: Sequence["Window"] = ()) -> dict[str, Any]:
     """The headline numbers of one run (see the module docstring for definitions).
 
     ``caps``: who sent each turn and the monthly caps the projected month is held to (None: the
-    projection is uncapped, as for the baseline).  ``windows``: the outages' ``(start_s, end_s)``,
-    for the ``outage_*`` numbers."""
+    projection is uncapped, as for the baseline).  ``windows``: the run's outages, for the
+    ``outage_*`` numbers."""
     c = rec.columns()
     n = len(c["turn"])
     if n == 0:
@@ -307,11 +309,11 @@ def _slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, pe
         return float(np.nan_to_num(np.percentile(considered, percentile), nan=math.inf))
 
 
-def during_windows(arrival_s: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:
+def during_windows(arrival_s: np.ndarray, windows: Sequence["Window"]) -> np.ndarray:
     """Which turns arrived while an outage window (``start_s <= arrival < end_s``) was in force."""
     inside = np.zeros(len(arrival_s), dtype=bool)
-    for start, end in windows:
-        inside |= (arrival_s >= start) & (arrival_s < end)
+    for w in windows:
+        inside |= (arrival_s >= w.start_s) & (arrival_s < w.end_s)
     return inside
 
 

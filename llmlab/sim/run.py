@@ -388,7 +388,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
                         slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
                         slo_percentile=scenario.slo.percentile,
                         budget_overshoot_usd=overshoot, duration_s=duration, caps=caps,
-                        windows=[(w.start_s, w.end_s) for w in windows])
+                        windows=windows)
     summary["internal_errors"] = driver.internal_errors
     summary["breaker_opens"] = {n: b.times_opened for n, b in gateway.pipeline.breakers.items() if b.times_opened}
     return rec, summary
@@ -479,10 +479,10 @@ def _embed_model(scenario: Scenario, traffic: Traffic) -> EmbedModel | None:
     return model
 
 
-def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic) -> "pd.DataFrame":
+def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic, windows: list[Window]) -> "pd.DataFrame":
     import pandas as pd
 
-    from .metrics import CACHES, KINDS
+    from .metrics import CACHES, KINDS, during_windows
 
     turn = cols["turn"]
     return pd.DataFrame({
@@ -498,6 +498,7 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic) -> "pd.
         "plan": np.array(traffic.tenant_plans, dtype=object)[traffic.tenant[turn]],
         "intent": np.array(traffic.intents, dtype=object)[traffic.intent[turn]],
         "steps": cols["steps"],
+        "during_outage": during_windows(cols["arrival_s"], windows),
     })
 
 
@@ -613,7 +614,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
             if bar:
                 bar.close()
     if do_baseline:
-        base_turns = _frame(base_rec.columns(), base_rec, traffic)
+        base_turns = _frame(base_rec.columns(), base_rec, traffic, windows)
         summary["baseline_cost_usd"] = base_summary["cost_usd"]
         summary["baseline_fixed_cost_usd"] = base_summary["fixed_cost_usd"]
         summary["baseline_projected_monthly_cost_usd"] = base_summary["projected_monthly_cost_usd"]
@@ -634,7 +635,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     summary["traffic"] = traffic.source
     summary["outage_windows"] = len(windows)
     cols = rec.columns()
-    turns = _frame(cols, rec, traffic)
+    turns = _frame(cols, rec, traffic, windows)
     summary["refused_savings_pct"] = (refused_savings_pct(turns, base_turns, base_summary["cost_usd"])
                                       if base_turns is not None else math.nan)
     return SimResult(sc, summary, requests_frame(rec, traffic, cols) if keep_requests else _empty_frame(),
