@@ -149,3 +149,23 @@ def test_the_outage_slo_column_is_printed_only_when_a_run_had_turns_during_an_ou
     header, row = table(stormy, keys).splitlines()[:2]
     assert header.split()[-1] == "outage_slo_value_s"
     assert float(row.split()[-1]) == pytest.approx(stormy["outage_slo_value_s"].iloc[0], rel=1e-3)
+
+
+def test_a_run_whose_slo_value_failures_made_infinite_is_marked_not_dropped():
+    from llmlab.sim.sweep_plot import PANELS, plot_sweep
+
+    frame = pd.DataFrame({"timeout": [1.0, 2.0, 3.0, 1.0, 2.0, 3.0], "retries": [0, 0, 0, 1, 1, 1],
+                          "cost_usd": [1.0, 2.0, 3.0, 1.5, 2.5, 3.5],
+                          "outage_slo_value_s": [2.0, math.inf, 3.0, 2.5, 2.6, math.inf]})
+    fig = plot_sweep(frame, ["timeout", "retries"])
+    ax = next(a for a in fig.axes if a.get_ylabel() == PANELS["outage_slo_value_s"])
+    marks = [line for line in ax.get_lines() if line.get_marker() == "X"]
+    assert sorted((float(line.get_xdata()[0]), line.get_color()) for line in marks) == sorted(
+        [(2.0, ax.get_lines()[0].get_color()), (3.0, ax.get_lines()[1].get_color())])
+    heights = {float(line.get_ydata()[0]) for line in marks}
+    assert len(heights) == 1 and 3.0 < heights.pop() < ax.get_ylim()[1]  # above every finite point, inside
+    assert any("failed" in t.get_text() for t in ax.texts)
+    cost = next(a for a in fig.axes if a.get_ylabel() == PANELS["cost_usd"])
+    assert not [line for line in cost.get_lines() if line.get_marker() == "X"] and not cost.texts
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    assert labels == ["retries=0", "retries=1"]

@@ -8,6 +8,7 @@ lists them), one line per combination of the other keys.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -26,6 +27,18 @@ PANELS = {"cost_usd": "cost (USD)", "savings_pct": "savings vs baseline (%)", "p
 
 def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+
+
+def _mark_failed(ax: Any, failed: Sequence[tuple[list[Any], str]]) -> None:
+    """Mark at the panel's top edge the runs a line cannot show: an SLO value is infinite when more
+    turns failed than its percentile allows, and matplotlib silently drops such a point."""
+    low, high = ax.get_ylim()
+    span = (high - low) or 1.0
+    top = high + 0.1 * span  # above every finite point, in a band of its own
+    ax.set_ylim(low, top + 0.08 * span)
+    for xs, colour in failed:
+        ax.plot(xs, [top] * len(xs), marker="X", markersize=9, linestyle="none", color=colour, label="_failed")
+    ax.text(0.02, 0.97, "X: failed (too many turns)", transform=ax.transAxes, va="top", fontsize=7)
 
 
 def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "") -> Any:
@@ -57,8 +70,15 @@ def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "")
         name = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in fixed.items()) or None
         lines.append((name, rows_of, [position[v] for v in rows_of[x_key]]))
     for ax, (col, label) in zip(axes.flat, panels):
+        failed = []  # (x positions, colour) of the runs whose value is infinite: too many turns failed
         for name, rows_of, xs in lines:
-            ax.plot(xs, rows_of[col].tolist(), marker="o", label=name)
+            ys = rows_of[col].tolist()
+            (line,) = ax.plot(xs, ys, marker="o", label=name)  # matplotlib leaves an infinite point out
+            at = [x for x, y in zip(xs, ys) if y == math.inf]
+            if at:
+                failed.append((at, line.get_color()))
+        if failed:
+            _mark_failed(ax, failed)
         ax.set_ylabel(label)
         ax.set_xlabel(x_key)
         if not numeric:
