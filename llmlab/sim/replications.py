@@ -50,7 +50,8 @@ def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
         m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col))
         whole = pd.api.types.is_integer_dtype(table[col]) and float(m).is_integer()
         summary[col] = int(m) if whole else m
-        wanted = col in HEADLINE or col in OUTAGE_KEYS or col in ("requests", "budget_rejections", "budget_overshoot_usd")
+        wanted = col in HEADLINE or col in OUTAGE_KEYS or col in ("requests", "budget_rejections", "budget_overshoot_usd",
+                                                                  "slo_value_s")
         if wanted and not math.isnan(m):  # no interval for what no run could measure (no baseline, no outage)
             ci[col] = [lo, hi]
     for key in ("errors", "model_share"):
