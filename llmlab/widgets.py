@@ -558,7 +558,11 @@ def slo_phrase(summary: Mapping[str, Any]) -> str:
     value, met = summary.get("slo_value_s", math.nan), summary.get("slo_met")
     shown = "n/a" if value != value else ("∞" if value == math.inf else f"{value:.2f} s")
     verdict = "" if met is None else (": met" if met else ": missed")
-    return f"P{summary.get('slo_percentile', 95):g} {name} {shown} (≤ {summary.get('slo_s', math.nan):g} s{verdict})"
+    phrase = f"P{summary.get('slo_percentile', 95):g} {name} {shown} (≤ {summary.get('slo_s', math.nan):g} s{verdict})"
+    share, during = summary.get("outage_turn_share"), summary.get("outage_slo_value_s", math.nan)
+    if share and during == during:  # a drill hardly moves a whole run's percentile: said apart
+        phrase += f", {'∞' if during == math.inf else f'{during:.2f} s'} during outages"
+    return phrase
 
 
 def default_sim_figure(result: Any) -> Any:

@@ -517,3 +517,7 @@ def test_a_ttft_objective_is_what_the_headline_reports():
     assert slo_phrase({**s, "slo_metric": "latency", "slo_value_s": math.inf, "slo_met": False}) == \
         "P95 latency ∞ (≤ 3 s: missed)"
     assert slo_phrase({**s, "slo_value_s": math.nan, "slo_met": None}) == "P95 TTFT n/a (≤ 3 s)"
+    assert slo_phrase({**s, "outage_turn_share": 0.0, "outage_slo_value_s": math.nan}) == "P95 TTFT 2.66 s (≤ 3 s: met)"
+    assert slo_phrase({**s, "outage_turn_share": 0.2, "outage_slo_value_s": 3.26}) == \
+        "P95 TTFT 2.66 s (≤ 3 s: met), 3.26 s during outages"
+    assert slo_phrase({**s, "outage_turn_share": 0.2, "outage_slo_value_s": math.inf}).endswith(", ∞ during outages")
