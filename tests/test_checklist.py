@@ -143,11 +143,11 @@ def test_the_checklist_of_a_scenario_judges_its_fallbacks_on_its_scheduled_outag
     from llmlab.checklist import cli_main
     from llmlab.sim import simulate
 
-    summary = simulate("b2b-saas", seed=0, parallel=False).summary
+    summary = simulate("b2b-saas", requests=3000, seed=0, parallel=False).summary  # the outage: 600–780 s
     assert summary["outage_turn_share"] > 0 and summary["outage_service_availability"] > 0.99
     assert summary["outage_availability"] < summary["outage_service_availability"]  # budget refusals in it
     assert summary["baseline_outage_service_availability"] == 0.0  # no fallback: nothing served
-    cli_main(["--scenario", "b2b-saas"])
+    cli_main(["--scenario", "b2b-saas", "--requests", "3000"])
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if "Fallback chain" in line or "폴백 체인" in line)
     assert "during outages" in line and f"{summary['outage_service_availability']:.2%} were served" in line
