@@ -17,6 +17,10 @@ from .scenario import Scenario
 if TYPE_CHECKING:
     from .run import SimResult
 
+#: the summary numbers a replicated run gives a 95 % interval (``summary["ci95"]``)
+WITH_INTERVAL = frozenset({*HEADLINE, *OUTAGE_KEYS, "requests", "budget_rejections", "budget_overshoot_usd",
+                           "slo_value_s"})
+
 
 def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     """``n`` runs on seeds ``seed…seed+n-1``: every number in the summary is the mean over runs.
@@ -50,9 +54,7 @@ def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
         m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col))
         whole = pd.api.types.is_integer_dtype(table[col]) and float(m).is_integer()
         summary[col] = int(m) if whole else m
-        wanted = col in HEADLINE or col in OUTAGE_KEYS or col in ("requests", "budget_rejections", "budget_overshoot_usd",
-                                                                  "slo_value_s")
-        if wanted and not math.isnan(m):  # no interval for what no run could measure (no baseline, no outage)
+        if col in WITH_INTERVAL and not math.isnan(m):  # none for what no run could measure (no baseline, no outage)
             ci[col] = [lo, hi]
     for key in ("errors", "model_share"):
         names = sorted({name for r in runs for name in r.summary.get(key, {})})
