@@ -270,7 +270,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-guard", action="store_true", help="score on cosine similarity alone")
     parser.add_argument("--threshold", type=float, help="report recall / false hits at this threshold "
                                                         "(default: the shipped calibrated threshold)")
-    parser.add_argument("--memo", help="embedding memo file (default: under $LLMLAB_CACHE_DIR, else "
+    parser.add_argument("--memo", help="embedding memo file (default: under $LLMLAB_CACHE_DIR, else $XDG_CACHE_HOME/llmlab or "
                                         "~/.cache/llmlab)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(list(argv) if argv is not None else None)
