@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("llmlab.sim.cli", "main", "replay synthetic traffic or a trace through the gateway in SimPy"),
     "sweep": ("llmlab.sim.sweep_cli", "main", "simulate every combination of scenario values, one row each"),
+    "compare": ("llmlab.sim.compare_cli", "main", "a scenario against the same with a change: paired differences"),
     "demo": ("llmlab.demo", "main", "walk a dozen requests through cache, router and fallback (offline)"),
     "cache-eval": ("llmlab.cache.calibration", "cli_main", "calibrate the semantic cache on labelled pairs"),
     "fake-provider": ("llmlab.testing.fake_provider", "cli_main", "run a fault-injecting OpenAI-compatible server"),

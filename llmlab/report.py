@@ -294,7 +294,9 @@ def write_report(result: "SimResult", out_dir: str | Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- tables
-def _fmt(value: Any, kind: str) -> str:
+def format_value(value: Any, kind: str) -> str:
+    """A summary number as the table writes it; ``kind`` is ``usd``, ``pct`` (a share, written
+    ×100 with %), ``s``, ``x`` (a ratio) or anything else for a count (:func:`metric_kind`)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if kind == "usd":
@@ -307,6 +309,19 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "x":
         return f"{value:.2f}"
     return _count(value)
+
+
+def metric_kind(name: str) -> str:
+    """How a summary key's number is written (:func:`format_value`): by its name's ending."""
+    if name.endswith("_usd"):
+        return "usd"
+    if name.endswith("_s"):
+        return "s"
+    if name.endswith(("_rate", "availability", "_share")):
+        return "pct"
+    if name == "retry_amplification":
+        return "x"
+    return "n"
 
 
 def _count(value: float) -> str:
@@ -389,14 +404,14 @@ def summary_table(summary: Mapping[str, Any]) -> str:
             continue
         if key in _SHOWN_WHEN_NONZERO and not (value or summary.get(_SHOWN_WHEN_NONZERO[key])):
             continue
-        text = _fmt(value, kind)
+        text = format_value(value, kind)
         if key in ci and reps:
             lo, hi = ci[key]
             symmetric = isinstance(value, (int, float)) and math.isclose(value - lo, hi - value, abs_tol=1e-12)
             # a rate's interval clipped at 0 or 1 is no longer "± half-width"
-            text += f" ±{_fmt((hi - lo) / 2, kind)}" if kind == "pct" and symmetric else \
-                f" [{_fmt(lo, kind)}, {_fmt(hi, kind)}]"
-        base = _fmt(summary.get(base_key), kind) if base_key else ""
+            text += f" ±{format_value((hi - lo) / 2, kind)}" if kind == "pct" and symmetric else \
+                f" [{format_value(lo, kind)}, {format_value(hi, kind)}]"
+        base = format_value(summary.get(base_key), kind) if base_key else ""
         cells.append((label, text, base))
     # columns as wide as their widest cell: a confidence interval must not push the baseline aside
     wide = max([24] + [len(text) for _, text, _ in cells])

@@ -9,14 +9,16 @@
 cache, no routing) over the same traffic with the same random draws, so the difference is the
 policy's effect.  Scenarios are TOML files validated before the run (:mod:`.scenario`); two
 ship with the package (:func:`list_presets`).  ``sweep`` runs a grid of overrides on local
-processes or a Dask cluster.
+processes or a Dask cluster; ``compare`` runs a scenario against the same with a change, seed by
+seed, and says which differences the seeds agree on.
 """
 from __future__ import annotations
 
 from .build import build_gateway, scenario_rate_limits
+from .compare import Comparison, compare
 from .run import SimResult, simulate
 from .scenario import Scenario, ScenarioError, list_presets, load_scenario
 from .sweep import sweep
 
-__all__ = ["Scenario", "ScenarioError", "SimResult", "build_gateway", "list_presets", "load_scenario",
-           "scenario_rate_limits", "simulate", "sweep"]
+__all__ = ["Comparison", "Scenario", "ScenarioError", "SimResult", "build_gateway", "compare", "list_presets",
+           "load_scenario", "scenario_rate_limits", "simulate", "sweep"]

@@ -1,0 +1,151 @@
+"""Two configurations on the same traffic, seed by seed: the difference, and how sure it is.
+
+A sweep says what each configuration did.  The question before a change ships is narrower: is
+B better than A, by how much, and is that more than one run's luck?  Run on the same seeds, A
+and B serve the same arrivals, queries, outages and per-request random draws (common random
+numbers, as the baseline does), so most of a seed's luck — which tenants were busy, where an
+incident fell — is in both runs and cancels in their difference.  The interval of the mean
+*paired* difference over the seeds is then far narrower than the intervals of the two means
+(``test_sim_compare`` measures it), and a change the paired interval puts clear of zero is one
+the seeds agree on.
+
+    from llmlab.sim import compare
+    c = compare("realtime-chat", {"providers.gpt-4o-mini.timeout_s": 3.0}, replications=5)
+    print(c)              # metric, A, B, B − A and its 95 % interval
+    c.table               # the same as a DataFrame
+
+The command line is ``llmlab compare`` (:mod:`llmlab.sim.compare_cli`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from .metrics import mean_ci
+from .scenario import Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .run import SimResult
+
+#: the numbers compared, in this order (a number no run of either side measured is left out:
+#: the outage ones without an outage)
+COMPARED = ("cost_usd", "projected_monthly_cost_usd", "cache_hit_rate", "semantic_hit_rate", "false_hit_rate",
+            "p50_latency_s", "p95_latency_s", "ttft_p95_s", "slo_value_s", "availability", "fallback_rate",
+            "retry_amplification", "budget_rejections", "slo_violation_rate", "outage_availability",
+            "outage_slo_value_s", "outage_slo_violation_rate")
+
+COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "clear")
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` found: ``table`` has one row per number — ``a`` and ``b`` (the means
+    over the seeds), ``difference`` (the mean of B − A, seed by seed), its 95 % interval
+    (``ci_low``, ``ci_high``) and ``clear`` (the interval leaves out 0: the seeds agree on the
+    direction).  A difference is NaN when a run's value was infinite (an SLO value when too
+    many turns failed) or undefined.  ``a`` and ``b`` are the two replicated results."""
+
+    scenario: str
+    changes: dict[str, Any]
+    seeds: tuple[int, ...]
+    requests: int
+    table: "pd.DataFrame"
+    a: "SimResult" = field(repr=False)
+    b: "SimResult" = field(repr=False)
+
+    def __str__(self) -> str:
+        from ..report import format_value, metric_kind
+
+        change = ", ".join(f"{k}={v!r}" for k, v in self.changes.items())
+        head = (f"{self.scenario} · A: as configured · B: {change} · {len(self.seeds)} paired runs of "
+                f"{self.requests:,} requests (seeds {self.seeds[0]}–{self.seeds[-1]})")
+        rows = [("", "A", "B", "B − A", "95 % interval of B − A", "")]
+        for r in self.table.itertuples(index=False):
+            kind = metric_kind(r.metric)
+            rows.append((r.metric, format_value(r.a, kind), format_value(r.b, kind), _signed(r.difference, kind),
+                         "–" if math.isnan(r.ci_low) else f"[{_signed(r.ci_low, kind)}, {_signed(r.ci_high, kind)}]",
+                         "*" if r.clear else ""))
+        wide = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [head] + ["  ".join([row[0].ljust(wide[0])] + [cell.rjust(w) for cell, w in zip(row[1:-1], wide[1:-1])]
+                                    + [row[-1]]).rstrip() for row in rows]
+        lines.append("* the interval leaves out 0: every seed's luck considered, B differs from A this way "
+                     "(pp: percentage points)")
+        return "\n".join(lines)
+
+
+def _signed(value: float, kind: str) -> str:
+    """A difference as the table writes it: signed, shares in percentage points."""
+    if value != value:
+        return "–"
+    if kind == "pct":
+        return f"{100 * value:+.2f} pp"
+    if kind == "usd":
+        return f"{'+' if value >= 0 else '-'}${abs(value):,.4f}" if abs(value) < 100 else \
+            f"{'+' if value >= 0 else '-'}${abs(value):,.0f}"
+    if kind == "s":
+        return f"{value:+.3f} s"
+    return f"{value:+,.2f}" if kind == "x" or not float(value).is_integer() else f"{value:+,.0f}"
+
+
+def compare(scenario: "Scenario | str", changes: Mapping[str, Any], *, requests: int | None = None,
+            hours: float | None = None, seed: int = 0, replications: int = 5,
+            overrides: Mapping[str, Any] | None = None, progress: bool = False,
+            parallel: bool | None = None) -> Comparison:
+    """Run ``scenario`` (A) and ``scenario`` with ``changes`` (B, dotted keys as ``--set``) on
+    seeds ``seed … seed+replications-1`` and compare them seed by seed (module docstring).
+
+    ``overrides`` apply to both sides first.  Both configurations are checked before either
+    runs; a bad key or value raises :class:`~llmlab.sim.scenario.ScenarioError` naming it.  No
+    baseline runs: the comparison is between A and B.  ``progress=True`` shows a bar per side.
+    """
+    from .run import preflight, simulate
+
+    if not isinstance(changes, Mapping) or not changes:
+        raise ScenarioError("changes", "at least one dotted key and its value for B, e.g. "
+                                       "{'gateway.cache.threshold': 0.9}", changes)
+    if isinstance(replications, bool) or not isinstance(replications, int) or replications < 2:
+        raise ScenarioError("replications", "an integer >= 2 (an interval needs two seeds)", replications)
+    a_scenario = load_scenario(scenario, overrides)
+    b_scenario = a_scenario.with_overrides(dict(changes))
+    for side in (a_scenario, b_scenario):  # both, before either side's first request
+        preflight(side, requests=requests, hours=hours, seed=seed, replications=replications)
+    runs = [simulate(side, requests=requests, hours=hours, seed=seed, replications=replications, baseline=False,
+                     keep_requests=False, progress=progress, parallel=parallel) for side in (a_scenario, b_scenario)]
+    a, b = runs
+    return Comparison(a_scenario.name, dict(changes), tuple(range(seed, seed + replications)),
+                      int(a.summary["requests"]), paired_table(a.replications, b.replications), a, b)
+
+
+def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
+    """One row per :data:`COMPARED` number of two replication tables (one row per seed, the
+    same seeds in the same order): the means, the mean paired difference and its interval."""
+    import pandas as pd
+
+    if list(a["seed"]) != list(b["seed"]):
+        raise ValueError(f"the two sides ran different seeds: {list(a['seed'])} and {list(b['seed'])}")
+    rows = []
+    for metric in COMPARED:
+        if metric not in a or metric not in b:
+            continue
+        xa, xb = a[metric].to_numpy(dtype=float), b[metric].to_numpy(dtype=float)
+        if np.isnan(xa).all() and np.isnan(xb).all():
+            continue  # measured by no run (no turn during an outage)
+        finite = np.isfinite(xa) & np.isfinite(xb)
+        if finite.all():
+            diff, lo, hi = mean_ci((xb - xa).tolist())
+        else:  # an infinite SLO value (or a side that measured nothing): no difference to average
+            diff = lo = hi = math.nan
+        rows.append({"metric": metric, "a": _mean(xa), "b": _mean(xb), "difference": diff, "ci_low": lo,
+                     "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean over seeds, as a replicated summary gives it (infinite if any run's value was)."""
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if len(kept) else math.nan

@@ -1,0 +1,165 @@
+"""``sim.compare`` and ``llmlab compare``: A against A-with-a-change, paired seed by seed."""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmlab.cli import main as llmlab
+from llmlab.sim import ScenarioError, compare, load_scenario
+from llmlab.sim.compare import COLUMNS, paired_table
+from llmlab.sim.compare_cli import _parser, main
+from llmlab.sim.metrics import mean_ci
+
+THRESHOLD = {"gateway.cache.threshold": 0.85}  # the preset's is higher: more (and more false) semantic hits
+
+
+@pytest.fixture(scope="module")
+def looser():
+    return compare("b2b-saas", THRESHOLD, requests=1500, replications=4, seed=2)
+
+
+def test_an_unchanged_value_gives_differences_of_exactly_zero():
+    """Common random numbers: B with A's own value is A, seed by seed, to the last bit."""
+    same = load_scenario("b2b-saas").gateway.retry.max_retries
+    c = compare("b2b-saas", {"gateway.retry.max_retries": same}, requests=300, replications=2)
+    assert c.a.replications.drop(columns="wall_s", errors="ignore").equals(
+        c.b.replications.drop(columns="wall_s", errors="ignore"))
+    assert (c.table["difference"] == 0).all() and (c.table["ci_low"] == 0).all() and (c.table["ci_high"] == 0).all()
+    assert not c.table["clear"].any()
+    assert list(c.table.columns) == list(COLUMNS)
+
+
+def test_the_table_is_the_seed_by_seed_difference_of_the_two_sides(looser):
+    a, b = looser.a.replications, looser.b.replications
+    assert list(a["seed"]) == list(b["seed"]) == [2, 3, 4, 5] and looser.seeds == (2, 3, 4, 5)
+    row = looser.table.set_index("metric").loc["cache_hit_rate"]
+    mean, lo, hi = mean_ci((b["cache_hit_rate"] - a["cache_hit_rate"]).tolist())
+    assert (row["difference"], row["ci_low"], row["ci_high"]) == pytest.approx((mean, lo, hi))
+    assert row["a"] == pytest.approx(a["cache_hit_rate"].mean()) and row["b"] == pytest.approx(b["cache_hit_rate"].mean())
+    assert row["clear"] and row["ci_low"] > 0  # a looser threshold hits more, on every seed
+    assert looser.table.set_index("metric").loc["false_hit_rate", "difference"] > 0  # ... and more wrongly
+    for r in looser.table.itertuples():
+        assert r.clear == (r.ci_low > 0 or r.ci_high < 0)
+
+
+def test_pairing_by_seed_narrows_the_interval(looser):
+    """The point of common random numbers: most of a seed's luck is in both runs and cancels.
+    The paired interval is much narrower than that of two independent means' difference."""
+    a, b = looser.a.replications, looser.b.replications
+    for metric in ("cost_usd", "cache_hit_rate", "p50_latency_s"):
+        row = looser.table.set_index("metric").loc[metric]
+        paired = (row["ci_high"] - row["ci_low"]) / 2
+        halves = [(hi - lo) / 2 for _, lo, hi in (mean_ci(a[metric].tolist()), mean_ci(b[metric].tolist()))]
+        unpaired = math.hypot(*halves)
+        assert paired < 0.7 * unpaired, (metric, paired, unpaired)
+
+
+def test_a_run_with_an_infinite_slo_value_has_no_difference_and_an_unmeasured_number_no_row():
+    a = pd.DataFrame({"seed": [0, 1], "cost_usd": [1.0, 2.0], "slo_value_s": [3.0, math.inf],
+                      "outage_slo_value_s": [math.nan, math.nan]})
+    b = pd.DataFrame({"seed": [0, 1], "cost_usd": [1.5, 2.5], "slo_value_s": [2.0, 2.5],
+                      "outage_slo_value_s": [math.nan, math.nan]})
+    table = paired_table(a, b).set_index("metric")
+    assert list(table.index) == ["cost_usd", "slo_value_s"]
+    assert table.loc["cost_usd", "difference"] == pytest.approx(0.5)
+    slo = table.loc["slo_value_s"]
+    assert slo["a"] == math.inf and math.isnan(slo["difference"]) and not slo["clear"]
+    with pytest.raises(ValueError, match="different seeds"):
+        paired_table(a, b.assign(seed=[1, 2]))
+
+
+@pytest.mark.parametrize("changes, replications, named", [
+    ({}, 3, "changes: at least one"),
+    ({"gateway.cache.thresholdx": 0.9}, 3, "gateway.cache.thresholdx"),
+    ({"gateway.cache.threshold": 2.0}, 3, "gateway.cache.threshold"),
+    (THRESHOLD, 1, "replications: an integer >= 2"),
+    (THRESHOLD, True, "replications: an integer >= 2"),
+])
+def test_bad_input_is_refused_before_either_side_runs(changes, replications, named, monkeypatch):
+    import llmlab.sim.run as sim_run
+
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("ran before both sides were checked"))
+    with pytest.raises(ScenarioError, match=named):
+        compare("b2b-saas", changes, requests=100, replications=replications)
+
+
+def test_a_b_side_whose_run_cannot_start_is_refused_before_a_runs(monkeypatch):
+    """A valid B whose window holds no request (found only by drawing its traffic): refused by
+    B's preflight, before A's first run."""
+    import llmlab.sim.run as sim_run
+
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("A ran before B was checked"))
+    with pytest.raises(ScenarioError, match="at least one request arrives"):
+        compare("b2b-saas", {"traffic.rate_per_s": 1e-6, "traffic.burst_rate_per_day": 0.0}, hours=0.05,
+                replications=2)
+
+
+def test_the_command_prints_the_table_writes_csv_and_json(tmp_path, capsys):
+    out = tmp_path / "cmp" / "compare.csv"
+    args = ["compare", "--scenario", "b2b-saas", "--change", "gateway.cache.threshold=0.85", "--requests", "400",
+            "--replications", "2", "--seed", "2"]
+    assert llmlab([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("b2b-saas · A: as configured · B: gateway.cache.threshold=0.85 · 2 paired runs of "
+                                 "400 requests (seeds 2–3)")
+    written = pd.read_csv(out)
+    expected = compare("b2b-saas", THRESHOLD, requests=400, replications=2, seed=2).table
+    assert list(written["metric"]) == list(expected["metric"])
+    assert written["difference"].tolist() == pytest.approx(expected["difference"].tolist(), rel=1e-9, nan_ok=True)
+    starred = {line.split()[0] for line in printed[2:] if line.rstrip().endswith("*")}
+    assert starred == set(expected.loc[expected["clear"], "metric"])
+    assert printed[-1] == f"wrote {len(expected)} rows to {out}"
+    assert main([*args[1:], "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["metric"] for r in rows] == list(expected["metric"]) and all(set(r) == set(COLUMNS) for r in rows)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--change", "gateway.cache.threshold"], "--change: KEY=VALUE"),
+    (["--change", "gateway.cache.threshold=0.8", "--change", "gateway.cache.threshold=0.9"], "given once"),
+    (["--change", "gateway.cache.threshold=0.8", "--replications", "1"], "replications: an integer >= 2"),
+    (["--set", "traffic.rate_per_s=-2", "--change", "gateway.cache.threshold=0.8"], "traffic.rate_per_s"),
+    ([], "the following arguments are required: --change"),
+])
+def test_bad_command_lines_are_one_line_naming_the_field(argv, named, capsys):
+    assert main(["--scenario", "b2b-saas", "--requests", "50", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmlab compare: error: ") and named in err and err.count("\n") == 1, err
+
+
+def test_the_readme_compare_lines_parse():
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.split("#")[0] for line in text.splitlines() if line.startswith("llmlab compare ")]
+    assert lines
+    for line in lines:
+        args = _parser().parse_args(shlex.split(line)[2:])
+        assert args.changes and all("=" in c for c in args.changes), line
+
+
+def test_differences_in_the_text_are_signed_and_shares_in_points(looser):
+    text = str(looser)
+    row = looser.table.set_index("metric").loc["cache_hit_rate"]
+    line = next(line for line in text.splitlines() if line.startswith("cache_hit_rate"))
+    assert f"+{100 * row['difference']:.2f} pp" in line and line.rstrip().endswith("*")
+    assert np.isfinite(looser.table["difference"]).all()
+
+
+def test_the_readme_example_says_what_the_comparison_gives():
+    """The README quotes b2b-saas with a 0.85 cache threshold, 2,000 requests, five seeds."""
+    text = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").split())
+    table = compare("b2b-saas", THRESHOLD, requests=2000, replications=5).table.set_index("metric")
+
+    def points(metric):
+        r = table.loc[metric]
+        return f"{100 * r['difference']:+.1f} pp [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+
+    cost = table.loc["cost_usd"]
+    quoted = (f"cache hits {points('cache_hit_rate')}, false hits {points('false_hit_rate')}, "
+              f"cost −${-cost['difference']:.2f} [−{-cost['ci_low']:.2f}, −{-cost['ci_high']:.2f}]")
+    assert quoted in text
