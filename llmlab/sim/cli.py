@@ -200,6 +200,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
+    """A file option, checked for writing before the runs (not after hours of them)."""
+    from .scenario import ScenarioError
+
+    out = Path(text)
+    if not text.strip() or out.is_dir():
+        raise ScenarioError(option, f"a {kind} file path (not a folder)", text)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ScenarioError(option, f"a file this user can write ({exc.strerror})", text) from None
+    return out
+
+
+def parse_or_refuse(parser: argparse.ArgumentParser, prog: str, argv: Sequence[str] | None) -> Any:
+    """The parsed command line, or None after a one-line ``<prog>: error: …`` on stderr."""
+    try:
+        return parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except _Usage as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return None
+
+
+def refuse(prog: str, exc: BaseException) -> int:
+    """Bad input: its first line on stderr, exit code 2."""
+    print(f"{prog}: error: {exc}".splitlines()[0], file=sys.stderr)
+    return 2
+
+
+def print_rows(rows: list[dict[str, Any]], text: Any, *, as_json: bool, after: Sequence[str] = ()) -> None:
+    """Rows as one JSON list (``as_json``; NaN and infinities as null), else ``text()`` and the
+    ``after`` lines.  A reader that left (``… | head``) ends the output quietly."""
+    try:
+        if as_json:
+            print(json.dumps(_jsonable(rows), ensure_ascii=False, allow_nan=False))
+        else:
+            print(text())
+            for line in after:
+                print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+
+
 def _discard_stdout() -> None:
     """Point stdout at /dev/null once its reader has gone, so no later write or exit flush fails."""
     import os

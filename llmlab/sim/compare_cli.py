@@ -15,17 +15,17 @@ Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the fiel
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from .cli import _discard_stdout, _jsonable, _Parser, _Usage
-from .sweep_cli import _out_file
+from .cli import _Parser, out_file, parse_or_refuse, print_rows, refuse
+
+PROG = "llmlab compare"
 
 
 def _parser() -> argparse.ArgumentParser:
     examples = [line.strip() for line in (__doc__ or "").splitlines() if line.startswith("    llmlab ")]
-    p = _Parser(prog="llmlab compare",
+    p = _Parser(prog=PROG,
                 description="Simulate a scenario (A) and the same scenario with a change (B) on the same seeds; "
                             "print the paired differences with 95 %% intervals.",
                 epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\nexit codes: 0 success, "
@@ -47,46 +47,42 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_in = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(args_in)
-    except _Usage as exc:
-        print(f"llmlab compare: error: {exc}", file=sys.stderr)
+    args = parse_or_refuse(_parser(), PROG, argv)
+    if args is None:
         return 2
     from ..errors import ConfigError
     from .compare import compare
-    from .scenario import ScenarioError, parse_assignment
+    from .scenario import parse_assignment
 
     try:
-        changes: dict = {}
-        for item in args.changes:
-            if "=" not in item:
-                raise ScenarioError("--change", "KEY=VALUE (a dotted key, a TOML value)", item)
-            key, value = parse_assignment(item)
-            if key in changes:
-                raise ScenarioError(f"--change {key}", "given once", item)
-            changes[key] = value
+        changes = parse_changes(args.changes)
         overrides = dict(parse_assignment(s) for s in args.sets)
-        out = _out_file(args.out) if args.out is not None else None
+        out = out_file(args.out) if args.out is not None else None
         result = compare(args.scenario, changes, requests=args.requests, hours=args.hours, seed=args.seed,
                          replications=args.replications, overrides=overrides,
                          progress=not args.json and sys.stderr.isatty())
     except (ConfigError, OSError) as exc:
-        print(f"llmlab compare: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
-    if out is not None:
+        return refuse(PROG, exc)
+    if out is not None:  # the numbers are kept before anything is printed
         result.table.to_csv(out, index=False)
-    try:
-        if args.json:
-            print(json.dumps(_jsonable(result.table.to_dict(orient="records")), ensure_ascii=False, allow_nan=False))
-        else:
-            print(result)
-            if out is not None:
-                print(f"wrote {len(result.table)} rows to {out}")
-        sys.stdout.flush()
-    except BrokenPipeError:  # `llmlab compare ... | head`
-        _discard_stdout()
+    print_rows(result.table.to_dict(orient="records"), lambda: str(result), as_json=args.json,
+               after=[f"wrote {len(result.table)} rows to {out}"] if out is not None else [])
     return 0
+
+
+def parse_changes(items: Sequence[str]) -> dict[str, Any]:
+    """``["gateway.cache.threshold=0.85", …]`` → ``{"gateway.cache.threshold": 0.85, …}``."""
+    from .scenario import ScenarioError, parse_assignment
+
+    changes: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ScenarioError("--change", "KEY=VALUE (a dotted key, a TOML value)", item)
+        key, value = parse_assignment(item)
+        if key in changes:
+            raise ScenarioError(f"--change {key}", "given once", item)
+        changes[key] = value
+    return changes
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,12 +18,12 @@ Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the fiel
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
-from .cli import _discard_stdout, _jsonable, _Parser, _Usage
+from .cli import _Parser, out_file, parse_or_refuse, print_rows, refuse
+
+PROG = "llmlab sweep"
 
 #: the columns the printed table shows after the grid's, those with a value in some row (``--out``
 #: and ``--json`` have them all): no baseline, no savings; no turn during an outage, no outage SLO
@@ -75,22 +75,6 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def _out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
-    """A file option, checked for writing before the sweep (not after hours of runs)."""
-    from .scenario import ScenarioError
-
-    out = Path(text)
-    if not text.strip() or out.is_dir():
-        raise ScenarioError(option, f"a {kind} file path (not a folder)", text)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        raise ScenarioError(option, f"a file this user can write ({exc.strerror})", text) from None
-    return out
-
-
 def table(frame: Any, grid_keys: Sequence[str]) -> str:
     """The grid's columns and the headline numbers, as aligned text."""
     shown = [*grid_keys, *(c for c in SHOWN if c in frame.columns and c not in grid_keys and frame[c].notna().any())]
@@ -98,11 +82,8 @@ def table(frame: Any, grid_keys: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_in = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(args_in)
-    except _Usage as exc:
-        print(f"llmlab sweep: error: {exc}", file=sys.stderr)
+    args = parse_or_refuse(_parser(), PROG, argv)
+    if args is None:
         return 2
     from ..errors import ConfigError
     from .scenario import load_scenario, parse_assignment
@@ -111,33 +92,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         grid = parse_grid(args.grid)
         scenario = load_scenario(args.scenario, dict(parse_assignment(s) for s in args.sets))
-        out = _out_file(args.out) if args.out is not None else None
-        plot = _out_file(args.plot, "--plot", "PNG") if args.plot is not None else None
+        out = out_file(args.out) if args.out is not None else None
+        plot = out_file(args.plot, "--plot", "PNG") if args.plot is not None else None
         progress = not args.json and sys.stderr.isatty()
         size = {"requests": args.requests} if args.requests is not None else {}  # else sweep()'s 2,000
         frame = sweep(scenario, grid, **size, hours=args.hours, seed=args.seed, replications=args.replications,
                       processes=args.processes, scheduler=args.scheduler, progress=progress)
     except (ConfigError, OSError, SweepWorkerDied) as exc:
-        print(f"llmlab sweep: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
+        return refuse(PROG, exc)
     if out is not None:  # the numbers are kept before anything is printed
         frame.to_csv(out, index=False)
     if plot is not None:
         from .sweep_plot import plot_sweep
 
         plot_sweep(frame, list(grid), f"{scenario.name}: sweep over {next(iter(grid))}").savefig(plot, dpi=110)
-    try:
-        if args.json:
-            print(json.dumps(_jsonable(frame.to_dict(orient="records")), ensure_ascii=False, allow_nan=False))
-        else:
-            print(table(frame, list(grid)))
-            if out is not None:
-                print(f"wrote {len(frame)} rows to {out}")
-            if plot is not None:
-                print(f"drew the sweep in {plot}")
-        sys.stdout.flush()
-    except BrokenPipeError:  # `llmlab sweep ... | head`
-        _discard_stdout()
+    after = ([f"wrote {len(frame)} rows to {out}"] if out is not None else []) + \
+        ([f"drew the sweep in {plot}"] if plot is not None else [])
+    print_rows(frame.to_dict(orient="records"), lambda: table(frame, list(grid)), as_json=args.json, after=after)
     return 0
 
 
