@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 PROGRESS_MIN_REQUESTS = 20_000
+PROG = "llmlab simulate"
 
 
 class _Usage(Exception):
@@ -112,10 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in and args_in[0] == "simulate":
         args_in = args_in[1:]
-    try:
-        args = _parser().parse_args(args_in)
-    except _Usage as exc:
-        print(f"llmlab simulate: error: {exc}", file=sys.stderr)
+    args = parse_or_refuse(_parser(), PROG, args_in)
+    if args is None:
         return 2
     from .scenario import ScenarioError, list_presets, load_scenario, parse_assignment
 
@@ -159,8 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        replications=args.replications, arg_prefix="--")
         out = _output_dir(args.out) if args.out is not None else None
     except (ConfigError, ValueError, OSError) as exc:
-        print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
+        return refuse(PROG, exc)
     size = args.requests or scenario.traffic.requests or 0
     # a trace replays all its rows unless --requests says otherwise (traffic.requests does not
     # apply): its size is unknown here, as with --hours, so a long replay is not silent
@@ -174,8 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           replications=args.replications, baseline=False if args.no_baseline else None,
                           keep_requests=out is not None, parallel=False if args.one_process else None)
     except (ConfigError, OSError) as exc:  # e.g. a trace row that cannot be replayed, an embedder not installed
-        print(f"llmlab simulate: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
+        return refuse(PROG, exc)
     summary = result.summary
     reader = True
     try:  # the summary first: a folder that fails to take the files must not lose the run's numbers
