@@ -99,7 +99,8 @@ def test_the_demo_block_is_what_make_demo_prints(capsys):
 def test_the_simulation_lab_example_runs_as_written_at_a_smaller_size():
     """The names and summary keys the example uses exist; the sizes are cut so the test stays short."""
     code = next(b for b in python_blocks() if "from llmlab.sim import" in b)
-    small = {"requests=5_000": "requests=200", "replications=5": "replications=2", "requests=2_000": "requests=100"}
+    small = {"requests=5_000": "requests=200", "replications=5": "replications=2", "requests=2_000": "requests=100",
+             "requests=1_000": "requests=150"}
     for big, cut in small.items():
         assert code.count(big) == 1, big
         code = code.replace(big, cut)
