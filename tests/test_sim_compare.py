@@ -163,3 +163,26 @@ def test_the_readme_example_says_what_the_comparison_gives():
     quoted = (f"cache hits {points('cache_hit_rate')}, false hits {points('false_hit_rate')}, "
               f"cost −${-cost['difference']:.2f} [−{-cost['ci_low']:.2f}, −{-cost['ci_high']:.2f}]")
     assert quoted in text
+
+
+def test_the_figure_draws_each_relative_difference_with_its_interval_and_colour(looser, tmp_path, capsys):
+    from llmlab.sim.compare_plot import DOWN, UNCLEAR, UP, plot_comparison
+
+    fig = plot_comparison(looser)
+    ax = fig.axes[0]
+    table = looser.table
+    drawn = table[(table["a"] != 0) & np.isfinite(table["a"]) & np.isfinite(table["difference"])]
+    left_out = [m for m in table["metric"] if m not in set(drawn["metric"])]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(drawn["metric"])
+    points = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert len(points) == len(drawn)
+    for line, r in zip(points, drawn.itertuples()):
+        assert line.get_xdata()[0] == pytest.approx(100 * r.difference / abs(r.a))
+        assert line.get_color() == (UNCLEAR if not r.clear else UP if r.difference > 0 else DOWN), r.metric
+    assert ax.get_xscale() == "symlog"
+    assert all(m in ax.get_xlabel() for m in left_out)
+    png = tmp_path / "cmp.png"
+    assert main(["--scenario", "b2b-saas", "--change", "gateway.cache.threshold=0.85", "--requests", "300",
+                 "--replications", "2", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out.rstrip().endswith(f"drew the comparison in {png}")

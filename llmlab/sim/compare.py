@@ -67,8 +67,8 @@ class Comparison:
         rows = [("", "A", "B", "B − A", "95 % interval of B − A", "")]
         for r in self.table.itertuples(index=False):
             kind = metric_kind(r.metric)
-            rows.append((r.metric, format_value(r.a, kind), format_value(r.b, kind), _signed(r.difference, kind),
-                         "–" if math.isnan(r.ci_low) else f"[{_signed(r.ci_low, kind)}, {_signed(r.ci_high, kind)}]",
+            rows.append((r.metric, format_value(r.a, kind), format_value(r.b, kind), signed(r.difference, kind),
+                         "–" if math.isnan(r.ci_low) else f"[{signed(r.ci_low, kind)}, {signed(r.ci_high, kind)}]",
                          "*" if r.clear else ""))
         wide = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [head] + ["  ".join([row[0].ljust(wide[0])] + [cell.rjust(w) for cell, w in zip(row[1:-1], wide[1:-1])]
@@ -78,7 +78,7 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _signed(value: float, kind: str) -> str:
+def signed(value: float, kind: str) -> str:
     """A difference as the table writes it: signed, shares in percentage points."""
     if value != value:
         return "–"

@@ -1,6 +1,6 @@
 """``llmlab compare``: a scenario against the same scenario with a change, seed by seed.
 
-    llmlab compare --scenario realtime-chat --change providers.gpt-4o-mini.timeout_s=3.0
+    llmlab compare --scenario realtime-chat --change providers.gpt-4o-mini.timeout_s=3.0 --plot timeout.png
     llmlab compare --scenario b2b-saas --change gateway.cache.threshold=0.85 --replications 10 --requests 5000
     llmlab compare --scenario my.toml --set traffic.rate_per_s=4 --change gateway.cache.semantic=false --json
 
@@ -8,7 +8,8 @@ The command line of :func:`llmlab.sim.compare.compare`.  ``--change KEY=VALUE`` 
 makes B; ``--set`` applies to both sides.  Both configurations are checked before either runs.
 It prints, per headline number, A's and B's means over the seeds, the mean difference B − A and
 its 95 % interval (paired by seed: common random numbers), starred when the interval leaves out
-0.  ``--json`` prints the table as one JSON list; ``--out`` writes it as CSV.
+0.  ``--json`` prints the table as one JSON list; ``--out`` writes it as CSV; ``--plot`` draws
+each difference relative to A with its interval (:mod:`llmlab.sim.compare_plot`).
 
 Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field), 130 Ctrl-C.
 """
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--replications", type=int, default=5, help="paired runs, seeds seed..seed+N-1 (default 5, >= 2)")
     p.add_argument("--json", action="store_true", help="print the table as one JSON list on stdout")
     p.add_argument("--out", help="write the table to this CSV file")
+    p.add_argument("--plot", help="draw each difference, relative to A, with its interval into this PNG file")
     return p
 
 
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes = parse_changes(args.changes)
         overrides = dict(parse_assignment(s) for s in args.sets)
         out = out_file(args.out) if args.out is not None else None
+        plot = out_file(args.plot, "--plot", "PNG") if args.plot is not None else None
         result = compare(args.scenario, changes, requests=args.requests, hours=args.hours, seed=args.seed,
                          replications=args.replications, overrides=overrides,
                          progress=not args.json and sys.stderr.isatty())
@@ -65,8 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(PROG, exc)
     if out is not None:  # the numbers are kept before anything is printed
         result.table.to_csv(out, index=False)
-    print_rows(result.table.to_dict(orient="records"), lambda: str(result), as_json=args.json,
-               after=[f"wrote {len(result.table)} rows to {out}"] if out is not None else [])
+    if plot is not None:
+        from .compare_plot import plot_comparison
+
+        plot_comparison(result).savefig(plot, dpi=110)
+    after = ([f"wrote {len(result.table)} rows to {out}"] if out is not None else []) + \
+        ([f"drew the comparison in {plot}"] if plot is not None else [])
+    print_rows(result.table.to_dict(orient="records"), lambda: str(result), as_json=args.json, after=after)
     return 0
 
 
