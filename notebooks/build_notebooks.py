@@ -1196,6 +1196,12 @@ def nb05() -> list:
               f"[{cost['ci_low']:+.4f}, {cost['ci_high']:+.4f}] — an interval {cost['ci_high'] - cost['ci_low']:.4f} wide, "
               f"where the cost of one configuration alone spans {alone[1] - alone[0]:.4f}")
         """),
+        code("""
+        from llmlab.sim.compare_plot import plot_comparison   # what `llmlab compare ... --plot FILE.png` draws
+
+        plot_comparison(no_semantic, label("의미 캐시 끔: B − A (A 대비 %)", "semantic cache off: B − A (% of A)"))
+        plt.show()
+        """),
         md("""
         ## 2. Repeated questions: what the caches save
 
