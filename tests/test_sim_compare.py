@@ -70,6 +70,18 @@ def test_a_run_with_an_infinite_slo_value_has_no_difference_and_an_unmeasured_nu
     assert table.loc["cost_usd", "difference"] == pytest.approx(0.5)
     slo = table.loc["slo_value_s"]
     assert slo["a"] == math.inf and math.isnan(slo["difference"]) and not slo["clear"]
+    # incidents differ by seed: a seed without an outage turn pairs nothing; one pair gives no interval
+    seeds = pd.DataFrame({"seed": [0, 1, 2], "outage_slo_value_s": [3.0, math.nan, 4.0]})
+    other = pd.DataFrame({"seed": [0, 1, 2], "outage_slo_value_s": [2.5, math.nan, 3.0]})
+    row = paired_table(seeds, other).set_index("metric").loc["outage_slo_value_s"]
+    assert row["difference"] == pytest.approx(-0.75) and row["a"] == pytest.approx(3.5)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(mean_ci([-0.5, -1.0])[1:])
+    one = paired_table(seeds.assign(outage_slo_value_s=[3.0, math.nan, math.nan]),
+                       other.assign(outage_slo_value_s=[2.0, math.nan, math.nan])).set_index("metric")
+    assert one.loc["outage_slo_value_s", "difference"] == pytest.approx(-1.0)
+    assert math.isnan(one.loc["outage_slo_value_s", "ci_low"]) and not one.loc["outage_slo_value_s", "clear"]
+    lopsided = paired_table(seeds, other.assign(outage_slo_value_s=[2.5, 1.0, 3.0])).set_index("metric")
+    assert math.isnan(lopsided.loc["outage_slo_value_s", "difference"])  # B measured a seed A did not
     with pytest.raises(ValueError, match="different seeds"):
         paired_table(a, b.assign(seed=[1, 2]))
 

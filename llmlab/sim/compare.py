@@ -47,8 +47,10 @@ class Comparison:
     """What :func:`compare` found: ``table`` has one row per number — ``a`` and ``b`` (the means
     over the seeds), ``difference`` (the mean of B − A, seed by seed), its 95 % interval
     (``ci_low``, ``ci_high``) and ``clear`` (the interval leaves out 0: the seeds agree on the
-    direction).  A difference is NaN when a run's value was infinite (an SLO value when too
-    many turns failed) or undefined.  ``a`` and ``b`` are the two replicated results."""
+    direction).  Seeds where neither side measured a number (no turn during an outage) are left
+    out of its pairs; a difference is NaN when a run's value was infinite (an SLO value when too
+    many turns failed) or one side measured what the other did not, and its interval NaN with
+    fewer than two pairs.  ``a`` and ``b`` are the two replicated results."""
 
     scenario: str
     changes: dict[str, Any]
@@ -135,11 +137,16 @@ def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
         xa, xb = a[metric].to_numpy(dtype=float), b[metric].to_numpy(dtype=float)
         if np.isnan(xa).all() and np.isnan(xb).all():
             continue  # measured by no run (no turn during an outage)
-        finite = np.isfinite(xa) & np.isfinite(xb)
-        if finite.all():
-            diff, lo, hi = mean_ci((xb - xa).tolist())
-        else:  # an infinite SLO value (or a side that measured nothing): no difference to average
+        measured = ~(np.isnan(xa) & np.isnan(xb))  # a seed with no turn during an outage has nothing to pair
+        xa, xb = xa[measured], xb[measured]
+        if not (np.isfinite(xa) & np.isfinite(xb)).all():
+            # an infinite SLO value (too many turns failed), or one side measured what the other did
+            # not (the change moved the outages): no difference to average
             diff = lo = hi = math.nan
+        elif len(xa) < 2:  # one pair: a difference, but no interval (and no verdict) from one seed
+            diff, lo, hi = float((xb - xa).mean()), math.nan, math.nan
+        else:
+            diff, lo, hi = mean_ci((xb - xa).tolist())
         rows.append({"metric": metric, "a": _mean(xa), "b": _mean(xb), "difference": diff, "ci_low": lo,
                      "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
