@@ -7,7 +7,9 @@ numbers, as the baseline does), so most of a seed's luck — which tenants were 
 incident fell — is in both runs and cancels in their difference.  The interval of the mean
 *paired* difference over the seeds is then far narrower than the intervals of the two means
 (``test_sim_compare`` measures it), and a change the paired interval puts clear of zero is one
-the seeds agree on.
+the seeds agree on.  Each number is judged alone: where a change has no effect on average, one
+number in twenty is still put clear of zero by chance, and more seeds settle a verdict that
+matters.
 
     from llmlab.sim import compare
     c = compare("realtime-chat", {"providers.gpt-4o-mini.timeout_s": 3.0}, replications=5)
