@@ -198,3 +198,11 @@ def test_the_figure_draws_each_relative_difference_with_its_interval_and_colour(
                  "--replications", "2", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert capsys.readouterr().out.rstrip().endswith(f"drew the comparison in {png}")
+
+
+def test_dollar_differences_keep_the_precision_of_what_they_differ_from():
+    from llmlab.sim.compare import signed
+
+    assert signed(-27.5033, "usd", 11_980.0) == "-$28" and signed(-0.0177, "usd", 7.7) == "-$0.0177"
+    assert signed(250.0, "usd") == "+$250" and signed(0.0083, "pct") == "+0.83 pp"
+    assert signed(math.nan, "s") == "–" and signed(-0.0521, "s") == "-0.052 s" and signed(3.0, "n") == "+3"

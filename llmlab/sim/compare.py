@@ -71,9 +71,10 @@ class Comparison:
         rows = [("", "A", "B", "B − A", "95 % interval of B − A", "")]
         for r in self.table.itertuples(index=False):
             kind = metric_kind(r.metric)
-            rows.append((r.metric, format_value(r.a, kind), format_value(r.b, kind), signed(r.difference, kind),
-                         "–" if math.isnan(r.ci_low) else f"[{signed(r.ci_low, kind)}, {signed(r.ci_high, kind)}]",
-                         "*" if r.clear else ""))
+            like = r.a if math.isfinite(r.a) else 0.0
+            rows.append((r.metric, format_value(r.a, kind), format_value(r.b, kind), signed(r.difference, kind, like),
+                         "–" if math.isnan(r.ci_low) else
+                         f"[{signed(r.ci_low, kind, like)}, {signed(r.ci_high, kind, like)}]", "*" if r.clear else ""))
         wide = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [head] + ["  ".join([row[0].ljust(wide[0])] + [cell.rjust(w) for cell, w in zip(row[1:-1], wide[1:-1])]
                                     + [row[-1]]).rstrip() for row in rows]
@@ -82,15 +83,17 @@ class Comparison:
         return "\n".join(lines)
 
 
-def signed(value: float, kind: str) -> str:
-    """A difference as the table writes it: signed, shares in percentage points."""
+def signed(value: float, kind: str, like: float = 0.0) -> str:
+    """A difference as the table writes it: signed, shares in percentage points, dollars to the
+    precision of ``like`` (the number it is a difference of: cents are noise on $11,980)."""
     if value != value:
         return "–"
     if kind == "pct":
         return f"{100 * value:+.2f} pp"
     if kind == "usd":
-        return f"{'+' if value >= 0 else '-'}${abs(value):,.4f}" if abs(value) < 100 else \
-            f"{'+' if value >= 0 else '-'}${abs(value):,.0f}"
+        sign = "+" if value >= 0 else "-"
+        return f"{sign}${abs(value):,.0f}" if max(abs(value), abs(like) if like == like else 0.0) >= 100 else \
+            f"{sign}${abs(value):,.4f}"
     if kind == "s":
         return f"{value:+.3f} s"
     return f"{value:+,.2f}" if kind == "x" or not float(value).is_integer() else f"{value:+,.0f}"

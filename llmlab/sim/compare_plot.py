@@ -30,7 +30,7 @@ def plot_comparison(comparison: "Comparison", title: str = "") -> Any:
             continue
         scale = 100.0 / abs(r.a)
         rows.append((r.metric, r.difference * scale, r.ci_low * scale, r.ci_high * scale, r.clear,
-                     signed(r.difference, metric_kind(r.metric))))
+                     signed(r.difference, metric_kind(r.metric), r.a)))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(len(rows), 1) + 1.6), layout="constrained")
     for y, (metric, mid, lo, hi, clear, said) in enumerate(rows):
