@@ -45,7 +45,8 @@ import ipywidgets as W
 from .plotting_fonts import label
 
 __all__ = [
-    "Debouncer", "ManualTimer", "OutageDrillPanel", "Panel", "PanelResult", "SimulationPanel", "ThresholdPanel",
+    "ComparePanel", "Debouncer", "ManualTimer", "OutageDrillPanel", "Panel", "PanelResult", "SimulationPanel",
+    "ThresholdPanel",
     "css_class", "default_timer", "figure_png", "format_error", "make_control", "scenario_value", "summary_table",
     "threshold_economics",
 ]
@@ -527,15 +528,20 @@ class SimulationPanel(Panel):
     def overrides(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.fixed_overrides, **{k: v for k, v in values.items() if k not in RUN_KEYS}}
 
-    def compute(self, values: Mapping[str, Any]) -> PanelResult:
-        from .sim import simulate
-
+    def run_arguments(self, values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """``requests``, ``hours``, ``seed`` and ``replications`` for a run with these control values."""
         args = {**self.run_args, **{k: v for k, v in values.items() if k in RUN_KEYS}}
         if args.get("hours") is not None:
             args["requests"] = None
-        overrides = self.overrides(values)
         if "traffic.requests" in overrides or "traffic.hours" in overrides:  # they size the run (as in a sweep):
             args["requests"] = args["hours"] = None                            # a run argument would override them
+        return args
+
+    def compute(self, values: Mapping[str, Any]) -> PanelResult:
+        from .sim import simulate
+
+        overrides = self.overrides(values)
+        args = self.run_arguments(values, overrides)
         scenario = self.scenario.with_overrides(overrides)  # ScenarioError names the field
         self.report_progress(0, 100)
         self.status.value = "simulating…"
@@ -549,6 +555,48 @@ class SimulationPanel(Panel):
                        else "")
                     + f" · {slo_phrase(s)} · availability {100 * s['availability']:.1f} %")
         return PanelResult(fig, summary_table(s, result.baseline_summary, self.metrics), headline, result)
+
+
+class ComparePanel(SimulationPanel):
+    """A change judged on the same seeds (:func:`llmlab.sim.compare`): the scenario as it is (A)
+    against the scenario with the controls' values (B), every difference with its interval.
+
+        ComparePanel("b2b-saas", controls={"gateway.cache.threshold": (0.80, 0.99, 0.01)}, requests=800)
+
+    The controls start at A's values, where every difference is 0; move one and B moves with it.
+    ``overrides`` apply to both sides; controls named in :data:`RUN_KEYS` size the runs.  The
+    figure is :func:`llmlab.sim.compare_plot.plot_comparison`, the table the comparison's.
+    """
+
+    def __init__(self, scenario: Any = "b2b-saas", controls: Mapping[str, Any] | None = None, *,
+                 requests: int | None = 500, hours: float | None = None, seed: int = 0, replications: int = 5,
+                 overrides: Mapping[str, Any] | None = None, auto: bool = True, debounce_s: float = 0.4,
+                 timer: TimerFactory | None = None, title: str | None = None) -> None:
+        super().__init__(scenario, controls, requests=requests, hours=hours, seed=seed, replications=replications,
+                         overrides=overrides, auto=auto, debounce_s=debounce_s, timer=timer, title=title)
+        if title is None:
+            self.title_html.value = f"<b>{html.escape(f'Compare: {self.scenario.name}')}</b>"
+        self.last_comparison: Any = None
+
+    def compute(self, values: Mapping[str, Any]) -> PanelResult:
+        from .sim import ScenarioError, compare
+        from .sim.compare import signed
+        from .sim.compare_plot import plot_comparison
+        from .report import metric_kind
+
+        changes = {k: v for k, v in values.items() if k not in RUN_KEYS}
+        if not changes:
+            raise ScenarioError("controls", "at least one scenario field for B to change", sorted(values))
+        args = self.run_arguments(values, {**self.fixed_overrides, **changes})
+        self.status.value = "simulating A and B…"
+        result = compare(self.scenario, changes, overrides=self.fixed_overrides, progress=self.report_progress, **args)
+        self.last_comparison = result
+        clear = result.table[result.table["clear"]]
+        headline = (f"B − A over {len(result.seeds)} seeds: {len(clear)} of {len(result.table)} numbers differ "
+                    "clearly" + ("" if clear.empty else ": " + ", ".join(
+                        f"{r.metric} {signed(r.difference, metric_kind(r.metric), r.a)}"
+                        for r in clear.head(4).itertuples())))
+        return PanelResult(plot_comparison(result), result.table, headline, result)
 
 
 def slo_phrase(summary: Mapping[str, Any]) -> str:

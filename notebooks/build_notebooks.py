@@ -1203,6 +1203,21 @@ def nb05() -> list:
         plt.show()
         """),
         md("""
+        **Try it.** The panel below is the same comparison with a slider: B is the preset with the
+        semantic cache's threshold you choose (and the fallback chain's retries), A the preset as it
+        is. At A's own values every difference is exactly 0 — the same seeds, the same draws; move
+        the threshold down and watch hits and false hits climb together.
+        """),
+        code("""
+        from llmlab.widgets import ComparePanel
+
+        compare_panel = ComparePanel("b2b-saas", controls={"gateway.cache.threshold": (0.70, 0.99, 0.01),
+                                                           "gateway.retry.max_retries": (0, 3, 1)},
+                                     requests=600, replications=4, seed=10, overrides=CALM)
+        compare_panel.run()
+        compare_panel
+        """),
+        md("""
         ## 2. Repeated questions: what the caches save
 
         The lecture promises that semantic caching cuts the cost of *repeated* questions by 70 %. A

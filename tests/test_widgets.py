@@ -521,3 +521,32 @@ def test_a_ttft_objective_is_what_the_headline_reports():
     assert slo_phrase({**s, "outage_turn_share": 0.2, "outage_slo_value_s": 3.26}) == \
         "P95 TTFT 2.66 s (≤ 3 s: met), 3.26 s during outages"
     assert slo_phrase({**s, "outage_turn_share": 0.2, "outage_slo_value_s": math.inf}).endswith(", ∞ during outages")
+
+
+def test_compare_panel_judges_the_controls_values_against_the_scenarios_own():
+    from llmlab.sim import compare
+    from llmlab.widgets import ComparePanel
+
+    timer = ManualTimer()
+    panel = ComparePanel("b2b-saas", controls={"gateway.cache.threshold": (0.5, 0.99, 0.01)}, requests=200,
+                         replications=2, timer=timer)
+    assert panel.title_html.value == "<b>Compare: b2b-saas</b>"
+    seen = []
+    panel.progress.observe(lambda change: seen.append(change["new"]), names="value")
+    panel.run()
+    assert panel.last_error is None and (panel.last_comparison.table["difference"] == 0).all()  # B is A
+    assert "0 of " in panel.headline.value
+    assert seen == sorted(seen) and len([v for v in seen if 0 < v < 100]) >= 5  # one bar over both sides
+    panel.controls["gateway.cache.threshold"].value = 0.8
+    timer.fire()
+    expected = compare("b2b-saas", {"gateway.cache.threshold": 0.8}, requests=200, replications=2).table
+    assert panel.last_error is None and panel.last_comparison.table.equals(expected)
+    assert "cache_hit_rate" in panel.summary.value and panel.last_png
+    assert panel.headline.value.startswith("B − A over 2 seeds: ")
+    bad = ComparePanel("b2b-saas", controls={"providers.gpt-4o.timeout_s": 30.0}, requests=100, replications=2,
+                       timer=ManualTimer())
+    bad.controls["providers.gpt-4o.timeout_s"].value = -1.0
+    bad.run()
+    assert bad.last_error == "ScenarioError: providers.gpt-4o.timeout_s: must be > 0.0 (got -1.0)"
+    sized_only = ComparePanel("b2b-saas", controls={"requests": (100, 500, 100)}, timer=ManualTimer())
+    assert sized_only.run() is None and "controls: at least one scenario field for B to change" in sized_only.last_error

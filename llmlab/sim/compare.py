@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -101,14 +101,15 @@ def signed(value: float, kind: str, like: float = 0.0) -> str:
 
 def compare(scenario: "Scenario | str", changes: Mapping[str, Any], *, requests: int | None = None,
             hours: float | None = None, seed: int = 0, replications: int = 5,
-            overrides: Mapping[str, Any] | None = None, progress: bool = False,
+            overrides: Mapping[str, Any] | None = None, progress: "bool | Callable[[int, int], None]" = False,
             parallel: bool | None = None) -> Comparison:
     """Run ``scenario`` (A) and ``scenario`` with ``changes`` (B, dotted keys as ``--set``) on
     seeds ``seed … seed+replications-1`` and compare them seed by seed (module docstring).
 
     ``overrides`` apply to both sides first.  Both configurations are checked before either
     runs; a bad key or value raises :class:`~llmlab.sim.scenario.ScenarioError` naming it.  No
-    baseline runs: the comparison is between A and B.  ``progress=True`` shows a bar per side.
+    baseline runs: the comparison is between A and B.  ``progress=True`` shows a bar per side; a
+    callable gets ``(done, total)`` over both sides (B counted as long as A).
     """
     from .run import preflight, simulate
 
@@ -122,10 +123,18 @@ def compare(scenario: "Scenario | str", changes: Mapping[str, Any], *, requests:
     for side in (a_scenario, b_scenario):  # both, before either side's first request
         preflight(side, requests=requests, hours=hours, seed=seed, replications=replications)
     runs = [simulate(side, requests=requests, hours=hours, seed=seed, replications=replications, baseline=False,
-                     keep_requests=False, progress=progress, parallel=parallel) for side in (a_scenario, b_scenario)]
+                     keep_requests=False, progress=_side_progress(progress, k), parallel=parallel)
+            for k, side in enumerate((a_scenario, b_scenario))]
     a, b = runs
     return Comparison(a_scenario.name, dict(changes), tuple(range(seed, seed + replications)),
                       int(a.summary["requests"]), paired_table(a.replications, b.replications), a, b)
+
+
+def _side_progress(progress: Any, side: int) -> Any:
+    """One side's progress: a callable's ``(done, total)`` over both sides; a bool as it is."""
+    if not callable(progress):
+        return progress
+    return lambda done, total: progress(side * total + done, 2 * total)
 
 
 def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
