@@ -206,3 +206,10 @@ def test_dollar_differences_keep_the_precision_of_what_they_differ_from():
     assert signed(-27.5033, "usd", 11_980.0) == "-$28" and signed(-0.0177, "usd", 7.7) == "-$0.0177"
     assert signed(250.0, "usd") == "+$250" and signed(0.0083, "pct") == "+0.83 pp"
     assert signed(math.nan, "s") == "–" and signed(-0.0521, "s") == "-0.052 s" and signed(3.0, "n") == "+3"
+
+
+def test_the_help_reads_as_written(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "95 % intervals" in text and "%%" not in text and "llmlab compare --scenario realtime-chat" in text

@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     examples = [line.strip() for line in (__doc__ or "").splitlines() if line.startswith("    llmlab ")]
     p = _Parser(prog=PROG,
                 description="Simulate a scenario (A) and the same scenario with a change (B) on the same seeds; "
-                            "print the paired differences with 95 %% intervals.",
+                            "print the paired differences with 95 % intervals.",
                 epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\nexit codes: 0 success, "
                        "2 bad input (one line on stderr naming the field), 130 interrupted",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
