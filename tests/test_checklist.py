@@ -151,3 +151,15 @@ def test_the_checklist_of_a_scenario_judges_its_fallbacks_on_its_scheduled_outag
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if "Fallback chain" in line or "폴백 체인" in line)
     assert "during outages" in line and f"{summary['outage_service_availability']:.2%} were served" in line
+
+
+def test_the_latency_item_says_the_p95_during_outages_when_the_evidence_has_it():
+    ev = {"p95_latency_s": 9.0, "ttft_p95_s": 2.7, "latency_metric": "ttft", "slo_metric": "ttft",
+          "slo_percentile": 95.0, "outage_turn_share": 0.19, "outage_slo_value_s": 3.26}
+    item = status(evaluate_checklist(Gateway(), ev), "Response latency P95 below target")
+    assert item.status == PASS and item.why == "TTFT P95 2.70 s ≤ target 3.00 s (during outages: 3.26 s)"
+    other = {**ev, "slo_percentile": 99.0}  # the outage value is at another percentile: not said
+    assert status(evaluate_checklist(Gateway(), other), "Response latency P95 below target").why.endswith("3.00 s")
+    failed = {**ev, "outage_slo_value_s": float("inf")}
+    assert status(evaluate_checklist(Gateway(), failed), "Response latency P95 below target").why.endswith(
+        "(during outages: failed)")
