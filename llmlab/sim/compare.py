@@ -67,7 +67,7 @@ class Comparison:
 
         change = ", ".join(f"{k}={v!r}" for k, v in self.changes.items())
         head = (f"{self.scenario} · A: as configured · B: {change} · {len(self.seeds)} paired runs of "
-                f"{self.requests:,} requests (seeds {self.seeds[0]}–{self.seeds[-1]})")
+                f"{self.requests:,} request{'' if self.requests == 1 else 's'} (seeds {self.seeds[0]}–{self.seeds[-1]})")
         rows = [("", "A", "B", "B − A", "95 % interval of B − A", "")]
         for r in self.table.itertuples(index=False):
             kind = metric_kind(r.metric)
