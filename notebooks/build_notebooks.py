@@ -1398,6 +1398,14 @@ def nb06() -> list:
         pd.Series({k: run.summary[k] for k in keys}, name="realtime-chat").to_frame()
         """),
         md("""
+        The summary pools every outage of the run into its `outage_*` numbers; `outage_table()` has one
+        row per window — the scheduled drill and any incident the preset's incident processes drew —
+        with the service of the turns that arrived during it, the policy's and the baseline's:
+        """),
+        code("""
+        run.outage_table()
+        """),
+        md("""
         Streaming is what lets the lecture's 3 s be met at all: a streamed answer's first token comes
         long before its last, so the first-token reading of the target (the preset's SLO) can hold
         where the full-answer reading cannot — compare the two lines above. No gateway setting changes

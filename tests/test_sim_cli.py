@@ -197,7 +197,7 @@ def test_readme_names_every_column_of_the_tables_out_writes(capsys, tmp_path):
     code, _, _ = run(capsys, "--scenario", "realtime-chat", "--requests", "60", "--replications", "2",
                      "--set", "gateway.cache.embedder=hashed", "--out", str(tmp_path / "res"))
     assert code == 0
-    for name in ("turns.csv", "requests.csv", "tenants.csv", "summary.json"):
+    for name in ("turns.csv", "requests.csv", "tenants.csv", "outages.csv", "summary.json"):
         assert f"`{name}`" in readme
     # each table's columns in its own paragraph (a column named elsewhere in the README, such as
     # finish_reason under Outcome, is not documented as one of requests.csv's)
@@ -212,6 +212,10 @@ def test_readme_names_every_column_of_the_tables_out_writes(capsys, tmp_path):
     documented = set(re.findall(r"`([a-z_0-9<>]+)`", readme[tenants:readme.index("* **Replications**", tenants)]))
     columns = list(pd.read_csv(tmp_path / "res" / "tenants.csv", nrows=1).columns)
     assert set(columns) <= documented, sorted(set(columns) - documented)
+    outages = readme.index("`outages.csv` has one row")
+    documented = set(re.findall(r"`([a-z_0-9<>]+)`", readme[outages:readme.index("* **Replications**", outages)]))
+    columns = list(pd.read_csv(tmp_path / "res" / "outages.csv", nrows=1).columns)
+    assert columns and set(columns) <= documented, sorted(set(columns) - documented)
 
 
 def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(monkeypatch, capsys):

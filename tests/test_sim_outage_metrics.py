@@ -114,3 +114,45 @@ def test_an_slo_value_that_failures_made_infinite_is_shown_as_failed():
     assert "inf" not in table
     policy_cells = [line[30:].split()[0] for line in table.splitlines() if "SLO metric" in line]
     assert policy_cells == ["failed", "failed"]
+
+
+# ----------------------------------------------------------------------------- one row per outage
+def test_the_outage_table_of_one_window_is_the_summarys_outage_numbers(drill):
+    table = drill.outage_table()
+    s = drill.summary
+    assert len(table) == 1 and table.loc[0, "kind"] == "slow" and table.loc[0, "latency_factor"] == 4.0
+    row = table.iloc[0]
+    assert row["turns"] == int(drill.turns["during_outage"].sum()) and math.isnan(row["error_rate"])
+    for column, key in (("availability", "outage_availability"), ("service_availability", "outage_service_availability"),
+                        ("slo_value_s", "outage_slo_value_s"), ("slo_violation_rate", "outage_slo_violation_rate"),
+                        ("baseline_availability", "baseline_outage_availability"),
+                        ("baseline_slo_value_s", "baseline_outage_slo_value_s")):
+        assert row[column] == pytest.approx(s[key]), column
+
+
+def test_each_window_has_its_own_row_in_the_order_they_began():
+    windows = [{"target": "azure", "start_s": 300.0, "end_s": 420.0, "kind": "errors", "error_rate": 0.5},
+               {"target": "openai", "start_s": 60.0, "end_s": 200.0, "kind": "down"},
+               {"target": "openai", "start_s": 90_000.0, "end_s": 90_060.0, "kind": "slow"}]  # after the last turn
+    r = sim.simulate("realtime-chat", hours=0.15, seed=1, parallel=False,
+                     overrides={"outages.incidents": False, "outages.windows": windows})
+    table = r.outage_table()
+    assert list(table["start_s"]) == [60.0, 300.0, 90_000.0] and list(table["kind"]) == ["down", "errors", "slow"]
+    assert table.loc[1, "error_rate"] == 0.5 and math.isnan(table.loc[0, "latency_factor"])
+    arrival = r.turns["arrival_s"]
+    for row in table.itertuples():
+        inside = (arrival >= row.start_s) & (arrival < row.end_s)
+        assert row.turns == int(inside.sum())
+        if row.turns:
+            assert row.availability == pytest.approx((r.turns["outcome"][inside] != "error").mean())
+    empty = table.iloc[2]
+    assert empty["turns"] == 0 and math.isnan(empty["availability"]) and math.isnan(empty["baseline_slo_value_s"])
+    down = table.iloc[0]
+    assert down["baseline_availability"] < down["availability"]  # no fallback in the baseline
+
+
+def test_a_replicated_results_outage_table_is_its_first_runs():
+    args = dict(hours=0.25, seed=4, parallel=False, overrides={"outages.incidents": False})
+    replicated = sim.simulate("realtime-chat", replications=2, **args).outage_table()
+    single = sim.simulate("realtime-chat", **args).outage_table()
+    assert replicated.equals(single)

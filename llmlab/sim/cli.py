@@ -55,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the baseline after the policy in this process (by default a long run has it run "
                         "beside the policy in a second process when two CPUs are usable; the results are the same)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    p.add_argument("--out", help="write requests.csv, turns.csv, tenants.csv, summary.json and PNG plots into this "
-                                 "folder")
+    p.add_argument("--out", help="write requests.csv, turns.csv, tenants.csv, outages.csv, summary.json and PNG "
+                                 "plots into this folder")
     p.add_argument("--list", action="store_true", help="list the preset scenarios and exit")
     p.add_argument("--fields", action="store_true",
                    help="list every scenario field (type, allowed range, default) and exit; with --json as JSON")
@@ -82,10 +82,11 @@ def _write_outputs(result: Any, out: Path) -> list[Path]:
     requests = result.requests.copy()
     if "attempts" in requests.columns:
         requests["attempts"] = requests["attempts"].map(lambda a: json.dumps(_jsonable(a), ensure_ascii=False))
-    paths = [out / "requests.csv", out / "turns.csv", out / "summary.json", out / "tenants.csv"]
+    paths = [out / "requests.csv", out / "turns.csv", out / "summary.json", out / "tenants.csv", out / "outages.csv"]
     requests.to_csv(paths[0], index=False)
     result.turns.to_csv(paths[1], index=False)
     result.tenants().to_csv(paths[3], index=False)
+    result.outage_table().to_csv(paths[4], index=False)
     paths[2].write_text(json.dumps(_jsonable(result.summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return paths + write_report(result, out)
 

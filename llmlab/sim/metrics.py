@@ -232,9 +232,8 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
     variable = float(c["cost_usd"].sum())
     metric = c["ttft_s"] if slo_metric == "ttft" else c["latency_s"]
     refused = np.isin(err_codes, POLICY_REFUSALS)
-    # an unanswered request violates the SLO unless a policy refused it on purpose (budget, rate limit)
-    violated = (~answered & ~refused) | (answered & (np.nan_to_num(metric, nan=math.inf) > slo_s))
-    at_slo = _slo_value(metric, answered, refused, slo_percentile)
+    violated = slo_violations(metric, answered, refused, slo_s)
+    at_slo = slo_value(metric, answered, refused, slo_percentile)
     refusals = refused
     waited = ~refused  # the latency percentiles' turns: a policy refusal is not service a user waited on
     latency, ttft = c["latency_s"][waited], c["ttft_s"][waited]
@@ -292,12 +291,17 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "slo_violation_rate": float(violated.sum()) / n,
         "errors": errors,
         "model_share": by_dep,
-        **_during_outages(during_windows(c["arrival_s"], windows), answered, refused, violated, metric,
-                          slo_percentile),
+        **service_of(during_windows(c["arrival_s"], windows), answered, refused, violated, metric, slo_percentile),
     }
 
 
-def _slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, percentile: float) -> float:
+def slo_violations(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, slo_s: float) -> np.ndarray:
+    """Which turns violated the SLO: failed (a policy's refusal is no failure) or answered later
+    than ``slo_s`` (``metric``: each turn's latency or TTFT)."""
+    return (~answered & ~refused) | (answered & (np.nan_to_num(metric, nan=math.inf) > slo_s))
+
+
+def slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, percentile: float) -> float:
     """The SLO's metric at its percentile over the turns a user waited on (not the policy's
     refusals), a failed turn counting as infinitely slow; NaN without such turns.  The same
     (linear) interpolation as ``p95_latency_s``, so the two agree when nothing failed; between two
@@ -317,17 +321,18 @@ def during_windows(arrival_s: np.ndarray, windows: Sequence["Window"]) -> np.nda
     return inside
 
 
-def _during_outages(inside: np.ndarray, answered: np.ndarray, refused: np.ndarray, violated: np.ndarray,
-                    metric: np.ndarray, percentile: float) -> dict[str, float]:
-    """The service of the turns that arrived during an outage: a whole run's P95 hides a drill
-    that fills a fifth of it (realtime-chat's was 2.8 s over the run and 5 s inside the window)."""
+def service_of(inside: np.ndarray, answered: np.ndarray, refused: np.ndarray, violated: np.ndarray,
+               metric: np.ndarray, percentile: float) -> dict[str, float]:
+    """The service of the turns ``inside`` (those that arrived during an outage, for the
+    summary): a whole run's P95 hides a drill that fills a fifth of it (realtime-chat's was 2.8 s
+    over the run and 5 s inside the window).  Keys: ``outage_turn_share`` and :data:`OUTAGE_KEYS`."""
     n_in = int(inside.sum())
     if not n_in:
         return {"outage_turn_share": 0.0, **dict.fromkeys(OUTAGE_KEYS, math.nan)}
     return {"outage_turn_share": n_in / len(inside),
             "outage_availability": float(answered[inside].sum()) / n_in,
             "outage_service_availability": float((answered | refused)[inside].sum()) / n_in,
-            "outage_slo_value_s": _slo_value(metric[inside], answered[inside], refused[inside], percentile),
+            "outage_slo_value_s": slo_value(metric[inside], answered[inside], refused[inside], percentile),
             "outage_slo_violation_rate": float(violated[inside].sum()) / n_in}
 
 

@@ -86,6 +86,14 @@ class SimResult:
 
         return tenant_table(self)
 
+    def outage_table(self) -> "pd.DataFrame":
+        """One row per outage window (the first run's when replicated): what it was, the turns
+        that arrived during it and their service, and the baseline's
+        (:func:`llmlab.sim.outage_table.outage_table`)."""
+        from .outage_table import outage_table
+
+        return outage_table(self)
+
     def __repr__(self) -> str:
         s = self.summary
         return (f"SimResult({self.scenario.name!r}, requests={s.get('requests')}, cost=${s.get('cost_usd', 0):.4f}, "
