@@ -213,3 +213,16 @@ def test_the_help_reads_as_written(capsys):
         _parser().parse_args(["--help"])
     text = capsys.readouterr().out
     assert "95 % intervals" in text and "%%" not in text and "llmlab compare --scenario realtime-chat" in text
+
+
+def test_a_difference_without_an_interval_is_drawn_as_a_point(looser, recwarn):
+    import dataclasses
+
+    from llmlab.sim.compare_plot import UNCLEAR, plot_comparison
+
+    table = looser.table.copy()
+    table.loc[0, ["ci_low", "ci_high", "clear"]] = [math.nan, math.nan, False]  # as from one measured seed
+    fig = plot_comparison(dataclasses.replace(looser, table=table))
+    first = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"][0]
+    assert first.get_color() == UNCLEAR
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -35,7 +35,8 @@ def plot_comparison(comparison: "Comparison", title: str = "") -> Any:
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(len(rows), 1) + 1.6), layout="constrained")
     for y, (metric, mid, lo, hi, clear, said) in enumerate(rows):
         colour = (UP if mid > 0 else DOWN) if clear else UNCLEAR
-        ax.errorbar(mid, y, xerr=[[mid - lo], [hi - mid]], fmt="o", color=colour, capsize=3)
+        spread = [[mid - lo], [hi - mid]] if math.isfinite(lo) and math.isfinite(hi) else None  # one seed: none
+        ax.errorbar(mid, y, xerr=spread, fmt="o", color=colour, capsize=3)
         ax.annotate(said, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, color=colour)
     ax.set_xscale("symlog", linthresh=10.0)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
