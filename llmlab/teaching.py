@@ -289,10 +289,12 @@ def _window_calls(turns: "pd.DataFrame", start_s: float, end_s: float) -> float:
 def drill_row(name: str, result: Any, start_s: float, end_s: float) -> dict[str, Any]:
     """The numbers an outage drill compares, for one simulation result.  The drill's window is
     the run's only outage (:func:`outage_overrides` turns the incident processes off), so the
-    summary's ``outage_availability`` is the window's."""
+    summary's ``outage_availability`` and ``outage_slo_value_s`` (the SLO's metric at its
+    percentile, infinite when too many turns failed) are the window's."""
     s = result.summary
     return {"variant": name, "availability": s["availability"],
             "availability_in_outage": s["outage_availability"],
+            "slo_value_in_outage_s": s["outage_slo_value_s"],
             "p95_latency_s": s["p95_latency_s"], "cost_usd": s["cost_usd"],
             "calls_per_turn": s["retry_amplification"],
             "calls_per_turn_in_outage": _window_calls(result.turns, start_s, end_s),

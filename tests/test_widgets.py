@@ -368,6 +368,9 @@ def test_outage_drill_panel_negative_duration_then_good():
     table = panel.last_result.table
     assert list(table["variant"]) == list(variants)
     assert table.iloc[1]["availability_in_outage"] > table.iloc[0]["availability_in_outage"]
+    for row, result in zip(table.itertuples(), panel.last_results.values()):  # the drill's own window
+        assert row.slo_value_in_outage_s == result.outage_table().loc[0, "slo_value_s"]
+    assert table.iloc[0]["slo_value_in_outage_s"] == float("inf")  # unprotected: most of its turns failed
     panel.controls["duration_s"].value = -10.0
     timer.fire()
     assert panel.last_error == "ScenarioError: outage duration (duration_s): a finite number of seconds > 0 (got -10.0)"
