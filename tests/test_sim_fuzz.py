@@ -419,6 +419,38 @@ def test_replications_keep_every_turn_of_every_run(case, n, keep_requests):
     check_summary(result.summary, args["requests"], baseline=result.baseline_summary is not None)
 
 
+@examples(ci=4)
+@given(valid_cases(), st.data())
+def test_a_comparison_of_two_valid_configurations_pairs_every_number_it_can(case, data):
+    """``compare``: any valid A and any valid gateway change B run to the end (or are refused
+    before either runs), and every difference is the mean of B − A over the seeds both measured."""
+    import numpy as np
+
+    from llmlab.sim import compare
+    from llmlab.sim.compare import COLUMNS
+
+    preset, overrides, args = case
+    assume("requests" in args)
+    changes = data.draw(gateway_overrides(PRESETS[preset]["deployments"]))
+    args = {"requests": min(args["requests"], 40), "seed": args["seed"] % 1000}
+    try:
+        result = compare(preset, changes, overrides=overrides, replications=2, **args)
+    except ScenarioError as exc:  # one side cannot run: refused before either did
+        event(f"refused: {str(exc).split(':')[0]}")
+        return
+    assert list(result.table.columns) == list(COLUMNS)
+    a, b = result.a.replications, result.b.replications
+    for row in result.table.itertuples():
+        xa, xb = a[row.metric].to_numpy(dtype=float), b[row.metric].to_numpy(dtype=float)
+        both = ~(np.isnan(xa) & np.isnan(xb))
+        if np.isfinite(xa[both]).all() and np.isfinite(xb[both]).all() and both.any():
+            assert row.difference == pytest.approx(float((xb[both] - xa[both]).mean()), abs=1e-9), row.metric
+        else:
+            assert math.isnan(row.difference), row.metric
+        assert row.clear == (row.ci_low > 0 or row.ci_high < 0)
+    assert str(result).splitlines()[0].startswith(f"{preset} · A: as configured · B: ")
+
+
 # ----------------------------------------------------------------------------- invalid: one field
 #: a valid item for each list the field list shows as ``[i]`` (so an item's field can be broken alone)
 LIST_ITEMS = {"traffic.tenants": {"plan": "paid"}, "traffic.bursts": {"start_s": 0.0, "duration_s": 10.0},
