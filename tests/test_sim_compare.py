@@ -226,3 +226,7 @@ def test_a_difference_without_an_interval_is_drawn_as_a_point(looser, recwarn):
     first = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"][0]
     assert first.get_color() == UNCLEAR
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_comparison_shows_itself_as_its_table(looser):
+    assert repr(looser) == str(looser) and repr(looser).splitlines()[1].split()[:2] == ["A", "B"]

@@ -44,7 +44,7 @@ COMPARED = ("cost_usd", "projected_monthly_cost_usd", "cache_hit_rate", "semanti
 COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "clear")
 
 
-@dataclass
+@dataclass(repr=False)
 class Comparison:
     """What :func:`compare` found: ``table`` has one row per number — ``a`` and ``b`` (the means
     over the seeds), ``difference`` (the mean of B − A, seed by seed), its 95 % interval
@@ -81,6 +81,8 @@ class Comparison:
         lines.append("* the interval leaves out 0: every seed's luck considered, B differs from A this way "
                      "(pp: percentage points)")
         return "\n".join(lines)
+
+    __repr__ = __str__  # a notebook cell ending in the comparison shows its table, not its fields
 
 
 def signed(value: float, kind: str, like: float = 0.0) -> str:
