@@ -111,7 +111,9 @@ def compare(scenario: "Scenario | str", changes: Mapping[str, Any], *, requests:
     ``overrides`` apply to both sides first.  Both configurations are checked before either
     runs; a bad key or value raises :class:`~llmlab.sim.scenario.ScenarioError` naming it.  No
     baseline runs: the comparison is between A and B.  ``progress=True`` shows a bar per side; a
-    callable gets ``(done, total)`` over both sides (B counted as long as A).
+    callable gets ``(done, total)`` over both sides (B counted as long as A).  ``parallel`` is
+    :func:`~llmlab.sim.run.simulate`'s, for each side's replications (long runs go to child
+    processes as the CPUs allow; the numbers are the same).
     """
     from .run import preflight, simulate
 
