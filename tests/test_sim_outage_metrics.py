@@ -156,3 +156,17 @@ def test_a_replicated_results_outage_table_is_its_first_runs():
     replicated = sim.simulate("realtime-chat", replications=2, **args).outage_table()
     single = sim.simulate("realtime-chat", **args).outage_table()
     assert replicated.equals(single)
+
+
+def test_windows_merged_into_spans_mark_exactly_the_turns_any_window_holds():
+    """During_windows looks arrivals up among merged spans: the same turns as asking every window."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        arrival = np.sort(rng.uniform(0, 1000, 400))
+        arrival[::37] = np.round(arrival[::37])  # arrivals on window edges
+        windows = []
+        for _ in range(int(rng.integers(0, 12))):
+            start = float(np.round(rng.uniform(-50, 1000)))
+            windows.append(Window("openai", start, start + float(np.round(rng.uniform(0, 150)))))
+        naive = np.array([any(w.start_s <= t < w.end_s for w in windows) for t in arrival], dtype=bool)
+        assert during_windows(arrival, windows).tolist() == naive.tolist()

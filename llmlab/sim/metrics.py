@@ -314,11 +314,24 @@ def slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, per
 
 
 def during_windows(arrival_s: np.ndarray, windows: Sequence["Window"]) -> np.ndarray:
-    """Which turns arrived while an outage window (``start_s <= arrival < end_s``) was in force."""
-    inside = np.zeros(len(arrival_s), dtype=bool)
-    for w in windows:
-        inside |= (arrival_s >= w.start_s) & (arrival_s < w.end_s)
-    return inside
+    """Which turns arrived while an outage window (``start_s <= arrival < end_s``) was in force.
+
+    The windows are merged into disjoint spans first and each arrival is looked up among them
+    (a year of incidents is hundreds of windows; a pass over every turn per window took seconds
+    at the 10M-request limit)."""
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    spans = sorted((w.start_s, w.end_s) for w in windows if w.end_s > w.start_s)
+    if not spans:
+        return np.zeros(len(arrival_s), dtype=bool)
+    starts, ends = [spans[0][0]], [spans[0][1]]
+    for start, end in spans[1:]:
+        if start <= ends[-1]:  # overlapping or touching: one span
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    span = np.searchsorted(np.asarray(starts), arrival_s, side="right") - 1  # the last span begun by then
+    return (span >= 0) & (arrival_s < np.asarray(ends)[np.maximum(span, 0)])
 
 
 def service_of(inside: np.ndarray, answered: np.ndarray, refused: np.ndarray, violated: np.ndarray,
