@@ -170,3 +170,15 @@ def test_windows_merged_into_spans_mark_exactly_the_turns_any_window_holds():
             windows.append(Window("openai", start, start + float(np.round(rng.uniform(0, 150)))))
         naive = np.array([any(w.start_s <= t < w.end_s for w in windows) for t in arrival], dtype=bool)
         assert during_windows(arrival, windows).tolist() == naive.tolist()
+
+
+def test_the_realtime_preset_keeps_its_drill_near_the_objective():
+    """The preset's 1.5 s first-token timeouts and 30 s cooldown hold P95 TTFT during its ×4
+    OpenAI slowdown near 3 s (3.2–3.3 s over seeds 0–3); with the earlier 3 s and 15 s it was
+    5.2 s on this seed.  The README's Known limit quotes these numbers."""
+    now = sim.simulate("realtime-chat", seed=0, baseline=False, parallel=False).summary
+    before = sim.simulate("realtime-chat", seed=0, baseline=False, parallel=False,
+                          overrides={"providers.gpt-4o-mini.timeout_s": 3.0, "providers.gpt-4o.timeout_s": 3.0,
+                                     "gateway.breaker.cooldown_s": 15.0}).summary
+    assert now["outage_slo_value_s"] < 3.4 < 4.5 < before["outage_slo_value_s"]
+    assert now["slo_value_s"] <= now["slo_s"] and now["outage_availability"] == 1.0
