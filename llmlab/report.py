@@ -296,7 +296,7 @@ def write_report(result: "SimResult", out_dir: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- tables
 def format_value(value: Any, kind: str) -> str:
     """A summary number as the table writes it; ``kind`` is ``usd``, ``pct`` (a share, written
-    ×100 with %), ``s``, ``x`` (a ratio) or anything else for a count (:func:`metric_kind`)."""
+    ×100 with %), ``s``, ``x`` (a ratio) or anything else for a count (:func:`llmlab.sim.metrics.metric_kind`)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if kind == "usd":
@@ -309,19 +309,6 @@ def format_value(value: Any, kind: str) -> str:
     if kind == "x":
         return f"{value:.2f}"
     return _count(value)
-
-
-def metric_kind(name: str) -> str:
-    """How a summary key's number is written (:func:`format_value`): by its name's ending."""
-    if name.endswith("_usd"):
-        return "usd"
-    if name.endswith("_s"):
-        return "s"
-    if name.endswith(("_rate", "availability", "_share")):
-        return "pct"
-    if name == "retry_amplification":
-        return "x"
-    return "n"
 
 
 def _count(value: float) -> str:

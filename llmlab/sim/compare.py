@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from .metrics import mean_ci
+from .metrics import mean_ci, metric_kind
 from .scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Comparison:
     b: "SimResult" = field(repr=False)
 
     def __str__(self) -> str:
-        from ..report import format_value, metric_kind
+        from ..report import format_value
 
         change = ", ".join(f"{k}={v!r}" for k, v in self.changes.items())
         head = (f"{self.scenario} · A: as configured · B: {change} · {len(self.seeds)} paired runs of "

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..report import metric_kind, pyplot
+from ..report import pyplot
 from .compare import signed
+from .metrics import metric_kind
 
 if TYPE_CHECKING:
     from .compare import Comparison

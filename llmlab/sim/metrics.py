@@ -451,12 +451,28 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
+def metric_kind(name: str) -> str:
+    """What a summary key's number is, by its name's ending: ``usd``, ``s`` (seconds), ``pct`` (a
+    share in [0, 1]), ``x`` (a ratio) or ``n`` (anything else); how the report writes it
+    (:func:`llmlab.report.format_value`) and the range it can take (:func:`metric_bounds`)."""
+    if name.endswith("_usd"):
+        return "usd"
+    if name.endswith("_s"):
+        return "s"
+    if name.endswith(("_rate", "availability", "_share")):
+        return "pct"
+    if name == "retry_amplification":
+        return "x"
+    return "n"
+
+
 def metric_bounds(name: str) -> tuple[float, float]:
     """The range a summary number can take: shares in [0, 1], costs, times and counts >= 0."""
-    if name.endswith(("_rate", "availability", "_share")):
+    kind = metric_kind(name)
+    if kind == "pct":
         return 0.0, 1.0
     if name == "savings_pct":
         return -math.inf, 100.0
-    if name.endswith(("_usd", "_s")) or name in ("retry_amplification", "requests", "budget_rejections"):
+    if kind in ("usd", "s", "x") or name in ("requests", "budget_rejections"):
         return 0.0, math.inf
     return -math.inf, math.inf

@@ -170,7 +170,7 @@ class ComparePanel(SimulationPanel):
         from ..sim import ScenarioError, compare
         from ..sim.compare import signed
         from ..sim.compare_plot import plot_comparison
-        from ..report import metric_kind
+        from ..sim.metrics import metric_kind
 
         changes = {k: v for k, v in values.items() if k not in RUN_KEYS}
         if not changes:
