@@ -281,23 +281,20 @@ def outage_overrides(*, target: str, start_s: float, duration_s: float, kind: st
     return overrides
 
 
-def _window_calls(turns: "pd.DataFrame", start_s: float, end_s: float) -> float:
-    inside = turns[(turns["arrival_s"] >= start_s) & (turns["arrival_s"] < end_s)]
-    return float(inside["calls"].mean()) if len(inside) else float("nan")
-
-
-def drill_row(name: str, result: Any, start_s: float, end_s: float) -> dict[str, Any]:
+def drill_row(name: str, result: Any) -> dict[str, Any]:
     """The numbers an outage drill compares, for one simulation result.  The drill's window is
     the run's only outage (:func:`outage_overrides` turns the incident processes off), so the
     summary's ``outage_availability`` and ``outage_slo_value_s`` (the SLO's metric at its
-    percentile, infinite when too many turns failed) are the window's."""
+    percentile, infinite when too many turns failed) are the window's, and the turns marked
+    ``during_outage`` are those that arrived in it."""
     s = result.summary
+    calls_inside = result.turns.loc[result.turns["during_outage"], "calls"]
     return {"variant": name, "availability": s["availability"],
             "availability_in_outage": s["outage_availability"],
             "slo_value_in_outage_s": s["outage_slo_value_s"],
             "p95_latency_s": s["p95_latency_s"], "cost_usd": s["cost_usd"],
             "calls_per_turn": s["retry_amplification"],
-            "calls_per_turn_in_outage": _window_calls(result.turns, start_s, end_s),
+            "calls_per_turn_in_outage": float(calls_inside.mean()) if len(calls_inside) else float("nan"),
             "fallback_rate": s["fallback_rate"], "budget_rejections": s["budget_rejections"],
             "requests": s["requests"]}
 
@@ -357,8 +354,7 @@ def outage_drill(scenario: Any = "b2b-saas", variants: Mapping[str, Mapping[str,
         results[name] = simulate(sc, hours=hours, seed=seed, baseline=False)
         if progress is not None:
             progress(k, len(plans))
-    end = start_s + duration_s
-    table = pd.DataFrame([drill_row(name, r, start_s, end) for name, r in results.items()])
+    table = pd.DataFrame([drill_row(name, r) for name, r in results.items()])
     return table, results
 
 
