@@ -165,12 +165,7 @@ def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
             diff, lo, hi = float((xb - xa).mean()), math.nan, math.nan
         else:
             diff, lo, hi = mean_ci((xb - xa).tolist())
-        rows.append({"metric": metric, "a": _mean(xa), "b": _mean(xb), "difference": diff, "ci_low": lo,
-                     "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})
+        rows.append({"metric": metric, "a": mean_ci(xa.tolist())[0], "b": mean_ci(xb.tolist())[0],  # as replicate()
+                     "difference": diff, "ci_low": lo, "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
-
-def _mean(values: np.ndarray) -> float:
-    """The mean over seeds, as a replicated summary gives it (infinite if any run's value was)."""
-    kept = values[~np.isnan(values)]
-    return float(kept.mean()) if len(kept) else math.nan
