@@ -214,6 +214,26 @@ def out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
     return out
 
 
+def keyed_values(items: Sequence[str], option: str, form: str, once: str = "given once",
+                 check: Any = None) -> dict[str, Any]:
+    """Repeatable ``KEY=VALUE`` options (``--grid``, ``--change``) → ``{key: value}``: each must
+    have an ``=`` (else ``form`` says what it should be) and name its key once (``once`` says
+    how); ``check(key, value, item)``, when given, vets a value before that."""
+    from .scenario import ScenarioError, parse_assignment
+
+    values: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ScenarioError(option, form, item)
+        key, value = parse_assignment(item)
+        if check is not None:
+            check(key, value, item)
+        if key in values:
+            raise ScenarioError(f"{option} {key}", once, item)
+        values[key] = value
+    return values
+
+
 def parse_or_refuse(parser: argparse.ArgumentParser, prog: str, argv: Sequence[str] | None) -> Any:
     """The parsed command line, or None after a one-line ``<prog>: error: …`` on stderr."""
     try:

@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from .cli import _Parser, out_file, parse_or_refuse, print_rows, refuse
+from .cli import _Parser, keyed_values, out_file, parse_or_refuse, print_rows, refuse
 
 PROG = "llmlab compare"
 
@@ -80,17 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def parse_changes(items: Sequence[str]) -> dict[str, Any]:
     """``["gateway.cache.threshold=0.85", …]`` → ``{"gateway.cache.threshold": 0.85, …}``."""
-    from .scenario import ScenarioError, parse_assignment
-
-    changes: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ScenarioError("--change", "KEY=VALUE (a dotted key, a TOML value)", item)
-        key, value = parse_assignment(item)
-        if key in changes:
-            raise ScenarioError(f"--change {key}", "given once", item)
-        changes[key] = value
-    return changes
+    return keyed_values(items, "--change", "KEY=VALUE (a dotted key, a TOML value)")
 
 
 if __name__ == "__main__":  # pragma: no cover

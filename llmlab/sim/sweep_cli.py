@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from .cli import _Parser, out_file, parse_or_refuse, print_rows, refuse
+from .cli import _Parser, keyed_values, out_file, parse_or_refuse, print_rows, refuse
 
 PROG = "llmlab sweep"
 
@@ -59,20 +59,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["traffic.rate_per_s=[1, 4]", …]`` → ``{"traffic.rate_per_s": [1, 4], …}``."""
-    from .scenario import ScenarioError, parse_assignment
+    return keyed_values(items, "--grid", "KEY=[V1, V2, ...] (a dotted key and a TOML list)",
+                        "given once (put every value in one list)", _a_list)
 
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        if "=" not in item:
-            raise ScenarioError("--grid", "KEY=[V1, V2, ...] (a dotted key and a TOML list)", item)
-        key, values = parse_assignment(item)
-        if not isinstance(values, list) or not values:
-            raise ScenarioError(f"--grid {key}", "a non-empty TOML list of values, e.g. [0.85, 0.9]",
-                                item.split("=", 1)[1].strip())
-        if key in grid:
-            raise ScenarioError(f"--grid {key}", "given once (put every value in one list)", item)
-        grid[key] = values
-    return grid
+
+def _a_list(key: str, values: Any, item: str) -> None:
+    from .scenario import ScenarioError
+
+    if not isinstance(values, list) or not values:
+        raise ScenarioError(f"--grid {key}", "a non-empty TOML list of values, e.g. [0.85, 0.9]",
+                            item.split("=", 1)[1].strip())
 
 
 def table(frame: Any, grid_keys: Sequence[str]) -> str:
