@@ -293,12 +293,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 def run_redis_benchmark(name: str, *args: str) -> dict:
     """Run ``benchmarks/<name>`` with ``args`` and ``--json`` (a small smoke run: the benchmarks
     start a redis-server of their own); its JSON, after checking it exited cleanly."""
-    import json
-    import sys
+    from benchmark_runs import run_benchmark
 
     redis_binary()
     redis_cli_binary()
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / name
-    done = subprocess.run([sys.executable, str(script), *args, "--json"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+    return run_benchmark(name, *args)

@@ -186,15 +186,8 @@ def test_the_realtime_preset_keeps_its_drill_near_the_objective():
 
 def test_the_window_benchmark_prints_both_timings_and_the_same_turns():
     """benchmarks/outage_windows.py on a small run: one JSON object, both ways marking the same turns."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+    from benchmark_runs import run_benchmark
 
-    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "outage_windows.py"
-    done = subprocess.run([sys.executable, str(bench), "--turns", "20000", "--windows", "30", "--json"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
+    out = run_benchmark("outage_windows.py", "--turns", "20000", "--windows", "30")
     assert out["identical"] is True and out["turns"] == 20_000 and out["windows"] == 30
     assert out["merged_spans_s"] > 0 and out["per_window_s"] > 0 and 0 < out["share_during_outages"] < 1

@@ -298,14 +298,8 @@ def test_closing_a_side_call_ends_its_child():
 
 def test_the_benchmark_prints_both_timings_and_identical_summaries():
     """benchmarks/parallel_baseline.py on a small run: one JSON object, the same summary both ways."""
-    import json
-    import subprocess
-    from pathlib import Path
+    from benchmark_runs import run_benchmark
 
-    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "parallel_baseline.py"
-    done = subprocess.run([sys.executable, str(bench), "--requests", "300", "--rounds", "1", "--json"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
+    out = run_benchmark("parallel_baseline.py", "--requests", "300", "--rounds", "1", timeout=300)
     assert out["identical_summaries"] is True and out["requests"] == 300
     assert out["one_process_s"] > 0 and out["parallel_s"] > 0 and out["usable_cpus"] >= 1

@@ -317,16 +317,9 @@ def test_add_many_builds_the_graph_once():
 
 @pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
 def test_benchmark_script_prints_one_flat_json_object():
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+    from benchmark_runs import run_benchmark
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "semantic_cache.py"
-    res = subprocess.run([sys.executable, str(script), "--json", "--sizes", "1000,6000", "--queries", "40",
-                          "--embedders", "hashed"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    out = run_benchmark("semantic_cache.py", "--sizes", "1000,6000", "--queries", "40", "--embedders", "hashed")
     assert {"lookup_us_p50_1k", "lookup_us_p99_1k", "lookup_us_p50_6k", "recall_at_1_6k", "bytes_per_entry",
             "embed_us_p50_hashed", "small_lookup_us_p50_d384", "small_store_us_p50_d512",
             "small_ns_bytes_d512"} <= set(out)
