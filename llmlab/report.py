@@ -352,7 +352,10 @@ def _outage_rows(summary: Mapping[str, Any]) -> tuple[tuple[str, str | None, str
     share = summary.get("outage_turn_share")
     if not share or share != share:
         return ()
-    return ((f"during outages ({share * 100:.1f} % of turns)", None, None, ""),) + OUTAGE_ROWS
+    runs, reps = summary.get("outage_runs"), summary.get("replications")
+    # replicated: the share is over every run, the numbers below over the runs that had such turns
+    among = f"; {runs} of {reps} runs had any" if reps and runs is not None and runs < reps else ""
+    return ((f"during outages ({share * 100:.1f} % of turns{among})", None, None, ""),) + OUTAGE_ROWS
 
 
 #: a row shown only when it differs from another (no caps bound the month: one figure says it)

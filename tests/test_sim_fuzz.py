@@ -285,7 +285,9 @@ MAY_BE_NAN = {"savings_pct", "baseline_cost_usd", "refused_savings_pct",  # no b
               "savings_per_answered_pct",  # no baseline, or a run that answered nothing
               "p50_latency_s", "p95_latency_s", "p99_latency_s", "mean_latency_s",  # every turn refused
               "ttft_p50_s", "ttft_p95_s",  # every turn refused or failed before a first token
-              "slo_value_s",  # every turn refused (inf when failures dominate the percentile)
+              "slo_value_s", "slo_violation_rate",  # every turn refused (inf when failures dominate the percentile)
+              # every turn refused for budget: no turn's cost at its plan's price was measured
+              "projected_monthly_cost_usd", "projected_monthly_uncapped_cost_usd",
               "baseline_p95_latency_s", "baseline_ttft_p95_s", "baseline_slo_violation_rate",
               "baseline_availability", "baseline_projected_monthly_cost_usd",
               # no turn arrived during an outage (or no baseline)
@@ -318,7 +320,7 @@ def check_summary(summary: dict[str, Any], turns: int, *, baseline: bool, trace_
     for code in ("internal_error", "gateway_error"):  # the app's and the pipeline's last guards
         assert summary["errors"].get(code, 0) == 0, summary["errors"]
     for key in RATES:
-        assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
+        assert (key in MAY_BE_NAN and math.isnan(summary[key])) or 0.0 <= summary[key] <= 1.0, (key, summary[key])
     for key in ("outage_turn_share", "outage_availability", "outage_slo_violation_rate"):
         assert summary[key] != summary[key] or 0.0 <= summary[key] <= 1.0, (key, summary[key])
     for key in ("cost_usd", "variable_cost_usd", "fixed_cost_usd", "budget_overshoot_usd"):
@@ -330,8 +332,8 @@ def check_summary(summary: dict[str, Any], turns: int, *, baseline: bool, trace_
             assert math.isfinite(summary["savings_pct"])
     waited = summary["requests"] - sum(summary["errors"].get(c, 0) for c in
                                        ("budget_exceeded", "rate_limited", "guardrail_blocked"))
-    if waited > 0:  # a turn someone waited on: its latency percentiles exist
-        for key in ("p50_latency_s", "p95_latency_s", "p99_latency_s", "mean_latency_s"):
+    if waited > 0:  # a turn someone waited on: its latency percentiles and violation rate exist
+        for key in ("p50_latency_s", "p95_latency_s", "p99_latency_s", "mean_latency_s", "slo_violation_rate"):
             assert math.isfinite(summary[key]), (key, summary[key])
     if summary["budget_overshoot_usd"] > 1e-9:
         pytest.fail(f"a budget cap was overshot by {summary['budget_overshoot_usd']}")

@@ -161,9 +161,7 @@ def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
             # an infinite SLO value (too many turns failed), or one side measured what the other did
             # not (the change moved the outages): no difference to average
             diff = lo = hi = math.nan
-        elif len(xa) < 2:  # one pair: a difference, but no interval (and no verdict) from one seed
-            diff, lo, hi = float((xb - xa).mean()), math.nan, math.nan
-        else:
+        else:  # one pair gives a difference but no interval (and no verdict)
             diff, lo, hi = mean_ci((xb - xa).tolist())
         rows.append({"metric": metric, "a": mean_ci(xa.tolist())[0], "b": mean_ci(xb.tolist())[0],  # as replicate()
                      "difference": diff, "ci_low": lo, "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})

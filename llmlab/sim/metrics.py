@@ -21,15 +21,20 @@ Definitions (the summary's keys):
 * ``p50_latency_s`` … ``p99_latency_s``, ``mean_latency_s``, ``ttft_*`` — over the turns a user
   waited on: policy refusals (budget, rate limit, guardrail) are left out, as the SLO leaves them
   out.  A refusal answers in milliseconds, so counting it flattered the policy against a
-  baseline that refuses nothing (a capped run's p50 read 0.00 s).  A failure counts at the time
-  the user waited for it.
+  baseline that refuses nothing (a capped run's p50 read 0.00 s).  A failure counts in the
+  latency percentiles at the time the user waited for it (a breaker's fail-fast at ≈ 0 s: read
+  them beside ``availability``) and has no TTFT; the SLO's numbers count it as never answered.
 * ``fallback_rate`` — share of turns answered by a deployment other than the one routed to
-  (or by the last-resort cache).
+  (or by the last-resort cache): the first deployment tried or skipped (its breaker open), a
+  cascade's cheap stage included.  A cascade escalating because its check rejected an answer
+  is routing, not a fallback: the stage after a rejection counts from its own first deployment.
 * ``retry_amplification`` — provider calls per turn (1.0 = no retries, no extra calls).
-* ``slo_violation_rate`` — share of turns slower than the SLO (latency or TTFT) or failed;
-  policy refusals (budget, rate limit) are not counted.  ``slo_value_s`` is the metric at the
-  SLO's percentile over the same turns (failures count as infinitely slow); ``slo_met`` compares
-  it with the objective.
+* ``slo_violation_rate`` — among the turns the SLO judges (every turn but the policy's refusals:
+  budget, rate limit, guardrail), the share slower than the SLO (latency or TTFT) or failed; NaN
+  when the policy refused every turn.  ``slo_value_s`` is the metric at the SLO's percentile over
+  the same turns (failures count as infinitely slow); ``slo_met`` compares it with the objective.
+  Both leave refusals out of the population: a run that refused most turns and served the rest
+  late has a high violation rate, not a low one.
 * ``outage_turn_share`` — share of turns that arrived while an outage window (scheduled or an
   incident, on any provider of the scenario) was in force.  ``outage_availability``,
   ``outage_service_availability``, ``outage_slo_value_s`` and ``outage_slo_violation_rate`` are
@@ -47,8 +52,9 @@ Definitions (the summary's keys):
 * ``projected_monthly_uncapped_cost_usd`` — cost per turn × expected turns in 30 days at the
   scenario's mean rate (``rate_per_s`` × the random bursts' mean multiplier, see
   :func:`llmlab.sim.run.expected_rate_per_s`), plus fixed hourly costs × 720 h: the lecture's
-  ``daily × 30 × cost per request``.  A turn refused for budget is priced as a served turn of
-  its plan: this is what the month's traffic would cost with no caps.
+  ``daily × 30 × cost per request``.  A turn refused for budget, or downgraded to a cheaper model
+  for it, is priced as a turn of its plan the caps let through: this is what the month's traffic
+  would cost with no caps (NaN when the caps let no turn through: nothing measured its cost).
 * ``projected_monthly_cost_usd`` — the same month with every tenant's variable spend held to its
   monthly cap (:mod:`llmlab.sim.projection`); equal to the uncapped figure without caps.
 """
@@ -111,6 +117,7 @@ class Recorder:
         self.error = array("l")  # index into error_codes, -1 = none
         self.deployment = array("l")  # index into deployments, -1 = none
         self.steps = array("b")
+        self.downgraded = array("b")  # over budget: answered by the policy's cheaper model
         self.error_codes: list[str] = []
         self.deployments: list[str] = []
         self._error_ids: dict[str, int] = {}
@@ -127,16 +134,22 @@ class Recorder:
         final = outcomes[-1] if outcomes else None
         cost = 0.0
         calls = 0
-        fallback = false_hit = wrong = 0
+        fallback = false_hit = wrong = downgraded = 0
         for o in outcomes:
             if o is None:
                 continue
             cost += o.cost_usd
-            primary = None
+            if o.route_tier == "downgraded" and o.error is None:  # answered by the cheaper model
+                downgraded = 1
+            primary = None  # the deployment routed to: the first one tried or skipped (not the classifier)
             for a in o.attempts:
-                if a.purpose != "skip" and a.purpose != "check":
+                purpose = a.purpose
+                if purpose == "check":  # a cascade stage's answer was rejected: the next stage is by design
+                    primary = None
+                    continue
+                if purpose != "skip":
                     calls += 1
-                if primary is None and (a.purpose == "answer" or a.purpose == "skip"):
+                if primary is None and purpose != "classify":
                     primary = a.deployment
             kind = o.kind
             if kind is OutcomeKind.MODEL:
@@ -160,6 +173,7 @@ class Recorder:
         self.false_hit.append(false_hit)
         self.wrong.append(wrong)
         self.steps.append(len(outcomes))
+        self.downgraded.append(downgraded)
         if final is None:
             self.kind.append(ERROR)
             self.cache.append(0)
@@ -198,7 +212,7 @@ class Recorder:
                 "kind": np.array(self.kind), "cache": np.array(self.cache), "fallback": np.array(self.fallback),
                 "false_hit": np.array(self.false_hit), "wrong_answer": np.array(self.wrong),
                 "error": np.array(self.error), "deployment": np.array(self.deployment),
-                "steps": np.array(self.steps)}
+                "steps": np.array(self.steps), "downgraded": np.array(self.downgraded)}
         return {k: np.asarray(v)[order] for k, v in cols.items()}
 
 
@@ -249,7 +263,7 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
     cost = variable + float(fixed_cost_usd)
     duration_s = float(duration_s)
     month = project_month(c["turn"], c["cost_usd"], err_codes == "budget_exceeded", turns_per_month=turns_per_month,
-                          caps=caps)
+                          caps=caps, downgraded=c["downgraded"].astype(bool))
     fixed_month = fixed_cost_per_hour_usd * 720.0
     return {
         "requests": n,
@@ -288,7 +302,7 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "slo_percentile": slo_percentile,
         "slo_value_s": at_slo,
         "slo_met": None if math.isnan(at_slo) else bool(at_slo <= slo_s),  # None: no turn to judge
-        "slo_violation_rate": float(violated.sum()) / n,
+        "slo_violation_rate": violation_rate(violated, refused),
         "errors": errors,
         "model_share": by_dep,
         **service_of(during_windows(c["arrival_s"], windows), answered, refused, violated, metric, slo_percentile),
@@ -299,6 +313,14 @@ def slo_violations(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray
     """Which turns violated the SLO: failed (a policy's refusal is no failure) or answered later
     than ``slo_s`` (``metric``: each turn's latency or TTFT)."""
     return (~answered & ~refused) | (answered & (np.nan_to_num(metric, nan=math.inf) > slo_s))
+
+
+def violation_rate(violated: np.ndarray, refused: np.ndarray) -> float:
+    """The share of the turns the SLO judges (not the policy's refusals) that violated it; NaN
+    when there were none.  Over every turn, a run that refused most turns read as if it met its
+    objective (460 budget refusals and 40 late answers: 8 % instead of 100 %)."""
+    judged = int(len(refused) - refused.sum())
+    return float(violated.sum()) / judged if judged else math.nan
 
 
 def slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, percentile: float) -> float:
@@ -346,7 +368,7 @@ def service_of(inside: np.ndarray, answered: np.ndarray, refused: np.ndarray, vi
             "outage_availability": float(answered[inside].sum()) / n_in,
             "outage_service_availability": float((answered | refused)[inside].sum()) / n_in,
             "outage_slo_value_s": slo_value(metric[inside], answered[inside], refused[inside], percentile),
-            "outage_slo_violation_rate": float(violated[inside].sum()) / n_in}
+            "outage_slo_violation_rate": violation_rate(violated[inside], refused[inside])}
 
 
 def refused_savings_pct(turns: "pd.DataFrame", base_turns: "pd.DataFrame", base_cost_usd: float) -> float:
@@ -419,13 +441,15 @@ def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarra
 def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
             ) -> tuple[float, float, float]:
     """Mean and a 95 % Student-t confidence interval over replications, clipped to ``bounds``
-    (a rate's interval from three runs can otherwise reach below 0)."""
+    (a rate's interval from three runs can otherwise reach below 0).  One value (the others NaN:
+    only one run had a turn during an outage) gives its mean and no interval (NaN bounds): ``[m, m]``
+    read as certainty where one run says nothing of the spread."""
     x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
     if len(x) == 0:
         return math.nan, math.nan, math.nan
     m = float(x.mean())
     if len(x) < 2:
-        return m, m, m
+        return m, math.nan, math.nan
     if not np.isfinite(x).all():  # an SLO value is infinite when too many turns failed: no t interval
         return m, max(bounds[0], float(x.min())), min(bounds[1], float(x.max()))
     with np.errstate(over="ignore"):  # values near the float limit (a fuzzed 1e300 latency) overflow when squared

@@ -8,8 +8,10 @@ to ≈ $23 a month while the uncapped projection says thousands.  So the project
 tenant:
 
 * a tenant's monthly demand is its share of the run's turns × the month's turns × what a turn of
-  its plan costs when the caps let it through (the plan's cost over its turns not refused for
-  budget: a refused turn costs nothing in the run, yet it is demand the month would see);
+  its plan costs when the caps let it through (the plan's cost over its turns neither refused
+  nor downgraded for budget: a refused turn costs nothing in the run, and a downgraded one the
+  cheaper model's price, yet either is demand the month would see at its plan's own price;
+  priced at its own price, a downgrading run's uncapped month read 12 % low);
 * a capped tenant's month is ``min(demand, cap)``; a tenant without a cap pays the demand.
 
 Summed over tenants, the uncapped demand equals the old aggregate formula whenever no turn was
@@ -46,11 +48,13 @@ class MonthlyProjection:
 
 
 def project_month(turn: np.ndarray, cost: np.ndarray, budget_refused: np.ndarray, *, turns_per_month: float,
-                  caps: TenantCaps | None) -> MonthlyProjection:
+                  caps: TenantCaps | None, downgraded: np.ndarray | None = None) -> MonthlyProjection:
     """Variable cost of a month of this traffic, held to ``caps`` (see the module docstring).
 
-    ``turn``, ``cost`` and ``budget_refused`` are the run's per-turn columns.  NaN when the month's
-    turns are unknown (a trace too short to have a rate).
+    ``turn``, ``cost``, ``budget_refused`` and ``downgraded`` (served by the cheaper model because
+    of a cap) are the run's per-turn columns.  NaN when the month's turns are unknown (a trace too
+    short to have a rate), or when the caps let no turn through at its plan's price (no cost per
+    turn was measured: 0 would read as a free month).
     """
     n = len(turn)
     if n == 0 or not math.isfinite(turns_per_month):
@@ -61,12 +65,14 @@ def project_month(turn: np.ndarray, cost: np.ndarray, budget_refused: np.ndarray
     tenant = np.asarray(caps.tenant_of_turn)[turn]
     plan_names, plan_of_tenant = np.unique(np.asarray(caps.plans, dtype=str), return_inverse=True)
     plan = plan_of_tenant[tenant]
-    served = ~budget_refused
+    served = ~budget_refused if downgraded is None else ~(budget_refused | downgraded)
     served_turns = np.bincount(plan[served], minlength=len(plan_names))
     served_cost = np.bincount(plan[served], weights=cost[served], minlength=len(plan_names))
     # a plan none of whose turns got through has no observed cost per turn: its turns are priced
     # at the run's average served turn, the closest measurement there is
-    overall = float(served_cost.sum()) / served_turns.sum() if served_turns.sum() else 0.0
+    if not served_turns.sum():
+        return MonthlyProjection(math.nan, math.nan)
+    overall = float(served_cost.sum()) / served_turns.sum()
     per_turn = np.where(served_turns > 0, served_cost / np.maximum(served_turns, 1), overall)
     # demand by tenant *name*: budgets are kept per tenant, whatever plan a trace row carried
     names, name_of_tenant = np.unique(np.asarray(caps.tenants, dtype=str), return_inverse=True)

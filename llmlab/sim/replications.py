@@ -54,7 +54,7 @@ def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
         m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col))
         whole = pd.api.types.is_integer_dtype(table[col]) and float(m).is_integer()
         summary[col] = int(m) if whole else m
-        if col in WITH_INTERVAL and not math.isnan(m):  # none for what no run could measure (no baseline, no outage)
+        if col in WITH_INTERVAL and not math.isnan(lo):  # none for what fewer than two runs measured (no outage)
             ci[col] = [lo, hi]
     for key in ("errors", "model_share"):
         names = sorted({name for r in runs for name in r.summary.get(key, {})})
@@ -63,6 +63,8 @@ def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     summary["slo_met_share"] = sum(met) / n
     value = summary.get("slo_value_s", math.inf)
     summary["slo_met"] = None if value != value else bool(value <= summary.get("slo_s", math.inf))
+    # the outage numbers are means over the runs that had a turn during an outage, not over all n
+    summary["outage_runs"] = sum(1 for r in runs if r.summary.get("outage_turn_share", 0.0) > 0)
     summary["ci95"] = ci
     summary["replications"] = n
     summary["seed"] = seed

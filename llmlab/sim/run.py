@@ -349,7 +349,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     env = _environment()()
     epoch0 = scenario.epoch0 if traffic.epoch0 is None else traffic.epoch0
     if windows is None:
-        windows = scenario_windows(scenario, traffic.horizon_s, seed)
+        windows = run_windows(scenario, traffic, seed)
     semantic = None
     if not baseline and scenario.gateway.cache.semantic:
         semantic = build_semantic_cache(scenario, embed_model.embedder, embed_model.similarity_table())
@@ -389,8 +389,9 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
             if cap is not None:
                 overshoot += max(0.0, amount - cap)
     # standby capacity is paid for the real time the traffic spans: a trace replayed ``speedup``
-    # times faster still stands for its own hours (a per-token bill does not shrink either)
-    real_s = duration * (scenario.traffic.speedup if traffic.source != "synthetic" else 1.0)
+    # times faster still stands for its own hours (a per-token bill does not shrink either); the
+    # drain after the last arrival is the providers' own time, not the trace's, and is not scaled
+    real_s = traffic.horizon_s * time_scale(scenario, traffic) + (duration - traffic.horizon_s)
     summary = summarise(rec, fixed_cost_usd=hourly * real_s / 3600.0, fixed_cost_per_hour_usd=hourly,
                         turns_per_month=traffic_rate(scenario, traffic) * 86_400.0 * 30.0,
                         slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
@@ -426,8 +427,19 @@ def traffic_rate(scenario: Scenario, traffic: Traffic) -> float:
     """
     if traffic.source == "synthetic":
         return expected_rate_per_s(scenario.traffic)
-    span = traffic.horizon_s * scenario.traffic.speedup
+    span = traffic.horizon_s * time_scale(scenario, traffic)
     return len(traffic) / span if span >= MIN_PROJECTION_SPAN_S else math.nan
+
+
+def time_scale(scenario: Scenario, traffic: Traffic) -> float:
+    """Real seconds per simulated second: a trace's ``speedup`` (1 for synthetic traffic)."""
+    return scenario.traffic.speedup if traffic.source != "synthetic" else 1.0
+
+
+def run_windows(scenario: Scenario, traffic: Traffic, seed: int) -> list[Window]:
+    """The run's outage windows in its own clock (a compressed trace's, see
+    :func:`~llmlab.sim.outages.scenario_windows`)."""
+    return scenario_windows(scenario, traffic.horizon_s, seed, time_scale(scenario, traffic))
 
 
 def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: float | None = None, seed: int = 0,
@@ -505,7 +517,7 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic, windows
         "tenant": np.array(traffic.tenants, dtype=object)[traffic.tenant[turn]],
         "plan": np.array(traffic.tenant_plans, dtype=object)[traffic.tenant[turn]],
         "intent": np.array(traffic.intents, dtype=object)[traffic.intent[turn]],
-        "steps": cols["steps"],
+        "steps": cols["steps"], "downgraded": cols["downgraded"].astype(bool),
         "during_outage": during_windows(cols["arrival_s"], windows),
     })
 
@@ -604,7 +616,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     t0 = time.perf_counter()
     traffic = make_traffic(sc, requests=requests, hours=hours, seed=seed, trace=trace)
     embed = _embed_model(sc, traffic)
-    windows = scenario_windows(sc, traffic.horizon_s, seed)
+    windows = run_windows(sc, traffic, seed)
     do_baseline = sc.baseline.enabled if baseline is None else baseline
     base_summary = base_turns = None
     if do_baseline and baseline_beside(parallel, len(traffic)):

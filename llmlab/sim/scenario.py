@@ -193,7 +193,7 @@ class TrafficConfig(_Strict):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     stream: bool = False
     system_prompt: str = ""
-    fixed_prompt_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # every turn's prompt (no model's window is near the bound)
+    fixed_prompt_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # every turn's own prompt; a later turn of a conversation adds its history
     fixed_answer_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     rag: RagConfig | None = None
     tools: ToolConfig | None = None
