@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
+import re
 import sys
 import time
+from collections import abc
 from typing import Any, Mapping
 
 from .effects import Call, CallError, ErrorKind
@@ -22,7 +24,9 @@ from .errors import is_secret_name, redact_text
 def _retry_after(exc: BaseException) -> float | None:
     """The provider's ``Retry-After`` in seconds: ``retry-after-ms``, delay-seconds or an HTTP date
     (RFC 9110; a date in the past is 0).  A value that is no delay (negative, NaN, infinite,
-    unparseable) is None, as if absent: it must not reach the backoff or the ledger as a number."""
+    unparseable, or not digits with an optional fraction: ``1e300``, ``1_000``) is None, as if absent: it must not
+    reach the backoff or the ledger as a number.  A delay beyond :data:`MAX_RETRY_AFTER_S` is held
+    to it: "retry in 3 years" is a provider's bug, and the caller's ``user_message`` repeats it."""
     headers: Any = None
     response = getattr(exc, "response", None)
     if response is not None:
@@ -33,18 +37,14 @@ def _retry_after(exc: BaseException) -> float | None:
         millis = headers.get("retry-after-ms")
     except (AttributeError, TypeError):
         return None
-    try:  # OpenAI's finer hint wins, as its own SDK does; a nonsense one does not hide Retry-After
-        delay = _delay(float(millis) / 1000.0) if millis is not None else None
-    except (TypeError, ValueError):
-        delay = None
+    # OpenAI's finer hint wins, as its own SDK does; a nonsense one does not hide Retry-After
+    delay = _delay(float(millis) / 1000.0) if _DECIMAL.fullmatch(str(millis).strip()) else None
     if delay is not None:
         return delay
     if value is None:
         return None
-    try:
+    if _DECIMAL.fullmatch(str(value).strip()):
         return _delay(float(value))
-    except (TypeError, ValueError):
-        pass
     import email.utils  # here, not at import llmlab: ~3 ms for a header form few providers send
 
     try:
@@ -53,11 +53,18 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
     if when.tzinfo is None:  # RFC 9110 dates are GMT
         when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, when.timestamp() - time.time())
+    return _delay(max(0.0, when.timestamp() - time.time()))
+
+
+#: the longest ``Retry-After`` believed (a day): a longer one is held to it
+MAX_RETRY_AFTER_S = 86_400.0
+#: a delay as written: ASCII digits (RFC 9110's delay-seconds), with a fraction as some servers
+#: and OpenAI's ``retry-after-ms`` write it; no sign, exponent or digit separator
+_DECIMAL = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?", re.ASCII)
 
 
 def _delay(seconds: float) -> float | None:
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return min(seconds, MAX_RETRY_AFTER_S) if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _refused_before_sending(exc: BaseException) -> bool:
@@ -183,7 +190,24 @@ def redact_secrets(text: str, params: Mapping[str, Any]) -> str:
     """``text`` with the deployment's credentials, and anything shaped like a key, replaced by
     ``***``: providers echo keys in 401s ("Incorrect API key provided: sk-…"), and error text is
     kept in outcomes, the ledger and logs."""
-    for name, value in params.items():
-        if isinstance(value, str) and len(value) >= 6 and is_secret_name(name):
-            text = text.replace(value, "***")
+    for value in _secret_values(params):
+        text = text.replace(value, "***")
     return redact_text(text)
+
+
+def _secret_values(params: Mapping[str, Any], depth: int = 0) -> list[str]:
+    """The credential-named string values of ``params`` at any depth: a key in ``extra_headers``
+    (``x-api-key``, ``Authorization: Token …``) is echoed by a 401 as readily as ``api_key``.
+    Longest first, so that a key is not half-replaced by a shorter one it contains; with the part
+    after an ``Authorization`` scheme (``Token abc…``: a provider may echo the token alone)."""
+    found: list[str] = []
+    for name, value in params.items():
+        if isinstance(value, str):
+            if len(value) >= 6 and is_secret_name(name):
+                found.append(value)
+                scheme, _, credential = value.partition(" ")
+                if credential and len(credential) >= 6:
+                    found.append(credential.strip())
+        elif isinstance(value, abc.Mapping) and depth < 4:
+            found += _secret_values(value, depth + 1)
+    return sorted(set(found), key=len, reverse=True)

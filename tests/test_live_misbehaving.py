@@ -16,6 +16,7 @@ from canned_http import CannedServer, openai_frames, running, send_events, send_
 
 from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy, StreamReset
 from llmlab.tokens import count_tokens
+from llmlab.provider_errors import MAX_RETRY_AFTER_S
 
 
 def answer(text: str = "hello there", usage: dict | None = None) -> dict:
@@ -158,6 +159,16 @@ def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canne
         gw = gateway(dep, retry=RetryPolicy(max_retries=0))
         retry_after = gw.complete("hi").attempts[0].retry_after_s
         assert retry_after == (0.0 if label == "past" else None), (label, retry_after)
+
+    # not a delay as written (an exponent, a digit separator): ignored; a far one held to a day
+    far = email.utils.formatdate(time.time() + 3 * 365 * 86_400, usegmt=True)
+    for label, value, expected in (("exponent", "1e300", None), ("separator", "1_000", None),
+                                   ("years", "99999999", MAX_RETRY_AFTER_S), ("far-date", far, MAX_RETRY_AFTER_S)):
+        dep = canned.deployment(f"ra-{label}", (429, {"retry-after": value}, slow_down))
+        out = gateway(dep, retry=RetryPolicy(max_retries=0)).complete("hi")
+        assert out.attempts[0].retry_after_s == expected, (label, out.attempts[0].retry_after_s)
+        if expected is not None:  # what the caller is told: a day, not 300 digits
+            assert out.error.retry_after_s == MAX_RETRY_AFTER_S and len(out.error.user_message) < 100
 
     for label, millis in (("ms-negative", "-100"), ("ms-junk", "soon"), ("ms-good", "1500")):
         dep = canned.deployment(f"ra-{label}", (429, {"retry-after-ms": millis, "retry-after": "7"}, slow_down))

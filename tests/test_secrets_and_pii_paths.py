@@ -106,6 +106,17 @@ def test_provider_errors_lose_the_deployments_key_and_anything_shaped_like_one()
     assert "http://127.0.0.1:1/v1" in redact_secrets("cannot reach http://127.0.0.1:1/v1", params)  # not a secret
 
 
+def test_credentials_in_extra_headers_are_redacted_from_what_a_provider_echoes():
+    token = "proxy-key-4f9a8b7c6d5e4f3a"
+    for headers, echoed in (({"x-api-key": token}, f"Invalid x-api-key: {token}"),
+                            ({"Authorization": f"Token {token}"}, f"bad header Token {token}; token {token}"),
+                            ({"nested": {"proxy_auth_token": token}}, f"token {token} refused")):
+        params = {"api_key": "unused", "extra_headers": headers}
+        scrubbed = redact_secrets(echoed, params)
+        assert token not in scrubbed and "***" in scrubbed, scrubbed
+    assert redact_secrets("model gpt-4o", {"extra_headers": {"x-trace-id": "gpt-4o"}}) == "model gpt-4o"
+
+
 def test_a_disconnected_stream_records_no_deployment(make_gateway, driver):
     driver.default = "a long answer " * 40
     key = "sk-SECRETKEY-abcdef0123456789XYZW"
