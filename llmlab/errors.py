@@ -42,7 +42,9 @@ def shown(field: str, value: Any) -> Any:
     """``value`` as an error message may repeat it (applications log these messages): a
     message's text only by its shape (it may hold PII), credentials hidden — the value of a
     credential-named field or key, at any depth, and credentials written inside text."""
-    if field.startswith(("messages", "prompt")) and not field.endswith(".role") and \
+    if isinstance(value, _Shape):  # already described by its shape
+        return value
+    if field.startswith(("messages", "prompt", "params.stop")) and not field.endswith((".role", ".type")) and \
             not isinstance(value, (type(None), bool, int, float)):
         size = f" of length {len(value)}" if hasattr(value, "__len__") else ""
         return _Shape(f"<{type(value).__name__}{size}>")
@@ -266,6 +268,8 @@ class InvalidRequest(LLMLabError, ValueError):
 
     def __init__(self, field: str, value: Any, allowed: str) -> None:
         self.field = field
-        self.value = value
+        #: as the message shows it: a message's text by its shape, credentials hidden (an
+        #: application that logs the error's attributes must not log what the message hides)
+        self.value = shown(field, value)
         self.allowed = allowed
-        super().__init__(f"{field}={shown(field, value)!r} is invalid: allowed {allowed}")
+        super().__init__(f"{field}={self.value!r} is invalid: allowed {allowed}")

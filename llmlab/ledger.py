@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .effects import Outcome
+from .errors import is_secret_name
 
 if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for
     import pandas as pd
@@ -30,7 +31,8 @@ def outcome_row(o: Outcome) -> dict[str, Any]:
         "error": None if o.error is None else str(o.error),
         "error_code": None if o.error is None else o.error.code,
         "attempts": [a.as_dict() for a in o.attempts],
-        **{f"meta_{k}": val for k, val in o.metadata.items() if isinstance(val, (str, int, float, bool))},
+        **{f"meta_{k}": "***" if is_secret_name(k) else val for k, val in o.metadata.items()
+           if isinstance(val, (str, int, float, bool))},  # a credential in metadata: hidden as elsewhere
     }
 
 

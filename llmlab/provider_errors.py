@@ -150,7 +150,12 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
         return ErrorKind.AUTH
     timeout = getattr(litellm, "Timeout", None)
-    if _transport_failure(exc) is not None and not (isinstance(timeout, type) and isinstance(exc, timeout)):
+    bad_request = getattr(litellm, "BadRequestError", None)
+    # a socket error under a 400 is the request's: litellm fetching the caller's image URL for
+    # Anthropic or Bedrock, not the provider's connection — counted as one, a tenant's dead link
+    # opened every breaker of that provider for all tenants
+    if _transport_failure(exc) is not None and not (isinstance(timeout, type) and isinstance(exc, timeout)) \
+            and not (isinstance(bad_request, type) and isinstance(exc, bad_request)):
         return ErrorKind.CONNECTION
     for name, kind in ordered:
         cls = getattr(litellm, name, None)

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import itertools
-from collections import abc
+import math
 import os
 import re
+from collections import abc
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ._fastinit import fast_frozen_init
-from .errors import InvalidRequest
+from .errors import InvalidRequest, _Shape as _Shown
 
 _counter = itertools.count(1)
 _PREFIX = os.urandom(3).hex()
@@ -30,6 +31,14 @@ REQUEST_PARAMS = frozenset({
 })
 #: chat roles providers accept
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+#: the content part types litellm lets through in a user message (``ValidUserMessageContentTypes``,
+#: litellm 1.110); another one fails inside litellm before anything is sent, which would count
+#: against the deployment's breaker as if the provider had failed
+USER_PART_TYPES = frozenset({"text", "image_url", "input_audio", "audio_url", "document", "guarded_text",
+                             "grounding_source", "query", "video_url", "file"})
+#: the deepest nesting a request's JSON may have: litellm and the JSON encoder recurse, and a
+#: request nested thousands deep raised RecursionError from inside the pipeline
+MAX_JSON_DEPTH = 64
 
 
 def _number(field: str, value: Any, lo: float, hi: float, allowed: str) -> None:
@@ -37,9 +46,51 @@ def _number(field: str, value: Any, lo: float, hi: float, allowed: str) -> None:
         raise InvalidRequest(field, value, allowed)
 
 
-def _whole(field: str, value: Any, lo: int, allowed: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lo):
+def _whole(field: str, value: Any, lo: int, allowed: str, hi: float = math.inf) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
         raise InvalidRequest(field, value, allowed)
+
+
+def check_json(field: str, value: Any) -> None:
+    """``value`` as JSON carries it, else an :class:`InvalidRequest` naming the first offending
+    part: mappings with string keys, lists, text that encodes as UTF-8 (a lone surrogate does
+    not), whole numbers, finite numbers, true/false/null, at most :data:`MAX_JSON_DEPTH` deep.
+    A set, bytes, a NaN or an object passed every shape check and failed while litellm encoded
+    the request — before sending, yet counted against the deployment's breaker, so one caller's
+    malformed request opened the breakers for every tenant.  Iterative: a check must not be the
+    recursion it guards against."""
+    stack: list[tuple[str, Any, int]] = [(field, value, 0)]
+    while stack:
+        where, item, depth = stack.pop()
+        if item is None or isinstance(item, (bool, int)):
+            continue
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidRequest(where, _Shown(f"<text with a lone surrogate of length {len(item)}>"),
+                                         "text that encodes as UTF-8 (no lone surrogates)") from None
+            continue
+        if isinstance(item, float):
+            if item != item or item in (math.inf, -math.inf):
+                raise InvalidRequest(where, item, "a finite number")
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            where = where if len(where) <= 120 else where[:100] + "…"
+            raise InvalidRequest(where, _Shown(f"<{type(item).__name__} nested {depth} deep>"),
+                                 f"JSON nested at most {MAX_JSON_DEPTH} levels deep")
+        if isinstance(item, (dict, abc.Mapping)):
+            for key in item:
+                if not isinstance(key, str):
+                    raise InvalidRequest(f"{where}[{key!r}]", _Shown(f"<{type(key).__name__} key>"),
+                                         "text keys (JSON objects have no other)")
+                stack.append((f"{where}.{key}", item[key], depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{i}]", x, depth + 1) for i, x in enumerate(item))
+        else:
+            raise InvalidRequest(where, _kind(item),
+                                 "what JSON carries: text, numbers, true/false/null, lists and mappings")
 
 
 def _check_params(params: Any) -> None:
@@ -54,8 +105,8 @@ def _check_params(params: Any) -> None:
     _whole("params.max_tokens", params.get("max_tokens"), 1, "a positive integer")
     _whole("params.max_completion_tokens", params.get("max_completion_tokens"), 1, "a positive integer")
     _whole("params.n", params.get("n"), 1, "a positive integer")
-    _whole("params.seed", params.get("seed"), -(2 ** 63), "an integer")
-    _whole("params.top_logprobs", params.get("top_logprobs"), 0, "an integer from 0 to 20")
+    _whole("params.seed", params.get("seed"), -(2 ** 63), "a 64-bit integer", 2 ** 63 - 1)
+    _whole("params.top_logprobs", params.get("top_logprobs"), 0, "an integer from 0 to 20", 20)
     _number("params.temperature", params.get("temperature"), 0.0, 2.0, "a number in [0, 2]")
     top_p = params.get("top_p")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
@@ -137,20 +188,25 @@ def _has_media(content: Any) -> bool:
     return isinstance(content, (list, tuple)) and not all(map(is_text_part, content))
 
 
+def _kind(value: Any) -> _Shown:
+    """A value named by its type alone (``<list>``): what was wrong with it, not what it says."""
+    return _Shown(f"<{type(value).__name__}>")
+
+
 def _check_message(i: int, m: Any) -> None:
     if not isinstance(m, (dict, abc.Mapping)) or "role" not in m:
         raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
-    if m["role"] not in ROLES:
+    if not isinstance(m["role"], str) or m["role"] not in ROLES:
         raise InvalidRequest(f"messages[{i}].role", m["role"], "one of " + ", ".join(sorted(ROLES)))
     calls = m.get("tool_calls")
     for j, call in enumerate(calls if isinstance(calls, (list, tuple)) else ()):
         fn = call.get("function") if isinstance(call, (dict, abc.Mapping)) else None
         if isinstance(fn, (dict, abc.Mapping)) and not isinstance(fn.get("arguments", ""), str):
-            raise InvalidRequest(f"messages[{i}].tool_calls[{j}].function.arguments", type(fn["arguments"]).__name__,
+            raise InvalidRequest(f"messages[{i}].tool_calls[{j}].function.arguments", _kind(fn["arguments"]),
                                  "a JSON string, as the model wrote it")
     legacy = m.get("function_call")
     if isinstance(legacy, (dict, abc.Mapping)) and not isinstance(legacy.get("arguments", ""), str):
-        raise InvalidRequest(f"messages[{i}].function_call.arguments", type(legacy["arguments"]).__name__,
+        raise InvalidRequest(f"messages[{i}].function_call.arguments", _kind(legacy["arguments"]),
                              "a JSON string, as the model wrote it")
     content = m.get("content")
     if content is not None and not isinstance(content, str) and not (
@@ -158,6 +214,20 @@ def _check_message(i: int, m: Any) -> None:
                                                        for p in content)):
         raise InvalidRequest(f"messages[{i}].content", content,
                              "text, a list of content parts ({'type': 'text', 'text': …}), or None")
+    for j, part in enumerate(content if isinstance(content, (list, tuple)) else ()):
+        kind = part["type"]
+        if m["role"] == "user" and (not isinstance(kind, str) or kind not in USER_PART_TYPES):
+            raise InvalidRequest(f"messages[{i}].content[{j}].type", kind,
+                                 "a user content part type: " + ", ".join(sorted(USER_PART_TYPES)))
+        if kind == "text" and not isinstance(part.get("text"), str):
+            # the PII masker reads text parts' text: anything else went to the provider unmasked
+            raise InvalidRequest(f"messages[{i}].content[{j}].text", _kind(part.get("text")), "text")
+        if kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, (dict, abc.Mapping)) else image
+            if not isinstance(url, str):
+                raise InvalidRequest(f"messages[{i}].content[{j}].image_url", _kind(image),
+                                     "a URL, or a mapping with a 'url' (and an optional 'detail')")
 
 
 @fast_frozen_init
@@ -193,11 +263,16 @@ class Request:
             raise InvalidRequest("messages", [], "at least one message")
         for i, m in enumerate(messages):
             _check_message(i, m)
+        check_json("messages", messages)
         last = messages[-1].get("content")
         if not content_text(last).strip() and not _has_media(last):
             raise InvalidRequest("prompt", last, "non-empty text, or an image (a non-text part), in the last message")
         params = kwargs.get("params") or {}
         _check_params(params)
+        check_json("params", params)
+        model = kwargs.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidRequest("model", model, "None (let the router decide) or a deployment's name")
         for name in ("tenant", "plan"):
             value = kwargs.get(name, cls.__dataclass_fields__[name].default)
             if not isinstance(value, str) or not value:

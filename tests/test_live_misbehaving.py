@@ -301,6 +301,31 @@ def test_a_refused_connection_is_a_connection_error_that_names_its_cause(canned,
     assert "ConnectionRefusedError" in out.attempts[0].error
 
 
+def test_a_socket_error_under_a_400_is_the_requests_fault_not_the_providers():
+    """For Anthropic and Bedrock litellm fetches an image URL itself; a caller's dead link came
+    back as a 400 over a socket error, was read as the provider's connection failure, and opened
+    that provider's breakers for every tenant.  A 500 over one is still the provider's."""
+    import httpx
+    import litellm
+
+    from llmlab.effects import ErrorKind
+    from llmlab.provider_errors import classify_exception
+
+    def raised(cls, **kw):
+        try:
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except OSError as cause:
+                raise cls(message="Unable to fetch image", llm_provider="anthropic", model="claude", **kw) from cause
+        except Exception as exc:
+            return exc
+
+    request = httpx.Request("POST", "http://127.0.0.1:1/v1/messages")
+    assert classify_exception(raised(litellm.BadRequestError)) is ErrorKind.BAD_REQUEST
+    assert classify_exception(raised(litellm.InternalServerError)) is ErrorKind.CONNECTION
+    assert classify_exception(raised(litellm.APIConnectionError, request=request)) is ErrorKind.CONNECTION
+
+
 @pytest.mark.parametrize("how", ["stream", "astream"])
 def test_a_stream_answered_with_a_json_body_is_malformed_not_an_empty_success(canned, how):
     """A server that ignores stream=true answers JSON; litellm finds no events in it and makes up a

@@ -53,6 +53,14 @@ def test_the_live_driver_never_lets_call_params_override_the_deployment():
     ({"tools": [{"type": "function", "function": {"name": "look up"}}]}, "params.tools[0].function.name"),
     ({"tools": [{"type": "function", "function": {"name": "x", "parameters": "nope"}}]},
      "params.tools[0].function.parameters"),
+    ({"top_logprobs": 50}, "params.top_logprobs"), ({"seed": 2 ** 64}, "params.seed"),
+    # what JSON cannot carry failed inside litellm's encoding, before sending, and tripped the breakers
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {1}}}},
+     "params.response_format.json_schema.schema"),
+    ({"logit_bias": {"50256": float("nan")}}, "params.logit_bias.50256"),
+    ({"response_format": {"type": "json_object", (1, 2): 3}}, "params.response_format[(1, 2)]"),
+    ({"tools": [{"type": "function", "function": {"name": "x", "parameters": {"type": b"object"}}}]},
+     "params.tools[0].function.parameters.type"),
 ])
 def test_malformed_sampling_values_fail_before_any_call(make_gateway, driver, params, field):
     gw = make_gateway()
@@ -77,11 +85,57 @@ def test_openai_style_keywords_join_params(make_gateway, driver):
     ([{"role": "wizard", "content": "hi"}], "messages[0].role"),
     ([{"role": "user", "content": {"text": "hi"}}], "messages[0].content"),
     ([{"role": "user", "content": [{"type": "text", "text": "  "}]}], "prompt"),  # an image-only turn is fine
+    ([{"role": ["user"], "content": "hi"}], "messages[0].role"),  # raised TypeError (unhashable)
+    ([{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}], "messages[0].content[0].type"),
+    ([{"role": "user", "content": [{"type": "text", "text": [f"Invoice to {EMAIL}"]}]}], "messages[0].content[0].text"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": 5}}]}], "messages[0].content[0].image_url"),
+    ([{"role": "user", "content": "hi \ud800"}], "messages[0].content"),  # a lone surrogate: no UTF-8
+    ([{"role": "user", "content": "hi", "name": b"kim"}], "messages[0].name"),
+    ([{"role": "user", "content": "hi", "name": {"kim"}}], "messages[0].name"),
 ])
 def test_message_shapes(make_gateway, driver, messages, field):
+    gw = make_gateway()
     with pytest.raises(InvalidRequest) as info:
-        make_gateway().complete(messages)
+        gw.complete(messages)
     assert info.value.field == field and driver.calls == []
+    assert EMAIL not in str(info.value) and EMAIL not in repr(info.value.value)  # named by shape, not repeated
+    assert all(b.state == b.CLOSED for b in gw.pipeline.breakers.values())
+
+
+def test_a_pinned_model_must_be_a_name(make_gateway, driver):
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete("hi", model=["gpt-4o"])  # raised TypeError (unhashable)
+    assert info.value.field == "model" and driver.calls == []
+
+
+def test_json_nested_past_the_limit_is_refused_without_recursing(make_gateway, driver):
+    deep: object = {"type": "json_object"}
+    for _ in range(5_000):  # deeper than Python's recursion limit: the check itself must not recurse
+        deep = {"x": deep}
+    nested: object = "stop"
+    for _ in range(5_000):
+        nested = [nested]
+    gw = make_gateway()
+    for params, field in (({"response_format": deep}, "params.response_format."), ({"stop": nested}, "params.stop")):
+        with pytest.raises(InvalidRequest) as info:
+            gw.complete("hi", params=params)
+        assert info.value.field.startswith(field) and len(str(info.value)) < 400
+    messages = [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                         "function": {"name": "f", "arguments": "{}"},
+                                                                         "extra": deep}]},
+                {"role": "user", "content": "hi"}]
+    with pytest.raises(InvalidRequest) as info:
+        gw.complete(messages)
+    assert info.value.field.startswith("messages[0].tool_calls[0].extra") and driver.calls == []
+
+
+def test_a_credential_or_a_stop_text_is_not_kept_in_the_error(make_gateway):
+    with pytest.raises(InvalidRequest) as info:
+        Request.build("hi", params={"stop": ["call 010-1234-5678", 5]})
+    assert "010-1234" not in str(info.value) and "010-1234" not in repr(info.value.value)
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete("hi", api_key="sk-live-abcdefghijklmnop")
+    assert "abcdefghijklmnop" not in str(info.value) and info.value.value == "***"
 
 
 @pytest.mark.parametrize("kw, field", [({"metadata": ["a"]}, "metadata"), ({"cache": "no"}, "cache"),
