@@ -322,8 +322,12 @@ def json_lines(source: Path, error: type[CatalogueFormatError] | None = None) ->
     subclass) naming the file and the line, so every JSONL reader reports bad input the same way.
     """
     error = error or CatalogueFormatError
-    with open(source, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(source, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:  # by line, so that a byte that is not UTF-8 is reported with its line (a BOM is fine)
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise error(source, lineno, f"not UTF-8 text (byte {exc.start + 1} of the line)") from None
             if not line.strip():
                 continue
             try:

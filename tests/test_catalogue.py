@@ -324,3 +324,15 @@ def test_example_trace(cat):
             assert int(r["output_tokens"]) > 0
     # repeats exist, so exact and semantic caches both have something to hit
     assert len({r["prompt"] or r["prompt_hash"] for r in rows}) < len(rows)
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_reported_with_its_line(tmp_path):
+    from llmlab.catalogue import CatalogueFormatError, load_pairs
+
+    good = '{"a": "hi", "b": "hello", "label": 1, "lang": "en", "kind": "paraphrase"}\n'
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes("\ufeff".encode() + good.encode() + good.replace("hello", "h\xffo").encode("latin-1"))
+    with pytest.raises(CatalogueFormatError, match=r"pairs\.jsonl, line 2: not UTF-8 text"):
+        load_pairs(path)  # was a bare UnicodeDecodeError; the first line's BOM is fine
+    path.write_bytes("\ufeff".encode() + good.encode())
+    assert len(load_pairs(path)) == 1

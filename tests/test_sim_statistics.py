@@ -235,3 +235,21 @@ def test_deployments_of_one_provider_group_cannot_disagree_on_its_incidents():
     both = load_scenario("b2b-saas", {"providers.gpt-4o-mini.incidents.per_month": 100.0,
                                       "providers.gpt-4o.incidents.per_month": 100.0, "outages.windows": []})
     assert len([w for w in scenario_windows(both, 86_400.0, 0) if w.target == "openai"]) > 1
+
+
+def test_the_thinning_bound_is_the_largest_product_of_bursts_in_force():
+    """Counted by multiplier (each start costs the distinct multipliers, not the bursts in force:
+    a month of minute-long flash crowds took minutes), and still the brute-force product."""
+    from llmlab.sim.traffic import _peak_multiplier
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(1, 60))
+        starts = rng.uniform(0, 100, n)
+        bursts = [(float(s), float(s + rng.uniform(0.5, 40)), float(rng.choice([1.0, 1.5, 3.0, 7.0])))
+                  for s in starts]
+        instants = sorted({lo for lo, _, _ in bursts})  # the product peaks as some burst starts
+        brute = max(math.prod(m for lo, hi, m in bursts if lo <= t < hi) for t in instants)
+        assert _peak_multiplier(bursts) == pytest.approx(brute, rel=1e-12)
+    assert _peak_multiplier([(0.0, 10.0, 3.0), (10.0, 20.0, 5.0)]) == 5.0  # one ends as the other starts
+    assert _peak_multiplier([(0.0, 1.0, 100.0)] * 200) == math.inf  # past the float range, as a product is

@@ -22,11 +22,21 @@ if TYPE_CHECKING:
     from ..ratelimit import RateLimit
 
 
-def build_embedder(scenario: Scenario) -> Any:
+def embedder_named(name: str) -> Any:
+    """The embedder ``gateway.cache.embedder`` names (constructing one checks its name and variant;
+    nothing is loaded until it embeds), or a ScenarioError naming the field: a bad variant said
+    only ``variant='bogus' is invalid``."""
     from ..cache.embedders import get_embedder
 
+    try:
+        return get_embedder(name)
+    except ConfigError as exc:
+        raise ScenarioError("gateway.cache.embedder", str(exc), name) from None
+
+
+def build_embedder(scenario: Scenario) -> Any:
     c = scenario.gateway.cache
-    embedder = get_embedder(c.embedder)
+    embedder = embedder_named(c.embedder)
     if c.embedder != "hashed":  # a persistent memo: sweeps and repeated runs never embed a text twice
         from ..cache.memo import EmbeddingMemo
 

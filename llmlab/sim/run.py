@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..request import Request
 from ..tokens import max_message_tokens
-from .build import build_embedder, build_gateway, build_semantic_cache, check_cache_options
+from .build import build_embedder, build_gateway, build_semantic_cache, check_cache_options, embedder_named
 from .driver import EmbedModel, SimDriver
 from .metrics import OUTAGE_KEYS, Recorder, per_answered_savings_pct, refused_savings_pct, requests_frame, summarise
 from .outages import Window, scenario_windows, windows_for
@@ -111,13 +110,8 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
     check_cache_options(scenario)
     semantic = None
     if scenario.gateway.cache.semantic:
-        from ..cache.embedders import get_embedder
-
-        try:  # constructing an embedder checks its name and variant; nothing is loaded until it embeds
-            get_embedder(scenario.gateway.cache.embedder)
-        except ConfigError as exc:
-            raise ScenarioError("gateway.cache.embedder", str(exc), scenario.gateway.cache.embedder) from None
-        semantic = build_semantic_cache(scenario, get_embedder("hashed"))  # the options' values
+        embedder_named(scenario.gateway.cache.embedder)
+        semantic = build_semantic_cache(scenario, embedder_named("hashed"))  # the options' values
     build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic)  # rules only the gateway knows
     by_hours = hours is not None or (requests is None and scenario.traffic.hours is not None)
     whole = scenario.traffic.trace is not None or by_hours  # the window may hold no request at all
@@ -475,13 +469,24 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
 
 
 def check_plans(scenario: Scenario, traffic: Traffic, field: str = "traffic.tenants") -> None:
-    """A plan router must have a route for every plan in the traffic (else every request would fail)."""
+    """A plan router must have a route for every plan in the traffic (else every request would
+    fail), and a per-plan cap or rate limit of synthetic traffic must name one of its tenants'
+    plans: one for ``fre`` (a typo of ``free``) was silently never applied."""
     r = scenario.gateway.router
+    plans = set(traffic.tenant_plans)
     if r.type == "plan" and r.default is None:
-        missing = sorted(set(traffic.tenant_plans) - set(r.plans))
+        missing = sorted(plans - set(r.plans))
         if missing:
             raise ScenarioError(field, f"plans with a route in gateway.router.plans ({', '.join(sorted(r.plans))}); "
                                 f"no route for {', '.join(map(repr, missing))}")
+    if traffic.source != "synthetic":  # one scenario may serve several logs, not all with every plan
+        return
+    g = scenario.gateway
+    keyed = {"gateway.rate_limits": g.rate_limits, "gateway.budget.plan_caps": g.budget.plan_caps if g.budget else {}}
+    for where, by_plan in keyed.items():
+        unknown = sorted(set(by_plan) - plans)
+        if unknown:
+            raise ScenarioError(f"{where}.{unknown[0]}", f"a plan of traffic.tenants ({', '.join(sorted(plans))})")
 
 
 def _embed_model(scenario: Scenario, traffic: Traffic) -> EmbedModel | None:

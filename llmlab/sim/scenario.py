@@ -174,8 +174,8 @@ class ToolConfig(_Strict):
 
 
 class TrafficConfig(_Strict):
-    requests: Annotated[int, Field(ge=1, le=10_000_000)] | None = 5_000  # user requests to simulate (or hours)
-    hours: Annotated[float, Field(gt=0, le=8_784)] | None = None  # every request arriving within this many hours
+    requests: Annotated[int, Field(ge=1, le=10_000_000)] | None = 5_000  # user requests to simulate (or hours); synthetic traffic only: a trace replays whole unless --requests/--hours
+    hours: Annotated[float, Field(gt=0, le=8_784)] | None = None  # every request arriving within this many hours; synthetic traffic only (a trace: --hours)
     rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0  # mean rate of user requests (all turns) over a day of the diurnal profile; random bursts add to it
     domain: str | None = None  # catalogue domain ("saas", "ecommerce"); None = all
     languages: dict[str, NonNeg] = Field(default_factory=lambda: {"en": 1.0})
@@ -198,7 +198,7 @@ class TrafficConfig(_Strict):
     rag: RagConfig | None = None
     tools: ToolConfig | None = None
     trace: str | None = None
-    speedup: Pos = 1.0
+    speedup: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0  # trace replay only: times faster than logged
 
 
 # ----------------------------------------------------------------------------- gateway
@@ -370,14 +370,7 @@ def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         raise ScenarioError(str(path), f"scenario files are TOML ({path.suffix} is not supported): see "
                             "`llmlab simulate --fields` and the presets in llmlab/sim/presets/")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(str(path), f"not UTF-8 text (byte {exc.start}); scenario files are UTF-8 TOML") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(str(path), f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ScenarioError("scenario", f"cannot read the file: {exc.strerror}", str(path)) from None
+    raw = read_toml(path, str(path), "scenario files")
     raw.setdefault("name", path.stem)
     return _build(raw, overrides, str(path))
 
@@ -466,9 +459,15 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None)
             if last:
                 node[part] = _plain(value)
             else:
-                if not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
+                child = node.get(part)
+                if child is None and parts[i + 1].isdigit():  # an item of a list the scenario has not got
+                    raise ScenarioError(path, f"has no item {parts[i + 1]}: set the whole list "
+                                        f"({path}=[{{…}}]), or index one of its items")
+                if child is not None and not isinstance(child, (dict, list)):
+                    raise ScenarioError(path, f"is a value ({child!r}), not a table: cannot set a field inside it")
+                if child is None:  # an optional table the scenario leaves out (gateway.budget …)
+                    child = node[part] = {}
+                node = child
     return out
 
 
@@ -480,15 +479,27 @@ def _profile_dirs(source: str | None) -> list[Path]:
     return dirs + list(PROFILE_DIRS)
 
 
+def read_toml(path: Path, field: str, what: str) -> dict:
+    """A UTF-8 TOML file (a byte-order mark, as Windows editors write, is fine), or a ScenarioError
+    naming ``field``: a profile that was not UTF-8 raised UnicodeDecodeError from three commands."""
+    where = "" if field == str(path) else f" ({path})"  # a scenario's field is its path already
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        of = "" if field == str(path) else f" of {path}"
+        raise ScenarioError(field, f"not UTF-8 text (byte {exc.start}{of}); {what} are UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(field, f"not valid TOML{where}: {exc}") from None
+    except OSError as exc:
+        raise ScenarioError(field, f"cannot read the file{where}: {exc.strerror}") from None
+
+
 def load_profile(name: str, source: str | None = None, field: str = "profile") -> dict:
     """A provider profile file (``datasets/providers/<name>.toml``) as a dict."""
     for directory in _profile_dirs(source):
         path = directory / f"{name}.toml"
         if path.is_file():
-            try:
-                return tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise ScenarioError(field, f"profile file {path} is not valid TOML: {exc}") from None
+            return read_toml(path, field, "provider profiles")
     raise ScenarioError(field, "a provider profile in " + ", ".join(str(d) for d in _profile_dirs(source)), name)
 
 
