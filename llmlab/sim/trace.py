@@ -74,12 +74,73 @@ def _parsed_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     yield n, obj
     else:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"timestamp", "tenant", "plan"} - set(reader.fieldnames or [])
-            if missing:
-                raise TraceError(f"{path}: missing column(s) {sorted(missing)}")
-            for n, row in enumerate(reader, start=2):
-                yield n, row
+            yield from _csv_rows(path, fh)
+
+
+def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, row)`` as :class:`csv.DictReader` gives them (the header is row 1, blank
+    lines are skipped, missing cells are ``None``), but strict: a quote left open is an error
+    naming its row instead of a field that swallows the rest of the file, a row with more cells
+    than the header is one too (DictReader dropped them: an unquoted comma cut a prompt short and
+    shifted the cells after it), and a field may hold up to :data:`MAX_FIELD_CHARS` characters."""
+    reader = csv.reader(fh, strict=True)
+    lines = 0  # physical lines consumed by the records read so far
+
+    def record(n: int) -> list[str] | None:
+        nonlocal lines
+        start = lines + 1
+        # the limit is process-wide: raised only while this file's reader parses a record
+        old = csv.field_size_limit(MAX_FIELD_CHARS)
+        try:
+            rec = next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            raise TraceError(_csv_problem(path, n, start, exc)) from None
+        finally:
+            csv.field_size_limit(old)
+        lines = reader.line_num
+        return rec
+
+    header = record(1)
+    while header == []:
+        header = record(1)
+    fields = header or []
+    missing = {"timestamp", "tenant", "plan"} - set(fields)
+    if missing:
+        raise TraceError(f"{path}: missing column(s) {sorted(missing)}")
+    n = 2
+    while True:
+        rec = record(n)
+        if rec is None:
+            return
+        if not rec:  # a blank line
+            continue
+        row: dict[Any, Any] = dict(zip(fields, rec))
+        if len(rec) > len(fields):  # even an empty extra cell: "hello, world" unquoted shifts the cells after it
+            raise TraceError(f"{path}, row {n}: {len(rec)} cells where the header names {len(fields)}: an "
+                             "unquoted comma in a field? quote the field (\"…\")")
+        else:
+            for name in fields[len(rec):]:
+                row[name] = None
+        yield n, row
+        n += 1
+
+
+def _csv_problem(path: Path, n: int, line: int, exc: csv.Error) -> str:
+    where = f"{path}, row {n} (line {line})"
+    text = str(exc)
+    if "end of data" in text:  # strict mode, the file ended inside a quoted field
+        return (f"{where}: a quoted field is never closed: a '\"' opens a field in this row and the file ends "
+                "before its closing quote (every later row would have been read into it); close the quote, "
+                "or write a quote inside a field as '\"\"'")
+    if "field limit" in text:
+        return (f"{where}: a field is longer than {MAX_FIELD_CHARS:,} characters, the most a trace field may "
+                "hold (an unclosed quote, or a prompt far past any model's context window?)")
+    if "expected after" in text:  # "abc"def: text after a closing quote
+        return (f"{where}: malformed CSV ({text}): a quoted field must end at its closing quote; write a "
+                "quote inside a field as '\"\"'")
+    return f"{where}: malformed CSV ({text})"
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -92,6 +153,11 @@ MAX_TOKENS = 10_000_000
 MAX_EPOCH_S = 1e11
 #: a trace replays one period of traffic; a longer span is an outlier row or a unit mistake
 MAX_SPAN_S = 366 * 86_400.0
+#: the longest text a trace field may hold, in characters (16 Mi; the csv module's default is 131,072)
+MAX_FIELD_CHARS = 16 * 1024 * 1024
+#: columns whose JSON value must be a string (or null): the same text a CSV cell holds
+TEXT_COLUMNS = ("tenant", "plan", "prompt", "prompt_hash", "intent", "answer_key")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -107,6 +173,29 @@ def _tokens(row: Mapping[str, Any], column: str, where: str) -> int | None:
     if not (math.isfinite(value) and value.is_integer() and 1 <= value <= MAX_TOKENS):
         raise TraceError(f"{where}: {column} must be a whole number from 1 to {MAX_TOKENS:,} (got {raw!r})")
     return int(value)
+
+
+def _check_json_text(row: Mapping[str, Any], where: str) -> None:
+    """A JSON line's text columns hold strings (``null``, a missing key or ``NaN``: not logged) of
+    real Unicode text: no lone surrogate (``"\\ud800"`` is valid JSON, but no UTF-8 can encode it)."""
+    for column in TEXT_COLUMNS:
+        value = row.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if not isinstance(value, str):
+            kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, (int, float))
+                    else "a list" if isinstance(value, list) else "an object")
+            got = json.dumps(value, ensure_ascii=True, allow_nan=True)
+            got = got if len(got) <= 60 else got[:57] + "..."
+            raise TraceError(f"{where}: {column} must be a JSON string or null (got {kind}, {got})")
+        if len(value) > MAX_FIELD_CHARS:
+            raise TraceError(f"{where}: {column} is {len(value):,} characters long, more than the "
+                             f"{MAX_FIELD_CHARS:,} a trace field may hold")
+        bad = _SURROGATE.search(value)
+        if bad is not None:
+            raise TraceError(f"{where}: {column} holds a lone surrogate \\u{ord(bad.group()):04x} at character "
+                             f"{bad.start() + 1:,}: not Unicode text (a \\ud800-\\udfff escape must be half of a "
+                             "pair that encodes one character)")
 
 
 def _blank(value: Any) -> bool:
@@ -159,6 +248,37 @@ def parse_timestamp(value: Any) -> float:
     return dt.timestamp()
 
 
+def _check_speedup(path: Path, speedup: float, span: float) -> None:
+    """The replayed span ``span / speedup`` must stay within the simulator's 366 days (a speedup of
+    1e-300 stretched a one-hour trace to 1e303 s).  No floor: the scenario's bound on the speedup
+    (a million) keeps a compressed span of real time far above the clock's resolution."""
+    compressed = span / speedup
+    # the 1e-12 slack: a speedup computed as exactly span / limit must not fail on its last bit
+    if compressed > MAX_SPAN_S * (1 + 1e-12):
+        raise TraceError(f"{path}: traffic.speedup {speedup:g} stretches the trace's {_duration(span)} to "
+                         f"{compressed / 86_400:,.4g} days, past the simulator's 366: use a speedup of at least "
+                         f"{_sig(span / MAX_SPAN_S)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:,.4g} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:,.4g} hours"
+    return f"{seconds:,.4g} s"
+
+
+def _sig(x: float, digits: int = 3) -> str:
+    """``x`` rounded up to ``digits`` significant digits (so that the advice is inside the limit)."""
+    exponent = math.floor(math.log10(x))
+    scale = 10.0 ** (exponent - digits + 1)
+    y = math.ceil(x / scale - 1e-9) * scale  # the 1e-9 slack: 100.00000000000001 is 100 steps, not 101
+    if not 1e-6 <= y < 1e9:
+        return f"{y:.{digits}g}"
+    text = f"{y:,.{max(0, digits - 1 - exponent)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None = None, hours: float | None = None,
                system_prompt_tokens: int = 0, catalogue: "Catalogue | None" = None) -> Traffic:
     """Read a trace into :class:`~llmlab.sim.traffic.Traffic`, arrivals divided by ``speedup``."""
@@ -168,8 +288,13 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     path = Path(path)
     if not path.is_file():
         raise TraceError(f"trace file {str(path)!r} does not exist")
-    if speedup <= 0:
-        raise TraceError(f"speedup must be > 0 (got {speedup!r})")
+    try:
+        ok = not isinstance(speedup, bool) and math.isfinite(float(speedup)) and float(speedup) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TraceError(f"traffic.speedup must be a finite number above 0 (got {speedup!r})")
+    speedup = float(speedup)
     try:
         cat = catalogue or load_catalogue()
     except FileNotFoundError:
@@ -177,9 +302,12 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     tables = _Tables()
     counted: dict[str, int] = {}
     rows = []
-    unit = "line" if _is_jsonl(path) else "row"
+    jsonl = _is_jsonl(path)
+    unit = "line" if jsonl else "row"
     for n, row in _rows(path):
         where = f"{path}, {unit} {n}"
+        if jsonl:
+            _check_json_text(row, where)
         try:
             ts = parse_timestamp(row.get("timestamp"))
         except (TypeError, ValueError, OverflowError):
@@ -229,6 +357,7 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     if rows[-1][0] - t0 > MAX_SPAN_S:
         raise TraceError(f"{path}: timestamps span {(rows[-1][0] - t0) / 86_400:,.0f} days (at most 366): an outlier "
                          f"row or a unit mistake? the earliest is {t0!r}, the latest {rows[-1][0]!r}")
+    _check_speedup(path, speedup, rows[-1][0] - t0)
     arrival = np.array([(r[0] - t0) / speedup for r in rows])
     keep = len(rows)
     if hours is not None:
