@@ -138,6 +138,8 @@ def test_the_command_prints_the_table_writes_csv_and_json(tmp_path, capsys):
     (["--change", "gateway.cache.threshold=0.8", "--replications", "1"], "replications: an integer >= 2"),
     (["--set", "traffic.rate_per_s=-2", "--change", "gateway.cache.threshold=0.8"], "traffic.rate_per_s"),
     ([], "the following arguments are required: --change"),
+    (["--change", "traffic.tenants[0].plan='free'", "--change", "traffic.tenants.0.plan='pro'"],
+     "--change traffic.tenants.0.plan: given once: traffic.tenants[0].plan is the same field"),
 ])
 def test_bad_command_lines_are_one_line_naming_the_field(argv, named, capsys):
     assert main(["--scenario", "b2b-saas", "--requests", "50", *argv]) == 2
@@ -230,3 +232,48 @@ def test_a_difference_without_an_interval_is_drawn_as_a_point(looser, recwarn):
 
 def test_a_comparison_shows_itself_as_its_table(looser):
     assert repr(looser) == str(looser) and repr(looser).splitlines()[1].split()[:2] == ["A", "B"]
+
+
+FAST = ["--scenario", "b2b-saas", "--requests", "60", "--replications", "2", "--set",
+        "gateway.cache.embedder=hashed"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--set", "gateway.cache.threshold=0.9", "--change", "gateway.cache.threshold=0.9"],
+    ["--set", "gateway.cache.threshold=0.9", "--change", 'gateway."cache".threshold=0.90'],
+    ["--change", f"gateway.retry.max_retries={load_scenario('b2b-saas').gateway.retry.max_retries}"],
+    ["--change", "name='other'"],  # a name changes no run
+])
+def test_a_change_that_leaves_the_scenario_as_it_is_is_refused_before_either_side_runs(argv, monkeypatch, capsys):
+    """Before: both sides ran, and the table said 0 throughout under the "interval leaves out 0" footnote."""
+    import llmlab.sim.run as sim_run
+
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("ran a change that changes nothing"))
+    assert main([*FAST, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmlab compare: error: --change: ") and "leaves the scenario as it is" in err and \
+        err.count("\n") == 1, err
+
+
+def test_a_plot_format_matplotlib_cannot_save_is_refused_before_either_side_runs(tmp_path, monkeypatch, capsys):
+    import llmlab.sim.run as sim_run
+
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("ran before --plot was checked"))
+    plot = tmp_path / "c.txt"
+    assert main([*FAST, "--change", "gateway.cache.threshold=0.85", "--plot", str(plot)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmlab compare: error: --plot: a file name ending in .png, .pdf, .svg") and \
+        err.count("\n") == 1 and not plot.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a file every write to fails)")
+def test_a_file_that_cannot_take_the_table_loses_none_of_it(tmp_path, capsys):
+    """Before: an OSError traceback after both sides ran, nothing printed."""
+    png = tmp_path / "c.png"
+    assert main([*FAST, "--change", "gateway.cache.threshold=0.85", "--out", "/dev/full", "--plot", str(png)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "llmlab compare: error: --out: cannot write ([Errno 28] No space left on device)\n"
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("b2b-saas · A: as configured · B: gateway.cache.threshold=0.85")
+    assert any(line.startswith("cost_usd") for line in lines) and lines[-1] == f"drew the comparison in {png}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -96,3 +96,36 @@ def test_an_unguarded_script_under_forkserver_is_told_what_to_do(tmp_path):
     told = [line for line in proc.stderr.splitlines() if line.startswith("llmlab.sim.sweep.SweepWorkerDied:")]
     assert len(told) == 1 and "if __name__ == \"__main__\":" in told[0], proc.stderr[-2000:]
     assert "BrokenProcessPool" not in told[0]
+
+
+def test_a_grid_key_is_one_field_whatever_its_spelling():
+    """Before: `traffic . requests` ran sweep()'s 2,000 requests in every row (the sizing check read
+    the key's text), and two spellings of one field made two columns, the last value run in both."""
+    df = sweep("b2b-saas", {"traffic . requests": [60, 90], 'gateway."cache".semantic': [False]}, processes=1)
+    assert list(df.columns[:2]) == ["traffic.requests", "gateway.cache.semantic"]
+    assert df["requests"].tolist() == [60, 90]
+    with pytest.raises(ScenarioError, match=r"^grid.traffic.tenants.0.monthly_budget_usd: the same field as "
+                                            r"traffic.tenants\[0\].monthly_budget_usd"):
+        sweep("b2b-saas", {"traffic.tenants[0].monthly_budget_usd": [1.0],
+                           "traffic.tenants.0.monthly_budget_usd": [5.0]}, requests=50)
+
+
+def test_field_key_keeps_a_list_item_as_written_and_quotes_what_needs_it():
+    from llmlab.sim.sweep import field_key
+
+    assert field_key("traffic.tenants[0].plan")[0] == "traffic.tenants[0].plan"
+    assert field_key(" traffic . tenants . 0 . plan")[0] == "traffic.tenants.0.plan"
+    assert field_key("providers.'gpt-4.1'.ttft_s")[0] == 'providers."gpt-4.1".ttft_s'
+    seen = {}
+    assert field_key("a.b", seen) == ("a.b", None) and field_key('"a".b', seen) == ("a.b", "a.b")
+
+
+def test_a_scheduler_address_is_checked_before_any_run(monkeypatch):
+    pytest.importorskip("distributed")
+    import llmlab.sim.run as sim_run
+
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: pytest.fail("ran before the address was checked"))
+    with pytest.raises(ScenarioError, match="^scheduler: a Dask scheduler address such as .*missing port number"):
+        sweep("b2b-saas", {"gateway.cache.exact": [False]}, requests=50, scheduler="localhost")
+    with pytest.raises(ScenarioError, match="^processes: a whole number"):
+        sweep("b2b-saas", {"gateway.cache.exact": [False]}, requests=50, processes=0)

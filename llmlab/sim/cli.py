@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,13 +32,27 @@ class _Parser(argparse.ArgumentParser):
         raise _Usage(message)
 
 
+def command_parser(prog: str, description: str, doc: str | None) -> argparse.ArgumentParser:
+    """A command's parser: usage errors left to :func:`parse_or_refuse` (one line, exit code 2);
+    the ``llmlab …`` lines of its module's docstring ``doc`` as the examples of its help."""
+    examples = [line.strip() for line in re.sub(r"\s*\\\n\s*", " ", doc or "").splitlines()
+                if line.startswith("    llmlab ")]
+    return _Parser(prog=prog, description=description,
+                   epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\nexit codes: 0 success, "
+                          "2 bad input (one line on stderr naming the field), 130 interrupted",
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def scenario_with_sets(args: argparse.Namespace) -> Any:
+    """``--scenario`` with every ``--set`` applied, validated."""
+    from .scenario import load_scenario, parse_assignment
+
+    return load_scenario(args.scenario, dict(parse_assignment(s) for s in args.sets))
+
+
 def _parser() -> argparse.ArgumentParser:
-    examples = [line.strip() for line in (__doc__ or "").splitlines() if line.startswith("    llmlab ")]
-    p = _Parser(prog="llmlab simulate", description="Replay synthetic traffic or a trace through the gateway in "
-                "virtual time (SimPy) and compare it with a baseline.",
-                epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\nexit codes: 0 success, "
-                "2 bad input (one line on stderr naming the field), 130 interrupted",
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(PROG, "Replay synthetic traffic or a trace through the gateway in virtual time (SimPy) and "
+                             "compare it with a baseline.", __doc__)
     p.add_argument("--scenario", required=False, help="preset name or TOML file")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--requests", type=int, help="number of user requests (default: the scenario's)")
@@ -214,24 +229,143 @@ def out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
     return out
 
 
+def plot_file(text: str, option: str = "--plot") -> Path:
+    """A figure file option: its extension names a format matplotlib saves (``.png``, ``.pdf``,
+    ``.svg``, …), checked with the file's folder before the runs — matplotlib refused ``.txt``
+    (or drew a name without an extension into ``NAME.png``) only after all of them."""
+    from .scenario import ScenarioError
+
+    if text.strip() and not Path(text).is_dir():
+        # the formats savefig draws, whatever the backend (none is chosen by importing this)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = sorted(FigureCanvasBase.get_supported_filetypes())
+        suffix = Path(text).suffix[1:].lower()
+        if suffix not in formats:
+            shown = ", ".join(f".{f}" for f in formats if f not in ("png", "pdf", "svg"))
+            raise ScenarioError(option, f"a file name ending in .png, .pdf, .svg or another format matplotlib "
+                                        f"saves ({shown})", text)
+        if suffix == "pgf":  # matplotlib sets a .pgf figure's text with TeX
+            import shutil
+
+            from matplotlib import rcParams
+
+            if shutil.which(rcParams["pgf.texsystem"]) is None:
+                raise ScenarioError(option, f"a format this machine can draw: .pgf needs {rcParams['pgf.texsystem']} "
+                                            "(matplotlib's pgf.texsystem), not found", text)
+    return out_file(text, option, "figure")
+
+
+def print_then_write(prog: str, table: Any, text: Any, *, as_json: bool, out: Path | None, plot: Path | None,
+                     draw: Any, drawn: str) -> int:
+    """``table``'s rows printed (:func:`print_rows`: ``text()`` unless ``as_json``), then written
+    to ``out`` as CSV and ``draw()``'s figure to ``plot`` (each when given, and said unless
+    ``as_json``: ``drawn`` names the figure); the exit code.  Nothing computed is lost to a file
+    that will not take it (a full disk): the numbers are on stdout already, and each failure is
+    one line on stderr naming its option, exit code 2, after the other file is written (a stdout
+    that will not take the rows, ``> /dev/full``, likewise)."""
+    code, say = 0, not as_json
+    try:
+        print_rows(table.to_dict(orient="records"), text, as_json=as_json)
+    except OSError as exc:
+        print(f"{prog}: error: stdout: cannot write ({exc})", file=sys.stderr)
+        _discard_stdout()  # the exit's flush must not fail again
+        code, say = 2, False
+    for option, path, write, done in (
+            ("--out", out, lambda: table.to_csv(out, index=False), f"wrote {len(table)} rows to {out}"),
+            ("--plot", plot, lambda: _save_figure(draw(), plot), f"drew {drawn} in {plot}")):
+        if path is None:
+            continue
+        try:
+            write()
+        except Exception as exc:  # after the runs: one line, never a traceback over the printed results
+            why = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            print(f"{prog}: error: {option}: cannot write ({why})".splitlines()[0], file=sys.stderr)
+            code = 2
+            continue
+        if say:
+            _say(done)
+    return code
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """``fig`` into ``path`` (the format its extension names), then closed: pyplot keeps every figure it made."""
+    from ..report import pyplot
+
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        pyplot().close(fig)
+
+
+def add_runs(parser: argparse.ArgumentParser, *, sets: str, requests: str, seed: str, replications: int,
+             replications_help: str) -> None:
+    """``--scenario``, ``--set`` (applied ``sets``), ``--requests`` or ``--hours`` (the default:
+    ``requests``), ``--seed`` and ``--replications`` of a command that runs a scenario many times."""
+    parser.add_argument("--scenario", required=True, help="preset name or TOML file")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a scenario field {sets}; repeatable")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--requests", type=int, help=f"requests per run (default {requests})")
+    size.add_argument("--hours", type=float, help="every request arriving within H hours, per run")
+    parser.add_argument("--seed", type=int, default=0, help=seed)
+    parser.add_argument("--replications", type=int, default=replications, help=replications_help)
+
+
+def add_outputs(parser: argparse.ArgumentParser, what: str, plot: str) -> None:
+    """``--json``, ``--out`` and ``--plot``: ``what`` is printed or written, ``plot`` drawn."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as one JSON list on stdout")
+    parser.add_argument("--out", help=f"write {what} to this CSV file")
+    parser.add_argument("--plot", help=f"draw {plot} into this figure file (.png, .pdf, .svg, ...)")
+
+
+def output_files(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """``--out`` and ``--plot`` (:func:`add_outputs`), checked for writing before the runs."""
+    return (out_file(args.out) if args.out is not None else None,
+            plot_file(args.plot) if args.plot is not None else None)
+
+
 def keyed_values(items: Sequence[str], option: str, form: str, once: str = "given once",
                  check: Any = None) -> dict[str, Any]:
     """Repeatable ``KEY=VALUE`` options (``--grid``, ``--change``) → ``{key: value}``: each must
-    have an ``=`` (else ``form`` says what it should be) and name its key once (``once`` says
-    how); ``check(key, value, item)``, when given, vets a value before that."""
+    have an ``=`` (else ``form`` says what it should be) and name its field once, in whatever
+    spelling (``once`` says how; :func:`~llmlab.sim.sweep.field_key` gives the key's);
+    ``check(key, value, item)``, when given, vets a value before that."""
     from .scenario import ScenarioError, parse_assignment
+    from .sweep import field_key
 
     values: dict[str, Any] = {}
+    seen: dict[tuple[str, ...], str] = {}
     for item in items:
         if "=" not in item:
             raise ScenarioError(option, form, item)
         key, value = parse_assignment(item)
         if check is not None:
             check(key, value, item)
-        if key in values:
-            raise ScenarioError(f"{option} {key}", once, item)
-        values[key] = value
+        name, first = field_key(key, seen)
+        if first is not None:
+            raise ScenarioError(f"{option} {key}", once if first == key else f"{once}: {first} is the same field",
+                                item)
+        values[name] = value
     return values
+
+
+def run_command(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None, run: Any,
+                refused: tuple[type[BaseException], ...] = ()) -> int:
+    """A command's ``main``: ``argv`` parsed (a usage error is one line, exit code 2), then
+    ``run(args)``'s exit code; a :class:`~llmlab.errors.ConfigError`, an ``OSError`` (a file that
+    cannot be read) or one of ``refused`` from it is one line on stderr, exit code 2
+    (:func:`refuse`).  Whatever ``run`` has computed, it prints before it writes
+    (:func:`print_then_write`), so no result is refused away."""
+    from ..errors import ConfigError
+
+    args = parse_or_refuse(parser, prog, argv)
+    if args is None:
+        return 2
+    try:
+        return run(args)
+    except (ConfigError, OSError, *refused) as exc:
+        return refuse(prog, exc)
 
 
 def parse_or_refuse(parser: argparse.ArgumentParser, prog: str, argv: Sequence[str] | None) -> Any:
@@ -249,16 +383,16 @@ def refuse(prog: str, exc: BaseException) -> int:
     return 2
 
 
-def print_rows(rows: list[dict[str, Any]], text: Any, *, as_json: bool, after: Sequence[str] = ()) -> None:
-    """Rows as one JSON list (``as_json``; NaN and infinities as null), else ``text()`` and the
-    ``after`` lines.  A reader that left (``… | head``) ends the output quietly."""
+def print_rows(rows: list[dict[str, Any]], text: Any, *, as_json: bool) -> None:
+    """Rows as one JSON list (``as_json``; NaN and infinities as null), else ``text()``.  A
+    reader that left (``… | head``) ends the output quietly."""
+    _say(json.dumps(_jsonable(rows), ensure_ascii=False, allow_nan=False) if as_json else text())
+
+
+def _say(text: str) -> None:
+    """``text`` on stdout; a reader that left (``… | head``) ends the output quietly."""
     try:
-        if as_json:
-            print(json.dumps(_jsonable(rows), ensure_ascii=False, allow_nan=False))
-        else:
-            print(text())
-            for line in after:
-                print(line)
+        print(text)
         sys.stdout.flush()
     except BrokenPipeError:
         _discard_stdout()

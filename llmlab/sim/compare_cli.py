@@ -5,11 +5,14 @@
     llmlab compare --scenario my.toml --set traffic.rate_per_s=4 --change gateway.cache.semantic=false --json
 
 The command line of :func:`llmlab.sim.compare.compare`.  ``--change KEY=VALUE`` (repeatable)
-makes B; ``--set`` applies to both sides.  Both configurations are checked before either runs.
-It prints, per headline number, A's and B's means over the seeds, the mean difference B − A and
-its 95 % interval (paired by seed: common random numbers), starred when the interval leaves out
-0.  ``--json`` prints the table as one JSON list; ``--out`` writes it as CSV; ``--plot`` draws
-each difference relative to A with its interval (:mod:`llmlab.sim.compare_plot`).
+makes B; ``--set`` applies to both sides.  Both configurations are checked before either runs,
+and a change that leaves the scenario as it is (B would be A) is refused.  It prints, per
+headline number, A's and B's means over the seeds, the mean difference B − A and its 95 %
+interval (paired by seed: common random numbers), starred when the interval leaves out 0.
+``--json`` prints the table as one JSON list; ``--out`` writes it as CSV; ``--plot`` draws each
+difference relative to A with its interval (:mod:`llmlab.sim.compare_plot`; ``--plot``'s format,
+named by its extension, is checked before the runs).  The table is printed before the files are
+written: a file that cannot be written is an error (exit code 2) after it.
 
 Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field), 130 Ctrl-C.
 """
@@ -19,63 +22,57 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from .cli import _Parser, keyed_values, out_file, parse_or_refuse, print_rows, refuse
+from .cli import (add_outputs, add_runs, command_parser, keyed_values, output_files, print_then_write, run_command,
+                  scenario_with_sets)
 
 PROG = "llmlab compare"
 
 
 def _parser() -> argparse.ArgumentParser:
-    examples = [line.strip() for line in (__doc__ or "").splitlines() if line.startswith("    llmlab ")]
-    p = _Parser(prog=PROG,
-                description="Simulate a scenario (A) and the same scenario with a change (B) on the same seeds; "
-                            "print the paired differences with 95 % intervals.",
-                epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\nexit codes: 0 success, "
-                       "2 bad input (one line on stderr naming the field), 130 interrupted",
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", required=True, help="preset name or TOML file")
+    p = command_parser(PROG, "Simulate a scenario (A) and the same scenario with a change (B) on the same seeds; "
+                             "print the paired differences with 95 % intervals.", __doc__)
+    add_runs(p, sets="on both sides", requests="the scenario's", seed="the first seed (default 0)", replications=5,
+             replications_help="paired runs, seeds seed..seed+N-1 (default 5, >= 2)")
     p.add_argument("--change", dest="changes", action="append", default=[], metavar="KEY=VALUE", required=True,
                    help="a scenario field and its value in B (as --set spells it); repeatable")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario field on both sides; repeatable")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--requests", type=int, help="requests per run (default: the scenario's)")
-    size.add_argument("--hours", type=float, help="every request arriving within H hours, per run")
-    p.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
-    p.add_argument("--replications", type=int, default=5, help="paired runs, seeds seed..seed+N-1 (default 5, >= 2)")
-    p.add_argument("--json", action="store_true", help="print the table as one JSON list on stdout")
-    p.add_argument("--out", help="write the table to this CSV file")
-    p.add_argument("--plot", help="draw each difference, relative to A, with its interval into this PNG file")
+    add_outputs(p, "the table", "each difference, relative to A, with its interval")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_or_refuse(_parser(), PROG, argv)
-    if args is None:
-        return 2
-    from ..errors import ConfigError
-    from .compare import compare
-    from .scenario import parse_assignment
+    return run_command(PROG, _parser(), argv, _run)
 
-    try:
-        changes = parse_changes(args.changes)
-        overrides = dict(parse_assignment(s) for s in args.sets)
-        out = out_file(args.out) if args.out is not None else None
-        plot = out_file(args.plot, "--plot", "PNG") if args.plot is not None else None
-        result = compare(args.scenario, changes, requests=args.requests, hours=args.hours, seed=args.seed,
-                         replications=args.replications, overrides=overrides,
-                         progress=not args.json and sys.stderr.isatty())
-    except (ConfigError, OSError) as exc:
-        return refuse(PROG, exc)
-    if out is not None:  # the numbers are kept before anything is printed
-        result.table.to_csv(out, index=False)
-    if plot is not None:
+
+def _run(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    changes = parse_changes(args.changes)
+    a = scenario_with_sets(args)
+    unchanged(a, changes)
+    out, plot = output_files(args)
+    result = compare(a, changes, requests=args.requests, hours=args.hours, seed=args.seed,
+                     replications=args.replications, progress=not args.json and sys.stderr.isatty())
+
+    def draw() -> Any:
         from .compare_plot import plot_comparison
 
-        plot_comparison(result).savefig(plot, dpi=110)
-    after = ([f"wrote {len(result.table)} rows to {out}"] if out is not None else []) + \
-        ([f"drew the comparison in {plot}"] if plot is not None else [])
-    print_rows(result.table.to_dict(orient="records"), lambda: str(result), as_json=args.json, after=after)
-    return 0
+        return plot_comparison(result)
+
+    return print_then_write(PROG, result.table, lambda: str(result), as_json=args.json, out=out, plot=plot, draw=draw,
+                            drawn="the comparison")
+
+
+def unchanged(a: Any, changes: dict[str, Any]) -> None:
+    """Refuse ``changes`` that leave scenario ``a`` as it is (a value A has already, by ``--set``
+    or its own): both sides would run the same and the table say 0 throughout.  The scenarios
+    are compared as loaded (every field's value; the name and description change no run), not
+    as the options spell them."""
+    from .scenario import ScenarioError
+
+    b = a.with_overrides(changes)
+    if a.model_dump(exclude={"name", "description"}) == b.model_dump(exclude={"name", "description"}):
+        raise ScenarioError("--change", "a value that differs from the scenario's: this change leaves the scenario "
+                                        "as it is (B would be A)", " ".join(f"{k}={v!r}" for k, v in changes.items()))
 
 
 def parse_changes(items: Sequence[str]) -> dict[str, Any]:

@@ -14,14 +14,16 @@ default, or to a Dask cluster when given a scheduler address or a ``distributed.
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
+import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import LLMLabError
 from .progress import progress_bar
-from .scenario import Scenario, ScenarioError, load_scenario
+from .scenario import Scenario, ScenarioError, load_scenario, split_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,25 +66,81 @@ def _run(task: tuple[Scenario, dict[str, Any], int | None, float | None, int, in
 def _run_size(combo: Mapping[str, Any], requests: int | None, hours: float | None) -> tuple[int | None, float | None]:
     """A combination that sets ``traffic.requests`` or ``traffic.hours`` sizes its run itself: the
     sweep's ``requests`` argument (2,000 by default) overrode it, so every row ran the same traffic
-    while its first column said otherwise."""
+    while its first column said otherwise.  The keys are those of :func:`combinations`: one
+    spelling per field (``traffic."requests"`` is ``traffic.requests``)."""
     if "traffic.requests" in combo or "traffic.hours" in combo:
         return None, None
     return requests, hours
 
 
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def field_key(key: str, seen: dict[tuple[str, ...], str] | None = None) -> tuple[str, str | None]:
+    """A dotted key in one spelling, and the key in ``seen`` that names the same field (None: a
+    new field, added to ``seen``).
+
+    ``traffic."requests"`` and ``traffic . requests`` are ``traffic.requests``; a list item keeps
+    the spelling it was given (``traffic.tenants[0].plan`` or ``traffic.tenants.0.plan``, the same
+    field).  Two spellings of one field in a grid used to be two columns, the last value applied
+    to both; a quoted ``traffic."requests"`` escaped the check that lets it size the runs.
+    """
+    parts = tuple(split_key(key))
+    text = ".".join(p if _BARE.fullmatch(p) else json.dumps(p, ensure_ascii=False) for p in parts)
+    first = None if seen is None else seen.get(parts)
+    if seen is not None and first is None:
+        seen[parts] = key
+    return (key if re.sub(r"\[(\d+)\]", r".\1", key) == text else text), first
+
+
 def combinations(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of ``grid``'s values, keyed by :func:`field_key` (a field named twice is refused)."""
     if not isinstance(grid, Mapping) or not grid:
         raise ScenarioError("grid", "a non-empty mapping of dotted keys to lists of values", grid)
+    seen: dict[tuple[str, ...], str] = {}
+    named: dict[str, Sequence[Any]] = {}
     for key, values in grid.items():
+        if not isinstance(key, str):
+            raise ScenarioError("grid", "dotted keys as text, e.g. 'gateway.cache.threshold'", key)
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
             raise ScenarioError(f"grid.{key}", "a non-empty list of values", values)
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        name, first = field_key(key, seen)
+        if first is not None:
+            raise ScenarioError(f"grid.{key}", f"the same field as {first}: give it once, every value in one list")
+        named[name] = values
+    return [dict(zip(named, values)) for values in itertools.product(*named.values())]
+
+
+def check_scheduler(address: Any, field: str = "scheduler") -> None:
+    """A Dask scheduler address as ``distributed`` reads it (``tcp://host:port``, ``host:port``,
+    ``tls://…``, ``ws://…``, ``inproc://…``), checked before the first run: ``distributed`` said
+    only "missing port number" from deep inside ``Client``, naming no option.  Imports
+    ``distributed`` (only when an address is given)."""
+    form = "a Dask scheduler address such as tcp://10.0.0.5:8786 or 10.0.0.5:8786"
+    try:
+        from distributed.comm import registry
+        from distributed.comm.addressing import parse_address
+    except ImportError:
+        raise ScenarioError(field, "needs the 'distributed' package: pip install 'llmlab[dask]'") from None
+    try:
+        scheme, where = parse_address(address)
+        backend = registry.get_backend(scheme)
+        try:
+            host, port = backend.get_address_host_port(where)
+        except NotImplementedError:  # inproc://, ucx://: no host and port to check
+            return
+    except (ValueError, TypeError) as exc:
+        raise ScenarioError(field, f"{form} ({exc})", address) from None
+    if not host:
+        raise ScenarioError(field, f"{form} (no host before the port)", address)
+    if not 0 < port < 65_536:
+        raise ScenarioError(field, f"{form} (a port from 1 to 65535)", address)
 
 
 def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requests: int | None = 2_000,
           hours: float | None = None, seed: int = 0, scheduler: Any = None, processes: int = 2,
-          replications: int = 1, progress: bool | Callable[[int, int], None] = False) -> "pd.DataFrame":
+          replications: int = 1, progress: bool | Callable[[int, int], None] = False,
+          arg_prefix: str = "") -> "pd.DataFrame":
     """Simulate every combination of ``grid`` (dotted override keys → values); one row each.
 
     ``scenario`` is a preset name, a TOML path or a :class:`~llmlab.sim.scenario.Scenario`.  Every
@@ -92,18 +150,23 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     ``scheduler``: None runs on ``processes`` local processes (1 = in this process); a string
     is a Dask scheduler address; a ``distributed.Client`` is used as it is.  ``progress=True``
     shows a bar of the combinations done (a sweep can run for hours); a callable gets
-    ``(done, total)`` as each one finishes, in whatever order they finish.
+    ``(done, total)`` as each one finishes, in whatever order they finish.  A grid key is a field
+    in one spelling (:func:`field_key`): a field given in two is refused.  Errors about
+    ``processes`` and ``scheduler`` name them with ``arg_prefix`` in front (the command line
+    passes ``"--"``); a scheduler address is checked before anything runs.
     """
     import pandas as pd
 
     from .run import preflight
 
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ScenarioError("processes", "a whole number >= 1 (1 = in this process)", processes)
-    if scheduler is not None and not isinstance(scheduler, str) and not hasattr(scheduler, "map") \
+        raise ScenarioError(f"{arg_prefix}processes", "a whole number >= 1 (1 = in this process)", processes)
+    if isinstance(scheduler, str):
+        check_scheduler(scheduler, f"{arg_prefix}scheduler")
+    elif scheduler is not None and not hasattr(scheduler, "map") \
             and not hasattr(scheduler, "scheduler_address"):  # a Client, or a cluster object a Client accepts
-        raise ScenarioError("scheduler", "None, a Dask scheduler address or a distributed.Client / LocalCluster",
-                            scheduler)
+        raise ScenarioError(f"{arg_prefix}scheduler",
+                            "None, a Dask scheduler address or a distributed.Client / LocalCluster", scheduler)
     base = load_scenario(scenario)
     combos = combinations(grid)
     if hours is not None:
@@ -114,7 +177,7 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     tasks = [(base, combo, n, h, seed, replications) for combo, (n, h) in zip(combos, sizes)]
     bar = progress_bar(len(tasks), progress, "sweep", unit="run")
     try:
-        results = _results(tasks, scheduler, processes, bar)
+        results = _results(tasks, scheduler, processes, bar, f"{arg_prefix}scheduler")
     finally:
         if bar is not None:
             bar.close()
@@ -127,10 +190,10 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     return frame
 
 
-def _results(tasks: list, scheduler: Any, processes: int, bar: Any) -> list[dict[str, Any]]:
+def _results(tasks: list, scheduler: Any, processes: int, bar: Any, field: str = "scheduler") -> list[dict[str, Any]]:
     """Every task's summary, in the tasks' order; ``bar.update_to(done)`` as each one finishes."""
     if scheduler is not None:
-        return _on_dask(scheduler, tasks, bar)
+        return _on_dask(scheduler, tasks, bar, field)
     if processes <= 1 or len(tasks) == 1:
         results = []
         for task in tasks:
@@ -161,13 +224,17 @@ def _gathered(futures: list, completed: Callable[[list], Any], bar: Any) -> list
     return [f.result() for f in futures]
 
 
-def _on_dask(scheduler: Any, tasks: list, bar: Any) -> list[dict[str, Any]]:
+def _on_dask(scheduler: Any, tasks: list, bar: Any, field: str = "scheduler") -> list[dict[str, Any]]:
     try:
         from distributed import Client, as_completed as dask_completed
     except ImportError:
-        raise ScenarioError("scheduler", "needs the 'distributed' package: pip install 'llmlab[dask]'") from None
+        raise ScenarioError(field, "needs the 'distributed' package: pip install 'llmlab[dask]'") from None
     own = not isinstance(scheduler, Client)
-    client = Client(scheduler) if own else scheduler
+    try:
+        client = Client(scheduler) if own else scheduler
+    except (OSError, ValueError) as exc:  # unreachable (after distributed's connect timeout), refused, malformed
+        where = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+        raise ScenarioError(field, f"a Dask scheduler that answers (cannot connect: {exc})", where) from None
     try:
         return _gathered(client.map(_run, tasks, pure=False), dask_completed, bar)
     finally:

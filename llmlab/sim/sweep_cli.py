@@ -7,21 +7,26 @@
 
 The command line of :func:`llmlab.sim.sweep`: a platform team's CI job or a cluster runs a
 grid without writing Python.  Each ``--grid KEY=[V1, V2, …]`` is a scenario field (as
-``--set`` and ``llmlab simulate --fields`` spell it) and a TOML list of its values; the
-combinations are every product.  Every combination is checked before the first run.  The
-table printed holds the grid's columns and the headline numbers; ``--out`` writes every column
-as CSV, ``--json`` prints the rows as one JSON list, ``--plot`` draws the headline numbers
-against the first grid key (:mod:`llmlab.sim.sweep_plot`).
+``--set`` and ``llmlab simulate --fields`` spell it, once whatever the spelling) and a TOML list
+of its values (no null: a grid cannot unset a field); the combinations are every product.  Every
+combination, ``--out``, ``--plot`` (its format too) and ``--scheduler``'s address are checked
+before the first run.  The table printed holds the grid's columns and the headline numbers;
+``--out`` writes every column as CSV, ``--json`` prints the rows as one JSON list, ``--plot``
+draws the headline numbers against the first grid key (:mod:`llmlab.sim.sweep_plot`).  The rows
+are printed before the files are written: a file that cannot be written is an error (exit code
+2) after them.
 
 Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field), 130 Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any, Sequence
 
-from .cli import _Parser, keyed_values, out_file, parse_or_refuse, print_rows, refuse
+from .cli import (add_outputs, add_runs, command_parser, keyed_values, output_files, print_then_write, run_command,
+                  scenario_with_sets)
 
 PROG = "llmlab sweep"
 
@@ -32,28 +37,17 @@ SHOWN = ("requests", "cost_usd", "savings_pct", "cache_hit_rate", "false_hit_rat
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="llmlab sweep",
-                description="Simulate every combination of scenario values (a grid), one row each.",
-                epilog="example:\n  llmlab sweep --scenario b2b-saas --grid 'gateway.cache.threshold=[0.85, 0.9, 0.95]' "
-                       "--grid 'traffic.rate_per_s=[1, 4]' --requests 5000 --out sweep.csv\n\n"
-                       "exit codes: 0 success, 2 bad input (one line on stderr naming the field), 130 interrupted",
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", required=True, help="preset name or TOML file")
+    p = command_parser(PROG, "Simulate every combination of scenario values (a grid), one row each.", __doc__)
+    add_runs(p, sets="for every combination", requests="2,000, unless the grid sizes runs",
+             seed="random seed of every run (default 0)", replications=1,
+             replications_help="runs per combination (seeds seed..seed+N-1): means")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2, ...]", required=True,
-                   help="a scenario field and a TOML list of its values; repeatable (every combination runs)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--requests", type=int, help="requests per run (default 2,000, unless the grid sizes runs)")
-    size.add_argument("--hours", type=float, help="every request arriving within H hours, per run")
-    p.add_argument("--seed", type=int, default=0, help="random seed of every run (default 0)")
-    p.add_argument("--replications", type=int, default=1, help="runs per combination (seeds seed..seed+N-1): means")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario field for every combination; repeatable")
+                   help="a scenario field (once, whatever its spelling) and a TOML list of its values (no null); "
+                        "repeatable (every combination runs)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--processes", type=int, default=2, help="local worker processes (default 2; 1 = this one)")
     where.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) instead of local processes")
-    p.add_argument("--json", action="store_true", help="print the rows as one JSON list on stdout")
-    p.add_argument("--out", help="write every row and column to this CSV file")
-    p.add_argument("--plot", help="draw the headline numbers against the first --grid key into this PNG file")
+    add_outputs(p, "every row and column", "the headline numbers against the first --grid key")
     return p
 
 
@@ -64,11 +58,18 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def _a_list(key: str, values: Any, item: str) -> None:
-    from .scenario import ScenarioError
+    from .scenario import ScenarioError, parse_value
 
+    text = item.split("=", 1)[1].strip()
+    if isinstance(values, str) and isinstance(parse_value(_NULL.sub("0", text)), list):
+        # TOML has no null: `[null, 0.5]` read as the text it is, and was called "not a list"
+        raise ScenarioError(f"--grid {key}", "values without null (a grid cannot unset a field: sweep its values, "
+                                            "or unset it for every run with --set KEY=null)", text)
     if not isinstance(values, list) or not values:
-        raise ScenarioError(f"--grid {key}", "a non-empty TOML list of values, e.g. [0.85, 0.9]",
-                            item.split("=", 1)[1].strip())
+        raise ScenarioError(f"--grid {key}", "a non-empty TOML list of values, e.g. [0.85, 0.9]", text)
+
+
+_NULL = re.compile(r"(?<![\w\"'.-])(?:null|none)(?![\w\"'.-])", re.IGNORECASE)
 
 
 def table(frame: Any, grid_keys: Sequence[str]) -> str:
@@ -78,34 +79,30 @@ def table(frame: Any, grid_keys: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_or_refuse(_parser(), PROG, argv)
-    if args is None:
-        return 2
-    from ..errors import ConfigError
-    from .scenario import load_scenario, parse_assignment
-    from .sweep import SweepWorkerDied, sweep
+    from .sweep import SweepWorkerDied
 
-    try:
-        grid = parse_grid(args.grid)
-        scenario = load_scenario(args.scenario, dict(parse_assignment(s) for s in args.sets))
-        out = out_file(args.out) if args.out is not None else None
-        plot = out_file(args.plot, "--plot", "PNG") if args.plot is not None else None
-        progress = not args.json and sys.stderr.isatty()
-        size = {"requests": args.requests} if args.requests is not None else {}  # else sweep()'s 2,000
-        frame = sweep(scenario, grid, **size, hours=args.hours, seed=args.seed, replications=args.replications,
-                      processes=args.processes, scheduler=args.scheduler, progress=progress)
-    except (ConfigError, OSError, SweepWorkerDied) as exc:
-        return refuse(PROG, exc)
-    if out is not None:  # the numbers are kept before anything is printed
-        frame.to_csv(out, index=False)
-    if plot is not None:
+    return run_command(PROG, _parser(), argv, _run, refused=(SweepWorkerDied,))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    grid = parse_grid(args.grid)
+    scenario = scenario_with_sets(args)
+    out, plot = output_files(args)
+    progress = not args.json and sys.stderr.isatty()
+    size = {"requests": args.requests} if args.requests is not None else {}  # else sweep()'s 2,000
+    frame = sweep(scenario, grid, **size, hours=args.hours, seed=args.seed, replications=args.replications,
+                  processes=args.processes, scheduler=args.scheduler, progress=progress, arg_prefix="--")
+    keys = list(grid)
+
+    def draw() -> Any:
         from .sweep_plot import plot_sweep
 
-        plot_sweep(frame, list(grid), f"{scenario.name}: sweep over {next(iter(grid))}").savefig(plot, dpi=110)
-    after = ([f"wrote {len(frame)} rows to {out}"] if out is not None else []) + \
-        ([f"drew the sweep in {plot}"] if plot is not None else [])
-    print_rows(frame.to_dict(orient="records"), lambda: table(frame, list(grid)), as_json=args.json, after=after)
-    return 0
+        return plot_sweep(frame, keys, f"{scenario.name}: sweep over {keys[0]}")
+
+    return print_then_write(PROG, frame, lambda: table(frame, keys), as_json=args.json, out=out, plot=plot, draw=draw,
+                            drawn="the sweep")
 
 
 if __name__ == "__main__":  # pragma: no cover

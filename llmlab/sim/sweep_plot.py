@@ -3,7 +3,8 @@
 A sweep is asked "where does the curve bend?" — the threshold past which false hits climb, the
 rate at which P95 leaves the objective — and a table of numbers hides the bend.  One panel per
 headline number, the first grid key on the x axis (numbers in order, other values as the grid
-lists them), one line per combination of the other keys.
+lists them), one line per combination of the other keys.  A grid value that is a table
+(``gateway.cache.options=[{candidates=5}, …]``) or a list is placed, and named, by its text.
 """
 from __future__ import annotations
 
@@ -29,6 +30,23 @@ def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
 
 
+def _text(value: Any) -> str:
+    """A table or list value as the grid spells it: ``{candidates=5}``, ``[1, 2]``."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return _text(value)
+    return value
+
+
 def _mark_failed(ax: Any, failed: Sequence[tuple[list[Any], str]]) -> None:
     """Mark at the panel's top edge the runs a line cannot show: an SLO value is infinite when more
     turns failed than its percentile allows, and matplotlib silently drops such a point."""
@@ -46,6 +64,8 @@ def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "")
     if not grid_keys or grid_keys[0] not in frame.columns:
         raise ValueError(f"grid_keys must name the table's grid columns, got {list(grid_keys)!r}")
     x_key, others = grid_keys[0], list(grid_keys[1:])
+    # a table or list value (gateway.cache.options=[{candidates=5}, …]) is known by its text: it has no hash
+    frame = frame.assign(**{k: frame[k].map(_hashable) for k in grid_keys if k in frame.columns})
     x_values = list(dict.fromkeys(frame[x_key].tolist()))
     numeric = _numeric(x_values)
     if numeric:
