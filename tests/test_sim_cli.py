@@ -1,6 +1,7 @@
 """``llmlab simulate``: JSON on stdout, readable tables, output files, one-line errors with exit 2."""
 from __future__ import annotations
 
+from pathlib import Path
 import json
 
 import pytest
@@ -306,3 +307,21 @@ def test_the_per_request_table_is_kept_only_for_out(monkeypatch, capsys, tmp_pat
     code, _, _ = run(capsys, *args, "--out", str(tmp_path / "out"))
     assert code == 0 and len(results[-1].requests) >= 60
     assert sum(1 for _ in open(tmp_path / "out" / "requests.csv", encoding="utf-8")) == len(results[-1].requests) + 1
+
+
+def test_a_stdout_that_cannot_take_the_summary_still_writes_the_files(tmp_path):
+    """`llmlab simulate … --out DIR > /dev/full`: a traceback from print() and no files, before."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "llmlab", "simulate", "--scenario", "b2b-saas", "--requests", "50",
+                               "--set", "gateway.cache.embedder=hashed", "--out", str(out)], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 2 and proc.stderr == \
+        "llmlab simulate: error: stdout: cannot write ([Errno 28] No space left on device)\n", proc.stderr
+    assert (out / "summary.json").exists() and (out / "turns.csv").exists()

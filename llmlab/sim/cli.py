@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:  # e.g. a trace row that cannot be replayed, an embedder not installed
         return refuse(PROG, exc)
     summary = result.summary
-    reader = True
+    reader, code = True, 0
     try:  # the summary first: a folder that fails to take the files must not lose the run's numbers
         if args.json:
             print(json.dumps(_jsonable(summary), ensure_ascii=False, allow_nan=False))
@@ -202,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `llmlab simulate ... | head`: the reader left, but --out's files are still wanted
         reader = False
         _discard_stdout()
+    except OSError as exc:  # a stdout that cannot take it (`> /dev/full`): said, and --out still written
+        print(f"{PROG}: error: stdout: cannot write ({exc})", file=sys.stderr)
+        reader, code = False, 2
+        _discard_stdout()
     if out is not None:
         try:
             written = _write_outputs(result, out)
@@ -210,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if reader or args.json:
             print(f"wrote {len(written)} files to {out}", file=sys.stderr if args.json else sys.stdout)
-    return 0
+    return code
 
 
 def out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
