@@ -1,8 +1,8 @@
 """``llmlab simulate``: JSON on stdout, readable tables, output files, one-line errors with exit 2."""
 from __future__ import annotations
 
-from pathlib import Path
 import json
+from pathlib import Path
 
 import pytest
 
