@@ -199,3 +199,12 @@ def test_a_row_with_more_cells_than_the_header_is_refused_naming_it(tmp_path):
                     "2025-03-04T09:01:00Z,t1,paid,hello, world,\n")
     with pytest.raises(TraceError, match=r"t\.csv, row 3: 6 cells where the header names 5: an unquoted comma"):
         load_trace(path)
+
+
+def test_a_trace_path_that_is_a_folder_or_nowhere_says_so(tmp_path):
+    with pytest.raises(ScenarioError, match=r"^traffic\.trace: .* is a folder: a trace is a CSV or JSONL file"):
+        simulate("b2b-saas", overrides={**HASHED, "traffic.trace": str(tmp_path)})
+    # a relative path is looked for here and beside the scenario: the message names both (it named the preset folder's)
+    with pytest.raises(ScenarioError, match=r"^traffic\.trace: a trace file: 'nope\.csv' is neither in the current "
+                                            r"folder \(.*\) nor beside the scenario \(.*presets\)"):
+        simulate("b2b-saas", overrides={**HASHED, "traffic.trace": "nope.csv"})

@@ -447,7 +447,11 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
 
         path = Path(trace)
         if not path.is_absolute() and not path.exists() and scenario.source:
-            path = Path(scenario.source).parent / path
+            beside = Path(scenario.source).parent / path  # a path relative to the scenario file
+            if not beside.exists():
+                raise ScenarioError("traffic.trace", f"a trace file: {str(path)!r} is neither in the current "
+                                    f"folder ({Path.cwd()}) nor beside the scenario ({beside.parent})")
+            path = beside
         system_tokens = 0
         if scenario.traffic.system_prompt:
             from ..tokens import count_tokens

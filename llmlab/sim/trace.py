@@ -286,6 +286,8 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     from ..tokens import count_tokens
 
     path = Path(path)
+    if path.is_dir():
+        raise TraceError(f"{str(path)!r} is a folder: a trace is a CSV or JSONL file")
     if not path.is_file():
         raise TraceError(f"trace file {str(path)!r} does not exist")
     try:
