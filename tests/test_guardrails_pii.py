@@ -216,6 +216,137 @@ def test_pii_guard_without_pii_changes_nothing():
     assert v.findings == () and dict(v.restore) == {}
 
 
+# -- invisible characters and look-alike separators -------------------------------------------
+# An audit found that one zero-width space, soft hyphen or word joiner inside a value hid it from
+# every detector, so the PII reached the provider, the cache and the logs; a model reads straight
+# through such characters. They must be masked together with the value, and unmasking must give
+# back the caller's exact text, invisible characters included.
+
+INVISIBLE = [
+    "\u200b",      # zero-width space
+    "\u200c",      # zero-width non-joiner
+    "\u200d",      # zero-width joiner
+    "\u2060",      # word joiner
+    "\ufeff",      # BOM / zero-width no-break space
+    "\u00ad",      # soft hyphen
+    "\u200e",      # left-to-right mark
+    "\u202c",      # pop directional formatting
+    "\u2063",      # invisible separator
+    "\U000e0020",  # tag space (tag characters smuggle ASCII invisibly)
+    "\u3164",      # Hangul filler (a letter, but renders as nothing)
+]
+VALUES = {"EMAIL": "kim@example.com", "PHONE": "010-1234-5678", "RRN": "900101-1234568",
+          "CARD": "4111 1111 1111 1111"}
+
+
+def _visible_parts(value: str) -> list[str]:
+    """What must not survive masking: the digit run, or the address's local part and domain."""
+    if "@" in value:
+        return value.split("@")
+    return [re.sub(r"\D", "", value)]
+
+
+@pytest.mark.parametrize("char", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("label", VALUES)
+def test_invisible_character_anywhere_inside_pii_is_masked_and_restored(char, label):
+    value = VALUES[label]
+    for i in range(1, len(value)):  # every position inside the value
+        hidden = value[:i] + char + value[i:]
+        for template in ("contact {} thanks", "연락처는 {}입니다"):
+            text = template.format(hidden)
+            r = masker.mask(text)
+            assert r.text == template.format(f"[{label}_1]"), (i, text)
+            assert r.mapping == {f"[{label}_1]": hidden}  # the caller's exact form, invisible char included
+            for part in _visible_parts(value):
+                assert part not in r.text and part not in re.sub(r"\D", "", r.text)
+            assert unmask(r.text, r.mapping) == text
+            f, = r.findings
+            assert text[f.start:f.end] == hidden  # offsets are the original's
+
+
+@pytest.mark.parametrize("text, label", [
+    ("kim@exam\u200bple.com", "EMAIL"),
+    ("010\u200b-1234-5678", "PHONE"),
+    ("010\u200b1234\u200b5678", "PHONE"),           # the invisible characters are the only separators
+    ("4111\u00ad1111 1111 1111", "CARD"),          # a soft hyphen standing in for the first space
+    ("4111\u200b\u200c1111\u200d1111\u20601111", "CARD"),
+    ("900101\u2060-1234567", "RRN"),               # post-2020 style: date valid, no checksum
+    ("0\u200b\u200b\u200b\u200b1\u200b\u200b\u200b\u200b0-1234-5678", "PHONE"),  # too far apart for the old pre-check
+    ("\ufeff82-10-1234-5678", "PHONE"),
+])
+def test_audit_reproductions_are_masked_through_the_guard(text, label):
+    """The audit's cases, through `PIIMaskingGuard` as the gateway calls it; the answer's
+    placeholder comes back as the caller's exact string."""
+    v = PIIMaskingGuard().check_input([{"role": "user", "content": f"my details: {text}"}])
+    masked = v.messages[0]["content"]
+    assert masked.startswith("my details: ") and f"[{label}_1]" in masked
+    assert not re.search(r"\d{3}", re.sub(r"[\u200b-\u200d\u2060\u00ad\ufeff]", "", masked))
+    assert "example" not in masked
+    original = text.lstrip("\ufeff")  # an invisible character before the value stays outside the mask
+    assert dict(v.restore) == {f"[{label}_1]": original}
+    assert unmask_answer(masked, v.restore) == f"my details: {text}"
+
+
+def test_invisible_characters_outside_pii_stay_and_forms_round_trip_separately():
+    # emoji ZWJ sequences and a variation selector around the value are left where they are; the same
+    # address typed with and without a zero-width space restores to each form as typed
+    text = "👨\u200d👩\u200d👧 kim@example.com 👍\ufe0f, or kim@exam\u200bple.com"
+    r = masker.mask(text)
+    assert r.text == "👨\u200d👩\u200d👧 [EMAIL_1] 👍\ufe0f, or [EMAIL_2]"
+    assert r.mapping == {"[EMAIL_1]": "kim@example.com", "[EMAIL_2]": "kim@exam\u200bple.com"}
+    assert unmask(r.text, r.mapping) == text
+
+
+def test_invisible_character_list_covers_every_format_character():
+    """Python's ``re`` has no \\p{Cf}, so pii.py spells the class out: every Cf character of this
+    Python's Unicode database must be in it, and nothing visible may be (the rest are other
+    default-ignorable code points, or ones this Unicode version leaves unassigned)."""
+    import unicodedata
+
+    from llmlab.guardrails.pii import _INVISIBLE
+
+    every = "".join(map(chr, range(0x110000)))
+    listed = set("".join(_INVISIBLE.findall(every)))
+    cf = {c for c in every if unicodedata.category(c) == "Cf"}
+    assert cf - listed == set(), sorted(f"U+{ord(c):04X}" for c in cf - listed)
+    ignorable = {"\u034f", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u3164", "\uffa0",
+                 *map(chr, range(0x180B, 0x1810)), *map(chr, range(0xFE00, 0xFE10)),
+                 *map(chr, range(0xE0100, 0xE01F0))}
+    odd = {c for c in listed - cf - ignorable if unicodedata.category(c) != "Cn"}
+    assert odd == set(), sorted(f"U+{ord(c):04X}" for c in odd)
+
+
+@pytest.mark.parametrize("value, label", [
+    ("82-10-1234-5678", "PHONE"), ("82 10 1234 5678", "PHONE"), ("82-010-1234-5678", "PHONE"),
+    ("+82 10ㅡ1234ㅡ5678", "PHONE"), ("010ㅡ1234ㅡ5678", "PHONE"), ("02ㅡ123ㅡ4567", "PHONE"),
+    ("010\u20101234\u20105678", "PHONE"), ("010\u20131234\u20135678", "PHONE"), ("010\u20141234\u20145678", "PHONE"),
+    ("010\u22121234\u22125678", "PHONE"), ("010\uff0d1234\uff0d5678", "PHONE"), ("010\u25001234\u25005678", "PHONE"),
+    ("900101ㅡ1234568", "RRN"),
+    ("4111.1111.1111.1111", "CARD"), ("3782.822463.10005", "CARD"), ("4111ㅡ1111ㅡ1111ㅡ1111", "CARD"),
+])
+def test_country_code_without_plus_dash_look_alikes_and_dotted_cards_are_masked(value, label):
+    # Korean users type the vowel ㅡ (U+3161) or a box-drawing ─ as a dash, and write the country
+    # code without its plus; cards are also printed with dots
+    for template in ("call me at {} tomorrow", "번호는 {}입니다"):
+        r = masker.mask(template.format(value))
+        assert r.mapping == {f"[{label}_1]": value}, template.format(value)
+
+
+@pytest.mark.parametrize("text", [
+    "4111.1111.1111.1112",            # dotted, fails Luhn
+    "version 82.10.1234",
+    "82-10-1234",                     # too short for a mobile number
+    "82-20-1234-5678",                # 020 is no Korean mobile prefix
+    "ㅡㅡ 010 진짜 ㅡㅡ",
+    "Call 1588\u200b-1234 for the service centre",
+    "주문번호\u200b 20240512-000123 배송 조회",
+    "IP 192.168.0.1\u200b and 2024.05.12 10.30",
+])
+def test_new_separators_and_invisible_characters_add_no_false_positives(text):
+    r = masker.mask(text)
+    assert r.text == text and r.findings == ()
+
+
 # -- benign traffic from the intent catalogue --------------------------------------------------
 
 def test_no_pii_found_in_benign_catalogue_queries():

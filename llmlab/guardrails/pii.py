@@ -17,18 +17,30 @@ detector checks structure, not just digits:
   not its checksum holds (the finding notes which);
 * phone numbers must look like a phone number: Korean mobile (010-1234-5678, 01012345678),
   Korean landline with separators (02-123-4567, 031-123-4567), international `+CC …` with 8–15
-  digits, or North-American (415) 555-0132.
+  digits, a Korean mobile number with the country code and no plus (82-10-1234-5678), or
+  North-American (415) 555-0132.
+
+Why the detectors look through invisible characters: a zero-width space, soft hyphen, word
+joiner, BOM or any other format character (Unicode category Cf, plus the other default-ignorable
+code points such as variation selectors and Hangul fillers) renders as nothing and a model reads
+straight through it, so ``kim@exam<U+200B>ple.com`` is an address to the model and must be one to
+the masker. The detectors run on a shadow without them (and, where one sits between two digits, on
+shadows where it stands for a separator: ``4111<U+00AD>1111 1111 1111``); the masked span is mapped
+back to the original, invisible characters inside the value included, and the restore map holds
+the original exactly. Dash look-alikes (‐ – — − － ㅡ …) are read as ``-``.
 
 개인정보 마스킹: 이메일, 전화번호(국내·국제), 주민등록번호(날짜 검증, 2020년 10월 이후 발급분은
 체크섬이 없으므로 하이픈 형식이면 체크섬 없이도 마스킹), 카드번호(Luhn 검증 통과 시에만)를
 `[EMAIL_1]` 같은 자리표시자로 바꾸고, `unmask`로 되돌립니다. 주문번호처럼 구조가 맞지 않는 숫자는
-건드리지 않습니다.
+건드리지 않습니다. 폭 없는 공백(U+200B)·소프트 하이픈 같은 보이지 않는 문자가 끼어 있어도 탐지하며,
+되돌릴 때는 그 문자까지 원문 그대로 복원합니다. ㅡ 같은 대시 모양 문자도 구분자로 읽습니다.
 """
 
 from __future__ import annotations
 
 import calendar
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -61,15 +73,17 @@ _RRN = re.compile(
 # Amex 4-6-5, Diners 4-6-4) with one consistent separator; free-form digit soup is not a card.
 _CARD = re.compile(
     r"(?<![0-9A-Za-z])(?:\d{13,19}"
-    r"|\d{4}(?P<s1>[ -])\d{4}(?P=s1)\d{4}(?P=s1)\d{1,4}(?:(?P=s1)\d{1,3})?"
-    r"|\d{4}(?P<s2>[ -])\d{6}(?P=s2)\d{4,5})(?![0-9])"
+    r"|\d{4}(?P<s1>[ .-])\d{4}(?P=s1)\d{4}(?P=s1)\d{1,4}(?:(?P=s1)\d{1,3})?"
+    r"|\d{4}(?P<s2>[ .-])\d{6}(?P=s2)\d{4,5})(?![0-9])"
 )
+_CARD_SEPARATORS = str.maketrans("", "", " .-")
 _PHONE = re.compile(
     r"""
     (?<![0-9A-Za-z+])
     (?:
         \+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}             # +82 10-1234-5678, +1 (415) ...
       | 01[016789](?P<msep>[ .-]?)\d{3,4}(?P=msep)\d{4}              # 010-1234-5678, 01012345678
+      | 82(?P<isep>[ .-])0?1[016789](?P=isep)\d{3,4}(?P=isep)\d{4}   # 82-10-1234-5678 (no plus)
       | 0(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70)(?P<lsep>[ .-])\d{3,4}(?P=lsep)\d{4}  # 02-123-4567
       | \(?0(?:1[016789]|2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70)\)\ ?\d{3,4}[ .-]\d{4}  # (02) 1234-5678, 02)1234-5678
       | (?:\([2-9]\d{2}\)\ ?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}   # (415) 555-0132
@@ -81,11 +95,30 @@ _PHONE = re.compile(
 # Every detector needs an "@" or at least eight digits close together (an e-mail, a phone number,
 # an RRN or a card), so text without either is skipped at C speed: most prompts have no PII.
 _CANDIDATE = re.compile(r"(?:\d\D{0,3}){7}\d")
+_EIGHT_DIGITS = re.compile(r"\d(?:\D*\d){7}")
 
 #: full-width forms (０１０－１２３４, ｋｉｍ＠…), typographic dashes and odd spaces folded to ASCII one
-#: character for one, so detectors run on a same-length shadow and mask the original's spans
-_FOLD = {**{0xFF01 + i: 0x21 + i for i in range(94)}, **{c: 0x2D for c in (*range(0x2010, 0x2016), 0x2212, 0xFE63)},
+#: character for one, so detectors run on a same-length shadow and mask the original's spans.
+#: Dash look-alikes typed as separators: ‐ ‑ ‒ – — ―, ⁃, −, ⸺ ⸻, ﹘ ﹣, ─ ━ (box drawing, offered by
+#: Korean IMEs), ➖, and the Hangul vowel ㅡ (U+3161; half-width U+FFDA), which Korean users type as
+#: a dash ("010ㅡ1234ㅡ5678"); none of them can occur inside an address's domain.
+_DASHES = (*range(0x2010, 0x2016), 0x2043, 0x2212, 0x2E3A, 0x2E3B, 0xFE58, 0xFE63, 0x2500, 0x2501, 0x2796,
+           0x3161, 0xFFDA)
+_FOLD = {**{0xFF01 + i: 0x21 + i for i in range(94)}, **{c: 0x2D for c in _DASHES},
          0x3000: 0x20, 0x00A0: 0x20, 0x202F: 0x20}
+
+#: Invisible characters: every format character (Unicode category Cf: soft hyphen, Arabic number
+#: signs, zero-width space / (non-)joiners, bidi marks and embeddings, word joiner, invisible
+#: operators, BOM, interlinear annotation, tag characters, ...) and the other default-ignorable code
+#: points (combining grapheme joiner, variation selectors, Hangul fillers). Written out because
+#: Python's ``re`` has no \p{Cf}; a test checks the list against ``unicodedata``.
+_INVISIBLE_CLASS = (
+    "\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5"
+    "\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff"
+)
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CLASS}]+")
 
 
 def fold(text: str) -> str:
@@ -94,8 +127,55 @@ def fold(text: str) -> str:
 
 
 def may_contain_pii(text: str) -> bool:
-    """False when no detector could match: no "@" and no eight digits close together."""
-    return "@" in text or "\uff20" in text or _CANDIDATE.search(text) is not None
+    """False when no detector could match: no "@" and no eight digits close together (invisible
+    characters between the digits not counted)."""
+    if "@" in text or "\uff20" in text or _CANDIDATE.search(text) is not None:
+        return True
+    # "0\u200b\u200b\u200b\u200b1…": digits kept apart by invisible characters alone. Most texts
+    # end at the first test (ASCII: nothing invisible) or the second (fewer than eight digits).
+    return (not text.isascii() and _EIGHT_DIGITS.search(text) is not None
+            and _INVISIBLE.search(text) is not None and _CANDIDATE.search(_INVISIBLE.sub("", text)) is not None)
+
+
+class _View(NamedTuple):
+    """A shadow of the folded text with the invisible runs taken out; ``starts[k]`` is the first
+    view index whose character lies ``shifts[k]`` places further on in the original."""
+
+    text: str
+    starts: list[int]
+    shifts: list[int]
+
+    def original(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of view span ``[start, end)``, invisible characters inside included."""
+        starts, shifts = self.starts, self.shifts
+        last = end - 1
+        return (start + shifts[bisect_right(starts, start) - 1],
+                last + shifts[bisect_right(starts, last) - 1] + 1)
+
+
+def _views(shadow: str, runs: list[tuple[int, int]]) -> list[_View]:
+    """``shadow`` without its invisible ``runs``; when a run sits between two digits, also the
+    shadows where each such run reads as one separator (" ", "-" or "."), as the soft hyphen in
+    "4111<U+00AD>1111 1111 1111" does."""
+    n = len(shadow)
+    between = [0 < a and b < n and shadow[a - 1].isdecimal() and shadow[b].isdecimal() for a, b in runs]
+    views = []
+    for sep in ("", " ", "-", ".") if any(between) else ("",):
+        parts: list[str] = []
+        starts, shifts = [0], [0]
+        pos = shift = 0
+        for (a, b), digits in zip(runs, between):
+            parts.append(shadow[pos:a])
+            kept = 1 if sep and digits else 0
+            if kept:
+                parts.append(sep)  # view index a - shift is original index a
+            shift += b - a - kept
+            starts.append(b - shift)
+            shifts.append(shift)
+            pos = b
+        parts.append(shadow[pos:])
+        views.append(_View("".join(parts), starts, shifts))
+    return views
 
 
 _PLACEHOLDER = re.compile(r"\[[A-Z]+_\d+\]")
@@ -206,7 +286,7 @@ class PIIMasker:
     @staticmethod
     def _cards(text: str) -> Iterable[_Span]:
         for m in _CARD.finditer(text):
-            digits = re.sub(r"[ -]", "", m.group())
+            digits = m.group().translate(_CARD_SEPARATORS)
             if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
                 continue
             if luhn_valid(digits):
@@ -229,9 +309,27 @@ class PIIMasker:
         if not may_contain_pii(text):
             return []
         text = fold(text)  # same length: the spans found here are the original's
+        if not text.isascii() and _INVISIBLE.search(text) is not None:
+            return self._find_through_invisible(text)
         chosen: list[_Span] = []
         for kind in self.kinds:
             for span in self._detectors[kind](text):
+                if all(span.end <= c.start or span.start >= c.end for c in chosen):
+                    chosen.append(span)
+        chosen.sort(key=lambda s: s.start)
+        return chosen
+
+    def _find_through_invisible(self, shadow: str) -> list[_Span]:
+        """`find` for a (folded) text holding invisible characters: the detectors run on views
+        without them and each span is mapped back to the original, so the mask covers the whole
+        value, the invisible characters inside it included. Only such texts pay for the maps."""
+        views = _views(shadow, [m.span() for m in _INVISIBLE.finditer(shadow)])
+        chosen: list[_Span] = []
+        for kind in self.kinds:
+            found = {span._replace(start=start, end=end)
+                     for view in views for span in self._detectors[kind](view.text)
+                     for start, end in (view.original(span.start, span.end),)}
+            for span in sorted(found, key=lambda s: (s.start - s.end, s.start, s.note)):  # longest first
                 if all(span.end <= c.start or span.start >= c.end for c in chosen):
                     chosen.append(span)
         chosen.sort(key=lambda s: s.start)
