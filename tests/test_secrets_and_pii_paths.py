@@ -73,6 +73,15 @@ def test_content_parts_given_as_a_tuple_are_masked(make_gateway, driver):
     assert "pii:pii.email" in out.guard_findings
 
 
+def test_an_assistant_refusal_part_is_masked_like_text(make_gateway, driver):
+    # OpenAI's {"type": "refusal", "refusal": …} part of an earlier assistant turn went back unmasked
+    messages = [{"role": "assistant", "content": [{"type": "refusal", "refusal": "I will not e-mail kim.minsu@example.com"}]},
+                {"role": "user", "content": "why not?"}]
+    out = make_gateway().complete(messages, tenant="acme")
+    assert driver.calls[-1].messages[0]["content"] == [{"type": "refusal", "refusal": "I will not e-mail [EMAIL_1]"}]
+    assert "pii:pii.email" in out.guard_findings
+
+
 def test_the_askers_own_values_are_cached_as_placeholders_and_public_details_as_written(make_gateway, driver):
     # the model writes the asker's address although it was sent a placeholder (as through a path the
     # guard missed), and the help desk's public address

@@ -105,8 +105,8 @@ class PIIMaskingGuard:
                 new["content"] = mask(content, i)
             elif isinstance(content, (list, tuple)):
                 parts = list(content)
-                for j, text in _texts(content):
-                    parts[j] = dict(parts[j], text=mask(text, i, j))
+                for j, key, text in _text_parts(content):
+                    parts[j] = {**parts[j], key: mask(text, i, j)}
                 new["content"] = parts
             if isinstance(message.get("name"), str):
                 new["name"] = mask(message["name"], i)
@@ -190,13 +190,25 @@ def _with_arguments(call: Mapping[str, Any], arguments: str) -> dict:
     return {**call, "function": {**call["function"], "arguments": arguments}}
 
 
+#: content parts that carry text, and the key it is under: an assistant turn's ``refusal`` part is
+#: the model's words as much as a ``text`` part (it was sent back to the provider unmasked)
+TEXT_PARTS = {"text": "text", "refusal": "refusal"}
+
+
 def _texts(content: Any) -> Iterable[tuple[int | None, str]]:
+    """``(part index, text)`` of ``content``'s text (``None``: the content is the text)."""
+    for j, _key, text in _text_parts(content):
+        yield j, text
+
+
+def _text_parts(content: Any) -> Iterable[tuple[int | None, str, str]]:
     if isinstance(content, str):
-        yield None, content
+        yield None, "", content
     elif isinstance(content, (list, tuple)):
         for j, p in enumerate(content):
-            if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str):
-                yield j, p["text"]
+            key = TEXT_PARTS.get(p.get("type")) if isinstance(p, Mapping) else None
+            if key is not None and isinstance(p.get(key), str):
+                yield j, key, p[key]
 
 
 class OutputFilterGuard:
