@@ -18,6 +18,14 @@ from llmlab.sim.run import make_traffic
 
 TRACE = Path(__file__).resolve().parents[1] / "datasets" / "traces" / "example_trace.csv"
 
+
+def provider(name: str, input_per_1m: float, output_per_1m: float, group: str = "") -> str:
+    """A provider whose every answer takes 0.5 s to its first token and 100 tokens/s after it."""
+    return (f'[providers.{name}]\nmodel = "{name}"\n' + (f'provider = "{group}"\n' if group else "")
+            + f"price = {{ input_per_1m = {input_per_1m}, output_per_1m = {output_per_1m} }}\n"
+            'ttft_s = 0.5\nttft_dist = "fixed"\ntokens_per_s = 100.0\ntokens_per_s_sigma = 0.0\nerror_rate = 0.0\n')
+
+
 BASE = """
 name = "by-hand"
 start = 2025-03-03T00:00:00+00:00
@@ -31,15 +39,7 @@ answer_tokens_sigma = 0.0
 [[traffic.tenants]]
 name = "t"
 plan = "p"
-[providers.m]
-model = "m"
-price = { input_per_1m = 1.0, output_per_1m = 2.0 }
-ttft_s = 0.5
-ttft_dist = "fixed"
-tokens_per_s = 100.0
-tokens_per_s_sigma = 0.0
-error_rate = 0.0
-[gateway.router]
+""" + provider("m", 1.0, 2.0) + """[gateway.router]
 type = "fixed"
 deployment = "m"
 [gateway.cache]
@@ -84,17 +84,7 @@ def test_no_violation_rate_when_the_policy_refused_every_turn(tmp_path):
     assert math.isnan(s["projected_monthly_uncapped_cost_usd"])
 
 
-CASCADE = """
-[providers.m2]
-model = "m2"
-provider = "other"
-price = { input_per_1m = 2.0, output_per_1m = 4.0 }
-ttft_s = 0.5
-ttft_dist = "fixed"
-tokens_per_s = 100.0
-tokens_per_s_sigma = 0.0
-error_rate = 0.0
-"""
+CASCADE = "\n" + provider("m2", 2.0, 4.0, group="other")
 
 
 def test_a_cascade_counts_a_failed_or_skipped_cheap_stage_as_a_fallback_alike(tmp_path):
