@@ -357,3 +357,32 @@ def test_no_pii_found_in_benign_catalogue_queries():
     assert clean, "catalogue rendered no PII-free text"
     hits = [t for t in clean if masker.mask(t).found]
     assert hits == [], f"{len(hits)}/{len(clean)} benign queries had 'PII': {hits[:5]}"
+
+
+def test_overlaps_are_resolved_as_one_pass_over_every_span_taken_would():
+    """The spans taken are found by bisection (a pass over every one taken was quadratic: a long
+    text full of numbers took seconds); the choice is the same as that pass's."""
+    import random
+
+    from llmlab.guardrails.pii import _non_overlapping, _Span
+
+    def by_pass(groups):
+        chosen = []
+        for spans in groups:
+            for span in spans:
+                if all(span.end <= c.start or span.start >= c.end for c in chosen):
+                    chosen.append(span)
+        return sorted(chosen, key=lambda s: s.start)
+
+    rng = random.Random(3)
+    fields = _Span._fields
+    for _ in range(300):
+        groups = []
+        for kind in ("email", "rrn", "card", "phone"):
+            spans = []
+            for _ in range(rng.randint(0, 12)):
+                start = rng.randint(0, 80)
+                values = {"start": start, "end": start + rng.randint(1, 15), "kind": kind}
+                spans.append(_Span(*(values.get(f, "") for f in fields)))
+            groups.append(spans)
+        assert _non_overlapping(groups) == by_pass(groups)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -239,6 +239,25 @@ class MaskResult:
         return bool(self.findings)
 
 
+
+def _non_overlapping(spans_by_kind: Iterable[Iterable[_Span]]) -> list[_Span]:
+    """The spans that overlap no span taken before them (kinds in priority order), sorted by
+    position.  The spans taken are kept sorted, so each candidate is checked against the one
+    taken span that could overlap it (bisection): against every span taken, a long text full of
+    numbers took seconds, quadratic in its matches."""
+    starts: list[int] = []
+    ends: list[int] = []
+    chosen: list[_Span] = []
+    for spans in spans_by_kind:
+        for span in spans:
+            i = bisect_left(starts, span.end)  # taken spans from i on start at or after its end
+            if i and ends[i - 1] > span.start:  # the last one starting before its end reaches into it
+                continue
+            starts.insert(i, span.start)
+            ends.insert(i, span.end)
+            chosen.insert(i, span)
+    return chosen
+
 class PIIMasker:
     """Detects PII and replaces it with numbered, reversible placeholders.
 
@@ -311,29 +330,20 @@ class PIIMasker:
         text = fold(text)  # same length: the spans found here are the original's
         if not text.isascii() and _INVISIBLE.search(text) is not None:
             return self._find_through_invisible(text)
-        chosen: list[_Span] = []
-        for kind in self.kinds:
-            for span in self._detectors[kind](text):
-                if all(span.end <= c.start or span.start >= c.end for c in chosen):
-                    chosen.append(span)
-        chosen.sort(key=lambda s: s.start)
-        return chosen
+        return _non_overlapping(self._detectors[kind](text) for kind in self.kinds)
 
     def _find_through_invisible(self, shadow: str) -> list[_Span]:
         """`find` for a (folded) text holding invisible characters: the detectors run on views
         without them and each span is mapped back to the original, so the mask covers the whole
         value, the invisible characters inside it included. Only such texts pay for the maps."""
         views = _views(shadow, [m.span() for m in _INVISIBLE.finditer(shadow)])
-        chosen: list[_Span] = []
-        for kind in self.kinds:
-            found = {span._replace(start=start, end=end)
+        def found(kind: str) -> list[_Span]:
+            spans = {span._replace(start=start, end=end)
                      for view in views for span in self._detectors[kind](view.text)
                      for start, end in (view.original(span.start, span.end),)}
-            for span in sorted(found, key=lambda s: (s.start - s.end, s.start, s.note)):  # longest first
-                if all(span.end <= c.start or span.start >= c.end for c in chosen):
-                    chosen.append(span)
-        chosen.sort(key=lambda s: s.start)
-        return chosen
+            return sorted(spans, key=lambda s: (s.start - s.end, s.start, s.note))  # longest first
+
+        return _non_overlapping(map(found, self.kinds))
 
     # -- masking ---------------------------------------------------------------------------
 
