@@ -38,6 +38,9 @@ HANGUL_PROBE = "한글가힣"
 
 #: families that are monospace/coding variants: usable, but only after proportional ones
 _DEPRIORITISED = ("Coding", "Mono")
+#: families whose "glyphs" are placeholder boxes for every code point (matplotlib ships Last
+#: Resort): their character map covers Hangul, their drawing of it is tofu
+_PLACEHOLDERS = ("Last Resort",)
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,25 @@ def font_covers(path: str, text: str = HANGUL_PROBE) -> bool:
 
 
 def installed_fonts() -> list[tuple[str, str]]:
-    """``(family, path)`` for every font matplotlib's font manager knows."""
+    """``(family, path)`` for every font matplotlib's font manager knows, and every font file on
+    the system it does not: its list is cached (``~/.cache/matplotlib``), so a Korean font
+    installed after matplotlib first ran was missing from it."""
     from matplotlib import font_manager
 
-    return [(f.name, f.fname) for f in font_manager.fontManager.ttflist]
+    known = [(f.name, f.fname) for f in font_manager.fontManager.ttflist]
+    paths = {path for _, path in known}
+    try:
+        on_disk = font_manager.findSystemFonts()
+    except Exception:  # a font folder that cannot be read
+        on_disk = []
+    for path in sorted(set(on_disk) - paths):
+        try:
+            from matplotlib.ft2font import FT2Font
+
+            known.append((FT2Font(path).family_name, path))
+        except Exception:  # not a font matplotlib can read
+            continue
+    return known
 
 
 def find_hangul_font(fonts: Iterable[tuple[str, str]] | None = None,
@@ -90,7 +108,8 @@ def find_hangul_font(fonts: Iterable[tuple[str, str]] | None = None,
     Hangul; then any other font that covers it (proportional before monospace, then by name, so
     the choice is deterministic).  No candidate → ``FontChoice(None, None, False, …)``.
     """
-    candidates = sorted(set(installed_fonts() if fonts is None else fonts))
+    candidates = sorted((family, path) for family, path in set(installed_fonts() if fonts is None else fonts)
+                        if not family.startswith(_PLACEHOLDERS))
     check = covers or font_covers
     by_family: dict[str, list[str]] = {}
     for family, path in candidates:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from .plotting_fonts import label
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 #: columns of :func:`ledger_view`, in order
@@ -218,20 +219,42 @@ def threshold_figure(sweep: "pd.DataFrame", threshold: float | None = None, *, g
     return fig
 
 
+def judged_latencies(turns: "pd.DataFrame", column: str = "latency_s") -> "np.ndarray":
+    """A turn table's ``column`` (``latency_s`` or ``ttft_s``) as the SLO judges it: policy refusals
+    (budget, rate limit, guardrail) left out, a failed turn infinitely slow (never answered).
+    A CDF of the raw column dropped failed turns (they have no first token), so a baseline that
+    failed a fifth of its turns drew as faster than the policy that answered them."""
+    import numpy as np
+
+    from .sim.metrics import POLICY_REFUSALS
+
+    kept = turns[~turns["error_code"].isin(POLICY_REFUSALS)]
+    values = kept[column].to_numpy(dtype=float)
+    return np.where((kept["outcome"] != "error").to_numpy(), np.nan_to_num(values, nan=np.inf), np.inf)
+
+
 def latency_cdf_figure(series: Mapping[str, Sequence[float]], slo_s: float | None = None, *,
                        percentile: float = 95.0, title: str | None = None, xlabel: str | None = None) -> Any:
-    """Empirical CDFs of latencies (seconds), one line per named series, with the SLO line."""
+    """Empirical CDFs of latencies (seconds), one line per named series, with the SLO line.
+
+    An infinite value is a turn never answered (:func:`judged_latencies`): it counts in its series'
+    share but is never reached, so the curve tops out at the share answered; a NaN is left out."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
     for name, values in series.items():
-        x = np.sort(np.asarray([v for v in values if v == v], dtype=float))
-        if len(x) == 0:
+        every = np.asarray([v for v in values if v == v], dtype=float)
+        x = np.sort(every[np.isfinite(every)])
+        if len(every) == 0:
             continue
-        y = np.arange(1, len(x) + 1) / len(x) * 100
-        p = float(np.percentile(x, percentile))
-        ax.step(x, y, where="post", label=f"{name} (P{percentile:g} {p:.2f} s)")
+        y = np.arange(1, len(x) + 1) / len(every) * 100
+        p = float(np.percentile(every, percentile)) if len(x) else math.inf
+        at = f"{p:.2f} s" if math.isfinite(p) else label("실패", "failed")
+        unanswered = 1 - len(x) / len(every)
+        shown = f"{name} (P{percentile:g} {at}" + (label(f", 미응답 {unanswered:.0%}", f", {unanswered:.0%} unanswered")
+                                                   if unanswered >= 0.005 else "") + ")"
+        ax.step(x, y, where="post", label=shown)
     if slo_s is not None:
         ax.axvline(slo_s, color="#B00020", ls="--", lw=1.2, label=label(f"SLO {slo_s:g} s", f"SLO {slo_s:g} s"))
     ax.axhline(percentile, color="grey", lw=0.8, ls=":")

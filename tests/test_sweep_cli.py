@@ -332,3 +332,18 @@ def test_a_scheduler_that_does_not_answer_is_named(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("llmlab sweep: error: --scheduler: a Dask scheduler that answers (cannot connect: ") and \
         f"127.0.0.1:{port}" in err and err.count("\n") == 1, err
+
+
+def test_the_savings_panel_is_per_answered_turn_when_the_two_runs_answered_apart():
+    """A stress sweep's baseline that answered 1 % of the turns cost a hundredth of the policy:
+    the savings panel read −18,000 %; it shows the savings per answered turn then, as the table does."""
+    from llmlab.sim.sweep_plot import PANELS, plot_sweep
+
+    frame = pd.DataFrame({"x": [1, 2], "cost_usd": [6.6, 6.7], "savings_pct": [-17_400.0, -18_000.0],
+                          "savings_per_answered_pct": [-52.0, -50.0], "availability": [1.0, 0.99],
+                          "baseline_availability": [0.008, 0.01]})
+    labels = [ax.get_ylabel() for ax in plot_sweep(frame, ["x"]).axes if ax.get_visible() and ax.get_ylabel()]
+    assert labels == ["cost (USD)", "savings per answered turn vs baseline (%)", "availability"]
+    close = frame.assign(baseline_availability=[0.995, 0.985])  # within a point: the plain savings
+    labels = [ax.get_ylabel() for ax in plot_sweep(close, ["x"]).axes if ax.get_visible() and ax.get_ylabel()]
+    assert labels[1] == PANELS["savings_pct"]

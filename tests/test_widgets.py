@@ -41,6 +41,26 @@ def test_any_installed_font_covering_hangul_is_used_proportional_first():
     assert only_mono.family == "Zeta Gothic Mono"
 
 
+def test_a_placeholder_font_is_never_the_hangul_font():
+    # matplotlib ships Last Resort, whose character map "covers" every code point with a box: it
+    # was chosen (Korean labels as tofu) where matplotlib's cached font list lacked NanumGothic
+    fonts = [("Last Resort High-Efficiency", "/f/lastresort.ttf"), ("DejaVu Sans", "/f/dejavu.ttf")]
+    choice = pf.find_hangul_font(fonts, covers=lambda path: path == "/f/lastresort.ttf")
+    assert not choice.hangul and choice.family is None
+
+
+def test_a_font_installed_after_matplotlib_cached_its_list_is_found(monkeypatch):
+    from matplotlib import font_manager
+
+    nanum = "/usr/share/fonts/truetype/nanum/NanumGothic.ttf"
+    if not pf.font_covers(nanum):
+        pytest.skip("fonts-nanum is not installed (scripts/install-system-deps.sh installs it)")
+    monkeypatch.setattr(font_manager.fontManager, "ttflist",
+                        [f for f in font_manager.fontManager.ttflist if "Nanum" not in f.name])  # a stale cache
+    assert ("NanumGothic", nanum) in pf.installed_fonts()
+    assert pf.find_hangul_font().family == "NanumGothic"
+
+
 def test_no_hangul_font_leaves_matplotlib_alone_and_labels_fall_back_to_english():
     rc = {"font.sans-serif": ["DejaVu Sans"], "font.family": ["sans-serif"]}
     before = dict(rc)
@@ -553,3 +573,47 @@ def test_compare_panel_judges_the_controls_values_against_the_scenarios_own():
     assert bad.last_error == "ScenarioError: providers.gpt-4o.timeout_s: must be > 0.0 (got -1.0)"
     sized_only = ComparePanel("b2b-saas", controls={"requests": (100, 500, 100)}, timer=ManualTimer())
     assert sized_only.run() is None and "controls: at least one scenario field for B to change" in sized_only.last_error
+
+
+def test_the_compare_headline_names_false_hits_and_lost_service_first():
+    # a looser threshold: cheaper and more hits, and more wrong answers; the first four clear
+    # differences in table order left the false hits out
+    from llmlab.widgets import ComparePanel
+
+    panel = ComparePanel("b2b-saas", controls={"gateway.cache.threshold": (0.5, 0.99, 0.01)}, requests=800,
+                         replications=3, timer=ManualTimer())
+    panel.controls["gateway.cache.threshold"].value = 0.7
+    panel.run()
+    table = panel.last_comparison.table.set_index("metric")
+    assert panel.last_error is None and table.loc["false_hit_rate", "clear"]
+    assert panel.headline.value.split(": ", 2)[2].startswith("false_hit_rate +")
+
+
+def test_the_simulation_panel_says_what_refusals_and_failures_hide():
+    """Capped at 0, the panel read "saves 93.4 %" beside 43 % availability, and its CDF drew the
+    refusals (answered in milliseconds) as fast turns; a failure is now never answered."""
+    import numpy as np
+
+    from llmlab.sim import simulate
+    from llmlab.teaching import judged_latencies
+    from llmlab.widgets.simulation import savings_phrase
+
+    run = simulate("b2b-saas", requests=300, seed=1, overrides={"gateway.cache.embedder": "hashed",
+                                                              "traffic.tenants[0].monthly_budget_usd": 0.0})
+    s = run.summary
+    assert s["refused_savings_pct"] > 1 and "points of it refused requests" in savings_phrase(s)
+    assert "per answered turn" in savings_phrase(s)
+    judged = judged_latencies(run.turns)
+    refused = run.turns["error_code"].isin(["budget_exceeded", "rate_limited", "guardrail_blocked"])
+    assert len(judged) == (~refused).sum()  # refusals left out
+    failed = (run.turns["outcome"] == "error") & ~refused
+    assert np.isinf(judged).sum() == failed.sum()  # failures never answered
+    assert np.percentile(judged, s["slo_percentile"]) == pytest.approx(s["slo_value_s"])  # as the SLO reads it
+
+
+def test_money_reads_as_money_and_an_unreachable_break_even_says_so():
+    from llmlab.widgets.threshold import break_even_text, usd
+
+    assert (usd(-137.2), usd(1234.6), usd(-0.2), usd(0.004, 2)) == ("−$137", "$1,235", "$0", "$0.00")  # was "$-137", "$-0"
+    assert break_even_text(0.0078) == "0.78%"
+    assert break_even_text(math.inf).startswith("never") and break_even_text(1.5).startswith("never")  # was "inf%"

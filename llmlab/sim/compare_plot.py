@@ -40,6 +40,11 @@ def plot_comparison(comparison: "Comparison", title: str = "") -> Any:
         ax.errorbar(mid, y, xerr=spread, fmt="o", color=colour, capsize=3)
         ax.annotate(said, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, color=colour)
     ax.set_xscale("symlog", linthresh=10.0)
+    # plain-text ticks (-100, 10, 1,000) with the ASCII minus every font has: the log formatter's
+    # mathtext is set in the plot's font alone, and a Korean font without U+2212 drew boxes
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
     ax.axvline(0.0, color="#333333", lw=0.8)

@@ -59,6 +59,22 @@ def _mark_failed(ax: Any, failed: Sequence[tuple[list[Any], str]]) -> None:
     ax.text(0.02, 0.97, "X: failed (too many turns)", transform=ax.transAxes, va="top", fontsize=7)
 
 
+def _panels(frame: "pd.DataFrame") -> dict[str, str]:
+    """:data:`PANELS`, the savings per answered turn in place of the savings when a row's policy
+    and baseline answered shares apart (as the summary table adds it, :data:`~llmlab.report.ANSWERED_GAP`):
+    a baseline that answered 1 % of a stress sweep's turns cost a hundredth of the policy, and the
+    panel read −18,000 %."""
+    from ..report import ANSWERED_GAP
+
+    if {"availability", "baseline_availability", "savings_per_answered_pct"} <= set(frame.columns):
+        gap = (frame["availability"] - frame["baseline_availability"]).abs()
+        if (gap >= ANSWERED_GAP).any():
+            return {("savings_per_answered_pct" if col == "savings_pct" else col):
+                    ("savings per answered turn vs baseline (%)" if col == "savings_pct" else label)
+                    for col, label in PANELS.items()}
+    return PANELS
+
+
 def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "") -> Any:
     """The figure of a :func:`~llmlab.sim.sweep` table whose first columns are ``grid_keys``."""
     if not grid_keys or grid_keys[0] not in frame.columns:
@@ -72,7 +88,7 @@ def plot_sweep(frame: "pd.DataFrame", grid_keys: Sequence[str], title: str = "")
         x_values.sort()
     position = {v: (v if numeric else i) for i, v in enumerate(x_values)}
     rank = {v: i for i, v in enumerate(x_values)}  # a value's place on the x axis
-    panels = [(col, label) for col, label in PANELS.items() if col in frame.columns and frame[col].notna().any()]
+    panels = [(col, label) for col, label in _panels(frame).items() if col in frame.columns and frame[col].notna().any()]
     plt = pyplot()
     cols = min(4, len(panels)) or 1
     rows = -(-len(panels) // cols) or 1

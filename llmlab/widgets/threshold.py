@@ -1,6 +1,7 @@
 """The threshold panel: the semantic cache's threshold against recall, false hits and money."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import ipywidgets as W
@@ -40,6 +41,22 @@ def threshold_economics(recall: float, pair_false_hit_rate: float, *, repeat_sha
     out["monthly_cost_with_cache"] = out["monthly_cost_without_cache"] - out["gross_saving"] + out["embedding_spend"]
     return out
 
+
+
+def usd(amount: float, decimals: int = 0) -> str:
+    """``$1,234`` / ``−$137``: the sign before the currency (``$-137`` read as a typo), and no
+    ``−$0`` for an amount that rounds to nothing."""
+    shown = f"{abs(amount):,.{decimals}f}"
+    negative = amount < 0 and shown.strip("0.,") != ""
+    return f"{'−' if negative else ''}${shown}"
+
+
+def break_even_text(rate: float) -> str:
+    """The hit rate from which the cache pays, or why there is none (an infinite break-even: each
+    hit's wrong-answer risk costs more than the call it saves) — it read "inf%"."""
+    if rate != rate or rate == math.inf or rate > 1.0:
+        return "never: at this threshold wrong answers cost more than the hits save"
+    return f"{rate:.2%}"
 
 class ThresholdPanel(Panel):
     """Tune the semantic-cache threshold on labelled pairs, and see what it saves or costs.
@@ -188,14 +205,14 @@ class ThresholdPanel(Panel):
             ("false-hit rate on must-not-hit pairs", f"{m['false_hit_rate']:.1%}"),
             ("traffic hit rate (assumed repeats)", f"{money['hit_rate']:.1%}"),
             ("wrong answers served", f"{money['wrong_answer_share']:.2%} of requests"),
-            ("monthly LLM cost without cache", f"${money['monthly_cost_without_cache']:,.0f}"),
-            ("monthly LLM + embedding cost with cache", f"${money['monthly_cost_with_cache']:,.0f}"),
-            ("gross saving / month", f"${money['gross_saving']:,.0f}"),
-            ("embedding spend / month", f"${money['embedding_spend']:,.2f}"),
-            ("cost of wrong answers / month", f"${money['false_hit_penalty']:,.0f}"),
-            ("net saving / month", f"${money['net_saving']:,.0f}"),
-            ("break-even hit rate", f"{money['break_even_hit_rate']:.2%}"),
+            ("monthly LLM cost without cache", usd(money["monthly_cost_without_cache"])),
+            ("monthly LLM + embedding cost with cache", usd(money["monthly_cost_with_cache"])),
+            ("gross saving / month", usd(money["gross_saving"])),
+            ("embedding spend / month", usd(money["embedding_spend"], 2)),
+            ("cost of wrong answers / month", usd(money["false_hit_penalty"])),
+            ("net saving / month", usd(money["net_saving"])),
+            ("break-even hit rate", break_even_text(money["break_even_hit_rate"])),
         ], columns=["quantity", "value"])
         headline = (f"threshold {t:.2f}, guard {'on' if guard else 'off'}: hit rate {money['hit_rate']:.1%}, "
-                    f"wrong answers {money['wrong_answer_share']:.2%}, net saving ${money['net_saving']:,.0f}/month")
+                    f"wrong answers {money['wrong_answer_share']:.2%}, net saving {usd(money['net_saving'])}/month")
         return PanelResult(fig, table, headline, {**m, **money})
