@@ -157,9 +157,11 @@ class RateLimited(GatewayError):
 
     @property
     def user_message(self) -> str:
+        # not "temporarily unavailable": nothing is down, this caller sent more than its plan allows
         if self.too_large:
             return "This request is too large for your plan's rate limit."
-        return super().user_message
+        wait = f"in {math.ceil(self.retry_after_s)} s" if self.retry_after_s is not None else "shortly"
+        return f"Too many requests for your plan right now. Please retry {wait}."
 
 
 class BudgetExceeded(GatewayError):

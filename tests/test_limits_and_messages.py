@@ -131,3 +131,12 @@ def test_dense_prompts_cannot_overshoot_a_cap(make_gateway, driver):
     spent = gw.budgets.spent("acme", gw.clock())
     assert spent <= 0.005 and gw.budgets.overshoot_usd == 0.0
     assert outcome.error is not None and outcome.error.code == "budget_exceeded"  # the bound saw it coming
+
+
+def test_a_rate_limited_user_is_told_to_slow_down_not_that_the_assistant_is_down(make_gateway):
+    gw = make_gateway(rate_limiter=RateLimiter(per_plan={"free": RateLimit(rpm=1)}))
+    assert gw.complete("hi", plan="free").ok
+    error = gw.complete("hi again", plan="free").error
+    assert error.code == "rate_limited" and error.retry_after_s > 0
+    assert error.user_message.startswith("Too many requests for your plan right now. Please retry in ")
+    assert "unavailable" not in error.user_message  # it said "temporarily unavailable", as for an outage
