@@ -9,7 +9,7 @@ routers, so "paid users get complexity routing, free users get the small model" 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, Sequence, Union
 
 from . import _validate as v
 from ._fastinit import fast_frozen_init
@@ -68,6 +68,16 @@ def _check_target(field: str, target: Any) -> None:
 
 def _targets_of(target: Target) -> set[str]:
     return {target} if isinstance(target, str) else target.targets()
+
+
+def bind_targets(targets: Iterable[Target | None], deployments: Mapping[str, Deployment]) -> None:
+    """Hand ``deployments`` down to the routers among ``targets`` that bind (a classifier resolves
+    its deployment): the gateway binds only the router it is given, and a classifier nested in a
+    plan router failed every request it routed ("a deployment bound by the Gateway")."""
+    for target in targets:
+        bind = getattr(target, "bind", None) if target is not None and not isinstance(target, str) else None
+        if callable(bind):
+            bind(deployments)
 
 
 def answer_targets(router: Any) -> set[str]:
@@ -167,6 +177,10 @@ class PlanRouter:
         default = "" if self.default is None else f", default={self.default!r}"
         return f"PlanRouter({self.plans!r}{default})"
 
+    def bind(self, deployments: Mapping[str, Deployment]) -> None:
+        """Called by the gateway: the routers a plan maps to are bound too."""
+        bind_targets([*self.plans.values(), self.default], deployments)
+
     def check_request(self, request: Request) -> None:
         """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal error."""
         if request.plan not in self.plans and self.default is None:
@@ -236,8 +250,9 @@ class ClassifierRouter:
         return f"ClassifierRouter(classifier={self.classifier!r}, routes={self.routes!r}{rules})"
 
     def bind(self, deployments: Mapping[str, Deployment]) -> None:
-        """Called by the gateway: resolve the classifier's deployment."""
+        """Called by the gateway: resolve the classifier's deployment, and bind the routers a label maps to."""
         self._deployment = deployments[self.classifier]
+        bind_targets(self.routes.values(), deployments)
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         if self._deployment is None:

@@ -246,3 +246,16 @@ def test_a_classification_the_provider_billed_but_stopped_is_charged(make_gatewa
     assert (classify.prompt_tokens, classify.completion_tokens) == (400, 1) and classify.cost_usd == pytest.approx(price)
     assert out.cost_usd == pytest.approx(sum(a.cost_usd for a in out.attempts))
     assert gw.budgets.spent("t", gw.clock()) == pytest.approx(out.cost_usd)
+
+
+def test_a_classifier_nested_in_another_router_is_bound_by_the_gateway():
+    """The gateway bound only the router it was given: a classifier inside a plan router (or
+    inside another classifier) failed every request it routed with an internal error."""
+    from llmlab import ClassifierRouter, Deployment, Gateway, PlanRouter
+
+    deps = [Deployment(n, "gpt-4o-mini", {"mock_response": "complex"}) for n in ("small", "big")]
+    inner = ClassifierRouter("small", routes={"faq": "small", "general": "small", "complex": "big"})
+    for router in (PlanRouter({"paid": inner, "free": "small"}),
+                   ClassifierRouter("small", routes={"faq": "small", "general": "small", "complex": inner})):
+        out = Gateway(deps, router=router, cache=False).complete("Compare three plans in depth", plan="paid")
+        assert out.ok and out.deployment == "big", (out.error, out.route_reason)
