@@ -30,6 +30,15 @@ def amount(field: str, value: Any) -> float:
     return float(value)
 
 
+def duration(field: str, value: Any, *, zero: bool = True) -> float:
+    """A finite number of seconds, >= 0 (``zero=False``: > 0).  Infinity is no duration: a live
+    call's timer or sleep given one failed with "timestamp out of range" (or slept forever)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (not zero and value == 0):
+        raise ConfigError(field, value, f"a finite number of seconds {'>=' if zero else '>'} 0")
+    return float(value)
+
+
 def positive(field: str, value: Any, *, allow_none: bool = False) -> float | None:
     return number(field, value, lo=0.0, lo_open=True, allow_none=allow_none)
 

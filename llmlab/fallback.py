@@ -43,9 +43,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         v.integer("retry.max_retries", self.max_retries, lo=0, hi=20)
-        v.non_negative("retry.base_s", self.base_s)
-        v.non_negative("retry.cap_s", self.cap_s)
-        v.non_negative("retry.max_retry_after_s", self.max_retry_after_s)
+        v.duration("retry.base_s", self.base_s)
+        v.duration("retry.cap_s", self.cap_s)
+        v.duration("retry.max_retry_after_s", self.max_retry_after_s)
         if self.cap_s < self.base_s:
             raise ConfigError("retry.cap_s", self.cap_s, f">= retry.base_s ({self.base_s:g}): the cap bounds the backoff")
 

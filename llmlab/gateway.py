@@ -41,6 +41,12 @@ log = logging.getLogger("llmlab.gateway")
 _warned_unmasked = False
 
 
+#: provider-call arguments the gateway sets from the deployment and the request: in ``params`` they
+#: replaced them (a deployment priced as gpt-4o-mini sent its calls to gpt-4o, or other messages)
+GATEWAY_CALL_KEYS = frozenset({"model", "messages", "stream", "stream_options", "timeout", "num_retries",
+                               "max_retries"})
+
+
 def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> dict[str, Deployment]:
     if not deployments:
         raise ConfigError("deployments", list(deployments), "at least one Deployment")
@@ -57,7 +63,15 @@ def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> 
             raise ConfigError(f"deployments[{i}].name", dep.name, "a name not used by another deployment")
         v.integer(f"deployments[{i}].context_window", dep.context_window, lo=1)
         v.integer(f"deployments[{i}].max_output_tokens", dep.max_output_tokens, lo=1)
-        v.positive(f"deployments[{i}].timeout_s", dep.timeout_s)
+        if not isinstance(dep.model, str) or not dep.model:
+            raise ConfigError(f"deployments[{i}].model", dep.model, "a model name (litellm's, e.g. 'openai/gpt-4o-mini')")
+        v.duration(f"deployments[{i}].timeout_s", dep.timeout_s, zero=False)
+        for key in dep.params:
+            if not isinstance(key, str) or key in GATEWAY_CALL_KEYS:
+                raise ConfigError(f"deployments[{i}].params", key,
+                                  "provider-call settings the gateway does not set itself: not "
+                                  + ", ".join(sorted(GATEWAY_CALL_KEYS)) + " (use Deployment(model=…, timeout_s=…); "
+                                  "retries are the gateway's RetryPolicy)")
         if dep.image_tokens_max is not None:
             v.integer(f"deployments[{i}].image_tokens_max", dep.image_tokens_max, lo=1)
         prices.price(dep.price_key)  # UnknownModelPrice names the model and how to add a price

@@ -49,11 +49,16 @@ async def aimport_litellm() -> Any:
     return await asyncio.to_thread(import_litellm)
 
 
+#: the longest a live call or a retry's wait lasts, whatever the settings say (a day): a timer
+#: much longer failed inside the HTTP client ("timestamp out of range for platform time_t")
+MAX_WAIT_S = 86_400.0
+
+
 def _kwargs(call: Call) -> dict[str, Any]:
     dep = call.deployment
     kw: dict[str, Any] = {"model": dep.model, "messages": [dict(m) for m in call.messages],
-                          "timeout": dep.timeout_s, "num_retries": 0, "max_retries": 0}
-    kw.update(dep.params)
+                          "timeout": min(dep.timeout_s, MAX_WAIT_S), "num_retries": 0, "max_retries": 0}
+    kw.update({k: val for k, val in dep.params.items() if k not in kw})  # the gateway's own are refused at build
     # a call's params never override the deployment's endpoint, key, model or timeouts (defence in
     # depth: Request.build already refuses them, but a Request can be built without it)
     kw.update({k: val for k, val in call.params.items() if val is not None and k in REQUEST_PARAMS})
@@ -438,7 +443,7 @@ class LiteLLMDriver:
         if isinstance(effect, Call):
             return self.call(effect)
         if isinstance(effect, Sleep):
-            self.sleep(effect.seconds)
+            self.sleep(min(effect.seconds, MAX_WAIT_S))
             return None
         if isinstance(effect, Embed):
             return self.embed(effect)
@@ -507,7 +512,7 @@ class LiteLLMDriver:
                 return _to_error(exc, effect, self.clock() - started)
             return _parse(response, effect, self.clock() - started)
         if isinstance(effect, Sleep):
-            await self.asleep(effect.seconds)
+            await self.asleep(min(effect.seconds, MAX_WAIT_S))
             return None
         if isinstance(effect, Embed):
             return await asyncio.to_thread(self.embed, effect)

@@ -1,4 +1,5 @@
 """Bad input is a typed error at construction naming the field and the allowed values."""
+import math
 import subprocess
 import sys
 
@@ -299,3 +300,40 @@ def test_the_serving_methods_say_which_keywords_they_take():
     for method in (Gateway.complete, Gateway.acomplete, Gateway.stream, Gateway.astream):
         assert ":meth:`request`" in method.__doc__
     assert "StreamReset" in Gateway.stream.__doc__
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"model": "gpt-4o"}, "model"),  # sent the calls to gpt-4o while budgets priced gpt-4o-mini
+    ({"messages": [{"role": "user", "content": "INJECTED"}]}, "messages"),  # replaced the caller's messages
+    ({"stream": True}, "stream"),  # made every complete() a malformed response, counted by the breaker
+    ({"num_retries": 5}, "num_retries"), ({5: "x"}, 5),
+])
+def test_deployment_params_cannot_set_what_the_gateway_sets(params, key):
+    with pytest.raises(ConfigError) as info:
+        Gateway([Deployment("cheap", "gpt-4o-mini", {"mock_response": "ok", **params})])
+    assert info.value.field == "deployments[0].params" and info.value.value == key
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: Gateway([Deployment("a", None)]), "deployments[0].model"),
+    (lambda: Gateway([Deployment("a", "gpt-4o-mini", timeout_s=math.inf)]), "deployments[0].timeout_s"),
+    (lambda: RetryPolicy(base_s=math.inf, cap_s=math.inf), "retry.base_s"),
+    (lambda: RetryPolicy(cap_s=math.nan), "retry.cap_s"),
+])
+def test_a_duration_must_be_finite_and_a_model_a_name(make, field):
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert info.value.field == field
+
+
+def test_a_huge_timeout_or_backoff_is_held_to_a_day_in_a_live_call():
+    """``timeout_s=1e10`` failed every call inside the HTTP client ("timestamp out of range"),
+    retried and counted by the breaker; a sleep of days is a day at most."""
+    from llmlab.effects import Call, Sleep
+    from llmlab.live import MAX_WAIT_S, LiteLLMDriver, _kwargs
+
+    dep = Deployment("a", "gpt-4o-mini", {"mock_response": "ok"}, timeout_s=1e10)
+    assert _kwargs(Call(dep, ({"role": "user", "content": "hi"},), {}))["timeout"] == MAX_WAIT_S == 86_400
+    assert Gateway([dep]).complete("hi").ok
+    slept: list[float] = []
+    assert LiteLLMDriver(sleep=slept.append).perform(Sleep(1e300)) is None and slept == [MAX_WAIT_S]
