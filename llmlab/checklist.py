@@ -129,6 +129,25 @@ def _ops_logs(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str,
     return FAIL, "no handler at INFO for the 'llmlab' logger: request records are not collected"
 
 
+#: a bare model name's provider, by its family (litellm routes a name without ``provider/`` by it)
+_FAMILIES = (("anthropic", ("claude",)), ("gemini", ("gemini",)), ("mistral", ("mistral", "mixtral", "codestral")),
+             ("cohere", ("command",)),
+             ("openai", ("gpt-", "chatgpt", "o1", "o3", "o4", "text-embedding", "davinci", "babbage")))
+
+
+def provider_of(model: str) -> str:
+    """Who serves ``model``: its ``provider/`` prefix, else its family (``claude-…`` is Anthropic's);
+    an unknown bare name is its own.  Every bare name counted as OpenAI's, so a chain from gpt-4o
+    to claude-sonnet-4 "stayed on one provider"."""
+    if "/" in model:
+        return model.split("/", 1)[0]
+    bare = model.lower()
+    for provider, prefixes in _FAMILIES:
+        if bare.startswith(prefixes):
+            return provider
+    return bare
+
+
 def _ops_fallback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
     from .routing import answer_targets
 
@@ -136,8 +155,7 @@ def _ops_fallback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[
     short = [t for t in sorted(targets) if len(gw.pipeline.chain_for(t)) < 2]
     if short:
         return FAIL, f"no fallback for {', '.join(short)}"
-    providers = {t: {d.model.split('/')[0] if '/' in d.model else 'openai' for d in gw.pipeline.chain_for(t)}
-                 for t in targets}
+    providers = {t: {provider_of(d.model) for d in gw.pipeline.chain_for(t)} for t in targets}
     single = [t for t, p in providers.items() if len(p) < 2]
     if single:
         return FAIL, f"chains of {', '.join(sorted(single))} stay on one provider: an outage takes them all down"

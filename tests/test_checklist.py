@@ -163,3 +163,21 @@ def test_the_latency_item_says_the_p95_during_outages_when_the_evidence_has_it()
     failed = {**ev, "outage_slo_value_s": float("inf")}
     assert status(evaluate_checklist(Gateway(), failed), "Response latency P95 below target").why.endswith(
         "(during outages: failed)")
+
+
+def test_a_bare_model_name_is_served_by_its_family_not_by_openai():
+    from llmlab.checklist import provider_of
+
+    assert [provider_of(m) for m in ("claude-sonnet-4-20250514", "gpt-4o-mini", "o3-mini", "gemini-2.5-flash",
+                                     "anthropic/claude-3-5-haiku", "azure/gpt-4o", "my-finetune")] == \
+        ["anthropic", "openai", "openai", "gemini", "anthropic", "azure", "my-finetune"]
+
+
+def test_a_chain_from_openai_to_a_bare_claude_name_crosses_providers():
+    from llmlab import Deployment
+
+    deps = [Deployment("gpt-4o", "gpt-4o", {"mock_response": "ok"}),
+            Deployment("claude", "claude-sonnet-4-20250514", {"mock_response": "ok"})]
+    gw = Gateway(deps, router=FixedRouter("gpt-4o"), fallbacks={"gpt-4o": ["claude"]})
+    item = next(i for i in evaluate_checklist(gw) if i.item == "Fallback chain")
+    assert "stay on one provider" not in item.why  # every bare name was taken for OpenAI's
