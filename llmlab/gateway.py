@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import _validate as v
 from .budgets import BudgetPolicy, MemoryBudgets
@@ -79,9 +80,22 @@ def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> 
     return out
 
 
+def _check_clock(clock: Callable[[], Any]) -> None:
+    """One reading of ``clock``: epoch seconds as a finite number, or a ConfigError now (a clock
+    returning text raised TypeError out of every complete(); NaN made every request an internal error)."""
+    try:
+        now = clock()
+    except Exception as exc:  # a user's callable
+        raise ConfigError("clock", _Shape(f"<{getattr(clock, '__name__', type(clock).__name__)}>"),
+                          "a callable returning epoch seconds", hint=f"it raised {type(exc).__name__}") from None
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise ConfigError("clock", _Shape(f"<a clock returning {now!r}>"[:80]),
+                          "a callable returning epoch seconds (a finite number, e.g. time.time)")
+
+
 def _check_names(field: str, names: Any, known: Mapping[str, Deployment]) -> None:
     for name in names:
-        if name not in known:
+        if not isinstance(name, str) or name not in known:  # a list in a chain raised "unhashable type"
             raise ConfigError(field, name, "one of the configured deployments: " + ", ".join(sorted(known)))
 
 
@@ -158,8 +172,12 @@ class Gateway:
         if isinstance(prices, PriceBook):
             self.prices = prices
         else:
+            if prices is not None and not isinstance(prices, Mapping):
+                raise ConfigError("prices", prices, "a PriceBook, or a mapping of model → ModelPrice or "
+                                                    "(input, output) USD per 1M tokens")
             self.prices = PriceBook.default() if prices is None else PriceBook.default().with_overrides(prices)
-        if isinstance(deployments, (str, bytes, Mapping)):  # list("gpt-4o") would name 'g' as the culprit
+        if isinstance(deployments, (str, bytes, Mapping)) or not (deployments is None or isinstance(deployments, Iterable)):
+            # list("gpt-4o") would name 'g' as the culprit; Gateway(5) raised TypeError
             raise ConfigError("deployments", deployments, "a list of llmlab.Deployment (or None for the defaults)")
         self.deployments = _check_deployments(list(deployments) if deployments is not None else default_deployments(),
                                               self.prices)
@@ -170,6 +188,11 @@ class Gateway:
         self.router: Router = router if router is not None else ComplexityRouter()
         _check_has("router", router, self.router, ("decide", "targets"),
                    "a router with decide() and targets() (e.g. llmlab.PlanRouter)")
+        try:
+            self.router.targets()
+        except RecursionError:  # a plan router among its own plans would route forever
+            raise ConfigError("router", _Shape(f"<{type(self.router).__name__}>"),
+                              "a router that does not contain itself") from None
         if router is None and not self.router.targets() <= set(self.deployments):
             raise ConfigError("router", None, "a router for these deployments (e.g. llmlab.FixedRouter or PlanRouter)",
                               hint="the default ComplexityRouter routes to " +
@@ -231,6 +254,9 @@ class Gateway:
                 raise ConfigError(name, flag, "True or False")
         if not callable(clock):
             raise ConfigError("clock", clock, "a callable returning epoch seconds (e.g. time.time)")
+        _check_clock(clock)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError("seed", seed, "an integer (the backoff jitter's seed) or None")
         if isinstance(breaker, Mapping):
             settings = dict(breaker)
             try:
@@ -241,6 +267,12 @@ class Gateway:
             breaker_factory: Callable[[], CircuitBreaker] = lambda: CircuitBreaker(**settings)
         else:
             breaker_factory = breaker or CircuitBreaker
+            if breaker is not None:  # a factory: one made now, so that a wrong one fails here, not per request
+                made = breaker_factory()
+                if not all(callable(getattr(made, m, None))
+                           for m in ("admit", "current", "release_probe", "is_slow", "record_success", "record_failure")):
+                    raise ConfigError("breaker", _Shape(f"<a factory of {type(made).__name__}>"),
+                                      "CircuitBreaker settings (a mapping), or a factory of CircuitBreakers")
         if input_guards is None:  # PII is masked before anything is sent, cached or logged, unless opted out
             from .guardrails import PIIMaskingGuard
 

@@ -105,6 +105,8 @@ class FixedRouter(StaticRouter):
     """Always the same deployment (the baseline policy)."""
 
     def __init__(self, deployment: str) -> None:
+        if not isinstance(deployment, str) or not deployment:
+            raise ConfigError("fixed_router.deployment", deployment, "a deployment name")
         self.deployment = deployment
 
     def choose(self, request: Request) -> RouteDecision:
@@ -133,9 +135,11 @@ class ComplexityRouter(StaticRouter):
         lo = v.integer("complexity.thresholds[0]", thresholds[0], lo=1)
         hi = v.integer("complexity.thresholds[1]", thresholds[1], lo=lo + 1)
         self.thresholds = (lo, hi)
+        if models is not None and not isinstance(models, Mapping):
+            raise ConfigError("complexity.models", models, "a mapping with keys 'low', 'medium', 'high'")
         self.models = dict(self.DEFAULT_MODELS if models is None else models)
         missing = {"low", "medium", "high"} - set(self.models)
-        if missing:
+        if missing or not all(isinstance(m, str) and m for m in self.models.values()):
             raise ConfigError("complexity.models", self.models, "a mapping with keys 'low', 'medium', 'high'")
 
     def __repr__(self) -> str:

@@ -337,3 +337,39 @@ def test_a_huge_timeout_or_backoff_is_held_to_a_day_in_a_live_call():
     assert Gateway([dep]).complete("hi").ok
     slept: list[float] = []
     assert LiteLLMDriver(sleep=slept.append).perform(Sleep(1e300)) is None and slept == [MAX_WAIT_S]
+
+
+def _plan_router_among_its_plans():
+    router = PlanRouter({"paid": "gpt-4o"})
+    router.plans["free"] = router
+    return router
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"prices": "x"}, "prices"),  # TypeError: 'str' object is not a mapping
+    ({"fallbacks": {"gpt-4o": [["gpt-4o-mini"]]}}, "fallbacks['gpt-4o']"),  # unhashable type: 'list'
+    ({"budget": BudgetPolicy(default_cap=1.0, on_exceed="downgrade", downgrade_to=["gpt-4o-mini"])},
+     "budget.downgrade_to"),
+    ({"seed": [1]}, "seed"),
+    ({"breaker": lambda: 5}, "breaker"),  # every request an internal error ('int' has no attribute 'admit')
+    ({"clock": lambda: "now"}, "clock"),  # TypeError out of every complete()
+    ({"clock": lambda: math.nan}, "clock"),
+    ({"router": _plan_router_among_its_plans()}, "router"),  # RecursionError
+])
+def test_settings_that_failed_later_are_refused_when_the_gateway_is_built(kw, field):
+    deps = [Deployment(n, n, {"mock_response": "ok"}) for n in ("gpt-4o", "gpt-4o-mini")]
+    kw = {"router": FixedRouter("gpt-4o"), **kw}
+    with pytest.raises(ConfigError) as info:
+        Gateway(deps, **kw)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: Gateway(5), "deployments"), (lambda: FixedRouter(["a"]), "fixed_router.deployment"),
+    (lambda: ComplexityRouter(models="abc"), "complexity.models"),
+    (lambda: ComplexityRouter(models={"low": "a", "medium": 1, "high": "b"}), "complexity.models"),
+])
+def test_components_refuse_wrong_types_by_name(make, field):
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert info.value.field == field
