@@ -383,17 +383,25 @@ def outage_drill(scenario: Any = "b2b-saas", variants: Mapping[str, Mapping[str,
 
 def availability_timeline_figure(results: Mapping[str, Any], window: tuple[float, float] | None = None, *,
                                  bin_s: float = 30.0, title: str | None = None) -> Any:
-    """Share of turns answered per ``bin_s`` of simulated time, one line per result; outage shaded."""
+    """Share of turns answered per ``bin_s`` of simulated time, one line per result; outage shaded.
+
+    Variants often answer exactly alike (before and after the outage, or two protected ones
+    during it), so each line has its own style and marker, drawn from thick and hollow to thin
+    and small: a line on top of another leaves the one below visible around it.
+    """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    for name, result in results.items():
+    styles = [("-", "o", 9, 3.2), ("--", "s", 7, 2.4), ("-.", "^", 5.5, 1.7), (":", "D", 3.5, 1.2)]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, (name, result) in enumerate(results.items()):
         turns = result.turns
         if not len(turns):
             continue
         bins = (turns["arrival_s"] // bin_s).astype(int)
         answered = (turns["outcome"] != "error").groupby(bins).mean() * 100
-        ax.plot(answered.index * bin_s + bin_s / 2, answered.values, marker=".", label=name)
+        ls, marker, size, lw = styles[i % len(styles)]
+        ax.plot(answered.index * bin_s + bin_s / 2, answered.values, ls=ls, lw=lw, marker=marker, ms=size,
+                mfc="none" if size > 5 else None, mew=1.3, label=name, zorder=2 + i)
     if window is not None:
         ax.axvspan(window[0], window[1], color="#E45756", alpha=0.12,
                    label=label("장애 구간", "outage window"))
@@ -402,7 +410,7 @@ def availability_timeline_figure(results: Mapping[str, Any], window: tuple[float
     ax.set_ylabel(label(f"응답 성공률 (%, {bin_s:g}초 단위)", f"turns answered (%, per {bin_s:g} s)"))
     ax.set_title(title or label("장애 훈련: 가용성", "outage drill: availability over time"))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)  # off the lines
     fig.tight_layout()
     return fig
 

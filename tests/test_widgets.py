@@ -399,6 +399,31 @@ def test_outage_drill_panel_negative_duration_then_good():
     assert panel.last_error is None and "30 s" in panel.headline.value
 
 
+def test_outage_drill_panel_headlines_a_slowdown_by_its_slo_value_not_availability():
+    """A slow provider answers every turn, late: "availability 100 % → 100 %" said nothing."""
+    variants = {"no protection": {"fallback": False, "max_retries": 0, "breaker": False},
+                "fallback + retries + breaker": {"fallback": True}}
+    panel = OutageDrillPanel("b2b-saas", start_s=20.0, duration_s=40.0, kind="slow", after_s=20.0, variants=variants,
+                             timer=ManualTimer())
+    panel.run()
+    table, headline = panel.last_result.table, panel.headline.value
+    assert (table["availability_in_outage"] == 1.0).all()  # nothing failed: availability cannot tell them apart
+    slo = panel.scenario.slo
+    assert "availability" not in headline
+    assert headline.startswith(f"slow outage of openai for 40 s: P{slo.percentile:g} latency during it ")
+    for row in table.itertuples():
+        assert f"{row.slo_value_in_outage_s:.2f} s ({row.variant})" in headline
+    assert headline.endswith(f"the SLO is {slo.latency_s:g} s")
+
+
+def test_the_drill_headline_names_a_percentile_never_reached_and_a_window_without_turns():
+    from llmlab.widgets.drill import _slo_text
+
+    assert _slo_text(3.14159, 95.0) == "3.14 s"
+    assert _slo_text(float("inf"), 95.0) == "never (over 5 % of its turns failed)"
+    assert _slo_text(float("nan"), 99.0) == "n/a (no turns)"
+
+
 # ----------------------------------------------------------------------------- llmlab.teaching helpers
 def test_attempt_path_and_ledger_view_tell_each_requests_story(make_gateway, driver):
     from llmlab import ErrorKind

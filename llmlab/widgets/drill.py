@@ -1,6 +1,7 @@
 """The outage drill panel: a primary provider's outage, with and without the protections."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from .base import Panel, PanelResult, TimerFactory, make_control
@@ -53,7 +54,24 @@ class OutageDrillPanel(Panel):
         fig = availability_timeline_figure(results, (start, start + duration))
         best = table.iloc[-1]
         worst = table.iloc[0]
-        headline = (f"{values['kind']} outage of {self.target} for {duration:g} s: availability during it "
-                    f"{100 * worst['availability_in_outage']:.0f} % ({worst['variant']}) → "
-                    f"{100 * best['availability_in_outage']:.0f} % ({best['variant']})")
+        if values["kind"] == "slow":  # a slowdown answers every turn, late: availability reads 100 % → 100 %
+            slo = next(iter(results.values())).scenario.slo if results else self.scenario.slo
+            what = "time to first token" if slo.metric == "ttft" else "latency"
+            headline = (f"slow outage of {self.target} for {duration:g} s: P{slo.percentile:g} {what} during it "
+                        f"{_slo_text(worst['slo_value_in_outage_s'], slo.percentile)} ({worst['variant']}) → "
+                        f"{_slo_text(best['slo_value_in_outage_s'], slo.percentile)} ({best['variant']}); "
+                        f"the SLO is {slo.latency_s:g} s")
+        else:
+            headline = (f"{values['kind']} outage of {self.target} for {duration:g} s: availability during it "
+                        f"{100 * worst['availability_in_outage']:.0f} % ({worst['variant']}) → "
+                        f"{100 * best['availability_in_outage']:.0f} % ({best['variant']})")
         return PanelResult(fig, table, headline, table)
+
+
+def _slo_text(value: float, percentile: float) -> str:
+    """An SLO value for a headline: seconds; a failed percentile (inf) or no turns (NaN) in words."""
+    if math.isnan(value):
+        return "n/a (no turns)"
+    if math.isinf(value):
+        return f"never (over {100 - percentile:g} % of its turns failed)"
+    return f"{value:.2f} s"
