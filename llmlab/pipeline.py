@@ -427,13 +427,23 @@ class Pipeline:
         a model that will not load) the request goes on as a miss, neither looked up nor stored,
         and the failure is logged (its type only: the message may quote the text)."""
         try:
-            return (yield Embed(self.semantic_cache.embedder, (text,)))
+            embedded = yield Embed(self.semantic_cache.embedder, (text,))
         except ClientDisconnected:
             raise
         except Exception as exc:
             self.lock.outside(log.warning, "llmlab semantic cache skipped: the embedder raised %s",
                               type(exc).__name__, extra={"request_id": s.request.request_id})
             return None
+        vectors = getattr(embedded, "vectors", None)
+        try:  # an embedder that returned nothing usable (None, no rows) is a miss too, not an internal error
+            usable = vectors is not None and len(vectors) > 0
+        except TypeError:
+            usable = False
+        if not usable:
+            self.lock.outside(log.warning, "llmlab semantic cache skipped: the embedder returned no vectors (%s)",
+                              type(vectors).__name__, extra={"request_id": s.request.request_id})
+            return None
+        return embedded
 
     def _route(self, s: _State, prompt_est: int) -> Generator[Effect, Any, RouteDecision]:
         """Run the router, pricing and recording any call it makes (the classifier's).

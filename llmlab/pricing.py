@@ -46,15 +46,18 @@ class ModelPrice:
 
     @classmethod
     def per_million(cls, input_usd: float, output_usd: float = 0.0, context_window: int | None = None) -> "ModelPrice":
-        v.non_negative("input_usd_per_1m", input_usd)
-        v.non_negative("output_usd_per_1m", output_usd)
+        v.amount("input_usd_per_1m", input_usd)
+        v.amount("output_usd_per_1m", output_usd)
         return cls(input_usd / PER_MILLION, output_usd / PER_MILLION, context_window)
 
     def __post_init__(self) -> None:
-        v.non_negative("input_per_token", self.input_per_token)
-        v.non_negative("output_per_token", self.output_per_token)
-        v.non_negative("cache_read_per_token", self.cache_read_per_token, allow_none=True)
-        v.non_negative("cache_write_per_token", self.cache_write_per_token, allow_none=True)
+        # finite: an infinite price made every request's cost inf (NaN for 0 tokens × inf) and
+        # broke budgets' arithmetic (an OverflowError converting it for the Redis counters)
+        v.amount("input_per_token", self.input_per_token)
+        v.amount("output_per_token", self.output_per_token)
+        for name in ("cache_read_per_token", "cache_write_per_token"):
+            if getattr(self, name) is not None:
+                v.amount(name, getattr(self, name))
 
     def cost(self, prompt_tokens: int, completion_tokens: int = 0, cached_tokens: int = 0,
              cache_write_tokens: int = 0) -> float:
@@ -102,9 +105,12 @@ def _litellm_prices() -> Mapping[str, ModelPrice]:
         except (TypeError, ValueError):
             continue
         window = entry.get("max_input_tokens") or entry.get("max_tokens")
-        prices[name] = ModelPrice(inp, out, int(window) if isinstance(window, (int, float)) else None,
-                                  _rate(entry.get("cache_read_input_token_cost")),
-                                  _rate(entry.get("cache_creation_input_token_cost")))
+        try:
+            prices[name] = ModelPrice(inp, out, int(window) if isinstance(window, (int, float)) else None,
+                                      _rate(entry.get("cache_read_input_token_cost")),
+                                      _rate(entry.get("cache_creation_input_token_cost")))
+        except ConfigError:  # a negative or non-finite price in the map: that model is unpriced, not the map
+            continue
     return prices
 
 

@@ -22,13 +22,19 @@ from .errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Per-minute limits; ``None`` means unlimited."""
+    """Per-minute limits; ``None`` means unlimited.
+
+    ``rpm`` is at least 1: a bucket holds up to ``rpm`` requests and each request takes one, so
+    with fewer no request could ever pass (each was refused as "larger than the whole limit;
+    lower max_tokens", in memory and in Redis alike).  ``tpm`` is positive here; the gateway also
+    refuses one below its ``default_max_tokens``, for the same reason.
+    """
 
     rpm: float | None = None
     tpm: float | None = None
 
     def __post_init__(self) -> None:
-        v.positive("rate_limit.rpm", self.rpm, allow_none=True)
+        v.number("rate_limit.rpm", self.rpm, lo=1.0, allow_none=True)
         v.positive("rate_limit.tpm", self.tpm, allow_none=True)
 
 

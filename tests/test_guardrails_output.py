@@ -143,5 +143,6 @@ def test_output_guard_blocks_with_reason_and_redacts_otherwise():
 def test_output_guard_accepts_a_prebuilt_filter_but_not_both():
     f = OutputFilter(blocked_terms=["x"])
     assert OutputFilterGuard(f).filter is f
-    with pytest.raises(TypeError):
+    with pytest.raises(GuardrailConfigError) as err:  # was a TypeError: every bad setting is a ConfigError
         OutputFilterGuard(f, blocked_terms=["y"])
+    assert err.value.field == "OutputFilterGuard.output_filter" and "not both" in str(err.value)

@@ -147,13 +147,22 @@ def test_other_settings_are_validated():
         SemanticCache(EMB, last_resort_threshold=2)
 
 
-def test_wrong_dimension_is_a_typed_error():
+def test_wrong_dimension_is_a_logged_miss(caplog):
+    """A vector the cache cannot use is a miss (and not stored), logged by its type and sizes only:
+    the pipeline hands the embedder's output straight to lookup/store, and a DimensionMismatch out
+    of them made every request a gateway_error while the README promises a plain cache miss."""
     c = cache()
-    with pytest.raises(DimensionMismatch) as info:
-        c.store("t", "x", np.ones(10, dtype=np.float32), "v", 0)
+    c.store("t", "x", np.ones(512, dtype=np.float32), "v", 0)
+    with caplog.at_level("WARNING", logger="llmlab.cache"):
+        assert c.store("t", "y", np.ones(10, dtype=np.float32), "v", 0) is False
+        assert c.lookup("t", "x", np.ones(3), 0) is None
+        assert c.lookup_last_resort("t", "x", np.ones(3), 0) is None
+    assert len(c) == 1 and c.stats["unusable_vectors"] == 3
+    assert "DimensionMismatch" in caplog.text and "dimension 10, expected dimension 512" in caplog.text
+    assert c.lookup("t", "x", np.ones(512, dtype=np.float32), 1) is not None  # the cache still works
+    with pytest.raises(DimensionMismatch) as info:  # the index itself still says so
+        c._spaces["t"].index.check(np.ones(10))
     assert info.value.expected == 512 and info.value.got == 10
-    with pytest.raises(DimensionMismatch):
-        c.lookup("t", "x", np.ones(3), 0)
 
 
 def test_zero_vectors_never_hit_and_are_not_stored():

@@ -56,9 +56,10 @@ from .. import _validate as v
 from ..budgets import MemoryBudgets
 from ..cache.store import MemoryStore
 from ..errors import ConfigError
-from ..ratelimit import RateLimit, RateLimiter
+from ..ratelimit import RateLimit, RateLimiter, check_limits
 from .codec import CodecError, decode_entry, encode_entry
-from .redis_link import RedisLink, RedisUnavailable, redact_url
+from .redis_budgets import MAX_LEASE_S
+from .redis_link import MAX_TTL_S, RedisLink, RedisUnavailable, redact_url
 
 __all__ = ["Backends", "CodecError", "RedisBudgets", "RedisLink", "RedisRateLimiter", "RedisStore",
            "RedisUnavailable", "SharedSemanticCache", "decode_entry", "encode_entry", "from_url", "redact_url"]
@@ -68,7 +69,6 @@ log = logging.getLogger("llmlab.backends")
 ON_UNAVAILABLE = ("raise", "degrade")
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 CLUSTER_SUFFIX = "+cluster"
-MAX_TTL_S = 1e9  # ≈ 32 years: "keep it", still a number Redis' PX and the clocks can hold
 MAX_TIMEOUT_S = 60.0  # the longest one command may keep its request waiting
 MAX_RETRY_INTERVAL_S = 3_600.0  # the link probes a dead Redis at least hourly, so it does reconnect
 URL_FORMS = ("redis://[:password@]host[:port][/db], rediss://…, unix://… or, for a Redis Cluster, "
@@ -290,11 +290,17 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     :class:`~llmlab.cache.semantic.SemanticCache` as ``semantic_cache`` to share it between
     replicas (:class:`~llmlab.backends.redis_semantic.SharedSemanticCache`).  Durations are
     finite: TTLs and ``log_interval_s`` up to 1e9 s, socket and connect timeouts up to 60 s,
-    ``retry_interval_s`` up to an hour.  ``redis+cluster://`` or ``rediss+cluster://`` names a
-    Redis Cluster (any one node); the key layout it implies is in this module's docstring.
+    ``retry_interval_s`` up to an hour, ``budget_lease_s`` up to a day (a hold whose process
+    died is released a lease after its last renewal; see
+    :class:`~llmlab.backends.redis_budgets.RedisBudgets`).  Every argument is checked before
+    connecting, so a bad one is the same ConfigError whether Redis is up, down or degraded.
+    ``redis+cluster://`` or ``rediss+cluster://`` names a Redis Cluster (any one node); the key
+    layout it implies is in this module's docstring.
     """
     if not isinstance(url, str) or url.split("://", 1)[0] not in SCHEMES or "://" not in url:
-        raise ConfigError("url", redact_url(url) if isinstance(url, str) else url,
+        # not repeated when no string: bytes would be shown as they are, password and all
+        raise ConfigError("url", redact_url(url) if isinstance(url, str) else
+                          url if url is None else f"<{type(url).__name__}>",
                           "a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL")
     if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "*?[]\\" for c in prefix):
         # a glob character or backslash (Redis' glob escape) would make clear()'s SCAN pattern
@@ -316,6 +322,18 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     v.number("connect_timeout_s", connect_timeout_s, lo=0.0, lo_open=True, hi=MAX_TIMEOUT_S)
     v.number("retry_interval_s", retry_interval_s, lo=0.0, hi=MAX_RETRY_INTERVAL_S)
     v.number("log_interval_s", log_interval_s, lo=0.0, lo_open=True, hi=MAX_TTL_S)
+    # the rest as well, before connecting: these were checked only by the backends built on the
+    # path taken (a lease of -1 or NaN passed while Redis was down, a capacity of 0 while it was up)
+    v.number("budget_lease_s", budget_lease_s, lo=0.0, lo_open=True, hi=MAX_LEASE_S)
+    v.integer("cache_capacity", cache_capacity, lo=1)
+    check_limits("per_plan", per_plan)
+    check_limits("per_tenant", per_tenant)
+    if default_limit is not None and not isinstance(default_limit, RateLimit):
+        raise ConfigError("rate_limiter.default", default_limit, "a llmlab.RateLimit")
+    if semantic_cache is not None and not all(callable(getattr(semantic_cache, name, None))
+                                              for name in ("lookup", "store", "lookup_last_resort")):
+        raise ConfigError("semantic_cache", semantic_cache if isinstance(semantic_cache, (str, int, float))
+                          else type(semantic_cache).__name__, "a llmlab.cache.semantic.SemanticCache, or None")
 
     _check_userinfo(url)
     link: RedisLink | None = None

@@ -3,14 +3,16 @@
 Same contract as :class:`llmlab.budgets.MemoryBudgets`.  Per (tenant, month) one hash
 ``{prefix}:budget:{tenant}:{YYYY-MM}`` (on a Redis Cluster the tenant in a hash tag: see "Key
 layout" below) holds ``spent`` and ``reserved`` in integer nano-USD
-(exact sums, no float drift) and one field ``r:{id}`` per open reservation; a sorted set
+(exact sums, no float drift; a cap counts up to :data:`MAX_USD`, $1e8 a month: see there) and one
+field ``r:{id}`` per open reservation; a sorted set
 ``…:open`` holds each open reservation's lease deadline, and a settled one's tombstone
 (``t:{id}``) until that deadline, so that a settlement replayed after a lost reply is not
 counted twice; a charge (spend with no reservation) carries an id of its own and leaves a
 tombstone for ``lease_s`` too.  Expired leases and tombstones are swept by ``try_reserve`` and
 by ``charge`` (a tenant with no cap only ever charges).  While a hold is open its process renews
 its lease every ``lease_s / 3`` (:meth:`RedisBudgets.renew_leases`, on a daemon thread), so only
-a process that died or lost Redis for a whole lease loses its holds.
+a process that died or lost Redis for a whole lease loses its holds.  ``lease_s`` is at most a day
+(:data:`MAX_LEASE_S`).
 
 * ``try_reserve`` is one Lua script: release expired leases (a gateway that crashed between
   reserve and settle), check ``spent + reserved + amount ≤ cap`` and reserve — no other
@@ -59,11 +61,24 @@ from typing import Any, NamedTuple
 
 from .. import _validate as v
 from ..budgets import Reservation, month_of, next_month_start
-from .redis_link import KeyedScript, RedisLink, RedisUnavailable, key_part
+from .redis_link import MAX_TTL_S, KeyedScript, RedisLink, RedisUnavailable, key_part
 
 NANO = 1_000_000_000
 FAIL_MODES = ("closed", "open")
 FLUSH_BATCH = 500  # queued settlements replayed per round trip
+#: the longest ``lease_s`` (a day): the heartbeat renews every ``lease_s / 3``, and a hold whose process
+#: died comes back to the budget a lease after its last renewal — an infinite lease killed the
+#: renewal thread (OverflowError) and would have kept a dead process's holds for good
+MAX_LEASE_S = 86_400.0
+#: the largest cap, and the largest single amount, the counters are asked to hold (USD): they are
+#: integer nano-USD, at most 18 digits (below 10¹⁸ nano-USD, $1e9: the scripts refuse a longer
+#: value as not llmlab's, and Redis' HINCRBY stops at 2⁶³).  A cap above it, an infinite one
+#: included, counts as this much — a hundred million dollars a tenant a month — which leaves the
+#: counters ten times the room for spend past the holds; a larger amount is refused by the cap
+#: check, never sent to a counter.  (A cap of 1e300 raised OverflowError on every request, and an
+#: amount past 2⁶³ nano-USD made Redis refuse the script: "budget unavailable".)
+MAX_USD = 1e8
+MAX_NANO = int(MAX_USD * NANO)
 
 # Release up to 100 leases and tombstones expired by NOW (a crashed gateway's holds go back to
 # the budget).  Run by try_reserve, and by a charge: a tenant with no cap never reserves, and
@@ -214,11 +229,19 @@ def _is_month(text: str) -> bool:
 
 
 def _nano(usd: float) -> int:
-    return int(round(usd * NANO))
+    """USD as integer nano-USD, at most :data:`MAX_NANO` (a spend past what the counters hold is
+    counted as that much: see :data:`MAX_USD`)."""
+    if usd <= MAX_USD:
+        return int(round(usd * NANO))
+    return MAX_NANO if usd > MAX_USD else 0  # else NaN: no number to count
 
 
 def _nano_up(usd: float) -> int:
-    """Round a reservation *up* (never reserve less than asked), ignoring float noise."""
+    """Round a reservation *up* (never reserve less than asked), ignoring float noise; an amount
+    past :data:`MAX_USD` (or not a number) is twice what any cap can be, so the cap check refuses
+    it (the script compares in doubles: one nano-USD more would round to the cap itself)."""
+    if not usd <= MAX_USD:
+        return 2 * MAX_NANO
     return max(0, math.ceil(usd * NANO - 1e-3))
 
 
@@ -233,8 +256,8 @@ class RedisBudgets:
         self.link = link
         self.prefix = prefix
         self.on_error = v.choice("budgets_on_error", on_error, FAIL_MODES)
-        self.lease_s = v.positive("budget_lease_s", lease_s)
-        self.retention_s = v.non_negative("budget_retention_s", retention_s)
+        self.lease_s = v.number("budget_lease_s", lease_s, lo=0.0, lo_open=True, hi=MAX_LEASE_S)
+        self.retention_s = v.number("budget_retention_s", retention_s, lo=0.0, hi=MAX_TTL_S)
         self.max_pending = v.integer("budget_max_pending", max_pending, lo=0)
         self._reserve = KeyedScript(link.client, _RESERVE)
         self._settle = KeyedScript(link.client, _SETTLE)
@@ -404,7 +427,7 @@ class RedisBudgets:
         ttl = self._ttl(now)
         prev_h, prev_z, prev_ttl = self._previous(tenant, now)
         want = _nano_up(amount)
-        cap_nano = -1 if cap is None or math.isinf(cap) else _nano(cap)
+        cap_nano = -1 if cap is None else self._cap_nano(cap)
         try:
             self._flush()
             ok, value = self.link.call("budget reserve", lambda r: self._reserve(
@@ -430,6 +453,18 @@ class RedisBudgets:
         if self._heartbeat is None:
             self._start_heartbeat()
         return RedisReservation(tenant, month, amount, int(value), ttl, True)
+
+    def _cap_nano(self, cap: float) -> int:
+        """``cap`` in nano-USD; one above :data:`MAX_USD` counts as that — said once in a while for
+        a finite one (the tenant's cap is lower here than configured), silently for an infinite
+        one (no cap: $1e8 a month is none in practice)."""
+        if cap <= MAX_USD:
+            return _nano(cap)
+        if not math.isinf(cap):
+            self.link.logs.warning("budget-cap-max", "llmlab: a monthly budget cap of $%g is more than the Redis "
+                                                     "budgets count; it counts as $%g (llmlab.backends."
+                                                     "redis_budgets.MAX_USD)", cap, MAX_USD)
+        return MAX_NANO
 
     # ------------------------------------------------------------------ lease renewal
     def _start_heartbeat(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from .. import _validate as v
 from ..cache.store import StoreHit
 from .codec import CodecError, decode_entry, encode_entry
-from .redis_link import RedisLink, RedisUnavailable, key_part
+from .redis_link import MAX_TTL_S, RedisLink, RedisUnavailable, key_part
 
 log = logging.getLogger("llmlab.backends")
 
@@ -43,8 +43,8 @@ class RedisStore:
         self.link = link
         self.answers_only = answers_only  # the gateway's cache: any other value is foreign, a miss
         self.prefix = prefix
-        self.ttl_s = v.positive("cache_ttl_s", ttl_s)
-        self.stale_grace_s = v.non_negative("stale_grace_s", stale_grace_s)
+        self.ttl_s = v.number("cache_ttl_s", ttl_s, lo=0.0, lo_open=True, hi=MAX_TTL_S)
+        self.stale_grace_s = v.number("stale_grace_s", stale_grace_s, lo=0.0, hi=MAX_TTL_S)
         self._expire_ms = max(1, int(round((self.ttl_s + self.stale_grace_s) * 1000)))
         self.hits = 0
         self.misses = 0

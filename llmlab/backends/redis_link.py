@@ -50,6 +50,10 @@ from ..steplock import outside_step_lock
 log = logging.getLogger("llmlab.backends")
 T = TypeVar("T")
 
+#: the longest TTL or interval the Redis backends take (≈ 32 years: "keep it", still a number Redis'
+#: PX and the clocks can hold; an infinite one raised OverflowError building a backend)
+MAX_TTL_S = 1e9
+
 
 def key_part(text: object) -> str:
     """``text`` percent-encoded for a key segment: no ``:`` of its own, so tenant ``a:b`` never
@@ -66,8 +70,10 @@ def redact_url(url: str) -> str:
     ``?`` or ``#`` that its owner did not percent-encode, and ``urlsplit`` then ends the
     user-info early and hands the rest of the password on as the path, query or fragment
     (it also raises on a bad port).  Everything before the *last* ``@`` is the user-info,
-    as for ``urlsplit``; a ``password=`` query value (redis-py reads one, the usual way for
-    ``unix://`` sockets) is hidden too.  Hiding too much is the safe direction.
+    as for ``urlsplit``: ``user:password`` keeps the user (``user:***``); user-info without a
+    colon is hidden whole (``redis://***@host``), since a password written without its leading
+    colon (``redis://S3cr3t@host``) is one too.  A ``password=`` query value (redis-py reads one,
+    the usual way for ``unix://`` sockets) is hidden too.  Hiding too much is the safe direction.
     """
     if not isinstance(url, str):
         return "<not a url>"
@@ -77,7 +83,7 @@ def redact_url(url: str) -> str:
     at = rest.rfind("@")
     if at >= 0:
         user, colon, _ = rest[:at].partition(":")
-        rest = (f"{user}:***" if colon else user) + rest[at:]
+        rest = (f"{user}:***" if colon else "***") + rest[at:]
     head, qsep, query = rest.partition("?")
     if qsep:
         query, hsep, fragment = query.partition("#")

@@ -22,7 +22,7 @@ from typing import Mapping
 
 from .. import _validate as v
 from ..ratelimit import RateLimit, Refusal, check_limits
-from .redis_link import KeyedScript, RedisLink, RedisUnavailable, key_part
+from .redis_link import MAX_TTL_S, KeyedScript, RedisLink, RedisUnavailable, key_part
 
 FAIL_MODES = ("open", "closed")
 LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
@@ -115,7 +115,8 @@ class RedisRateLimiter:
             from ..errors import ConfigError
             raise ConfigError("rate_limiter.default", default, "a llmlab.RateLimit")
         self.on_error = v.choice("rate_limit_on_error", on_error, FAIL_MODES)
-        self._expire_ms = int(v.positive("rate_limit_idle_expiry_s", idle_expiry_s) * 1000)
+        self._expire_ms = int(v.number("rate_limit_idle_expiry_s", idle_expiry_s, lo=0.0, lo_open=True,
+                                       hi=MAX_TTL_S) * 1000)
         self._script = KeyedScript(link.client, _ACQUIRE)
         self._refund = KeyedScript(link.client, _REFUND)
         self.refusals = 0

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _validate as v
 from .codec import CodecError, decode_entry, encode_entry
-from .redis_link import RedisLink, RedisUnavailable, key_part
+from .redis_link import MAX_TTL_S, RedisLink, RedisUnavailable, key_part
 
 log = logging.getLogger("llmlab.backends")
 
@@ -55,7 +55,9 @@ class SharedSemanticCache:
         self.max_entries = v.integer("max_entries", max_entries, lo=1)
         self.backfill = v.integer("backfill", backfill, lo=0)
         ttl = float(getattr(local, "ttl_s", 86_400.0))
-        self._expire_ms = max(1, int((ttl + v.non_negative("stale_grace_s", stale_grace_s)) * 1000))
+        grace = v.number("stale_grace_s", stale_grace_s, lo=0.0, hi=MAX_TTL_S)
+        # a local cache that never expires (ttl_s=inf) still gets a stream expiry Redis can hold
+        self._expire_ms = max(1, int(min(ttl + grace, MAX_TTL_S) * 1000))
         self.origin = uuid.uuid4().hex[:12].encode()
         self.answers_only = answers_only  # the gateway's cache: another replica's non-answer is foreign
         # namespace -> last stream id read, least recently looked up first.  Bounded: a namespace
@@ -132,8 +134,11 @@ class SharedSemanticCache:
         return self.local.lookup_last_resort(namespace, text, vector, now)
 
     def store(self, namespace: str, text: str, vector: Any, value: Any, now: float) -> bool:
-        """Store locally and publish; True when Redis acknowledged the publication."""
-        self.local.store(namespace, text, vector, value, now)
+        """Store locally and publish; True when Redis acknowledged the publication.  What the local
+        cache would not store (it returned False: a vector of the wrong dimension, an all-zero one)
+        is not published either: every other replica would refuse it too."""
+        if self.local.store(namespace, text, vector, value, now) is False:
+            return False
         try:
             fields = {b"o": self.origin, b"t": text.encode("utf-8", "surrogatepass"), b"e": encode_entry(value, now),
                       b"v": np.asarray(vector, dtype="<f4").reshape(-1).tobytes()}

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Hashable, Iterable, Mapping
 
+from .. import _validate as v
+from ..errors import ConfigError
 from .keys import LONG_TEXT, LONG_TEXT_MEMO
 
 __all__ = ["DEFAULT_ACTIONS", "DEFAULT_ENTITIES", "SLOT_TYPE_TOPICS", "Features", "GuardDecision", "HitGuard",
@@ -561,6 +563,12 @@ class HitGuard:
                  actions: Mapping[str, Iterable[str]] | None = None, builtin_entities: bool = True,
                  cache_size: int = 65_536, cross_language: bool = True,
                  entity_topics: Mapping[str, str] | None = None) -> None:
+        for field, given in (("entities", entities), ("actions", actions), ("entity_topics", entity_topics)):
+            if given is not None and not isinstance(given, Mapping):
+                raise ConfigError(f"hit_guard.{field}", given if isinstance(given, (str, int, float)) else
+                                  type(given).__name__, "a mapping of name → aliases (entity_topics: name → topic), "
+                                                        "or None")
+        memo_size = v.integer("hit_guard.cache_size", cache_size, lo=1)
         self.cross_language = bool(cross_language)
         self._entity_topics = {_normalise(k).strip(): f"topic:{v}" for k, v in (entity_topics or {}).items()}
         merged: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_ENTITIES.items()} if builtin_entities else {}
@@ -575,7 +583,7 @@ class HitGuard:
         self._memo: dict[str, Features] = {}
         self._long_memo: dict[str, Features] = {}  # texts over LONG_TEXT characters (a pasted document)
         self._decisions: dict[tuple[str, str], GuardDecision] = {}
-        self._memo_size = int(cache_size)
+        self._memo_size = memo_size
         self.checks = 0
         self.vetoes = 0
 

@@ -47,10 +47,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as v
 from ..errors import ConfigError, LLMLabError
 
-__all__ = ["ANNParams", "DimensionMismatch", "VectorIndex", "DEFAULT_ANN_THRESHOLD", "float32_floor", "settled_unit",
-           "unit"]
+__all__ = ["ANNParams", "DimensionMismatch", "VectorIndex", "DEFAULT_ANN_THRESHOLD", "check_ann", "float32_floor",
+           "settled_unit", "unit"]
 
 log = logging.getLogger("llmlab.cache")
 
@@ -121,9 +122,23 @@ class DimensionMismatch(LLMLabError, ValueError):
                          "(was the cache built with a different embedder?)")
 
 
+#: bounds of the HNSW settings: faiss aborts the process (``Faiss assertion 'i < end' failed``) on
+#: ``m`` = 0 and crashes on ``m`` = 1; past the upper bounds a graph node, a build or a search costs
+#: far more than an exact search would (``candidates`` = 10⁷ asked faiss for ten million results)
+MAX_M = 256
+MAX_EF = 4_096
+MAX_CANDIDATES = 4_096
+
+
 @dataclass(frozen=True, slots=True)
 class ANNParams:
-    """HNSW settings (faiss).  Defaults measured at 100k × 384: see the module docstring."""
+    """HNSW settings (faiss).  Defaults measured at 100k × 384: see the module docstring.
+
+    Checked when built (a :class:`~llmlab.errors.ConfigError` naming the field): ``m`` an integer in
+    [2, 256] (faiss kills the process on 0 and 1), ``ef_construction``, ``ef_search`` and
+    ``candidates`` integers in [1, 4096], ``quantize`` True or False, ``rebuild_fraction`` a number
+    in (0, 1].
+    """
 
     m: int = 16
     ef_construction: int = 64
@@ -131,6 +146,28 @@ class ANNParams:
     candidates: int = 16          # graph results re-ranked exactly per query
     quantize: bool = True         # 8-bit codes in the graph (re-rank keeps scores exact)
     rebuild_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        v.integer("ann_params.m", self.m, lo=2, hi=MAX_M)
+        v.integer("ann_params.ef_construction", self.ef_construction, lo=1, hi=MAX_EF)
+        v.integer("ann_params.ef_search", self.ef_search, lo=1, hi=MAX_EF)
+        v.integer("ann_params.candidates", self.candidates, lo=1, hi=MAX_CANDIDATES)
+        if not isinstance(self.quantize, bool):
+            raise ConfigError("ann_params.quantize", self.quantize, "True or False")
+        v.number("ann_params.rebuild_fraction", self.rebuild_fraction, lo=0.0, lo_open=True, hi=1.0)
+
+
+def check_ann(ann_threshold: Any, ann_params: Any) -> None:
+    """ConfigError unless ``ann_threshold`` is a positive integer or None and ``ann_params`` an
+    :class:`ANNParams`: checked when a cache or an index is built, not when its namespace first
+    grows past the threshold (a request then failed, or faiss ended the process)."""
+    if ann_threshold is not None and (isinstance(ann_threshold, bool) or not isinstance(ann_threshold, int)
+                                      or ann_threshold < 1):
+        raise ConfigError("ann_threshold", ann_threshold, "a positive integer, or None for exact search only")
+    if not isinstance(ann_params, ANNParams):
+        raise ConfigError("ann_params", ann_params if isinstance(ann_params, (type(None), str, int, float))
+                          else type(ann_params).__name__,
+                          "a llmlab.cache.index.ANNParams(m=…, ef_construction=…, ef_search=…)")
 
 
 _FAISS_THREADS: list[int] = []  # OpenMP threads faiss had at import (used for bulk builds only)
@@ -164,9 +201,7 @@ class VectorIndex:
                  ann_params: ANNParams = ANNParams(), initial_capacity: int = 4) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ConfigError("dim", dim, "a positive integer")
-        if ann_threshold is not None and (isinstance(ann_threshold, bool) or not isinstance(ann_threshold, int)
-                                          or ann_threshold < 1):
-            raise ConfigError("ann_threshold", ann_threshold, "a positive integer, or None for exact search only")
+        check_ann(ann_threshold, ann_params)
         self.dim = dim
         self.ann_threshold = ann_threshold
         self.ann_params = ann_params

@@ -32,6 +32,7 @@ are gathered from the table's memoised row (see that module for why and for what
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -43,7 +44,7 @@ import numpy as np
 from .. import _validate as v
 from ..errors import ConfigError
 from .guard import HitGuard, default_guard
-from .index import DEFAULT_ANN_THRESHOLD, ANNParams, DimensionMismatch, VectorIndex, unit
+from .index import DEFAULT_ANN_THRESHOLD, ANNParams, DimensionMismatch, VectorIndex, check_ann, unit
 from .table import SimilarityTable
 
 __all__ = ["CALIBRATED_THRESHOLDS", "DEFAULT_THRESHOLD", "SemanticCache", "SemanticHit", "threshold_for"]
@@ -62,6 +63,8 @@ CALIBRATED_THRESHOLDS: dict[str, dict[str, float]] = {
 }
 #: for an embedder without calibration (a provider model): conservative; run ``llmlab cache-eval``
 DEFAULT_THRESHOLD = {"threshold": 0.92, "last_resort": 0.88}
+
+log = logging.getLogger("llmlab.cache")
 
 _DEFAULT_GUARD = object()  # sentinel: build the default guard (catalogue vocabulary)
 #: an index of at least this many rows is compacted once a quarter or less of them is live
@@ -135,8 +138,7 @@ class SemanticCache:
             raise ConfigError("guard", guard, "a HitGuard (or any object with check(query, candidate)), or None")
         self.capacity = v.integer("capacity", capacity, lo=1)
         self.ttl_s = v.positive("ttl_s", ttl_s)
-        if ann_threshold is not None:
-            v.integer("ann_threshold", ann_threshold, lo=1)
+        check_ann(ann_threshold, ann_params)  # now, not when a namespace first outgrows ann_threshold
         self.ann_threshold = ann_threshold
         self.ann_params = ann_params
         self.candidates = v.integer("candidates", candidates, lo=1)
@@ -154,15 +156,19 @@ class SemanticCache:
         self._lock = threading.RLock()  # one gateway may serve from several threads
         self._counts = {"lookups": 0, "hits": 0, "guard_vetoes": 0, "evictions": 0, "expired_skipped": 0,
                         "last_resort_lookups": 0, "last_resort_hits": 0, "stores": 0, "replaced": 0,
-                        "table_searches": 0}
+                        "table_searches": 0, "unusable_vectors": 0}
 
     # ------------------------------------------------------------------ helpers
     def _checked(self, vector: Any) -> np.ndarray:
-        """``vector`` as a float32 (dim,) array; DimensionMismatch if the size is wrong."""
-        q = np.asarray(vector, dtype=np.float32)
+        """``vector`` as a float32 (dim,) array; DimensionMismatch if the size is wrong or it is no
+        vector of numbers at all (None, text, ragged rows)."""
+        try:
+            q = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise DimensionMismatch(self.dim or -1, f"a {type(vector).__name__} of no numbers") from None
         if q.ndim == 2 and q.shape[0] == 1:
             q = q[0]
-        if q.ndim != 1:
+        if q.ndim != 1 or not q.shape[0]:
             raise DimensionMismatch(self.dim or -1, tuple(q.shape))
         if self.dim is None:
             self.dim = int(q.shape[0])
@@ -264,13 +270,29 @@ class SemanticCache:
         return None
 
     # ------------------------------------------------------------------ the slot
+    def _unusable(self, what: str, exc: DimensionMismatch) -> None:
+        """A vector the cache cannot use (an embedder that returned the wrong dimension, None or no
+        numbers): the cache is an optimisation, so this is a miss (or an entry not stored), as an
+        embedder that raises is, and said once per call — the exception's type only (the vector's
+        shape at most, never text)."""
+        self._counts["unusable_vectors"] += 1
+        got = f"dimension {exc.got}" if isinstance(exc.got, int) else \
+            f"shape {exc.got}" if isinstance(exc.got, tuple) else str(exc.got)
+        log.warning("llmlab semantic cache %s skipped: the embedder's vector is unusable (%s: %s, expected "
+                    "dimension %s)", what, type(exc).__name__, got, exc.expected)
+
     def lookup(self, namespace: str, text: str, vector: np.ndarray, now: float, *,
                threshold: float | None = None) -> SemanticHit | None:
-        """The best fresh, guard-approved entry of ``namespace`` at ``threshold`` or above."""
+        """The best fresh, guard-approved entry of ``namespace`` at ``threshold`` or above; None
+        (a miss, logged) for a vector of the wrong dimension or no vector at all."""
         thr = self.threshold if threshold is None else _threshold("threshold", threshold)
         with self._lock:
             self._counts["lookups"] += 1
-            hit = self._search(namespace, text, vector, now, thr, allow_stale=False)
+            try:
+                hit = self._search(namespace, text, vector, now, thr, allow_stale=False)
+            except DimensionMismatch as exc:
+                self._unusable("lookup", exc)
+                return None
             if hit is not None:
                 self._counts["hits"] += 1
             return hit
@@ -279,24 +301,35 @@ class SemanticCache:
         """When every provider failed: a lower threshold, expired entries allowed, guard still on."""
         with self._lock:
             self._counts["last_resort_lookups"] += 1
-            hit = self._search(namespace, text, vector, now, self.last_resort_threshold, allow_stale=True)
+            try:
+                hit = self._search(namespace, text, vector, now, self.last_resort_threshold, allow_stale=True)
+            except DimensionMismatch as exc:
+                self._unusable("last-resort lookup", exc)
+                return None
             if hit is not None:
                 self._counts["last_resort_hits"] += 1
             return hit
 
-    def store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> None:
-        """Cache ``value`` for ``text``; the same text in the same namespace is overwritten."""
+    def store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> bool:
+        """Cache ``value`` for ``text``; the same text in the same namespace is overwritten.
+
+        False, storing nothing, for a vector of the wrong dimension or no vector at all (logged, as
+        :meth:`lookup` does) and for an all-zero one (an embedder that found nothing to embed)."""
         if not isinstance(namespace, str) or not isinstance(text, str):
             raise ConfigError("namespace/text", (namespace, text)[not isinstance(text, str)], "strings")
         if not math.isfinite(now):  # a NaN write time would never expire
             raise ConfigError("now", now, "a finite time in seconds")
         with self._lock:
-            self._store(namespace, text, vector, value, now)
+            try:
+                return self._store(namespace, text, vector, value, now)
+            except DimensionMismatch as exc:
+                self._unusable("store", exc)
+                return False
 
-    def _store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> None:
+    def _store(self, namespace: str, text: str, vector: np.ndarray, value: object, now: float) -> bool:
         q, tid = self._prepared(text, vector)
         if q is None:
-            return
+            return False
         self._counts["stores"] += 1
         space = self._space(namespace)
         if space is not None and text in space.by_text:
@@ -304,7 +337,7 @@ class SemanticCache:
             self._counts["replaced"] += 1
             space.entries[slot] = _Entry(text, value, now)
             self._lru.move_to_end((namespace, slot))
-            return
+            return True
         while len(self._lru) >= self.capacity:
             (old_ns, old_slot), _ = self._lru.popitem(last=False)
             self._remove(old_ns, old_slot)
@@ -317,6 +350,7 @@ class SemanticCache:
         self._lru[(namespace, slot)] = None
         if self.guard is not None and hasattr(self.guard, "features"):
             self.guard.features(text)  # warm the guard's memo off the lookup path
+        return True
 
     def store_many(self, namespace: str, texts: Sequence[str], vectors: Any, values: Sequence[object],
                    now: float) -> None:

@@ -15,7 +15,7 @@ guard that leaks what it was asked to hide would be worse than no guard.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -30,6 +30,10 @@ __all__ = [
     "InputVerdict",
     "OutputGuard",
     "OutputVerdict",
+    "check_flag",
+    "check_has",
+    "check_name",
+    "check_strings",
 ]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -53,6 +57,56 @@ class GuardrailConfigError(ConfigError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+def check_strings(field: str, value: Any, what: str = "non-empty strings", *, options: Iterable[str] | None = None,
+                  at_least_one: bool = False) -> tuple[str, ...]:
+    """``value`` as a tuple of strings, else :class:`GuardrailConfigError` naming ``field``.
+
+    A bare string is refused, not read as a collection: ``blocked_terms="password"`` used to
+    become the letters p, a, s … and ``roles="user"`` the roles u, s, e, r, so the guard quietly
+    matched nothing.  So are None, a mapping and anything not iterable.  Each item must be a
+    non-empty string (one of ``options`` when given); ``at_least_one`` refuses an empty
+    collection, for settings where none means a guard that never acts.
+    """
+    allowed = f"a list of {what}" + (" (at least one)" if at_least_one else "")
+    if isinstance(value, (str, bytes, bytearray)):
+        raise GuardrailConfigError(field, f"{allowed}, not a bare string (write [{value!r}])", value)
+    if value is None or isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise GuardrailConfigError(field, allowed, value)
+    items = tuple(value)
+    known = None if options is None else tuple(options)
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise GuardrailConfigError(field, allowed, item)
+        if known is not None and item not in known:
+            raise GuardrailConfigError(field, known, item)
+    if at_least_one and not items:
+        raise GuardrailConfigError(field, allowed, value)
+    return items
+
+
+def check_flag(field: str, value: Any) -> bool:
+    """True or False, else :class:`GuardrailConfigError` (``"no"`` would be read as true)."""
+    if not isinstance(value, bool):
+        raise GuardrailConfigError(field, "True or False", value)
+    return value
+
+
+def check_name(field: str, value: Any) -> str:
+    """A guard's name (it labels findings and log lines): a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise GuardrailConfigError(field, "a non-empty string", value)
+    return value
+
+
+def check_has(field: str, value: Any, method: str, allowed: str) -> Any:
+    """``value`` when it has a callable ``method`` (a detector, a masker), else
+    :class:`GuardrailConfigError`: a wrong object failed only on the first request that needed it."""
+    if not callable(getattr(value, method, None)):
+        raise GuardrailConfigError(field, allowed, value if isinstance(value, (str, int, float, type(None)))
+                                   else type(value).__name__)
+    return value
 
 
 @fast_frozen_init

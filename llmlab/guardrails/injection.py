@@ -223,13 +223,28 @@ def check_policy(owner: str, policy: str) -> Policy:
     return policy  # type: ignore[return-value]
 
 
+def check_rules(field: str, rules: object) -> tuple[Rule, ...]:
+    """A collection of one or more :class:`Rule` (a compiled pattern, a weight in [0, 1]), else
+    :class:`GuardrailConfigError`: ``rules="x"`` was read as no rules at all, and a detector
+    without rules scores every text 0 — a guard that never fires."""
+    allowed = "a list of one or more injection Rules (Rule(name, category, weight, re.compile(...)))"
+    if isinstance(rules, (str, bytes, bytearray)) or not isinstance(rules, (tuple, list, frozenset, set)) or not rules:
+        raise GuardrailConfigError(field, allowed, rules)
+    for rule in rules:
+        if (not isinstance(rule, Rule) or not callable(getattr(rule.pattern, "search", None))
+                or isinstance(rule.weight, bool) or not isinstance(rule.weight, (int, float))
+                or not 0.0 <= rule.weight <= 1.0):
+            raise GuardrailConfigError(field, allowed + " with weights in [0, 1]", rule)
+    return tuple(rules)
+
+
 class InjectionDetector:
     """Scores text against `rules` (default: `RULES`, English and Korean)."""
 
     def __init__(self, policy: Policy = "flag", threshold: float = 0.5, rules: tuple[Rule, ...] = RULES) -> None:
         self.policy = check_policy("InjectionDetector", policy)
         self.threshold = check_threshold("InjectionDetector", threshold)
-        self.rules = rules
+        self.rules = check_rules("InjectionDetector.rules", rules)
 
     def scan(self, text: str) -> InjectionReport:
         norm, idx = normalize(text)

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from .base import Finding, GuardrailConfigError
+from .base import Finding, GuardrailConfigError, check_flag, check_strings
 
 __all__ = ["OutputFilter", "OutputReport", "SECRET_PATTERNS", "TERM_ACTIONS"]
 
@@ -113,14 +113,12 @@ class OutputFilter:
     ) -> None:
         if term_action not in TERM_ACTIONS:
             raise GuardrailConfigError("OutputFilter.term_action", TERM_ACTIONS, term_action)
-        terms = []
-        for t in blocked_terms:
-            if not isinstance(t, str) or not t.strip():
-                raise GuardrailConfigError("OutputFilter.blocked_terms", "non-empty strings", t)
-            terms.append(t.strip())
-        self.blocked_terms = tuple(terms)
-        self.detect_secrets = detect_secrets
+        terms = check_strings("OutputFilter.blocked_terms", blocked_terms)
+        self.blocked_terms = tuple(t.strip() for t in terms)
+        self.detect_secrets = check_flag("OutputFilter.detect_secrets", detect_secrets)
         self.term_action = term_action
+        if not isinstance(blocked_message, str):  # it replaces a blocked answer's text
+            raise GuardrailConfigError("OutputFilter.blocked_message", "a string", blocked_message)
         self.blocked_message = blocked_message
         self._term_patterns = tuple(_term_pattern(t) for t in self.blocked_terms)
 

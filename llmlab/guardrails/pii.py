@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .base import Finding, GuardrailConfigError
+from .base import Finding, check_flag, check_strings
 
 __all__ = ["KINDS", "MaskResult", "PIIMasker", "luhn_valid", "rrn_checksum_valid", "unmask"]
 
@@ -267,13 +267,11 @@ class PIIMasker:
     """
 
     def __init__(self, kinds: Iterable[str] = KINDS, *, rrn_require_checksum: bool = False) -> None:
-        kinds = tuple(kinds)
-        for k in kinds:
-            if k not in KINDS:
-                raise GuardrailConfigError("PIIMasker.kinds", KINDS, k)
+        kinds = check_strings("PIIMasker.kinds", kinds, "PII kinds from " + ", ".join(map(repr, KINDS)),
+                              options=KINDS, at_least_one=True)
         # keep priority order regardless of how the caller listed them
         self.kinds = tuple(k for k in KINDS if k in kinds)
-        self.rrn_require_checksum = rrn_require_checksum
+        self.rrn_require_checksum = check_flag("PIIMasker.rrn_require_checksum", rrn_require_checksum)
         self._detectors: dict[str, Callable[[str], Iterable[_Span]]] = {
             "email": self._emails,
             "rrn": self._rrns,

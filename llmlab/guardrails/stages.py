@@ -9,16 +9,22 @@ detectors be used alone (in a notebook, a batch job, the FP benchmark) with no p
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from .base import Finding, InputVerdict, OutputVerdict
+from ..request import ROLES
+from .base import (Finding, GuardrailConfigError, InputVerdict, OutputVerdict, check_has, check_name,
+                   check_strings)
 from .injection import InjectionDetector, Policy, check_policy, check_threshold
 from .output_filter import OutputFilter
 from .pii import PIIMasker, may_contain_pii, unmask
 
 __all__ = ["InjectionGuard", "OutputFilterGuard", "PIIMaskingGuard", "answer_masker", "unmask_answer"]
+
+#: what ``OutputFilterGuard(**options)`` hands to :class:`OutputFilter`
+FILTER_OPTIONS = tuple(p for p in inspect.signature(OutputFilter).parameters)
 
 
 def _shift(f: Finding, index: int, part: int | None = None) -> Finding:
@@ -39,8 +45,11 @@ class PIIMaskingGuard:
     MEMO_SIZE = 8192
 
     def __init__(self, masker: PIIMasker | None = None, *, name: str = "pii") -> None:
-        self.masker = masker or PIIMasker()
-        self.name = name
+        if masker is not None:
+            check_has("PIIMaskingGuard.masker", masker, "mask", "a PIIMasker (or any object with mask(text, reuse=…)), "
+                                                               "or None for the default")
+        self.masker = masker if masker is not None else PIIMasker()
+        self.name = check_name("PIIMaskingGuard.name", name)
         self._clean: set[str] = set()  # texts in which no detector could match
 
     def _may_contain_pii(self, text: str) -> bool:
@@ -143,9 +152,14 @@ class InjectionGuard:
     ) -> None:
         self.policy = check_policy("InjectionGuard", policy)
         self.threshold = check_threshold("InjectionGuard", threshold)
-        self.roles = frozenset(roles)
-        self.detector = detector or InjectionDetector(policy=self.policy, threshold=self.threshold)
-        self.name = name
+        self.roles = frozenset(check_strings("InjectionGuard.roles", roles, "chat roles from " + ", ".join(
+            map(repr, sorted(ROLES))), options=sorted(ROLES), at_least_one=True))
+        if detector is not None:
+            check_has("InjectionGuard.detector", detector, "scan", "an InjectionDetector (or any object with "
+                                                                   "scan(text)), or None for the default")
+        self.detector = detector if detector is not None else InjectionDetector(policy=self.policy,
+                                                                                threshold=self.threshold)
+        self.name = check_name("InjectionGuard.name", name)
 
     def check_input(self, messages: Sequence[Mapping[str, Any]]) -> InputVerdict:
         findings: list[Finding] = []
@@ -216,10 +230,19 @@ class OutputFilterGuard:
 
     def __init__(self, output_filter: OutputFilter | None = None, *, name: str = "output_filter",
                  **filter_options: Any) -> None:
-        if output_filter is not None and filter_options:
-            raise TypeError("pass either an OutputFilter or its options, not both")
-        self.filter = output_filter or OutputFilter(**filter_options)
-        self.name = name
+        for option, value in filter_options.items():  # an unknown one was a TypeError out of OutputFilter
+            if option not in FILTER_OPTIONS:
+                raise GuardrailConfigError(f"OutputFilterGuard.{option}", "an OutputFilter option: "
+                                           + ", ".join(FILTER_OPTIONS), value)
+        if output_filter is not None:
+            if filter_options:
+                raise GuardrailConfigError("OutputFilterGuard.output_filter", "an OutputFilter or its options "
+                                           "(blocked_terms=…), not both",
+                                           f"an OutputFilter and {sorted(filter_options)}")
+            check_has("OutputFilterGuard.output_filter", output_filter, "check",
+                      "an OutputFilter (or any object with check(text)), or None with the filter's options")
+        self.filter = output_filter if output_filter is not None else OutputFilter(**filter_options)
+        self.name = check_name("OutputFilterGuard.name", name)
 
     def check_output(self, text: str) -> OutputVerdict:
         report = self.filter.check(text)
