@@ -8,7 +8,6 @@ a load test, a red-team run).  An item is ``pass``, ``fail`` (with what is missi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -238,15 +237,22 @@ def checklist_dataframe(items: Sequence[ChecklistItem]) -> "pd.DataFrame":
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llmlab checklist", description=__doc__.splitlines()[0])
+    from .cli_args import OneLineParser, parse_or_refuse, refuse
+
+    prog = "llmlab checklist"
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", help="evaluate the gateway of a scenario preset or file and simulate it for evidence")
     parser.add_argument("--requests", type=int, default=None,
                         help="requests to simulate for evidence (with --scenario; default: the scenario's own run, "
                              "so scheduled drills are in the evidence)")
     parser.add_argument("--json", action="store_true", help="print the items as one JSON list")
-    args = parser.parse_args(list(argv or []))
+    args = parse_or_refuse(parser, prog, list(argv or []))
+    if args is None:
+        return 2
+    if args.scenario is not None and not args.scenario.strip():  # "" ran as if no scenario were given
+        return refuse(prog, "--scenario: a preset name or a TOML file (got an empty string)")
     if args.requests is not None and not args.scenario:  # it would be ignored: nothing is simulated
-        parser.error("--requests: only with --scenario (requests simulated for evidence)")
+        return refuse(prog, "--requests: only with --scenario (requests simulated for evidence)")
     evidence: dict[str, Any] = {}
     target = 3.0
     if args.scenario:

@@ -5,7 +5,6 @@ and Claude is scripted to fail so the fallback chain and the circuit breaker hav
 """
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Sequence
 
@@ -80,9 +79,13 @@ def render_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llmlab demo", description=__doc__.splitlines()[0].split(": ", 1)[-1])
+    from .cli_args import OneLineParser, parse_or_refuse
+
+    parser = OneLineParser(prog="llmlab demo", description=__doc__.splitlines()[0].split(": ", 1)[-1])
     parser.add_argument("--json", action="store_true", help="print the ledger as JSON lines instead of a table")
-    args = parser.parse_args(list(argv or []))
+    args = parse_or_refuse(parser, "llmlab demo", list(argv or []))
+    if args is None:
+        return 2
     gateway = build_gateway()
     from .live import import_litellm
 

@@ -228,10 +228,19 @@ def test_request_params_allow_list_is_what_the_cache_key_considers():
     (["fake-provider", "--latency-ms", "nan"], "--latency-ms must be a finite number"),
     (["fake-provider", "--latency-ms", "-5"], "--latency-ms must be a finite number >= 0 (got -5)"),
     (["fake-provider", "--error-status", "418"], "--error-status must be one of"),
+    # argparse's own refusals: its usage and the error, 3 to 8 lines, before
+    (["checklist", "--bogus"], "llmlab checklist: error: unrecognized arguments: --bogus"),
+    (["checklist", "--requests", "5"], "llmlab checklist: error: --requests: only with --scenario"),
+    (["checklist", "--scenario", ""], "llmlab checklist: error: --scenario: a preset name or a TOML file"),
+    (["demo", "--x"], "llmlab demo: error: unrecognized arguments: --x"),
+    (["cache-eval", "--threshold", "x"], "llmlab cache-eval: error: argument --threshold: invalid float value"),
+    (["cache-eval", "--pairs", "/dev/null"], "is not a regular file"),  # it said "not found"
+    (["fake-provider", "--port", "x"], "llmlab fake-provider: error: argument --port: invalid int value"),
 ])
 def test_command_line_mistakes_are_one_line(argv, message):
     proc = subprocess.run([sys.executable, "-m", "llmlab", *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "LiteLLM" not in line]) == 1, proc.stderr
 
 
 def test_demo_json_is_json():

@@ -12,7 +12,6 @@ cached answer is served with full confidence, so the shipped thresholds keep fal
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -60,8 +59,10 @@ def load_labelled_pairs(path: str | Path) -> list[LabelledPair]:
     and ``kind`` are optional (pairs without a language count only in ``overall``).
     """
     source = Path(path)
-    if not source.is_file():
+    if not source.exists():
         raise FileNotFoundError(f"pairs file not found: {source}")
+    if not source.is_file():  # a folder, /dev/null: "not found" misled
+        raise FileNotFoundError(f"pairs file {source} is not a regular file (a JSON-lines file of labelled pairs)")
     pairs: list[LabelledPair] = []
     for lineno, obj in json_lines(source, PairsFormatError):
         for key in ("a", "b"):
@@ -262,7 +263,9 @@ def _table(result: dict[str, Any]) -> str:
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``llmlab cache-eval --pairs FILE.jsonl [--embedder NAME] [--no-guard] [--threshold T] [--json]``."""
-    parser = argparse.ArgumentParser(prog="llmlab cache-eval",
+    from ..cli_args import OneLineParser, parse_or_refuse
+
+    parser = OneLineParser(prog="llmlab cache-eval",
                                      description="Score an embedder and the hit guard on labelled query pairs.")
     parser.add_argument("--pairs", help="JSON-lines pairs file (default: the bundled datasets/pairs.jsonl)")
     parser.add_argument("--embedder", default=DEFAULT_EMBEDDER,
@@ -273,7 +276,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memo", help="embedding memo file (default: under $LLMLAB_CACHE_DIR, else $XDG_CACHE_HOME/llmlab or "
                                         "~/.cache/llmlab)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parse_or_refuse(parser, "llmlab cache-eval", argv)
+    if args is None:
+        return 2
     try:
         pairs = args.pairs
         if pairs is None:

@@ -19,17 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cli_args import OneLineParser as _Parser
+from ..cli_args import parse_or_refuse, refuse  # noqa: F401  (the sim commands import them from here)
+
 PROGRESS_MIN_REQUESTS = 20_000
 PROG = "llmlab simulate"
-
-
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2, decided by main()
-        raise _Usage(message)
 
 
 def command_parser(prog: str, description: str, doc: str | None) -> argparse.ArgumentParser:
@@ -370,21 +364,6 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] 
         return run(args)
     except (ConfigError, OSError, *refused) as exc:
         return refuse(prog, exc)
-
-
-def parse_or_refuse(parser: argparse.ArgumentParser, prog: str, argv: Sequence[str] | None) -> Any:
-    """The parsed command line, or None after a one-line ``<prog>: error: …`` on stderr."""
-    try:
-        return parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except _Usage as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return None
-
-
-def refuse(prog: str, exc: BaseException) -> int:
-    """Bad input: its first line on stderr, exit code 2."""
-    print(f"{prog}: error: {exc}".splitlines()[0], file=sys.stderr)
-    return 2
 
 
 def print_rows(rows: list[dict[str, Any]], text: Any, *, as_json: bool) -> None:

@@ -464,7 +464,9 @@ class FakeProvider:
 # -- command line --------------------------------------------------------------------------
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmlab fake-provider",
+    from ..cli_args import OneLineParser
+
+    p = OneLineParser(prog="llmlab fake-provider",
                                 description="Run a fault-injecting OpenAI-compatible server (Ctrl-C to stop).")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8089, help="port (0 = any free port; default 8089)")
@@ -485,7 +487,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``llmlab fake-provider``: serve until Ctrl-C (or SIGTERM); 0 on a clean stop."""
-    args = _build_parser().parse_args(argv)
+    from ..cli_args import parse_or_refuse
+
+    args = parse_or_refuse(_build_parser(), "llmlab fake-provider", argv)
+    if args is None:
+        return 2
     problems = [] if 0 <= args.port <= 65_535 else [f"--port must be in 0..65535 (got {args.port})"]
     for flag, value in (("--latency-ms", args.latency_ms), ("--ttft-ms", args.ttft_ms),
                         ("--chunk-delay-ms", args.chunk_delay_ms)):
@@ -522,9 +528,9 @@ def cli_main(argv: list[str] | None = None) -> int:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
-    except OSError as exc:  # e.g. address already in use
-        print(f"llmlab fake-provider: error: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:  # e.g. address already in use: the caller's input, exit code 2 as for any
+        print(f"llmlab fake-provider: error: --host/--port: cannot listen ({exc})", file=sys.stderr)
+        return 2
     print("fake provider stopped", flush=True)
     return 0
 
