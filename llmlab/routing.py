@@ -246,6 +246,8 @@ class ClassifierRouter:
             raise ConfigError("classifier.rules", rules, "a callable rules(request) -> answer text or None, or None")
         self.rules = rules
         self.fallback_label = v.choice("classifier.fallback_label", fallback_label, LABELS)
+        if not isinstance(prompt, str) or not prompt.strip():  # sent as the classifier's system message
+            raise ConfigError("classifier.prompt", prompt, "the classifier's instructions (text)")
         self.prompt = prompt
         self._deployment: Deployment | None = None
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from llmlab import (BudgetPolicy, ComplexityRouter, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest,
+from llmlab import (BudgetPolicy, ClassifierRouter, ComplexityRouter, ConfigError, Deployment, FixedRouter, Gateway, InvalidRequest,
                     PlanRouter, RateLimit, RateLimiter, RetryPolicy, UnknownModelPrice)
 
 
@@ -368,6 +368,8 @@ def test_settings_that_failed_later_are_refused_when_the_gateway_is_built(kw, fi
     (lambda: Gateway(5), "deployments"), (lambda: FixedRouter(["a"]), "fixed_router.deployment"),
     (lambda: ComplexityRouter(models="abc"), "complexity.models"),
     (lambda: ComplexityRouter(models={"low": "a", "medium": 1, "high": "b"}), "complexity.models"),
+    (lambda: ClassifierRouter("a", routes={"faq": "a", "general": "a", "complex": "a"}, prompt=None),
+     "classifier.prompt"),
 ])
 def test_components_refuse_wrong_types_by_name(make, field):
     with pytest.raises(ConfigError) as info:
