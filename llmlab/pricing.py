@@ -142,6 +142,8 @@ class PriceBook:
         if not isinstance(overrides, (Mapping, type(None))):
             raise ConfigError("prices", overrides, "a mapping of model → ModelPrice or (input_usd_per_1m, output_usd_per_1m)")
         for model, price in (overrides or {}).items():
+            if not isinstance(model, str) or not model:  # looked up by name: 123 raised TypeError later
+                raise ConfigError("prices", model, "model names (text) as the keys")
             if isinstance(price, ModelPrice):
                 self._overrides[model] = price
             elif isinstance(price, (tuple, list)) and 1 <= len(price) <= 3:
@@ -170,6 +172,8 @@ class PriceBook:
                                              if (rate := getattr(base, name)) is not None})
 
     def with_overrides(self, overrides: Mapping[str, ModelPrice | tuple[float, float]]) -> "PriceBook":
+        if not isinstance(overrides, Mapping):  # {**None} raised TypeError
+            raise ConfigError("prices", overrides, "a mapping of model → ModelPrice or (input_usd_per_1m, output_usd_per_1m)")
         book = PriceBook(include_litellm=False)
         book._base = self._base
         book._add({**self._overrides, **overrides})

@@ -66,3 +66,13 @@ def test_a_bad_price_override_names_its_model():
     with pytest.raises(ConfigError) as info:
         PriceBook({"gpt-4o": (2.5, 10.0), "my-ft": (0.3, -1.2)})
     assert info.value.field == "prices['my-ft'].output_usd_per_1m" and info.value.value == -1.2
+
+
+@pytest.mark.parametrize("overrides, field", [(None, "prices"), ([("gpt-4o", (1, 2))], "prices"), ({123: (1, 2)}, "prices")])
+def test_overrides_that_are_no_mapping_of_names_are_config_errors(overrides, field):
+    from llmlab.errors import ConfigError
+    from llmlab.pricing import PriceBook
+
+    with pytest.raises(ConfigError) as info:  # raised TypeError
+        PriceBook.default().with_overrides(overrides)
+    assert info.value.field == field
