@@ -216,7 +216,9 @@ def _check_message(i: int, m: Any) -> None:
                              "text, a list of content parts ({'type': 'text', 'text': …}), or None")
     for j, part in enumerate(content if isinstance(content, (list, tuple)) else ()):
         kind = part["type"]
-        if m["role"] == "user" and (not isinstance(kind, str) or kind not in USER_PART_TYPES):
+        if not isinstance(kind, str):  # looked up among part kinds (text, images …): a list raised TypeError
+            raise InvalidRequest(f"messages[{i}].content[{j}].type", _kind(kind), "text naming the part's kind")
+        if m["role"] == "user" and kind not in USER_PART_TYPES:
             raise InvalidRequest(f"messages[{i}].content[{j}].type", kind,
                                  "a user content part type: " + ", ".join(sorted(USER_PART_TYPES)))
         if kind == "text" and not isinstance(part.get("text"), str):

@@ -14,7 +14,7 @@ import pytest
 from llmlab import CascadeRouter, Deployment, FixedRouter, InvalidRequest
 from llmlab.backends.redis_link import redact_url
 from llmlab.errors import ConfigError
-from llmlab.guardrails import InjectionGuard
+from llmlab.guardrails import InjectionGuard, PIIMaskingGuard
 from llmlab.guardrails.pii import PIIMasker
 from llmlab.provider_errors import redact_secrets
 
@@ -293,3 +293,15 @@ def test_an_internal_error_is_logged_outside_the_lock(make_gateway, driver, capl
     finally:
         logging.getLogger("llmlab").removeHandler(probe)
     assert out.error.code == "gateway_error" and held == [False]
+
+
+def test_a_content_part_whose_type_is_not_text_is_refused_and_the_masker_passes_it_over(make_gateway, driver):
+    # a list as an assistant part's type reached lookups among part kinds (the prompt bound's, the
+    # masker's) and raised there: an internal error for the request
+    messages = [{"role": "assistant", "content": [{"type": ["text"], "text": "x"}]},
+                {"role": "user", "content": "call me on 010-1234-5678"}]
+    with pytest.raises(InvalidRequest) as info:
+        make_gateway().complete(messages, tenant="acme")
+    assert info.value.field == "messages[0].content[0].type" and driver.calls == []
+    verdict = PIIMaskingGuard().check_input(messages)  # the guard on its own, outside a gateway
+    assert verdict.messages[-1]["content"] == "call me on [PHONE_1]"

@@ -168,7 +168,7 @@ class InjectionGuard:
         for i, message in enumerate(messages):
             if message.get("role") not in self.roles:
                 continue
-            for j, text in _texts(message.get("content")):
+            for j, _key, text in _text_parts(message.get("content")):
                 report = self.detector.scan(text)
                 if report.score >= self.threshold:
                     categories.update(dict.fromkeys(report.categories))
@@ -209,18 +209,14 @@ def _with_arguments(call: Mapping[str, Any], arguments: str) -> dict:
 TEXT_PARTS = {"text": "text", "refusal": "refusal"}
 
 
-def _texts(content: Any) -> Iterable[tuple[int | None, str]]:
-    """``(part index, text)`` of ``content``'s text (``None``: the content is the text)."""
-    for j, _key, text in _text_parts(content):
-        yield j, text
-
-
 def _text_parts(content: Any) -> Iterable[tuple[int | None, str, str]]:
+    """``(part index, key, text)`` of ``content``'s text (index ``None``: the content is the text)."""
     if isinstance(content, str):
         yield None, "", content
     elif isinstance(content, (list, tuple)):
         for j, p in enumerate(content):
-            key = TEXT_PARTS.get(p.get("type")) if isinstance(p, Mapping) else None
+            kind = p.get("type") if isinstance(p, Mapping) else None
+            key = TEXT_PARTS.get(kind) if isinstance(kind, str) else None  # a list as the type: no text part
             if key is not None and isinstance(p.get(key), str):
                 yield j, key, p[key]
 
