@@ -1,6 +1,5 @@
 import logging
 
-import pytest
 
 from llmlab import BudgetPolicy, FixedRouter, Gateway, PlanRouter
 from llmlab.checklist import FAIL, PASS, UNKNOWN, checklist_dataframe, evaluate_checklist
