@@ -1,6 +1,5 @@
 import logging
 
-
 from llmlab import BudgetPolicy, FixedRouter, Gateway, PlanRouter
 from llmlab.checklist import FAIL, PASS, UNKNOWN, checklist_dataframe, evaluate_checklist
 from llmlab.guardrails import InjectionGuard, OutputFilterGuard, PIIMaskingGuard
