@@ -69,6 +69,11 @@ class _Shape(str):
         return str(self)
 
 
+def type_shape(value: Any) -> _Shape:
+    """A value named by its type alone (``<list>``): what was wrong with it, not what it says."""
+    return _Shape(f"<{type(value).__name__}>")
+
+
 def _rebuild(cls: type, args: tuple, state: dict) -> "LLMLabError":
     """Unpickle an llmlab error without calling its ``__init__`` (whose signature varies)."""
     error = cls.__new__(cls)

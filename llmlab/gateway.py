@@ -24,7 +24,7 @@ from .cache.keys import CacheKeyPolicy
 from .cache.store import KeyValueStore, MemoryStore
 from .defaults import DEFAULT_FALLBACKS, default_deployments
 from .effects import Deployment, Outcome
-from .errors import ConfigError, InvalidRequest, _Shape
+from .errors import ConfigError, InvalidRequest, _Shape, type_shape
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver
@@ -58,7 +58,7 @@ def _check_deployments(deployments: Sequence[Deployment], prices: PriceBook) -> 
         if not isinstance(dep.name, str) or not dep.name:
             raise ConfigError(f"deployments[{i}].name", dep.name, "a non-empty string (routers and fallbacks use it)")
         if not isinstance(dep.params, Mapping):  # shown by its type only: a key passed here by mistake
-            raise ConfigError(f"deployments[{i}].params", _Shape(f"<{type(dep.params).__name__}>"),
+            raise ConfigError(f"deployments[{i}].params", type_shape(dep.params),
                               "a mapping of provider-call settings (api_base, api_key, mock_response …)")
         if dep.name in out:
             raise ConfigError(f"deployments[{i}].name", dep.name, "a name not used by another deployment")
@@ -191,7 +191,7 @@ class Gateway:
         try:
             self.router.targets()
         except RecursionError:  # a plan router among its own plans would route forever
-            raise ConfigError("router", _Shape(f"<{type(self.router).__name__}>"),
+            raise ConfigError("router", type_shape(self.router),
                               "a router that does not contain itself") from None
         if router is None and not self.router.targets() <= set(self.deployments):
             raise ConfigError("router", None, "a router for these deployments (e.g. llmlab.FixedRouter or PlanRouter)",

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping, 
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .fallback import completion_bound, counted_prompt, streamed_part
-from .provider_errors import _to_error
+from .provider_errors import MAX_WAIT_S, _to_error
 from .request import REQUEST_PARAMS
 from .image_tokens import image_details, images_bound
 from .tokens import count_tokens, max_message_tokens, max_params_tokens
@@ -47,11 +47,6 @@ async def aimport_litellm() -> Any:
     if _LITELLM is not None:
         return _LITELLM
     return await asyncio.to_thread(import_litellm)
-
-
-#: the longest a live call or a retry's wait lasts, whatever the settings say (a day): a timer
-#: much longer failed inside the HTTP client ("timestamp out of range for platform time_t")
-MAX_WAIT_S = 86_400.0
 
 
 def _kwargs(call: Call) -> dict[str, Any]:

@@ -56,8 +56,12 @@ def _retry_after(exc: BaseException) -> float | None:
     return _delay(max(0.0, when.timestamp() - time.time()))
 
 
-#: the longest ``Retry-After`` believed (a day): a longer one is held to it
-MAX_RETRY_AFTER_S = 86_400.0
+#: the longest a live wait lasts (a day), whatever a setting or a provider says: a call's timeout
+#: (a much longer timer failed inside the HTTP client, "timestamp out of range for platform
+#: time_t"), a retry's backoff, and a ``Retry-After`` ("retry in 3 years" is a provider's bug)
+MAX_WAIT_S = 86_400.0
+#: the longest ``Retry-After`` believed: a longer one is held to it
+MAX_RETRY_AFTER_S = MAX_WAIT_S
 #: a delay as written: ASCII digits (RFC 9110's delay-seconds), with a fraction as some servers
 #: and OpenAI's ``retry-after-ms`` write it; no sign, exponent or digit separator
 _DECIMAL = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?", re.ASCII)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ._fastinit import fast_frozen_init
-from .errors import InvalidRequest, _Shape as _Shown
+from .errors import InvalidRequest, _Shape, type_shape
 
 _counter = itertools.count(1)
 _PREFIX = os.urandom(3).hex()
@@ -69,7 +69,7 @@ def check_json(field: str, value: Any) -> None:
                 try:
                     item.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise InvalidRequest(where, _Shown(f"<text with a lone surrogate of length {len(item)}>"),
+                    raise InvalidRequest(where, _Shape(f"<text with a lone surrogate of length {len(item)}>"),
                                          "text that encodes as UTF-8 (no lone surrogates)") from None
             continue
         if isinstance(item, float):
@@ -78,18 +78,18 @@ def check_json(field: str, value: Any) -> None:
             continue
         if depth >= MAX_JSON_DEPTH:
             where = where if len(where) <= 120 else where[:100] + "…"
-            raise InvalidRequest(where, _Shown(f"<{type(item).__name__} nested {depth} deep>"),
+            raise InvalidRequest(where, _Shape(f"<{type(item).__name__} nested {depth} deep>"),
                                  f"JSON nested at most {MAX_JSON_DEPTH} levels deep")
         if isinstance(item, (dict, abc.Mapping)):
             for key in item:
                 if not isinstance(key, str):
-                    raise InvalidRequest(f"{where}[{key!r}]", _Shown(f"<{type(key).__name__} key>"),
+                    raise InvalidRequest(f"{where}[{key!r}]", _Shape(f"<{type(key).__name__} key>"),
                                          "text keys (JSON objects have no other)")
                 stack.append((f"{where}.{key}", item[key], depth + 1))
         elif isinstance(item, (list, tuple)):
             stack.extend((f"{where}[{i}]", x, depth + 1) for i, x in enumerate(item))
         else:
-            raise InvalidRequest(where, _kind(item),
+            raise InvalidRequest(where, type_shape(item),
                                  "what JSON carries: text, numbers, true/false/null, lists and mappings")
 
 
@@ -188,11 +188,6 @@ def _has_media(content: Any) -> bool:
     return isinstance(content, (list, tuple)) and not all(map(is_text_part, content))
 
 
-def _kind(value: Any) -> _Shown:
-    """A value named by its type alone (``<list>``): what was wrong with it, not what it says."""
-    return _Shown(f"<{type(value).__name__}>")
-
-
 def _check_message(i: int, m: Any) -> None:
     if not isinstance(m, (dict, abc.Mapping)) or "role" not in m:
         raise InvalidRequest(f"messages[{i}]", m, "a mapping with 'role' and 'content'")
@@ -202,11 +197,11 @@ def _check_message(i: int, m: Any) -> None:
     for j, call in enumerate(calls if isinstance(calls, (list, tuple)) else ()):
         fn = call.get("function") if isinstance(call, (dict, abc.Mapping)) else None
         if isinstance(fn, (dict, abc.Mapping)) and not isinstance(fn.get("arguments", ""), str):
-            raise InvalidRequest(f"messages[{i}].tool_calls[{j}].function.arguments", _kind(fn["arguments"]),
+            raise InvalidRequest(f"messages[{i}].tool_calls[{j}].function.arguments", type_shape(fn["arguments"]),
                                  "a JSON string, as the model wrote it")
     legacy = m.get("function_call")
     if isinstance(legacy, (dict, abc.Mapping)) and not isinstance(legacy.get("arguments", ""), str):
-        raise InvalidRequest(f"messages[{i}].function_call.arguments", _kind(legacy["arguments"]),
+        raise InvalidRequest(f"messages[{i}].function_call.arguments", type_shape(legacy["arguments"]),
                              "a JSON string, as the model wrote it")
     content = m.get("content")
     if content is not None and not isinstance(content, str) and not (
@@ -217,18 +212,18 @@ def _check_message(i: int, m: Any) -> None:
     for j, part in enumerate(content if isinstance(content, (list, tuple)) else ()):
         kind = part["type"]
         if not isinstance(kind, str):  # looked up among part kinds (text, images …): a list raised TypeError
-            raise InvalidRequest(f"messages[{i}].content[{j}].type", _kind(kind), "text naming the part's kind")
+            raise InvalidRequest(f"messages[{i}].content[{j}].type", type_shape(kind), "text naming the part's kind")
         if m["role"] == "user" and kind not in USER_PART_TYPES:
             raise InvalidRequest(f"messages[{i}].content[{j}].type", kind,
                                  "a user content part type: " + ", ".join(sorted(USER_PART_TYPES)))
         if kind == "text" and not isinstance(part.get("text"), str):
             # the PII masker reads text parts' text: anything else went to the provider unmasked
-            raise InvalidRequest(f"messages[{i}].content[{j}].text", _kind(part.get("text")), "text")
+            raise InvalidRequest(f"messages[{i}].content[{j}].text", type_shape(part.get("text")), "text")
         if kind == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, (dict, abc.Mapping)) else image
             if not isinstance(url, str):
-                raise InvalidRequest(f"messages[{i}].content[{j}].image_url", _kind(image),
+                raise InvalidRequest(f"messages[{i}].content[{j}].image_url", type_shape(image),
                                      "a URL, or a mapping with a 'url' (and an optional 'detail')")
 
 

@@ -239,7 +239,6 @@ class MaskResult:
         return bool(self.findings)
 
 
-
 def _non_overlapping(spans_by_kind: Iterable[Iterable[_Span]]) -> list[_Span]:
     """The spans that overlap no span taken before them (kinds in priority order), sorted by
     position.  The spans taken are kept sorted, so each candidate is checked against the one
@@ -257,6 +256,7 @@ def _non_overlapping(spans_by_kind: Iterable[Iterable[_Span]]) -> list[_Span]:
             ends.insert(i, span.end)
             chosen.insert(i, span)
     return chosen
+
 
 class PIIMasker:
     """Detects PII and replaces it with numbered, reversible placeholders.
@@ -335,6 +335,7 @@ class PIIMasker:
         without them and each span is mapped back to the original, so the mask covers the whole
         value, the invisible characters inside it included. Only such texts pay for the maps."""
         views = _views(shadow, [m.span() for m in _INVISIBLE.finditer(shadow)])
+
         def found(kind: str) -> list[_Span]:
             spans = {span._replace(start=start, end=end)
                      for view in views for span in self._detectors[kind](view.text)
