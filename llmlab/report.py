@@ -374,6 +374,15 @@ def _span(seconds: float) -> str:
 ANSWERED_GAP = 0.01
 
 
+def answered_apart(summary: Mapping[str, Any]) -> bool:
+    """Whether the policy and the baseline answered shares of the turns :data:`ANSWERED_GAP` or more
+    apart, with a savings per answered turn to show: the two bills then paid for different
+    amounts of service, and per answered turn is the fair figure (the table, the panels)."""
+    per_answered = summary.get("savings_per_answered_pct")
+    gap = abs((summary.get("availability") or 0.0) - (summary.get("baseline_availability") or 0.0))
+    return per_answered is not None and not math.isnan(per_answered) and gap >= ANSWERED_GAP
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the headline numbers, policy vs baseline (with 95 % CIs if any)."""
     ci = summary.get("ci95") or {}
@@ -413,10 +422,8 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         refused = summary.get("refused_savings_pct")
         if refused and not math.isnan(refused):  # percentage points of the savings that are refusals
             lines.append(f"{'  of which refused requests':30s} {f'{refused:.1f} pp':>{wide}s}")
-        per_answered = summary.get("savings_per_answered_pct")
-        gap = abs((summary.get("availability") or 0.0) - (summary.get("baseline_availability") or 0.0))
-        if per_answered is not None and not math.isnan(per_answered) and gap >= ANSWERED_GAP:
-            # the two bills paid for different amounts of service: per answered turn is the fair figure
+        if answered_apart(summary):
+            per_answered = summary["savings_per_answered_pct"]
             lines.append(f"{'  per answered turn':30s} {f'{per_answered:.1f} %':>{wide}s}")
     met = summary.get("slo_met")
     metric = {"ttft": "TTFT"}.get(summary.get("slo_metric", "latency"), summary.get("slo_metric", "latency"))

@@ -213,7 +213,7 @@ def savings_phrase(summary: Mapping[str, Any]) -> str:
     """`` · saves x % vs baseline``, with the points that are refused service (``refused_savings_pct``)
     and, when the two runs answered shares apart, the savings per answered turn: capped at 0, the
     panel read "saves 93.4 %" beside an availability of 43 %.  Empty without a baseline."""
-    from ..report import ANSWERED_GAP
+    from ..report import answered_apart
 
     savings = summary.get("savings_pct", math.nan)
     if savings != savings:
@@ -222,10 +222,8 @@ def savings_phrase(summary: Mapping[str, Any]) -> str:
     refused = summary.get("refused_savings_pct", math.nan)
     if refused == refused and abs(refused) >= 0.05:
         phrase += f" ({refused:.1f} points of it refused requests)"
-    per_answered = summary.get("savings_per_answered_pct", math.nan)
-    gap = abs(summary.get("availability", 1.0) - summary.get("baseline_availability", 1.0))
-    if per_answered == per_answered and gap >= ANSWERED_GAP:
-        phrase += f", {per_answered:.1f} % per answered turn"
+    if answered_apart(summary):
+        phrase += f", {summary['savings_per_answered_pct']:.1f} % per answered turn"
     return phrase
 
 
