@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..cli_args import OneLineParser as _Parser
-from ..cli_args import parse_or_refuse, refuse  # noqa: F401  (the sim commands import them from here)
+from ..cli_args import parse_or_refuse, refuse
 
 PROGRESS_MIN_REQUESTS = 20_000
 PROG = "llmlab simulate"
