@@ -224,13 +224,9 @@ def judged_latencies(turns: "pd.DataFrame", column: str = "latency_s") -> "np.nd
     (budget, rate limit, guardrail) left out, a failed turn infinitely slow (never answered).
     A CDF of the raw column dropped failed turns (they have no first token), so a baseline that
     failed a fifth of its turns drew as faster than the policy that answered them."""
-    import numpy as np
+    from .sim.metrics import judged, turn_verdicts
 
-    from .sim.metrics import POLICY_REFUSALS
-
-    kept = turns[~turns["error_code"].isin(POLICY_REFUSALS)]
-    values = kept[column].to_numpy(dtype=float)
-    return np.where((kept["outcome"] != "error").to_numpy(), np.nan_to_num(values, nan=np.inf), np.inf)
+    return judged(turns[column].to_numpy(dtype=float), *turn_verdicts(turns))
 
 
 def latency_cdf_figure(series: Mapping[str, Sequence[float]], slo_s: float | None = None, *,

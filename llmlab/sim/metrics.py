@@ -323,12 +323,23 @@ def violation_rate(violated: np.ndarray, refused: np.ndarray) -> float:
     return float(violated.sum()) / judged if judged else math.nan
 
 
+def judged(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray) -> np.ndarray:
+    """Each turn's ``metric`` as the SLO judges it: the policy's refusals left out, a turn that
+    failed infinitely slow (never answered)."""
+    return np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)[~refused]
+
+
+def turn_verdicts(turns: "pd.DataFrame") -> tuple[np.ndarray, np.ndarray]:
+    """A turn table's ``(answered, refused)`` masks: what the summary's SLO numbers are made of."""
+    return (turns["outcome"] != "error").to_numpy(), turns["error_code"].isin(POLICY_REFUSALS).to_numpy()
+
+
 def slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, percentile: float) -> float:
     """The SLO's metric at its percentile over the turns a user waited on (not the policy's
     refusals), a failed turn counting as infinitely slow; NaN without such turns.  The same
     (linear) interpolation as ``p95_latency_s``, so the two agree when nothing failed; between two
     failures (inf, inf) the interpolation is inf - inf = nan, which is a failure too."""
-    considered = np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)[~refused]
+    considered = judged(metric, answered, refused)
     if not len(considered):
         return math.nan
     with np.errstate(invalid="ignore"):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .metrics import POLICY_REFUSALS, service_of, slo_violations
+from .metrics import service_of, slo_violations, turn_verdicts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,8 +65,7 @@ def _judged(turns: "pd.DataFrame", slo: Any) -> dict[str, np.ndarray]:
     turns are one slice, found by bisection: a year of incidents is hundreds of windows)."""
     order = np.argsort(turns["arrival_s"].to_numpy(dtype=float), kind="stable")
     metric = turns["ttft_s" if slo.metric == "ttft" else "latency_s"].to_numpy(dtype=float)[order]
-    answered = (turns["outcome"] != "error").to_numpy()[order]
-    refused = turns["error_code"].isin(POLICY_REFUSALS).to_numpy()[order]
+    answered, refused = (mask[order] for mask in turn_verdicts(turns))
     return {"arrival": turns["arrival_s"].to_numpy(dtype=float)[order], "metric": metric, "answered": answered,
             "refused": refused, "violated": slo_violations(metric, answered, refused, slo.latency_s)}
 
