@@ -386,3 +386,12 @@ def test_overlaps_are_resolved_as_one_pass_over_every_span_taken_would():
                 spans.append(_Span(*(values.get(f, "") for f in fields)))
             groups.append(spans)
         assert _non_overlapping(groups) == by_pass(groups)
+
+
+def test_the_overlap_benchmark_prints_both_timings_and_the_same_spans():
+    """benchmarks/pii_overlaps.py on a small text: one JSON object, both ways choosing the same spans."""
+    from benchmark_runs import run_benchmark
+
+    out = run_benchmark("pii_overlaps.py", "--repeats", "50")
+    assert out["identical"] is True and out["detections"] >= 100 and out["placeholders"] > 0
+    assert out["bisection_s"] >= 0 and out["per_span_s"] >= 0

@@ -253,3 +253,11 @@ def test_the_thinning_bound_is_the_largest_product_of_bursts_in_force():
         assert _peak_multiplier(bursts) == pytest.approx(brute, rel=1e-12)
     assert _peak_multiplier([(0.0, 10.0, 3.0), (10.0, 20.0, 5.0)]) == 5.0  # one ends as the other starts
     assert _peak_multiplier([(0.0, 1.0, 100.0)] * 200) == math.inf  # past the float range, as a product is
+
+
+def test_the_thinning_bound_benchmark_prints_both_timings_and_the_same_bound():
+    """benchmarks/thinning_bound.py on a small run: one JSON object, both ways giving the same bound."""
+    from benchmark_runs import run_benchmark
+
+    out = run_benchmark("thinning_bound.py", "--days", "0.1", "--duration-s", "3600", "--multiplier", "1.5")
+    assert out["identical"] is True and out["bursts"] > 100 and out["peak_multiplier"] > 1.5
