@@ -208,3 +208,19 @@ def test_a_trace_path_that_is_a_folder_or_nowhere_says_so(tmp_path):
     with pytest.raises(ScenarioError, match=r"^traffic\.trace: a trace file: 'nope\.csv' is neither in the current "
                                             r"folder \(.*\) nor beside the scenario \(.*presets\)"):
         simulate("b2b-saas", overrides={**HASHED, "traffic.trace": "nope.csv"})
+
+
+@pytest.mark.parametrize("second_line, reason", [
+    (b'{"timestamp": 1741078801,', r"invalid JSON: .* \(column \d+\)"),
+    (b'[1, 2]', "expected a JSON object, got list"),
+    (b'{"timestamp": 1741078801, "tenant": "t1", "plan": "paid", "prompt": "caf\xe9"}', r"not UTF-8 text \(byte 73 of the line\)"),
+])
+def test_a_bad_jsonl_line_is_reported_as_every_jsonl_dataset_reports_it(tmp_path, second_line, reason):
+    """The trace reader shares the datasets' JSONL reader: the same line-numbered message (a byte
+    that is not UTF-8 is found on its own line, with its place in the line), and still a TraceError."""
+    from llmlab.catalogue import CatalogueFormatError
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(json.dumps(jrow(0)).encode() + b"\n" + second_line + b"\n")
+    with pytest.raises(TraceError, match=rf"t\.jsonl, line 2: {reason}") as caught:
+        load_trace(path)
+    assert isinstance(caught.value, CatalogueFormatError) and caught.value.line == 2

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
+from ..catalogue import CatalogueFormatError, json_lines
 from .traffic import DEFAULT_ANSWER_TOKENS, Traffic, _Tables
 
 if TYPE_CHECKING:
@@ -31,6 +32,14 @@ if TYPE_CHECKING:
 
 class TraceError(ValueError):
     """A trace file cannot be replayed; the message names the file, row and column."""
+
+
+class TraceLineError(CatalogueFormatError, TraceError):
+    """A JSON-lines trace line that is not a JSON object of UTF-8 text.
+
+    Raised by the JSONL reader the datasets share (:func:`llmlab.catalogue.json_lines`), so a
+    trace reports a bad line as every other JSONL file does, and is still a :class:`TraceError`.
+    """
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -60,19 +69,10 @@ def _first_undecodable_line(path: Path) -> int:
 
 
 def _parsed_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) must not become part of the first column's name
-    if _is_jsonl(path):
-        with open(path, encoding="utf-8-sig") as fh:
-            for n, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise TraceError(f"{path}, line {n}: invalid JSON ({exc.msg})") from None
-                    if not isinstance(obj, dict):
-                        raise TraceError(f"{path}, line {n}: expected a JSON object")
-                    yield n, obj
+    if _is_jsonl(path):  # the reader every JSONL dataset shares: line-numbered errors, a BOM is fine
+        yield from json_lines(path, TraceLineError)
     else:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) must not become part of the first column's name
         with open(path, encoding="utf-8-sig", newline="") as fh:
             yield from _csv_rows(path, fh)
 
