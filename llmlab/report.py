@@ -162,6 +162,7 @@ def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
     7 % of requests could never reach 0.95 and the figure would show a met SLO as missed.
     """
     from .sim.metrics import POLICY_REFUSALS
+    from .teaching import judged_latencies
 
     fig, ax = _axes(ax)
     metric = result.scenario.slo.metric
@@ -173,11 +174,10 @@ def plot_latency_cdf(result: "SimResult", ax: Any = None) -> Any:
     floor = 0.01  # cache hits answer in microseconds: show them as the step at the left edge
     refused = int(result.turns["error_code"].isin(POLICY_REFUSALS).sum())
     for name, frame, color, style in frames:
-        frame = frame[~frame["error_code"].isin(POLICY_REFUSALS)]
-        answered = frame[frame["outcome"] != "error"]
-        values = np.sort(np.maximum(answered[column].dropna().to_numpy(), floor))
+        judged = judged_latencies(frame, column)  # a failure is never answered: counted, never reached
+        values = np.sort(np.maximum(judged[np.isfinite(judged)], floor))
         if len(values):
-            ax.step(np.concatenate(([floor], values)), np.arange(0, len(values) + 1) / max(len(frame), 1),
+            ax.step(np.concatenate(([floor], values)), np.arange(0, len(values) + 1) / len(judged),
                     where="post", label=name, color=color, linestyle=style)
     slo = result.scenario.slo
     ax.axvline(slo.latency_s, color="tab:red", linestyle=":", label=f"SLO: P{slo.percentile:g} ≤ {slo.latency_s:g} s")
@@ -228,7 +228,7 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     Failures and refusals are apart: a month's budget running out is not a provider outage,
     and counted together the refusals hid whether the chain caught the outages.
     """
-    from .sim.metrics import POLICY_REFUSALS
+    from .sim.metrics import turn_verdicts
 
     fig, ax = _axes(ax)
     unit_s, unit = _clock(result)
@@ -251,8 +251,8 @@ def plot_outages(result: "SimResult", ax: Any = None, width_s: float | None = No
     twin = ax.twinx()
     _share_per_bin(twin, edges, idx, total, turns["fallback"].to_numpy(dtype=bool), unit_s, color="tab:blue",
                    label="served by fallback")
-    refused = turns["error_code"].isin(POLICY_REFUSALS).to_numpy()
-    failed = (turns["outcome"] == "error").to_numpy() & ~refused
+    answered, refused = turn_verdicts(turns)
+    failed = ~answered & ~refused
     _share_per_bin(twin, edges, idx, total, failed, unit_s, color="black", linestyle=":", label="failed (unanswered)")
     if refused.any():
         _share_per_bin(twin, edges, idx, total, refused, unit_s, color="tab:gray", linestyle="-.",
