@@ -11,9 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_fake_provider() -> tuple[subprocess.Popen, str]:
-    """Start ``llmlab fake-provider`` on a free port; the process and its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "llmlab.cli", "fake-provider", "--port", "0"],
+def start_fake_provider(*options: str) -> tuple[subprocess.Popen, str]:
+    """Start ``llmlab fake-provider`` on a free port (``options``: more of its flags, such as
+    ``--latency-ms 50``); the process and its base URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "llmlab.cli", "fake-provider", "--port", "0", *options],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     line = proc.stdout.readline()  # "fake provider listening on http://127.0.0.1:PORT/v1 (Ctrl-C to stop)"
     if "listening on" not in line:

@@ -4,11 +4,12 @@
 """
 from __future__ import annotations
 
+from .admission import Admission
 from .budgets import BudgetPolicy, MemoryBudgets
-from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Embed,
+from .effects import (Admit, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Embed,
                       ErrorKind, Outcome, OutcomeKind, Sleep)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, ConfigError, GatewayError, GuardrailBlocked,
-                     InvalidRequest, LLMLabError, ProviderRejected, RateLimited, UnknownModelPrice)
+                     InvalidRequest, LLMLabError, Overloaded, ProviderRejected, RateLimited, UnknownModelPrice)
 from .fallback import CircuitBreaker, RetryPolicy
 from .gateway import Gateway
 from .ledger import Ledger
@@ -23,11 +24,11 @@ from .tokens import count_message_tokens, count_tokens
 __version__ = "0.1.0"
 
 __all__ = [
-    "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetUnavailable", "BudgetPolicy", "ClientDisconnected", "CacheOutcome", "CachedAnswer", "Call",
+    "Admission", "Admit", "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetUnavailable", "BudgetPolicy", "ClientDisconnected", "CacheOutcome", "CachedAnswer", "Call",
     "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "ComplexityRouter",
     "ConfigError", "Deployment", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
     "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
-    "OutcomeKind", "PlanRouter", "PriceBook", "ProviderRejected", "RateLimit", "RateLimited", "RateLimiter",
+    "OutcomeKind", "Overloaded", "PlanRouter", "PriceBook", "ProviderRejected", "RateLimit", "RateLimited", "RateLimiter",
     "Request", "RetryPolicy", "RouteDecision", "Sleep", "StreamReset", "StreamResponse", "UnknownModelPrice",
     "count_message_tokens", "count_tokens", "default_acceptance", "monthly_cost",
 ]

@@ -6,6 +6,7 @@ one of these effects and receives the outcome:
     result = yield Call(deployment, messages, params)   # CallResult or CallError, never raises
     yield Sleep(seconds)                                 # wait before a retry
     result = yield Embed(embedder, texts)               # EmbedResult
+    refusal = yield ADMIT                                # None, or Overloaded (llmlab.admission)
 
 A driver — live (litellm, real clock) or simulated (SimPy, virtual time) — performs them.
 Drivers turn every provider failure into a :class:`CallError`, so the pipeline's control flow
@@ -87,7 +88,19 @@ class Embed:
     texts: tuple[str, ...]
 
 
-Effect = Call | Sleep | Embed
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Wait for a place among the requests the gateway works on at once (:mod:`llmlab.admission`).
+
+    Value: None once admitted, else the :class:`~llmlab.errors.Overloaded` refusal to record.
+    Yielded only by a gateway built with an admission, and answered by the run loops
+    (:mod:`llmlab.runloop`), never by a driver: a synchronous request is admitted at once."""
+
+
+#: the one Admit effect (it carries nothing)
+ADMIT = Admit()
+
+Effect = Call | Sleep | Embed | Admit
 
 
 # ----------------------------------------------------------------------------- results

@@ -169,6 +169,19 @@ class RateLimited(GatewayError):
         return f"Too many requests for your plan right now. Please retry {wait}."
 
 
+class Overloaded(GatewayError):
+    """The gateway already works on as many requests as its :class:`~llmlab.admission.Admission`
+    allows and this one found no room to wait, or waited too long.  Refused before any provider
+    call, budget hold or breaker count: an overload sheds load instead of spreading failure."""
+
+    code = "overloaded"
+
+    @property
+    def user_message(self) -> str:
+        wait = f"in {max(1, math.ceil(self.retry_after_s))} s" if self.retry_after_s is not None else "shortly"
+        return f"The assistant is busy right now. Please retry {wait}."
+
+
 class BudgetExceeded(GatewayError):
     """A tenant's monthly cap cannot cover the request's worst case.
 

@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import _validate as v
+from .admission import Admission, Ticket
 from .budgets import BudgetPolicy, MemoryBudgets
 from .cache.keys import CacheKeyPolicy
 from .cache.store import KeyValueStore, MemoryStore
@@ -151,6 +152,10 @@ class Gateway:
       loop; None: on when a backend waits on the network (``llmlab.backends``' Redis ones).  An
       int is the number of threads (True: 8): it bounds how many async requests wait for Redis
       at once, as the steps let the step lock go while they wait.
+    * ``admission`` — an :class:`~llmlab.admission.Admission`: at most so many async requests on
+      the model path at once, a bounded wait for the others, then
+      :class:`~llmlab.errors.Overloaded` (None: no bound — a burst of a thousand ``acomplete``
+      calls then starves the event loop; see :mod:`llmlab.admission`).
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -168,7 +173,8 @@ class Gateway:
                  unmask_answers: bool = True, log_content: bool = False,
                  clock: Callable[[], float] = time.time, seed: int | None = None,
                  driver: LiteLLMDriver | None = None, ledger: Ledger | None = None,
-                 default_max_tokens: int = 1024, step_threads: bool | int | None = None) -> None:
+                 default_max_tokens: int = 1024, step_threads: bool | int | None = None,
+                 admission: Admission | None = None) -> None:
         if isinstance(prices, PriceBook):
             self.prices = prices
         else:
@@ -297,6 +303,10 @@ class Gateway:
                                                      or not 1 <= step_threads <= MAX_STEP_THREADS):
             raise ConfigError("step_threads", step_threads, "true, false, None (on with network backends) or a "
                                                             f"number of threads from 1 to {MAX_STEP_THREADS}")
+        if admission is not None and not isinstance(admission, Admission):
+            raise ConfigError("admission", type_shape(admission), "a llmlab.Admission or None")
+        #: how many async requests may be on the model path at once (None: no bound; llmlab.admission)
+        self.admission = admission
         #: what runs async requests' steps off the event loop (None: they run on it)
         self.step_threads = (None if step_threads is False else StepThreads() if step_threads is True
                              else StepThreads(workers=step_threads))
@@ -309,7 +319,7 @@ class Gateway:
             budgets=budget_backend if budget_backend is not None else MemoryBudgets(), budget_policy=budget,
             retry=retry, breaker_factory=breaker_factory, input_guards=input_guards, output_guards=output_guards,
             ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
-            log_content=log_content)
+            log_content=log_content, admits=admission is not None)
 
     def __repr__(self) -> str:
         """What it was built with, by name: never a deployment's params (they hold keys)."""
@@ -403,7 +413,8 @@ class Gateway:
         """Serve one request on asyncio; safe to run hundreds concurrently (arguments as for
         :meth:`request`).  Cancelling the task still records the request, as ClientDisconnected."""
         req = self.request(prompt, **kwargs)
-        return await adrive(self.pipeline.handle(req), self.driver.aperform, self.pipeline.lock, self.step_threads)
+        return await adrive(self.pipeline.handle(req), self.driver.aperform, self.pipeline.lock, self.step_threads,
+                            self._ticket())
 
     def stream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
         """Stream the answer: iterate for text chunks; ``.outcome`` (with TTFT) is set at the end.
@@ -424,5 +435,8 @@ class Gateway:
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = aiter_stream(self.pipeline.handle(req, stream=True), self.driver, response,
-                                        self.pipeline.lock, self.step_threads)
+                                        self.pipeline.lock, self.step_threads, self._ticket())
         return response
+
+    def _ticket(self) -> Ticket | None:
+        return Ticket(self.admission) if self.admission is not None else None

@@ -24,7 +24,7 @@ from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 from .budgets import BudgetPolicy, MemoryBudgets, RequestHolds, next_month_start
 from .cache.keys import CacheKeyPolicy, attachments_fingerprint, context_fingerprint
 from .cache.store import KeyValueStore
-from .effects import (Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
+from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
                       FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited)
@@ -116,7 +116,7 @@ class Pipeline:
                  budget_policy: BudgetPolicy | None, retry: RetryPolicy | Mapping[str, RetryPolicy],
                  breaker_factory: Callable[[], CircuitBreaker], input_guards: Sequence[Any] = (),
                  output_guards: Sequence[Any] = (), ledger: Ledger | None = None, unmask_answers: bool = False,
-                 default_max_tokens: int = 1024, log_content: bool = False) -> None:
+                 default_max_tokens: int = 1024, log_content: bool = False, admits: bool = False) -> None:
         self.deployments = dict(deployments)
         self.router = router
         self.fallbacks = {k: tuple(v) for k, v in fallbacks.items()}
@@ -138,6 +138,8 @@ class Pipeline:
         self.unmask_answers = unmask_answers
         self.default_max_tokens = default_max_tokens
         self.log_content = log_content
+        #: whether requests ask for a place (the ADMIT effect) before the model path: a gateway with an Admission
+        self.admits = admits
         self._chains: dict[str, tuple[Deployment, ...]] = {}
         #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
         #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
@@ -283,7 +285,13 @@ class Pipeline:
                         s.cache = CacheOutcome.SEMANTIC_HIT
                         return self._answered(s, OutcomeKind.CACHE, hit.value, similarity=hit.similarity)
 
-        # 4. route
+        # 4. admission: a place among the requests on the model path (a cache hit never queues)
+        if self.admits:
+            refusal = yield ADMIT
+            if refusal is not None:
+                return self._error(s, refusal)
+
+        # 5. route
         if req.model is not None:
             decision = RouteDecision(req.model, "pinned", f"caller pinned {req.model}")
         else:
@@ -292,7 +300,7 @@ class Pipeline:
         if decision.answer is not None:
             return self._rule_answer(s, decision.answer)
 
-        # 5. budget: reserve the worst case of every stage before any call
+        # 6. budget: reserve the worst case of every stage before any call
         chains = [self.chain_for(decision.deployment), *(self.chain_for(c) for c in decision.cascade)]
         holds: RequestHolds | None = None
         cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
@@ -316,7 +324,7 @@ class Pipeline:
                                                      reserved_usd=reserved))
             holds = RequestHolds(self.budgets, reservation, cap)
 
-        # 6. fallback chain(s), escalating through the cascade when an answer is rejected; after a
+        # 7. fallback chain(s), escalating through the cascade when an answer is rejected; after a
         # failure the provider billed, the hold is topped up before the next call (_keep_covered)
         answer: ChainResult | None = None
         last: ChainResult | None = None

@@ -16,15 +16,18 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, TypeVar
 
-from .effects import Call, CallError, ErrorKind
+from .effects import Admit, Call, CallError, ErrorKind
 from .errors import ClientDisconnected
 from .fallback import streamed_part
 from .live import LiteLLMDriver, _aclose, _StreamState, reported_part
 from .placeholders import StreamRestorer
 from .provider_errors import redact_secrets
 from .stream import StreamResponse
+
+if TYPE_CHECKING:
+    from .admission import Ticket
 
 log = logging.getLogger("llmlab.live")
 T = TypeVar("T")
@@ -106,11 +109,12 @@ class PipelineRun:
 
 def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any],
           lock: ContextManager[Any] = nullcontext()) -> Any:
-    """Run a pipeline generator to completion, performing each effect synchronously."""
+    """Run a pipeline generator to completion, performing each effect synchronously (a
+    synchronous request is admitted at once: its caller's threads bound it)."""
     run = PipelineRun(gen, lock)
     while not run.done:
         try:
-            value = perform(run.effect)
+            value = None if isinstance(run.effect, Admit) else perform(run.effect)
         except Exception as exc:
             run.fail(exc)
         else:
@@ -165,6 +169,16 @@ class StepThreads:
             raise
 
 
+def _admitting(aperform: Callable[[Any], Awaitable[Any]], ticket: Ticket | None) -> Callable[[Any], Awaitable[Any]]:
+    """``aperform`` with the ADMIT effect answered here, never by a driver: by the request's
+    ticket (:mod:`llmlab.admission`), or at once when the gateway has no admission."""
+    async def perform(effect: Any) -> Any:
+        if isinstance(effect, Admit):
+            return None if ticket is None else await ticket.enter()
+        return await aperform(effect)
+    return perform
+
+
 async def _perform(run: PipelineRun, aperform: Callable[[Any], Awaitable[Any]],
                    step: Callable[..., Awaitable[Any]]) -> None:
     """Await the run's effect and step the pipeline with its result, or with its failure (a
@@ -178,10 +192,13 @@ async def _perform(run: PipelineRun, aperform: Callable[[Any], Awaitable[Any]],
 
 
 async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaitable[Any]],
-                 lock: ContextManager[Any] = nullcontext(), steps: StepThreads | None = None) -> Any:
+                 lock: ContextManager[Any] = nullcontext(), steps: StepThreads | None = None,
+                 ticket: Ticket | None = None) -> Any:
     """Run a pipeline generator to completion, awaiting each effect (same failure rules as drive);
-    with ``steps``, the pipeline's own steps run on its threads."""
+    with ``steps``, the pipeline's own steps run on its threads; with ``ticket``, its admission
+    effect waits for a place (:mod:`llmlab.admission`), given back when the request is over."""
     step: Callable[..., Awaitable[Any]] = _on_the_loop if steps is None else steps
+    aperform = _admitting(aperform, ticket)
     run = PipelineRun(gen, lock, start=False)
     try:
         await step(run.start)
@@ -190,6 +207,9 @@ async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaita
     except asyncio.CancelledError:  # the caller cancelled: record the request, then let the cancel through
         await step(run.abandon)
         raise
+    finally:
+        if ticket is not None:
+            ticket.leave()
     return run.outcome
 
 
@@ -318,7 +338,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
             effect = run.effect
             if not (isinstance(effect, Call) and effect.stream):
                 try:
-                    run.send(driver.perform(effect))
+                    run.send(None if isinstance(effect, Admit) else driver.perform(effect))
                 except Exception as exc:
                     run.fail(exc)
                 continue
@@ -360,10 +380,11 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
 
 
 async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
-                       lock: ContextManager[Any] = nullcontext(), steps: StepThreads | None = None
-                       ) -> AsyncIterator[Any]:
-    """Async twin of :func:`iter_stream` (``steps`` as for :func:`adrive`)."""
+                       lock: ContextManager[Any] = nullcontext(), steps: StepThreads | None = None,
+                       ticket: Ticket | None = None) -> AsyncIterator[Any]:
+    """Async twin of :func:`iter_stream` (``steps`` and ``ticket`` as for :func:`adrive`)."""
     step: Callable[..., Awaitable[Any]] = _on_the_loop if steps is None else steps
+    aperform = _admitting(driver.aperform, ticket)
     run = PipelineRun(gen, lock, start=False)
     streamed = _Streamed(driver.clock())
     sub: AsyncIterator[Any] | None = None
@@ -373,7 +394,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
         while not run.done:
             effect = run.effect
             if not (isinstance(effect, Call) and effect.stream):
-                await _perform(run, driver.aperform, step)
+                await _perform(run, aperform, step)
                 continue
             streamed = _Streamed(driver.clock())  # as in iter_stream: leaving at the reset bills nothing more
             reset = response.reset(effect.deployment.name)
@@ -410,6 +431,8 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, res
         raise
     finally:
         _OPEN_STREAMS.pop(run, None)
+        if ticket is not None:
+            ticket.leave()
     response._done(run.outcome)
     for chunk in response.whole_answer_chunk():
         yield chunk
