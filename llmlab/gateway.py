@@ -328,7 +328,8 @@ class Gateway:
                  f"exact_cache={'off' if p.exact_cache is None else type(p.exact_cache).__name__}"]
         parts += [f"{name}={value!r}" for name, value in (("semantic_cache", p.semantic_cache),
                                                           ("budget", p.budget_policy),
-                                                          ("rate_limiter", p.rate_limiter)) if value is not None]
+                                                          ("rate_limiter", p.rate_limiter),
+                                                          ("admission", self.admission)) if value is not None]
         guards = [type(g).__name__ for g in (*p.input_guards, *p.output_guards)]
         parts += [f"guards={guards}", f"requests={len(p.ledger)}"]
         return f"Gateway({', '.join(parts)})"

@@ -274,3 +274,9 @@ def test_the_burst_benchmark_runs_both_cases_and_accounts_for_every_request():
         assert out[f"{case}.answered"] + out[f"{case}.shed"] + sum(out[f"{case}.other_errors"].values()) == 40
     assert out["no_admission.shed"] == 0 and out["no_admission.answered"] == 40
     assert out["admission_4.shed"] > 0 and out["admission_4.answered"] >= 4
+
+
+def test_the_gateway_repr_shows_its_admission_and_its_load():
+    gw = Gateway(admission=Admission(8, max_waiting=0))
+    assert "admission=Admission(max_in_flight=8, max_waiting=0, max_wait_s=5, in_flight=0, waiting=0)" in repr(gw)
+    assert "admission" not in repr(Gateway())
