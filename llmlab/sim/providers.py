@@ -6,7 +6,9 @@ never an exception — the pipeline sees exactly what the live driver would give
 1. outage ``down`` → 503 after ``down_latency_s`` (or a hang until the deployment's timeout);
 2. provider rate limits (requests/min, tokens/min with ``max_tokens`` counted, as OpenAI does)
    → 429 with ``retry_after_s`` = the time until the request would fit, from when it was sent
-   (rounded up to the millisecond);
+   (rounded up to the millisecond); a request larger than the whole tokens/min limit never
+   fits, and its 429 has no ``Retry-After`` (OpenAI's "Request too large … must be reduced"):
+   a made-up 60 s hint had a gateway that honours long hints wait minutes for nothing;
 3. concurrency ``capacity``: a FIFO queue; waiting longer than the timeout → timeout error;
 4. latency = TTFT (lognormal around the published median) + output tokens ÷ tokens/s;
    degraded by a ``slow`` outage;
@@ -221,18 +223,21 @@ class SimProvider:
             if self.rpm is not None:
                 wait = self.rpm.wait_for(1.0, start)
             if self.tpm is not None:
-                wait = max(wait, self.tpm.wait_for(prompt + (call.params.get("max_tokens") or out), start))
+                wait = max(wait, self.tpm.wait_for(requested, start))
             if wait > 0.0:
                 yield env.timeout(self.rate_limit_latency_s)
+                if math.isinf(wait):  # larger than the whole tokens/min limit: no wait makes it fit
+                    return self._fail(ErrorKind.RATE_LIMIT, f"{self.name}: 429 request too large: "
+                                      f"{requested} tokens exceed the "
+                                      f"{self.config.tpm:g} tokens/min limit", start, 429)
                 # whole milliseconds, rounded up: a client waiting exactly this long gets in (to the
                 # nearest, a retry came up to 0.5 ms early, and a wait under 0.5 ms said "Retry-After: 0")
-                retry_after = 60.0 if math.isinf(wait) else math.ceil(wait * 1000.0) / 1000.0
                 return self._fail(ErrorKind.RATE_LIMIT, f"{self.name}: 429 rate limit reached", start, 429,
-                                  retry_after)
+                                  math.ceil(wait * 1000.0) / 1000.0)
             if self.rpm is not None:
                 self.rpm.level -= 1.0
             if self.tpm is not None:
-                self.tpm.level -= prompt + (call.params.get("max_tokens") or out)
+                self.tpm.level -= requested
         slots = self.slots
         if slots is not None:
             if slots.free > 0:

@@ -116,8 +116,8 @@ class ProviderConfig(_Strict):
     tokens_per_s: Pos = 80.0
     tokens_per_s_sigma: NonNeg = 0.15
     capacity: PosInt | None = None  # concurrent requests served; more wait in a FIFO queue
-    rpm: Pos | None = None
-    tpm: Pos | None = None
+    rpm: Annotated[float, Field(ge=1)] | None = None  # this deployment's own (two of one model on one account share the provider's: split it)
+    tpm: Pos | None = None  # prompt + max_tokens counted; a request larger than the limit: 429 with no Retry-After
     error_rate: Prob = 0.0
     overloaded_share: Prob = 0.3  # share of baseline errors that are 529/503 rather than 500
     error_latency_s: NonNeg = 0.5

@@ -1,0 +1,108 @@
+"""The simulator's models against what they claim: the provider profiles against their cited
+figures, the providers' rate limits and outage windows against what a real provider does, and
+the traffic's diurnal profile, popularity and answer lengths against their parameters.
+
+Statistical checks use fixed seeds and tolerances derived from the sample (standard errors,
+chi-square quantiles), so they are deterministic and fail when a model drifts from its claim.
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simpy
+from test_sim_providers import call, provider
+
+from llmlab.effects import CallResult, ErrorKind
+from llmlab.sim.outages import Window
+from llmlab.sim.providers import SimProvider, mix64
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ROOT / "datasets" / "providers"
+
+#: chi-square 99.9 % quantile with 23 degrees of freedom (24 hours less one): Wilson-Hilferty,
+#: 23 × (1 − 2/(9·23) + 3.0902·√(2/(9·23)))³ = 49.7 — a sound model fails it once in a thousand seeds
+CHI2_23_999 = 49.7
+
+
+def _serve_all(p: SimProvider, calls) -> list:
+    """Serve ``(at, call, key)`` triples, each in its own process; results in the order given."""
+    env = p.env
+    out: list = [None] * len(calls)
+
+    def one(k, at, c, key):
+        if at:
+            yield env.timeout(at)
+        out[k] = yield from p.serve(c, key)
+
+    for k, (at, c, key) in enumerate(calls):
+        env.process(one(k, at, c, key))
+    env.run()
+    return out
+
+
+# ----------------------------------------------------------------------------- rate limits
+TOO_LARGE = """
+name = "too-large"
+[traffic]
+requests = 12
+rate_per_s = 1.0
+fixed_prompt_tokens = 40000
+fixed_answer_tokens = 100
+max_tokens = 500
+[[traffic.tenants]]
+plan = "p"
+[providers.tier1]
+model = "gpt-4o"
+tpm = 30000.0
+[providers.other]
+model = "gpt-4o"
+[gateway.router]
+type = "fixed"
+deployment = "tier1"
+[gateway.fallbacks]
+tier1 = ["other"]
+[gateway.retry]
+max_retries = 2
+max_retry_after_s = 120.0
+[gateway.cache]
+exact = false
+[baseline]
+enabled = false
+"""
+
+
+def test_a_request_larger_than_the_whole_token_limit_gets_no_retry_hint(tmp_path):
+    """No wait makes 40,500 tokens fit a 30,000 tokens/min limit: OpenAI answers "Request too large
+    … must be reduced" and llmlab's own limiter gives no retry hint.  The simulated provider said
+    ``Retry-After: 60``, so a gateway willing to honour long hints waited two minutes per turn
+    (122 s) before it fell back; now it retries after its short backoff and falls back."""
+    from llmlab.sim import simulate
+
+    path = tmp_path / "too_large.toml"
+    path.write_text(TOO_LARGE)
+    result = simulate(path, seed=0)
+    assert (result.turns["deployment"] == "other").all()
+    assert result.turns["latency_s"].max() < 10.0  # two backoffs of at most 0.5 s and 1 s, and the answer
+    first = result.requests["attempts"].iloc[0][0]
+    assert first["retry_after_s"] is None and "40500 tokens exceed the 30000 tokens/min limit" in first["error"]
+
+
+def test_a_provider_request_limit_below_one_a_minute_is_refused_up_front():
+    """A bucket holding less than one request never admits one: ``rpm = 0.5`` made every call a 429
+    (with a 60 s hint), forever.  The gateway's own limits refuse it the same way."""
+    from llmlab.sim import load_scenario
+    from llmlab.sim.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"^providers\.gpt-4o\.rpm: must be >= 1"):
+        load_scenario("b2b-saas", {"providers.gpt-4o.rpm": 0.5, "gateway.cache.embedder": "hashed"})
+    assert load_scenario("b2b-saas", {"providers.gpt-4o.rpm": 1.0, "gateway.cache.embedder": "hashed"})
