@@ -170,16 +170,20 @@ class SimProvider:
         self.in_system -= 1
         return CallError(kind, message, self.env.now - start, retry_after_s, status)
 
-    def _tokens(self, call: Call) -> tuple[int, int]:
+    def _tokens(self, call: Call) -> tuple[int, int, bool]:
+        """``(prompt tokens, output tokens, cut)``: ``cut`` when the answer the traffic describes is
+        longer than ``max_tokens`` (finish reason ``length``).  An answer exactly ``max_tokens`` long
+        is whole — an agent's tool-choosing call is sent with ``max_tokens`` = its length, and every
+        one of them was reported cut (37 % of realtime-chat's model answers, 3 % really were)."""
         meta = call.metadata
         prompt = meta.get("prompt_tokens")
         if prompt is None:
             prompt = estimate_message_tokens(call.messages)
         if call.purpose == "classify":
-            return CLASSIFY_PROMPT_TOKENS + int(meta.get("query_tokens", prompt)), 1
+            return CLASSIFY_PROMPT_TOKENS + int(meta.get("query_tokens", prompt)), 1, False
         out = int(meta.get("answer_tokens", 200))
         cap = call.params.get("max_tokens")
-        return int(prompt), (min(out, cap) if cap else out)
+        return (int(prompt), cap, True) if cap and out > cap else (int(prompt), out, False)
 
     def _text(self, call: Call, u: float) -> str:
         meta = call.metadata
@@ -212,7 +216,7 @@ class SimProvider:
                                   start)
             yield env.timeout(self.down_latency_s)
             return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
-        prompt, out = self._tokens(call)
+        prompt, out, cut = self._tokens(call)
         requested = prompt + (call.params.get("max_tokens") or out)
         if requested > self.context_window:  # as OpenAI and Anthropic do: prompt + max_tokens must fit
             yield env.timeout(self.rate_limit_latency_s)  # refused at the front door, like a 429
@@ -290,4 +294,4 @@ class SimProvider:
         self.ok += 1
         self.in_system -= 1
         return CallResult(self._text(call, u4), prompt, out, env.now - start, waited + ttft, (), 0, 0,
-                          "length" if out == call.params.get("max_tokens") else "stop")
+                          "length" if cut else "stop")
