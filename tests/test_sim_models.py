@@ -132,3 +132,44 @@ def test_an_agents_tool_choice_is_not_reported_as_a_cut_answer():
     assert tool_choices.sum() > 30 and (model.loc[tool_choices, "finish_reason"] == "stop").all()
     cut = model["meta_answer_tokens"] > result.scenario.traffic.max_tokens
     assert cut.any() and ((model["finish_reason"] == "length") == cut).all()
+
+
+# ----------------------------------------------------------------------------- outage windows
+def _queued_behind_a_long_call(windows, **kw):
+    """A one-slot provider: a call holding the slot from 0 to 3 s (1 s first token + 160 tokens at
+    80/s), and three calls sent at 0.1 s that queue behind it and are served at 3, 4 and 5 s."""
+    env = simpy.Environment()
+    p = provider(env, windows=windows, capacity=1, ttft_dist="fixed", ttft_s=1.0, **kw)
+    calls = [(0.0, call(answer_tokens=160), 0)] + [(0.1, call(answer_tokens=0), k) for k in (1, 2, 3)]
+    return _serve_all(p, calls)
+
+
+def test_a_slowdown_applies_to_the_calls_the_server_handles_during_it_not_those_sent_before():
+    """A queued call is served as the server is when it leaves the queue.  Read when it was sent,
+    a slowdown that began while calls queued left them at full speed (and one that ended slowed
+    the calls dequeued after it)."""
+    began = _queued_behind_a_long_call([Window("dep", 2.0, 100.0, "slow", latency_factor=3.0)])
+    assert [r.latency_s for r in began] == pytest.approx([3.0, 2.9 + 3.0, 5.9 + 3.0, 8.9 + 3.0])
+    ended = _queued_behind_a_long_call([Window("dep", 0.0, 2.0, "slow", latency_factor=3.0)])
+    assert [r.latency_s for r in ended] == pytest.approx([9.0, 9.9, 10.9, 11.9])  # the first was slowed ×3
+
+
+def test_an_error_storm_that_ended_while_calls_queued_fails_none_of_them():
+    storm = [Window("dep", 0.05, 2.0, "errors", error_rate=1.0)]  # the queued calls are sent during it
+    first, *queued = _queued_behind_a_long_call(storm, error_latency_s=0.0)
+    assert all(isinstance(r, CallResult) for r in [first, *queued])
+    assert [r.latency_s for r in queued] == pytest.approx([3.9, 4.9, 5.9])
+
+
+def test_a_call_dequeued_while_the_deployment_is_down_fails_as_down_and_frees_its_slot():
+    first, *queued = _queued_behind_a_long_call([Window("dep", 2.0, 100.0, "down")])
+    assert isinstance(first, CallResult) and first.latency_s == pytest.approx(3.0)
+    # each queued call reaches the server at 3 s, 3.3 s and 3.6 s: a 503 after down_latency_s (0.3 s)
+    assert [(r.status, round(r.latency_s, 6)) for r in queued] == [(503, 3.2), (503, 3.5), (503, 3.8)]
+
+
+def test_a_down_answer_that_would_come_after_the_timeout_is_a_timeout():
+    env = simpy.Environment()
+    p = provider(env, windows=[Window("dep", 0.0, 10.0, "down")], down_latency_s=2.0)
+    r, = _serve_all(p, [(1.0, call(timeout_s=0.5), 1)])
+    assert r.kind is ErrorKind.TIMEOUT and r.latency_s == pytest.approx(0.5)

@@ -11,7 +11,8 @@ never an exception — the pipeline sees exactly what the live driver would give
    a made-up 60 s hint had a gateway that honours long hints wait minutes for nothing;
 3. concurrency ``capacity``: a FIFO queue; waiting longer than the timeout → timeout error;
 4. latency = TTFT (lognormal around the published median) + output tokens ÷ tokens/s;
-   degraded by a ``slow`` outage;
+   degraded by a ``slow`` outage (in force when the call leaves the queue: a window that began or
+   ended while it queued applies as the server is then, ``down`` included);
 5. errors at the baseline rate (+ an ``errors`` outage's rate) → 500 or 529;
 6. the deployment's ``timeout_s`` (on the whole call, or on the first token when streaming).
 
@@ -198,6 +199,20 @@ class SimProvider:
             return f"«{key}» I'm not sure how to help with that."
         return f"«{key}» answered by {self.model}."
 
+    def _down(self, start: float, timeout_s: float, waited: float,
+              slots: SlotPool | None) -> Generator[Any, Any, CallError]:
+        """A call to a deployment that is down: a 503 after ``down_latency_s``, or no answer until
+        the timeout (``down_mode = "hang"``, or a 503 that would come after the gateway gave up);
+        ``slots``: the queue slot the call holds, given back."""
+        left = max(0.0, timeout_s - waited)  # the timeout runs from sending, time in the queue included
+        hang = self.down_hangs or self.down_latency_s > left
+        yield self.env.timeout(left if hang else self.down_latency_s)
+        if slots is not None:
+            slots.release()
+        if hang:
+            return self._fail(ErrorKind.TIMEOUT, f"{self.name}: no response within {timeout_s:g} s (outage)", start)
+        return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
+
     # ------------------------------------------------------------------ the call
     def serve(self, call: Call, key: int) -> Generator[Any, Any, CallResult | CallError]:
         """Perform one call; returns CallResult or CallError (never raises)."""
@@ -210,12 +225,7 @@ class SimProvider:
             outage.refresh(start)
         timeout_s = call.deployment.timeout_s
         if outage.down:
-            if self.down_hangs:
-                yield env.timeout(timeout_s)
-                return self._fail(ErrorKind.TIMEOUT, f"{self.name}: no response within {timeout_s:g} s (outage)",
-                                  start)
-            yield env.timeout(self.down_latency_s)
-            return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
+            return (yield from self._down(start, timeout_s, 0.0, None))
         prompt, out, cut = self._tokens(call)
         requested = prompt + (call.params.get("max_tokens") or out)
         if requested > self.context_window:  # as OpenAI and Anthropic do: prompt + max_tokens must fit
@@ -255,6 +265,13 @@ class SimProvider:
                     return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s in queue",
                                       start)
         waited = env.now - start
+        if waited > 0.0:
+            # the server answers a queued call as it is now: a window may have begun or ended while the
+            # call queued (as of the last call sent, a slowdown missed the calls dequeued during it)
+            if env.now >= outage.next_change:
+                outage.refresh(env.now)
+            if outage.down:
+                return (yield from self._down(start, timeout_s, waited, slots))
         self.served += 1
         self.wait_total += waited
         # latency: one lognormal TTFT (Box-Muller on two counter-based uniforms) + tokens / speed
