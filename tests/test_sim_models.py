@@ -173,3 +173,176 @@ def test_a_down_answer_that_would_come_after_the_timeout_is_a_timeout():
     p = provider(env, windows=[Window("dep", 0.0, 10.0, "down")], down_latency_s=2.0)
     r, = _serve_all(p, [(1.0, call(timeout_s=0.5), 1)])
     assert r.kind is ErrorKind.TIMEOUT and r.latency_s == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- provider profiles
+def _profile_table() -> dict[str, list[str]]:
+    """``datasets/providers/README.md``'s table: profile → its cells."""
+    rows = {}
+    for line in (PROFILES / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"\d+(?:\.\d+)?", text)]
+
+
+def test_the_profiles_readme_table_is_what_the_profile_files_say():
+    table = _profile_table()
+    assert sorted(table) == sorted(p.stem for p in PROFILES.glob("*.toml"))
+    for name, (_, model, group, ttft, speed, incidents) in table.items():
+        prof = tomllib.loads((PROFILES / f"{name}.toml").read_text(encoding="utf-8"))
+        assert prof["provider"] == group, name
+        assert _numbers(ttft)[0] == prof["ttft_s"], name
+        assert _numbers(speed)[0] == prof["tokens_per_s"], name
+        inc = prof.get("incidents")
+        if inc is not None and "shares" not in incidents:
+            stated = re.fullmatch(r"([\d.]+)/month, p50 ([\d.]+) min, p90 ([\d.]+) min", incidents)
+            assert stated is not None, name
+            assert [float(x) for x in stated.groups()] == [inc["per_month"], inc["duration_p50_min"],
+                                                           inc["duration_p90_min"]], name
+        elif inc is None:
+            assert incidents in ("none recorded", "none"), name
+
+
+#: the published medians the profiles cite (Artificial Analysis; /work/shared/FACTS.md, the README)
+CITED = {"openai-gpt-4o": (0.39, (81.0, 81.0)), "azure-gpt-4o": (0.77, (115.0, 115.0)),
+         "anthropic-claude-sonnet": (0.80, (64.0, 95.0)), "bedrock-claude-sonnet": (0.95, (53.0, 53.0))}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PROFILES.glob("*.toml")))
+def test_each_profile_draws_the_first_token_and_speed_it_states(name):
+    """Median TTFT and tokens/s as stated (and as cited), each lognormal with its σ, independent."""
+    from llmlab.sim.scenario import ProviderConfig, load_profile
+
+    # per stream: no concurrency limit here (the self-hosted profile queues beyond 8 streams)
+    cfg = ProviderConfig(**{k: v for k, v in load_profile(name).items() if k not in ("name", "capacity")})
+    env = simpy.Environment()
+    p = SimProvider(env, name, cfg)
+    n = 4_000
+    big = call(timeout_s=1e9, prompt_tokens=100, answer_tokens=1_000)
+    res = [r for r in _serve_all(p, [(0.0, big, mix64(k)) for k in range(n)]) if r.ok]
+    ttft = np.log([r.ttft_s for r in res])
+    speed = np.log([1_000 / (r.latency_s - r.ttft_s) for r in res])
+    # the sample median of a normal has SE σ·√(π/2)/√n, its SD's SE σ/√(2n): 4 SE each
+    for logs, median, sigma in ((ttft, cfg.ttft_s, cfg.ttft_sigma), (speed, cfg.tokens_per_s, cfg.tokens_per_s_sigma)):
+        assert abs(np.median(logs) - math.log(median)) < 4 * sigma * math.sqrt(math.pi / 2 / len(res))
+        assert abs(logs.std() - sigma) < 4 * sigma / math.sqrt(2 * len(res))
+    assert abs(np.corrcoef(ttft, speed)[0, 1]) < 4 / math.sqrt(len(res))
+    if name in CITED:
+        ttft_cited, (lo, hi) = CITED[name]
+        assert cfg.ttft_s == pytest.approx(ttft_cited) and lo <= cfg.tokens_per_s <= hi
+
+
+# ----------------------------------------------------------------------------- traffic
+def _traffic(overrides, **size):
+    from llmlab.sim import load_scenario
+    from llmlab.sim.run import make_traffic
+
+    sc = load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed", **overrides})
+    return sc, make_traffic(sc, **size)
+
+
+def test_hourly_turns_follow_the_diurnal_profile_in_local_time():
+    """One-turn sessions: each hour's count is Poisson with mean ``rate × 3600 × profile[h] / mean``,
+    the hour counted in the scenario's own time zone (b2b-saas starts at 09:00 in Seoul)."""
+    from llmlab.sim.traffic import diurnal_profile
+
+    sc, t = _traffic({"traffic.session_turns_mean": 1.0, "traffic.rate_per_s": 0.5}, hours=24.0, seed=4)
+    assert sc.start.hour == 9
+    hour = ((sc.start.hour + t.arrival_s / 3_600.0) % 24).astype(int)
+    counts = np.bincount(hour, minlength=24)
+    expected = 0.5 * 3_600.0 * diurnal_profile("business")
+    assert ((counts - expected) ** 2 / expected).sum() < CHI2_23_999
+    assert counts[10] > 5 * counts[3]  # 10:00 against 03:00: 2.0 against 0.08 in the profile
+
+
+def _zipf_mle(counts: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood Zipf exponent over ranks 1…n and its standard error (Fisher information
+    ``N·Var(ln r)`` under the fitted law)."""
+    logr = np.log(np.arange(1, len(counts) + 1))
+    n = counts.sum()
+
+    def score(s):
+        p = np.exp(-s * logr)
+        p /= p.sum()
+        return (p * logr).sum() - (counts * logr).sum() / n, p
+
+    lo, hi = 0.0, 5.0
+    for _ in range(60):  # the score falls as s rises: bisection
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if score(mid)[0] > 0 else (lo, mid)
+    s = (lo + hi) / 2
+    p = score(s)[1]
+    return s, 1.0 / math.sqrt(n * ((p * logr ** 2).sum() - (p * logr).sum() ** 2))
+
+
+def test_intent_popularity_and_tenant_skew_follow_their_zipf_exponents():
+    from llmlab.catalogue import load_catalogue
+
+    sc, t = _traffic({"traffic.languages": {"en": 1.0}}, requests=40_000, seed=2)
+    ranked = sorted(load_catalogue().select(lang="en", domain="saas"), key=lambda i: i.popularity_rank)
+    ids = {name: k for k, name in enumerate(t.intents)}
+    counts = np.array([(t.intent == ids[i.id]).sum() if i.id in ids else 0 for i in ranked])
+    s, se = _zipf_mle(counts)
+    assert abs(s - sc.traffic.zipf_s) < 4 * se
+    # the 40 paid tenants, Zipf with tenant_zipf_s = 1 over their numbers (per session: one turn a session here)
+    one = _traffic({"traffic.session_turns_mean": 1.0}, requests=40_000, seed=2)[1]
+    paid = np.array([one.tenants[k] for k in one.tenant])
+    per = np.array([(paid == f"paid-{k:03d}").sum() for k in range(1, 41)])
+    s, se = _zipf_mle(per)
+    assert abs(s - 1.0) < 4 * se
+
+
+def test_answer_lengths_keep_each_intents_mean_and_first_turns_its_prompt():
+    """The lognormal jitter keeps each intent's catalogue mean (σ = answer_tokens_sigma); a turn
+    without history is billed its intent's ``prompt_tokens`` exactly, later ones more."""
+    from llmlab.catalogue import load_catalogue
+
+    sc, t = _traffic({}, requests=40_000, seed=5)
+    by_id = {i.id: i for i in load_catalogue()}
+    typical = np.array([by_id[t.intents[k]].answer_tokens for k in t.intent], dtype=float)
+    prompt = np.array([by_id[t.intents[k]].prompt_tokens for k in t.intent])
+    ratio = t.answer_tokens / typical
+    sigma = sc.traffic.answer_tokens_sigma
+    sd = math.sqrt(math.exp(sigma ** 2) - 1)  # of the mean-one lognormal factor
+    assert abs(ratio.mean() - 1.0) < 4 * sd / math.sqrt(len(ratio))
+    assert abs(np.log(ratio).std() - sigma) < 0.01  # rounding to whole tokens blurs it slightly
+    common = np.bincount(t.intent).argmax()  # the most asked intent alone: its own mean
+    assert abs(ratio[t.intent == common].mean() - 1.0) < 4 * sd / math.sqrt((t.intent == common).sum())
+    alone = (t.prev < 0) & ~np.isin(t.session, list(t.carried))
+    assert (t.prompt_tokens[alone] == prompt[alone]).all() and (t.prompt_tokens[~alone] > prompt[~alone]).all()
+
+
+# ----------------------------------------------------------------------------- incidents
+@pytest.mark.parametrize("profile", ["openai-gpt-4o", "anthropic-claude-sonnet"])
+def test_incidents_come_at_their_monthly_rate_and_last_their_published_median_and_p90(profile):
+    """Over many seeds of ten days: incidents starting in the run are Poisson at ``per_month`` / 30
+    days; with those already going at 0 (``rate × mean duration`` of them) the count's mean is
+    ``rate × (horizon + mean duration)``; the durations of those that start in the run have the
+    profile's median (41 or 82 min) and 90th percentile (251 or 318 min)."""
+    from llmlab.sim.outages import SECONDS_PER_MONTH, draw_incidents, lognormal_params
+    from llmlab.sim.scenario import IncidentConfig
+
+    inc = IncidentConfig(**tomllib.loads((PROFILES / f"{profile}.toml").read_text(encoding="utf-8"))["incidents"])
+    horizon, seeds = 10 * 86_400.0, 1_500
+    rate = inc.per_month / SECONDS_PER_MONTH
+    mu, sigma = lognormal_params(inc.duration_p50_min * 60.0, inc.duration_p90_min * 60.0)
+    counts, started, durations = [], [], []
+    for seed in range(seeds):
+        windows = draw_incidents("g", inc, horizon, np.random.default_rng([seed, 99]))
+        inside = [w for w in windows if w.start_s > 0.0]
+        counts.append(len(windows))
+        started.append(len(inside))
+        durations += [(w.end_s - w.start_s) / 60.0 for w in inside]
+        assert all(w.end_s > w.start_s >= 0.0 and w.start_s < horizon for w in windows)
+    for observed, mean in ((started, rate * horizon), (counts, rate * (horizon + math.exp(mu + sigma ** 2 / 2)))):
+        assert abs(np.mean(observed) - mean) < 4 * math.sqrt(mean / seeds)  # Poisson: variance = mean
+    assert np.var(started) == pytest.approx(rate * horizon, rel=0.15)  # SE of a Poisson variance ≈ √(2/n) ≈ 4 %
+    durations = np.array(durations)
+    for minutes, share in ((inc.duration_p50_min, 0.5), (inc.duration_p90_min, 0.9)):
+        below = (durations < minutes).mean()  # binomial: SE √(p(1 − p)/n)
+        assert abs(below - share) < 4 * math.sqrt(share * (1 - share) / len(durations))

@@ -187,7 +187,7 @@ class TrafficConfig(_Strict):
     burst_multiplier: Annotated[float, Field(ge=1, le=100)] = 3.0  # session starts × this during a flash crowd
     tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
     session_turns_mean: Annotated[float, Field(ge=1, le=1_000)] = 1.0  # turns per conversation (later turns carry history)
-    think_time_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # mean pause between a conversation's turns
+    think_time_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # mean gap from one turn's arrival to the next (open loop: a turn does not wait for the previous answer)
     answer_tokens_sigma: NonNeg = 0.25
     max_tokens: PosInt | None = 1_024
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
