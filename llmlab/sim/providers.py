@@ -6,10 +6,13 @@ never an exception — the pipeline sees exactly what the live driver would give
 1. outage ``down`` → 503 after ``down_latency_s`` (or a hang until the deployment's timeout);
 2. provider rate limits (requests/min, tokens/min with ``max_tokens`` counted, as OpenAI does)
    → 429 with ``retry_after_s`` = the time until the request would fit, from when it was sent
-   (rounded up to the millisecond);
+   (rounded up to the millisecond); a request larger than the whole tokens/min limit never
+   fits, and its 429 has no ``Retry-After`` (OpenAI's "Request too large … must be reduced"):
+   a made-up 60 s hint had a gateway that honours long hints wait minutes for nothing;
 3. concurrency ``capacity``: a FIFO queue; waiting longer than the timeout → timeout error;
 4. latency = TTFT (lognormal around the published median) + output tokens ÷ tokens/s;
-   degraded by a ``slow`` outage;
+   degraded by a ``slow`` outage (in force when the call leaves the queue: a window that began or
+   ended while it queued applies as the server is then, ``down`` included);
 5. errors at the baseline rate (+ an ``errors`` outage's rate) → 500 or 529;
 6. the deployment's ``timeout_s`` (on the whole call, or on the first token when streaming).
 
@@ -168,16 +171,20 @@ class SimProvider:
         self.in_system -= 1
         return CallError(kind, message, self.env.now - start, retry_after_s, status)
 
-    def _tokens(self, call: Call) -> tuple[int, int]:
+    def _tokens(self, call: Call) -> tuple[int, int, bool]:
+        """``(prompt tokens, output tokens, cut)``: ``cut`` when the answer the traffic describes is
+        longer than ``max_tokens`` (finish reason ``length``).  An answer exactly ``max_tokens`` long
+        is whole — an agent's tool-choosing call is sent with ``max_tokens`` = its length, and every
+        one of them was reported cut (37 % of realtime-chat's model answers, 3 % really were)."""
         meta = call.metadata
         prompt = meta.get("prompt_tokens")
         if prompt is None:
             prompt = estimate_message_tokens(call.messages)
         if call.purpose == "classify":
-            return CLASSIFY_PROMPT_TOKENS + int(meta.get("query_tokens", prompt)), 1
+            return CLASSIFY_PROMPT_TOKENS + int(meta.get("query_tokens", prompt)), 1, False
         out = int(meta.get("answer_tokens", 200))
         cap = call.params.get("max_tokens")
-        return int(prompt), (min(out, cap) if cap else out)
+        return (int(prompt), cap, True) if cap and out > cap else (int(prompt), out, False)
 
     def _text(self, call: Call, u: float) -> str:
         meta = call.metadata
@@ -192,6 +199,20 @@ class SimProvider:
             return f"«{key}» I'm not sure how to help with that."
         return f"«{key}» answered by {self.model}."
 
+    def _down(self, start: float, timeout_s: float, waited: float,
+              slots: SlotPool | None) -> Generator[Any, Any, CallError]:
+        """A call to a deployment that is down: a 503 after ``down_latency_s``, or no answer until
+        the timeout (``down_mode = "hang"``, or a 503 that would come after the gateway gave up);
+        ``slots``: the queue slot the call holds, given back."""
+        left = max(0.0, timeout_s - waited)  # the timeout runs from sending, time in the queue included
+        hang = self.down_hangs or self.down_latency_s > left
+        yield self.env.timeout(left if hang else self.down_latency_s)
+        if slots is not None:
+            slots.release()
+        if hang:
+            return self._fail(ErrorKind.TIMEOUT, f"{self.name}: no response within {timeout_s:g} s (outage)", start)
+        return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
+
     # ------------------------------------------------------------------ the call
     def serve(self, call: Call, key: int) -> Generator[Any, Any, CallResult | CallError]:
         """Perform one call; returns CallResult or CallError (never raises)."""
@@ -204,13 +225,8 @@ class SimProvider:
             outage.refresh(start)
         timeout_s = call.deployment.timeout_s
         if outage.down:
-            if self.down_hangs:
-                yield env.timeout(timeout_s)
-                return self._fail(ErrorKind.TIMEOUT, f"{self.name}: no response within {timeout_s:g} s (outage)",
-                                  start)
-            yield env.timeout(self.down_latency_s)
-            return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
-        prompt, out = self._tokens(call)
+            return (yield from self._down(start, timeout_s, 0.0, None))
+        prompt, out, cut = self._tokens(call)
         requested = prompt + (call.params.get("max_tokens") or out)
         if requested > self.context_window:  # as OpenAI and Anthropic do: prompt + max_tokens must fit
             yield env.timeout(self.rate_limit_latency_s)  # refused at the front door, like a 429
@@ -221,18 +237,21 @@ class SimProvider:
             if self.rpm is not None:
                 wait = self.rpm.wait_for(1.0, start)
             if self.tpm is not None:
-                wait = max(wait, self.tpm.wait_for(prompt + (call.params.get("max_tokens") or out), start))
+                wait = max(wait, self.tpm.wait_for(requested, start))
             if wait > 0.0:
                 yield env.timeout(self.rate_limit_latency_s)
+                if math.isinf(wait):  # larger than the whole tokens/min limit: no wait makes it fit
+                    return self._fail(ErrorKind.RATE_LIMIT, f"{self.name}: 429 request too large: "
+                                      f"{requested} tokens exceed the "
+                                      f"{self.config.tpm:g} tokens/min limit", start, 429)
                 # whole milliseconds, rounded up: a client waiting exactly this long gets in (to the
                 # nearest, a retry came up to 0.5 ms early, and a wait under 0.5 ms said "Retry-After: 0")
-                retry_after = 60.0 if math.isinf(wait) else math.ceil(wait * 1000.0) / 1000.0
                 return self._fail(ErrorKind.RATE_LIMIT, f"{self.name}: 429 rate limit reached", start, 429,
-                                  retry_after)
+                                  math.ceil(wait * 1000.0) / 1000.0)
             if self.rpm is not None:
                 self.rpm.level -= 1.0
             if self.tpm is not None:
-                self.tpm.level -= prompt + (call.params.get("max_tokens") or out)
+                self.tpm.level -= requested
         slots = self.slots
         if slots is not None:
             if slots.free > 0:
@@ -246,6 +265,13 @@ class SimProvider:
                     return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s in queue",
                                       start)
         waited = env.now - start
+        if waited > 0.0:
+            # the server answers a queued call as it is now: a window may have begun or ended while the
+            # call queued (as of the last call sent, a slowdown missed the calls dequeued during it)
+            if env.now >= outage.next_change:
+                outage.refresh(env.now)
+            if outage.down:
+                return (yield from self._down(start, timeout_s, waited, slots))
         self.served += 1
         self.wait_total += waited
         # latency: one lognormal TTFT (Box-Muller on two counter-based uniforms) + tokens / speed
@@ -285,4 +311,4 @@ class SimProvider:
         self.ok += 1
         self.in_system -= 1
         return CallResult(self._text(call, u4), prompt, out, env.now - start, waited + ttft, (), 0, 0,
-                          "length" if out == call.params.get("max_tokens") else "stop")
+                          "length" if cut else "stop")

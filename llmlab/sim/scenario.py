@@ -116,8 +116,8 @@ class ProviderConfig(_Strict):
     tokens_per_s: Pos = 80.0
     tokens_per_s_sigma: NonNeg = 0.15
     capacity: PosInt | None = None  # concurrent requests served; more wait in a FIFO queue
-    rpm: Pos | None = None
-    tpm: Pos | None = None
+    rpm: Annotated[float, Field(ge=1)] | None = None  # this deployment's own (two of one model on one account share the provider's: split it)
+    tpm: Pos | None = None  # prompt + max_tokens counted; a request larger than the limit: 429 with no Retry-After
     error_rate: Prob = 0.0
     overloaded_share: Prob = 0.3  # share of baseline errors that are 529/503 rather than 500
     error_latency_s: NonNeg = 0.5
@@ -187,7 +187,7 @@ class TrafficConfig(_Strict):
     burst_multiplier: Annotated[float, Field(ge=1, le=100)] = 3.0  # session starts × this during a flash crowd
     tenants: list[TenantGroup] = Field(default_factory=lambda: [TenantGroup(plan="free")], min_length=1)
     session_turns_mean: Annotated[float, Field(ge=1, le=1_000)] = 1.0  # turns per conversation (later turns carry history)
-    think_time_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # mean pause between a conversation's turns
+    think_time_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # mean gap from one turn's arrival to the next (open loop: a turn does not wait for the previous answer)
     answer_tokens_sigma: NonNeg = 0.25
     max_tokens: PosInt | None = 1_024
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None

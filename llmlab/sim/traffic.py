@@ -16,7 +16,12 @@ The model, in the order it is drawn:
 * **sessions** — a tenant (groups by ``share``, Zipf-skewed inside a group: a few customers
   send most requests), a language, a geometric number of turns separated by exponential
   think times.  Later turns carry the conversation so far, so their cache namespace (which
-  includes a context fingerprint) differs and they hit the cache less — as in production;
+  includes a context fingerprint) differs and they hit the cache less — as in production.
+  The arrivals are open loop, drawn before any answer: a think time runs from the previous
+  turn's arrival, not its answer, so that the policy and the baseline see the same arrivals
+  (common random numbers).  A follow-up may therefore arrive before the answer it follows
+  (12 % of realtime-chat's at its 20 s mean think time, more during a slowdown) and carries
+  that answer, as the traffic describes it, whatever the run made of it;
 * **queries** — an intent drawn Zipf-like over the catalogue's popularity ranks, a paraphrase
   template and slot values drawn uniformly, rendered once per distinct combination (memoised:
   the vocabulary is bounded), and the intent's answer length jittered lognormally (mean kept).
