@@ -153,6 +153,41 @@ def test_every_range_in_the_field_list_is_what_validation_enforces():
     assert len(checked) > 40
 
 
+def test_the_field_list_shows_what_each_item_and_value_must_be():
+    """`--fields` listed `traffic.languages` as `dict[str, float]` with nothing allowed, though a
+    negative weight is refused; likewise refusal rates above 1, `incidents.mix` keys, tool
+    names, URLs, empty plans, and the 24 weights of a `traffic.diurnal` list."""
+    from llmlab.sim.fields import scenario_fields
+    from llmlab.sim.scenario import ScenarioError, load_scenario
+
+    rows = {row.key: row for row in scenario_fields()}
+    assert rows["traffic.languages"].allowed == "each value ≥ 0"
+    assert rows["providers.<name>.refusal_rate"].allowed == "each value ≥ 0, ≤ 1"
+    assert rows["providers.<name>.incidents.mix"].allowed == "each key one of 'down', 'errors', 'slow'; each value ≥ 0"
+    assert rows["gateway.router.thresholds"].allowed == "each item ≥ 1"
+    assert rows["traffic.diurnal"].allowed.startswith("each item ≥ 0; one of 'flat'") and "24" in rows["traffic.diurnal"].note
+    assert rows["traffic.tenants"].allowed == "at least 1 item" and rows["traffic.tenants[i].plan"].allowed == "not empty"
+    assert "http:// or https:// URL" in rows["providers.<name>.api_base"].allowed
+    assert "1 to 64 letters" in rows["traffic.tools.actions"].allowed
+    # and each listed item or value bound is the one validation enforces: just past it is refused, naming it
+    base = load_scenario("realtime-chat", {"gateway.cache.embedder": "hashed"})
+    checked = []
+    for row in rows.values():
+        for part in row.allowed.split("; "):
+            if not part.startswith(("each value ", "each item ")) or part.split()[2] not in ("≥", "≤"):
+                continue
+            for bound in part.split(" ", 2)[2].split(", "):
+                op, limit = bound.split()
+                bad = float(limit) - 1 if op == "≥" else float(limit) + 1
+                key = row.key.replace("providers.<name>", "providers.gpt-4o").replace("[i]", ".0")
+                value = {"x": bad} if part.startswith("each value") else [bad] * 24
+                with pytest.raises(ScenarioError) as info:
+                    base.with_overrides({key: value})
+                assert str(info.value).startswith(f"{key}."), (key, value, str(info.value))
+                checked.append(key)
+    assert len(checked) >= 8, checked
+
+
 class _GonePipe:
     """stdout whose reader has left (`llmlab simulate ... | true`)."""
 
