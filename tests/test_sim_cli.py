@@ -360,3 +360,20 @@ def test_a_stdout_that_cannot_take_the_summary_still_writes_the_files(tmp_path):
     assert proc.returncode == 2 and proc.stderr == \
         "llmlab simulate: error: stdout: cannot write ([Errno 28] No space left on device)\n", proc.stderr
     assert (out / "summary.json").exists() and (out / "turns.csv").exists()
+
+
+def test_llmlab_help_lists_every_option_the_command_line_takes(capsys):
+    """`llmlab --version` (and -V) worked but `llmlab --help` listed only the commands; `simulate
+    --list --json` printed JSON while --help promised JSON for --fields alone."""
+    from llmlab.cli import main as llmlab_main
+
+    assert llmlab_main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert "-V, --version" in usage and "-h, --help" in usage
+    assert llmlab_main(["-V"]) == 0 and capsys.readouterr().out.strip() == __import__("llmlab").__version__
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "--list list the preset scenarios and exit; with --json as JSON" in listed
+    assert main(["--list", "--json"]) == 0
+    assert {p["name"] for p in json.loads(capsys.readouterr().out)} == {"b2b-saas", "realtime-chat"}
