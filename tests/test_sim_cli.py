@@ -153,6 +153,41 @@ def test_every_range_in_the_field_list_is_what_validation_enforces():
     assert len(checked) > 40
 
 
+def test_the_field_list_shows_what_each_item_and_value_must_be():
+    """`--fields` listed `traffic.languages` as `dict[str, float]` with nothing allowed, though a
+    negative weight is refused; likewise refusal rates above 1, `incidents.mix` keys, tool
+    names, URLs, empty plans, and the 24 weights of a `traffic.diurnal` list."""
+    from llmlab.sim.fields import scenario_fields
+    from llmlab.sim.scenario import ScenarioError, load_scenario
+
+    rows = {row.key: row for row in scenario_fields()}
+    assert rows["traffic.languages"].allowed == "each value ≥ 0"
+    assert rows["providers.<name>.refusal_rate"].allowed == "each value ≥ 0, ≤ 1"
+    assert rows["providers.<name>.incidents.mix"].allowed == "each key one of 'down', 'errors', 'slow'; each value ≥ 0"
+    assert rows["gateway.router.thresholds"].allowed == "each item ≥ 1"
+    assert rows["traffic.diurnal"].allowed.startswith("each item ≥ 0; one of 'flat'") and "24" in rows["traffic.diurnal"].note
+    assert rows["traffic.tenants"].allowed == "at least 1 item" and rows["traffic.tenants[i].plan"].allowed == "not empty"
+    assert "http:// or https:// URL" in rows["providers.<name>.api_base"].allowed
+    assert "1 to 64 letters" in rows["traffic.tools.actions"].allowed
+    # and each listed item or value bound is the one validation enforces: just past it is refused, naming it
+    base = load_scenario("realtime-chat", {"gateway.cache.embedder": "hashed"})
+    checked = []
+    for row in rows.values():
+        for part in row.allowed.split("; "):
+            if not part.startswith(("each value ", "each item ")) or part.split()[2] not in ("≥", "≤"):
+                continue
+            for bound in part.split(" ", 2)[2].split(", "):
+                op, limit = bound.split()
+                bad = float(limit) - 1 if op == "≥" else float(limit) + 1
+                key = row.key.replace("providers.<name>", "providers.gpt-4o").replace("[i]", ".0")
+                value = {"x": bad} if part.startswith("each value") else [bad] * 24
+                with pytest.raises(ScenarioError) as info:
+                    base.with_overrides({key: value})
+                assert str(info.value).startswith(f"{key}."), (key, value, str(info.value))
+                checked.append(key)
+    assert len(checked) >= 8, checked
+
+
 class _GonePipe:
     """stdout whose reader has left (`llmlab simulate ... | true`)."""
 
@@ -325,3 +360,20 @@ def test_a_stdout_that_cannot_take_the_summary_still_writes_the_files(tmp_path):
     assert proc.returncode == 2 and proc.stderr == \
         "llmlab simulate: error: stdout: cannot write ([Errno 28] No space left on device)\n", proc.stderr
     assert (out / "summary.json").exists() and (out / "turns.csv").exists()
+
+
+def test_llmlab_help_lists_every_option_the_command_line_takes(capsys):
+    """`llmlab --version` (and -V) worked but `llmlab --help` listed only the commands; `simulate
+    --list --json` printed JSON while --help promised JSON for --fields alone."""
+    from llmlab.cli import main as llmlab_main
+
+    assert llmlab_main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert "-V, --version" in usage and "-h, --help" in usage
+    assert llmlab_main(["-V"]) == 0 and capsys.readouterr().out.strip() == __import__("llmlab").__version__
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "--list list the preset scenarios and exit; with --json as JSON" in listed
+    assert main(["--list", "--json"]) == 0
+    assert {p["name"] for p in json.loads(capsys.readouterr().out)} == {"b2b-saas", "realtime-chat"}

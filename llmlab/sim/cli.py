@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--out", help="write requests.csv, turns.csv, tenants.csv, outages.csv, summary.json and PNG "
                                  "plots into this folder")
-    p.add_argument("--list", action="store_true", help="list the preset scenarios and exit")
+    p.add_argument("--list", action="store_true", help="list the preset scenarios and exit; with --json as JSON")
     p.add_argument("--fields", action="store_true",
                    help="list every scenario field (type, allowed range, default) and exit; with --json as JSON")
     return p

@@ -38,9 +38,22 @@ class ScenarioField:
 _BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
 
 
-def _bounds(metadata: list[Any]) -> list[str]:
-    return [f"{symbol} {getattr(m, name):g}" for m in metadata for name, symbol in _BOUNDS
-            if getattr(m, name, None) is not None]
+def _bounds(metadata: list[Any], type_name: str) -> list[str]:
+    """What validation asks of a value beyond its type: numeric bounds, a minimum length or a pattern
+    (in the words the error message uses)."""
+    from .scenario import _PATTERNS
+
+    out = [f"{symbol} {getattr(m, name):g}" for m in metadata for name, symbol in _BOUNDS
+           if getattr(m, name, None) is not None]
+    for m in metadata:
+        least = getattr(m, "min_length", None)
+        if least is not None:
+            out.append("not empty" if type_name == "str" and least == 1 else
+                       f"at least {least} {'character' if type_name == 'str' else 'item'}{'s' if least > 1 else ''}")
+        pattern = getattr(m, "pattern", None)
+        if pattern is not None:
+            out.append(_PATTERNS[pattern].removeprefix("must be ") if pattern in _PATTERNS else f"matches {pattern}")
+    return out
 
 
 def _describe(annotation: Any) -> tuple[str, list[str]]:
@@ -49,7 +62,7 @@ def _describe(annotation: Any) -> tuple[str, list[str]]:
     if origin is typing.Annotated:
         base, *extra = typing.get_args(annotation)
         name, limits = _describe(base)
-        return name, limits + _bounds([m for e in extra for m in getattr(e, "metadata", [e])])
+        return name, limits + _bounds([m for e in extra for m in getattr(e, "metadata", [e])], name)
     if origin in (Union, types.UnionType):
         parts = [_describe(a) for a in typing.get_args(annotation)]
         names = [n for n, _ in parts]
@@ -57,9 +70,11 @@ def _describe(annotation: Any) -> tuple[str, list[str]]:
     if origin is Literal:
         values = typing.get_args(annotation)
         return type(values[0]).__name__, ["one of " + ", ".join(repr(a) for a in values)]
-    if origin in (list, dict):
-        args = [_describe(a)[0] for a in typing.get_args(annotation)]
-        return f"{origin.__name__}[{', '.join(args)}]", []
+    if origin in (list, dict):  # what each item (each key, each value) must be: `traffic.languages` weights ≥ 0
+        parts = [_describe(a) for a in typing.get_args(annotation)]
+        roles = ("each item",) if origin is list else ("each key", "each value")
+        limits = [f"{role} {', '.join(found)}" for role, (_, found) in zip(roles, parts) if found]
+        return f"{origin.__name__}[{', '.join(name for name, _ in parts)}]", limits
     if annotation is type(None):
         return "None", []
     return getattr(annotation, "__name__", str(annotation)), []

@@ -11,7 +11,7 @@ produce plausible-looking nonsense.  Every model forbids unknown fields, every n
 range, and cross-field checks (a route to a deployment that does not exist, a model with no
 price, an outage ending before it starts) run before the simulation.  All of them raise
 :class:`ScenarioError` — a :class:`~llmlab.errors.ConfigError` — whose message starts with the
-field's path, e.g. ``providers.gpt-4o.ttft_s: must be > 0 (got -1)``.
+field's path, e.g. ``providers.gpt-4o.ttft_s: must be > 0.0 (got -1)``.
 
 Overrides (``overrides={"traffic.requests": 5000}`` or ``--set traffic.requests=5000``) are
 dotted TOML keys applied to the raw document *before* validation, so they are checked exactly
@@ -77,7 +77,7 @@ class IncidentConfig(_Strict):
 
     per_month: Annotated[float, Field(ge=0, le=43_200)] = 0.0  # incidents starting per 30 days (at most one a minute)
     duration_p50_min: Pos = 60.0
-    duration_p90_min: Pos = 240.0
+    duration_p90_min: Pos = 240.0  # at least duration_p50_min
     #: what an incident does: hard down, elevated error rate, degraded latency (weights)
     mix: dict[Literal["down", "errors", "slow"], NonNeg] = Field(
         default_factory=lambda: {"down": 0.1, "errors": 0.45, "slow": 0.45})
@@ -92,6 +92,8 @@ class PriceConfig(_Strict):
 
 URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: a tool's name, sent as an OpenAI function's
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class ProviderConfig(_Strict):
@@ -163,7 +165,7 @@ class ToolConfig(_Strict):
     """Agent tool calls: intents whose ``action`` maps to a tool take two LLM calls and a tool call."""
 
     # intent action → tool name (sent as an OpenAI function: 1 to 64 letters, digits, '_' or '-')
-    actions: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+    actions: dict[str, Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]] = Field(
         default_factory=lambda: {"track": "order_lookup", "refund": "refund"})
     latency_s: Pos = 0.25
     latency_sigma: NonNeg = 0.5
@@ -180,7 +182,7 @@ class TrafficConfig(_Strict):
     domain: str | None = None  # catalogue domain ("saas", "ecommerce"); None = all
     languages: dict[str, NonNeg] = Field(default_factory=lambda: {"en": 1.0})
     zipf_s: NonNeg = 1.0  # intent popularity exponent (0 = uniform)
-    diurnal: list[NonNeg] | Literal["flat", "business", "consumer"] = "flat"
+    diurnal: list[NonNeg] | Literal["flat", "business", "consumer"] = "flat"  # a profile's name, or 24 hourly weights (not all zero) from midnight in start's time zone
     bursts: list[BurstConfig] = Field(default_factory=list)
     burst_rate_per_day: Annotated[float, Field(ge=0, le=1_440)] = 0.0  # random flash crowds (Poisson); overlapping ones multiply
     burst_duration_s: Annotated[float, Field(gt=0, le=31_622_400)] = 600.0  # each flash crowd's length; on average they scale the rate by e^(per_day × duration / 86400 × (multiplier − 1))
@@ -207,7 +209,7 @@ class RouterConfig(_Strict):
     deployment: str | None = None  # type "fixed": the deployment every request goes to
     plans: dict[str, str] = Field(default_factory=dict)  # type "plan": plan → deployment
     default: str | None = None  # type "plan": the deployment for a plan not listed
-    thresholds: list[PosInt] = Field(default_factory=lambda: [100, 500])  # type "complexity": prompt-character cut points
+    thresholds: list[PosInt] = Field(default_factory=lambda: [100, 500])  # type "complexity": two increasing prompt-character cut points
     models: dict[str, str] = Field(default_factory=dict)  # type "complexity": low/medium/high → deployment
     classifier: str | None = None  # type "classifier": the deployment that labels queries
     routes: dict[str, str] = Field(default_factory=dict)  # type "classifier": faq/general/complex → deployment
@@ -283,7 +285,7 @@ class GatewayConfig(_Strict):
 class OutageWindow(_Strict):
     target: str  # a deployment name or a provider group
     start_s: NonNeg
-    end_s: NonNeg
+    end_s: NonNeg  # after start_s
     kind: Literal["down", "errors", "slow"] = "down"
     error_rate: Prob = 0.5
     latency_factor: Annotated[float, Field(ge=1)] = 3.0
@@ -533,7 +535,8 @@ _PHRASES = {
 
 #: what a pattern asks for, in words (pydantic quotes the regular expression)
 _PATTERNS = {URL_PATTERN: "must be an http:// or https:// URL without spaces",
-             ENV_NAME_PATTERN: "must be an environment variable's name (letters, digits and _, not starting with a digit)"}
+             ENV_NAME_PATTERN: "must be an environment variable's name (letters, digits and _, not starting with a digit)",
+             TOOL_NAME_PATTERN: "must be a function name: 1 to 64 letters, digits, '_' or '-'"}
 
 _BRANCHES = {"int", "float", "str", "bool", "none", "constrained-float", "constrained-int"}
 

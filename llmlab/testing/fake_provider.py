@@ -497,6 +497,12 @@ def cli_main(argv: list[str] | None = None) -> int:
                         ("--chunk-delay-ms", args.chunk_delay_ms)):
         if not 0 <= value < math.inf:  # nan fails too
             problems.append(f"{flag} must be a finite number >= 0 (got {value:g})")
+    # named by their options here: FaultPlan's own messages say 'probability' and 'retry_after_s'
+    if not 0 <= args.error_rate <= 1:
+        problems.append(f"--error-rate must be a probability in [0, 1] (got {args.error_rate:g})")
+    if math.isnan(args.retry_after_s) or args.retry_after_s == math.inf:
+        problems.append(f"--retry-after-s must be a finite number of seconds (negative: no header) "
+                        f"(got {args.retry_after_s:g})")
     if args.error_status not in ERROR_STATUSES:
         allowed = ", ".join(map(str, ERROR_STATUSES))
         problems.append(f"--error-status must be one of {allowed} (got {args.error_status})")
