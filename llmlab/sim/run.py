@@ -597,7 +597,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
 
     ``scenario`` is a preset name, a TOML path or a :class:`Scenario`; ``overrides`` are dotted
     keys applied to it first (``{"gateway.cache.semantic": False}``, as ``--set``).  ``trace``
-    replays a request log (CSV, ``datasets/traces/README.md``) instead of synthetic traffic.
+    replays a request log (CSV or JSON lines, ``datasets/traces/README.md``) instead of synthetic traffic.
     ``baseline`` runs the baseline or not (None: as the scenario's ``[baseline] enabled`` says).
     ``requests`` or ``hours`` override the scenario's traffic size.  ``progress=True`` shows a
     tqdm bar; a callable ``progress(done, total)`` is called as requests finish (widgets use it;
