@@ -461,6 +461,11 @@ class Pipeline:
                 return stop.value
             reservation = ticket = None
             if isinstance(effect, Call):
+                own = self.deployments.get(effect.deployment.name)
+                if own is not None and own is not effect.deployment:
+                    # a router shared by several gateways is bound to the last one built: its call
+                    # went to that gateway's deployment (its api_base, its key), not to this one's
+                    effect = replace(effect, deployment=own)
                 dep = effect.deployment
                 breaker = self.breaker(dep.name)
                 ticket = breaker.admit(self.clock())
