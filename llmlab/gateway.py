@@ -28,7 +28,7 @@ from .errors import ConfigError, InvalidRequest, _Shape, type_shape
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver
-from .runloop import StepThreads, adrive, aiter_stream, drive, iter_stream
+from .runloop import Driver, StepThreads, adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiter, configured_limits
@@ -167,7 +167,7 @@ class Gateway:
                  input_guards: Sequence[Any] | None = None, output_guards: Sequence[Any] = (),
                  unmask_answers: bool = True, log_content: bool = False,
                  clock: Callable[[], float] = time.time, seed: int | None = None,
-                 driver: LiteLLMDriver | None = None, ledger: Ledger | None = None,
+                 driver: Driver | None = None, ledger: Ledger | None = None,
                  default_max_tokens: int = 1024, step_threads: bool | int | None = None) -> None:
         if isinstance(prices, PriceBook):
             self.prices = prices
@@ -237,7 +237,7 @@ class Gateway:
                 ("cache_store", cache_store, ("get", "put"), "a llmlab.cache.KeyValueStore (get, put) or None"),
                 ("budget_backend", budget_backend, ("try_reserve", "settle", "charge", "spent"),
                  "a budget backend (llmlab.MemoryBudgets, llmlab.backends' Redis budgets) or None"),
-                ("driver", driver, ("perform", "aperform"), "a driver (llmlab.live.LiteLLMDriver, "
+                ("driver", driver, ("perform", "aperform"), "a driver (llmlab.Driver: llmlab.live.LiteLLMDriver, "
                                                              "llmlab.scripted.ScriptedDriver) or None"),
                 ("ledger", ledger, ("record",), "a llmlab.Ledger or None")):
             if given is not None:
@@ -301,7 +301,7 @@ class Gateway:
         self.step_threads = (None if step_threads is False else StepThreads() if step_threads is True
                              else StepThreads(workers=step_threads))
         self.clock = clock
-        self.driver = driver or LiteLLMDriver()
+        self.driver: Driver = driver or LiteLLMDriver()
         self.pipeline = Pipeline(
             deployments=self.deployments, router=self.router, fallbacks=fallbacks, prices=self.prices, clock=clock,
             rng=random.Random(seed), exact_cache=exact, key_policy=CacheKeyPolicy(cache_key_mode),
