@@ -250,8 +250,7 @@ class Gateway:
                                       hint="a request without max_tokens reserves default_max_tokens of the limit, "
                                            "so it could never pass; raise tpm or lower default_max_tokens")
         for name, flag in (("unmask_answers", unmask_answers), ("log_content", log_content), ("cache", cache)):
-            if not isinstance(flag, bool):
-                raise ConfigError(name, flag, "True or False")
+            v.flag(name, flag)
         if not callable(clock):
             raise ConfigError("clock", clock, "a callable returning epoch seconds (e.g. time.time)")
         _check_clock(clock)

@@ -112,3 +112,24 @@ def test_names_loaded_on_first_use_are_visible_to_type_checkers(package, lazy):
     assert sorted(set(lazy) - set(module.__all__)) == []
     for name in lazy:
         assert getattr(module, name).__name__ == name
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: llmlab.Ledger(keep="no"), "ledger.keep"),          # kept every record: "no" is truthy
+    (lambda: llmlab.Ledger(sink="audit.log"), "ledger.sink"),   # then failed on every request, each logged
+    (lambda: llmlab.Gateway(ledger=llmlab.Ledger(sink=5)), "ledger.sink"),
+])
+def test_a_ledgers_settings_are_checked_when_it_is_built(make, field):
+    with pytest.raises(llmlab.ConfigError) as info:
+        make()
+    assert info.value.field == field and ("True or False" in info.value.allowed or "callable" in info.value.allowed)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"baseline": "no"}, "baseline"), ({"keep_requests": "no"}, "keep_requests")])
+def test_simulates_switches_are_checked_before_the_run(kwargs, field):
+    """``simulate(..., baseline="no")`` ran the baseline (any text is truthy)."""
+    from llmlab.sim import ScenarioError, simulate
+
+    with pytest.raises(ScenarioError) as info:
+        simulate("b2b-saas", requests=10, overrides={"gateway.cache.embedder": "hashed"}, **kwargs)
+    assert info.value.field == field
