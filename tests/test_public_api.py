@@ -133,3 +133,33 @@ def test_simulates_switches_are_checked_before_the_run(kwargs, field):
     with pytest.raises(ScenarioError) as info:
         simulate("b2b-saas", requests=10, overrides={"gateway.cache.embedder": "hashed"}, **kwargs)
     assert info.value.field == field
+
+
+def test_the_components_a_user_inspects_say_what_they_are():
+    """``gw.budgets``, ``gw.exact_cache``, ``gw.prices``, the breakers and the guards printed as
+    ``<llmlab… object at 0x…>``: nothing about state or settings (an InjectionGuard's ``policy``
+    decides whether it blocks anything at all)."""
+    from llmlab.guardrails import InjectionGuard, OutputFilterGuard
+    from llmlab.scripted import ScriptedDriver
+
+    driver = ScriptedDriver(default=llmlab.ErrorKind.SERVER)
+    gw = Gateway([llmlab.Deployment("a", "gpt-4o-mini")], retry=llmlab.RetryPolicy(max_retries=0),
+                 breaker={"failure_threshold": 1, "cooldown_s": 60}, budget=llmlab.BudgetPolicy(default_cap=1.0),
+                 input_guards=[InjectionGuard(policy="block")],
+                 output_guards=[OutputFilterGuard(blocked_terms=["Project Falcon"])],
+                 driver=driver, clock=driver.clock)
+    assert not gw.complete("hello", tenant="acme").ok
+    shown = {
+        "breaker": repr(gw.pipeline.breaker("a")),
+        "budgets": repr(gw.budgets),
+        "exact cache": repr(gw.exact_cache),
+        "prices": repr(gw.prices),
+        "guards": repr(gw.pipeline.input_guards[0]) + repr(gw.pipeline.output_guards[0]),
+    }
+    assert [name for name, text in shown.items() if " object at 0x" in text] == []
+    assert shown["breaker"].startswith("CircuitBreaker(state='open', times_opened=1, failure_threshold=1")
+    assert shown["budgets"].startswith("MemoryBudgets(tenants=1, spent_usd=0.000000")
+    assert shown["exact cache"].startswith("MemoryStore(entries=0, capacity=10000")
+    assert "'gpt-4o-mini'" in shown["prices"] and "litellm_models=" in shown["prices"]
+    assert "InjectionGuard(policy='block'" in shown["guards"] and "blocked_terms=1" in shown["guards"]
+    assert "Falcon" not in shown["guards"]  # the terms themselves are not for logs

@@ -55,6 +55,10 @@ class MemoryStore(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __repr__(self) -> str:
+        return (f"MemoryStore(entries={len(self)}, capacity={self.capacity}, ttl_s={self.ttl_s:g}, "
+                f"hits={self.hits}, misses={self.misses})")
+
     def get(self, namespace: str, key: str, now: float, *, allow_stale: bool = False) -> StoreHit[T] | None:
         entry = self._entries.get((namespace, key))
         if entry is None:
