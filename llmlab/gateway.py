@@ -230,7 +230,7 @@ class Gateway:
                               "or None")
         if semantic_cache is not None:
             _check_has("semantic_cache", semantic_cache, semantic_cache, ("lookup", "store", "lookup_last_resort"),
-                       "a llmlab.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
+                       "a llmlab.cache.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
         # collaborators are checked here, not on the first request (where a missing method was an
         # internal error per request, or an AttributeError out of complete())
         for field, given, methods, allowed in (

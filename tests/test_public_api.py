@@ -1,6 +1,9 @@
 """The public API as a library user meets it: type hints a checker reads, reprs, copies, typed errors."""
 from __future__ import annotations
 
+import importlib
+import pathlib
+import re
 import types
 import typing
 
@@ -68,7 +71,6 @@ def test_the_gateways_hints_admit_every_shipped_backend(argument):
     None where the shipped classes return a bool, and ``SemanticSlot.embedder`` was a settable
     attribute where SharedSemanticCache has a property: mypy refused each of these documented
     constructions.  Here each protocol member's return hint must admit the shipped class's."""
-    import importlib
     import inspect
 
     protocol = _protocol_of(typing.get_type_hints(Gateway.__init__)[argument])
@@ -99,7 +101,6 @@ def test_names_loaded_on_first_use_are_visible_to_type_checkers(package, lazy):
     which hid that the gateway's hints refused these very classes).  Each such name is imported
     for type checkers under ``TYPE_CHECKING``, resolves at run time, and is listed in ``__all__``."""
     import ast
-    import importlib
     import inspect
 
     module = importlib.import_module(package)
@@ -163,3 +164,37 @@ def test_the_components_a_user_inspects_say_what_they_are():
     assert "'gpt-4o-mini'" in shown["prices"] and "litellm_models=" in shown["prices"]
     assert "InjectionGuard(policy='block'" in shown["guards"] and "blocked_terms=1" in shown["guards"]
     assert "Falcon" not in shown["guards"]  # the terms themselves are not for logs
+
+
+def _resolves(dotted: str) -> bool | None:
+    """Whether ``llmlab.x.y`` names a module or an attribute of one; None when a module on the way
+    needs an optional dependency that is not installed."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("llmlab"):
+                return None
+            continue
+        break
+    for attr in parts[cut:]:
+        if not hasattr(obj, attr):
+            return False
+        obj = getattr(obj, attr)
+    return True
+
+
+def test_every_dotted_llmlab_name_the_docs_and_messages_give_exists():
+    """The gateway's error for a bad ``semantic_cache`` said to pass "a llmlab.SemanticCache",
+    which does not exist (it is ``llmlab.cache.SemanticCache``).  Every ``llmlab.x.y`` named in
+    the package's messages and docstrings and in the README must resolve."""
+    root = pathlib.Path(llmlab.__file__).parent
+    missing = {}
+    for path in [*root.rglob("*.py"), root.parent / "README.md"]:
+        for match in re.finditer(r"\bllmlab(?:\.[A-Za-z_]\w*)+", path.read_text(encoding="utf-8")):
+            name = match.group(0)
+            if name.rpartition(".")[2] not in ("py", "toml", "csv", "json", "md", "ipynb") \
+                    and _resolves(name) is False:
+                missing[name] = path.name
+    assert missing == {}
