@@ -16,6 +16,7 @@ from .ledger import Ledger
 from .pricing import LECTURE_PRICES, ModelPrice, PriceBook, monthly_cost
 from .ratelimit import RateLimit, RateLimiter
 from .request import Request
+from .runloop import Driver
 from .routing import (CascadeRouter, ClassifierRouter, ComplexityRouter, FixedRouter, PlanRouter, RouteDecision,
                       default_acceptance)
 from .stream import StreamReset, StreamResponse
@@ -26,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Admission", "Admit", "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetUnavailable", "BudgetPolicy", "ClientDisconnected", "CacheOutcome", "CachedAnswer", "Call",
     "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "ComplexityRouter",
-    "ConfigError", "Deployment", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
+    "ConfigError", "Deployment", "Driver", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
     "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
     "OutcomeKind", "Overloaded", "PlanRouter", "PriceBook", "ProviderRejected", "RateLimit", "RateLimited", "RateLimiter",
     "Request", "RetryPolicy", "RouteDecision", "Sleep", "StreamReset", "StreamResponse", "UnknownModelPrice",

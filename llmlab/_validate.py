@@ -58,6 +58,13 @@ def integer(field: str, value: Any, *, lo: int = 0, hi: int | None = None) -> in
     return value
 
 
+def flag(field: str, value: Any) -> bool:
+    """True or False, nothing truthy: ``keep="no"`` would read as True."""
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, "True or False")
+    return value
+
+
 def choice(field: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
         raise ConfigError(field, value, "one of " + ", ".join(repr(o) for o in options))

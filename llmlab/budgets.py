@@ -118,6 +118,13 @@ class MemoryBudgets:
         self._month = ""  # the latest month seen: spend of months too far before it is dropped
         self.overshoot_usd = 0.0  # actual cost above the reservation (should stay 0)
 
+    def __repr__(self) -> str:
+        """What it holds (``gw.budgets`` showed ``<… object at 0x…>``): tenants, spend, open holds."""
+        tenants = len({tenant for tenant, _ in self._spent} | {tenant for tenant, _ in self._reserved})
+        keep = "" if self.keep_months is None else f", keep_months={self.keep_months}"
+        return (f"MemoryBudgets(tenants={tenants}, spent_usd={sum(self._spent.values()):.6f}, "
+                f"reserved_usd={sum(self._reserved.values()):.6f}{keep})")
+
     def _new_month(self, month: str) -> None:
         """``month`` is later than any seen: drop the spend of months ``keep_months`` or more before it."""
         self._month = month

@@ -102,6 +102,14 @@ class CircuitBreaker:
         self.slow_opens = 0  # how many of those openings were for slowness
         self.stale_verdicts = 0  # verdicts ignored because their call was admitted in an earlier generation
 
+    def __repr__(self) -> str:
+        """Its state and settings: ``gw.pipeline.breakers`` showed ``<… object at 0x…>`` each."""
+        slow = ("" if self.slow_call_s is None
+                else f", slow_call_s={self.slow_call_s:g}, slow_call_ratio={self.slow_call_ratio:g}")
+        return (f"CircuitBreaker(state={self.state!r}, times_opened={self.times_opened}, failure_threshold="
+                f"{self.failure_threshold}, failure_ratio={self.failure_ratio:g}, window={self.window}, "
+                f"min_calls={self.min_calls}, cooldown_s={self.cooldown_s:g}{slow})")
+
     def _enter(self, state: str) -> None:
         self.state = state
         self.generation += 1

@@ -29,10 +29,10 @@ from .errors import ConfigError, InvalidRequest, _Shape, type_shape
 from .fallback import CircuitBreaker, RetryPolicy
 from .ledger import Ledger
 from .live import LiteLLMDriver
-from .runloop import StepThreads, adrive, aiter_stream, drive, iter_stream
+from .runloop import Driver, StepThreads, adrive, aiter_stream, drive, iter_stream
 from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
-from .ratelimit import RateLimiter, configured_limits
+from .ratelimit import RateLimiterBackend, configured_limits
 from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
 from .routing import ComplexityRouter, FixedRouter, Router
 from .stream import StreamResponse
@@ -134,7 +134,7 @@ class Gateway:
       ``cache_ttl_s``, ``cache_capacity`` — the exact cache in memory; ``cache_store`` replaces
       that store (``llmlab.backends`` for Redis).  ``semantic_cache`` — a
       :class:`~llmlab.cache.SemanticCache`, off when None.
-    * ``rate_limiter`` — a :class:`~llmlab.ratelimit.RateLimiter` (none when None).
+    * ``rate_limiter`` — a :class:`~llmlab.ratelimit.RateLimiter` (``llmlab.backends``' Redis one to share it; none when None).
       ``default_max_tokens`` — what a request without ``max_tokens`` takes from a tokens/min limit.
     * ``budget`` — a :class:`~llmlab.budgets.BudgetPolicy` (monthly caps; none when None);
       ``budget_backend`` — where spend is kept (in memory by default, Redis for several processes).
@@ -165,14 +165,14 @@ class Gateway:
                  cache: bool = True, cache_key_mode: str = "prompt_params", cache_ttl_s: float = 3_600.0,
                  cache_capacity: int = 10_000, cache_store: KeyValueStore | None = None,
                  semantic_cache: SemanticSlot | None = None,
-                 rate_limiter: RateLimiter | None = None,
+                 rate_limiter: RateLimiterBackend | None = None,
                  budget: BudgetPolicy | None = None, budget_backend: Any = None,
                  retry: RetryPolicy | Mapping[str, RetryPolicy] | None = None,
                  breaker: Callable[[], CircuitBreaker] | Mapping[str, Any] | None = None,
                  input_guards: Sequence[Any] | None = None, output_guards: Sequence[Any] = (),
                  unmask_answers: bool = True, log_content: bool = False,
                  clock: Callable[[], float] = time.time, seed: int | None = None,
-                 driver: LiteLLMDriver | None = None, ledger: Ledger | None = None,
+                 driver: Driver | None = None, ledger: Ledger | None = None,
                  default_max_tokens: int = 1024, step_threads: bool | int | None = None,
                  admission: Admission | None = None) -> None:
         if isinstance(prices, PriceBook):
@@ -236,14 +236,14 @@ class Gateway:
                               "or None")
         if semantic_cache is not None:
             _check_has("semantic_cache", semantic_cache, semantic_cache, ("lookup", "store", "lookup_last_resort"),
-                       "a llmlab.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
+                       "a llmlab.cache.SemanticCache (or an object with lookup, store, lookup_last_resort and embedder)")
         # collaborators are checked here, not on the first request (where a missing method was an
         # internal error per request, or an AttributeError out of complete())
         for field, given, methods, allowed in (
                 ("cache_store", cache_store, ("get", "put"), "a llmlab.cache.KeyValueStore (get, put) or None"),
                 ("budget_backend", budget_backend, ("try_reserve", "settle", "charge", "spent"),
                  "a budget backend (llmlab.MemoryBudgets, llmlab.backends' Redis budgets) or None"),
-                ("driver", driver, ("perform", "aperform"), "a driver (llmlab.live.LiteLLMDriver, "
+                ("driver", driver, ("perform", "aperform"), "a driver (llmlab.Driver: llmlab.live.LiteLLMDriver, "
                                                              "llmlab.scripted.ScriptedDriver) or None"),
                 ("ledger", ledger, ("record",), "a llmlab.Ledger or None")):
             if given is not None:
@@ -256,8 +256,7 @@ class Gateway:
                                       hint="a request without max_tokens reserves default_max_tokens of the limit, "
                                            "so it could never pass; raise tpm or lower default_max_tokens")
         for name, flag in (("unmask_answers", unmask_answers), ("log_content", log_content), ("cache", cache)):
-            if not isinstance(flag, bool):
-                raise ConfigError(name, flag, "True or False")
+            v.flag(name, flag)
         if not callable(clock):
             raise ConfigError("clock", clock, "a callable returning epoch seconds (e.g. time.time)")
         _check_clock(clock)
@@ -311,7 +310,7 @@ class Gateway:
         self.step_threads = (None if step_threads is False else StepThreads() if step_threads is True
                              else StepThreads(workers=step_threads))
         self.clock = clock
-        self.driver = driver or LiteLLMDriver()
+        self.driver: Driver = driver or LiteLLMDriver()
         self.pipeline = Pipeline(
             deployments=self.deployments, router=self.router, fallbacks=fallbacks, prices=self.prices, clock=clock,
             rng=random.Random(seed), exact_cache=exact, key_policy=CacheKeyPolicy(cache_key_mode),

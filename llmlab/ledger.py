@@ -10,7 +10,8 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .effects import Outcome
-from .errors import is_secret_name
+from . import _validate as v
+from .errors import ConfigError, is_secret_name, type_shape
 
 if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for
     import pandas as pd
@@ -70,7 +71,11 @@ class Ledger:
     """
 
     def __init__(self, keep: bool = True, sink: Callable[[Outcome], None] | None = None) -> None:
-        self.keep = keep
+        # checked here: a sink that is no callable failed on every request, each one logged as
+        # "ledger sink failed", and keep="no" kept every record
+        self.keep = v.flag("ledger.keep", keep)
+        if sink is not None and not callable(sink):
+            raise ConfigError("ledger.sink", type_shape(sink), "a callable sink(outcome), or None")
         self.sink = sink
         self.records: list[Outcome] = []
         self._spend: defaultdict[str, float] = defaultdict(float)

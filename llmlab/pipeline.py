@@ -32,7 +32,7 @@ from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, jud
 from .ledger import Ledger
 from .placeholders import restore_placeholders
 from .pricing import PriceBook
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiterBackend
 from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_routes
 from .steplock import StepLock
@@ -45,11 +45,14 @@ log = logging.getLogger("llmlab.gateway")
 class SemanticSlot(Protocol):
     """What the pipeline needs from a semantic cache (see :mod:`llmlab.cache.semantic`)."""
 
-    embedder: Any
+    @property
+    def embedder(self) -> Any: ...  # read-only: SharedSemanticCache's is its wrapped cache's
 
     def lookup(self, namespace: str, text: str, vector: Any, now: float, *, threshold: float | None = None) -> Any: ...
 
-    def store(self, namespace: str, text: str, vector: Any, value: Any, now: float) -> None: ...
+    # ``object``: the pipeline ignores the result (SemanticCache returns whether it stored; a
+    # ``None`` here made mypy refuse Gateway(semantic_cache=SemanticCache(…)), the README's example)
+    def store(self, namespace: str, text: str, vector: Any, value: Any, now: float) -> object: ...
 
     def lookup_last_resort(self, namespace: str, text: str, vector: Any, now: float) -> Any: ...
 
@@ -112,7 +115,7 @@ class Pipeline:
     def __init__(self, *, deployments: Mapping[str, Deployment], router: Router,
                  fallbacks: Mapping[str, Sequence[str]], prices: PriceBook, clock: Callable[[], float],
                  rng: random.Random, exact_cache: KeyValueStore | None, key_policy: CacheKeyPolicy,
-                 semantic_cache: SemanticSlot | None, rate_limiter: RateLimiter | None, budgets: Any,
+                 semantic_cache: SemanticSlot | None, rate_limiter: RateLimiterBackend | None, budgets: Any,
                  budget_policy: BudgetPolicy | None, retry: RetryPolicy | Mapping[str, RetryPolicy],
                  breaker_factory: Callable[[], CircuitBreaker], input_guards: Sequence[Any] = (),
                  output_guards: Sequence[Any] = (), ledger: Ledger | None = None, unmask_answers: bool = False,
@@ -469,6 +472,11 @@ class Pipeline:
                 return stop.value
             reservation = ticket = None
             if isinstance(effect, Call):
+                own = self.deployments.get(effect.deployment.name)
+                if own is not None and own is not effect.deployment:
+                    # a router shared by several gateways is bound to the last one built: its call
+                    # went to that gateway's deployment (its api_base, its key), not to this one's
+                    effect = replace(effect, deployment=own)
                 dep = effect.deployment
                 breaker = self.breaker(dep.name)
                 ticket = breaker.admit(self.clock())

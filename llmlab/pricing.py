@@ -155,6 +155,10 @@ class PriceBook:
                 raise ConfigError(f"prices[{model!r}]", price,
                                   "a ModelPrice or (input_usd_per_1m, output_usd_per_1m) numbers")
 
+    def __repr__(self) -> str:
+        """The models priced by override, by name (their prices: :meth:`price`)."""
+        return f"PriceBook(overrides={sorted(self._overrides)}, litellm_models={len(self._base)})"
+
     @classmethod
     def default(cls) -> "PriceBook":
         """litellm's map plus the lecture's table."""

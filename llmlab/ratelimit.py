@@ -67,6 +67,10 @@ def configured_limits(limiter: object) -> list[tuple[str, RateLimit]]:
 
 
 class RateLimiterBackend(Protocol):
+    """What a gateway's ``rate_limiter=`` provides: :class:`RateLimiter` in memory,
+    :class:`~llmlab.backends.redis_ratelimit.RedisRateLimiter` shared.  A ``settle(tenant, plan,
+    reserved_tokens, used_tokens, now)`` method, when it has one, gives back what a request did not use."""
+
     def acquire(self, tenant: str, plan: str, tokens: int, now: float) -> Refusal | None: ...
 
 

@@ -256,7 +256,10 @@ class ClassifierRouter:
         return f"ClassifierRouter(classifier={self.classifier!r}, routes={self.routes!r}{rules})"
 
     def bind(self, deployments: Mapping[str, Deployment]) -> None:
-        """Called by the gateway: resolve the classifier's deployment, and bind the routers a label maps to."""
+        """Called by the gateway: resolve the classifier's deployment, and bind the routers a label maps to.
+
+        A router given to several gateways is bound to the last one; each gateway's pipeline sends
+        the call to its own deployment of the same name (its ``api_base``, its key)."""
         self._deployment = deployments[self.classifier]
         bind_targets(self.routes.values(), deployments)
 

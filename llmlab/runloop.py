@@ -16,12 +16,13 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator, TypeVar
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator,
+                    Protocol, TypeVar, runtime_checkable)
 
-from .effects import Admit, Call, CallError, ErrorKind
+from .effects import Admit, Call, CallError, CallResult, ErrorKind
 from .errors import ClientDisconnected
 from .fallback import streamed_part
-from .live import LiteLLMDriver, _aclose, _StreamState, reported_part
+from .live import _aclose, _StreamState, reported_part
 from .placeholders import StreamRestorer
 from .provider_errors import redact_secrets
 from .stream import StreamResponse
@@ -31,6 +32,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmlab.live")
 T = TypeVar("T")
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What performs the pipeline's effects for a :class:`~llmlab.gateway.Gateway` (its ``driver=``):
+    :class:`~llmlab.live.LiteLLMDriver` live, :class:`~llmlab.scripted.ScriptedDriver` offline.
+
+    ``perform`` / ``aperform`` take a ``Call``, ``Sleep`` or ``Embed`` and return its result (a
+    ``CallResult`` or ``CallError`` for a call, never raising for a provider's failure);
+    ``stream_call`` yields a streamed call's text chunks and returns its result, ``astream_call``
+    yields them with the result last; ``clock`` times the streams.  The gateway's hint was
+    ``LiteLLMDriver``, so a type checker refused the scripted driver the docs pass it.
+    """
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    def perform(self, effect: Any) -> Any: ...
+
+    async def aperform(self, effect: Any) -> Any: ...
+
+    def stream_call(self, call: Call) -> Generator[Any, None, CallResult | CallError]: ...
+
+    def astream_call(self, call: Call) -> AsyncIterator[Any]: ...
 
 
 def driver_failure(effect: Any, exc: Exception) -> CallError:
@@ -325,7 +350,7 @@ def _leave(sub: Generator[Any, None, Any] | None, run: PipelineRun, response: St
     response._done(run.abandon(text, latency_s, prompt))
 
 
-def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
+def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamResponse,
                 lock: ContextManager[Any] = nullcontext()) -> Iterator[Any]:
     """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
     run = PipelineRun(gen, lock)
@@ -379,7 +404,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: 
     yield from response.whole_answer_chunk()
 
 
-async def aiter_stream(gen: Generator[Any, Any, Any], driver: LiteLLMDriver, response: StreamResponse,
+async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamResponse,
                        lock: ContextManager[Any] = nullcontext(), steps: StepThreads | None = None,
                        ticket: Ticket | None = None) -> AsyncIterator[Any]:
     """Async twin of :func:`iter_stream` (``steps`` and ``ticket`` as for :func:`adrive`)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Generator, Iterable, Mapping
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .tokens import estimate_message_tokens, estimate_tokens
@@ -98,7 +98,7 @@ class ScriptedDriver:
     async def aperform(self, effect: Any) -> Any:
         return self.perform(effect)
 
-    def stream_call(self, call: Call):  # same shape as LiteLLMDriver.stream_call
+    def stream_call(self, call: Call) -> Generator[str, None, CallResult | CallError]:  # same shape as LiteLLMDriver.stream_call
         result = self.perform(call)
         if isinstance(result, CallResult):
             step = max(1, math.ceil(len(result.text) / 4))
@@ -106,7 +106,7 @@ class ScriptedDriver:
                 yield result.text[i:i + step]
         return result
 
-    async def astream_call(self, call: Call):  # same shape as LiteLLMDriver.astream_call: the result comes last
+    async def astream_call(self, call: Call) -> AsyncIterator[Any]:  # same shape as LiteLLMDriver.astream_call: the result comes last
         chunks = self.stream_call(call)
         while True:
             try:

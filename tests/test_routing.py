@@ -259,3 +259,28 @@ def test_a_classifier_nested_in_another_router_is_bound_by_the_gateway():
                    ClassifierRouter("small", routes={"faq": "small", "general": "small", "complex": inner})):
         out = Gateway(deps, router=router, cache=False).complete("Compare three plans in depth", plan="paid")
         assert out.ok and out.deployment == "big", (out.error, out.route_reason)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_router_shared_by_two_gateways_classifies_on_each_gateways_own_deployment(nested):
+    """One router object given to two gateways (a module-level router, one gateway per region or
+    key) was bound to the last gateway built: the first one's classifier calls went to the second's
+    deployment — its ``api_base`` and its key — while its answers went to its own."""
+    from llmlab import Deployment, Gateway
+    from llmlab.scripted import FakeClock, ScriptedDriver
+
+    classifier = ClassifierRouter("mini", routes={"faq": "mini", "general": "mini", "complex": "big"})
+    router = PlanRouter({"free": classifier}) if nested else classifier
+
+    def gateway(region):
+        driver = ScriptedDriver(clock=FakeClock(), default="GENERAL")
+        deployments = [Deployment(name, model, {"api_base": f"https://{region}.example/v1"})
+                       for name, model in (("mini", "gpt-4o-mini"), ("big", "gpt-4o"))]
+        return Gateway(deployments, router=router, driver=driver, clock=driver.clock), driver
+
+    eu, eu_calls = gateway("eu")
+    us, us_calls = gateway("us")
+    for gw, driver, region in ((eu, eu_calls, "eu"), (us, us_calls, "us")):
+        assert gw.complete("a question from this region").ok
+        sent = {(c.purpose, c.deployment.params["api_base"]) for c in driver.calls}
+        assert sent == {("classify", f"https://{region}.example/v1"), ("answer", f"https://{region}.example/v1")}

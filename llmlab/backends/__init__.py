@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from .. import _validate as v
@@ -60,6 +60,12 @@ from ..ratelimit import RateLimit, RateLimiter, check_limits
 from .codec import CodecError, decode_entry, encode_entry
 from .redis_budgets import MAX_LEASE_S
 from .redis_link import MAX_TTL_S, RedisLink, RedisUnavailable, redact_url
+
+if TYPE_CHECKING:  # what type checkers and IDEs see of the classes loaded on first use (else: Any)
+    from .redis_budgets import RedisBudgets
+    from .redis_cache import RedisStore
+    from .redis_ratelimit import RedisRateLimiter
+    from .redis_semantic import SharedSemanticCache
 
 __all__ = ["Backends", "CodecError", "RedisBudgets", "RedisLink", "RedisRateLimiter", "RedisStore",
            "RedisUnavailable", "SharedSemanticCache", "decode_entry", "encode_entry", "from_url", "redact_url"]

@@ -35,7 +35,9 @@ class KeyValueStore(Protocol[T]):
 
     def get(self, namespace: str, key: str, now: float, *, allow_stale: bool = False) -> StoreHit[T] | None: ...
 
-    def put(self, namespace: str, key: str, value: T, now: float) -> None: ...
+    # ``object``: the result is not used (RedisStore says whether Redis took the write; a ``None``
+    # here made mypy refuse Gateway(cache_store=RedisStore(…)))
+    def put(self, namespace: str, key: str, value: T, now: float) -> object: ...
 
 
 class MemoryStore(Generic[T]):
@@ -52,6 +54,10 @@ class MemoryStore(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __repr__(self) -> str:
+        return (f"MemoryStore(entries={len(self)}, capacity={self.capacity}, ttl_s={self.ttl_s:g}, "
+                f"hits={self.hits}, misses={self.misses})")
 
     def get(self, namespace: str, key: str, now: float, *, allow_stale: bool = False) -> StoreHit[T] | None:
         entry = self._entries.get((namespace, key))

@@ -52,6 +52,10 @@ class PIIMaskingGuard:
         self.name = check_name("PIIMaskingGuard.name", name)
         self._clean: set[str] = set()  # texts in which no detector could match
 
+    def __repr__(self) -> str:
+        kinds = getattr(self.masker, "kinds", None)
+        return f"PIIMaskingGuard(kinds={kinds!r})" if kinds is not None else f"PIIMaskingGuard({self.masker!r})"
+
     def _may_contain_pii(self, text: str) -> bool:
         """``may_contain_pii`` memoised per text.
 
@@ -161,6 +165,10 @@ class InjectionGuard:
                                                                                 threshold=self.threshold)
         self.name = check_name("InjectionGuard.name", name)
 
+    def __repr__(self) -> str:
+        """The policy first: ``"flag"`` (the default) lets every request through with findings."""
+        return f"InjectionGuard(policy={self.policy!r}, threshold={self.threshold:g}, roles={sorted(self.roles)})"
+
     def check_input(self, messages: Sequence[Mapping[str, Any]]) -> InputVerdict:
         findings: list[Finding] = []
         worst = 0.0
@@ -239,6 +247,14 @@ class OutputFilterGuard:
                       "an OutputFilter (or any object with check(text)), or None with the filter's options")
         self.filter = output_filter if output_filter is not None else OutputFilter(**filter_options)
         self.name = check_name("OutputFilterGuard.name", name)
+
+    def __repr__(self) -> str:
+        """Settings, and how many blocked terms (never the terms: a codename list is not for logs)."""
+        f = self.filter
+        if not isinstance(f, OutputFilter):
+            return f"OutputFilterGuard({type(f).__name__})"
+        return (f"OutputFilterGuard(blocked_terms={len(f.blocked_terms)}, term_action={f.term_action!r}, "
+                f"detect_secrets={f.detect_secrets})")
 
     def check_output(self, text: str) -> OutputVerdict:
         report = self.filter.check(text)

@@ -12,6 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from .._validate import flag
 from ..effects import Deployment
 from ..errors import ConfigError
 from .scenario import BudgetConfig, Scenario, ScenarioError, load_scenario
@@ -136,7 +137,8 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
         retry = {"*": retry, **{k: _retry_policy(f"gateway.retry_per_deployment.{k}", v)
                                 for k, v in g.retry_per_deployment.items()}}
     common = dict(deployments=deployments, prices=prices, retry=retry, breaker=g.breaker.model_dump(), clock=clock,
-                  seed=seed, ledger=Ledger(keep=keep_records), default_max_tokens=g.default_max_tokens,
+                  seed=seed, ledger=Ledger(keep=flag("keep_records", keep_records)),
+                  default_max_tokens=g.default_max_tokens,
                   **_guards(g.guardrails))
     if baseline:
         return Gateway(**{"router": FixedRouter(scenario.baseline_model), "fallbacks": {}, "cache": False, **common,

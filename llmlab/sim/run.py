@@ -615,6 +615,11 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     if parallel is not None and not isinstance(parallel, bool):
         raise ScenarioError("parallel", "True, False or None (None: in parallel for long runs on two or more CPUs)",
                             parallel)
+    if baseline is not None and not isinstance(baseline, bool):  # "no" ran the baseline: any text is truthy
+        raise ScenarioError("baseline", "True, False or None (None: as the scenario's [baseline] enabled says)",
+                            baseline)
+    if not isinstance(keep_requests, bool):
+        raise ScenarioError("keep_requests", "True or False", keep_requests)
     sc = load_scenario(scenario, overrides)
     requests, hours, seed, replications = check_run_args(sc, requests=requests, hours=hours, seed=seed,
                                                          replications=replications, trace=trace)
