@@ -17,6 +17,7 @@ import os
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 
+from .asyncwait import finish
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .fallback import completion_bound, counted_prompt, streamed_part
 from .provider_errors import MAX_WAIT_S, _to_error
@@ -533,7 +534,9 @@ class LiteLLMDriver:
             yield error
             return
         finally:
-            await _aclose(response)  # as in stream_call: the connection goes back now, not at collection
+            # as in stream_call: the connection goes back now, not at collection — and all the way,
+            # a second cancel arriving meanwhile included (see llmlab.asyncwait)
+            await finish(_aclose(response))
         yield state.result(self.clock())
 
 

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ContextManager, Generator, Iterator,
                     Protocol, TypeVar, runtime_checkable)
 
+from .asyncwait import wait_out
 from .effects import Admit, Call, CallError, CallResult, ErrorKind
 from .errors import ClientDisconnected
 from .fallback import streamed_part
@@ -184,13 +185,7 @@ class StepThreads:
         try:
             return await asyncio.shield(step)
         except asyncio.CancelledError:
-            while not step.done():  # a second cancel does not end the wait either
-                try:
-                    await asyncio.wait((step,))
-                except asyncio.CancelledError:
-                    continue
-            if not step.cancelled():
-                step.exception()  # retrieved: the cancel is what the caller gets
+            await wait_out(step)  # a second cancel does not end the wait either; the cancel is what the caller gets
             raise
 
 
@@ -449,8 +444,10 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
             streamed = _Streamed(driver.clock())  # as above: its bill is in ``result``
             await step(run.send, result)
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task
-        if sub is not None:  # ends the provider's stream (and its connection) now, as iter_stream does
-            await _aclose(sub)
+        if sub is not None:  # ends the provider's stream (and its connection) now, as iter_stream does; a
+            # second cancel meanwhile must not skip the record below (the close is seen through, then
+            # the request recorded, then the cancel goes on)
+            await wait_out(asyncio.ensure_future(_aclose(sub)))
         response._done(await step(run.abandon, streamed.text(), driver.clock() - streamed.started,
                                   streamed.prompt()))
         raise
