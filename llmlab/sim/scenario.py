@@ -319,6 +319,7 @@ class Scenario(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
     _raw: dict = PrivateAttr(default_factory=dict)
+    _raw_fields: dict | None = PrivateAttr(default=None)  # model_dump() of what _raw validated to
     _source: str | None = PrivateAttr(default=None)
 
     @property
@@ -339,10 +340,21 @@ class Scenario(_Strict):
         return targets[0][1] if targets else next(iter(self.providers))
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Scenario":
-        """A new, re-validated scenario with dotted-key ``overrides`` applied to this one's source."""
+        """A new, re-validated scenario with dotted-key ``overrides`` applied to this one as it
+        is now (:func:`apply_overrides`)."""
         if not overrides:
             return self
-        return _build(self._raw, overrides, self._source)
+        return _build(self._document(), overrides, self._source)
+
+    def _document(self) -> dict:
+        """The document overrides apply to: the file's own while the scenario still holds what
+        it was read as (so ``providers.x.profile=…`` picks another profile), else its current
+        fields.  Overrides were applied to the file's document alone, so a scenario built in
+        Python failed (``name: is required``) and one changed after loading
+        (``model_copy(update=…)``, an assigned field) lost the change: a sweep ran, and
+        ``compare`` ran B on, the scenario as read while A had the change."""
+        fields = self.model_dump()
+        return self._raw if self._raw and fields == self._raw_fields else fields
 
 
 # ----------------------------------------------------------------------------- loading
@@ -372,7 +384,9 @@ def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
                             "`llmlab simulate --fields` and the presets in llmlab/sim/presets/")
     raw = read_toml(path, str(path), "scenario files")
     raw.setdefault("name", path.stem)
-    return _build(raw, overrides, str(path))
+    # absolute: profiles and a trace beside the file are found from it wherever the process
+    # is later (a notebook's chdir, a sweep's worker), not looked up again from the new folder
+    return _build(raw, overrides, os.path.abspath(path))
 
 
 def parse_value(text: str) -> Any:
@@ -438,10 +452,16 @@ def _plain(value: Any) -> Any:
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict:
-    """Deep copy of ``raw`` with each dotted key set (lists indexed by number)."""
+    """Deep copy of ``raw`` with each dotted key set (lists indexed by number).
+
+    A table or list is set before the fields inside it, whatever order the keys come in: a
+    field given first was silently dropped by its table given after it
+    (``traffic.tenants[0].plan`` then ``traffic.tenants``), so ``--set a --set b`` and
+    ``--set b --set a`` made different scenarios.  Keys at one depth keep their order (the
+    later of two spellings of one field wins)."""
     out = copy.deepcopy(dict(raw))
-    for key, value in (overrides or {}).items():
-        parts = split_key(key)
+    split = [(split_key(key), value) for key, value in (overrides or {}).items()]
+    for parts, value in sorted(split, key=lambda item: len(item[0])):
         node: Any = out
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -567,6 +587,7 @@ def _build(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None, source: 
     except ValidationError as exc:
         raise _from_pydantic(exc) from None
     scenario._raw = doc
+    scenario._raw_fields = scenario.model_dump()
     scenario._source = source
     check_scenario(scenario)
     return scenario
