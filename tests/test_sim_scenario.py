@@ -190,3 +190,16 @@ def test_a_scenario_read_by_a_relative_path_still_finds_what_is_beside_it_after_
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # a notebook's os.chdir, a worker started in another folder
     assert sc.with_overrides({"traffic.requests": 5}).providers["main"].tokens_per_s == 200.0  # was: no profile
+
+
+def test_two_tenant_groups_that_make_one_tenant_are_refused_whatever_their_order():
+    small_cap = {"plan": "paid", "count": 5, "monthly_budget_usd": 0.001}
+    large_cap = {"plan": "paid", "count": 5, "monthly_budget_usd": 50.0}  # paid-001 … paid-005 again
+    for groups in ([small_cap, large_cap], [large_cap, small_cap]):  # the later cap applied: 546 refusals or 0
+        with pytest.raises(ScenarioError, match=r"^traffic\.tenants\.1\.name: .*traffic\.tenants\.0 makes 'paid-001'"):
+            load_scenario("b2b-saas", {"traffic.tenants": groups})
+    with pytest.raises(ScenarioError, match=r"^traffic\.tenants\.2\.name: .*'paid-003'"):
+        load_scenario("b2b-saas", {"traffic.tenants": [small_cap, {"plan": "free"}, {"plan": "free", "name": "paid-003"}]})
+    apart = [small_cap, {"plan": "paid", "name": "big", "count": 5}, {"plan": "paid"}, {"plan": "free", "name": "paid-006"}]
+    assert len(load_scenario("b2b-saas", {"traffic.tenants": apart,
+                                          "gateway.router.default": "gpt-4o-mini"}).traffic.tenants) == 4

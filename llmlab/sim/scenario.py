@@ -636,6 +636,31 @@ def _check_incident_overlap(field: str, inc: IncidentConfig) -> None:
 LATEST_START_YEAR = 9000
 
 
+def _shared_tenant(a: TenantGroup, b: TenantGroup) -> str | None:
+    """A tenant name both groups make (:meth:`TenantGroup.tenant_names`), or None."""
+    if (a.count > 1) == (b.count > 1):
+        pa, pb = a.name or a.plan, b.name or b.plan
+        return None if pa != pb else f"{pa}-001" if a.count > 1 else pa
+    single, numbered = (a, b) if a.count == 1 else (b, a)
+    name = single.name or single.plan
+    head, _, number = name.rpartition("-")
+    if head == (numbered.name or numbered.plan) and number.isdigit() and f"{int(number):03d}" == number \
+            and 1 <= int(number) <= numbered.count:
+        return name
+    return None
+
+
+def _check_tenant_names(groups: list[TenantGroup]) -> None:
+    """No two groups may make the same tenant: its traffic was merged and its cap was the later
+    group's ``monthly_budget_usd``, so listing the same groups in another order changed the run."""
+    for j, later in enumerate(groups):
+        for i, earlier in enumerate(groups[:j]):
+            shared = _shared_tenant(earlier, later)
+            if shared is not None:
+                raise ScenarioError(f"traffic.tenants.{j}.name", f"a name whose tenants no other group makes "
+                                    f"(traffic.tenants.{i} makes {shared!r} too)", later.name)
+
+
 def check_scenario(s: Scenario) -> None:
     """Cross-field checks pydantic cannot express; raises ScenarioError naming the field."""
     from ..pricing import PriceBook
@@ -651,6 +676,7 @@ def check_scenario(s: Scenario) -> None:
             raise ScenarioError(field, "a deployment with a profile in [providers] (" + ", ".join(sorted(names)) + ")",
                                 name)
 
+    _check_tenant_names(s.traffic.tenants)
     r = s.gateway.router
     required = {"fixed": ["deployment"], "plan": ["plans"], "complexity": ["models"], "classifier": ["classifier"],
                 "cascade": ["stages"]}[r.type]
