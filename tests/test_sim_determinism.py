@@ -36,3 +36,19 @@ def test_a_seed_past_what_the_draws_tell_apart_is_refused_before_the_run(seed, r
 
 def test_the_largest_seed_runs():
     assert simulate("b2b-saas", requests=20, seed=MAX_SEED, baseline=False, overrides=STORMY).summary["seed"] == MAX_SEED
+
+
+def test_two_hashed_prompts_never_share_a_random_vector():
+    """A trace's hashed prompts get random vectors fixed by their text; these two texts have
+    the same CRC-32, which seeded them, so they were one vector: a semantic hit at similarity 1."""
+    import hashlib
+
+    import numpy as np
+
+    from llmlab.cache.embedders import get_embedder
+    from llmlab.sim.driver import EmbedModel
+
+    a, b = (f"<prompt sha256:{hashlib.sha256(str(i).encode()).hexdigest()}>" for i in (55773, 66418))
+    model = EmbedModel(get_embedder("hashed"), opaque=[a, b])
+    va, vb = (model.embed((t,)).vectors[0] for t in (a, b))
+    assert abs(float(np.dot(va, vb))) < 0.5 and np.array_equal(va, model.embed((a,)).vectors[0])
