@@ -280,6 +280,8 @@ FIGURES = {
 
 def write_report(result: "SimResult", out_dir: str | Path) -> list[Path]:
     """Write the four PNG figures into ``out_dir`` (created if needed); returns their paths."""
+    from .figure_files import save_figure
+
     plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +289,7 @@ def write_report(result: "SimResult", out_dir: str | Path) -> list[Path]:
     for name, plot in FIGURES.items():
         fig = plot(result)
         path = out / name
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths

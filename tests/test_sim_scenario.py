@@ -139,3 +139,67 @@ def test_profiles_next_to_a_scenario_file_are_found(tmp_path):
     text = MINIMAL.replace('model = "gpt-4o"\nttft_s = 0.4\ntokens_per_s = 80.0', 'profile = "house"')
     sc = load_scenario(write(tmp_path, text))
     assert sc.providers["main"].model == "gpt-4o-mini" and sc.providers["main"].tokens_per_s == 200.0
+
+
+# ----------------------------------------------------------------------------- overrides: order and state
+def test_a_table_is_set_before_the_fields_inside_it_whatever_order_the_overrides_come_in():
+    tenants = [{"plan": "paid", "count": 3}]
+    field_first = load_scenario("b2b-saas", {"traffic.tenants[0].monthly_budget_usd": 2.0, "traffic.tenants": tenants})
+    table_first = load_scenario("b2b-saas", {"traffic.tenants": tenants, "traffic.tenants[0].monthly_budget_usd": 2.0})
+    assert field_first.traffic.tenants[0].monthly_budget_usd == 2.0  # was None: dropped by the table after it
+    assert field_first.model_dump() == table_first.model_dump()
+    caps_first = load_scenario("b2b-saas", {"gateway.budget.caps": {"acme": 1.0}, "gateway.budget": {"default_cap": 3.0}})
+    assert (caps_first.gateway.budget.caps, caps_first.gateway.budget.default_cap) == ({"acme": 1.0}, 3.0)
+    # one field in two spellings at one depth: the later wins, as before
+    twice = load_scenario("b2b-saas", {"traffic.tenants[0].count": 5, "traffic.tenants.0.count": 6})
+    assert twice.traffic.tenants[0].count == 6
+
+
+def test_overrides_apply_to_a_scenario_as_it_is_now_not_as_it_was_read():
+    read = load_scenario("b2b-saas")
+    stricter = read.model_copy(update={"slo": read.slo.model_copy(update={"latency_s": 1.0})})
+    assert stricter.with_overrides({"traffic.requests": 10}).slo.latency_s == 1.0  # was 10.0: the file's
+    read.traffic.rate_per_s = 9.0  # pydantic models take assignments
+    assert read.with_overrides({"traffic.requests": 10}).traffic.rate_per_s == 9.0
+    built = Scenario.model_validate(load_scenario("realtime-chat").model_dump())  # no file behind it
+    changed = built.with_overrides({"traffic.requests": 10})  # was "name: is required"
+    assert changed.model_dump() == load_scenario("realtime-chat", {"traffic.requests": 10}).model_dump()
+    # unchanged since it was read: overrides still apply to the file, so a profile can be swapped
+    assert load_scenario("b2b-saas").with_overrides(
+        {"providers.gpt-4o.profile": "azure-gpt-4o"}).providers["gpt-4o"].tokens_per_s == 115.0
+
+
+def test_a_comparison_and_a_sweep_keep_a_change_made_to_the_scenario_in_python():
+    from llmlab.sim import compare, sweep
+
+    read = load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed"})
+    quiet = read.model_copy(update={"outages": read.outages.model_copy(update={"windows": []})})
+    runs = sweep(quiet, {"gateway.cache.exact": [True]}, requests=60, processes=1)
+    assert runs.loc[0, "outage_windows"] == 0  # the file's drill was back
+    c = compare(quiet, {"gateway.cache.exact": False}, requests=60, replications=2, parallel=False)
+    assert list(c.b.replications["outage_windows"]) == [0, 0]  # B ran the file's scenario, A the changed one
+
+
+def test_a_scenario_read_by_a_relative_path_still_finds_what_is_beside_it_after_a_chdir(tmp_path, monkeypatch):
+    (tmp_path / "providers").mkdir()
+    (tmp_path / "providers" / "house.toml").write_text('model = "gpt-4o-mini"\nttft_s = 0.2\ntokens_per_s = 200.0\n')
+    write(tmp_path, MINIMAL.replace('model = "gpt-4o"\nttft_s = 0.4\ntokens_per_s = 80.0', 'profile = "house"'))
+    monkeypatch.chdir(tmp_path)
+    sc = load_scenario("s.toml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a notebook's os.chdir, a worker started in another folder
+    assert sc.with_overrides({"traffic.requests": 5}).providers["main"].tokens_per_s == 200.0  # was: no profile
+
+
+def test_two_tenant_groups_that_make_one_tenant_are_refused_whatever_their_order():
+    small_cap = {"plan": "paid", "count": 5, "monthly_budget_usd": 0.001}
+    large_cap = {"plan": "paid", "count": 5, "monthly_budget_usd": 50.0}  # paid-001 … paid-005 again
+    for groups in ([small_cap, large_cap], [large_cap, small_cap]):  # the later cap applied: 546 refusals or 0
+        with pytest.raises(ScenarioError, match=r"^traffic\.tenants\.1\.name: .*traffic\.tenants\.0 makes 'paid-001'"):
+            load_scenario("b2b-saas", {"traffic.tenants": groups})
+    with pytest.raises(ScenarioError, match=r"^traffic\.tenants\.2\.name: .*'paid-003'"):
+        load_scenario("b2b-saas", {"traffic.tenants": [small_cap, {"plan": "free"}, {"plan": "free", "name": "paid-003"}]})
+    apart = [small_cap, {"plan": "paid", "name": "big", "count": 5}, {"plan": "paid"}, {"plan": "free", "name": "paid-006"}]
+    assert len(load_scenario("b2b-saas", {"traffic.tenants": apart,
+                                          "gateway.router.default": "gpt-4o-mini"}).traffic.tenants) == 4

@@ -288,10 +288,11 @@ def print_then_write(prog: str, table: Any, text: Any, *, as_json: bool, out: Pa
 
 def _save_figure(fig: Any, path: Path) -> None:
     """``fig`` into ``path`` (the format its extension names), then closed: pyplot keeps every figure it made."""
+    from ..figure_files import save_figure
     from ..report import pyplot
 
     try:
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path)
     finally:
         pyplot().close(fig)
 

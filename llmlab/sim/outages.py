@@ -118,7 +118,9 @@ def scenario_windows(scenario: "Scenario", horizon_s: float, seed: int, speedup:
             if p.incidents is not None and p.provider not in profiles:
                 profiles[p.provider] = p.incidents  # one incident process per provider group
         for group, profile in sorted(profiles.items()):
-            rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(group.encode()), 7])
+            # the whole seed (below 2**64, llmlab.sim.run.MAX_SEED): cut to 32 bits, seeds 2**32 apart
+            # drew the same incidents while their traffic and provider draws differed
+            rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, zlib.crc32(group.encode()), 7])
             out += draw_incidents(group, profile, horizon_s, rng)
     if speedup != 1.0:
         out = [dataclasses.replace(w, start_s=w.start_s / speedup, end_s=w.end_s / speedup) for w in out]

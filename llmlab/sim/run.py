@@ -533,6 +533,9 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic, windows
 
 #: the most user requests one run may hold (≈ 20 min of simulation on one core; ≈ 1 GB of arrays)
 MAX_REQUESTS = 10_000_000
+#: the largest seed a run (or its replications' last) may use: the per-request draws key on it
+#: modulo 2**64 (:class:`_App`), so seeds 2**64 apart would be one world
+MAX_SEED = 2**64 - 1
 #: the longest stretch of virtual time one run may cover (a year: budgets, outages and diurnal
 #: profiles are monthly and daily; beyond it a tiny rate is a typo, not a plan)
 MAX_SIMULATED_DAYS = 366
@@ -585,8 +588,9 @@ def check_run_args(scenario: Scenario, *, requests: Any = None, hours: Any = Non
         raise ScenarioError("traffic.rate_per_s", f"a rate at which {size_requests:,} requests arrive within "
                             f"{MAX_SIMULATED_DAYS} days (>= {size_requests / (MAX_SIMULATED_DAYS * 86_400.0):.3g} "
                             "per second)", rate)
-    seed = _whole(f"{arg_prefix}seed", seed, 0)
-    return requests, hours, seed, _whole(f"{arg_prefix}replications", replications, 1, 1_000)
+    replications = _whole(f"{arg_prefix}replications", replications, 1, 1_000)
+    seed = _whole(f"{arg_prefix}seed", seed, 0, MAX_SEED - (replications - 1))  # seeds seed … seed+n-1
+    return requests, hours, seed, replications
 
 
 def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: float | None = None, seed: int = 0,

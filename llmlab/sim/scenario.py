@@ -321,6 +321,7 @@ class Scenario(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
     _raw: dict = PrivateAttr(default_factory=dict)
+    _raw_fields: dict | None = PrivateAttr(default=None)  # model_dump() of what _raw validated to
     _source: str | None = PrivateAttr(default=None)
 
     @property
@@ -341,10 +342,21 @@ class Scenario(_Strict):
         return targets[0][1] if targets else next(iter(self.providers))
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Scenario":
-        """A new, re-validated scenario with dotted-key ``overrides`` applied to this one's source."""
+        """A new, re-validated scenario with dotted-key ``overrides`` applied to this one as it
+        is now (:func:`apply_overrides`)."""
         if not overrides:
             return self
-        return _build(self._raw, overrides, self._source)
+        return _build(self._document(), overrides, self._source)
+
+    def _document(self) -> dict:
+        """The document overrides apply to: the file's own while the scenario still holds what
+        it was read as (so ``providers.x.profile=…`` picks another profile), else its current
+        fields.  Overrides were applied to the file's document alone, so a scenario built in
+        Python failed (``name: is required``) and one changed after loading
+        (``model_copy(update=…)``, an assigned field) lost the change: a sweep ran, and
+        ``compare`` ran B on, the scenario as read while A had the change."""
+        fields = self.model_dump()
+        return self._raw if self._raw and fields == self._raw_fields else fields
 
 
 # ----------------------------------------------------------------------------- loading
@@ -374,7 +386,9 @@ def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
                             "`llmlab simulate --fields` and the presets in llmlab/sim/presets/")
     raw = read_toml(path, str(path), "scenario files")
     raw.setdefault("name", path.stem)
-    return _build(raw, overrides, str(path))
+    # absolute: profiles and a trace beside the file are found from it wherever the process
+    # is later (a notebook's chdir, a sweep's worker), not looked up again from the new folder
+    return _build(raw, overrides, os.path.abspath(path))
 
 
 def parse_value(text: str) -> Any:
@@ -440,10 +454,16 @@ def _plain(value: Any) -> Any:
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict:
-    """Deep copy of ``raw`` with each dotted key set (lists indexed by number)."""
+    """Deep copy of ``raw`` with each dotted key set (lists indexed by number).
+
+    A table or list is set before the fields inside it, whatever order the keys come in: a
+    field given first was silently dropped by its table given after it
+    (``traffic.tenants[0].plan`` then ``traffic.tenants``), so ``--set a --set b`` and
+    ``--set b --set a`` made different scenarios.  Keys at one depth keep their order (the
+    later of two spellings of one field wins)."""
     out = copy.deepcopy(dict(raw))
-    for key, value in (overrides or {}).items():
-        parts = split_key(key)
+    split = [(split_key(key), value) for key, value in (overrides or {}).items()]
+    for parts, value in sorted(split, key=lambda item: len(item[0])):
         node: Any = out
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -570,6 +590,7 @@ def _build(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None, source: 
     except ValidationError as exc:
         raise _from_pydantic(exc) from None
     scenario._raw = doc
+    scenario._raw_fields = scenario.model_dump()
     scenario._source = source
     check_scenario(scenario)
     return scenario
@@ -618,6 +639,31 @@ def _check_incident_overlap(field: str, inc: IncidentConfig) -> None:
 LATEST_START_YEAR = 9000
 
 
+def _shared_tenant(a: TenantGroup, b: TenantGroup) -> str | None:
+    """A tenant name both groups make (:meth:`TenantGroup.tenant_names`), or None."""
+    if (a.count > 1) == (b.count > 1):
+        pa, pb = a.name or a.plan, b.name or b.plan
+        return None if pa != pb else f"{pa}-001" if a.count > 1 else pa
+    single, numbered = (a, b) if a.count == 1 else (b, a)
+    name = single.name or single.plan
+    head, _, number = name.rpartition("-")
+    if head == (numbered.name or numbered.plan) and number.isdigit() and f"{int(number):03d}" == number \
+            and 1 <= int(number) <= numbered.count:
+        return name
+    return None
+
+
+def _check_tenant_names(groups: list[TenantGroup]) -> None:
+    """No two groups may make the same tenant: its traffic was merged and its cap was the later
+    group's ``monthly_budget_usd``, so listing the same groups in another order changed the run."""
+    for j, later in enumerate(groups):
+        for i, earlier in enumerate(groups[:j]):
+            shared = _shared_tenant(earlier, later)
+            if shared is not None:
+                raise ScenarioError(f"traffic.tenants.{j}.name", f"a name whose tenants no other group makes "
+                                    f"(traffic.tenants.{i} makes {shared!r} too)", later.name)
+
+
 def check_scenario(s: Scenario) -> None:
     """Cross-field checks pydantic cannot express; raises ScenarioError naming the field."""
     from ..pricing import PriceBook
@@ -633,6 +679,7 @@ def check_scenario(s: Scenario) -> None:
             raise ScenarioError(field, "a deployment with a profile in [providers] (" + ", ".join(sorted(names)) + ")",
                                 name)
 
+    _check_tenant_names(s.traffic.tenants)
     r = s.gateway.router
     required = {"fixed": ["deployment"], "plan": ["plans"], "complexity": ["models"], "classifier": ["classifier"],
                 "cascade": ["stages"]}[r.type]
