@@ -270,6 +270,10 @@ class _StreamState:
         self.content_type = content_type.lower() if isinstance(content_type, str) else ""
         return response
 
+    def answering(self) -> bool:
+        """Whether a token has come (text, a tool call's, thinking): the first-token deadline is met."""
+        return self.ttft is not None or bool(self.thinking)
+
     def feed(self, chunk: Any, now: float) -> str:
         if getattr(chunk, "usage", None) is not None:
             self.usage = chunk.usage
@@ -524,7 +528,17 @@ class LiteLLMDriver:
         response = None
         try:
             response = state.opened(await litellm.acompletion(**_kwargs(call)))
-            async for chunk in response:
+            chunks = response.__aiter__()
+            deadline = started + call.deployment.timeout_s
+            while not state.answering():  # the first token within timeout_s of sending (see _first_chunk)
+                try:
+                    chunk = await _first_chunk(chunks, deadline - self.clock(), call.deployment.timeout_s)
+                except StopAsyncIteration:
+                    break
+                piece = state.feed(chunk, self.clock())
+                if piece:
+                    yield piece
+            async for chunk in chunks:
                 piece = state.feed(chunk, self.clock())
                 if piece:
                     yield piece
@@ -538,6 +552,38 @@ class LiteLLMDriver:
             # a second cancel arriving meanwhile included (see llmlab.asyncwait)
             await finish(_aclose(response))
         yield state.result(self.clock())
+
+
+class FirstTokenTimeout(TimeoutError):
+    """A stream's first token did not come within its deployment's ``timeout_s`` of sending."""
+
+
+async def _first_chunk(chunks: AsyncIterator[Any], left_s: float, timeout_s: float) -> Any:
+    """The stream's next chunk, or :class:`FirstTokenTimeout` once ``left_s`` has passed.
+
+    The HTTP client's own timeout is on each wait for bytes: a provider that keeps a slow stream's
+    connection busy (SSE keep-alive comments, Anthropic's pings) before its first token was never
+    cut off, so a tight ``timeout_s`` did not fall back from a slow first token live as it does in
+    the simulator (``timeout_s``: the whole call, or the first token when streaming).  Async
+    streams only: a synchronous read cannot be interrupted, and litellm drops keep-alives before
+    the caller sees them.  The time counts from sending, so a busy event loop's own delay counts
+    too (``Gateway(admission=…)`` bounds it)."""
+    timeout = getattr(asyncio, "timeout", None)
+    if left_s <= 0:
+        raise FirstTokenTimeout(f"no first token within {timeout_s:g} s")
+    if timeout is None:  # Python 3.10: no asyncio.timeout
+        try:
+            return await asyncio.wait_for(chunks.__anext__(), left_s)
+        except asyncio.TimeoutError:
+            raise FirstTokenTimeout(f"no first token within {timeout_s:g} s") from None
+    scope = timeout(left_s)
+    try:
+        async with scope:
+            return await chunks.__anext__()
+    except TimeoutError:
+        if scope.expired():  # ours, not a timeout raised inside the read
+            raise FirstTokenTimeout(f"no first token within {timeout_s:g} s") from None
+        raise
 
 
 def _release_frames(exc: BaseException) -> None:

@@ -180,6 +180,15 @@ class _TooLarge(Exception):
     pass
 
 
+async def _keep_alive(http: _HTTP, wait_s: float, every_s: float) -> float:
+    """Spend ``wait_s`` sending an SSE comment every ``every_s``; the time left over (< every_s)."""
+    while wait_s >= every_s:
+        await asyncio.sleep(every_s)
+        wait_s -= every_s
+        await http.send(h11.Data(data=b": keep-alive\n\n"))
+    return wait_s
+
+
 class FakeProvider:
     """The server. Configure with a `FaultPlan`, a `reply`, and an embedding dimension.
 
@@ -436,6 +445,8 @@ class FakeProvider:
                 return False
             # delays: TTFT before the first content chunk (index 1), chunk_delay between later ones
             delay = d.ttft_s if i == 1 else d.chunk_delay_s if i > 1 else 0.0
+            if i == 1 and d.keepalive_s:  # bytes keep coming, no token does: a read timeout never fires
+                delay = await _keep_alive(http, delay, d.keepalive_s)
             if delay:
                 await asyncio.sleep(delay)
             event = json.dumps(chunk)
@@ -473,6 +484,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0, help="fixed latency added to every response")
     p.add_argument("--ttft-ms", type=float, default=0.0, help="extra delay before the first streamed chunk")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
+    p.add_argument("--keepalive-ms", type=float, default=0.0,
+                   help="an SSE comment this often while a stream waits for its first token (0: none)")
     p.add_argument("--error-rate", type=float, default=0.0, help="probability in [0, 1] of an error response")
     p.add_argument("--error-status", type=int, default=500,
                    help="status used for --error-rate: " + ", ".join(map(str, ERROR_STATUSES)) + " (default 500)")
@@ -494,7 +507,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     problems = [] if 0 <= args.port <= 65_535 else [f"--port must be in 0..65535 (got {args.port})"]
     for flag, value in (("--latency-ms", args.latency_ms), ("--ttft-ms", args.ttft_ms),
-                        ("--chunk-delay-ms", args.chunk_delay_ms)):
+                        ("--chunk-delay-ms", args.chunk_delay_ms), ("--keepalive-ms", args.keepalive_ms)):
         if not 0 <= value < math.inf:  # nan fails too
             problems.append(f"{flag} must be a finite number >= 0 (got {value:g})")
     # named by their options here: FaultPlan's own messages say 'probability' and 'retry_after_s'
@@ -511,7 +524,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     try:
         plan = FaultPlan(seed=args.seed, latency_s=args.latency_ms / 1000, ttft_s=args.ttft_ms / 1000,
-                         chunk_delay_s=args.chunk_delay_ms / 1000, error_rate=args.error_rate,
+                         chunk_delay_s=args.chunk_delay_ms / 1000, keepalive_s=args.keepalive_ms / 1000,
+                         error_rate=args.error_rate,
                          error_status=args.error_status,
                          retry_after_s=None if args.retry_after_s < 0 else args.retry_after_s)
         provider = FakeProvider(plan, host=args.host, port=args.port, reply=args.reply,

@@ -90,13 +90,16 @@ class Decision:
     """What the server does with one request: wait, then answer normally or inflict `fault`.
 
     `latency_s` is spent before the response starts (status line and headers); for streams,
-    `ttft_s` is spent before the first content chunk and `chunk_delay_s` between chunks.
+    `ttft_s` is spent before the first content chunk and `chunk_delay_s` between chunks, and
+    while it waits for the first content chunk a stream sends an SSE comment every
+    `keepalive_s` (0: none), as OpenRouter and others keep a slow stream's connection busy.
     """
 
     latency_s: float = 0.0
     ttft_s: float = 0.0
     chunk_delay_s: float = 0.0
     fault: Fault | None = None
+    keepalive_s: float = 0.0
 
 
 def _check_probability(p: float) -> float:
@@ -122,6 +125,7 @@ class ModelRule:
     latency_s: float | tuple[float, float] | None = None
     ttft_s: float | None = None
     chunk_delay_s: float | None = None
+    keepalive_s: float | None = None
     script: deque = field(default_factory=deque)
     random_faults: list[tuple[float, Fault]] = field(default_factory=list)
 
@@ -138,12 +142,16 @@ class ModelRule:
             raise ValueError("latency needs either seconds or both low and high")
         return self
 
-    def stream_timing(self, *, ttft_s: float | None = None, chunk_delay_s: float | None = None) -> ModelRule:
-        """Delay before the first streamed chunk, and between chunks."""
+    def stream_timing(self, *, ttft_s: float | None = None, chunk_delay_s: float | None = None,
+                      keepalive_s: float | None = None) -> ModelRule:
+        """Delay before the first streamed chunk, and between chunks; an SSE comment every
+        ``keepalive_s`` while the first chunk is awaited (0: none)."""
         if ttft_s is not None:
             self.ttft_s = _check_seconds("ttft_s", ttft_s)
         if chunk_delay_s is not None:
             self.chunk_delay_s = _check_seconds("chunk_delay_s", chunk_delay_s)
+        if keepalive_s is not None:
+            self.keepalive_s = _check_seconds("keepalive_s", keepalive_s)
         return self
 
     def then(self, *faults: Fault | None) -> ModelRule:
@@ -171,12 +179,13 @@ class FaultPlan:
 
     def __init__(self, *, seed: int = 0, latency_s: float = 0.0, ttft_s: float = 0.0,
                  chunk_delay_s: float = 0.0, error_rate: float = 0.0, error_status: int = 500,
-                 retry_after_s: float | None = 1.0) -> None:
+                 retry_after_s: float | None = 1.0, keepalive_s: float = 0.0) -> None:
         """``retry_after_s``: the ``Retry-After`` of random 429 and 503 errors (None: no header)."""
         self.seed = seed
         self.default = ModelRule(latency_s=_check_seconds("latency_s", latency_s),
                                  ttft_s=_check_seconds("ttft_s", ttft_s),
-                                 chunk_delay_s=_check_seconds("chunk_delay_s", chunk_delay_s))
+                                 chunk_delay_s=_check_seconds("chunk_delay_s", chunk_delay_s),
+                                 keepalive_s=_check_seconds("keepalive_s", keepalive_s))
         if retry_after_s is not None:
             _check_seconds("retry_after_s", retry_after_s)
         if error_rate:
@@ -225,4 +234,5 @@ class FaultPlan:
                 ttft_s=next(r.ttft_s for r in rules if r.ttft_s is not None),
                 chunk_delay_s=next(r.chunk_delay_s for r in rules if r.chunk_delay_s is not None),
                 fault=fault,
+                keepalive_s=next(r.keepalive_s for r in rules if r.keepalive_s is not None),
             )
