@@ -10,9 +10,10 @@ order for at most ``max_wait_s``, and the rest are refused at once with
 budget hold or breaker count, so an overload sheds load instead of spreading failure.
 
 The pipeline asks for admission with the :data:`~llmlab.effects.ADMIT` effect (answered by the
-run loops, never by a driver) after the input guards, the rate limiter and the caches: a cache hit never queues (it costs microseconds and no
-provider), and a request waits before it holds any budget.  The wait counts in the request's
-latency.  Only the async drivers wait; a synchronous caller is bounded by its own threads.
+run loops, never by a driver) after the input guards, the rate limiter and the caches: a cache
+hit never queues (it costs microseconds and no provider), and a request waits before it holds
+any budget.  The wait counts in the request's latency.  Only the async run loops wait; a
+synchronous caller is bounded by its own threads.
 
 One admission may serve requests from several event loops (threads each running their own): the
 counts are kept under a thread lock and a waiter is woken on its own loop.
@@ -108,8 +109,8 @@ class Admission:
             await waiter.future
         except asyncio.CancelledError:
             with self._lock:
-                if not waiter.granted:  # still in the queue: leave it
-                    self._waiters.remove(waiter)
+                if not waiter.granted:  # still in the queue (unless its time ran out just before): leave it
+                    self._drop(waiter)
             if waiter.granted:  # handed a place just as the caller left: pass it on
                 self.leave()
             raise
@@ -125,8 +126,15 @@ class Admission:
         with self._lock:
             if waiter.granted:
                 return
-            self._waiters.remove(waiter)
+            self._drop(waiter)
         _wake(waiter.future)
+
+    def _drop(self, waiter: _Waiter) -> None:
+        """Out of the queue, if still there (a cancel and the end of its wait may both come)."""
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
 
     def leave(self) -> None:
         """An admitted request finished: its place goes to the longest waiter, else is freed."""

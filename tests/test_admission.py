@@ -158,6 +158,26 @@ def test_a_place_handed_over_as_its_waiter_is_cancelled_passes_to_the_next(make_
     asyncio.run(run())
 
 
+def test_a_waiter_cancelled_just_as_its_time_runs_out_leaves_cleanly():
+    """The wait's end removes the waiter from the queue and wakes it; a cancel landing before it
+    wakes must not try to remove it again (a ValueError instead of the caller's cancel)."""
+    admission = Admission(1, max_waiting=5, max_wait_s=60)
+
+    async def run():
+        assert await admission.enter() is None
+        task = asyncio.create_task(admission.enter())
+        await settle(lambda: admission.waiting == 1)
+        admission._expire(admission._waiters[0])  # its time is up ...
+        task.cancel()  # ... and its caller leaves before it wakes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert admission.waiting == 0 and admission.in_flight == 1
+        admission.leave()
+        assert admission.in_flight == 0
+
+    asyncio.run(run())
+
+
 def test_a_cache_hit_never_queues(make_gateway, driver):
     admission = Admission(1, max_waiting=0, max_wait_s=0)
     gw = make_gateway(admission=admission)
