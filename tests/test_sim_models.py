@@ -134,6 +134,30 @@ def test_an_agents_tool_choice_is_not_reported_as_a_cut_answer():
     assert cut.any() and ((model["finish_reason"] == "length") == cut).all()
 
 
+def test_a_simulated_errors_kind_is_drawn_apart_from_its_delay():
+    """A 500 and a 529 come back after the same spread of delays (``error_latency_s`` × U(0.5, 1.5)),
+    and ``overloaded_share`` of them are 529s.  Both came from one draw: every 529 arrived in the
+    first ``overloaded_share`` of the range (0.5–0.8 s here), every 500 after it.  The kind stays
+    a function of the request key and the deployment (common random numbers)."""
+    env = simpy.Environment()
+    share, n = 0.3, 4_000
+    p = provider(env, error_rate=1.0, overloaded_share=share, error_latency_s=1.0)
+    calls = [(0.0, call(), mix64(k)) for k in range(n)]
+    results = _serve_all(p, calls)
+    kinds = np.array([r.status for r in results])
+    delays = np.array([r.latency_s for r in results])
+    assert set(kinds.tolist()) == {500, 529}
+    overloaded = kinds == 529
+    assert abs(overloaded.mean() - share) < 4 * math.sqrt(share * (1 - share) / n)
+    sd = 1.0 / math.sqrt(12.0)  # of U(0.5, 1.5)
+    se = sd * math.sqrt(1.0 / overloaded.sum() + 1.0 / (~overloaded).sum())
+    assert abs(delays[overloaded].mean() - delays[~overloaded].mean()) < 4 * se
+    assert delays[overloaded].max() > 1.4 and delays[~overloaded].min() < 0.6  # each over the whole range
+    again = _serve_all(provider(simpy.Environment(), error_rate=1.0, overloaded_share=share, error_latency_s=1.0),
+                       calls[:200])
+    assert [r.status for r in again] == kinds[:200].tolist()
+
+
 # ----------------------------------------------------------------------------- outage windows
 def _queued_behind_a_long_call(windows, **kw):
     """A one-slot provider: a call holding the slot from 0 to 3 s (1 s first token + 160 tokens at
