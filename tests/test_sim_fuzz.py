@@ -857,10 +857,12 @@ def test_values_that_cannot_run_are_refused_before_the_run(monkeypatch, override
 def test_a_history_past_two_billion_tokens_saturates_instead_of_wrapping():
     """Turn token counts are int32: a long session of long answers wrapped negative (a negative
     answer length, then a negative delay: a simulator error).  They saturate now, and such a
-    prompt is refused by every context window."""
+    prompt is refused by every context window.  No ``max_tokens``: the history counts each answer
+    as cut by it, and the preset's 600 would keep this session far below 2³¹."""
     from llmlab.sim.traffic import generate_traffic
 
     scenario = load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed", "traffic.fixed_answer_tokens": 10_000_000,
+                                          "traffic.max_tokens": None,
                                           "traffic.session_turns_mean": 1_000.0, "traffic.think_time_s": 0.01,
                                           "traffic.tenants": [{"plan": "paid"}]})
     traffic = generate_traffic(scenario, requests=400, seed=0)

@@ -134,6 +134,61 @@ def test_an_agents_tool_choice_is_not_reported_as_a_cut_answer():
     assert cut.any() and ((model["finish_reason"] == "length") == cut).all()
 
 
+def test_a_simulated_errors_kind_is_drawn_apart_from_its_delay():
+    """A 500 and a 529 come back after the same spread of delays (``error_latency_s`` × U(0.5, 1.5)),
+    and ``overloaded_share`` of them are 529s.  Both came from one draw: every 529 arrived in the
+    first ``overloaded_share`` of the range (0.5–0.8 s here), every 500 after it.  The kind stays
+    a function of the request key and the deployment (common random numbers)."""
+    env = simpy.Environment()
+    share, n = 0.3, 4_000
+    p = provider(env, error_rate=1.0, overloaded_share=share, error_latency_s=1.0)
+    calls = [(0.0, call(), mix64(k)) for k in range(n)]
+    results = _serve_all(p, calls)
+    kinds = np.array([r.status for r in results])
+    delays = np.array([r.latency_s for r in results])
+    assert set(kinds.tolist()) == {500, 529}
+    overloaded = kinds == 529
+    assert abs(overloaded.mean() - share) < 4 * math.sqrt(share * (1 - share) / n)
+    sd = 1.0 / math.sqrt(12.0)  # of U(0.5, 1.5)
+    se = sd * math.sqrt(1.0 / overloaded.sum() + 1.0 / (~overloaded).sum())
+    assert abs(delays[overloaded].mean() - delays[~overloaded].mean()) < 4 * se
+    assert delays[overloaded].max() > 1.4 and delays[~overloaded].min() < 0.6  # each over the whole range
+    again = _serve_all(provider(simpy.Environment(), error_rate=1.0, overloaded_share=share, error_latency_s=1.0),
+                       calls[:200])
+    assert [r.status for r in again] == kinds[:200].tolist()
+
+
+# ----------------------------------------------------------------------------- conversation history
+def _billed_history(t, base_prompt):
+    """Per turn with no context from before the run: its prompt tokens less its own prompt."""
+    alone = ~np.isin(t.session, list(t.carried))
+    return alone, t.prompt_tokens.astype(np.int64) - base_prompt
+
+
+@pytest.mark.parametrize("max_tokens", [400, None])
+def test_a_later_turn_carries_each_earlier_answer_as_the_user_got_it(max_tokens):
+    """A follow-up's prompt holds each earlier turn's question and answer (+ 8 tokens of framing),
+    the answer cut at ``max_tokens`` as the provider cuts it (finish reason ``length``): counted
+    at its drawn length, 3.5 % of realtime-chat's answers were billed again in every later turn
+    ≈ 170 tokens longer than any user saw.  Without ``max_tokens``, whole."""
+    from llmlab.catalogue import load_catalogue
+
+    sc, t = _traffic_of("realtime-chat", {"traffic.max_tokens": max_tokens}, requests=4_000, seed=3)
+    by_id = {i.id: i for i in load_catalogue()}
+    base_prompt = np.array([by_id[t.intents[k]].prompt_tokens for k in t.intent], dtype=np.int64)
+    shown = t.answer_tokens.astype(np.int64) if max_tokens is None else np.minimum(t.answer_tokens, max_tokens)
+    if max_tokens is not None:
+        assert (t.answer_tokens > max_tokens).mean() > 0.02  # cut answers there are, and follow-ups of them
+    alone, billed = _billed_history(t, base_prompt)
+    followed_cut = 0
+    for i in np.flatnonzero(alone & (t.prev >= 0)):
+        earlier = t.history(i)
+        expected = sum(t.text_tokens[t.text[j]] + int(shown[j]) + 8 for j in earlier)
+        assert billed[i] == expected, i
+        followed_cut += any(shown[j] < t.answer_tokens[j] for j in earlier)
+    assert (followed_cut > 20) == (max_tokens is not None)
+
+
 # ----------------------------------------------------------------------------- outage windows
 def _queued_behind_a_long_call(windows, **kw):
     """A one-slot provider: a call holding the slot from 0 to 3 s (1 s first token + 160 tokens at
@@ -239,10 +294,14 @@ def test_each_profile_draws_the_first_token_and_speed_it_states(name):
 
 # ----------------------------------------------------------------------------- traffic
 def _traffic(overrides, **size):
+    return _traffic_of("b2b-saas", overrides, **size)
+
+
+def _traffic_of(preset, overrides, **size):
     from llmlab.sim import load_scenario
     from llmlab.sim.run import make_traffic
 
-    sc = load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed", **overrides})
+    sc = load_scenario(preset, {"gateway.cache.embedder": "hashed", **overrides})
     return sc, make_traffic(sc, **size)
 
 

@@ -44,6 +44,8 @@ TWO_PI = 2.0 * math.pi
 INV32 = 1.0 / 4294967296.0
 INV53 = 1.0 / 9007199254740992.0
 _EXP_SALT = 0xD1B54A32D192ED03
+#: a simulated error's kind (500 or 529) is drawn on its own: its delay has ``u4``
+_KIND_SALT = 0x8CB92BA72F3D8DD7
 #: tokens of the classifier's instruction (llmlab.routing.CLASSIFIER_PROMPT) plus chat framing
 CLASSIFY_PROMPT_TOKENS = 70
 #: the longest a single simulated wait may last: a year.  A lognormal's far tail with a large
@@ -72,6 +74,12 @@ def uniforms(key: int) -> tuple[float, float, float, float]:
     b = mix64(key ^ 0x5851F42D4C957F2D)
     return (((a & 0xFFFFFFFF) + 0.5) * INV32, ((a >> 32) + 0.5) * INV32,
             ((b & 0xFFFFFFFF) + 0.5) * INV32, ((b >> 32) + 0.5) * INV32)
+
+
+def uniform(key: int) -> float:
+    """One uniform in (0, 1) from ``key``, 53 bits: a draw of its own beside :func:`uniforms`'
+    four (the key salted apart), so a step that needs another number takes no other's."""
+    return ((mix64(key) >> 11) + 0.5) * INV53
 
 
 def salt_of(name: str) -> int:
@@ -280,7 +288,7 @@ class SimProvider:
         if self.ttft_dist == "lognormal":
             ttft = self.ttft_s * growth(self.ttft_sigma * r * math.cos(TWO_PI * u2))
         elif self.ttft_dist == "exponential":  # a uniform of its own: u2 is the speed's Box-Muller angle
-            ttft = -self.ttft_s * math.log(((mix64(key ^ self.salt ^ _EXP_SALT) >> 11) + 0.5) * INV53)
+            ttft = -self.ttft_s * math.log(uniform(key ^ self.salt ^ _EXP_SALT))
         else:
             ttft = self.ttft_s
         tps = self.tps * growth(self.tps_sigma * r * math.sin(TWO_PI * u2)) if self.tps_sigma else self.tps
@@ -297,7 +305,10 @@ class SimProvider:
                 slots.release()
             if delay > left:  # the error would come after the gateway gave up
                 return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s", start)
-            if u4 < self.overloaded_share or u3 >= self.error_rate:  # incident errors: 529/503
+            # 529 or 500 on a draw of its own: on u4, which set the delay, every 529 came back
+            # sooner than every 500 (a 529's delay lay in the first overloaded_share of the range)
+            if u3 >= self.error_rate or uniform(key ^ self.salt ^ _KIND_SALT) < self.overloaded_share:
+                # incident errors (an ``errors`` outage's extra rate) are all 529s
                 return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 529 overloaded", start, 529)
             return self._fail(ErrorKind.SERVER, f"{self.name}: 500 internal server error", start, 500)
         if waited + (ttft if call.stream else service) > timeout_s:
