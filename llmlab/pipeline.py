@@ -154,6 +154,8 @@ class Pipeline:
         # answers go through the PII maskers before they are logged (see _masked_for_log)
         self._answer_maskers = tuple(m for m in map(_answer_masker(), self.input_guards) if m is not None) \
             if self.input_guards else ()
+        #: a streamed answer's chunks go through the output guards before the caller sees them
+        self._stream_check = self._check_stream if self.output_guards else None
 
     # ------------------------------------------------------------------ helpers
     def chain_for(self, primary: str) -> tuple[Deployment, ...]:
@@ -569,6 +571,7 @@ class Pipeline:
         limit = answer_token_limit(params)
         messages = s.messages
         restore = s.restore if stream and self.unmask_answers and s.restore else None  # for the caller's chunks
+        guard = self._stream_check if stream else None  # the chunks pass the output guards before the caller
 
         def make(dep: Deployment) -> Call:
             p = dict(params)
@@ -576,7 +579,8 @@ class Pipeline:
             p["max_tokens"] = min(limit or dep.max_output_tokens, dep.max_output_tokens)
             if "max_completion_tokens" in p:
                 p["max_completion_tokens"] = p["max_tokens"]
-            return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata, restore=restore)
+            return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata, restore=restore,
+                        guard=guard)
 
         return make
 
@@ -622,6 +626,17 @@ class Pipeline:
                 return text, GuardrailBlocked(f"answer blocked by {guard.name}: {verdict.blocked}")
             text = verdict.text
         return text, None
+
+    def _check_stream(self, text: str) -> tuple[str, bool]:
+        """The output guards over a stream's text so far (:mod:`llmlab.stream_guard`): what the
+        caller may be shown, and whether the guards block it.  Findings are not recorded here:
+        the whole answer's check (:meth:`_guard_output`) records them once."""
+        for guard in self.output_guards:
+            verdict = guard.check_output(text)
+            if verdict.blocked:
+                return text, True
+            text = verdict.text
+        return text, False
 
     def _guard_calls(self, s: _State, calls: tuple[Mapping[str, Any], ...]
                      ) -> tuple[tuple[Mapping[str, Any], ...], GatewayError | None]:
