@@ -237,6 +237,8 @@ class Pipeline:
             s.messages = tuple(verdict.messages)
             if verdict.restore:
                 s.restore = {**s.restore, **verdict.restore}
+        if self._answer_maskers and isinstance(req.params.get("user"), str):
+            s.request = req = self._masked_user(s)
         params = req.params
         max_tokens = answer_token_limit(params)
         choices = params.get("n") or 1  # providers bill every one of n answers
@@ -530,6 +532,16 @@ class Pipeline:
                                               f"{sent.kind.value}: {sent.message}"[:300], sent.latency_s,
                                               *((billed.prompt_tokens, billed.completion_tokens, cost)
                                                 if billed is not None else (0, 0, 0.0))))
+
+    def _masked_user(self, s: _State) -> Request:
+        """The request with its ``user`` param through the PII maskers.  OpenAI's ``user`` names
+        the end user to the provider, and callers pass their e-mail there: it went out as written,
+        past the masker that had taken the same address out of the messages.  An opaque id (OpenAI
+        asks for a hash) has nothing to mask and passes as it is."""
+        user = masked = s.request.params["user"]
+        for mask in self._answer_maskers:
+            masked = self.lock.outside(mask, masked, s.restore)
+        return s.request if masked == user else replace(s.request, params={**s.request.params, "user": masked})
 
     @staticmethod
     def _masked_request(s: _State) -> Request:
