@@ -44,7 +44,7 @@ def shown(field: str, value: Any) -> Any:
     credential-named field or key, at any depth, and credentials written inside text."""
     if isinstance(value, _Shape):  # already described by its shape
         return value
-    if field.startswith(("messages", "prompt", "params.stop")) and not field.endswith((".role", ".type")) and \
+    if field.startswith(("messages", "prompt", "params.stop", "params.user")) and not field.endswith((".role", ".type")) and \
             not isinstance(value, (type(None), bool, int, float)):
         size = f" of length {len(value)}" if hasattr(value, "__len__") else ""
         return _Shape(f"<{type(value).__name__}{size}>")

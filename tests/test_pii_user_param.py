@@ -2,7 +2,9 @@
 or phone number there is masked like the same value in the messages."""
 from __future__ import annotations
 
-from llmlab import ClassifierRouter
+import pytest
+
+from llmlab import ClassifierRouter, InvalidRequest
 
 EMAIL = "kim.minsu@example.com"
 
@@ -39,3 +41,9 @@ def test_routers_see_the_masked_user(make_gateway, driver):
 def test_without_a_masker_the_user_param_is_sent_as_given(make_gateway, driver):
     make_gateway(input_guards=()).complete("hello", user=EMAIL)
     assert driver.calls[-1].params["user"] == EMAIL
+
+
+def test_a_user_param_that_is_not_a_string_is_refused_by_its_shape(make_gateway, driver):
+    with pytest.raises(InvalidRequest) as info:  # it went to the provider unmasked, and a 400 came back
+        make_gateway().complete("hello", user={"email": EMAIL})
+    assert info.value.field == "params.user" and EMAIL not in str(info.value) and driver.calls == []
