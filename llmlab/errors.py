@@ -99,10 +99,12 @@ class ConfigError(LLMLabError, ValueError):
 
     def __init__(self, field: str, value: Any, allowed: str, hint: str = "") -> None:
         self.field = field
-        self.value = value
+        #: as the message shows it, credentials hidden (as InvalidRequest's: an application, or a
+        #: sweep's worker pickling the error to its parent, keeps the attributes the message hides)
+        self.value = shown(field, value)
         self.allowed = allowed
         self.hint = hint
-        message = f"{field}={shown(field, value)!r} is invalid: allowed {allowed}"
+        message = f"{field}={self.value!r} is invalid: allowed {allowed}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)

@@ -48,3 +48,4 @@ def test_a_deployments_credentials_are_not_in_litellms_debug_log(litellm_debug_l
     text = litellm_debug_log.getvalue()
     assert "POST Request Sent from LiteLLM" in text  # the record that printed the headers
     assert GATEWAY_AUTH not in text and KEY not in text and "X-Gateway-Auth: ***" in text
+
