@@ -36,6 +36,7 @@ from .ratelimit import RateLimiterBackend
 from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_routes
 from .steplock import StepLock
+from .stream_guard import OutputCheck
 from .image_tokens import image_details, images_bound
 from .tokens import max_message_tokens, max_params_tokens
 
@@ -155,7 +156,7 @@ class Pipeline:
         self._answer_maskers = tuple(m for m in map(_answer_masker(), self.input_guards) if m is not None) \
             if self.input_guards else ()
         #: a streamed answer's chunks go through the output guards before the caller sees them
-        self._stream_check = self._check_stream if self.output_guards else None
+        self._stream_check = OutputCheck(self.output_guards) if self.output_guards else None
 
     # ------------------------------------------------------------------ helpers
     def chain_for(self, primary: str) -> tuple[Deployment, ...]:
@@ -638,17 +639,6 @@ class Pipeline:
                 return text, GuardrailBlocked(f"answer blocked by {guard.name}: {verdict.blocked}")
             text = verdict.text
         return text, None
-
-    def _check_stream(self, text: str) -> tuple[str, bool]:
-        """The output guards over a stream's text so far (:mod:`llmlab.stream_guard`): what the
-        caller may be shown, and whether the guards block it.  Findings are not recorded here:
-        the whole answer's check (:meth:`_guard_output`) records them once."""
-        for guard in self.output_guards:
-            verdict = guard.check_output(text)
-            if verdict.blocked:
-                return text, True
-            text = verdict.text
-        return text, False
 
     def _guard_calls(self, s: _State, calls: tuple[Mapping[str, Any], ...]
                      ) -> tuple[tuple[Mapping[str, Any], ...], GatewayError | None]:

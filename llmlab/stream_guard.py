@@ -24,11 +24,16 @@ leaked, or a blocked term, was on the caller's screen while ``outcome.text`` sai
 
 The caller's own values are put back after the guards, as for a whole answer
 (:class:`~llmlab.placeholders.StreamRestorer`).
+
+Asked about each part as it grows, a guard runs once per word: cheap for
+:class:`~llmlab.guardrails.OutputFilterGuard`'s regexes, not for a guard of one's own that calls a
+moderation service.  So only guards that say ``incremental = True`` are asked as the text grows;
+with any other guard the answer is shown once the guards have seen all of it.
 """
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .placeholders import StreamRestorer
 
@@ -41,6 +46,28 @@ _BREAK = re.compile(r"[\s\u3001\u3002\uff01\uff0c\uff1f]")
 
 #: what the stream's check returns: the text as the guards leave it, and whether they block it
 Check = Callable[[str], "tuple[str, bool]"]
+
+
+class OutputCheck:
+    """The gateway's output guards over a stream's text so far: ``(text, blocked)``.
+
+    Findings are not recorded here: the pipeline's check of the whole answer records them once.
+    ``incremental``: every guard may be asked about each part as it grows (its ``incremental``
+    attribute is true); otherwise the stream is held until the guards can see it whole."""
+
+    __slots__ = ("guards", "incremental")
+
+    def __init__(self, guards: Sequence[Any]) -> None:
+        self.guards = tuple(guards)
+        self.incremental = all(getattr(g, "incremental", False) is True for g in self.guards)
+
+    def __call__(self, text: str) -> tuple[str, bool]:
+        for guard in self.guards:
+            verdict = guard.check_output(text)
+            if verdict.blocked:
+                return text, True
+            text = verdict.text
+        return text, False
 
 
 def _stable_end(text: str, start: int = 0) -> int:
@@ -70,10 +97,11 @@ class StreamGuard:
     the check raised: the pipeline's own check then fails the request); nothing more is shown.
     """
 
-    __slots__ = ("_check", "_restorer", "_raw", "_committed", "_shown", "stopped")
+    __slots__ = ("_check", "_whole", "_restorer", "_raw", "_committed", "_shown", "stopped")
 
     def __init__(self, check: Check, restore: Mapping[str, str] | None) -> None:
         self._check = check
+        self._whole = getattr(check, "incremental", True) is False  # shown only once seen whole
         self._restorer = StreamRestorer(restore)
         self._raw = ""        # the provider's text from the anchor on
         self._committed = 0   # how much of _raw has been shown (guarded)
@@ -85,6 +113,8 @@ class StreamGuard:
             return ""
         start = len(self._raw)
         self._raw += piece
+        if self._whole:
+            return ""
         return self._advance(_stable_end(self._raw, start))  # a break can only be in the new piece
 
     def flush(self) -> str:

@@ -90,3 +90,22 @@ def test_text_streams_word_by_word_rather_than_at_the_end():
     driver.cut = lambda text: text.split(" ") and [w + " " for w in text.split(" ")[:-1]] + [text.split(" ")[-1]]
     chunks = [c for c in _gateway(driver).stream("count") if isinstance(c, str)]
     assert chunks == ["one ", "two ", "three ", "four"]
+
+
+def test_a_guard_of_ones_own_sees_the_whole_answer_once_before_the_caller_does():
+    from llmlab.guardrails.base import OutputVerdict
+
+    class Moderation:  # calls a service per check: not asked about every word
+        name = "moderation"
+        checked: list[str] = []
+
+        def check_output(self, text):
+            self.checked.append(text)
+            return OutputVerdict(text.replace("darn", "d**n"))
+
+    driver = Chunked(clock=FakeClock(), default="well darn it, the parcel is late again")
+    gw = Gateway([Deployment("m", "gpt-4o-mini")], router=FixedRouter("m"), driver=driver, clock=driver.clock,
+                 output_guards=[Moderation()])
+    chunks = [c for c in gw.stream("where is it") if isinstance(c, str)]
+    assert chunks == ["well d**n it, the parcel is late again"]
+    assert Moderation.checked == ["well darn it, the parcel is late again"] * 2  # the view's, the outcome's
