@@ -26,10 +26,12 @@ from .cache.keys import CacheKeyPolicy, attachments_fingerprint, context_fingerp
 from .cache.store import KeyValueStore
 from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
                       FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
+from . import secret_logs
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
-                     GuardrailBlocked, ProviderRejected, RateLimited)
+                     GuardrailBlocked, ProviderRejected, RateLimited, redact_text)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, judge, run_chain
 from .ledger import Ledger
+from .logs import log_failure
 from .placeholders import restore_placeholders
 from .pricing import PriceBook
 from .ratelimit import RateLimiterBackend
@@ -207,9 +209,10 @@ class Pipeline:
             outcome = self._error(state, ClientDisconnected(*exc.args[:1]))
         except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
             # logged outside the lock, as every log line: a handler is user code
-            self.lock.outside(log.error, "llmlab internal error", exc_info=exc,
-                              extra={"request_id": request.request_id})
-            outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
+            self.lock.outside(log_failure, log, "llmlab internal error", exc, self._scrubber(state.restore),
+                              request_id=request.request_id)
+            detail = self.lock.outside(self._scrubber(state.restore), str(exc))
+            outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {detail}"))
         if state.rate_tokens:
             settle = getattr(self.rate_limiter, "settle", None)
             if settle is not None:
@@ -221,8 +224,8 @@ class Pipeline:
             try:
                 self.ledger.record(outcome)
             except Exception as exc:  # user code: the answer, already billed, still reaches the caller
-                self.lock.outside(log.error, "llmlab ledger failed to record a request", exc_info=exc,
-                                  extra={"request_id": request.request_id})
+                self.lock.outside(log_failure, log, "llmlab ledger failed to record a request", exc,
+                                  self._scrubber(state.restore), request_id=request.request_id)
         self.lock.outside(self._announce, outcome, state.restore)
         return outcome
 
@@ -754,8 +757,23 @@ class Pipeline:
             try:
                 self.ledger.notify(outcome)
             except Exception as exc:  # a sink that fails (a queue down) must not take the billed answer away
-                log.error("llmlab ledger sink failed", exc_info=exc, extra={"request_id": outcome.request_id})
+                log_failure(log, "llmlab ledger sink failed", exc, self._scrubber(restore),
+                            request_id=outcome.request_id)
         self._log(outcome, restore)
+
+    def _scrubber(self, restore: Mapping[str, str]) -> Callable[[str], str]:
+        """Error text (a traceback, an exception's message) as logs and the ledger may keep it:
+        the request's PII masked as in a logged answer, credentials hidden (the deployments', and
+        anything shaped like one).  A masker that fails here leaves the credentials hidden only."""
+
+        def scrub(text: str) -> str:
+            try:
+                text = self._masked_for_log(text, restore) or text
+            except Exception:  # user code, inside the handling of another failure
+                pass
+            return redact_text(secret_logs.redact(text))
+
+        return scrub
 
     def _masked_for_log(self, text: str | None, restore: Mapping[str, str]) -> str | None:
         """An answer as logs may see it: the caller's PII put back by ``unmask_answers`` is masked
