@@ -25,9 +25,9 @@ from .errors import ClientDisconnected
 from .fallback import streamed_part
 from .live import _aclose, _StreamState, reported_part
 from .placeholders import StreamRestorer
-from .stream_guard import StreamGuard
 from .provider_errors import redact_secrets
 from .stream import StreamResponse
+from .stream_guard import StreamGuard
 
 if TYPE_CHECKING:
     from .admission import Ticket

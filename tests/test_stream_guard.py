@@ -61,3 +61,13 @@ def test_a_guard_that_raises_stops_the_view():
 
     view = StreamGuard(check, None)
     assert view.feed("hello there ") == "" and view.stopped
+
+
+def test_a_window_held_open_is_not_checked_again_at_every_word():
+    check, seen = _filter_check()
+    view = StreamGuard(check, None)
+    head, words = "Your key file starts with -----BEGIN PRIVATE KEY----- and then ", "word " * 4_000
+    text = head + words
+    shown = view.feed(head) + "".join(view.feed(words[i:i + 4]) for i in range(0, len(words), 4)) + view.flush()
+    assert shown == check(text)[0] == "Your key file starts with [REDACTED:private_key]"
+    assert sum(seen) < 20 * len(text)  # every word re-checked the whole window: ~500 times the text
