@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ._fastinit import fast_frozen_init
 from .errors import GatewayError
@@ -69,6 +69,9 @@ class Call:
     # ``repr`` as ``Deployment.params`` is: the messages carry only placeholders, and a driver or
     # debug log printing the effect must not show the PII the masker took out
     restore: Mapping[str, str] | None = field(default=None, repr=False)
+    # a streamed answer's output guards, run over the chunks before the caller sees them
+    # (llmlab.stream_guard): ``guard(masked_text) -> (text, blocked)``; None without output guards
+    guard: Callable[[str], tuple[str, bool]] | None = field(default=None, repr=False, compare=False)
 
 
 @fast_frozen_init

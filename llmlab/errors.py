@@ -44,7 +44,7 @@ def shown(field: str, value: Any) -> Any:
     credential-named field or key, at any depth, and credentials written inside text."""
     if isinstance(value, _Shape):  # already described by its shape
         return value
-    if field.startswith(("messages", "prompt", "params.stop")) and not field.endswith((".role", ".type")) and \
+    if field.startswith(("messages", "prompt", "params.stop", "params.user")) and not field.endswith((".role", ".type")) and \
             not isinstance(value, (type(None), bool, int, float)):
         size = f" of length {len(value)}" if hasattr(value, "__len__") else ""
         return _Shape(f"<{type(value).__name__}{size}>")
@@ -99,10 +99,12 @@ class ConfigError(LLMLabError, ValueError):
 
     def __init__(self, field: str, value: Any, allowed: str, hint: str = "") -> None:
         self.field = field
-        self.value = value
+        #: as the message shows it, credentials hidden (as InvalidRequest's: an application, or a
+        #: sweep's worker pickling the error to its parent, keeps the attributes the message hides)
+        self.value = shown(field, value)
         self.allowed = allowed
         self.hint = hint
-        message = f"{field}={shown(field, value)!r} is invalid: allowed {allowed}"
+        message = f"{field}={self.value!r} is invalid: allowed {allowed}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)

@@ -18,7 +18,7 @@ import random
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import _validate as v
+from . import _validate as v, secret_logs
 from .admission import Admission, Ticket
 from .budgets import BudgetPolicy, MemoryBudgets
 from .cache.keys import CacheKeyPolicy
@@ -187,6 +187,7 @@ class Gateway:
             raise ConfigError("deployments", deployments, "a list of llmlab.Deployment (or None for the defaults)")
         self.deployments = _check_deployments(list(deployments) if deployments is not None else default_deployments(),
                                               self.prices)
+        secret_logs.remember(d.params for d in self.deployments.values())  # kept out of litellm's debug logs
         if budget is not None and not isinstance(budget, BudgetPolicy):
             raise ConfigError("budget", budget, "a llmlab.BudgetPolicy or None")
         if router is None and len(self.deployments) == 1:  # one deployment: nothing to choose between

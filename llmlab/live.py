@@ -17,6 +17,7 @@ import os
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 
+from . import secret_logs
 from .asyncwait import finish
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
 from .fallback import completion_bound, counted_prompt, streamed_part
@@ -38,6 +39,7 @@ def import_litellm() -> Any:
         import litellm
 
         litellm.suppress_debug_info = True
+        secret_logs.install()  # its debug logs print each call's headers: deployments' credentials out
         _LITELLM = litellm
     return _LITELLM
 

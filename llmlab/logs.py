@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import IO
+import traceback
+from typing import IO, Any, Callable
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +23,8 @@ class JsonFormatter(logging.Formatter):
             payload.update(extra)
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # a traceback already formatted (and scrubbed: see log_failure)
+            payload["exception"] = record.exc_text
         return json.dumps(payload, ensure_ascii=False, default=str)
 
 
@@ -33,3 +36,18 @@ def log_requests_as_json(stream: IO[str] | None = None, level: int = logging.INF
     logger.addHandler(handler)
     logger.setLevel(level)
     return handler
+
+
+def log_failure(logger: logging.Logger, message: str, exc: BaseException, scrub: Callable[[str], str],
+                **extra: Any) -> None:
+    """Log ``message`` at ERROR with ``exc``'s traceback as ``scrub`` leaves it (PII masked,
+    credentials hidden), where a handler shows a traceback (``exc_text``; ``"exception"`` in
+    :class:`JsonFormatter`'s lines).  With ``exc_info`` the traceback was formatted by the handler,
+    as raised: the message of a user object that failed (a sink quoting the row it could not
+    write, a router quoting the request) went to the logs as written."""
+    if not logger.isEnabledFor(logging.ERROR):
+        return
+    fn, lno, func, _ = logger.findCaller(stacklevel=2)
+    record = logger.makeRecord(logger.name, logging.ERROR, fn, lno, message, (), None, func, extra or None)
+    record.exc_text = scrub("".join(traceback.format_exception(exc)).rstrip("\n"))
+    logger.handle(record)

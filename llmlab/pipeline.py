@@ -26,16 +26,19 @@ from .cache.keys import CacheKeyPolicy, attachments_fingerprint, context_fingerp
 from .cache.store import KeyValueStore
 from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
                       FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
+from . import secret_logs
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
-                     GuardrailBlocked, ProviderRejected, RateLimited)
+                     GuardrailBlocked, ProviderRejected, RateLimited, redact_text)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, judge, run_chain
 from .ledger import Ledger
+from .logs import log_failure
 from .placeholders import restore_placeholders
 from .pricing import PriceBook
 from .ratelimit import RateLimiterBackend
 from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_routes
 from .steplock import StepLock
+from .stream_guard import OutputCheck
 from .image_tokens import image_details, images_bound
 from .tokens import max_message_tokens, max_params_tokens
 
@@ -154,6 +157,8 @@ class Pipeline:
         # answers go through the PII maskers before they are logged (see _masked_for_log)
         self._answer_maskers = tuple(m for m in map(_answer_masker(), self.input_guards) if m is not None) \
             if self.input_guards else ()
+        #: a streamed answer's chunks go through the output guards before the caller sees them
+        self._stream_check = OutputCheck(self.output_guards) if self.output_guards else None
 
     # ------------------------------------------------------------------ helpers
     def chain_for(self, primary: str) -> tuple[Deployment, ...]:
@@ -204,9 +209,10 @@ class Pipeline:
             outcome = self._error(state, ClientDisconnected(*exc.args[:1]))
         except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
             # logged outside the lock, as every log line: a handler is user code
-            self.lock.outside(log.error, "llmlab internal error", exc_info=exc,
-                              extra={"request_id": request.request_id})
-            outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {exc}"))
+            self.lock.outside(log_failure, log, "llmlab internal error", exc, self._scrubber(state.restore),
+                              request_id=request.request_id)
+            detail = self.lock.outside(self._scrubber(state.restore), str(exc))
+            outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {detail}"))
         if state.rate_tokens:
             settle = getattr(self.rate_limiter, "settle", None)
             if settle is not None:
@@ -218,8 +224,8 @@ class Pipeline:
             try:
                 self.ledger.record(outcome)
             except Exception as exc:  # user code: the answer, already billed, still reaches the caller
-                self.lock.outside(log.error, "llmlab ledger failed to record a request", exc_info=exc,
-                                  extra={"request_id": request.request_id})
+                self.lock.outside(log_failure, log, "llmlab ledger failed to record a request", exc,
+                                  self._scrubber(state.restore), request_id=request.request_id)
         self.lock.outside(self._announce, outcome, state.restore)
         return outcome
 
@@ -235,6 +241,8 @@ class Pipeline:
             s.messages = tuple(verdict.messages)
             if verdict.restore:
                 s.restore = {**s.restore, **verdict.restore}
+        if self._answer_maskers and isinstance(req.params.get("user"), str):
+            s.request = req = self._masked_user(s)
         params = req.params
         max_tokens = answer_token_limit(params)
         choices = params.get("n") or 1  # providers bill every one of n answers
@@ -529,6 +537,16 @@ class Pipeline:
                                               *((billed.prompt_tokens, billed.completion_tokens, cost)
                                                 if billed is not None else (0, 0, 0.0))))
 
+    def _masked_user(self, s: _State) -> Request:
+        """The request with its ``user`` param through the PII maskers.  OpenAI's ``user`` names
+        the end user to the provider, and callers pass their e-mail there: it went out as written,
+        past the masker that had taken the same address out of the messages.  An opaque id (OpenAI
+        asks for a hash) has nothing to mask and passes as it is."""
+        user = masked = s.request.params["user"]
+        for mask in self._answer_maskers:
+            masked = self.lock.outside(mask, masked, s.restore)
+        return s.request if masked == user else replace(s.request, params={**s.request.params, "user": masked})
+
     @staticmethod
     def _masked_request(s: _State) -> Request:
         """The request as the models see it (PII masked): what routers and acceptance checks get."""
@@ -569,6 +587,7 @@ class Pipeline:
         limit = answer_token_limit(params)
         messages = s.messages
         restore = s.restore if stream and self.unmask_answers and s.restore else None  # for the caller's chunks
+        guard = self._stream_check if stream else None  # the chunks pass the output guards before the caller
 
         def make(dep: Deployment) -> Call:
             p = dict(params)
@@ -576,7 +595,8 @@ class Pipeline:
             p["max_tokens"] = min(limit or dep.max_output_tokens, dep.max_output_tokens)
             if "max_completion_tokens" in p:
                 p["max_completion_tokens"] = p["max_tokens"]
-            return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata, restore=restore)
+            return Call(dep, messages, p, stream=stream, purpose=purpose, metadata=req.metadata, restore=restore,
+                        guard=guard)
 
         return make
 
@@ -737,8 +757,23 @@ class Pipeline:
             try:
                 self.ledger.notify(outcome)
             except Exception as exc:  # a sink that fails (a queue down) must not take the billed answer away
-                log.error("llmlab ledger sink failed", exc_info=exc, extra={"request_id": outcome.request_id})
+                log_failure(log, "llmlab ledger sink failed", exc, self._scrubber(restore),
+                            request_id=outcome.request_id)
         self._log(outcome, restore)
+
+    def _scrubber(self, restore: Mapping[str, str]) -> Callable[[str], str]:
+        """Error text (a traceback, an exception's message) as logs and the ledger may keep it:
+        the request's PII masked as in a logged answer, credentials hidden (the deployments', and
+        anything shaped like one).  A masker that fails here leaves the credentials hidden only."""
+
+        def scrub(text: str) -> str:
+            try:
+                text = self._masked_for_log(text, restore) or text
+            except Exception:  # user code, inside the handling of another failure
+                pass
+            return redact_text(secret_logs.redact(text))
+
+        return scrub
 
     def _masked_for_log(self, text: str | None, restore: Mapping[str, str]) -> str | None:
         """An answer as logs may see it: the caller's PII put back by ``unmask_answers`` is masked

@@ -120,6 +120,9 @@ def _check_params(params: Any) -> None:
     for key in ("response_format", "logit_bias"):
         if params.get(key) is not None and not isinstance(params[key], (dict, abc.Mapping)):
             raise InvalidRequest(f"params.{key}", params[key], "a mapping (e.g. {'type': 'json_object'})")
+    user = params.get("user")
+    if user is not None and not isinstance(user, str):  # the PII masker reads a string; providers take only one
+        raise InvalidRequest("params.user", user, "a string naming the end user (an opaque id or a hash)")
     tools = params.get("tools")
     if tools is not None:
         _check_tools(tools)

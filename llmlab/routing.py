@@ -282,7 +282,9 @@ class ClassifierRouter:
             try:
                 answer = self.rules(request)
             except Exception as exc:  # a user rule must not crash the gateway
-                answer, reason = None, f"{reason}; rule raised {type(exc).__name__}: {exc}"
+                # its type only, as for an acceptance check: the message may quote the request's
+                # metadata or the customer record the rule looked up, and the reason is in the ledger
+                answer, reason = None, f"{reason}; rule raised {type(exc).__name__}"
             if answer:
                 return RouteDecision(None, "faq", f"{reason}; answered by rule at $0", answer=answer)
         return (yield from _decide_target(self.routes[label], request, label, reason))

@@ -27,6 +27,7 @@ from .live import _aclose, _StreamState, reported_part
 from .placeholders import StreamRestorer
 from .provider_errors import redact_secrets
 from .stream import StreamResponse
+from .stream_guard import StreamGuard
 
 if TYPE_CHECKING:
     from .admission import Ticket
@@ -345,6 +346,16 @@ def _leave(sub: Generator[Any, None, Any] | None, run: PipelineRun, response: St
     response._done(run.abandon(text, latency_s, prompt))
 
 
+def _view(call: Call, response: StreamResponse) -> StreamRestorer | StreamGuard:
+    """What the caller is shown of ``call``'s chunks: restored (``unmask_answers``), and with
+    output guards held back until the guards have seen them (:mod:`llmlab.stream_guard`); the
+    response then checks the text shown against the outcome's (``StreamResponse.guarded``)."""
+    if call.guard is None:
+        return StreamRestorer(call.restore)
+    response.guarded = True
+    return StreamGuard(call.guard, call.restore)
+
+
 def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamResponse,
                 lock: ContextManager[Any] = nullcontext()) -> Iterator[Any]:
     """Drive the pipeline, yielding the answer calls' chunks; the outcome lands on ``response``."""
@@ -367,7 +378,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
             if reset is not None:
                 yield reset
             sub = _OPEN_STREAMS[run] = driver.stream_call(effect)
-            shown = StreamRestorer(effect.restore)  # the caller's own values, as outcome.text has them
+            shown = _view(effect, response)  # through the output guards, with the caller's own values
             streamed.started = driver.clock()
             while True:
                 try:
@@ -376,7 +387,8 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
                     tail = response.show(shown.flush())
                     if tail:
                         yield tail
-                    response.answer_streamed = bool(streamed.pieces) and getattr(stop.value, "ok", False)
+                    response.answer_streamed = bool(streamed.pieces) and getattr(stop.value, "ok", False) \
+                        and not getattr(shown, "stopped", False)
                     run.send(stop.value)
                     break
                 except Exception as exc:
@@ -421,7 +433,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
             if reset is not None:
                 yield reset
             result: Any = None
-            shown = StreamRestorer(effect.restore)  # as in iter_stream
+            shown = _view(effect, response)  # as in iter_stream
             streamed.started = driver.clock()
             sub = _OPEN_STREAMS[run] = driver.astream_call(effect)
             try:
@@ -440,7 +452,8 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
             tail = response.show(shown.flush())
             if tail:
                 yield tail
-            response.answer_streamed = bool(streamed.pieces) and getattr(result, "ok", False)
+            response.answer_streamed = bool(streamed.pieces) and getattr(result, "ok", False) \
+                and not getattr(shown, "stopped", False)
             streamed = _Streamed(driver.clock())  # as above: its bill is in ``result``
             await step(run.send, result)
     except (GeneratorExit, asyncio.CancelledError):  # the caller closed the stream or cancelled its task

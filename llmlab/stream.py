@@ -31,6 +31,10 @@ class StreamResponse:
         self.saw_text = False
         #: the last streamed call answered, and its text reached the caller as it came
         self.answer_streamed = False
+        #: the chunks went through the output guards (llmlab.stream_guard): the text shown since the
+        #: last reset is kept, and the whole answer is sent again when it is not the outcome's text
+        self.guarded = False
+        self._shown: list[str] = []
 
     def __repr__(self) -> str:
         out = self.outcome
@@ -48,9 +52,14 @@ class StreamResponse:
         the last stage failed, arrive as one chunk (they were not streamed).  After text of a
         stream that was cut, the chunk comes behind a :class:`StreamReset`: without it a stream cut
         before the last-resort answer read as the cut text followed by that answer, and a cascade
-        whose last stage was cut served its earlier stage's answer without sending it at all."""
+        whose last stage was cut served its earlier stage's answer without sending it at all.  So
+        does a streamed answer whose output guards stopped its chunks (a rewrite of text already
+        shown) or whose shown text is not the guarded answer: the caller ends with ``outcome.text``."""
         out = self.outcome
-        if out is None or not out.ok or not out.text or (self.answer_streamed and out.kind.value == "model"):
+        if out is None or not out.ok or not out.text:
+            return
+        streamed = self.answer_streamed and out.kind.value == "model"
+        if streamed and (not self.guarded or "".join(self._shown) == out.text):
             return
         reset = self.reset(out.deployment or "cache")
         if reset is not None:
@@ -61,6 +70,8 @@ class StreamResponse:
         """Note that ``text``, about to be yielded to the caller, reached it when not empty."""
         if text:
             self.saw_text = True
+            if self.guarded:
+                self._shown.append(text)
         return text
 
     def reset(self, deployment: str) -> StreamReset | None:
@@ -70,6 +81,7 @@ class StreamResponse:
         if not self.saw_text:
             return None
         self.saw_text = False
+        self._shown.clear()
         return StreamReset(deployment)
 
     # Iteration goes through a wrapper the response does not hold: the driving generator refers

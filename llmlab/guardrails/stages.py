@@ -230,7 +230,11 @@ def _text_parts(content: Any) -> Iterable[tuple[int | None, str, str]]:
 
 
 class OutputFilterGuard:
-    """Runs an `OutputFilter` on the answer; a ``"block"`` action becomes `blocked`."""
+    """Runs an `OutputFilter` on the answer; a ``"block"`` action becomes `blocked`.
+
+    ``incremental``: a stream's text may be checked part by part as it grows (an `OutputFilter`'s
+    regexes are cheap), so streamed answers keep streaming (see :mod:`llmlab.stream_guard`); a
+    filter of one's own may not be, and its streams are held until it has seen the whole answer."""
 
     def __init__(self, output_filter: OutputFilter | None = None, *, name: str = "output_filter",
                  **filter_options: Any) -> None:
@@ -255,6 +259,10 @@ class OutputFilterGuard:
             return f"OutputFilterGuard({type(f).__name__})"
         return (f"OutputFilterGuard(blocked_terms={len(f.blocked_terms)}, term_action={f.term_action!r}, "
                 f"detect_secrets={f.detect_secrets})")
+
+    @property
+    def incremental(self) -> bool:
+        return isinstance(self.filter, OutputFilter)
 
     def check_output(self, text: str) -> OutputVerdict:
         report = self.filter.check(text)

@@ -1,0 +1,51 @@
+"""With litellm's own debug logging on, a deployment's credentials stay out of its log records:
+litellm masks headers named like a key or token, not a proxy's own ``X-…-Auth`` header."""
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from llmlab import Deployment, FixedRouter, Gateway, RetryPolicy
+from llmlab.testing import FakeProvider
+from llmlab.testing.faults import FaultPlan
+
+KEY = "sk-proj-0123456789abcdefSECRETKEY"
+GATEWAY_AUTH = "gw-auth-8c1f2e9d7b6a5"
+
+
+@pytest.fixture
+def litellm_debug_log():
+    """litellm's loggers at DEBUG into a buffer, restored afterwards."""
+    from llmlab.live import import_litellm
+
+    import_litellm()
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    loggers = [logging.getLogger(name) for name in ("LiteLLM", "openai._base_client", "httpx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield buffer
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+
+
+@pytest.mark.parametrize("status", [None, 401])
+def test_a_deployments_credentials_are_not_in_litellms_debug_log(litellm_debug_log, status):
+    plan = FaultPlan(error_rate=1.0, error_status=status) if status else FaultPlan()
+    with FakeProvider(plan) as fp:
+        params = {"api_base": fp.base_url, "api_key": KEY, "extra_headers": {"X-Gateway-Auth": GATEWAY_AUTH}}
+        gw = Gateway([Deployment("m", "openai/gpt-4o-mini", params, price_model="gpt-4o-mini", timeout_s=5)],
+                     router=FixedRouter("m"), retry=RetryPolicy(max_retries=0))
+        out = gw.complete("hello there")
+        assert fp.stats.total == 1 and (out.ok if status is None else out.error.code == "provider_rejected")
+    text = litellm_debug_log.getvalue()
+    assert "POST Request Sent from LiteLLM" in text  # the record that printed the headers
+    assert GATEWAY_AUTH not in text and KEY not in text and "X-Gateway-Auth: ***" in text
+
