@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 
 from .budgets import BudgetPolicy, MemoryBudgets, RequestHolds, next_month_start
-from .cache.keys import CacheKeyPolicy, attachments_fingerprint, context_fingerprint
+from .cache.keys import CacheKeyPolicy, attachments_fingerprint
 from .cache.store import KeyValueStore
 from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
                       FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
@@ -259,8 +259,11 @@ class Pipeline:
             s.cache = CacheOutcome.MISS
             cache_params = dict(params)
             cache_params["model"] = req.model
+            keys = self.key_policy
+            digests = None
             if self.exact_cache is not None:
-                s.key = self.key_policy.key(s.messages, cache_params)
+                digests = keys.digests(s.messages)  # hashed once: the namespace's context reuses them
+                s.key = keys.key_from(digests, cache_params)
                 hit = self.exact_cache.get(req.tenant, s.key, s.started)
                 if hit is not None:
                     s.cache = CacheOutcome.EXACT_HIT
@@ -268,8 +271,8 @@ class Pipeline:
             text = content_text(s.messages[-1].get("content")) if self.semantic_cache is not None else ""
             if text.strip():  # an image-only turn has no text to compare
                 # the turn's images (audio, files) are not compared: another one is another question
-                context = context_fingerprint(s.messages) + attachments_fingerprint(s.messages[-1])
-                s.namespace = "|".join((req.tenant, context, self.key_policy.key((), cache_params)))
+                context = keys.context_from(s.messages, digests) + attachments_fingerprint(s.messages[-1])
+                s.namespace = "|".join((req.tenant, context, keys.namespace_key(cache_params)))
                 cap = policy.cap_for(req.tenant, req.plan) if self._embeddings_priced and policy is not None else None
                 if cap is not None:  # a priced embedding is held with the answer it precedes
                     embedded = yield from self._held_embedding(s, text, cap, prompt_est)
