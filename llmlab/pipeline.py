@@ -301,7 +301,10 @@ class Pipeline:
         if req.model is not None:
             decision = RouteDecision(req.model, "pinned", f"caller pinned {req.model}")
         else:
-            decision = yield from self._route(s, prompt_est)
+            now = getattr(self.router, "decide_now", None)  # a decision that needs no call (routing.Router)
+            decision = self.lock.outside(now, self._masked_request(s)) if now is not None else None
+            if decision is None:
+                decision = yield from self._route(s, prompt_est)
         s.tier, s.reason = decision.tier, decision.reason
         if decision.answer is not None:
             return self._rule_answer(s, decision.answer)
