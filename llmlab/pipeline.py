@@ -99,6 +99,16 @@ def _with_arguments(call: Mapping[str, Any], arguments: str) -> Mapping[str, Any
     return {**call, "function": {**call["function"], "arguments": arguments}}
 
 
+def _billed(attempts: Sequence[Attempt]) -> float:
+    """What ``attempts`` were billed: their costs added in order, the same float ``sum`` gives.
+    A loop rather than ``sum`` over a generator expression, which costs a generator object and
+    its frame on each of the several times a request adds its costs up."""
+    total = 0
+    for a in attempts:
+        total += a.cost_usd
+    return total
+
+
 def _placeholders_back(text: str, restore: Mapping[str, str]) -> str:
     """``text`` with the asker's own masked values (however the model came to write them) as
     their placeholders again.  What the cache keeps: a later asker gets *their* values put back,
@@ -220,8 +230,17 @@ class Pipeline:
             except Exception as exc:  # user code: the answer, already billed, still reaches the caller
                 self.lock.outside(log.error, "llmlab ledger failed to record a request", exc_info=exc,
                                   extra={"request_id": request.request_id})
-        self.lock.outside(self._announce, outcome, state.restore)
+        if not self._silent():
+            self.lock.outside(self._announce, outcome, state.restore)
         return outcome
+
+    def _silent(self) -> bool:
+        """Whether :meth:`_announce` would do nothing: no sink on the gateway's own ledger and the
+        request log off (the simulator's case).  Checked per request (a sink or a log level may be
+        set at any time) at the cost of two attribute reads, instead of four calls per request."""
+        ledger = self.ledger
+        return (self._ledger_splits and ledger.sink is None and type(ledger).notify is Ledger.notify
+                and not log.isEnabledFor(logging.INFO))
 
     def _serve(self, s: _State, stream: bool) -> Generator[Effect, Any, Outcome]:
         req = s.request
@@ -310,7 +329,9 @@ class Pipeline:
             return self._rule_answer(s, decision.answer)
 
         # 6. budget: reserve the worst case of every stage before any call
-        chains = [self.chain_for(decision.deployment), *(self.chain_for(c) for c in decision.cascade)]
+        chains = [self.chain_for(decision.deployment)]
+        if decision.cascade:
+            chains += [self.chain_for(c) for c in decision.cascade]
         holds: RequestHolds | None = None
         cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
         if cap is not None:
@@ -337,7 +358,7 @@ class Pipeline:
         # failure the provider billed, the hold is topped up before the next call (_keep_covered)
         answer: ChainResult | None = None
         last: ChainResult | None = None
-        spent_before = sum(a.cost_usd for a in s.attempts) if s.attempts else 0  # usually none yet
+        spent_before = _billed(s.attempts)  # usually none yet
         try:
             for stage, chain in enumerate(chains):
                 purpose = "answer" if stage == len(chains) - 1 else "cascade"
@@ -368,7 +389,7 @@ class Pipeline:
             raise
         finally:
             if holds is not None:
-                holds.settle(sum(a.cost_usd for a in s.attempts) - spent_before)
+                holds.settle(_billed(s.attempts) - spent_before)
 
         if answer is None and last is not None and last.stopped:
             return self._refused_midway(s, holds, needed)
@@ -391,10 +412,10 @@ class Pipeline:
         (:meth:`_refused_midway`)."""
         # what the stage's first call needs: the earlier stages' calls (s.attempts does not change
         # while the chain runs) and the worst case to come; a retry adds what this chain was billed
-        first = (sum(a.cost_usd for a in s.attempts) - spent_before if s.attempts else 0.0) + still
+        first = (_billed(s.attempts) - spent_before if s.attempts else 0.0) + still
 
         def before_call(dep: Deployment, attempts: Sequence[Attempt]) -> bool:
-            total = first + sum(a.cost_usd for a in attempts) if attempts else first
+            total = first + _billed(attempts) if attempts else first
             if total - holds.held <= 1e-12:  # covered (every call that was billed nothing)
                 return True
             try:
@@ -609,7 +630,7 @@ class Pipeline:
                  finish_reason: str | None = None) -> Outcome:
         now = self.clock()
         latency = now - s.started
-        cost = sum(a.cost_usd for a in s.attempts) + s.extra_cost
+        cost = _billed(s.attempts) + s.extra_cost
         return Outcome(s.request.request_id, s.request.tenant, s.request.plan, kind, text, model, deployment,
                        tuple(s.attempts), s.cache, s.tier, s.reason, prompt_tokens, completion_tokens, cost, latency,
                        latency if ttft is None and error is None else ttft, s.started, error, similarity,
