@@ -302,7 +302,8 @@ def test_the_memo_does_not_pin_every_long_text_it_has_seen():
     ("we need 10k seats", "numbers", {"10000"}),
     ("3만 원 refund", "currencies", {"krw"}),
     ("please delete our workspace", "actions", {"topic": frozenset({"account_delete"})}),
-    ("계정 삭제해 주세요", "actions", {"topic": frozenset({"account_delete"})}),
+    ("계정을 완전히 지워 주세요", "actions", {"topic": frozenset({"account_delete"})}),
+    ("워크스페이스를 영구적으로 폐쇄해 주세요", "actions", {"topic": frozenset({"account_delete"})}),
 ])
 def test_literal_gates_keep_every_slot(text, slot, value):
     """Regression guard for the substring tests that let ``features`` skip regex scans (an "@"
