@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 
 from .budgets import BudgetPolicy, MemoryBudgets, RequestHolds, next_month_start
-from .cache.keys import CacheKeyPolicy, attachments_fingerprint, context_fingerprint
+from .cache.keys import CacheKeyPolicy, attachments_fingerprint
 from .cache.store import KeyValueStore
 from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
                       FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
@@ -100,6 +100,16 @@ def _is_json(text: str) -> bool:
 def _with_arguments(call: Mapping[str, Any], arguments: str) -> Mapping[str, Any]:
     """``call`` (a tool call, OpenAI's shape) with its function's arguments replaced."""
     return {**call, "function": {**call["function"], "arguments": arguments}}
+
+
+def _billed(attempts: Sequence[Attempt]) -> float:
+    """What ``attempts`` were billed: their costs added in order, the same float ``sum`` gives.
+    A loop rather than ``sum`` over a generator expression, which costs a generator object and
+    its frame on each of the several times a request adds its costs up."""
+    total = 0
+    for a in attempts:
+        total += a.cost_usd
+    return total
 
 
 def _placeholders_back(text: str, restore: Mapping[str, str]) -> str:
@@ -226,8 +236,17 @@ class Pipeline:
             except Exception as exc:  # user code: the answer, already billed, still reaches the caller
                 self.lock.outside(log_failure, log, "llmlab ledger failed to record a request", exc,
                                   self._scrubber(state.restore), request_id=request.request_id)
-        self.lock.outside(self._announce, outcome, state.restore)
+        if not self._silent():
+            self.lock.outside(self._announce, outcome, state.restore)
         return outcome
+
+    def _silent(self) -> bool:
+        """Whether :meth:`_announce` would do nothing: no sink on the gateway's own ledger and the
+        request log off (the simulator's case).  Checked per request (a sink or a log level may be
+        set at any time) at the cost of two attribute reads, instead of four calls per request."""
+        ledger = self.ledger
+        return (self._ledger_splits and ledger.sink is None and type(ledger).notify is Ledger.notify
+                and not log.isEnabledFor(logging.INFO))
 
     def _serve(self, s: _State, stream: bool) -> Generator[Effect, Any, Outcome]:
         req = s.request
@@ -267,8 +286,11 @@ class Pipeline:
             s.cache = CacheOutcome.MISS
             cache_params = dict(params)
             cache_params["model"] = req.model
+            keys = self.key_policy
+            digests = None
             if self.exact_cache is not None:
-                s.key = self.key_policy.key(s.messages, cache_params)
+                digests = keys.digests(s.messages)  # hashed once: the namespace's context reuses them
+                s.key = keys.key_from(digests, cache_params)
                 hit = self.exact_cache.get(req.tenant, s.key, s.started)
                 if hit is not None:
                     s.cache = CacheOutcome.EXACT_HIT
@@ -276,8 +298,8 @@ class Pipeline:
             text = content_text(s.messages[-1].get("content")) if self.semantic_cache is not None else ""
             if text.strip():  # an image-only turn has no text to compare
                 # the turn's images (audio, files) are not compared: another one is another question
-                context = context_fingerprint(s.messages) + attachments_fingerprint(s.messages[-1])
-                s.namespace = "|".join((req.tenant, context, self.key_policy.key((), cache_params)))
+                context = keys.context_from(s.messages, digests) + attachments_fingerprint(s.messages[-1])
+                s.namespace = "|".join((req.tenant, context, keys.namespace_key(cache_params)))
                 cap = policy.cap_for(req.tenant, req.plan) if self._embeddings_priced and policy is not None else None
                 if cap is not None:  # a priced embedding is held with the answer it precedes
                     embedded = yield from self._held_embedding(s, text, cap, prompt_est)
@@ -306,13 +328,18 @@ class Pipeline:
         if req.model is not None:
             decision = RouteDecision(req.model, "pinned", f"caller pinned {req.model}")
         else:
-            decision = yield from self._route(s, prompt_est)
+            now = getattr(self.router, "decide_now", None)  # a decision that needs no call (routing.Router)
+            decision = self.lock.outside(now, self._masked_request(s)) if now is not None else None
+            if decision is None:
+                decision = yield from self._route(s, prompt_est)
         s.tier, s.reason = decision.tier, decision.reason
         if decision.answer is not None:
             return self._rule_answer(s, decision.answer)
 
         # 6. budget: reserve the worst case of every stage before any call
-        chains = [self.chain_for(decision.deployment), *(self.chain_for(c) for c in decision.cascade)]
+        chains = [self.chain_for(decision.deployment)]
+        if decision.cascade:
+            chains += [self.chain_for(c) for c in decision.cascade]
         holds: RequestHolds | None = None
         cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
         if cap is not None:
@@ -339,7 +366,7 @@ class Pipeline:
         # failure the provider billed, the hold is topped up before the next call (_keep_covered)
         answer: ChainResult | None = None
         last: ChainResult | None = None
-        spent_before = sum(a.cost_usd for a in s.attempts) if s.attempts else 0  # usually none yet
+        spent_before = _billed(s.attempts)  # usually none yet
         try:
             for stage, chain in enumerate(chains):
                 purpose = "answer" if stage == len(chains) - 1 else "cascade"
@@ -370,7 +397,7 @@ class Pipeline:
             raise
         finally:
             if holds is not None:
-                holds.settle(sum(a.cost_usd for a in s.attempts) - spent_before)
+                holds.settle(_billed(s.attempts) - spent_before)
 
         if answer is None and last is not None and last.stopped:
             return self._refused_midway(s, holds, needed)
@@ -393,10 +420,10 @@ class Pipeline:
         (:meth:`_refused_midway`)."""
         # what the stage's first call needs: the earlier stages' calls (s.attempts does not change
         # while the chain runs) and the worst case to come; a retry adds what this chain was billed
-        first = (sum(a.cost_usd for a in s.attempts) - spent_before if s.attempts else 0.0) + still
+        first = (_billed(s.attempts) - spent_before if s.attempts else 0.0) + still
 
         def before_call(dep: Deployment, attempts: Sequence[Attempt]) -> bool:
-            total = first + sum(a.cost_usd for a in attempts) if attempts else first
+            total = first + _billed(attempts) if attempts else first
             if total - holds.held <= 1e-12:  # covered (every call that was billed nothing)
                 return True
             try:
@@ -623,7 +650,7 @@ class Pipeline:
                  finish_reason: str | None = None) -> Outcome:
         now = self.clock()
         latency = now - s.started
-        cost = sum(a.cost_usd for a in s.attempts) + s.extra_cost
+        cost = _billed(s.attempts) + s.extra_cost
         return Outcome(s.request.request_id, s.request.tenant, s.request.plan, kind, text, model, deployment,
                        tuple(s.attempts), s.cache, s.tier, s.reason, prompt_tokens, completion_tokens, cost, latency,
                        latency if ttft is None and error is None else ttft, s.started, error, similarity,

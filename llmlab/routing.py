@@ -39,6 +39,10 @@ class RouteDecision:
 class Router(Protocol):
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]: ...
 
+    # optional: ``decide_now(request) -> RouteDecision | None``, the decision at once when it needs
+    # no call (None: the pipeline runs ``decide``) — a generator that never yields costs a frame,
+    # a StopIteration and its catch per request (StaticRouter and PlanRouter have it)
+
     def targets(self) -> set[str]:
         """Every deployment name this router may choose (validated by the gateway)."""
         ...
@@ -96,6 +100,11 @@ class StaticRouter:
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         return self.choose(request)
         yield  # unreachable: makes this function a generator
+
+    def decide_now(self, request: Request) -> RouteDecision | None:
+        """:meth:`choose`, called by the pipeline without the generator protocol (None when a
+        subclass decides in a ``decide`` of its own)."""
+        return self.choose(request) if type(self).decide is StaticRouter.decide else None
 
     def targets(self) -> set[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -176,6 +185,7 @@ class PlanRouter:
         if default is not None:
             _check_target("plan_router.default", default)
         self.default = default
+        self._decisions: dict[str, RouteDecision] = {}  # per plan routed to a deployment (decide_now)
 
     def __repr__(self) -> str:
         default = "" if self.default is None else f", default={self.default!r}"
@@ -195,6 +205,21 @@ class PlanRouter:
         if target is None:
             raise ConfigError("request.plan", request.plan, "one of " + ", ".join(map(repr, self.plans)))
         return (yield from _decide_target(target, request, request.plan, f"plan {request.plan!r}"))
+
+    def decide_now(self, request: Request) -> RouteDecision | None:
+        """:meth:`decide` at once for a plan routed to a deployment, the same decision each time
+        (kept per listed plan: decisions are immutable); None for a plan routed to a router, or
+        none (:meth:`decide` runs, and raises), and in a subclass with a ``decide`` of its own."""
+        plan = request.plan
+        target = self.plans.get(plan, self.default)
+        if not isinstance(target, str) or type(self).decide is not PlanRouter.decide:
+            return None
+        decision = self._decisions.get(plan)
+        if decision is None or decision.deployment != target:  # plans may be edited after construction
+            decision = RouteDecision(target, plan, f"plan {plan!r}")
+            if plan in self.plans:  # a bounded memo: unlisted plans (to the default) are the callers'
+                self._decisions[plan] = decision
+        return decision
 
     def targets(self) -> set[str]:
         out: set[str] = set()

@@ -93,3 +93,25 @@ def test_cache_bypass_per_request(make_gateway, driver):
     gw.complete("hi there", tenant="a")
     out = gw.complete(gw.request("hi there", tenant="a", cache=False))
     assert out.cache is CacheOutcome.BYPASS and len(driver.calls) == 2
+
+
+@pytest.mark.parametrize("mode", ["prompt_params", "exact"])
+def test_one_pass_of_digests_gives_the_key_and_the_namespace_parts(mode):
+    """The pipeline hashes a request's messages once (digests) for the exact key and the
+    semantic namespace's context: each part equals what key() and context_fingerprint give alone."""
+    from llmlab.cache import context_fingerprint
+
+    policy = CacheKeyPolicy(mode)
+    messages = [{"role": "system", "content": "Be  brief."}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": None,
+                 "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "user", "content": [{"type": "text", "text": "and this?"},
+                                             {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]
+    for params in ({"model": "m", "temperature": 0.2}, {"model": None, "tools": [{"type": "function"}]}):
+        for n in range(len(messages) + 1):
+            digests = policy.digests(messages[:n])
+            assert policy.key_from(digests, params) == policy.key(messages[:n], params)
+            assert policy.context_from(messages[:n], digests) == context_fingerprint(messages[:n])
+            assert policy.context_from(messages[:n], None) == context_fingerprint(messages[:n])
+        assert policy.namespace_key(params) == policy.key((), params)
+        assert policy.namespace_key(params) != CacheKeyPolicy(mode).key((), {**params, "seed": 1})

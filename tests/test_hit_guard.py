@@ -288,3 +288,29 @@ def test_the_memo_does_not_pin_every_long_text_it_has_seen():
     assert 0 < len(held) <= 256
     assert not any(len(c) > 2_048 for _, c in guard._decisions)
     assert guard.check(query, f"{doc} v999").reason == guard.check(query, f"{doc} v999").reason  # still decided alike
+
+
+@pytest.mark.parametrize("text, slot, value", [
+    ("mail kim@example.com about it", "emails", {"kim@example.com"}),
+    ("see www.example.com/help", "urls", {"www.example.com/help"}),
+    ("see https://localhost/x now", "urls", {"https://localhost/x"}),
+    ("the invoice of 5월", "times", {"mon": frozenset({"5"})}),
+    ("call me at 3pm", "times", {"ampm": frozenset({"pm"})}),
+    ("pay on may 3", "times", {"mon": frozenset({"5"})}),
+    ("the May invoice", "times", {"mon": frozenset({"5"})}),
+    ("order #A-10293 is late", "ids", {"A-10293"}),
+    ("we need 10k seats", "numbers", {"10000"}),
+    ("3만 원 refund", "currencies", {"krw"}),
+    ("please delete our workspace", "actions", {"topic": frozenset({"account_delete"})}),
+    ("계정을 완전히 지워 주세요", "actions", {"topic": frozenset({"account_delete"})}),
+    ("워크스페이스를 영구적으로 폐쇄해 주세요", "actions", {"topic": frozenset({"account_delete"})}),
+])
+def test_literal_gates_keep_every_slot(text, slot, value):
+    """Regression guard for the substring tests that let ``features`` skip regex scans (an "@"
+    before the address pattern, a digit before the numeric ones …): a text that has the literal
+    still reaches its pattern."""
+    found = getattr(HitGuard().features(text), slot)
+    if isinstance(value, dict):
+        assert all(found.get(group, frozenset()) >= classes for group, classes in value.items()), found
+    else:
+        assert found >= value, found

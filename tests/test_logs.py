@@ -56,3 +56,32 @@ def test_a_failing_ledger_sink_is_logged_and_the_caller_still_gets_the_answer(ma
     with caplog.at_level(logging.ERROR, logger="llmlab"):
         assert own.complete("hello", tenant="acme").ok
     assert [r.getMessage() for r in caplog.records] == ["llmlab ledger failed to record a request"]
+
+
+def test_a_sink_or_a_log_handler_added_after_the_gateway_is_built_still_hears_every_request(make_gateway):
+    """Regression guard for the pipeline's shortcut past its announcement when nothing listens
+    (no sink, request log off): whatever is set later is heard from the next request on."""
+    from llmlab.ledger import Ledger
+
+    notified = []
+
+    class Notifying(Ledger):  # a notify() of its own is user code: never skipped
+        def notify(self, outcome):
+            notified.append(outcome.request_id)
+
+    gw = make_gateway()
+    gw.complete("one")
+    heard = []
+    gw.ledger.sink = heard.append
+    gw.complete("two")
+    assert len(heard) == 1
+    gw.ledger.sink = None
+    stream = io.StringIO()
+    handler = log_requests_as_json(stream)
+    try:
+        gw.complete("three")
+    finally:
+        logging.getLogger("llmlab").removeHandler(handler)
+    assert len(stream.getvalue().splitlines()) == 1 and len(heard) == 1
+    make_gateway(ledger=Notifying()).complete("four")
+    assert len(notified) == 1

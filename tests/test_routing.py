@@ -284,3 +284,45 @@ def test_a_router_shared_by_two_gateways_classifies_on_each_gateways_own_deploym
         assert gw.complete("a question from this region").ok
         sent = {(c.purpose, c.deployment.params["api_base"]) for c in driver.calls}
         assert sent == {("classify", f"https://{region}.example/v1"), ("answer", f"https://{region}.example/v1")}
+
+
+def test_a_router_that_decides_at_once_is_not_run_as_a_generator(make_gateway):
+    """decide_now: the pipeline takes the decision without decide()'s generator (a frame, a
+    StopIteration and its catch per request); decide() runs only when it says None."""
+    runs = []
+
+    class Now(PlanRouter):
+        def decide_now(self, request):
+            runs.append("now")
+            return super().decide_now(request) if request.plan == "paid" else None
+
+    router = Now({"paid": "gpt-4o", "free": "gpt-4o-mini"})
+    real = router.decide
+
+    def counted(request):
+        runs.append("decide")
+        return (yield from real(request))
+
+    router.decide = counted
+    gw = make_gateway(router=router)
+    assert gw.complete("hi", plan="paid").deployment == "gpt-4o"
+    assert gw.complete("hello", plan="free").deployment == "gpt-4o-mini"
+    assert runs == ["now", "now", "decide"]
+
+
+def test_decide_now_agrees_with_decide_and_follows_edits():
+    r = PlanRouter({"paid": "gpt-4o", "free": "gpt-4o-mini"}, default="gpt-4o-mini")
+    for plan in ("paid", "free", "trial"):
+        req = Request.build("hi", plan=plan)
+        assert r.decide_now(req) == decide(r, "hi", plan)
+    r.plans["paid"] = "claude"  # a remembered decision does not outlive an edit of the plans
+    assert r.decide_now(Request.build("hi", plan="paid")).deployment == "claude"
+    assert PlanRouter({"paid": ComplexityRouter(), "free": "x"}).decide_now(Request.build("hi", plan="paid")) is None
+
+    class Own(PlanRouter):  # a subclass with its own decide(): that one runs
+        def decide(self, request):
+            return (yield from super().decide(request))
+
+    assert Own().decide_now(Request.build("hi", plan="paid")) is None
+    fixed = ComplexityRouter()
+    assert fixed.decide_now(Request.build("x" * 600)) == decide(fixed, "x" * 600)

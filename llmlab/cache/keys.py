@@ -86,27 +86,54 @@ class CacheKeyPolicy:
     def __init__(self, mode: str = "prompt_params") -> None:
         self.mode = v.choice("cache_key_mode", mode, KEY_MODES)
         self._normalise = self.mode != "exact"
-        self._params: dict[Any, bytes] = {}
+        self._params: dict[Any, tuple[bytes, str]] = {}
 
     def key(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
-        h = hashlib.blake2b(_KEY_DOMAIN, digest_size=16)
-        for m in messages:
-            h.update(_message_digest(m, self._normalise))
-        h.update(self._params_digest(params))  # fixed-size digests: the concatenation is unambiguous
-        return h.hexdigest()
+        return self.key_from(self.digests(messages), params)
 
-    def _params_digest(self, params: Mapping[str, Any]) -> bytes:
+    def digests(self, messages: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """Each message's digest in this policy's mode, for :meth:`key_from` and :meth:`context_from`:
+        a request's exact key and its semantic namespace's context hash the same messages, and
+        hashing them once serves both (see :meth:`context_from`)."""
+        normalise = self._normalise
+        return [_message_digest(m, normalise) for m in messages]
+
+    def key_from(self, digests: Sequence[bytes], params: Mapping[str, Any]) -> str:
+        """:meth:`key` from the messages' :meth:`digests`."""
+        # fixed-size digests: the concatenation is unambiguous (one update, as many updates would hash)
+        return hashlib.blake2b(_KEY_DOMAIN + b"".join(digests) + self._params_entry(params)[0],
+                               digest_size=16).hexdigest()
+
+    def context_from(self, messages: Sequence[Mapping[str, Any]], digests: Sequence[bytes] | None) -> str:
+        """:func:`context_fingerprint` of ``messages``, from this policy's :meth:`digests` of them
+        when they are the context's own (the normalising mode: ``prompt_params``, the default);
+        otherwise, or without ``digests``, computed afresh."""
+        if digests is None or not self._normalise:
+            return context_fingerprint(messages)
+        return _context(digests[:-1]) if len(digests) > 1 else ""
+
+    def namespace_key(self, params: Mapping[str, Any]) -> str:
+        """``key((), params)``: the parameters' part of a semantic-cache namespace, memoised with
+        their digest."""
+        return self._params_entry(params)[1]
+
+    def _params_entry(self, params: Mapping[str, Any]) -> tuple[bytes, str]:
+        """The parameters' digest and :meth:`namespace_key`, memoised on their items."""
         try:
             memo_key = tuple(sorted(params.items()))
             hash(memo_key)
         except TypeError:  # unhashable values (tool schemas, stop lists): compute directly
-            return self._compute_params(params)
+            return self._compute_entry(params)
         found = self._params.get(memo_key)
         if found is None:
             if len(self._params) >= self.PARAMS_MEMO_SIZE:
                 self._params.clear()
-            found = self._params[memo_key] = self._compute_params(params)
+            found = self._params[memo_key] = self._compute_entry(params)
         return found
+
+    def _compute_entry(self, params: Mapping[str, Any]) -> tuple[bytes, str]:
+        digest = self._compute_params(params)
+        return digest, hashlib.blake2b(_KEY_DOMAIN + digest, digest_size=16).hexdigest()
 
     def _compute_params(self, params: Mapping[str, Any]) -> bytes:
         if self.mode == "exact":
@@ -182,7 +209,9 @@ def context_fingerprint(messages: Sequence[Mapping[str, Any]]) -> str:
     """
     if len(messages) <= 1:
         return ""
-    h = hashlib.blake2b(_CONTEXT_DOMAIN, digest_size=8)
-    for m in messages[:-1]:
-        h.update(_message_digest(m, True))
-    return h.hexdigest()
+    return _context([_message_digest(m, True) for m in messages[:-1]])
+
+
+def _context(digests: Sequence[bytes]) -> str:
+    """The context fingerprint of messages whose normalised digests are ``digests``."""
+    return hashlib.blake2b(_CONTEXT_DOMAIN + b"".join(digests), digest_size=8).hexdigest()
