@@ -1216,7 +1216,51 @@ def nb04() -> list:
         through, or the longest `Retry-After` a provider sent.
         """),
         md("""
-        ## 6. Try it: the outage drill panel
+        ## 6. When the gateway itself is the bottleneck: admission control
+
+        A fallback chain protects users from a provider that fails. A burst of traffic can fail the
+        gateway itself: litellm does a few milliseconds of its own work per call on the event loop,
+        so a thousand `acomplete` calls started at once starve the loop — calls time out waiting for
+        it and the breakers blame healthy providers. `Gateway(admission=Admission(...))` is a
+        bulkhead: at most `max_in_flight` requests on the model path, up to `max_waiting` more
+        wait their turn for at most `max_wait_s`, and the rest are refused at once with a typed
+        `Overloaded` error and a retry hint — recorded, before any provider call, budget hold or
+        breaker count. A cache hit never queues. Here a provider that takes 50 ms meets a burst
+        of 60 requests at a gateway that admits 8 at a time and lets 16 wait 0.2 s:
+        """),
+        code("""
+        import asyncio
+        from collections import Counter
+
+        from llmlab import Admission, Gateway
+        from llmlab.scripted import ScriptedDriver
+
+
+        class SlowProvider(ScriptedDriver):
+            \"\"\"Answers after 50 ms of real time, so that requests pile up.\"\"\"
+
+            async def aperform(self, effect):
+                await asyncio.sleep(0.05)
+                return self.perform(effect)
+
+
+        admission = Admission(8, max_waiting=16, max_wait_s=0.2)
+        busy = Gateway(driver=SlowProvider(), cache=False, admission=admission)
+        burst = await asyncio.gather(*(busy.acomplete(f"Where is my order {i}?", tenant="acme") for i in range(60)))
+        print(Counter("answered" if o.ok else o.error.code for o in burst))
+        print(f"at most {admission.peak_in_flight} calls at once; {admission.refused} refused")
+        refused = next(o for o in burst if not o.ok)
+        print(f"{refused.error.code}: {refused.error.user_message!r} (retry_after_s={refused.error.retry_after_s:g}, "
+              f"provider calls: {len(refused.attempts)})")
+        """),
+        md("""
+        The refused requests cost nothing and told their users when to retry; the admitted ones
+        never shared the loop with more than eight others. Without an admission all 60 would have
+        started at once — harmless at 60, but `benchmarks/admission_burst.py` shows what 1,500 do
+        to a real event loop. The simulator does not model this (its gateway has no event loop).
+        """),
+        md("""
+        ## 7. Try it: the outage drill panel
 
         Change the outage's start, duration and kind, the retries and the backoff; the panel re-runs
         the four variants (debounced) and redraws. Type a negative duration, or a drill longer than
