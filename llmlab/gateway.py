@@ -187,7 +187,7 @@ class Gateway:
             raise ConfigError("deployments", deployments, "a list of llmlab.Deployment (or None for the defaults)")
         self.deployments = _check_deployments(list(deployments) if deployments is not None else default_deployments(),
                                               self.prices)
-        secret_logs.remember(d.params for d in self.deployments.values())  # kept out of litellm's debug logs
+        secret_logs.remember(self, (d.params for d in self.deployments.values()))  # out of litellm's debug logs while it lives
         if budget is not None and not isinstance(budget, BudgetPolicy):
             raise ConfigError("budget", budget, "a llmlab.BudgetPolicy or None")
         if router is None and len(self.deployments) == 1:  # one deployment: nothing to choose between

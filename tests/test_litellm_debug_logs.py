@@ -49,3 +49,28 @@ def test_a_deployments_credentials_are_not_in_litellms_debug_log(litellm_debug_l
     assert "POST Request Sent from LiteLLM" in text  # the record that printed the headers
     assert GATEWAY_AUTH not in text and KEY not in text and "X-Gateway-Auth: ***" in text
 
+
+
+def test_credentials_are_remembered_while_their_gateway_lives_not_for_good():
+    """A service that builds a gateway per customer's own key kept every key it had ever seen, and
+    searched each log record and error text for all of them; a key is forgotten with the last
+    gateway that holds it."""
+    import gc
+
+    from llmlab import secret_logs
+    from llmlab.scripted import ScriptedDriver
+
+    def gateway(key: str) -> Gateway:
+        return Gateway([Deployment("m", "gpt-4o-mini", {"api_key": key})], router=FixedRouter("m"),
+                       driver=ScriptedDriver())
+
+    shared = "sk-shared-0123456789abcdef"
+    keeper = gateway(shared)
+    dropped = [gateway(f"sk-customer-{i:04d}-abcdef") for i in range(50)] + [gateway(shared)]
+    assert secret_logs.redact("sk-customer-0007-abcdef") == "***"
+    del dropped
+    gc.collect()
+    assert secret_logs.redact("key sk-customer-0007-abcdef") == "key sk-customer-0007-abcdef"
+    assert not any(k.startswith("sk-customer-") for k in secret_logs._secrets)
+    assert secret_logs.redact(f"key {shared}") == "key ***"  # the live gateway still holds it
+    del keeper
