@@ -120,10 +120,13 @@ class MemoryBudgets:
 
     def __repr__(self) -> str:
         """What it holds (``gw.budgets`` showed ``<… object at 0x…>``): tenants, spend, open holds."""
-        tenants = len({tenant for tenant, _ in self._spent} | {tenant for tenant, _ in self._reserved})
+        # copies first: a repr asked for from another thread while requests settle must not see a
+        # dict change size under its iteration
+        spent, reserved = list(self._spent.items()), list(self._reserved.items())
+        tenants = len({tenant for (tenant, _), _ in spent} | {tenant for (tenant, _), _ in reserved})
         keep = "" if self.keep_months is None else f", keep_months={self.keep_months}"
-        return (f"MemoryBudgets(tenants={tenants}, spent_usd={sum(self._spent.values()):.6f}, "
-                f"reserved_usd={sum(self._reserved.values()):.6f}{keep})")
+        return (f"MemoryBudgets(tenants={tenants}, spent_usd={sum(v for _, v in spent):.6f}, "
+                f"reserved_usd={sum(v for _, v in reserved):.6f}{keep})")
 
     def _new_month(self, month: str) -> None:
         """``month`` is later than any seen: drop the spend of months ``keep_months`` or more before it."""

@@ -532,18 +532,21 @@ class LiteLLMDriver:
             response = state.opened(await litellm.acompletion(**_kwargs(call)))
             chunks = response.__aiter__()
             deadline = started + call.deployment.timeout_s
+            ended = False
             while not state.answering():  # the first token within timeout_s of sending (see _first_chunk)
                 try:
                     chunk = await _first_chunk(chunks, deadline - self.clock(), call.deployment.timeout_s)
-                except StopAsyncIteration:
+                except StopAsyncIteration:  # ended before a token: not polled again (litellm's wrapper
+                    ended = True            # re-runs its end-of-stream step on each extra poll)
                     break
                 piece = state.feed(chunk, self.clock())
                 if piece:
                     yield piece
-            async for chunk in chunks:
-                piece = state.feed(chunk, self.clock())
-                if piece:
-                    yield piece
+            if not ended:
+                async for chunk in chunks:
+                    piece = state.feed(chunk, self.clock())
+                    if piece:
+                        yield piece
         except Exception as exc:
             error = state.failed(exc, self.clock())
             _release_frames(exc)

@@ -91,3 +91,38 @@ def test_the_command_line_takes_the_keep_alive_interval_and_refuses_a_bad_one(fl
 
     assert cli_main([flag, "nan"]) == 2
     assert f"{flag} must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_a_stream_that_ends_before_any_token_is_not_polled_again(monkeypatch):
+    """The first-token loop saw the end: the rest of the read must not ask the ended stream again
+    (litellm's wrapper re-runs its end-of-stream step on each extra poll)."""
+    from types import SimpleNamespace
+
+    import llmlab.live as live
+
+    class Ended:
+        polls = 0
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            Ended.polls += 1
+            raise StopAsyncIteration
+
+        async def aclose(self):
+            pass
+
+    async def acompletion(**kwargs):
+        return Ended()
+
+    monkeypatch.setattr(live, "_LITELLM", SimpleNamespace(acompletion=acompletion))
+    gw = Gateway([Deployment("m", "gpt-4o-mini", {"api_key": "sk-test"}, timeout_s=5.0)], router=FixedRouter("m"),
+                 fallbacks={}, cache=False, retry=RetryPolicy(max_retries=0))
+
+    async def run():
+        response = gw.astream("hello")
+        return [c async for c in response], response.outcome
+
+    chunks, outcome = asyncio.run(run())
+    assert Ended.polls == 1 and outcome.text == ""
