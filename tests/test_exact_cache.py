@@ -43,6 +43,22 @@ def test_keys_cover_model_and_parameters():
     assert policy.key([{"role": "system", "content": "x"}, *msgs], {"model": None, "temperature": 0}) != base
 
 
+@pytest.mark.parametrize("mode", ["prompt_params", "exact"])
+def test_a_key_does_not_depend_on_which_spelling_of_a_value_came_first(mode):
+    """The params memo is a tuple of the items, where True == 1 == 1.0: whichever a policy met
+    first fixed the digest of all three, so two processes (sharing a Redis cache) could key the
+    same request apart.  They are one value in the key, as 1.0 and 1 already were."""
+    msgs = [{"role": "user", "content": "Where is my order?"}]
+    spellings = [True, 1, 1.0]
+    keys = set()
+    for first in spellings:
+        policy = CacheKeyPolicy(mode)
+        policy.key(msgs, {"model": None, "n": first})  # seen first: memoised
+        keys.update(policy.key(msgs, {"model": None, "n": value}) for value in spellings)
+    assert len(keys) == 1
+    assert CacheKeyPolicy(mode).key(msgs, {"model": None, "n": 2}) not in keys
+
+
 def test_keys_and_context_fingerprints_follow_the_whole_conversation():
     """Per-message digests: message boundaries, roles, order and every earlier turn count."""
     from llmlab.cache import context_fingerprint

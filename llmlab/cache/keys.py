@@ -67,6 +67,10 @@ def _canonical(value: Any) -> Any:
         return [_canonical(x) for x in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)  # 1.0 and 1 ask for the same thing
+    if isinstance(value, bool):
+        # True and 1 too: the params memo (a tuple of the items) cannot tell them apart, so a
+        # digest that did made the key depend on which of the two a process saw first
+        return int(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
