@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 
 import numpy as np
-from _report import emit
+from _report import emit, speedup, timed
 
 
 def _per_burst(bursts: list[tuple[float, float, float]]) -> float:
@@ -56,14 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     starts = np.sort(rng.uniform(-args.duration_s, horizon, count))
     bursts = [(float(s), float(s) + args.duration_s, args.multiplier) for s in starts]
 
-    started = time.perf_counter()
-    by_multiplier = _peak_multiplier(bursts)
-    fast_s = time.perf_counter() - started
-    started = time.perf_counter()
-    plain = _per_burst(bursts)
-    plain_s = time.perf_counter() - started
+    by_multiplier, fast_s = timed(_peak_multiplier, bursts)
+    plain, plain_s = timed(_per_burst, bursts)
     emit({"bursts": len(bursts), "peak_multiplier": by_multiplier, "by_multiplier_s": round(fast_s, 4),
-          "per_burst_s": round(plain_s, 4), "speedup": round(plain_s / fast_s, 1) if fast_s else None,
+          "per_burst_s": round(plain_s, 4), "speedup": speedup(plain_s, fast_s),
           "identical": math.isclose(by_multiplier, plain, rel_tol=1e-12)}, args.json)
     return 0
 

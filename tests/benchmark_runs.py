@@ -9,6 +9,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+from script_loader import load_script
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -19,3 +22,11 @@ def run_benchmark(name: str, *args: str, timeout: float = 120.0) -> dict:
                           timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>`` imported, for the way it times a new path against: a test checks the
+    path against that same reference instead of a copy of it."""
+    if str(BENCHMARKS) not in sys.path:  # its sibling modules (_report) are imported as a script's are
+        sys.path.insert(0, str(BENCHMARKS))
+    return load_script(f"benchmark_{Path(name).stem}", BENCHMARKS / name)

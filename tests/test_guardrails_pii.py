@@ -364,15 +364,11 @@ def test_overlaps_are_resolved_as_one_pass_over_every_span_taken_would():
     text full of numbers took seconds); the choice is the same as that pass's."""
     import random
 
+    from benchmark_runs import load_benchmark
+
     from llmlab.guardrails.pii import _non_overlapping, _Span
 
-    def by_pass(groups):
-        chosen = []
-        for spans in groups:
-            for span in spans:
-                if all(span.end <= c.start or span.start >= c.end for c in chosen):
-                    chosen.append(span)
-        return sorted(chosen, key=lambda s: s.start)
+    by_pass = load_benchmark("pii_overlaps.py")._per_span  # the pass benchmarks/pii_overlaps.py times
 
     rng = random.Random(3)
     fields = _Span._fields
