@@ -532,21 +532,17 @@ class LiteLLMDriver:
             response = state.opened(await litellm.acompletion(**_kwargs(call)))
             chunks = response.__aiter__()
             deadline = started + call.deployment.timeout_s
-            ended = False
-            while not state.answering():  # the first token within timeout_s of sending (see _first_chunk)
-                try:
-                    chunk = await _first_chunk(chunks, deadline - self.clock(), call.deployment.timeout_s)
-                except StopAsyncIteration:  # ended before a token: not polled again (litellm's wrapper
-                    ended = True            # re-runs its end-of-stream step on each extra poll)
+            while True:  # one loop to the end: an ended stream is never polled again (litellm's
+                try:     # wrapper re-runs its end-of-stream step on each extra poll)
+                    if state.answering():
+                        chunk = await chunks.__anext__()
+                    else:  # the first token within timeout_s of sending (see _first_chunk)
+                        chunk = await _first_chunk(chunks, deadline - self.clock(), call.deployment.timeout_s)
+                except StopAsyncIteration:
                     break
                 piece = state.feed(chunk, self.clock())
                 if piece:
                     yield piece
-            if not ended:
-                async for chunk in chunks:
-                    piece = state.feed(chunk, self.clock())
-                    if piece:
-                        yield piece
         except Exception as exc:
             error = state.failed(exc, self.clock())
             _release_frames(exc)
