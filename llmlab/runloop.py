@@ -134,6 +134,12 @@ class PipelineRun:
         return self.outcome
 
 
+def _perform_now(perform: Callable[[Any], Any], effect: Any) -> Any:
+    """``perform(effect)``, with the ADMIT effect answered here, never by a driver: a synchronous
+    request is admitted at once (its caller's threads bound it; :func:`_admitting` is the async rule)."""
+    return None if isinstance(effect, Admit) else perform(effect)
+
+
 def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any],
           lock: ContextManager[Any] = nullcontext()) -> Any:
     """Run a pipeline generator to completion, performing each effect synchronously (a
@@ -141,7 +147,7 @@ def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any],
     run = PipelineRun(gen, lock)
     while not run.done:
         try:
-            value = None if isinstance(run.effect, Admit) else perform(run.effect)
+            value = _perform_now(perform, run.effect)
         except Exception as exc:
             run.fail(exc)
         else:
@@ -369,7 +375,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
             effect = run.effect
             if not (isinstance(effect, Call) and effect.stream):
                 try:
-                    run.send(None if isinstance(effect, Admit) else driver.perform(effect))
+                    run.send(_perform_now(driver.perform, effect))
                 except Exception as exc:
                     run.fail(exc)
                 continue
