@@ -219,9 +219,9 @@ class Pipeline:
             outcome = self._error(state, ClientDisconnected(*exc.args[:1]))
         except Exception as exc:  # a bug or a user-supplied object failing must not take the gateway down
             # logged outside the lock, as every log line: a handler is user code
-            self.lock.outside(log_failure, log, "llmlab internal error", exc, self._scrubber(state.restore),
-                              request_id=request.request_id)
-            detail = self.lock.outside(self._scrubber(state.restore), str(exc))
+            scrub = self._scrubber(state.restore)  # for the log's traceback and the outcome's message alike
+            self.lock.outside(log_failure, log, "llmlab internal error", exc, scrub, request_id=request.request_id)
+            detail = self.lock.outside(scrub, str(exc))
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {detail}"))
         if state.rate_tokens:
             settle = getattr(self.rate_limiter, "settle", None)
