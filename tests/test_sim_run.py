@@ -73,7 +73,7 @@ def test_realtime_chat_streams_retrieves_and_calls_tools(chat):
 def test_trace_replay_time_compressed():
     r = simulate("b2b-saas", trace=str(TRACE), overrides={"traffic.speedup": 10.0}, seed=0)
     s = r.summary
-    assert s["requests"] == 300 and s["traffic"].endswith("example_trace.csv")
+    assert s["requests"] == 300 and s["traffic"].startswith("example_trace.csv (sha256:")
     assert r.turns["arrival_s"].max() <= 3600 / 10.0
     assert set(r.turns["tenant"]) == {"hanbit-mall", "acme-store", "pixel-goods", "nimbus-crm", "saessak-labs"}
     assert s["cache_hit_rate"] > 0.05  # the trace repeats ~20 % of its prompts exactly
@@ -82,6 +82,23 @@ def test_trace_replay_time_compressed():
     real_time = simulate("b2b-saas", trace=str(TRACE), seed=0).summary
     assert s["fixed_cost_usd"] == pytest.approx(real_time["fixed_cost_usd"], rel=0.05)
     assert s["fixed_cost_usd"] > 0 and s["savings_pct"] == pytest.approx(real_time["savings_pct"], abs=15)
+
+
+def test_a_replayed_trace_is_named_by_content_not_by_path(tmp_path, monkeypatch):
+    """The summary named a trace by its path as given: relative from one folder, absolute from
+    another, so one replay's summary.json differed by where it was started."""
+    copy = tmp_path / "logs" / TRACE.name
+    copy.parent.mkdir()
+    copy.write_bytes(TRACE.read_bytes())
+    absolute = simulate("b2b-saas", trace=str(copy), requests=40, seed=0, baseline=False).summary
+    monkeypatch.chdir(tmp_path)
+    relative = simulate("b2b-saas", trace=f"logs/{TRACE.name}", requests=40, seed=0, baseline=False).summary
+    assert relative == absolute  # whole summaries, the trace's name included
+    assert absolute["traffic"].startswith(f"{TRACE.name} (sha256:") and str(tmp_path) not in absolute["traffic"]
+    # another version of a log with the same name is told apart
+    copy.write_bytes(TRACE.read_bytes().replace(b"hanbit-mall", b"hanbit-mart"))
+    edited = simulate("b2b-saas", trace=str(copy), requests=40, seed=0, baseline=False).summary
+    assert edited["traffic"] != absolute["traffic"] and edited["traffic"].startswith(TRACE.name)
 
 
 def test_trace_errors_are_typed(tmp_path):

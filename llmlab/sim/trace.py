@@ -14,6 +14,7 @@ fall back to the intent's typical ``answer_tokens`` from the catalogue.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import re
@@ -279,6 +280,19 @@ def _sig(x: float, digits: int = 3) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def trace_identity(path: Path) -> str:
+    """What a summary names a replayed trace by: its file name and the start of its content's
+    SHA-256.  Not its path: a path depends on where the run was started and how the file was named
+    (``--trace`` resolves it, ``simulate(trace=…)`` keeps it as given), so one replay's
+    ``summary.json`` differed between machines and working directories — while the digest tells
+    two versions of a log with the same name apart."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.name} (sha256:{digest.hexdigest()[:16]})"
+
+
 def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None = None, hours: float | None = None,
                system_prompt_tokens: int = 0, catalogue: "Catalogue | None" = None) -> Traffic:
     """Read a trace into :class:`~llmlab.sim.traffic.Traffic`, arrivals divided by ``speedup``."""
@@ -378,6 +392,6 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
                            horizon_s=max(float(arrival[-1]), 1e-9) if hours is None
                            else min(hours * 3600.0, max(float(arrival[-1]), 1e-9)))
     traffic.opaque = {r[2] for r in rows if r[3]}
-    traffic.source = str(path)
+    traffic.source = trace_identity(path)
     traffic.epoch0 = t0
     return traffic
