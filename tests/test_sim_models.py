@@ -97,6 +97,72 @@ def test_a_request_larger_than_the_whole_token_limit_gets_no_retry_hint(tmp_path
     assert first["retry_after_s"] is None and "40500 tokens exceed the 30000 tokens/min limit" in first["error"]
 
 
+SAME_ACCOUNT = """
+name = "same-account"
+[traffic]
+requests = 40
+rate_per_s = 2.0
+fixed_prompt_tokens = 200
+fixed_answer_tokens = 50
+[[traffic.tenants]]
+plan = "p"
+[providers.key-a]
+model = "gpt-4o"
+rpm = 10.0
+[providers.key-b]
+model = "gpt-4o"
+rpm = 10.0
+[gateway.router]
+type = "fixed"
+deployment = "key-a"
+[gateway.fallbacks]
+key-a = ["key-b"]
+[gateway.retry]
+max_retries = 0
+[gateway.cache]
+exact = false
+[baseline]
+enabled = false
+"""
+
+
+def test_deployments_of_one_account_share_its_rate_limits(tmp_path):
+    """Providers count requests per account and model, not per gateway deployment: two
+    deployments of gpt-4o on one key drain one 10-requests/min limit, and falling back from one
+    to the other meets the same 429s.  Each had its own bucket, so the fallback doubled the
+    limit a scenario described."""
+    from llmlab.sim import simulate
+
+    path = tmp_path / "same_account.toml"
+    path.write_text(SAME_ACCOUNT)
+    apart = simulate(path, seed=0).turns
+    shared = simulate(path, seed=0, overrides={"providers.key-a.rate_limit_group": "acct",
+                                               "providers.key-b.rate_limit_group": "acct"}).turns
+    # 40 turns in ≈ 20 s: a full bucket of 10 plus ≈ 3.3 refilled (10 a minute) is 13 answers a
+    # bucket — 13 from each key apart, 13 in all when they share one
+    served_apart = apart[apart["outcome"] == "model"]["deployment"].value_counts().to_dict()
+    served_shared = shared[shared["outcome"] == "model"]["deployment"].value_counts().to_dict()
+    assert served_apart == {"key-a": 13, "key-b": 13}
+    assert served_shared == {"key-a": 13}
+    assert (shared["outcome"] == "error").sum() == 27
+
+
+def test_a_rate_limit_group_must_agree_on_its_limits(tmp_path):
+    from llmlab.sim import load_scenario
+    from llmlab.sim.scenario import ScenarioError
+
+    path = tmp_path / "same_account.toml"
+    path.write_text(SAME_ACCOUNT)
+    groups = {"providers.key-a.rate_limit_group": "acct", "providers.key-b.rate_limit_group": "acct"}
+    with pytest.raises(ScenarioError, match=r"^providers\.key-b\.tpm: the value of providers\.key-a\.tpm \(None\): "
+                                            r"deployments of rate_limit_group 'acct' share one account's limits"):
+        load_scenario(path, {**groups, "providers.key-b.tpm": 50_000.0})
+    with pytest.raises(ScenarioError, match=r"^providers\.key-b\.rpm: the value of providers\.key-a\.rpm \(10\.0\)"):
+        load_scenario(path, {**groups, "providers.key-b.rpm": 20.0})
+    with pytest.raises(ScenarioError, match=r"^providers\.key-a\.rate_limit_group"):
+        load_scenario(path, {"providers.key-a.rate_limit_group": ""})
+
+
 def test_a_provider_request_limit_below_one_a_minute_is_refused_up_front():
     """A bucket holding less than one request never admits one: ``rpm = 0.5`` made every call a 429
     (with a 60 s hint), forever.  The gateway's own limits refuse it the same way."""

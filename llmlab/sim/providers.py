@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import deque
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, Generator, Mapping
 
 from ..effects import Call, CallError, CallResult, ErrorKind
 from ..routing import LABELS
@@ -141,11 +141,32 @@ class TokenBucket:
         return (amount - self.level) * 60.0 / self.capacity
 
 
+Buckets = tuple[TokenBucket | None, TokenBucket | None]  # requests/min, tokens/min
+
+
+def own_buckets(config: "ProviderConfig") -> Buckets:
+    """A fresh pair of per-minute buckets for ``config``'s limits (None where it sets none)."""
+    return (TokenBucket(config.rpm) if config.rpm is not None else None,
+            TokenBucket(config.tpm) if config.tpm is not None else None)
+
+
+def shared_buckets(configs: Mapping[str, "ProviderConfig"]) -> dict[str, Buckets]:
+    """One bucket pair per ``rate_limit_group`` among ``configs``.  Providers count requests and
+    tokens per account and model (OpenAI per organisation and model), not per gateway deployment:
+    two deployments of one model on one key drain one limit, and a fallback from one to the other
+    meets the same 429s.  The scenario checks that a group's members set the same limits."""
+    out: dict[str, Buckets] = {}
+    for config in configs.values():
+        if config.rate_limit_group is not None and config.rate_limit_group not in out:
+            out[config.rate_limit_group] = own_buckets(config)
+    return out
+
+
 class SimProvider:
     """One deployment's simulated provider.  ``serve(call, key)`` is a SimPy generator."""
 
     def __init__(self, env: "simpy.Environment", name: str, config: "ProviderConfig",
-                 windows: list[Window] | None = None) -> None:
+                 windows: list[Window] | None = None, buckets: "Buckets | None" = None) -> None:
         self.env = env
         self.name = name
         self.config = config
@@ -161,8 +182,7 @@ class SimProvider:
         self.context_window = c.context_window
         self.refusal_rate = dict(c.refusal_rate)
         self.slots = SlotPool(env, c.capacity) if c.capacity is not None else None
-        self.rpm = TokenBucket(c.rpm) if c.rpm is not None else None
-        self.tpm = TokenBucket(c.tpm) if c.tpm is not None else None
+        self.rpm, self.tpm = own_buckets(c) if buckets is None else buckets
         self.outage = OutageState(windows or ())
         # counters (cheap enough for the hot path; the validation tests read them)
         self.calls = 0

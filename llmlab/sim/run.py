@@ -32,7 +32,7 @@ from .outages import Window, scenario_windows, windows_for
 from .parallel import baseline_beside, baseline_run, policy_and_baseline
 from .progress import progress_bar
 from .projection import TenantCaps
-from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, uniforms
+from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, shared_buckets, uniforms
 from .replications import replicate
 from .scenario import Scenario, ScenarioError, load_scenario
 from .traffic import Traffic, generate_traffic
@@ -350,8 +350,10 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     gateway = build_gateway(scenario, lambda: epoch0 + env.now, seed=seed, baseline=baseline, semantic_cache=semantic,
                             keep_records=keep_requests)
     names = [scenario.baseline_model] if baseline else list(scenario.providers)
-    providers = {n: SimProvider(env, n, scenario.providers[n], windows_for(n, scenario.providers[n].provider, windows))
-                 for n in names}
+    configs = {n: scenario.providers[n] for n in names}
+    accounts = shared_buckets(configs)
+    providers = {n: SimProvider(env, n, c, windows_for(n, c.provider, windows), accounts.get(c.rate_limit_group))
+                 for n, c in configs.items()}
     driver = SimDriver(env, providers, embed_model if semantic is not None else None)
     rec = Recorder()
     rec.outcomes = gateway.ledger.records  # filled only when keep_requests (the per-request table)

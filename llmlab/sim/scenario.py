@@ -25,7 +25,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -118,7 +118,8 @@ class ProviderConfig(_Strict):
     tokens_per_s: Pos = 80.0
     tokens_per_s_sigma: NonNeg = 0.15
     capacity: PosInt | None = None  # concurrent requests served; more wait in a FIFO queue
-    rpm: Annotated[float, Field(ge=1)] | None = None  # this deployment's own (two of one model on one account share the provider's: split it)
+    rpm: Annotated[float, Field(ge=1)] | None = None  # this deployment's own, or its rate_limit_group's
+    rate_limit_group: Annotated[str, Field(min_length=1)] | None = None  # deployments naming one group share their rpm/tpm buckets (one account's limit on one model), and must set the same rpm and tpm
     tpm: Pos | None = None  # prompt + max_tokens counted; a request larger than the limit: 429 with no Retry-After
     error_rate: Prob = 0.0
     overloaded_share: Prob = 0.3  # share of baseline errors that are 529/503 rather than 500
@@ -653,6 +654,25 @@ def _shared_tenant(a: TenantGroup, b: TenantGroup) -> str | None:
     return None
 
 
+def _members_agree(s: Scenario, group_of: Callable[[ProviderConfig], str | None],
+                   values: Callable[[ProviderConfig], dict[str, Any]], why: str) -> None:
+    """Deployments that share one thing (a provider group's incident process, an account's rate
+    limits) must describe it alike: the first member by name is the reference, and the error names
+    the field that differs — else which member's numbers won would depend on the order of the table."""
+    first_of: dict[str, str] = {}
+    for name in sorted(s.providers):
+        p = s.providers[name]
+        group = group_of(p)
+        if group is None:
+            continue
+        first = first_of.setdefault(group, name)
+        theirs = values(s.providers[first])
+        for key, value in values(p).items():
+            if value != theirs[key]:
+                raise ScenarioError(f"providers.{name}.{key}", f"the value of providers.{first}.{key} "
+                                    f"({theirs[key]!r}): " + why.format(group=group), value)
+
+
 def _check_tenant_names(groups: list[TenantGroup]) -> None:
     """No two groups may make the same tenant: its traffic was merged and its cap was the later
     group's ``monthly_budget_usd``, so listing the same groups in another order changed the run."""
@@ -728,18 +748,11 @@ def check_scenario(s: Scenario) -> None:
                 raise ScenarioError(f"providers.{name}.incidents.mix", "at least one positive weight", inc.mix)
             if inc.per_month > 0:
                 _check_incident_overlap(f"providers.{name}.incidents", inc)
-    shared: dict[str, str] = {}  # one incident process per provider group: its deployments must agree on it
-    for name in sorted(s.providers):
-        p = s.providers[name]
-        if p.incidents is None:
-            continue
-        first = shared.setdefault(p.provider, name)
-        theirs = s.providers[first].incidents
-        for key, value in p.incidents.model_dump().items():
-            if value != getattr(theirs, key):
-                raise ScenarioError(f"providers.{name}.incidents.{key}", f"the value of providers.{first}.incidents."
-                                    f"{key} ({getattr(theirs, key)!r}): deployments of provider group {p.provider!r} "
-                                    "share one incident process", value)
+    _members_agree(s, lambda p: p.provider if p.incidents is not None else None,
+                   lambda p: {f"incidents.{k}": v for k, v in p.incidents.model_dump().items()},
+                   "deployments of provider group {group!r} share one incident process")
+    _members_agree(s, lambda p: p.rate_limit_group, lambda p: {"rpm": p.rpm, "tpm": p.tpm},
+                   "deployments of rate_limit_group {group!r} share one account's limits")
     for i, w in enumerate(s.outages.windows):
         if w.target not in names and w.target not in groups:
             raise ScenarioError(f"outages.windows.{i}.target", "a deployment or provider group (" +
