@@ -7,11 +7,12 @@ from __future__ import annotations
 from .admission import Admission
 from .budgets import BudgetPolicy, MemoryBudgets
 from .effects import (Admit, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Embed,
-                      ErrorKind, Outcome, OutcomeKind, Sleep)
+                      ErrorKind, Outcome, OutcomeKind, Race, RaceResult, Sleep)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, ConfigError, GatewayError, GuardrailBlocked,
                      InvalidRequest, LLMLabError, Overloaded, ProviderRejected, RateLimited, UnknownModelPrice)
 from .fallback import CircuitBreaker, RetryPolicy
 from .gateway import Gateway
+from .hedging import Hedge
 from .ledger import Ledger
 from .pricing import LECTURE_PRICES, ModelPrice, PriceBook, monthly_cost
 from .ratelimit import RateLimit, RateLimiter
@@ -28,8 +29,8 @@ __all__ = [
     "Admission", "Admit", "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetUnavailable", "BudgetPolicy", "ClientDisconnected", "CacheOutcome", "CachedAnswer", "Call",
     "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "ComplexityRouter",
     "ConfigError", "Deployment", "Driver", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
-    "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
-    "OutcomeKind", "Overloaded", "PlanRouter", "PriceBook", "ProviderRejected", "RateLimit", "RateLimited", "RateLimiter",
-    "Request", "RetryPolicy", "RouteDecision", "Sleep", "StreamReset", "StreamResponse", "UnknownModelPrice",
+    "Hedge", "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
+    "OutcomeKind", "Overloaded", "PlanRouter", "PriceBook", "ProviderRejected", "Race", "RaceResult", "RateLimit", "RateLimited",
+    "RateLimiter", "Request", "RetryPolicy", "RouteDecision", "Sleep", "StreamReset", "StreamResponse", "UnknownModelPrice",
     "count_message_tokens", "count_tokens", "default_acceptance", "monthly_cost",
 ]

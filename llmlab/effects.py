@@ -4,6 +4,7 @@ The pipeline performs no I/O (the way h11 keeps HTTP logic free of sockets).  It
 one of these effects and receives the outcome:
 
     result = yield Call(deployment, messages, params)   # CallResult or CallError, never raises
+    raced = yield Race(call, hedge_call, after_s)        # RaceResult (a hedged call, llmlab.hedging)
     yield Sleep(seconds)                                 # wait before a retry
     result = yield Embed(embedder, texts)               # EmbedResult
     refusal = yield ADMIT                                # None, or Overloaded (llmlab.admission)
@@ -92,6 +93,38 @@ class Embed:
 
 
 @dataclass(frozen=True, slots=True)
+class Race:
+    """A hedged call: send ``first``; if it has not started answering after ``after_s`` seconds
+    (its first token when streaming, its whole answer otherwise), send ``second`` too, and take
+    whichever starts answering first.  The other is cancelled (:data:`ErrorKind.CANCELLED`).
+
+    Value: a :class:`RaceResult`.  Yielded only by a gateway built with a hedge
+    (:mod:`llmlab.hedging`), and only to a driver that races (``races = True``).  The two calls
+    carry the same messages and stream setting; ``first`` is the one the chain routed to."""
+
+    first: Call
+    second: Call
+    after_s: float
+
+    # what the run loops read of a streamed effect: the first call's (the second streams only if it wins)
+    @property
+    def stream(self) -> bool:
+        return self.first.stream
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.first.deployment
+
+    @property
+    def guard(self) -> Callable[[str], tuple[str, bool]] | None:
+        return self.first.guard
+
+    @property
+    def restore(self) -> Mapping[str, str] | None:
+        return self.first.restore
+
+
+@dataclass(frozen=True, slots=True)
 class Admit:
     """Wait for a place among the requests the gateway works on at once (:mod:`llmlab.admission`).
 
@@ -103,7 +136,7 @@ class Admit:
 #: the one Admit effect (it carries nothing)
 ADMIT = Admit()
 
-Effect = Call | Sleep | Embed | Admit
+Effect = Call | Sleep | Embed | Admit | Race
 
 
 # ----------------------------------------------------------------------------- results
@@ -121,6 +154,7 @@ class ErrorKind(str, enum.Enum):
     BAD_REQUEST = "bad_request"        # no retry, typed error at once
     UNSUPPORTED = "unsupported_params"  # refused before sending (a param the provider does not take): next deployment
     CIRCUIT_OPEN = "circuit_open"      # the breaker skipped this deployment
+    CANCELLED = "cancelled"            # the gateway cancelled it: a hedge's loser (says nothing of the provider)
 
 
 RETRYABLE = frozenset({ErrorKind.RATE_LIMIT, ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.OVERLOADED,
@@ -164,6 +198,22 @@ class CallError:
     billed: tuple[int, ...] | None = None
 
     ok = False
+
+
+@dataclass(frozen=True, slots=True)
+class RaceResult:
+    """How a :class:`Race` ended: ``first``'s result, and ``second``'s — None when it was never
+    sent (``first`` answered, or failed, within ``after_s``).  At most one of them is ok; a call
+    that lost is a :data:`ErrorKind.CANCELLED` error carrying what the provider billed for it
+    (``billed``: its prompt once the provider had read it, and whatever it had streamed)."""
+
+    first: CallResult | CallError
+    second: CallResult | CallError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether one of the calls answered (what a streamed answer's run loop asks of a result)."""
+        return self.first.ok or (self.second is not None and self.second.ok)
 
 
 @fast_frozen_init

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Sequence
 
 from . import _validate as v
-from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Sleep
+from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Race, RaceResult, Sleep
 from .errors import ClientDisconnected, ConfigError
+from .hedging import Hedge, hedge_target
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +288,8 @@ def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallR
 def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],
               retry_for: Callable[[Deployment], RetryPolicy], breaker_for: Callable[[str], CircuitBreaker],
               price: Callable[[Deployment, CallResult], float], clock: Callable[[], float],
-              rng: random.Random, before_call: Callable[[Deployment, Sequence[Attempt]], bool] | None = None
+              rng: random.Random, before_call: Callable[[Deployment, Sequence[Attempt]], bool] | None = None,
+              hedge: Hedge | None = None, before_hedge: Callable[[Deployment, Sequence[Attempt]], bool] | None = None
               ) -> Generator[Effect, Any, ChainResult]:
     """Try each deployment in order with retries; return the first success or the last error.
 
@@ -295,10 +297,17 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
     attempts this chain has recorded so far (their costs include what failed calls were billed);
     False ends the chain at once without the call (``ChainResult.stopped``).  The pipeline uses
     it to keep a budget's hold above what a retry or a fallback may still bill: the chain itself
-    knows nothing of budgets."""
+    knows nothing of budgets.
+
+    With ``hedge``, the chain's first answering call is a :class:`~llmlab.effects.Race` against
+    the next deployment whose breaker is closed (:mod:`llmlab.hedging`); ``before_hedge`` is asked
+    as ``before_call`` is, with a pending attempt standing for the loser's bill, and False sends
+    no hedge.  The hedge's call is recorded as a ``"hedge"`` attempt; the chain goes on from the
+    first call's result unless the hedge won."""
     out = ChainResult(None, None)
     min_window = 0
-    for dep in chain:
+    called = False
+    for index, dep in enumerate(chain):
         if dep.context_window <= min_window:
             out.attempts.append(Attempt(dep.name, dep.model, "skip", False,
                                         f"skipped: context window {dep.context_window} ≤ {min_window}", 0.0))
@@ -323,27 +332,35 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     breaker.release_probe(ticket)  # admitted, never called: a half-open probe's slot goes back
                     out.stopped = True
                     return out
+            second = None
+            if hedge is not None and not called and call.purpose == "answer":
+                second = _hedge_call(chain, index, call, make_call, breaker_for, min_window, price, out, before_hedge,
+                                     clock)
+            called = True
+            hedged = None
             try:
-                result = yield call
+                if second is None:
+                    result = yield call
+                else:
+                    raced = yield Race(call, second[0], hedge.after_s)
+                    result, hedged = raced.first, raced.second
             except (GeneratorExit, ClientDisconnected) as exc:  # cancelled mid-call: never strand a half-open probe
                 breaker.release_probe(ticket)
                 _hand_over(exc, out)
                 raise
+            _record(out, call, result, price, call.purpose, waited)
+            _verdict(breaker, ticket, call, result, clock())
+            if hedged is not None:  # sent after the first call: recorded after it, whichever won
+                hedge_call, hedge_ticket = second
+                _record(out, hedge_call, hedged, price, "hedge", 0.0)
+                _verdict(breaker_for(hedge_call.deployment.name), hedge_ticket, hedge_call, hedged, clock())
+                if hedged.ok:
+                    out.result, out.deployment, out.error = hedged, hedge_call.deployment, None
+                    return out
             if result.ok:
-                cost = price(dep, result)
-                out.attempts.append(Attempt(dep.name, dep.model, call.purpose, True, None, result.latency_s,
-                                            result.prompt_tokens, result.completion_tokens, cost, None, waited))
-                judge(breaker, ticket, call, result, clock())
                 out.result, out.deployment, out.error = result, dep, None
                 return out
-            billed = billed_part(call, result)
-            out.attempts.append(Attempt(dep.name, dep.model, call.purpose, False,
-                                        f"{result.kind.value}: {result.message}"[:300], result.latency_s,
-                                        *((billed.prompt_tokens, billed.completion_tokens, price(dep, billed))
-                                          if billed is not None else (0, 0, 0.0)),
-                                        retry_after_s=result.retry_after_s, waited_s=waited))
             out.error = result
-            judge(breaker, ticket, call, result, clock())
             if result.kind in FATAL:
                 return out
             if result.kind is ErrorKind.CONTEXT_WINDOW:
@@ -372,6 +389,55 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     break
             waited = delay
     return out
+
+
+def _record(out: ChainResult, call: Call, result: CallResult | CallError, price: Callable[[Deployment, CallResult], float],
+            purpose: str, waited: float) -> None:
+    """Add ``call``'s attempt to ``out``: its bill, or what its failure was billed (``billed_part``)."""
+    dep = call.deployment
+    if result.ok:
+        out.attempts.append(Attempt(dep.name, dep.model, purpose, True, None, result.latency_s, result.prompt_tokens,
+                                    result.completion_tokens, price(dep, result), None, waited))
+        return
+    billed = billed_part(call, result)
+    out.attempts.append(Attempt(dep.name, dep.model, purpose, False, f"{result.kind.value}: {result.message}"[:300],
+                                result.latency_s, *((billed.prompt_tokens, billed.completion_tokens, price(dep, billed))
+                                                    if billed is not None else (0, 0, 0.0)),
+                                retry_after_s=result.retry_after_s, waited_s=waited))
+
+
+def _verdict(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallResult | CallError,
+             now: float) -> None:
+    """:func:`judge`, but for a call cancelled because a hedge race's other call won: that says
+    nothing of its provider — no verdict, the probe slot back — unless it had already waited past
+    the breaker's ``slow_call_s``, which is a slow call (else a provider too slow to ever win a
+    race never trips its breaker, and every request pays for a hedge)."""
+    if result.ok or result.kind is not ErrorKind.CANCELLED:
+        judge(breaker, ticket, call, result, now)
+    elif breaker.is_slow(call, result):
+        breaker.record_success(now, ticket, slow=True)
+    else:
+        breaker.release_probe(ticket)
+
+
+def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: Callable[[Deployment], Call],
+                breaker_for: Callable[[str], CircuitBreaker], min_window: int,
+                price: Callable[[Deployment, CallResult], float], out: ChainResult,
+                before_hedge: Callable[[Deployment, Sequence[Attempt]], bool] | None,
+                clock: Callable[[], float]) -> tuple[Call, int | None] | None:
+    """The call a hedge of ``call`` (``chain[index]``'s) sends, with its breaker's ticket; None
+    when there is no deployment to hedge to (:func:`~llmlab.hedging.hedge_target`) or the budget
+    cannot also hold the loser's bill (its prompt, at the dearer of the two deployments)."""
+    target = hedge_target(chain, index, lambda name: breaker_for(name).state == CircuitBreaker.CLOSED, min_window)
+    if target is None:
+        return None
+    second = make_call(target)
+    if before_hedge is not None:
+        loser = max(price(c.deployment, CallResult("", counted_prompt(c), 0, 0.0)) for c in (call, second))
+        pending = Attempt(target.name, target.model, "hedge", False, "pending: the loser's bill", 0.0, cost_usd=loser)
+        if not before_hedge(target, [*out.attempts, pending]):
+            return None
+    return second, breaker_for(target.name).admit(clock())
 
 
 def _skipped_open(dep: Deployment) -> Attempt:

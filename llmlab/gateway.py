@@ -27,6 +27,7 @@ from .defaults import DEFAULT_FALLBACKS, default_deployments
 from .effects import Deployment, Outcome
 from .errors import ConfigError, InvalidRequest, _Shape, type_shape
 from .fallback import CircuitBreaker, RetryPolicy
+from .hedging import Hedge
 from .ledger import Ledger
 from .live import LiteLLMDriver
 from .runloop import Driver, StepThreads, adrive, aiter_stream, drive, iter_stream
@@ -156,6 +157,11 @@ class Gateway:
       the model path at once, a bounded wait for the others, then
       :class:`~llmlab.errors.Overloaded` (None: no bound — a burst of a thousand ``acomplete``
       calls then starves the event loop; see :mod:`llmlab.admission`).
+    * ``hedge`` — a :class:`~llmlab.hedging.Hedge`: when a request's first answering call has not
+      started answering after ``after_s``, the same request goes to the next deployment of its
+      chain too, and the first to answer is served (None: no hedging; see :mod:`llmlab.hedging`).
+      The driver must race calls (``races = True``: litellm's async API, the simulator, the
+      scripted driver); a synchronous live request sends no hedge.
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -174,7 +180,7 @@ class Gateway:
                  clock: Callable[[], float] = time.time, seed: int | None = None,
                  driver: Driver | None = None, ledger: Ledger | None = None,
                  default_max_tokens: int = 1024, step_threads: bool | int | None = None,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None, hedge: Hedge | None = None) -> None:
         if isinstance(prices, PriceBook):
             self.prices = prices
         else:
@@ -312,6 +318,12 @@ class Gateway:
                              else StepThreads(workers=step_threads))
         self.clock = clock
         self.driver: Driver = driver or LiteLLMDriver()
+        if hedge is not None and not isinstance(hedge, Hedge):
+            raise ConfigError("hedge", type_shape(hedge), "a llmlab.Hedge or None")
+        if hedge is not None and getattr(self.driver, "races", False) is not True:
+            raise ConfigError("hedge", type(self.driver).__name__, "a driver that races calls (races = True: "
+                              "LiteLLMDriver, the simulator's, ScriptedDriver)",
+                              hint="a driver that does not know the Race effect would fail every hedged call")
         self.pipeline = Pipeline(
             deployments=self.deployments, router=self.router, fallbacks=fallbacks, prices=self.prices, clock=clock,
             rng=random.Random(seed), exact_cache=exact, key_policy=CacheKeyPolicy(cache_key_mode),
@@ -319,7 +331,7 @@ class Gateway:
             budgets=budget_backend if budget_backend is not None else MemoryBudgets(), budget_policy=budget,
             retry=retry, breaker_factory=breaker_factory, input_guards=input_guards, output_guards=output_guards,
             ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
-            log_content=log_content, admits=admission is not None)
+            log_content=log_content, admits=admission is not None, hedge=hedge)
 
     def __repr__(self) -> str:
         """What it was built with, by name: never a deployment's params (they hold keys)."""
@@ -329,7 +341,8 @@ class Gateway:
         parts += [f"{name}={value!r}" for name, value in (("semantic_cache", p.semantic_cache),
                                                           ("budget", p.budget_policy),
                                                           ("rate_limiter", p.rate_limiter),
-                                                          ("admission", self.admission)) if value is not None]
+                                                          ("admission", self.admission),
+                                                          ("hedge", p.hedge)) if value is not None]
         guards = [type(g).__name__ for g in (*p.input_guards, *p.output_guards)]
         parts += [f"guards={guards}", f"requests={len(p.ledger)}"]
         return f"Gateway({', '.join(parts)})"

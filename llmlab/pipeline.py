@@ -30,6 +30,7 @@ from . import secret_logs
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited, redact_text)
 from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, judge, run_chain
+from .hedging import Hedge
 from .ledger import Ledger
 from .logs import log_failure
 from .placeholders import restore_placeholders
@@ -132,7 +133,8 @@ class Pipeline:
                  budget_policy: BudgetPolicy | None, retry: RetryPolicy | Mapping[str, RetryPolicy],
                  breaker_factory: Callable[[], CircuitBreaker], input_guards: Sequence[Any] = (),
                  output_guards: Sequence[Any] = (), ledger: Ledger | None = None, unmask_answers: bool = False,
-                 default_max_tokens: int = 1024, log_content: bool = False, admits: bool = False) -> None:
+                 default_max_tokens: int = 1024, log_content: bool = False, admits: bool = False,
+                 hedge: Hedge | None = None) -> None:
         self.deployments = dict(deployments)
         self.router = router
         self.fallbacks = {k: tuple(v) for k, v in fallbacks.items()}
@@ -156,6 +158,8 @@ class Pipeline:
         self.log_content = log_content
         #: whether requests ask for a place (the ADMIT effect) before the model path: a gateway with an Admission
         self.admits = admits
+        #: race the chain's first answering call against the next deployment when slow (llmlab.hedging)
+        self.hedge = hedge
         self._chains: dict[str, tuple[Deployment, ...]] = {}
         #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
         #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
@@ -371,9 +375,14 @@ class Pipeline:
             for stage, chain in enumerate(chains):
                 purpose = "answer" if stage == len(chains) - 1 else "cascade"
                 make_call = self._call_maker(s, purpose, stream and purpose == "answer")
-                before_call = None if holds is None else self._keep_covered(s, holds, sum(costs[stage:]), spent_before)
+                before_call = before_hedge = None
+                if holds is not None:
+                    before_call = self._keep_covered(s, holds, sum(costs[stage:]), spent_before)
+                    if self.hedge is not None:
+                        before_hedge = self._keep_covered(s, holds, sum(costs[stage:]), spent_before,
+                                                          refused="over budget for a hedge → none sent to")
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
-                                            self.clock, self.rng, before_call)
+                                            self.clock, self.rng, before_call, self.hedge, before_hedge)
                 s.attempts.extend(last.attempts)
                 if last.stopped:  # the budget cannot cover another call: no escalation either
                     break
@@ -408,7 +417,8 @@ class Pipeline:
         return self._model_answer(s, answer)
 
     # ------------------------------------------------------------------ stage helpers
-    def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float
+    def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float, *,
+                      refused: str = "over budget after a billed failure → no further call to"
                       ) -> Callable[[Deployment, Sequence[Attempt]], bool]:
         """The chain's ``before_call``: before every call, the holds must cover what this request's
         calls were billed so far plus ``still``, the worst case of the stages not yet answered
@@ -417,7 +427,8 @@ class Pipeline:
         worst case without answering, so the retry or fallback after it needs a top-up; a cascade
         stage that failed used only its own stage's share and the next stage needs none.  Refused
         (the cap cannot take it): the chain stops without the call and the request is refused
-        (:meth:`_refused_midway`)."""
+        (:meth:`_refused_midway`).  As a hedge's ``before_hedge``, the attempts include one standing
+        for the race loser's bill, and a refusal sends no hedge (``refused`` says so in the reason)."""
         # what the stage's first call needs: the earlier stages' calls (s.attempts does not change
         # while the chain runs) and the worst case to come; a retry adds what this chain was billed
         first = (_billed(s.attempts) - spent_before if s.attempts else 0.0) + still
@@ -432,7 +443,7 @@ class Pipeline:
             except BaseException:  # a backend that raised ends the chain: its billed calls still count
                 s.attempts.extend(attempts)
                 raise
-            s.reason += f"; over budget after a billed failure → no further call to {dep.name}"
+            s.reason += f"; {refused} {dep.name}"
             return False
 
         return before_call

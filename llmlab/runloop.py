@@ -20,7 +20,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Cont
                     Protocol, TypeVar, runtime_checkable)
 
 from .asyncwait import wait_out
-from .effects import Admit, Call, CallError, CallResult, ErrorKind
+from .effects import Admit, Call, CallError, CallResult, ErrorKind, Race, RaceResult
 from .errors import ClientDisconnected
 from .fallback import streamed_part
 from .live import _aclose, _StreamState, reported_part
@@ -104,25 +104,31 @@ class PipelineRun:
         self._step(lambda: self.gen.send(value))
 
     def fail(self, exc: Exception) -> None:
-        if isinstance(self.effect, Call):
-            self.send(driver_failure(self.effect, exc))
+        effect = self.effect
+        if isinstance(effect, Call):
+            self.send(driver_failure(effect, exc))
+        elif isinstance(effect, Race):  # as the first call's failure, the hedge not sent
+            self.send(RaceResult(driver_failure(effect.first, exc)))
         else:
             self._step(lambda: self.gen.throw(exc))
 
     def abandon(self, streamed: str = "", latency_s: float = 0.0,
-                prompt_tokens: tuple[int, int, int] | None = None) -> Any:
+                prompt_tokens: tuple[int, int, int] | None = None, call: Call | None = None) -> Any:
         """The caller left (closed the stream, cancelled the task): finish the pipeline with
         :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
         budget reservation settles and a half-open probe is released.  ``streamed`` is what the
         provider sent of the current call (the text the caller received, and tool-call arguments
         it did not): its tokens are charged, with ``prompt_tokens`` (prompt, cache reads, cache
-        writes) when the provider reported them (else the prompt counted locally)."""
+        writes) when the provider reported them (else the prompt counted locally).  ``call`` is
+        the call they came from when the effect is a race (the one that won), else its first."""
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
-        if isinstance(effect, Call) and (streamed or prompt_tokens):  # the prompt is billed once read
-            partial = reported_part(streamed_part(effect, streamed, latency_s), prompt_tokens)
-        error = ClientDisconnected(partial=partial, deployment=effect.deployment if isinstance(effect, Call) else None)
+        if call is None:
+            call = effect if isinstance(effect, Call) else effect.first if isinstance(effect, Race) else None
+        if call is not None and (streamed or prompt_tokens):  # the prompt is billed once read
+            partial = reported_part(streamed_part(call, streamed, latency_s), prompt_tokens)
+        error = ClientDisconnected(partial=partial, deployment=call.deployment if call is not None else None)
         try:
             self._step(lambda: self.gen.throw(error))
         except ClientDisconnected:  # a pipeline that does not handle it: nothing to record
@@ -267,6 +273,10 @@ class _Streamed:
         """The prompt tokens the provider reported so far (see :meth:`_StreamState.reported_prompt`)."""
         return self.state.reported_prompt() if self.state is not None else None
 
+    def call(self) -> Call | None:
+        """The call the text came from, when the driver said (a race's winner); else the effect's."""
+        return self.state.call if self.state is not None else None
+
 
 #: the streams not yet done or closed: their pipeline run → the provider stream being read (None
 #: between calls).  A stream its caller left unclosed in a reference cycle is closed by the garbage
@@ -344,12 +354,12 @@ def wait_for_collected_streams(timeout: float | None = None) -> bool:
 
 
 def _leave(sub: Generator[Any, None, Any] | None, run: PipelineRun, response: StreamResponse, text: str,
-           latency_s: float, prompt: tuple[int, int, int] | None) -> None:
+           latency_s: float, prompt: tuple[int, int, int] | None, call: Call | None) -> None:
     """A caller left a sync stream: close the provider's stream (and its connection) now, not at
     garbage collection, and record the request with the streamed tokens charged."""
     if sub is not None:
         sub.close()
-    response._done(run.abandon(text, latency_s, prompt))
+    response._done(run.abandon(text, latency_s, prompt, call))
 
 
 def _view(call: Call, response: StreamResponse) -> StreamRestorer | StreamGuard:
@@ -373,7 +383,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
     try:
         while not run.done:
             effect = run.effect
-            if not (isinstance(effect, Call) and effect.stream):
+            if not (isinstance(effect, (Call, Race)) and effect.stream):
                 try:
                     run.send(_perform_now(driver.perform, effect))
                 except Exception as exc:
@@ -405,7 +415,8 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
                     if text:
                         yield text
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
-        left = (sub, run, response, streamed.text(), driver.clock() - streamed.started, streamed.prompt())
+        left = (sub, run, response, streamed.text(), driver.clock() - streamed.started, streamed.prompt(),
+                streamed.call())
         if _COLLECTING.active:  # left unclosed in a cycle, collected on whatever thread: see _Closer
             _CLOSER.put(lambda: _leave(*left))
         else:
@@ -431,7 +442,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
         await step(run.start)
         while not run.done:
             effect = run.effect
-            if not (isinstance(effect, Call) and effect.stream):
+            if not (isinstance(effect, (Call, Race)) and effect.stream):
                 await _perform(run, aperform, step)
                 continue
             streamed = _Streamed(driver.clock())  # as in iter_stream: leaving at the reset bills nothing more
@@ -468,7 +479,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
             # the request recorded, then the cancel goes on)
             await wait_out(asyncio.ensure_future(_aclose(sub)))
         response._done(await step(run.abandon, streamed.text(), driver.clock() - streamed.started,
-                                  streamed.prompt()))
+                                  streamed.prompt(), streamed.call()))
         raise
     finally:
         _OPEN_STREAMS.pop(run, None)

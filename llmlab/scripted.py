@@ -11,7 +11,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Generator, Iterable, Mapping
 
-from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
+from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, RaceResult, Sleep, embedding_cost
+from .hedging import answering_after, lost
 from .tokens import estimate_message_tokens, estimate_tokens
 
 
@@ -43,13 +44,24 @@ def error(kind: ErrorKind, retry_after_s: float | None = None, message: str = "s
     return CallError(kind, message, retry_after_s=retry_after_s)
 
 
+def _prompt_of(call: Call, reply: CallResult | CallError) -> int:
+    """The prompt a cancelled race loser is billed: its scripted reply's, else estimated."""
+    return reply.prompt_tokens if reply.ok else estimate_message_tokens(call.messages)
+
+
 @dataclass
 class ScriptedDriver:
     """Answers each deployment from its script (a queue), else from ``default``.
 
     A reply may be text, a :class:`CallResult`, a :class:`CallError`, an :class:`ErrorKind`
     or a callable of the call.  ``latency_s`` advances the fake clock per call.
+
+    A hedged call (:class:`~llmlab.effects.Race`) is decided on the replies' own times: the
+    first's ``ttft_s`` when streamed, else its ``latency_s``; the hedge's reply is taken from
+    its deployment's script only when the first has not answered within ``after_s``.
     """
+
+    races = True  # performs Race effects (llmlab.hedging)
 
     clock: FakeClock = field(default_factory=FakeClock)
     scripts: Mapping[str, Iterable[Reply]] = field(default_factory=dict)
@@ -81,7 +93,33 @@ class ScriptedDriver:
                                self.latency_s, self.latency_s)
         return reply
 
+    def race(self, race: Race) -> RaceResult:
+        """Perform a hedged call on the fake clock (see the class's docstring)."""
+        first_call, second_call, after = race.first, race.second, race.after_s
+        self.calls.append(first_call)
+        first = self._reply(first_call)
+        t1 = answering_after(first_call, first)
+        if t1 <= after:  # answered, or failed, before the hedge was due: no hedge
+            self.clock.advance(first.latency_s)
+            return RaceResult(first)
+        self.calls.append(second_call)
+        second = self._reply(second_call)
+        t2 = after + answering_after(second_call, second)
+        if first.ok and (not second.ok or t1 <= t2):
+            if second.ok or t2 > t1:  # still going when the first started answering: cancelled then
+                second = lost(second_call, first_call.deployment, t1 - after, _prompt_of(second_call, second))
+            self.clock.advance(max(first.latency_s, after + second.latency_s))
+        elif second.ok:
+            if first.ok or t1 > t2:
+                first = lost(first_call, second_call.deployment, t2, _prompt_of(first_call, first))
+            self.clock.advance(max(first.latency_s, after + second.latency_s))
+        else:  # both failed
+            self.clock.advance(max(first.latency_s, after + second.latency_s))
+        return RaceResult(first, second)
+
     def perform(self, effect: Any) -> Any:
+        if isinstance(effect, Race):
+            return self.race(effect)
         if isinstance(effect, Call):
             self.calls.append(effect)
             self.clock.advance(self.latency_s)
@@ -98,15 +136,18 @@ class ScriptedDriver:
     async def aperform(self, effect: Any) -> Any:
         return self.perform(effect)
 
-    def stream_call(self, call: Call) -> Generator[str, None, CallResult | CallError]:  # same shape as LiteLLMDriver.stream_call
+    def stream_call(self, call: Call | Race) -> Generator[str, None, Any]:  # same shape as LiteLLMDriver.stream_call
         result = self.perform(call)
-        if isinstance(result, CallResult):
-            step = max(1, math.ceil(len(result.text) / 4))
-            for i in range(0, len(result.text), step):
-                yield result.text[i:i + step]
+        answer = result
+        if isinstance(result, RaceResult):  # the winner's chunks
+            answer = result.first if result.first.ok or result.second is None else result.second
+        if isinstance(answer, CallResult):
+            step = max(1, math.ceil(len(answer.text) / 4))
+            for i in range(0, len(answer.text), step):
+                yield answer.text[i:i + step]
         return result
 
-    async def astream_call(self, call: Call) -> AsyncIterator[Any]:  # same shape as LiteLLMDriver.astream_call: the result comes last
+    async def astream_call(self, call: Call | Race) -> AsyncIterator[Any]:  # same shape as LiteLLMDriver.astream_call: the result comes last
         chunks = self.stream_call(call)
         while True:
             try:

@@ -1,0 +1,64 @@
+"""Hedged calls: a second call raced against a first one that is slow to start answering.
+
+A fallback chain moves on only once a call has failed or timed out, so a provider that is slow
+but answering (a degraded region, a long queue) sets the tail of time to first token: with a
+1.5 s first-token timeout, a user waits at least 1.5 s before the fallback is even asked.  A hedge
+sends the same request to the next deployment of the chain once the first has not started
+answering after ``after_s`` — set near the first deployment's usual P95 time to first token —
+and takes whichever starts answering first (Dean and Barroso, "The Tail at Scale", CACM 2013).
+
+What it costs: the call that lost is cancelled, and billed its prompt (a provider has read it by
+then; conservative for budgets) and whatever it had streamed; the budget hold covers both calls
+before the first is sent, and the second goes out only to a deployment whose breaker is closed.
+Only a request's first answering call is hedged (not retries, a cascade's cheap stages or a
+classifier's call): a hedge is a bet on the tail, not a retry policy.  The simulator shows what
+it buys and costs before production (``gateway.hedge_after_s``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from . import _validate as v
+from .effects import Call, CallError, CallResult, Deployment, ErrorKind
+
+#: the longest wait before a hedge that is accepted: past it a timeout and fallback are the tool
+MAX_AFTER_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hedge:
+    """``Gateway(hedge=Hedge(after_s=0.8))``: race the next deployment of the chain against the
+    first when it has not started answering (first token, or whole answer when not streamed)
+    after ``after_s`` seconds."""
+
+    after_s: float
+
+    def __post_init__(self) -> None:
+        v.number("hedge.after_s", self.after_s, lo=0.0, hi=MAX_AFTER_S, lo_open=True)
+
+
+def hedge_target(chain: Sequence[Deployment], start: int, is_closed: Callable[[str], bool],
+                 min_window: int) -> Deployment | None:
+    """The deployment a hedge of ``chain[start]`` goes to: the next one after it whose breaker is
+    closed (a hedge does not spend a recovering deployment's half-open probe) and whose context
+    window is above ``min_window`` (one the chain already found too small); None when there is none."""
+    for dep in chain[start + 1:]:
+        if dep.context_window > min_window and is_closed(dep.name):
+            return dep
+    return None
+
+
+def answering_after(call: Call, result: CallResult | CallError) -> float:
+    """Seconds from sending until ``call`` started answering — its first token when streamed, its
+    whole answer otherwise — or until it failed: the moment a race is decided on."""
+    if result.ok and call.stream and result.ttft_s is not None:
+        return result.ttft_s
+    return result.latency_s
+
+
+def lost(call: Call, winner: Deployment, latency_s: float, prompt_tokens: int, streamed_tokens: int = 0) -> CallError:
+    """The result of ``call`` cancelled after ``latency_s`` because ``winner`` started answering
+    first: billed its prompt and what it had streamed (see the module's docstring)."""
+    return CallError(ErrorKind.CANCELLED, f"{winner.name} started answering first (hedge)", latency_s,
+                     billed=(prompt_tokens, streamed_tokens))

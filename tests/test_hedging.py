@@ -1,0 +1,168 @@
+"""Hedged calls through the pipeline: a second call raced against a first that is slow to answer.
+
+These run on the scripted driver and its fake clock, where a race is decided on the replies'
+own times; the live driver's and the simulator's races have tests of their own."""
+from __future__ import annotations
+
+import pytest
+
+from llmlab import (BudgetPolicy, CircuitBreaker, ConfigError, Deployment, ErrorKind, FixedRouter, Gateway, Hedge,
+                    OutcomeKind)
+from llmlab.effects import CallError, CallResult
+from llmlab.scripted import FakeClock, ScriptedDriver
+from llmlab.tokens import max_message_tokens
+
+
+def answer(text: str, latency_s: float, ttft_s: float | None = None, prompt: int = 40, completion: int = 20) -> CallResult:
+    return CallResult(text, prompt, completion, latency_s, ttft_s if ttft_s is not None else latency_s)
+
+
+def fail(kind: ErrorKind, latency_s: float) -> CallError:
+    return CallError(kind, "scripted failure", latency_s)
+
+
+def test_no_hedge_when_the_first_call_answers_in_time(make_gateway, driver, clock):
+    driver.script("gpt-4o", answer("quick answer from the first", 0.4))
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+    out = gw.complete("hello")
+    assert out.deployment == "gpt-4o" and [a.purpose for a in out.attempts] == ["answer"]
+    assert [c.deployment.name for c in driver.calls] == ["gpt-4o"]  # the hedge was never sent
+    assert out.latency_s == pytest.approx(0.4)
+
+
+def test_a_hedge_that_answers_first_is_served_and_the_slow_call_is_cancelled_and_billed_its_prompt(
+        make_gateway, driver, clock):
+    driver.script("gpt-4o", answer("slow answer", 3.0, prompt=50))
+    driver.script("claude", answer("hedged answer", 0.5))
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+    out = gw.complete("hello")
+    assert out.kind is OutcomeKind.MODEL and out.deployment == "claude" and out.text == "hedged answer"
+    first, hedge = out.attempts
+    assert (first.deployment, first.purpose, first.ok) == ("gpt-4o", "answer", False)
+    assert first.error.startswith("cancelled: claude started answering first")
+    assert first.prompt_tokens == 50 and first.completion_tokens == 0 and first.cost_usd > 0
+    assert (hedge.deployment, hedge.purpose, hedge.ok) == ("claude", "hedge", True)
+    assert out.latency_s == pytest.approx(1.5)  # sent at 1.0 s, answered 0.5 s later: not the first's 3 s
+    assert out.cost_usd == pytest.approx(first.cost_usd + hedge.cost_usd)
+    assert out.retries == 0  # a hedge is not a retry
+    # the cancelled call says nothing of its provider: no failure counted against it
+    assert gw.pipeline.breaker("gpt-4o").consecutive_failures == 0
+
+
+def test_the_first_call_wins_when_it_answers_before_the_hedge(make_gateway, driver, clock):
+    driver.script("gpt-4o", answer("first answer", 1.6))
+    driver.script("claude", answer("hedged answer", 2.0, prompt=45))
+    out = make_gateway(hedge=Hedge(after_s=1.0)).complete("hello")
+    assert out.deployment == "gpt-4o" and out.latency_s == pytest.approx(1.6)
+    first, hedge = out.attempts
+    assert first.ok and hedge.purpose == "hedge" and not hedge.ok and hedge.error.startswith("cancelled: gpt-4o")
+    assert hedge.prompt_tokens == 45 and hedge.latency_s == pytest.approx(0.6)
+
+
+def test_a_streamed_race_is_decided_by_the_first_token(make_gateway, driver, clock):
+    """The hedge starts answering at 1.0 + 0.3 s, before the first's 2 s first token, and wins
+    although its whole answer ends later."""
+    driver.script("gpt-4o", answer("slow to start, quick to finish", 2.5, ttft_s=2.0))
+    driver.script("claude", answer("quick to start, slow to finish", 4.0, ttft_s=0.3))
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+    response = gw.stream("hello")
+    text = "".join(response)
+    out = response.outcome
+    assert text == "quick to start, slow to finish" and out.deployment == "claude"
+    assert out.ttft_s == pytest.approx(1.3) and out.latency_s == pytest.approx(5.0)
+
+
+def test_a_failure_of_the_first_call_after_the_hedge_was_sent_leaves_the_hedge_to_answer(make_gateway, driver):
+    driver.script("gpt-4o", fail(ErrorKind.SERVER, 1.2))
+    driver.script("claude", answer("hedged answer", 0.9))
+    out = make_gateway(hedge=Hedge(after_s=1.0)).complete("hello")
+    assert out.deployment == "claude" and out.latency_s == pytest.approx(1.9)
+    first, hedge = out.attempts
+    assert first.error.startswith("server_error") and hedge.ok  # a real failure, recorded as one
+    assert out.retries == 0
+
+
+def test_when_both_calls_fail_the_chain_goes_on_from_the_first(make_gateway, driver, clock):
+    driver.script("gpt-4o", fail(ErrorKind.SERVER, 1.5), "retried answer that is long enough")
+    driver.script("claude", fail(ErrorKind.OVERLOADED, 0.2))
+    out = make_gateway(hedge=Hedge(after_s=1.0)).complete("hello")
+    assert out.deployment == "gpt-4o"
+    assert [(a.deployment, a.purpose, a.ok) for a in out.attempts] == [
+        ("gpt-4o", "answer", False), ("claude", "hedge", False), ("gpt-4o", "answer", True)]
+    assert len(clock.sleeps) == 1  # the retry's backoff; only the chain's first call is hedged
+
+
+def test_no_hedge_to_a_deployment_whose_breaker_is_not_closed(make_gateway, driver, clock):
+    driver.script("gpt-4o", answer("slow answer", 3.0))
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+    gw.pipeline.breaker("claude")._open(clock())
+    out = gw.complete("hello")
+    # the next closed one is gpt-4o-mini: the hedge skips the open breaker's deployment
+    assert [c.deployment.name for c in driver.calls] == ["gpt-4o", "gpt-4o-mini"]
+    assert out.deployment == "gpt-4o-mini"
+    gw.pipeline.breaker("gpt-4o-mini")._open(clock())
+    driver.script("gpt-4o", answer("slow answer again", 3.0))
+    out = gw.complete("hello again")
+    assert out.deployment == "gpt-4o" and len(out.attempts) == 1
+    assert [c.deployment.name for c in driver.calls[2:]] == ["gpt-4o"]
+
+
+def test_a_call_that_keeps_losing_by_being_slow_opens_its_breaker_for_slowness(driver, clock):
+    """A cancelled loser says nothing of its provider — unless it had waited past the breaker's
+    slow-call threshold: else a provider too slow to ever win would keep every request hedged."""
+    deps = [Deployment("slow", "gpt-4o"), Deployment("quick", "gpt-4o-mini")]
+    gw = Gateway(deps, router=FixedRouter("slow"), fallbacks={"slow": ["quick"]}, clock=clock, driver=driver, seed=0,
+                 cache=False, hedge=Hedge(after_s=1.0),
+                 breaker={"slow_call_s": 1.0, "slow_call_ratio": 0.5, "min_calls": 4, "window": 10})
+    for _ in range(4):
+        driver.script("slow", answer("slow answer", 5.0))
+        driver.script("quick", answer("quick answer", 0.3))
+        assert gw.complete("hello").deployment == "quick"  # the slow call cancelled at 1.3 s, past 1 s
+    assert gw.pipeline.breaker("slow").state == CircuitBreaker.OPEN
+    assert gw.pipeline.breaker("slow").slow_opens == 1
+    # a loser cancelled before the threshold (at 0.5 s) is no verdict at all
+    gw2 = Gateway(deps, router=FixedRouter("slow"), fallbacks={"slow": ["quick"]}, clock=clock, driver=driver, seed=0,
+                  cache=False, hedge=Hedge(after_s=0.2), breaker={"slow_call_s": 1.0, "min_calls": 1, "window": 10})
+    driver.script("slow", answer("slow answer", 5.0))
+    driver.script("quick", answer("quick answer", 0.3))
+    assert gw2.complete("hello").deployment == "quick"
+    assert gw2.pipeline.breaker("slow")._failed == [] and gw2.pipeline.breaker("slow").state == CircuitBreaker.CLOSED
+
+
+def test_the_budget_must_hold_the_losers_bill_too_or_no_hedge_is_sent(driver, clock):
+    deps = [Deployment("a", "gpt-4o", max_output_tokens=100), Deployment("b", "gpt-4o", max_output_tokens=100)]
+
+    def gateway(cap: float) -> Gateway:
+        return Gateway(deps, router=FixedRouter("a"), fallbacks={"a": ["b"]}, clock=clock, driver=driver, seed=0,
+                       cache=False, hedge=Hedge(after_s=0.5), budget=BudgetPolicy(plan_caps={"free": cap}))
+
+    prompt = "hello " * 200
+    roomy = gateway(1.0)
+    driver.script("a", answer("slow", 2.0, prompt=400))
+    driver.script("b", answer("hedged", 0.2, prompt=400))
+    assert roomy.complete(prompt, tenant="t", plan="free").deployment == "b"
+    # a cap that holds one call's worst case (what a request without a hedge reserves) but not
+    # the loser's prompt on top of it
+    bound = max_message_tokens(({"role": "user", "content": prompt},))
+    one_call = roomy.pipeline.worst_case_cost(roomy.pipeline.chain_for("a"), bound, None)
+    tight = gateway(one_call * 1.05)
+    driver.script("a", answer("slow", 2.0, prompt=400))
+    out = tight.complete(prompt, tenant="t2", plan="free")
+    assert out.deployment == "a" and len(out.attempts) == 1
+    assert "over budget for a hedge → none sent to b" in out.route_reason
+
+
+def test_hedging_is_checked_when_the_gateway_is_built():
+    with pytest.raises(ConfigError, match=r"^hedge\.after_s"):
+        Hedge(after_s=0)
+    with pytest.raises(ConfigError, match=r"^hedge\.after_s"):
+        Hedge(after_s=float("nan"))
+    with pytest.raises(ConfigError, match=r"^hedge=<float> is invalid: allowed a llmlab\.Hedge or None"):
+        Gateway(hedge=0.5, driver=ScriptedDriver())
+
+    class PlainDriver(ScriptedDriver):
+        races = False
+
+    with pytest.raises(ConfigError, match=r"^hedge=.*PlainDriver.* a driver that races calls"):
+        Gateway(hedge=Hedge(1.0), driver=PlainDriver(clock=FakeClock()))
+    assert "hedge=Hedge(after_s=1.0)" in repr(Gateway(hedge=Hedge(1.0), driver=ScriptedDriver()))
