@@ -57,8 +57,13 @@ def answering_after(call: Call, result: CallResult | CallError) -> float:
     return result.latency_s
 
 
-def lost(call: Call, winner: Deployment, latency_s: float, prompt_tokens: int, streamed_tokens: int = 0) -> CallError:
-    """The result of ``call`` cancelled after ``latency_s`` because ``winner`` started answering
-    first: billed its prompt and what it had streamed (see the module's docstring)."""
-    return CallError(ErrorKind.CANCELLED, f"{winner.name} started answering first (hedge)", latency_s,
-                     billed=(prompt_tokens, streamed_tokens))
+def lost(winner: Deployment, part: CallResult) -> CallError:
+    """The result of a call cancelled because ``winner`` started answering first, billed ``part``
+    (its prompt — as the provider reported it, else counted — and whatever it had streamed)."""
+    return CallError(ErrorKind.CANCELLED, f"{winner.name} started answering first (hedge)", part.latency_s,
+                     billed=(part.prompt_tokens, part.completion_tokens, part.cached_tokens, part.cache_write_tokens))
+
+
+def prompt_only(prompt_tokens: int, latency_s: float) -> CallResult:
+    """The bill of a race loser that had streamed nothing: its prompt."""
+    return CallResult("", prompt_tokens, 0, latency_s)

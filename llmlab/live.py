@@ -19,8 +19,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping, 
 
 from . import secret_logs
 from .asyncwait import finish
-from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Sleep, embedding_cost
+from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, RaceResult, Sleep, embedding_cost
 from .fallback import completion_bound, counted_prompt, streamed_part
+from .live_race import arace, astream_race
 from .provider_errors import MAX_WAIT_S, _to_error
 from .request import REQUEST_PARAMS
 from .image_tokens import image_details, images_bound
@@ -432,7 +433,12 @@ class _StreamState:
 
 
 class LiteLLMDriver:
-    """Performs effects for real.  ``clock`` and ``sleep`` are injectable for tests."""
+    """Performs effects for real.  ``clock`` and ``sleep`` are injectable for tests.
+
+    A hedged call (:class:`~llmlab.effects.Race`) is raced by the async API
+    (:mod:`llmlab.live_race`); the sync API sends its first call alone."""
+
+    races = True
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  asleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -444,6 +450,8 @@ class LiteLLMDriver:
     def perform(self, effect: Any) -> Any:
         if isinstance(effect, Call):
             return self.call(effect)
+        if isinstance(effect, Race):  # no hedge from a blocked thread: the first call alone
+            return RaceResult(self.call(effect.first))
         if isinstance(effect, Sleep):
             self.sleep(min(effect.seconds, MAX_WAIT_S))
             return None
@@ -467,9 +475,15 @@ class LiteLLMDriver:
             return _to_error(exc, call, self.clock() - started)
         return _parse(response, call, self.clock() - started)
 
-    def stream_call(self, call: Call) -> Generator[str | _StreamState, None, CallResult | CallError]:
+    def stream_call(self, call: Call | Race) -> Generator[str | _StreamState, None, Any]:
         """Yield the call's :class:`_StreamState` (what a caller who leaves is billed from), then
-        text chunks as they arrive; return the call's result (or the error that cut it)."""
+        text chunks as they arrive; return the call's result (or the error that cut it).  A race's
+        first call streams alone, its result in a :class:`~llmlab.effects.RaceResult`."""
+        if isinstance(call, Race):
+            return _unraced(self._stream_one(call.first))
+        return self._stream_one(call)
+
+    def _stream_one(self, call: Call) -> Generator[str | _StreamState, None, CallResult | CallError]:
         litellm = import_litellm()
         started = self.clock()
         state = _StreamState(call, started)
@@ -500,6 +514,13 @@ class LiteLLMDriver:
 
     # -------------------------------------------------------------- async
     async def aperform(self, effect: Any) -> Any:
+        if isinstance(effect, Race):
+            if not effect.stream:
+                return await arace(self, effect)
+            result = None
+            async for item in astream_race(self, effect):
+                result = item
+            return result
         if isinstance(effect, Call):
             if effect.stream:
                 result = None
@@ -520,14 +541,23 @@ class LiteLLMDriver:
             return await asyncio.to_thread(self.embed, effect)
         raise TypeError(f"unknown effect {effect!r}")
 
-    async def astream_call(self, call: Call) -> AsyncIterator[Any]:
+    def astream_call(self, call: Call | Race) -> AsyncIterator[Any]:
         """Yield the call's :class:`_StreamState`, then text chunks, then finally the
-        CallResult/CallError (the last item)."""
+        CallResult/CallError (the last item); a race's winner's, then its
+        :class:`~llmlab.effects.RaceResult` (:mod:`llmlab.live_race`)."""
+        if isinstance(call, Race):
+            return astream_race(self, call)
+        return self._astream_one(call)
+
+    async def _astream_one(self, call: Call) -> AsyncIterator[Any]:
+        """:meth:`astream_call` of one call.  The state is yielded again when the first token is not
+        text (a tool call's, thinking): a race is decided on it (:mod:`llmlab.live_race`)."""
         litellm = await aimport_litellm()
         started = self.clock()
         state = _StreamState(call, started)
         yield state
         response = None
+        said_answering = False
         try:
             response = state.opened(await litellm.acompletion(**_kwargs(call)))
             chunks = response.__aiter__()
@@ -543,6 +573,9 @@ class LiteLLMDriver:
                 piece = state.feed(chunk, self.clock())
                 if piece:
                     yield piece
+                elif not said_answering and state.answering():
+                    said_answering = True
+                    yield state
         except Exception as exc:
             error = state.failed(exc, self.clock())
             _release_frames(exc)
@@ -553,6 +586,11 @@ class LiteLLMDriver:
             # a second cancel arriving meanwhile included (see llmlab.asyncwait)
             await finish(_aclose(response))
         yield state.result(self.clock())
+
+
+def _unraced(stream: Generator[Any, None, CallResult | CallError]) -> Generator[Any, None, RaceResult]:
+    """A race's first call streamed alone (the sync API sends no hedge)."""
+    return RaceResult((yield from stream))
 
 
 class FirstTokenTimeout(TimeoutError):

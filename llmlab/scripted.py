@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Generator, Iterable, Mapping
 
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, RaceResult, Sleep, embedding_cost
-from .hedging import answering_after, lost
+from .hedging import answering_after, lost, prompt_only
 from .tokens import estimate_message_tokens, estimate_tokens
 
 
@@ -107,11 +107,11 @@ class ScriptedDriver:
         t2 = after + answering_after(second_call, second)
         if first.ok and (not second.ok or t1 <= t2):
             if second.ok or t2 > t1:  # still going when the first started answering: cancelled then
-                second = lost(second_call, first_call.deployment, t1 - after, _prompt_of(second_call, second))
+                second = lost(first_call.deployment, prompt_only(_prompt_of(second_call, second), t1 - after))
             self.clock.advance(max(first.latency_s, after + second.latency_s))
         elif second.ok:
             if first.ok or t1 > t2:
-                first = lost(first_call, second_call.deployment, t2, _prompt_of(first_call, first))
+                first = lost(second_call.deployment, prompt_only(_prompt_of(first_call, first), t2))
             self.clock.advance(max(first.latency_s, after + second.latency_s))
         else:  # both failed
             self.clock.advance(max(first.latency_s, after + second.latency_s))

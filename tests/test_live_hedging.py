@@ -1,0 +1,165 @@
+"""Hedged calls live: races through litellm's real HTTP path against the fake provider on 127.0.0.1.
+
+A race must end when its winner starts answering — not when the loser would have — with the
+loser's request cancelled and billed its prompt; a caller who cancels mid-race cancels both."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from llmlab import ClientDisconnected, Deployment, FixedRouter, Gateway, Hedge, RetryPolicy
+from llmlab.testing import FakeProvider, FaultPlan, Fault
+
+
+def gateway(base_url: str, after_s: float = 0.3, timeout_s: float = 10.0) -> Gateway:
+    def deployment(name: str) -> Deployment:
+        return Deployment(name, f"openai/{name}", {"api_base": base_url, "api_key": "sk-test"}, timeout_s=timeout_s,
+                          price_model="gpt-4o-mini")
+    gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"), fallbacks={"slow": ["fast"]},
+                 cache=False, retry=RetryPolicy(max_retries=0), hedge=Hedge(after_s=after_s))
+    return gw.warm_up()
+
+
+def test_a_hedge_answers_for_a_slow_call_and_the_slow_one_is_cancelled():
+    plan = FaultPlan()
+    plan.model("slow").latency(3.0)
+    plan.model("fast").latency(0.05)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url)
+            started = time.perf_counter()
+            outcome = await gw.acomplete("Where is my parcel?")
+            took = time.perf_counter() - started
+            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "race" in repr(t)]
+            return outcome, took, fp.stats, leftover
+
+    outcome, took, stats, leftover = asyncio.run(run())
+    assert outcome.ok and outcome.deployment == "fast" and outcome.text.startswith("Fake answer from fast")
+    first, hedge = outcome.attempts
+    assert (first.deployment, first.ok) == ("slow", False) and first.error.startswith("cancelled: fast started")
+    assert first.prompt_tokens > 0 and first.cost_usd > 0  # the loser is billed its prompt
+    assert (hedge.deployment, hedge.purpose, hedge.ok) == ("fast", "hedge", True)
+    assert took < 1.5  # the hedge at 0.3 s answers in 0.05 s; waited out, the slow call takes 3 s
+    assert stats.by_model == {"slow": 1, "fast": 1}
+    assert leftover == []
+
+
+def test_a_call_that_answers_before_the_hedge_is_due_sends_no_hedge():
+    plan = FaultPlan()
+    plan.model("slow").latency(0.05)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            outcome = await gateway(fp.base_url, after_s=1.0).acomplete("Where is my parcel?")
+            return outcome, fp.stats
+
+    outcome, stats = asyncio.run(run())
+    assert outcome.deployment == "slow" and len(outcome.attempts) == 1 and stats.by_model == {"slow": 1}
+
+
+def test_a_streamed_race_is_won_by_the_first_token_and_streams_only_the_winner():
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=3.0, keepalive_s=0.1)
+    plan.model("fast").stream_timing(ttft_s=0.05, chunk_delay_s=0.01)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url)
+            started = time.perf_counter()
+            response = gw.astream("Where is my parcel?")
+            chunks = [c async for c in response]
+            return response.outcome, chunks, time.perf_counter() - started
+
+    outcome, chunks, took = asyncio.run(run())
+    assert outcome.ok and outcome.deployment == "fast"
+    assert "".join(c for c in chunks if isinstance(c, str)) == outcome.text and outcome.text.startswith("Fake answer from fast")
+    assert [a.purpose for a in outcome.attempts] == ["answer", "hedge"] and not outcome.attempts[0].ok
+    assert 0.3 <= outcome.ttft_s < 1.5 and took < 1.5
+
+
+def test_the_first_call_failing_after_the_hedge_was_sent_leaves_the_hedge_to_answer():
+    plan = FaultPlan()
+    plan.model("slow").latency(0.5).then(Fault.server_error())
+    plan.model("fast").latency(0.6)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            return await gateway(fp.base_url, after_s=0.2).acomplete("Where is my parcel?")
+
+    outcome = asyncio.run(run())
+    assert outcome.deployment == "fast"
+    first, hedge = outcome.attempts
+    assert not first.ok and "server_error" in first.error and hedge.ok
+
+
+def test_a_caller_who_cancels_mid_race_cancels_both_calls_and_the_request_is_recorded():
+    plan = FaultPlan()
+    plan.model("slow").latency(5.0)
+    plan.model("fast").latency(5.0)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url, after_s=0.1)
+            task = asyncio.ensure_future(gw.acomplete("Where is my parcel?"))
+            await asyncio.sleep(0.5)  # both calls out
+            started = time.perf_counter()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            took = time.perf_counter() - started
+            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "aperform" in repr(t)]
+            return gw, took, fp.stats, leftover
+
+    gw, took, stats, leftover = asyncio.run(run())
+    assert stats.by_model == {"slow": 1, "fast": 1}
+    assert took < 1.0 and leftover == []
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected)
+
+
+def test_the_synchronous_api_sends_no_hedge():
+    plan = FaultPlan()
+    plan.model("slow").latency(0.6)
+
+    with FakeProvider(plan) as fp:
+        gw = gateway(fp.base_url, after_s=0.1)
+        outcome = gw.complete("Where is my parcel?")
+        streamed = gw.stream("Where is my parcel, again?")
+        text = "".join(c for c in streamed if isinstance(c, str))
+        stats = fp.stats
+    assert outcome.deployment == "slow" and len(outcome.attempts) == 1
+    assert streamed.outcome.deployment == "slow" and text == streamed.outcome.text
+    assert stats.by_model == {"slow": 2}
+
+
+def test_a_caller_who_leaves_a_streamed_race_closes_both_streams_and_the_request_is_recorded():
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=5.0, keepalive_s=0.1)
+    plan.model("fast").stream_timing(ttft_s=5.0, keepalive_s=0.1)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url, after_s=0.1)
+            response = gw.astream("Where is my parcel?")
+
+            async def read():
+                return [c async for c in response]
+
+            task = asyncio.ensure_future(read())
+            await asyncio.sleep(0.5)  # both streams open, neither has a token
+            started = time.perf_counter()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            took = time.perf_counter() - started
+            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "_until_answering" in repr(t)]
+            return gw, response, took, fp.stats, leftover
+
+    gw, response, took, stats, leftover = asyncio.run(run())
+    assert stats.by_model == {"slow": 1, "fast": 1}
+    assert took < 1.0 and leftover == []
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
