@@ -471,3 +471,46 @@ def test_incidents_come_at_their_monthly_rate_and_last_their_published_median_an
     for minutes, share in ((inc.duration_p50_min, 0.5), (inc.duration_p90_min, 0.9)):
         below = (durations < minutes).mean()  # binomial: SE √(p(1 − p)/n)
         assert abs(below - share) < 4 * math.sqrt(share * (1 - share) / len(durations))
+
+
+QUEUED = """
+name = "queued"
+[traffic]
+requests = 20
+rate_per_s = 5.0
+fixed_prompt_tokens = 100
+fixed_answer_tokens = 50
+[[traffic.tenants]]
+plan = "p"
+[providers.standby]
+model = "ft-model"
+price = { input_per_1m = 0.0, output_per_1m = 0.0 }
+hourly_cost_usd = 3600.0
+capacity = 1
+timeout_s = 600.0
+ttft_dist = "fixed"
+ttft_s = 0.1
+tokens_per_s = 500.0
+tokens_per_s_sigma = 0.0
+[gateway.router]
+type = "fixed"
+deployment = "standby"
+[gateway.cache]
+exact = false
+[baseline]
+enabled = false
+"""
+
+
+def test_the_run_ends_with_its_last_turn_not_with_a_leftover_timer(tmp_path):
+    """A call that queued for a slot left its 600 s queue timeout scheduled after the slot came;
+    the run's duration was the clock's last event, so the standby's hourly cost ($1 a second
+    here) was charged for ten idle minutes after the last answer."""
+    from llmlab.sim import simulate
+
+    path = tmp_path / "queued.toml"
+    path.write_text(QUEUED)
+    r = simulate(path, seed=0)
+    end = float((r.turns["arrival_s"] + r.turns["latency_s"]).max())
+    assert end <= r.summary["duration_s"] < 60.0  # the last answer, or the traffic's horizon after it
+    assert r.summary["fixed_cost_usd"] == pytest.approx(r.summary["duration_s"])  # $1 a second

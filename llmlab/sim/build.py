@@ -211,16 +211,18 @@ def scenario_rate_limits(scenario: Scenario | str) -> dict[str, "RateLimit"]:
 def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any,
                     gateway_kwargs: Mapping[str, Any]) -> "Gateway":
     from ..gateway import Gateway
+    from ..hedging import Hedge
     from ..ratelimit import RateLimiter
 
     g = scenario.gateway
     limiter = None
     if g.rate_limits:
         limiter = RateLimiter(per_plan=scenario_rate_limits(scenario))
+    hedge = Hedge(g.hedge_after_s) if g.hedge_after_s is not None else None
     return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
                       "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
                       "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,
-                      "budget": budget_policy(scenario), **common, **gateway_kwargs})
+                      "budget": budget_policy(scenario), "hedge": hedge, **common, **gateway_kwargs})
 
 
 def budget_policy(scenario: Scenario) -> "BudgetPolicy | None":

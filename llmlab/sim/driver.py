@@ -8,6 +8,8 @@ simulated things instead of litellm and ``time.sleep``:
   rate limits, errors, outages), delegated with ``yield from`` — the provider's ``serve`` is a
   SimPy generator, and inlining it saves a process (two events) per call compared to
   ``yield env.process(...)``; the semantics are identical;
+* ``Race`` (a hedged call) → two provider calls, each a process of its own, the loser
+  interrupted (:mod:`llmlab.sim.race`);
 * ``Sleep`` → ``env.timeout``;
 * ``Embed`` → the embedder, memoised per text (queries come from a bounded vocabulary and are
   embedded in batches before the run), plus the modelled latency and price.
@@ -25,8 +27,9 @@ import numpy as np
 
 from ..cache.index import settled_unit
 from ..cache.table import MAX_TABLE_TEXTS, SimilarityTable
-from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Sleep, embedding_cost
+from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Race, RaceResult, Sleep, embedding_cost
 from .providers import GOLDEN, M64, SimProvider, mix64
+from .race import run_race
 
 if TYPE_CHECKING:
     import simpy
@@ -141,6 +144,8 @@ def _settled_row(vector: np.ndarray) -> np.ndarray:
 class SimDriver:
     """Runs ``pipeline.handle(...)`` generators as SimPy processes against simulated providers."""
 
+    races = True  # performs hedged calls (llmlab.sim.race)
+
     def __init__(self, env: "simpy.Environment", providers: Mapping[str, SimProvider],
                  embed: EmbedModel | None = None) -> None:
         self.env = env
@@ -181,6 +186,10 @@ class SimDriver:
                             self.internal_errors += 1
                             log.exception("simulated provider %s failed", name)
                             value = CallError(ErrorKind.SERVER, f"simulator error: {type(exc).__name__}: {exc}")
+                elif kind is Race:
+                    if counts is None:
+                        counts = {}
+                    value = yield from self._race(effect, key, counts)
                 elif kind is Sleep:
                     if effect.seconds > 0:
                         yield env.timeout(effect.seconds)
@@ -199,6 +208,28 @@ class SimDriver:
             self.internal_errors += 1
             log.exception("pipeline generator failed in the simulator")
             return None
+
+
+    def _race(self, effect: Race, key: int, counts: dict[tuple[str, str], int]
+              ) -> Generator[Any, Any, RaceResult]:
+        """A hedged call (:mod:`llmlab.sim.race`); each call's draws keyed as a plain call's are."""
+        missing = [c.deployment.name for c in (effect.first, effect.second) if c.deployment.name not in self.providers]
+        if missing:
+            return RaceResult(CallError(ErrorKind.BAD_REQUEST, f"no simulated provider for deployment {missing[0]!r}"))
+
+        def key_of(call: Call) -> int:
+            slot = (call.deployment.name, call.purpose)
+            n = counts.get(slot, 0)
+            counts[slot] = n + 1
+            return mix64((key ^ (n * GOLDEN) ^ _PURPOSE.get(call.purpose, 0)) & M64)
+
+        try:
+            return (yield from run_race(self.env, effect, (self.providers[effect.first.deployment.name],
+                                                           self.providers[effect.second.deployment.name]), key_of))
+        except Exception as exc:  # a simulator bug must not end the run
+            self.internal_errors += 1
+            log.exception("simulated race failed")
+            return RaceResult(CallError(ErrorKind.SERVER, f"simulator error: {type(exc).__name__}: {exc}"))
 
 
 _PURPOSE = {"answer": 0, "classify": mix64(1), "cascade": mix64(2)}

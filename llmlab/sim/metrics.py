@@ -128,6 +128,14 @@ class Recorder:
     def __len__(self) -> int:
         return self.done
 
+    def last_end(self) -> float:
+        """When the last turn ended (0 before any): the run's end.  Not the clock's last event —
+        a timer that outlived its purpose (a slot queue's timeout after the slot came, a hedge's
+        after the first call answered) moved that on, and with it the standby's hourly cost."""
+        if not self.done:
+            return 0.0
+        return float(np.max(np.frombuffer(self.arrival, dtype=np.float64) + np.frombuffer(self.latency, dtype=np.float64)))
+
     def record(self, turn: int, arrival: float, now: float, outcomes: Sequence[Outcome | None],
                last_started: float, intent: str, answer_key: str) -> None:
         self.done += 1

@@ -162,6 +162,18 @@ def shared_buckets(configs: Mapping[str, "ProviderConfig"]) -> dict[str, Buckets
     return out
 
 
+class Hold:
+    """What a raced call holds at its provider (a slot, or a place in the queue), so a cancel can
+    give it back, and the event its first token fires (streamed calls)."""
+
+    __slots__ = ("first", "slot", "entry")
+
+    def __init__(self, first: Any) -> None:
+        self.first = first
+        self.slot = False
+        self.entry: list | None = None
+
+
 class SimProvider:
     """One deployment's simulated provider.  ``serve(call, key)`` is a SimPy generator."""
 
@@ -192,6 +204,17 @@ class SimProvider:
         self.served = 0  # calls that got a slot (or needed none)
         self.wait_total = 0.0  # time spent queueing for a slot, over ``served``
 
+    def cancel(self, hold: "Hold") -> None:
+        """A raced call interrupted because the other won: give back the slot it holds, or its
+        place in the queue (a slot handed to it at the same moment goes to the next caller)."""
+        self.in_system -= 1
+        self.errors["cancelled"] = self.errors.get("cancelled", 0) + 1
+        entry = hold.entry
+        if hold.slot or (entry is not None and entry[0].triggered):
+            self.slots.release()
+        elif entry is not None:
+            entry[1] = False
+
     # ------------------------------------------------------------------ helpers
     def _fail(self, kind: ErrorKind, message: str, start: float, status: int | None = None,
               retry_after_s: float | None = None) -> CallError:
@@ -213,6 +236,10 @@ class SimProvider:
         out = int(meta.get("answer_tokens", 200))
         cap = call.params.get("max_tokens")
         return (int(prompt), cap, True) if cap and out > cap else (int(prompt), out, False)
+
+    def prompt_tokens(self, call: Call) -> int:
+        """The prompt ``call`` is billed (what a cancelled race loser pays)."""
+        return self._tokens(call)[0]
 
     def _text(self, call: Call, u: float) -> str:
         meta = call.metadata
@@ -242,8 +269,9 @@ class SimProvider:
         return self._fail(ErrorKind.OVERLOADED, f"{self.name}: 503 service unavailable (outage)", start, 503)
 
     # ------------------------------------------------------------------ the call
-    def serve(self, call: Call, key: int) -> Generator[Any, Any, CallResult | CallError]:
-        """Perform one call; returns CallResult or CallError (never raises)."""
+    def serve(self, call: Call, key: int, hold: "Hold | None" = None) -> Generator[Any, Any, CallResult | CallError]:
+        """Perform one call; returns CallResult or CallError (never raises).  ``hold``: a raced call's
+        (:mod:`llmlab.sim.race`) — what it holds, for :meth:`cancel`, and its first-token event."""
         env = self.env
         start = env.now
         self.calls += 1
@@ -287,11 +315,15 @@ class SimProvider:
             else:
                 entry = [env.event(), True]
                 slots.waiters.append(entry)
+                if hold is not None:
+                    hold.entry = entry
                 yield entry[0] | env.timeout(timeout_s)
                 if not entry[0].triggered:
                     entry[1] = False
                     return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s in queue",
                                       start)
+            if hold is not None:
+                hold.slot = True  # given back by every path from here, right before it returns
         waited = env.now - start
         if waited > 0.0:
             # the server answers a queued call as it is now: a window may have begun or ended while the
@@ -336,6 +368,10 @@ class SimProvider:
             if slots is not None:
                 slots.release()
             return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s", start)
+        if hold is not None and call.stream:  # a race is decided on the first token
+            yield env.timeout(ttft)
+            hold.first.succeed()
+            service -= ttft
         yield env.timeout(service)
         if slots is not None:
             slots.release()

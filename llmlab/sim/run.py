@@ -371,7 +371,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
             progress(len(rec))
         env.run()
         progress(len(rec))
-    duration = max(env.now, traffic.horizon_s)
+    duration = max(rec.last_end(), traffic.horizon_s)
     hourly = _fixed_hourly(scenario, names)
     overshoot = 0.0
     caps = None

@@ -280,6 +280,7 @@ class GatewayConfig(_Strict):
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     default_max_tokens: PosInt = 1_024
+    hedge_after_s: Annotated[float, Field(gt=0, le=600)] | None = None  # a request's first answering call not answering (first token when streamed) after this long: the next deployment of its chain is sent it too, the first to answer served (llmlab.hedging); None: no hedging
 
 
 # ----------------------------------------------------------------------------- the rest

@@ -1,0 +1,116 @@
+"""Hedged calls in the simulator: the same race as live, in virtual time (llmlab.sim.race)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from llmlab.sim import load_scenario, simulate
+from llmlab.sim.scenario import ScenarioError
+
+HEDGED = """
+name = "hedged"
+[traffic]
+requests = 60
+rate_per_s = 1.0
+fixed_prompt_tokens = 300
+fixed_answer_tokens = 40
+max_tokens = 200
+stream = true
+[[traffic.tenants]]
+plan = "p"
+[providers.slow]
+model = "gpt-4o-mini"
+ttft_dist = "fixed"
+ttft_s = 3.0
+tokens_per_s = 100.0
+tokens_per_s_sigma = 0.0
+timeout_s = 10.0
+[providers.quick]
+model = "gpt-4o"
+ttft_dist = "fixed"
+ttft_s = 0.2
+tokens_per_s = 50.0
+tokens_per_s_sigma = 0.0
+[gateway.router]
+type = "fixed"
+deployment = "slow"
+[gateway.fallbacks]
+slow = ["quick"]
+[gateway.cache]
+exact = false
+[baseline]
+enabled = false
+"""
+
+
+def same(a: dict, b: dict) -> bool:
+    """Equal summaries, NaN included (a summary's undefined numbers are NaN)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+@pytest.fixture
+def scenario(tmp_path):
+    path = tmp_path / "hedged.toml"
+    path.write_text(HEDGED)
+    return path
+
+
+def test_a_hedge_serves_every_turn_when_the_first_deployment_is_slow_to_start(scenario):
+    plain = simulate(scenario, seed=0, keep_requests=True)
+    hedged = simulate(scenario, seed=0, overrides={"gateway.hedge_after_s": 1.0}, keep_requests=True)
+    assert (plain.turns["deployment"] == "slow").all()
+    assert plain.turns["ttft_s"].min() == pytest.approx(3.0)
+    assert (hedged.turns["deployment"] == "quick").all()
+    # sent at 1.0 s, its first token 0.2 s later; its 40 tokens at 50/s end the stream at 2.0 s
+    assert hedged.turns["ttft_s"].to_numpy() == pytest.approx(1.2)
+    assert hedged.turns["latency_s"].to_numpy() == pytest.approx(2.0)
+    attempts = hedged.requests["attempts"]
+    assert all([a["purpose"] for a in row] == ["answer", "hedge"] for row in attempts)
+    lost = [row[0] for row in attempts]
+    assert all(a["error"].startswith("cancelled: quick started answering first") for a in lost)
+    assert all(a["prompt_tokens"] > 0 and a["completion_tokens"] == 0 and a["cost_usd"] > 0 for a in lost)
+    assert all(a["latency_s"] == pytest.approx(1.2) for a in lost)  # cancelled at the hedge's first token
+    # the cost is the hedge's answer (gpt-4o) plus each loser's prompt (gpt-4o-mini)
+    per_turn = hedged.turns["cost_usd"].to_numpy()
+    answered = [row[1]["cost_usd"] + row[0]["cost_usd"] for row in attempts]
+    assert per_turn == pytest.approx(answered)
+    assert hedged.summary["fallback_rate"] == 1.0  # answered by a deployment other than the one routed to
+
+
+def test_no_hedge_when_the_first_deployment_answers_in_time_and_the_run_is_unchanged(scenario):
+    """A hedge that is never sent takes no random draw: the run is the unhedged one exactly."""
+    fast = {"providers.slow.ttft_s": 0.5}
+    plain = simulate(scenario, seed=3, overrides=fast)
+    hedged = simulate(scenario, seed=3, overrides={**fast, "gateway.hedge_after_s": 1.0})
+    assert same(plain.summary, hedged.summary)
+    assert plain.turns.equals(hedged.turns)
+
+
+def test_a_cancelled_loser_gives_its_slot_back_at_once(scenario):
+    """One slot at the slow deployment, a turn a second, each turn's slow call cancelled at 1.2 s:
+    held for its whole 3.4 s stream instead, every later turn would queue behind the last, and
+    the first tokens of the queued ones would come later and later."""
+    capped = {"providers.slow.capacity": 1, "gateway.hedge_after_s": 1.0, "traffic.rate_per_s": 0.5}
+    r = simulate(scenario, seed=0, overrides=capped, keep_requests=True)
+    # a hedge won each turn; a queued first call would not have answered before its hedge either way,
+    # so the sign of a held slot is a loser cancelled later than 1.2 s after it was sent
+    lost = [row[0] for row in r.requests["attempts"]]
+    assert len(lost) == 60 and all(a["latency_s"] == pytest.approx(1.2) for a in lost)
+
+
+def test_hedged_runs_reproduce_exactly_from_their_seed(scenario):
+    slowish = {"providers.slow.ttft_dist": "lognormal", "providers.slow.ttft_s": 0.8,
+               "providers.slow.ttft_sigma": 0.6, "gateway.hedge_after_s": 1.0}
+    a = simulate(scenario, seed=5, overrides=slowish)
+    b = simulate(scenario, seed=5, overrides=slowish)
+    assert same(a.summary, b.summary) and a.turns.equals(b.turns)
+    winners = set(a.turns["deployment"])
+    assert winners == {"slow", "quick"}  # some first calls answer within 1 s, the others lose their race
+
+
+def test_the_hedge_setting_is_checked():
+    for bad in (0, -1.0, math.nan, 601.0):
+        with pytest.raises(ScenarioError, match=r"^gateway\.hedge_after_s"):
+            load_scenario("realtime-chat", {"gateway.hedge_after_s": bad, "gateway.cache.embedder": "hashed"})
