@@ -16,6 +16,7 @@ simulations reproduce exactly.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Sequence
@@ -333,7 +334,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     out.stopped = True
                     return out
             second = None
-            if hedge is not None and not called and call.purpose == "answer":
+            if hedge is not None and not called and call.purpose == "answer" and hedge.wait_for(call) < math.inf:
                 second = _hedge_call(chain, index, call, make_call, breaker_for, min_window, price, out, before_hedge,
                                      clock)
             called = True
@@ -342,7 +343,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 if second is None:
                     result = yield call
                 else:
-                    raced = yield Race(call, second[0], hedge.after_s)
+                    raced = yield Race(call, second[0], hedge.wait_for(call))
                     result, hedged = raced.first, raced.second
             except (GeneratorExit, ClientDisconnected) as exc:  # cancelled mid-call: never strand a half-open probe
                 breaker.release_probe(ticket)

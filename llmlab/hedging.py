@@ -16,6 +16,7 @@ it buys and costs before production (``gateway.hedge_after_s``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -28,14 +29,25 @@ MAX_AFTER_S = 600.0
 
 @dataclass(frozen=True, slots=True)
 class Hedge:
-    """``Gateway(hedge=Hedge(after_s=0.8))``: race the next deployment of the chain against the
-    first when it has not started answering (first token, or whole answer when not streamed)
-    after ``after_s`` seconds."""
+    """``Gateway(hedge=Hedge(after_s=0.8))``: race the next deployment of the chain against a
+    request's first answering call when it has not started answering after ``after_s`` seconds —
+    its first token when streamed.  A call that is not streamed starts answering only with its
+    whole answer, which takes longer the longer the answer: ``unstreamed_after_s`` is its own
+    wait (None: ``after_s``; ``math.inf``: such calls are never hedged)."""
 
     after_s: float
+    unstreamed_after_s: float | None = None
 
     def __post_init__(self) -> None:
         v.number("hedge.after_s", self.after_s, lo=0.0, hi=MAX_AFTER_S, lo_open=True)
+        if self.unstreamed_after_s is not None and self.unstreamed_after_s != math.inf:
+            v.number("hedge.unstreamed_after_s", self.unstreamed_after_s, lo=0.0, hi=MAX_AFTER_S, lo_open=True)
+
+    def wait_for(self, call: Call) -> float:
+        """How long ``call`` may go without answering before its hedge is sent (inf: never)."""
+        if call.stream or self.unstreamed_after_s is None:
+            return self.after_s
+        return self.unstreamed_after_s
 
 
 def hedge_target(chain: Sequence[Deployment], start: int, is_closed: Callable[[str], bool],

@@ -165,4 +165,23 @@ def test_hedging_is_checked_when_the_gateway_is_built():
 
     with pytest.raises(ConfigError, match=r"^hedge=.*PlainDriver.* a driver that races calls"):
         Gateway(hedge=Hedge(1.0), driver=PlainDriver(clock=FakeClock()))
-    assert "hedge=Hedge(after_s=1.0)" in repr(Gateway(hedge=Hedge(1.0), driver=ScriptedDriver()))
+    assert "hedge=Hedge(after_s=1.0, unstreamed_after_s=None)" in repr(Gateway(hedge=Hedge(1.0), driver=ScriptedDriver()))
+
+
+def test_an_unstreamed_call_waits_for_its_own_threshold_or_is_never_hedged(make_gateway, driver, clock):
+    """A call that is not streamed starts answering only with its whole answer: a first-token
+    threshold hedged nearly every one of them."""
+    import math
+
+    driver.script("gpt-4o", answer("whole answer after 1.5 s", 1.5))
+    out = make_gateway(hedge=Hedge(after_s=0.5, unstreamed_after_s=2.0)).complete("hello")
+    assert out.deployment == "gpt-4o" and [c.deployment.name for c in driver.calls] == ["gpt-4o"]
+    driver.script("gpt-4o", answer("whole answer after 3 s", 3.0))
+    driver.script("claude", answer("hedged", 0.2))
+    out = make_gateway(hedge=Hedge(after_s=0.5, unstreamed_after_s=2.0)).complete("hello again")
+    assert out.deployment == "claude" and out.latency_s == pytest.approx(2.2)
+    calls = len(driver.calls)
+    never = make_gateway(hedge=Hedge(after_s=0.5, unstreamed_after_s=math.inf))
+    assert never.complete("and again").deployment == "gpt-4o" and len(driver.calls) == calls + 1
+    with pytest.raises(ConfigError, match=r"^hedge\.unstreamed_after_s"):
+        Hedge(after_s=0.5, unstreamed_after_s=-1.0)

@@ -59,7 +59,7 @@ def scenario(tmp_path):
 
 def test_a_hedge_serves_every_turn_when_the_first_deployment_is_slow_to_start(scenario):
     plain = simulate(scenario, seed=0, keep_requests=True)
-    hedged = simulate(scenario, seed=0, overrides={"gateway.hedge_after_s": 1.0}, keep_requests=True)
+    hedged = simulate(scenario, seed=0, overrides={"gateway.hedge.after_s": 1.0}, keep_requests=True)
     assert (plain.turns["deployment"] == "slow").all()
     assert plain.turns["ttft_s"].min() == pytest.approx(3.0)
     assert (hedged.turns["deployment"] == "quick").all()
@@ -83,7 +83,7 @@ def test_no_hedge_when_the_first_deployment_answers_in_time_and_the_run_is_uncha
     """A hedge that is never sent takes no random draw: the run is the unhedged one exactly."""
     fast = {"providers.slow.ttft_s": 0.5}
     plain = simulate(scenario, seed=3, overrides=fast)
-    hedged = simulate(scenario, seed=3, overrides={**fast, "gateway.hedge_after_s": 1.0})
+    hedged = simulate(scenario, seed=3, overrides={**fast, "gateway.hedge.after_s": 1.0})
     assert same(plain.summary, hedged.summary)
     assert plain.turns.equals(hedged.turns)
 
@@ -95,7 +95,7 @@ def test_a_cancelled_loser_gives_its_slot_back_at_once(scenario):
     until its own hedge won: one call served in all."""
     from llmlab.sim.run import make_traffic, run_once
 
-    sc = load_scenario(scenario, {"providers.slow.capacity": 1, "gateway.hedge_after_s": 1.0,
+    sc = load_scenario(scenario, {"providers.slow.capacity": 1, "gateway.hedge.after_s": 1.0,
                                   "traffic.rate_per_s": 0.5})
     seen = {}
     rec, summary = run_once(sc, make_traffic(sc, seed=0), seed=0, keep_requests=False,
@@ -108,7 +108,7 @@ def test_a_cancelled_loser_gives_its_slot_back_at_once(scenario):
 
 def test_hedged_runs_reproduce_exactly_from_their_seed(scenario):
     slowish = {"providers.slow.ttft_dist": "lognormal", "providers.slow.ttft_s": 0.8,
-               "providers.slow.ttft_sigma": 0.6, "gateway.hedge_after_s": 1.0}
+               "providers.slow.ttft_sigma": 0.6, "gateway.hedge.after_s": 1.0}
     a = simulate(scenario, seed=5, overrides=slowish)
     b = simulate(scenario, seed=5, overrides=slowish)
     assert same(a.summary, b.summary) and a.turns.equals(b.turns)
@@ -118,5 +118,21 @@ def test_hedged_runs_reproduce_exactly_from_their_seed(scenario):
 
 def test_the_hedge_setting_is_checked():
     for bad in (0, -1.0, math.nan, 601.0):
-        with pytest.raises(ScenarioError, match=r"^gateway\.hedge_after_s"):
-            load_scenario("realtime-chat", {"gateway.hedge_after_s": bad, "gateway.cache.embedder": "hashed"})
+        with pytest.raises(ScenarioError, match=r"^gateway\.hedge\.after_s"):
+            load_scenario("realtime-chat", {"gateway.hedge.after_s": bad, "gateway.cache.embedder": "hashed"})
+        with pytest.raises(ScenarioError, match=r"^gateway\.hedge\.unstreamed_after_s"):
+            load_scenario("realtime-chat", {"gateway.hedge": {"after_s": 1.0, "unstreamed_after_s": bad},
+                                            "gateway.cache.embedder": "hashed"})
+
+
+def test_calls_that_are_not_streamed_wait_for_their_own_threshold(scenario):
+    """The agent-like case: a call that is not streamed answers only with its whole answer, so it
+    waits for ``unstreamed_after_s`` — or is never hedged."""
+    unstreamed = {"traffic.stream": False, "providers.slow.ttft_s": 1.5}  # whole answers at 1.9 s
+    late = simulate(scenario, seed=0, overrides={**unstreamed, "gateway.hedge": {"after_s": 0.5,
+                                                                                 "unstreamed_after_s": 2.5}})
+    never = simulate(scenario, seed=0, overrides={**unstreamed, "gateway.hedge": {"after_s": 0.5, "unstreamed": False}})
+    eager = simulate(scenario, seed=0, overrides={**unstreamed, "gateway.hedge.after_s": 0.5})
+    assert (late.turns["deployment"] == "slow").all() and (never.turns["deployment"] == "slow").all()
+    assert same(late.summary, never.summary)  # no hedge sent before the answer at 1.9 s
+    assert (eager.turns["deployment"] == "quick").all()  # sent at 0.5 s: 0.2 s + 40 tokens at 50/s = 1.5 s

@@ -8,6 +8,7 @@ is reported under the scenario's own field name.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -218,7 +219,10 @@ def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: 
     limiter = None
     if g.rate_limits:
         limiter = RateLimiter(per_plan=scenario_rate_limits(scenario))
-    hedge = Hedge(g.hedge_after_s) if g.hedge_after_s is not None else None
+    hedge = None
+    if g.hedge is not None:
+        h = g.hedge
+        hedge = Hedge(h.after_s, h.unstreamed_after_s if h.unstreamed else math.inf)
     return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
                       "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
                       "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,

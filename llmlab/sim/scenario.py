@@ -269,6 +269,12 @@ class GuardrailsConfig(_Strict):
     output_filter: bool = False
 
 
+class HedgeConfig(_Strict):
+    after_s: Annotated[float, Field(gt=0, le=600)]  # a request's first answering call with no first token after this long (streamed): the next deployment of its chain is sent it too, the first to answer served
+    unstreamed_after_s: Annotated[float, Field(gt=0, le=600)] | None = None  # the same for a call that is not streamed (its whole answer: longer); None: after_s
+    unstreamed: bool = True  # false: calls that are not streamed are never hedged
+
+
 class GatewayConfig(_Strict):
     router: RouterConfig = Field(default_factory=RouterConfig)
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
@@ -280,7 +286,7 @@ class GatewayConfig(_Strict):
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     default_max_tokens: PosInt = 1_024
-    hedge_after_s: Annotated[float, Field(gt=0, le=600)] | None = None  # a request's first answering call not answering (first token when streamed) after this long: the next deployment of its chain is sent it too, the first to answer served (llmlab.hedging); None: no hedging
+    hedge: HedgeConfig | None = None  # race a slow first call against the next deployment (llmlab.hedging); None: no hedging
 
 
 # ----------------------------------------------------------------------------- the rest
