@@ -1790,7 +1790,47 @@ def nb06() -> list:
         then answering) on Azure — gpt-4o-mini's only fallback, whose first token is slower than
         OpenAI's. No timeout or cooldown removes
         that; a faster fallback, or hedged requests (a second call raced against a slow first
-        token, not implemented here), would be the next things to try.
+        token), would be the next things to try — the next section tries the second.
+
+        ### Hedged requests: a second call raced against a slow first one
+
+        A fallback starts only once the first call has failed or timed out, so a slow-but-answering
+        provider costs its users the whole timeout first. A *hedge* (`gateway.hedge.after_s`) sends
+        the request to the next deployment of its chain as soon as the first call has not started
+        answering after that long, and serves whichever starts first; the other call is cancelled
+        and billed its prompt. A call that is not streamed — the agent's tool-choosing call —
+        answers only with its whole answer, so it is hedged after `unstreamed_after_s` (by default
+        the same wait), or never (`unstreamed = false`). `compare` runs the preset with and without
+        a hedge at 0.5 s on the same seeds.
+        """),
+        code("""
+        from llmlab.sim import compare
+
+        hedged = compare("realtime-chat", {"gateway.hedge.after_s": 0.5}, requests=5000, seed=0, replications=2)
+        print(hedged)
+        sides = {"as configured": hedged.a.summary, "hedged at 0.5 s": hedged.b.summary}
+        for name, s in sides.items():
+            print(f"{name:>15}: P95 TTFT {s['ttft_p95_s']:.2f} s over the run, {s['outage_slo_value_s']:.2f} s in the drill; "
+                  f"{s['hedge_rate']:.1%} of model requests hedged, {s['hedge_win_rate']:.0%} of hedges won; "
+                  f"${s['cost_usd']:.2f}")
+        """),
+        md("""
+        The hedge buys almost nothing here, and doubles the bill. Two reasons, both in the numbers:
+
+        * **Its target is slower than the usual first call.** gpt-4o-mini's only fallback is gpt-4o on
+          Azure, whose first token is slower than OpenAI's usually is; a hedge sent at 0.5 s starts
+          answering later than most first calls it races, and rarely wins (the printed win share).
+          Every hedge that loses is still billed its prompt — at gpt-4o's price, with the chat's
+          history and the retrieved articles in it.
+        * **During the drill the breaker has already done the hedge's work**: the slow-call threshold
+          opens OpenAI's breakers, requests go straight to Azure, and there is no further deployment
+          to hedge to. The turns left over 3 s are agent turns answered on Azure (see above).
+
+        Hedging pays where a second deployment is usually *as fast* as the first — the same model in
+        another region or on another provider — and the first has a heavy tail: set `after_s` near
+        the first deployment's own P95 time to first token, so that about one request in twenty is
+        hedged. Try `{"gateway.hedge": {"after_s": 0.8, "unstreamed": False}}` (streamed calls only):
+        far fewer hedges, a small bill, and still no drill fixed.
 
         ## 4. Try it
         """),
