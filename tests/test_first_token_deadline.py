@@ -126,3 +126,88 @@ def test_a_stream_that_ends_before_any_token_is_not_polled_again(monkeypatch):
 
     chunks, outcome = asyncio.run(run())
     assert Ended.polls == 1 and outcome.text == ""
+
+
+# -- synchronous streams: the watchdog cuts a blocked read (llmlab.deadlines, llmlab.stream_cut) -----------
+
+def read_sync(gw: Gateway, prompt: str):
+    started = time.perf_counter()
+    response = gw.stream(prompt)
+    text = "".join(c for c in response if isinstance(c, str))
+    return response.outcome, text, time.perf_counter() - started
+
+
+def test_a_sync_stream_s_late_first_token_falls_back_however_busy_the_connection():
+    """A blocked synchronous read was waited out: 3 s of keep-alives behind timeout_s=0.5, and
+    the fallback never moved on."""
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=3.0, keepalive_s=0.1)
+    with FakeProvider(plan) as fp:
+        outcome, text, took = read_sync(gateway(fp.base_url, timeout_s=0.5), "Where is my parcel?")
+    assert outcome.ok and outcome.deployment == "fast" and text == outcome.text
+    first = outcome.attempts[0]
+    assert first.deployment == "slow" and "timeout" in first.error and "no first token within 0.5 s" in first.error
+    assert took < 2.5  # cut at 0.5 s; waited out, the slow stream's first token alone takes 3 s
+    assert pending_deadlines() == 0  # the call's deadline went with it
+
+
+def pending_deadlines() -> int:
+    from llmlab.deadlines import WATCHDOG
+
+    return len(WATCHDOG)
+
+
+@pytest.mark.parametrize("prefix", ["openai", "hosted_vllm"])
+def test_litellm_s_sync_streams_keep_the_socket_where_the_watchdog_looks(prefix):
+    """Fails loudly if litellm (or the openai SDK, or httpcore) moves the response or its socket:
+    the openai SDK's Stream (``openai/``) and litellm's own handlers' iterators (``hosted_vllm/``,
+    OpenRouter, Groq, …) — without them a sync stream's first token is not held to timeout_s."""
+    from llmlab import stream_cut
+    from llmlab.live import import_litellm
+
+    litellm = import_litellm()
+    with FakeProvider(FaultPlan()) as fp:
+        stream = litellm.completion(model=f"{prefix}/m", api_base=fp.base_url, api_key="sk-test", stream=True,
+                                    messages=[{"role": "user", "content": "hi"}], timeout=5, max_retries=0)
+        try:
+            next(iter(stream))  # litellm's own handlers send the request at the first read
+            response = stream_cut.http_response(stream)
+            assert response is not None and stream_cut.connection_socket(response) is not None
+        finally:
+            stream.close()
+
+
+def test_anthropic_s_sync_stream_iterator_keeps_its_response_where_the_watchdog_looks():
+    """Anthropic's iterator is not reachable through the fake provider (not its wire format):
+    the attribute is checked on the iterator itself."""
+    import httpx
+    from litellm.llms.anthropic.chat.handler import ModelResponseIterator
+
+    from llmlab import stream_cut
+
+    response = httpx.Response(200)
+    wrapper = type("Wrapper", (), {})()
+    wrapper.completion_stream = ModelResponseIterator(streaming_response=iter(()), sync_stream=True, json_mode=False,
+                                                      response=response)
+    assert stream_cut.http_response(wrapper) is response
+
+
+def test_sync_streams_on_many_threads_each_get_their_own_deadline():
+    """Slow and quick streams at once on eight threads: only the slow ones are cut, each quick one
+    answers from its own deployment, and no deadline is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=2.0, keepalive_s=0.05)
+    with FakeProvider(plan) as fp:
+        gw = gateway(fp.base_url, timeout_s=0.6)
+        quick = Gateway([Deployment("fast", "openai/fast", {"api_base": fp.base_url, "api_key": "sk-test"},
+                                    timeout_s=0.6, price_model="gpt-4o-mini")], router=FixedRouter("fast"),
+                        fallbacks={}, cache=False, retry=RetryPolicy(max_retries=0))
+        with ThreadPoolExecutor(8) as pool:
+            jobs = [pool.submit(read_sync, gw if i % 2 else quick, f"question {i}") for i in range(16)]
+            results = [job.result() for job in jobs]
+    for i, (outcome, text, took) in enumerate(results):
+        assert outcome.ok and outcome.deployment == "fast" and text == outcome.text
+        assert [a.deployment for a in outcome.attempts] == (["slow", "fast"] if i % 2 else ["fast"])
+    assert pending_deadlines() == 0

@@ -1,0 +1,179 @@
+"""The watchdog behind a synchronous stream's first-token deadline (``llmlab/deadlines.py``).
+
+One daemon thread for every deadline; each deadline settled exactly once — met by its reader or
+cut by the watchdog — and gone from the heap when its call ends."""
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from llmlab import Deployment, FixedRouter, Gateway, RetryPolicy
+from llmlab.deadlines import CUT, NEVER, NOT_YET, Watchdog
+
+
+def test_deadlines_cut_in_the_order_they_fall_due_on_one_thread():
+    watchdog, cuts, done = Watchdog(), [], threading.Event()
+
+    def cutter(name):
+        def cut():
+            cuts.append((name, threading.current_thread().name))
+            if len(cuts) == 3:
+                done.set()
+            return CUT
+        return cut
+
+    deadlines = [watchdog.arm(seconds, cutter(name)) for name, seconds in (("c", 0.15), ("a", 0.05), ("b", 0.1))]
+    assert done.wait(2)
+    assert [name for name, _ in cuts] == ["a", "b", "c"] and {thread for _, thread in cuts} == {"llmlab-deadlines"}
+    assert all(d.cut and not d.met() for d in deadlines)  # a token after the cut is too late
+    for d in deadlines:
+        d.end()
+    assert len(watchdog) == 0
+
+
+def test_a_deadline_met_or_ended_in_time_never_cuts_and_leaves_nothing_behind():
+    watchdog, cuts = Watchdog(), []
+    met, ended = watchdog.arm(0.1, lambda: cuts.append("met") or CUT), watchdog.arm(0.1, lambda: cuts.append("x") or CUT)
+    assert len(watchdog) == 2
+    assert met.met()
+    ended.end()
+    met.end()
+    assert len(watchdog) == 0
+    time.sleep(0.25)
+    assert cuts == [] and not met.cut and not ended.cut
+
+
+def test_a_cut_with_nothing_to_cut_yet_is_asked_again_and_a_token_meanwhile_is_late():
+    """The request is still waiting for its headers when the deadline passes: nothing to cut yet.
+    The watchdog asks again until there is; a token read in between is past the deadline."""
+    watchdog, asked, done = Watchdog(retry_s=0.01), [], threading.Event()
+
+    def cut():
+        asked.append(time.monotonic())
+        if len(asked) < 4:
+            return NOT_YET
+        done.set()
+        return CUT
+
+    deadline = watchdog.arm(0.02, cut)
+    time.sleep(0.035)  # past the deadline, (probably) not yet cut
+    assert not deadline.met()
+    assert done.wait(2) and deadline.cut and len(asked) == 4
+    deadline.end()
+    assert len(watchdog) == 0
+
+
+def test_a_deadline_that_cannot_cut_lets_a_late_token_through():
+    """Waited out already (no way to cut it): the late answer is taken rather than thrown away."""
+    watchdog, done = Watchdog(), threading.Event()
+    deadline = watchdog.arm(0.01, lambda: done.set() or NEVER)
+    assert done.wait(2)
+    time.sleep(0.01)
+    assert deadline.met() and not deadline.cut
+    deadline.end()
+    assert len(watchdog) == 0
+
+
+def test_a_failing_cut_does_not_stop_the_watchdog():
+    watchdog, done = Watchdog(), threading.Event()
+
+    def broken():
+        raise RuntimeError("boom")
+
+    first = watchdog.arm(0.01, broken)
+    second = watchdog.arm(0.03, lambda: done.set() or CUT)
+    assert done.wait(2) and second.cut and not first.cut
+    first.end(), second.end()
+    assert len(watchdog) == 0
+
+
+def test_ended_deadlines_do_not_pile_up_in_the_heap():
+    """A server's answered calls each leave a deadline far ahead: ended, they are compacted away,
+    not kept (with the streams they would cut) until their time."""
+    watchdog = Watchdog()
+    for _ in range(5_000):
+        deadline = watchdog.arm(600, lambda: CUT)
+        deadline.met()
+        deadline.end()
+    assert len(watchdog) == 0 and len(watchdog._heap) <= 130
+
+
+def test_every_deadline_is_settled_once_when_its_token_and_its_time_come_together():
+    """Readers meet their deadlines at the very moment they fall due, on many threads: each one is
+    either met (and never cut) or cut (and then not met) — never both, never neither."""
+    watchdog = Watchdog()
+    results, lock = [], threading.Lock()
+
+    def reader(i):
+        cut = threading.Event()
+        deadline = watchdog.arm(0.02 + (i % 5) * 0.001, lambda: cut.set() or CUT)
+        time.sleep(0.02 + (i % 7) * 0.0005)
+        met = deadline.met()
+        time.sleep(0.01)  # a cut decided before the met call has run by now
+        deadline.end()
+        with lock:
+            results.append((met, cut.is_set(), deadline.cut))
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 200
+    assert all(met != was_cut and was_cut == flagged for met, was_cut, flagged in results)
+    assert len(watchdog) == 0
+
+
+def test_a_token_that_comes_as_the_deadline_cuts_is_a_timeout(monkeypatch):
+    """The watchdog cut the connection as the first token was being read: the stream is lost either
+    way, so the call is a first-token timeout (retried, fallen back from) and the token is never
+    shown to the caller."""
+    import llmlab.live as live
+    import llmlab.stream_cut as stream_cut
+
+    cutting = threading.Event()
+    monkeypatch.setattr(stream_cut, "cut", lambda stream: cutting.set() or CUT)
+    token = SimpleNamespace(usage=None, choices=[SimpleNamespace(index=0, finish_reason=None,
+                                                                  delta=SimpleNamespace(content="hello"))])
+
+    class Late:
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            assert cutting.wait(5)  # read as the watchdog cuts
+            return token
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(live, "_LITELLM", SimpleNamespace(completion=lambda **kwargs: Late()))
+    gw = Gateway([Deployment("m", "gpt-4o-mini", {"api_key": "sk-test"}, timeout_s=0.2)], router=FixedRouter("m"),
+                 fallbacks={}, cache=False, retry=RetryPolicy(max_retries=0))
+    response = gw.stream("hello")
+    chunks = list(response)
+    outcome = response.outcome
+    assert "hello" not in chunks and not outcome.ok
+    assert "timeout" in outcome.attempts[0].error and "no first token within 0.2 s" in outcome.attempts[0].error
+
+
+@pytest.mark.parametrize("leave_after", [1, 2])
+def test_a_caller_who_leaves_a_sync_stream_ends_its_deadline(leave_after):
+    """The caller breaks out of the loop: the stream's deadline is gone at once, not left to cut a
+    connection back in the pool."""
+    from llmlab.deadlines import WATCHDOG
+    from llmlab.testing import FakeProvider, FaultPlan
+
+    with FakeProvider(FaultPlan(), reply="one two three four five six") as fp:
+        gw = Gateway([Deployment("m", "openai/m", {"api_base": fp.base_url, "api_key": "sk-test"}, timeout_s=30,
+                                 price_model="gpt-4o-mini")], router=FixedRouter("m"), fallbacks={}, cache=False)
+        response = gw.stream("hello")
+        for i, _ in enumerate(response, 1):
+            if i == leave_after:
+                break
+        response.close()
+        assert len(WATCHDOG) == 0
+        assert response.outcome is not None
