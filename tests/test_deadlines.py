@@ -9,9 +9,22 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from test_first_token_deadline import gateway, read_sync
 
 from llmlab import Deployment, FixedRouter, Gateway, RetryPolicy
 from llmlab.deadlines import CUT, NEVER, NOT_YET, Watchdog
+from llmlab.testing import FakeProvider, FaultPlan
+
+
+@pytest.fixture
+def watchdog(monkeypatch):
+    """The live driver's watchdog, fresh: what a test counts is its own streams' deadlines (a
+    stream another test left to the garbage collector keeps its deadline until it falls due)."""
+    import llmlab.live as live
+
+    fresh = Watchdog()
+    monkeypatch.setattr(live, "WATCHDOG", fresh)
+    return fresh
 
 
 def test_deadlines_cut_in_the_order_they_fall_due_on_one_thread():
@@ -161,12 +174,9 @@ def test_a_token_that_comes_as_the_deadline_cuts_is_a_timeout(monkeypatch):
 
 
 @pytest.mark.parametrize("leave_after", [1, 2])
-def test_a_caller_who_leaves_a_sync_stream_ends_its_deadline(leave_after):
+def test_a_caller_who_leaves_a_sync_stream_ends_its_deadline(watchdog, leave_after):
     """The caller breaks out of the loop: the stream's deadline is gone at once, not left to cut a
     connection back in the pool."""
-    from llmlab.deadlines import WATCHDOG
-    from llmlab.testing import FakeProvider, FaultPlan
-
     with FakeProvider(FaultPlan(), reply="one two three four five six") as fp:
         gw = Gateway([Deployment("m", "openai/m", {"api_base": fp.base_url, "api_key": "sk-test"}, timeout_s=30,
                                  price_model="gpt-4o-mini")], router=FixedRouter("m"), fallbacks={}, cache=False)
@@ -175,5 +185,27 @@ def test_a_caller_who_leaves_a_sync_stream_ends_its_deadline(leave_after):
             if i == leave_after:
                 break
         response.close()
-        assert len(WATCHDOG) == 0
+        assert len(watchdog) == 0
         assert response.outcome is not None
+
+
+def test_sync_streams_on_many_threads_each_get_their_own_deadline(watchdog):
+    """Slow and quick streams at once on eight threads: only the slow ones are cut, each quick one
+    answers from its own deployment, and no deadline is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=2.0, keepalive_s=0.05)
+    with FakeProvider(plan) as fp:
+        gw = gateway(fp.base_url, timeout_s=0.6)
+        quick = Gateway([Deployment("fast", "openai/fast", {"api_base": fp.base_url, "api_key": "sk-test"},
+                                    timeout_s=0.6, price_model="gpt-4o-mini")], router=FixedRouter("fast"),
+                        fallbacks={}, cache=False, retry=RetryPolicy(max_retries=0))
+        with ThreadPoolExecutor(8) as pool:
+            jobs = [pool.submit(read_sync, gw if i % 2 else quick, f"question {i}") for i in range(16)]
+            results = [job.result() for job in jobs]
+    for i, (outcome, text, took) in enumerate(results):
+        assert outcome.ok and outcome.deployment == "fast" and text == outcome.text
+        assert [a.deployment for a in outcome.attempts] == (["slow", "fast"] if i % 2 else ["fast"])
+        assert took < 1.8  # the slow ones cut at 0.6 s, not waited out for 2 s
+    assert len(watchdog) == 0
