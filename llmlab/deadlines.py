@@ -16,6 +16,7 @@ nor cuts a connection that went back to the pool.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -86,8 +87,7 @@ class Watchdog:
         self.clock = clock
         self._reset()
         # the thread does not survive a fork, and its lock may be held there: the child starts afresh
-        reset = weakref.WeakMethod(self._reset)
-        os.register_at_fork(after_in_child=lambda: (lambda fn: fn and fn())(reset()))
+        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -159,6 +159,12 @@ class Watchdog:
             return
         deadline._state = _CUT if outcome == CUT else _UNCUTTABLE
         deadline._cut = None
+
+
+def _after_fork(ref: weakref.ReferenceType[Watchdog]) -> None:
+    watchdog = ref()
+    if watchdog is not None:
+        watchdog._reset()
 
 
 #: the process's watchdog (its thread starts with the first deadline armed)

@@ -4,6 +4,7 @@ One daemon thread for every deadline; each deadline settled exactly once — met
 cut by the watchdog — and gone from the heap when its call ends."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ from test_first_token_deadline import gateway, read_sync
 
 from llmlab import Deployment, FixedRouter, Gateway, RetryPolicy
 from llmlab.deadlines import CUT, NEVER, NOT_YET, Watchdog
-from llmlab.testing import FakeProvider, FaultPlan
+from llmlab.testing import FakeProvider, Fault, FaultPlan
 
 
 @pytest.fixture
@@ -140,6 +141,24 @@ def test_every_deadline_is_settled_once_when_its_token_and_its_time_come_togethe
     assert len(watchdog) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_starts_with_a_watchdog_of_its_own():
+    """A fork copies the heap but not the thread (and maybe a held lock): the child's deadlines
+    would never fire.  It starts afresh, and its own deadlines are cut."""
+    watchdog = Watchdog()
+    parent = watchdog.arm(600, lambda: CUT)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        ok = len(watchdog) == 0
+        done = threading.Event()
+        watchdog.arm(0.01, lambda: done.set() or CUT)
+        os._exit(0 if ok and done.wait(2) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(watchdog) == 1
+    parent.end()
+
+
 def test_a_token_that_comes_as_the_deadline_cuts_is_a_timeout(monkeypatch):
     """The watchdog cut the connection as the first token was being read: the stream is lost either
     way, so the call is a first-token timeout (retried, fallen back from) and the token is never
@@ -187,6 +206,23 @@ def test_a_caller_who_leaves_a_sync_stream_ends_its_deadline(watchdog, leave_aft
         response.close()
         assert len(watchdog) == 0
         assert response.outcome is not None
+
+
+@pytest.mark.parametrize("fault", [Fault.server_error(), Fault.cut_stream(after_chunks=1), Fault.malformed(), None],
+                         ids=["500", "cut-before-content", "malformed", "empty-answer"])
+def test_a_sync_stream_that_ends_before_its_first_token_ends_its_deadline(watchdog, fault):
+    """Never met (no token came): the deadline is ended with the call, not left in the heap for
+    timeout_s holding the stream, to cut whatever then uses its connection."""
+    plan = FaultPlan()
+    plan.model("m").then(fault)
+    with FakeProvider(plan, reply="") as fp:
+        gw = Gateway([Deployment("m", "openai/m", {"api_base": fp.base_url, "api_key": "sk-test"}, timeout_s=30,
+                                 price_model="gpt-4o-mini")], router=FixedRouter("m"), fallbacks={}, cache=False,
+                     retry=RetryPolicy(max_retries=0))
+        response = gw.stream("hello")
+        assert "".join(c for c in response if isinstance(c, str)) == ""
+        assert response.outcome.ok == (fault is None)
+        assert len(watchdog) == 0
 
 
 def test_sync_streams_on_many_threads_each_get_their_own_deadline(watchdog):
