@@ -17,6 +17,18 @@ from llmlab.deadlines import CUT, NEVER, NOT_YET, Watchdog
 from llmlab.testing import FakeProvider, Fault, FaultPlan
 
 
+def chunk(text: str) -> SimpleNamespace:
+    """A streamed chunk of ``text``, shaped as litellm's."""
+    return SimpleNamespace(usage=None, choices=[SimpleNamespace(index=0, finish_reason=None,
+                                                                delta=SimpleNamespace(content=text))])
+
+
+def one_deployment(timeout_s: float) -> Gateway:
+    """A gateway over one deployment whose litellm a test replaces."""
+    return Gateway([Deployment("m", "gpt-4o-mini", {"api_key": "sk-test"}, timeout_s=timeout_s)],
+                   router=FixedRouter("m"), fallbacks={}, cache=False, retry=RetryPolicy(max_retries=0))
+
+
 @pytest.fixture
 def watchdog(monkeypatch):
     """The live driver's watchdog, fresh: what a test counts is its own streams' deadlines (a
@@ -168,8 +180,7 @@ def test_a_token_that_comes_as_the_deadline_cuts_is_a_timeout(monkeypatch):
 
     cutting = threading.Event()
     monkeypatch.setattr(stream_cut, "cut", lambda stream: cutting.set() or CUT)
-    token = SimpleNamespace(usage=None, choices=[SimpleNamespace(index=0, finish_reason=None,
-                                                                  delta=SimpleNamespace(content="hello"))])
+    token = chunk("hello")
 
     class Late:
         def __iter__(self):
@@ -183,13 +194,50 @@ def test_a_token_that_comes_as_the_deadline_cuts_is_a_timeout(monkeypatch):
             pass
 
     monkeypatch.setattr(live, "_LITELLM", SimpleNamespace(completion=lambda **kwargs: Late()))
-    gw = Gateway([Deployment("m", "gpt-4o-mini", {"api_key": "sk-test"}, timeout_s=0.2)], router=FixedRouter("m"),
-                 fallbacks={}, cache=False, retry=RetryPolicy(max_retries=0))
+    gw = one_deployment(timeout_s=0.2)
     response = gw.stream("hello")
     chunks = list(response)
     outcome = response.outcome
     assert "hello" not in chunks and not outcome.ok
     assert "timeout" in outcome.attempts[0].error and "no first token within 0.2 s" in outcome.attempts[0].error
+
+
+def test_a_stream_the_watchdog_cannot_cut_is_waited_out_as_before_and_said_once(monkeypatch, caplog):
+    """A layout with no httpx response to reach (Bedrock's event-stream decoder): its late first
+    token is taken, not thrown away after it was waited for, and the log says once why."""
+    import llmlab.live as live
+    import llmlab.stream_cut as stream_cut
+
+    monkeypatch.setattr(stream_cut, "_warned", set())  # said once a process: not yet in this one
+    token = chunk("late")
+
+    class Opaque:
+        completion_stream = iter(())  # no response kept where llmlab.stream_cut looks
+
+        def __init__(self):
+            self.chunks = iter([token])
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            time.sleep(0.15)
+            return next(self.chunks)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(live, "_LITELLM", SimpleNamespace(completion=lambda **kwargs: Opaque()))
+    gw = one_deployment(timeout_s=0.05)
+    with caplog.at_level("WARNING", logger="llmlab.live"):
+        outcomes = []
+        for _ in range(2):
+            response = gw.stream("hello")
+            assert list(response) == ["late"]
+            outcomes.append(response.outcome)
+    assert all(o.ok and o.text == "late" for o in outcomes)
+    said = [r.getMessage() for r in caplog.records if "cannot be cut" in r.getMessage()]
+    assert said == ["a synchronous tuple_iterator stream cannot be cut: its first token is not held to the deadline"]
 
 
 @pytest.mark.parametrize("leave_after", [1, 2])
