@@ -17,8 +17,9 @@ import os
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 
-from . import secret_logs
+from . import secret_logs, stream_cut
 from .asyncwait import finish
+from .deadlines import WATCHDOG
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, RaceResult, Sleep, embedding_cost
 from .fallback import completion_bound, counted_prompt, streamed_part
 from .live_race import arace, astream_race
@@ -489,17 +490,31 @@ class LiteLLMDriver:
         state = _StreamState(call, started)
         yield state
         response = None
+        timeout_s = call.deployment.timeout_s
+        # the first token within timeout_s of sending, as astream_call holds it: a blocked read is
+        # cut by the watchdog shutting its connection down (llmlab.deadlines, llmlab.stream_cut)
+        deadline = WATCHDOG.arm(min(timeout_s, MAX_WAIT_S), lambda: stream_cut.cut(state.response))
+        answering = False
         try:
             response = state.opened(litellm.completion(**_kwargs(call)))
             for chunk in response:
                 piece = state.feed(chunk, self.clock())
+                if not answering and state.answering():
+                    if not deadline.met():  # it came as the deadline cut the connection: too late
+                        raise FirstTokenTimeout.after(timeout_s)
+                    answering = True
                 if piece:
                     yield piece
+            if not answering and deadline.cut:  # the cut ended the stream quietly
+                raise FirstTokenTimeout.after(timeout_s)
         except Exception as exc:
-            error = state.failed(exc, self.clock())
+            cut = not answering and deadline.cut and not isinstance(exc, FirstTokenTimeout)
+            # what the cut made the read raise is the deadline's timeout
+            error = state.failed(FirstTokenTimeout.after(timeout_s) if cut else exc, self.clock())
             _release_frames(exc)
             return error
         finally:
+            deadline.end()  # before the close: the connection may go back to the pool
             # closed now, also when the caller left mid-stream: left to the garbage collector, the
             # HTTP response was closed inside a later request holding the connection pool's lock
             # (httpcore's, not re-entrant) and that thread hung for good
@@ -596,6 +611,10 @@ def _unraced(stream: Generator[Any, None, CallResult | CallError]) -> Generator[
 class FirstTokenTimeout(TimeoutError):
     """A stream's first token did not come within its deployment's ``timeout_s`` of sending."""
 
+    @classmethod
+    def after(cls, timeout_s: float) -> FirstTokenTimeout:
+        return cls(f"no first token within {timeout_s:g} s")
+
 
 async def _first_chunk(chunks: AsyncIterator[Any], left_s: float, timeout_s: float) -> Any:
     """The stream's next chunk, or :class:`FirstTokenTimeout` once ``left_s`` has passed.
@@ -603,25 +622,25 @@ async def _first_chunk(chunks: AsyncIterator[Any], left_s: float, timeout_s: flo
     The HTTP client's own timeout is on each wait for bytes: a provider that keeps a slow stream's
     connection busy (SSE keep-alive comments, Anthropic's pings) before its first token was never
     cut off, so a tight ``timeout_s`` did not fall back from a slow first token live as it does in
-    the simulator (``timeout_s``: the whole call, or the first token when streaming).  Async
-    streams only: a synchronous read cannot be interrupted, and litellm drops keep-alives before
-    the caller sees them.  The time counts from sending, so a busy event loop's own delay counts
-    too (``Gateway(admission=…)`` bounds it)."""
+    the simulator (``timeout_s``: the whole call, or the first token when streaming).  (A
+    synchronous stream's read is cut by the watchdog instead: see :meth:`LiteLLMDriver.stream_call`.)
+    The time counts from sending, so a busy event loop's own delay counts too
+    (``Gateway(admission=…)`` bounds it)."""
     timeout = getattr(asyncio, "timeout", None)
     if left_s <= 0:
-        raise FirstTokenTimeout(f"no first token within {timeout_s:g} s")
+        raise FirstTokenTimeout.after(timeout_s)
     if timeout is None:  # Python 3.10: no asyncio.timeout
         try:
             return await asyncio.wait_for(chunks.__anext__(), left_s)
         except asyncio.TimeoutError:
-            raise FirstTokenTimeout(f"no first token within {timeout_s:g} s") from None
+            raise FirstTokenTimeout.after(timeout_s) from None
     scope = timeout(left_s)
     try:
         async with scope:
             return await chunks.__anext__()
     except TimeoutError:
         if scope.expired():  # ours, not a timeout raised inside the read
-            raise FirstTokenTimeout(f"no first token within {timeout_s:g} s") from None
+            raise FirstTokenTimeout.after(timeout_s) from None
         raise
 
 

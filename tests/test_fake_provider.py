@@ -307,6 +307,23 @@ def test_outage_toggles_at_run_time_and_stats_count_per_model_and_path(provider_
     assert fp.stats.total == 0 and fp.requests == []
 
 
+def test_a_trickled_body_comes_in_ten_pieces_after_headers_sent_at_once(provider_factory, client_for):
+    """`trickle_s`: what defeats a client's per-read timeout on a non-streamed answer (no gap is
+    longer than trickle_s, the whole body takes ten of them)."""
+    plan = FaultPlan()
+    plan.model("trickle").body_timing(trickle_s=0.05)
+    client = client_for(provider_factory(plan), timeout=0.2)  # each read waits 0.05 s: never times out
+    t0 = time.perf_counter()
+    with client.stream("POST", "/chat/completions", json={"model": "trickle", "messages": MSGS}) as r:
+        headers_s = time.perf_counter() - t0
+        pieces = list(r.iter_raw())
+    took = time.perf_counter() - t0
+    assert r.status_code == 200 and headers_s < 0.04 and took >= 10 * 0.05 * 0.9
+    assert 2 <= len(pieces) and json.loads(b"".join(pieces))["choices"][0]["message"]["content"]
+    t0 = time.perf_counter()
+    assert chat(client, "other").status_code == 200 and time.perf_counter() - t0 < 0.2  # others whole at once
+
+
 def test_faults_validate_their_arguments():
     with pytest.raises(ValueError, match="status"):
         Fault.error(200)
@@ -314,6 +331,10 @@ def test_faults_validate_their_arguments():
         FaultPlan().model("m").randomly(1.5, Fault.hang())
     with pytest.raises(ValueError, match="latency"):
         FaultPlan().model("m").latency(-1)
+    with pytest.raises(ValueError, match="trickle_s"):
+        FaultPlan().model("m").body_timing(trickle_s=math.nan)
+    with pytest.raises(ValueError, match="trickle_s"):
+        FaultPlan(trickle_s=-0.1)
 
 
 # -- binding, lifecycle --------------------------------------------------------------------------
@@ -378,7 +399,9 @@ def test_cli_refuses_non_loopback(capsys):
 @pytest.mark.parametrize("argv, named", [(["--error-rate", "2"], "--error-rate"),
                                          (["--error-rate", "nan"], "--error-rate"),
                                          (["--retry-after-s", "nan"], "--retry-after-s"),
-                                         (["--retry-after-s", "inf"], "--retry-after-s")])
+                                         (["--retry-after-s", "inf"], "--retry-after-s"),
+                                         (["--trickle-ms", "-5"], "--trickle-ms"),
+                                         (["--trickle-ms", "nan"], "--trickle-ms")])
 def test_cli_names_the_option_a_bad_value_came_from(capsys, argv, named):
     """`--error-rate 2` said 'probability must be a number in [0, 1]' and `--retry-after-s nan`
     named 'retry_after_s': neither is what the user typed (--help calls them by their options)."""

@@ -126,3 +126,60 @@ def test_a_stream_that_ends_before_any_token_is_not_polled_again(monkeypatch):
 
     chunks, outcome = asyncio.run(run())
     assert Ended.polls == 1 and outcome.text == ""
+
+
+# -- synchronous streams: the watchdog cuts a blocked read (llmlab.deadlines, llmlab.stream_cut) -----------
+
+def read_sync(gw: Gateway, prompt: str):
+    started = time.perf_counter()
+    response = gw.stream(prompt)
+    text = "".join(c for c in response if isinstance(c, str))
+    return response.outcome, text, time.perf_counter() - started
+
+
+def test_a_sync_stream_s_late_first_token_falls_back_however_busy_the_connection():
+    """A blocked synchronous read was waited out: 3 s of keep-alives behind timeout_s=0.5, and
+    the fallback never moved on."""
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=3.0, keepalive_s=0.1)
+    with FakeProvider(plan) as fp:
+        outcome, text, took = read_sync(gateway(fp.base_url, timeout_s=0.5), "Where is my parcel?")
+    assert outcome.ok and outcome.deployment == "fast" and text == outcome.text
+    first = outcome.attempts[0]
+    assert first.deployment == "slow" and "timeout" in first.error and "no first token within 0.5 s" in first.error
+    assert took < 2.5  # cut at 0.5 s; waited out, the slow stream's first token alone takes 3 s
+
+
+@pytest.mark.parametrize("prefix", ["openai", "hosted_vllm"])
+def test_litellm_s_sync_streams_keep_the_socket_where_the_watchdog_looks(prefix):
+    """Fails loudly if litellm (or the openai SDK, or httpcore) moves the response or its socket:
+    the openai SDK's Stream (``openai/``) and litellm's own handlers' iterators (``hosted_vllm/``,
+    OpenRouter, Groq, …) — without them a sync stream's first token is not held to timeout_s."""
+    from llmlab import stream_cut
+    from llmlab.live import import_litellm
+
+    litellm = import_litellm()
+    with FakeProvider(FaultPlan()) as fp:
+        stream = litellm.completion(model=f"{prefix}/m", api_base=fp.base_url, api_key="sk-test", stream=True,
+                                    messages=[{"role": "user", "content": "hi"}], timeout=5, max_retries=0)
+        try:
+            next(iter(stream))  # litellm's own handlers send the request at the first read
+            response = stream_cut.http_response(stream)
+            assert response is not None and stream_cut.connection_socket(response) is not None
+        finally:
+            stream.close()
+
+
+def test_anthropic_s_sync_stream_iterator_keeps_its_response_where_the_watchdog_looks():
+    """Anthropic's iterator is not reachable through the fake provider (not its wire format):
+    the attribute is checked on the iterator itself."""
+    import httpx
+    from litellm.llms.anthropic.chat.handler import ModelResponseIterator
+
+    from llmlab import stream_cut
+
+    response = httpx.Response(200)
+    wrapper = type("Wrapper", (), {})()
+    wrapper.completion_stream = ModelResponseIterator(streaming_response=iter(()), sync_stream=True, json_mode=False,
+                                                      response=response)
+    assert stream_cut.http_response(wrapper) is response

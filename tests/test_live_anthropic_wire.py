@@ -432,3 +432,22 @@ def test_a_stream_whose_body_ends_before_its_first_event_is_a_cut_not_an_empty_a
     out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
     assert out.ok and out.text == "fine" and wire.hits[name] == 2
     assert out.attempts[0].error.startswith("connection:"), out.attempts[0].error
+
+
+@pytest.mark.parametrize("how", STREAMS)
+def test_claude_s_pings_do_not_hold_a_stream_past_its_first_token_deadline(wire, how):
+    """Anthropic pings a slow stream before its first text: the connection is never silent, so
+    the HTTP client's read timeout never fires.  A synchronous stream waited all 3 s out
+    (``astream``: a regression guard, its deadline was kept before)."""
+    import time
+
+    pings = [("ping", {"type": "ping"}), lambda: time.sleep(0.1)] * 30
+    name = f"pings-{how}"
+    dep = wire.deployment(name, (200, {}, stream_events(*pings, "late", input_tokens=40)), timeout_s=0.5)
+    backup = wire.deployment(f"{name}-backup", (200, {}, answer("in time")))
+    started = time.perf_counter()
+    out = served(gateway(dep, backup, fallbacks={name: [backup.name]}), how)
+    assert out.ok and out.text == "in time" and out.deployment == backup.name
+    assert "no first token within 0.5 s" in out.attempts[0].error and out.attempts[0].error.startswith("timeout:")
+    assert out.attempts[0].prompt_tokens == 40  # reported at message_start, before the pings: billed
+    assert time.perf_counter() - started < 2.5

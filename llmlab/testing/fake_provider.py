@@ -46,7 +46,7 @@ from typing import Any
 import h11
 
 from . import bodies
-from .faults import ERROR_STATUSES, Decision, Fault, FaultPlan
+from .faults import ERROR_STATUSES, TRICKLE_PIECES, Decision, Fault, FaultPlan
 
 __all__ = ["FakeProvider", "NonLoopbackHostError", "ProviderStats", "RecordedRequest", "cli_main"]
 
@@ -187,6 +187,18 @@ async def _keep_alive(http: _HTTP, wait_s: float, every_s: float) -> float:
         wait_s -= every_s
         await http.send(h11.Data(data=b": keep-alive\n\n"))
     return wait_s
+
+
+async def _trickle(http: _HTTP, body: bytes, every_s: float) -> None:
+    """A 200 with ``body``'s length announced at once, then the body in :data:`TRICKLE_PIECES`
+    pieces ``every_s`` apart (a slow upstream relayed as it comes, or a throttled proxy)."""
+    await http.send(h11.Response(status_code=200, headers=[
+        ("content-type", "application/json"), ("content-length", str(len(body))), ("server", "llmlab-fake-provider")]))
+    size = -(-len(body) // TRICKLE_PIECES)
+    for start in range(0, len(body), size):
+        await asyncio.sleep(every_s)
+        await http.send(h11.Data(data=body[start:start + size]))
+    await http.send(h11.EndOfMessage())
 
 
 class FakeProvider:
@@ -403,11 +415,12 @@ class FakeProvider:
         rid, created = self._next_id(path), int(time.time())
         if path == "/embeddings":
             payload = bodies.embeddings(body, default_dim=self.embedding_dim)
-            return await self._respond_body(http, payload, fault)
+            return await self._respond_body(http, payload, fault, decision.trickle_s)
         reply = self._reply_for(body)
         if stream:
             return await self._stream(http, body, reply, rid, created, decision)
-        return await self._respond_body(http, bodies.chat_completion(body, reply, id=rid, created=created), fault)
+        return await self._respond_body(http, bodies.chat_completion(body, reply, id=rid, created=created), fault,
+                                        decision.trickle_s)
 
     async def _respond_error(self, http: _HTTP, fault: Fault, model: str) -> bool:
         headers = {}
@@ -419,8 +432,11 @@ class FakeProvider:
         await http.respond_json(fault.status, bodies.error_body(fault.status, message), headers)
         return True
 
-    async def _respond_body(self, http: _HTTP, payload: dict, fault: Fault | None) -> bool:
+    async def _respond_body(self, http: _HTTP, payload: dict, fault: Fault | None, trickle_s: float = 0.0) -> bool:
         data = json.dumps(payload).encode()
+        if trickle_s and fault is None:
+            await _trickle(http, data, trickle_s)
+            return True
         if fault is not None and fault.kind == "malformed":
             await http.respond(200, data[: max(1, len(data) // 2)])  # complete HTTP message, broken JSON
             return True
@@ -486,6 +502,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
     p.add_argument("--keepalive-ms", type=float, default=0.0,
                    help="an SSE comment this often while a stream waits for its first token (0: none)")
+    p.add_argument("--trickle-ms", type=float, default=0.0,
+                   help=f"send a non-streamed answer's body in {TRICKLE_PIECES} pieces this far apart, its headers at "
+                        "once (0: the whole body at once)")
     p.add_argument("--error-rate", type=float, default=0.0, help="probability in [0, 1] of an error response")
     p.add_argument("--error-status", type=int, default=500,
                    help="status used for --error-rate: " + ", ".join(map(str, ERROR_STATUSES)) + " (default 500)")
@@ -507,7 +526,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     problems = [] if 0 <= args.port <= 65_535 else [f"--port must be in 0..65535 (got {args.port})"]
     for flag, value in (("--latency-ms", args.latency_ms), ("--ttft-ms", args.ttft_ms),
-                        ("--chunk-delay-ms", args.chunk_delay_ms), ("--keepalive-ms", args.keepalive_ms)):
+                        ("--chunk-delay-ms", args.chunk_delay_ms), ("--keepalive-ms", args.keepalive_ms),
+                        ("--trickle-ms", args.trickle_ms)):
         if not 0 <= value < math.inf:  # nan fails too
             problems.append(f"{flag} must be a finite number >= 0 (got {value:g})")
     # named by their options here: FaultPlan's own messages say 'probability' and 'retry_after_s'
@@ -525,6 +545,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         plan = FaultPlan(seed=args.seed, latency_s=args.latency_ms / 1000, ttft_s=args.ttft_ms / 1000,
                          chunk_delay_s=args.chunk_delay_ms / 1000, keepalive_s=args.keepalive_ms / 1000,
+                         trickle_s=args.trickle_ms / 1000,
                          error_rate=args.error_rate,
                          error_status=args.error_status,
                          retry_after_s=None if args.retry_after_s < 0 else args.retry_after_s)

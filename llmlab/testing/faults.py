@@ -93,6 +93,9 @@ class Decision:
     `ttft_s` is spent before the first content chunk and `chunk_delay_s` between chunks, and
     while it waits for the first content chunk a stream sends an SSE comment every
     `keepalive_s` (0: none), as OpenRouter and others keep a slow stream's connection busy.
+    A non-streamed answer's body comes in :data:`TRICKLE_PIECES` pieces, each `trickle_s` after
+    the last (0: at once, with its headers): the connection is never silent for long, so a
+    client's per-read timeout never fires, however long the whole body takes.
     """
 
     latency_s: float = 0.0
@@ -100,6 +103,11 @@ class Decision:
     chunk_delay_s: float = 0.0
     fault: Fault | None = None
     keepalive_s: float = 0.0
+    trickle_s: float = 0.0
+
+
+#: how many pieces a trickled body comes in (see :class:`Decision`)
+TRICKLE_PIECES = 10
 
 
 def _check_probability(p: float) -> float:
@@ -126,6 +134,7 @@ class ModelRule:
     ttft_s: float | None = None
     chunk_delay_s: float | None = None
     keepalive_s: float | None = None
+    trickle_s: float | None = None
     script: deque = field(default_factory=deque)
     random_faults: list[tuple[float, Fault]] = field(default_factory=list)
 
@@ -154,6 +163,13 @@ class ModelRule:
             self.keepalive_s = _check_seconds("keepalive_s", keepalive_s)
         return self
 
+    def body_timing(self, *, trickle_s: float | None = None) -> ModelRule:
+        """A non-streamed answer's body in :data:`TRICKLE_PIECES` pieces ``trickle_s`` apart,
+        after headers sent at once (0: the whole body at once)."""
+        if trickle_s is not None:
+            self.trickle_s = _check_seconds("trickle_s", trickle_s)
+        return self
+
     def then(self, *faults: Fault | None) -> ModelRule:
         """Append to the deterministic script: one entry per request, None = a healthy answer."""
         self.script.extend(faults)
@@ -179,13 +195,14 @@ class FaultPlan:
 
     def __init__(self, *, seed: int = 0, latency_s: float = 0.0, ttft_s: float = 0.0,
                  chunk_delay_s: float = 0.0, error_rate: float = 0.0, error_status: int = 500,
-                 retry_after_s: float | None = 1.0, keepalive_s: float = 0.0) -> None:
+                 retry_after_s: float | None = 1.0, keepalive_s: float = 0.0, trickle_s: float = 0.0) -> None:
         """``retry_after_s``: the ``Retry-After`` of random 429 and 503 errors (None: no header)."""
         self.seed = seed
         self.default = ModelRule(latency_s=_check_seconds("latency_s", latency_s),
                                  ttft_s=_check_seconds("ttft_s", ttft_s),
                                  chunk_delay_s=_check_seconds("chunk_delay_s", chunk_delay_s),
-                                 keepalive_s=_check_seconds("keepalive_s", keepalive_s))
+                                 keepalive_s=_check_seconds("keepalive_s", keepalive_s),
+                                 trickle_s=_check_seconds("trickle_s", trickle_s))
         if retry_after_s is not None:
             _check_seconds("retry_after_s", retry_after_s)
         if error_rate:
@@ -235,4 +252,5 @@ class FaultPlan:
                 chunk_delay_s=next(r.chunk_delay_s for r in rules if r.chunk_delay_s is not None),
                 fault=fault,
                 keepalive_s=next(r.keepalive_s for r in rules if r.keepalive_s is not None),
+                trickle_s=next(r.trickle_s for r in rules if r.trickle_s is not None),
             )
