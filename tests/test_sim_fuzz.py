@@ -484,6 +484,8 @@ def _concrete(key: str) -> tuple[str, dict[str, Any]]:
         key = key.replace(f"{prefix}.<name>", f"{prefix}.{name}")
     if ".price." in key and not key.endswith(".input_per_1m"):  # a price table needs its input price
         setup[key.rsplit(".", 1)[0] + ".input_per_1m"] = 1.0
+    if key.startswith("gateway.hedge.") and key != "gateway.hedge.after_s":  # a hedge table needs its wait
+        setup["gateway.hedge.after_s"] = 1.0
     m = re.match(r"(.+?)\[i\]\.(.+)", key)
     if m:
         setup[m[1]] = [dict(LIST_ITEMS[m[1]])]
