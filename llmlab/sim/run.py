@@ -26,7 +26,7 @@ import numpy as np
 from ..request import Request
 from ..tokens import max_message_tokens
 from .build import build_embedder, build_gateway, build_semantic_cache, check_cache_options, embedder_named
-from .driver import EmbedModel, SimDriver
+from .driver import EmbedModel, SimDriver, Task
 from .metrics import OUTAGE_KEYS, Recorder, per_answered_savings_pct, refused_savings_pct, requests_frame, summarise
 from .outages import Window, scenario_windows, windows_for
 from .parallel import baseline_beside, baseline_run, policy_and_baseline
@@ -230,13 +230,32 @@ class _App:
                          {"role": "assistant", "content": t.answers[t.key[j]]})
         return msgs + (self._user_message(int(t.text[i])),)
 
-    def arrivals(self) -> Any:
+    def arrivals(self) -> None:
+        """Schedule the first arrival; each arrival schedules the next and starts its turn.
+
+        No arrivals process and no ``simpy.Process`` per turn (:class:`~llmlab.sim.driver.Task`):
+        a turn starts in the callback of its arrival's timeout, where the process's ``Initialize``
+        event used to run it a step later at the same instant.  The order of every event is kept:
+        the next arrival's timeout is made before the turn runs, turns arriving at one instant
+        start in their order, and each delay is ``arrival - now`` at the previous arrival."""
+        self._times = self.t.arrival_s.tolist()
+        self._next = 0
+        if self._times:
+            self.env.timeout(max(0.0, self._times[0] - self.env.now)).callbacks.append(self._arrive)
+
+    def _arrive(self, _event: Any) -> None:
         env = self.env
-        for i, at in enumerate(self.t.arrival_s.tolist()):
-            delay = at - env.now
-            if delay > 0:
-                yield env.timeout(delay)
-            env.process(self.guarded_turn(i))
+        times = self._times
+        now = env.now
+        first = i = self._next
+        i += 1
+        while i < len(times) and times[i] - now <= 0:  # arriving at this instant too
+            i += 1
+        self._next = i
+        if i < len(times):
+            env.timeout(times[i] - now).callbacks.append(self._arrive)
+        for k in range(first, i):
+            Task(self.guarded_turn(k)).start()
 
     def guarded_turn(self, i: int) -> Any:
         """A bug in the simulated application must not end the run: the turn is recorded as failed."""
@@ -356,7 +375,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     rec = Recorder()
     rec.outcomes = gateway.ledger.records  # filled only when keep_requests (the per-request table)
     app = _App(env, scenario, traffic, gateway, driver, rec, seed, "b" if baseline else "r")
-    env.process(app.arrivals())
+    app.arrivals()
     if observe is not None:
         observe(env, app)
     if progress is None:
