@@ -136,6 +136,21 @@ def check_every_seed(scenario: Scenario, *, requests: int | None, hours: float |
 
 
 # ----------------------------------------------------------------------------- one run
+class _Rows:
+    """The traffic's per-turn integer columns as memoryviews over the same memory.
+
+    A turn reads about ten of them.  Indexing a NumPy array makes a NumPy scalar, which the code
+    then turned into an int or used as an index; indexing a memoryview gives the int at once
+    (≈ a quarter of the work).  Nothing is copied (a column of another integer type is converted
+    once)."""
+
+    __slots__ = ("tenant", "text", "key", "intent", "prompt_tokens", "answer_tokens", "prev", "session")
+
+    def __init__(self, traffic: Traffic) -> None:
+        for name in self.__slots__:
+            setattr(self, name, memoryview(np.ascontiguousarray(getattr(traffic, name), dtype=np.int64)))
+
+
 class _App:
     """The simulated application: builds each turn's requests and serves them through the gateway."""
 
@@ -143,6 +158,7 @@ class _App:
                  recorder: Recorder, seed: int, tag: str) -> None:
         self.env = env
         self.t = traffic
+        self.rows = _Rows(traffic)
         self.cfg = scenario.traffic
         self.pipeline = gateway.pipeline
         self.driver = driver
@@ -218,17 +234,17 @@ class _App:
 
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
+        rows = self.rows
         msgs = self.system + extra
         if t.carried:  # a conversation going when the run started: its earlier turns first
-            earlier = t.carried.get(int(t.session[i]))
+            earlier = t.carried.get(rows.session[i])
             if earlier is not None:
                 for text, key in zip(*earlier):
                     msgs += (self._user_message(text), {"role": "assistant", "content": t.answers[key]})
-        if t.prev[i] >= 0:
+        if rows.prev[i] >= 0:
             for j in t.history(i):
-                msgs += (self._user_message(int(t.text[j])),
-                         {"role": "assistant", "content": t.answers[t.key[j]]})
-        return msgs + (self._user_message(int(t.text[i])),)
+                msgs += (self._user_message(rows.text[j]), {"role": "assistant", "content": t.answers[rows.key[j]]})
+        return msgs + (self._user_message(rows.text[i]),)
 
     def arrivals(self) -> None:
         """Schedule the first arrival; each arrival schedules the next and starts its turn.
@@ -275,10 +291,11 @@ class _App:
         self.in_flight += 1
         arrival = env.now
         key = mix64(self.seed_key ^ (i * GOLDEN & M64))
-        intent_ix = int(t.intent[i])
+        rows = self.rows
+        intent_ix = rows.intent[i]
         intent = t.intents[intent_ix]
-        answer_key = t.keys[t.key[i]]
-        prompt_tokens = int(t.prompt_tokens[i])
+        answer_key = t.keys[rows.key[i]]
+        prompt_tokens = rows.prompt_tokens[i]
         extra: tuple = ()
         if cfg.rag is not None:
             u1, u2, u3, _ = uniforms(key ^ _RAG_SALT)
@@ -291,11 +308,12 @@ class _App:
         messages = self.messages(i, extra)
         if len(messages) > len(self.system) + len(extra) + 1:  # history: the padded system message covers the rest
             messages = self._padded(messages, prompt_tokens)
-        tenant = t.tenants[t.tenant[i]]
-        plan = t.tenant_plans[t.tenant[i]]
+        tenant_ix = rows.tenant[i]
+        tenant = t.tenants[tenant_ix]
+        plan = t.tenant_plans[tenant_ix]
         meta = {"intent": intent, "category": t.intent_category[intent_ix], "lang": t.intent_lang[intent_ix],
-                "prompt_tokens": prompt_tokens, "answer_tokens": int(t.answer_tokens[i]),
-                "query_tokens": t.text_tokens[t.text[i]], "answer_key": answer_key, "turn": i}
+                "prompt_tokens": prompt_tokens, "answer_tokens": rows.answer_tokens[i],
+                "query_tokens": t.text_tokens[rows.text[i]], "answer_key": answer_key, "turn": i}
         tool = self.tool_actions.get(t.intent_action[intent_ix]) if self.tool_actions else None
         outcomes = []
         if tool is None:
