@@ -177,7 +177,7 @@ class SimProvider:
               retry_after_s: float | None = None) -> CallError:
         self.errors[kind.value] = self.errors.get(kind.value, 0) + 1
         self.in_system -= 1
-        return CallError(kind, message, self.env.now - start, retry_after_s, status)
+        return CallError(kind, message, self.env._now - start, retry_after_s, status)
 
     def _tokens(self, call: Call) -> tuple[int, int, bool]:
         """``(prompt tokens, output tokens, cut)``: ``cut`` when the answer the traffic describes is
@@ -225,7 +225,7 @@ class SimProvider:
     def serve(self, call: Call, key: int) -> Generator[Any, Any, CallResult | CallError]:
         """Perform one call; returns CallResult or CallError (never raises)."""
         env = self.env
-        start = env.now
+        start = env._now
         self.calls += 1
         self.in_system += 1
         outage = self.outage
@@ -272,12 +272,12 @@ class SimProvider:
                     entry[1] = False
                     return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s in queue",
                                       start)
-        waited = env.now - start
+        waited = env._now - start
         if waited > 0.0:
             # the server answers a queued call as it is now: a window may have begun or ended while the
             # call queued (as of the last call sent, a slowdown missed the calls dequeued during it)
-            if env.now >= outage.next_change:
-                outage.refresh(env.now)
+            if env._now >= outage.next_change:
+                outage.refresh(env._now)
             if outage.down:
                 return (yield from self._down(start, timeout_s, waited, slots))
         self.served += 1
@@ -321,5 +321,5 @@ class SimProvider:
             slots.release()
         self.ok += 1
         self.in_system -= 1
-        return CallResult(self._text(call, u4), prompt, out, env.now - start, waited + ttft, (), 0, 0,
+        return CallResult(self._text(call, u4), prompt, out, env._now - start, waited + ttft, (), 0, 0,
                           "length" if cut else "stop")
