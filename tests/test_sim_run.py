@@ -346,3 +346,18 @@ def test_the_requests_table_is_gathered_column_by_column_as_pandas_lays_out_rows
     assert list(got.columns) == list(want.columns) == ["a", "b", "attempts", "c", "d"]
     pd.testing.assert_frame_equal(got, want)
     assert table.rows == 4 and {len(c) for c in table.columns.values()} == {4}
+
+
+def test_a_turn_reads_the_traffic_columns_without_copying_them():
+    """_Rows views the traffic's int32 columns (copied as int64 they took 64 more bytes a turn,
+    640 MB at the 10M-turn limit) and gives Python ints; another layout is converted, same values."""
+    from llmlab.sim import load_scenario
+    from llmlab.sim.run import _Rows, make_traffic
+
+    t = make_traffic(load_scenario("b2b-saas"), requests=50, seed=0)
+    rows = _Rows(t)
+    for name in _Rows.__slots__:
+        assert getattr(rows, name).obj is getattr(t, name)  # the same memory
+    assert type(rows.prev[7]) is int and [rows.key[i] for i in range(50)] == t.key.tolist()
+    t.key = t.key.astype(">i8")[::-1][::-1]  # big-endian: converted once, the same numbers
+    assert [_Rows(t).key[i] for i in range(50)] == t.key.tolist()

@@ -62,14 +62,14 @@ def test_turns_arrive_at_rate_per_s_from_the_first_minute_when_conversations_are
 
 
 def test_a_conversation_in_progress_at_the_start_keeps_its_earlier_turns_as_context():
-    from llmlab.sim.run import _App
+    from llmlab.sim.run import _App, _Rows
 
     _, t = _traffic({"traffic.diurnal": "flat", "traffic.session_turns_mean": 4.0, "traffic.think_time_s": 60.0},
                     hours=0.25, seed=3)
     ongoing = [i for i in range(len(t)) if t.prev[i] < 0 and int(t.session[i]) in t.carried]
     assert len(ongoing) > 20
     app = _App.__new__(_App)
-    app.t, app.system, app._user = t, (), {}
+    app.t, app.rows, app.system, app._user = t, _Rows(t), (), {}
     for i in ongoing[:20]:
         earlier = t.carried[int(t.session[i])]
         msgs = app.messages(i)
