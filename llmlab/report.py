@@ -335,6 +335,8 @@ ROWS = (
     ("  of which another intent's", "last_resort_false_hit_rate", None, "pct"),
     ("fallback rate", "fallback_rate", None, "pct"),
     ("provider calls per request", "retry_amplification", None, "x"),
+    ("hedges sent", "hedge_rate", None, "pct"),
+    ("  of which won", "hedge_win_rate", None, "pct"),
     ("budget rejections", "budget_rejections", None, "n"),
     ("budget overshoot", "budget_overshoot_usd", None, "usd"),
     ("SLO metric at its percentile", "slo_value_s", None, "s"),
@@ -364,7 +366,14 @@ def _outage_rows(summary: Mapping[str, Any]) -> tuple[tuple[str, str | None, str
 _SHOWN_WHEN_DIFFERENT = {"projected_monthly_uncapped_cost_usd": "projected_monthly_cost_usd"}
 #: a row shown only when the policy's or the baseline's value is not zero: a standby's hourly cost
 #: explains a short run whose policy costs more than the baseline although it spends less per token
-_SHOWN_WHEN_NONZERO = {"fixed_cost_usd": "baseline_fixed_cost_usd"}
+_SHOWN_WHEN_NONZERO = {"fixed_cost_usd": ("fixed_cost_usd", "baseline_fixed_cost_usd"),
+                       # a gateway that sent no hedge: no hedge rows
+                       "hedge_rate": ("hedge_rate",), "hedge_win_rate": ("hedge_rate",)}
+
+
+def _nonzero(value: Any) -> bool:
+    """A number to show: neither zero, None nor NaN."""
+    return bool(value) and value == value
 
 
 def _span(seconds: float) -> str:
@@ -403,7 +412,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         same_as = _SHOWN_WHEN_DIFFERENT.get(key)
         if same_as is not None and (value is None or value == summary.get(same_as)):
             continue
-        if key in _SHOWN_WHEN_NONZERO and not (value or summary.get(_SHOWN_WHEN_NONZERO[key])):
+        if key in _SHOWN_WHEN_NONZERO and not any(_nonzero(summary.get(k)) for k in _SHOWN_WHEN_NONZERO[key]):
             continue
         text = format_value(value, kind)
         if key in ci and reps:

@@ -1810,9 +1810,10 @@ def nb06() -> list:
         print(hedged)
         sides = {"as configured": hedged.a.summary, "hedged at 0.5 s": hedged.b.summary}
         for name, s in sides.items():
-            print(f"{name:>15}: P95 TTFT {s['ttft_p95_s']:.2f} s over the run, {s['outage_slo_value_s']:.2f} s in the drill; "
-                  f"{s['hedge_rate']:.1%} of model requests hedged, {s['hedge_win_rate']:.0%} of hedges won; "
-                  f"${s['cost_usd']:.2f}")
+            hedges = (f"a hedge sent in {s['hedge_rate']:.0%} of the turns, {s['hedge_win_rate']:.0%} of them won"
+                      if s["hedge_rate"] else "no hedge")
+            print(f"{name:>15}: P95 TTFT {s['ttft_p95_s']:.2f} s over the run, {s['outage_slo_value_s']:.2f} s in the "
+                  f"drill; {hedges}; ${s['cost_usd']:.2f}")
         """),
         md("""
         The hedge buys almost nothing here, and doubles the bill. Two reasons, both in the numbers:

@@ -231,6 +231,9 @@ def gateway_overrides(draw: Any, deployments: list[str]) -> dict[str, Any]:
             "injection_threshold": _small_float(0, 1), "output_filter": st.booleans()}))
     if draw(st.booleans()):
         out["gateway.default_max_tokens"] = draw(st.integers(1, 4000))
+    if draw(st.booleans()):
+        out["gateway.hedge"] = draw(st.fixed_dictionaries({"after_s": _small_float(0.01, 3)}, optional={
+            "unstreamed_after_s": st.none() | _small_float(0.01, 5), "unstreamed": st.booleans()}))
     return out
 
 
@@ -290,11 +293,13 @@ MAY_BE_NAN = {"savings_pct", "baseline_cost_usd", "refused_savings_pct",  # no b
               "projected_monthly_cost_usd", "projected_monthly_uncapped_cost_usd",
               "baseline_p95_latency_s", "baseline_ttft_p95_s", "baseline_slo_violation_rate",
               "baseline_availability", "baseline_projected_monthly_cost_usd",
+              "hedge_win_rate",  # no hedge sent
               # no turn arrived during an outage (or no baseline)
               *OUTAGE_KEYS, *(f"baseline_{key}" for key in OUTAGE_KEYS)}
 MAY_BE_INF = {"slo_value_s", "baseline_slo_value_s", "outage_slo_value_s", "baseline_outage_slo_value_s"}
 RATES = ("cache_hit_rate", "exact_hit_rate", "semantic_hit_rate", "last_resort_rate", "false_hit_rate",
-         "wrong_answer_rate", "availability", "service_availability", "fallback_rate", "slo_violation_rate")
+         "wrong_answer_rate", "availability", "service_availability", "fallback_rate", "slo_violation_rate",
+         "hedge_rate", "hedge_win_rate")
 
 
 def _numbers(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -136,3 +136,17 @@ def test_calls_that_are_not_streamed_wait_for_their_own_threshold(scenario):
     assert (late.turns["deployment"] == "slow").all() and (never.turns["deployment"] == "slow").all()
     assert same(late.summary, never.summary)  # no hedge sent before the answer at 1.9 s
     assert (eager.turns["deployment"] == "quick").all()  # sent at 0.5 s: 0.2 s + 40 tokens at 50/s = 1.5 s
+
+
+def test_the_summary_and_the_turns_say_how_often_a_hedge_was_sent_and_won(scenario):
+    slowish = {"providers.slow.ttft_dist": "lognormal", "providers.slow.ttft_s": 0.8,
+               "providers.slow.ttft_sigma": 0.6, "gateway.hedge.after_s": 1.0}
+    r = simulate(scenario, seed=5, overrides=slowish, keep_requests=True)
+    sent = [any(a["purpose"] == "hedge" for a in row) for row in r.requests["attempts"]]
+    won = [any(a["purpose"] == "hedge" and a["ok"] for a in row) for row in r.requests["attempts"]]
+    assert list(r.turns["hedged"]) == sent and list(r.turns["hedge_won"]) == won
+    assert 0 < sum(won) < sum(sent) < 60  # some first calls answer in time, some hedges lose
+    assert r.summary["hedge_rate"] == pytest.approx(sum(sent) / 60)
+    assert r.summary["hedge_win_rate"] == pytest.approx(sum(won) / sum(sent))
+    plain = simulate(scenario, seed=5, overrides={"providers.slow.ttft_s": 0.5})
+    assert plain.summary["hedge_rate"] == 0.0 and math.isnan(plain.summary["hedge_win_rate"])

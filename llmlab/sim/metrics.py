@@ -29,6 +29,9 @@ Definitions (the summary's keys):
   cascade's cheap stage included.  A cascade escalating because its check rejected an answer
   is routing, not a fallback: the stage after a rejection counts from its own first deployment.
 * ``retry_amplification`` — provider calls per turn (1.0 = no retries, no extra calls).
+* ``hedge_rate`` — share of turns that sent a hedge (``gateway.hedge``: a second call raced
+  against a slow first one); ``hedge_win_rate`` — among those, the share whose hedge answered
+  first (NaN when none was sent).  A hedge that won counts in ``fallback_rate`` too.
 * ``slo_violation_rate`` — among the turns the SLO judges (every turn but the policy's refusals:
   budget, rate limit, guardrail), the share slower than the SLO (latency or TTFT) or failed; NaN
   when the policy refused every turn.  ``slo_value_s`` is the metric at the SLO's percentile over
@@ -118,6 +121,7 @@ class Recorder:
         self.deployment = array("l")  # index into deployments, -1 = none
         self.steps = array("b")
         self.downgraded = array("b")  # over budget: answered by the policy's cheaper model
+        self.hedge = array("b")  # 0: no hedge sent, 1: sent, and the first call answered (or both failed), 2: it won
         self.error_codes: list[str] = []
         self.deployments: list[str] = []
         self._error_ids: dict[str, int] = {}
@@ -142,7 +146,7 @@ class Recorder:
         final = outcomes[-1] if outcomes else None
         cost = 0.0
         calls = 0
-        fallback = false_hit = wrong = downgraded = 0
+        fallback = false_hit = wrong = downgraded = hedge = 0
         for o in outcomes:
             if o is None:
                 continue
@@ -157,6 +161,8 @@ class Recorder:
                     continue
                 if purpose != "skip":
                     calls += 1
+                    if purpose == "hedge":
+                        hedge = 2 if a.ok else hedge or 1
                 if primary is None and purpose != "classify":
                     primary = a.deployment
             kind = o.kind
@@ -182,6 +188,7 @@ class Recorder:
         self.wrong.append(wrong)
         self.steps.append(len(outcomes))
         self.downgraded.append(downgraded)
+        self.hedge.append(hedge)
         if final is None:
             self.kind.append(ERROR)
             self.cache.append(0)
@@ -223,7 +230,7 @@ class Recorder:
                 "kind": np.array(self.kind), "cache": np.array(self.cache), "fallback": np.array(self.fallback),
                 "false_hit": np.array(self.false_hit), "wrong_answer": np.array(self.wrong),
                 "error": np.array(self.error), "deployment": np.array(self.deployment),
-                "steps": np.array(self.steps), "downgraded": np.array(self.downgraded)}
+                "steps": np.array(self.steps), "downgraded": np.array(self.downgraded), "hedge": np.array(self.hedge)}
         return {k: np.asarray(v)[order] for k, v in cols.items()}
 
 
@@ -276,6 +283,7 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
     month = project_month(c["turn"], c["cost_usd"], err_codes == "budget_exceeded", turns_per_month=turns_per_month,
                           caps=caps, downgraded=c["downgraded"].astype(bool))
     fixed_month = fixed_cost_per_hour_usd * 720.0
+    hedged = int((c["hedge"] > 0).sum())
     return {
         "requests": n,
         "gateway_requests": int(c["steps"].sum()),
@@ -305,6 +313,8 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "service_availability": float((answered | refusals).sum()) / n,
         "fallback_rate": float(c["fallback"].sum()) / n,
         "retry_amplification": float(c["calls"].sum()) / n,
+        "hedge_rate": hedged / n,
+        "hedge_win_rate": float((c["hedge"] == 2).sum()) / hedged if hedged else math.nan,
         "budget_rejections": errors.get("budget_exceeded", 0),
         "rate_limited": errors.get("rate_limited", 0),
         "budget_overshoot_usd": budget_overshoot_usd,

@@ -574,6 +574,7 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic, windows
         "plan": np.array(traffic.tenant_plans, dtype=object)[traffic.tenant[turn]],
         "intent": np.array(traffic.intents, dtype=object)[traffic.intent[turn]],
         "steps": cols["steps"], "downgraded": cols["downgraded"].astype(bool),
+        "hedged": cols["hedge"] > 0, "hedge_won": cols["hedge"] == 2,
         "during_outage": during_windows(cols["arrival_s"], windows),
     })
 
