@@ -22,6 +22,12 @@ def gateway(base_url: str, after_s: float = 0.3, timeout_s: float = 10.0) -> Gat
     return gw.warm_up()
 
 
+def race_tasks() -> list[asyncio.Task]:
+    """The race's own tasks still running: its calls' (``aperform``) and its streams' readers."""
+    return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()
+            and any(name in repr(t.get_coro()) for name in ("aperform", "_until_answering"))]
+
+
 def test_a_hedge_answers_for_a_slow_call_and_the_slow_one_is_cancelled():
     plan = FaultPlan()
     plan.model("slow").latency(3.0)
@@ -33,7 +39,7 @@ def test_a_hedge_answers_for_a_slow_call_and_the_slow_one_is_cancelled():
             started = time.perf_counter()
             outcome = await gw.acomplete("Where is my parcel?")
             took = time.perf_counter() - started
-            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "race" in repr(t)]
+            leftover = race_tasks()
             return outcome, took, fp.stats, leftover
 
     outcome, took, stats, leftover = asyncio.run(run())
@@ -104,13 +110,14 @@ def test_a_caller_who_cancels_mid_race_cancels_both_calls_and_the_request_is_rec
         async with FakeProvider(plan) as fp:
             gw = gateway(fp.base_url, after_s=0.1)
             task = asyncio.ensure_future(gw.acomplete("Where is my parcel?"))
-            await asyncio.sleep(0.5)  # both calls out
+            await asyncio.sleep(0.5)
+            assert len(race_tasks()) == 2  # both calls out
             started = time.perf_counter()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             took = time.perf_counter() - started
-            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "aperform" in repr(t)]
+            leftover = race_tasks()
             return gw, took, fp.stats, leftover
 
     gw, took, stats, leftover = asyncio.run(run())
@@ -149,13 +156,14 @@ def test_a_caller_who_leaves_a_streamed_race_closes_both_streams_and_the_request
                 return [c async for c in response]
 
             task = asyncio.ensure_future(read())
-            await asyncio.sleep(0.5)  # both streams open, neither has a token
+            await asyncio.sleep(0.5)
+            assert len(race_tasks()) == 2  # both streams open, neither has a token
             started = time.perf_counter()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             took = time.perf_counter() - started
-            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "_until_answering" in repr(t)]
+            leftover = race_tasks()
             return gw, response, took, fp.stats, leftover
 
     gw, response, took, stats, leftover = asyncio.run(run())
