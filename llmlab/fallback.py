@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Sequence
 
 from . import _validate as v
-from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Race, RaceResult, Sleep
+from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Race, Sleep
 from .errors import ClientDisconnected, ConfigError
 from .hedging import Hedge, hedge_target
 
