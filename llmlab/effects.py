@@ -216,6 +216,18 @@ class RaceResult:
         return self.first.ok or (self.second is not None and self.second.ok)
 
 
+@dataclass(frozen=True, slots=True)
+class RaceDecided:
+    """A streamed race decided, before its winner's stream (what a live driver yields first): the
+    call that did not win — cancelled and billed, or failed on its own — ``loser``, and which
+    call won (``winner``: 0 the first, 1 the hedge).  Its :class:`RaceResult` comes only at the
+    end of the winner's stream: a caller who leaves before then is still billed the loser
+    (:class:`~llmlab.errors.ClientDisconnected` carries this)."""
+
+    winner: int
+    loser: CallResult | CallError
+
+
 @fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class EmbedResult:

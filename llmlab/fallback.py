@@ -346,6 +346,12 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     raced = yield Race(call, second[0], hedge.wait_for(call))
                     result, hedged = raced.first, raced.second
             except (GeneratorExit, ClientDisconnected) as exc:  # cancelled mid-call: never strand a half-open probe
+                decided = getattr(exc, "race", None) if second is not None else None
+                if decided is not None:  # left during the winner's stream: the loser was billed all the same
+                    lost_call, lost_ticket = (call, ticket) if decided.winner == 1 else second
+                    _record(out, lost_call, decided.loser, price, "hedge" if decided.winner == 0 else call.purpose,
+                            0.0 if decided.winner == 0 else waited)
+                    _verdict(breaker_for(lost_call.deployment.name), lost_ticket, lost_call, decided.loser, clock())
                 breaker.release_probe(ticket)
                 _hand_over(exc, out)
                 raise

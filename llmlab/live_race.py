@@ -16,7 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .asyncwait import finish, wait_out
-from .effects import Call, CallError, CallResult, RaceResult
+from .effects import Call, CallError, CallResult, RaceDecided, RaceResult
 from .fallback import counted_prompt
 from .hedging import lost, prompt_only
 
@@ -120,8 +120,9 @@ class _Contender:
 
 
 async def astream_race(driver: "LiteLLMDriver", race: "Race") -> AsyncIterator[Any]:
-    """Race two streamed calls; yield the winner's stream as ``astream_call`` yields one (its
-    state, its text), and last a :class:`~llmlab.effects.RaceResult` (see the module's docstring)."""
+    """Race two streamed calls; yield the :class:`~llmlab.effects.RaceDecided` when both were sent,
+    the winner's stream as ``astream_call`` yields one (its state, its text), and last a
+    :class:`~llmlab.effects.RaceResult` (see the module's docstring)."""
     contenders = [_Contender(driver, race.first)]
     try:
         await asyncio.wait([contenders[0].task], timeout=race.after_s)
@@ -144,6 +145,8 @@ async def astream_race(driver: "LiteLLMDriver", race: "Race") -> AsyncIterator[A
             results[k] = lost(winner.call.deployment if winner is not None else c.call.deployment, bill)
         if winner is not None:
             k = contenders.index(winner)
+            if len(contenders) == 2:  # the loser's bill, should the caller leave the winner's stream
+                yield RaceDecided(k, results[1 - k])
             if winner.state is not None:
                 yield winner.state  # first: what a caller who leaves now is billed from
             for piece in winner.text:

@@ -400,8 +400,9 @@ class Pipeline:
             s.attempts.extend(exc.attempts)  # the interrupted chain's earlier calls
             dep, partial = exc.deployment, exc.partial
             if dep is not None and partial is not None:
-                s.attempts.append(Attempt(dep.name, dep.model, "answer", False, exc.message, partial.latency_s,
-                                          partial.prompt_tokens, partial.completion_tokens,
+                hedge_won = exc.race is not None and exc.race.winner == 1  # a hedge's text: no retry
+                s.attempts.append(Attempt(dep.name, dep.model, "hedge" if hedge_won else "answer", False, exc.message,
+                                          partial.latency_s, partial.prompt_tokens, partial.completion_tokens,
                                           self.price_result(dep, partial)))
             raise
         finally:

@@ -20,7 +20,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Cont
                     Protocol, TypeVar, runtime_checkable)
 
 from .asyncwait import wait_out
-from .effects import Admit, Call, CallError, CallResult, ErrorKind, Race, RaceResult
+from .effects import Admit, Call, CallError, CallResult, ErrorKind, Race, RaceDecided, RaceResult
 from .errors import ClientDisconnected
 from .fallback import streamed_part
 from .live import _aclose, _StreamState, reported_part
@@ -113,14 +113,16 @@ class PipelineRun:
             self._step(lambda: self.gen.throw(exc))
 
     def abandon(self, streamed: str = "", latency_s: float = 0.0,
-                prompt_tokens: tuple[int, int, int] | None = None, call: Call | None = None) -> Any:
+                prompt_tokens: tuple[int, int, int] | None = None, call: Call | None = None,
+                decided: RaceDecided | None = None) -> Any:
         """The caller left (closed the stream, cancelled the task): finish the pipeline with
         :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
         budget reservation settles and a half-open probe is released.  ``streamed`` is what the
         provider sent of the current call (the text the caller received, and tool-call arguments
         it did not): its tokens are charged, with ``prompt_tokens`` (prompt, cache reads, cache
         writes) when the provider reported them (else the prompt counted locally).  ``call`` is
-        the call they came from when the effect is a race (the one that won), else its first."""
+        the call they came from when the effect is a race (the one that won), else its first;
+        ``decided``, the race's other call once the race was decided (its bill counts too)."""
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
@@ -129,6 +131,8 @@ class PipelineRun:
         if call is not None and (streamed or prompt_tokens):  # the prompt is billed once read
             partial = reported_part(streamed_part(call, streamed, latency_s), prompt_tokens)
         error = ClientDisconnected(partial=partial, deployment=call.deployment if call is not None else None)
+        if isinstance(effect, Race):
+            error.race = decided
         try:
             self._step(lambda: self.gen.throw(error))
         except ClientDisconnected:  # a pipeline that does not handle it: nothing to record
@@ -255,11 +259,15 @@ class _Streamed:
         self.started = started
         self.pieces: list[str] = []
         self.state: _StreamState | None = None
+        self.decided: RaceDecided | None = None  # a race's loser, once decided (before the winner's text)
 
     def took(self, item: Any) -> bool:
         """Note ``item``; True when it is text for the caller."""
         if isinstance(item, _StreamState):
             self.state = item
+            return False
+        if isinstance(item, RaceDecided):
+            self.decided = item
             return False
         if isinstance(item, str):
             self.pieces.append(item)
@@ -460,7 +468,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
                         text = response.show(shown.feed(item))
                         if text:
                             yield text
-                    elif not streamed.took(item):
+                    elif not streamed.took(item) and not isinstance(item, RaceDecided):
                         result = item
             except Exception as exc:
                 streamed = _Streamed(driver.clock())  # the call is over: a cancel during the step bills it no more
@@ -479,7 +487,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
             # the request recorded, then the cancel goes on)
             await wait_out(asyncio.ensure_future(_aclose(sub)))
         response._done(await step(run.abandon, streamed.text(), driver.clock() - streamed.started,
-                                  streamed.prompt(), streamed.call()))
+                                  streamed.prompt(), streamed.call(), streamed.decided))
         raise
     finally:
         _OPEN_STREAMS.pop(run, None)

@@ -171,3 +171,37 @@ def test_a_caller_who_leaves_a_streamed_race_closes_both_streams_and_the_request
     assert took < 1.0 and leftover == []
     (outcome,) = gw.ledger.records
     assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
+
+
+@pytest.mark.parametrize("hedge_wins", [True, False])
+def test_a_caller_who_leaves_the_winners_stream_is_billed_the_loser_too(hedge_wins):
+    # the race was decided (the loser cancelled, billed its prompt) before the caller left the
+    # winner's stream: the loser's bill was kept only in the race's own result, never delivered
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=3.0 if hedge_wins else 0.4, keepalive_s=0.1, chunk_delay_s=0.3)
+    plan.model("fast").stream_timing(ttft_s=0.05 if hedge_wins else 3.0, keepalive_s=0.1, chunk_delay_s=0.3)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url, after_s=0.2)
+            response = gw.astream("Where is my parcel?")
+            chunks = response.__aiter__()
+            while not isinstance(await chunks.__anext__(), str):  # the winner's first text
+                pass
+            await chunks.aclose()
+            return gw, response, fp.stats
+
+    gw, response, stats = asyncio.run(run())
+    assert stats.by_model == {"slow": 1, "fast": 1}
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
+    winner, loser = ("fast", "slow") if hedge_wins else ("slow", "fast")
+    by_name = {a.deployment: a for a in outcome.attempts}
+    assert sorted(by_name) == ["fast", "slow"] and len(outcome.attempts) == 2
+    assert by_name[loser].error.startswith(f"cancelled: {winner} started answering first")
+    assert by_name[loser].prompt_tokens > 0 and by_name[loser].cost_usd > 0
+    assert by_name[winner].completion_tokens > 0  # the text it streamed
+    assert by_name["fast"].purpose == "hedge" and by_name["slow"].purpose == "answer"
+    assert outcome.retries == 0
+    assert outcome.cost_usd == pytest.approx(sum(a.cost_usd for a in outcome.attempts))
+    assert gw.pipeline.breaker("slow").consecutive_failures == 0
