@@ -86,9 +86,8 @@ class _Contender:
             elif isinstance(item, str):
                 self.text.append(item)
                 return
-            else:
-                self.result = item
-                return
+            else:  # its end: read on, so the stream returns and closes its response (and connection)
+                self.result = item  # now — stopped at its error, it held them until garbage collection
 
     @property
     def answering(self) -> bool:

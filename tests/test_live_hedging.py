@@ -10,6 +10,8 @@ import time
 import pytest
 
 from llmlab import ClientDisconnected, Deployment, FixedRouter, Gateway, Hedge, RetryPolicy
+from llmlab.effects import Call
+from llmlab.live import LiteLLMDriver
 from llmlab.testing import FakeProvider, FaultPlan, Fault
 
 
@@ -205,3 +207,48 @@ def test_a_caller_who_leaves_the_winners_stream_is_billed_the_loser_too(hedge_wi
     assert outcome.retries == 0
     assert outcome.cost_usd == pytest.approx(sum(a.cost_usd for a in outcome.attempts))
     assert gw.pipeline.breaker("slow").consecutive_failures == 0
+
+
+class RecordingDriver(LiteLLMDriver):
+    """Keeps every provider stream it opens, to see each one closed when the request is over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list = []
+
+    def astream_call(self, call):
+        stream = super().astream_call(call)
+        if isinstance(call, Call):
+            self.streams.append(stream)
+        return stream
+
+
+def test_a_raced_stream_that_fails_before_its_first_token_is_closed_at_once():
+    # the first call's first-token deadline fires inside the race: its stream stopped at its error,
+    # never read to its end, kept its HTTP response (and connection) open while the hedge streamed
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=5.0, keepalive_s=0.05)
+    plan.model("fast").stream_timing(ttft_s=0.6, chunk_delay_s=0.05)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            def deployment(name: str, timeout_s: float) -> Deployment:
+                return Deployment(name, f"openai/{name}", {"api_base": fp.base_url, "api_key": "sk-test"},
+                                  timeout_s=timeout_s, price_model="gpt-4o-mini")
+            driver = RecordingDriver()
+            gw = Gateway([deployment("slow", 0.4), deployment("fast", 10.0)], router=FixedRouter("slow"),
+                         fallbacks={"slow": ["fast"]}, cache=False, retry=RetryPolicy(max_retries=0),
+                         hedge=Hedge(after_s=0.1), driver=driver).warm_up()
+            response = gw.astream("Where is my parcel?")
+            open_while_streaming = []
+            async for chunk in response:
+                if isinstance(chunk, str):  # the hedge's text: the first call timed out 0.3 s before
+                    open_while_streaming.append([s.ag_frame is not None for s in driver.streams])
+            return response.outcome, driver.streams, open_while_streaming
+
+    outcome, streams, open_while_streaming = asyncio.run(run())
+    assert outcome.ok and outcome.deployment == "fast"
+    first, hedge = outcome.attempts
+    assert first.error.startswith("timeout") and hedge.ok
+    assert open_while_streaming and open_while_streaming[0][0] is False  # closed once it failed
+    assert all(s.ag_frame is None for s in streams)
