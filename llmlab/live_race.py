@@ -133,21 +133,23 @@ async def astream_race(driver: "LiteLLMDriver", race: "Race") -> AsyncIterator[A
         winner = next((c for c in contenders if c.answering or len(contenders) == 1), None)
         results: dict[int, CallResult | CallError] = {}
         for k, c in enumerate(contenders):
-            if c is winner:
-                continue
-            if c.out:
-                results[k] = c.result
-                continue
-            bill = c.bill(driver.clock())
-            if await c.close():
-                raise asyncio.CancelledError()
-            results[k] = lost(winner.call.deployment if winner is not None else c.call.deployment, bill)
+            if c is not winner:  # a failure of its own, or cancelled now: billed its prompt and what it streamed
+                results[k] = c.result if c.out else lost(winner.call.deployment, c.bill(driver.clock()))
         if winner is not None:
             k = contenders.index(winner)
-            if len(contenders) == 2:  # the loser's bill, should the caller leave the winner's stream
+            # before the loser's close, which a caller's cancel does not cut short but follows: a
+            # caller who leaves from then on is billed the loser, and the winner from its state
+            if len(contenders) == 2:
                 yield RaceDecided(k, results[1 - k])
             if winner.state is not None:
-                yield winner.state  # first: what a caller who leaves now is billed from
+                yield winner.state
+        cancelled = False
+        for c in contenders:
+            if c is not winner and not c.out:
+                cancelled = await c.close() or cancelled
+        if cancelled:
+            raise asyncio.CancelledError()
+        if winner is not None:
             for piece in winner.text:
                 yield piece
             result = winner.result

@@ -252,3 +252,58 @@ def test_a_raced_stream_that_fails_before_its_first_token_is_closed_at_once():
     assert first.error.startswith("timeout") and hedge.ok
     assert open_while_streaming and open_while_streaming[0][0] is False  # closed once it failed
     assert all(s.ag_frame is None for s in streams)
+
+
+def test_a_cancel_while_the_loser_is_closed_still_bills_the_loser():
+    # the second cancel during the race's cleanup: the loser's close took a while (a connection
+    # torn down), the caller cancelled meanwhile, and the race raised before telling anyone of
+    # the loser's bill
+    from llmlab.live import _StreamState
+
+    plan = FaultPlan()
+    plan.model("fast").stream_timing(ttft_s=0.2, chunk_delay_s=0.05)
+
+    class SlowToClose(LiteLLMDriver):
+        closing = None
+
+        async def _astream_one(self, call):
+            if call.deployment.name != "slow":
+                async for item in super()._astream_one(call):
+                    yield item
+                return
+            yield _StreamState(call, self.clock())
+            try:
+                await asyncio.sleep(30)  # no first token
+            finally:
+                self.closing.set()
+                await asyncio.sleep(0.3)  # its connection torn down
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            def deployment(name: str) -> Deployment:
+                return Deployment(name, f"openai/{name}", {"api_base": fp.base_url, "api_key": "sk-test"},
+                                  timeout_s=60.0, price_model="gpt-4o-mini")
+            driver = SlowToClose()
+            driver.closing = asyncio.Event()
+            gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"),
+                         fallbacks={"slow": ["fast"]}, cache=False, retry=RetryPolicy(max_retries=0),
+                         hedge=Hedge(after_s=0.1), driver=driver).warm_up()
+            response = gw.astream("Where is my parcel?")
+
+            async def read():
+                return [c async for c in response]
+
+            task = asyncio.ensure_future(read())
+            await driver.closing.wait()  # the race is decided: the loser is being closed
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return gw, response
+
+    gw, response = asyncio.run(run())
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
+    (slow,) = [a for a in outcome.attempts if a.deployment == "slow"]
+    assert slow.error.startswith("cancelled: fast started answering first")
+    assert slow.prompt_tokens > 0 and slow.cost_usd > 0
+    assert outcome.cost_usd == pytest.approx(sum(a.cost_usd for a in outcome.attempts))
