@@ -7,7 +7,10 @@ stream, so its connection goes back to the pool) and billed what
 :func:`~llmlab.hedging.lost` says.  A call that fails leaves the race to the other.
 
 A caller who cancels, or closes a streamed race, cancels both calls and waits until they are
-closed, a second cancel meanwhile included (:mod:`llmlab.asyncwait`).  The synchronous API sends
+closed, a second cancel meanwhile included (:mod:`llmlab.asyncwait`).  A cancel that comes once
+the race is decided still bills both calls: a streamed race yields its decision before closing
+the loser (:class:`~llmlab.effects.RaceDecided`), and an unstreamed one raises the cancel with
+its results (``raced``), which the run loop records as the caller's leaving.  The synchronous API sends
 no hedge: a blocked call on a thread cannot be cancelled when the other wins.
 """
 from __future__ import annotations
@@ -43,6 +46,7 @@ async def arace(driver: "LiteLLMDriver", race: "Race") -> RaceResult:
             if winner is None and all(t.done() for t in tasks):
                 return RaceResult(tasks[0].result(), tasks[1].result())
         results: list[CallResult | CallError] = []
+        cancelled = False
         for k, task in enumerate(tasks):
             if k == winner or (task.done() and not task.result().ok):  # the answer, or a failure of its own
                 results.append(task.result())
@@ -50,10 +54,13 @@ async def arace(driver: "LiteLLMDriver", race: "Race") -> RaceResult:
                 results.append(lost(calls[winner].deployment, task.result()))
             else:
                 task.cancel()
-                if await wait_out(task):
-                    raise asyncio.CancelledError()
+                cancelled = await wait_out(task)
                 part = prompt_only(counted_prompt(calls[k]), driver.clock() - started[k])
                 results.append(lost(calls[winner].deployment, part))
+        if cancelled:  # the caller's cancel came during the loser's: both calls were billed all the same
+            error = asyncio.CancelledError()
+            error.raced = RaceResult(*results)  # type: ignore[attr-defined]  # read by the run loop
+            raise error
         return RaceResult(*results)
     except BaseException:  # the caller cancelled: neither call goes on without it
         for task in tasks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import logging
 import queue
@@ -114,7 +115,7 @@ class PipelineRun:
 
     def abandon(self, streamed: str = "", latency_s: float = 0.0,
                 prompt_tokens: tuple[int, int, int] | None = None, call: Call | None = None,
-                decided: RaceDecided | None = None) -> Any:
+                decided: RaceDecided | None = None, whole: CallResult | None = None) -> Any:
         """The caller left (closed the stream, cancelled the task): finish the pipeline with
         :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
         budget reservation settles and a half-open probe is released.  ``streamed`` is what the
@@ -122,13 +123,16 @@ class PipelineRun:
         it did not): its tokens are charged, with ``prompt_tokens`` (prompt, cache reads, cache
         writes) when the provider reported them (else the prompt counted locally).  ``call`` is
         the call they came from when the effect is a race (the one that won), else its first;
-        ``decided``, the race's other call once the race was decided (its bill counts too)."""
+        ``decided``, the race's other call once the race was decided (its bill counts too), and
+        ``whole`` the winner's answer when it had come in full (billed as the provider reported)."""
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
         if call is None:
             call = effect if isinstance(effect, Call) else effect.first if isinstance(effect, Race) else None
-        if call is not None and (streamed or prompt_tokens):  # the prompt is billed once read
+        if whole is not None:
+            partial = whole
+        elif call is not None and (streamed or prompt_tokens):  # the prompt is billed once read
             partial = reported_part(streamed_part(call, streamed, latency_s), prompt_tokens)
         error = ClientDisconnected(partial=partial, deployment=call.deployment if call is not None else None)
         if isinstance(effect, Race):
@@ -241,13 +245,26 @@ async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaita
         await step(run.start)
         while not run.done:
             await _perform(run, aperform, step)
-    except asyncio.CancelledError:  # the caller cancelled: record the request, then let the cancel through
-        await step(run.abandon)
+    except asyncio.CancelledError as exc:  # the caller cancelled: record the request, then let the cancel through
+        await step(functools.partial(run.abandon, **_decided_race(run.effect, exc)))
         raise
     finally:
         if ticket is not None:
             ticket.leave()
     return run.outcome
+
+
+def _decided_race(effect: Any, exc: BaseException) -> dict[str, Any]:
+    """What :meth:`PipelineRun.abandon` bills of a race the caller's cancel came out of once it
+    was decided (``raced``, :func:`~llmlab.live_race.arace`): the winner's whole answer, and the
+    loser; nothing more for any other cancel."""
+    raced = getattr(exc, "raced", None)
+    if not isinstance(raced, RaceResult) or raced.second is None or not raced.ok or not isinstance(effect, Race):
+        return {}
+    won = 0 if raced.first.ok else 1
+    results = (raced.first, raced.second)
+    return {"call": (effect.first, effect.second)[won], "whole": results[won],
+            "decided": RaceDecided(won, results[1 - won])}
 
 
 class _Streamed:

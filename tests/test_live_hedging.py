@@ -307,3 +307,47 @@ def test_a_cancel_while_the_loser_is_closed_still_bills_the_loser():
     assert slow.error.startswith("cancelled: fast started answering first")
     assert slow.prompt_tokens > 0 and slow.cost_usd > 0
     assert outcome.cost_usd == pytest.approx(sum(a.cost_usd for a in outcome.attempts))
+
+
+def test_a_cancel_while_the_loser_is_cancelled_still_records_the_winners_answer():
+    # as above, not streamed: the winner had answered in full (billed so) when the caller's cancel
+    # arrived during the loser's cancel, and the race raised with both results in hand
+    plan = FaultPlan()
+    plan.model("fast").latency(0.2)
+
+    class SlowToCancel(LiteLLMDriver):
+        cancelling = None
+
+        async def aperform(self, effect):
+            if not (isinstance(effect, Call) and effect.deployment.name == "slow"):
+                return await super().aperform(effect)
+            try:
+                await asyncio.sleep(30)  # no answer
+            finally:
+                self.cancelling.set()
+                await asyncio.sleep(0.3)  # its connection torn down
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            def deployment(name: str) -> Deployment:
+                return Deployment(name, f"openai/{name}", {"api_base": fp.base_url, "api_key": "sk-test"},
+                                  timeout_s=60.0, price_model="gpt-4o-mini")
+            driver = SlowToCancel()
+            driver.cancelling = asyncio.Event()
+            gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"),
+                         fallbacks={"slow": ["fast"]}, cache=False, retry=RetryPolicy(max_retries=0),
+                         hedge=Hedge(after_s=0.1), driver=driver).warm_up()
+            task = asyncio.ensure_future(gw.acomplete("Where is my parcel?"))
+            await driver.cancelling.wait()  # the hedge answered: the first call is being cancelled
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return gw
+
+    gw = asyncio.run(run())
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected) and outcome.retries == 0
+    by_name = {a.deployment: a for a in outcome.attempts}
+    assert by_name["slow"].error.startswith("cancelled: fast started answering first") and by_name["slow"].cost_usd > 0
+    assert by_name["fast"].purpose == "hedge" and by_name["fast"].completion_tokens > 0  # its whole answer, billed
+    assert outcome.cost_usd == pytest.approx(by_name["slow"].cost_usd + by_name["fast"].cost_usd)
