@@ -15,12 +15,14 @@ from llmlab.live import LiteLLMDriver
 from llmlab.testing import FakeProvider, FaultPlan, Fault
 
 
-def gateway(base_url: str, after_s: float = 0.3, timeout_s: float = 10.0) -> Gateway:
-    def deployment(name: str) -> Deployment:
-        return Deployment(name, f"openai/{name}", {"api_base": base_url, "api_key": "sk-test"}, timeout_s=timeout_s,
+def gateway(base_url: str, after_s: float = 0.3, timeout_s: float = 10.0, driver: LiteLLMDriver | None = None,
+            slow_timeout_s: float | None = None) -> Gateway:
+    def deployment(name: str, timeout: float) -> Deployment:
+        return Deployment(name, f"openai/{name}", {"api_base": base_url, "api_key": "sk-test"}, timeout_s=timeout,
                           price_model="gpt-4o-mini")
-    gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"), fallbacks={"slow": ["fast"]},
-                 cache=False, retry=RetryPolicy(max_retries=0), hedge=Hedge(after_s=after_s))
+    gw = Gateway([deployment("slow", slow_timeout_s or timeout_s), deployment("fast", timeout_s)],
+                 router=FixedRouter("slow"), fallbacks={"slow": ["fast"]}, cache=False,
+                 retry=RetryPolicy(max_retries=0), hedge=Hedge(after_s=after_s), driver=driver)
     return gw.warm_up()
 
 
@@ -232,13 +234,8 @@ def test_a_raced_stream_that_fails_before_its_first_token_is_closed_at_once():
 
     async def run():
         async with FakeProvider(plan) as fp:
-            def deployment(name: str, timeout_s: float) -> Deployment:
-                return Deployment(name, f"openai/{name}", {"api_base": fp.base_url, "api_key": "sk-test"},
-                                  timeout_s=timeout_s, price_model="gpt-4o-mini")
             driver = RecordingDriver()
-            gw = Gateway([deployment("slow", 0.4), deployment("fast", 10.0)], router=FixedRouter("slow"),
-                         fallbacks={"slow": ["fast"]}, cache=False, retry=RetryPolicy(max_retries=0),
-                         hedge=Hedge(after_s=0.1), driver=driver).warm_up()
+            gw = gateway(fp.base_url, after_s=0.1, driver=driver, slow_timeout_s=0.4)
             response = gw.astream("Where is my parcel?")
             open_while_streaming = []
             async for chunk in response:
@@ -280,14 +277,9 @@ def test_a_cancel_while_the_loser_is_closed_still_bills_the_loser():
 
     async def run():
         async with FakeProvider(plan) as fp:
-            def deployment(name: str) -> Deployment:
-                return Deployment(name, f"openai/{name}", {"api_base": fp.base_url, "api_key": "sk-test"},
-                                  timeout_s=60.0, price_model="gpt-4o-mini")
             driver = SlowToClose()
             driver.closing = asyncio.Event()
-            gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"),
-                         fallbacks={"slow": ["fast"]}, cache=False, retry=RetryPolicy(max_retries=0),
-                         hedge=Hedge(after_s=0.1), driver=driver).warm_up()
+            gw = gateway(fp.base_url, after_s=0.1, driver=driver, timeout_s=60.0)
             response = gw.astream("Where is my parcel?")
 
             async def read():
@@ -329,14 +321,9 @@ def test_a_cancel_while_the_loser_is_cancelled_still_records_the_winners_answer(
 
     async def run():
         async with FakeProvider(plan) as fp:
-            def deployment(name: str) -> Deployment:
-                return Deployment(name, f"openai/{name}", {"api_base": fp.base_url, "api_key": "sk-test"},
-                                  timeout_s=60.0, price_model="gpt-4o-mini")
             driver = SlowToCancel()
             driver.cancelling = asyncio.Event()
-            gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"),
-                         fallbacks={"slow": ["fast"]}, cache=False, retry=RetryPolicy(max_retries=0),
-                         hedge=Hedge(after_s=0.1), driver=driver).warm_up()
+            gw = gateway(fp.base_url, after_s=0.1, driver=driver, timeout_s=60.0)
             task = asyncio.ensure_future(gw.acomplete("Where is my parcel?"))
             await driver.cancelling.wait()  # the hedge answered: the first call is being cancelled
             task.cancel()
