@@ -343,7 +343,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 if second is None:
                     result = yield call
                 else:
-                    raced = yield Race(call, second[0], hedge.wait_for(call))
+                    target = breaker_for(second[0].deployment.name)  # still closed once the hedge is due
+                    raced = yield Race(call, second[0], hedge.wait_for(call), lambda: target.state == target.CLOSED)
                     result, hedged = raced.first, raced.second
             except (GeneratorExit, ClientDisconnected) as exc:  # cancelled mid-call: never strand a half-open probe
                 decided = getattr(exc, "race", None) if second is not None else None

@@ -35,8 +35,8 @@ async def arace(driver: "LiteLLMDriver", race: "Race") -> RaceResult:
     calls = (race.first, race.second)
     try:
         await asyncio.wait(tasks, timeout=race.after_s)
-        if tasks[0].done():  # answered, or failed, before the hedge was due
-            return RaceResult(tasks[0].result())
+        if tasks[0].done() or not race.second_due():  # answered or failed before the hedge was due, or none
+            return RaceResult(await tasks[0])
         started.append(driver.clock())
         tasks.append(asyncio.ensure_future(driver.aperform(race.second)))
         winner = None
@@ -132,11 +132,11 @@ async def astream_race(driver: "LiteLLMDriver", race: "Race") -> AsyncIterator[A
     contenders = [_Contender(driver, race.first)]
     try:
         await asyncio.wait([contenders[0].task], timeout=race.after_s)
-        if not contenders[0].task.done():
+        if not contenders[0].task.done() and race.second_due():
             contenders.append(_Contender(driver, race.second))
-            while not any(c.answering for c in contenders) and not all(c.out for c in contenders):
-                await asyncio.wait([c.task for c in contenders if not c.task.done()],
-                                   return_when=asyncio.FIRST_COMPLETED)
+        # (the first alone, when no hedge went out: to its first token)
+        while not any(c.answering for c in contenders) and not all(c.out for c in contenders):
+            await asyncio.wait([c.task for c in contenders if not c.task.done()], return_when=asyncio.FIRST_COMPLETED)
         winner = next((c for c in contenders if c.answering or len(contenders) == 1), None)
         results: dict[int, CallResult | CallError] = {}
         for k, c in enumerate(contenders):

@@ -99,7 +99,7 @@ class ScriptedDriver:
         self.calls.append(first_call)
         first = self._reply(first_call)
         t1 = answering_after(first_call, first)
-        if t1 <= after:  # answered, or failed, before the hedge was due: no hedge
+        if t1 <= after or not race.second_due():  # answered, or failed, before the hedge was due: no hedge
             self.clock.advance(first.latency_s)
             return RaceResult(first)
         self.calls.append(second_call)

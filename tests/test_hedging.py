@@ -185,3 +185,22 @@ def test_an_unstreamed_call_waits_for_its_own_threshold_or_is_never_hedged(make_
     assert never.complete("and again").deployment == "gpt-4o" and len(driver.calls) == calls + 1
     with pytest.raises(ConfigError, match=r"^hedge\.unstreamed_after_s"):
         Hedge(after_s=0.5, unstreamed_after_s=-1.0)
+
+
+def test_no_hedge_when_its_deployments_breaker_opened_while_the_hedge_was_due(make_gateway, driver, clock):
+    """The target is chosen when the first call goes out; its breaker may open (other requests'
+    failures) before the hedge is due: the hedge then goes nowhere — it used to go out anyway,
+    to a deployment its breaker was keeping traffic from."""
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+
+    def slow_while_claude_trips(call):
+        breaker = gw.pipeline.breaker("claude")
+        for _ in range(breaker.failure_threshold):
+            breaker.record_failure(clock())
+        return answer("slow answer", 3.0)
+
+    driver.script("gpt-4o", slow_while_claude_trips)
+    out = gw.complete("hello")
+    assert [c.deployment.name for c in driver.calls] == ["gpt-4o"]
+    assert out.deployment == "gpt-4o" and [a.purpose for a in out.attempts] == ["answer"]
+    assert out.latency_s == pytest.approx(3.0)

@@ -338,3 +338,33 @@ def test_a_cancel_while_the_loser_is_cancelled_still_records_the_winners_answer(
     assert by_name["slow"].error.startswith("cancelled: fast started answering first") and by_name["slow"].cost_usd > 0
     assert by_name["fast"].purpose == "hedge" and by_name["fast"].completion_tokens > 0  # its whole answer, billed
     assert outcome.cost_usd == pytest.approx(by_name["slow"].cost_usd + by_name["fast"].cost_usd)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_hedge_once_its_deployments_breaker_opened_during_the_wait(stream):
+    plan = FaultPlan()
+    plan.model("slow").latency(0.8).stream_timing(ttft_s=0.8, keepalive_s=0.1)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url, after_s=0.4)
+
+            async def trip_fast_meanwhile():
+                await asyncio.sleep(0.1)
+                breaker = gw.pipeline.breaker("fast")
+                for _ in range(breaker.failure_threshold):
+                    breaker.record_failure(time.time())
+
+            tripping = asyncio.ensure_future(trip_fast_meanwhile())
+            if stream:
+                response = gw.astream("Where is my parcel?")
+                _ = [c async for c in response]
+                outcome = response.outcome
+            else:
+                outcome = await gw.acomplete("Where is my parcel?")
+            await tripping
+            return outcome, fp.stats
+
+    outcome, stats = asyncio.run(run())
+    assert stats.by_model == {"slow": 1}  # the hedge was due at 0.4 s, the breaker open since 0.1 s
+    assert outcome.deployment == "slow" and [a.purpose for a in outcome.attempts] == ["answer"]
