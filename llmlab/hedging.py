@@ -13,7 +13,7 @@ before the first is sent, and the second goes out only to a deployment whose bre
 (when the first goes out, and still when the hedge is due).
 Only a request's first answering call is hedged (not retries, a cascade's cheap stages or a
 classifier's call): a hedge is a bet on the tail, not a retry policy.  The simulator shows what
-it buys and costs before production (``gateway.hedge_after_s``).
+it buys and costs before production (``gateway.hedge.after_s``).
 """
 from __future__ import annotations
 
