@@ -204,3 +204,33 @@ def test_no_hedge_when_its_deployments_breaker_opened_while_the_hedge_was_due(ma
     assert [c.deployment.name for c in driver.calls] == ["gpt-4o"]
     assert out.deployment == "gpt-4o" and [a.purpose for a in out.attempts] == ["answer"]
     assert out.latency_s == pytest.approx(3.0)
+
+
+def test_a_budget_backend_that_fails_at_the_hedge_check_strands_no_probe_and_bills_nothing(driver, clock):
+    """The hold's top-up for the hedge raised (a budget store unreachable): the request ends, but the
+    half-open probe admitted for its first call goes back, and the loser's estimated bill — which
+    stood in the check as an attempt — is no attempt of the request's (nothing was sent)."""
+    from llmlab.budgets import MemoryBudgets
+
+    class FailsOnTheTopUp(MemoryBudgets):
+        reserved = 0
+
+        def try_reserve(self, *args):
+            self.reserved += 1
+            if self.reserved == 2:  # the first hold, then the hedge's top-up
+                raise ConnectionError("budget store unreachable")
+            return super().try_reserve(*args)
+
+    deps = [Deployment("a", "gpt-4o", max_output_tokens=100), Deployment("b", "gpt-4o", max_output_tokens=100)]
+    gw = Gateway(deps, router=FixedRouter("a"), fallbacks={"a": ["b"]}, clock=clock, driver=driver, seed=0,
+                 cache=False, hedge=Hedge(after_s=0.5), budget=BudgetPolicy(plan_caps={"free": 1.0}),
+                 budget_backend=FailsOnTheTopUp())
+    breaker = gw.pipeline.breaker("a")
+    breaker._open(clock())
+    clock.advance(breaker.cooldown_s + 1)  # the next call to a is its half-open probe
+    out = gw.complete("hello " * 200, tenant="t", plan="free")
+    assert out.kind is OutcomeKind.ERROR and driver.calls == []
+    assert out.attempts == () and out.cost_usd == 0.0
+    driver.script("a", answer("a recovered", 0.2))
+    again = gw.complete("hello again", tenant="t", plan="free")
+    assert again.deployment == "a" and breaker.state == CircuitBreaker.CLOSED  # probed, not skipped
