@@ -128,8 +128,10 @@ class PipelineRun:
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
-        if call is None:
-            call = effect if isinstance(effect, Call) else effect.first if isinstance(effect, Race) else None
+        if call is None and isinstance(effect, Race):  # the winner, once decided (a driver without stream states)
+            call = (effect.first, effect.second)[decided.winner] if decided is not None else effect.first
+        elif call is None:
+            call = effect if isinstance(effect, Call) else None
         if whole is not None:
             partial = whole
         elif call is not None and (streamed or prompt_tokens):  # the prompt is billed once read
@@ -379,12 +381,13 @@ def wait_for_collected_streams(timeout: float | None = None) -> bool:
 
 
 def _leave(sub: Generator[Any, None, Any] | None, run: PipelineRun, response: StreamResponse, text: str,
-           latency_s: float, prompt: tuple[int, int, int] | None, call: Call | None) -> None:
+           latency_s: float, prompt: tuple[int, int, int] | None, call: Call | None,
+           decided: RaceDecided | None) -> None:
     """A caller left a sync stream: close the provider's stream (and its connection) now, not at
     garbage collection, and record the request with the streamed tokens charged."""
     if sub is not None:
         sub.close()
-    response._done(run.abandon(text, latency_s, prompt, call))
+    response._done(run.abandon(text, latency_s, prompt, call, decided))
 
 
 def _view(call: Call, response: StreamResponse) -> StreamRestorer | StreamGuard:
@@ -441,7 +444,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
                         yield text
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
         left = (sub, run, response, streamed.text(), driver.clock() - streamed.started, streamed.prompt(),
-                streamed.call())
+                streamed.call(), streamed.decided)
         if _COLLECTING.active:  # left unclosed in a cycle, collected on whatever thread: see _Closer
             _CLOSER.put(lambda: _leave(*left))
         else:

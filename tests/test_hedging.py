@@ -234,3 +234,35 @@ def test_a_budget_backend_that_fails_at_the_hedge_check_strands_no_probe_and_bil
     driver.script("a", answer("a recovered", 0.2))
     again = gw.complete("hello again", tenant="t", plan="free")
     assert again.deployment == "a" and breaker.state == CircuitBreaker.CLOSED  # probed, not skipped
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_caller_who_leaves_a_hedges_stream_is_billed_both_calls_on_the_right_deployments(make_gateway, driver,
+                                                                                           clock, api):
+    """The hedge won and streams; the caller leaves after its first chunk: the streamed part is the
+    hedge's (its deployment, its price, no retry), and the cancelled first call is billed too."""
+    import asyncio
+
+    driver.script("gpt-4o", answer("slow to start, quick to finish", 2.5, ttft_s=2.0, prompt=50))
+    driver.script("claude", answer("quick to start and then a rather long answer", 4.0, ttft_s=0.3))
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+    if api == "sync":
+        response = gw.stream("hello")
+        for chunk in response:
+            if isinstance(chunk, str):
+                break
+        response.close()
+    else:
+        async def leave():
+            response = gw.astream("hello")
+            chunks = response.__aiter__()
+            while not isinstance(await chunks.__anext__(), str):
+                pass
+            await chunks.aclose()
+        asyncio.run(leave())
+    (out,) = gw.ledger.records
+    first, hedge = out.attempts
+    assert (first.deployment, first.purpose) == ("gpt-4o", "answer") and first.error.startswith("cancelled: claude")
+    assert first.prompt_tokens == 50 and first.cost_usd > 0
+    assert (hedge.deployment, hedge.purpose) == ("claude", "hedge") and hedge.completion_tokens > 0
+    assert out.retries == 0 and out.cost_usd == pytest.approx(first.cost_usd + hedge.cost_usd)
