@@ -303,8 +303,9 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
 
     With ``hedge``, the chain's first answering call is a :class:`~llmlab.effects.Race` against
     the next deployment whose breaker is closed (:mod:`llmlab.hedging`); ``before_hedge`` is asked
-    as ``before_call`` is, with the loser's bill as a third argument, and False sends no hedge.  The hedge's call is recorded as a ``"hedge"`` attempt; the chain goes on from the
-    first call's result unless the hedge won."""
+    as ``before_call`` is, with the loser's bill as a third argument, and False sends no hedge.
+    The hedge's call is recorded as a ``"hedge"`` attempt; the chain goes on from the first
+    call's result unless the hedge won."""
     out = ChainResult(None, None)
     min_window = 0
     called = False

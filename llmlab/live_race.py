@@ -10,8 +10,8 @@ A caller who cancels, or closes a streamed race, cancels both calls and waits un
 closed, a second cancel meanwhile included (:mod:`llmlab.asyncwait`).  A cancel that comes once
 the race is decided still bills both calls: a streamed race yields its decision before closing
 the loser (:class:`~llmlab.effects.RaceDecided`), and an unstreamed one raises the cancel with
-its results (``raced``), which the run loop records as the caller's leaving.  The synchronous API sends
-no hedge: a blocked call on a thread cannot be cancelled when the other wins.
+its results (``raced``), which the run loop records as the caller's leaving.  The synchronous
+API sends no hedge: a blocked call on a thread cannot be cancelled when the other wins.
 """
 from __future__ import annotations
 
