@@ -7,7 +7,7 @@ from __future__ import annotations
 from .admission import Admission
 from .budgets import BudgetPolicy, MemoryBudgets
 from .effects import (Admit, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Embed,
-                      ErrorKind, Outcome, OutcomeKind, Race, RaceResult, Sleep)
+                      ErrorKind, Outcome, OutcomeKind, Race, RaceDecided, RaceResult, Sleep)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, ConfigError, GatewayError, GuardrailBlocked,
                      InvalidRequest, LLMLabError, Overloaded, ProviderRejected, RateLimited, UnknownModelPrice)
 from .fallback import CircuitBreaker, RetryPolicy
@@ -30,7 +30,7 @@ __all__ = [
     "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "ComplexityRouter",
     "ConfigError", "Deployment", "Driver", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
     "Hedge", "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
-    "OutcomeKind", "Overloaded", "PlanRouter", "PriceBook", "ProviderRejected", "Race", "RaceResult", "RateLimit", "RateLimited",
+    "OutcomeKind", "Overloaded", "PlanRouter", "PriceBook", "ProviderRejected", "Race", "RaceDecided", "RaceResult", "RateLimit", "RateLimited",
     "RateLimiter", "Request", "RetryPolicy", "RouteDecision", "Sleep", "StreamReset", "StreamResponse", "UnknownModelPrice",
     "count_message_tokens", "count_tokens", "default_acceptance", "monthly_cost",
 ]

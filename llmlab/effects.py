@@ -100,11 +100,18 @@ class Race:
 
     Value: a :class:`RaceResult`.  Yielded only by a gateway built with a hedge
     (:mod:`llmlab.hedging`), and only to a driver that races (``races = True``).  The two calls
-    carry the same messages and stream setting; ``first`` is the one the chain routed to."""
+    carry the same messages and stream setting; ``first`` is the one the chain routed to.
+    ``send_second``, when given, is asked when the second call is due: False sends none (its
+    deployment's breaker left the closed state during the wait), and the first call goes on alone."""
 
     first: Call
     second: Call
     after_s: float
+    send_second: Callable[[], bool] | None = None
+
+    def second_due(self) -> bool:
+        """Whether the second call goes out now that it is due (see ``send_second``)."""
+        return self.send_second is None or self.send_second()
 
     # what the run loops read of a streamed effect: the first call's (the second streams only if it wins)
     @property
@@ -214,6 +221,18 @@ class RaceResult:
     def ok(self) -> bool:
         """Whether one of the calls answered (what a streamed answer's run loop asks of a result)."""
         return self.first.ok or (self.second is not None and self.second.ok)
+
+
+@dataclass(frozen=True, slots=True)
+class RaceDecided:
+    """A streamed race decided, before its winner's stream (what a live driver yields first): the
+    call that did not win — cancelled and billed, or failed on its own — ``loser``, and which
+    call won (``winner``: 0 the first, 1 the hedge).  Its :class:`RaceResult` comes only at the
+    end of the winner's stream: a caller who leaves before then is still billed the loser
+    (:class:`~llmlab.errors.ClientDisconnected` carries this)."""
+
+    winner: int
+    loser: CallResult | CallError
 
 
 @fast_frozen_init

@@ -251,7 +251,9 @@ class ClientDisconnected(GatewayError):
     what it was billed: ``partial`` is the streamed part of the answer on ``deployment`` (its
     tokens estimated from the text the caller received: a lower bound of what the provider bills);
     ``attempts`` the calls the interrupted fallback chain had already made (a billed, cut stream
-    before a retry's sleep or a fallback's StreamReset), which its result would have carried.
+    before a retry's sleep or a fallback's StreamReset), which its result would have carried;
+    ``race`` the other call of a hedged race decided before the caller left
+    (:class:`~llmlab.effects.RaceDecided`: its bill, and whether ``partial`` is the hedge's).
     """
 
     code = "client_disconnected"
@@ -262,6 +264,7 @@ class ClientDisconnected(GatewayError):
         self.partial = partial
         self.deployment = deployment
         self.attempts: list[Any] = []
+        self.race: Any = None
 
 
 class ProviderRejected(GatewayError):

@@ -290,7 +290,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
               retry_for: Callable[[Deployment], RetryPolicy], breaker_for: Callable[[str], CircuitBreaker],
               price: Callable[[Deployment, CallResult], float], clock: Callable[[], float],
               rng: random.Random, before_call: Callable[[Deployment, Sequence[Attempt]], bool] | None = None,
-              hedge: Hedge | None = None, before_hedge: Callable[[Deployment, Sequence[Attempt]], bool] | None = None
+              hedge: Hedge | None = None,
+              before_hedge: Callable[[Deployment, Sequence[Attempt], float], bool] | None = None
               ) -> Generator[Effect, Any, ChainResult]:
     """Try each deployment in order with retries; return the first success or the last error.
 
@@ -302,9 +303,9 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
 
     With ``hedge``, the chain's first answering call is a :class:`~llmlab.effects.Race` against
     the next deployment whose breaker is closed (:mod:`llmlab.hedging`); ``before_hedge`` is asked
-    as ``before_call`` is, with a pending attempt standing for the loser's bill, and False sends
-    no hedge.  The hedge's call is recorded as a ``"hedge"`` attempt; the chain goes on from the
-    first call's result unless the hedge won."""
+    as ``before_call`` is, with the loser's bill as a third argument, and False sends no hedge.
+    The hedge's call is recorded as a ``"hedge"`` attempt; the chain goes on from the first
+    call's result unless the hedge won."""
     out = ChainResult(None, None)
     min_window = 0
     called = False
@@ -335,17 +336,28 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     return out
             second = None
             if hedge is not None and not called and call.purpose == "answer" and hedge.wait_for(call) < math.inf:
-                second = _hedge_call(chain, index, call, make_call, breaker_for, min_window, price, out, before_hedge,
-                                     clock)
+                try:
+                    second = _hedge_call(chain, index, call, make_call, breaker_for, min_window, price, out,
+                                         before_hedge, clock)
+                except BaseException:  # as before_call: admitted, never called — a half-open probe's slot goes back
+                    breaker.release_probe(ticket)
+                    raise
             called = True
             hedged = None
             try:
                 if second is None:
                     result = yield call
                 else:
-                    raced = yield Race(call, second[0], hedge.wait_for(call))
+                    target = breaker_for(second[0].deployment.name)  # still closed once the hedge is due
+                    raced = yield Race(call, second[0], hedge.wait_for(call), lambda: target.state == target.CLOSED)
                     result, hedged = raced.first, raced.second
             except (GeneratorExit, ClientDisconnected) as exc:  # cancelled mid-call: never strand a half-open probe
+                decided = getattr(exc, "race", None) if second is not None else None
+                if decided is not None:  # left during the winner's stream: the loser was billed all the same
+                    lost_call, lost_ticket = (call, ticket) if decided.winner == 1 else second
+                    _record(out, lost_call, decided.loser, price, "hedge" if decided.winner == 0 else call.purpose,
+                            0.0 if decided.winner == 0 else waited)
+                    _verdict(breaker_for(lost_call.deployment.name), lost_ticket, lost_call, decided.loser, clock())
                 breaker.release_probe(ticket)
                 _hand_over(exc, out)
                 raise
@@ -424,7 +436,7 @@ def _verdict(breaker: CircuitBreaker, ticket: int | None, call: Call, result: Ca
 def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: Callable[[Deployment], Call],
                 breaker_for: Callable[[str], CircuitBreaker], min_window: int,
                 price: Callable[[Deployment, CallResult], float], out: ChainResult,
-                before_hedge: Callable[[Deployment, Sequence[Attempt]], bool] | None,
+                before_hedge: Callable[[Deployment, Sequence[Attempt], float], bool] | None,
                 clock: Callable[[], float]) -> tuple[Call, int | None] | None:
     """The call a hedge of ``call`` (``chain[index]``'s) sends, with its breaker's ticket; None
     when there is no deployment to hedge to (:func:`~llmlab.hedging.hedge_target`) or the budget
@@ -435,8 +447,7 @@ def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: 
     second = make_call(target)
     if before_hedge is not None:
         loser = max(price(c.deployment, CallResult("", counted_prompt(c), 0, 0.0)) for c in (call, second))
-        pending = Attempt(target.name, target.model, "hedge", False, "pending: the loser's bill", 0.0, cost_usd=loser)
-        if not before_hedge(target, [*out.attempts, pending]):
+        if not before_hedge(target, out.attempts, loser):
             return None
     return second, breaker_for(target.name).admit(clock())
 

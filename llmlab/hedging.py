@@ -9,10 +9,11 @@ and takes whichever starts answering first (Dean and Barroso, "The Tail at Scale
 
 What it costs: the call that lost is cancelled, and billed its prompt (a provider has read it by
 then; conservative for budgets) and whatever it had streamed; the budget hold covers both calls
-before the first is sent, and the second goes out only to a deployment whose breaker is closed.
+before the first is sent, and the second goes out only to a deployment whose breaker is closed
+(when the first goes out, and still when the hedge is due).
 Only a request's first answering call is hedged (not retries, a cascade's cheap stages or a
 classifier's call): a hedge is a bet on the tail, not a retry policy.  The simulator shows what
-it buys and costs before production (``gateway.hedge_after_s``).
+it buys and costs before production (``gateway.hedge.after_s``).
 """
 from __future__ import annotations
 

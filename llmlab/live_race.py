@@ -7,8 +7,11 @@ stream, so its connection goes back to the pool) and billed what
 :func:`~llmlab.hedging.lost` says.  A call that fails leaves the race to the other.
 
 A caller who cancels, or closes a streamed race, cancels both calls and waits until they are
-closed, a second cancel meanwhile included (:mod:`llmlab.asyncwait`).  The synchronous API sends
-no hedge: a blocked call on a thread cannot be cancelled when the other wins.
+closed, a second cancel meanwhile included (:mod:`llmlab.asyncwait`).  A cancel that comes once
+the race is decided still bills both calls: a streamed race yields its decision before closing
+the loser (:class:`~llmlab.effects.RaceDecided`), and an unstreamed one raises the cancel with
+its results (``raced``), which the run loop records as the caller's leaving.  The synchronous
+API sends no hedge: a blocked call on a thread cannot be cancelled when the other wins.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .asyncwait import finish, wait_out
-from .effects import Call, CallError, CallResult, RaceResult
+from .effects import Call, CallError, CallResult, RaceDecided, RaceResult
 from .fallback import counted_prompt
 from .hedging import lost, prompt_only
 
@@ -32,8 +35,8 @@ async def arace(driver: "LiteLLMDriver", race: "Race") -> RaceResult:
     calls = (race.first, race.second)
     try:
         await asyncio.wait(tasks, timeout=race.after_s)
-        if tasks[0].done():  # answered, or failed, before the hedge was due
-            return RaceResult(tasks[0].result())
+        if tasks[0].done() or not race.second_due():  # answered or failed before the hedge was due, or none
+            return RaceResult(await tasks[0])
         started.append(driver.clock())
         tasks.append(asyncio.ensure_future(driver.aperform(race.second)))
         winner = None
@@ -43,6 +46,7 @@ async def arace(driver: "LiteLLMDriver", race: "Race") -> RaceResult:
             if winner is None and all(t.done() for t in tasks):
                 return RaceResult(tasks[0].result(), tasks[1].result())
         results: list[CallResult | CallError] = []
+        cancelled = False
         for k, task in enumerate(tasks):
             if k == winner or (task.done() and not task.result().ok):  # the answer, or a failure of its own
                 results.append(task.result())
@@ -50,10 +54,13 @@ async def arace(driver: "LiteLLMDriver", race: "Race") -> RaceResult:
                 results.append(lost(calls[winner].deployment, task.result()))
             else:
                 task.cancel()
-                if await wait_out(task):
-                    raise asyncio.CancelledError()
+                cancelled = await wait_out(task)
                 part = prompt_only(counted_prompt(calls[k]), driver.clock() - started[k])
                 results.append(lost(calls[winner].deployment, part))
+        if cancelled:  # the caller's cancel came during the loser's: both calls were billed all the same
+            error = asyncio.CancelledError()
+            error.raced = RaceResult(*results)  # type: ignore[attr-defined]  # read by the run loop
+            raise error
         return RaceResult(*results)
     except BaseException:  # the caller cancelled: neither call goes on without it
         for task in tasks:
@@ -86,9 +93,8 @@ class _Contender:
             elif isinstance(item, str):
                 self.text.append(item)
                 return
-            else:
-                self.result = item
-                return
+            else:  # its end: read on, so the stream returns and closes its response (and connection)
+                self.result = item  # now — stopped at its error, it held them until garbage collection
 
     @property
     def answering(self) -> bool:
@@ -120,32 +126,37 @@ class _Contender:
 
 
 async def astream_race(driver: "LiteLLMDriver", race: "Race") -> AsyncIterator[Any]:
-    """Race two streamed calls; yield the winner's stream as ``astream_call`` yields one (its
-    state, its text), and last a :class:`~llmlab.effects.RaceResult` (see the module's docstring)."""
+    """Race two streamed calls; yield the :class:`~llmlab.effects.RaceDecided` when both were sent,
+    the winner's stream as ``astream_call`` yields one (its state, its text), and last a
+    :class:`~llmlab.effects.RaceResult` (see the module's docstring)."""
     contenders = [_Contender(driver, race.first)]
     try:
         await asyncio.wait([contenders[0].task], timeout=race.after_s)
-        if not contenders[0].task.done():
+        if not contenders[0].task.done() and race.second_due():
             contenders.append(_Contender(driver, race.second))
-            while not any(c.answering for c in contenders) and not all(c.out for c in contenders):
-                await asyncio.wait([c.task for c in contenders if not c.task.done()],
-                                   return_when=asyncio.FIRST_COMPLETED)
+        # (the first alone, when no hedge went out: to its first token)
+        while not any(c.answering for c in contenders) and not all(c.out for c in contenders):
+            await asyncio.wait([c.task for c in contenders if not c.task.done()], return_when=asyncio.FIRST_COMPLETED)
         winner = next((c for c in contenders if c.answering or len(contenders) == 1), None)
         results: dict[int, CallResult | CallError] = {}
         for k, c in enumerate(contenders):
-            if c is winner:
-                continue
-            if c.out:
-                results[k] = c.result
-                continue
-            bill = c.bill(driver.clock())
-            if await c.close():
-                raise asyncio.CancelledError()
-            results[k] = lost(winner.call.deployment if winner is not None else c.call.deployment, bill)
+            if c is not winner:  # a failure of its own, or cancelled now: billed its prompt and what it streamed
+                results[k] = c.result if c.out else lost(winner.call.deployment, c.bill(driver.clock()))
         if winner is not None:
             k = contenders.index(winner)
+            # before the loser's close, which a caller's cancel does not cut short but follows: a
+            # caller who leaves from then on is billed the loser, and the winner from its state
+            if len(contenders) == 2:
+                yield RaceDecided(k, results[1 - k])
             if winner.state is not None:
-                yield winner.state  # first: what a caller who leaves now is billed from
+                yield winner.state
+        cancelled = False
+        for c in contenders:
+            if c is not winner and not c.out:
+                cancelled = await c.close() or cancelled
+        if cancelled:
+            raise asyncio.CancelledError()
+        if winner is not None:
             for piece in winner.text:
                 yield piece
             result = winner.result

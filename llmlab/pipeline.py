@@ -400,8 +400,9 @@ class Pipeline:
             s.attempts.extend(exc.attempts)  # the interrupted chain's earlier calls
             dep, partial = exc.deployment, exc.partial
             if dep is not None and partial is not None:
-                s.attempts.append(Attempt(dep.name, dep.model, "answer", False, exc.message, partial.latency_s,
-                                          partial.prompt_tokens, partial.completion_tokens,
+                hedge_won = exc.race is not None and exc.race.winner == 1  # a hedge's text: no retry
+                s.attempts.append(Attempt(dep.name, dep.model, "hedge" if hedge_won else "answer", False, exc.message,
+                                          partial.latency_s, partial.prompt_tokens, partial.completion_tokens,
                                           self.price_result(dep, partial)))
             raise
         finally:
@@ -419,7 +420,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stage helpers
     def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float, *,
                       refused: str = "over budget after a billed failure → no further call to"
-                      ) -> Callable[[Deployment, Sequence[Attempt]], bool]:
+                      ) -> Callable[..., bool]:
         """The chain's ``before_call``: before every call, the holds must cover what this request's
         calls were billed so far plus ``still``, the worst case of the stages not yet answered
         (this one included).  A failure the provider billed (a cut stream, an answer whose usage
@@ -427,14 +428,14 @@ class Pipeline:
         worst case without answering, so the retry or fallback after it needs a top-up; a cascade
         stage that failed used only its own stage's share and the next stage needs none.  Refused
         (the cap cannot take it): the chain stops without the call and the request is refused
-        (:meth:`_refused_midway`).  As a hedge's ``before_hedge``, the attempts include one standing
-        for the race loser's bill, and a refusal sends no hedge (``refused`` says so in the reason)."""
+        (:meth:`_refused_midway`).  As a hedge's ``before_hedge``, ``extra`` is the race loser's bill
+        on top, and a refusal sends no hedge (``refused`` says so in the reason)."""
         # what the stage's first call needs: the earlier stages' calls (s.attempts does not change
         # while the chain runs) and the worst case to come; a retry adds what this chain was billed
         first = (_billed(s.attempts) - spent_before if s.attempts else 0.0) + still
 
-        def before_call(dep: Deployment, attempts: Sequence[Attempt]) -> bool:
-            total = first + _billed(attempts) if attempts else first
+        def before_call(dep: Deployment, attempts: Sequence[Attempt], extra: float = 0.0) -> bool:
+            total = (first + _billed(attempts) if attempts else first) + extra
             if total - holds.held <= 1e-12:  # covered (every call that was billed nothing)
                 return True
             try:

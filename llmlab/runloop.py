@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import logging
 import queue
@@ -20,7 +21,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Cont
                     Protocol, TypeVar, runtime_checkable)
 
 from .asyncwait import wait_out
-from .effects import Admit, Call, CallError, CallResult, ErrorKind, Race, RaceResult
+from .effects import Admit, Call, CallError, CallResult, ErrorKind, Race, RaceDecided, RaceResult
 from .errors import ClientDisconnected
 from .fallback import streamed_part
 from .live import _aclose, _StreamState, reported_part
@@ -113,22 +114,31 @@ class PipelineRun:
             self._step(lambda: self.gen.throw(exc))
 
     def abandon(self, streamed: str = "", latency_s: float = 0.0,
-                prompt_tokens: tuple[int, int, int] | None = None, call: Call | None = None) -> Any:
+                prompt_tokens: tuple[int, int, int] | None = None, call: Call | None = None,
+                decided: RaceDecided | None = None, whole: CallResult | None = None) -> Any:
         """The caller left (closed the stream, cancelled the task): finish the pipeline with
         :class:`~llmlab.errors.ClientDisconnected` so the request still reaches the ledger, its
         budget reservation settles and a half-open probe is released.  ``streamed`` is what the
         provider sent of the current call (the text the caller received, and tool-call arguments
         it did not): its tokens are charged, with ``prompt_tokens`` (prompt, cache reads, cache
         writes) when the provider reported them (else the prompt counted locally).  ``call`` is
-        the call they came from when the effect is a race (the one that won), else its first."""
+        the call they came from when the effect is a race (the one that won), else its first;
+        ``decided``, the race's other call once the race was decided (its bill counts too), and
+        ``whole`` the winner's answer when it had come in full (billed as the provider reported)."""
         if self.done:
             return self.outcome
         effect, partial = self.effect, None
-        if call is None:
-            call = effect if isinstance(effect, Call) else effect.first if isinstance(effect, Race) else None
-        if call is not None and (streamed or prompt_tokens):  # the prompt is billed once read
+        if call is None and isinstance(effect, Race):  # the winner, once decided (a driver without stream states)
+            call = (effect.first, effect.second)[decided.winner] if decided is not None else effect.first
+        elif call is None:
+            call = effect if isinstance(effect, Call) else None
+        if whole is not None:
+            partial = whole
+        elif call is not None and (streamed or prompt_tokens):  # the prompt is billed once read
             partial = reported_part(streamed_part(call, streamed, latency_s), prompt_tokens)
         error = ClientDisconnected(partial=partial, deployment=call.deployment if call is not None else None)
+        if isinstance(effect, Race):
+            error.race = decided
         try:
             self._step(lambda: self.gen.throw(error))
         except ClientDisconnected:  # a pipeline that does not handle it: nothing to record
@@ -237,13 +247,26 @@ async def adrive(gen: Generator[Any, Any, Any], aperform: Callable[[Any], Awaita
         await step(run.start)
         while not run.done:
             await _perform(run, aperform, step)
-    except asyncio.CancelledError:  # the caller cancelled: record the request, then let the cancel through
-        await step(run.abandon)
+    except asyncio.CancelledError as exc:  # the caller cancelled: record the request, then let the cancel through
+        await step(functools.partial(run.abandon, **_decided_race(run.effect, exc)))
         raise
     finally:
         if ticket is not None:
             ticket.leave()
     return run.outcome
+
+
+def _decided_race(effect: Any, exc: BaseException) -> dict[str, Any]:
+    """What :meth:`PipelineRun.abandon` bills of a race the caller's cancel came out of once it
+    was decided (``raced``, :func:`~llmlab.live_race.arace`): the winner's whole answer, and the
+    loser; nothing more for any other cancel."""
+    raced = getattr(exc, "raced", None)
+    if not isinstance(raced, RaceResult) or raced.second is None or not raced.ok or not isinstance(effect, Race):
+        return {}
+    won = 0 if raced.first.ok else 1
+    results = (raced.first, raced.second)
+    return {"call": (effect.first, effect.second)[won], "whole": results[won],
+            "decided": RaceDecided(won, results[1 - won])}
 
 
 class _Streamed:
@@ -255,11 +278,15 @@ class _Streamed:
         self.started = started
         self.pieces: list[str] = []
         self.state: _StreamState | None = None
+        self.decided: RaceDecided | None = None  # a race's loser, once decided (before the winner's text)
 
     def took(self, item: Any) -> bool:
         """Note ``item``; True when it is text for the caller."""
         if isinstance(item, _StreamState):
             self.state = item
+            return False
+        if isinstance(item, RaceDecided):
+            self.decided = item
             return False
         if isinstance(item, str):
             self.pieces.append(item)
@@ -354,12 +381,13 @@ def wait_for_collected_streams(timeout: float | None = None) -> bool:
 
 
 def _leave(sub: Generator[Any, None, Any] | None, run: PipelineRun, response: StreamResponse, text: str,
-           latency_s: float, prompt: tuple[int, int, int] | None, call: Call | None) -> None:
+           latency_s: float, prompt: tuple[int, int, int] | None, call: Call | None,
+           decided: RaceDecided | None) -> None:
     """A caller left a sync stream: close the provider's stream (and its connection) now, not at
     garbage collection, and record the request with the streamed tokens charged."""
     if sub is not None:
         sub.close()
-    response._done(run.abandon(text, latency_s, prompt, call))
+    response._done(run.abandon(text, latency_s, prompt, call, decided))
 
 
 def _view(call: Call, response: StreamResponse) -> StreamRestorer | StreamGuard:
@@ -416,7 +444,7 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
                         yield text
     except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
         left = (sub, run, response, streamed.text(), driver.clock() - streamed.started, streamed.prompt(),
-                streamed.call())
+                streamed.call(), streamed.decided)
         if _COLLECTING.active:  # left unclosed in a cycle, collected on whatever thread: see _Closer
             _CLOSER.put(lambda: _leave(*left))
         else:
@@ -460,7 +488,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
                         text = response.show(shown.feed(item))
                         if text:
                             yield text
-                    elif not streamed.took(item):
+                    elif not streamed.took(item) and not isinstance(item, RaceDecided):
                         result = item
             except Exception as exc:
                 streamed = _Streamed(driver.clock())  # the call is over: a cancel during the step bills it no more
@@ -479,7 +507,7 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
             # the request recorded, then the cancel goes on)
             await wait_out(asyncio.ensure_future(_aclose(sub)))
         response._done(await step(run.abandon, streamed.text(), driver.clock() - streamed.started,
-                                  streamed.prompt(), streamed.call()))
+                                  streamed.prompt(), streamed.call(), streamed.decided))
         raise
     finally:
         _OPEN_STREAMS.pop(run, None)

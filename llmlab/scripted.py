@@ -11,7 +11,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Generator, Iterable, Mapping
 
-from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, RaceResult, Sleep, embedding_cost
+from .effects import (Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, RaceDecided, RaceResult, Sleep,
+                      embedding_cost)
 from .hedging import answering_after, lost, prompt_only
 from .tokens import estimate_message_tokens, estimate_tokens
 
@@ -99,7 +100,7 @@ class ScriptedDriver:
         self.calls.append(first_call)
         first = self._reply(first_call)
         t1 = answering_after(first_call, first)
-        if t1 <= after:  # answered, or failed, before the hedge was due: no hedge
+        if t1 <= after or not race.second_due():  # answered, or failed, before the hedge was due: no hedge
             self.clock.advance(first.latency_s)
             return RaceResult(first)
         self.calls.append(second_call)
@@ -136,11 +137,14 @@ class ScriptedDriver:
     async def aperform(self, effect: Any) -> Any:
         return self.perform(effect)
 
-    def stream_call(self, call: Call | Race) -> Generator[str, None, Any]:  # same shape as LiteLLMDriver.stream_call
+    def stream_call(self, call: Call | Race) -> Generator[str | RaceDecided, None, Any]:  # same shape as LiteLLMDriver.stream_call
         result = self.perform(call)
         answer = result
-        if isinstance(result, RaceResult):  # the winner's chunks
-            answer = result.first if result.first.ok or result.second is None else result.second
+        if isinstance(result, RaceResult):  # the winner's chunks, after the race's decision (as live)
+            won = 0 if result.first.ok or result.second is None else 1
+            answer = result.second if won else result.first
+            if result.second is not None and answer.ok:
+                yield RaceDecided(won, result.first if won else result.second)
         if isinstance(answer, CallResult):
             step = max(1, math.ceil(len(answer.text) / 4))
             for i in range(0, len(answer.text), step):

@@ -185,3 +185,84 @@ def test_an_unstreamed_call_waits_for_its_own_threshold_or_is_never_hedged(make_
     assert never.complete("and again").deployment == "gpt-4o" and len(driver.calls) == calls + 1
     with pytest.raises(ConfigError, match=r"^hedge\.unstreamed_after_s"):
         Hedge(after_s=0.5, unstreamed_after_s=-1.0)
+
+
+def test_no_hedge_when_its_deployments_breaker_opened_while_the_hedge_was_due(make_gateway, driver, clock):
+    """The target is chosen when the first call goes out; its breaker may open (other requests'
+    failures) before the hedge is due: the hedge then goes nowhere — it used to go out anyway,
+    to a deployment its breaker was keeping traffic from."""
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+
+    def slow_while_claude_trips(call):
+        breaker = gw.pipeline.breaker("claude")
+        for _ in range(breaker.failure_threshold):
+            breaker.record_failure(clock())
+        return answer("slow answer", 3.0)
+
+    driver.script("gpt-4o", slow_while_claude_trips)
+    out = gw.complete("hello")
+    assert [c.deployment.name for c in driver.calls] == ["gpt-4o"]
+    assert out.deployment == "gpt-4o" and [a.purpose for a in out.attempts] == ["answer"]
+    assert out.latency_s == pytest.approx(3.0)
+
+
+def test_a_budget_backend_that_fails_at_the_hedge_check_strands_no_probe_and_bills_nothing(driver, clock):
+    """The hold's top-up for the hedge raised (a budget store unreachable): the request ends, but the
+    half-open probe admitted for its first call goes back, and the loser's estimated bill — which
+    stood in the check as an attempt — is no attempt of the request's (nothing was sent)."""
+    from llmlab.budgets import MemoryBudgets
+
+    class FailsOnTheTopUp(MemoryBudgets):
+        reserved = 0
+
+        def try_reserve(self, *args):
+            self.reserved += 1
+            if self.reserved == 2:  # the first hold, then the hedge's top-up
+                raise ConnectionError("budget store unreachable")
+            return super().try_reserve(*args)
+
+    deps = [Deployment("a", "gpt-4o", max_output_tokens=100), Deployment("b", "gpt-4o", max_output_tokens=100)]
+    gw = Gateway(deps, router=FixedRouter("a"), fallbacks={"a": ["b"]}, clock=clock, driver=driver, seed=0,
+                 cache=False, hedge=Hedge(after_s=0.5), budget=BudgetPolicy(plan_caps={"free": 1.0}),
+                 budget_backend=FailsOnTheTopUp())
+    breaker = gw.pipeline.breaker("a")
+    breaker._open(clock())
+    clock.advance(breaker.cooldown_s + 1)  # the next call to a is its half-open probe
+    out = gw.complete("hello " * 200, tenant="t", plan="free")
+    assert out.kind is OutcomeKind.ERROR and driver.calls == []
+    assert out.attempts == () and out.cost_usd == 0.0
+    driver.script("a", answer("a recovered", 0.2))
+    again = gw.complete("hello again", tenant="t", plan="free")
+    assert again.deployment == "a" and breaker.state == CircuitBreaker.CLOSED  # probed, not skipped
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_caller_who_leaves_a_hedges_stream_is_billed_both_calls_on_the_right_deployments(make_gateway, driver,
+                                                                                           clock, api):
+    """The hedge won and streams; the caller leaves after its first chunk: the streamed part is the
+    hedge's (its deployment, its price, no retry), and the cancelled first call is billed too."""
+    import asyncio
+
+    driver.script("gpt-4o", answer("slow to start, quick to finish", 2.5, ttft_s=2.0, prompt=50))
+    driver.script("claude", answer("quick to start and then a rather long answer", 4.0, ttft_s=0.3))
+    gw = make_gateway(hedge=Hedge(after_s=1.0))
+    if api == "sync":
+        response = gw.stream("hello")
+        for chunk in response:
+            if isinstance(chunk, str):
+                break
+        response.close()
+    else:
+        async def leave():
+            response = gw.astream("hello")
+            chunks = response.__aiter__()
+            while not isinstance(await chunks.__anext__(), str):
+                pass
+            await chunks.aclose()
+        asyncio.run(leave())
+    (out,) = gw.ledger.records
+    first, hedge = out.attempts
+    assert (first.deployment, first.purpose) == ("gpt-4o", "answer") and first.error.startswith("cancelled: claude")
+    assert first.prompt_tokens == 50 and first.cost_usd > 0
+    assert (hedge.deployment, hedge.purpose) == ("claude", "hedge") and hedge.completion_tokens > 0
+    assert out.retries == 0 and out.cost_usd == pytest.approx(first.cost_usd + hedge.cost_usd)

@@ -10,15 +10,19 @@ import time
 import pytest
 
 from llmlab import ClientDisconnected, Deployment, FixedRouter, Gateway, Hedge, RetryPolicy
+from llmlab.effects import Call
+from llmlab.live import LiteLLMDriver
 from llmlab.testing import FakeProvider, FaultPlan, Fault
 
 
-def gateway(base_url: str, after_s: float = 0.3, timeout_s: float = 10.0) -> Gateway:
-    def deployment(name: str) -> Deployment:
-        return Deployment(name, f"openai/{name}", {"api_base": base_url, "api_key": "sk-test"}, timeout_s=timeout_s,
+def gateway(base_url: str, after_s: float = 0.3, timeout_s: float = 10.0, driver: LiteLLMDriver | None = None,
+            slow_timeout_s: float | None = None) -> Gateway:
+    def deployment(name: str, timeout: float) -> Deployment:
+        return Deployment(name, f"openai/{name}", {"api_base": base_url, "api_key": "sk-test"}, timeout_s=timeout,
                           price_model="gpt-4o-mini")
-    gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"), fallbacks={"slow": ["fast"]},
-                 cache=False, retry=RetryPolicy(max_retries=0), hedge=Hedge(after_s=after_s))
+    gw = Gateway([deployment("slow", slow_timeout_s or timeout_s), deployment("fast", timeout_s)],
+                 router=FixedRouter("slow"), fallbacks={"slow": ["fast"]}, cache=False,
+                 retry=RetryPolicy(max_retries=0), hedge=Hedge(after_s=after_s), driver=driver)
     return gw.warm_up()
 
 
@@ -171,3 +175,196 @@ def test_a_caller_who_leaves_a_streamed_race_closes_both_streams_and_the_request
     assert took < 1.0 and leftover == []
     (outcome,) = gw.ledger.records
     assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
+
+
+@pytest.mark.parametrize("hedge_wins", [True, False])
+def test_a_caller_who_leaves_the_winners_stream_is_billed_the_loser_too(hedge_wins):
+    # the race was decided (the loser cancelled, billed its prompt) before the caller left the
+    # winner's stream: the loser's bill was kept only in the race's own result, never delivered
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=3.0 if hedge_wins else 0.4, keepalive_s=0.1, chunk_delay_s=0.3)
+    plan.model("fast").stream_timing(ttft_s=0.05 if hedge_wins else 3.0, keepalive_s=0.1, chunk_delay_s=0.3)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url, after_s=0.2)
+            response = gw.astream("Where is my parcel?")
+            chunks = response.__aiter__()
+            while not isinstance(await chunks.__anext__(), str):  # the winner's first text
+                pass
+            await chunks.aclose()
+            return gw, response, fp.stats
+
+    gw, response, stats = asyncio.run(run())
+    assert stats.by_model == {"slow": 1, "fast": 1}
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
+    winner, loser = ("fast", "slow") if hedge_wins else ("slow", "fast")
+    by_name = {a.deployment: a for a in outcome.attempts}
+    assert sorted(by_name) == ["fast", "slow"] and len(outcome.attempts) == 2
+    assert by_name[loser].error.startswith(f"cancelled: {winner} started answering first")
+    assert by_name[loser].prompt_tokens > 0 and by_name[loser].cost_usd > 0
+    assert by_name[winner].completion_tokens > 0  # the text it streamed
+    assert by_name["fast"].purpose == "hedge" and by_name["slow"].purpose == "answer"
+    assert outcome.retries == 0
+    assert outcome.cost_usd == pytest.approx(sum(a.cost_usd for a in outcome.attempts))
+    assert gw.pipeline.breaker("slow").consecutive_failures == 0
+
+
+class RecordingDriver(LiteLLMDriver):
+    """Keeps every provider stream it opens, to see each one closed when the request is over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list = []
+
+    def astream_call(self, call):
+        stream = super().astream_call(call)
+        if isinstance(call, Call):
+            self.streams.append(stream)
+        return stream
+
+
+def test_a_raced_stream_that_fails_before_its_first_token_is_closed_at_once():
+    # the first call's first-token deadline fires inside the race: its stream stopped at its error,
+    # never read to its end, kept its HTTP response (and connection) open while the hedge streamed
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=5.0, keepalive_s=0.05)
+    plan.model("fast").stream_timing(ttft_s=0.6, chunk_delay_s=0.05)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            driver = RecordingDriver()
+            gw = gateway(fp.base_url, after_s=0.1, driver=driver, slow_timeout_s=0.4)
+            response = gw.astream("Where is my parcel?")
+            open_while_streaming = []
+            async for chunk in response:
+                if isinstance(chunk, str):  # the hedge's text: the first call timed out 0.3 s before
+                    open_while_streaming.append([s.ag_frame is not None for s in driver.streams])
+            return response.outcome, driver.streams, open_while_streaming
+
+    outcome, streams, open_while_streaming = asyncio.run(run())
+    assert outcome.ok and outcome.deployment == "fast"
+    first, hedge = outcome.attempts
+    assert first.error.startswith("timeout") and hedge.ok
+    assert open_while_streaming and open_while_streaming[0][0] is False  # closed once it failed
+    assert all(s.ag_frame is None for s in streams)
+
+
+def test_a_cancel_while_the_loser_is_closed_still_bills_the_loser():
+    # the second cancel during the race's cleanup: the loser's close took a while (a connection
+    # torn down), the caller cancelled meanwhile, and the race raised before telling anyone of
+    # the loser's bill
+    from llmlab.live import _StreamState
+
+    plan = FaultPlan()
+    plan.model("fast").stream_timing(ttft_s=0.2, chunk_delay_s=0.05)
+
+    class SlowToClose(LiteLLMDriver):
+        closing = None
+
+        async def _astream_one(self, call):
+            if call.deployment.name != "slow":
+                async for item in super()._astream_one(call):
+                    yield item
+                return
+            yield _StreamState(call, self.clock())
+            try:
+                await asyncio.sleep(30)  # no first token
+            finally:
+                self.closing.set()
+                await asyncio.sleep(0.3)  # its connection torn down
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            driver = SlowToClose()
+            driver.closing = asyncio.Event()
+            gw = gateway(fp.base_url, after_s=0.1, driver=driver, timeout_s=60.0)
+            response = gw.astream("Where is my parcel?")
+
+            async def read():
+                return [c async for c in response]
+
+            task = asyncio.ensure_future(read())
+            await driver.closing.wait()  # the race is decided: the loser is being closed
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return gw, response
+
+    gw, response = asyncio.run(run())
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected) and response.outcome is outcome
+    (slow,) = [a for a in outcome.attempts if a.deployment == "slow"]
+    assert slow.error.startswith("cancelled: fast started answering first")
+    assert slow.prompt_tokens > 0 and slow.cost_usd > 0
+    assert outcome.cost_usd == pytest.approx(sum(a.cost_usd for a in outcome.attempts))
+
+
+def test_a_cancel_while_the_loser_is_cancelled_still_records_the_winners_answer():
+    # as above, not streamed: the winner had answered in full (billed so) when the caller's cancel
+    # arrived during the loser's cancel, and the race raised with both results in hand
+    plan = FaultPlan()
+    plan.model("fast").latency(0.2)
+
+    class SlowToCancel(LiteLLMDriver):
+        cancelling = None
+
+        async def aperform(self, effect):
+            if not (isinstance(effect, Call) and effect.deployment.name == "slow"):
+                return await super().aperform(effect)
+            try:
+                await asyncio.sleep(30)  # no answer
+            finally:
+                self.cancelling.set()
+                await asyncio.sleep(0.3)  # its connection torn down
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            driver = SlowToCancel()
+            driver.cancelling = asyncio.Event()
+            gw = gateway(fp.base_url, after_s=0.1, driver=driver, timeout_s=60.0)
+            task = asyncio.ensure_future(gw.acomplete("Where is my parcel?"))
+            await driver.cancelling.wait()  # the hedge answered: the first call is being cancelled
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return gw
+
+    gw = asyncio.run(run())
+    (outcome,) = gw.ledger.records
+    assert isinstance(outcome.error, ClientDisconnected) and outcome.retries == 0
+    by_name = {a.deployment: a for a in outcome.attempts}
+    assert by_name["slow"].error.startswith("cancelled: fast started answering first") and by_name["slow"].cost_usd > 0
+    assert by_name["fast"].purpose == "hedge" and by_name["fast"].completion_tokens > 0  # its whole answer, billed
+    assert outcome.cost_usd == pytest.approx(by_name["slow"].cost_usd + by_name["fast"].cost_usd)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_hedge_once_its_deployments_breaker_opened_during_the_wait(stream):
+    plan = FaultPlan()
+    plan.model("slow").latency(0.8).stream_timing(ttft_s=0.8, keepalive_s=0.1)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = gateway(fp.base_url, after_s=0.4)
+
+            async def trip_fast_meanwhile():
+                await asyncio.sleep(0.1)
+                breaker = gw.pipeline.breaker("fast")
+                for _ in range(breaker.failure_threshold):
+                    breaker.record_failure(time.time())
+
+            tripping = asyncio.ensure_future(trip_fast_meanwhile())
+            if stream:
+                response = gw.astream("Where is my parcel?")
+                _ = [c async for c in response]
+                outcome = response.outcome
+            else:
+                outcome = await gw.acomplete("Where is my parcel?")
+            await tripping
+            return outcome, fp.stats
+
+    outcome, stats = asyncio.run(run())
+    assert stats.by_model == {"slow": 1}  # the hedge was due at 0.4 s, the breaker open since 0.1 s
+    assert outcome.deployment == "slow" and [a.purpose for a in outcome.attempts] == ["answer"]

@@ -150,3 +150,26 @@ def test_the_summary_and_the_turns_say_how_often_a_hedge_was_sent_and_won(scenar
     assert r.summary["hedge_win_rate"] == pytest.approx(sum(won) / sum(sent))
     plain = simulate(scenario, seed=5, overrides={"providers.slow.ttft_s": 0.5})
     assert plain.summary["hedge_rate"] == 0.0 and math.isnan(plain.summary["hedge_win_rate"])
+
+
+def test_no_hedge_once_its_deployments_breaker_opened_during_the_wait(scenario):
+    """The turn's call goes out, its hedge is due 1 s later; the hedge's deployment's breaker
+    opens 0.5 s after the call went out (as other turns' failures would open it): no hedge."""
+    from llmlab.sim.run import make_traffic, run_once
+
+    sc = load_scenario(scenario, {"gateway.hedge.after_s": 1.0, "traffic.requests": 1})
+
+    def open_quick_at_half_a_second(env, app):
+        def opener():
+            slow = app.driver.providers["slow"]
+            while not slow.in_system:  # until the turn's call is out
+                yield env.timeout(0.01)
+            yield env.timeout(0.5)
+            breaker = app.pipeline.breaker("quick")
+            for _ in range(breaker.failure_threshold):
+                breaker.record_failure(app.pipeline.clock())
+        env.process(opener())
+
+    rec, summary = run_once(sc, make_traffic(sc, seed=0), seed=0, keep_requests=True,
+                            observe=open_quick_at_half_a_second)
+    assert summary["requests"] == 1 and summary["hedge_rate"] == 0.0 and summary["availability"] == 1.0

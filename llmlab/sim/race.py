@@ -64,7 +64,7 @@ def run_race(env: Any, race: Race, providers: tuple["SimProvider", "SimProvider"
     key, asked for the second call only when it is sent (a hedge never sent takes no draw)."""
     contenders = [_Contender(env, providers[0], race.first, key_of(race.first))]
     yield env.any_of([*contenders[0].events(), env.timeout(race.after_s)])
-    if not (contenders[0].answering or contenders[0].out):
+    if not (contenders[0].answering or contenders[0].out) and race.second_due():
         contenders.append(_Contender(env, providers[1], race.second, key_of(race.second)))
         while not any(c.answering for c in contenders) and not all(c.out for c in contenders):
             yield env.any_of([e for c in contenders if not c.process.triggered for e in c.events()])
