@@ -32,6 +32,24 @@ def race_tasks() -> list[asyncio.Task]:
             and any(name in repr(t.get_coro()) for name in ("aperform", "_until_answering"))]
 
 
+async def slow_to_let_go(letting_go: asyncio.Event) -> None:
+    """A call that never answers and, once cancelled, sets ``letting_go`` and takes 0.3 s more
+    (its connection torn down): the window in which a second cancel may arrive."""
+    try:
+        await asyncio.sleep(30)
+    finally:
+        letting_go.set()
+        await asyncio.sleep(0.3)
+
+
+async def cancelled_once(task: asyncio.Task, when: asyncio.Event) -> None:
+    """Cancel ``task`` once ``when`` is set (the moment under test), and see the cancel through."""
+    await when.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_a_hedge_answers_for_a_slow_call_and_the_slow_one_is_cancelled():
     plan = FaultPlan()
     plan.model("slow").latency(3.0)
@@ -269,11 +287,7 @@ def test_a_cancel_while_the_loser_is_closed_still_bills_the_loser():
                     yield item
                 return
             yield _StreamState(call, self.clock())
-            try:
-                await asyncio.sleep(30)  # no first token
-            finally:
-                self.closing.set()
-                await asyncio.sleep(0.3)  # its connection torn down
+            await slow_to_let_go(self.closing)  # no first token
 
     async def run():
         async with FakeProvider(plan) as fp:
@@ -285,11 +299,8 @@ def test_a_cancel_while_the_loser_is_closed_still_bills_the_loser():
             async def read():
                 return [c async for c in response]
 
-            task = asyncio.ensure_future(read())
-            await driver.closing.wait()  # the race is decided: the loser is being closed
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            # the race is decided: the loser is being closed
+            await cancelled_once(asyncio.ensure_future(read()), driver.closing)
             return gw, response
 
     gw, response = asyncio.run(run())
@@ -313,22 +324,15 @@ def test_a_cancel_while_the_loser_is_cancelled_still_records_the_winners_answer(
         async def aperform(self, effect):
             if not (isinstance(effect, Call) and effect.deployment.name == "slow"):
                 return await super().aperform(effect)
-            try:
-                await asyncio.sleep(30)  # no answer
-            finally:
-                self.cancelling.set()
-                await asyncio.sleep(0.3)  # its connection torn down
+            await slow_to_let_go(self.cancelling)  # no answer
 
     async def run():
         async with FakeProvider(plan) as fp:
             driver = SlowToCancel()
             driver.cancelling = asyncio.Event()
             gw = gateway(fp.base_url, after_s=0.1, driver=driver, timeout_s=60.0)
-            task = asyncio.ensure_future(gw.acomplete("Where is my parcel?"))
-            await driver.cancelling.wait()  # the hedge answered: the first call is being cancelled
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            # the hedge answered: the first call is being cancelled
+            await cancelled_once(asyncio.ensure_future(gw.acomplete("Where is my parcel?")), driver.cancelling)
             return gw
 
     gw = asyncio.run(run())
