@@ -373,7 +373,10 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
             if result.ok:
                 out.result, out.deployment, out.error = result, dep, None
                 return out
-            out.error = result
+            # a first call that lost to a hedge which then failed (a stream cut after its first
+            # token): the chain goes on as after the first call's failure, and the hedge's error is
+            # the one to report — "cancelled: … started answering first" explained nothing
+            out.error = hedged if hedged is not None and result.kind is ErrorKind.CANCELLED else result
             if result.kind in FATAL:
                 return out
             if result.kind is ErrorKind.CONTEXT_WINDOW:

@@ -372,3 +372,29 @@ def test_no_hedge_once_its_deployments_breaker_opened_during_the_wait(stream):
     outcome, stats = asyncio.run(run())
     assert stats.by_model == {"slow": 1}  # the hedge was due at 0.4 s, the breaker open since 0.1 s
     assert outcome.deployment == "slow" and [a.purpose for a in outcome.attempts] == ["answer"]
+
+
+def test_a_hedge_whose_stream_breaks_after_it_won_is_the_error_reported():
+    """The hedge won on its first token, then its stream broke, and its breaker opened: the chain
+    had nothing left to call, and the request's error read "cancelled: fast started answering
+    first" — the first call's loss, not what went wrong."""
+    plan = FaultPlan()
+    plan.model("slow").stream_timing(ttft_s=3.0, keepalive_s=0.1)
+    plan.model("fast").stream_timing(ttft_s=0.05, chunk_delay_s=0.01).then(Fault.cut_stream(after_chunks=2))
+
+    async def run():
+        async with FakeProvider(plan, reply=" ".join(f"word{i}" for i in range(12))) as fp:
+            def deployment(name: str) -> Deployment:
+                return Deployment(name, f"openai/{name}", {"api_base": fp.base_url, "api_key": "sk-test"},
+                                  timeout_s=10.0, price_model="gpt-4o-mini")
+            gw = Gateway([deployment("slow"), deployment("fast")], router=FixedRouter("slow"),
+                         fallbacks={"slow": ["fast"]}, cache=False, retry=RetryPolicy(max_retries=0),
+                         breaker={"failure_threshold": 1}, hedge=Hedge(after_s=0.3)).warm_up()
+            response = gw.astream("Where is my parcel?")
+            [c async for c in response]
+            return response.outcome
+
+    outcome = asyncio.run(run())
+    assert not outcome.ok and [(a.deployment, a.purpose) for a in outcome.attempts][:2] == [("slow", "answer"),
+                                                                                           ("fast", "hedge")]
+    assert "cancelled" not in str(outcome.error) and "connection" in str(outcome.error), outcome.error
