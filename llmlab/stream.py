@@ -1,9 +1,11 @@
 """Streaming responses: text chunks as they arrive, the outcome when done."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
+from .asyncwait import wait_out
 from .effects import Outcome
 
 
@@ -35,6 +37,7 @@ class StreamResponse:
         #: last reset is kept, and the whole answer is sent again when it is not the outcome's text
         self.guarded = False
         self._shown: list[str] = []
+        self._closing: asyncio.Future | None = None  # the one close of an async stream (see aclose)
 
     def __repr__(self) -> str:
         out = self.outcome
@@ -118,10 +121,19 @@ class StreamResponse:
             close()
 
     async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        aclose = getattr(self._chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        """Async twin of :meth:`close`; every call waits for the one close.  Leaving an ``async
+        for`` drops its iterator, whose own close the event loop runs as a task: an ``await
+        r.aclose()`` right after (or an ``async with`` block's end) met that close half-way, and
+        one of the two failed with "aclose(): asynchronous generator is already running", logged
+        as a task exception never retrieved."""
+        if self._closing is None:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is None:
+                return
+            self._closing = asyncio.ensure_future(aclose())
+        if await wait_out(self._closing):  # the close runs to its end; a cancel meanwhile follows it
+            raise asyncio.CancelledError()
+        self._closing.result()
 
     def __enter__(self) -> "StreamResponse":
         return self

@@ -152,6 +152,41 @@ def test_async_stream_closed_early_is_recorded():
     assert response.outcome is records[0] and records[0].attempts[-1].completion_tokens > 0
 
 
+def test_closing_a_stream_left_with_break_does_not_race_its_own_close():
+    """``async for … break`` drops the loop's iterator, whose close the event loop runs as a task;
+    an ``await response.aclose()`` right after (or an ``async with`` block's end) met that close
+    half-way, and one of them failed: "aclose(): asynchronous generator is already running",
+    logged as a task exception never retrieved."""
+    import gc
+
+    from llmlab.live import LiteLLMDriver
+
+    dep = Deployment("gpt-4o", "gpt-4o", {"mock_response": WORDS})
+    gw = Gateway([dep], router=FixedRouter("gpt-4o"), fallbacks={}, driver=LiteLLMDriver())
+    reported: list[dict] = []
+
+    async def run():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
+        response = gw.astream("tell me")
+        async for _chunk in response:
+            break
+        await response.aclose()
+        await response.aclose()  # and again: nothing more to do
+        async with gw.astream("tell me more") as second:
+            async for _chunk in second:
+                break
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            gc.collect()
+        return response, second
+
+    first, second = asyncio.run(run())
+    assert reported == []
+    records = list(gw.ledger)
+    assert len(records) == 2 and {r.error.code for r in records} == {"client_disconnected"}
+    assert first.outcome is records[0] and second.outcome is records[1]
+
+
 # ----------------------------------------------------------------------------- PII in other forms
 @pytest.mark.parametrize("text, kind", [
     ("call 010－1234－5678 now", "PHONE"), ("full ０１０－１２３４－５６７８", "PHONE"),
