@@ -225,7 +225,7 @@ class SimDriver:
                         else:
                             n = counts.get(slot, 0)
                             counts[slot] = n + 1
-                        call_key = mix64((key ^ (n * GOLDEN) ^ _PURPOSE.get(effect.purpose, 0)) & M64)
+                        call_key = call_key_of(key, n, effect.purpose)
                         try:
                             value = yield from provider.serve(effect, call_key)
                         except Exception as exc:  # a simulator bug must not end the run
@@ -266,7 +266,7 @@ class SimDriver:
             slot = (call.deployment.name, call.purpose)
             n = counts.get(slot, 0)
             counts[slot] = n + 1
-            return mix64((key ^ (n * GOLDEN) ^ _PURPOSE.get(call.purpose, 0)) & M64)
+            return call_key_of(key, n, call.purpose)
 
         try:
             return (yield from run_race(self.env, effect, (self.providers[effect.first.deployment.name],
@@ -278,3 +278,9 @@ class SimDriver:
 
 
 _PURPOSE = {"answer": 0, "classify": mix64(1), "cascade": mix64(2)}
+
+
+def call_key_of(key: int, n: int, purpose: str) -> int:
+    """The random-draw key of a request's ``n``-th call to one deployment for ``purpose``: one
+    formula for plain and raced calls, so a hedged run draws what an unhedged one would."""
+    return mix64((key ^ (n * GOLDEN) ^ _PURPOSE.get(purpose, 0)) & M64)
