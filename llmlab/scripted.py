@@ -109,13 +109,10 @@ class ScriptedDriver:
         if first.ok and (not second.ok or t1 <= t2):
             if second.ok or t2 > t1:  # still going when the first started answering: cancelled then
                 second = lost(first_call.deployment, prompt_only(_prompt_of(second_call, second), t1 - after))
-            self.clock.advance(max(first.latency_s, after + second.latency_s))
-        elif second.ok:
-            if first.ok or t1 > t2:
-                first = lost(second_call.deployment, prompt_only(_prompt_of(first_call, first), t2))
-            self.clock.advance(max(first.latency_s, after + second.latency_s))
-        else:  # both failed
-            self.clock.advance(max(first.latency_s, after + second.latency_s))
+        elif second.ok and (first.ok or t1 > t2):
+            first = lost(second_call.deployment, prompt_only(_prompt_of(first_call, first), t2))
+        # (else both failed, each on its own)
+        self.clock.advance(max(first.latency_s, after + second.latency_s))  # the race ends with its last call
         return RaceResult(first, second)
 
     def perform(self, effect: Any) -> Any:
