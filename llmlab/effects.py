@@ -218,9 +218,16 @@ class RaceResult:
     second: CallResult | CallError | None = None
 
     @property
+    def winner(self) -> int | None:
+        """Which call answered: 0 the first, 1 the hedge; None when neither did."""
+        if self.first.ok:
+            return 0
+        return 1 if self.second is not None and self.second.ok else None
+
+    @property
     def ok(self) -> bool:
         """Whether one of the calls answered (what a streamed answer's run loop asks of a result)."""
-        return self.first.ok or (self.second is not None and self.second.ok)
+        return self.winner is not None
 
 
 @dataclass(frozen=True, slots=True)

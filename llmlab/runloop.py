@@ -261,9 +261,9 @@ def _decided_race(effect: Any, exc: BaseException) -> dict[str, Any]:
     was decided (``raced``, :func:`~llmlab.live_race.arace`): the winner's whole answer, and the
     loser; nothing more for any other cancel."""
     raced = getattr(exc, "raced", None)
-    if not isinstance(raced, RaceResult) or raced.second is None or not raced.ok or not isinstance(effect, Race):
+    won = raced.winner if isinstance(raced, RaceResult) and raced.second is not None else None
+    if won is None or not isinstance(effect, Race):
         return {}
-    won = 0 if raced.first.ok else 1
     results = (raced.first, raced.second)
     return {"call": (effect.first, effect.second)[won], "whole": results[won],
             "decided": RaceDecided(won, results[1 - won])}

@@ -138,7 +138,7 @@ class ScriptedDriver:
         result = self.perform(call)
         answer = result
         if isinstance(result, RaceResult):  # the winner's chunks, after the race's decision (as live)
-            won = 0 if result.first.ok or result.second is None else 1
+            won = result.winner or 0  # the first's failure when neither answered
             answer = result.second if won else result.first
             if result.second is not None and answer.ok:
                 yield RaceDecided(won, result.first if won else result.second)
