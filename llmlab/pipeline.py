@@ -377,9 +377,10 @@ class Pipeline:
                 make_call = self._call_maker(s, purpose, stream and purpose == "answer")
                 before_call = before_hedge = None
                 if holds is not None:
-                    before_call = self._keep_covered(s, holds, sum(costs[stage:]), spent_before)
+                    still = sum(costs[stage:])
+                    before_call = self._keep_covered(s, holds, still, spent_before)
                     if self.hedge is not None:
-                        before_hedge = self._keep_covered(s, holds, sum(costs[stage:]), spent_before,
+                        before_hedge = self._keep_covered(s, holds, still, spent_before,
                                                           refused="over budget for a hedge → none sent to")
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
                                             self.clock, self.rng, before_call, self.hedge, before_hedge)
