@@ -46,7 +46,7 @@ THREADS = 12
 DEADLINE_S = 120.0
 #: process-wide threads started by the first calls, alive as long as the process: litellm's logging
 #: pool, and the thread llmlab finishes collected streams on (llmlab.runloop._Closer)
-PROCESS_THREADS = ("litellm-", "llmlab-stream-closer")
+PROCESS_THREADS = ("litellm-", "llmlab-stream-closer", "llmlab-deadlines")  # one each per process, on first use
 KINDS = ("complete", "complete", "stream", "stream", "stream_break", "stream_close", "stream_with", "stream_drop",
          "stream_hop", "stream_cycle")
 
