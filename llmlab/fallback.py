@@ -443,13 +443,17 @@ def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: 
                 clock: Callable[[], float]) -> tuple[Call, int | None] | None:
     """The call a hedge of ``call`` (``chain[index]``'s) sends, with its breaker's ticket; None
     when there is no deployment to hedge to (:func:`~llmlab.hedging.hedge_target`) or the budget
-    cannot also hold the loser's bill (its prompt, at the dearer of the two deployments)."""
+    cannot also hold the loser's bill at its worst, at the dearer of the two deployments: the
+    prompt and every token it may answer.  A loser is usually billed its prompt and what it had
+    streamed, but two calls that start answering together are both billed in full — the hold
+    must cover that, or a capped tenant's spend overshoots its cap."""
     target = hedge_target(chain, index, lambda name: breaker_for(name).state == CircuitBreaker.CLOSED, min_window)
     if target is None:
         return None
     second = make_call(target)
     if before_hedge is not None:
-        loser = max(price(c.deployment, CallResult("", counted_prompt(c), 0, 0.0)) for c in (call, second))
+        loser = max(price(c.deployment, CallResult("", counted_prompt(c), completion_bound(c), 0.0))
+                    for c in (call, second))
         if not before_hedge(target, out.attempts, loser):
             return None
     return second, breaker_for(target.name).admit(clock())

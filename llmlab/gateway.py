@@ -161,7 +161,8 @@ class Gateway:
       started answering after ``after_s``, the same request goes to the next deployment of its
       chain too, and the first to answer is served (None: no hedging; see :mod:`llmlab.hedging`).
       The driver must race calls (``races = True``: litellm's async API, the simulator, the
-      scripted driver); a synchronous live request sends no hedge.
+      scripted driver); a synchronous live request sends no hedge (``races_sync = False``: a
+      call blocked on a thread cannot be cancelled when the other wins), and holds no budget for one.
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -332,6 +333,9 @@ class Gateway:
             retry=retry, breaker_factory=breaker_factory, input_guards=input_guards, output_guards=output_guards,
             ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
             log_content=log_content, admits=admission is not None, hedge=hedge)
+        #: whether the sync API (complete, stream) hedges: not through a driver whose sync calls
+        #: cannot race (LiteLLMDriver's block a thread), which would send the first call alone
+        self._hedges_sync = getattr(self.driver, "races_sync", True) is not False
 
     def __repr__(self) -> str:
         """What it was built with, by name: never a deployment's params (they hold keys)."""
@@ -421,7 +425,7 @@ class Gateway:
         :class:`~llmlab.errors.InvalidRequest`; everything else ends in the outcome.
         """
         req = self.request(prompt, **kwargs)
-        return drive(self.pipeline.handle(req), self.driver.perform, self.pipeline.lock)
+        return drive(self.pipeline.handle(req, hedged=self._hedges_sync), self.driver.perform, self.pipeline.lock)
 
     async def acomplete(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> Outcome:
         """Serve one request on asyncio; safe to run hundreds concurrently (arguments as for
@@ -439,7 +443,8 @@ class Gateway:
         """
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
-        response._chunks = iter_stream(self.pipeline.handle(req, stream=True), self.driver, response,
+        response._chunks = iter_stream(self.pipeline.handle(req, stream=True, hedged=self._hedges_sync), self.driver,
+                                       response,
                                        self.pipeline.lock)
         return response
 

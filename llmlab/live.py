@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping, 
 from . import secret_logs, stream_cut
 from .asyncwait import finish
 from .deadlines import WATCHDOG
-from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, RaceResult, Sleep, embedding_cost
+from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, Sleep, embedding_cost
 from .fallback import completion_bound, counted_prompt, streamed_part
 from .live_race import arace, astream_race
 from .provider_errors import MAX_WAIT_S, _to_error
@@ -437,9 +437,11 @@ class LiteLLMDriver:
     """Performs effects for real.  ``clock`` and ``sleep`` are injectable for tests.
 
     A hedged call (:class:`~llmlab.effects.Race`) is raced by the async API
-    (:mod:`llmlab.live_race`); the sync API sends its first call alone."""
+    (:mod:`llmlab.live_race`) only: a call blocked on a thread cannot be cancelled when the other
+    wins, so the gateway's sync API asks for no race (``races_sync``)."""
 
     races = True
+    races_sync = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  asleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -451,8 +453,6 @@ class LiteLLMDriver:
     def perform(self, effect: Any) -> Any:
         if isinstance(effect, Call):
             return self.call(effect)
-        if isinstance(effect, Race):  # no hedge from a blocked thread: the first call alone
-            return RaceResult(self.call(effect.first))
         if isinstance(effect, Sleep):
             self.sleep(min(effect.seconds, MAX_WAIT_S))
             return None
@@ -476,15 +476,9 @@ class LiteLLMDriver:
             return _to_error(exc, call, self.clock() - started)
         return _parse(response, call, self.clock() - started)
 
-    def stream_call(self, call: Call | Race) -> Generator[str | _StreamState, None, Any]:
+    def stream_call(self, call: Call) -> Generator[str | _StreamState, None, CallResult | CallError]:
         """Yield the call's :class:`_StreamState` (what a caller who leaves is billed from), then
-        text chunks as they arrive; return the call's result (or the error that cut it).  A race's
-        first call streams alone, its result in a :class:`~llmlab.effects.RaceResult`."""
-        if isinstance(call, Race):
-            return _unraced(self._stream_one(call.first))
-        return self._stream_one(call)
-
-    def _stream_one(self, call: Call) -> Generator[str | _StreamState, None, CallResult | CallError]:
+        text chunks as they arrive; return the call's result (or the error that cut it)."""
         litellm = import_litellm()
         started = self.clock()
         state = _StreamState(call, started)
@@ -601,11 +595,6 @@ class LiteLLMDriver:
             # a second cancel arriving meanwhile included (see llmlab.asyncwait)
             await finish(_aclose(response))
         yield state.result(self.clock())
-
-
-def _unraced(stream: Generator[Any, None, CallResult | CallError]) -> Generator[Any, None, RaceResult]:
-    """A race's first call streamed alone (the sync API sends no hedge)."""
-    return RaceResult((yield from stream))
 
 
 class FirstTokenTimeout(TimeoutError):

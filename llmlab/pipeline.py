@@ -211,11 +211,14 @@ class Pipeline:
             choices * min(max_tokens or d.max_output_tokens, d.max_output_tokens)) for d in chain)
 
     # ------------------------------------------------------------------ the pipeline
-    def handle(self, request: Request, *, stream: bool = False) -> Generator[Effect, Any, Outcome]:
-        """Serve one request.  Never raises for a provider or policy failure; records the outcome."""
+    def handle(self, request: Request, *, stream: bool = False, hedged: bool = True) -> Generator[Effect, Any, Outcome]:
+        """Serve one request.  Never raises for a provider or policy failure; records the outcome.
+
+        ``hedged=False`` serves it without the gateway's hedge: for a driver that would send a race's
+        first call alone (the live sync API), so that no budget is held for a hedge never sent."""
         state = _State(request, self.clock(), request.messages, {}, [], [])
         try:
-            outcome = yield from self._serve(state, stream)
+            outcome = yield from self._serve(state, stream, self.hedge if hedged else None)
         except GeneratorExit:
             raise
         except ClientDisconnected as exc:  # not a fault of the gateway: recorded, not logged as one
@@ -252,7 +255,7 @@ class Pipeline:
         return (self._ledger_splits and ledger.sink is None and type(ledger).notify is Ledger.notify
                 and not log.isEnabledFor(logging.INFO))
 
-    def _serve(self, s: _State, stream: bool) -> Generator[Effect, Any, Outcome]:
+    def _serve(self, s: _State, stream: bool, hedge: Hedge | None) -> Generator[Effect, Any, Outcome]:
         req = s.request
         # 1. guardrails in: mask PII before anything is sent, cached or logged
         for guard in self.input_guards:
@@ -379,11 +382,11 @@ class Pipeline:
                 if holds is not None:
                     still = sum(costs[stage:])
                     before_call = self._keep_covered(s, holds, still, spent_before)
-                    if self.hedge is not None:
+                    if hedge is not None:
                         before_hedge = self._keep_covered(s, holds, still, spent_before,
                                                           refused="over budget for a hedge → none sent to")
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
-                                            self.clock, self.rng, before_call, self.hedge, before_hedge)
+                                            self.clock, self.rng, before_call, hedge, before_hedge)
                 s.attempts.extend(last.attempts)
                 if last.stopped:  # the budget cannot cover another call: no escalation either
                     break

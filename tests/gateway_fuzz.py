@@ -165,9 +165,9 @@ class Watch:
         self.given_back: Counter = Counter()
         handle = gw.pipeline.handle
 
-        def noted(request, *, stream=False):
+        def noted(request, **how):
             self.started.add(request.request_id)
-            return (yield from handle(request, stream=stream))
+            return (yield from handle(request, **how))
 
         gw.pipeline.handle = noted
         limiter = gw.pipeline.rate_limiter

@@ -152,6 +152,38 @@ def test_the_budget_must_hold_the_losers_bill_too_or_no_hedge_is_sent(driver, cl
     assert "over budget for a hedge → none sent to b" in out.route_reason
 
 
+def test_the_budget_holds_the_losers_worst_case_not_only_its_prompt(driver, clock):
+    """Two calls that start answering together are both billed in full (the simulator's providers,
+    a live race whose loser finished as the winner did): a hold of the loser's prompt alone let a
+    capped tenant's spend overshoot its cap."""
+    from llmlab.effects import Call
+    from llmlab.fallback import counted_prompt
+
+    deps = [Deployment("a", "gpt-4o", max_output_tokens=100), Deployment("b", "gpt-4o", max_output_tokens=100)]
+
+    def gateway(cap: float) -> Gateway:
+        return Gateway(deps, router=FixedRouter("a"), fallbacks={"a": ["b"]}, clock=clock, driver=driver, seed=0,
+                       cache=False, hedge=Hedge(after_s=0.5), budget=BudgetPolicy(plan_caps={"free": cap}))
+
+    prompt = "hello " * 200
+    probe = gateway(1.0).pipeline
+    bound = max_message_tokens(({"role": "user", "content": prompt},))
+    one_call = probe.worst_case_cost(probe.chain_for("a"), bound, None)
+    messages = ({"role": "user", "content": prompt},)
+    loser_prompt = probe.price_result(deps[1], CallResult("", counted_prompt(Call(deps[1], messages, {})), 0, 0.0))
+    cap = one_call + 2 * loser_prompt
+    assert one_call + loser_prompt < cap < 2 * one_call  # room for the loser's prompt, not for its whole answer
+    driver.script("a", answer("slow", 2.0, prompt=400))
+    driver.script("b", answer("hedged", 0.2, prompt=400))
+    out = gateway(cap).complete(prompt, tenant="t", plan="free")
+    assert out.deployment == "a" and [c.deployment.name for c in driver.calls] == ["a"]
+    assert "over budget for a hedge → none sent to b" in out.route_reason
+    # with room for both calls' worst case, the hedge goes out and wins
+    driver.script("a", answer("slow", 2.0, prompt=400))
+    driver.script("b", answer("hedged", 0.2, prompt=400))
+    assert gateway(2 * one_call * 1.01).complete(prompt, tenant="t2", plan="free").deployment == "b"
+
+
 def test_hedging_is_checked_when_the_gateway_is_built():
     with pytest.raises(ConfigError, match=r"^hedge\.after_s"):
         Hedge(after_s=0)

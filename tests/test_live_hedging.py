@@ -164,6 +164,40 @@ def test_the_synchronous_api_sends_no_hedge():
     assert stats.by_model == {"slow": 2}
 
 
+def test_the_synchronous_api_holds_no_budget_for_a_hedge_it_never_sends():
+    """complete() and stream() send no hedge: they held the loser's worst case all the same, so a
+    capped tenant's concurrent sync requests were refused for a hedge that never existed."""
+    from llmlab import BudgetPolicy
+    from llmlab.budgets import MemoryBudgets
+
+    class Recording(MemoryBudgets):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[float] = []
+
+        def try_reserve(self, tenant, amount, cap, now):
+            self.asked.append(amount)
+            return super().try_reserve(tenant, amount, cap, now)
+
+    def held(fp: FakeProvider, hedge: Hedge | None) -> list[float]:
+        backend = Recording()
+        gw = Gateway([Deployment(n, f"openai/{n}", {"api_base": fp.base_url, "api_key": "sk-test"},
+                                 price_model="gpt-4o-mini") for n in ("slow", "fast")],
+                     router=FixedRouter("slow"), fallbacks={"slow": ["fast"]}, cache=False,
+                     retry=RetryPolicy(max_retries=0), hedge=hedge, budget=BudgetPolicy(plan_caps={"free": 1.0}),
+                     budget_backend=backend)
+        assert gw.complete("Where is my parcel?", tenant="t", plan="free").deployment == "slow"
+        streamed = gw.stream("Where is my parcel, again?", tenant="t", plan="free")
+        assert "".join(c for c in streamed if isinstance(c, str)) and streamed.outcome.deployment == "slow"
+        return backend.asked
+
+    plan = FaultPlan()
+    plan.model("slow").latency(0.3)
+    with FakeProvider(plan) as fp:
+        unhedged, hedged = held(fp, None), held(fp, Hedge(after_s=0.05))
+    assert len(unhedged) == 2 and hedged == unhedged  # one hold per request, the same as without a hedge
+
+
 def test_a_caller_who_leaves_a_streamed_race_closes_both_streams_and_the_request_is_recorded():
     plan = FaultPlan()
     plan.model("slow").stream_timing(ttft_s=5.0, keepalive_s=0.1)
