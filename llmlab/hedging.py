@@ -9,8 +9,10 @@ and takes whichever starts answering first (Dean and Barroso, "The Tail at Scale
 
 What it costs: the call that lost is cancelled, and billed its prompt (a provider has read it by
 then; conservative for budgets) and whatever it had streamed; the budget hold covers both calls
-before the first is sent, and the second goes out only to a deployment whose breaker is closed
-(when the first goes out, and still when the hedge is due).
+at their worst (two calls that start answering together are both billed in full) before the
+first is sent, and the second goes out only to a deployment whose breaker is closed (when the
+first goes out, and still when the hedge is due).  The live sync API sends no hedge: a call
+blocked on a thread cannot be cancelled when the other wins.
 Only a request's first answering call is hedged (not retries, a cascade's cheap stages or a
 classifier's call): a hedge is a bet on the tail, not a retry policy.  The simulator shows what
 it buys and costs before production (``gateway.hedge.after_s``).
