@@ -305,7 +305,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
     the next deployment whose breaker is closed (:mod:`llmlab.hedging`); ``before_hedge`` is asked
     as ``before_call`` is, with the loser's bill as a third argument, and False sends no hedge.
     The hedge's call is recorded as a ``"hedge"`` attempt; the chain goes on from the first
-    call's result unless the hedge won."""
+    call's result unless the hedge won — and when the hedge won and then broke (a stream cut after
+    its first token), by calling the first deployment again at once, as its retry."""
     out = ChainResult(None, None)
     min_window = 0
     called = False
@@ -386,7 +387,9 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 break
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break
-            delay = policy.delay(retry, result.retry_after_s, rng)
+            # a first call that lost its race to a hedge which then broke never failed: called again
+            # at once — a backoff gives a failing provider room, and this one was answering
+            delay = 0.0 if result.kind is ErrorKind.CANCELLED else policy.delay(retry, result.retry_after_s, rng)
             if delay is None:
                 break
             if delay > 0:

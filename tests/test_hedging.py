@@ -298,3 +298,29 @@ def test_a_caller_who_leaves_a_hedges_stream_is_billed_both_calls_on_the_right_d
     assert first.prompt_tokens == 50 and first.cost_usd > 0
     assert (hedge.deployment, hedge.purpose) == ("claude", "hedge") and hedge.completion_tokens > 0
     assert out.retries == 0 and out.cost_usd == pytest.approx(first.cost_usd + hedge.cost_usd)
+
+
+def test_a_first_call_that_lost_to_a_hedge_which_then_broke_is_called_again_without_a_backoff():
+    """The hedge won on its first token, then its stream broke: the chain goes on by calling the
+    first deployment again.  That call never failed (it was answering, only slower), so the retry
+    goes out at once; it used to wait a backoff first, as after a provider's error."""
+    import random
+
+    from llmlab import RetryPolicy
+    from llmlab.effects import Call, Race, RaceResult, Sleep
+    from llmlab.fallback import run_chain
+    from llmlab.hedging import lost, prompt_only
+
+    a, b = Deployment("a", "gpt-4o"), Deployment("b", "gpt-4o")
+    breakers = {"a": CircuitBreaker(), "b": CircuitBreaker()}
+    clock = FakeClock()
+    chain = run_chain([a, b], lambda d: Call(d, ({"role": "user", "content": "hi"},), {"max_tokens": 50}, stream=True),
+                      lambda d: RetryPolicy(max_retries=1, base_s=2.0, cap_s=2.0), breakers.__getitem__,
+                      lambda d, r: 0.0, clock, random.Random(0), hedge=Hedge(after_s=0.5))
+    race = next(chain)
+    assert isinstance(race, Race) and (race.first.deployment, race.second.deployment) == (a, b)
+    broke = CallError(ErrorKind.CONNECTION, "stream cut after the first token", 0.8, billed=(40, 3, 0, 0))
+    after = chain.send(RaceResult(lost(b, prompt_only(40, 0.9)), broke))
+    assert not isinstance(after, Sleep), after
+    assert isinstance(after, Call) and after.deployment is a
+    assert breakers["a"].consecutive_failures == 0  # and the lost race said nothing of a's provider
