@@ -205,3 +205,13 @@ def test_a_run_with_a_standby_shows_its_fixed_cost_as_the_summary_counts_it():
     assert s["fixed_cost_usd"] < s["cost_usd"]
     cells = _row(summary_table(s), "of which fixed hourly costs")
     assert cells == [f"${s['fixed_cost_usd']:,.4f}", "$0.0000"]
+
+
+def test_a_rows_two_dollar_figures_share_one_precision():
+    """"$22.6094" beside "$114" (a 60,000-request run's cost) read as two kinds of number."""
+    table = summary_table(_summary(cost_usd=22.6094, baseline_cost_usd=114.2, projected_monthly_cost_usd=50.0,
+                                   baseline_projected_monthly_cost_usd=254.0))
+    assert _row(table, "cost") == ["$23", "$114"]
+    assert _row(table, "projected monthly cost") == ["$50", "$254"]
+    small = summary_table(_summary(cost_usd=4.5405, baseline_cost_usd=8.1874))
+    assert _row(small, "cost") == ["$4.5405", "$8.1874"]

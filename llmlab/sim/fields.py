@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-__all__ = ["ScenarioField", "scenario_fields", "format_fields"]
+__all__ = ["ScenarioField", "scenario_fields", "format_fields", "fields_of"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,22 @@ def scenario_fields(model: type[BaseModel] | None = None, prefix: str = "") -> l
         for suffix, nested in _models_in(info.annotation):
             rows.extend(scenario_fields(nested, f"{key}{suffix}."))
     return rows
+
+
+@lru_cache(maxsize=1)
+def _key_parts() -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(f.key.replace("[i]", ".[i]").split(".")) for f in scenario_fields())
+
+
+def fields_of(table: "typing.Sequence[str]") -> list[str]:
+    """The fields the scenario table at path ``table`` takes (``("gateway", "router")``; a list
+    item by number, a mapping's entry by its key: ``("providers", "gpt-4o")``), in the order
+    ``--fields`` lists them.  An unknown field's error names them, so that a typo
+    (``gateway.router.model``) is answered with what the table accepts, not only refused."""
+    depth = len(table)
+    found = [parts[-1] for parts in _key_parts() if len(parts) == depth + 1 and all(
+        want == got or want == "<name>" or (want == "[i]" and got.isdigit()) for want, got in zip(parts, table))]
+    return list(dict.fromkeys(found))
 
 
 def format_fields(rows: list[ScenarioField]) -> str:

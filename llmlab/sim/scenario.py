@@ -306,7 +306,9 @@ class OutageConfig(_Strict):
 
 class SLOConfig(_Strict):
     latency_s: Pos = 5.0
-    percentile: Annotated[float, Field(gt=0, lt=100)] = 95.0
+    # in percent: 95 is P95.  At least 50: 0.95 (a fraction, as other tools write it) was P0.95, met by
+    # almost any run, and an objective below the median says nothing about what users wait
+    percentile: Annotated[float, Field(ge=50, lt=100)] = 95.0  # in percent: 95 is P95 (not 0.95)
     metric: Literal["latency", "ttft"] = "latency"
 
 
@@ -530,7 +532,13 @@ def load_profile(name: str, source: str | None = None, field: str = "profile") -
         path = directory / f"{name}.toml"
         if path.is_file():
             return read_toml(path, field, "provider profiles")
-    raise ScenarioError(field, "a provider profile in " + ", ".join(str(d) for d in _profile_dirs(source)), name)
+    # The names found are the allowed values: a typo (anthropic-claude-haiku) was answered with the
+    # folders only.  The scenario's own folder is searched too but not listed: other scenarios live there.
+    dirs = [d for d in _profile_dirs(source) if d.is_dir()]
+    beside = Path(source).resolve().parent if source is not None else None
+    names = sorted({p.stem for d in dirs if d != beside for p in d.glob("*.toml") if p.is_file()})
+    raise ScenarioError(field, f"a provider profile ({', '.join(names) or 'none found'}) in "
+                        + ", ".join(str(d) for d in dirs), name)
 
 
 def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict:
@@ -569,6 +577,20 @@ _PATTERNS = {URL_PATTERN: "must be an http:// or https:// URL without spaces",
 _BRANCHES = {"int", "float", "str", "bool", "none", "constrained-float", "constrained-int"}
 
 
+def _unknown_field(loc: list[str]) -> str:
+    """"unknown field", the nearest known name when one is close, and what the table takes."""
+    import difflib
+
+    from .fields import fields_of
+
+    known = fields_of(loc[:-1])
+    if not known:
+        return "unknown field"
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown field{guess}; {'.'.join(loc[:-1]) or 'a scenario'} takes {', '.join(known)}"
+
+
 def _from_pydantic(exc: ValidationError) -> ScenarioError:
     err = exc.errors(include_url=False)[0]
     # unions report the branch they tried ("list[...]", "literal[...]", "float") as a location: drop it
@@ -578,7 +600,7 @@ def _from_pydantic(exc: ValidationError) -> ScenarioError:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        problem = "unknown field"
+        problem = _unknown_field(loc)
     elif kind in _PHRASES:
         problem = _PHRASES[kind].format(**ctx)
     elif kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERNS:

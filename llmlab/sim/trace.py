@@ -337,7 +337,10 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
         if _blank(tenant) or _blank(plan):
             raise TraceError(f"{where}: tenant and plan are required")
         prompt, digest = row.get("prompt"), row.get("prompt_hash")
+        answer_key = None if _blank(row.get("answer_key")) else str(row["answer_key"])
         intent_name = None if _blank(row.get("intent")) else str(row["intent"])
+        if intent_name is None and answer_key is not None:
+            intent_name = answer_key.split("|", 1)[0]  # an answer key starts with its intent
         intent = cat.by_id(intent_name) if cat is not None and intent_name in (cat or ()) else None
         ptok, otok = _tokens(row, "prompt_tokens", where), _tokens(row, "output_tokens", where)
         if not _blank(prompt):
@@ -357,13 +360,15 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
             raise TraceError(f"{where}: needs prompt or prompt_hash")
         if otok is None:
             otok = intent.answer_tokens if intent is not None else DEFAULT_ANSWER_TOKENS
-        key = row.get("answer_key")
-        if _blank(key):
-            key = intent_name or f"prompt:{text}"
+        # Unlabelled (no intent, no answer_key): only the same prompt shares an answer, and the turn's
+        # intent is that key, so that a hit is judged as it is for a labelled row (a false hit is a
+        # cached answer of another intent).  Every hit of such a trace counted as false, exact ones
+        # too, when its intent was "unknown" and the cached answer's key the prompt.
+        key = answer_key or intent_name or "prompt:" + text.replace("|", "\N{BROKEN BAR}")
         tid = tables.text_id(text, ptok)
         rows.append((ts, tables.tenant_id(str(tenant), str(plan)), tid, opaque,
-                     tables.key_id(str(key), intent.answer if intent is not None else ""),
-                     tables.intent_id(intent_name or "unknown", intent.category if intent else "general",
+                     tables.key_id(key, intent.answer if intent is not None else ""),
+                     tables.intent_id(intent_name or key, intent.category if intent else "general",
                                       intent.lang if intent else "en", intent.action if intent else None),
                      ptok, otok))
     if not rows:

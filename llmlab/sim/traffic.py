@@ -411,7 +411,9 @@ def check_catalogue(cfg: Any, cat: "Catalogue") -> None:
     for where, weights in drawn:
         for code in sorted(k for k, v in weights.items() if v > 0):
             if not cat.select(lang=code, domain=cfg.domain):
-                raise ScenarioError(where, f"languages with intents for domain {cfg.domain!r} in the catalogue", code)
+                langs = sorted({i.lang for i in cat.intents if cfg.domain is None or i.domain == cfg.domain})
+                raise ScenarioError(where, f"languages with intents for domain {cfg.domain!r} in the catalogue "
+                                    f"({', '.join(langs)})", code)
 
 
 def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours: float | None = None,
