@@ -308,7 +308,7 @@ class SLOConfig(_Strict):
     latency_s: Pos = 5.0
     # in percent: 95 is P95.  At least 50: 0.95 (a fraction, as other tools write it) was P0.95, met by
     # almost any run, and an objective below the median says nothing about what users wait
-    percentile: Annotated[float, Field(ge=50, lt=100)] = 95.0  # in percent: 95 is P95 (not 0.95)
+    percentile: Annotated[float, Field(ge=50, lt=100)] = 95.0
     metric: Literal["latency", "ttft"] = "latency"
 
 
