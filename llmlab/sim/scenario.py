@@ -110,7 +110,7 @@ class ProviderConfig(_Strict):
     price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
     hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost
     context_window: Annotated[int, Field(ge=1, le=10_000_000)] = 128_000
-    max_output_tokens: PosInt = 4_096
+    max_output_tokens: PosInt = 4_096  # the model's output limit: a longer answer is cut here (finish reason "length"), in later turns' history too
     timeout_s: Pos = 60.0  # the gateway gives up on a call after this (streaming: time to first token)
     ttft_s: Pos = 0.5  # median (lognormal), mean (exponential) or the value (fixed)
     ttft_sigma: NonNeg = 0.35
