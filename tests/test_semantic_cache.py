@@ -188,12 +188,18 @@ def test_defaults_come_from_the_calibration():
     assert SemanticCache(Unknown(), threshold=0.5).last_resort_threshold == 0.5  # never above the threshold
 
 
-@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
-def test_ann_path_inside_the_cache():
+def _ann_cache() -> tuple[SemanticCache, list[str]]:
+    """A cache whose one namespace has outgrown ``ann_threshold``: searched through its HNSW graph."""
     c = cache(ann_threshold=40, capacity=500)
     texts = [f"question number {i} about topic {i % 7} and item {i * 13 % 101}" for i in range(200)]
     for i, t in enumerate(texts):
         c.store("t", t, vec(t), i, now=0)
+    return c, texts
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
+def test_ann_path_inside_the_cache():
+    c, texts = _ann_cache()
     assert c._spaces["t"].index.uses_ann
     for i in range(0, 200, 7):
         hit = c.lookup("t", texts[i], vec(texts[i]), now=1)
@@ -340,3 +346,70 @@ def test_a_namespace_that_shrank_gives_its_rows_back_and_keeps_its_entries_and_o
         cache.store("other", f"later {i}", rng.standard_normal(16).astype(np.float32), "x", now=1.0)
     assert cache.entries("busy") == popular[1:]
     assert cache.purge_expired(now=1e9) == 600 and cache.namespaces() == []
+
+
+# ----------------------------------------------------------------------------- copies
+def _round_trip(how: str, c: SemanticCache) -> SemanticCache:
+    import copy
+    import pickle
+
+    return pickle.loads(pickle.dumps(c)) if how == "pickle" else copy.deepcopy(c)
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_pickled_or_deep_copied_cache_answers_as_the_original(how):
+    """A sweep's worker process or a ``copy.deepcopy`` of a configured cache: the cache's lock made
+    both raise TypeError ("cannot pickle '_thread.RLock' object"), and the default guard's memo
+    ("cannot pickle 'mappingproxy' object") would have next.  The copy holds the same entries,
+    write times, LRU order, thresholds and guard, so every lookup answers as the original's does,
+    and it is a cache of its own (its own lock, its own entries)."""
+    from llmlab.cache.guard import default_guard
+
+    c = SemanticCache(EMB, threshold=0.6, ttl_s=100, capacity=5, guard=default_guard())
+    q1 = "I would like a refund for my order number 12345, it arrived late"
+    stored = [("a", q1, 0), ("a", "Where is my order?", 10), ("a", "How do I reset my password?", 20),
+              ("b", "Where is my order?", 30), ("b", "Cancel my subscription please", 40)]
+    for ns, text, at in stored:
+        c.store(ns, text, vec(text), f"{ns}:{text}", at)
+    queries = [("a", "where is my order"), ("a", q1.replace("12345", "67890")), ("a", q1.lower()),
+               ("b", "where is my order"), ("b", "how do i reset my password"), ("c", "where is my order")]
+    copied = _round_trip(how, c)
+    assert (copied.threshold, copied.last_resort_threshold, copied.ttl_s) == (0.6, c.last_resort_threshold, 100)
+    assert [copied.entries(ns) for ns in "ab"] == [c.entries(ns) for ns in "ab"]
+    for now in (50.0, 115.0):  # "a"'s first entry is stale at 115 s, fresh at 50 s
+        for ns, q in queries:
+            assert copied.lookup(ns, q, vec(q), now) == c.lookup(ns, q, vec(q), now), (ns, q, now)
+            assert copied.lookup_last_resort(ns, q, vec(q), now) == c.lookup_last_resort(ns, q, vec(q), now)
+    assert copied.stats == c.stats and c.stats["hits"] > 0 and c.stats["guard_vetoes"] > 0
+    assert copied._lock is not c._lock
+    copied.store("a", "new question", vec("new question"), "new", 60)  # evicts the LRU entry of the copy only
+    assert "new question" in copied.entries("a") and "new question" not in c.entries("a")
+    lost = [(ns, t) for ns in "ab" for t in c.entries(ns) if t not in copied.entries(ns)]
+    assert len(lost) == 1 and len(c) == len(copied) == 5
+    (ns, text), = lost
+    assert c.lookup(ns, text, vec(text), 61) is not None and copied.lookup(ns, text, vec(text), 61) is None
+
+
+def test_a_shallow_copy_shares_the_entries_and_their_lock():
+    """``copy.copy`` shares the entries, as it always did: with a fresh lock of its own two threads
+    could write the same index at once."""
+    import copy
+
+    c = cache()
+    c.store("t", "Where is my order?", vec("Where is my order?"), "x", 0)
+    shallow = copy.copy(c)
+    assert shallow._lock is c._lock and shallow._spaces is c._spaces
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
+def test_a_pickled_cache_keeps_its_hnsw_graph():
+    import pickle
+
+    c, texts = _ann_cache()
+    copied = pickle.loads(pickle.dumps(c))
+    assert copied._spaces["t"].index.uses_ann
+    for i in range(0, 200, 7):
+        q = texts[i].replace("question", "query")
+        assert copied.lookup("t", q, vec(q), now=1) == c.lookup("t", q, vec(q), now=1)
+    copied.store("t", "one more question", vec("one more question"), -1, now=2)  # the graph takes inserts
+    assert copied.lookup("t", "one more question", vec("one more question"), now=3).value == -1

@@ -864,12 +864,15 @@ def test_values_that_cannot_run_are_refused_before_the_run(monkeypatch, override
 def test_a_history_past_two_billion_tokens_saturates_instead_of_wrapping():
     """Turn token counts are int32: a long session of long answers wrapped negative (a negative
     answer length, then a negative delay: a simulator error).  They saturate now, and such a
-    prompt is refused by every context window.  No ``max_tokens``: the history counts each answer
-    as cut by it, and the preset's 600 would keep this session far below 2³¹."""
+    prompt is refused by every context window.  No ``max_tokens`` and deployments whose output
+    limit is the answers' length: the history counts each answer as cut by them, and the preset's
+    600 (or a model's 16,384) would keep this session far below 2³¹."""
     from llmlab.sim.traffic import generate_traffic
 
+    limits = {f"providers.{name}.max_output_tokens": 10_000_000
+              for name in ("gpt-4o", "gpt-4o-mini", "claude-sonnet", "self-hosted-ft")}
     scenario = load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed", "traffic.fixed_answer_tokens": 10_000_000,
-                                          "traffic.max_tokens": None,
+                                          "traffic.max_tokens": None, **limits,
                                           "traffic.session_turns_mean": 1_000.0, "traffic.think_time_s": 0.01,
                                           "traffic.tenants": [{"plan": "paid"}]})
     traffic = generate_traffic(scenario, requests=400, seed=0)

@@ -17,7 +17,7 @@ import pytest
 import simpy
 from test_sim_providers import call, provider
 
-from llmlab.effects import CallResult, ErrorKind
+from llmlab.effects import Call, CallResult, ErrorKind
 from llmlab.sim.outages import Window
 from llmlab.sim.providers import SimProvider, mix64
 
@@ -186,6 +186,23 @@ def test_finish_reason_length_only_when_the_answer_was_cut():
     assert (shorter.finish_reason, shorter.completion_tokens) == ("stop", 160)
 
 
+
+def test_the_deployments_output_limit_cuts_a_call_that_asks_for_more_or_sets_no_bound():
+    """A provider cuts an answer at its model's output limit (``max_output_tokens``) whatever the
+    call asks: sent without ``max_tokens``, with only ``max_completion_tokens``, or with a larger
+    ``max_tokens``, the 160-token answer came back whole — billed, timed and ``stop`` past a limit
+    the real model cannot exceed."""
+    env = simpy.Environment()
+    p = provider(env, max_output_tokens=50)
+    bare = call()
+    newer = Call(bare.deployment, bare.messages, {"max_completion_tokens": 30}, metadata=bare.metadata)
+    unbound, larger, smaller = _serve_all(p, [(0.0, bare, 1), (0.0, call(max_tokens=100), 2), (0.0, newer, 3)])
+    assert (unbound.finish_reason, unbound.completion_tokens) == ("length", 50)
+    assert unbound.latency_s == pytest.approx(0.4 + 50 / 80.0)
+    assert (larger.finish_reason, larger.completion_tokens) == ("length", 50)
+    assert (smaller.finish_reason, smaller.completion_tokens) == ("length", 30)
+
+
 def test_an_agents_tool_choice_is_not_reported_as_a_cut_answer():
     """realtime-chat sends its tool-choosing call with ``max_tokens`` = the choice's length: each one
     was ``length`` in the requests table, 37 % of the model answers where 3 % were really cut."""
@@ -253,6 +270,83 @@ def test_a_later_turn_carries_each_earlier_answer_as_the_user_got_it(max_tokens)
         assert billed[i] == expected, i
         followed_cut += any(shown[j] < t.answer_tokens[j] for j in earlier)
     assert (followed_cut > 20) == (max_tokens is not None)
+
+
+
+LOW_LIMIT = """
+name = "low-output-limit"
+[traffic]
+requests = 60
+rate_per_s = 1.0
+session_turns_mean = 3.0
+think_time_s = 40.0
+fixed_prompt_tokens = 100
+fixed_answer_tokens = 300
+[[traffic.tenants]]
+plan = "p"
+[providers.short]
+model = "gpt-4o-mini"
+max_output_tokens = 60
+ttft_dist = "fixed"
+ttft_s = 0.5
+tokens_per_s = 100.0
+tokens_per_s_sigma = 0.0
+[gateway.router]
+type = "fixed"
+deployment = "short"
+[gateway.cache]
+exact = false
+[baseline]
+enabled = false
+"""
+
+
+@pytest.mark.parametrize("max_tokens", [1024, None])
+def test_a_deployments_output_limit_cuts_the_answer_and_the_history_carries_the_cut(tmp_path, max_tokens):
+    """A deployment's ``max_output_tokens`` is a provider's hard limit: the gateway sends
+    ``max_tokens = min(request's, deployment's)``, so the 300-token answers come back cut at 60
+    (billed 60, finish reason ``length``, timed for 60 tokens).  The next turn's history carried
+    the whole 300 tokens the user never saw: every follow-up was billed 240 tokens too many per
+    earlier answer."""
+    from llmlab.sim import load_scenario, simulate
+    from llmlab.sim.run import make_traffic
+
+    path = tmp_path / "low_limit.toml"
+    path.write_text(LOW_LIMIT)
+    overrides = {"traffic.max_tokens": max_tokens}
+    rows = simulate(path, seed=0, overrides=overrides).requests
+    assert (rows["outcome"] == "model").all()
+    assert (rows["completion_tokens"] == 60).all() and (rows["finish_reason"] == "length").all()
+    assert np.allclose(rows["latency_s"], 0.5 + 60 / 100.0)
+    t = make_traffic(load_scenario(path, overrides), requests=60, seed=0)
+    followed = 0
+    for i in range(len(t)):
+        earlier = list(t.carried.get(int(t.session[i]), ([], []))[0]) + [int(t.text[j]) for j in t.history(i)]
+        assert t.prompt_tokens[i] == 100 + sum(t.text_tokens[k] + 60 + 8 for k in earlier), i
+        followed += bool(earlier)
+    assert followed > 20
+    assert (rows.sort_values("turn")["prompt_tokens"].to_numpy() == t.prompt_tokens).all()  # billed as counted
+
+
+def test_the_history_cut_counts_only_deployments_that_answer(tmp_path):
+    """The traffic is drawn before routing, for the run and its baseline: the history cuts an
+    answer at the largest output limit among the deployments that can answer (route targets,
+    fallbacks, the baseline) — a classifier only labels, its limit does not count."""
+    from llmlab.sim import load_scenario
+    from llmlab.sim.scenario import answer_cap, answer_deployments
+
+    path = tmp_path / "low_limit.toml"
+    path.write_text(LOW_LIMIT)
+    assert answer_cap(load_scenario(path)) == 60
+    assert answer_cap(load_scenario(path, {"traffic.max_tokens": 40})) == 40
+    labelled = {"providers.labeller.model": "gpt-4o-mini", "providers.labeller.max_output_tokens": 500,
+                "gateway.router": {"type": "classifier", "classifier": "labeller",
+                                   "routes": {"faq": "short", "general": "short", "complex": "short"}},
+                "baseline.model": "short"}
+    sc = load_scenario(path, labelled)
+    assert answer_deployments(sc) == ["short"] and answer_cap(sc) == 60
+    assert answer_cap(load_scenario(path, {**labelled, "gateway.fallbacks.short": ["labeller"]})) == 500
+    assert answer_cap(load_scenario(path, {**labelled, "baseline.model": "labeller"})) == 500
 
 
 # ----------------------------------------------------------------------------- outage windows

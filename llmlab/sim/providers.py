@@ -29,6 +29,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Generator, Mapping
 
 from ..effects import Call, CallError, CallResult, ErrorKind
+from ..request import answer_token_limit
 from ..routing import LABELS
 from ..tokens import estimate_message_tokens
 from .outages import OutageState, Window
@@ -198,6 +199,7 @@ class SimProvider:
         self.down_latency_s, self.down_hangs = c.down_latency_s, c.down_mode == "hang"
         self.classifier_accuracy = c.classifier_accuracy
         self.context_window = c.context_window
+        self.max_output_tokens = c.max_output_tokens  # the model's own limit, whatever a call asks
         self.refusal_rate = dict(c.refusal_rate)
         self.slots = SlotPool(env, c.capacity) if c.capacity is not None else None
         self.rpm, self.tpm = own_buckets(c) if buckets is None else buckets
@@ -230,9 +232,13 @@ class SimProvider:
 
     def _tokens(self, call: Call) -> tuple[int, int, bool]:
         """``(prompt tokens, output tokens, cut)``: ``cut`` when the answer the traffic describes is
-        longer than ``max_tokens`` (finish reason ``length``).  An answer exactly ``max_tokens`` long
-        is whole — an agent's tool-choosing call is sent with ``max_tokens`` = its length, and every
-        one of them was reported cut (37 % of realtime-chat's model answers, 3 % really were)."""
+        longer than ``max_tokens`` (``max_completion_tokens``), or than the deployment's
+        ``max_output_tokens`` — a provider's own limit, applied to a call sent without a bound
+        or with a larger one (finish reason ``length``).  The gateway sends every call with the
+        smaller of the two; a call made without it was billed, timed and returned whole past
+        the limit.  An answer exactly the bound long is whole — an agent's tool-choosing call is
+        sent with ``max_tokens`` = its length, and every one of them was reported cut (37 % of
+        realtime-chat's model answers, 3 % really were)."""
         meta = call.metadata
         prompt = meta.get("prompt_tokens")
         if prompt is None:
@@ -240,8 +246,11 @@ class SimProvider:
         if call.purpose == "classify":
             return CLASSIFY_PROMPT_TOKENS + int(meta.get("query_tokens", prompt)), 1, False
         out = int(meta.get("answer_tokens", 200))
-        cap = call.params.get("max_tokens")
-        return (int(prompt), cap, True) if cap and out > cap else (int(prompt), out, False)
+        cap = self.max_output_tokens
+        limit = answer_token_limit(call.params)
+        if limit and limit < cap:
+            cap = limit
+        return (int(prompt), cap, True) if out > cap else (int(prompt), out, False)
 
     def prompt_tokens(self, call: Call) -> int:
         """The prompt ``call`` is billed (what a cancelled race loser pays)."""

@@ -110,7 +110,7 @@ class ProviderConfig(_Strict):
     price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
     hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost
     context_window: Annotated[int, Field(ge=1, le=10_000_000)] = 128_000
-    max_output_tokens: PosInt = 4_096
+    max_output_tokens: PosInt = 4_096  # the model's output limit: a longer answer is cut here (finish reason "length"), in later turns' history too
     timeout_s: Pos = 60.0  # the gateway gives up on a call after this (streaming: time to first token)
     ttft_s: Pos = 0.5  # median (lognormal), mean (exponential) or the value (fixed)
     ttft_sigma: NonNeg = 0.35
@@ -642,6 +642,34 @@ def route_targets(router: RouterConfig) -> list[tuple[str, str]]:
         return ([(f"{base}.classifier", router.classifier)] if router.classifier else []) + out
     return [(f"{base}.stages.{i}", v) for i, v in enumerate(router.stages)]
 
+
+
+def answer_deployments(s: "Scenario") -> list[str]:
+    """The deployments that may answer a request in the run or its baseline: the router's targets
+    (a classifier only labels), every fallback, the budget's downgrade and the baseline's model.
+    A classifier router without routes takes its built-in ones: then every deployment counts."""
+    r = s.gateway.router
+    names = {name for field, name in route_targets(r) if not field.endswith(".classifier")}
+    if r.type == "classifier" and not r.routes:
+        names |= set(s.providers)
+    for primary, chain in s.gateway.fallbacks.items():
+        names |= {primary, *chain}
+    if s.gateway.budget is not None and s.gateway.budget.downgrade_to:
+        names.add(s.gateway.budget.downgrade_to)
+    names.add(s.baseline_model)  # also when [baseline] is off: simulate(baseline=True) runs it
+    return [n for n in s.providers if n in names] or list(s.providers)
+
+
+def answer_cap(s: "Scenario") -> int:
+    """The most tokens an answer the user gets can have: the request's ``max_tokens``, and no
+    more than the output limit (``max_output_tokens``) of the deployments that may answer it.
+    The gateway sends each call with ``min(max_tokens, max_output_tokens)`` and the provider
+    cuts the answer there (finish reason ``length``); a later turn's history carries that cut
+    answer.  The traffic is drawn before routing, for the run and its baseline alike, so with
+    answering deployments of different limits this is the largest (an upper bound)."""
+    limit = max(s.providers[n].max_output_tokens for n in answer_deployments(s))
+    requested = s.traffic.max_tokens
+    return limit if requested is None or requested > limit else requested
 
 #: the most incidents of one provider group in force at once, on average
 MAX_INCIDENTS_IN_FORCE = 10.0

@@ -22,7 +22,8 @@ The model, in the order it is drawn:
   (common random numbers).  A follow-up may therefore arrive before the answer it follows
   (12 % of realtime-chat's at its 20 s mean think time, more during a slowdown) and carries
   that answer, as the traffic describes it, whatever the run made of it: cut at the request's
-  ``max_tokens`` when it was longer (what the user was shown); a cache hit's stored answer was
+  ``max_tokens``, or the answering deployments' ``max_output_tokens``, when it was longer (what
+  the user was shown); a cache hit's stored answer was
   cut the same way and drawn from the same lengths; a failed turn's answer is kept too — the
   follow-up was drawn as the conversation going on, and context that shrank when a run failed
   would make the policy and the baseline bill the same turn differently (and reward failing);
@@ -521,10 +522,14 @@ def generate_traffic(scenario: "Scenario", *, requests: int | None = None, hours
     # conversation context: earlier turns of the session (user text + answer) add to the prompt,
     # each answer as the user got it — cut at ``max_tokens`` (every answering call of a turn, an
     # agent's second one too, carries the scenario's; a tool-choosing call's own bound applies to
-    # a step the history does not keep).  Counted uncut, 3.5 % of realtime-chat's answers
-    # (≈ 170 tokens over each) were billed again in every later turn at a length no user saw.
+    # a step the history does not keep) or at the deployment's ``max_output_tokens`` (the
+    # provider's own limit, :func:`~llmlab.sim.scenario.answer_cap`).  Counted uncut, 3.5 % of
+    # realtime-chat's answers (≈ 170 tokens over each) were billed again in every later turn at
+    # a length no user saw.
+    from .scenario import answer_cap
+
     text_tokens = np.array(tables.text_tokens, dtype=np.int64)
-    delivered = out_answer if cfg.max_tokens is None else np.minimum(out_answer, cfg.max_tokens)
+    delivered = np.minimum(out_answer, answer_cap(scenario))
     contribution = text_tokens[out_text] + delivered + 8
     position = np.arange(m)
     position[n:] -= m  # carried context (negative arrival) sorts before its session's turns in the run
