@@ -77,3 +77,36 @@ def test_hot_records_use_it():
     r1, r2 = Request(({"role": "user", "content": "x"},)), Request(({"role": "user", "content": "x"},))
     assert r1.request_id != r2.request_id and r1.params == {} and r1.params is not r2.params
     assert Outcome.__init__.__qualname__ == "Outcome.__init__"
+
+
+def test_instances_come_back_as_their_class_after_the_open_twin():
+    """Regression guard for the open-twin ``__init__``: the instance is its class again (frozen)
+    when ``__init__`` returns and when ``__post_init__`` runs, a subclass with another layout (a
+    ``__dict__``) takes the descriptor path, and pickling and ``replace`` see the class itself."""
+    import pickle
+
+    seen = []
+
+    @fast_frozen_init
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Rec:
+        a: int
+        b: str = "b"
+
+        def __post_init__(self) -> None:
+            seen.append(type(self))
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                self.a = 0  # type: ignore[misc]
+
+    class Loose(Rec):  # no __slots__: a __dict__, so not the twin's layout
+        pass
+
+    r = Rec(1)
+    assert type(r) is Rec and seen == [Rec] and (r.a, r.b) == (1, "b")
+    loose = Loose(2, "c")
+    assert type(loose) is Loose and (loose.a, loose.b) == (2, "c") and seen == [Rec, Loose]
+    assert type(dataclasses.replace(r, b="x")) is Rec
+    o = Outcome("r", "t", "p", *[None] * 20)
+    assert type(o) is Outcome and pickle.loads(pickle.dumps(o)) == o
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.text = "x"  # type: ignore[misc]
