@@ -110,7 +110,7 @@ class ProviderConfig(_Strict):
     price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
     hourly_cost_usd: NonNeg = 0.0  # fixed cost of self-hosted capacity, added to the run's cost
     context_window: Annotated[int, Field(ge=1, le=10_000_000)] = 128_000
-    max_output_tokens: PosInt = 4_096  # the model's output limit: a longer answer is cut here (finish reason "length"), in later turns' history too
+    max_output_tokens: PosInt = 4_096  # the model's output limit: longer answers are cut here, in the history too
     timeout_s: Pos = 60.0  # the gateway gives up on a call after this (streaming: time to first token)
     ttft_s: Pos = 0.5  # median (lognormal), mean (exponential) or the value (fixed)
     ttft_sigma: NonNeg = 0.35
@@ -643,7 +643,6 @@ def route_targets(router: RouterConfig) -> list[tuple[str, str]]:
     return [(f"{base}.stages.{i}", v) for i, v in enumerate(router.stages)]
 
 
-
 def answer_deployments(s: "Scenario") -> list[str]:
     """The deployments that may answer a request in the run or its baseline: the router's targets
     (a classifier only labels), every fallback, the budget's downgrade and the baseline's model.
@@ -670,6 +669,7 @@ def answer_cap(s: "Scenario") -> int:
     limit = max(s.providers[n].max_output_tokens for n in answer_deployments(s))
     requested = s.traffic.max_tokens
     return limit if requested is None or requested > limit else requested
+
 
 #: the most incidents of one provider group in force at once, on average
 MAX_INCIDENTS_IN_FORCE = 10.0
