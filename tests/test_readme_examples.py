@@ -210,3 +210,12 @@ def test_the_readme_cache_eval_line_prints_the_calibration_the_readme_quotes(mon
     assert (f"serves {100 * bare['en']['at_threshold']['false_hit_rate']:.0f} % / "
             f"{100 * bare['ko']['at_threshold']['false_hit_rate']:.0f} % false hits") in quoted
     assert f"recall at ≤ 1 % false hits is {pct(bare['overall']['recall_at_fpr_1pct'])}" in quoted
+
+
+def test_the_fake_provider_example_falls_back_as_its_comment_says(capsys):
+    """The README's gateway against the fake provider, run as written (litellm's real HTTP path
+    to 127.0.0.1): the primary fails twice, once and on its retry, and the backup answers."""
+    [code] = [b for b in python_blocks() if "FakeProvider(plan)" in b]
+    expected = re.search(r"# (backup \[.*\])", code).group(1)
+    exec(compile(code, str(README), "exec"), {})
+    assert capsys.readouterr().out.strip() == expected
