@@ -36,6 +36,19 @@ class _Factory:
 _FACTORY = _Factory()
 
 
+def _open_twin(cls: type) -> type | None:
+    """A plain class with ``cls``'s own slots (names and order), no frozen ``__setattr__``; None
+    when an instance cannot switch to it: a base with slots of its own gives ``cls`` a larger
+    layout than its own ``__slots__`` (every instance then failed to build, "object layout
+    differs"), and such a class keeps the descriptor path."""
+    twin = type(f"_Open{cls.__name__}", (), {"__slots__": cls.__dict__["__slots__"], "__module__": cls.__module__})
+    try:
+        object.__setattr__(object.__new__(cls), "__class__", twin)
+    except TypeError:
+        return None
+    return twin
+
+
 def fast_frozen_init(cls: type[T]) -> type[T]:
     """Class decorator (applied *above* ``@dataclass(frozen=True, slots=True)``)."""
     params = getattr(cls, "__dataclass_params__", None)
@@ -44,8 +57,7 @@ def fast_frozen_init(cls: type[T]) -> type[T]:
     fields = dataclasses.fields(cls)
     if any(not f.init for f in fields):
         raise TypeError(f"{cls.__name__}: fast_frozen_init does not handle init=False fields")
-    # the open twin: the same slots (names and order, hence layout), no frozen __setattr__
-    twin = type(f"_Open{cls.__name__}", (), {"__slots__": cls.__dict__["__slots__"], "__module__": cls.__module__})
+    twin = _open_twin(cls)
     namespace: dict[str, Any] = {"_FACTORY": _FACTORY, "_cls": cls, "_twin": twin, "_set_class": object.__setattr__}
     args, body, open_stores, slot_stores = [], [], [], []
     for f in fields:
@@ -62,7 +74,9 @@ def fast_frozen_init(cls: type[T]) -> type[T]:
             args.append(f.name)
         open_stores.append(f"        self.{f.name} = {f.name}")
         slot_stores.append(f"        {setter}(self, {f.name})")
-    if fields:
+    if fields and twin is None:
+        body += [store[4:] for store in slot_stores]
+    elif fields:
         body += ["    if self.__class__ is _cls:", "        _set_class(self, '__class__', _twin)", *open_stores,
                  "        self.__class__ = _cls", "    else:", *slot_stores]
     if hasattr(cls, "__post_init__"):

@@ -398,10 +398,10 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 except ClientDisconnected as exc:
                     _hand_over(exc, out)
                     raise
-            if result.kind is ErrorKind.RATE_LIMIT or not breaker.current(ticket):
-                # the 429 gave a half-open probe's slot back (judge), or the breaker moved on while we
-                # waited: the retry goes out only if the breaker admits it now — else two probes ran
-                # at once, and a cancelled retry freed the other's slot
+            if result.kind in (ErrorKind.RATE_LIMIT, ErrorKind.CANCELLED) or not breaker.current(ticket):
+                # the 429 or the lost race gave a half-open probe's slot back (judge, _verdict), or the
+                # breaker moved on while we waited: the retry goes out only if the breaker admits it
+                # now — else two probes ran at once, and a cancelled retry freed the other's slot
                 ticket = breaker.admit(clock())
                 if ticket is None:
                     out.attempts.append(_skipped_open(dep))

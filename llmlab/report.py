@@ -299,8 +299,9 @@ def write_report(result: "SimResult", out_dir: str | Path) -> list[Path]:
 def format_value(value: Any, kind: str, like: Any = None) -> str:
     """A summary number as the table writes it; ``kind`` is ``usd``, ``pct`` (a share, written
     ×100 with %), ``s``, ``x`` (a ratio) or anything else for a count (:func:`llmlab.sim.metrics.metric_kind`).
-    ``like`` is the number written beside it (the baseline's): dollars take one precision for
-    both, whole dollars when either reaches $100 (a row read "$22.6094" against "$114")."""
+    ``like`` is the largest number written beside it (the baseline's, an interval's bound): dollars
+    take one precision for the row, whole dollars when either reaches $100 (a row read "$22.6094"
+    against "$114")."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if kind == "usd":
@@ -418,14 +419,18 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         if key in _SHOWN_WHEN_NONZERO and not any(_nonzero(summary.get(k)) for k in _SHOWN_WHEN_NONZERO[key]):
             continue
         baseline = summary.get(base_key) if base_key else None
-        text = format_value(value, kind, baseline)
-        if key in ci and reps:
-            lo, hi = ci[key]
+        bounds = tuple(ci[key]) if key in ci and reps else ()
+        # every dollar figure of the row at one precision: its interval's too ("$23 [$21.9100, $23.3100]")
+        like = max((x for x in (value, baseline, *bounds) if isinstance(x, (int, float)) and x == x),
+                   key=abs, default=None)
+        text = format_value(value, kind, like)
+        if bounds:
+            lo, hi = bounds
             symmetric = isinstance(value, (int, float)) and math.isclose(value - lo, hi - value, abs_tol=1e-12)
             # a rate's interval clipped at 0 or 1 is no longer "± half-width"
             text += f" ±{format_value((hi - lo) / 2, kind)}" if kind == "pct" and symmetric else \
-                f" [{format_value(lo, kind, value)}, {format_value(hi, kind, value)}]"
-        base = format_value(baseline, kind, value) if base_key else ""
+                f" [{format_value(lo, kind, like)}, {format_value(hi, kind, like)}]"
+        base = format_value(baseline, kind, like) if base_key else ""
         cells.append((label, text, base))
     # columns as wide as their widest cell: a confidence interval must not push the baseline aside
     wide = max([24] + [len(text) for _, text, _ in cells])

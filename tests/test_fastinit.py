@@ -110,3 +110,27 @@ def test_instances_come_back_as_their_class_after_the_open_twin():
     assert type(o) is Outcome and pickle.loads(pickle.dumps(o)) == o
     with pytest.raises(dataclasses.FrozenInstanceError):
         o.text = "x"  # type: ignore[misc]
+
+
+def test_a_class_whose_base_has_slots_keeps_the_descriptor_path():
+    """The open twin has the class's own ``__slots__`` only: a base with slots of its own (a mixin
+    with a cached attribute) makes the class's layout larger, and every instance failed to build
+    ("__class__ assignment: … object layout differs").  Such a class stores through the slot
+    descriptors, as before the twin; the result is the dataclass's own."""
+
+    class Cached:
+        __slots__ = ("_memo",)
+
+    def make(fast: bool):
+        @dataclasses.dataclass(frozen=True, slots=True)
+        class Rec(Cached):
+            a: int
+            tags: list = dataclasses.field(default_factory=list)
+
+        return fast_frozen_init(Rec) if fast else Rec
+
+    plain, fast = make(False), make(True)
+    r = fast(1)
+    assert type(r) is fast and (r.a, r.tags) == (1, []) and dataclasses.astuple(r) == dataclasses.astuple(plain(1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.a = 2  # type: ignore[misc]

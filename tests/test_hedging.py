@@ -324,3 +324,37 @@ def test_a_first_call_that_lost_to_a_hedge_which_then_broke_is_called_again_with
     assert not isinstance(after, Sleep), after
     assert isinstance(after, Call) and after.deployment is a
     assert breakers["a"].consecutive_failures == 0  # and the lost race said nothing of a's provider
+
+
+def test_a_half_open_probe_that_lost_to_a_broken_hedge_keeps_its_slot_for_its_retry():
+    """The first call was a half-open breaker's one probe.  Cancelled by the race, it gave the
+    probe's slot back (a lost race says nothing of the provider); when the hedge then broke, the
+    first deployment was called again on the same ticket without taking the slot again, so
+    another request's probe went out beside it: two probes at once on a recovering provider."""
+    import random
+
+    from llmlab import RetryPolicy
+    from llmlab.effects import Call, Race, RaceResult, Sleep
+    from llmlab.fallback import run_chain
+    from llmlab.hedging import lost, prompt_only
+
+    a, b = Deployment("a", "gpt-4o"), Deployment("b", "gpt-4o")
+    breakers = {"a": CircuitBreaker(failure_threshold=1, cooldown_s=10.0), "b": CircuitBreaker()}
+    clock = FakeClock()
+    breakers["a"].record_failure(clock())
+    clock.advance(11.0)  # the cooldown is over: the next call is the probe
+    chain = run_chain([a, b], lambda d: Call(d, ({"role": "user", "content": "hi"},), {"max_tokens": 50}, stream=True),
+                      lambda d: RetryPolicy(max_retries=1, base_s=2.0, cap_s=2.0), breakers.__getitem__,
+                      lambda d, r: 0.0, clock, random.Random(0), hedge=Hedge(after_s=0.5))
+    race = next(chain)
+    assert isinstance(race, Race) and breakers["a"].state == CircuitBreaker.HALF_OPEN
+    assert breakers["a"].admit(clock()) is None  # the probe is out: no second one
+    broke = CallError(ErrorKind.CONNECTION, "stream cut after the first token", 0.8, billed=(40, 3, 0, 0))
+    after = chain.send(RaceResult(lost(b, prompt_only(40, 0.9)), broke))
+    while isinstance(after, Sleep):
+        after = chain.send(None)
+    assert isinstance(after, Call) and after.deployment is a  # the retry: a's probe again
+    assert breakers["a"].admit(clock()) is None, "a second probe was admitted beside the retry"
+    with pytest.raises(StopIteration) as done:
+        chain.send(CallResult("ok", 40, 3, 0.5))
+    assert done.value.value.result.text == "ok" and breakers["a"].state == CircuitBreaker.CLOSED

@@ -215,3 +215,15 @@ def test_a_rows_two_dollar_figures_share_one_precision():
     assert _row(table, "projected monthly cost") == ["$50", "$254"]
     small = summary_table(_summary(cost_usd=4.5405, baseline_cost_usd=8.1874))
     assert _row(small, "cost") == ["$4.5405", "$8.1874"]
+
+
+def test_a_dollar_rows_interval_shares_its_precision():
+    """The interval of a replicated run's cost took the value's precision alone: "$23 [$21.9100,
+    $23.3100]" beside a $114 baseline, or a value under $100 whose upper bound is over it."""
+    reps = {"replications": 3}
+    table = summary_table(_summary(cost_usd=22.6094, baseline_cost_usd=114.2, ci95={"cost_usd": (21.91, 23.31)}, **reps))
+    assert _row(table, "cost") == ["$23 [$22, $23]", "$114"]
+    table = summary_table(_summary(cost_usd=99.5, baseline_cost_usd=50.0, ci95={"cost_usd": (98.0, 101.0)}, **reps))
+    assert _row(table, "cost") == ["$100 [$98, $101]", "$50"]
+    table = summary_table(_summary(cost_usd=4.5405, baseline_cost_usd=8.1874, ci95={"cost_usd": (4.5, 4.6)}, **reps))
+    assert _row(table, "cost") == ["$4.5405 [$4.5000, $4.6000]", "$8.1874"]

@@ -277,3 +277,16 @@ def test_a_file_that_cannot_take_the_table_loses_none_of_it(tmp_path, capsys):
     assert lines[0].startswith("b2b-saas · A: as configured · B: gateway.cache.threshold=0.85")
     assert any(line.startswith("cost_usd") for line in lines) and lines[-1] == f"drew the comparison in {png}"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rows_two_dollar_figures_share_one_precision_in_the_comparison():
+    """As in the summary table (cffaf31): A under $100 and B over it read "$95.2000" beside "$104"."""
+    import pandas as pd
+
+    from llmlab.sim.compare import Comparison
+
+    table = pd.DataFrame([{"metric": "cost_usd", "a": 95.2, "b": 104.4, "difference": 9.2, "ci_low": 8.0,
+                           "ci_high": 10.4, "clear": True}])
+    text = str(Comparison("b2b-saas", {"gateway.cache.semantic": False}, (0, 1), 100, table, None, None))
+    row = next(line for line in text.splitlines() if line.startswith("cost_usd"))
+    assert "$95 " in row and "$104" in row and "$95.2000" not in row, row

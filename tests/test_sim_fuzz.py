@@ -265,7 +265,7 @@ def valid_cases(draw: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
     overrides.update(draw(outage_overrides(preset)))
     if draw(st.booleans()):
         overrides["slo"] = draw(st.fixed_dictionaries({}, optional={
-            "latency_s": _small_float(0.01, 30), "percentile": _small_float(1, 99.9),
+            "latency_s": _small_float(0.01, 30), "percentile": _small_float(50, 99.9),
             "metric": st.sampled_from(["latency", "ttft"])}))
     overrides["baseline.enabled"] = draw(st.booleans())
     if draw(st.booleans()):

@@ -72,7 +72,9 @@ class Comparison:
         for r in self.table.itertuples(index=False):
             kind = metric_kind(r.metric)
             like = r.a if math.isfinite(r.a) else 0.0
-            rows.append((r.metric, format_value(r.a, kind), format_value(r.b, kind), signed(r.difference, kind, like),
+            # A and B at one precision ("$95.2000" beside "$104" read as two kinds of number)
+            rows.append((r.metric, format_value(r.a, kind, r.b), format_value(r.b, kind, r.a),
+                         signed(r.difference, kind, like),
                          "–" if math.isnan(r.ci_low) else
                          f"[{signed(r.ci_low, kind, like)}, {signed(r.ci_high, kind, like)}]", "*" if r.clear else ""))
         wide = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
