@@ -219,3 +219,42 @@ def test_the_fake_provider_example_falls_back_as_its_comment_says(capsys):
     expected = re.search(r"# (backup \[.*\])", code).group(1)
     exec(compile(code, str(README), "exec"), {})
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_the_readme_sweep_and_compare_lines_pass_every_check_before_the_runs(monkeypatch, tmp_path, capsys):
+    """Each `llmlab sweep` and `llmlab compare` line of the README, as written, is refused nowhere:
+    the grid's every combination, --set and --change values, --scheduler's address, --out and
+    --plot — the checks both commands make before the first run (the runs themselves are cut)."""
+    import importlib
+    import shlex
+
+    import llmlab.sim.run
+    from llmlab.sim.compare_cli import main as compare_main
+    from llmlab.sim.sweep_cli import main as sweep_main
+
+    sweeps, compares = readme_command_lines("sweep"), readme_command_lines("compare")
+    assert len(sweeps) >= 2 and any("--scheduler" in line for line in sweeps) and compares
+    monkeypatch.chdir(tmp_path)  # --out sweep.csv, --plot sweep.png land here
+    runs = []
+
+    def sweep_checked(tasks, *args, **kwargs):  # every combination passed preflight before this
+        runs.append(("sweep", len(tasks)))
+        raise _Checked
+
+    def simulate_checked(scenario, **kwargs):  # compare checks both sides before the first run
+        runs.append(("compare", kwargs["replications"]))
+        raise _Checked
+
+    # the module, not the function `llmlab.sim.sweep` its package exports under the same name
+    monkeypatch.setattr(importlib.import_module("llmlab.sim.sweep"), "_results", sweep_checked)
+    monkeypatch.setattr(llmlab.sim.run, "simulate", simulate_checked)
+    for main, lines in ((sweep_main, sweeps), (compare_main, compares)):
+        for line in lines:
+            try:
+                code = main(shlex.split(line)[2:])
+            except _Checked:
+                code = "ran"
+            err = capsys.readouterr().err
+            assert code == "ran" and err == "", (line, err)
+    # the first sweep line's grid is 3 thresholds × 2 rates; compare runs the README's 5 seeds
+    assert runs[0] == ("sweep", 6) and ("compare", 5) in runs
