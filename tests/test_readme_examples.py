@@ -148,10 +148,20 @@ class _Checked(Exception):
     """Raised in place of the run: the command line got past every check before it."""
 
 
+def run_until_checked(main, line: str, capsys: pytest.CaptureFixture[str]) -> tuple[object, str]:
+    """``main``'s exit code for the README ``line`` (``"ran"`` when it reached the cut run), and its stderr."""
+    import shlex
+
+    try:
+        code = main(shlex.split(line)[2:])
+    except _Checked:
+        code = "ran"
+    return code, capsys.readouterr().err
+
+
 def test_the_readme_simulate_lines_pass_every_check_before_the_run(monkeypatch, tmp_path, capsys):
     """Each `llmlab simulate` line of the README, as written (its own scenario file being a copy of
     the preset), is refused nowhere: options, --set values, the trace, the run size, --out."""
-    import shlex
     import shutil
 
     import llmlab.sim.run
@@ -171,11 +181,7 @@ def test_the_readme_simulate_lines_pass_every_check_before_the_run(monkeypatch, 
 
     monkeypatch.setattr(llmlab.sim.run, "simulate", checked)
     for line in lines:
-        try:
-            code = main(shlex.split(line)[2:])
-        except _Checked:
-            code = "ran"
-        err = capsys.readouterr().err
+        code, err = run_until_checked(main, line, capsys)
         assert code in ("ran", 0) and err == "", (line, err)
     assert len(runs) == len([line for line in lines if "--scenario" in line])
 
@@ -226,7 +232,6 @@ def test_the_readme_sweep_and_compare_lines_pass_every_check_before_the_runs(mon
     the grid's every combination, --set and --change values, --scheduler's address, --out and
     --plot — the checks both commands make before the first run (the runs themselves are cut)."""
     import importlib
-    import shlex
 
     import llmlab.sim.run
     from llmlab.sim.compare_cli import main as compare_main
@@ -250,11 +255,7 @@ def test_the_readme_sweep_and_compare_lines_pass_every_check_before_the_runs(mon
     monkeypatch.setattr(llmlab.sim.run, "simulate", simulate_checked)
     for main, lines in ((sweep_main, sweeps), (compare_main, compares)):
         for line in lines:
-            try:
-                code = main(shlex.split(line)[2:])
-            except _Checked:
-                code = "ran"
-            err = capsys.readouterr().err
+            code, err = run_until_checked(main, line, capsys)
             assert code == "ran" and err == "", (line, err)
     # the first sweep line's grid is 3 thresholds × 2 rates; compare runs the README's 5 seeds
     assert runs[0] == ("sweep", 6) and ("compare", 5) in runs
