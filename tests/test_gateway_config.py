@@ -375,3 +375,28 @@ def test_components_refuse_wrong_types_by_name(make, field):
     with pytest.raises(ConfigError) as info:
         make()
     assert info.value.field == field
+
+
+def test_an_async_ledger_sink_is_refused_at_construction():
+    """The sink is called, never awaited: ``Ledger(keep=False, sink=ship)`` with ``async def ship``
+    (an asyncio service's first try) built a coroutine per request that nothing ran — every
+    record lost, with only a RuntimeWarning to show for it."""
+    import functools
+
+    from llmlab import Ledger
+
+    async def ship(outcome):
+        pass
+
+    class Shipper:
+        async def __call__(self, outcome):
+            pass
+
+    for sink in (ship, functools.partial(ship), Shipper()):
+        with pytest.raises(ConfigError) as info:
+            Gateway([Deployment("a", "gpt-4o")], router=FixedRouter("a"), ledger=Ledger(keep=False, sink=sink))
+        assert info.value.field == "ledger.sink" and "call_soon_threadsafe" in str(info.value)
+    shipped = []
+    gw = Gateway([Deployment("a", "gpt-4o", {"mock_response": "hi"})], router=FixedRouter("a"),
+                 ledger=Ledger(keep=False, sink=shipped.append))
+    assert gw.complete("hello").ok and len(shipped) == 1

@@ -475,3 +475,34 @@ def test_a_hold_that_outlives_its_lease_is_renewed_while_its_process_lives(any_r
     time.sleep(1.5 * lease)
     assert two.try_reserve("u", 0.5, 1.0, time.time()) is not None  # its hold went back to the budget
     assert two.stats("u", time.time()).get("reclaimed", 0) == 1
+
+
+def test_closing_writes_the_spend_queued_during_an_outage(start_redis):
+    """Settlements queued while Redis was down were replayed only before a later budget command:
+    a service shut down (``backends.close()``) after Redis came back, before its next request,
+    lost them, and every replica saw the tenant's month undercounted.  Closing replays them
+    first, without waiting out ``retry_interval_s``."""
+    server = start_redis()
+    backends = from_url(server.url, "p", retry_interval_s=60)
+    held = [backends.budgets.try_reserve("acme", 0.01, 1.0, NOW) for _ in range(3)]
+    server.kill()
+    for hold in held:
+        backends.budgets.settle(hold, 0.004)
+    assert backends.budgets.pending == 3
+    server.start()  # back (a failover, a restart) before the service goes
+    backends.close()
+    assert backends.budgets.pending == 0
+    assert from_url(server.url, "p").budgets.spent("acme", NOW) == pytest.approx(0.012, abs=1e-9)
+
+
+def test_closing_with_redis_still_down_says_what_spend_is_lost(start_redis, caplog):
+    server = start_redis()
+    backends = from_url(server.url, "p", retry_interval_s=60, connect_timeout_s=0.2)
+    hold = backends.budgets.try_reserve("acme", 0.01, 1.0, NOW)
+    server.kill()
+    backends.budgets.settle(hold, 0.004)
+    backends.budgets.charge("acme", 0.001, NOW)
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        backends.close()
+    lost = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(lost) == 1 and "2 settlement(s) or charge(s) of $0.005000" in lost[0], lost

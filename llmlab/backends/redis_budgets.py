@@ -61,7 +61,7 @@ from typing import Any, NamedTuple
 
 from .. import _validate as v
 from ..budgets import Reservation, month_of, next_month_start
-from .redis_link import MAX_TTL_S, KeyedScript, RedisLink, RedisUnavailable, key_part
+from .redis_link import MAX_TTL_S, KeyedScript, RedisLink, RedisUnavailable, key_part, log
 
 NANO = 1_000_000_000
 FAIL_MODES = ("closed", "open")
@@ -504,11 +504,27 @@ class RedisBudgets:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop renewing leases (the open holds then lapse a lease later, as a dead process's), and
-        wait up to ``timeout_s`` for the renewal thread to end (a round in progress finishes)."""
+        wait up to ``timeout_s`` for the renewal thread to end (a round in progress finishes).
+
+        Settlements and charges still queued from a Redis outage are written first: they were
+        replayed only before a later command, so a process shut down after Redis came back but
+        before its next budget command lost them (the tenants' spend undercounted in Redis for
+        every replica, with no word).  The replay does not wait out ``retry_interval_s`` (a
+        closing process has no later); what Redis still cannot take is lost with the process,
+        and a warning says how much."""
         self._stop.set()
         thread = self._heartbeat
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
+        if self._pending:
+            self.link.probe_now()
+            self._flush()
+        with self._lock:
+            left, usd = len(self._pending), sum(item.nano for item in self._pending) / NANO
+        if left:
+            log.warning("llmlab: closing the Redis budgets with %d settlement(s) or charge(s) of $%.6f not "
+                        "written (Redis at %s unreachable): that spend is not counted in Redis", left, usd,
+                        self.link.url)
 
     def settle(self, reservation: Reservation, actual: float) -> None:
         h, z = self.keys(reservation.tenant, reservation.month)

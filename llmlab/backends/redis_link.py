@@ -264,6 +264,14 @@ class RedisLink:
             self._recovered(node)
         return result
 
+    def probe_now(self) -> None:
+        """Let the next command through to a Redis (or cluster master) known down, without
+        waiting out ``retry_interval_s``: for a last write before the process goes, which has
+        no later probe to wait for."""
+        with self._lock:
+            self._next_probe = 0.0
+            self._nodes_down = {node: (why, 0.0) for node, (why, _) in self._nodes_down.items()}
+
     def _node_of(self, key: str) -> str | None:
         """The name of the master the cluster client sends ``key``'s commands to, or ``slot N``
         when its slot table has no master for the key (the command itself will say why); None
