@@ -428,8 +428,11 @@ class Gateway:
     async def awarm_up(self) -> "Gateway":
         """:meth:`warm_up` on a worker thread, for a loop that already serves: it keeps serving,
         but for pauses up to ≈ 0.2 s while that thread's garbage collections walk litellm's
-        objects (a full collection holds the GIL).  Await it before the first live request."""
-        await asyncio.to_thread(self.warm_up)
+        objects (a full collection holds the GIL).  The offline async calls run on this loop
+        (litellm's logging worker stays bound to it).  Await it before the first live request."""
+        from .warmup import warm_up
+
+        await asyncio.to_thread(warm_up, self.deployments.values(), asyncio.get_running_loop())
         return self
 
     # ------------------------------------------------------------------ serving

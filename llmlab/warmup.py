@@ -84,9 +84,15 @@ _lock = threading.Lock()
 _warmed: set[str] = set()  # deployment models already run through litellm once (process-wide)
 
 
-def warm_up(deployments: Iterable[Deployment]) -> None:
+def warm_up(deployments: Iterable[Deployment], loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Import litellm and run each deployment's route through it once, offline (see the module
     docstring).  Idempotent: a model already warmed costs nothing; thread-safe.
+
+    ``loop``: the running event loop that serves, when called from another thread for it
+    (``Gateway.awarm_up``): the async offline calls run on that loop, not on a fresh one.
+    litellm binds its logging worker to the loop of its latest async call, so a fresh loop's
+    call took the worker from the serving loop, whose pending worker task was then destroyed
+    ("Task was destroyed but it is pending!" in the service's log) and left behind.
 
     Best effort: a route litellm refuses even offline (an unknown provider, say) is logged at
     DEBUG and left to fail on its first real call the usual way.  Nothing reaches a provider,
@@ -102,7 +108,7 @@ def warm_up(deployments: Iterable[Deployment]) -> None:
             count_tokens(MOCK_REPLY, dep.model)  # llmlab's own tokenizer for it (budgets count prompts)
             if dep.model in _warmed:
                 continue
-            _run_offline(dep)
+            _run_offline(dep, loop)
             _warmed.add(dep.model)
             _take(PROVIDER_PATHS.get(dep.model.split("/", 1)[0], RealPath()))
             warmed_now = True
@@ -115,7 +121,7 @@ def _offline(dep: Deployment) -> Deployment:
     return dataclasses.replace(dep, params={**dep.params, "mock_response": MOCK_REPLY, "no-log": True})
 
 
-def _run_offline(dep: Deployment) -> None:
+def _run_offline(dep: Deployment, loop: asyncio.AbstractEventLoop | None = None) -> None:
     from .live import LiteLLMDriver
 
     driver = LiteLLMDriver()
@@ -126,11 +132,20 @@ def _run_offline(dep: Deployment) -> None:
     async def both() -> list[Any]:
         return [await driver.aperform(call) for call in calls]
 
-    results += _run_in_fresh_loop(both)
+    results += _on_loop(both, loop) if loop is not None and loop.is_running() else _run_in_fresh_loop(both)
     refused = [r for r in results if isinstance(r, CallError)]
     if refused:
         log.debug("warm-up of %s: litellm refused %d of its 4 offline calls (%s)", dep.name, len(refused),
                   refused[0].message)
+
+
+def _on_loop(factory: Any, loop: asyncio.AbstractEventLoop) -> list[Any]:
+    """``factory()`` run on ``loop`` (running, on another thread) and waited for from this one."""
+    try:
+        return asyncio.run_coroutine_threadsafe(factory(), loop).result()
+    except Exception:  # the loop closed meanwhile, say: the warm-up is best effort
+        log.debug("warm-up on the serving event loop failed", exc_info=True)
+        return []
 
 
 def _run_in_fresh_loop(factory: Any) -> Any:

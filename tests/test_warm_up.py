@@ -9,6 +9,7 @@ lazy work instead, in fresh processes (it is built once per process): the measur
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -122,7 +123,7 @@ def fresh_warm_up(monkeypatch):
     runs: list[str] = []
     original = warmup._run_offline
     monkeypatch.setattr(warmup, "_warmed", set())
-    monkeypatch.setattr(warmup, "_run_offline", lambda dep: (runs.append(dep.name), original(dep)))
+    monkeypatch.setattr(warmup, "_run_offline", lambda dep, *loop: (runs.append(dep.name), original(dep, *loop)))
     return runs
 
 
@@ -166,6 +167,33 @@ def test_warm_up_is_idempotent_works_inside_a_running_loop_and_survives_a_route_
     gw.warm_up()
     assert fresh_warm_up == ["gpt-4o", "odd"]
     assert gw.complete("hello").text == "hi"
+
+
+def test_awarm_up_on_a_loop_that_served_leaves_litellm_s_logging_worker_to_it(fresh_warm_up):
+    """litellm binds its logging worker to the loop of its latest async call: the warm-up's async
+    calls on a fresh loop took it from the serving loop, whose pending worker task was destroyed
+    ("Task was destroyed but it is pending!" through the loop's exception handler)."""
+    from llmlab.testing import FakeProvider
+
+    problems: list[str] = []
+
+    def deployment(base_url: str, name: str) -> Deployment:
+        return Deployment(name, f"openai/{name}", {"api_base": base_url, "api_key": "sk-test"},
+                          price_model="gpt-4o-mini")
+
+    async def serving() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: problems.append(context["message"]))
+        async with FakeProvider() as fp:
+            serving_gw = Gateway([deployment(fp.base_url, "a")], router=FixedRouter("a"), cache=False)
+            assert (await serving_gw.acomplete("a real question", max_tokens=5)).ok
+            added = Gateway([deployment(fp.base_url, "b")], router=FixedRouter("b"), cache=False)
+            assert await added.awarm_up() is added
+            gc.collect()
+            await asyncio.sleep(0.05)
+            assert (await added.acomplete("another question", max_tokens=5)).ok
+
+    asyncio.run(serving())
+    assert fresh_warm_up == ["b"] and problems == []
 
 
 def test_complete_models_builds_a_deferred_model_and_the_models_its_fields_hold():
