@@ -110,21 +110,6 @@ def _check_has(field: str, given: Any, obj: Any, methods: Sequence[str], allowed
         raise ConfigError(field, given, allowed, hint=f"missing {', '.join(missing)}")
 
 
-def _check_sink(sink: Any) -> None:
-    """The ledger's sink is called, never awaited (from a pipeline step, on a thread or the loop):
-    an ``async def`` sink — what an asyncio service writes first — made a coroutine per request
-    that nothing ran, so every record was dropped with only a RuntimeWarning (with
-    ``Ledger(keep=False)``, the only copy)."""
-    if sink is None:
-        return
-    if inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(getattr(sink, "__call__", None)):
-        raise ConfigError("ledger.sink", type_shape(sink), "a plain (not async) callable sink(outcome)",
-                          hint="the sink is called and never awaited, so an async one's coroutine never ran and "
-                               "every record was lost; hand the outcome to your loop instead, e.g. sink=lambda o: "
-                               "loop.call_soon_threadsafe(queue.put_nowait, o) for an asyncio.Queue a task drains "
-                               "(the sink may run on a step thread)")
-
-
 class Gateway:
     """Caching, routing, fallback, rate limits, budgets and a ledger in front of litellm.
 
@@ -271,7 +256,6 @@ class Gateway:
                 ("ledger", ledger, ("record",), "a llmlab.Ledger or None")):
             if given is not None:
                 _check_has(field, given, given, methods, allowed)
-        _check_sink(getattr(ledger, "sink", None))
         if rate_limiter is not None:
             _check_has("rate_limiter", rate_limiter, rate_limiter, ("acquire",), "a llmlab.RateLimiter or None")
             for name, limit in configured_limits(rate_limiter):

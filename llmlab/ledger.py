@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .effects import Outcome
@@ -63,11 +64,25 @@ class RowColumns:
                     column.append(math.nan)
 
 
+#: what an asyncio service's sink should do instead of awaiting (the sink may run on a step thread)
+_HAND_TO_THE_LOOP = ("hand the outcome to your loop instead, e.g. sink=lambda o: loop.call_soon_threadsafe("
+                     "queue.put_nowait, o) for an asyncio.Queue a task drains")
+
+
+def _is_async(sink: Any) -> bool:
+    """An ``async def`` sink (or a partial of one, or an object whose ``__call__`` is one)."""
+    import inspect
+
+    return inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(getattr(sink, "__call__", None))
+
+
 class Ledger:
     """Keeps every outcome (or hands it to ``sink`` when ``keep=False`` for very long runs).
 
     ``sink(outcome)`` is called for every request, outside the gateway's lock; one that raises
-    is logged (``llmlab ledger sink failed``) and the caller still gets its outcome.
+    is logged (``llmlab ledger sink failed``) and the caller still gets its outcome.  It is called,
+    never awaited (on an event loop or a step thread): an ``async def`` sink is refused, and a
+    sink that returns a coroutine fails each record loudly instead of dropping it unseen.
     """
 
     def __init__(self, keep: bool = True, sink: Callable[[Outcome], None] | None = None) -> None:
@@ -76,6 +91,9 @@ class Ledger:
         self.keep = v.flag("ledger.keep", keep)
         if sink is not None and not callable(sink):
             raise ConfigError("ledger.sink", type_shape(sink), "a callable sink(outcome), or None")
+        if sink is not None and _is_async(sink):
+            raise ConfigError("ledger.sink", type_shape(sink), "a plain (not async) callable sink(outcome)",
+                              hint=_HAND_TO_THE_LOOP)
         self.sink = sink
         self.records: list[Outcome] = []
         self._spend: defaultdict[str, float] = defaultdict(float)
@@ -94,8 +112,11 @@ class Ledger:
 
     def notify(self, outcome: Outcome) -> None:
         """Hand ``outcome`` to the sink (user code: the gateway calls it outside its lock)."""
-        if self.sink is not None:
-            self.sink(outcome)
+        if self.sink is not None and isinstance(self.sink(outcome), CoroutineType):
+            # a lambda around an async call (``lambda o: queue.put(o)`` on an asyncio.Queue): its
+            # coroutine would never run, and the record would be lost with only a RuntimeWarning
+            raise TypeError(f"the ledger sink returned a coroutine, which nothing awaits: the record was not "
+                            f"delivered; {_HAND_TO_THE_LOOP}")
 
     def __repr__(self) -> str:
         kept = "" if self.keep else ", keep=False"

@@ -400,3 +400,28 @@ def test_an_async_ledger_sink_is_refused_at_construction():
     gw = Gateway([Deployment("a", "gpt-4o", {"mock_response": "hi"})], router=FixedRouter("a"),
                  ledger=Ledger(keep=False, sink=shipped.append))
     assert gw.complete("hello").ok and len(shipped) == 1
+
+
+def test_a_sink_that_returns_a_coroutine_fails_each_record_loudly(caplog):
+    """A lambda around an async call (``lambda o: queue.put(o)`` on an asyncio.Queue) cannot be
+    told from a plain sink until it returns: its coroutine was dropped unawaited, every record
+    lost with only a RuntimeWarning.  Now the coroutine is closed and each record's failure is
+    logged as the sink's (the caller still gets the answer)."""
+    import logging
+    import warnings
+
+    from llmlab import Ledger
+
+    async def ship(outcome):
+        raise AssertionError("never run")
+
+    gw = Gateway([Deployment("a", "gpt-4o", {"mock_response": "hi"})], router=FixedRouter("a"),
+                 ledger=Ledger(keep=False, sink=lambda o: ship(o)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine left unawaited warns when collected
+        with caplog.at_level(logging.ERROR, "llmlab"):
+            assert gw.complete("hello").ok
+            import gc
+            gc.collect()
+    assert len([r for r in caplog.records if "ledger sink failed" in r.getMessage()]) == 1
+    assert "returned a coroutine, which nothing awaits" in caplog.text
