@@ -238,8 +238,8 @@ class BudgetUnavailable(GatewayError):
 class AllProvidersFailed(GatewayError):
     """Every deployment of the chain failed, was skipped by its open breaker, or was too small
     for the prompt, and no last-resort answer was cached.  ``retry_after_s`` is the longest
-    ``Retry-After`` a provider sent or the time until an open breaker lets calls through (5 s
-    when neither applies)."""
+    ``Retry-After`` a provider sent or the time until an open breaker of the request's own
+    deployments lets calls through (5 s when neither applies)."""
 
     code = "all_providers_failed"
 

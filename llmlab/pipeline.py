@@ -787,9 +787,12 @@ class Pipeline:
                 s.reason += "; every provider failed → last-resort cached answer"
                 return self._answered(s, OutcomeKind.LAST_RESORT, hit.value, similarity)
         retry_after = max((a.retry_after_s or 0.0 for a in s.attempts), default=0.0)
-        cooldowns = [b.cooldown_s - (now - b.opened_at) for b in self.breakers.values() if b.state == b.OPEN]
-        retry_after = max([retry_after, *[c for c in cooldowns if c > 0]]) or 5.0
         tried = sorted({a.deployment for a in s.attempts if a.purpose != "check"})
+        # the open breakers of this request's deployments (skipped ones included): another
+        # deployment's cooldown says nothing of when this request can be served
+        cooldowns = [b.cooldown_s - (now - b.opened_at) for name, b in self.breakers.items()
+                     if b.state == b.OPEN and name in tried]
+        retry_after = max([retry_after, *[c for c in cooldowns if c > 0]]) or 5.0
         detail = f"{error.kind.value}: {error.message}" if error is not None else "no deployment available"
         return self._error(s, AllProvidersFailed(f"all deployments failed ({', '.join(tried)}); last error {detail}",
                                                  retry_after_s=round(retry_after, 3)))

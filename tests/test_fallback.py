@@ -196,6 +196,24 @@ def test_last_resort_serves_a_stale_cached_answer_then_typed_error(make_gateway,
     assert "gpt-4o" in str(failed.error)
 
 
+def test_all_failed_retry_guidance_counts_only_the_requests_own_deployments(make_gateway, driver, clock):
+    """An open breaker of a deployment the request could not use (another route's) set its
+    ``retry_after_s``: told to come back in a minute when its own providers asked for 2 s."""
+    from llmlab import FixedRouter
+
+    deps = [Deployment("a", "gpt-4o"), Deployment("b", "gpt-4o-mini"), Deployment("other", "gpt-4o")]
+    gw = make_gateway(deployments=deps, router=FixedRouter("a"), fallbacks={"a": ["b"]},
+                      retry=RetryPolicy(max_retries=0), breaker={"failure_threshold": 1, "cooldown_s": 60.0})
+    driver.script("other", ErrorKind.SERVER)
+    assert not gw.complete("for the other route", model="other").ok  # its breaker opens for 60 s
+    assert gw.pipeline.breaker("other").state == CircuitBreaker.OPEN
+    driver.script("a", error(ErrorKind.RATE_LIMIT, retry_after_s=2.0))
+    driver.script("b", error(ErrorKind.RATE_LIMIT, retry_after_s=1.5))
+    failed = gw.complete("hello", cache=False)
+    assert isinstance(failed.error, AllProvidersFailed)
+    assert failed.error.retry_after_s == pytest.approx(2.0)
+
+
 def test_a_raising_driver_is_an_attempt_outcome_not_a_crash(make_gateway, driver):
     driver.script("gpt-4o", lambda call: 1 / 0)  # a broken provider adapter
     out = make_gateway().complete("hello")
