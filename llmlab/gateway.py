@@ -447,8 +447,7 @@ class Gateway:
         req = self.request(prompt, **kwargs)
         response = StreamResponse()
         response._chunks = iter_stream(self.pipeline.handle(req, stream=True, hedged=self._hedges_sync), self.driver,
-                                       response,
-                                       self.pipeline.lock)
+                                       response, self.pipeline.lock)
         return response
 
     def astream(self, prompt: str | Sequence[Mapping[str, Any]] | Request, **kwargs: Any) -> StreamResponse:
