@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from .admission import Admission
 from .budgets import BudgetPolicy, MemoryBudgets
+from .coalescing import Coalesce
 from .effects import (Admit, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Embed,
-                      ErrorKind, Outcome, OutcomeKind, Race, RaceDecided, RaceResult, Sleep)
+                      ErrorKind, JoinFlight, Outcome, OutcomeKind, Race, RaceDecided, RaceResult, Sleep)
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, ConfigError, GatewayError, GuardrailBlocked,
                      InvalidRequest, LLMLabError, Overloaded, ProviderRejected, RateLimited, UnknownModelPrice)
 from .fallback import CircuitBreaker, RetryPolicy
@@ -27,9 +28,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Admission", "Admit", "AllProvidersFailed", "Attempt", "BudgetExceeded", "BudgetUnavailable", "BudgetPolicy", "ClientDisconnected", "CacheOutcome", "CachedAnswer", "Call",
-    "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "ComplexityRouter",
+    "CallError", "CallResult", "CascadeRouter", "CircuitBreaker", "ClassifierRouter", "Coalesce", "ComplexityRouter",
     "ConfigError", "Deployment", "Driver", "Embed", "ErrorKind", "FixedRouter", "Gateway", "GatewayError", "GuardrailBlocked",
-    "Hedge", "InvalidRequest", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
+    "Hedge", "InvalidRequest", "JoinFlight", "LECTURE_PRICES", "LLMLabError", "Ledger", "MemoryBudgets", "ModelPrice", "Outcome",
     "OutcomeKind", "Overloaded", "PlanRouter", "PriceBook", "ProviderRejected", "Race", "RaceDecided", "RaceResult", "RateLimit", "RateLimited",
     "RateLimiter", "Request", "RetryPolicy", "RouteDecision", "Sleep", "StreamReset", "StreamResponse", "UnknownModelPrice",
     "count_message_tokens", "count_tokens", "default_acceptance", "monthly_cost",

@@ -8,6 +8,7 @@ one of these effects and receives the outcome:
     yield Sleep(seconds)                                 # wait before a retry
     result = yield Embed(embedder, texts)               # EmbedResult
     refusal = yield ADMIT                                # None, or Overloaded (llmlab.admission)
+    landed = yield JoinFlight(flight, wait_s)            # bool: an identical request's call (llmlab.coalescing)
 
 A driver — live (litellm, real clock) or simulated (SimPy, virtual time) — performs them.
 Drivers turn every provider failure into a :class:`CallError`, so the pipeline's control flow
@@ -140,10 +141,22 @@ class Admit:
     (:mod:`llmlab.runloop`), never by a driver: a synchronous request is admitted at once."""
 
 
+@dataclass(frozen=True, slots=True)
+class JoinFlight:
+    """Wait until ``flight`` — an identical request already on the model path — lands, for at
+    most ``wait_s`` seconds (:mod:`llmlab.coalescing`).  Value: True once it landed, False when
+    the time ran out first.  Yielded only by a gateway built with ``coalesce``; answered by the
+    run loops (a thread's or an event loop's wait) and by the simulator (virtual time), never by
+    a live driver."""
+
+    flight: Any  # llmlab.coalescing.Flight
+    wait_s: float
+
+
 #: the one Admit effect (it carries nothing)
 ADMIT = Admit()
 
-Effect = Call | Sleep | Embed | Admit | Race
+Effect = Call | Sleep | Embed | Admit | Race | JoinFlight
 
 
 # ----------------------------------------------------------------------------- results
@@ -336,6 +349,9 @@ class Outcome:
     then often empty.  Such an answer is never cached: it is a step of the caller's agent loop.
     ``finish_reason`` is the provider's for a model answer (``"length"``: cut at ``max_tokens``,
     so a tool call's arguments may not be whole JSON), None otherwise or when it did not say.
+    ``coalesced_with`` is the id of the identical request in flight this one waited for
+    (:mod:`llmlab.coalescing`): answered from the cache that request filled when ``kind`` is
+    ``CACHE``; None when it waited for none.
     """
 
     request_id: str
@@ -361,6 +377,7 @@ class Outcome:
     guard_findings: tuple[str, ...] = ()
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     finish_reason: str | None = None
+    coalesced_with: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -23,6 +23,7 @@ from .admission import Admission, Ticket
 from .budgets import BudgetPolicy, MemoryBudgets
 from .cache.keys import CacheKeyPolicy
 from .cache.store import KeyValueStore, MemoryStore
+from .coalescing import Coalesce, Flights
 from .defaults import DEFAULT_FALLBACKS, default_deployments
 from .effects import Deployment, Outcome
 from .errors import ConfigError, InvalidRequest, _Shape, type_shape
@@ -163,6 +164,10 @@ class Gateway:
       The driver must race calls (``races = True``: litellm's async API, the simulator, the
       scripted driver); a synchronous live request sends no hedge (``races_sync = False``: a
       call blocked on a thread cannot be cancelled when the other wins), and holds no budget for one.
+    * ``coalesce`` — a :class:`~llmlab.coalescing.Coalesce`: a request that misses the caches while
+      an identical one (same tenant, same cache key) is on the model path waits for that one's
+      answer instead of calling a provider too (None: every miss calls; see :mod:`llmlab.coalescing`).
+      Needs a cache, which hands the answer over; :attr:`flights` counts what it did.
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -181,7 +186,8 @@ class Gateway:
                  clock: Callable[[], float] = time.time, seed: int | None = None,
                  driver: Driver | None = None, ledger: Ledger | None = None,
                  default_max_tokens: int = 1024, step_threads: bool | int | None = None,
-                 admission: Admission | None = None, hedge: Hedge | None = None) -> None:
+                 admission: Admission | None = None, hedge: Hedge | None = None,
+                 coalesce: Coalesce | None = None) -> None:
         if isinstance(prices, PriceBook):
             self.prices = prices
         else:
@@ -325,6 +331,12 @@ class Gateway:
             raise ConfigError("hedge", type(self.driver).__name__, "a driver that races calls (races = True: "
                               "LiteLLMDriver, the simulator's, ScriptedDriver)",
                               hint="a driver that does not know the Race effect would fail every hedged call")
+        if coalesce is not None and not isinstance(coalesce, Coalesce):
+            raise ConfigError("coalesce", type_shape(coalesce), "a llmlab.Coalesce or None")
+        if coalesce is not None and exact is None and semantic_cache is None:
+            raise ConfigError("coalesce", coalesce, "None when the gateway has no cache",
+                              hint="a waiting request is answered from the cache its identical request filled: "
+                                   "keep cache=True or give a semantic_cache")
         self.pipeline = Pipeline(
             deployments=self.deployments, router=self.router, fallbacks=fallbacks, prices=self.prices, clock=clock,
             rng=random.Random(seed), exact_cache=exact, key_policy=CacheKeyPolicy(cache_key_mode),
@@ -332,7 +344,7 @@ class Gateway:
             budgets=budget_backend if budget_backend is not None else MemoryBudgets(), budget_policy=budget,
             retry=retry, breaker_factory=breaker_factory, input_guards=input_guards, output_guards=output_guards,
             ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
-            log_content=log_content, admits=admission is not None, hedge=hedge)
+            log_content=log_content, admits=admission is not None, hedge=hedge, coalesce=coalesce)
         #: whether the sync API (complete, stream) hedges: not through a driver whose sync calls
         #: cannot race (LiteLLMDriver's block a thread), which would send the first call alone
         self._hedges_sync = getattr(self.driver, "races_sync", True) is not False
@@ -346,7 +358,9 @@ class Gateway:
                                                           ("budget", p.budget_policy),
                                                           ("rate_limiter", p.rate_limiter),
                                                           ("admission", self.admission),
-                                                          ("hedge", p.hedge)) if value is not None]
+                                                          ("hedge", p.hedge),
+                                                          ("coalesce", p.flights and p.flights.policy))
+                          if value is not None]
         guards = [type(g).__name__ for g in (*p.input_guards, *p.output_guards)]
         parts += [f"guards={guards}", f"requests={len(p.ledger)}"]
         return f"Gateway({', '.join(parts)})"
@@ -359,6 +373,11 @@ class Gateway:
     @property
     def exact_cache(self) -> KeyValueStore | None:
         return self.pipeline.exact_cache
+
+    @property
+    def flights(self) -> Flights | None:
+        """Request coalescing's flights and counters (``led``, ``joined``, ``served``); None without ``coalesce``."""
+        return self.pipeline.flights
 
     @property
     def budgets(self) -> Any:

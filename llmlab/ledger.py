@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for
 
 COLUMNS = ("request_id", "tenant", "plan", "started_at", "outcome", "cache", "route_tier", "route_reason",
            "model", "deployment", "n_attempts", "n_calls", "retries", "prompt_tokens", "completion_tokens",
-           "finish_reason", "cost_usd", "latency_s", "ttft_s", "similarity", "error", "error_code", "attempts")
+           "finish_reason", "cost_usd", "latency_s", "ttft_s", "similarity", "coalesced_with", "error", "error_code",
+           "attempts")
 
 
 def outcome_row(o: Outcome) -> dict[str, Any]:
@@ -30,6 +31,7 @@ def outcome_row(o: Outcome) -> dict[str, Any]:
         "model": o.model, "deployment": o.deployment, "n_attempts": len(o.attempts), "n_calls": len(calls),
         "retries": o.retries, "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
         "finish_reason": o.finish_reason, "cost_usd": o.cost_usd, "latency_s": o.latency_s, "ttft_s": o.ttft_s, "similarity": o.similarity,
+        "coalesced_with": o.coalesced_with,
         "error": None if o.error is None else str(o.error),
         "error_code": None if o.error is None else o.error.code,
         "attempts": [a.as_dict() for a in o.attempts],

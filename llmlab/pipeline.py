@@ -24,8 +24,9 @@ from typing import Any, Callable, Generator, Mapping, Protocol, Sequence
 from .budgets import BudgetPolicy, MemoryBudgets, RequestHolds, next_month_start
 from .cache.keys import CacheKeyPolicy, attachments_fingerprint
 from .cache.store import KeyValueStore
+from .coalescing import Coalesce, Flights
 from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallError, CallResult, Deployment, Effect, Embed,
-                      FATAL, ErrorKind, Outcome, OutcomeKind, embedding_cost)
+                      FATAL, ErrorKind, JoinFlight, Outcome, OutcomeKind, embedding_cost)
 from . import secret_logs
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited, redact_text)
@@ -80,6 +81,9 @@ class _State:
     vector: Any = None
     rate_tokens: int = 0  # tokens the rate limiter took at the worst case, settled when the request ends
     images: tuple[str, ...] = ()  # the detail of each image part: held per deployment (llmlab.image_tokens)
+    flight: Any = None  # the flight this request leads (llmlab.coalescing), landed when it is done
+    flight_key: str = ""
+    coalesced_with: str | None = None  # the leader of the last flight this request waited for
 
 
 def _answer_masker() -> Callable[[Any], Any]:
@@ -134,7 +138,7 @@ class Pipeline:
                  breaker_factory: Callable[[], CircuitBreaker], input_guards: Sequence[Any] = (),
                  output_guards: Sequence[Any] = (), ledger: Ledger | None = None, unmask_answers: bool = False,
                  default_max_tokens: int = 1024, log_content: bool = False, admits: bool = False,
-                 hedge: Hedge | None = None) -> None:
+                 hedge: Hedge | None = None, coalesce: Coalesce | None = None) -> None:
         self.deployments = dict(deployments)
         self.router = router
         self.fallbacks = {k: tuple(v) for k, v in fallbacks.items()}
@@ -160,6 +164,8 @@ class Pipeline:
         self.admits = admits
         #: race the chain's first answering call against the next deployment when slow (llmlab.hedging)
         self.hedge = hedge
+        #: identical requests in flight at once: one leads, the others wait for its answer (llmlab.coalescing)
+        self.flights = Flights(coalesce) if coalesce is not None else None
         self._chains: dict[str, tuple[Deployment, ...]] = {}
         #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
         #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
@@ -220,6 +226,8 @@ class Pipeline:
         try:
             outcome = yield from self._serve(state, stream, self.hedge if hedged else None)
         except GeneratorExit:
+            if state.flight is not None:  # closed midway: the followers must not wait on
+                self._land(state, None)
             raise
         except ClientDisconnected as exc:  # not a fault of the gateway: recorded, not logged as one
             # recorded without the call it interrupted: the deployment holds credentials
@@ -230,6 +238,8 @@ class Pipeline:
             self.lock.outside(log_failure, log, "llmlab internal error", exc, scrub, request_id=request.request_id)
             detail = self.lock.outside(scrub, str(exc))
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {detail}"))
+        if state.flight is not None:
+            self._land(state, outcome)
         if state.rate_tokens:
             settle = getattr(self.rate_limiter, "settle", None)
             if settle is not None:
@@ -246,6 +256,14 @@ class Pipeline:
         if not self._silent():
             self.lock.outside(self._announce, outcome, state.restore)
         return outcome
+
+    def _land(self, s: _State, outcome: Outcome | None) -> None:
+        """The flight ``s`` led is done: its followers look in the caches again (llmlab.coalescing).
+        Answered by a model or a rule, whether or not the answer could be cached: a follower that
+        finds nothing goes on alone; otherwise (a failure, a caller who left) it boards again."""
+        answered = outcome is not None and outcome.kind in (OutcomeKind.MODEL, OutcomeKind.RULE)
+        self.flights.land(s.request.tenant, s.flight_key, s.flight, answered)
+        s.flight = None
 
     def _silent(self) -> bool:
         """Whether :meth:`_announce` would do nothing: no sink on the gateway's own ledger and the
@@ -298,10 +316,9 @@ class Pipeline:
             if self.exact_cache is not None:
                 digests = keys.digests(s.messages)  # hashed once: the namespace's context reuses them
                 s.key = keys.key_from(digests, cache_params)
-                hit = self.exact_cache.get(req.tenant, s.key, s.started)
+                hit = self._exact_hit(s, s.started)
                 if hit is not None:
-                    s.cache = CacheOutcome.EXACT_HIT
-                    return self._answered(s, OutcomeKind.CACHE, hit.value)
+                    return hit
             text = content_text(s.messages[-1].get("content")) if self.semantic_cache is not None else ""
             if text.strip():  # an image-only turn has no text to compare
                 # the turn's images (audio, files) are not compared: another one is another question
@@ -320,10 +337,15 @@ class Pipeline:
                             self.budgets.charge(req.tenant, embedded.cost_usd, self.clock())
                 if embedded is not None:
                     s.vector = embedded.vectors[0]
-                    hit = self.semantic_cache.lookup(s.namespace, text, s.vector, self.clock())
+                    hit = self._semantic_hit(s, text, self.clock())
                     if hit is not None:
-                        s.cache = CacheOutcome.SEMANTIC_HIT
-                        return self._answered(s, OutcomeKind.CACHE, hit.value, similarity=hit.similarity)
+                        return hit
+            # an identical request already on the model path answers this one too (llmlab.coalescing)
+            if self.flights is not None and (not stream or self.flights.policy.streams):
+                key = s.key if s.key is not None else keys.key_from(digests or keys.digests(s.messages), cache_params)
+                served = yield from self._coalesced(s, key, text)
+                if served is not None:
+                    return served
 
         # 4. admission: a place among the requests on the model path (a cache hit never queues)
         if self.admits:
@@ -422,6 +444,45 @@ class Pipeline:
         return self._model_answer(s, answer)
 
     # ------------------------------------------------------------------ stage helpers
+    def _exact_hit(self, s: _State, now: float) -> Outcome | None:
+        """The exact cache's answer to ``s`` (its key set), served; None on a miss."""
+        hit = self.exact_cache.get(s.request.tenant, s.key, now)
+        if hit is None:
+            return None
+        s.cache = CacheOutcome.EXACT_HIT
+        return self._answered(s, OutcomeKind.CACHE, hit.value)
+
+    def _semantic_hit(self, s: _State, text: str, now: float) -> Outcome | None:
+        """The semantic cache's answer to ``s`` (its vector set), served; None on a miss."""
+        hit = self.semantic_cache.lookup(s.namespace, text, s.vector, now)
+        if hit is None:
+            return None
+        s.cache = CacheOutcome.SEMANTIC_HIT
+        return self._answered(s, OutcomeKind.CACHE, hit.value, similarity=hit.similarity)
+
+    def _coalesced(self, s: _State, key: str, text: str) -> Generator[Effect, Any, Outcome | None]:
+        """Board the flight of ``key`` (llmlab.coalescing): None when this request leads it (or
+        goes on alone), else the answer the leader left in the caches.  A follower whose leader
+        failed or left boards again, until ``max_wait_s`` after it first boarded."""
+        flights, tenant = self.flights, s.request.tenant
+        deadline = self.clock() + flights.policy.max_wait_s
+        while True:
+            flight, leads = flights.board(tenant, key, s.request.request_id)
+            if leads:
+                s.flight, s.flight_key = flight, key
+                return None
+            s.coalesced_with = flight.leader
+            landed = yield JoinFlight(flight, max(deadline - self.clock(), 0.0))
+            now = self.clock()
+            hit = self._exact_hit(s, now) if s.key is not None else None
+            if hit is None and s.vector is not None:
+                hit = self._semantic_hit(s, text, now)
+            if hit is not None:
+                flights.served += 1
+                return hit
+            if not landed or flight.answered or now >= deadline:  # waiting on would not help
+                return None
+
     def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float, *,
                       refused: str = "over budget after a billed failure → no further call to"
                       ) -> Callable[..., bool]:
@@ -670,7 +731,7 @@ class Pipeline:
         return Outcome(s.request.request_id, s.request.tenant, s.request.plan, kind, text, model, deployment,
                        tuple(s.attempts), s.cache, s.tier, s.reason, prompt_tokens, completion_tokens, cost, latency,
                        latency if ttft is None and error is None else ttft, s.started, error, similarity,
-                       s.request.metadata, tuple(s.findings), tool_calls, finish_reason)
+                       s.request.metadata, tuple(s.findings), tool_calls, finish_reason, s.coalesced_with)
 
     def _error(self, s: _State, error: GatewayError) -> Outcome:
         return self._outcome(s, OutcomeKind.ERROR, error=error)
@@ -841,6 +902,8 @@ class Pipeline:
             "cost_usd": round(o.cost_usd, 8), "latency_s": round(o.latency_s, 4),
             "error": None if o.error is None else o.error.code, "guard_findings": list(o.guard_findings),
         }
+        if o.coalesced_with is not None:  # waited for an identical request in flight (llmlab.coalescing)
+            record["coalesced_with"] = o.coalesced_with
         if o.tool_calls:  # by name only: arguments carry the caller's data
             record["tool_calls"] = [c["function"]["name"] for c in o.tool_calls]
         if self.log_content:

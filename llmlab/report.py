@@ -334,6 +334,7 @@ ROWS = (
     ("availability", "availability", "baseline_availability", "pct"),
     ("cache hit rate", "cache_hit_rate", None, "pct"),
     ("  of which semantic", "semantic_hit_rate", None, "pct"),
+    ("  of which coalesced", "coalesced_rate", None, "pct"),
     ("false hits (of cache hits)", "false_hit_rate", None, "pct"),
     ("last-resort answers", "last_resort_rate", None, "pct"),
     ("  of which another intent's", "last_resort_false_hit_rate", None, "pct"),
@@ -372,7 +373,9 @@ _SHOWN_WHEN_DIFFERENT = {"projected_monthly_uncapped_cost_usd": "projected_month
 #: explains a short run whose policy costs more than the baseline although it spends less per token
 _SHOWN_WHEN_NONZERO = {"fixed_cost_usd": ("fixed_cost_usd", "baseline_fixed_cost_usd"),
                        # a gateway that sent no hedge: no hedge rows
-                       "hedge_rate": ("hedge_rate",), "hedge_win_rate": ("hedge_rate",)}
+                       "hedge_rate": ("hedge_rate",), "hedge_win_rate": ("hedge_rate",),
+                       # a gateway that coalesces nothing: no coalescing row
+                       "coalesced_rate": ("coalesced_rate",)}
 
 
 def _nonzero(value: Any) -> bool:

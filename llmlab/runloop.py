@@ -21,7 +21,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Cont
                     Protocol, TypeVar, runtime_checkable)
 
 from .asyncwait import wait_out
-from .effects import Admit, Call, CallError, CallResult, ErrorKind, Race, RaceDecided, RaceResult
+from .effects import Admit, Call, CallError, CallResult, ErrorKind, JoinFlight, Race, RaceDecided, RaceResult
 from .errors import ClientDisconnected
 from .fallback import streamed_part
 from .live import _aclose, _StreamState, reported_part
@@ -151,9 +151,14 @@ class PipelineRun:
 
 
 def _perform_now(perform: Callable[[Any], Any], effect: Any) -> Any:
-    """``perform(effect)``, with the ADMIT effect answered here, never by a driver: a synchronous
-    request is admitted at once (its caller's threads bound it; :func:`_admitting` is the async rule)."""
-    return None if isinstance(effect, Admit) else perform(effect)
+    """``perform(effect)``, with the run loops' own effects answered here, never by a driver: a
+    synchronous request is admitted at once (its caller's threads bound it; :func:`_admitting` is
+    the async rule), and waits for an identical request's flight on its thread (:mod:`llmlab.coalescing`)."""
+    if isinstance(effect, Admit):
+        return None
+    if isinstance(effect, JoinFlight):
+        return effect.flight.wait(effect.wait_s)
+    return perform(effect)
 
 
 def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any],
@@ -213,11 +218,14 @@ class StepThreads:
 
 
 def _admitting(aperform: Callable[[Any], Awaitable[Any]], ticket: Ticket | None) -> Callable[[Any], Awaitable[Any]]:
-    """``aperform`` with the ADMIT effect answered here, never by a driver: by the request's
-    ticket (:mod:`llmlab.admission`), or at once when the gateway has no admission."""
+    """``aperform`` with the run loops' own effects answered here, never by a driver: ADMIT by the
+    request's ticket (:mod:`llmlab.admission`), or at once when the gateway has no admission; a
+    wait for an identical request's flight on the event loop (:mod:`llmlab.coalescing`)."""
     async def perform(effect: Any) -> Any:
         if isinstance(effect, Admit):
             return None if ticket is None else await ticket.enter()
+        if isinstance(effect, JoinFlight):
+            return await effect.flight.await_landing(effect.wait_s)
         return await aperform(effect)
     return perform
 

@@ -969,6 +969,42 @@ def nb03() -> list:
         or a parameter that does not change the answer — the variations section 1's probes show
         prompt + parameters catching. Real logs have them; measure on yours.
         """),
+        md("""
+        ## 5. Repeats still in flight: coalescing
+
+        "Arrived before any answer was cached" is the bucket a burst fills: a status-page link
+        pasted into a support channel, and thirty people ask the same new question within three
+        seconds. Every one misses — the first answer is still being written — and every one is a
+        billed provider call. `Gateway(coalesce=Coalesce(max_wait_s=30))` (`gateway.coalesce` in a
+        scenario) lets the first one *lead* and the identical ones (same tenant, same cache key)
+        *follow*: they wait for the leader and take its answer from the cache it fills. Replayed as a
+        trace (`llmlab simulate --trace` reads the same columns from your own log):
+        """),
+        code("""
+        import pathlib
+        import tempfile
+
+        question = "Is the EU region down? Our dashboard shows 502s."
+        rows = ["timestamp,tenant,plan,prompt"] + [f'{1741078800 + i * 0.1:.1f},acme,paid,"{question}"' for i in range(30)]
+        burst_trace = pathlib.Path(tempfile.mkdtemp()) / "burst.csv"
+        burst_trace.write_text("\\n".join(rows) + "\\n", encoding="utf-8")
+        burst = {}
+        for name, extra in {"caches only": {}, "caches + coalescing": {"gateway.coalesce.max_wait_s": 30}}.items():
+            r = simulate("b2b-saas", trace=str(burst_trace), seed=0, baseline=False,
+                         overrides={**CALM, "gateway.cache.semantic": False, **extra})
+            burst[name] = {"provider calls": int(r.turns["calls"].sum()), "cost_usd": r.summary["cost_usd"],
+                           "cache hit rate": r.summary["cache_hit_rate"], "coalesced": r.summary["coalesced_rate"],
+                           "p95 latency (s)": r.summary["p95_latency_s"]}
+        pd.DataFrame(burst).T.style.format({"provider calls": "{:.0f}", "cost_usd": "${:.4f}", "cache hit rate": "{:.0%}",
+                                            "coalesced": "{:.0%}", "p95 latency (s)": "{:.2f}"})
+        """),
+        md("""
+        One call instead of thirty, and the followers wait no longer than the leader's answer took.
+        What it does not do: a follower's first token comes with the leader's *whole* answer, so
+        streamed requests take part only with `Coalesce(streams=True)`; a leader that fails hands the
+        flight to one follower (one call at a time during an outage, not thirty); and the flights are
+        per gateway process, even when the caches are shared through Redis.
+        """),
     ]
 
 

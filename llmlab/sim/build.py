@@ -212,6 +212,7 @@ def scenario_rate_limits(scenario: Scenario | str) -> dict[str, "RateLimit"]:
 def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: Any,
                     gateway_kwargs: Mapping[str, Any]) -> "Gateway":
     from ..gateway import Gateway
+    from ..coalescing import Coalesce
     from ..hedging import Hedge
     from ..ratelimit import RateLimiter
 
@@ -223,10 +224,11 @@ def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: 
     if g.hedge is not None:
         h = g.hedge
         hedge = Hedge(h.after_s, h.unstreamed_after_s if h.unstreamed else math.inf)
+    coalesce = Coalesce(g.coalesce.max_wait_s, g.coalesce.streams) if g.coalesce is not None else None
     return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
                       "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
                       "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,
-                      "budget": budget_policy(scenario), "hedge": hedge, **common, **gateway_kwargs})
+                      "budget": budget_policy(scenario), "hedge": hedge, "coalesce": coalesce, **common, **gateway_kwargs})
 
 
 def budget_policy(scenario: Scenario) -> "BudgetPolicy | None":

@@ -11,6 +11,8 @@ simulated things instead of litellm and ``time.sleep``:
 * ``Race`` (a hedged call) → two provider calls, each a process of its own, the loser
   interrupted (:mod:`llmlab.sim.race`);
 * ``Sleep`` → ``env.timeout``;
+* ``JoinFlight`` (coalescing) → an event that the identical request's landing or the wait's
+  timeout triggers, whichever comes first (:func:`join_flight`);
 * ``Embed`` → the embedder, memoised per text (queries come from a bounded vocabulary and are
   embedded in batches before the run), plus the modelled latency and price.
 
@@ -27,7 +29,8 @@ import numpy as np
 
 from ..cache.index import settled_unit
 from ..cache.table import MAX_TABLE_TEXTS, SimilarityTable
-from ..effects import Call, CallError, EmbedResult, ErrorKind, Outcome, Race, RaceResult, Sleep, embedding_cost
+from ..effects import (Call, CallError, EmbedResult, ErrorKind, JoinFlight, Outcome, Race, RaceResult, Sleep,
+                       embedding_cost)
 from .providers import GOLDEN, M64, SimProvider, mix64
 from .race import run_race
 
@@ -240,6 +243,8 @@ class SimDriver:
                     if effect.seconds > 0:
                         yield env.timeout(effect.seconds)
                     value = None
+                elif kind is JoinFlight:
+                    value = yield join_flight(env, effect)
                 else:  # Embed
                     model = self.embed_model
                     if model is None or effect.embedder is not model.embedder:
@@ -275,6 +280,22 @@ class SimDriver:
             self.internal_errors += 1
             log.exception("simulated race failed")
             return RaceResult(CallError(ErrorKind.SERVER, f"simulator error: {type(exc).__name__}: {exc}"))
+
+
+def join_flight(env: "simpy.Environment", effect: JoinFlight) -> Any:
+    """An event that succeeds with True when ``effect``'s flight lands, or with False when its
+    ``wait_s`` runs out first (already succeeded when the flight has landed)."""
+    done = env.event()
+
+    def settle(landed: bool) -> None:
+        if not done.triggered:
+            done.succeed(landed)
+
+    if not effect.flight.on_landing(lambda: settle(True)):
+        done.succeed(True)
+        return done
+    env.timeout(effect.wait_s).callbacks.append(lambda _: settle(False))
+    return done
 
 
 _PURPOSE = {"answer": 0, "classify": mix64(1), "cascade": mix64(2)}

@@ -29,6 +29,8 @@ Definitions (the summary's keys):
   cascade's cheap stage included.  A cascade escalating because its check rejected an answer
   is routing, not a fallback: the stage after a rejection counts from its own first deployment.
 * ``retry_amplification`` — provider calls per turn (1.0 = no retries, no extra calls).
+* ``coalesced_rate`` — share of turns answered from the cache by an identical request that was
+  in flight when they missed it (``gateway.coalesce``; counted in ``cache_hit_rate`` too).
 * ``hedge_rate`` — share of turns that sent a hedge (``gateway.hedge``: a second call raced
   against a slow first one); ``hedge_win_rate`` — among those, the share whose hedge answered
   first (NaN when none was sent).  A hedge that won counts in ``fallback_rate`` too.
@@ -122,6 +124,7 @@ class Recorder:
         self.steps = array("b")
         self.downgraded = array("b")  # over budget: answered by the policy's cheaper model
         self.hedge = array("b")  # 0: no hedge sent, 1: sent, and the first call answered (or both failed), 2: it won
+        self.coalesced = array("b")  # answered from the cache an identical request in flight filled (llmlab.coalescing)
         self.error_codes: list[str] = []
         self.deployments: list[str] = []
         self._error_ids: dict[str, int] = {}
@@ -190,6 +193,7 @@ class Recorder:
         self.downgraded.append(downgraded)
         self.hedge.append(hedge)
         if final is None:
+            self.coalesced.append(0)
             self.kind.append(ERROR)
             self.cache.append(0)
             self.ttft.append(math.nan)
@@ -197,6 +201,7 @@ class Recorder:
             self.deployment.append(-1)
             return
         self.kind.append(_KIND[final.kind])
+        self.coalesced.append(final.coalesced_with is not None and final.kind is OutcomeKind.CACHE)
         self.cache.append(_CACHE[final.cache])
         # the gateway's epoch clock is coarser (0.24 µs) than SimPy's: a first token never comes after the turn ends
         if final.ttft_s is None or final.error is not None:
@@ -230,7 +235,8 @@ class Recorder:
                 "kind": np.array(self.kind), "cache": np.array(self.cache), "fallback": np.array(self.fallback),
                 "false_hit": np.array(self.false_hit), "wrong_answer": np.array(self.wrong),
                 "error": np.array(self.error), "deployment": np.array(self.deployment),
-                "steps": np.array(self.steps), "downgraded": np.array(self.downgraded), "hedge": np.array(self.hedge)}
+                "steps": np.array(self.steps), "downgraded": np.array(self.downgraded), "hedge": np.array(self.hedge),
+                "coalesced": np.array(self.coalesced)}
         return {k: np.asarray(v)[order] for k, v in cols.items()}
 
 
@@ -313,6 +319,7 @@ def summarise(rec: Recorder, *, fixed_cost_usd: float = 0.0, fixed_cost_per_hour
         "service_availability": float((answered | refusals).sum()) / n,
         "fallback_rate": float(c["fallback"].sum()) / n,
         "retry_amplification": float(c["calls"].sum()) / n,
+        "coalesced_rate": float(c["coalesced"].sum()) / n,
         "hedge_rate": hedged / n,
         "hedge_win_rate": float((c["hedge"] == 2).sum()) / hedged if hedged else math.nan,
         "budget_rejections": errors.get("budget_exceeded", 0),

@@ -575,6 +575,7 @@ def _frame(cols: dict[str, np.ndarray], rec: Recorder, traffic: Traffic, windows
         "intent": np.array(traffic.intents, dtype=object)[traffic.intent[turn]],
         "steps": cols["steps"], "downgraded": cols["downgraded"].astype(bool),
         "hedged": cols["hedge"] > 0, "hedge_won": cols["hedge"] == 2,
+        "coalesced": cols["coalesced"].astype(bool),
         "during_outage": during_windows(cols["arrival_s"], windows),
     })
 

@@ -275,6 +275,11 @@ class HedgeConfig(_Strict):
     unstreamed: bool = True  # false: calls that are not streamed are never hedged
 
 
+class CoalesceConfig(_Strict):
+    max_wait_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0  # the longest a request waits for identical ones in flight before it calls on its own
+    streams: bool = False  # true: streamed requests wait too (their first token then comes with the leader's whole answer)
+
+
 class GatewayConfig(_Strict):
     router: RouterConfig = Field(default_factory=RouterConfig)
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
@@ -287,6 +292,7 @@ class GatewayConfig(_Strict):
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     default_max_tokens: PosInt = 1_024
     hedge: HedgeConfig | None = None  # race a slow first call against the next deployment (llmlab.hedging); None: no hedging
+    coalesce: CoalesceConfig | None = None  # identical requests in flight at once make one call (llmlab.coalescing); None: each its own
 
 
 # ----------------------------------------------------------------------------- the rest

@@ -1,0 +1,167 @@
+"""Request coalescing ("single flight"): identical requests in flight at once make one provider call.
+
+The caches answer a question asked *after* its answer was stored.  A burst of one new question —
+a status-page link posted in a support channel, a product launch, a retry storm — arrives before
+any answer exists: every request misses and every one goes to the provider (300 at once: 300
+calls, each billed), the cache-stampede problem.  With ``Gateway(coalesce=Coalesce())`` the
+first such request *leads*: it goes on to the model path as usual.  An identical request that
+misses the caches while the leader is still in flight *follows*: it waits (the
+:class:`~llmlab.effects.JoinFlight` effect) until the leader lands, up to ``max_wait_s``, then
+looks in the caches again, where the leader's answer now is.  The follower's outcome is that
+cache hit, free, with ``Outcome.coalesced_with`` naming the leader's request id.
+
+Identical means what the exact cache means by it: the same tenant (no follower is ever answered
+with another tenant's answer) and the same cache key (the masked messages and the parameters the
+key mode keeps).  Only requests that use the caches take part.
+
+When the leader leaves no answer in the caches:
+
+* it was answered but its answer is never cached (a tool call, an empty answer) or a router's
+  rule answered it: each follower goes on alone at once — waiting would not help;
+* it failed or its caller left: a follower boards again — the first to do so leads the next
+  flight and the others follow it — so an outage or a cancelled leader costs one call at a
+  time, not one per request; a follower still waiting at ``max_wait_s`` after it first
+  boarded goes on alone.
+
+Streamed requests take no part unless ``streams=True``: a follower gets the leader's answer
+whole when it lands, so its first token comes only then — fine for a batch job, not for a chat
+whose first-token time is its objective.  Coalescing is per gateway process (the caches may be
+shared through Redis; the flights are not), and the simulator runs the same code: set
+``gateway.coalesce`` in a scenario to see what it saves on bursty traffic.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from . import _validate as v
+from .provider_errors import MAX_WAIT_S
+
+
+@dataclass(frozen=True, slots=True)
+class Coalesce:
+    """``Gateway(coalesce=Coalesce(max_wait_s=30))``: an identical request already in flight
+    answers this one too (see :mod:`llmlab.coalescing`).  ``max_wait_s`` is the longest a
+    request waits for others' flights before it goes on alone; ``streams`` lets streamed requests
+    take part (their first token then waits for the leader's whole answer)."""
+
+    max_wait_s: float = 30.0
+    streams: bool = False
+
+    def __post_init__(self) -> None:
+        v.number("coalesce.max_wait_s", self.max_wait_s, lo=0.0, hi=MAX_WAIT_S, lo_open=True)
+        v.flag("coalesce.streams", self.streams)
+
+
+class Flight:
+    """One leading request on the model path, and the wake-ups of the requests that follow it.
+
+    Followers register their wake-up from the run loop or driver that performs their wait, outside
+    the gateway's step lock, while the leader lands inside a pipeline step on another thread
+    perhaps: the flight's own lock orders the two, so no wake-up is registered after the landing
+    and lost."""
+
+    __slots__ = ("leader", "landed", "answered", "_wakers", "_lock")
+
+    def __init__(self, leader: str) -> None:
+        self.leader = leader  #: the leading request's id
+        self.landed = False
+        #: the leader was answered by a model or a rule (whether or not the answer could be cached)
+        self.answered = False
+        self._wakers: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Flight(leader={self.leader!r}, landed={self.landed}, followers={len(self._wakers)})"
+
+    def on_landing(self, wake: Callable[[], object]) -> bool:
+        """Call ``wake`` when the flight lands; False (``wake`` not kept) when it has landed already."""
+        with self._lock:
+            if self.landed:
+                return False
+            self._wakers.append(wake)
+            return True
+
+    def land(self, answered: bool) -> None:
+        """The leader is done: wake every follower (in the order they boarded)."""
+        with self._lock:
+            self.landed, self.answered = True, answered
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block this thread until the flight lands (True) or ``timeout_s`` passes (False)."""
+        landed = threading.Event()
+        if not self.on_landing(landed.set):
+            return True
+        return landed.wait(timeout_s)
+
+    async def await_landing(self, timeout_s: float) -> bool:
+        """Wait on this event loop until the flight lands (True) or ``timeout_s`` passes (False).
+        A cancel goes through; the wake-up left behind finds its future done and does nothing."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+
+        def wake() -> None:  # on the leader's thread, maybe another loop's
+            try:
+                loop.call_soon_threadsafe(_settle, future, True)
+            except RuntimeError:  # this loop is closed: nobody is left waiting
+                pass
+
+        if not self.on_landing(wake):
+            return True
+        timer = loop.call_later(timeout_s, _settle, future, False)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+
+def _settle(future: asyncio.Future[bool], landed: bool) -> None:
+    if not future.done():
+        future.set_result(landed)
+
+
+class Flights:
+    """The flights of one gateway: cache key → the request leading it.  Changed only inside
+    pipeline steps (under the step lock); the counters are for a dashboard or a test."""
+
+    def __init__(self, policy: Coalesce) -> None:
+        self.policy = policy
+        self._flights: dict[tuple[str, str], Flight] = {}
+        #: flights led so far
+        self.led = 0
+        #: times a request waited for another's flight
+        self.joined = 0
+        #: requests answered by another's flight (from the cache it filled)
+        self.served = 0
+
+    def __repr__(self) -> str:
+        return (f"Flights(max_wait_s={self.policy.max_wait_s:g}, in_flight={len(self._flights)}, led={self.led}, "
+                f"joined={self.joined}, served={self.served})")
+
+    @property
+    def in_flight(self) -> int:
+        """Flights whose leader has not landed yet."""
+        return len(self._flights)
+
+    def board(self, tenant: str, key: str, request_id: str) -> tuple[Flight, bool]:
+        """The flight for ``(tenant, key)`` and whether this request leads it (a new flight) or
+        follows the one already in the air."""
+        slot = (tenant, key)
+        flight = self._flights.get(slot)
+        if flight is not None:
+            self.joined += 1
+            return flight, False
+        flight = self._flights[slot] = Flight(request_id)
+        self.led += 1
+        return flight, True
+
+    def land(self, tenant: str, key: str, flight: Flight, answered: bool) -> None:
+        """The leader of ``flight`` is done; a later identical request leads a new flight."""
+        if self._flights.get((tenant, key)) is flight:
+            del self._flights[(tenant, key)]
+        flight.land(answered)
