@@ -16,12 +16,15 @@ key mode keeps).  Only requests that use the caches take part.
 
 When the leader leaves no answer in the caches:
 
-* it was answered but its answer is never cached (a tool call, an empty answer) or a router's
-  rule answered it: each follower goes on alone at once — waiting would not help;
-* it failed or its caller left: a follower boards again — the first to do so leads the next
-  flight and the others follow it — so an outage or a cancelled leader costs one call at a
-  time, not one per request; a follower still waiting at ``max_wait_s`` after it first
-  boarded goes on alone.
+* its caller left, every provider failed, or the admission refused it a place — a failure that
+  says nothing of the followers' fate: a follower boards again — the first to do so leads the
+  next flight and the others follow it — so an outage or a cancelled leader costs one call at
+  a time, not one per request; a follower still waiting at ``max_wait_s`` after it first
+  boarded goes on alone;
+* anything else — an answer that is never cached (a tool call, an empty answer), a rule's
+  answer, an answer the output guards blocked, a provider's refusal of the request, the
+  tenant's budget: each follower goes on alone at once.  The same request would fare the same,
+  and waiting for one another would only queue them.
 
 Streamed requests take no part unless ``streams=True``: a follower gets the leader's answer
 whole when it lands, so its first token comes only then — fine for a batch job, not for a chat
@@ -63,13 +66,14 @@ class Flight:
     perhaps: the flight's own lock orders the two, so no wake-up is registered after the landing
     and lost."""
 
-    __slots__ = ("leader", "landed", "answered", "_wakers", "_lock")
+    __slots__ = ("leader", "landed", "handed_on", "_wakers", "_lock")
 
     def __init__(self, leader: str) -> None:
         self.leader = leader  #: the leading request's id
         self.landed = False
-        #: the leader was answered by a model or a rule (whether or not the answer could be cached)
-        self.answered = False
+        #: the leader failed in a way that says nothing of its followers' fate (its caller left, every
+        #: provider failed, no admission): a follower that finds no answer boards again
+        self.handed_on = False
         self._wakers: list[Callable[[], object]] = []
         self._lock = threading.Lock()
 
@@ -84,10 +88,10 @@ class Flight:
             self._wakers.append(wake)
             return True
 
-    def land(self, answered: bool) -> None:
+    def land(self, handed_on: bool) -> None:
         """The leader is done: wake every follower (in the order they boarded)."""
         with self._lock:
-            self.landed, self.answered = True, answered
+            self.landed, self.handed_on = True, handed_on
             wakers, self._wakers = self._wakers, []
         for wake in wakers:
             wake()
@@ -160,8 +164,8 @@ class Flights:
         self.led += 1
         return flight, True
 
-    def land(self, tenant: str, key: str, flight: Flight, answered: bool) -> None:
+    def land(self, tenant: str, key: str, flight: Flight, handed_on: bool) -> None:
         """The leader of ``flight`` is done; a later identical request leads a new flight."""
         if self._flights.get((tenant, key)) is flight:
             del self._flights[(tenant, key)]
-        flight.land(answered)
+        flight.land(handed_on)

@@ -46,6 +46,10 @@ from .tokens import max_message_tokens, max_params_tokens
 
 log = logging.getLogger("llmlab.gateway")
 
+#: a coalescing leader's failures after which its followers board again (llmlab.coalescing): its
+#: caller left, every provider failed (maybe for a while), it found no place in the admission
+_HANDED_ON = frozenset({"client_disconnected", "all_providers_failed", "overloaded"})
+
 
 class SemanticSlot(Protocol):
     """What the pipeline needs from a semantic cache (see :mod:`llmlab.cache.semantic`)."""
@@ -259,10 +263,10 @@ class Pipeline:
 
     def _land(self, s: _State, outcome: Outcome | None) -> None:
         """The flight ``s`` led is done: its followers look in the caches again (llmlab.coalescing).
-        Answered by a model or a rule, whether or not the answer could be cached: a follower that
-        finds nothing goes on alone; otherwise (a failure, a caller who left) it boards again."""
-        answered = outcome is not None and outcome.kind in (OutcomeKind.MODEL, OutcomeKind.RULE)
-        self.flights.land(s.request.tenant, s.flight_key, s.flight, answered)
+        One that finds nothing boards again when the leader's failure says nothing of its own fate
+        (``outcome`` None: closed midway), else goes on alone."""
+        handed_on = outcome is None or (outcome.error is not None and outcome.error.code in _HANDED_ON)
+        self.flights.land(s.request.tenant, s.flight_key, s.flight, handed_on)
         s.flight = None
 
     def _silent(self) -> bool:
@@ -480,7 +484,7 @@ class Pipeline:
             if hit is not None:
                 flights.served += 1
                 return hit
-            if not landed or flight.answered or now >= deadline:  # waiting on would not help
+            if not landed or not flight.handed_on or now >= deadline:  # waiting on would not help
                 return None
 
     def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float, *,

@@ -54,7 +54,7 @@ def test_a_follower_waits_for_the_leader_and_is_answered_from_the_cache_it_fille
     assert join.flight.leader == "a" and join.wait_s == 10
     led = finish(leader, driver.perform(call))
     assert led.kind is OutcomeKind.MODEL and led.coalesced_with is None
-    assert join.flight.landed and join.flight.answered
+    assert join.flight.landed and not join.flight.handed_on
     out = finish(follower, True)
     assert out.kind is OutcomeKind.CACHE and out.cache is CacheOutcome.EXACT_HIT
     assert out.text == led.text and out.cost_usd == 0.0 and out.coalesced_with == "a"
@@ -109,7 +109,7 @@ def test_after_a_failed_leader_the_followers_board_again_and_one_of_them_leads()
     f1, j1 = start(gw, "b")
     f2, j2 = start(gw, "c")
     failed = finish(leader, driver.perform(call))
-    assert failed.kind is OutcomeKind.ERROR and j1.flight.landed and not j1.flight.answered
+    assert failed.kind is OutcomeKind.ERROR and j1.flight.landed and j1.flight.handed_on
     call_b = f1.send(True)  # nothing cached, the leader failed: b boards again, and leads
     assert isinstance(call_b, Call)
     j2b = f2.send(True)  # c follows b now
@@ -158,12 +158,26 @@ def test_an_uncacheable_answer_sends_the_followers_on_alone_at_once():
     assert isinstance(f1.send(True), Call) and isinstance(f2.send(True), Call)
 
 
+def test_a_leader_whose_answer_the_output_guards_blocked_sends_the_followers_on_alone():
+    from llmlab.guardrails import OutputFilterGuard
+
+    gw, driver = scripted(output_guards=[OutputFilterGuard(blocked_terms=["incident"])])
+    driver.script("m", "We are investigating an incident on the EU cluster.")
+    leader, call = start(gw, "a")
+    f1, join = start(gw, "b")
+    f2, _ = start(gw, "c")
+    blocked = finish(leader, driver.perform(call))
+    assert blocked.error is not None and blocked.error.code == "guardrail_blocked"
+    # the same question would be blocked the same way: both call now, neither waits for the other
+    assert isinstance(f1.send(True), Call) and isinstance(f2.send(True), Call)
+
+
 def test_a_leader_closed_midway_releases_its_followers():
     gw, _ = scripted()
     leader, _ = start(gw, "a")
     follower, join = start(gw, "b")
     leader.close()
-    assert join.flight.landed and not join.flight.answered
+    assert join.flight.landed and join.flight.handed_on
     assert isinstance(follower.send(True), Call)  # b leads now
     assert gw.flights.in_flight == 1 and gw.flights.led == 2
 
