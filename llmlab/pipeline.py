@@ -229,10 +229,6 @@ class Pipeline:
         state = _State(request, self.clock(), request.messages, {}, [], [])
         try:
             outcome = yield from self._serve(state, stream, self.hedge if hedged else None)
-        except GeneratorExit:
-            if state.flight is not None:  # closed midway: the followers must not wait on
-                self._land(state, None)
-            raise
         except ClientDisconnected as exc:  # not a fault of the gateway: recorded, not logged as one
             # recorded without the call it interrupted: the deployment holds credentials
             outcome = self._error(state, ClientDisconnected(*exc.args[:1]))
@@ -242,6 +238,13 @@ class Pipeline:
             self.lock.outside(log_failure, log, "llmlab internal error", exc, scrub, request_id=request.request_id)
             detail = self.lock.outside(scrub, str(exc))
             outcome = self._error(state, GatewayError(f"internal error: {type(exc).__name__}: {detail}"))
+        except BaseException:
+            # closed midway (GeneratorExit), or a KeyboardInterrupt / SystemExit out of user code in a
+            # step, which ends this generator for good: a flight left in the air would make every later
+            # identical request wait max_wait_s for a landing that never comes
+            if state.flight is not None:
+                self._land(state, None)
+            raise
         if state.flight is not None:
             self._land(state, outcome)
         if state.rate_tokens:

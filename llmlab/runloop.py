@@ -164,13 +164,22 @@ def _perform_now(perform: Callable[[Any], Any], effect: Any) -> Any:
 def drive(gen: Generator[Any, Any, Any], perform: Callable[[Any], Any],
           lock: ContextManager[Any] = nullcontext()) -> Any:
     """Run a pipeline generator to completion, performing each effect synchronously (a
-    synchronous request is admitted at once: its caller's threads bound it)."""
+    synchronous request is admitted at once: its caller's threads bound it).
+
+    A KeyboardInterrupt (or SystemExit) while an effect is performed — Ctrl-C during a slow call —
+    is the caller leaving, as a cancel is for :func:`adrive`: the request is recorded as
+    ``ClientDisconnected`` and its holds and flight released now.  Left to the garbage collector,
+    they stayed for as long as the traceback lived (IPython keeps the last one), and every
+    identical request meanwhile waited ``max_wait_s`` on the dead flight (:mod:`llmlab.coalescing`)."""
     run = PipelineRun(gen, lock)
     while not run.done:
         try:
             value = _perform_now(perform, run.effect)
         except Exception as exc:
             run.fail(exc)
+        except BaseException:
+            run.abandon()
+            raise
         else:
             run.send(value)
     return run.outcome

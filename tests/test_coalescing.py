@@ -182,6 +182,37 @@ def test_a_leader_closed_midway_releases_its_followers():
     assert gw.flights.in_flight == 1 and gw.flights.led == 2
 
 
+def test_a_leader_interrupted_inside_user_code_lands_its_flight():
+    class Interrupting:  # Ctrl-C (or sys.exit) while an output guard runs: the generator ends with it
+        name = "interrupting"
+
+        def check_output(self, text):
+            raise KeyboardInterrupt
+
+    gw, driver = scripted(output_guards=[Interrupting()])
+    with pytest.raises(KeyboardInterrupt):
+        gw.complete(QUESTION, request_id="a")
+    assert gw.flights.in_flight == 0
+    _, effect = start(gw, "b")
+    assert isinstance(effect, Call)  # b leads: it does not wait max_wait_s for a flight that never lands
+
+
+def test_ctrl_c_during_a_sync_call_records_the_request_and_lands_its_flight():
+    gw, driver = scripted()
+
+    def interrupted(call):
+        raise KeyboardInterrupt
+
+    driver.script("m", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:  # the traceback kept, as IPython keeps the last one
+        gw.complete(QUESTION, request_id="a")
+    assert info.value is not None and gw.flights.in_flight == 0
+    record = gw.ledger.to_dataframe().set_index("request_id").loc["a"]
+    assert record["error_code"] == "client_disconnected"
+    _, effect = start(gw, "b")
+    assert isinstance(effect, Call)
+
+
 def test_streamed_requests_take_part_only_when_asked():
     gw, _ = scripted()
     a, first = start(gw, "a", stream=True)
