@@ -16,11 +16,11 @@ key mode keeps).  Only requests that use the caches take part.
 
 When the leader leaves no answer in the caches:
 
-* its caller left, every provider failed, or the admission refused it a place — a failure that
-  says nothing of the followers' fate: a follower boards again — the first to do so leads the
-  next flight and the others follow it — so an outage or a cancelled leader costs one call at
-  a time, not one per request; a follower still waiting at ``max_wait_s`` after it first
-  boarded goes on alone;
+* its caller left, every provider failed (also when a stale or similar last-resort answer was
+  served instead), or the admission refused it a place — a failure that says nothing of the
+  followers' fate: a follower boards again — the first to do so leads the next flight and the
+  others follow it — so an outage or a cancelled leader costs one call at a time, not one per
+  request; a follower still waiting at ``max_wait_s`` after it first boarded goes on alone;
 * anything else — an answer that is never cached (a tool call, an empty answer), a rule's
   answer, an answer the output guards blocked, a provider's refusal of the request, the
   tenant's budget: each follower goes on alone at once.  The same request would fare the same,

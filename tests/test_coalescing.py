@@ -213,6 +213,22 @@ def test_ctrl_c_during_a_sync_call_records_the_request_and_lands_its_flight():
     assert isinstance(effect, Call)
 
 
+def test_after_a_last_resort_answer_the_followers_board_again_instead_of_all_calling():
+    clock = FakeClock()
+    gw, driver = scripted(clock, cache_ttl_s=60)
+    gw.complete(QUESTION, request_id="old")
+    clock.advance(120)  # the entry is stale: only a last resort may serve it
+    driver.script("m", ErrorKind.SERVER)
+    leader, call = start(gw, "a")
+    f1, _ = start(gw, "b")
+    f2, _ = start(gw, "c")
+    assert finish(leader, driver.perform(call)).kind is OutcomeKind.LAST_RESORT  # every provider failed
+    # as after any failure of every provider: one follower calls, the other waits for it
+    assert isinstance(f1.send(True), Call)
+    again = f2.send(True)
+    assert isinstance(again, JoinFlight) and again.flight.leader == "b"
+
+
 def test_streamed_requests_take_part_only_when_asked():
     gw, _ = scripted()
     a, first = start(gw, "a", stream=True)
