@@ -12,7 +12,9 @@ cache hit, free, with ``Outcome.coalesced_with`` naming the leader's request id.
 
 Identical means what the exact cache means by it: the same tenant (no follower is ever answered
 with another tenant's answer) and the same cache key (the masked messages and the parameters the
-key mode keeps).  Only requests that use the caches take part.
+key mode keeps).  Only requests that use the caches take part, and only those that could find an
+answer there afterwards: an exact key, or an embedding for the semantic cache (with a semantic
+cache alone, a turn with no text or an embedder that failed leaves neither).
 
 When the leader leaves no answer in the caches:
 

@@ -352,8 +352,12 @@ class Pipeline:
                     hit = self._semantic_hit(s, text, self.clock())
                     if hit is not None:
                         return hit
-            # an identical request already on the model path answers this one too (llmlab.coalescing)
-            if self.flights is not None and (not stream or self.flights.policy.streams):
+            # an identical request already on the model path answers this one too (llmlab.coalescing);
+            # not one with neither an exact key nor an embedding (a semantic cache alone, its embedder
+            # down or an image-only turn): it can find no answer afterwards, nor leave one, and it
+            # waited out the leader's whole call for nothing before calling on its own
+            if self.flights is not None and (s.key is not None or s.vector is not None) \
+                    and (not stream or self.flights.policy.streams):
                 key = s.key if s.key is not None else keys.key_from(digests or keys.digests(s.messages), cache_params)
                 served = yield from self._coalesced(s, key, text)
                 if served is not None:

@@ -229,6 +229,26 @@ def test_after_a_last_resort_answer_the_followers_board_again_instead_of_all_cal
     assert isinstance(again, JoinFlight) and again.flight.leader == "b"
 
 
+def test_a_request_that_could_find_no_answer_in_the_caches_does_not_wait():
+    from llmlab.cache.embedders import get_embedder
+    from llmlab.cache.semantic import SemanticCache
+
+    def down(texts):
+        raise RuntimeError("embedding service down")
+
+    gw, driver = scripted(cache=False, semantic_cache=SemanticCache(get_embedder("hashed")))
+    driver.embed_fn = down
+    effects = []
+    for request_id in ("a", "b"):
+        gen, embed = start(gw, request_id)
+        try:
+            driver.perform(embed)
+        except RuntimeError as exc:
+            effects.append(gen.throw(exc))
+    # no exact key, no embedding: the leader leaves nothing b could find, so b calls at once
+    assert [type(e) for e in effects] == [Call, Call] and gw.flights.led == 0
+
+
 def test_streamed_requests_take_part_only_when_asked():
     gw, _ = scripted()
     a, first = start(gw, "a", stream=True)
