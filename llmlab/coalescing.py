@@ -28,6 +28,11 @@ When the leader leaves no answer in the caches:
   tenant's budget: each follower goes on alone at once.  The same request would fare the same,
   and waiting for one another would only queue them.
 
+A leader that has not landed when a follower's ``max_wait_s`` runs out — a hung provider, a
+stream its caller holds unread, a task on an event loop that was closed — hands its flight to
+that follower, which calls on its own: the identical requests after it wait for that call, not
+``max_wait_s`` each for a landing that may never come.
+
 Streamed requests take no part unless ``streams=True``: a follower gets the leader's answer
 whole when it lands, so its first token comes only then — fine for a batch job, not for a chat
 whose first-token time is its objective.  Coalescing is per gateway process (the caches may be
@@ -165,6 +170,20 @@ class Flights:
         flight = self._flights[slot] = Flight(request_id)
         self.led += 1
         return flight, True
+
+    def take_over(self, tenant: str, key: str, overstayed: Flight, request_id: str) -> Flight | None:
+        """A follower whose wait for ``overstayed`` ran out calls on its own: it leads the flight of
+        ``(tenant, key)`` from now on, so that the identical requests after it wait for its call,
+        not for a leader that may never land (a hung provider, a stream its caller holds unread, a
+        task on a loop that was closed).  None, and nothing changed, when another follower has
+        taken over already; ``overstayed`` still wakes its own followers when it lands."""
+        slot = (tenant, key)
+        current = self._flights.get(slot)
+        if current is not None and current is not overstayed:
+            return None
+        flight = self._flights[slot] = Flight(request_id)
+        self.led += 1
+        return flight
 
     def land(self, tenant: str, key: str, flight: Flight, handed_on: bool) -> None:
         """The leader of ``flight`` is done; a later identical request leads a new flight."""

@@ -479,7 +479,8 @@ class Pipeline:
     def _coalesced(self, s: _State, key: str, text: str) -> Generator[Effect, Any, Outcome | None]:
         """Board the flight of ``key`` (llmlab.coalescing): None when this request leads it (or
         goes on alone), else the answer the leader left in the caches.  A follower whose leader
-        failed or left boards again, until ``max_wait_s`` after it first boarded."""
+        failed or left boards again, until ``max_wait_s`` after it first boarded; one whose wait
+        ran out with the leader still in the air takes the flight over (:meth:`Flights.take_over`)."""
         flights, tenant = self.flights, s.request.tenant
         deadline = self.clock() + flights.policy.max_wait_s
         while True:
@@ -496,7 +497,12 @@ class Pipeline:
             if hit is not None:
                 flights.served += 1
                 return hit
-            if not landed or not flight.handed_on or now >= deadline:  # waiting on would not help
+            if not landed:  # out of time, its leader still in the air: it calls on its own, and leads
+                own = flights.take_over(tenant, key, flight, s.request.request_id)
+                if own is not None:
+                    s.flight, s.flight_key = own, key
+                return None
+            if not flight.handed_on or now >= deadline:  # waiting on would not help
                 return None
 
     def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float, *,

@@ -133,17 +133,32 @@ def test_a_follower_waits_no_longer_than_max_wait_s_in_all():
     assert gw.flights.in_flight == 0
 
 
-def test_a_follower_whose_wait_ran_out_calls_on_its_own():
+def test_a_follower_whose_wait_ran_out_calls_on_its_own_and_leads_the_requests_after_it():
     gw, driver = scripted()
-    leader, call = start(gw, "a")
+    leader, call = start(gw, "a")  # a's call hangs (a provider that does not answer, a stream left unread)
     follower, join = start(gw, "b")
     own = follower.send(False)  # the wait ran out, the leader still in the air
     assert isinstance(own, Call)
+    # a later identical request waits for b's call, not max_wait_s more for a's
+    late, late_join = start(gw, "c")
+    assert isinstance(late_join, JoinFlight) and late_join.flight.leader == "b"
     out = finish(follower, driver.perform(own))
     assert out.kind is OutcomeKind.MODEL and out.coalesced_with == "a"  # waited for a, answered by a model
-    assert gw.flights.in_flight == 1  # a's flight is still a's to land
-    finish(leader, driver.perform(call))
-    assert gw.flights.in_flight == 0
+    served = finish(late, True)
+    assert served.cache is CacheOutcome.EXACT_HIT and served.coalesced_with == "b"
+    assert gw.flights.in_flight == 0 and gw.flights.led == 2
+    finish(leader, driver.perform(call))  # a lands at last: nothing of b's is undone
+    assert gw.flights.in_flight == 0 and len(driver.calls) == 2
+
+
+def test_only_the_first_follower_out_of_time_takes_the_flight_over():
+    gw, driver = scripted()
+    leader, call = start(gw, "a")
+    f1, _ = start(gw, "b")
+    f2, _ = start(gw, "c")
+    assert isinstance(f1.send(False), Call) and isinstance(f2.send(False), Call)  # both out of time: both call
+    late, join = start(gw, "d")
+    assert join.flight.leader == "b" and gw.flights.led == 2  # c called alone: it leads nobody
 
 
 def test_an_uncacheable_answer_sends_the_followers_on_alone_at_once():
