@@ -1001,9 +1001,10 @@ def nb03() -> list:
         md("""
         One call instead of thirty, and the followers wait no longer than the leader's answer took.
         What it does not do: a follower's first token comes with the leader's *whole* answer, so
-        streamed requests take part only with `Coalesce(streams=True)`; a leader that fails hands the
-        flight to one follower (one call at a time during an outage, not thirty); and the flights are
-        per gateway process, even when the caches are shared through Redis.
+        streamed requests take part only with `Coalesce(streams=True)`; a leader whose providers all
+        fail, or whose caller leaves, hands the flight to one follower (one call at a time during an
+        outage, not thirty), while one refused for its own sake (blocked, over budget) sends them on
+        alone; and the flights are per gateway process, even when the caches are shared through Redis.
         """),
     ]
 
