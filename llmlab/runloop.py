@@ -459,7 +459,9 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
                     text = response.show(shown.feed(piece))
                     if text:
                         yield text
-    except GeneratorExit:  # the caller stopped iterating: still one outcome, and the streamed tokens charged
+    except (GeneratorExit, KeyboardInterrupt, SystemExit):  # the caller stopped iterating (or hit Ctrl-C
+        # mid-stream: left to the collector, the request stayed open as long as the traceback, as in drive):
+        # still one outcome, and the streamed tokens charged
         left = (sub, run, response, streamed.text(), driver.clock() - streamed.started, streamed.prompt(),
                 streamed.call(), streamed.decided)
         if _COLLECTING.active:  # left unclosed in a cycle, collected on whatever thread: see _Closer

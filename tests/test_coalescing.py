@@ -228,6 +228,20 @@ def test_ctrl_c_during_a_sync_call_records_the_request_and_lands_its_flight():
     assert isinstance(effect, Call)
 
 
+def test_ctrl_c_during_a_sync_stream_records_the_request_and_lands_its_flight():
+    gw, driver = scripted(coalesce=Coalesce(max_wait_s=10, streams=True))
+
+    def interrupted(call):
+        raise KeyboardInterrupt
+
+    driver.script("m", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        for _ in gw.stream(QUESTION, request_id="a"):
+            pass
+    assert info.value is not None and gw.flights.in_flight == 0
+    assert gw.ledger.to_dataframe().set_index("request_id").loc["a", "error_code"] == "client_disconnected"
+
+
 def test_after_a_last_resort_answer_the_followers_board_again_instead_of_all_calling():
     clock = FakeClock()
     gw, driver = scripted(clock, cache_ttl_s=60)
