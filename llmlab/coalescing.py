@@ -104,7 +104,15 @@ class Flight:
             wake()
 
     def wait(self, timeout_s: float) -> bool:
-        """Block this thread until the flight lands (True) or ``timeout_s`` passes (False)."""
+        """Block this thread until the flight lands (True) or ``timeout_s`` passes (False).
+
+        Not on a thread whose event loop is running (a synchronous ``complete()`` called from a
+        coroutine, or from a notebook cell, where the kernel's loop runs): blocking it stalls the
+        loop, and with it a leader served there (``acomplete``, an awaited cell), which then cannot
+        land before the timeout — every request on that loop frozen for ``max_wait_s``.  False at
+        once instead: the request calls on its own, as after a wait that ran out."""
+        if _loop_running():
+            return self.landed
         landed = threading.Event()
         if not self.on_landing(landed.set):
             return True
@@ -129,6 +137,15 @@ class Flight:
             return await future
         finally:
             timer.cancel()
+
+
+def _loop_running() -> bool:
+    """Whether an event loop is running on this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _settle(future: asyncio.Future[bool], landed: bool) -> None:

@@ -342,6 +342,28 @@ def test_a_flight_wakes_a_thread_and_a_loop_and_times_out_when_it_does_not_land(
     assert asyncio.run(run()) is True
 
 
+def test_a_sync_request_on_a_thread_whose_event_loop_runs_does_not_block_that_loop():
+    class SlowCalls(ScriptedDriver):  # the leader's call takes 0.3 s on the loop
+        async def aperform(self, effect):
+            if isinstance(effect, Call):
+                await asyncio.sleep(0.3)
+            return self.perform(effect)
+
+    gw = Gateway([Deployment("m", "gpt-4o-mini")], driver=SlowCalls(), retry=RetryPolicy(max_retries=0),
+                 coalesce=Coalesce(max_wait_s=2))
+
+    async def run():
+        leader = asyncio.ensure_future(gw.acomplete(QUESTION, request_id="a"))
+        await asyncio.sleep(0.05)  # a's call is out
+        started = time.perf_counter()
+        # sync code called from a coroutine (or a notebook cell): waiting would freeze the loop, and a with it
+        out = gw.complete(QUESTION, request_id="b")
+        return await leader, out, time.perf_counter() - started
+
+    led, out, took = asyncio.run(run())
+    assert took < 1.0 and led.ok and out.kind is OutcomeKind.MODEL and out.coalesced_with == "a"
+
+
 # ----------------------------------------------------------------------------- live, through litellm
 def live_gateway(base_url: str, coalesce: Coalesce | None = Coalesce(max_wait_s=10)) -> Gateway:
     dep = Deployment("m", "openai/m", {"api_base": base_url, "api_key": "sk-test"}, price_model="gpt-4o-mini")
