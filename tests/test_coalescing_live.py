@@ -1,0 +1,50 @@
+"""Request coalescing under live load: bursts through litellm's real HTTP path against the fake
+provider on 127.0.0.1, with the failures a service meets — its shared cache (Redis) going away
+mid-burst, an outage while the question's cached answer is stale.  Coalescing promises one
+provider call per flight; these are the cases where the followers used to call one each."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llmlab import CacheOutcome, Coalesce, Deployment, FixedRouter, Gateway, OutcomeKind, RetryPolicy
+from llmlab.testing import FakeProvider, FaultPlan
+from redis_fixtures import start_redis  # noqa: F401
+
+QUESTION = "Is there an outage on the EU cluster right now?"
+
+
+def live_gateway(base_url: str, **kw) -> Gateway:
+    dep = Deployment("m", "openai/m", {"api_base": base_url, "api_key": "sk-test"}, price_model="gpt-4o-mini")
+    return Gateway([dep], router=FixedRouter("m"), retry=RetryPolicy(max_retries=0),
+                   coalesce=Coalesce(max_wait_s=10), **kw).warm_up()
+
+
+def test_a_burst_whose_redis_dies_mid_flight_still_reaches_the_provider_once(start_redis):
+    from llmlab.backends import from_url
+
+    server = start_redis()
+    backends = from_url(server.url, "coal", retry_interval_s=60, log_interval_s=60)
+    plan = FaultPlan()
+    plan.model("m").latency(0.5)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = live_gateway(fp.base_url, cache_store=backends.cache_store)
+            burst = [asyncio.ensure_future(gw.acomplete(QUESTION, request_id=f"r{i}")) for i in range(40)]
+            await asyncio.sleep(0.2)  # every request missed the cache; the leader's call is out
+            await asyncio.to_thread(server.kill)  # its answer's write will be dropped
+            return gw, await asyncio.gather(*burst), fp.stats.total
+
+    try:
+        gw, outcomes, calls = asyncio.run(run())
+    finally:
+        backends.close()
+    assert backends.cache_store.dropped_puts == 1  # the leader's answer never reached Redis
+    assert calls == 1 and len(gw.ledger) == 40 and all(o.ok for o in outcomes)
+    followers = [o for o in outcomes if o.coalesced_with is not None]
+    assert len(followers) == 39 and {o.coalesced_with for o in followers} == {"r0"}
+    assert all(o.cache is CacheOutcome.EXACT_HIT and o.cost_usd == 0 and o.text == outcomes[0].text
+               for o in followers)
+
