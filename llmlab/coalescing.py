@@ -19,8 +19,9 @@ key mode keeps).  Only requests that use the caches take part.
 
 When the leader leaves no answer in the caches:
 
-* its caller left, every provider failed, or the admission refused it a place — a failure that
-  says nothing of the followers' fate: a follower boards again — the first to do so leads the
+* its caller left, every provider failed (whether or not a stale cached answer was then served
+  as the last resort), or the admission refused it a place — a failure that says nothing of
+  the followers' fate: a follower boards again — the first to do so leads the
   next flight and the others follow it — so an outage or a cancelled leader costs one call at
   a time, not one per request; a follower still waiting at ``max_wait_s`` after it first
   boarded goes on alone;

@@ -47,7 +47,8 @@ from .tokens import max_message_tokens, max_params_tokens
 log = logging.getLogger("llmlab.gateway")
 
 #: a coalescing leader's failures after which its followers board again (llmlab.coalescing): its
-#: caller left, every provider failed (maybe for a while), it found no place in the admission
+#: caller left, every provider failed (maybe for a while), it found no place in the admission.
+#: A leader served the last resort failed on every provider too (OutcomeKind.LAST_RESORT)
 _HANDED_ON = frozenset({"client_disconnected", "all_providers_failed", "overloaded"})
 
 
@@ -264,8 +265,11 @@ class Pipeline:
     def _land(self, s: _State, outcome: Outcome | None) -> None:
         """The flight ``s`` led is done: its followers look in the caches again (llmlab.coalescing).
         One that finds nothing boards again when the leader's failure says nothing of its own fate
-        (``outcome`` None: closed midway), else goes on alone."""
-        handed_on = outcome is None or (outcome.error is not None and outcome.error.code in _HANDED_ON)
+        (``outcome`` None: closed midway), else goes on alone.  A stale answer served as the last
+        resort is such a failure: without it each follower called the provider that had just
+        failed the leader, all at once (one call per request, and no breaker could step in)."""
+        handed_on = outcome is None or outcome.kind is OutcomeKind.LAST_RESORT \
+            or (outcome.error is not None and outcome.error.code in _HANDED_ON)
         self.flights.land(s.request.tenant, s.flight_key, s.flight, handed_on)
         s.flight = None
 

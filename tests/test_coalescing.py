@@ -211,6 +211,29 @@ def test_the_leaders_answer_reaches_its_followers_when_the_cache_evicted_it():
     assert len(driver.calls) == 2
 
 
+def test_a_leader_served_the_last_resort_hands_the_flight_on():
+    clock = FakeClock()
+    gw, driver = scripted(clock, cache_ttl_s=60)
+    gw.complete(QUESTION, request_id="earlier")  # cached, then stale: the last resort of an outage
+    clock.advance(120)
+    driver.script("m", ErrorKind.SERVER, ErrorKind.SERVER)
+    leader, call = start(gw, "a")
+    f1, join = start(gw, "b")
+    f2, _ = start(gw, "c")
+    served = finish(leader, driver.perform(call))
+    assert served.kind is OutcomeKind.LAST_RESORT
+    # every provider failed: that says nothing of the followers' fate, as when no stale answer was
+    # there; one follower leads the next call and the others follow it, rather than each calling now
+    assert join.flight.handed_on
+    call_b = f1.send(True)
+    assert isinstance(call_b, Call)
+    again = f2.send(True)
+    assert isinstance(again, JoinFlight) and again.flight.leader == "b"
+    assert finish(f1, driver.perform(call_b)).kind is OutcomeKind.LAST_RESORT
+    assert isinstance(f2.send(True), Call)  # b failed as well: c's turn
+    assert len(driver.calls) == 3
+
+
 def test_a_leader_closed_midway_releases_its_followers():
     gw, _ = scripted()
     leader, _ = start(gw, "a")

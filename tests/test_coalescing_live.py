@@ -48,3 +48,23 @@ def test_a_burst_whose_redis_dies_mid_flight_still_reaches_the_provider_once(sta
     assert all(o.cache is CacheOutcome.EXACT_HIT and o.cost_usd == 0 and o.text == outcomes[0].text
                for o in followers)
 
+def test_an_outage_with_a_stale_cached_answer_costs_one_call_at_a_time():
+    plan = FaultPlan()
+    plan.model("m").latency(0.05)
+
+    async def run():
+        async with FakeProvider(plan) as fp:
+            gw = live_gateway(fp.base_url, cache_ttl_s=0.2)  # the default breaker opens after 5 failures
+            assert (await gw.acomplete(QUESTION, request_id="earlier")).kind is OutcomeKind.MODEL
+            await asyncio.sleep(0.3)  # its answer is stale now: an outage's last resort
+            fp.set_outage("m")
+            fp.reset_stats()
+            outcomes = await asyncio.gather(*(gw.acomplete(QUESTION, request_id=f"r{i}") for i in range(30)))
+            return gw, outcomes, fp.stats.total
+
+    gw, outcomes, calls = asyncio.run(run())
+    assert all(o.kind is OutcomeKind.LAST_RESORT for o in outcomes) and len(gw.ledger) == 31
+    # one follower at a time tried the provider again until the breaker opened; each of the 29
+    # followers calling the failed provider at once (30 calls) left the breaker no say
+    assert calls == 5
+    assert gw.flights.in_flight == 0
