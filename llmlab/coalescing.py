@@ -104,7 +104,19 @@ class Flight:
             wake()
 
     def wait(self, timeout_s: float) -> bool:
-        """Block this thread until the flight lands (True) or ``timeout_s`` passes (False)."""
+        """Block this thread until the flight lands (True) or ``timeout_s`` passes (False).
+
+        Never on a thread that runs an event loop (a coroutine calling ``complete()``, user code in
+        an async request's step): the leader may be a request on that very loop, which cannot move
+        while its thread is blocked, so the loop froze for all of ``max_wait_s`` before the
+        follower called anyway.  There the wait is over at once (False): the follower goes on
+        alone, blocking the loop no longer than a sync call without coalescing does."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop on this thread: waiting blocks nobody else
+            pass
+        else:
+            return self.landed
         landed = threading.Event()
         if not self.on_landing(landed.set):
             return True

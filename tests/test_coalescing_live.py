@@ -5,6 +5,7 @@ provider call per flight; these are the cases where the followers used to call o
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -68,3 +69,23 @@ def test_an_outage_with_a_stale_cached_answer_costs_one_call_at_a_time():
     # followers calling the failed provider at once (30 calls) left the breaker no say
     assert calls == 5
     assert gw.flights.in_flight == 0
+
+
+def test_a_sync_follower_on_the_leaders_event_loop_does_not_freeze_it():
+    plan = FaultPlan()
+    plan.model("m").latency(0.3)
+
+    async def run(fp):
+        gw = live_gateway(fp.base_url)  # max_wait_s=10
+        leader = asyncio.ensure_future(gw.acomplete(QUESTION, request_id="lead"))
+        await asyncio.sleep(0.1)  # the leader's call is out, on this loop
+        started = time.perf_counter()
+        out = gw.complete(QUESTION, request_id="sync")  # a coroutine calling the sync API
+        took = time.perf_counter() - started
+        return out, took, await leader
+
+    with FakeProvider(plan) as fp:  # the provider on a thread of its own: the loop's block is the point
+        out, took, led = asyncio.run(run(fp))
+        calls = fp.stats.total
+    # it waited for a leader that could not move while it blocked the loop: 10 s, then called anyway
+    assert took < 2 and out.kind is OutcomeKind.MODEL and led.kind is OutcomeKind.MODEL and calls == 2
