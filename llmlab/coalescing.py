@@ -8,7 +8,10 @@ first such request *leads*: it goes on to the model path as usual.  An identical
 misses the caches while the leader is still in flight *follows*: it waits (the
 :class:`~llmlab.effects.JoinFlight` effect) until the leader lands, up to ``max_wait_s``, then
 looks in the caches again, where the leader's answer now is.  The follower's outcome is that
-cache hit, free, with ``Outcome.coalesced_with`` naming the leader's request id.
+cache hit, free, with ``Outcome.coalesced_with`` naming the leader's request id.  The flight
+carries the answer it put in the caches too: when the caches lost it — a Redis that went away
+mid-burst drops the write, a full in-memory cache evicts it before the followers wake — the
+followers are answered from the flight, not sent to the provider one each.
 
 Identical means what the exact cache means by it: the same tenant (no follower is ever answered
 with another tenant's answer) and the same cache key (the masked messages and the parameters the
@@ -73,11 +76,14 @@ class Flight:
     perhaps: the flight's own lock orders the two, so no wake-up is registered after the landing
     and lost."""
 
-    __slots__ = ("leader", "landed", "handed_on", "_wakers", "_lock")
+    __slots__ = ("leader", "landed", "handed_on", "answer", "_wakers", "_lock")
 
     def __init__(self, leader: str) -> None:
         self.leader = leader  #: the leading request's id
         self.landed = False
+        #: what the leader put in the caches (a :class:`~llmlab.effects.CachedAnswer`), None when it
+        #: cached nothing: the followers' answer even when the caches lost it (a write Redis dropped)
+        self.answer: object = None
         #: the leader failed in a way that says nothing of its followers' fate (its caller left, every
         #: provider failed, no admission): a follower that finds no answer boards again
         self.handed_on = False

@@ -476,6 +476,15 @@ class Pipeline:
         s.cache = CacheOutcome.SEMANTIC_HIT
         return self._answered(s, OutcomeKind.CACHE, hit.value, similarity=hit.similarity)
 
+    def _flight_answer(self, s: _State, value: CachedAnswer) -> Outcome:
+        """The answer the leader of ``s``'s flight cached, served as the hit the caches would have
+        given had they kept it (an identical request: same tenant, same key)."""
+        if s.key is not None:
+            s.cache = CacheOutcome.EXACT_HIT
+            return self._answered(s, OutcomeKind.CACHE, value)
+        s.cache = CacheOutcome.SEMANTIC_HIT  # a semantic cache alone: the same text, so the same vector
+        return self._answered(s, OutcomeKind.CACHE, value, similarity=1.0)
+
     def _coalesced(self, s: _State, key: str, text: str) -> Generator[Effect, Any, Outcome | None]:
         """Board the flight of ``key`` (llmlab.coalescing): None when this request leads it (or
         goes on alone), else the answer the leader left in the caches.  A follower whose leader
@@ -494,6 +503,8 @@ class Pipeline:
             hit = self._exact_hit(s, now) if s.key is not None else None
             if hit is None and s.vector is not None:
                 hit = self._semantic_hit(s, text, now)
+            if hit is None and flight.answer is not None:  # the caches lost it (a dropped write, an eviction)
+                hit = self._flight_answer(s, flight.answer)
             if hit is not None:
                 flights.served += 1
                 return hit
@@ -845,6 +856,8 @@ class Pipeline:
             if self.semantic_cache is not None and s.vector is not None:
                 self.semantic_cache.store(s.namespace, content_text(s.messages[-1].get("content")), s.vector, value,
                                           now)
+            if s.flight is not None and (s.key is not None or s.vector is not None):
+                s.flight.answer = value  # for the followers, should the caches not keep it (llmlab.coalescing)
         latency = now - s.started
         ttft = latency - result.latency_s + (result.ttft_s if result.ttft_s is not None else result.latency_s)
         return self._outcome(s, OutcomeKind.MODEL, text=self._unmask(s, text), model=dep.model, deployment=dep.name,

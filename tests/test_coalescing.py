@@ -187,6 +187,68 @@ def test_a_leader_whose_answer_the_output_guards_blocked_sends_the_followers_on_
     assert isinstance(f1.send(True), Call) and isinstance(f2.send(True), Call)
 
 
+class DroppingStore:
+    """An exact cache that takes no write and finds nothing: Redis gone mid-burst (RedisStore
+    drops a put and misses a get while it is unreachable)."""
+
+    def get(self, namespace, key, now, *, allow_stale=False):
+        return None
+
+    def put(self, namespace, key, value, now):
+        return False
+
+
+def test_the_leaders_answer_reaches_its_followers_when_the_cache_dropped_it():
+    gw, driver = scripted(cache_store=DroppingStore())
+    leader, call = start(gw, "a")
+    f1, _ = start(gw, "b")
+    f2, _ = start(gw, "c")
+    led = finish(leader, driver.perform(call))
+    assert led.kind is OutcomeKind.MODEL
+    # the store kept nothing, but the flight carries the answer: no second call, let alone one each
+    out_b, out_c = finish(f1, True), finish(f2, True)
+    for out in (out_b, out_c):
+        assert out.kind is OutcomeKind.CACHE and out.cache is CacheOutcome.EXACT_HIT
+        assert out.text == led.text and out.cost_usd == 0.0 and out.coalesced_with == "a"
+    assert len(driver.calls) == 1 and gw.flights.served == 2
+
+
+def test_the_leaders_answer_reaches_its_followers_when_the_cache_evicted_it():
+    gw, driver = scripted(cache_capacity=1)
+    a, call_a = start(gw, "a")
+    b, call_b = start(gw, "b", max_tokens=50)  # another question: its answer evicts a's from the one slot
+    follower, join = start(gw, "c")
+    assert isinstance(join, JoinFlight) and join.flight.leader == "a"
+    led = finish(a, driver.perform(call_a))
+    finish(b, driver.perform(call_b))
+    out = finish(follower, True)
+    assert out.kind is OutcomeKind.CACHE and out.text == led.text and out.coalesced_with == "a"
+    assert len(driver.calls) == 2
+
+
+def test_a_leader_served_the_last_resort_hands_the_flight_on():
+    clock = FakeClock()
+    gw, driver = scripted(clock, cache_ttl_s=60)
+    gw.complete(QUESTION, request_id="earlier")  # cached, then stale: the last resort of an outage
+    clock.advance(120)
+    driver.script("m", ErrorKind.SERVER, ErrorKind.SERVER)
+    leader, call = start(gw, "a")
+    f1, join = start(gw, "b")
+    f2, _ = start(gw, "c")
+    served = finish(leader, driver.perform(call))
+    assert served.kind is OutcomeKind.LAST_RESORT
+    # every provider failed: that says nothing of the followers' fate, as when no stale answer was
+    # there; one follower leads the next call and the others follow it, rather than each calling now
+    assert join.flight.handed_on
+    call_b = f1.send(True)
+    assert isinstance(call_b, Call)
+    again = f2.send(True)
+    assert isinstance(again, JoinFlight) and again.flight.leader == "b"
+    assert finish(f1, driver.perform(call_b)).kind is OutcomeKind.LAST_RESORT
+    assert isinstance(f2.send(True), Call)  # b failed as well: c's turn
+    assert len(driver.calls) == 3
+
+
 def test_a_leader_closed_midway_releases_its_followers():
     gw, _ = scripted()
     leader, _ = start(gw, "a")
