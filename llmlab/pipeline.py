@@ -856,7 +856,7 @@ class Pipeline:
             if self.semantic_cache is not None and s.vector is not None:
                 self.semantic_cache.store(s.namespace, content_text(s.messages[-1].get("content")), s.vector, value,
                                           now)
-            if s.flight is not None and (s.key is not None or s.vector is not None):
+            if s.flight is not None:  # a leader (it boarded with an exact key or an embedding)
                 s.flight.answer = value  # for the followers, should the caches not keep it (llmlab.coalescing)
         latency = now - s.started
         ttft = latency - result.latency_s + (result.ttft_s if result.ttft_s is not None else result.latency_s)

@@ -304,22 +304,6 @@ def test_ctrl_c_during_a_sync_stream_records_the_request_and_lands_its_flight():
     assert gw.ledger.to_dataframe().set_index("request_id").loc["a", "error_code"] == "client_disconnected"
 
 
-def test_after_a_last_resort_answer_the_followers_board_again_instead_of_all_calling():
-    clock = FakeClock()
-    gw, driver = scripted(clock, cache_ttl_s=60)
-    gw.complete(QUESTION, request_id="old")
-    clock.advance(120)  # the entry is stale: only a last resort may serve it
-    driver.script("m", ErrorKind.SERVER)
-    leader, call = start(gw, "a")
-    f1, _ = start(gw, "b")
-    f2, _ = start(gw, "c")
-    assert finish(leader, driver.perform(call)).kind is OutcomeKind.LAST_RESORT  # every provider failed
-    # as after any failure of every provider: one follower calls, the other waits for it
-    assert isinstance(f1.send(True), Call)
-    again = f2.send(True)
-    assert isinstance(again, JoinFlight) and again.flight.leader == "b"
-
-
 def test_a_request_that_could_find_no_answer_in_the_caches_does_not_wait():
     from llmlab.cache.embedders import get_embedder
     from llmlab.cache.semantic import SemanticCache
@@ -402,28 +386,6 @@ def test_a_flight_wakes_a_thread_and_a_loop_and_times_out_when_it_does_not_land(
         return await other.await_landing(5)
 
     assert asyncio.run(run()) is True
-
-
-def test_a_sync_request_on_a_thread_whose_event_loop_runs_does_not_block_that_loop():
-    class SlowCalls(ScriptedDriver):  # the leader's call takes 0.3 s on the loop
-        async def aperform(self, effect):
-            if isinstance(effect, Call):
-                await asyncio.sleep(0.3)
-            return self.perform(effect)
-
-    gw = Gateway([Deployment("m", "gpt-4o-mini")], driver=SlowCalls(), retry=RetryPolicy(max_retries=0),
-                 coalesce=Coalesce(max_wait_s=2))
-
-    async def run():
-        leader = asyncio.ensure_future(gw.acomplete(QUESTION, request_id="a"))
-        await asyncio.sleep(0.05)  # a's call is out
-        started = time.perf_counter()
-        # sync code called from a coroutine (or a notebook cell): waiting would freeze the loop, and a with it
-        out = gw.complete(QUESTION, request_id="b")
-        return await leader, out, time.perf_counter() - started
-
-    led, out, took = asyncio.run(run())
-    assert took < 1.0 and led.ok and out.kind is OutcomeKind.MODEL and out.coalesced_with == "a"
 
 
 # ----------------------------------------------------------------------------- live, through litellm
