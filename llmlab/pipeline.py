@@ -1,6 +1,6 @@
 """The request pipeline, written once as a generator that performs no I/O.
 
-    guardrails in → rate limit → cache (exact → semantic) → route → budget reserve
+    guardrails in → rate limit → cache (exact → semantic) → [coalesce] → [admit] → route → budget reserve
       → fallback chain (retries, backoff, circuit breaker; cascade escalation)
       → budget settle → guardrails out → cache fill → ledger
 
