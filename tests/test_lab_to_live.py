@@ -99,3 +99,18 @@ def test_shared_rate_limits_get_the_scenarios_limits():
     assert limits == {"free": RateLimit(30, 40000), "paid": RateLimit(600, None)}
     assert build_gateway(sc, time.time, seed=0).pipeline.rate_limiter.per_plan == limits
     assert scenario_rate_limits("realtime-chat") == {}
+
+
+@pytest.mark.parametrize("field, value, secret", [
+    ("api_key_env", "sk-proj-" + KEY, KEY),  # the key pasted where its variable's name belongs
+    ("api_key_env", "3f9a1c0b7d2e4f6a8b9c0d1e2f3a4b5c", "3f9a1c0b7d2e4f6a8b9c0d1e2f3a4b5c"),  # Azure-style, not key-shaped
+    ("api_base", "https://ops:" + KEY + "@llm.internal/v1 ", KEY),  # a password in a URL with a stray space
+])
+def test_a_refused_key_or_server_setting_never_repeats_the_secret(field, value, secret):
+    """The message goes to a terminal, a CI log or an application's log: it names the field and
+    what to put there, never the credential (the message repeated the raw value)."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("b2b-saas", {f"providers.gpt-4o.{field}": value})
+    err = info.value
+    assert err.field == f"providers.gpt-4o.{field}" and secret not in str(err) and secret not in repr(err.value)
+    assert ("not the key itself" in str(err)) if field == "api_key_env" else ("http:// or https:// URL" in str(err))

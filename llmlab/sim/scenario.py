@@ -55,7 +55,10 @@ class ScenarioError(ConfigError):
     def __init__(self, field: str, problem: str, value: Any = None) -> None:
         super().__init__(field, value, problem)
         self.problem = problem
-        got = "" if value is None else f" (got {_short(value)})"
+        # ``self.value`` is the value as ConfigError shows it, credentials hidden: the raw value
+        # repeated a key pasted where a setting belongs (``api_key_env = "sk-…"``) into the
+        # message, and so into a terminal, a CI log or an application's log
+        got = "" if value is None else f" (got {_short(self.value)})"
         self.args = (f"{field}: {problem}{got}",)
 
     def __str__(self) -> str:
@@ -609,6 +612,10 @@ def _from_pydantic(exc: ValidationError) -> ScenarioError:
         problem = _unknown_field(loc)
     elif kind in _PHRASES:
         problem = _PHRASES[kind].format(**ctx)
+    elif kind == "string_pattern_mismatch" and ctx.get("pattern") == ENV_NAME_PATTERN:
+        # a value that is no variable's name here is most likely the key itself: never repeated
+        problem = _PATTERNS[ENV_NAME_PATTERN] + ", not the key itself: the value is not shown"
+        return ScenarioError(field, problem)
     elif kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERNS:
         problem = _PATTERNS[ctx["pattern"]]
     elif kind == "literal_error":
