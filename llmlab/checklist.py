@@ -147,6 +147,32 @@ def provider_of(model: str) -> str:
     return bare
 
 
+#: the public endpoints of providers whose routes a bare name also reaches (an ``api_base`` set to one
+#: of them is that provider, not a server of its own)
+_PROVIDER_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic", "api.mistral.ai": "mistral",
+                   "generativelanguage.googleapis.com": "gemini", "api.cohere.com": "cohere",
+                   "api.cohere.ai": "cohere"}
+
+
+def deployment_provider(dep: Any) -> str:
+    """Who serves deployment ``dep``: the host of its ``api_base`` when it has one, else
+    :func:`provider_of` its model.  A self-hosted model behind an OpenAI-compatible server is
+    named ``openai/<model>`` (litellm's route for that protocol) and served by its own server:
+    taken for OpenAI's, the README's own setup of b2b-saas's fine-tune made the chain from
+    gpt-4o-mini to it "stay on one provider"."""
+    from urllib.parse import urlsplit
+
+    base = (getattr(dep, "params", None) or {}).get("api_base")
+    if isinstance(base, str) and base:
+        try:
+            host = (urlsplit(base).hostname or "").lower()
+        except ValueError:  # a malformed URL: the litellm call will say so; judge by the model
+            host = ""
+        if host:
+            return _PROVIDER_HOSTS.get(host, host)
+    return provider_of(dep.model)
+
+
 def _ops_fallback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
     from .routing import answer_targets
 
@@ -154,7 +180,7 @@ def _ops_fallback(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[
     short = [t for t in sorted(targets) if len(gw.pipeline.chain_for(t)) < 2]
     if short:
         return FAIL, f"no fallback for {', '.join(short)}"
-    providers = {t: {provider_of(d.model) for d in gw.pipeline.chain_for(t)} for t in targets}
+    providers = {t: {deployment_provider(d) for d in gw.pipeline.chain_for(t)} for t in targets}
     single = [t for t, p in providers.items() if len(p) < 2]
     if single:
         return FAIL, f"chains of {', '.join(sorted(single))} stay on one provider: an outage takes them all down"

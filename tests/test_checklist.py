@@ -177,3 +177,28 @@ def test_a_chain_from_openai_to_a_bare_claude_name_crosses_providers():
     gw = Gateway(deps, router=FixedRouter("gpt-4o"), fallbacks={"gpt-4o": ["claude"]})
     item = next(i for i in evaluate_checklist(gw) if i.item == "Fallback chain")
     assert "stay on one provider" not in item.why  # every bare name was taken for OpenAI's
+
+
+def test_a_deployment_behind_its_own_server_is_its_servers_not_openais():
+    """The README's setup of a self-hosted model (``model = "openai/<model>"`` with ``api_base``)
+    is served by that server: counted as OpenAI's, b2b-saas's free chain gpt-4o-mini → fine-tune
+    "stayed on one provider" and the item failed once a team followed the README."""
+    import time
+
+    from llmlab import Deployment
+    from llmlab.checklist import deployment_provider
+    from llmlab.sim import build_gateway, load_scenario
+
+    live = {"providers.self-hosted-ft.model": "openai/support-ft-8b",
+            "providers.self-hosted-ft.api_base": "http://ops:pw@10.0.0.7:8000/v1"}
+    gw = build_gateway(load_scenario("b2b-saas", live), time.time, seed=0)
+    assert deployment_provider(gw.deployments["self-hosted-ft"]) == "10.0.0.7"  # the host alone: no port, no password
+    assert status(evaluate_checklist(gw), "Fallback chain").status == PASS
+    # the provider's own endpoint is still that provider; two deployments on one server share its outages
+    deps = [Deployment("gpt-4o", "gpt-4o"), Deployment("backup", "openai/gpt-4o", {"api_base": "https://api.openai.com/v1"}),
+            Deployment("ft-a", "openai/ft", {"api_base": "http://gpu1:8000/v1"}, price_model="gpt-4o-mini"),
+            Deployment("ft-b", "openai/ft", {"api_base": "http://GPU1:8001/v1"}, price_model="gpt-4o-mini")]
+    for fallbacks in ({"gpt-4o": ["backup"]}, {"ft-a": ["ft-b"]}):
+        primary = next(iter(fallbacks))
+        gw = Gateway(deps, router=FixedRouter(primary), fallbacks=fallbacks)
+        assert "stay on one provider" in status(evaluate_checklist(gw), "Fallback chain").why
