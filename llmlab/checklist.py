@@ -286,13 +286,11 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
 
         from .errors import ConfigError
         from .sim import build_gateway, load_scenario, simulate
-        from .sim.build import build_embedder, build_semantic_cache
 
         try:
             scenario = load_scenario(args.scenario)
-            semantic = build_semantic_cache(scenario, build_embedder(scenario)) if scenario.gateway.cache.semantic \
-                else None  # the scenario's gateway as it runs, semantic cache included
-            gateway = build_gateway(scenario, time.time, seed=0, semantic_cache=semantic)
+            # the scenario's gateway as it would serve, semantic cache included
+            gateway = build_gateway(scenario, time.time, seed=0, semantic_cache=scenario.gateway.cache.semantic or None)
             evidence = dict(simulate(scenario, requests=args.requests, seed=0).summary)
         except ConfigError as exc:  # a one-line message naming the field, as `llmlab simulate` prints
             print(f"llmlab checklist: error: {exc}".splitlines()[0], file=sys.stderr)
