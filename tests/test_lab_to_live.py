@@ -25,9 +25,9 @@ def test_a_deployments_server_and_key_variable_become_its_call_parameters(monkey
     assert dict(ft.params) == {"api_base": "http://10.0.0.7:8000/v1", "api_key": KEY}
     assert KEY not in repr(ft) and KEY not in repr(gw.deployments)  # params never shown
     assert all(not d.params for name, d in gw.deployments.items() if name != "self-hosted-ft")  # litellm's defaults
-    monkeypatch.delenv("LLMLAB_TEST_FT_KEY")  # unset: no key of ours, litellm reads its own variable
+    monkeypatch.delenv("LLMLAB_TEST_FT_KEY")  # unset: a placeholder, never litellm's own variable (see below)
     ft = build_gateway(sc, time.time, seed=0).deployments["self-hosted-ft"]
-    assert dict(ft.params) == {"api_base": "http://10.0.0.7:8000/v1"}
+    assert dict(ft.params) == {"api_base": "http://10.0.0.7:8000/v1", "api_key": "unset-LLMLAB_TEST_FT_KEY"}
 
 
 @pytest.mark.parametrize("field, value, says", [
@@ -137,3 +137,39 @@ def test_semantic_cache_true_serves_the_cache_the_lab_tuned():
         build_gateway(load_scenario("b2b-saas", {"gateway.cache.semantic": False}), time.time, seed=0,
                       semantic_cache=True)
     assert info.value.field == "gateway.cache.semantic"
+
+
+def test_an_unset_key_variable_never_sends_another_variables_key_to_the_deployments_server(monkeypatch, caplog):
+    """``api_key_env`` naming a variable that is not set (a typo, a secret not mounted) left litellm
+    to its own variable for the route: a self-hosted ``openai/…`` model's server received the
+    organisation's OPENAI_API_KEY.  Now it gets a placeholder naming the variable, and the build
+    warns naming the field."""
+    from canned_http import CannedServer, send_json
+
+    class Server(CannedServer):
+        authorizations: list = []
+
+        def reply_to(self, handler, body):
+            self.authorizations.append(handler.headers.get("Authorization"))
+            send_json(handler, 200, {}, {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                                         "choices": [{"index": 0, "finish_reason": "stop",
+                                                      "message": {"role": "assistant", "content": "Sure."}}],
+                                         "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
+
+    org_key = "sk-org-openai-" + KEY
+    monkeypatch.setenv("OPENAI_API_KEY", org_key)
+    monkeypatch.delenv("LLMLAB_TEST_TYPO_KEY", raising=False)
+    server = Server()
+    try:
+        sc = load_scenario("b2b-saas", {"providers.self-hosted-ft.model": "openai/support-ft-8b",
+                                        "providers.self-hosted-ft.api_base": server.base_url + "/v1",
+                                        "providers.self-hosted-ft.api_key_env": "LLMLAB_TEST_TYPO_KEY",
+                                        "gateway.router.plans": {"paid": "self-hosted-ft", "free": "self-hosted-ft"}})
+        with caplog.at_level(logging.WARNING, logger="llmlab.sim"):
+            gw = build_gateway(sc, time.time, seed=0)
+        out = gw.complete("Where is my invoice?", tenant="paid-001", plan="paid")
+    finally:
+        server.close()
+    assert out.ok and server.authorizations == ["Bearer unset-LLMLAB_TEST_TYPO_KEY"]
+    assert "providers.self-hosted-ft.api_key_env names LLMLAB_TEST_TYPO_KEY, which is not set" in caplog.text
+    assert org_key not in caplog.text

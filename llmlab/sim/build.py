@@ -8,6 +8,7 @@ is reported under the scenario's own field name.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -145,7 +146,7 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
         if p.price is not None:
             price_model = f"sim-price:{name}"  # explicit, even when $0: never a silent default
             overrides[price_model] = (p.price.input_per_1m, p.price.output_per_1m)
-        deployments.append(Deployment(name, p.model, _live_params(p), context_window=p.context_window,
+        deployments.append(Deployment(name, p.model, _live_params(name, p), context_window=p.context_window,
                                       max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
                                       price_model=price_model, image_tokens_max=p.image_tokens_max))
     prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
@@ -171,15 +172,36 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
                             exc.value) from None
 
 
-def _live_params(provider: Any) -> dict[str, Any]:
-    """A deployment's call parameters for live traffic: its server and its key (read now from the
-    variable the scenario names; an unset one leaves litellm to its own).  The simulated
-    providers never read them; ``Deployment`` keeps them out of its repr and the logs."""
+#: ``(deployment, variable)`` pairs already warned about: once per process, not once per simulated run
+_warned_unset: set[tuple[str, str]] = set()
+
+
+def unset_key_placeholder(variable: str) -> str:
+    """What a deployment whose ``api_key_env`` is unset sends as its key: no one's credential."""
+    return f"unset-{variable}"
+
+
+def _live_params(name: str, provider: Any) -> dict[str, Any]:
+    """A deployment's call parameters for live traffic: its server and its key, read now from the
+    variable the scenario names.  The simulated providers never read them; ``Deployment`` keeps
+    them out of its repr and the logs.
+
+    A named variable that is unset (a typo, a secret not mounted) sends :func:`unset_key_placeholder`
+    and is warned about.  Left to litellm, the call took the key of litellm's own variable for the
+    model's route — ``OPENAI_API_KEY`` for an ``openai/…`` self-hosted model — and sent the
+    organisation's OpenAI key to the deployment's own ``api_base``, or billed another account."""
     params: dict[str, Any] = {}
     if provider.api_base is not None:
         params["api_base"] = provider.api_base
-    if provider.api_key_env is not None and os.environ.get(provider.api_key_env):
-        params["api_key"] = os.environ[provider.api_key_env]
+    variable = provider.api_key_env
+    if variable is not None:
+        params["api_key"] = os.environ.get(variable) or unset_key_placeholder(variable)
+        if not os.environ.get(variable) and (name, variable) not in _warned_unset:
+            _warned_unset.add((name, variable))
+            logging.getLogger("llmlab.sim").warning(
+                "providers.%s.api_key_env names %s, which is not set: live calls to %s send the key %r, never "
+                "another variable's; set %s, or remove api_key_env to use litellm's own variable",
+                name, variable, name, unset_key_placeholder(variable), variable)
     return params
 
 

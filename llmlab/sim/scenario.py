@@ -107,7 +107,7 @@ class ProviderConfig(_Strict):
     sources: list[str] = Field(default_factory=list)
     model: str
     api_base: Annotated[str, Field(pattern=URL_PATTERN)] | None = None  # live only: the server litellm sends this deployment's calls to (a self-hosted model); the simulator ignores it
-    api_key_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None  # live only: the environment variable holding this deployment's key, read when the gateway is built (unset: litellm's own variable); never the key itself
+    api_key_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None  # live only: the environment variable holding this deployment's key, read when the gateway is built (unset: a placeholder key naming it and a warning, never another variable's key); never the key itself
     image_tokens_max: PosInt | None = None  # live only: prompt tokens one image part is held at (None: the model's published policy, llmlab.image_tokens); the simulator sends no images
     provider: str = "default"  # outage group: deployments of one provider share its incidents
     price: PriceConfig | None = None  # overrides the price book (required for unpriced models)
