@@ -173,3 +173,22 @@ def test_an_unset_key_variable_never_sends_another_variables_key_to_the_deployme
     assert out.ok and server.authorizations == ["Bearer unset-LLMLAB_TEST_TYPO_KEY"]
     assert "providers.self-hosted-ft.api_key_env names LLMLAB_TEST_TYPO_KEY, which is not set" in caplog.text
     assert org_key not in caplog.text
+
+
+def test_shared_backends_that_drop_the_labs_cache_ttl_or_rate_limits_are_warned_about(caplog):
+    """``from_url(url)`` builds its store with an hour's TTL and its limiter with no limits: passed
+    to build_gateway as the README shows, they silently replaced b2b-saas's 24 h cache and a
+    scenario's per-plan limits.  The stand-ins below are what from_url returns without Redis."""
+    from llmlab.cache.store import MemoryStore
+    from llmlab.ratelimit import RateLimiter
+
+    sc = load_scenario("b2b-saas", {"gateway.rate_limits": {"free": {"rpm": 30}}})
+    with caplog.at_level(logging.WARNING, logger="llmlab.sim"):
+        build_gateway(sc, time.time, seed=0, cache_store=MemoryStore(ttl_s=3600.0), rate_limiter=RateLimiter())
+    assert "gateway_kwargs.cache_store keeps entries 3600 s, the scenario's gateway.cache.ttl_s 86400 s" in caplog.text
+    assert "gateway_kwargs.rate_limiter does not hold the scenario's gateway.rate_limits (free)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="llmlab.sim"):  # carried over: nothing to say
+        build_gateway(sc, time.time, seed=0, cache_store=MemoryStore(ttl_s=86400.0),
+                      rate_limiter=RateLimiter(per_plan=scenario_rate_limits(sc)))
+    assert "gateway_kwargs" not in caplog.text

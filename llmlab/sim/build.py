@@ -161,6 +161,7 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
     if baseline:
         return Gateway(**{"router": FixedRouter(scenario.baseline_model), "fallbacks": {}, "cache": False, **common,
                           **gateway_kwargs})
+    _warn_replaced(scenario, gateway_kwargs)
     try:
         return _policy_gateway(scenario, common, semantic_cache, gateway_kwargs)
     except ScenarioError:
@@ -203,6 +204,28 @@ def _live_params(name: str, provider: Any) -> dict[str, Any]:
                 "another variable's; set %s, or remove api_key_env to use litellm's own variable",
                 name, variable, name, unset_key_placeholder(variable), variable)
     return params
+
+
+def _warn_replaced(scenario: Scenario, kwargs: Mapping[str, Any]) -> None:
+    """Warn when a live backend replaces a setting the lab tuned with another value.
+
+    Shared backends are built apart from the scenario (``llmlab.backends.from_url(url, …)``): the
+    exact cache's store keeps entries ``cache_ttl_s`` (its own default, an hour) whatever
+    ``gateway.cache.ttl_s`` says, and a rate limiter built without ``per_plan`` limits nobody.
+    Replacing is allowed (a live service may mean to); doing it by omission went unnoticed."""
+    g = scenario.gateway
+    log = logging.getLogger("llmlab.sim")
+    store = kwargs.get("cache_store")
+    ttl = getattr(store, "ttl_s", None)
+    if g.cache.exact and isinstance(ttl, (int, float)) and ttl != g.cache.ttl_s:
+        log.warning("gateway_kwargs.cache_store keeps entries %g s, the scenario's gateway.cache.ttl_s %g s: "
+                    "pass cache_ttl_s=%r to llmlab.backends.from_url to serve the lab's cache", ttl, g.cache.ttl_s,
+                    g.cache.ttl_s)
+    limiter = kwargs.get("rate_limiter")
+    if g.rate_limits and limiter is not None and getattr(limiter, "per_plan", None) != scenario_rate_limits(scenario):
+        log.warning("gateway_kwargs.rate_limiter does not hold the scenario's gateway.rate_limits (%s): pass "
+                    "per_plan=llmlab.sim.scenario_rate_limits(scenario) to llmlab.backends.from_url",
+                    ", ".join(sorted(g.rate_limits)))
 
 
 def _check_gateway_kwargs(kwargs: Mapping[str, Any]) -> None:
