@@ -170,7 +170,7 @@ class ErrorKind(str, enum.Enum):
     CONNECTION = "connection"          # could not connect / stream cut: retry, then next
     MALFORMED = "malformed_response"   # unparseable body: retry, then next
     CONTEXT_WINDOW = "context_window"  # a deployment with a larger window
-    AUTH = "authentication"            # no retry, typed error at once
+    AUTH = "authentication"            # this deployment's credentials: no retry, next deployment (and a breaker failure)
     BAD_REQUEST = "bad_request"        # no retry, typed error at once
     UNSUPPORTED = "unsupported_params"  # refused before sending (a param the provider does not take): next deployment
     CIRCUIT_OPEN = "circuit_open"      # the breaker skipped this deployment
@@ -179,7 +179,9 @@ class ErrorKind(str, enum.Enum):
 
 RETRYABLE = frozenset({ErrorKind.RATE_LIMIT, ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.OVERLOADED,
                        ErrorKind.CONNECTION, ErrorKind.MALFORMED})
-FATAL = frozenset({ErrorKind.AUTH, ErrorKind.BAD_REQUEST})
+#: the request's own fault: no retry, no fallback.  Not AUTH: a key that is wrong, expired or missing
+#: is one deployment's (each provider has its own), and the next deployment may well answer
+FATAL = frozenset({ErrorKind.BAD_REQUEST})
 
 
 @fast_frozen_init

@@ -6,7 +6,8 @@ Error classes decide what happens next:
 rate limit         retry the same deployment (waiting at least ``Retry-After``)
 timeout/5xx/529    retry, then move to the next deployment
 context window     skip to the next deployment with a *larger* window
-auth/bad request   stop at once with a typed error: retrying cannot help
+auth (401/403)     no retry, the next deployment (each has its own key); a breaker failure
+bad request        stop at once with a typed error: retrying cannot help
 =================  =============================================================
 
 Backoff is exponential with full jitter and a cap, and it really waits: the chain *yields*
@@ -225,6 +226,8 @@ class ChainResult:
             return False
         if self.error.kind is ErrorKind.UNSUPPORTED:
             return all((a.error or "").startswith(ErrorKind.UNSUPPORTED.value) for a in self.attempts)
+        if self.error.kind is ErrorKind.AUTH:  # no deployment tried would take the gateway's credentials
+            return all((a.error or "").startswith(ErrorKind.AUTH.value) for a in self.attempts if a.purpose != "skip")
         return self.error.kind in FATAL
 
 
@@ -272,7 +275,8 @@ def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallR
     """Tell ``breaker`` what one call's result says of its deployment's health.
 
     A fatal error or a context overflow is the request's fault (the provider answered at once): a
-    success for the breaker.  A 429 is throttling, not failing: no verdict, and a half-open probe
+    success for the breaker.  Refused credentials (authentication) are the deployment's: a failure,
+    so that its breaker opens and later requests skip it at once until the key is fixed.  A 429 is throttling, not failing: no verdict, and a half-open probe
     slot is freed — counted as failures, 30 % random 429s opened the breaker and turned a 1 s
     Retry-After into a cooldown-long outage.  Params refused before sending: the provider was
     not asked, no verdict either.  A slow answer (``slow_call_s``) counts as slow."""
@@ -384,6 +388,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 min_window = dep.context_window
                 break
             if result.kind is ErrorKind.UNSUPPORTED:  # this deployment cannot take the request: the next may
+                break
+            if result.kind is ErrorKind.AUTH:  # its credentials are refused (a retry would be too): the next has its own
                 break
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break

@@ -172,6 +172,8 @@ class Pipeline:
         #: identical requests in flight at once: one leads, the others wait for its answer (llmlab.coalescing)
         self.flights = Flights(coalesce) if coalesce is not None else None
         self._chains: dict[str, tuple[Deployment, ...]] = {}
+        #: deployments whose refusal of the gateway's credentials was logged (once each)
+        self._credentials_refused: set[str] = set()
         #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
         #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
         self.lock = StepLock()
@@ -426,6 +428,8 @@ class Pipeline:
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
                                             self.clock, self.rng, before_call, hedge, before_hedge)
                 s.attempts.extend(last.attempts)
+                if last.result is None or len(last.attempts) > 1:  # something failed: a refused key, say
+                    self._warn_refused_credentials(last.attempts)
                 if last.stopped:  # the budget cannot cover another call: no escalation either
                     break
                 if last.result is None:
@@ -515,6 +519,17 @@ class Pipeline:
                 return None
             if not flight.handed_on or now >= deadline:  # waiting on would not help
                 return None
+
+    def _warn_refused_credentials(self, attempts: Sequence[Attempt]) -> None:
+        """Log once per deployment that it refused the gateway's credentials.  The chain falls back
+        past such a deployment (each provider has its own key), which keeps requests answered but
+        would hide a wrong, expired or missing key behind the fallback's answers (and its prices)
+        until the fallback failed too."""
+        for a in attempts:
+            if a.error and a.error.startswith(ErrorKind.AUTH.value) and a.deployment not in self._credentials_refused:
+                self._credentials_refused.add(a.deployment)
+                self.lock.outside(log.warning, "llmlab deployment %r refused the gateway's credentials (%s): requests "
+                                  "fall back past it until its key is fixed", a.deployment, a.error[:200])
 
     def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float, *,
                       refused: str = "over budget after a billed failure → no further call to"

@@ -125,7 +125,7 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     litellm = import_litellm()
     exc = _unwrapped(exc)
     status = _status(exc)
-    if _refused_before_sending(exc):  # a missing key: like a 401, not a server error to retry and fall back on
+    if _refused_before_sending(exc):  # a missing key: like a 401 (the next deployment has its own), not a 5xx to retry
         return ErrorKind.AUTH
     ordered = [
         ("UnsupportedParamsError", ErrorKind.UNSUPPORTED),  # a 400 litellm raises before sending

@@ -44,13 +44,37 @@ def test_long_retry_after_moves_to_next_deployment(make_gateway, driver, clock):
     assert out.deployment == "claude" and clock.sleeps == []
 
 
-def test_auth_and_bad_request_fail_fast_without_retry(make_gateway, driver):
-    driver.script("gpt-4o", ErrorKind.AUTH)
-    out = make_gateway().complete("hello")
-    assert isinstance(out.error, ProviderRejected) and len(out.attempts) == 1
+def test_a_bad_request_fails_fast_without_retry_or_fallback(make_gateway, driver):
     driver.script("gpt-4o", ErrorKind.BAD_REQUEST)
     out = make_gateway().complete("hello again")
     assert isinstance(out.error, ProviderRejected) and len(out.attempts) == 1
+
+
+def test_refused_credentials_fall_back_without_retry_and_are_logged_once(make_gateway, driver, caplog):
+    """A 401/403 (or a key missing before sending) is one deployment's: each provider has its own
+    key.  It used to end the request as provider_rejected, so a fallback's missing key took the
+    chain down in the outage the fallback was there for (b2b-saas's paid chain stopped at Claude
+    and never reached the self-hosted model)."""
+    gw = make_gateway(breaker={"failure_threshold": 2})
+    driver.script("gpt-4o", ErrorKind.AUTH, ErrorKind.AUTH)
+    with caplog.at_level("WARNING", logger="llmlab"):
+        first = gw.complete("hello")
+        second = gw.complete("hello there")
+    assert first.ok and first.deployment == "claude"
+    assert [(a.deployment, a.error.split(":")[0] if a.error else None) for a in first.attempts] == [
+        ("gpt-4o", "authentication"), ("claude", None)]  # no retry of the refused key
+    assert second.deployment == "claude" and gw.pipeline.breakers["gpt-4o"].state == "open"
+    third = gw.complete("and again")  # its breaker open: skipped without a call
+    assert third.deployment == "claude" and third.attempts[0].purpose == "skip"
+    warnings = [r.getMessage() for r in caplog.records if "refused the gateway's credentials" in r.getMessage()]
+    assert len(warnings) == 1 and "'gpt-4o'" in warnings[0]
+
+
+def test_when_every_deployment_refuses_the_credentials_the_request_is_rejected(make_gateway, driver):
+    for name in ("gpt-4o", "claude", "gpt-4o-mini"):
+        driver.script(name, ErrorKind.AUTH)
+    out = make_gateway().complete("hello")
+    assert isinstance(out.error, ProviderRejected) and len(out.attempts) == 3  # no retry hint: not an outage
 
 
 def test_context_window_exceeded_goes_to_a_larger_window(driver, make_gateway):

@@ -123,20 +123,23 @@ def test_usage_a_provider_misreports_is_not_billed_as_is(canned, how):
 
 @pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
 @pytest.mark.parametrize("status", [401, 403])
-def test_401_and_403_are_authentication_errors_not_retried(canned, how, status):
+def test_401_and_403_are_authentication_errors_not_retried_the_next_deployment_answers(canned, how, status):
     """litellm maps an OpenAI-compatible server's 403 to a bare APIError: it was classed a server
-    error, retried, counted against the breaker and the chain moved on as if the provider were down."""
+    error and retried.  A refused key is that deployment's (the next has its own): no retry, the
+    next deployment, and a failure for the refusing deployment's breaker."""
     name = f"auth-{status}-{how}"
     error = {"error": {"message": "Incorrect API key provided: sk-live-abcdefghijklmnop1234", "type": "invalid_request_error"}}
     dep = canned.deployment(name, (status, {}, error))
-    backup = canned.deployment(f"{name}-backup", (200, {}, answer()))
+    streamed = how in ("stream", "astream")
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("hello there"), chunk(finish="stop")] if streamed
+                                                    else answer()))
     gw = gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=2, base_s=0.0))
     out = served(gw, how)
-    assert not out.ok and out.error.code == "provider_rejected"
-    assert [a.error.split(":")[0] for a in out.attempts] == ["authentication"]
-    assert canned.hits[name] == 1 and f"{name}-backup" not in canned.hits  # no retry, no fallback
-    assert "abcdefghijklmnop1234" not in str(out.error) + repr(out.attempts)
-    assert gw.pipeline.breakers[name].consecutive_failures == 0
+    assert out.ok and out.deployment == f"{name}-backup"
+    assert [a.error.split(":")[0] if a.error else None for a in out.attempts] == ["authentication", None]
+    assert canned.hits[name] == 1 and canned.hits[f"{name}-backup"] == 1  # no retry, then the fallback
+    assert "abcdefghijklmnop1234" not in repr(out.attempts)
+    assert gw.pipeline.breakers[name].consecutive_failures == 1
 
 
 def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canned):
