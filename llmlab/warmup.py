@@ -116,6 +116,10 @@ def warm_up(deployments: Iterable[Deployment], loop: asyncio.AbstractEventLoop |
             _take(HTTP_PATH)
 
 
+#: litellm's refusal of a model whose provider it cannot tell (``self-hosted/…`` without an ``openai/`` prefix)
+_UNROUTABLE = "LLM Provider NOT provided"
+
+
 def _offline(dep: Deployment) -> Deployment:
     """``dep`` answered by litellm's mock path, unseen by litellm's logging callbacks."""
     return dataclasses.replace(dep, params={**dep.params, "mock_response": MOCK_REPLY, "no-log": True})
@@ -134,7 +138,12 @@ def _run_offline(dep: Deployment, loop: asyncio.AbstractEventLoop | None = None)
 
     results += _on_loop(both, loop) if loop is not None and loop.is_running() else _run_in_fresh_loop(both)
     refused = [r for r in results if isinstance(r, CallError)]
-    if refused:
+    if refused and any(_UNROUTABLE in r.message for r in refused):
+        # not a quirk of the offline path: no call to this deployment can be sent, and a fallback's
+        # unroutable model would otherwise show only in the outage it is there for
+        log.warning("warm-up: litellm cannot route deployment %s's model %r (%s): every call to it will fail",
+                    dep.name, dep.model, refused[0].message[:200])
+    elif refused:
         log.debug("warm-up of %s: litellm refused %d of its 4 offline calls (%s)", dep.name, len(refused),
                   refused[0].message)
 

@@ -169,6 +169,18 @@ def test_warm_up_is_idempotent_works_inside_a_running_loop_and_survives_a_route_
     assert gw.complete("hello").text == "hi"
 
 
+def test_warm_up_warns_of_a_deployment_litellm_cannot_route(fresh_warm_up, caplog):
+    """A fallback whose model litellm cannot route (the b2b-saas preset's ``self-hosted/…`` as
+    shipped) fails every call, and before only in the outage it was there for: warm-up's offline
+    calls already meet the refusal, which they logged at DEBUG."""
+    deployments = [Deployment("gpt-4o", "openai/gpt-4o", {"mock_response": "hi"}),
+                   Deployment("ft", "self-hosted/support-ft-8b", price_model="gpt-4o-mini")]
+    with caplog.at_level("WARNING", logger="llmlab"):
+        Gateway(deployments, router=FixedRouter("gpt-4o")).warm_up()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "deployment ft's model 'self-hosted/support-ft-8b'" in warned[0]
+
+
 def test_awarm_up_on_a_loop_that_served_leaves_litellm_s_logging_worker_to_it(fresh_warm_up):
     """litellm binds its logging worker to the loop of its latest async call: the warm-up's async
     calls on a fresh loop took it from the serving loop, whose pending worker task was destroyed
