@@ -1,0 +1,42 @@
+"""What a learner sees at the edges of the notebook panels and figures: words, never ``nan %``
+or a numpy warning under the plot."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("matplotlib")
+
+
+def _legend(fig):
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_a_latency_cdf_of_many_failures_draws_without_a_numpy_warning():
+    """Notebook 06's CDF (and a SimulationPanel with streaming off) printed numpy's
+    "RuntimeWarning: invalid value encountered in scalar subtract" under the figure: P95 fell
+    between two failed turns (inf, inf) and np.percentile computed inf - inf."""
+    from llmlab.teaching import latency_cdf_figure
+
+    failed_a_fifth = [0.5 + 0.01 * i for i in range(80)] + [math.inf] * 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fig = latency_cdf_figure({"baseline": failed_a_fifth, "answered all": [1.0, 2.0, 3.0, 4.0]}, 3.0)
+    baseline, answered = _legend(fig)[:2]
+    assert "P95 failed" in baseline or "P95 실패" in baseline, baseline
+    assert "P95 3.85 s" in answered, answered  # a finite percentile is still interpolated
+
+
+def test_a_percentile_just_past_the_last_answer_reads_failed_not_the_largest_float():
+    """Regression guard: 5 failures in 100 put P95 between an answer and a failure, where the
+    interpolation is +inf (not NaN); a reading through ``np.nan_to_num`` turns that into
+    1.8e308 s, a 309-digit legend."""
+    from llmlab.teaching import latency_cdf_figure
+
+    fig = latency_cdf_figure({"five failed": [1.0] * 95 + [math.inf] * 5}, 3.0)
+    shown = _legend(fig)[0]
+    assert "P95 failed" in shown or "P95 실패" in shown, shown
+    assert len(shown) < 60
