@@ -10,6 +10,11 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
+from llmlab.widgets import ManualTimer, OutageDrillPanel  # noqa: E402
+
+TWO_VARIANTS = {"no protection": {"fallback": False, "max_retries": 0, "breaker": False},
+                "fallback + retries + breaker": {"fallback": True}}
+
 
 def _legend(fig):
     return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
@@ -40,3 +45,17 @@ def test_a_percentile_just_past_the_last_answer_reads_failed_not_the_largest_flo
     shown = _legend(fig)[0]
     assert "P95 failed" in shown or "P95 실패" in shown, shown
     assert len(shown) < 60
+
+
+def test_a_drill_window_no_turn_arrived_in_says_so_instead_of_nan_percent():
+    """A drill of a millisecond catches no arrival: its availability during the outage is NaN,
+    and the headline read "availability during it nan % (no protection) → nan % (…)"."""
+    panel = OutageDrillPanel("b2b-saas", start_s=20.0, duration_s=1e-3, after_s=20.0, variants=TWO_VARIANTS,
+                             timer=ManualTimer())
+    panel.run()
+    assert panel.last_error is None
+    table, headline = panel.last_result.table, panel.headline.value
+    assert table["availability_in_outage"].isna().all()  # the premise: no turn arrived in the window
+    assert "nan" not in headline
+    assert headline == ("down outage of openai for 0.001 s: availability during it n/a (no turns) (no protection) "
+                        "→ n/a (no turns) (fallback + retries + breaker)")
