@@ -1540,6 +1540,11 @@ def nb05() -> list:
             "baseline (one model)": base.groupby("phase", observed=False)["outcome"].apply(lambda o: (o != "error").mean()),
         })
         display(answered.style.format("{:.1%}"))
+        late = base[(base["phase"] == "after") & (base["outcome"] == "error")]   # the baseline's failures after it
+        if len(late):
+            print(f"the baseline failed {len(late)} turns in the first {late['arrival_s'].max() - window.end_s:.0f} s "
+                  f"after the outage, {(late['calls'] == 0).mean():.0%} of them without a provider call: its circuit "
+                  f"breaker (cooldown {scenario.gateway.breaker.cooldown_s:g} s) was still open")
         pd.Series({k: outage.summary[k] for k in ("availability", "fallback_rate", "fixed_cost_usd", "cost_usd",
                                                  "baseline_availability", "savings_pct")}).to_frame("value")
         """),
@@ -1547,6 +1552,12 @@ def nb05() -> list:
         The baseline (one model, no fallback) loses the requests that arrive during the outage; the
         gateway keeps answering them from Claude and the fine-tune. The fine-tune's standby cost is in `fixed_cost_usd`: a fixed price for
         availability, worth comparing with what an hour of outage costs the business.
+
+        Both runs keep the scenario's retries and circuit breakers, so the outage outlasts its
+        window by up to a cooldown: a breaker the outage opened lets one probe through only when its
+        cooldown is over, and until a probe succeeds OpenAI is skipped. The baseline, with nowhere
+        else to go, fails those turns (the printed line, and its "after" row below 100 %); the
+        gateway sends them to the fallbacks (the few Claude and fine-tune answers "after").
 
         ## 5. Try it
 
