@@ -59,3 +59,21 @@ def test_a_drill_window_no_turn_arrived_in_says_so_instead_of_nan_percent():
     assert "nan" not in headline
     assert headline == ("down outage of openai for 0.001 s: availability during it n/a (no turns) (no protection) "
                         "→ n/a (no turns) (fallback + retries + breaker)")
+
+
+def test_a_typed_threshold_off_the_two_decimal_grid_is_what_the_headline_and_title_say(tmp_path):
+    """Typing 0.915 ran the cache at 0.915 (the table said so) while the headline and the
+    figure's title said "threshold 0.92": two decimals rounded the learner's value away."""
+    from llmlab.widgets import ThresholdPanel
+
+    timer = ManualTimer()
+    panel = ThresholdPanel(embedder="hashed", threshold=0.6, thresholds=[0.5, 0.6, 0.7],
+                           memo_path=tmp_path / "memo.sqlite3", timer=timer)
+    panel.text.value = 0.915
+    timer.fire()
+    assert panel.last_error is None and panel.last_values["threshold"] == 0.915
+    assert panel.headline.value.startswith("threshold 0.915, guard on")
+    assert panel.last_result.figure.axes[0].get_title().startswith(("threshold 0.915:", "임계값 0.915:"))
+    panel.text.value = 0.45  # a value on the grid keeps its two decimals
+    timer.fire()
+    assert panel.headline.value.startswith("threshold 0.45, guard on")
