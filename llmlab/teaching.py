@@ -245,7 +245,11 @@ def latency_cdf_figure(series: Mapping[str, Sequence[float]], slo_s: float | Non
         if len(every) == 0:
             continue
         y = np.arange(1, len(x) + 1) / len(every) * 100
-        p = float(np.percentile(every, percentile)) if len(x) else math.inf
+        # between two failures (inf, inf) the interpolation is inf - inf: NaN, a failure too, and
+        # numpy's "invalid value encountered in scalar subtract" printed under the figure
+        with np.errstate(invalid="ignore"):
+            p = float(np.percentile(every, percentile))
+        p = math.inf if p != p else p
         at = f"{p:.2f} s" if math.isfinite(p) else label("실패", "failed")
         unanswered = 1 - len(x) / len(every)
         shown = f"{name} (P{percentile:g} {at}" + (label(f", 미응답 {unanswered:.0%}", f", {unanswered:.0%} unanswered")

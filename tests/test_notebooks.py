@@ -89,6 +89,7 @@ def test_notebook_executes_offline_within_the_limit(path, kernel_env):
     assert not [o for o in outputs if o.output_type == "error"]
     stderr = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stderr")
     assert "missing from font" not in stderr and "Traceback" not in stderr, stderr[:2000]
+    assert "RuntimeWarning" not in stderr, stderr[:2000]  # numpy's inf - inf under notebook 06's CDF
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} drew no figure"
 
 

@@ -63,9 +63,15 @@ class OutageDrillPanel(Panel):
                         f"the SLO is {slo.latency_s:g} s")
         else:
             headline = (f"{values['kind']} outage of {self.target} for {duration:g} s: availability during it "
-                        f"{100 * worst['availability_in_outage']:.0f} % ({worst['variant']}) → "
-                        f"{100 * best['availability_in_outage']:.0f} % ({best['variant']})")
+                        f"{_share_text(worst['availability_in_outage'])} ({worst['variant']}) → "
+                        f"{_share_text(best['availability_in_outage'])} ({best['variant']})")
         return PanelResult(fig, table, headline, table)
+
+
+def _share_text(value: float) -> str:
+    """An availability for a headline: a percentage, or words for a window no turn arrived in
+    (NaN: a drill of a second between two arrivals read "availability during it nan %")."""
+    return "n/a (no turns)" if math.isnan(value) else f"{100 * value:.0f} %"
 
 
 def _slo_text(value: float, percentile: float) -> str:

@@ -51,6 +51,12 @@ def usd(amount: float, decimals: int = 0) -> str:
     return f"{'−' if negative else ''}${shown}"
 
 
+def threshold_text(threshold: float) -> str:
+    """``0.91`` → ``"0.91"``; a typed ``0.915`` → ``"0.915"``, not the ``"0.92"`` two decimals
+    showed in the headline and the figure's title while the cache used 0.915."""
+    return f"{threshold:.2f}" if round(threshold, 2) == threshold else f"{threshold:.4g}"
+
+
 def break_even_text(rate: float) -> str:
     """The hit rate from which the cache pays, or why there is none (an infinite break-even: each
     hit's wrong-answer risk costs more than the call it saves) — it read "inf%"."""
@@ -195,8 +201,9 @@ class ThresholdPanel(Panel):
                                     embedding_cost=self.embedding_cost,
                                     false_hit_penalty=values["false_hit_penalty"])
         fig = threshold_figure(on, float(t), guard_off=off, lang=lang, highlight_guard=guard,
-                               title=label(f"임계값 {t:.2f}: 재질문 히트율과 오답 히트율 ({self.embedder_name})",
-                                           f"threshold {t:.2f}: hits on repeats vs false hits ({self.embedder_name})"))
+                               title=label(f"임계값 {threshold_text(t)}: 재질문 히트율과 오답 히트율 ({self.embedder_name})",
+                                           f"threshold {threshold_text(t)}: hits on repeats vs false hits "
+                                           f"({self.embedder_name})"))
         import pandas as pd
 
         table = pd.DataFrame([
@@ -213,6 +220,6 @@ class ThresholdPanel(Panel):
             ("net saving / month", usd(money["net_saving"])),
             ("break-even hit rate", break_even_text(money["break_even_hit_rate"])),
         ], columns=["quantity", "value"])
-        headline = (f"threshold {t:.2f}, guard {'on' if guard else 'off'}: hit rate {money['hit_rate']:.1%}, "
+        headline = (f"threshold {threshold_text(t)}, guard {'on' if guard else 'off'}: hit rate {money['hit_rate']:.1%}, "
                     f"wrong answers {money['wrong_answer_share']:.2%}, net saving {usd(money['net_saving'])}/month")
         return PanelResult(fig, table, headline, {**m, **money})
