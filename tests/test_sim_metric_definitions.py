@@ -180,3 +180,18 @@ def test_outage_numbers_measured_by_one_replication_have_no_interval_and_say_so(
     assert s["outage_availability"] == 0.0  # m down, no fallback: the one run's value
     assert "outage_availability" not in s["ci95"] and "availability" in s["ci95"]  # was [0, 0]
     assert "1 of 3 runs had any" in summary_table(s)
+
+
+def test_an_slo_percentile_just_past_the_last_answered_turn_is_infinite_not_the_largest_float():
+    """95 answered turns and 5 failures: P95 interpolates between the last answer and a failure.
+    numpy's nan_to_num turned that +inf into 1.7976931348623157e+308, a 309-digit "latency" in the
+    drill panel's headline, and a finite bar in notebook 06's chart."""
+    import math
+
+    import numpy as np
+
+    from llmlab.sim.metrics import slo_value
+
+    answered = np.array([True] * 95 + [False] * 5)
+    value = slo_value(np.array([1.0] * 95 + [np.nan] * 5), answered, np.zeros(100, bool), 95.0)
+    assert value == math.inf

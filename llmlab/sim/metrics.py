@@ -354,7 +354,7 @@ def violation_rate(violated: np.ndarray, refused: np.ndarray) -> float:
 def judged(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray) -> np.ndarray:
     """Each turn's ``metric`` as the SLO judges it: the policy's refusals left out, a turn that
     failed infinitely slow (never answered)."""
-    return np.where(answered, np.nan_to_num(metric, nan=math.inf), math.inf)[~refused]
+    return np.where(answered, np.nan_to_num(metric, nan=math.inf, posinf=math.inf), math.inf)[~refused]
 
 
 def turn_verdicts(turns: "pd.DataFrame") -> tuple[np.ndarray, np.ndarray]:
@@ -371,7 +371,9 @@ def slo_value(metric: np.ndarray, answered: np.ndarray, refused: np.ndarray, per
     if not len(considered):
         return math.nan
     with np.errstate(invalid="ignore"):
-        return float(np.nan_to_num(np.percentile(considered, percentile), nan=math.inf))
+        # posinf too: nan_to_num's default turns +inf (the percentile just past the last answered
+        # turn, interpolated towards a failure) into the largest float, a 309-digit "latency"
+        return float(np.nan_to_num(np.percentile(considered, percentile), nan=math.inf, posinf=math.inf))
 
 
 def during_windows(arrival_s: np.ndarray, windows: Sequence["Window"]) -> np.ndarray:
