@@ -25,6 +25,30 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class Terminated(BaseException):
+    """SIGTERM to a running command (a cancelled CI job, ``timeout``, ``kill``), raised in its main
+    thread so that every ``finally`` runs: a sweep's worker processes and a run's child
+    interpreters are ended with it.  Python's default for SIGTERM ends the process at once, and
+    they went on computing for nobody.  A BaseException, as KeyboardInterrupt is: no handler of
+    a run's errors takes it for one."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _catch_sigterm() -> object:
+    """Raise :class:`Terminated` on SIGTERM while a command runs, unless someone else handles
+    SIGTERM already (or this is not the main thread); the previous handler, to put back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -45,16 +69,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImportError, AttributeError) as exc:
         print(f"llmlab {name}: not available in this installation ({exc})", file=sys.stderr)
         return 2
+    previous = _catch_sigterm()
     try:
         return int(entry(rest) or 0)
     except KeyboardInterrupt:  # Ctrl-C during a long simulation: a line, not SimPy's traceback
         print(f"\nllmlab {name}: interrupted", file=sys.stderr)
         return 130  # the shell's code for a SIGINT
+    except Terminated:
+        print(f"\nllmlab {name}: terminated", file=sys.stderr)
+        return 143  # the shell's code for a SIGTERM
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

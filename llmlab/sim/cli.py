@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..cli_args import OneLineParser as _Parser
 from ..cli_args import parse_or_refuse, refuse
@@ -85,19 +86,57 @@ def _jsonable(value: Any) -> Any:
 
 
 def _write_outputs(result: Any, out: Path) -> list[Path]:
-    from ..report import write_report
+    """Every file of ``--out``, written into a hidden folder inside ``out`` and moved into ``out``
+    once all are written: interrupted (Ctrl-C while a long run's tables are written) or failing,
+    ``out`` holds what it held before, not a cut ``requests.csv`` beside the previous run's summary."""
+    import shutil
+    import tempfile
+
+    from .. import report
 
     out.mkdir(parents=True, exist_ok=True)
-    requests = result.requests.copy()
-    if "attempts" in requests.columns:
-        requests["attempts"] = requests["attempts"].map(lambda a: json.dumps(_jsonable(a), ensure_ascii=False))
-    paths = [out / "requests.csv", out / "turns.csv", out / "summary.json", out / "tenants.csv", out / "outages.csv"]
-    requests.to_csv(paths[0], index=False)
-    result.turns.to_csv(paths[1], index=False)
-    result.tenants().to_csv(paths[3], index=False)
-    result.outage_table().to_csv(paths[4], index=False)
-    paths[2].write_text(json.dumps(_jsonable(result.summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return paths + write_report(result, out)
+    staging = Path(tempfile.mkdtemp(prefix=".llmlab-writing-", dir=out))
+    try:
+        requests = result.requests.copy()
+        if "attempts" in requests.columns:
+            requests["attempts"] = requests["attempts"].map(lambda a: json.dumps(_jsonable(a), ensure_ascii=False))
+        names = ["requests.csv", "turns.csv", "summary.json", "tenants.csv", "outages.csv"]
+        requests.to_csv(staging / names[0], index=False)
+        result.turns.to_csv(staging / names[1], index=False)
+        result.tenants().to_csv(staging / names[3], index=False)
+        result.outage_table().to_csv(staging / names[4], index=False)
+        (staging / names[2]).write_text(json.dumps(_jsonable(result.summary), indent=2, ensure_ascii=False) + "\n",
+                                        encoding="utf-8")
+        names += [path.name for path in report.write_report(result, staging)]
+        for name in names:
+            os.replace(staging / name, out / name)
+        return [out / name for name in names]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(file)`` into a hidden file beside ``path`` (of the same extension: it names a
+    figure's format), then renamed onto ``path``: interrupted or failing, ``path`` is as it was.
+    A path that is no regular file (``/dev/stdout``, a pipe) is written as it is."""
+    if _in_place(path):
+        write(path)
+        return
+    temporary = _beside(path)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _in_place(path: Path) -> bool:
+    """Written where it is: a device or pipe (`/dev/stdout`), or a link (its target keeps its place)."""
+    return path.is_symlink() or (path.exists() and not path.is_file())
+
+
+def _beside(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.llmlab-{os.getpid()}{path.suffix}")
 
 
 def _output_dir(text: str) -> Path:
@@ -212,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
-    """A file option, checked for writing before the runs (not after hours of them)."""
+    """A file option, checked for writing before the runs (not after hours of them): the file
+    as :func:`write_whole` writes it, a new file beside it; the check leaves no file behind (an
+    empty one stayed when the runs were refused or interrupted)."""
     from .scenario import ScenarioError
 
     out = Path(text)
@@ -220,8 +261,12 @@ def out_file(text: str, option: str = "--out", kind: str = "CSV") -> Path:
         raise ScenarioError(option, f"a {kind} file path (not a folder)", text)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a", encoding="utf-8"):
-            pass
+        if _in_place(out):
+            with open(out, "a", encoding="utf-8"):
+                pass
+        else:
+            _beside(out).touch()
+            _beside(out).unlink()
     except OSError as exc:
         raise ScenarioError(option, f"a file this user can write ({exc.strerror})", text) from None
     return out
@@ -270,8 +315,10 @@ def print_then_write(prog: str, table: Any, text: Any, *, as_json: bool, out: Pa
         _discard_stdout()  # the exit's flush must not fail again
         code, say = 2, False
     for option, path, write, done in (
-            ("--out", out, lambda: table.to_csv(out, index=False), f"wrote {len(table)} rows to {out}"),
-            ("--plot", plot, lambda: _save_figure(draw(), plot), f"drew {drawn} in {plot}")):
+            ("--out", out, lambda: write_whole(out, lambda path: table.to_csv(path, index=False)),
+             f"wrote {len(table)} rows to {out}"),
+            ("--plot", plot, lambda: write_whole(plot, lambda path: _save_figure(draw(), path)),
+             f"drew {drawn} in {plot}")):
         if path is None:
             continue
         try:

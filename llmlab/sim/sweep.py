@@ -6,10 +6,13 @@
 returns a DataFrame with one row per combination: the override keys as columns, then the
 summary.  Every combination goes through :func:`~llmlab.sim.run.preflight` *before* anything
 runs (fields, run size, cache options, languages, plans), so a typo fails in a second rather
-than after the first hour of a sweep; an error raised inside a worker reaches the caller as
-itself (llmlab's errors survive pickling).  Runs are independent (each builds
-its own gateway, providers and traffic from the seed), so they go to local processes by
-default, or to a Dask cluster when given a scheduler address or a ``distributed.Client``.
+than after the first hour of a sweep.  A combination that fails during its run (an embedder that
+cannot embed here, a worker killed) costs no other row: the others run, and
+:class:`SweepIncomplete` holds their rows; when no combination ran, the error reaches the caller
+as itself (llmlab's errors survive pickling).  Runs are independent (each builds its own
+gateway, providers and traffic from the seed), so they go to local processes by default, or to a
+Dask cluster when given a scheduler address or a ``distributed.Client``
+(:mod:`llmlab.sim.sweep_runs`, which also stops them when the caller is interrupted).
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import itertools
 import json
 import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -38,6 +40,32 @@ class SweepWorkerDied(LLMLabError, RuntimeError):
     the same code that ran under ``fork`` (Linux up to 3.13).  The pool said only that a process
     "terminated abruptly"; this says what to do.
     """
+
+
+class SweepIncomplete(LLMLabError, RuntimeError):
+    """Some combinations failed during their runs; the others ran to the end.
+
+    ``rows`` is the frame :func:`sweep` would have returned, holding the combinations that ran
+    (in the grid's order); ``failures`` each combination that failed and the exception its run
+    raised, the first of which is this error's ``__cause__``.  A sweep used to raise the first
+    failure alone, after waiting for every other run, and lose all their rows with it.
+    """
+
+    def __init__(self, rows: "pd.DataFrame", failures: list[tuple[dict[str, Any], BaseException]],
+                 total: int) -> None:
+        self.rows, self.failures, self.total = rows, failures, total
+        combo, first = failures[0]
+        said = (str(first).splitlines() or [""])[0]
+        super().__init__(f"{len(failures)} of {total} combinations failed during their runs, first "
+                         f"{named(combo)}: {type(first).__name__}: {said}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.rows, self.failures, self.total)
+
+
+def named(combo: Mapping[str, Any]) -> str:
+    """A combination as ``key=value, …`` (the values as Python writes them)."""
+    return ", ".join(f"{key}={value!r}" for key, value in combo.items())
 
 
 def flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,58 +205,63 @@ def sweep(scenario: "Scenario | str", grid: Mapping[str, Sequence[Any]], *, requ
     tasks = [(base, combo, n, h, seed, replications) for combo, (n, h) in zip(combos, sizes)]
     bar = progress_bar(len(tasks), progress, "sweep", unit="run")
     try:
-        results = _results(tasks, scheduler, processes, bar, f"{arg_prefix}scheduler")
+        outcomes = _results(tasks, scheduler, processes, bar, f"{arg_prefix}scheduler")
     finally:
         if bar is not None:
             bar.close()
-    rows = [{**combo, **{k: v for k, v in summary.items() if k not in combo}}
-            for combo, summary in zip(combos, results)]
+    from .sweep_runs import Failed
+
+    rows, failures = [], []
+    for combo, outcome in zip(combos, outcomes):
+        if isinstance(outcome, Failed):
+            failures.append((combo, _said(outcome.error)))
+        else:
+            rows.append({**combo, **{k: v for k, v in outcome.items() if k not in combo}})
     frame = pd.DataFrame(rows)
     # a summary lists only the error codes and models a run saw: absent from a run means none there
     counted = [c for c in frame.columns if c.startswith(("errors.", "model_share."))]
     frame[counted] = frame[counted].fillna(0)
+    if failures and not rows:
+        raise failures[0][1]
+    if failures:
+        raise SweepIncomplete(frame, failures, len(combos)) from failures[0][1]
     return frame
 
 
-def _results(tasks: list, scheduler: Any, processes: int, bar: Any, field: str = "scheduler") -> list[dict[str, Any]]:
-    """Every task's summary, in the tasks' order; ``bar.update_to(done)`` as each one finishes."""
+def _results(tasks: list, scheduler: Any, processes: int, bar: Any, field: str = "scheduler") -> list[Any]:
+    """Every task's summary (or :class:`~llmlab.sim.sweep_runs.Failed`), in the tasks' order;
+    ``bar.update_to(done)`` as each one finishes."""
+    from . import sweep_runs
+
     if scheduler is not None:
         return _on_dask(scheduler, tasks, bar, field)
     if processes <= 1 or len(tasks) == 1:
-        results = []
-        for task in tasks:
-            results.append(_run(task))
-            if bar is not None:
-                bar.update_to(len(results))
-        return results
+        return sweep_runs.on_this_process(_run, tasks, bar)
+    return sweep_runs.on_processes(_run, tasks, processes, bar)
+
+
+def _said(error: BaseException) -> BaseException:
+    """A run's exception as the caller should read it: a pool whose worker died says why it may have."""
+    if not isinstance(error, BrokenProcessPool):
+        return error
+    method = multiprocessing.get_start_method()
+    died = SweepWorkerDied(
+        "a sweep worker process died before returning its run (out of memory or killed?)"
+        + ("" if method == "fork" else
+           f"; this Python starts workers with {method!r}, which re-imports the calling script:"
+           " in a script, call sweep() under `if __name__ == \"__main__\":`")
+        + "; processes=1 runs the sweep in this process")
+    died.__cause__ = error
+    return died
+
+
+def _on_dask(scheduler: Any, tasks: list, bar: Any, field: str = "scheduler") -> list[Any]:
     try:
-        with ProcessPoolExecutor(max_workers=min(processes, len(tasks))) as pool:
-            return _gathered([pool.submit(_run, t) for t in tasks], as_completed, bar)
-    except BrokenProcessPool as exc:
-            method = multiprocessing.get_start_method()
-            raise SweepWorkerDied(
-                "a sweep worker process died before returning its run (out of memory or killed?)"
-                + ("" if method == "fork" else
-                   f"; this Python starts workers with {method!r}, which re-imports the calling script:"
-                   " in a script, call sweep() under `if __name__ == \"__main__\":`")
-                + "; processes=1 runs the sweep in this process") from exc
-
-
-def _gathered(futures: list, completed: Callable[[list], Any], bar: Any) -> list[Any]:
-    """The futures' results in their order, the bar moved as each finishes (``completed`` is
-    ``concurrent.futures.as_completed`` or Dask's); the first failure raises as itself."""
-    for done, future in enumerate(completed(futures), 1):
-        future.result()
-        if bar is not None:
-            bar.update_to(done)
-    return [f.result() for f in futures]
-
-
-def _on_dask(scheduler: Any, tasks: list, bar: Any, field: str = "scheduler") -> list[dict[str, Any]]:
-    try:
-        from distributed import Client, as_completed as dask_completed
+        from distributed import Client
     except ImportError:
         raise ScenarioError(field, "needs the 'distributed' package: pip install 'llmlab[dask]'") from None
+    from .sweep_runs import on_dask
+
     own = not isinstance(scheduler, Client)
     try:
         client = Client(scheduler) if own else scheduler
@@ -236,7 +269,7 @@ def _on_dask(scheduler: Any, tasks: list, bar: Any, field: str = "scheduler") ->
         where = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
         raise ScenarioError(field, f"a Dask scheduler that answers (cannot connect: {exc})", where) from None
     try:
-        return _gathered(client.map(_run, tasks, pure=False), dask_completed, bar)
+        return on_dask(_run, tasks, client, bar)
     finally:
         if own:
             client.close()

@@ -14,7 +14,8 @@ before the first run.  The table printed holds the grid's columns and the headli
 ``--out`` writes every column as CSV, ``--json`` prints the rows as one JSON list, ``--plot``
 draws the headline numbers against the first grid key (:mod:`llmlab.sim.sweep_plot`).  The rows
 are printed before the files are written: a file that cannot be written is an error (exit code
-2) after them.
+2) after them.  A combination that fails during its run costs no other row: the rows that ran are
+printed and written, then one line names the combination that failed (exit code 2).
 
 Exit codes: 0 success, 2 bad input (a one-line message on stderr naming the field), 130 Ctrl-C.
 """
@@ -25,6 +26,7 @@ import re
 import sys
 from typing import Any, Sequence
 
+from ..cli_args import refuse
 from .cli import (add_outputs, add_runs, command_parser, keyed_values, output_files, print_then_write, run_command,
                   scenario_with_sets)
 
@@ -85,15 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .sweep import sweep
+    from .sweep import SweepIncomplete, sweep
 
     grid = parse_grid(args.grid)
     scenario = scenario_with_sets(args)
     out, plot = output_files(args)
     progress = not args.json and sys.stderr.isatty()
     size = {"requests": args.requests} if args.requests is not None else {}  # else sweep()'s 2,000
-    frame = sweep(scenario, grid, **size, hours=args.hours, seed=args.seed, replications=args.replications,
-                  processes=args.processes, scheduler=args.scheduler, progress=progress, arg_prefix="--")
+    failed = None
+    try:
+        frame = sweep(scenario, grid, **size, hours=args.hours, seed=args.seed, replications=args.replications,
+                      processes=args.processes, scheduler=args.scheduler, progress=progress, arg_prefix="--")
+    except SweepIncomplete as exc:  # the rows that ran are printed and written, then the failure said
+        frame, failed = exc.rows, exc
     keys = list(grid)
 
     def draw() -> Any:
@@ -101,8 +107,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return plot_sweep(frame, keys, f"{scenario.name}: sweep over {keys[0]}")
 
-    return print_then_write(PROG, frame, lambda: table(frame, keys), as_json=args.json, out=out, plot=plot, draw=draw,
-                            drawn="the sweep")
+    code = print_then_write(PROG, frame, lambda: table(frame, keys), as_json=args.json, out=out, plot=plot,
+                            draw=draw, drawn="the sweep")
+    return code if failed is None else refuse(PROG, failed)
 
 
 if __name__ == "__main__":  # pragma: no cover
