@@ -244,10 +244,12 @@ def test_memo_is_safe_for_concurrent_processes(tmp_path):
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for s in (0, 100)]
+    said = []
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    assert len(EmbeddingMemo(HashedNgramEmbedder(), path=path)) == 250  # union of 0..149 and 100..249
+        said.append((out, err))  # a child that fell back to memory logs why on stderr
+    assert len(EmbeddingMemo(HashedNgramEmbedder(), path=path)) == 250, said  # union of 0..149 and 100..249
 
 
 def test_loading_wordllama_leaves_the_root_logger_alone():
