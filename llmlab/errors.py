@@ -268,7 +268,9 @@ class ClientDisconnected(GatewayError):
 
 
 class ProviderRejected(GatewayError):
-    """The provider refused the request itself (bad request, authentication): retrying cannot help."""
+    """The provider refused the request itself (a bad request), or no deployment of the chain takes
+    the gateway's credentials (each refused its key, or is skipped by the breaker a refused key
+    opened): retrying cannot help until the request or the keys are fixed."""
 
     code = "provider_rejected"
 

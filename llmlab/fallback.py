@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Callable, Container, Generator, Sequence
 
 from . import _validate as v
 from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Race, Sleep
@@ -227,8 +227,20 @@ class ChainResult:
         if self.error.kind is ErrorKind.UNSUPPORTED:
             return all((a.error or "").startswith(ErrorKind.UNSUPPORTED.value) for a in self.attempts)
         if self.error.kind is ErrorKind.AUTH:  # no deployment tried would take the gateway's credentials
-            return all((a.error or "").startswith(ErrorKind.AUTH.value) for a in self.attempts if a.purpose != "skip")
+            return credentials_refused(self.attempts, ())
         return self.error.kind in FATAL
+
+
+def credentials_refused(attempts: Sequence[Attempt], refusing: Container[str]) -> bool:
+    """Whether no deployment of a chain's ``attempts`` takes the gateway's credentials: each
+    called refused them, and each skipped by its open breaker is in ``refusing`` (the last call
+    to it refused them).  A deployment skipped for its breaker otherwise may be in an outage that
+    ends: the request failed, it was not rejected (a retry hint, the last-resort answer) — taken
+    for a refusal, one deployment down and the others' keys refused read "could not be
+    processed".  A deployment skipped for too small a window could not answer either way."""
+    judged = [a for a in attempts if a.purpose != "skip" or a.error == ErrorKind.CIRCUIT_OPEN.value]
+    return bool(judged) and all(a.deployment in refusing if a.purpose == "skip"
+                                else (a.error or "").startswith(ErrorKind.AUTH.value) for a in judged)
 
 
 def completion_bound(call: Call) -> int:

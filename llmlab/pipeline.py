@@ -30,7 +30,7 @@ from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallErro
 from . import secret_logs
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited, redact_text)
-from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, judge, run_chain
+from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, credentials_refused, judge, run_chain
 from .hedging import Hedge
 from .ledger import Ledger
 from .logs import log_failure
@@ -172,7 +172,7 @@ class Pipeline:
         #: identical requests in flight at once: one leads, the others wait for its answer (llmlab.coalescing)
         self.flights = Flights(coalesce) if coalesce is not None else None
         self._chains: dict[str, tuple[Deployment, ...]] = {}
-        #: deployments whose refusal of the gateway's credentials was logged (once each)
+        #: deployments whose last call refused the gateway's credentials (logged once until one answers)
         self._credentials_refused: set[str] = set()
         #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
         #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
@@ -428,8 +428,8 @@ class Pipeline:
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
                                             self.clock, self.rng, before_call, hedge, before_hedge)
                 s.attempts.extend(last.attempts)
-                if last.result is None or len(last.attempts) > 1:  # something failed: a refused key, say
-                    self._warn_refused_credentials(last.attempts)
+                if last.result is None or len(last.attempts) > 1 or self._credentials_refused:  # a refused key, say
+                    self._note_credentials(last.attempts)
                 if last.stopped:  # the budget cannot cover another call: no escalation either
                     break
                 if last.result is None:
@@ -520,13 +520,17 @@ class Pipeline:
             if not flight.handed_on or now >= deadline:  # waiting on would not help
                 return None
 
-    def _warn_refused_credentials(self, attempts: Sequence[Attempt]) -> None:
-        """Log once per deployment that it refused the gateway's credentials.  The chain falls back
-        past such a deployment (each provider has its own key), which keeps requests answered but
-        would hide a wrong, expired or missing key behind the fallback's answers (and its prices)
-        until the fallback failed too."""
+    def _note_credentials(self, attempts: Sequence[Attempt]) -> None:
+        """Keep which deployments refused the gateway's credentials at their last call (an answer
+        takes one off), and log it when one starts to.  The chain falls back past such a
+        deployment (each provider has its own key), which keeps requests answered but would hide
+        a wrong, expired or missing key behind the fallback's answers (and its prices) until the
+        fallback failed too.  :meth:`_failed` reads the set: a deployment its breaker skips for a
+        refused key does not take the request either (:func:`~llmlab.fallback.credentials_refused`)."""
         for a in attempts:
-            if a.error and a.error.startswith(ErrorKind.AUTH.value) and a.deployment not in self._credentials_refused:
+            if a.ok:
+                self._credentials_refused.discard(a.deployment)
+            elif a.error and a.error.startswith(ErrorKind.AUTH.value) and a.deployment not in self._credentials_refused:
                 self._credentials_refused.add(a.deployment)
                 self.lock.outside(log.warning, "llmlab deployment %r refused the gateway's credentials (%s): requests "
                                   "fall back past it until its key is fixed", a.deployment, a.error[:200])
@@ -885,6 +889,11 @@ class Pipeline:
         if last is not None and last.fatal:
             return self._error(s, ProviderRejected(f"{last.deployment.name if last.deployment else 'provider'} "
                                                    f"rejected the request: {error.message}"))
+        if last is not None and error is not None and error.kind in (ErrorKind.AUTH, ErrorKind.CIRCUIT_OPEN) and \
+                credentials_refused(last.attempts, self._credentials_refused):
+            # breakers opened by refused keys: "retry in 30 s" would not help until the keys are fixed
+            return self._error(s, ProviderRejected("no deployment takes the gateway's credentials (refused by "
+                                                   f"{', '.join(sorted({a.deployment for a in last.attempts} & self._credentials_refused))})"))
         now = self.clock()
         if s.cache is not CacheOutcome.BYPASS:  # last resort: a stale exact entry, then a similar cached answer
             hit = self.exact_cache.get(s.request.tenant, s.key, now, allow_stale=True) if s.key is not None else None

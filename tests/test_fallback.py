@@ -77,6 +77,46 @@ def test_when_every_deployment_refuses_the_credentials_the_request_is_rejected(m
     assert isinstance(out.error, ProviderRejected) and len(out.attempts) == 3  # no retry hint: not an outage
 
 
+def test_breakers_opened_by_refused_keys_still_reject_the_request_without_a_retry_hint(make_gateway, driver,
+                                                                                        clock):
+    """Once every deployment's breaker opened on its refused key, requests were skipped everywhere
+    and told "temporarily unavailable, retry in 30 s": no retry helps until the keys are fixed.
+    A deployment that answers again is off that list: its next outage is an outage."""
+    gw = make_gateway(breaker={"failure_threshold": 1, "cooldown_s": 30.0})
+    for name in ("gpt-4o", "claude", "gpt-4o-mini"):
+        driver.script(name, ErrorKind.AUTH)
+    gw.complete("hello")
+    out = gw.complete("hello again")
+    assert [a.purpose for a in out.attempts] == ["skip"] * 3
+    assert isinstance(out.error, ProviderRejected) and out.error.retry_after_s is None
+    assert "gpt-4o" in out.error.message
+    clock.now += 31
+    driver.script("gpt-4o", "ok: the key was fixed and this answer is long enough", ErrorKind.SERVER)
+    for name in ("claude", "gpt-4o-mini"):
+        driver.script(name, ErrorKind.AUTH)
+    assert gw.complete("the primary's key is fixed").deployment == "gpt-4o"
+    down = gw.complete("the primary is down now")  # its breaker opens on a 5xx; the others still refuse
+    assert isinstance(down.error, AllProvidersFailed) and down.error.retry_after_s > 0
+
+
+def test_a_deployment_down_and_the_others_refusing_their_keys_is_an_outage_not_a_rejection(make_gateway, driver,
+                                                                                           clock):
+    """The primary's breaker open for an outage and the fallbacks' keys refused: the request was
+    provider_rejected ("could not be processed", no retry hint, no last-resort answer), though the
+    primary answers once its outage ends."""
+    gw = make_gateway(breaker={"failure_threshold": 1})
+    assert gw.complete("what is the capital of France").ok
+    clock.now += 10_000  # the exact cache's entry is stale: a last resort only
+    driver.script("gpt-4o", ErrorKind.SERVER)
+    assert gw.complete("open the primary's breaker").deployment == "claude"
+    for name in ("claude", "gpt-4o-mini"):
+        driver.script(name, ErrorKind.AUTH, ErrorKind.AUTH)
+    served = gw.complete("what is the capital of France")
+    assert served.attempts[0].purpose == "skip" and served.cache is CacheOutcome.LAST_RESORT_HIT
+    failed = gw.complete("and something never asked")
+    assert isinstance(failed.error, AllProvidersFailed) and failed.error.retry_after_s > 0
+
+
 def test_context_window_exceeded_goes_to_a_larger_window(driver, make_gateway):
     deps = [Deployment("small", "gpt-4o-mini", context_window=8_000), Deployment("same", "gpt-4o", context_window=8_000),
             Deployment("big", "claude-sonnet-4-20250514", context_window=200_000)]

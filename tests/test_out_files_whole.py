@@ -49,3 +49,21 @@ def test_a_simulation_writes_every_file_of_out_and_nothing_else(tmp_path, capsys
     assert names == sorted(["requests.csv", "turns.csv", "summary.json", "tenants.csv", "outages.csv",
                             "cost_over_time.png", "latency_cdf.png", "hit_rate.png", "outages.png"])
     assert "wrote 9 files to" in capsys.readouterr().err
+
+
+def test_a_rewritten_file_keeps_the_permissions_its_owner_gave_it(tmp_path, capsys):
+    """The new file was written beside the old one and renamed onto it: it took the umask's
+    permissions, and results made private (0600) became world-readable (0644)."""
+    import os
+    import stat
+
+    csv, out = tmp_path / "rows.csv", tmp_path / "run"
+    csv.write_text("previous\n", encoding="utf-8")
+    out.mkdir()
+    (out / "summary.json").write_text("{}\n", encoding="utf-8")
+    for path in (csv, out / "summary.json"):
+        os.chmod(path, 0o600)
+    sim_cli.write_whole(csv, lambda path: path.write_text("new\n", encoding="utf-8"))
+    assert sim_cli.main(["--scenario", "b2b-saas", "--requests", "40", "--out", str(out), "--json"]) == 0
+    assert csv.read_text(encoding="utf-8") == "new\n" and "from" not in (out / "summary.json").read_text()
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (csv, out / "summary.json")] == [0o600, 0o600]

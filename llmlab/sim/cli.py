@@ -109,7 +109,7 @@ def _write_outputs(result: Any, out: Path) -> list[Path]:
                                         encoding="utf-8")
         names += [path.name for path in report.write_report(result, staging)]
         for name in names:
-            os.replace(staging / name, out / name)
+            _replace(staging / name, out / name)
         return [out / name for name in names]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -125,9 +125,21 @@ def write_whole(path: Path, write: Callable[[Path], None]) -> None:
     temporary = _beside(path)
     try:
         write(temporary)
-        os.replace(temporary, path)
+        _replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _replace(written: Path, path: Path) -> None:
+    """Rename ``written`` onto ``path`` with the permissions ``path`` had: a new file takes the
+    umask's (0644), and a results file its owner had made private (0600) became world-readable."""
+    import shutil
+
+    try:
+        shutil.copymode(path, written)
+    except FileNotFoundError:  # a new file: the umask's permissions, as before
+        pass
+    os.replace(written, path)
 
 
 def _in_place(path: Path) -> bool:
