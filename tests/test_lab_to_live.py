@@ -192,3 +192,16 @@ def test_shared_backends_that_drop_the_labs_cache_ttl_or_rate_limits_are_warned_
         build_gateway(sc, time.time, seed=0, cache_store=MemoryStore(ttl_s=86400.0),
                       rate_limiter=RateLimiter(per_plan=scenario_rate_limits(sc)))
     assert "gateway_kwargs" not in caplog.text
+
+
+def test_a_simulation_of_a_scenario_with_an_unset_key_variable_warns_of_nothing(monkeypatch, caplog):
+    """The simulator builds the same gateway and sends nothing: the live-only warning about an
+    unset ``api_key_env`` was printed by every `llmlab simulate` of a scenario written for live use."""
+    from llmlab.sim import simulate
+
+    monkeypatch.delenv("LLMLAB_TEST_SIM_ONLY_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="llmlab.sim"):
+        result = simulate("b2b-saas", requests=50, seed=0, baseline=False, parallel=False,
+                          overrides={"providers.gpt-4o.api_key_env": "LLMLAB_TEST_SIM_ONLY_KEY"})
+    assert result.summary["requests"] == 50
+    assert not [r for r in caplog.records if "LLMLAB_TEST_SIM_ONLY_KEY" in r.getMessage()]

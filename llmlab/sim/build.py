@@ -116,7 +116,8 @@ def _guards(cfg: Any) -> dict[str, Any]:
 
 
 def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed: int, baseline: bool = False,
-                  semantic_cache: Any = None, keep_records: bool = False, **gateway_kwargs: Any) -> "Gateway":
+                  semantic_cache: Any = None, keep_records: bool = False, simulated: bool = False,
+                  **gateway_kwargs: Any) -> "Gateway":
     """The scenario's Gateway (or the baseline's) on ``clock`` (the simulator's virtual one, or
     ``time.time``); ``scenario`` is a :class:`Scenario`, a preset name or a TOML path.  ``seed``
     seeds the backoff jitter, ``semantic_cache`` is the cache to use (None: none; True: the
@@ -127,7 +128,8 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
     replicas (``**llmlab.backends.from_url(…).gateway_kwargs()``), a ledger with a sink, or
     ``log_content``.  A deployment's ``api_base`` and ``api_key_env`` (live only) go into its
     call parameters; the key is read from the environment here, never kept in the scenario.
-    Its ``image_tokens_max`` (live only too) is what one image part is held at."""
+    Its ``image_tokens_max`` (live only too) is what one image part is held at.  ``simulated``:
+    the simulator's own build, which sends nothing (no warning of an unset key variable)."""
     from ..gateway import Gateway
     from ..ledger import Ledger
     from ..pricing import PriceBook
@@ -146,7 +148,8 @@ def build_gateway(scenario: Scenario | str, clock: Callable[[], float], *, seed:
         if p.price is not None:
             price_model = f"sim-price:{name}"  # explicit, even when $0: never a silent default
             overrides[price_model] = (p.price.input_per_1m, p.price.output_per_1m)
-        deployments.append(Deployment(name, p.model, _live_params(name, p), context_window=p.context_window,
+        deployments.append(Deployment(name, p.model, _live_params(name, p, warn=not simulated),
+                                      context_window=p.context_window,
                                       max_output_tokens=p.max_output_tokens, timeout_s=p.timeout_s,
                                       price_model=price_model, image_tokens_max=p.image_tokens_max))
     prices = PriceBook.default().with_overrides(overrides) if overrides else PriceBook.default()
@@ -182,7 +185,7 @@ def unset_key_placeholder(variable: str) -> str:
     return f"unset-{variable}"
 
 
-def _live_params(name: str, provider: Any) -> dict[str, Any]:
+def _live_params(name: str, provider: Any, *, warn: bool = True) -> dict[str, Any]:
     """A deployment's call parameters for live traffic: its server and its key, read now from the
     variable the scenario names.  The simulated providers never read them; ``Deployment`` keeps
     them out of its repr and the logs.
@@ -197,7 +200,7 @@ def _live_params(name: str, provider: Any) -> dict[str, Any]:
     variable = provider.api_key_env
     if variable is not None:
         params["api_key"] = os.environ.get(variable) or unset_key_placeholder(variable)
-        if not os.environ.get(variable) and (name, variable) not in _warned_unset:
+        if warn and not os.environ.get(variable) and (name, variable) not in _warned_unset:
             _warned_unset.add((name, variable))
             logging.getLogger("llmlab.sim").warning(
                 "providers.%s.api_key_env names %s, which is not set: live calls to %s send the key %r, never "

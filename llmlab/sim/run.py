@@ -112,7 +112,7 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
     if scenario.gateway.cache.semantic:
         embedder_named(scenario.gateway.cache.embedder)
         semantic = build_semantic_cache(scenario, embedder_named("hashed"))  # the options' values
-    build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic)  # rules only the gateway knows
+    build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic, simulated=True)  # rules only the gateway knows
     by_hours = hours is not None or (requests is None and scenario.traffic.hours is not None)
     whole = scenario.traffic.trace is not None or by_hours  # the window may hold no request at all
     make_traffic(scenario, requests=requests if whole else 1, hours=hours, seed=seed)
@@ -393,7 +393,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     if not baseline and scenario.gateway.cache.semantic:
         semantic = build_semantic_cache(scenario, embed_model.embedder, embed_model.similarity_table())
     gateway = build_gateway(scenario, lambda: epoch0 + env._now, seed=seed, baseline=baseline, semantic_cache=semantic,
-                            keep_records=keep_requests)
+                            keep_records=keep_requests, simulated=True)
     names = [scenario.baseline_model] if baseline else list(scenario.providers)
     configs = {n: scenario.providers[n] for n in names}
     accounts = shared_buckets(configs)
