@@ -76,10 +76,11 @@ class Flight:
     perhaps: the flight's own lock orders the two, so no wake-up is registered after the landing
     and lost."""
 
-    __slots__ = ("leader", "landed", "handed_on", "answer", "_wakers", "_lock")
+    __slots__ = ("leader", "slot", "landed", "handed_on", "answer", "_wakers", "_lock")
 
-    def __init__(self, leader: str) -> None:
+    def __init__(self, leader: str, slot: tuple[str, str]) -> None:
         self.leader = leader  #: the leading request's id
+        self.slot = slot  #: (tenant, cache key): what its followers share with it
         self.landed = False
         #: what the leader put in the caches (a :class:`~llmlab.effects.CachedAnswer`), None when it
         #: cached nothing: the followers' answer even when the caches lost it (a write Redis dropped)
@@ -185,31 +186,30 @@ class Flights:
     def board(self, tenant: str, key: str, request_id: str) -> tuple[Flight, bool]:
         """The flight for ``(tenant, key)`` and whether this request leads it (a new flight) or
         follows the one already in the air."""
-        slot = (tenant, key)
-        flight = self._flights.get(slot)
+        flight = self._flights.get((tenant, key))
         if flight is not None:
             self.joined += 1
             return flight, False
-        flight = self._flights[slot] = Flight(request_id)
-        self.led += 1
-        return flight, True
+        return self._lead((tenant, key), request_id), True
 
-    def take_over(self, tenant: str, key: str, overstayed: Flight, request_id: str) -> Flight | None:
+    def take_over(self, overstayed: Flight, request_id: str) -> Flight | None:
         """A follower whose wait for ``overstayed`` ran out calls on its own: it leads the flight of
-        ``(tenant, key)`` from now on, so that the identical requests after it wait for its call,
-        not for a leader that may never land (a hung provider, a stream its caller holds unread, a
-        task on a loop that was closed).  None, and nothing changed, when another follower has
-        taken over already; ``overstayed`` still wakes its own followers when it lands."""
-        slot = (tenant, key)
-        current = self._flights.get(slot)
+        the same slot from now on, so that the identical requests after it wait for its call, not
+        for a leader that may never land (a hung provider, a stream its caller holds unread, a task
+        on a loop that was closed).  None, and nothing changed, when another follower has taken
+        over already; ``overstayed`` still wakes its own followers when it lands."""
+        current = self._flights.get(overstayed.slot)
         if current is not None and current is not overstayed:
             return None
-        flight = self._flights[slot] = Flight(request_id)
+        return self._lead(overstayed.slot, request_id)
+
+    def _lead(self, slot: tuple[str, str], request_id: str) -> Flight:
+        flight = self._flights[slot] = Flight(request_id, slot)
         self.led += 1
         return flight
 
-    def land(self, tenant: str, key: str, flight: Flight, handed_on: bool) -> None:
+    def land(self, flight: Flight, handed_on: bool) -> None:
         """The leader of ``flight`` is done; a later identical request leads a new flight."""
-        if self._flights.get((tenant, key)) is flight:
-            del self._flights[(tenant, key)]
+        if self._flights.get(flight.slot) is flight:
+            del self._flights[flight.slot]
         flight.land(handed_on)

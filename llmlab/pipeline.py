@@ -87,7 +87,6 @@ class _State:
     rate_tokens: int = 0  # tokens the rate limiter took at the worst case, settled when the request ends
     images: tuple[str, ...] = ()  # the detail of each image part: held per deployment (llmlab.image_tokens)
     flight: Any = None  # the flight this request leads (llmlab.coalescing), landed when it is done
-    flight_key: str = ""
     coalesced_with: str | None = None  # the leader of the last flight this request waited for
 
 
@@ -276,7 +275,7 @@ class Pipeline:
         at once: the stampede coalescing is for, in the outage it matters most in)."""
         handed_on = outcome is None or outcome.kind is OutcomeKind.LAST_RESORT or (
             outcome.error is not None and outcome.error.code in _HANDED_ON)
-        self.flights.land(s.request.tenant, s.flight_key, s.flight, handed_on)
+        self.flights.land(s.flight, handed_on)
         s.flight = None
 
     def _silent(self) -> bool:
@@ -499,7 +498,7 @@ class Pipeline:
         while True:
             flight, leads = flights.board(tenant, key, s.request.request_id)
             if leads:
-                s.flight, s.flight_key = flight, key
+                s.flight = flight
                 return None
             s.coalesced_with = flight.leader
             landed = yield JoinFlight(flight, max(deadline - self.clock(), 0.0))
@@ -513,9 +512,9 @@ class Pipeline:
                 flights.served += 1
                 return hit
             if not landed:  # out of time, its leader still in the air: it calls on its own, and leads
-                own = flights.take_over(tenant, key, flight, s.request.request_id)
+                own = flights.take_over(flight, s.request.request_id)
                 if own is not None:
-                    s.flight, s.flight_key = own, key
+                    s.flight = own
                 return None
             if not flight.handed_on or now >= deadline:  # waiting on would not help
                 return None

@@ -372,7 +372,7 @@ def test_bad_settings_name_the_field(make, field):
 
 # ----------------------------------------------------------------------------- the waits themselves
 def test_a_flight_wakes_a_thread_and_a_loop_and_times_out_when_it_does_not_land():
-    flight = Flight("a")
+    flight = Flight("a", ("tenant", "key"))
     assert flight.wait(0.05) is False
     threading.Timer(0.05, flight.land, args=(True,)).start()
     started = time.perf_counter()
@@ -380,7 +380,7 @@ def test_a_flight_wakes_a_thread_and_a_loop_and_times_out_when_it_does_not_land(
     assert flight.wait(5) is True  # landed already: no wait at all
 
     async def run():
-        other = Flight("b")
+        other = Flight("b", ("tenant", "key"))
         assert await other.await_landing(0.05) is False
         asyncio.get_running_loop().call_later(0.05, other.land, False)
         return await other.await_landing(5)
