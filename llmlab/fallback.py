@@ -288,9 +288,9 @@ def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallR
 
     A fatal error or a context overflow is the request's fault (the provider answered at once): a
     success for the breaker.  Refused credentials (authentication) are the deployment's: a failure,
-    so that its breaker opens and later requests skip it at once until the key is fixed.  A 429 is throttling, not failing: no verdict, and a half-open probe
-    slot is freed — counted as failures, 30 % random 429s opened the breaker and turned a 1 s
-    Retry-After into a cooldown-long outage.  Params refused before sending: the provider was
+    so that its breaker opens and later requests skip it at once until the key is fixed.  A 429 is
+    throttling, not failing: no verdict, and a half-open probe slot is freed — counted as failures,
+    30 % random 429s opened the breaker and turned a 1 s Retry-After into a cooldown-long outage.  Params refused before sending: the provider was
     not asked, no verdict either.  A slow answer (``slow_call_s``) counts as slow."""
     if result.ok:
         breaker.record_success(now, ticket, slow=breaker.is_slow(call, result))

@@ -891,8 +891,9 @@ class Pipeline:
         if last is not None and error is not None and error.kind in (ErrorKind.AUTH, ErrorKind.CIRCUIT_OPEN) and \
                 credentials_refused(last.attempts, self._credentials_refused):
             # breakers opened by refused keys: "retry in 30 s" would not help until the keys are fixed
-            return self._error(s, ProviderRejected("no deployment takes the gateway's credentials (refused by "
-                                                   f"{', '.join(sorted({a.deployment for a in last.attempts} & self._credentials_refused))})"))
+            refusing = sorted({a.deployment for a in last.attempts} & self._credentials_refused)
+            return self._error(s, ProviderRejected(f"no deployment takes the gateway's credentials (refused by "
+                                                   f"{', '.join(refusing)})"))
         now = self.clock()
         if s.cache is not CacheOutcome.BYPASS:  # last resort: a stale exact entry, then a similar cached answer
             hit = self.exact_cache.get(s.request.tenant, s.key, now, allow_stale=True) if s.key is not None else None
