@@ -290,3 +290,41 @@ def test_a_rows_two_dollar_figures_share_one_precision_in_the_comparison():
     text = str(Comparison("b2b-saas", {"gateway.cache.semantic": False}, (0, 1), 100, table, None, None))
     row = next(line for line in text.splitlines() if line.startswith("cost_usd"))
     assert "$95 " in row and "$104" in row and "$95.2000" not in row, row
+
+
+def test_one_process_on_the_compare_command_line(monkeypatch, capsys):
+    """``--one-process`` keeps every replication of both sides in this process, as ``simulate``'s."""
+    import llmlab.sim.run as sim_run
+
+    asked = []
+    real = sim_run.simulate
+    monkeypatch.setattr(sim_run, "simulate", lambda *a, **k: asked.append(k["parallel"]) or real(*a, **k))
+    argv = ["--scenario", "b2b-saas", "--requests", "60", "--replications", "2", "--json",
+            "--change", "gateway.retry.max_retries=0"]
+    assert main(argv + ["--one-process"]) == 0
+    one_process, asked[:] = list(asked), []
+    assert main(argv) == 0
+    assert one_process and set(one_process) == {False}  # each side, and each seed it runs
+    assert asked and set(asked) == {None}  # the default: as the CPUs allow
+
+
+def burst_trace(tmp_path: Path, tenants: int = 3, rows: int = 12) -> Path:
+    """One question asked by each tenant ``rows`` times within a few milliseconds: a burst that
+    coalesces (each tenant's first request leads, the rest follow)."""
+    path = tmp_path / "burst.csv"
+    lines = ["timestamp,tenant,plan,prompt"] + [f"{k * 0.001:.3f},t{k % tenants},paid,Where is my order?"
+                                               for k in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_coalescing_is_compared_when_a_side_coalesces_and_left_out_when_neither_does(tmp_path):
+    """``coalesced_rate`` is a row where either side coalesces (its difference is what turning it
+    on did), and no row of zeros where neither side does."""
+    trace = {"traffic.trace": str(burst_trace(tmp_path)), "traffic.speedup": 1.0}
+    on = compare("b2b-saas", {"gateway.coalesce.max_wait_s": 30.0}, replications=2, overrides=trace)
+    row = on.table.set_index("metric").loc["coalesced_rate"]
+    assert row["a"] == 0 and row["b"] == pytest.approx(9 / 12) and row["difference"] == pytest.approx(9 / 12)
+    assert "coalesced_rate" in str(on)
+    off = compare("b2b-saas", {"gateway.retry.max_retries": 0}, replications=2, overrides=trace)
+    assert "coalesced_rate" not in set(off.table["metric"])

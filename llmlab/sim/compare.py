@@ -36,10 +36,14 @@ if TYPE_CHECKING:
 
 #: the numbers compared, in this order (a number no run of either side measured is left out:
 #: the outage ones without an outage)
-COMPARED = ("cost_usd", "projected_monthly_cost_usd", "cache_hit_rate", "semantic_hit_rate", "false_hit_rate",
-            "p50_latency_s", "p95_latency_s", "ttft_p95_s", "slo_value_s", "availability", "fallback_rate",
-            "retry_amplification", "budget_rejections", "slo_violation_rate", "outage_availability",
+COMPARED = ("cost_usd", "projected_monthly_cost_usd", "cache_hit_rate", "semantic_hit_rate", "coalesced_rate",
+            "false_hit_rate", "p50_latency_s", "p95_latency_s", "ttft_p95_s", "slo_value_s", "availability",
+            "fallback_rate", "retry_amplification", "budget_rejections", "slo_violation_rate", "outage_availability",
             "outage_slo_value_s", "outage_slo_violation_rate")
+
+#: numbers left out where every run of both sides has them at 0: a feature neither side uses
+#: (coalescing off on both) would otherwise add a row of zeros to every comparison
+ONLY_WHEN_NONZERO = frozenset({"coalesced_rate"})
 
 COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "clear")
 
@@ -157,6 +161,8 @@ def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
         xa, xb = a[metric].to_numpy(dtype=float), b[metric].to_numpy(dtype=float)
         if np.isnan(xa).all() and np.isnan(xb).all():
             continue  # measured by no run (no turn during an outage)
+        if metric in ONLY_WHEN_NONZERO and not (np.nan_to_num(xa).any() or np.nan_to_num(xb).any()):
+            continue
         measured = ~(np.isnan(xa) & np.isnan(xb))  # a seed with no turn during an outage has nothing to pair
         xa, xb = xa[measured], xb[measured]
         if not (np.isfinite(xa) & np.isfinite(xb)).all():

@@ -9,7 +9,8 @@ makes B; ``--set`` applies to both sides.  Both configurations are checked befor
 and a change that leaves the scenario as it is (B would be A) is refused.  It prints, per
 headline number, A's and B's means over the seeds, the mean difference B − A and its 95 %
 interval (paired by seed: common random numbers), starred when the interval leaves out 0.
-``--json`` prints the table as one JSON list; ``--out`` writes it as CSV; ``--plot`` draws each
+``--one-process`` keeps every run in this process (as ``llmlab simulate``'s).  ``--json`` prints
+the table as one JSON list; ``--out`` writes it as CSV; ``--plot`` draws each
 difference relative to A with its interval (:mod:`llmlab.sim.compare_plot`; ``--plot``'s format,
 named by its extension, is checked before the runs).  The table is printed before the files are
 written: a file that cannot be written is an error (exit code 2) after it.
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
              replications_help="paired runs, seeds seed..seed+N-1 (default 5, >= 2)")
     p.add_argument("--change", dest="changes", action="append", default=[], metavar="KEY=VALUE", required=True,
                    help="a scenario field and its value in B (as --set spells it); repeatable")
+    p.add_argument("--one-process", action="store_true",
+                   help="run every replication in this process (by default long runs go to child processes as "
+                        "the CPUs allow; the numbers are the same)")
     add_outputs(p, "the table", "each difference, relative to A, with its interval")
     return p
 
@@ -51,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     unchanged(a, changes)
     out, plot = output_files(args)
     result = compare(a, changes, requests=args.requests, hours=args.hours, seed=args.seed,
-                     replications=args.replications, progress=not args.json and sys.stderr.isatty())
+                     replications=args.replications, progress=not args.json and sys.stderr.isatty(),
+                     parallel=False if args.one_process else None)
 
     def draw() -> Any:
         from .compare_plot import plot_comparison
