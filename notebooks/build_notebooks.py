@@ -1568,8 +1568,9 @@ def nb05() -> list:
         from llmlab.widgets import SimulationPanel
 
         controls = {"gateway.cache.semantic": True, "gateway.cache.threshold": (0.3, 1.0, 0.01)}
-        for i, group in enumerate(scenario.traffic.tenants):   # one cap box per tenant group (typed, so -1 is reported)
-            controls[f"traffic.tenants.{i}.monthly_budget_usd"] = float(getattr(group, "monthly_budget_usd", None) or 0.0)
+        for i, group in enumerate(scenario.traffic.tenants):   # a cap box per capped tenant group (typed, so -1 is reported)
+            if group.monthly_budget_usd is not None:            # an uncapped group stays uncapped (0 would be a $0 cap)
+                controls[f"traffic.tenants.{i}.monthly_budget_usd"] = float(group.monthly_budget_usd)
         panel = SimulationPanel("b2b-saas", controls=controls, requests=600, seed=1, overrides=NO_OUTAGES)
         panel.run()
         panel
