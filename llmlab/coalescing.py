@@ -22,12 +22,13 @@ cache alone, a turn with no text or an embedder that failed leaves neither).
 When the leader leaves no answer in the caches:
 
 * its caller left, every provider failed (also when a stale or similar last-resort answer was
-  served instead), or the admission refused it a place — a failure that says nothing of the
+  served instead), no deployment took the gateway's key (the keys were refused, not the
+  request), or the admission refused it a place — a failure that says nothing of the
   followers' fate: a follower boards again — the first to do so leads the next flight and the
   others follow it — so an outage or a cancelled leader costs one call at a time, not one per
   request; a follower still waiting at ``max_wait_s`` after it first boarded goes on alone;
 * anything else — an answer that is never cached (a tool call, an empty answer), a rule's
-  answer, an answer the output guards blocked, a provider's refusal of the request, the
+  answer, an answer the output guards blocked, a provider's refusal of the request (a 400), the
   tenant's budget: each follower goes on alone at once.  The same request would fare the same,
   and waiting for one another would only queue them.
 

@@ -88,6 +88,7 @@ class _State:
     images: tuple[str, ...] = ()  # the detail of each image part: held per deployment (llmlab.image_tokens)
     flight: Any = None  # the flight this request leads (llmlab.coalescing), landed when it is done
     coalesced_with: str | None = None  # the leader of the last flight this request waited for
+    hand_on: bool = False  # it failed in a way that says nothing of its followers' requests (_land)
 
 
 def _answer_masker() -> Callable[[Any], Any]:
@@ -272,8 +273,10 @@ class Pipeline:
         (``outcome`` None: closed midway), else goes on alone.  A last-resort answer is such a
         failure too: every provider failed, and the stale or similar answer it served is no fresh
         entry for the followers to find (sent on alone, each of them called the failing providers
-        at once: the stampede coalescing is for, in the outage it matters most in)."""
-        handed_on = outcome is None or outcome.kind is OutcomeKind.LAST_RESORT or (
+        at once: the stampede coalescing is for, in the outage it matters most in).  So is a
+        rejection because no deployment takes the gateway's keys (``s.hand_on``): the keys, not
+        the request, were refused, and each follower sent on alone called every refusing one."""
+        handed_on = outcome is None or s.hand_on or outcome.kind is OutcomeKind.LAST_RESORT or (
             outcome.error is not None and outcome.error.code in _HANDED_ON)
         self.flights.land(s.flight, handed_on)
         s.flight = None
@@ -886,12 +889,14 @@ class Pipeline:
     def _failed(self, s: _State, last: ChainResult | None) -> Outcome:
         error = last.error if last is not None else None
         if last is not None and last.fatal:
+            s.hand_on = error.kind is ErrorKind.AUTH  # the keys were refused, not the request: an outage to followers
             return self._error(s, ProviderRejected(f"{last.deployment.name if last.deployment else 'provider'} "
                                                    f"rejected the request: {error.message}"))
         if last is not None and error is not None and error.kind in (ErrorKind.AUTH, ErrorKind.CIRCUIT_OPEN) and \
                 credentials_refused(last.attempts, self._credentials_refused):
             # breakers opened by refused keys: "retry in 30 s" would not help until the keys are fixed
             refusing = sorted({a.deployment for a in last.attempts} & self._credentials_refused)
+            s.hand_on = True
             return self._error(s, ProviderRejected(f"no deployment takes the gateway's credentials (refused by "
                                                    f"{', '.join(refusing)})"))
         now = self.clock()

@@ -249,6 +249,38 @@ def test_a_leader_served_the_last_resort_hands_the_flight_on():
     assert len(driver.calls) == 3
 
 
+def test_a_leader_whose_keys_were_refused_hands_the_flight_on():
+    """No deployment took the gateway's key: the keys were refused, not the request, so each
+    follower sent on alone would call every refusing deployment at once.  As in an outage, one
+    follower calls next and the others follow it."""
+    gw, driver = scripted()
+    driver.script("m", ErrorKind.AUTH, ErrorKind.AUTH)
+    leader, call = start(gw, "a")
+    f1, join = start(gw, "b")
+    f2, _ = start(gw, "c")
+    rejected = finish(leader, driver.perform(call))
+    assert rejected.error.code == "provider_rejected"
+    assert join.flight.handed_on
+    call_b = f1.send(True)
+    assert isinstance(call_b, Call)
+    again = f2.send(True)
+    assert isinstance(again, JoinFlight) and again.flight.leader == "b"
+    assert finish(f1, driver.perform(call_b)).error.code == "provider_rejected"
+    assert isinstance(f2.send(True), Call)  # b was refused as well: c's turn
+    assert len(driver.calls) == 2
+
+
+def test_a_leader_whose_request_was_refused_sends_the_followers_on_alone():
+    """A 400 refuses the request itself: the followers' identical requests are not held back
+    behind each other (each is refused at once, unbilled)."""
+    gw, driver = scripted()
+    driver.script("m", ErrorKind.BAD_REQUEST)
+    leader, call = start(gw, "a")
+    f1, join = start(gw, "b")
+    assert finish(leader, driver.perform(call)).error.code == "provider_rejected"
+    assert join.flight.landed and not join.flight.handed_on
+
+
 def test_a_leader_closed_midway_releases_its_followers():
     gw, _ = scripted()
     leader, _ = start(gw, "a")
