@@ -77,11 +77,13 @@ class Flight:
     perhaps: the flight's own lock orders the two, so no wake-up is registered after the landing
     and lost."""
 
-    __slots__ = ("leader", "slot", "landed", "handed_on", "answer", "_wakers", "_lock")
+    __slots__ = ("leader", "slot", "thread", "landed", "handed_on", "answer", "_wakers", "_lock")
 
     def __init__(self, leader: str, slot: tuple[str, str]) -> None:
         self.leader = leader  #: the leading request's id
         self.slot = slot  #: (tenant, cache key): what its followers share with it
+        #: the thread the leader boarded on: a follower on it cannot wait for it (:meth:`wait`)
+        self.thread = threading.get_ident()
         self.landed = False
         #: what the leader put in the caches (a :class:`~llmlab.effects.CachedAnswer`), None when it
         #: cached nothing: the followers' answer even when the caches lost it (a write Redis dropped)
@@ -118,8 +120,11 @@ class Flight:
         coroutine, or from a notebook cell, where the kernel's loop runs): blocking it stalls the
         loop, and with it a leader served there (``acomplete``, an awaited cell), which then cannot
         land before the timeout — every request on that loop frozen for ``max_wait_s``.  False at
-        once instead: the request calls on its own, as after a wait that ran out."""
-        if _loop_running():
+        once instead: the request calls on its own, as after a wait that ran out.  Nor on the
+        thread the leader boarded on, while it is in flight: the leader is suspended there — a
+        synchronous stream read halfway, or a request made from inside the leader's own (a ledger
+        sink, a guard) — and only this thread can move it on, so waiting would always run out."""
+        if _loop_running() or self.thread == threading.get_ident():
             return self.landed
         landed = threading.Event()
         if not self.on_landing(landed.set):

@@ -403,8 +403,14 @@ def test_bad_settings_name_the_field(make, field):
 
 
 # ----------------------------------------------------------------------------- the waits themselves
+def led_elsewhere(request_id: str) -> Flight:
+    """A flight whose leader boarded on another thread (one on this thread is never waited for)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(Flight, request_id, ("tenant", "key")).result()
+
+
 def test_a_flight_wakes_a_thread_and_a_loop_and_times_out_when_it_does_not_land():
-    flight = Flight("a", ("tenant", "key"))
+    flight = led_elsewhere("a")
     assert flight.wait(0.05) is False
     threading.Timer(0.05, flight.land, args=(True,)).start()
     started = time.perf_counter()
@@ -412,7 +418,7 @@ def test_a_flight_wakes_a_thread_and_a_loop_and_times_out_when_it_does_not_land(
     assert flight.wait(5) is True  # landed already: no wait at all
 
     async def run():
-        other = Flight("b", ("tenant", "key"))
+        other = led_elsewhere("b")
         assert await other.await_landing(0.05) is False
         asyncio.get_running_loop().call_later(0.05, other.land, False)
         return await other.await_landing(5)
@@ -544,3 +550,39 @@ def test_a_bad_coalesce_setting_names_the_scenario_field_before_the_run(override
     with pytest.raises(ScenarioError) as err:
         simulate("b2b-saas", requests=10, overrides=overrides, baseline=False)
     assert err.value.field == field
+
+
+def test_a_sync_request_on_the_thread_of_a_half_read_stream_does_not_wait_for_it():
+    """The leader is a synchronous stream read halfway on this thread: only this thread can move
+    it on, so an identical request here would wait its whole ``max_wait_s`` for nothing."""
+    gw, driver = scripted(coalesce=Coalesce(max_wait_s=5, streams=True))
+    chunks = iter(gw.stream(QUESTION, request_id="a"))
+    next(chunks)
+    started = time.monotonic()
+    out = gw.complete(QUESTION, request_id="b")
+    assert time.monotonic() - started < 2.5 and out.kind is OutcomeKind.MODEL and len(driver.calls) == 2
+    list(chunks)
+    assert gw.flights.in_flight == 0
+
+
+def test_a_request_made_inside_the_leaders_own_does_not_wait_for_it():
+    """An output guard (user code the leader runs before it lands) asks the same question: its
+    request cannot wait for the leader that is running it."""
+    from llmlab.guardrails.base import OutputVerdict
+
+    inner = []
+
+    class Asking:
+        name = "asking"
+
+        def check_output(self, text):
+            if not inner:
+                started = time.monotonic()
+                inner.append(None)
+                inner[0] = (gw.complete(QUESTION, request_id="from-guard"), time.monotonic() - started)
+            return OutputVerdict(text)
+
+    gw, driver = scripted(coalesce=Coalesce(max_wait_s=5), output_guards=[Asking()])
+    assert gw.complete(QUESTION, request_id="a").kind is OutcomeKind.MODEL
+    out, took = inner[0]
+    assert took < 2.5 and out.kind is OutcomeKind.MODEL and len(driver.calls) == 2
