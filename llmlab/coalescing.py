@@ -122,8 +122,10 @@ class Flight:
         land before the timeout — every request on that loop frozen for ``max_wait_s``.  False at
         once instead: the request calls on its own, as after a wait that ran out.  Nor on the
         thread the leader boarded on, while it is in flight: the leader is suspended there — a
-        synchronous stream read halfway, or a request made from inside the leader's own (a ledger
-        sink, a guard) — and only this thread can move it on, so waiting would always run out."""
+        synchronous stream read halfway, or a request made from inside the leader's own (a
+        guard) — and only this thread can move it on, so waiting would always run out.  (A
+        server whose thread pool reads one stream's chunks on different threads may so send a
+        follower on alone that could have waited: one call more, never a stall.)"""
         if _loop_running() or self.thread == threading.get_ident():
             return self.landed
         landed = threading.Event()
