@@ -577,3 +577,21 @@ def test_a_replica_whose_clock_is_off_by_more_than_a_lease_releases_no_hold(redi
     honest.settle(held, 0.9)
     assert honest.spent("t", time.time()) == pytest.approx(0.9)
     assert honest.lost_holds == 0 and honest.overshoot_usd == 0
+
+
+def test_a_redis_restarted_without_its_data_is_said_to_have_forgotten_the_month(start_redis, caplog):
+    """A Redis restarted without persistence forgets every tenant's month-to-date spend (as the
+    README says), and the caps count from $0 again; nothing in the log said so."""
+    server = start_redis()
+    budgets = from_url(server.url, "p", retry_interval_s=0).budgets
+    for _ in range(2):
+        budgets.settle(budgets.try_reserve("acme", 0.5, 1.0, time.time()), 0.5)
+    assert budgets.try_reserve("acme", 0.5, 1.0, time.time()) is None  # $1 of $1 spent
+    server.restart()  # SHUTDOWN NOSAVE: an empty Redis comes back
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        budgets.try_reserve("acme", 0.5, 1.0, time.time())  # a first command may find the old socket dead
+        held = budgets.try_reserve("acme", 0.5, 1.0, time.time())
+    assert held is not None  # the documented cost of a Redis without persistence...
+    warned = [r.getMessage() for r in caplog.records if "lost the budget hash" in r.getMessage()]
+    assert len(warned) == 1 and "acme" in warned[0] and "$1.000000" in warned[0]  # ...now said
+    budgets.close()

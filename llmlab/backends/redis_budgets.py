@@ -115,6 +115,7 @@ local h, z = KEYS[1], KEYS[2]
 local amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('PERSIST', h)
 redis.call('PERSIST', z)
+local existed = redis.call('EXISTS', h)
 for _, k in ipairs({KEYS[3], KEYS[4]}) do
   if redis.call('TTL', k) == -1 then redis.call('EXPIRE', k, ARGV[4]) end
 end
@@ -136,7 +137,7 @@ local id = redis.call('HINCRBY', h, 'seq', 1)
 redis.call('HINCRBY', h, 'reserved', ARGV[1])
 redis.call('HSET', h, 'r:' .. id, ARGV[1])
 redis.call('ZADD', z, string.format('%.17g', now + tonumber(ARGV[3])), id)
-return {1, id}
+return {1, id, redis.call('HGET', h, 'spent') or '0', existed}
 """
 
 # KEYS[1]: a lease set; ARGV[1]: the lease's length (seconds from Redis' clock); ARGV[2..]: ids
@@ -444,7 +445,7 @@ class RedisBudgets:
         cap_nano = -1 if cap is None else self._cap_nano(cap)
         try:
             self._flush()
-            ok, value = self.link.call("budget reserve", lambda r: self._reserve(
+            ok, value, *known = self.link.call("budget reserve", lambda r: self._reserve(
                 keys=[h, z, prev_h, prev_z], args=[want, cap_nano, repr(self.lease_s), prev_ttl], client=r), key=h)
         except RedisUnavailable as exc:
             if self.on_error == "open":
@@ -460,6 +461,8 @@ class RedisBudgets:
         if int(ok) != 1:
             self._remember_spent(tenant, month, int(value) / NANO)
             return None
+        if known:  # the spend the hold was checked against, and whether Redis still had the month
+            self._check_not_forgotten(tenant, month, h, int(known[0]) / NANO, bool(int(known[1])))
         with self._lock:
             self._held.add((z, str(int(value))))
         if self._heartbeat is None:
@@ -608,6 +611,20 @@ class RedisBudgets:
         if field == "spent":
             self._remember_spent(tenant, month, value)
         return value
+
+    def _check_not_forgotten(self, tenant: str, month: str, h: str, spent: float, existed: bool) -> None:
+        """Warn when Redis no longer has a month this process saw spend in: a Redis restarted
+        without persistence (or flushed, or evicting under ``allkeys-*``) restarts every tenant's
+        month at zero spend, and the caps count from there; nothing else said so.  Only the
+        replicas that had read or reserved for the tenant this month can tell."""
+        seen = self._last_spent.get((tenant, month), 0.0)
+        if not existed and seen > 0:
+            self.link.logs.warning("budget-forgotten", "llmlab: Redis has lost the budget hash %s, whose month-to-date "
+                                                       "spend this process last saw at $%.6f: Redis restarted without "
+                                                       "persistence, was flushed, or evicted it; the tenant's cap "
+                                                       "counts from $0 again (run Redis with appendonly yes)",
+                                   h, seen)
+        self._remember_spent(tenant, month, spent)
 
     def _remember_spent(self, tenant: str, month: str, value: float) -> None:
         if month != self._last_month:
