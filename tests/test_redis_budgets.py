@@ -72,13 +72,42 @@ def test_months_are_separate_keys_and_only_past_months_expire(any_redis_url, pre
     assert b.spent("acme", NOW) == pytest.approx(0.041)  # last month still readable
 
 
+LEASE = 0.5  # seconds: leases run on Redis' clock, so the tests that let one lapse wait for it
+
+KILLED = textwrap.dedent("""
+    import sys, time
+    from llmlab.backends import from_url
+    budgets = from_url(sys.argv[1], sys.argv[2], budget_lease_s=float(sys.argv[3])).budgets
+    print(budgets.try_reserve("t", 0.04, 0.05, time.time()) is not None, flush=True)
+    time.sleep(60)  # mid-request, renewing its lease, until it is killed
+""")
+
+
+def stalled(budgets):
+    """``budgets`` that renew no lease, as a process stalled (or cut off from Redis) that long."""
+    budgets.close()
+    return budgets
+
+
 def test_a_crashed_gateways_reservation_is_released_after_its_lease(any_redis_url, prefix):
-    b = from_url(any_redis_url, prefix, budget_lease_s=30).budgets
-    assert b.try_reserve("t", 0.04, 0.05, NOW) is not None  # never settled: the process "crashed"
-    assert b.try_reserve("t", 0.02, 0.05, NOW + 10) is None  # still leased
-    late = b.try_reserve("t", 0.02, 0.05, NOW + 31)
-    assert late is not None and b.reserved("t", NOW) == pytest.approx(0.02)
-    assert b.stats("t", NOW)["reclaimed"] == 1
+    """A gateway process killed with SIGKILL mid-request never settles: its hold stays (renewed
+    while it lived) and goes back to the budget a lease after the last renewal."""
+    b = from_url(any_redis_url, prefix, budget_lease_s=LEASE).budgets
+    child = subprocess.Popen([sys.executable, "-c", KILLED, any_redis_url, prefix, str(LEASE)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "True", child.stderr.read()
+        time.sleep(2 * LEASE)  # renewed meanwhile: the hold outlives its first lease
+        assert b.try_reserve("t", 0.02, 0.05, time.time()) is None  # still held
+        child.kill()
+        child.wait(10)
+        time.sleep(1.5 * LEASE)
+        late = b.try_reserve("t", 0.02, 0.05, time.time())
+        assert late is not None and b.reserved("t", time.time()) == pytest.approx(0.02)
+        assert b.stats("t", time.time())["reclaimed"] == 1
+    finally:
+        child.kill()
+        child.communicate()
 
 
 CHILD = textwrap.dedent("""
@@ -286,11 +315,12 @@ def test_a_request_that_outlives_its_lease_is_reported_as_overshoot(redis_url, p
     the lease (stalled that long: here the lease's time passes on the callers' clock, not the
     renewals') loses its hold the same way, another replica reserves the freed money, and both
     spend it.  That went unrecorded: the settlement now counts it as overshoot and says why."""
-    one = from_url(redis_url, prefix, budget_lease_s=30).budgets
-    two = from_url(redis_url, prefix, budget_lease_s=30).budgets
+    one = stalled(from_url(redis_url, prefix, budget_lease_s=LEASE).budgets)
+    two = from_url(redis_url, prefix, budget_lease_s=LEASE).budgets
     slow = one.try_reserve("t", 0.8, 1.0, NOW)
-    assert two.try_reserve("t", 0.8, 1.0, NOW + 10) is None  # held
-    fast = two.try_reserve("t", 0.8, 1.0, NOW + 31)  # the slow request's lease ran out
+    assert two.try_reserve("t", 0.8, 1.0, NOW) is None  # held
+    time.sleep(1.2 * LEASE)
+    fast = two.try_reserve("t", 0.8, 1.0, NOW)  # the slow request's lease ran out
     assert fast is not None
     two.settle(fast, 0.8)
     with caplog.at_level(logging.WARNING, "llmlab.backends"):
@@ -298,7 +328,7 @@ def test_a_request_that_outlives_its_lease_is_reported_as_overshoot(redis_url, p
     assert one.spent("t", NOW) == pytest.approx(1.5)  # past the 1.0 cap: the lease's documented cost
     assert one.overshoot_usd == pytest.approx(0.7) and one.lost_holds == 1 and two.overshoot_usd == 0
     assert one.stats("t", NOW)["overshoot"] == 700_000_000  # nano-USD, seen by every replica
-    assert any("budget_lease_s=30" in r.getMessage() for r in caplog.records)
+    assert any(f"budget_lease_s={LEASE:g}" in r.getMessage() for r in caplog.records)
 
 
 def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(any_redis_url, prefix):
@@ -307,7 +337,7 @@ def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(any_red
     'lost hold' overshoot).  The settled reservation's tombstone tells the replay to add nothing."""
     from llmlab.backends.redis_link import RedisUnavailable
 
-    budgets = from_url(any_redis_url, prefix).budgets
+    budgets = from_url(any_redis_url, prefix, budget_lease_s=LEASE).budgets
     held = budgets.try_reserve("t", 0.5, 1.0, NOW)
     link_call = budgets.link.call
 
@@ -326,7 +356,8 @@ def test_a_settlement_whose_reply_was_lost_is_counted_once_when_replayed(any_red
     # the tombstone goes with the lease: swept by a reservation after the lease's expiry
     _, z = budgets.keys("t", month_of(NOW))
     assert budgets.link.client.zcard(z) == 1
-    budgets.try_reserve("t", 0.1, 1.0, NOW + budgets.lease_s + 1)
+    time.sleep(1.2 * LEASE)
+    budgets.try_reserve("t", 0.1, 1.0, NOW)
     assert budgets.link.client.zrange(z, 0, -1) == [b"2"]  # only the new reservation's lease
 
 
@@ -336,7 +367,7 @@ def test_a_charge_whose_reply_was_lost_is_counted_once_when_replayed(redis_url, 
     of its own and leaves a tombstone for the lease's length; distinct charges still add up."""
     from llmlab.backends.redis_link import RedisUnavailable
 
-    budgets = from_url(redis_url, prefix).budgets
+    budgets = from_url(redis_url, prefix, budget_lease_s=LEASE).budgets
     link_call = budgets.link.call
 
     def applied_then_reply_lost(what, fn, key=None):
@@ -353,7 +384,8 @@ def test_a_charge_whose_reply_was_lost_is_counted_once_when_replayed(redis_url, 
     assert budgets.spent("t", NOW) == pytest.approx(0.5)
     _, z = budgets.keys("t", month_of(NOW))
     assert budgets.link.client.zcard(z) == 2  # two tombstones, for the lease's length
-    budgets.try_reserve("t", 0.1, 1.0, NOW + budgets.lease_s + 1)
+    time.sleep(1.2 * LEASE)
+    budgets.try_reserve("t", 0.1, 1.0, NOW)
     assert budgets.link.client.zrange(z, 0, -1) == [b"1"]  # swept with expired leases
     assert budgets.stats("t", NOW).get("reclaimed", 0) == 0  # a tombstone is not a reclaimed hold
 
@@ -363,18 +395,20 @@ def test_charge_tombstones_do_not_pile_up_for_a_tenant_that_never_reserves(redis
     classifier or embedding charge of an uncapped tenant left a tombstone in its lease set for
     good (a million classified requests, a million members).  A charge sweeps them too, and
     releases an expired lease the way try_reserve does."""
-    budgets = from_url(redis_url, prefix).budgets
+    budgets = from_url(redis_url, prefix, budget_lease_s=LEASE).budgets
+    crashed = stalled(from_url(redis_url, prefix, budget_lease_s=LEASE).budgets)
     for _ in range(3):
         budgets.charge("t", 0.25, NOW)
+    held = crashed.try_reserve("u", 0.5, 10.0, NOW)  # a request that crashed before settling
+    assert held is not None and budgets.reserved("u", NOW) == pytest.approx(0.5)
     _, z = budgets.keys("t", month_of(NOW))
     assert budgets.link.client.zcard(z) == 3
-    budgets.charge("t", 0.25, NOW + budgets.lease_s + 1)
+    time.sleep(1.2 * LEASE)
+    budgets.charge("t", 0.25, NOW)
     assert budgets.link.client.zcard(z) == 1  # the expired three are gone, the new one stays
     assert budgets.spent("t", NOW) == pytest.approx(1.0)
 
-    held = budgets.try_reserve("u", 0.5, 10.0, NOW)  # a request that crashed before settling
-    assert held is not None and budgets.reserved("u", NOW) == pytest.approx(0.5)
-    budgets.charge("u", 0.25, NOW + budgets.lease_s + 1)
+    budgets.charge("u", 0.25, NOW)
     assert budgets.reserved("u", NOW) == 0.0 and budgets.spent("u", NOW) == pytest.approx(0.25)
     assert budgets.stats("u", NOW).get("reclaimed", 0) == 1
 
@@ -398,10 +432,11 @@ def test_a_budget_hash_llmlab_did_not_write_fails_closed_with_a_clear_reason(red
 def test_a_request_that_outlives_its_lease_but_spends_nothing_is_no_overshoot(redis_url, prefix, caplog):
     """A slow request that failed (settled at $0) after its lease ran out was counted as a lost
     hold and logged as spend past the cap check, though it spent nothing."""
-    one = from_url(redis_url, prefix, budget_lease_s=30).budgets
-    two = from_url(redis_url, prefix, budget_lease_s=30).budgets
+    one = stalled(from_url(redis_url, prefix, budget_lease_s=LEASE).budgets)
+    two = from_url(redis_url, prefix, budget_lease_s=LEASE).budgets
     slow = one.try_reserve("t", 0.8, 1.0, NOW)
-    fast = two.try_reserve("t", 0.8, 1.0, NOW + 31)  # the slow request's lease ran out
+    time.sleep(1.2 * LEASE)
+    fast = two.try_reserve("t", 0.8, 1.0, NOW)  # the slow request's lease ran out
     two.settle(fast, 0.8)
     with caplog.at_level(logging.WARNING, "llmlab.backends"):
         one.settle(slow, 0.0)
@@ -506,3 +541,57 @@ def test_closing_with_redis_still_down_says_what_spend_is_lost(start_redis, capl
         backends.close()
     lost = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
     assert len(lost) == 1 and "2 settlement(s) or charge(s) of $0.005000" in lost[0], lost
+
+
+SKEWED = textwrap.dedent("""
+    import sys, time
+    from llmlab.backends import from_url
+    budgets = from_url(sys.argv[1], sys.argv[2]).budgets
+    held = budgets.try_reserve("t", 0.9, 1.0, time.time() + float(sys.argv[3]))  # this host's clock is off
+    print(held is not None)
+    if held is not None:
+        budgets.settle(held, 0.9)
+""")
+
+
+@pytest.mark.parametrize("skew_s", [11 * 60, -11 * 60])
+def test_a_replica_whose_clock_is_off_by_more_than_a_lease_releases_no_hold(redis_url, prefix, skew_s):
+    """Leases were deadlines on the callers' clocks: a replica whose clock ran 11 minutes ahead
+    (the default lease is 10) swept another replica's live $0.90 hold of a $1 cap at its next
+    reservation and spent it too ($1.80 spent, and the honest replica's settlement blamed its own
+    lease); one whose clock ran that far behind wrote leases already lapsed for everyone else.
+    Leases are timed on Redis' clock now."""
+    honest = from_url(redis_url, prefix).budgets
+    skewed_holds = skew_s < 0
+    if skewed_holds:  # the skewed replica holds; the honest one reserves after it
+        child = subprocess.run([sys.executable, "-c", SKEWED.replace("budgets.settle(held, 0.9)", "time.sleep(0)"),
+                                redis_url, prefix, str(skew_s)], capture_output=True, text=True, timeout=60)
+        assert child.returncode == 0 and child.stdout.strip() == "True", child.stderr
+        assert honest.try_reserve("t", 0.9, 1.0, time.time()) is None  # its (unsettled) hold still stands
+        assert honest.stats("t", time.time()).get("reclaimed", 0) == 0
+        return
+    held = honest.try_reserve("t", 0.9, 1.0, time.time())  # a long request, on this host's clock
+    child = subprocess.run([sys.executable, "-c", SKEWED, redis_url, prefix, str(skew_s)],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0 and child.stdout.strip() == "False", child.stderr  # refused: the cap is held
+    honest.settle(held, 0.9)
+    assert honest.spent("t", time.time()) == pytest.approx(0.9)
+    assert honest.lost_holds == 0 and honest.overshoot_usd == 0
+
+
+def test_a_redis_restarted_without_its_data_is_said_to_have_forgotten_the_month(start_redis, caplog):
+    """A Redis restarted without persistence forgets every tenant's month-to-date spend (as the
+    README says), and the caps count from $0 again; nothing in the log said so."""
+    server = start_redis()
+    budgets = from_url(server.url, "p", retry_interval_s=0).budgets
+    for _ in range(2):
+        budgets.settle(budgets.try_reserve("acme", 0.5, 1.0, time.time()), 0.5)
+    assert budgets.try_reserve("acme", 0.5, 1.0, time.time()) is None  # $1 of $1 spent
+    server.restart()  # SHUTDOWN NOSAVE: an empty Redis comes back
+    with caplog.at_level(logging.WARNING, "llmlab.backends"):
+        budgets.try_reserve("acme", 0.5, 1.0, time.time())  # a first command may find the old socket dead
+        held = budgets.try_reserve("acme", 0.5, 1.0, time.time())
+    assert held is not None  # the documented cost of a Redis without persistence...
+    warned = [r.getMessage() for r in caplog.records if "lost the budget hash" in r.getMessage()]
+    assert len(warned) == 1 and "acme" in warned[0] and "$1.000000" in warned[0]  # ...now said
+    budgets.close()

@@ -143,3 +143,30 @@ def test_a_bucket_in_debt_outlives_the_idle_expiry_until_it_has_refilled(redis_u
     assert 290_000 < ttl_ms <= 360_000, ttl_ms
     assert shared.acquire("t", "free", 10, now + 1.0) is not None  # refused: the debt holds
     assert shared.link.client.pttl(shared.key("t")) > 280_000
+
+
+SKEWED = """
+import sys, time
+from llmlab import RateLimit
+from llmlab.backends import from_url
+limiter = from_url(sys.argv[1], sys.argv[2], default_limit=RateLimit(rpm=120)).rate_limiter
+print(limiter.acquire("acme", "free", 1, time.time() + 300))  # this host's clock is 5 minutes ahead
+"""
+
+
+def test_a_replica_whose_clock_runs_ahead_does_not_stop_the_others_refills(redis_url, prefix):
+    """A replica whose clock ran 5 minutes ahead stamped the tenant's buckets with its time, and
+    every other replica saw no refill until its own clock got there: refused for 5 minutes, each
+    time told to retry in half a second.  A caller's time now runs at most a second past Redis'."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", SKEWED, redis_url, prefix], capture_output=True, text=True,
+                           timeout=60)
+    assert child.returncode == 0 and child.stdout.strip() == "None", child.stderr
+    limiter = from_url(redis_url, prefix, default_limit=RateLimit(rpm=120)).rate_limiter
+    while (refusal := limiter.acquire("acme", "free", 1, time.time())) is None:
+        pass  # the rest of the bucket
+    assert refusal.limit == "requests/min" and 0 < refusal.retry_after_s <= 0.5
+    time.sleep(1.0 + refusal.retry_after_s)  # Redis' clock passes the skewed stamp's bound, then one refill
+    assert limiter.acquire("acme", "free", 1, time.time()) is None

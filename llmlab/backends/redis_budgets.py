@@ -35,7 +35,9 @@ Either way, settlements and charges that cannot be written are queued in the pro
 replayed (in pipelined batches) once Redis answers again, so spend is not lost to an outage.  A
 settlement or charge whose reply was lost (it may have been applied) is replayed too, and
 recognised as applied by its tombstone when the replay comes within ``lease_s``.
-All gateways sharing one Redis should use the real clock; reservation leases use ``now``.
+Leases and tombstones are timed on Redis' clock (``TIME``), so replicas whose clocks disagree
+still agree on when a hold lapses; the month a spend counts in is the caller's ``now``'s (a
+replica whose clock runs ahead counts its spend in the next month that much early).
 
 Key layout.  On one Redis, ``llmlab:budget:acme:2026-11`` and ``llmlab:budget:acme:2026-11:open``
 (tenant percent-encoded), unchanged since the first release: an upgrade keeps every tenant's
@@ -51,7 +53,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 import weakref
 from collections import deque
 from itertools import islice
@@ -80,11 +81,22 @@ MAX_LEASE_S = 86_400.0
 MAX_USD = 1e8
 MAX_NANO = int(MAX_USD * NANO)
 
-# Release up to 100 leases and tombstones expired by NOW (a crashed gateway's holds go back to
+# Leases and tombstones are timed on Redis' own clock (TIME), never on a caller's: every process
+# sharing the Redis then agrees on when a hold lapses.  On the callers' clocks, a replica whose
+# clock ran a lease ahead of the others (10 minutes by default) swept every other replica's live
+# holds at its next reservation, and one whose clock ran that far behind had its own swept at
+# once: the money went to other requests and the tenant past its cap.  (Scripts may call TIME and
+# then write since Redis 5, which replicates a script's effects rather than the script itself.)
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+
+# Release up to 100 leases and tombstones expired by now (a crashed gateway's holds go back to
 # the budget).  Run by try_reserve, and by a charge: a tenant with no cap never reserves, and
 # its charges' tombstones were never swept.
 _SWEEP = """
-local expired = redis.call('ZRANGEBYSCORE', z, '-inf', NOW, 'LIMIT', 0, 100)
+local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   local a = redis.call('HGET', h, 'r:' .. id)
   if a then
@@ -96,16 +108,18 @@ for _, id in ipairs(expired) do
 end
 """
 
-# KEYS: this month's hash and lease set, then the previous month's (given their TTL, ARGV[5])
+# KEYS: this month's hash and lease set, then the previous month's (given their TTL, ARGV[4]);
+# ARGV: amount, cap, the lease's length in seconds (from Redis' clock), that TTL
 _RESERVE = """
 local h, z = KEYS[1], KEYS[2]
 local amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('PERSIST', h)
 redis.call('PERSIST', z)
+local existed = redis.call('EXISTS', h)
 for _, k in ipairs({KEYS[3], KEYS[4]}) do
-  if redis.call('TTL', k) == -1 then redis.call('EXPIRE', k, ARGV[5]) end
+  if redis.call('TTL', k) == -1 then redis.call('EXPIRE', k, ARGV[4]) end
 end
-""" + _SWEEP.replace("NOW", "ARGV[3]") + """
+""" + _NOW + _SWEEP + """
 local function counter(name)  -- a value llmlab did not write is an error, never a guess
   local raw = redis.call('HGET', h, name) or '0'
   if not string.match(raw, '^-?%d+$') or string.len(raw) > 18 then
@@ -122,21 +136,24 @@ end
 local id = redis.call('HINCRBY', h, 'seq', 1)
 redis.call('HINCRBY', h, 'reserved', ARGV[1])
 redis.call('HSET', h, 'r:' .. id, ARGV[1])
-redis.call('ZADD', z, ARGV[4], id)
-return {1, id}
+redis.call('ZADD', z, string.format('%.17g', now + tonumber(ARGV[3])), id)
+return {1, id, redis.call('HGET', h, 'spent') or '0', existed}
 """
 
-# KEYS[1]: a lease set; ARGV[1]: the new deadline; ARGV[2..]: ids of this process's open holds.
-# Only a lease still in the set is moved, and only later: a settled hold (its tombstone is
-# another member) or one already swept is left alone.  It writes first with a ZREM of a member
-# that never exists, as the other scripts do (see below), so a full Redis still renews.
+# KEYS[1]: a lease set; ARGV[1]: the lease's length (seconds from Redis' clock); ARGV[2..]: ids
+# of this process's open holds.  Only a lease still in the set is moved, and only later: a
+# settled hold (its tombstone is another member) or one already swept is left alone.  It writes
+# first with a ZREM of a member that never exists, as the other scripts do (see below), so a
+# full Redis still renews.
 _RENEW = """
 redis.call('ZREM', KEYS[1], '')
+""" + _NOW + """
+local deadline = now + tonumber(ARGV[1])
 local n = 0
 for i = 2, #ARGV do
   local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if s and tonumber(s) < tonumber(ARGV[1]) then
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  if s and tonumber(s) < deadline then
+    redis.call('ZADD', KEYS[1], string.format('%.17g', deadline), ARGV[i])
     n = n + 1
   end
 end
@@ -150,9 +167,9 @@ return n
 # been applied.  A settled reservation leaves a tombstone ('t:' .. id) in the lease set with its
 # lease's expiry, so a replay within the lease is recognised; try_reserve's sweep of expired
 # leases removes it then, as it removes the leases themselves.
-# A charge (spend with no reservation) has an id of its own and ARGV[4], its tombstone's expiry
-# ('' for a settlement): a replayed charge is recognised by that tombstone the same way.  A
-# charge also sweeps what expired by ARGV[5], its time, as try_reserve does.
+# A charge (spend with no reservation) has an id of its own and ARGV[4], how long its tombstone
+# lasts from Redis' clock ('' for a settlement): a replayed charge is recognised by that
+# tombstone the same way.  A charge also sweeps what has expired, as try_reserve does.
 # ARGV[3]: the TTL to give the hash if this settlement has to create it ('0': none, a charge
 # to the month being counted).
 # The reserve and settle scripts write first with a command that cannot grow memory (PERSIST, ZREM): Redis then
@@ -171,8 +188,8 @@ redis.call('ZREM', z, ARGV[1])
 local held = 1
 local existed = redis.call('EXISTS', h)
 if charge then
-""" + _SWEEP.replace("NOW", "ARGV[5]") + """
-  redis.call('ZADD', z, ARGV[4], 't:' .. ARGV[1])
+""" + _NOW + _SWEEP + """
+  redis.call('ZADD', z, string.format('%.17g', now + tonumber(ARGV[4])), 't:' .. ARGV[1])
 elseif ARGV[1] ~= '' then
   if lease then redis.call('ZADD', z, lease, 't:' .. ARGV[1]) end
   local a = redis.call('HGET', h, 'r:' .. ARGV[1])
@@ -202,11 +219,10 @@ class _Write(NamedTuple):
     nano: int  # the spend, nano-USD
     ttl: int  # for the hash if the write has to create it (0: none)
     held: int  # nano-USD the reservation held (for the lost-hold check)
-    charge_until: str = ""  # a charge: its tombstone's expiry ('' for a settlement)
-    charge_now: str = ""  # a charge: its time, up to which it sweeps expired leases and tombstones
+    charge_for: str = ""  # a charge: how long its tombstone lasts, seconds ('' for a settlement)
 
     def args(self) -> list[Any]:
-        return [self.id, self.nano, self.ttl, self.charge_until, self.charge_now]
+        return [self.id, self.nano, self.ttl, self.charge_for]
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +280,6 @@ class RedisBudgets:
         self._renew = KeyedScript(link.client, _RENEW)
         #: this process's open holds, (lease set, id), their leases renewed while they are open
         self._held: set[tuple[str, str]] = set()
-        self._clock_at: tuple[float, float] = (0.0, 0.0)  # the caller's last ``now`` and monotonic then
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
         self.renewed_leases = 0
@@ -430,9 +445,8 @@ class RedisBudgets:
         cap_nano = -1 if cap is None else self._cap_nano(cap)
         try:
             self._flush()
-            ok, value = self.link.call("budget reserve", lambda r: self._reserve(
-                keys=[h, z, prev_h, prev_z],
-                args=[want, cap_nano, repr(float(now)), repr(float(now + self.lease_s)), prev_ttl], client=r), key=h)
+            ok, value, *known = self.link.call("budget reserve", lambda r: self._reserve(
+                keys=[h, z, prev_h, prev_z], args=[want, cap_nano, repr(self.lease_s), prev_ttl], client=r), key=h)
         except RedisUnavailable as exc:
             if self.on_error == "open":
                 self.admitted_unavailable += 1
@@ -447,9 +461,10 @@ class RedisBudgets:
         if int(ok) != 1:
             self._remember_spent(tenant, month, int(value) / NANO)
             return None
+        if known:  # the spend the hold was checked against, and whether Redis still had the month
+            self._check_not_forgotten(tenant, month, h, int(known[0]) / NANO, bool(int(known[1])))
         with self._lock:
             self._held.add((z, str(int(value))))
-            self._clock_at = (now, time.monotonic())
         if self._heartbeat is None:
             self._start_heartbeat()
         return RedisReservation(tenant, month, amount, int(value), ttl, True)
@@ -477,17 +492,16 @@ class RedisBudgets:
         self._heartbeat.start()
 
     def renew_leases(self) -> int:
-        """Move the lease of every hold this process still has open to ``lease_s`` from now (in
-        the callers' clock); run every ``lease_s / 3`` by a daemon thread, so that a request that
+        """Move the lease of every hold this process still has open to ``lease_s`` from now (on
+        Redis' clock); run every ``lease_s / 3`` by a daemon thread, so that a request that
         runs longer than the lease (a long stream, a reasoning model thinking for minutes) keeps
         its hold while its process lives.  A process that died renews nothing: its holds go back
         to the budget a lease after its last renewal.  Returns how many leases moved."""
         with self._lock:
             held = sorted(self._held)
-            then, mono = self._clock_at
         if not held:
             return 0
-        deadline = repr(float(then + (time.monotonic() - mono) + self.lease_s))
+        lease = repr(self.lease_s)
         by_set: dict[str, list[str]] = {}
         for z, rid in held:
             by_set.setdefault(z, []).append(rid)
@@ -495,7 +509,7 @@ class RedisBudgets:
         for z, ids in by_set.items():
             try:
                 moved += int(self.link.call("budget lease renewal",
-                                            lambda r, z=z, ids=ids: self._renew(keys=[z], args=[deadline, *ids],
+                                            lambda r, z=z, ids=ids: self._renew(keys=[z], args=[lease, *ids],
                                                                                 client=r), key=z))
             except RedisUnavailable:  # the next round tries again (a lease outlives two missed rounds); the
                 continue  # other masters of a cluster are renewed meanwhile
@@ -546,7 +560,7 @@ class RedisBudgets:
         (within ``lease_s``) rather than counted twice."""
         h, z = self.keys(tenant, month_of(now))
         self._write(_Write(h, z, "c" + os.urandom(8).hex(), _nano(max(0.0, amount)), 0, 0,  # this month: no TTL
-                           repr(float(now + self.lease_s)), repr(float(now))))
+                           repr(self.lease_s)))
 
     def _write(self, item: _Write) -> None:
         try:
@@ -597,6 +611,20 @@ class RedisBudgets:
         if field == "spent":
             self._remember_spent(tenant, month, value)
         return value
+
+    def _check_not_forgotten(self, tenant: str, month: str, h: str, spent: float, existed: bool) -> None:
+        """Warn when Redis no longer has a month this process saw spend in: a Redis restarted
+        without persistence (or flushed, or evicting under ``allkeys-*``) restarts every tenant's
+        month at zero spend, and the caps count from there; nothing else said so.  Only the
+        replicas that had read or reserved for the tenant this month can tell."""
+        seen = self._last_spent.get((tenant, month), 0.0)
+        if not existed and seen > 0:
+            self.link.logs.warning("budget-forgotten", "llmlab: Redis has lost the budget hash %s, whose month-to-date "
+                                                       "spend this process last saw at $%.6f: Redis restarted without "
+                                                       "persistence, was flushed, or evicted it; the tenant's cap "
+                                                       "counts from $0 again (run Redis with appendonly yes)",
+                                   h, seen)
+        self._remember_spent(tenant, month, spent)
 
     def _remember_spent(self, tenant: str, month: str, value: float) -> None:
         if month != self._last_month:

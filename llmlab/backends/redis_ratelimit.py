@@ -12,6 +12,12 @@ from the same buckets.  An idle bucket is full after a minute, so the key expire
 took: retries, a cascade) keeps its key longer by as much as its refill takes beyond a minute,
 as the in-memory limiter keeps such a bucket until it is full.
 
+Time is the caller's ``now``, except that it never runs ahead of Redis' own clock by more than
+:data:`AHEAD_S`: a replica whose clock ran minutes ahead stamped the buckets with its time, and
+every other replica then saw no refill until its clock caught up — for minutes, while each
+refusal said "retry in 1 s".  Redis' clock is the one every replica shares; a clock behind it
+(a test's fake clock too) is used as it is, since it never stops the others' refills.
+
 When Redis is unreachable (``on_error``): ``"open"`` (default) admits the request — a
 limiter outage should not become a customer outage; ``"closed"`` refuses it with a
 ``Refusal`` whose ``retry_after_s`` is the reconnect interval.
@@ -27,12 +33,21 @@ from .redis_link import MAX_TTL_S, KeyedScript, RedisLink, RedisUnavailable, key
 FAIL_MODES = ("open", "closed")
 LIMIT_NAMES = {1: "requests/min", 2: "tokens/min"}
 UNAVAILABLE = "rate limiter unavailable"
+#: how far ahead of Redis' clock a caller's ``now`` may run before it counts as Redis' clock plus
+#: this (seconds): NTP keeps hosts within milliseconds, a wrong clock is off by minutes
+AHEAD_S = 1.0
+
+# the caller's now (ARGV[@N@]), but at most AHEAD_S past Redis' own clock (see the module docstring)
+_NOW = """
+local clock = redis.call('TIME')
+local now = math.min(tonumber(ARGV[@N@]), tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + AHEAD)
+""".replace("AHEAD", repr(AHEAD_S))
 
 # PEXPIRE first: a write that cannot grow memory lets the script's later writes through when
 # the cache has filled a noeviction Redis (see redis_budgets); it is set again at the end, to
 # outlive a bucket in debt's refill by as much as a full one's (idle expiry − 60 s), never shortened.
-_ACQUIRE = """
-local k, now = KEYS[1], tonumber(ARGV[1])
+_ACQUIRE = _NOW.replace("@N@", "1") + """
+local k = KEYS[1]
 local ttl = math.max(tonumber(ARGV[5]), redis.call('PTTL', k))
 redis.call('PEXPIRE', k, ttl)
 local checks = {}
@@ -70,8 +85,8 @@ return {0, ''}
 # settle a request's tpm bucket as the in-memory one does: refilled to ARGV[4], given back what the
 # request took but did not use (never above its capacity) or charged what it used beyond (its
 # retries' and cascade stages' tokens); a missing bucket is full: it is made only for a charge
-_REFUND = """
-local k, cap, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[4])
+_REFUND = _NOW.replace("@N@", "4") + """
+local k, cap = KEYS[1], tonumber(ARGV[1])
 local name = 'tpm@' .. ARGV[1]
 local f = redis.call('HMGET', k, name .. ':l', name .. ':u', name .. ':c')
 local level, updated, stored = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
