@@ -79,6 +79,25 @@ def test_two_gateways_share_the_cache_but_never_across_tenants(any_redis_url, pr
     assert gw2.complete("Where is my order 1234?", tenant="acme").cache is CacheOutcome.MISS  # TTL from the write
 
 
+def test_a_cache_prefix_keeps_answers_apart_and_the_budgets_shared(any_redis_url, prefix):
+    """A canary on another model shares the tenants' budgets with the fleet but not its answers:
+    a key covers the request, not which model a deployment calls."""
+    from llmlab import BudgetPolicy
+
+    clock = FakeClock()
+    fleet, canary = ScriptedDriver(clock=clock, default="from the fleet"), ScriptedDriver(clock=clock, default="new")
+    policy = BudgetPolicy(default_cap=1.0)
+    gw1 = gateway(from_url(any_redis_url, prefix, cache_ttl_s=60), clock, fleet, budget=policy)
+    gw2 = gateway(from_url(any_redis_url, prefix, cache_ttl_s=60, cache_prefix=prefix + "-canary"), clock, canary,
+                  budget=policy)
+    spent = gw1.complete("Where is my order 1234?", tenant="acme")
+    assert spent.cache is CacheOutcome.MISS and spent.cost_usd > 0
+    other = gw2.complete("Where is my order 1234?", tenant="acme")
+    assert other.cache is CacheOutcome.MISS and other.text == "new"
+    assert gw2.budgets.spent("acme", clock()) == pytest.approx(spent.cost_usd + other.cost_usd)
+    assert gw2.complete("Where is my order 1234?", tenant="acme").text == "new"  # its own entry
+
+
 def test_stale_entry_is_the_last_resort_when_every_provider_fails(redis_url, prefix):
     clock = FakeClock()
     driver = ScriptedDriver(clock=clock, default="fresh answer")
@@ -273,7 +292,8 @@ def test_a_database_number_a_redis_cluster_refuses_is_a_config_error(mode):
     {"budgets_on_error": "maybe"}, {"rate_limits_on_error": "sometimes"}, {"cache_ttl_s": 0},
     {"socket_timeout_s": -1}, {"stale_grace_s": float("nan")}, {"cache_ttl_s": float("inf")},
     {"stale_grace_s": float("inf")}, {"socket_timeout_s": float("inf")}, {"connect_timeout_s": 1e9},
-    {"retry_interval_s": float("inf")},
+    {"retry_interval_s": float("inf")}, {"cache_prefix": ""}, {"cache_prefix": "a*"},
+    {"url": "redis+cluster://127.0.0.1:1", "cache_prefix": "{x}"},
 ])
 def test_bad_settings_are_config_errors(kwargs):
     kwargs = {"url": "redis://127.0.0.1:1/0", **kwargs}

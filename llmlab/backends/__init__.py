@@ -279,17 +279,35 @@ def _warn_if_evicting(link: RedisLink) -> str | None:
     return policy
 
 
+def _check_prefix(field: str, prefix: Any, cluster: bool) -> None:
+    """A key prefix ``from_url`` can use: ``field`` names it in the error."""
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "*?[]\\" for c in prefix):
+        # a glob character or backslash (Redis' glob escape) would make clear()'s SCAN pattern
+        # match another prefix's keys: 'a\\' + ':cache:*' matches prefix 'a''s cache
+        raise ConfigError(field, prefix, "a non-empty string without spaces, glob characters or backslashes")
+    if cluster and any(c in "{}" for c in prefix):
+        # a brace in the prefix would be the hash tag of every key: all of them in one slot
+        raise ConfigError(field, prefix, "a prefix without braces on a Redis Cluster (llmlab places the "
+                                         "hash tags: the tenant's, in the budget keys)")
+
+
 def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
              cache_ttl_s: float = 3_600.0, stale_grace_s: float = 86_400.0,
              budgets_on_error: str = "closed", rate_limits_on_error: str = "open",
              per_plan: Mapping[str, RateLimit] | None = None, per_tenant: Mapping[str, RateLimit] | None = None,
              default_limit: RateLimit | None = None, budget_lease_s: float = 600.0,
              socket_timeout_s: float = 0.5, connect_timeout_s: float = 0.5, retry_interval_s: float = 1.0,
-             log_interval_s: float = 10.0, cache_capacity: int = 10_000, semantic_cache: Any = None) -> Backends:
+             log_interval_s: float = 10.0, cache_capacity: int = 10_000, semantic_cache: Any = None,
+             cache_prefix: str | None = None) -> Backends:
     """Build Redis-backed ``cache_store``, ``budgets`` and ``rate_limiter`` sharing one connection.
 
     ``prefix`` namespaces every key (``{prefix}:cache:…``, ``{prefix}:budget:…``,
-    ``{prefix}:ratelimit:…``, ``{prefix}:semantic:…``) so several deployments can share one Redis.  Rate limits are
+    ``{prefix}:ratelimit:…``, ``{prefix}:semantic:…``) so several deployments can share one Redis.
+    ``cache_prefix`` (default: ``prefix``) namespaces the cached answers alone (exact and
+    semantic): a cache key covers the request, not the gateway's configuration — which model a
+    deployment calls, its parameters, the router — so gateways that would answer one request
+    differently (a canary on a new model, staging) keep their answers apart under their own
+    ``cache_prefix`` while sharing the tenants' budgets and rate limits under ``prefix``.  Rate limits are
     configured here (``per_plan``, ``per_tenant``, ``default_limit``) the way they are for
     :class:`~llmlab.ratelimit.RateLimiter`.  ``cache_capacity`` only sizes the in-memory
     stand-in when degraded (in Redis, entries expire by their TTL).  Pass a
@@ -308,15 +326,10 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
         raise ConfigError("url", redact_url(url) if isinstance(url, str) else
                           url if url is None else f"<{type(url).__name__}>",
                           "a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL")
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() or c in "*?[]\\" for c in prefix):
-        # a glob character or backslash (Redis' glob escape) would make clear()'s SCAN pattern
-        # match another prefix's keys: 'a\\' + ':cache:*' matches prefix 'a''s cache
-        raise ConfigError("prefix", prefix, "a non-empty string without spaces, glob characters or backslashes")
     cluster = url.split("://", 1)[0].endswith(CLUSTER_SUFFIX)
-    if cluster and any(c in "{}" for c in prefix):
-        # a brace in the prefix would be the hash tag of every key: all of them in one slot
-        raise ConfigError("prefix", prefix, "a prefix without braces on a Redis Cluster (llmlab places the "
-                                            "hash tags: the tenant's, in the budget keys)")
+    _check_prefix("prefix", prefix, cluster)
+    if cache_prefix is not None:
+        _check_prefix("cache_prefix", cache_prefix, cluster)
     v.choice("on_unavailable", on_unavailable, ON_UNAVAILABLE)
     v.choice("budgets_on_error", budgets_on_error, ("closed", "open"))
     v.choice("rate_limits_on_error", rate_limits_on_error, ("open", "closed"))
@@ -371,11 +384,12 @@ def from_url(url: str, prefix: str = "llmlab", *, on_unavailable: str = "raise",
     shared_semantic = None
     if semantic_cache is not None:
         from .redis_semantic import SharedSemanticCache
-        shared_semantic = SharedSemanticCache(semantic_cache, link, prefix=prefix, stale_grace_s=stale_grace_s,
-                                              answers_only=True)
+        shared_semantic = SharedSemanticCache(semantic_cache, link, prefix=cache_prefix or prefix,
+                                              stale_grace_s=stale_grace_s, answers_only=True)
     return Backends(
         redact_url(url),
-        RedisStore(link, prefix=prefix, ttl_s=cache_ttl_s, stale_grace_s=stale_grace_s, answers_only=True),
+        RedisStore(link, prefix=cache_prefix or prefix, ttl_s=cache_ttl_s, stale_grace_s=stale_grace_s,
+                   answers_only=True),
         RedisBudgets(link, prefix=prefix, on_error=budgets_on_error, lease_s=budget_lease_s),
         RedisRateLimiter(link, per_plan, per_tenant, default_limit, prefix=prefix, on_error=rate_limits_on_error),
         link, semantic_cache=shared_semantic,
