@@ -259,7 +259,10 @@ class BudgetConfig(_Strict):
 
 
 class RateLimitConfig(_Strict):
-    rpm: Pos | None = None
+    # at least 1, as :class:`~llmlab.RateLimit` requires (a bucket of fewer than one request lets
+    # none through): ``> 0`` passed 0.5 here and the gateway's build refused it as
+    # ``gateway.rate_limit.rpm``, a field no scenario has, while ``--fields`` promised "> 0"
+    rpm: Annotated[float, Field(ge=1)] | None = None
     tpm: Pos | None = None
 
 
