@@ -896,3 +896,15 @@ def test_a_plan_rate_limit_below_one_request_a_minute_is_refused_naming_its_fiel
                                                          "gateway.rate_limits.paid.rpm": 0.5},
                                    "gateway.rate_limits.paid.rpm")
     load_scenario(preset, {"gateway.cache.embedder": "hashed", "gateway.rate_limits.paid.rpm": 1.0})
+
+
+def test_a_forced_baseline_on_a_disabled_one_with_an_unknown_model_is_refused_before_the_run(monkeypatch):
+    """``baseline.model`` is checked with the scenario only when ``[baseline]`` is enabled;
+    ``simulate(baseline=True)`` (a notebook panel's baseline switch) then ran the policy to its
+    end and failed building the baseline, as ``router='ghost' is invalid``."""
+    overrides = {"gateway.cache.embedder": "hashed", "baseline.enabled": False, "baseline.model": "ghost"}
+    monkeypatch.setattr(sim_run._App, "arrivals", _no_simulation)
+    with pytest.raises(ScenarioError, match=r"^baseline\.model: a deployment with a profile in \[providers\]"):
+        simulate("b2b-saas", overrides=overrides, requests=20, baseline=True)
+    with pytest.raises(AssertionError, match="simulation started"):  # without the baseline, nothing names it
+        simulate("b2b-saas", overrides=overrides, requests=20)
