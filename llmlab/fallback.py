@@ -251,6 +251,19 @@ def completion_bound(call: Call) -> int:
     return per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
 
 
+def prompt_bound(call: Call) -> int:
+    """The most prompt tokens ``call`` can be billed, as its request's budget hold counts them:
+    the UTF-8 bytes of its messages and of its tool or schema parameters
+    (:func:`~llmlab.tokens.max_message_tokens`, :func:`~llmlab.tokens.max_params_tokens`) and
+    each image at its model's bound.  Not :func:`counted_prompt`, the tokenizer's estimate: a
+    provider whose tokenizer splits the text finer bills more than that."""
+    from .image_tokens import image_details, images_bound
+    from .tokens import max_message_tokens, max_params_tokens
+
+    return (max_message_tokens(call.messages) + max_params_tokens(call.params)
+            + images_bound(call.deployment, image_details(call.messages)))
+
+
 def counted_prompt(call: Call) -> int:
     """``call``'s prompt tokens counted locally, for a bill the provider did not report: the text
     (exact for OpenAI's tokenizers, see :mod:`llmlab.tokens`) and each image at its model's
@@ -465,7 +478,7 @@ def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: 
     """The call a hedge of ``call`` (``chain[index]``'s) sends, with its breaker's ticket; None
     when there is no deployment to hedge to (:func:`~llmlab.hedging.hedge_target`) or the budget
     cannot also hold the loser's bill at its worst, at the dearer of the two deployments: the
-    prompt and every token it may answer.  A loser is usually billed its prompt and what it had
+    prompt (:func:`prompt_bound`, as the request's hold counts it) and every token it may answer.  A loser is usually billed its prompt and what it had
     streamed, but two calls that start answering together are both billed in full — the hold
     must cover that, or a capped tenant's spend overshoots its cap."""
     target = hedge_target(chain, index, lambda name: breaker_for(name).state == CircuitBreaker.CLOSED, min_window)
@@ -473,7 +486,7 @@ def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: 
         return None
     second = make_call(target)
     if before_hedge is not None:
-        loser = max(price(c.deployment, CallResult("", counted_prompt(c), completion_bound(c), 0.0))
+        loser = max(price(c.deployment, CallResult("", prompt_bound(c), completion_bound(c), 0.0))
                     for c in (call, second))
         if not before_hedge(target, out.attempts, loser):
             return None

@@ -223,7 +223,7 @@ def gateway_overrides(draw: Any, deployments: list[str]) -> dict[str, Any]:
             budget.update(on_exceed="downgrade", downgrade_to=draw(dep))
         out["gateway.budget"] = budget
     if draw(st.booleans()):
-        limit = st.fixed_dictionaries({}, optional={"rpm": _small_float(0.5, 600), "tpm": _small_float(5_000, 10**6)})
+        limit = st.fixed_dictionaries({}, optional={"rpm": _small_float(1, 600), "tpm": _small_float(5_000, 10**6)})
         out["gateway.rate_limits"] = draw(st.dictionaries(st.sampled_from(PLANS), limit, max_size=2))
     if draw(st.booleans()):
         out["gateway.guardrails"] = draw(st.fixed_dictionaries({}, optional={
@@ -885,3 +885,26 @@ def test_shipped_incident_profiles_pass_the_overlap_check():
     for preset in PRESETS:
         scenario = load_scenario(preset, {"gateway.cache.embedder": "hashed", "outages.incidents": True})
         assert any(p.incidents is not None and p.incidents.per_month > 0 for p in scenario.providers.values())
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_plan_rate_limit_below_one_request_a_minute_is_refused_naming_its_field(monkeypatch, preset):
+    """``gateway.rate_limits.<plan>.rpm`` accepted any positive number (``--fields``: "> 0") while
+    the gateway's :class:`~llmlab.RateLimit` needs at least 1; 0.5 then failed while the gateway
+    was built, as ``gateway.rate_limit.rpm`` — a field no scenario has."""
+    _assert_refused_before_running(monkeypatch, preset, {"gateway.cache.embedder": "hashed",
+                                                         "gateway.rate_limits.paid.rpm": 0.5},
+                                   "gateway.rate_limits.paid.rpm")
+    load_scenario(preset, {"gateway.cache.embedder": "hashed", "gateway.rate_limits.paid.rpm": 1.0})
+
+
+def test_a_forced_baseline_on_a_disabled_one_with_an_unknown_model_is_refused_before_the_run(monkeypatch):
+    """``baseline.model`` is checked with the scenario only when ``[baseline]`` is enabled;
+    ``simulate(baseline=True)`` (a notebook panel's baseline switch) then ran the policy to its
+    end and failed building the baseline, as ``router='ghost' is invalid``."""
+    overrides = {"gateway.cache.embedder": "hashed", "baseline.enabled": False, "baseline.model": "ghost"}
+    monkeypatch.setattr(sim_run._App, "arrivals", _no_simulation)
+    with pytest.raises(ScenarioError, match=r"^baseline\.model: a deployment with a profile in \[providers\]"):
+        simulate("b2b-saas", overrides=overrides, requests=20, baseline=True)
+    with pytest.raises(AssertionError, match="simulation started"):  # without the baseline, nothing names it
+        simulate("b2b-saas", overrides=overrides, requests=20)

@@ -173,3 +173,21 @@ def test_no_hedge_once_its_deployments_breaker_opened_during_the_wait(scenario):
     rec, summary = run_once(sc, make_traffic(sc, seed=0), seed=0, keep_requests=True,
                             observe=open_quick_at_half_a_second)
     assert summary["requests"] == 1 and summary["hedge_rate"] == 0.0 and summary["availability"] == 1.0
+
+
+def test_a_hedge_under_a_cap_holds_the_losers_billed_prompt_not_its_token_estimate():
+    """The hold for a hedge's loser priced its prompt at the tokenizer's count
+    (``counted_prompt``), which the provider may exceed: the simulated ones bill the prompt's
+    catalogue length, up to its bytes, the bound every other hold takes.  With 100,000-token
+    prompts the b2b-saas caps ($0.50 a paid tenant) were overshot by $0.20 in 40 turns: a
+    first call's answer plus its hedge's prompt, both billed, past the cap."""
+    overrides = {"gateway.cache.embedder": "hashed", "gateway.hedge": {"after_s": 0.001},
+                 "traffic.fixed_prompt_tokens": 100_000, "baseline.enabled": False}
+    result = simulate("b2b-saas", overrides=overrides, requests=40, seed=0)
+    assert result.summary["budget_rejections"] > 0  # the caps bind
+    assert result.summary["budget_overshoot_usd"] == 0.0
+    spent = result.turns.groupby("tenant")["cost_usd"].sum()
+    assert (spent[spent.index.str.startswith("paid")] <= 0.5 + 1e-12).all(), spent.max()
+    # where a cap has room for both calls' worst case the hedges still go out
+    roomy = simulate("b2b-saas", overrides={**overrides, "traffic.fixed_prompt_tokens": 5_000}, requests=40, seed=0)
+    assert roomy.summary["hedge_rate"] > 0.5 and roomy.summary["budget_overshoot_usd"] == 0.0

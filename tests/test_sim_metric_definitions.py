@@ -195,3 +195,33 @@ def test_an_slo_percentile_just_past_the_last_answered_turn_is_infinite_not_the_
     answered = np.array([True] * 95 + [False] * 5)
     value = slo_value(np.array([1.0] * 95 + [np.nan] * 5), answered, np.zeros(100, bool), 95.0)
     assert value == math.inf
+
+
+def test_an_agent_turn_that_fell_back_and_then_failed_is_no_fallback(tmp_path):
+    """``fallback_rate`` counts turns *answered* by a deployment other than the one routed to.  An
+    agent turn's tool-choosing call fell back to m2, its answer (pinned to m2) failed, and the
+    turn counted as a fallback: a failed turn in ``fallback_rate`` and, in the outage figure,
+    "served by fallback" and "failed" at once."""
+    extra = provider("m2", 1.0, 2.0) + """[gateway.fallbacks]
+m = ["m2"]
+[gateway.breaker]
+failure_threshold = 1000
+min_calls = 1000
+[traffic.tools]
+failure_rate = 0.0
+[[outages.windows]]
+target = "m"
+start_s = 0.0
+end_s = 1e9
+"""
+    s = scenario(tmp_path, extra, **{"providers.m2.error_rate": 0.5, "baseline.enabled": False})
+    r = simulate(s, seed=2, keep_requests=True)
+    turns, requests = r.turns, r.requests
+    first = requests[requests["step"] == 0].set_index("turn")
+    fell_back_then_failed = ((turns["steps"] == 2) & (turns["outcome"] == "error")
+                             & first.loc[turns["turn"], "deployment"].eq("m2").to_numpy())
+    assert fell_back_then_failed.sum() > 0  # the case is in the run
+    assert not (turns["fallback"] & (turns["outcome"] == "error")).any()
+    answered = turns["outcome"] != "error"
+    assert r.summary["fallback_rate"] == pytest.approx((turns["fallback"] & answered).mean())
+    assert r.summary["fallback_rate"] == pytest.approx(answered.mean())  # every answer came from m2

@@ -182,6 +182,11 @@ class Recorder:
                         wrong = 1
                     if key.split("|", 1)[0] != intent:
                         false_hit = 1
+        if final is None or final.error is not None:
+            # a fallback serves a turn: an agent turn whose tool-choosing call fell back and whose
+            # answer then failed (a budget refusal, the chain exhausted) was counted in
+            # fallback_rate and in the outage figure as "served by fallback" and "failed" at once
+            fallback = 0
         self.turn.append(turn)
         self.arrival.append(arrival)
         self.latency.append(now - arrival)

@@ -34,7 +34,7 @@ from .progress import progress_bar
 from .projection import TenantCaps
 from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, shared_buckets, uniforms
 from .replications import replicate
-from .scenario import Scenario, ScenarioError, load_scenario
+from .scenario import Scenario, ScenarioError, check_baseline_model, load_scenario
 from .traffic import Traffic, generate_traffic
 
 if TYPE_CHECKING:
@@ -674,6 +674,8 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
     if not isinstance(keep_requests, bool):
         raise ScenarioError("keep_requests", "True or False", keep_requests)
     sc = load_scenario(scenario, overrides)
+    if baseline:  # a disabled [baseline] was not checked with the scenario
+        check_baseline_model(sc)
     requests, hours, seed, replications = check_run_args(sc, requests=requests, hours=hours, seed=seed,
                                                          replications=replications, trace=trace)
     if replications > 1:

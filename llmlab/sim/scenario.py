@@ -259,7 +259,10 @@ class BudgetConfig(_Strict):
 
 
 class RateLimitConfig(_Strict):
-    rpm: Pos | None = None
+    # at least 1, as :class:`~llmlab.RateLimit` requires (a bucket of fewer than one request lets
+    # none through): ``> 0`` passed 0.5 here and the gateway's build refused it as
+    # ``gateway.rate_limit.rpm``, a field no scenario has, while ``--fields`` promised "> 0"
+    rpm: Annotated[float, Field(ge=1)] | None = None
     tpm: Pos | None = None
 
 
@@ -754,6 +757,19 @@ def _check_tenant_names(groups: list[TenantGroup]) -> None:
                                     f"(traffic.tenants.{i} makes {shared!r} too)", later.name)
 
 
+def _a_deployment(s: Scenario) -> str:
+    return "a deployment with a profile in [providers] (" + ", ".join(sorted(s.providers)) + ")"
+
+
+def check_baseline_model(s: Scenario) -> None:
+    """``baseline.model`` names a deployment.  Checked with the scenario when ``[baseline]`` is
+    enabled, and by :func:`~llmlab.sim.simulate` when ``baseline=True`` runs a disabled one: a
+    stale name there passed, the policy ran to its end, and the baseline's build then failed as
+    ``router='ghost' is invalid`` — a field the scenario does not have."""
+    if s.baseline_model not in s.providers:
+        raise ScenarioError("baseline.model", _a_deployment(s), s.baseline_model)
+
+
 def check_scenario(s: Scenario) -> None:
     """Cross-field checks pydantic cannot express; raises ScenarioError naming the field."""
     from ..pricing import PriceBook
@@ -766,8 +782,7 @@ def check_scenario(s: Scenario) -> None:
 
     def known(field: str, name: str | None) -> None:
         if name is not None and name not in names:
-            raise ScenarioError(field, "a deployment with a profile in [providers] (" + ", ".join(sorted(names)) + ")",
-                                name)
+            raise ScenarioError(field, _a_deployment(s), name)
 
     _check_tenant_names(s.traffic.tenants)
     r = s.gateway.router
@@ -802,7 +817,7 @@ def check_scenario(s: Scenario) -> None:
             raise ScenarioError("gateway.budget.downgrade_to", "a deployment name when on_exceed = 'downgrade'")
         known("gateway.budget.downgrade_to", b.downgrade_to)
     if s.baseline.enabled:
-        known("baseline.model", s.baseline_model)
+        check_baseline_model(s)
     book = PriceBook.default()
     for name, p in s.providers.items():
         if p.price is None and p.model not in book:
