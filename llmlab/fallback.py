@@ -478,9 +478,10 @@ def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: 
     """The call a hedge of ``call`` (``chain[index]``'s) sends, with its breaker's ticket; None
     when there is no deployment to hedge to (:func:`~llmlab.hedging.hedge_target`) or the budget
     cannot also hold the loser's bill at its worst, at the dearer of the two deployments: the
-    prompt (:func:`prompt_bound`, as the request's hold counts it) and every token it may answer.  A loser is usually billed its prompt and what it had
-    streamed, but two calls that start answering together are both billed in full — the hold
-    must cover that, or a capped tenant's spend overshoots its cap."""
+    prompt (:func:`prompt_bound`, as the request's hold counts it) and every token it may
+    answer.  A loser is usually billed its prompt and what it had streamed, but two calls that
+    start answering together are both billed in full — the hold must cover that, or a capped
+    tenant's spend overshoots its cap."""
     target = hedge_target(chain, index, lambda name: breaker_for(name).state == CircuitBreaker.CLOSED, min_window)
     if target is None:
         return None
