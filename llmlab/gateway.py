@@ -43,6 +43,7 @@ from .stream import StreamResponse
 MAX_STEP_THREADS = 256
 log = logging.getLogger("llmlab.gateway")
 _warned_unmasked = False
+_warned_unhedged = False
 
 
 #: provider-call arguments the gateway sets from the deployment and the request: in ``params`` they
@@ -331,6 +332,12 @@ class Gateway:
             raise ConfigError("hedge", type(self.driver).__name__, "a driver that races calls (races = True: "
                               "LiteLLMDriver, the simulator's, ScriptedDriver)",
                               hint="a driver that does not know the Race effect would fail every hedged call")
+        global _warned_unhedged
+        if hedge is not None and not fallbacks and not _warned_unhedged:
+            # a hedge goes to the next deployment of the request's chain: with no chain it is never sent
+            _warned_unhedged = True  # once per process, as above
+            log.warning("hedge has nothing to hedge to: no deployment has fallbacks, so no request is ever "
+                        "hedged (give fallbacks={primary: [other, ...]})")
         if coalesce is not None and not isinstance(coalesce, Coalesce):
             raise ConfigError("coalesce", type_shape(coalesce), "a llmlab.Coalesce or None")
         if coalesce is not None and exact is None and semantic_cache is None:

@@ -358,3 +358,18 @@ def test_a_half_open_probe_that_lost_to_a_broken_hedge_keeps_its_slot_for_its_re
     with pytest.raises(StopIteration) as done:
         chain.send(CallResult("ok", 40, 3, 0.5))
     assert done.value.value.result.text == "ok" and breakers["a"].state == CircuitBreaker.CLOSED
+
+
+def test_a_hedge_with_no_fallback_to_go_to_is_named_in_a_warning(monkeypatch, caplog):
+    """A hedge goes to the next deployment of the request's chain: with no fallbacks it is never
+    sent, and the gateway says so rather than serve as if it hedged."""
+    import llmlab.gateway
+
+    monkeypatch.setattr(llmlab.gateway, "_warned_unhedged", False)
+    deps = [Deployment("a", "gpt-4o"), Deployment("b", "gpt-4o-mini")]
+    with caplog.at_level("WARNING", "llmlab"):
+        Gateway(deps, router=FixedRouter("a"), fallbacks={"a": ["b"]}, hedge=Hedge(after_s=0.5),
+                driver=ScriptedDriver())
+        assert not [r for r in caplog.records if "hedge" in r.getMessage()]
+        Gateway(deps, router=FixedRouter("a"), fallbacks={}, hedge=Hedge(after_s=0.5), driver=ScriptedDriver())
+    assert [r for r in caplog.records if "hedge has nothing to hedge to" in r.getMessage()]
