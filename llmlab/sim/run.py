@@ -35,6 +35,7 @@ from .projection import TenantCaps
 from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, shared_buckets, uniforms
 from .replications import replicate
 from .scenario import Scenario, ScenarioError, load_scenario
+from .trace_time import TraceMonthBudgets, with_trace_ttl
 from .traffic import Traffic, generate_traffic
 
 if TYPE_CHECKING:
@@ -389,11 +390,15 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     epoch0 = scenario.epoch0 if traffic.epoch0 is None else traffic.epoch0
     if windows is None:
         windows = run_windows(scenario, traffic, seed)
+    # a compressed trace: cache lifetimes and budget months follow the log's own time (trace_time.py)
+    scale = time_scale(scenario, traffic)
+    served = with_trace_ttl(scenario, scale)
+    on_trace_time = {"budget_backend": TraceMonthBudgets(epoch0, scale)} if scale != 1.0 and not baseline else {}
     semantic = None
     if not baseline and scenario.gateway.cache.semantic:
-        semantic = build_semantic_cache(scenario, embed_model.embedder, embed_model.similarity_table())
-    gateway = build_gateway(scenario, lambda: epoch0 + env._now, seed=seed, baseline=baseline, semantic_cache=semantic,
-                            keep_records=keep_requests, simulated=True)
+        semantic = build_semantic_cache(served, embed_model.embedder, embed_model.similarity_table())
+    gateway = build_gateway(served, lambda: epoch0 + env._now, seed=seed, baseline=baseline, semantic_cache=semantic,
+                            keep_records=keep_requests, simulated=True, **on_trace_time)
     names = [scenario.baseline_model] if baseline else list(scenario.providers)
     configs = {n: scenario.providers[n] for n in names}
     accounts = shared_buckets(configs)
@@ -432,7 +437,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     # standby capacity is paid for the real time the traffic spans: a trace replayed ``speedup``
     # times faster still stands for its own hours (a per-token bill does not shrink either); the
     # drain after the last arrival is the providers' own time, not the trace's, and is not scaled
-    real_s = traffic.horizon_s * time_scale(scenario, traffic) + (duration - traffic.horizon_s)
+    real_s = traffic.horizon_s * scale + (duration - traffic.horizon_s)
     summary = summarise(rec, fixed_cost_usd=hourly * real_s / 3600.0, fixed_cost_per_hour_usd=hourly,
                         turns_per_month=traffic_rate(scenario, traffic) * 86_400.0 * 30.0,
                         slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
