@@ -427,9 +427,9 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     caps = None
     if not baseline and gateway.pipeline.budget_policy is not None:
         policy = gateway.pipeline.budget_policy
-        caps = TenantCaps(traffic.tenant, traffic.tenants, traffic.tenant_plans, policy.cap_for)
+        plan_of = traffic.latest_plans()  # a tenant that changed plan: the plan of its latest turn
+        caps = TenantCaps(traffic.tenant, traffic.tenants, traffic.tenant_plans, policy.cap_for, plan_of)
         spent = getattr(gateway.budgets, "spend_by_month", lambda: {})()  # caps are monthly: month by month
-        plan_of = dict(zip(traffic.tenants, traffic.tenant_plans))  # a tenant that changed plan: its last one
         for (tenant, _month), amount in spent.items():
             cap = policy.cap_for(tenant, plan_of.get(tenant, ""))
             if cap is not None:
