@@ -106,10 +106,12 @@ def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     header = record(1)
     while header == []:
         header = record(1)
-    fields = header or []
+    fields = _column_names(path, header or [], "the header")
     missing = {"timestamp", "tenant", "plan"} - set(fields)
     if missing:
-        raise TraceError(f"{path}: missing column(s) {sorted(missing)}")
+        shown = ", ".join(repr(h) for h in (header or [])[:12]) + (", …" if len(header or []) > 12 else "")
+        raise TraceError(f"{path}: missing column(s) {sorted(missing)}; the header names {shown or 'nothing'} "
+                         "(a trace is comma-separated, with a header row)")
     n = 2
     while True:
         rec = record(n)
@@ -144,6 +146,26 @@ def _csv_problem(path: Path, n: int, line: int, exc: csv.Error) -> str:
     return f"{where}: malformed CSV ({text})"
 
 
+def _column_names(path: Path, names: list[str], where: str) -> list[str]:
+    """The trace columns ``names`` stand for: a known column is matched ignoring case and the
+    spaces around it (``Timestamp``, `` plan`` after ``, ``), as spreadsheets and SQL clients
+    write headers; other names are kept as they are (ignored).  Before, ``Output_Tokens`` was an
+    ignored extra column, and every row replayed the catalogue's typical answer length instead.
+    Two names for one column are refused: one would silently win."""
+    out, seen = [], {}
+    for name in names:
+        key = name.strip().lower()
+        column = key if key in COLUMNS else name
+        column = ALIASES.get(column, column)
+        if column in COLUMNS:
+            if column in seen:
+                raise TraceError(f"{path}: {where} names the column {column!r} twice ({seen[column]!r} and {name!r}): "
+                                 "keep one")
+            seen[column] = name
+        out.append(column)
+    return out
+
+
 def _is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
 
@@ -158,6 +180,14 @@ MAX_SPAN_S = 366 * 86_400.0
 MAX_FIELD_CHARS = 16 * 1024 * 1024
 #: columns whose JSON value must be a string (or null): the same text a CSV cell holds
 TEXT_COLUMNS = ("tenant", "plan", "prompt", "prompt_hash", "intent", "answer_key")
+#: every column the replayer reads (``datasets/traces/README.md``); any other is ignored
+COLUMNS = ("timestamp", *TEXT_COLUMNS[:4], "prompt_tokens", "output_tokens", "completion_tokens", "intent",
+           "answer_key")
+#: the providers' own name for a count, read as the trace's column (OpenAI's usage calls output
+#: ``completion_tokens``, as llmlab's ledger does): ignored as an extra column, a log's real
+#: answer lengths were replaced by the catalogue's typical ones, and its cost with them
+ALIASES = {"completion_tokens": "output_tokens"}
+_KNOWN = frozenset(c for c in COLUMNS if c not in ALIASES)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -323,6 +353,8 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     for n, row in _rows(path):
         where = f"{path}, {unit} {n}"
         if jsonl:
+            if not _KNOWN.issuperset(row):  # only a line with another key pays for the renaming
+                row = dict(zip(_column_names(path, list(row), f"{unit} {n}"), row.values()))
             _check_json_text(row, where)
         try:
             ts = parse_timestamp(row.get("timestamp"))

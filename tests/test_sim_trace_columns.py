@@ -1,0 +1,59 @@
+"""A trace's column names as real exports write them.
+
+Spreadsheets and SQL clients capitalise headers (``Timestamp``) or put a space after each comma,
+and providers call the answer's length ``completion_tokens``.  The replayer matched names
+exactly: a capitalised required column was "missing", and a capitalised or provider-named
+``output_tokens`` was an ignored extra column, so every row replayed the catalogue's typical
+answer length (200 tokens for a log that said 5) and its cost with it — silently.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmlab.sim.trace import TraceError, load_trace
+
+
+def _csv(tmp_path: Path, header: str, *rows: str) -> Path:
+    path = tmp_path / "t.csv"
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("header", [
+    "Timestamp,Tenant,Plan,Prompt,Prompt_Tokens,Output_Tokens",
+    "timestamp, tenant, plan, prompt, prompt_tokens, output_tokens",
+    "TIMESTAMP,TENANT,PLAN,PROMPT,PROMPT_TOKENS,COMPLETION_TOKENS",
+    "timestamp,tenant,plan,prompt,prompt_tokens,completion_tokens",
+])
+def test_a_header_in_another_case_or_the_providers_names_reads_every_column(tmp_path, header):
+    traffic = load_trace(_csv(tmp_path, header, "2025-03-04T09:00:00Z,acme,paid,hi,11,5"))
+    assert traffic.tenants == ["acme"] and traffic.texts == ["hi"]
+    assert traffic.prompt_tokens.tolist() == [11] and traffic.answer_tokens.tolist() == [5]  # not 200
+
+
+def test_json_lines_keys_are_read_the_same_way(tmp_path):
+    path = tmp_path / "t.jsonl"
+    row = {"Timestamp": 1741078800, "Tenant": "acme", "plan": "paid", "prompt": "hi", "completion_tokens": 5,
+           "notes": "an extra key"}
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    traffic = load_trace(path)
+    assert traffic.tenants == ["acme"] and traffic.answer_tokens.tolist() == [5]
+
+
+@pytest.mark.parametrize("header, names", [
+    ("timestamp,tenant,plan,prompt,output_tokens,completion_tokens", "'output_tokens' and 'completion_tokens'"),
+    ("timestamp,tenant,plan,prompt,Prompt", "'prompt' and 'Prompt'"),
+])
+def test_two_names_for_one_column_are_refused_naming_both(tmp_path, header, names):
+    cells = ",".join(["2025-03-04T09:00:00Z", "acme", "paid", "hi", "5"])
+    with pytest.raises(TraceError, match=f"names the column '\\w+' twice \\({names}\\)"):
+        load_trace(_csv(tmp_path, header, cells))
+
+
+def test_a_missing_column_error_shows_the_header_it_read(tmp_path):
+    with pytest.raises(TraceError, match=r"missing column\(s\) \['plan', 'tenant', 'timestamp'\]; the header names "
+                                         r"'timestamp\\ttenant\\tplan\\tprompt'"):
+        load_trace(_csv(tmp_path, "timestamp\ttenant\tplan\tprompt", "2025-03-04T09:00:00Z\tacme\tpaid\thi"))
