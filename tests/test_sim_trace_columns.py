@@ -57,3 +57,13 @@ def test_a_missing_column_error_shows_the_header_it_read(tmp_path):
     with pytest.raises(TraceError, match=r"missing column\(s\) \['plan', 'tenant', 'timestamp'\]; the header names "
                                          r"'timestamp\\ttenant\\tplan\\tprompt'"):
         load_trace(_csv(tmp_path, "timestamp\ttenant\tplan\tprompt", "2025-03-04T09:00:00Z\tacme\tpaid\thi"))
+
+
+def test_the_spaces_around_a_tenant_plan_intent_and_answer_key_are_not_part_of_them(tmp_path):
+    """``acme, paid`` (a space after each comma) was tenant ' acme' on plan ' paid', which no
+    cap or limit for 'paid' matched: the replay ran the tenant uncapped, without a word."""
+    traffic = load_trace(_csv(tmp_path, "timestamp, tenant, plan, prompt, intent, answer_key",
+                              "2025-03-04T09:00:00Z, acme , paid, hi, ecom.order_status.en, ecom.order_status.en|id=1"))
+    assert traffic.tenants == ["acme"] and traffic.tenant_plans == ["paid"]
+    assert traffic.intents == ["ecom.order_status.en"] and traffic.keys == ["ecom.order_status.en|id=1"]
+    assert traffic.intent_category == ["faq"]  # found in the catalogue, not an unknown " ecom…"

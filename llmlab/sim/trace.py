@@ -368,9 +368,11 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
         tenant, plan = row.get("tenant"), row.get("plan")
         if _blank(tenant) or _blank(plan):
             raise TraceError(f"{where}: tenant and plan are required")
+        # names, not text: the spaces of an "a, b" row are not part of them (" paid" matched no plan's cap)
+        tenant, plan = str(tenant).strip(), str(plan).strip()
         prompt, digest = row.get("prompt"), row.get("prompt_hash")
-        answer_key = None if _blank(row.get("answer_key")) else str(row["answer_key"])
-        intent_name = None if _blank(row.get("intent")) else str(row["intent"])
+        answer_key = None if _blank(row.get("answer_key")) else str(row["answer_key"]).strip()
+        intent_name = None if _blank(row.get("intent")) else str(row["intent"]).strip()
         if intent_name is None and answer_key is not None:
             intent_name = answer_key.split("|", 1)[0]  # an answer key starts with its intent
         intent = cat.by_id(intent_name) if cat is not None and intent_name in (cat or ()) else None
@@ -398,7 +400,7 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
         # too, when its intent was "unknown" and the cached answer's key the prompt.
         key = answer_key or intent_name or "prompt:" + text.replace("|", "\N{BROKEN BAR}")
         tid = tables.text_id(text, ptok)
-        rows.append((ts, tables.tenant_id(str(tenant), str(plan)), tid, opaque,
+        rows.append((ts, tables.tenant_id(tenant, plan), tid, opaque,
                      tables.key_id(key, intent.answer if intent is not None else ""),
                      tables.intent_id(intent_name or key, intent.category if intent else "general",
                                       intent.lang if intent else "en", intent.action if intent else None),
