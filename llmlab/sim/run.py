@@ -514,6 +514,7 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
         except TraceError as exc:
             raise ScenarioError("traffic.trace", str(exc)) from None
         check_plans(scenario, traffic, "traffic.trace")
+        warn_uncapped(scenario, traffic)
         return traffic
     traffic = generate_traffic(scenario, requests=requests, hours=hours, seed=seed)
     check_plans(scenario, traffic)
@@ -543,6 +544,32 @@ def check_plans(scenario: Scenario, traffic: Traffic, field: str = "traffic.tena
         unknown = sorted(set(by_plan) - plans)
         if unknown:
             raise ScenarioError(f"{where}.{unknown[0]}", f"a plan of traffic.tenants ({', '.join(sorted(plans))})")
+
+
+#: (trace, uncapped tenants) already warned about: once per process, not once per run of a sweep
+_warned_uncapped: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def warn_uncapped(scenario: Scenario, traffic: Traffic) -> None:
+    """Warn when a scenario with monthly caps replays a trace some of whose tenants none of them
+    covers.  A group's ``monthly_budget_usd`` caps the tenants the group generates (``paid-001`` …),
+    never a trace's, so b2b-saas replaying a log ran every one of its customers uncapped ("budget
+    rejections 0") with nothing saying the caps had not applied.  Not an error: a log's tenants
+    may be uncapped on purpose."""
+    from .build import budget_policy
+
+    policy = budget_policy(scenario)
+    if policy is None:
+        return
+    plans = traffic.latest_plans()
+    uncapped = tuple(sorted(name for name, plan in plans.items() if policy.cap_for(name, plan) is None))
+    if not uncapped or (traffic.source, uncapped) in _warned_uncapped:
+        return
+    _warned_uncapped.add((traffic.source, uncapped))
+    shown = ", ".join(uncapped[:5]) + (", …" if len(uncapped) > 5 else "")
+    log.warning("traffic.trace: %d of the trace's %d tenants have no monthly cap (%s): a tenant group's "
+                "monthly_budget_usd caps only the tenants it generates; cap a log's tenants with gateway.budget.caps, "
+                "plan_caps or default_cap", len(uncapped), len(plans), shown)
 
 
 def _embed_model(scenario: Scenario, traffic: Traffic) -> EmbedModel | None:
