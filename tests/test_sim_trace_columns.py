@@ -67,3 +67,13 @@ def test_the_spaces_around_a_tenant_plan_intent_and_answer_key_are_not_part_of_t
     assert traffic.tenants == ["acme"] and traffic.tenant_plans == ["paid"]
     assert traffic.intents == ["ecom.order_status.en"] and traffic.keys == ["ecom.order_status.en|id=1"]
     assert traffic.intent_category == ["faq"]  # found in the catalogue, not an unknown " ecom…"
+
+
+def test_a_bad_row_after_a_multi_line_prompt_is_named_by_its_row_and_its_line(tmp_path):
+    """Row 4 starts on line 6 (a prompt with a line break, then a blank line): an editor's line
+    number is what finds it, and the message says which of tenant and plan is empty."""
+    path = _csv(tmp_path, "timestamp,tenant,plan,prompt",
+                '2025-03-04T09:00:00Z,acme,paid,"two\nlines"', "", "2025-03-04T09:00:01Z,acme,paid,fine",
+                "2025-03-04T09:00:02Z,acme,,no plan")
+    with pytest.raises(TraceError, match=r"t\.csv, row 4 \(line 6\): plan is empty; every row needs a tenant and a plan"):
+        load_trace(path)

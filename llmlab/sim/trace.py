@@ -43,19 +43,19 @@ class TraceLineError(CatalogueFormatError, TraceError):
     """
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, row)``; a file that is not UTF-8 is a TraceError naming the line."""
+def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, row)``, ``where`` naming the row (:func:`_csv_rows`) or line; a file that is not
+    UTF-8 is a TraceError naming the line."""
     rows = _parsed_rows(path)
-    n = 1
     while True:
         try:
-            n, row = next(rows)
+            where, row = next(rows)
         except StopIteration:
             return
         except UnicodeDecodeError as exc:
             raise TraceError(f"{path}, line {_first_undecodable_line(path)}: not UTF-8 text ({exc.reason}); "
                              "save the trace as UTF-8 (Excel: 'CSV UTF-8')") from None
-        yield n, row
+        yield where, row
 
 
 def _first_undecodable_line(path: Path) -> int:
@@ -69,18 +69,21 @@ def _first_undecodable_line(path: Path) -> int:
     return n
 
 
-def _parsed_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parsed_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if _is_jsonl(path):  # the reader every JSONL dataset shares: line-numbered errors, a BOM is fine
-        yield from json_lines(path, TraceLineError)
+        for n, row in json_lines(path, TraceLineError):
+            yield f"line {n}", row
     else:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) must not become part of the first column's name
         with open(path, encoding="utf-8-sig", newline="") as fh:
             yield from _csv_rows(path, fh)
 
 
-def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(row number, row)`` as :class:`csv.DictReader` gives them (the header is row 1, blank
-    lines are skipped, missing cells are ``None``), but strict: a quote left open is an error
+def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("row N", row)`` as :class:`csv.DictReader` gives them (the header is row 1, blank
+    lines are skipped, missing cells are ``None``; ``"row N (line L)"`` where the row starts on
+    another line of the file, after a blank line or a field holding line breaks, so that an
+    editor finds it), but strict: a quote left open is an error
     naming its row instead of a field that swallows the rest of the file, a row with more cells
     than the header is one too (DictReader dropped them: an unquoted comma cut a prompt short and
     shifted the cells after it), and a field may hold up to :data:`MAX_FIELD_CHARS` characters."""
@@ -114,19 +117,21 @@ def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[int, dict[str, Any]]]:
                          "(a trace is comma-separated, with a header row)")
     n = 2
     while True:
+        line = lines + 1
         rec = record(n)
         if rec is None:
             return
         if not rec:  # a blank line
             continue
+        where = f"row {n}" if line == n else f"row {n} (line {line})"
         row: dict[Any, Any] = dict(zip(fields, rec))
         if len(rec) > len(fields):  # even an empty extra cell: "hello, world" unquoted shifts the cells after it
-            raise TraceError(f"{path}, row {n}: {len(rec)} cells where the header names {len(fields)}: an "
+            raise TraceError(f"{path}, {where}: {len(rec)} cells where the header names {len(fields)}: an "
                              "unquoted comma in a field? quote the field (\"…\")")
         else:
             for name in fields[len(rec):]:
                 row[name] = None
-        yield n, row
+        yield where, row
         n += 1
 
 
@@ -349,12 +354,11 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     counted: dict[str, int] = {}
     rows = []
     jsonl = _is_jsonl(path)
-    unit = "line" if jsonl else "row"
-    for n, row in _rows(path):
-        where = f"{path}, {unit} {n}"
+    for at, row in _rows(path):
+        where = f"{path}, {at}"
         if jsonl:
             if not _KNOWN.issuperset(row):  # only a line with another key pays for the renaming
-                row = dict(zip(_column_names(path, list(row), f"{unit} {n}"), row.values()))
+                row = dict(zip(_column_names(path, list(row), at), row.values()))
             _check_json_text(row, where)
         try:
             ts = parse_timestamp(row.get("timestamp"))
@@ -367,7 +371,8 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
                              "epoch milliseconds? timestamps are epoch seconds or ISO 8601")
         tenant, plan = row.get("tenant"), row.get("plan")
         if _blank(tenant) or _blank(plan):
-            raise TraceError(f"{where}: tenant and plan are required")
+            blank = " and ".join(c for c, v in (("tenant", tenant), ("plan", plan)) if _blank(v))
+            raise TraceError(f"{where}: {blank} is empty; every row needs a tenant and a plan")
         # names, not text: the spaces of an "a, b" row are not part of them (" paid" matched no plan's cap)
         tenant, plan = str(tenant).strip(), str(plan).strip()
         prompt, digest = row.get("prompt"), row.get("prompt_hash")
