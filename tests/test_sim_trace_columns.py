@@ -77,3 +77,10 @@ def test_a_bad_row_after_a_multi_line_prompt_is_named_by_its_row_and_its_line(tm
                 "2025-03-04T09:00:02Z,acme,,no plan")
     with pytest.raises(TraceError, match=r"t\.csv, row 4 \(line 6\): plan is empty; every row needs a tenant and a plan"):
         load_trace(path)
+
+
+@pytest.mark.parametrize("stamp", ["2025-03-04 09:00:00 UTC", "2025-03-04 09:00:00.000 UTC", "2025-03-04T09:00:00 GMT"])
+def test_bigquerys_utc_suffix_is_read_as_utc(tmp_path, stamp):
+    """BigQuery's CSV export writes a TIMESTAMP as '2025-03-04 09:00:00 UTC': every row was refused."""
+    traffic = load_trace(_csv(tmp_path, "timestamp,tenant,plan,prompt", f"{stamp},acme,paid,hi"))
+    assert traffic.epoch0 == 1741078800.0

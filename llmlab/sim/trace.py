@@ -240,14 +240,15 @@ def _blank(value: Any) -> bool:
 
 
 # ISO 8601 / RFC 3339 date-times as logs write them, extended (2025-03-04T09:00:13.785Z) or basic
-# (20250304T090013Z): any number of fraction digits ('.' or ','), 'Z'/'z' or ±HH[:MM]/±HHMM.
+# (20250304T090013Z): any number of fraction digits ('.' or ','), 'Z'/'z' or ±HH[:MM]/±HHMM, or
+# ' UTC'/' GMT' (BigQuery's CSV export writes '2025-03-04 09:00:13.785 UTC').
 # Parsed here rather than by datetime.fromisoformat, which on Python 3.10 accepts only what
 # isoformat() writes (3 or 6 fraction digits, ±HH:MM) and so refused traces 3.11+ replays:
 # a trace must replay the same on every Python the package supports.
 _ISO_DATETIME = re.compile(
     r"(?P<y>\d{4})(?P<dash>-?)(?P<mo>\d{2})(?P=dash)(?P<d>\d{2})"
     r"(?:[Tt ](?P<h>\d{2})(?:(?P<colon>:?)(?P<mi>\d{2})(?:(?P=colon)(?P<s>\d{2})(?:[.,](?P<f>\d+))?)?)?)?"
-    r"\s*(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?")
+    r"\s*(?P<tz>[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?")
 
 
 def _parse_iso(text: str) -> datetime:
@@ -259,7 +260,7 @@ def _parse_iso(text: str) -> datetime:
     micro = int((g["f"] or "")[:6].ljust(6, "0"))  # nanoseconds are truncated, as 3.11+ does
     tz = None
     if g["tz"]:
-        if g["tz"] in "Zz":
+        if g["tz"] in ("Z", "z", "UTC", "GMT"):  # " UTC": BigQuery's CSV export writes it
             tz = timezone.utc
         else:
             digits = g["tz"][1:].replace(":", "")
