@@ -84,3 +84,15 @@ def test_bigquerys_utc_suffix_is_read_as_utc(tmp_path, stamp):
     """BigQuery's CSV export writes a TIMESTAMP as '2025-03-04 09:00:00 UTC': every row was refused."""
     traffic = load_trace(_csv(tmp_path, "timestamp,tenant,plan,prompt", f"{stamp},acme,paid,hi"))
     assert traffic.epoch0 == 1741078800.0
+
+
+@pytest.mark.parametrize("text", ['[{"timestamp": 1741078800, "tenant": "a", "plan": "paid", "prompt": "hi"},\n'
+                                  ' {"timestamp": 1741078801, "tenant": "a", "plan": "paid", "prompt": "hi"}]\n',
+                                  '\ufeff  [{"timestamp": 1741078800, "tenant": "a", "plan": "paid", "prompt": "hi"}]'])
+def test_a_json_array_is_refused_as_what_it_is(tmp_path, text):
+    """A '.json' export is usually one array: it read 'line 1: invalid JSON: Expecting value'."""
+    path = tmp_path / "log.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(TraceError, match=r"log\.json: a JSON array; a JSON trace is JSON lines, one object per line "
+                                         r"\(convert it with `jq -c '\.\[\]' log\.json > log\.jsonl`\)"):
+        load_trace(path)

@@ -71,12 +71,23 @@ def _first_undecodable_line(path: Path) -> int:
 
 def _parsed_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if _is_jsonl(path):  # the reader every JSONL dataset shares: line-numbered errors, a BOM is fine
+        _refuse_json_array(path)
         for n, row in json_lines(path, TraceLineError):
             yield f"line {n}", row
     else:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) must not become part of the first column's name
         with open(path, encoding="utf-8-sig", newline="") as fh:
             yield from _csv_rows(path, fh)
+
+
+def _refuse_json_array(path: Path) -> None:
+    """A ``.json`` trace that is one JSON array (what most tools write as "JSON") said only
+    ``line 1: invalid JSON: Expecting value`` (or ``got list``): say what the file is instead."""
+    with open(path, "rb") as fh:
+        start = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"["):
+        raise TraceError(f"{path}: a JSON array; a JSON trace is JSON lines, one object per line (convert it with "
+                         f"`jq -c '.[]' {path.name} > {path.stem}.jsonl`)")
 
 
 def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[str, dict[str, Any]]]:
