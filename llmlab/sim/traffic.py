@@ -96,7 +96,8 @@ class Traffic:
     carried: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
     source: str = "synthetic"
     #: epoch seconds of virtual time 0: a trace's first request (None: the scenario's ``start``),
-    #: so a replay's ledger carries the log's own times and monthly caps reset where the log's month did
+    #: so a replay's ledger carries the log's own times (at ``speedup`` 1; a compressed replay's clock
+    #: runs S times faster from it, and its budgets read the log's months: :mod:`~llmlab.sim.trace_time`)
     epoch0: float | None = None
 
     def __len__(self) -> int:
