@@ -210,19 +210,34 @@ class _App:
         budgets and rate limits by a prompt's bytes, so an unpadded stand-in let a reservation
         undershoot the bill and a tenant's cap be overshot.  One padding for every turn without
         history (the largest shortfall): the system message, and so the cache namespace,
-        stays the same for every turn, as it would in the real application."""
+        stays the same for every turn, as it would in the real application.
+
+        Except, in a trace, for a text whose prompt is far longer than the rest (more than
+        :data:`OWN_PADDING_TOKENS` beyond the median text's shortfall: a trace's row that carried
+        a document or a history the log did not show), which gets a padded system message of its
+        own (:attr:`own_system`) — as such a request would not share the others' context live
+        either.  Padded into the shared message, one 60,000-token row of one tenant made every
+        other request of the log reserve 60,000 tokens: another tenant's $0.05 cap refused all of
+        its gpt-4o requests, and per-minute token limits were held as far."""
         t = self.t
         first = np.asarray(t.prev) < 0
         if t.carried:
             first &= ~np.isin(np.asarray(t.session), np.fromiter(t.carried, dtype=np.int64))
         billed = np.zeros(len(t.texts), dtype=np.int64)
         np.maximum.at(billed, np.asarray(t.text)[first], np.asarray(t.prompt_tokens)[first])
-        short = 0
-        for text_id in np.flatnonzero(billed):
+        needs = {}
+        for text_id in np.flatnonzero(billed).tolist():
             sent = max_message_tokens(self.system + ({"role": "user", "content": t.texts[text_id]},))
-            short = max(short, min(int(billed[text_id]), self.max_prompt) - sent)
-        if short <= 0:
-            return self.system
+            needs[text_id] = min(int(billed[text_id]), self.max_prompt) - sent
+        # a trace's only: synthetic turns are the catalogue's questions behind one application's prompt
+        bulk = (float(np.median(list(needs.values()))) + OWN_PADDING_TOKENS if needs and t.source != "synthetic"
+                else math.inf)
+        short = max([0] + [need for need in needs.values() if need <= bulk])
+        self.own_system = {text_id: self._system_padded(need) for text_id, need in needs.items() if need > bulk}
+        return self._system_padded(short) if short > 0 else self.system
+
+    def _system_padded(self, short: int) -> tuple:
+        """The system message with ``short`` tokens' worth of bytes more."""
         prompt = self.cfg.system_prompt
         return ({"role": "system", "content": _billed_as(prompt, len(prompt.encode("utf-8")) + short)},)
 
@@ -240,7 +255,7 @@ class _App:
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
         rows = self.rows
-        msgs = self.system + extra
+        msgs = self.own_system.get(rows.text[i], self.system) + extra
         if t.carried:  # a conversation going when the run started: its earlier turns first
             earlier = t.carried.get(rows.session[i])
             if earlier is not None:
@@ -311,7 +326,8 @@ class _App:
                 prompt_tokens += rag.context_tokens
                 extra = self._retrieved(intent.rsplit(".", 1)[0], rag.context_tokens)
         messages = self.messages(i, extra)
-        if len(messages) > len(self.system) + len(extra) + 1:  # history: the padded system message covers the rest
+        system = self.own_system.get(rows.text[i], self.system)
+        if len(messages) > len(system) + len(extra) + 1:  # history: the padded system message covers the rest
             messages = self._padded(messages, prompt_tokens)
         tenant_ix = rows.tenant[i]
         tenant = t.tenants[tenant_ix]
@@ -448,6 +464,10 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     summary["breaker_opens"] = {n: b.times_opened for n, b in gateway.pipeline.breakers.items() if b.times_opened}
     return rec, summary
 
+
+#: a text whose prompt needs this many tokens of padding more than the median text's gets a
+#: padded system message of its own (:meth:`_App._stand_in_system`)
+OWN_PADDING_TOKENS = 1024
 
 #: a trace shorter than this has no meaningful rate to project over a month
 MIN_PROJECTION_SPAN_S = 60.0
