@@ -75,7 +75,8 @@ def test_a_bad_row_after_a_multi_line_prompt_is_named_by_its_row_and_its_line(tm
     path = _csv(tmp_path, "timestamp,tenant,plan,prompt",
                 '2025-03-04T09:00:00Z,acme,paid,"two\nlines"', "", "2025-03-04T09:00:01Z,acme,paid,fine",
                 "2025-03-04T09:00:02Z,acme,,no plan")
-    with pytest.raises(TraceError, match=r"t\.csv, row 4 \(line 6\): plan is empty; every row needs a tenant and a plan"):
+    with pytest.raises(TraceError,
+                       match=r"t\.csv, row 4 \(line 6\): plan is empty; every row needs a tenant and a plan"):
         load_trace(path)
 
 

@@ -11,37 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmlab.sim import simulate
+from trace_scenarios import scenario_file, trace_file
 
-SCENARIO = """
-name = "long-row"
-[traffic]
-max_tokens = 100
-system_prompt = "You are a support assistant."
-[providers.m]
-profile = "openai-gpt-4o-mini"
-price = { input_per_1m = 1.0, output_per_1m = 2.0 }
-[gateway.router]
-type = "fixed"
-deployment = "m"
+
+def _replay(tmp_path: Path, with_long_row: bool):
+    sc = scenario_file(tmp_path, max_tokens=100, traffic='system_prompt = "You are a support assistant."', tables="""
 [gateway.cache]
 exact = false
 semantic = false
 [gateway.budget]
 caps = { acme = 0.02, other = 1.0 }
-[outages]
-incidents = false
-"""
-
-
-def _replay(tmp_path: Path, with_long_row: bool):
-    (tmp_path / "sc.toml").write_text(SCENARIO, encoding="utf-8")
+""")
     rows = [f"2025-03-04T09:{i:02d}:00Z,acme,paid,question number {i},50,100" for i in range(20)]
     if with_long_row:
         rows.append("2025-03-04T09:30:30Z,other,paid,summarise the attached contract,60000,100")
-    trace = tmp_path / "t.csv"
-    trace.write_text("timestamp,tenant,plan,prompt,prompt_tokens,output_tokens\n" + "\n".join(rows) + "\n",
-                     encoding="utf-8")
-    return simulate(str(tmp_path / "sc.toml"), trace=str(trace), seed=0, baseline=False, parallel=False)
+    return simulate(sc, trace=trace_file(tmp_path, rows), seed=0, baseline=False, parallel=False)
 
 
 def test_another_tenants_long_row_leaves_a_tenants_requests_as_they_were(tmp_path):

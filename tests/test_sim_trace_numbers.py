@@ -10,35 +10,15 @@ from pathlib import Path
 import pytest
 
 from llmlab.sim import simulate
-
-SCENARIO = """
-name = "trace-numbers"
-[traffic]
-max_tokens = 100
-[providers.m]
-profile = "openai-gpt-4o-mini"
-price = {{ input_per_1m = 1.0, output_per_1m = 2.0 }}
-[gateway.router]
-type = "fixed"
-deployment = "m"
-[gateway.cache]
-exact = {exact}
-semantic = false
-[outages]
-incidents = false
-[baseline]
-model = "m"
-"""
+from trace_scenarios import scenario_file, trace_file
 
 
 def _replay(tmp_path: Path, prompts: list[str], exact: bool):
-    (tmp_path / "sc.toml").write_text(SCENARIO.format(exact=str(exact).lower()), encoding="utf-8")
+    cache = f"[gateway.cache]\nexact = {str(exact).lower()}\nsemantic = false\n"
+    sc = scenario_file(tmp_path, max_tokens=100, tables=cache)
     # a minute apart: every answer has landed (and filled the cache) before the next row arrives
     rows = [f"2025-03-04T09:{i:02d}:00Z,acme,paid,{p},{100 + i},{10 + i}" for i, p in enumerate(prompts)]
-    trace = tmp_path / "t.csv"
-    trace.write_text("timestamp,tenant,plan,prompt,prompt_tokens,output_tokens\n" + "\n".join(rows) + "\n",
-                     encoding="utf-8")
-    return simulate(str(tmp_path / "sc.toml"), trace=str(trace), seed=0, parallel=False)
+    return simulate(sc, trace=trace_file(tmp_path, rows), seed=0, parallel=False)
 
 
 def test_a_replays_cost_is_the_price_books_arithmetic_over_the_logs_rows(tmp_path):

@@ -13,36 +13,20 @@ from pathlib import Path
 import pytest
 
 from llmlab.sim import simulate
+from trace_scenarios import scenario_file, trace_file
 
-SCENARIO = """
-name = "plan-change"
-[traffic]
-max_tokens = 60
-[providers.m]
-profile = "openai-gpt-4o-mini"
-price = { input_per_1m = 1.0, output_per_1m = 2.0 }
-[gateway.router]
-type = "fixed"
-deployment = "m"
+
+def _replay(tmp_path: Path, plans: list[str], newest_first: bool):
+    sc = scenario_file(tmp_path, tables="""
 [gateway.cache]
 exact = false
 semantic = false
 [gateway.budget]
 plan_caps = { free = 0.05, paid = 100.0 }
-[outages]
-incidents = false
-"""
-
-
-def _replay(tmp_path: Path, plans: list[str], newest_first: bool):
-    (tmp_path / "sc.toml").write_text(SCENARIO, encoding="utf-8")
+""")
     rows = [f"2025-03-04T09:{i:02d}:00Z,acme,{plan},question {i},100,50" for i, plan in enumerate(plans)]
-    if newest_first:
-        rows.reverse()
-    trace = tmp_path / "t.csv"
-    trace.write_text("timestamp,tenant,plan,prompt,prompt_tokens,output_tokens\n" + "\n".join(rows) + "\n",
-                     encoding="utf-8")
-    return simulate(str(tmp_path / "sc.toml"), trace=str(trace), seed=0, baseline=False, parallel=False)
+    trace = trace_file(tmp_path, rows[::-1] if newest_first else rows)
+    return simulate(sc, trace=trace, seed=0, baseline=False, parallel=False)
 
 
 @pytest.mark.parametrize("plans, newest_first", [

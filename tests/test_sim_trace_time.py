@@ -13,42 +13,25 @@ from pathlib import Path
 import pytest
 
 from llmlab.sim import simulate
+from trace_scenarios import scenario_file, trace_file
 
-SCENARIO = """
-name = "trace-time"
-[traffic]
-max_tokens = 60
+
+def _scenario(tmp_path: Path, cap: float = 1000.0) -> str:
+    return scenario_file(tmp_path, tables=f"""
 [[traffic.tenants]]
 name = "acme"
 plan = "paid"
 monthly_budget_usd = {cap}
-[providers.m]
-profile = "openai-gpt-4o-mini"
-price = {{ input_per_1m = 1.0, output_per_1m = 2.0 }}
-[gateway.router]
-type = "fixed"
-deployment = "m"
 [gateway.cache]
 exact = true
 semantic = false
 ttl_s = 3600.0
-[outages]
-incidents = false
-"""
-
-
-def _scenario(tmp_path: Path, cap: float = 1000.0) -> str:
-    path = tmp_path / "sc.toml"
-    path.write_text(SCENARIO.format(cap=cap), encoding="utf-8")
-    return str(path)
+""")
 
 
 def _trace(tmp_path: Path, times: list[datetime], prompts: list[str]) -> str:
-    path = tmp_path / "t.csv"
-    lines = ["timestamp,tenant,plan,prompt,prompt_tokens,output_tokens"]
-    lines += [f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},acme,paid,{p},100,50" for t, p in zip(times, prompts)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
+    rows = [f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},acme,paid,{p},100,50" for t, p in zip(times, prompts)]
+    return trace_file(tmp_path, rows)
 
 
 def _replay(scenario: str, trace: str, speedup: float):
@@ -76,7 +59,7 @@ def test_a_monthly_cap_resets_where_the_logs_month_does_at_any_speedup(tmp_path)
     """30 distinct questions late on March 31, 30 early on April 1, a cap that lets only some of
     each day's through: April starts a fresh month however fast the log is replayed."""
     march, april = datetime(2025, 3, 31, 20, tzinfo=timezone.utc), datetime(2025, 4, 1, tzinfo=timezone.utc)
-    times = [march + timedelta(minutes=5 * i) for i in range(30)] + [april + timedelta(minutes=5 * i) for i in range(30)]
+    times = [day + timedelta(minutes=5 * i) for day in (march, april) for i in range(30)]
     trace = _trace(tmp_path, times, [f"question {i}" for i in range(60)])
     # one call costs 100 × $1/M + 50 × $2/M = $0.0002 and holds up to 100 × $1/M + 60 × $2/M first
     sc = _scenario(tmp_path, cap=0.002)
