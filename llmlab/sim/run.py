@@ -19,6 +19,7 @@ import operator
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -158,6 +159,9 @@ class _Rows:
 
 class _App:
     """The simulated application: builds each turn's requests and serves them through the gateway."""
+
+    #: a trace's texts whose prompt needs a padded system message of their own (:meth:`_stand_in_system`)
+    own_system: Mapping[int, tuple] = MappingProxyType({})
 
     def __init__(self, env: Any, scenario: Scenario, traffic: Traffic, gateway: "Gateway", driver: SimDriver,
                  recorder: Recorder, seed: int, tag: str) -> None:
