@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,13 +32,16 @@ class TenantCaps:
 
     ``tenant_of_turn[t]`` indexes ``tenants``/``plans`` (the traffic's tables: a tenant that
     changed plan in a trace appears once per plan); ``cap(name, plan)`` is the gateway's cap for
-    the tenant, or None.
+    the tenant, or None; ``latest_plan[name]`` the plan of the tenant's latest turn
+    (:meth:`~llmlab.sim.traffic.Traffic.latest_plans`), whose cap holds its month (None: each
+    tenant's last pair in the tables, right when no tenant changed plan).
     """
 
     tenant_of_turn: np.ndarray
     tenants: Sequence[str]
     plans: Sequence[str]
     cap: Callable[[str, str], float | None]
+    latest_plan: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,8 @@ def project_month(turn: np.ndarray, cost: np.ndarray, budget_refused: np.ndarray
     # demand by tenant *name*: budgets are kept per tenant, whatever plan a trace row carried
     names, name_of_tenant = np.unique(np.asarray(caps.tenants, dtype=str), return_inverse=True)
     demand = np.bincount(name_of_tenant[tenant], weights=per_turn[plan], minlength=len(names)) / n * turns_per_month
-    plan_of_name = dict(zip(caps.tenants, caps.plans))  # a tenant that changed plan: its last one, as budgets see it
-    limit = np.array([_or_inf(caps.cap(name, plan_of_name[name])) for name in names.tolist()], dtype=float)
+    plan_of = caps.latest_plan if caps.latest_plan is not None else dict(zip(caps.tenants, caps.plans))
+    limit = np.array([_or_inf(caps.cap(name, plan_of[name])) for name in names.tolist()], dtype=float)
     return MonthlyProjection(float(np.minimum(demand, limit).sum()), float(demand.sum()))
 
 

@@ -19,6 +19,7 @@ import operator
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -35,6 +36,7 @@ from .projection import TenantCaps
 from .providers import GOLDEN, M64, MAX_DELAY_S, SimProvider, growth, mix64, shared_buckets, uniforms
 from .replications import replicate
 from .scenario import Scenario, ScenarioError, check_baseline_model, load_scenario
+from .trace_time import TraceMonthBudgets, with_trace_ttl
 from .traffic import Traffic, generate_traffic
 
 if TYPE_CHECKING:
@@ -158,6 +160,9 @@ class _Rows:
 class _App:
     """The simulated application: builds each turn's requests and serves them through the gateway."""
 
+    #: a trace's texts whose prompt needs a padded system message of their own (:meth:`_stand_in_system`)
+    own_system: Mapping[int, tuple] = MappingProxyType({})
+
     def __init__(self, env: Any, scenario: Scenario, traffic: Traffic, gateway: "Gateway", driver: SimDriver,
                  recorder: Recorder, seed: int, tag: str) -> None:
         self.env = env
@@ -209,19 +214,34 @@ class _App:
         budgets and rate limits by a prompt's bytes, so an unpadded stand-in let a reservation
         undershoot the bill and a tenant's cap be overshot.  One padding for every turn without
         history (the largest shortfall): the system message, and so the cache namespace,
-        stays the same for every turn, as it would in the real application."""
+        stays the same for every turn, as it would in the real application.
+
+        Except, in a trace, for a text whose prompt is far longer than the rest (more than
+        :data:`OWN_PADDING_TOKENS` beyond the median text's shortfall: a trace's row that carried
+        a document or a history the log did not show), which gets a padded system message of its
+        own (:attr:`own_system`) — as such a request would not share the others' context live
+        either.  Padded into the shared message, one 60,000-token row of one tenant made every
+        other request of the log reserve 60,000 tokens: another tenant's $0.05 cap refused all of
+        its gpt-4o requests, and per-minute token limits were held as far."""
         t = self.t
         first = np.asarray(t.prev) < 0
         if t.carried:
             first &= ~np.isin(np.asarray(t.session), np.fromiter(t.carried, dtype=np.int64))
         billed = np.zeros(len(t.texts), dtype=np.int64)
         np.maximum.at(billed, np.asarray(t.text)[first], np.asarray(t.prompt_tokens)[first])
-        short = 0
-        for text_id in np.flatnonzero(billed):
+        needs = {}
+        for text_id in np.flatnonzero(billed).tolist():
             sent = max_message_tokens(self.system + ({"role": "user", "content": t.texts[text_id]},))
-            short = max(short, min(int(billed[text_id]), self.max_prompt) - sent)
-        if short <= 0:
-            return self.system
+            needs[text_id] = min(int(billed[text_id]), self.max_prompt) - sent
+        # a trace's only: synthetic turns are the catalogue's questions behind one application's prompt
+        bulk = (float(np.median(list(needs.values()))) + OWN_PADDING_TOKENS if needs and t.source != "synthetic"
+                else math.inf)
+        short = max([0] + [need for need in needs.values() if need <= bulk])
+        self.own_system = {text_id: self._system_padded(need) for text_id, need in needs.items() if need > bulk}
+        return self._system_padded(short) if short > 0 else self.system
+
+    def _system_padded(self, short: int) -> tuple:
+        """The system message with ``short`` tokens' worth of bytes more."""
         prompt = self.cfg.system_prompt
         return ({"role": "system", "content": _billed_as(prompt, len(prompt.encode("utf-8")) + short)},)
 
@@ -239,7 +259,7 @@ class _App:
     def messages(self, i: int, extra: tuple = ()) -> tuple:
         t = self.t
         rows = self.rows
-        msgs = self.system + extra
+        msgs = self.own_system.get(rows.text[i], self.system) + extra
         if t.carried:  # a conversation going when the run started: its earlier turns first
             earlier = t.carried.get(rows.session[i])
             if earlier is not None:
@@ -310,7 +330,8 @@ class _App:
                 prompt_tokens += rag.context_tokens
                 extra = self._retrieved(intent.rsplit(".", 1)[0], rag.context_tokens)
         messages = self.messages(i, extra)
-        if len(messages) > len(self.system) + len(extra) + 1:  # history: the padded system message covers the rest
+        system = self.own_system.get(rows.text[i], self.system)
+        if len(messages) > len(system) + len(extra) + 1:  # history: the padded system message covers the rest
             messages = self._padded(messages, prompt_tokens)
         tenant_ix = rows.tenant[i]
         tenant = t.tenants[tenant_ix]
@@ -389,11 +410,15 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     epoch0 = scenario.epoch0 if traffic.epoch0 is None else traffic.epoch0
     if windows is None:
         windows = run_windows(scenario, traffic, seed)
+    # a compressed trace: cache lifetimes and budget months follow the log's own time (trace_time.py)
+    scale = time_scale(scenario, traffic)
+    served = with_trace_ttl(scenario, scale)
+    on_trace_time = {"budget_backend": TraceMonthBudgets(epoch0, scale)} if scale != 1.0 and not baseline else {}
     semantic = None
     if not baseline and scenario.gateway.cache.semantic:
-        semantic = build_semantic_cache(scenario, embed_model.embedder, embed_model.similarity_table())
-    gateway = build_gateway(scenario, lambda: epoch0 + env._now, seed=seed, baseline=baseline, semantic_cache=semantic,
-                            keep_records=keep_requests, simulated=True)
+        semantic = build_semantic_cache(served, embed_model.embedder, embed_model.similarity_table())
+    gateway = build_gateway(served, lambda: epoch0 + env._now, seed=seed, baseline=baseline, semantic_cache=semantic,
+                            keep_records=keep_requests, simulated=True, **on_trace_time)
     names = [scenario.baseline_model] if baseline else list(scenario.providers)
     configs = {n: scenario.providers[n] for n in names}
     accounts = shared_buckets(configs)
@@ -422,9 +447,9 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     caps = None
     if not baseline and gateway.pipeline.budget_policy is not None:
         policy = gateway.pipeline.budget_policy
-        caps = TenantCaps(traffic.tenant, traffic.tenants, traffic.tenant_plans, policy.cap_for)
+        plan_of = traffic.latest_plans()  # a tenant that changed plan: the plan of its latest turn
+        caps = TenantCaps(traffic.tenant, traffic.tenants, traffic.tenant_plans, policy.cap_for, plan_of)
         spent = getattr(gateway.budgets, "spend_by_month", lambda: {})()  # caps are monthly: month by month
-        plan_of = dict(zip(traffic.tenants, traffic.tenant_plans))  # a tenant that changed plan: its last one
         for (tenant, _month), amount in spent.items():
             cap = policy.cap_for(tenant, plan_of.get(tenant, ""))
             if cap is not None:
@@ -432,7 +457,7 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     # standby capacity is paid for the real time the traffic spans: a trace replayed ``speedup``
     # times faster still stands for its own hours (a per-token bill does not shrink either); the
     # drain after the last arrival is the providers' own time, not the trace's, and is not scaled
-    real_s = traffic.horizon_s * time_scale(scenario, traffic) + (duration - traffic.horizon_s)
+    real_s = traffic.horizon_s * scale + (duration - traffic.horizon_s)
     summary = summarise(rec, fixed_cost_usd=hourly * real_s / 3600.0, fixed_cost_per_hour_usd=hourly,
                         turns_per_month=traffic_rate(scenario, traffic) * 86_400.0 * 30.0,
                         slo_s=scenario.slo.latency_s, slo_metric=scenario.slo.metric,
@@ -443,6 +468,10 @@ def run_once(scenario: Scenario, traffic: Traffic, *, seed: int = 0, baseline: b
     summary["breaker_opens"] = {n: b.times_opened for n, b in gateway.pipeline.breakers.items() if b.times_opened}
     return rec, summary
 
+
+#: a text whose prompt needs this many tokens of padding more than the median text's gets a
+#: padded system message of its own (:meth:`_App._stand_in_system`)
+OWN_PADDING_TOKENS = 1024
 
 #: a trace shorter than this has no meaningful rate to project over a month
 MIN_PROJECTION_SPAN_S = 60.0
@@ -509,6 +538,7 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
         except TraceError as exc:
             raise ScenarioError("traffic.trace", str(exc)) from None
         check_plans(scenario, traffic, "traffic.trace")
+        warn_uncapped(scenario, traffic)
         return traffic
     traffic = generate_traffic(scenario, requests=requests, hours=hours, seed=seed)
     check_plans(scenario, traffic)
@@ -538,6 +568,32 @@ def check_plans(scenario: Scenario, traffic: Traffic, field: str = "traffic.tena
         unknown = sorted(set(by_plan) - plans)
         if unknown:
             raise ScenarioError(f"{where}.{unknown[0]}", f"a plan of traffic.tenants ({', '.join(sorted(plans))})")
+
+
+#: (trace, uncapped tenants) already warned about: once per process, not once per run of a sweep
+_warned_uncapped: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def warn_uncapped(scenario: Scenario, traffic: Traffic) -> None:
+    """Warn when a scenario with monthly caps replays a trace some of whose tenants none of them
+    covers.  A group's ``monthly_budget_usd`` caps the tenants the group generates (``paid-001`` …),
+    never a trace's, so b2b-saas replaying a log ran every one of its customers uncapped ("budget
+    rejections 0") with nothing saying the caps had not applied.  Not an error: a log's tenants
+    may be uncapped on purpose."""
+    from .build import budget_policy
+
+    policy = budget_policy(scenario)
+    if policy is None:
+        return
+    plans = traffic.latest_plans()
+    uncapped = tuple(sorted(name for name, plan in plans.items() if policy.cap_for(name, plan) is None))
+    if not uncapped or (traffic.source, uncapped) in _warned_uncapped:
+        return
+    _warned_uncapped.add((traffic.source, uncapped))
+    shown = ", ".join(uncapped[:5]) + (", …" if len(uncapped) > 5 else "")
+    log.warning("traffic.trace: %d of the trace's %d tenants have no monthly cap (%s): a tenant group's "
+                "monthly_budget_usd caps only the tenants it generates; cap a log's tenants with gateway.budget.caps, "
+                "plan_caps or default_cap", len(uncapped), len(plans), shown)
 
 
 def _embed_model(scenario: Scenario, traffic: Traffic) -> EmbedModel | None:

@@ -43,19 +43,19 @@ class TraceLineError(CatalogueFormatError, TraceError):
     """
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, row)``; a file that is not UTF-8 is a TraceError naming the line."""
+def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, row)``, ``where`` naming the row (:func:`_csv_rows`) or line; a file that is not
+    UTF-8 is a TraceError naming the line."""
     rows = _parsed_rows(path)
-    n = 1
     while True:
         try:
-            n, row = next(rows)
+            where, row = next(rows)
         except StopIteration:
             return
         except UnicodeDecodeError as exc:
             raise TraceError(f"{path}, line {_first_undecodable_line(path)}: not UTF-8 text ({exc.reason}); "
                              "save the trace as UTF-8 (Excel: 'CSV UTF-8')") from None
-        yield n, row
+        yield where, row
 
 
 def _first_undecodable_line(path: Path) -> int:
@@ -69,18 +69,32 @@ def _first_undecodable_line(path: Path) -> int:
     return n
 
 
-def _parsed_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parsed_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if _is_jsonl(path):  # the reader every JSONL dataset shares: line-numbered errors, a BOM is fine
-        yield from json_lines(path, TraceLineError)
+        _refuse_json_array(path)
+        for n, row in json_lines(path, TraceLineError):
+            yield f"line {n}", row
     else:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) must not become part of the first column's name
         with open(path, encoding="utf-8-sig", newline="") as fh:
             yield from _csv_rows(path, fh)
 
 
-def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(row number, row)`` as :class:`csv.DictReader` gives them (the header is row 1, blank
-    lines are skipped, missing cells are ``None``), but strict: a quote left open is an error
+def _refuse_json_array(path: Path) -> None:
+    """A ``.json`` trace that is one JSON array (what most tools write as "JSON") said only
+    ``line 1: invalid JSON: Expecting value`` (or ``got list``): say what the file is instead."""
+    with open(path, "rb") as fh:
+        start = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"["):
+        raise TraceError(f"{path}: a JSON array; a JSON trace is JSON lines, one object per line (convert it with "
+                         f"`jq -c '.[]' {path.name} > {path.stem}.jsonl`)")
+
+
+def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("row N", row)`` as :class:`csv.DictReader` gives them (the header is row 1, blank
+    lines are skipped, missing cells are ``None``; ``"row N (line L)"`` where the row starts on
+    another line of the file, after a blank line or a field holding line breaks, so that an
+    editor finds it), but strict: a quote left open is an error
     naming its row instead of a field that swallows the rest of the file, a row with more cells
     than the header is one too (DictReader dropped them: an unquoted comma cut a prompt short and
     shifted the cells after it), and a field may hold up to :data:`MAX_FIELD_CHARS` characters."""
@@ -106,25 +120,29 @@ def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     header = record(1)
     while header == []:
         header = record(1)
-    fields = header or []
+    fields = _column_names(path, header or [], "the header")
     missing = {"timestamp", "tenant", "plan"} - set(fields)
     if missing:
-        raise TraceError(f"{path}: missing column(s) {sorted(missing)}")
+        shown = ", ".join(repr(h) for h in (header or [])[:12]) + (", …" if len(header or []) > 12 else "")
+        raise TraceError(f"{path}: missing column(s) {sorted(missing)}; the header names {shown or 'nothing'} "
+                         "(a trace is comma-separated, with a header row)")
     n = 2
     while True:
+        line = lines + 1
         rec = record(n)
         if rec is None:
             return
         if not rec:  # a blank line
             continue
+        where = f"row {n}" if line == n else f"row {n} (line {line})"
         row: dict[Any, Any] = dict(zip(fields, rec))
         if len(rec) > len(fields):  # even an empty extra cell: "hello, world" unquoted shifts the cells after it
-            raise TraceError(f"{path}, row {n}: {len(rec)} cells where the header names {len(fields)}: an "
+            raise TraceError(f"{path}, {where}: {len(rec)} cells where the header names {len(fields)}: an "
                              "unquoted comma in a field? quote the field (\"…\")")
         else:
             for name in fields[len(rec):]:
                 row[name] = None
-        yield n, row
+        yield where, row
         n += 1
 
 
@@ -144,6 +162,26 @@ def _csv_problem(path: Path, n: int, line: int, exc: csv.Error) -> str:
     return f"{where}: malformed CSV ({text})"
 
 
+def _column_names(path: Path, names: list[str], where: str) -> list[str]:
+    """The trace columns ``names`` stand for: a known column is matched ignoring case and the
+    spaces around it (``Timestamp``, `` plan`` after ``, ``), as spreadsheets and SQL clients
+    write headers; other names are kept as they are (ignored).  Before, ``Output_Tokens`` was an
+    ignored extra column, and every row replayed the catalogue's typical answer length instead.
+    Two names for one column are refused: one would silently win."""
+    out, seen = [], {}
+    for name in names:
+        key = name.strip().lower()
+        column = key if key in COLUMNS else name
+        column = ALIASES.get(column, column)
+        if column in COLUMNS:
+            if column in seen:
+                raise TraceError(f"{path}: {where} names the column {column!r} twice ({seen[column]!r} and {name!r}): "
+                                 "keep one")
+            seen[column] = name
+        out.append(column)
+    return out
+
+
 def _is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
 
@@ -158,6 +196,14 @@ MAX_SPAN_S = 366 * 86_400.0
 MAX_FIELD_CHARS = 16 * 1024 * 1024
 #: columns whose JSON value must be a string (or null): the same text a CSV cell holds
 TEXT_COLUMNS = ("tenant", "plan", "prompt", "prompt_hash", "intent", "answer_key")
+#: every column the replayer reads (``datasets/traces/README.md``); any other is ignored
+COLUMNS = ("timestamp", *TEXT_COLUMNS[:4], "prompt_tokens", "output_tokens", "completion_tokens", "intent",
+           "answer_key")
+#: the providers' own name for a count, read as the trace's column (OpenAI's usage calls output
+#: ``completion_tokens``, as llmlab's ledger does): ignored as an extra column, a log's real
+#: answer lengths were replaced by the catalogue's typical ones, and its cost with them
+ALIASES = {"completion_tokens": "output_tokens"}
+_KNOWN = frozenset(c for c in COLUMNS if c not in ALIASES)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -205,14 +251,15 @@ def _blank(value: Any) -> bool:
 
 
 # ISO 8601 / RFC 3339 date-times as logs write them, extended (2025-03-04T09:00:13.785Z) or basic
-# (20250304T090013Z): any number of fraction digits ('.' or ','), 'Z'/'z' or ±HH[:MM]/±HHMM.
+# (20250304T090013Z): any number of fraction digits ('.' or ','), 'Z'/'z' or ±HH[:MM]/±HHMM, or
+# ' UTC'/' GMT' (BigQuery's CSV export writes '2025-03-04 09:00:13.785 UTC').
 # Parsed here rather than by datetime.fromisoformat, which on Python 3.10 accepts only what
 # isoformat() writes (3 or 6 fraction digits, ±HH:MM) and so refused traces 3.11+ replays:
 # a trace must replay the same on every Python the package supports.
 _ISO_DATETIME = re.compile(
     r"(?P<y>\d{4})(?P<dash>-?)(?P<mo>\d{2})(?P=dash)(?P<d>\d{2})"
     r"(?:[Tt ](?P<h>\d{2})(?:(?P<colon>:?)(?P<mi>\d{2})(?:(?P=colon)(?P<s>\d{2})(?:[.,](?P<f>\d+))?)?)?)?"
-    r"\s*(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?")
+    r"\s*(?P<tz>[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?")
 
 
 def _parse_iso(text: str) -> datetime:
@@ -224,7 +271,7 @@ def _parse_iso(text: str) -> datetime:
     micro = int((g["f"] or "")[:6].ljust(6, "0"))  # nanoseconds are truncated, as 3.11+ does
     tz = None
     if g["tz"]:
-        if g["tz"] in "Zz":
+        if g["tz"] in ("Z", "z", "UTC", "GMT"):  # " UTC": BigQuery's CSV export writes it
             tz = timezone.utc
         else:
             digits = g["tz"][1:].replace(":", "")
@@ -319,10 +366,11 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
     counted: dict[str, int] = {}
     rows = []
     jsonl = _is_jsonl(path)
-    unit = "line" if jsonl else "row"
-    for n, row in _rows(path):
-        where = f"{path}, {unit} {n}"
+    for at, row in _rows(path):
+        where = f"{path}, {at}"
         if jsonl:
+            if not _KNOWN.issuperset(row):  # only a line with another key pays for the renaming
+                row = dict(zip(_column_names(path, list(row), at), row.values()))
             _check_json_text(row, where)
         try:
             ts = parse_timestamp(row.get("timestamp"))
@@ -335,10 +383,13 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
                              "epoch milliseconds? timestamps are epoch seconds or ISO 8601")
         tenant, plan = row.get("tenant"), row.get("plan")
         if _blank(tenant) or _blank(plan):
-            raise TraceError(f"{where}: tenant and plan are required")
+            blank = " and ".join(c for c, v in (("tenant", tenant), ("plan", plan)) if _blank(v))
+            raise TraceError(f"{where}: {blank} is empty; every row needs a tenant and a plan")
+        # names, not text: the spaces of an "a, b" row are not part of them (" paid" matched no plan's cap)
+        tenant, plan = str(tenant).strip(), str(plan).strip()
         prompt, digest = row.get("prompt"), row.get("prompt_hash")
-        answer_key = None if _blank(row.get("answer_key")) else str(row["answer_key"])
-        intent_name = None if _blank(row.get("intent")) else str(row["intent"])
+        answer_key = None if _blank(row.get("answer_key")) else str(row["answer_key"]).strip()
+        intent_name = None if _blank(row.get("intent")) else str(row["intent"]).strip()
         if intent_name is None and answer_key is not None:
             intent_name = answer_key.split("|", 1)[0]  # an answer key starts with its intent
         intent = cat.by_id(intent_name) if cat is not None and intent_name in (cat or ()) else None
@@ -366,7 +417,7 @@ def load_trace(path: str | Path, *, speedup: float = 1.0, requests: int | None =
         # too, when its intent was "unknown" and the cached answer's key the prompt.
         key = answer_key or intent_name or "prompt:" + text.replace("|", "\N{BROKEN BAR}")
         tid = tables.text_id(text, ptok)
-        rows.append((ts, tables.tenant_id(str(tenant), str(plan)), tid, opaque,
+        rows.append((ts, tables.tenant_id(tenant, plan), tid, opaque,
                      tables.key_id(key, intent.answer if intent is not None else ""),
                      tables.intent_id(intent_name or key, intent.category if intent else "general",
                                       intent.lang if intent else "en", intent.action if intent else None),

@@ -96,7 +96,8 @@ class Traffic:
     carried: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
     source: str = "synthetic"
     #: epoch seconds of virtual time 0: a trace's first request (None: the scenario's ``start``),
-    #: so a replay's ledger carries the log's own times and monthly caps reset where the log's month did
+    #: so a replay's ledger carries the log's own times (at ``speedup`` 1; a compressed replay's clock
+    #: runs S times faster from it, and its budgets read the log's months: :mod:`~llmlab.sim.trace_time`)
     epoch0: float | None = None
 
     def __len__(self) -> int:
@@ -105,6 +106,20 @@ class Traffic:
     @property
     def mean_rate_per_s(self) -> float:
         return len(self) / self.horizon_s if self.horizon_s > 0 else 0.0
+
+    def latest_plans(self) -> dict[str, str]:
+        """Each tenant's plan on its latest turn: the plan its monthly cap is read for.  A trace's
+        tenant may change plan, and its rows may come in any order (a log exported newest first),
+        so neither the first nor the last ``(tenant, plan)`` pair of the tables is its current one."""
+        ids = np.asarray(self.tenant)
+        # the latest turn of each (tenant, plan) id, then, per name, the id whose latest turn is latest
+        uniq, first_from_end = np.unique(ids[::-1], return_index=True)
+        latest: dict[str, tuple[int, str]] = {name: (-1, plan) for name, plan in zip(self.tenants, self.tenant_plans)}
+        for ix, at in zip(uniq.tolist(), (len(ids) - 1 - first_from_end).tolist()):
+            name = self.tenants[ix]
+            if at > latest[name][0]:
+                latest[name] = (at, self.tenant_plans[ix])
+        return {name: plan for name, (_, plan) in latest.items()}
 
     def history(self, i: int) -> list[int]:
         """Earlier turns of ``i``'s session, oldest first."""
