@@ -20,10 +20,13 @@ QUICK = {"gateway.cache.semantic": False, "outages.incidents": False}
 
 @pytest.fixture(autouse=True)
 def _fresh():
-    warned = getattr(sim_run, "_warned_uncapped", set())  # warned once per process: each test starts unwarned
-    warned.clear()
+    # warned once per process: each test starts unwarned
+    warned = [getattr(sim_run, "_warned_uncapped", set()), getattr(sim_run, "_warned_unknown_caps", set())]
+    for w in warned:
+        w.clear()
     yield
-    warned.clear()
+    for w in warned:
+        w.clear()
 
 
 def _warnings(caplog) -> list[str]:
@@ -44,3 +47,19 @@ def test_caps_that_cover_every_tenant_say_nothing(caplog):
     simulate("b2b-saas", trace=str(TRACE), requests=20, seed=0, baseline=False,
              overrides={**QUICK, "gateway.budget.plan_caps": {"paid": 5.0, "free": 0.5}})
     assert _warnings(caplog) == []
+
+
+def test_a_cap_for_a_tenant_no_group_makes_is_warned_about_naming_it(caplog):
+    """Synthetic traffic: ``gateway.budget.caps`` keyed by a real customer's name (as the way to
+    live traffic suggests) is never applied in the run — said once, naming it and how the
+    groups' tenants are named."""
+    caplog.set_level(logging.WARNING, logger="llmlab.sim")
+    result = simulate("b2b-saas", requests=40, seed=0, baseline=False,
+                      overrides={**QUICK, "gateway.budget.caps": {"acme": 0.0, "paid-001": 0.0}})
+    [message] = [r.getMessage() for r in caplog.records if "gateway.budget.caps" in r.getMessage()]
+    assert "no tenant group makes acme, so this cap is never applied" in message and "named like paid-001" in message
+    tenants = result.tenants().set_index("tenant")
+    assert tenants["monthly_cap_usd"].get("paid-001", 0.0) == 0.0  # the known name's cap applied
+    assert tenants["monthly_cap_usd"].get("paid-002") == 0.5
+    simulate("b2b-saas", requests=40, seed=1, baseline=False, overrides={**QUICK, "gateway.budget.caps": {"acme": 0.0}})
+    assert len([r for r in caplog.records if "gateway.budget.caps" in r.getMessage()]) == 1  # once per process

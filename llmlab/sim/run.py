@@ -542,6 +542,7 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
         return traffic
     traffic = generate_traffic(scenario, requests=requests, hours=hours, seed=seed)
     check_plans(scenario, traffic)
+    warn_unknown_caps(scenario)
     if len(traffic) == 0:
         field = "hours" if hours is not None else "traffic.hours"
         raise ScenarioError(field, f"a window in which at least one request arrives (raise {field} or "
@@ -594,6 +595,30 @@ def warn_uncapped(scenario: Scenario, traffic: Traffic) -> None:
     log.warning("traffic.trace: %d of the trace's %d tenants have no monthly cap (%s): a tenant group's "
                 "monthly_budget_usd caps only the tenants it generates; cap a log's tenants with gateway.budget.caps, "
                 "plan_caps or default_cap", len(uncapped), len(plans), shown)
+
+
+#: tenant names in gateway.budget.caps that no tenant group makes, already warned about
+_warned_unknown_caps: set[tuple[str, ...]] = set()
+
+
+def warn_unknown_caps(scenario: Scenario) -> None:
+    """Warn when ``gateway.budget.caps`` names tenants no tenant group of synthetic traffic makes:
+    such a cap is never applied in the run (a cap keyed by a plan no tenant has is an error, see
+    :func:`check_plans`).  Not an error: the README's way to live traffic puts a team's real
+    tenant names there, for the live gateway, beside the groups' generated ones."""
+    b = scenario.gateway.budget
+    if b is None or not b.caps:
+        return
+    made = {name for group in scenario.traffic.tenants for name in group.tenant_names()}
+    unknown = tuple(sorted(set(b.caps) - made))
+    if not unknown or unknown in _warned_unknown_caps:
+        return
+    _warned_unknown_caps.add(unknown)
+    shown = ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "")
+    log.warning("gateway.budget.caps: no tenant group makes %s, so %s never applied in this run (the groups make "
+                "tenants named like %s; a group's monthly_budget_usd caps each of its tenants)", shown,
+                "this cap is" if len(unknown) == 1 else "these caps are",
+                scenario.traffic.tenants[0].tenant_names()[0])
 
 
 def _embed_model(scenario: Scenario, traffic: Traffic) -> EmbedModel | None:
