@@ -97,3 +97,17 @@ def test_a_json_array_is_refused_as_what_it_is(tmp_path, text):
     with pytest.raises(TraceError, match=r"log\.json: a JSON array; a JSON trace is JSON lines, one object per line "
                                          r"\(convert it with `jq -c '\.\[\]' log\.json > log\.jsonl`\)"):
         load_trace(path)
+
+
+def test_a_plan_with_no_route_is_named_with_the_tenants_that_use_it(tmp_path):
+    """A log's plan column may hold one stray value among thousands of rows: the error says
+    which tenants carry it, not only which plan."""
+    from llmlab.sim import ScenarioError, simulate
+    from trace_scenarios import trace_file
+
+    rows = [f"2025-03-04T09:00:0{k}Z,{tenant},{plan},Where is my order?,,"
+            for k, (tenant, plan) in enumerate([("acme", "paid"), ("globex", "enterprise"), ("initech", "paid")])]
+    with pytest.raises(ScenarioError) as err:
+        simulate("b2b-saas", trace=trace_file(tmp_path, rows), baseline=False)
+    assert err.value.field == "traffic.trace"
+    assert "no route for 'enterprise' (plan 'enterprise': 1 tenant, globex)" in str(err.value)

@@ -559,8 +559,12 @@ def check_plans(scenario: Scenario, traffic: Traffic, field: str = "traffic.tena
     if r.type == "plan" and r.default is None:
         missing = sorted(plans - set(r.plans))
         if missing:
+            # which tenants: a log's plan column may hold one stray value among thousands of rows
+            users = sorted({t for t, p in zip(traffic.tenants, traffic.tenant_plans) if p == missing[0]})
+            shown = ", ".join(users[:3]) + (", …" if len(users) > 3 else "")
             raise ScenarioError(field, f"plans with a route in gateway.router.plans ({', '.join(sorted(r.plans))}); "
-                                f"no route for {', '.join(map(repr, missing))}")
+                                f"no route for {', '.join(map(repr, missing))} (plan {missing[0]!r}: "
+                                f"{len(users)} tenant{'' if len(users) == 1 else 's'}, {shown})")
     if traffic.source != "synthetic":  # one scenario may serve several logs, not all with every plan
         return
     g = scenario.gateway
