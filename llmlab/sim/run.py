@@ -110,16 +110,34 @@ def preflight(scenario: Scenario, *, requests: Any = None, hours: Any = None, se
     requests, hours, seed, _ = check_run_args(scenario, requests=requests, hours=hours, seed=seed,
                                               replications=replications)
     check_cache_options(scenario)
-    semantic = None
-    if scenario.gateway.cache.semantic:
-        embedder_named(scenario.gateway.cache.embedder)
-        semantic = build_semantic_cache(scenario, embedder_named("hashed"))  # the options' values
-    build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic, simulated=True)  # rules only the gateway knows
+    check_gateway(scenario, seed)
     by_hours = hours is not None or (requests is None and scenario.traffic.hours is not None)
     whole = scenario.traffic.trace is not None or by_hours  # the window may hold no request at all
     make_traffic(scenario, requests=requests if whole else 1, hours=hours, seed=seed)
     drawn = 1 if whole else 0  # the seed's whole traffic is checked already: not drawn again
     check_every_seed(scenario, requests=requests, hours=hours, seed=seed + drawn, replications=replications - drawn)
+
+
+def check_gateway(scenario: Scenario, seed: int) -> None:
+    """Build the scenario's gateway once, unused: the rules only the gateway knows (a
+    :class:`~llmlab.errors.ConfigError`) and its warnings (a hedge with no fallbacks to go to)."""
+    semantic = None
+    if scenario.gateway.cache.semantic:
+        embedder_named(scenario.gateway.cache.embedder)
+        semantic = build_semantic_cache(scenario, embedder_named("hashed"))  # the options' values
+    build_gateway(scenario, lambda: 0.0, seed=seed, semantic_cache=semantic, simulated=True)
+
+
+def warn_here(scenario: Scenario, seed: int, trace: str | None) -> None:
+    """The configuration's warnings, given in this process before replications that may run in
+    child processes (:mod:`~llmlab.sim.parallel`): a child's log goes to a file the caller sees
+    only when the child fails, so ``simulate(replications=N)`` of a long run said nothing of a cap
+    no tenant group makes or of a hedge with nowhere to go.  Each is said once per process: the
+    runs that go on here do not repeat it.  (A trace's uncapped tenants are warned about where the
+    trace is read to count its turns, here too.)"""
+    if trace is None and scenario.traffic.trace is None:
+        warn_unknown_caps(scenario)
+    check_gateway(scenario, seed)
 
 
 def check_every_seed(scenario: Scenario, *, requests: int | None, hours: float | None, seed: int,
@@ -765,6 +783,7 @@ def simulate(scenario: "Scenario | str", *, requests: int | None = None, hours: 
                                                          replications=replications, trace=trace)
     if replications > 1:
         check_every_seed(sc, requests=requests, hours=hours, seed=seed, replications=replications, trace=trace)
+        warn_here(sc, seed, trace)
         return replicate(sc, requests=requests, hours=hours, seed=seed, progress=progress, n=replications,
                           trace=trace, baseline=baseline, keep_requests=keep_requests, parallel=parallel)
     t0 = time.perf_counter()
