@@ -547,7 +547,7 @@ SKEWED = textwrap.dedent("""
     import sys, time
     from llmlab.backends import from_url
     budgets = from_url(sys.argv[1], sys.argv[2]).budgets
-    held = budgets.try_reserve("t", 0.9, 1.0, time.time() + float(sys.argv[3]))  # this host's clock is off
+    held = budgets.try_reserve("t", 0.9, 1.0, float(sys.argv[3]))  # the time on this host's clock, which is off
     print(held is not None)
     if held is not None:
         budgets.settle(held, 0.9)
@@ -560,22 +560,24 @@ def test_a_replica_whose_clock_is_off_by_more_than_a_lease_releases_no_hold(redi
     (the default lease is 10) swept another replica's live $0.90 hold of a $1 cap at its next
     reservation and spent it too ($1.80 spent, and the honest replica's settlement blamed its own
     lease); one whose clock ran that far behind wrote leases already lapsed for everyone else.
-    Leases are timed on Redis' clock now."""
+    Leases are timed on Redis' clock now.  Both replicas' times are one fixed mid-month instant
+    (the skewed one's off by ``skew_s``): on the real clock, a run within 11 minutes of a month's
+    end put the two in different months, each with a cap of its own, and the test failed."""
     honest = from_url(redis_url, prefix).budgets
     skewed_holds = skew_s < 0
     if skewed_holds:  # the skewed replica holds; the honest one reserves after it
         child = subprocess.run([sys.executable, "-c", SKEWED.replace("budgets.settle(held, 0.9)", "time.sleep(0)"),
-                                redis_url, prefix, str(skew_s)], capture_output=True, text=True, timeout=60)
+                                redis_url, prefix, repr(NOW + skew_s)], capture_output=True, text=True, timeout=60)
         assert child.returncode == 0 and child.stdout.strip() == "True", child.stderr
-        assert honest.try_reserve("t", 0.9, 1.0, time.time()) is None  # its (unsettled) hold still stands
-        assert honest.stats("t", time.time()).get("reclaimed", 0) == 0
+        assert honest.try_reserve("t", 0.9, 1.0, NOW) is None  # its (unsettled) hold still stands
+        assert honest.stats("t", NOW).get("reclaimed", 0) == 0
         return
-    held = honest.try_reserve("t", 0.9, 1.0, time.time())  # a long request, on this host's clock
-    child = subprocess.run([sys.executable, "-c", SKEWED, redis_url, prefix, str(skew_s)],
+    held = honest.try_reserve("t", 0.9, 1.0, NOW)  # a long request, on this host's clock
+    child = subprocess.run([sys.executable, "-c", SKEWED, redis_url, prefix, repr(NOW + skew_s)],
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == 0 and child.stdout.strip() == "False", child.stderr  # refused: the cap is held
     honest.settle(held, 0.9)
-    assert honest.spent("t", time.time()) == pytest.approx(0.9)
+    assert honest.spent("t", NOW) == pytest.approx(0.9)
     assert honest.lost_holds == 0 and honest.overshoot_usd == 0
 
 
