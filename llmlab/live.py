@@ -21,12 +21,11 @@ from . import secret_logs, stream_cut
 from .asyncwait import finish
 from .deadlines import WATCHDOG
 from .effects import Call, CallError, CallResult, Embed, EmbedResult, ErrorKind, Race, Sleep, embedding_cost
-from .fallback import completion_bound, counted_prompt, streamed_part
+from .fallback import completion_bound, counted_prompt, prompt_bound, streamed_part
 from .live_race import arace, astream_race
 from .provider_errors import MAX_WAIT_S, _to_error
 from .request import REQUEST_PARAMS
-from .image_tokens import image_details, images_bound
-from .tokens import count_tokens, max_message_tokens, max_params_tokens
+from .tokens import count_tokens
 
 log = logging.getLogger("llmlab.live")
 
@@ -209,7 +208,7 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
     if not prompt:  # a prompt is never 0 tokens
         prompt = counted_prompt(call)
     else:
-        prompt = min(prompt, prompt_bound(call))
+        prompt = min(prompt, reported_prompt_bound(call))
     if completion is None or (completion == 0 and text):
         completion = count_tokens(text, dep.model)
     completion = min(completion, completion_bound(call))
@@ -219,13 +218,12 @@ def billed_tokens(usage: Any, call: Call, text: str) -> tuple[int, int]:
     return prompt, completion
 
 
-def prompt_bound(call: Call) -> int:
-    """The most prompt tokens ``call`` can be billed: its deployment's context window, or the
-    prompt's UTF-8 bytes and its images' bound when they are more (a window set too small must
+def reported_prompt_bound(call: Call) -> int:
+    """The most prompt tokens a provider's report for ``call`` is believed: its deployment's
+    context window, or the bound a budget hold takes (:func:`~llmlab.fallback.prompt_bound`: the
+    prompt's UTF-8 bytes and its images' bound) when that is more (a window set too small must
     not undercharge)."""
-    dep = call.deployment
-    return max(dep.context_window, max_message_tokens(call.messages) + max_params_tokens(call.params)
-               + images_bound(dep, image_details(call.messages)))
+    return max(call.deployment.context_window, prompt_bound(call))
 
 
 #: content types of a whole body, not a stream of events (Bedrock's stream, say, is
@@ -361,7 +359,7 @@ class _StreamState:
         for usage in usages:
             prompt = _count(usage, "prompt_tokens")
             if prompt:
-                prompt = min(prompt, prompt_bound(self.call))
+                prompt = min(prompt, reported_prompt_bound(self.call))
                 return (prompt, *_cache_tokens(usage, prompt))
         return None
 
