@@ -337,7 +337,7 @@ class Gateway:
             # a hedge goes to the next deployment of the request's chain: with no chain it is never sent
             _warned_unhedged = True  # once per process, as above
             log.warning("hedge has nothing to hedge to: no deployment has fallbacks, so no request is ever "
-                        "hedged (give fallbacks={primary: [other, ...]})")
+                        "hedged (give fallbacks={primary: [other, ...]}; gateway.fallbacks in a scenario)")
         if coalesce is not None and not isinstance(coalesce, Coalesce):
             raise ConfigError("coalesce", type_shape(coalesce), "a llmlab.Coalesce or None")
         if coalesce is not None and exact is None and semantic_cache is None:
