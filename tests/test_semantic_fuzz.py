@@ -67,9 +67,9 @@ class World:
         return Reference(ttl_s=cache.ttl_s, capacity=cache.capacity, candidates=cache.candidates,
                          threshold=cache.threshold, last_resort_threshold=cache.last_resort_threshold, guard=check)
 
-    def value(self, ns: str, text: str) -> tuple:
+    def value(self, ns: str, text: str) -> list:
         self.counter += 1
-        return (ns, text, self.counter)  # unique: a value served elsewhere would be seen
+        return [ns, text, self.counter]  # unique: a value served elsewhere would be seen (JSON for Redis)
 
 
 class _Embedder:

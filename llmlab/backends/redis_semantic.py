@@ -12,7 +12,8 @@ and replicates it through Redis, without changing it:
 * ``lookup`` / ``lookup_last_resort`` first read the stream past the last entry this replica
   has seen (one round trip; a namespace seen for the first time backfills its newest
   ``backfill`` entries), add other replicas' entries to the local cache with *their*
-  ``written_at`` (so TTL is counted from the original write), then search locally.
+  ``written_at`` (so TTL is counted from the original write), then search locally.  Of several
+  writes of one text the stream's last wins on every replica, the writer's too.
 
 Isolation is the namespace's: the pipeline's semantic namespace starts with the tenant, and
 each namespace is its own stream, so a lookup never reads another tenant's entries.  When
@@ -108,7 +109,13 @@ class SharedSemanticCache:
                                    exc.reason)
             return
         self._remember(namespace, rows[-1][0] if rows else last or b"0-0")
-        for stream_id, fields in rows:
+        # only each text's last write in this read counts: replaying an older one would overwrite
+        # what a later write left locally — ours above all, which is skipped below (so another
+        # replica's earlier value replaced it here for good, while every other replica kept ours)
+        latest = {fields.get(b"t"): i for i, (_, fields) in enumerate(rows)}
+        for i, (stream_id, fields) in enumerate(rows):
+            if latest[fields.get(b"t")] != i:
+                continue  # superseded by a later write of the same text
             if fields.get(b"o") == self.origin:
                 continue  # our own write, already in the local cache
             try:
