@@ -239,3 +239,17 @@ def test_the_hnsw_index_serves_only_correct_hits_and_finds_nearly_all(ops, rows,
     world = hand_world(rows, 100, 8, 0.7, veto, ann_threshold=4)
     run(world, ops)
     assert len(world.ann_misses) <= max(1, world.ann_lookups // 20), world.ann_misses  # recall ≥ 95 %
+
+
+@pytest.mark.parametrize("namespace, texts, now, field", [
+    ("t", ["a"], float("nan"), "now"), ("t", ["a"], float("inf"), "now"),
+    ("t", [7], 0.0, "namespace/text"), (None, ["a"], 0.0, "namespace/text")])
+def test_store_many_refuses_what_store_refuses(namespace, texts, now, field):
+    """``store_many`` took a NaN write time (the entries were then served for ever: ``now - nan``
+    is never ≥ the TTL) and non-string texts, which ``store`` refuses."""
+    from llmlab.errors import ConfigError
+
+    cache = SemanticCache(_Embedder({"a": np.ones(4, dtype=np.float32)}), threshold=0.5, guard=None, ttl_s=TTL_S)
+    with pytest.raises(ConfigError) as err:
+        cache.store_many(namespace, texts, np.ones((1, 4)), ["v"], now)
+    assert err.value.field == field and len(cache) == 0

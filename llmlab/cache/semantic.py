@@ -105,6 +105,16 @@ class _Space:
         self.by_text: dict[str, int] = {}
 
 
+def _check_write(namespace: Any, texts: Sequence[Any], now: Any) -> None:
+    """ConfigError unless the namespace and texts are strings and ``now`` is finite: a NaN write
+    time would never expire (``now - nan >= ttl_s`` is never true)."""
+    bad = namespace if not isinstance(namespace, str) else next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None or not isinstance(namespace, str):
+        raise ConfigError("namespace/text", bad, "strings")
+    if not math.isfinite(now):
+        raise ConfigError("now", now, "a finite time in seconds")
+
+
 def _threshold(field: str, value: Any) -> float:
     return v.number(field, value, lo=0.0, hi=1.0)  # type: ignore[return-value]
 
@@ -339,10 +349,7 @@ class SemanticCache:
 
         False, storing nothing, for a vector of the wrong dimension or no vector at all (logged, as
         :meth:`lookup` does) and for an all-zero one (an embedder that found nothing to embed)."""
-        if not isinstance(namespace, str) or not isinstance(text, str):
-            raise ConfigError("namespace/text", (namespace, text)[not isinstance(text, str)], "strings")
-        if not math.isfinite(now):  # a NaN write time would never expire
-            raise ConfigError("now", now, "a finite time in seconds")
+        _check_write(namespace, (text,), now)
         with self._lock:
             try:
                 return self._store(namespace, text, vector, value, now)
@@ -383,6 +390,7 @@ class SemanticCache:
         Texts already cached in the namespace are overwritten; duplicates within the batch keep the
         last value.  Capacity and LRU apply as for :meth:`store` (the batch counts as most recent).
         """
+        _check_write(namespace, texts, now)  # as store does: a NaN write time was kept and never expired
         with self._lock:
             self._store_many(namespace, texts, vectors, values, now)
 
