@@ -92,22 +92,31 @@ def reference_guard() -> HitGuard:
 
 
 # ---------------------------------------------------------------------------------------------- ops
-text_ix = st.integers(0, 15)
 ns_ix = st.sampled_from([0, 0, 0, 1, 2])  # mostly one namespace, so that lookups find entries
-OPS = st.one_of(
-    st.tuples(st.just("store"), ns_ix, text_ix),
-    st.tuples(st.just("store"), ns_ix, text_ix),
-    st.tuples(st.just("store"), ns_ix, text_ix),
-    st.tuples(st.just("lookup"), ns_ix, text_ix),
-    st.tuples(st.just("lookup"), ns_ix, text_ix),
-    st.tuples(st.just("lookup_at"), ns_ix, text_ix, st.sampled_from([0.0, 0.3, 0.5, 0.8, 0.95, 1.0])),
-    st.tuples(st.just("last_resort"), ns_ix, text_ix),
-    st.tuples(st.just("advance"), st.sampled_from([0.0, 0.5, 1.0, 3.0, TTL_S - 1, TTL_S, 2 * TTL_S])),
-    st.tuples(st.just("store_many"), ns_ix, st.lists(text_ix, min_size=1, max_size=5)),
-    st.tuples(st.just("purge"), st.sampled_from([0.0, 1.0, TTL_S])),
-    st.tuples(st.just("clear"), st.sampled_from([None, *range(len(NAMESPACES))])),
-    st.tuples(st.just("copy"), st.sampled_from(["pickle", "deepcopy"])),
-)
+
+
+def operations(n_texts: int, batch: int) -> st.SearchStrategy:
+    """One step: a write, a read, a clock step, a purge, a clear or a copy, over ``n_texts`` texts."""
+    text_ix = st.integers(0, n_texts - 1)
+    return st.one_of(
+        st.tuples(st.just("store"), ns_ix, text_ix),
+        st.tuples(st.just("store"), ns_ix, text_ix),
+        st.tuples(st.just("store"), ns_ix, text_ix),
+        st.tuples(st.just("lookup"), ns_ix, text_ix),
+        st.tuples(st.just("lookup"), ns_ix, text_ix),
+        st.tuples(st.just("lookup_at"), ns_ix, text_ix, st.sampled_from([0.0, 0.3, 0.5, 0.8, 0.95, 1.0])),
+        st.tuples(st.just("last_resort"), ns_ix, text_ix),
+        st.tuples(st.just("advance"), st.sampled_from([0.0, 0.5, 1.0, 3.0, TTL_S - 1, TTL_S, 2 * TTL_S])),
+        st.tuples(st.just("store_many"), ns_ix, st.lists(text_ix, min_size=1, max_size=batch)),
+        st.tuples(st.just("store_many"), ns_ix,  # a run of consecutive texts: a namespace fills up
+                  st.builds(lambda a, k: list(range(a, min(a + k, n_texts))), text_ix, st.integers(1, batch))),
+        st.tuples(st.just("purge"), st.sampled_from([0.0, 1.0, TTL_S])),
+        st.tuples(st.just("clear"), st.sampled_from([None, *range(len(NAMESPACES))])),
+        st.tuples(st.just("copy"), st.sampled_from(["pickle", "deepcopy"])),
+    )
+
+
+OPS = operations(16, 5)
 
 
 def run(world: World, ops: list[tuple]) -> None:
@@ -198,9 +207,9 @@ def hashed_world(capacity: int, candidates: int) -> World:
 
 
 def _clustered(bases: list[list[int]], noise: list[list[int]]) -> list[list[int]]:
-    """Three clusters of five (so that several entries pass a threshold and the walk past a vetoed
-    or expired one matters), then an all-zero vector."""
-    return [[3 * b + n for b, n in zip(bases[i % 3], noise[i])] for i in range(15)] + [[0, 0, 0, 0]]
+    """Three clusters (so that several entries pass a threshold and the walk past a vetoed or
+    expired one matters), then an all-zero vector."""
+    return [[3 * b + n for b, n in zip(bases[i % 3], noise[i])] for i in range(len(noise))] + [[0, 0, 0, 0]]
 
 
 _ints = st.lists(st.integers(-1, 1), min_size=4, max_size=4)
@@ -210,7 +219,7 @@ small_vectors = st.builds(_clustered, st.lists(_ints, min_size=3, max_size=3), s
 
 def hand_world(rows: list[list[int]], capacity: int, candidates: int, threshold: float, veto: int | None,
                **kw: Any) -> World:
-    texts = [f"q{i}" for i in range(16)]
+    texts = [f"q{i}" for i in range(len(rows))]
     vectors = {t: np.asarray(r, dtype=np.float32) for t, r in zip(texts, rows)}
     return World(texts, vectors, dict(capacity=capacity, candidates=candidates, ttl_s=TTL_S, threshold=threshold,
                                       last_resort_threshold=min(threshold, 0.5), **kw),
@@ -253,3 +262,17 @@ def test_store_many_refuses_what_store_refuses(namespace, texts, now, field):
     with pytest.raises(ConfigError) as err:
         cache.store_many(namespace, texts, np.ones((1, 4)), ["v"], now)
     assert err.value.field == field and len(cache) == 0
+
+
+#: 99 clustered vectors and a zero one: bulk stores of up to 80 fill a namespace past the 64
+#: rows at which a namespace that shrank (purge, clear of another, eviction) is compacted
+many_vectors = st.builds(_clustered, st.lists(_ints, min_size=3, max_size=3), st.lists(_ints, min_size=99, max_size=99))
+
+
+@settings(SETTINGS, max_examples=60)
+@given(ops=st.lists(operations(100, 80), min_size=10, max_size=40), rows=many_vectors,
+       capacity=st.sampled_from([70, 1000]), ann=st.sampled_from([None, 16] if HAS_FAISS else [None]))
+def test_compaction_of_large_namespaces_agrees_with_the_reference(ops, rows, capacity, ann):
+    world = hand_world(rows, capacity, 8, 0.7, 0, **({} if ann is None else {"ann_threshold": ann}))
+    run(world, ops)
+    assert len(world.ann_misses) <= max(1, world.ann_lookups // 20), world.ann_misses
