@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
+from llmlab.errors import BudgetExceeded
 from llmlab.budgets import BudgetPolicy, MemoryBudgets, RequestHolds, month_of, next_month_start
 
 START = 1_700_000_000.0  # 2023-11-14, mid-month
@@ -95,6 +96,13 @@ class BudgetMachine(RuleBasedStateMachine):
                for b in self.backends]
         want = self.grants(tenant, amount, cap)
         assert [r is not None for r in got] == [want] * len(got), (tenant, amount, cap, got)
+        if not want:  # the refusal the gateway builds says "retry shortly" exactly when settling the holds at $0 frees room
+            key = (tenant, month_of(self.now))
+            frees = self.reserved.get(key, 0) > 0 and self.spent.get(key, 0) + amount <= cap
+            for b in self.backends:
+                refusal = BudgetExceeded(tenant, b.spent(tenant, self.now), cap / MICRO, next_month_start(self.now),
+                                         amount / MICRO, reserved_usd=b.reserved(tenant, self.now))
+                assert refusal.temporary == frees, (b, key, refusal)
         if want:
             self.open.append(([RequestHolds(b, r, None if cap is None else cap / MICRO)
                                for b, r in zip(self.backends, got)], [(tenant, month_of(self.now), amount)], cap))
