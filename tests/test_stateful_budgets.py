@@ -39,7 +39,7 @@ caps = st.sampled_from([None, 0, 1_000, 5_000, 10_000, 20_000, 100_000])
 class BudgetMachine(RuleBasedStateMachine):
     """Each of ``make_backends()`` gets the same steps; ``close_backends`` runs at teardown."""
 
-    make_backends = staticmethod(lambda: [MemoryBudgets(), MemoryBudgets(keep_months=1)])
+    make_backends = staticmethod(lambda: [MemoryBudgets(), MemoryBudgets(keep_months=1), MemoryBudgets(keep_months=2)])
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,6 +52,7 @@ class BudgetMachine(RuleBasedStateMachine):
         self.allowance: dict[tuple[str, str], int] = {}  # overshoot + charges: spend no hold covered
         self.top_cap: dict[tuple[str, str], int] = {}  # the highest cap a hold was granted under
         self.overshoot = 0
+        self.latest = month_of(START)  # the latest month a hold or charge was asked for
         # open requests: one RequestHolds per backend, the reference's [(tenant, month, micro-USD)], the cap
         self.open: list[tuple[list[RequestHolds], list[tuple[str, str, int]], int | None]] = []
 
@@ -69,6 +70,7 @@ class BudgetMachine(RuleBasedStateMachine):
 
     def grants(self, tenant: str, amount: int, cap: int | None) -> bool:
         key = (tenant, month_of(self.now))
+        self.latest = max(self.latest, key[1])  # asking for a hold is what starts a month
         ok = cap is None or self.spent.get(key, 0) + self.reserved.get(key, 0) + amount <= cap
         if ok:
             self.reserved[key] = self.reserved.get(key, 0) + amount
@@ -142,6 +144,7 @@ class BudgetMachine(RuleBasedStateMachine):
         for b in self.backends:
             b.charge(tenant, amount / MICRO, self.now)
         key = (tenant, month_of(self.now))
+        self.latest = max(self.latest, key[1])
         self.spent[key] = self.spent.get(key, 0) + amount
         self.allowance[key] = self.allowance.get(key, 0) + amount
 
@@ -159,10 +162,26 @@ class BudgetMachine(RuleBasedStateMachine):
             assert b.overshoot_usd == pytest.approx(self.overshoot / MICRO, abs=1e-9), b
 
     @invariant()
+    def memory_keeps_the_months_it_says(self) -> None:
+        """``spend_by_month``: every month's whole spend, or with ``keep_months`` the last ones
+        (counted back from the latest month a hold or a charge was asked for), none in part."""
+        for b in self.backends:
+            if not isinstance(b, MemoryBudgets):
+                continue
+            keep = math.inf if b.keep_months is None else b.keep_months
+            want = {key: spent / MICRO for key, spent in self.spent.items() if _months(key[1], self.latest) < keep}
+            assert b.spend_by_month() == pytest.approx(want, abs=1e-9), b
+
+    @invariant()
     def spend_stays_within_the_cap_but_for_overshoot_and_charges(self) -> None:
         for key, top in self.top_cap.items():
             committed = self.spent.get(key, 0) + self.reserved.get(key, 0)
             assert committed <= top + self.allowance.get(key, 0), key
+
+
+def _months(month: str, latest: str) -> int:
+    """How many months ``month`` (``YYYY-MM``) is before ``latest``."""
+    return (int(latest[:4]) - int(month[:4])) * 12 + int(latest[5:]) - int(month[5:])
 
 
 def test_budgets_against_a_reference_model():
