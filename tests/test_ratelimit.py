@@ -129,3 +129,14 @@ def test_a_caller_whose_clock_is_behind_the_bucket_is_told_the_whole_wait():
     refusal = rl.acquire("t", "p", 1, now=99.0)
     assert refusal.retry_after_s == pytest.approx(61.0)
     assert rl.acquire("t", "p", 1, now=99.0 + refusal.retry_after_s) is None
+
+
+def test_the_user_message_rounds_the_hint_to_whole_seconds_without_the_margin():
+    """The hint is rounded up by a microsecond; a 30 s wait still reads "retry in 30 s"."""
+    rl = RateLimiter(default=RateLimit(rpm=2))
+    now = 1_700_000_000.0
+    assert rl.acquire("t", "p", 1, now) is None and rl.acquire("t", "p", 1, now) is None
+    refusal = rl.acquire("t", "p", 1, now)
+    assert 30.0 < refusal.retry_after_s < 30.001
+    assert RateLimited("t", refusal.limit, refusal.retry_after_s).user_message.endswith("retry in 30 s.")
+    assert RateLimited("t", "requests/min", 30.002).user_message.endswith("retry in 31 s.")
