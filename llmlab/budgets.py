@@ -105,7 +105,10 @@ class MemoryBudgets:
     :meth:`spend_by_month` and :meth:`spend_by_tenant` (the simulator's reports): one number per
     tenant and month, for good by default.  A gateway that stays up for months can bound it with
     ``keep_months``: when a new month starts, the spend of months before the last ``keep_months``
-    (the current one included) is dropped; caps only ever read the current month.
+    (the current one included) is dropped; caps only ever read the current month.  Spend that
+    arrives for a dropped month later (a request held across the month's end, settled after) is
+    not recorded: it brought the month back holding that request's cost alone, which
+    :meth:`spend_by_month` reported as the month's spend.
     """
 
     def __init__(self, keep_months: int | None = None) -> None:
@@ -116,6 +119,7 @@ class MemoryBudgets:
         self._reserved: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
         self._month = ""  # the latest month seen: spend of months too far before it is dropped
+        self._oldest = ""  # the oldest month whose spend is kept ("" with keep_months=None: every one)
         self.overshoot_usd = 0.0  # actual cost above the reservation (should stay 0)
 
     def __repr__(self) -> str:
@@ -136,7 +140,7 @@ class MemoryBudgets:
         year, mon = int(month[:4]), int(month[5:7]) - (self.keep_months - 1)
         while mon < 1:
             year, mon = year - 1, mon + 12
-        oldest = f"{year:04d}-{mon:02d}"
+        oldest = self._oldest = f"{year:04d}-{mon:02d}"
         for key in [k for k in self._spent if k[1] < oldest]:
             del self._spent[key]
 
@@ -157,7 +161,7 @@ class MemoryBudgets:
             self._reserved[key] = left
         else:  # every hold settled: forgotten (no float dust, and no entry per tenant and month for good)
             self._reserved.pop(key, None)
-        self._spent[key] = self._spent.get(key, 0.0) + actual
+        self._add_spend(key, actual)
         if actual > reservation.amount + 1e-12:
             self.overshoot_usd += actual - reservation.amount
 
@@ -166,7 +170,11 @@ class MemoryBudgets:
         key = (tenant, month_of(now))
         if key[1] > self._month:
             self._new_month(key[1])
-        self._spent[key] = self._spent.get(key, 0.0) + amount
+        self._add_spend(key, amount)
+
+    def _add_spend(self, key: tuple[str, str], amount: float) -> None:
+        if key[1] >= self._oldest:  # else a month keep_months dropped: it stays dropped
+            self._spent[key] = self._spent.get(key, 0.0) + amount
 
     def spent(self, tenant: str, now: float) -> float:
         return self._spent.get((tenant, month_of(now)), 0.0)

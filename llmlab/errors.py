@@ -167,7 +167,9 @@ class RateLimited(GatewayError):
         # not "temporarily unavailable": nothing is down, this caller sent more than its plan allows
         if self.too_large:
             return "This request is too large for your plan's rate limit."
-        wait = f"in {math.ceil(self.retry_after_s)} s" if self.retry_after_s is not None else "shortly"
+        # whole seconds of the wait to the millisecond: the limiter rounds its hint up by a microsecond
+        # (llmlab.ratelimit.retry_margin_s), and a 30 s wait must not read "retry in 31 s"
+        wait = f"in {math.ceil(round(self.retry_after_s, 3))} s" if self.retry_after_s is not None else "shortly"
         return f"Too many requests for your plan right now. Please retry {wait}."
 
 

@@ -44,6 +44,15 @@ class Refusal:
     retry_after_s: float
 
 
+def retry_margin_s(now: float) -> float:
+    """What a retry hint is rounded up by: a microsecond, plus two units in the last place of ``now``.
+
+    The exact wait is not enough on a float clock: ``now + wait`` rounds to a multiple of ``now``'s
+    last place (0.24 µs in epoch seconds), and a caller who waited exactly the hint was refused
+    again, told to retry in 5e-08 s, about one time in five.  The Redis script adds the same."""
+    return 1e-6 + abs(now) * 4.5e-16
+
+
 def check_limits(field: str, limits: Mapping[str, RateLimit] | None) -> dict[str, RateLimit]:
     """A mapping of name → RateLimit, else a ConfigError naming the entry."""
     if limits is None:
@@ -91,13 +100,15 @@ class _Bucket:
             self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / 60.0)
             self.updated = now
 
-    def wait_for(self, amount: float) -> float:
-        """Seconds until ``amount`` fits (0 if it fits now; inf if it never can)."""
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds from ``now`` until ``amount`` fits (0 if it fits now; inf if it never can), with
+        :func:`retry_margin_s`.  The refill counts from ``updated``, which is later than ``now``
+        when the caller's clock is behind the one that last took from the bucket."""
         if amount <= self.level:
             return 0.0
         if amount > self.capacity:
             return float("inf")
-        return (amount - self.level) * 60.0 / self.capacity
+        return max(0.0, self.updated - now) + (amount - self.level) * 60.0 / self.capacity + retry_margin_s(now)
 
 
 class RateLimiter:
@@ -176,11 +187,16 @@ class RateLimiter:
             checks.append(("requests/min", self._bucket(tenant, "rpm", limit.rpm, now), 1.0))
         if limit.tpm is not None:
             checks.append(("tokens/min", self._bucket(tenant, "tpm", limit.tpm, now), float(tokens)))
+        # the longest wait, not the first bucket's: a request the requests/min bucket refused for
+        # 20 s while the tokens/min one needed 24 (or could never fit) was told "retry in 20 s"
+        refusal = None
         for name, bucket, amount in checks:
-            wait = bucket.wait_for(amount)
-            if wait > 0.0:
-                self.refusals += 1
-                return Refusal(name, wait)
+            wait = bucket.wait_for(amount, now)
+            if wait > 0.0 and (refusal is None or wait > refusal.retry_after_s):
+                refusal = Refusal(name, wait)
+        if refusal is not None:
+            self.refusals += 1
+            return refusal
         for _, bucket, amount in checks:
             bucket.level -= amount
         return None

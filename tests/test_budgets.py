@@ -102,3 +102,15 @@ def test_keep_months_bounds_the_spend_history_and_never_touches_the_current_mont
         with pytest.raises(ConfigError) as info:
             MemoryBudgets(keep_months=bad)
         assert info.value.field == "keep_months"
+
+
+def test_a_hold_settled_after_its_month_was_dropped_does_not_bring_the_month_back():
+    """With keep_months=1, a request held over the month's end and settled after it brought the
+    dropped month back in spend_by_month holding that request's cost alone ($0.01 of $5.01)."""
+    book = MemoryBudgets(keep_months=1)
+    book.charge("t", 5.0, now=_month(2026, 11))
+    late = book.try_reserve("t", 0.02, cap=10.0, now=_month(2026, 11))
+    book.charge("t", 1.0, now=_month(2026, 12))  # December begins: November is dropped
+    book.settle(late, 0.01)
+    assert book.spend_by_month() == {("t", "2026-12"): 1.0}
+    assert book.reserved("t", _month(2026, 11)) == 0.0  # the hold itself is released

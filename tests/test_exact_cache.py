@@ -131,3 +131,16 @@ def test_one_pass_of_digests_gives_the_key_and_the_namespace_parts(mode):
             assert policy.context_from(messages[:n], None) == context_fingerprint(messages[:n])
         assert policy.namespace_key(params) == policy.key((), params)
         assert policy.namespace_key(params) != CacheKeyPolicy(mode).key((), {**params, "seed": 1})
+
+
+def test_clear_drops_one_tenants_entries_or_all_as_the_redis_store_does():
+    """Only the Redis store could drop a tenant's cached answers (a deletion request, a bad answer
+    cached): the in-memory one had no ``clear``."""
+    store = MemoryStore(capacity=10, ttl_s=100)
+    for tenant in ("a", "a:b", "b"):
+        store.put(tenant, "k", tenant, 0)
+    store.put("a", "k2", "a2", 0)
+    assert store.clear("a") == 2
+    assert store.get("a", "k", 1) is None and store.get("a", "k2", 1) is None
+    assert store.get("a:b", "k", 1).value == "a:b" and store.get("b", "k", 1).value == "b"
+    assert store.clear() == 2 and len(store) == 0

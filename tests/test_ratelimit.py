@@ -87,3 +87,56 @@ def test_a_swept_bucket_keeps_the_tokens_a_request_used_beyond_its_hold():
     rl.settle("long", "free", 600, 3_600, now=30.0)  # used 3,000 more than it took
     refusal = rl.acquire("long", "free", 6_000, now=30.0)
     assert refusal is not None and refusal.retry_after_s == pytest.approx(30.0)
+
+
+def test_a_refusal_names_the_longest_wait_of_the_two_buckets():
+    """rpm=2, tpm=60 after two 30-token requests: the requests/min bucket needs 30 s, the
+    tokens/min one 60 s.  The first bucket's 30 s was reported, and a caller who waited it was
+    refused again."""
+    rl = RateLimiter(default=RateLimit(rpm=2, tpm=60))
+    assert rl.acquire("t", "p", 30, now=0) is None and rl.acquire("t", "p", 30, now=0) is None
+    refusal = rl.acquire("t", "p", 60, now=0)
+    assert refusal.limit == "tokens/min" and refusal.retry_after_s == pytest.approx(60.0)
+    assert rl.acquire("t", "p", 60, now=refusal.retry_after_s) is None
+
+
+def test_a_request_too_large_for_tokens_per_minute_is_too_large_while_rpm_refuses_too():
+    """It was told "retry in 30 s" by the empty requests/min bucket, then refused as too large."""
+    rl = RateLimiter(default=RateLimit(rpm=2, tpm=1_000))
+    assert rl.acquire("t", "p", 10, now=0) is None and rl.acquire("t", "p", 10, now=0) is None
+    refusal = rl.acquire("t", "p", 5_000, now=0)
+    assert refusal.limit == "tokens/min" and refusal.retry_after_s == float("inf")
+    assert RateLimited("t", refusal.limit, refusal.retry_after_s, tokens=5_000).too_large
+
+
+def test_waiting_exactly_retry_after_on_an_epoch_clock_admits():
+    """On a clock in epoch seconds ``now + retry_after_s`` rounds to 0.24 µs: the exact wait fell
+    short about one time in five (refused again, "retry in 4.8e-08 s")."""
+    rl = RateLimiter(default=RateLimit(rpm=60, tpm=300))
+    now = 1_700_000_000.0
+    assert rl.acquire("t", "p", 299, now) is None
+    refusal = rl.acquire("t", "p", 40, now + 0.1)  # 7.8 s from the level 0.5 + 0.1 × 5 tokens/s
+    assert refusal.limit == "tokens/min"
+    assert refusal.retry_after_s == pytest.approx(7.7, abs=1e-5)
+    assert rl.acquire("t", "p", 40, now + 0.1 + refusal.retry_after_s) is None
+
+
+def test_a_caller_whose_clock_is_behind_the_bucket_is_told_the_whole_wait():
+    """Threads read the clock before taking the lock: one may arrive with a ``now`` earlier than the
+    bucket's last update.  The refill counts from that update, so the wait does too."""
+    rl = RateLimiter(default=RateLimit(rpm=1))
+    assert rl.acquire("t", "p", 1, now=100.0) is None
+    refusal = rl.acquire("t", "p", 1, now=99.0)
+    assert refusal.retry_after_s == pytest.approx(61.0)
+    assert rl.acquire("t", "p", 1, now=99.0 + refusal.retry_after_s) is None
+
+
+def test_the_user_message_rounds_the_hint_to_whole_seconds_without_the_margin():
+    """The hint is rounded up by a microsecond; a 30 s wait still reads "retry in 30 s"."""
+    rl = RateLimiter(default=RateLimit(rpm=2))
+    now = 1_700_000_000.0
+    assert rl.acquire("t", "p", 1, now) is None and rl.acquire("t", "p", 1, now) is None
+    refusal = rl.acquire("t", "p", 1, now)
+    assert 30.0 < refusal.retry_after_s < 30.001
+    assert RateLimited("t", refusal.limit, refusal.retry_after_s).user_message.endswith("retry in 30 s.")
+    assert RateLimited("t", "requests/min", 30.002).user_message.endswith("retry in 31 s.")

@@ -2,7 +2,8 @@
 
 Same semantics and the same :class:`~llmlab.ratelimit.Refusal`: a bucket holds up to
 ``capacity`` units and refills at ``capacity / 60`` per second of the caller's ``now``; both
-buckets must admit a request; a refused request consumes nothing and learns the exact wait.
+buckets must admit a request; a refused request consumes nothing and learns how long to wait
+(the longer of the two buckets' waits, rounded up as :func:`~llmlab.ratelimit.retry_margin_s` says).
 One hash per tenant (``{prefix}:ratelimit:{tenant}``, the same name on a Redis Cluster: the
 scripts touch that one key, so they need no hash tag) holds its buckets — one per limit, so a
 tenant seen under two plans cannot refill a bucket by switching — and one Lua script
@@ -63,13 +64,17 @@ for _, c in ipairs(checks) do
   end
   c[5], c[6] = level, updated
 end
-local refused = nil
+-- the longest wait (as the in-memory limiter: see llmlab.ratelimit), from the caller's now, rounded
+-- up by retry_margin_s so that waiting exactly that long on a float clock is enough
+local refused, longest = nil, 0
 for _, c in ipairs(checks) do
-  if refused == nil and c[3] > c[5] then
-    if c[3] > c[2] then refused = {c[4], 'inf'}
-    else refused = {c[4], string.format('%.17g', (c[3] - c[5]) * 60.0 / c[2])} end
+  if c[3] > c[5] then
+    local wait = math.huge
+    if c[3] <= c[2] then wait = math.max(0, c[6] - now) + (c[3] - c[5]) * 60.0 / c[2] + (1e-6 + math.abs(now) * 4.5e-16) end
+    if refused == nil or wait > longest then refused, longest = c[4], wait end
   end
 end
+if refused then refused = {refused, longest == math.huge and 'inf' or string.format('%.17g', longest)} end
 for _, c in ipairs(checks) do
   if refused == nil then c[5] = c[5] - c[3] end
   redis.call('HSET', k, c[1] .. ':l', string.format('%.17g', c[5]), c[1] .. ':u', string.format('%.17g', c[6]),

@@ -85,6 +85,15 @@ class MemoryStore(Generic[T]):
             self._entries.popitem(last=False)
             self.evictions += 1
 
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete every entry (one tenant's with ``namespace``); returns how many, as
+        :meth:`RedisStore.clear <llmlab.backends.redis_cache.RedisStore.clear>` does — a tenant's
+        cached answers could be dropped (a data-deletion request, a bad answer) only in Redis."""
+        doomed = [k for k in self._entries if namespace is None or k[0] == namespace]
+        for k in doomed:
+            del self._entries[k]
+        return len(doomed)
+
     @property
     def stats(self) -> dict[str, float]:
         lookups = self.hits + self.misses
