@@ -82,3 +82,12 @@ def test_cli_says_it_in_one_line():
                           check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "gateway.router.plan: unknown field (did you mean 'plans'?)" in done.stderr
+
+
+@pytest.mark.parametrize("key, table", [("none", "a scenario"), ("gateway.int", "gateway"),
+                                        ("gateway.cache.float", "gateway.cache")])
+def test_an_unknown_key_spelled_like_a_pydantic_branch_is_named_too(key, table):
+    """pydantic names a union's branches ("int", "none", "float") in an error's location, and
+    those are dropped from the field's name — an unknown key so spelled was dropped with them,
+    and the error itself failed (found by test_properties' override fuzz: ``{"none": None}``)."""
+    assert message({key: 1}).startswith(f"{key}: unknown field; {table} takes "), message({key: 1})

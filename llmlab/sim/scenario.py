@@ -605,11 +605,15 @@ def _unknown_field(loc: list[str]) -> str:
 
 def _from_pydantic(exc: ValidationError) -> ScenarioError:
     err = exc.errors(include_url=False)[0]
-    # unions report the branch they tried ("list[...]", "literal[...]", "float") as a location: drop it
-    loc = [str(p) for p in err["loc"]
-           if not ("[" in str(p) or str(p) in _BRANCHES or str(p).startswith(("function-", "lax-or-strict")))]
-    field = ".".join(loc) or "scenario"
     kind = err["type"]
+    # unions report the branch they tried ("list[...]", "literal[...]", "float") as a location: drop
+    # it — but never an unknown key itself, the last place of an extra_forbidden error: a key named
+    # "none" or "int" was dropped as a branch, and the error then failed with an IndexError
+    raw = [str(p) for p in err["loc"]]
+    kept = raw[-1:] if kind == "extra_forbidden" else []
+    loc = [p for p in raw[:len(raw) - len(kept)]
+           if not ("[" in p or p in _BRANCHES or p.startswith(("function-", "lax-or-strict")))] + kept
+    field = ".".join(loc) or "scenario"
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         problem = _unknown_field(loc)
