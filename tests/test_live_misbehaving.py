@@ -15,7 +15,7 @@ import pytest
 from canned_http import CannedServer, openai_frames, running, send_events, send_json
 
 from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy, StreamReset
-from llmlab.tokens import count_tokens
+from llmlab.tokens import count_message_tokens, count_tokens
 from llmlab.provider_errors import MAX_RETRY_AFTER_S
 
 
@@ -424,6 +424,20 @@ def test_a_caller_who_cancels_in_the_middle_of_a_streamed_tool_call_pays_for_the
     assert attempt.prompt_tokens > 0 and attempt.cost_usd > 0 and outcome.cost_usd == pytest.approx(attempt.cost_usd)
     assert gw.budgets.spent("default", gw.clock()) == pytest.approx(outcome.cost_usd)
     assert gw.budgets.reserved("default", gw.clock()) == 0.0
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_streamed_tool_call_without_usage_is_billed_the_local_count_not_litellms_guess(canned, how):
+    """Asked for its usage, litellm ends every stream with a usage chunk; from a provider that sent
+    none it is litellm's own count, which was charged as the provider's report: a tool call counted
+    from its whole JSON (id, type and all), 4 times the name and arguments the README says a
+    missing usage is counted from (found by tests/test_stream_fuzz.py)."""
+    arguments = json.dumps({"email": "kim@example.com"})
+    dep = canned.deployment(f"tools-no-usage-{how}", (200, {}, tool_chunks(arguments)))
+    out = served(gateway(dep), how, "Where is my order?", tools=TOOLS, max_tokens=200)
+    assert out.ok and out.tool_calls, out.error
+    assert out.completion_tokens == count_tokens("lookup_order" + arguments, dep.model)
+    assert out.prompt_tokens == count_message_tokens([{"role": "user", "content": "Where is my order?"}], dep.model)
 
 
 @pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
