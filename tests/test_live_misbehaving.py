@@ -17,6 +17,7 @@ from canned_http import CannedServer, openai_frames, running, send_events, send_
 from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy, StreamReset
 from llmlab.tokens import count_message_tokens, count_tokens
 from llmlab.provider_errors import MAX_RETRY_AFTER_S
+from llmlab.testing import FakeProvider, Fault, FaultPlan
 
 
 def answer(text: str = "hello there", usage: dict | None = None) -> dict:
@@ -424,6 +425,19 @@ def test_a_caller_who_cancels_in_the_middle_of_a_streamed_tool_call_pays_for_the
     assert attempt.prompt_tokens > 0 and attempt.cost_usd > 0 and outcome.cost_usd == pytest.approx(attempt.cost_usd)
     assert gw.budgets.spent("default", gw.clock()) == pytest.approx(outcome.cost_usd)
     assert gw.budgets.reserved("default", gw.clock()) == 0.0
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+def test_a_body_or_stream_event_that_is_not_json_is_a_malformed_response(how):
+    """litellm raises a 200's unparseable body as a 500 and a broken stream event as a connection
+    error: the attempt read ``server_error`` or ``connection``, never the ``malformed_response``
+    the error kinds have for it (found by tests/test_stream_fuzz.py)."""
+    plan = FaultPlan()
+    plan.model("gpt-4o").first(1, Fault.malformed())
+    with FakeProvider(plan) as fp:
+        dep = Deployment("broken", "openai/gpt-4o", {"api_base": fp.base_url, "api_key": "sk-test"}, timeout_s=5.0)
+        out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and [(a.error or "ok").split(":")[0] for a in out.attempts] == ["malformed_response", "ok"]
 
 
 @pytest.mark.parametrize("how", ["stream", "astream"])
