@@ -60,8 +60,12 @@ class Deadline:
     @property
     def cut(self) -> bool:
         """Whether the deadline passed and the watchdog cut the connection: what the read then
-        raises, or its quiet end, is the deadline's doing."""
-        return self._state == _CUT
+        raises, or its quiet end, is the deadline's doing.  Asked under the lock: the watchdog
+        marks the deadline cut only once its cut returned, and the read the cut ended may ask
+        before then — it read "not cut", and a late first token was recorded as a dropped
+        connection, not the deadline's timeout."""
+        with self._watchdog._lock:
+            return self._state == _CUT
 
     def end(self) -> None:
         """The call is over (answered, failed or left): the deadline is removed, and it will not

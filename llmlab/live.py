@@ -363,6 +363,18 @@ class _StreamState:
                 return (prompt, *_cache_tokens(usage, prompt))
         return None
 
+    def provider_usage(self) -> Any:
+        """The usage the provider reported, None when it sent none.  Asked for it
+        (``stream_options``), litellm ends a stream with a usage chunk whatever the provider sent:
+        without a report of the provider's it is litellm's own count, which was charged as the
+        provider's — a streamed tool call counted from its whole JSON (id, type and all), 28
+        tokens for the 7 of ``lookup{"id": "2"}``.  A report is among the provider's chunks, which
+        litellm keeps (``chunks``); a stream without that list is taken at its word."""
+        chunks = getattr(self.response, "chunks", None)
+        if isinstance(chunks, list) and not any(getattr(c, "usage", None) is not None for c in chunks):
+            return None
+        return self.usage
+
     def part(self, latency: float) -> CallResult:
         """What the stream so far is billed: :func:`~llmlab.fallback.streamed_part` (the sent
         text counted locally), with the prompt tokens the provider reported when it did."""
@@ -403,8 +415,9 @@ class _StreamState:
                              "not server-sent events", latency)
         if not self.sent() and self._unfinished():
             return self._cut_before_content(latency)
-        billed = billed_tokens(self.usage, self.call, self.sent())
-        cache = _cache_tokens(self.usage, billed[0])
+        usage = self.provider_usage()
+        billed = billed_tokens(usage, self.call, self.sent())
+        cache = _cache_tokens(usage, billed[0])
         if self.finish == FILTERED:
             return _filtered(text, (*billed, *cache), latency)
         return CallResult(text, *billed, latency, self.ttft if self.ttft is not None else latency, calls,

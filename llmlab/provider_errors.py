@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import math
 import re
 import sys
@@ -153,6 +154,12 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         return ErrorKind.RATE_LIMIT
     if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
         return ErrorKind.AUTH
+    if status in (None, 500) and _transport_failure(exc) is None and any(
+            isinstance(cause, json.JSONDecodeError) for cause in _causes(exc, 17)):
+        # a 200 whose body or stream event is not JSON: litellm raises it as a 500 (whole) or a
+        # connection error (streamed), and the attempt read server_error / connection — not
+        # what the provider did (a real 5xx's unreadable body is never parsed as JSON)
+        return ErrorKind.MALFORMED
     timeout = getattr(litellm, "Timeout", None)
     bad_request = getattr(litellm, "BadRequestError", None)
     # a socket error under a 400 is the request's: litellm fetching the caller's image URL for

@@ -92,6 +92,25 @@ def test_a_cut_with_nothing_to_cut_yet_is_asked_again_and_a_token_meanwhile_is_l
     assert len(watchdog) == 0
 
 
+def test_a_read_the_cut_ended_sees_its_deadline_cut_however_soon_it_asks():
+    """The watchdog marked a deadline cut only after its cut returned, and the read the cut
+    ended raised at once: asked in between, the deadline said "not cut", and a first token past
+    ``timeout_s`` was recorded as a dropped connection instead of a timeout (the stream fuzz,
+    tests/test_stream_fuzz.py, met it now and then).  Here the cut ends the read, then lingers."""
+    watchdog, read_ended = Watchdog(), threading.Event()
+
+    def cut():
+        read_ended.set()  # the socket is shut down: the reader's read raises now
+        time.sleep(0.2)  # while the watchdog is still inside the cut
+        return CUT
+
+    deadline = watchdog.arm(0.01, cut)
+    assert read_ended.wait(2)
+    assert deadline.cut and not deadline.met()
+    deadline.end()
+    assert len(watchdog) == 0
+
+
 def test_a_deadline_that_cannot_cut_lets_a_late_token_through():
     """Waited out already (no way to cut it): the late answer is taken rather than thrown away."""
     watchdog, done = Watchdog(), threading.Event()

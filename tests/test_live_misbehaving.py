@@ -15,8 +15,9 @@ import pytest
 from canned_http import CannedServer, openai_frames, running, send_events, send_json
 
 from llmlab import BudgetPolicy, Deployment, FixedRouter, Gateway, RetryPolicy, StreamReset
-from llmlab.tokens import count_tokens
+from llmlab.tokens import count_message_tokens, count_tokens
 from llmlab.provider_errors import MAX_RETRY_AFTER_S
+from llmlab.testing import FakeProvider, Fault, FaultPlan
 
 
 def answer(text: str = "hello there", usage: dict | None = None) -> dict:
@@ -424,6 +425,33 @@ def test_a_caller_who_cancels_in_the_middle_of_a_streamed_tool_call_pays_for_the
     assert attempt.prompt_tokens > 0 and attempt.cost_usd > 0 and outcome.cost_usd == pytest.approx(attempt.cost_usd)
     assert gw.budgets.spent("default", gw.clock()) == pytest.approx(outcome.cost_usd)
     assert gw.budgets.reserved("default", gw.clock()) == 0.0
+
+
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+def test_a_body_or_stream_event_that_is_not_json_is_a_malformed_response(how):
+    """litellm raises a 200's unparseable body as a 500 and a broken stream event as a connection
+    error: the attempt read ``server_error`` or ``connection``, never the ``malformed_response``
+    the error kinds have for it (found by tests/test_stream_fuzz.py)."""
+    plan = FaultPlan()
+    plan.model("gpt-4o").first(1, Fault.malformed())
+    with FakeProvider(plan) as fp:
+        dep = Deployment("broken", "openai/gpt-4o", {"api_base": fp.base_url, "api_key": "sk-test"}, timeout_s=5.0)
+        out = served(gateway(dep, retry=RetryPolicy(max_retries=1, base_s=0.0)), how)
+    assert out.ok and [(a.error or "ok").split(":")[0] for a in out.attempts] == ["malformed_response", "ok"]
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_streamed_tool_call_without_usage_is_billed_the_local_count_not_litellms_guess(canned, how):
+    """Asked for its usage, litellm ends every stream with a usage chunk; from a provider that sent
+    none it is litellm's own count, which was charged as the provider's report: a tool call counted
+    from its whole JSON (id, type and all), 4 times the name and arguments the README says a
+    missing usage is counted from (found by tests/test_stream_fuzz.py)."""
+    arguments = json.dumps({"email": "kim@example.com"})
+    dep = canned.deployment(f"tools-no-usage-{how}", (200, {}, tool_chunks(arguments)))
+    out = served(gateway(dep), how, "Where is my order?", tools=TOOLS, max_tokens=200)
+    assert out.ok and out.tool_calls, out.error
+    assert out.completion_tokens == count_tokens("lookup_order" + arguments, dep.model)
+    assert out.prompt_tokens == count_message_tokens([{"role": "user", "content": "Where is my order?"}], dep.model)
 
 
 @pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
