@@ -44,13 +44,19 @@ class Refusal:
     retry_after_s: float
 
 
+#: a retry hint's margin: this many seconds, plus this many times ``abs(now)`` (two units in the
+#: last place of a double); the Redis script is written with the same two numbers
+RETRY_MARGIN_S = 1e-6
+RETRY_MARGIN_ULPS = 4.5e-16
+
+
 def retry_margin_s(now: float) -> float:
     """What a retry hint is rounded up by: a microsecond, plus two units in the last place of ``now``.
 
     The exact wait is not enough on a float clock: ``now + wait`` rounds to a multiple of ``now``'s
     last place (0.24 µs in epoch seconds), and a caller who waited exactly the hint was refused
     again, told to retry in 5e-08 s, about one time in five.  The Redis script adds the same."""
-    return 1e-6 + abs(now) * 4.5e-16
+    return RETRY_MARGIN_S + abs(now) * RETRY_MARGIN_ULPS
 
 
 def check_limits(field: str, limits: Mapping[str, RateLimit] | None) -> dict[str, RateLimit]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .. import _validate as v
-from ..ratelimit import RateLimit, Refusal, check_limits
+from ..ratelimit import RETRY_MARGIN_S, RETRY_MARGIN_ULPS, RateLimit, Refusal, check_limits
 from .redis_link import MAX_TTL_S, KeyedScript, RedisLink, RedisUnavailable, key_part
 
 FAIL_MODES = ("open", "closed")
@@ -70,7 +70,7 @@ local refused, longest = nil, 0
 for _, c in ipairs(checks) do
   if c[3] > c[5] then
     local wait = math.huge
-    if c[3] <= c[2] then wait = math.max(0, c[6] - now) + (c[3] - c[5]) * 60.0 / c[2] + (1e-6 + math.abs(now) * 4.5e-16) end
+    if c[3] <= c[2] then wait = math.max(0, c[6] - now) + (c[3] - c[5]) * 60.0 / c[2] + (MARGIN_S + math.abs(now) * MARGIN_ULPS) end
     if refused == nil or wait > longest then refused, longest = c[4], wait end
   end
 end
@@ -84,7 +84,7 @@ end
 redis.call('PEXPIRE', k, ttl)
 if refused then return refused end
 return {0, ''}
-"""
+""".replace("MARGIN_S", repr(RETRY_MARGIN_S)).replace("MARGIN_ULPS", repr(RETRY_MARGIN_ULPS))
 
 
 # settle a request's tpm bucket as the in-memory one does: refilled to ARGV[4], given back what the
