@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import ConfigError
 
@@ -78,3 +78,9 @@ def key_name(field: str, key: Any, what: str) -> str:
         raise ConfigError(f"{field} key", key,
                           f"{what}: a non-empty string, as requests carry (this key never matches)")
     return key
+
+
+def first_few(names: Sequence[str], most: int) -> str:
+    """``names`` comma-separated for a message, the first ``most`` of them and "…" for the rest:
+    a log's tenants or a header may run to thousands."""
+    return ", ".join(names[:most]) + (", …" if len(names) > most else "")

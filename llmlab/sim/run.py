@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from .._validate import first_few
 from ..request import Request
 from ..tokens import max_message_tokens
 from .build import build_embedder, build_gateway, build_semantic_cache, check_cache_options, embedder_named
@@ -579,10 +580,9 @@ def check_plans(scenario: Scenario, traffic: Traffic, field: str = "traffic.tena
         if missing:
             # which tenants: a log's plan column may hold one stray value among thousands of rows
             users = sorted({t for t, p in zip(traffic.tenants, traffic.tenant_plans) if p == missing[0]})
-            shown = ", ".join(users[:3]) + (", …" if len(users) > 3 else "")
             raise ScenarioError(field, f"plans with a route in gateway.router.plans ({', '.join(sorted(r.plans))}); "
                                 f"no route for {', '.join(map(repr, missing))} (plan {missing[0]!r}: "
-                                f"{len(users)} tenant{'' if len(users) == 1 else 's'}, {shown})")
+                                f"{len(users)} tenant{'' if len(users) == 1 else 's'}, {first_few(users, 3)})")
     if traffic.source != "synthetic":  # one scenario may serve several logs, not all with every plan
         return
     g = scenario.gateway
@@ -613,10 +613,9 @@ def warn_uncapped(scenario: Scenario, traffic: Traffic) -> None:
     if not uncapped or (traffic.source, uncapped) in _warned_uncapped:
         return
     _warned_uncapped.add((traffic.source, uncapped))
-    shown = ", ".join(uncapped[:5]) + (", …" if len(uncapped) > 5 else "")
     log.warning("traffic.trace: %d of the trace's %d tenants have no monthly cap (%s): a tenant group's "
                 "monthly_budget_usd caps only the tenants it generates; cap a log's tenants with gateway.budget.caps, "
-                "plan_caps or default_cap", len(uncapped), len(plans), shown)
+                "plan_caps or default_cap", len(uncapped), len(plans), first_few(uncapped, 5))
 
 
 #: tenant names in gateway.budget.caps that no tenant group makes, already warned about
@@ -636,9 +635,8 @@ def warn_unknown_caps(scenario: Scenario) -> None:
     if not unknown or unknown in _warned_unknown_caps:
         return
     _warned_unknown_caps.add(unknown)
-    shown = ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "")
     log.warning("gateway.budget.caps: no tenant group makes %s, so %s never applied in this run (the groups make "
-                "tenants named like %s; a group's monthly_budget_usd caps each of its tenants)", shown,
+                "tenants named like %s; a group's monthly_budget_usd caps each of its tenants)", first_few(unknown, 5),
                 "this cap is" if len(unknown) == 1 else "these caps are",
                 scenario.traffic.tenants[0].tenant_names()[0])
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
+from .._validate import first_few
 from ..catalogue import CatalogueFormatError, json_lines
 from .traffic import DEFAULT_ANSWER_TOKENS, Traffic, _Tables
 
@@ -123,7 +124,7 @@ def _csv_rows(path: Path, fh: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     fields = _column_names(path, header or [], "the header")
     missing = {"timestamp", "tenant", "plan"} - set(fields)
     if missing:
-        shown = ", ".join(repr(h) for h in (header or [])[:12]) + (", …" if len(header or []) > 12 else "")
+        shown = first_few([repr(h) for h in header or []], 12)
         raise TraceError(f"{path}: missing column(s) {sorted(missing)}; the header names {shown or 'nothing'} "
                          "(a trace is comma-separated, with a header row)")
     n = 2
