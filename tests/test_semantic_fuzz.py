@@ -252,15 +252,19 @@ def test_the_hnsw_index_serves_only_correct_hits_and_finds_nearly_all(ops, rows,
 
 @pytest.mark.parametrize("namespace, texts, now, field", [
     ("t", ["a"], float("nan"), "now"), ("t", ["a"], float("inf"), "now"),
-    ("t", [7], 0.0, "namespace/text"), (None, ["a"], 0.0, "namespace/text")])
+    ("t", [7], 0.0, "namespace/text"), (None, ["a"], 0.0, "namespace/text"), ("t", [None], 0.0, "namespace/text")])
 def test_store_many_refuses_what_store_refuses(namespace, texts, now, field):
     """``store_many`` took a NaN write time (the entries were then served for ever: ``now - nan``
-    is never ≥ the TTL) and non-string texts, which ``store`` refuses."""
+    is never ≥ the TTL) and non-string texts, which ``store`` refuses — a text of None too, which
+    the shared check first let through for both."""
     from llmlab.errors import ConfigError
 
     cache = SemanticCache(_Embedder({"a": np.ones(4, dtype=np.float32)}), threshold=0.5, guard=None, ttl_s=TTL_S)
     with pytest.raises(ConfigError) as err:
         cache.store_many(namespace, texts, np.ones((1, 4)), ["v"], now)
+    assert err.value.field == field and len(cache) == 0
+    with pytest.raises(ConfigError) as err:
+        cache.store(namespace, texts[0], np.ones(4), "v", now)
     assert err.value.field == field and len(cache) == 0
 
 

@@ -108,9 +108,9 @@ class _Space:
 def _check_write(namespace: Any, texts: Sequence[Any], now: Any) -> None:
     """ConfigError unless the namespace and texts are strings and ``now`` is finite: a NaN write
     time would never expire (``now - nan >= ttl_s`` is never true)."""
-    bad = namespace if not isinstance(namespace, str) else next((t for t in texts if not isinstance(t, str)), None)
-    if bad is not None or not isinstance(namespace, str):
-        raise ConfigError("namespace/text", bad, "strings")
+    for name in (namespace, *texts):
+        if not isinstance(name, str):  # None too: a text of None was let through as "nothing found"
+            raise ConfigError("namespace/text", name, "strings")
     if not math.isfinite(now):
         raise ConfigError("now", now, "a finite time in seconds")
 
