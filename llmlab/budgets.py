@@ -109,6 +109,10 @@ class MemoryBudgets:
     arrives for a dropped month later (a request held across the month's end, settled after) is
     not recorded: it brought the month back holding that request's cost alone, which
     :meth:`spend_by_month` reported as the month's spend.
+
+    A reservation is settled once: settling it again (a caller's retry after an error it could
+    not place) changes nothing, as the Redis backend's tombstones make it there; before, the
+    second settlement released the hold again and counted the spend twice.
     """
 
     def __init__(self, keep_months: int | None = None) -> None:
@@ -118,6 +122,7 @@ class MemoryBudgets:
         self._spent: dict[tuple[str, str], float] = {}
         self._reserved: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
+        self._open: set[int] = set()  # ids of the reservations not settled yet
         self._month = ""  # the latest month seen: spend of months too far before it is dropped
         self._oldest = ""  # the oldest month whose spend is kept ("" with keep_months=None: every one)
         self.overshoot_usd = 0.0  # actual cost above the reservation (should stay 0)
@@ -152,9 +157,14 @@ class MemoryBudgets:
         if cap is not None and committed + amount > cap + 1e-12:
             return None
         self._reserved[key] = self._reserved.get(key, 0.0) + amount
-        return Reservation(tenant, key[1], amount, next(self._ids))
+        reservation = Reservation(tenant, key[1], amount, next(self._ids))
+        self._open.add(reservation.id)
+        return reservation
 
     def settle(self, reservation: Reservation, actual: float) -> None:
+        if reservation.id not in self._open:  # settled already (or never this ledger's): applied once
+            return
+        self._open.discard(reservation.id)
         key = (reservation.tenant, reservation.month)
         left = self._reserved.get(key, 0.0) - reservation.amount
         if left > 1e-12:

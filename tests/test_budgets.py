@@ -114,3 +114,20 @@ def test_a_hold_settled_after_its_month_was_dropped_does_not_bring_the_month_bac
     book.settle(late, 0.01)
     assert book.spend_by_month() == {("t", "2026-12"): 1.0}
     assert book.reserved("t", _month(2026, 11)) == 0.0  # the hold itself is released
+
+
+def test_settling_a_reservation_twice_applies_it_once():
+    """A caller that settles again after an error it could not place (as a retry does) counted
+    the spend twice and released the hold twice, freeing another request's hold under the cap.
+    Redis' tombstones already made the second settlement a no-op; memory now does the same."""
+    book = MemoryBudgets()
+    first = book.try_reserve("t", 0.4, cap=1.0, now=0)
+    other = book.try_reserve("t", 0.4, cap=1.0, now=0)
+    assert first is not None and other is not None
+    book.settle(first, 0.3)
+    book.settle(first, 0.3)
+    assert book.spent("t", 0) == pytest.approx(0.3)
+    assert book.reserved("t", 0) == pytest.approx(0.4)  # the other request's hold is still held
+    assert book.try_reserve("t", 0.4, cap=1.0, now=0) is None  # 0.3 + 0.4 + 0.4 > 1.0
+    book.settle(other, 0.1)
+    assert book.spent("t", 0) == pytest.approx(0.4) and book.reserved("t", 0) == 0
