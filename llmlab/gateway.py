@@ -145,7 +145,9 @@ class Gateway:
       ``breaker`` — :class:`~llmlab.fallback.CircuitBreaker` settings (a mapping) or a factory; one
       breaker per deployment.
     * ``input_guards`` / ``output_guards`` — :mod:`llmlab.guardrails` stages; a list replaces the
-      default PII masker.  ``unmask_answers`` — put the caller's values back into answers.
+      default PII masker, and a list without one is warned about once (``unmasked_ok=True``: on
+      purpose, as a scenario's ``guardrails.pii = false`` is).  ``unmask_answers`` — put the
+      caller's values back into answers.
       ``log_content`` — add the answer, PII masked, to each request's log record (off: no content).
     * ``clock`` (epoch seconds), ``seed`` (backoff jitter), ``driver`` (what performs calls:
       litellm by default, :class:`~llmlab.scripted.ScriptedDriver` in tests) and ``ledger``
@@ -183,7 +185,7 @@ class Gateway:
                  retry: RetryPolicy | Mapping[str, RetryPolicy] | None = None,
                  breaker: Callable[[], CircuitBreaker] | Mapping[str, Any] | None = None,
                  input_guards: Sequence[Any] | None = None, output_guards: Sequence[Any] = (),
-                 unmask_answers: bool = True, log_content: bool = False,
+                 unmasked_ok: bool = False, unmask_answers: bool = True, log_content: bool = False,
                  clock: Callable[[], float] = time.time, seed: int | None = None,
                  driver: Driver | None = None, ledger: Ledger | None = None,
                  default_max_tokens: int = 1024, step_threads: bool | int | None = None,
@@ -270,7 +272,8 @@ class Gateway:
                     raise ConfigError(f"rate_limiter.{name}.tpm", limit.tpm, f">= default_max_tokens ({default_max_tokens})",
                                       hint="a request without max_tokens reserves default_max_tokens of the limit, "
                                            "so it could never pass; raise tpm or lower default_max_tokens")
-        for name, flag in (("unmask_answers", unmask_answers), ("log_content", log_content), ("cache", cache)):
+        for name, flag in (("unmask_answers", unmask_answers), ("log_content", log_content), ("cache", cache),
+                           ("unmasked_ok", unmasked_ok)):
             v.flag(name, flag)
         if not callable(clock):
             raise ConfigError("clock", clock, "a callable returning epoch seconds (e.g. time.time)")
@@ -304,7 +307,7 @@ class Gateway:
             for i, guard in enumerate(guards):
                 _check_has(f"{field}[{i}]", guard, guard, (method,), f"a guard with {method}() (see llmlab.guardrails)")
         global _warned_unmasked
-        if input_guards and not _warned_unmasked and not any(map(_answer_masker(), input_guards)):
+        if input_guards and not (unmasked_ok or _warned_unmasked) and not any(map(_answer_masker(), input_guards)):
             # a list replaces the default: adding an injection guard must not silently stop PII masking
             _warned_unmasked = True  # once per process: a sweep builds hundreds of gateways
             log.warning("input_guards has no PII masker: prompts reach providers, caches and logs unmasked "

@@ -84,7 +84,7 @@ def test_semantic_store_refuses_a_time_that_never_expires_and_a_missing_namespac
         cache.store(None, "hello", np.ones(cache.dim or 256, dtype=np.float32), "v", 0.0)
 
 
-@pytest.mark.parametrize("flag", ["unmask_answers", "log_content", "cache"])
+@pytest.mark.parametrize("flag", ["unmask_answers", "log_content", "cache", "unmasked_ok"])
 def test_flags_are_booleans(make_gateway, flag):
     with pytest.raises(ConfigError) as info:
         make_gateway(**{flag: "no"})

@@ -199,6 +199,23 @@ def test_guards_without_a_masker_warn_once(make_gateway, caplog, monkeypatch):
     assert "no PII masker" in caplog.records[0].message
 
 
+def test_a_deliberate_list_without_a_masker_is_not_warned_about(make_gateway, caplog, monkeypatch):
+    """A scenario's ``guardrails.pii = false`` with an injection guard printed the warning worded
+    for the Python API ('add PIIMaskingGuard() first, or pass input_guards=()'), which a scenario
+    author cannot act on: pii = false is the scenario's own opt-out.  unmasked_ok says so."""
+    import llmlab.gateway
+    from llmlab.sim import simulate
+
+    monkeypatch.setattr(llmlab.gateway, "_warned_unmasked", False)
+    with caplog.at_level(logging.WARNING):
+        make_gateway(input_guards=[InjectionGuard()], unmasked_ok=True)
+        simulate("b2b-saas", requests=20, seed=0, baseline=False, replications=1, parallel=False,
+                 overrides={"gateway.guardrails.pii": False, "gateway.guardrails.injection": "flag"})
+    assert not [r for r in caplog.records if "PII masker" in r.message]
+    make_gateway(input_guards=[InjectionGuard()])  # an accidental list is still warned about
+    assert [r for r in caplog.records if "no PII masker" in r.message]
+
+
 @pytest.mark.parametrize("text, masked", [
     ("900101 1234568", "[RRN_1]"),          # a space-separated RRN with a valid checksum
     ("900101 1234567", "900101 1234567"),  # the same shape without one: an order number, say
