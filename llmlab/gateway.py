@@ -145,7 +145,7 @@ class Gateway:
       ``breaker`` — :class:`~llmlab.fallback.CircuitBreaker` settings (a mapping) or a factory; one
       breaker per deployment.
     * ``input_guards`` / ``output_guards`` — :mod:`llmlab.guardrails` stages; a list replaces the
-      default PII masker, and a list without one is warned about once (``unmasked_ok=True``: on
+      default PII masker, and a list without one is warned about once (``unmasked_ok`` True: on
       purpose, as a scenario's ``guardrails.pii = false`` is).  ``unmask_answers`` — put the
       caller's values back into answers.
       ``log_content`` — add the answer, PII masked, to each request's log record (off: no content).

@@ -335,7 +335,7 @@ def read_sync(gw: Gateway, prompt: str, rid: str, kwargs: dict) -> list:
 
 
 #: examples per run: a quick one in the fast suite (≈ 5–10 s each way), a longer one marked slow
-EXAMPLES = [20, pytest.param(250, marks=pytest.mark.slow)]
+EXAMPLES = [20, pytest.param(100, marks=pytest.mark.slow)]
 
 
 def fuzz_settings(examples: int) -> settings:
