@@ -463,7 +463,10 @@ class Pipeline:
             return self._failed(s, last)
         if answer is not last and last is not None and last.result is None:
             s.reason += f"; escalation failed, serving {answer.deployment.name}'s answer"
-        return self._model_answer(s, answer)
+        # an earlier stage's answer served because no later stage answered was *rejected* by the
+        # acceptance check: served (better than nothing) but not cached, or every identical request
+        # got it from the cache for the TTL, never escalating again once the later stage was back
+        return self._model_answer(s, answer, cache=answer is last)
 
     # ------------------------------------------------------------------ stage helpers
     def _exact_hit(self, s: _State, now: float) -> Outcome | None:
@@ -853,7 +856,7 @@ class Pipeline:
             return self._error(s, blocked)
         return self._outcome(s, OutcomeKind.RULE, text=self._unmask(s, text), model="rule")
 
-    def _model_answer(self, s: _State, chain: ChainResult) -> Outcome:
+    def _model_answer(self, s: _State, chain: ChainResult, cache: bool = True) -> Outcome:
         result, dep = chain.result, chain.deployment
         now = self.clock()
         text, blocked = self._guard_output(s, result.text)
@@ -869,7 +872,7 @@ class Pipeline:
         # and a shared cache hands it to every replica).  An empty answer (a provider's glitch, a
         # content filter's blank) is passed on but not cached: it would be served for the TTL; nor is a
         # tool call, a step of the caller's agent loop whose next turn carries the tool's result
-        if s.cache is CacheOutcome.MISS and text and not text.isspace() and not result.tool_calls:
+        if cache and s.cache is CacheOutcome.MISS and text and not text.isspace() and not result.tool_calls:
             value = CachedAnswer(_placeholders_back(text, s.restore), dep.model, result.prompt_tokens,
                                  result.completion_tokens, self.price_result(dep, result), now)
             if self.exact_cache is not None and s.key is not None:

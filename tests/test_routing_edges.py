@@ -1,0 +1,41 @@
+"""Routing at its edges: what a cascade caches and is billed when its escalation fails or the
+budget is short, plan checks through nested routers, router settings named as a scenario spells
+them, and a small cascade scenario's numbers checked against arithmetic."""
+import asyncio
+
+import pytest
+
+from llmlab import (BudgetPolicy, CascadeRouter, ClassifierRouter, Deployment, ErrorKind, FixedRouter, Hedge,
+                    InvalidRequest, OutcomeKind, PlanRouter, RetryPolicy)
+from llmlab.effects import CacheOutcome, CallResult
+
+TWO = [Deployment("gpt-4o", "gpt-4o"), Deployment("gpt-4o-mini", "gpt-4o-mini")]
+CASCADE = ("gpt-4o-mini", "gpt-4o")
+
+
+def test_a_rejected_answer_served_because_the_escalation_failed_is_not_cached(make_gateway, driver):
+    """The cheap stage's answer is rejected, the next stage is down, and the rejected answer is
+    served — better than nothing.  It was cached too: every identical request then got the
+    answer the check had rejected from the cache for the TTL, never escalating again once the
+    better model was back."""
+    gw = make_gateway(deployments=TWO, router=CascadeRouter(CASCADE), fallbacks={},
+                      retry=RetryPolicy(max_retries=0))
+    driver.script("gpt-4o-mini", "I don't know.")
+    driver.script("gpt-4o", ErrorKind.SERVER)
+    served = gw.complete("a tricky question")
+    assert served.deployment == "gpt-4o-mini" and "escalation failed" in served.route_reason
+    driver.script("gpt-4o-mini", "I don't know.")  # the same rejection; gpt-4o is back
+    again = gw.complete("a tricky question")
+    assert again.kind is OutcomeKind.MODEL and again.cache is CacheOutcome.MISS, again.route_reason
+    assert again.deployment == "gpt-4o" and [a.purpose for a in again.attempts] == ["cascade", "check", "answer"]
+    hit = gw.complete("a tricky question")  # the escalated answer is the one cached
+    assert hit.cache is CacheOutcome.EXACT_HIT and hit.model == "gpt-4o" and hit.text == again.text
+
+
+def test_an_accepted_cheap_answer_is_still_cached(make_gateway, driver):
+    """Regression guard for the fix above: only a rejected answer is kept out of the cache."""
+    gw = make_gateway(deployments=TWO, router=CascadeRouter(CASCADE), fallbacks={})
+    first = gw.complete("an easy question")
+    assert first.deployment == "gpt-4o-mini"
+    hit = gw.complete("an easy question")
+    assert hit.cache is CacheOutcome.EXACT_HIT and hit.model == "gpt-4o-mini" and len(driver.calls) == 1
