@@ -395,7 +395,10 @@ class Pipeline:
             costs = [self.worst_case_cost(c, prompt_est, max_tokens, choices, images) for c in chains]
             needed = sum(costs)
             reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
-            if reservation is None and policy.on_exceed == "downgrade" and decision.deployment != policy.downgrade_to:
+            # a cascade whose cheap stage is the downgrade target is downgraded too (to that stage
+            # alone): it was refused, although the downgrade was affordable, for holding every stage
+            if reservation is None and policy.on_exceed == "downgrade" and \
+                    (decision.deployment != policy.downgrade_to or decision.cascade):
                 chains = [self.chain_for(policy.downgrade_to)]
                 decision = RouteDecision(policy.downgrade_to, "downgraded", "")
                 s.tier, s.reason = "downgraded", f"{s.reason}; over budget → downgraded to {policy.downgrade_to}"

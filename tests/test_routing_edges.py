@@ -39,3 +39,20 @@ def test_an_accepted_cheap_answer_is_still_cached(make_gateway, driver):
     assert first.deployment == "gpt-4o-mini"
     hit = gw.complete("an easy question")
     assert hit.cache is CacheOutcome.EXACT_HIT and hit.model == "gpt-4o-mini" and len(driver.calls) == 1
+
+
+def test_a_cascade_over_budget_is_downgraded_to_its_cheap_stage(make_gateway, driver):
+    """``on_exceed="downgrade"`` to the cascade's own cheap stage: a tenant who cannot afford the
+    cascade's hold (every stage) but can afford the cheap stage alone was refused — the
+    downgrade was skipped because the decision's first deployment already was the target."""
+    policy = BudgetPolicy(caps={"acme": 1.0}, on_exceed="downgrade", downgrade_to="gpt-4o-mini")
+    gw = make_gateway(deployments=TWO, router=CascadeRouter(CASCADE), fallbacks={}, budget=policy, cache=False)
+    p = gw.pipeline
+    prompt = "hello there"
+    cheap = p.worst_case_cost(p.chain_for("gpt-4o-mini"), 50, 200)
+    both = cheap + p.worst_case_cost(p.chain_for("gpt-4o"), 50, 200)
+    policy.caps["acme"] = (cheap + both) / 2  # affords the cheap stage alone, not the cascade
+    out = gw.complete(prompt, tenant="acme", max_tokens=200)
+    assert out.ok and out.deployment == "gpt-4o-mini" and out.route_tier == "downgraded", out.error
+    assert "downgraded to gpt-4o-mini" in out.route_reason
+    assert [a.purpose for a in out.attempts] == ["answer"]  # no escalation the budget never held
