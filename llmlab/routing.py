@@ -78,10 +78,22 @@ def bind_targets(targets: Iterable[Target | None], deployments: Mapping[str, Dep
     """Hand ``deployments`` down to the routers among ``targets`` that bind (a classifier resolves
     its deployment): the gateway binds only the router it is given, and a classifier nested in a
     plan router failed every request it routed ("a deployment bound by the Gateway")."""
+    _each_router(targets, "bind", deployments)
+
+
+def check_nested(targets: Iterable[Target | None], request: Request) -> None:
+    """Run ``check_request`` of the routers among ``targets`` that have one: the gateway checks only
+    the router it is given, and a plan router nested in a classifier's route failed a request of an
+    unlisted plan as an internal error — after its classification was paid for."""
+    _each_router(targets, "check_request", request)
+
+
+def _each_router(targets: Iterable[Target | None], method: str, *args: Any) -> None:
+    """Call ``method(*args)`` on each router among ``targets`` that has it (not on deployment names)."""
     for target in targets:
-        bind = getattr(target, "bind", None) if target is not None and not isinstance(target, str) else None
-        if callable(bind):
-            bind(deployments)
+        call = getattr(target, method, None) if target is not None and not isinstance(target, str) else None
+        if callable(call):
+            call(*args)
 
 
 def answer_targets(router: Any) -> set[str]:
@@ -196,9 +208,11 @@ class PlanRouter:
         bind_targets([*self.plans.values(), self.default], deployments)
 
     def check_request(self, request: Request) -> None:
-        """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal error."""
+        """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal
+        error (in the router the plan's route leads to as well)."""
         if request.plan not in self.plans and self.default is None:
             raise InvalidRequest("plan", request.plan, "one of " + ", ".join(map(repr, self.plans)))
+        check_nested([self.plans.get(request.plan, self.default)], request)
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         target = self.plans.get(request.plan, self.default)
@@ -287,6 +301,11 @@ class ClassifierRouter:
         the call to its own deployment of the same name (its ``api_base``, its key)."""
         self._deployment = deployments[self.classifier]
         bind_targets(self.routes.values(), deployments)
+
+    def check_request(self, request: Request) -> None:
+        """The routers a label maps to check ``request`` up front (any label may be chosen): a plan
+        router there must route its plan before the classification is paid for."""
+        check_nested(self.routes.values(), request)
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         if self._deployment is None:

@@ -56,3 +56,17 @@ def test_a_cascade_over_budget_is_downgraded_to_its_cheap_stage(make_gateway, dr
     assert out.ok and out.deployment == "gpt-4o-mini" and out.route_tier == "downgraded", out.error
     assert "downgraded to gpt-4o-mini" in out.route_reason
     assert [a.purpose for a in out.attempts] == ["answer"]  # no escalation the budget never held
+
+
+def test_a_plan_router_nested_in_a_classifier_refuses_an_unlisted_plan_before_any_call(make_gateway, driver):
+    """The gateway checked the plan of the router it was given only: a plan router behind a
+    classifier's label failed a request of an unlisted plan as an internal error (logged as a
+    gateway bug), after its classification had been paid for."""
+    router = ClassifierRouter("gpt-4o-mini", routes={"faq": "gpt-4o-mini", "general": "gpt-4o-mini",
+                                                     "complex": PlanRouter({"paid": "gpt-4o", "free": "gpt-4o-mini"})})
+    gw = make_gateway(deployments=TWO, router=router, fallbacks={})
+    driver.script("gpt-4o-mini", "COMPLEX")
+    with pytest.raises(InvalidRequest) as info:
+        gw.complete("analyse our churn", plan="trial")
+    assert info.value.field == "plan" and driver.calls == []
+    assert gw.complete("analyse our churn", plan="paid").deployment == "gpt-4o"
