@@ -70,3 +70,22 @@ def test_a_plan_router_nested_in_a_classifier_refuses_an_unlisted_plan_before_an
         gw.complete("analyse our churn", plan="trial")
     assert info.value.field == "plan" and driver.calls == []
     assert gw.complete("analyse our churn", plan="paid").deployment == "gpt-4o"
+
+
+def test_a_hedge_that_won_is_counted_as_served_in_the_cost_breakdown(make_gateway, driver):
+    """``teaching.cost_breakdown`` took only answer and cascade calls for the served one: the
+    winning hedge's cost went to ``unserved_usd`` and its tokens were missing from the
+    input/output split the notebook compares with the lecture's shares."""
+    from llmlab.teaching import cost_breakdown
+
+    gw = make_gateway(deployments=TWO, router=FixedRouter("gpt-4o"), fallbacks={"gpt-4o": ["gpt-4o-mini"]},
+                      hedge=Hedge(0.5), cache=False)
+    driver.script("gpt-4o", CallResult("a slow answer from the big model", 100, 50, 5.0, 5.0))
+    driver.script("gpt-4o-mini", CallResult("a fast answer from the small model", 100, 50, 0.2, 0.2))
+    out = asyncio.run(gw.acomplete("hello"))
+    assert out.deployment == "gpt-4o-mini" and [a.purpose for a in out.attempts] == ["answer", "hedge"]
+    rows = cost_breakdown(gw.ledger).set_index("model")
+    hedge = out.attempts[1]
+    assert rows.loc["gpt-4o-mini", "unserved_usd"] == 0.0
+    assert rows.loc["gpt-4o-mini", "input_usd"] + rows.loc["gpt-4o-mini", "output_usd"] == pytest.approx(hedge.cost_usd)
+    assert rows.loc["gpt-4o", "unserved_usd"] == pytest.approx(out.attempts[0].cost_usd)  # the cancelled loser
