@@ -268,6 +268,8 @@ class ClassifierRouter:
     says so — a broken classifier degrades routing, never availability.
     """
 
+    DEFAULT_ROUTES = {"faq": "gpt-4o-mini", "general": "gpt-4o-mini", "complex": "gpt-4o"}
+
     def __init__(self, classifier: str = "gpt-4o-mini", routes: Mapping[str, Target] | None = None,
                  rules: Callable[[Request], str | None] | None = None, fallback_label: str = "general",
                  prompt: str = CLASSIFIER_PROMPT) -> None:
@@ -276,7 +278,7 @@ class ClassifierRouter:
         self.classifier = classifier
         if routes is not None and not isinstance(routes, Mapping):
             raise ConfigError("classifier.routes", routes, "a mapping with keys 'faq', 'general', 'complex'")
-        self.routes = dict(routes or {"faq": "gpt-4o-mini", "general": "gpt-4o-mini", "complex": "gpt-4o"})
+        self.routes = dict(routes or self.DEFAULT_ROUTES)
         if set(self.routes) != set(LABELS):
             raise ConfigError("classifier.routes", self.routes, "a mapping with keys 'faq', 'general', 'complex'")
         for label, target in self.routes.items():
