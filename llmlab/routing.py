@@ -8,6 +8,8 @@ routers, so "paid users get complexity routing, free users get the small model" 
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, Sequence, Union
 
@@ -251,12 +253,19 @@ CLASSIFIER_PROMPT = (
 )
 
 
+_WORDS = re.compile(r"[a-z]+")
+
+
 def parse_label(text: str) -> str | None:
-    t = text.strip().lower()
-    for label in LABELS:
-        if t.startswith(label) or label in t.split():
-            return label
-    return None
+    """The classifier's label: the first word that is one, markup and quotes aside, else a first
+    word that starts with one ("Complexity").  Words split at spaces only missed ``**FAQ**`` and
+    ``"faq"`` (the request fell to ``fallback_label``), and a label anywhere beat one at the start
+    (``COMPLEX or FAQ`` read as faq)."""
+    words = _WORDS.findall(text.lower())
+    for word in words:
+        if word in LABELS:
+            return word
+    return next((label for label in LABELS if words and words[0].startswith(label)), None)
 
 
 class ClassifierRouter:
@@ -352,9 +361,18 @@ _REFUSALS = ("i don't know", "i do not know", "i'm not sure", "i am not sure", "
 
 
 def default_acceptance(text: str, request: Request) -> bool:
-    """A deliberately simple check: a non-trivial answer that is not a refusal."""
+    """A deliberately simple check: a non-trivial answer that is not a refusal.
+
+    Non-trivial is 20 columns, a wide (CJK) character counting two as on screen: in characters a
+    Korean answer is about half its English one, and complete short answers ("설정 메뉴에서 변경할
+    수 있습니다.", 19 characters) were all rejected and escalated."""
     t = text.strip().lower()
-    return len(t) >= 20 and not any(r in t for r in _REFUSALS)
+    return (len(t) >= 20 or _columns(t) >= 20) and not any(r in t for r in _REFUSALS)
+
+
+def _columns(text: str) -> int:
+    """The width of ``text`` on screen: a wide or full-width character (Hangul, CJK) counts two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 class CascadeRouter:

@@ -8,6 +8,7 @@ import pytest
 from llmlab import (BudgetPolicy, CascadeRouter, ClassifierRouter, Deployment, ErrorKind, FixedRouter, Hedge,
                     InvalidRequest, OutcomeKind, PlanRouter, RetryPolicy)
 from llmlab.effects import CacheOutcome, CallResult
+from llmlab.routing import default_acceptance, parse_label
 
 TWO = [Deployment("gpt-4o", "gpt-4o"), Deployment("gpt-4o-mini", "gpt-4o-mini")]
 CASCADE = ("gpt-4o-mini", "gpt-4o")
@@ -89,6 +90,34 @@ def test_a_hedge_that_won_is_counted_as_served_in_the_cost_breakdown(make_gatewa
     assert rows.loc["gpt-4o-mini", "unserved_usd"] == 0.0
     assert rows.loc["gpt-4o-mini", "input_usd"] + rows.loc["gpt-4o-mini", "output_usd"] == pytest.approx(hedge.cost_usd)
     assert rows.loc["gpt-4o", "unserved_usd"] == pytest.approx(out.attempts[0].cost_usd)  # the cancelled loser
+
+
+@pytest.mark.parametrize("reply, label", [
+    ("**FAQ**", "faq"), ('"complex"', "complex"), ("COMPLEX or FAQ", "complex"), ("Label: general", "general"),
+    ("Complexity", "complex"), ("FAQ", "faq"), ("banana", None), ("", None),
+])
+def test_the_classifiers_label_is_read_past_markup_and_the_first_label_wins(reply, label):
+    """A label in bold or quotes read as no label (the request fell to ``fallback_label``), and a
+    label later in the reply beat the one it started with."""
+    assert parse_label(reply) == label
+
+
+def test_a_markdown_label_routes_to_its_tier(make_gateway, driver):
+    driver.script("gpt-4o-mini", "**COMPLEX**")
+    out = make_gateway(deployments=TWO, router=ClassifierRouter("gpt-4o-mini"), fallbacks={}).complete("analyse churn")
+    assert out.route_tier == "complex" and out.deployment == "gpt-4o", out.route_reason
+
+
+@pytest.mark.parametrize("answer, accepted", [
+    ("설정 메뉴에서 변경할 수 있습니다.", True),  # 19 characters: "you can change it in the settings menu."
+    ("Settings → Security → SSO.", True),
+    ("네.", False), ("Yes.", False),  # trivial in either language
+    ("잘 모르겠습니다. 다른 질문을 해 주세요.", False),  # a refusal
+])
+def test_the_default_acceptance_check_does_not_reject_short_complete_korean_answers(answer, accepted):
+    """The check counted characters: a complete Korean answer is about half the characters of its
+    English one, so Korean users' short answers were all escalated to the dear stage."""
+    assert default_acceptance(answer, None) is accepted
 
 
 # ----------------------------------------------------------------------------- the simulator
