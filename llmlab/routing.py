@@ -161,8 +161,9 @@ class ComplexityRouter(StaticRouter):
         if models is not None and not isinstance(models, Mapping):
             raise ConfigError("complexity.models", models, "a mapping with keys 'low', 'medium', 'high'")
         self.models = dict(self.DEFAULT_MODELS if models is None else models)
-        missing = {"low", "medium", "high"} - set(self.models)
-        if missing or not all(isinstance(m, str) and m for m in self.models.values()):
+        # exactly the three tiers: an extra key (a misspelt "hihg" beside "high") was never routed to
+        if set(self.models) != {"low", "medium", "high"} \
+                or not all(isinstance(m, str) and m for m in self.models.values()):
             raise ConfigError("complexity.models", self.models, "a mapping with keys 'low', 'medium', 'high'")
 
     def __repr__(self) -> str:
@@ -386,7 +387,7 @@ class CascadeRouter:
 
     def __init__(self, stages: Sequence[str] = ("gpt-4o-mini", "gpt-4o"), accept: AcceptCheck | None = None) -> None:
         if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or len(stages) < 2 \
-                or not all(isinstance(x, str) for x in stages):
+                or not all(isinstance(x, str) and x for x in stages):
             raise ConfigError("cascade.stages", stages, "a list of at least two deployment names, cheapest first")
         if len(set(stages)) != len(stages):  # a repeated stage pays twice for the answer it rejected
             raise ConfigError("cascade.stages", list(stages), "distinct deployment names, cheapest first")

@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from llmlab import (BudgetPolicy, CascadeRouter, ClassifierRouter, Deployment, ErrorKind, FixedRouter, Hedge,
-                    InvalidRequest, OutcomeKind, PlanRouter, RetryPolicy)
+from llmlab import (BudgetPolicy, CascadeRouter, ClassifierRouter, ComplexityRouter, ConfigError, Deployment, ErrorKind,
+                    FixedRouter, Hedge, InvalidRequest, OutcomeKind, PlanRouter, RetryPolicy)
 from llmlab.effects import CacheOutcome, CallResult
 from llmlab.routing import default_acceptance, parse_label
 
@@ -118,6 +118,17 @@ def test_the_default_acceptance_check_does_not_reject_short_complete_korean_answ
     """The check counted characters: a complete Korean answer is about half the characters of its
     English one, so Korean users' short answers were all escalated to the dear stage."""
     assert default_acceptance(answer, None) is accepted
+
+
+def test_router_settings_no_route_could_use_are_refused():
+    """A cascade stage named "" and a complexity tier beyond low/medium/high were taken (the
+    first failed at the gateway as ``router=''``, the second was never routed to)."""
+    with pytest.raises(ConfigError) as info:
+        CascadeRouter(["gpt-4o-mini", ""])
+    assert info.value.field == "cascade.stages"
+    with pytest.raises(ConfigError) as info:
+        ComplexityRouter(models={"low": "a", "medium": "b", "high": "c", "hihg": "d"})
+    assert info.value.field == "complexity.models"
 
 
 # ----------------------------------------------------------------------------- the simulator
