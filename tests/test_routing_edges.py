@@ -1,6 +1,6 @@
-"""Routing at its edges: what a cascade caches and is billed when its escalation fails or the
-budget is short, plan checks through nested routers, router settings named as a scenario spells
-them, and a small cascade scenario's numbers checked against arithmetic."""
+"""Routing at its edges: what a cascade caches and serves when its escalation fails or the
+budget is short, plans checked through nested routers, the classifier's labels and the default
+acceptance check, and router settings refused (named as a scenario spells them)."""
 import asyncio
 
 import pytest
@@ -131,74 +131,14 @@ def test_router_settings_no_route_could_use_are_refused():
     assert info.value.field == "complexity.models"
 
 
-# ----------------------------------------------------------------------------- the simulator
-CASCADE_SCENARIO = """
-name = "cascade-arithmetic"
-start = 2025-03-04T09:00:00+00:00
-[traffic]
-requests = 120
-rate_per_s = 1.0
-fixed_prompt_tokens = 100
-fixed_answer_tokens = 50
-answer_tokens_sigma = 0.0
-max_tokens = 100
-[providers.cheap]
-model = "cheap"
-price = { input_per_1m = 1.0, output_per_1m = 2.0 }
-refusal_rate = { faq = 0.4, general = 0.4, complex = 0.4 }
-[providers.dear]
-model = "dear"
-price = { input_per_1m = 10.0, output_per_1m = 20.0 }
-[gateway.router]
-type = "cascade"
-stages = ["cheap", "dear"]
-[gateway.cache]
-exact = false
-semantic = false
-[baseline]
-model = "dear"
-"""
-
-
-def _scenario(tmp_path, overrides=None):
-    from llmlab.sim import load_scenario
-
-    path = tmp_path / "cascade.toml"
-    path.write_text(CASCADE_SCENARIO)
-    return load_scenario(path, overrides)
-
-
-def test_a_cascade_scenarios_summary_adds_up(tmp_path):
-    """Regression guard (it holds on the base commit too): each turn pays the cheap stage, and a
-    rejected one the dear stage on top; ``retry_amplification`` counts the escalations as calls,
-    ``fallback_rate`` does not count them as fallbacks, ``model_share`` is who answered."""
-    from llmlab.sim import simulate
-
-    result = simulate(_scenario(tmp_path), seed=0)
-    s, turns = result.summary, result.requests
-    n = s["requests"]
-    escalated = sum(any(a["purpose"] == "check" for a in atts) for atts in turns["attempts"])
-    assert 0 < escalated < n
-    cheap, dear = 100 * 1e-6 + 50 * 2e-6, 100 * 10e-6 + 50 * 20e-6  # prompt and answer at the two prices
-    assert s["cost_usd"] == pytest.approx(n * cheap + escalated * dear)
-    assert s["baseline_cost_usd"] == pytest.approx(n * dear)
-    assert s["savings_pct"] == pytest.approx(100 * (1 - (n * cheap + escalated * dear) / (n * dear)))
-    assert s["retry_amplification"] == pytest.approx((n + escalated) / n)
-    assert s["fallback_rate"] == 0.0
-    assert s["model_share"] == pytest.approx({"dear": escalated / n, "cheap": 1 - escalated / n})
-
-
-@pytest.mark.parametrize("overrides, field", [
-    ({"gateway.router.stages": ["cheap", "cheap", "dear"]}, "gateway.router.stages"),
-    ({"gateway.router.type": "classifier", "gateway.router.classifier": "cheap"}, "gateway.router.routes"),
-])
-def test_a_bad_router_setting_names_the_scenario_field_before_the_run(tmp_path, overrides, field):
-    """A cascade naming a stage twice was refused as ``gateway.cascade.stages`` (the library
-    router's name, no scenario field); a classifier without routes, whose built-in routes name
-    deployments the scenario lacks, as ``gateway.router`` with one of those names."""
+def test_a_cascade_stage_named_twice_in_a_scenario_is_refused_by_the_scenarios_field_before_the_run():
+    """The library router's refusal reached the scenario as ``gateway.cascade.stages``, a field
+    no scenario has: the router's fields are under ``gateway.router``."""
+    stages = ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"]
     from llmlab.sim import simulate
     from llmlab.sim.scenario import ScenarioError
 
     with pytest.raises(ScenarioError) as err:
-        simulate(_scenario(tmp_path, overrides), requests=5, baseline=False)
-    assert err.value.field == field
+        simulate("b2b-saas", requests=10, baseline=False,
+                 overrides={"gateway.router.type": "cascade", "gateway.router.stages": stages})
+    assert err.value.field == "gateway.router.stages"
