@@ -376,6 +376,11 @@ def _columns(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def cascade_tier(stage: int) -> str:
+    """A cascade's ``route_tier``: ``cascade-0`` as routed, the answering stage's once it escalated."""
+    return f"cascade-{stage}"
+
+
 class CascadeRouter:
     """Cheap model first; escalate when ``accept(answer, request)`` says no (FrugalGPT-style).
 
@@ -400,7 +405,7 @@ class CascadeRouter:
         return f"CascadeRouter(stages={list(self.stages)!r}, accept={getattr(self.accept, '__name__', 'custom')})"
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
-        return RouteDecision(self.stages[0], "cascade-0", f"cascade: try {self.stages[0]} first, escalate on rejection",
+        return RouteDecision(self.stages[0], cascade_tier(0), f"cascade: try {self.stages[0]} first, escalate on rejection",
                              cascade=self.stages[1:], accept=self.accept)
         yield  # unreachable: makes this function a generator
 

@@ -33,6 +33,30 @@ def test_a_rejected_answer_served_because_the_escalation_failed_is_not_cached(ma
     assert hit.cache is CacheOutcome.EXACT_HIT and hit.model == "gpt-4o" and hit.text == again.text
 
 
+def test_the_ledger_says_which_cascade_stage_answered_and_why_it_escalated(make_gateway, driver):
+    """Every cascade answer said ``route_tier`` ``cascade-0`` and a rejection left no word in
+    ``route_reason`` (a failed stage did): the escalation rate, the signal notebook 02 suggests
+    watching, could be read only by parsing the attempts."""
+    three = CascadeRouter(("gpt-4o-mini", "claude", "gpt-4o"))
+    gw = make_gateway(router=three, fallbacks={}, retry=RetryPolicy(max_retries=0), cache=False)
+    assert gw.complete("easy").route_tier == "cascade-0"
+    driver.script("gpt-4o-mini", "I don't know.")
+    second = gw.complete("harder")
+    assert (second.deployment, second.route_tier) == ("claude", "cascade-1")
+    assert "gpt-4o-mini's answer: rejected by acceptance check → escalating" in second.route_reason
+    driver.script("gpt-4o-mini", "I don't know.")
+    driver.script("claude", ErrorKind.SERVER)
+    third = gw.complete("hardest")
+    assert (third.deployment, third.route_tier) == ("gpt-4o", "cascade-2")
+    driver.script("gpt-4o-mini", "I don't know.")
+    driver.script("claude", ErrorKind.SERVER)
+    driver.script("gpt-4o", ErrorKind.SERVER)
+    served = gw.complete("no luck")  # every later stage failed: the cheap stage's answer, its tier
+    assert (served.deployment, served.route_tier) == ("gpt-4o-mini", "cascade-0")
+    frame = gw.ledger.to_dataframe()
+    assert list(frame["route_tier"]) == ["cascade-0", "cascade-1", "cascade-2", "cascade-0"]
+
+
 def test_an_accepted_cheap_answer_is_still_cached(make_gateway, driver):
     """Regression guard for the fix above: only a rejected answer is kept out of the cache."""
     gw = make_gateway(deployments=TWO, router=CascadeRouter(CASCADE), fallbacks={})
