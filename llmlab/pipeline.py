@@ -38,7 +38,7 @@ from .placeholders import restore_placeholders
 from .pricing import PriceBook
 from .ratelimit import RateLimiterBackend
 from .request import Request, answer_token_limit, content_text
-from .routing import RouteDecision, Router, answer_routes
+from .routing import RouteDecision, Router, answer_routes, cascade_tier
 from .steplock import StepLock
 from .stream_guard import OutputCheck
 from .image_tokens import image_details, images_bound
@@ -395,7 +395,10 @@ class Pipeline:
             costs = [self.worst_case_cost(c, prompt_est, max_tokens, choices, images) for c in chains]
             needed = sum(costs)
             reservation = self.budgets.try_reserve(req.tenant, needed, cap, s.started)
-            if reservation is None and policy.on_exceed == "downgrade" and decision.deployment != policy.downgrade_to:
+            # a cascade whose cheap stage is the downgrade target is downgraded too (to that stage
+            # alone): it was refused, although the downgrade was affordable, for holding every stage
+            if reservation is None and policy.on_exceed == "downgrade" and \
+                    (decision.deployment != policy.downgrade_to or decision.cascade):
                 chains = [self.chain_for(policy.downgrade_to)]
                 decision = RouteDecision(policy.downgrade_to, "downgraded", "")
                 s.tier, s.reason = "downgraded", f"{s.reason}; over budget → downgraded to {policy.downgrade_to}"
@@ -415,6 +418,7 @@ class Pipeline:
         # failure the provider billed, the hold is topped up before the next call (_keep_covered)
         answer: ChainResult | None = None
         last: ChainResult | None = None
+        answered_stage = 0
         spent_before = _billed(s.attempts)  # usually none yet
         try:
             for stage, chain in enumerate(chains):
@@ -441,7 +445,7 @@ class Pipeline:
                         s.reason += f"; {chain[0].name} failed ({last.error.kind.value}) → escalating"
                         continue
                     break
-                answer = last
+                answer, answered_stage = last, stage
                 if stage == len(chains) - 1 or self._accepted(s, decision, last):
                     break
         except ClientDisconnected as exc:  # the streamed part was billed: it counts, and settles the budget
@@ -463,7 +467,12 @@ class Pipeline:
             return self._failed(s, last)
         if answer is not last and last is not None and last.result is None:
             s.reason += f"; escalation failed, serving {answer.deployment.name}'s answer"
-        return self._model_answer(s, answer)
+        if answered_stage and s.tier == cascade_tier(0):  # the ledger says which stage answered
+            s.tier = cascade_tier(answered_stage)
+        # an earlier stage's answer served because no later stage answered was *rejected* by the
+        # acceptance check: served (better than nothing) but not cached, or every identical request
+        # got it from the cache for the TTL, never escalating again once the later stage was back
+        return self._model_answer(s, answer, cache=answer is last)
 
     # ------------------------------------------------------------------ stage helpers
     def _exact_hit(self, s: _State, now: float) -> Outcome | None:
@@ -766,12 +775,13 @@ class Pipeline:
             # the check (a grader model, say) sees what the answering model saw: the masked request
             ok = bool(self.lock.outside(decision.accept, result.result.text, self._masked_request(s))) \
                 if decision.accept else True
-            error = None if ok else "rejected by acceptance check; escalating"
+            why = "rejected by acceptance check"
         except Exception as exc:  # a user-supplied check must not crash the gateway
             # its message may quote the request: only the exception's type is recorded
-            ok, error = False, f"acceptance check raised {type(exc).__name__}; escalating"
-        if not ok:
-            s.attempts.append(Attempt(dep.name, dep.model, "check", False, error, 0.0))
+            ok, why = False, f"acceptance check raised {type(exc).__name__}"
+        if not ok:  # said in the reason too, as a stage that failed is: the ledger's reason shows every escalation
+            s.attempts.append(Attempt(dep.name, dep.model, "check", False, f"{why}; escalating", 0.0))
+            s.reason += f"; {dep.name}'s answer: {why} → escalating"
         return ok
 
     def _outcome(self, s: _State, kind: OutcomeKind, *, text: str | None = None, model: str | None = None,
@@ -853,7 +863,7 @@ class Pipeline:
             return self._error(s, blocked)
         return self._outcome(s, OutcomeKind.RULE, text=self._unmask(s, text), model="rule")
 
-    def _model_answer(self, s: _State, chain: ChainResult) -> Outcome:
+    def _model_answer(self, s: _State, chain: ChainResult, cache: bool = True) -> Outcome:
         result, dep = chain.result, chain.deployment
         now = self.clock()
         text, blocked = self._guard_output(s, result.text)
@@ -869,7 +879,7 @@ class Pipeline:
         # and a shared cache hands it to every replica).  An empty answer (a provider's glitch, a
         # content filter's blank) is passed on but not cached: it would be served for the TTL; nor is a
         # tool call, a step of the caller's agent loop whose next turn carries the tool's result
-        if s.cache is CacheOutcome.MISS and text and not text.isspace() and not result.tool_calls:
+        if cache and s.cache is CacheOutcome.MISS and text and not text.isspace() and not result.tool_calls:
             value = CachedAnswer(_placeholders_back(text, s.restore), dep.model, result.prompt_tokens,
                                  result.completion_tokens, self.price_result(dep, result), now)
             if self.exact_cache is not None and s.key is not None:

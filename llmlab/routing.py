@@ -8,6 +8,8 @@ routers, so "paid users get complexity routing, free users get the small model" 
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterable, Mapping, Protocol, Sequence, Union
 
@@ -78,10 +80,22 @@ def bind_targets(targets: Iterable[Target | None], deployments: Mapping[str, Dep
     """Hand ``deployments`` down to the routers among ``targets`` that bind (a classifier resolves
     its deployment): the gateway binds only the router it is given, and a classifier nested in a
     plan router failed every request it routed ("a deployment bound by the Gateway")."""
+    _each_router(targets, "bind", deployments)
+
+
+def check_nested(targets: Iterable[Target | None], request: Request) -> None:
+    """Run ``check_request`` of the routers among ``targets`` that have one: the gateway checks only
+    the router it is given, and a plan router nested in a classifier's route failed a request of an
+    unlisted plan as an internal error — after its classification was paid for."""
+    _each_router(targets, "check_request", request)
+
+
+def _each_router(targets: Iterable[Target | None], method: str, *args: Any) -> None:
+    """Call ``method(*args)`` on each router among ``targets`` that has it (not on deployment names)."""
     for target in targets:
-        bind = getattr(target, "bind", None) if target is not None and not isinstance(target, str) else None
-        if callable(bind):
-            bind(deployments)
+        call = getattr(target, method, None) if target is not None and not isinstance(target, str) else None
+        if callable(call):
+            call(*args)
 
 
 def answer_targets(router: Any) -> set[str]:
@@ -147,8 +161,9 @@ class ComplexityRouter(StaticRouter):
         if models is not None and not isinstance(models, Mapping):
             raise ConfigError("complexity.models", models, "a mapping with keys 'low', 'medium', 'high'")
         self.models = dict(self.DEFAULT_MODELS if models is None else models)
-        missing = {"low", "medium", "high"} - set(self.models)
-        if missing or not all(isinstance(m, str) and m for m in self.models.values()):
+        # exactly the three tiers: an extra key (a misspelt "hihg" beside "high") was never routed to
+        if set(self.models) != {"low", "medium", "high"} \
+                or not all(isinstance(m, str) and m for m in self.models.values()):
             raise ConfigError("complexity.models", self.models, "a mapping with keys 'low', 'medium', 'high'")
 
     def __repr__(self) -> str:
@@ -196,9 +211,11 @@ class PlanRouter:
         bind_targets([*self.plans.values(), self.default], deployments)
 
     def check_request(self, request: Request) -> None:
-        """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal error."""
+        """A plan with no route is the caller's mistake: InvalidRequest up front, not an internal
+        error (in the router the plan's route leads to as well)."""
         if request.plan not in self.plans and self.default is None:
             raise InvalidRequest("plan", request.plan, "one of " + ", ".join(map(repr, self.plans)))
+        check_nested([self.plans.get(request.plan, self.default)], request)
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         target = self.plans.get(request.plan, self.default)
@@ -237,12 +254,19 @@ CLASSIFIER_PROMPT = (
 )
 
 
+_WORDS = re.compile(r"[a-z]+")
+
+
 def parse_label(text: str) -> str | None:
-    t = text.strip().lower()
-    for label in LABELS:
-        if t.startswith(label) or label in t.split():
-            return label
-    return None
+    """The classifier's label: the first word that is one, markup and quotes aside, else a first
+    word that starts with one ("Complexity").  Words split at spaces only missed ``**FAQ**`` and
+    ``"faq"`` (the request fell to ``fallback_label``), and a label anywhere beat one at the start
+    (``COMPLEX or FAQ`` read as faq)."""
+    words = _WORDS.findall(text.lower())
+    for word in words:
+        if word in LABELS:
+            return word
+    return next((label for label in LABELS if words and words[0].startswith(label)), None)
 
 
 class ClassifierRouter:
@@ -254,6 +278,8 @@ class ClassifierRouter:
     says so — a broken classifier degrades routing, never availability.
     """
 
+    DEFAULT_ROUTES = {"faq": "gpt-4o-mini", "general": "gpt-4o-mini", "complex": "gpt-4o"}
+
     def __init__(self, classifier: str = "gpt-4o-mini", routes: Mapping[str, Target] | None = None,
                  rules: Callable[[Request], str | None] | None = None, fallback_label: str = "general",
                  prompt: str = CLASSIFIER_PROMPT) -> None:
@@ -262,7 +288,7 @@ class ClassifierRouter:
         self.classifier = classifier
         if routes is not None and not isinstance(routes, Mapping):
             raise ConfigError("classifier.routes", routes, "a mapping with keys 'faq', 'general', 'complex'")
-        self.routes = dict(routes or {"faq": "gpt-4o-mini", "general": "gpt-4o-mini", "complex": "gpt-4o"})
+        self.routes = dict(routes or self.DEFAULT_ROUTES)
         if set(self.routes) != set(LABELS):
             raise ConfigError("classifier.routes", self.routes, "a mapping with keys 'faq', 'general', 'complex'")
         for label, target in self.routes.items():
@@ -287,6 +313,11 @@ class ClassifierRouter:
         the call to its own deployment of the same name (its ``api_base``, its key)."""
         self._deployment = deployments[self.classifier]
         bind_targets(self.routes.values(), deployments)
+
+    def check_request(self, request: Request) -> None:
+        """The routers a label maps to check ``request`` up front (any label may be chosen): a plan
+        router there must route its plan before the classification is paid for."""
+        check_nested(self.routes.values(), request)
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
         if self._deployment is None:
@@ -331,9 +362,23 @@ _REFUSALS = ("i don't know", "i do not know", "i'm not sure", "i am not sure", "
 
 
 def default_acceptance(text: str, request: Request) -> bool:
-    """A deliberately simple check: a non-trivial answer that is not a refusal."""
+    """A deliberately simple check: a non-trivial answer that is not a refusal.
+
+    Non-trivial is 20 columns, a wide (CJK) character counting two as on screen: in characters a
+    Korean answer is about half its English one, and complete short answers ("설정 메뉴에서 변경할
+    수 있습니다.", 19 characters) were all rejected and escalated."""
     t = text.strip().lower()
-    return len(t) >= 20 and not any(r in t for r in _REFUSALS)
+    return (len(t) >= 20 or _columns(t) >= 20) and not any(r in t for r in _REFUSALS)
+
+
+def _columns(text: str) -> int:
+    """The width of ``text`` on screen: a wide or full-width character (Hangul, CJK) counts two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def cascade_tier(stage: int) -> str:
+    """A cascade's ``route_tier``: ``cascade-0`` as routed, the answering stage's once it escalated."""
+    return f"cascade-{stage}"
 
 
 class CascadeRouter:
@@ -347,7 +392,7 @@ class CascadeRouter:
 
     def __init__(self, stages: Sequence[str] = ("gpt-4o-mini", "gpt-4o"), accept: AcceptCheck | None = None) -> None:
         if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or len(stages) < 2 \
-                or not all(isinstance(x, str) for x in stages):
+                or not all(isinstance(x, str) and x for x in stages):
             raise ConfigError("cascade.stages", stages, "a list of at least two deployment names, cheapest first")
         if len(set(stages)) != len(stages):  # a repeated stage pays twice for the answer it rejected
             raise ConfigError("cascade.stages", list(stages), "distinct deployment names, cheapest first")
@@ -360,7 +405,7 @@ class CascadeRouter:
         return f"CascadeRouter(stages={list(self.stages)!r}, accept={getattr(self.accept, '__name__', 'custom')})"
 
     def decide(self, request: Request) -> Generator[Effect, Any, RouteDecision]:
-        return RouteDecision(self.stages[0], "cascade-0", f"cascade: try {self.stages[0]} first, escalate on rejection",
+        return RouteDecision(self.stages[0], cascade_tier(0), f"cascade: try {self.stages[0]} first, escalate on rejection",
                              cascade=self.stages[1:], accept=self.accept)
         yield  # unreachable: makes this function a generator
 

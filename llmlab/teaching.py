@@ -88,6 +88,10 @@ def ledger_view(records: Any, prompts: Sequence[str] | None = None, columns: Seq
     return out[keep].fillna("")
 
 
+#: the purposes of calls whose answer may be the one served (a classifier's or a rejected stage's is not)
+_SERVED_PURPOSES = ("answer", "cascade", "hedge")
+
+
 def cost_breakdown(records: Any, prices: Any = None) -> "pd.DataFrame":
     """Spend per model split into input tokens, output tokens and calls not served.
 
@@ -108,7 +112,9 @@ def cost_breakdown(records: Any, prices: Any = None) -> "pd.DataFrame":
     rows: dict[str, dict[str, Any]] = {}
     for served, attempts in zip(df.get("deployment", [None] * len(df)), df.get("attempts", [[]] * len(df))):
         atts = _attempts(attempts)
-        last_ok = max((i for i, a in enumerate(atts) if a.get("ok") and a.get("purpose") in ("answer", "cascade")),
+        # the served answer: the last call that answered — a hedge that won its race included (it was
+        # counted as unserved, and its answer's input and output missing from the split)
+        last_ok = max((i for i, a in enumerate(atts) if a.get("ok") and a.get("purpose") in _SERVED_PURPOSES),
                       default=None)
         for i, a in enumerate(atts):
             if a.get("purpose") in ("skip", "check") or not a.get("cost_usd"):

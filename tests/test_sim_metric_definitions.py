@@ -117,6 +117,25 @@ def test_a_cascade_escalating_on_a_rejected_answer_is_no_fallback(tmp_path):
     assert r.summary["fallback_rate"] == 0.0
 
 
+def test_a_cascades_cost_savings_and_calls_add_up_by_hand(tmp_path):
+    """Regression guard (it held before): every turn pays the cheap stage m, a rejected one m2 on
+    top; the escalations count in ``retry_amplification`` as calls, not in ``fallback_rate``."""
+    sc = scenario(tmp_path, CASCADE.replace("[providers.m2]", "[providers.m.refusal_rate]\nfaq = 0.4\ngeneral = 0.4\n"
+                                            "complex = 0.4\n\n[providers.m2]"),
+                  **{"gateway.router.type": "cascade", "gateway.router.stages": ["m", "m2"],
+                     "gateway.router.deployment": None, "baseline.model": "m2"})
+    r = simulate(sc, requests=120, seed=0, keep_requests=True, parallel=False)
+    s, n = r.summary, 120
+    escalated = sum(any(a["purpose"] == "check" for a in attempts) for attempts in r.requests["attempts"])
+    assert 0 < escalated < n
+    m2_turn = 1000 * 2.0 / 1e6 + 100 * 4.0 / 1e6
+    assert s["variable_cost_usd"] == pytest.approx(n * TURN_COST + escalated * m2_turn)
+    assert s["baseline_cost_usd"] == pytest.approx(n * m2_turn)
+    assert s["savings_pct"] == pytest.approx(100 * (1 - s["cost_usd"] / s["baseline_cost_usd"]))
+    assert s["retry_amplification"] == pytest.approx((n + escalated) / n) and s["fallback_rate"] == 0.0
+    assert s["model_share"] == pytest.approx({"m2": escalated / n, "m": 1 - escalated / n})
+
+
 def test_the_uncapped_month_prices_a_downgraded_turn_at_its_plans_own_price(tmp_path):
     extra = ('[providers.cheap]\nmodel = "cheap"\nprice = { input_per_1m = 0.1, output_per_1m = 0.2 }\n'
              '[gateway.budget]\non_exceed = "downgrade"\ndowngrade_to = "cheap"\n')

@@ -88,6 +88,10 @@ def test_set_values_parse_as_toml_scalars():
     ({"providers.main.error_rate": 1.5}, "providers.main.error_rate", "must be <= 1"),
     ({"providers.main.ttft_s": 0}, "providers.main.ttft_s", "must be > 0"),
     ({"gateway.router.deployment": "ghost"}, "gateway.router.deployment", "deployment with a profile"),
+    # a classifier without routes takes its built-in ones, which name gpt-4o-mini and gpt-4o: this
+    # scenario's deployment is "main" (it was refused while the gateway was built, as "gateway.router")
+    ({"gateway.router.type": "classifier", "gateway.router.classifier": "main"}, "gateway.router.routes",
+     "without routes"),
     ({"gateway.fallbacks": {"main": ["nobody"]}}, "gateway.fallbacks.main.0", "deployment with a profile"),
     ({"providers.main.model": "no-such-model-xyz"}, "providers.main.price", "no price for model"),
     ({"outages.windows": [{"target": "main", "start_s": 50.0, "end_s": 10.0}]}, "outages.windows.0.end_s",

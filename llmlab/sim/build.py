@@ -258,11 +258,19 @@ def _retry_policy(field: str, cfg: Any) -> Any:
         raise ScenarioError(f"{field}.{exc.field.rpartition('.')[2]}", exc.allowed, exc.value) from None
 
 
+#: the routers' field prefixes (``cascade.stages``), all set under ``gateway.router`` in a scenario
+_ROUTER_FIELDS = r"(?:fixed_router|complexity|plan_router|classifier|cascade)\.(\w+)"
+
+
 def _scenario_field(field: str) -> str:
     """A Gateway setting's name as the scenario spells it (``rate_limiter.per_plan['free'].tpm`` →
-    ``gateway.rate_limits.free.tpm``)."""
+    ``gateway.rate_limits.free.tpm``; a router's ``cascade.stages`` → ``gateway.router.stages``,
+    not ``gateway.cascade.stages``, a field no scenario has)."""
     m = re.fullmatch(r"rate_limiter\.per_plan\['(.+)'\]\.(\w+)", field)
-    return f"gateway.rate_limits.{m[1]}.{m[2]}" if m else f"gateway.{field}"
+    if m:
+        return f"gateway.rate_limits.{m[1]}.{m[2]}"
+    m = re.match(_ROUTER_FIELDS, field)
+    return f"gateway.router.{m[1]}" if m else f"gateway.{field}"
 
 
 def scenario_rate_limits(scenario: Scenario | str) -> dict[str, "RateLimit"]:

@@ -801,6 +801,14 @@ def check_scenario(s: Scenario) -> None:
         raise ScenarioError("gateway.router.thresholds", "two increasing character counts", r.thresholds)
     if r.type == "classifier" and r.routes and set(r.routes) != {"faq", "general", "complex"}:
         raise ScenarioError("gateway.router.routes", "keys 'faq', 'general', 'complex'", sorted(r.routes))
+    if r.type == "classifier" and not r.routes:  # the built-in routes name deployments the scenario may lack
+        from ..routing import ClassifierRouter
+
+        missing = sorted(set(ClassifierRouter.DEFAULT_ROUTES.values()) - names)
+        if missing:
+            raise ScenarioError("gateway.router.routes", "faq/general/complex → deployment (without routes a "
+                                f"classifier sends answers to {', '.join(missing)}, not among the deployments: "
+                                + ", ".join(sorted(names)) + ")", {})
     if r.type == "cascade" and len(r.stages) < 2:
         raise ScenarioError("gateway.router.stages", "at least two deployments, cheapest first", r.stages)
     for field, name in route_targets(r):
