@@ -177,10 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_or_refuse(_parser(), PROG, args_in)
     if args is None:
         return 2
-    from .scenario import ScenarioError, list_presets, load_scenario, parse_assignment
+    from .scenario import ScenarioError, list_presets, load_scenario, parse_assignment, preset_description
 
     if args.list:
-        presets = {name: load_scenario(name).description for name in list_presets()}
+        presets = {name: preset_description(name) for name in list_presets()}
         if args.json:
             print(json.dumps([{"name": k, "description": v} for k, v in presets.items()], ensure_ascii=False))
         else:

