@@ -47,3 +47,25 @@ def test_a_folder_named_like_a_preset_does_not_hide_it(elsewhere):
     (elsewhere / "mine").mkdir()
     with pytest.raises(Exception, match=r"a preset name \(.*\) or an existing TOML file"):
         load_scenario("mine")
+
+
+def test_the_shipped_example_trace_is_found_by_name_from_any_folder(elsewhere, capsys):
+    """The docs replay ``datasets/traces/example_trace.csv``: outside a checkout no such folder
+    exists, and the copy shipped in the wheel was reachable only by its site-packages path."""
+    assert simulate_main(["--scenario", "b2b-saas", "--trace", "example_trace.csv", *SMALL]) == 0
+    by_cli = json.loads(capsys.readouterr().out)
+    scenario = load_scenario("b2b-saas", {"gateway.cache.embedder": "hashed", "traffic.trace": "example_trace.csv"})
+    by_api = simulate(scenario, requests=40, seed=0).summary
+    assert by_cli["requests"] == by_api["requests"] == 40
+    assert by_cli["cost_usd"] == pytest.approx(by_api["cost_usd"])
+    # the same trace given by its path replays the same requests
+    checkout = str(ROOT / "datasets" / "traces" / "example_trace.csv")
+    assert simulate_main(["--scenario", "b2b-saas", "--trace", checkout, *SMALL]) == 0
+    assert json.loads(capsys.readouterr().out)["cost_usd"] == pytest.approx(by_cli["cost_usd"])
+
+
+@pytest.mark.parametrize("value", ["missing.csv", "traces/example_trace.csv"])
+def test_a_trace_that_is_neither_a_file_nor_shipped_names_both(elsewhere, capsys, value):
+    assert simulate_main(["--scenario", "b2b-saas", "--trace", value, *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "--trace" in err and "or a shipped trace (example_trace.csv)" in err and repr(value) in err
