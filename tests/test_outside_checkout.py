@@ -69,3 +69,20 @@ def test_a_trace_that_is_neither_a_file_nor_shipped_names_both(elsewhere, capsys
     assert simulate_main(["--scenario", "b2b-saas", "--trace", value, *SMALL]) == 2
     err = capsys.readouterr().err
     assert "--trace" in err and "or a shipped trace (example_trace.csv)" in err and repr(value) in err
+
+
+def test_the_notebook_panels_without_their_extra_name_it(monkeypatch):
+    """``import llmlab.widgets`` without ipywidgets was a bare ModuleNotFoundError."""
+    import importlib.util
+
+    from llmlab.errors import MissingExtra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipywidgets" else real(name, *a))
+    for name in [m for m in sys.modules if m == "llmlab.widgets" or m.startswith("llmlab.widgets.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(MissingExtra) as info:
+        importlib.import_module("llmlab.widgets")
+    assert isinstance(info.value, ImportError)
+    assert (info.value.extra, info.value.package) == ("notebooks", "ipywidgets")
+    assert "pip install 'llmlab[notebooks]'" in str(info.value)
