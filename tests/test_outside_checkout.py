@@ -86,3 +86,24 @@ def test_the_notebook_panels_without_their_extra_name_it(monkeypatch):
     assert isinstance(info.value, ImportError)
     assert (info.value.extra, info.value.package) == ("notebooks", "ipywidgets")
     assert "pip install 'llmlab[notebooks]'" in str(info.value)
+
+
+def _requirement_names(requirements: list[str]) -> dict[str, str]:
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower(): r for r in requirements}
+
+
+def test_environment_yml_installs_what_pyproject_declares():
+    """Regression guard (passes on the base): the conda file lists every pin of pyproject.toml."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra, requirements in project["optional-dependencies"].items():
+        declared += [r for r in requirements if not r.startswith("llmlab[")]
+    declared = [r for r in declared if "python_version < '3.11'" not in r]  # environment.yml is Python 3.11
+    conda = re.findall(r'^\s+- "([^"]+)"', (ROOT / "environment.yml").read_text(), re.M)
+    assert _requirement_names([r for r in conda if r != "-e ."]) == _requirement_names(declared)
+    litellm = _requirement_names(declared)["litellm"]
+    assert litellm == "litellm>=1.110.0,<1.111"  # 1.110.x only: 1.107.0 was a compromised release
