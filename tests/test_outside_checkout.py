@@ -93,7 +93,8 @@ def _requirement_names(requirements: list[str]) -> dict[str, str]:
 
 
 def test_environment_yml_installs_what_pyproject_declares():
-    """Regression guard (passes on the base): the conda file lists every pin of pyproject.toml."""
+    """Regression guard (passes on the base): the conda file lists every pin of pyproject.toml, and
+    the version the code reports is the one the package is built with."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -105,5 +106,8 @@ def test_environment_yml_installs_what_pyproject_declares():
     declared = [r for r in declared if "python_version < '3.11'" not in r]  # environment.yml is Python 3.11
     conda = re.findall(r'^\s+- "([^"]+)"', (ROOT / "environment.yml").read_text(), re.M)
     assert _requirement_names([r for r in conda if r != "-e ."]) == _requirement_names(declared)
+    import llmlab
+
+    assert llmlab.__version__ == project["version"]  # `llmlab --version` is the package's version
     litellm = _requirement_names(declared)["litellm"]
     assert litellm == "litellm>=1.110.0,<1.111"  # 1.110.x only: 1.107.0 was a compromised release

@@ -122,14 +122,15 @@ def _run(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_installed_package_runs_the_presets_from_an_empty_folder(installed, tmp_path):
     probe = _run(installed, tmp_path, "python", "-c",
-                 "import json, sys, llmlab; from llmlab.catalogue import dataset_path; "
-                 "print(json.dumps({'file': llmlab.__file__, 'version': llmlab.__version__, "
+                 "import json, sys, llmlab; from importlib.metadata import version; "
+                 "from llmlab.catalogue import dataset_path; "
+                 "print(json.dumps({'file': llmlab.__file__, 'version': llmlab.__version__, 'dist': version('llmlab'), "
                  "'catalogue': str(dataset_path('intents.jsonl')), "
                  "'heavy': [m for m in ('litellm', 'pandas', 'simpy') if m in sys.modules]}))")
     assert probe.returncode == 0, probe.stderr[-2000:]
     found = json.loads(probe.stdout)
     assert Path(found["file"]).is_relative_to(installed) and Path(found["catalogue"]).is_relative_to(installed)
-    assert found["heavy"] == []
+    assert found["heavy"] == [] and found["version"] == found["dist"]  # the module says what pip installed
     version = _run(installed, tmp_path, "llmlab", "--version")
     assert version.stdout.strip() == found["version"]
 
