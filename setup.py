@@ -15,6 +15,8 @@ from setuptools.command.build_py import build_py
 
 #: what the library loads at run time, relative to datasets/ (generators and notes stay in the repo)
 SHIPPED = ("intents.jsonl", "pairs.jsonl", "providers/*.toml", "embeddings/*.npz", "traces/*.csv", "traces/*.jsonl")
+#: what every preset (and the documented example trace) reads: a build without one of them fails
+REQUIRED = ("intents.jsonl", "pairs.jsonl", "providers/*.toml", "embeddings/*.npz", "traces/example_trace.csv")
 
 
 class BuildPyWithDatasets(build_py):
@@ -24,6 +26,10 @@ class BuildPyWithDatasets(build_py):
             return
         source = Path(__file__).resolve().parent / "datasets"
         target = Path(self.build_lib) / "llmlab" / "data"
+        for pattern in REQUIRED:  # a wheel without them installs, then fails on every preset: refuse to build it
+            if not any(source.glob(pattern)):
+                raise FileNotFoundError(f"building llmlab needs datasets/{pattern} (from the repository or its "
+                                        f"sdist; MANIFEST.in lists what an sdist carries): none in {source}")
         for pattern in SHIPPED:
             for path in sorted(source.glob(pattern)):
                 copy = target / path.relative_to(source)

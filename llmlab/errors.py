@@ -302,3 +302,29 @@ class InvalidRequest(LLMLabError, ValueError):
         self.value = shown(field, value)
         self.allowed = allowed
         super().__init__(f"{field}={self.value!r} is invalid: allowed {allowed}")
+
+
+class MissingExtra(LLMLabError, ImportError):
+    """A feature needs an optional dependency group that is not installed.
+
+    ``extra`` is the group to install (``pip install 'llmlab[<extra>]'``), ``package`` the missing
+    module.  An ``ImportError`` too, so code that guards an optional import keeps working; a plain
+    ``ModuleNotFoundError`` from deep inside llmlab named the module but not which extra brings it.
+    """
+
+    def __init__(self, feature: str, package: str, extra: str, detail: str = "") -> None:
+        self.feature = feature
+        self.package = package
+        self.extra = extra
+        message = f"{feature} needs the {package!r} package: pip install 'llmlab[{extra}]'"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message, name=package)
+
+
+def require_extra(feature: str, package: str, extra: str) -> None:
+    """Raise :class:`MissingExtra` unless ``package`` can be imported (it is not imported here)."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise MissingExtra(feature, package, extra)

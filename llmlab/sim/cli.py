@@ -2,7 +2,7 @@
 
     llmlab simulate --scenario b2b-saas --requests 20000 --seed 1
     llmlab simulate --scenario my.toml --set gateway.cache.semantic=false --set traffic.rate_per_s=5
-    llmlab simulate --scenario b2b-saas --trace datasets/traces/example_trace.csv --speedup 10
+    llmlab simulate --scenario b2b-saas --trace example_trace.csv --speedup 10   # the shipped example
     llmlab simulate --scenario realtime-chat --replications 5 --json
     llmlab simulate --scenario b2b-saas --out results/    # requests.csv, summary.json, *.png
     llmlab simulate --fields                              # every field a scenario file or --set accepts
@@ -177,10 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_or_refuse(_parser(), PROG, args_in)
     if args is None:
         return 2
-    from .scenario import ScenarioError, list_presets, load_scenario, parse_assignment
+    from .scenario import ScenarioError, list_presets, load_scenario, parse_assignment, preset_description
 
     if args.list:
-        presets = {name: load_scenario(name).description for name in list_presets()}
+        presets = {name: preset_description(name) for name in list_presets()}
         if args.json:
             print(json.dumps([{"name": k, "description": v} for k, v in presets.items()], ensure_ascii=False))
         else:
@@ -209,9 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.speedup is not None:
             overrides["traffic.speedup"] = args.speedup
         if args.trace is not None:
-            if not Path(args.trace).is_file():
-                raise ScenarioError("--trace", "an existing CSV or JSONL file", args.trace)
-            overrides["traffic.trace"] = str(Path(args.trace).resolve())
+            from .trace import EXAMPLE_TRACE, shipped_trace
+
+            trace = Path(args.trace) if Path(args.trace).is_file() else shipped_trace(args.trace)
+            if trace is None:
+                raise ScenarioError("--trace", f"an existing CSV or JSONL file, or a shipped trace ({EXAMPLE_TRACE})",
+                                    args.trace)
+            overrides["traffic.trace"] = str(trace.resolve())
         scenario = load_scenario(args.scenario, overrides)
         if args.speedup is not None and scenario.traffic.trace is None:
             raise ScenarioError("--speedup", "only with a trace (--trace FILE or traffic.trace)", args.speedup)

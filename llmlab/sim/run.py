@@ -538,15 +538,21 @@ def make_traffic(scenario: Scenario, *, requests: int | None = None, hours: floa
     if trace is not None:
         from pathlib import Path
 
-        from .trace import TraceError, load_trace
+        from .trace import TraceError, load_trace, shipped_trace
 
         path = Path(trace)
-        if not path.is_absolute() and not path.exists() and scenario.source:
-            beside = Path(scenario.source).parent / path  # a path relative to the scenario file
-            if not beside.exists():
+        if not path.is_absolute() and not path.exists():
+            # then relative to the scenario file, then a trace shipped with llmlab (example_trace.csv)
+            beside = Path(scenario.source).parent / path if scenario.source else None
+            shipped = shipped_trace(path)
+            if beside is not None and beside.exists():
+                path = beside
+            elif shipped is not None:
+                path = shipped
+            elif beside is not None:
                 raise ScenarioError("traffic.trace", f"a trace file: {str(path)!r} is neither in the current "
-                                    f"folder ({Path.cwd()}) nor beside the scenario ({beside.parent})")
-            path = beside
+                                    f"folder ({Path.cwd()}) nor beside the scenario ({beside.parent}) nor "
+                                    "shipped with llmlab")
         system_tokens = 0
         if scenario.traffic.system_prompt:
             from ..tokens import count_tokens

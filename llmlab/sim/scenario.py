@@ -387,6 +387,15 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
+def preset_description(name: str) -> str:
+    """A preset's one-line description, read from its file without building the scenario.
+
+    ``llmlab simulate --list`` only shows it: building the preset checks that its embedder is
+    installed, and on an install without ``llmlab[embed]`` the listing ended in a traceback."""
+    raw = read_toml(PRESET_DIR / f"{name}.toml", "scenario", "scenario files")
+    return str(raw.get("description", ""))
+
+
 def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
                   overrides: Mapping[str, Any] | None = None) -> Scenario:
     """Load a preset by name or a TOML file, apply dotted-key overrides, validate everything.
@@ -397,7 +406,7 @@ def load_scenario(name_or_path: "str | os.PathLike[str] | Scenario",
     if isinstance(name_or_path, Scenario):
         return name_or_path.with_overrides(overrides)
     path = Path(name_or_path)
-    if not path.exists():
+    if not path.is_file():  # a folder named like a preset (an --out of an earlier run) is not a scenario file
         preset = PRESET_DIR / f"{name_or_path}.toml"
         if not preset.exists():
             raise ScenarioError("scenario", "a preset name (" + ", ".join(list_presets()) + ") or an existing "

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -326,6 +327,27 @@ def _sig(x: float, digits: int = 3) -> str:
         return f"{y:.{digits}g}"
     text = f"{y:,.{max(0, digits - 1 - exponent)}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+#: the trace shipped with llmlab (``llmlab/data/traces``; ``datasets/traces`` in a source checkout)
+EXAMPLE_TRACE = "example_trace.csv"
+
+
+def shipped_trace(name: str | os.PathLike[str]) -> Path | None:
+    """The trace shipped with the package under the bare file name ``name``, or None.
+
+    An installed llmlab has no ``datasets/`` folder where it is run, so the example trace the
+    documentation replays (``--trace datasets/traces/example_trace.csv``) was reachable only by
+    its site-packages path; ``--trace example_trace.csv`` (or ``traffic.trace``) now finds it.
+    Only a bare name is looked up: a path with a folder in it means a file of the caller's."""
+    from ..catalogue import dataset_path
+
+    if len(Path(name).parts) != 1:
+        return None
+    try:
+        return dataset_path(f"traces/{Path(name).name}")
+    except FileNotFoundError:
+        return None
 
 
 def trace_identity(path: Path) -> str:

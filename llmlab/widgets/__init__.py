@@ -35,6 +35,10 @@ ipywidgets and matplotlib are imported here, never by ``import llmlab``.
 """
 from __future__ import annotations
 
+from ..errors import require_extra
+
+require_extra("llmlab.widgets", "ipywidgets", "notebooks")  # a typed error naming the extra, not a bare ImportError
+
 from .base import (Debouncer, ManualTimer, Panel, PanelResult, TimerFactory, css_class, default_timer, figure_png,
                    format_error, make_control)
 from .drill import OutageDrillPanel
