@@ -65,7 +65,7 @@ def _perf_concurrency(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tu
     availability = ev.get("service_availability", ev.get("availability"))
     what = "service availability (policy refusals left out)" if service else "availability"
     if n is None:
-        return UNKNOWN, "no load evidence: run the simulator or benchmarks/live_load.py"
+        return UNKNOWN, "no load evidence: run the simulator, or benchmarks/live_load.py from llmlab's repository"
     if availability is not None and availability < 0.99:
         return FAIL, f"{n:,} requests tested but {what} {availability:.2%} < 99 %"
     return PASS, f"{n:,} requests exercised" + (f", {what} {availability:.2%}" if availability is not None else "")
@@ -213,7 +213,7 @@ def _eval_pipeline(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple
 def _eval_redteam(gw: "Gateway", ev: Mapping[str, Any], target: float) -> tuple[str, str]:
     recall = ev.get("injection_recall_on_attacks")
     if recall is None:
-        return UNKNOWN, "no red-team evidence: run benchmarks/guardrails_fp.py"
+        return UNKNOWN, "no red-team evidence: run benchmarks/guardrails_fp.py from llmlab's repository"
     return (PASS if recall >= 0.9 else FAIL), f"injection recall on the attack set {recall:.0%}"
 
 

