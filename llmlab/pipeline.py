@@ -172,6 +172,7 @@ class Pipeline:
         #: identical requests in flight at once: one leads, the others wait for its answer (llmlab.coalescing)
         self.flights = Flights(coalesce) if coalesce is not None else None
         self._chains: dict[str, tuple[Deployment, ...]] = {}
+        self._cascades: dict[tuple[str, ...], list[tuple[Deployment, ...]]] = {}
         #: deployments whose last call refused the gateway's credentials (logged once until one answers)
         self._credentials_refused: set[str] = set()
         #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
@@ -198,6 +199,21 @@ class Pipeline:
                     seen.append(n)
             chain = self._chains[primary] = tuple(self.deployments[n] for n in seen)
         return chain
+
+    def cascade_chains(self, first: str, rest: Sequence[str]) -> list[tuple[Deployment, ...]]:
+        """Each cascade stage's fallback chain without the cascade's other stages.
+
+        A later stage is reached by escalating and an earlier one has answered (and been
+        rejected) or failed already: in a stage's fallback chain either was called a second time —
+        ``fallbacks={"gpt-4o-mini": ["gpt-4o"]}`` with stages (gpt-4o-mini, gpt-4o) had gpt-4o
+        answer stage 0, be rejected by the cheap stage's check, then answer again as stage 1, each
+        held in the budget and billed."""
+        key = (first, *rest)
+        chains = self._cascades.get(key)
+        if chains is None:
+            chains = self._cascades[key] = [
+                tuple(d for d in self.chain_for(stage) if d.name == stage or d.name not in key) for stage in key]
+        return list(chains)
 
     def breaker(self, name: str) -> CircuitBreaker:
         b = self.breakers.get(name)
@@ -386,9 +402,8 @@ class Pipeline:
             return self._rule_answer(s, decision.answer)
 
         # 6. budget: reserve the worst case of every stage before any call
-        chains = [self.chain_for(decision.deployment)]
-        if decision.cascade:
-            chains += [self.chain_for(c) for c in decision.cascade]
+        chains = self.cascade_chains(decision.deployment, decision.cascade) if decision.cascade \
+            else [self.chain_for(decision.deployment)]
         holds: RequestHolds | None = None
         cap = policy.cap_for(req.tenant, req.plan) if policy is not None else None
         if cap is not None:

@@ -166,3 +166,25 @@ def test_a_cascade_stage_named_twice_in_a_scenario_is_refused_by_the_scenarios_f
         simulate("b2b-saas", requests=10, baseline=False,
                  overrides={"gateway.router.type": "cascade", "gateway.router.stages": stages})
     assert err.value.field == "gateway.router.stages"
+
+
+def test_a_cascade_stage_does_not_fall_back_to_another_stage(make_gateway, driver):
+    """With ``fallbacks={"gpt-4o-mini": ["gpt-4o"]}`` and stages (gpt-4o-mini, gpt-4o), a failed
+    cheap stage fell back to gpt-4o, whose answer the cheap stage's check rejected, and the
+    escalation then called gpt-4o again: one request, the dear model answering (and billed) twice,
+    and its worst case held twice.  A stage's chain now leaves the other stages to the cascade."""
+    gw = make_gateway(router=CascadeRouter(CASCADE),
+                      fallbacks={"gpt-4o-mini": ["gpt-4o", "claude"], "gpt-4o": ["gpt-4o-mini"]},
+                      retry=RetryPolicy(max_retries=0), cache=False)
+    driver.script("gpt-4o-mini", ErrorKind.SERVER)
+    driver.script("claude", "I don't know.")
+    driver.script("gpt-4o", "Reset it from Settings → Security → Password, then sign in again.")
+    out = gw.complete("how do I reset my password?")
+    calls = [(a.deployment, a.purpose) for a in out.attempts if a.purpose != "check"]
+    assert calls == [("gpt-4o-mini", "cascade"), ("claude", "cascade"), ("gpt-4o", "answer")], calls
+    assert out.deployment == "gpt-4o" and out.route_tier == "cascade-1"
+    driver.script("gpt-4o-mini", "I don't know.")
+    driver.script("gpt-4o", ErrorKind.SERVER)  # the last stage fails: not back to the rejected cheap stage
+    served = gw.complete("a tricky question")
+    assert [a.deployment for a in served.attempts if a.purpose != "check"] == ["gpt-4o-mini", "gpt-4o"]
+    assert served.deployment == "gpt-4o-mini" and "escalation failed" in served.route_reason
