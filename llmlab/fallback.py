@@ -65,7 +65,8 @@ class CircuitBreaker:
     """Closed → open after failures → half-open probe after a cooldown → closed on success.
 
     Opens after ``failure_threshold`` consecutive failures, or when at least ``min_calls`` of the
-    last ``window`` calls include a share of failures ≥ ``failure_ratio``.  While open, the
+    last ``window`` calls include a share of failures ≥ ``failure_ratio`` (``min_calls`` above
+    ``window`` turns that rule off; with ``slow_call_s`` set it is refused).  While open, the
     deployment is skipped without a call; after ``cooldown_s`` one probe request is let through.
 
     A provider can also fail by answering too slowly: with ``slow_call_s`` set, a successful call
@@ -95,6 +96,11 @@ class CircuitBreaker:
         self.cooldown_s = v.non_negative("breaker.cooldown_s", cooldown_s)
         self.slow_call_s = None if slow_call_s is None else v.positive("breaker.slow_call_s", slow_call_s)
         self.slow_call_ratio = v.number("breaker.slow_call_ratio", slow_call_ratio, lo=0.0, hi=1.0, lo_open=True)
+        if self.slow_call_s is not None and self.min_calls > self.window:
+            # the slow share is taken over the last `window` calls once there are `min_calls`: never.
+            # breaker={"slow_call_s": 2, "window": 5} (min_calls 10 by default) never opened for slowness
+            raise ConfigError("breaker.min_calls", self.min_calls, f"<= breaker.window ({self.window}) when "
+                              "slow_call_s is set: the slow-call share counts once the window holds min_calls calls")
         self.state = self.CLOSED
         self.generation = 0
         self.opened_at = 0.0
