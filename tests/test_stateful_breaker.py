@@ -10,8 +10,8 @@ requests at the instant a cooldown ends, against a reference written here from t
   many requests arrive at that instant; a probe that answers (fast) closes it, a failed or slow
   one opens it again for another cooldown;
 * a 429 or params refused before sending give no verdict (a probe's slot goes back); a bad request
-  or a context overflow is the request's fault, a success; refused credentials are a failure; a
-  hedge's cancelled loser gives no verdict unless it was slow;
+  or a context overflow is the request's fault, a success; refused credentials and a model that is
+  gone (404) are failures; a hedge's cancelled loser gives no verdict unless it was slow;
 * a verdict counts only in the generation (state) that admitted its call; a cancelled call gives
   its probe slot back; a call that never comes back holds its slot (live calls always end, by their
   timeout at the latest).
@@ -39,7 +39,7 @@ CONFIGS = [
 ]
 RESULTS = ["ok", *[k for k in ErrorKind if k is not ErrorKind.CIRCUIT_OPEN]]
 FAILURES = {ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.OVERLOADED, ErrorKind.CONNECTION, ErrorKind.MALFORMED,
-            ErrorKind.AUTH}
+            ErrorKind.AUTH, ErrorKind.NOT_FOUND}
 CALL = Call(Deployment("a", "gpt-4o"), ({"role": "user", "content": "q"},), {})
 
 
