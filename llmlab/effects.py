@@ -171,6 +171,7 @@ class ErrorKind(str, enum.Enum):
     MALFORMED = "malformed_response"   # unparseable body: retry, then next
     CONTEXT_WINDOW = "context_window"  # a deployment with a larger window
     AUTH = "authentication"            # this deployment's credentials: no retry, next deployment (and a breaker failure)
+    NOT_FOUND = "not_found"            # 404: this deployment's model or route does not exist (retired, renamed): as AUTH
     BAD_REQUEST = "bad_request"        # no retry, typed error at once
     UNSUPPORTED = "unsupported_params"  # refused before sending (a param the provider does not take): next deployment
     CIRCUIT_OPEN = "circuit_open"      # the breaker skipped this deployment

@@ -7,6 +7,7 @@ rate limit         retry the same deployment (waiting at least ``Retry-After``)
 timeout/5xx/529    retry, then move to the next deployment
 context window     skip to the next deployment with a *larger* window
 auth (401/403)     no retry, the next deployment (each has its own key); a breaker failure
+not found (404)    the same: the deployment's model or route is gone (retired, renamed)
 bad request        stop at once with a typed error: retrying cannot help
 =================  =============================================================
 
@@ -64,7 +65,8 @@ class CircuitBreaker:
     """Closed → open after failures → half-open probe after a cooldown → closed on success.
 
     Opens after ``failure_threshold`` consecutive failures, or when at least ``min_calls`` of the
-    last ``window`` calls include a share of failures ≥ ``failure_ratio``.  While open, the
+    last ``window`` calls include a share of failures ≥ ``failure_ratio`` (``min_calls`` above
+    ``window`` turns that rule off; with ``slow_call_s`` set it is refused).  While open, the
     deployment is skipped without a call; after ``cooldown_s`` one probe request is let through.
 
     A provider can also fail by answering too slowly: with ``slow_call_s`` set, a successful call
@@ -94,6 +96,11 @@ class CircuitBreaker:
         self.cooldown_s = v.non_negative("breaker.cooldown_s", cooldown_s)
         self.slow_call_s = None if slow_call_s is None else v.positive("breaker.slow_call_s", slow_call_s)
         self.slow_call_ratio = v.number("breaker.slow_call_ratio", slow_call_ratio, lo=0.0, hi=1.0, lo_open=True)
+        if self.slow_call_s is not None and self.min_calls > self.window:
+            # the slow share is taken over the last `window` calls once there are `min_calls`: never.
+            # breaker={"slow_call_s": 2, "window": 5} (min_calls 10 by default) never opened for slowness
+            raise ConfigError("breaker.min_calls", self.min_calls, f"<= breaker.window ({self.window}) when "
+                              "slow_call_s is set: the slow-call share counts once the window holds min_calls calls")
         self.state = self.CLOSED
         self.generation = 0
         self.opened_at = 0.0
@@ -300,8 +307,9 @@ def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallR
     """Tell ``breaker`` what one call's result says of its deployment's health.
 
     A fatal error or a context overflow is the request's fault (the provider answered at once): a
-    success for the breaker.  Refused credentials (authentication) are the deployment's: a failure,
-    so that its breaker opens and later requests skip it at once until the key is fixed.  A 429 is
+    success for the breaker.  Refused credentials (authentication) and a model that is gone (404)
+    are the deployment's: a failure, so that its breaker opens and later requests skip it at once
+    until the key or the model name is fixed.  A 429 is
     throttling, not failing: no verdict, and a half-open probe slot is freed — counted as failures,
     30 % random 429s opened the breaker and turned a 1 s Retry-After into a cooldown-long outage.  Params refused before sending: the provider was
     not asked, no verdict either.  A slow answer (``slow_call_s``) counts as slow."""
@@ -414,8 +422,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 break
             if result.kind is ErrorKind.UNSUPPORTED:  # this deployment cannot take the request: the next may
                 break
-            if result.kind is ErrorKind.AUTH:  # its credentials are refused (a retry would be too): the next has its own
-                break
+            if result.kind is ErrorKind.AUTH or result.kind is ErrorKind.NOT_FOUND:
+                break  # its credentials are refused, or its model is gone (a retry would be too): the next has its own
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break
             # a first call that lost its race to a hedge which then broke never failed: called again

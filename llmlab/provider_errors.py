@@ -138,7 +138,7 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         ("PermissionDeniedError", ErrorKind.AUTH),
         ("ServiceUnavailableError", ErrorKind.OVERLOADED),
         ("BadRequestError", ErrorKind.BAD_REQUEST),
-        ("NotFoundError", ErrorKind.BAD_REQUEST),
+        ("NotFoundError", ErrorKind.NOT_FOUND),
         ("UnprocessableEntityError", ErrorKind.BAD_REQUEST),
         ("APIConnectionError", ErrorKind.CONNECTION),
         ("InternalServerError", ErrorKind.SERVER),
@@ -154,6 +154,10 @@ def classify_exception(exc: BaseException) -> ErrorKind:
         return ErrorKind.RATE_LIMIT
     if status in (401, 403):  # litellm raises a bare APIError for an OpenAI-compatible server's 403
         return ErrorKind.AUTH
+    if status == 404:  # the deployment's model or route is gone (a retired model, a renamed Azure
+        # deployment): its fault, not the request's — read as a bad request it ended every request
+        # with provider_rejected, never reaching the fallback, and the breaker counted a success
+        return ErrorKind.NOT_FOUND
     if status in (None, 500) and _transport_failure(exc) is None and any(
             isinstance(cause, json.JSONDecodeError) for cause in _causes(exc, 17)):
         # a 200 whose body or stream event is not JSON: litellm raises it as a 500 (whole) or a

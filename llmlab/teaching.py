@@ -282,8 +282,9 @@ DRILL_VARIANTS: dict[str, dict[str, Any]] = {
     "fallback + retries + breaker": {"fallback": True, "max_retries": None, "breaker": True},
 }
 
-#: a breaker that never opens (the scenario schema has no "off" switch)
-BREAKER_OFF = {"gateway.breaker.failure_threshold": 1_000_000_000, "gateway.breaker.min_calls": 1_000_000_000}
+#: a breaker that never opens (the scenario schema has no "off" switch): no slow-call rule either
+BREAKER_OFF = {"gateway.breaker.failure_threshold": 1_000_000_000, "gateway.breaker.min_calls": 1_000_000_000,
+               "gateway.breaker.slow_call_s": None}
 
 
 def outage_overrides(*, target: str, start_s: float, duration_s: float, kind: str = "down",

@@ -360,3 +360,22 @@ def test_a_retry_whose_breaker_opened_during_its_backoff_is_skipped():
     with pytest.raises(StopIteration) as done:
         chain.send(None)
     assert [a.purpose for a in done.value.value.attempts] == ["answer", "skip"]
+
+
+def test_a_slow_call_rule_that_could_never_count_is_refused_naming_min_calls(make_gateway, driver):
+    """The slow-call share counts once the window holds ``min_calls`` calls: with ``window`` below
+    ``min_calls`` (``{"slow_call_s": 2, "window": 5}``, min_calls 10 by default) it never did, and a
+    provider answering every call in 8 s was never skipped — a setting silently off."""
+    with pytest.raises(ConfigError) as info:
+        CircuitBreaker(slow_call_s=2.0, window=5)
+    assert info.value.field == "breaker.min_calls" and "breaker.window (5)" in str(info.value)
+    with pytest.raises(ConfigError, match="breaker.min_calls"):
+        make_gateway(breaker={"slow_call_s": 2.0, "window": 5})
+    CircuitBreaker(window=5)                                   # without slow_call_s: min_calls > window turns
+    CircuitBreaker(slow_call_s=2.0, window=5, min_calls=5)     # the share rule off (a documented switch)
+    from llmlab.sim import ScenarioError, load_scenario
+
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("realtime-chat", {"gateway.breaker.window": 5})  # its slow_call_s = 2.0
+    assert info.value.field == "gateway.breaker.min_calls"
+    load_scenario("b2b-saas", {"gateway.breaker.window": 5})   # no slow_call_s there

@@ -143,6 +143,29 @@ def test_401_and_403_are_authentication_errors_not_retried_the_next_deployment_a
     assert gw.pipeline.breakers[name].consecutive_failures == 1
 
 
+@pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
+def test_a_404_model_is_the_deployments_fault_the_fallback_answers_and_its_breaker_opens(canned, how):
+    """A retired model or a renamed Azure deployment answers 404 (litellm's NotFoundError).  It
+    was read as the request's bad request: every request ended provider_rejected at the primary,
+    the fallback never tried, and the breaker counted each 404 a success, so it never opened."""
+    name = f"gone-{how}"
+    gone = {"error": {"message": f"The model `{name}` does not exist", "type": "invalid_request_error",
+                      "code": "model_not_found"}}
+    dep = canned.deployment(name, (404, {}, gone))
+    streamed = how in ("stream", "astream")
+    backup = canned.deployment(f"{name}-backup", (200, {}, [chunk("hello there"), chunk(finish="stop")] if streamed
+                                                    else answer()))
+    gw = gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=2, base_s=0.0),
+                 breaker={"failure_threshold": 2})
+    for _ in range(2):
+        out = served(gw, how)
+        assert out.ok and out.deployment == backup.name
+        assert [a.error.split(":")[0] if a.error else None for a in out.attempts] == ["not_found", None]
+    assert canned.hits[name] == 2  # no retry of a model that is not there
+    out = served(gw, how)
+    assert out.ok and out.attempts[0].error == "circuit_open" and canned.hits[name] == 2  # skipped at once
+
+
 def test_retry_after_as_an_http_date_is_waited_for_and_nonsense_is_ignored(canned):
     """RFC 9110 allows ``Retry-After: <HTTP-date>``; it was read as no hint at all (the retry came
     at once, into the same throttle).  A negative or NaN value was kept as a number in the ledger."""

@@ -832,6 +832,10 @@ def check_scenario(s: Scenario) -> None:
     for name in s.gateway.retry_per_deployment:
         if name != "*":
             known(f"gateway.retry_per_deployment.{name}", name)
+    br = s.gateway.breaker
+    if br.slow_call_s is not None and br.min_calls > br.window:  # the gateway's rule, named as the scenario spells it
+        raise ScenarioError("gateway.breaker.min_calls", f"<= gateway.breaker.window ({br.window}) when slow_call_s "
+                            "is set: the slow-call share counts once the window holds min_calls calls", br.min_calls)
     b = s.gateway.budget
     if b is not None:
         if b.on_exceed == "downgrade" and not b.downgrade_to:
