@@ -175,6 +175,7 @@ class Pipeline:
         self._cascades: dict[tuple[str, ...], list[tuple[Deployment, ...]]] = {}
         #: deployments whose last call refused the gateway's credentials (logged once until one answers)
         self._credentials_refused: set[str] = set()
+        self._not_found: set[str] = set()  # deployments whose last call answered 404 (warned about once)
         #: held by the live drivers while the generator runs between effects (see runloop.PipelineRun);
         #: user code (guards, routers, acceptance checks, the ledger's sink, logging) runs outside it
         self.lock = StepLock()
@@ -449,7 +450,7 @@ class Pipeline:
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
                                             self.clock, self.rng, before_call, hedge, before_hedge)
                 s.attempts.extend(last.attempts)
-                if last.result is None or len(last.attempts) > 1 or self._credentials_refused:  # a refused key, say
+                if last.result is None or len(last.attempts) > 1 or self._credentials_refused or self._not_found:
                     self._note_credentials(last.attempts)
                 if last.stopped:  # the budget cannot cover another call: no escalation either
                     break
@@ -552,14 +553,21 @@ class Pipeline:
         deployment (each provider has its own key), which keeps requests answered but would hide
         a wrong, expired or missing key behind the fallback's answers (and its prices) until the
         fallback failed too.  :meth:`_failed` reads the set: a deployment its breaker skips for a
-        refused key does not take the request either (:func:`~llmlab.fallback.credentials_refused`)."""
+        refused key does not take the request either (:func:`~llmlab.fallback.credentials_refused`).
+        A deployment answering 404 (its model retired or renamed) is logged once the same way."""
         for a in attempts:
             if a.ok:
                 self._credentials_refused.discard(a.deployment)
+                self._not_found.discard(a.deployment)
             elif a.error and a.error.startswith(ErrorKind.AUTH.value) and a.deployment not in self._credentials_refused:
                 self._credentials_refused.add(a.deployment)
                 self.lock.outside(log.warning, "llmlab deployment %r refused the gateway's credentials (%s): requests "
                                   "fall back past it until its key is fixed", a.deployment, a.error[:200])
+            elif a.error and a.error.startswith(ErrorKind.NOT_FOUND.value) and a.deployment not in self._not_found:
+                # a retired model or a renamed deployment is hidden behind the fallback's answers the same way
+                self._not_found.add(a.deployment)
+                self.lock.outside(log.warning, "llmlab deployment %r answered 404, its model or route not found (%s): "
+                                  "requests fall back past it until its model name is fixed", a.deployment, a.error[:200])
 
     def _keep_covered(self, s: _State, holds: RequestHolds, still: float, spent_before: float, *,
                       refused: str = "over budget after a billed failure → no further call to"

@@ -144,7 +144,7 @@ def test_401_and_403_are_authentication_errors_not_retried_the_next_deployment_a
 
 
 @pytest.mark.parametrize("how", ["complete", "acomplete", "stream", "astream"])
-def test_a_404_model_is_the_deployments_fault_the_fallback_answers_and_its_breaker_opens(canned, how):
+def test_a_404_model_is_the_deployments_fault_the_fallback_answers_and_its_breaker_opens(canned, how, caplog):
     """A retired model or a renamed Azure deployment answers 404 (litellm's NotFoundError).  It
     was read as the request's bad request: every request ended provider_rejected at the primary,
     the fallback never tried, and the breaker counted each 404 a success, so it never opened."""
@@ -157,10 +157,13 @@ def test_a_404_model_is_the_deployments_fault_the_fallback_answers_and_its_break
                                                     else answer()))
     gw = gateway(dep, backup, fallbacks={name: [backup.name]}, retry=RetryPolicy(max_retries=2, base_s=0.0),
                  breaker={"failure_threshold": 2})
-    for _ in range(2):
-        out = served(gw, how)
-        assert out.ok and out.deployment == backup.name
-        assert [a.error.split(":")[0] if a.error else None for a in out.attempts] == ["not_found", None]
+    with caplog.at_level("WARNING", logger="llmlab"):
+        for _ in range(2):
+            out = served(gw, how)
+            assert out.ok and out.deployment == backup.name
+            assert [a.error.split(":")[0] if a.error else None for a in out.attempts] == ["not_found", None]
+    warned = [r.getMessage() for r in caplog.records if "404" in r.getMessage()]  # not hidden behind the fallback
+    assert len(warned) == 1 and repr(name) in warned[0], warned
     assert canned.hits[name] == 2  # no retry of a model that is not there
     out = served(gw, how)
     assert out.ok and out.attempts[0].error == "circuit_open" and canned.hits[name] == 2  # skipped at once
