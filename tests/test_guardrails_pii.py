@@ -32,6 +32,12 @@ def test_email_is_masked(text, value):
     assert r.mapping == {"[EMAIL_1]": value}
 
 
+def test_an_address_in_markdown_underscores_is_masked():
+    for text in ("mail __kim@example.com__ now", "mail _kim@example.com_ now", "_jöhn@exämple.com_"):
+        result = masker.mask(text)
+        assert "@" not in result.text and unmask(result.text, result.mapping) == text, result.text
+
+
 # -- phone -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [

@@ -60,9 +60,12 @@ _LABEL = {"email": "EMAIL", "phone": "PHONE", "rrn": "RRN", "card": "CARD"}
 # and the domain labels take letters of any script (_W: \w plus the combining marks Indic and Thai
 # words are written with); so may the top-level domain, except that a Hangul one is only 한국 —
 # a longer Hangul run is the address plus a particle.
-_W = r"\w\u0300-\u036f\u0900-\u0dff\u0e00-\u0e7f"
+# An underscore may stand before an address without joining it: markdown's _kim@example.com_ and
+# __kim@example.com__ (italic, bold) were passed over whole, the underscore being a word character.
+_MARKS = r"\u0300-\u036f\u0900-\u0dff\u0e00-\u0e7f"
+_W = rf"\w{_MARKS}"
 _EMAIL = re.compile(
-    rf"(?<![{_W}.%+-])[^\W_][{_W}.%+-]{{0,63}}"
+    rf"(?<![^\W_]|[{_MARKS}.%+-])[^\W_][{_W}.%+-]{{0,63}}"
     rf"@(?:[^\W_](?:[{_W}-]{{0,61}}[{_W}])?\.)+"
     rf"(?:[A-Za-z]{{2,24}}(?![A-Za-z0-9-])|한국|[^\W\d_\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f][{_W}]{{1,23}})"
 )
