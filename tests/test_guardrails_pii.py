@@ -53,6 +53,15 @@ def test_phone_formats_are_masked(value):
         assert r.mapping == {"[PHONE_1]": value}, template.format(value)
 
 
+def test_an_international_number_is_masked_when_more_numbers_or_an_address_follow():
+    # the international form read on into what followed: past 15 digits it was dropped whole, and
+    # running into an address (which wins overlaps) it lost to it
+    for text, value in (("+44 20 7946 0958 2024", "+44 20 7946 0958"), ("+82 10 1234 5678 0.0@x.io", "+82 10 1234 5678"),
+                        ("전화 +82 10-1234-5678 2024년", "+82 10-1234-5678")):
+        result = masker.mask(text)
+        assert value not in result.text and result.mapping["[PHONE_1]"] == value, result.text
+
+
 # -- resident registration numbers ------------------------------------------------------------
 
 def test_rrn_with_valid_checksum_is_masked():

@@ -95,6 +95,8 @@ _PHONE = re.compile(
     """,
     re.VERBOSE,
 )
+#: where an international number's group may end: before a separator that follows a digit or ")"
+_PHONE_GROUP_END = re.compile(r"(?<=[0-9)])[ .-]")
 # Every detector needs an "@" or at least eight digits close together (an e-mail, a phone number,
 # an RRN or a card), so text without either is skipped at C speed: most prompts have no PII.
 _CANDIDATE = re.compile(r"(?:\d\D{0,3}){7}\d")
@@ -316,13 +318,17 @@ class PIIMasker:
     def _phones(text: str) -> Iterable[_Span]:
         for m in _PHONE.finditer(text):
             raw = m.group()
-            if raw.startswith("+"):
-                n = sum(c.isdigit() for c in raw)
-                if not 8 <= n <= 15:  # E.164 allows at most 15 digits
-                    continue
-                yield _Span("phone", m.start(), m.end(), "international phone number")
-            else:
+            if not raw.startswith("+"):
                 yield _Span("phone", m.start(), m.end(), "phone number")
+                continue
+            # The international form takes up to six groups, so it reads on into the numbers after
+            # the phone number: "+44 20 7946 0958 2024" (16 digits) was dropped as too long, and
+            # "+82 10 1234 5678 0.0@x.io" lost to the address it ran into. Each shorter reading
+            # that ends before a separator is offered too, longest first: the longest with at
+            # most 15 digits (E.164) that overlaps nothing taken before is masked.
+            for end in [len(raw), *(s.start() for s in reversed(list(_PHONE_GROUP_END.finditer(raw))))]:
+                if 8 <= sum(c.isdigit() for c in raw[:end]) <= 15:
+                    yield _Span("phone", m.start(), m.start() + end, "international phone number")
 
     def find(self, text: str) -> list[_Span]:
         """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps)."""
