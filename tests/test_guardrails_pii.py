@@ -124,6 +124,13 @@ def test_luhn_valid_cards_are_masked(value):
     assert "Luhn ok" in r.findings[0].detail
 
 
+def test_a_card_after_a_four_digit_number_is_masked():
+    # "2024 4111 1111 1111" read as the card's groups, failed Luhn, and the search went on after it
+    for text in ("Order 2024 4111 1111 1111 1111 ok", "+1 415 555 0132 4111 1111 1111 1111"):
+        result = masker.mask(text)
+        assert result.mapping["[CARD_1]"] == "4111 1111 1111 1111", result.text
+
+
 @pytest.mark.parametrize("value", ["4111 1111 1111 1112", "4111111111111112", "1234-5678-1234-5678"])
 def test_non_luhn_numbers_are_not_masked(value):
     assert kinds(f"order id {value}") == []
