@@ -29,11 +29,18 @@ shadows where it stands for a separator: ``4111<U+00AD>1111 1111 1111``); the ma
 back to the original, invisible characters inside the value included, and the restore map holds
 the original exactly. Dash look-alikes (‐ – — − － ㅡ …) are read as ``-``.
 
+Why the detectors read JSON escapes decoded: tool results and tool-call arguments are JSON, often
+written by ``json.dumps`` (``\\uc804\\ud654010-1234-5678``, ``Hi\\nkim@example.com``); read as
+written, a hex digit or the ``n`` of ``\\n`` glued onto a value hid it or corrupted the mask (see
+:mod:`.escapes`). The mask covers whole escapes, so the JSON stays JSON, and the restore map holds
+the value as it reads (``김철수@회사.한국``, not its escapes).
+
 개인정보 마스킹: 이메일, 전화번호(국내·국제), 주민등록번호(날짜 검증, 2020년 10월 이후 발급분은
 체크섬이 없으므로 하이픈 형식이면 체크섬 없이도 마스킹), 카드번호(Luhn 검증 통과 시에만)를
 `[EMAIL_1]` 같은 자리표시자로 바꾸고, `unmask`로 되돌립니다. 주문번호처럼 구조가 맞지 않는 숫자는
 건드리지 않습니다. 폭 없는 공백(U+200B)·소프트 하이픈 같은 보이지 않는 문자가 끼어 있어도 탐지하며,
 되돌릴 때는 그 문자까지 원문 그대로 복원합니다. ㅡ 같은 대시 모양 문자도 구분자로 읽습니다.
+JSON 이스케이프(``\\uXXXX``, ``\\n``)는 풀어서 읽습니다(도구 결과·인자).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .base import Finding, check_flag, check_strings
+from .escapes import unescape
 
 __all__ = ["KINDS", "MaskResult", "PIIMasker", "luhn_valid", "rrn_checksum_valid", "unmask"]
 
@@ -229,6 +237,7 @@ class _Span(NamedTuple):
     start: int
     end: int
     note: str
+    value: str | None = None  # what the span reads as, when not its text (JSON escapes decoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,9 +345,20 @@ class PIIMasker:
                     yield _Span("phone", m.start(), m.start() + end, "international phone number")
 
     def find(self, text: str) -> list[_Span]:
-        """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps)."""
+        """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps).
+
+        JSON escapes (``\\uXXXX``, ``\\n`` …: a tool result written by ``json.dumps``) are read
+        decoded; such a span covers whole escapes and its ``value`` is the decoded text."""
         if not may_contain_pii(text):
             return []
+        decoded = unescape(text)
+        if decoded is None:
+            return self._find(text)
+        return [span._replace(start=start, end=end, value=decoded.text[span.start:span.end])
+                for span in self._find(decoded.text)
+                for start, end in (decoded.original(span.start, span.end),)]
+
+    def _find(self, text: str) -> list[_Span]:
         text = fold(text)  # same length: the spans found here are the original's
         if not text.isascii() and _INVISIBLE.search(text) is not None:
             return self._find_through_invisible(text)
@@ -385,7 +405,7 @@ class PIIMasker:
         out: list[str] = []
         pos = 0
         for span in spans:
-            value = text[span.start:span.end]
+            value = text[span.start:span.end] if span.value is None else span.value
             label = _LABEL[span.kind]
             ph = by_value.get((label, value))
             if ph is None:

@@ -1,0 +1,225 @@
+"""Property-based fuzz of the PII guardrail: every documented format, in any surrounding text and in
+every place of a request, never reaches the provider, the caches, the logs or the ledger; masking
+round-trips; one asker's values never come back in another's answer.
+
+Derandomised and bounded (a few seconds in all): a failure is the same failure on every run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmlab import Deployment, FixedRouter, Gateway
+from llmlab.cache.embedders import HashedNgramEmbedder
+from llmlab.cache.semantic import SemanticCache
+from llmlab.guardrails import PIIMasker, unmask
+from llmlab.guardrails.pii import luhn_valid
+from llmlab.ledger import outcome_row
+from llmlab.scripted import FakeClock, ScriptedDriver
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+masker = PIIMasker()
+digits = st.integers(0, 9).map(str)
+
+
+def _n(k: int) -> st.SearchStrategy[str]:
+    return st.lists(digits, min_size=k, max_size=k).map("".join)
+
+
+# -- the formats the docs say are masked (llmlab/guardrails/pii.py, README "Guardrails") ---------------
+
+_local = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
+emails = st.one_of(
+    st.tuples(_local, st.sampled_from([".", "+", "_", "-", ""]), _local,
+              st.sampled_from(["example.com", "mail.co.kr", "corp.io", "naver.com"])).map(
+        lambda t: f"{t[0]}{t[1]}{t[2]}@{t[3]}"),
+    st.sampled_from(["김철수@회사.한국", "jöhn@exämple.com", "user@例え.jp", "hong.gildong@example.co.kr"]),
+)
+separators = st.sampled_from(["-", " ", "."])
+kr_mobile = st.tuples(st.sampled_from("016789"), st.sampled_from(["-", " ", ".", ""]), _n(4), _n(4)).map(
+    lambda t: f"01{t[0]}{t[1]}{t[2]}{t[1]}{t[3]}")
+kr_landline = st.tuples(st.sampled_from(["02", "031", "051", "064", "070"]), separators, _n(3) | _n(4), _n(4)).map(
+    lambda t: t[1].join(t[0:1] + t[2:]))
+international = st.tuples(st.sampled_from(["+82 10", "+1 415", "+44 20", "+49 30", "+81 3"]), _n(4), _n(4)).map(
+    lambda t: f"{t[0]} {t[1]} {t[2]}")
+north_american = st.tuples(st.integers(200, 999), st.integers(200, 999), _n(4), st.booleans()).map(
+    lambda t: f"({t[0]}) {t[1]}-{t[2]}" if t[3] else f"{t[0]}-{t[1]}-{t[2]}")
+
+
+def _luhn_complete(body: str) -> str:
+    return next(body + d for d in "0123456789" if luhn_valid(body + d))
+
+
+cards = st.tuples(st.sampled_from("3456"), _n(14), st.sampled_from(["", " ", "-", "."])).map(
+    lambda t: t[2].join(_group(_luhn_complete(t[0] + t[1]))))
+
+
+def _group(number: str) -> list[str]:
+    return [number[i:i + 4] for i in range(0, 16, 4)]
+
+
+rrns = st.tuples(st.dates(), st.sampled_from("1234"), _n(6)).filter(
+    lambda t: (t[0].year >= 2000) == (t[1] in "34") and 1900 <= t[0].year <= 2099).map(
+    lambda t: f"{t[0]:%y%m%d}-{t[1]}{t[2]}")
+pii = st.one_of(emails, kr_mobile, kr_landline, international, north_american, cards, rrns)
+
+# what may stand right before and after a value: words, particles, punctuation, markdown, a URL
+before = st.sampled_from(["", " ", "\n", "my email is ", "전화번호는 ", "카드 ", "(", "**", "__", "_", "`", "> ",
+                          '"', "'", "<", "[link](mailto:", "https://x.example/?to=", "연락처:", "— ", "。", "\t"])
+after = st.sampled_from(["", " ", "\n", " please", "입니다", "로", "으로 보내줘", ")", "**", "__", "_", "`", ".",
+                        ",", "!", '"', "'", ">", "]", "&x=1", " 감사합니다", "。", "\t"])
+words = st.lists(st.sampled_from(["the", "order", "배송", "언제", "refund", "감사합니다", "please", "#3", "v2.1",
+                                  "12:30", "2024-05-01", "₩12,000"]), max_size=4).map(" ".join)
+
+
+@st.composite
+def texts_with_pii(draw) -> tuple[str, list[str]]:
+    values = draw(st.lists(pii, min_size=1, max_size=3))
+    parts = [draw(words)]
+    for value in values + values[:1]:  # the first one repeated
+        parts.append(draw(before) + value + draw(after))
+    parts.append(draw(words))
+    return " ".join(parts), values
+
+
+def _readable(text: str) -> str:
+    """``text`` and, when it is JSON, its strings decoded (escapes are not a mask)."""
+    try:
+        return text + json.dumps(json.loads(text), ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+@FUZZ
+@given(texts_with_pii())
+def test_every_documented_format_in_any_surrounding_text_is_masked_and_restored(case):
+    text, values = case
+    result = masker.mask(text)
+    assert not [v for v in values if v in result.text], result.text
+    assert unmask(result.text, result.mapping) == text
+
+
+@FUZZ
+@given(texts_with_pii(), st.booleans())
+def test_pii_inside_json_is_masked_and_the_json_stays_json(case, ascii_only):
+    # a tool result written by json.dumps: "\uc804\ud654010-…" hid the number behind a hex digit,
+    # "\n" + an address masked as "\[EMAIL_1]" (no longer JSON), a Korean address was not read at all
+    text, values = case
+    document = json.dumps({"result": text, "lines": text.split(" ")}, ensure_ascii=ascii_only)
+    result = masker.mask(document)
+    masked = json.loads(result.text)  # still JSON
+    assert not [v for v in values if v in _readable(result.text)], masked
+    assert json.loads(unmask(result.text, result.mapping)) == json.loads(document)
+
+
+def test_json_escapes_next_to_a_value_no_longer_hide_it_nor_break_the_json():
+    for value, label in (("010-1234-5678", "PHONE"), ("kim@example.com", "EMAIL"), ("김철수@회사.한국", "EMAIL"),
+                         ("jöhn@exämple.com", "EMAIL"), ("4111 1111 1111 1111", "CARD")):
+        glued = () if label == "EMAIL" else (f"전화{value}",)  # Hangul before an address joins its local part
+        for text in (*glued, f"line one\n{value}", f"{value}\t(work)"):
+            result = masker.mask(json.dumps({"memo": text}))
+            assert json.loads(result.text)["memo"] == text.replace(value, f"[{label}_1]"), result.text
+            assert result.mapping == {f"[{label}_1]": value}  # the value as read, not its escapes
+
+
+# -- every place of a request, every sink -------------------------------------------------------------
+
+PLACES = ("system", "user", "part", "name", "tool_arguments", "tool_result", "function_call")
+
+
+def _conversation(value: str, place: str) -> list[dict]:
+    messages: list[dict] = [{"role": "system", "content": "You are a support agent."},
+                            {"role": "user", "content": "Where is my order?"}]
+    if place == "system":
+        messages[0]["content"] += f" The customer is {value}."
+    elif place == "user":
+        messages[1]["content"] += f" Reach me at {value}."
+    elif place == "part":
+        messages[1]["content"] = [{"type": "text", "text": "Where is my order?"}, {"type": "text", "text": value}]
+    elif place == "name":
+        messages[1]["name"] = value
+    elif place == "tool_arguments":
+        messages += [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "lookup", "arguments": json.dumps({"contact": f"연락처{value}"})}}]},
+                     {"role": "tool", "tool_call_id": "c1", "content": "found"}]
+    elif place == "tool_result":
+        messages += [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "lookup", "arguments": "{}"}}]},
+                     {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"memo": f"고객\n{value}"})}]
+    else:
+        messages.insert(1, {"role": "assistant", "content": None,
+                            "function_call": {"name": "lookup", "arguments": json.dumps({"who": value})}})
+    messages.append({"role": "user", "content": "Please repeat everything you were told."})
+    return messages
+
+
+def _echo(call) -> str:  # a model that repeats every word it was sent
+    return "You said: " + json.dumps(call.messages, ensure_ascii=False)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage() + json.dumps(getattr(record, "llmlab", None), ensure_ascii=False,
+                                                           default=str))
+
+
+def _sent(driver: ScriptedDriver) -> str:
+    out = []
+    for call in driver.calls:
+        for message in call.messages:
+            for text in _strings(message):
+                out.append(_readable(text))
+        out.append(json.dumps(call.params, ensure_ascii=False, default=str))
+    return "\n".join(out)
+
+
+def _strings(obj) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(pii, pii, st.sampled_from(PLACES))
+def test_no_sink_ever_sees_a_value_and_each_asker_gets_their_own_back(first, second, place):
+    driver = ScriptedDriver(clock=FakeClock(), default=_echo)
+    semantic = SemanticCache(HashedNgramEmbedder(), threshold=0.5)
+    gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=driver.clock,
+                 driver=driver, seed=0, semantic_cache=semantic, log_content=True)
+    records = _Records()
+    logger = logging.getLogger("llmlab")
+    level, logger.level = logger.level, logging.DEBUG
+    logger.addHandler(records)
+    try:
+        a = gw.complete(_conversation(first, place), tenant="shop", user=first if "@" in first else "u1")
+        b = gw.complete(_conversation(second, place), tenant="shop")  # same shape: served from the cache
+    finally:
+        logger.removeHandler(records)
+        logger.level = level
+    cached = [e.value.text for e in gw.exact_cache._entries.values()] + [repr(k) for k in gw.exact_cache._entries]
+    cached += [f"{e.text} {e.value.text}" for space in semantic._spaces.values() for e in space.entries.values()]
+    # the ledger keeps the outcome the caller got (its text and tool calls are the caller's own answer,
+    # values put back); everything else in it (errors, findings, reasons, the table's rows) is checked
+    ledger = [repr(replace(o, text="", tool_calls=())) + json.dumps(outcome_row(o), ensure_ascii=False, default=str)
+              for o in gw.ledger.records]
+    for sink, seen in (("provider", _sent(driver)), ("cache", "\n".join(cached)), ("log", "\n".join(records.lines)),
+                       ("ledger", "\n".join(ledger))):
+        for value in {first, second}:
+            assert value not in seen, (sink, value, place)
+    assert records.lines
+    assert first in a.text and second in b.text  # each asker gets their own values back
+    assert first not in b.text or first in second, b.text  # never another asker's
