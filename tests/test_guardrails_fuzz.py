@@ -6,6 +6,7 @@ Derandomised and bounded (a few seconds in all): a failure is the same failure o
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -223,3 +224,63 @@ def test_no_sink_ever_sees_a_value_and_each_asker_gets_their_own_back(first, sec
     assert records.lines
     assert first in a.text and second in b.text  # each asker gets their own values back
     assert first not in b.text or first in second, b.text  # never another asker's
+
+
+# -- the round trip through the gateway, whole and streamed ------------------------------------------
+
+typed_placeholders = st.sampled_from(["[EMAIL_1]", "[EMAIL_2]", "[PHONE_1]", "[CARD_10]", "[EMAIL_", "EMAIL_1]", "[]"])
+turn = st.lists(st.one_of(pii, emails, typed_placeholders, words), min_size=1, max_size=4).map(" ".join).map(lambda t: t + " ?")
+
+
+class _CutDriver(ScriptedDriver):
+    """Streams the scripted answer in the pieces ``cuts`` makes (placeholders split anywhere)."""
+
+    cuts: tuple[int, ...] = ()
+
+    def stream_call(self, call):
+        result = self.perform(call)
+        bounds = sorted({0, *(min(c, len(result.text)) for c in self.cuts), len(result.text)})
+        for a, b in zip(bounds, bounds[1:]):
+            yield result.text[a:b]
+        return result
+
+
+def _echo_contents(call) -> str:  # a model that repeats the user's turns as it was sent them
+    return " | ".join(m["content"] for m in call.messages if m["role"] == "user")
+
+
+def _gateway(driver: ScriptedDriver) -> Gateway:
+    return Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=driver.clock,
+                   driver=driver, seed=0)
+
+
+def test_a_placeholder_typed_in_one_turn_is_not_given_to_a_value_in_another():
+    # "[EMAIL_1]" typed in the first turn and the address of the last both went out as [EMAIL_1], and
+    # the answer's "[EMAIL_1]" came back as the address where the user had written the placeholder
+    driver = ScriptedDriver(clock=FakeClock(), default=_echo_contents)
+    turns = ["My mail template has the field [EMAIL_1] in it.", "Send it to kim@example.com"]
+    out = _gateway(driver).complete([{"role": "user", "content": turns[0]}, {"role": "assistant", "content": "ok"},
+                                     {"role": "user", "content": turns[1]}])
+    assert [m["content"] for m in driver.calls[0].messages][::2] == [turns[0], "Send it to [EMAIL_2]"]
+    assert out.text == " | ".join(turns)
+
+
+@FUZZ
+@given(st.lists(turn, min_size=2, max_size=3), st.lists(st.integers(0, 200), max_size=6), st.booleans())
+def test_the_caller_gets_exactly_its_own_words_back_whole_and_streamed(turns, cuts, asynchronous):
+    driver = _CutDriver(clock=FakeClock(), default=_echo_contents)
+    driver.cuts = tuple(cuts)
+    gw = _gateway(driver)
+    messages = [{"role": "user", "content": t} for t in turns]
+    expected = " | ".join(turns)
+    assert gw.complete(messages, cache=False).text == expected
+    if asynchronous:
+        async def collect():
+            response = gw.astream(messages, cache=False)
+            return [c async for c in response if isinstance(c, str)], response
+
+        chunks, response = asyncio.run(collect())
+    else:
+        response = gw.stream(messages, cache=False)
+        chunks = [c for c in response if isinstance(c, str)]
+    assert "".join(chunks) == response.outcome.text == expected
