@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
@@ -130,6 +132,11 @@ def test_json_escapes_next_to_a_value_no_longer_hide_it_nor_break_the_json():
 
 # -- every place of a request, every sink -------------------------------------------------------------
 
+def _gateway(driver: ScriptedDriver, **options) -> Gateway:
+    return Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=driver.clock,
+                   driver=driver, seed=0, **options)
+
+
 PLACES = ("system", "user", "part", "name", "tool_arguments", "tool_result", "function_call")
 
 
@@ -173,6 +180,20 @@ class _Records(logging.Handler):
                                                            default=str))
 
 
+@contextmanager
+def _logged() -> Iterator[_Records]:
+    """What the ``llmlab`` loggers write meanwhile, every level."""
+    records = _Records()
+    logger = logging.getLogger("llmlab")
+    level, logger.level = logger.level, logging.DEBUG
+    logger.addHandler(records)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(records)
+        logger.level = level
+
+
 def _sent(driver: ScriptedDriver) -> str:
     out = []
     for call in driver.calls:
@@ -199,18 +220,10 @@ def _strings(obj) -> list[str]:
 def test_no_sink_ever_sees_a_value_and_each_asker_gets_their_own_back(first, second, place):
     driver = ScriptedDriver(clock=FakeClock(), default=_echo)
     semantic = SemanticCache(HashedNgramEmbedder(), threshold=0.5)
-    gw = Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=driver.clock,
-                 driver=driver, seed=0, semantic_cache=semantic, log_content=True)
-    records = _Records()
-    logger = logging.getLogger("llmlab")
-    level, logger.level = logger.level, logging.DEBUG
-    logger.addHandler(records)
-    try:
+    gw = _gateway(driver, semantic_cache=semantic, log_content=True)
+    with _logged() as records:
         a = gw.complete(_conversation(first, place), tenant="shop", user=first if "@" in first else "u1")
         b = gw.complete(_conversation(second, place), tenant="shop")  # same shape: served from the cache
-    finally:
-        logger.removeHandler(records)
-        logger.level = level
     cached = [e.value.text for e in gw.exact_cache._entries.values()] + [repr(k) for k in gw.exact_cache._entries]
     cached += [f"{e.text} {e.value.text}" for space in semantic._spaces.values() for e in space.entries.values()]
     # the ledger keeps the outcome the caller got (its text and tool calls are the caller's own answer,
@@ -249,11 +262,6 @@ def _echo_contents(call) -> str:  # a model that repeats the user's turns as it 
     return " | ".join(m["content"] for m in call.messages if m["role"] == "user")
 
 
-def _gateway(driver: ScriptedDriver) -> Gateway:
-    return Gateway([Deployment("gpt-4o", "gpt-4o")], router=FixedRouter("gpt-4o"), fallbacks={}, clock=driver.clock,
-                   driver=driver, seed=0)
-
-
 def test_a_placeholder_typed_in_one_turn_is_not_given_to_a_value_in_another():
     # "[EMAIL_1]" typed in the first turn and the address of the last both went out as [EMAIL_1], and
     # the answer's "[EMAIL_1]" came back as the address where the user had written the placeholder
@@ -284,3 +292,12 @@ def test_the_caller_gets_exactly_its_own_words_back_whole_and_streamed(turns, cu
         response = gw.stream(messages, cache=False)
         chunks = [c for c in response if isinstance(c, str)]
     assert "".join(chunks) == response.outcome.text == expected
+
+
+def test_a_logged_answer_masks_a_value_that_extends_another_as_its_own_placeholder():
+    # kim@example.co ([EMAIL_1]) was put back first inside kim@example.com ([EMAIL_2]): "[EMAIL_1]m"
+    gw = _gateway(ScriptedDriver(clock=FakeClock(), default="New: [EMAIL_2], old: [EMAIL_1]."), log_content=True)
+    with _logged() as records:
+        out = gw.complete("Change kim@example.co to kim@example.com please")
+    assert out.text == "New: kim@example.com, old: kim@example.co."
+    assert '"answer": "New: [EMAIL_2], old: [EMAIL_1]."' in records.lines[0], records.lines
