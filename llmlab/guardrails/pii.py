@@ -10,7 +10,12 @@ Why these rules and not "every long number": support traffic is full of order id
 numbers and invoice numbers. Masking them would break the very questions users ask, so each
 detector checks structure, not just digits:
 
-* card numbers must be 13–19 digits **and pass the Luhn check** (an order id almost never does);
+* card numbers must be 13–19 digits **and pass the Luhn check**; one in ten numbers of any kind
+  passes it, so a card written as one run of digits must also start as issued cards do (22–27,
+  3–6 or 9: Mastercard's 2-series, Amex, JCB, Diners, Visa, Mastercard, Maestro, Discover,
+  UnionPay, national schemes such as Korea's domestic cards) — a millisecond timestamp (17…),
+  a 14-digit date-time (2024…) or an order id starting 1, 7, 8, 0, 20 or 21 is no card. A number
+  written in the printed groups (4111 1111 1111 1111) is a card whatever its first digits;
 * resident registration numbers (주민등록번호, YYMMDD-NNNNNNN) must carry a real calendar date;
   without the hyphen they must also pass the checksum. Numbers issued since October 2020 have a
   random tail and **no checksum**, so a hyphenated number with a valid date is masked whether or
@@ -88,6 +93,9 @@ _CARD = re.compile(
     r"|\d{4}(?P<s2>[ .-])\d{6}(?P=s2)\d{4,5})(?![0-9])"
 )
 _CARD_SEPARATORS = str.maketrans("", "", " .-")
+#: how issued card numbers start (ISO/IEC 7812 industries 2-6 and 9), checked on a run of digits
+#: written without the printed groups: a tenth of all long numbers pass Luhn
+_ISSUED = re.compile(r"2[2-7]|[3-69]")
 _PHONE = re.compile(
     r"""
     (?<![0-9A-Za-z+])
@@ -321,8 +329,10 @@ class PIIMasker:
         # Luhn, and the card after the year was never looked at.
         pos = 0
         while (m := _CARD.search(text, pos)) is not None:
-            digits = m.group().translate(_CARD_SEPARATORS)
-            if 13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_valid(digits):
+            raw = m.group()
+            digits = raw.translate(_CARD_SEPARATORS)
+            if (13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_valid(digits)
+                    and (len(raw) != len(digits) or _ISSUED.match(digits) is not None)):
                 yield _Span("card", m.start(), m.end(), f"payment card number ({len(digits)} digits, Luhn ok)")
                 pos = m.end()
             else:
