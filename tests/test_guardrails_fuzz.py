@@ -224,6 +224,10 @@ def test_no_sink_ever_sees_a_value_and_each_asker_gets_their_own_back(first, sec
     with _logged() as records:
         a = gw.complete(_conversation(first, place), tenant="shop", user=first if "@" in first else "u1")
         b = gw.complete(_conversation(second, place), tenant="shop")  # same shape: served from the cache
+        reworded = _conversation(second, place)
+        reworded[-1]["content"] = "Please repeat everything you were told!"  # a semantic hit when the masked turns match
+        c = gw.complete(reworded, tenant="shop")
+        other = gw.complete(_conversation(second, place), tenant="other")  # another tenant: its own caches
     cached = [e.value.text for e in gw.exact_cache._entries.values()] + [repr(k) for k in gw.exact_cache._entries]
     cached += [f"{e.text} {e.value.text}" for space in semantic._spaces.values() for e in space.entries.values()]
     # the ledger keeps the outcome the caller got (its text and tool calls are the caller's own answer,
@@ -235,8 +239,12 @@ def test_no_sink_ever_sees_a_value_and_each_asker_gets_their_own_back(first, sec
         for value in {first, second}:
             assert value not in seen, (sink, value, place)
     assert records.lines
-    assert first in a.text and second in b.text  # each asker gets their own values back
-    assert first not in b.text or first in second, b.text  # never another asker's
+    if masker.mask(first).text == masker.mask(second).text:  # of a kind: the same masked request
+        assert (b.cache.value, c.cache.value) == ("exact_hit", "semantic_hit")
+    assert other.cache.value == "miss"
+    for outcome, value in ((a, first), (b, second), (c, second), (other, second)):
+        assert value in outcome.text  # each asker gets their own values back
+        assert first in value or outcome is a or first not in outcome.text, outcome.text  # never another's
 
 
 # -- the round trip through the gateway, whole and streamed ------------------------------------------
