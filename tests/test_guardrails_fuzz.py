@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from llmlab import Deployment, FixedRouter, Gateway
 from llmlab.cache.embedders import HashedNgramEmbedder
 from llmlab.cache.semantic import SemanticCache
-from llmlab.guardrails import PIIMasker, unmask
+from llmlab.guardrails import OutputFilterGuard, PIIMasker, unmask
 from llmlab.guardrails.pii import luhn_valid
 from llmlab.ledger import outcome_row
 from llmlab.scripted import FakeClock, ScriptedDriver
@@ -266,8 +266,9 @@ class _CutDriver(ScriptedDriver):
         return result
 
 
-def _echo_contents(call) -> str:  # a model that repeats the user's turns as it was sent them
-    return " | ".join(m["content"] for m in call.messages if m["role"] == "user")
+def _echo_contents(call, backwards: bool = False) -> str:  # a model that repeats the user's turns as sent
+    turns = [m["content"] for m in call.messages if m["role"] == "user"]
+    return " | ".join(reversed(turns) if backwards else turns)
 
 
 def test_a_placeholder_typed_in_one_turn_is_not_given_to_a_value_in_another():
@@ -282,13 +283,15 @@ def test_a_placeholder_typed_in_one_turn_is_not_given_to_a_value_in_another():
 
 
 @FUZZ
-@given(st.lists(turn, min_size=2, max_size=3), st.lists(st.integers(0, 200), max_size=6), st.booleans())
-def test_the_caller_gets_exactly_its_own_words_back_whole_and_streamed(turns, cuts, asynchronous):
-    driver = _CutDriver(clock=FakeClock(), default=_echo_contents)
+@given(st.lists(turn, min_size=2, max_size=3), st.lists(st.integers(0, 200), max_size=6), st.booleans(),
+       st.booleans())
+def test_the_caller_gets_exactly_its_own_words_back_whole_and_streamed(turns, cuts, asynchronous, guarded):
+    # the model repeats the turns last first and twice: placeholders repeated, reordered, cut anywhere
+    driver = _CutDriver(clock=FakeClock(), default=lambda call: _echo_contents(call, backwards=True) * 2)
     driver.cuts = tuple(cuts)
-    gw = _gateway(driver)
+    gw = _gateway(driver, output_guards=(OutputFilterGuard(),) if guarded else ())  # chunks held a word at a time
     messages = [{"role": "user", "content": t} for t in turns]
-    expected = " | ".join(turns)
+    expected = " | ".join(reversed(turns)) * 2
     assert gw.complete(messages, cache=False).text == expected
     if asynchronous:
         async def collect():
