@@ -182,16 +182,25 @@ class _Records(logging.Handler):
 
 @contextmanager
 def _logged() -> Iterator[_Records]:
-    """What the ``llmlab`` loggers write meanwhile, every level."""
+    """What the ``llmlab`` loggers write meanwhile, every level (a ``dictConfig`` run by an earlier
+    test may have disabled the gateway's logger: it is enabled meanwhile)."""
     records = _Records()
-    logger = logging.getLogger("llmlab")
-    level, logger.level = logger.level, logging.DEBUG
-    logger.addHandler(records)
+    loggers = [logging.getLogger(name) for name in ("llmlab", "llmlab.gateway")]
+    saved = [(lg.level, lg.disabled, lg.propagate) for lg in loggers]
+    disabled = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+        lg.disabled, lg.propagate = False, True
+    loggers[0].addHandler(records)
     try:
         yield records
     finally:
-        logger.removeHandler(records)
-        logger.level = level
+        loggers[0].removeHandler(records)
+        for lg, (level, off, propagate) in zip(loggers, saved):
+            lg.setLevel(level)
+            lg.disabled, lg.propagate = off, propagate
+        logging.disable(disabled)
 
 
 def _sent(driver: ScriptedDriver) -> str:
