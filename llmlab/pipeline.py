@@ -125,8 +125,10 @@ def _billed(attempts: Sequence[Attempt]) -> float:
 def _placeholders_back(text: str, restore: Mapping[str, str]) -> str:
     """``text`` with the asker's own masked values (however the model came to write them) as
     their placeholders again.  What the cache keeps: a later asker gets *their* values put back,
-    and public details the answer quotes (a help desk's address) stay as written."""
-    for placeholder, original in restore.items():
+    and public details the answer quotes (a help desk's address) stay as written.  Longest value
+    first: with kim@example.co as [EMAIL_1] and kim@example.com as [EMAIL_2], the second was
+    logged as ``[EMAIL_1]m``."""
+    for placeholder, original in sorted(restore.items(), key=lambda item: -len(item[1])):
         if original in text:
             text = text.replace(original, placeholder)
     return text

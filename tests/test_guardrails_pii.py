@@ -32,6 +32,12 @@ def test_email_is_masked(text, value):
     assert r.mapping == {"[EMAIL_1]": value}
 
 
+def test_an_address_in_markdown_underscores_is_masked():
+    for text in ("mail __kim@example.com__ now", "mail _kim@example.com_ now", "_jöhn@exämple.com_"):
+        result = masker.mask(text)
+        assert "@" not in result.text and unmask(result.text, result.mapping) == text, result.text
+
+
 # -- phone -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [
@@ -45,6 +51,15 @@ def test_phone_formats_are_masked(value):
     for template in ("call me at {} tomorrow", "전화번호는 {}입니다", "{}로 연락 주세요"):
         r = masker.mask(template.format(value))
         assert r.mapping == {"[PHONE_1]": value}, template.format(value)
+
+
+def test_an_international_number_is_masked_when_more_numbers_or_an_address_follow():
+    # the international form read on into what followed: past 15 digits it was dropped whole, and
+    # running into an address (which wins overlaps) it lost to it
+    for text, value in (("+44 20 7946 0958 2024", "+44 20 7946 0958"), ("+82 10 1234 5678 0.0@x.io", "+82 10 1234 5678"),
+                        ("전화 +82 10-1234-5678 2024년", "+82 10-1234-5678")):
+        result = masker.mask(text)
+        assert value not in result.text and result.mapping["[PHONE_1]"] == value, result.text
 
 
 # -- resident registration numbers ------------------------------------------------------------
@@ -107,6 +122,13 @@ def test_luhn_valid_cards_are_masked(value):
     r = masker.mask(f"카드 번호는 {value} 입니다")
     assert r.mapping == {"[CARD_1]": value}
     assert "Luhn ok" in r.findings[0].detail
+
+
+def test_a_card_after_a_four_digit_number_is_masked():
+    # "2024 4111 1111 1111" read as the card's groups, failed Luhn, and the search went on after it
+    for text in ("Order 2024 4111 1111 1111 1111 ok", "+1 415 555 0132 4111 1111 1111 1111"):
+        result = masker.mask(text)
+        assert result.mapping["[CARD_1]"] == "4111 1111 1111 1111", result.text
 
 
 @pytest.mark.parametrize("value", ["4111 1111 1111 1112", "4111111111111112", "1234-5678-1234-5678"])

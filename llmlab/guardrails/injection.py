@@ -12,8 +12,10 @@ you …") get weights below the default threshold 0.5, so they only trigger toge
 something else. The policy decides what a triggered report means: ``"flag"`` (record a finding,
 let the request through) or ``"block"`` (refuse).
 
-Text is normalised before matching (NFKC, case-folded, zero-width characters removed,
-whitespace collapsed) so full-width letters or ``i\u200bgnore`` do not dodge the rules;
+Text is normalised before matching (NFKC, case-folded, invisible characters removed — zero-width
+spaces and joiners, bidi marks, invisible operators, variation selectors, tag characters, Hangul
+fillers: every one the PII masker reads through — whitespace collapsed) so full-width letters or
+``i\u200bgnore`` do not dodge the rules;
 finding offsets still point into the original text.
 
 프롬프트 인젝션 휴리스틱 탐지기: 지시 무시("이전 지시를 무시하고"), 역할극 탈옥("지금부터 너는
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from .base import Finding, GuardrailConfigError
+from .pii import _INVISIBLE
 
 __all__ = ["POLICIES", "InjectionDetector", "InjectionReport", "Rule", "RULES", "normalize"]
 
@@ -159,7 +162,10 @@ RULES: tuple[Rule, ...] = (
     _ko("ko-system-prompt-mention", "exfiltration", 0.3, r"""시스템\s*프롬프트"""),
 )
 
-_ZERO_WIDTH = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"}
+# Invisible characters are the ones the PII masker reads through (pii._INVISIBLE: every format
+# character, variation selectors, Hangul fillers). Six zero-width ones were dropped here before,
+# so "i<U+200E>gnore all previous instructions" (a bidi mark), "i<U+2062>gnore" (an invisible
+# operator) or a tag character inside a word scored 0.
 
 
 def normalize(text: str) -> tuple[str, list[int]]:
@@ -171,7 +177,7 @@ def normalize(text: str) -> tuple[str, list[int]]:
     out: list[str] = []
     idx: list[int] = []
     for i, ch in enumerate(text):
-        if ch in _ZERO_WIDTH:
+        if not ch.isascii() and _INVISIBLE.match(ch) is not None:
             continue
         if ch.isspace():
             if out and out[-1] == " ":

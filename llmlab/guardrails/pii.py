@@ -10,7 +10,12 @@ Why these rules and not "every long number": support traffic is full of order id
 numbers and invoice numbers. Masking them would break the very questions users ask, so each
 detector checks structure, not just digits:
 
-* card numbers must be 13–19 digits **and pass the Luhn check** (an order id almost never does);
+* card numbers must be 13–19 digits **and pass the Luhn check**; one in ten numbers of any kind
+  passes it, so a card written as one run of digits must also start as issued cards do (22–27,
+  3–6 or 9: Mastercard's 2-series, Amex, JCB, Diners, Visa, Mastercard, Maestro, Discover,
+  UnionPay, national schemes such as Korea's domestic cards) — a millisecond timestamp (17…),
+  a 14-digit date-time (2024…) or an order id starting 1, 7, 8, 0, 20 or 21 is no card. A number
+  written in the printed groups (4111 1111 1111 1111) is a card whatever its first digits;
 * resident registration numbers (주민등록번호, YYMMDD-NNNNNNN) must carry a real calendar date;
   without the hyphen they must also pass the checksum. Numbers issued since October 2020 have a
   random tail and **no checksum**, so a hyphenated number with a valid date is masked whether or
@@ -29,11 +34,18 @@ shadows where it stands for a separator: ``4111<U+00AD>1111 1111 1111``); the ma
 back to the original, invisible characters inside the value included, and the restore map holds
 the original exactly. Dash look-alikes (‐ – — − － ㅡ …) are read as ``-``.
 
+Why the detectors read JSON escapes decoded: tool results and tool-call arguments are JSON, often
+written by ``json.dumps`` (``\\uc804\\ud654010-1234-5678``, ``Hi\\nkim@example.com``); read as
+written, a hex digit or the ``n`` of ``\\n`` glued onto a value hid it or corrupted the mask (see
+:mod:`.escapes`). The mask covers whole escapes, so the JSON stays JSON, and the restore map holds
+the value as it reads (``김철수@회사.한국``, not its escapes).
+
 개인정보 마스킹: 이메일, 전화번호(국내·국제), 주민등록번호(날짜 검증, 2020년 10월 이후 발급분은
-체크섬이 없으므로 하이픈 형식이면 체크섬 없이도 마스킹), 카드번호(Luhn 검증 통과 시에만)를
+체크섬이 없으므로 하이픈 형식이면 체크섬 없이도 마스킹), 카드번호(Luhn 검증 통과 시에만; 붙여 쓴 번호는 발급 카드의 앞자리일 때만)를
 `[EMAIL_1]` 같은 자리표시자로 바꾸고, `unmask`로 되돌립니다. 주문번호처럼 구조가 맞지 않는 숫자는
 건드리지 않습니다. 폭 없는 공백(U+200B)·소프트 하이픈 같은 보이지 않는 문자가 끼어 있어도 탐지하며,
 되돌릴 때는 그 문자까지 원문 그대로 복원합니다. ㅡ 같은 대시 모양 문자도 구분자로 읽습니다.
+JSON 이스케이프(``\\uXXXX``, ``\\n``)는 풀어서 읽습니다(도구 결과·인자).
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .base import Finding, check_flag, check_strings
+from .escapes import unescape
 
 __all__ = ["KINDS", "MaskResult", "PIIMasker", "luhn_valid", "rrn_checksum_valid", "unmask"]
 
@@ -60,9 +73,12 @@ _LABEL = {"email": "EMAIL", "phone": "PHONE", "rrn": "RRN", "card": "CARD"}
 # and the domain labels take letters of any script (_W: \w plus the combining marks Indic and Thai
 # words are written with); so may the top-level domain, except that a Hangul one is only 한국 —
 # a longer Hangul run is the address plus a particle.
-_W = r"\w\u0300-\u036f\u0900-\u0dff\u0e00-\u0e7f"
+# An underscore may stand before an address without joining it: markdown's _kim@example.com_ and
+# __kim@example.com__ (italic, bold) were passed over whole, the underscore being a word character.
+_MARKS = r"\u0300-\u036f\u0900-\u0dff\u0e00-\u0e7f"
+_W = rf"\w{_MARKS}"
 _EMAIL = re.compile(
-    rf"(?<![{_W}.%+-])[^\W_][{_W}.%+-]{{0,63}}"
+    rf"(?<![^\W_]|[{_MARKS}.%+-])[^\W_][{_W}.%+-]{{0,63}}"
     rf"@(?:[^\W_](?:[{_W}-]{{0,61}}[{_W}])?\.)+"
     rf"(?:[A-Za-z]{{2,24}}(?![A-Za-z0-9-])|한국|[^\W\d_\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f][{_W}]{{1,23}})"
 )
@@ -77,6 +93,9 @@ _CARD = re.compile(
     r"|\d{4}(?P<s2>[ .-])\d{6}(?P=s2)\d{4,5})(?![0-9])"
 )
 _CARD_SEPARATORS = str.maketrans("", "", " .-")
+#: how issued card numbers start (ISO/IEC 7812 industries 2-6 and 9), checked on a run of digits
+#: written without the printed groups: a tenth of all long numbers pass Luhn
+_ISSUED = re.compile(r"2[2-7]|[3-69]")
 _PHONE = re.compile(
     r"""
     (?<![0-9A-Za-z+])
@@ -92,6 +111,8 @@ _PHONE = re.compile(
     """,
     re.VERBOSE,
 )
+#: where an international number's group may end: before a separator that follows a digit or ")"
+_PHONE_GROUP_END = re.compile(r"(?<=[0-9)])[ .-]")
 # Every detector needs an "@" or at least eight digits close together (an e-mail, a phone number,
 # an RRN or a card), so text without either is skipped at C speed: most prompts have no PII.
 _CANDIDATE = re.compile(r"(?:\d\D{0,3}){7}\d")
@@ -224,6 +245,7 @@ class _Span(NamedTuple):
     start: int
     end: int
     note: str
+    value: str | None = None  # what the span reads as, when not its text (JSON escapes decoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,29 +324,51 @@ class PIIMasker:
 
     @staticmethod
     def _cards(text: str) -> Iterable[_Span]:
-        for m in _CARD.finditer(text):
-            digits = m.group().translate(_CARD_SEPARATORS)
-            if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
-                continue
-            if luhn_valid(digits):
+        # A match that fails the checks is looked past from its next character, not from its end:
+        # "2024 4111 1111 1111 1111" reads first as the groups "2024 4111 1111 1111", which fail
+        # Luhn, and the card after the year was never looked at.
+        pos = 0
+        while (m := _CARD.search(text, pos)) is not None:
+            raw = m.group()
+            digits = raw.translate(_CARD_SEPARATORS)
+            if (13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_valid(digits)
+                    and (len(raw) != len(digits) or _ISSUED.match(digits) is not None)):
                 yield _Span("card", m.start(), m.end(), f"payment card number ({len(digits)} digits, Luhn ok)")
+                pos = m.end()
+            else:
+                pos = m.start() + 1
 
     @staticmethod
     def _phones(text: str) -> Iterable[_Span]:
         for m in _PHONE.finditer(text):
             raw = m.group()
-            if raw.startswith("+"):
-                n = sum(c.isdigit() for c in raw)
-                if not 8 <= n <= 15:  # E.164 allows at most 15 digits
-                    continue
-                yield _Span("phone", m.start(), m.end(), "international phone number")
-            else:
+            if not raw.startswith("+"):
                 yield _Span("phone", m.start(), m.end(), "phone number")
+                continue
+            # The international form takes up to six groups, so it reads on into the numbers after
+            # the phone number: "+44 20 7946 0958 2024" (16 digits) was dropped as too long, and
+            # "+82 10 1234 5678 0.0@x.io" lost to the address it ran into. Each shorter reading
+            # that ends before a separator is offered too, longest first: the longest with at
+            # most 15 digits (E.164) that overlaps nothing taken before is masked.
+            for end in [len(raw), *(s.start() for s in reversed(list(_PHONE_GROUP_END.finditer(raw))))]:
+                if 8 <= sum(c.isdigit() for c in raw[:end]) <= 15:
+                    yield _Span("phone", m.start(), m.start() + end, "international phone number")
 
     def find(self, text: str) -> list[_Span]:
-        """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps)."""
+        """Non-overlapping detections, sorted by position (higher-priority kind wins overlaps).
+
+        JSON escapes (``\\uXXXX``, ``\\n`` …: a tool result written by ``json.dumps``) are read
+        decoded; such a span covers whole escapes and its ``value`` is the decoded text."""
         if not may_contain_pii(text):
             return []
+        decoded = unescape(text)
+        if decoded is None:
+            return self._find(text)
+        return [span._replace(start=start, end=end, value=decoded.text[span.start:span.end])
+                for span in self._find(decoded.text)
+                for start, end in (decoded.original(span.start, span.end),)]
+
+    def _find(self, text: str) -> list[_Span]:
         text = fold(text)  # same length: the spans found here are the original's
         if not text.isascii() and _INVISIBLE.search(text) is not None:
             return self._find_through_invisible(text)
@@ -371,7 +415,7 @@ class PIIMasker:
         out: list[str] = []
         pos = 0
         for span in spans:
-            value = text[span.start:span.end]
+            value = text[span.start:span.end] if span.value is None else span.value
             label = _LABEL[span.kind]
             ph = by_value.get((label, value))
             if ph is None:

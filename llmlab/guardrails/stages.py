@@ -19,7 +19,7 @@ from .base import (Finding, GuardrailConfigError, InputVerdict, OutputVerdict, c
                    check_strings)
 from .injection import InjectionDetector, Policy, check_policy, check_threshold
 from .output_filter import OutputFilter
-from .pii import PIIMasker, may_contain_pii, unmask
+from .pii import _PLACEHOLDER, PIIMasker, may_contain_pii, unmask
 
 __all__ = ["InjectionGuard", "OutputFilterGuard", "PIIMaskingGuard", "answer_masker", "unmask_answer"]
 
@@ -39,6 +39,8 @@ class PIIMaskingGuard:
     The restore map is merged over the whole conversation: the same address in the system
     prompt and in the user turn becomes the same `[EMAIL_1]`. Content given as a list of parts
     (OpenAI multimodal format) has its ``{"type": "text"}`` parts masked; other parts pass.
+    A placeholder typed anywhere in the request (``[EMAIL_1]`` in a template) is numbered past,
+    so no value takes it and the answer's ``[EMAIL_1]`` stays what the user wrote.
     """
 
     #: distinct PII-free texts remembered (the memo is cleared when full)
@@ -100,11 +102,16 @@ class PIIMaskingGuard:
         restore: dict[str, str] = {}
         findings: list[Finding] = []
         out: list[dict] = []
+        # Placeholders typed into any text of the request (a template, an earlier masked answer kept
+        # in the history) are numbered past, as the masker does within one text: "[EMAIL_1]" in the
+        # first turn and an address in the last both went out as [EMAIL_1], and the answer's
+        # "[EMAIL_1]" came back as the address where the user had written the placeholder.
+        typed = {ph: ph for m in messages for text in _texts(m) if "[" in text for ph in _PLACEHOLDER.findall(text)}
 
         def mask(text: str, index: int, part: int | None = None) -> str:
             if not self._may_contain_pii(text):
                 return text
-            result = self.masker.mask(text, reuse=restore)
+            result = self.masker.mask(text, reuse={**typed, **restore} if typed else restore)
             if not result.findings:  # an order number, say: the next request skips the full scan
                 self._remember_clean(text)
             restore.update(result.mapping)
@@ -215,6 +222,22 @@ def _with_arguments(call: Mapping[str, Any], arguments: str) -> dict:
 #: content parts that carry text, and the key it is under: an assistant turn's ``refusal`` part is
 #: the model's words as much as a ``text`` part (it was sent back to the provider unmasked)
 TEXT_PARTS = {"text": "text", "refusal": "refusal"}
+
+
+def _texts(message: Mapping[str, Any]) -> Iterable[str]:
+    """Every text of ``message`` the PII guard masks: content (or its text parts), ``name``, and
+    tool-call (or legacy function-call) arguments."""
+    for _j, _key, text in _text_parts(message.get("content")):
+        yield text
+    if isinstance(message.get("name"), str):
+        yield message["name"]
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, (list, tuple)) else ():
+        if (arguments := _arguments(call)) is not None:
+            yield arguments
+    legacy = message.get("function_call")
+    if isinstance(legacy, Mapping) and isinstance(legacy.get("arguments"), str):
+        yield legacy["arguments"]
 
 
 def _text_parts(content: Any) -> Iterable[tuple[int | None, str, str]]:
