@@ -74,6 +74,23 @@ class Call:
     # a streamed answer's output guards, run over the chunks before the caller sees them
     # (llmlab.stream_guard): ``guard(masked_text) -> (text, blocked)``; None without output guards
     guard: Callable[[str], tuple[str, bool]] | None = field(default=None, repr=False, compare=False)
+    # what was left of the request's deadline when the call was sent (llmlab.request_deadline);
+    # None: the request has none, and the call has its deployment's ``timeout_s``
+    left_s: float | None = None
+
+    @property
+    def timeout_s(self) -> float:
+        """How long the driver waits for this call (for its first token when streamed): its
+        deployment's ``timeout_s``, or what is left of its request's deadline when that is less."""
+        own = self.deployment.timeout_s
+        left = self.left_s
+        return own if left is None or left >= own else left
+
+    @property
+    def deadline_bound(self) -> bool:
+        """Whether the request's deadline, not the deployment's own ``timeout_s``, bounds this
+        call: its timeout then says nothing of the deployment's health (see :func:`llmlab.fallback.judge`)."""
+        return self.left_s is not None and self.left_s < self.deployment.timeout_s
 
 
 @fast_frozen_init

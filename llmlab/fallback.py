@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Container, Generator, Sequence
 
 from . import _validate as v
 from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Race, Sleep
 from .errors import ClientDisconnected, ConfigError
 from .hedging import Hedge, hedge_target
+from .request_deadline import MIN_CALL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +225,8 @@ class ChainResult:
     #: the ``before_call`` hook refused a call: the chain ended without making it (``error`` is
     #: the last call's, if any)
     stopped: bool = False
+    #: the request's deadline kept the chain from a call or a wait (llmlab.request_deadline)
+    expired: bool = False
 
     @property
     def fatal(self) -> bool:
@@ -312,15 +315,39 @@ def judge(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallR
     until the key or the model name is fixed.  A 429 is
     throttling, not failing: no verdict, and a half-open probe slot is freed — counted as failures,
     30 % random 429s opened the breaker and turned a 1 s Retry-After into a cooldown-long outage.  Params refused before sending: the provider was
-    not asked, no verdict either.  A slow answer (``slow_call_s``) counts as slow."""
+    not asked, no verdict either.  A slow answer (``slow_call_s``) counts as slow.  A call its
+    request's deadline cut (:func:`cut_by_deadline`) says no more than a cancelled one: with 0.4 s
+    left, a healthy provider's 0.8 s answer would have counted as its failure, and a tight
+    deadline in an outage drill opened the breakers of the deployments that were still answering."""
     if result.ok:
         breaker.record_success(now, ticket, slow=breaker.is_slow(call, result))
     elif result.kind in FATAL or result.kind is ErrorKind.CONTEXT_WINDOW:
         breaker.record_success(now, ticket)
     elif result.kind is ErrorKind.RATE_LIMIT or result.kind is ErrorKind.UNSUPPORTED:
         breaker.release_probe(ticket)
+    elif cut_by_deadline(call, result):
+        _said_nothing(breaker, ticket, call, result, now)
     else:
         breaker.record_failure(now, ticket, slow=breaker.is_slow(call, result))
+
+
+def cut_by_deadline(call: Call, result: CallResult | CallError) -> bool:
+    """Whether ``result`` is a timeout that only the request's deadline set: the call's timeout
+    was shorter than its deployment's (:attr:`~llmlab.effects.Call.deadline_bound`) and it failed
+    before reaching the deployment's own ``timeout_s``."""
+    return (not result.ok and result.kind is ErrorKind.TIMEOUT and call.deadline_bound
+            and result.latency_s < call.deployment.timeout_s)
+
+
+def _said_nothing(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallResult | CallError,
+                  now: float) -> None:
+    """The verdict on a call the gateway ended for its own reasons (a race lost, the request's
+    deadline): none, the probe slot back — unless it had already waited past the breaker's
+    ``slow_call_s``, which is a slow call."""
+    if breaker.is_slow(call, result):
+        breaker.record_success(now, ticket, slow=True)
+    else:
+        breaker.release_probe(ticket)
 
 
 def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Call],
@@ -328,8 +355,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
               price: Callable[[Deployment, CallResult], float], clock: Callable[[], float],
               rng: random.Random, before_call: Callable[[Deployment, Sequence[Attempt]], bool] | None = None,
               hedge: Hedge | None = None,
-              before_hedge: Callable[[Deployment, Sequence[Attempt], float], bool] | None = None
-              ) -> Generator[Effect, Any, ChainResult]:
+              before_hedge: Callable[[Deployment, Sequence[Attempt], float], bool] | None = None,
+              deadline: float | None = None) -> Generator[Effect, Any, ChainResult]:
     """Try each deployment in order with retries; return the first success or the last error.
 
     ``before_call(deployment, attempts)``, when given, is asked before every call with the
@@ -343,7 +370,12 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
     as ``before_call`` is, with the loser's bill as a third argument, and False sends no hedge.
     The hedge's call is recorded as a ``"hedge"`` attempt; the chain goes on from the first
     call's result unless the hedge won — and when the hedge won and then broke (a stream cut after
-    its first token), by calling the first deployment again at once, as its retry."""
+    its first token), by calling the first deployment again at once, as its retry.
+
+    ``deadline`` (the ``clock`` reading the request must end by; :mod:`llmlab.request_deadline`):
+    each call is sent with what is left (``Call.left_s``), a wait that would end past it moves on
+    to the next deployment instead, and once too little is left the chain ends without a call
+    (``ChainResult.expired``)."""
     out = ChainResult(None, None)
     min_window = 0
     called = False
@@ -362,6 +394,14 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
         waited = 0.0
         for retry in range(policy.max_retries + 1):
             call = make_call(dep)
+            if deadline is not None:
+                left = deadline - clock()
+                if left < MIN_CALL_S:  # no call starts after the request's deadline
+                    breaker.release_probe(ticket)
+                    out.expired = True
+                    out.error = out.error or CallError(ErrorKind.TIMEOUT, f"{dep.name} not called: no time left")
+                    return out
+                call = replace(call, left_s=left)
             if before_call is not None:
                 try:
                     go = before_call(dep, out.attempts)
@@ -373,13 +413,16 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     out.stopped = True
                     return out
             second = None
-            if hedge is not None and not called and call.purpose == "answer" and hedge.wait_for(call) < math.inf:
+            if hedge is not None and not called and call.purpose == "answer" and hedge.wait_for(call) < math.inf \
+                    and (deadline is None or hedge.wait_for(call) + MIN_CALL_S <= left):  # a hedge due in time
                 try:
                     second = _hedge_call(chain, index, call, make_call, breaker_for, min_window, price, out,
                                          before_hedge, clock)
                 except BaseException:  # as before_call: admitted, never called — a half-open probe's slot goes back
                     breaker.release_probe(ticket)
                     raise
+                if second is not None and deadline is not None:  # sent later, with less left
+                    second = (replace(second[0], left_s=left - hedge.wait_for(call)), second[1])
             called = True
             hedged = None
             try:
@@ -431,6 +474,9 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
             delay = 0.0 if result.kind is ErrorKind.CANCELLED else policy.delay(retry, result.retry_after_s, rng)
             if delay is None:
                 break
+            if deadline is not None and delay > 0 and clock() + delay > deadline:
+                out.expired = True  # a wait that would end past the deadline is not started: the next deployment
+                break
             if delay > 0:
                 try:
                     yield Sleep(delay)
@@ -458,7 +504,9 @@ def _record(out: ChainResult, call: Call, result: CallResult | CallError, price:
                                     result.completion_tokens, price(dep, result), None, waited))
         return
     billed = billed_part(call, result)
-    out.attempts.append(Attempt(dep.name, dep.model, purpose, False, f"{result.kind.value}: {result.message}"[:300],
+    said = f"{result.kind.value}: {result.message}" if not cut_by_deadline(call, result) \
+        else f"{result.kind.value}: cut by the request's deadline ({result.message})"
+    out.attempts.append(Attempt(dep.name, dep.model, purpose, False, said[:300],
                                 result.latency_s, *((billed.prompt_tokens, billed.completion_tokens, price(dep, billed))
                                                     if billed is not None else (0, 0, 0.0)),
                                 retry_after_s=result.retry_after_s, waited_s=waited))
@@ -467,15 +515,12 @@ def _record(out: ChainResult, call: Call, result: CallResult | CallError, price:
 def _verdict(breaker: CircuitBreaker, ticket: int | None, call: Call, result: CallResult | CallError,
              now: float) -> None:
     """:func:`judge`, but for a call cancelled because a hedge race's other call won: that says
-    nothing of its provider — no verdict, the probe slot back — unless it had already waited past
-    the breaker's ``slow_call_s``, which is a slow call (else a provider too slow to ever win a
-    race never trips its breaker, and every request pays for a hedge)."""
+    nothing of its provider (:func:`_said_nothing`) — a slow call still counts as slow (else a
+    provider too slow to ever win a race never trips its breaker, and every request pays for a hedge)."""
     if result.ok or result.kind is not ErrorKind.CANCELLED:
         judge(breaker, ticket, call, result, now)
-    elif breaker.is_slow(call, result):
-        breaker.record_success(now, ticket, slow=True)
     else:
-        breaker.release_probe(ticket)
+        _said_nothing(breaker, ticket, call, result, now)
 
 
 def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: Callable[[Deployment], Call],

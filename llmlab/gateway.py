@@ -36,6 +36,7 @@ from .pipeline import Pipeline, SemanticSlot, _answer_masker
 from .pricing import PriceBook, ModelPrice
 from .ratelimit import RateLimiterBackend, configured_limits
 from .request import REQUEST_FIELDS, REQUEST_PARAMS, Request
+from .request_deadline import check_request_timeout
 from .routing import ComplexityRouter, FixedRouter, Router
 from .stream import StreamResponse
 
@@ -171,6 +172,11 @@ class Gateway:
       an identical one (same tenant, same cache key) is on the model path waits for that one's
       answer instead of calling a provider too (None: every miss calls; see :mod:`llmlab.coalescing`).
       Needs a cache, which hands the answer over; :attr:`flights` counts what it did.
+    * ``request_timeout_s`` — seconds a request may take from the moment the pipeline takes it,
+      over all its calls, retries, waits, fallbacks and cascade stages (None: no such bound; a
+      request's own ``request_timeout_s=`` overrides it).  Each call's timeout is its
+      deployment's ``timeout_s`` or the time left, whichever is less; a stream's answer is not
+      cut once its first token came.  See :mod:`llmlab.request_deadline`.
     """
 
     def __init__(self, deployments: Sequence[Deployment] | None = None, *,
@@ -190,7 +196,7 @@ class Gateway:
                  driver: Driver | None = None, ledger: Ledger | None = None,
                  default_max_tokens: int = 1024, step_threads: bool | int | None = None,
                  admission: Admission | None = None, hedge: Hedge | None = None,
-                 coalesce: Coalesce | None = None) -> None:
+                 coalesce: Coalesce | None = None, request_timeout_s: float | None = None) -> None:
         if isinstance(prices, PriceBook):
             self.prices = prices
         else:
@@ -354,7 +360,8 @@ class Gateway:
             budgets=budget_backend if budget_backend is not None else MemoryBudgets(), budget_policy=budget,
             retry=retry, breaker_factory=breaker_factory, input_guards=input_guards, output_guards=output_guards,
             ledger=ledger, unmask_answers=unmask_answers, default_max_tokens=default_max_tokens,
-            log_content=log_content, admits=admission is not None, hedge=hedge, coalesce=coalesce)
+            log_content=log_content, admits=admission is not None, hedge=hedge, coalesce=coalesce,
+            request_timeout_s=check_request_timeout("request_timeout_s", request_timeout_s, ConfigError))
         #: whether the sync API (complete, stream) hedges: not through a driver whose sync calls
         #: cannot race (LiteLLMDriver's block a thread), which would send the first call alone
         self._hedges_sync = getattr(self.driver, "races_sync", True) is not False
@@ -402,7 +409,8 @@ class Gateway:
         ``model`` pins a deployment by name instead of asking the router; ``params`` holds sampling
         parameters (``llmlab.request.REQUEST_PARAMS``); ``metadata`` travels into the ledger, never to
         a provider; ``request_id`` (1–128 printable ASCII characters, no spaces; generated when absent);
-        ``cache`` (False skips the caches for this request).
+        ``cache`` (False skips the caches for this request); ``request_timeout_s`` (seconds for the
+        whole request, overriding the gateway's; :mod:`llmlab.request_deadline`).
 
         Sampling parameters may also be given OpenAI-style, ``gw.complete("hi", temperature=0.2)``:
         they join ``params``.

@@ -56,7 +56,7 @@ async def aimport_litellm() -> Any:
 def _kwargs(call: Call) -> dict[str, Any]:
     dep = call.deployment
     kw: dict[str, Any] = {"model": dep.model, "messages": [dict(m) for m in call.messages],
-                          "timeout": min(dep.timeout_s, MAX_WAIT_S), "num_retries": 0, "max_retries": 0}
+                          "timeout": min(call.timeout_s, MAX_WAIT_S), "num_retries": 0, "max_retries": 0}
     kw.update({k: val for k, val in dep.params.items() if k not in kw})  # the gateway's own are refused at build
     # a call's params never override the deployment's endpoint, key, model or timeouts (defence in
     # depth: Request.build already refuses them, but a Request can be built without it)
@@ -495,7 +495,7 @@ class LiteLLMDriver:
         state = _StreamState(call, started)
         yield state
         response = None
-        timeout_s = call.deployment.timeout_s
+        timeout_s = call.timeout_s  # the deployment's, or less when the request's deadline is nearer
         # the first token within timeout_s of sending, as astream_call holds it: a blocked read is
         # cut by the watchdog shutting its connection down (llmlab.deadlines, llmlab.stream_cut)
         deadline = WATCHDOG.arm(min(timeout_s, MAX_WAIT_S), lambda: stream_cut.cut(state.response))
@@ -581,13 +581,13 @@ class LiteLLMDriver:
         try:
             response = state.opened(await litellm.acompletion(**_kwargs(call)))
             chunks = response.__aiter__()
-            deadline = started + call.deployment.timeout_s
+            deadline = started + call.timeout_s
             while True:  # one loop to the end: an ended stream is never polled again (litellm's
                 try:     # wrapper re-runs its end-of-stream step on each extra poll)
                     if state.answering():
                         chunk = await chunks.__anext__()
                     else:  # the first token within timeout_s of sending (see _first_chunk)
-                        chunk = await _first_chunk(chunks, deadline - self.clock(), call.deployment.timeout_s)
+                        chunk = await _first_chunk(chunks, deadline - self.clock(), call.timeout_s)
                 except StopAsyncIteration:
                     break
                 piece = state.feed(chunk, self.clock())

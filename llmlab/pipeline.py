@@ -37,6 +37,7 @@ from .logs import log_failure
 from .placeholders import restore_placeholders
 from .pricing import PriceBook
 from .ratelimit import RateLimiterBackend
+from .request_deadline import MIN_CALL_S, ran_out
 from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_routes, cascade_tier
 from .steplock import StepLock
@@ -89,6 +90,8 @@ class _State:
     flight: Any = None  # the flight this request leads (llmlab.coalescing), landed when it is done
     coalesced_with: str | None = None  # the leader of the last flight this request waited for
     hand_on: bool = False  # it failed in a way that says nothing of its followers' requests (_land)
+    deadline: float | None = None  # the clock reading the request must end by (llmlab.request_deadline)
+    expired: bool = False  # the deadline kept it from a call or a wait
 
 
 def _answer_masker() -> Callable[[Any], Any]:
@@ -145,7 +148,8 @@ class Pipeline:
                  breaker_factory: Callable[[], CircuitBreaker], input_guards: Sequence[Any] = (),
                  output_guards: Sequence[Any] = (), ledger: Ledger | None = None, unmask_answers: bool = False,
                  default_max_tokens: int = 1024, log_content: bool = False, admits: bool = False,
-                 hedge: Hedge | None = None, coalesce: Coalesce | None = None) -> None:
+                 hedge: Hedge | None = None, coalesce: Coalesce | None = None,
+                 request_timeout_s: float | None = None) -> None:
         self.deployments = dict(deployments)
         self.router = router
         self.fallbacks = {k: tuple(v) for k, v in fallbacks.items()}
@@ -173,6 +177,8 @@ class Pipeline:
         self.hedge = hedge
         #: identical requests in flight at once: one leads, the others wait for its answer (llmlab.coalescing)
         self.flights = Flights(coalesce) if coalesce is not None else None
+        #: the deadline over a whole request unless the request sets its own (None: none; llmlab.request_deadline)
+        self.request_timeout_s = request_timeout_s
         self._chains: dict[str, tuple[Deployment, ...]] = {}
         self._cascades: dict[tuple[str, ...], list[tuple[Deployment, ...]]] = {}
         #: deployments whose last call refused the gateway's credentials (logged once until one answers)
@@ -249,6 +255,9 @@ class Pipeline:
         ``hedged=False`` serves it without the gateway's hedge: for a driver that would send a race's
         first call alone (the live sync API), so that no budget is held for a hedge never sent."""
         state = _State(request, self.clock(), request.messages, {}, [], [])
+        limit = request.request_timeout_s or self.request_timeout_s
+        if limit is not None:
+            state.deadline = state.started + limit
         try:
             outcome = yield from self._serve(state, stream, self.hedge if hedged else None)
         except ClientDisconnected as exc:  # not a fault of the gateway: recorded, not logged as one
@@ -450,10 +459,13 @@ class Pipeline:
                         before_hedge = self._keep_covered(s, holds, still, spent_before,
                                                           refused="over budget for a hedge → none sent to")
                 last = yield from run_chain(chain, make_call, self.retry_for, self.breaker, self.price_result,
-                                            self.clock, self.rng, before_call, hedge, before_hedge)
+                                            self.clock, self.rng, before_call, hedge, before_hedge, s.deadline)
                 s.attempts.extend(last.attempts)
                 if last.result is None or len(last.attempts) > 1 or self._credentials_refused or self._not_found:
                     self._note_credentials(last.attempts)
+                if last.expired and last.result is None:  # no further call, no escalation: the last resort
+                    self._expired(s)
+                    break
                 if last.stopped:  # the budget cannot cover another call: no escalation either
                     break
                 if last.result is None:
@@ -525,6 +537,8 @@ class Pipeline:
         ran out with the leader still in the air takes the flight over (:meth:`Flights.take_over`)."""
         flights, tenant = self.flights, s.request.tenant
         deadline = self.clock() + flights.policy.max_wait_s
+        if s.deadline is not None and s.deadline < deadline:  # the request's own deadline is nearer
+            deadline = s.deadline
         while True:
             flight, leads = flights.board(tenant, key, s.request.request_id)
             if leads:
@@ -541,6 +555,8 @@ class Pipeline:
             if hit is not None:
                 flights.served += 1
                 return hit
+            if not landed and s.deadline is not None and s.deadline - now < MIN_CALL_S:
+                return None  # the request's deadline ran out: it calls no provider, so it leads no flight
             if not landed:  # out of time, its leader still in the air: it calls on its own, and leads
                 own = flights.take_over(flight, s.request.request_id)
                 if own is not None:
@@ -683,6 +699,13 @@ class Pipeline:
                 if ticket is None:  # no call, no attempt: the router's reason says why it routed by default
                     sent = CallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {dep.name}")
                     continue
+                if s.deadline is not None:  # a classification is a call: held to the request's deadline too
+                    left = s.deadline - self.clock()
+                    if left < MIN_CALL_S:
+                        breaker.release_probe(ticket)
+                        sent = CallError(ErrorKind.TIMEOUT, f"{dep.name} not called: {ran_out(s.deadline - s.started)}")
+                        continue
+                    effect = replace(effect, left_s=left)
             if isinstance(effect, Call) and self.budget_policy is not None:
                 # a router's own call (the classifier's) is reserved like any other: a tenant at its
                 # cap must not keep paying for classifications of requests the budget then refuses
@@ -921,6 +944,12 @@ class Pipeline:
                              tool_calls=self._unmask_calls(s, calls) if calls else (),
                              finish_reason=result.finish_reason)
 
+    def _expired(self, s: _State) -> None:
+        """The request's deadline ended its model path: the ledger's reason says so (once)."""
+        if not s.expired:
+            s.expired = True
+            s.reason += f"; {ran_out(s.deadline - s.started)} → no further call"
+
     def _failed(self, s: _State, last: ChainResult | None) -> Outcome:
         error = last.error if last is not None else None
         if last is not None and last.fatal:
@@ -954,8 +983,10 @@ class Pipeline:
                      if b.state == b.OPEN and name in tried]
         retry_after = max([retry_after, *[c for c in cooldowns if c > 0]]) or 5.0
         detail = f"{error.kind.value}: {error.message}" if error is not None else "no deployment available"
-        return self._error(s, AllProvidersFailed(f"all deployments failed ({', '.join(tried)}); last error {detail}",
-                                                 retry_after_s=round(retry_after, 3)))
+        said = f"all deployments failed ({', '.join(tried)}); last error {detail}"
+        if s.expired:
+            said = f"{ran_out(s.deadline - s.started)}: {said}"
+        return self._error(s, AllProvidersFailed(said, retry_after_s=round(retry_after, 3)))
 
     def _announce(self, outcome: Outcome, restore: Mapping[str, str]) -> None:
         """The ledger's sink and the request log: user code, run outside the lock."""

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from ._fastinit import fast_frozen_init
 from .errors import InvalidRequest, _Shape, type_shape
+from .request_deadline import check_request_timeout
 
 _counter = itertools.count(1)
 _PREFIX = os.urandom(3).hex()
@@ -238,7 +239,8 @@ class Request:
     ``model`` is ``None`` (let the router decide) or a deployment name to pin.  ``params`` are
     the sampling parameters (``temperature``, ``max_tokens`` …).  ``metadata`` travels with the
     request into the ledger and the simulator (for example the intent of a synthetic query);
-    it is never sent to a provider.
+    it is never sent to a provider.  ``request_timeout_s`` bounds the whole request (its calls,
+    retries, waits and fallbacks), overriding the gateway's default for this one.
     """
 
     messages: tuple[Mapping[str, Any], ...]
@@ -249,6 +251,9 @@ class Request:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     request_id: str = field(default_factory=new_request_id)
     cache: bool = True  # False bypasses the caches for this request
+    #: seconds this request may take over all its calls, retries, waits and fallbacks (None: the
+    #: gateway's ``request_timeout_s``; see :mod:`llmlab.request_deadline`)
+    request_timeout_s: float | None = None
 
     @classmethod
     def build(cls, prompt: str | Sequence[Mapping[str, Any]], **kwargs: Any) -> "Request":
@@ -284,6 +289,7 @@ class Request:
             raise InvalidRequest("metadata", metadata, "a mapping (it travels into the ledger)")
         if not isinstance(kwargs.get("cache", True), bool):
             raise InvalidRequest("cache", kwargs["cache"], "true or false")
+        check_request_timeout("request_timeout_s", kwargs.get("request_timeout_s"), InvalidRequest)
         request_id = kwargs.get("request_id")
         if request_id is not None and not (isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id)):
             # it is written into log lines: a newline in it could forge one

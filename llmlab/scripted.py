@@ -55,7 +55,9 @@ class ScriptedDriver:
     """Answers each deployment from its script (a queue), else from ``default``.
 
     A reply may be text, a :class:`CallResult`, a :class:`CallError`, an :class:`ErrorKind`
-    or a callable of the call.  ``latency_s`` advances the fake clock per call.
+    or a callable of the call.  ``latency_s`` advances the fake clock per call.  A reply slower
+    than the call's timeout (``Call.timeout_s``: its first token when streamed, else its whole
+    answer) is a timeout at that time, as the live and simulated drivers cut it.
 
     A hedged call (:class:`~llmlab.effects.Race`) is decided on the replies' own times: the
     first's ``ttft_s`` when streamed, else its ``latency_s``; the hedge's reply is taken from
@@ -73,6 +75,7 @@ class ScriptedDriver:
 
     def __post_init__(self) -> None:
         self._queues: dict[str, deque[Reply]] = defaultdict(deque)
+        self._cut: CallError | None = None  # the last reply cut at its call's timeout
         for name, replies in self.scripts.items():
             self._queues[name].extend(replies)
 
@@ -92,6 +95,11 @@ class ScriptedDriver:
             reply = CallResult(reply, estimate_message_tokens(call.messages),
                                min(estimate_tokens(reply), int(call.params.get("max_tokens") or 1 << 30)),
                                self.latency_s, self.latency_s)
+        limit = call.timeout_s
+        if answering_after(call, reply) > limit:  # as a live or simulated call is cut: at its timeout
+            reply = CallError(ErrorKind.TIMEOUT, f"{call.deployment.name}: no response within {limit:g} s",
+                              latency_s=limit)
+            self._cut = reply
         return reply
 
     def race(self, race: Race) -> RaceResult:
@@ -121,7 +129,10 @@ class ScriptedDriver:
         if isinstance(effect, Call):
             self.calls.append(effect)
             self.clock.advance(self.latency_s)
-            return self._reply(effect)
+            reply = self._reply(effect)
+            if reply is self._cut:  # the call took its timeout, not latency_s
+                self.clock.advance(reply.latency_s - self.latency_s)
+            return reply
         if isinstance(effect, Sleep):
             self.clock.sleep(effect.seconds)
             return None

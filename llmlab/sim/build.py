@@ -303,7 +303,8 @@ def _policy_gateway(scenario: Scenario, common: dict[str, Any], semantic_cache: 
     return Gateway(**{"router": _router(scenario), "fallbacks": g.fallbacks, "cache": g.cache.exact,
                       "cache_key_mode": g.cache.key_mode, "cache_ttl_s": g.cache.ttl_s,
                       "cache_capacity": g.cache.capacity, "semantic_cache": semantic_cache, "rate_limiter": limiter,
-                      "budget": budget_policy(scenario), "hedge": hedge, "coalesce": coalesce, **common, **gateway_kwargs})
+                      "budget": budget_policy(scenario), "hedge": hedge, "coalesce": coalesce,
+                      "request_timeout_s": g.request_timeout_s, **common, **gateway_kwargs})
 
 
 def budget_policy(scenario: Scenario) -> "BudgetPolicy | None":

@@ -14,7 +14,8 @@ never an exception — the pipeline sees exactly what the live driver would give
    degraded by a ``slow`` outage (in force when the call leaves the queue: a window that began or
    ended while it queued applies as the server is then, ``down`` included);
 5. errors at the baseline rate (+ an ``errors`` outage's rate) → 500 or 529;
-6. the deployment's ``timeout_s`` (on the whole call, or on the first token when streaming).
+6. the call's timeout (on the whole call, or on the first token when streaming): its deployment's
+   ``timeout_s``, or what is left of the request's deadline when less (``Call.timeout_s``).
 
 Randomness is *counter-based*: every draw is a hash of ``(request key, deployment, call
 number)``, not the next number of a shared stream.  So the policy run and the baseline run see
@@ -294,7 +295,7 @@ class SimProvider:
         outage = self.outage
         if start >= outage.next_change:
             outage.refresh(start)
-        timeout_s = call.deployment.timeout_s
+        timeout_s = call.timeout_s  # the deployment's, or what is left of the request's deadline
         if outage.down:
             return (yield from self._down(start, timeout_s, 0.0, None))
         prompt, out, cut = self._tokens(call)

@@ -299,6 +299,7 @@ class GatewayConfig(_Strict):
     default_max_tokens: PosInt = 1_024
     hedge: HedgeConfig | None = None  # race a slow first call against the next deployment (llmlab.hedging); None: no hedging
     coalesce: CoalesceConfig | None = None  # identical requests in flight at once make one call (llmlab.coalescing); None: each its own
+    request_timeout_s: Annotated[float, Field(gt=0, le=86_400)] | None = None  # seconds a request may take from its start over all its calls, retries, backoffs, fallbacks and cascade stages; each call's timeout is the smaller of its provider's timeout_s and the time left (a stream: its first token); then the last-resort cache, else all_providers_failed (llmlab.request_deadline); None: no such bound
 
 
 # ----------------------------------------------------------------------------- the rest
