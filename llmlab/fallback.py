@@ -444,6 +444,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 raise
             _record(out, call, result, price, call.purpose, waited)
             _verdict(breaker, ticket, call, result, clock())
+            if deadline is not None and cut_by_deadline(call, result):
+                out.expired = True  # whatever follows, this call had all the time there was
             if hedged is not None:  # sent after the first call: recorded after it, whichever won
                 hedge_call, hedge_ticket = second
                 _record(out, hedge_call, hedged, price, "hedge", 0.0)

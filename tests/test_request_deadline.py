@@ -190,3 +190,35 @@ def test_live_stream_first_token_deadline_then_not_cut():
                      input_guards=(), request_timeout_s=0.5).warm_up()
         outcome, text = asyncio.run(run(gw))
     assert outcome.ok and text and outcome.latency_s > 0.5 and outcome.ttft_s < 0.5
+
+
+# -- the simulator: the same pipeline in virtual time ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def drills():
+    """realtime-chat across its scheduled ×4 OpenAI slowdown, without and with a 3 s deadline."""
+    from llmlab import sim
+
+    def run(**overrides):
+        return sim.simulate("realtime-chat", hours=0.22, seed=3, parallel=False, baseline=False,
+                            overrides={"outages.incidents": False, **overrides})
+
+    return run(), run(**{"gateway.request_timeout_s": 3.0})
+
+
+def test_sim_the_deadline_bounds_every_request_in_an_outage_drill_at_a_price_in_availability(drills):
+    free, bounded = drills
+    for result in drills:
+        assert result.summary["outage_turn_share"] > 0.1  # the drill is in the run
+    r = bounded.requests
+    answered, failed = r[r.outcome != "error"], r[r.outcome == "error"]
+    # streamed: the deadline bounds the first token (what users see); a failure ends at the deadline
+    assert answered.ttft_s.max() <= 3.0 and failed.latency_s.max() <= 3.0 + 1e-9
+    assert failed.error.str.contains(r"deadline \(3 s\) ran out").all() and len(failed) > 0
+    without = free.requests
+    assert without[without.outcome != "error"].ttft_s.max() > 3.0  # what the deadline cut off
+    assert bounded.summary["availability"] < free.summary["availability"]  # and what it costs
+    for result in drills:
+        ttft = result.requests[result.requests.outcome != "error"].ttft_s
+        print(f"P95 TTFT {ttft.quantile(.95):.3f} P99 {ttft.quantile(.99):.3f} max {ttft.max():.3f} "
+              f"availability {result.summary['availability']:.4f}")
