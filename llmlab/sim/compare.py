@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from .metrics import mean_ci, metric_kind
+from .replications import run_steps
 from .scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -136,8 +137,15 @@ def compare(scenario: "Scenario | str", changes: Mapping[str, Any], *, requests:
                      keep_requests=False, progress=_side_progress(progress, k), parallel=parallel)
             for k, side in enumerate((a_scenario, b_scenario))]
     a, b = runs
+    steps = difference_steps(*(run_steps([t for _, t in side.turns.groupby("replication")]) for side in runs))
     return Comparison(a_scenario.name, dict(changes), tuple(range(seed, seed + replications)),
-                      int(a.summary["requests"]), paired_table(a.replications, b.replications), a, b)
+                      int(a.summary["requests"]), paired_table(a.replications, b.replications, steps), a, b)
+
+
+def difference_steps(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    """The step of B − A for each number with a step on either side (a share of n turns moves
+    by 1/n): two values' rounding spreads add, so the difference's step is their root sum of squares."""
+    return {key: math.hypot(a.get(key, 0.0), b.get(key, 0.0)) for key in {*a, *b}}
 
 
 def _side_progress(progress: Any, side: int) -> Any:
@@ -147,9 +155,14 @@ def _side_progress(progress: Any, side: int) -> Any:
     return lambda done, total: progress(side * total + done, 2 * total)
 
 
-def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
+def paired_table(a: "pd.DataFrame", b: "pd.DataFrame", steps: Mapping[str, float] | None = None) -> "pd.DataFrame":
     """One row per :data:`COMPARED` number of two replication tables (one row per seed, the
-    same seeds in the same order): the means, the mean paired difference and its interval."""
+    same seeds in the same order): the means, the mean paired difference and its interval.
+
+    ``steps`` is the unit each number's difference moves in (:func:`difference_steps`; a share
+    of n turns moves by 1/n): a share's differences that are all the same — two seeds that
+    each had one more SLO violation, 0.33 pp — have no spread, and without the step the
+    interval [+0.33, +0.33] starred a change that did nothing in one A/A comparison in twelve."""
     import pandas as pd
 
     if list(a["seed"]) != list(b["seed"]):
@@ -170,7 +183,7 @@ def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
             # not (the change moved the outages): no difference to average
             diff = lo = hi = math.nan
         else:  # one pair gives a difference but no interval (and no verdict)
-            diff, lo, hi = mean_ci((xb - xa).tolist())
+            diff, lo, hi = mean_ci((xb - xa).tolist(), step=(steps or {}).get(metric, 0.0))
         rows.append({"metric": metric, "a": mean_ci(xa.tolist())[0], "b": mean_ci(xb.tolist())[0],  # as replicate()
                      "difference": diff, "ci_low": lo, "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
