@@ -83,3 +83,16 @@ def test_seeds_that_each_move_a_share_by_one_turn_are_starred_only_when_there_ar
     assert two["difference"] == pytest.approx(1 / 300) and two["ci_low"] < 0 < two["ci_high"] and not two["clear"]
     ten = table(10)  # every one of ten seeds one more: a sign test's p = 0.002
     assert ten["clear"] and ten["ci_low"] > 0
+
+
+def test_the_printed_comparison_says_a_star_among_many_rows_can_be_chance():
+    """Fourteen rows judged at 5 % each: an A/A comparison stars one of them a quarter to two
+    fifths of the time.  The footer said only that a star meant "B differs from A"."""
+    from llmlab.sim.compare import Comparison
+
+    rows = [{"metric": m, "a": 1.0, "b": 1.0, "difference": 0.0, "ci_low": -0.1, "ci_high": 0.1, "clear": False}
+            for m in ("cost_usd", "p95_latency_s", "cache_hit_rate")]
+    rows.append({"metric": "outage_slo_value_s", "a": 1.0, "b": 1.0, "difference": math.nan, "ci_low": math.nan,
+                 "ci_high": math.nan, "clear": False})
+    text = str(Comparison("b2b-saas", {"gateway.cache.threshold": 0.85}, (0, 1), 300, pd.DataFrame(rows), None, None))
+    assert "judged alone" in text and "some one of these 3 in up to 14 % of comparisons" in text

@@ -87,6 +87,12 @@ class Comparison:
                                     + [row[-1]]).rstrip() for row in rows]
         lines.append("* the interval leaves out 0: every seed's luck considered, B differs from A this way "
                      "(pp: percentage points)")
+        judged = int(self.table["ci_low"].notna().sum())
+        if judged > 1:
+            # 14 rows at 5 % each: an A/A comparison stars one of them a quarter to two fifths of the
+            # time (benchmarks/interval_coverage.py); a reader scanning for stars should know
+            lines.append(f"  each row is judged alone: with no real change one row in twenty is starred by chance, "
+                         f"and some one of these {judged} in up to {100 * (1 - 0.95 ** judged):.0f} % of comparisons")
         return "\n".join(lines)
 
     __repr__ = __str__  # a notebook cell ending in the comparison shows its table, not its fields
