@@ -96,3 +96,16 @@ def test_the_printed_comparison_says_a_star_among_many_rows_can_be_chance():
                  "ci_high": math.nan, "clear": False})
     text = str(Comparison("b2b-saas", {"gateway.cache.threshold": 0.85}, (0, 1), 300, pd.DataFrame(rows), None, None))
     assert "judged alone" in text and "some one of these 3 in up to 14 % of comparisons" in text
+
+
+def test_a_sweep_with_replications_gives_each_row_the_intervals_simulate_gives():
+    """``flatten`` dropped the ``[low, high]`` lists: a replicated sweep's rows had means only."""
+    from llmlab.sim import sweep
+
+    frame = sweep("b2b-saas", {"gateway.cache.threshold": [0.85, 0.9]}, requests=150, replications=2, processes=1)
+    alone = simulate("b2b-saas", requests=150, replications=2, overrides={"gateway.cache.threshold": 0.9},
+                     keep_requests=False)
+    row = frame.set_index("gateway.cache.threshold").loc[0.9]
+    for metric, (low, high) in alone.summary["ci95"].items():
+        assert (row[f"ci95.{metric}.low"], row[f"ci95.{metric}.high"]) == pytest.approx((low, high)), metric
+    assert "ci95.cost_usd.low" in frame and "ci95.cache_hit_rate.high" in frame
