@@ -40,7 +40,9 @@ def test_a_replicated_runs_intervals_are_those_of_its_rows():
         x = rows[metric].dropna().to_numpy(dtype=float)
         mean = x.mean()
         # a share's spread is at least its step's rounding spread (1/n for a share of n turns)
-        step = max(metric_steps(t).get(metric, 0.0) for _, t in result.turns.groupby("replication"))
+        steps = [metric_steps(t).get(metric) for _, t in result.turns.groupby("replication")]
+        steps = [x for x in steps if x is not None]
+        step = math.sqrt(sum(x * x for x in steps) / len(steps)) if steps else 0.0
         half = t95(len(x) - 1) * max(x.std(ddof=1), step / math.sqrt(12)) / math.sqrt(len(x))
         lo, hi = metric_bounds(metric)
         assert result.summary[metric] == pytest.approx(mean, rel=1e-12, abs=1e-15), metric
