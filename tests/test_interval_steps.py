@@ -109,3 +109,17 @@ def test_a_sweep_with_replications_gives_each_row_the_intervals_simulate_gives()
     for metric, (low, high) in alone.summary["ci95"].items():
         assert (row[f"ci95.{metric}.low"], row[f"ci95.{metric}.high"]) == pytest.approx((low, high)), metric
     assert "ci95.cost_usd.low" in frame and "ci95.cache_hit_rate.high" in frame
+
+
+@pytest.mark.parametrize("requests, said", [(12, "P95 and P99 over 12 turns"), (60, "P99 over 60 turns"), (150, None)])
+def test_the_summary_says_when_a_latency_percentile_rests_on_too_few_turns(requests, said):
+    """The P99 of 60 turns is interpolated between the two slowest: it was printed as a tail."""
+    from llmlab.report import summary_table
+
+    run = simulate("b2b-saas", requests=requests, seed=0, baseline=False, overrides=HASHED)
+    assert not run.summary["errors"].get("budget_exceeded")
+    text = summary_table(run.summary)
+    if said is None:
+        assert "few turns" not in text
+    else:
+        assert f"few turns: {said} a user waited on" in text
