@@ -401,6 +401,22 @@ def answered_apart(summary: Mapping[str, Any]) -> bool:
     return per_answered is not None and not math.isnan(per_answered) and gap >= ANSWERED_GAP
 
 
+def few_turns_note(summary: Mapping[str, Any]) -> str:
+    """A line saying which latency percentiles rest on too few turns to be more than the slowest
+    ones ('' when none does).  The P95 of n turns needs n >= 20 to have a turn beyond it, the
+    P99 n >= 100; with fewer, linear interpolation puts them between the two slowest turns, and
+    a 12-request run's "p99 latency" read as a tail it never measured."""
+    from .sim.metrics import POLICY_REFUSALS
+
+    errors = summary.get("errors") or {}
+    waited = (summary.get("requests") or 0) - sum(errors.get(code, 0) for code in POLICY_REFUSALS)
+    short = [name for name, needs in (("P95", 20), ("P99", 100)) if 0 < waited < needs]
+    if not short:
+        return ""
+    return (f"few turns: {' and '.join(short)} over {_count(waited)} turns a user waited on (P95 wants 20, "
+            f"P99 100), so {'they are' if len(short) > 1 else 'it is'} about the slowest turn")
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the headline numbers, policy vs baseline (with 95 % CIs if any)."""
     ci = summary.get("ci95") or {}
@@ -448,6 +464,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         if answered_apart(summary):
             per_answered = summary["savings_per_answered_pct"]
             lines.append(f"{'  per answered turn':30s} {f'{per_answered:.1f} %':>{wide}s}")
+    few = few_turns_note(summary)
+    if few:
+        lines.append(few)
     met = summary.get("slo_met")
     metric = {"ttft": "TTFT"}.get(summary.get("slo_metric", "latency"), summary.get("slo_metric", "latency"))
     slo = (f"SLO: P{summary.get('slo_percentile', 95):g} {metric} ≤ "

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from llmlab.sim import simulate
-from llmlab.sim.metrics import metric_bounds, t95
+from llmlab.sim.metrics import metric_bounds, metric_steps, t95
 
 
 def _central_mass(t: float, df: int, steps: int = 20_000) -> float:
@@ -39,7 +39,11 @@ def test_a_replicated_runs_intervals_are_those_of_its_rows():
     for metric, (low, high) in result.summary["ci95"].items():
         x = rows[metric].dropna().to_numpy(dtype=float)
         mean = x.mean()
-        half = t95(len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+        # a share's spread is at least its step's rounding spread (1/n for a share of n turns)
+        steps = [metric_steps(t).get(metric) for _, t in result.turns.groupby("replication")]
+        steps = [x for x in steps if x is not None]
+        step = math.sqrt(sum(x * x for x in steps) / len(steps)) if steps else 0.0
+        half = t95(len(x) - 1) * max(x.std(ddof=1), step / math.sqrt(12)) / math.sqrt(len(x))
         lo, hi = metric_bounds(metric)
         assert result.summary[metric] == pytest.approx(mean, rel=1e-12, abs=1e-15), metric
         assert (low, high) == pytest.approx((max(lo, mean - half), min(hi, mean + half)), rel=1e-12, abs=1e-15), metric

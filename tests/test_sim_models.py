@@ -438,7 +438,8 @@ def test_each_profile_draws_the_first_token_and_speed_it_states(name):
     env = simpy.Environment()
     p = SimProvider(env, name, cfg)
     n = 4_000
-    big = call(timeout_s=1e9, prompt_tokens=100, answer_tokens=1_000)
+    # streamed: a call that is not shows its first token with its whole answer (TTFT = latency)
+    big = call(timeout_s=1e9, stream=True, prompt_tokens=100, answer_tokens=1_000)
     res = [r for r in _serve_all(p, [(0.0, big, mix64(k)) for k in range(n)]) if r.ok]
     ttft = np.log([r.ttft_s for r in res])
     speed = np.log([1_000 / (r.latency_s - r.ttft_s) for r in res])

@@ -51,11 +51,14 @@ def test_counter_based_draws_are_deterministic_and_uniform():
 
 def test_latency_is_ttft_plus_tokens_over_speed_and_tokens_come_from_metadata():
     env = simpy.Environment()
-    r = serve(env, provider(env), call())
+    r = serve(env, provider(env), call(stream=True))
     assert isinstance(r, CallResult)
     assert r.prompt_tokens == 300 and r.completion_tokens == 160
     assert r.latency_s == pytest.approx(0.4 + 160 / 80.0)
     assert r.ttft_s == pytest.approx(0.4)
+    env = simpy.Environment()
+    whole = serve(env, provider(env), call())  # not streamed: its first token comes with the whole answer
+    assert whole.latency_s == whole.ttft_s == pytest.approx(0.4 + 160 / 80.0)
     assert r.text.startswith("«x.y.en»")
     env = simpy.Environment()
     capped = serve(env, provider(env), call(max_tokens=40))

@@ -211,7 +211,7 @@ def test_an_exponential_ttft_is_independent_of_the_token_speed():
 
     def many():
         for k in range(40_000):
-            res.append((yield from p.serve(_call(answer_tokens=100), mix64(k))))
+            res.append((yield from p.serve(_call(answer_tokens=100, stream=True), mix64(k))))
 
     env.process(many())
     env.run()

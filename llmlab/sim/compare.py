@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from .metrics import mean_ci, metric_kind
+from .replications import run_steps
 from .scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -86,6 +87,12 @@ class Comparison:
                                     + [row[-1]]).rstrip() for row in rows]
         lines.append("* the interval leaves out 0: every seed's luck considered, B differs from A this way "
                      "(pp: percentage points)")
+        judged = int(self.table["ci_low"].notna().sum())
+        if judged > 1:
+            # 14 rows at 5 % each: an A/A comparison stars one of them a quarter to two fifths of the
+            # time (benchmarks/interval_coverage.py); a reader scanning for stars should know
+            lines.append(f"  each row is judged alone: with no real change one row in twenty is starred by chance, "
+                         f"and some one of these {judged} in up to {100 * (1 - 0.95 ** judged):.0f} % of comparisons")
         return "\n".join(lines)
 
     __repr__ = __str__  # a notebook cell ending in the comparison shows its table, not its fields
@@ -136,8 +143,15 @@ def compare(scenario: "Scenario | str", changes: Mapping[str, Any], *, requests:
                      keep_requests=False, progress=_side_progress(progress, k), parallel=parallel)
             for k, side in enumerate((a_scenario, b_scenario))]
     a, b = runs
+    steps = difference_steps(*(run_steps([t for _, t in side.turns.groupby("replication")]) for side in runs))
     return Comparison(a_scenario.name, dict(changes), tuple(range(seed, seed + replications)),
-                      int(a.summary["requests"]), paired_table(a.replications, b.replications), a, b)
+                      int(a.summary["requests"]), paired_table(a.replications, b.replications, steps), a, b)
+
+
+def difference_steps(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    """The step of B − A for each number with a step on either side (a share of n turns moves
+    by 1/n): two values' rounding spreads add, so the difference's step is their root sum of squares."""
+    return {key: math.hypot(a.get(key, 0.0), b.get(key, 0.0)) for key in {*a, *b}}
 
 
 def _side_progress(progress: Any, side: int) -> Any:
@@ -147,9 +161,14 @@ def _side_progress(progress: Any, side: int) -> Any:
     return lambda done, total: progress(side * total + done, 2 * total)
 
 
-def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
+def paired_table(a: "pd.DataFrame", b: "pd.DataFrame", steps: Mapping[str, float] | None = None) -> "pd.DataFrame":
     """One row per :data:`COMPARED` number of two replication tables (one row per seed, the
-    same seeds in the same order): the means, the mean paired difference and its interval."""
+    same seeds in the same order): the means, the mean paired difference and its interval.
+
+    ``steps`` is the unit each number's difference moves in (:func:`difference_steps`; a share
+    of n turns moves by 1/n): a share's differences that are all the same — two seeds that
+    each had one more SLO violation, 0.33 pp — have no spread, and without the step the
+    interval [+0.33, +0.33] starred a change that did nothing in one A/A comparison in twelve."""
     import pandas as pd
 
     if list(a["seed"]) != list(b["seed"]):
@@ -170,7 +189,7 @@ def paired_table(a: "pd.DataFrame", b: "pd.DataFrame") -> "pd.DataFrame":
             # not (the change moved the outages): no difference to average
             diff = lo = hi = math.nan
         else:  # one pair gives a difference but no interval (and no verdict)
-            diff, lo, hi = mean_ci((xb - xa).tolist())
+            diff, lo, hi = mean_ci((xb - xa).tolist(), step=(steps or {}).get(metric, 0.0))
         rows.append({"metric": metric, "a": mean_ci(xa.tolist())[0], "b": mean_ci(xb.tolist())[0],  # as replicate()
                      "difference": diff, "ci_low": lo, "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -485,12 +485,19 @@ def requests_frame(rec: Recorder, traffic: Any, run_columns: dict[str, np.ndarra
     return frame
 
 
-def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
+def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf), step: float = 0.0
             ) -> tuple[float, float, float]:
     """Mean and a 95 % Student-t confidence interval over replications, clipped to ``bounds``
     (a rate's interval from three runs can otherwise reach below 0).  One value (the others NaN:
     only one run had a turn during an outage) gives its mean and no interval (NaN bounds): ``[m, m]``
-    read as certainty where one run says nothing of the spread."""
+    read as certainty where one run says nothing of the spread.
+
+    ``step`` is the unit the values move in (:func:`metric_steps`: 1/n for a share of n turns, 1
+    for a count).  Runs that all land on the same step say only that their spread is below a
+    step, not that it is 0: five runs with no false hit gave ``[0 %, 0 %]`` where the true rate
+    was 1 %, and two seeds that each added one SLO violation starred a change that did nothing.
+    The spread is taken as at least a step's rounding spread (``step / √12``); a spread the runs
+    did show is used as it is."""
     x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
     if len(x) == 0:
         return math.nan, math.nan, math.nan
@@ -500,10 +507,48 @@ def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, m
     if not np.isfinite(x).all():  # an SLO value is infinite when too many turns failed: no t interval
         return m, max(bounds[0], float(x.min())), min(bounds[1], float(x.max()))
     with np.errstate(over="ignore"):  # values near the float limit (a fuzzed 1e300 latency) overflow when squared
-        half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+        half = t95(len(x) - 1) * max(float(x.std(ddof=1)), step / math.sqrt(12.0)) / math.sqrt(len(x))
     if not math.isfinite(half):  # no t interval past the float range: the runs' range says what is known
         return m, max(bounds[0], float(x.min())), min(bounds[1], float(x.max()))
     return m, max(bounds[0], m - half), min(bounds[1], m + half)
+
+
+#: what each share of the summary is a share of: a turn-table mask of its denominator's turns
+#: (module docstring); the shares not named here are of every turn
+_SHARE_OF: dict[str, Any] = {
+    "false_hit_rate": lambda t: t["outcome"] == "cache",
+    "wrong_answer_rate": lambda t: t["outcome"] == "cache",
+    "last_resort_false_hit_rate": lambda t: t["outcome"] == "last_resort",
+    "hedge_win_rate": lambda t: t["hedged"],
+    "slo_violation_rate": lambda t: ~t["error_code"].isin(POLICY_REFUSALS),
+    "outage_availability": lambda t: t["during_outage"],
+    "outage_service_availability": lambda t: t["during_outage"],
+    "outage_slo_violation_rate": lambda t: t["during_outage"] & ~t["error_code"].isin(POLICY_REFUSALS),
+}
+#: per-turn numbers that move by one turn's worth: a count of calls over the turns, whole counts
+_PER_TURN = ("retry_amplification",)
+#: (not ``requests``: a run sized by ``requests=`` has exactly that many, and one sized by hours
+#: has thousands, whose spread the runs show)
+_COUNTS = ("gateway_requests", "false_hits", "budget_rejections", "rate_limited", "internal_errors")
+
+
+def metric_steps(turns: "pd.DataFrame") -> dict[str, float]:
+    """The unit each share or count of one run's summary moves in (``1 / n`` for a share of
+    ``n`` turns, 1 for a count), from its turn table: :func:`mean_ci`'s ``step``.  A share of no
+    turn (NaN in the summary) has none."""
+    n = len(turns)
+    steps: dict[str, float] = dict.fromkeys(_COUNTS, 1.0)
+    if not n:
+        return steps
+    for key in (*HEADLINE, *OUTAGE_KEYS, *_SHARE_OF, *_PER_TURN, "exact_hit_rate", "last_resort_rate",
+                "service_availability", "coalesced_rate", "hedge_rate"):
+        if key in _SHARE_OF:
+            trials = int(_SHARE_OF[key](turns).sum())
+            if trials:
+                steps[key] = 1.0 / trials
+        elif metric_kind(key) == "pct" or key in _PER_TURN:
+            steps[key] = 1.0 / n
+    return steps
 
 
 @lru_cache(maxsize=None)

@@ -2,19 +2,23 @@
 
 One run's numbers hold its seed's luck (which tenants were busy, when an outage fell); the
 mean over several seeds, with a Student-t interval clipped to each metric's range, says how
-much of a difference between two configurations is the configuration's.
+much of a difference between two configurations is the configuration's.  A share's or a
+count's interval is at least as wide as its step allows (:func:`~llmlab.sim.metrics.mean_ci`):
+runs that all saw no false hit do not make the rate certainly 0.
 """
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any
 
-from .metrics import HEADLINE, OUTAGE_KEYS, mean_ci, metric_bounds
+from .metrics import HEADLINE, OUTAGE_KEYS, mean_ci, metric_bounds, metric_steps
 from .parallel import replication_slots, replications_beside
 from .progress import RunsProgress
 from .scenario import Scenario
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .run import SimResult
 
 #: the summary numbers a replicated run gives a 95 % interval (``summary["ci95"]``)
@@ -48,10 +52,11 @@ def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     table = pd.DataFrame([{k: v for k, v in r.summary.items() if not isinstance(v, (dict, list))} for r in runs])
     summary = dict(runs[0].summary)
     ci: dict[str, list[float]] = {}
+    steps = run_steps([r.turns for r in runs])
     for col in table.columns:
         if col == "seed" or not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
             continue
-        m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col))
+        m, lo, hi = mean_ci(table[col].tolist(), metric_bounds(col), steps.get(col, 0.0))
         whole = pd.api.types.is_integer_dtype(table[col]) and float(m).is_integer()
         summary[col] = int(m) if whole else m
         if col in WITH_INTERVAL and not math.isnan(lo):  # none for what fewer than two runs measured (no outage)
@@ -73,3 +78,20 @@ def replicate(sc: Scenario, *, n: int, seed: int, **kw: Any) -> SimResult:
     first = runs[0]
     return SimResult(sc, summary, requests, turns, first.baseline_summary, first.baseline_turns, first.outages,
                      table, seed, wall_s=sum(r.wall_s for r in runs))
+
+
+def run_steps(turn_tables: "list[pd.DataFrame]") -> dict[str, float]:
+    """Each number's step over several runs (:func:`~llmlab.sim.metrics.metric_steps`): the root
+    mean square of the runs' steps, as their rounding spreads combine in the mean.  (The largest
+    step, that of a run with three cache hits, made b2b-saas' false-hit interval cover its true
+    rate in every draw of ``benchmarks/interval_coverage.py``: too wide to say anything.)"""
+    return combine_steps([metric_steps(turns) for turns in turn_tables])
+
+
+def combine_steps(runs: "list[dict[str, float]]") -> dict[str, float]:
+    """:func:`run_steps` of the runs' own steps: each number's root mean square over the runs that have it."""
+    squares: dict[str, list[float]] = {}
+    for steps in runs:
+        for key, step in steps.items():
+            squares.setdefault(key, []).append(step * step)
+    return {key: math.sqrt(sum(sq) / len(sq)) for key, sq in squares.items()}

@@ -69,12 +69,17 @@ def named(combo: Mapping[str, Any]) -> str:
 
 
 def flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Scalars as they are; one level of dicts as ``key.sub``; lists dropped."""
+    """Scalars as they are; one level of dicts as ``key.sub``; lists dropped, but for an
+    interval's ``[low, high]`` in a dict (``ci95``), as ``key.sub.low`` and ``key.sub.high``: a
+    sweep with replications gave each row's means and dropped every interval, so no row said
+    whether its difference from the next was more than the seeds' luck."""
     out: dict[str, Any] = {}
     for k, v in summary.items():
         if isinstance(v, Mapping):
             for sub, x in v.items():
-                if not isinstance(x, (Mapping, list, tuple)):
+                if isinstance(x, (list, tuple)) and len(x) == 2:
+                    out[f"{k}.{sub}.low"], out[f"{k}.{sub}.high"] = x
+                elif not isinstance(x, (Mapping, list, tuple)):
                     out[f"{k}.{sub}"] = x
         elif not isinstance(v, (list, tuple)):
             out[k] = v

@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command_parser(PROG, "Simulate every combination of scenario values (a grid), one row each.", __doc__)
     add_runs(p, sets="for every combination", requests="2,000, unless the grid sizes runs",
              seed="random seed of every run (default 0)", replications=1,
-             replications_help="runs per combination (seeds seed..seed+N-1): means")
+             replications_help="runs per combination (seeds seed..seed+N-1): means, and 95 %% intervals "
+                               "as ci95.NUMBER.low / .high in --out and --json")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2, ...]", required=True,
                    help="a scenario field (once, whatever its spelling) and a TOML list of its values (no null); "
                         "repeatable (every combination runs)")
