@@ -4,7 +4,8 @@ from __future__ import annotations
 import gc
 import weakref
 
-from llmlab import GatewayError, RateLimit, RateLimited, RateLimiter
+from llmlab import GatewayError, RateLimit, RateLimited, RateLimiter, RetryPolicy
+from llmlab.effects import ErrorKind
 
 
 class _Body(bytearray):
@@ -60,3 +61,30 @@ def test_cache_keys_do_not_pin_every_long_prompt_they_were_computed_for():
     finally:
         tracemalloc.stop()
     assert held < 8_000_000  # ≈ 6 MB: the last 256 contexts and their normalised copies (≈ 18 MB before)
+
+
+def test_a_clock_stepped_back_does_not_lock_a_tenant_out_of_its_rate_limit(make_gateway, clock):
+    """The gateway reads time.time: an NTP step back of an hour left every tenant that had used its
+    limit refused for that hour ("retry in 3003 s"), its buckets refilling from their last update,
+    an hour ahead.  A step back of more than a minute now restarts the buckets' time, level kept."""
+    gw = make_gateway(rate_limiter=RateLimiter(default=RateLimit(rpm=60)))
+    for i in range(60):  # the whole minute's requests at once
+        assert gw.complete(f"q {i}", tenant="t", cache=False).ok
+    clock.advance(-3_600.0)
+    refused = gw.complete("one too many", tenant="t", cache=False).error
+    assert isinstance(refused, RateLimited) and refused.retry_after_s < 1.1  # the refill is a second away
+    clock.advance(10.0)
+    assert sum(gw.complete(f"later {i}", tenant="t", cache=False).ok for i in range(12)) == 10
+
+
+def test_a_clock_stepped_back_does_not_keep_a_breaker_open_for_the_step(make_gateway, driver, clock):
+    """A breaker opened just before the clock stepped back an hour skipped its deployment for that
+    hour plus the cooldown; the cooldown now counts from the first request after the step."""
+    driver.script("gpt-4o", ErrorKind.SERVER)
+    gw = make_gateway(retry=RetryPolicy(max_retries=0), breaker={"failure_threshold": 1, "cooldown_s": 30})
+    assert gw.complete("q", cache=False).deployment == "claude"  # the primary failed: its breaker opened
+    clock.advance(-3_600.0)
+    assert gw.complete("q", cache=False).attempts[0].error == "circuit_open"
+    clock.advance(31.0)
+    assert gw.complete("q", cache=False).deployment == "gpt-4o"  # the half-open probe, a cooldown later
+    assert gw.pipeline.breakers["gpt-4o"].state == "closed"
