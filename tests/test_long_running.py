@@ -4,8 +4,12 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from llmlab import GatewayError, RateLimit, RateLimited, RateLimiter, RetryPolicy
 from llmlab.effects import ErrorKind
+from llmlab.errors import ConfigError
+from llmlab.ledger import Ledger
 
 
 class _Body(bytearray):
@@ -88,3 +92,20 @@ def test_a_clock_stepped_back_does_not_keep_a_breaker_open_for_the_step(make_gat
     clock.advance(31.0)
     assert gw.complete("q", cache=False).deployment == "gpt-4o"  # the half-open probe, a cooldown later
     assert gw.pipeline.breakers["gpt-4o"].state == "closed"
+
+
+def test_a_ledger_that_keeps_no_records_can_bound_its_spend_per_tenant(make_gateway):
+    """``Ledger(keep=False)`` still held one spend total per tenant ever served: a service whose
+    tenants are its users grew with every new user.  ``tenants=`` keeps the most recent ones."""
+    sent: list = []
+    gw = make_gateway(ledger=Ledger(keep=False, sink=sent.append, tenants=50))
+    for i in range(400):
+        gw.complete(f"question {i}", tenant=f"user-{i}")
+        gw.complete(f"question {i}", tenant="regular")  # served all along: never the least recent
+    spend = gw.ledger.spend_by_tenant()
+    assert len(spend) == 50 and "regular" in spend and "user-399" in spend and "user-300" not in spend
+    assert spend["regular"] == sum(o.cost_usd for o in sent if o.tenant == "regular")
+    assert gw.ledger.total_cost_usd == pytest.approx(sum(o.cost_usd for o in sent), rel=1e-12)
+    assert len(gw.ledger) == 800 and not gw.ledger.records
+    with pytest.raises(ConfigError, match="ledger.tenants"):
+        Ledger(keep=False, tenants=0)
