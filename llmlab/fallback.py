@@ -129,6 +129,10 @@ class CircuitBreaker:
         """The generation to hand in with the call's verdict, or None when the call must be skipped."""
         if self.state == self.CLOSED:
             return self.generation
+        if self.state == self.OPEN and now < self.opened_at:
+            # the clock was stepped back (NTP, a VM resumed): the cooldown counts from now, else the
+            # deployment stayed skipped for the whole step too (an hour back: an hour without it)
+            self.opened_at = now
         if self.state == self.OPEN and now - self.opened_at >= self.cooldown_s:
             self._enter(self.HALF_OPEN)
             self._probe_in_flight = False

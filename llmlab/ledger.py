@@ -85,9 +85,15 @@ class Ledger:
     is logged (``llmlab ledger sink failed``) and the caller still gets its outcome.  It is called,
     never awaited (on an event loop or a step thread): an ``async def`` sink is refused, and a
     sink that returns a coroutine fails each record loudly instead of dropping it unseen.
+
+    ``tenants`` bounds :meth:`spend_by_tenant` to that many tenants, the most recently served
+    (None: every tenant ever seen, one number each for good).  Even ``keep=False`` held a total
+    for every tenant ever served: a service whose tenants are its users grew by ≈ 150 B per new
+    user for as long as it ran.  :attr:`total_cost_usd` still counts the tenants let go.
     """
 
-    def __init__(self, keep: bool = True, sink: Callable[[Outcome], None] | None = None) -> None:
+    def __init__(self, keep: bool = True, sink: Callable[[Outcome], None] | None = None, *,
+                 tenants: int | None = None) -> None:
         # checked here: a sink that is no callable failed on every request, each one logged as
         # "ledger sink failed", and keep="no" kept every record
         self.keep = v.flag("ledger.keep", keep)
@@ -97,8 +103,10 @@ class Ledger:
             raise ConfigError("ledger.sink", type_shape(sink), "a plain (not async) callable sink(outcome)",
                               hint=_HAND_TO_THE_LOOP)
         self.sink = sink
+        self.tenants = None if tenants is None else v.integer("ledger.tenants", tenants, lo=1)
         self.records: list[Outcome] = []
         self._spend: defaultdict[str, float] = defaultdict(float)
+        self._let_go_usd = 0.0  # the spend of tenants dropped from _spend (``tenants``)
         self.count = 0
 
     def record(self, outcome: Outcome) -> None:
@@ -108,9 +116,20 @@ class Ledger:
     def tally(self, outcome: Outcome) -> None:
         """Count and keep ``outcome`` (the gateway does this under its lock)."""
         self.count += 1
-        self._spend[outcome.tenant] += outcome.cost_usd
+        if self.tenants is None:
+            self._spend[outcome.tenant] += outcome.cost_usd
+        else:
+            self._spend_recent(outcome.tenant, outcome.cost_usd)
         if self.keep:
             self.records.append(outcome)
+
+    def _spend_recent(self, tenant: str, cost: float) -> None:
+        """Add to ``tenant``'s spend and make it the most recent (a dict keeps insertion order);
+        the least recently served tenant is let go when there are more than ``tenants``."""
+        spend = self._spend
+        spend[tenant] = spend.pop(tenant, 0.0) + cost
+        if len(spend) > self.tenants:  # type: ignore[operator]
+            self._let_go_usd += spend.pop(next(iter(spend)))
 
     def notify(self, outcome: Outcome) -> None:
         """Hand ``outcome`` to the sink (user code: the gateway calls it outside its lock)."""
@@ -131,11 +150,12 @@ class Ledger:
         return iter(self.records)
 
     def spend_by_tenant(self) -> dict[str, float]:
+        """USD spent per tenant: every tenant served, or the ``tenants`` most recently served."""
         return dict(self._spend)
 
     @property
     def total_cost_usd(self) -> float:
-        return sum(self._spend.values())
+        return sum(self._spend.values()) + self._let_go_usd
 
     def to_dataframe(self) -> "pd.DataFrame":
         import pandas as pd

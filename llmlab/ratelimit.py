@@ -47,6 +47,13 @@ class Refusal:
 #: a retry hint's margin: this many seconds, plus this many times ``abs(now)`` (two units in the
 #: last place of a double); the Redis script is written with the same two numbers
 RETRY_MARGIN_S = 1e-6
+#: how far a ``now`` may be behind a bucket's last update and still be a thread that read the clock
+#: before another took from the bucket (the refill, and so the wait, counts from that update).
+#: Further behind, the clock was stepped back (NTP, a VM resumed from a snapshot): the bucket's time
+#: moves back to ``now``, its level kept.  Counted from the update, a tenant at its limit was refused
+#: for the whole step (an hour back: "retry in 3003 s", and nothing refilled meanwhile).  A minute:
+#: what refills any bucket, so a step shorter than that costs at most the minute a limit is about.
+CLOCK_STEP_S = 60.0
 RETRY_MARGIN_ULPS = 4.5e-16
 
 
@@ -102,6 +109,8 @@ class _Bucket:
         return self.level + max(0.0, now - self.updated) * self.capacity / 60.0 >= self.capacity
 
     def refill(self, now: float) -> None:
+        if self.updated - now > CLOCK_STEP_S:  # the clock was stepped back: its time starts again from now
+            self.updated = now
         if now > self.updated:
             self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / 60.0)
             self.updated = now

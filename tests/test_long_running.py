@@ -4,7 +4,12 @@ from __future__ import annotations
 import gc
 import weakref
 
-from llmlab import GatewayError, RateLimit, RateLimited, RateLimiter
+import pytest
+
+from llmlab import GatewayError, RateLimit, RateLimited, RateLimiter, RetryPolicy
+from llmlab.effects import ErrorKind
+from llmlab.errors import ConfigError
+from llmlab.ledger import Ledger
 
 
 class _Body(bytearray):
@@ -60,3 +65,47 @@ def test_cache_keys_do_not_pin_every_long_prompt_they_were_computed_for():
     finally:
         tracemalloc.stop()
     assert held < 8_000_000  # ≈ 6 MB: the last 256 contexts and their normalised copies (≈ 18 MB before)
+
+
+def test_a_clock_stepped_back_does_not_lock_a_tenant_out_of_its_rate_limit(make_gateway, clock):
+    """The gateway reads time.time: an NTP step back of an hour left every tenant that had used its
+    limit refused for that hour ("retry in 3003 s"), its buckets refilling from their last update,
+    an hour ahead.  A step back of more than a minute now restarts the buckets' time, level kept."""
+    gw = make_gateway(rate_limiter=RateLimiter(default=RateLimit(rpm=60)))
+    for i in range(60):  # the whole minute's requests at once
+        assert gw.complete(f"q {i}", tenant="t", cache=False).ok
+    clock.advance(-3_600.0)
+    refused = gw.complete("one too many", tenant="t", cache=False).error
+    assert isinstance(refused, RateLimited) and refused.retry_after_s < 1.1  # the refill is a second away
+    clock.advance(10.0)
+    assert sum(gw.complete(f"later {i}", tenant="t", cache=False).ok for i in range(12)) == 10
+
+
+def test_a_clock_stepped_back_does_not_keep_a_breaker_open_for_the_step(make_gateway, driver, clock):
+    """A breaker opened just before the clock stepped back an hour skipped its deployment for that
+    hour plus the cooldown; the cooldown now counts from the first request after the step."""
+    driver.script("gpt-4o", ErrorKind.SERVER)
+    gw = make_gateway(retry=RetryPolicy(max_retries=0), breaker={"failure_threshold": 1, "cooldown_s": 30})
+    assert gw.complete("q", cache=False).deployment == "claude"  # the primary failed: its breaker opened
+    clock.advance(-3_600.0)
+    assert gw.complete("q", cache=False).attempts[0].error == "circuit_open"
+    clock.advance(31.0)
+    assert gw.complete("q", cache=False).deployment == "gpt-4o"  # the half-open probe, a cooldown later
+    assert gw.pipeline.breakers["gpt-4o"].state == "closed"
+
+
+def test_a_ledger_that_keeps_no_records_can_bound_its_spend_per_tenant(make_gateway):
+    """``Ledger(keep=False)`` still held one spend total per tenant ever served: a service whose
+    tenants are its users grew with every new user.  ``tenants=`` keeps the most recent ones."""
+    sent: list = []
+    gw = make_gateway(ledger=Ledger(keep=False, sink=sent.append, tenants=50))
+    for i in range(400):
+        gw.complete(f"question {i}", tenant=f"user-{i}")
+        gw.complete(f"question {i}", tenant="regular")  # served all along: never the least recent
+    spend = gw.ledger.spend_by_tenant()
+    assert len(spend) == 50 and "regular" in spend and "user-399" in spend and "user-300" not in spend
+    assert spend["regular"] == sum(o.cost_usd for o in sent if o.tenant == "regular")
+    assert gw.ledger.total_cost_usd == pytest.approx(sum(o.cost_usd for o in sent), rel=1e-12)
+    assert len(gw.ledger) == 800 and not gw.ledger.records
+    with pytest.raises(ConfigError, match="ledger.tenants"):
+        Ledger(keep=False, tenants=0)
