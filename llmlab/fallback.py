@@ -406,6 +406,10 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     out.error = out.error or CallError(ErrorKind.TIMEOUT, f"{dep.name} not called: no time left")
                     return out
                 call = replace(call, left_s=left)
+                # a call goes out with time left: a wait skipped before it (a Retry-After past the
+                # deadline) did not end the chain, and if this call fails on its own the request
+                # failed for that, not for its deadline
+                out.expired = False
             if before_call is not None:
                 try:
                     go = before_call(dep, out.attempts)

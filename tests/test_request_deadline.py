@@ -104,6 +104,18 @@ def test_a_wait_that_would_end_past_the_deadline_is_not_started():
     assert gw.complete("q").deployment == "a" and clock.sleeps == [2.0]
 
 
+def test_a_skipped_wait_does_not_blame_the_deadline_for_a_fallback_that_failed_on_its_own():
+    """The primary's Retry-After would end past the deadline, so the chain moved on; the fallback
+    then failed its own way with time to spare.  The error and the ledger said the request's
+    deadline had run out, sending whoever read them after the wrong cause."""
+    throttled = CallError(ErrorKind.RATE_LIMIT, "slow down", retry_after_s=2.0)
+    gw, clock = scripted([throttled], [ErrorKind.SERVER] * 3, request_timeout_s=1.0)
+    out = gw.complete("q")
+    assert not out.ok and isinstance(out.error, AllProvidersFailed)
+    assert "deadline" not in str(out.error) and "deadline" not in out.route_reason, (str(out.error), out.route_reason)
+    assert [a.deployment for a in out.attempts] == ["a", "b", "b", "b"]
+
+
 def test_the_last_resort_answer_is_still_served_when_the_deadline_ends_a_request():
     gw, clock = scripted(["ok: the answer cached an hour ago"], request_timeout_s=3.0, cache_ttl_s=60.0)
     assert gw.complete("where is my parcel").ok
