@@ -240,21 +240,28 @@ class ChainResult:
             return False
         if self.error.kind is ErrorKind.UNSUPPORTED:
             return all((a.error or "").startswith(ErrorKind.UNSUPPORTED.value) for a in self.attempts)
-        if self.error.kind is ErrorKind.AUTH:  # no deployment tried would take the gateway's credentials
+        if self.error.kind in UNSERVED_BY_SETUP:  # no deployment tried takes the gateway's key or has the model
             return credentials_refused(self.attempts, ())
         return self.error.kind in FATAL
 
 
+#: a deployment's own setup, not an outage, kept it from answering: the gateway's key refused
+#: (401/403) or its model not there (404).  Retrying later cannot help until someone fixes it
+UNSERVED_BY_SETUP = (ErrorKind.AUTH, ErrorKind.NOT_FOUND)
+_SETUP_PREFIXES = tuple(kind.value for kind in UNSERVED_BY_SETUP)
+
+
 def credentials_refused(attempts: Sequence[Attempt], refusing: Container[str]) -> bool:
-    """Whether no deployment of a chain's ``attempts`` takes the gateway's credentials: each
-    called refused them, and each skipped by its open breaker is in ``refusing`` (the last call
-    to it refused them).  A deployment skipped for its breaker otherwise may be in an outage that
+    """Whether no deployment of a chain's ``attempts`` can take the request as the gateway is set
+    up: each called refused the gateway's credentials or has no such model (a 404: every
+    deployment answering 404 was told "retry in 30 s" as if in an outage), and each skipped by
+    its open breaker is in ``refusing`` (its last call was refused so).  A deployment skipped for its breaker otherwise may be in an outage that
     ends: the request failed, it was not rejected (a retry hint, the last-resort answer) — taken
     for a refusal, one deployment down and the others' keys refused read "could not be
     processed".  A deployment skipped for too small a window could not answer either way."""
     judged = [a for a in attempts if a.purpose != "skip" or a.error == ErrorKind.CIRCUIT_OPEN.value]
     return bool(judged) and all(a.deployment in refusing if a.purpose == "skip"
-                                else (a.error or "").startswith(ErrorKind.AUTH.value) for a in judged)
+                                else (a.error or "").startswith(_SETUP_PREFIXES) for a in judged)
 
 
 def completion_bound(call: Call) -> int:
@@ -475,7 +482,7 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 break
             if result.kind is ErrorKind.UNSUPPORTED:  # this deployment cannot take the request: the next may
                 break
-            if result.kind is ErrorKind.AUTH or result.kind is ErrorKind.NOT_FOUND:
+            if result.kind in UNSERVED_BY_SETUP:
                 break  # its credentials are refused, or its model is gone (a retry would be too): the next has its own
             if retry == policy.max_retries or not breaker.current(ticket):  # opened, or re-admitted others
                 break

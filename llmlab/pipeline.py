@@ -30,7 +30,8 @@ from .effects import (ADMIT, Attempt, CachedAnswer, CacheOutcome, Call, CallErro
 from . import secret_logs
 from .errors import (AllProvidersFailed, BudgetExceeded, BudgetUnavailable, ClientDisconnected, GatewayError,
                      GuardrailBlocked, ProviderRejected, RateLimited, redact_text)
-from .fallback import ChainResult, CircuitBreaker, RetryPolicy, billed_part, credentials_refused, judge, run_chain
+from .fallback import (UNSERVED_BY_SETUP, ChainResult, CircuitBreaker, RetryPolicy, billed_part, credentials_refused,
+                       judge, run_chain)
 from .hedging import Hedge
 from .ledger import Ledger
 from .logs import log_failure
@@ -953,16 +954,23 @@ class Pipeline:
     def _failed(self, s: _State, last: ChainResult | None) -> Outcome:
         error = last.error if last is not None else None
         if last is not None and last.fatal:
-            s.hand_on = error.kind is ErrorKind.AUTH  # the keys were refused, not the request: an outage to followers
+            # the keys were refused or the models are not there, not the request: an outage to followers
+            s.hand_on = error.kind in UNSERVED_BY_SETUP
             return self._error(s, ProviderRejected(f"{last.deployment.name if last.deployment else 'provider'} "
                                                    f"rejected the request: {error.message}"))
-        if last is not None and error is not None and error.kind in (ErrorKind.AUTH, ErrorKind.CIRCUIT_OPEN) and \
-                credentials_refused(last.attempts, self._credentials_refused):
-            # breakers opened by refused keys: "retry in 30 s" would not help until the keys are fixed
-            refusing = sorted({a.deployment for a in last.attempts} & self._credentials_refused)
+        if last is not None and error is not None and \
+                (error.kind in UNSERVED_BY_SETUP or error.kind is ErrorKind.CIRCUIT_OPEN) and \
+                credentials_refused(last.attempts, self._credentials_refused | self._not_found):
+            # breakers opened by refused keys or missing models: "retry in 30 s" would not help until
+            # someone fixes the gateway's setup
+            tried = {a.deployment for a in last.attempts}
+            why = [f"the gateway's credentials refused by {', '.join(sorted(tried & self._credentials_refused))}"
+                   if tried & self._credentials_refused else "",
+                   f"no such model at {', '.join(sorted(tried & self._not_found))} (404)"
+                   if tried & self._not_found else ""]
             s.hand_on = True
-            return self._error(s, ProviderRejected(f"no deployment takes the gateway's credentials (refused by "
-                                                   f"{', '.join(refusing)})"))
+            return self._error(s, ProviderRejected("no deployment can take the request as the gateway is set up: "
+                                                   + "; ".join(filter(None, why))))
         now = self.clock()
         if s.cache is not CacheOutcome.BYPASS:  # last resort: a stale exact entry, then a similar cached answer
             hit = self.exact_cache.get(s.request.tenant, s.key, now, allow_stale=True) if s.key is not None else None

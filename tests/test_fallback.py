@@ -77,6 +77,30 @@ def test_when_every_deployment_refuses_the_credentials_the_request_is_rejected(m
     assert isinstance(out.error, ProviderRejected) and len(out.attempts) == 3  # no retry hint: not an outage
 
 
+def test_models_not_found_or_keys_refused_everywhere_reject_the_request_without_a_retry_hint(make_gateway, driver):
+    """Every deployment answering 404 (a retired model name everywhere), or some 404 and the
+    rest refusing the key, is the gateway's setup, not an outage: it read "all deployments
+    failed, retry in 30 s", and once the breakers opened it said so for good, where no retry
+    helps until the names or keys are fixed.  One deployment merely down is still an outage."""
+    gw = make_gateway(breaker={"failure_threshold": 1, "cooldown_s": 30.0})
+    driver.script("gpt-4o", ErrorKind.NOT_FOUND)
+    driver.script("claude", ErrorKind.AUTH)
+    driver.script("gpt-4o-mini", ErrorKind.NOT_FOUND)
+    first = gw.complete("hello")
+    assert isinstance(first.error, ProviderRejected) and first.error.retry_after_s is None, first.error
+    again = gw.complete("hello again")  # every breaker open: skipped without a call, still rejected
+    assert [a.purpose for a in again.attempts] == ["skip"] * 3
+    assert isinstance(again.error, ProviderRejected) and again.error.retry_after_s is None, again.error
+    assert "no such model at gpt-4o, gpt-4o-mini (404)" in again.error.message
+    assert "refused by claude" in again.error.message
+    outage = make_gateway()
+    driver.script("gpt-4o", ErrorKind.NOT_FOUND)
+    for name in ("claude", "gpt-4o-mini"):
+        driver.script(name, *[ErrorKind.SERVER] * 3)
+    down = outage.complete("hello")
+    assert isinstance(down.error, AllProvidersFailed) and down.error.retry_after_s > 0
+
+
 def test_breakers_opened_by_refused_keys_still_reject_the_request_without_a_retry_hint(make_gateway, driver,
                                                                                         clock):
     """Once every deployment's breaker opened on its refused key, requests were skipped everywhere
