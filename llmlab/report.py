@@ -403,18 +403,19 @@ def answered_apart(summary: Mapping[str, Any]) -> bool:
 
 def few_turns_note(summary: Mapping[str, Any]) -> str:
     """A line saying which latency percentiles rest on too few turns to be more than the slowest
-    ones ('' when none does).  The P95 of n turns needs n >= 20 to have a turn beyond it, the
-    P99 n >= 100; with fewer, linear interpolation puts them between the two slowest turns, and
-    a 12-request run's "p99 latency" read as a tail it never measured."""
+    ones ('' when none does).  Linear interpolation puts the P95 of n turns between the two
+    slowest while n <= 20 (at n = 20 still 5 % of the way from the second slowest to the
+    slowest; the note said nothing there), the P99 while n <= 100; a 12-request run's "p99
+    latency" read as a tail it never measured."""
     from .sim.metrics import POLICY_REFUSALS
 
     errors = summary.get("errors") or {}
     waited = (summary.get("requests") or 0) - sum(errors.get(code, 0) for code in POLICY_REFUSALS)
-    short = [name for name, needs in (("P95", 20), ("P99", 100)) if 0 < waited < needs]
+    short = [name for name, needs in (("P95", 20), ("P99", 100)) if 0 < waited <= needs]
     if not short:
         return ""
-    return (f"few turns: {' and '.join(short)} over {_count(waited)} turns a user waited on (P95 wants 20, "
-            f"P99 100), so {'they are' if len(short) > 1 else 'it is'} about the slowest turn")
+    return (f"few turns: {' and '.join(short)} over {_count(waited)} turns a user waited on (P95 wants over 20, "
+            f"P99 over 100), so {'they are' if len(short) > 1 else 'it is'} about the slowest turn")
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:

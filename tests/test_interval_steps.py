@@ -123,3 +123,16 @@ def test_the_summary_says_when_a_latency_percentile_rests_on_too_few_turns(reque
         assert "few turns" not in text
     else:
         assert f"few turns: {said} a user waited on" in text
+
+
+@pytest.mark.parametrize("n", [19, 20, 21, 99, 100, 101])
+def test_the_few_turns_note_names_each_percentile_numpy_puts_between_the_two_slowest(n):
+    """At 20 turns the P95 still lies between the two slowest (np.percentile: index 18.05 of
+    0..19) and at 100 the P99 (index 98.01), yet the note began only below 20 and 100."""
+    from llmlab.report import few_turns_note
+
+    slowest_two = [name for name, q in (("P95", 95), ("P99", 99))
+                   if np.percentile(np.arange(n), q) > n - 2]  # strictly past the second slowest
+    note = few_turns_note({"requests": n, "errors": {}})
+    assert (note.split(" over ")[0] if note else "") == ("few turns: " + " and ".join(slowest_two)
+                                                          if slowest_two else "")
