@@ -317,7 +317,8 @@ class Gateway:
             # a list replaces the default: adding an injection guard must not silently stop PII masking
             _warned_unmasked = True  # once per process: a sweep builds hundreds of gateways
             log.warning("input_guards has no PII masker: prompts reach providers, caches and logs unmasked "
-                        "(add llmlab.guardrails.PIIMaskingGuard() first, or pass input_guards=() to opt out)")
+                        "(add llmlab.guardrails.PIIMaskingGuard() first; to send them unmasked on purpose, "
+                        "unmasked_ok=True keeps these guards, input_guards=() drops every guard)")
         exact = (cache_store if cache_store is not None else MemoryStore(cache_capacity, cache_ttl_s)) if cache else None
         if step_threads is None:
             step_threads = any(getattr(b, "blocking_io", False) is True

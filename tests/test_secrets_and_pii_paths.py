@@ -197,6 +197,8 @@ def test_guards_without_a_masker_warn_once(make_gateway, caplog, monkeypatch):
         make_gateway(input_guards=())  # the explicit opt-out is silent
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
     assert "no PII masker" in caplog.records[0].message
+    # the way to keep an injection guard without masking is named: input_guards=() drops it too
+    assert "unmasked_ok=True" in caplog.records[0].message
 
 
 def test_a_deliberate_list_without_a_masker_is_not_warned_about(make_gateway, caplog, monkeypatch):
