@@ -85,6 +85,19 @@ def test_seeds_that_each_move_a_share_by_one_turn_are_starred_only_when_there_ar
     assert ten["clear"] and ten["ci_low"] > 0
 
 
+
+def test_a_difference_of_shares_has_its_interval_within_the_shares_range():
+    """Two seeds with three cache hits a run (a false-hit share moves by 1/3) gave the difference
+    of false-hit rates ±122 pp (±137 pp printed for realtime-chat): B − A of two shares lies in [−1, 1]."""
+    a = pd.DataFrame({"seed": [0, 1], "false_hit_rate": [0.0, 0.0], "cost_usd": [1.0, 1.0]})
+    steps = difference_steps({"false_hit_rate": 1 / 3}, {"false_hit_rate": 1 / 3})
+    table = paired_table(a, a.copy(), steps).set_index("metric")
+    share = table.loc["false_hit_rate"]
+    assert mean_ci([0.0, 0.0], step=steps["false_hit_rate"])[2] > 1  # the step's spread alone passes 100 pp
+    assert share["ci_low"] == -1.0 and share["ci_high"] == 1.0 and not share["clear"]
+    assert table.loc["cost_usd", "ci_low"] == table.loc["cost_usd", "ci_high"] == 0.0  # a cost's difference: unbounded
+
+
 def test_the_printed_comparison_says_a_star_among_many_rows_can_be_chance():
     """Fourteen rows judged at 5 % each: an A/A comparison stars one of them a quarter to two
     fifths of the time.  The footer said only that a star meant "B differs from A"."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from .metrics import mean_ci, metric_kind
+from .metrics import mean_ci, metric_bounds, metric_kind
 from .replications import run_steps
 from .scenario import Scenario, ScenarioError, load_scenario
 
@@ -189,7 +189,8 @@ def paired_table(a: "pd.DataFrame", b: "pd.DataFrame", steps: Mapping[str, float
             # not (the change moved the outages): no difference to average
             diff = lo = hi = math.nan
         else:  # one pair gives a difference but no interval (and no verdict)
-            diff, lo, hi = mean_ci((xb - xa).tolist(), step=(steps or {}).get(metric, 0.0))
+            low, high = metric_bounds(metric)  # B − A of a share lies in [−1, 1]: a step's spread passed it
+            diff, lo, hi = mean_ci((xb - xa).tolist(), (low - high, high - low), (steps or {}).get(metric, 0.0))
         rows.append({"metric": metric, "a": mean_ci(xa.tolist())[0], "b": mean_ci(xb.tolist())[0],  # as replicate()
                      "difference": diff, "ci_low": lo, "ci_high": hi, "clear": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
