@@ -77,6 +77,10 @@ class Call:
     # what was left of the request's deadline when the call was sent (llmlab.request_deadline);
     # None: the request has none, and the call has its deployment's ``timeout_s``
     left_s: float | None = None
+    # a streamed half-open probe's hook (llmlab.fallback.run_chain): the driver calls it with the
+    # seconds from sending to the first token, when that token comes — the probe's verdict is
+    # given then, not at the stream's end (its breaker's one slot was held for the whole stream)
+    on_first_token: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def timeout_s(self) -> float:

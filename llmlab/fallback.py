@@ -154,6 +154,23 @@ class CircuitBreaker:
         if self.current(ticket):
             self._probe_in_flight = False
 
+    def first_token(self, now: float, ticket: int | None, ttft_s: float) -> int | None:
+        """A streamed call's first token came ``ttft_s`` after sending.  For the half-open probe
+        that is its verdict, given now (a success; slow past ``slow_call_s``, which opens the
+        breaker again): the deployment answers, and waiting for the stream's end held the one
+        probe slot — every other request skipped the deployment — for the whole stream, seconds
+        to tens of seconds of a recovery.  No verdict for any other call.
+
+        Returns the ticket the call's end is judged with (:func:`judge`): the new closed
+        generation's when the token closed the breaker — from then on the call counts as one of
+        the closed state's, a stream cut after it as one failure like any cut stream — ``ticket``
+        itself for a call that is no probe, and None when the token opened the breaker again:
+        the call has had its verdict."""
+        if self.state != self.HALF_OPEN or not self.current(ticket):
+            return ticket
+        self.record_success(now, ticket, slow=self.slow_call_s is not None and ttft_s > self.slow_call_s)
+        return self.generation if self.state == self.CLOSED else None
+
     def is_slow(self, call: Call, result: CallResult | CallError) -> bool:
         """Did this call take longer than ``slow_call_s``?  The time to first token for a streamed
         answer, the whole call otherwise; a failure counts by how long it took (a timeout is slow)."""
@@ -427,6 +444,10 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                     breaker.release_probe(ticket)  # admitted, never called: a half-open probe's slot goes back
                     out.stopped = True
                     return out
+            probe = None
+            if call.stream and breaker.state == breaker.HALF_OPEN and breaker.current(ticket):
+                probe = _StreamedProbe(breaker, ticket, clock)  # judged at its first token
+                call = replace(call, on_first_token=probe.answering)
             second = None
             if hedge is not None and not called and call.purpose == "answer" and hedge.wait_for(call) < math.inf \
                     and (deadline is None or hedge.wait_for(call) + MIN_CALL_S <= left):  # a hedge due in time
@@ -458,7 +479,12 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
                 _hand_over(exc, out)
                 raise
             _record(out, call, result, price, call.purpose, waited)
-            _verdict(breaker, ticket, call, result, clock())
+            if probe is None or not probe.answered:
+                _verdict(breaker, ticket, call, result, clock())
+            elif probe.ticket is not None:  # its first token closed the breaker: judged as a call of that state
+                ticket = probe.ticket
+                _verdict(breaker, ticket, call, result, clock())
+            # (else its first token came too slowly and opened the breaker again: it has had its verdict)
             if deadline is not None and cut_by_deadline(call, result):
                 out.expired = True  # whatever follows, this call had all the time there was
             if hedged is not None:  # sent after the first call: recorded after it, whichever won
@@ -562,6 +588,23 @@ def _hedge_call(chain: Sequence[Deployment], index: int, call: Call, make_call: 
         if not before_hedge(target, out.attempts, loser):
             return None
     return second, breaker_for(target.name).admit(clock())
+
+
+class _StreamedProbe:
+    """The first-token hook of a streamed half-open probe (``Call.on_first_token``): the probe's
+    verdict as the token comes (:meth:`CircuitBreaker.first_token`), and the ticket its end is
+    judged with.  Drivers call it once, at most; a second call changes nothing."""
+
+    __slots__ = ("breaker", "ticket", "clock", "answered")
+
+    def __init__(self, breaker: CircuitBreaker, ticket: int | None, clock: Callable[[], float]) -> None:
+        self.breaker, self.ticket, self.clock = breaker, ticket, clock
+        self.answered = False
+
+    def answering(self, ttft_s: float) -> None:
+        if not self.answered:
+            self.answered = True
+            self.ticket = self.breaker.first_token(self.clock(), self.ticket, ttft_s)
 
 
 def _skipped_open(dep: Deployment) -> Attempt:

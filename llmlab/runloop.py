@@ -104,6 +104,12 @@ class PipelineRun:
     def send(self, value: Any) -> None:
         self._step(lambda: self.gen.send(value))
 
+    def first_token(self, hook: Callable[[float], None], ttft_s: float) -> None:
+        """Run a call's first-token hook (``Call.on_first_token``) under the lock: it changes a
+        breaker's state, as the pipeline's steps do."""
+        with self.lock:
+            hook(ttft_s)
+
     def fail(self, exc: Exception) -> None:
         effect = self.effect
         if isinstance(effect, Call):
@@ -296,6 +302,7 @@ class _Streamed:
         self.pieces: list[str] = []
         self.state: _StreamState | None = None
         self.decided: RaceDecided | None = None  # a race's loser, once decided (before the winner's text)
+        self.answered = False  # its first token came (see first_token)
 
     def took(self, item: Any) -> bool:
         """Note ``item``; True when it is text for the caller."""
@@ -312,6 +319,21 @@ class _Streamed:
 
     def text(self) -> str:
         return self.state.sent() if self.state is not None else "".join(self.pieces)
+
+    def first_token(self, effect: Call | Race, item: Any) -> Callable[[float], None] | None:
+        """The hook to call now that ``item`` is the stream's first token — text, or the driver's
+        state once it answers (a tool call's token, thinking) — when its call carries one
+        (``Call.on_first_token``: a half-open probe, judged then, see
+        :meth:`llmlab.fallback.CircuitBreaker.first_token`); None for any other item."""
+        if self.answered or not ((isinstance(item, str) and item)
+                                 or (isinstance(item, _StreamState) and item.answering())):
+            return None
+        self.answered = True
+        if self.state is not None:  # the call the text comes from (a race's winner), as the driver says
+            return self.state.call.on_first_token
+        if isinstance(effect, Race):
+            return (effect.second if self.decided is not None and self.decided.winner == 1 else effect.first).on_first_token
+        return effect.on_first_token
 
     def prompt(self) -> tuple[int, int, int] | None:
         """The prompt tokens the provider reported so far (see :meth:`_StreamState.reported_prompt`)."""
@@ -455,6 +477,9 @@ def iter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: StreamR
                 except Exception as exc:
                     run.fail(exc)
                     break
+                hook = streamed.first_token(effect, piece)
+                if hook is not None:
+                    run.first_token(hook, driver.clock() - streamed.started)
                 if streamed.took(piece):
                     text = response.show(shown.feed(piece))
                     if text:
@@ -502,6 +527,9 @@ async def aiter_stream(gen: Generator[Any, Any, Any], driver: Driver, response: 
             sub = _OPEN_STREAMS[run] = driver.astream_call(effect)
             try:
                 async for item in sub:
+                    hook = streamed.first_token(effect, item)
+                    if hook is not None:
+                        await step(run.first_token, hook, driver.clock() - streamed.started)
                     if isinstance(item, str):
                         streamed.took(item)
                         text = response.show(shown.feed(item))

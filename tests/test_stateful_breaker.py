@@ -14,7 +14,10 @@ requests at the instant a cooldown ends, against a reference written here from t
   gone (404) are failures; a hedge's cancelled loser gives no verdict unless it was slow;
 * a verdict counts only in the generation (state) that admitted its call; a cancelled call gives
   its probe slot back; a call that never comes back holds its slot (live calls always end, by their
-  timeout at the latest).
+  timeout at the latest);
+* a streamed half-open probe is judged at its first token (a success, slow past ``slow_call_s``);
+  when that closed the breaker, the call's end counts as a call of the closed state, else (opened
+  again) it has had its verdict.  A first token of any other call changes nothing.
 """
 from __future__ import annotations
 
@@ -122,6 +125,12 @@ class Reference:
         else:  # a 429, params refused before sending, a hedge's fast loser: no verdict
             self.release(ticket)
 
+    def first_token(self, ticket: int, took: float, now: float) -> int | None:
+        if self.state != "half_open" or ticket != self.generation:
+            return ticket
+        self.success(now, self.cfg["slow_call_s"] is not None and took > self.cfg["slow_call_s"])
+        return self.generation if self.state == "closed" else None
+
     def release(self, ticket: int) -> None:
         if ticket == self.generation:
             self.probe_out = False
@@ -139,6 +148,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.now = 1_700_000_000.0
         self.in_flight: list[int] = []  # tickets of calls admitted and not yet finished
         self.lost: list[int] = []       # calls that never came back
+        self.streaming: list[int] = []  # streamed calls whose first token came: the tickets their end counts with
 
     @initialize(cfg=st.sampled_from(CONFIGS))
     def build(self, cfg: dict) -> None:
@@ -175,6 +185,26 @@ class BreakerMachine(RuleBasedStateMachine):
         self.ref.verdict(ticket, result, took, self.now)
 
     @precondition(lambda self: self.in_flight)
+    @rule(i=st.integers(0, 10), took=st.sampled_from([0.1, 1.5, 3.0]))
+    def first_token_comes(self, i: int, took: float) -> None:
+        """A streamed call's first token, ``took`` after sending (as ``run_chain`` hands it on)."""
+        ticket = self.in_flight.pop(i % len(self.in_flight))
+        self.now += 0.001
+        got, expected = self.breaker.first_token(self.now, ticket, took), self.ref.first_token(ticket, took, self.now)
+        assert got == expected, (got, expected, self.breaker)
+        if got is not None:  # None: the first token opened the breaker again, the call's verdict given
+            self.streaming.append(got)
+
+    @precondition(lambda self: self.streaming)
+    @rule(i=st.integers(0, 10), result=st.sampled_from(RESULTS), took=st.sampled_from([0.1, 1.5, 3.0]))
+    def stream_ends(self, i: int, result: str | ErrorKind, took: float) -> None:
+        """A streamed call ends after its first token: judged with the ticket that token left it."""
+        ticket = self.streaming.pop(i % len(self.streaming))
+        self.now += 0.001
+        _verdict(self.breaker, ticket, CALL, outcome(result, took), self.now)
+        self.ref.verdict(ticket, result, took, self.now)
+
+    @precondition(lambda self: self.in_flight)
     @rule(i=st.integers(0, 10))
     def call_cancelled(self, i: int) -> None:
         """The caller left mid-call (or the call's task was cancelled): the probe slot goes back."""
@@ -204,7 +234,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @invariant()
     def one_probe_at_a_time(self) -> None:
         if hasattr(self, "ref") and self.breaker.state == CircuitBreaker.HALF_OPEN:
-            assert sum(t == self.breaker.generation for t in self.in_flight + self.lost) <= 1
+            assert sum(t == self.breaker.generation for t in self.in_flight + self.lost + self.streaming) <= 1
 
 
 def test_the_breaker_behaves_as_documented():

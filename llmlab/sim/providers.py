@@ -389,9 +389,12 @@ class SimProvider:
             if slots is not None:
                 slots.release()
             return self._fail(ErrorKind.TIMEOUT, f"{self.name}: timed out after {timeout_s:g} s", start)
-        if hold is not None and call.stream:  # a race is decided on the first token
-            yield env.timeout(ttft)
-            hold.first.succeed()
+        if call.stream and (hold is not None or call.on_first_token is not None):
+            yield env.timeout(ttft)  # a race is decided on the first token, and a half-open probe judged
+            if hold is not None:
+                hold.first.succeed()
+            if call.on_first_token is not None:
+                call.on_first_token(waited + ttft)
             service -= ttft
         yield env.timeout(service)
         if slots is not None:
