@@ -174,7 +174,7 @@ def test_windows_merged_into_spans_mark_exactly_the_turns_any_window_holds():
 
 def test_the_realtime_preset_keeps_its_drill_near_the_objective():
     """The preset's 1.5 s first-token timeouts and 30 s cooldown hold P95 TTFT during its ×4
-    OpenAI slowdown near 3 s (3.2–3.3 s over seeds 0–3); with the earlier 3 s and 15 s it was
+    OpenAI slowdown near 3 s (3.2–3.4 s over seeds 0–3); with the earlier 3 s and 15 s it was
     5.2 s on this seed.  The README's Known limit quotes these numbers."""
     now = sim.simulate("realtime-chat", seed=0, baseline=False, parallel=False).summary
     before = sim.simulate("realtime-chat", seed=0, baseline=False, parallel=False,
