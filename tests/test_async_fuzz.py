@@ -16,7 +16,7 @@ import sys
 import warnings
 
 import pytest
-from gateway_fuzz import (TENANTS, fuzz_request, Records, Watch, check, draw_caps, fault_plan, fuzz_gateway, replier,
+from gateway_fuzz import (TENANTS, Records, Watch, check, draw_caps, earlier_objects_frozen, fault_plan, fuzz_gateway, fuzz_request, replier,
                           shown_text)
 from llmlab import BudgetPolicy, CascadeRouter, Deployment, FixedRouter, Gateway, OutcomeKind, RetryPolicy, StreamReset
 from llmlab.live import import_litellm
@@ -251,11 +251,11 @@ def test_hundreds_of_concurrent_requests_with_faults_and_cancellations_keep_ever
     with the exact cache, budgets, rate limits and semantic entries in Redis, whose round trips
     let the step lock go: other requests' steps run in the middle of a step."""
     redis = (request.getfixturevalue("redis_url"), request.getfixturevalue("prefix")) if on_redis else None
-    gc.collect()  # earlier tests' garbage (litellm's sync streams leave an event loop unclosed) is not this run's
     unraisable: list = []
     hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        # earlier tests' garbage (expired litellm clients, unclosed loops) is not this run's
+        with earlier_objects_frozen(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             problems = asyncio.run(fuzz(FUZZ_SEED, step_threads=step_threads, redis=redis))
             gc.collect()
