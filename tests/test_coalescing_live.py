@@ -43,8 +43,11 @@ def test_a_burst_whose_redis_dies_mid_flight_still_reaches_the_provider_once(sta
     assert backends.cache_store.dropped_puts == 1  # the leader's answer never reached Redis
     assert calls == 1 and len(gw.ledger) == 40 and all(o.ok for o in outcomes)
     followers = [o for o in outcomes if o.coalesced_with is not None]
-    assert len(followers) == 39 and {o.coalesced_with for o in followers} == {"r0"}
-    assert all(o.cache is CacheOutcome.EXACT_HIT and o.cost_usd == 0 and o.text == outcomes[0].text
+    # one leader, the request that called; which of the burst boards first is the step threads'
+    # scheduling (Redis backends run steps on threads): r0 led on a quiet machine, r1 once on a loaded one
+    (leader,) = [o for o in outcomes if o.coalesced_with is None]
+    assert len(followers) == 39 and {o.coalesced_with for o in followers} == {leader.request_id}
+    assert all(o.cache is CacheOutcome.EXACT_HIT and o.cost_usd == 0 and o.text == leader.text
                for o in followers)
 
 def test_an_outage_with_a_stale_cached_answer_costs_one_call_at_a_time():
