@@ -27,7 +27,7 @@ from . import _validate as v
 from .effects import FATAL, Attempt, Call, CallError, CallResult, Deployment, Effect, ErrorKind, Race, Sleep
 from .errors import ClientDisconnected, ConfigError
 from .hedging import Hedge, hedge_target
-from .request_deadline import MIN_CALL_S
+from .request_deadline import MIN_CALL_S, call_time_left
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,8 +423,8 @@ def run_chain(chain: Sequence[Deployment], make_call: Callable[[Deployment], Cal
         for retry in range(policy.max_retries + 1):
             call = make_call(dep)
             if deadline is not None:
-                left = deadline - clock()
-                if left < MIN_CALL_S:  # no call starts after the request's deadline
+                left = call_time_left(deadline, clock())
+                if left is None:  # no call starts after the request's deadline
                     breaker.release_probe(ticket)
                     out.expired = True
                     out.error = out.error or CallError(ErrorKind.TIMEOUT, f"{dep.name} not called: no time left")

@@ -38,7 +38,7 @@ from .logs import log_failure
 from .placeholders import restore_placeholders
 from .pricing import PriceBook
 from .ratelimit import RateLimiterBackend
-from .request_deadline import MIN_CALL_S, ran_out
+from .request_deadline import call_time_left, ran_out
 from .request import Request, answer_token_limit, content_text
 from .routing import RouteDecision, Router, answer_routes, cascade_tier
 from .steplock import StepLock
@@ -556,7 +556,7 @@ class Pipeline:
             if hit is not None:
                 flights.served += 1
                 return hit
-            if not landed and s.deadline is not None and s.deadline - now < MIN_CALL_S:
+            if not landed and s.deadline is not None and call_time_left(s.deadline, now) is None:
                 return None  # the request's deadline ran out: it calls no provider, so it leads no flight
             if not landed:  # out of time, its leader still in the air: it calls on its own, and leads
                 own = flights.take_over(flight, s.request.request_id)
@@ -701,8 +701,8 @@ class Pipeline:
                     sent = CallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {dep.name}")
                     continue
                 if s.deadline is not None:  # a classification is a call: held to the request's deadline too
-                    left = s.deadline - self.clock()
-                    if left < MIN_CALL_S:
+                    left = call_time_left(s.deadline, self.clock())
+                    if left is None:
                         breaker.release_probe(ticket)
                         sent = CallError(ErrorKind.TIMEOUT, f"{dep.name} not called: {ran_out(s.deadline - s.started)}")
                         continue

@@ -28,7 +28,7 @@ from typing import Any
 from .errors import LLMLabError
 from .provider_errors import MAX_WAIT_S
 
-__all__ = ["MIN_CALL_S", "check_request_timeout", "ran_out"]
+__all__ = ["MIN_CALL_S", "call_time_left", "check_request_timeout", "ran_out"]
 
 #: a call with less time than this left is not sent: it could not answer (and in virtual time a
 #: call cut at the deadline ends a rounding error before it, which must not start another call)
@@ -45,6 +45,14 @@ def check_request_timeout(field: str, value: Any, error: type[LLMLabError]) -> f
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_WAIT_S:
         raise error(field, value, _ALLOWED)  # NaN fails the comparison too
     return float(value)
+
+
+def call_time_left(deadline: float, now: float) -> float | None:
+    """What is left of a request's ``deadline`` at ``now`` for one more call, or None when that is
+    less than :data:`MIN_CALL_S` and no call (a retry, a fallback, a classification, a flight
+    taken over) may start: the one rule the chain and the pipeline hold every call to."""
+    left = deadline - now
+    return left if left >= MIN_CALL_S else None
 
 
 def ran_out(limit_s: float) -> str:
